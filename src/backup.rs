@@ -1,0 +1,415 @@
+//! One backup run, start to finish, and the sweep of leftovers.
+//!
+//! [`run_backup`] records the run in history as `Running`, then:
+//! prepare (discover the store, find its volume, choose the method, check
+//! space) → sweep leftovers → snapshot → copy into `<name>.partial` →
+//! release the snapshot → verify → write the manifest → rename to the final
+//! name → record the outcome. Every temporary thing (snapshot, `.partial`,
+//! scratch folder) is owned by a guard, so an error, a cancel or a panic
+//! removes it, and the run is recorded as Failed/Cancelled, never Completed.
+
+use std::fs;
+use std::panic::{self, AssertUnwindSafe};
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use chrono::Utc;
+
+use crate::copy::{self, CopiedFile, Meter};
+use crate::error::{Error, ErrorKind, HINT_DEST, Result};
+use crate::fsutil::{self, RunLock};
+use crate::history::{History, Outcome, Run};
+use crate::manifest::{self, Manifest};
+use crate::method::{Method, MethodChoice};
+use crate::progress::{CancelToken, Level, Phase, Progress};
+use crate::snapshot::{self, SnapshotGuard};
+use crate::store::{self, Store};
+use crate::verify::{self, WORK_MARKER, WorkDir};
+use crate::volume::{self, VolumeInfo};
+use crate::online;
+
+/// Suffix of the folder a backup is written into until it is verified.
+pub const PARTIAL_SUFFIX: &str = ".partial";
+/// Prefix of scratch folders used by verification.
+pub const SCRATCH_PREFIX: &str = ".persnap-verify-";
+/// Attempts to release a snapshot before giving up (a busy filesystem can
+/// refuse for a moment).
+const RELEASE_ATTEMPTS: u32 = 5;
+
+/// What to back up, where to, and how.
+#[derive(Debug, Clone)]
+pub struct BackupRequest {
+    pub source: PathBuf,
+    pub dest: PathBuf,
+    pub store_name: String,
+    pub method: MethodChoice,
+    /// How long `sqlite-online` may wait for its read lock.
+    pub online_timeout: Duration,
+}
+
+impl BackupRequest {
+    pub fn new(source: impl Into<PathBuf>, dest: impl Into<PathBuf>) -> Self {
+        BackupRequest {
+            source: source.into(),
+            dest: dest.into(),
+            store_name: store::DEFAULT_STORE_NAME.into(),
+            method: MethodChoice::Auto,
+            online_timeout: online::DEFAULT_TIMEOUT,
+        }
+    }
+}
+
+/// A successful run.
+#[derive(Debug, Clone)]
+pub struct BackupReport {
+    pub run: Run,
+    pub manifest: Manifest,
+    pub backup_dir: PathBuf,
+}
+
+/// A failed run: the step that failed and why.
+#[derive(Debug, thiserror::Error)]
+#[error("{error}")]
+pub struct BackupFailure {
+    pub step: Phase,
+    pub run_id: Option<String>,
+    #[source]
+    pub error: Error,
+}
+
+/// What a backup would do, decided before anything is changed.
+#[derive(Debug, Clone)]
+pub struct Plan {
+    pub store: Store,
+    pub volume: VolumeInfo,
+    pub method: Method,
+    /// The backup location, canonical.
+    pub dest: PathBuf,
+    /// Bytes the backup needs free at the location (set + scratch copy).
+    pub needed_bytes: u64,
+    pub free_bytes: u64,
+    /// The location shares the database's filesystem.
+    pub dest_on_same_filesystem: bool,
+}
+
+/// Check a request and decide how it would run, changing nothing.
+pub fn plan(req: &BackupRequest) -> Result<Plan> {
+    store::validate_store_name(&req.store_name)?;
+    let source = volume::canonical(&req.source)?;
+    let store = store::discover(&source, &req.store_name)?;
+    let dest = canonical_dest(&req.dest)?;
+    if dest.starts_with(&source) {
+        return Err(Error::DestInsideSource { dest, source_dir: source });
+    }
+    if source.starts_with(&dest) {
+        return Err(Error::SourceInsideDest { dest, source_dir: source });
+    }
+    let volume = volume::probe(&source)?;
+    let method = snapshot::choose_method(req.method, &volume)?;
+    let needed_bytes = store.total_bytes() * 2 + copy::BLOCK as u64;
+    let free_bytes = fsutil::free_space(&dest).map_err(|source| Error::DestNotWritable { path: dest.clone(), source })?;
+    let dest_on_same_filesystem = fsutil::same_filesystem(&source, &dest).unwrap_or(false);
+    Ok(Plan { store, volume, method, dest, needed_bytes, free_bytes, dest_on_same_filesystem })
+}
+
+fn canonical_dest(dest: &Path) -> Result<PathBuf> {
+    let path = fs::canonicalize(dest).map_err(|source| match source.kind() {
+        std::io::ErrorKind::NotFound => Error::DestMissing { path: dest.to_owned() },
+        _ => Error::DestNotWritable { path: dest.to_owned(), source },
+    })?;
+    if !path.is_dir() {
+        return Err(Error::DestNotDir { path });
+    }
+    Ok(path)
+}
+
+/// Run one backup and record it in `history`.
+pub fn run_backup(
+    req: &BackupRequest,
+    history: &History,
+    progress: &mut dyn Progress,
+    cancel: &CancelToken,
+) -> std::result::Result<BackupReport, BackupFailure> {
+    let early = |error| BackupFailure { step: Phase::Prepare, run_id: None, error };
+    for run in history.recover().map_err(early)? {
+        progress.log(Level::Warning, &format!("An earlier backup (started {}) was interrupted; its leftovers are removed now.", run.started));
+    }
+    let id = uuid::Uuid::new_v4().simple().to_string();
+    let tag = id[..8].to_owned();
+    let lock = RunLock::acquire(&tag).map_err(|e| early(Error::io("create the run lock", "/run/persnap", "Check that /run or $XDG_RUNTIME_DIR is writable.")(e)))?;
+    let mut run = new_run(req, id, tag);
+    history.upsert(&run).map_err(early)?;
+    let started = Instant::now();
+    let mut step = Phase::Prepare;
+    let result = panic::catch_unwind(AssertUnwindSafe(|| execute(req, &mut run, &mut step, progress, cancel)));
+    run.finished = Some(Utc::now());
+    run.duration_secs = Some(started.elapsed().as_secs_f64());
+    let outcome = match result {
+        Ok(Ok(done)) => Ok(done),
+        Ok(Err(error)) => Err(error),
+        Err(panic) => {
+            run.outcome = Outcome::Failed { step, kind: ErrorKind::Internal, message: panic_message(&panic) };
+            let _ = history.upsert(&run);
+            drop(lock);
+            panic::resume_unwind(panic);
+        }
+    };
+    let report = match outcome {
+        Ok((manifest, backup_dir)) => {
+            run.outcome = Outcome::Completed;
+            Ok(BackupReport { run: run.clone(), manifest, backup_dir })
+        }
+        Err(error) => {
+            run.outcome = match &error {
+                Error::Cancelled => Outcome::Cancelled,
+                e => Outcome::Failed { step, kind: e.kind(), message: e.to_string() },
+            };
+            Err(BackupFailure { step, run_id: Some(run.id.clone()), error })
+        }
+    };
+    if let Err(e) = history.upsert(&run) {
+        progress.log(Level::Warning, &e.to_string());
+    }
+    drop(lock);
+    report.map(|mut r| {
+        r.run = run;
+        r
+    })
+}
+
+fn new_run(req: &BackupRequest, id: String, tag: String) -> Run {
+    Run {
+        id,
+        tag,
+        started: Utc::now(),
+        finished: None,
+        duration_secs: None,
+        source: req.source.clone(),
+        store_name: req.store_name.clone(),
+        destination: req.dest.clone(),
+        backup_path: None,
+        requested_method: req.method,
+        method: None,
+        snapshot_id: None,
+        bytes: 0,
+        files: 0,
+        outcome: Outcome::Running,
+        verification: None,
+        warnings: Vec::new(),
+        host: manifest::host_name(),
+        tool_version: crate::TOOL_VERSION.into(),
+    }
+}
+
+fn panic_message(panic: &Box<dyn std::any::Any + Send>) -> String {
+    let text = panic
+        .downcast_ref::<&str>()
+        .map(|s| s.to_string())
+        .or_else(|| panic.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "unknown panic".into());
+    format!("persnap failed internally ({text}); nothing was kept. Please report this.")
+}
+
+/// Everything after the run is recorded; `step` tracks where we are.
+fn execute(
+    req: &BackupRequest,
+    run: &mut Run,
+    step: &mut Phase,
+    progress: &mut dyn Progress,
+    cancel: &CancelToken,
+) -> Result<(Manifest, PathBuf)> {
+    progress.phase(Phase::Prepare);
+    let plan = plan(req)?;
+    run.source = plan.store.dir.clone();
+    run.destination = plan.dest.clone();
+    run.method = Some(plan.method);
+    for line in sweep_leftovers(std::slice::from_ref(&plan.dest)) {
+        progress.log(Level::Info, &line);
+    }
+    if plan.free_bytes < plan.needed_bytes {
+        return Err(Error::InsufficientSpace { path: plan.dest, needed: plan.needed_bytes, available: plan.free_bytes });
+    }
+    if plan.dest_on_same_filesystem {
+        warn(run, progress, "The backup location is on the same filesystem as the database: this protects against mistakes, not against losing the disk. Prefer another disk.");
+    }
+    let started = run.started;
+    let name = format!("{}-{}-{}", plan.store.name, started.format("%Y%m%dT%H%M%SZ"), run.tag);
+    let partial = WorkDir::create(plan.dest.join(format!("{name}{PARTIAL_SUFFIX}")))?;
+    let mut meter = Meter { phase: Phase::Copy, done: 0, total: plan.store.total_bytes(), progress, cancel };
+    let (files, journal_mode) = match plan.method {
+        Method::SqliteOnline => {
+            *step = Phase::Copy;
+            meter.progress.phase(Phase::Copy);
+            let file = online::backup(&plan.store, &partial.path().join(&plan.store.name), req.online_timeout, &mut meter)?;
+            (vec![file], plan.store.journal_mode())
+        }
+        method => copy_from_snapshot(&plan, method, run, step, partial.path(), &mut meter)?,
+    };
+    cancel.check()?;
+    run.bytes = files.iter().map(|f| f.size).sum();
+    run.files = files.len() as u32;
+
+    *step = Phase::Verify;
+    meter.progress.phase(Phase::Verify);
+    let mut meter = Meter { phase: Phase::Verify, done: 0, total: run.bytes, progress: meter.progress, cancel };
+    let scratch = plan.dest.join(format!("{SCRATCH_PREFIX}{}", run.tag));
+    let verification = verify::verify_set(partial.path(), &files, &plan.store.name, scratch, &mut meter)?;
+    run.verification = Some(verification.clone());
+    cancel.check()?;
+
+    *step = Phase::Finish;
+    meter.progress.phase(Phase::Finish);
+    let manifest = Manifest {
+        format: manifest::MANIFEST_FORMAT,
+        tool: "persnap".into(),
+        tool_version: crate::TOOL_VERSION.into(),
+        run_id: run.id.clone(),
+        host: run.host.clone(),
+        source_dir: plan.store.dir.clone(),
+        store_name: plan.store.name.clone(),
+        journal_mode,
+        method: plan.method,
+        snapshot_id: run.snapshot_id.clone(),
+        started,
+        finished: Utc::now(),
+        total_bytes: run.bytes,
+        files,
+        verification,
+    };
+    let final_dir = plan.dest.join(&name);
+    finish(partial, &manifest, &final_dir)?;
+    run.backup_path = Some(final_dir.clone());
+    Ok((manifest, final_dir))
+}
+
+/// Snapshot, copy the store as the snapshot shows it, release the snapshot.
+fn copy_from_snapshot(
+    plan: &Plan,
+    method: Method,
+    run: &mut Run,
+    step: &mut Phase,
+    partial: &Path,
+    meter: &mut Meter,
+) -> Result<(Vec<CopiedFile>, store::JournalMode)> {
+    *step = Phase::Snapshot;
+    meter.progress.phase(Phase::Snapshot);
+    let provider = snapshot::provider(method)?;
+    let guard = SnapshotGuard::new(provider.create(&plan.volume, &run.tag)?);
+    run.snapshot_id = Some(guard.id().to_owned());
+    meter.progress.log(Level::Info, &format!("Created snapshot {}", guard.id()));
+    meter.cancel.check()?;
+
+    *step = Phase::Copy;
+    meter.progress.phase(Phase::Copy);
+    let image = store::discover(&guard.folder(), &plan.store.name)?;
+    meter.total = image.total_bytes();
+    let files = copy::copy_files(&image.dir, &image.files, partial, meter)?;
+
+    *step = Phase::Release;
+    meter.progress.phase(Phase::Release);
+    release_with_retry(guard, run, meter.progress);
+    Ok((files, image.journal_mode()))
+}
+
+/// Release a snapshot, retrying briefly; a final failure is a warning (the
+/// copy is good) and the next run's sweep removes the snapshot.
+fn release_with_retry(mut guard: SnapshotGuard, run: &mut Run, progress: &mut dyn Progress) {
+    for attempt in 1..=RELEASE_ATTEMPTS {
+        match guard.release() {
+            Ok(()) => {
+                progress.log(Level::Info, &format!("Removed snapshot {}", guard.id()));
+                return;
+            }
+            Err(e) if attempt == RELEASE_ATTEMPTS => {
+                warn(run, progress, &format!("{e} The next backup or `persnap cleanup` will remove it."));
+                return;
+            }
+            Err(_) => std::thread::sleep(Duration::from_millis(200 * u64::from(attempt))),
+        }
+    }
+}
+
+fn warn(run: &mut Run, progress: &mut dyn Progress, message: &str) {
+    progress.log(Level::Warning, message);
+    run.warnings.push(message.to_owned());
+}
+
+/// Manifest in, work marker out, rename to the final name, flush.
+fn finish(partial: WorkDir, manifest: &Manifest, final_dir: &Path) -> Result<()> {
+    manifest::write(partial.path(), manifest)?;
+    let marker = partial.path().join(WORK_MARKER);
+    fs::remove_file(&marker).map_err(Error::io("remove", marker, HINT_DEST))?;
+    fs::rename(partial.path(), final_dir).map_err(Error::io("rename the finished backup to", final_dir, HINT_DEST))?;
+    partial.keep();
+    let parent = final_dir.parent().expect("backup folder has a parent");
+    fsutil::fsync_dir(parent).map_err(Error::io("flush", parent, HINT_DEST))
+}
+
+/// Remove leftovers of interrupted runs: tagged snapshots on every mounted
+/// volume, and `.partial`/scratch folders in `dests`. Only things whose run
+/// is provably dead (its run lock is free) are touched. Returns one line per
+/// thing removed or per problem found.
+pub fn sweep_leftovers(dests: &[PathBuf]) -> Vec<String> {
+    let mut lines = Vec::new();
+    match volume::read_mounts() {
+        Ok(mounts) => {
+            for provider in snapshot::sweepers() {
+                match provider.sweep(&mounts) {
+                    Ok(removed) => lines.extend(removed.into_iter().map(|r| format!("Removed leftover snapshot {r}"))),
+                    Err(e) => lines.push(format!("Could not remove a leftover {} snapshot: {e}", provider.method())),
+                }
+            }
+        }
+        Err(e) => lines.push(e.to_string()),
+    }
+    for dest in dests {
+        for dir in leftover_work_dirs(dest) {
+            match fs::remove_dir_all(&dir) {
+                Ok(()) => lines.push(format!("Removed unfinished backup folder {}", dir.display())),
+                Err(e) => lines.push(format!("Could not remove unfinished backup folder {} ({e}); delete it by hand.", dir.display())),
+            }
+        }
+    }
+    lines
+}
+
+/// `.partial` and scratch folders in `dest` that hold the work marker and
+/// whose run is dead.
+fn leftover_work_dirs(dest: &Path) -> Vec<PathBuf> {
+    let Ok(entries) = fs::read_dir(dest) else { return Vec::new() };
+    entries
+        .filter_map(|e| e.ok())
+        .filter_map(|e| {
+            let name = e.file_name().to_str()?.to_owned();
+            let tag = work_dir_tag(&name)?;
+            let path = e.path();
+            let ours = fs::symlink_metadata(&path).ok()?.is_dir() && path.join(WORK_MARKER).is_file();
+            (ours && !RunLock::is_held(tag)).then_some(path)
+        })
+        .collect()
+}
+
+/// The run tag in a work folder's name, if it is one.
+fn work_dir_tag(name: &str) -> Option<&str> {
+    let tag = if let Some(rest) = name.strip_prefix(SCRATCH_PREFIX) {
+        rest
+    } else {
+        let stem = name.strip_suffix(PARTIAL_SUFFIX)?;
+        stem.get(stem.len().checked_sub(8)?..)?
+    };
+    (tag.len() == 8 && tag.bytes().all(|b| b.is_ascii_hexdigit())).then_some(tag)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn recognises_work_folders_by_tag() {
+        assert_eq!(work_dir_tag("persistence.db-20261123T101010Z-0a1b2c3d.partial"), Some("0a1b2c3d"));
+        assert_eq!(work_dir_tag(".persnap-verify-deadbeef"), Some("deadbeef"));
+        assert_eq!(work_dir_tag("holiday.partial"), None);
+        assert_eq!(work_dir_tag("persistence.db-20261123T101010Z-0a1b2c3d"), None);
+        assert_eq!(work_dir_tag(".persnap-verify-xyz"), None);
+    }
+}

@@ -1,0 +1,335 @@
+//! The command-line front end: `persnap backup|probe|verify|history|cleanup`.
+//!
+//! Calls the same engine as the GUI. Human-readable progress goes to stderr;
+//! stdout carries only results (the new backup's path, tables, JSON), so
+//! scripts can use it. Exit codes are documented in `--help` and README.md.
+
+use std::io::{IsTerminal, Write};
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use clap::{Parser, Subcommand};
+use persnap::backup::{self, BackupRequest};
+use persnap::history::{History, Outcome, Run};
+use persnap::method::MethodChoice;
+use persnap::progress::{CancelToken, Level, Phase, Progress};
+use persnap::{units, verify, volume};
+
+const EXIT_CODES: &str = "\
+Exit codes:
+  0  success
+  1  internal error (a bug; please report it)
+  2  bad input: folder, store name, backup location or method
+  3  no snapshot possible, or taking/removing the snapshot failed
+  4  copying failed (read error, destination full or not writable, online backup timed out)
+  5  verification failed (integrity check, hash mismatch, damaged backup)
+  6  cancelled (Ctrl-C); nothing was kept
+  7  another run or the history file is in the way
+
+Methods:
+  auto           the snapshot method that applies to the folder's volume (btrfs or lvm;
+                 vss on Windows). Never falls back to copying live files.
+  btrfs          read-only btrfs snapshot of the subvolume holding the folder (root)
+  lvm            LVM snapshot of the logical volume holding the folder (root)
+  vss            Windows Volume Shadow Copy (administrator)
+  sqlite-online  SQLite's online backup API on the live database; no snapshot, no root.
+                 Trade-off: in rollback-journal mode it holds a read lock for the whole
+                 copy, stalling the correlator's commits meanwhile, and a database that
+                 is never idle may not finish before --timeout. Chosen only explicitly.";
+
+#[derive(Parser)]
+#[command(name = "persnap", version, about = "Consistent backups of a live Apama correlator persistence database, taken from a filesystem snapshot.", after_help = EXIT_CODES)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Subcommand)]
+pub enum Command {
+    /// Back up a live store: snapshot, copy, verify, record.
+    Backup {
+        /// The folder holding the database (the correlator's -PstoreLocation).
+        #[arg(long, value_name = "DIR")]
+        source: PathBuf,
+        /// The folder to write the backup into (preferably on another disk).
+        #[arg(long, value_name = "DIR")]
+        dest: PathBuf,
+        /// The database file name (the correlator's -PstoreName).
+        #[arg(long, value_name = "NAME", default_value = persnap::store::DEFAULT_STORE_NAME)]
+        store_name: String,
+        /// How to get a consistent image: auto, btrfs, lvm, vss or sqlite-online (see below).
+        #[arg(long, default_value = "auto")]
+        method: MethodChoice,
+        /// Seconds the sqlite-online method may wait for its read lock.
+        #[arg(long, value_name = "SECS", default_value_t = persnap::online::DEFAULT_TIMEOUT.as_secs())]
+        timeout: u64,
+    },
+    /// Show what would be backed up and which snapshot method applies; changes nothing.
+    Probe {
+        #[arg(long, value_name = "DIR")]
+        source: PathBuf,
+        #[arg(long, value_name = "NAME", default_value = persnap::store::DEFAULT_STORE_NAME)]
+        store_name: String,
+        /// Print JSON instead of text.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Re-check a backup: files and SHA-256 hashes against its manifest, and SQLite's integrity check.
+    Verify {
+        /// The backup folder (the one holding manifest.json).
+        backup: PathBuf,
+    },
+    /// List past runs.
+    History {
+        /// Print JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Remove leftovers of interrupted runs: persnap snapshots and unfinished backup folders.
+    Cleanup {
+        /// Also look for unfinished backup folders here (history's locations are always searched).
+        #[arg(long, value_name = "DIR")]
+        dest: Vec<PathBuf>,
+    },
+}
+
+/// An error with the exit code it maps to.
+pub struct Failure {
+    pub code: i32,
+    pub error: anyhow::Error,
+}
+
+impl<E: Into<anyhow::Error>> From<E> for Failure {
+    fn from(e: E) -> Self {
+        let error = e.into();
+        let code = error.downcast_ref::<persnap::Error>().map_or(1, |e| e.kind().exit_code());
+        Failure { code, error }
+    }
+}
+
+pub fn run(cli: Cli) -> Result<(), Failure> {
+    match cli.command {
+        Command::Backup { source, dest, store_name, method, timeout } => {
+            let req = BackupRequest { source, dest, store_name, method, online_timeout: Duration::from_secs(timeout) };
+            backup_cmd(&req)
+        }
+        Command::Probe { source, store_name, json } => probe_cmd(source, &store_name, json),
+        Command::Verify { backup } => verify_cmd(backup),
+        Command::History { json } => history_cmd(json),
+        Command::Cleanup { dest } => cleanup_cmd(dest),
+    }
+}
+
+fn backup_cmd(req: &BackupRequest) -> Result<(), Failure> {
+    let history = History::open_default()?;
+    let cancel = CancelToken::new();
+    install_cancel_on_signals(&cancel)?;
+    let mut progress = Printer::new();
+    match backup::run_backup(req, &history, &mut progress, &cancel) {
+        Ok(report) => {
+            progress.finish_line();
+            let m = &report.manifest;
+            eprintln!(
+                "Backup verified: {} files, {}, integrity {}, {} pages, method {}, took {}.",
+                m.files.len(),
+                units::bytes(m.total_bytes),
+                m.verification.integrity,
+                m.verification.page_count,
+                m.method,
+                units::duration(Duration::from_secs_f64(report.run.duration_secs.unwrap_or(0.0)))
+            );
+            println!("{}", report.backup_dir.display());
+            Ok(())
+        }
+        Err(failure) => {
+            progress.finish_line();
+            let code = failure.error.kind().exit_code();
+            Err(Failure { code, error: anyhow::Error::new(failure.error).context(format!("backup failed during {}", failure.step)) })
+        }
+    }
+}
+
+fn install_cancel_on_signals(cancel: &CancelToken) -> anyhow::Result<()> {
+    use signal_hook::consts::{SIGINT, SIGTERM};
+    for sig in [SIGINT, SIGTERM] {
+        // A second signal while cancelling exits at once.
+        signal_hook::flag::register_conditional_shutdown(sig, 130, cancel.flag())?;
+        signal_hook::flag::register(sig, cancel.flag())?;
+    }
+    Ok(())
+}
+
+fn probe_cmd(source: PathBuf, store_name: &str, json: bool) -> Result<(), Failure> {
+    let source = volume::canonical(&source)?;
+    let store = persnap::store::discover(&source, store_name)?;
+    let info = volume::probe(&source)?;
+    if json {
+        let value = serde_json::json!({ "store": store, "volume": info });
+        println!("{}", serde_json::to_string_pretty(&value)?);
+        return Ok(());
+    }
+    println!("Database {} in {}", store.name, store.dir.display());
+    println!("  journal mode: {}, page size {}, {} pages", store.journal_mode(), store.header.page_size, store.header.page_count);
+    for f in &store.files {
+        println!("  {:<40} {:>12}", f.name, units::bytes(f.size));
+    }
+    let m = &info.mount;
+    println!("Volume: {} ({}) mounted at {}", m.device, m.fs_type, m.mount_point.display());
+    match &info.snapshot {
+        volume::SnapshotSupport::Available { method, detail } => println!("Snapshot method: {method} ({detail})"),
+        volume::SnapshotSupport::Unavailable { reason } => {
+            println!("Snapshot method: none — {reason}. Only --method sqlite-online (or stopping the correlator) can back this up.")
+        }
+    }
+    Ok(())
+}
+
+fn verify_cmd(dir: PathBuf) -> Result<(), Failure> {
+    let cancel = CancelToken::new();
+    install_cancel_on_signals(&cancel)?;
+    let scratch_parent = scratch_parent_for(&dir);
+    let mut printer = Printer::new();
+    printer.phase(Phase::Verify);
+    let mut meter = persnap::copy::Meter { phase: Phase::Verify, done: 0, total: 0, progress: &mut printer, cancel: &cancel };
+    let result = verify::verify_backup(&dir, &scratch_parent, &mut meter);
+    printer.finish_line();
+    let (manifest, v) = result?;
+    println!(
+        "OK: {} files ({}) match their SHA-256; integrity {}; {} pages of {} bytes; backed up {} from {}",
+        manifest.files.len(),
+        units::bytes(manifest.total_bytes),
+        v.integrity,
+        v.page_count,
+        v.page_size,
+        manifest.finished.with_timezone(&chrono::Local).format("%Y-%m-%d %H:%M:%S"),
+        manifest.source_dir.display()
+    );
+    Ok(())
+}
+
+/// Scratch space next to the backup when writable, else the temp folder.
+fn scratch_parent_for(dir: &std::path::Path) -> PathBuf {
+    let parent = std::fs::canonicalize(dir).ok().and_then(|d| d.parent().map(PathBuf::from));
+    match parent {
+        Some(p) if tempfile_probe(&p) => p,
+        _ => std::env::temp_dir(),
+    }
+}
+
+fn tempfile_probe(dir: &std::path::Path) -> bool {
+    let probe = dir.join(format!(".persnap-probe-{}", std::process::id()));
+    let ok = std::fs::write(&probe, b"").is_ok();
+    let _ = std::fs::remove_file(&probe);
+    ok
+}
+
+fn history_cmd(json: bool) -> Result<(), Failure> {
+    let history = History::open_default()?;
+    history.recover()?;
+    let runs = history.load()?;
+    if json {
+        println!("{}", serde_json::to_string_pretty(&runs)?);
+        return Ok(());
+    }
+    if runs.is_empty() {
+        println!("No backups yet. History is kept in {}.", history.path().display());
+        return Ok(());
+    }
+    println!("{:<19}  {:<11}  {:<13}  {:>10}  {:>9}  {:<6}  {}", "STARTED", "RESULT", "METHOD", "SIZE", "DURATION", "CHECK", "BACKUP / REASON");
+    for run in &runs {
+        println!("{}", history_row(run));
+    }
+    Ok(())
+}
+
+fn history_row(run: &Run) -> String {
+    let started = run.started.with_timezone(&chrono::Local).format("%Y-%m-%d %H:%M:%S");
+    let method = run.method.map_or_else(|| run.requested_method.to_string(), |m| m.to_string());
+    let size = if run.bytes > 0 { units::bytes(run.bytes) } else { "-".into() };
+    let duration = run.duration_secs.map_or("-".into(), |s| units::duration(Duration::from_secs_f64(s)));
+    let check = run.verification.as_ref().map_or("-", |v| v.integrity.as_str());
+    let detail = match (&run.outcome, &run.backup_path) {
+        (Outcome::Failed { step, message, .. }, _) => format!("{step}: {message}"),
+        (_, Some(path)) => path.display().to_string(),
+        _ => run.source.display().to_string(),
+    };
+    format!("{started:<19}  {:<11}  {method:<13}  {size:>10}  {duration:>9}  {check:<6}  {detail}", run.outcome.label())
+}
+
+fn cleanup_cmd(extra: Vec<PathBuf>) -> Result<(), Failure> {
+    let history = History::open_default()?;
+    history.recover()?;
+    let mut dests: Vec<PathBuf> = history.load()?.into_iter().map(|r| r.destination).collect();
+    dests.extend(extra);
+    dests.sort();
+    dests.dedup();
+    let lines = backup::sweep_leftovers(&dests);
+    if lines.is_empty() {
+        println!("Nothing to clean up.");
+    }
+    for line in &lines {
+        println!("{line}");
+    }
+    if lines.iter().any(|l| l.starts_with("Could not")) {
+        let error = anyhow::anyhow!("some leftovers could not be removed (see above); run `persnap cleanup` as root");
+        return Err(Failure { code: persnap::ErrorKind::Snapshot.exit_code(), error });
+    }
+    Ok(())
+}
+
+/// Prints phases and throttled progress to stderr.
+struct Printer {
+    tty: bool,
+    last: Instant,
+    phase_started: Instant,
+    open_line: bool,
+}
+
+impl Printer {
+    fn new() -> Self {
+        let now = Instant::now();
+        Printer { tty: std::io::stderr().is_terminal(), last: now, phase_started: now, open_line: false }
+    }
+
+    fn finish_line(&mut self) {
+        if self.open_line {
+            eprintln!();
+            self.open_line = false;
+        }
+    }
+}
+
+impl Progress for Printer {
+    fn phase(&mut self, phase: Phase) {
+        self.finish_line();
+        self.phase_started = Instant::now();
+        eprintln!("== {phase}");
+    }
+
+    fn bytes(&mut self, _phase: Phase, done: u64, total: u64) {
+        let now = Instant::now();
+        let interval = if self.tty { Duration::from_millis(200) } else { Duration::from_secs(5) };
+        if now.duration_since(self.last) < interval && done < total {
+            return;
+        }
+        self.last = now;
+        let secs = now.duration_since(self.phase_started).as_secs_f64().max(1e-3);
+        let pct = if total > 0 { done as f64 * 100.0 / total as f64 } else { 100.0 };
+        let line = format!("   {} of {} ({pct:.0}%), {}/s", units::bytes(done), units::bytes(total), units::bytes((done as f64 / secs) as u64));
+        if self.tty {
+            eprint!("\r{line:<60}");
+            let _ = std::io::stderr().flush();
+            self.open_line = true;
+        } else {
+            eprintln!("{line}");
+        }
+    }
+
+    fn log(&mut self, level: Level, message: &str) {
+        self.finish_line();
+        match level {
+            Level::Info => eprintln!("   {message}"),
+            Level::Warning => eprintln!("   warning: {message}"),
+        }
+    }
+}

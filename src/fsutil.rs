@@ -1,0 +1,174 @@
+//! Small filesystem tools: durable atomic writes, directory fsync, free
+//! space, and the run locks that tell live runs from leftovers.
+//!
+//! Every run holds an exclusive `flock` on `run-<tag>.lock` in a runtime
+//! directory for as long as it lives. Snapshots, `.partial` folders and
+//! scratch folders carry the run's tag in their names, so a sweep can tell a
+//! leftover (nobody holds its lock: the run died, or the machine rebooted and
+//! `/run` was emptied) from the work of a backup that is still running.
+
+use std::fs::{self, File};
+use std::io::{self, Write};
+use std::os::fd::AsRawFd;
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
+use std::path::{Path, PathBuf};
+
+/// Write `bytes` to `path` atomically: temp file, fsync, rename, fsync dir.
+pub fn atomic_write(path: &Path, bytes: &[u8]) -> io::Result<()> {
+    let dir = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
+    let name = path.file_name().ok_or_else(|| io::Error::from(io::ErrorKind::InvalidInput))?;
+    let tmp = dir.join(format!(".{}.tmp-{}", name.to_string_lossy(), std::process::id()));
+    let result = (|| {
+        let mut file = File::options().write(true).create(true).truncate(true).mode(0o644).open(&tmp)?;
+        file.write_all(bytes)?;
+        file.sync_all()?;
+        fs::rename(&tmp, path)?;
+        fsync_dir(dir)
+    })();
+    if result.is_err() {
+        let _ = fs::remove_file(&tmp);
+    }
+    result
+}
+
+/// Make a directory's entries (new files, renames) durable.
+pub fn fsync_dir(dir: &Path) -> io::Result<()> {
+    File::open(dir)?.sync_all()
+}
+
+/// Bytes available to unprivileged users on the filesystem holding `path`.
+pub fn free_space(path: &Path) -> io::Result<u64> {
+    let c = std::ffi::CString::new(path.as_os_str().as_bytes())
+        .map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))?;
+    // SAFETY: statvfs fills the zeroed struct from a valid C string.
+    let mut st: libc::statvfs = unsafe { std::mem::zeroed() };
+    if unsafe { libc::statvfs(c.as_ptr(), &mut st) } != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(st.f_bavail as u64 * st.f_frsize as u64)
+}
+
+/// Whether two existing paths are on the same filesystem (device number).
+pub fn same_filesystem(a: &Path, b: &Path) -> io::Result<bool> {
+    Ok(fs::metadata(a)?.dev() == fs::metadata(b)?.dev())
+}
+
+/// Whether this process runs with root rights.
+pub fn is_root() -> bool {
+    // SAFETY: geteuid has no failure modes.
+    unsafe { libc::geteuid() == 0 }
+}
+
+/// Directories where run locks may live, the one this process uses first.
+fn lock_dirs() -> Vec<PathBuf> {
+    let mut dirs = Vec::new();
+    if let Some(dir) = std::env::var_os("PERSNAP_RUN_DIR") {
+        dirs.push(PathBuf::from(dir));
+    }
+    // SAFETY: getuid has no failure modes.
+    let uid = unsafe { libc::getuid() };
+    let user_dir = match std::env::var_os("XDG_RUNTIME_DIR") {
+        Some(d) => PathBuf::from(d).join("persnap"),
+        None => std::env::temp_dir().join(format!("persnap-{uid}")),
+    };
+    if is_root() {
+        dirs.push(PathBuf::from("/run/persnap"));
+        dirs.push(user_dir);
+    } else {
+        dirs.push(user_dir);
+        dirs.push(PathBuf::from("/run/persnap"));
+    }
+    dirs
+}
+
+fn lock_name(tag: &str) -> String {
+    format!("run-{tag}.lock")
+}
+
+/// An exclusive lock proving the run `tag` is alive. Released on drop (and
+/// by the kernel when the process dies, however it dies).
+#[derive(Debug)]
+pub struct RunLock {
+    path: PathBuf,
+    _file: File,
+}
+
+impl RunLock {
+    pub fn acquire(tag: &str) -> io::Result<RunLock> {
+        let dir = lock_dirs().into_iter().next().expect("at least one lock dir");
+        fs::create_dir_all(&dir)?;
+        let path = dir.join(lock_name(tag));
+        let file = File::options().read(true).write(true).create(true).truncate(false).mode(0o644).open(&path)?;
+        flock(&file, libc::LOCK_EX | libc::LOCK_NB)?;
+        Ok(RunLock { path, _file: file })
+    }
+
+    /// Whether any process holds the lock of run `tag`.
+    pub fn is_held(tag: &str) -> bool {
+        lock_dirs().iter().any(|dir| {
+            let Ok(file) = File::open(dir.join(lock_name(tag))) else { return false };
+            match flock(&file, libc::LOCK_SH | libc::LOCK_NB) {
+                Ok(()) => false,
+                Err(e) => e.raw_os_error() == Some(libc::EWOULDBLOCK),
+            }
+        })
+    }
+}
+
+impl Drop for RunLock {
+    fn drop(&mut self) {
+        let _ = fs::remove_file(&self.path);
+    }
+}
+
+fn flock(file: &File, op: libc::c_int) -> io::Result<()> {
+    // SAFETY: flock on an open fd.
+    if unsafe { libc::flock(file.as_raw_fd(), op) } == 0 { Ok(()) } else { Err(io::Error::last_os_error()) }
+}
+
+/// A whole-file exclusive lock, waited for (used around history updates).
+pub struct FileLock {
+    _file: File,
+}
+
+impl FileLock {
+    pub fn exclusive(path: &Path) -> io::Result<FileLock> {
+        let file = File::options().read(true).write(true).create(true).truncate(false).mode(0o644).open(path)?;
+        flock(&file, libc::LOCK_EX)?;
+        Ok(FileLock { _file: file })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn atomic_write_replaces_and_leaves_no_temp_file() {
+        let dir = tempdir();
+        let path = dir.join("f.json");
+        atomic_write(&path, b"one").unwrap();
+        atomic_write(&path, b"two").unwrap();
+        assert_eq!(fs::read(&path).unwrap(), b"two");
+        assert_eq!(fs::read_dir(&dir).unwrap().count(), 1);
+        fs::remove_dir_all(dir).unwrap();
+    }
+
+    #[test]
+    fn run_lock_is_seen_while_held_and_gone_after() {
+        let tag = format!("t{}", std::process::id());
+        assert!(!RunLock::is_held(&tag));
+        let lock = RunLock::acquire(&tag).unwrap();
+        assert!(RunLock::is_held(&tag));
+        assert!(RunLock::acquire(&tag).is_err(), "a second holder is refused");
+        drop(lock);
+        assert!(!RunLock::is_held(&tag));
+    }
+
+    fn tempdir() -> PathBuf {
+        let d = std::env::temp_dir().join(format!("persnap-fsutil-{}", uuid::Uuid::new_v4().simple()));
+        fs::create_dir_all(&d).unwrap();
+        d
+    }
+}

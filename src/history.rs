@@ -1,0 +1,181 @@
+//! The history of backup runs, kept as versioned JSON in the user's data
+//! directory and replaced atomically (temp file + rename) on every change.
+//!
+//! A run is written as `Running` when it starts and rewritten with its
+//! outcome when it ends. A `Running` entry whose run lock is no longer held
+//! (the process died, or the machine rebooted) becomes `Interrupted` the next
+//! time history is loaded ([`History::recover`]). Updates take an exclusive
+//! lock on `history.lock`, so concurrent runs never lose each other's entries.
+
+use std::fs;
+use std::io;
+use std::os::unix::fs::DirBuilderExt;
+use std::path::PathBuf;
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+
+use crate::error::{Error, ErrorKind, Result};
+use crate::fsutil::{self, FileLock, RunLock};
+use crate::method::{Method, MethodChoice};
+use crate::progress::Phase;
+use crate::verify::Verification;
+
+/// Format version of history.json; readers refuse newer ones.
+pub const HISTORY_FORMAT: u32 = 1;
+const FILE_NAME: &str = "history.json";
+const LOCK_NAME: &str = "history.lock";
+
+/// How a run ended (or that it has not yet).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case", tag = "status")]
+pub enum Outcome {
+    Running,
+    Completed,
+    Failed { step: Phase, kind: ErrorKind, message: String },
+    Cancelled,
+    /// The process ended without recording an outcome.
+    Interrupted,
+}
+
+impl Outcome {
+    pub fn label(&self) -> &'static str {
+        match self {
+            Outcome::Running => "running",
+            Outcome::Completed => "completed",
+            Outcome::Failed { .. } => "failed",
+            Outcome::Cancelled => "cancelled",
+            Outcome::Interrupted => "interrupted",
+        }
+    }
+}
+
+/// One backup run.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Run {
+    pub id: String,
+    /// Short tag carried by the run's lock, snapshot and work folders.
+    pub tag: String,
+    pub started: DateTime<Utc>,
+    pub finished: Option<DateTime<Utc>>,
+    pub duration_secs: Option<f64>,
+    pub source: PathBuf,
+    pub store_name: String,
+    pub destination: PathBuf,
+    /// The finished backup set, once it exists.
+    pub backup_path: Option<PathBuf>,
+    pub requested_method: MethodChoice,
+    pub method: Option<Method>,
+    pub snapshot_id: Option<String>,
+    pub bytes: u64,
+    pub files: u32,
+    pub outcome: Outcome,
+    pub verification: Option<Verification>,
+    #[serde(default)]
+    pub warnings: Vec<String>,
+    pub host: String,
+    pub tool_version: String,
+}
+
+#[derive(Serialize, Deserialize)]
+struct HistoryFile {
+    format: u32,
+    runs: Vec<Run>,
+}
+
+/// The history store in one folder.
+#[derive(Debug, Clone)]
+pub struct History {
+    dir: PathBuf,
+}
+
+impl History {
+    /// `$PERSNAP_DATA_DIR`, else the platform's data folder for persnap
+    /// (`~/.local/share/persnap` on Linux).
+    pub fn default_dir() -> Option<PathBuf> {
+        if let Some(dir) = std::env::var_os("PERSNAP_DATA_DIR") {
+            return Some(PathBuf::from(dir));
+        }
+        directories::ProjectDirs::from("", "", "persnap").map(|p| p.data_dir().to_owned())
+    }
+
+    pub fn open_default() -> Result<History> {
+        let dir = Self::default_dir().ok_or_else(|| Error::History {
+            path: PathBuf::from("~"),
+            action: "located",
+            detail: "no home folder is known; set PERSNAP_DATA_DIR".into(),
+        })?;
+        Ok(History::at(dir))
+    }
+
+    pub fn at(dir: impl Into<PathBuf>) -> History {
+        History { dir: dir.into() }
+    }
+
+    pub fn path(&self) -> PathBuf {
+        self.dir.join(FILE_NAME)
+    }
+
+    /// All runs, oldest first, as stored (see [`History::recover`]).
+    pub fn load(&self) -> Result<Vec<Run>> {
+        let path = self.path();
+        let bytes = match fs::read(&path) {
+            Ok(b) => b,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
+            Err(e) => return Err(self.error("read", e.to_string())),
+        };
+        let value: serde_json::Value = serde_json::from_slice(&bytes).map_err(|e| self.error("read", format!("not valid JSON: {e}")))?;
+        let format = value.get("format").and_then(|f| f.as_u64()).unwrap_or(0);
+        if format > u64::from(HISTORY_FORMAT) {
+            return Err(self.error("read", format!("it was written by a newer persnap (format {format}); upgrade persnap")));
+        }
+        let file: HistoryFile = serde_json::from_value(value).map_err(|e| self.error("read", e.to_string()))?;
+        Ok(file.runs)
+    }
+
+    /// Mark runs left `Running` by dead processes as `Interrupted`; returns them.
+    pub fn recover(&self) -> Result<Vec<Run>> {
+        self.modify(|runs| {
+            let mut recovered = Vec::new();
+            for run in runs.iter_mut().filter(|r| r.outcome == Outcome::Running && !RunLock::is_held(&r.tag)) {
+                run.outcome = Outcome::Interrupted;
+                recovered.push(run.clone());
+            }
+            recovered
+        })
+    }
+
+    /// Insert `run`, or replace the stored run with the same id.
+    pub fn upsert(&self, run: &Run) -> Result<()> {
+        self.modify(|runs| match runs.iter_mut().find(|r| r.id == run.id) {
+            Some(slot) => *slot = run.clone(),
+            None => runs.push(run.clone()),
+        })
+    }
+
+    fn modify<T>(&self, change: impl FnOnce(&mut Vec<Run>) -> T) -> Result<T> {
+        self.ensure_dir()?;
+        let _lock = FileLock::exclusive(&self.dir.join(LOCK_NAME)).map_err(|e| self.error("locked", e.to_string()))?;
+        let mut runs = self.load()?;
+        let before = runs.clone();
+        let out = change(&mut runs);
+        if runs != before {
+            let json = serde_json::to_vec_pretty(&HistoryFile { format: HISTORY_FORMAT, runs }).expect("history serializes");
+            fsutil::atomic_write(&self.path(), &json).map_err(|e| self.error("written", e.to_string()))?;
+        }
+        Ok(out)
+    }
+
+    fn ensure_dir(&self) -> Result<()> {
+        fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(&self.dir)
+            .map_err(|e| self.error("created", e.to_string()))
+    }
+
+    fn error(&self, action: &'static str, detail: String) -> Error {
+        Error::History { path: self.path(), action, detail }
+    }
+}
+

@@ -1,0 +1,148 @@
+//! A correlator-like write workload with an invariant, for rehearsals,
+//! tests and benchmarks (driven by the `persnap-loadgen` binary).
+//!
+//! The database holds accounts with padded rows (to reach a chosen size)
+//! and a growing ledger. Every transaction moves money between two accounts,
+//! appends a ledger row and bumps a transfer counter, so in every consistent
+//! state: the balances sum to `accounts * INITIAL_BALANCE`, and the counter
+//! equals the number of ledger rows. A torn copy breaks one of these (or
+//! fails SQLite's integrity check).
+
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use rusqlite::{Connection, params};
+use serde::{Deserialize, Serialize};
+
+/// Starting balance of every account.
+pub const INITIAL_BALANCE: i64 = 1_000;
+const ACCOUNT_PAD: usize = 900;
+const LEDGER_PAD: usize = 200;
+
+/// SQLite journal mode for the generated database.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Mode {
+    Rollback,
+    Wal,
+}
+
+impl std::str::FromStr for Mode {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "rollback" | "delete" => Ok(Mode::Rollback),
+            "wal" => Ok(Mode::Wal),
+            _ => Err(format!("unknown journal mode {s:?}; use rollback or wal")),
+        }
+    }
+}
+
+/// What one writer run did.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct WriterStats {
+    pub transactions: u64,
+    pub seconds: f64,
+    /// Longest single commit (begin to commit returning), in milliseconds.
+    pub max_commit_ms: f64,
+    pub mean_commit_ms: f64,
+}
+
+/// Counts found when checking the invariant.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct InvariantReport {
+    pub accounts: i64,
+    pub total_balance: i64,
+    pub transfers: i64,
+}
+
+/// Create a fresh database of about `size_mb` MiB in `mode`.
+pub fn init(path: &Path, mode: Mode, size_mb: u64) -> rusqlite::Result<()> {
+    let conn = Connection::open(path)?;
+    let journal = match mode {
+        Mode::Rollback => "DELETE",
+        Mode::Wal => "WAL",
+    };
+    conn.query_row(&format!("PRAGMA journal_mode={journal}"), [], |_| Ok(()))?;
+    conn.execute_batch(
+        "CREATE TABLE accounts(id INTEGER PRIMARY KEY, balance INTEGER NOT NULL, pad BLOB NOT NULL);
+         CREATE TABLE ledger(seq INTEGER PRIMARY KEY, from_id INTEGER, to_id INTEGER, amount INTEGER, pad BLOB);
+         CREATE TABLE meta(k TEXT PRIMARY KEY, v INTEGER NOT NULL);
+         INSERT INTO meta VALUES('transfers', 0);",
+    )?;
+    let accounts = (size_mb * 1024 * 1024 / (ACCOUNT_PAD as u64 + 100)).max(10);
+    let tx = conn.unchecked_transaction()?;
+    {
+        let mut insert = tx.prepare("INSERT INTO accounts(id, balance, pad) VALUES(?1, ?2, randomblob(?3))")?;
+        for id in 0..accounts {
+            insert.execute(params![id as i64, INITIAL_BALANCE, ACCOUNT_PAD as i64])?;
+        }
+    }
+    tx.commit()
+}
+
+/// Run transfers until `stop` says so; returns what was done.
+pub fn run(path: &Path, mut stop: impl FnMut() -> bool) -> rusqlite::Result<WriterStats> {
+    let conn = Connection::open(path)?;
+    conn.busy_timeout(Duration::from_secs(60))?;
+    let accounts: i64 = conn.query_row("SELECT count(*) FROM accounts", [], |r| r.get(0))?;
+    let mut rng = XorShift(0x9E37_79B9_7F4A_7C15 ^ u64::from(std::process::id()));
+    let started = Instant::now();
+    let mut stats = WriterStats::default();
+    let mut total_commit = 0.0;
+    while !stop() {
+        let (a, b) = (rng.below(accounts as u64) as i64, rng.below(accounts as u64) as i64);
+        let amount = rng.below(100) as i64 + 1;
+        let t0 = Instant::now();
+        transfer(&conn, a, b, amount)?;
+        let ms = t0.elapsed().as_secs_f64() * 1e3;
+        stats.max_commit_ms = stats.max_commit_ms.max(ms);
+        total_commit += ms;
+        stats.transactions += 1;
+    }
+    stats.seconds = started.elapsed().as_secs_f64();
+    stats.mean_commit_ms = if stats.transactions > 0 { total_commit / stats.transactions as f64 } else { 0.0 };
+    Ok(stats)
+}
+
+fn transfer(conn: &Connection, from: i64, to: i64, amount: i64) -> rusqlite::Result<()> {
+    let tx = conn.unchecked_transaction()?;
+    tx.execute("UPDATE accounts SET balance = balance - ?2 WHERE id = ?1", params![from, amount])?;
+    tx.execute("UPDATE accounts SET balance = balance + ?2, pad = randomblob(?3) WHERE id = ?1", params![to, amount, ACCOUNT_PAD as i64])?;
+    tx.execute(
+        "INSERT INTO ledger(from_id, to_id, amount, pad) VALUES(?1, ?2, ?3, randomblob(?4))",
+        params![from, to, amount, LEDGER_PAD as i64],
+    )?;
+    tx.execute("UPDATE meta SET v = v + 1 WHERE k = 'transfers'", [])?;
+    tx.commit()
+}
+
+/// Check the invariant on an open database (a copy, never the live one).
+pub fn check_invariant(conn: &Connection) -> Result<InvariantReport, String> {
+    let q = |sql: &str| conn.query_row(sql, [], |r| r.get::<_, i64>(0)).map_err(|e| format!("{sql}: {e}"));
+    let report = InvariantReport {
+        accounts: q("SELECT count(*) FROM accounts")?,
+        total_balance: q("SELECT sum(balance) FROM accounts")?,
+        transfers: q("SELECT v FROM meta WHERE k = 'transfers'")?,
+    };
+    let ledger_rows = q("SELECT count(*) FROM ledger")?;
+    if report.total_balance != report.accounts * INITIAL_BALANCE {
+        return Err(format!("balances sum to {}, expected {}", report.total_balance, report.accounts * INITIAL_BALANCE));
+    }
+    if report.transfers != ledger_rows {
+        return Err(format!("transfer counter {} but {} ledger rows", report.transfers, ledger_rows));
+    }
+    Ok(report)
+}
+
+/// Minimal deterministic PRNG (no dependency needed for a workload).
+struct XorShift(u64);
+
+impl XorShift {
+    fn below(&mut self, n: u64) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0 % n.max(1)
+    }
+}

@@ -1,0 +1,91 @@
+//! `manifest.json`: what a backup set holds and how it was made.
+//!
+//! Written into every backup set after verification passed, read back by
+//! `persnap verify`. File names are checked on reading, so a tampered
+//! manifest cannot point verification outside its folder.
+
+use std::path::{Path, PathBuf};
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+
+use crate::copy::CopiedFile;
+use crate::error::{Error, HINT_DEST, Result};
+use crate::method::Method;
+use crate::store::{FileRole, JournalMode};
+use crate::verify::Verification;
+use crate::fsutil;
+
+pub const MANIFEST_NAME: &str = "manifest.json";
+/// Format version of the manifest; readers refuse newer ones.
+pub const MANIFEST_FORMAT: u32 = 1;
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Manifest {
+    pub format: u32,
+    pub tool: String,
+    pub tool_version: String,
+    pub run_id: String,
+    pub host: String,
+    pub source_dir: PathBuf,
+    pub store_name: String,
+    pub journal_mode: JournalMode,
+    pub method: Method,
+    /// The snapshot the files were copied from (none for sqlite-online).
+    pub snapshot_id: Option<String>,
+    pub started: DateTime<Utc>,
+    pub finished: DateTime<Utc>,
+    pub total_bytes: u64,
+    pub files: Vec<CopiedFile>,
+    pub verification: Verification,
+}
+
+pub fn write(dir: &Path, manifest: &Manifest) -> Result<()> {
+    let path = dir.join(MANIFEST_NAME);
+    let json = serde_json::to_vec_pretty(manifest).expect("manifest serializes");
+    fsutil::atomic_write(&path, &json).map_err(Error::io("write", path, HINT_DEST))
+}
+
+pub fn read(dir: &Path) -> Result<Manifest> {
+    let path = dir.join(MANIFEST_NAME);
+    let not_backup = |detail: String| Error::NotABackup { path: dir.to_owned(), detail };
+    let bytes = std::fs::read(&path).map_err(|e| not_backup(format!("cannot read {MANIFEST_NAME}: {e}")))?;
+    let value: serde_json::Value =
+        serde_json::from_slice(&bytes).map_err(|e| not_backup(format!("{MANIFEST_NAME} is not valid JSON: {e}")))?;
+    let format = value.get("format").and_then(|f| f.as_u64()).unwrap_or(0);
+    if format > u64::from(MANIFEST_FORMAT) {
+        return Err(not_backup(format!("it was written by a newer persnap (manifest format {format}); upgrade persnap")));
+    }
+    let manifest: Manifest =
+        serde_json::from_value(value).map_err(|e| not_backup(format!("{MANIFEST_NAME} is incomplete: {e}")))?;
+    check_names(&manifest).map_err(not_backup)?;
+    Ok(manifest)
+}
+
+/// File names must be the store name plus a known suffix, each once.
+fn check_names(m: &Manifest) -> std::result::Result<(), String> {
+    crate::store::validate_store_name(&m.store_name).map_err(|e| e.to_string())?;
+    let mut seen = std::collections::HashSet::new();
+    for file in &m.files {
+        let expected = format!("{}{}", m.store_name, file.role.suffix());
+        if file.name != expected || !seen.insert(file.role) {
+            return Err(format!("the manifest lists an unexpected file {:?}", file.name));
+        }
+    }
+    if !seen.contains(&FileRole::Main) {
+        return Err("the manifest lists no main database file".into());
+    }
+    Ok(())
+}
+
+/// This machine's host name, for manifests and history.
+pub fn host_name() -> String {
+    let mut buf = [0u8; 256];
+    // SAFETY: gethostname writes at most buf.len() bytes.
+    let rc = unsafe { libc::gethostname(buf.as_mut_ptr().cast(), buf.len()) };
+    if rc != 0 {
+        return String::new();
+    }
+    let end = buf.iter().position(|&b| b == 0).unwrap_or(buf.len());
+    String::from_utf8_lossy(&buf[..end]).into_owned()
+}

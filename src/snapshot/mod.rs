@@ -1,0 +1,164 @@
+//! Snapshot providers: one file per method, behind one small trait.
+//!
+//! A provider takes an atomic, read-only image of the volume holding the
+//! database folder and hands back an [`ActiveSnapshot`] through which the
+//! store files are read. [`SnapshotGuard`] releases it when dropped, so a
+//! snapshot never outlives the backup that took it, on error or panic too.
+//! Every snapshot carries the persnap tag ([`TAG`]) in its name; a provider's
+//! [`SnapshotProvider::sweep`] removes tagged leftovers of runs that were
+//! killed before they could clean up, and nothing else.
+
+pub mod btrfs;
+pub mod lvm;
+
+use std::path::{Path, PathBuf};
+
+use crate::error::{Error, Result};
+use crate::method::{Method, MethodChoice};
+use crate::volume::{Mount, SnapshotSupport, VolumeInfo};
+
+/// The tag every persnap snapshot's name carries.
+pub const TAG: &str = "persnap";
+
+/// A way of taking snapshots.
+pub trait SnapshotProvider {
+    fn method(&self) -> Method;
+
+    /// Snapshot the volume holding `volume.folder`. `id` is unique per run
+    /// and becomes part of the snapshot's name.
+    fn create(&self, volume: &VolumeInfo, id: &str) -> Result<Box<dyn ActiveSnapshot>>;
+
+    /// Remove persnap-tagged snapshots left by interrupted runs on any of
+    /// `mounts`. Returns a description of each one removed.
+    fn sweep(&self, mounts: &[Mount]) -> Result<Vec<String>>;
+}
+
+/// A snapshot that exists until [`ActiveSnapshot::release`] is called.
+pub trait ActiveSnapshot: Send {
+    /// What identifies the snapshot to an administrator (its path or name).
+    fn id(&self) -> &str;
+    /// The database folder as it appears inside the snapshot.
+    fn folder(&self) -> &Path;
+    /// Remove the snapshot. Must be safe to call more than once.
+    fn release(&mut self) -> Result<()>;
+}
+
+/// Owns an active snapshot and releases it on every path out.
+pub struct SnapshotGuard {
+    inner: Box<dyn ActiveSnapshot>,
+    released: bool,
+}
+
+impl SnapshotGuard {
+    pub fn new(inner: Box<dyn ActiveSnapshot>) -> Self {
+        SnapshotGuard { inner, released: false }
+    }
+
+    pub fn id(&self) -> &str {
+        self.inner.id()
+    }
+
+    pub fn folder(&self) -> PathBuf {
+        self.inner.folder().to_owned()
+    }
+
+    /// Release now and report whether that worked; may be retried. If it
+    /// never succeeds, dropping the guard tries once more.
+    pub fn release(&mut self) -> Result<()> {
+        self.inner.release()?;
+        self.released = true;
+        Ok(())
+    }
+}
+
+impl Drop for SnapshotGuard {
+    fn drop(&mut self) {
+        if !self.released {
+            // Nothing to report to from here; a failure leaves a tagged
+            // leftover that the next run's sweep removes.
+            let _ = self.inner.release();
+        }
+    }
+}
+
+/// Which snapshot method applies to `folder` on `mount`, in plain words.
+pub fn support_for(folder: &Path, mount: &Mount) -> SnapshotSupport {
+    if mount.fs_type == "btrfs" {
+        return btrfs::support(folder, mount);
+    }
+    if let Some(lv) = lvm::logical_volume_of(mount) {
+        return SnapshotSupport::Available { method: Method::Lvm, detail: format!("logical volume {}", lv.display()) };
+    }
+    SnapshotSupport::Unavailable {
+        reason: format!(
+            "it is on a {} filesystem ({}, mounted at {}) that is neither btrfs nor an LVM logical volume",
+            mount.fs_type,
+            mount.device,
+            mount.mount_point.display()
+        ),
+    }
+}
+
+/// Decide the method for a request. `Auto` only ever picks a snapshot
+/// method that applies; an explicit snapshot method must apply too.
+pub fn choose_method(choice: MethodChoice, volume: &VolumeInfo) -> Result<Method> {
+    match (choice, &volume.snapshot) {
+        (MethodChoice::Explicit(Method::SqliteOnline), _) => Ok(Method::SqliteOnline),
+        (MethodChoice::Auto, SnapshotSupport::Available { method, .. }) => Ok(*method),
+        (MethodChoice::Auto, SnapshotSupport::Unavailable { reason }) => {
+            Err(Error::NoSnapshotPossible { path: volume.folder.clone(), reason: reason.clone() })
+        }
+        (MethodChoice::Explicit(wanted), SnapshotSupport::Available { method, .. }) if wanted == *method => Ok(wanted),
+        (MethodChoice::Explicit(wanted), support) => Err(Error::MethodNotApplicable {
+            method: wanted,
+            path: volume.folder.clone(),
+            reason: match support {
+                SnapshotSupport::Available { method, detail } => format!("the {method} method applies here ({detail})"),
+                SnapshotSupport::Unavailable { reason } => reason.clone(),
+            },
+        }),
+    }
+}
+
+/// The provider implementing a snapshot method on this platform.
+pub fn provider(method: Method) -> Result<Box<dyn SnapshotProvider>> {
+    match method {
+        Method::Btrfs => Ok(Box::new(btrfs::BtrfsProvider)),
+        Method::Lvm => Err(Error::MethodUnavailable { method, reason: "the LVM provider is not built yet" }),
+        Method::Vss => Err(Error::MethodUnavailable { method, reason: "Volume Shadow Copy exists only on Windows" }),
+        Method::SqliteOnline => Err(Error::MethodUnavailable { method, reason: "it is not a snapshot method" }),
+    }
+}
+
+/// Every provider that can sweep on this platform.
+pub fn sweepers() -> Vec<Box<dyn SnapshotProvider>> {
+    vec![Box::new(btrfs::BtrfsProvider)]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn volume(snapshot: SnapshotSupport) -> VolumeInfo {
+        let mount = crate::volume::parse_mountinfo("1 0 8:1 / / rw - ext4 /dev/sda1 rw").remove(0);
+        VolumeInfo { folder: "/db".into(), mount, snapshot }
+    }
+
+    #[test]
+    fn auto_never_falls_back_to_a_live_copy() {
+        let none = volume(SnapshotSupport::Unavailable { reason: "ext4".into() });
+        let err = choose_method(MethodChoice::Auto, &none).unwrap_err();
+        assert!(matches!(err, Error::NoSnapshotPossible { .. }));
+        assert!(err.to_string().contains("sqlite-online"), "offers the explicit alternative: {err}");
+        assert_eq!(choose_method(MethodChoice::Explicit(Method::SqliteOnline), &none).unwrap(), Method::SqliteOnline);
+    }
+
+    #[test]
+    fn explicit_method_must_match_the_volume() {
+        let btrfs = volume(SnapshotSupport::Available { method: Method::Btrfs, detail: "subvolume /".into() });
+        assert_eq!(choose_method(MethodChoice::Auto, &btrfs).unwrap(), Method::Btrfs);
+        assert_eq!(choose_method(MethodChoice::Explicit(Method::Btrfs), &btrfs).unwrap(), Method::Btrfs);
+        let err = choose_method(MethodChoice::Explicit(Method::Lvm), &btrfs).unwrap_err();
+        assert!(err.to_string().contains("the btrfs method applies here"), "{err}");
+    }
+}
