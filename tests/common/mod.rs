@@ -1,0 +1,203 @@
+//! Shared fixtures for the integration tests: real loop-mounted volumes, a
+//! real writer process, and the real CLI binary.
+//!
+//! Tests that need root call [`require_root`]: outside CI they skip with a
+//! printed reason; with `PERSNAP_REQUIRE_ROOT_TESTS=1` (set by `.ci/run`) a
+//! skip is a failure.
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use persnap::loadgen::{self, Mode, WriterStats};
+
+/// True when the test may go on; prints why and returns false otherwise.
+pub fn require_root(test: &str) -> bool {
+    if persnap::fsutil::is_root() {
+        return true;
+    }
+    if std::env::var_os("PERSNAP_REQUIRE_ROOT_TESTS").is_some() {
+        panic!("{test} needs root, and PERSNAP_REQUIRE_ROOT_TESTS forbids skipping it");
+    }
+    eprintln!("SKIP {test}: needs root (loop devices, mounts, snapshots); run the tests as root or via .ci/run");
+    false
+}
+
+pub fn run_ok(cmd: &mut Command) -> String {
+    let out = cmd.output().unwrap_or_else(|e| panic!("cannot run {cmd:?}: {e}"));
+    assert!(out.status.success(), "{cmd:?} failed: {}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8_lossy(&out.stdout).trim().to_owned()
+}
+
+/// A loop device with a filesystem, mounted in a temporary folder on the
+/// root disk; unmounted and detached on drop.
+pub struct LoopVolume {
+    pub dir: tempfile::TempDir,
+    pub device: String,
+    pub mount: PathBuf,
+}
+
+impl LoopVolume {
+    /// `fs` is btrfs, ext4 or xfs.
+    pub fn new(fs: &str, size_mb: u64) -> LoopVolume {
+        let dir = tempfile::Builder::new().prefix("persnap-vol-").tempdir_in("/var/tmp").unwrap();
+        let image = dir.path().join("fs.img");
+        run_ok(Command::new("truncate").arg(format!("-s{size_mb}M")).arg(&image));
+        let device = run_ok(Command::new("losetup").args(["-f", "--show"]).arg(&image));
+        let mkfs = format!("mkfs.{fs}");
+        let quiet = if fs == "ext4" { "-F" } else { "-f" };
+        run_ok(Command::new(&mkfs).args(["-q", quiet, &device]));
+        let mount = dir.path().join("mnt");
+        std::fs::create_dir(&mount).unwrap();
+        run_ok(Command::new("mount").arg(&device).arg(&mount));
+        LoopVolume { dir, device, mount }
+    }
+
+    /// A btrfs volume with a subvolume `apama` to hold the store.
+    pub fn btrfs_with_subvolume(size_mb: u64) -> (LoopVolume, PathBuf) {
+        let vol = LoopVolume::new("btrfs", size_mb);
+        let sub = vol.mount.join("apama");
+        run_ok(Command::new("btrfs").args(["subvolume", "create"]).arg(&sub));
+        (vol, sub)
+    }
+
+    /// Names at the mount's root that look like persnap snapshots.
+    pub fn snapshot_leftovers(&self) -> Vec<String> {
+        names_with_prefix(&self.mount, ".persnap-snapshot-")
+    }
+}
+
+impl Drop for LoopVolume {
+    fn drop(&mut self) {
+        for attempt in 0..20 {
+            let ok = Command::new("umount").arg(&self.mount).status().is_ok_and(|s| s.success());
+            if ok || attempt == 19 {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        let _ = Command::new("losetup").arg("-d").arg(&self.device).status();
+    }
+}
+
+pub fn names_with_prefix(dir: &Path, prefix: &str) -> Vec<String> {
+    std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| n.starts_with(prefix))
+        .collect()
+}
+
+/// Folders in `dest` that are unfinished work (`.partial`, scratch).
+pub fn work_leftovers(dest: &Path) -> Vec<String> {
+    std::fs::read_dir(dest)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| n.ends_with(".partial") || n.starts_with(".persnap-verify-"))
+        .collect()
+}
+
+/// Path of a binary of this package.
+pub fn bin(name: &str) -> PathBuf {
+    match name {
+        "persnap" => PathBuf::from(env!("CARGO_BIN_EXE_persnap")),
+        "persnap-loadgen" => PathBuf::from(env!("CARGO_BIN_EXE_persnap-loadgen")),
+        other => panic!("unknown binary {other}"),
+    }
+}
+
+/// Create a store of about `size_mb` MiB at `dir/name`.
+pub fn make_store(dir: &Path, name: &str, mode: Mode, size_mb: u64) -> PathBuf {
+    let db = dir.join(name);
+    loadgen::init(&db, mode, size_mb).unwrap();
+    db
+}
+
+/// A `persnap-loadgen run` process writing transfers into a database.
+pub struct Writer {
+    child: Option<Child>,
+    stop_file: PathBuf,
+    _stop_dir: tempfile::TempDir,
+}
+
+impl Writer {
+    pub fn start(db: &Path) -> Writer {
+        let stop_dir = tempfile::tempdir().unwrap();
+        let stop_file = stop_dir.path().join("stop");
+        let child = Command::new(bin("persnap-loadgen"))
+            .arg("run")
+            .arg(db)
+            .arg("--stop-file")
+            .arg(&stop_file)
+            .stdout(Stdio::piped())
+            .spawn()
+            .expect("start writer");
+        let writer = Writer { child: Some(child), stop_file, _stop_dir: stop_dir };
+        wait_for_transactions(db, 20);
+        writer
+    }
+
+    pub fn is_running(&mut self) -> bool {
+        self.child.as_mut().unwrap().try_wait().unwrap().is_none()
+    }
+
+    pub fn stop(mut self) -> WriterStats {
+        std::fs::write(&self.stop_file, b"").unwrap();
+        let out = self.child.take().unwrap().wait_with_output().unwrap();
+        assert!(out.status.success(), "writer failed: {}", String::from_utf8_lossy(&out.stderr));
+        serde_json::from_slice(&out.stdout).expect("writer stats")
+    }
+}
+
+impl Drop for Writer {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+/// Wait until the live database has seen at least `n` transfers.
+fn wait_for_transactions(db: &Path, n: i64) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let conn = rusqlite::Connection::open_with_flags(db, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY).unwrap();
+    conn.busy_timeout(Duration::from_secs(5)).unwrap();
+    loop {
+        let done: i64 = conn.query_row("SELECT v FROM meta WHERE k='transfers'", [], |r| r.get(0)).unwrap_or(0);
+        if done >= n {
+            return;
+        }
+        assert!(Instant::now() < deadline, "writer made no progress");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// Check a backup set: copy it to scratch, let SQLite replay, check
+/// integrity and the workload invariant. Returns the transfer count.
+pub fn check_backup(backup_dir: &Path, store_name: &str) -> i64 {
+    consistency(backup_dir, store_name).unwrap_or_else(|e| panic!("{}: {e}", backup_dir.display()))
+}
+
+/// Like [`check_backup`], but says what is wrong instead of panicking.
+pub fn consistency(backup_dir: &Path, store_name: &str) -> Result<i64, String> {
+    let scratch = tempfile::tempdir().unwrap();
+    for entry in std::fs::read_dir(backup_dir).unwrap() {
+        let entry = entry.unwrap();
+        std::fs::copy(entry.path(), scratch.path().join(entry.file_name())).unwrap();
+    }
+    let db = scratch.path().join(store_name);
+    persnap::verify::integrity_check(&db).map_err(|e| e.to_string())?;
+    let conn = rusqlite::Connection::open(&db).map_err(|e| e.to_string())?;
+    Ok(loadgen::check_invariant(&conn).map_err(|e| format!("invariant broken: {e}"))?.transfers)
+}
+
+/// Run the CLI with its own history folder.
+pub fn persnap(data_dir: &Path, args: &[&str]) -> Output {
+    Command::new(bin("persnap")).args(args).env("PERSNAP_DATA_DIR", data_dir).output().unwrap()
+}
+
+pub fn stderr(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
