@@ -124,6 +124,7 @@ fn canonical_dest(dest: &Path) -> Result<PathBuf> {
 }
 
 /// Run one backup and record it in `history`.
+#[allow(clippy::result_large_err)] // returned once per run; clarity over size
 pub fn run_backup(
     req: &BackupRequest,
     history: &History,

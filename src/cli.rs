@@ -235,7 +235,7 @@ fn history_cmd(json: bool) -> Result<(), Failure> {
         println!("No backups yet. History is kept in {}.", history.path().display());
         return Ok(());
     }
-    println!("{:<19}  {:<11}  {:<13}  {:>10}  {:>9}  {:<6}  {}", "STARTED", "RESULT", "METHOD", "SIZE", "DURATION", "CHECK", "BACKUP / REASON");
+    println!("{:<19}  {:<11}  {:<13}  {:>10}  {:>9}  {:<6}  BACKUP / REASON", "STARTED", "RESULT", "METHOD", "SIZE", "DURATION", "CHECK");
     for run in &runs {
         println!("{}", history_row(run));
     }

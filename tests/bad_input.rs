@@ -189,3 +189,24 @@ fn verify_rejects_a_folder_that_is_not_a_backup() {
     assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
     assert!(stderr(&out).contains("is not a persnap backup"), "{}", stderr(&out));
 }
+
+#[test]
+fn unreadable_folder() {
+    let c = Case::with_store();
+    std::fs::set_permissions(c.src.path(), std::os::unix::fs::PermissionsExt::from_mode(0o700)).unwrap();
+    let mut cmd = std::process::Command::new(bin("persnap"));
+    cmd.args(["backup", "--source", c.src.path().to_str().unwrap(), "--dest", c.dest.path().to_str().unwrap()]);
+    if persnap::fsutil::is_root() {
+        // Root reads everything: ask as an unprivileged user instead.
+        use std::os::unix::process::CommandExt;
+        std::fs::set_permissions(c.data.path(), std::os::unix::fs::PermissionsExt::from_mode(0o777)).unwrap();
+        cmd.uid(65534).gid(65534).env("XDG_RUNTIME_DIR", c.data.path());
+    } else {
+        std::fs::set_permissions(c.src.path(), std::os::unix::fs::PermissionsExt::from_mode(0o000)).unwrap();
+    }
+    let out = cmd.env("PERSNAP_DATA_DIR", c.data.path().join("h")).output().unwrap();
+    std::fs::set_permissions(c.src.path(), std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    let err = stderr(&out);
+    assert!(err.contains("cannot be read") && err.contains("Permission denied") && err.contains("administrator"), "{err}");
+}
