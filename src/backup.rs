@@ -22,7 +22,7 @@ use crate::history::{History, Outcome, Run};
 use crate::manifest::{self, Manifest};
 use crate::method::{Method, MethodChoice};
 use crate::progress::{CancelToken, Level, Phase, Progress};
-use crate::snapshot::{self, SnapshotGuard};
+use crate::snapshot::{self, SnapshotGuard, SnapshotOptions};
 use crate::store::{self, Store};
 use crate::verify::{self, WORK_MARKER, WorkDir};
 use crate::volume::{self, VolumeInfo};
@@ -45,6 +45,7 @@ pub struct BackupRequest {
     pub method: MethodChoice,
     /// How long `sqlite-online` may wait for its read lock.
     pub online_timeout: Duration,
+    pub snapshot: SnapshotOptions,
 }
 
 impl BackupRequest {
@@ -55,6 +56,7 @@ impl BackupRequest {
             store_name: store::DEFAULT_STORE_NAME.into(),
             method: MethodChoice::Auto,
             online_timeout: online::DEFAULT_TIMEOUT,
+            snapshot: SnapshotOptions::default(),
         }
     }
 }
@@ -244,7 +246,7 @@ fn execute(
             let file = online::backup(&plan.store, &partial.path().join(&plan.store.name), req.online_timeout, &mut meter)?;
             (vec![file], plan.store.journal_mode())
         }
-        method => copy_from_snapshot(&plan, method, run, step, partial.path(), &mut meter)?,
+        method => copy_from_snapshot(&plan, method, &req.snapshot, run, step, partial.path(), &mut meter)?,
     };
     cancel.check()?;
     run.bytes = files.iter().map(|f| f.size).sum();
@@ -287,6 +289,7 @@ fn execute(
 fn copy_from_snapshot(
     plan: &Plan,
     method: Method,
+    options: &SnapshotOptions,
     run: &mut Run,
     step: &mut Phase,
     partial: &Path,
@@ -294,7 +297,7 @@ fn copy_from_snapshot(
 ) -> Result<(Vec<CopiedFile>, store::JournalMode)> {
     *step = Phase::Snapshot;
     meter.progress.phase(Phase::Snapshot);
-    let provider = snapshot::provider(method)?;
+    let provider = snapshot::provider(method, options)?;
     let guard = SnapshotGuard::new(provider.create(&plan.volume, &run.tag)?);
     run.snapshot_id = Some(guard.id().to_owned());
     meter.progress.log(Level::Info, &format!("Created snapshot {}", guard.id()));
@@ -304,7 +307,10 @@ fn copy_from_snapshot(
     meter.progress.phase(Phase::Copy);
     let image = store::discover(&guard.folder(), &plan.store.name)?;
     meter.total = image.total_bytes();
-    let files = copy::copy_files(&image.dir, &image.files, partial, meter)?;
+    // A snapshot that overflowed mid-copy can fail reads; say so rather than
+    // report the read error, and never trust a copy from it.
+    let files = copy::copy_files(&image.dir, &image.files, partial, meter).map_err(|e| guard.check_valid().err().unwrap_or(e))?;
+    guard.check_valid()?;
 
     *step = Phase::Release;
     meter.progress.phase(Phase::Release);

@@ -13,6 +13,7 @@ use persnap::backup::{self, BackupRequest};
 use persnap::history::{History, Outcome, Run};
 use persnap::method::MethodChoice;
 use persnap::progress::{CancelToken, Level, Phase, Progress};
+use persnap::snapshot::SnapshotOptions;
 use persnap::{units, verify, volume};
 
 const EXIT_CODES: &str = "\
@@ -63,6 +64,10 @@ pub enum Command {
         /// Seconds the sqlite-online method may wait for its read lock.
         #[arg(long, value_name = "SECS", default_value_t = persnap::online::DEFAULT_TIMEOUT.as_secs())]
         timeout: u64,
+        /// Size of a classic LVM snapshot (e.g. 2G): room for what changes during the backup.
+        /// Default: a fifth of the volume, at least 1 GiB, bounded by the volume group's free space.
+        #[arg(long, value_name = "SIZE", value_parser = persnap::units::parse_size)]
+        snapshot_size: Option<u64>,
     },
     /// Show what would be backed up and which snapshot method applies; changes nothing.
     Probe {
@@ -109,8 +114,15 @@ impl<E: Into<anyhow::Error>> From<E> for Failure {
 
 pub fn run(cli: Cli) -> Result<(), Failure> {
     match cli.command {
-        Command::Backup { source, dest, store_name, method, timeout } => {
-            let req = BackupRequest { source, dest, store_name, method, online_timeout: Duration::from_secs(timeout) };
+        Command::Backup { source, dest, store_name, method, timeout, snapshot_size } => {
+            let req = BackupRequest {
+                source,
+                dest,
+                store_name,
+                method,
+                online_timeout: Duration::from_secs(timeout),
+                snapshot: SnapshotOptions { size: snapshot_size },
+            };
             backup_cmd(&req)
         }
         Command::Probe { source, store_name, json } => probe_cmd(source, &store_name, json),

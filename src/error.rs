@@ -102,8 +102,20 @@ pub enum Error {
     #[error("Taking a {method} snapshot needs administrator rights ({action}: {source}). Run the backup as root (sudo persnap ...) or through the persnap helper.")]
     NeedsAdmin { method: Method, action: String, source: io::Error },
 
+    #[error("Volume group {vg} has no free space for a snapshot: an LVM snapshot needs at least {needed} and {free} are free. Free space with `vgextend {vg} /dev/NEWDISK` (add a disk) or `lvreduce` (shrink another volume), or choose another method (--method sqlite-online).")]
+    VgNoSpace { vg: String, needed: String, free: String },
+
+    #[error("The requested snapshot size {requested} does not fit: volume group {vg} has {free} free. Choose a smaller --snapshot-size, or free space in {vg}.")]
+    SnapshotSizeTooLarge { vg: String, requested: String, free: String },
+
+    #[error("The snapshot {snapshot} filled up ({size}) during the backup: the volume changed more than the snapshot could hold, so the copy cannot be trusted and was not kept. Make the snapshot larger with --snapshot-size, or back up at a quieter time.")]
+    SnapshotOverflow { snapshot: String, size: String },
+
     #[error("Could not {action} ({source}). {hint}")]
     Snapshot { action: String, source: io::Error, hint: &'static str },
+
+    #[error("Could not {action}: {reason}. {hint}")]
+    Tool { action: String, reason: String, hint: &'static str },
 
     #[error("Could not {action} {path} ({source}). {hint}")]
     Io { action: &'static str, path: PathBuf, source: io::Error, hint: &'static str },
@@ -155,7 +167,13 @@ impl Error {
             | NotABackup { .. }
             | MethodNotApplicable { .. }
             | MethodUnavailable { .. } => ErrorKind::BadInput,
-            NoSnapshotPossible { .. } | NeedsAdmin { .. } | Snapshot { .. } => ErrorKind::Snapshot,
+            NoSnapshotPossible { .. }
+            | NeedsAdmin { .. }
+            | Snapshot { .. }
+            | Tool { .. }
+            | VgNoSpace { .. }
+            | SnapshotSizeTooLarge { .. }
+            | SnapshotOverflow { .. } => ErrorKind::Snapshot,
             InsufficientSpace { .. } | Io { .. } | OnlineTimeout { .. } => ErrorKind::Copy,
             Sqlite { .. } | IntegrityFailed { .. } | HashMismatch { .. } | BackupDamaged { .. } => {
                 ErrorKind::Verify

@@ -26,6 +26,7 @@ pub mod online;
 pub mod progress;
 pub mod snapshot;
 pub mod store;
+pub mod tool;
 pub mod units;
 pub mod verify;
 pub mod volume;

@@ -28,6 +28,23 @@ pub fn duration(d: Duration) -> String {
     }
 }
 
+/// Parse `512M`, `1G`, `1.5GiB`, `2048` (bytes); binary units.
+pub fn parse_size(text: &str) -> Result<u64, String> {
+    let t = text.trim();
+    let split = t.find(|c: char| !(c.is_ascii_digit() || c == '.')).unwrap_or(t.len());
+    let (number, unit) = t.split_at(split);
+    let value: f64 = number.parse().map_err(|_| format!("{text:?} is not a size; write e.g. 512M or 2G"))?;
+    let shift = match unit.trim().to_ascii_lowercase().trim_end_matches("ib").trim_end_matches('b') {
+        "" => 0,
+        "k" => 10,
+        "m" => 20,
+        "g" => 30,
+        "t" => 40,
+        _ => return Err(format!("unknown unit in {text:?}; use K, M, G or T")),
+    };
+    Ok((value * (1u64 << shift) as f64) as u64)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -40,5 +57,14 @@ mod tests {
         assert_eq!(duration(Duration::from_millis(400)), "0.4 s");
         assert_eq!(duration(Duration::from_secs(185)), "3 min 05 s");
         assert_eq!(duration(Duration::from_secs(7260)), "2 h 01 min");
+    }
+
+    #[test]
+    fn parses_sizes() {
+        assert_eq!(parse_size("512M"), Ok(512 << 20));
+        assert_eq!(parse_size("1.5GiB"), Ok(3 << 29));
+        assert_eq!(parse_size("2048"), Ok(2048));
+        assert_eq!(parse_size("2 g"), Ok(2 << 30));
+        assert!(parse_size("lots").is_err() && parse_size("3X").is_err());
     }
 }

@@ -10,6 +10,7 @@
 
 pub mod btrfs;
 pub mod lvm;
+pub mod mount;
 
 use std::path::{Path, PathBuf};
 
@@ -39,6 +40,11 @@ pub trait ActiveSnapshot: Send {
     fn id(&self) -> &str;
     /// The database folder as it appears inside the snapshot.
     fn folder(&self) -> &Path;
+    /// Whether the snapshot is still intact after the copy (an LVM snapshot
+    /// that overflowed is not). Snapshots that cannot overflow are.
+    fn check_valid(&self) -> Result<()> {
+        Ok(())
+    }
     /// Remove the snapshot. Must be safe to call more than once.
     fn release(&mut self) -> Result<()>;
 }
@@ -60,6 +66,10 @@ impl SnapshotGuard {
 
     pub fn folder(&self) -> PathBuf {
         self.inner.folder().to_owned()
+    }
+
+    pub fn check_valid(&self) -> Result<()> {
+        self.inner.check_valid()
     }
 
     /// Release now and report whether that worked; may be retried. If it
@@ -86,8 +96,8 @@ pub fn support_for(folder: &Path, mount: &Mount) -> SnapshotSupport {
     if mount.fs_type == "btrfs" {
         return btrfs::support(folder, mount);
     }
-    if let Some(lv) = lvm::logical_volume_of(mount) {
-        return SnapshotSupport::Available { method: Method::Lvm, detail: format!("logical volume {}", lv.display()) };
+    if let Some(detail) = lvm::describe(mount) {
+        return SnapshotSupport::Available { method: Method::Lvm, detail };
     }
     SnapshotSupport::Unavailable {
         reason: format!(
@@ -120,11 +130,19 @@ pub fn choose_method(choice: MethodChoice, volume: &VolumeInfo) -> Result<Method
     }
 }
 
+/// Settings that shape a snapshot.
+#[derive(Debug, Clone, Default)]
+pub struct SnapshotOptions {
+    /// Size of a classic LVM snapshot in bytes (`--snapshot-size`); chosen
+    /// from the origin and the free space when absent.
+    pub size: Option<u64>,
+}
+
 /// The provider implementing a snapshot method on this platform.
-pub fn provider(method: Method) -> Result<Box<dyn SnapshotProvider>> {
+pub fn provider(method: Method, options: &SnapshotOptions) -> Result<Box<dyn SnapshotProvider>> {
     match method {
         Method::Btrfs => Ok(Box::new(btrfs::BtrfsProvider)),
-        Method::Lvm => Err(Error::MethodUnavailable { method, reason: "the LVM provider is not built yet" }),
+        Method::Lvm => Ok(Box::new(lvm::LvmProvider { snapshot_size: options.size })),
         Method::Vss => Err(Error::MethodUnavailable { method, reason: "Volume Shadow Copy exists only on Windows" }),
         Method::SqliteOnline => Err(Error::MethodUnavailable { method, reason: "it is not a snapshot method" }),
     }
@@ -132,7 +150,7 @@ pub fn provider(method: Method) -> Result<Box<dyn SnapshotProvider>> {
 
 /// Every provider that can sweep on this platform.
 pub fn sweepers() -> Vec<Box<dyn SnapshotProvider>> {
-    vec![Box::new(btrfs::BtrfsProvider)]
+    vec![Box::new(btrfs::BtrfsProvider), Box::new(lvm::LvmProvider::default())]
 }
 
 #[cfg(test)]

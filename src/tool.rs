@@ -1,0 +1,100 @@
+//! Running external system tools (lvm) safely.
+//!
+//! Tools are found only at fixed absolute paths, run without a shell, with
+//! a cleared environment (a fixed PATH and the C locale, so their messages
+//! are predictable), no stdin, and a time limit after which they are killed.
+
+use std::ffi::OsStr;
+use std::io::{self, Read};
+use std::path::{Path, PathBuf};
+use std::process::{Command, ExitStatus, Stdio};
+use std::thread;
+use std::time::{Duration, Instant};
+
+/// The environment every tool runs with.
+const SAFE_PATH: &str = "/usr/sbin:/usr/bin:/sbin:/bin";
+
+/// What a finished tool printed.
+#[derive(Debug)]
+pub struct ToolOutput {
+    pub status: ExitStatus,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+impl ToolOutput {
+    /// The last meaningful line of stderr, for error messages.
+    pub fn reason(&self) -> String {
+        let lines: Vec<&str> = self.stderr.lines().map(str::trim).filter(|l| !l.is_empty()).collect();
+        match lines.as_slice() {
+            [] => format!("exit status {}", self.status),
+            l => l.join(" / "),
+        }
+    }
+}
+
+/// The first of `candidates` that exists as a file.
+pub fn find(candidates: &[&str]) -> Option<PathBuf> {
+    candidates.iter().map(PathBuf::from).find(|p| p.is_file())
+}
+
+/// Run `program args…` with a time limit; the child is killed at the limit.
+pub fn run(program: &Path, args: &[&OsStr], limit: Duration) -> io::Result<ToolOutput> {
+    let mut child = Command::new(program)
+        .args(args)
+        .env_clear()
+        .env("PATH", SAFE_PATH)
+        .env("LC_ALL", "C")
+        .env("LVM_SUPPRESS_FD_WARNINGS", "1")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()?;
+    let out = drain(child.stdout.take().expect("piped"));
+    let err = drain(child.stderr.take().expect("piped"));
+    let deadline = Instant::now() + limit;
+    let status = loop {
+        if let Some(status) = child.try_wait()? {
+            break status;
+        }
+        if Instant::now() >= deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            return Err(io::Error::new(
+                io::ErrorKind::TimedOut,
+                format!("{} did not finish within {} s and was stopped", program.display(), limit.as_secs()),
+            ));
+        }
+        thread::sleep(Duration::from_millis(10));
+    };
+    Ok(ToolOutput { status, stdout: out.join().unwrap_or_default(), stderr: err.join().unwrap_or_default() })
+}
+
+fn drain(mut pipe: impl Read + Send + 'static) -> thread::JoinHandle<String> {
+    thread::spawn(move || {
+        let mut buf = Vec::new();
+        let _ = pipe.read_to_end(&mut buf);
+        String::from_utf8_lossy(&buf).into_owned()
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn runs_with_a_clean_environment_and_captures_output() {
+        assert!(std::env::var_os("CARGO_MANIFEST_DIR").is_some(), "cargo sets this for tests");
+        let out = run(Path::new("/usr/bin/env"), &[], Duration::from_secs(5)).unwrap();
+        assert!(out.status.success());
+        assert!(out.stdout.contains("LC_ALL=C") && !out.stdout.contains("CARGO_MANIFEST_DIR"), "{}", out.stdout);
+    }
+
+    #[test]
+    fn kills_a_tool_at_its_time_limit() {
+        let started = Instant::now();
+        let err = run(Path::new("/bin/sleep"), &[OsStr::new("30")], Duration::from_millis(200)).unwrap_err();
+        assert_eq!(err.kind(), io::ErrorKind::TimedOut);
+        assert!(started.elapsed() < Duration::from_secs(5));
+    }
+}
