@@ -18,7 +18,7 @@ use chrono::Utc;
 use crate::copy::{self, CopiedFile, Meter};
 use crate::error::{Error, ErrorKind, HINT_DEST, Result};
 use crate::fsutil::{self, RunLock};
-use crate::history::{History, Outcome, Run};
+use crate::history::{Outcome, Recorder, Run};
 use crate::manifest::{self, Manifest};
 use crate::method::{Method, MethodChoice};
 use crate::progress::{CancelToken, Level, Phase, Progress};
@@ -26,7 +26,7 @@ use crate::snapshot::{self, SnapshotGuard, SnapshotOptions};
 use crate::store::{self, Store};
 use crate::verify::{self, WORK_MARKER, WorkDir};
 use crate::volume::{self, VolumeInfo};
-use crate::online;
+use crate::{online, units};
 
 /// Suffix of the folder a backup is written into until it is verified.
 pub const PARTIAL_SUFFIX: &str = ".partial";
@@ -94,6 +94,54 @@ pub struct Plan {
     pub dest_on_same_filesystem: bool,
 }
 
+impl Plan {
+    /// The steps a backup would run, in words, for previews.
+    pub fn describe_steps(&self) -> Vec<String> {
+        let n = self.store.files.len();
+        let files = format!("{n} file{} ({})", if n == 1 { "" } else { "s" }, units::bytes(self.store.total_bytes()));
+        let verify = "Verify the copy: read every file back against its SHA-256, let SQLite replay the journal/WAL in a scratch copy, run PRAGMA integrity_check".to_owned();
+        let keep = format!("Write manifest.json and keep the backup in {}", self.dest.display());
+        match (&self.method, &self.volume.snapshot) {
+            (Method::SqliteOnline, _) => vec![
+                format!("Copy the live database {} with SQLite's online backup (no snapshot; the writer may pause meanwhile)", self.store.name),
+                verify,
+                keep,
+            ],
+            (method, support) => {
+                let what = match support {
+                    crate::volume::SnapshotSupport::Available { detail, .. } => detail.clone(),
+                    crate::volume::SnapshotSupport::Unavailable { .. } => self.volume.mount.device.clone(),
+                };
+                vec![
+                    format!("Create a {} snapshot of {what}", method),
+                    format!("Copy {files} from the snapshot"),
+                    "Remove the snapshot".to_owned(),
+                    verify,
+                    keep,
+                ]
+            }
+        }
+    }
+
+    /// Things worth a warning before starting: space, same filesystem.
+    pub fn warnings(&self) -> Vec<String> {
+        let mut warnings = Vec::new();
+        if self.free_bytes < self.needed_bytes {
+            warnings.push(format!(
+                "The backup location has {} free but the backup needs {} (the files plus a scratch copy for verification).",
+                units::bytes(self.free_bytes),
+                units::bytes(self.needed_bytes)
+            ));
+        }
+        if self.dest_on_same_filesystem {
+            warnings.push(SAME_FS_WARNING.to_owned());
+        }
+        warnings
+    }
+}
+
+const SAME_FS_WARNING: &str = "The backup location is on the same filesystem as the database: this protects against mistakes, not against losing the disk. Prefer another disk.";
+
 /// Check a request and decide how it would run, changing nothing.
 pub fn plan(req: &BackupRequest) -> Result<Plan> {
     store::validate_store_name(&req.store_name)?;
@@ -114,7 +162,8 @@ pub fn plan(req: &BackupRequest) -> Result<Plan> {
     Ok(Plan { store, volume, method, dest, needed_bytes, free_bytes, dest_on_same_filesystem })
 }
 
-fn canonical_dest(dest: &Path) -> Result<PathBuf> {
+/// Canonical form of a backup location, with the engine's errors.
+pub fn canonical_dest(dest: &Path) -> Result<PathBuf> {
     let path = fs::canonicalize(dest).map_err(|source| match source.kind() {
         std::io::ErrorKind::NotFound => Error::DestMissing { path: dest.to_owned() },
         _ => Error::DestNotWritable { path: dest.to_owned(), source },
@@ -125,23 +174,21 @@ fn canonical_dest(dest: &Path) -> Result<PathBuf> {
     Ok(path)
 }
 
-/// Run one backup and record it in `history`.
+/// Run one backup, recording it through `recorder` as it starts and ends.
+/// Callers recover interrupted runs first ([`crate::history::History::recover`]).
 #[allow(clippy::result_large_err)] // returned once per run; clarity over size
 pub fn run_backup(
     req: &BackupRequest,
-    history: &History,
+    recorder: &mut dyn Recorder,
     progress: &mut dyn Progress,
     cancel: &CancelToken,
 ) -> std::result::Result<BackupReport, BackupFailure> {
     let early = |error| BackupFailure { step: Phase::Prepare, run_id: None, error };
-    for run in history.recover().map_err(early)? {
-        progress.log(Level::Warning, &format!("An earlier backup (started {}) was interrupted; its leftovers are removed now.", run.started));
-    }
     let id = uuid::Uuid::new_v4().simple().to_string();
     let tag = id[..8].to_owned();
     let lock = RunLock::acquire(&tag).map_err(|e| early(Error::io("create the run lock", "/run/persnap", "Check that /run or $XDG_RUNTIME_DIR is writable.")(e)))?;
     let mut run = new_run(req, id, tag);
-    history.upsert(&run).map_err(early)?;
+    recorder.record(&run).map_err(early)?;
     let started = Instant::now();
     let mut step = Phase::Prepare;
     let result = panic::catch_unwind(AssertUnwindSafe(|| execute(req, &mut run, &mut step, progress, cancel)));
@@ -152,7 +199,7 @@ pub fn run_backup(
         Ok(Err(error)) => Err(error),
         Err(panic) => {
             run.outcome = Outcome::Failed { step, kind: ErrorKind::Internal, message: panic_message(&panic) };
-            let _ = history.upsert(&run);
+            let _ = recorder.record(&run);
             drop(lock);
             panic::resume_unwind(panic);
         }
@@ -170,7 +217,7 @@ pub fn run_backup(
             Err(BackupFailure { step, run_id: Some(run.id.clone()), error })
         }
     };
-    if let Err(e) = history.upsert(&run) {
+    if let Err(e) = recorder.record(&run) {
         progress.log(Level::Warning, &e.to_string());
     }
     drop(lock);
@@ -233,7 +280,7 @@ fn execute(
         return Err(Error::InsufficientSpace { path: plan.dest, needed: plan.needed_bytes, available: plan.free_bytes });
     }
     if plan.dest_on_same_filesystem {
-        warn(run, progress, "The backup location is on the same filesystem as the database: this protects against mistakes, not against losing the disk. Prefer another disk.");
+        warn(run, progress, SAME_FS_WARNING);
     }
     let started = run.started;
     let name = format!("{}-{}-{}", plan.store.name, started.format("%Y%m%dT%H%M%SZ"), run.tag);

@@ -11,9 +11,13 @@ use std::time::{Duration, Instant};
 use clap::{Parser, Subcommand};
 use persnap::backup::{self, BackupRequest};
 use persnap::history::{History, Outcome, Run};
-use persnap::method::MethodChoice;
+use persnap::method::{Method, MethodChoice};
+use persnap::protocol::{BackupOptions, Reply, Request};
+
+use crate::launch::{self, RemoteFailure};
 use persnap::progress::{CancelToken, Level, Phase, Progress};
 use persnap::snapshot::SnapshotOptions;
+use persnap::probe::ProbeReport;
 use persnap::{units, verify, volume};
 
 const EXIT_CODES: &str = "\
@@ -69,12 +73,20 @@ pub enum Command {
         #[arg(long, value_name = "SIZE", value_parser = persnap::units::parse_size)]
         snapshot_size: Option<u64>,
     },
-    /// Show what would be backed up and which snapshot method applies; changes nothing.
+    /// Show what was found, which snapshot method applies and what a backup would do.
     Probe {
         #[arg(long, value_name = "DIR")]
         source: PathBuf,
         #[arg(long, value_name = "NAME", default_value = persnap::store::DEFAULT_STORE_NAME)]
         store_name: String,
+        /// Also plan a backup into this folder (space, steps).
+        #[arg(long, value_name = "DIR")]
+        dest: Option<PathBuf>,
+        #[arg(long, default_value = "auto")]
+        method: MethodChoice,
+        /// Take a snapshot and remove it again, copying nothing (needs administrator rights).
+        #[arg(long)]
+        test_snapshot: bool,
         /// Print JSON instead of text.
         #[arg(long)]
         json: bool,
@@ -125,7 +137,12 @@ pub fn run(cli: Cli) -> Result<(), Failure> {
             };
             backup_cmd(&req)
         }
-        Command::Probe { source, store_name, json } => probe_cmd(source, &store_name, json),
+        Command::Probe { source, store_name, dest, method, test_snapshot, json } => {
+            let mut req = BackupRequest::new(source, dest.clone().unwrap_or_default());
+            req.store_name = store_name;
+            req.method = method;
+            probe_cmd(req, dest.is_some(), test_snapshot, json)
+        }
         Command::Verify { backup } => verify_cmd(backup),
         Command::History { json } => history_cmd(json),
         Command::Cleanup { dest } => cleanup_cmd(dest),
@@ -133,32 +150,70 @@ pub fn run(cli: Cli) -> Result<(), Failure> {
 }
 
 fn backup_cmd(req: &BackupRequest) -> Result<(), Failure> {
-    let history = History::open_default()?;
+    let mut history = History::open_default()?;
     let cancel = CancelToken::new();
     install_cancel_on_signals(&cancel)?;
     let mut progress = Printer::new();
-    match backup::run_backup(req, &history, &mut progress, &cancel) {
-        Ok(report) => {
-            progress.finish_line();
-            let m = &report.manifest;
-            eprintln!(
-                "Backup verified: {} files, {}, integrity {}, {} pages, method {}, took {}.",
-                m.files.len(),
-                units::bytes(m.total_bytes),
-                m.verification.integrity,
-                m.verification.page_count,
-                m.method,
-                units::duration(Duration::from_secs_f64(report.run.duration_secs.unwrap_or(0.0)))
-            );
-            println!("{}", report.backup_dir.display());
-            Ok(())
-        }
-        Err(failure) => {
-            progress.finish_line();
-            let code = failure.error.kind().exit_code();
-            Err(Failure { code, error: anyhow::Error::new(failure.error).context(format!("backup failed during {}", failure.step)) })
-        }
+    for run in history.recover()? {
+        let when = run.started.with_timezone(&chrono::Local).format("%Y-%m-%d %H:%M:%S");
+        progress.log(Level::Warning, &format!("The backup started {when} was interrupted; its leftovers are removed now."));
     }
+    let result = if req.method == MethodChoice::Explicit(Method::SqliteOnline) {
+        // No snapshot, no elevation: run the engine here.
+        backup::run_backup(req, &mut history, &mut progress, &cancel)
+            .map(|r| (r.backup_dir, r.manifest))
+            .map_err(|f| RemoteFailure { kind: f.error.kind(), step: Some(f.step), message: f.error.to_string() })
+    } else {
+        let request = Request::Backup {
+            source: resolve(&req.source, volume::canonical)?,
+            dest: resolve(&req.dest, backup::canonical_dest)?,
+            store_name: req.store_name.clone(),
+            method: req.method,
+            options: BackupOptions { online_timeout_secs: req.online_timeout.as_secs(), snapshot_size: req.snapshot.size },
+        };
+        match launch::call(&request, &mut progress, &mut history, &cancel) {
+            Ok(Reply::Backup { backup_dir, manifest }) => Ok((backup_dir, manifest)),
+            Ok(other) => Err(unexpected(other)),
+            Err(f) => Err(f),
+        }
+    };
+    progress.finish_line();
+    let (backup_dir, m) = result.map_err(remote_failure)?;
+    let seconds = (m.finished - m.started).num_milliseconds() as f64 / 1000.0;
+    eprintln!(
+        "Backup verified: {} files, {}, integrity {}, {} pages, method {}, took {}.",
+        m.files.len(),
+        units::bytes(m.total_bytes),
+        m.verification.integrity,
+        m.verification.page_count,
+        m.method,
+        units::duration(Duration::from_secs_f64(seconds.max(0.0)))
+    );
+    println!("{}", backup_dir.display());
+    Ok(())
+}
+
+/// Resolve a path here when possible, so mistakes get the engine's message
+/// before any password prompt; a path this user may not read goes to the
+/// helper as given (it checks again, as root).
+fn resolve(path: &std::path::Path, canonical: fn(&std::path::Path) -> persnap::Result<PathBuf>) -> Result<PathBuf, Failure> {
+    match canonical(path) {
+        Ok(p) => Ok(p),
+        Err(persnap::Error::SourceUnreadable { .. } | persnap::Error::DestNotWritable { .. }) if path.is_absolute() => Ok(path.to_owned()),
+        Err(e) => Err(e.into()),
+    }
+}
+
+fn remote_failure(f: RemoteFailure) -> Failure {
+    let error = match f.step {
+        Some(step) => anyhow::anyhow!("backup failed during {step}: {}", f.message),
+        None => anyhow::anyhow!("{}", f.message),
+    };
+    Failure { code: f.kind.exit_code(), error }
+}
+
+fn unexpected(outcome: Reply) -> RemoteFailure {
+    RemoteFailure { kind: persnap::ErrorKind::Protocol, step: None, message: format!("the helper answered with an unexpected result: {outcome:?}") }
 }
 
 fn install_cancel_on_signals(cancel: &CancelToken) -> anyhow::Result<()> {
@@ -171,29 +226,77 @@ fn install_cancel_on_signals(cancel: &CancelToken) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn probe_cmd(source: PathBuf, store_name: &str, json: bool) -> Result<(), Failure> {
-    let source = volume::canonical(&source)?;
-    let store = persnap::store::discover(&source, store_name)?;
-    let info = volume::probe(&source)?;
+fn probe_cmd(req: BackupRequest, dest_given: bool, test_snapshot: bool, json: bool) -> Result<(), Failure> {
+    let report = if test_snapshot {
+        let request = Request::Probe {
+            source: resolve(&req.source, volume::canonical)?,
+            dest: if dest_given { Some(resolve(&req.dest, backup::canonical_dest)?) } else { None },
+            store_name: req.store_name.clone(),
+            method: req.method,
+            options: BackupOptions::default(),
+            test_snapshot: true,
+        };
+        let mut printer = Printer::new();
+        match launch::call(&request, &mut printer, &mut NoRecord, &CancelToken::new()) {
+            Ok(Reply::Probe { report }) => report,
+            Ok(other) => return Err(remote_failure(unexpected(other))),
+            Err(f) => return Err(remote_failure(f)),
+        }
+    } else {
+        persnap::probe::probe(&req, dest_given, false)?
+    };
     if json {
-        let value = serde_json::json!({ "store": store, "volume": info });
-        println!("{}", serde_json::to_string_pretty(&value)?);
+        println!("{}", serde_json::to_string_pretty(&report)?);
         return Ok(());
     }
+    print_probe(&report);
+    match &report.test_snapshot {
+        Some(Err(why)) => Err(Failure { code: persnap::ErrorKind::Snapshot.exit_code(), error: anyhow::anyhow!("test snapshot failed: {why}") }),
+        _ => Ok(()),
+    }
+}
+
+fn print_probe(report: &ProbeReport) {
+    let store = &report.store;
     println!("Database {} in {}", store.name, store.dir.display());
     println!("  journal mode: {}, page size {}, {} pages", store.journal_mode(), store.header.page_size, store.header.page_count);
     for f in &store.files {
         println!("  {:<40} {:>12}", f.name, units::bytes(f.size));
     }
-    let m = &info.mount;
+    let m = &report.volume.mount;
     println!("Volume: {} ({}) mounted at {}", m.device, m.fs_type, m.mount_point.display());
-    match &info.snapshot {
+    match &report.volume.snapshot {
         volume::SnapshotSupport::Available { method, detail } => println!("Snapshot method: {method} ({detail})"),
         volume::SnapshotSupport::Unavailable { reason } => {
-            println!("Snapshot method: none — {reason}. Only --method sqlite-online (or stopping the correlator) can back this up.")
+            println!("Snapshot method: none: {reason}. Only --method sqlite-online (or stopping the correlator) can back this up.")
         }
     }
-    Ok(())
+    if let Some(why) = &report.blocked {
+        println!("A backup cannot run: {why}");
+    }
+    if !report.steps.is_empty() {
+        println!("A backup would, as administrator:");
+        for (i, step) in report.steps.iter().enumerate() {
+            println!("  {}. {step}", i + 1);
+        }
+    }
+    for warning in &report.warnings {
+        println!("Warning: {warning}");
+    }
+    match &report.test_snapshot {
+        Some(Ok(msg)) => println!("{msg}"),
+        Some(Err(why)) => println!("Test snapshot failed: {why}"),
+        None => {}
+    }
+}
+
+/// Probes and cleanups have no run to record.
+struct NoRecord;
+
+impl persnap::history::Recorder for NoRecord {
+    fn record(&mut self, _: &Run) -> persnap::Result<()> {
+        Ok(())
+    }
 }
 
 fn verify_cmd(dir: PathBuf) -> Result<(), Failure> {
@@ -273,9 +376,22 @@ fn cleanup_cmd(extra: Vec<PathBuf>) -> Result<(), Failure> {
     history.recover()?;
     let mut dests: Vec<PathBuf> = history.load()?.into_iter().map(|r| r.destination).collect();
     dests.extend(extra);
+    // Only folders that still exist, in canonical form (the helper insists).
+    let mut dests: Vec<PathBuf> = dests.iter().filter_map(|d| std::fs::canonicalize(d).ok()).filter(|d| d.is_dir()).collect();
     dests.sort();
     dests.dedup();
-    let lines = backup::sweep_leftovers(&dests);
+    let lines = match launch::route() {
+        Ok(_) => match launch::call(&Request::Cleanup { dests }, &mut Printer::new(), &mut NoRecord, &CancelToken::new()) {
+            Ok(Reply::Cleanup { removed }) => removed,
+            Ok(other) => return Err(remote_failure(unexpected(other))),
+            Err(f) => return Err(remote_failure(f)),
+        },
+        // Without the helper, remove what this user can.
+        Err(why) => {
+            eprintln!("note: {}; cleaning up what this user can.", why.message.trim_end_matches('.'));
+            backup::sweep_leftovers(&dests)
+        }
+    };
     if lines.is_empty() {
         println!("Nothing to clean up.");
     }

@@ -31,6 +31,8 @@ pub enum ErrorKind {
     Elevation,
     /// A bug: persnap itself failed (a panic).
     Internal,
+    /// The helper and its caller could not understand each other.
+    Protocol,
 }
 
 impl ErrorKind {
@@ -45,6 +47,7 @@ impl ErrorKind {
             ErrorKind::Busy => 7,
             ErrorKind::Elevation => 8,
             ErrorKind::Internal => 1,
+            ErrorKind::Protocol => 9,
         }
     }
 }
@@ -138,6 +141,15 @@ pub enum Error {
     #[error("{path} is not a persnap backup ({detail}). Give the folder that holds manifest.json.")]
     NotABackup { path: PathBuf, detail: String },
 
+    #[error("The helper refused the request ({field}): {reason}.")]
+    Refused { field: &'static str, reason: String },
+
+    #[error("The helper protocol failed: {detail}")]
+    Protocol { detail: String },
+
+    #[error("{message}")]
+    Elevation { message: String },
+
     #[error("The backup was cancelled; nothing was kept and the snapshot was removed.")]
     Cancelled,
 
@@ -165,6 +177,7 @@ impl Error {
             | DestInsideSource { .. }
             | SourceInsideDest { .. }
             | NotABackup { .. }
+            | Refused { .. }
             | MethodNotApplicable { .. }
             | MethodUnavailable { .. } => ErrorKind::BadInput,
             NoSnapshotPossible { .. }
@@ -179,6 +192,8 @@ impl Error {
                 ErrorKind::Verify
             }
             Cancelled => ErrorKind::Cancelled,
+            Protocol { .. } => ErrorKind::Protocol,
+            Elevation { .. } => ErrorKind::Elevation,
             Busy { .. } | History { .. } => ErrorKind::Busy,
         }
     }

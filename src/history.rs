@@ -83,6 +83,19 @@ struct HistoryFile {
     runs: Vec<Run>,
 }
 
+/// Where a run's record goes each time it changes: the history file, or —
+/// in the elevated helper — a frame to the unprivileged caller, who owns
+/// the history.
+pub trait Recorder {
+    fn record(&mut self, run: &Run) -> Result<()>;
+}
+
+impl Recorder for History {
+    fn record(&mut self, run: &Run) -> Result<()> {
+        self.upsert(run)
+    }
+}
+
 /// The history store in one folder.
 #[derive(Debug, Clone)]
 pub struct History {

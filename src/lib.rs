@@ -23,6 +23,8 @@ pub mod loadgen;
 pub mod manifest;
 pub mod method;
 pub mod online;
+pub mod probe;
+pub mod protocol;
 pub mod progress;
 pub mod snapshot;
 pub mod store;

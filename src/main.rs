@@ -3,6 +3,7 @@
 //! `persnap --help` lists the commands; see `cli.rs`.
 
 mod cli;
+mod launch;
 
 use clap::Parser;
 

@@ -56,8 +56,9 @@ impl fmt::Display for Method {
 }
 
 /// What the user asked for: a specific method, or whatever snapshot applies.
+/// On the wire and in history it is the same word as on the command line.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
-#[serde(rename_all = "kebab-case")]
+#[serde(try_from = "String", into = "String")]
 pub enum MethodChoice {
     /// The snapshot method that applies to the folder's volume. Never
     /// `sqlite-online` and never a live copy.
@@ -72,6 +73,19 @@ impl fmt::Display for MethodChoice {
             MethodChoice::Auto => f.write_str("auto"),
             MethodChoice::Explicit(m) => m.fmt(f),
         }
+    }
+}
+
+impl From<MethodChoice> for String {
+    fn from(choice: MethodChoice) -> String {
+        choice.to_string()
+    }
+}
+
+impl TryFrom<String> for MethodChoice {
+    type Error = String;
+    fn try_from(s: String) -> Result<Self, String> {
+        s.parse()
     }
 }
 

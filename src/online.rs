@@ -22,7 +22,8 @@ use crate::store::{FileRole, Store};
 
 /// Default time the online backup may wait for its read lock.
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(300);
-const RETRY_PAUSE: Duration = Duration::from_millis(50);
+const RETRY_PAUSE: Duration = Duration::from_millis(20);
+const RETRY_WAIT: Duration = Duration::from_millis(200);
 
 /// Back up `store` into the new file `dest` with SQLite's backup API.
 pub fn backup(store: &Store, dest: &Path, timeout: Duration, meter: &mut Meter) -> Result<CopiedFile> {
@@ -33,6 +34,8 @@ pub fn backup(store: &Store, dest: &Path, timeout: Duration, meter: &mut Meter) 
     };
     let src = Connection::open_with_flags(&src_path, OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX)
         .map_err(sqlite("open", &src_path, "Check that the database folder is readable."))?;
+    // Short waits per attempt, so a cancel or the timeout is noticed quickly.
+    src.busy_timeout(RETRY_WAIT).map_err(sqlite("configure", &src_path, HINT_DEST))?;
     let mut dst = Connection::open(dest).map_err(sqlite("create", dest, HINT_DEST))?;
     meter.total = store.file(FileRole::Main).map_or(0, |f| f.size);
     let deadline = Instant::now() + timeout;

@@ -28,14 +28,14 @@ fn backups_under_writer(mode: Mode, test: &str) {
     let (vol, store_dir) = LoopVolume::btrfs_with_subvolume(400);
     let db = make_store(&store_dir, "persistence.db", mode, 24);
     let dest = tempfile::tempdir().unwrap();
-    let history = History::at(dest.path().join("history"));
+    let mut history = History::at(dest.path().join("history"));
     let backups = dest.path().join("backups");
     std::fs::create_dir(&backups).unwrap();
     let mut writer = Writer::start(&db);
     let mut last_transfers = -1;
     let mut mid_transaction = 0;
     for i in 0..BACKUPS_PER_MODE {
-        let report = run_backup(&BackupRequest::new(&store_dir, &backups), &history, &mut Silent, &CancelToken::new())
+        let report = run_backup(&BackupRequest::new(&store_dir, &backups), &mut history, &mut Silent, &CancelToken::new())
             .unwrap_or_else(|f| panic!("backup {i} failed during {}: {}", f.step, f.error));
         assert_eq!(report.manifest.method, Method::Btrfs);
         assert_eq!(report.manifest.verification.integrity, "ok");
@@ -129,7 +129,7 @@ fn failure_after_snapshot_leaves_nothing_behind() {
     let (vol, store_dir) = LoopVolume::btrfs_with_subvolume(300);
     make_store(&store_dir, "persistence.db", Mode::Rollback, 4);
     let dest = tempfile::tempdir().unwrap();
-    let history = History::at(dest.path().join("history"));
+    let mut history = History::at(dest.path().join("history"));
     let backups = dest.path().join("backups");
     std::fs::create_dir(&backups).unwrap();
     let req = BackupRequest::new(&store_dir, &backups);
@@ -143,7 +143,7 @@ fn failure_after_snapshot_leaves_nothing_behind() {
             }
         }
     });
-    let failure = run_backup(&req, &history, &mut sabotage, &CancelToken::new()).unwrap_err();
+    let failure = run_backup(&req, &mut history, &mut sabotage, &CancelToken::new()).unwrap_err();
     assert_eq!(failure.step, Phase::Copy);
     assert!(failure.error.to_string().contains("Could not create"), "{}", failure.error);
     assert_nothing_left(&vol, &backups, &history, "failed");
@@ -155,14 +155,14 @@ fn failure_after_snapshot_leaves_nothing_behind() {
             cancel.cancel();
         }
     });
-    let failure = run_backup(&req, &history, &mut cancel_at_copy, &cancel).unwrap_err();
+    let failure = run_backup(&req, &mut history, &mut cancel_at_copy, &cancel).unwrap_err();
     assert!(matches!(failure.error, persnap::Error::Cancelled));
     assert_nothing_left(&vol, &backups, &history, "cancelled");
 
     // 3. A panic (a bug) once the snapshot exists.
     let panicked = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
         let mut bug = Inject(|phase| assert_ne!(phase, Phase::Copy, "injected bug"));
-        let _ = run_backup(&req, &history, &mut bug, &CancelToken::new());
+        let _ = run_backup(&req, &mut history, &mut bug, &CancelToken::new());
     }));
     assert!(panicked.is_err(), "the panic propagates to the caller");
     assert_nothing_left(&vol, &backups, &history, "failed");
@@ -176,7 +176,7 @@ fn failure_after_snapshot_leaves_nothing_behind() {
             std::fs::write(&partial, bytes).unwrap();
         }
     });
-    let failure = run_backup(&req, &history, &mut corrupt, &CancelToken::new()).unwrap_err();
+    let failure = run_backup(&req, &mut history, &mut corrupt, &CancelToken::new()).unwrap_err();
     assert_eq!((failure.step, failure.error.kind().exit_code()), (Phase::Verify, 5), "{}", failure.error);
     assert_nothing_left(&vol, &backups, &history, "failed");
 }

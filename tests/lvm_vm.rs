@@ -3,7 +3,7 @@
 //! The host kernel has no device-mapper, so this boots Debian's kernel under
 //! qemu (TCG) with a small initramfs (tests/vm/mkinitrd.sh) and runs
 //! tests/vm/guest.sh, which drives this build's real `persnap` and
-//! `persnap-loadgen` binaries (shared over 9p) against xfs, ext4 and thin
+//! `persnap-helper` and `persnap-loadgen` binaries (shared over 9p) against xfs, ext4 and thin
 //! logical volumes: backups under a live writer, snapshot overflow, a volume
 //! group without free space, a backup killed mid-copy, a folder not on LVM.
 //! Needs root (CI is root) plus qemu-system-x86, linux-image-amd64,
@@ -55,12 +55,12 @@ fn lvm_snapshots_on_a_real_kernel() {
     let work = tempfile::Builder::new().prefix("persnap-vm-").tempdir_in("/var/tmp").unwrap();
     let share = work.path().join("share");
     std::fs::create_dir(&share).unwrap();
-    for name in ["persnap", "persnap-loadgen"] {
+    for name in ["persnap", "persnap-helper", "persnap-loadgen"] {
         std::fs::copy(bin(name), share.join(name)).unwrap();
     }
     let vm = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/vm");
     let initrd = work.path().join("initrd.gz");
-    run_ok(Command::new(vm.join("mkinitrd.sh")).arg(&initrd).arg(vm.join("guest.sh")).arg(&kver).arg(bin("persnap")).arg(bin("persnap-loadgen")));
+    run_ok(Command::new(vm.join("mkinitrd.sh")).arg(&initrd).arg(vm.join("guest.sh")).arg(&kver).arg(bin("persnap")).arg(bin("persnap-helper")).arg(bin("persnap-loadgen")));
 
     let started = Instant::now();
     let out = Command::new("timeout")

@@ -13,12 +13,12 @@ fn online_backups_under_writer(mode: Mode) {
     let src = tempfile::tempdir().unwrap();
     let dest = tempfile::tempdir().unwrap();
     let db = make_store(src.path(), "persistence.db", mode, 8);
-    let history = History::at(dest.path().join("history"));
+    let mut history = History::at(dest.path().join("history"));
     let writer = Writer::start(&db);
     let mut req = BackupRequest::new(src.path(), dest.path());
     req.method = MethodChoice::Explicit(Method::SqliteOnline);
     for i in 0..5 {
-        let report = run_backup(&req, &history, &mut Silent, &CancelToken::new())
+        let report = run_backup(&req, &mut history, &mut Silent, &CancelToken::new())
             .unwrap_or_else(|f| panic!("online backup {i} failed during {}: {}", f.step, f.error));
         assert_eq!(report.manifest.method, Method::SqliteOnline);
         assert_eq!(report.manifest.files.len(), 1, "one self-contained file");

@@ -103,6 +103,7 @@ pub fn bin(name: &str) -> PathBuf {
     match name {
         "persnap" => PathBuf::from(env!("CARGO_BIN_EXE_persnap")),
         "persnap-loadgen" => PathBuf::from(env!("CARGO_BIN_EXE_persnap-loadgen")),
+        "persnap-helper" => PathBuf::from(env!("CARGO_BIN_EXE_persnap-helper")),
         other => panic!("unknown binary {other}"),
     }
 }

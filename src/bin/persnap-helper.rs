@@ -1,0 +1,146 @@
+//! `persnap-helper`: the small program that does persnap's privileged work.
+//!
+//! Started by the GUI or CLI through pkexec (Linux) — or directly when the
+//! caller is root — it reads ONE request frame from stdin, validates all of
+//! it (pkexec vouches for the caller, not for the request), runs the engine,
+//! and streams event frames to stdout, ending with exactly one `done` or
+//! `error` frame. A `cancel` frame on stdin, or stdin closing, cancels the
+//! work cleanly. It never runs a shell; the only external tool (lvm) is
+//! called by absolute path with a clean environment. Files it creates are
+//! handed to the invoking user (`PKEXEC_UID`).
+//!
+//! Exit codes: 0 done; 2 request refused (bad input); 3 snapshot failed;
+//! 4 copy failed; 5 verification failed; 6 cancelled; 7 busy; 9 protocol
+//! error (bad frame, wrong version); 1 internal error.
+
+use std::io::{self, BufReader, Write};
+use std::path::Path;
+
+use persnap::backup::{self, BackupFailure};
+use persnap::error::{Error, ErrorKind};
+use persnap::history::{Recorder, Run};
+use persnap::progress::{CancelToken, Level, Phase, Progress};
+use persnap::protocol::{self, Control, Event, FrameError, Reply, Request, Validated};
+
+fn main() {
+    std::process::exit(serve());
+}
+
+/// Writes events to stdout; a caller that went away cancels the work.
+#[derive(Clone)]
+struct Events {
+    cancel: CancelToken,
+}
+
+impl Events {
+    fn send(&self, event: Event) {
+        let mut out = io::stdout().lock();
+        if protocol::write_frame(&mut out, &event).is_err() {
+            self.cancel.cancel();
+        }
+    }
+
+    fn fail(&self, error: &Error, step: Option<Phase>) -> i32 {
+        self.send(Event::Error { kind: error.kind(), step, message: error.to_string() });
+        error.kind().exit_code()
+    }
+}
+
+impl Progress for Events {
+    fn phase(&mut self, phase: Phase) {
+        self.send(Event::Phase { phase });
+    }
+    fn bytes(&mut self, phase: Phase, bytes: u64, total: u64) {
+        self.send(Event::Progress { phase, bytes, total });
+    }
+    fn log(&mut self, level: Level, message: &str) {
+        self.send(Event::Log { level, message: message.to_owned() });
+    }
+}
+
+impl Recorder for Events {
+    fn record(&mut self, run: &Run) -> persnap::Result<()> {
+        self.send(Event::Run { run: Box::new(run.clone()) });
+        Ok(())
+    }
+}
+
+fn serve() -> i32 {
+    let mut events = Events { cancel: CancelToken::new() };
+    let mut input = BufReader::new(io::stdin());
+    let request = match protocol::read_frame::<Request>(&mut input) {
+        Ok(r) => r,
+        Err(e) => return events.fail(&Error::Protocol { detail: e.to_string() }, None),
+    };
+    let validated = match protocol::validate(request) {
+        Ok(v) => v,
+        Err(e) => return events.fail(&e, None),
+    };
+    watch_for_cancel(input, events.cancel.clone());
+    match validated {
+        Validated::Backup(req) => {
+            let cancel = events.cancel.clone();
+            let mut recorder = events.clone();
+            match backup::run_backup(&req, &mut recorder, &mut events, &cancel) {
+                Ok(report) => {
+                    hand_to_invoking_user(&report.backup_dir);
+                    events.send(Event::Done {
+                        result: Box::new(Reply::Backup { backup_dir: report.backup_dir, manifest: report.manifest }),
+                    });
+                    0
+                }
+                Err(BackupFailure { step, error, .. }) => events.fail(&error, Some(step)),
+            }
+        }
+        Validated::Probe { request, dest_given, test_snapshot } => {
+            match persnap::probe::probe(&request, dest_given, test_snapshot) {
+                Ok(report) => {
+                    events.send(Event::Done { result: Box::new(Reply::Probe { report }) });
+                    0
+                }
+                Err(e) => events.fail(&e, Some(Phase::Prepare)),
+            }
+        }
+        Validated::Cleanup { dests } => {
+            let removed = backup::sweep_leftovers(&dests);
+            let failed = removed.iter().any(|l| l.starts_with("Could not"));
+            events.send(Event::Done { result: Box::new(Reply::Cleanup { removed }) });
+            if failed { ErrorKind::Snapshot.exit_code() } else { 0 }
+        }
+    }
+}
+
+/// Cancel when the caller says so or goes away (stdin closes).
+fn watch_for_cancel(mut input: BufReader<io::Stdin>, cancel: CancelToken) {
+    std::thread::spawn(move || {
+        loop {
+            match protocol::read_frame::<Control>(&mut input) {
+                Ok(Control::Cancel) | Err(FrameError::Eof) | Err(FrameError::Io(_)) => break,
+                Err(_) => continue, // a garbled control frame is ignored, not obeyed
+            }
+        }
+        cancel.cancel();
+    });
+}
+
+/// Under pkexec, give the new backup to the user who asked for it.
+fn hand_to_invoking_user(dir: &Path) {
+    let Some(uid) = std::env::var("PKEXEC_UID").ok().and_then(|u| u.parse::<u32>().ok()) else { return };
+    let gid = primary_gid(uid);
+    let entries = std::fs::read_dir(dir).into_iter().flatten().filter_map(|e| e.ok()).map(|e| e.path());
+    for path in std::iter::once(dir.to_owned()).chain(entries) {
+        // lchown: never follow a link, though the folder holds none.
+        if let Err(e) = std::os::unix::fs::lchown(&path, Some(uid), gid) {
+            let _ = writeln!(io::stderr(), "persnap-helper: cannot give {} to uid {uid}: {e}", path.display());
+        }
+    }
+}
+
+fn primary_gid(uid: u32) -> Option<u32> {
+    let mut buf = vec![0u8; 16 * 1024];
+    // SAFETY: getpwuid_r writes into pwd and buf, both sized as declared.
+    let mut pwd: libc::passwd = unsafe { std::mem::zeroed() };
+    let mut result = std::ptr::null_mut();
+    let rc = unsafe { libc::getpwuid_r(uid, &mut pwd, buf.as_mut_ptr().cast(), buf.len(), &mut result) };
+    (rc == 0 && !result.is_null()).then_some(pwd.pw_gid)
+}

@@ -1,0 +1,188 @@
+//! Starting the privileged work from the unprivileged front ends.
+//!
+//! The engine never elevates; this module does, for the CLI and the GUI:
+//! - already root: run the helper next to this executable (or the installed
+//!   one) directly;
+//! - otherwise: `pkexec /usr/libexec/persnap/persnap-helper`, whose path the
+//!   polkit action (installer/linux) is bound to.
+//!
+//! Requests and events travel as protocol frames over the helper's stdin and
+//! stdout. pkexec's own failures (dismissed: 126, not authorized: 127, no
+//! helper) become plain messages. The `sqlite-online` method needs no
+//! elevation and runs in-process (see `cli.rs`).
+
+use std::io::BufReader;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use persnap::error::ErrorKind;
+use persnap::fsutil;
+use persnap::history::Recorder;
+use persnap::progress::{CancelToken, Phase, Progress};
+use persnap::protocol::{self, Control, Event, Reply, Request};
+
+/// Where the packages install the helper; the polkit action names this path.
+pub const INSTALLED_HELPER: &str = "/usr/libexec/persnap/persnap-helper";
+pub const PKEXEC: &str = "/usr/bin/pkexec";
+/// pkexec's exit status when the user dismissed the authentication dialog.
+const PKEXEC_DISMISSED: i32 = 126;
+/// pkexec's exit status when polkit said no (or the program is unknown to it).
+const PKEXEC_NOT_AUTHORIZED: i32 = 127;
+
+/// Why a helper call failed: the error class, the step, and the message.
+#[derive(Debug, Clone)]
+pub struct RemoteFailure {
+    pub kind: ErrorKind,
+    pub step: Option<Phase>,
+    pub message: String,
+}
+
+impl RemoteFailure {
+    fn elevation(message: impl Into<String>) -> Self {
+        RemoteFailure { kind: ErrorKind::Elevation, step: None, message: message.into() }
+    }
+}
+
+impl std::fmt::Display for RemoteFailure {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.step {
+            Some(step) => write!(f, "failed during {step}: {}", self.message),
+            None => f.write_str(&self.message),
+        }
+    }
+}
+
+impl std::error::Error for RemoteFailure {}
+
+/// How the helper will be started.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HelperRoute {
+    /// The helper executable.
+    pub helper: PathBuf,
+    /// Through pkexec (not root) or directly (root).
+    pub via_pkexec: bool,
+}
+
+/// Decide how to start the helper, or say plainly why it cannot be.
+pub fn route() -> Result<HelperRoute, RemoteFailure> {
+    if fsutil::is_root() {
+        let helper = sibling_helper().filter(|p| p.is_file()).unwrap_or_else(|| PathBuf::from(INSTALLED_HELPER));
+        if !helper.is_file() {
+            return Err(not_installed(&helper));
+        }
+        return Ok(HelperRoute { helper, via_pkexec: false });
+    }
+    if !Path::new(PKEXEC).is_file() {
+        return Err(RemoteFailure::elevation(
+            "Snapshots need administrator rights, and pkexec (polkit) is not installed. Install the pkexec package, or run persnap as root.",
+        ));
+    }
+    let helper = PathBuf::from(INSTALLED_HELPER);
+    if !helper.is_file() {
+        return Err(not_installed(&helper));
+    }
+    Ok(HelperRoute { helper, via_pkexec: true })
+}
+
+fn sibling_helper() -> Option<PathBuf> {
+    Some(std::env::current_exe().ok()?.parent()?.join("persnap-helper"))
+}
+
+fn not_installed(path: &Path) -> RemoteFailure {
+    RemoteFailure::elevation(format!(
+        "The persnap helper is not installed at {}. Install the persnap package; for a development build run \
+         `installer/linux/dev-install.sh` as root (see README, \"Development install\").",
+        path.display()
+    ))
+}
+
+/// Send `request` to the helper and relay its events until it finishes.
+pub fn call(
+    request: &Request,
+    progress: &mut dyn Progress,
+    recorder: &mut dyn Recorder,
+    cancel: &CancelToken,
+) -> Result<Reply, RemoteFailure> {
+    let route = route()?;
+    let mut cmd = if route.via_pkexec {
+        let mut c = Command::new(PKEXEC);
+        c.arg(&route.helper);
+        c
+    } else {
+        Command::new(&route.helper)
+    };
+    let mut child = cmd
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .map_err(|e| RemoteFailure::elevation(format!("Could not start {}: {e}", route.helper.display())))?;
+    let mut stdin = child.stdin.take().expect("piped");
+    protocol::write_frame(&mut stdin, request)
+        .map_err(|e| RemoteFailure::elevation(format!("Could not send the request to the helper: {e}")))?;
+    let finished = Arc::new(AtomicBool::new(false));
+    let forwarder = forward_cancel(stdin, cancel.clone(), Arc::clone(&finished));
+    let stderr = child.stderr.take().expect("piped");
+    let stderr = std::thread::spawn(move || std::io::read_to_string(stderr).unwrap_or_default());
+    let mut events = BufReader::new(child.stdout.take().expect("piped"));
+    let mut result = None;
+    while let Ok(event) = protocol::read_frame::<Event>(&mut events) {
+        match event {
+            Event::Phase { phase } => progress.phase(phase),
+            Event::Progress { phase, bytes, total } => progress.bytes(phase, bytes, total),
+            Event::Log { level, message } => progress.log(level, &message),
+            Event::Run { run } => {
+                if let Err(e) = recorder.record(&run) {
+                    progress.log(persnap::progress::Level::Warning, &e.to_string());
+                }
+            }
+            Event::Done { result: outcome } => result = Some(Ok(*outcome)),
+            Event::Error { kind, step, message } => result = Some(Err(RemoteFailure { kind, step, message })),
+        }
+    }
+    let status = child.wait().map_err(|e| RemoteFailure::elevation(format!("Lost the helper: {e}")))?;
+    finished.store(true, Ordering::SeqCst);
+    let _ = forwarder.join();
+    let stderr = stderr.join().unwrap_or_default();
+    result.unwrap_or_else(|| Err(explain_exit(status.code(), route.via_pkexec, &stderr)))
+}
+
+/// Write a cancel frame when the token fires; close stdin when finished.
+fn forward_cancel(mut stdin: std::process::ChildStdin, cancel: CancelToken, finished: Arc<AtomicBool>) -> std::thread::JoinHandle<()> {
+    std::thread::spawn(move || {
+        let mut sent = false;
+        while !finished.load(Ordering::SeqCst) {
+            if cancel.is_cancelled() && !sent {
+                // If the helper is gone already there is nothing to cancel.
+                let _ = protocol::write_frame(&mut stdin, &Control::Cancel);
+                sent = true;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    })
+}
+
+/// The helper ended without a final frame: say why in plain words.
+fn explain_exit(code: Option<i32>, via_pkexec: bool, stderr: &str) -> RemoteFailure {
+    match (via_pkexec, code) {
+        (true, Some(PKEXEC_DISMISSED)) => RemoteFailure::elevation(
+            "You dismissed the administrator authentication; the backup did not run.",
+        ),
+        (true, Some(PKEXEC_NOT_AUTHORIZED)) => RemoteFailure::elevation(
+            "You are not authorized to run persnap's privileged helper (polkit said no); the backup did not run. \
+             Ask an administrator to let you back up (see installer/linux/50-persnap-operators.rules.example), or run as root.",
+        ),
+        _ => RemoteFailure {
+            kind: ErrorKind::Internal,
+            step: None,
+            message: format!(
+                "The persnap helper stopped unexpectedly (exit status {}){}. Nothing was recorded as good; run `persnap cleanup`.",
+                code.map_or("killed by a signal".into(), |c| c.to_string()),
+                if stderr.trim().is_empty() { String::new() } else { format!(": {}", stderr.trim()) }
+            ),
+        },
+    }
+}

@@ -1,0 +1,332 @@
+//! The protocol between the unprivileged front ends (CLI, GUI) and the
+//! elevated `persnap-helper`.
+//!
+//! Frames are single lines of JSON (newline-delimited), at most
+//! [`MAX_FRAME`] bytes each, and carry [`PROTOCOL_VERSION`]. The caller
+//! writes one [`Request`] and may later write [`Control::Cancel`] (closing
+//! the helper's stdin also cancels). The helper answers with a stream of
+//! [`Event`]s ending in exactly one `Done` or `Error`.
+//!
+//! [`validate`] checks a request the way the helper must, since pkexec
+//! vouches only for who the caller is, not for what it asks. Problems the
+//! engine knows (a missing folder, a symlinked store file) keep the
+//! engine's own message; the rest are [`Error::Refused`].
+
+use std::io::{BufRead, Write};
+use std::path::{Component, Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use crate::backup::{self, BackupRequest};
+use crate::error::Error;
+use crate::error::ErrorKind;
+use crate::history::Run;
+use crate::manifest::Manifest;
+use crate::method::MethodChoice;
+use crate::progress::{Level, Phase};
+use crate::snapshot::SnapshotOptions;
+use crate::{store, volume};
+
+pub const PROTOCOL_VERSION: u32 = 1;
+/// Longest frame accepted, newline included.
+pub const MAX_FRAME: usize = 64 * 1024;
+/// Longest path accepted in a request.
+pub const MAX_PATH: usize = 4096;
+/// Most folders a cleanup request may name.
+pub const MAX_CLEANUP_DIRS: usize = 64;
+/// Longest sqlite-online timeout accepted (one day).
+pub const MAX_TIMEOUT_SECS: u64 = 86_400;
+/// Largest snapshot size accepted (1 PiB).
+pub const MAX_SNAPSHOT_SIZE: u64 = 1 << 50;
+
+/// What the caller asks the helper to do.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case", tag = "type", deny_unknown_fields)]
+pub enum Request {
+    Backup {
+        source: PathBuf,
+        dest: PathBuf,
+        store_name: String,
+        method: MethodChoice,
+        options: BackupOptions,
+    },
+    /// What would run, and (with `test_snapshot`) whether a snapshot can be
+    /// taken: one is created and removed again, nothing copied.
+    Probe {
+        source: PathBuf,
+        dest: Option<PathBuf>,
+        store_name: String,
+        method: MethodChoice,
+        options: BackupOptions,
+        test_snapshot: bool,
+    },
+    /// Remove leftovers of interrupted runs.
+    Cleanup { dests: Vec<PathBuf> },
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BackupOptions {
+    pub online_timeout_secs: u64,
+    pub snapshot_size: Option<u64>,
+}
+
+impl Default for BackupOptions {
+    fn default() -> Self {
+        BackupOptions { online_timeout_secs: crate::online::DEFAULT_TIMEOUT.as_secs(), snapshot_size: None }
+    }
+}
+
+/// Sent by the caller after the request.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case", tag = "type")]
+pub enum Control {
+    Cancel,
+}
+
+/// What the helper reports.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case", tag = "type")]
+pub enum Event {
+    Phase { phase: Phase },
+    Progress { phase: Phase, bytes: u64, total: u64 },
+    Log { level: Level, message: String },
+    /// The run's record changed; the caller stores it in its history.
+    Run { run: Box<Run> },
+    Done { result: Box<Reply> },
+    Error { kind: ErrorKind, step: Option<Phase>, message: String },
+}
+
+/// The successful result of a request.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case", tag = "type")]
+pub enum Reply {
+    Backup { backup_dir: PathBuf, manifest: Manifest },
+    Probe { report: crate::probe::ProbeReport },
+    Cleanup { removed: Vec<String> },
+}
+
+/// One frame on the wire: the version plus the payload, flattened.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct Frame<T> {
+    pub version: u32,
+    #[serde(flatten)]
+    pub body: T,
+}
+
+/// Why a frame was refused.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum FrameError {
+    #[error("the frame is larger than {MAX_FRAME} bytes")]
+    TooLarge,
+    #[error("the frame is not valid JSON for this protocol: {0}")]
+    BadJson(String),
+    #[error("protocol version mismatch: got {got}, this persnap speaks {PROTOCOL_VERSION}; install the same persnap version for the app and the helper")]
+    Version { got: u64 },
+    #[error("the stream ended before a frame arrived")]
+    Eof,
+    #[error("reading the frame failed: {0}")]
+    Io(String),
+}
+
+/// Write one frame (a line of JSON).
+pub fn write_frame<T: Serialize>(out: &mut impl Write, body: &T) -> std::io::Result<()> {
+    let mut line = serde_json::to_vec(&Frame { version: PROTOCOL_VERSION, body }).expect("frames serialize");
+    line.push(b'\n');
+    out.write_all(&line)?;
+    out.flush()
+}
+
+/// Read one line, refusing lines over [`MAX_FRAME`] without buffering them.
+pub fn read_line(input: &mut impl BufRead) -> Result<Vec<u8>, FrameError> {
+    let mut line = Vec::new();
+    loop {
+        let buf = input.fill_buf().map_err(|e| FrameError::Io(e.to_string()))?;
+        if buf.is_empty() {
+            return if line.is_empty() { Err(FrameError::Eof) } else { Ok(line) };
+        }
+        let (chunk, done) = match buf.iter().position(|&b| b == b'\n') {
+            Some(i) => (&buf[..=i], true),
+            None => (buf, false),
+        };
+        if line.len() + chunk.len() > MAX_FRAME {
+            return Err(FrameError::TooLarge);
+        }
+        line.extend_from_slice(chunk);
+        let n = chunk.len();
+        input.consume(n);
+        if done {
+            return Ok(line);
+        }
+    }
+}
+
+/// Parse a frame: size, JSON, version, then the payload.
+pub fn parse_frame<T: serde::de::DeserializeOwned>(line: &[u8]) -> Result<T, FrameError> {
+    if line.len() > MAX_FRAME {
+        return Err(FrameError::TooLarge);
+    }
+    let value: serde_json::Value = serde_json::from_slice(line).map_err(|e| FrameError::BadJson(e.to_string()))?;
+    let got = value.get("version").and_then(|v| v.as_u64()).ok_or_else(|| FrameError::BadJson("no version field".into()))?;
+    if got != u64::from(PROTOCOL_VERSION) {
+        return Err(FrameError::Version { got });
+    }
+    let mut value = value;
+    value.as_object_mut().expect("checked object").remove("version");
+    serde_json::from_value(value).map_err(|e| FrameError::BadJson(e.to_string()))
+}
+
+/// Read and parse one frame.
+pub fn read_frame<T: serde::de::DeserializeOwned>(input: &mut impl BufRead) -> Result<T, FrameError> {
+    parse_frame(&read_line(input)?)
+}
+
+fn invalid(field: &'static str, reason: impl Into<String>) -> Error {
+    Error::Refused { field, reason: reason.into() }
+}
+
+/// A path from a request must be absolute, short, free of `.`/`..`, exist,
+/// and be canonical already (no symbolic links anywhere along it).
+pub fn check_path(field: &'static str, path: &Path) -> Result<(), Error> {
+    let text = path.as_os_str().as_encoded_bytes();
+    if text.len() > MAX_PATH {
+        return Err(invalid(field, format!("the path is longer than {MAX_PATH} bytes")));
+    }
+    if text.contains(&0) {
+        return Err(invalid(field, "the path contains a NUL byte"));
+    }
+    if !path.is_absolute() {
+        return Err(invalid(field, format!("{} is not an absolute path", path.display())));
+    }
+    if path.components().any(|c| matches!(c, Component::ParentDir | Component::CurDir)) {
+        return Err(invalid(field, format!("{} contains . or .. components", path.display())));
+    }
+    let real = match field {
+        "source" => volume::canonical(path)?,
+        _ => backup::canonical_dest(path)?,
+    };
+    if real != path {
+        return Err(invalid(field, format!("{} is not canonical (it resolves to {}); symbolic links are refused", path.display(), real.display())));
+    }
+    Ok(())
+}
+
+fn check_options(options: &BackupOptions) -> Result<SnapshotOptions, Error> {
+    if options.online_timeout_secs == 0 || options.online_timeout_secs > MAX_TIMEOUT_SECS {
+        return Err(invalid("options.online_timeout_secs", format!("must be between 1 and {MAX_TIMEOUT_SECS}")));
+    }
+    if options.snapshot_size.is_some_and(|s| s == 0 || s > MAX_SNAPSHOT_SIZE) {
+        return Err(invalid("options.snapshot_size", "must be between 1 byte and 1 PiB"));
+    }
+    Ok(SnapshotOptions { size: options.snapshot_size })
+}
+
+/// A validated request, ready for the engine.
+#[derive(Debug)]
+pub enum Validated {
+    Backup(BackupRequest),
+    Probe { request: BackupRequest, dest_given: bool, test_snapshot: bool },
+    Cleanup { dests: Vec<PathBuf> },
+}
+
+/// Everything the helper checks before it acts.
+pub fn validate(request: Request) -> Result<Validated, Error> {
+    match request {
+        Request::Backup { source, dest, store_name, method, options } => {
+            let req = backup_request(source, Some(dest), store_name, method, &options)?;
+            Ok(Validated::Backup(req))
+        }
+        Request::Probe { source, dest, store_name, method, options, test_snapshot } => {
+            let dest_given = dest.is_some();
+            let request = backup_request(source, dest, store_name, method, &options)?;
+            Ok(Validated::Probe { request, dest_given, test_snapshot })
+        }
+        Request::Cleanup { dests } => {
+            if dests.len() > MAX_CLEANUP_DIRS {
+                return Err(invalid("dests", format!("at most {MAX_CLEANUP_DIRS} folders")));
+            }
+            for dest in &dests {
+                check_path("dests", dest)?;
+            }
+            Ok(Validated::Cleanup { dests })
+        }
+    }
+}
+
+fn backup_request(
+    source: PathBuf,
+    dest: Option<PathBuf>,
+    store_name: String,
+    method: MethodChoice,
+    options: &BackupOptions,
+) -> Result<BackupRequest, Error> {
+    check_path("source", &source)?;
+    store::validate_store_name(&store_name)?;
+    // The source must hold a real SQLite store: regular files, no links.
+    store::discover(&source, &store_name)?;
+    if let Some(dest) = &dest {
+        check_path("dest", dest)?;
+        if dest.starts_with(&source) {
+            return Err(Error::DestInsideSource { dest: dest.clone(), source_dir: source });
+        }
+        if source.starts_with(dest) {
+            return Err(Error::SourceInsideDest { dest: dest.clone(), source_dir: source });
+        }
+    }
+    let snapshot = check_options(options)?;
+    let mut req = BackupRequest::new(source, dest.unwrap_or_default());
+    req.store_name = store_name;
+    req.method = method;
+    req.online_timeout = std::time::Duration::from_secs(options.online_timeout_secs);
+    req.snapshot = snapshot;
+    Ok(req)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Cursor;
+
+    #[test]
+    fn frames_round_trip_with_version() {
+        let mut buf = Vec::new();
+        write_frame(&mut buf, &Control::Cancel).unwrap();
+        assert_eq!(buf, b"{\"version\":1,\"type\":\"cancel\"}\n");
+        assert_eq!(read_frame::<Control>(&mut Cursor::new(buf)).unwrap(), Control::Cancel);
+    }
+
+    #[test]
+    fn refuses_wrong_version_bad_json_and_oversized_frames() {
+        let wrong = br#"{"version":2,"type":"cancel"}"#;
+        assert_eq!(parse_frame::<Control>(wrong).unwrap_err(), FrameError::Version { got: 2 });
+        assert!(FrameError::Version { got: 2 }.to_string().contains("same persnap version"));
+        assert!(matches!(parse_frame::<Control>(b"{nope"), Err(FrameError::BadJson(_))));
+        assert!(matches!(parse_frame::<Control>(br#"{"type":"cancel"}"#), Err(FrameError::BadJson(_))));
+        let huge = vec![b' '; MAX_FRAME + 10];
+        assert_eq!(read_line(&mut Cursor::new(huge)).unwrap_err(), FrameError::TooLarge);
+        assert_eq!(read_line(&mut Cursor::new(Vec::new())).unwrap_err(), FrameError::Eof);
+    }
+
+    #[test]
+    fn unknown_methods_and_fields_are_refused() {
+        let bad_method = br#"{"version":1,"type":"cleanup","dests":[],"extra":1}"#;
+        assert!(matches!(parse_frame::<Request>(bad_method), Err(FrameError::BadJson(_))));
+        let line = br#"{"version":1,"type":"backup","source":"/a","dest":"/b","store_name":"x","method":"copy-live","options":{"online_timeout_secs":1,"snapshot_size":null}}"#;
+        let err = parse_frame::<Request>(line).unwrap_err();
+        assert!(err.to_string().contains("copy-live"), "{err}");
+    }
+
+    #[test]
+    fn paths_must_be_absolute_canonical_and_bounded() {
+        let refused = |p: &Path| check_path("source", p).unwrap_err().to_string();
+        assert!(refused(Path::new("relative/db")).contains("not an absolute path"));
+        assert!(refused(Path::new("/tmp/../etc")).contains(".."));
+        assert!(refused(&PathBuf::from(format!("/{}", "a".repeat(MAX_PATH)))).contains("longer"));
+        let dir = tempfile::tempdir().unwrap();
+        let real = std::fs::canonicalize(dir.path()).unwrap();
+        check_path("source", &real).unwrap();
+        let link = real.join("link");
+        std::os::unix::fs::symlink(&real, &link).unwrap();
+        assert!(refused(&link).contains("not canonical"));
+    }
+}

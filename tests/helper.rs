@@ -1,0 +1,232 @@
+//! The elevated helper: hostile input is refused with specific errors, and
+//! a real backup runs end to end as an unprivileged user → pkexec → polkit
+//! → helper as root (root-only part: CI starts a system D-Bus and polkitd).
+
+mod common;
+
+use std::io::{BufReader, Write};
+use std::os::unix::fs::{MetadataExt, symlink};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+
+use common::*;
+use persnap::loadgen::Mode;
+use persnap::protocol::{self, Event};
+
+/// Feed raw bytes to the helper; return its events and exit code.
+fn helper_with(input: &[u8]) -> (Vec<Event>, i32) {
+    let mut child = Command::new(bin("persnap-helper"))
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut stdin = child.stdin.take().unwrap();
+    let _ = stdin.write_all(input); // the helper may stop reading early
+    drop(stdin);
+    let mut out = BufReader::new(child.stdout.take().unwrap());
+    let mut events = Vec::new();
+    while let Ok(e) = protocol::read_frame::<Event>(&mut out) {
+        events.push(e);
+    }
+    (events, child.wait().unwrap().code().unwrap())
+}
+
+/// The helper must answer with exactly one error frame naming the problem.
+fn refused(input: &[u8], code: i32, needle: &str) {
+    let (events, got) = helper_with(input);
+    assert_eq!(events.len(), 1, "{events:?}");
+    let Event::Error { message, .. } = &events[0] else { panic!("expected an error frame, got {events:?}") };
+    assert!(message.contains(needle), "{needle:?} not in {message:?}");
+    assert_eq!(got, code, "{message}");
+}
+
+fn backup_frame(source: &Path, dest: &Path, store: &str, method: &str) -> Vec<u8> {
+    let v = serde_json::json!({
+        "version": 1, "type": "backup", "source": source, "dest": dest, "store_name": store,
+        "method": method, "options": {"online_timeout_secs": 60, "snapshot_size": null}
+    });
+    let mut line = serde_json::to_vec(&v).unwrap();
+    line.push(b'\n');
+    line
+}
+
+struct Folders {
+    _src: tempfile::TempDir,
+    _dest: tempfile::TempDir,
+    source: PathBuf,
+    dest: PathBuf,
+}
+
+fn folders() -> Folders {
+    let src = tempfile::tempdir().unwrap();
+    let dest = tempfile::tempdir().unwrap();
+    make_store(src.path(), "persistence.db", Mode::Rollback, 1);
+    let source = std::fs::canonicalize(src.path()).unwrap();
+    let dest_path = std::fs::canonicalize(dest.path()).unwrap();
+    Folders { _src: src, _dest: dest, source, dest: dest_path }
+}
+
+#[test]
+fn malformed_frames_are_protocol_errors() {
+    refused(b"this is not json\n", 9, "not valid JSON");
+    refused(b"", 9, "ended before a frame");
+    refused(&vec![b'{'; protocol::MAX_FRAME + 100], 9, "larger than 65536 bytes");
+    refused(br#"{"version":7,"type":"cleanup","dests":[]}"#, 9, "version mismatch: got 7");
+    refused(br#"{"type":"cleanup","dests":[]}"#, 9, "no version field");
+    refused(br#"{"version":1,"type":"format-disk"}"#, 9, "format-disk");
+    let f = folders();
+    refused(&backup_frame(&f.source, &f.dest, "persistence.db", "copy-live-files"), 9, "copy-live-files");
+}
+
+#[test]
+fn hostile_requests_are_refused_specifically() {
+    let f = folders();
+    let frame = |source: &Path, dest: &Path, store: &str| backup_frame(source, dest, store, "auto");
+    refused(&frame(Path::new("relative/store"), &f.dest, "persistence.db"), 2, "is not an absolute path");
+    let dotdot = f.source.join("..").join(f.source.file_name().unwrap());
+    refused(&frame(&dotdot, &f.dest, "persistence.db"), 2, "contains . or .. components");
+    refused(&frame(&f.source, &f.dest, "../../etc/shadow"), 2, "path separator");
+    let inside = f.source.join("backups");
+    std::fs::create_dir(&inside).unwrap();
+    refused(&frame(&f.source, &inside, "persistence.db"), 2, "is inside the database folder");
+    refused(&frame(&f.source, f.source.parent().unwrap(), "persistence.db"), 2, "is inside the backup location");
+
+    let linked_dir = f.dest.join("link-to-source");
+    symlink(&f.source, &linked_dir).unwrap();
+    refused(&frame(&linked_dir, &f.dest, "persistence.db"), 2, "is not canonical");
+
+    std::fs::write(f.source.join("notes.db"), vec![b'x'; 200]).unwrap();
+    refused(&frame(&f.source, &f.dest, "notes.db"), 2, "is not an SQLite database");
+    symlink("/etc/shadow", f.source.join("shadow.db")).unwrap();
+    refused(&frame(&f.source, &f.dest, "shadow.db"), 2, "is a symbolic link");
+
+    let bad_timeout = serde_json::json!({
+        "version": 1, "type": "backup", "source": f.source, "dest": f.dest, "store_name": "persistence.db",
+        "method": "auto", "options": {"online_timeout_secs": 0, "snapshot_size": null}
+    });
+    refused(format!("{bad_timeout}\n").as_bytes(), 2, "online_timeout_secs");
+    let many = serde_json::json!({"version": 1, "type": "cleanup", "dests": vec![&f.dest; 65]});
+    refused(format!("{many}\n").as_bytes(), 2, "at most 64 folders");
+}
+
+#[test]
+fn closing_stdin_cancels_a_running_request() {
+    // A valid sqlite-online backup kept waiting by a writer's exclusive
+    // lock; its caller hangs up: the helper cancels and keeps nothing.
+    let f = folders();
+    let lock = rusqlite::Connection::open(f.source.join("persistence.db")).unwrap();
+    lock.execute_batch("BEGIN EXCLUSIVE; UPDATE accounts SET balance = balance WHERE id = 0;").unwrap();
+    let (events, code) = helper_with(&backup_frame(&f.source, &f.dest, "persistence.db", "sqlite-online"));
+    let last = events.last().expect("events");
+    assert!(matches!(last, Event::Error { kind: persnap::ErrorKind::Cancelled, .. }), "{last:?}");
+    assert!(events.iter().any(|e| matches!(e, Event::Run { .. })), "the run is reported for the caller's history");
+    assert_eq!(code, 6);
+    assert!(work_leftovers(&f.dest).is_empty());
+}
+
+// ---- pkexec end to end (root only) ----
+
+const TEST_USER: &str = "persnap_tester";
+const RULE: &str = "/etc/polkit-1/rules.d/10-persnap-test.rules";
+
+/// Installs helper, policy and a test rule; undoes all of it on drop.
+struct PolkitSetup;
+
+impl PolkitSetup {
+    fn new() -> PolkitSetup {
+        if !Path::new("/usr/bin/pkexec").exists() || !Path::new("/usr/lib/polkit-1/polkitd").exists() {
+            panic!("pkexec and polkitd are needed (run .ci/setup)");
+        }
+        let dev_install = Path::new(env!("CARGO_MANIFEST_DIR")).join("installer/linux/dev-install.sh");
+        run_ok(Command::new(dev_install).arg(bin("persnap-helper")));
+        if Command::new("id").arg(TEST_USER).output().is_ok_and(|o| !o.status.success()) {
+            run_ok(Command::new("useradd").args(["--create-home", TEST_USER]));
+        }
+        if !Path::new("/run/dbus/system_bus_socket").exists() {
+            std::fs::create_dir_all("/run/dbus").unwrap();
+            run_ok(Command::new("dbus-daemon").args(["--system", "--fork"]));
+        }
+        PolkitSetup
+    }
+
+    /// Install a rule answering `answer` (YES or NO) for the test user, and
+    /// restart polkitd so it reads it now.
+    fn rule(&self, answer: &str) {
+        let rule = format!(
+            "// persnap test rule; removed after the test\npolkit.addRule(function(action, subject) {{\n  if (action.id == \"io.github.persnap.backup\" && subject.user == \"{TEST_USER}\") return polkit.Result.{answer};\n}});\n"
+        );
+        std::fs::write(RULE, rule).unwrap();
+        let _ = Command::new("pkill").args(["-x", "polkitd"]).status();
+        std::thread::sleep(std::time::Duration::from_millis(300));
+    }
+}
+
+impl Drop for PolkitSetup {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(RULE);
+        let dev_install = Path::new(env!("CARGO_MANIFEST_DIR")).join("installer/linux/dev-install.sh");
+        let _ = Command::new(dev_install).arg("--uninstall").output();
+        let _ = Command::new("pkill").args(["-x", "polkitd"]).status();
+    }
+}
+
+fn uid_of(user: &str) -> u32 {
+    run_ok(Command::new("id").args(["-u", user])).parse().unwrap()
+}
+
+/// A folder the test user owns, in a place it can reach.
+fn user_dir(uid: u32) -> tempfile::TempDir {
+    let dir = tempfile::Builder::new().prefix("persnap-user-").tempdir_in("/var/tmp").unwrap();
+    std::os::unix::fs::chown(dir.path(), Some(uid), Some(uid)).unwrap();
+    dir
+}
+
+fn as_test_user(data: &Path, args: &[&str]) -> std::process::Output {
+    Command::new("runuser")
+        .args(["-u", TEST_USER, "--", "env"])
+        .arg(format!("PERSNAP_DATA_DIR={}", data.display()))
+        .arg(format!("XDG_RUNTIME_DIR={}", data.display()))
+        .arg(bin("persnap"))
+        .args(args)
+        .output()
+        .unwrap()
+}
+
+#[test]
+fn unprivileged_user_backs_up_through_pkexec() {
+    if !require_root("unprivileged_user_backs_up_through_pkexec") {
+        return;
+    }
+    let polkit = PolkitSetup::new();
+    let uid = uid_of(TEST_USER);
+    let (vol, store_dir) = LoopVolume::btrfs_with_subvolume(300);
+    let db = make_store(&store_dir, "persistence.db", Mode::Wal, 8);
+    let dest = user_dir(uid);
+    let data = user_dir(uid);
+    let args = ["backup", "--source", store_dir.to_str().unwrap(), "--dest", dest.path().to_str().unwrap()];
+
+    polkit.rule("YES");
+    let writer = Writer::start(&db);
+    let out = as_test_user(data.path(), &args);
+    writer.stop();
+    assert!(out.status.success(), "exit {:?}: {}", out.status.code(), stderr(&out));
+    let backup = PathBuf::from(String::from_utf8_lossy(&out.stdout).trim());
+    check_backup(&backup, "persistence.db");
+    for entry in std::iter::once(backup.clone()).chain(std::fs::read_dir(&backup).unwrap().map(|e| e.unwrap().path())) {
+        assert_eq!(std::fs::metadata(&entry).unwrap().uid(), uid, "{} belongs to the user", entry.display());
+    }
+    let runs = persnap::history::History::at(data.path()).load().unwrap();
+    assert_eq!(runs.len(), 1, "the user's own history records the run");
+    assert_eq!(runs[0].outcome, persnap::history::Outcome::Completed);
+    assert_eq!(runs[0].backup_path.as_deref(), Some(backup.as_path()));
+    assert!(vol.snapshot_leftovers().is_empty());
+
+    polkit.rule("NO");
+    let before = std::fs::read_dir(dest.path()).unwrap().count();
+    let out = as_test_user(data.path(), &args);
+    assert_eq!(out.status.code(), Some(8), "{}", stderr(&out));
+    assert!(stderr(&out).contains("not authorized"), "{}", stderr(&out));
+    assert_eq!(std::fs::read_dir(dest.path()).unwrap().count(), before, "nothing written");
+    assert_eq!(persnap::history::History::at(data.path()).load().unwrap().len(), 1, "no run recorded");
+}
