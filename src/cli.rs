@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use clap::{Parser, Subcommand};
 use persnap::backup::{self, BackupRequest};
-use persnap::history::{History, Outcome, Run};
+use persnap::history::{Discard, History, Outcome, Run};
 use persnap::method::{Method, MethodChoice};
 use persnap::protocol::{BackupOptions, Reply, Request};
 
@@ -30,6 +30,7 @@ Exit codes:
   5  verification failed (integrity check, hash mismatch, damaged backup)
   6  cancelled (Ctrl-C); nothing was kept
   7  another run or the history file is in the way
+  8  elevation failed: authentication dismissed, not authorized, helper or pkexec missing
 
 Methods:
   auto           the snapshot method that applies to the folder's volume (btrfs or lvm;
@@ -237,7 +238,7 @@ fn probe_cmd(req: BackupRequest, dest_given: bool, test_snapshot: bool, json: bo
             test_snapshot: true,
         };
         let mut printer = Printer::new();
-        match launch::call(&request, &mut printer, &mut NoRecord, &CancelToken::new()) {
+        match launch::call(&request, &mut printer, &mut Discard, &CancelToken::new()) {
             Ok(Reply::Probe { report }) => report,
             Ok(other) => return Err(remote_failure(unexpected(other))),
             Err(f) => return Err(remote_failure(f)),
@@ -287,15 +288,6 @@ fn print_probe(report: &ProbeReport) {
         Some(Ok(msg)) => println!("{msg}"),
         Some(Err(why)) => println!("Test snapshot failed: {why}"),
         None => {}
-    }
-}
-
-/// Probes and cleanups have no run to record.
-struct NoRecord;
-
-impl persnap::history::Recorder for NoRecord {
-    fn record(&mut self, _: &Run) -> persnap::Result<()> {
-        Ok(())
     }
 }
 
@@ -381,7 +373,7 @@ fn cleanup_cmd(extra: Vec<PathBuf>) -> Result<(), Failure> {
     dests.sort();
     dests.dedup();
     let lines = match launch::route() {
-        Ok(_) => match launch::call(&Request::Cleanup { dests }, &mut Printer::new(), &mut NoRecord, &CancelToken::new()) {
+        Ok(_) => match launch::call(&Request::Cleanup { dests }, &mut Printer::new(), &mut Discard, &CancelToken::new()) {
             Ok(Reply::Cleanup { removed }) => removed,
             Ok(other) => return Err(remote_failure(unexpected(other))),
             Err(f) => return Err(remote_failure(f)),

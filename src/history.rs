@@ -96,6 +96,15 @@ impl Recorder for History {
     }
 }
 
+/// A recorder for work that is not a run (probes, cleanups).
+pub struct Discard;
+
+impl Recorder for Discard {
+    fn record(&mut self, _: &Run) -> Result<()> {
+        Ok(())
+    }
+}
+
 /// The history store in one folder.
 #[derive(Debug, Clone)]
 pub struct History {

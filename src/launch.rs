@@ -69,7 +69,7 @@ pub struct HelperRoute {
 /// Decide how to start the helper, or say plainly why it cannot be.
 pub fn route() -> Result<HelperRoute, RemoteFailure> {
     if fsutil::is_root() {
-        let helper = sibling_helper().filter(|p| p.is_file()).unwrap_or_else(|| PathBuf::from(INSTALLED_HELPER));
+        let helper = sibling_helper().unwrap_or_else(|| PathBuf::from(INSTALLED_HELPER));
         if !helper.is_file() {
             return Err(not_installed(&helper));
         }
@@ -87,8 +87,12 @@ pub fn route() -> Result<HelperRoute, RemoteFailure> {
     Ok(HelperRoute { helper, via_pkexec: true })
 }
 
+/// The helper built beside this executable: same folder, or one up for
+/// cargo's test executables (`target/<profile>/deps/`).
 fn sibling_helper() -> Option<PathBuf> {
-    Some(std::env::current_exe().ok()?.parent()?.join("persnap-helper"))
+    let exe = std::env::current_exe().ok()?;
+    let dir = exe.parent()?;
+    [dir.join("persnap-helper"), dir.parent()?.join("persnap-helper")].into_iter().find(|p| p.is_file())
 }
 
 fn not_installed(path: &Path) -> RemoteFailure {
@@ -106,7 +110,20 @@ pub fn call(
     recorder: &mut dyn Recorder,
     cancel: &CancelToken,
 ) -> Result<Reply, RemoteFailure> {
-    let route = route()?;
+    call_via(route()?, request, progress, recorder, cancel)
+}
+
+/// [`call`] with the route decided by the caller.
+pub fn call_via(
+    route: HelperRoute,
+    request: &Request,
+    progress: &mut dyn Progress,
+    recorder: &mut dyn Recorder,
+    cancel: &CancelToken,
+) -> Result<Reply, RemoteFailure> {
+    if !route.helper.is_file() {
+        return Err(not_installed(&route.helper));
+    }
     let mut cmd = if route.via_pkexec {
         let mut c = Command::new(PKEXEC);
         c.arg(&route.helper);

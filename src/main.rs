@@ -1,13 +1,25 @@
-//! `persnap`: the command-line front end of the persnap engine.
+//! `persnap`: the desktop app (no arguments) and the command line (any
+//! arguments), both on the same engine.
 //!
-//! `persnap --help` lists the commands; see `cli.rs`.
+//! `persnap --help` lists the commands (see `cli.rs`); the app lives in
+//! `gui/`; `launch.rs` starts the privileged helper for both.
 
 mod cli;
+#[cfg(feature = "gui")]
+mod gui;
 mod launch;
 
 use clap::Parser;
 
 fn main() {
+    #[cfg(feature = "gui")]
+    if std::env::args_os().len() == 1 {
+        if let Err(e) = gui::run() {
+            eprintln!("error: the window could not open ({e}). Use the command line instead: persnap --help");
+            std::process::exit(1);
+        }
+        return;
+    }
     let cli = cli::Cli::parse();
     if let Err(failure) = cli::run(cli) {
         eprintln!("error: {:#}", failure.error);

@@ -26,6 +26,8 @@ pub struct ProbeReport {
     pub steps: Vec<String>,
     /// Warnings to show before starting (space, same disk).
     pub warnings: Vec<String>,
+    /// Free bytes at the backup location, and bytes the backup needs there.
+    pub dest_space: Option<(u64, u64)>,
     /// Why a backup cannot run, if it cannot.
     pub blocked: Option<String>,
     /// The result of the test snapshot, if one was asked for.
@@ -38,7 +40,16 @@ pub fn probe(req: &BackupRequest, dest_given: bool, test_snapshot: bool) -> Resu
     let source = volume::canonical(&req.source)?;
     let store = store::discover(&source, &req.store_name)?;
     let volume = volume::probe(&source)?;
-    let mut report = ProbeReport { store, volume, method: None, steps: Vec::new(), warnings: Vec::new(), blocked: None, test_snapshot: None };
+    let mut report = ProbeReport {
+        store,
+        volume,
+        method: None,
+        steps: Vec::new(),
+        warnings: Vec::new(),
+        dest_space: None,
+        blocked: None,
+        test_snapshot: None,
+    };
     match snapshot::choose_method(req.method, &report.volume) {
         Ok(method) => report.method = Some(method),
         Err(e) => report.blocked = Some(e.to_string()),
@@ -48,6 +59,7 @@ pub fn probe(req: &BackupRequest, dest_given: bool, test_snapshot: bool) -> Resu
             Ok(plan) => {
                 report.steps = plan.describe_steps();
                 report.warnings = plan.warnings();
+                report.dest_space = Some((plan.free_bytes, plan.needed_bytes));
             }
             Err(e) => report.blocked = Some(e.to_string()),
         }

@@ -1,0 +1,376 @@
+//! The backup screen: choose folders, see what was found and what will
+//! happen, back up with live progress, see the result.
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use eframe::egui::{self, Color32, RichText, Ui};
+use persnap::backup::BackupRequest;
+use persnap::method::{Method, MethodChoice};
+use persnap::progress::{Level, Phase};
+use persnap::units;
+use persnap::volume::SnapshotSupport;
+
+use super::{Activity, Outcome, PersnapApp, Settings, worker};
+
+pub const GREEN: Color32 = Color32::from_rgb(0x2e, 0x9e, 0x4f);
+pub const RED: Color32 = Color32::from_rgb(0xd6, 0x3b, 0x3b);
+pub const AMBER: Color32 = Color32::from_rgb(0xd9, 0x8c, 0x1a);
+
+pub fn show(app: &mut PersnapApp, ui: &mut Ui) {
+    egui::ScrollArea::vertical().auto_shrink([false, false]).show(ui, |ui| {
+        inputs(app, ui);
+        keep_probe_fresh(app, ui.ctx());
+        ui.separator();
+        found(app, ui);
+        ui.separator();
+        plan(app, ui);
+        actions(app, ui);
+        activity(app, ui);
+        outcome(app, ui);
+    });
+    confirm_dialog(app, ui);
+}
+
+/// A labelled path field with a folder picker and a recent list.
+fn path_row(ui: &mut Ui, label: &str, value: &mut String, recent: &[String], pick_label: &str, hint: &str) {
+    let name = ui.label(label);
+    ui.horizontal(|ui| {
+        ui.add(egui::TextEdit::singleline(value).desired_width(440.0).hint_text(hint)).labelled_by(name.id);
+        if ui.button(pick_label).clicked() {
+            let mut dialog = rfd::FileDialog::new().set_title(label);
+            if Path::new(value.as_str()).is_dir() {
+                dialog = dialog.set_directory(value.as_str());
+            }
+            if let Some(dir) = dialog.pick_folder() {
+                *value = dir.display().to_string();
+            }
+        }
+        ui.add_enabled_ui(!recent.is_empty(), |ui| {
+            ui.menu_button(format!("Recent {}s", label.to_lowercase()), |ui| {
+                for item in recent {
+                    if ui.button(item).clicked() {
+                        *value = item.clone();
+                        ui.close();
+                    }
+                }
+            });
+        });
+    });
+    ui.end_row();
+}
+
+fn inputs(app: &mut PersnapApp, ui: &mut Ui) {
+    let busy = app.rt.activity.is_some();
+    ui.add_enabled_ui(!busy, |ui| {
+        egui::Grid::new("inputs").num_columns(2).spacing([12.0, 8.0]).show(ui, |ui| {
+            let s = &mut app.settings;
+            path_row(ui, "Database folder", &mut s.source, &s.recent_sources, "Choose database folder…", "the correlator's -PstoreLocation folder");
+            let name = ui.label("Store name");
+            ui.add(egui::TextEdit::singleline(&mut s.store_name).desired_width(200.0).hint_text("persistence.db"))
+                .labelled_by(name.id)
+                .on_hover_text("The database file name: persistence.db unless the correlator runs with -PstoreName=");
+            ui.end_row();
+            path_row(ui, "Backup location", &mut s.dest, &s.recent_dests, "Choose backup location…", "a folder, preferably on another disk");
+            method_row(ui, &mut s.method);
+        });
+    });
+}
+
+pub fn method_label(choice: MethodChoice) -> &'static str {
+    match choice {
+        MethodChoice::Auto => "Automatic (the snapshot that fits)",
+        MethodChoice::Explicit(Method::Btrfs) => "btrfs snapshot",
+        MethodChoice::Explicit(Method::Lvm) => "LVM snapshot",
+        MethodChoice::Explicit(Method::Vss) => "Volume Shadow Copy (Windows)",
+        MethodChoice::Explicit(Method::SqliteOnline) => "SQLite online backup (no snapshot)",
+    }
+}
+
+pub fn method_row(ui: &mut Ui, method: &mut MethodChoice) {
+    let name = ui.label("Method");
+    egui::ComboBox::from_id_salt("method")
+        .selected_text(method_label(*method))
+        .show_ui(ui, |ui| {
+            for choice in [MethodChoice::Auto].into_iter().chain(Method::ALL.map(MethodChoice::Explicit)) {
+                ui.selectable_value(method, choice, method_label(choice));
+            }
+        })
+        .response
+        .labelled_by(name.id);
+    ui.end_row();
+}
+
+fn probe_key(s: &Settings) -> String {
+    format!("{}\u{0}{}\u{0}{}\u{0}{}", s.source.trim(), s.dest.trim(), s.store_name.trim(), s.method)
+}
+
+/// The request the current settings describe.
+pub fn request(s: &Settings) -> BackupRequest {
+    let mut req = BackupRequest::new(resolve(&s.source), resolve(&s.dest));
+    req.store_name = s.store_name.trim().to_owned();
+    req.method = s.method;
+    req.online_timeout = Duration::from_secs(s.online_timeout_secs.max(1));
+    req.snapshot.size = persnap::units::parse_size(&s.snapshot_size).ok().filter(|_| !s.snapshot_size.trim().is_empty());
+    req
+}
+
+/// Canonical when possible (the helper insists on canonical paths).
+fn resolve(text: &str) -> PathBuf {
+    let path = PathBuf::from(text.trim());
+    std::fs::canonicalize(&path).unwrap_or(path)
+}
+
+fn keep_probe_fresh(app: &mut PersnapApp, ctx: &egui::Context) {
+    let key = probe_key(&app.settings);
+    if key == app.rt.probe_key || app.rt.probing.is_some() {
+        return;
+    }
+    if app.settings.source.trim().is_empty() {
+        app.rt.probe = None;
+        app.rt.probe_key = key;
+        return;
+    }
+    let dest_given = !app.settings.dest.trim().is_empty();
+    app.rt.probing = Some(worker::probe(ctx, request(&app.settings), dest_given, key));
+}
+
+fn found(app: &PersnapApp, ui: &mut Ui) {
+    ui.heading("What was found");
+    let report = match &app.rt.probe {
+        None if app.settings.source.trim().is_empty() => {
+            ui.label("Choose the folder that holds the correlator's database (the folder given as -PstoreLocation).");
+            return;
+        }
+        None => {
+            ui.label("Looking…");
+            return;
+        }
+        Some(Err(message)) => {
+            ui.colored_label(RED, message);
+            return;
+        }
+        Some(Ok(report)) => report,
+    };
+    let store = &report.store;
+    egui::Grid::new("files").num_columns(2).striped(true).show(ui, |ui| {
+        for file in &store.files {
+            ui.label(&file.name);
+            ui.label(units::bytes(file.size));
+            ui.end_row();
+        }
+    });
+    ui.label(format!("Journal mode: {} · page size {} bytes · {} pages", store.journal_mode(), store.header.page_size, store.header.page_count));
+    let m = &report.volume.mount;
+    ui.label(format!("Volume: {} ({}), mounted at {}", m.device, m.fs_type, m.mount_point.display()));
+    match &report.volume.snapshot {
+        SnapshotSupport::Available { method, detail } => {
+            ui.colored_label(GREEN, format!("Snapshot method: {method} ({detail})"));
+        }
+        SnapshotSupport::Unavailable { reason } => {
+            ui.colored_label(RED, format!("No snapshot is possible here: {reason}."));
+        }
+    }
+    if let Some((free, needed)) = report.dest_space {
+        let text = format!("Backup location: {} free; this backup needs {}.", units::bytes(free), units::bytes(needed));
+        ui.colored_label(if free < needed { RED } else { ui.visuals().text_color() }, text);
+    }
+    for warning in &report.warnings {
+        ui.colored_label(AMBER, format!("Warning: {warning}"));
+    }
+}
+
+fn plan(app: &PersnapApp, ui: &mut Ui) {
+    let Some(Ok(report)) = &app.rt.probe else { return };
+    ui.heading("Plan");
+    if let Some(why) = &report.blocked {
+        ui.colored_label(RED, why);
+        return;
+    }
+    if report.steps.is_empty() {
+        ui.label("Choose a backup location to see the plan.");
+        return;
+    }
+    let who = if report.method == Some(Method::SqliteOnline) { "as you" } else { "as administrator (you will be asked to authenticate)" };
+    ui.label(format!("\"Back up now\" will, {who}:"));
+    for (i, step) in report.steps.iter().enumerate() {
+        ui.label(format!("  {}. {step}", i + 1));
+    }
+}
+
+fn ready(app: &PersnapApp) -> Option<&persnap::probe::ProbeReport> {
+    match &app.rt.probe {
+        Some(Ok(r)) if r.blocked.is_none() && !r.steps.is_empty() && app.rt.probing.is_none() => Some(r),
+        _ => None,
+    }
+}
+
+fn actions(app: &mut PersnapApp, ui: &mut Ui) {
+    ui.add_space(8.0);
+    let idle = app.rt.activity.is_none();
+    let report = ready(app).cloned();
+    let snapshot_method = report.as_ref().and_then(|r| r.method).is_some_and(Method::is_snapshot);
+    ui.horizontal(|ui| {
+        let backup = ui.add_enabled(idle && report.is_some(), egui::Button::new(RichText::new("Back up now").strong()));
+        if backup.clicked() {
+            match report.as_ref().map(|r| r.warnings.clone()).unwrap_or_default() {
+                warnings if warnings.is_empty() => start_backup(app, ui.ctx()),
+                warnings => app.rt.confirm = Some(warnings),
+            }
+        }
+        let test = ui.add_enabled(idle && snapshot_method, egui::Button::new("Test snapshot"));
+        if test.on_hover_text("Create a snapshot and remove it again, copying nothing").clicked() {
+            start_test_snapshot(app, ui.ctx());
+        }
+    });
+}
+
+fn confirm_dialog(app: &mut PersnapApp, ui: &mut Ui) {
+    let Some(warnings) = app.rt.confirm.clone() else { return };
+    let modal = egui::Modal::new(egui::Id::unique("persnap-confirm-backup")).show(ui.ctx(), |ui| {
+        ui.heading("Before you back up");
+        for w in &warnings {
+            ui.colored_label(AMBER, format!("Warning: {w}"));
+        }
+        ui.horizontal(|ui| {
+            if ui.button("Back up anyway").clicked() {
+                app.rt.confirm = None;
+                start_backup(app, ui.ctx());
+            }
+            if ui.button("Don't back up").clicked() {
+                app.rt.confirm = None;
+            }
+        });
+    });
+    if modal.should_close() {
+        app.rt.confirm = None;
+    }
+}
+
+fn new_activity(job: worker::Job, test_only: bool) -> Activity {
+    let now = Instant::now();
+    Activity { job, test_only, phase: Phase::Prepare, done: 0, total: 0, started: now, phase_started: now, log: Vec::new(), cancelling: false }
+}
+
+pub fn start_backup(app: &mut PersnapApp, ctx: &egui::Context) {
+    let Some(history) = app.rt.history.clone() else {
+        app.rt.outcome = Some(Outcome::Failed(crate::launch::RemoteFailure {
+            kind: persnap::ErrorKind::Busy,
+            step: None,
+            message: app.rt.history_error.clone().unwrap_or_default(),
+        }));
+        return;
+    };
+    let s = &mut app.settings;
+    Settings::remember(&mut s.recent_sources, s.source.trim());
+    Settings::remember(&mut s.recent_dests, s.dest.trim());
+    app.rt.outcome = None;
+    app.rt.activity = Some(new_activity(worker::backup(ctx, request(&app.settings), history, app.rt.helper.clone()), false));
+}
+
+fn start_test_snapshot(app: &mut PersnapApp, ctx: &egui::Context) {
+    app.rt.outcome = None;
+    app.rt.activity = Some(new_activity(worker::test_snapshot(ctx, request(&app.settings), app.rt.helper.clone()), true));
+}
+
+fn activity(app: &mut PersnapApp, ui: &mut Ui) {
+    let Some(a) = &mut app.rt.activity else { return };
+    ui.add_space(8.0);
+    ui.group(|ui| {
+        let what = if a.test_only { "Testing a snapshot" } else { "Backing up" };
+        ui.heading(format!("{what}: {}", phase_words(a.phase)));
+        let fraction = if a.total > 0 { a.done as f32 / a.total as f32 } else { 0.0 };
+        let elapsed = a.phase_started.elapsed().as_secs_f64().max(0.001);
+        let speed = a.done as f64 / elapsed;
+        let eta = if speed > 0.0 && a.total > a.done { Some(Duration::from_secs_f64((a.total - a.done) as f64 / speed)) } else { None };
+        let text = if a.total > 0 {
+            format!("{} of {}", units::bytes(a.done), units::bytes(a.total))
+        } else {
+            format!("{} elapsed", units::duration(a.started.elapsed()))
+        };
+        ui.add(egui::ProgressBar::new(fraction).text(text).animate(a.total == 0));
+        if a.total > 0 {
+            let eta = eta.map_or("–".into(), units::duration);
+            ui.label(format!("{}/s · about {eta} left in this step", units::bytes(speed as u64)));
+        }
+        if a.cancelling {
+            ui.label("Cancelling… removing the snapshot and the unfinished copy.");
+        } else if ui.button("Cancel").clicked() {
+            a.job.cancel.cancel();
+            a.cancelling = true;
+        }
+        egui::CollapsingHeader::new("Details").show(ui, |ui| {
+            for (level, line) in &a.log {
+                match level {
+                    Level::Info => ui.label(line),
+                    Level::Warning => ui.colored_label(AMBER, line),
+                };
+            }
+        });
+    });
+}
+
+pub fn phase_words(phase: Phase) -> &'static str {
+    match phase {
+        Phase::Prepare => "checking the folders",
+        Phase::Snapshot => "taking the snapshot",
+        Phase::Copy => "copying the database files",
+        Phase::Release => "removing the snapshot",
+        Phase::Verify => "verifying the copy",
+        Phase::Finish => "writing the manifest",
+    }
+}
+
+fn outcome(app: &mut PersnapApp, ui: &mut Ui) {
+    let Some(outcome) = &app.rt.outcome else { return };
+    ui.add_space(8.0);
+    ui.group(|ui| match outcome {
+        Outcome::Backup { dir, manifest } => {
+            ui.heading(RichText::new("Backup verified").color(GREEN));
+            egui::Grid::new("result").num_columns(2).show(ui, |ui| {
+                let secs = (manifest.finished - manifest.started).num_milliseconds().max(0) as u64;
+                let rows = [
+                    ("Location", dir.display().to_string()),
+                    ("Size", format!("{} in {} files", units::bytes(manifest.total_bytes), manifest.files.len())),
+                    ("Verification", format!("integrity {}, {} pages, all SHA-256 hashes match", manifest.verification.integrity, manifest.verification.page_count)),
+                    ("Method", manifest.method.to_string()),
+                    ("Duration", units::duration(Duration::from_millis(secs))),
+                ];
+                for (k, v) in rows {
+                    ui.label(k);
+                    ui.label(v);
+                    ui.end_row();
+                }
+            });
+            if ui.button("Open folder").clicked() {
+                open_folder(dir);
+            }
+        }
+        Outcome::Failed(f) if f.kind == persnap::ErrorKind::Cancelled => {
+            ui.heading(RichText::new("Backup cancelled").color(AMBER));
+            ui.label(&f.message);
+        }
+        Outcome::Failed(f) => {
+            let title = match f.step {
+                Some(step) => format!("The backup failed while {}", phase_words(step)),
+                None => "The backup did not run".to_owned(),
+            };
+            ui.heading(RichText::new(title).color(RED));
+            ui.label(&f.message);
+        }
+        Outcome::TestSnapshot(Ok(message)) => {
+            ui.heading(RichText::new("Snapshot test passed").color(GREEN));
+            ui.label(message);
+        }
+        Outcome::TestSnapshot(Err(message)) => {
+            ui.heading(RichText::new("Snapshot test failed").color(RED));
+            ui.label(message);
+        }
+    });
+}
+
+/// Show a folder in the system's file manager (no shell involved).
+pub fn open_folder(dir: &Path) {
+    let opener = if cfg!(windows) { "explorer" } else { "xdg-open" };
+    let _ = std::process::Command::new(opener).arg(dir).spawn();
+}

@@ -1,0 +1,253 @@
+//! The history screen: every run in a sortable, filterable table, a
+//! details pane with the manifest or the error, and a plot of backup size
+//! and duration over time.
+
+use std::time::Duration;
+
+use eframe::egui::{self, RichText, Ui};
+use egui_extras::{Column, TableBuilder};
+use egui_plot::{Legend, Line, Plot};
+use persnap::history::{Outcome, Run};
+use persnap::units;
+
+use super::PersnapApp;
+use super::backup_view::{AMBER, GREEN, RED, open_folder};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum SortKey {
+    #[default]
+    Date,
+    Source,
+    Method,
+    Size,
+    Duration,
+    Result,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Filter {
+    #[default]
+    All,
+    Completed,
+    Failed,
+    Cancelled,
+    Interrupted,
+}
+
+impl Filter {
+    const ALL: [Filter; 5] = [Filter::All, Filter::Completed, Filter::Failed, Filter::Cancelled, Filter::Interrupted];
+
+    fn label(self) -> &'static str {
+        match self {
+            Filter::All => "All runs",
+            Filter::Completed => "Completed",
+            Filter::Failed => "Failed",
+            Filter::Cancelled => "Cancelled",
+            Filter::Interrupted => "Interrupted",
+        }
+    }
+
+    fn keeps(self, run: &Run) -> bool {
+        match self {
+            Filter::All => true,
+            Filter::Completed => run.outcome == Outcome::Completed,
+            Filter::Failed => matches!(run.outcome, Outcome::Failed { .. }),
+            Filter::Cancelled => run.outcome == Outcome::Cancelled,
+            Filter::Interrupted => run.outcome == Outcome::Interrupted,
+        }
+    }
+}
+
+/// Sorting, filtering and selection of the table.
+#[derive(Debug, Clone, Default)]
+pub struct ViewState {
+    pub sort: SortKey,
+    pub ascending: bool,
+    pub filter: Filter,
+    pub selected: Option<String>,
+}
+
+pub fn show(app: &mut PersnapApp, ui: &mut Ui) {
+    if let Some(error) = &app.rt.history_error {
+        ui.colored_label(RED, error);
+    }
+    ui.horizontal(|ui| {
+        let name = ui.label("Show");
+        egui::ComboBox::from_id_salt("filter")
+            .selected_text(app.rt.history_view.filter.label())
+            .show_ui(ui, |ui| {
+                for f in Filter::ALL {
+                    ui.selectable_value(&mut app.rt.history_view.filter, f, f.label());
+                }
+            })
+            .response
+            .labelled_by(name.id);
+        if ui.button("Reload").clicked() {
+            app.reload_history();
+        }
+        ui.label(format!("{} runs", app.rt.runs.len()));
+    });
+    if app.rt.runs.is_empty() {
+        ui.label("No backups yet. Runs appear here as soon as they start.");
+        return;
+    }
+    let rows = sorted_rows(&app.rt.runs, &app.rt.history_view);
+    egui::Panel::bottom("history-plot").resizable(true).default_size(180.0).show(ui, |ui| plot(&app.rt.runs, ui));
+    egui::Panel::right("history-details").resizable(true).default_size(300.0).max_size(480.0).show(ui, |ui| details(app, ui));
+    egui::ScrollArea::horizontal().show(ui, |ui| table(ui, &mut app.rt.history_view, &rows));
+}
+
+fn sorted_rows(runs: &[Run], view: &ViewState) -> Vec<Run> {
+    let mut rows: Vec<Run> = runs.iter().filter(|r| view.filter.keeps(r)).cloned().collect();
+    rows.sort_by(|a, b| {
+        let ord = match view.sort {
+            SortKey::Date => a.started.cmp(&b.started),
+            SortKey::Source => a.source.cmp(&b.source),
+            SortKey::Method => method(a).cmp(&method(b)),
+            SortKey::Size => a.bytes.cmp(&b.bytes),
+            SortKey::Duration => a.duration_secs.unwrap_or(0.0).total_cmp(&b.duration_secs.unwrap_or(0.0)),
+            SortKey::Result => a.outcome.label().cmp(b.outcome.label()),
+        };
+        if view.ascending { ord } else { ord.reverse() }
+    });
+    rows
+}
+
+fn method(run: &Run) -> String {
+    run.method.map_or_else(|| run.requested_method.to_string(), |m| m.to_string())
+}
+
+fn outcome_text(run: &Run) -> RichText {
+    let label = run.outcome.label();
+    match run.outcome {
+        Outcome::Completed => RichText::new(label).color(GREEN),
+        Outcome::Failed { .. } => RichText::new(label).color(RED),
+        Outcome::Cancelled | Outcome::Interrupted => RichText::new(label).color(AMBER),
+        Outcome::Running => RichText::new(label),
+    }
+}
+
+fn table(ui: &mut Ui, view: &mut ViewState, rows: &[Run]) {
+    let columns = [
+        ("Date", SortKey::Date),
+        ("Source", SortKey::Source),
+        ("Method", SortKey::Method),
+        ("Size", SortKey::Size),
+        ("Duration", SortKey::Duration),
+        ("Result", SortKey::Result),
+    ];
+    TableBuilder::new(ui)
+        .striped(true)
+        .sense(egui::Sense::click())
+        .column(Column::auto().at_least(140.0))
+        .column(Column::initial(130.0).clip(true))
+        .columns(Column::auto(), 4)
+        .column(Column::remainder())
+        .header(22.0, |mut header| {
+            for (title, key) in columns {
+                header.col(|ui| {
+                    let arrow = match (view.sort == key, view.ascending) {
+                        (true, true) => " (ascending)",
+                        (true, false) => " (descending)",
+                        _ => "",
+                    };
+                    if ui.button(RichText::new(format!("{title}{arrow}")).strong()).on_hover_text(format!("Sort by {}", title.to_lowercase())).clicked() {
+                        view.ascending = if view.sort == key { !view.ascending } else { key != SortKey::Date };
+                        view.sort = key;
+                    }
+                });
+            }
+            header.col(|ui| {
+                ui.strong("Verification");
+            });
+        })
+        .body(|mut body| {
+            for run in rows {
+                body.row(20.0, |mut row| {
+                    row.set_selected(view.selected.as_deref() == Some(run.id.as_str()));
+                    cell(&mut row, run.started.with_timezone(&chrono::Local).format("%Y-%m-%d %H:%M").to_string());
+                    cell(&mut row, run.source.display().to_string());
+                    cell(&mut row, method(run));
+                    cell(&mut row, if run.bytes > 0 { units::bytes(run.bytes) } else { "–".into() });
+                    cell(&mut row, run.duration_secs.map_or("–".into(), |s| units::duration(Duration::from_secs_f64(s))));
+                    cell(&mut row, outcome_text(run));
+                    cell(&mut row, run.verification.as_ref().map_or("–".to_owned(), |v| format!("integrity {}", v.integrity)));
+                    if row.response().clicked() {
+                        view.selected = Some(run.id.clone());
+                    }
+                });
+            }
+        });
+}
+
+/// A table cell whose text does not swallow the click that selects the row.
+fn cell(row: &mut egui_extras::TableRow<'_, '_>, text: impl Into<egui::WidgetText>) {
+    row.col(|ui| {
+        ui.add(egui::Label::new(text).selectable(false));
+    });
+}
+
+fn details(app: &PersnapApp, ui: &mut Ui) {
+    let Some(run) = app.rt.history_view.selected.as_ref().and_then(|id| app.rt.runs.iter().find(|r| &r.id == id)) else {
+        ui.label("Select a run to see its details.");
+        return;
+    };
+    ui.heading(outcome_text(run).heading());
+    egui::ScrollArea::vertical().show(ui, |ui| {
+        egui::Grid::new("run-details").num_columns(2).show(ui, |ui| {
+            let mut row = |k: &str, v: String| {
+                ui.label(k);
+                ui.label(v);
+                ui.end_row();
+            };
+            row("Started", run.started.with_timezone(&chrono::Local).format("%Y-%m-%d %H:%M:%S").to_string());
+            row("Source", format!("{} ({})", run.source.display(), run.store_name));
+            row("Backup location", run.destination.display().to_string());
+            row("Method", method(run));
+            if let Some(id) = &run.snapshot_id {
+                row("Snapshot", id.clone());
+            }
+            row("Host", run.host.clone());
+        });
+        if let Outcome::Failed { step, message, .. } = &run.outcome {
+            ui.colored_label(RED, format!("Failed during {step}: {message}"));
+        }
+        for warning in &run.warnings {
+            ui.colored_label(AMBER, warning);
+        }
+        if let Some(path) = &run.backup_path {
+            if ui.button("Open folder").clicked() {
+                open_folder(path);
+            }
+            match std::fs::read_to_string(path.join(persnap::manifest::MANIFEST_NAME)) {
+                Ok(text) => {
+                    ui.label("manifest.json");
+                    ui.add(egui::Label::new(RichText::new(text).monospace().small()).wrap());
+                }
+                Err(e) => {
+                    ui.colored_label(AMBER, format!("The manifest cannot be read ({e}); the backup may have been moved or deleted."));
+                }
+            }
+        }
+    });
+}
+
+/// Size (MiB) and duration (s) of completed backups over time (days).
+fn plot(runs: &[Run], ui: &mut Ui) {
+    let done: Vec<&Run> = runs.iter().filter(|r| r.outcome == Outcome::Completed).collect();
+    let day = |r: &Run| r.started.timestamp() as f64 / 86_400.0;
+    let size: Vec<[f64; 2]> = done.iter().map(|r| [day(r), r.bytes as f64 / (1 << 20) as f64]).collect();
+    let secs: Vec<[f64; 2]> = done.iter().map(|r| [day(r), r.duration_secs.unwrap_or(0.0)]).collect();
+    Plot::new("size-duration")
+        .legend(Legend::default())
+        .height(ui.available_height().max(120.0))
+        .x_axis_formatter(|mark, _| {
+            chrono::DateTime::from_timestamp((mark.value * 86_400.0) as i64, 0)
+                .map(|t| t.with_timezone(&chrono::Local).format("%m-%d %H:%M").to_string())
+                .unwrap_or_default()
+        })
+        .show(ui, |plot| {
+            plot.line(Line::new("Size (MiB)", size));
+            plot.line(Line::new("Duration (s)", secs));
+        });
+}

@@ -1,0 +1,290 @@
+//! The desktop app: `persnap` with no arguments.
+//!
+//! One [`PersnapApp`] holds the persisted [`Settings`] (saved by eframe
+//! between launches) apart from the runtime state, which is rebuilt at
+//! every start. Each screen is its own file: `backup_view`, `history_view`,
+//! `settings_view`. All slow work runs in `worker` threads; their messages
+//! are drained at the start of every frame.
+
+mod backup_view;
+mod history_view;
+mod settings_view;
+mod worker;
+
+#[cfg(test)]
+mod tests;
+
+use std::path::PathBuf;
+use std::time::Instant;
+
+use eframe::egui;
+use persnap::history::{History, Run};
+use persnap::manifest::Manifest;
+use persnap::method::MethodChoice;
+use persnap::probe::ProbeReport;
+use persnap::progress::{Level, Phase};
+use serde::{Deserialize, Serialize};
+
+use crate::launch::RemoteFailure;
+use worker::{Job, Msg};
+
+const SETTINGS_KEY: &str = "persnap.settings";
+const MAX_RECENT: usize = 8;
+pub const WINDOW_TITLE: &str = "persnap — live database backups";
+
+/// Start the native window.
+pub fn run() -> eframe::Result {
+    let options = eframe::NativeOptions {
+        viewport: egui::ViewportBuilder::default()
+            .with_title(WINDOW_TITLE)
+            .with_app_id("persnap")
+            .with_inner_size([960.0, 720.0])
+            .with_min_inner_size([640.0, 480.0]),
+        ..Default::default()
+    };
+    eframe::run_native(WINDOW_TITLE, options, Box::new(|cc| Ok(Box::new(PersnapApp::new(cc)))))
+}
+
+/// Light, dark, or follow the system.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub enum Theme {
+    #[default]
+    System,
+    Light,
+    Dark,
+}
+
+/// What is remembered between launches.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct Settings {
+    pub source: String,
+    pub dest: String,
+    pub store_name: String,
+    pub method: MethodChoice,
+    pub theme: Theme,
+    pub recent_sources: Vec<String>,
+    pub recent_dests: Vec<String>,
+    pub online_timeout_secs: u64,
+    /// `--snapshot-size` for LVM, as typed (empty: automatic).
+    pub snapshot_size: String,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Settings {
+            source: String::new(),
+            dest: String::new(),
+            store_name: persnap::store::DEFAULT_STORE_NAME.into(),
+            method: MethodChoice::Auto,
+            theme: Theme::System,
+            recent_sources: Vec::new(),
+            recent_dests: Vec::new(),
+            online_timeout_secs: persnap::online::DEFAULT_TIMEOUT.as_secs(),
+            snapshot_size: String::new(),
+        }
+    }
+}
+
+impl Settings {
+    fn remember(list: &mut Vec<String>, value: &str) {
+        if value.trim().is_empty() {
+            return;
+        }
+        list.retain(|v| v != value);
+        list.insert(0, value.to_owned());
+        list.truncate(MAX_RECENT);
+    }
+}
+
+/// The screens, as tabs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Screen {
+    Backup,
+    History,
+    Settings,
+}
+
+/// A running backup or test snapshot, as the UI shows it.
+pub struct Activity {
+    pub job: Job,
+    pub test_only: bool,
+    pub phase: Phase,
+    pub done: u64,
+    pub total: u64,
+    pub started: Instant,
+    pub phase_started: Instant,
+    pub log: Vec<(Level, String)>,
+    pub cancelling: bool,
+}
+
+/// What the last action ended with.
+#[derive(Debug, Clone)]
+pub enum Outcome {
+    Backup { dir: PathBuf, manifest: Box<Manifest> },
+    Failed(RemoteFailure),
+    TestSnapshot(Result<String, String>),
+}
+
+/// State rebuilt at every start, never saved.
+pub struct Runtime {
+    pub screen: Screen,
+    pub history: Option<History>,
+    pub history_error: Option<String>,
+    pub runs: Vec<Run>,
+    pub probe: Option<Result<Box<ProbeReport>, String>>,
+    pub probe_key: String,
+    pub probing: Option<Job>,
+    pub activity: Option<Activity>,
+    pub outcome: Option<Outcome>,
+    /// Warnings the user must confirm before the backup starts.
+    pub confirm: Option<Vec<String>>,
+    pub history_view: history_view::ViewState,
+    pub last_applied_theme: Option<Theme>,
+    /// How to reach the helper; `None` decides at each use (tests fix it).
+    pub helper: Option<crate::launch::HelperRoute>,
+}
+
+pub struct PersnapApp {
+    pub settings: Settings,
+    pub rt: Runtime,
+}
+
+impl PersnapApp {
+    pub fn new(cc: &eframe::CreationContext<'_>) -> Self {
+        let settings = cc.storage.and_then(|s| eframe::get_value(s, SETTINGS_KEY)).unwrap_or_default();
+        Self::with_settings(settings, History::open_default())
+    }
+
+    /// Build the app around given settings and history (tests use this).
+    pub fn with_settings(settings: Settings, history: persnap::Result<History>) -> Self {
+        let (history, history_error) = match history {
+            Ok(h) => (Some(h), None),
+            Err(e) => (None, Some(e.to_string())),
+        };
+        let mut app = PersnapApp {
+            settings,
+            rt: Runtime {
+                screen: Screen::Backup,
+                history,
+                history_error,
+                runs: Vec::new(),
+                probe: None,
+                probe_key: String::new(),
+                probing: None,
+                activity: None,
+                outcome: None,
+                confirm: None,
+                history_view: Default::default(),
+                last_applied_theme: None,
+                helper: None,
+            },
+        };
+        app.reload_history();
+        app
+    }
+
+    pub fn reload_history(&mut self) {
+        let Some(history) = &self.rt.history else { return };
+        let loaded = history.recover().and_then(|_| history.load());
+        match loaded {
+            Ok(runs) => {
+                self.rt.runs = runs;
+                self.rt.history_error = None;
+            }
+            Err(e) => self.rt.history_error = Some(e.to_string()),
+        }
+    }
+
+    /// Apply everything workers reported since the last frame.
+    fn drain_messages(&mut self) {
+        if let Some(job) = &self.rt.probing {
+            if let Ok(Msg::Probed { key, result }) = job.rx.try_recv() {
+                self.rt.probe = Some(result);
+                self.rt.probe_key = key;
+                self.rt.probing = None;
+            }
+        }
+        let Some(activity) = &mut self.rt.activity else { return };
+        let mut finished = None;
+        while let Ok(msg) = activity.job.rx.try_recv() {
+            match msg {
+                Msg::Phase(phase) => {
+                    activity.phase = phase;
+                    activity.done = 0;
+                    activity.total = 0;
+                    activity.phase_started = Instant::now();
+                }
+                Msg::Bytes { phase, done, total } => {
+                    activity.phase = phase;
+                    activity.done = done;
+                    activity.total = total;
+                }
+                Msg::Log(level, text) => activity.log.push((level, text)),
+                Msg::Run(run) => upsert_run(&mut self.rt.runs, *run),
+                Msg::BackupDone(Ok((dir, manifest))) => finished = Some(Outcome::Backup { dir, manifest }),
+                Msg::BackupDone(Err(f)) => finished = Some(Outcome::Failed(f)),
+                Msg::TestSnapshotDone(r) => finished = Some(Outcome::TestSnapshot(r)),
+                Msg::Probed { .. } => {}
+            }
+        }
+        if let Some(outcome) = finished {
+            self.rt.outcome = Some(outcome);
+            self.rt.activity = None;
+            self.reload_history();
+        }
+    }
+
+    fn apply_theme(&mut self, ctx: &egui::Context) {
+        if self.rt.last_applied_theme == Some(self.settings.theme) {
+            return;
+        }
+        ctx.set_theme(match self.settings.theme {
+            Theme::System => egui::ThemePreference::System,
+            Theme::Light => egui::ThemePreference::Light,
+            Theme::Dark => egui::ThemePreference::Dark,
+        });
+        self.rt.last_applied_theme = Some(self.settings.theme);
+    }
+
+    fn tabs(&mut self, ui: &mut egui::Ui) {
+        ui.horizontal(|ui| {
+            ui.heading("persnap");
+            ui.separator();
+            for (screen, label) in [(Screen::Backup, "Back up"), (Screen::History, "History"), (Screen::Settings, "Settings")] {
+                if ui.selectable_label(self.rt.screen == screen, label).clicked() {
+                    self.rt.screen = screen;
+                }
+            }
+        });
+    }
+}
+
+fn upsert_run(runs: &mut Vec<Run>, run: Run) {
+    match runs.iter_mut().find(|r| r.id == run.id) {
+        Some(slot) => *slot = run,
+        None => runs.push(run),
+    }
+}
+
+impl eframe::App for PersnapApp {
+    fn ui(&mut self, ui: &mut egui::Ui, _frame: &mut eframe::Frame) {
+        let ctx = ui.ctx().clone();
+        self.apply_theme(&ctx);
+        self.drain_messages();
+        egui::Panel::top("tabs").show(ui, |ui| self.tabs(ui));
+        egui::CentralPanel::default_margins().show(ui, |ui| match self.rt.screen {
+            Screen::Backup => backup_view::show(self, ui),
+            Screen::History => history_view::show(self, ui),
+            Screen::Settings => settings_view::show(self, ui),
+        });
+        if self.rt.activity.is_some() || self.rt.probing.is_some() {
+            // Keep speed and ETA fresh even between progress messages.
+            ctx.request_repaint_after(std::time::Duration::from_millis(250));
+        }
+    }
+
+    fn save(&mut self, storage: &mut dyn eframe::Storage) {
+        eframe::set_value(storage, SETTINGS_KEY, &self.settings);
+    }
+}

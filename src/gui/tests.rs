@@ -1,0 +1,289 @@
+//! egui_kittest tests of the real app (the same `PersnapApp` the window
+//! runs): typing folders, backing up a live database, watching progress,
+//! seeing the result and the new history row, failure messages, and image
+//! snapshots of each screen (tests/snapshots/; refresh with
+//! `UPDATE_SNAPSHOTS=1 cargo test`). The harness also fails any input
+//! widget without an accessible name.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use eframe::egui::accesskit::Role;
+use egui_kittest::Harness;
+use egui_kittest::kittest::{NodeT as _, Queryable as _};
+use persnap::history::{History, Outcome as RunOutcome};
+use persnap::loadgen::{self, Mode};
+
+use super::{Outcome, PersnapApp, Settings};
+use crate::launch::HelperRoute;
+
+fn harness(app: PersnapApp) -> Harness<'static, PersnapApp> {
+    Harness::builder().with_size([960.0, 720.0]).build_eframe(move |_| app)
+}
+
+fn app_with_history(dir: &Path) -> PersnapApp {
+    PersnapApp::with_settings(Settings::default(), Ok(History::at(dir.join("history"))))
+}
+
+/// Step the UI until `done` holds (work happens on worker threads).
+fn wait_until(h: &mut Harness<'static, PersnapApp>, what: &str, mut done: impl FnMut(&PersnapApp) -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while !done(h.state()) {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        h.step();
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    h.step();
+}
+
+fn type_into(h: &mut Harness<'static, PersnapApp>, field: &str, text: &str) {
+    h.get_by_role_and_label(Role::TextInput, field).click();
+    h.step();
+    h.get_by_role_and_label(Role::TextInput, field).type_text(text);
+    h.step();
+}
+
+fn choose_method(h: &mut Harness<'static, PersnapApp>, option: &str) {
+    h.get_by_role_and_label(Role::ComboBox, "Method").click();
+    h.run_steps(3);
+    h.get_by_label(option).click();
+    h.run_steps(3);
+}
+
+/// A writer keeping the invariant, on its own connection and thread.
+struct Writer {
+    stop: Arc<AtomicBool>,
+    thread: Option<std::thread::JoinHandle<u64>>,
+}
+
+impl Writer {
+    fn start(db: &Path) -> Writer {
+        let stop = Arc::new(AtomicBool::new(false));
+        let (flag, db) = (Arc::clone(&stop), db.to_owned());
+        let thread = std::thread::spawn(move || loadgen::run(&db, || flag.load(Ordering::Relaxed)).unwrap().transactions);
+        Writer { stop, thread: Some(thread) }
+    }
+
+    fn stop(mut self) -> u64 {
+        self.stop.store(true, Ordering::Relaxed);
+        self.thread.take().unwrap().join().unwrap()
+    }
+}
+
+fn check_copy(dir: &Path) {
+    let scratch = tempfile::tempdir().unwrap();
+    for e in std::fs::read_dir(dir).unwrap() {
+        let e = e.unwrap();
+        std::fs::copy(e.path(), scratch.path().join(e.file_name())).unwrap();
+    }
+    let db = scratch.path().join("persistence.db");
+    persnap::verify::integrity_check(&db).unwrap();
+    loadgen::check_invariant(&rusqlite::Connection::open(&db).unwrap()).unwrap();
+}
+
+fn backed_up_dir(app: &PersnapApp) -> PathBuf {
+    match &app.rt.outcome {
+        Some(Outcome::Backup { dir, .. }) => dir.clone(),
+        other => panic!("expected a verified backup, got {other:?}"),
+    }
+}
+
+#[test]
+fn sqlite_online_backup_of_a_live_database_from_the_window() {
+    let src = tempfile::tempdir().unwrap();
+    let dest = tempfile::tempdir().unwrap();
+    let data = tempfile::tempdir().unwrap();
+    let db = src.path().join("persistence.db");
+    loadgen::init(&db, Mode::Rollback, 6).unwrap();
+    let writer = Writer::start(&db);
+
+    let mut h = harness(app_with_history(data.path()));
+    type_into(&mut h, "Database folder", src.path().to_str().unwrap());
+    type_into(&mut h, "Backup location", dest.path().to_str().unwrap());
+    choose_method(&mut h, "SQLite online backup (no snapshot)");
+    wait_until(&mut h, "the plan", |app| app.rt.probe.as_ref().is_some_and(|p| p.as_ref().is_ok_and(|r| !r.steps.is_empty())));
+    assert!(h.query_by_label_contains("Copy the live database persistence.db").is_some(), "the plan is shown");
+
+    h.get_by_label("Back up now").click();
+    h.run_steps(3);
+    // Source and backup share a filesystem here: the app asks first.
+    assert!(h.query_by_label("Before you back up").is_some(), "the app asks before a same-disk backup");
+    h.get_by_label("Back up anyway").click();
+    h.step();
+    let mut phases = Vec::new();
+    wait_until(&mut h, "the backup", |app| {
+        if let Some(a) = &app.rt.activity {
+            if phases.last() != Some(&a.phase) {
+                phases.push(a.phase);
+            }
+        }
+        app.rt.outcome.is_some()
+    });
+    let transactions = writer.stop();
+    assert!(transactions > 0, "the database was live");
+    assert!(phases.len() >= 2, "progress was shown: {phases:?}");
+    let dir = backed_up_dir(h.state());
+    check_copy(&dir);
+    assert!(h.query_by_label("Backup verified").is_some());
+    assert!(h.query_by_label("Open folder").is_some());
+
+    h.get_by_label("History").click();
+    h.step();
+    assert_eq!(h.state().rt.runs.len(), 1);
+    assert_eq!(h.state().rt.runs[0].outcome, RunOutcome::Completed);
+    assert!(h.query_by_label("completed").is_some(), "the new row is in the table");
+    assert_eq!(h.state().settings.recent_sources.len(), 1, "folders are remembered");
+}
+
+#[test]
+fn missing_store_is_explained() {
+    let src = tempfile::tempdir().unwrap();
+    std::fs::write(src.path().join("notes.txt"), b"x").unwrap();
+    let data = tempfile::tempdir().unwrap();
+    let mut h = harness(app_with_history(data.path()));
+    type_into(&mut h, "Database folder", src.path().to_str().unwrap());
+    wait_until(&mut h, "the probe", |app| app.rt.probe.is_some() && app.rt.probing.is_none());
+    assert!(h.query_by_label_contains("No database file named persistence.db").is_some());
+    assert!(h.query_by_label_contains("The folder contains: notes.txt").is_some(), "lists what is there");
+    assert!(h.get_by_label("Back up now").accesskit_node().is_disabled());
+}
+
+#[test]
+fn unwritable_destination_fails_with_the_reason() {
+    let src = tempfile::tempdir().unwrap();
+    let dest = tempfile::tempdir().unwrap();
+    let data = tempfile::tempdir().unwrap();
+    loadgen::init(&src.path().join("persistence.db"), Mode::Wal, 1).unwrap();
+    let ro = tempfile::tempdir().unwrap();
+    let target: PathBuf = if persnap::fsutil::is_root() {
+        // Root ignores permissions: a read-only bind mount refuses even root.
+        let ok = std::process::Command::new("mount").args(["--bind", "-o", "ro"]).arg(dest.path()).arg(ro.path()).status().unwrap();
+        assert!(ok.success());
+        ro.path().to_owned()
+    } else {
+        std::fs::set_permissions(dest.path(), std::os::unix::fs::PermissionsExt::from_mode(0o555)).unwrap();
+        dest.path().to_owned()
+    };
+    let mut h = harness(app_with_history(data.path()));
+    type_into(&mut h, "Database folder", src.path().to_str().unwrap());
+    type_into(&mut h, "Backup location", target.to_str().unwrap());
+    choose_method(&mut h, "SQLite online backup (no snapshot)");
+    wait_until(&mut h, "the plan", |app| app.rt.probe.as_ref().is_some_and(|p| p.as_ref().is_ok_and(|r| !r.steps.is_empty())));
+    h.get_by_label("Back up now").click();
+    h.run_steps(3);
+    if h.query_by_label("Back up anyway").is_some() {
+        h.get_by_label("Back up anyway").click();
+    }
+    wait_until(&mut h, "the failure", |app| app.rt.outcome.is_some());
+    if persnap::fsutil::is_root() {
+        let _ = std::process::Command::new("umount").arg(ro.path()).status();
+    }
+    std::fs::set_permissions(dest.path(), std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    assert!(h.query_by_label("The backup failed while checking the folders").is_some());
+    assert!(h.query_by_label_contains("Cannot write to the backup location").is_some());
+    assert_eq!(h.state().rt.runs.last().unwrap().outcome.label(), "failed", "recorded as failed");
+}
+
+#[test]
+fn btrfs_snapshot_backup_from_the_window_and_a_missing_helper() {
+    if !persnap::fsutil::is_root() {
+        assert!(std::env::var_os("PERSNAP_REQUIRE_ROOT_TESTS").is_none(), "this test must run as root in CI");
+        eprintln!("SKIP btrfs_snapshot_backup_from_the_window: needs root (loop volume, snapshots)");
+        return;
+    }
+    let vol = tempfile::Builder::new().prefix("persnap-gui-vol-").tempdir_in("/var/tmp").unwrap();
+    let run = |args: &[&str]| {
+        let out = std::process::Command::new(args[0]).args(&args[1..]).output().unwrap();
+        assert!(out.status.success(), "{args:?}: {}", String::from_utf8_lossy(&out.stderr));
+        String::from_utf8_lossy(&out.stdout).trim().to_owned()
+    };
+    let img = vol.path().join("fs.img");
+    let mnt = vol.path().join("mnt");
+    std::fs::create_dir(&mnt).unwrap();
+    run(&["truncate", "-s300M", img.to_str().unwrap()]);
+    let dev = run(&["losetup", "-f", "--show", img.to_str().unwrap()]);
+    run(&["mkfs.btrfs", "-q", "-f", &dev]);
+    run(&["mount", &dev, mnt.to_str().unwrap()]);
+    let store = mnt.join("apama");
+    run(&["btrfs", "subvolume", "create", store.to_str().unwrap()]);
+    loadgen::init(&store.join("persistence.db"), Mode::Wal, 4).unwrap();
+    let writer = Writer::start(&store.join("persistence.db"));
+    let dest = tempfile::Builder::new().prefix("persnap-gui-dest-").tempdir_in("/var/tmp").unwrap();
+    let data = tempfile::tempdir().unwrap();
+
+    let mut h = harness(app_with_history(data.path()));
+    type_into(&mut h, "Database folder", store.to_str().unwrap());
+    type_into(&mut h, "Backup location", dest.path().to_str().unwrap());
+    wait_until(&mut h, "the plan", |app| app.rt.probe.as_ref().is_some_and(|p| p.as_ref().is_ok_and(|r| !r.steps.is_empty())));
+    assert!(h.query_by_label_contains("Snapshot method: btrfs").is_some());
+    assert!(h.query_by_label_contains("Create a btrfs snapshot").is_some());
+    h.get_by_label("Back up now").click();
+    wait_until(&mut h, "the backup", |app| app.rt.outcome.is_some());
+    let dir = backed_up_dir(h.state());
+    check_copy(&dir);
+    assert!(h.query_by_label("Backup verified").is_some());
+
+    // The helper is not where it should be: a plain elevation error.
+    h.state_mut().rt.helper = Some(HelperRoute { helper: "/nonexistent/persnap-helper".into(), via_pkexec: true });
+    h.get_by_label("Back up now").click();
+    wait_until(&mut h, "the elevation failure", |app| matches!(app.rt.outcome, Some(Outcome::Failed(_))));
+    writer.stop();
+    assert!(h.query_by_label("The backup did not run").is_some());
+    assert!(h.query_by_label_contains("not installed at /nonexistent/persnap-helper").is_some());
+    assert!(std::fs::read_dir(&mnt).unwrap().all(|e| !e.unwrap().file_name().to_string_lossy().starts_with(".persnap")));
+    let _ = std::process::Command::new("umount").arg(&mnt).status();
+    let _ = std::process::Command::new("losetup").arg("-d").arg(&dev).status();
+}
+
+// ---- image snapshots of each screen, with fixed content ----
+
+const FIXTURE: &str = "/tmp/persnap-gui-fixture";
+
+fn fixture_history() -> History {
+    let dir = Path::new(FIXTURE).join("history");
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let runs: Vec<serde_json::Value> = (0..6)
+        .map(|i| {
+            let outcome = match i {
+                4 => serde_json::json!({"status": "failed", "step": "snapshot", "kind": "snapshot",
+                    "message": "Volume group vg0 has no free space for a snapshot."}),
+                5 => serde_json::json!({"status": "interrupted"}),
+                _ => serde_json::json!({"status": "completed"}),
+            };
+            serde_json::json!({
+                "id": format!("run{i}"), "tag": format!("0000000{i}"),
+                "started": format!("2026-11-2{}T0{}:00:00Z", i / 2, i + 1),
+                "finished": format!("2026-11-2{}T0{}:01:00Z", i / 2, i + 1),
+                "duration_secs": 20.0 + 7.0 * i as f64,
+                "source": "/srv/apama/store", "store_name": "persistence.db",
+                "destination": "/backups", "backup_path": null,
+                "requested_method": "auto", "method": "lvm", "snapshot_id": null,
+                "bytes": (200u64 + 30 * i) << 20, "files": 2, "outcome": outcome,
+                "verification": if i < 4 { serde_json::json!({"integrity": "ok", "page_count": 51200, "page_size": 4096, "hashes_match": true, "seconds": 3.5}) } else { serde_json::Value::Null },
+                "warnings": [], "host": "correlator-1", "tool_version": "0.1.0"
+            })
+        })
+        .collect();
+    std::fs::write(dir.join("history.json"), serde_json::to_vec(&serde_json::json!({"format": 1, "runs": runs})).unwrap()).unwrap();
+    History::at(dir)
+}
+
+#[test]
+fn screens_match_their_snapshots() {
+    let app = PersnapApp::with_settings(Settings::default(), Ok(fixture_history()));
+    let mut h = harness(app);
+    h.run();
+    h.snapshot("backup_screen_empty");
+    h.get_by_label("History").click();
+    h.run();
+    h.get_by_label("interrupted").click();
+    h.run();
+    h.snapshot("history_screen");
+    h.get_by_label("Settings").click();
+    h.run();
+    h.snapshot("settings_screen");
+    assert!(h.unnamed_widgets().is_empty());
+}
