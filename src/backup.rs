@@ -107,13 +107,13 @@ impl Plan {
                 verify,
                 keep,
             ],
-            (method, support) => {
+            (_, support) => {
                 let what = match support {
                     crate::volume::SnapshotSupport::Available { detail, .. } => detail.clone(),
                     crate::volume::SnapshotSupport::Unavailable { .. } => self.volume.mount.device.clone(),
                 };
                 vec![
-                    format!("Create a {} snapshot of {what}", method),
+                    format!("Take a snapshot of {what}"),
                     format!("Copy {files} from the snapshot"),
                     "Remove the snapshot".to_owned(),
                     verify,

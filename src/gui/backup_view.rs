@@ -211,8 +211,11 @@ fn actions(app: &mut PersnapApp, ui: &mut Ui) {
     let report = ready(app).cloned();
     let snapshot_method = report.as_ref().and_then(|r| r.method).is_some_and(Method::is_snapshot);
     ui.horizontal(|ui| {
-        let backup = ui.add_enabled(idle && report.is_some(), egui::Button::new(RichText::new("Back up now").strong()));
-        if backup.clicked() {
+        let enabled = idle && report.is_some();
+        let backup = ui.add_enabled(enabled, egui::Button::new(RichText::new("Back up now").strong())).on_hover_text("Ctrl+B");
+        let shortcut = egui::KeyboardShortcut::new(egui::Modifiers::COMMAND, egui::Key::B);
+        let by_key = enabled && app.rt.confirm.is_none() && ui.input_mut(|i| i.consume_shortcut(&shortcut));
+        if backup.clicked() || by_key {
             match report.as_ref().map(|r| r.warnings.clone()).unwrap_or_default() {
                 warnings if warnings.is_empty() => start_backup(app, ui.ctx()),
                 warnings => app.rt.confirm = Some(warnings),

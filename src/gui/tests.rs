@@ -218,7 +218,7 @@ fn btrfs_snapshot_backup_from_the_window_and_a_missing_helper() {
     type_into(&mut h, "Backup location", dest.path().to_str().unwrap());
     wait_until(&mut h, "the plan", |app| app.rt.probe.as_ref().is_some_and(|p| p.as_ref().is_ok_and(|r| !r.steps.is_empty())));
     assert!(h.query_by_label_contains("Snapshot method: btrfs").is_some());
-    assert!(h.query_by_label_contains("Create a btrfs snapshot").is_some());
+    assert!(h.query_by_label_contains("Take a snapshot of btrfs subvolume").is_some());
     h.get_by_label("Back up now").click();
     wait_until(&mut h, "the backup", |app| app.rt.outcome.is_some());
     let dir = backed_up_dir(h.state());
