@@ -62,7 +62,7 @@ pub fn copy_files(from: &Path, files: &[StoreFile], to: &Path, meter: &mut Meter
 
 /// Copy one file, returning its size and SHA-256.
 pub fn copy_one(src: &Path, dst: &Path, meter: &mut Meter) -> Result<(u64, String)> {
-    let mut input = File::options()
+    let input = File::options()
         .read(true)
         .custom_flags(libc::O_NOFOLLOW)
         .open(src)
@@ -73,35 +73,32 @@ pub fn copy_one(src: &Path, dst: &Path, meter: &mut Meter) -> Result<(u64, Strin
         .mode(0o600)
         .open(dst)
         .map_err(Error::io("create", dst, HINT_DEST))?;
-    let mut hasher = Sha256::new();
-    let mut buf = vec![0u8; BLOCK];
-    let mut size = 0u64;
-    loop {
-        let n = input.read(&mut buf).map_err(Error::io("read", src, HINT_SOURCE))?;
-        if n == 0 {
-            break;
-        }
-        hasher.update(&buf[..n]);
-        output.write_all(&buf[..n]).map_err(Error::io("write", dst, HINT_DEST))?;
-        size += n as u64;
-        meter.advance(n)?;
-    }
+    let digest = stream(input, src, HINT_SOURCE, Some((&mut output, dst)), meter)?;
     output.sync_all().map_err(Error::io("flush", dst, HINT_DEST))?;
-    Ok((size, hex(&hasher.finalize())))
+    Ok(digest)
 }
 
 /// SHA-256 of a file, read in blocks.
 pub fn hash_file(path: &Path, meter: &mut Meter) -> Result<(u64, String)> {
-    let mut input = File::open(path).map_err(Error::io("open", path, HINT_DEST))?;
+    let input = File::open(path).map_err(Error::io("open", path, HINT_DEST))?;
+    stream(input, path, HINT_DEST, None, meter)
+}
+
+/// Read `input` to the end in blocks, hashing, optionally writing each
+/// block to `output`; returns size and SHA-256.
+fn stream(mut input: File, src: &Path, hint: &'static str, mut output: Option<(&mut File, &Path)>, meter: &mut Meter) -> Result<(u64, String)> {
     let mut hasher = Sha256::new();
     let mut buf = vec![0u8; BLOCK];
     let mut size = 0u64;
     loop {
-        let n = input.read(&mut buf).map_err(Error::io("read", path, HINT_DEST))?;
+        let n = input.read(&mut buf).map_err(Error::io("read", src, hint))?;
         if n == 0 {
             return Ok((size, hex(&hasher.finalize())));
         }
         hasher.update(&buf[..n]);
+        if let Some((out, dst)) = output.as_mut() {
+            out.write_all(&buf[..n]).map_err(Error::io("write", *dst, HINT_DEST))?;
+        }
         size += n as u64;
         meter.advance(n)?;
     }

@@ -138,6 +138,36 @@ fn sqlite_online_backup_of_a_live_database_from_the_window() {
 }
 
 #[test]
+fn cancel_stops_cleanly_and_is_recorded() {
+    let src = tempfile::tempdir().unwrap();
+    let dest = tempfile::tempdir().unwrap();
+    let data = tempfile::tempdir().unwrap();
+    let db = src.path().join("persistence.db");
+    loadgen::init(&db, Mode::Rollback, 1).unwrap();
+    // A writer in the middle of a long commit: the online backup must wait.
+    let lock = rusqlite::Connection::open(&db).unwrap();
+    lock.execute_batch("BEGIN EXCLUSIVE; UPDATE accounts SET balance = balance WHERE id = 0;").unwrap();
+
+    let mut h = harness(app_with_history(data.path()));
+    type_into(&mut h, "Database folder", src.path().to_str().unwrap());
+    type_into(&mut h, "Backup location", dest.path().to_str().unwrap());
+    choose_method(&mut h, "SQLite online backup (no snapshot)");
+    wait_until(&mut h, "the plan", |app| app.rt.probe.as_ref().is_some_and(|p| p.as_ref().is_ok_and(|r| !r.steps.is_empty())));
+    h.get_by_label("Back up now").click();
+    h.run_steps(3);
+    h.get_by_label("Back up anyway").click();
+    wait_until(&mut h, "the copy step", |app| app.rt.activity.as_ref().is_some_and(|a| a.phase == persnap::progress::Phase::Copy));
+    h.get_by_label("Cancel").click();
+    h.step();
+    let app = h.state();
+    assert!(app.rt.activity.as_ref().is_some_and(|a| a.cancelling) || app.rt.outcome.is_some(), "the click cancels");
+    wait_until(&mut h, "the cancel", |app| app.rt.outcome.is_some());
+    assert!(h.query_by_label("Backup cancelled").is_some());
+    assert_eq!(h.state().rt.runs.last().unwrap().outcome, RunOutcome::Cancelled);
+    assert_eq!(std::fs::read_dir(dest.path()).unwrap().count(), 0, "no .partial left");
+}
+
+#[test]
 fn missing_store_is_explained() {
     let src = tempfile::tempdir().unwrap();
     std::fs::write(src.path().join("notes.txt"), b"x").unwrap();
