@@ -109,25 +109,38 @@ scenario_no_free_space() {
   drop_volume data
 }
 
+helper_pid() {
+  for p in /proc/[0-9]*; do
+    grep -q persnap-helper "$p/cmdline" 2>/dev/null && { echo "${p#/proc/}"; return; }
+  done
+}
+
 scenario_killed() {
   make_volume data xfs || { res killed FAIL "volume setup"; return; }
   $G init $STORE/persistence.db --mode rollback --size-mb 48
-  $P backup --source $STORE --dest $B >/dev/null 2>&1 &
+  $P backup --source $STORE --dest $B >/dev/null 2>/tmp/killed.err &
   PID=$!
+  # The privileged work happens in the helper; kill it (SIGKILL: no cleanup
+  # code runs) once its private mount namespace shows the snapshot mount.
+  HPID=""
   t=0
-  until grep -q /run/persnap/mnt- /proc/$PID/mountinfo 2>/dev/null; do
-    t=$((t+1)); [ $t -gt 3000 ] && break; usleep 10000
+  while [ $t -lt 1500 ]; do
+    t=$((t+1))
+    [ -z "$HPID" ] && HPID=$(helper_pid)
+    [ -n "$HPID" ] && grep -q /run/persnap/mnt- /proc/$HPID/mountinfo 2>/dev/null && break
+    usleep 20000
   done
-  kill -9 $PID; wait $PID 2>/dev/null
+  [ -n "$HPID" ] && kill -9 $HPID
+  wait $PID; cli_rc=$?
   during="$(persnap_lvs)"
-  if [ -z "$during" ]; then res killed FAIL "could not catch the backup mid-copy"; drop_volume data; return; fi
+  if [ -z "$during" ]; then res killed FAIL "could not catch the helper mid-copy (helper pid '$HPID')"; drop_volume data; return; fi
   grep -q /run/persnap /proc/mounts && { res killed FAIL "snapshot mount visible outside the private namespace"; drop_volume data; return; }
   $P cleanup >/tmp/out 2>/tmp/err; rc=$?
   status=$($P history --json | grep -o '"status": "[a-z]*"' | head -n 1)
-  if [ $rc = 0 ] && [ -z "$(persnap_lvs)" ] && [ -z "$(partials)" ] && [ -z "$(ls /run/persnap 2>/dev/null | grep mnt-)" ] && echo "$status" | grep -q interrupted; then
-    res killed OK "killed with snapshot $during; cleanup removed it and the .partial; history: $status"
+  if [ $cli_rc != 0 ] && [ $rc = 0 ] && [ -z "$(persnap_lvs)" ] && [ -z "$(partials)" ] && [ -z "$(ls /run/persnap 2>/dev/null | grep mnt-)" ] && echo "$status" | grep -q interrupted; then
+    res killed OK "helper killed with snapshot $during (CLI exit $cli_rc: $(tail -n 1 /tmp/killed.err | cut -c1-80)); cleanup removed it and the .partial; history: $status"
   else
-    res killed FAIL "rc=$rc lvs=[$(persnap_lvs)] partials=[$(partials)] history=$status out=$(cat /tmp/out /tmp/err | tr '\n' ' ')"
+    res killed FAIL "cli_rc=$cli_rc rc=$rc lvs=[$(persnap_lvs)] partials=[$(partials)] history=$status out=$(cat /tmp/out /tmp/err | tr '\n' ' ')"
   fi
   drop_volume data
 }
