@@ -198,12 +198,10 @@ impl PersnapApp {
 
     /// Apply everything workers reported since the last frame.
     fn drain_messages(&mut self) {
-        if let Some(job) = &self.rt.probing {
-            if let Ok(Msg::Probed { key, result }) = job.rx.try_recv() {
-                self.rt.probe = Some(result);
-                self.rt.probe_key = key;
-                self.rt.probing = None;
-            }
+        if let Some(Ok(Msg::Probed { key, result })) = self.rt.probing.as_ref().map(|job| job.rx.try_recv()) {
+            self.rt.probe = Some(result);
+            self.rt.probe_key = key;
+            self.rt.probing = None;
         }
         let Some(activity) = &mut self.rt.activity else { return };
         let mut finished = None;

@@ -114,10 +114,10 @@ fn sqlite_online_backup_of_a_live_database_from_the_window() {
     h.step();
     let mut phases = Vec::new();
     wait_until(&mut h, "the backup", |app| {
-        if let Some(a) = &app.rt.activity {
-            if phases.last() != Some(&a.phase) {
-                phases.push(a.phase);
-            }
+        if let Some(a) = &app.rt.activity
+            && phases.last() != Some(&a.phase)
+        {
+            phases.push(a.phase);
         }
         app.rt.outcome.is_some()
     });
