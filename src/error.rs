@@ -147,9 +147,6 @@ pub enum Error {
     #[error("The helper protocol failed: {detail}")]
     Protocol { detail: String },
 
-    #[error("{message}")]
-    Elevation { message: String },
-
     #[error("The backup was cancelled; nothing was kept and the snapshot was removed.")]
     Cancelled,
 
@@ -193,7 +190,6 @@ impl Error {
             }
             Cancelled => ErrorKind::Cancelled,
             Protocol { .. } => ErrorKind::Protocol,
-            Elevation { .. } => ErrorKind::Elevation,
             Busy { .. } | History { .. } => ErrorKind::Busy,
         }
     }

@@ -185,9 +185,12 @@ fn invalid(field: &'static str, reason: impl Into<String>) -> Error {
     Error::Refused { field, reason: reason.into() }
 }
 
-/// A path from a request must be absolute, short, free of `.`/`..`, exist,
-/// and be canonical already (no symbolic links anywhere along it).
-pub fn check_path(field: &'static str, path: &Path) -> Result<(), Error> {
+/// How a kind of path is resolved, with the engine's errors.
+type Resolver = fn(&Path) -> Result<PathBuf, Error>;
+
+/// A path from a request must be absolute, short, free of `.`/`..`, exist
+/// (as `resolve` says), and be canonical already (no symbolic links).
+pub fn check_path(field: &'static str, path: &Path, resolve: Resolver) -> Result<(), Error> {
     let text = path.as_os_str().as_encoded_bytes();
     if text.len() > MAX_PATH {
         return Err(invalid(field, format!("the path is longer than {MAX_PATH} bytes")));
@@ -201,10 +204,7 @@ pub fn check_path(field: &'static str, path: &Path) -> Result<(), Error> {
     if path.components().any(|c| matches!(c, Component::ParentDir | Component::CurDir)) {
         return Err(invalid(field, format!("{} contains . or .. components", path.display())));
     }
-    let real = match field {
-        "source" => volume::canonical(path)?,
-        _ => backup::canonical_dest(path)?,
-    };
+    let real = resolve(path)?;
     if real != path {
         return Err(invalid(field, format!("{} is not canonical (it resolves to {}); symbolic links are refused", path.display(), real.display())));
     }
@@ -246,7 +246,7 @@ pub fn validate(request: Request) -> Result<Validated, Error> {
                 return Err(invalid("dests", format!("at most {MAX_CLEANUP_DIRS} folders")));
             }
             for dest in &dests {
-                check_path("dests", dest)?;
+                check_path("dests", dest, backup::canonical_dest)?;
             }
             Ok(Validated::Cleanup { dests })
         }
@@ -260,12 +260,12 @@ fn backup_request(
     method: MethodChoice,
     options: &BackupOptions,
 ) -> Result<BackupRequest, Error> {
-    check_path("source", &source)?;
+    check_path("source", &source, volume::canonical)?;
     store::validate_store_name(&store_name)?;
     // The source must hold a real SQLite store: regular files, no links.
     store::discover(&source, &store_name)?;
     if let Some(dest) = &dest {
-        check_path("dest", dest)?;
+        check_path("dest", dest, backup::canonical_dest)?;
         if dest.starts_with(&source) {
             return Err(Error::DestInsideSource { dest: dest.clone(), source_dir: source });
         }
@@ -318,13 +318,13 @@ mod tests {
 
     #[test]
     fn paths_must_be_absolute_canonical_and_bounded() {
-        let refused = |p: &Path| check_path("source", p).unwrap_err().to_string();
+        let refused = |p: &Path| check_path("source", p, volume::canonical).unwrap_err().to_string();
         assert!(refused(Path::new("relative/db")).contains("not an absolute path"));
         assert!(refused(Path::new("/tmp/../etc")).contains(".."));
         assert!(refused(&PathBuf::from(format!("/{}", "a".repeat(MAX_PATH)))).contains("longer"));
         let dir = tempfile::tempdir().unwrap();
         let real = std::fs::canonicalize(dir.path()).unwrap();
-        check_path("source", &real).unwrap();
+        check_path("source", &real, volume::canonical).unwrap();
         let link = real.join("link");
         std::os::unix::fs::symlink(&real, &link).unwrap();
         assert!(refused(&link).contains("not canonical"));
