@@ -14,6 +14,7 @@
 //! 3. peak RSS of the helper doing the backup (target: flat across sizes);
 //! 4. verification time / `sqlite3 DB 'PRAGMA integrity_check'` on the same
 //!    copy (target <= 1.1).
+//!
 //! Backups go to the root disk (another filesystem), as real ones do.
 
 use std::io::Write;
@@ -103,9 +104,11 @@ fn helper_backup(store: &Path, dest: &Path, method: &str) -> (Duration, i64, Pat
     let out = child.stdout.take().unwrap();
     let reader = std::thread::spawn(move || std::io::read_to_string(out).unwrap());
     let mut status = 0;
+    // wait4 instead of Child::wait: it also reports the child's peak RSS.
     // SAFETY: wait4 on our own child; rusage is plain data.
     let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
     unsafe { libc::wait4(child.id() as i32, &mut status, 0, &mut usage) };
+    std::mem::forget(child); // already reaped
     let elapsed = started.elapsed();
     drop(stdin);
     let events = reader.join().unwrap();

@@ -88,10 +88,10 @@ struct At<F: FnMut()>(Phase, Option<F>);
 
 impl<F: FnMut()> Progress for At<F> {
     fn phase(&mut self, phase: Phase) {
-        if phase == self.0 {
-            if let Some(mut act) = self.1.take() {
-                act();
-            }
+        if phase == self.0
+            && let Some(mut act) = self.1.take()
+        {
+            act();
         }
     }
     fn bytes(&mut self, _: Phase, _: u64, _: u64) {}
