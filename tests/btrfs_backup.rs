@@ -16,7 +16,7 @@ use persnap::backup::{BackupRequest, run_backup};
 use persnap::history::{History, Outcome};
 use persnap::loadgen::Mode;
 use persnap::method::Method;
-use persnap::progress::{CancelToken, Level, Phase, Progress, Silent};
+use persnap::progress::{CancelToken, Phase, Silent};
 use persnap::store::FileRole;
 
 const BACKUPS_PER_MODE: usize = 20;
@@ -27,10 +27,7 @@ fn backups_under_writer(mode: Mode, test: &str) {
     }
     let (vol, store_dir) = LoopVolume::btrfs_with_subvolume(400);
     let db = make_store(&store_dir, "persistence.db", mode, 24);
-    let dest = tempfile::tempdir().unwrap();
-    let mut history = History::at(dest.path().join("history"));
-    let backups = dest.path().join("backups");
-    std::fs::create_dir(&backups).unwrap();
+    let Destination { mut history, backups, dir: _keep } = Destination::new();
     let mut writer = Writer::start(&db);
     let mut last_transfers = -1;
     let mut mid_transaction = 0;
@@ -99,17 +96,6 @@ fn plain_live_copy_is_caught_as_torn() {
     eprintln!("plain copy torn after {attempts} attempt(s): {why}");
 }
 
-/// A progress sink that does something nasty when a phase starts.
-struct Inject<F: FnMut(Phase)>(F);
-
-impl<F: FnMut(Phase)> Progress for Inject<F> {
-    fn phase(&mut self, phase: Phase) {
-        (self.0)(phase)
-    }
-    fn bytes(&mut self, _: Phase, _: u64, _: u64) {}
-    fn log(&mut self, _: Level, _: &str) {}
-}
-
 /// After a failure once the snapshot exists: no snapshot, no work folder,
 /// and the run is recorded, but not as Completed.
 fn assert_nothing_left(vol: &LoopVolume, backups: &Path, history: &History, expected: &str) {
@@ -128,14 +114,11 @@ fn failure_after_snapshot_leaves_nothing_behind() {
     }
     let (vol, store_dir) = LoopVolume::btrfs_with_subvolume(300);
     make_store(&store_dir, "persistence.db", Mode::Rollback, 4);
-    let dest = tempfile::tempdir().unwrap();
-    let mut history = History::at(dest.path().join("history"));
-    let backups = dest.path().join("backups");
-    std::fs::create_dir(&backups).unwrap();
+    let Destination { mut history, backups, dir: _keep } = Destination::new();
     let req = BackupRequest::new(&store_dir, &backups);
 
     // 1. An I/O error: the .partial folder vanishes as the copy starts.
-    let mut sabotage = Inject(|phase| {
+    let mut sabotage = OnPhase(|phase| {
         if phase == Phase::Copy {
             assert_eq!(vol.snapshot_leftovers().len(), 1, "the snapshot exists when the copy starts");
             for name in work_leftovers(&backups) {
@@ -150,7 +133,7 @@ fn failure_after_snapshot_leaves_nothing_behind() {
 
     // 2. A cancel (Ctrl-C, the GUI's Cancel button) once the snapshot exists.
     let cancel = CancelToken::new();
-    let mut cancel_at_copy = Inject(|phase| {
+    let mut cancel_at_copy = OnPhase(|phase| {
         if phase == Phase::Copy {
             cancel.cancel();
         }
@@ -161,14 +144,14 @@ fn failure_after_snapshot_leaves_nothing_behind() {
 
     // 3. A panic (a bug) once the snapshot exists.
     let panicked = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-        let mut bug = Inject(|phase| assert_ne!(phase, Phase::Copy, "injected bug"));
+        let mut bug = OnPhase(|phase| assert_ne!(phase, Phase::Copy, "injected bug"));
         let _ = run_backup(&req, &mut history, &mut bug, &CancelToken::new());
     }));
     assert!(panicked.is_err(), "the panic propagates to the caller");
     assert_nothing_left(&vol, &backups, &history, "failed");
 
     // 4. Verification fails: a byte of the copy changes before it is checked.
-    let mut corrupt = Inject(|phase| {
+    let mut corrupt = OnPhase(|phase| {
         if phase == Phase::Verify {
             let partial = backups.join(&work_leftovers(&backups)[0]).join("persistence.db");
             let mut bytes = std::fs::read(&partial).unwrap();

@@ -17,7 +17,7 @@ use common::*;
 use persnap::backup::{BackupRequest, run_backup};
 use persnap::history::{History, Outcome};
 use persnap::loadgen::Mode;
-use persnap::progress::{CancelToken, Level, Phase, Progress, Silent};
+use persnap::progress::{CancelToken, Phase, Silent};
 
 /// The pid of the persnap-helper whose parent is `parent`.
 fn helper_of(parent: u32) -> Option<u32> {
@@ -83,21 +83,6 @@ fn helper_killed_after_snapshot_mid_copy_and_mid_verify() {
     assert!(ok.status.success(), "a clean run afterwards: {}", stderr(&ok));
 }
 
-/// Progress that runs `act` once when `phase` starts.
-struct At<F: FnMut()>(Phase, Option<F>);
-
-impl<F: FnMut()> Progress for At<F> {
-    fn phase(&mut self, phase: Phase) {
-        if phase == self.0
-            && let Some(mut act) = self.1.take()
-        {
-            act();
-        }
-    }
-    fn bytes(&mut self, _: Phase, _: u64, _: u64) {}
-    fn log(&mut self, _: Level, _: &str) {}
-}
-
 #[test]
 fn destination_filling_up_mid_copy() {
     if !require_root("destination_filling_up_mid_copy") {
@@ -109,12 +94,15 @@ fn destination_filling_up_mid_copy() {
     let mut history = History::at(tempfile::tempdir().unwrap().keep());
     // Enough room at the check; then something else takes the space.
     let filler = small.mount.join("someone-elses-file");
-    let mut fill = At(Phase::Copy, Some(|| {
+    let mut fill = OnPhase(|phase| {
+        if phase != Phase::Copy {
+            return;
+        }
         let free = persnap::fsutil::free_space(&small.mount).unwrap();
         let f = std::fs::File::create(&filler).unwrap();
         let _ = f.set_len(0);
         let _ = Command::new("fallocate").args(["-l", &(free - 1_000_000).to_string()]).arg(&filler).status();
-    }));
+    });
     let failure = run_backup(&BackupRequest::new(&store, &small.mount), &mut history, &mut fill, &CancelToken::new()).unwrap_err();
     let message = failure.error.to_string();
     assert_eq!(failure.error.kind().exit_code(), 4, "{message}");
@@ -139,24 +127,27 @@ fn source_folder_removed_mid_backup() {
     }
     let (vol, store) = LoopVolume::btrfs_with_subvolume(300);
     make_store(&store, "persistence.db", Mode::Rollback, 8);
-    let dest = tempfile::tempdir().unwrap();
-    let mut history = History::at(dest.path().join("history"));
-    let backups = dest.path().join("b");
-    std::fs::create_dir(&backups).unwrap();
+    let Destination { mut history, backups, dir: _keep } = Destination::new();
 
     // Removed once the snapshot exists: the snapshot still has it, and the
     // backup (of the moment of the snapshot) is complete and verified.
-    let mut remove = At(Phase::Copy, Some(|| {
-        for f in std::fs::read_dir(&store).unwrap() {
-            std::fs::remove_file(f.unwrap().path()).unwrap();
+    let mut remove = OnPhase(|phase| {
+        if phase == Phase::Copy {
+            for f in std::fs::read_dir(&store).unwrap() {
+                std::fs::remove_file(f.unwrap().path()).unwrap();
+            }
         }
-    }));
+    });
     let report = run_backup(&BackupRequest::new(&store, &backups), &mut history, &mut remove, &CancelToken::new()).unwrap();
     check_backup(&report.backup_dir, "persistence.db");
 
     // Removed before the snapshot: the snapshot shows no store; a clear error.
     make_store(&store, "persistence.db", Mode::Rollback, 1);
-    let mut remove = At(Phase::Snapshot, Some(|| std::fs::remove_file(store.join("persistence.db")).unwrap()));
+    let mut remove = OnPhase(|phase| {
+        if phase == Phase::Snapshot {
+            std::fs::remove_file(store.join("persistence.db")).unwrap();
+        }
+    });
     let failure = run_backup(&BackupRequest::new(&store, &backups), &mut history, &mut remove, &CancelToken::new()).unwrap_err();
     assert!(failure.error.to_string().contains("No database file named persistence.db"), "{}", failure.error);
     assert!(vol.snapshot_leftovers().is_empty());
@@ -171,10 +162,7 @@ fn hundred_consecutive_backups_under_a_writer() {
     }
     let (vol, store) = LoopVolume::btrfs_with_subvolume(400);
     let db = make_store(&store, "persistence.db", Mode::Wal, 4);
-    let dest = tempfile::Builder::new().prefix("persnap-hundred-").tempdir_in("/var/tmp").unwrap();
-    let mut history = History::at(dest.path().join("history"));
-    let backups = dest.path().join("b");
-    std::fs::create_dir(&backups).unwrap();
+    let Destination { mut history, backups, dir: _keep } = Destination::new();
     let writer = Writer::start(&db);
     let mut last = -1;
     for i in 0..100 {

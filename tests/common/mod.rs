@@ -10,7 +10,9 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
+use persnap::history::History;
 use persnap::loadgen::{self, Mode, WriterStats};
+use persnap::progress::{Level, Phase, Progress};
 
 /// True when the test may go on; prints why and returns false otherwise.
 pub fn require_root(test: &str) -> bool {
@@ -201,4 +203,33 @@ pub fn persnap(data_dir: &Path, args: &[&str]) -> Output {
 
 pub fn stderr(out: &Output) -> String {
     String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+/// A progress sink that calls `act` as each phase starts (for injecting
+/// faults at a chosen moment of a real backup).
+pub struct OnPhase<F: FnMut(Phase)>(pub F);
+
+impl<F: FnMut(Phase)> Progress for OnPhase<F> {
+    fn phase(&mut self, phase: Phase) {
+        (self.0)(phase)
+    }
+    fn bytes(&mut self, _: Phase, _: u64, _: u64) {}
+    fn log(&mut self, _: Level, _: &str) {}
+}
+
+/// A backup location on the root disk (another filesystem than the loop
+/// volumes, as real backups are) with its own history.
+pub struct Destination {
+    pub dir: tempfile::TempDir,
+    pub history: History,
+    pub backups: PathBuf,
+}
+
+impl Destination {
+    pub fn new() -> Destination {
+        let dir = tempfile::Builder::new().prefix("persnap-dest-").tempdir_in("/var/tmp").unwrap();
+        let backups = dir.path().join("backups");
+        std::fs::create_dir(&backups).unwrap();
+        Destination { history: History::at(dir.path().join("history")), backups, dir }
+    }
 }
