@@ -182,12 +182,25 @@ fn forward_cancel(mut stdin: std::process::ChildStdin, cancel: CancelToken, fini
     })
 }
 
+/// pkexec exits 127 both when polkit says no and when it cannot reach
+/// polkit at all ("Error getting authority", "Error checking for
+/// authorization"); only its message tells them apart.
+fn polkit_unreachable(stderr: &str) -> bool {
+    stderr.contains("Error getting authority") || stderr.contains("Error checking for authorization")
+}
+
 /// The helper ended without a final frame: say why in plain words.
 fn explain_exit(code: Option<i32>, via_pkexec: bool, stderr: &str) -> RemoteFailure {
     match (via_pkexec, code) {
         (true, Some(PKEXEC_DISMISSED)) => RemoteFailure::elevation(
             "You dismissed the administrator authentication; the backup did not run.",
         ),
+        (true, Some(PKEXEC_NOT_AUTHORIZED)) if polkit_unreachable(stderr) => RemoteFailure::elevation(format!(
+            "The system's authorization service (polkit) did not answer, so persnap could not ask for administrator rights; \
+             the backup did not run. Check that D-Bus and polkit are running (`systemctl status polkit`), or run as root. \
+             pkexec said: {}",
+            stderr.trim()
+        )),
         (true, Some(PKEXEC_NOT_AUTHORIZED)) => RemoteFailure::elevation(
             "You are not authorized to run persnap's privileged helper (polkit said no); the backup did not run. \
              Ask an administrator to let you back up (see installer/linux/50-persnap-operators.rules.example), or run as root.",
@@ -201,5 +214,33 @@ fn explain_exit(code: Option<i32>, via_pkexec: bool, stderr: &str) -> RemoteFail
                 if stderr.trim().is_empty() { String::new() } else { format!(": {}", stderr.trim()) }
             ),
         },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pkexec_failures_become_plain_messages() {
+        let dismissed = explain_exit(Some(126), true, "");
+        assert_eq!(dismissed.kind, ErrorKind::Elevation);
+        assert!(dismissed.message.contains("dismissed"), "{}", dismissed.message);
+
+        let refused = explain_exit(Some(127), true, "Error executing command as another user: Not authorized\n");
+        assert!(refused.message.contains("not authorized"), "{}", refused.message);
+
+        let unreachable = explain_exit(
+            Some(127),
+            true,
+            "Error getting authority: Error initializing authority: Could not connect: Connection refused",
+        );
+        assert_eq!(unreachable.kind, ErrorKind::Elevation);
+        assert!(unreachable.message.contains("did not answer"), "{}", unreachable.message);
+        assert!(unreachable.message.contains("Connection refused"), "pkexec's own words are kept: {}", unreachable.message);
+
+        let crashed = explain_exit(None, false, "");
+        assert_eq!(crashed.kind, ErrorKind::Internal);
+        assert!(crashed.message.contains("killed by a signal"), "{}", crashed.message);
     }
 }

@@ -143,10 +143,7 @@ impl PolkitSetup {
         if Command::new("id").arg(TEST_USER).output().is_ok_and(|o| !o.status.success()) {
             run_ok(Command::new("useradd").args(["--create-home", TEST_USER]));
         }
-        if !Path::new("/run/dbus/system_bus_socket").exists() {
-            std::fs::create_dir_all("/run/dbus").unwrap();
-            run_ok(Command::new("dbus-daemon").args(["--system", "--fork"]));
-        }
+        start_system_bus();
         PolkitSetup
     }
 
@@ -160,6 +157,27 @@ impl PolkitSetup {
         let _ = Command::new("pkill").args(["-x", "polkitd"]).status();
         std::thread::sleep(std::time::Duration::from_millis(300));
     }
+}
+
+/// pkexec reaches polkitd over the system D-Bus, which starts polkitd on
+/// demand. A socket file alone proves nothing (a stopped daemon leaves it
+/// behind), so connect to it, and start a fresh daemon when nobody answers.
+fn start_system_bus() {
+    const SOCKET: &str = "/run/dbus/system_bus_socket";
+    if std::os::unix::net::UnixStream::connect(SOCKET).is_ok() {
+        return;
+    }
+    std::fs::create_dir_all("/run/dbus").unwrap();
+    let _ = std::fs::remove_file(SOCKET);
+    let _ = std::fs::remove_file("/run/dbus/pid");
+    run_ok(Command::new("dbus-daemon").args(["--system", "--fork"]));
+    for _ in 0..50 {
+        if std::os::unix::net::UnixStream::connect(SOCKET).is_ok() {
+            return;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    panic!("the system D-Bus daemon did not come up at {SOCKET}");
 }
 
 impl Drop for PolkitSetup {
