@@ -99,7 +99,7 @@ impl Plan {
     pub fn describe_steps(&self) -> Vec<String> {
         let n = self.store.files.len();
         let files = format!("{n} file{} ({})", if n == 1 { "" } else { "s" }, units::bytes(self.store.total_bytes()));
-        let verify = "Verify the copy: read every file back against its SHA-256, let SQLite replay the journal/WAL in a scratch copy, run PRAGMA integrity_check".to_owned();
+        let verify = "Verify the copy: read every file back against its SHA-256, let SQLite replay any journal/WAL in a scratch copy (a reflink where the location allows), run PRAGMA integrity_check".to_owned();
         let keep = format!("Write manifest.json and keep the backup in {}", self.dest.display());
         match (&self.method, &self.volume.snapshot) {
             (Method::SqliteOnline, _) => vec![

@@ -4,7 +4,11 @@
 //! database size), hashed with SHA-256 on the way through, written to new
 //! files that must not exist yet, and fsynced; the target folder is fsynced
 //! at the end. Progress is reported per block; the cancel token is polled
-//! per block.
+//! per block. SHA-256 runs on a second thread so it overlaps the I/O;
+//! written data is pushed to disk in small batches (write-behind) and read
+//! data is dropped from the page cache, so a backup disturbs the
+//! correlator's own I/O as little as it can. Sources given to this module
+//! are snapshots or backups, never live files.
 
 use std::fs::File;
 use std::io::{Read, Write};
@@ -78,30 +82,95 @@ pub fn copy_one(src: &Path, dst: &Path, meter: &mut Meter) -> Result<(u64, Strin
     Ok(digest)
 }
 
+/// Like [`copy_one`], but where the filesystem allows, `dst` shares
+/// `src`'s blocks (a reflink: no data written) and `src` is only read for
+/// its hash. Falls back to a real copy.
+pub fn clone_one(src: &Path, dst: &Path, meter: &mut Meter) -> Result<(u64, String)> {
+    let input = File::options()
+        .read(true)
+        .custom_flags(libc::O_NOFOLLOW)
+        .open(src)
+        .map_err(Error::io("open", src, HINT_DEST))?;
+    let output = File::options()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(dst)
+        .map_err(Error::io("create", dst, HINT_DEST))?;
+    if fsutil::reflink(&input, &output).is_err() {
+        drop(output);
+        std::fs::remove_file(dst).map_err(Error::io("remove", dst, HINT_DEST))?;
+        return copy_one(src, dst, meter);
+    }
+    stream(input, src, HINT_DEST, None, meter)
+}
+
 /// SHA-256 of a file, read in blocks.
 pub fn hash_file(path: &Path, meter: &mut Meter) -> Result<(u64, String)> {
     let input = File::open(path).map_err(Error::io("open", path, HINT_DEST))?;
     stream(input, path, HINT_DEST, None, meter)
 }
 
-/// Read `input` to the end in blocks, hashing, optionally writing each
-/// block to `output`; returns size and SHA-256.
+/// Bytes written between write-behind flushes: dirty pages go to disk in
+/// steady small batches instead of one burst at the final fsync, which
+/// would queue in front of the correlator's own commits.
+const WRITE_BEHIND: u64 = 8 << 20;
+
+/// Read `input` to the end in blocks, optionally writing each block to
+/// `output`; returns size and SHA-256. Hashing runs on a second thread, so
+/// SHA-256 of one block overlaps the read and write of the next; blocks
+/// circulate between the two threads (at most three exist), keeping memory
+/// flat whatever the file size.
 fn stream(mut input: File, src: &Path, hint: &'static str, mut output: Option<(&mut File, &Path)>, meter: &mut Meter) -> Result<(u64, String)> {
-    let mut hasher = Sha256::new();
-    let mut buf = vec![0u8; BLOCK];
-    let mut size = 0u64;
-    loop {
-        let n = input.read(&mut buf).map_err(Error::io("read", src, hint))?;
-        if n == 0 {
-            return Ok((size, hex(&hasher.finalize())));
-        }
-        hasher.update(&buf[..n]);
-        if let Some((out, dst)) = output.as_mut() {
-            out.write_all(&buf[..n]).map_err(Error::io("write", *dst, HINT_DEST))?;
-        }
-        size += n as u64;
-        meter.advance(n)?;
-    }
+    const BUFFERS: usize = 3;
+    let (to_hash, hash_rx) = std::sync::mpsc::sync_channel::<(Vec<u8>, usize)>(BUFFERS);
+    let (to_reuse, free_rx) = std::sync::mpsc::sync_channel::<Vec<u8>>(BUFFERS);
+    std::thread::scope(|scope| {
+        let hasher = scope.spawn(move || {
+            let mut hasher = Sha256::new();
+            for (buf, n) in hash_rx {
+                hasher.update(&buf[..n]);
+                let _ = to_reuse.send(buf);
+            }
+            hex(&hasher.finalize())
+        });
+        let mut fresh = BUFFERS;
+        let mut size = 0u64;
+        let mut flushed = 0u64;
+        let result = loop {
+            let mut buf = if fresh > 0 {
+                fresh -= 1;
+                vec![0u8; BLOCK]
+            } else {
+                free_rx.recv().expect("the hashing thread returns every block")
+            };
+            let n = match input.read(&mut buf) {
+                Ok(0) => break Ok(size),
+                Ok(n) => n,
+                Err(e) => break Err(Error::io("read", src, hint)(e)),
+            };
+            if let Some((out, dst)) = output.as_mut() {
+                if let Err(e) = out.write_all(&buf[..n]) {
+                    break Err(Error::io("write", *dst, HINT_DEST)(e));
+                }
+            }
+            fsutil::drop_cached(&input, size, n as u64);
+            size += n as u64;
+            if let Some((out, _)) = output.as_ref() {
+                if size - flushed >= WRITE_BEHIND {
+                    fsutil::write_behind(out, flushed, size - flushed);
+                    flushed = size;
+                }
+            }
+            to_hash.send((buf, n)).expect("the hashing thread runs until the sender closes");
+            if let Err(e) = meter.advance(n) {
+                break Err(e);
+            }
+        };
+        drop(to_hash);
+        let digest = hasher.join().expect("hashing does not panic");
+        result.map(|size| (size, digest))
+    })
 }
 
 /// Lower-case hexadecimal of bytes.

@@ -37,6 +37,59 @@ pub fn fsync_dir(dir: &Path) -> io::Result<()> {
     File::open(dir)?.sync_all()
 }
 
+/// Start writing `len` bytes at `offset` of `file` to disk now, and wait
+/// for the window before it: a steady trickle instead of a burst at fsync.
+/// Only a scheduling hint; the caller still fsyncs.
+pub fn write_behind(file: &File, offset: u64, len: u64) {
+    let fd = file.as_raw_fd();
+    // SAFETY: plain syscalls on an open descriptor; errors only lose the hint.
+    unsafe {
+        libc::sync_file_range(fd, offset as i64, len as i64, libc::SYNC_FILE_RANGE_WRITE);
+        if offset >= len {
+            libc::sync_file_range(
+                fd,
+                (offset - len) as i64,
+                len as i64,
+                libc::SYNC_FILE_RANGE_WAIT_BEFORE | libc::SYNC_FILE_RANGE_WRITE | libc::SYNC_FILE_RANGE_WAIT_AFTER,
+            );
+        }
+    }
+}
+
+/// Tell the kernel the bytes just read from `file` will not be read again
+/// (snapshot files), so a backup does not push the correlator's working
+/// set out of the page cache. Only a hint.
+pub fn drop_cached(file: &File, offset: u64, len: u64) {
+    // SAFETY: advisory syscall on an open descriptor.
+    unsafe {
+        libc::posix_fadvise(file.as_raw_fd(), offset as i64, len as i64, libc::POSIX_FADV_DONTNEED);
+    }
+}
+
+/// Make `dst` (a new, empty file) share `src`'s blocks (FICLONE): an
+/// instant copy on btrfs and reflink-enabled xfs. Fails with EOPNOTSUPP,
+/// EXDEV or EINVAL where that is not possible; the caller then copies.
+pub fn reflink(src: &File, dst: &File) -> io::Result<()> {
+    const FICLONE: libc::c_ulong = 0x4004_9409;
+    // SAFETY: FICLONE takes the source descriptor as its argument.
+    let rc = unsafe { libc::ioctl(dst.as_raw_fd(), FICLONE as _, src.as_raw_fd()) };
+    if rc == 0 { Ok(()) } else { Err(io::Error::last_os_error()) }
+}
+
+/// Put this process's disk I/O behind other processes' at the same class:
+/// best-effort, lowest level (7). Schedulers that honour priorities
+/// (mq-deadline, bfq) then serve the correlator's commits first. Not the
+/// idle class: on a disk that is never idle it would starve the backup.
+/// Threads started afterwards inherit it. Only a hint; errors are ignored.
+pub fn lower_io_priority() {
+    const IOPRIO_WHO_PROCESS: libc::c_long = 1;
+    const BEST_EFFORT_LOWEST: libc::c_long = (2 << 13) | 7;
+    // SAFETY: ioprio_set takes three integers.
+    unsafe {
+        libc::syscall(libc::SYS_ioprio_set, IOPRIO_WHO_PROCESS, 0 as libc::c_long, BEST_EFFORT_LOWEST);
+    }
+}
+
 /// Bytes available to unprivileged users on the filesystem holding `path`.
 pub fn free_space(path: &Path) -> io::Result<u64> {
     let c = std::ffi::CString::new(path.as_os_str().as_bytes())
@@ -170,5 +223,17 @@ mod tests {
         let d = std::env::temp_dir().join(format!("persnap-fsutil-{}", uuid::Uuid::new_v4().simple()));
         fs::create_dir_all(&d).unwrap();
         d
+    }
+
+    #[test]
+    fn io_priority_is_lowered_to_best_effort_7() {
+        let got = std::thread::spawn(|| {
+            lower_io_priority();
+            // SAFETY: ioprio_get(IOPRIO_WHO_PROCESS, self).
+            unsafe { libc::syscall(libc::SYS_ioprio_get, 1 as libc::c_long, 0 as libc::c_long) }
+        })
+        .join()
+        .unwrap();
+        assert_eq!(got, (2 << 13) | 7);
     }
 }

@@ -286,3 +286,26 @@ fn auto_refuses_a_volume_without_snapshots() {
     assert!(stderr(&explicit).contains("The btrfs method does not apply"), "{}", stderr(&explicit));
     assert_eq!(work_leftovers(data.path()), Vec::<String>::new());
 }
+
+#[test]
+fn verification_scratch_copy_is_a_reflink_on_btrfs_and_xfs() {
+    if !require_root("verification_scratch_copy_is_a_reflink_on_btrfs_and_xfs") {
+        return;
+    }
+    for fs in ["btrfs", "xfs", "ext4"] {
+        let vol = LoopVolume::new(fs, 300);
+        let data: Vec<u8> = (0..(3 << 20)).map(|i: u32| (i % 253) as u8).collect();
+        let src = vol.mount.join("a");
+        std::fs::write(&src, &data).unwrap();
+        let cancel = CancelToken::new();
+        let mut meter = persnap::copy::Meter { phase: Phase::Verify, done: 0, total: 0, progress: &mut Silent, cancel: &cancel };
+        let (size, sha) = persnap::copy::clone_one(&src, &vol.mount.join("b"), &mut meter).unwrap();
+        assert_eq!(std::fs::read(vol.mount.join("b")).unwrap(), data, "{fs}: same bytes");
+        let (_, expected) = persnap::copy::hash_file(&src, &mut meter).unwrap();
+        assert_eq!((size, sha), (data.len() as u64, expected), "{fs}: hash of the source");
+        run_ok(&mut Command::new("sync"));
+        let extents = run_ok(&mut Command::new("filefrag").arg("-v").arg(vol.mount.join("b")));
+        let shared = extents.contains("shared");
+        assert_eq!(shared, fs != "ext4", "{fs}: reflinked where the filesystem can, copied elsewhere:\n{extents}");
+    }
+}

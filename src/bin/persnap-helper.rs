@@ -66,6 +66,7 @@ impl Recorder for Events {
 }
 
 fn serve() -> i32 {
+    persnap::fsutil::lower_io_priority();
     let mut events = Events { cancel: CancelToken::new() };
     let mut input = BufReader::new(io::stdin());
     let request = match protocol::read_frame::<Request>(&mut input) {
