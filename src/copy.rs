@@ -149,18 +149,18 @@ fn stream(mut input: File, src: &Path, hint: &'static str, mut output: Option<(&
                 Ok(n) => n,
                 Err(e) => break Err(Error::io("read", src, hint)(e)),
             };
-            if let Some((out, dst)) = output.as_mut() {
-                if let Err(e) = out.write_all(&buf[..n]) {
-                    break Err(Error::io("write", *dst, HINT_DEST)(e));
-                }
+            if let Some((out, dst)) = output.as_mut()
+                && let Err(e) = out.write_all(&buf[..n])
+            {
+                break Err(Error::io("write", *dst, HINT_DEST)(e));
             }
             fsutil::drop_cached(&input, size, n as u64);
             size += n as u64;
-            if let Some((out, _)) = output.as_ref() {
-                if size - flushed >= WRITE_BEHIND {
-                    fsutil::write_behind(out, flushed, size - flushed);
-                    flushed = size;
-                }
+            if let Some((out, _)) = output.as_ref()
+                && size - flushed >= WRITE_BEHIND
+            {
+                fsutil::write_behind(out, flushed, size - flushed);
+                flushed = size;
             }
             to_hash.send((buf, n)).expect("the hashing thread runs until the sender closes");
             if let Err(e) = meter.advance(n) {

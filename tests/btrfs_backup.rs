@@ -304,7 +304,7 @@ fn verification_scratch_copy_is_a_reflink_on_btrfs_and_xfs() {
         let (_, expected) = persnap::copy::hash_file(&src, &mut meter).unwrap();
         assert_eq!((size, sha), (data.len() as u64, expected), "{fs}: hash of the source");
         run_ok(&mut Command::new("sync"));
-        let extents = run_ok(&mut Command::new("filefrag").arg("-v").arg(vol.mount.join("b")));
+        let extents = run_ok(Command::new("filefrag").arg("-v").arg(vol.mount.join("b")));
         let shared = extents.contains("shared");
         assert_eq!(shared, fs != "ext4", "{fs}: reflinked where the filesystem can, copied elsewhere:\n{extents}");
     }
