@@ -64,8 +64,23 @@ pub fn copy_files(from: &Path, files: &[StoreFile], to: &Path, meter: &mut Meter
     Ok(copied)
 }
 
-/// Copy one file, returning its size and SHA-256.
+/// Copy one file durably (written behind as it goes, then fsynced),
+/// returning its size and SHA-256.
 pub fn copy_one(src: &Path, dst: &Path, meter: &mut Meter) -> Result<(u64, String)> {
+    copy_file(src, dst, Durability::Durable, meter)
+}
+
+/// Whether a copy must reach the disk.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Durability {
+    /// A backup file: written behind as it goes and fsynced.
+    Durable,
+    /// A scratch copy that lives for seconds: left to the page cache, so
+    /// it usually never reaches the disk at all.
+    Scratch,
+}
+
+fn copy_file(src: &Path, dst: &Path, durability: Durability, meter: &mut Meter) -> Result<(u64, String)> {
     let input = File::options()
         .read(true)
         .custom_flags(libc::O_NOFOLLOW)
@@ -77,15 +92,18 @@ pub fn copy_one(src: &Path, dst: &Path, meter: &mut Meter) -> Result<(u64, Strin
         .mode(0o600)
         .open(dst)
         .map_err(Error::io("create", dst, HINT_DEST))?;
-    let digest = stream(input, src, HINT_SOURCE, Some((&mut output, dst)), meter)?;
-    output.sync_all().map_err(Error::io("flush", dst, HINT_DEST))?;
+    let digest = stream(input, src, HINT_SOURCE, Some((&mut output, dst, durability)), meter)?;
+    if durability == Durability::Durable {
+        output.sync_all().map_err(Error::io("flush", dst, HINT_DEST))?;
+    }
     Ok(digest)
 }
 
-/// Like [`copy_one`], but where the filesystem allows, `dst` shares
-/// `src`'s blocks (a reflink: no data written) and `src` is only read for
-/// its hash. Falls back to a real copy.
-pub fn clone_one(src: &Path, dst: &Path, meter: &mut Meter) -> Result<(u64, String)> {
+/// A scratch copy of `src` (for verification), returning `src`'s size and
+/// SHA-256. Where the filesystem allows, `dst` shares `src`'s blocks (a
+/// reflink: no data written) and `src` is only read for its hash; else a
+/// copy is made that is never fsynced.
+pub fn scratch_copy(src: &Path, dst: &Path, meter: &mut Meter) -> Result<(u64, String)> {
     let input = File::options()
         .read(true)
         .custom_flags(libc::O_NOFOLLOW)
@@ -100,7 +118,7 @@ pub fn clone_one(src: &Path, dst: &Path, meter: &mut Meter) -> Result<(u64, Stri
     if fsutil::reflink(&input, &output).is_err() {
         drop(output);
         std::fs::remove_file(dst).map_err(Error::io("remove", dst, HINT_DEST))?;
-        return copy_one(src, dst, meter);
+        return copy_file(src, dst, Durability::Scratch, meter);
     }
     stream(input, src, HINT_DEST, None, meter)
 }
@@ -121,7 +139,7 @@ const WRITE_BEHIND: u64 = 8 << 20;
 /// SHA-256 of one block overlaps the read and write of the next; blocks
 /// circulate between the two threads (at most three exist), keeping memory
 /// flat whatever the file size.
-fn stream(mut input: File, src: &Path, hint: &'static str, mut output: Option<(&mut File, &Path)>, meter: &mut Meter) -> Result<(u64, String)> {
+fn stream(mut input: File, src: &Path, hint: &'static str, mut output: Option<(&mut File, &Path, Durability)>, meter: &mut Meter) -> Result<(u64, String)> {
     const BUFFERS: usize = 3;
     let (to_hash, hash_rx) = std::sync::mpsc::sync_channel::<(Vec<u8>, usize)>(BUFFERS);
     let (to_reuse, free_rx) = std::sync::mpsc::sync_channel::<Vec<u8>>(BUFFERS);
@@ -149,14 +167,14 @@ fn stream(mut input: File, src: &Path, hint: &'static str, mut output: Option<(&
                 Ok(n) => n,
                 Err(e) => break Err(Error::io("read", src, hint)(e)),
             };
-            if let Some((out, dst)) = output.as_mut()
+            if let Some((out, dst, _)) = output.as_mut()
                 && let Err(e) = out.write_all(&buf[..n])
             {
                 break Err(Error::io("write", *dst, HINT_DEST)(e));
             }
             fsutil::drop_cached(&input, size, n as u64);
             size += n as u64;
-            if let Some((out, _)) = output.as_ref()
+            if let Some((out, _, Durability::Durable)) = output.as_ref()
                 && size - flushed >= WRITE_BEHIND
             {
                 fsutil::write_behind(out, flushed, size - flushed);

@@ -114,6 +114,9 @@ pub enum Error {
     #[error("The snapshot {snapshot} filled up ({size}) during the backup: the volume changed more than the snapshot could hold, so the copy cannot be trusted and was not kept. Make the snapshot larger with --snapshot-size, or back up at a quieter time.")]
     SnapshotOverflow { snapshot: String, size: String },
 
+    #[error("Volume Shadow Copy failed at {step}{}: {detail}.", vss_code(*.code))]
+    Vss { step: String, code: Option<u32>, detail: String },
+
     #[error("Could not {action} ({source}). {hint}")]
     Snapshot { action: String, source: io::Error, hint: &'static str },
 
@@ -180,6 +183,7 @@ impl Error {
             NoSnapshotPossible { .. }
             | NeedsAdmin { .. }
             | Snapshot { .. }
+            | Vss { .. }
             | Tool { .. }
             | VgNoSpace { .. }
             | SnapshotSizeTooLarge { .. }
@@ -205,3 +209,8 @@ impl Error {
 pub const HINT_DEST: &str = "Check that the backup location is writable and has free space.";
 /// Advice for I/O failures while reading the database or its snapshot.
 pub const HINT_SOURCE: &str = "Check that the database folder is readable; run as administrator if needed.";
+
+/// ` (error 0x8004231F)`, or nothing when there is no code.
+fn vss_code(code: Option<u32>) -> String {
+    code.map(|c| format!(" (error 0x{c:08X})")).unwrap_or_default()
+}

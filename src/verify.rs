@@ -87,7 +87,7 @@ pub fn verify_set(backup_dir: &Path, files: &[CopiedFile], store_name: &str, scr
     let (page_count, page_size) = if files.iter().any(needs_replay) {
         let scratch = WorkDir::create(scratch)?;
         for file in files {
-            let read = copy::clone_one(&backup_dir.join(&file.name), &scratch.path().join(&file.name), meter)?;
+            let read = copy::scratch_copy(&backup_dir.join(&file.name), &scratch.path().join(&file.name), meter)?;
             check_hash(file, read)?;
         }
         integrity_check(&scratch.path().join(store_name))?

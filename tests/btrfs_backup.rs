@@ -299,7 +299,7 @@ fn verification_scratch_copy_is_a_reflink_on_btrfs_and_xfs() {
         std::fs::write(&src, &data).unwrap();
         let cancel = CancelToken::new();
         let mut meter = persnap::copy::Meter { phase: Phase::Verify, done: 0, total: 0, progress: &mut Silent, cancel: &cancel };
-        let (size, sha) = persnap::copy::clone_one(&src, &vol.mount.join("b"), &mut meter).unwrap();
+        let (size, sha) = persnap::copy::scratch_copy(&src, &vol.mount.join("b"), &mut meter).unwrap();
         assert_eq!(std::fs::read(vol.mount.join("b")).unwrap(), data, "{fs}: same bytes");
         let (_, expected) = persnap::copy::hash_file(&src, &mut meter).unwrap();
         assert_eq!((size, sha), (data.len() as u64, expected), "{fs}: hash of the source");

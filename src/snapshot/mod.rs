@@ -11,6 +11,7 @@
 pub mod btrfs;
 pub mod lvm;
 pub mod mount;
+pub mod vss;
 
 use std::path::{Path, PathBuf};
 
