@@ -404,18 +404,7 @@ fn finish(partial: WorkDir, manifest: &Manifest, final_dir: &Path) -> Result<()>
 /// is provably dead (its run lock is free) are touched. Returns one line per
 /// thing removed or per problem found.
 pub fn sweep_leftovers(dests: &[PathBuf]) -> Vec<String> {
-    let mut lines = Vec::new();
-    match volume::read_mounts() {
-        Ok(mounts) => {
-            for provider in snapshot::sweepers() {
-                match provider.sweep(&mounts) {
-                    Ok(removed) => lines.extend(removed.into_iter().map(|r| format!("Removed leftover snapshot {r}"))),
-                    Err(e) => lines.push(format!("Could not remove a leftover {} snapshot: {e}", provider.method())),
-                }
-            }
-        }
-        Err(e) => lines.push(e.to_string()),
-    }
+    let mut lines = snapshot::sweep_all();
     for dest in dests {
         for dir in leftover_work_dirs(dest) {
             match fs::remove_dir_all(&dir) {

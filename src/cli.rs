@@ -73,6 +73,9 @@ pub enum Command {
         /// Default: a fifth of the volume, at least 1 GiB, bounded by the volume group's free space.
         #[arg(long, value_name = "SIZE", value_parser = persnap::units::parse_size)]
         snapshot_size: Option<u64>,
+        /// Windows: seconds the whole Volume Shadow Copy sequence may take (default 120).
+        #[arg(long, value_name = "SECS", value_parser = clap::value_parser!(u64).range(1..=86400))]
+        vss_timeout: Option<u64>,
     },
     /// Show what was found, which snapshot method applies and what a backup would do.
     Probe {
@@ -127,14 +130,14 @@ impl<E: Into<anyhow::Error>> From<E> for Failure {
 
 pub fn run(cli: Cli) -> Result<(), Failure> {
     match cli.command {
-        Command::Backup { source, dest, store_name, method, timeout, snapshot_size } => {
+        Command::Backup { source, dest, store_name, method, timeout, snapshot_size, vss_timeout } => {
             let req = BackupRequest {
                 source,
                 dest,
                 store_name,
                 method,
                 online_timeout: Duration::from_secs(timeout),
-                snapshot: SnapshotOptions { size: snapshot_size },
+                snapshot: SnapshotOptions { size: snapshot_size, vss_deadline: vss_timeout.map(std::time::Duration::from_secs) },
             };
             backup_cmd(&req)
         }
@@ -170,7 +173,7 @@ fn backup_cmd(req: &BackupRequest) -> Result<(), Failure> {
             dest: resolve(&req.dest, backup::canonical_dest)?,
             store_name: req.store_name.clone(),
             method: req.method,
-            options: BackupOptions { online_timeout_secs: req.online_timeout.as_secs(), snapshot_size: req.snapshot.size },
+            options: BackupOptions::from_request(&req),
         };
         match launch::call(&request, &mut progress, &mut history, &cancel) {
             Ok(Reply::Backup { backup_dir, manifest }) => Ok((backup_dir, manifest)),

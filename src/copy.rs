@@ -12,7 +12,6 @@
 
 use std::fs::File;
 use std::io::{Read, Write};
-use std::os::unix::fs::OpenOptionsExt;
 use std::path::Path;
 
 use serde::{Deserialize, Serialize};
@@ -73,7 +72,8 @@ pub fn copy_one(src: &Path, dst: &Path, meter: &mut Meter) -> Result<(u64, Strin
 /// Whether a copy must reach the disk.
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum Durability {
-    /// A backup file: written behind as it goes and fsynced.
+    /// A backup file copied from a snapshot: written behind as it goes and
+    /// fsynced; the snapshot's pages are dropped from the cache.
     Durable,
     /// A scratch copy that lives for seconds: left to the page cache, so
     /// it usually never reaches the disk at all.
@@ -81,16 +81,9 @@ enum Durability {
 }
 
 fn copy_file(src: &Path, dst: &Path, durability: Durability, meter: &mut Meter) -> Result<(u64, String)> {
-    let input = File::options()
-        .read(true)
-        .custom_flags(libc::O_NOFOLLOW)
-        .open(src)
+    let input = crate::sys::open_nofollow(src)
         .map_err(Error::io("open", src, HINT_SOURCE))?;
-    let mut output = File::options()
-        .write(true)
-        .create_new(true)
-        .mode(0o600)
-        .open(dst)
+    let mut output = crate::sys::create_private(dst)
         .map_err(Error::io("create", dst, HINT_DEST))?;
     let digest = stream(input, src, HINT_SOURCE, Some((&mut output, dst, durability)), meter)?;
     if durability == Durability::Durable {
@@ -104,16 +97,9 @@ fn copy_file(src: &Path, dst: &Path, durability: Durability, meter: &mut Meter) 
 /// reflink: no data written) and `src` is only read for its hash; else a
 /// copy is made that is never fsynced.
 pub fn scratch_copy(src: &Path, dst: &Path, meter: &mut Meter) -> Result<(u64, String)> {
-    let input = File::options()
-        .read(true)
-        .custom_flags(libc::O_NOFOLLOW)
-        .open(src)
+    let input = crate::sys::open_nofollow(src)
         .map_err(Error::io("open", src, HINT_DEST))?;
-    let output = File::options()
-        .write(true)
-        .create_new(true)
-        .mode(0o600)
-        .open(dst)
+    let output = crate::sys::create_private(dst)
         .map_err(Error::io("create", dst, HINT_DEST))?;
     if fsutil::reflink(&input, &output).is_err() {
         drop(output);
@@ -172,7 +158,12 @@ fn stream(mut input: File, src: &Path, hint: &'static str, mut output: Option<(&
             {
                 break Err(Error::io("write", *dst, HINT_DEST)(e));
             }
-            fsutil::drop_cached(&input, size, n as u64);
+            if let Some((_, _, Durability::Durable)) = output.as_ref() {
+                // The source of a backup copy is a snapshot nobody reads
+                // again. (A backup being verified is read again right
+                // after, by SQLite, so its pages stay.)
+                fsutil::drop_cached(&input, size, n as u64);
+            }
             size += n as u64;
             if let Some((out, _, Durability::Durable)) = output.as_ref()
                 && size - flushed >= WRITE_BEHIND

@@ -1,18 +1,18 @@
 //! Small filesystem tools: durable atomic writes, directory fsync, free
 //! space, and the run locks that tell live runs from leftovers.
 //!
-//! Every run holds an exclusive `flock` on `run-<tag>.lock` in a runtime
+//! Every run holds an exclusive lock (`flock`, `LockFileEx`) on `run-<tag>.lock` in a runtime
 //! directory for as long as it lives. Snapshots, `.partial` folders and
 //! scratch folders carry the run's tag in their names, so a sweep can tell a
 //! leftover (nobody holds its lock: the run died, or the machine rebooted and
 //! `/run` was emptied) from the work of a backup that is still running.
 
-use std::fs::{self, File};
+use std::fs::{self, File, TryLockError};
 use std::io::{self, Write};
-use std::os::fd::AsRawFd;
-use std::os::unix::ffi::OsStrExt;
-use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
-use std::path::{Path, PathBuf};
+use std::path::Path;
+use std::path::PathBuf;
+
+pub use crate::sys::{drop_cached, free_space, fsync_dir, lower_io_priority, reflink, same_filesystem, write_behind};
 
 /// Write `bytes` to `path` atomically: temp file, fsync, rename, fsync dir.
 pub fn atomic_write(path: &Path, bytes: &[u8]) -> io::Result<()> {
@@ -20,7 +20,7 @@ pub fn atomic_write(path: &Path, bytes: &[u8]) -> io::Result<()> {
     let name = path.file_name().ok_or_else(|| io::Error::from(io::ErrorKind::InvalidInput))?;
     let tmp = dir.join(format!(".{}.tmp-{}", name.to_string_lossy(), std::process::id()));
     let result = (|| {
-        let mut file = File::options().write(true).create(true).truncate(true).mode(0o644).open(&tmp)?;
+        let mut file = crate::sys::open_shared_rw(&tmp, true)?;
         file.write_all(bytes)?;
         file.sync_all()?;
         fs::rename(&tmp, path)?;
@@ -32,107 +32,13 @@ pub fn atomic_write(path: &Path, bytes: &[u8]) -> io::Result<()> {
     result
 }
 
-/// Make a directory's entries (new files, renames) durable.
-pub fn fsync_dir(dir: &Path) -> io::Result<()> {
-    File::open(dir)?.sync_all()
-}
-
-/// Start writing `len` bytes at `offset` of `file` to disk now, and wait
-/// for the window before it: a steady trickle instead of a burst at fsync.
-/// Only a scheduling hint; the caller still fsyncs.
-pub fn write_behind(file: &File, offset: u64, len: u64) {
-    let fd = file.as_raw_fd();
-    // SAFETY: plain syscalls on an open descriptor; errors only lose the hint.
-    unsafe {
-        libc::sync_file_range(fd, offset as i64, len as i64, libc::SYNC_FILE_RANGE_WRITE);
-        if offset >= len {
-            libc::sync_file_range(
-                fd,
-                (offset - len) as i64,
-                len as i64,
-                libc::SYNC_FILE_RANGE_WAIT_BEFORE | libc::SYNC_FILE_RANGE_WRITE | libc::SYNC_FILE_RANGE_WAIT_AFTER,
-            );
-        }
-    }
-}
-
-/// Tell the kernel the bytes just read from `file` will not be read again
-/// (snapshot files), so a backup does not push the correlator's working
-/// set out of the page cache. Only a hint.
-pub fn drop_cached(file: &File, offset: u64, len: u64) {
-    // SAFETY: advisory syscall on an open descriptor.
-    unsafe {
-        libc::posix_fadvise(file.as_raw_fd(), offset as i64, len as i64, libc::POSIX_FADV_DONTNEED);
-    }
-}
-
-/// Make `dst` (a new, empty file) share `src`'s blocks (FICLONE): an
-/// instant copy on btrfs and reflink-enabled xfs. Fails with EOPNOTSUPP,
-/// EXDEV or EINVAL where that is not possible; the caller then copies.
-pub fn reflink(src: &File, dst: &File) -> io::Result<()> {
-    const FICLONE: libc::c_ulong = 0x4004_9409;
-    // SAFETY: FICLONE takes the source descriptor as its argument.
-    let rc = unsafe { libc::ioctl(dst.as_raw_fd(), FICLONE as _, src.as_raw_fd()) };
-    if rc == 0 { Ok(()) } else { Err(io::Error::last_os_error()) }
-}
-
-/// Put this process's disk I/O behind other processes' at the same class:
-/// best-effort, lowest level (7). Schedulers that honour priorities
-/// (mq-deadline, bfq) then serve the correlator's commits first. Not the
-/// idle class: on a disk that is never idle it would starve the backup.
-/// Threads started afterwards inherit it. Only a hint; errors are ignored.
-pub fn lower_io_priority() {
-    const IOPRIO_WHO_PROCESS: libc::c_long = 1;
-    const BEST_EFFORT_LOWEST: libc::c_long = (2 << 13) | 7;
-    // SAFETY: ioprio_set takes three integers.
-    unsafe {
-        libc::syscall(libc::SYS_ioprio_set, IOPRIO_WHO_PROCESS, 0 as libc::c_long, BEST_EFFORT_LOWEST);
-    }
-}
-
-/// Bytes available to unprivileged users on the filesystem holding `path`.
-pub fn free_space(path: &Path) -> io::Result<u64> {
-    let c = std::ffi::CString::new(path.as_os_str().as_bytes())
-        .map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))?;
-    // SAFETY: statvfs fills the zeroed struct from a valid C string.
-    let mut st: libc::statvfs = unsafe { std::mem::zeroed() };
-    if unsafe { libc::statvfs(c.as_ptr(), &mut st) } != 0 {
-        return Err(io::Error::last_os_error());
-    }
-    Ok(st.f_bavail as u64 * st.f_frsize as u64)
-}
-
-/// Whether two existing paths are on the same filesystem (device number).
-pub fn same_filesystem(a: &Path, b: &Path) -> io::Result<bool> {
-    Ok(fs::metadata(a)?.dev() == fs::metadata(b)?.dev())
-}
-
-/// Whether this process runs with root rights.
+/// Whether this process runs with administrator (root) rights.
 pub fn is_root() -> bool {
-    // SAFETY: geteuid has no failure modes.
-    unsafe { libc::geteuid() == 0 }
+    crate::sys::is_admin()
 }
 
-/// Directories where run locks may live, the one this process uses first.
 fn lock_dirs() -> Vec<PathBuf> {
-    let mut dirs = Vec::new();
-    if let Some(dir) = std::env::var_os("PERSNAP_RUN_DIR") {
-        dirs.push(PathBuf::from(dir));
-    }
-    // SAFETY: getuid has no failure modes.
-    let uid = unsafe { libc::getuid() };
-    let user_dir = match std::env::var_os("XDG_RUNTIME_DIR") {
-        Some(d) => PathBuf::from(d).join("persnap"),
-        None => std::env::temp_dir().join(format!("persnap-{uid}")),
-    };
-    if is_root() {
-        dirs.push(PathBuf::from("/run/persnap"));
-        dirs.push(user_dir);
-    } else {
-        dirs.push(user_dir);
-        dirs.push(PathBuf::from("/run/persnap"));
-    }
-    dirs
+    crate::sys::lock_dirs()
 }
 
 fn lock_name(tag: &str) -> String {
@@ -152,8 +58,11 @@ impl RunLock {
         let dir = lock_dirs().into_iter().next().expect("at least one lock dir");
         fs::create_dir_all(&dir)?;
         let path = dir.join(lock_name(tag));
-        let file = File::options().read(true).write(true).create(true).truncate(false).mode(0o644).open(&path)?;
-        flock(&file, libc::LOCK_EX | libc::LOCK_NB)?;
+        let file = crate::sys::open_shared_rw(&path, false)?;
+        file.try_lock().map_err(|e| match e {
+            TryLockError::WouldBlock => io::Error::from(io::ErrorKind::WouldBlock),
+            TryLockError::Error(e) => e,
+        })?;
         Ok(RunLock { path, _file: file })
     }
 
@@ -161,10 +70,7 @@ impl RunLock {
     pub fn is_held(tag: &str) -> bool {
         lock_dirs().iter().any(|dir| {
             let Ok(file) = File::open(dir.join(lock_name(tag))) else { return false };
-            match flock(&file, libc::LOCK_SH | libc::LOCK_NB) {
-                Ok(()) => false,
-                Err(e) => e.raw_os_error() == Some(libc::EWOULDBLOCK),
-            }
+            matches!(file.try_lock_shared(), Err(TryLockError::WouldBlock))
         })
     }
 }
@@ -175,11 +81,6 @@ impl Drop for RunLock {
     }
 }
 
-fn flock(file: &File, op: libc::c_int) -> io::Result<()> {
-    // SAFETY: flock on an open fd.
-    if unsafe { libc::flock(file.as_raw_fd(), op) } == 0 { Ok(()) } else { Err(io::Error::last_os_error()) }
-}
-
 /// A whole-file exclusive lock, waited for (used around history updates).
 pub struct FileLock {
     _file: File,
@@ -187,8 +88,8 @@ pub struct FileLock {
 
 impl FileLock {
     pub fn exclusive(path: &Path) -> io::Result<FileLock> {
-        let file = File::options().read(true).write(true).create(true).truncate(false).mode(0o644).open(path)?;
-        flock(&file, libc::LOCK_EX)?;
+        let file = crate::sys::open_shared_rw(path, false)?;
+        file.lock()?;
         Ok(FileLock { _file: file })
     }
 }
@@ -225,6 +126,7 @@ mod tests {
         d
     }
 
+    #[cfg(target_os = "linux")]
     #[test]
     fn io_priority_is_lowered_to_best_effort_7() {
         let got = std::thread::spawn(|| {

@@ -9,7 +9,6 @@
 
 use std::fs;
 use std::io;
-use std::os::unix::fs::DirBuilderExt;
 use std::path::PathBuf;
 
 use chrono::{DateTime, Utc};
@@ -189,10 +188,7 @@ impl History {
     }
 
     fn ensure_dir(&self) -> Result<()> {
-        fs::DirBuilder::new()
-            .recursive(true)
-            .mode(0o700)
-            .create(&self.dir)
+        crate::sys::create_private_dir(&self.dir, true)
             .map_err(|e| self.error("created", e.to_string()))
     }
 

@@ -1,17 +1,22 @@
 //! Starting the privileged work from the unprivileged front ends.
 //!
 //! The engine never elevates; this module does, for the CLI and the GUI:
-//! - already root: run the helper next to this executable (or the installed
-//!   one) directly;
-//! - otherwise: `pkexec /usr/libexec/persnap/persnap-helper`, whose path the
-//!   polkit action (installer/linux) is bound to.
+//! - already root/administrator: run the helper next to this executable (or
+//!   the installed one) directly, frames over its stdin and stdout;
+//! - Linux otherwise: `pkexec /usr/libexec/persnap/persnap-helper`, whose
+//!   path the polkit action (installer/linux) is bound to, frames over its
+//!   stdin and stdout;
+//! - Windows otherwise: the helper beside persnap.exe, started through UAC
+//!   (`windows.rs`), frames over a private named pipe.
 //!
-//! Requests and events travel as protocol frames over the helper's stdin and
-//! stdout. pkexec's own failures (dismissed: 126, not authorized: 127, no
+//! pkexec's and UAC's own failures (dismissed, not authorized, declined, no
 //! helper) become plain messages. The `sqlite-online` method needs no
 //! elevation and runs in-process (see `cli.rs`).
 
-use std::io::BufReader;
+#[cfg(windows)]
+pub mod windows;
+
+use std::io::{BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::sync::Arc;
@@ -25,6 +30,7 @@ use persnap::progress::{CancelToken, Phase, Progress};
 use persnap::protocol::{self, Control, Event, Reply, Request};
 
 /// Where the packages install the helper; the polkit action names this path.
+#[cfg(not(windows))]
 pub const INSTALLED_HELPER: &str = "/usr/libexec/persnap/persnap-helper";
 pub const PKEXEC: &str = "/usr/bin/pkexec";
 /// pkexec's exit status when the user dismissed the authentication dialog.
@@ -62,18 +68,30 @@ impl std::error::Error for RemoteFailure {}
 pub struct HelperRoute {
     /// The helper executable.
     pub helper: PathBuf,
-    /// Through pkexec (not root) or directly (root).
-    pub via_pkexec: bool,
+    /// Through elevation (pkexec, UAC) or directly (already privileged).
+    pub elevate: bool,
 }
 
 /// Decide how to start the helper, or say plainly why it cannot be.
+#[cfg(windows)]
+pub fn route() -> Result<HelperRoute, RemoteFailure> {
+    let helper = sibling_helper().ok_or_else(|| {
+        RemoteFailure::elevation(
+            "persnap-helper.exe is missing from persnap's folder. Reinstall persnap (the setup program installs both).",
+        )
+    })?;
+    Ok(HelperRoute { helper, elevate: !fsutil::is_root() })
+}
+
+/// Decide how to start the helper, or say plainly why it cannot be.
+#[cfg(not(windows))]
 pub fn route() -> Result<HelperRoute, RemoteFailure> {
     if fsutil::is_root() {
         let helper = sibling_helper().unwrap_or_else(|| PathBuf::from(INSTALLED_HELPER));
         if !helper.is_file() {
             return Err(not_installed(&helper));
         }
-        return Ok(HelperRoute { helper, via_pkexec: false });
+        return Ok(HelperRoute { helper, elevate: false });
     }
     if !Path::new(PKEXEC).is_file() {
         return Err(RemoteFailure::elevation(
@@ -84,7 +102,7 @@ pub fn route() -> Result<HelperRoute, RemoteFailure> {
     if !helper.is_file() {
         return Err(not_installed(&helper));
     }
-    Ok(HelperRoute { helper, via_pkexec: true })
+    Ok(HelperRoute { helper, elevate: true })
 }
 
 /// The helper built beside this executable: same folder, or one up for
@@ -92,7 +110,8 @@ pub fn route() -> Result<HelperRoute, RemoteFailure> {
 fn sibling_helper() -> Option<PathBuf> {
     let exe = std::env::current_exe().ok()?;
     let dir = exe.parent()?;
-    [dir.join("persnap-helper"), dir.parent()?.join("persnap-helper")].into_iter().find(|p| p.is_file())
+    let name = format!("persnap-helper{}", std::env::consts::EXE_SUFFIX);
+    [dir.join(&name), dir.parent()?.join(&name)].into_iter().find(|p| p.is_file())
 }
 
 fn not_installed(path: &Path) -> RemoteFailure {
@@ -124,7 +143,24 @@ pub fn call_via(
     if !route.helper.is_file() {
         return Err(not_installed(&route.helper));
     }
-    let mut cmd = if route.via_pkexec {
+    #[cfg(windows)]
+    if route.elevate {
+        return windows::call_elevated(&route.helper, request, progress, recorder, cancel);
+    }
+    call_child(route, request, progress, recorder, cancel)
+}
+
+/// Run the helper as a child (through pkexec when elevating on Linux),
+/// frames over its stdin and stdout.
+fn call_child(
+    route: HelperRoute,
+    request: &Request,
+    progress: &mut dyn Progress,
+    recorder: &mut dyn Recorder,
+    cancel: &CancelToken,
+) -> Result<Reply, RemoteFailure> {
+    let via_pkexec = route.elevate && cfg!(unix);
+    let mut cmd = if via_pkexec {
         let mut c = Command::new(PKEXEC);
         c.arg(&route.helper);
         c
@@ -144,7 +180,17 @@ pub fn call_via(
     let forwarder = forward_cancel(stdin, cancel.clone(), Arc::clone(&finished));
     let stderr = child.stderr.take().expect("piped");
     let stderr = std::thread::spawn(move || std::io::read_to_string(stderr).unwrap_or_default());
-    let mut events = BufReader::new(child.stdout.take().expect("piped"));
+    let result = relay(BufReader::new(child.stdout.take().expect("piped")), progress, recorder);
+    let status = child.wait().map_err(|e| RemoteFailure::elevation(format!("Lost the helper: {e}")))?;
+    finished.store(true, Ordering::SeqCst);
+    let _ = forwarder.join();
+    let stderr = stderr.join().unwrap_or_default();
+    result.unwrap_or_else(|| Err(explain_exit(status.code(), via_pkexec, &stderr)))
+}
+
+/// Pass the helper's events on until it stops sending; the final frame's
+/// result, if one came.
+fn relay(mut events: impl BufRead, progress: &mut dyn Progress, recorder: &mut dyn Recorder) -> Option<Result<Reply, RemoteFailure>> {
     let mut result = None;
     while let Ok(event) = protocol::read_frame::<Event>(&mut events) {
         match event {
@@ -160,15 +206,11 @@ pub fn call_via(
             Event::Error { kind, step, message } => result = Some(Err(RemoteFailure { kind, step, message })),
         }
     }
-    let status = child.wait().map_err(|e| RemoteFailure::elevation(format!("Lost the helper: {e}")))?;
-    finished.store(true, Ordering::SeqCst);
-    let _ = forwarder.join();
-    let stderr = stderr.join().unwrap_or_default();
-    result.unwrap_or_else(|| Err(explain_exit(status.code(), route.via_pkexec, &stderr)))
+    result
 }
 
 /// Write a cancel frame when the token fires; close stdin when finished.
-fn forward_cancel(mut stdin: std::process::ChildStdin, cancel: CancelToken, finished: Arc<AtomicBool>) -> std::thread::JoinHandle<()> {
+fn forward_cancel(mut stdin: impl Write + Send + 'static, cancel: CancelToken, finished: Arc<AtomicBool>) -> std::thread::JoinHandle<()> {
     std::thread::spawn(move || {
         let mut sent = false;
         while !finished.load(Ordering::SeqCst) {

@@ -69,11 +69,25 @@ pub enum Request {
 pub struct BackupOptions {
     pub online_timeout_secs: u64,
     pub snapshot_size: Option<u64>,
+    /// Deadline of the whole Volume Shadow Copy sequence (Windows).
+    #[serde(default)]
+    pub vss_timeout_secs: Option<u64>,
 }
 
 impl Default for BackupOptions {
     fn default() -> Self {
-        BackupOptions { online_timeout_secs: crate::online::DEFAULT_TIMEOUT.as_secs(), snapshot_size: None }
+        BackupOptions::from_request(&crate::backup::BackupRequest::new("", ""))
+    }
+}
+
+impl BackupOptions {
+    /// The options of an engine request, for the wire.
+    pub fn from_request(req: &crate::backup::BackupRequest) -> Self {
+        BackupOptions {
+            online_timeout_secs: req.online_timeout.as_secs(),
+            snapshot_size: req.snapshot.size,
+            vss_timeout_secs: req.snapshot.vss_deadline.map(|d| d.as_secs()),
+        }
     }
 }
 
@@ -218,7 +232,13 @@ fn check_options(options: &BackupOptions) -> Result<SnapshotOptions, Error> {
     if options.snapshot_size.is_some_and(|s| s == 0 || s > MAX_SNAPSHOT_SIZE) {
         return Err(invalid("options.snapshot_size", "must be between 1 byte and 1 PiB"));
     }
-    Ok(SnapshotOptions { size: options.snapshot_size })
+    if options.vss_timeout_secs.is_some_and(|s| s == 0 || s > MAX_TIMEOUT_SECS) {
+        return Err(invalid("options.vss_timeout_secs", format!("must be between 1 and {MAX_TIMEOUT_SECS}")));
+    }
+    Ok(SnapshotOptions {
+        size: options.snapshot_size,
+        vss_deadline: options.vss_timeout_secs.map(std::time::Duration::from_secs),
+    })
 }
 
 /// A validated request, ready for the engine.

@@ -6,9 +6,8 @@
 //! so discovery never opens the live database through SQLite (which could
 //! take locks or roll back a journal under the correlator's feet).
 
-use std::fs::{self, File, Metadata};
+use std::fs::{self, Metadata};
 use std::io::{self, Read};
-use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
@@ -238,10 +237,7 @@ fn store_not_found(dir: &Path, store_name: &str) -> Error {
 
 /// Read the first 100 bytes without following links or opening via SQLite.
 pub fn read_header(path: &Path) -> Result<SqliteHeader> {
-    let mut file = File::options()
-        .read(true)
-        .custom_flags(libc::O_NOFOLLOW)
-        .open(path)
+    let mut file = crate::sys::open_nofollow(path)
         .map_err(|source| Error::SourceUnreadable { path: path.to_owned(), source })?;
     let mut buf = Vec::with_capacity(HEADER_LEN);
     (&mut file)

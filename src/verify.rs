@@ -11,7 +11,6 @@
 //! backup's own files are only ever read.
 
 use std::fs;
-use std::os::unix::fs::DirBuilderExt;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
@@ -50,7 +49,7 @@ pub struct WorkDir {
 impl WorkDir {
     /// Create `path` (mode 0700) with the persnap work marker inside.
     pub fn create(path: PathBuf) -> Result<WorkDir> {
-        fs::DirBuilder::new().mode(0o700).create(&path).map_err(|source| Error::DestNotWritable {
+        crate::sys::create_private_dir(&path, false).map_err(|source| Error::DestNotWritable {
             path: path.parent().unwrap_or(&path).to_owned(),
             source,
         })?;
@@ -139,7 +138,7 @@ pub fn integrity_check(db: &Path) -> Result<(u64, u64)> {
 /// journal, no WAL index).
 fn integrity_check_in_place(db: &Path) -> Result<(u64, u64)> {
     let flags = OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_URI | OpenFlags::SQLITE_OPEN_NO_MUTEX;
-    let conn = Connection::open_with_flags(format!("{}?immutable=1", file_uri(db)), flags).map_err(unreadable)?;
+    let conn = Connection::open_with_flags(format!("{}?immutable=1", crate::sys::sqlite_file_uri(db)), flags).map_err(unreadable)?;
     run_integrity_check(&conn)
 }
 
@@ -156,22 +155,6 @@ fn run_integrity_check(conn: &Connection) -> Result<(u64, u64)> {
     }
     let pragma = |name: &str| conn.query_row(&format!("PRAGMA {name}"), [], |r| r.get::<_, i64>(0)).map_err(unreadable);
     Ok((pragma("page_count")? as u64, pragma("page_size")? as u64))
-}
-
-/// `file:` URI of an absolute path, every byte outside the unreserved set
-/// percent-encoded (so `?`, `#` and `%` in folder names stay part of the
-/// path).
-fn file_uri(path: &Path) -> String {
-    use std::os::unix::ffi::OsStrExt;
-    let mut uri = String::from("file:");
-    for &b in path.as_os_str().as_bytes() {
-        if b.is_ascii_alphanumeric() || b"/-._~".contains(&b) {
-            uri.push(b as char);
-        } else {
-            uri.push_str(&format!("%{b:02X}"));
-        }
-    }
-    uri
 }
 
 /// Re-check a finished backup: files exactly as the manifest lists them,

@@ -111,6 +111,7 @@ pub fn mount_for<'a>(path: &Path, mounts: &'a [Mount]) -> Option<&'a Mount> {
         })
 }
 
+#[cfg(target_os = "linux")]
 pub fn read_mounts() -> Result<Vec<Mount>> {
     let path = Path::new("/proc/self/mountinfo");
     let text = fs::read_to_string(path).map_err(|source| Error::Io {
@@ -123,6 +124,7 @@ pub fn read_mounts() -> Result<Vec<Mount>> {
 }
 
 /// Find the volume of `folder` and which snapshot method applies to it.
+#[cfg(target_os = "linux")]
 pub fn probe(folder: &Path) -> Result<VolumeInfo> {
     let folder = canonical(folder)?;
     let mounts = read_mounts()?;
@@ -131,6 +133,27 @@ pub fn probe(folder: &Path) -> Result<VolumeInfo> {
         reason: "no mount in /proc/self/mountinfo holds it".into(),
     })?;
     let snapshot = snapshot::support_for(&folder, &mount);
+    Ok(VolumeInfo { folder, mount, snapshot })
+}
+
+/// Find the volume of `folder` (GetVolumePathNameW, GetVolumeInformationW)
+/// and whether Volume Shadow Copy applies to it.
+#[cfg(windows)]
+pub fn probe(folder: &Path) -> Result<VolumeInfo> {
+    let folder = canonical(folder)?;
+    let unreadable = |source| Error::SourceUnreadable { path: folder.clone(), source };
+    let root = crate::sys::volume_root(&folder).map_err(unreadable)?;
+    let (fs_type, fixed) = crate::sys::volume_facts(&root).unwrap_or_else(|_| ("unknown".into(), false));
+    let snapshot = snapshot::vss::support(&folder.to_string_lossy(), &root, &fs_type, fixed);
+    let mount = Mount {
+        major: 0,
+        minor: 0,
+        root: PathBuf::from("\\"),
+        mount_point: PathBuf::from(&root),
+        read_only: false,
+        fs_type,
+        device: root.clone(),
+    };
     Ok(VolumeInfo { folder, mount, snapshot })
 }
 

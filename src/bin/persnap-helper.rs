@@ -1,11 +1,13 @@
 //! `persnap-helper`: the small program that does persnap's privileged work.
 //!
-//! Started by the GUI or CLI through pkexec (Linux) — or directly when the
-//! caller is root — it reads ONE request frame from stdin, validates all of
-//! it (pkexec vouches for the caller, not for the request), runs the engine,
-//! and streams event frames to stdout, ending with exactly one `done` or
-//! `error` frame. A `cancel` frame on stdin, or stdin closing, cancels the
-//! work cleanly. It never runs a shell; the only external tool (lvm) is
+//! Started by the GUI or CLI through pkexec (Linux) or UAC (Windows) — or
+//! directly when the caller is root — it reads ONE request frame, validates
+//! all of it (the elevation vouches for the caller, not for the request),
+//! runs the engine, and streams event frames back, ending with exactly one
+//! `done` or `error` frame. A `cancel` frame, or the caller hanging up,
+//! cancels the work cleanly. Frames travel over stdin/stdout, or on Windows
+//! (`--pipe NAME --parent-pid PID`) over the caller's named pipe after
+//! checking that the pipe's server is that parent process. It never runs a shell; the only external tool (lvm) is
 //! called by absolute path with a clean environment. Files it creates are
 //! handed to the invoking user (`PKEXEC_UID`).
 //!
@@ -13,8 +15,9 @@
 //! 4 copy failed; 5 verification failed; 6 cancelled; 7 busy; 9 protocol
 //! error (bad frame, wrong version); 1 internal error.
 
-use std::io::{self, BufReader, Write};
+use std::io::{self, BufReader, Read, Write};
 use std::path::Path;
+use std::sync::{Arc, Mutex};
 
 use persnap::backup::{self, BackupFailure};
 use persnap::error::{Error, ErrorKind};
@@ -23,19 +26,51 @@ use persnap::progress::{CancelToken, Level, Phase, Progress};
 use persnap::protocol::{self, Control, Event, FrameError, Reply, Request, Validated};
 
 fn main() {
-    std::process::exit(serve());
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let code = match persnap::pipe::parse_helper_args(&args) {
+        Ok(None) => serve(Box::new(io::stdin()), Box::new(io::stdout())),
+        Ok(Some(pipe)) => serve_pipe(&pipe),
+        Err(e) => {
+            let _ = writeln!(io::stderr(), "persnap-helper: {e}");
+            ErrorKind::BadInput.exit_code()
+        }
+    };
+    std::process::exit(code);
 }
 
-/// Writes events to stdout; a caller that went away cancels the work.
+/// Windows: connect to the caller's pipe and check it is the caller's.
+#[cfg(windows)]
+fn serve_pipe(args: &persnap::pipe::HelperArgs) -> i32 {
+    use persnap::pipe::windows::{Pipe, SharedPipe};
+    let connected = Pipe::open(&args.pipe).map_err(|e| e.to_string()).and_then(|pipe| {
+        let server = pipe.server_pid().map_err(|e| e.to_string())?;
+        persnap::pipe::check_peer("server", args.parent_pid, server)?;
+        Ok(Arc::new(pipe))
+    });
+    match connected {
+        Ok(pipe) => serve(Box::new(SharedPipe(Arc::clone(&pipe))), Box::new(SharedPipe(pipe))),
+        // Nobody to tell but the exit code, which the caller reads.
+        Err(_) => ErrorKind::Protocol.exit_code(),
+    }
+}
+
+#[cfg(not(windows))]
+fn serve_pipe(_args: &persnap::pipe::HelperArgs) -> i32 {
+    let _ = writeln!(io::stderr(), "persnap-helper: --pipe is only used on Windows; here requests come on stdin");
+    ErrorKind::BadInput.exit_code()
+}
+
+/// Writes events to the caller; a caller that went away cancels the work.
 #[derive(Clone)]
 struct Events {
     cancel: CancelToken,
+    out: Arc<Mutex<Box<dyn Write + Send>>>,
 }
 
 impl Events {
     fn send(&self, event: Event) {
-        let mut out = io::stdout().lock();
-        if protocol::write_frame(&mut out, &event).is_err() {
+        let mut out = self.out.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        if protocol::write_frame(&mut *out, &event).is_err() {
             self.cancel.cancel();
         }
     }
@@ -65,10 +100,10 @@ impl Recorder for Events {
     }
 }
 
-fn serve() -> i32 {
+fn serve(input: Box<dyn Read + Send>, output: Box<dyn Write + Send>) -> i32 {
     persnap::fsutil::lower_io_priority();
-    let mut events = Events { cancel: CancelToken::new() };
-    let mut input = BufReader::new(io::stdin());
+    let mut events = Events { cancel: CancelToken::new(), out: Arc::new(Mutex::new(output)) };
+    let mut input = BufReader::new(input);
     let request = match protocol::read_frame::<Request>(&mut input) {
         Ok(r) => r,
         Err(e) => return events.fail(&Error::Protocol { detail: e.to_string() }, None),
@@ -112,7 +147,7 @@ fn serve() -> i32 {
 }
 
 /// Cancel when the caller says so or goes away (stdin closes).
-fn watch_for_cancel(mut input: BufReader<io::Stdin>, cancel: CancelToken) {
+fn watch_for_cancel(mut input: BufReader<Box<dyn Read + Send>>, cancel: CancelToken) {
     std::thread::spawn(move || {
         loop {
             match protocol::read_frame::<Control>(&mut input) {
@@ -125,6 +160,7 @@ fn watch_for_cancel(mut input: BufReader<io::Stdin>, cancel: CancelToken) {
 }
 
 /// Under pkexec, give the new backup to the user who asked for it.
+#[cfg(unix)]
 fn hand_to_invoking_user(dir: &Path) {
     let Some(uid) = std::env::var("PKEXEC_UID").ok().and_then(|u| u.parse::<u32>().ok()) else { return };
     let gid = primary_gid(uid);
@@ -137,6 +173,12 @@ fn hand_to_invoking_user(dir: &Path) {
     }
 }
 
+/// Windows: UAC elevates the same user (or an administrator who approved
+/// the prompt); new files inherit the backup folder's permissions.
+#[cfg(windows)]
+fn hand_to_invoking_user(_dir: &Path) {}
+
+#[cfg(unix)]
 fn primary_gid(uid: u32) -> Option<u32> {
     let mut buf = vec![0u8; 16 * 1024];
     // SAFETY: getpwuid_r writes into pwd and buf, both sized as declared.

@@ -152,6 +152,8 @@ pub struct PersnapApp {
 
 impl PersnapApp {
     pub fn new(cc: &eframe::CreationContext<'_>) -> Self {
+        #[cfg(windows)]
+        own_uac_prompts(cc);
         let settings = cc.storage.and_then(|s| eframe::get_value(s, SETTINGS_KEY)).unwrap_or_default();
         Self::with_settings(settings, History::open_default())
     }
@@ -262,6 +264,18 @@ fn upsert_run(runs: &mut Vec<Run>, run: Run) {
     match runs.iter_mut().find(|r| r.id == run.id) {
         Some(slot) => *slot = run,
         None => runs.push(run),
+    }
+}
+
+/// UAC prompts for the helper belong to this window (they appear in front
+/// of it, not behind).
+#[cfg(windows)]
+fn own_uac_prompts(cc: &eframe::CreationContext<'_>) {
+    use raw_window_handle::{HasWindowHandle, RawWindowHandle};
+    if let Ok(handle) = cc.window_handle()
+        && let RawWindowHandle::Win32(win32) = handle.as_raw()
+    {
+        crate::launch::windows::set_owner_window(win32.hwnd.get());
     }
 }
 

@@ -256,7 +256,7 @@ fn btrfs_snapshot_backup_from_the_window_and_a_missing_helper() {
     assert!(h.query_by_label("Backup verified").is_some());
 
     // The helper is not where it should be: a plain elevation error.
-    h.state_mut().rt.helper = Some(HelperRoute { helper: "/nonexistent/persnap-helper".into(), via_pkexec: true });
+    h.state_mut().rt.helper = Some(HelperRoute { helper: "/nonexistent/persnap-helper".into(), elevate: true });
     h.get_by_label("Back up now").click();
     wait_until(&mut h, "the elevation failure", |app| matches!(app.rt.outcome, Some(Outcome::Failed(_))));
     writer.stop();

@@ -116,7 +116,7 @@ pub fn backup(ctx: &eframe::egui::Context, req: BackupRequest, history: History,
                 dest: req.dest.clone(),
                 store_name: req.store_name.clone(),
                 method: req.method,
-                options: BackupOptions { online_timeout_secs: req.online_timeout.as_secs(), snapshot_size: req.snapshot.size },
+                options: BackupOptions::from_request(&req),
             };
             match route(helper).and_then(|r| launch::call_via(r, &request, &mut progress, &mut recorder, &cancel)) {
                 Ok(Reply::Backup { backup_dir, manifest }) => Ok((backup_dir, Box::new(manifest))),
@@ -136,7 +136,7 @@ pub fn test_snapshot(ctx: &eframe::egui::Context, req: BackupRequest, helper: Op
             dest: None,
             store_name: req.store_name.clone(),
             method: req.method,
-            options: BackupOptions { online_timeout_secs: req.online_timeout.as_secs(), snapshot_size: req.snapshot.size },
+            options: BackupOptions::from_request(&req),
             test_snapshot: true,
         };
         let mut progress = notify.clone();

@@ -8,10 +8,15 @@
 //! [`SnapshotProvider::sweep`] removes tagged leftovers of runs that were
 //! killed before they could clean up, and nothing else.
 
+#[cfg(target_os = "linux")]
 pub mod btrfs;
+#[cfg(target_os = "linux")]
 pub mod lvm;
+#[cfg(target_os = "linux")]
 pub mod mount;
 pub mod vss;
+#[cfg(windows)]
+pub mod vss_com;
 
 use std::path::{Path, PathBuf};
 
@@ -93,6 +98,7 @@ impl Drop for SnapshotGuard {
 }
 
 /// Which snapshot method applies to `folder` on `mount`, in plain words.
+#[cfg(target_os = "linux")]
 pub fn support_for(folder: &Path, mount: &Mount) -> SnapshotSupport {
     if mount.fs_type == "btrfs" {
         return btrfs::support(folder, mount);
@@ -137,9 +143,13 @@ pub struct SnapshotOptions {
     /// Size of a classic LVM snapshot in bytes (`--snapshot-size`); chosen
     /// from the origin and the free space when absent.
     pub size: Option<u64>,
+    /// The one deadline for the whole Volume Shadow Copy sequence
+    /// (default [`vss::DEFAULT_DEADLINE`]).
+    pub vss_deadline: Option<std::time::Duration>,
 }
 
 /// The provider implementing a snapshot method on this platform.
+#[cfg(target_os = "linux")]
 pub fn provider(method: Method, options: &SnapshotOptions) -> Result<Box<dyn SnapshotProvider>> {
     match method {
         Method::Btrfs => Ok(Box::new(btrfs::BtrfsProvider)),
@@ -149,9 +159,40 @@ pub fn provider(method: Method, options: &SnapshotOptions) -> Result<Box<dyn Sna
     }
 }
 
-/// Every provider that can sweep on this platform.
-pub fn sweepers() -> Vec<Box<dyn SnapshotProvider>> {
-    vec![Box::new(btrfs::BtrfsProvider), Box::new(lvm::LvmProvider::default())]
+/// The provider implementing a snapshot method on this platform.
+#[cfg(windows)]
+pub fn provider(method: Method, options: &SnapshotOptions) -> Result<Box<dyn SnapshotProvider>> {
+    match method {
+        Method::Vss => Ok(Box::new(vss_com::VssProvider { deadline: options.vss_deadline.unwrap_or(vss::DEFAULT_DEADLINE) })),
+        Method::Btrfs | Method::Lvm => Err(Error::MethodUnavailable { method, reason: "it exists only on Linux" }),
+        Method::SqliteOnline => Err(Error::MethodUnavailable { method, reason: "it is not a snapshot method" }),
+    }
+}
+
+/// Remove persnap-tagged snapshots of interrupted runs on every mounted
+/// volume. Returns one line per snapshot removed or problem found.
+#[cfg(target_os = "linux")]
+pub fn sweep_all() -> Vec<String> {
+    let mounts = match crate::volume::read_mounts() {
+        Ok(mounts) => mounts,
+        Err(e) => return vec![e.to_string()],
+    };
+    let providers: [Box<dyn SnapshotProvider>; 2] = [Box::new(btrfs::BtrfsProvider), Box::new(lvm::LvmProvider::default())];
+    let mut lines = Vec::new();
+    for provider in providers {
+        match provider.sweep(&mounts) {
+            Ok(removed) => lines.extend(removed.into_iter().map(|r| format!("Removed leftover snapshot {r}"))),
+            Err(e) => lines.push(format!("Could not remove a leftover {} snapshot: {e}", provider.method())),
+        }
+    }
+    lines
+}
+
+/// Windows: shadow copies made in the backup context are removed by
+/// Windows when the process that made them ends, so none can be left over.
+#[cfg(windows)]
+pub fn sweep_all() -> Vec<String> {
+    Vec::new()
 }
 
 #[cfg(test)]

@@ -305,6 +305,22 @@ pub fn check_bitness(running_under_wow64: bool) -> Result<()> {
     Ok(())
 }
 
+/// Whether Volume Shadow Copy applies to `folder` on the volume `root`
+/// (filesystem `fs_type`, a fixed local disk or not), in plain words.
+pub fn support(folder: &str, root: &str, fs_type: &str, fixed_disk: bool) -> crate::volume::SnapshotSupport {
+    use crate::volume::SnapshotSupport::{Available, Unavailable};
+    if is_network_path(folder) || is_network_path(root) {
+        return Unavailable { reason: "it is on a network share, and Volume Shadow Copy can only snapshot local volumes".into() };
+    }
+    if !fixed_disk {
+        return Unavailable { reason: format!("it is on {root}, which is not a fixed local disk (removable and network drives have no shadow copies)") };
+    }
+    if !["NTFS", "ReFS"].iter().any(|fs| fs.eq_ignore_ascii_case(fs_type)) {
+        return Unavailable { reason: format!("it is on {root}, a {fs_type} volume; Volume Shadow Copy needs NTFS or ReFS") };
+    }
+    Available { method: crate::method::Method::Vss, detail: format!("Volume Shadow Copy of {root} ({fs_type})") }
+}
+
 /// A Windows folder path split for snapshotting: the volume it is on
 /// (with a trailing backslash, as VSS wants it) and the rest.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -638,5 +654,19 @@ mod tests {
         }
         let err = split_at_volume(r"D:\other", r"C:\").unwrap_err();
         assert!(err.to_string().contains("not below the volume root"), "{err}");
+    }
+
+    #[test]
+    fn support_says_why_not() {
+        use crate::volume::SnapshotSupport;
+        let ok = support(r"C:\ProgramData\Apama", r"C:\", "NTFS", true);
+        assert!(matches!(ok, SnapshotSupport::Available { method: crate::method::Method::Vss, .. }), "{ok:?}");
+        let reason = |s: SnapshotSupport| match s {
+            SnapshotSupport::Unavailable { reason } => reason,
+            other => panic!("{other:?}"),
+        };
+        assert!(reason(support(r"\\srv\share\db", r"\\srv\share\", "NTFS", false)).contains("network share"));
+        assert!(reason(support(r"F:\db", r"F:\", "NTFS", false)).contains("not a fixed local disk"));
+        assert!(reason(support(r"E:\db", r"E:\", "FAT32", true)).contains("needs NTFS or ReFS"));
     }
 }

@@ -1,0 +1,164 @@
+//! Windows elevation: start `persnap-helper.exe` through UAC and talk to it
+//! over a private named pipe.
+//!
+//! The helper's manifest says `requireAdministrator`; ShellExecuteExW with
+//! the "runas" verb shows the UAC prompt, parented to persnap's window so
+//! it appears in front of it. We keep the process handle: to notice a
+//! helper that ends before connecting, to check that the pipe's client is
+//! that very process, and to read its exit code. A declined prompt
+//! (ERROR_CANCELLED) is a plain message, not an error code.
+
+use std::io::BufReader;
+use std::path::Path;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicIsize, Ordering};
+use std::time::Duration;
+
+use persnap::history::Recorder;
+use persnap::pipe::windows::{Pipe, SharedPipe, current_user_sid};
+use persnap::pipe::{self, HelperArgs};
+use persnap::progress::{CancelToken, Progress};
+use persnap::protocol::{self, Reply, Request};
+use winapi::shared::minwindef::DWORD;
+use winapi::shared::winerror::ERROR_CANCELLED;
+use winapi::um::errhandlingapi::GetLastError;
+use winapi::um::handleapi::CloseHandle;
+use winapi::um::processthreadsapi::{GetExitCodeProcess, GetProcessId};
+use winapi::um::shellapi::{SEE_MASK_FLAG_NO_UI, SEE_MASK_NOASYNC, SEE_MASK_NOCLOSEPROCESS, SHELLEXECUTEINFOW, ShellExecuteExW};
+use winapi::um::synchapi::WaitForSingleObject;
+use winapi::um::winbase::INFINITE;
+use winapi::um::winnt::HANDLE;
+use winapi::um::winuser::SW_HIDE;
+
+use super::{RemoteFailure, explain_exit, forward_cancel, relay};
+
+/// How long the UAC prompt may wait for the user before persnap gives up.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(600);
+
+/// The window UAC prompts belong to (the GUI sets it; 0 for the CLI).
+static OWNER_WINDOW: AtomicIsize = AtomicIsize::new(0);
+
+/// Parent future UAC prompts to this window (an HWND).
+pub fn set_owner_window(hwnd: isize) {
+    OWNER_WINDOW.store(hwnd, Ordering::Relaxed);
+}
+
+/// The helper's process, owned.
+struct Process(HANDLE);
+
+unsafe impl Send for Process {}
+
+impl Process {
+    fn pid(&self) -> u32 {
+        // SAFETY: a live process handle we own.
+        unsafe { GetProcessId(self.0) }
+    }
+
+    fn wait(&self) -> Option<i32> {
+        let mut code: DWORD = 0;
+        // SAFETY: as above.
+        unsafe {
+            WaitForSingleObject(self.0, INFINITE);
+            (GetExitCodeProcess(self.0, &mut code) != 0).then_some(code as i32)
+        }
+    }
+}
+
+impl Drop for Process {
+    fn drop(&mut self) {
+        // SAFETY: we own the handle.
+        unsafe {
+            CloseHandle(self.0);
+        }
+    }
+}
+
+fn wide(text: &str) -> Vec<u16> {
+    text.encode_utf16().chain(std::iter::once(0)).collect()
+}
+
+/// What a failed ShellExecuteExW means for the person at the screen.
+pub fn start_failure(error: u32, helper: &Path) -> RemoteFailure {
+    if error == ERROR_CANCELLED {
+        return RemoteFailure::elevation("You declined the administrator prompt; the backup did not run.");
+    }
+    RemoteFailure::elevation(format!(
+        "Could not start {} as administrator ({}). Reinstall persnap if the file is missing.",
+        helper.display(),
+        std::io::Error::from_raw_os_error(error as i32)
+    ))
+}
+
+/// ShellExecuteExW "runas": the UAC prompt, then the elevated helper.
+fn start_elevated(helper: &Path, parameters: &str) -> Result<Process, RemoteFailure> {
+    let verb = wide("runas");
+    let file = wide(&helper.to_string_lossy());
+    let params = wide(parameters);
+    // SAFETY: SHELLEXECUTEINFOW is plain data; the strings outlive the call.
+    unsafe {
+        let mut info: SHELLEXECUTEINFOW = std::mem::zeroed();
+        info.cbSize = std::mem::size_of::<SHELLEXECUTEINFOW>() as DWORD;
+        info.fMask = SEE_MASK_NOCLOSEPROCESS | SEE_MASK_NOASYNC | SEE_MASK_FLAG_NO_UI;
+        info.hwnd = OWNER_WINDOW.load(Ordering::Relaxed) as _;
+        info.lpVerb = verb.as_ptr();
+        info.lpFile = file.as_ptr();
+        info.lpParameters = params.as_ptr();
+        info.nShow = SW_HIDE;
+        if ShellExecuteExW(&mut info) == 0 {
+            return Err(start_failure(GetLastError(), helper));
+        }
+        if info.hProcess.is_null() {
+            return Err(RemoteFailure::elevation("Windows started the helper but gave no handle to it; the backup did not run."));
+        }
+        Ok(Process(info.hProcess))
+    }
+}
+
+fn channel_failure(what: &str, e: impl std::fmt::Display) -> RemoteFailure {
+    RemoteFailure::elevation(format!("Could not {what} the administrator helper: {e}. The backup did not run."))
+}
+
+/// Start the helper through UAC and relay its events until it finishes.
+pub fn call_elevated(
+    helper: &Path,
+    request: &Request,
+    progress: &mut dyn Progress,
+    recorder: &mut dyn Recorder,
+    cancel: &CancelToken,
+) -> Result<Reply, RemoteFailure> {
+    let sid = current_user_sid().map_err(|e| channel_failure("prepare a private channel to", e))?;
+    let args = HelperArgs { pipe: pipe::random_pipe_name(), parent_pid: std::process::id() };
+    let server = Pipe::create(&args.pipe, &pipe::pipe_sddl(&sid)).map_err(|e| channel_failure("open a private channel to", e))?;
+    let process = start_elevated(helper, &pipe::helper_command_line(&args))?;
+    if let Err(e) = server.accept(Some(process.0), CONNECT_TIMEOUT) {
+        return Err(match e.kind() {
+            std::io::ErrorKind::BrokenPipe => explain_exit(process.wait(), false, ""),
+            _ => channel_failure("connect to", e),
+        });
+    }
+    let client = server.client_pid().map_err(|e| channel_failure("identify", e))?;
+    pipe::check_peer("client", process.pid(), client).map_err(|e| channel_failure("trust", e))?;
+    let server = Arc::new(server);
+    protocol::write_frame(&mut SharedPipe(Arc::clone(&server)), request).map_err(|e| channel_failure("send the request to", e))?;
+    let finished = Arc::new(AtomicBool::new(false));
+    let forwarder = forward_cancel(SharedPipe(Arc::clone(&server)), cancel.clone(), Arc::clone(&finished));
+    let result = relay(BufReader::new(SharedPipe(Arc::clone(&server))), progress, recorder);
+    let code = process.wait();
+    finished.store(true, Ordering::SeqCst);
+    let _ = forwarder.join();
+    result.unwrap_or_else(|| Err(explain_exit(code, false, "")))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_declined_prompt_is_said_plainly() {
+        let declined = start_failure(ERROR_CANCELLED, Path::new(r"C:\Program Files\persnap\persnap-helper.exe"));
+        assert_eq!(declined.message, "You declined the administrator prompt; the backup did not run.");
+        assert_eq!(declined.kind, persnap::ErrorKind::Elevation);
+        let missing = start_failure(2, Path::new(r"C:\x\persnap-helper.exe"));
+        assert!(missing.message.contains(r"C:\x\persnap-helper.exe") && missing.message.contains("Reinstall"), "{}", missing.message);
+    }
+}

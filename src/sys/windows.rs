@@ -1,0 +1,196 @@
+//! Windows implementations of [`crate::sys`], plus the volume facts the
+//! VSS provider needs (volume root, filesystem, drive type).
+
+use std::ffi::OsString;
+use std::fs::{self, File};
+use std::io;
+use std::os::windows::ffi::{OsStrExt, OsStringExt};
+use std::os::windows::fs::OpenOptionsExt;
+use std::path::{Path, PathBuf};
+
+use winapi::shared::minwindef::{DWORD, MAX_PATH};
+use winapi::um::fileapi::{GetDiskFreeSpaceExW, GetDriveTypeW, GetVolumeInformationW, GetVolumePathNameW};
+use winapi::um::handleapi::CloseHandle;
+use winapi::um::processthreadsapi::{GetCurrentProcess, OpenProcessToken, SetPriorityClass};
+use winapi::um::securitybaseapi::GetTokenInformation;
+use winapi::um::winbase::{DRIVE_FIXED, PROCESS_MODE_BACKGROUND_BEGIN};
+use winapi::um::winnt::{FILE_ATTRIBUTE_REPARSE_POINT, HANDLE, TOKEN_ELEVATION, TOKEN_QUERY, TokenElevation};
+
+const FILE_FLAG_OPEN_REPARSE_POINT: u32 = 0x0020_0000;
+
+/// A path as a NUL-terminated UTF-16 string.
+pub fn wide(path: &Path) -> Vec<u16> {
+    path.as_os_str().encode_wide().chain(std::iter::once(0)).collect()
+}
+
+fn from_wide(buf: &[u16]) -> String {
+    let end = buf.iter().position(|&c| c == 0).unwrap_or(buf.len());
+    OsString::from_wide(&buf[..end]).to_string_lossy().into_owned()
+}
+
+/// Open an existing file for reading; a symbolic link or junction is an
+/// error, never followed.
+pub fn open_nofollow(path: &Path) -> io::Result<File> {
+    let file = File::options().read(true).custom_flags(FILE_FLAG_OPEN_REPARSE_POINT).open(path)?;
+    use std::os::windows::fs::MetadataExt;
+    if file.metadata()?.file_attributes() & FILE_ATTRIBUTE_REPARSE_POINT != 0 {
+        return Err(io::Error::new(io::ErrorKind::InvalidInput, "it is a symbolic link or junction"));
+    }
+    Ok(file)
+}
+
+/// Create a new file (it must not exist). Access follows the folder's
+/// permissions, which persnap's own folders restrict.
+pub fn create_private(path: &Path) -> io::Result<File> {
+    File::options().write(true).create_new(true).open(path)
+}
+
+/// Open or create a file for locks and history.
+pub fn open_shared_rw(path: &Path, truncate: bool) -> io::Result<File> {
+    File::options().read(true).write(true).create(true).truncate(truncate).open(path)
+}
+
+/// Create a folder (and its parents when `recursive`).
+pub fn create_private_dir(path: &Path, recursive: bool) -> io::Result<()> {
+    if recursive { fs::create_dir_all(path) } else { fs::create_dir(path) }
+}
+
+/// NTFS journals directory changes itself; nothing to flush.
+pub fn fsync_dir(_dir: &Path) -> io::Result<()> {
+    Ok(())
+}
+
+/// Windows writes behind on its own; no hint needed.
+pub fn write_behind(_file: &File, _offset: u64, _len: u64) {}
+
+/// No per-range cache advice on Windows.
+pub fn drop_cached(_file: &File, _offset: u64, _len: u64) {}
+
+/// Block cloning is not used on Windows; the caller copies.
+pub fn reflink(_src: &File, _dst: &File) -> io::Result<()> {
+    Err(io::Error::from(io::ErrorKind::Unsupported))
+}
+
+/// Background processing mode: lower I/O and memory priority for the
+/// whole process, so the correlator's own I/O goes first.
+pub fn lower_io_priority() {
+    // SAFETY: pseudo-handle of this process; failure only loses the hint.
+    unsafe {
+        SetPriorityClass(GetCurrentProcess(), PROCESS_MODE_BACKGROUND_BEGIN);
+    }
+}
+
+/// Bytes available to this user on the volume holding `path`.
+pub fn free_space(path: &Path) -> io::Result<u64> {
+    let mut available = 0u64;
+    // SAFETY: valid NUL-terminated path; out-pointers to locals.
+    let ok = unsafe {
+        GetDiskFreeSpaceExW(
+            wide(path).as_ptr(),
+            (&mut available as *mut u64).cast(),
+            std::ptr::null_mut(),
+            std::ptr::null_mut(),
+        )
+    };
+    if ok == 0 { Err(io::Error::last_os_error()) } else { Ok(available) }
+}
+
+/// Whether two existing paths are on the same volume.
+pub fn same_filesystem(a: &Path, b: &Path) -> io::Result<bool> {
+    Ok(volume_root(a)?.eq_ignore_ascii_case(&volume_root(b)?))
+}
+
+/// Whether this process runs elevated (as administrator).
+pub fn is_admin() -> bool {
+    let mut token: HANDLE = std::ptr::null_mut();
+    // SAFETY: standard token query; the handle is closed below.
+    unsafe {
+        if OpenProcessToken(GetCurrentProcess(), TOKEN_QUERY, &mut token) == 0 {
+            return false;
+        }
+        let mut elevation = TOKEN_ELEVATION { TokenIsElevated: 0 };
+        let mut len: DWORD = 0;
+        let ok = GetTokenInformation(
+            token,
+            TokenElevation,
+            (&mut elevation as *mut TOKEN_ELEVATION).cast(),
+            std::mem::size_of::<TOKEN_ELEVATION>() as DWORD,
+            &mut len,
+        );
+        CloseHandle(token);
+        ok != 0 && elevation.TokenIsElevated != 0
+    }
+}
+
+/// This machine's name, for manifests and history.
+pub fn host_name() -> String {
+    std::env::var("COMPUTERNAME").unwrap_or_default()
+}
+
+/// Where run locks live: under ProgramData for the elevated helper, under
+/// the user's local application data otherwise; all are checked.
+pub fn lock_dirs() -> Vec<PathBuf> {
+    let mut dirs = Vec::new();
+    if let Some(dir) = std::env::var_os("PERSNAP_RUN_DIR") {
+        dirs.push(PathBuf::from(dir));
+    }
+    let system = std::env::var_os("ProgramData").map(|d| PathBuf::from(d).join("persnap").join("run"));
+    let user = std::env::var_os("LOCALAPPDATA").map(|d| PathBuf::from(d).join("persnap").join("run"));
+    let (first, second) = if is_admin() { (system, user) } else { (user, system) };
+    dirs.extend(first);
+    dirs.extend(second);
+    if dirs.is_empty() {
+        dirs.push(std::env::temp_dir().join("persnap-run"));
+    }
+    dirs
+}
+
+/// `file:///C:/...` URI of an absolute path for SQLite.
+pub fn sqlite_file_uri(path: &Path) -> String {
+    let text = path.to_string_lossy();
+    let plain = text.strip_prefix(r"\\?\").unwrap_or(&text).replace('\\', "/");
+    let mut uri = String::from("file:///");
+    for &b in plain.as_bytes() {
+        if b.is_ascii_alphanumeric() || b"/-._~:".contains(&b) {
+            uri.push(b as char);
+        } else {
+            uri.push_str(&format!("%{b:02X}"));
+        }
+    }
+    uri
+}
+
+/// The root of the volume holding `path` (`C:\`, or a mount folder such as
+/// `C:\mnt\data\`), as GetVolumePathNameW reports it.
+pub fn volume_root(path: &Path) -> io::Result<String> {
+    let mut buf = vec![0u16; 32 * 1024];
+    // SAFETY: buffer length passed with the buffer.
+    let ok = unsafe { GetVolumePathNameW(wide(path).as_ptr(), buf.as_mut_ptr(), buf.len() as DWORD) };
+    if ok == 0 { Err(io::Error::last_os_error()) } else { Ok(from_wide(&buf)) }
+}
+
+/// Filesystem name (NTFS, ReFS, FAT32 …) and whether the volume is a fixed
+/// local disk.
+pub fn volume_facts(root: &str) -> io::Result<(String, bool)> {
+    let root_w: Vec<u16> = root.encode_utf16().chain(std::iter::once(0)).collect();
+    let mut fs_name = [0u16; MAX_PATH + 1];
+    // SAFETY: buffers with their lengths; unused outputs are null.
+    let ok = unsafe {
+        GetVolumeInformationW(
+            root_w.as_ptr(),
+            std::ptr::null_mut(),
+            0,
+            std::ptr::null_mut(),
+            std::ptr::null_mut(),
+            std::ptr::null_mut(),
+            fs_name.as_mut_ptr(),
+            fs_name.len() as DWORD,
+        )
+    };
+    if ok == 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: valid NUL-terminated root path.
+    let fixed = unsafe { GetDriveTypeW(root_w.as_ptr()) } == DRIVE_FIXED;
+    Ok((from_wide(&fs_name), fixed))
+}
