@@ -23,9 +23,18 @@ fn main() {
 fn compile_resources(rc: &str, object: &PathBuf) {
     let windres = std::env::var("WINDRES").unwrap_or_else(|_| "x86_64-w64-mingw32-windres".into());
     let status = Command::new(&windres)
-        .args(["--input-format=rc", "--output-format=coff", "--include-dir=installer/windows", "-i", rc, "-o"])
+        .args([
+            "--input-format=rc",
+            "--output-format=coff",
+            "--include-dir=installer/windows",
+            "-i",
+            rc,
+            "-o",
+        ])
         .arg(object)
         .status()
-        .unwrap_or_else(|e| panic!("cannot run {windres} (apt install binutils-mingw-w64-x86-64): {e}"));
+        .unwrap_or_else(|e| {
+            panic!("cannot run {windres} (apt install binutils-mingw-w64-x86-64): {e}")
+        });
     assert!(status.success(), "{windres} failed on {rc}");
 }

@@ -17,217 +17,282 @@
 //!
 //! Backups go to the root disk (another filesystem), as real ones do.
 
-use std::io::Write;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
-
-fn run(cmd: &mut Command) -> String {
-    let out = cmd.output().unwrap_or_else(|e| panic!("{cmd:?}: {e}"));
-    assert!(out.status.success(), "{cmd:?}: {}", String::from_utf8_lossy(&out.stderr));
-    String::from_utf8_lossy(&out.stdout).trim().to_owned()
+#[cfg(not(target_os = "linux"))]
+fn main() {
+    eprintln!(
+        "The backup benchmark needs Linux (btrfs loop volumes, a writer process); nothing to do here."
+    );
 }
 
-fn target_bin(name: &str) -> PathBuf {
-    // benches run from target/release/deps; the binaries sit one up.
-    let exe = std::env::current_exe().unwrap();
-    exe.parent().unwrap().parent().unwrap().join(name)
+#[cfg(target_os = "linux")]
+fn main() {
+    linux::main();
 }
 
-struct Volume {
-    dir: PathBuf,
-    dev: String,
-    mnt: PathBuf,
-}
+#[cfg(target_os = "linux")]
+mod linux {
+    use std::io::Write;
+    use std::path::{Path, PathBuf};
+    use std::process::{Child, Command, Stdio};
+    use std::time::{Duration, Instant};
 
-impl Volume {
-    fn btrfs(size_mb: u64) -> Volume {
-        let dir = PathBuf::from(format!("/var/tmp/persnap-bench-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
-        let img = dir.join("fs.img");
-        run(Command::new("truncate").arg(format!("-s{size_mb}M")).arg(&img));
-        let dev = run(Command::new("losetup").args(["-f", "--show"]).arg(&img));
-        run(Command::new("mkfs.btrfs").args(["-q", "-f", &dev]));
-        let mnt = dir.join("mnt");
-        std::fs::create_dir_all(&mnt).unwrap();
-        run(Command::new("mount").arg(&dev).arg(&mnt));
-        run(Command::new("btrfs").args(["subvolume", "create"]).arg(mnt.join("apama")));
-        Volume { dir, dev, mnt }
+    fn run(cmd: &mut Command) -> String {
+        let out = cmd.output().unwrap_or_else(|e| panic!("{cmd:?}: {e}"));
+        assert!(
+            out.status.success(),
+            "{cmd:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).trim().to_owned()
     }
-}
 
-impl Drop for Volume {
-    fn drop(&mut self) {
-        let _ = Command::new("umount").arg(&self.mnt).status();
-        let _ = Command::new("losetup").arg("-d").arg(&self.dev).status();
-        let _ = std::fs::remove_dir_all(&self.dir);
+    fn target_bin(name: &str) -> PathBuf {
+        // benches run from target/release/deps; the binaries sit one up.
+        let exe = std::env::current_exe().unwrap();
+        exe.parent().unwrap().parent().unwrap().join(name)
     }
-}
 
-/// A writer process; its stats come back when it stops.
-struct Writer(Child, PathBuf);
+    struct Volume {
+        dir: PathBuf,
+        dev: String,
+        mnt: PathBuf,
+    }
 
-impl Writer {
-    fn start(db: &Path) -> Writer {
-        let stop = db.with_extension("stop");
-        let _ = std::fs::remove_file(&stop);
-        let child = Command::new(target_bin("persnap-loadgen"))
-            .arg("run")
-            .arg(db)
-            .arg("--stop-file")
-            .arg(&stop)
+    impl Volume {
+        fn btrfs(size_mb: u64) -> Volume {
+            let dir = PathBuf::from(format!("/var/tmp/persnap-bench-{}", std::process::id()));
+            std::fs::create_dir_all(&dir).unwrap();
+            let img = dir.join("fs.img");
+            run(Command::new("truncate")
+                .arg(format!("-s{size_mb}M"))
+                .arg(&img));
+            let dev = run(Command::new("losetup").args(["-f", "--show"]).arg(&img));
+            run(Command::new("mkfs.btrfs").args(["-q", "-f", &dev]));
+            let mnt = dir.join("mnt");
+            std::fs::create_dir_all(&mnt).unwrap();
+            run(Command::new("mount").arg(&dev).arg(&mnt));
+            run(Command::new("btrfs")
+                .args(["subvolume", "create"])
+                .arg(mnt.join("apama")));
+            Volume { dir, dev, mnt }
+        }
+    }
+
+    impl Drop for Volume {
+        fn drop(&mut self) {
+            let _ = Command::new("umount").arg(&self.mnt).status();
+            let _ = Command::new("losetup").arg("-d").arg(&self.dev).status();
+            let _ = std::fs::remove_dir_all(&self.dir);
+        }
+    }
+
+    /// A writer process; its stats come back when it stops.
+    struct Writer(Child, PathBuf);
+
+    impl Writer {
+        fn start(db: &Path) -> Writer {
+            let stop = db.with_extension("stop");
+            let _ = std::fs::remove_file(&stop);
+            let child = Command::new(target_bin("persnap-loadgen"))
+                .arg("run")
+                .arg(db)
+                .arg("--stop-file")
+                .arg(&stop)
+                .stdout(Stdio::piped())
+                .spawn()
+                .unwrap();
+            std::thread::sleep(Duration::from_millis(500));
+            Writer(child, stop)
+        }
+
+        /// Worst commit (ms) while it ran.
+        fn stop(self) -> f64 {
+            std::fs::write(&self.1, b"").unwrap();
+            let out = self.0.wait_with_output().unwrap();
+            let stats: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+            stats["max_commit_ms"].as_f64().unwrap()
+        }
+    }
+
+    /// Run the helper directly (root) with one backup request; wall time and
+    /// its peak RSS (KiB) from wait4.
+    fn helper_backup(store: &Path, dest: &Path, method: &str) -> (Duration, i64, PathBuf) {
+        let frame = serde_json::json!({"version": 1, "type": "backup", "source": store, "dest": dest,
+            "store_name": "persistence.db", "method": method, "options": {"online_timeout_secs": 3600, "snapshot_size": null}});
+        let started = Instant::now();
+        let mut child = Command::new(target_bin("persnap-helper"))
+            .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .spawn()
             .unwrap();
-        std::thread::sleep(Duration::from_millis(500));
-        Writer(child, stop)
+        let mut stdin = child.stdin.take().unwrap();
+        writeln!(stdin, "{frame}").unwrap();
+        let out = child.stdout.take().unwrap();
+        let reader = std::thread::spawn(move || std::io::read_to_string(out).unwrap());
+        let mut status = 0;
+        // wait4 instead of Child::wait: it also reports the child's peak RSS.
+        // SAFETY: wait4 on our own child; rusage is plain data.
+        let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+        unsafe { libc::wait4(child.id() as i32, &mut status, 0, &mut usage) };
+        std::mem::forget(child); // already reaped
+        let elapsed = started.elapsed();
+        drop(stdin);
+        let events = reader.join().unwrap();
+        let done = events.lines().last().unwrap_or_default();
+        let v: serde_json::Value = serde_json::from_str(done).unwrap_or_default();
+        let dir = v["result"]["backup_dir"]
+            .as_str()
+            .unwrap_or_else(|| panic!("backup failed: {done}"));
+        (elapsed, usage.ru_maxrss, PathBuf::from(dir))
     }
 
-    /// Worst commit (ms) while it ran.
-    fn stop(self) -> f64 {
-        std::fs::write(&self.1, b"").unwrap();
-        let out = self.0.wait_with_output().unwrap();
-        let stats: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-        stats["max_commit_ms"].as_f64().unwrap()
+    fn cp_from_snapshot(vol: &Volume, dest: &Path) -> Duration {
+        let snap = vol.mnt.join("bench-snap");
+        run(Command::new("btrfs")
+            .args(["subvolume", "snapshot", "-r"])
+            .arg(vol.mnt.join("apama"))
+            .arg(&snap));
+        let target = dest.join("cp-baseline");
+        std::fs::create_dir_all(&target).unwrap();
+        let files: Vec<PathBuf> = std::fs::read_dir(&snap)
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .collect();
+        let started = Instant::now();
+        run(Command::new("cp").args(&files).arg(&target));
+        run(Command::new("sync").arg("-f").arg(&target));
+        let elapsed = started.elapsed();
+        run(Command::new("btrfs")
+            .args(["subvolume", "delete"])
+            .arg(&snap));
+        std::fs::remove_dir_all(&target).unwrap();
+        elapsed
     }
-}
 
-/// Run the helper directly (root) with one backup request; wall time and
-/// its peak RSS (KiB) from wait4.
-fn helper_backup(store: &Path, dest: &Path, method: &str) -> (Duration, i64, PathBuf) {
-    let frame = serde_json::json!({"version": 1, "type": "backup", "source": store, "dest": dest,
-        "store_name": "persistence.db", "method": method, "options": {"online_timeout_secs": 3600, "snapshot_size": null}});
-    let started = Instant::now();
-    let mut child = Command::new(target_bin("persnap-helper")).stdin(Stdio::piped()).stdout(Stdio::piped()).spawn().unwrap();
-    let mut stdin = child.stdin.take().unwrap();
-    writeln!(stdin, "{frame}").unwrap();
-    let out = child.stdout.take().unwrap();
-    let reader = std::thread::spawn(move || std::io::read_to_string(out).unwrap());
-    let mut status = 0;
-    // wait4 instead of Child::wait: it also reports the child's peak RSS.
-    // SAFETY: wait4 on our own child; rusage is plain data.
-    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
-    unsafe { libc::wait4(child.id() as i32, &mut status, 0, &mut usage) };
-    std::mem::forget(child); // already reaped
-    let elapsed = started.elapsed();
-    drop(stdin);
-    let events = reader.join().unwrap();
-    let done = events.lines().last().unwrap_or_default();
-    let v: serde_json::Value = serde_json::from_str(done).unwrap_or_default();
-    let dir = v["result"]["backup_dir"].as_str().unwrap_or_else(|| panic!("backup failed: {done}"));
-    (elapsed, usage.ru_maxrss, PathBuf::from(dir))
-}
-
-fn cp_from_snapshot(vol: &Volume, dest: &Path) -> Duration {
-    let snap = vol.mnt.join("bench-snap");
-    run(Command::new("btrfs").args(["subvolume", "snapshot", "-r"]).arg(vol.mnt.join("apama")).arg(&snap));
-    let target = dest.join("cp-baseline");
-    std::fs::create_dir_all(&target).unwrap();
-    let files: Vec<PathBuf> = std::fs::read_dir(&snap).unwrap().map(|e| e.unwrap().path()).collect();
-    let started = Instant::now();
-    run(Command::new("cp").args(&files).arg(&target));
-    run(Command::new("sync").arg("-f").arg(&target));
-    let elapsed = started.elapsed();
-    run(Command::new("btrfs").args(["subvolume", "delete"]).arg(&snap));
-    std::fs::remove_dir_all(&target).unwrap();
-    elapsed
-}
-
-fn sqlite3_integrity(backup: &Path) -> Duration {
-    let scratch = backup.with_extension("sqlite3-check");
-    std::fs::create_dir_all(&scratch).unwrap();
-    for f in std::fs::read_dir(backup).unwrap() {
-        let f = f.unwrap();
-        std::fs::copy(f.path(), scratch.join(f.file_name())).unwrap();
+    fn sqlite3_integrity(backup: &Path) -> Duration {
+        let scratch = backup.with_extension("sqlite3-check");
+        std::fs::create_dir_all(&scratch).unwrap();
+        for f in std::fs::read_dir(backup).unwrap() {
+            let f = f.unwrap();
+            std::fs::copy(f.path(), scratch.join(f.file_name())).unwrap();
+        }
+        let started = Instant::now();
+        let out = run(Command::new("sqlite3")
+            .arg(scratch.join("persistence.db"))
+            .arg("PRAGMA integrity_check"));
+        let elapsed = started.elapsed();
+        assert_eq!(out, "ok");
+        std::fs::remove_dir_all(&scratch).unwrap();
+        elapsed
     }
-    let started = Instant::now();
-    let out = run(Command::new("sqlite3").arg(scratch.join("persistence.db")).arg("PRAGMA integrity_check"));
-    let elapsed = started.elapsed();
-    assert_eq!(out, "ok");
-    std::fs::remove_dir_all(&scratch).unwrap();
-    elapsed
-}
 
-struct Row {
-    size_mb: u64,
-    backup: Duration,
-    cp: Duration,
-    stall_backup: f64,
-    stall_idle: f64,
-    stall_online: f64,
-    rss_kib: i64,
-    verify: f64,
-    sqlite3: Duration,
-}
-
-fn measure(size_mb: u64) -> Row {
-    let vol = Volume::btrfs(size_mb * 3 + 600);
-    let store = vol.mnt.join("apama");
-    let db = store.join("persistence.db");
-    eprintln!("creating a {size_mb} MiB database…");
-    run(Command::new(target_bin("persnap-loadgen")).arg("init").arg(&db).args(["--mode", "rollback", "--size-mb", &size_mb.to_string()]));
-    let dest = PathBuf::from(format!("/var/tmp/persnap-bench-dest-{}", std::process::id()));
-    std::fs::create_dir_all(&dest).unwrap();
-
-    let cp = cp_from_snapshot(&vol, &dest);
-    let writer = Writer::start(&db);
-    let (backup, rss_kib, dir) = helper_backup(&store, &dest, "auto");
-    let stall_backup = writer.stop();
-    let manifest: serde_json::Value = serde_json::from_slice(&std::fs::read(dir.join("manifest.json")).unwrap()).unwrap();
-    let verify = manifest["verification"]["seconds"].as_f64().unwrap();
-    let sqlite3 = sqlite3_integrity(&dir);
-    std::fs::remove_dir_all(&dir).unwrap();
-
-    let idle = Writer::start(&db);
-    std::thread::sleep(backup.max(Duration::from_secs(1)));
-    let stall_idle = idle.stop();
-
-    let writer = Writer::start(&db);
-    let (_, _, online_dir) = helper_backup(&store, &dest, "sqlite-online");
-    let stall_online = writer.stop();
-    std::fs::remove_dir_all(&online_dir).unwrap();
-    let _ = std::fs::remove_dir_all(&dest);
-    Row { size_mb, backup, cp, stall_backup, stall_idle, stall_online, rss_kib, verify, sqlite3 }
-}
-
-fn main() {
-    if std::env::args().any(|a| a == "--list" || a == "--test") {
-        return; // `cargo test --benches` probes benches; nothing to list.
+    struct Row {
+        size_mb: u64,
+        backup: Duration,
+        cp: Duration,
+        stall_backup: f64,
+        stall_idle: f64,
+        stall_online: f64,
+        rss_kib: i64,
+        verify: f64,
+        sqlite3: Duration,
     }
-    // SAFETY: geteuid cannot fail.
-    if unsafe { libc::geteuid() } != 0 {
-        eprintln!("SKIP: the benchmark needs root (btrfs loop volume); run: sudo cargo bench --bench backup");
-        return;
+
+    fn measure(size_mb: u64) -> Row {
+        let vol = Volume::btrfs(size_mb * 3 + 600);
+        let store = vol.mnt.join("apama");
+        let db = store.join("persistence.db");
+        eprintln!("creating a {size_mb} MiB database…");
+        run(Command::new(target_bin("persnap-loadgen"))
+            .arg("init")
+            .arg(&db)
+            .args(["--mode", "rollback", "--size-mb", &size_mb.to_string()]));
+        let dest = PathBuf::from(format!(
+            "/var/tmp/persnap-bench-dest-{}",
+            std::process::id()
+        ));
+        std::fs::create_dir_all(&dest).unwrap();
+
+        let cp = cp_from_snapshot(&vol, &dest);
+        let writer = Writer::start(&db);
+        let (backup, rss_kib, dir) = helper_backup(&store, &dest, "auto");
+        let stall_backup = writer.stop();
+        let manifest: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(dir.join("manifest.json")).unwrap()).unwrap();
+        let verify = manifest["verification"]["seconds"].as_f64().unwrap();
+        let sqlite3 = sqlite3_integrity(&dir);
+        std::fs::remove_dir_all(&dir).unwrap();
+
+        let idle = Writer::start(&db);
+        std::thread::sleep(backup.max(Duration::from_secs(1)));
+        let stall_idle = idle.stop();
+
+        let writer = Writer::start(&db);
+        let (_, _, online_dir) = helper_backup(&store, &dest, "sqlite-online");
+        let stall_online = writer.stop();
+        std::fs::remove_dir_all(&online_dir).unwrap();
+        let _ = std::fs::remove_dir_all(&dest);
+        Row {
+            size_mb,
+            backup,
+            cp,
+            stall_backup,
+            stall_idle,
+            stall_online,
+            rss_kib,
+            verify,
+            sqlite3,
+        }
     }
-    let sizes: Vec<u64> = std::env::var("PERSNAP_BENCH_SIZES")
-        .unwrap_or_else(|_| "100,2048".into())
-        .split(',')
-        .filter_map(|s| s.trim().parse().ok())
-        .collect();
-    let rows: Vec<Row> = sizes.iter().map(|&s| measure(s)).collect();
-    println!("| DB size | backup | cp from snapshot | ratio (<=1.10) | worst commit: backup / idle (<=1.5) | sqlite-online / idle | helper peak RSS | verify | sqlite3 integrity_check | ratio (<=1.1) |");
-    println!("|---|---|---|---|---|---|---|---|---|---|");
-    for r in &rows {
+
+    pub fn main() {
+        if std::env::args().any(|a| a == "--list" || a == "--test") {
+            return; // `cargo test --benches` probes benches; nothing to list.
+        }
+        // SAFETY: geteuid cannot fail.
+        if unsafe { libc::geteuid() } != 0 {
+            eprintln!(
+                "SKIP: the benchmark needs root (btrfs loop volume); run: sudo cargo bench --bench backup"
+            );
+            return;
+        }
+        let sizes: Vec<u64> = std::env::var("PERSNAP_BENCH_SIZES")
+            .unwrap_or_else(|_| "100,2048".into())
+            .split(',')
+            .filter_map(|s| s.trim().parse().ok())
+            .collect();
+        let rows: Vec<Row> = sizes.iter().map(|&s| measure(s)).collect();
         println!(
-            "| {} MiB | {:.2} s | {:.2} s | {:.2} | {:.0} / {:.0} ms = {:.2} | {:.0} / {:.0} ms = {:.2} | {} MiB | {:.2} s | {:.2} s | {:.2} |",
-            r.size_mb,
-            r.backup.as_secs_f64(),
-            r.cp.as_secs_f64(),
-            r.backup.as_secs_f64() / r.cp.as_secs_f64(),
-            r.stall_backup,
-            r.stall_idle,
-            r.stall_backup / r.stall_idle,
-            r.stall_online,
-            r.stall_idle,
-            r.stall_online / r.stall_idle,
-            r.rss_kib / 1024,
-            r.verify,
-            r.sqlite3.as_secs_f64(),
-            r.verify / r.sqlite3.as_secs_f64(),
+            "| DB size | backup | cp from snapshot | ratio (<=1.10) | worst commit: backup / idle (<=1.5) | sqlite-online / idle | helper peak RSS | verify | sqlite3 integrity_check | ratio (<=1.1) |"
         );
-    }
-    if rows.len() >= 2 {
-        let (small, big) = (&rows[0], &rows[rows.len() - 1]);
-        println!("\npeak RSS {} MiB → {} MiB: ratio {:.2} (target: flat within 10%)", small.rss_kib / 1024, big.rss_kib / 1024, big.rss_kib as f64 / small.rss_kib as f64);
+        println!("|---|---|---|---|---|---|---|---|---|---|");
+        for r in &rows {
+            println!(
+                "| {} MiB | {:.2} s | {:.2} s | {:.2} | {:.0} / {:.0} ms = {:.2} | {:.0} / {:.0} ms = {:.2} | {} MiB | {:.2} s | {:.2} s | {:.2} |",
+                r.size_mb,
+                r.backup.as_secs_f64(),
+                r.cp.as_secs_f64(),
+                r.backup.as_secs_f64() / r.cp.as_secs_f64(),
+                r.stall_backup,
+                r.stall_idle,
+                r.stall_backup / r.stall_idle,
+                r.stall_online,
+                r.stall_idle,
+                r.stall_online / r.stall_idle,
+                r.rss_kib / 1024,
+                r.verify,
+                r.sqlite3.as_secs_f64(),
+                r.verify / r.sqlite3.as_secs_f64(),
+            );
+        }
+        if rows.len() >= 2 {
+            let (small, big) = (&rows[0], &rows[rows.len() - 1]);
+            println!(
+                "\npeak RSS {} MiB → {} MiB: ratio {:.2} (target: flat within 10%)",
+                small.rss_kib / 1024,
+                big.rss_kib / 1024,
+                big.rss_kib as f64 / small.rss_kib as f64
+            );
+        }
     }
 }

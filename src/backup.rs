@@ -98,19 +98,31 @@ impl Plan {
     /// The steps a backup would run, in words, for previews.
     pub fn describe_steps(&self) -> Vec<String> {
         let n = self.store.files.len();
-        let files = format!("{n} file{} ({})", if n == 1 { "" } else { "s" }, units::bytes(self.store.total_bytes()));
+        let files = format!(
+            "{n} file{} ({})",
+            if n == 1 { "" } else { "s" },
+            units::bytes(self.store.total_bytes())
+        );
         let verify = "Verify the copy: read every file back against its SHA-256, let SQLite replay any journal/WAL in a scratch copy (a reflink where the location allows), run PRAGMA integrity_check".to_owned();
-        let keep = format!("Write manifest.json and keep the backup in {}", self.dest.display());
+        let keep = format!(
+            "Write manifest.json and keep the backup in {}",
+            self.dest.display()
+        );
         match (&self.method, &self.volume.snapshot) {
             (Method::SqliteOnline, _) => vec![
-                format!("Copy the live database {} with SQLite's online backup (no snapshot; the writer may pause meanwhile)", self.store.name),
+                format!(
+                    "Copy the live database {} with SQLite's online backup (no snapshot; the writer may pause meanwhile)",
+                    self.store.name
+                ),
                 verify,
                 keep,
             ],
             (_, support) => {
                 let what = match support {
                     crate::volume::SnapshotSupport::Available { detail, .. } => detail.clone(),
-                    crate::volume::SnapshotSupport::Unavailable { .. } => self.volume.mount.device.clone(),
+                    crate::volume::SnapshotSupport::Unavailable { .. } => {
+                        self.volume.mount.device.clone()
+                    }
                 };
                 vec![
                     format!("Take a snapshot of {what}"),
@@ -149,24 +161,46 @@ pub fn plan(req: &BackupRequest) -> Result<Plan> {
     let store = store::discover(&source, &req.store_name)?;
     let dest = canonical_dest(&req.dest)?;
     if dest.starts_with(&source) {
-        return Err(Error::DestInsideSource { dest, source_dir: source });
+        return Err(Error::DestInsideSource {
+            dest,
+            source_dir: source,
+        });
     }
     if source.starts_with(&dest) {
-        return Err(Error::SourceInsideDest { dest, source_dir: source });
+        return Err(Error::SourceInsideDest {
+            dest,
+            source_dir: source,
+        });
     }
     let volume = volume::probe(&source)?;
     let method = snapshot::choose_method(req.method, &volume)?;
     let needed_bytes = store.total_bytes() * 2 + copy::BLOCK as u64;
-    let free_bytes = fsutil::free_space(&dest).map_err(|source| Error::DestNotWritable { path: dest.clone(), source })?;
+    let free_bytes = fsutil::free_space(&dest).map_err(|source| Error::DestNotWritable {
+        path: dest.clone(),
+        source,
+    })?;
     let dest_on_same_filesystem = fsutil::same_filesystem(&source, &dest).unwrap_or(false);
-    Ok(Plan { store, volume, method, dest, needed_bytes, free_bytes, dest_on_same_filesystem })
+    Ok(Plan {
+        store,
+        volume,
+        method,
+        dest,
+        needed_bytes,
+        free_bytes,
+        dest_on_same_filesystem,
+    })
 }
 
 /// Canonical form of a backup location, with the engine's errors.
 pub fn canonical_dest(dest: &Path) -> Result<PathBuf> {
-    let path = fs::canonicalize(dest).map_err(|source| match source.kind() {
-        std::io::ErrorKind::NotFound => Error::DestMissing { path: dest.to_owned() },
-        _ => Error::DestNotWritable { path: dest.to_owned(), source },
+    let path = fsutil::canonicalize(dest).map_err(|source| match source.kind() {
+        std::io::ErrorKind::NotFound => Error::DestMissing {
+            path: dest.to_owned(),
+        },
+        _ => Error::DestNotWritable {
+            path: dest.to_owned(),
+            source,
+        },
     })?;
     if !path.is_dir() {
         return Err(Error::DestNotDir { path });
@@ -183,22 +217,38 @@ pub fn run_backup(
     progress: &mut dyn Progress,
     cancel: &CancelToken,
 ) -> std::result::Result<BackupReport, BackupFailure> {
-    let early = |error| BackupFailure { step: Phase::Prepare, run_id: None, error };
+    let early = |error| BackupFailure {
+        step: Phase::Prepare,
+        run_id: None,
+        error,
+    };
     let id = uuid::Uuid::new_v4().simple().to_string();
     let tag = id[..8].to_owned();
-    let lock = RunLock::acquire(&tag).map_err(|e| early(Error::io("create the run lock", "/run/persnap", "Check that /run or $XDG_RUNTIME_DIR is writable.")(e)))?;
+    let lock = RunLock::acquire(&tag).map_err(|e| {
+        early(Error::io(
+            "create the run lock",
+            "/run/persnap",
+            "Check that /run or $XDG_RUNTIME_DIR is writable.",
+        )(e))
+    })?;
     let mut run = new_run(req, id, tag);
     recorder.record(&run).map_err(early)?;
     let started = Instant::now();
     let mut step = Phase::Prepare;
-    let result = panic::catch_unwind(AssertUnwindSafe(|| execute(req, &mut run, &mut step, progress, cancel)));
+    let result = panic::catch_unwind(AssertUnwindSafe(|| {
+        execute(req, &mut run, &mut step, progress, cancel)
+    }));
     run.finished = Some(Utc::now());
     run.duration_secs = Some(started.elapsed().as_secs_f64());
     let outcome = match result {
         Ok(Ok(done)) => Ok(done),
         Ok(Err(error)) => Err(error),
         Err(panic) => {
-            run.outcome = Outcome::Failed { step, kind: ErrorKind::Internal, message: panic_message(&panic) };
+            run.outcome = Outcome::Failed {
+                step,
+                kind: ErrorKind::Internal,
+                message: panic_message(&panic),
+            };
             let _ = recorder.record(&run);
             drop(lock);
             panic::resume_unwind(panic);
@@ -207,14 +257,26 @@ pub fn run_backup(
     let report = match outcome {
         Ok((manifest, backup_dir)) => {
             run.outcome = Outcome::Completed;
-            Ok(BackupReport { run: run.clone(), manifest, backup_dir })
+            Ok(BackupReport {
+                run: run.clone(),
+                manifest,
+                backup_dir,
+            })
         }
         Err(error) => {
             run.outcome = match &error {
                 Error::Cancelled => Outcome::Cancelled,
-                e => Outcome::Failed { step, kind: e.kind(), message: e.to_string() },
+                e => Outcome::Failed {
+                    step,
+                    kind: e.kind(),
+                    message: e.to_string(),
+                },
             };
-            Err(BackupFailure { step, run_id: Some(run.id.clone()), error })
+            Err(BackupFailure {
+                step,
+                run_id: Some(run.id.clone()),
+                error,
+            })
         }
     };
     if let Err(e) = recorder.record(&run) {
@@ -277,23 +339,51 @@ fn execute(
         progress.log(Level::Info, &line);
     }
     if plan.free_bytes < plan.needed_bytes {
-        return Err(Error::InsufficientSpace { path: plan.dest, needed: plan.needed_bytes, available: plan.free_bytes });
+        return Err(Error::InsufficientSpace {
+            path: plan.dest,
+            needed: plan.needed_bytes,
+            available: plan.free_bytes,
+        });
     }
     if plan.dest_on_same_filesystem {
         warn(run, progress, SAME_FS_WARNING);
     }
     let started = run.started;
-    let name = format!("{}-{}-{}", plan.store.name, started.format("%Y%m%dT%H%M%SZ"), run.tag);
+    let name = format!(
+        "{}-{}-{}",
+        plan.store.name,
+        started.format("%Y%m%dT%H%M%SZ"),
+        run.tag
+    );
     let partial = WorkDir::create(plan.dest.join(format!("{name}{PARTIAL_SUFFIX}")))?;
-    let mut meter = Meter { phase: Phase::Copy, done: 0, total: plan.store.total_bytes(), progress, cancel };
+    let mut meter = Meter {
+        phase: Phase::Copy,
+        done: 0,
+        total: plan.store.total_bytes(),
+        progress,
+        cancel,
+    };
     let (files, journal_mode) = match plan.method {
         Method::SqliteOnline => {
             *step = Phase::Copy;
             meter.progress.phase(Phase::Copy);
-            let file = online::backup(&plan.store, &partial.path().join(&plan.store.name), req.online_timeout, &mut meter)?;
+            let file = online::backup(
+                &plan.store,
+                &partial.path().join(&plan.store.name),
+                req.online_timeout,
+                &mut meter,
+            )?;
             (vec![file], plan.store.journal_mode())
         }
-        method => copy_from_snapshot(&plan, method, &req.snapshot, run, step, partial.path(), &mut meter)?,
+        method => copy_from_snapshot(
+            &plan,
+            method,
+            &req.snapshot,
+            run,
+            step,
+            partial.path(),
+            &mut meter,
+        )?,
     };
     cancel.check()?;
     run.bytes = files.iter().map(|f| f.size).sum();
@@ -301,9 +391,21 @@ fn execute(
 
     *step = Phase::Verify;
     meter.progress.phase(Phase::Verify);
-    let mut meter = Meter { phase: Phase::Verify, done: 0, total: run.bytes, progress: meter.progress, cancel };
+    let mut meter = Meter {
+        phase: Phase::Verify,
+        done: 0,
+        total: run.bytes,
+        progress: meter.progress,
+        cancel,
+    };
     let scratch = plan.dest.join(format!("{SCRATCH_PREFIX}{}", run.tag));
-    let verification = verify::verify_set(partial.path(), &files, &plan.store.name, scratch, &mut meter)?;
+    let verification = verify::verify_set(
+        partial.path(),
+        &files,
+        &plan.store.name,
+        scratch,
+        &mut meter,
+    )?;
     run.verification = Some(verification.clone());
     cancel.check()?;
 
@@ -347,7 +449,9 @@ fn copy_from_snapshot(
     let provider = snapshot::provider(method, options)?;
     let guard = SnapshotGuard::new(provider.create(&plan.volume, &run.tag)?);
     run.snapshot_id = Some(guard.id().to_owned());
-    meter.progress.log(Level::Info, &format!("Created snapshot {}", guard.id()));
+    meter
+        .progress
+        .log(Level::Info, &format!("Created snapshot {}", guard.id()));
     meter.cancel.check()?;
 
     *step = Phase::Copy;
@@ -356,7 +460,8 @@ fn copy_from_snapshot(
     meter.total = image.total_bytes();
     // A snapshot that overflowed mid-copy can fail reads; say so rather than
     // report the read error, and never trust a copy from it.
-    let files = copy::copy_files(&image.dir, &image.files, partial, meter).map_err(|e| guard.check_valid().err().unwrap_or(e))?;
+    let files = copy::copy_files(&image.dir, &image.files, partial, meter)
+        .map_err(|e| guard.check_valid().err().unwrap_or(e))?;
     guard.check_valid()?;
 
     *step = Phase::Release;
@@ -375,7 +480,11 @@ fn release_with_retry(mut guard: SnapshotGuard, run: &mut Run, progress: &mut dy
                 return;
             }
             Err(e) if attempt == RELEASE_ATTEMPTS => {
-                warn(run, progress, &format!("{e} The next backup or `persnap cleanup` will remove it."));
+                warn(
+                    run,
+                    progress,
+                    &format!("{e} The next backup or `persnap cleanup` will remove it."),
+                );
                 return;
             }
             Err(_) => std::thread::sleep(Duration::from_millis(200 * u64::from(attempt))),
@@ -393,7 +502,11 @@ fn finish(partial: WorkDir, manifest: &Manifest, final_dir: &Path) -> Result<()>
     manifest::write(partial.path(), manifest)?;
     let marker = partial.path().join(WORK_MARKER);
     fs::remove_file(&marker).map_err(Error::io("remove", marker, HINT_DEST))?;
-    fs::rename(partial.path(), final_dir).map_err(Error::io("rename the finished backup to", final_dir, HINT_DEST))?;
+    fs::rename(partial.path(), final_dir).map_err(Error::io(
+        "rename the finished backup to",
+        final_dir,
+        HINT_DEST,
+    ))?;
     partial.keep();
     let parent = final_dir.parent().expect("backup folder has a parent");
     fsutil::fsync_dir(parent).map_err(Error::io("flush", parent, HINT_DEST))
@@ -408,8 +521,14 @@ pub fn sweep_leftovers(dests: &[PathBuf]) -> Vec<String> {
     for dest in dests {
         for dir in leftover_work_dirs(dest) {
             match fs::remove_dir_all(&dir) {
-                Ok(()) => lines.push(format!("Removed unfinished backup folder {}", dir.display())),
-                Err(e) => lines.push(format!("Could not remove unfinished backup folder {} ({e}); delete it by hand.", dir.display())),
+                Ok(()) => lines.push(format!(
+                    "Removed unfinished backup folder {}",
+                    dir.display()
+                )),
+                Err(e) => lines.push(format!(
+                    "Could not remove unfinished backup folder {} ({e}); delete it by hand.",
+                    dir.display()
+                )),
             }
         }
     }
@@ -419,14 +538,17 @@ pub fn sweep_leftovers(dests: &[PathBuf]) -> Vec<String> {
 /// `.partial` and scratch folders in `dest` that hold the work marker and
 /// whose run is dead.
 fn leftover_work_dirs(dest: &Path) -> Vec<PathBuf> {
-    let Ok(entries) = fs::read_dir(dest) else { return Vec::new() };
+    let Ok(entries) = fs::read_dir(dest) else {
+        return Vec::new();
+    };
     entries
         .filter_map(|e| e.ok())
         .filter_map(|e| {
             let name = e.file_name().to_str()?.to_owned();
             let tag = work_dir_tag(&name)?;
             let path = e.path();
-            let ours = fs::symlink_metadata(&path).ok()?.is_dir() && path.join(WORK_MARKER).is_file();
+            let ours =
+                fs::symlink_metadata(&path).ok()?.is_dir() && path.join(WORK_MARKER).is_file();
             (ours && !RunLock::is_held(tag)).then_some(path)
         })
         .collect()
@@ -449,10 +571,16 @@ mod tests {
 
     #[test]
     fn recognises_work_folders_by_tag() {
-        assert_eq!(work_dir_tag("persistence.db-20261123T101010Z-0a1b2c3d.partial"), Some("0a1b2c3d"));
+        assert_eq!(
+            work_dir_tag("persistence.db-20261123T101010Z-0a1b2c3d.partial"),
+            Some("0a1b2c3d")
+        );
         assert_eq!(work_dir_tag(".persnap-verify-deadbeef"), Some("deadbeef"));
         assert_eq!(work_dir_tag("holiday.partial"), None);
-        assert_eq!(work_dir_tag("persistence.db-20261123T101010Z-0a1b2c3d"), None);
+        assert_eq!(
+            work_dir_tag("persistence.db-20261123T101010Z-0a1b2c3d"),
+            None
+        );
         assert_eq!(work_dir_tag(".persnap-verify-xyz"), None);
     }
 }

@@ -15,9 +15,9 @@ use persnap::method::{Method, MethodChoice};
 use persnap::protocol::{BackupOptions, Reply, Request};
 
 use crate::launch::{self, RemoteFailure};
+use persnap::probe::ProbeReport;
 use persnap::progress::{CancelToken, Level, Phase, Progress};
 use persnap::snapshot::SnapshotOptions;
-use persnap::probe::ProbeReport;
 use persnap::{units, verify, volume};
 
 const EXIT_CODES: &str = "\
@@ -123,25 +123,45 @@ pub struct Failure {
 impl<E: Into<anyhow::Error>> From<E> for Failure {
     fn from(e: E) -> Self {
         let error = e.into();
-        let code = error.downcast_ref::<persnap::Error>().map_or(1, |e| e.kind().exit_code());
+        let code = error
+            .downcast_ref::<persnap::Error>()
+            .map_or(1, |e| e.kind().exit_code());
         Failure { code, error }
     }
 }
 
 pub fn run(cli: Cli) -> Result<(), Failure> {
     match cli.command {
-        Command::Backup { source, dest, store_name, method, timeout, snapshot_size, vss_timeout } => {
+        Command::Backup {
+            source,
+            dest,
+            store_name,
+            method,
+            timeout,
+            snapshot_size,
+            vss_timeout,
+        } => {
             let req = BackupRequest {
                 source,
                 dest,
                 store_name,
                 method,
                 online_timeout: Duration::from_secs(timeout),
-                snapshot: SnapshotOptions { size: snapshot_size, vss_deadline: vss_timeout.map(std::time::Duration::from_secs) },
+                snapshot: SnapshotOptions {
+                    size: snapshot_size,
+                    vss_deadline: vss_timeout.map(std::time::Duration::from_secs),
+                },
             };
             backup_cmd(&req)
         }
-        Command::Probe { source, store_name, dest, method, test_snapshot, json } => {
+        Command::Probe {
+            source,
+            store_name,
+            dest,
+            method,
+            test_snapshot,
+            json,
+        } => {
             let mut req = BackupRequest::new(source, dest.clone().unwrap_or_default());
             req.store_name = store_name;
             req.method = method;
@@ -159,24 +179,37 @@ fn backup_cmd(req: &BackupRequest) -> Result<(), Failure> {
     install_cancel_on_signals(&cancel)?;
     let mut progress = Printer::new();
     for run in history.recover()? {
-        let when = run.started.with_timezone(&chrono::Local).format("%Y-%m-%d %H:%M:%S");
-        progress.log(Level::Warning, &format!("The backup started {when} was interrupted; its leftovers are removed now."));
+        let when = run
+            .started
+            .with_timezone(&chrono::Local)
+            .format("%Y-%m-%d %H:%M:%S");
+        progress.log(
+            Level::Warning,
+            &format!("The backup started {when} was interrupted; its leftovers are removed now."),
+        );
     }
     let result = if req.method == MethodChoice::Explicit(Method::SqliteOnline) {
         // No snapshot, no elevation: run the engine here.
         backup::run_backup(req, &mut history, &mut progress, &cancel)
             .map(|r| (r.backup_dir, r.manifest))
-            .map_err(|f| RemoteFailure { kind: f.error.kind(), step: Some(f.step), message: f.error.to_string() })
+            .map_err(|f| RemoteFailure {
+                kind: f.error.kind(),
+                step: Some(f.step),
+                message: f.error.to_string(),
+            })
     } else {
         let request = Request::Backup {
             source: resolve(&req.source, volume::canonical)?,
             dest: resolve(&req.dest, backup::canonical_dest)?,
             store_name: req.store_name.clone(),
             method: req.method,
-            options: BackupOptions::from_request(&req),
+            options: BackupOptions::from_request(req),
         };
         match launch::call(&request, &mut progress, &mut history, &cancel) {
-            Ok(Reply::Backup { backup_dir, manifest }) => Ok((backup_dir, manifest)),
+            Ok(Reply::Backup {
+                backup_dir,
+                manifest,
+            }) => Ok((backup_dir, manifest)),
             Ok(other) => Err(unexpected(other)),
             Err(f) => Err(f),
         }
@@ -200,10 +233,17 @@ fn backup_cmd(req: &BackupRequest) -> Result<(), Failure> {
 /// Resolve a path here when possible, so mistakes get the engine's message
 /// before any password prompt; a path this user may not read goes to the
 /// helper as given (it checks again, as root).
-fn resolve(path: &std::path::Path, canonical: fn(&std::path::Path) -> persnap::Result<PathBuf>) -> Result<PathBuf, Failure> {
+fn resolve(
+    path: &std::path::Path,
+    canonical: fn(&std::path::Path) -> persnap::Result<PathBuf>,
+) -> Result<PathBuf, Failure> {
     match canonical(path) {
         Ok(p) => Ok(p),
-        Err(persnap::Error::SourceUnreadable { .. } | persnap::Error::DestNotWritable { .. }) if path.is_absolute() => Ok(path.to_owned()),
+        Err(persnap::Error::SourceUnreadable { .. } | persnap::Error::DestNotWritable { .. })
+            if path.is_absolute() =>
+        {
+            Ok(path.to_owned())
+        }
         Err(e) => Err(e.into()),
     }
 }
@@ -213,11 +253,18 @@ fn remote_failure(f: RemoteFailure) -> Failure {
         Some(step) => anyhow::anyhow!("backup failed during {step}: {}", f.message),
         None => anyhow::anyhow!("{}", f.message),
     };
-    Failure { code: f.kind.exit_code(), error }
+    Failure {
+        code: f.kind.exit_code(),
+        error,
+    }
 }
 
 fn unexpected(outcome: Reply) -> RemoteFailure {
-    RemoteFailure { kind: persnap::ErrorKind::Protocol, step: None, message: format!("the helper answered with an unexpected result: {outcome:?}") }
+    RemoteFailure {
+        kind: persnap::ErrorKind::Protocol,
+        step: None,
+        message: format!("the helper answered with an unexpected result: {outcome:?}"),
+    }
 }
 
 fn install_cancel_on_signals(cancel: &CancelToken) -> anyhow::Result<()> {
@@ -230,11 +277,20 @@ fn install_cancel_on_signals(cancel: &CancelToken) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn probe_cmd(req: BackupRequest, dest_given: bool, test_snapshot: bool, json: bool) -> Result<(), Failure> {
+fn probe_cmd(
+    req: BackupRequest,
+    dest_given: bool,
+    test_snapshot: bool,
+    json: bool,
+) -> Result<(), Failure> {
     let report = if test_snapshot {
         let request = Request::Probe {
             source: resolve(&req.source, volume::canonical)?,
-            dest: if dest_given { Some(resolve(&req.dest, backup::canonical_dest)?) } else { None },
+            dest: if dest_given {
+                Some(resolve(&req.dest, backup::canonical_dest)?)
+            } else {
+                None
+            },
             store_name: req.store_name.clone(),
             method: req.method,
             options: BackupOptions::default(),
@@ -255,7 +311,10 @@ fn probe_cmd(req: BackupRequest, dest_given: bool, test_snapshot: bool, json: bo
     }
     print_probe(&report);
     match &report.test_snapshot {
-        Some(Err(why)) => Err(Failure { code: persnap::ErrorKind::Snapshot.exit_code(), error: anyhow::anyhow!("test snapshot failed: {why}") }),
+        Some(Err(why)) => Err(Failure {
+            code: persnap::ErrorKind::Snapshot.exit_code(),
+            error: anyhow::anyhow!("test snapshot failed: {why}"),
+        }),
         _ => Ok(()),
     }
 }
@@ -263,16 +322,30 @@ fn probe_cmd(req: BackupRequest, dest_given: bool, test_snapshot: bool, json: bo
 fn print_probe(report: &ProbeReport) {
     let store = &report.store;
     println!("Database {} in {}", store.name, store.dir.display());
-    println!("  journal mode: {}, page size {}, {} pages", store.journal_mode(), store.header.page_size, store.header.page_count);
+    println!(
+        "  journal mode: {}, page size {}, {} pages",
+        store.journal_mode(),
+        store.header.page_size,
+        store.header.page_count
+    );
     for f in &store.files {
         println!("  {:<40} {:>12}", f.name, units::bytes(f.size));
     }
     let m = &report.volume.mount;
-    println!("Volume: {} ({}) mounted at {}", m.device, m.fs_type, m.mount_point.display());
+    println!(
+        "Volume: {} ({}) mounted at {}",
+        m.device,
+        m.fs_type,
+        m.mount_point.display()
+    );
     match &report.volume.snapshot {
-        volume::SnapshotSupport::Available { method, detail } => println!("Snapshot method: {method} ({detail})"),
+        volume::SnapshotSupport::Available { method, detail } => {
+            println!("Snapshot method: {method} ({detail})")
+        }
         volume::SnapshotSupport::Unavailable { reason } => {
-            println!("Snapshot method: none: {reason}. Only --method sqlite-online (or stopping the correlator) can back this up.")
+            println!(
+                "Snapshot method: none: {reason}. Only --method sqlite-online (or stopping the correlator) can back this up."
+            )
         }
     }
     if let Some(why) = &report.blocked {
@@ -300,7 +373,13 @@ fn verify_cmd(dir: PathBuf) -> Result<(), Failure> {
     let scratch_parent = scratch_parent_for(&dir);
     let mut printer = Printer::new();
     printer.phase(Phase::Verify);
-    let mut meter = persnap::copy::Meter { phase: Phase::Verify, done: 0, total: 0, progress: &mut printer, cancel: &cancel };
+    let mut meter = persnap::copy::Meter {
+        phase: Phase::Verify,
+        done: 0,
+        total: 0,
+        progress: &mut printer,
+        cancel: &cancel,
+    };
     let result = verify::verify_backup(&dir, &scratch_parent, &mut meter);
     printer.finish_line();
     let (manifest, v) = result?;
@@ -311,7 +390,10 @@ fn verify_cmd(dir: PathBuf) -> Result<(), Failure> {
         v.integrity,
         v.page_count,
         v.page_size,
-        manifest.finished.with_timezone(&chrono::Local).format("%Y-%m-%d %H:%M:%S"),
+        manifest
+            .finished
+            .with_timezone(&chrono::Local)
+            .format("%Y-%m-%d %H:%M:%S"),
         manifest.source_dir.display()
     );
     Ok(())
@@ -319,7 +401,9 @@ fn verify_cmd(dir: PathBuf) -> Result<(), Failure> {
 
 /// Scratch space next to the backup when writable, else the temp folder.
 fn scratch_parent_for(dir: &std::path::Path) -> PathBuf {
-    let parent = std::fs::canonicalize(dir).ok().and_then(|d| d.parent().map(PathBuf::from));
+    let parent = persnap::fsutil::canonicalize(dir)
+        .ok()
+        .and_then(|d| d.parent().map(PathBuf::from));
     match parent {
         Some(p) if tempfile_probe(&p) => p,
         _ => std::env::temp_dir(),
@@ -342,10 +426,16 @@ fn history_cmd(json: bool) -> Result<(), Failure> {
         return Ok(());
     }
     if runs.is_empty() {
-        println!("No backups yet. History is kept in {}.", history.path().display());
+        println!(
+            "No backups yet. History is kept in {}.",
+            history.path().display()
+        );
         return Ok(());
     }
-    println!("{:<19}  {:<11}  {:<13}  {:>10}  {:>9}  {:<6}  BACKUP / REASON", "STARTED", "RESULT", "METHOD", "SIZE", "DURATION", "CHECK");
+    println!(
+        "{:<19}  {:<11}  {:<13}  {:>10}  {:>9}  {:<6}  BACKUP / REASON",
+        "STARTED", "RESULT", "METHOD", "SIZE", "DURATION", "CHECK"
+    );
     for run in &runs {
         println!("{}", history_row(run));
     }
@@ -353,17 +443,34 @@ fn history_cmd(json: bool) -> Result<(), Failure> {
 }
 
 fn history_row(run: &Run) -> String {
-    let started = run.started.with_timezone(&chrono::Local).format("%Y-%m-%d %H:%M:%S");
-    let method = run.method.map_or_else(|| run.requested_method.to_string(), |m| m.to_string());
-    let size = if run.bytes > 0 { units::bytes(run.bytes) } else { "-".into() };
-    let duration = run.duration_secs.map_or("-".into(), |s| units::duration(Duration::from_secs_f64(s)));
-    let check = run.verification.as_ref().map_or("-", |v| v.integrity.as_str());
+    let started = run
+        .started
+        .with_timezone(&chrono::Local)
+        .format("%Y-%m-%d %H:%M:%S");
+    let method = run
+        .method
+        .map_or_else(|| run.requested_method.to_string(), |m| m.to_string());
+    let size = if run.bytes > 0 {
+        units::bytes(run.bytes)
+    } else {
+        "-".into()
+    };
+    let duration = run
+        .duration_secs
+        .map_or("-".into(), |s| units::duration(Duration::from_secs_f64(s)));
+    let check = run
+        .verification
+        .as_ref()
+        .map_or("-", |v| v.integrity.as_str());
     let detail = match (&run.outcome, &run.backup_path) {
         (Outcome::Failed { step, message, .. }, _) => format!("{step}: {message}"),
         (_, Some(path)) => path.display().to_string(),
         _ => run.source.display().to_string(),
     };
-    format!("{started:<19}  {:<11}  {method:<13}  {size:>10}  {duration:>9}  {check:<6}  {detail}", run.outcome.label())
+    format!(
+        "{started:<19}  {:<11}  {method:<13}  {size:>10}  {duration:>9}  {check:<6}  {detail}",
+        run.outcome.label()
+    )
 }
 
 fn cleanup_cmd(extra: Vec<PathBuf>) -> Result<(), Failure> {
@@ -372,18 +479,30 @@ fn cleanup_cmd(extra: Vec<PathBuf>) -> Result<(), Failure> {
     let mut dests: Vec<PathBuf> = history.load()?.into_iter().map(|r| r.destination).collect();
     dests.extend(extra);
     // Only folders that still exist, in canonical form (the helper insists).
-    let mut dests: Vec<PathBuf> = dests.iter().filter_map(|d| std::fs::canonicalize(d).ok()).filter(|d| d.is_dir()).collect();
+    let mut dests: Vec<PathBuf> = dests
+        .iter()
+        .filter_map(|d| persnap::fsutil::canonicalize(d).ok())
+        .filter(|d| d.is_dir())
+        .collect();
     dests.sort();
     dests.dedup();
     let lines = match launch::route() {
-        Ok(_) => match launch::call(&Request::Cleanup { dests }, &mut Printer::new(), &mut Discard, &CancelToken::new()) {
+        Ok(_) => match launch::call(
+            &Request::Cleanup { dests },
+            &mut Printer::new(),
+            &mut Discard,
+            &CancelToken::new(),
+        ) {
             Ok(Reply::Cleanup { removed }) => removed,
             Ok(other) => return Err(remote_failure(unexpected(other))),
             Err(f) => return Err(remote_failure(f)),
         },
         // Without the helper, remove what this user can.
         Err(why) => {
-            eprintln!("note: {}; cleaning up what this user can.", why.message.trim_end_matches('.'));
+            eprintln!(
+                "note: {}; cleaning up what this user can.",
+                why.message.trim_end_matches('.')
+            );
             backup::sweep_leftovers(&dests)
         }
     };
@@ -394,8 +513,13 @@ fn cleanup_cmd(extra: Vec<PathBuf>) -> Result<(), Failure> {
         println!("{line}");
     }
     if lines.iter().any(|l| l.starts_with("Could not")) {
-        let error = anyhow::anyhow!("some leftovers could not be removed (see above); run `persnap cleanup` as root");
-        return Err(Failure { code: persnap::ErrorKind::Snapshot.exit_code(), error });
+        let error = anyhow::anyhow!(
+            "some leftovers could not be removed (see above); run `persnap cleanup` as root"
+        );
+        return Err(Failure {
+            code: persnap::ErrorKind::Snapshot.exit_code(),
+            error,
+        });
     }
     Ok(())
 }
@@ -411,7 +535,12 @@ struct Printer {
 impl Printer {
     fn new() -> Self {
         let now = Instant::now();
-        Printer { tty: std::io::stderr().is_terminal(), last: now, phase_started: now, open_line: false }
+        Printer {
+            tty: std::io::stderr().is_terminal(),
+            last: now,
+            phase_started: now,
+            open_line: false,
+        }
     }
 
     fn finish_line(&mut self) {
@@ -431,14 +560,30 @@ impl Progress for Printer {
 
     fn bytes(&mut self, _phase: Phase, done: u64, total: u64) {
         let now = Instant::now();
-        let interval = if self.tty { Duration::from_millis(200) } else { Duration::from_secs(5) };
+        let interval = if self.tty {
+            Duration::from_millis(200)
+        } else {
+            Duration::from_secs(5)
+        };
         if now.duration_since(self.last) < interval && done < total {
             return;
         }
         self.last = now;
-        let secs = now.duration_since(self.phase_started).as_secs_f64().max(1e-3);
-        let pct = if total > 0 { done as f64 * 100.0 / total as f64 } else { 100.0 };
-        let line = format!("   {} of {} ({pct:.0}%), {}/s", units::bytes(done), units::bytes(total), units::bytes((done as f64 / secs) as u64));
+        let secs = now
+            .duration_since(self.phase_started)
+            .as_secs_f64()
+            .max(1e-3);
+        let pct = if total > 0 {
+            done as f64 * 100.0 / total as f64
+        } else {
+            100.0
+        };
+        let line = format!(
+            "   {} of {} ({pct:.0}%), {}/s",
+            units::bytes(done),
+            units::bytes(total),
+            units::bytes((done as f64 / secs) as u64)
+        );
         if self.tty {
             eprint!("\r{line:<60}");
             let _ = std::io::stderr().flush();

@@ -53,11 +53,21 @@ impl Meter<'_> {
 }
 
 /// Copy each of `files` from `from` into `to` (which must exist).
-pub fn copy_files(from: &Path, files: &[StoreFile], to: &Path, meter: &mut Meter) -> Result<Vec<CopiedFile>> {
+pub fn copy_files(
+    from: &Path,
+    files: &[StoreFile],
+    to: &Path,
+    meter: &mut Meter,
+) -> Result<Vec<CopiedFile>> {
     let mut copied = Vec::with_capacity(files.len());
     for file in files {
         let (size, sha256) = copy_one(&from.join(&file.name), &to.join(&file.name), meter)?;
-        copied.push(CopiedFile { name: file.name.clone(), role: file.role, size, sha256 });
+        copied.push(CopiedFile {
+            name: file.name.clone(),
+            role: file.role,
+            size,
+            sha256,
+        });
     }
     fsutil::fsync_dir(to).map_err(Error::io("flush the backup folder", to, HINT_DEST))?;
     Ok(copied)
@@ -80,14 +90,26 @@ enum Durability {
     Scratch,
 }
 
-fn copy_file(src: &Path, dst: &Path, durability: Durability, meter: &mut Meter) -> Result<(u64, String)> {
-    let input = crate::sys::open_nofollow(src)
-        .map_err(Error::io("open", src, HINT_SOURCE))?;
-    let mut output = crate::sys::create_private(dst)
-        .map_err(Error::io("create", dst, HINT_DEST))?;
-    let digest = stream(input, src, HINT_SOURCE, Some((&mut output, dst, durability)), meter)?;
+fn copy_file(
+    src: &Path,
+    dst: &Path,
+    durability: Durability,
+    meter: &mut Meter,
+) -> Result<(u64, String)> {
+    let input = crate::sys::open_nofollow(src).map_err(Error::io("open", src, HINT_SOURCE))?;
+    let mut output =
+        crate::sys::create_private(dst).map_err(Error::io("create", dst, HINT_DEST))?;
+    let digest = stream(
+        input,
+        src,
+        HINT_SOURCE,
+        Some((&mut output, dst, durability)),
+        meter,
+    )?;
     if durability == Durability::Durable {
-        output.sync_all().map_err(Error::io("flush", dst, HINT_DEST))?;
+        output
+            .sync_all()
+            .map_err(Error::io("flush", dst, HINT_DEST))?;
     }
     Ok(digest)
 }
@@ -97,10 +119,8 @@ fn copy_file(src: &Path, dst: &Path, durability: Durability, meter: &mut Meter) 
 /// reflink: no data written) and `src` is only read for its hash; else a
 /// copy is made that is never fsynced.
 pub fn scratch_copy(src: &Path, dst: &Path, meter: &mut Meter) -> Result<(u64, String)> {
-    let input = crate::sys::open_nofollow(src)
-        .map_err(Error::io("open", src, HINT_DEST))?;
-    let output = crate::sys::create_private(dst)
-        .map_err(Error::io("create", dst, HINT_DEST))?;
+    let input = crate::sys::open_nofollow(src).map_err(Error::io("open", src, HINT_DEST))?;
+    let output = crate::sys::create_private(dst).map_err(Error::io("create", dst, HINT_DEST))?;
     if fsutil::reflink(&input, &output).is_err() {
         drop(output);
         std::fs::remove_file(dst).map_err(Error::io("remove", dst, HINT_DEST))?;
@@ -125,7 +145,13 @@ const WRITE_BEHIND: u64 = 8 << 20;
 /// SHA-256 of one block overlaps the read and write of the next; blocks
 /// circulate between the two threads (at most three exist), keeping memory
 /// flat whatever the file size.
-fn stream(mut input: File, src: &Path, hint: &'static str, mut output: Option<(&mut File, &Path, Durability)>, meter: &mut Meter) -> Result<(u64, String)> {
+fn stream(
+    mut input: File,
+    src: &Path,
+    hint: &'static str,
+    mut output: Option<(&mut File, &Path, Durability)>,
+    meter: &mut Meter,
+) -> Result<(u64, String)> {
     const BUFFERS: usize = 3;
     let (to_hash, hash_rx) = std::sync::mpsc::sync_channel::<(Vec<u8>, usize)>(BUFFERS);
     let (to_reuse, free_rx) = std::sync::mpsc::sync_channel::<Vec<u8>>(BUFFERS);
@@ -146,7 +172,9 @@ fn stream(mut input: File, src: &Path, hint: &'static str, mut output: Option<(&
                 fresh -= 1;
                 vec![0u8; BLOCK]
             } else {
-                free_rx.recv().expect("the hashing thread returns every block")
+                free_rx
+                    .recv()
+                    .expect("the hashing thread returns every block")
             };
             let n = match input.read(&mut buf) {
                 Ok(0) => break Ok(size),
@@ -171,7 +199,9 @@ fn stream(mut input: File, src: &Path, hint: &'static str, mut output: Option<(&
                 fsutil::write_behind(out, flushed, size - flushed);
                 flushed = size;
             }
-            to_hash.send((buf, n)).expect("the hashing thread runs until the sender closes");
+            to_hash
+                .send((buf, n))
+                .expect("the hashing thread runs until the sender closes");
             if let Err(e) = meter.advance(n) {
                 break Err(e);
             }
@@ -194,19 +224,36 @@ mod tests {
 
     #[test]
     fn copies_multi_block_files_with_sha256() {
-        let dir = std::env::temp_dir().join(format!("persnap-copy-{}", uuid::Uuid::new_v4().simple()));
+        let dir =
+            std::env::temp_dir().join(format!("persnap-copy-{}", uuid::Uuid::new_v4().simple()));
         std::fs::create_dir_all(dir.join("out")).unwrap();
         let data: Vec<u8> = (0..BLOCK * 2 + 17).map(|i| (i % 251) as u8).collect();
         std::fs::write(dir.join("a"), &data).unwrap();
-        let files = [StoreFile { role: FileRole::Main, name: "a".into(), size: data.len() as u64 }];
+        let files = [StoreFile {
+            role: FileRole::Main,
+            name: "a".into(),
+            size: data.len() as u64,
+        }];
         let cancel = CancelToken::new();
-        let mut meter = Meter { phase: Phase::Copy, done: 0, total: 0, progress: &mut Silent, cancel: &cancel };
+        let mut meter = Meter {
+            phase: Phase::Copy,
+            done: 0,
+            total: 0,
+            progress: &mut Silent,
+            cancel: &cancel,
+        };
         let copied = copy_files(&dir, &files, &dir.join("out"), &mut meter).unwrap();
         assert_eq!(std::fs::read(dir.join("out/a")).unwrap(), data);
         assert_eq!(copied[0].sha256, hex(&Sha256::digest(&data)));
-        assert_eq!((copied[0].size, meter.done), (data.len() as u64, data.len() as u64));
+        assert_eq!(
+            (copied[0].size, meter.done),
+            (data.len() as u64, data.len() as u64)
+        );
         let err = copy_files(&dir, &files, &dir.join("out"), &mut meter).unwrap_err();
-        assert!(err.to_string().contains("Could not create"), "never overwrites: {err}");
+        assert!(
+            err.to_string().contains("Could not create"),
+            "never overwrites: {err}"
+        );
         std::fs::remove_dir_all(dir).unwrap();
     }
 }

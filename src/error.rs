@@ -54,91 +54,190 @@ impl ErrorKind {
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
-    #[error("The database folder {path} does not exist. Check the path, or choose the folder given to the correlator as -PstoreLocation.")]
+    #[error(
+        "The database folder {path} does not exist. Check the path, or choose the folder given to the correlator as -PstoreLocation."
+    )]
     SourceMissing { path: PathBuf },
 
-    #[error("{path} is not a folder. Choose the folder that holds the database files, not a file inside it.")]
+    #[error(
+        "{path} is not a folder. Choose the folder that holds the database files, not a file inside it."
+    )]
     SourceNotDir { path: PathBuf },
 
-    #[error("The database folder {path} cannot be read ({source}). Run persnap as a user who can read it, or as administrator.")]
+    #[error(
+        "The database folder {path} cannot be read ({source}). Run persnap as a user who can read it, or as administrator."
+    )]
     SourceUnreadable { path: PathBuf, source: io::Error },
 
-    #[error("No database file named {store_name} in {dir}. {listing} If the correlator was started with -PstoreName=..., give that name with --store-name.")]
-    StoreNotFound { dir: PathBuf, store_name: String, listing: String },
+    #[error(
+        "No database file named {store_name} in {dir}. {listing} If the correlator was started with -PstoreName=..., give that name with --store-name."
+    )]
+    StoreNotFound {
+        dir: PathBuf,
+        store_name: String,
+        listing: String,
+    },
 
-    #[error("{path} is not an SQLite database ({detail}). Check that this is the correlator's persistence folder and store name.")]
+    #[error(
+        "{path} is not an SQLite database ({detail}). Check that this is the correlator's persistence folder and store name."
+    )]
     NotSqlite { path: PathBuf, detail: String },
 
-    #[error("{path} is {what}, not a regular file; persnap refuses to back it up because a link could point anywhere. Point persnap at the folder that really holds the files.")]
+    #[error(
+        "{path} is {what}, not a regular file; persnap refuses to back it up because a link could point anywhere. Point persnap at the folder that really holds the files."
+    )]
     StoreFileNotRegular { path: PathBuf, what: &'static str },
 
-    #[error("The store name {name:?} is not valid: {reason}. Give the file name only, as in -PstoreName (default persistence.db).")]
+    #[error(
+        "The store name {name:?} is not valid: {reason}. Give the file name only, as in -PstoreName (default persistence.db)."
+    )]
     InvalidStoreName { name: String, reason: &'static str },
 
-    #[error("The backup location {path} does not exist. Create the folder first, or choose another location.")]
+    #[error(
+        "The backup location {path} does not exist. Create the folder first, or choose another location."
+    )]
     DestMissing { path: PathBuf },
 
     #[error("The backup location {path} is not a folder. Choose a folder.")]
     DestNotDir { path: PathBuf },
 
-    #[error("Cannot write to the backup location {path} ({source}). Choose a folder you can write to, or fix its permissions.")]
+    #[error(
+        "Cannot write to the backup location {path} ({source}). Choose a folder you can write to, or fix its permissions."
+    )]
     DestNotWritable { path: PathBuf, source: io::Error },
 
-    #[error("The backup location {dest} is inside the database folder {source_dir}. Backups must live outside the folder they protect; choose another location.")]
+    #[error(
+        "The backup location {dest} is inside the database folder {source_dir}. Backups must live outside the folder they protect; choose another location."
+    )]
     DestInsideSource { dest: PathBuf, source_dir: PathBuf },
 
-    #[error("The database folder {source_dir} is inside the backup location {dest}. Choose a backup location that does not contain the database.")]
+    #[error(
+        "The database folder {source_dir} is inside the backup location {dest}. Choose a backup location that does not contain the database."
+    )]
     SourceInsideDest { dest: PathBuf, source_dir: PathBuf },
 
-    #[error("Not enough free space in {path}: the backup needs {needed} bytes (the files plus a scratch copy for verification) but only {available} bytes are free. Free some space or choose another location.")]
-    InsufficientSpace { path: PathBuf, needed: u64, available: u64 },
+    #[error(
+        "Not enough free space in {path}: the backup needs {needed} bytes (the files plus a scratch copy for verification) but only {available} bytes are free. Free some space or choose another location."
+    )]
+    InsufficientSpace {
+        path: PathBuf,
+        needed: u64,
+        available: u64,
+    },
 
-    #[error("No snapshot is possible for {path}: {reason}. persnap never copies live database files, because such copies are torn. Alternatives: move the database to a btrfs subvolume or an LVM logical volume, use --method sqlite-online (SQLite's online backup, which pauses the writer while it copies), or stop the correlator and copy the files.")]
+    #[error(
+        "No snapshot is possible for {path}: {reason}. persnap never copies live database files, because such copies are torn. Alternatives: move the database to a btrfs subvolume or an LVM logical volume, use --method sqlite-online (SQLite's online backup, which pauses the writer while it copies), or stop the correlator and copy the files."
+    )]
     NoSnapshotPossible { path: PathBuf, reason: String },
 
-    #[error("The {method} method does not apply to {path}: {reason}. Use --method auto to pick the method that applies, or --method sqlite-online.")]
-    MethodNotApplicable { method: Method, path: PathBuf, reason: String },
+    #[error(
+        "The {method} method does not apply to {path}: {reason}. Use --method auto to pick the method that applies, or --method sqlite-online."
+    )]
+    MethodNotApplicable {
+        method: Method,
+        path: PathBuf,
+        reason: String,
+    },
 
-    #[error("The {method} method is not available in this build of persnap ({reason}). Use --method auto or --method sqlite-online.")]
-    MethodUnavailable { method: Method, reason: &'static str },
+    #[error(
+        "The {method} method is not available in this build of persnap ({reason}). Use --method auto or --method sqlite-online."
+    )]
+    MethodUnavailable {
+        method: Method,
+        reason: &'static str,
+    },
 
-    #[error("Taking a {method} snapshot needs administrator rights ({action}: {source}). Run the backup as root (sudo persnap ...) or through the persnap helper.")]
-    NeedsAdmin { method: Method, action: String, source: io::Error },
+    #[error(
+        "Taking a {method} snapshot needs administrator rights ({action}: {source}). Run the backup as root (sudo persnap ...) or through the persnap helper."
+    )]
+    NeedsAdmin {
+        method: Method,
+        action: String,
+        source: io::Error,
+    },
 
-    #[error("Volume group {vg} has no free space for a snapshot: an LVM snapshot needs at least {needed} and {free} are free. Free space with `vgextend {vg} /dev/NEWDISK` (add a disk) or `lvreduce` (shrink another volume), or choose another method (--method sqlite-online).")]
-    VgNoSpace { vg: String, needed: String, free: String },
+    #[error(
+        "Volume group {vg} has no free space for a snapshot: an LVM snapshot needs at least {needed} and {free} are free. Free space with `vgextend {vg} /dev/NEWDISK` (add a disk) or `lvreduce` (shrink another volume), or choose another method (--method sqlite-online)."
+    )]
+    VgNoSpace {
+        vg: String,
+        needed: String,
+        free: String,
+    },
 
-    #[error("The requested snapshot size {requested} does not fit: volume group {vg} has {free} free. Choose a smaller --snapshot-size, or free space in {vg}.")]
-    SnapshotSizeTooLarge { vg: String, requested: String, free: String },
+    #[error(
+        "The requested snapshot size {requested} does not fit: volume group {vg} has {free} free. Choose a smaller --snapshot-size, or free space in {vg}."
+    )]
+    SnapshotSizeTooLarge {
+        vg: String,
+        requested: String,
+        free: String,
+    },
 
-    #[error("The snapshot {snapshot} filled up ({size}) during the backup: the volume changed more than the snapshot could hold, so the copy cannot be trusted and was not kept. Make the snapshot larger with --snapshot-size, or back up at a quieter time.")]
+    #[error(
+        "The snapshot {snapshot} filled up ({size}) during the backup: the volume changed more than the snapshot could hold, so the copy cannot be trusted and was not kept. Make the snapshot larger with --snapshot-size, or back up at a quieter time."
+    )]
     SnapshotOverflow { snapshot: String, size: String },
 
     #[error("Volume Shadow Copy failed at {step}{}: {detail}.", vss_code(*.code))]
-    Vss { step: String, code: Option<u32>, detail: String },
+    Vss {
+        step: String,
+        code: Option<u32>,
+        detail: String,
+    },
 
     #[error("Could not {action} ({source}). {hint}")]
-    Snapshot { action: String, source: io::Error, hint: &'static str },
+    Snapshot {
+        action: String,
+        source: io::Error,
+        hint: &'static str,
+    },
 
     #[error("Could not {action}: {reason}. {hint}")]
-    Tool { action: String, reason: String, hint: &'static str },
+    Tool {
+        action: String,
+        reason: String,
+        hint: &'static str,
+    },
 
     #[error("Could not {action} {path} ({source}). {hint}")]
-    Io { action: &'static str, path: PathBuf, source: io::Error, hint: &'static str },
+    Io {
+        action: &'static str,
+        path: PathBuf,
+        source: io::Error,
+        hint: &'static str,
+    },
 
-    #[error("The SQLite online backup did not finish within {seconds} s because the database kept changing or stayed locked. Use a snapshot method, raise --timeout, or back up when the correlator is quieter.")]
+    #[error(
+        "The SQLite online backup did not finish within {seconds} s because the database kept changing or stayed locked. Use a snapshot method, raise --timeout, or back up when the correlator is quieter."
+    )]
     OnlineTimeout { seconds: u64 },
 
     #[error("SQLite could not {action} {path} ({source}). {hint}")]
-    Sqlite { action: &'static str, path: PathBuf, source: rusqlite::Error, hint: &'static str },
+    Sqlite {
+        action: &'static str,
+        path: PathBuf,
+        source: Box<rusqlite::Error>,
+        hint: &'static str,
+    },
 
-    #[error("Verification failed: SQLite's integrity check of the copy reported: {report}. The backup was not kept; take another backup, and check the database and its disk if this repeats.")]
+    #[error(
+        "Verification failed: SQLite's integrity check of the copy reported: {report}. The backup was not kept; take another backup, and check the database and its disk if this repeats."
+    )]
     IntegrityFailed { report: String },
 
-    #[error("Verification failed: {file} changed after it was copied (expected SHA-256 {expected}, found {actual}). The backup location may be failing; check the disk and take another backup.")]
-    HashMismatch { file: String, expected: String, actual: String },
+    #[error(
+        "Verification failed: {file} changed after it was copied (expected SHA-256 {expected}, found {actual}). The backup location may be failing; check the disk and take another backup."
+    )]
+    HashMismatch {
+        file: String,
+        expected: String,
+        actual: String,
+    },
 
-    #[error("The backup in {path} is incomplete or altered: {detail}. Use another backup, or take a new one.")]
+    #[error(
+        "The backup in {path} is incomplete or altered: {detail}. Use another backup, or take a new one."
+    )]
     BackupDamaged { path: PathBuf, detail: String },
 
     #[error("{path} is not a persnap backup ({detail}). Give the folder that holds manifest.json.")]
@@ -153,11 +252,19 @@ pub enum Error {
     #[error("The backup was cancelled; nothing was kept and the snapshot was removed.")]
     Cancelled,
 
-    #[error("Another persnap backup is running (lock {path} is held). Wait for it to finish, then try again.")]
+    #[error(
+        "Another persnap backup is running (lock {path} is held). Wait for it to finish, then try again."
+    )]
     Busy { path: PathBuf },
 
-    #[error("The backup history at {path} could not be {action} ({detail}). Check that the folder is writable; move the damaged file aside to start a new history.")]
-    History { path: PathBuf, action: &'static str, detail: String },
+    #[error(
+        "The backup history at {path} could not be {action} ({detail}). Check that the folder is writable; move the damaged file aside to start a new history."
+    )]
+    History {
+        path: PathBuf,
+        action: &'static str,
+        detail: String,
+    },
 }
 
 impl Error {
@@ -199,18 +306,29 @@ impl Error {
     }
 
     /// Shorthand for an I/O failure on a path, with the advice to show.
-    pub fn io(action: &'static str, path: impl Into<PathBuf>, hint: &'static str) -> impl FnOnce(io::Error) -> Error {
+    pub fn io(
+        action: &'static str,
+        path: impl Into<PathBuf>,
+        hint: &'static str,
+    ) -> impl FnOnce(io::Error) -> Error {
         let path = path.into();
-        move |source| Error::Io { action, path, source, hint }
+        move |source| Error::Io {
+            action,
+            path,
+            source,
+            hint,
+        }
     }
 }
 
 /// Advice for I/O failures while writing the backup.
 pub const HINT_DEST: &str = "Check that the backup location is writable and has free space.";
 /// Advice for I/O failures while reading the database or its snapshot.
-pub const HINT_SOURCE: &str = "Check that the database folder is readable; run as administrator if needed.";
+pub const HINT_SOURCE: &str =
+    "Check that the database folder is readable; run as administrator if needed.";
 
 /// ` (error 0x8004231F)`, or nothing when there is no code.
 fn vss_code(code: Option<u32>) -> String {
-    code.map(|c| format!(" (error 0x{c:08X})")).unwrap_or_default()
+    code.map(|c| format!(" (error 0x{c:08X})"))
+        .unwrap_or_default()
 }

@@ -12,13 +12,24 @@ use std::io::{self, Write};
 use std::path::Path;
 use std::path::PathBuf;
 
-pub use crate::sys::{drop_cached, free_space, fsync_dir, lower_io_priority, reflink, same_filesystem, write_behind};
+pub use crate::sys::{
+    drop_cached, free_space, fsync_dir, lower_io_priority, reflink, same_filesystem, write_behind,
+};
 
 /// Write `bytes` to `path` atomically: temp file, fsync, rename, fsync dir.
 pub fn atomic_write(path: &Path, bytes: &[u8]) -> io::Result<()> {
-    let dir = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
-    let name = path.file_name().ok_or_else(|| io::Error::from(io::ErrorKind::InvalidInput))?;
-    let tmp = dir.join(format!(".{}.tmp-{}", name.to_string_lossy(), std::process::id()));
+    let dir = path
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    let name = path
+        .file_name()
+        .ok_or_else(|| io::Error::from(io::ErrorKind::InvalidInput))?;
+    let tmp = dir.join(format!(
+        ".{}.tmp-{}",
+        name.to_string_lossy(),
+        std::process::id()
+    ));
     let result = (|| {
         let mut file = crate::sys::open_shared_rw(&tmp, true)?;
         file.write_all(bytes)?;
@@ -30,6 +41,17 @@ pub fn atomic_write(path: &Path, bytes: &[u8]) -> io::Result<()> {
         let _ = fs::remove_file(&tmp);
     }
     result
+}
+
+/// `fs::canonicalize`, in the form people write: on Windows a drive path
+/// short enough not to need it loses the `\\?\` prefix.
+pub fn canonicalize(path: &Path) -> io::Result<PathBuf> {
+    let real = fs::canonicalize(path)?;
+    Ok(if cfg!(windows) {
+        PathBuf::from(crate::volume::plain_drive_path(&real.to_string_lossy()))
+    } else {
+        real
+    })
 }
 
 /// Whether this process runs with administrator (root) rights.
@@ -55,7 +77,10 @@ pub struct RunLock {
 
 impl RunLock {
     pub fn acquire(tag: &str) -> io::Result<RunLock> {
-        let dir = lock_dirs().into_iter().next().expect("at least one lock dir");
+        let dir = lock_dirs()
+            .into_iter()
+            .next()
+            .expect("at least one lock dir");
         fs::create_dir_all(&dir)?;
         let path = dir.join(lock_name(tag));
         let file = crate::sys::open_shared_rw(&path, false)?;
@@ -69,7 +94,9 @@ impl RunLock {
     /// Whether any process holds the lock of run `tag`.
     pub fn is_held(tag: &str) -> bool {
         lock_dirs().iter().any(|dir| {
-            let Ok(file) = File::open(dir.join(lock_name(tag))) else { return false };
+            let Ok(file) = File::open(dir.join(lock_name(tag))) else {
+                return false;
+            };
             matches!(file.try_lock_shared(), Err(TryLockError::WouldBlock))
         })
     }
@@ -115,13 +142,17 @@ mod tests {
         assert!(!RunLock::is_held(&tag));
         let lock = RunLock::acquire(&tag).unwrap();
         assert!(RunLock::is_held(&tag));
-        assert!(RunLock::acquire(&tag).is_err(), "a second holder is refused");
+        assert!(
+            RunLock::acquire(&tag).is_err(),
+            "a second holder is refused"
+        );
         drop(lock);
         assert!(!RunLock::is_held(&tag));
     }
 
     fn tempdir() -> PathBuf {
-        let d = std::env::temp_dir().join(format!("persnap-fsutil-{}", uuid::Uuid::new_v4().simple()));
+        let d =
+            std::env::temp_dir().join(format!("persnap-fsutil-{}", uuid::Uuid::new_v4().simple()));
         fs::create_dir_all(&d).unwrap();
         d
     }
@@ -137,5 +168,14 @@ mod tests {
         .join()
         .unwrap();
         assert_eq!(got, (2 << 13) | 7);
+    }
+
+    #[test]
+    fn same_filesystem_is_seen() {
+        let a = tempfile::tempdir().unwrap();
+        let b = tempfile::tempdir().unwrap();
+        assert!(same_filesystem(a.path(), b.path()).unwrap());
+        let plain = crate::volume::canonical(a.path()).unwrap();
+        assert!(same_filesystem(&plain, b.path()).unwrap());
     }
 }

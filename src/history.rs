@@ -31,7 +31,11 @@ const LOCK_NAME: &str = "history.lock";
 pub enum Outcome {
     Running,
     Completed,
-    Failed { step: Phase, kind: ErrorKind, message: String },
+    Failed {
+        step: Phase,
+        kind: ErrorKind,
+        message: String,
+    },
     Cancelled,
     /// The process ended without recording an outcome.
     Interrupted,
@@ -145,12 +149,17 @@ impl History {
             Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
             Err(e) => return Err(self.error("read", e.to_string())),
         };
-        let value: serde_json::Value = serde_json::from_slice(&bytes).map_err(|e| self.error("read", format!("not valid JSON: {e}")))?;
+        let value: serde_json::Value = serde_json::from_slice(&bytes)
+            .map_err(|e| self.error("read", format!("not valid JSON: {e}")))?;
         let format = value.get("format").and_then(|f| f.as_u64()).unwrap_or(0);
         if format > u64::from(HISTORY_FORMAT) {
-            return Err(self.error("read", format!("it was written by a newer persnap (format {format}); upgrade persnap")));
+            return Err(self.error(
+                "read",
+                format!("it was written by a newer persnap (format {format}); upgrade persnap"),
+            ));
         }
-        let file: HistoryFile = serde_json::from_value(value).map_err(|e| self.error("read", e.to_string()))?;
+        let file: HistoryFile =
+            serde_json::from_value(value).map_err(|e| self.error("read", e.to_string()))?;
         Ok(file.runs)
     }
 
@@ -158,7 +167,10 @@ impl History {
     pub fn recover(&self) -> Result<Vec<Run>> {
         self.modify(|runs| {
             let mut recovered = Vec::new();
-            for run in runs.iter_mut().filter(|r| r.outcome == Outcome::Running && !RunLock::is_held(&r.tag)) {
+            for run in runs
+                .iter_mut()
+                .filter(|r| r.outcome == Outcome::Running && !RunLock::is_held(&r.tag))
+            {
                 run.outcome = Outcome::Interrupted;
                 recovered.push(run.clone());
             }
@@ -176,13 +188,19 @@ impl History {
 
     fn modify<T>(&self, change: impl FnOnce(&mut Vec<Run>) -> T) -> Result<T> {
         self.ensure_dir()?;
-        let _lock = FileLock::exclusive(&self.dir.join(LOCK_NAME)).map_err(|e| self.error("locked", e.to_string()))?;
+        let _lock = FileLock::exclusive(&self.dir.join(LOCK_NAME))
+            .map_err(|e| self.error("locked", e.to_string()))?;
         let mut runs = self.load()?;
         let before = runs.clone();
         let out = change(&mut runs);
         if runs != before {
-            let json = serde_json::to_vec_pretty(&HistoryFile { format: HISTORY_FORMAT, runs }).expect("history serializes");
-            fsutil::atomic_write(&self.path(), &json).map_err(|e| self.error("written", e.to_string()))?;
+            let json = serde_json::to_vec_pretty(&HistoryFile {
+                format: HISTORY_FORMAT,
+                runs,
+            })
+            .expect("history serializes");
+            fsutil::atomic_write(&self.path(), &json)
+                .map_err(|e| self.error("written", e.to_string()))?;
         }
         Ok(out)
     }
@@ -193,7 +211,10 @@ impl History {
     }
 
     fn error(&self, action: &'static str, detail: String) -> Error {
-        Error::History { path: self.path(), action, detail }
+        Error::History {
+            path: self.path(),
+            action,
+            detail,
+        }
     }
 }
-

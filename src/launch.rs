@@ -48,7 +48,11 @@ pub struct RemoteFailure {
 
 impl RemoteFailure {
     fn elevation(message: impl Into<String>) -> Self {
-        RemoteFailure { kind: ErrorKind::Elevation, step: None, message: message.into() }
+        RemoteFailure {
+            kind: ErrorKind::Elevation,
+            step: None,
+            message: message.into(),
+        }
     }
 }
 
@@ -80,7 +84,10 @@ pub fn route() -> Result<HelperRoute, RemoteFailure> {
             "persnap-helper.exe is missing from persnap's folder. Reinstall persnap (the setup program installs both).",
         )
     })?;
-    Ok(HelperRoute { helper, elevate: !fsutil::is_root() })
+    Ok(HelperRoute {
+        helper,
+        elevate: !fsutil::is_root(),
+    })
 }
 
 /// Decide how to start the helper, or say plainly why it cannot be.
@@ -91,7 +98,10 @@ pub fn route() -> Result<HelperRoute, RemoteFailure> {
         if !helper.is_file() {
             return Err(not_installed(&helper));
         }
-        return Ok(HelperRoute { helper, elevate: false });
+        return Ok(HelperRoute {
+            helper,
+            elevate: false,
+        });
     }
     if !Path::new(PKEXEC).is_file() {
         return Err(RemoteFailure::elevation(
@@ -102,7 +112,10 @@ pub fn route() -> Result<HelperRoute, RemoteFailure> {
     if !helper.is_file() {
         return Err(not_installed(&helper));
     }
-    Ok(HelperRoute { helper, elevate: true })
+    Ok(HelperRoute {
+        helper,
+        elevate: true,
+    })
 }
 
 /// The helper built beside this executable: same folder, or one up for
@@ -111,7 +124,9 @@ fn sibling_helper() -> Option<PathBuf> {
     let exe = std::env::current_exe().ok()?;
     let dir = exe.parent()?;
     let name = format!("persnap-helper{}", std::env::consts::EXE_SUFFIX);
-    [dir.join(&name), dir.parent()?.join(&name)].into_iter().find(|p| p.is_file())
+    [dir.join(&name), dir.parent()?.join(&name)]
+        .into_iter()
+        .find(|p| p.is_file())
 }
 
 fn not_installed(path: &Path) -> RemoteFailure {
@@ -172,16 +187,25 @@ fn call_child(
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
-        .map_err(|e| RemoteFailure::elevation(format!("Could not start {}: {e}", route.helper.display())))?;
+        .map_err(|e| {
+            RemoteFailure::elevation(format!("Could not start {}: {e}", route.helper.display()))
+        })?;
     let mut stdin = child.stdin.take().expect("piped");
-    protocol::write_frame(&mut stdin, request)
-        .map_err(|e| RemoteFailure::elevation(format!("Could not send the request to the helper: {e}")))?;
+    protocol::write_frame(&mut stdin, request).map_err(|e| {
+        RemoteFailure::elevation(format!("Could not send the request to the helper: {e}"))
+    })?;
     let finished = Arc::new(AtomicBool::new(false));
     let forwarder = forward_cancel(stdin, cancel.clone(), Arc::clone(&finished));
     let stderr = child.stderr.take().expect("piped");
     let stderr = std::thread::spawn(move || std::io::read_to_string(stderr).unwrap_or_default());
-    let result = relay(BufReader::new(child.stdout.take().expect("piped")), progress, recorder);
-    let status = child.wait().map_err(|e| RemoteFailure::elevation(format!("Lost the helper: {e}")))?;
+    let result = relay(
+        BufReader::new(child.stdout.take().expect("piped")),
+        progress,
+        recorder,
+    );
+    let status = child
+        .wait()
+        .map_err(|e| RemoteFailure::elevation(format!("Lost the helper: {e}")))?;
     finished.store(true, Ordering::SeqCst);
     let _ = forwarder.join();
     let stderr = stderr.join().unwrap_or_default();
@@ -190,12 +214,20 @@ fn call_child(
 
 /// Pass the helper's events on until it stops sending; the final frame's
 /// result, if one came.
-fn relay(mut events: impl BufRead, progress: &mut dyn Progress, recorder: &mut dyn Recorder) -> Option<Result<Reply, RemoteFailure>> {
+fn relay(
+    mut events: impl BufRead,
+    progress: &mut dyn Progress,
+    recorder: &mut dyn Recorder,
+) -> Option<Result<Reply, RemoteFailure>> {
     let mut result = None;
     while let Ok(event) = protocol::read_frame::<Event>(&mut events) {
         match event {
             Event::Phase { phase } => progress.phase(phase),
-            Event::Progress { phase, bytes, total } => progress.bytes(phase, bytes, total),
+            Event::Progress {
+                phase,
+                bytes,
+                total,
+            } => progress.bytes(phase, bytes, total),
             Event::Log { level, message } => progress.log(level, &message),
             Event::Run { run } => {
                 if let Err(e) = recorder.record(&run) {
@@ -203,14 +235,28 @@ fn relay(mut events: impl BufRead, progress: &mut dyn Progress, recorder: &mut d
                 }
             }
             Event::Done { result: outcome } => result = Some(Ok(*outcome)),
-            Event::Error { kind, step, message } => result = Some(Err(RemoteFailure { kind, step, message })),
+            Event::Error {
+                kind,
+                step,
+                message,
+            } => {
+                result = Some(Err(RemoteFailure {
+                    kind,
+                    step,
+                    message,
+                }))
+            }
         }
     }
     result
 }
 
 /// Write a cancel frame when the token fires; close stdin when finished.
-fn forward_cancel(mut stdin: impl Write + Send + 'static, cancel: CancelToken, finished: Arc<AtomicBool>) -> std::thread::JoinHandle<()> {
+fn forward_cancel(
+    mut stdin: impl Write + Send + 'static,
+    cancel: CancelToken,
+    finished: Arc<AtomicBool>,
+) -> std::thread::JoinHandle<()> {
     std::thread::spawn(move || {
         let mut sent = false;
         while !finished.load(Ordering::SeqCst) {
@@ -228,7 +274,8 @@ fn forward_cancel(mut stdin: impl Write + Send + 'static, cancel: CancelToken, f
 /// polkit at all ("Error getting authority", "Error checking for
 /// authorization"); only its message tells them apart.
 fn polkit_unreachable(stderr: &str) -> bool {
-    stderr.contains("Error getting authority") || stderr.contains("Error checking for authorization")
+    stderr.contains("Error getting authority")
+        || stderr.contains("Error checking for authorization")
 }
 
 /// The helper ended without a final frame: say why in plain words.
@@ -237,12 +284,14 @@ fn explain_exit(code: Option<i32>, via_pkexec: bool, stderr: &str) -> RemoteFail
         (true, Some(PKEXEC_DISMISSED)) => RemoteFailure::elevation(
             "You dismissed the administrator authentication; the backup did not run.",
         ),
-        (true, Some(PKEXEC_NOT_AUTHORIZED)) if polkit_unreachable(stderr) => RemoteFailure::elevation(format!(
-            "The system's authorization service (polkit) did not answer, so persnap could not ask for administrator rights; \
+        (true, Some(PKEXEC_NOT_AUTHORIZED)) if polkit_unreachable(stderr) => {
+            RemoteFailure::elevation(format!(
+                "The system's authorization service (polkit) did not answer, so persnap could not ask for administrator rights; \
              the backup did not run. Check that D-Bus and polkit are running (`systemctl status polkit`), or run as root. \
              pkexec said: {}",
-            stderr.trim()
-        )),
+                stderr.trim()
+            ))
+        }
         (true, Some(PKEXEC_NOT_AUTHORIZED)) => RemoteFailure::elevation(
             "You are not authorized to run persnap's privileged helper (polkit said no); the backup did not run. \
              Ask an administrator to let you back up (see installer/linux/50-persnap-operators.rules.example), or run as root.",
@@ -253,7 +302,11 @@ fn explain_exit(code: Option<i32>, via_pkexec: bool, stderr: &str) -> RemoteFail
             message: format!(
                 "The persnap helper stopped unexpectedly (exit status {}){}. Nothing was recorded as good; run `persnap cleanup`.",
                 code.map_or("killed by a signal".into(), |c| c.to_string()),
-                if stderr.trim().is_empty() { String::new() } else { format!(": {}", stderr.trim()) }
+                if stderr.trim().is_empty() {
+                    String::new()
+                } else {
+                    format!(": {}", stderr.trim())
+                }
             ),
         },
     }
@@ -267,10 +320,22 @@ mod tests {
     fn pkexec_failures_become_plain_messages() {
         let dismissed = explain_exit(Some(126), true, "");
         assert_eq!(dismissed.kind, ErrorKind::Elevation);
-        assert!(dismissed.message.contains("dismissed"), "{}", dismissed.message);
+        assert!(
+            dismissed.message.contains("dismissed"),
+            "{}",
+            dismissed.message
+        );
 
-        let refused = explain_exit(Some(127), true, "Error executing command as another user: Not authorized\n");
-        assert!(refused.message.contains("not authorized"), "{}", refused.message);
+        let refused = explain_exit(
+            Some(127),
+            true,
+            "Error executing command as another user: Not authorized\n",
+        );
+        assert!(
+            refused.message.contains("not authorized"),
+            "{}",
+            refused.message
+        );
 
         let unreachable = explain_exit(
             Some(127),
@@ -278,11 +343,23 @@ mod tests {
             "Error getting authority: Error initializing authority: Could not connect: Connection refused",
         );
         assert_eq!(unreachable.kind, ErrorKind::Elevation);
-        assert!(unreachable.message.contains("did not answer"), "{}", unreachable.message);
-        assert!(unreachable.message.contains("Connection refused"), "pkexec's own words are kept: {}", unreachable.message);
+        assert!(
+            unreachable.message.contains("did not answer"),
+            "{}",
+            unreachable.message
+        );
+        assert!(
+            unreachable.message.contains("Connection refused"),
+            "pkexec's own words are kept: {}",
+            unreachable.message
+        );
 
         let crashed = explain_exit(None, false, "");
         assert_eq!(crashed.kind, ErrorKind::Internal);
-        assert!(crashed.message.contains("killed by a signal"), "{}", crashed.message);
+        assert!(
+            crashed.message.contains("killed by a signal"),
+            "{}",
+            crashed.message
+        );
     }
 }

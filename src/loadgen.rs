@@ -73,7 +73,8 @@ pub fn init(path: &Path, mode: Mode, size_mb: u64) -> rusqlite::Result<()> {
     let accounts = (size_mb * 1024 * 1024 / (ACCOUNT_PAD as u64 + 100)).max(10);
     let tx = conn.unchecked_transaction()?;
     {
-        let mut insert = tx.prepare("INSERT INTO accounts(id, balance, pad) VALUES(?1, ?2, randomblob(?3))")?;
+        let mut insert =
+            tx.prepare("INSERT INTO accounts(id, balance, pad) VALUES(?1, ?2, randomblob(?3))")?;
         for id in 0..accounts {
             insert.execute(params![id as i64, INITIAL_BALANCE, ACCOUNT_PAD as i64])?;
         }
@@ -91,7 +92,10 @@ pub fn run(path: &Path, mut stop: impl FnMut() -> bool) -> rusqlite::Result<Writ
     let mut stats = WriterStats::default();
     let mut total_commit = 0.0;
     while !stop() {
-        let (a, b) = (rng.below(accounts as u64) as i64, rng.below(accounts as u64) as i64);
+        let (a, b) = (
+            rng.below(accounts as u64) as i64,
+            rng.below(accounts as u64) as i64,
+        );
         let amount = rng.below(100) as i64 + 1;
         let t0 = Instant::now();
         transfer(&conn, a, b, amount)?;
@@ -101,14 +105,24 @@ pub fn run(path: &Path, mut stop: impl FnMut() -> bool) -> rusqlite::Result<Writ
         stats.transactions += 1;
     }
     stats.seconds = started.elapsed().as_secs_f64();
-    stats.mean_commit_ms = if stats.transactions > 0 { total_commit / stats.transactions as f64 } else { 0.0 };
+    stats.mean_commit_ms = if stats.transactions > 0 {
+        total_commit / stats.transactions as f64
+    } else {
+        0.0
+    };
     Ok(stats)
 }
 
 fn transfer(conn: &Connection, from: i64, to: i64, amount: i64) -> rusqlite::Result<()> {
     let tx = conn.unchecked_transaction()?;
-    tx.execute("UPDATE accounts SET balance = balance - ?2 WHERE id = ?1", params![from, amount])?;
-    tx.execute("UPDATE accounts SET balance = balance + ?2, pad = randomblob(?3) WHERE id = ?1", params![to, amount, ACCOUNT_PAD as i64])?;
+    tx.execute(
+        "UPDATE accounts SET balance = balance - ?2 WHERE id = ?1",
+        params![from, amount],
+    )?;
+    tx.execute(
+        "UPDATE accounts SET balance = balance + ?2, pad = randomblob(?3) WHERE id = ?1",
+        params![to, amount, ACCOUNT_PAD as i64],
+    )?;
     tx.execute(
         "INSERT INTO ledger(from_id, to_id, amount, pad) VALUES(?1, ?2, ?3, randomblob(?4))",
         params![from, to, amount, LEDGER_PAD as i64],
@@ -119,7 +133,10 @@ fn transfer(conn: &Connection, from: i64, to: i64, amount: i64) -> rusqlite::Res
 
 /// Check the invariant on an open database (a copy, never the live one).
 pub fn check_invariant(conn: &Connection) -> Result<InvariantReport, String> {
-    let q = |sql: &str| conn.query_row(sql, [], |r| r.get::<_, i64>(0)).map_err(|e| format!("{sql}: {e}"));
+    let q = |sql: &str| {
+        conn.query_row(sql, [], |r| r.get::<_, i64>(0))
+            .map_err(|e| format!("{sql}: {e}"))
+    };
     let report = InvariantReport {
         accounts: q("SELECT count(*) FROM accounts")?,
         total_balance: q("SELECT sum(balance) FROM accounts")?,
@@ -127,10 +144,17 @@ pub fn check_invariant(conn: &Connection) -> Result<InvariantReport, String> {
     };
     let ledger_rows = q("SELECT count(*) FROM ledger")?;
     if report.total_balance != report.accounts * INITIAL_BALANCE {
-        return Err(format!("balances sum to {}, expected {}", report.total_balance, report.accounts * INITIAL_BALANCE));
+        return Err(format!(
+            "balances sum to {}, expected {}",
+            report.total_balance,
+            report.accounts * INITIAL_BALANCE
+        ));
     }
     if report.transfers != ledger_rows {
-        return Err(format!("transfer counter {} but {} ledger rows", report.transfers, ledger_rows));
+        return Err(format!(
+            "transfer counter {} but {} ledger rows",
+            report.transfers, ledger_rows
+        ));
     }
     Ok(report)
 }

@@ -15,7 +15,9 @@ fn main() {
     #[cfg(feature = "gui")]
     if std::env::args_os().len() == 1 {
         if let Err(e) = gui::run() {
-            eprintln!("error: the window could not open ({e}). Use the command line instead: persnap --help");
+            eprintln!(
+                "error: the window could not open ({e}). Use the command line instead: persnap --help"
+            );
             std::process::exit(1);
         }
         return;

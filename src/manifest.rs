@@ -11,10 +11,10 @@ use serde::{Deserialize, Serialize};
 
 use crate::copy::CopiedFile;
 use crate::error::{Error, HINT_DEST, Result};
+use crate::fsutil;
 use crate::method::Method;
 use crate::store::{FileRole, JournalMode};
 use crate::verify::Verification;
-use crate::fsutil;
 
 pub const MANIFEST_NAME: &str = "manifest.json";
 /// Format version of the manifest; readers refuse newer ones.
@@ -48,16 +48,22 @@ pub fn write(dir: &Path, manifest: &Manifest) -> Result<()> {
 
 pub fn read(dir: &Path) -> Result<Manifest> {
     let path = dir.join(MANIFEST_NAME);
-    let not_backup = |detail: String| Error::NotABackup { path: dir.to_owned(), detail };
-    let bytes = std::fs::read(&path).map_err(|e| not_backup(format!("cannot read {MANIFEST_NAME}: {e}")))?;
-    let value: serde_json::Value =
-        serde_json::from_slice(&bytes).map_err(|e| not_backup(format!("{MANIFEST_NAME} is not valid JSON: {e}")))?;
+    let not_backup = |detail: String| Error::NotABackup {
+        path: dir.to_owned(),
+        detail,
+    };
+    let bytes = std::fs::read(&path)
+        .map_err(|e| not_backup(format!("cannot read {MANIFEST_NAME}: {e}")))?;
+    let value: serde_json::Value = serde_json::from_slice(&bytes)
+        .map_err(|e| not_backup(format!("{MANIFEST_NAME} is not valid JSON: {e}")))?;
     let format = value.get("format").and_then(|f| f.as_u64()).unwrap_or(0);
     if format > u64::from(MANIFEST_FORMAT) {
-        return Err(not_backup(format!("it was written by a newer persnap (manifest format {format}); upgrade persnap")));
+        return Err(not_backup(format!(
+            "it was written by a newer persnap (manifest format {format}); upgrade persnap"
+        )));
     }
-    let manifest: Manifest =
-        serde_json::from_value(value).map_err(|e| not_backup(format!("{MANIFEST_NAME} is incomplete: {e}")))?;
+    let manifest: Manifest = serde_json::from_value(value)
+        .map_err(|e| not_backup(format!("{MANIFEST_NAME} is incomplete: {e}")))?;
     check_names(&manifest).map_err(not_backup)?;
     Ok(manifest)
 }
@@ -69,7 +75,10 @@ fn check_names(m: &Manifest) -> std::result::Result<(), String> {
     for file in &m.files {
         let expected = format!("{}{}", m.store_name, file.role.suffix());
         if file.name != expected || !seen.insert(file.role) {
-            return Err(format!("the manifest lists an unexpected file {:?}", file.name));
+            return Err(format!(
+                "the manifest lists an unexpected file {:?}",
+                file.name
+            ));
         }
     }
     if !seen.contains(&FileRole::Main) {

@@ -20,7 +20,12 @@ pub enum Method {
 }
 
 impl Method {
-    pub const ALL: [Method; 4] = [Method::Btrfs, Method::Lvm, Method::Vss, Method::SqliteOnline];
+    pub const ALL: [Method; 4] = [
+        Method::Btrfs,
+        Method::Lvm,
+        Method::Vss,
+        Method::SqliteOnline,
+    ];
 
     pub fn as_str(self) -> &'static str {
         match self {
@@ -100,6 +105,8 @@ impl FromStr for MethodChoice {
             .into_iter()
             .find(|m| m.as_str() == s)
             .map(MethodChoice::Explicit)
-            .ok_or_else(|| format!("unknown method {s:?}; choose one of auto, btrfs, lvm, vss, sqlite-online"))
+            .ok_or_else(|| {
+                format!("unknown method {s:?}; choose one of auto, btrfs, lvm, vss, sqlite-online")
+            })
     }
 }

@@ -26,35 +26,73 @@ const RETRY_PAUSE: Duration = Duration::from_millis(20);
 const RETRY_WAIT: Duration = Duration::from_millis(200);
 
 /// Back up `store` into the new file `dest` with SQLite's backup API.
-pub fn backup(store: &Store, dest: &Path, timeout: Duration, meter: &mut Meter) -> Result<CopiedFile> {
+pub fn backup(
+    store: &Store,
+    dest: &Path,
+    timeout: Duration,
+    meter: &mut Meter,
+) -> Result<CopiedFile> {
     let src_path = store.dir.join(&store.name);
     let sqlite = |action: &'static str, path: &Path, hint: &'static str| {
         let path = path.to_owned();
-        move |source| Error::Sqlite { action, path, source, hint }
+        move |source| Error::Sqlite {
+            action,
+            path,
+            source: Box::new(source),
+            hint,
+        }
     };
-    let src = Connection::open_with_flags(&src_path, OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX)
-        .map_err(sqlite("open", &src_path, "Check that the database folder is readable."))?;
+    let src = Connection::open_with_flags(
+        &src_path,
+        OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+    )
+    .map_err(sqlite(
+        "open",
+        &src_path,
+        "Check that the database folder is readable.",
+    ))?;
     // Short waits per attempt, so a cancel or the timeout is noticed quickly.
-    src.busy_timeout(RETRY_WAIT).map_err(sqlite("configure", &src_path, HINT_DEST))?;
+    src.busy_timeout(RETRY_WAIT)
+        .map_err(sqlite("configure", &src_path, HINT_DEST))?;
     let mut dst = Connection::open(dest).map_err(sqlite("create", dest, HINT_DEST))?;
     meter.total = store.file(FileRole::Main).map_or(0, |f| f.size);
     let deadline = Instant::now() + timeout;
     {
-        let backup = Backup::new(&src, &mut dst).map_err(sqlite("start a backup of", &src_path, HINT_DEST))?;
+        let backup = Backup::new(&src, &mut dst).map_err(sqlite(
+            "start a backup of",
+            &src_path,
+            HINT_DEST,
+        ))?;
         loop {
             meter.cancel.check()?;
-            match backup.step(-1).map_err(sqlite("copy", &src_path, HINT_DEST))? {
+            match backup
+                .step(-1)
+                .map_err(sqlite("copy", &src_path, HINT_DEST))?
+            {
                 StepResult::Done => break,
                 StepResult::More => {}
                 _busy_or_locked if Instant::now() >= deadline => {
-                    return Err(Error::OnlineTimeout { seconds: timeout.as_secs() });
+                    return Err(Error::OnlineTimeout {
+                        seconds: timeout.as_secs(),
+                    });
                 }
                 _busy_or_locked => thread::sleep(RETRY_PAUSE),
             }
         }
     }
-    dst.close().map_err(|(_, e)| sqlite("close", dest, HINT_DEST)(e))?;
-    std::fs::File::open(dest).and_then(|f| f.sync_all()).map_err(Error::io("flush", dest, HINT_DEST))?;
+    dst.close()
+        .map_err(|(_, e)| sqlite("close", dest, HINT_DEST)(e))?;
+    // Opened for writing: Windows flushes only through a writable handle.
+    std::fs::File::options()
+        .write(true)
+        .open(dest)
+        .and_then(|f| f.sync_all())
+        .map_err(Error::io("flush", dest, HINT_DEST))?;
     let (size, sha256) = hash_file(dest, meter)?;
-    Ok(CopiedFile { name: store.name.clone(), role: FileRole::Main, size, sha256 })
+    Ok(CopiedFile {
+        name: store.name.clone(),
+        role: FileRole::Main,
+        size,
+        sha256,
+    })
 }

@@ -32,8 +32,12 @@ pub fn random_pipe_name() -> String {
 
 /// Accept only names persnap makes: the prefix and 32 lower-case hex digits.
 pub fn is_valid_pipe_name(name: &str) -> bool {
-    name.strip_prefix(PIPE_PREFIX)
-        .is_some_and(|hex| hex.len() == 32 && hex.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b)))
+    name.strip_prefix(PIPE_PREFIX).is_some_and(|hex| {
+        hex.len() == 32
+            && hex
+                .bytes()
+                .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+    })
 }
 
 /// The security descriptor (SDDL) of the pipe: protected DACL, full access
@@ -62,10 +66,20 @@ pub fn parse_helper_args(args: &[String]) -> Result<Option<HelperArgs>, String> 
             if !is_valid_pipe_name(pipe) {
                 return Err(format!("{pipe:?} is not a persnap pipe name"));
             }
-            let parent_pid = pid.parse::<u32>().ok().filter(|p| *p != 0).ok_or_else(|| format!("{pid:?} is not a process id"))?;
-            Ok(Some(HelperArgs { pipe: pipe.clone(), parent_pid }))
+            let parent_pid = pid
+                .parse::<u32>()
+                .ok()
+                .filter(|p| *p != 0)
+                .ok_or_else(|| format!("{pid:?} is not a process id"))?;
+            Ok(Some(HelperArgs {
+                pipe: pipe.clone(),
+                parent_pid,
+            }))
         }
-        _ => Err("usage: persnap-helper [--pipe \\\\.\\pipe\\persnap-<32 hex digits> --parent-pid PID]".into()),
+        _ => Err(
+            "usage: persnap-helper [--pipe \\\\.\\pipe\\persnap-<32 hex digits> --parent-pid PID]"
+                .into(),
+        ),
     }
 }
 
@@ -97,7 +111,10 @@ mod tests {
         let a = random_pipe_name();
         assert!(is_valid_pipe_name(&a), "{a}");
         assert_ne!(a, random_pipe_name());
-        assert_eq!(pipe_name(0xab), format!(r"\\.\pipe\persnap-{}ab", "0".repeat(30)));
+        assert_eq!(
+            pipe_name(0xab),
+            format!(r"\\.\pipe\persnap-{}ab", "0".repeat(30))
+        );
         for bad in [
             r"\\.\pipe\persnap-",
             r"\\.\pipe\persnap-XYZ00000000000000000000000000000",
@@ -113,28 +130,62 @@ mod tests {
     #[test]
     fn the_dacl_names_only_the_user_and_elevated_administrators() {
         let sddl = pipe_sddl("S-1-5-21-1-2-3-1001");
-        assert!(sddl.starts_with("D:P("), "protected DACL, no inherited entries: {sddl}");
+        assert!(
+            sddl.starts_with("D:P("),
+            "protected DACL, no inherited entries: {sddl}"
+        );
         assert_eq!(sddl.matches("(A;").count(), 2);
         assert!(sddl.contains("(A;;GA;;;S-1-5-21-1-2-3-1001)") && sddl.contains("(A;;GA;;;BA)"));
-        assert!(!sddl.contains("WD") && !sddl.contains("AU") && !sddl.contains("AN"), "no Everyone, Authenticated Users, Anonymous");
+        assert!(
+            !sddl.contains("WD") && !sddl.contains("AU") && !sddl.contains("AN"),
+            "no Everyone, Authenticated Users, Anonymous"
+        );
     }
 
     #[test]
     fn helper_arguments_round_trip_and_refuse_anything_else() {
-        let args = HelperArgs { pipe: pipe_name(7), parent_pid: 4242 };
-        let line: Vec<String> = helper_command_line(&args).split(' ').map(String::from).collect();
+        let args = HelperArgs {
+            pipe: pipe_name(7),
+            parent_pid: 4242,
+        };
+        let line: Vec<String> = helper_command_line(&args)
+            .split(' ')
+            .map(String::from)
+            .collect();
         assert_eq!(parse_helper_args(&line).unwrap(), Some(args));
-        assert_eq!(parse_helper_args(&[]).unwrap(), None, "no arguments: stdin/stdout (Linux)");
+        assert_eq!(
+            parse_helper_args(&[]).unwrap(),
+            None,
+            "no arguments: stdin/stdout (Linux)"
+        );
         let s = |v: &[&str]| v.iter().map(|x| x.to_string()).collect::<Vec<_>>();
-        assert!(parse_helper_args(&s(&["--pipe", r"\\.\pipe\evil", "--parent-pid", "1"])).unwrap_err().contains("not a persnap pipe"));
-        assert!(parse_helper_args(&s(&["--pipe", &pipe_name(1), "--parent-pid", "0"])).unwrap_err().contains("not a process id"));
-        assert!(parse_helper_args(&s(&["--pipe", &pipe_name(1)])).unwrap_err().contains("usage"));
-        assert!(parse_helper_args(&s(&["--pipe", &pipe_name(1), "--parent-pid", "5", "--x"])).is_err());
+        assert!(
+            parse_helper_args(&s(&["--pipe", r"\\.\pipe\evil", "--parent-pid", "1"]))
+                .unwrap_err()
+                .contains("not a persnap pipe")
+        );
+        assert!(
+            parse_helper_args(&s(&["--pipe", &pipe_name(1), "--parent-pid", "0"]))
+                .unwrap_err()
+                .contains("not a process id")
+        );
+        assert!(
+            parse_helper_args(&s(&["--pipe", &pipe_name(1)]))
+                .unwrap_err()
+                .contains("usage")
+        );
+        assert!(
+            parse_helper_args(&s(&["--pipe", &pipe_name(1), "--parent-pid", "5", "--x"])).is_err()
+        );
     }
 
     #[test]
     fn peers_are_checked() {
         assert!(check_peer("helper", 10, 10).is_ok());
-        assert!(check_peer("helper", 10, 11).unwrap_err().contains("not the expected process 10"));
+        assert!(
+            check_peer("helper", 10, 11)
+                .unwrap_err()
+                .contains("not the expected process 10")
+        );
     }
 }

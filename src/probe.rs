@@ -66,7 +66,10 @@ pub fn probe(req: &BackupRequest, dest_given: bool, test_snapshot: bool) -> Resu
     }
     if test_snapshot {
         report.test_snapshot = Some(match report.method {
-            Some(m) if m.is_snapshot() => try_snapshot(&report.volume, m, &req.snapshot, &req.store_name).map_err(|e| e.to_string()),
+            Some(m) if m.is_snapshot() => {
+                try_snapshot(&report.volume, m, &req.snapshot, &req.store_name)
+                    .map_err(|e| e.to_string())
+            }
             Some(_) => Err("The sqlite-online method takes no snapshot.".into()),
             None => Err(report.blocked.clone().unwrap_or_default()),
         });
@@ -75,10 +78,19 @@ pub fn probe(req: &BackupRequest, dest_given: bool, test_snapshot: bool) -> Resu
 }
 
 /// Create a snapshot, check the store is visible in it, remove it.
-pub fn try_snapshot(volume: &VolumeInfo, method: Method, options: &SnapshotOptions, store_name: &str) -> Result<String> {
+pub fn try_snapshot(
+    volume: &VolumeInfo,
+    method: Method,
+    options: &SnapshotOptions,
+    store_name: &str,
+) -> Result<String> {
     let started = Instant::now();
     let tag = uuid::Uuid::new_v4().simple().to_string()[..8].to_owned();
-    let _lock = RunLock::acquire(&tag).map_err(Error::io("create the run lock", Path::new("/run/persnap"), "Check that /run is writable."))?;
+    let _lock = RunLock::acquire(&tag).map_err(Error::io(
+        "create the run lock",
+        Path::new("/run/persnap"),
+        "Check that /run is writable.",
+    ))?;
     let provider = snapshot::provider(method, options)?;
     let mut guard = SnapshotGuard::new(provider.create(volume, &tag)?);
     let id = guard.id().to_owned();

@@ -93,6 +93,10 @@ impl CancelToken {
 
     /// `Err(Cancelled)` once cancelled.
     pub fn check(&self) -> crate::Result<()> {
-        if self.is_cancelled() { Err(crate::Error::Cancelled) } else { Ok(()) }
+        if self.is_cancelled() {
+            Err(crate::Error::Cancelled)
+        } else {
+            Ok(())
+        }
     }
 }

@@ -102,22 +102,46 @@ pub enum Control {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case", tag = "type")]
 pub enum Event {
-    Phase { phase: Phase },
-    Progress { phase: Phase, bytes: u64, total: u64 },
-    Log { level: Level, message: String },
+    Phase {
+        phase: Phase,
+    },
+    Progress {
+        phase: Phase,
+        bytes: u64,
+        total: u64,
+    },
+    Log {
+        level: Level,
+        message: String,
+    },
     /// The run's record changed; the caller stores it in its history.
-    Run { run: Box<Run> },
-    Done { result: Box<Reply> },
-    Error { kind: ErrorKind, step: Option<Phase>, message: String },
+    Run {
+        run: Box<Run>,
+    },
+    Done {
+        result: Box<Reply>,
+    },
+    Error {
+        kind: ErrorKind,
+        step: Option<Phase>,
+        message: String,
+    },
 }
 
 /// The successful result of a request.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case", tag = "type")]
 pub enum Reply {
-    Backup { backup_dir: PathBuf, manifest: Manifest },
-    Probe { report: crate::probe::ProbeReport },
-    Cleanup { removed: Vec<String> },
+    Backup {
+        backup_dir: PathBuf,
+        manifest: Manifest,
+    },
+    Probe {
+        report: crate::probe::ProbeReport,
+    },
+    Cleanup {
+        removed: Vec<String>,
+    },
 }
 
 /// One frame on the wire: the version plus the payload, flattened.
@@ -135,7 +159,9 @@ pub enum FrameError {
     TooLarge,
     #[error("the frame is not valid JSON for this protocol: {0}")]
     BadJson(String),
-    #[error("protocol version mismatch: got {got}, this persnap speaks {PROTOCOL_VERSION}; install the same persnap version for the app and the helper")]
+    #[error(
+        "protocol version mismatch: got {got}, this persnap speaks {PROTOCOL_VERSION}; install the same persnap version for the app and the helper"
+    )]
     Version { got: u64 },
     #[error("the stream ended before a frame arrived")]
     Eof,
@@ -145,7 +171,11 @@ pub enum FrameError {
 
 /// Write one frame (a line of JSON).
 pub fn write_frame<T: Serialize>(out: &mut impl Write, body: &T) -> std::io::Result<()> {
-    let mut line = serde_json::to_vec(&Frame { version: PROTOCOL_VERSION, body }).expect("frames serialize");
+    let mut line = serde_json::to_vec(&Frame {
+        version: PROTOCOL_VERSION,
+        body,
+    })
+    .expect("frames serialize");
     line.push(b'\n');
     out.write_all(&line)?;
     out.flush()
@@ -155,9 +185,15 @@ pub fn write_frame<T: Serialize>(out: &mut impl Write, body: &T) -> std::io::Res
 pub fn read_line(input: &mut impl BufRead) -> Result<Vec<u8>, FrameError> {
     let mut line = Vec::new();
     loop {
-        let buf = input.fill_buf().map_err(|e| FrameError::Io(e.to_string()))?;
+        let buf = input
+            .fill_buf()
+            .map_err(|e| FrameError::Io(e.to_string()))?;
         if buf.is_empty() {
-            return if line.is_empty() { Err(FrameError::Eof) } else { Ok(line) };
+            return if line.is_empty() {
+                Err(FrameError::Eof)
+            } else {
+                Ok(line)
+            };
         }
         let (chunk, done) = match buf.iter().position(|&b| b == b'\n') {
             Some(i) => (&buf[..=i], true),
@@ -180,23 +216,35 @@ pub fn parse_frame<T: serde::de::DeserializeOwned>(line: &[u8]) -> Result<T, Fra
     if line.len() > MAX_FRAME {
         return Err(FrameError::TooLarge);
     }
-    let value: serde_json::Value = serde_json::from_slice(line).map_err(|e| FrameError::BadJson(e.to_string()))?;
-    let got = value.get("version").and_then(|v| v.as_u64()).ok_or_else(|| FrameError::BadJson("no version field".into()))?;
+    let value: serde_json::Value =
+        serde_json::from_slice(line).map_err(|e| FrameError::BadJson(e.to_string()))?;
+    let got = value
+        .get("version")
+        .and_then(|v| v.as_u64())
+        .ok_or_else(|| FrameError::BadJson("no version field".into()))?;
     if got != u64::from(PROTOCOL_VERSION) {
         return Err(FrameError::Version { got });
     }
     let mut value = value;
-    value.as_object_mut().expect("checked object").remove("version");
+    value
+        .as_object_mut()
+        .expect("checked object")
+        .remove("version");
     serde_json::from_value(value).map_err(|e| FrameError::BadJson(e.to_string()))
 }
 
 /// Read and parse one frame.
-pub fn read_frame<T: serde::de::DeserializeOwned>(input: &mut impl BufRead) -> Result<T, FrameError> {
+pub fn read_frame<T: serde::de::DeserializeOwned>(
+    input: &mut impl BufRead,
+) -> Result<T, FrameError> {
     parse_frame(&read_line(input)?)
 }
 
 fn invalid(field: &'static str, reason: impl Into<String>) -> Error {
-    Error::Refused { field, reason: reason.into() }
+    Error::Refused {
+        field,
+        reason: reason.into(),
+    }
 }
 
 /// How a kind of path is resolved, with the engine's errors.
@@ -207,33 +255,67 @@ type Resolver = fn(&Path) -> Result<PathBuf, Error>;
 pub fn check_path(field: &'static str, path: &Path, resolve: Resolver) -> Result<(), Error> {
     let text = path.as_os_str().as_encoded_bytes();
     if text.len() > MAX_PATH {
-        return Err(invalid(field, format!("the path is longer than {MAX_PATH} bytes")));
+        return Err(invalid(
+            field,
+            format!("the path is longer than {MAX_PATH} bytes"),
+        ));
     }
     if text.contains(&0) {
         return Err(invalid(field, "the path contains a NUL byte"));
     }
     if !path.is_absolute() {
-        return Err(invalid(field, format!("{} is not an absolute path", path.display())));
+        return Err(invalid(
+            field,
+            format!("{} is not an absolute path", path.display()),
+        ));
     }
-    if path.components().any(|c| matches!(c, Component::ParentDir | Component::CurDir)) {
-        return Err(invalid(field, format!("{} contains . or .. components", path.display())));
+    if path
+        .components()
+        .any(|c| matches!(c, Component::ParentDir | Component::CurDir))
+    {
+        return Err(invalid(
+            field,
+            format!("{} contains . or .. components", path.display()),
+        ));
     }
     let real = resolve(path)?;
     if real != path {
-        return Err(invalid(field, format!("{} is not canonical (it resolves to {}); symbolic links are refused", path.display(), real.display())));
+        return Err(invalid(
+            field,
+            format!(
+                "{} is not canonical (it resolves to {}); symbolic links are refused",
+                path.display(),
+                real.display()
+            ),
+        ));
     }
     Ok(())
 }
 
 fn check_options(options: &BackupOptions) -> Result<SnapshotOptions, Error> {
     if options.online_timeout_secs == 0 || options.online_timeout_secs > MAX_TIMEOUT_SECS {
-        return Err(invalid("options.online_timeout_secs", format!("must be between 1 and {MAX_TIMEOUT_SECS}")));
+        return Err(invalid(
+            "options.online_timeout_secs",
+            format!("must be between 1 and {MAX_TIMEOUT_SECS}"),
+        ));
     }
-    if options.snapshot_size.is_some_and(|s| s == 0 || s > MAX_SNAPSHOT_SIZE) {
-        return Err(invalid("options.snapshot_size", "must be between 1 byte and 1 PiB"));
+    if options
+        .snapshot_size
+        .is_some_and(|s| s == 0 || s > MAX_SNAPSHOT_SIZE)
+    {
+        return Err(invalid(
+            "options.snapshot_size",
+            "must be between 1 byte and 1 PiB",
+        ));
     }
-    if options.vss_timeout_secs.is_some_and(|s| s == 0 || s > MAX_TIMEOUT_SECS) {
-        return Err(invalid("options.vss_timeout_secs", format!("must be between 1 and {MAX_TIMEOUT_SECS}")));
+    if options
+        .vss_timeout_secs
+        .is_some_and(|s| s == 0 || s > MAX_TIMEOUT_SECS)
+    {
+        return Err(invalid(
+            "options.vss_timeout_secs",
+            format!("must be between 1 and {MAX_TIMEOUT_SECS}"),
+        ));
     }
     Ok(SnapshotOptions {
         size: options.snapshot_size,
@@ -245,25 +327,51 @@ fn check_options(options: &BackupOptions) -> Result<SnapshotOptions, Error> {
 #[derive(Debug)]
 pub enum Validated {
     Backup(BackupRequest),
-    Probe { request: BackupRequest, dest_given: bool, test_snapshot: bool },
-    Cleanup { dests: Vec<PathBuf> },
+    Probe {
+        request: BackupRequest,
+        dest_given: bool,
+        test_snapshot: bool,
+    },
+    Cleanup {
+        dests: Vec<PathBuf>,
+    },
 }
 
 /// Everything the helper checks before it acts.
 pub fn validate(request: Request) -> Result<Validated, Error> {
     match request {
-        Request::Backup { source, dest, store_name, method, options } => {
+        Request::Backup {
+            source,
+            dest,
+            store_name,
+            method,
+            options,
+        } => {
             let req = backup_request(source, Some(dest), store_name, method, &options)?;
             Ok(Validated::Backup(req))
         }
-        Request::Probe { source, dest, store_name, method, options, test_snapshot } => {
+        Request::Probe {
+            source,
+            dest,
+            store_name,
+            method,
+            options,
+            test_snapshot,
+        } => {
             let dest_given = dest.is_some();
             let request = backup_request(source, dest, store_name, method, &options)?;
-            Ok(Validated::Probe { request, dest_given, test_snapshot })
+            Ok(Validated::Probe {
+                request,
+                dest_given,
+                test_snapshot,
+            })
         }
         Request::Cleanup { dests } => {
             if dests.len() > MAX_CLEANUP_DIRS {
-                return Err(invalid("dests", format!("at most {MAX_CLEANUP_DIRS} folders")));
+                return Err(invalid(
+                    "dests",
+                    format!("at most {MAX_CLEANUP_DIRS} folders"),
+                ));
             }
             for dest in &dests {
                 check_path("dests", dest, backup::canonical_dest)?;
@@ -287,10 +395,16 @@ fn backup_request(
     if let Some(dest) = &dest {
         check_path("dest", dest, backup::canonical_dest)?;
         if dest.starts_with(&source) {
-            return Err(Error::DestInsideSource { dest: dest.clone(), source_dir: source });
+            return Err(Error::DestInsideSource {
+                dest: dest.clone(),
+                source_dir: source,
+            });
         }
         if source.starts_with(dest) {
-            return Err(Error::SourceInsideDest { dest: dest.clone(), source_dir: source });
+            return Err(Error::SourceInsideDest {
+                dest: dest.clone(),
+                source_dir: source,
+            });
         }
     }
     let snapshot = check_options(options)?;
@@ -312,33 +426,63 @@ mod tests {
         let mut buf = Vec::new();
         write_frame(&mut buf, &Control::Cancel).unwrap();
         assert_eq!(buf, b"{\"version\":1,\"type\":\"cancel\"}\n");
-        assert_eq!(read_frame::<Control>(&mut Cursor::new(buf)).unwrap(), Control::Cancel);
+        assert_eq!(
+            read_frame::<Control>(&mut Cursor::new(buf)).unwrap(),
+            Control::Cancel
+        );
     }
 
     #[test]
     fn refuses_wrong_version_bad_json_and_oversized_frames() {
         let wrong = br#"{"version":2,"type":"cancel"}"#;
-        assert_eq!(parse_frame::<Control>(wrong).unwrap_err(), FrameError::Version { got: 2 });
-        assert!(FrameError::Version { got: 2 }.to_string().contains("same persnap version"));
-        assert!(matches!(parse_frame::<Control>(b"{nope"), Err(FrameError::BadJson(_))));
-        assert!(matches!(parse_frame::<Control>(br#"{"type":"cancel"}"#), Err(FrameError::BadJson(_))));
+        assert_eq!(
+            parse_frame::<Control>(wrong).unwrap_err(),
+            FrameError::Version { got: 2 }
+        );
+        assert!(
+            FrameError::Version { got: 2 }
+                .to_string()
+                .contains("same persnap version")
+        );
+        assert!(matches!(
+            parse_frame::<Control>(b"{nope"),
+            Err(FrameError::BadJson(_))
+        ));
+        assert!(matches!(
+            parse_frame::<Control>(br#"{"type":"cancel"}"#),
+            Err(FrameError::BadJson(_))
+        ));
         let huge = vec![b' '; MAX_FRAME + 10];
-        assert_eq!(read_line(&mut Cursor::new(huge)).unwrap_err(), FrameError::TooLarge);
-        assert_eq!(read_line(&mut Cursor::new(Vec::new())).unwrap_err(), FrameError::Eof);
+        assert_eq!(
+            read_line(&mut Cursor::new(huge)).unwrap_err(),
+            FrameError::TooLarge
+        );
+        assert_eq!(
+            read_line(&mut Cursor::new(Vec::new())).unwrap_err(),
+            FrameError::Eof
+        );
     }
 
     #[test]
     fn unknown_methods_and_fields_are_refused() {
         let bad_method = br#"{"version":1,"type":"cleanup","dests":[],"extra":1}"#;
-        assert!(matches!(parse_frame::<Request>(bad_method), Err(FrameError::BadJson(_))));
+        assert!(matches!(
+            parse_frame::<Request>(bad_method),
+            Err(FrameError::BadJson(_))
+        ));
         let line = br#"{"version":1,"type":"backup","source":"/a","dest":"/b","store_name":"x","method":"copy-live","options":{"online_timeout_secs":1,"snapshot_size":null}}"#;
         let err = parse_frame::<Request>(line).unwrap_err();
         assert!(err.to_string().contains("copy-live"), "{err}");
     }
 
+    #[cfg(unix)]
     #[test]
     fn paths_must_be_absolute_canonical_and_bounded() {
-        let refused = |p: &Path| check_path("source", p, volume::canonical).unwrap_err().to_string();
+        let refused = |p: &Path| {
+            check_path("source", p, volume::canonical)
+                .unwrap_err()
+                .to_string()
+        };
         assert!(refused(Path::new("relative/db")).contains("not an absolute path"));
         assert!(refused(Path::new("/tmp/../etc")).contains(".."));
         assert!(refused(&PathBuf::from(format!("/{}", "a".repeat(MAX_PATH)))).contains("longer"));
@@ -348,5 +492,35 @@ mod tests {
         let link = real.join("link");
         std::os::unix::fs::symlink(&real, &link).unwrap();
         assert!(refused(&link).contains("not canonical"));
+    }
+
+    #[cfg(windows)]
+    #[test]
+    fn windows_paths_must_be_absolute_canonical_and_bounded() {
+        let refused = |p: &Path| {
+            check_path("source", p, volume::canonical)
+                .unwrap_err()
+                .to_string()
+        };
+        assert!(refused(Path::new(r"relative\db")).contains("not an absolute path"));
+        assert!(
+            refused(Path::new(r"\no-drive\db")).contains("not an absolute path")
+                || refused(Path::new(r"\no-drive\db")).contains("not canonical")
+        );
+        assert!(refused(Path::new(r"C:\Windows\..\Users")).contains(".."));
+        assert!(
+            refused(&PathBuf::from(format!(r"C:\{}", "a".repeat(MAX_PATH)))).contains("longer")
+        );
+        let dir = tempfile::tempdir().unwrap();
+        let real = volume::canonical(dir.path()).unwrap();
+        check_path("source", &real, volume::canonical).unwrap();
+        // canonicalize's verbatim spelling of the same folder is not the
+        // canonical form persnap uses (C:\...), so it is refused.
+        let verbatim = std::fs::canonicalize(dir.path()).unwrap();
+        assert!(
+            refused(&verbatim).contains("not canonical"),
+            "{}",
+            verbatim.display()
+        );
     }
 }

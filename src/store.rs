@@ -33,7 +33,12 @@ pub enum FileRole {
 }
 
 impl FileRole {
-    pub const ALL: [FileRole; 4] = [FileRole::Main, FileRole::Journal, FileRole::Wal, FileRole::Shm];
+    pub const ALL: [FileRole; 4] = [
+        FileRole::Main,
+        FileRole::Journal,
+        FileRole::Wal,
+        FileRole::Shm,
+    ];
 
     /// Suffix appended to the store name for this file.
     pub fn suffix(self) -> &'static str {
@@ -92,19 +97,25 @@ impl SqliteHeader {
             return Err("the file is empty".into());
         }
         if bytes.len() < HEADER_LEN {
-            return Err(format!("the file is only {} bytes, shorter than an SQLite header", bytes.len()));
+            return Err(format!(
+                "the file is only {} bytes, shorter than an SQLite header",
+                bytes.len()
+            ));
         }
         if &bytes[..16] != SQLITE_MAGIC {
             return Err("it does not start with the SQLite 3 signature".into());
         }
         let be16 = |o: usize| u16::from_be_bytes([bytes[o], bytes[o + 1]]);
-        let be32 = |o: usize| u32::from_be_bytes([bytes[o], bytes[o + 1], bytes[o + 2], bytes[o + 3]]);
+        let be32 =
+            |o: usize| u32::from_be_bytes([bytes[o], bytes[o + 1], bytes[o + 2], bytes[o + 3]]);
         let page_size = match be16(16) {
             1 => 65536,
             n => u32::from(n),
         };
         if !(512..=65536).contains(&page_size) || !page_size.is_power_of_two() {
-            return Err(format!("its header gives an impossible page size {page_size}"));
+            return Err(format!(
+                "its header gives an impossible page size {page_size}"
+            ));
         }
         Ok(SqliteHeader {
             page_size,
@@ -118,7 +129,11 @@ impl SqliteHeader {
 
     /// WAL when the header's read/write versions say 2, else rollback.
     pub fn journal_mode(&self) -> JournalMode {
-        if self.read_version == 2 || self.write_version == 2 { JournalMode::Wal } else { JournalMode::Rollback }
+        if self.read_version == 2 || self.write_version == 2 {
+            JournalMode::Wal
+        } else {
+            JournalMode::Rollback
+        }
     }
 }
 
@@ -166,7 +181,10 @@ pub fn validate_store_name(name: &str) -> Result<()> {
         None
     };
     match reason {
-        Some(reason) => Err(Error::InvalidStoreName { name: name.to_owned(), reason }),
+        Some(reason) => Err(Error::InvalidStoreName {
+            name: name.to_owned(),
+            reason,
+        }),
         None => Ok(()),
     }
 }
@@ -182,7 +200,11 @@ pub fn discover(dir: &Path, store_name: &str) -> Result<Store> {
         match fs::symlink_metadata(&path) {
             Ok(meta) => {
                 require_regular(&path, &meta)?;
-                files.push(StoreFile { role, name, size: meta.len() });
+                files.push(StoreFile {
+                    role,
+                    name,
+                    size: meta.len(),
+                });
             }
             Err(e) if e.kind() == io::ErrorKind::NotFound && role == FileRole::Main => {
                 return Err(store_not_found(dir, store_name));
@@ -192,18 +214,33 @@ pub fn discover(dir: &Path, store_name: &str) -> Result<Store> {
         }
     }
     let header = read_header(&dir.join(store_name))?;
-    Ok(Store { dir: dir.to_owned(), name: store_name.to_owned(), files, header })
+    Ok(Store {
+        dir: dir.to_owned(),
+        name: store_name.to_owned(),
+        files,
+        header,
+    })
 }
 
 fn check_source_dir(dir: &Path) -> Result<()> {
     let meta = fs::metadata(dir).map_err(|source| match source.kind() {
-        io::ErrorKind::NotFound => Error::SourceMissing { path: dir.to_owned() },
-        _ => Error::SourceUnreadable { path: dir.to_owned(), source },
+        io::ErrorKind::NotFound => Error::SourceMissing {
+            path: dir.to_owned(),
+        },
+        _ => Error::SourceUnreadable {
+            path: dir.to_owned(),
+            source,
+        },
     })?;
     if !meta.is_dir() {
-        return Err(Error::SourceNotDir { path: dir.to_owned() });
+        return Err(Error::SourceNotDir {
+            path: dir.to_owned(),
+        });
     }
-    fs::read_dir(dir).map_err(|source| Error::SourceUnreadable { path: dir.to_owned(), source })?;
+    fs::read_dir(dir).map_err(|source| Error::SourceUnreadable {
+        path: dir.to_owned(),
+        source,
+    })?;
     Ok(())
 }
 
@@ -218,33 +255,56 @@ fn require_regular(path: &Path, meta: &Metadata) -> Result<()> {
     } else {
         "a device, pipe or socket"
     };
-    Err(Error::StoreFileNotRegular { path: path.to_owned(), what })
+    Err(Error::StoreFileNotRegular {
+        path: path.to_owned(),
+        what,
+    })
 }
 
 fn store_not_found(dir: &Path, store_name: &str) -> Error {
     const SHOWN: usize = 12;
     let mut names: Vec<String> = fs::read_dir(dir)
-        .map(|rd| rd.filter_map(|e| e.ok()).map(|e| e.file_name().to_string_lossy().into_owned()).collect())
+        .map(|rd| {
+            rd.filter_map(|e| e.ok())
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .collect()
+        })
         .unwrap_or_default();
     names.sort();
     let listing = match names.len() {
         0 => "The folder is empty.".to_owned(),
         n if n <= SHOWN => format!("The folder contains: {}.", names.join(", ")),
-        n => format!("The folder contains: {} and {} more.", names[..SHOWN].join(", "), n - SHOWN),
+        n => format!(
+            "The folder contains: {} and {} more.",
+            names[..SHOWN].join(", "),
+            n - SHOWN
+        ),
     };
-    Error::StoreNotFound { dir: dir.to_owned(), store_name: store_name.to_owned(), listing }
+    Error::StoreNotFound {
+        dir: dir.to_owned(),
+        store_name: store_name.to_owned(),
+        listing,
+    }
 }
 
 /// Read the first 100 bytes without following links or opening via SQLite.
 pub fn read_header(path: &Path) -> Result<SqliteHeader> {
-    let mut file = crate::sys::open_nofollow(path)
-        .map_err(|source| Error::SourceUnreadable { path: path.to_owned(), source })?;
+    let mut file = crate::sys::open_nofollow(path).map_err(|source| Error::SourceUnreadable {
+        path: path.to_owned(),
+        source,
+    })?;
     let mut buf = Vec::with_capacity(HEADER_LEN);
     (&mut file)
         .take(HEADER_LEN as u64)
         .read_to_end(&mut buf)
-        .map_err(|source| Error::SourceUnreadable { path: path.to_owned(), source })?;
-    SqliteHeader::parse(&buf).map_err(|detail| Error::NotSqlite { path: path.to_owned(), detail })
+        .map_err(|source| Error::SourceUnreadable {
+            path: path.to_owned(),
+            source,
+        })?;
+    SqliteHeader::parse(&buf).map_err(|detail| Error::NotSqlite {
+        path: path.to_owned(),
+        detail,
+    })
 }
 
 #[cfg(test)]
@@ -264,17 +324,35 @@ mod tests {
     #[test]
     fn parses_wal_and_rollback_headers() {
         let wal = SqliteHeader::parse(&header(2, 4096)).unwrap();
-        assert_eq!((wal.page_size, wal.page_count, wal.journal_mode()), (4096, 7, JournalMode::Wal));
+        assert_eq!(
+            (wal.page_size, wal.page_count, wal.journal_mode()),
+            (4096, 7, JournalMode::Wal)
+        );
         let big = SqliteHeader::parse(&header(1, 1)).unwrap();
-        assert_eq!((big.page_size, big.journal_mode()), (65536, JournalMode::Rollback));
+        assert_eq!(
+            (big.page_size, big.journal_mode()),
+            (65536, JournalMode::Rollback)
+        );
     }
 
     #[test]
     fn rejects_bad_headers_with_reasons() {
         assert_eq!(SqliteHeader::parse(&[]).unwrap_err(), "the file is empty");
-        assert!(SqliteHeader::parse(&[0; 20]).unwrap_err().contains("only 20 bytes"));
-        assert!(SqliteHeader::parse(&[b'x'; 100]).unwrap_err().contains("signature"));
-        assert!(SqliteHeader::parse(&header(1, 1000)).unwrap_err().contains("page size 1000"));
+        assert!(
+            SqliteHeader::parse(&[0; 20])
+                .unwrap_err()
+                .contains("only 20 bytes")
+        );
+        assert!(
+            SqliteHeader::parse(&[b'x'; 100])
+                .unwrap_err()
+                .contains("signature")
+        );
+        assert!(
+            SqliteHeader::parse(&header(1, 1000))
+                .unwrap_err()
+                .contains("page size 1000")
+        );
     }
 
     #[test]

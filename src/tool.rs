@@ -25,7 +25,12 @@ pub struct ToolOutput {
 impl ToolOutput {
     /// The last meaningful line of stderr, for error messages.
     pub fn reason(&self) -> String {
-        let lines: Vec<&str> = self.stderr.lines().map(str::trim).filter(|l| !l.is_empty()).collect();
+        let lines: Vec<&str> = self
+            .stderr
+            .lines()
+            .map(str::trim)
+            .filter(|l| !l.is_empty())
+            .collect();
         match lines.as_slice() {
             [] => format!("exit status {}", self.status),
             l => l.join(" / "),
@@ -62,12 +67,20 @@ pub fn run(program: &Path, args: &[&OsStr], limit: Duration) -> io::Result<ToolO
             let _ = child.wait();
             return Err(io::Error::new(
                 io::ErrorKind::TimedOut,
-                format!("{} did not finish within {} s and was stopped", program.display(), limit.as_secs()),
+                format!(
+                    "{} did not finish within {} s and was stopped",
+                    program.display(),
+                    limit.as_secs()
+                ),
             ));
         }
         thread::sleep(Duration::from_millis(10));
     };
-    Ok(ToolOutput { status, stdout: out.join().unwrap_or_default(), stderr: err.join().unwrap_or_default() })
+    Ok(ToolOutput {
+        status,
+        stdout: out.join().unwrap_or_default(),
+        stderr: err.join().unwrap_or_default(),
+    })
 }
 
 fn drain(mut pipe: impl Read + Send + 'static) -> thread::JoinHandle<String> {
@@ -78,22 +91,34 @@ fn drain(mut pipe: impl Read + Send + 'static) -> thread::JoinHandle<String> {
     })
 }
 
-#[cfg(test)]
+#[cfg(all(test, unix))]
 mod tests {
     use super::*;
 
     #[test]
     fn runs_with_a_clean_environment_and_captures_output() {
-        assert!(std::env::var_os("CARGO_MANIFEST_DIR").is_some(), "cargo sets this for tests");
+        assert!(
+            std::env::var_os("CARGO_MANIFEST_DIR").is_some(),
+            "cargo sets this for tests"
+        );
         let out = run(Path::new("/usr/bin/env"), &[], Duration::from_secs(5)).unwrap();
         assert!(out.status.success());
-        assert!(out.stdout.contains("LC_ALL=C") && !out.stdout.contains("CARGO_MANIFEST_DIR"), "{}", out.stdout);
+        assert!(
+            out.stdout.contains("LC_ALL=C") && !out.stdout.contains("CARGO_MANIFEST_DIR"),
+            "{}",
+            out.stdout
+        );
     }
 
     #[test]
     fn kills_a_tool_at_its_time_limit() {
         let started = Instant::now();
-        let err = run(Path::new("/bin/sleep"), &[OsStr::new("30")], Duration::from_millis(200)).unwrap_err();
+        let err = run(
+            Path::new("/bin/sleep"),
+            &[OsStr::new("30")],
+            Duration::from_millis(200),
+        )
+        .unwrap_err();
         assert_eq!(err.kind(), io::ErrorKind::TimedOut);
         assert!(started.elapsed() < Duration::from_secs(5));
     }

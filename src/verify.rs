@@ -54,7 +54,11 @@ impl WorkDir {
             source,
         })?;
         let dir = WorkDir { path, keep: false };
-        fs::write(dir.path.join(WORK_MARKER), b"").map_err(Error::io("write in", dir.path.clone(), HINT_DEST))?;
+        fs::write(dir.path.join(WORK_MARKER), b"").map_err(Error::io(
+            "write in",
+            dir.path.clone(),
+            HINT_DEST,
+        ))?;
         Ok(dir)
     }
 
@@ -81,12 +85,22 @@ impl Drop for WorkDir {
 /// (which must not exist; it is removed afterwards) when SQLite has a
 /// journal or WAL to replay. Without one, nothing is copied: the backup is
 /// hashed and checked in place, opened immutable and read-only.
-pub fn verify_set(backup_dir: &Path, files: &[CopiedFile], store_name: &str, scratch: PathBuf, meter: &mut Meter) -> Result<Verification> {
+pub fn verify_set(
+    backup_dir: &Path,
+    files: &[CopiedFile],
+    store_name: &str,
+    scratch: PathBuf,
+    meter: &mut Meter,
+) -> Result<Verification> {
     let started = Instant::now();
     let (page_count, page_size) = if files.iter().any(needs_replay) {
         let scratch = WorkDir::create(scratch)?;
         for file in files {
-            let read = copy::scratch_copy(&backup_dir.join(&file.name), &scratch.path().join(&file.name), meter)?;
+            let read = copy::scratch_copy(
+                &backup_dir.join(&file.name),
+                &scratch.path().join(&file.name),
+                meter,
+            )?;
             check_hash(file, read)?;
         }
         integrity_check(&scratch.path().join(store_name))?
@@ -120,7 +134,11 @@ fn needs_replay(file: &CopiedFile) -> bool {
 /// The bytes read back must be the bytes recorded.
 fn check_hash(file: &CopiedFile, (size, sha256): (u64, String)) -> Result<()> {
     if sha256 != file.sha256 || size != file.size {
-        return Err(Error::HashMismatch { file: file.name.clone(), expected: file.sha256.clone(), actual: sha256 });
+        return Err(Error::HashMismatch {
+            file: file.name.clone(),
+            expected: file.sha256.clone(),
+            actual: sha256,
+        });
     }
     Ok(())
 }
@@ -128,8 +146,11 @@ fn check_hash(file: &CopiedFile, (size, sha256): (u64, String)) -> Result<()> {
 /// Open a scratch copy read-write (so SQLite can replay its journal or WAL)
 /// and run the integrity check. Returns page count and page size.
 pub fn integrity_check(db: &Path) -> Result<(u64, u64)> {
-    let conn = Connection::open_with_flags(db, OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX)
-        .map_err(unreadable)?;
+    let conn = Connection::open_with_flags(
+        db,
+        OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+    )
+    .map_err(unreadable)?;
     run_integrity_check(&conn)
 }
 
@@ -137,38 +158,73 @@ pub fn integrity_check(db: &Path) -> Result<(u64, u64)> {
 /// writing anything: opened read-only as `immutable` (no locks, no
 /// journal, no WAL index).
 fn integrity_check_in_place(db: &Path) -> Result<(u64, u64)> {
-    let flags = OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_URI | OpenFlags::SQLITE_OPEN_NO_MUTEX;
-    let conn = Connection::open_with_flags(format!("{}?immutable=1", crate::sys::sqlite_file_uri(db)), flags).map_err(unreadable)?;
+    let flags = OpenFlags::SQLITE_OPEN_READ_ONLY
+        | OpenFlags::SQLITE_OPEN_URI
+        | OpenFlags::SQLITE_OPEN_NO_MUTEX;
+    let conn = Connection::open_with_flags(
+        format!("{}?immutable=1", crate::sys::sqlite_file_uri(db)),
+        flags,
+    )
+    .map_err(unreadable)?;
     run_integrity_check(&conn)
 }
 
 fn unreadable(e: rusqlite::Error) -> Error {
-    Error::IntegrityFailed { report: format!("SQLite could not read the copy: {e}") }
+    Error::IntegrityFailed {
+        report: format!("SQLite could not read the copy: {e}"),
+    }
 }
 
 fn run_integrity_check(conn: &Connection) -> Result<(u64, u64)> {
-    let mut stmt = conn.prepare(&format!("PRAGMA integrity_check({MAX_INTEGRITY_ROWS})")).map_err(unreadable)?;
-    let rows: Vec<String> =
-        stmt.query_map([], |r| r.get(0)).map_err(unreadable)?.collect::<rusqlite::Result<_>>().map_err(unreadable)?;
+    let mut stmt = conn
+        .prepare(&format!("PRAGMA integrity_check({MAX_INTEGRITY_ROWS})"))
+        .map_err(unreadable)?;
+    let rows: Vec<String> = stmt
+        .query_map([], |r| r.get(0))
+        .map_err(unreadable)?
+        .collect::<rusqlite::Result<_>>()
+        .map_err(unreadable)?;
     if rows != ["ok"] {
-        return Err(Error::IntegrityFailed { report: rows.join("; ") });
+        return Err(Error::IntegrityFailed {
+            report: rows.join("; "),
+        });
     }
-    let pragma = |name: &str| conn.query_row(&format!("PRAGMA {name}"), [], |r| r.get::<_, i64>(0)).map_err(unreadable);
+    let pragma = |name: &str| {
+        conn.query_row(&format!("PRAGMA {name}"), [], |r| r.get::<_, i64>(0))
+            .map_err(unreadable)
+    };
     Ok((pragma("page_count")? as u64, pragma("page_size")? as u64))
 }
 
 /// Re-check a finished backup: files exactly as the manifest lists them,
 /// hashes, and SQLite integrity. Scratch space goes in `scratch_parent`.
-pub fn verify_backup(backup_dir: &Path, scratch_parent: &Path, meter: &mut Meter) -> Result<(manifest::Manifest, Verification)> {
+pub fn verify_backup(
+    backup_dir: &Path,
+    scratch_parent: &Path,
+    meter: &mut Meter,
+) -> Result<(manifest::Manifest, Verification)> {
     let manifest = manifest::read(backup_dir)?;
     check_listing(backup_dir, &manifest)?;
     meter.total = manifest.files.iter().map(|f| f.size).sum();
     let tag = uuid::Uuid::new_v4().simple().to_string();
     let scratch = scratch_parent.join(format!(".persnap-verify-{}", &tag[..8]));
-    let verification = verify_set(backup_dir, &manifest.files, &manifest.store_name, scratch, meter).map_err(|e| match e {
-        Error::HashMismatch { file, expected, actual } => Error::BackupDamaged {
+    let verification = verify_set(
+        backup_dir,
+        &manifest.files,
+        &manifest.store_name,
+        scratch,
+        meter,
+    )
+    .map_err(|e| match e {
+        Error::HashMismatch {
+            file,
+            expected,
+            actual,
+        } => Error::BackupDamaged {
             path: backup_dir.to_owned(),
-            detail: format!("{file} does not match its recorded SHA-256 (expected {expected}, found {actual})"),
+            detail: format!(
+                "{file} does not match its recorded SHA-256 (expected {expected}, found {actual})"
+            ),
         },
         other => other,
     })?;
@@ -177,22 +233,34 @@ pub fn verify_backup(backup_dir: &Path, scratch_parent: &Path, meter: &mut Meter
 
 /// The folder must hold exactly the manifest's files, with their sizes.
 fn check_listing(dir: &Path, manifest: &manifest::Manifest) -> Result<()> {
-    let damaged = |detail: String| Error::BackupDamaged { path: dir.to_owned(), detail };
+    let damaged = |detail: String| Error::BackupDamaged {
+        path: dir.to_owned(),
+        detail,
+    };
     for file in &manifest.files {
-        let meta = fs::symlink_metadata(dir.join(&file.name)).map_err(|e| damaged(format!("{} is missing ({e})", file.name)))?;
+        let meta = fs::symlink_metadata(dir.join(&file.name))
+            .map_err(|e| damaged(format!("{} is missing ({e})", file.name)))?;
         if !meta.is_file() {
             return Err(damaged(format!("{} is not a regular file", file.name)));
         }
         if meta.len() != file.size {
-            return Err(damaged(format!("{} has {} bytes, the manifest says {}", file.name, meta.len(), file.size)));
+            return Err(damaged(format!(
+                "{} has {} bytes, the manifest says {}",
+                file.name,
+                meta.len(),
+                file.size
+            )));
         }
     }
-    let listed: std::collections::HashSet<&str> = manifest.files.iter().map(|f| f.name.as_str()).collect();
+    let listed: std::collections::HashSet<&str> =
+        manifest.files.iter().map(|f| f.name.as_str()).collect();
     let entries = fs::read_dir(dir).map_err(Error::io("read", dir, HINT_DEST))?;
     for entry in entries.filter_map(|e| e.ok()) {
         let name = entry.file_name().to_string_lossy().into_owned();
         if name != MANIFEST_NAME && !listed.contains(name.as_str()) {
-            return Err(damaged(format!("it holds {name}, which the manifest does not list")));
+            return Err(damaged(format!(
+                "it holds {name}, which the manifest does not list"
+            )));
         }
     }
     Ok(())
@@ -205,23 +273,48 @@ mod tests {
 
     fn hashed(dir: &Path, name: &str, role: FileRole) -> CopiedFile {
         let cancel = CancelToken::new();
-        let mut meter = Meter { phase: Phase::Verify, done: 0, total: 0, progress: &mut Silent, cancel: &cancel };
+        let mut meter = Meter {
+            phase: Phase::Verify,
+            done: 0,
+            total: 0,
+            progress: &mut Silent,
+            cancel: &cancel,
+        };
         let (size, sha256) = copy::hash_file(&dir.join(name), &mut meter).unwrap();
-        CopiedFile { name: name.into(), role, size, sha256 }
+        CopiedFile {
+            name: name.into(),
+            role,
+            size,
+            sha256,
+        }
     }
 
     fn verify(dir: &Path, files: &[CopiedFile]) -> (Result<Verification>, PathBuf) {
         let cancel = CancelToken::new();
-        let mut meter = Meter { phase: Phase::Verify, done: 0, total: 0, progress: &mut Silent, cancel: &cancel };
+        let mut meter = Meter {
+            phase: Phase::Verify,
+            done: 0,
+            total: 0,
+            progress: &mut Silent,
+            cancel: &cancel,
+        };
         let scratch = dir.parent().unwrap().join("scratch");
-        (verify_set(dir, files, "db", scratch.clone(), &mut meter), scratch)
+        (
+            verify_set(dir, files, "db", scratch.clone(), &mut meter),
+            scratch,
+        )
     }
 
     fn listing(dir: &Path) -> Vec<(String, Vec<u8>)> {
         let mut all: Vec<_> = fs::read_dir(dir)
             .unwrap()
             .map(|e| e.unwrap().path())
-            .map(|p| (p.file_name().unwrap().to_string_lossy().into_owned(), fs::read(&p).unwrap()))
+            .map(|p| {
+                (
+                    p.file_name().unwrap().to_string_lossy().into_owned(),
+                    fs::read(&p).unwrap(),
+                )
+            })
             .collect();
         all.sort();
         all
@@ -230,21 +323,42 @@ mod tests {
     #[test]
     fn a_set_with_nothing_to_replay_is_checked_in_place_without_writing() {
         let root = tempfile::tempdir().unwrap();
-        let dir = root.path().join("odd ?#% name");
+        // Characters that mean something in a URI (Windows forbids `?`).
+        let dir = root.path().join(if cfg!(windows) {
+            "odd #% name"
+        } else {
+            "odd ?#% name"
+        });
         fs::create_dir(&dir).unwrap();
         let conn = Connection::open(dir.join("db")).unwrap();
         conn.execute_batch("PRAGMA journal_mode=WAL; CREATE TABLE t(x); INSERT INTO t VALUES (1),(2); PRAGMA wal_checkpoint(TRUNCATE);").unwrap();
         drop(conn);
-        let files: Vec<_> = ["db", "db-wal"].iter().filter(|n| dir.join(n).exists()).map(|n| {
-            hashed(&dir, n, if *n == "db" { FileRole::Main } else { FileRole::Wal })
-        }).collect();
+        let files: Vec<_> = ["db", "db-wal"]
+            .iter()
+            .filter(|n| dir.join(n).exists())
+            .map(|n| {
+                hashed(
+                    &dir,
+                    n,
+                    if *n == "db" {
+                        FileRole::Main
+                    } else {
+                        FileRole::Wal
+                    },
+                )
+            })
+            .collect();
         assert!(!files.iter().any(needs_replay), "{files:?}");
         let before = listing(&dir);
         let (result, scratch) = verify(&dir, &files);
         let v = result.unwrap();
         assert_eq!((v.integrity.as_str(), v.hashes_match), ("ok", true));
         assert!(v.page_count >= 2);
-        assert_eq!(listing(&dir), before, "nothing created or changed in the backup");
+        assert_eq!(
+            listing(&dir),
+            before,
+            "nothing created or changed in the backup"
+        );
         assert!(!scratch.exists(), "no scratch copy was needed");
     }
 
@@ -254,16 +368,24 @@ mod tests {
         let dir = root.path().join("backup");
         fs::create_dir(&dir).unwrap();
         let conn = Connection::open(dir.join("db")).unwrap();
-        conn.execute_batch("CREATE TABLE t(x); INSERT INTO t VALUES (1);").unwrap();
+        conn.execute_batch("CREATE TABLE t(x); INSERT INTO t VALUES (1);")
+            .unwrap();
         drop(conn);
         // A journal with content makes SQLite replay (here it is not a valid
         // hot journal, so SQLite discards it; what matters is where).
         fs::write(dir.join("db-journal"), vec![0u8; 512]).unwrap();
-        let files = [hashed(&dir, "db", FileRole::Main), hashed(&dir, "db-journal", FileRole::Journal)];
+        let files = [
+            hashed(&dir, "db", FileRole::Main),
+            hashed(&dir, "db-journal", FileRole::Journal),
+        ];
         let before = listing(&dir);
         let (result, scratch) = verify(&dir, &files);
         result.unwrap();
-        assert_eq!(listing(&dir), before, "the backup itself is never opened for writing");
+        assert_eq!(
+            listing(&dir),
+            before,
+            "the backup itself is never opened for writing"
+        );
         assert!(!scratch.exists(), "the scratch copy is removed");
     }
 
@@ -272,17 +394,26 @@ mod tests {
         let root = tempfile::tempdir().unwrap();
         let dir = root.path().join("backup");
         fs::create_dir(&dir).unwrap();
-        Connection::open(dir.join("db")).unwrap().execute_batch("CREATE TABLE t(x); INSERT INTO t VALUES (1);").unwrap();
+        Connection::open(dir.join("db"))
+            .unwrap()
+            .execute_batch("CREATE TABLE t(x); INSERT INTO t VALUES (1);")
+            .unwrap();
         let main = hashed(&dir, "db", FileRole::Main);
         let mut bytes = fs::read(dir.join("db")).unwrap();
         bytes[200] ^= 0xff;
         fs::write(dir.join("db"), &bytes).unwrap();
         let (result, _) = verify(&dir, std::slice::from_ref(&main));
-        assert!(matches!(result, Err(Error::HashMismatch { .. })), "{result:?}");
+        assert!(
+            matches!(result, Err(Error::HashMismatch { .. })),
+            "{result:?}"
+        );
         fs::write(dir.join("db-journal"), vec![0u8; 512]).unwrap();
         let journal = hashed(&dir, "db-journal", FileRole::Journal);
         let (result, scratch) = verify(&dir, &[main, journal]);
-        assert!(matches!(result, Err(Error::HashMismatch { .. })), "{result:?}");
+        assert!(
+            matches!(result, Err(Error::HashMismatch { .. })),
+            "{result:?}"
+        );
         assert!(!scratch.exists());
     }
 }

@@ -6,6 +6,7 @@
 //! earlier ones). The snapshot method is decided by the providers in
 //! [`crate::snapshot`].
 
+#[cfg(target_os = "linux")]
 use std::fs;
 use std::path::{Path, PathBuf};
 
@@ -85,7 +86,9 @@ fn unescape(field: &str) -> String {
     let mut out = Vec::with_capacity(bytes.len());
     let mut i = 0;
     while i < bytes.len() {
-        let octal = bytes.get(i + 1..i + 4).filter(|d| d.iter().all(|b| (b'0'..=b'7').contains(b)));
+        let octal = bytes
+            .get(i + 1..i + 4)
+            .filter(|d| d.iter().all(|b| (b'0'..=b'7').contains(b)));
         match (bytes[i], octal) {
             (b'\\', Some(d)) => {
                 out.push((d[0] - b'0') * 64 + (d[1] - b'0') * 8 + (d[2] - b'0'));
@@ -128,12 +131,18 @@ pub fn read_mounts() -> Result<Vec<Mount>> {
 pub fn probe(folder: &Path) -> Result<VolumeInfo> {
     let folder = canonical(folder)?;
     let mounts = read_mounts()?;
-    let mount = mount_for(&folder, &mounts).cloned().ok_or_else(|| Error::NoSnapshotPossible {
-        path: folder.clone(),
-        reason: "no mount in /proc/self/mountinfo holds it".into(),
-    })?;
+    let mount = mount_for(&folder, &mounts)
+        .cloned()
+        .ok_or_else(|| Error::NoSnapshotPossible {
+            path: folder.clone(),
+            reason: "no mount in /proc/self/mountinfo holds it".into(),
+        })?;
     let snapshot = snapshot::support_for(&folder, &mount);
-    Ok(VolumeInfo { folder, mount, snapshot })
+    Ok(VolumeInfo {
+        folder,
+        mount,
+        snapshot,
+    })
 }
 
 /// Find the volume of `folder` (GetVolumePathNameW, GetVolumeInformationW)
@@ -141,9 +150,13 @@ pub fn probe(folder: &Path) -> Result<VolumeInfo> {
 #[cfg(windows)]
 pub fn probe(folder: &Path) -> Result<VolumeInfo> {
     let folder = canonical(folder)?;
-    let unreadable = |source| Error::SourceUnreadable { path: folder.clone(), source };
+    let unreadable = |source| Error::SourceUnreadable {
+        path: folder.clone(),
+        source,
+    };
     let root = crate::sys::volume_root(&folder).map_err(unreadable)?;
-    let (fs_type, fixed) = crate::sys::volume_facts(&root).unwrap_or_else(|_| ("unknown".into(), false));
+    let (fs_type, fixed) =
+        crate::sys::volume_facts(&root).unwrap_or_else(|_| ("unknown".into(), false));
     let snapshot = snapshot::vss::support(&folder.to_string_lossy(), &root, &fs_type, fixed);
     let mount = Mount {
         major: 0,
@@ -154,15 +167,42 @@ pub fn probe(folder: &Path) -> Result<VolumeInfo> {
         fs_type,
         device: root.clone(),
     };
-    Ok(VolumeInfo { folder, mount, snapshot })
+    Ok(VolumeInfo {
+        folder,
+        mount,
+        snapshot,
+    })
 }
 
 /// Canonical form of a folder, with the engine's errors for bad folders.
+/// On Windows, a drive path short enough not to need it loses the `\\?\`
+/// prefix canonicalize adds (`C:\Data`, as people write it).
 pub fn canonical(folder: &Path) -> Result<PathBuf> {
-    fs::canonicalize(folder).map_err(|source| match source.kind() {
-        std::io::ErrorKind::NotFound => Error::SourceMissing { path: folder.to_owned() },
-        _ => Error::SourceUnreadable { path: folder.to_owned(), source },
+    crate::fsutil::canonicalize(folder).map_err(|source| match source.kind() {
+        std::io::ErrorKind::NotFound => Error::SourceMissing {
+            path: folder.to_owned(),
+        },
+        _ => Error::SourceUnreadable {
+            path: folder.to_owned(),
+            source,
+        },
     })
+}
+
+/// `\\?\C:\x` → `C:\x` when the plain form means the same: a drive path
+/// under the classic length limit. UNC and long paths stay verbatim.
+pub fn plain_drive_path(path: &str) -> String {
+    const CLASSIC_MAX: usize = 248;
+    match path.strip_prefix(r"\\?\") {
+        Some(rest)
+            if rest.len() < CLASSIC_MAX
+                && rest.as_bytes().get(1) == Some(&b':')
+                && rest.as_bytes()[0].is_ascii_alphabetic() =>
+        {
+            rest.to_owned()
+        }
+        _ => path.to_owned(),
+    }
 }
 
 #[cfg(test)]
@@ -176,6 +216,22 @@ mod tests {
 32 30 0:46 / /srv/data/tmp rw - tmpfs tmpfs rw
 33 22 0:47 / /srv/data rw - ext4 /dev/sdb1 rw
 ";
+
+    #[test]
+    fn windows_paths_lose_the_verbatim_prefix_only_when_harmless() {
+        assert_eq!(
+            plain_drive_path(r"\\?\C:\ProgramData\Apama"),
+            r"C:\ProgramData\Apama"
+        );
+        assert_eq!(plain_drive_path(r"\\?\UNC\srv\share"), r"\\?\UNC\srv\share");
+        let long = format!(r"\\?\C:\{}", "x".repeat(300));
+        assert_eq!(plain_drive_path(&long), long);
+        assert_eq!(
+            plain_drive_path(r"\\?\Volume{1234}\db"),
+            r"\\?\Volume{1234}\db"
+        );
+        assert_eq!(plain_drive_path("/srv/data"), "/srv/data");
+    }
 
     #[test]
     fn parses_fields_and_escapes() {
@@ -194,8 +250,16 @@ mod tests {
         let m = parse_mountinfo(SAMPLE);
         let find = |p: &str| mount_for(Path::new(p), &m).unwrap().mount_point.clone();
         assert_eq!(find("/srv/data/tmp/x"), PathBuf::from("/srv/data/tmp"));
-        assert_eq!(find("/srv/database"), PathBuf::from("/"), "prefix is by path component");
-        assert_eq!(mount_for(Path::new("/srv/data/db"), &m).unwrap().fs_type, "ext4", "overmount wins");
+        assert_eq!(
+            find("/srv/database"),
+            PathBuf::from("/"),
+            "prefix is by path component"
+        );
+        assert_eq!(
+            mount_for(Path::new("/srv/data/db"), &m).unwrap().fs_type,
+            "ext4",
+            "overmount wins"
+        );
         assert_eq!(find("/mnt/my disk/db"), PathBuf::from("/mnt/my disk"));
     }
 

@@ -5,6 +5,7 @@
 //! invariant. Backup destinations are on the root disk, another filesystem,
 //! as real backups are (a copy within one btrfs volume would be a reflink and
 //! hide torn copies).
+#![cfg(target_os = "linux")]
 
 mod common;
 
@@ -27,21 +28,42 @@ fn backups_under_writer(mode: Mode, test: &str) {
     }
     let (vol, store_dir) = LoopVolume::btrfs_with_subvolume(400);
     let db = make_store(&store_dir, "persistence.db", mode, 24);
-    let Destination { mut history, backups, dir: _keep } = Destination::new();
+    let Destination {
+        mut history,
+        backups,
+        dir: _keep,
+    } = Destination::new();
     let mut writer = Writer::start(&db);
     let mut last_transfers = -1;
     let mut mid_transaction = 0;
     for i in 0..BACKUPS_PER_MODE {
-        let report = run_backup(&BackupRequest::new(&store_dir, &backups), &mut history, &mut Silent, &CancelToken::new())
-            .unwrap_or_else(|f| panic!("backup {i} failed during {}: {}", f.step, f.error));
+        let report = run_backup(
+            &BackupRequest::new(&store_dir, &backups),
+            &mut history,
+            &mut Silent,
+            &CancelToken::new(),
+        )
+        .unwrap_or_else(|f| panic!("backup {i} failed during {}: {}", f.step, f.error));
         assert_eq!(report.manifest.method, Method::Btrfs);
         assert_eq!(report.manifest.verification.integrity, "ok");
-        let companion = if mode == Mode::Wal { FileRole::Wal } else { FileRole::Journal };
-        if report.manifest.files.iter().any(|f| f.role == companion && f.size > 0) {
+        let companion = if mode == Mode::Wal {
+            FileRole::Wal
+        } else {
+            FileRole::Journal
+        };
+        if report
+            .manifest
+            .files
+            .iter()
+            .any(|f| f.role == companion && f.size > 0)
+        {
             mid_transaction += 1;
         }
         let transfers = check_backup(&report.backup_dir, "persistence.db");
-        assert!(transfers > last_transfers, "backup {i} saw {transfers} transfers after {last_transfers}: writer stalled?");
+        assert!(
+            transfers > last_transfers,
+            "backup {i} saw {transfers} transfers after {last_transfers}: writer stalled?"
+        );
         last_transfers = transfers;
         assert!(writer.is_running(), "writer died during backup {i}");
     }
@@ -52,15 +74,24 @@ fn backups_under_writer(mode: Mode, test: &str) {
         stats.transactions, stats.max_commit_ms
     );
     assert!(vol.snapshot_leftovers().is_empty(), "snapshots left behind");
-    assert!(work_leftovers(&backups).is_empty(), "work folders left behind");
+    assert!(
+        work_leftovers(&backups).is_empty(),
+        "work folders left behind"
+    );
     let runs = history.load().unwrap();
     assert_eq!(runs.len(), BACKUPS_PER_MODE);
-    assert!(runs.iter().all(|r| r.outcome == Outcome::Completed && r.verification.is_some()));
+    assert!(
+        runs.iter()
+            .all(|r| r.outcome == Outcome::Completed && r.verification.is_some())
+    );
 }
 
 #[test]
 fn twenty_backups_under_writer_rollback_journal() {
-    backups_under_writer(Mode::Rollback, "twenty_backups_under_writer_rollback_journal");
+    backups_under_writer(
+        Mode::Rollback,
+        "twenty_backups_under_writer_rollback_journal",
+    );
 }
 
 #[test]
@@ -92,16 +123,30 @@ fn plain_live_copy_is_caught_as_torn() {
         }
     }
     writer.stop();
-    let (attempts, why) = torn.expect("40 plain copies of a live database all looked consistent: the checks are too weak");
+    let (attempts, why) = torn.expect(
+        "40 plain copies of a live database all looked consistent: the checks are too weak",
+    );
     eprintln!("plain copy torn after {attempts} attempt(s): {why}");
 }
 
 /// After a failure once the snapshot exists: no snapshot, no work folder,
 /// and the run is recorded, but not as Completed.
 fn assert_nothing_left(vol: &LoopVolume, backups: &Path, history: &History, expected: &str) {
-    assert!(vol.snapshot_leftovers().is_empty(), "snapshot left behind: {:?}", vol.snapshot_leftovers());
-    assert!(work_leftovers(backups).is_empty(), "work folder left behind: {:?}", work_leftovers(backups));
-    assert_eq!(std::fs::read_dir(backups).unwrap().count(), 0, "nothing may be kept");
+    assert!(
+        vol.snapshot_leftovers().is_empty(),
+        "snapshot left behind: {:?}",
+        vol.snapshot_leftovers()
+    );
+    assert!(
+        work_leftovers(backups).is_empty(),
+        "work folder left behind: {:?}",
+        work_leftovers(backups)
+    );
+    assert_eq!(
+        std::fs::read_dir(backups).unwrap().count(),
+        0,
+        "nothing may be kept"
+    );
     let run = history.load().unwrap().pop().expect("run recorded");
     assert_eq!(run.outcome.label(), expected, "{:?}", run.outcome);
     assert!(run.backup_path.is_none());
@@ -114,13 +159,21 @@ fn failure_after_snapshot_leaves_nothing_behind() {
     }
     let (vol, store_dir) = LoopVolume::btrfs_with_subvolume(300);
     make_store(&store_dir, "persistence.db", Mode::Rollback, 4);
-    let Destination { mut history, backups, dir: _keep } = Destination::new();
+    let Destination {
+        mut history,
+        backups,
+        dir: _keep,
+    } = Destination::new();
     let req = BackupRequest::new(&store_dir, &backups);
 
     // 1. An I/O error: the .partial folder vanishes as the copy starts.
     let mut sabotage = OnPhase(|phase| {
         if phase == Phase::Copy {
-            assert_eq!(vol.snapshot_leftovers().len(), 1, "the snapshot exists when the copy starts");
+            assert_eq!(
+                vol.snapshot_leftovers().len(),
+                1,
+                "the snapshot exists when the copy starts"
+            );
             for name in work_leftovers(&backups) {
                 std::fs::remove_dir_all(backups.join(name)).unwrap();
             }
@@ -128,7 +181,11 @@ fn failure_after_snapshot_leaves_nothing_behind() {
     });
     let failure = run_backup(&req, &mut history, &mut sabotage, &CancelToken::new()).unwrap_err();
     assert_eq!(failure.step, Phase::Copy);
-    assert!(failure.error.to_string().contains("Could not create"), "{}", failure.error);
+    assert!(
+        failure.error.to_string().contains("Could not create"),
+        "{}",
+        failure.error
+    );
     assert_nothing_left(&vol, &backups, &history, "failed");
 
     // 2. A cancel (Ctrl-C, the GUI's Cancel button) once the snapshot exists.
@@ -153,14 +210,21 @@ fn failure_after_snapshot_leaves_nothing_behind() {
     // 4. Verification fails: a byte of the copy changes before it is checked.
     let mut corrupt = OnPhase(|phase| {
         if phase == Phase::Verify {
-            let partial = backups.join(&work_leftovers(&backups)[0]).join("persistence.db");
+            let partial = backups
+                .join(&work_leftovers(&backups)[0])
+                .join("persistence.db");
             let mut bytes = std::fs::read(&partial).unwrap();
             bytes[5000] ^= 0xff;
             std::fs::write(&partial, bytes).unwrap();
         }
     });
     let failure = run_backup(&req, &mut history, &mut corrupt, &CancelToken::new()).unwrap_err();
-    assert_eq!((failure.step, failure.error.kind().exit_code()), (Phase::Verify, 5), "{}", failure.error);
+    assert_eq!(
+        (failure.step, failure.error.kind().exit_code()),
+        (Phase::Verify, 5),
+        "{}",
+        failure.error
+    );
     assert_nothing_left(&vol, &backups, &history, "failed");
 }
 
@@ -196,11 +260,20 @@ fn sweep_removes_only_leftover_persnap_snapshots() {
     left.sort();
     assert_eq!(
         left,
-        [".persnap-snapshot-1ive1ive", ".persnap-snapshot-plaindir", ".persnap-snapshot-writable", "apama", "users-own-snapshot"]
+        [
+            ".persnap-snapshot-1ive1ive",
+            ".persnap-snapshot-plaindir",
+            ".persnap-snapshot-writable",
+            "apama",
+            "users-own-snapshot"
+        ]
     );
     drop(live);
     let out = persnap(data.path(), &["cleanup"]);
-    assert!(String::from_utf8_lossy(&out.stdout).contains("1ive1ive"), "removed once its run is gone");
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("1ive1ive"),
+        "removed once its run is gone"
+    );
 }
 
 #[test]
@@ -216,11 +289,23 @@ fn folder_whose_subvolume_is_hidden_is_refused_clearly() {
     std::fs::create_dir(&bind).unwrap();
     run_ok(Command::new("mount").arg("--bind").arg(&inner).arg(&bind));
     let data = tempfile::tempdir().unwrap();
-    let out = persnap(data.path(), &["backup", "--source", bind.to_str().unwrap(), "--dest", data.path().to_str().unwrap()]);
+    let out = persnap(
+        data.path(),
+        &[
+            "backup",
+            "--source",
+            bind.to_str().unwrap(),
+            "--dest",
+            data.path().to_str().unwrap(),
+        ],
+    );
     run_ok(Command::new("umount").arg(&bind));
     assert_eq!(out.status.code(), Some(3), "{}", stderr(&out));
     let err = stderr(&out);
-    assert!(err.contains("not visible through the mount") && err.contains("sqlite-online"), "{err}");
+    assert!(
+        err.contains("not visible through the mount") && err.contains("sqlite-online"),
+        "{err}"
+    );
     assert!(vol.snapshot_leftovers().is_empty());
 }
 
@@ -235,12 +320,23 @@ fn cli_backup_then_verify_detects_tampering() {
     let data = tempfile::tempdir().unwrap();
     let out = persnap(
         data.path(),
-        &["backup", "--source", store_dir.to_str().unwrap(), "--dest", data.path().to_str().unwrap(), "--store-name", "store.db"],
+        &[
+            "backup",
+            "--source",
+            store_dir.to_str().unwrap(),
+            "--dest",
+            data.path().to_str().unwrap(),
+            "--store-name",
+            "store.db",
+        ],
     );
     writer.stop();
     assert!(out.status.success(), "{}", stderr(&out));
     let backup = String::from_utf8_lossy(&out.stdout).trim().to_owned();
-    assert!(backup.starts_with(data.path().to_str().unwrap()) && backup.contains("store.db-"), "prints the path: {backup}");
+    assert!(
+        backup.starts_with(data.path().to_str().unwrap()) && backup.contains("store.db-"),
+        "prints the path: {backup}"
+    );
     check_backup(Path::new(&backup), "store.db");
 
     let ok = persnap(data.path(), &["verify", &backup]);
@@ -259,7 +355,11 @@ fn cli_backup_then_verify_detects_tampering() {
     std::fs::write(&main, &bytes).unwrap();
     let bad = persnap(data.path(), &["verify", &backup]);
     assert_eq!(bad.status.code(), Some(5), "{}", stderr(&bad));
-    assert!(stderr(&bad).contains("does not match its recorded SHA-256"), "{}", stderr(&bad));
+    assert!(
+        stderr(&bad).contains("does not match its recorded SHA-256"),
+        "{}",
+        stderr(&bad)
+    );
 
     std::fs::write(Path::new(&backup).join("stray"), b"x").unwrap();
     let stray = persnap(data.path(), &["verify", &backup]);
@@ -280,10 +380,24 @@ fn auto_refuses_a_volume_without_snapshots() {
     let out = persnap(data.path(), &["backup", "--source", src, "--dest", dest]);
     assert_eq!(out.status.code(), Some(3), "{}", stderr(&out));
     let err = stderr(&out);
-    assert!(err.contains("No snapshot is possible") && err.contains("ext4") && err.contains("never copies live"), "{err}");
-    let explicit = persnap(data.path(), &["backup", "--source", src, "--dest", dest, "--method", "btrfs"]);
+    assert!(
+        err.contains("No snapshot is possible")
+            && err.contains("ext4")
+            && err.contains("never copies live"),
+        "{err}"
+    );
+    let explicit = persnap(
+        data.path(),
+        &[
+            "backup", "--source", src, "--dest", dest, "--method", "btrfs",
+        ],
+    );
     assert_eq!(explicit.status.code(), Some(2), "{}", stderr(&explicit));
-    assert!(stderr(&explicit).contains("The btrfs method does not apply"), "{}", stderr(&explicit));
+    assert!(
+        stderr(&explicit).contains("The btrfs method does not apply"),
+        "{}",
+        stderr(&explicit)
+    );
     assert_eq!(work_leftovers(data.path()), Vec::<String>::new());
 }
 
@@ -298,14 +412,33 @@ fn verification_scratch_copy_is_a_reflink_on_btrfs_and_xfs() {
         let src = vol.mount.join("a");
         std::fs::write(&src, &data).unwrap();
         let cancel = CancelToken::new();
-        let mut meter = persnap::copy::Meter { phase: Phase::Verify, done: 0, total: 0, progress: &mut Silent, cancel: &cancel };
-        let (size, sha) = persnap::copy::scratch_copy(&src, &vol.mount.join("b"), &mut meter).unwrap();
-        assert_eq!(std::fs::read(vol.mount.join("b")).unwrap(), data, "{fs}: same bytes");
+        let mut meter = persnap::copy::Meter {
+            phase: Phase::Verify,
+            done: 0,
+            total: 0,
+            progress: &mut Silent,
+            cancel: &cancel,
+        };
+        let (size, sha) =
+            persnap::copy::scratch_copy(&src, &vol.mount.join("b"), &mut meter).unwrap();
+        assert_eq!(
+            std::fs::read(vol.mount.join("b")).unwrap(),
+            data,
+            "{fs}: same bytes"
+        );
         let (_, expected) = persnap::copy::hash_file(&src, &mut meter).unwrap();
-        assert_eq!((size, sha), (data.len() as u64, expected), "{fs}: hash of the source");
+        assert_eq!(
+            (size, sha),
+            (data.len() as u64, expected),
+            "{fs}: hash of the source"
+        );
         run_ok(&mut Command::new("sync"));
         let extents = run_ok(Command::new("filefrag").arg("-v").arg(vol.mount.join("b")));
         let shared = extents.contains("shared");
-        assert_eq!(shared, fs != "ext4", "{fs}: reflinked where the filesystem can, copied elsewhere:\n{extents}");
+        assert_eq!(
+            shared,
+            fs != "ext4",
+            "{fs}: reflinked where the filesystem can, copied elsewhere:\n{extents}"
+        );
     }
 }

@@ -6,6 +6,7 @@
 //!   removed, nothing recorded as good;
 //! - the source folder removed mid-backup;
 //! - 100 consecutive backups under a live writer, all consistent.
+#![cfg(target_os = "linux")]
 
 mod common;
 
@@ -21,18 +22,31 @@ use persnap::progress::{CancelToken, Phase, Silent};
 
 /// The pid of the persnap-helper whose parent is `parent`.
 fn helper_of(parent: u32) -> Option<u32> {
-    std::fs::read_dir("/proc").ok()?.filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u32>().ok()).find(|pid| {
-        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-        let cmd = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
-        let ppid = stat.rsplit(')').next().and_then(|rest| rest.split_whitespace().nth(1)).and_then(|p| p.parse::<u32>().ok());
-        ppid == Some(parent) && String::from_utf8_lossy(&cmd).contains("persnap-helper")
-    })
+    std::fs::read_dir("/proc")
+        .ok()?
+        .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u32>().ok())
+        .find(|pid| {
+            let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+            let cmd = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+            let ppid = stat
+                .rsplit(')')
+                .next()
+                .and_then(|rest| rest.split_whitespace().nth(1))
+                .and_then(|p| p.parse::<u32>().ok());
+            ppid == Some(parent) && String::from_utf8_lossy(&cmd).contains("persnap-helper")
+        })
 }
 
 /// Run the CLI; SIGKILL its helper when stderr shows `trigger`.
 fn kill_helper_at(store: &Path, dest: &Path, data: &Path, trigger: &str) -> String {
     let mut cli = Command::new(bin("persnap"))
-        .args(["backup", "--source", store.to_str().unwrap(), "--dest", dest.to_str().unwrap()])
+        .args([
+            "backup",
+            "--source",
+            store.to_str().unwrap(),
+            "--dest",
+            dest.to_str().unwrap(),
+        ])
         .env("PERSNAP_DATA_DIR", data)
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
@@ -52,7 +66,11 @@ fn kill_helper_at(store: &Path, dest: &Path, data: &Path, trigger: &str) -> Stri
     }
     let status = cli.wait().unwrap();
     assert!(killed, "never saw {trigger:?}:\n{seen}");
-    assert_eq!(status.code(), Some(1), "the CLI reports the helper's death:\n{seen}");
+    assert_eq!(
+        status.code(),
+        Some(1),
+        "the CLI reports the helper's death:\n{seen}"
+    );
     assert!(seen.contains("stopped unexpectedly"), "{seen}");
     seen
 }
@@ -64,23 +82,55 @@ fn helper_killed_after_snapshot_mid_copy_and_mid_verify() {
     }
     let (vol, store) = LoopVolume::btrfs_with_subvolume(600);
     make_store(&store, "persistence.db", Mode::Rollback, 120);
-    let dest = tempfile::Builder::new().prefix("persnap-faults-").tempdir_in("/var/tmp").unwrap();
+    let dest = tempfile::Builder::new()
+        .prefix("persnap-faults-")
+        .tempdir_in("/var/tmp")
+        .unwrap();
     let data = tempfile::tempdir().unwrap();
-    for (i, trigger) in ["Created snapshot", "== copy", "== verify"].into_iter().enumerate() {
+    for (i, trigger) in ["Created snapshot", "== copy", "== verify"]
+        .into_iter()
+        .enumerate()
+    {
         kill_helper_at(&store, dest.path(), data.path(), trigger);
         // Killed outright: its leftovers are there until the next run.
         let leftovers = vol.snapshot_leftovers().len() + work_leftovers(dest.path()).len();
-        assert!(leftovers >= 1, "{trigger}: a SIGKILL leaves something for the sweep");
+        assert!(
+            leftovers >= 1,
+            "{trigger}: a SIGKILL leaves something for the sweep"
+        );
         let history = History::at(data.path());
-        assert_eq!(history.recover().unwrap().len(), 1, "{trigger}: the run becomes interrupted");
+        assert_eq!(
+            history.recover().unwrap().len(),
+            1,
+            "{trigger}: the run becomes interrupted"
+        );
         assert_eq!(history.load().unwrap()[i].outcome, Outcome::Interrupted);
         let cleanup = persnap(data.path(), &["cleanup"]);
         assert!(cleanup.status.success(), "{}", stderr(&cleanup));
-        assert!(vol.snapshot_leftovers().is_empty(), "{trigger}: snapshot swept");
-        assert!(work_leftovers(dest.path()).is_empty(), "{trigger}: .partial swept");
+        assert!(
+            vol.snapshot_leftovers().is_empty(),
+            "{trigger}: snapshot swept"
+        );
+        assert!(
+            work_leftovers(dest.path()).is_empty(),
+            "{trigger}: .partial swept"
+        );
     }
-    let ok = persnap(data.path(), &["backup", "--source", store.to_str().unwrap(), "--dest", dest.path().to_str().unwrap()]);
-    assert!(ok.status.success(), "a clean run afterwards: {}", stderr(&ok));
+    let ok = persnap(
+        data.path(),
+        &[
+            "backup",
+            "--source",
+            store.to_str().unwrap(),
+            "--dest",
+            dest.path().to_str().unwrap(),
+        ],
+    );
+    assert!(
+        ok.status.success(),
+        "a clean run afterwards: {}",
+        stderr(&ok)
+    );
 }
 
 #[test]
@@ -101,12 +151,24 @@ fn destination_filling_up_mid_copy() {
         let free = persnap::fsutil::free_space(&small.mount).unwrap();
         let f = std::fs::File::create(&filler).unwrap();
         let _ = f.set_len(0);
-        let _ = Command::new("fallocate").args(["-l", &(free - 1_000_000).to_string()]).arg(&filler).status();
+        let _ = Command::new("fallocate")
+            .args(["-l", &(free - 1_000_000).to_string()])
+            .arg(&filler)
+            .status();
     });
-    let failure = run_backup(&BackupRequest::new(&store, &small.mount), &mut history, &mut fill, &CancelToken::new()).unwrap_err();
+    let failure = run_backup(
+        &BackupRequest::new(&store, &small.mount),
+        &mut history,
+        &mut fill,
+        &CancelToken::new(),
+    )
+    .unwrap_err();
     let message = failure.error.to_string();
     assert_eq!(failure.error.kind().exit_code(), 4, "{message}");
-    assert!(message.contains("No space left") && message.contains("free space"), "{message}");
+    assert!(
+        message.contains("No space left") && message.contains("free space"),
+        "{message}"
+    );
     assert!(work_leftovers(&small.mount).is_empty(), ".partial removed");
     assert!(vol.snapshot_leftovers().is_empty());
     assert_eq!(history.load().unwrap()[0].outcome.label(), "failed");
@@ -114,9 +176,22 @@ fn destination_filling_up_mid_copy() {
     // And when it does not fit from the start, it says so before copying.
     std::fs::remove_file(&filler).unwrap();
     let big = LoopVolume::new("ext4", 24);
-    let failure = run_backup(&BackupRequest::new(&store, &big.mount), &mut history, &mut Silent, &CancelToken::new()).unwrap_err();
+    let failure = run_backup(
+        &BackupRequest::new(&store, &big.mount),
+        &mut history,
+        &mut Silent,
+        &CancelToken::new(),
+    )
+    .unwrap_err();
     assert_eq!(failure.step, Phase::Prepare);
-    assert!(failure.error.to_string().starts_with("Not enough free space"), "{}", failure.error);
+    assert!(
+        failure
+            .error
+            .to_string()
+            .starts_with("Not enough free space"),
+        "{}",
+        failure.error
+    );
     assert!(vol.snapshot_leftovers().is_empty());
 }
 
@@ -127,7 +202,11 @@ fn source_folder_removed_mid_backup() {
     }
     let (vol, store) = LoopVolume::btrfs_with_subvolume(300);
     make_store(&store, "persistence.db", Mode::Rollback, 8);
-    let Destination { mut history, backups, dir: _keep } = Destination::new();
+    let Destination {
+        mut history,
+        backups,
+        dir: _keep,
+    } = Destination::new();
 
     // Removed once the snapshot exists: the snapshot still has it, and the
     // backup (of the moment of the snapshot) is complete and verified.
@@ -138,7 +217,13 @@ fn source_folder_removed_mid_backup() {
             }
         }
     });
-    let report = run_backup(&BackupRequest::new(&store, &backups), &mut history, &mut remove, &CancelToken::new()).unwrap();
+    let report = run_backup(
+        &BackupRequest::new(&store, &backups),
+        &mut history,
+        &mut remove,
+        &CancelToken::new(),
+    )
+    .unwrap();
     check_backup(&report.backup_dir, "persistence.db");
 
     // Removed before the snapshot: the snapshot shows no store; a clear error.
@@ -148,11 +233,27 @@ fn source_folder_removed_mid_backup() {
             std::fs::remove_file(store.join("persistence.db")).unwrap();
         }
     });
-    let failure = run_backup(&BackupRequest::new(&store, &backups), &mut history, &mut remove, &CancelToken::new()).unwrap_err();
-    assert!(failure.error.to_string().contains("No database file named persistence.db"), "{}", failure.error);
+    let failure = run_backup(
+        &BackupRequest::new(&store, &backups),
+        &mut history,
+        &mut remove,
+        &CancelToken::new(),
+    )
+    .unwrap_err();
+    assert!(
+        failure
+            .error
+            .to_string()
+            .contains("No database file named persistence.db"),
+        "{}",
+        failure.error
+    );
     assert!(vol.snapshot_leftovers().is_empty());
     assert!(work_leftovers(&backups).is_empty());
-    assert_eq!(history.load().unwrap().last().unwrap().outcome.label(), "failed");
+    assert_eq!(
+        history.load().unwrap().last().unwrap().outcome.label(),
+        "failed"
+    );
 }
 
 #[test]
@@ -162,19 +263,37 @@ fn hundred_consecutive_backups_under_a_writer() {
     }
     let (vol, store) = LoopVolume::btrfs_with_subvolume(400);
     let db = make_store(&store, "persistence.db", Mode::Wal, 4);
-    let Destination { mut history, backups, dir: _keep } = Destination::new();
+    let Destination {
+        mut history,
+        backups,
+        dir: _keep,
+    } = Destination::new();
     let writer = Writer::start(&db);
     let mut last = -1;
     for i in 0..100 {
-        let report = run_backup(&BackupRequest::new(&store, &backups), &mut history, &mut Silent, &CancelToken::new())
-            .unwrap_or_else(|f| panic!("backup {i}: {}", f.error));
+        let report = run_backup(
+            &BackupRequest::new(&store, &backups),
+            &mut history,
+            &mut Silent,
+            &CancelToken::new(),
+        )
+        .unwrap_or_else(|f| panic!("backup {i}: {}", f.error));
         let transfers = check_backup(&report.backup_dir, "persistence.db");
         assert!(transfers >= last, "backup {i} went back in time");
         last = transfers;
         std::fs::remove_dir_all(&report.backup_dir).unwrap();
     }
     let stats = writer.stop();
-    eprintln!("100 backups consistent; writer did {} transactions, worst commit {:.1} ms", stats.transactions, stats.max_commit_ms);
+    eprintln!(
+        "100 backups consistent; writer did {} transactions, worst commit {:.1} ms",
+        stats.transactions, stats.max_commit_ms
+    );
     assert!(vol.snapshot_leftovers().is_empty() && work_leftovers(&backups).is_empty());
-    assert!(history.load().unwrap().iter().all(|r| r.outcome == Outcome::Completed));
+    assert!(
+        history
+            .load()
+            .unwrap()
+            .iter()
+            .all(|r| r.outcome == Outcome::Completed)
+    );
 }

@@ -5,6 +5,7 @@
 //! target/tmp/gui-screenshots/ (with PERSNAP_UPDATE_SCREENSHOTS=1 also to
 //! assets/screenshots/, which README.md shows). Needs root (loop volume),
 //! Xvfb, xdotool and ImageMagick (installed by .ci/setup).
+#![cfg(target_os = "linux")]
 
 mod common;
 
@@ -35,14 +36,27 @@ fn tools_present() -> Result<(), String> {
 }
 
 fn xdotool(display: &str, args: &[&str]) -> String {
-    let out = Command::new("xdotool").args(args).env("DISPLAY", display).output().unwrap();
-    assert!(out.status.success(), "xdotool {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+    let out = Command::new("xdotool")
+        .args(args)
+        .env("DISPLAY", display)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "xdotool {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     String::from_utf8_lossy(&out.stdout).trim().to_owned()
 }
 
 fn screenshot(display: &str, window: &str, dir: &Path, name: &str) {
     let path = dir.join(name);
-    let ok = Command::new("import").args(["-window", window]).arg(&path).env("DISPLAY", display).status().unwrap();
+    let ok = Command::new("import")
+        .args(["-window", window])
+        .arg(&path)
+        .env("DISPLAY", display)
+        .status()
+        .unwrap();
     assert!(ok.success(), "screenshot {name}");
     if std::env::var_os("PERSNAP_UPDATE_SCREENSHOTS").is_some() {
         let assets = Path::new(env!("CARGO_MANIFEST_DIR")).join("assets/screenshots");
@@ -53,14 +67,29 @@ fn screenshot(display: &str, window: &str, dir: &Path, name: &str) {
 
 /// Click a window-relative point, then type.
 fn type_at(display: &str, window: &str, (x, y): (u32, u32), text: &str) {
-    xdotool(display, &["mousemove", "--window", window, &x.to_string(), &y.to_string(), "click", "1"]);
+    xdotool(
+        display,
+        &[
+            "mousemove",
+            "--window",
+            window,
+            &x.to_string(),
+            &y.to_string(),
+            "click",
+            "1",
+        ],
+    );
     std::thread::sleep(Duration::from_millis(300));
     xdotool(display, &["type", "--delay", "20", text]);
     std::thread::sleep(Duration::from_millis(300));
 }
 
 fn finished_backup(dest: &Path) -> Option<PathBuf> {
-    std::fs::read_dir(dest).ok()?.filter_map(|e| e.ok()).map(|e| e.path()).find(|p| p.join("manifest.json").is_file())
+    std::fs::read_dir(dest)
+        .ok()?
+        .filter_map(|e| e.ok())
+        .map(|e| e.path())
+        .find(|p| p.join("manifest.json").is_file())
 }
 
 #[test]
@@ -69,19 +98,31 @@ fn real_window_backs_up_a_live_database() {
         return;
     }
     if let Err(why) = tools_present() {
-        assert!(std::env::var_os("PERSNAP_REQUIRE_ROOT_TESTS").is_none(), "cannot run the window test: {why}");
+        assert!(
+            std::env::var_os("PERSNAP_REQUIRE_ROOT_TESTS").is_none(),
+            "cannot run the window test: {why}"
+        );
         return eprintln!("SKIP real_window_backs_up_a_live_database: {why}");
     }
     let (_vol, store_dir) = LoopVolume::btrfs_with_subvolume(300);
     let db = make_store(&store_dir, "persistence.db", Mode::Rollback, 8);
     let writer = Writer::start(&db);
-    let dest = tempfile::Builder::new().prefix("persnap-window-dest-").tempdir_in("/var/tmp").unwrap();
+    let dest = tempfile::Builder::new()
+        .prefix("persnap-window-dest-")
+        .tempdir_in("/var/tmp")
+        .unwrap();
     let home = tempfile::tempdir().unwrap();
     let shots = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("gui-screenshots");
     std::fs::create_dir_all(&shots).unwrap();
 
     let display = format!(":{}", 90 + std::process::id() % 100);
-    let _xvfb = Killed(Command::new("Xvfb").args([&display, "-screen", "0", "1280x900x24", "-nolisten", "tcp"]).stderr(Stdio::null()).spawn().unwrap());
+    let _xvfb = Killed(
+        Command::new("Xvfb")
+            .args([&display, "-screen", "0", "1280x900x24", "-nolisten", "tcp"])
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
     let socket = PathBuf::from(format!("/tmp/.X11-unix/X{}", &display[1..]));
     let deadline = Instant::now() + Duration::from_secs(20);
     while !socket.exists() {
@@ -90,7 +131,11 @@ fn real_window_backs_up_a_live_database() {
     }
     let runtime = home.path().join("run");
     std::fs::create_dir(&runtime).unwrap();
-    std::fs::set_permissions(&runtime, std::os::unix::fs::PermissionsExt::from_mode(0o700)).unwrap();
+    std::fs::set_permissions(
+        &runtime,
+        std::os::unix::fs::PermissionsExt::from_mode(0o700),
+    )
+    .unwrap();
     let _app = Killed(
         Command::new(bin("persnap"))
             .env("DISPLAY", &display)
@@ -120,14 +165,24 @@ fn real_window_backs_up_a_live_database() {
         if let Some(b) = finished_backup(dest.path()) {
             break b;
         }
-        assert!(Instant::now() < deadline, "no backup appeared; see the screenshots in {}", shots.display());
+        assert!(
+            Instant::now() < deadline,
+            "no backup appeared; see the screenshots in {}",
+            shots.display()
+        );
         std::thread::sleep(Duration::from_millis(200));
     };
     std::thread::sleep(Duration::from_secs(2));
     screenshot(&display, &window, &shots, "3-done.png");
     writer.stop();
     check_backup(&backup, "persistence.db");
-    let runs = persnap::history::History::at(home.path().join("data")).load().unwrap();
+    let runs = persnap::history::History::at(home.path().join("data"))
+        .load()
+        .unwrap();
     assert_eq!(runs.last().map(|r| r.outcome.label()), Some("completed"));
-    eprintln!("window test: backup {} verified; screenshots in {}", backup.display(), shots.display());
+    eprintln!(
+        "window test: backup {} verified; screenshots in {}",
+        backup.display(),
+        shots.display()
+    );
 }

@@ -1,6 +1,7 @@
 //! The elevated helper: hostile input is refused with specific errors, and
 //! a real backup runs end to end as an unprivileged user → pkexec → polkit
 //! → helper as root (root-only part: CI starts a system D-Bus and polkitd).
+#![cfg(target_os = "linux")]
 
 mod common;
 
@@ -36,7 +37,9 @@ fn helper_with(input: &[u8]) -> (Vec<Event>, i32) {
 fn refused(input: &[u8], code: i32, needle: &str) {
     let (events, got) = helper_with(input);
     assert_eq!(events.len(), 1, "{events:?}");
-    let Event::Error { message, .. } = &events[0] else { panic!("expected an error frame, got {events:?}") };
+    let Event::Error { message, .. } = &events[0] else {
+        panic!("expected an error frame, got {events:?}")
+    };
     assert!(message.contains(needle), "{needle:?} not in {message:?}");
     assert_eq!(got, code, "{message}");
 }
@@ -64,48 +67,101 @@ fn folders() -> Folders {
     make_store(src.path(), "persistence.db", Mode::Rollback, 1);
     let source = std::fs::canonicalize(src.path()).unwrap();
     let dest_path = std::fs::canonicalize(dest.path()).unwrap();
-    Folders { _src: src, _dest: dest, source, dest: dest_path }
+    Folders {
+        _src: src,
+        _dest: dest,
+        source,
+        dest: dest_path,
+    }
 }
 
 #[test]
 fn malformed_frames_are_protocol_errors() {
     refused(b"this is not json\n", 9, "not valid JSON");
     refused(b"", 9, "ended before a frame");
-    refused(&vec![b'{'; protocol::MAX_FRAME + 100], 9, "larger than 65536 bytes");
-    refused(br#"{"version":7,"type":"cleanup","dests":[]}"#, 9, "version mismatch: got 7");
+    refused(
+        &vec![b'{'; protocol::MAX_FRAME + 100],
+        9,
+        "larger than 65536 bytes",
+    );
+    refused(
+        br#"{"version":7,"type":"cleanup","dests":[]}"#,
+        9,
+        "version mismatch: got 7",
+    );
     refused(br#"{"type":"cleanup","dests":[]}"#, 9, "no version field");
     refused(br#"{"version":1,"type":"format-disk"}"#, 9, "format-disk");
     let f = folders();
-    refused(&backup_frame(&f.source, &f.dest, "persistence.db", "copy-live-files"), 9, "copy-live-files");
+    refused(
+        &backup_frame(&f.source, &f.dest, "persistence.db", "copy-live-files"),
+        9,
+        "copy-live-files",
+    );
 }
 
 #[test]
 fn hostile_requests_are_refused_specifically() {
     let f = folders();
     let frame = |source: &Path, dest: &Path, store: &str| backup_frame(source, dest, store, "auto");
-    refused(&frame(Path::new("relative/store"), &f.dest, "persistence.db"), 2, "is not an absolute path");
+    refused(
+        &frame(Path::new("relative/store"), &f.dest, "persistence.db"),
+        2,
+        "is not an absolute path",
+    );
     let dotdot = f.source.join("..").join(f.source.file_name().unwrap());
-    refused(&frame(&dotdot, &f.dest, "persistence.db"), 2, "contains . or .. components");
-    refused(&frame(&f.source, &f.dest, "../../etc/shadow"), 2, "path separator");
+    refused(
+        &frame(&dotdot, &f.dest, "persistence.db"),
+        2,
+        "contains . or .. components",
+    );
+    refused(
+        &frame(&f.source, &f.dest, "../../etc/shadow"),
+        2,
+        "path separator",
+    );
     let inside = f.source.join("backups");
     std::fs::create_dir(&inside).unwrap();
-    refused(&frame(&f.source, &inside, "persistence.db"), 2, "is inside the database folder");
-    refused(&frame(&f.source, f.source.parent().unwrap(), "persistence.db"), 2, "is inside the backup location");
+    refused(
+        &frame(&f.source, &inside, "persistence.db"),
+        2,
+        "is inside the database folder",
+    );
+    refused(
+        &frame(&f.source, f.source.parent().unwrap(), "persistence.db"),
+        2,
+        "is inside the backup location",
+    );
 
     let linked_dir = f.dest.join("link-to-source");
     symlink(&f.source, &linked_dir).unwrap();
-    refused(&frame(&linked_dir, &f.dest, "persistence.db"), 2, "is not canonical");
+    refused(
+        &frame(&linked_dir, &f.dest, "persistence.db"),
+        2,
+        "is not canonical",
+    );
 
     std::fs::write(f.source.join("notes.db"), vec![b'x'; 200]).unwrap();
-    refused(&frame(&f.source, &f.dest, "notes.db"), 2, "is not an SQLite database");
+    refused(
+        &frame(&f.source, &f.dest, "notes.db"),
+        2,
+        "is not an SQLite database",
+    );
     symlink("/etc/shadow", f.source.join("shadow.db")).unwrap();
-    refused(&frame(&f.source, &f.dest, "shadow.db"), 2, "is a symbolic link");
+    refused(
+        &frame(&f.source, &f.dest, "shadow.db"),
+        2,
+        "is a symbolic link",
+    );
 
     let bad_timeout = serde_json::json!({
         "version": 1, "type": "backup", "source": f.source, "dest": f.dest, "store_name": "persistence.db",
         "method": "auto", "options": {"online_timeout_secs": 0, "snapshot_size": null}
     });
-    refused(format!("{bad_timeout}\n").as_bytes(), 2, "online_timeout_secs");
+    refused(
+        format!("{bad_timeout}\n").as_bytes(),
+        2,
+        "online_timeout_secs",
+    );
     let many = serde_json::json!({"version": 1, "type": "cleanup", "dests": vec![&f.dest; 65]});
     refused(format!("{many}\n").as_bytes(), 2, "at most 64 folders");
 }
@@ -116,11 +172,29 @@ fn closing_stdin_cancels_a_running_request() {
     // lock; its caller hangs up: the helper cancels and keeps nothing.
     let f = folders();
     let lock = rusqlite::Connection::open(f.source.join("persistence.db")).unwrap();
-    lock.execute_batch("BEGIN EXCLUSIVE; UPDATE accounts SET balance = balance WHERE id = 0;").unwrap();
-    let (events, code) = helper_with(&backup_frame(&f.source, &f.dest, "persistence.db", "sqlite-online"));
+    lock.execute_batch("BEGIN EXCLUSIVE; UPDATE accounts SET balance = balance WHERE id = 0;")
+        .unwrap();
+    let (events, code) = helper_with(&backup_frame(
+        &f.source,
+        &f.dest,
+        "persistence.db",
+        "sqlite-online",
+    ));
     let last = events.last().expect("events");
-    assert!(matches!(last, Event::Error { kind: persnap::ErrorKind::Cancelled, .. }), "{last:?}");
-    assert!(events.iter().any(|e| matches!(e, Event::Run { .. })), "the run is reported for the caller's history");
+    assert!(
+        matches!(
+            last,
+            Event::Error {
+                kind: persnap::ErrorKind::Cancelled,
+                ..
+            }
+        ),
+        "{last:?}"
+    );
+    assert!(
+        events.iter().any(|e| matches!(e, Event::Run { .. })),
+        "the run is reported for the caller's history"
+    );
     assert_eq!(code, 6);
     assert!(work_leftovers(&f.dest).is_empty());
 }
@@ -135,12 +209,19 @@ struct PolkitSetup;
 
 impl PolkitSetup {
     fn new() -> PolkitSetup {
-        if !Path::new("/usr/bin/pkexec").exists() || !Path::new("/usr/lib/polkit-1/polkitd").exists() {
+        if !Path::new("/usr/bin/pkexec").exists()
+            || !Path::new("/usr/lib/polkit-1/polkitd").exists()
+        {
             panic!("pkexec and polkitd are needed (run .ci/setup)");
         }
-        let dev_install = Path::new(env!("CARGO_MANIFEST_DIR")).join("installer/linux/dev-install.sh");
+        let dev_install =
+            Path::new(env!("CARGO_MANIFEST_DIR")).join("installer/linux/dev-install.sh");
         run_ok(Command::new(dev_install).arg(bin("persnap-helper")));
-        if Command::new("id").arg(TEST_USER).output().is_ok_and(|o| !o.status.success()) {
+        if Command::new("id")
+            .arg(TEST_USER)
+            .output()
+            .is_ok_and(|o| !o.status.success())
+        {
             run_ok(Command::new("useradd").args(["--create-home", TEST_USER]));
         }
         start_system_bus();
@@ -183,19 +264,25 @@ fn start_system_bus() {
 impl Drop for PolkitSetup {
     fn drop(&mut self) {
         let _ = std::fs::remove_file(RULE);
-        let dev_install = Path::new(env!("CARGO_MANIFEST_DIR")).join("installer/linux/dev-install.sh");
+        let dev_install =
+            Path::new(env!("CARGO_MANIFEST_DIR")).join("installer/linux/dev-install.sh");
         let _ = Command::new(dev_install).arg("--uninstall").output();
         let _ = Command::new("pkill").args(["-x", "polkitd"]).status();
     }
 }
 
 fn uid_of(user: &str) -> u32 {
-    run_ok(Command::new("id").args(["-u", user])).parse().unwrap()
+    run_ok(Command::new("id").args(["-u", user]))
+        .parse()
+        .unwrap()
 }
 
 /// A folder the test user owns, in a place it can reach.
 fn user_dir(uid: u32) -> tempfile::TempDir {
-    let dir = tempfile::Builder::new().prefix("persnap-user-").tempdir_in("/var/tmp").unwrap();
+    let dir = tempfile::Builder::new()
+        .prefix("persnap-user-")
+        .tempdir_in("/var/tmp")
+        .unwrap();
     std::os::unix::fs::chown(dir.path(), Some(uid), Some(uid)).unwrap();
     dir
 }
@@ -222,17 +309,37 @@ fn unprivileged_user_backs_up_through_pkexec() {
     let db = make_store(&store_dir, "persistence.db", Mode::Wal, 8);
     let dest = user_dir(uid);
     let data = user_dir(uid);
-    let args = ["backup", "--source", store_dir.to_str().unwrap(), "--dest", dest.path().to_str().unwrap()];
+    let args = [
+        "backup",
+        "--source",
+        store_dir.to_str().unwrap(),
+        "--dest",
+        dest.path().to_str().unwrap(),
+    ];
 
     polkit.rule("YES");
     let writer = Writer::start(&db);
     let out = as_test_user(data.path(), &args);
     writer.stop();
-    assert!(out.status.success(), "exit {:?}: {}", out.status.code(), stderr(&out));
+    assert!(
+        out.status.success(),
+        "exit {:?}: {}",
+        out.status.code(),
+        stderr(&out)
+    );
     let backup = PathBuf::from(String::from_utf8_lossy(&out.stdout).trim());
     check_backup(&backup, "persistence.db");
-    for entry in std::iter::once(backup.clone()).chain(std::fs::read_dir(&backup).unwrap().map(|e| e.unwrap().path())) {
-        assert_eq!(std::fs::metadata(&entry).unwrap().uid(), uid, "{} belongs to the user", entry.display());
+    for entry in std::iter::once(backup.clone()).chain(
+        std::fs::read_dir(&backup)
+            .unwrap()
+            .map(|e| e.unwrap().path()),
+    ) {
+        assert_eq!(
+            std::fs::metadata(&entry).unwrap().uid(),
+            uid,
+            "{} belongs to the user",
+            entry.display()
+        );
     }
     let runs = persnap::history::History::at(data.path()).load().unwrap();
     assert_eq!(runs.len(), 1, "the user's own history records the run");
@@ -245,6 +352,17 @@ fn unprivileged_user_backs_up_through_pkexec() {
     let out = as_test_user(data.path(), &args);
     assert_eq!(out.status.code(), Some(8), "{}", stderr(&out));
     assert!(stderr(&out).contains("not authorized"), "{}", stderr(&out));
-    assert_eq!(std::fs::read_dir(dest.path()).unwrap().count(), before, "nothing written");
-    assert_eq!(persnap::history::History::at(data.path()).load().unwrap().len(), 1, "no run recorded");
+    assert_eq!(
+        std::fs::read_dir(dest.path()).unwrap().count(),
+        before,
+        "nothing written"
+    );
+    assert_eq!(
+        persnap::history::History::at(data.path())
+            .load()
+            .unwrap()
+            .len(),
+        1,
+        "no run recorded"
+    );
 }

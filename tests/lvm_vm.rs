@@ -8,6 +8,7 @@
 //! group without free space, a backup killed mid-copy, a folder not on LVM.
 //! Needs root (CI is root) plus qemu-system-x86, linux-image-amd64,
 //! busybox-static and lvm2 (installed by .ci/setup).
+#![cfg(target_os = "linux")]
 
 mod common;
 
@@ -17,8 +18,15 @@ use std::time::Instant;
 
 use common::*;
 
-const SCENARIOS: [&str; 7] =
-    ["consistent_xfs_rollback", "consistent_ext4_wal", "thin", "overflow", "no_free_space", "killed", "not_lvm"];
+const SCENARIOS: [&str; 7] = [
+    "consistent_xfs_rollback",
+    "consistent_ext4_wal",
+    "thin",
+    "overflow",
+    "no_free_space",
+    "killed",
+    "not_lvm",
+];
 
 /// Debian's kernel version and image, when installed.
 fn guest_kernel() -> Option<(String, PathBuf)> {
@@ -34,12 +42,19 @@ fn guest_kernel() -> Option<(String, PathBuf)> {
 }
 
 fn vm_prerequisites() -> Result<(String, PathBuf), String> {
-    for tool in ["/usr/bin/qemu-system-x86_64", "/bin/busybox", "/sbin/lvm", "/sbin/mkfs.xfs", "/usr/bin/cpio"] {
+    for tool in [
+        "/usr/bin/qemu-system-x86_64",
+        "/bin/busybox",
+        "/sbin/lvm",
+        "/sbin/mkfs.xfs",
+        "/usr/bin/cpio",
+    ] {
         if !Path::new(tool).exists() {
             return Err(format!("{tool} is missing (run .ci/setup)"));
         }
     }
-    guest_kernel().ok_or_else(|| "no Debian kernel (linux-image-amd64) in /boot (run .ci/setup)".into())
+    guest_kernel()
+        .ok_or_else(|| "no Debian kernel (linux-image-amd64) in /boot (run .ci/setup)".into())
 }
 
 #[test]
@@ -49,10 +64,15 @@ fn lvm_snapshots_on_a_real_kernel() {
     }
     let (kver, kernel) = match vm_prerequisites() {
         Ok(k) => k,
-        Err(why) if std::env::var_os("PERSNAP_REQUIRE_ROOT_TESTS").is_some() => panic!("cannot run the LVM VM: {why}"),
+        Err(why) if std::env::var_os("PERSNAP_REQUIRE_ROOT_TESTS").is_some() => {
+            panic!("cannot run the LVM VM: {why}")
+        }
         Err(why) => return eprintln!("SKIP lvm_snapshots_on_a_real_kernel: {why}"),
     };
-    let work = tempfile::Builder::new().prefix("persnap-vm-").tempdir_in("/var/tmp").unwrap();
+    let work = tempfile::Builder::new()
+        .prefix("persnap-vm-")
+        .tempdir_in("/var/tmp")
+        .unwrap();
     let share = work.path().join("share");
     std::fs::create_dir(&share).unwrap();
     for name in ["persnap", "persnap-helper", "persnap-loadgen"] {
@@ -60,32 +80,68 @@ fn lvm_snapshots_on_a_real_kernel() {
     }
     let vm = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/vm");
     let initrd = work.path().join("initrd.gz");
-    run_ok(Command::new(vm.join("mkinitrd.sh")).arg(&initrd).arg(vm.join("guest.sh")).arg(&kver).arg(bin("persnap")).arg(bin("persnap-helper")).arg(bin("persnap-loadgen")));
+    run_ok(
+        Command::new(vm.join("mkinitrd.sh"))
+            .arg(&initrd)
+            .arg(vm.join("guest.sh"))
+            .arg(&kver)
+            .arg(bin("persnap"))
+            .arg(bin("persnap-helper"))
+            .arg(bin("persnap-loadgen")),
+    );
 
     let started = Instant::now();
     let out = Command::new("timeout")
         .arg("1500")
         .arg("qemu-system-x86_64")
-        .args(["-accel", "tcg", "-cpu", "max", "-m", "2048", "-smp", "1", "-nographic", "-no-reboot"])
+        .args([
+            "-accel",
+            "tcg",
+            "-cpu",
+            "max",
+            "-m",
+            "2048",
+            "-smp",
+            "1",
+            "-nographic",
+            "-no-reboot",
+        ])
         .arg("-kernel")
         .arg(&kernel)
         .arg("-initrd")
         .arg(&initrd)
         .arg("-virtfs")
-        .arg(format!("local,path={},mount_tag=host0,security_model=none", share.display()))
+        .arg(format!(
+            "local,path={},mount_tag=host0,security_model=none",
+            share.display()
+        ))
         .args(["-append", "console=ttyS0 panic=-1 quiet edd=off"])
         .stdin(Stdio::null())
         .output()
         .unwrap();
     let log = String::from_utf8_lossy(&out.stdout);
-    let results: Vec<&str> = log.lines().filter_map(|l| l.trim().strip_prefix("RESULT ")).collect();
-    eprintln!("VM ran {:.0} s (TCG); kernel {kver}", started.elapsed().as_secs_f64());
-    for line in log.lines().filter(|l| l.starts_with("RESULT ") || l.starts_with("TIME ")) {
+    let results: Vec<&str> = log
+        .lines()
+        .filter_map(|l| l.trim().strip_prefix("RESULT "))
+        .collect();
+    eprintln!(
+        "VM ran {:.0} s (TCG); kernel {kver}",
+        started.elapsed().as_secs_f64()
+    );
+    for line in log
+        .lines()
+        .filter(|l| l.starts_with("RESULT ") || l.starts_with("TIME "))
+    {
         eprintln!("  {line}");
     }
-    assert!(log.contains("=== SCENARIOS DONE ==="), "the guest did not finish; serial log:\n{log}");
+    assert!(
+        log.contains("=== SCENARIOS DONE ==="),
+        "the guest did not finish; serial log:\n{log}"
+    );
     for scenario in SCENARIOS {
-        let line = results.iter().find(|r| r.split(' ').next() == Some(scenario));
+        let line = results
+            .iter()
+            .find(|r| r.split(' ').next() == Some(scenario));
         let line = line.unwrap_or_else(|| panic!("no result for {scenario}; serial log:\n{log}"));
         assert!(line.starts_with(&format!("{scenario} OK")), "{line}");
     }

@@ -1,4 +1,5 @@
 //! The explicit `sqlite-online` method under a live writer (no root needed).
+#![cfg(target_os = "linux")]
 
 mod common;
 
@@ -25,7 +26,10 @@ fn online_backups_under_writer(mode: Mode) {
         check_backup(&report.backup_dir, "persistence.db");
     }
     let stats = writer.stop();
-    eprintln!("{mode:?}: 5 online backups consistent; writer's worst commit {:.1} ms", stats.max_commit_ms);
+    eprintln!(
+        "{mode:?}: 5 online backups consistent; writer's worst commit {:.1} ms",
+        stats.max_commit_ms
+    );
     assert!(work_leftovers(dest.path()).is_empty());
 }
 
@@ -43,7 +47,8 @@ fn online_backups_under_writer_wal() {
 /// in the middle of a long commit would.
 fn lock_exclusively(db: &std::path::Path) -> rusqlite::Connection {
     let conn = rusqlite::Connection::open(db).unwrap();
-    conn.execute_batch("BEGIN EXCLUSIVE; UPDATE accounts SET balance = balance WHERE id = 0;").unwrap();
+    conn.execute_batch("BEGIN EXCLUSIVE; UPDATE accounts SET balance = balance WHERE id = 0;")
+        .unwrap();
     conn
 }
 
@@ -56,10 +61,24 @@ fn online_backup_gives_up_at_its_timeout_and_keeps_nothing() {
     let started = std::time::Instant::now();
     let out = persnap(
         data.path(),
-        &["backup", "--source", src.path().to_str().unwrap(), "--dest", data.path().to_str().unwrap(), "--method", "sqlite-online", "--timeout", "1"],
+        &[
+            "backup",
+            "--source",
+            src.path().to_str().unwrap(),
+            "--dest",
+            data.path().to_str().unwrap(),
+            "--method",
+            "sqlite-online",
+            "--timeout",
+            "1",
+        ],
     );
     assert_eq!(out.status.code(), Some(4), "{}", stderr(&out));
-    assert!(stderr(&out).contains("did not finish within 1 s"), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("did not finish within 1 s"),
+        "{}",
+        stderr(&out)
+    );
     assert!(started.elapsed().as_secs() < 10);
     assert!(work_leftovers(data.path()).is_empty());
 }
@@ -74,19 +93,33 @@ fn killed_run_becomes_interrupted_and_its_leftovers_go() {
     let db = make_store(src.path(), "persistence.db", Mode::Rollback, 1);
     let lock = lock_exclusively(&db);
     let mut child = std::process::Command::new(bin("persnap"))
-        .args(["backup", "--source", src.path().to_str().unwrap(), "--dest", dest.path().to_str().unwrap(), "--method", "sqlite-online"])
+        .args([
+            "backup",
+            "--source",
+            src.path().to_str().unwrap(),
+            "--dest",
+            dest.path().to_str().unwrap(),
+            "--method",
+            "sqlite-online",
+        ])
         .env("PERSNAP_DATA_DIR", data.path())
         .stderr(std::process::Stdio::null())
         .spawn()
         .unwrap();
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
     while work_leftovers(dest.path()).is_empty() {
-        assert!(std::time::Instant::now() < deadline, "the backup never started copying");
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the backup never started copying"
+        );
         std::thread::sleep(std::time::Duration::from_millis(20));
     }
     let running = persnap(data.path(), &["history", "--json"]);
     let runs: serde_json::Value = serde_json::from_slice(&running.stdout).unwrap();
-    assert_eq!(runs[0]["outcome"]["status"], "running", "a live run stays running");
+    assert_eq!(
+        runs[0]["outcome"]["status"], "running",
+        "a live run stays running"
+    );
     child.kill().unwrap();
     child.wait().unwrap();
     drop(lock);
@@ -94,7 +127,11 @@ fn killed_run_becomes_interrupted_and_its_leftovers_go() {
     let after = persnap(data.path(), &["history", "--json"]);
     let runs: serde_json::Value = serde_json::from_slice(&after.stdout).unwrap();
     assert_eq!(runs[0]["outcome"]["status"], "interrupted");
-    assert_eq!(work_leftovers(dest.path()).len(), 1, "history alone removes nothing");
+    assert_eq!(
+        work_leftovers(dest.path()).len(),
+        1,
+        "history alone removes nothing"
+    );
     let cleanup = persnap(data.path(), &["cleanup"]);
     assert!(cleanup.status.success(), "{}", stderr(&cleanup));
     assert!(String::from_utf8_lossy(&cleanup.stdout).contains("Removed unfinished backup folder"));

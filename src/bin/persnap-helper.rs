@@ -42,13 +42,18 @@ fn main() {
 #[cfg(windows)]
 fn serve_pipe(args: &persnap::pipe::HelperArgs) -> i32 {
     use persnap::pipe::windows::{Pipe, SharedPipe};
-    let connected = Pipe::open(&args.pipe).map_err(|e| e.to_string()).and_then(|pipe| {
-        let server = pipe.server_pid().map_err(|e| e.to_string())?;
-        persnap::pipe::check_peer("server", args.parent_pid, server)?;
-        Ok(Arc::new(pipe))
-    });
+    let connected = Pipe::open(&args.pipe)
+        .map_err(|e| e.to_string())
+        .and_then(|pipe| {
+            let server = pipe.server_pid().map_err(|e| e.to_string())?;
+            persnap::pipe::check_peer("server", args.parent_pid, server)?;
+            Ok(Arc::new(pipe))
+        });
     match connected {
-        Ok(pipe) => serve(Box::new(SharedPipe(Arc::clone(&pipe))), Box::new(SharedPipe(pipe))),
+        Ok(pipe) => serve(
+            Box::new(SharedPipe(Arc::clone(&pipe))),
+            Box::new(SharedPipe(pipe)),
+        ),
         // Nobody to tell but the exit code, which the caller reads.
         Err(_) => ErrorKind::Protocol.exit_code(),
     }
@@ -56,7 +61,10 @@ fn serve_pipe(args: &persnap::pipe::HelperArgs) -> i32 {
 
 #[cfg(not(windows))]
 fn serve_pipe(_args: &persnap::pipe::HelperArgs) -> i32 {
-    let _ = writeln!(io::stderr(), "persnap-helper: --pipe is only used on Windows; here requests come on stdin");
+    let _ = writeln!(
+        io::stderr(),
+        "persnap-helper: --pipe is only used on Windows; here requests come on stdin"
+    );
     ErrorKind::BadInput.exit_code()
 }
 
@@ -69,14 +77,21 @@ struct Events {
 
 impl Events {
     fn send(&self, event: Event) {
-        let mut out = self.out.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        let mut out = self
+            .out
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
         if protocol::write_frame(&mut *out, &event).is_err() {
             self.cancel.cancel();
         }
     }
 
     fn fail(&self, error: &Error, step: Option<Phase>) -> i32 {
-        self.send(Event::Error { kind: error.kind(), step, message: error.to_string() });
+        self.send(Event::Error {
+            kind: error.kind(),
+            step,
+            message: error.to_string(),
+        });
         error.kind().exit_code()
     }
 }
@@ -86,27 +101,46 @@ impl Progress for Events {
         self.send(Event::Phase { phase });
     }
     fn bytes(&mut self, phase: Phase, bytes: u64, total: u64) {
-        self.send(Event::Progress { phase, bytes, total });
+        self.send(Event::Progress {
+            phase,
+            bytes,
+            total,
+        });
     }
     fn log(&mut self, level: Level, message: &str) {
-        self.send(Event::Log { level, message: message.to_owned() });
+        self.send(Event::Log {
+            level,
+            message: message.to_owned(),
+        });
     }
 }
 
 impl Recorder for Events {
     fn record(&mut self, run: &Run) -> persnap::Result<()> {
-        self.send(Event::Run { run: Box::new(run.clone()) });
+        self.send(Event::Run {
+            run: Box::new(run.clone()),
+        });
         Ok(())
     }
 }
 
 fn serve(input: Box<dyn Read + Send>, output: Box<dyn Write + Send>) -> i32 {
     persnap::fsutil::lower_io_priority();
-    let mut events = Events { cancel: CancelToken::new(), out: Arc::new(Mutex::new(output)) };
+    let mut events = Events {
+        cancel: CancelToken::new(),
+        out: Arc::new(Mutex::new(output)),
+    };
     let mut input = BufReader::new(input);
     let request = match protocol::read_frame::<Request>(&mut input) {
         Ok(r) => r,
-        Err(e) => return events.fail(&Error::Protocol { detail: e.to_string() }, None),
+        Err(e) => {
+            return events.fail(
+                &Error::Protocol {
+                    detail: e.to_string(),
+                },
+                None,
+            );
+        }
     };
     let validated = match protocol::validate(request) {
         Ok(v) => v,
@@ -121,27 +155,40 @@ fn serve(input: Box<dyn Read + Send>, output: Box<dyn Write + Send>) -> i32 {
                 Ok(report) => {
                     hand_to_invoking_user(&report.backup_dir);
                     events.send(Event::Done {
-                        result: Box::new(Reply::Backup { backup_dir: report.backup_dir, manifest: report.manifest }),
+                        result: Box::new(Reply::Backup {
+                            backup_dir: report.backup_dir,
+                            manifest: report.manifest,
+                        }),
                     });
                     0
                 }
                 Err(BackupFailure { step, error, .. }) => events.fail(&error, Some(step)),
             }
         }
-        Validated::Probe { request, dest_given, test_snapshot } => {
-            match persnap::probe::probe(&request, dest_given, test_snapshot) {
-                Ok(report) => {
-                    events.send(Event::Done { result: Box::new(Reply::Probe { report }) });
-                    0
-                }
-                Err(e) => events.fail(&e, Some(Phase::Prepare)),
+        Validated::Probe {
+            request,
+            dest_given,
+            test_snapshot,
+        } => match persnap::probe::probe(&request, dest_given, test_snapshot) {
+            Ok(report) => {
+                events.send(Event::Done {
+                    result: Box::new(Reply::Probe { report }),
+                });
+                0
             }
-        }
+            Err(e) => events.fail(&e, Some(Phase::Prepare)),
+        },
         Validated::Cleanup { dests } => {
             let removed = backup::sweep_leftovers(&dests);
             let failed = removed.iter().any(|l| l.starts_with("Could not"));
-            events.send(Event::Done { result: Box::new(Reply::Cleanup { removed }) });
-            if failed { ErrorKind::Snapshot.exit_code() } else { 0 }
+            events.send(Event::Done {
+                result: Box::new(Reply::Cleanup { removed }),
+            });
+            if failed {
+                ErrorKind::Snapshot.exit_code()
+            } else {
+                0
+            }
         }
     }
 }
@@ -162,13 +209,26 @@ fn watch_for_cancel(mut input: BufReader<Box<dyn Read + Send>>, cancel: CancelTo
 /// Under pkexec, give the new backup to the user who asked for it.
 #[cfg(unix)]
 fn hand_to_invoking_user(dir: &Path) {
-    let Some(uid) = std::env::var("PKEXEC_UID").ok().and_then(|u| u.parse::<u32>().ok()) else { return };
+    let Some(uid) = std::env::var("PKEXEC_UID")
+        .ok()
+        .and_then(|u| u.parse::<u32>().ok())
+    else {
+        return;
+    };
     let gid = primary_gid(uid);
-    let entries = std::fs::read_dir(dir).into_iter().flatten().filter_map(|e| e.ok()).map(|e| e.path());
+    let entries = std::fs::read_dir(dir)
+        .into_iter()
+        .flatten()
+        .filter_map(|e| e.ok())
+        .map(|e| e.path());
     for path in std::iter::once(dir.to_owned()).chain(entries) {
         // lchown: never follow a link, though the folder holds none.
         if let Err(e) = std::os::unix::fs::lchown(&path, Some(uid), gid) {
-            let _ = writeln!(io::stderr(), "persnap-helper: cannot give {} to uid {uid}: {e}", path.display());
+            let _ = writeln!(
+                io::stderr(),
+                "persnap-helper: cannot give {} to uid {uid}: {e}",
+                path.display()
+            );
         }
     }
 }
@@ -184,6 +244,14 @@ fn primary_gid(uid: u32) -> Option<u32> {
     // SAFETY: getpwuid_r writes into pwd and buf, both sized as declared.
     let mut pwd: libc::passwd = unsafe { std::mem::zeroed() };
     let mut result = std::ptr::null_mut();
-    let rc = unsafe { libc::getpwuid_r(uid, &mut pwd, buf.as_mut_ptr().cast(), buf.len(), &mut result) };
+    let rc = unsafe {
+        libc::getpwuid_r(
+            uid,
+            &mut pwd,
+            buf.as_mut_ptr().cast(),
+            buf.len(),
+            &mut result,
+        )
+    };
     (rc == 0 && !result.is_null()).then_some(pwd.pw_gid)
 }

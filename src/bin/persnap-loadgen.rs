@@ -19,7 +19,10 @@ use clap::{Parser, Subcommand};
 use persnap::loadgen::{self, Mode};
 
 #[derive(Parser)]
-#[command(name = "persnap-loadgen", about = "Invariant-keeping SQLite write workload for testing persnap")]
+#[command(
+    name = "persnap-loadgen",
+    about = "Invariant-keeping SQLite write workload for testing persnap"
+)]
 struct Args {
     #[command(subcommand)]
     command: Cmd,
@@ -51,11 +54,19 @@ fn main() -> Result<()> {
     match Args::parse().command {
         Cmd::Init { db, mode, size_mb } => {
             if db.exists() {
-                bail!("{} already exists; remove it or choose another path", db.display());
+                bail!(
+                    "{} already exists; remove it or choose another path",
+                    db.display()
+                );
             }
-            loadgen::init(&db, mode, size_mb).with_context(|| format!("creating {}", db.display()))?;
+            loadgen::init(&db, mode, size_mb)
+                .with_context(|| format!("creating {}", db.display()))?;
         }
-        Cmd::Run { db, seconds, stop_file } => {
+        Cmd::Run {
+            db,
+            seconds,
+            stop_file,
+        } => {
             let stop = Arc::new(AtomicBool::new(false));
             for sig in [signal_hook::consts::SIGTERM, signal_hook::consts::SIGINT] {
                 signal_hook::flag::register(sig, Arc::clone(&stop))?;

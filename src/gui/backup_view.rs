@@ -18,25 +18,39 @@ pub const RED: Color32 = Color32::from_rgb(0xd6, 0x3b, 0x3b);
 pub const AMBER: Color32 = Color32::from_rgb(0xd9, 0x8c, 0x1a);
 
 pub fn show(app: &mut PersnapApp, ui: &mut Ui) {
-    egui::ScrollArea::vertical().auto_shrink([false, false]).show(ui, |ui| {
-        inputs(app, ui);
-        keep_probe_fresh(app, ui.ctx());
-        ui.separator();
-        found(app, ui);
-        ui.separator();
-        plan(app, ui);
-        actions(app, ui);
-        activity(app, ui);
-        outcome(app, ui);
-    });
+    egui::ScrollArea::vertical()
+        .auto_shrink([false, false])
+        .show(ui, |ui| {
+            inputs(app, ui);
+            keep_probe_fresh(app, ui.ctx());
+            ui.separator();
+            found(app, ui);
+            ui.separator();
+            plan(app, ui);
+            actions(app, ui);
+            activity(app, ui);
+            outcome(app, ui);
+        });
     confirm_dialog(app, ui);
 }
 
 /// A labelled path field with a folder picker and a recent list.
-fn path_row(ui: &mut Ui, label: &str, value: &mut String, recent: &[String], pick_label: &str, hint: &str) {
+fn path_row(
+    ui: &mut Ui,
+    label: &str,
+    value: &mut String,
+    recent: &[String],
+    pick_label: &str,
+    hint: &str,
+) {
     let name = ui.label(label);
     ui.horizontal(|ui| {
-        ui.add(egui::TextEdit::singleline(value).desired_width(440.0).hint_text(hint)).labelled_by(name.id);
+        ui.add(
+            egui::TextEdit::singleline(value)
+                .desired_width(440.0)
+                .hint_text(hint),
+        )
+        .labelled_by(name.id);
         if ui.button(pick_label).clicked() {
             let mut dialog = rfd::FileDialog::new().set_title(label);
             if Path::new(value.as_str()).is_dir() {
@@ -92,7 +106,10 @@ pub fn method_row(ui: &mut Ui, method: &mut MethodChoice) {
     egui::ComboBox::from_id_salt("method")
         .selected_text(method_label(*method))
         .show_ui(ui, |ui| {
-            for choice in [MethodChoice::Auto].into_iter().chain(Method::ALL.map(MethodChoice::Explicit)) {
+            for choice in [MethodChoice::Auto]
+                .into_iter()
+                .chain(Method::ALL.map(MethodChoice::Explicit))
+            {
                 ui.selectable_value(method, choice, method_label(choice));
             }
         })
@@ -102,7 +119,13 @@ pub fn method_row(ui: &mut Ui, method: &mut MethodChoice) {
 }
 
 fn probe_key(s: &Settings) -> String {
-    format!("{}\u{0}{}\u{0}{}\u{0}{}", s.source.trim(), s.dest.trim(), s.store_name.trim(), s.method)
+    format!(
+        "{}\u{0}{}\u{0}{}\u{0}{}",
+        s.source.trim(),
+        s.dest.trim(),
+        s.store_name.trim(),
+        s.method
+    )
 }
 
 /// The request the current settings describe.
@@ -111,14 +134,16 @@ pub fn request(s: &Settings) -> BackupRequest {
     req.store_name = s.store_name.trim().to_owned();
     req.method = s.method;
     req.online_timeout = Duration::from_secs(s.online_timeout_secs.max(1));
-    req.snapshot.size = persnap::units::parse_size(&s.snapshot_size).ok().filter(|_| !s.snapshot_size.trim().is_empty());
+    req.snapshot.size = persnap::units::parse_size(&s.snapshot_size)
+        .ok()
+        .filter(|_| !s.snapshot_size.trim().is_empty());
     req
 }
 
 /// Canonical when possible (the helper insists on canonical paths).
 fn resolve(text: &str) -> PathBuf {
     let path = PathBuf::from(text.trim());
-    std::fs::canonicalize(&path).unwrap_or(path)
+    persnap::fsutil::canonicalize(&path).unwrap_or(path)
 }
 
 fn keep_probe_fresh(app: &mut PersnapApp, ctx: &egui::Context) {
@@ -153,16 +178,29 @@ fn found(app: &PersnapApp, ui: &mut Ui) {
         Some(Ok(report)) => report,
     };
     let store = &report.store;
-    egui::Grid::new("files").num_columns(2).striped(true).show(ui, |ui| {
-        for file in &store.files {
-            ui.label(&file.name);
-            ui.label(units::bytes(file.size));
-            ui.end_row();
-        }
-    });
-    ui.label(format!("Journal mode: {} · page size {} bytes · {} pages", store.journal_mode(), store.header.page_size, store.header.page_count));
+    egui::Grid::new("files")
+        .num_columns(2)
+        .striped(true)
+        .show(ui, |ui| {
+            for file in &store.files {
+                ui.label(&file.name);
+                ui.label(units::bytes(file.size));
+                ui.end_row();
+            }
+        });
+    ui.label(format!(
+        "Journal mode: {} · page size {} bytes · {} pages",
+        store.journal_mode(),
+        store.header.page_size,
+        store.header.page_count
+    ));
     let m = &report.volume.mount;
-    ui.label(format!("Volume: {} ({}), mounted at {}", m.device, m.fs_type, m.mount_point.display()));
+    ui.label(format!(
+        "Volume: {} ({}), mounted at {}",
+        m.device,
+        m.fs_type,
+        m.mount_point.display()
+    ));
     match &report.volume.snapshot {
         SnapshotSupport::Available { method, detail } => {
             ui.colored_label(GREEN, format!("Snapshot method: {method} ({detail})"));
@@ -172,8 +210,19 @@ fn found(app: &PersnapApp, ui: &mut Ui) {
         }
     }
     if let Some((free, needed)) = report.dest_space {
-        let text = format!("Backup location: {} free; this backup needs {}.", units::bytes(free), units::bytes(needed));
-        ui.colored_label(if free < needed { RED } else { ui.visuals().text_color() }, text);
+        let text = format!(
+            "Backup location: {} free; this backup needs {}.",
+            units::bytes(free),
+            units::bytes(needed)
+        );
+        ui.colored_label(
+            if free < needed {
+                RED
+            } else {
+                ui.visuals().text_color()
+            },
+            text,
+        );
     }
     for warning in &report.warnings {
         ui.colored_label(AMBER, format!("Warning: {warning}"));
@@ -181,7 +230,9 @@ fn found(app: &PersnapApp, ui: &mut Ui) {
 }
 
 fn plan(app: &PersnapApp, ui: &mut Ui) {
-    let Some(Ok(report)) = &app.rt.probe else { return };
+    let Some(Ok(report)) = &app.rt.probe else {
+        return;
+    };
     ui.heading("Plan");
     if let Some(why) = &report.blocked {
         ui.colored_label(RED, why);
@@ -191,7 +242,11 @@ fn plan(app: &PersnapApp, ui: &mut Ui) {
         ui.label("Choose a backup location to see the plan.");
         return;
     }
-    let who = if report.method == Some(Method::SqliteOnline) { "as you" } else { "as administrator (you will be asked to authenticate)" };
+    let who = if report.method == Some(Method::SqliteOnline) {
+        "as you"
+    } else {
+        "as administrator (you will be asked to authenticate)"
+    };
     ui.label(format!("\"Back up now\" will, {who}:"));
     for (i, step) in report.steps.iter().enumerate() {
         ui.label(format!("  {}. {step}", i + 1));
@@ -200,7 +255,9 @@ fn plan(app: &PersnapApp, ui: &mut Ui) {
 
 fn ready(app: &PersnapApp) -> Option<&persnap::probe::ProbeReport> {
     match &app.rt.probe {
-        Some(Ok(r)) if r.blocked.is_none() && !r.steps.is_empty() && app.rt.probing.is_none() => Some(r),
+        Some(Ok(r)) if r.blocked.is_none() && !r.steps.is_empty() && app.rt.probing.is_none() => {
+            Some(r)
+        }
         _ => None,
     }
 }
@@ -209,27 +266,45 @@ fn actions(app: &mut PersnapApp, ui: &mut Ui) {
     ui.add_space(8.0);
     let idle = app.rt.activity.is_none();
     let report = ready(app).cloned();
-    let snapshot_method = report.as_ref().and_then(|r| r.method).is_some_and(Method::is_snapshot);
+    let snapshot_method = report
+        .as_ref()
+        .and_then(|r| r.method)
+        .is_some_and(Method::is_snapshot);
     ui.horizontal(|ui| {
         let enabled = idle && report.is_some();
-        let backup = ui.add_enabled(enabled, egui::Button::new(RichText::new("Back up now").strong())).on_hover_text("Ctrl+B");
+        let backup = ui
+            .add_enabled(
+                enabled,
+                egui::Button::new(RichText::new("Back up now").strong()),
+            )
+            .on_hover_text("Ctrl+B");
         let shortcut = egui::KeyboardShortcut::new(egui::Modifiers::COMMAND, egui::Key::B);
-        let by_key = enabled && app.rt.confirm.is_none() && ui.input_mut(|i| i.consume_shortcut(&shortcut));
+        let by_key =
+            enabled && app.rt.confirm.is_none() && ui.input_mut(|i| i.consume_shortcut(&shortcut));
         if backup.clicked() || by_key {
-            match report.as_ref().map(|r| r.warnings.clone()).unwrap_or_default() {
+            match report
+                .as_ref()
+                .map(|r| r.warnings.clone())
+                .unwrap_or_default()
+            {
                 warnings if warnings.is_empty() => start_backup(app, ui.ctx()),
                 warnings => app.rt.confirm = Some(warnings),
             }
         }
         let test = ui.add_enabled(idle && snapshot_method, egui::Button::new("Test snapshot"));
-        if test.on_hover_text("Create a snapshot and remove it again, copying nothing").clicked() {
+        if test
+            .on_hover_text("Create a snapshot and remove it again, copying nothing")
+            .clicked()
+        {
             start_test_snapshot(app, ui.ctx());
         }
     });
 }
 
 fn confirm_dialog(app: &mut PersnapApp, ui: &mut Ui) {
-    let Some(warnings) = app.rt.confirm.clone() else { return };
+    let Some(warnings) = app.rt.confirm.clone() else {
+        return;
+    };
     let modal = egui::Modal::new(egui::Id::unique("persnap-confirm-backup")).show(ui.ctx(), |ui| {
         ui.heading("Before you back up");
         for w in &warnings {
@@ -252,7 +327,17 @@ fn confirm_dialog(app: &mut PersnapApp, ui: &mut Ui) {
 
 fn new_activity(job: worker::Job, test_only: bool) -> Activity {
     let now = Instant::now();
-    Activity { job, test_only, phase: Phase::Prepare, done: 0, total: 0, started: now, phase_started: now, log: Vec::new(), cancelling: false }
+    Activity {
+        job,
+        test_only,
+        phase: Phase::Prepare,
+        done: 0,
+        total: 0,
+        started: now,
+        phase_started: now,
+        log: Vec::new(),
+        cancelling: false,
+    }
 }
 
 pub fn start_backup(app: &mut PersnapApp, ctx: &egui::Context) {
@@ -268,33 +353,60 @@ pub fn start_backup(app: &mut PersnapApp, ctx: &egui::Context) {
     Settings::remember(&mut s.recent_sources, s.source.trim());
     Settings::remember(&mut s.recent_dests, s.dest.trim());
     app.rt.outcome = None;
-    app.rt.activity = Some(new_activity(worker::backup(ctx, request(&app.settings), history, app.rt.helper.clone()), false));
+    app.rt.activity = Some(new_activity(
+        worker::backup(ctx, request(&app.settings), history, app.rt.helper.clone()),
+        false,
+    ));
 }
 
 fn start_test_snapshot(app: &mut PersnapApp, ctx: &egui::Context) {
     app.rt.outcome = None;
-    app.rt.activity = Some(new_activity(worker::test_snapshot(ctx, request(&app.settings), app.rt.helper.clone()), true));
+    app.rt.activity = Some(new_activity(
+        worker::test_snapshot(ctx, request(&app.settings), app.rt.helper.clone()),
+        true,
+    ));
 }
 
 fn activity(app: &mut PersnapApp, ui: &mut Ui) {
-    let Some(a) = &mut app.rt.activity else { return };
+    let Some(a) = &mut app.rt.activity else {
+        return;
+    };
     ui.add_space(8.0);
     ui.group(|ui| {
-        let what = if a.test_only { "Testing a snapshot" } else { "Backing up" };
+        let what = if a.test_only {
+            "Testing a snapshot"
+        } else {
+            "Backing up"
+        };
         ui.heading(format!("{what}: {}", phase_words(a.phase)));
-        let fraction = if a.total > 0 { a.done as f32 / a.total as f32 } else { 0.0 };
+        let fraction = if a.total > 0 {
+            a.done as f32 / a.total as f32
+        } else {
+            0.0
+        };
         let elapsed = a.phase_started.elapsed().as_secs_f64().max(0.001);
         let speed = a.done as f64 / elapsed;
-        let eta = if speed > 0.0 && a.total > a.done { Some(Duration::from_secs_f64((a.total - a.done) as f64 / speed)) } else { None };
+        let eta = if speed > 0.0 && a.total > a.done {
+            Some(Duration::from_secs_f64((a.total - a.done) as f64 / speed))
+        } else {
+            None
+        };
         let text = if a.total > 0 {
             format!("{} of {}", units::bytes(a.done), units::bytes(a.total))
         } else {
             format!("{} elapsed", units::duration(a.started.elapsed()))
         };
-        ui.add(egui::ProgressBar::new(fraction).text(text).animate(a.total == 0));
+        ui.add(
+            egui::ProgressBar::new(fraction)
+                .text(text)
+                .animate(a.total == 0),
+        );
         if a.total > 0 {
             let eta = eta.map_or("–".into(), units::duration);
-            ui.label(format!("{}/s · about {eta} left in this step", units::bytes(speed as u64)));
+            ui.label(format!(
+                "{}/s · about {eta} left in this step",
+                units::bytes(speed as u64)
+            ));
         }
         if a.cancelling {
             ui.label("Cancelling… removing the snapshot and the unfinished copy.");
@@ -325,17 +437,34 @@ pub fn phase_words(phase: Phase) -> &'static str {
 }
 
 fn outcome(app: &mut PersnapApp, ui: &mut Ui) {
-    let Some(outcome) = &app.rt.outcome else { return };
+    let Some(outcome) = &app.rt.outcome else {
+        return;
+    };
     ui.add_space(8.0);
     ui.group(|ui| match outcome {
         Outcome::Backup { dir, manifest } => {
             ui.heading(RichText::new("Backup verified").color(GREEN));
             egui::Grid::new("result").num_columns(2).show(ui, |ui| {
-                let secs = (manifest.finished - manifest.started).num_milliseconds().max(0) as u64;
+                let secs = (manifest.finished - manifest.started)
+                    .num_milliseconds()
+                    .max(0) as u64;
                 let rows = [
                     ("Location", dir.display().to_string()),
-                    ("Size", format!("{} in {} files", units::bytes(manifest.total_bytes), manifest.files.len())),
-                    ("Verification", format!("integrity {}, {} pages, all SHA-256 hashes match", manifest.verification.integrity, manifest.verification.page_count)),
+                    (
+                        "Size",
+                        format!(
+                            "{} in {} files",
+                            units::bytes(manifest.total_bytes),
+                            manifest.files.len()
+                        ),
+                    ),
+                    (
+                        "Verification",
+                        format!(
+                            "integrity {}, {} pages, all SHA-256 hashes match",
+                            manifest.verification.integrity, manifest.verification.page_count
+                        ),
+                    ),
                     ("Method", manifest.method.to_string()),
                     ("Duration", units::duration(Duration::from_millis(secs))),
                 ];
@@ -374,6 +503,10 @@ fn outcome(app: &mut PersnapApp, ui: &mut Ui) {
 
 /// Show a folder in the system's file manager (no shell involved).
 pub fn open_folder(dir: &Path) {
-    let opener = if cfg!(windows) { "explorer" } else { "xdg-open" };
+    let opener = if cfg!(windows) {
+        "explorer"
+    } else {
+        "xdg-open"
+    };
     let _ = std::process::Command::new(opener).arg(dir).spawn();
 }

@@ -35,7 +35,13 @@ pub enum Filter {
 }
 
 impl Filter {
-    const ALL: [Filter; 5] = [Filter::All, Filter::Completed, Filter::Failed, Filter::Cancelled, Filter::Interrupted];
+    const ALL: [Filter; 5] = [
+        Filter::All,
+        Filter::Completed,
+        Filter::Failed,
+        Filter::Cancelled,
+        Filter::Interrupted,
+    ];
 
     fn label(self) -> &'static str {
         match self {
@@ -92,20 +98,34 @@ pub fn show(app: &mut PersnapApp, ui: &mut Ui) {
         return;
     }
     let rows = sorted_rows(&app.rt.runs, &app.rt.history_view);
-    egui::Panel::bottom("history-plot").resizable(true).default_size(180.0).show(ui, |ui| plot(&app.rt.runs, ui));
-    egui::Panel::right("history-details").resizable(true).default_size(300.0).max_size(480.0).show(ui, |ui| details(app, ui));
+    egui::Panel::bottom("history-plot")
+        .resizable(true)
+        .default_size(180.0)
+        .show(ui, |ui| plot(&app.rt.runs, ui));
+    egui::Panel::right("history-details")
+        .resizable(true)
+        .default_size(300.0)
+        .max_size(480.0)
+        .show(ui, |ui| details(app, ui));
     egui::ScrollArea::horizontal().show(ui, |ui| table(ui, &mut app.rt.history_view, &rows));
 }
 
 fn sorted_rows(runs: &[Run], view: &ViewState) -> Vec<Run> {
-    let mut rows: Vec<Run> = runs.iter().filter(|r| view.filter.keeps(r)).cloned().collect();
+    let mut rows: Vec<Run> = runs
+        .iter()
+        .filter(|r| view.filter.keeps(r))
+        .cloned()
+        .collect();
     rows.sort_by(|a, b| {
         let ord = match view.sort {
             SortKey::Date => a.started.cmp(&b.started),
             SortKey::Source => a.source.cmp(&b.source),
             SortKey::Method => method(a).cmp(&method(b)),
             SortKey::Size => a.bytes.cmp(&b.bytes),
-            SortKey::Duration => a.duration_secs.unwrap_or(0.0).total_cmp(&b.duration_secs.unwrap_or(0.0)),
+            SortKey::Duration => a
+                .duration_secs
+                .unwrap_or(0.0)
+                .total_cmp(&b.duration_secs.unwrap_or(0.0)),
             SortKey::Result => a.outcome.label().cmp(b.outcome.label()),
         };
         if view.ascending { ord } else { ord.reverse() }
@@ -114,7 +134,8 @@ fn sorted_rows(runs: &[Run], view: &ViewState) -> Vec<Run> {
 }
 
 fn method(run: &Run) -> String {
-    run.method.map_or_else(|| run.requested_method.to_string(), |m| m.to_string())
+    run.method
+        .map_or_else(|| run.requested_method.to_string(), |m| m.to_string())
 }
 
 fn outcome_text(run: &Run) -> RichText {
@@ -151,8 +172,16 @@ fn table(ui: &mut Ui, view: &mut ViewState, rows: &[Run]) {
                         (true, false) => " (descending)",
                         _ => "",
                     };
-                    if ui.button(RichText::new(format!("{title}{arrow}")).strong()).on_hover_text(format!("Sort by {}", title.to_lowercase())).clicked() {
-                        view.ascending = if view.sort == key { !view.ascending } else { key != SortKey::Date };
+                    if ui
+                        .button(RichText::new(format!("{title}{arrow}")).strong())
+                        .on_hover_text(format!("Sort by {}", title.to_lowercase()))
+                        .clicked()
+                    {
+                        view.ascending = if view.sort == key {
+                            !view.ascending
+                        } else {
+                            key != SortKey::Date
+                        };
                         view.sort = key;
                     }
                 });
@@ -165,13 +194,36 @@ fn table(ui: &mut Ui, view: &mut ViewState, rows: &[Run]) {
             for run in rows {
                 body.row(20.0, |mut row| {
                     row.set_selected(view.selected.as_deref() == Some(run.id.as_str()));
-                    cell(&mut row, run.started.with_timezone(&chrono::Local).format("%Y-%m-%d %H:%M").to_string());
+                    cell(
+                        &mut row,
+                        run.started
+                            .with_timezone(&chrono::Local)
+                            .format("%Y-%m-%d %H:%M")
+                            .to_string(),
+                    );
                     cell(&mut row, run.source.display().to_string());
                     cell(&mut row, method(run));
-                    cell(&mut row, if run.bytes > 0 { units::bytes(run.bytes) } else { "–".into() });
-                    cell(&mut row, run.duration_secs.map_or("–".into(), |s| units::duration(Duration::from_secs_f64(s))));
+                    cell(
+                        &mut row,
+                        if run.bytes > 0 {
+                            units::bytes(run.bytes)
+                        } else {
+                            "–".into()
+                        },
+                    );
+                    cell(
+                        &mut row,
+                        run.duration_secs.map_or("–".into(), |s| {
+                            units::duration(Duration::from_secs_f64(s))
+                        }),
+                    );
                     cell(&mut row, outcome_text(run));
-                    cell(&mut row, run.verification.as_ref().map_or("–".to_owned(), |v| format!("integrity {}", v.integrity)));
+                    cell(
+                        &mut row,
+                        run.verification
+                            .as_ref()
+                            .map_or("–".to_owned(), |v| format!("integrity {}", v.integrity)),
+                    );
                     if row.response().clicked() {
                         view.selected = Some(run.id.clone());
                     }
@@ -188,7 +240,13 @@ fn cell(row: &mut egui_extras::TableRow<'_, '_>, text: impl Into<egui::WidgetTex
 }
 
 fn details(app: &PersnapApp, ui: &mut Ui) {
-    let Some(run) = app.rt.history_view.selected.as_ref().and_then(|id| app.rt.runs.iter().find(|r| &r.id == id)) else {
+    let Some(run) = app
+        .rt
+        .history_view
+        .selected
+        .as_ref()
+        .and_then(|id| app.rt.runs.iter().find(|r| &r.id == id))
+    else {
         ui.label("Select a run to see its details.");
         return;
     };
@@ -234,16 +292,29 @@ fn details(app: &PersnapApp, ui: &mut Ui) {
 
 /// Size (MiB) and duration (s) of completed backups over time (days).
 fn plot(runs: &[Run], ui: &mut Ui) {
-    let done: Vec<&Run> = runs.iter().filter(|r| r.outcome == Outcome::Completed).collect();
+    let done: Vec<&Run> = runs
+        .iter()
+        .filter(|r| r.outcome == Outcome::Completed)
+        .collect();
     let day = |r: &Run| r.started.timestamp() as f64 / 86_400.0;
-    let size: Vec<[f64; 2]> = done.iter().map(|r| [day(r), r.bytes as f64 / (1 << 20) as f64]).collect();
-    let secs: Vec<[f64; 2]> = done.iter().map(|r| [day(r), r.duration_secs.unwrap_or(0.0)]).collect();
+    let size: Vec<[f64; 2]> = done
+        .iter()
+        .map(|r| [day(r), r.bytes as f64 / (1 << 20) as f64])
+        .collect();
+    let secs: Vec<[f64; 2]> = done
+        .iter()
+        .map(|r| [day(r), r.duration_secs.unwrap_or(0.0)])
+        .collect();
     Plot::new("size-duration")
         .legend(Legend::default())
         .height(ui.available_height().max(120.0))
         .x_axis_formatter(|mark, _| {
             chrono::DateTime::from_timestamp((mark.value * 86_400.0) as i64, 0)
-                .map(|t| t.with_timezone(&chrono::Local).format("%m-%d %H:%M").to_string())
+                .map(|t| {
+                    t.with_timezone(&chrono::Local)
+                        .format("%m-%d %H:%M")
+                        .to_string()
+                })
                 .unwrap_or_default()
         })
         .show(ui, |plot| {

@@ -42,7 +42,11 @@ pub fn run() -> eframe::Result {
             .with_min_inner_size([640.0, 480.0]),
         ..Default::default()
     };
-    eframe::run_native(WINDOW_TITLE, options, Box::new(|cc| Ok(Box::new(PersnapApp::new(cc)))))
+    eframe::run_native(
+        WINDOW_TITLE,
+        options,
+        Box::new(|cc| Ok(Box::new(PersnapApp::new(cc)))),
+    )
 }
 
 /// Light, dark, or follow the system.
@@ -121,7 +125,10 @@ pub struct Activity {
 /// What the last action ended with.
 #[derive(Debug, Clone)]
 pub enum Outcome {
-    Backup { dir: PathBuf, manifest: Box<Manifest> },
+    Backup {
+        dir: PathBuf,
+        manifest: Box<Manifest>,
+    },
     Failed(RemoteFailure),
     TestSnapshot(Result<String, String>),
 }
@@ -154,7 +161,10 @@ impl PersnapApp {
     pub fn new(cc: &eframe::CreationContext<'_>) -> Self {
         #[cfg(windows)]
         own_uac_prompts(cc);
-        let settings = cc.storage.and_then(|s| eframe::get_value(s, SETTINGS_KEY)).unwrap_or_default();
+        let settings = cc
+            .storage
+            .and_then(|s| eframe::get_value(s, SETTINGS_KEY))
+            .unwrap_or_default();
         Self::with_settings(settings, History::open_default())
     }
 
@@ -187,7 +197,9 @@ impl PersnapApp {
     }
 
     pub fn reload_history(&mut self) {
-        let Some(history) = &self.rt.history else { return };
+        let Some(history) = &self.rt.history else {
+            return;
+        };
         let loaded = history.recover().and_then(|_| history.load());
         match loaded {
             Ok(runs) => {
@@ -200,12 +212,16 @@ impl PersnapApp {
 
     /// Apply everything workers reported since the last frame.
     fn drain_messages(&mut self) {
-        if let Some(Ok(Msg::Probed { key, result })) = self.rt.probing.as_ref().map(|job| job.rx.try_recv()) {
+        if let Some(Ok(Msg::Probed { key, result })) =
+            self.rt.probing.as_ref().map(|job| job.rx.try_recv())
+        {
             self.rt.probe = Some(result);
             self.rt.probe_key = key;
             self.rt.probing = None;
         }
-        let Some(activity) = &mut self.rt.activity else { return };
+        let Some(activity) = &mut self.rt.activity else {
+            return;
+        };
         let mut finished = None;
         while let Ok(msg) = activity.job.rx.try_recv() {
             match msg {
@@ -222,7 +238,9 @@ impl PersnapApp {
                 }
                 Msg::Log(level, text) => activity.log.push((level, text)),
                 Msg::Run(run) => upsert_run(&mut self.rt.runs, *run),
-                Msg::BackupDone(Ok((dir, manifest))) => finished = Some(Outcome::Backup { dir, manifest }),
+                Msg::BackupDone(Ok((dir, manifest))) => {
+                    finished = Some(Outcome::Backup { dir, manifest })
+                }
                 Msg::BackupDone(Err(f)) => finished = Some(Outcome::Failed(f)),
                 Msg::TestSnapshotDone(r) => finished = Some(Outcome::TestSnapshot(r)),
                 Msg::Probed { .. } => {}
@@ -251,8 +269,15 @@ impl PersnapApp {
         ui.horizontal(|ui| {
             ui.heading("persnap");
             ui.separator();
-            for (screen, label) in [(Screen::Backup, "Back up"), (Screen::History, "History"), (Screen::Settings, "Settings")] {
-                if ui.selectable_label(self.rt.screen == screen, label).clicked() {
+            for (screen, label) in [
+                (Screen::Backup, "Back up"),
+                (Screen::History, "History"),
+                (Screen::Settings, "Settings"),
+            ] {
+                if ui
+                    .selectable_label(self.rt.screen == screen, label)
+                    .clicked()
+                {
                     self.rt.screen = screen;
                 }
             }

@@ -17,10 +17,13 @@ use persnap::history::{History, Outcome as RunOutcome};
 use persnap::loadgen::{self, Mode};
 
 use super::{Outcome, PersnapApp, Settings};
+#[cfg(unix)]
 use crate::launch::HelperRoute;
 
 fn harness(app: PersnapApp) -> Harness<'static, PersnapApp> {
-    Harness::builder().with_size([960.0, 720.0]).build_eframe(move |_| app)
+    Harness::builder()
+        .with_size([960.0, 720.0])
+        .build_eframe(move |_| app)
 }
 
 fn app_with_history(dir: &Path) -> PersnapApp {
@@ -28,7 +31,11 @@ fn app_with_history(dir: &Path) -> PersnapApp {
 }
 
 /// Step the UI until `done` holds (work happens on worker threads).
-fn wait_until(h: &mut Harness<'static, PersnapApp>, what: &str, mut done: impl FnMut(&PersnapApp) -> bool) {
+fn wait_until(
+    h: &mut Harness<'static, PersnapApp>,
+    what: &str,
+    mut done: impl FnMut(&PersnapApp) -> bool,
+) {
     let deadline = Instant::now() + Duration::from_secs(120);
     while !done(h.state()) {
         assert!(Instant::now() < deadline, "timed out waiting for {what}");
@@ -41,7 +48,8 @@ fn wait_until(h: &mut Harness<'static, PersnapApp>, what: &str, mut done: impl F
 fn type_into(h: &mut Harness<'static, PersnapApp>, field: &str, text: &str) {
     h.get_by_role_and_label(Role::TextInput, field).click();
     h.step();
-    h.get_by_role_and_label(Role::TextInput, field).type_text(text);
+    h.get_by_role_and_label(Role::TextInput, field)
+        .type_text(text);
     h.step();
 }
 
@@ -62,8 +70,15 @@ impl Writer {
     fn start(db: &Path) -> Writer {
         let stop = Arc::new(AtomicBool::new(false));
         let (flag, db) = (Arc::clone(&stop), db.to_owned());
-        let thread = std::thread::spawn(move || loadgen::run(&db, || flag.load(Ordering::Relaxed)).unwrap().transactions);
-        Writer { stop, thread: Some(thread) }
+        let thread = std::thread::spawn(move || {
+            loadgen::run(&db, || flag.load(Ordering::Relaxed))
+                .unwrap()
+                .transactions
+        });
+        Writer {
+            stop,
+            thread: Some(thread),
+        }
     }
 
     fn stop(mut self) -> u64 {
@@ -90,26 +105,65 @@ fn backed_up_dir(app: &PersnapApp) -> PathBuf {
     }
 }
 
+/// Wait for the sqlite-online plan. Where a snapshot applies to the temp
+/// folder (Windows: VSS), the plan for it may show first.
+fn wait_for_online_plan(h: &mut Harness<'static, PersnapApp>) {
+    wait_until(h, "the sqlite-online plan", |app| {
+        app.rt.probe.as_ref().is_some_and(|p| {
+            p.as_ref().is_ok_and(|r| {
+                r.steps
+                    .iter()
+                    .any(|s| s.starts_with("Copy the live database"))
+            })
+        })
+    });
+}
+
 #[test]
 fn sqlite_online_backup_of_a_live_database_from_the_window() {
     let src = tempfile::tempdir().unwrap();
     let dest = tempfile::tempdir().unwrap();
     let data = tempfile::tempdir().unwrap();
     let db = src.path().join("persistence.db");
-    loadgen::init(&db, Mode::Rollback, 6).unwrap();
+    // Under wine, a rollback-journal writer racing a reader now and then
+    // fails deleting its journal (SQLITE_IOERR_DELETE_NOENT), a wine
+    // artefact; WAL mode has no journal to delete.
+    loadgen::init(
+        &db,
+        if cfg!(windows) {
+            Mode::Wal
+        } else {
+            Mode::Rollback
+        },
+        6,
+    )
+    .unwrap();
     let writer = Writer::start(&db);
 
     let mut h = harness(app_with_history(data.path()));
     type_into(&mut h, "Database folder", src.path().to_str().unwrap());
     type_into(&mut h, "Backup location", dest.path().to_str().unwrap());
     choose_method(&mut h, "SQLite online backup (no snapshot)");
-    wait_until(&mut h, "the plan", |app| app.rt.probe.as_ref().is_some_and(|p| p.as_ref().is_ok_and(|r| !r.steps.is_empty())));
-    assert!(h.query_by_label_contains("Copy the live database persistence.db").is_some(), "the plan is shown");
+    wait_for_online_plan(&mut h);
+    assert!(
+        h.query_by_label_contains("Copy the live database persistence.db")
+            .is_some(),
+        "the plan is shown"
+    );
 
     h.get_by_label("Back up now").click();
     h.run_steps(3);
     // Source and backup share a filesystem here: the app asks first.
-    assert!(h.query_by_label("Before you back up").is_some(), "the app asks before a same-disk backup");
+    assert!(
+        h.query_by_label("Before you back up").is_some(),
+        "the app asks before a same-disk backup: {:?} {:?}",
+        h.state()
+            .rt
+            .probe
+            .as_ref()
+            .map(|p| p.as_ref().map(|r| r.warnings.clone())),
+        h.state().rt.outcome
+    );
     h.get_by_label("Back up anyway").click();
     h.step();
     let mut phases = Vec::new();
@@ -133,8 +187,15 @@ fn sqlite_online_backup_of_a_live_database_from_the_window() {
     h.step();
     assert_eq!(h.state().rt.runs.len(), 1);
     assert_eq!(h.state().rt.runs[0].outcome, RunOutcome::Completed);
-    assert!(h.query_by_label("completed").is_some(), "the new row is in the table");
-    assert_eq!(h.state().settings.recent_sources.len(), 1, "folders are remembered");
+    assert!(
+        h.query_by_label("completed").is_some(),
+        "the new row is in the table"
+    );
+    assert_eq!(
+        h.state().settings.recent_sources.len(),
+        1,
+        "folders are remembered"
+    );
 }
 
 #[test]
@@ -146,25 +207,41 @@ fn cancel_stops_cleanly_and_is_recorded() {
     loadgen::init(&db, Mode::Rollback, 1).unwrap();
     // A writer in the middle of a long commit: the online backup must wait.
     let lock = rusqlite::Connection::open(&db).unwrap();
-    lock.execute_batch("BEGIN EXCLUSIVE; UPDATE accounts SET balance = balance WHERE id = 0;").unwrap();
+    lock.execute_batch("BEGIN EXCLUSIVE; UPDATE accounts SET balance = balance WHERE id = 0;")
+        .unwrap();
 
     let mut h = harness(app_with_history(data.path()));
     type_into(&mut h, "Database folder", src.path().to_str().unwrap());
     type_into(&mut h, "Backup location", dest.path().to_str().unwrap());
     choose_method(&mut h, "SQLite online backup (no snapshot)");
-    wait_until(&mut h, "the plan", |app| app.rt.probe.as_ref().is_some_and(|p| p.as_ref().is_ok_and(|r| !r.steps.is_empty())));
+    wait_for_online_plan(&mut h);
     h.get_by_label("Back up now").click();
     h.run_steps(3);
     h.get_by_label("Back up anyway").click();
-    wait_until(&mut h, "the copy step", |app| app.rt.activity.as_ref().is_some_and(|a| a.phase == persnap::progress::Phase::Copy));
+    wait_until(&mut h, "the copy step", |app| {
+        app.rt
+            .activity
+            .as_ref()
+            .is_some_and(|a| a.phase == persnap::progress::Phase::Copy)
+    });
     h.get_by_label("Cancel").click();
     h.step();
     let app = h.state();
-    assert!(app.rt.activity.as_ref().is_some_and(|a| a.cancelling) || app.rt.outcome.is_some(), "the click cancels");
+    assert!(
+        app.rt.activity.as_ref().is_some_and(|a| a.cancelling) || app.rt.outcome.is_some(),
+        "the click cancels"
+    );
     wait_until(&mut h, "the cancel", |app| app.rt.outcome.is_some());
     assert!(h.query_by_label("Backup cancelled").is_some());
-    assert_eq!(h.state().rt.runs.last().unwrap().outcome, RunOutcome::Cancelled);
-    assert_eq!(std::fs::read_dir(dest.path()).unwrap().count(), 0, "no .partial left");
+    assert_eq!(
+        h.state().rt.runs.last().unwrap().outcome,
+        RunOutcome::Cancelled
+    );
+    assert_eq!(
+        std::fs::read_dir(dest.path()).unwrap().count(),
+        0,
+        "no .partial left"
+    );
 }
 
 #[test]
@@ -174,12 +251,22 @@ fn missing_store_is_explained() {
     let data = tempfile::tempdir().unwrap();
     let mut h = harness(app_with_history(data.path()));
     type_into(&mut h, "Database folder", src.path().to_str().unwrap());
-    wait_until(&mut h, "the probe", |app| app.rt.probe.is_some() && app.rt.probing.is_none());
-    assert!(h.query_by_label_contains("No database file named persistence.db").is_some());
-    assert!(h.query_by_label_contains("The folder contains: notes.txt").is_some(), "lists what is there");
+    wait_until(&mut h, "the probe", |app| {
+        app.rt.probe.is_some() && app.rt.probing.is_none()
+    });
+    assert!(
+        h.query_by_label_contains("No database file named persistence.db")
+            .is_some()
+    );
+    assert!(
+        h.query_by_label_contains("The folder contains: notes.txt")
+            .is_some(),
+        "lists what is there"
+    );
     assert!(h.get_by_label("Back up now").accesskit_node().is_disabled());
 }
 
+#[cfg(unix)]
 #[test]
 fn unwritable_destination_fails_with_the_reason() {
     let src = tempfile::tempdir().unwrap();
@@ -189,18 +276,32 @@ fn unwritable_destination_fails_with_the_reason() {
     let ro = tempfile::tempdir().unwrap();
     let target: PathBuf = if persnap::fsutil::is_root() {
         // Root ignores permissions: a read-only bind mount refuses even root.
-        let ok = std::process::Command::new("mount").args(["--bind", "-o", "ro"]).arg(dest.path()).arg(ro.path()).status().unwrap();
+        let ok = std::process::Command::new("mount")
+            .args(["--bind", "-o", "ro"])
+            .arg(dest.path())
+            .arg(ro.path())
+            .status()
+            .unwrap();
         assert!(ok.success());
         ro.path().to_owned()
     } else {
-        std::fs::set_permissions(dest.path(), std::os::unix::fs::PermissionsExt::from_mode(0o555)).unwrap();
+        std::fs::set_permissions(
+            dest.path(),
+            std::os::unix::fs::PermissionsExt::from_mode(0o555),
+        )
+        .unwrap();
         dest.path().to_owned()
     };
     let mut h = harness(app_with_history(data.path()));
     type_into(&mut h, "Database folder", src.path().to_str().unwrap());
     type_into(&mut h, "Backup location", target.to_str().unwrap());
     choose_method(&mut h, "SQLite online backup (no snapshot)");
-    wait_until(&mut h, "the plan", |app| app.rt.probe.as_ref().is_some_and(|p| p.as_ref().is_ok_and(|r| !r.steps.is_empty())));
+    wait_until(&mut h, "the plan", |app| {
+        app.rt
+            .probe
+            .as_ref()
+            .is_some_and(|p| p.as_ref().is_ok_and(|r| !r.steps.is_empty()))
+    });
     h.get_by_label("Back up now").click();
     h.run_steps(3);
     if h.query_by_label("Back up anyway").is_some() {
@@ -210,23 +311,53 @@ fn unwritable_destination_fails_with_the_reason() {
     if persnap::fsutil::is_root() {
         let _ = std::process::Command::new("umount").arg(ro.path()).status();
     }
-    std::fs::set_permissions(dest.path(), std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
-    assert!(h.query_by_label("The backup failed while checking the folders").is_some());
-    assert!(h.query_by_label_contains("Cannot write to the backup location").is_some());
-    assert_eq!(h.state().rt.runs.last().unwrap().outcome.label(), "failed", "recorded as failed");
+    std::fs::set_permissions(
+        dest.path(),
+        std::os::unix::fs::PermissionsExt::from_mode(0o755),
+    )
+    .unwrap();
+    assert!(
+        h.query_by_label("The backup failed while checking the folders")
+            .is_some()
+    );
+    assert!(
+        h.query_by_label_contains("Cannot write to the backup location")
+            .is_some()
+    );
+    assert_eq!(
+        h.state().rt.runs.last().unwrap().outcome.label(),
+        "failed",
+        "recorded as failed"
+    );
 }
 
+#[cfg(unix)]
 #[test]
 fn btrfs_snapshot_backup_from_the_window_and_a_missing_helper() {
     if !persnap::fsutil::is_root() {
-        assert!(std::env::var_os("PERSNAP_REQUIRE_ROOT_TESTS").is_none(), "this test must run as root in CI");
-        eprintln!("SKIP btrfs_snapshot_backup_from_the_window: needs root (loop volume, snapshots)");
+        assert!(
+            std::env::var_os("PERSNAP_REQUIRE_ROOT_TESTS").is_none(),
+            "this test must run as root in CI"
+        );
+        eprintln!(
+            "SKIP btrfs_snapshot_backup_from_the_window: needs root (loop volume, snapshots)"
+        );
         return;
     }
-    let vol = tempfile::Builder::new().prefix("persnap-gui-vol-").tempdir_in("/var/tmp").unwrap();
+    let vol = tempfile::Builder::new()
+        .prefix("persnap-gui-vol-")
+        .tempdir_in("/var/tmp")
+        .unwrap();
     let run = |args: &[&str]| {
-        let out = std::process::Command::new(args[0]).args(&args[1..]).output().unwrap();
-        assert!(out.status.success(), "{args:?}: {}", String::from_utf8_lossy(&out.stderr));
+        let out = std::process::Command::new(args[0])
+            .args(&args[1..])
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         String::from_utf8_lossy(&out.stdout).trim().to_owned()
     };
     let img = vol.path().join("fs.img");
@@ -240,15 +371,29 @@ fn btrfs_snapshot_backup_from_the_window_and_a_missing_helper() {
     run(&["btrfs", "subvolume", "create", store.to_str().unwrap()]);
     loadgen::init(&store.join("persistence.db"), Mode::Wal, 4).unwrap();
     let writer = Writer::start(&store.join("persistence.db"));
-    let dest = tempfile::Builder::new().prefix("persnap-gui-dest-").tempdir_in("/var/tmp").unwrap();
+    let dest = tempfile::Builder::new()
+        .prefix("persnap-gui-dest-")
+        .tempdir_in("/var/tmp")
+        .unwrap();
     let data = tempfile::tempdir().unwrap();
 
     let mut h = harness(app_with_history(data.path()));
     type_into(&mut h, "Database folder", store.to_str().unwrap());
     type_into(&mut h, "Backup location", dest.path().to_str().unwrap());
-    wait_until(&mut h, "the plan", |app| app.rt.probe.as_ref().is_some_and(|p| p.as_ref().is_ok_and(|r| !r.steps.is_empty())));
-    assert!(h.query_by_label_contains("Snapshot method: btrfs").is_some());
-    assert!(h.query_by_label_contains("Take a snapshot of btrfs subvolume").is_some());
+    wait_until(&mut h, "the plan", |app| {
+        app.rt
+            .probe
+            .as_ref()
+            .is_some_and(|p| p.as_ref().is_ok_and(|r| !r.steps.is_empty()))
+    });
+    assert!(
+        h.query_by_label_contains("Snapshot method: btrfs")
+            .is_some()
+    );
+    assert!(
+        h.query_by_label_contains("Take a snapshot of btrfs subvolume")
+            .is_some()
+    );
     h.get_by_label("Back up now").click();
     wait_until(&mut h, "the backup", |app| app.rt.outcome.is_some());
     let dir = backed_up_dir(h.state());
@@ -256,15 +401,31 @@ fn btrfs_snapshot_backup_from_the_window_and_a_missing_helper() {
     assert!(h.query_by_label("Backup verified").is_some());
 
     // The helper is not where it should be: a plain elevation error.
-    h.state_mut().rt.helper = Some(HelperRoute { helper: "/nonexistent/persnap-helper".into(), elevate: true });
+    h.state_mut().rt.helper = Some(HelperRoute {
+        helper: "/nonexistent/persnap-helper".into(),
+        elevate: true,
+    });
     h.get_by_label("Back up now").click();
-    wait_until(&mut h, "the elevation failure", |app| matches!(app.rt.outcome, Some(Outcome::Failed(_))));
+    wait_until(&mut h, "the elevation failure", |app| {
+        matches!(app.rt.outcome, Some(Outcome::Failed(_)))
+    });
     writer.stop();
     assert!(h.query_by_label("The backup did not run").is_some());
-    assert!(h.query_by_label_contains("not installed at /nonexistent/persnap-helper").is_some());
-    assert!(std::fs::read_dir(&mnt).unwrap().all(|e| !e.unwrap().file_name().to_string_lossy().starts_with(".persnap")));
+    assert!(
+        h.query_by_label_contains("not installed at /nonexistent/persnap-helper")
+            .is_some()
+    );
+    assert!(std::fs::read_dir(&mnt).unwrap().all(|e| {
+        !e.unwrap()
+            .file_name()
+            .to_string_lossy()
+            .starts_with(".persnap")
+    }));
     let _ = std::process::Command::new("umount").arg(&mnt).status();
-    let _ = std::process::Command::new("losetup").arg("-d").arg(&dev).status();
+    let _ = std::process::Command::new("losetup")
+        .arg("-d")
+        .arg(&dev)
+        .status();
 }
 
 // ---- image snapshots of each screen, with fixed content ----
@@ -272,7 +433,8 @@ fn btrfs_snapshot_backup_from_the_window_and_a_missing_helper() {
 const FIXTURE: &str = "/tmp/persnap-gui-fixture";
 
 fn fixture_history() -> History {
-    let dir = Path::new(FIXTURE).join("history");
+    // Written with "/" so the path on screen is the same on every platform.
+    let dir = PathBuf::from(format!("{FIXTURE}/history/"));
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).unwrap();
     let runs: Vec<serde_json::Value> = (0..6)
@@ -297,7 +459,11 @@ fn fixture_history() -> History {
             })
         })
         .collect();
-    std::fs::write(dir.join("history.json"), serde_json::to_vec(&serde_json::json!({"format": 1, "runs": runs})).unwrap()).unwrap();
+    std::fs::write(
+        dir.join("history.json"),
+        serde_json::to_vec(&serde_json::json!({"format": 1, "runs": runs})).unwrap(),
+    )
+    .unwrap();
     History::at(dir)
 }
 

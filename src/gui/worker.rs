@@ -19,13 +19,20 @@ use crate::launch::{self, HelperRoute, RemoteFailure};
 #[derive(Debug)]
 pub enum Msg {
     Phase(Phase),
-    Bytes { phase: Phase, done: u64, total: u64 },
+    Bytes {
+        phase: Phase,
+        done: u64,
+        total: u64,
+    },
     Log(Level, String),
     /// A run's record changed (already saved to history).
     Run(Box<Run>),
     BackupDone(Result<(PathBuf, Box<Manifest>), RemoteFailure>),
     TestSnapshotDone(Result<String, String>),
-    Probed { key: String, result: Result<Box<ProbeReport>, String> },
+    Probed {
+        key: String,
+        result: Result<Box<ProbeReport>, String>,
+    },
 }
 
 /// The UI's end of a worker: messages in, cancel out.
@@ -74,19 +81,32 @@ impl Recorder for HistoryRecorder {
     }
 }
 
-fn spawn(ctx: &eframe::egui::Context, work: impl FnOnce(Notifier, CancelToken) + Send + 'static) -> Job {
+fn spawn(
+    ctx: &eframe::egui::Context,
+    work: impl FnOnce(Notifier, CancelToken) + Send + 'static,
+) -> Job {
     let (tx, rx) = channel();
     let cancel = CancelToken::new();
-    let notify = Notifier { tx, ctx: ctx.clone() };
+    let notify = Notifier {
+        tx,
+        ctx: ctx.clone(),
+    };
     let token = cancel.clone();
     std::thread::spawn(move || work(notify, token));
     Job { rx, cancel }
 }
 
 /// Inspect the folders (unprivileged; reads headers and mounts only).
-pub fn probe(ctx: &eframe::egui::Context, req: BackupRequest, dest_given: bool, key: String) -> Job {
+pub fn probe(
+    ctx: &eframe::egui::Context,
+    req: BackupRequest,
+    dest_given: bool,
+    key: String,
+) -> Job {
     spawn(ctx, move |notify, _| {
-        let result = persnap::probe::probe(&req, dest_given, false).map(Box::new).map_err(|e| e.to_string());
+        let result = persnap::probe::probe(&req, dest_given, false)
+            .map(Box::new)
+            .map_err(|e| e.to_string());
         notify.send(Msg::Probed { key, result });
     })
 }
@@ -97,19 +117,37 @@ fn route(fixed: Option<HelperRoute>) -> Result<HelperRoute, RemoteFailure> {
 }
 
 /// Run a backup: in-process for sqlite-online, else through the helper.
-pub fn backup(ctx: &eframe::egui::Context, req: BackupRequest, history: History, helper: Option<HelperRoute>) -> Job {
+pub fn backup(
+    ctx: &eframe::egui::Context,
+    req: BackupRequest,
+    history: History,
+    helper: Option<HelperRoute>,
+) -> Job {
     spawn(ctx, move |notify, cancel| {
         let mut progress = notify.clone();
-        let mut recorder = HistoryRecorder { history: history.clone(), notify: notify.clone() };
+        let mut recorder = HistoryRecorder {
+            history: history.clone(),
+            notify: notify.clone(),
+        };
         if let Ok(runs) = history.recover() {
             for run in runs {
-                progress.log(Level::Warning, &format!("The backup started {} was interrupted; its leftovers are removed now.", run.started));
+                progress.log(
+                    Level::Warning,
+                    &format!(
+                        "The backup started {} was interrupted; its leftovers are removed now.",
+                        run.started
+                    ),
+                );
             }
         }
         let result = if req.method == MethodChoice::Explicit(Method::SqliteOnline) {
             backup::run_backup(&req, &mut recorder, &mut progress, &cancel)
                 .map(|r| (r.backup_dir, Box::new(r.manifest)))
-                .map_err(|f| RemoteFailure { kind: f.error.kind(), step: Some(f.step), message: f.error.to_string() })
+                .map_err(|f| RemoteFailure {
+                    kind: f.error.kind(),
+                    step: Some(f.step),
+                    message: f.error.to_string(),
+                })
         } else {
             let request = Request::Backup {
                 source: req.source.clone(),
@@ -118,9 +156,18 @@ pub fn backup(ctx: &eframe::egui::Context, req: BackupRequest, history: History,
                 method: req.method,
                 options: BackupOptions::from_request(&req),
             };
-            match route(helper).and_then(|r| launch::call_via(r, &request, &mut progress, &mut recorder, &cancel)) {
-                Ok(Reply::Backup { backup_dir, manifest }) => Ok((backup_dir, Box::new(manifest))),
-                Ok(other) => Err(RemoteFailure { kind: persnap::ErrorKind::Protocol, step: None, message: format!("unexpected reply {other:?}") }),
+            match route(helper)
+                .and_then(|r| launch::call_via(r, &request, &mut progress, &mut recorder, &cancel))
+            {
+                Ok(Reply::Backup {
+                    backup_dir,
+                    manifest,
+                }) => Ok((backup_dir, Box::new(manifest))),
+                Ok(other) => Err(RemoteFailure {
+                    kind: persnap::ErrorKind::Protocol,
+                    step: None,
+                    message: format!("unexpected reply {other:?}"),
+                }),
                 Err(f) => Err(f),
             }
         };
@@ -129,7 +176,11 @@ pub fn backup(ctx: &eframe::egui::Context, req: BackupRequest, history: History,
 }
 
 /// Create and remove a snapshot through the helper, copying nothing.
-pub fn test_snapshot(ctx: &eframe::egui::Context, req: BackupRequest, helper: Option<HelperRoute>) -> Job {
+pub fn test_snapshot(
+    ctx: &eframe::egui::Context,
+    req: BackupRequest,
+    helper: Option<HelperRoute>,
+) -> Job {
     spawn(ctx, move |notify, cancel| {
         let request = Request::Probe {
             source: req.source.clone(),
@@ -140,8 +191,12 @@ pub fn test_snapshot(ctx: &eframe::egui::Context, req: BackupRequest, helper: Op
             test_snapshot: true,
         };
         let mut progress = notify.clone();
-        let result = match route(helper).and_then(|r| launch::call_via(r, &request, &mut progress, &mut Discard, &cancel)) {
-            Ok(Reply::Probe { report }) => report.test_snapshot.unwrap_or_else(|| Err("no test result".into())),
+        let result = match route(helper)
+            .and_then(|r| launch::call_via(r, &request, &mut progress, &mut Discard, &cancel))
+        {
+            Ok(Reply::Probe { report }) => report
+                .test_snapshot
+                .unwrap_or_else(|| Err("no test result".into())),
             Ok(other) => Err(format!("unexpected reply {other:?}")),
             Err(f) => Err(f.message),
         };

@@ -24,7 +24,10 @@ use winapi::shared::winerror::ERROR_CANCELLED;
 use winapi::um::errhandlingapi::GetLastError;
 use winapi::um::handleapi::CloseHandle;
 use winapi::um::processthreadsapi::{GetExitCodeProcess, GetProcessId};
-use winapi::um::shellapi::{SEE_MASK_FLAG_NO_UI, SEE_MASK_NOASYNC, SEE_MASK_NOCLOSEPROCESS, SHELLEXECUTEINFOW, ShellExecuteExW};
+use winapi::um::shellapi::{
+    SEE_MASK_FLAG_NO_UI, SEE_MASK_NOASYNC, SEE_MASK_NOCLOSEPROCESS, SHELLEXECUTEINFOW,
+    ShellExecuteExW,
+};
 use winapi::um::synchapi::WaitForSingleObject;
 use winapi::um::winbase::INFINITE;
 use winapi::um::winnt::HANDLE;
@@ -80,7 +83,9 @@ fn wide(text: &str) -> Vec<u16> {
 /// What a failed ShellExecuteExW means for the person at the screen.
 pub fn start_failure(error: u32, helper: &Path) -> RemoteFailure {
     if error == ERROR_CANCELLED {
-        return RemoteFailure::elevation("You declined the administrator prompt; the backup did not run.");
+        return RemoteFailure::elevation(
+            "You declined the administrator prompt; the backup did not run.",
+        );
     }
     RemoteFailure::elevation(format!(
         "Could not start {} as administrator ({}). Reinstall persnap if the file is missing.",
@@ -108,14 +113,18 @@ fn start_elevated(helper: &Path, parameters: &str) -> Result<Process, RemoteFail
             return Err(start_failure(GetLastError(), helper));
         }
         if info.hProcess.is_null() {
-            return Err(RemoteFailure::elevation("Windows started the helper but gave no handle to it; the backup did not run."));
+            return Err(RemoteFailure::elevation(
+                "Windows started the helper but gave no handle to it; the backup did not run.",
+            ));
         }
         Ok(Process(info.hProcess))
     }
 }
 
 fn channel_failure(what: &str, e: impl std::fmt::Display) -> RemoteFailure {
-    RemoteFailure::elevation(format!("Could not {what} the administrator helper: {e}. The backup did not run."))
+    RemoteFailure::elevation(format!(
+        "Could not {what} the administrator helper: {e}. The backup did not run."
+    ))
 }
 
 /// Start the helper through UAC and relay its events until it finishes.
@@ -127,8 +136,12 @@ pub fn call_elevated(
     cancel: &CancelToken,
 ) -> Result<Reply, RemoteFailure> {
     let sid = current_user_sid().map_err(|e| channel_failure("prepare a private channel to", e))?;
-    let args = HelperArgs { pipe: pipe::random_pipe_name(), parent_pid: std::process::id() };
-    let server = Pipe::create(&args.pipe, &pipe::pipe_sddl(&sid)).map_err(|e| channel_failure("open a private channel to", e))?;
+    let args = HelperArgs {
+        pipe: pipe::random_pipe_name(),
+        parent_pid: std::process::id(),
+    };
+    let server = Pipe::create(&args.pipe, &pipe::pipe_sddl(&sid))
+        .map_err(|e| channel_failure("open a private channel to", e))?;
     let process = start_elevated(helper, &pipe::helper_command_line(&args))?;
     if let Err(e) = server.accept(Some(process.0), CONNECT_TIMEOUT) {
         return Err(match e.kind() {
@@ -136,13 +149,24 @@ pub fn call_elevated(
             _ => channel_failure("connect to", e),
         });
     }
-    let client = server.client_pid().map_err(|e| channel_failure("identify", e))?;
+    let client = server
+        .client_pid()
+        .map_err(|e| channel_failure("identify", e))?;
     pipe::check_peer("client", process.pid(), client).map_err(|e| channel_failure("trust", e))?;
     let server = Arc::new(server);
-    protocol::write_frame(&mut SharedPipe(Arc::clone(&server)), request).map_err(|e| channel_failure("send the request to", e))?;
+    protocol::write_frame(&mut SharedPipe(Arc::clone(&server)), request)
+        .map_err(|e| channel_failure("send the request to", e))?;
     let finished = Arc::new(AtomicBool::new(false));
-    let forwarder = forward_cancel(SharedPipe(Arc::clone(&server)), cancel.clone(), Arc::clone(&finished));
-    let result = relay(BufReader::new(SharedPipe(Arc::clone(&server))), progress, recorder);
+    let forwarder = forward_cancel(
+        SharedPipe(Arc::clone(&server)),
+        cancel.clone(),
+        Arc::clone(&finished),
+    );
+    let result = relay(
+        BufReader::new(SharedPipe(Arc::clone(&server))),
+        progress,
+        recorder,
+    );
     let code = process.wait();
     finished.store(true, Ordering::SeqCst);
     let _ = forwarder.join();
@@ -155,10 +179,21 @@ mod tests {
 
     #[test]
     fn a_declined_prompt_is_said_plainly() {
-        let declined = start_failure(ERROR_CANCELLED, Path::new(r"C:\Program Files\persnap\persnap-helper.exe"));
-        assert_eq!(declined.message, "You declined the administrator prompt; the backup did not run.");
+        let declined = start_failure(
+            ERROR_CANCELLED,
+            Path::new(r"C:\Program Files\persnap\persnap-helper.exe"),
+        );
+        assert_eq!(
+            declined.message,
+            "You declined the administrator prompt; the backup did not run."
+        );
         assert_eq!(declined.kind, persnap::ErrorKind::Elevation);
         let missing = start_failure(2, Path::new(r"C:\x\persnap-helper.exe"));
-        assert!(missing.message.contains(r"C:\x\persnap-helper.exe") && missing.message.contains("Reinstall"), "{}", missing.message);
+        assert!(
+            missing.message.contains(r"C:\x\persnap-helper.exe")
+                && missing.message.contains("Reinstall"),
+            "{}",
+            missing.message
+        );
     }
 }

@@ -6,8 +6,12 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use winapi::shared::minwindef::{DWORD, FALSE, TRUE};
-use winapi::shared::winerror::{ERROR_BROKEN_PIPE, ERROR_IO_PENDING, ERROR_PIPE_CONNECTED, WAIT_TIMEOUT};
-use winapi::shared::sddl::{ConvertSidToStringSidW, ConvertStringSecurityDescriptorToSecurityDescriptorW, SDDL_REVISION_1};
+use winapi::shared::sddl::{
+    ConvertSidToStringSidW, ConvertStringSecurityDescriptorToSecurityDescriptorW, SDDL_REVISION_1,
+};
+use winapi::shared::winerror::{
+    ERROR_BROKEN_PIPE, ERROR_IO_PENDING, ERROR_PIPE_CONNECTED, WAIT_TIMEOUT,
+};
 use winapi::um::errhandlingapi::GetLastError;
 use winapi::um::fileapi::{CreateFileW, OPEN_EXISTING, ReadFile, WriteFile};
 use winapi::um::handleapi::{CloseHandle, INVALID_HANDLE_VALUE};
@@ -18,11 +22,14 @@ use winapi::um::processthreadsapi::{GetCurrentProcess, OpenProcessToken};
 use winapi::um::securitybaseapi::GetTokenInformation;
 use winapi::um::synchapi::{CreateEventW, WaitForMultipleObjects};
 use winapi::um::winbase::{
-    FILE_FLAG_FIRST_PIPE_INSTANCE, FILE_FLAG_OVERLAPPED, GetNamedPipeClientProcessId, GetNamedPipeServerProcessId, LocalFree,
-    PIPE_ACCESS_DUPLEX, PIPE_READMODE_BYTE, PIPE_REJECT_REMOTE_CLIENTS, PIPE_TYPE_BYTE, PIPE_WAIT, SECURITY_IDENTIFICATION,
+    FILE_FLAG_FIRST_PIPE_INSTANCE, FILE_FLAG_OVERLAPPED, GetNamedPipeClientProcessId,
+    GetNamedPipeServerProcessId, LocalFree, PIPE_ACCESS_DUPLEX, PIPE_READMODE_BYTE,
+    PIPE_REJECT_REMOTE_CLIENTS, PIPE_TYPE_BYTE, PIPE_WAIT, SECURITY_IDENTIFICATION,
     SECURITY_SQOS_PRESENT, WAIT_OBJECT_0,
 };
-use winapi::um::winnt::{GENERIC_READ, GENERIC_WRITE, HANDLE, PSECURITY_DESCRIPTOR, TOKEN_QUERY, TOKEN_USER, TokenUser};
+use winapi::um::winnt::{
+    GENERIC_READ, GENERIC_WRITE, HANDLE, PSECURITY_DESCRIPTOR, TOKEN_QUERY, TOKEN_USER, TokenUser,
+};
 
 const BUFFER: DWORD = 64 * 1024;
 
@@ -95,8 +102,12 @@ impl Pipe {
         // freed with LocalFree.
         unsafe {
             let mut descriptor: PSECURITY_DESCRIPTOR = null_mut();
-            if ConvertStringSecurityDescriptorToSecurityDescriptorW(wide(sddl).as_ptr(), SDDL_REVISION_1 as DWORD, &mut descriptor, null_mut())
-                == 0
+            if ConvertStringSecurityDescriptorToSecurityDescriptorW(
+                wide(sddl).as_ptr(),
+                SDDL_REVISION_1 as DWORD,
+                &mut descriptor,
+                null_mut(),
+            ) == 0
             {
                 return Err(last_error());
             }
@@ -119,7 +130,9 @@ impl Pipe {
             if handle == INVALID_HANDLE_VALUE {
                 return Err(last_error());
             }
-            Ok(Pipe { handle: Handle(handle) })
+            Ok(Pipe {
+                handle: Handle(handle),
+            })
         }
     }
 
@@ -141,7 +154,9 @@ impl Pipe {
         if handle == INVALID_HANDLE_VALUE {
             return Err(last_error());
         }
-        Ok(Pipe { handle: Handle(handle) })
+        Ok(Pipe {
+            handle: Handle(handle),
+        })
     }
 
     /// Wait for the client to connect, giving up when `abandon` (a process
@@ -163,7 +178,8 @@ impl Pipe {
             let mut handles = vec![event.0];
             handles.extend(abandon);
             let millis = timeout.as_millis().min(u32::MAX as u128 - 1) as DWORD;
-            let woke = WaitForMultipleObjects(handles.len() as DWORD, handles.as_ptr(), FALSE, millis);
+            let woke =
+                WaitForMultipleObjects(handles.len() as DWORD, handles.as_ptr(), FALSE, millis);
             if woke == WAIT_OBJECT_0 {
                 let mut n = 0;
                 if GetOverlappedResult(self.handle.0, &mut overlapped, &mut n, TRUE) == 0 {
@@ -175,9 +191,15 @@ impl Pipe {
             let mut n = 0;
             GetOverlappedResult(self.handle.0, &mut overlapped, &mut n, TRUE);
             Err(if woke == WAIT_TIMEOUT {
-                io::Error::new(io::ErrorKind::TimedOut, "the helper did not connect in time")
+                io::Error::new(
+                    io::ErrorKind::TimedOut,
+                    "the helper did not connect in time",
+                )
             } else {
-                io::Error::new(io::ErrorKind::BrokenPipe, "the helper ended before it connected")
+                io::Error::new(
+                    io::ErrorKind::BrokenPipe,
+                    "the helper ended before it connected",
+                )
             })
         }
     }
@@ -202,7 +224,10 @@ impl Pipe {
         Ok(pid)
     }
 
-    fn overlapped_io(&self, op: impl FnOnce(HANDLE, *mut OVERLAPPED, &mut DWORD) -> i32) -> io::Result<usize> {
+    fn overlapped_io(
+        &self,
+        op: impl FnOnce(HANDLE, *mut OVERLAPPED, &mut DWORD) -> i32,
+    ) -> io::Result<usize> {
         let event = new_event()?;
         let mut overlapped = overlapped_with(&event);
         let mut n: DWORD = 0;
@@ -227,13 +252,21 @@ impl Pipe {
 
 /// The other end closing is the end of the stream, as with stdin.
 fn broken_pipe_is_eof(e: io::Error) -> io::Result<usize> {
-    if e.raw_os_error() == Some(ERROR_BROKEN_PIPE as i32) { Ok(0) } else { Err(e) }
+    if e.raw_os_error() == Some(ERROR_BROKEN_PIPE as i32) {
+        Ok(0)
+    } else {
+        Err(e)
+    }
 }
 
 fn new_event() -> io::Result<Handle> {
     // SAFETY: an unnamed manual-reset event.
     let event = unsafe { CreateEventW(null_mut(), TRUE, FALSE, null_mut()) };
-    if event.is_null() { Err(last_error()) } else { Ok(Handle(event)) }
+    if event.is_null() {
+        Err(last_error())
+    } else {
+        Ok(Handle(event))
+    }
 }
 
 fn overlapped_with(event: &Handle) -> OVERLAPPED {
@@ -255,7 +288,8 @@ impl io::Write for &Pipe {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
         let len = buf.len().min(u32::MAX as usize) as DWORD;
         // SAFETY: `buf` outlives the waited-for operation.
-        let n = self.overlapped_io(|h, o, n| unsafe { WriteFile(h, buf.as_ptr().cast(), len, n, o) })?;
+        let n =
+            self.overlapped_io(|h, o, n| unsafe { WriteFile(h, buf.as_ptr().cast(), len, n, o) })?;
         if n == 0 && !buf.is_empty() {
             return Err(io::Error::from(io::ErrorKind::BrokenPipe));
         }
@@ -333,7 +367,10 @@ mod tests {
     fn only_one_instance_of_a_name_can_exist() {
         let (name, _server) = server();
         let again = Pipe::create(&name, &pipe_sddl(&current_user_sid().unwrap()));
-        assert!(again.is_err(), "a squatter cannot create the pipe first and intercept the helper");
+        assert!(
+            again.is_err(),
+            "a squatter cannot create the pipe first and intercept the helper"
+        );
     }
 
     #[test]

@@ -69,10 +69,15 @@ pub fn support(folder: &Path, mount: &Mount) -> SnapshotSupport {
 /// the mount on the same device number. It must be a subvolume root (inode
 /// 256), or the subvolume is not reachable through this mount.
 pub fn subvolume_root(folder: &Path, mount: &Mount) -> std::result::Result<PathBuf, String> {
-    let stat = |p: &Path| fs::metadata(p).map_err(|e| format!("cannot examine {}: {e}", p.display()));
+    let stat =
+        |p: &Path| fs::metadata(p).map_err(|e| format!("cannot examine {}: {e}", p.display()));
     let dev = stat(folder)?.dev();
     let mut root = folder.to_owned();
-    for dir in folder.ancestors().skip(1).take_while(|d| d.starts_with(&mount.mount_point)) {
+    for dir in folder
+        .ancestors()
+        .skip(1)
+        .take_while(|d| d.starts_with(&mount.mount_point))
+    {
         if stat(dir)?.dev() != dev {
             break;
         }
@@ -97,16 +102,21 @@ impl SnapshotProvider for BtrfsProvider {
     }
 
     fn create(&self, volume: &VolumeInfo, id: &str) -> Result<Box<dyn ActiveSnapshot>> {
-        let root = subvolume_root(&volume.folder, &volume.mount).map_err(|reason| Error::MethodNotApplicable {
-            method: Method::Btrfs,
-            path: volume.folder.clone(),
-            reason,
+        let root = subvolume_root(&volume.folder, &volume.mount).map_err(|reason| {
+            Error::MethodNotApplicable {
+                method: Method::Btrfs,
+                path: volume.folder.clone(),
+                reason,
+            }
         })?;
         let parent = volume.mount.mount_point.clone();
         let name = format!("{}{id}", name_prefix());
         create_readonly_snapshot(&root, &parent, &name)?;
         let path = parent.join(&name);
-        let inside = volume.folder.strip_prefix(&root).expect("root is an ancestor of the folder");
+        let inside = volume
+            .folder
+            .strip_prefix(&root)
+            .expect("root is an ancestor of the folder");
         Ok(Box::new(BtrfsSnapshot {
             folder: path.join(inside),
             id: path.to_string_lossy().into_owned(),
@@ -119,7 +129,10 @@ impl SnapshotProvider for BtrfsProvider {
     fn sweep(&self, mounts: &[Mount]) -> Result<Vec<String>> {
         let mut removed = Vec::new();
         let mut seen = std::collections::HashSet::new();
-        for mount in mounts.iter().filter(|m| m.fs_type == "btrfs" && !m.read_only) {
+        for mount in mounts
+            .iter()
+            .filter(|m| m.fs_type == "btrfs" && !m.read_only)
+        {
             if !seen.insert(&mount.mount_point) {
                 continue;
             }
@@ -135,21 +148,30 @@ impl SnapshotProvider for BtrfsProvider {
 /// Entries of `dir` that are leftover persnap snapshots: tagged name, run
 /// lock free, read-only subvolume.
 fn leftover_names(dir: &Path) -> Vec<String> {
-    let Ok(entries) = fs::read_dir(dir) else { return Vec::new() };
+    let Ok(entries) = fs::read_dir(dir) else {
+        return Vec::new();
+    };
     entries
         .filter_map(|e| e.ok())
         .filter_map(|e| e.file_name().to_str().map(str::to_owned))
-        .filter(|name| name.strip_prefix(&name_prefix()).is_some_and(|tag| !RunLock::is_held(tag)))
+        .filter(|name| {
+            name.strip_prefix(&name_prefix())
+                .is_some_and(|tag| !RunLock::is_held(tag))
+        })
         .filter(|name| is_readonly_subvolume(&dir.join(name)))
         .collect()
 }
 
 fn is_readonly_subvolume(path: &Path) -> bool {
-    let Ok(meta) = fs::symlink_metadata(path) else { return false };
+    let Ok(meta) = fs::symlink_metadata(path) else {
+        return false;
+    };
     if !meta.is_dir() || meta.ino() != SUBVOLUME_ROOT_INO {
         return false;
     }
-    let Ok(dir) = open_dir(path) else { return false };
+    let Ok(dir) = open_dir(path) else {
+        return false;
+    };
     if !is_btrfs(&dir) {
         return false;
     }
@@ -167,7 +189,10 @@ fn is_btrfs(dir: &File) -> bool {
 }
 
 fn open_dir(path: &Path) -> io::Result<File> {
-    File::options().read(true).custom_flags(libc::O_DIRECTORY | libc::O_NOFOLLOW).open(path)
+    File::options()
+        .read(true)
+        .custom_flags(libc::O_DIRECTORY | libc::O_NOFOLLOW)
+        .open(path)
 }
 
 fn copy_name<const N: usize>(name: &str) -> [u8; N] {
@@ -177,7 +202,13 @@ fn copy_name<const N: usize>(name: &str) -> [u8; N] {
 }
 
 fn create_readonly_snapshot(root: &Path, parent: &Path, name: &str) -> Result<()> {
-    let action = || format!("create a btrfs snapshot of {} in {}", root.display(), parent.display());
+    let action = || {
+        format!(
+            "create a btrfs snapshot of {} in {}",
+            root.display(),
+            parent.display()
+        )
+    };
     let map = |source: io::Error| snapshot_error(action(), source);
     let src = open_dir(root).map_err(map)?;
     let dst = open_dir(parent).map_err(map)?;
@@ -189,7 +220,13 @@ fn create_readonly_snapshot(root: &Path, parent: &Path, name: &str) -> Result<()
         name: copy_name::<NAME_MAX_V2>(name),
     };
     // SAFETY: args is a correctly sized btrfs_ioctl_vol_args_v2; both fds are open.
-    let rc = unsafe { libc::ioctl(dst.as_raw_fd(), IOC_SNAP_CREATE_V2, &mut args as *mut VolArgsV2) };
+    let rc = unsafe {
+        libc::ioctl(
+            dst.as_raw_fd(),
+            IOC_SNAP_CREATE_V2,
+            &mut args as *mut VolArgsV2,
+        )
+    };
     if rc != 0 {
         return Err(map(io::Error::last_os_error()));
     }
@@ -200,7 +237,10 @@ fn create_readonly_snapshot(root: &Path, parent: &Path, name: &str) -> Result<()
 fn destroy_snapshot(parent: &Path, name: &str) -> Result<()> {
     let action = || format!("remove the btrfs snapshot {}", parent.join(name).display());
     let dst = open_dir(parent).map_err(|e| snapshot_error(action(), e))?;
-    let mut args = VolArgs { fd: 0, name: copy_name::<NAME_MAX_V1>(name) };
+    let mut args = VolArgs {
+        fd: 0,
+        name: copy_name::<NAME_MAX_V1>(name),
+    };
     // SAFETY: args is a correctly sized btrfs_ioctl_vol_args; the fd is open.
     let rc = unsafe { libc::ioctl(dst.as_raw_fd(), IOC_SNAP_DESTROY, &mut args as *mut VolArgs) };
     let err = io::Error::last_os_error();
@@ -213,7 +253,11 @@ fn destroy_snapshot(parent: &Path, name: &str) -> Result<()> {
 
 fn snapshot_error(action: String, source: io::Error) -> Error {
     match source.raw_os_error() {
-        Some(libc::EPERM) | Some(libc::EACCES) => Error::NeedsAdmin { method: Method::Btrfs, action, source },
+        Some(libc::EPERM) | Some(libc::EACCES) => Error::NeedsAdmin {
+            method: Method::Btrfs,
+            action,
+            source,
+        },
         Some(libc::EROFS) => Error::Snapshot {
             action,
             source,
@@ -224,7 +268,11 @@ fn snapshot_error(action: String, source: io::Error) -> Error {
             source,
             hint: "The btrfs filesystem is out of space or quota for the snapshot's metadata; free some space.",
         },
-        _ => Error::Snapshot { action, source, hint: "Check the kernel log (dmesg) for btrfs messages." },
+        _ => Error::Snapshot {
+            action,
+            source,
+            hint: "Check the kernel log (dmesg) for btrfs messages.",
+        },
     }
 }
 
@@ -253,4 +301,3 @@ impl ActiveSnapshot for BtrfsSnapshot {
         Ok(())
     }
 }
-

@@ -94,7 +94,10 @@ pub fn split_dm_name(name: &str) -> Option<LogicalVolume> {
             if vg.is_empty() || lv.is_empty() {
                 return None;
             }
-            return Some(LogicalVolume { vg: undouble(vg), lv: undouble(lv) });
+            return Some(LogicalVolume {
+                vg: undouble(vg),
+                lv: undouble(lv),
+            });
         }
         i += 1;
     }
@@ -102,7 +105,13 @@ pub fn split_dm_name(name: &str) -> Option<LogicalVolume> {
 }
 
 /// Decide a classic snapshot's size in bytes (a whole number of extents).
-pub fn choose_size(lv: &LogicalVolume, origin: u64, vg_free: u64, extent: u64, requested: Option<u64>) -> Result<u64> {
+pub fn choose_size(
+    lv: &LogicalVolume,
+    origin: u64,
+    vg_free: u64,
+    extent: u64,
+    requested: Option<u64>,
+) -> Result<u64> {
     let extent = extent.max(1);
     let round_down = |n: u64| n / extent * extent;
     let round_up = |n: u64| n.div_ceil(extent) * extent;
@@ -121,7 +130,11 @@ pub fn choose_size(lv: &LogicalVolume, origin: u64, vg_free: u64, extent: u64, r
     let needed = round_up(MIN_USEFUL_SIZE.min(desired));
     let size = round_down(desired.min(vg_free));
     if size < needed || size == 0 {
-        return Err(Error::VgNoSpace { vg: lv.vg.clone(), needed: units::bytes(needed), free: units::bytes(vg_free) });
+        return Err(Error::VgNoSpace {
+            vg: lv.vg.clone(),
+            needed: units::bytes(needed),
+            free: units::bytes(vg_free),
+        });
     }
     Ok(size)
 }
@@ -135,11 +148,16 @@ type Row = HashMap<String, String>;
 
 impl Lvm {
     fn locate() -> Result<Lvm> {
-        tool::find(LVM_PATHS).map(|bin| Lvm { bin }).ok_or_else(|| Error::Tool {
-            action: "take an LVM snapshot".into(),
-            reason: format!("the lvm2 tools are not installed (looked for {})", LVM_PATHS.join(" and ")),
-            hint: "Install the lvm2 package.",
-        })
+        tool::find(LVM_PATHS)
+            .map(|bin| Lvm { bin })
+            .ok_or_else(|| Error::Tool {
+                action: "take an LVM snapshot".into(),
+                reason: format!(
+                    "the lvm2 tools are not installed (looked for {})",
+                    LVM_PATHS.join(" and ")
+                ),
+                hint: "Install the lvm2 package.",
+            })
     }
 
     fn run(&self, action: &str, args: &[&str], limit: Duration) -> Result<ToolOutput> {
@@ -150,7 +168,11 @@ impl Lvm {
             hint: HINT_LVM,
         })?;
         if !out.status.success() {
-            return Err(Error::Tool { action: action.to_owned(), reason: out.reason(), hint: HINT_LVM });
+            return Err(Error::Tool {
+                action: action.to_owned(),
+                reason: out.reason(),
+                hint: HINT_LVM,
+            });
         }
         Ok(out)
     }
@@ -158,9 +180,23 @@ impl Lvm {
     /// `lvs`/`vgs` as JSON rows (`kind` is "lv" or "vg"), values in bytes.
     fn report(&self, command: &str, kind: &str, fields: &str, select: &str) -> Result<Vec<Row>> {
         let action = format!("ask LVM about {select}");
-        let args = [command, "--reportformat", "json", "--units", "b", "--nosuffix", "-o", fields, select];
+        let args = [
+            command,
+            "--reportformat",
+            "json",
+            "--units",
+            "b",
+            "--nosuffix",
+            "-o",
+            fields,
+            select,
+        ];
         let out = self.run(&action, &args, REPORT_LIMIT)?;
-        parse_report(&out.stdout, kind).map_err(|reason| Error::Tool { action, reason, hint: HINT_LVM })
+        parse_report(&out.stdout, kind).map_err(|reason| Error::Tool {
+            action,
+            reason,
+            hint: HINT_LVM,
+        })
     }
 
     fn lv(&self, vg: &str, lv: &str, fields: &str) -> Result<Row> {
@@ -189,12 +225,17 @@ impl Lvm {
             });
         }
         let target = format!("{vg}/{name}");
-        self.run(&format!("remove the LVM snapshot {target}"), &["lvremove", "-y", "-q", &target], CHANGE_LIMIT)?;
+        self.run(
+            &format!("remove the LVM snapshot {target}"),
+            &["lvremove", "-y", "-q", &target],
+            CHANGE_LIMIT,
+        )?;
         Ok(())
     }
 
     fn exists(&self, vg: &str, name: &str) -> bool {
-        self.report("lvs", "lv", "lv_name", &format!("{vg}/{name}")).is_ok_and(|r| !r.is_empty())
+        self.report("lvs", "lv", "lv_name", &format!("{vg}/{name}"))
+            .is_ok_and(|r| !r.is_empty())
     }
 }
 
@@ -203,19 +244,31 @@ fn field<'a>(row: &'a Row, name: &str) -> &'a str {
 }
 
 fn number(row: &Row, name: &str) -> u64 {
-    field(row, name).split('.').next().and_then(|n| n.parse().ok()).unwrap_or(0)
+    field(row, name)
+        .split('.')
+        .next()
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(0)
 }
 
 /// Rows of an lvm JSON report: `{"report":[{"lv":[{...}]}]}`.
 pub fn parse_report(json: &str, kind: &str) -> std::result::Result<Vec<Row>, String> {
-    let value: serde_json::Value = serde_json::from_str(json).map_err(|e| format!("unreadable lvm report: {e}"))?;
-    let rows = value["report"].as_array().and_then(|r| r.first()).and_then(|r| r[kind].as_array());
+    let value: serde_json::Value =
+        serde_json::from_str(json).map_err(|e| format!("unreadable lvm report: {e}"))?;
+    let rows = value["report"]
+        .as_array()
+        .and_then(|r| r.first())
+        .and_then(|r| r[kind].as_array());
     let rows = rows.ok_or_else(|| format!("the lvm report has no {kind} section"))?;
     Ok(rows
         .iter()
         .map(|row| {
             row.as_object()
-                .map(|o| o.iter().map(|(k, v)| (k.clone(), v.as_str().unwrap_or_default().to_owned())).collect())
+                .map(|o| {
+                    o.iter()
+                        .map(|(k, v)| (k.clone(), v.as_str().unwrap_or_default().to_owned()))
+                        .collect()
+                })
                 .unwrap_or_default()
         })
         .collect())
@@ -242,7 +295,10 @@ impl SnapshotProvider for LvmProvider {
         let lv = logical_volume_of(&volume.mount).ok_or_else(|| Error::MethodNotApplicable {
             method: Method::Lvm,
             path: volume.folder.clone(),
-            reason: format!("its filesystem ({}) is not on an LVM logical volume", volume.mount.device),
+            reason: format!(
+                "its filesystem ({}) is not on an LVM logical volume",
+                volume.mount.device
+            ),
         })?;
         let lvm = Lvm::locate()?;
         let origin = lvm.lv(&lv.vg, &lv.lv, "lv_size,segtype,pool_lv")?;
@@ -253,13 +309,27 @@ impl SnapshotProvider for LvmProvider {
         if field(&origin, "segtype") == "thin" {
             args.extend(["--setactivationskip", "n"]);
         } else {
-            let vg = lvm.report("vgs", "vg", "vg_free,vg_extent_size", &lv.vg)?.pop().unwrap_or_default();
-            let bytes = choose_size(&lv, number(&origin, "lv_size"), number(&vg, "vg_free"), number(&vg, "vg_extent_size"), self.snapshot_size)?;
+            let vg = lvm
+                .report("vgs", "vg", "vg_free,vg_extent_size", &lv.vg)?
+                .pop()
+                .unwrap_or_default();
+            let bytes = choose_size(
+                &lv,
+                number(&origin, "lv_size"),
+                number(&vg, "vg_free"),
+                number(&vg, "vg_extent_size"),
+                self.snapshot_size,
+            )?;
             size = format!("{bytes}b");
             args.extend(["-L", &size]);
         }
         args.push(&target);
-        lvm.run(&format!("create an LVM snapshot of {target}"), &args, CHANGE_LIMIT).map_err(explain_create_failure)?;
+        lvm.run(
+            &format!("create an LVM snapshot of {target}"),
+            &args,
+            CHANGE_LIMIT,
+        )
+        .map_err(explain_create_failure)?;
         let mut snapshot = LvmSnapshot {
             lvm,
             vg: lv.vg.clone(),
@@ -284,16 +354,26 @@ impl SnapshotProvider for LvmProvider {
         if !device_mapper_present() {
             return Ok(removed);
         }
-        let Ok(lvm) = Lvm::locate() else { return Ok(removed) };
+        let Ok(lvm) = Lvm::locate() else {
+            return Ok(removed);
+        };
         let fields = "lv_name,vg_name,lv_tags,origin,lv_kernel_major,lv_kernel_minor";
         for row in lvm.report("lvs", "lv", fields, &format!("@{TAG}"))? {
             let name = field(&row, "lv_name");
-            let Some(tag) = name.strip_prefix(&name_prefix()) else { continue };
+            let Some(tag) = name.strip_prefix(&name_prefix()) else {
+                continue;
+            };
             if RunLock::is_held(tag) {
                 continue;
             }
-            let (major, minor) = (number(&row, "lv_kernel_major"), number(&row, "lv_kernel_minor"));
-            for m in mounts.iter().filter(|m| u64::from(m.major) == major && u64::from(m.minor) == minor) {
+            let (major, minor) = (
+                number(&row, "lv_kernel_major"),
+                number(&row, "lv_kernel_minor"),
+            );
+            for m in mounts
+                .iter()
+                .filter(|m| u64::from(m.major) == major && u64::from(m.minor) == minor)
+            {
                 mount::unmount(&m.mount_point).map_err(|e| unmount_error(&m.mount_point, e))?;
             }
             lvm.remove_snapshot(field(&row, "vg_name"), name)?;
@@ -305,11 +385,15 @@ impl SnapshotProvider for LvmProvider {
 
 /// Unmount and remove `/run/persnap/mnt-<tag>` folders of dead runs.
 fn sweep_mount_dirs(mounts: &[Mount]) -> Result<Vec<String>> {
-    let Ok(entries) = fs::read_dir(MOUNT_ROOT) else { return Ok(Vec::new()) };
+    let Ok(entries) = fs::read_dir(MOUNT_ROOT) else {
+        return Ok(Vec::new());
+    };
     let mut removed = Vec::new();
     for entry in entries.filter_map(|e| e.ok()) {
         let name = entry.file_name().to_string_lossy().into_owned();
-        let Some(tag) = name.strip_prefix(MOUNT_PREFIX) else { continue };
+        let Some(tag) = name.strip_prefix(MOUNT_PREFIX) else {
+            continue;
+        };
         if RunLock::is_held(tag) {
             continue;
         }
@@ -333,8 +417,14 @@ fn unmount_error(dir: &Path, source: std::io::Error) -> Error {
 /// lvcreate's own words, plus what to do about the common failures.
 fn explain_create_failure(e: Error) -> Error {
     match e {
-        Error::Tool { action, reason, .. } if reason.contains("Insufficient free space") || reason.contains("insufficient") => {
-            Error::Tool { action, reason, hint: "The volume group ran out of free space; choose a smaller --snapshot-size or free space in it." }
+        Error::Tool { action, reason, .. }
+            if reason.contains("Insufficient free space") || reason.contains("insufficient") =>
+        {
+            Error::Tool {
+                action,
+                reason,
+                hint: "The volume group ran out of free space; choose a smaller --snapshot-size or free space in it.",
+            }
         }
         Error::Tool { action, reason, .. } if reason.contains("suspend") => Error::Tool {
             action,
@@ -361,15 +451,28 @@ impl LvmSnapshot {
         let device = self.lvm.lv(&self.vg, &self.name, "lv_dm_path")?;
         let device = PathBuf::from(field(&device, "lv_dm_path"));
         mount::private_namespace();
-        mount::mount_readonly(&device, &self.mount_dir, &volume.mount.fs_type).map_err(|source| Error::Snapshot {
-            action: format!("mount the snapshot {} read-only at {}", device.display(), self.mount_dir.display()),
-            source,
-            hint: "Check the kernel log (dmesg) for the filesystem's messages.",
-        })?;
+        mount::mount_readonly(&device, &self.mount_dir, &volume.mount.fs_type).map_err(
+            |source| Error::Snapshot {
+                action: format!(
+                    "mount the snapshot {} read-only at {}",
+                    device.display(),
+                    self.mount_dir.display()
+                ),
+                source,
+                hint: "Check the kernel log (dmesg) for the filesystem's messages.",
+            },
+        )?;
         self.mounted = true;
         // The folder inside the filesystem: the mount's root plus the path below the mount point.
-        let below = volume.folder.strip_prefix(&volume.mount.mount_point).unwrap_or(Path::new(""));
-        let root = volume.mount.root.strip_prefix("/").unwrap_or(&volume.mount.root);
+        let below = volume
+            .folder
+            .strip_prefix(&volume.mount.mount_point)
+            .unwrap_or(Path::new(""));
+        let root = volume
+            .mount
+            .root
+            .strip_prefix("/")
+            .unwrap_or(&volume.mount.root);
         self.folder = self.mount_dir.join(root).join(below);
         Ok(())
     }
@@ -385,11 +488,16 @@ impl ActiveSnapshot for LvmSnapshot {
     }
 
     fn check_valid(&self) -> Result<()> {
-        let row = self.lvm.lv(&self.vg, &self.name, "lv_attr,data_percent,lv_size")?;
+        let row = self
+            .lvm
+            .lv(&self.vg, &self.name, "lv_attr,data_percent,lv_size")?;
         let state = field(&row, "lv_attr").chars().nth(4).unwrap_or('-');
         let percent: f64 = field(&row, "data_percent").parse().unwrap_or(0.0);
         if matches!(state, 'I' | 'S') || percent >= 100.0 {
-            return Err(Error::SnapshotOverflow { snapshot: self.id.clone(), size: units::bytes(number(&row, "lv_size")) });
+            return Err(Error::SnapshotOverflow {
+                snapshot: self.id.clone(),
+                size: units::bytes(number(&row, "lv_size")),
+            });
         }
         Ok(())
     }
@@ -432,9 +540,17 @@ mod tests {
 
     #[test]
     fn splits_device_mapper_names() {
-        let lv = |vg: &str, lv: &str| Some(LogicalVolume { vg: vg.into(), lv: lv.into() });
+        let lv = |vg: &str, lv: &str| {
+            Some(LogicalVolume {
+                vg: vg.into(),
+                lv: lv.into(),
+            })
+        };
         assert_eq!(split_dm_name("vg0-data"), lv("vg0", "data"));
-        assert_eq!(split_dm_name("my--vg-apama--store"), lv("my-vg", "apama-store"));
+        assert_eq!(
+            split_dm_name("my--vg-apama--store"),
+            lv("my-vg", "apama-store")
+        );
         assert_eq!(split_dm_name("vg-lv--"), lv("vg", "lv-"));
         assert_eq!(split_dm_name("nodash"), None);
         assert_eq!(split_dm_name("-lv"), None);
@@ -444,29 +560,58 @@ mod tests {
     const GIB: u64 = 1 << 30;
 
     fn lv() -> LogicalVolume {
-        LogicalVolume { vg: "vg0".into(), lv: "data".into() }
+        LogicalVolume {
+            vg: "vg0".into(),
+            lv: "data".into(),
+        }
     }
 
     #[test]
     fn default_size_is_a_fifth_of_the_origin_at_least_a_gib_bounded_by_free_space() {
-        assert_eq!(choose_size(&lv(), 100 * GIB, 50 * GIB, 4 * MIB, None).unwrap(), 20 * GIB);
-        assert_eq!(choose_size(&lv(), 2 * GIB, 50 * GIB, 4 * MIB, None).unwrap(), GIB);
-        assert_eq!(choose_size(&lv(), 400 * MIB, 50 * GIB, 4 * MIB, None).unwrap(), 400 * MIB, "never more than the origin");
-        assert_eq!(choose_size(&lv(), 100 * GIB, 3 * GIB + 1, 4 * MIB, None).unwrap(), 3 * GIB, "what is free, in whole extents");
+        assert_eq!(
+            choose_size(&lv(), 100 * GIB, 50 * GIB, 4 * MIB, None).unwrap(),
+            20 * GIB
+        );
+        assert_eq!(
+            choose_size(&lv(), 2 * GIB, 50 * GIB, 4 * MIB, None).unwrap(),
+            GIB
+        );
+        assert_eq!(
+            choose_size(&lv(), 400 * MIB, 50 * GIB, 4 * MIB, None).unwrap(),
+            400 * MIB,
+            "never more than the origin"
+        );
+        assert_eq!(
+            choose_size(&lv(), 100 * GIB, 3 * GIB + 1, 4 * MIB, None).unwrap(),
+            3 * GIB,
+            "what is free, in whole extents"
+        );
     }
 
     #[test]
     fn no_free_space_is_refused_with_what_to_do() {
         let err = choose_size(&lv(), 100 * GIB, 0, 4 * MIB, None).unwrap_err();
         let text = err.to_string();
-        assert!(text.starts_with("Volume group vg0 has no free space") && text.contains("vgextend vg0"), "{text}");
-        assert!(choose_size(&lv(), 100 * GIB, 8 * MIB, 4 * MIB, None).is_err(), "8 MiB is not a useful snapshot");
+        assert!(
+            text.starts_with("Volume group vg0 has no free space") && text.contains("vgextend vg0"),
+            "{text}"
+        );
+        assert!(
+            choose_size(&lv(), 100 * GIB, 8 * MIB, 4 * MIB, None).is_err(),
+            "8 MiB is not a useful snapshot"
+        );
     }
 
     #[test]
     fn requested_size_is_rounded_to_extents_and_must_fit() {
-        assert_eq!(choose_size(&lv(), GIB, GIB, 4 * MIB, Some(5 * MIB)).unwrap(), 8 * MIB);
-        assert_eq!(choose_size(&lv(), GIB, GIB, 4 * MIB, Some(1)).unwrap(), 4 * MIB);
+        assert_eq!(
+            choose_size(&lv(), GIB, GIB, 4 * MIB, Some(5 * MIB)).unwrap(),
+            8 * MIB
+        );
+        assert_eq!(
+            choose_size(&lv(), GIB, GIB, 4 * MIB, Some(1)).unwrap(),
+            4 * MIB
+        );
         let err = choose_size(&lv(), GIB, GIB, 4 * MIB, Some(2 * GIB)).unwrap_err();
         assert!(err.to_string().contains("does not fit"), "{err}");
     }

@@ -63,7 +63,10 @@ pub struct SnapshotGuard {
 
 impl SnapshotGuard {
     pub fn new(inner: Box<dyn ActiveSnapshot>) -> Self {
-        SnapshotGuard { inner, released: false }
+        SnapshotGuard {
+            inner,
+            released: false,
+        }
     }
 
     pub fn id(&self) -> &str {
@@ -104,7 +107,10 @@ pub fn support_for(folder: &Path, mount: &Mount) -> SnapshotSupport {
         return btrfs::support(folder, mount);
     }
     if let Some(detail) = lvm::describe(mount) {
-        return SnapshotSupport::Available { method: Method::Lvm, detail };
+        return SnapshotSupport::Available {
+            method: Method::Lvm,
+            detail,
+        };
     }
     SnapshotSupport::Unavailable {
         reason: format!(
@@ -123,14 +129,23 @@ pub fn choose_method(choice: MethodChoice, volume: &VolumeInfo) -> Result<Method
         (MethodChoice::Explicit(Method::SqliteOnline), _) => Ok(Method::SqliteOnline),
         (MethodChoice::Auto, SnapshotSupport::Available { method, .. }) => Ok(*method),
         (MethodChoice::Auto, SnapshotSupport::Unavailable { reason }) => {
-            Err(Error::NoSnapshotPossible { path: volume.folder.clone(), reason: reason.clone() })
+            Err(Error::NoSnapshotPossible {
+                path: volume.folder.clone(),
+                reason: reason.clone(),
+            })
         }
-        (MethodChoice::Explicit(wanted), SnapshotSupport::Available { method, .. }) if wanted == *method => Ok(wanted),
+        (MethodChoice::Explicit(wanted), SnapshotSupport::Available { method, .. })
+            if wanted == *method =>
+        {
+            Ok(wanted)
+        }
         (MethodChoice::Explicit(wanted), support) => Err(Error::MethodNotApplicable {
             method: wanted,
             path: volume.folder.clone(),
             reason: match support {
-                SnapshotSupport::Available { method, detail } => format!("the {method} method applies here ({detail})"),
+                SnapshotSupport::Available { method, detail } => {
+                    format!("the {method} method applies here ({detail})")
+                }
                 SnapshotSupport::Unavailable { reason } => reason.clone(),
             },
         }),
@@ -153,9 +168,17 @@ pub struct SnapshotOptions {
 pub fn provider(method: Method, options: &SnapshotOptions) -> Result<Box<dyn SnapshotProvider>> {
     match method {
         Method::Btrfs => Ok(Box::new(btrfs::BtrfsProvider)),
-        Method::Lvm => Ok(Box::new(lvm::LvmProvider { snapshot_size: options.size })),
-        Method::Vss => Err(Error::MethodUnavailable { method, reason: "Volume Shadow Copy exists only on Windows" }),
-        Method::SqliteOnline => Err(Error::MethodUnavailable { method, reason: "it is not a snapshot method" }),
+        Method::Lvm => Ok(Box::new(lvm::LvmProvider {
+            snapshot_size: options.size,
+        })),
+        Method::Vss => Err(Error::MethodUnavailable {
+            method,
+            reason: "Volume Shadow Copy exists only on Windows",
+        }),
+        Method::SqliteOnline => Err(Error::MethodUnavailable {
+            method,
+            reason: "it is not a snapshot method",
+        }),
     }
 }
 
@@ -163,9 +186,17 @@ pub fn provider(method: Method, options: &SnapshotOptions) -> Result<Box<dyn Sna
 #[cfg(windows)]
 pub fn provider(method: Method, options: &SnapshotOptions) -> Result<Box<dyn SnapshotProvider>> {
     match method {
-        Method::Vss => Ok(Box::new(vss_com::VssProvider { deadline: options.vss_deadline.unwrap_or(vss::DEFAULT_DEADLINE) })),
-        Method::Btrfs | Method::Lvm => Err(Error::MethodUnavailable { method, reason: "it exists only on Linux" }),
-        Method::SqliteOnline => Err(Error::MethodUnavailable { method, reason: "it is not a snapshot method" }),
+        Method::Vss => Ok(Box::new(vss_com::VssProvider {
+            deadline: options.vss_deadline.unwrap_or(vss::DEFAULT_DEADLINE),
+        })),
+        Method::Btrfs | Method::Lvm => Err(Error::MethodUnavailable {
+            method,
+            reason: "it exists only on Linux",
+        }),
+        Method::SqliteOnline => Err(Error::MethodUnavailable {
+            method,
+            reason: "it is not a snapshot method",
+        }),
     }
 }
 
@@ -177,12 +208,22 @@ pub fn sweep_all() -> Vec<String> {
         Ok(mounts) => mounts,
         Err(e) => return vec![e.to_string()],
     };
-    let providers: [Box<dyn SnapshotProvider>; 2] = [Box::new(btrfs::BtrfsProvider), Box::new(lvm::LvmProvider::default())];
+    let providers: [Box<dyn SnapshotProvider>; 2] = [
+        Box::new(btrfs::BtrfsProvider),
+        Box::new(lvm::LvmProvider::default()),
+    ];
     let mut lines = Vec::new();
     for provider in providers {
         match provider.sweep(&mounts) {
-            Ok(removed) => lines.extend(removed.into_iter().map(|r| format!("Removed leftover snapshot {r}"))),
-            Err(e) => lines.push(format!("Could not remove a leftover {} snapshot: {e}", provider.method())),
+            Ok(removed) => lines.extend(
+                removed
+                    .into_iter()
+                    .map(|r| format!("Removed leftover snapshot {r}")),
+            ),
+            Err(e) => lines.push(format!(
+                "Could not remove a leftover {} snapshot: {e}",
+                provider.method()
+            )),
         }
     }
     lines
@@ -201,24 +242,48 @@ mod tests {
 
     fn volume(snapshot: SnapshotSupport) -> VolumeInfo {
         let mount = crate::volume::parse_mountinfo("1 0 8:1 / / rw - ext4 /dev/sda1 rw").remove(0);
-        VolumeInfo { folder: "/db".into(), mount, snapshot }
+        VolumeInfo {
+            folder: "/db".into(),
+            mount,
+            snapshot,
+        }
     }
 
     #[test]
     fn auto_never_falls_back_to_a_live_copy() {
-        let none = volume(SnapshotSupport::Unavailable { reason: "ext4".into() });
+        let none = volume(SnapshotSupport::Unavailable {
+            reason: "ext4".into(),
+        });
         let err = choose_method(MethodChoice::Auto, &none).unwrap_err();
         assert!(matches!(err, Error::NoSnapshotPossible { .. }));
-        assert!(err.to_string().contains("sqlite-online"), "offers the explicit alternative: {err}");
-        assert_eq!(choose_method(MethodChoice::Explicit(Method::SqliteOnline), &none).unwrap(), Method::SqliteOnline);
+        assert!(
+            err.to_string().contains("sqlite-online"),
+            "offers the explicit alternative: {err}"
+        );
+        assert_eq!(
+            choose_method(MethodChoice::Explicit(Method::SqliteOnline), &none).unwrap(),
+            Method::SqliteOnline
+        );
     }
 
     #[test]
     fn explicit_method_must_match_the_volume() {
-        let btrfs = volume(SnapshotSupport::Available { method: Method::Btrfs, detail: "subvolume /".into() });
-        assert_eq!(choose_method(MethodChoice::Auto, &btrfs).unwrap(), Method::Btrfs);
-        assert_eq!(choose_method(MethodChoice::Explicit(Method::Btrfs), &btrfs).unwrap(), Method::Btrfs);
+        let btrfs = volume(SnapshotSupport::Available {
+            method: Method::Btrfs,
+            detail: "subvolume /".into(),
+        });
+        assert_eq!(
+            choose_method(MethodChoice::Auto, &btrfs).unwrap(),
+            Method::Btrfs
+        );
+        assert_eq!(
+            choose_method(MethodChoice::Explicit(Method::Btrfs), &btrfs).unwrap(),
+            Method::Btrfs
+        );
         let err = choose_method(MethodChoice::Explicit(Method::Lvm), &btrfs).unwrap_err();
-        assert!(err.to_string().contains("the btrfs method applies here"), "{err}");
+        assert!(
+            err.to_string().contains("the btrfs method applies here"),
+            "{err}"
+        );
     }
 }

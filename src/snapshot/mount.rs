@@ -54,17 +54,29 @@ pub fn mount_dir(tag: &str) -> PathBuf {
 }
 
 fn c(path: &Path) -> io::Result<CString> {
-    CString::new(path.as_os_str().as_bytes()).map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))
+    CString::new(path.as_os_str().as_bytes())
+        .map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))
 }
 
 /// Mount `device` (type `fs_type`) read-only at a new folder `target`.
 pub fn mount_readonly(device: &Path, target: &Path, fs_type: &str) -> io::Result<()> {
-    std::fs::DirBuilder::new().recursive(true).mode(0o700).create(target)?;
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(target)?;
     let options = CString::new(snapshot_options(fs_type)).expect("no NUL");
     let fs = CString::new(fs_type).map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))?;
     let flags = libc::MS_RDONLY | libc::MS_NOSUID | libc::MS_NODEV | libc::MS_NOEXEC;
     // SAFETY: all pointers are valid NUL-terminated strings for the call.
-    let rc = unsafe { libc::mount(c(device)?.as_ptr(), c(target)?.as_ptr(), fs.as_ptr(), flags, options.as_ptr().cast()) };
+    let rc = unsafe {
+        libc::mount(
+            c(device)?.as_ptr(),
+            c(target)?.as_ptr(),
+            fs.as_ptr(),
+            flags,
+            options.as_ptr().cast(),
+        )
+    };
     if rc != 0 {
         let err = io::Error::last_os_error();
         let _ = std::fs::remove_dir(target);

@@ -20,11 +20,17 @@ use winapi::um::combaseapi::{CoInitializeEx, CoInitializeSecurity};
 use winapi::um::objbase::COINIT_MULTITHREADED;
 use winapi::um::objidlbase::EOAC_DYNAMIC_CLOAKING;
 use winapi::um::processthreadsapi::GetCurrentProcess;
-use winapi::um::vsbackup::{CreateVssBackupComponents, IVssBackupComponents, VssFreeSnapshotProperties};
-use winapi::um::vss::{IVssAsync, VSS_BT_COPY, VSS_CTX_BACKUP, VSS_OBJECT_SNAPSHOT, VSS_SNAPSHOT_PROP};
+use winapi::um::vsbackup::{
+    CreateVssBackupComponents, IVssBackupComponents, VssFreeSnapshotProperties,
+};
+use winapi::um::vss::{
+    IVssAsync, VSS_BT_COPY, VSS_CTX_BACKUP, VSS_OBJECT_SNAPSHOT, VSS_SNAPSHOT_PROP,
+};
 use winapi::um::wow64apiset::IsWow64Process;
 
-use super::vss::{self, AsyncState, Hresult, Sequence, Shadow, SystemClock, VssApi, VssAsync, VssId};
+use super::vss::{
+    self, AsyncState, Hresult, Sequence, Shadow, SystemClock, VssApi, VssAsync, VssId,
+};
 use super::{ActiveSnapshot, SnapshotProvider};
 use crate::error::Result;
 use crate::method::Method;
@@ -56,7 +62,12 @@ fn id_to_guid(id: VssId) -> GUID {
     }
 }
 
-const GUID_NULL: GUID = GUID { Data1: 0, Data2: 0, Data3: 0, Data4: [0; 8] };
+const GUID_NULL: GUID = GUID {
+    Data1: 0,
+    Data2: 0,
+    Data3: 0,
+    Data4: [0; 8],
+};
 
 fn wide(text: &str) -> Vec<u16> {
     text.encode_utf16().chain(std::iter::once(0)).collect()
@@ -179,7 +190,10 @@ impl VssApi for ComApi {
         let mut name = wide(volume);
         let mut supported: BOOL = FALSE;
         // SAFETY: NUL-terminated volume name; out-pointer to a local.
-        check(unsafe { self.this().IsVolumeSupported(GUID_NULL, name.as_mut_ptr(), &mut supported) })?;
+        check(unsafe {
+            self.this()
+                .IsVolumeSupported(GUID_NULL, name.as_mut_ptr(), &mut supported)
+        })?;
         Ok(supported != FALSE)
     }
 
@@ -194,7 +208,10 @@ impl VssApi for ComApi {
         let mut name = wide(volume);
         let mut id = GUID_NULL;
         // SAFETY: NUL-terminated name; out-pointer to a local.
-        check(unsafe { self.this().AddToSnapshotSet(name.as_mut_ptr(), GUID_NULL, &mut id) })?;
+        check(unsafe {
+            self.this()
+                .AddToSnapshotSet(name.as_mut_ptr(), GUID_NULL, &mut id)
+        })?;
         Ok(guid_to_id(&id))
     }
 
@@ -215,7 +232,10 @@ impl VssApi for ComApi {
         // matching VSS function.
         unsafe {
             let mut prop: VSS_SNAPSHOT_PROP = std::mem::zeroed();
-            check(self.this().GetSnapshotProperties(id_to_guid(snapshot), &mut prop))?;
+            check(
+                self.this()
+                    .GetSnapshotProperties(id_to_guid(snapshot), &mut prop),
+            )?;
             let device = wide_ptr_to_string(prop.m_pwszSnapshotDeviceObject);
             VssFreeSnapshotProperties(&mut prop);
             Ok(device)
@@ -232,7 +252,13 @@ impl VssApi for ComApi {
         let (mut deleted, mut not_deleted) = (0, GUID_NULL);
         // SAFETY: out-pointers to locals.
         check(unsafe {
-            self.this().DeleteSnapshots(id_to_guid(snapshot), VSS_OBJECT_SNAPSHOT, TRUE, &mut deleted, &mut not_deleted)
+            self.this().DeleteSnapshots(
+                id_to_guid(snapshot),
+                VSS_OBJECT_SNAPSHOT,
+                TRUE,
+                &mut deleted,
+                &mut not_deleted,
+            )
         })
     }
 
@@ -271,7 +297,9 @@ pub struct VssProvider {
 
 impl Default for VssProvider {
     fn default() -> Self {
-        VssProvider { deadline: vss::DEFAULT_DEADLINE }
+        VssProvider {
+            deadline: vss::DEFAULT_DEADLINE,
+        }
     }
 }
 
@@ -285,13 +313,27 @@ impl SnapshotProvider for VssProvider {
         let folder = volume.folder.to_string_lossy().into_owned();
         let root = volume.mount.mount_point.to_string_lossy().into_owned();
         let path = vss::split_at_volume(&folder, &root)?;
-        let mut api = ComApi::new().map_err(|code| vss::vss_error(vss::Step::InitializeForBackup, code))?;
+        let mut api =
+            ComApi::new().map_err(|code| vss::vss_error(vss::Step::InitializeForBackup, code))?;
         let clock = SystemClock;
         let deadline = std::time::Instant::now() + self.deadline;
-        let shadow = Sequence { api: &mut api, clock: &clock, deadline, volume: &path.volume }.create()?;
+        let shadow = Sequence {
+            api: &mut api,
+            clock: &clock,
+            deadline,
+            volume: &path.volume,
+        }
+        .create()?;
         let folder = vss::shadow_folder(&shadow.device, &path);
         let id = shadow.device.clone();
-        Ok(Box::new(ActiveShadow { api: Some(api), shadow, folder, id, deadline: self.deadline, volume: path.volume }))
+        Ok(Box::new(ActiveShadow {
+            api: Some(api),
+            shadow,
+            folder,
+            id,
+            deadline: self.deadline,
+            volume: path.volume,
+        }))
     }
 
     fn sweep(&self, _mounts: &[Mount]) -> Result<Vec<String>> {
@@ -319,10 +361,18 @@ impl ActiveSnapshot for ActiveShadow {
     }
 
     fn release(&mut self) -> Result<()> {
-        let Some(mut api) = self.api.take() else { return Ok(()) };
+        let Some(mut api) = self.api.take() else {
+            return Ok(());
+        };
         let clock = SystemClock;
         let deadline = std::time::Instant::now() + self.deadline;
-        let finished = Sequence { api: &mut api, clock: &clock, deadline, volume: &self.volume }.finish(&self.shadow);
+        let finished = Sequence {
+            api: &mut api,
+            clock: &clock,
+            deadline,
+            volume: &self.volume,
+        }
+        .finish(&self.shadow);
         // Dropping `api` releases the components, which removes the
         // non-persistent snapshot even if DeleteSnapshots failed.
         drop(api);
@@ -336,9 +386,17 @@ mod tests {
 
     #[test]
     fn guids_round_trip() {
-        let g = GUID { Data1: 0x1234_5678, Data2: 0x9abc, Data3: 0xdef0, Data4: [1, 2, 3, 4, 5, 6, 7, 8] };
+        let g = GUID {
+            Data1: 0x1234_5678,
+            Data2: 0x9abc,
+            Data3: 0xdef0,
+            Data4: [1, 2, 3, 4, 5, 6, 7, 8],
+        };
         let back = id_to_guid(guid_to_id(&g));
-        assert_eq!((back.Data1, back.Data2, back.Data3, back.Data4), (g.Data1, g.Data2, g.Data3, g.Data4));
+        assert_eq!(
+            (back.Data1, back.Data2, back.Data3, back.Data4),
+            (g.Data1, g.Data2, g.Data3, g.Data4)
+        );
     }
 
     /// Under wine there is no VSS service: the provider must fail with a
@@ -354,7 +412,13 @@ mod tests {
             Ok(mut api) => {
                 let clock = SystemClock;
                 let deadline = std::time::Instant::now() + Duration::from_secs(20);
-                let result = Sequence { api: &mut api, clock: &clock, deadline, volume: r"C:\" }.create();
+                let result = Sequence {
+                    api: &mut api,
+                    clock: &clock,
+                    deadline,
+                    volume: r"C:\",
+                }
+                .create();
                 if let Err(e) = result {
                     assert!(e.to_string().contains("Volume Shadow Copy failed"), "{e}");
                 }

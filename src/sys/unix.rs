@@ -10,22 +10,38 @@ use std::path::{Path, PathBuf};
 /// Open an existing file for reading; a symbolic link in the last
 /// component is an error, never followed.
 pub fn open_nofollow(path: &Path) -> io::Result<File> {
-    File::options().read(true).custom_flags(libc::O_NOFOLLOW).open(path)
+    File::options()
+        .read(true)
+        .custom_flags(libc::O_NOFOLLOW)
+        .open(path)
 }
 
 /// Create a new file (it must not exist) readable only by its owner.
 pub fn create_private(path: &Path) -> io::Result<File> {
-    File::options().write(true).create_new(true).mode(0o600).open(path)
+    File::options()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)
 }
 
 /// Open or create a file that other users may read (locks, history).
 pub fn open_shared_rw(path: &Path, truncate: bool) -> io::Result<File> {
-    File::options().read(true).write(true).create(true).truncate(truncate).mode(0o644).open(path)
+    File::options()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(truncate)
+        .mode(0o644)
+        .open(path)
 }
 
 /// Create a folder (and its parents when `recursive`) only its owner can enter.
 pub fn create_private_dir(path: &Path, recursive: bool) -> io::Result<()> {
-    fs::DirBuilder::new().recursive(recursive).mode(0o700).create(path)
+    fs::DirBuilder::new()
+        .recursive(recursive)
+        .mode(0o700)
+        .create(path)
 }
 
 /// Make a directory's entries (new files, renames) durable.
@@ -46,7 +62,9 @@ pub fn write_behind(file: &File, offset: u64, len: u64) {
                 fd,
                 (offset - len) as i64,
                 len as i64,
-                libc::SYNC_FILE_RANGE_WAIT_BEFORE | libc::SYNC_FILE_RANGE_WRITE | libc::SYNC_FILE_RANGE_WAIT_AFTER,
+                libc::SYNC_FILE_RANGE_WAIT_BEFORE
+                    | libc::SYNC_FILE_RANGE_WRITE
+                    | libc::SYNC_FILE_RANGE_WAIT_AFTER,
             );
         }
     }
@@ -58,7 +76,12 @@ pub fn write_behind(file: &File, offset: u64, len: u64) {
 pub fn drop_cached(file: &File, offset: u64, len: u64) {
     // SAFETY: advisory syscall on an open descriptor.
     unsafe {
-        libc::posix_fadvise(file.as_raw_fd(), offset as i64, len as i64, libc::POSIX_FADV_DONTNEED);
+        libc::posix_fadvise(
+            file.as_raw_fd(),
+            offset as i64,
+            len as i64,
+            libc::POSIX_FADV_DONTNEED,
+        );
     }
 }
 
@@ -69,7 +92,11 @@ pub fn reflink(src: &File, dst: &File) -> io::Result<()> {
     const FICLONE: libc::c_ulong = 0x4004_9409;
     // SAFETY: FICLONE takes the source descriptor as its argument.
     let rc = unsafe { libc::ioctl(dst.as_raw_fd(), FICLONE as _, src.as_raw_fd()) };
-    if rc == 0 { Ok(()) } else { Err(io::Error::last_os_error()) }
+    if rc == 0 {
+        Ok(())
+    } else {
+        Err(io::Error::last_os_error())
+    }
 }
 
 /// Put this process's disk I/O behind other processes' at the same class:
@@ -82,7 +109,12 @@ pub fn lower_io_priority() {
     const BEST_EFFORT_LOWEST: libc::c_long = (2 << 13) | 7;
     // SAFETY: ioprio_set takes three integers.
     unsafe {
-        libc::syscall(libc::SYS_ioprio_set, IOPRIO_WHO_PROCESS, 0 as libc::c_long, BEST_EFFORT_LOWEST);
+        libc::syscall(
+            libc::SYS_ioprio_set,
+            IOPRIO_WHO_PROCESS,
+            0 as libc::c_long,
+            BEST_EFFORT_LOWEST,
+        );
     }
 }
 

@@ -9,32 +9,47 @@ use std::os::windows::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 
 use winapi::shared::minwindef::{DWORD, MAX_PATH};
-use winapi::um::fileapi::{GetDiskFreeSpaceExW, GetDriveTypeW, GetVolumeInformationW, GetVolumePathNameW};
+use winapi::um::fileapi::{
+    GetDiskFreeSpaceExW, GetDriveTypeW, GetVolumeInformationW, GetVolumePathNameW,
+};
 use winapi::um::handleapi::CloseHandle;
 use winapi::um::processthreadsapi::{GetCurrentProcess, OpenProcessToken, SetPriorityClass};
 use winapi::um::securitybaseapi::GetTokenInformation;
 use winapi::um::winbase::{DRIVE_FIXED, PROCESS_MODE_BACKGROUND_BEGIN};
-use winapi::um::winnt::{FILE_ATTRIBUTE_REPARSE_POINT, HANDLE, TOKEN_ELEVATION, TOKEN_QUERY, TokenElevation};
+use winapi::um::winnt::{
+    FILE_ATTRIBUTE_REPARSE_POINT, HANDLE, TOKEN_ELEVATION, TOKEN_QUERY, TokenElevation,
+};
 
 const FILE_FLAG_OPEN_REPARSE_POINT: u32 = 0x0020_0000;
 
 /// A path as a NUL-terminated UTF-16 string.
 pub fn wide(path: &Path) -> Vec<u16> {
-    path.as_os_str().encode_wide().chain(std::iter::once(0)).collect()
+    path.as_os_str()
+        .encode_wide()
+        .chain(std::iter::once(0))
+        .collect()
 }
 
 fn from_wide(buf: &[u16]) -> String {
     let end = buf.iter().position(|&c| c == 0).unwrap_or(buf.len());
-    OsString::from_wide(&buf[..end]).to_string_lossy().into_owned()
+    OsString::from_wide(&buf[..end])
+        .to_string_lossy()
+        .into_owned()
 }
 
 /// Open an existing file for reading; a symbolic link or junction is an
 /// error, never followed.
 pub fn open_nofollow(path: &Path) -> io::Result<File> {
-    let file = File::options().read(true).custom_flags(FILE_FLAG_OPEN_REPARSE_POINT).open(path)?;
+    let file = File::options()
+        .read(true)
+        .custom_flags(FILE_FLAG_OPEN_REPARSE_POINT)
+        .open(path)?;
     use std::os::windows::fs::MetadataExt;
     if file.metadata()?.file_attributes() & FILE_ATTRIBUTE_REPARSE_POINT != 0 {
-        return Err(io::Error::new(io::ErrorKind::InvalidInput, "it is a symbolic link or junction"));
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            "it is a symbolic link or junction",
+        ));
     }
     Ok(file)
 }
@@ -47,12 +62,21 @@ pub fn create_private(path: &Path) -> io::Result<File> {
 
 /// Open or create a file for locks and history.
 pub fn open_shared_rw(path: &Path, truncate: bool) -> io::Result<File> {
-    File::options().read(true).write(true).create(true).truncate(truncate).open(path)
+    File::options()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(truncate)
+        .open(path)
 }
 
 /// Create a folder (and its parents when `recursive`).
 pub fn create_private_dir(path: &Path, recursive: bool) -> io::Result<()> {
-    if recursive { fs::create_dir_all(path) } else { fs::create_dir(path) }
+    if recursive {
+        fs::create_dir_all(path)
+    } else {
+        fs::create_dir(path)
+    }
 }
 
 /// NTFS journals directory changes itself; nothing to flush.
@@ -92,12 +116,17 @@ pub fn free_space(path: &Path) -> io::Result<u64> {
             std::ptr::null_mut(),
         )
     };
-    if ok == 0 { Err(io::Error::last_os_error()) } else { Ok(available) }
+    if ok == 0 {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(available)
+    }
 }
 
 /// Whether two existing paths are on the same volume.
 pub fn same_filesystem(a: &Path, b: &Path) -> io::Result<bool> {
-    Ok(volume_root(a)?.eq_ignore_ascii_case(&volume_root(b)?))
+    let root = |p: &Path| volume_root(p).map(|r| crate::volume::plain_drive_path(&r));
+    Ok(root(a)?.eq_ignore_ascii_case(&root(b)?))
 }
 
 /// Whether this process runs elevated (as administrator).
@@ -134,9 +163,15 @@ pub fn lock_dirs() -> Vec<PathBuf> {
     if let Some(dir) = std::env::var_os("PERSNAP_RUN_DIR") {
         dirs.push(PathBuf::from(dir));
     }
-    let system = std::env::var_os("ProgramData").map(|d| PathBuf::from(d).join("persnap").join("run"));
-    let user = std::env::var_os("LOCALAPPDATA").map(|d| PathBuf::from(d).join("persnap").join("run"));
-    let (first, second) = if is_admin() { (system, user) } else { (user, system) };
+    let system =
+        std::env::var_os("ProgramData").map(|d| PathBuf::from(d).join("persnap").join("run"));
+    let user =
+        std::env::var_os("LOCALAPPDATA").map(|d| PathBuf::from(d).join("persnap").join("run"));
+    let (first, second) = if is_admin() {
+        (system, user)
+    } else {
+        (user, system)
+    };
     dirs.extend(first);
     dirs.extend(second);
     if dirs.is_empty() {
@@ -148,7 +183,10 @@ pub fn lock_dirs() -> Vec<PathBuf> {
 /// `file:///C:/...` URI of an absolute path for SQLite.
 pub fn sqlite_file_uri(path: &Path) -> String {
     let text = path.to_string_lossy();
-    let plain = text.strip_prefix(r"\\?\").unwrap_or(&text).replace('\\', "/");
+    let plain = text
+        .strip_prefix(r"\\?\")
+        .unwrap_or(&text)
+        .replace('\\', "/");
     let mut uri = String::from("file:///");
     for &b in plain.as_bytes() {
         if b.is_ascii_alphanumeric() || b"/-._~:".contains(&b) {
@@ -165,8 +203,13 @@ pub fn sqlite_file_uri(path: &Path) -> String {
 pub fn volume_root(path: &Path) -> io::Result<String> {
     let mut buf = vec![0u16; 32 * 1024];
     // SAFETY: buffer length passed with the buffer.
-    let ok = unsafe { GetVolumePathNameW(wide(path).as_ptr(), buf.as_mut_ptr(), buf.len() as DWORD) };
-    if ok == 0 { Err(io::Error::last_os_error()) } else { Ok(from_wide(&buf)) }
+    let ok =
+        unsafe { GetVolumePathNameW(wide(path).as_ptr(), buf.as_mut_ptr(), buf.len() as DWORD) };
+    if ok == 0 {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(from_wide(&buf))
+    }
 }
 
 /// Filesystem name (NTFS, ReFS, FAT32 …) and whether the volume is a fixed

@@ -22,13 +22,21 @@ pub fn require_root(test: &str) -> bool {
     if std::env::var_os("PERSNAP_REQUIRE_ROOT_TESTS").is_some() {
         panic!("{test} needs root, and PERSNAP_REQUIRE_ROOT_TESTS forbids skipping it");
     }
-    eprintln!("SKIP {test}: needs root (loop devices, mounts, snapshots); run the tests as root or via .ci/run");
+    eprintln!(
+        "SKIP {test}: needs root (loop devices, mounts, snapshots); run the tests as root or via .ci/run"
+    );
     false
 }
 
 pub fn run_ok(cmd: &mut Command) -> String {
-    let out = cmd.output().unwrap_or_else(|e| panic!("cannot run {cmd:?}: {e}"));
-    assert!(out.status.success(), "{cmd:?} failed: {}", String::from_utf8_lossy(&out.stderr));
+    let out = cmd
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run {cmd:?}: {e}"));
+    assert!(
+        out.status.success(),
+        "{cmd:?} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     String::from_utf8_lossy(&out.stdout).trim().to_owned()
 }
 
@@ -43,9 +51,16 @@ pub struct LoopVolume {
 impl LoopVolume {
     /// `fs` is btrfs, ext4 or xfs.
     pub fn new(fs: &str, size_mb: u64) -> LoopVolume {
-        let dir = tempfile::Builder::new().prefix("persnap-vol-").tempdir_in("/var/tmp").unwrap();
+        let dir = tempfile::Builder::new()
+            .prefix("persnap-vol-")
+            .tempdir_in("/var/tmp")
+            .unwrap();
         let image = dir.path().join("fs.img");
-        run_ok(Command::new("truncate").arg(format!("-s{size_mb}M")).arg(&image));
+        run_ok(
+            Command::new("truncate")
+                .arg(format!("-s{size_mb}M"))
+                .arg(&image),
+        );
         let device = run_ok(Command::new("losetup").args(["-f", "--show"]).arg(&image));
         let mkfs = format!("mkfs.{fs}");
         let quiet = if fs == "ext4" { "-F" } else { "-f" };
@@ -60,7 +75,11 @@ impl LoopVolume {
     pub fn btrfs_with_subvolume(size_mb: u64) -> (LoopVolume, PathBuf) {
         let vol = LoopVolume::new("btrfs", size_mb);
         let sub = vol.mount.join("apama");
-        run_ok(Command::new("btrfs").args(["subvolume", "create"]).arg(&sub));
+        run_ok(
+            Command::new("btrfs")
+                .args(["subvolume", "create"])
+                .arg(&sub),
+        );
         (vol, sub)
     }
 
@@ -73,7 +92,10 @@ impl LoopVolume {
 impl Drop for LoopVolume {
     fn drop(&mut self) {
         for attempt in 0..20 {
-            let ok = Command::new("umount").arg(&self.mount).status().is_ok_and(|s| s.success());
+            let ok = Command::new("umount")
+                .arg(&self.mount)
+                .status()
+                .is_ok_and(|s| s.success());
             if ok || attempt == 19 {
                 break;
             }
@@ -136,7 +158,11 @@ impl Writer {
             .stdout(Stdio::piped())
             .spawn()
             .expect("start writer");
-        let writer = Writer { child: Some(child), stop_file, _stop_dir: stop_dir };
+        let writer = Writer {
+            child: Some(child),
+            stop_file,
+            _stop_dir: stop_dir,
+        };
         wait_for_transactions(db, 20);
         writer
     }
@@ -148,7 +174,11 @@ impl Writer {
     pub fn stop(mut self) -> WriterStats {
         std::fs::write(&self.stop_file, b"").unwrap();
         let out = self.child.take().unwrap().wait_with_output().unwrap();
-        assert!(out.status.success(), "writer failed: {}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "writer failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         serde_json::from_slice(&out.stdout).expect("writer stats")
     }
 }
@@ -165,10 +195,14 @@ impl Drop for Writer {
 /// Wait until the live database has seen at least `n` transfers.
 fn wait_for_transactions(db: &Path, n: i64) {
     let deadline = Instant::now() + Duration::from_secs(30);
-    let conn = rusqlite::Connection::open_with_flags(db, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY).unwrap();
+    let conn =
+        rusqlite::Connection::open_with_flags(db, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)
+            .unwrap();
     conn.busy_timeout(Duration::from_secs(5)).unwrap();
     loop {
-        let done: i64 = conn.query_row("SELECT v FROM meta WHERE k='transfers'", [], |r| r.get(0)).unwrap_or(0);
+        let done: i64 = conn
+            .query_row("SELECT v FROM meta WHERE k='transfers'", [], |r| r.get(0))
+            .unwrap_or(0);
         if done >= n {
             return;
         }
@@ -193,12 +227,18 @@ pub fn consistency(backup_dir: &Path, store_name: &str) -> Result<i64, String> {
     let db = scratch.path().join(store_name);
     persnap::verify::integrity_check(&db).map_err(|e| e.to_string())?;
     let conn = rusqlite::Connection::open(&db).map_err(|e| e.to_string())?;
-    Ok(loadgen::check_invariant(&conn).map_err(|e| format!("invariant broken: {e}"))?.transfers)
+    Ok(loadgen::check_invariant(&conn)
+        .map_err(|e| format!("invariant broken: {e}"))?
+        .transfers)
 }
 
 /// Run the CLI with its own history folder.
 pub fn persnap(data_dir: &Path, args: &[&str]) -> Output {
-    Command::new(bin("persnap")).args(args).env("PERSNAP_DATA_DIR", data_dir).output().unwrap()
+    Command::new(bin("persnap"))
+        .args(args)
+        .env("PERSNAP_DATA_DIR", data_dir)
+        .output()
+        .unwrap()
 }
 
 pub fn stderr(out: &Output) -> String {
@@ -227,9 +267,16 @@ pub struct Destination {
 
 impl Destination {
     pub fn new() -> Destination {
-        let dir = tempfile::Builder::new().prefix("persnap-dest-").tempdir_in("/var/tmp").unwrap();
+        let dir = tempfile::Builder::new()
+            .prefix("persnap-dest-")
+            .tempdir_in("/var/tmp")
+            .unwrap();
         let backups = dir.path().join("backups");
         std::fs::create_dir(&backups).unwrap();
-        Destination { history: History::at(dir.path().join("history")), backups, dir }
+        Destination {
+            history: History::at(dir.path().join("history")),
+            backups,
+            dir,
+        }
     }
 }
