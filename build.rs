@@ -1,7 +1,7 @@
 //! Build script: on Windows targets, embed the application manifests
 //! (installer/windows/*.manifest) as resources: `requireAdministrator` for
 //! persnap-helper.exe (UAC prompts before it starts), `asInvoker` for
-//! persnap.exe. Compiled with the MinGW resource compiler (`windres`);
+//! persnap.exe, which also gets the icon. Compiled with the MinGW resource compiler (`windres`);
 //! nothing happens for other targets.
 
 use std::path::PathBuf;
@@ -9,6 +9,7 @@ use std::process::Command;
 
 fn main() {
     println!("cargo:rerun-if-changed=installer/windows");
+    println!("cargo:rerun-if-changed=assets/persnap.ico");
     if std::env::var("CARGO_CFG_TARGET_OS").as_deref() != Ok("windows") {
         return;
     }
@@ -27,6 +28,7 @@ fn compile_resources(rc: &str, object: &PathBuf) {
             "--input-format=rc",
             "--output-format=coff",
             "--include-dir=installer/windows",
+            "--include-dir=assets",
             "-i",
             rc,
             "-o",

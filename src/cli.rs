@@ -112,6 +112,9 @@ pub enum Command {
         #[arg(long, value_name = "DIR")]
         dest: Vec<PathBuf>,
     },
+    /// Write the manual pages into DIR (for packaging).
+    #[command(hide = true)]
+    Man { dir: PathBuf },
 }
 
 /// An error with the exit code it maps to.
@@ -170,6 +173,7 @@ pub fn run(cli: Cli) -> Result<(), Failure> {
         Command::Verify { backup } => verify_cmd(backup),
         Command::History { json } => history_cmd(json),
         Command::Cleanup { dest } => cleanup_cmd(dest),
+        Command::Man { dir } => man_pages(&dir),
     }
 }
 
@@ -600,4 +604,13 @@ impl Progress for Printer {
             Level::Warning => eprintln!("   warning: {message}"),
         }
     }
+}
+
+/// Write the manual pages (`persnap.1`, `persnap-backup.1`, …), generated
+/// from the same definitions as `--help`, into `dir`.
+fn man_pages(dir: &std::path::Path) -> Result<(), Failure> {
+    use clap::CommandFactory;
+    std::fs::create_dir_all(dir)?;
+    clap_mangen::generate_to(Cli::command(), dir)?;
+    Ok(())
 }

@@ -39,7 +39,8 @@ pub fn run() -> eframe::Result {
             .with_title(WINDOW_TITLE)
             .with_app_id("persnap")
             .with_inner_size([960.0, 720.0])
-            .with_min_inner_size([640.0, 480.0]),
+            .with_min_inner_size([640.0, 480.0])
+            .with_icon(window_icon()),
         ..Default::default()
     };
     eframe::run_native(
@@ -290,6 +291,12 @@ fn upsert_run(runs: &mut Vec<Run>, run: Run) {
         Some(slot) => *slot = run,
         None => runs.push(run),
     }
+}
+
+/// The window's icon (the same artwork as the installed icons).
+fn window_icon() -> egui::IconData {
+    eframe::icon_data::from_png_bytes(include_bytes!("../../assets/icons/persnap-128.png"))
+        .expect("the bundled icon is a valid PNG")
 }
 
 /// UAC prompts for the helper belong to this window (they appear in front
