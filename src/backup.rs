@@ -293,6 +293,7 @@ fn new_run(req: &BackupRequest, id: String, tag: String) -> Run {
     Run {
         id,
         tag,
+        kind: crate::history::RunKind::Backup,
         started: Utc::now(),
         finished: None,
         duration_secs: None,

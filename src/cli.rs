@@ -112,6 +112,16 @@ pub enum Command {
         #[arg(long, value_name = "DIR")]
         dest: Vec<PathBuf>,
     },
+    /// Put a backup back in place of the store: verify it, refuse while the
+    /// database is in use, keep the current files in a safety folder, restore
+    /// atomically, check the result, record it in history.
+    Restore {
+        /// The backup folder (holding manifest.json).
+        backup: PathBuf,
+        /// The correlator's store folder (-PstoreLocation); created if missing.
+        #[arg(long, value_name = "DIR")]
+        to: PathBuf,
+    },
     /// Write the manual pages into DIR (for packaging).
     #[command(hide = true)]
     Man { dir: PathBuf },
@@ -173,6 +183,7 @@ pub fn run(cli: Cli) -> Result<(), Failure> {
         Command::Verify { backup } => verify_cmd(backup),
         Command::History { json } => history_cmd(json),
         Command::Cleanup { dest } => cleanup_cmd(dest),
+        Command::Restore { backup, to } => restore_cmd(backup, to),
         Command::Man { dir } => man_pages(&dir),
     }
 }
@@ -231,6 +242,45 @@ fn backup_cmd(req: &BackupRequest) -> Result<(), Failure> {
         units::duration(Duration::from_secs_f64(seconds.max(0.0)))
     );
     println!("{}", backup_dir.display());
+    Ok(())
+}
+
+fn restore_cmd(backup: PathBuf, target: PathBuf) -> Result<(), Failure> {
+    let mut history = History::open_default()?;
+    let cancel = CancelToken::new();
+    install_cancel_on_signals(&cancel)?;
+    let mut progress = Printer::new();
+    let backup = resolve(&backup, backup::canonical_dest)?;
+    let target = match persnap::fsutil::canonicalize(&target) {
+        Ok(t) => t,
+        // A new folder: resolve its parent; the helper creates it.
+        Err(_) => match target.parent().zip(target.file_name()) {
+            Some((parent, name)) => resolve(parent, backup::canonical_dest)?.join(name),
+            None => target,
+        },
+    };
+    let request = Request::Restore { backup, target };
+    let result = match launch::call(&request, &mut progress, &mut history, &cancel) {
+        Ok(Reply::Restore { report }) => Ok(report),
+        Ok(other) => Err(unexpected(other)),
+        Err(f) => Err(f),
+    };
+    progress.finish_line();
+    let report = result.map_err(remote_failure)?;
+    eprintln!(
+        "Restored the backup taken {} on {}: integrity {}, {} pages.",
+        report.backup_taken.with_timezone(&chrono::Local).format("%Y-%m-%d %H:%M:%S"),
+        if report.backup_host.is_empty() { "an unknown host" } else { &report.backup_host },
+        report.verification.integrity,
+        report.verification.page_count,
+    );
+    if let Some(dir) = &report.safety_dir {
+        eprintln!("The files that were there before are kept in {}", dir.display());
+    }
+    for w in &report.warnings {
+        eprintln!("Note: {w}");
+    }
+    println!("{}", report.restored.display());
     Ok(())
 }
 

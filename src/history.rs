@@ -54,11 +54,24 @@ impl Outcome {
 }
 
 /// One backup run.
+/// What a run did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum RunKind {
+    /// A backup: `source` is the store folder, `destination` the backup location.
+    #[default]
+    Backup,
+    /// A restore: `source` is the backup folder, `destination` the store folder.
+    Restore,
+}
+
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Run {
     pub id: String,
     /// Short tag carried by the run's lock, snapshot and work folders.
     pub tag: String,
+    #[serde(default)]
+    pub kind: RunKind,
     pub started: DateTime<Utc>,
     pub finished: Option<DateTime<Utc>>,
     pub duration_secs: Option<f64>,

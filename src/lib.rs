@@ -27,6 +27,7 @@ pub mod pipe;
 pub mod probe;
 pub mod progress;
 pub mod protocol;
+pub mod restore;
 pub mod snapshot;
 pub mod store;
 pub mod sys;

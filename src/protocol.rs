@@ -62,6 +62,8 @@ pub enum Request {
     },
     /// Remove leftovers of interrupted runs.
     Cleanup { dests: Vec<PathBuf> },
+    /// Put a verified backup back in place of a store (see `restore`).
+    Restore { backup: PathBuf, target: PathBuf },
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -141,6 +143,9 @@ pub enum Reply {
     },
     Cleanup {
         removed: Vec<String>,
+    },
+    Restore {
+        report: crate::restore::RestoreReport,
     },
 }
 
@@ -335,6 +340,7 @@ pub enum Validated {
     Cleanup {
         dests: Vec<PathBuf>,
     },
+    Restore(crate::restore::RestoreRequest),
 }
 
 /// Everything the helper checks before it acts.
@@ -378,7 +384,32 @@ pub fn validate(request: Request) -> Result<Validated, Error> {
             }
             Ok(Validated::Cleanup { dests })
         }
+        Request::Restore { backup, target } => restore_request(backup, target),
     }
+}
+
+/// A restore reads a real backup folder (canonical, holding a regular
+/// manifest.json) and writes into a canonical folder, or a new folder in a
+/// canonical one; neither inside the other.
+fn restore_request(backup: PathBuf, target: PathBuf) -> Result<Validated, Error> {
+    check_path("backup", &backup, backup::canonical_dest)?;
+    let manifest = backup.join(crate::manifest::MANIFEST_NAME);
+    if !std::fs::symlink_metadata(&manifest).is_ok_and(|m| m.is_file()) {
+        return Err(invalid("backup", format!("{} holds no manifest.json; it is not a persnap backup", backup.display())));
+    }
+    if target.exists() {
+        check_path("target", &target, backup::canonical_dest)?;
+    } else {
+        let parent = target.parent().ok_or_else(|| invalid("target", "the folder has no parent"))?;
+        check_path("target", parent, backup::canonical_dest)?;
+        if !matches!(target.components().next_back(), Some(Component::Normal(_))) {
+            return Err(invalid("target", format!("{} does not end in a folder name", target.display())));
+        }
+    }
+    if target.starts_with(&backup) || backup.starts_with(&target) {
+        return Err(invalid("target", "the backup and the database folder must not contain each other"));
+    }
+    Ok(Validated::Restore(crate::restore::RestoreRequest { backup, target }))
 }
 
 fn backup_request(

@@ -154,6 +154,34 @@ pub fn integrity_check(db: &Path) -> Result<(u64, u64)> {
     run_integrity_check(&conn)
 }
 
+/// Check a single, self-contained database file where it lies (read-only,
+/// immutable): a restored store.
+pub fn check_database(db: &Path) -> Result<Verification> {
+    let started = Instant::now();
+    let (page_count, page_size) = integrity_check_in_place(db)?;
+    Ok(Verification {
+        integrity: "ok".into(),
+        page_count,
+        page_size,
+        hashes_match: true,
+        seconds: started.elapsed().as_secs_f64(),
+    })
+}
+
+/// Open a staged copy read-write so SQLite replays its journal or WAL,
+/// check its integrity, and fold a WAL into the main file, leaving one
+/// self-contained database file.
+pub fn consolidate(db: &Path) -> Result<()> {
+    let conn = Connection::open_with_flags(db, OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX)
+        .map_err(unreadable)?;
+    run_integrity_check(&conn)?;
+    let mode: String = conn.query_row("PRAGMA journal_mode", [], |r| r.get(0)).map_err(unreadable)?;
+    if mode.eq_ignore_ascii_case("wal") {
+        conn.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(())).map_err(unreadable)?;
+    }
+    conn.close().map_err(|(_, e)| unreadable(e))
+}
+
 /// Run the integrity check on a database with nothing to replay, without
 /// writing anything: opened read-only as `immutable` (no locks, no
 /// journal, no WAL index).

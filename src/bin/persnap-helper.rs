@@ -178,6 +178,17 @@ fn serve(input: Box<dyn Read + Send>, output: Box<dyn Write + Send>) -> i32 {
             }
             Err(e) => events.fail(&e, Some(Phase::Prepare)),
         },
+        Validated::Restore(req) => {
+            let cancel = events.cancel.clone();
+            let mut recorder = events.clone();
+            match persnap::restore::run_restore(&req, &mut recorder, &mut events, &cancel) {
+                Ok(report) => {
+                    events.send(Event::Done { result: Box::new(Reply::Restore { report }) });
+                    0
+                }
+                Err((step, error)) => events.fail(&error, Some(step)),
+            }
+        }
         Validated::Cleanup { dests } => {
             let removed = backup::sweep_leftovers(&dests);
             let failed = removed.iter().any(|l| l.starts_with("Could not"));

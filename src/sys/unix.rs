@@ -195,3 +195,38 @@ pub(crate) fn percent_encode_path(bytes: &[u8], prefix: &str) -> String {
     }
     uri
 }
+
+/// Processes (as "pid (name)") holding any of `paths` open, found through
+/// `/proc/*/fd`. Processes this user cannot inspect are skipped (the
+/// helper runs as root and sees all).
+pub fn processes_using(paths: &[PathBuf]) -> Vec<String> {
+    let wanted: Vec<PathBuf> = paths.iter().filter_map(|p| fs::canonicalize(p).ok()).collect();
+    if wanted.is_empty() {
+        return Vec::new();
+    }
+    let Ok(procs) = fs::read_dir("/proc") else { return Vec::new() };
+    let mut users = Vec::new();
+    for entry in procs.filter_map(|e| e.ok()) {
+        let Some(pid) = entry.file_name().to_str().and_then(|s| s.parse::<u32>().ok()) else { continue };
+        let Ok(fds) = fs::read_dir(entry.path().join("fd")) else { continue };
+        let holds = fds.filter_map(|fd| fd.ok()).filter_map(|fd| fs::read_link(fd.path()).ok()).any(|target| wanted.contains(&target));
+        if holds {
+            let name = fs::read_to_string(entry.path().join("comm")).unwrap_or_default();
+            users.push(format!("process {pid} ({}) has the database open", name.trim()));
+        }
+    }
+    users
+}
+
+/// Give `path` the owner and group of `like` (and, for a file, its
+/// permission bits): a file restored by the root helper must belong to
+/// the correlator's user, as the file it replaces did.
+pub fn take_ownership_of(path: &Path, like: &Path) -> io::Result<()> {
+    let reference = fs::metadata(like)?;
+    std::os::unix::fs::lchown(path, Some(reference.uid()), Some(reference.gid()))?;
+    if reference.is_file() {
+        use std::os::unix::fs::PermissionsExt;
+        fs::set_permissions(path, fs::Permissions::from_mode(reference.mode() & 0o7777))?;
+    }
+    Ok(())
+}

@@ -237,3 +237,24 @@ pub fn volume_facts(root: &str) -> io::Result<(String, bool)> {
     let fixed = unsafe { GetDriveTypeW(root_w.as_ptr()) } == DRIVE_FIXED;
     Ok((from_wide(&fs_name), fixed))
 }
+
+/// Store files another process has open: each existing file must open
+/// exclusively (no sharing); a sharing violation means it is in use.
+/// Windows does not say by whom without the Restart Manager.
+pub fn processes_using(paths: &[PathBuf]) -> Vec<String> {
+    const ERROR_SHARING_VIOLATION: i32 = 32;
+    paths
+        .iter()
+        .filter(|p| p.exists())
+        .filter(|p| {
+            let exclusive = File::options().read(true).write(true).share_mode(0).open(p);
+            matches!(exclusive, Err(e) if e.raw_os_error() == Some(ERROR_SHARING_VIOLATION))
+        })
+        .map(|p| format!("another program has {} open", p.display()))
+        .collect()
+}
+
+/// Windows: new files inherit the folder's permissions; nothing to do.
+pub fn take_ownership_of(_path: &Path, _like: &Path) -> io::Result<()> {
+    Ok(())
+}
