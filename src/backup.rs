@@ -46,6 +46,9 @@ pub struct BackupRequest {
     /// How long `sqlite-online` may wait for its read lock.
     pub online_timeout: Duration,
     pub snapshot: SnapshotOptions,
+    /// Old backups of this store at `dest` to delete after this one is
+    /// verified (default: keep all).
+    pub retention: crate::retention::RetentionPolicy,
 }
 
 impl BackupRequest {
@@ -57,6 +60,7 @@ impl BackupRequest {
             method: MethodChoice::Auto,
             online_timeout: online::DEFAULT_TIMEOUT,
             snapshot: SnapshotOptions::default(),
+            retention: Default::default(),
         }
     }
 }
@@ -431,6 +435,7 @@ fn execute(
     };
     let final_dir = plan.dest.join(&name);
     finish(partial, &manifest, &final_dir)?;
+    prune(req, &plan.dest, &plan.store.name, run, progress);
     run.backup_path = Some(final_dir.clone());
     Ok((manifest, final_dir))
 }
@@ -499,6 +504,22 @@ fn warn(run: &mut Run, progress: &mut dyn Progress, message: &str) {
 }
 
 /// Manifest in, work marker out, rename to the final name, flush.
+/// After a verified backup: delete what the retention policy lets go. A
+/// failure here is a warning; the new backup stands.
+fn prune(req: &BackupRequest, dest: &Path, store_name: &str, run: &mut Run, progress: &mut dyn Progress) {
+    if req.retention.is_keep_all() {
+        return;
+    }
+    match crate::retention::apply(dest, store_name, &req.retention, false) {
+        Ok(removed) => {
+            for path in removed {
+                progress.log(Level::Info, &format!("Deleted old backup {} ({})", path.display(), req.retention.describe()));
+            }
+        }
+        Err(e) => warn(run, progress, &format!("Old backups were not deleted: {e}")),
+    }
+}
+
 fn finish(partial: WorkDir, manifest: &Manifest, final_dir: &Path) -> Result<()> {
     manifest::write(partial.path(), manifest)?;
     let marker = partial.path().join(WORK_MARKER);
@@ -520,6 +541,14 @@ fn finish(partial: WorkDir, manifest: &Manifest, final_dir: &Path) -> Result<()>
 pub fn sweep_leftovers(dests: &[PathBuf]) -> Vec<String> {
     let mut lines = snapshot::sweep_all();
     for dest in dests {
+        for dir in interrupted_deletions(dest) {
+            match fs::remove_dir_all(&dir) {
+                Ok(()) => lines.push(format!("Finished deleting old backup {}", dir.display())),
+                Err(e) => lines.push(format!("Could not remove {} ({e}); delete it by hand.", dir.display())),
+            }
+        }
+    }
+    for dest in dests {
         for dir in leftover_work_dirs(dest) {
             match fs::remove_dir_all(&dir) {
                 Ok(()) => lines.push(format!(
@@ -534,6 +563,19 @@ pub fn sweep_leftovers(dests: &[PathBuf]) -> Vec<String> {
         }
     }
     lines
+}
+
+/// Old backups whose deletion by retention was interrupted (renamed to
+/// `.persnap-deleting-…`, still holding their manifest or already empty).
+fn interrupted_deletions(dest: &Path) -> Vec<PathBuf> {
+    let Ok(entries) = fs::read_dir(dest) else { return Vec::new() };
+    entries
+        .filter_map(|e| e.ok())
+        .filter(|e| e.file_name().to_string_lossy().starts_with(crate::retention::DELETING_PREFIX))
+        .map(|e| e.path())
+        .filter(|p| fs::symlink_metadata(p).is_ok_and(|m| m.is_dir()))
+        .filter(|p| p.join(crate::manifest::MANIFEST_NAME).is_file() || fs::read_dir(p).is_ok_and(|mut d| d.next().is_none()))
+        .collect()
 }
 
 /// `.partial` and scratch folders in `dest` that hold the work marker and

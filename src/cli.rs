@@ -17,6 +17,7 @@ use persnap::protocol::{BackupOptions, Reply, Request};
 use crate::launch::{self, RemoteFailure};
 use persnap::probe::ProbeReport;
 use persnap::progress::{CancelToken, Level, Phase, Progress};
+use persnap::retention::RetentionPolicy;
 use persnap::snapshot::SnapshotOptions;
 use persnap::{units, verify, volume};
 
@@ -73,6 +74,12 @@ pub enum Command {
         /// Default: a fifth of the volume, at least 1 GiB, bounded by the volume group's free space.
         #[arg(long, value_name = "SIZE", value_parser = persnap::units::parse_size)]
         snapshot_size: Option<u64>,
+        /// After the backup verified, keep only the newest N backups of this store here.
+        #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=100_000))]
+        keep_last: Option<u32>,
+        /// After the backup verified, keep (at least) every backup of the last D days.
+        #[arg(long, value_name = "D", value_parser = clap::value_parser!(u32).range(1..=100_000))]
+        keep_days: Option<u32>,
         /// Windows: seconds the whole Volume Shadow Copy sequence may take (default 120).
         #[arg(long, value_name = "SECS", value_parser = clap::value_parser!(u64).range(1..=86400))]
         vss_timeout: Option<u64>,
@@ -122,6 +129,24 @@ pub enum Command {
         #[arg(long, value_name = "DIR")]
         to: PathBuf,
     },
+    /// Delete old backups of a store by a retention policy. The newest good
+    /// backup is never deleted; unreadable or unverified ones are never touched.
+    Prune {
+        /// The backup location.
+        #[arg(long, value_name = "DIR")]
+        dest: PathBuf,
+        #[arg(long, value_name = "NAME", default_value = persnap::store::DEFAULT_STORE_NAME)]
+        store_name: String,
+        /// Keep the newest N backups.
+        #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=100_000))]
+        keep_last: Option<u32>,
+        /// Keep every backup of the last D days.
+        #[arg(long, value_name = "D", value_parser = clap::value_parser!(u32).range(1..=100_000))]
+        keep_days: Option<u32>,
+        /// Only list what would be deleted.
+        #[arg(long)]
+        dry_run: bool,
+    },
     /// Write the manual pages into DIR (for packaging).
     #[command(hide = true)]
     Man { dir: PathBuf },
@@ -153,6 +178,8 @@ pub fn run(cli: Cli) -> Result<(), Failure> {
             timeout,
             snapshot_size,
             vss_timeout,
+            keep_last,
+            keep_days,
         } => {
             let req = BackupRequest {
                 source,
@@ -164,6 +191,7 @@ pub fn run(cli: Cli) -> Result<(), Failure> {
                     size: snapshot_size,
                     vss_deadline: vss_timeout.map(std::time::Duration::from_secs),
                 },
+                retention: RetentionPolicy { keep_last, keep_days },
             };
             backup_cmd(&req)
         }
@@ -184,6 +212,9 @@ pub fn run(cli: Cli) -> Result<(), Failure> {
         Command::History { json } => history_cmd(json),
         Command::Cleanup { dest } => cleanup_cmd(dest),
         Command::Restore { backup, to } => restore_cmd(backup, to),
+        Command::Prune { dest, store_name, keep_last, keep_days, dry_run } => {
+            prune_cmd(&dest, &store_name, RetentionPolicy { keep_last, keep_days }, dry_run)
+        }
         Command::Man { dir } => man_pages(&dir),
     }
 }
@@ -242,6 +273,23 @@ fn backup_cmd(req: &BackupRequest) -> Result<(), Failure> {
         units::duration(Duration::from_secs_f64(seconds.max(0.0)))
     );
     println!("{}", backup_dir.display());
+    Ok(())
+}
+
+fn prune_cmd(dest: &std::path::Path, store_name: &str, policy: RetentionPolicy, dry_run: bool) -> Result<(), Failure> {
+    if policy.is_keep_all() {
+        return Err(Failure {
+            code: 2,
+            error: anyhow::anyhow!("Say what to keep: --keep-last N and/or --keep-days D. Nothing was deleted."),
+        });
+    }
+    let dest = backup::canonical_dest(dest)?;
+    let removed = persnap::retention::apply(&dest, store_name, &policy, dry_run)?;
+    let verb = if dry_run { "Would delete" } else { "Deleted" };
+    for path in &removed {
+        println!("{verb} {}", path.display());
+    }
+    eprintln!("{} backup(s) {} ({}).", removed.len(), if dry_run { "would be deleted" } else { "deleted" }, policy.describe());
     Ok(())
 }
 

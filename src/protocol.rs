@@ -74,6 +74,11 @@ pub struct BackupOptions {
     /// Deadline of the whole Volume Shadow Copy sequence (Windows).
     #[serde(default)]
     pub vss_timeout_secs: Option<u64>,
+    /// Retention applied after the backup verified (see `retention`).
+    #[serde(default)]
+    pub keep_last: Option<u32>,
+    #[serde(default)]
+    pub keep_days: Option<u32>,
 }
 
 impl Default for BackupOptions {
@@ -89,6 +94,8 @@ impl BackupOptions {
             online_timeout_secs: req.online_timeout.as_secs(),
             snapshot_size: req.snapshot.size,
             vss_timeout_secs: req.snapshot.vss_deadline.map(|d| d.as_secs()),
+            keep_last: req.retention.keep_last,
+            keep_days: req.retention.keep_days,
         }
     }
 }
@@ -297,6 +304,19 @@ pub fn check_path(field: &'static str, path: &Path, resolve: Resolver) -> Result
     Ok(())
 }
 
+/// Most backups or days a policy may name (a typo guard, not a limit anyone
+/// should reach).
+const MAX_KEEP: u32 = 100_000;
+
+fn check_retention(options: &BackupOptions) -> Result<crate::retention::RetentionPolicy, Error> {
+    for (field, value) in [("options.keep_last", options.keep_last), ("options.keep_days", options.keep_days)] {
+        if value.is_some_and(|v| v == 0 || v > MAX_KEEP) {
+            return Err(invalid(field, format!("must be between 1 and {MAX_KEEP}")));
+        }
+    }
+    Ok(crate::retention::RetentionPolicy { keep_last: options.keep_last, keep_days: options.keep_days })
+}
+
 fn check_options(options: &BackupOptions) -> Result<SnapshotOptions, Error> {
     if options.online_timeout_secs == 0 || options.online_timeout_secs > MAX_TIMEOUT_SECS {
         return Err(invalid(
@@ -444,6 +464,7 @@ fn backup_request(
     req.method = method;
     req.online_timeout = std::time::Duration::from_secs(options.online_timeout_secs);
     req.snapshot = snapshot;
+    req.retention = check_retention(options)?;
     Ok(req)
 }
 
