@@ -66,7 +66,7 @@ pub fn to_delete<'a>(policy: &RetentionPolicy, candidates: &'a [Candidate], now:
         return Vec::new();
     }
     let mut good: Vec<&Candidate> = candidates.iter().filter(|c| c.good).collect();
-    good.sort_by(|a, b| b.finished.cmp(&a.finished));
+    good.sort_by_key(|c| std::cmp::Reverse(c.finished));
     let keep_last = policy.keep_last.unwrap_or(0).max(1) as usize;
     let kept_by_count: Vec<&PathBuf> = good.iter().take(keep_last).map(|c| &c.path).collect();
     let cutoff = policy.keep_days.map(|d| now - Duration::days(i64::from(d)));
@@ -180,7 +180,7 @@ mod tests {
                 continue;
             }
             let mut good: Vec<&Candidate> = backups.iter().filter(|c| c.good).collect();
-            good.sort_by(|a, b| b.finished.cmp(&a.finished));
+            good.sort_by_key(|c| std::cmp::Reverse(c.finished));
             for (rank, c) in good.iter().enumerate() {
                 let deleted = doomed.iter().any(|d| d.path == c.path);
                 let by_count = policy.keep_last.is_some_and(|n| rank < n as usize);
