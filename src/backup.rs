@@ -297,6 +297,7 @@ fn new_run(req: &BackupRequest, id: String, tag: String) -> Run {
     Run {
         id,
         tag,
+        scheduled: None,
         kind: crate::history::RunKind::Backup,
         started: Utc::now(),
         finished: None,

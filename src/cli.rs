@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use clap::{Parser, Subcommand};
 use persnap::backup::{self, BackupRequest};
-use persnap::history::{Discard, History, Outcome, Run};
+use persnap::history::{Discard, History, Outcome, Recorder, Run};
 use persnap::method::{Method, MethodChoice};
 use persnap::protocol::{BackupOptions, Reply, Request};
 
@@ -80,6 +80,9 @@ pub enum Command {
         /// After the backup verified, keep (at least) every backup of the last D days.
         #[arg(long, value_name = "D", value_parser = clap::value_parser!(u32).range(1..=100_000))]
         keep_days: Option<u32>,
+        /// Set by a schedule's service: the run is recorded as started by it.
+        #[arg(long, value_name = "NAME", hide = true)]
+        scheduled: Option<String>,
         /// Windows: seconds the whole Volume Shadow Copy sequence may take (default 120).
         #[arg(long, value_name = "SECS", value_parser = clap::value_parser!(u64).range(1..=86400))]
         vss_timeout: Option<u64>,
@@ -147,6 +150,9 @@ pub enum Command {
         #[arg(long)]
         dry_run: bool,
     },
+    /// Back up on a schedule (Linux: a systemd timer running the backup as root).
+    #[command(subcommand)]
+    Schedule(ScheduleCommand),
     /// Write the manual pages into DIR (for packaging).
     #[command(hide = true)]
     Man { dir: PathBuf },
@@ -168,6 +174,34 @@ impl<E: Into<anyhow::Error>> From<E> for Failure {
     }
 }
 
+#[derive(Subcommand)]
+pub enum ScheduleCommand {
+    /// Create (or replace) a schedule; needs root. Runs are recorded in your history.
+    Add {
+        /// A short name: lower-case letters, digits, dashes.
+        name: String,
+        #[arg(long, value_name = "DIR")]
+        source: PathBuf,
+        #[arg(long, value_name = "DIR")]
+        dest: PathBuf,
+        #[arg(long, value_name = "NAME", default_value = persnap::store::DEFAULT_STORE_NAME)]
+        store_name: String,
+        #[arg(long, default_value = "auto")]
+        method: MethodChoice,
+        /// When, as a systemd calendar expression: daily, hourly, "Mon..Fri 02:00", "*-*-* 00/6:00" …
+        #[arg(long, value_name = "WHEN")]
+        at: String,
+        #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=100_000))]
+        keep_last: Option<u32>,
+        #[arg(long, value_name = "D", value_parser = clap::value_parser!(u32).range(1..=100_000))]
+        keep_days: Option<u32>,
+    },
+    /// List the schedules.
+    List,
+    /// Remove a schedule; needs root. Its backups and history stay.
+    Remove { name: String },
+}
+
 pub fn run(cli: Cli) -> Result<(), Failure> {
     match cli.command {
         Command::Backup {
@@ -180,6 +214,7 @@ pub fn run(cli: Cli) -> Result<(), Failure> {
             vss_timeout,
             keep_last,
             keep_days,
+            scheduled,
         } => {
             let req = BackupRequest {
                 source,
@@ -193,7 +228,7 @@ pub fn run(cli: Cli) -> Result<(), Failure> {
                 },
                 retention: RetentionPolicy { keep_last, keep_days },
             };
-            backup_cmd(&req)
+            backup_cmd(&req, scheduled)
         }
         Command::Probe {
             source,
@@ -212,6 +247,7 @@ pub fn run(cli: Cli) -> Result<(), Failure> {
         Command::History { json } => history_cmd(json),
         Command::Cleanup { dest } => cleanup_cmd(dest),
         Command::Restore { backup, to } => restore_cmd(backup, to),
+        Command::Schedule(cmd) => schedule_cmd(cmd),
         Command::Prune { dest, store_name, keep_last, keep_days, dry_run } => {
             prune_cmd(&dest, &store_name, RetentionPolicy { keep_last, keep_days }, dry_run)
         }
@@ -219,12 +255,26 @@ pub fn run(cli: Cli) -> Result<(), Failure> {
     }
 }
 
-fn backup_cmd(req: &BackupRequest) -> Result<(), Failure> {
-    let mut history = History::open_default()?;
+/// Records runs in the history, marked with the schedule that started them.
+struct Tagged {
+    history: History,
+    schedule: Option<String>,
+}
+
+impl Recorder for Tagged {
+    fn record(&mut self, run: &Run) -> persnap::Result<()> {
+        let mut run = run.clone();
+        run.scheduled = self.schedule.clone();
+        self.history.record(&run)
+    }
+}
+
+fn backup_cmd(req: &BackupRequest, schedule: Option<String>) -> Result<(), Failure> {
+    let mut history = Tagged { history: History::open_default()?, schedule };
     let cancel = CancelToken::new();
     install_cancel_on_signals(&cancel)?;
     let mut progress = Printer::new();
-    for run in history.recover()? {
+    for run in history.history.recover()? {
         let when = run
             .started
             .with_timezone(&chrono::Local)
@@ -711,4 +761,71 @@ fn man_pages(dir: &std::path::Path) -> Result<(), Failure> {
     std::fs::create_dir_all(dir)?;
     clap_mangen::generate_to(Cli::command(), dir)?;
     Ok(())
+}
+
+fn schedule_cmd(cmd: ScheduleCommand) -> Result<(), Failure> {
+    use persnap::schedule::{self, Schedule};
+    let dir = schedule::unit_dir();
+    match cmd {
+        ScheduleCommand::Add { name, source, dest, store_name, method, at, keep_last, keep_days } => {
+            schedule::validate_name(&name)?;
+            let on_calendar = schedule::check_calendar(&at)?;
+            let history_dir = History::default_dir()
+                .ok_or_else(|| anyhow::anyhow!("No home folder is known for the history; set PERSNAP_DATA_DIR."))?;
+            let s = Schedule {
+                name: name.clone(),
+                source: volume::canonical(&source)?,
+                dest: backup::canonical_dest(&dest)?,
+                store_name,
+                method,
+                retention: RetentionPolicy { keep_last, keep_days },
+                on_calendar: on_calendar.clone(),
+                history_dir,
+            };
+            let exe = std::env::current_exe()?;
+            schedule::write_units(&s, &dir, &exe)?;
+            let started = systemctl(&["daemon-reload"]).and_then(|_| systemctl(&["enable", "--now", &schedule::timer_name(&name)]));
+            eprintln!("Schedule {name}: back up {} to {} at {on_calendar}.", s.source.display(), s.dest.display());
+            match started {
+                Ok(true) => eprintln!("The timer is active (systemctl list-timers {}).", schedule::timer_name(&name)),
+                Ok(false) => eprintln!("systemd is not running here; the units are in {} and start with the next boot once enabled.", dir.display()),
+                Err(e) => eprintln!("The units are written, but systemctl failed: {e}"),
+            }
+            Ok(())
+        }
+        ScheduleCommand::List => {
+            for s in schedule::list(&dir)? {
+                println!(
+                    "{}\t{}\t{} -> {}\t{}",
+                    s.name,
+                    s.on_calendar,
+                    s.source.display(),
+                    s.dest.display(),
+                    s.retention.describe()
+                );
+            }
+            Ok(())
+        }
+        ScheduleCommand::Remove { name } => {
+            schedule::validate_name(&name)?;
+            let _ = systemctl(&["disable", "--now", &schedule::timer_name(&name)]);
+            if !schedule::remove_units(&name, &dir)? {
+                return Err(Failure { code: 2, error: anyhow::anyhow!("There is no schedule named {name} (persnap schedule list shows them).") });
+            }
+            let _ = systemctl(&["daemon-reload"]);
+            eprintln!("Removed schedule {name}; its backups and history stay.");
+            Ok(())
+        }
+    }
+}
+
+/// Run systemctl when systemd is running; Ok(false) when it is not.
+fn systemctl(args: &[&str]) -> anyhow::Result<bool> {
+    if !std::path::Path::new("/run/systemd/system").is_dir() || std::env::var_os("PERSNAP_UNIT_DIR").is_some() {
+        return Ok(false);
+    }
+    let args: Vec<&std::ffi::OsStr> = args.iter().map(std::ffi::OsStr::new).collect();
+    let out = persnap::tool::run(std::path::Path::new("/usr/bin/systemctl"), &args, Duration::from_secs(30))?;
+    anyhow::ensure!(out.status.success(), "{}", out.stderr.trim());
+    Ok(true)
 }

@@ -72,6 +72,9 @@ pub struct Run {
     pub tag: String,
     #[serde(default)]
     pub kind: RunKind,
+    /// The schedule that started this run (none: started by hand).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub scheduled: Option<String>,
     pub started: DateTime<Utc>,
     pub finished: Option<DateTime<Utc>>,
     pub duration_secs: Option<f64>,
@@ -133,6 +136,12 @@ impl History {
     pub fn default_dir() -> Option<PathBuf> {
         if let Some(dir) = std::env::var_os("PERSNAP_DATA_DIR") {
             return Some(PathBuf::from(dir));
+        }
+        // Under sudo, the history is the invoking user's, not root's.
+        if fsutil::is_root()
+            && let Some(home) = std::env::var("SUDO_USER").ok().filter(|u| u != "root").and_then(|u| crate::sys::home_of(&u))
+        {
+            return Some(home.join(".local/share/persnap"));
         }
         directories::ProjectDirs::from("", "", "persnap").map(|p| p.data_dir().to_owned())
     }
@@ -214,6 +223,13 @@ impl History {
             .expect("history serializes");
             fsutil::atomic_write(&self.path(), &json)
                 .map_err(|e| self.error("written", e.to_string()))?;
+            if fsutil::is_root() {
+                // A scheduled (or sudo) run writes a user's history as
+                // root: the file stays the user's.
+                for file in [self.path(), self.dir.join(LOCK_NAME)] {
+                    let _ = crate::sys::take_ownership_of(&file, &self.dir);
+                }
+            }
         }
         Ok(out)
     }

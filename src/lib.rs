@@ -28,6 +28,7 @@ pub mod probe;
 pub mod progress;
 pub mod protocol;
 pub mod restore;
+pub mod schedule;
 pub mod retention;
 pub mod snapshot;
 pub mod store;

@@ -105,6 +105,7 @@ fn new_run(req: &RestoreRequest, id: String, tag: String) -> Run {
     Run {
         id,
         tag,
+        scheduled: None,
         kind: RunKind::Restore,
         started: Utc::now(),
         finished: None,

@@ -258,3 +258,8 @@ pub fn processes_using(paths: &[PathBuf]) -> Vec<String> {
 pub fn take_ownership_of(_path: &Path, _like: &Path) -> io::Result<()> {
     Ok(())
 }
+
+/// Not used on Windows (no sudo).
+pub fn home_of(_user: &str) -> Option<PathBuf> {
+    None
+}

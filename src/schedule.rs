@@ -1,0 +1,277 @@
+//! Scheduled backups on Linux: one systemd timer and service per schedule.
+//!
+//! The service runs `persnap backup … --scheduled NAME` as root (so no
+//! pkexec prompt), with `PERSNAP_DATA_DIR` pointing at the history of the
+//! user who made the schedule: scheduled runs are recorded, and shown,
+//! like manual ones. Failed runs exit non-zero, so systemd marks the
+//! service failed (`systemctl --failed`), and the app highlights them.
+//! The timer is `Persistent=`, so a run missed while the machine was off
+//! happens at the next boot. Calendar expressions are checked with
+//! `systemd-analyze calendar` before anything is written, and the schedule
+//! itself is kept as JSON in a comment of the service unit, so `list` reads
+//! back exactly what was asked for.
+
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+use crate::error::{Error, Result};
+use crate::method::MethodChoice;
+use crate::retention::RetentionPolicy;
+
+/// Where schedules are installed unless `PERSNAP_UNIT_DIR` says otherwise.
+pub const SYSTEM_UNIT_DIR: &str = "/etc/systemd/system";
+const UNIT_PREFIX: &str = "persnap-backup-";
+const SCHEDULE_MARK: &str = "# persnap-schedule: ";
+const HINT_UNITS: &str = "Installing a schedule needs administrator rights: run it with sudo.";
+
+/// One scheduled backup.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Schedule {
+    /// Short name: lower-case letters, digits and dashes.
+    pub name: String,
+    pub source: PathBuf,
+    pub dest: PathBuf,
+    pub store_name: String,
+    pub method: MethodChoice,
+    #[serde(default)]
+    pub retention: RetentionPolicy,
+    /// A systemd calendar expression ("daily", "Mon..Fri 02:00", …).
+    pub on_calendar: String,
+    /// The history the runs are recorded in (the user's).
+    pub history_dir: PathBuf,
+}
+
+/// The folder unit files go to.
+pub fn unit_dir() -> PathBuf {
+    std::env::var_os("PERSNAP_UNIT_DIR").map_or_else(|| PathBuf::from(SYSTEM_UNIT_DIR), PathBuf::from)
+}
+
+/// Names are part of unit file names: keep them plain.
+pub fn validate_name(name: &str) -> Result<()> {
+    let ok = !name.is_empty()
+        && name.len() <= 40
+        && name.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+        && !name.starts_with('-');
+    if ok {
+        Ok(())
+    } else {
+        Err(Error::Refused {
+            field: "name",
+            reason: format!("{name:?} is not a schedule name: use 1 to 40 lower-case letters, digits and dashes (e.g. nightly)"),
+        })
+    }
+}
+
+pub fn service_name(name: &str) -> String {
+    format!("{UNIT_PREFIX}{name}.service")
+}
+
+pub fn timer_name(name: &str) -> String {
+    format!("{UNIT_PREFIX}{name}.timer")
+}
+
+/// One argument of `ExecStart=`, quoted for systemd (`"`, `\`, and the
+/// `%` specifier and `$` variable characters escaped).
+pub fn quote_arg(arg: &str) -> String {
+    let mut out = String::from("\"");
+    for c in arg.chars() {
+        match c {
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            '%' => out.push_str("%%"),
+            '$' => out.push_str("$$"),
+            c => out.push(c),
+        }
+    }
+    out.push('"');
+    out
+}
+
+/// The command the service runs.
+fn exec_start(s: &Schedule, exe: &Path) -> String {
+    let mut args: Vec<String> = vec![
+        "backup".into(),
+        "--source".into(),
+        s.source.to_string_lossy().into(),
+        "--dest".into(),
+        s.dest.to_string_lossy().into(),
+        "--store-name".into(),
+        s.store_name.clone(),
+        "--method".into(),
+        s.method.to_string(),
+    ];
+    if let Some(n) = s.retention.keep_last {
+        args.extend(["--keep-last".into(), n.to_string()]);
+    }
+    if let Some(d) = s.retention.keep_days {
+        args.extend(["--keep-days".into(), d.to_string()]);
+    }
+    args.extend(["--scheduled".into(), s.name.clone()]);
+    let mut line = quote_arg(&exe.to_string_lossy());
+    for a in &args {
+        line.push(' ');
+        line.push_str(&quote_arg(a));
+    }
+    line
+}
+
+/// The service unit: one backup, as root, at low CPU and I/O priority.
+pub fn service_unit(s: &Schedule, exe: &Path) -> String {
+    let json = serde_json::to_string(s).expect("schedules serialize");
+    format!(
+        "{SCHEDULE_MARK}{json}\n\
+         [Unit]\n\
+         Description=persnap backup {name}: {source} to {dest}\n\
+         Documentation=man:persnap-backup(1)\n\
+         \n\
+         [Service]\n\
+         Type=oneshot\n\
+         Environment={env}\n\
+         ExecStart={exec}\n\
+         Nice=10\n\
+         IOSchedulingClass=best-effort\n\
+         IOSchedulingPriority=7\n",
+        name = s.name,
+        source = s.source.display().to_string().replace('%', "%%"),
+        dest = s.dest.display().to_string().replace('%', "%%"),
+        env = quote_arg(&format!("PERSNAP_DATA_DIR={}", s.history_dir.display())),
+        exec = exec_start(s, exe),
+    )
+}
+
+/// The timer unit: when, and catching up on runs missed while off.
+pub fn timer_unit(s: &Schedule) -> String {
+    format!(
+        "[Unit]\n\
+         Description=persnap backup schedule {name} ({calendar})\n\
+         \n\
+         [Timer]\n\
+         OnCalendar={calendar}\n\
+         Persistent=true\n\
+         Unit={service}\n\
+         \n\
+         [Install]\n\
+         WantedBy=timers.target\n",
+        name = s.name,
+        calendar = s.on_calendar,
+        service = service_name(&s.name),
+    )
+}
+
+/// Check a calendar expression with systemd; returns its normalized form.
+pub fn check_calendar(expr: &str) -> Result<String> {
+    if expr.is_empty() || expr.len() > 200 || expr.contains('\n') {
+        return Err(Error::Refused { field: "at", reason: "give a systemd calendar expression, e.g. daily or \"*-*-* 02:00\"".into() });
+    }
+    let out = crate::tool::run(Path::new("/usr/bin/systemd-analyze"), &["calendar".as_ref(), expr.as_ref()], Duration::from_secs(10))
+        .map_err(|e| Error::Tool { action: "check the schedule with systemd-analyze".into(), reason: e.to_string(), hint: "Install systemd." })?;
+    if !out.status.success() {
+        return Err(Error::Refused {
+            field: "at",
+            reason: format!("{expr:?} is not a systemd calendar expression ({}); examples: daily, hourly, \"Mon..Fri 02:00\"", out.stderr.trim()),
+        });
+    }
+    Ok(out
+        .stdout
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("Normalized form: "))
+        .unwrap_or(expr)
+        .to_owned())
+}
+
+/// Write the schedule's units into `dir` (each atomically).
+pub fn write_units(s: &Schedule, dir: &Path, exe: &Path) -> Result<Vec<PathBuf>> {
+    validate_name(&s.name)?;
+    let service = dir.join(service_name(&s.name));
+    let timer = dir.join(timer_name(&s.name));
+    crate::fsutil::atomic_write(&service, service_unit(s, exe).as_bytes()).map_err(Error::io("write", &service, HINT_UNITS))?;
+    crate::fsutil::atomic_write(&timer, timer_unit(s).as_bytes()).map_err(Error::io("write", &timer, HINT_UNITS))?;
+    Ok(vec![service, timer])
+}
+
+/// Every schedule whose units are in `dir`.
+pub fn list(dir: &Path) -> Result<Vec<Schedule>> {
+    let entries = match fs::read_dir(dir) {
+        Ok(e) => e,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(e) => return Err(Error::io("read", dir, HINT_UNITS)(e)),
+    };
+    let mut found: Vec<Schedule> = entries
+        .filter_map(|e| e.ok())
+        .filter(|e| {
+            let name = e.file_name().to_string_lossy().into_owned();
+            name.starts_with(UNIT_PREFIX) && name.ends_with(".service")
+        })
+        .filter_map(|e| fs::read_to_string(e.path()).ok())
+        .filter_map(|text| text.lines().next()?.strip_prefix(SCHEDULE_MARK).and_then(|j| serde_json::from_str(j).ok()))
+        .collect();
+    found.sort_by(|a, b| a.name.cmp(&b.name));
+    Ok(found)
+}
+
+/// Remove a schedule's unit files from `dir`. Returns false if there was
+/// no such schedule.
+pub fn remove_units(name: &str, dir: &Path) -> Result<bool> {
+    validate_name(name)?;
+    let mut removed = false;
+    for unit in [timer_name(name), service_name(name)] {
+        let path = dir.join(unit);
+        match fs::remove_file(&path) {
+            Ok(()) => removed = true,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(Error::io("remove", path, HINT_UNITS)(e)),
+        }
+    }
+    Ok(removed)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sample() -> Schedule {
+        Schedule {
+            name: "nightly".into(),
+            source: "/var/lib/apama/my store%$\"x".into(),
+            dest: "/backup/apama".into(),
+            store_name: "persistence.db".into(),
+            method: MethodChoice::Auto,
+            retention: RetentionPolicy { keep_last: Some(7), keep_days: None },
+            on_calendar: "*-*-* 02:00:00".into(),
+            history_dir: "/home/op/.local/share/persnap".into(),
+        }
+    }
+
+    #[test]
+    fn names_are_plain() {
+        validate_name("nightly-2").unwrap();
+        for bad in ["", "Nightly", "a b", "../x", "-x", &"x".repeat(41), "a.service"] {
+            assert!(validate_name(bad).is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn arguments_are_quoted_for_systemd() {
+        assert_eq!(quote_arg(r#"/a b/%n$X"q\"#), r#""/a b/%%n$$X\"q\\""#);
+    }
+
+    #[test]
+    fn units_carry_the_schedule_and_read_back() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = sample();
+        write_units(&s, dir.path(), Path::new("/usr/bin/persnap")).unwrap();
+        let service = fs::read_to_string(dir.path().join("persnap-backup-nightly.service")).unwrap();
+        assert!(service.contains("ExecStart=\"/usr/bin/persnap\" \"backup\" \"--source\" \"/var/lib/apama/my store%%$$\\\"x\""), "{service}");
+        assert!(service.contains("\"--keep-last\" \"7\"") && service.contains("\"--scheduled\" \"nightly\""), "{service}");
+        assert!(service.contains("Environment=\"PERSNAP_DATA_DIR=/home/op/.local/share/persnap\""), "{service}");
+        let timer = fs::read_to_string(dir.path().join("persnap-backup-nightly.timer")).unwrap();
+        assert!(timer.contains("OnCalendar=*-*-* 02:00:00") && timer.contains("Persistent=true"), "{timer}");
+        assert_eq!(list(dir.path()).unwrap(), vec![s]);
+        assert!(remove_units("nightly", dir.path()).unwrap());
+        assert!(list(dir.path()).unwrap().is_empty());
+        assert!(!remove_units("nightly", dir.path()).unwrap());
+    }
+}
