@@ -96,6 +96,8 @@ pub struct Plan {
     pub free_bytes: u64,
     /// The location shares the database's filesystem.
     pub dest_on_same_filesystem: bool,
+    /// Old backups to delete once this one is verified.
+    pub retention: crate::retention::RetentionPolicy,
 }
 
 impl Plan {
@@ -112,7 +114,7 @@ impl Plan {
             "Write manifest.json and keep the backup in {}",
             self.dest.display()
         );
-        match (&self.method, &self.volume.snapshot) {
+        let mut steps = match (&self.method, &self.volume.snapshot) {
             (Method::SqliteOnline, _) => vec![
                 format!(
                     "Copy the live database {} with SQLite's online backup (no snapshot; the writer may pause meanwhile)",
@@ -136,7 +138,16 @@ impl Plan {
                     keep,
                 ]
             }
+        };
+        if !self.retention.is_keep_all() {
+            steps.push(format!(
+                "Then delete older backups of {} in {} ({}; never the newest good one)",
+                self.store.name,
+                self.dest.display(),
+                self.retention.describe()
+            ));
         }
+        steps
     }
 
     /// Things worth a warning before starting: space, same filesystem.
@@ -192,6 +203,7 @@ pub fn plan(req: &BackupRequest) -> Result<Plan> {
         needed_bytes,
         free_bytes,
         dest_on_same_filesystem,
+        retention: req.retention,
     })
 }
 
@@ -507,14 +519,27 @@ fn warn(run: &mut Run, progress: &mut dyn Progress, message: &str) {
 /// Manifest in, work marker out, rename to the final name, flush.
 /// After a verified backup: delete what the retention policy lets go. A
 /// failure here is a warning; the new backup stands.
-fn prune(req: &BackupRequest, dest: &Path, store_name: &str, run: &mut Run, progress: &mut dyn Progress) {
+fn prune(
+    req: &BackupRequest,
+    dest: &Path,
+    store_name: &str,
+    run: &mut Run,
+    progress: &mut dyn Progress,
+) {
     if req.retention.is_keep_all() {
         return;
     }
     match crate::retention::apply(dest, store_name, &req.retention, false) {
         Ok(removed) => {
             for path in removed {
-                progress.log(Level::Info, &format!("Deleted old backup {} ({})", path.display(), req.retention.describe()));
+                progress.log(
+                    Level::Info,
+                    &format!(
+                        "Deleted old backup {} ({})",
+                        path.display(),
+                        req.retention.describe()
+                    ),
+                );
             }
         }
         Err(e) => warn(run, progress, &format!("Old backups were not deleted: {e}")),
@@ -545,7 +570,10 @@ pub fn sweep_leftovers(dests: &[PathBuf]) -> Vec<String> {
         for dir in interrupted_deletions(dest) {
             match fs::remove_dir_all(&dir) {
                 Ok(()) => lines.push(format!("Finished deleting old backup {}", dir.display())),
-                Err(e) => lines.push(format!("Could not remove {} ({e}); delete it by hand.", dir.display())),
+                Err(e) => lines.push(format!(
+                    "Could not remove {} ({e}); delete it by hand.",
+                    dir.display()
+                )),
             }
         }
     }
@@ -569,13 +597,22 @@ pub fn sweep_leftovers(dests: &[PathBuf]) -> Vec<String> {
 /// Old backups whose deletion by retention was interrupted (renamed to
 /// `.persnap-deleting-…`, still holding their manifest or already empty).
 fn interrupted_deletions(dest: &Path) -> Vec<PathBuf> {
-    let Ok(entries) = fs::read_dir(dest) else { return Vec::new() };
+    let Ok(entries) = fs::read_dir(dest) else {
+        return Vec::new();
+    };
     entries
         .filter_map(|e| e.ok())
-        .filter(|e| e.file_name().to_string_lossy().starts_with(crate::retention::DELETING_PREFIX))
+        .filter(|e| {
+            e.file_name()
+                .to_string_lossy()
+                .starts_with(crate::retention::DELETING_PREFIX)
+        })
         .map(|e| e.path())
         .filter(|p| fs::symlink_metadata(p).is_ok_and(|m| m.is_dir()))
-        .filter(|p| p.join(crate::manifest::MANIFEST_NAME).is_file() || fs::read_dir(p).is_ok_and(|mut d| d.next().is_none()))
+        .filter(|p| {
+            p.join(crate::manifest::MANIFEST_NAME).is_file()
+                || fs::read_dir(p).is_ok_and(|mut d| d.next().is_none())
+        })
         .collect()
 }
 

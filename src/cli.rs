@@ -226,7 +226,10 @@ pub fn run(cli: Cli) -> Result<(), Failure> {
                     size: snapshot_size,
                     vss_deadline: vss_timeout.map(std::time::Duration::from_secs),
                 },
-                retention: RetentionPolicy { keep_last, keep_days },
+                retention: RetentionPolicy {
+                    keep_last,
+                    keep_days,
+                },
             };
             backup_cmd(&req, scheduled)
         }
@@ -248,9 +251,21 @@ pub fn run(cli: Cli) -> Result<(), Failure> {
         Command::Cleanup { dest } => cleanup_cmd(dest),
         Command::Restore { backup, to } => restore_cmd(backup, to),
         Command::Schedule(cmd) => schedule_cmd(cmd),
-        Command::Prune { dest, store_name, keep_last, keep_days, dry_run } => {
-            prune_cmd(&dest, &store_name, RetentionPolicy { keep_last, keep_days }, dry_run)
-        }
+        Command::Prune {
+            dest,
+            store_name,
+            keep_last,
+            keep_days,
+            dry_run,
+        } => prune_cmd(
+            &dest,
+            &store_name,
+            RetentionPolicy {
+                keep_last,
+                keep_days,
+            },
+            dry_run,
+        ),
         Command::Man { dir } => man_pages(&dir),
     }
 }
@@ -270,7 +285,10 @@ impl Recorder for Tagged {
 }
 
 fn backup_cmd(req: &BackupRequest, schedule: Option<String>) -> Result<(), Failure> {
-    let mut history = Tagged { history: History::open_default()?, schedule };
+    let mut history = Tagged {
+        history: History::open_default()?,
+        schedule,
+    };
     let cancel = CancelToken::new();
     install_cancel_on_signals(&cancel)?;
     let mut progress = Printer::new();
@@ -326,11 +344,18 @@ fn backup_cmd(req: &BackupRequest, schedule: Option<String>) -> Result<(), Failu
     Ok(())
 }
 
-fn prune_cmd(dest: &std::path::Path, store_name: &str, policy: RetentionPolicy, dry_run: bool) -> Result<(), Failure> {
+fn prune_cmd(
+    dest: &std::path::Path,
+    store_name: &str,
+    policy: RetentionPolicy,
+    dry_run: bool,
+) -> Result<(), Failure> {
     if policy.is_keep_all() {
         return Err(Failure {
             code: 2,
-            error: anyhow::anyhow!("Say what to keep: --keep-last N and/or --keep-days D. Nothing was deleted."),
+            error: anyhow::anyhow!(
+                "Say what to keep: --keep-last N and/or --keep-days D. Nothing was deleted."
+            ),
         });
     }
     let dest = backup::canonical_dest(dest)?;
@@ -339,7 +364,16 @@ fn prune_cmd(dest: &std::path::Path, store_name: &str, policy: RetentionPolicy, 
     for path in &removed {
         println!("{verb} {}", path.display());
     }
-    eprintln!("{} backup(s) {} ({}).", removed.len(), if dry_run { "would be deleted" } else { "deleted" }, policy.describe());
+    eprintln!(
+        "{} backup(s) {} ({}).",
+        removed.len(),
+        if dry_run {
+            "would be deleted"
+        } else {
+            "deleted"
+        },
+        policy.describe()
+    );
     Ok(())
 }
 
@@ -367,13 +401,23 @@ fn restore_cmd(backup: PathBuf, target: PathBuf) -> Result<(), Failure> {
     let report = result.map_err(remote_failure)?;
     eprintln!(
         "Restored the backup taken {} on {}: integrity {}, {} pages.",
-        report.backup_taken.with_timezone(&chrono::Local).format("%Y-%m-%d %H:%M:%S"),
-        if report.backup_host.is_empty() { "an unknown host" } else { &report.backup_host },
+        report
+            .backup_taken
+            .with_timezone(&chrono::Local)
+            .format("%Y-%m-%d %H:%M:%S"),
+        if report.backup_host.is_empty() {
+            "an unknown host"
+        } else {
+            &report.backup_host
+        },
         report.verification.integrity,
         report.verification.page_count,
     );
     if let Some(dir) = &report.safety_dir {
-        eprintln!("The files that were there before are kept in {}", dir.display());
+        eprintln!(
+            "The files that were there before are kept in {}",
+            dir.display()
+        );
     }
     for w in &report.warnings {
         eprintln!("Note: {w}");
@@ -767,28 +811,52 @@ fn schedule_cmd(cmd: ScheduleCommand) -> Result<(), Failure> {
     use persnap::schedule::{self, Schedule};
     let dir = schedule::unit_dir();
     match cmd {
-        ScheduleCommand::Add { name, source, dest, store_name, method, at, keep_last, keep_days } => {
+        ScheduleCommand::Add {
+            name,
+            source,
+            dest,
+            store_name,
+            method,
+            at,
+            keep_last,
+            keep_days,
+        } => {
             schedule::validate_name(&name)?;
             let on_calendar = schedule::check_calendar(&at)?;
-            let history_dir = History::default_dir()
-                .ok_or_else(|| anyhow::anyhow!("No home folder is known for the history; set PERSNAP_DATA_DIR."))?;
+            let history_dir = History::default_dir().ok_or_else(|| {
+                anyhow::anyhow!("No home folder is known for the history; set PERSNAP_DATA_DIR.")
+            })?;
             let s = Schedule {
                 name: name.clone(),
                 source: volume::canonical(&source)?,
                 dest: backup::canonical_dest(&dest)?,
                 store_name,
                 method,
-                retention: RetentionPolicy { keep_last, keep_days },
+                retention: RetentionPolicy {
+                    keep_last,
+                    keep_days,
+                },
                 on_calendar: on_calendar.clone(),
                 history_dir,
             };
             let exe = std::env::current_exe()?;
             schedule::write_units(&s, &dir, &exe)?;
-            let started = systemctl(&["daemon-reload"]).and_then(|_| systemctl(&["enable", "--now", &schedule::timer_name(&name)]));
-            eprintln!("Schedule {name}: back up {} to {} at {on_calendar}.", s.source.display(), s.dest.display());
+            let started = systemctl(&["daemon-reload"])
+                .and_then(|_| systemctl(&["enable", "--now", &schedule::timer_name(&name)]));
+            eprintln!(
+                "Schedule {name}: back up {} to {} at {on_calendar}.",
+                s.source.display(),
+                s.dest.display()
+            );
             match started {
-                Ok(true) => eprintln!("The timer is active (systemctl list-timers {}).", schedule::timer_name(&name)),
-                Ok(false) => eprintln!("systemd is not running here; the units are in {} and start with the next boot once enabled.", dir.display()),
+                Ok(true) => eprintln!(
+                    "The timer is active (systemctl list-timers {}).",
+                    schedule::timer_name(&name)
+                ),
+                Ok(false) => eprintln!(
+                    "systemd is not running here; the units are in {} and start with the next boot once enabled.",
+                    dir.display()
+                ),
                 Err(e) => eprintln!("The units are written, but systemctl failed: {e}"),
             }
             Ok(())
@@ -810,7 +878,12 @@ fn schedule_cmd(cmd: ScheduleCommand) -> Result<(), Failure> {
             schedule::validate_name(&name)?;
             let _ = systemctl(&["disable", "--now", &schedule::timer_name(&name)]);
             if !schedule::remove_units(&name, &dir)? {
-                return Err(Failure { code: 2, error: anyhow::anyhow!("There is no schedule named {name} (persnap schedule list shows them).") });
+                return Err(Failure {
+                    code: 2,
+                    error: anyhow::anyhow!(
+                        "There is no schedule named {name} (persnap schedule list shows them)."
+                    ),
+                });
             }
             let _ = systemctl(&["daemon-reload"]);
             eprintln!("Removed schedule {name}; its backups and history stay.");
@@ -821,11 +894,17 @@ fn schedule_cmd(cmd: ScheduleCommand) -> Result<(), Failure> {
 
 /// Run systemctl when systemd is running; Ok(false) when it is not.
 fn systemctl(args: &[&str]) -> anyhow::Result<bool> {
-    if !std::path::Path::new("/run/systemd/system").is_dir() || std::env::var_os("PERSNAP_UNIT_DIR").is_some() {
+    if !std::path::Path::new("/run/systemd/system").is_dir()
+        || std::env::var_os("PERSNAP_UNIT_DIR").is_some()
+    {
         return Ok(false);
     }
     let args: Vec<&std::ffi::OsStr> = args.iter().map(std::ffi::OsStr::new).collect();
-    let out = persnap::tool::run(std::path::Path::new("/usr/bin/systemctl"), &args, Duration::from_secs(30))?;
+    let out = persnap::tool::run(
+        std::path::Path::new("/usr/bin/systemctl"),
+        &args,
+        Duration::from_secs(30),
+    )?;
     anyhow::ensure!(out.status.success(), "{}", out.stderr.trim());
     Ok(true)
 }

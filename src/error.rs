@@ -179,7 +179,9 @@ pub enum Error {
     )]
     SnapshotOverflow { snapshot: String, size: String },
 
-    #[error("The database is in use ({users}). Stop the correlator first, then restore; persnap never replaces the files of a running database.")]
+    #[error(
+        "The database is in use ({users}). Stop the correlator first, then restore; persnap never replaces the files of a running database."
+    )]
     StoreInUse { users: String },
 
     #[error("Volume Shadow Copy failed at {step}{}: {detail}.", vss_code(*.code))]

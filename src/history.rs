@@ -139,7 +139,10 @@ impl History {
         }
         // Under sudo, the history is the invoking user's, not root's.
         if fsutil::is_root()
-            && let Some(home) = std::env::var("SUDO_USER").ok().filter(|u| u != "root").and_then(|u| crate::sys::home_of(&u))
+            && let Some(home) = std::env::var("SUDO_USER")
+                .ok()
+                .filter(|u| u != "root")
+                .and_then(|u| crate::sys::home_of(&u))
         {
             return Some(home.join(".local/share/persnap"));
         }

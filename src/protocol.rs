@@ -309,12 +309,18 @@ pub fn check_path(field: &'static str, path: &Path, resolve: Resolver) -> Result
 const MAX_KEEP: u32 = 100_000;
 
 fn check_retention(options: &BackupOptions) -> Result<crate::retention::RetentionPolicy, Error> {
-    for (field, value) in [("options.keep_last", options.keep_last), ("options.keep_days", options.keep_days)] {
+    for (field, value) in [
+        ("options.keep_last", options.keep_last),
+        ("options.keep_days", options.keep_days),
+    ] {
         if value.is_some_and(|v| v == 0 || v > MAX_KEEP) {
             return Err(invalid(field, format!("must be between 1 and {MAX_KEEP}")));
         }
     }
-    Ok(crate::retention::RetentionPolicy { keep_last: options.keep_last, keep_days: options.keep_days })
+    Ok(crate::retention::RetentionPolicy {
+        keep_last: options.keep_last,
+        keep_days: options.keep_days,
+    })
 }
 
 fn check_options(options: &BackupOptions) -> Result<SnapshotOptions, Error> {
@@ -415,21 +421,38 @@ fn restore_request(backup: PathBuf, target: PathBuf) -> Result<Validated, Error>
     check_path("backup", &backup, backup::canonical_dest)?;
     let manifest = backup.join(crate::manifest::MANIFEST_NAME);
     if !std::fs::symlink_metadata(&manifest).is_ok_and(|m| m.is_file()) {
-        return Err(invalid("backup", format!("{} holds no manifest.json; it is not a persnap backup", backup.display())));
+        return Err(invalid(
+            "backup",
+            format!(
+                "{} holds no manifest.json; it is not a persnap backup",
+                backup.display()
+            ),
+        ));
     }
     if target.exists() {
         check_path("target", &target, backup::canonical_dest)?;
     } else {
-        let parent = target.parent().ok_or_else(|| invalid("target", "the folder has no parent"))?;
+        let parent = target
+            .parent()
+            .ok_or_else(|| invalid("target", "the folder has no parent"))?;
         check_path("target", parent, backup::canonical_dest)?;
         if !matches!(target.components().next_back(), Some(Component::Normal(_))) {
-            return Err(invalid("target", format!("{} does not end in a folder name", target.display())));
+            return Err(invalid(
+                "target",
+                format!("{} does not end in a folder name", target.display()),
+            ));
         }
     }
     if target.starts_with(&backup) || backup.starts_with(&target) {
-        return Err(invalid("target", "the backup and the database folder must not contain each other"));
+        return Err(invalid(
+            "target",
+            "the backup and the database folder must not contain each other",
+        ));
     }
-    Ok(Validated::Restore(crate::restore::RestoreRequest { backup, target }))
+    Ok(Validated::Restore(crate::restore::RestoreRequest {
+        backup,
+        target,
+    }))
 }
 
 fn backup_request(

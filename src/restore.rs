@@ -37,7 +37,8 @@ pub const SAFETY_PREFIX: &str = "before-restore-";
 /// Prefix of the staging folder (removed after the restore).
 const STAGING_PREFIX: &str = ".persnap-restore-";
 
-const HINT_TARGET: &str = "Check that the database folder is writable (restore as root, or as the correlator's user).";
+const HINT_TARGET: &str =
+    "Check that the database folder is writable (restore as root, or as the correlator's user).";
 
 /// What to restore, and where to.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -79,7 +80,11 @@ pub fn run_restore(
     let lock = RunLock::acquire(&tag).map_err(|e| {
         (
             Phase::Prepare,
-            Error::io("create the run lock", "/run/persnap", "Check that /run or $XDG_RUNTIME_DIR is writable.")(e),
+            Error::io(
+                "create the run lock",
+                "/run/persnap",
+                "Check that /run or $XDG_RUNTIME_DIR is writable.",
+            )(e),
         )
     })?;
     let mut run = new_run(req, id, tag.clone());
@@ -92,7 +97,11 @@ pub fn run_restore(
     run.outcome = match &result {
         Ok(_) => Outcome::Completed,
         Err(Error::Cancelled) => Outcome::Cancelled,
-        Err(e) => Outcome::Failed { step, kind: e.kind(), message: e.to_string() },
+        Err(e) => Outcome::Failed {
+            step,
+            kind: e.kind(),
+            message: e.to_string(),
+        },
     };
     if let Err(e) = recorder.record(&run) {
         progress.log(Level::Warning, &e.to_string());
@@ -141,7 +150,13 @@ fn execute(
 
     *step = Phase::Verify;
     progress.phase(Phase::Verify);
-    let mut meter = Meter { phase: Phase::Verify, done: 0, total: 0, progress, cancel };
+    let mut meter = Meter {
+        phase: Phase::Verify,
+        done: 0,
+        total: 0,
+        progress,
+        cancel,
+    };
     let (manifest, _) = verify::verify_backup(&req.backup, &target, &mut meter)?;
     run.store_name = manifest.store_name.clone();
     run.method = Some(manifest.method);
@@ -156,7 +171,13 @@ fn execute(
     *step = Phase::Copy;
     progress.phase(Phase::Copy);
     let staging = WorkDir::create(target.join(format!("{STAGING_PREFIX}{tag}")))?;
-    let mut meter = Meter { phase: Phase::Copy, done: 0, total: manifest.total_bytes, progress, cancel };
+    let mut meter = Meter {
+        phase: Phase::Copy,
+        done: 0,
+        total: manifest.total_bytes,
+        progress,
+        cancel,
+    };
     let staged = stage(&req.backup, &manifest, staging.path(), &mut meter)?;
     cancel.check()?;
 
@@ -164,14 +185,29 @@ fn execute(
     progress.phase(Phase::Finish);
     check_not_in_use(&live)?;
     // The restored file belongs to whoever owned the store (or its folder).
-    let owner_like = if live[0].is_file() { live[0].clone() } else { target.clone() };
-    crate::sys::take_ownership_of(&staged, &owner_like).map_err(Error::io("set the owner of", &staged, HINT_TARGET))?;
+    let owner_like = if live[0].is_file() {
+        live[0].clone()
+    } else {
+        target.clone()
+    };
+    crate::sys::take_ownership_of(&staged, &owner_like).map_err(Error::io(
+        "set the owner of",
+        &staged,
+        HINT_TARGET,
+    ))?;
     let safety_dir = move_aside(&target, &live)?;
     if let Some(dir) = &safety_dir {
-        progress.log(Level::Info, &format!("The previous store files are kept in {}", dir.display()));
+        progress.log(
+            Level::Info,
+            &format!("The previous store files are kept in {}", dir.display()),
+        );
     }
     let restored = target.join(&manifest.store_name);
-    fs::rename(&staged, &restored).map_err(Error::io("move the restored database into", &restored, HINT_TARGET))?;
+    fs::rename(&staged, &restored).map_err(Error::io(
+        "move the restored database into",
+        &restored,
+        HINT_TARGET,
+    ))?;
     fsutil::fsync_dir(&target).map_err(Error::io("flush", &target, HINT_TARGET))?;
     drop(staging);
 
@@ -194,7 +230,11 @@ fn execute(
 /// The target folder, created if missing, canonical.
 fn prepare_target(target: &Path) -> Result<PathBuf> {
     if !target.exists() {
-        fs::create_dir_all(target).map_err(Error::io("create the database folder", target, HINT_TARGET))?;
+        fs::create_dir_all(target).map_err(Error::io(
+            "create the database folder",
+            target,
+            HINT_TARGET,
+        ))?;
     }
     let target = fsutil::canonicalize(target).map_err(Error::io("open", target, HINT_TARGET))?;
     if !target.is_dir() {
@@ -205,7 +245,10 @@ fn prepare_target(target: &Path) -> Result<PathBuf> {
 
 /// Every file SQLite may use for the store `name` in `dir`.
 fn store_paths(dir: &Path, name: &str) -> Vec<PathBuf> {
-    FileRole::ALL.iter().map(|role| dir.join(format!("{name}{}", role.suffix()))).collect()
+    FileRole::ALL
+        .iter()
+        .map(|role| dir.join(format!("{name}{}", role.suffix())))
+        .collect()
 }
 
 /// Copy the set into `staging` (hashes checked on the way), let SQLite
@@ -213,9 +256,14 @@ fn store_paths(dir: &Path, name: &str) -> Vec<PathBuf> {
 /// the single database file that results.
 fn stage(backup: &Path, manifest: &Manifest, staging: &Path, meter: &mut Meter) -> Result<PathBuf> {
     for file in manifest.files.iter().filter(|f| f.role != FileRole::Shm) {
-        let (size, sha256) = copy::copy_one(&backup.join(&file.name), &staging.join(&file.name), meter)?;
+        let (size, sha256) =
+            copy::copy_one(&backup.join(&file.name), &staging.join(&file.name), meter)?;
         if size != file.size || sha256 != file.sha256 {
-            return Err(Error::HashMismatch { file: file.name.clone(), expected: file.sha256.clone(), actual: sha256 });
+            return Err(Error::HashMismatch {
+                file: file.name.clone(),
+                expected: file.sha256.clone(),
+                actual: sha256,
+            });
         }
     }
     let db = staging.join(&manifest.store_name);
@@ -238,18 +286,28 @@ fn stage(backup: &Path, manifest: &Manifest, staging: &Path, meter: &mut Meter) 
 
 /// Move the store files that exist into a new timestamped safety folder.
 fn move_aside(target: &Path, live: &[PathBuf]) -> Result<Option<PathBuf>> {
-    let present: Vec<&PathBuf> = live.iter().filter(|p| fs::symlink_metadata(p).is_ok()).collect();
+    let present: Vec<&PathBuf> = live
+        .iter()
+        .filter(|p| fs::symlink_metadata(p).is_ok())
+        .collect();
     if present.is_empty() {
         return Ok(None);
     }
-    let dir = target.join(format!("{SAFETY_PREFIX}{}", Utc::now().format("%Y%m%dT%H%M%S%.3fZ")));
+    let dir = target.join(format!(
+        "{SAFETY_PREFIX}{}",
+        Utc::now().format("%Y%m%dT%H%M%S%.3fZ")
+    ));
     fs::create_dir(&dir).map_err(Error::io("create the safety folder", &dir, HINT_TARGET))?;
     for path in present {
         let name = path.file_name().expect("store paths have names");
         fs::rename(path, dir.join(name)).map_err(Error::io("move aside", path, HINT_TARGET))?;
     }
     fsutil::fsync_dir(&dir).map_err(Error::io("flush", &dir, HINT_DEST))?;
-    crate::sys::take_ownership_of(&dir, target).map_err(Error::io("set the owner of", &dir, HINT_TARGET))?;
+    crate::sys::take_ownership_of(&dir, target).map_err(Error::io(
+        "set the owner of",
+        &dir,
+        HINT_TARGET,
+    ))?;
     Ok(Some(dir))
 }
 
@@ -259,7 +317,9 @@ fn check_not_in_use(paths: &[PathBuf]) -> Result<()> {
     if users.is_empty() {
         return Ok(());
     }
-    Err(Error::StoreInUse { users: users.join(", ") })
+    Err(Error::StoreInUse {
+        users: users.join(", "),
+    })
 }
 
 #[cfg(test)]
@@ -269,8 +329,19 @@ mod tests {
     #[test]
     fn store_paths_cover_every_sqlite_file() {
         let paths = store_paths(Path::new("/db"), "persistence.db");
-        let names: Vec<_> = paths.iter().map(|p| p.file_name().unwrap().to_string_lossy().into_owned()).collect();
-        assert_eq!(names, ["persistence.db", "persistence.db-journal", "persistence.db-wal", "persistence.db-shm"]);
+        let names: Vec<_> = paths
+            .iter()
+            .map(|p| p.file_name().unwrap().to_string_lossy().into_owned())
+            .collect();
+        assert_eq!(
+            names,
+            [
+                "persistence.db",
+                "persistence.db-journal",
+                "persistence.db-wal",
+                "persistence.db-shm"
+            ]
+        );
     }
 
     #[test]
@@ -283,7 +354,10 @@ mod tests {
         let text = err.to_string();
         assert!(text.contains("Stop the correlator first"), "{text}");
         if cfg!(target_os = "linux") {
-            assert!(text.contains(&std::process::id().to_string()), "names the process: {text}");
+            assert!(
+                text.contains(&std::process::id().to_string()),
+                "names the process: {text}"
+            );
         }
         drop(held);
         check_not_in_use(&[path]).unwrap();

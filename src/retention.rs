@@ -45,7 +45,9 @@ impl RetentionPolicy {
             (None, None) => "keep every backup".into(),
             (Some(n), None) => format!("keep the newest {n} backups"),
             (None, Some(d)) => format!("keep the backups of the last {d} days"),
-            (Some(n), Some(d)) => format!("keep the newest {n} backups and all of the last {d} days"),
+            (Some(n), Some(d)) => {
+                format!("keep the newest {n} backups and all of the last {d} days")
+            }
         }
     }
 }
@@ -61,7 +63,11 @@ pub struct Candidate {
 
 /// The candidates `policy` lets go, given the time `now`. Pure: the rules
 /// in one place, tested over random histories.
-pub fn to_delete<'a>(policy: &RetentionPolicy, candidates: &'a [Candidate], now: DateTime<Utc>) -> Vec<&'a Candidate> {
+pub fn to_delete<'a>(
+    policy: &RetentionPolicy,
+    candidates: &'a [Candidate],
+    now: DateTime<Utc>,
+) -> Vec<&'a Candidate> {
     if policy.is_keep_all() {
         return Vec::new();
     }
@@ -94,9 +100,17 @@ pub fn candidates(dest: &Path, store_name: &str) -> Result<Vec<Candidate>> {
             continue;
         }
         let candidate = match manifest::read(&path) {
-            Ok(m) if m.store_name == store_name => Candidate { path, finished: m.finished, good: m.verification.integrity == "ok" },
+            Ok(m) if m.store_name == store_name => Candidate {
+                path,
+                finished: m.finished,
+                good: m.verification.integrity == "ok",
+            },
             Ok(_) => continue,
-            Err(_) => Candidate { path, finished: DateTime::<Utc>::MIN_UTC, good: false },
+            Err(_) => Candidate {
+                path,
+                finished: DateTime::<Utc>::MIN_UTC,
+                good: false,
+            },
         };
         found.push(candidate);
     }
@@ -105,9 +119,17 @@ pub fn candidates(dest: &Path, store_name: &str) -> Result<Vec<Candidate>> {
 
 /// Apply `policy` to the backups of `store_name` in `dest`. With `dry_run`
 /// nothing is deleted. Returns the folders deleted (or that would be).
-pub fn apply(dest: &Path, store_name: &str, policy: &RetentionPolicy, dry_run: bool) -> Result<Vec<PathBuf>> {
+pub fn apply(
+    dest: &Path,
+    store_name: &str,
+    policy: &RetentionPolicy,
+    dry_run: bool,
+) -> Result<Vec<PathBuf>> {
     let found = candidates(dest, store_name)?;
-    let doomed: Vec<PathBuf> = to_delete(policy, &found, Utc::now()).into_iter().map(|c| c.path.clone()).collect();
+    let doomed: Vec<PathBuf> = to_delete(policy, &found, Utc::now())
+        .into_iter()
+        .map(|c| c.path.clone())
+        .collect();
     if dry_run {
         return Ok(doomed);
     }
@@ -118,7 +140,10 @@ pub fn apply(dest: &Path, store_name: &str, policy: &RetentionPolicy, dry_run: b
 }
 
 fn remove_backup(path: &Path) -> Result<()> {
-    let name = path.file_name().expect("backup folders have names").to_string_lossy();
+    let name = path
+        .file_name()
+        .expect("backup folders have names")
+        .to_string_lossy();
     let doomed = path.with_file_name(format!("{DELETING_PREFIX}{name}"));
     fs::rename(path, &doomed).map_err(Error::io("set aside for deletion", path, HINT_DEST))?;
     fs::remove_dir_all(&doomed).map_err(Error::io("delete", &doomed, HINT_DEST))
@@ -172,9 +197,15 @@ mod tests {
             let doomed = to_delete(&policy, &backups, now);
             let newest_good = backups.iter().filter(|c| c.good).max_by_key(|c| c.finished);
             if let Some(newest) = newest_good {
-                assert!(!doomed.iter().any(|d| d.path == newest.path), "the newest good backup stays: {policy:?}");
+                assert!(
+                    !doomed.iter().any(|d| d.path == newest.path),
+                    "the newest good backup stays: {policy:?}"
+                );
             }
-            assert!(doomed.iter().all(|d| d.good), "only verified backups are ever deleted");
+            assert!(
+                doomed.iter().all(|d| d.good),
+                "only verified backups are ever deleted"
+            );
             if policy.is_keep_all() {
                 assert!(doomed.is_empty(), "no policy, nothing deleted");
                 continue;
@@ -184,7 +215,9 @@ mod tests {
             for (rank, c) in good.iter().enumerate() {
                 let deleted = doomed.iter().any(|d| d.path == c.path);
                 let by_count = policy.keep_last.is_some_and(|n| rank < n as usize);
-                let by_age = policy.keep_days.is_some_and(|d| c.finished >= now - Duration::days(i64::from(d)));
+                let by_age = policy
+                    .keep_days
+                    .is_some_and(|d| c.finished >= now - Duration::days(i64::from(d)));
                 if by_count || by_age {
                     assert!(!deleted, "kept by a rule: rank {rank}, {policy:?}");
                 } else if rank > 0 {
@@ -196,8 +229,14 @@ mod tests {
 
     #[test]
     fn policies_read_plainly() {
-        let p = RetentionPolicy { keep_last: Some(7), keep_days: Some(30) };
-        assert_eq!(p.describe(), "keep the newest 7 backups and all of the last 30 days");
+        let p = RetentionPolicy {
+            keep_last: Some(7),
+            keep_days: Some(30),
+        };
+        assert_eq!(
+            p.describe(),
+            "keep the newest 7 backups and all of the last 30 days"
+        );
         assert_eq!(RetentionPolicy::default().describe(), "keep every backup");
     }
 }

@@ -46,21 +46,26 @@ pub struct Schedule {
 
 /// The folder unit files go to.
 pub fn unit_dir() -> PathBuf {
-    std::env::var_os("PERSNAP_UNIT_DIR").map_or_else(|| PathBuf::from(SYSTEM_UNIT_DIR), PathBuf::from)
+    std::env::var_os("PERSNAP_UNIT_DIR")
+        .map_or_else(|| PathBuf::from(SYSTEM_UNIT_DIR), PathBuf::from)
 }
 
 /// Names are part of unit file names: keep them plain.
 pub fn validate_name(name: &str) -> Result<()> {
     let ok = !name.is_empty()
         && name.len() <= 40
-        && name.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
         && !name.starts_with('-');
     if ok {
         Ok(())
     } else {
         Err(Error::Refused {
             field: "name",
-            reason: format!("{name:?} is not a schedule name: use 1 to 40 lower-case letters, digits and dashes (e.g. nightly)"),
+            reason: format!(
+                "{name:?} is not a schedule name: use 1 to 40 lower-case letters, digits and dashes (e.g. nightly)"
+            ),
         })
     }
 }
@@ -164,14 +169,28 @@ pub fn timer_unit(s: &Schedule) -> String {
 /// Check a calendar expression with systemd; returns its normalized form.
 pub fn check_calendar(expr: &str) -> Result<String> {
     if expr.is_empty() || expr.len() > 200 || expr.contains('\n') {
-        return Err(Error::Refused { field: "at", reason: "give a systemd calendar expression, e.g. daily or \"*-*-* 02:00\"".into() });
+        return Err(Error::Refused {
+            field: "at",
+            reason: "give a systemd calendar expression, e.g. daily or \"*-*-* 02:00\"".into(),
+        });
     }
-    let out = crate::tool::run(Path::new("/usr/bin/systemd-analyze"), &["calendar".as_ref(), expr.as_ref()], Duration::from_secs(10))
-        .map_err(|e| Error::Tool { action: "check the schedule with systemd-analyze".into(), reason: e.to_string(), hint: "Install systemd." })?;
+    let out = crate::tool::run(
+        Path::new("/usr/bin/systemd-analyze"),
+        &["calendar".as_ref(), expr.as_ref()],
+        Duration::from_secs(10),
+    )
+    .map_err(|e| Error::Tool {
+        action: "check the schedule with systemd-analyze".into(),
+        reason: e.to_string(),
+        hint: "Install systemd.",
+    })?;
     if !out.status.success() {
         return Err(Error::Refused {
             field: "at",
-            reason: format!("{expr:?} is not a systemd calendar expression ({}); examples: daily, hourly, \"Mon..Fri 02:00\"", out.stderr.trim()),
+            reason: format!(
+                "{expr:?} is not a systemd calendar expression ({}); examples: daily, hourly, \"Mon..Fri 02:00\"",
+                out.stderr.trim()
+            ),
         });
     }
     Ok(out
@@ -187,8 +206,10 @@ pub fn write_units(s: &Schedule, dir: &Path, exe: &Path) -> Result<Vec<PathBuf>>
     validate_name(&s.name)?;
     let service = dir.join(service_name(&s.name));
     let timer = dir.join(timer_name(&s.name));
-    crate::fsutil::atomic_write(&service, service_unit(s, exe).as_bytes()).map_err(Error::io("write", &service, HINT_UNITS))?;
-    crate::fsutil::atomic_write(&timer, timer_unit(s).as_bytes()).map_err(Error::io("write", &timer, HINT_UNITS))?;
+    crate::fsutil::atomic_write(&service, service_unit(s, exe).as_bytes())
+        .map_err(Error::io("write", &service, HINT_UNITS))?;
+    crate::fsutil::atomic_write(&timer, timer_unit(s).as_bytes())
+        .map_err(Error::io("write", &timer, HINT_UNITS))?;
     Ok(vec![service, timer])
 }
 
@@ -206,7 +227,12 @@ pub fn list(dir: &Path) -> Result<Vec<Schedule>> {
             name.starts_with(UNIT_PREFIX) && name.ends_with(".service")
         })
         .filter_map(|e| fs::read_to_string(e.path()).ok())
-        .filter_map(|text| text.lines().next()?.strip_prefix(SCHEDULE_MARK).and_then(|j| serde_json::from_str(j).ok()))
+        .filter_map(|text| {
+            text.lines()
+                .next()?
+                .strip_prefix(SCHEDULE_MARK)
+                .and_then(|j| serde_json::from_str(j).ok())
+        })
         .collect();
     found.sort_by(|a, b| a.name.cmp(&b.name));
     Ok(found)
@@ -239,7 +265,10 @@ mod tests {
             dest: "/backup/apama".into(),
             store_name: "persistence.db".into(),
             method: MethodChoice::Auto,
-            retention: RetentionPolicy { keep_last: Some(7), keep_days: None },
+            retention: RetentionPolicy {
+                keep_last: Some(7),
+                keep_days: None,
+            },
             on_calendar: "*-*-* 02:00:00".into(),
             history_dir: "/home/op/.local/share/persnap".into(),
         }
@@ -248,7 +277,15 @@ mod tests {
     #[test]
     fn names_are_plain() {
         validate_name("nightly-2").unwrap();
-        for bad in ["", "Nightly", "a b", "../x", "-x", &"x".repeat(41), "a.service"] {
+        for bad in [
+            "",
+            "Nightly",
+            "a b",
+            "../x",
+            "-x",
+            &"x".repeat(41),
+            "a.service",
+        ] {
             assert!(validate_name(bad).is_err(), "{bad:?}");
         }
     }
@@ -263,12 +300,23 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let s = sample();
         write_units(&s, dir.path(), Path::new("/usr/bin/persnap")).unwrap();
-        let service = fs::read_to_string(dir.path().join("persnap-backup-nightly.service")).unwrap();
+        let service =
+            fs::read_to_string(dir.path().join("persnap-backup-nightly.service")).unwrap();
         assert!(service.contains("ExecStart=\"/usr/bin/persnap\" \"backup\" \"--source\" \"/var/lib/apama/my store%%$$\\\"x\""), "{service}");
-        assert!(service.contains("\"--keep-last\" \"7\"") && service.contains("\"--scheduled\" \"nightly\""), "{service}");
-        assert!(service.contains("Environment=\"PERSNAP_DATA_DIR=/home/op/.local/share/persnap\""), "{service}");
+        assert!(
+            service.contains("\"--keep-last\" \"7\"")
+                && service.contains("\"--scheduled\" \"nightly\""),
+            "{service}"
+        );
+        assert!(
+            service.contains("Environment=\"PERSNAP_DATA_DIR=/home/op/.local/share/persnap\""),
+            "{service}"
+        );
         let timer = fs::read_to_string(dir.path().join("persnap-backup-nightly.timer")).unwrap();
-        assert!(timer.contains("OnCalendar=*-*-* 02:00:00") && timer.contains("Persistent=true"), "{timer}");
+        assert!(
+            timer.contains("OnCalendar=*-*-* 02:00:00") && timer.contains("Persistent=true"),
+            "{timer}"
+        );
         assert_eq!(list(dir.path()).unwrap(), vec![s]);
         assert!(remove_units("nightly", dir.path()).unwrap());
         assert!(list(dir.path()).unwrap().is_empty());

@@ -172,12 +172,18 @@ pub fn check_database(db: &Path) -> Result<Verification> {
 /// check its integrity, and fold a WAL into the main file, leaving one
 /// self-contained database file.
 pub fn consolidate(db: &Path) -> Result<()> {
-    let conn = Connection::open_with_flags(db, OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX)
-        .map_err(unreadable)?;
+    let conn = Connection::open_with_flags(
+        db,
+        OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+    )
+    .map_err(unreadable)?;
     run_integrity_check(&conn)?;
-    let mode: String = conn.query_row("PRAGMA journal_mode", [], |r| r.get(0)).map_err(unreadable)?;
+    let mode: String = conn
+        .query_row("PRAGMA journal_mode", [], |r| r.get(0))
+        .map_err(unreadable)?;
     if mode.eq_ignore_ascii_case("wal") {
-        conn.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(())).map_err(unreadable)?;
+        conn.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()))
+            .map_err(unreadable)?;
     }
     conn.close().map_err(|(_, e)| unreadable(e))
 }

@@ -24,7 +24,10 @@ fn files(dir: &Path) -> BTreeMap<String, String> {
         .filter(|p| p.is_file())
         .map(|p| {
             let digest = sha2::Sha256::digest(std::fs::read(&p).unwrap());
-            (p.file_name().unwrap().to_string_lossy().into_owned(), persnap::copy::hex(&digest))
+            (
+                p.file_name().unwrap().to_string_lossy().into_owned(),
+                persnap::copy::hex(&digest),
+            )
         })
         .collect()
 }
@@ -37,14 +40,23 @@ fn backup(source: &Path, dest: &Path, method: Method, history: &mut History) -> 
         .backup_dir
 }
 
-fn restore(backup: &Path, target: &Path, history: &mut History) -> Result<persnap::restore::RestoreReport, persnap::Error> {
-    let req = RestoreRequest { backup: backup.to_owned(), target: target.to_owned() };
+fn restore(
+    backup: &Path,
+    target: &Path,
+    history: &mut History,
+) -> Result<persnap::restore::RestoreReport, persnap::Error> {
+    let req = RestoreRequest {
+        backup: backup.to_owned(),
+        target: target.to_owned(),
+    };
     run_restore(&req, history, &mut Silent, &CancelToken::new()).map_err(|(_, e)| e)
 }
 
 fn transfers(db: &Path) -> i64 {
     let conn = rusqlite::Connection::open(db).unwrap();
-    loadgen::check_invariant(&conn).unwrap_or_else(|e| panic!("{}: {e}", db.display())).transfers
+    loadgen::check_invariant(&conn)
+        .unwrap_or_else(|e| panic!("{}: {e}", db.display()))
+        .transfers
 }
 
 /// Snapshot backups taken while a writer commits (so a hot journal or WAL
@@ -71,17 +83,45 @@ fn round_trip(mode: Mode, test: &str) {
     let report = restore(&taken, &store, &mut history).unwrap();
     assert_eq!(report.restored, store.join("persistence.db"));
     assert_eq!(report.verification.integrity, "ok");
-    assert_eq!(transfers(&db), expected, "the restored store holds exactly the backup's state");
+    assert_eq!(
+        transfers(&db),
+        expected,
+        "the restored store holds exactly the backup's state"
+    );
     let now = files(&store);
-    assert_eq!(now.keys().collect::<Vec<_>>(), ["persistence.db"], "one self-contained file, no journal or WAL");
+    assert_eq!(
+        now.keys().collect::<Vec<_>>(),
+        ["persistence.db"],
+        "one self-contained file, no journal or WAL"
+    );
     let safety = report.safety_dir.expect("the old files were kept");
-    assert!(safety.file_name().unwrap().to_string_lossy().starts_with(SAFETY_PREFIX));
-    assert_eq!(files(&safety), before, "the files that were there are kept, byte for byte");
-    assert_eq!(files(&taken), backup_files, "the backup itself is untouched");
-    assert!(names_with_prefix(&store, ".persnap").is_empty(), "no staging left");
+    assert!(
+        safety
+            .file_name()
+            .unwrap()
+            .to_string_lossy()
+            .starts_with(SAFETY_PREFIX)
+    );
+    assert_eq!(
+        files(&safety),
+        before,
+        "the files that were there are kept, byte for byte"
+    );
+    assert_eq!(
+        files(&taken),
+        backup_files,
+        "the backup itself is untouched"
+    );
+    assert!(
+        names_with_prefix(&store, ".persnap").is_empty(),
+        "no staging left"
+    );
     let runs = history.load().unwrap();
     let last = runs.last().unwrap();
-    assert_eq!((last.kind, &last.outcome), (RunKind::Restore, &Outcome::Completed));
+    assert_eq!(
+        (last.kind, &last.outcome),
+        (RunKind::Restore, &Outcome::Completed)
+    );
     assert_eq!(last.source, taken);
 
     // The correlator can use it: a writer runs on the restored store.
@@ -93,22 +133,39 @@ fn round_trip(mode: Mode, test: &str) {
 
 #[test]
 fn restore_round_trip_of_a_live_written_database_rollback_journal() {
-    round_trip(Mode::Rollback, "restore_round_trip_of_a_live_written_database_rollback_journal");
+    round_trip(
+        Mode::Rollback,
+        "restore_round_trip_of_a_live_written_database_rollback_journal",
+    );
 }
 
 #[test]
 fn restore_round_trip_of_a_live_written_database_wal() {
-    round_trip(Mode::Wal, "restore_round_trip_of_a_live_written_database_wal");
+    round_trip(
+        Mode::Wal,
+        "restore_round_trip_of_a_live_written_database_wal",
+    );
 }
 
 /// Stores made with sqlite-online (no root needed) for the refusals.
-fn online_fixture() -> (tempfile::TempDir, PathBuf, Destination, tempfile::TempDir, PathBuf) {
+fn online_fixture() -> (
+    tempfile::TempDir,
+    PathBuf,
+    Destination,
+    tempfile::TempDir,
+    PathBuf,
+) {
     let store = tempfile::tempdir().unwrap();
     let db = make_store(store.path(), "persistence.db", Mode::Rollback, 2);
     let dest = Destination::new();
     let data = tempfile::tempdir().unwrap();
     let mut history = History::at(data.path());
-    let taken = backup(store.path(), &dest.backups, Method::SqliteOnline, &mut history);
+    let taken = backup(
+        store.path(),
+        &dest.backups,
+        Method::SqliteOnline,
+        &mut history,
+    );
     (store, db, dest, data, taken)
 }
 
@@ -127,12 +184,23 @@ fn restore_is_refused_while_a_process_holds_the_database_open() {
     let _ = holder.wait();
     let text = err.to_string();
     assert!(text.contains("Stop the correlator first"), "{text}");
-    assert!(text.contains(&format!("process {} (sleep)", holder.id())), "names who holds it: {text}");
+    assert!(
+        text.contains(&format!("process {} (sleep)", holder.id())),
+        "names who holds it: {text}"
+    );
     assert_eq!(err.kind().exit_code(), 7);
     assert_eq!(files(store.path()), before, "the store is untouched");
-    assert!(std::fs::read_dir(store.path()).unwrap().all(|e| e.unwrap().path().is_file()), "no safety or staging folder");
+    assert!(
+        std::fs::read_dir(store.path())
+            .unwrap()
+            .all(|e| e.unwrap().path().is_file()),
+        "no safety or staging folder"
+    );
     let runs = History::at(data.path()).load().unwrap();
-    assert!(matches!(runs.last().unwrap().outcome, Outcome::Failed { .. }), "the refusal is recorded");
+    assert!(
+        matches!(runs.last().unwrap().outcome, Outcome::Failed { .. }),
+        "the refusal is recorded"
+    );
 }
 
 #[test]
@@ -146,7 +214,11 @@ fn a_damaged_backup_is_refused_and_the_store_left_alone() {
     let err = restore(&taken, store.path(), &mut History::at(data.path())).unwrap_err();
     assert!(err.to_string().contains("incomplete or altered"), "{err}");
     assert_eq!(files(store.path()), before);
-    assert_eq!(std::fs::read_dir(store.path()).unwrap().count(), before.len(), "nothing added");
+    assert_eq!(
+        std::fs::read_dir(store.path()).unwrap().count(),
+        before.len(),
+        "nothing added"
+    );
 }
 
 #[test]
@@ -164,11 +236,34 @@ fn restore_into_a_new_folder_and_through_the_cli() {
     }
     // Again over it, through the CLI and the helper: the first restore's
     // file goes to a safety folder.
-    let out = persnap(data.path(), &["restore", taken.to_str().unwrap(), "--to", fresh.to_str().unwrap()]);
+    let out = persnap(
+        data.path(),
+        &[
+            "restore",
+            taken.to_str().unwrap(),
+            "--to",
+            fresh.to_str().unwrap(),
+        ],
+    );
     assert!(out.status.success(), "{}", stderr(&out));
-    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), fresh.join("persistence.db").to_str().unwrap());
-    assert!(stderr(&out).contains("newer Apama version"), "the version warning is shown: {}", stderr(&out));
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout).trim(),
+        fresh.join("persistence.db").to_str().unwrap()
+    );
+    assert!(
+        stderr(&out).contains("newer Apama version"),
+        "the version warning is shown: {}",
+        stderr(&out)
+    );
     assert_eq!(names_with_prefix(&fresh, SAFETY_PREFIX).len(), 1);
-    let bad = persnap(data.path(), &["restore", fresh.to_str().unwrap(), "--to", parent.path().to_str().unwrap()]);
+    let bad = persnap(
+        data.path(),
+        &[
+            "restore",
+            fresh.to_str().unwrap(),
+            "--to",
+            parent.path().to_str().unwrap(),
+        ],
+    );
     assert_eq!(bad.status.code(), Some(2), "{}", stderr(&bad));
 }

@@ -15,11 +15,18 @@ use persnap::method::{Method, MethodChoice};
 use persnap::progress::{CancelToken, Silent};
 use persnap::retention::RetentionPolicy;
 
-fn backup(source: &Path, dest: &Path, history: &mut History, retention: RetentionPolicy) -> PathBuf {
+fn backup(
+    source: &Path,
+    dest: &Path,
+    history: &mut History,
+    retention: RetentionPolicy,
+) -> PathBuf {
     let mut req = BackupRequest::new(source, dest);
     req.method = MethodChoice::Explicit(Method::SqliteOnline);
     req.retention = retention;
-    run_backup(&req, history, &mut Silent, &CancelToken::new()).unwrap_or_else(|f| panic!("{}", f.error)).backup_dir
+    run_backup(&req, history, &mut Silent, &CancelToken::new())
+        .unwrap_or_else(|f| panic!("{}", f.error))
+        .backup_dir
 }
 
 fn backups_in(dest: &Path) -> Vec<PathBuf> {
@@ -40,46 +47,97 @@ fn retention_after_backups_and_by_prune() {
     let data = tempfile::tempdir().unwrap();
     let mut history = History::at(data.path());
     let keep_all = RetentionPolicy::default();
-    let mut made: Vec<PathBuf> = (0..4).map(|_| backup(store.path(), &dest.backups, &mut history, keep_all)).collect();
+    let mut made: Vec<PathBuf> = (0..4)
+        .map(|_| backup(store.path(), &dest.backups, &mut history, keep_all))
+        .collect();
 
     // Things that are not good backups of this store are never touched.
     let foreign = dest.backups.join("persistence.db-notes");
     std::fs::create_dir(&foreign).unwrap();
     std::fs::write(foreign.join("readme.txt"), "mine").unwrap();
-    let unreadable = dest.backups.join("persistence.db-20200101T000000Z-deadbeef");
+    let unreadable = dest
+        .backups
+        .join("persistence.db-20200101T000000Z-deadbeef");
     std::fs::create_dir(&unreadable).unwrap();
     std::fs::write(unreadable.join("manifest.json"), "{ not json").unwrap();
 
     // Keep the newest two, applied after the fifth backup verified.
-    made.push(backup(store.path(), &dest.backups, &mut history, RetentionPolicy { keep_last: Some(2), keep_days: None }));
+    made.push(backup(
+        store.path(),
+        &dest.backups,
+        &mut history,
+        RetentionPolicy {
+            keep_last: Some(2),
+            keep_days: None,
+        },
+    ));
     let left = backups_in(&dest.backups);
-    assert!(left.contains(&made[4]) && left.contains(&made[3]), "the newest two stay: {left:?}");
-    assert!(!made[..3].iter().any(|b| b.exists()), "older backups went: {left:?}");
+    assert!(
+        left.contains(&made[4]) && left.contains(&made[3]),
+        "the newest two stay: {left:?}"
+    );
+    assert!(
+        !made[..3].iter().any(|b| b.exists()),
+        "older backups went: {left:?}"
+    );
     assert!(foreign.join("readme.txt").is_file() && unreadable.join("manifest.json").is_file());
 
     // prune --dry-run lists, deletes nothing; prune deletes.
     let args = |extra: &[&str]| {
-        let mut a = vec!["prune", "--dest", dest.backups.to_str().unwrap(), "--keep-last", "1"];
+        let mut a = vec![
+            "prune",
+            "--dest",
+            dest.backups.to_str().unwrap(),
+            "--keep-last",
+            "1",
+        ];
         a.extend_from_slice(extra);
         a.into_iter().map(String::from).collect::<Vec<_>>()
     };
     let dry: Vec<String> = args(&["--dry-run"]);
-    let out = persnap(data.path(), &dry.iter().map(String::as_str).collect::<Vec<_>>());
+    let out = persnap(
+        data.path(),
+        &dry.iter().map(String::as_str).collect::<Vec<_>>(),
+    );
     assert!(out.status.success(), "{}", stderr(&out));
-    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), format!("Would delete {}", made[3].display()));
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout).trim(),
+        format!("Would delete {}", made[3].display())
+    );
     assert!(made[3].exists(), "a dry run deletes nothing");
     let real: Vec<String> = args(&[]);
-    let out = persnap(data.path(), &real.iter().map(String::as_str).collect::<Vec<_>>());
+    let out = persnap(
+        data.path(),
+        &real.iter().map(String::as_str).collect::<Vec<_>>(),
+    );
     assert!(out.status.success(), "{}", stderr(&out));
-    assert!(!made[3].exists() && made[4].exists(), "the newest good backup is never deleted");
-    let nothing = persnap(data.path(), &["prune", "--dest", dest.backups.to_str().unwrap()]);
-    assert_eq!(nothing.status.code(), Some(2), "no policy given: refused, {}", stderr(&nothing));
+    assert!(
+        !made[3].exists() && made[4].exists(),
+        "the newest good backup is never deleted"
+    );
+    let nothing = persnap(
+        data.path(),
+        &["prune", "--dest", dest.backups.to_str().unwrap()],
+    );
+    assert_eq!(
+        nothing.status.code(),
+        Some(2),
+        "no policy given: refused, {}",
+        stderr(&nothing)
+    );
 
     // A deletion interrupted after the rename is finished by the next sweep.
-    let interrupted = dest.backups.join(".persnap-deleting-persistence.db-20200101T000000Z-0badf00d");
+    let interrupted = dest
+        .backups
+        .join(".persnap-deleting-persistence.db-20200101T000000Z-0badf00d");
     std::fs::create_dir(&interrupted).unwrap();
     std::fs::write(interrupted.join("manifest.json"), "{}").unwrap();
     let lines = persnap::backup::sweep_leftovers(std::slice::from_ref(&dest.backups));
-    assert!(lines.iter().any(|l| l.contains("Finished deleting old backup")), "{lines:?}");
+    assert!(
+        lines
+            .iter()
+            .any(|l| l.contains("Finished deleting old backup")),
+        "{lines:?}"
+    );
     assert!(!interrupted.exists());
 }

@@ -55,48 +55,132 @@ fn schedule_units_verify_and_their_command_backs_up() {
     let dest = Destination::new();
     let data = tempfile::tempdir().unwrap();
     let units = tempfile::tempdir().unwrap();
-    let (s, d) = (store.path().to_str().unwrap(), dest.backups.to_str().unwrap());
+    let (s, d) = (
+        store.path().to_str().unwrap(),
+        dest.backups.to_str().unwrap(),
+    );
 
-    let bad = with_units(units.path(), data.path(), &["schedule", "add", "nightly", "--source", s, "--dest", d, "--at", "every full moon"]);
+    let bad = with_units(
+        units.path(),
+        data.path(),
+        &[
+            "schedule",
+            "add",
+            "nightly",
+            "--source",
+            s,
+            "--dest",
+            d,
+            "--at",
+            "every full moon",
+        ],
+    );
     assert_eq!(bad.status.code(), Some(2), "{}", stderr(&bad));
-    assert!(stderr(&bad).contains("not a systemd calendar expression"), "{}", stderr(&bad));
-    assert_eq!(std::fs::read_dir(units.path()).unwrap().count(), 0, "nothing written");
+    assert!(
+        stderr(&bad).contains("not a systemd calendar expression"),
+        "{}",
+        stderr(&bad)
+    );
+    assert_eq!(
+        std::fs::read_dir(units.path()).unwrap().count(),
+        0,
+        "nothing written"
+    );
 
     let add = with_units(
         units.path(),
         data.path(),
-        &["schedule", "add", "nightly", "--source", s, "--dest", d, "--method", "sqlite-online", "--at", "Mon..Fri 02:00", "--keep-last", "3"],
+        &[
+            "schedule",
+            "add",
+            "nightly",
+            "--source",
+            s,
+            "--dest",
+            d,
+            "--method",
+            "sqlite-online",
+            "--at",
+            "Mon..Fri 02:00",
+            "--keep-last",
+            "3",
+        ],
     );
     assert!(add.status.success(), "{}", stderr(&add));
     let service = units.path().join("persnap-backup-nightly.service");
     let timer = units.path().join("persnap-backup-nightly.timer");
     // --man=no: the unit's Documentation= page comes with the package,
     // which is not installed here (tests/installers/run.sh installs it).
-    let verify = Command::new("systemd-analyze").args(["verify", "--man=no"]).arg(&service).arg(&timer).output().unwrap();
-    assert!(verify.status.success() && verify.stderr.is_empty(), "systemd-analyze verify: {}", String::from_utf8_lossy(&verify.stderr));
+    let verify = Command::new("systemd-analyze")
+        .args(["verify", "--man=no"])
+        .arg(&service)
+        .arg(&timer)
+        .output()
+        .unwrap();
+    assert!(
+        verify.status.success() && verify.stderr.is_empty(),
+        "systemd-analyze verify: {}",
+        String::from_utf8_lossy(&verify.stderr)
+    );
     let timer_text = std::fs::read_to_string(&timer).unwrap();
-    assert!(timer_text.contains("OnCalendar=Mon..Fri *-*-* 02:00:00"), "normalized by systemd: {timer_text}");
+    assert!(
+        timer_text.contains("OnCalendar=Mon..Fri *-*-* 02:00:00"),
+        "normalized by systemd: {timer_text}"
+    );
 
     let list = with_units(units.path(), data.path(), &["schedule", "list"]);
     let listed = String::from_utf8_lossy(&list.stdout);
-    assert!(listed.starts_with("nightly\tMon..Fri *-*-* 02:00:00\t") && listed.contains("keep the newest 3 backups"), "{listed}");
+    assert!(
+        listed.starts_with("nightly\tMon..Fri *-*-* 02:00:00\t")
+            && listed.contains("keep the newest 3 backups"),
+        "{listed}"
+    );
 
     // Run the service's command as systemd would, with its environment.
     let text = std::fs::read_to_string(&service).unwrap();
-    let exec = text.lines().find_map(|l| l.strip_prefix("ExecStart=")).unwrap();
-    let env = exec_words(text.lines().find_map(|l| l.strip_prefix("Environment=")).unwrap()).remove(0);
+    let exec = text
+        .lines()
+        .find_map(|l| l.strip_prefix("ExecStart="))
+        .unwrap();
+    let env = exec_words(
+        text.lines()
+            .find_map(|l| l.strip_prefix("Environment="))
+            .unwrap(),
+    )
+    .remove(0);
     let words = exec_words(exec);
     let (key, value) = env.split_once('=').unwrap();
-    let run = Command::new(&words[0]).args(&words[1..]).env_clear().env(key, value).output().unwrap();
-    assert!(run.status.success(), "{}", String::from_utf8_lossy(&run.stderr));
+    let run = Command::new(&words[0])
+        .args(&words[1..])
+        .env_clear()
+        .env(key, value)
+        .output()
+        .unwrap();
+    assert!(
+        run.status.success(),
+        "{}",
+        String::from_utf8_lossy(&run.stderr)
+    );
     let runs = History::at(data.path()).load().unwrap();
     let last = runs.last().unwrap();
     assert_eq!(last.outcome, Outcome::Completed);
-    assert_eq!(last.scheduled.as_deref(), Some("nightly"), "recorded as started by the schedule");
+    assert_eq!(
+        last.scheduled.as_deref(),
+        Some("nightly"),
+        "recorded as started by the schedule"
+    );
 
-    let remove = with_units(units.path(), data.path(), &["schedule", "remove", "nightly"]);
+    let remove = with_units(
+        units.path(),
+        data.path(),
+        &["schedule", "remove", "nightly"],
+    );
     assert!(remove.status.success(), "{}", stderr(&remove));
     assert_eq!(std::fs::read_dir(units.path()).unwrap().count(), 0);
-    let again = with_units(units.path(), data.path(), &["schedule", "remove", "nightly"]);
+    let again = with_units(
+        units.path(),
+        data.path(),
+        &["schedule", "remove", "nightly"],
+    );
     assert_eq!(again.status.code(), Some(2));
 }

@@ -183,7 +183,9 @@ fn serve(input: Box<dyn Read + Send>, output: Box<dyn Write + Send>) -> i32 {
             let mut recorder = events.clone();
             match persnap::restore::run_restore(&req, &mut recorder, &mut events, &cancel) {
                 Ok(report) => {
-                    events.send(Event::Done { result: Box::new(Reply::Restore { report }) });
+                    events.send(Event::Done {
+                        result: Box::new(Reply::Restore { report }),
+                    });
                     0
                 }
                 Err((step, error)) => events.fail(&error, Some(step)),

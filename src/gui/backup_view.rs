@@ -21,6 +21,7 @@ pub fn show(app: &mut PersnapApp, ui: &mut Ui) {
     egui::ScrollArea::vertical()
         .auto_shrink([false, false])
         .show(ui, |ui| {
+            failed_schedule_banner(app, ui);
             inputs(app, ui);
             keep_probe_fresh(app, ui.ctx());
             ui.separator();
@@ -120,12 +121,39 @@ pub fn method_row(ui: &mut Ui, method: &mut MethodChoice) {
 
 fn probe_key(s: &Settings) -> String {
     format!(
-        "{}\u{0}{}\u{0}{}\u{0}{}",
+        "{}\u{0}{}\u{0}{}\u{0}{}\u{0}{}\u{0}{}",
         s.source.trim(),
         s.dest.trim(),
         s.store_name.trim(),
-        s.method
+        s.method,
+        s.keep_last,
+        s.keep_days
     )
+}
+
+/// The newest scheduled run, if it failed, said at the top of the screen
+/// (a scheduled backup fails with nobody watching).
+pub fn failed_schedule_banner(app: &PersnapApp, ui: &mut Ui) {
+    let newest = app
+        .rt
+        .runs
+        .iter()
+        .filter(|r| r.scheduled.is_some())
+        .max_by_key(|r| r.started);
+    let Some(run) = newest else { return };
+    let persnap::history::Outcome::Failed { step, message, .. } = &run.outcome else {
+        return;
+    };
+    ui.colored_label(
+        RED,
+        format!(
+            "The scheduled backup “{}” of {} failed on {} during {step}: {message} See History for details.",
+            run.scheduled.as_deref().unwrap_or_default(),
+            run.source.display(),
+            run.started.with_timezone(&chrono::Local).format("%Y-%m-%d %H:%M"),
+        ),
+    );
+    ui.separator();
 }
 
 /// The request the current settings describe.
@@ -137,6 +165,10 @@ pub fn request(s: &Settings) -> BackupRequest {
     req.snapshot.size = persnap::units::parse_size(&s.snapshot_size)
         .ok()
         .filter(|_| !s.snapshot_size.trim().is_empty());
+    req.retention = persnap::retention::RetentionPolicy {
+        keep_last: (s.keep_last > 0).then_some(s.keep_last),
+        keep_days: (s.keep_days > 0).then_some(s.keep_days),
+    };
     req
 }
 

@@ -11,6 +11,7 @@ use persnap::history::{Outcome, Run};
 use persnap::units;
 
 use super::PersnapApp;
+use super::RestoreDraft;
 use super::backup_view::{AMBER, GREEN, RED, open_folder};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -134,8 +135,14 @@ fn sorted_rows(runs: &[Run], view: &ViewState) -> Vec<Run> {
 }
 
 fn method(run: &Run) -> String {
-    run.method
-        .map_or_else(|| run.requested_method.to_string(), |m| m.to_string())
+    let method = run
+        .method
+        .map_or_else(|| run.requested_method.to_string(), |m| m.to_string());
+    match (run.kind, &run.scheduled) {
+        (persnap::history::RunKind::Restore, _) => format!("restore ({method})"),
+        (_, Some(schedule)) => format!("{method}, scheduled: {schedule}"),
+        _ => method,
+    }
 }
 
 fn outcome_text(run: &Run) -> RichText {
@@ -239,17 +246,23 @@ fn cell(row: &mut egui_extras::TableRow<'_, '_>, text: impl Into<egui::WidgetTex
     });
 }
 
-fn details(app: &PersnapApp, ui: &mut Ui) {
+fn details(app: &mut PersnapApp, ui: &mut Ui) {
     let Some(run) = app
         .rt
         .history_view
         .selected
         .as_ref()
         .and_then(|id| app.rt.runs.iter().find(|r| &r.id == id))
+        .cloned()
     else {
         ui.label("Select a run to see its details.");
         return;
     };
+    let run = &run;
+    if app.rt.restore.is_some() {
+        restore_panel(app, ui);
+        return;
+    }
     ui.heading(outcome_text(run).heading());
     egui::ScrollArea::vertical().show(ui, |ui| {
         egui::Grid::new("run-details").num_columns(2).show(ui, |ui| {
@@ -274,9 +287,21 @@ fn details(app: &PersnapApp, ui: &mut Ui) {
             ui.colored_label(AMBER, warning);
         }
         if let Some(path) = &run.backup_path {
-            if ui.button("Open folder").clicked() {
-                open_folder(path);
-            }
+            ui.horizontal(|ui| {
+                if ui.button("Open folder").clicked() {
+                    open_folder(path);
+                }
+                let restorable = run.outcome == Outcome::Completed && path.is_dir();
+                if ui.add_enabled(restorable, egui::Button::new("Restore this backup…")).clicked() {
+                    app.rt.restore = Some(RestoreDraft {
+                        backup: path.clone(),
+                        target: run.source.display().to_string(),
+                        job: None,
+                        phase: None,
+                        result: None,
+                    });
+                }
+            });
             match std::fs::read_to_string(path.join(persnap::manifest::MANIFEST_NAME)) {
                 Ok(text) => {
                     ui.label("manifest.json");
@@ -288,6 +313,90 @@ fn details(app: &PersnapApp, ui: &mut Ui) {
             }
         }
     });
+}
+
+/// Restore: where to, what happens, then the result.
+fn restore_panel(app: &mut PersnapApp, ui: &mut Ui) {
+    let ctx = ui.ctx().clone();
+    let Some(draft) = &mut app.rt.restore else {
+        return;
+    };
+    ui.heading("Restore a backup");
+    ui.label(format!("Backup: {}", draft.backup.display()));
+    let name = ui.label("Restore into (the correlator's store folder)");
+    ui.add_enabled(
+        draft.job.is_none() && draft.result.is_none(),
+        egui::TextEdit::singleline(&mut draft.target),
+    )
+    .labelled_by(name.id);
+    ui.colored_label(
+        AMBER,
+        "Stop the correlator first: persnap refuses while any program has the database open.",
+    );
+    ui.label("The backup is verified first; the files in the folder now are moved into a before-restore-… folder there, never deleted.");
+    ui.label(persnap::restore::VERSION_WARNING);
+    match (&draft.job, &draft.result) {
+        (Some(_), _) => {
+            ui.horizontal(|ui| {
+                ui.spinner();
+                ui.label(
+                    draft
+                        .phase
+                        .map_or("Starting…".into(), |p| format!("Restoring: {p}")),
+                );
+            });
+        }
+        (None, None) => {
+            let mut go = false;
+            let mut cancel = false;
+            ui.horizontal(|ui| {
+                go = ui
+                    .add_enabled(
+                        !draft.target.trim().is_empty(),
+                        egui::Button::new("Restore now"),
+                    )
+                    .clicked();
+                cancel = ui.button("Cancel").clicked();
+            });
+            if cancel {
+                app.rt.restore = None;
+                return;
+            }
+            if go && let Some(history) = app.rt.history.clone() {
+                let target = std::path::PathBuf::from(draft.target.trim());
+                draft.job = Some(super::worker::restore(
+                    &ctx,
+                    draft.backup.clone(),
+                    target,
+                    history,
+                    app.rt.helper.clone(),
+                ));
+            }
+        }
+        (None, Some(result)) => {
+            match result {
+                Ok(report) => {
+                    ui.colored_label(
+                        GREEN,
+                        format!(
+                            "Restored {}: integrity {}",
+                            report.restored.display(),
+                            report.verification.integrity
+                        ),
+                    );
+                    if let Some(dir) = &report.safety_dir {
+                        ui.label(format!("The previous files are kept in {}", dir.display()));
+                    }
+                }
+                Err(failure) => {
+                    ui.colored_label(RED, format!("The restore did not happen: {failure}"));
+                }
+            }
+            if ui.button("Close").clicked() {
+                app.rt.restore = None;
+            }
+        }
+    }
 }
 
 /// Size (MiB) and duration (s) of completed backups over time (days).

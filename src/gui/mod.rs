@@ -73,6 +73,10 @@ pub struct Settings {
     pub online_timeout_secs: u64,
     /// `--snapshot-size` for LVM, as typed (empty: automatic).
     pub snapshot_size: String,
+    /// Retention after each verified backup: keep the newest N (0: all).
+    pub keep_last: u32,
+    /// … and every backup of the last D days (0: no age rule).
+    pub keep_days: u32,
 }
 
 impl Default for Settings {
@@ -87,6 +91,8 @@ impl Default for Settings {
             recent_dests: Vec::new(),
             online_timeout_secs: persnap::online::DEFAULT_TIMEOUT.as_secs(),
             snapshot_size: String::new(),
+            keep_last: 0,
+            keep_days: 0,
         }
     }
 }
@@ -151,6 +157,18 @@ pub struct Runtime {
     pub last_applied_theme: Option<Theme>,
     /// How to reach the helper; `None` decides at each use (tests fix it).
     pub helper: Option<crate::launch::HelperRoute>,
+    /// A restore being prepared, running or just finished.
+    pub restore: Option<RestoreDraft>,
+}
+
+/// The restore panel's state.
+pub struct RestoreDraft {
+    pub backup: PathBuf,
+    /// Where to restore to, as typed (default: where the backup came from).
+    pub target: String,
+    pub job: Option<Job>,
+    pub phase: Option<Phase>,
+    pub result: Option<Result<Box<persnap::restore::RestoreReport>, RemoteFailure>>,
 }
 
 pub struct PersnapApp {
@@ -191,6 +209,7 @@ impl PersnapApp {
                 history_view: Default::default(),
                 last_applied_theme: None,
                 helper: None,
+                restore: None,
             },
         };
         app.reload_history();
@@ -212,7 +231,31 @@ impl PersnapApp {
     }
 
     /// Apply everything workers reported since the last frame.
+    fn drain_restore(&mut self) {
+        let Some(draft) = &mut self.rt.restore else {
+            return;
+        };
+        let Some(job) = &draft.job else { return };
+        let mut done = false;
+        while let Ok(msg) = job.rx.try_recv() {
+            match msg {
+                Msg::Phase(phase) | Msg::Bytes { phase, .. } => draft.phase = Some(phase),
+                Msg::Run(run) => upsert_run(&mut self.rt.runs, *run),
+                Msg::RestoreDone(result) => {
+                    draft.result = Some(result);
+                    done = true;
+                }
+                _ => {}
+            }
+        }
+        if done {
+            draft.job = None;
+            self.reload_history();
+        }
+    }
+
     fn drain_messages(&mut self) {
+        self.drain_restore();
         if let Some(Ok(Msg::Probed { key, result })) =
             self.rt.probing.as_ref().map(|job| job.rx.try_recv())
         {
@@ -244,7 +287,7 @@ impl PersnapApp {
                 }
                 Msg::BackupDone(Err(f)) => finished = Some(Outcome::Failed(f)),
                 Msg::TestSnapshotDone(r) => finished = Some(Outcome::TestSnapshot(r)),
-                Msg::Probed { .. } => {}
+                Msg::Probed { .. } | Msg::RestoreDone(_) => {}
             }
         }
         if let Some(outcome) = finished {

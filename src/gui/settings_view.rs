@@ -37,6 +37,20 @@ pub fn show(app: &mut PersnapApp, ui: &mut Ui) {
         ui.add(egui::DragValue::new(&mut s.online_timeout_secs).range(1..=persnap::protocol::MAX_TIMEOUT_SECS)).labelled_by(name.id);
         ui.end_row();
 
+        let name = ui.label("Keep the newest backups");
+        ui.horizontal(|ui| {
+            ui.add(egui::DragValue::new(&mut s.keep_last).range(0..=10_000)).labelled_by(name.id);
+            ui.label("0: keep all. Applied after each verified backup, per database and location.");
+        });
+        ui.end_row();
+
+        let name = ui.label("Keep every backup of the last days");
+        ui.horizontal(|ui| {
+            ui.add(egui::DragValue::new(&mut s.keep_days).range(0..=10_000)).labelled_by(name.id);
+            ui.label("0: no age rule. The newest good backup is never deleted.");
+        });
+        ui.end_row();
+
         ui.label("Recent folders");
         if ui.button("Forget recent folders").clicked() {
             s.recent_sources.clear();

@@ -483,3 +483,128 @@ fn screens_match_their_snapshots() {
     h.snapshot("settings_screen");
     assert!(h.unnamed_widgets().is_empty());
 }
+
+/// The helper built beside the test executable, run directly (no
+/// elevation needed to restore into a folder this user owns).
+fn direct_helper() -> crate::launch::HelperRoute {
+    let exe = std::env::current_exe().unwrap();
+    let helper = exe
+        .parent()
+        .unwrap()
+        .parent()
+        .unwrap()
+        .join(format!("persnap-helper{}", std::env::consts::EXE_SUFFIX));
+    assert!(
+        helper.is_file(),
+        "build the helper first (cargo test builds it): {}",
+        helper.display()
+    );
+    crate::launch::HelperRoute {
+        helper,
+        elevate: false,
+    }
+}
+
+#[test]
+fn restore_from_history_keeps_the_old_files_and_records_the_restore() {
+    let src = tempfile::tempdir().unwrap();
+    let dest = tempfile::tempdir().unwrap();
+    let data = tempfile::tempdir().unwrap();
+    let db = src.path().join("persistence.db");
+    loadgen::init(&db, Mode::Wal, 1).unwrap();
+    let mut history = History::at(data.path().join("history"));
+    let mut req = persnap::backup::BackupRequest::new(
+        persnap::volume::canonical(src.path()).unwrap(),
+        persnap::fsutil::canonicalize(dest.path()).unwrap(),
+    );
+    req.method = persnap::method::MethodChoice::Explicit(persnap::method::Method::SqliteOnline);
+    persnap::backup::run_backup(
+        &req,
+        &mut history,
+        &mut persnap::progress::Silent,
+        &persnap::progress::CancelToken::new(),
+    )
+    .unwrap();
+
+    let mut app = app_with_history(data.path());
+    app.rt.helper = Some(direct_helper());
+    let mut h = harness(app);
+    h.get_by_label("History").click();
+    h.run_steps(3);
+    h.get_by_label("completed").click();
+    h.run_steps(3);
+    h.get_by_label("Restore this backup…").click();
+    h.run_steps(3);
+    assert!(
+        h.query_by_label_contains("Stop the correlator first")
+            .is_some()
+    );
+    h.get_by_label("Restore now").click();
+    wait_until(&mut h, "the restore", |app| {
+        app.rt.restore.as_ref().is_some_and(|d| d.result.is_some())
+    });
+    let result = h
+        .state()
+        .rt
+        .restore
+        .as_ref()
+        .unwrap()
+        .result
+        .clone()
+        .unwrap();
+    let report = result.unwrap_or_else(|f| panic!("restore failed: {f}"));
+    assert!(h.query_by_label_contains("Restored").is_some());
+    let safety = report.safety_dir.expect("the old store was kept");
+    assert!(safety.join("persistence.db").is_file());
+    assert!(persnap::verify::check_database(&db).is_ok());
+    assert!(h.state().rt.runs.iter().any(
+        |r| r.kind == persnap::history::RunKind::Restore && r.outcome == RunOutcome::Completed
+    ));
+    h.get_by_label("Close").click();
+    h.run_steps(2);
+    assert!(h.state().rt.restore.is_none());
+}
+
+#[test]
+fn a_failed_scheduled_backup_is_highlighted_and_retention_shows_in_the_plan() {
+    let data = tempfile::tempdir().unwrap();
+    let history = History::at(data.path().join("history"));
+    let run: persnap::history::Run = serde_json::from_value(serde_json::json!({
+        "id": "1", "tag": "deadbeef", "scheduled": "nightly",
+        "started": "2026-11-20T02:00:00Z", "finished": "2026-11-20T02:00:03Z", "duration_secs": 3.0,
+        "source": "/var/lib/apama/store", "store_name": "persistence.db", "destination": "/backup",
+        "backup_path": null, "requested_method": "auto", "method": "lvm", "snapshot_id": null,
+        "bytes": 0, "files": 0, "verification": null, "host": "h", "tool_version": "0.1.0",
+        "outcome": {"status": "failed", "step": "snapshot", "kind": "snapshot", "message": "Volume group vg0 has no free space."}
+    }))
+    .unwrap();
+    history.upsert(&run).unwrap();
+    let mut h = harness(app_with_history(data.path()));
+    h.run_steps(2);
+    assert!(
+        h.query_by_label_contains("The scheduled backup “nightly”")
+            .is_some(),
+        "highlighted on launch"
+    );
+
+    let src = tempfile::tempdir().unwrap();
+    let dest = tempfile::tempdir().unwrap();
+    loadgen::init(&src.path().join("persistence.db"), Mode::Wal, 1).unwrap();
+    h.state_mut().settings.keep_last = 3;
+    type_into(&mut h, "Database folder", src.path().to_str().unwrap());
+    type_into(&mut h, "Backup location", dest.path().to_str().unwrap());
+    choose_method(&mut h, "SQLite online backup (no snapshot)");
+    wait_until(&mut h, "the plan with retention", |app| {
+        app.rt.probe.as_ref().is_some_and(|p| {
+            p.as_ref().is_ok_and(|r| {
+                r.steps
+                    .iter()
+                    .any(|s| s.contains("keep the newest 3 backups"))
+            })
+        })
+    });
+    assert!(
+        h.query_by_label_contains("Then delete older backups of persistence.db")
+            .is_some()
+    );
+}

@@ -29,6 +29,7 @@ pub enum Msg {
     Run(Box<Run>),
     BackupDone(Result<(PathBuf, Box<Manifest>), RemoteFailure>),
     TestSnapshotDone(Result<String, String>),
+    RestoreDone(Result<Box<persnap::restore::RestoreReport>, RemoteFailure>),
     Probed {
         key: String,
         result: Result<Box<ProbeReport>, String>,
@@ -94,6 +95,37 @@ fn spawn(
     let token = cancel.clone();
     std::thread::spawn(move || work(notify, token));
     Job { rx, cancel }
+}
+
+/// Restore a backup through the helper (the store folder usually belongs
+/// to the correlator's user, so this needs administrator rights).
+pub fn restore(
+    ctx: &eframe::egui::Context,
+    backup: PathBuf,
+    target: PathBuf,
+    history: History,
+    helper: Option<HelperRoute>,
+) -> Job {
+    spawn(ctx, move |notify, cancel| {
+        let mut progress = notify.clone();
+        let mut recorder = HistoryRecorder {
+            history,
+            notify: notify.clone(),
+        };
+        let request = Request::Restore { backup, target };
+        let result = match route(helper)
+            .and_then(|r| launch::call_via(r, &request, &mut progress, &mut recorder, &cancel))
+        {
+            Ok(Reply::Restore { report }) => Ok(Box::new(report)),
+            Ok(other) => Err(RemoteFailure {
+                kind: persnap::ErrorKind::Protocol,
+                step: None,
+                message: format!("unexpected reply {other:?}"),
+            }),
+            Err(f) => Err(f),
+        };
+        notify.send(Msg::RestoreDone(result));
+    })
 }
 
 /// Inspect the folders (unprivileged; reads headers and mounts only).

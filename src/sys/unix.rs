@@ -200,19 +200,38 @@ pub(crate) fn percent_encode_path(bytes: &[u8], prefix: &str) -> String {
 /// `/proc/*/fd`. Processes this user cannot inspect are skipped (the
 /// helper runs as root and sees all).
 pub fn processes_using(paths: &[PathBuf]) -> Vec<String> {
-    let wanted: Vec<PathBuf> = paths.iter().filter_map(|p| fs::canonicalize(p).ok()).collect();
+    let wanted: Vec<PathBuf> = paths
+        .iter()
+        .filter_map(|p| fs::canonicalize(p).ok())
+        .collect();
     if wanted.is_empty() {
         return Vec::new();
     }
-    let Ok(procs) = fs::read_dir("/proc") else { return Vec::new() };
+    let Ok(procs) = fs::read_dir("/proc") else {
+        return Vec::new();
+    };
     let mut users = Vec::new();
     for entry in procs.filter_map(|e| e.ok()) {
-        let Some(pid) = entry.file_name().to_str().and_then(|s| s.parse::<u32>().ok()) else { continue };
-        let Ok(fds) = fs::read_dir(entry.path().join("fd")) else { continue };
-        let holds = fds.filter_map(|fd| fd.ok()).filter_map(|fd| fs::read_link(fd.path()).ok()).any(|target| wanted.contains(&target));
+        let Some(pid) = entry
+            .file_name()
+            .to_str()
+            .and_then(|s| s.parse::<u32>().ok())
+        else {
+            continue;
+        };
+        let Ok(fds) = fs::read_dir(entry.path().join("fd")) else {
+            continue;
+        };
+        let holds = fds
+            .filter_map(|fd| fd.ok())
+            .filter_map(|fd| fs::read_link(fd.path()).ok())
+            .any(|target| wanted.contains(&target));
         if holds {
             let name = fs::read_to_string(entry.path().join("comm")).unwrap_or_default();
-            users.push(format!("process {pid} ({}) has the database open", name.trim()));
+            users.push(format!(
+                "process {pid} ({}) has the database open",
+                name.trim()
+            ));
         }
     }
     users
@@ -238,7 +257,15 @@ pub fn home_of(user: &str) -> Option<PathBuf> {
     // SAFETY: getpwnam_r writes into pwd and buf, both sized as declared.
     let mut pwd: libc::passwd = unsafe { std::mem::zeroed() };
     let mut result = std::ptr::null_mut();
-    let rc = unsafe { libc::getpwnam_r(name.as_ptr(), &mut pwd, buf.as_mut_ptr().cast(), buf.len(), &mut result) };
+    let rc = unsafe {
+        libc::getpwnam_r(
+            name.as_ptr(),
+            &mut pwd,
+            buf.as_mut_ptr().cast(),
+            buf.len(),
+            &mut result,
+        )
+    };
     if rc != 0 || result.is_null() || pwd.pw_dir.is_null() {
         return None;
     }
