@@ -200,6 +200,10 @@ pub enum ScheduleCommand {
     List,
     /// Remove a schedule; needs root. Its backups and history stay.
     Remove { name: String },
+    /// Run by a schedule's service after each run: a desktop notification
+    /// when it did not succeed (systemd sets SERVICE_RESULT).
+    #[command(hide = true)]
+    Notify { name: String },
 }
 
 pub fn run(cli: Cli) -> Result<(), Failure> {
@@ -874,6 +878,10 @@ fn schedule_cmd(cmd: ScheduleCommand) -> Result<(), Failure> {
             }
             Ok(())
         }
+        ScheduleCommand::Notify { name } => {
+            notify_failure(&name);
+            Ok(())
+        }
         ScheduleCommand::Remove { name } => {
             schedule::validate_name(&name)?;
             let _ = systemctl(&["disable", "--now", &schedule::timer_name(&name)]);
@@ -890,6 +898,97 @@ fn schedule_cmd(cmd: ScheduleCommand) -> Result<(), Failure> {
             Ok(())
         }
     }
+}
+
+/// After a scheduled run: unless systemd says it succeeded, tell the user
+/// whose history it records into, on their desktop. Never fails the unit.
+fn notify_failure(name: &str) {
+    use persnap::schedule;
+    let result = std::env::var("SERVICE_RESULT").unwrap_or_else(|_| "unknown".into());
+    if result == "success" {
+        return;
+    }
+    let found = schedule::list(&schedule::unit_dir())
+        .ok()
+        .and_then(|all| all.into_iter().find(|s| s.name == name));
+    let Some(s) = found else {
+        eprintln!("persnap: no schedule named {name}; nothing to notify");
+        return;
+    };
+    let runs = History::at(&s.history_dir).load().unwrap_or_default();
+    let run = runs
+        .iter()
+        .filter(|r| r.scheduled.as_deref() == Some(name))
+        .max_by_key(|r| r.started);
+    let (summary, body) = schedule::failure_message(name, run, &result);
+    eprintln!("{summary}: {body}");
+    if let Err(e) = desktop_notify(&s.history_dir, &summary, &body) {
+        eprintln!("persnap: no desktop notification ({e})");
+    }
+}
+
+/// A GVariant text literal of a string (for gdbus arguments).
+fn gvariant_string(text: &str) -> String {
+    format!("'{}'", text.replace('\\', "\\\\").replace('\'', "\\'"))
+}
+
+/// freedesktop Notify on the session bus of the owner of `owner_of`
+/// (`/run/user/UID/bus`, or `PERSNAP_NOTIFY_BUS`), through gdbus run as
+/// that user.
+#[cfg(unix)]
+fn desktop_notify(owner_of: &std::path::Path, summary: &str, body: &str) -> anyhow::Result<()> {
+    use std::os::unix::fs::MetadataExt;
+    use std::os::unix::process::CommandExt;
+    let owner = std::fs::metadata(owner_of)?;
+    let bus = match std::env::var("PERSNAP_NOTIFY_BUS") {
+        Ok(bus) => bus,
+        Err(_) => {
+            let socket = format!("/run/user/{}/bus", owner.uid());
+            anyhow::ensure!(
+                std::path::Path::new(&socket).exists(),
+                "the user has no desktop session ({socket} is missing)"
+            );
+            format!("unix:path={socket}")
+        }
+    };
+    let mut cmd = std::process::Command::new("/usr/bin/gdbus");
+    cmd.args([
+        "call",
+        "--session",
+        "--dest",
+        "org.freedesktop.Notifications",
+    ])
+    .args([
+        "--object-path",
+        "/org/freedesktop/Notifications",
+        "--method",
+        "org.freedesktop.Notifications.Notify",
+    ])
+    .arg(gvariant_string("persnap"))
+    .arg("uint32 0")
+    .arg(gvariant_string("dialog-error"))
+    .arg(gvariant_string(summary))
+    .arg(gvariant_string(body))
+    .arg("@as []")
+    .arg("{'urgency': <byte 2>}")
+    .arg("int32 -1")
+    .env_clear()
+    .env("DBUS_SESSION_BUS_ADDRESS", bus);
+    if persnap::fsutil::is_root() && owner.uid() != 0 {
+        cmd.uid(owner.uid()).gid(owner.gid());
+    }
+    let out = cmd.output()?;
+    anyhow::ensure!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr).trim()
+    );
+    Ok(())
+}
+
+#[cfg(not(unix))]
+fn desktop_notify(_owner_of: &std::path::Path, _summary: &str, _body: &str) -> anyhow::Result<()> {
+    anyhow::bail!("desktop notifications for schedules exist on Linux only")
 }
 
 /// Run systemctl when systemd is running; Ok(false) when it is not.

@@ -6,7 +6,10 @@
 //! like manual ones. Failed runs exit non-zero, so systemd marks the
 //! service failed (`systemctl --failed`), and the app highlights them.
 //! The timer is `Persistent=`, so a run missed while the machine was off
-//! happens at the next boot. Calendar expressions are checked with
+//! happens at the next boot. When a run fails, the service's
+//! `ExecStopPost=` (`persnap schedule notify NAME`) raises a desktop
+//! notification in the user's session (freedesktop Notifications over the
+//! session bus). Calendar expressions are checked with
 //! `systemd-analyze calendar` before anything is written, and the schedule
 //! itself is kept as JSON in a comment of the service unit, so `list` reads
 //! back exactly what was asked for.
@@ -136,6 +139,7 @@ pub fn service_unit(s: &Schedule, exe: &Path) -> String {
          Type=oneshot\n\
          Environment={env}\n\
          ExecStart={exec}\n\
+         ExecStopPost={notify}\n\
          Nice=10\n\
          IOSchedulingClass=best-effort\n\
          IOSchedulingPriority=7\n",
@@ -144,6 +148,14 @@ pub fn service_unit(s: &Schedule, exe: &Path) -> String {
         dest = s.dest.display().to_string().replace('%', "%%"),
         env = quote_arg(&format!("PERSNAP_DATA_DIR={}", s.history_dir.display())),
         exec = exec_start(s, exe),
+        notify = [
+            exe.to_string_lossy().as_ref(),
+            "schedule",
+            "notify",
+            &s.name
+        ]
+        .map(quote_arg)
+        .join(" "),
     )
 }
 
@@ -164,6 +176,33 @@ pub fn timer_unit(s: &Schedule) -> String {
         calendar = s.on_calendar,
         service = service_name(&s.name),
     )
+}
+
+/// What to tell the user about a scheduled run that did not succeed:
+/// summary and body of the notification.
+pub fn failure_message(
+    name: &str,
+    run: Option<&crate::history::Run>,
+    service_result: &str,
+) -> (String, String) {
+    let summary = format!("persnap: the scheduled backup \u{201c}{name}\u{201d} failed");
+    let body = match run {
+        Some(run) => match &run.outcome {
+            crate::history::Outcome::Failed { step, message, .. } => {
+                format!("{}: failed during {step}: {message}", run.source.display())
+            }
+            other => format!(
+                "{}: the run ended {} (systemd: {service_result})",
+                run.source.display(),
+                other.label()
+            ),
+        },
+        None => format!(
+            "It did not start a backup (systemd: {service_result}); see journalctl -u {}",
+            service_name(name)
+        ),
+    };
+    (summary, body)
 }
 
 /// Check a calendar expression with systemd; returns its normalized form.

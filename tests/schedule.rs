@@ -184,3 +184,172 @@ fn schedule_units_verify_and_their_command_backs_up() {
     );
     assert_eq!(again.status.code(), Some(2));
 }
+
+/// A private session bus and a monitor of Notify calls on it.
+struct SessionBus {
+    address: String,
+    daemon_pid: String,
+    monitor: std::process::Child,
+    out: std::path::PathBuf,
+    _dir: tempfile::TempDir,
+}
+
+impl SessionBus {
+    fn start() -> SessionBus {
+        let dir = tempfile::tempdir().unwrap();
+        let out = Command::new("dbus-daemon")
+            .args([
+                "--session",
+                "--fork",
+                "--nopidfile",
+                "--print-address=1",
+                "--print-pid=1",
+            ])
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "dbus-daemon: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let printed = String::from_utf8_lossy(&out.stdout).into_owned();
+        let address = printed
+            .lines()
+            .find(|l| l.starts_with("unix:"))
+            .unwrap()
+            .to_owned();
+        let daemon_pid = printed
+            .lines()
+            .find(|l| l.parse::<u32>().is_ok())
+            .unwrap()
+            .to_owned();
+        let log = dir.path().join("monitor.txt");
+        let monitor = Command::new("dbus-monitor")
+            .args([
+                "--address",
+                &address,
+                "interface='org.freedesktop.Notifications'",
+            ])
+            .stdout(std::fs::File::create(&log).unwrap())
+            .spawn()
+            .unwrap();
+        std::thread::sleep(std::time::Duration::from_millis(500));
+        SessionBus {
+            address,
+            daemon_pid,
+            monitor,
+            out: log,
+            _dir: dir,
+        }
+    }
+
+    fn seen(&mut self) -> String {
+        std::thread::sleep(std::time::Duration::from_millis(500));
+        let _ = self.monitor.kill();
+        let _ = self.monitor.wait();
+        std::fs::read_to_string(&self.out).unwrap()
+    }
+}
+
+impl Drop for SessionBus {
+    fn drop(&mut self) {
+        let _ = self.monitor.kill();
+        let _ = self.monitor.wait();
+        let _ = Command::new("kill").arg(&self.daemon_pid).status();
+    }
+}
+
+#[test]
+fn a_failed_scheduled_run_raises_a_desktop_notification() {
+    let store = tempfile::tempdir().unwrap();
+    make_store(store.path(), "persistence.db", Mode::Wal, 1);
+    let dest = Destination::new();
+    let data = tempfile::tempdir().unwrap();
+    let units = tempfile::tempdir().unwrap();
+    let add = with_units(
+        units.path(),
+        data.path(),
+        &[
+            "schedule",
+            "add",
+            "hourly",
+            "--source",
+            store.path().to_str().unwrap(),
+            "--dest",
+            dest.backups.to_str().unwrap(),
+            "--method",
+            "sqlite-online",
+            "--at",
+            "hourly",
+        ],
+    );
+    assert!(add.status.success(), "{}", stderr(&add));
+    let text = std::fs::read_to_string(units.path().join("persnap-backup-hourly.service")).unwrap();
+    let exec = exec_words(
+        text.lines()
+            .find_map(|l| l.strip_prefix("ExecStart="))
+            .unwrap(),
+    );
+    let post = exec_words(
+        text.lines()
+            .find_map(|l| l.strip_prefix("ExecStopPost="))
+            .unwrap(),
+    );
+    assert_eq!(post[1..], ["schedule", "notify", "hourly"]);
+
+    // The database goes away: the scheduled run fails, as systemd would see.
+    std::fs::remove_file(store.path().join("persistence.db")).unwrap();
+    let run = Command::new(&exec[0])
+        .args(&exec[1..])
+        .env_clear()
+        .env("PERSNAP_DATA_DIR", data.path())
+        .output()
+        .unwrap();
+    assert!(
+        !run.status.success(),
+        "the failed run exits non-zero for systemd"
+    );
+
+    let mut bus = SessionBus::start();
+    let notify = |result: &str| {
+        Command::new(&post[0])
+            .args(&post[1..])
+            .env_clear()
+            .env("SERVICE_RESULT", result)
+            .env("PERSNAP_UNIT_DIR", units.path())
+            .env("PERSNAP_NOTIFY_BUS", &bus.address)
+            .output()
+            .unwrap()
+    };
+    let ok = notify("success");
+    assert!(
+        ok.status.success() && ok.stderr.is_empty(),
+        "nothing said after a success: {}",
+        stderr(&ok)
+    );
+    let failed = notify("exit-code");
+    assert!(failed.status.success(), "notifying never fails the unit");
+    assert!(
+        stderr(&failed).contains("failed during"),
+        "{}",
+        stderr(&failed)
+    );
+    let seen = bus.seen();
+    assert!(
+        seen.contains("member=Notify"),
+        "a Notify call went out: {seen}"
+    );
+    assert!(
+        seen.contains("persnap: the scheduled backup “hourly” failed"),
+        "{seen}"
+    );
+    assert!(
+        seen.contains("No database file named persistence.db"),
+        "with the reason: {seen}"
+    );
+    assert_eq!(
+        seen.matches("member=Notify").count(),
+        1,
+        "only for the failure"
+    );
+}
