@@ -928,6 +928,7 @@ fn notify_failure(name: &str) {
 }
 
 /// A GVariant text literal of a string (for gdbus arguments).
+#[cfg(unix)]
 fn gvariant_string(text: &str) -> String {
     format!("'{}'", text.replace('\\', "\\\\").replace('\'', "\\'"))
 }
