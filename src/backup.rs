@@ -306,29 +306,16 @@ pub fn run_backup(
 }
 
 fn new_run(req: &BackupRequest, id: String, tag: String) -> Run {
-    Run {
+    let mut run = Run::starting(
+        crate::history::RunKind::Backup,
         id,
         tag,
-        scheduled: None,
-        kind: crate::history::RunKind::Backup,
-        started: Utc::now(),
-        finished: None,
-        duration_secs: None,
-        source: req.source.clone(),
-        store_name: req.store_name.clone(),
-        destination: req.dest.clone(),
-        backup_path: None,
-        requested_method: req.method,
-        method: None,
-        snapshot_id: None,
-        bytes: 0,
-        files: 0,
-        outcome: Outcome::Running,
-        verification: None,
-        warnings: Vec::new(),
-        host: manifest::host_name(),
-        tool_version: crate::TOOL_VERSION.into(),
-    }
+        req.source.clone(),
+        req.store_name.clone(),
+        req.dest.clone(),
+    );
+    run.requested_method = req.method;
+    run
 }
 
 fn panic_message(panic: &Box<dyn std::any::Any + Send>) -> String {

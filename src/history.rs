@@ -96,6 +96,42 @@ pub struct Run {
     pub tool_version: String,
 }
 
+impl Run {
+    /// A run that starts now: recorded as running, everything else to come.
+    pub fn starting(
+        kind: RunKind,
+        id: String,
+        tag: String,
+        source: PathBuf,
+        store_name: String,
+        destination: PathBuf,
+    ) -> Run {
+        Run {
+            id,
+            tag,
+            kind,
+            scheduled: None,
+            started: Utc::now(),
+            finished: None,
+            duration_secs: None,
+            source,
+            store_name,
+            destination,
+            backup_path: None,
+            requested_method: MethodChoice::Auto,
+            method: None,
+            snapshot_id: None,
+            bytes: 0,
+            files: 0,
+            outcome: Outcome::Running,
+            verification: None,
+            warnings: Vec::new(),
+            host: crate::manifest::host_name(),
+            tool_version: crate::TOOL_VERSION.into(),
+        }
+    }
+}
+
 #[derive(Serialize, Deserialize)]
 struct HistoryFile {
     format: u32,

@@ -26,8 +26,7 @@ use crate::copy::{self, Meter};
 use crate::error::{Error, HINT_DEST, Result};
 use crate::fsutil::{self, RunLock};
 use crate::history::{Outcome, Recorder, Run, RunKind};
-use crate::manifest::{self, Manifest};
-use crate::method::MethodChoice;
+use crate::manifest::Manifest;
 use crate::progress::{CancelToken, Level, Phase, Progress};
 use crate::store::FileRole;
 use crate::verify::{self, Verification, WorkDir};
@@ -111,29 +110,14 @@ pub fn run_restore(
 }
 
 fn new_run(req: &RestoreRequest, id: String, tag: String) -> Run {
-    Run {
+    Run::starting(
+        RunKind::Restore,
         id,
         tag,
-        scheduled: None,
-        kind: RunKind::Restore,
-        started: Utc::now(),
-        finished: None,
-        duration_secs: None,
-        source: req.backup.clone(),
-        store_name: String::new(),
-        destination: req.target.clone(),
-        backup_path: None,
-        requested_method: MethodChoice::Auto,
-        method: None,
-        snapshot_id: None,
-        bytes: 0,
-        files: 0,
-        outcome: Outcome::Running,
-        verification: None,
-        warnings: Vec::new(),
-        host: manifest::host_name(),
-        tool_version: crate::TOOL_VERSION.into(),
-    }
+        req.backup.clone(),
+        String::new(),
+        req.target.clone(),
+    )
 }
 
 fn execute(

@@ -40,6 +40,19 @@ pub struct Verification {
     pub seconds: f64,
 }
 
+impl Verification {
+    /// A check that passed: SQLite said `ok` and every hash matched.
+    fn passed((page_count, page_size): (u64, u64), started: Instant) -> Verification {
+        Verification {
+            integrity: "ok".into(),
+            page_count,
+            page_size,
+            hashes_match: true,
+            seconds: started.elapsed().as_secs_f64(),
+        }
+    }
+}
+
 /// A folder removed (with everything in it) when dropped.
 pub struct WorkDir {
     path: PathBuf,
@@ -110,13 +123,7 @@ pub fn verify_set(
         }
         integrity_check_in_place(&backup_dir.join(store_name))?
     };
-    Ok(Verification {
-        integrity: "ok".into(),
-        page_count,
-        page_size,
-        hashes_match: true,
-        seconds: started.elapsed().as_secs_f64(),
-    })
+    Ok(Verification::passed((page_count, page_size), started))
 }
 
 /// Whether SQLite would change the main file when opening the set: a
@@ -159,13 +166,7 @@ pub fn integrity_check(db: &Path) -> Result<(u64, u64)> {
 pub fn check_database(db: &Path) -> Result<Verification> {
     let started = Instant::now();
     let (page_count, page_size) = integrity_check_in_place(db)?;
-    Ok(Verification {
-        integrity: "ok".into(),
-        page_count,
-        page_size,
-        hashes_match: true,
-        seconds: started.elapsed().as_secs_f64(),
-    })
+    Ok(Verification::passed((page_count, page_size), started))
 }
 
 /// Open a staged copy read-write so SQLite replays its journal or WAL,
