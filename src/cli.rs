@@ -74,12 +74,8 @@ pub enum Command {
         /// Default: a fifth of the volume, at least 1 GiB, bounded by the volume group's free space.
         #[arg(long, value_name = "SIZE", value_parser = persnap::units::parse_size)]
         snapshot_size: Option<u64>,
-        /// After the backup verified, keep only the newest N backups of this store here.
-        #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=100_000))]
-        keep_last: Option<u32>,
-        /// After the backup verified, keep (at least) every backup of the last D days.
-        #[arg(long, value_name = "D", value_parser = clap::value_parser!(u32).range(1..=100_000))]
-        keep_days: Option<u32>,
+        #[command(flatten)]
+        retention: RetentionArgs,
         /// Set by a schedule's service: the run is recorded as started by it.
         #[arg(long, value_name = "NAME", hide = true)]
         scheduled: Option<String>,
@@ -140,12 +136,8 @@ pub enum Command {
         dest: PathBuf,
         #[arg(long, value_name = "NAME", default_value = persnap::store::DEFAULT_STORE_NAME)]
         store_name: String,
-        /// Keep the newest N backups.
-        #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=100_000))]
-        keep_last: Option<u32>,
-        /// Keep every backup of the last D days.
-        #[arg(long, value_name = "D", value_parser = clap::value_parser!(u32).range(1..=100_000))]
-        keep_days: Option<u32>,
+        #[command(flatten)]
+        retention: RetentionArgs,
         /// Only list what would be deleted.
         #[arg(long)]
         dry_run: bool,
@@ -174,6 +166,27 @@ impl<E: Into<anyhow::Error>> From<E> for Failure {
     }
 }
 
+/// Which older backups of a store to keep at a location (retention);
+/// neither given: keep all. Applied only after a verified backup.
+#[derive(clap::Args)]
+pub struct RetentionArgs {
+    /// Keep the newest N good backups of this store at the location.
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=100_000))]
+    keep_last: Option<u32>,
+    /// Keep (at least) every backup of the last D days.
+    #[arg(long, value_name = "D", value_parser = clap::value_parser!(u32).range(1..=100_000))]
+    keep_days: Option<u32>,
+}
+
+impl RetentionArgs {
+    fn policy(&self) -> RetentionPolicy {
+        RetentionPolicy {
+            keep_last: self.keep_last,
+            keep_days: self.keep_days,
+        }
+    }
+}
+
 #[derive(Subcommand)]
 pub enum ScheduleCommand {
     /// Create (or replace) a schedule; needs root. Runs are recorded in your history.
@@ -191,10 +204,8 @@ pub enum ScheduleCommand {
         /// When, as a systemd calendar expression: daily, hourly, "Mon..Fri 02:00", "*-*-* 00/6:00" …
         #[arg(long, value_name = "WHEN")]
         at: String,
-        #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=100_000))]
-        keep_last: Option<u32>,
-        #[arg(long, value_name = "D", value_parser = clap::value_parser!(u32).range(1..=100_000))]
-        keep_days: Option<u32>,
+        #[command(flatten)]
+        retention: RetentionArgs,
     },
     /// List the schedules.
     List,
@@ -216,8 +227,7 @@ pub fn run(cli: Cli) -> Result<(), Failure> {
             timeout,
             snapshot_size,
             vss_timeout,
-            keep_last,
-            keep_days,
+            retention,
             scheduled,
         } => {
             let req = BackupRequest {
@@ -230,10 +240,7 @@ pub fn run(cli: Cli) -> Result<(), Failure> {
                     size: snapshot_size,
                     vss_deadline: vss_timeout.map(std::time::Duration::from_secs),
                 },
-                retention: RetentionPolicy {
-                    keep_last,
-                    keep_days,
-                },
+                retention: retention.policy(),
             };
             backup_cmd(&req, scheduled)
         }
@@ -258,18 +265,9 @@ pub fn run(cli: Cli) -> Result<(), Failure> {
         Command::Prune {
             dest,
             store_name,
-            keep_last,
-            keep_days,
+            retention,
             dry_run,
-        } => prune_cmd(
-            &dest,
-            &store_name,
-            RetentionPolicy {
-                keep_last,
-                keep_days,
-            },
-            dry_run,
-        ),
+        } => prune_cmd(&dest, &store_name, retention.policy(), dry_run),
         Command::Man { dir } => man_pages(&dir),
     }
 }
@@ -328,7 +326,7 @@ fn backup_cmd(req: &BackupRequest, schedule: Option<String>) -> Result<(), Failu
                 backup_dir,
                 manifest,
             }) => Ok((backup_dir, manifest)),
-            Ok(other) => Err(unexpected(other)),
+            Ok(other) => Err(RemoteFailure::unexpected(other)),
             Err(f) => Err(f),
         }
     };
@@ -398,7 +396,7 @@ fn restore_cmd(backup: PathBuf, target: PathBuf) -> Result<(), Failure> {
     let request = Request::Restore { backup, target };
     let result = match launch::call(&request, &mut progress, &mut history, &cancel) {
         Ok(Reply::Restore { report }) => Ok(report),
-        Ok(other) => Err(unexpected(other)),
+        Ok(other) => Err(RemoteFailure::unexpected(other)),
         Err(f) => Err(f),
     };
     progress.finish_line();
@@ -459,14 +457,6 @@ fn remote_failure(f: RemoteFailure) -> Failure {
     }
 }
 
-fn unexpected(outcome: Reply) -> RemoteFailure {
-    RemoteFailure {
-        kind: persnap::ErrorKind::Protocol,
-        step: None,
-        message: format!("the helper answered with an unexpected result: {outcome:?}"),
-    }
-}
-
 fn install_cancel_on_signals(cancel: &CancelToken) -> anyhow::Result<()> {
     use signal_hook::consts::{SIGINT, SIGTERM};
     for sig in [SIGINT, SIGTERM] {
@@ -499,7 +489,7 @@ fn probe_cmd(
         let mut printer = Printer::new();
         match launch::call(&request, &mut printer, &mut Discard, &CancelToken::new()) {
             Ok(Reply::Probe { report }) => report,
-            Ok(other) => return Err(remote_failure(unexpected(other))),
+            Ok(other) => return Err(remote_failure(RemoteFailure::unexpected(other))),
             Err(f) => return Err(remote_failure(f)),
         }
     } else {
@@ -694,7 +684,7 @@ fn cleanup_cmd(extra: Vec<PathBuf>) -> Result<(), Failure> {
             &CancelToken::new(),
         ) {
             Ok(Reply::Cleanup { removed }) => removed,
-            Ok(other) => return Err(remote_failure(unexpected(other))),
+            Ok(other) => return Err(remote_failure(RemoteFailure::unexpected(other))),
             Err(f) => return Err(remote_failure(f)),
         },
         // Without the helper, remove what this user can.
@@ -822,8 +812,7 @@ fn schedule_cmd(cmd: ScheduleCommand) -> Result<(), Failure> {
             store_name,
             method,
             at,
-            keep_last,
-            keep_days,
+            retention,
         } => {
             schedule::validate_name(&name)?;
             let on_calendar = schedule::check_calendar(&at)?;
@@ -836,10 +825,7 @@ fn schedule_cmd(cmd: ScheduleCommand) -> Result<(), Failure> {
                 dest: backup::canonical_dest(&dest)?,
                 store_name,
                 method,
-                retention: RetentionPolicy {
-                    keep_last,
-                    keep_days,
-                },
+                retention: retention.policy(),
                 on_calendar: on_calendar.clone(),
                 history_dir,
             };

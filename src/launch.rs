@@ -47,6 +47,15 @@ pub struct RemoteFailure {
 }
 
 impl RemoteFailure {
+    /// The helper answered a request with the reply of another kind (a bug).
+    pub fn unexpected(reply: Reply) -> Self {
+        RemoteFailure {
+            kind: ErrorKind::Protocol,
+            step: None,
+            message: format!("the helper answered with an unexpected result: {reply:?}"),
+        }
+    }
+
     fn elevation(message: impl Into<String>) -> Self {
         RemoteFailure {
             kind: ErrorKind::Elevation,

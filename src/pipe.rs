@@ -15,8 +15,6 @@
 //! Names, arguments and checks are plain functions tested everywhere; the
 //! Win32 calls are in the `windows` submodule, tested under wine.
 
-use std::fmt::Write as _;
-
 /// Prefix of every persnap pipe name.
 pub const PIPE_PREFIX: &str = r"\\.\pipe\persnap-";
 
@@ -45,9 +43,7 @@ pub fn is_valid_pipe_name(name: &str) -> bool {
 /// filtered, unelevated token carries that group as deny-only, so it does
 /// not match), nothing for anyone else.
 pub fn pipe_sddl(user_sid: &str) -> String {
-    let mut sddl = String::from("D:P");
-    let _ = write!(sddl, "(A;;GA;;;{user_sid})(A;;GA;;;BA)");
-    sddl
+    format!("D:P(A;;GA;;;{user_sid})(A;;GA;;;BA)")
 }
 
 /// What the helper needs to reach its caller.

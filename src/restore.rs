@@ -240,15 +240,8 @@ fn store_paths(dir: &Path, name: &str) -> Vec<PathBuf> {
 /// the single database file that results.
 fn stage(backup: &Path, manifest: &Manifest, staging: &Path, meter: &mut Meter) -> Result<PathBuf> {
     for file in manifest.files.iter().filter(|f| f.role != FileRole::Shm) {
-        let (size, sha256) =
-            copy::copy_one(&backup.join(&file.name), &staging.join(&file.name), meter)?;
-        if size != file.size || sha256 != file.sha256 {
-            return Err(Error::HashMismatch {
-                file: file.name.clone(),
-                expected: file.sha256.clone(),
-                actual: sha256,
-            });
-        }
+        let copied = copy::copy_one(&backup.join(&file.name), &staging.join(&file.name), meter)?;
+        verify::check_hash(file, copied)?;
     }
     let db = staging.join(&manifest.store_name);
     verify::consolidate(&db)?;

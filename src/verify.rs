@@ -139,7 +139,7 @@ fn needs_replay(file: &CopiedFile) -> bool {
 }
 
 /// The bytes read back must be the bytes recorded.
-fn check_hash(file: &CopiedFile, (size, sha256): (u64, String)) -> Result<()> {
+pub(crate) fn check_hash(file: &CopiedFile, (size, sha256): (u64, String)) -> Result<()> {
     if sha256 != file.sha256 || size != file.size {
         return Err(Error::HashMismatch {
             file: file.name.clone(),

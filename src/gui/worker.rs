@@ -117,11 +117,7 @@ pub fn restore(
             .and_then(|r| launch::call_via(r, &request, &mut progress, &mut recorder, &cancel))
         {
             Ok(Reply::Restore { report }) => Ok(Box::new(report)),
-            Ok(other) => Err(RemoteFailure {
-                kind: persnap::ErrorKind::Protocol,
-                step: None,
-                message: format!("unexpected reply {other:?}"),
-            }),
+            Ok(other) => Err(RemoteFailure::unexpected(other)),
             Err(f) => Err(f),
         };
         notify.send(Msg::RestoreDone(result));
@@ -195,11 +191,7 @@ pub fn backup(
                     backup_dir,
                     manifest,
                 }) => Ok((backup_dir, Box::new(manifest))),
-                Ok(other) => Err(RemoteFailure {
-                    kind: persnap::ErrorKind::Protocol,
-                    step: None,
-                    message: format!("unexpected reply {other:?}"),
-                }),
+                Ok(other) => Err(RemoteFailure::unexpected(other)),
                 Err(f) => Err(f),
             }
         };
@@ -229,7 +221,7 @@ pub fn test_snapshot(
             Ok(Reply::Probe { report }) => report
                 .test_snapshot
                 .unwrap_or_else(|| Err("no test result".into())),
-            Ok(other) => Err(format!("unexpected reply {other:?}")),
+            Ok(other) => Err(RemoteFailure::unexpected(other).message),
             Err(f) => Err(f.message),
         };
         notify.send(Msg::TestSnapshotDone(result));

@@ -181,19 +181,7 @@ pub fn lock_dirs() -> Vec<PathBuf> {
 /// unreserved set percent-encoded (so `?`, `#` and `%` in folder names
 /// stay part of the path).
 pub fn sqlite_file_uri(path: &Path) -> String {
-    percent_encode_path(path.as_os_str().as_bytes(), "file:")
-}
-
-pub(crate) fn percent_encode_path(bytes: &[u8], prefix: &str) -> String {
-    let mut uri = String::from(prefix);
-    for &b in bytes {
-        if b.is_ascii_alphanumeric() || b"/-._~".contains(&b) {
-            uri.push(b as char);
-        } else {
-            uri.push_str(&format!("%{b:02X}"));
-        }
-    }
-    uri
+    super::percent_encoded("file:", path.as_os_str().as_bytes(), b"/-._~")
 }
 
 /// Processes (as "pid (name)") holding any of `paths` open, found through

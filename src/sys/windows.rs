@@ -187,15 +187,7 @@ pub fn sqlite_file_uri(path: &Path) -> String {
         .strip_prefix(r"\\?\")
         .unwrap_or(&text)
         .replace('\\', "/");
-    let mut uri = String::from("file:///");
-    for &b in plain.as_bytes() {
-        if b.is_ascii_alphanumeric() || b"/-._~:".contains(&b) {
-            uri.push(b as char);
-        } else {
-            uri.push_str(&format!("%{b:02X}"));
-        }
-    }
-    uri
+    super::percent_encoded("file:///", plain.as_bytes(), b"/-._~:")
 }
 
 /// The root of the volume holding `path` (`C:\`, or a mount folder such as
