@@ -22,13 +22,16 @@ if [ "$(id -u)" != 0 ]; then
 fi
 
 fail() { echo "FAIL: $*" >&2; exit 1; }
+# `cmd | grep -q` under pipefail fails at random: grep exits at the first
+# match and cmd dies of SIGPIPE. Read the whole output first.
+output_has() { local pattern=$1 out; shift; out=$("$@") || return 1; grep -q -- "$pattern" <<<"$out"; }
 step() { echo "== $*"; }
 
 # ---------------------------------------------------------------- Linux
 step "build the .deb"
 installer/package-deb.sh
 deb=$(ls -t target/debian/persnap_*_amd64.deb | head -n1)
-dpkg-deb --info "$deb" | grep -q "Depends:.*pkexec" || fail "the package does not depend on pkexec"
+output_has "Depends:.*pkexec" dpkg-deb --info "$deb" || fail "the package does not depend on pkexec"
 
 step "install $deb"
 apt-get remove -y -qq persnap >/dev/null 2>&1 || true
@@ -47,7 +50,7 @@ grep -q '<annotate key="org.freedesktop.policykit.exec.path">/usr/libexec/persna
 if command -v desktop-file-validate >/dev/null; then
   desktop-file-validate /usr/share/applications/io.github.persnap.desktop
 fi
-/usr/bin/persnap --version | grep -q "persnap" || fail "the installed persnap does not run"
+output_has persnap /usr/bin/persnap --version || fail "the installed persnap does not run"
 
 step "back up a live database with the installed binaries, as a user, through pkexec"
 user=persnap_pkg
@@ -97,7 +100,7 @@ backup=$(echo "$out" | tail -n1)
 runuser -u "$user" -- /usr/bin/persnap verify "$backup" >/dev/null || fail "the backup does not verify"
 cp -r "$backup" "$work/check"   # checking replays the journal: never in the backup itself
 target/release/persnap-loadgen check "$work/check/persistence.db" >/dev/null || fail "the backup breaks the invariant"
-ls -a "$work/mnt" | grep -q '^\.persnap' && fail "a snapshot was left behind"
+output_has '^\.persnap' ls -a "$work/mnt" && fail "a snapshot was left behind"
 echo "backup $backup made by $user through pkexec with the installed helper: verified, invariant holds"
 
 step "remove the package"
@@ -124,9 +127,9 @@ wine "$setup" /S; wineserver -w
 for f in "$pf/persnap.exe" "$pf/persnap-helper.exe" "$pf/Uninstall.exe" "$menu"; do
   [ -e "$f" ] || fail "$f is missing after the silent install"
 done
-wine reg query 'HKLM\Software\Microsoft\Windows\CurrentVersion\Uninstall\persnap' /v DisplayVersion 2>/dev/null \
-  | grep -q "$(sed -n 's/^version = "\(.*\)"/\1/p' Cargo.toml | head -n1)" || fail "no uninstall entry with the version"
-wine "C:\\Program Files\\persnap\\persnap.exe" --version | grep -q persnap || fail "the installed persnap.exe does not run"
+version=$(sed -n 's/^version = "\(.*\)"/\1/p' Cargo.toml | head -n1)
+output_has "$version" wine reg query 'HKLM\Software\Microsoft\Windows\CurrentVersion\Uninstall\persnap' /v DisplayVersion || fail "no uninstall entry with the version"
+output_has persnap wine "C:\\Program Files\\persnap\\persnap.exe" --version || fail "the installed persnap.exe does not run"
 
 step "uninstall silently under wine"
 wine "C:\\Program Files\\persnap\\Uninstall.exe" /S; wineserver -w
