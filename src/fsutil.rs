@@ -30,8 +30,10 @@ pub fn atomic_write(path: &Path, bytes: &[u8]) -> io::Result<()> {
         name.to_string_lossy(),
         std::process::id()
     ));
+    // A fresh file, never an existing one (nor what a planted link names).
+    let _ = fs::remove_file(&tmp);
     let result = (|| {
-        let mut file = crate::sys::open_shared_rw(&tmp, true)?;
+        let mut file = fs::File::options().write(true).create_new(true).open(&tmp)?;
         file.write_all(bytes)?;
         file.sync_all()?;
         fs::rename(&tmp, path)?;
@@ -133,6 +135,24 @@ mod tests {
         atomic_write(&path, b"two").unwrap();
         assert_eq!(fs::read(&path).unwrap(), b"two");
         assert_eq!(fs::read_dir(&dir).unwrap().count(), 1);
+        fs::remove_dir_all(dir).unwrap();
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn planted_links_are_never_written_through() {
+        let dir = tempdir();
+        let victim = dir.join("victim");
+        fs::write(&victim, b"precious").unwrap();
+        let path = dir.join("history.json");
+        let tmp = dir.join(format!(".history.json.tmp-{}", std::process::id()));
+        std::os::unix::fs::symlink(&victim, &tmp).unwrap();
+        atomic_write(&path, b"new").unwrap();
+        let lock = dir.join(".lock");
+        std::os::unix::fs::symlink(&victim, &lock).unwrap();
+        assert!(FileLock::exclusive(&lock).is_err(), "a linked lock file is refused");
+        assert_eq!(fs::read(&victim).unwrap(), b"precious");
+        assert_eq!(fs::read(&path).unwrap(), b"new");
         fs::remove_dir_all(dir).unwrap();
     }
 

@@ -26,6 +26,8 @@ pub fn create_private(path: &Path) -> io::Result<File> {
 }
 
 /// Open or create a file that other users may read (locks, history).
+/// Never through a symbolic link: a root process (a scheduled backup)
+/// writes these into a user's folder, where the user could plant one.
 pub fn open_shared_rw(path: &Path, truncate: bool) -> io::Result<File> {
     File::options()
         .read(true)
@@ -33,6 +35,7 @@ pub fn open_shared_rw(path: &Path, truncate: bool) -> io::Result<File> {
         .create(true)
         .truncate(truncate)
         .mode(0o644)
+        .custom_flags(libc::O_NOFOLLOW)
         .open(path)
 }
 
