@@ -79,6 +79,9 @@ pub enum Command {
         /// Set by a schedule's service: the run is recorded as started by it.
         #[arg(long, value_name = "NAME", hide = true)]
         scheduled: Option<String>,
+        /// Set by a schedule's task (Windows): the history to record into.
+        #[arg(long, value_name = "DIR", hide = true)]
+        history_dir: Option<PathBuf>,
         /// Windows: seconds the whole Volume Shadow Copy sequence may take (default 120).
         #[arg(long, value_name = "SECS", value_parser = clap::value_parser!(u64).range(1..=86400))]
         vss_timeout: Option<u64>,
@@ -189,7 +192,7 @@ impl RetentionArgs {
 
 #[derive(Subcommand)]
 pub enum ScheduleCommand {
-    /// Create (or replace) a schedule; needs root. Runs are recorded in your history.
+    /// Create (or replace) a schedule (asks for administrator rights). Runs are recorded in your history.
     Add {
         /// A short name: lower-case letters, digits, dashes.
         name: String,
@@ -201,7 +204,8 @@ pub enum ScheduleCommand {
         store_name: String,
         #[arg(long, default_value = "auto")]
         method: MethodChoice,
-        /// When, as a systemd calendar expression: daily, hourly, "Mon..Fri 02:00", "*-*-* 00/6:00" …
+        /// When (local time): hourly, daily, 02:30, "Mon..Fri 22:00", "Sat,Sun 06:00";
+        /// on Linux also any systemd calendar expression ("*-*-* 00/6:00").
         #[arg(long, value_name = "WHEN")]
         at: String,
         #[command(flatten)]
@@ -209,12 +213,27 @@ pub enum ScheduleCommand {
     },
     /// List the schedules.
     List,
-    /// Remove a schedule; needs root. Its backups and history stay.
+    /// Remove a schedule (asks for administrator rights). Its backups and history stay.
     Remove { name: String },
+    /// Report schedules whose last run failed or that missed a run (exit status 1 if any).
+    Check {
+        /// Also raise a desktop notification for each (run at login).
+        #[arg(long)]
+        notify: bool,
+    },
     /// Run by a schedule's service after each run: a desktop notification
     /// when it did not succeed (systemd sets SERVICE_RESULT).
     #[command(hide = true)]
     Notify { name: String },
+    /// Windows: started in the user's session by a failed scheduled run to
+    /// show its notification there.
+    #[command(hide = true)]
+    Toast {
+        #[arg(long)]
+        summary: String,
+        #[arg(long)]
+        body: String,
+    },
 }
 
 pub fn run(cli: Cli) -> Result<(), Failure> {
@@ -229,6 +248,7 @@ pub fn run(cli: Cli) -> Result<(), Failure> {
             vss_timeout,
             retention,
             scheduled,
+            history_dir,
         } => {
             let req = BackupRequest {
                 source,
@@ -242,7 +262,17 @@ pub fn run(cli: Cli) -> Result<(), Failure> {
                 },
                 retention: retention.policy(),
             };
-            backup_cmd(&req, scheduled)
+            let history = match history_dir {
+                Some(dir) => History::at(dir),
+                None => History::open_default()?,
+            };
+            let result = backup_cmd(&req, history, scheduled.clone());
+            if result.is_err()
+                && let Some(name) = scheduled
+            {
+                after_failed_scheduled_run(&name);
+            }
+            result
         }
         Command::Probe {
             source,
@@ -286,11 +316,12 @@ impl Recorder for Tagged {
     }
 }
 
-fn backup_cmd(req: &BackupRequest, schedule: Option<String>) -> Result<(), Failure> {
-    let mut history = Tagged {
-        history: History::open_default()?,
-        schedule,
-    };
+fn backup_cmd(
+    req: &BackupRequest,
+    history: History,
+    schedule: Option<String>,
+) -> Result<(), Failure> {
+    let mut history = Tagged { history, schedule };
     let cancel = CancelToken::new();
     install_cancel_on_signals(&cancel)?;
     let mut progress = Printer::new();
@@ -802,8 +833,7 @@ fn man_pages(dir: &std::path::Path) -> Result<(), Failure> {
 }
 
 fn schedule_cmd(cmd: ScheduleCommand) -> Result<(), Failure> {
-    use persnap::schedule::{self, Schedule};
-    let dir = schedule::unit_dir();
+    use persnap::schedule;
     match cmd {
         ScheduleCommand::Add {
             name,
@@ -814,87 +844,199 @@ fn schedule_cmd(cmd: ScheduleCommand) -> Result<(), Failure> {
             at,
             retention,
         } => {
-            schedule::validate_name(&name)?;
-            let on_calendar = schedule::check_calendar(&at)?;
-            let history_dir = History::default_dir().ok_or_else(|| {
-                anyhow::anyhow!("No home folder is known for the history; set PERSNAP_DATA_DIR.")
-            })?;
-            let s = Schedule {
-                name: name.clone(),
-                source: volume::canonical(&source)?,
-                dest: backup::canonical_dest(&dest)?,
-                store_name,
-                method,
-                retention: retention.policy(),
-                on_calendar: on_calendar.clone(),
-                history_dir,
-            };
-            let exe = std::env::current_exe()?;
-            schedule::write_units(&s, &dir, &exe)?;
-            let started = systemctl(&["daemon-reload"])
-                .and_then(|_| systemctl(&["enable", "--now", &schedule::timer_name(&name)]));
-            eprintln!(
-                "Schedule {name}: back up {} to {} at {on_calendar}.",
-                s.source.display(),
-                s.dest.display()
+            let mut req = BackupRequest::new(
+                resolve(&source, volume::canonical)?,
+                resolve(&dest, backup::canonical_dest)?,
             );
-            match started {
-                Ok(true) => eprintln!(
-                    "The timer is active (systemctl list-timers {}).",
-                    schedule::timer_name(&name)
-                ),
-                Ok(false) => eprintln!(
-                    "systemd is not running here; the units are in {} and start with the next boot once enabled.",
-                    dir.display()
-                ),
-                Err(e) => eprintln!("The units are written, but systemctl failed: {e}"),
+            req.store_name = store_name;
+            req.method = method;
+            req.retention = retention.policy();
+            let request = schedule_request(&name, &req, &at)?;
+            match call_helper(&request)? {
+                Reply::ScheduleAdded {
+                    schedule: s,
+                    installed,
+                } => {
+                    eprintln!(
+                        "Schedule {}: back up {} to {}, {}.",
+                        s.name,
+                        s.source.display(),
+                        s.dest.display(),
+                        s.when.describe()
+                    );
+                    eprintln!("{}", installed.note);
+                    Ok(())
+                }
+                other => Err(remote_failure(RemoteFailure::unexpected(other))),
             }
-            Ok(())
         }
         ScheduleCommand::List => {
-            for s in schedule::list(&dir)? {
+            for s in schedule::list()? {
+                let runs = History::at(&s.history_dir).load().unwrap_or_default();
                 println!(
-                    "{}\t{}\t{} -> {}\t{}",
+                    "{}\t{}\t{} -> {}\t{}\t{}",
                     s.name,
-                    s.on_calendar,
+                    s.when.describe(),
                     s.source.display(),
                     s.dest.display(),
-                    s.retention.describe()
+                    s.retention.describe(),
+                    status_line(&schedule::status(&s, &runs, chrono::Local::now()))
                 );
             }
             Ok(())
         }
+        ScheduleCommand::Check { notify } => check_schedules(notify),
         ScheduleCommand::Notify { name } => {
             notify_failure(&name);
             Ok(())
         }
+        ScheduleCommand::Toast { summary, body } => show_toast(&summary, &body),
         ScheduleCommand::Remove { name } => {
             schedule::validate_name(&name)?;
-            let _ = systemctl(&["disable", "--now", &schedule::timer_name(&name)]);
-            if !schedule::remove_units(&name, &dir)? {
-                return Err(Failure {
+            match call_helper(&Request::ScheduleRemove { name: name.clone() })? {
+                Reply::ScheduleRemoved { existed: true, .. } => {
+                    eprintln!("Removed schedule {name}; its backups and history stay.");
+                    Ok(())
+                }
+                Reply::ScheduleRemoved { existed: false, .. } => Err(Failure {
                     code: 2,
                     error: anyhow::anyhow!(
                         "There is no schedule named {name} (persnap schedule list shows them)."
                     ),
-                });
+                }),
+                other => Err(remote_failure(RemoteFailure::unexpected(other))),
             }
-            let _ = systemctl(&["daemon-reload"]);
-            eprintln!("Removed schedule {name}; its backups and history stay.");
-            Ok(())
         }
     }
+}
+
+/// The helper request that installs a schedule of `req`, recorded in this
+/// user's history (created if it is not there yet).
+pub fn schedule_request(name: &str, req: &BackupRequest, at: &str) -> persnap::Result<Request> {
+    persnap::schedule::validate_name(name)?;
+    let history_dir = History::default_dir().ok_or_else(|| persnap::Error::History {
+        path: PathBuf::from("~"),
+        action: "located",
+        detail: "no home folder is known; set PERSNAP_DATA_DIR".into(),
+    })?;
+    persnap::sys::create_private_dir(&history_dir, true).map_err(persnap::Error::io(
+        "create",
+        &history_dir,
+        "Check the permissions of your home folder.",
+    ))?;
+    Ok(Request::ScheduleAdd {
+        name: name.to_owned(),
+        source: req.source.clone(),
+        dest: req.dest.clone(),
+        store_name: req.store_name.clone(),
+        method: req.method,
+        options: BackupOptions::from_request(req),
+        when: persnap::schedule::When::parse(at)?.to_string(),
+        history_dir: persnap::fsutil::canonicalize(&history_dir).map_err(persnap::Error::io(
+            "open",
+            &history_dir,
+            "Check the permissions of your home folder.",
+        ))?,
+    })
+}
+
+/// Send one request through the helper (elevating as needed), relaying
+/// its progress to the terminal.
+fn call_helper(request: &Request) -> Result<Reply, Failure> {
+    let mut progress = Printer::new();
+    let mut history = persnap::history::Discard;
+    let result = launch::call(request, &mut progress, &mut history, &CancelToken::new());
+    progress.finish_line();
+    result.map_err(remote_failure)
+}
+
+fn status_line(status: &persnap::schedule::Status) -> String {
+    use persnap::schedule::Status;
+    match status {
+        Status::Fine { last: None } => "not run yet".into(),
+        Status::Fine { last: Some(t) } => format!(
+            "last ran {}",
+            t.with_timezone(&chrono::Local).format("%Y-%m-%d %H:%M")
+        ),
+        Status::Failed { run } => format!(
+            "LAST RUN {} {}",
+            run.outcome.label().to_uppercase(),
+            run.started
+                .with_timezone(&chrono::Local)
+                .format("%Y-%m-%d %H:%M")
+        ),
+        Status::Missed { due } => format!("MISSED the run due {}", due.format("%Y-%m-%d %H:%M")),
+    }
+}
+
+#[cfg(windows)]
+fn show_toast(summary: &str, body: &str) -> Result<(), Failure> {
+    crate::notify::windows::show_balloon(summary, body, Duration::from_secs(10))?;
+    Ok(())
+}
+
+#[cfg(not(windows))]
+fn show_toast(summary: &str, body: &str) -> Result<(), Failure> {
+    let own = History::default_dir().unwrap_or_else(|| PathBuf::from("/"));
+    crate::notify::desktop(&own, summary, body)?;
+    Ok(())
+}
+
+/// Report schedules whose last run failed or that missed a run; exit 1 if
+/// any did. With `notify`, also as desktop notifications (run at login).
+fn check_schedules(notify: bool) -> Result<(), Failure> {
+    use persnap::schedule::{self, Status};
+    let mut problems = 0;
+    for s in schedule::list()? {
+        let runs = History::at(&s.history_dir).load().unwrap_or_default();
+        let (summary, body) = match schedule::status(&s, &runs, chrono::Local::now()) {
+            Status::Fine { .. } => continue,
+            Status::Failed { run } => {
+                schedule::failure_message(&s.name, Some(&run), "see persnap history")
+            }
+            Status::Missed { due } => schedule::missed_message(&s, due),
+        };
+        problems += 1;
+        println!("{summary}: {body}");
+        if notify && let Err(e) = crate::notify::desktop(&s.history_dir, &summary, &body) {
+            eprintln!("persnap: no desktop notification ({e})");
+        }
+    }
+    if problems > 0 {
+        return Err(Failure {
+            code: 1,
+            error: anyhow::anyhow!("{problems} schedule(s) need attention"),
+        });
+    }
+    eprintln!("All schedules ran as planned.");
+    Ok(())
 }
 
 /// After a scheduled run: unless systemd says it succeeded, tell the user
 /// whose history it records into, on their desktop. Never fails the unit.
 fn notify_failure(name: &str) {
-    use persnap::schedule;
     let result = std::env::var("SERVICE_RESULT").unwrap_or_else(|_| "unknown".into());
     if result == "success" {
         return;
     }
-    let found = schedule::list(&schedule::unit_dir())
+    let service = persnap::schedule::systemd::service_name(name);
+    tell_scheduled_failure(
+        name,
+        &format!("systemd: {result}; see journalctl -u {service}"),
+    );
+}
+
+/// A scheduled backup failed. Linux: the service's ExecStopPost tells the
+/// user (also when the process dies). Windows: tell them now.
+fn after_failed_scheduled_run(name: &str) {
+    if cfg!(windows) {
+        tell_scheduled_failure(name, "Task Scheduler");
+    }
+}
+
+fn tell_scheduled_failure(name: &str, scheduler_said: &str) {
+    use persnap::schedule;
+    let found = schedule::list()
         .ok()
         .and_then(|all| all.into_iter().find(|s| s.name == name));
     let Some(s) = found else {
@@ -906,91 +1048,9 @@ fn notify_failure(name: &str) {
         .iter()
         .filter(|r| r.scheduled.as_deref() == Some(name))
         .max_by_key(|r| r.started);
-    let (summary, body) = schedule::failure_message(name, run, &result);
+    let (summary, body) = schedule::failure_message(name, run, scheduler_said);
     eprintln!("{summary}: {body}");
-    if let Err(e) = desktop_notify(&s.history_dir, &summary, &body) {
+    if let Err(e) = crate::notify::desktop(&s.history_dir, &summary, &body) {
         eprintln!("persnap: no desktop notification ({e})");
     }
-}
-
-/// A GVariant text literal of a string (for gdbus arguments).
-#[cfg(unix)]
-fn gvariant_string(text: &str) -> String {
-    format!("'{}'", text.replace('\\', "\\\\").replace('\'', "\\'"))
-}
-
-/// freedesktop Notify on the session bus of the owner of `owner_of`
-/// (`/run/user/UID/bus`, or `PERSNAP_NOTIFY_BUS`), through gdbus run as
-/// that user.
-#[cfg(unix)]
-fn desktop_notify(owner_of: &std::path::Path, summary: &str, body: &str) -> anyhow::Result<()> {
-    use std::os::unix::fs::MetadataExt;
-    use std::os::unix::process::CommandExt;
-    let owner = std::fs::metadata(owner_of)?;
-    let bus = match std::env::var("PERSNAP_NOTIFY_BUS") {
-        Ok(bus) => bus,
-        Err(_) => {
-            let socket = format!("/run/user/{}/bus", owner.uid());
-            anyhow::ensure!(
-                std::path::Path::new(&socket).exists(),
-                "the user has no desktop session ({socket} is missing)"
-            );
-            format!("unix:path={socket}")
-        }
-    };
-    let mut cmd = std::process::Command::new("/usr/bin/gdbus");
-    cmd.args([
-        "call",
-        "--session",
-        "--dest",
-        "org.freedesktop.Notifications",
-    ])
-    .args([
-        "--object-path",
-        "/org/freedesktop/Notifications",
-        "--method",
-        "org.freedesktop.Notifications.Notify",
-    ])
-    .arg(gvariant_string("persnap"))
-    .arg("uint32 0")
-    .arg(gvariant_string("dialog-error"))
-    .arg(gvariant_string(summary))
-    .arg(gvariant_string(body))
-    .arg("@as []")
-    .arg("{'urgency': <byte 2>}")
-    .arg("int32 -1")
-    .env_clear()
-    .env("DBUS_SESSION_BUS_ADDRESS", bus);
-    if persnap::fsutil::is_root() && owner.uid() != 0 {
-        cmd.uid(owner.uid()).gid(owner.gid());
-    }
-    let out = cmd.output()?;
-    anyhow::ensure!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr).trim()
-    );
-    Ok(())
-}
-
-#[cfg(not(unix))]
-fn desktop_notify(_owner_of: &std::path::Path, _summary: &str, _body: &str) -> anyhow::Result<()> {
-    anyhow::bail!("desktop notifications for schedules exist on Linux only")
-}
-
-/// Run systemctl when systemd is running; Ok(false) when it is not.
-fn systemctl(args: &[&str]) -> anyhow::Result<bool> {
-    if !std::path::Path::new("/run/systemd/system").is_dir()
-        || std::env::var_os("PERSNAP_UNIT_DIR").is_some()
-    {
-        return Ok(false);
-    }
-    let args: Vec<&std::ffi::OsStr> = args.iter().map(std::ffi::OsStr::new).collect();
-    let out = persnap::tool::run(
-        std::path::Path::new("/usr/bin/systemctl"),
-        &args,
-        Duration::from_secs(30),
-    )?;
-    anyhow::ensure!(out.status.success(), "{}", out.stderr.trim());
-    Ok(true)
 }

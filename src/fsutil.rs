@@ -33,7 +33,10 @@ pub fn atomic_write(path: &Path, bytes: &[u8]) -> io::Result<()> {
     // A fresh file, never an existing one (nor what a planted link names).
     let _ = fs::remove_file(&tmp);
     let result = (|| {
-        let mut file = fs::File::options().write(true).create_new(true).open(&tmp)?;
+        let mut file = fs::File::options()
+            .write(true)
+            .create_new(true)
+            .open(&tmp)?;
         file.write_all(bytes)?;
         file.sync_all()?;
         fs::rename(&tmp, path)?;
@@ -150,7 +153,10 @@ mod tests {
         atomic_write(&path, b"new").unwrap();
         let lock = dir.join(".lock");
         std::os::unix::fs::symlink(&victim, &lock).unwrap();
-        assert!(FileLock::exclusive(&lock).is_err(), "a linked lock file is refused");
+        assert!(
+            FileLock::exclusive(&lock).is_err(),
+            "a linked lock file is refused"
+        );
         assert_eq!(fs::read(&victim).unwrap(), b"precious");
         assert_eq!(fs::read(&path).unwrap(), b"new");
         fs::remove_dir_all(dir).unwrap();

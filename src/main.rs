@@ -8,6 +8,7 @@ mod cli;
 #[cfg(feature = "gui")]
 mod gui;
 mod launch;
+mod notify;
 
 use clap::Parser;
 

@@ -64,6 +64,20 @@ pub enum Request {
     Cleanup { dests: Vec<PathBuf> },
     /// Put a verified backup back in place of a store (see `restore`).
     Restore { backup: PathBuf, target: PathBuf },
+    /// Install (or replace) a scheduled backup, run as root/SYSTEM and
+    /// recorded in `history_dir` (see `schedule`).
+    ScheduleAdd {
+        name: String,
+        source: PathBuf,
+        dest: PathBuf,
+        store_name: String,
+        method: MethodChoice,
+        options: BackupOptions,
+        when: String,
+        history_dir: PathBuf,
+    },
+    /// Remove a scheduled backup (its backups and history stay).
+    ScheduleRemove { name: String },
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -153,6 +167,14 @@ pub enum Reply {
     },
     Restore {
         report: crate::restore::RestoreReport,
+    },
+    ScheduleAdded {
+        schedule: Box<crate::schedule::Schedule>,
+        installed: crate::schedule::Installed,
+    },
+    ScheduleRemoved {
+        name: String,
+        existed: bool,
     },
 }
 
@@ -367,6 +389,10 @@ pub enum Validated {
         dests: Vec<PathBuf>,
     },
     Restore(crate::restore::RestoreRequest),
+    ScheduleAdd(Box<crate::schedule::Schedule>),
+    ScheduleRemove {
+        name: String,
+    },
 }
 
 /// Everything the helper checks before it acts.
@@ -411,7 +437,57 @@ pub fn validate(request: Request) -> Result<Validated, Error> {
             Ok(Validated::Cleanup { dests })
         }
         Request::Restore { backup, target } => restore_request(backup, target),
+        Request::ScheduleAdd {
+            name,
+            source,
+            dest,
+            store_name,
+            method,
+            options,
+            when,
+            history_dir,
+        } => {
+            crate::schedule::validate_name(&name)?;
+            let req = backup_request(source, Some(dest), store_name, method, &options)?;
+            let when = crate::schedule::When::parse(&when)?;
+            // The folder the root/SYSTEM runs write history into; the helper
+            // also checks that the invoking user owns it.
+            check_path("history_dir", &history_dir, canonical_dir)?;
+            Ok(Validated::ScheduleAdd(Box::new(
+                crate::schedule::Schedule {
+                    name,
+                    source: req.source,
+                    dest: req.dest,
+                    store_name: req.store_name,
+                    method: req.method,
+                    retention: req.retention,
+                    when,
+                    history_dir,
+                    created: Some(chrono::Utc::now()),
+                },
+            )))
+        }
+        Request::ScheduleRemove { name } => {
+            crate::schedule::validate_name(&name)?;
+            Ok(Validated::ScheduleRemove { name })
+        }
     }
+}
+
+/// An existing folder, canonical.
+fn canonical_dir(path: &Path) -> Result<PathBuf, Error> {
+    let real = crate::fsutil::canonicalize(path).map_err(Error::io(
+        "open",
+        path,
+        "Give an existing folder.",
+    ))?;
+    if !real.is_dir() {
+        return Err(invalid(
+            "history_dir",
+            format!("{} is not a folder", real.display()),
+        ));
+    }
+    Ok(real)
 }
 
 /// A restore reads a real backup folder (canonical, holding a regular

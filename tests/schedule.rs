@@ -1,7 +1,10 @@
-//! Schedules: the generated systemd units pass `systemd-analyze verify`,
-//! bad calendar expressions are refused with systemd's reason, and the
-//! service's own command line — run as systemd would run it — makes a
-//! backup recorded in the user's history as scheduled.
+//! Schedules (root: they are installed through the helper): the generated
+//! systemd units pass `systemd-analyze verify`, bad times are refused with
+//! systemd's reason, the service's own command line — run as systemd would
+//! run it — makes a backup recorded in the user's history as scheduled, a
+//! failed run notifies the desktop, a missed run is reported, and the
+//! helper refuses to record into a history folder that is not the
+//! invoking user's.
 #![cfg(target_os = "linux")]
 
 mod common;
@@ -9,6 +12,7 @@ mod common;
 use std::path::Path;
 use std::process::Command;
 
+use chrono::Timelike;
 use common::*;
 use persnap::history::{History, Outcome};
 use persnap::loadgen::Mode;
@@ -50,6 +54,9 @@ fn exec_words(line: &str) -> Vec<String> {
 
 #[test]
 fn schedule_units_verify_and_their_command_backs_up() {
+    if !require_root("schedule_units_verify_and_their_command_backs_up") {
+        return;
+    }
     let store = tempfile::tempdir().unwrap();
     make_store(store.path(), "persistence.db", Mode::Wal, 1);
     let dest = Destination::new();
@@ -77,7 +84,8 @@ fn schedule_units_verify_and_their_command_backs_up() {
     );
     assert_eq!(bad.status.code(), Some(2), "{}", stderr(&bad));
     assert!(
-        stderr(&bad).contains("not a systemd calendar expression"),
+        stderr(&bad).contains("nor a systemd calendar expression")
+            && stderr(&bad).contains("Failed to parse calendar specification"),
         "{}",
         stderr(&bad)
     );
@@ -124,15 +132,16 @@ fn schedule_units_verify_and_their_command_backs_up() {
     );
     let timer_text = std::fs::read_to_string(&timer).unwrap();
     assert!(
-        timer_text.contains("OnCalendar=Mon..Fri *-*-* 02:00:00"),
-        "normalized by systemd: {timer_text}"
+        timer_text.contains("OnCalendar=Mon,Tue,Wed,Thu,Fri *-*-* 02:00:00"),
+        "{timer_text}"
     );
 
     let list = with_units(units.path(), data.path(), &["schedule", "list"]);
     let listed = String::from_utf8_lossy(&list.stdout);
     assert!(
-        listed.starts_with("nightly\tMon..Fri *-*-* 02:00:00\t")
-            && listed.contains("keep the newest 3 backups"),
+        listed.starts_with("nightly\tMon, Tue, Wed, Thu, Fri at 02:00\t")
+            && listed.contains("keep the newest 3 backups")
+            && listed.trim_end().ends_with("not run yet"),
         "{listed}"
     );
 
@@ -168,6 +177,12 @@ fn schedule_units_verify_and_their_command_backs_up() {
         last.scheduled.as_deref(),
         Some("nightly"),
         "recorded as started by the schedule"
+    );
+    let list = with_units(units.path(), data.path(), &["schedule", "list"]);
+    assert!(
+        String::from_utf8_lossy(&list.stdout).contains("\tlast ran "),
+        "{}",
+        String::from_utf8_lossy(&list.stdout)
     );
 
     let remove = with_units(
@@ -261,6 +276,9 @@ impl Drop for SessionBus {
 
 #[test]
 fn a_failed_scheduled_run_raises_a_desktop_notification() {
+    if !require_root("a_failed_scheduled_run_raises_a_desktop_notification") {
+        return;
+    }
     let store = tempfile::tempdir().unwrap();
     make_store(store.path(), "persistence.db", Mode::Wal, 1);
     let dest = Destination::new();
@@ -351,5 +369,112 @@ fn a_failed_scheduled_run_raises_a_desktop_notification() {
         seen.matches("member=Notify").count(),
         1,
         "only for the failure"
+    );
+}
+
+#[test]
+fn a_missed_run_is_reported_until_one_runs() {
+    use chrono::{Duration, Local, Utc};
+    use persnap::schedule::{Schedule, When, systemd};
+    let data = tempfile::tempdir().unwrap();
+    let units = tempfile::tempdir().unwrap();
+    // Due every day two hours ago, made three days ago, never ran.
+    let due = Local::now() - Duration::hours(2);
+    let s = Schedule {
+        name: "daily".into(),
+        source: "/srv/apama".into(),
+        dest: "/backup".into(),
+        store_name: "persistence.db".into(),
+        method: persnap::method::MethodChoice::Auto,
+        retention: Default::default(),
+        when: When::Daily(due.time().with_nanosecond(0).unwrap()),
+        history_dir: data.path().to_owned(),
+        created: Some(Utc::now() - Duration::days(3)),
+    };
+    systemd::write_units(&s, units.path(), &bin("persnap")).unwrap();
+    let check = with_units(units.path(), data.path(), &["schedule", "check"]);
+    assert_eq!(check.status.code(), Some(1), "{}", stderr(&check));
+    let said = String::from_utf8_lossy(&check.stdout).into_owned();
+    assert!(
+        said.contains("the scheduled backup “daily” did not run")
+            && said.contains("may have been off or asleep"),
+        "{said}"
+    );
+    let list = with_units(units.path(), data.path(), &["schedule", "list"]);
+    assert!(
+        String::from_utf8_lossy(&list.stdout).contains("MISSED the run due"),
+        "{}",
+        String::from_utf8_lossy(&list.stdout)
+    );
+
+    // A scheduled run after the due time settles it.
+    let mut run = persnap::history::Run::starting(
+        persnap::history::RunKind::Backup,
+        "r1".into(),
+        "t1".into(),
+        s.source.clone(),
+        s.store_name.clone(),
+        s.dest.clone(),
+    );
+    run.scheduled = Some("daily".into());
+    run.started = Utc::now() - Duration::minutes(100);
+    run.outcome = Outcome::Completed;
+    History::at(data.path()).upsert(&run).unwrap();
+    let check = with_units(units.path(), data.path(), &["schedule", "check"]);
+    assert!(
+        check.status.success(),
+        "{}",
+        String::from_utf8_lossy(&check.stdout)
+    );
+}
+
+#[test]
+fn the_helper_records_only_into_the_invoking_users_history() {
+    if !require_root("the_helper_records_only_into_the_invoking_users_history") {
+        return;
+    }
+    use persnap::protocol::{self, BackupOptions, Event, Request};
+    let store = tempfile::tempdir().unwrap();
+    make_store(store.path(), "persistence.db", Mode::Wal, 1);
+    let dest = Destination::new();
+    let units = tempfile::tempdir().unwrap();
+    // Root's folder, while pkexec says user 4242 asked.
+    let history = tempfile::tempdir().unwrap();
+    let request = Request::ScheduleAdd {
+        name: "nightly".into(),
+        source: persnap::volume::canonical(store.path()).unwrap(),
+        dest: persnap::backup::canonical_dest(&dest.backups).unwrap(),
+        store_name: "persistence.db".into(),
+        method: persnap::method::MethodChoice::Auto,
+        options: BackupOptions::default(),
+        when: "daily".into(),
+        history_dir: persnap::fsutil::canonicalize(history.path()).unwrap(),
+    };
+    let mut frame = Vec::new();
+    protocol::write_frame(&mut frame, &request).unwrap();
+    let mut child = Command::new(bin("persnap-helper"))
+        .env("PKEXEC_UID", "4242")
+        .env("PERSNAP_UNIT_DIR", units.path())
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    use std::io::Write;
+    child.stdin.take().unwrap().write_all(&frame).unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(out.status.code(), Some(2), "refused as bad input");
+    let mut reader = std::io::BufReader::new(&out.stdout[..]);
+    let event: Event = protocol::read_frame(&mut reader).unwrap();
+    match event {
+        Event::Error { message, .. } => assert!(
+            message.contains("does not belong to you (uid 4242)"),
+            "{message}"
+        ),
+        other => panic!("expected a refusal, got {other:?}"),
+    }
+    assert_eq!(
+        std::fs::read_dir(units.path()).unwrap().count(),
+        0,
+        "nothing installed"
     );
 }

@@ -191,6 +191,31 @@ fn serve(input: Box<dyn Read + Send>, output: Box<dyn Write + Send>) -> i32 {
                 Err((step, error)) => events.fail(&error, Some(step)),
             }
         }
+        Validated::ScheduleAdd(schedule) => {
+            let installed = invoking_user_owns(&schedule.history_dir)
+                .and_then(|_| persnap::schedule::install(&schedule, &scheduled_exe()));
+            match installed {
+                Ok(installed) => {
+                    events.send(Event::Done {
+                        result: Box::new(Reply::ScheduleAdded {
+                            schedule,
+                            installed,
+                        }),
+                    });
+                    0
+                }
+                Err(e) => events.fail(&e, Some(Phase::Prepare)),
+            }
+        }
+        Validated::ScheduleRemove { name } => match persnap::schedule::uninstall(&name) {
+            Ok(existed) => {
+                events.send(Event::Done {
+                    result: Box::new(Reply::ScheduleRemoved { name, existed }),
+                });
+                0
+            }
+            Err(e) => events.fail(&e, Some(Phase::Prepare)),
+        },
         Validated::Cleanup { dests } => {
             let removed = backup::sweep_leftovers(&dests);
             let failed = removed.iter().any(|l| l.starts_with("Could not"));
@@ -217,6 +242,53 @@ fn watch_for_cancel(mut input: BufReader<Box<dyn Read + Send>>, cancel: CancelTo
         }
         cancel.cancel();
     });
+}
+
+/// The persnap executable a schedule runs: the one installed beside this
+/// helper (development builds), else the packaged one. Never from the
+/// request.
+fn scheduled_exe() -> std::path::PathBuf {
+    let name = format!("persnap{}", std::env::consts::EXE_SUFFIX);
+    let beside = std::env::current_exe()
+        .ok()
+        .and_then(|helper| Some(helper.parent()?.join(&name)))
+        .filter(|p| p.is_file());
+    beside.unwrap_or_else(|| std::path::PathBuf::from(INSTALLED_PERSNAP))
+}
+
+#[cfg(unix)]
+const INSTALLED_PERSNAP: &str = "/usr/bin/persnap";
+#[cfg(windows)]
+const INSTALLED_PERSNAP: &str = r"C:\Program Files\persnap\persnap.exe";
+
+/// Scheduled runs write history as root into this folder: under pkexec it
+/// must be the invoking user's own.
+#[cfg(unix)]
+fn invoking_user_owns(dir: &Path) -> persnap::Result<()> {
+    use std::os::unix::fs::MetadataExt;
+    let Some(uid) = std::env::var("PKEXEC_UID")
+        .ok()
+        .and_then(|u| u.parse::<u32>().ok())
+    else {
+        return Ok(());
+    };
+    let owner = std::fs::symlink_metadata(dir).map(|m| m.uid()).ok();
+    if owner == Some(uid) {
+        return Ok(());
+    }
+    Err(Error::Refused {
+        field: "history_dir",
+        reason: format!(
+            "{} does not belong to you (uid {uid}); a schedule records into your own history folder",
+            dir.display()
+        ),
+    })
+}
+
+/// Windows: UAC approved an administrator; the folder's ACL governs it.
+#[cfg(windows)]
+fn invoking_user_owns(_dir: &Path) -> persnap::Result<()> {
+    Ok(())
 }
 
 /// Under pkexec, give the new backup to the user who asked for it.

@@ -1,28 +1,23 @@
-//! Scheduled backups on Linux: one systemd timer and service per schedule.
+//! Linux schedules: one systemd timer and service per schedule.
 //!
 //! The service runs `persnap backup … --scheduled NAME` as root (so no
 //! pkexec prompt), with `PERSNAP_DATA_DIR` pointing at the history of the
-//! user who made the schedule: scheduled runs are recorded, and shown,
-//! like manual ones. Failed runs exit non-zero, so systemd marks the
-//! service failed (`systemctl --failed`), and the app highlights them.
-//! The timer is `Persistent=`, so a run missed while the machine was off
-//! happens at the next boot. When a run fails, the service's
-//! `ExecStopPost=` (`persnap schedule notify NAME`) raises a desktop
-//! notification in the user's session (freedesktop Notifications over the
-//! session bus). Calendar expressions are checked with
-//! `systemd-analyze calendar` before anything is written, and the schedule
-//! itself is kept as JSON in a comment of the service unit, so `list` reads
-//! back exactly what was asked for.
+//! user who made the schedule. Failed runs exit non-zero, so systemd marks
+//! the service failed (`systemctl --failed`). The timer is `Persistent=`,
+//! so a run missed while the machine was off happens at the next boot.
+//! When a run fails, the service's `ExecStopPost=` (`persnap schedule
+//! notify NAME`) raises a desktop notification in the user's session.
+//! Calendar expressions are checked with `systemd-analyze calendar` before
+//! anything is written, and the schedule itself is kept as JSON in a
+//! comment of the service unit, so `list` reads back exactly what was
+//! asked for.
 
 use std::fs;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use serde::{Deserialize, Serialize};
-
+use super::{Installed, Schedule, When, validate_name};
 use crate::error::{Error, Result};
-use crate::method::MethodChoice;
-use crate::retention::RetentionPolicy;
 
 /// Where schedules are installed unless `PERSNAP_UNIT_DIR` says otherwise.
 pub const SYSTEM_UNIT_DIR: &str = "/etc/systemd/system";
@@ -30,47 +25,10 @@ const UNIT_PREFIX: &str = "persnap-backup-";
 const SCHEDULE_MARK: &str = "# persnap-schedule: ";
 const HINT_UNITS: &str = "Installing a schedule needs administrator rights: run it with sudo.";
 
-/// One scheduled backup.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct Schedule {
-    /// Short name: lower-case letters, digits and dashes.
-    pub name: String,
-    pub source: PathBuf,
-    pub dest: PathBuf,
-    pub store_name: String,
-    pub method: MethodChoice,
-    #[serde(default)]
-    pub retention: RetentionPolicy,
-    /// A systemd calendar expression ("daily", "Mon..Fri 02:00", …).
-    pub on_calendar: String,
-    /// The history the runs are recorded in (the user's).
-    pub history_dir: PathBuf,
-}
-
 /// The folder unit files go to.
 pub fn unit_dir() -> PathBuf {
     std::env::var_os("PERSNAP_UNIT_DIR")
         .map_or_else(|| PathBuf::from(SYSTEM_UNIT_DIR), PathBuf::from)
-}
-
-/// Names are part of unit file names: keep them plain.
-pub fn validate_name(name: &str) -> Result<()> {
-    let ok = !name.is_empty()
-        && name.len() <= 40
-        && name
-            .bytes()
-            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
-        && !name.starts_with('-');
-    if ok {
-        Ok(())
-    } else {
-        Err(Error::Refused {
-            field: "name",
-            reason: format!(
-                "{name:?} is not a schedule name: use 1 to 40 lower-case letters, digits and dashes (e.g. nightly)"
-            ),
-        })
-    }
 }
 
 pub fn service_name(name: &str) -> String {
@@ -173,46 +131,15 @@ pub fn timer_unit(s: &Schedule) -> String {
          [Install]\n\
          WantedBy=timers.target\n",
         name = s.name,
-        calendar = s.on_calendar,
+        calendar = s.when.to_systemd(),
         service = service_name(&s.name),
     )
 }
 
-/// What to tell the user about a scheduled run that did not succeed:
-/// summary and body of the notification.
-pub fn failure_message(
-    name: &str,
-    run: Option<&crate::history::Run>,
-    service_result: &str,
-) -> (String, String) {
-    let summary = format!("persnap: the scheduled backup \u{201c}{name}\u{201d} failed");
-    let body = match run {
-        Some(run) => match &run.outcome {
-            crate::history::Outcome::Failed { step, message, .. } => {
-                format!("{}: failed during {step}: {message}", run.source.display())
-            }
-            other => format!(
-                "{}: the run ended {} (systemd: {service_result})",
-                run.source.display(),
-                other.label()
-            ),
-        },
-        None => format!(
-            "It did not start a backup (systemd: {service_result}); see journalctl -u {}",
-            service_name(name)
-        ),
-    };
-    (summary, body)
-}
-
-/// Check a calendar expression with systemd; returns its normalized form.
-pub fn check_calendar(expr: &str) -> Result<String> {
-    if expr.is_empty() || expr.len() > 200 || expr.contains('\n') {
-        return Err(Error::Refused {
-            field: "at",
-            reason: "give a systemd calendar expression, e.g. daily or \"*-*-* 02:00\"".into(),
-        });
-    }
+/// Check when a schedule runs with systemd; returns the normalized
+/// calendar expression.
+pub fn check_calendar(when: &When) -> Result<String> {
+    let expr = &when.to_systemd();
     let out = crate::tool::run(
         Path::new("/usr/bin/systemd-analyze"),
         &["calendar".as_ref(), expr.as_ref()],
@@ -227,8 +154,9 @@ pub fn check_calendar(expr: &str) -> Result<String> {
         return Err(Error::Refused {
             field: "at",
             reason: format!(
-                "{expr:?} is not a systemd calendar expression ({}); examples: daily, hourly, \"Mon..Fri 02:00\"",
-                out.stderr.trim()
+                "{expr:?} is not a time persnap understands, nor a systemd calendar expression ({}); examples: {}",
+                out.stderr.trim(),
+                super::WHEN_EXAMPLES
             ),
         });
     }
@@ -293,9 +221,73 @@ pub fn remove_units(name: &str, dir: &Path) -> Result<bool> {
     Ok(removed)
 }
 
+/// Write the units, then have systemd load and start the timer.
+pub fn install(s: &Schedule, exe: &Path) -> Result<Installed> {
+    check_calendar(&s.when)?;
+    let dir = unit_dir();
+    let written = write_units(s, &dir, exe)?;
+    let started = systemctl(&["daemon-reload"])
+        .and_then(|_| systemctl(&["enable", "--now", &timer_name(&s.name)]))?;
+    let note = if started {
+        format!(
+            "The timer is active (systemctl list-timers {}).",
+            timer_name(&s.name)
+        )
+    } else {
+        format!(
+            "systemd is not running here; the units are in {} and start with the next boot once enabled.",
+            dir.display()
+        )
+    };
+    Ok(Installed {
+        written: written.iter().map(|p| p.display().to_string()).collect(),
+        active: started,
+        note,
+    })
+}
+
+/// Stop and disable the timer, remove both units.
+pub fn uninstall(name: &str) -> Result<bool> {
+    // A timer systemd does not know is fine: the files decide.
+    let _ = systemctl(&["disable", "--now", &timer_name(name)]);
+    let removed = remove_units(name, &unit_dir())?;
+    if removed {
+        let _ = systemctl(&["daemon-reload"]);
+    }
+    Ok(removed)
+}
+
+/// Run systemctl when systemd runs (and units go to the system folder);
+/// `Ok(false)` when not.
+fn systemctl(args: &[&str]) -> Result<bool> {
+    if !Path::new("/run/systemd/system").is_dir() || std::env::var_os("PERSNAP_UNIT_DIR").is_some()
+    {
+        return Ok(false);
+    }
+    let os_args: Vec<&std::ffi::OsStr> = args.iter().map(std::ffi::OsStr::new).collect();
+    let fail = |reason: String| Error::Tool {
+        action: format!("systemctl {}", args.join(" ")),
+        reason,
+        hint: "Check `systemctl status` and the journal.",
+    };
+    let out = crate::tool::run(
+        Path::new("/usr/bin/systemctl"),
+        &os_args,
+        Duration::from_secs(30),
+    )
+    .map_err(|e| fail(e.to_string()))?;
+    if !out.status.success() {
+        return Err(fail(out.reason()));
+    }
+    Ok(true)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    use crate::method::MethodChoice;
+    use crate::retention::RetentionPolicy;
 
     fn sample() -> Schedule {
         Schedule {
@@ -308,24 +300,9 @@ mod tests {
                 keep_last: Some(7),
                 keep_days: None,
             },
-            on_calendar: "*-*-* 02:00:00".into(),
+            when: When::parse("02:00").unwrap(),
             history_dir: "/home/op/.local/share/persnap".into(),
-        }
-    }
-
-    #[test]
-    fn names_are_plain() {
-        validate_name("nightly-2").unwrap();
-        for bad in [
-            "",
-            "Nightly",
-            "a b",
-            "../x",
-            "-x",
-            &"x".repeat(41),
-            "a.service",
-        ] {
-            assert!(validate_name(bad).is_err(), "{bad:?}");
+            created: None,
         }
     }
 

@@ -1,0 +1,519 @@
+//! Scheduled backups: what a schedule is, when it runs, and whether its
+//! last run failed or never happened. Installing one is per platform:
+//! `systemd.rs` (a timer and a service, Linux) and `taskschd.rs` (a Task
+//! Scheduler task, Windows); both run the same `persnap backup … --scheduled
+//! NAME` as root/SYSTEM, recorded in the history of the user who made the
+//! schedule, like a manual run.
+//!
+//! Times are the machine's local time. [`When`] has the forms both
+//! schedulers share (hourly, daily at, on weekdays at) plus, on Linux, any
+//! systemd calendar expression.
+
+pub mod systemd;
+pub mod taskschd;
+
+use std::fmt;
+use std::path::{Path, PathBuf};
+
+use chrono::{DateTime, Datelike, Local, NaiveTime, TimeZone, Timelike, Utc, Weekday};
+use serde::{Deserialize, Serialize};
+
+use crate::error::{Error, Result};
+use crate::history::{Outcome, Run, RunKind};
+use crate::method::MethodChoice;
+use crate::retention::RetentionPolicy;
+
+/// How late a run may start before it counts as missed.
+pub const MISSED_GRACE: chrono::Duration = chrono::Duration::minutes(30);
+
+/// One scheduled backup.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Schedule {
+    /// Short name: lower-case letters, digits and dashes.
+    pub name: String,
+    pub source: PathBuf,
+    pub dest: PathBuf,
+    pub store_name: String,
+    pub method: MethodChoice,
+    #[serde(default)]
+    pub retention: RetentionPolicy,
+    pub when: When,
+    /// The history the runs are recorded in (the user's).
+    pub history_dir: PathBuf,
+    /// When the schedule was installed (runs due before do not count).
+    #[serde(default)]
+    pub created: Option<DateTime<Utc>>,
+}
+
+/// When a schedule runs, in local time.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(into = "String", try_from = "String")]
+pub enum When {
+    /// At the start of every hour.
+    Hourly,
+    /// Every day at a time.
+    Daily(NaiveTime),
+    /// On some days of the week (Monday first, no repeats) at a time.
+    Weekly(Vec<Weekday>, NaiveTime),
+    /// A systemd calendar expression (Linux only), checked when installed.
+    Calendar(String),
+}
+
+const WHEN_EXAMPLES: &str = "hourly, daily, 02:30, \"Mon..Fri 22:00\", \"Sat,Sun 06:00\"";
+
+impl When {
+    /// Read the forms people write: `hourly`, `daily`, `02:30`,
+    /// `daily 02:30`, `Mon..Fri 22:00`, `Sat,Sun 06:00`, `weekdays 22:00`;
+    /// anything else is kept as a systemd calendar expression.
+    pub fn parse(text: &str) -> Result<When> {
+        let text = text.trim();
+        if text.is_empty() || text.len() > 200 || text.contains(['\n', '\r']) {
+            return Err(Error::Refused {
+                field: "at",
+                reason: format!("say when the backup runs, e.g. {WHEN_EXAMPLES}"),
+            });
+        }
+        let lower = text.to_ascii_lowercase();
+        let words: Vec<&str> = lower.split_whitespace().collect();
+        let parsed = match words.as_slice() {
+            ["hourly"] => Some(When::Hourly),
+            ["daily"] => Some(When::Daily(NaiveTime::MIN)),
+            [time] => parse_time(time).map(When::Daily),
+            ["daily", time] => parse_time(time).map(When::Daily),
+            [days, time] => parse_days(days)
+                .zip(parse_time(time))
+                .map(|(d, t)| When::Weekly(d, t)),
+            _ => None,
+        };
+        Ok(parsed.unwrap_or_else(|| When::Calendar(text.to_owned())))
+    }
+
+    /// The systemd `OnCalendar=` expression.
+    pub fn to_systemd(&self) -> String {
+        match self {
+            When::Hourly => "hourly".into(),
+            When::Daily(t) => format!("*-*-* {}", t.format("%H:%M:00")),
+            When::Weekly(days, t) => {
+                format!("{} *-*-* {}", day_list(days, ","), t.format("%H:%M:00"))
+            }
+            When::Calendar(expr) => expr.clone(),
+        }
+    }
+
+    /// In words, for lists and the app.
+    pub fn describe(&self) -> String {
+        match self {
+            When::Hourly => "every hour".into(),
+            When::Daily(t) => format!("every day at {}", t.format("%H:%M")),
+            When::Weekly(days, t) => format!("{} at {}", day_list(days, ", "), t.format("%H:%M")),
+            When::Calendar(expr) => format!("systemd calendar {expr:?}"),
+        }
+    }
+
+    /// The latest time at or before `now` the schedule was due, or `None`
+    /// for calendar expressions (systemd alone knows those).
+    pub fn previous_due(&self, now: DateTime<Local>) -> Option<DateTime<Local>> {
+        match self {
+            When::Hourly => local(now.date_naive().and_hms_opt(now.hour(), 0, 0)?),
+            When::Daily(t) => (0..=2).find_map(|back| due_on(now, back, *t)),
+            When::Weekly(days, t) => (0..=8)
+                .filter(|back| {
+                    let day = now.date_naive() - chrono::Duration::days(*back);
+                    days.contains(&day.weekday())
+                })
+                .find_map(|back| due_on(now, back, *t)),
+            When::Calendar(_) => None,
+        }
+    }
+}
+
+/// `back` days before `now`, at `time`, if that is not after `now`.
+fn due_on(now: DateTime<Local>, back: i64, time: NaiveTime) -> Option<DateTime<Local>> {
+    let day = now.date_naive() - chrono::Duration::days(back);
+    local(day.and_time(time)).filter(|due| *due <= now)
+}
+
+/// A local wall-clock time (the earlier one when the clock goes back; none
+/// inside the hour skipped when it goes forward).
+fn local(naive: chrono::NaiveDateTime) -> Option<DateTime<Local>> {
+    Local.from_local_datetime(&naive).earliest()
+}
+
+fn parse_time(text: &str) -> Option<NaiveTime> {
+    NaiveTime::parse_from_str(text, "%H:%M").ok()
+}
+
+/// `mon..fri`, `mon-fri`, `sat,sun`, `weekdays`, `weekends`, `mon`.
+fn parse_days(text: &str) -> Option<Vec<Weekday>> {
+    let mut days = Vec::new();
+    for part in text.split(',') {
+        match part {
+            "weekdays" => days.extend(range(Weekday::Mon, Weekday::Fri)),
+            "weekends" => days.extend([Weekday::Sat, Weekday::Sun]),
+            _ => match part.split_once("..").or_else(|| part.split_once('-')) {
+                Some((a, b)) => days.extend(range(day(a)?, day(b)?)),
+                None => days.push(day(part)?),
+            },
+        }
+    }
+    days.sort_by_key(|d| d.num_days_from_monday());
+    days.dedup();
+    (!days.is_empty()).then_some(days)
+}
+
+const WEEK: [(Weekday, &str); 7] = [
+    (Weekday::Mon, "monday"),
+    (Weekday::Tue, "tuesday"),
+    (Weekday::Wed, "wednesday"),
+    (Weekday::Thu, "thursday"),
+    (Weekday::Fri, "friday"),
+    (Weekday::Sat, "saturday"),
+    (Weekday::Sun, "sunday"),
+];
+
+/// A day by its whole name or at least its first three letters.
+fn day(text: &str) -> Option<Weekday> {
+    WEEK.iter()
+        .find(|(_, name)| text.len() >= 3 && name.starts_with(text))
+        .map(|(d, _)| *d)
+}
+
+fn range(from: Weekday, to: Weekday) -> Vec<Weekday> {
+    let mut out = vec![from];
+    let mut d = from;
+    while d != to {
+        d = d.succ();
+        out.push(d);
+    }
+    out
+}
+
+fn day_list(days: &[Weekday], sep: &str) -> String {
+    days.iter()
+        .map(|d| d.to_string())
+        .collect::<Vec<_>>()
+        .join(sep)
+}
+
+impl fmt::Display for When {
+    /// The form [`When::parse`] reads back.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            When::Hourly => f.write_str("hourly"),
+            When::Daily(t) => write!(f, "daily {}", t.format("%H:%M")),
+            When::Weekly(days, t) => write!(f, "{} {}", day_list(days, ","), t.format("%H:%M")),
+            When::Calendar(expr) => f.write_str(expr),
+        }
+    }
+}
+
+impl From<When> for String {
+    fn from(w: When) -> String {
+        w.to_string()
+    }
+}
+
+impl TryFrom<String> for When {
+    type Error = Error;
+    fn try_from(text: String) -> Result<When> {
+        When::parse(&text)
+    }
+}
+
+/// Names are part of unit file and task names: keep them plain.
+pub fn validate_name(name: &str) -> Result<()> {
+    let ok = !name.is_empty()
+        && name.len() <= 40
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+        && !name.starts_with('-');
+    if ok {
+        Ok(())
+    } else {
+        Err(Error::Refused {
+            field: "name",
+            reason: format!(
+                "{name:?} is not a schedule name: use 1 to 40 lower-case letters, digits and dashes (e.g. nightly)"
+            ),
+        })
+    }
+}
+
+/// Install (or replace) a schedule on this machine; needs root/administrator.
+/// `exe` is the persnap executable the scheduler runs.
+pub fn install(s: &Schedule, exe: &Path) -> Result<Installed> {
+    validate_name(&s.name)?;
+    #[cfg(windows)]
+    return taskschd::install(s, exe);
+    #[cfg(not(windows))]
+    systemd::install(s, exe)
+}
+
+/// Remove a schedule; `false` when there was none by that name.
+pub fn uninstall(name: &str) -> Result<bool> {
+    validate_name(name)?;
+    #[cfg(windows)]
+    return taskschd::uninstall(name);
+    #[cfg(not(windows))]
+    systemd::uninstall(name)
+}
+
+/// Every schedule installed on this machine (readable without privileges).
+pub fn list() -> Result<Vec<Schedule>> {
+    #[cfg(windows)]
+    return taskschd::list(&taskschd::registry_dir());
+    #[cfg(not(windows))]
+    systemd::list(&systemd::unit_dir())
+}
+
+/// What installing did, for the user.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Installed {
+    /// Files or scheduler entries written.
+    pub written: Vec<String>,
+    /// The scheduler is running it now (false: e.g. no systemd running).
+    pub active: bool,
+    /// One sentence on its state.
+    pub note: String,
+}
+
+/// The state of a schedule, judged from the history.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Status {
+    /// Its last run completed (or it has not been due yet).
+    Fine { last: Option<DateTime<Utc>> },
+    /// Its last run failed, was cancelled, or stopped half-way.
+    Failed { run: Box<Run> },
+    /// It was due and nothing ran (the machine was off, asleep, or the
+    /// scheduler did not start it).
+    Missed { due: DateTime<Local> },
+}
+
+/// Judge `s` at `now` from `runs` (the history it records into).
+pub fn status(s: &Schedule, runs: &[Run], now: DateTime<Local>) -> Status {
+    let last = runs
+        .iter()
+        .filter(|r| r.kind == RunKind::Backup && r.scheduled.as_deref() == Some(s.name.as_str()))
+        .max_by_key(|r| r.started);
+    if let Some(due) = s.when.previous_due(now - MISSED_GRACE) {
+        let due_utc = due.with_timezone(&Utc);
+        let created_before = s.created.is_none_or(|c| c <= due_utc);
+        // A run that started within a minute before the due time (clock
+        // skew between the scheduler and us) still counts.
+        let ran = last.is_some_and(|r| r.started >= due_utc - chrono::Duration::minutes(1));
+        if created_before && !ran {
+            return Status::Missed { due };
+        }
+    }
+    match last {
+        Some(run) if !matches!(run.outcome, Outcome::Completed | Outcome::Running) => {
+            Status::Failed {
+                run: Box::new(run.clone()),
+            }
+        }
+        _ => Status::Fine {
+            last: last.map(|r| r.started),
+        },
+    }
+}
+
+/// What to tell the user about a scheduled run that did not succeed:
+/// summary and body of the notification.
+pub fn failure_message(name: &str, run: Option<&Run>, scheduler_said: &str) -> (String, String) {
+    let summary = format!("persnap: the scheduled backup \u{201c}{name}\u{201d} failed");
+    let body = match run {
+        Some(run) => match &run.outcome {
+            Outcome::Failed { step, message, .. } => {
+                format!("{}: failed during {step}: {message}", run.source.display())
+            }
+            other => format!(
+                "{}: the run ended {} ({scheduler_said})",
+                run.source.display(),
+                other.label()
+            ),
+        },
+        None => format!("It did not start a backup ({scheduler_said})."),
+    };
+    (summary, body)
+}
+
+/// What to tell the user about a run that never happened.
+pub fn missed_message(s: &Schedule, due: DateTime<Local>) -> (String, String) {
+    (
+        format!(
+            "persnap: the scheduled backup \u{201c}{}\u{201d} did not run",
+            s.name
+        ),
+        format!(
+            "It was due {} ({}) and nothing ran: the computer may have been off or asleep. Back up now, or check the schedule.",
+            due.format("%a %d %b %H:%M"),
+            s.when.describe()
+        ),
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn at(y: i32, m: u32, d: u32, h: u32, min: u32) -> DateTime<Local> {
+        Local.with_ymd_and_hms(y, m, d, h, min, 0).unwrap()
+    }
+
+    fn time(h: u32, m: u32) -> NaiveTime {
+        NaiveTime::from_hms_opt(h, m, 0).unwrap()
+    }
+
+    #[test]
+    fn when_reads_what_people_write_and_round_trips() {
+        use Weekday::*;
+        let cases = [
+            ("hourly", When::Hourly),
+            ("daily", When::Daily(time(0, 0))),
+            ("02:30", When::Daily(time(2, 30))),
+            ("Daily 23:05", When::Daily(time(23, 5))),
+            (
+                "Mon..Fri 22:00",
+                When::Weekly(vec![Mon, Tue, Wed, Thu, Fri], time(22, 0)),
+            ),
+            ("sat,sun 06:00", When::Weekly(vec![Sat, Sun], time(6, 0))),
+            (
+                "weekdays 01:00",
+                When::Weekly(vec![Mon, Tue, Wed, Thu, Fri], time(1, 0)),
+            ),
+            (
+                "Fri-Mon 01:00",
+                When::Weekly(vec![Mon, Fri, Sat, Sun], time(1, 0)),
+            ),
+            ("wednesday 12:00", When::Weekly(vec![Wed], time(12, 0))),
+            ("*-*-01 03:00", When::Calendar("*-*-01 03:00".into())),
+            ("25:00", When::Calendar("25:00".into())),
+        ];
+        for (text, want) in cases {
+            let got = When::parse(text).unwrap();
+            assert_eq!(got, want, "{text}");
+            assert_eq!(
+                When::parse(&got.to_string()).unwrap(),
+                got,
+                "{text} round trip"
+            );
+        }
+        assert!(When::parse("").is_err() && When::parse("a\nb").is_err());
+    }
+
+    #[test]
+    fn when_becomes_systemd_calendar_expressions() {
+        assert_eq!(When::parse("02:30").unwrap().to_systemd(), "*-*-* 02:30:00");
+        assert_eq!(
+            When::parse("Mon..Wed 22:00").unwrap().to_systemd(),
+            "Mon,Tue,Wed *-*-* 22:00:00"
+        );
+        assert_eq!(When::Hourly.to_systemd(), "hourly");
+    }
+
+    #[test]
+    fn previous_due_times() {
+        // 2026-11-24 is a Tuesday.
+        let now = at(2026, 11, 24, 10, 15);
+        assert_eq!(
+            When::Hourly.previous_due(now),
+            Some(at(2026, 11, 24, 10, 0))
+        );
+        assert_eq!(
+            When::parse("02:00").unwrap().previous_due(now),
+            Some(at(2026, 11, 24, 2, 0))
+        );
+        assert_eq!(
+            When::parse("11:00").unwrap().previous_due(now),
+            Some(at(2026, 11, 23, 11, 0))
+        );
+        assert_eq!(
+            When::parse("sat,sun 06:00").unwrap().previous_due(now),
+            Some(at(2026, 11, 22, 6, 0))
+        );
+        assert_eq!(
+            When::parse("tue 11:00").unwrap().previous_due(now),
+            Some(at(2026, 11, 17, 11, 0)),
+            "today's is later: the one a week ago"
+        );
+        assert_eq!(When::Calendar("*-*-01".into()).previous_due(now), None);
+    }
+
+    fn schedule(when: &str, created: DateTime<Local>) -> Schedule {
+        Schedule {
+            name: "nightly".into(),
+            source: "/data".into(),
+            dest: "/backup".into(),
+            store_name: "persistence.db".into(),
+            method: MethodChoice::Auto,
+            retention: RetentionPolicy::default(),
+            when: When::parse(when).unwrap(),
+            history_dir: "/h".into(),
+            created: Some(created.with_timezone(&Utc)),
+        }
+    }
+
+    fn scheduled_run(started: DateTime<Local>, outcome: Outcome) -> Run {
+        let mut run = Run::starting(
+            RunKind::Backup,
+            "id".into(),
+            "tag".into(),
+            "/data".into(),
+            "persistence.db".into(),
+            "/backup".into(),
+        );
+        run.started = started.with_timezone(&Utc);
+        run.scheduled = Some("nightly".into());
+        run.outcome = outcome;
+        run
+    }
+
+    #[test]
+    fn status_tells_fine_failed_and_missed_apart() {
+        let now = at(2026, 11, 24, 10, 15);
+        let s = schedule("02:00", at(2026, 11, 1, 12, 0));
+        let ok_today = scheduled_run(at(2026, 11, 24, 2, 0), Outcome::Completed);
+        assert!(matches!(
+            status(&s, std::slice::from_ref(&ok_today), now),
+            Status::Fine { .. }
+        ));
+        let failed = scheduled_run(
+            at(2026, 11, 24, 2, 0),
+            Outcome::Failed {
+                step: crate::progress::Phase::Snapshot,
+                message: "no space".into(),
+                kind: crate::error::ErrorKind::Snapshot,
+            },
+        );
+        assert!(matches!(
+            status(&s, &[ok_today, failed], now),
+            Status::Failed { .. }
+        ));
+        let yesterday = scheduled_run(at(2026, 11, 23, 2, 0), Outcome::Completed);
+        assert_eq!(
+            status(&s, &[yesterday], now),
+            Status::Missed {
+                due: at(2026, 11, 24, 2, 0)
+            }
+        );
+        assert_eq!(
+            status(&s, &[], now),
+            Status::Missed {
+                due: at(2026, 11, 24, 2, 0)
+            },
+            "never ran although due"
+        );
+        let new = schedule("02:00", at(2026, 11, 24, 9, 0));
+        assert_eq!(
+            status(&new, &[], now),
+            Status::Fine { last: None },
+            "made after the due time: nothing missed yet"
+        );
+        let grace = schedule("10:00", at(2026, 11, 1, 12, 0));
+        assert!(
+            matches!(status(&grace, &[], now), Status::Missed { due } if due == at(2026, 11, 23, 10, 0)),
+            "a run due 15 minutes ago may still be starting; yesterday's counts"
+        );
+    }
+}
