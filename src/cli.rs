@@ -851,7 +851,8 @@ fn schedule_cmd(cmd: ScheduleCommand) -> Result<(), Failure> {
             req.store_name = store_name;
             req.method = method;
             req.retention = retention.policy();
-            let request = schedule_request(&name, &req, &at)?;
+            let history = History::open_default()?;
+            let request = schedule_request(&name, &req, &at, history.dir())?;
             match call_helper(&request)? {
                 Reply::ScheduleAdded {
                     schedule: s,
@@ -910,18 +911,18 @@ fn schedule_cmd(cmd: ScheduleCommand) -> Result<(), Failure> {
     }
 }
 
-/// The helper request that installs a schedule of `req`, recorded in this
-/// user's history (created if it is not there yet).
-pub fn schedule_request(name: &str, req: &BackupRequest, at: &str) -> persnap::Result<Request> {
+/// The helper request that installs a schedule of `req`, recorded in the
+/// history in `history_dir` (created if it is not there yet).
+pub fn schedule_request(
+    name: &str,
+    req: &BackupRequest,
+    at: &str,
+    history_dir: &std::path::Path,
+) -> persnap::Result<Request> {
     persnap::schedule::validate_name(name)?;
-    let history_dir = History::default_dir().ok_or_else(|| persnap::Error::History {
-        path: PathBuf::from("~"),
-        action: "located",
-        detail: "no home folder is known; set PERSNAP_DATA_DIR".into(),
-    })?;
-    persnap::sys::create_private_dir(&history_dir, true).map_err(persnap::Error::io(
+    persnap::sys::create_private_dir(history_dir, true).map_err(persnap::Error::io(
         "create",
-        &history_dir,
+        history_dir,
         "Check the permissions of your home folder.",
     ))?;
     Ok(Request::ScheduleAdd {
@@ -932,9 +933,9 @@ pub fn schedule_request(name: &str, req: &BackupRequest, at: &str) -> persnap::R
         method: req.method,
         options: BackupOptions::from_request(req),
         when: persnap::schedule::When::parse(at)?.to_string(),
-        history_dir: persnap::fsutil::canonicalize(&history_dir).map_err(persnap::Error::io(
+        history_dir: persnap::fsutil::canonicalize(history_dir).map_err(persnap::Error::io(
             "open",
-            &history_dir,
+            history_dir,
             "Check the permissions of your home folder.",
         ))?,
     })

@@ -9,7 +9,7 @@
 
 use std::fs;
 use std::io;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
@@ -196,6 +196,11 @@ impl History {
 
     pub fn at(dir: impl Into<PathBuf>) -> History {
         History { dir: dir.into() }
+    }
+
+    /// The folder the history is kept in.
+    pub fn dir(&self) -> &Path {
+        &self.dir
     }
 
     pub fn path(&self) -> PathBuf {

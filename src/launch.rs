@@ -83,6 +83,9 @@ pub struct HelperRoute {
     pub helper: PathBuf,
     /// Through elevation (pkexec, UAC) or directly (already privileged).
     pub elevate: bool,
+    /// Extra environment for a helper started directly (pkexec and UAC
+    /// start it with a clean one): e.g. `PERSNAP_UNIT_DIR` in tests.
+    pub env: Vec<(String, PathBuf)>,
 }
 
 /// Decide how to start the helper, or say plainly why it cannot be.
@@ -96,6 +99,7 @@ pub fn route() -> Result<HelperRoute, RemoteFailure> {
     Ok(HelperRoute {
         helper,
         elevate: !fsutil::is_root(),
+        env: Vec::new(),
     })
 }
 
@@ -110,6 +114,7 @@ pub fn route() -> Result<HelperRoute, RemoteFailure> {
         return Ok(HelperRoute {
             helper,
             elevate: false,
+            env: Vec::new(),
         });
     }
     if !Path::new(PKEXEC).is_file() {
@@ -124,6 +129,7 @@ pub fn route() -> Result<HelperRoute, RemoteFailure> {
     Ok(HelperRoute {
         helper,
         elevate: true,
+        env: Vec::new(),
     })
 }
 
@@ -189,7 +195,9 @@ fn call_child(
         c.arg(&route.helper);
         c
     } else {
-        Command::new(&route.helper)
+        let mut c = Command::new(&route.helper);
+        c.envs(route.env.iter().map(|(k, v)| (k, v)));
+        c
     };
     let mut child = cmd
         .stdin(Stdio::piped())

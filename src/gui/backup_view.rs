@@ -22,6 +22,7 @@ pub fn show(app: &mut PersnapApp, ui: &mut Ui) {
         .auto_shrink([false, false])
         .show(ui, |ui| {
             failed_schedule_banner(app, ui);
+            super::schedule_view::missed_banner(app, ui);
             inputs(app, ui);
             keep_probe_fresh(app, ui.ctx());
             ui.separator();

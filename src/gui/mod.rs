@@ -8,6 +8,7 @@
 
 mod backup_view;
 mod history_view;
+mod schedule_view;
 mod settings_view;
 mod worker;
 
@@ -113,6 +114,7 @@ impl Settings {
 pub enum Screen {
     Backup,
     History,
+    Schedules,
     Settings,
 }
 
@@ -159,6 +161,7 @@ pub struct Runtime {
     pub helper: Option<crate::launch::HelperRoute>,
     /// A restore being prepared, running or just finished.
     pub restore: Option<RestoreDraft>,
+    pub schedules: schedule_view::ScheduleState,
 }
 
 /// The restore panel's state.
@@ -184,7 +187,10 @@ impl PersnapApp {
             .storage
             .and_then(|s| eframe::get_value(s, SETTINGS_KEY))
             .unwrap_or_default();
-        Self::with_settings(settings, History::open_default())
+        let mut app = Self::with_settings(settings, History::open_default());
+        // Missed and failed runs show from the start (tests load on demand).
+        app.rt.schedules.reload();
+        app
     }
 
     /// Build the app around given settings and history (tests use this).
@@ -210,6 +216,7 @@ impl PersnapApp {
                 last_applied_theme: None,
                 helper: None,
                 restore: None,
+                schedules: Default::default(),
             },
         };
         app.reload_history();
@@ -256,6 +263,9 @@ impl PersnapApp {
 
     fn drain_messages(&mut self) {
         self.drain_restore();
+        if self.rt.schedules.job.is_some() {
+            self.rt.schedules.drain();
+        }
         if let Some(Ok(Msg::Probed { key, result })) =
             self.rt.probing.as_ref().map(|job| job.rx.try_recv())
         {
@@ -287,7 +297,7 @@ impl PersnapApp {
                 }
                 Msg::BackupDone(Err(f)) => finished = Some(Outcome::Failed(f)),
                 Msg::TestSnapshotDone(r) => finished = Some(Outcome::TestSnapshot(r)),
-                Msg::Probed { .. } | Msg::RestoreDone(_) => {}
+                Msg::Probed { .. } | Msg::RestoreDone(_) | Msg::ScheduleDone(_) => {}
             }
         }
         if let Some(outcome) = finished {
@@ -316,12 +326,16 @@ impl PersnapApp {
             for (screen, label) in [
                 (Screen::Backup, "Back up"),
                 (Screen::History, "History"),
+                (Screen::Schedules, "Schedules"),
                 (Screen::Settings, "Settings"),
             ] {
                 if ui
                     .selectable_label(self.rt.screen == screen, label)
                     .clicked()
                 {
+                    if screen == Screen::Schedules {
+                        self.rt.schedules.reload();
+                    }
                     self.rt.screen = screen;
                 }
             }
@@ -363,6 +377,7 @@ impl eframe::App for PersnapApp {
         egui::CentralPanel::default_margins().show(ui, |ui| match self.rt.screen {
             Screen::Backup => backup_view::show(self, ui),
             Screen::History => history_view::show(self, ui),
+            Screen::Schedules => schedule_view::show(self, ui),
             Screen::Settings => settings_view::show(self, ui),
         });
         if self.rt.activity.is_some() || self.rt.probing.is_some() {

@@ -404,6 +404,7 @@ fn btrfs_snapshot_backup_from_the_window_and_a_missing_helper() {
     h.state_mut().rt.helper = Some(HelperRoute {
         helper: "/nonexistent/persnap-helper".into(),
         elevate: true,
+        env: Vec::new(),
     });
     h.get_by_label("Back up now").click();
     wait_until(&mut h, "the elevation failure", |app| {
@@ -481,7 +482,41 @@ fn screens_match_their_snapshots() {
     h.get_by_label("Settings").click();
     h.run();
     h.snapshot("settings_screen");
+    let schedules = fixture_schedules();
+    h.state_mut().rt.schedules.dir = schedules.path().to_owned();
+    h.get_by_label("Schedules").click();
+    h.run();
+    h.snapshot("schedules_screen");
     assert!(h.unnamed_widgets().is_empty());
+}
+
+/// One schedule, kept as this platform keeps them; a systemd calendar, so
+/// its state does not depend on today's date.
+fn fixture_schedules() -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    let s = persnap::schedule::Schedule {
+        name: "weekly-offsite".into(),
+        source: "/var/lib/apama/store".into(),
+        dest: "/mnt/offsite".into(),
+        store_name: "persistence.db".into(),
+        method: persnap::method::MethodChoice::Auto,
+        retention: persnap::retention::RetentionPolicy {
+            keep_last: Some(4),
+            keep_days: None,
+        },
+        when: persnap::schedule::When::Calendar("Sun *-*-* 03:00:00".into()),
+        history_dir: "/home/op/.local/share/persnap".into(),
+        created: None,
+    };
+    #[cfg(windows)]
+    std::fs::write(
+        dir.path().join("weekly-offsite.json"),
+        serde_json::to_vec(&s).unwrap(),
+    )
+    .unwrap();
+    #[cfg(not(windows))]
+    persnap::schedule::systemd::write_units(&s, dir.path(), Path::new("/usr/bin/persnap")).unwrap();
+    dir
 }
 
 /// The helper built beside the test executable, run directly (no
@@ -502,6 +537,7 @@ fn direct_helper() -> crate::launch::HelperRoute {
     crate::launch::HelperRoute {
         helper,
         elevate: false,
+        env: Vec::new(),
     }
 }
 
@@ -607,4 +643,124 @@ fn a_failed_scheduled_backup_is_highlighted_and_retention_shows_in_the_plan() {
         h.query_by_label_contains("Then delete older backups of persistence.db")
             .is_some()
     );
+}
+
+/// Schedules are installed through the real helper (run directly: this
+/// needs root, as CI is), into a unit folder of the test's own.
+#[cfg(target_os = "linux")]
+#[test]
+fn schedules_are_created_listed_and_removed_from_the_app() {
+    if !persnap::fsutil::is_root() {
+        assert!(
+            std::env::var_os("PERSNAP_REQUIRE_ROOT_TESTS").is_none(),
+            "must run as root here"
+        );
+        eprintln!(
+            "SKIP schedules_are_created_listed_and_removed_from_the_app: needs root (the helper installs schedules)"
+        );
+        return;
+    }
+    let src = tempfile::tempdir().unwrap();
+    let dest = tempfile::tempdir().unwrap();
+    let data = tempfile::tempdir().unwrap();
+    let units = tempfile::tempdir().unwrap();
+    loadgen::init(&src.path().join("persistence.db"), Mode::Wal, 1).unwrap();
+    let mut app = app_with_history(data.path());
+    app.settings.source = src.path().to_str().unwrap().into();
+    app.settings.dest = dest.path().to_str().unwrap().into();
+    app.settings.keep_last = 5;
+    let mut route = direct_helper();
+    route
+        .env
+        .push(("PERSNAP_UNIT_DIR".into(), units.path().to_owned()));
+    app.rt.helper = Some(route);
+    app.rt.schedules.dir = units.path().to_owned();
+    let mut h = harness(app);
+    h.get_by_label("Schedules").click();
+    h.run_steps(2);
+    assert!(h.query_by_label_contains("No schedules yet").is_some());
+
+    h.get_by_role_and_label(Role::ComboBox, "How often").click();
+    h.run_steps(3);
+    h.get_by_label("Monday to Friday").click();
+    h.run_steps(3);
+    assert!(
+        h.query_by_label_contains("Mon, Tue, Wed, Thu, Fri at 02:00, as administrator, then verify it and keep the newest 5 backups")
+            .is_some(),
+        "the plan in words"
+    );
+    h.get_by_label("Create schedule").click();
+    wait_until(&mut h, "the schedule installed", |app| {
+        app.rt.schedules.job.is_none() && app.rt.schedules.result.is_some()
+    });
+    let said = format!("{:?}", h.state().rt.schedules.result);
+    assert!(said.contains("Scheduled “nightly”"), "{said}");
+    let timer = std::fs::read_to_string(units.path().join("persnap-backup-nightly.timer")).unwrap();
+    assert!(
+        timer.contains("OnCalendar=Mon,Tue,Wed,Thu,Fri *-*-* 02:00:00"),
+        "{timer}"
+    );
+    let service =
+        std::fs::read_to_string(units.path().join("persnap-backup-nightly.service")).unwrap();
+    let history_dir = persnap::fsutil::canonicalize(&data.path().join("history")).unwrap();
+    assert!(
+        service.contains(&format!("PERSNAP_DATA_DIR={}", history_dir.display())),
+        "runs record into the app's history: {service}"
+    );
+    assert!(
+        h.query_by_label("Mon, Tue, Wed, Thu, Fri at 02:00")
+            .is_some(),
+        "listed"
+    );
+    assert!(
+        h.query_by_label("not run yet").is_some(),
+        "listed with its state"
+    );
+
+    h.get_by_label("Remove “nightly”").click();
+    wait_until(&mut h, "the schedule removed", |app| {
+        app.rt.schedules.job.is_none()
+            && format!("{:?}", app.rt.schedules.result).contains("Removed")
+    });
+    assert_eq!(std::fs::read_dir(units.path()).unwrap().count(), 0);
+    assert!(h.query_by_label_contains("No schedules yet").is_some());
+}
+
+#[cfg(target_os = "linux")]
+#[test]
+fn a_missed_scheduled_run_is_shown_on_the_backup_screen() {
+    use chrono::Timelike;
+    let data = tempfile::tempdir().unwrap();
+    let units = tempfile::tempdir().unwrap();
+    let due = chrono::Local::now() - chrono::Duration::hours(2);
+    let s = persnap::schedule::Schedule {
+        name: "nightly".into(),
+        source: "/srv/apama".into(),
+        dest: "/backup".into(),
+        store_name: "persistence.db".into(),
+        method: persnap::method::MethodChoice::Auto,
+        retention: Default::default(),
+        when: persnap::schedule::When::Daily(due.time().with_nanosecond(0).unwrap()),
+        history_dir: data.path().join("history"),
+        created: Some(chrono::Utc::now() - chrono::Duration::days(3)),
+    };
+    persnap::schedule::systemd::write_units(&s, units.path(), Path::new("/usr/bin/persnap"))
+        .unwrap();
+    let mut app = app_with_history(data.path());
+    app.rt.schedules.dir = units.path().to_owned();
+    app.rt.schedules.reload();
+    let mut h = harness(app);
+    h.run_steps(2);
+    assert!(
+        h.query_by_label_contains("The scheduled backup “nightly” did not run. It was due")
+            .is_some(),
+        "missed runs are highlighted"
+    );
+    assert!(
+        h.query_by_label_contains("may have been off or asleep")
+            .is_some()
+    );
+    h.get_by_label("Schedules").click();
+    h.run_steps(2);
+    assert!(h.query_by_label_contains("missed the run due").is_some());
 }

@@ -30,6 +30,8 @@ pub enum Msg {
     BackupDone(Result<(PathBuf, Box<Manifest>), RemoteFailure>),
     TestSnapshotDone(Result<String, String>),
     RestoreDone(Result<Box<persnap::restore::RestoreReport>, RemoteFailure>),
+    /// A schedule was installed or removed (or not).
+    ScheduleDone(Result<Reply, RemoteFailure>),
     Probed {
         key: String,
         result: Result<Box<ProbeReport>, String>,
@@ -121,6 +123,21 @@ pub fn restore(
             Err(f) => Err(f),
         };
         notify.send(Msg::RestoreDone(result));
+    })
+}
+
+/// Install or remove a schedule through the helper (system scheduler
+/// entries need administrator rights).
+pub fn schedule_change(
+    ctx: &eframe::egui::Context,
+    request: Request,
+    helper: Option<HelperRoute>,
+) -> Job {
+    spawn(ctx, move |notify, cancel| {
+        let mut progress = notify.clone();
+        let result = route(helper)
+            .and_then(|r| launch::call_via(r, &request, &mut progress, &mut Discard, &cancel));
+        notify.send(Msg::ScheduleDone(result));
     })
 }
 

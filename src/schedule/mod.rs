@@ -261,10 +261,24 @@ pub fn uninstall(name: &str) -> Result<bool> {
 
 /// Every schedule installed on this machine (readable without privileges).
 pub fn list() -> Result<Vec<Schedule>> {
+    list_in(&default_dir())
+}
+
+/// Where this platform keeps schedules: the systemd unit folder, or the
+/// schedule records of Task Scheduler tasks.
+pub fn default_dir() -> PathBuf {
     #[cfg(windows)]
-    return taskschd::list(&taskschd::registry_dir());
+    return taskschd::registry_dir();
     #[cfg(not(windows))]
-    systemd::list(&systemd::unit_dir())
+    systemd::unit_dir()
+}
+
+/// The schedules kept in `dir` (see [`default_dir`]).
+pub fn list_in(dir: &Path) -> Result<Vec<Schedule>> {
+    #[cfg(windows)]
+    return taskschd::list(dir);
+    #[cfg(not(windows))]
+    systemd::list(dir)
 }
 
 /// What installing did, for the user.

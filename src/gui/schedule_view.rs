@@ -1,0 +1,337 @@
+//! The Schedules screen: the scheduled backups installed on this machine
+//! with how each last went (ran, failed, missed), a form that schedules the
+//! backup set up on the Back up screen, and removal. Installing and
+//! removing go through the helper (one polkit/UAC prompt); listing does not.
+
+use std::path::PathBuf;
+
+use eframe::egui::{self, Ui};
+use persnap::protocol::{Reply, Request};
+use persnap::schedule::{self, Schedule, Status, When};
+
+use super::PersnapApp;
+use super::backup_view::{self, AMBER, GREEN, RED};
+use super::worker::{self, Job, Msg};
+use crate::launch::RemoteFailure;
+
+/// How often, as offered in the form.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Often {
+    Hourly,
+    Daily,
+    Weekdays,
+    /// A systemd calendar expression (Linux).
+    Custom,
+}
+
+/// The screen's state (never saved: schedules live in the system).
+pub struct ScheduleState {
+    /// Where schedules are listed (tests point it at a folder of their own).
+    pub dir: PathBuf,
+    pub list: Vec<Schedule>,
+    pub list_error: Option<String>,
+    pub name: String,
+    pub often: Often,
+    pub time: String,
+    pub custom: String,
+    pub job: Option<Job>,
+    pub result: Option<Result<String, RemoteFailure>>,
+}
+
+impl Default for ScheduleState {
+    fn default() -> Self {
+        ScheduleState {
+            dir: schedule::default_dir(),
+            list: Vec::new(),
+            list_error: None,
+            name: "nightly".into(),
+            often: Often::Daily,
+            time: "02:00".into(),
+            custom: String::new(),
+            job: None,
+            result: None,
+        }
+    }
+}
+
+impl ScheduleState {
+    pub fn reload(&mut self) {
+        match schedule::list_in(&self.dir) {
+            Ok(list) => {
+                self.list = list;
+                self.list_error = None;
+            }
+            Err(e) => self.list_error = Some(e.to_string()),
+        }
+    }
+
+    /// The form's "when", as [`When::parse`] reads it.
+    fn when_text(&self) -> String {
+        match self.often {
+            Often::Hourly => "hourly".into(),
+            Often::Daily => self.time.trim().to_owned(),
+            Often::Weekdays => format!("Mon..Fri {}", self.time.trim()),
+            Often::Custom => self.custom.trim().to_owned(),
+        }
+    }
+
+    /// Take what a finished install or removal reported.
+    pub fn drain(&mut self) {
+        let Some(job) = &self.job else { return };
+        let mut finished = None;
+        while let Ok(msg) = job.rx.try_recv() {
+            if let Msg::ScheduleDone(result) = msg {
+                finished = Some(result);
+            }
+        }
+        let Some(result) = finished else { return };
+        self.job = None;
+        self.result = Some(result.and_then(|reply| match reply {
+            Reply::ScheduleAdded {
+                schedule,
+                installed,
+            } => Ok(format!(
+                "Scheduled “{}”: {}. {}",
+                schedule.name,
+                schedule.when.describe(),
+                installed.note
+            )),
+            Reply::ScheduleRemoved {
+                name,
+                existed: true,
+            } => Ok(format!("Removed “{name}”; its backups and history stay.")),
+            Reply::ScheduleRemoved { name, .. } => Ok(format!("There was no schedule “{name}”.")),
+            other => Err(RemoteFailure::unexpected(other)),
+        }));
+        self.reload();
+    }
+}
+
+pub fn show(app: &mut PersnapApp, ui: &mut Ui) {
+    egui::ScrollArea::vertical()
+        .auto_shrink([false, false])
+        .show(ui, |ui| {
+            ui.heading("Scheduled backups");
+            list(app, ui);
+            ui.separator();
+            ui.heading("New schedule");
+            form(app, ui);
+            result(app, ui);
+        });
+}
+
+fn list(app: &mut PersnapApp, ui: &mut Ui) {
+    let st = &app.rt.schedules;
+    if let Some(e) = &st.list_error {
+        ui.colored_label(RED, format!("Cannot read the schedules: {e}"));
+    }
+    if st.list.is_empty() {
+        ui.label("No schedules yet. A schedule backs up the database folder and backup location chosen on the Back up screen at the times you pick, as administrator, without asking each time.");
+        return;
+    }
+    let mut remove = None;
+    let busy = st.job.is_some();
+    egui::Grid::new("schedules")
+        .num_columns(6)
+        .striped(true)
+        .spacing([12.0, 6.0])
+        .show(ui, |ui| {
+            for title in ["Name", "When", "Backs up", "Keeps", "Last run", ""] {
+                ui.strong(title);
+            }
+            ui.end_row();
+            for s in &st.list {
+                ui.label(&s.name);
+                ui.label(s.when.describe());
+                ui.label(format!("{} to {}", s.source.display(), s.dest.display()));
+                ui.label(s.retention.describe());
+                status_label(ui, &schedule::status(s, &app.rt.runs, chrono::Local::now()));
+                let button = egui::Button::new(format!("Remove “{}”", s.name));
+                if ui.add_enabled(!busy, button).clicked() {
+                    remove = Some(s.name.clone());
+                }
+                ui.end_row();
+            }
+        });
+    if let Some(name) = remove {
+        start(app, ui.ctx(), Request::ScheduleRemove { name });
+    }
+}
+
+fn status_label(ui: &mut Ui, status: &Status) {
+    let local = |t: &chrono::DateTime<chrono::Utc>| {
+        t.with_timezone(&chrono::Local)
+            .format("%Y-%m-%d %H:%M")
+            .to_string()
+    };
+    match status {
+        Status::Fine { last: None } => ui.label("not run yet"),
+        Status::Fine { last: Some(t) } => ui.colored_label(GREEN, format!("ran {}", local(t))),
+        Status::Failed { run } => ui.colored_label(
+            RED,
+            format!("{} {}", run.outcome.label(), local(&run.started)),
+        ),
+        Status::Missed { due } => ui.colored_label(
+            AMBER,
+            format!("missed the run due {}", due.format("%Y-%m-%d %H:%M")),
+        ),
+    };
+}
+
+fn form(app: &mut PersnapApp, ui: &mut Ui) {
+    let st = &mut app.rt.schedules;
+    egui::Grid::new("new-schedule")
+        .num_columns(2)
+        .spacing([12.0, 8.0])
+        .show(ui, |ui| {
+            let name = ui.label("Schedule name");
+            ui.text_edit_singleline(&mut st.name).labelled_by(name.id);
+            ui.end_row();
+
+            let name = ui.label("How often");
+            egui::ComboBox::from_id_salt("often")
+                .selected_text(often_label(st.often))
+                .show_ui(ui, |ui| {
+                    for often in [Often::Hourly, Often::Daily, Often::Weekdays, Often::Custom] {
+                        if cfg!(windows) && often == Often::Custom {
+                            continue;
+                        }
+                        ui.selectable_value(&mut st.often, often, often_label(often));
+                    }
+                })
+                .response
+                .labelled_by(name.id);
+            ui.end_row();
+
+            match st.often {
+                Often::Daily | Often::Weekdays => {
+                    let name = ui.label("At (24-hour time)");
+                    ui.add(egui::TextEdit::singleline(&mut st.time).desired_width(80.0))
+                        .labelled_by(name.id);
+                    ui.end_row();
+                }
+                Often::Custom => {
+                    let name = ui.label("systemd calendar expression");
+                    ui.add(egui::TextEdit::singleline(&mut st.custom).hint_text("*-*-* 00/6:00"))
+                        .labelled_by(name.id);
+                    ui.end_row();
+                }
+                Often::Hourly => {}
+            }
+        });
+    let planned = plan(app);
+    match &planned {
+        Ok(words) => ui.label(words),
+        Err(why) => ui.colored_label(AMBER, why),
+    };
+    let ready = planned.is_ok() && app.rt.schedules.job.is_none();
+    if ui
+        .add_enabled(ready, egui::Button::new("Create schedule"))
+        .clicked()
+    {
+        let req = backup_view::request(&app.settings);
+        let built = match &app.rt.history {
+            Some(history) => crate::cli::schedule_request(
+                app.rt.schedules.name.trim(),
+                &req,
+                &app.rt.schedules.when_text(),
+                history.dir(),
+            ),
+            None => Err(persnap::Error::History {
+                path: PathBuf::from("~"),
+                action: "located",
+                detail: "no history folder; scheduled runs need one to record into".into(),
+            }),
+        };
+        match built {
+            Ok(request) => start(app, ui.ctx(), request),
+            Err(e) => {
+                app.rt.schedules.result = Some(Err(RemoteFailure {
+                    kind: e.kind(),
+                    step: None,
+                    message: e.to_string(),
+                }))
+            }
+        }
+    }
+    if app.rt.schedules.job.is_some() {
+        ui.horizontal(|ui| {
+            ui.spinner();
+            ui.label("Waiting for administrator approval and the scheduler…");
+        });
+    }
+}
+
+fn often_label(often: Often) -> &'static str {
+    match often {
+        Often::Hourly => "Every hour",
+        Often::Daily => "Every day",
+        Often::Weekdays => "Monday to Friday",
+        Often::Custom => "Custom (systemd calendar)",
+    }
+}
+
+/// What the new schedule will do, in words, or what is missing.
+fn plan(app: &PersnapApp) -> Result<String, String> {
+    let s = &app.settings;
+    let st = &app.rt.schedules;
+    schedule::validate_name(st.name.trim()).map_err(|e| e.to_string())?;
+    if s.source.trim().is_empty() || s.dest.trim().is_empty() {
+        return Err(
+            "Choose the database folder and the backup location on the Back up screen first."
+                .into(),
+        );
+    }
+    let when = When::parse(&st.when_text()).map_err(|e| e.to_string())?;
+    if matches!(st.often, Often::Daily | Often::Weekdays) && matches!(when, When::Calendar(_)) {
+        return Err(format!(
+            "{:?} is not a time: write it as HH:MM, e.g. 02:30.",
+            st.time
+        ));
+    }
+    let req = backup_view::request(s);
+    Ok(format!(
+        "Back up {} ({}) to {} {}, as administrator, then verify it and {}. Each run is recorded in History; a failed or missed run is shown here and on the Back up screen.",
+        req.source.display(),
+        req.store_name,
+        req.dest.display(),
+        when.describe(),
+        req.retention.describe()
+    ))
+}
+
+fn result(app: &PersnapApp, ui: &mut Ui) {
+    match &app.rt.schedules.result {
+        Some(Ok(words)) => {
+            ui.colored_label(GREEN, words);
+        }
+        Some(Err(f)) => {
+            ui.colored_label(RED, format!("The schedule was not changed: {f}"));
+        }
+        None => {}
+    }
+}
+
+fn start(app: &mut PersnapApp, ctx: &egui::Context, request: Request) {
+    app.rt.schedules.result = None;
+    app.rt.schedules.job = Some(worker::schedule_change(ctx, request, app.rt.helper.clone()));
+}
+
+/// Schedules that missed a run, said at the top of the Back up screen.
+pub fn missed_banner(app: &PersnapApp, ui: &mut Ui) {
+    let now = chrono::Local::now();
+    let mut any = false;
+    for s in &app.rt.schedules.list {
+        if let Status::Missed { due } = schedule::status(s, &app.rt.runs, now) {
+            let (_, body) = schedule::missed_message(s, due);
+            ui.colored_label(
+                AMBER,
+                format!("The scheduled backup “{}” did not run. {body}", s.name),
+            );
+            any = true;
+        }
+    }
+    if any {
+        ui.separator();
+    }
+}
