@@ -86,7 +86,7 @@ impl ScheduleState {
         }
         let Some(result) = finished else { return };
         self.job = None;
-        self.result = Some(result.and_then(|reply| match reply {
+        self.result = Some(result.and_then(|reply| match *reply {
             Reply::ScheduleAdded {
                 schedule,
                 installed,

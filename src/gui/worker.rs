@@ -31,7 +31,7 @@ pub enum Msg {
     TestSnapshotDone(Result<String, String>),
     RestoreDone(Result<Box<persnap::restore::RestoreReport>, RemoteFailure>),
     /// A schedule was installed or removed (or not).
-    ScheduleDone(Result<Reply, RemoteFailure>),
+    ScheduleDone(Result<Box<Reply>, RemoteFailure>),
     Probed {
         key: String,
         result: Result<Box<ProbeReport>, String>,
