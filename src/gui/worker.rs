@@ -137,7 +137,7 @@ pub fn schedule_change(
         let mut progress = notify.clone();
         let result = route(helper)
             .and_then(|r| launch::call_via(r, &request, &mut progress, &mut Discard, &cancel));
-        notify.send(Msg::ScheduleDone(result));
+        notify.send(Msg::ScheduleDone(result.map(Box::new)));
     })
 }
 
