@@ -118,3 +118,91 @@ fn helper_refuses_names_it_did_not_make() {
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("not a persnap pipe name"));
 }
+
+/// One request to the helper over stdin/stdout (as when already
+/// administrator); the last frame it sent.
+fn ask_helper(request: &Request, env: &[(&str, &std::path::Path)]) -> Event {
+    use std::io::Write;
+    let mut child = Command::new(helper())
+        .envs(env.iter().copied())
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut frame = Vec::new();
+    protocol::write_frame(&mut frame, request).unwrap();
+    child.stdin.take().unwrap().write_all(&frame).unwrap();
+    let out = child.wait_with_output().unwrap();
+    let mut reader = BufReader::new(&out.stdout[..]);
+    let mut last = None;
+    while let Ok(event) = protocol::read_frame::<Event>(&mut reader) {
+        last = Some(event);
+    }
+    last.expect("the helper said nothing")
+}
+
+/// A schedule becomes a Task Scheduler task `\persnap\NAME` (registered by
+/// wine's schtasks.exe from persnap's XML) plus its record; removing it
+/// deletes both. Calendar expressions Task Scheduler cannot express are
+/// refused with the forms it can.
+#[test]
+fn helper_installs_and_removes_a_task_scheduler_task() {
+    let src = tempfile::tempdir().unwrap();
+    let dest = tempfile::tempdir().unwrap();
+    let history = tempfile::tempdir().unwrap();
+    let records = tempfile::tempdir().unwrap();
+    loadgen::init(&src.path().join("persistence.db"), Mode::Wal, 1).unwrap();
+    let name = format!("test-{}", std::process::id());
+    let add = |when: &str| Request::ScheduleAdd {
+        name: name.clone(),
+        source: persnap::volume::canonical(src.path()).unwrap(),
+        dest: persnap::volume::canonical(dest.path()).unwrap(),
+        store_name: "persistence.db".into(),
+        method: MethodChoice::Auto,
+        options: BackupOptions::default(),
+        when: when.into(),
+        history_dir: persnap::fsutil::canonicalize(history.path()).unwrap(),
+    };
+    let env = [("PERSNAP_SCHEDULE_DIR", records.path())];
+    let task_file = std::path::PathBuf::from(std::env::var("windir").unwrap())
+        .join("System32")
+        .join("Tasks")
+        .join("persnap")
+        .join(&name);
+
+    match ask_helper(&add("*-*-01 03:00"), &env) {
+        Event::Error { message, .. } => assert!(
+            message.contains("is a systemd calendar expression; on Windows say hourly"),
+            "{message}"
+        ),
+        other => panic!("expected a refusal: {other:?}"),
+    }
+    assert!(!task_file.exists());
+
+    let Event::Done { result } = ask_helper(&add("Mon..Fri 22:30"), &env) else {
+        panic!("not installed")
+    };
+    let Reply::ScheduleAdded { schedule, installed } = *result else {
+        panic!("{result:?}")
+    };
+    assert!(installed.note.contains("runs as SYSTEM"), "{}", installed.note);
+    let task = std::fs::read(&task_file).expect("the task is registered");
+    assert!(
+        String::from_utf8_lossy(&task).contains(&format!("persnap backup {name}")),
+        "{}",
+        String::from_utf8_lossy(&task)
+    );
+    assert_eq!(
+        persnap::schedule::taskschd::list(records.path()).unwrap(),
+        vec![*schedule],
+        "recorded for listing"
+    );
+
+    let Event::Done { result } = ask_helper(&Request::ScheduleRemove { name: name.clone() }, &env)
+    else {
+        panic!("not removed")
+    };
+    assert!(matches!(*result, Reply::ScheduleRemoved { existed: true, .. }));
+    assert!(!task_file.exists(), "the task is gone");
+    assert!(persnap::schedule::taskschd::list(records.path()).unwrap().is_empty());
+}
