@@ -39,6 +39,7 @@ DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "$repo/$deb" >/dev/null
 for f in /usr/bin/persnap /usr/libexec/persnap/persnap-helper \
          /usr/share/polkit-1/actions/io.github.persnap.policy \
          /usr/share/applications/io.github.persnap.desktop \
+         /etc/xdg/autostart/io.github.persnap-check.desktop \
          /usr/share/icons/hicolor/256x256/apps/persnap.png \
          /usr/share/icons/hicolor/scalable/apps/persnap.svg \
          /usr/share/man/man1/persnap.1.gz /usr/share/man/man1/persnap-backup.1.gz; do
@@ -49,6 +50,7 @@ grep -q '<annotate key="org.freedesktop.policykit.exec.path">/usr/libexec/persna
   /usr/share/polkit-1/actions/io.github.persnap.policy || fail "the polkit action is not bound to the installed helper"
 if command -v desktop-file-validate >/dev/null; then
   desktop-file-validate /usr/share/applications/io.github.persnap.desktop
+  desktop-file-validate /etc/xdg/autostart/io.github.persnap-check.desktop
 fi
 output_has persnap /usr/bin/persnap --version || fail "the installed persnap does not run"
 
@@ -108,6 +110,11 @@ apt-get remove -y -qq persnap >/dev/null
 for f in /usr/bin/persnap /usr/libexec/persnap/persnap-helper /usr/share/polkit-1/actions/io.github.persnap.policy; do
   [ ! -e "$f" ] || fail "$f is still there after removing the package"
 done
+# The login check is a configuration file (kept until purged; TryExec
+# keeps it quiet meanwhile).
+grep -q '^TryExec=persnap$' /etc/xdg/autostart/io.github.persnap-check.desktop || fail "the login check has no TryExec"
+apt-get purge -y -qq persnap >/dev/null
+[ ! -e /etc/xdg/autostart/io.github.persnap-check.desktop ] || fail "the login check is still there after purging"
 
 # -------------------------------------------------------------- Windows
 step "build setup.exe"
