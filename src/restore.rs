@@ -1,14 +1,16 @@
 //! Restore: put a verified backup back in place of the correlator's store.
 //!
-//! 1. The backup is verified first (files exactly as the manifest lists
-//!    them, SHA-256, SQLite integrity).
+//! 1. The backup folder must hold exactly the files its manifest lists.
 //! 2. The store must not be in use: on Linux no process may hold any of its
 //!    files open (found through `/proc/*/fd`); on Windows each file must
 //!    open exclusively. Otherwise: "Stop the correlator first".
-//! 3. The backup set is copied into a staging folder inside the target
-//!    folder and opened there with SQLite, which replays the captured
-//!    journal or WAL; the WAL is checkpointed. What remains is ONE
-//!    self-contained database file, checked with `PRAGMA integrity_check`.
+//! 3. The backup is verified while it is staged, before anything in the
+//!    store folder changes: the set is copied into a staging folder inside
+//!    the target folder with every SHA-256 checked on the way, then opened
+//!    there with SQLite, which replays the captured journal or WAL, checks
+//!    integrity and checkpoints the WAL. What remains is ONE self-contained
+//!    database file. (One read of the backup, not a verification pass and
+//!    then a copy.)
 //! 4. The current store files (main, journal, WAL, shm) are moved aside
 //!    into a timestamped safety folder in the target folder — never
 //!    deleted — and the staged file is renamed into place (one atomic
@@ -132,16 +134,7 @@ fn execute(
     let target = prepare_target(&req.target)?;
     run.destination = target.clone();
 
-    *step = Phase::Verify;
-    progress.phase(Phase::Verify);
-    let mut meter = Meter {
-        phase: Phase::Verify,
-        done: 0,
-        total: 0,
-        progress,
-        cancel,
-    };
-    let (manifest, _) = verify::verify_backup(&req.backup, &target, &mut meter)?;
+    let manifest = verify::read_listed(&req.backup)?;
     run.store_name = manifest.store_name.clone();
     run.method = Some(manifest.method);
     run.files = manifest.files.len() as u32;
@@ -154,6 +147,7 @@ fn execute(
 
     *step = Phase::Copy;
     progress.phase(Phase::Copy);
+    // Staging verifies: hashes on the way in, integrity after the replay.
     let staging = WorkDir::create(target.join(format!("{STAGING_PREFIX}{tag}")))?;
     let mut meter = Meter {
         phase: Phase::Copy,
@@ -162,7 +156,8 @@ fn execute(
         progress,
         cancel,
     };
-    let staged = stage(&req.backup, &manifest, staging.path(), &mut meter)?;
+    let staged = stage(&req.backup, &manifest, staging.path(), &mut meter)
+        .map_err(|e| verify::as_damaged(&req.backup, e))?;
     cancel.check()?;
 
     *step = Phase::Finish;

@@ -238,8 +238,7 @@ pub fn verify_backup(
     scratch_parent: &Path,
     meter: &mut Meter,
 ) -> Result<(manifest::Manifest, Verification)> {
-    let manifest = manifest::read(backup_dir)?;
-    check_listing(backup_dir, &manifest)?;
+    let manifest = read_listed(backup_dir)?;
     meter.total = manifest.files.iter().map(|f| f.size).sum();
     let tag = uuid::Uuid::new_v4().simple().to_string();
     let scratch = scratch_parent.join(format!(".persnap-verify-{}", &tag[..8]));
@@ -250,7 +249,21 @@ pub fn verify_backup(
         scratch,
         meter,
     )
-    .map_err(|e| match e {
+    .map_err(|e| as_damaged(backup_dir, e))?;
+    Ok((manifest, verification))
+}
+
+/// A backup's manifest, after checking the folder holds exactly its files
+/// with their sizes (cheap: no file is read).
+pub fn read_listed(backup_dir: &Path) -> Result<manifest::Manifest> {
+    let manifest = manifest::read(backup_dir)?;
+    check_listing(backup_dir, &manifest)?;
+    Ok(manifest)
+}
+
+/// A hash mismatch found while reading a backup: the backup is damaged.
+pub fn as_damaged(backup_dir: &Path, e: Error) -> Error {
+    match e {
         Error::HashMismatch {
             file,
             expected,
@@ -262,8 +275,7 @@ pub fn verify_backup(
             ),
         },
         other => other,
-    })?;
-    Ok((manifest, verification))
+    }
 }
 
 /// The folder must hold exactly the manifest's files, with their sizes.

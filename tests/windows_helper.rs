@@ -182,10 +182,18 @@ fn helper_installs_and_removes_a_task_scheduler_task() {
     let Event::Done { result } = ask_helper(&add("Mon..Fri 22:30"), &env) else {
         panic!("not installed")
     };
-    let Reply::ScheduleAdded { schedule, installed } = *result else {
+    let Reply::ScheduleAdded {
+        schedule,
+        installed,
+    } = *result
+    else {
         panic!("{result:?}")
     };
-    assert!(installed.note.contains("runs as SYSTEM"), "{}", installed.note);
+    assert!(
+        installed.note.contains("runs as SYSTEM"),
+        "{}",
+        installed.note
+    );
     let task = std::fs::read(&task_file).expect("the task is registered");
     assert!(
         String::from_utf8_lossy(&task).contains(&format!("persnap backup {name}")),
@@ -202,7 +210,14 @@ fn helper_installs_and_removes_a_task_scheduler_task() {
     else {
         panic!("not removed")
     };
-    assert!(matches!(*result, Reply::ScheduleRemoved { existed: true, .. }));
+    assert!(matches!(
+        *result,
+        Reply::ScheduleRemoved { existed: true, .. }
+    ));
     assert!(!task_file.exists(), "the task is gone");
-    assert!(persnap::schedule::taskschd::list(records.path()).unwrap().is_empty());
+    assert!(
+        persnap::schedule::taskschd::list(records.path())
+            .unwrap()
+            .is_empty()
+    );
 }
