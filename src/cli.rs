@@ -233,6 +233,9 @@ pub enum ScheduleCommand {
         summary: String,
         #[arg(long)]
         body: String,
+        /// How long it stays (it is then removed from the notification area).
+        #[arg(long, default_value_t = 10)]
+        seconds: u64,
     },
 }
 
@@ -891,7 +894,11 @@ fn schedule_cmd(cmd: ScheduleCommand) -> Result<(), Failure> {
             notify_failure(&name);
             Ok(())
         }
-        ScheduleCommand::Toast { summary, body } => show_toast(&summary, &body),
+        ScheduleCommand::Toast {
+            summary,
+            body,
+            seconds,
+        } => show_toast(&summary, &body, Duration::from_secs(seconds)),
         ScheduleCommand::Remove { name } => {
             schedule::validate_name(&name)?;
             match call_helper(&Request::ScheduleRemove { name: name.clone() })? {
@@ -971,13 +978,14 @@ fn status_line(status: &persnap::schedule::Status) -> String {
 }
 
 #[cfg(windows)]
-fn show_toast(summary: &str, body: &str) -> Result<(), Failure> {
-    crate::notify::windows::show_balloon(summary, body, Duration::from_secs(10))?;
+fn show_toast(summary: &str, body: &str, keep: Duration) -> Result<(), Failure> {
+    crate::notify::windows::show_balloon(summary, body, keep)?;
+    eprintln!("Shown: {summary}");
     Ok(())
 }
 
 #[cfg(not(windows))]
-fn show_toast(summary: &str, body: &str) -> Result<(), Failure> {
+fn show_toast(summary: &str, body: &str, _keep: Duration) -> Result<(), Failure> {
     let own = History::default_dir().unwrap_or_else(|| PathBuf::from("/"));
     crate::notify::desktop(&own, summary, body)?;
     Ok(())
