@@ -29,5 +29,8 @@ fn a_toast_is_shown_in_the_notification_area() {
         .unwrap();
     let said = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "{said}");
-    assert!(said.contains("Shown: persnap: the scheduled backup “nightly” failed"), "{said}");
+    assert!(
+        said.contains("Shown: persnap: the scheduled backup “nightly” failed"),
+        "{said}"
+    );
 }

@@ -45,6 +45,31 @@ pub struct Schedule {
     pub created: Option<DateTime<Utc>>,
 }
 
+impl Schedule {
+    /// The `persnap` arguments of one scheduled run.
+    pub fn backup_args(&self) -> Vec<String> {
+        let mut args: Vec<String> = vec![
+            "backup".into(),
+            "--source".into(),
+            self.source.to_string_lossy().into(),
+            "--dest".into(),
+            self.dest.to_string_lossy().into(),
+            "--store-name".into(),
+            self.store_name.clone(),
+            "--method".into(),
+            self.method.to_string(),
+        ];
+        if let Some(n) = self.retention.keep_last {
+            args.extend(["--keep-last".into(), n.to_string()]);
+        }
+        if let Some(d) = self.retention.keep_days {
+            args.extend(["--keep-days".into(), d.to_string()]);
+        }
+        args.extend(["--scheduled".into(), self.name.clone()]);
+        args
+    }
+}
+
 /// When a schedule runs, in local time.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(into = "String", try_from = "String")]

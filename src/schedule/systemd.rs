@@ -58,24 +58,7 @@ pub fn quote_arg(arg: &str) -> String {
 
 /// The command the service runs.
 fn exec_start(s: &Schedule, exe: &Path) -> String {
-    let mut args: Vec<String> = vec![
-        "backup".into(),
-        "--source".into(),
-        s.source.to_string_lossy().into(),
-        "--dest".into(),
-        s.dest.to_string_lossy().into(),
-        "--store-name".into(),
-        s.store_name.clone(),
-        "--method".into(),
-        s.method.to_string(),
-    ];
-    if let Some(n) = s.retention.keep_last {
-        args.extend(["--keep-last".into(), n.to_string()]);
-    }
-    if let Some(d) = s.retention.keep_days {
-        args.extend(["--keep-days".into(), d.to_string()]);
-    }
-    args.extend(["--scheduled".into(), s.name.clone()]);
+    let args = s.backup_args();
     let mut line = quote_arg(&exe.to_string_lossy());
     for a in &args {
         line.push(' ');

@@ -80,26 +80,9 @@ fn xml_escape(text: &str) -> String {
 
 /// The arguments of the task's action.
 pub fn arguments(s: &Schedule) -> String {
-    let mut args: Vec<String> = vec![
-        "backup".into(),
-        "--source".into(),
-        s.source.to_string_lossy().into(),
-        "--dest".into(),
-        s.dest.to_string_lossy().into(),
-        "--store-name".into(),
-        s.store_name.clone(),
-        "--method".into(),
-        s.method.to_string(),
-    ];
-    if let Some(n) = s.retention.keep_last {
-        args.extend(["--keep-last".into(), n.to_string()]);
-    }
-    if let Some(d) = s.retention.keep_days {
-        args.extend(["--keep-days".into(), d.to_string()]);
-    }
+    let mut args = s.backup_args();
+    // No environment in a task: the history folder goes on the line.
     args.extend([
-        "--scheduled".into(),
-        s.name.clone(),
         "--history-dir".into(),
         s.history_dir.to_string_lossy().into(),
     ]);
