@@ -265,10 +265,37 @@ pub fn validate_name(name: &str) -> Result<()> {
     }
 }
 
+/// Paths go into unit files and task XML, one value per line: refuse any
+/// with control characters (a newline would start a directive of its own).
+pub fn check_plain_paths(s: &Schedule) -> Result<()> {
+    for (field, path) in [
+        ("source", &s.source),
+        ("dest", &s.dest),
+        ("history_dir", &s.history_dir),
+    ] {
+        if path.to_string_lossy().chars().any(char::is_control) {
+            return Err(Error::Refused {
+                field,
+                reason: format!(
+                    "{path:?} contains a control character (such as a line break); scheduled backups need folder names without them"
+                ),
+            });
+        }
+    }
+    if s.store_name.chars().any(char::is_control) {
+        return Err(Error::Refused {
+            field: "store_name",
+            reason: "the store name contains a control character".into(),
+        });
+    }
+    Ok(())
+}
+
 /// Install (or replace) a schedule on this machine; needs root/administrator.
 /// `exe` is the persnap executable the scheduler runs.
 pub fn install(s: &Schedule, exe: &Path) -> Result<Installed> {
     validate_name(&s.name)?;
+    check_plain_paths(s)?;
     #[cfg(windows)]
     return taskschd::install(s, exe);
     #[cfg(not(windows))]
@@ -449,6 +476,16 @@ mod tests {
             "Mon,Tue,Wed *-*-* 22:00:00"
         );
         assert_eq!(When::Hourly.to_systemd(), "hourly");
+    }
+
+    #[test]
+    fn paths_with_line_breaks_are_refused() {
+        let mut s = schedule("02:00", Local::now());
+        check_plain_paths(&s).unwrap();
+        s.source = "/data\nExecStartPre=/bin/sh".into();
+        let err = check_plain_paths(&s).unwrap_err().to_string();
+        assert!(err.contains("control character"), "{err}");
+        assert!(install(&s, Path::new("/usr/bin/persnap")).is_err());
     }
 
     #[test]
