@@ -214,7 +214,13 @@ pub enum ScheduleCommand {
     /// List the schedules.
     List,
     /// Remove a schedule (asks for administrator rights). Its backups and history stay.
-    Remove { name: String },
+    Remove {
+        #[arg(required_unless_present = "all")]
+        name: Option<String>,
+        /// Every schedule (the uninstallers run this).
+        #[arg(long, conflicts_with = "name")]
+        all: bool,
+    },
     /// Report schedules whose last run failed or that missed a run (exit status 1 if any).
     Check {
         /// Also raise a desktop notification for each (run at login).
@@ -899,22 +905,37 @@ fn schedule_cmd(cmd: ScheduleCommand) -> Result<(), Failure> {
             body,
             seconds,
         } => show_toast(&summary, &body, Duration::from_secs(seconds)),
-        ScheduleCommand::Remove { name } => {
-            schedule::validate_name(&name)?;
-            match call_helper(&Request::ScheduleRemove { name: name.clone() })? {
-                Reply::ScheduleRemoved { existed: true, .. } => {
-                    eprintln!("Removed schedule {name}; its backups and history stay.");
-                    Ok(())
-                }
-                Reply::ScheduleRemoved { existed: false, .. } => Err(Failure {
-                    code: 2,
-                    error: anyhow::anyhow!(
-                        "There is no schedule named {name} (persnap schedule list shows them)."
-                    ),
-                }),
-                other => Err(remote_failure(RemoteFailure::unexpected(other))),
+        ScheduleCommand::Remove { name: None, .. } => {
+            let all = schedule::list()?;
+            for s in &all {
+                remove_schedule(&s.name)?;
             }
+            eprintln!("Removed {} schedule(s).", all.len());
+            Ok(())
         }
+        ScheduleCommand::Remove {
+            name: Some(name), ..
+        } => remove_schedule(&name),
+    }
+}
+
+fn remove_schedule(name: &str) -> Result<(), Failure> {
+    persnap::schedule::validate_name(name)?;
+    let request = Request::ScheduleRemove {
+        name: name.to_owned(),
+    };
+    match call_helper(&request)? {
+        Reply::ScheduleRemoved { existed: true, .. } => {
+            eprintln!("Removed schedule {name}; its backups and history stay.");
+            Ok(())
+        }
+        Reply::ScheduleRemoved { existed: false, .. } => Err(Failure {
+            code: 2,
+            error: anyhow::anyhow!(
+                "There is no schedule named {name} (persnap schedule list shows them)."
+            ),
+        }),
+        other => Err(remote_failure(RemoteFailure::unexpected(other))),
     }
 }
 

@@ -198,6 +198,27 @@ fn schedule_units_verify_and_their_command_backs_up() {
         &["schedule", "remove", "nightly"],
     );
     assert_eq!(again.status.code(), Some(2));
+
+    // What the uninstallers run: every schedule goes.
+    for (name, at) in [("a", "hourly"), ("b", "Sat,Sun 06:00")] {
+        let add = with_units(
+            units.path(),
+            data.path(),
+            &[
+                "schedule", "add", name, "--source", s, "--dest", d, "--at", at,
+            ],
+        );
+        assert!(add.status.success(), "{}", stderr(&add));
+    }
+    assert_eq!(std::fs::read_dir(units.path()).unwrap().count(), 4);
+    let all = with_units(units.path(), data.path(), &["schedule", "remove", "--all"]);
+    assert!(all.status.success(), "{}", stderr(&all));
+    assert!(
+        stderr(&all).contains("Removed 2 schedule(s)"),
+        "{}",
+        stderr(&all)
+    );
+    assert_eq!(std::fs::read_dir(units.path()).unwrap().count(), 0);
 }
 
 /// A private session bus and a monitor of Notify calls on it.

@@ -82,6 +82,9 @@ SectionEnd
 Section "Uninstall"
   SetRegView 64
   SetShellVarContext all
+  ; No task may be left to run a program that is gone (backups and history stay).
+  nsExec::Exec '"$INSTDIR\persnap.exe" schedule remove --all'
+  Pop $0
   Delete "$SMPROGRAMS\persnap.lnk"
   Delete "$INSTDIR\persnap.exe"
   Delete "$INSTDIR\persnap-helper.exe"

@@ -105,8 +105,18 @@ target/release/persnap-loadgen check "$work/check/persistence.db" >/dev/null || 
 output_has '^\.persnap' ls -a "$work/mnt" && fail "a snapshot was left behind"
 echo "backup $backup made by $user through pkexec with the installed helper: verified, invariant holds"
 
+step "schedule a backup as the user through pkexec; removing the package removes it"
+unit=/etc/systemd/system/persnap-backup-pkgtest.service
+said=$(runuser -u "$user" -- env PERSNAP_DATA_DIR="$work/data" XDG_RUNTIME_DIR="$work/data" \
+  /usr/bin/persnap schedule add pkgtest --source "$work/mnt/apama" --dest "$work/dest" --at "Mon..Fri 02:00" 2>&1) \
+  || fail "schedule add through pkexec failed: $said"
+[ -f "$unit" ] || fail "no unit after schedule add: $said"
+grep -q '^ExecStart="/usr/bin/persnap" "backup"' "$unit" || fail "the unit does not run the installed persnap"
+grep -q "PERSNAP_DATA_DIR=$work/data" "$unit" || fail "the unit does not record into the user's history"
+
 step "remove the package"
 apt-get remove -y -qq persnap >/dev/null
+[ ! -e "$unit" ] || fail "the schedule outlived the package"
 for f in /usr/bin/persnap /usr/libexec/persnap/persnap-helper /usr/share/polkit-1/actions/io.github.persnap.policy; do
   [ ! -e "$f" ] || fail "$f is still there after removing the package"
 done
@@ -141,10 +151,19 @@ version=$(sed -n 's/^version = "\(.*\)"/\1/p' Cargo.toml | head -n1)
 output_has "$version" wine reg query 'HKLM\Software\Microsoft\Windows\CurrentVersion\Uninstall\persnap' /v DisplayVersion || fail "no uninstall entry with the version"
 output_has persnap wine "C:\\Program Files\\persnap\\persnap.exe" --version || fail "the installed persnap.exe does not run"
 
+step "schedule a backup under wine (a Task Scheduler task); uninstalling removes it"
+mkdir -p "$WINEPREFIX/drive_c/apama" "$WINEPREFIX/drive_c/backups"
+target/release/persnap-loadgen init "$WINEPREFIX/drive_c/apama/persistence.db" --size-mb 1 >/dev/null
+wine "C:\\Program Files\\persnap\\persnap.exe" schedule add pkgtest --source 'C:\apama' --dest 'C:\backups' --at daily \
+  || fail "schedule add under wine failed"
+task="$WINEPREFIX/drive_c/windows/system32/tasks/persnap/pkgtest"
+record="$WINEPREFIX/drive_c/ProgramData/persnap/schedules/pkgtest.json"
+[ -f "$task" ] && [ -f "$record" ] || fail "no task or record after schedule add"
+
 step "uninstall silently under wine"
 wine "C:\\Program Files\\persnap\\Uninstall.exe" /S; wineserver -w
 sleep 2; wineserver -w
-for f in "$pf/persnap.exe" "$pf/persnap-helper.exe" "$pf/Uninstall.exe" "$menu"; do
+for f in "$pf/persnap.exe" "$pf/persnap-helper.exe" "$pf/Uninstall.exe" "$menu" "$task" "$record"; do
   [ ! -e "$f" ] || fail "$f is still there after the silent uninstall"
 done
 wineserver -k 2>/dev/null || true
