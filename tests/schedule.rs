@@ -52,6 +52,15 @@ fn exec_words(line: &str) -> Vec<String> {
     words
 }
 
+/// The words of a unit's `KEY=` line, as systemd splits them.
+fn directive_words(unit: &str, key: &str) -> Vec<String> {
+    let value = unit
+        .lines()
+        .find_map(|l| l.strip_prefix(key)?.strip_prefix('='))
+        .unwrap_or_else(|| panic!("no {key}= in\n{unit}"));
+    exec_words(value)
+}
+
 #[test]
 fn schedule_units_verify_and_their_command_backs_up() {
     if !require_root("schedule_units_verify_and_their_command_backs_up") {
@@ -147,17 +156,8 @@ fn schedule_units_verify_and_their_command_backs_up() {
 
     // Run the service's command as systemd would, with its environment.
     let text = std::fs::read_to_string(&service).unwrap();
-    let exec = text
-        .lines()
-        .find_map(|l| l.strip_prefix("ExecStart="))
-        .unwrap();
-    let env = exec_words(
-        text.lines()
-            .find_map(|l| l.strip_prefix("Environment="))
-            .unwrap(),
-    )
-    .remove(0);
-    let words = exec_words(exec);
+    let env = directive_words(&text, "Environment").remove(0);
+    let words = directive_words(&text, "ExecStart");
     let (key, value) = env.split_once('=').unwrap();
     let run = Command::new(&words[0])
         .args(&words[1..])
@@ -324,16 +324,8 @@ fn a_failed_scheduled_run_raises_a_desktop_notification() {
     );
     assert!(add.status.success(), "{}", stderr(&add));
     let text = std::fs::read_to_string(units.path().join("persnap-backup-hourly.service")).unwrap();
-    let exec = exec_words(
-        text.lines()
-            .find_map(|l| l.strip_prefix("ExecStart="))
-            .unwrap(),
-    );
-    let post = exec_words(
-        text.lines()
-            .find_map(|l| l.strip_prefix("ExecStopPost="))
-            .unwrap(),
-    );
+    let exec = directive_words(&text, "ExecStart");
+    let post = directive_words(&text, "ExecStopPost");
     assert_eq!(post[1..], ["schedule", "notify", "hourly"]);
 
     // The database goes away: the scheduled run fails, as systemd would see.
