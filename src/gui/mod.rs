@@ -263,9 +263,7 @@ impl PersnapApp {
 
     fn drain_messages(&mut self) {
         self.drain_restore();
-        if self.rt.schedules.job.is_some() {
-            self.rt.schedules.drain();
-        }
+        self.rt.schedules.drain();
         if let Some(Ok(Msg::Probed { key, result })) =
             self.rt.probing.as_ref().map(|job| job.rx.try_recv())
         {

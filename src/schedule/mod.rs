@@ -46,6 +46,13 @@ pub struct Schedule {
 }
 
 impl Schedule {
+    /// The newest run this schedule started, from the history it records into.
+    pub fn last_run<'a>(&self, runs: &'a [Run]) -> Option<&'a Run> {
+        runs.iter()
+            .filter(|r| r.kind == RunKind::Backup && r.scheduled.as_deref() == Some(&self.name))
+            .max_by_key(|r| r.started)
+    }
+
     /// The `persnap` arguments of one scheduled run.
     pub fn backup_args(&self) -> Vec<String> {
         let mut args: Vec<String> = vec![
@@ -358,10 +365,7 @@ pub enum Status {
 
 /// Judge `s` at `now` from `runs` (the history it records into).
 pub fn status(s: &Schedule, runs: &[Run], now: DateTime<Local>) -> Status {
-    let last = runs
-        .iter()
-        .filter(|r| r.kind == RunKind::Backup && r.scheduled.as_deref() == Some(s.name.as_str()))
-        .max_by_key(|r| r.started);
+    let last = s.last_run(runs);
     if let Some(due) = s.when.previous_due(now - MISSED_GRACE) {
         let due_utc = due.with_timezone(&Utc);
         let created_before = s.created.is_none_or(|c| c <= due_utc);

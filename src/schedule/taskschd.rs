@@ -283,7 +283,6 @@ pub fn install(s: &Schedule, exe: &Path) -> Result<Installed> {
             hint: "Creating a task that runs as SYSTEM needs administrator rights.",
         });
     }
-    validate_name(&s.name)?;
     let json = dir.join(format!("{}.json", s.name));
     let bytes = serde_json::to_vec_pretty(s).expect("schedules serialize");
     crate::fsutil::atomic_write(&json, &bytes).map_err(Error::io(
