@@ -86,6 +86,14 @@ impl Events {
         }
     }
 
+    /// The final frame of a request that succeeded; exit code 0.
+    fn done(&self, reply: Reply) -> i32 {
+        self.send(Event::Done {
+            result: Box::new(reply),
+        });
+        0
+    }
+
     fn fail(&self, error: &Error, step: Option<Phase>) -> i32 {
         self.send(Event::Error {
             kind: error.kind(),
@@ -154,13 +162,10 @@ fn serve(input: Box<dyn Read + Send>, output: Box<dyn Write + Send>) -> i32 {
             match backup::run_backup(&req, &mut recorder, &mut events, &cancel) {
                 Ok(report) => {
                     hand_to_invoking_user(&report.backup_dir);
-                    events.send(Event::Done {
-                        result: Box::new(Reply::Backup {
-                            backup_dir: report.backup_dir,
-                            manifest: report.manifest,
-                        }),
-                    });
-                    0
+                    events.done(Reply::Backup {
+                        backup_dir: report.backup_dir,
+                        manifest: report.manifest,
+                    })
                 }
                 Err(BackupFailure { step, error, .. }) => events.fail(&error, Some(step)),
             }
@@ -170,24 +175,14 @@ fn serve(input: Box<dyn Read + Send>, output: Box<dyn Write + Send>) -> i32 {
             dest_given,
             test_snapshot,
         } => match persnap::probe::probe(&request, dest_given, test_snapshot) {
-            Ok(report) => {
-                events.send(Event::Done {
-                    result: Box::new(Reply::Probe { report }),
-                });
-                0
-            }
+            Ok(report) => events.done(Reply::Probe { report }),
             Err(e) => events.fail(&e, Some(Phase::Prepare)),
         },
         Validated::Restore(req) => {
             let cancel = events.cancel.clone();
             let mut recorder = events.clone();
             match persnap::restore::run_restore(&req, &mut recorder, &mut events, &cancel) {
-                Ok(report) => {
-                    events.send(Event::Done {
-                        result: Box::new(Reply::Restore { report }),
-                    });
-                    0
-                }
+                Ok(report) => events.done(Reply::Restore { report }),
                 Err((step, error)) => events.fail(&error, Some(step)),
             }
         }
@@ -195,25 +190,15 @@ fn serve(input: Box<dyn Read + Send>, output: Box<dyn Write + Send>) -> i32 {
             let installed = invoking_user_owns(&schedule.history_dir)
                 .and_then(|_| persnap::schedule::install(&schedule, &scheduled_exe()));
             match installed {
-                Ok(installed) => {
-                    events.send(Event::Done {
-                        result: Box::new(Reply::ScheduleAdded {
-                            schedule,
-                            installed,
-                        }),
-                    });
-                    0
-                }
+                Ok(installed) => events.done(Reply::ScheduleAdded {
+                    schedule,
+                    installed,
+                }),
                 Err(e) => events.fail(&e, Some(Phase::Prepare)),
             }
         }
         Validated::ScheduleRemove { name } => match persnap::schedule::uninstall(&name) {
-            Ok(existed) => {
-                events.send(Event::Done {
-                    result: Box::new(Reply::ScheduleRemoved { name, existed }),
-                });
-                0
-            }
+            Ok(existed) => events.done(Reply::ScheduleRemoved { name, existed }),
             Err(e) => events.fail(&e, Some(Phase::Prepare)),
         },
         Validated::Cleanup { dests } => {
@@ -261,15 +246,18 @@ const INSTALLED_PERSNAP: &str = "/usr/bin/persnap";
 #[cfg(windows)]
 const INSTALLED_PERSNAP: &str = r"C:\Program Files\persnap\persnap.exe";
 
+/// The user pkexec started the helper for (none: started directly).
+#[cfg(unix)]
+fn pkexec_uid() -> Option<u32> {
+    std::env::var("PKEXEC_UID").ok()?.parse().ok()
+}
+
 /// Scheduled runs write history as root into this folder: under pkexec it
 /// must be the invoking user's own.
 #[cfg(unix)]
 fn invoking_user_owns(dir: &Path) -> persnap::Result<()> {
     use std::os::unix::fs::MetadataExt;
-    let Some(uid) = std::env::var("PKEXEC_UID")
-        .ok()
-        .and_then(|u| u.parse::<u32>().ok())
-    else {
+    let Some(uid) = pkexec_uid() else {
         return Ok(());
     };
     let owner = std::fs::symlink_metadata(dir).map(|m| m.uid()).ok();
@@ -294,10 +282,7 @@ fn invoking_user_owns(_dir: &Path) -> persnap::Result<()> {
 /// Under pkexec, give the new backup to the user who asked for it.
 #[cfg(unix)]
 fn hand_to_invoking_user(dir: &Path) {
-    let Some(uid) = std::env::var("PKEXEC_UID")
-        .ok()
-        .and_then(|u| u.parse::<u32>().ok())
-    else {
+    let Some(uid) = pkexec_uid() else {
         return;
     };
     let gid = primary_gid(uid);
