@@ -889,8 +889,7 @@ fn schedule_cmd(cmd: ScheduleCommand) -> Result<(), Failure> {
             }
         }
         ScheduleCommand::List => {
-            for s in schedule::list()? {
-                let runs = History::at(&s.history_dir).load().unwrap_or_default();
+            for (s, status) in schedules_with_status()? {
                 println!(
                     "{}\t{}\t{} -> {}\t{}\t{}",
                     s.name,
@@ -898,7 +897,7 @@ fn schedule_cmd(cmd: ScheduleCommand) -> Result<(), Failure> {
                     s.source.display(),
                     s.dest.display(),
                     s.retention.describe(),
-                    status_line(&schedule::status(&s, &runs, chrono::Local::now()))
+                    status_line(&status)
                 );
             }
             Ok(())
@@ -1020,14 +1019,28 @@ fn show_toast(summary: &str, body: &str, _keep: Duration) -> Result<(), Failure>
     Ok(())
 }
 
+/// Every installed schedule with its state, judged from the history it
+/// records into.
+fn schedules_with_status()
+-> persnap::Result<Vec<(persnap::schedule::Schedule, persnap::schedule::Status)>> {
+    let now = chrono::Local::now();
+    Ok(persnap::schedule::list()?
+        .into_iter()
+        .map(|s| {
+            let runs = History::at(&s.history_dir).load().unwrap_or_default();
+            let status = persnap::schedule::status(&s, &runs, now);
+            (s, status)
+        })
+        .collect())
+}
+
 /// Report schedules whose last run failed or that missed a run; exit 1 if
 /// any did. With `notify`, also as desktop notifications (run at login).
 fn check_schedules(notify: bool) -> Result<(), Failure> {
     use persnap::schedule::{self, Status};
     let mut problems = 0;
-    for s in schedule::list()? {
-        let runs = History::at(&s.history_dir).load().unwrap_or_default();
-        let (summary, body) = match schedule::status(&s, &runs, chrono::Local::now()) {
+    for (s, status) in schedules_with_status()? {
+        let (summary, body) = match status {
             Status::Fine { .. } => continue,
             Status::Failed { run } => {
                 schedule::failure_message(&s.name, Some(&run), "see persnap history")
