@@ -126,9 +126,7 @@ pub mod windows {
         fn WTSFreeMemory(memory: *mut std::ffi::c_void);
     }
 
-    fn wide(text: &str) -> Vec<u16> {
-        text.encode_utf16().chain(std::iter::once(0)).collect()
-    }
+    use persnap::sys::wide;
 
     /// Copy `text` into a fixed UTF-16 field, cut to fit with its NUL.
     fn fill(field: &mut [u16], text: &str) {
@@ -193,7 +191,7 @@ pub mod windows {
         let mut env = null_mut();
         // SAFETY: the block is destroyed below; on failure none is used.
         let have_env = unsafe { CreateEnvironmentBlock(&mut env, token, FALSE) } != 0;
-        let app = wide(&exe.to_string_lossy());
+        let app = wide(exe);
         let mut cmdline = wide(line);
         let mut desktop = wide("winsta0\\default");
         // SAFETY: zeroed STARTUPINFOW/PROCESS_INFORMATION are valid inputs.

@@ -76,9 +76,7 @@ impl Drop for Process {
     }
 }
 
-fn wide(text: &str) -> Vec<u16> {
-    text.encode_utf16().chain(std::iter::once(0)).collect()
-}
+use persnap::sys::wide;
 
 /// What a failed ShellExecuteExW means for the person at the screen.
 pub fn start_failure(error: u32, helper: &Path) -> RemoteFailure {
@@ -97,7 +95,7 @@ pub fn start_failure(error: u32, helper: &Path) -> RemoteFailure {
 /// ShellExecuteExW "runas": the UAC prompt, then the elevated helper.
 fn start_elevated(helper: &Path, parameters: &str) -> Result<Process, RemoteFailure> {
     let verb = wide("runas");
-    let file = wide(&helper.to_string_lossy());
+    let file = wide(helper);
     let params = wide(parameters);
     // SAFETY: SHELLEXECUTEINFOW is plain data; the strings outlive the call.
     unsafe {

@@ -33,9 +33,7 @@ use winapi::um::winnt::{
 
 const BUFFER: DWORD = 64 * 1024;
 
-fn wide(text: &str) -> Vec<u16> {
-    text.encode_utf16().chain(std::iter::once(0)).collect()
-}
+use crate::sys::wide;
 
 fn last_error() -> io::Error {
     io::Error::last_os_error()

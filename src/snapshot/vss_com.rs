@@ -69,9 +69,7 @@ const GUID_NULL: GUID = GUID {
     Data4: [0; 8],
 };
 
-fn wide(text: &str) -> Vec<u16> {
-    text.encode_utf16().chain(std::iter::once(0)).collect()
-}
+use crate::sys::wide;
 
 /// An owned IVssAsync.
 pub struct ComAsync(*mut IVssAsync);

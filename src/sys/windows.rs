@@ -22,9 +22,9 @@ use winapi::um::winnt::{
 
 const FILE_FLAG_OPEN_REPARSE_POINT: u32 = 0x0020_0000;
 
-/// A path as a NUL-terminated UTF-16 string.
-pub fn wide(path: &Path) -> Vec<u16> {
-    path.as_os_str()
+/// A path or text as a NUL-terminated UTF-16 string, for Win32 calls.
+pub fn wide(text: impl AsRef<std::ffi::OsStr>) -> Vec<u16> {
+    text.as_ref()
         .encode_wide()
         .chain(std::iter::once(0))
         .collect()
