@@ -353,11 +353,7 @@ fn backup_cmd(
         // No snapshot, no elevation: run the engine here.
         backup::run_backup(req, &mut history, &mut progress, &cancel)
             .map(|r| (r.backup_dir, r.manifest))
-            .map_err(|f| RemoteFailure {
-                kind: f.error.kind(),
-                step: Some(f.step),
-                message: f.error.to_string(),
-            })
+            .map_err(|f| RemoteFailure::local(&f.error, Some(f.step)))
     } else {
         let request = Request::Backup {
             source: resolve(&req.source, volume::canonical)?,

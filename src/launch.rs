@@ -47,6 +47,16 @@ pub struct RemoteFailure {
 }
 
 impl RemoteFailure {
+    /// An engine error that happened here, not in the helper (sqlite-online
+    /// runs in-process; requests are built here), in the same form.
+    pub fn local(error: &persnap::Error, step: Option<Phase>) -> Self {
+        RemoteFailure {
+            kind: error.kind(),
+            step,
+            message: error.to_string(),
+        }
+    }
+
     /// The helper answered a request with the reply of another kind (a bug).
     pub fn unexpected(reply: Reply) -> Self {
         RemoteFailure {

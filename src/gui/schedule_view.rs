@@ -245,13 +245,7 @@ fn form(app: &mut PersnapApp, ui: &mut Ui) {
         };
         match built {
             Ok(request) => start(app, ui.ctx(), request),
-            Err(e) => {
-                app.rt.schedules.result = Some(Err(RemoteFailure {
-                    kind: e.kind(),
-                    step: None,
-                    message: e.to_string(),
-                }))
-            }
+            Err(e) => app.rt.schedules.result = Some(Err(RemoteFailure::local(&e, None))),
         }
     }
     if app.rt.schedules.job.is_some() {

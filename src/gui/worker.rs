@@ -188,11 +188,7 @@ pub fn backup(
         let result = if req.method == MethodChoice::Explicit(Method::SqliteOnline) {
             backup::run_backup(&req, &mut recorder, &mut progress, &cancel)
                 .map(|r| (r.backup_dir, Box::new(r.manifest)))
-                .map_err(|f| RemoteFailure {
-                    kind: f.error.kind(),
-                    step: Some(f.step),
-                    message: f.error.to_string(),
-                })
+                .map_err(|f| RemoteFailure::local(&f.error, Some(f.step)))
         } else {
             let request = Request::Backup {
                 source: req.source.clone(),
