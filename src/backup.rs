@@ -37,7 +37,7 @@ pub const SCRATCH_PREFIX: &str = ".persnap-verify-";
 const RELEASE_ATTEMPTS: u32 = 5;
 
 /// What to back up, where to, and how.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 pub struct BackupRequest {
     pub source: PathBuf,
     pub dest: PathBuf,
@@ -169,11 +169,49 @@ impl Plan {
 
 const SAME_FS_WARNING: &str = "The backup location is on the same filesystem as the database: this protects against mistakes, not against losing the disk. Prefer another disk.";
 
-/// Check a request and decide how it would run, changing nothing.
-pub fn plan(req: &BackupRequest) -> Result<Plan> {
+/// The database side of a plan: the store as found, its volume and the
+/// method. In the helper it is decided as root (who can read the store)
+/// and handed to the worker that writes the backup as the user.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+pub struct SourcePlan {
+    pub store: Store,
+    pub volume: VolumeInfo,
+    pub method: Method,
+    /// The database filesystem's device number (Unix), to tell whether the
+    /// backup location shares it without looking at the database again.
+    pub device: Option<u64>,
+}
+
+/// Find the store, its volume and the method that applies.
+pub fn plan_source(req: &BackupRequest) -> Result<SourcePlan> {
     store::validate_store_name(&req.store_name)?;
     let source = volume::canonical(&req.source)?;
     let store = store::discover(&source, &req.store_name)?;
+    let volume = volume::probe(&source)?;
+    let method = snapshot::choose_method(req.method, &volume)?;
+    Ok(SourcePlan {
+        device: crate::sys::device_of(&source),
+        store,
+        volume,
+        method,
+    })
+}
+
+/// Check a request and decide how it would run, changing nothing.
+pub fn plan(req: &BackupRequest) -> Result<Plan> {
+    plan_with(req, plan_source(req)?)
+}
+
+/// The whole plan, given the database side: the backup location checked
+/// (by whoever writes the backup), space, same filesystem.
+pub fn plan_with(req: &BackupRequest, source_plan: SourcePlan) -> Result<Plan> {
+    let SourcePlan {
+        store,
+        volume,
+        method,
+        device,
+    } = source_plan;
+    let source = store.dir.clone();
     let dest = canonical_dest(&req.dest)?;
     if dest.starts_with(&source) {
         return Err(Error::DestInsideSource {
@@ -187,14 +225,15 @@ pub fn plan(req: &BackupRequest) -> Result<Plan> {
             source_dir: source,
         });
     }
-    let volume = volume::probe(&source)?;
-    let method = snapshot::choose_method(req.method, &volume)?;
     let needed_bytes = store.total_bytes() * 2 + copy::BLOCK as u64;
     let free_bytes = fsutil::free_space(&dest).map_err(|source| Error::DestNotWritable {
         path: dest.clone(),
         source,
     })?;
-    let dest_on_same_filesystem = fsutil::same_filesystem(&source, &dest).unwrap_or(false);
+    let dest_on_same_filesystem = match device {
+        Some(dev) => crate::sys::device_of(&dest) == Some(dev),
+        None => fsutil::same_filesystem(&source, &dest).unwrap_or(false),
+    };
     Ok(Plan {
         store,
         volume,
@@ -224,11 +263,108 @@ pub fn canonical_dest(dest: &Path) -> Result<PathBuf> {
     Ok(path)
 }
 
+/// Where a backup's store files come from: a snapshot taken in this
+/// process ([`LocalSnapshot`]), or — in the helper's unprivileged worker —
+/// one the privileged helper takes and streams in.
+pub trait Capture {
+    /// Plan the database side (a process that can read the store does).
+    fn plan_source(&mut self, req: &BackupRequest) -> Result<SourcePlan>;
+    /// Take the snapshot for run `tag` and open the store files it shows.
+    fn take(
+        &mut self,
+        plan: &Plan,
+        tag: &str,
+        options: &SnapshotOptions,
+        progress: &mut dyn Progress,
+    ) -> Result<Box<dyn Captured>>;
+}
+
+/// A snapshot of the store, open for copying.
+pub trait Captured {
+    /// What identifies the snapshot to an administrator.
+    fn id(&self) -> &str;
+    fn journal_mode(&self) -> store::JournalMode;
+    /// The store files as the snapshot shows them, each open for reading
+    /// (called once).
+    fn files(&mut self) -> Result<Vec<(store::StoreFile, fs::File)>>;
+    /// After the copy: whether the snapshot stayed intact (an LVM
+    /// snapshot can overflow), so the copy can be trusted.
+    fn check_valid(&mut self) -> Result<()>;
+    /// Remove the snapshot; a failure is a warning in `run`.
+    fn release(self: Box<Self>, run: &mut Run, progress: &mut dyn Progress);
+}
+
+/// Snapshots taken by this process (root, or the helper itself).
+pub struct LocalSnapshot;
+
+impl Capture for LocalSnapshot {
+    fn plan_source(&mut self, req: &BackupRequest) -> Result<SourcePlan> {
+        plan_source(req)
+    }
+
+    fn take(
+        &mut self,
+        plan: &Plan,
+        tag: &str,
+        options: &SnapshotOptions,
+        progress: &mut dyn Progress,
+    ) -> Result<Box<dyn Captured>> {
+        for line in snapshot::sweep_all() {
+            progress.log(Level::Info, &line);
+        }
+        let provider = snapshot::provider(plan.method, options)?;
+        let guard = SnapshotGuard::new(provider.create(&plan.volume, tag)?);
+        let image = store::discover(&guard.folder(), &plan.store.name)?;
+        let files = store::open_set(&image)?;
+        Ok(Box::new(Local {
+            guard,
+            journal_mode: image.journal_mode(),
+            files: Some(files),
+        }))
+    }
+}
+
+struct Local {
+    guard: SnapshotGuard,
+    journal_mode: store::JournalMode,
+    files: Option<Vec<(store::StoreFile, fs::File)>>,
+}
+
+impl Captured for Local {
+    fn id(&self) -> &str {
+        self.guard.id()
+    }
+    fn journal_mode(&self) -> store::JournalMode {
+        self.journal_mode
+    }
+    fn files(&mut self) -> Result<Vec<(store::StoreFile, fs::File)>> {
+        Ok(self.files.take().unwrap_or_default())
+    }
+    fn check_valid(&mut self) -> Result<()> {
+        self.guard.check_valid()
+    }
+    fn release(self: Box<Self>, run: &mut Run, progress: &mut dyn Progress) {
+        release_with_retry(self.guard, run, progress)
+    }
+}
+
 /// Run one backup, recording it through `recorder` as it starts and ends.
 /// Callers recover interrupted runs first ([`crate::history::History::recover`]).
 #[allow(clippy::result_large_err)] // returned once per run; clarity over size
 pub fn run_backup(
     req: &BackupRequest,
+    recorder: &mut dyn Recorder,
+    progress: &mut dyn Progress,
+    cancel: &CancelToken,
+) -> std::result::Result<BackupReport, BackupFailure> {
+    run_backup_with(req, &mut LocalSnapshot, recorder, progress, cancel)
+}
+
+/// [`run_backup`] with the store files coming from `capture`.
+#[allow(clippy::result_large_err)]
+pub fn run_backup_with(
+    req: &BackupRequest,
+    capture: &mut dyn Capture,
     recorder: &mut dyn Recorder,
     progress: &mut dyn Progress,
     cancel: &CancelToken,
@@ -252,7 +388,7 @@ pub fn run_backup(
     let started = Instant::now();
     let mut step = Phase::Prepare;
     let result = panic::catch_unwind(AssertUnwindSafe(|| {
-        execute(req, &mut run, &mut step, progress, cancel)
+        execute(req, capture, &mut run, &mut step, progress, cancel)
     }));
     run.finished = Some(Utc::now());
     run.duration_secs = Some(started.elapsed().as_secs_f64());
@@ -330,17 +466,18 @@ fn panic_message(panic: &Box<dyn std::any::Any + Send>) -> String {
 /// Everything after the run is recorded; `step` tracks where we are.
 fn execute(
     req: &BackupRequest,
+    capture: &mut dyn Capture,
     run: &mut Run,
     step: &mut Phase,
     progress: &mut dyn Progress,
     cancel: &CancelToken,
 ) -> Result<(Manifest, PathBuf)> {
     progress.phase(Phase::Prepare);
-    let plan = plan(req)?;
+    let plan = plan_with(req, capture.plan_source(req)?)?;
     run.source = plan.store.dir.clone();
     run.destination = plan.dest.clone();
     run.method = Some(plan.method);
-    for line in sweep_leftovers(std::slice::from_ref(&plan.dest)) {
+    for line in sweep_work_dirs(std::slice::from_ref(&plan.dest)) {
         progress.log(Level::Info, &line);
     }
     if plan.free_bytes < plan.needed_bytes {
@@ -380,9 +517,9 @@ fn execute(
             )?;
             (vec![file], plan.store.journal_mode())
         }
-        method => copy_from_snapshot(
+        _ => copy_from_snapshot(
             &plan,
-            method,
+            capture,
             &req.snapshot,
             run,
             step,
@@ -443,7 +580,7 @@ fn execute(
 /// Snapshot, copy the store as the snapshot shows it, release the snapshot.
 fn copy_from_snapshot(
     plan: &Plan,
-    method: Method,
+    capture: &mut dyn Capture,
     options: &SnapshotOptions,
     run: &mut Run,
     step: &mut Phase,
@@ -452,28 +589,28 @@ fn copy_from_snapshot(
 ) -> Result<(Vec<CopiedFile>, store::JournalMode)> {
     *step = Phase::Snapshot;
     meter.progress.phase(Phase::Snapshot);
-    let provider = snapshot::provider(method, options)?;
-    let guard = SnapshotGuard::new(provider.create(&plan.volume, &run.tag)?);
-    run.snapshot_id = Some(guard.id().to_owned());
+    let mut captured = capture.take(plan, &run.tag, options, meter.progress)?;
+    run.snapshot_id = Some(captured.id().to_owned());
     meter
         .progress
-        .log(Level::Info, &format!("Created snapshot {}", guard.id()));
+        .log(Level::Info, &format!("Created snapshot {}", captured.id()));
     meter.cancel.check()?;
 
     *step = Phase::Copy;
     meter.progress.phase(Phase::Copy);
-    let image = store::discover(&guard.folder(), &plan.store.name)?;
-    meter.total = image.total_bytes();
+    let files = captured.files()?;
+    meter.total = files.iter().map(|(f, _)| f.size).sum();
     // A snapshot that overflowed mid-copy can fail reads; say so rather than
     // report the read error, and never trust a copy from it.
-    let files = copy::copy_files(&image.dir, &image.files, partial, meter)
-        .map_err(|e| guard.check_valid().err().unwrap_or(e))?;
-    guard.check_valid()?;
+    let copied = copy::copy_opened(files, partial, meter)
+        .map_err(|e| captured.check_valid().err().unwrap_or(e))?;
+    captured.check_valid()?;
 
     *step = Phase::Release;
     meter.progress.phase(Phase::Release);
-    release_with_retry(guard, run, meter.progress);
-    Ok((files, image.journal_mode()))
+    let journal_mode = captured.journal_mode();
+    captured.release(run, meter.progress);
+    Ok((copied, journal_mode))
 }
 
 /// Release a snapshot, retrying briefly; a final failure is a warning (the
@@ -553,6 +690,14 @@ fn finish(partial: WorkDir, manifest: &Manifest, final_dir: &Path) -> Result<()>
 /// thing removed or per problem found.
 pub fn sweep_leftovers(dests: &[PathBuf]) -> Vec<String> {
     let mut lines = snapshot::sweep_all();
+    lines.extend(sweep_work_dirs(dests));
+    lines
+}
+
+/// The part of [`sweep_leftovers`] in backup locations: unfinished backup
+/// folders and interrupted deletions, removed by whoever owns them.
+pub fn sweep_work_dirs(dests: &[PathBuf]) -> Vec<String> {
+    let mut lines = Vec::new();
     for dest in dests {
         for dir in interrupted_deletions(dest) {
             match fs::remove_dir_all(&dir) {

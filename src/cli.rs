@@ -8,6 +8,8 @@ use std::io::{IsTerminal, Write};
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
+mod database;
+
 use clap::{Parser, Subcommand};
 use persnap::backup::{self, BackupRequest};
 use persnap::history::{Discard, History, Outcome, Recorder, Run};
@@ -53,6 +55,9 @@ pub struct Cli {
 
 #[derive(Subcommand)]
 pub enum Command {
+    /// The protected databases: add, list, remove.
+    #[command(subcommand)]
+    Database(database::DatabaseCommand),
     /// Back up a live store: snapshot, copy, verify, record.
     Backup {
         #[command(flatten)]
@@ -306,6 +311,7 @@ pub fn run(cli: Cli) -> Result<(), Failure> {
         Command::Cleanup { dest } => cleanup_cmd(dest),
         Command::Restore { backup, to } => restore_cmd(backup, to),
         Command::Schedule(cmd) => schedule_cmd(cmd),
+        Command::Database(cmd) => database::run(cmd),
         Command::Prune {
             dest,
             store_name,
@@ -717,26 +723,25 @@ fn cleanup_cmd(extra: Vec<PathBuf>) -> Result<(), Failure> {
         .collect();
     dests.sort();
     dests.dedup();
-    let lines = match launch::route() {
+    // Unfinished backup folders are this user's own: removed here, as the
+    // user. Snapshots and mounts need the administrator (the helper).
+    let mut lines = backup::sweep_work_dirs(&dests);
+    match launch::route() {
         Ok(_) => match launch::call(
-            &Request::Cleanup { dests },
+            &Request::Cleanup {},
             &mut Printer::new(),
             &mut Discard,
             &CancelToken::new(),
         ) {
-            Ok(Reply::Cleanup { removed }) => removed,
+            Ok(Reply::Cleanup { removed }) => lines.extend(removed),
             Ok(other) => return Err(remote_failure(RemoteFailure::unexpected(other))),
             Err(f) => return Err(remote_failure(f)),
         },
-        // Without the helper, remove what this user can.
-        Err(why) => {
-            eprintln!(
-                "note: {}; cleaning up what this user can.",
-                why.message.trim_end_matches('.')
-            );
-            backup::sweep_leftovers(&dests)
-        }
-    };
+        Err(why) => eprintln!(
+            "note: {}; leftover snapshots were not looked for.",
+            why.message.trim_end_matches('.')
+        ),
+    }
     if lines.is_empty() {
         println!("Nothing to clean up.");
     }

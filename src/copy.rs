@@ -73,6 +73,50 @@ pub fn copy_files(
     Ok(copied)
 }
 
+/// Copy the opened store files (from a snapshot) into `to` (which must
+/// exist), each under its own name.
+pub fn copy_opened(
+    files: Vec<(StoreFile, File)>,
+    to: &Path,
+    meter: &mut Meter,
+) -> Result<Vec<CopiedFile>> {
+    let mut copied = Vec::with_capacity(files.len());
+    for (file, input) in files {
+        let dst = to.join(&file.name);
+        let mut output =
+            crate::sys::create_private(&dst).map_err(Error::io("create", &dst, HINT_DEST))?;
+        let (size, sha256) = stream(
+            input,
+            Path::new(&file.name),
+            HINT_SOURCE,
+            Some((&mut output, &dst, Durability::Durable)),
+            meter,
+        )?;
+        output
+            .sync_all()
+            .map_err(Error::io("flush", &dst, HINT_DEST))?;
+        if size != file.size {
+            return Err(Error::Io {
+                action: "read all of",
+                path: file.name.clone().into(),
+                source: std::io::Error::new(
+                    std::io::ErrorKind::UnexpectedEof,
+                    format!("{size} of {} bytes arrived", file.size),
+                ),
+                hint: HINT_SOURCE,
+            });
+        }
+        copied.push(CopiedFile {
+            name: file.name,
+            role: file.role,
+            size,
+            sha256,
+        });
+    }
+    fsutil::fsync_dir(to).map_err(Error::io("flush the backup folder", to, HINT_DEST))?;
+    Ok(copied)
+}
+
 /// Copy one file durably (written behind as it goes, then fsynced),
 /// returning its size and SHA-256.
 pub fn copy_one(src: &Path, dst: &Path, meter: &mut Meter) -> Result<(u64, String)> {

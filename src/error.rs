@@ -248,8 +248,23 @@ pub enum Error {
     #[error("{path} is not a persnap backup ({detail}). Give the folder that holds manifest.json.")]
     NotABackup { path: PathBuf, detail: String },
 
+    #[error(
+        "The list of protected databases ({path}) cannot be used: {detail}."
+    )]
+    Registry { path: PathBuf, detail: String },
+
+    #[error(
+        "{what} needs the administrator's permission{why}. Ask an administrator, or run it as one (persnap asks for the administrator password when it is needed)."
+    )]
+    NeedsAdminLevel { what: String, why: String },
+
     #[error("The helper refused the request ({field}): {reason}.")]
     Refused { field: &'static str, reason: String },
+
+    /// An error another persnap process reported (the helper to its
+    /// worker), kept as it was said.
+    #[error("{message}")]
+    Relayed { kind: ErrorKind, message: String },
 
     #[error("The helper protocol failed: {detail}")]
     Protocol { detail: String },
@@ -263,6 +278,16 @@ pub enum Error {
     Busy { path: PathBuf },
 
     #[error(
+        "Another persnap run is working on {path} right now. Wait for it to finish, then try again."
+    )]
+    DatabaseBusy { path: PathBuf },
+
+    #[error(
+        "{max} persnap snapshots are already being taken on this machine. Wait for one of them to finish, then try again."
+    )]
+    TooManySnapshots { max: usize },
+
+    #[error(
         "The backup history at {path} could not be {action} ({detail}). Check that the folder is writable; move the damaged file aside to start a new history."
     )]
     History {
@@ -273,6 +298,15 @@ pub enum Error {
 }
 
 impl Error {
+    /// The error as another process reported it (`Cancelled` stays itself,
+    /// so the run is recorded as cancelled).
+    pub fn relayed(kind: ErrorKind, message: String) -> Error {
+        match kind {
+            ErrorKind::Cancelled => Error::Cancelled,
+            kind => Error::Relayed { kind, message },
+        }
+    }
+
     pub fn kind(&self) -> ErrorKind {
         use Error::*;
         match self {
@@ -290,6 +324,7 @@ impl Error {
             | SourceInsideDest { .. }
             | NotABackup { .. }
             | Refused { .. }
+            | Registry { .. }
             | MethodNotApplicable { .. }
             | MethodUnavailable { .. } => ErrorKind::BadInput,
             NoSnapshotPossible { .. }
@@ -305,8 +340,14 @@ impl Error {
                 ErrorKind::Verify
             }
             Cancelled => ErrorKind::Cancelled,
+            Relayed { kind, .. } => *kind,
+            NeedsAdminLevel { .. } => ErrorKind::Elevation,
             Protocol { .. } => ErrorKind::Protocol,
-            Busy { .. } | History { .. } | StoreInUse { .. } => ErrorKind::Busy,
+            Busy { .. }
+            | History { .. }
+            | StoreInUse { .. }
+            | DatabaseBusy { .. }
+            | TooManySnapshots { .. } => ErrorKind::Busy,
         }
     }
 

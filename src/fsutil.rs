@@ -17,7 +17,18 @@ pub use crate::sys::{
 };
 
 /// Write `bytes` to `path` atomically: temp file, fsync, rename, fsync dir.
+/// The file is created with the process's umask (private in the helper).
 pub fn atomic_write(path: &Path, bytes: &[u8]) -> io::Result<()> {
+    atomic_write_mode(path, bytes, 0o666)
+}
+
+/// [`atomic_write`] of a file everyone may read (mode 0644 whatever the
+/// umask): the registry of protected databases.
+pub fn atomic_write_public(path: &Path, bytes: &[u8]) -> io::Result<()> {
+    atomic_write_mode(path, bytes, 0o644)
+}
+
+fn atomic_write_mode(path: &Path, bytes: &[u8], mode: u32) -> io::Result<()> {
     let dir = path
         .parent()
         .filter(|p| !p.as_os_str().is_empty())
@@ -33,10 +44,18 @@ pub fn atomic_write(path: &Path, bytes: &[u8]) -> io::Result<()> {
     // A fresh file, never an existing one (nor what a planted link names).
     let _ = fs::remove_file(&tmp);
     let result = (|| {
-        let mut file = fs::File::options()
-            .write(true)
-            .create_new(true)
-            .open(&tmp)?;
+        let mut options = fs::File::options();
+        options.write(true).create_new(true);
+        #[cfg(unix)]
+        std::os::unix::fs::OpenOptionsExt::mode(&mut options, mode);
+        #[cfg(not(unix))]
+        let _ = mode;
+        let mut file = options.open(&tmp)?;
+        #[cfg(unix)]
+        if mode != 0o666 {
+            use std::os::unix::fs::PermissionsExt;
+            file.set_permissions(fs::Permissions::from_mode(mode))?;
+        }
         file.write_all(bytes)?;
         file.sync_all()?;
         fs::rename(&tmp, path)?;
@@ -86,7 +105,7 @@ impl RunLock {
             .into_iter()
             .next()
             .expect("at least one lock dir");
-        fs::create_dir_all(&dir)?;
+        crate::sys::secure_private_dir(&dir)?;
         let path = dir.join(lock_name(tag));
         let file = crate::sys::open_shared_rw(&path, false)?;
         file.try_lock().map_err(|e| match e {

@@ -200,6 +200,9 @@ fn call_child(
     cancel: &CancelToken,
 ) -> Result<Reply, RemoteFailure> {
     let via_pkexec = route.elevate && cfg!(unix);
+    // The level decides which polkit action pkexec asks about; the helper
+    // checks the request against it again.
+    let level = request.needs(&persnap::registry::Registry::system());
     let mut cmd = if via_pkexec {
         let mut c = Command::new(PKEXEC);
         c.arg(&route.helper);
@@ -209,6 +212,7 @@ fn call_child(
         c.envs(route.env.iter().map(|(k, v)| (k, v)));
         c
     };
+    cmd.arg(level.arg());
     let mut child = cmd
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
@@ -230,6 +234,7 @@ fn call_child(
         progress,
         recorder,
     );
+    let result = result.map(|r| r.map_err(|f| explain_level(f, level)));
     let status = child
         .wait()
         .map_err(|e| RemoteFailure::elevation(format!("Lost the helper: {e}")))?;
@@ -297,6 +302,20 @@ fn forward_cancel(
     })
 }
 
+/// A refusal of the helper's level, said for the person who asked.
+fn explain_level(failure: RemoteFailure, level: persnap::protocol::Authority) -> RemoteFailure {
+    if failure.kind == ErrorKind::Elevation && level == persnap::protocol::Authority::Backup {
+        return RemoteFailure {
+            message: format!(
+                "{} (the database's registration may have changed since persnap looked)",
+                failure.message
+            ),
+            ..failure
+        };
+    }
+    failure
+}
+
 /// pkexec exits 127 both when polkit says no and when it cannot reach
 /// polkit at all ("Error getting authority", "Error checking for
 /// authorization"); only its message tells them apart.
@@ -320,8 +339,9 @@ fn explain_exit(code: Option<i32>, via_pkexec: bool, stderr: &str) -> RemoteFail
             ))
         }
         (true, Some(PKEXEC_NOT_AUTHORIZED)) => RemoteFailure::elevation(
-            "You are not authorized to run persnap's privileged helper (polkit said no); the backup did not run. \
-             Ask an administrator to let you back up (see installer/linux/50-persnap-operators.rules.example), or run as root.",
+            "You are not authorized to do this (the administrator's permission was not given); nothing was done. \
+             Operators may back up the databases an administrator protected (`persnap database list`); \
+             everything else needs the administrator's password. See README, \"Privileges\".",
         ),
         _ => RemoteFailure {
             kind: ErrorKind::Internal,

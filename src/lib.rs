@@ -24,9 +24,11 @@ pub mod manifest;
 pub mod method;
 pub mod online;
 pub mod pipe;
+pub mod privileged;
 pub mod probe;
 pub mod progress;
 pub mod protocol;
+pub mod registry;
 pub mod restore;
 pub mod retention;
 pub mod schedule;
@@ -37,6 +39,7 @@ pub mod tool;
 pub mod units;
 pub mod verify;
 pub mod volume;
+pub mod worker;
 
 pub use error::{Error, ErrorKind, Result};
 

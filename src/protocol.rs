@@ -27,13 +27,11 @@ use crate::progress::{Level, Phase};
 use crate::snapshot::SnapshotOptions;
 use crate::{store, volume};
 
-pub const PROTOCOL_VERSION: u32 = 1;
+pub const PROTOCOL_VERSION: u32 = 2;
 /// Longest frame accepted, newline included.
 pub const MAX_FRAME: usize = 64 * 1024;
 /// Longest path accepted in a request.
 pub const MAX_PATH: usize = 4096;
-/// Most folders a cleanup request may name.
-pub const MAX_CLEANUP_DIRS: usize = 64;
 /// Longest sqlite-online timeout accepted (one day).
 pub const MAX_TIMEOUT_SECS: u64 = 86_400;
 /// Largest snapshot size accepted (1 PiB).
@@ -60,8 +58,9 @@ pub enum Request {
         options: BackupOptions,
         test_snapshot: bool,
     },
-    /// Remove leftovers of interrupted runs.
-    Cleanup { dests: Vec<PathBuf> },
+    /// Remove snapshots and mounts left by interrupted runs (unfinished
+    /// backup folders are the user's own: the front end removes those).
+    Cleanup {},
     /// Put a verified backup back in place of a store (see `restore`).
     Restore { backup: PathBuf, target: PathBuf },
     /// Install (or replace) a scheduled backup, run as root/SYSTEM and
@@ -78,6 +77,73 @@ pub enum Request {
     },
     /// Remove a scheduled backup (its backups and history stay).
     ScheduleRemove { name: String },
+    /// Register a database as protected (see `registry`).
+    DatabaseAdd {
+        name: String,
+        source: PathBuf,
+        store_name: String,
+    },
+    /// Stop protecting a database (its backups stay).
+    DatabaseRemove { name: String },
+}
+
+/// The two levels of authority the helper is started with, each its own
+/// polkit action (`pkexec persnap-helper backup` or `… admin`; on Windows
+/// UAC approves an administrator, which is the admin level).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Authority {
+    /// `io.github.persnap.backup`: back up and test-snapshot registered
+    /// databases, nothing else.
+    Backup,
+    /// `io.github.persnap.admin`: everything the helper does.
+    Admin,
+}
+
+impl Authority {
+    /// The helper's first argument for this level.
+    pub fn arg(self) -> &'static str {
+        match self {
+            Authority::Backup => "backup",
+            Authority::Admin => "admin",
+        }
+    }
+
+    pub fn from_arg(arg: &str) -> Option<Authority> {
+        match arg {
+            "backup" => Some(Authority::Backup),
+            "admin" => Some(Authority::Admin),
+            _ => None,
+        }
+    }
+
+    /// The polkit action that grants this level.
+    pub fn polkit_action(self) -> &'static str {
+        match self {
+            Authority::Backup => "io.github.persnap.backup",
+            Authority::Admin => "io.github.persnap.admin",
+        }
+    }
+}
+
+impl Request {
+    /// The level this request needs: backups and test snapshots of a
+    /// database in `registry` need only the backup level; everything else
+    /// is the administrator's. The front end asks for this level; the
+    /// helper checks it again on what it validated (see [`Validated::needs`]).
+    pub fn needs(&self, registry: &crate::registry::Registry) -> Authority {
+        match self {
+            Request::Backup {
+                source, store_name, ..
+            }
+            | Request::Probe {
+                source, store_name, ..
+            } if registry.find(source, store_name).ok().flatten().is_some() => {
+                Authority::Backup
+            }
+            _ => Authority::Admin,
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -164,6 +230,13 @@ pub enum Reply {
     },
     Cleanup {
         removed: Vec<String>,
+    },
+    DatabaseAdded {
+        database: crate::registry::Database,
+    },
+    DatabaseRemoved {
+        name: String,
+        existed: bool,
     },
     Restore {
         report: crate::restore::RestoreReport,
@@ -385,14 +458,107 @@ pub enum Validated {
         dest_given: bool,
         test_snapshot: bool,
     },
-    Cleanup {
-        dests: Vec<PathBuf>,
-    },
+    Cleanup,
     Restore(crate::restore::RestoreRequest),
     ScheduleAdd(Box<crate::schedule::Schedule>),
     ScheduleRemove {
         name: String,
     },
+    DatabaseAdd(crate::registry::Database),
+    DatabaseRemove {
+        name: String,
+    },
+}
+
+impl Validated {
+    /// What this request may do at `level`: `Ok` or why not, in words.
+    /// The registry must be safe ([`crate::registry::Registry::check_safe`])
+    /// before it decides anything.
+    pub fn authorize(
+        &mut self,
+        level: Authority,
+        registry: &crate::registry::Registry,
+    ) -> Result<(), Error> {
+        if let Validated::Restore(req) = self {
+            registry.check_safe()?;
+            Self::restore_target_allowed(req, registry)?;
+        }
+        if level == Authority::Admin {
+            return Ok(());
+        }
+        let (what, source, store_name) = match self {
+            Validated::Backup(req) => ("Backing up", &req.source, &req.store_name),
+            Validated::Probe { request, .. } => {
+                ("Testing a snapshot of", &request.source, &request.store_name)
+            }
+            other => {
+                return Err(Error::NeedsAdminLevel {
+                    what: other.describe(),
+                    why: String::new(),
+                });
+            }
+        };
+        registry.check_safe()?;
+        if registry.find(source, store_name)?.is_some() {
+            return Ok(());
+        }
+        Err(Error::NeedsAdminLevel {
+            what: format!("{what} {}", source.join(store_name).display()),
+            why: " because it is not a protected database (an administrator registers it with `persnap database add`)".into(),
+        })
+    }
+
+    /// A restore writes only into a registered database's folder, as the
+/// folder's owner (never root), and only a file named as that database.
+    fn restore_target_allowed(
+    req: &mut crate::restore::RestoreRequest,
+    registry: &crate::registry::Registry,
+) -> Result<(), Error> {
+    let registered = registry.in_folder(&req.target)?;
+    if registered.is_empty() {
+        return Err(invalid(
+            "target",
+            format!(
+                "{} is not the folder of a protected database; persnap restores only into a registered database's folder (see `persnap database list`)",
+                req.target.display()
+            ),
+        ));
+    }
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::MetadataExt;
+        let owner = std::fs::symlink_metadata(&req.target)
+            .map_err(Error::io("examine", &req.target, "Give the database's folder."))?
+            .uid();
+        if owner == 0 {
+            return Err(invalid(
+                "target",
+                format!(
+                    "{} belongs to root; persnap restores as the owner of the database folder, never as root. Give the folder to the correlator's user (chown), then restore",
+                    req.target.display()
+                ),
+            ));
+        }
+    }
+    req.store_names = registered.into_iter().map(|d| d.store_name).collect();
+    Ok(())
+}
+
+/// The request in words, for refusals.
+    fn describe(&self) -> String {
+        match self {
+            Validated::Backup(_) => "Backing up".into(),
+            Validated::Probe { .. } => "Testing a snapshot".into(),
+            Validated::Cleanup => "Removing leftover snapshots".into(),
+            Validated::Restore(r) => format!("Restoring into {}", r.target.display()),
+            Validated::ScheduleAdd(s) => format!("Scheduling the backup {:?}", s.name),
+            Validated::ScheduleRemove { name } => format!("Removing the schedule {name:?}"),
+            Validated::DatabaseAdd(db) => format!("Protecting the database {:?}", db.name),
+            Validated::DatabaseRemove { name } => {
+                format!("Unprotecting the database {name:?}")
+            }
+        }
+    }
 }
 
 /// Everything the helper checks before it acts.
@@ -424,18 +590,7 @@ pub fn validate(request: Request) -> Result<Validated, Error> {
                 test_snapshot,
             })
         }
-        Request::Cleanup { dests } => {
-            if dests.len() > MAX_CLEANUP_DIRS {
-                return Err(invalid(
-                    "dests",
-                    format!("at most {MAX_CLEANUP_DIRS} folders"),
-                ));
-            }
-            for dest in &dests {
-                check_path("dests", dest, backup::canonical_dest)?;
-            }
-            Ok(Validated::Cleanup { dests })
-        }
+        Request::Cleanup {} => Ok(Validated::Cleanup),
         Request::Restore { backup, target } => restore_request(backup, target),
         Request::ScheduleAdd {
             name,
@@ -471,6 +626,29 @@ pub fn validate(request: Request) -> Result<Validated, Error> {
             crate::schedule::validate_name(&name)?;
             Ok(Validated::ScheduleRemove { name })
         }
+        Request::DatabaseAdd {
+            name,
+            source,
+            store_name,
+        } => {
+            crate::registry::validate_name(&name)?;
+            check_path("source", &source, volume::canonical)?;
+            store::validate_store_name(&store_name)?;
+            store::discover(&source, &store_name)?;
+            Ok(Validated::DatabaseAdd(crate::registry::Database {
+                name,
+                folder: source,
+                store_name,
+                location: None,
+                schedule: None,
+                retention: Default::default(),
+                added: Some(chrono::Utc::now()),
+            }))
+        }
+        Request::DatabaseRemove { name } => {
+            crate::registry::validate_name(&name)?;
+            Ok(Validated::DatabaseRemove { name })
+        }
     }
 }
 
@@ -491,8 +669,8 @@ fn canonical_dir(path: &Path) -> Result<PathBuf, Error> {
 }
 
 /// A restore reads a real backup folder (canonical, holding a regular
-/// manifest.json) and writes into a canonical folder, or a new folder in a
-/// canonical one; neither inside the other.
+/// manifest.json) and writes into an existing canonical folder; neither
+/// inside the other.
 fn restore_request(backup: PathBuf, target: PathBuf) -> Result<Validated, Error> {
     check_path("backup", &backup, backup::canonical_dest)?;
     let manifest = backup.join(crate::manifest::MANIFEST_NAME);
@@ -505,20 +683,7 @@ fn restore_request(backup: PathBuf, target: PathBuf) -> Result<Validated, Error>
             ),
         ));
     }
-    if target.exists() {
-        check_path("target", &target, backup::canonical_dest)?;
-    } else {
-        let parent = target
-            .parent()
-            .ok_or_else(|| invalid("target", "the folder has no parent"))?;
-        check_path("target", parent, backup::canonical_dest)?;
-        if !matches!(target.components().next_back(), Some(Component::Normal(_))) {
-            return Err(invalid(
-                "target",
-                format!("{} does not end in a folder name", target.display()),
-            ));
-        }
-    }
+    check_path("target", &target, backup::canonical_dest)?;
     if target.starts_with(&backup) || backup.starts_with(&target) {
         return Err(invalid(
             "target",
@@ -528,6 +693,7 @@ fn restore_request(backup: PathBuf, target: PathBuf) -> Result<Validated, Error>
     Ok(Validated::Restore(crate::restore::RestoreRequest {
         backup,
         target,
+        store_names: Vec::new(),
     }))
 }
 
@@ -576,7 +742,7 @@ mod tests {
     fn frames_round_trip_with_version() {
         let mut buf = Vec::new();
         write_frame(&mut buf, &Control::Cancel).unwrap();
-        assert_eq!(buf, b"{\"version\":1,\"type\":\"cancel\"}\n");
+        assert_eq!(buf, b"{\"version\":2,\"type\":\"cancel\"}\n");
         assert_eq!(
             read_frame::<Control>(&mut Cursor::new(buf)).unwrap(),
             Control::Cancel
@@ -585,13 +751,13 @@ mod tests {
 
     #[test]
     fn refuses_wrong_version_bad_json_and_oversized_frames() {
-        let wrong = br#"{"version":2,"type":"cancel"}"#;
+        let wrong = br#"{"version":1,"type":"cancel"}"#;
         assert_eq!(
             parse_frame::<Control>(wrong).unwrap_err(),
-            FrameError::Version { got: 2 }
+            FrameError::Version { got: 1 }
         );
         assert!(
-            FrameError::Version { got: 2 }
+            FrameError::Version { got: 1 }
                 .to_string()
                 .contains("same persnap version")
         );
@@ -616,12 +782,12 @@ mod tests {
 
     #[test]
     fn unknown_methods_and_fields_are_refused() {
-        let bad_method = br#"{"version":1,"type":"cleanup","dests":[],"extra":1}"#;
+        let bad_method = br#"{"version":2,"type":"cleanup","extra":1}"#;
         assert!(matches!(
             parse_frame::<Request>(bad_method),
             Err(FrameError::BadJson(_))
         ));
-        let line = br#"{"version":1,"type":"backup","source":"/a","dest":"/b","store_name":"x","method":"copy-live","options":{"online_timeout_secs":1,"snapshot_size":null}}"#;
+        let line = br#"{"version":2,"type":"backup","source":"/a","dest":"/b","store_name":"x","method":"copy-live","options":{"online_timeout_secs":1,"snapshot_size":null}}"#;
         let err = parse_frame::<Request>(line).unwrap_err();
         assert!(err.to_string().contains("copy-live"), "{err}");
     }

@@ -46,8 +46,12 @@ const HINT_TARGET: &str =
 pub struct RestoreRequest {
     /// A finished backup folder (holding manifest.json).
     pub backup: PathBuf,
-    /// The correlator's store folder (-PstoreLocation); created if missing.
+    /// The correlator's store folder (-PstoreLocation).
     pub target: PathBuf,
+    /// The store names the folder is registered with; a backup of another
+    /// store is refused. Empty: any (a restore run by the engine directly).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub store_names: Vec<String>,
 }
 
 /// A finished restore.
@@ -135,6 +139,17 @@ fn execute(
     run.destination = target.clone();
 
     let manifest = verify::read_listed(&req.backup)?;
+    if !req.store_names.is_empty() && !req.store_names.contains(&manifest.store_name) {
+        return Err(Error::Refused {
+            field: "backup",
+            reason: format!(
+                "it is a backup of {:?}, but {} is registered for {}; restore a backup of that database",
+                manifest.store_name,
+                target.display(),
+                req.store_names.join(", ")
+            ),
+        });
+    }
     run.store_name = manifest.store_name.clone();
     run.method = Some(manifest.method);
     run.files = manifest.files.len() as u32;

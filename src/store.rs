@@ -222,6 +222,44 @@ pub fn discover(dir: &Path, store_name: &str) -> Result<Store> {
     })
 }
 
+/// Open every file of `store` for reading, as it is now (a store seen
+/// inside a snapshot). No symbolic link is followed anywhere on the way:
+/// on Linux the folder is opened with `RESOLVE_NO_SYMLINKS` and the files
+/// beneath that descriptor with `O_NOFOLLOW`, so a link planted after the
+/// store was checked cannot lead the helper elsewhere. Each must be a
+/// regular file; sizes are taken from the open file.
+pub fn open_set(store: &Store) -> Result<Vec<(StoreFile, fs::File)>> {
+    let dir = crate::sys::open_dir_nofollow(&store.dir).map_err(|source| {
+        Error::SourceUnreadable {
+            path: store.dir.clone(),
+            source,
+        }
+    })?;
+    let mut opened = Vec::with_capacity(store.files.len());
+    for file in &store.files {
+        let path = store.dir.join(&file.name);
+        let handle = crate::sys::open_beneath(&dir, &store.dir, &file.name).map_err(|source| {
+            Error::SourceUnreadable {
+                path: path.clone(),
+                source,
+            }
+        })?;
+        let meta = handle.metadata().map_err(|source| Error::SourceUnreadable {
+            path: path.clone(),
+            source,
+        })?;
+        require_regular(&path, &meta)?;
+        opened.push((
+            StoreFile {
+                size: meta.len(),
+                ..file.clone()
+            },
+            handle,
+        ));
+    }
+    Ok(opened)
+}
+
 fn check_source_dir(dir: &Path) -> Result<()> {
     let meta = fs::metadata(dir).map_err(|source| match source.kind() {
         io::ErrorKind::NotFound => Error::SourceMissing {

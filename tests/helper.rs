@@ -46,7 +46,7 @@ fn refused(input: &[u8], code: i32, needle: &str) {
 
 fn backup_frame(source: &Path, dest: &Path, store: &str, method: &str) -> Vec<u8> {
     let v = serde_json::json!({
-        "version": 1, "type": "backup", "source": source, "dest": dest, "store_name": store,
+        "version": 2, "type": "backup", "source": source, "dest": dest, "store_name": store,
         "method": method, "options": {"online_timeout_secs": 60, "snapshot_size": null}
     });
     let mut line = serde_json::to_vec(&v).unwrap();
@@ -85,12 +85,12 @@ fn malformed_frames_are_protocol_errors() {
         "larger than 65536 bytes",
     );
     refused(
-        br#"{"version":7,"type":"cleanup","dests":[]}"#,
+        br#"{"version":7,"type":"cleanup"}"#,
         9,
         "version mismatch: got 7",
     );
-    refused(br#"{"type":"cleanup","dests":[]}"#, 9, "no version field");
-    refused(br#"{"version":1,"type":"format-disk"}"#, 9, "format-disk");
+    refused(br#"{"type":"cleanup"}"#, 9, "no version field");
+    refused(br#"{"version":2,"type":"format-disk"}"#, 9, "format-disk");
     let f = folders();
     refused(
         &backup_frame(&f.source, &f.dest, "persistence.db", "copy-live-files"),
@@ -154,7 +154,7 @@ fn hostile_requests_are_refused_specifically() {
     );
 
     let bad_timeout = serde_json::json!({
-        "version": 1, "type": "backup", "source": f.source, "dest": f.dest, "store_name": "persistence.db",
+        "version": 2, "type": "backup", "source": f.source, "dest": f.dest, "store_name": "persistence.db",
         "method": "auto", "options": {"online_timeout_secs": 0, "snapshot_size": null}
     });
     refused(
@@ -162,8 +162,8 @@ fn hostile_requests_are_refused_specifically() {
         2,
         "online_timeout_secs",
     );
-    let many = serde_json::json!({"version": 1, "type": "cleanup", "dests": vec![&f.dest; 65]});
-    refused(format!("{many}\n").as_bytes(), 2, "at most 64 folders");
+    let old = serde_json::json!({"version": 2, "type": "cleanup", "dests": [&f.dest]});
+    refused(format!("{old}\n").as_bytes(), 9, "dests");
 }
 
 #[test]

@@ -48,6 +48,7 @@ fn restore(
     let req = RestoreRequest {
         backup: backup.to_owned(),
         target: target.to_owned(),
+        store_names: Vec::new(),
     };
     run_restore(&req, history, &mut Silent, &CancelToken::new()).map_err(|(_, e)| e)
 }

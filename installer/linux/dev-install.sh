@@ -16,4 +16,4 @@ helper=${1:-$here/../../target/release/persnap-helper}
 [ -f "$helper" ] || { echo "no helper at $helper; run cargo build --release first" >&2; exit 1; }
 install -D -m 0755 -o root -g root "$helper" /usr/libexec/persnap/persnap-helper
 install -D -m 0644 -o root -g root "$here/io.github.persnap.policy" /usr/share/polkit-1/actions/io.github.persnap.policy
-echo "installed /usr/libexec/persnap/persnap-helper and the polkit action io.github.persnap.backup"
+echo "installed /usr/libexec/persnap/persnap-helper and the polkit actions io.github.persnap.backup and io.github.persnap.admin"

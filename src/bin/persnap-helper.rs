@@ -7,40 +7,81 @@
 //! `done` or `error` frame. A `cancel` frame, or the caller hanging up,
 //! cancels the work cleanly. Frames travel over stdin/stdout, or on Windows
 //! (`--pipe NAME --parent-pid PID`) over the caller's named pipe after
-//! checking that the pipe's server is that parent process. It never runs a shell; the only external tool (lvm) is
-//! called by absolute path with a clean environment. Files it creates are
-//! handed to the invoking user (`PKEXEC_UID`).
+//! checking that the pipe's server is that parent process. It never runs a
+//! shell; the only external tool (lvm) is called by absolute path with a
+//! clean environment.
+//!
+//! Its first argument is the level of authority polkit granted
+//! (`backup` or `admin`, each its own action, see `protocol::Authority`);
+//! root and Windows' UAC are the admin level. What root does is listed in
+//! `persnap::privileged`; a backup for a user is written by a worker
+//! running as that user (`persnap-helper worker`, started by the helper
+//! itself, never as root).
 //!
 //! Exit codes: 0 done; 2 request refused (bad input); 3 snapshot failed;
 //! 4 copy failed; 5 verification failed; 6 cancelled; 7 busy; 9 protocol
 //! error (bad frame, wrong version); 1 internal error.
 
 use std::io::{self, BufReader, Read, Write};
-use std::path::Path;
-use std::sync::{Arc, Mutex};
+#[cfg(windows)]
+use std::sync::Arc;
+use std::time::Duration;
 
 use persnap::backup::{self, BackupFailure};
 use persnap::error::{Error, ErrorKind};
-use persnap::history::{Recorder, Run};
-use persnap::progress::{CancelToken, Level, Phase, Progress};
-use persnap::protocol::{self, Control, Event, FrameError, Reply, Request, Validated};
+use persnap::privileged::channel::{self, Events};
+use persnap::progress::{CancelToken, Phase};
+use persnap::protocol::{self, Authority, Control, FrameError, Reply, Request, Validated};
+use persnap::registry::Registry;
 
 fn main() {
+    persnap::privileged::start();
     let args: Vec<String> = std::env::args().skip(1).collect();
-    let code = match persnap::pipe::parse_helper_args(&args) {
-        Ok(None) => serve(Box::new(io::stdin()), Box::new(io::stdout())),
-        Ok(Some(pipe)) => serve_pipe(&pipe),
-        Err(e) => {
-            let _ = writeln!(io::stderr(), "persnap-helper: {e}");
-            ErrorKind::BadInput.exit_code()
-        }
+    let code = match args.first().map(String::as_str) {
+        Some("worker") if args.len() == 1 => worker(),
+        _ => match level_and_channel(&args) {
+            Ok((level, None)) => serve(level, Box::new(io::stdin()), Box::new(io::stdout())),
+            Ok((level, Some(pipe))) => serve_pipe(level, &pipe),
+            Err(e) => {
+                let _ = writeln!(io::stderr(), "persnap-helper: {e}");
+                ErrorKind::BadInput.exit_code()
+            }
+        },
     };
     std::process::exit(code);
 }
 
+/// The level polkit granted (its first argument; pkexec matched the
+/// action on it), and the Windows pipe. Without pkexec the caller is root
+/// or an elevated administrator: the admin level.
+fn level_and_channel(
+    args: &[String],
+) -> Result<(Authority, Option<persnap::pipe::HelperArgs>), String> {
+    let (level, rest) = match args.first().and_then(|a| Authority::from_arg(a)) {
+        Some(level) => (Some(level), &args[1..]),
+        None => (None, args),
+    };
+    let level = match (level, invoking_uid()) {
+        (Some(level), Some(_)) => level,
+        (None, Some(_)) => {
+            return Err("started through pkexec without a level (backup or admin)".into());
+        }
+        (_, None) => Authority::Admin,
+    };
+    Ok((level, persnap::pipe::parse_helper_args(rest)?))
+}
+
+/// The user pkexec started the helper for (none: started directly).
+fn invoking_uid() -> Option<u32> {
+    #[cfg(unix)]
+    return persnap::privileged::user::pkexec_uid();
+    #[cfg(not(unix))]
+    None
+}
+
 /// Windows: connect to the caller's pipe and check it is the caller's.
 #[cfg(windows)]
-fn serve_pipe(args: &persnap::pipe::HelperArgs) -> i32 {
+fn serve_pipe(level: Authority, args: &persnap::pipe::HelperArgs) -> i32 {
     use persnap::pipe::windows::{Pipe, SharedPipe};
     let connected = Pipe::open(&args.pipe)
         .map_err(|e| e.to_string())
@@ -51,6 +92,7 @@ fn serve_pipe(args: &persnap::pipe::HelperArgs) -> i32 {
         });
     match connected {
         Ok(pipe) => serve(
+            level,
             Box::new(SharedPipe(Arc::clone(&pipe))),
             Box::new(SharedPipe(pipe)),
         ),
@@ -60,7 +102,7 @@ fn serve_pipe(args: &persnap::pipe::HelperArgs) -> i32 {
 }
 
 #[cfg(not(windows))]
-fn serve_pipe(_args: &persnap::pipe::HelperArgs) -> i32 {
+fn serve_pipe(_level: Authority, _args: &persnap::pipe::HelperArgs) -> i32 {
     let _ = writeln!(
         io::stderr(),
         "persnap-helper: --pipe is only used on Windows; here requests come on stdin"
@@ -68,76 +110,25 @@ fn serve_pipe(_args: &persnap::pipe::HelperArgs) -> i32 {
     ErrorKind::BadInput.exit_code()
 }
 
-/// Writes events to the caller; a caller that went away cancels the work.
-#[derive(Clone)]
-struct Events {
-    cancel: CancelToken,
-    out: Arc<Mutex<Box<dyn Write + Send>>>,
+/// How long a write to the caller may block (shorter in tests, never
+/// under pkexec, whose environment the caller cannot set).
+fn stall_bound() -> Duration {
+    let from_env = std::env::var("PERSNAP_STALL_SECS")
+        .ok()
+        .filter(|_| invoking_uid().is_none())
+        .and_then(|s| s.parse().ok());
+    from_env.map_or(channel::STALL, Duration::from_secs)
 }
 
-impl Events {
-    fn send(&self, event: Event) {
-        let mut out = self
-            .out
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner());
-        if protocol::write_frame(&mut *out, &event).is_err() {
-            self.cancel.cancel();
-        }
-    }
-
-    /// The final frame of a request that succeeded; exit code 0.
-    fn done(&self, reply: Reply) -> i32 {
-        self.send(Event::Done {
-            result: Box::new(reply),
-        });
-        0
-    }
-
-    fn fail(&self, error: &Error, step: Option<Phase>) -> i32 {
-        self.send(Event::Error {
-            kind: error.kind(),
-            step,
-            message: error.to_string(),
-        });
-        error.kind().exit_code()
-    }
-}
-
-impl Progress for Events {
-    fn phase(&mut self, phase: Phase) {
-        self.send(Event::Phase { phase });
-    }
-    fn bytes(&mut self, phase: Phase, bytes: u64, total: u64) {
-        self.send(Event::Progress {
-            phase,
-            bytes,
-            total,
-        });
-    }
-    fn log(&mut self, level: Level, message: &str) {
-        self.send(Event::Log {
-            level,
-            message: message.to_owned(),
-        });
-    }
-}
-
-impl Recorder for Events {
-    fn record(&mut self, run: &Run) -> persnap::Result<()> {
-        self.send(Event::Run {
-            run: Box::new(run.clone()),
-        });
-        Ok(())
-    }
-}
-
-fn serve(input: Box<dyn Read + Send>, output: Box<dyn Write + Send>) -> i32 {
+fn serve(level: Authority, input: Box<dyn Read + Send>, output: Box<dyn Write + Send>) -> i32 {
     persnap::fsutil::lower_io_priority();
-    let mut events = Events {
-        cancel: CancelToken::new(),
-        out: Arc::new(Mutex::new(output)),
-    };
+    let events = Events::new(output, CancelToken::new(), stall_bound());
+    let code = handle(level, input, events.clone());
+    events.flush(Duration::from_secs(5));
+    code
+}
+
+fn handle(level: Authority, input: Box<dyn Read + Send>, mut events: Events) -> i32 {
     let mut input = BufReader::new(input);
     let request = match protocol::read_frame::<Request>(&mut input) {
         Ok(r) => r,
@@ -150,23 +141,32 @@ fn serve(input: Box<dyn Read + Send>, output: Box<dyn Write + Send>) -> i32 {
             );
         }
     };
-    let validated = match protocol::validate(request) {
+    let registry = Registry::system();
+    let validated = protocol::validate(request).and_then(|mut v| {
+        v.authorize(level, &registry)?;
+        Ok(v)
+    });
+    let validated = match validated {
         Ok(v) => v,
         Err(e) => return events.fail(&e, None),
     };
-    watch_for_cancel(input, events.cancel.clone());
+    watch_for_cancel(input, events.cancel().clone());
+    let cancel = events.cancel().clone();
     match validated {
         Validated::Backup(req) => {
-            let cancel = events.cancel.clone();
+            #[cfg(target_os = "linux")]
+            if let Some(user) = invoking_user() {
+                return match user {
+                    Ok(user) => persnap::privileged::capture::backup_for(req, &user, &events),
+                    Err(e) => events.fail(&e, Some(Phase::Prepare)),
+                };
+            }
             let mut recorder = events.clone();
             match backup::run_backup(&req, &mut recorder, &mut events, &cancel) {
-                Ok(report) => {
-                    hand_to_invoking_user(&report.backup_dir);
-                    events.done(Reply::Backup {
-                        backup_dir: report.backup_dir,
-                        manifest: report.manifest,
-                    })
-                }
+                Ok(report) => events.done(Reply::Backup {
+                    backup_dir: report.backup_dir,
+                    manifest: report.manifest,
+                }),
                 Err(BackupFailure { step, error, .. }) => events.fail(&error, Some(step)),
             }
         }
@@ -179,7 +179,6 @@ fn serve(input: Box<dyn Read + Send>, output: Box<dyn Write + Send>) -> i32 {
             Err(e) => events.fail(&e, Some(Phase::Prepare)),
         },
         Validated::Restore(req) => {
-            let cancel = events.cancel.clone();
             let mut recorder = events.clone();
             match persnap::restore::run_restore(&req, &mut recorder, &mut events, &cancel) {
                 Ok(report) => events.done(Reply::Restore { report }),
@@ -201,17 +200,91 @@ fn serve(input: Box<dyn Read + Send>, output: Box<dyn Write + Send>) -> i32 {
             Ok(existed) => events.done(Reply::ScheduleRemoved { name, existed }),
             Err(e) => events.fail(&e, Some(Phase::Prepare)),
         },
-        Validated::Cleanup { dests } => {
-            let removed = backup::sweep_leftovers(&dests);
+        Validated::DatabaseAdd(database) => match registry.add(&database) {
+            Ok(()) => events.done(Reply::DatabaseAdded { database }),
+            Err(e) => events.fail(&e, Some(Phase::Prepare)),
+        },
+        Validated::DatabaseRemove { name } => match registry.remove(&name) {
+            Ok(existed) => events.done(Reply::DatabaseRemoved { name, existed }),
+            Err(e) => events.fail(&e, Some(Phase::Prepare)),
+        },
+        Validated::Cleanup => {
+            let removed = persnap::snapshot::sweep_all();
             let failed = removed.iter().any(|l| l.starts_with("Could not"));
-            events.send(Event::Done {
-                result: Box::new(Reply::Cleanup { removed }),
-            });
+            events.done(Reply::Cleanup { removed });
             if failed {
                 ErrorKind::Snapshot.exit_code()
             } else {
                 0
             }
+        }
+    }
+}
+
+/// The user a backup is written as: the one pkexec started the helper
+/// for, unless that is root. `None`: the helper runs for root itself.
+#[cfg(target_os = "linux")]
+fn invoking_user() -> Option<persnap::Result<persnap::privileged::user::Identity>> {
+    let uid = invoking_uid().filter(|uid| *uid != 0)?;
+    Some(persnap::privileged::user::Identity::of_uid(uid))
+}
+
+/// `persnap-helper worker`: the unprivileged half of a backup, started by
+/// the helper as the invoking user (see `persnap::worker`). Never as root.
+fn worker() -> i32 {
+    use persnap::worker::{self, FromHelper, Out, WorkerRequest};
+    if persnap::fsutil::is_root() || invoking_uid().is_some() {
+        let _ = writeln!(
+            io::stderr(),
+            "persnap-helper: the worker runs only as the user a backup is for, started by the helper"
+        );
+        return ErrorKind::BadInput.exit_code();
+    }
+    let mut input = BufReader::new(io::stdin());
+    let out = Out::new(Box::new(io::stdout()));
+    let request = match protocol::read_frame::<WorkerRequest>(&mut input) {
+        Ok(r) => r,
+        Err(e) => {
+            let _ = writeln!(io::stderr(), "persnap-helper worker: {e}");
+            return ErrorKind::Protocol.exit_code();
+        }
+    };
+    let cancel = CancelToken::new();
+    let rx = worker::listen(input, cancel.clone());
+    match request {
+        WorkerRequest::Backup { request, source } => {
+            let mut capture = FromHelper {
+                source: Some(*source),
+                out: out.clone(),
+                rx,
+                cancel: cancel.clone(),
+            };
+            let (mut recorder, mut progress) = (out.clone(), out.clone());
+            let event = match backup::run_backup_with(
+                &request,
+                &mut capture,
+                &mut recorder,
+                &mut progress,
+                &cancel,
+            ) {
+                Ok(report) => protocol::Event::Done {
+                    result: Box::new(Reply::Backup {
+                        backup_dir: report.backup_dir,
+                        manifest: report.manifest,
+                    }),
+                },
+                Err(BackupFailure { step, error, .. }) => protocol::Event::Error {
+                    kind: error.kind(),
+                    step: Some(step),
+                    message: error.to_string(),
+                },
+            };
+            let code = match &event {
+                protocol::Event::Error { kind, .. } => kind.exit_code(),
+                _ => 0,
+            };
+            out.event(event);
+            code
         }
     }
 }
@@ -246,22 +319,14 @@ const INSTALLED_PERSNAP: &str = "/usr/bin/persnap";
 #[cfg(windows)]
 const INSTALLED_PERSNAP: &str = r"C:\Program Files\persnap\persnap.exe";
 
-/// The user pkexec started the helper for (none: started directly).
-#[cfg(unix)]
-fn pkexec_uid() -> Option<u32> {
-    std::env::var("PKEXEC_UID").ok()?.parse().ok()
-}
-
 /// Scheduled runs write history as root into this folder: under pkexec it
 /// must be the invoking user's own.
 #[cfg(unix)]
-fn invoking_user_owns(dir: &Path) -> persnap::Result<()> {
-    use std::os::unix::fs::MetadataExt;
-    let Some(uid) = pkexec_uid() else {
+fn invoking_user_owns(dir: &std::path::Path) -> persnap::Result<()> {
+    let Some(uid) = invoking_uid() else {
         return Ok(());
     };
-    let owner = std::fs::symlink_metadata(dir).map(|m| m.uid()).ok();
-    if owner == Some(uid) {
+    if persnap::sys::owner_of(dir) == Some(uid) {
         return Ok(());
     }
     Err(Error::Refused {
@@ -275,53 +340,6 @@ fn invoking_user_owns(dir: &Path) -> persnap::Result<()> {
 
 /// Windows: UAC approved an administrator; the folder's ACL governs it.
 #[cfg(windows)]
-fn invoking_user_owns(_dir: &Path) -> persnap::Result<()> {
+fn invoking_user_owns(_dir: &std::path::Path) -> persnap::Result<()> {
     Ok(())
-}
-
-/// Under pkexec, give the new backup to the user who asked for it.
-#[cfg(unix)]
-fn hand_to_invoking_user(dir: &Path) {
-    let Some(uid) = pkexec_uid() else {
-        return;
-    };
-    let gid = primary_gid(uid);
-    let entries = std::fs::read_dir(dir)
-        .into_iter()
-        .flatten()
-        .filter_map(|e| e.ok())
-        .map(|e| e.path());
-    for path in std::iter::once(dir.to_owned()).chain(entries) {
-        // lchown: never follow a link, though the folder holds none.
-        if let Err(e) = std::os::unix::fs::lchown(&path, Some(uid), gid) {
-            let _ = writeln!(
-                io::stderr(),
-                "persnap-helper: cannot give {} to uid {uid}: {e}",
-                path.display()
-            );
-        }
-    }
-}
-
-/// Windows: UAC elevates the same user (or an administrator who approved
-/// the prompt); new files inherit the backup folder's permissions.
-#[cfg(windows)]
-fn hand_to_invoking_user(_dir: &Path) {}
-
-#[cfg(unix)]
-fn primary_gid(uid: u32) -> Option<u32> {
-    let mut buf = vec![0u8; 16 * 1024];
-    // SAFETY: getpwuid_r writes into pwd and buf, both sized as declared.
-    let mut pwd: libc::passwd = unsafe { std::mem::zeroed() };
-    let mut result = std::ptr::null_mut();
-    let rc = unsafe {
-        libc::getpwuid_r(
-            uid,
-            &mut pwd,
-            buf.as_mut_ptr().cast(),
-            buf.len(),
-            &mut result,
-        )
-    };
-    (rc == 0 && !result.is_null()).then_some(pwd.pw_gid)
 }

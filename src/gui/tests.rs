@@ -562,8 +562,30 @@ fn restore_from_history_keeps_the_old_files_and_records_the_restore() {
     )
     .unwrap();
 
+    // A restore goes only into a protected database's folder, which
+    // never belongs to root.
+    let registry = persnap::registry::Registry::at(data.path().join("databases"));
+    registry
+        .add(&persnap::registry::Database {
+            name: "restored".into(),
+            folder: persnap::volume::canonical(src.path()).unwrap(),
+            store_name: "persistence.db".into(),
+            location: None,
+            schedule: None,
+            retention: Default::default(),
+            added: None,
+        })
+        .unwrap();
+    #[cfg(unix)]
+    if persnap::fsutil::is_root() {
+        std::os::unix::fs::chown(src.path(), Some(65534), Some(65534)).unwrap();
+    }
     let mut app = app_with_history(data.path());
-    app.rt.helper = Some(direct_helper());
+    let mut helper = direct_helper();
+    helper
+        .env
+        .push(("PERSNAP_REGISTRY_DIR".into(), registry.dir().to_owned()));
+    app.rt.helper = Some(helper);
     let mut h = harness(app);
     h.get_by_label("History").click();
     h.run_steps(3);

@@ -153,7 +153,7 @@ pub fn choose_method(choice: MethodChoice, volume: &VolumeInfo) -> Result<Method
 }
 
 /// Settings that shape a snapshot.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone, Default, serde::Serialize, serde::Deserialize)]
 pub struct SnapshotOptions {
     /// Size of a classic LVM snapshot in bytes (`--snapshot-size`); chosen
     /// from the origin and the free space when absent.

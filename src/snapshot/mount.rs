@@ -60,10 +60,10 @@ fn c(path: &Path) -> io::Result<CString> {
 
 /// Mount `device` (type `fs_type`) read-only at a new folder `target`.
 pub fn mount_readonly(device: &Path, target: &Path, fs_type: &str) -> io::Result<()> {
-    std::fs::DirBuilder::new()
-        .recursive(true)
-        .mode(0o700)
-        .create(target)?;
+    if let Some(parent) = target.parent() {
+        crate::sys::secure_private_dir(parent)?;
+    }
+    std::fs::DirBuilder::new().mode(0o700).create(target)?;
     let options = CString::new(snapshot_options(fs_type)).expect("no NUL");
     let fs = CString::new(fs_type).map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))?;
     let flags = libc::MS_RDONLY | libc::MS_NOSUID | libc::MS_NODEV | libc::MS_NOEXEC;

@@ -16,6 +16,103 @@ pub fn open_nofollow(path: &Path) -> io::Result<File> {
         .open(path)
 }
 
+/// Open a folder for use as a base of [`open_beneath`], following no
+/// symbolic link in any component of `path` (Linux: `openat2` with
+/// `RESOLVE_NO_SYMLINKS`).
+pub fn open_dir_nofollow(path: &Path) -> io::Result<File> {
+    #[cfg(target_os = "linux")]
+    {
+        let c = std::ffi::CString::new(path.as_os_str().as_bytes())
+            .map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))?;
+        // SAFETY: open_how is plain data; zero is a valid value.
+        let mut how: libc::open_how = unsafe { std::mem::zeroed() };
+        how.flags = (libc::O_RDONLY | libc::O_DIRECTORY | libc::O_CLOEXEC) as u64;
+        how.resolve = libc::RESOLVE_NO_SYMLINKS | libc::RESOLVE_NO_MAGICLINKS;
+        // SAFETY: openat2 reads `how` (of the size given) and the C string.
+        let fd = unsafe {
+            libc::syscall(
+                libc::SYS_openat2,
+                libc::AT_FDCWD,
+                c.as_ptr(),
+                &how as *const libc::open_how,
+                std::mem::size_of::<libc::open_how>(),
+            )
+        };
+        if fd >= 0 {
+            // SAFETY: a new descriptor we own.
+            return Ok(unsafe { <File as std::os::fd::FromRawFd>::from_raw_fd(fd as i32) });
+        }
+        let err = io::Error::last_os_error();
+        if err.raw_os_error() != Some(libc::ENOSYS) {
+            return Err(err);
+        }
+    }
+    // Kernels before 5.6: refuse a link in any component by looking.
+    let mut walked = PathBuf::new();
+    for part in path.components() {
+        walked.push(part);
+        if fs::symlink_metadata(&walked)?.file_type().is_symlink() {
+            return Err(io::Error::from_raw_os_error(libc::ELOOP));
+        }
+    }
+    File::options()
+        .read(true)
+        .custom_flags(libc::O_DIRECTORY | libc::O_NOFOLLOW)
+        .open(path)
+}
+
+/// Open the file `name` (one plain component) in the folder `dir` for
+/// reading, never through a symbolic link. `_dir_path` names the folder
+/// for platforms without descriptor-relative opens.
+pub fn open_beneath(dir: &File, _dir_path: &Path, name: &str) -> io::Result<File> {
+    if name.contains('/') || name == ".." || name == "." {
+        return Err(io::Error::from(io::ErrorKind::InvalidInput));
+    }
+    let c = std::ffi::CString::new(name)
+        .map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))?;
+    // SAFETY: openat on a directory descriptor we hold, with a C string.
+    let fd = unsafe {
+        libc::openat(
+            dir.as_raw_fd(),
+            c.as_ptr(),
+            libc::O_RDONLY | libc::O_NOFOLLOW | libc::O_CLOEXEC | libc::O_NOCTTY | libc::O_NONBLOCK,
+        )
+    };
+    if fd < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: a new descriptor we own.
+    let file = unsafe { <File as std::os::fd::FromRawFd>::from_raw_fd(fd) };
+    // O_NONBLOCK only kept a FIFO from hanging the open; reads of a
+    // regular file ignore it, and anything else is refused by the caller.
+    Ok(file)
+}
+
+/// The pipe a parent left open at descriptor `fd` (the worker's store
+/// files), refused unless it really is one.
+pub fn inherited_pipe(fd: i32) -> io::Result<File> {
+    // SAFETY: fstat writes into the zeroed struct.
+    let mut st: libc::stat = unsafe { std::mem::zeroed() };
+    if unsafe { libc::fstat(fd, &mut st) } != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    if st.st_mode & libc::S_IFMT != libc::S_IFIFO {
+        return Err(io::Error::other(format!("descriptor {fd} is not a pipe")));
+    }
+    // SAFETY: the descriptor was left to this process by its parent, for it.
+    Ok(unsafe { <File as std::os::fd::FromRawFd>::from_raw_fd(fd) })
+}
+
+/// The uid owning `path` (the path itself, not what a link names).
+pub fn owner_of(path: &Path) -> Option<u32> {
+    fs::symlink_metadata(path).ok().map(|m| m.uid())
+}
+
+/// The device number of the filesystem holding `path`.
+pub fn device_of(path: &Path) -> Option<u64> {
+    fs::metadata(path).ok().map(|m| m.dev())
+}
+
 /// Create a new file (it must not exist) readable only by its owner.
 pub fn create_private(path: &Path) -> io::Result<File> {
     File::options()
@@ -45,6 +142,81 @@ pub fn create_private_dir(path: &Path, recursive: bool) -> io::Result<()> {
         .recursive(recursive)
         .mode(0o700)
         .create(path)
+}
+
+/// Refuse a path that anyone but this process's user (root, in the
+/// helper) owns or could write: that owner, no group or other write bit.
+/// An `ancestor` may also be a root-owned sticky folder such as `/tmp`,
+/// where others cannot replace what they do not own. Symbolic links are
+/// judged as themselves, never followed.
+pub fn owned_by_me_only(path: &Path, ancestor: bool) -> io::Result<()> {
+    let meta = fs::symlink_metadata(path)?;
+    // SAFETY: geteuid has no failure modes.
+    let me = unsafe { libc::geteuid() };
+    if meta.uid() != me && meta.uid() != 0 {
+        return Err(io::Error::other(format!(
+            "{} is owned by uid {}, not by root",
+            path.display(),
+            meta.uid()
+        )));
+    }
+    let sticky_root = ancestor && meta.uid() == 0 && meta.mode() & 0o1000 != 0;
+    if meta.mode() & 0o022 != 0 && !sticky_root {
+        return Err(io::Error::other(format!(
+            "{} is writable by others (mode {:o})",
+            path.display(),
+            meta.mode() & 0o7777
+        )));
+    }
+    Ok(())
+}
+
+/// Create a folder (and missing parents) the administrator owns and
+/// everyone may read: mode 0755 whatever the umask.
+pub fn create_admin_dir(path: &Path) -> io::Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    let mut missing: Vec<&Path> = path.ancestors().take_while(|p| !p.exists()).collect();
+    missing.reverse();
+    for dir in missing {
+        match fs::DirBuilder::new().mode(0o755).create(dir) {
+            Ok(()) => fs::set_permissions(dir, fs::Permissions::from_mode(0o755))?,
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
+}
+
+/// Create `dir` if missing (mode 0700) and make sure it is a real folder
+/// that this process's user owns and nobody else can enter: the run-lock
+/// and mount folders under `/run`, which a careless umask or an earlier
+/// caller must not have left open.
+pub fn secure_private_dir(dir: &Path) -> io::Result<()> {
+    if let Some(parent) = dir.parent() {
+        fs::create_dir_all(parent)?;
+    }
+    match fs::DirBuilder::new().mode(0o700).create(dir) {
+        Err(e) if e.kind() != io::ErrorKind::AlreadyExists => return Err(e),
+        _ => {}
+    }
+    let meta = fs::symlink_metadata(dir)?;
+    // SAFETY: geteuid has no failure modes.
+    let me = unsafe { libc::geteuid() };
+    if !meta.is_dir() {
+        return Err(io::Error::other(format!(
+            "{} is not a folder (a link or file is in its place); remove it",
+            dir.display()
+        )));
+    }
+    if meta.uid() != me || meta.mode() & 0o077 != 0 {
+        return Err(io::Error::other(format!(
+            "{} must belong to uid {me} with mode 0700 (it is uid {}, mode {:o}); remove it so persnap can create it again",
+            dir.display(),
+            meta.uid(),
+            meta.mode() & 0o7777
+        )));
+    }
+    Ok(())
 }
 
 /// Make a directory's entries (new files, renames) durable.

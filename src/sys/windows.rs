@@ -156,6 +156,55 @@ pub fn host_name() -> String {
     std::env::var("COMPUTERNAME").unwrap_or_default()
 }
 
+/// `%ProgramData%` (normally `C:\\ProgramData`).
+pub fn program_data() -> PathBuf {
+    std::env::var_os("ProgramData")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(r"C:\ProgramData"))
+}
+
+/// Create a folder (and missing parents) for administrator-owned data.
+/// Its permissions come from `%ProgramData%`'s; tightening them to a
+/// protected DACL is the Windows part of the least-privilege work.
+pub fn create_admin_dir(path: &Path) -> io::Result<()> {
+    fs::create_dir_all(path)
+}
+
+/// Create `dir` if missing. (Its permissions come from its parent's
+/// inheritable ACL on Windows.)
+pub fn secure_private_dir(dir: &Path) -> io::Result<()> {
+    fs::create_dir_all(dir)
+}
+
+/// Open a folder as the base of [`open_beneath`]. (Windows: opened by
+/// path below; reparse points are the VSS work's to refuse.)
+pub fn open_dir_nofollow(path: &Path) -> io::Result<File> {
+    use std::os::windows::fs::OpenOptionsExt;
+    const FILE_FLAG_BACKUP_SEMANTICS: u32 = 0x0200_0000;
+    File::options()
+        .read(true)
+        .custom_flags(FILE_FLAG_BACKUP_SEMANTICS)
+        .open(path)
+}
+
+/// Open `name` in the folder `dir_path` for reading, never through a link.
+pub fn open_beneath(_dir: &File, dir_path: &Path, name: &str) -> io::Result<File> {
+    if name.contains(['/', '\\']) || name == ".." || name == "." {
+        return Err(io::Error::from(io::ErrorKind::InvalidInput));
+    }
+    open_nofollow(&dir_path.join(name))
+}
+
+/// Inherited pipes are a Linux worker's; never on Windows.
+pub fn inherited_pipe(fd: i32) -> io::Result<File> {
+    Err(io::Error::other(format!("no inherited descriptor {fd} on Windows")))
+}
+
+/// The device number of a path's filesystem (not used on Windows).
+pub fn device_of(_path: &Path) -> Option<u64> {
+    None
+}
+
 /// Where run locks live: under ProgramData for the elevated helper, under
 /// the user's local application data otherwise; all are checked.
 pub fn lock_dirs() -> Vec<PathBuf> {

@@ -1,0 +1,98 @@
+//! `persnap database add|list|remove`: the registry of protected
+//! databases (see `persnap::registry`). Listing reads the registry
+//! directly; adding and removing go through the helper at the
+//! administrator level (one administrator prompt).
+
+use std::path::PathBuf;
+
+use clap::Subcommand;
+use persnap::protocol::{Reply, Request};
+use persnap::registry::Registry;
+
+use super::{Failure, call_helper, remote_failure, resolve};
+use crate::launch::RemoteFailure;
+
+#[derive(Subcommand)]
+pub enum DatabaseCommand {
+    /// Protect a database (asks for the administrator password): operators may then back it up.
+    Add {
+        /// A short name: lower-case letters, digits, dashes (e.g. orders).
+        name: String,
+        /// The folder holding the database (the correlator's -PstoreLocation).
+        #[arg(long, value_name = "DIR")]
+        source: PathBuf,
+        /// The database file name (the correlator's -PstoreName).
+        #[arg(long, value_name = "NAME", default_value = persnap::store::DEFAULT_STORE_NAME)]
+        store_name: String,
+    },
+    /// List the protected databases.
+    List {
+        /// As JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Stop protecting a database (asks for the administrator password). Its backups stay.
+    Remove { name: String },
+}
+
+pub fn run(cmd: DatabaseCommand) -> Result<(), Failure> {
+    match cmd {
+        DatabaseCommand::Add {
+            name,
+            source,
+            store_name,
+        } => {
+            persnap::registry::validate_name(&name)?;
+            let source = resolve(&source, persnap::volume::canonical)?;
+            let request = Request::DatabaseAdd {
+                name,
+                source,
+                store_name,
+            };
+            match call_helper(&request)? {
+                Reply::DatabaseAdded { database } => {
+                    eprintln!(
+                        "Protected {}: {} in {}. Operators may now back it up.",
+                        database.name,
+                        database.store_name,
+                        database.folder.display()
+                    );
+                    Ok(())
+                }
+                other => Err(remote_failure(RemoteFailure::unexpected(other))),
+            }
+        }
+        DatabaseCommand::List { json } => {
+            let all = Registry::system().list()?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&all)?);
+            } else if all.is_empty() {
+                eprintln!(
+                    "No database is protected yet; an administrator adds one with `persnap database add NAME --source DIR`."
+                );
+            }
+            if !json {
+                for db in &all {
+                    println!("{}\t{}\t{}", db.name, db.folder.display(), db.store_name);
+                }
+            }
+            Ok(())
+        }
+        DatabaseCommand::Remove { name } => {
+            persnap::registry::validate_name(&name)?;
+            match call_helper(&Request::DatabaseRemove { name: name.clone() })? {
+                Reply::DatabaseRemoved { existed: true, .. } => {
+                    eprintln!("{name} is no longer protected; its backups stay.");
+                    Ok(())
+                }
+                Reply::DatabaseRemoved { existed: false, .. } => Err(Failure {
+                    code: 2,
+                    error: anyhow::anyhow!(
+                        "No database is registered as {name} (persnap database list shows them)."
+                    ),
+                }),
+                other => Err(remote_failure(RemoteFailure::unexpected(other))),
+            }
+        }
+    }
+}

@@ -1,0 +1,39 @@
+//! The privileged room: what `persnap-helper` does as root (or SYSTEM),
+//! and nothing else. Everything here is used only by the helper.
+//!
+//! Root does exactly this:
+//! - [`start`]: tighten the process (umask 077, private mount namespace)
+//!   before anything else runs;
+//! - [`locks`]: one run per database, a bounded number of snapshots at
+//!   once, in a run folder only root can enter;
+//! - take, mount and remove the snapshot (`crate::snapshot`), and open the
+//!   store files beneath it without following a link ([`capture`]);
+//! - start the unprivileged worker as the user the work is for
+//!   ([`user`]), which writes everything: backup folders, manifests,
+//!   verification scratch, retention, restores;
+//! - register databases and install schedules (administrator level only).
+//!
+//! [`channel`] keeps an untrusted caller from stalling any of it.
+
+pub mod channel;
+#[cfg(target_os = "linux")]
+pub mod capture;
+pub mod locks;
+#[cfg(unix)]
+pub mod user;
+
+/// Harden the process before it reads anything: files it creates are
+/// private whatever the caller's umask, and (Linux) mounts it makes are
+/// seen by no other process. Call first thing in `main`, while the process
+/// has one thread (`unshare` refuses otherwise).
+pub fn start() {
+    #[cfg(unix)]
+    {
+        // SAFETY: umask cannot fail.
+        unsafe { libc::umask(0o077) };
+    }
+    #[cfg(target_os = "linux")]
+    if crate::fsutil::is_root() {
+        crate::snapshot::mount::private_namespace();
+    }
+}

@@ -1,0 +1,125 @@
+//! Who the work is for, and running as them.
+//!
+//! pkexec tells the helper which user asked (`PKEXEC_UID`); a restore is
+//! for the owner of the database folder. [`Identity`] is that user's uid,
+//! primary group and supplementary groups, read from the system's user
+//! database before anything is started. [`Identity::apply`] sets a
+//! command to drop to it between fork and exec (groups, then gid, then
+//! uid, checked afterwards), so every file the child creates is that
+//! user's from its creation: nothing is ever chowned.
+
+use std::ffi::CStr;
+use std::io;
+use std::os::unix::process::CommandExt;
+use std::process::Command;
+
+use crate::error::{Error, Result};
+
+/// A user to act as.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Identity {
+    pub uid: u32,
+    pub gid: u32,
+    pub groups: Vec<u32>,
+    pub name: String,
+}
+
+/// The user pkexec started the helper for; `None` when it was started
+/// directly (by root, or by a scheduled run).
+pub fn pkexec_uid() -> Option<u32> {
+    std::env::var("PKEXEC_UID").ok()?.parse().ok()
+}
+
+impl Identity {
+    /// The user `uid`, with the groups the system gives them.
+    pub fn of_uid(uid: u32) -> Result<Identity> {
+        let mut buf = vec![0u8; 64 * 1024];
+        // SAFETY: getpwuid_r writes into pwd and buf, both sized as declared.
+        let mut pwd: libc::passwd = unsafe { std::mem::zeroed() };
+        let mut result = std::ptr::null_mut();
+        let rc = unsafe {
+            libc::getpwuid_r(
+                uid,
+                &mut pwd,
+                buf.as_mut_ptr().cast(),
+                buf.len(),
+                &mut result,
+            )
+        };
+        if rc != 0 || result.is_null() {
+            return Err(Error::Refused {
+                field: "user",
+                reason: format!("there is no user with uid {uid} on this machine"),
+            });
+        }
+        // SAFETY: pw_name points into buf, NUL-terminated.
+        let name = unsafe { CStr::from_ptr(pwd.pw_name) };
+        let gid = pwd.pw_gid;
+        let mut groups = vec![0 as libc::gid_t; 256];
+        let mut n = groups.len() as libc::c_int;
+        // SAFETY: groups holds n entries; getgrouplist updates n.
+        let rc = unsafe { libc::getgrouplist(name.as_ptr(), gid, groups.as_mut_ptr(), &mut n) };
+        if rc < 0 {
+            groups.resize(n.max(0) as usize, 0);
+            // SAFETY: as above, with the size getgrouplist asked for.
+            unsafe { libc::getgrouplist(name.as_ptr(), gid, groups.as_mut_ptr(), &mut n) };
+        }
+        groups.truncate(n.max(0) as usize);
+        Ok(Identity {
+            uid,
+            gid,
+            groups,
+            name: name.to_string_lossy().into_owned(),
+        })
+    }
+
+    /// Whether this is root (the helper then needs no worker).
+    pub fn is_root(&self) -> bool {
+        self.uid == 0
+    }
+
+    /// Make `cmd` run as this user: supplementary groups, gid, uid (in
+    /// that order, all three of real, effective and saved), then check
+    /// that root cannot be regained. The child also dies with the helper.
+    pub fn apply(&self, cmd: &mut Command) {
+        let (uid, gid, groups) = (self.uid, self.gid, self.groups.clone());
+        // SAFETY: only async-signal-safe system calls between fork and exec.
+        unsafe {
+            cmd.pre_exec(move || {
+                if libc::setgroups(groups.len(), groups.as_ptr()) != 0
+                    || libc::setresgid(gid, gid, gid) != 0
+                    || libc::setresuid(uid, uid, uid) != 0
+                {
+                    return Err(io::Error::last_os_error());
+                }
+                let (mut r, mut e, mut s) = (0, 0, 0);
+                libc::getresuid(&mut r, &mut e, &mut s);
+                if (r, e, s) != (uid, uid, uid) || libc::setuid(0) == 0 && uid != 0 {
+                    return Err(io::Error::from_raw_os_error(libc::EPERM));
+                }
+                libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
+                Ok(())
+            });
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_child_runs_with_exactly_the_users_ids() {
+        if !crate::fsutil::is_root() {
+            eprintln!("SKIP a_child_runs_with_exactly_the_users_ids: needs root");
+            return;
+        }
+        let nobody = Identity::of_uid(65534).unwrap();
+        let mut cmd = Command::new("/usr/bin/id");
+        nobody.apply(&mut cmd);
+        let out = cmd.output().unwrap();
+        let text = String::from_utf8_lossy(&out.stdout);
+        assert!(text.contains("uid=65534"), "{text}");
+        assert!(!text.contains("(root)"), "no trace of root: {text}");
+    }
+}
