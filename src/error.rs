@@ -248,9 +248,7 @@ pub enum Error {
     #[error("{path} is not a persnap backup ({detail}). Give the folder that holds manifest.json.")]
     NotABackup { path: PathBuf, detail: String },
 
-    #[error(
-        "The list of protected databases ({path}) cannot be used: {detail}."
-    )]
+    #[error("The list of protected databases ({path}) cannot be used: {detail}.")]
     Registry { path: PathBuf, detail: String },
 
     #[error(

@@ -138,9 +138,7 @@ impl Request {
             }
             | Request::Probe {
                 source, store_name, ..
-            } if registry.find(source, store_name).ok().flatten().is_some() => {
-                Authority::Backup
-            }
+            } if registry.find(source, store_name).ok().flatten().is_some() => Authority::Backup,
             _ => Authority::Admin,
         }
     }
@@ -479,18 +477,20 @@ impl Validated {
         level: Authority,
         registry: &crate::registry::Registry,
     ) -> Result<(), Error> {
-        if let Validated::Restore(req) = self {
-            registry.check_safe()?;
-            Self::restore_target_allowed(req, registry)?;
-        }
         if level == Authority::Admin {
+            if let Validated::Restore(req) = self {
+                registry.check_safe()?;
+                Self::restore_target_allowed(req, registry)?;
+            }
             return Ok(());
         }
         let (what, source, store_name) = match self {
             Validated::Backup(req) => ("Backing up", &req.source, &req.store_name),
-            Validated::Probe { request, .. } => {
-                ("Testing a snapshot of", &request.source, &request.store_name)
-            }
+            Validated::Probe { request, .. } => (
+                "Testing a snapshot of",
+                &request.source,
+                &request.store_name,
+            ),
             other => {
                 return Err(Error::NeedsAdminLevel {
                     what: other.describe(),
@@ -509,42 +509,46 @@ impl Validated {
     }
 
     /// A restore writes only into a registered database's folder, as the
-/// folder's owner (never root), and only a file named as that database.
+    /// folder's owner (never root), and only a file named as that database.
     fn restore_target_allowed(
-    req: &mut crate::restore::RestoreRequest,
-    registry: &crate::registry::Registry,
-) -> Result<(), Error> {
-    let registered = registry.in_folder(&req.target)?;
-    if registered.is_empty() {
-        return Err(invalid(
-            "target",
-            format!(
-                "{} is not the folder of a protected database; persnap restores only into a registered database's folder (see `persnap database list`)",
-                req.target.display()
-            ),
-        ));
-    }
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::MetadataExt;
-        let owner = std::fs::symlink_metadata(&req.target)
-            .map_err(Error::io("examine", &req.target, "Give the database's folder."))?
-            .uid();
-        if owner == 0 {
+        req: &mut crate::restore::RestoreRequest,
+        registry: &crate::registry::Registry,
+    ) -> Result<(), Error> {
+        let registered = registry.in_folder(&req.target)?;
+        if registered.is_empty() {
             return Err(invalid(
                 "target",
                 format!(
-                    "{} belongs to root; persnap restores as the owner of the database folder, never as root. Give the folder to the correlator's user (chown), then restore",
+                    "{} is not the folder of a protected database; persnap restores only into a registered database's folder (see `persnap database list`)",
                     req.target.display()
                 ),
             ));
         }
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::MetadataExt;
+            let owner = std::fs::symlink_metadata(&req.target)
+                .map_err(Error::io(
+                    "examine",
+                    &req.target,
+                    "Give the database's folder.",
+                ))?
+                .uid();
+            if owner == 0 {
+                return Err(invalid(
+                    "target",
+                    format!(
+                        "{} belongs to root; persnap restores as the owner of the database folder, never as root. Give the folder to the correlator's user (chown), then restore",
+                        req.target.display()
+                    ),
+                ));
+            }
+        }
+        req.store_names = registered.into_iter().map(|d| d.store_name).collect();
+        Ok(())
     }
-    req.store_names = registered.into_iter().map(|d| d.store_name).collect();
-    Ok(())
-}
 
-/// The request in words, for refusals.
+    /// The request in words, for refusals.
     fn describe(&self) -> String {
         match self {
             Validated::Backup(_) => "Backing up".into(),

@@ -282,7 +282,10 @@ mod tests {
         let reg = Registry::at(dir.path().join("databases"));
         assert!(reg.list().unwrap().is_empty(), "no registry yet: empty");
         fs::create_dir(reg.dir()).unwrap();
-        for (name, folder) in [("orders", "/srv/apama/orders"), ("audit", "/srv/apama/audit")] {
+        for (name, folder) in [
+            ("orders", "/srv/apama/orders"),
+            ("audit", "/srv/apama/audit"),
+        ] {
             let json = serde_json::to_vec(&sample(name, Path::new(folder))).unwrap();
             fs::write(reg.entry(name), json).unwrap();
         }
@@ -333,7 +336,10 @@ mod tests {
             0o644,
             "everyone may read the registry"
         );
-        assert_eq!(reg.get("orders").unwrap().unwrap().folder, Path::new("/srv/a"));
+        assert_eq!(
+            reg.get("orders").unwrap().unwrap().folder,
+            Path::new("/srv/a")
+        );
         fs::set_permissions(reg.dir(), fs::Permissions::from_mode(0o777)).unwrap();
         let err = reg.check_safe().unwrap_err().to_string();
         assert!(err.contains("writable"), "{err}");

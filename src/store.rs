@@ -229,12 +229,11 @@ pub fn discover(dir: &Path, store_name: &str) -> Result<Store> {
 /// store was checked cannot lead the helper elsewhere. Each must be a
 /// regular file; sizes are taken from the open file.
 pub fn open_set(store: &Store) -> Result<Vec<(StoreFile, fs::File)>> {
-    let dir = crate::sys::open_dir_nofollow(&store.dir).map_err(|source| {
-        Error::SourceUnreadable {
+    let dir =
+        crate::sys::open_dir_nofollow(&store.dir).map_err(|source| Error::SourceUnreadable {
             path: store.dir.clone(),
             source,
-        }
-    })?;
+        })?;
     let mut opened = Vec::with_capacity(store.files.len());
     for file in &store.files {
         let path = store.dir.join(&file.name);
@@ -244,10 +243,12 @@ pub fn open_set(store: &Store) -> Result<Vec<(StoreFile, fs::File)>> {
                 source,
             }
         })?;
-        let meta = handle.metadata().map_err(|source| Error::SourceUnreadable {
-            path: path.clone(),
-            source,
-        })?;
+        let meta = handle
+            .metadata()
+            .map_err(|source| Error::SourceUnreadable {
+                path: path.clone(),
+                source,
+            })?;
         require_regular(&path, &meta)?;
         opened.push((
             StoreFile {

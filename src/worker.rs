@@ -57,7 +57,10 @@ pub enum ToWorker {
         files: Vec<StoreFile>,
     },
     /// No snapshot could be taken.
-    CaptureFailed { kind: ErrorKind, message: String },
+    CaptureFailed {
+        kind: ErrorKind,
+        message: String,
+    },
     /// Every file was sent and the snapshot removed; `error` if the
     /// snapshot did not stay intact (the copy is then not to be trusted).
     CaptureChecked {

@@ -228,13 +228,14 @@ impl PolkitSetup {
         PolkitSetup
     }
 
-    /// Install a rule answering `answer` (YES or NO) for the test user, and
-    /// restart polkitd so it reads it now.
-    fn rule(&self, answer: &str) {
-        let rule = format!(
-            "// persnap test rule; removed after the test\npolkit.addRule(function(action, subject) {{\n  if (action.id == \"io.github.persnap.backup\" && subject.user == \"{TEST_USER}\") return polkit.Result.{answer};\n}});\n"
-        );
-        std::fs::write(RULE, rule).unwrap();
+    /// Install the shipped example rule (operators may back up) with the
+    /// test user in "operators", and restart polkitd so it reads it now.
+    fn operators_rule(&self) {
+        let _ = Command::new("groupadd").args(["-f", "operators"]).status();
+        run_ok(Command::new("usermod").args(["-aG", "operators", TEST_USER]));
+        let example = Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("installer/linux/50-persnap-operators.rules.example");
+        std::fs::copy(example, RULE).unwrap();
         let _ = Command::new("pkill").args(["-x", "polkitd"]).status();
         std::thread::sleep(std::time::Duration::from_millis(300));
     }
@@ -298,9 +299,91 @@ fn as_test_user(data: &Path, args: &[&str]) -> std::process::Output {
         .unwrap()
 }
 
+/// The helper through the real pkexec as the test user, raw: a request
+/// frame in, the helper's frames and exit code out (what a hostile caller
+/// can send, whatever the front end would do).
+fn pkexec_raw(level: &str, frame: &[u8]) -> (Vec<Event>, i32) {
+    let mut child = Command::new("runuser")
+        .args(["-u", TEST_USER, "--", "/usr/bin/pkexec", HELPER, level])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut stdin = child.stdin.take().unwrap();
+    let _ = stdin.write_all(frame);
+    let mut out = BufReader::new(child.stdout.take().unwrap());
+    let mut events = Vec::new();
+    while let Ok(e) = protocol::read_frame::<Event>(&mut out) {
+        let last = matches!(e, Event::Done { .. } | Event::Error { .. });
+        events.push(e);
+        if last {
+            break;
+        }
+    }
+    drop(stdin);
+    (events, child.wait().unwrap().code().unwrap_or(-1))
+}
+
+const HELPER: &str = "/usr/libexec/persnap/persnap-helper";
+const REGISTRY: &str = "/etc/persnap/databases";
+
+fn error_of(events: &[Event]) -> String {
+    match events.last() {
+        Some(Event::Error { message, .. }) => message.clone(),
+        other => panic!("expected an error frame, got {other:?}"),
+    }
+}
+
+/// Registers a database in the system registry for the test; removed on drop.
+struct Registered(String);
+
+impl Registered {
+    fn new(name: &str, folder: &Path) -> Registered {
+        persnap::registry::Registry::at(REGISTRY)
+            .add(&persnap::registry::Database {
+                name: name.into(),
+                folder: folder.into(),
+                store_name: "persistence.db".into(),
+                location: None,
+                schedule: None,
+                retention: Default::default(),
+                added: None,
+            })
+            .unwrap();
+        Registered(name.into())
+    }
+}
+
+impl Drop for Registered {
+    fn drop(&mut self) {
+        let _ = persnap::registry::Registry::at(REGISTRY).remove(&self.0);
+    }
+}
+
+/// Everything under `dir` (and `dir`) belongs to `uid`; nothing is
+/// writable by group or others.
+fn all_owned_by(dir: &Path, uid: u32) {
+    use std::os::unix::fs::PermissionsExt;
+    let mut stack = vec![dir.to_owned()];
+    while let Some(p) = stack.pop() {
+        let meta = std::fs::symlink_metadata(&p).unwrap();
+        assert_eq!(meta.uid(), uid, "{} belongs to the user", p.display());
+        assert_eq!(
+            meta.permissions().mode() & 0o022,
+            0,
+            "{} is writable by others",
+            p.display()
+        );
+        if meta.is_dir() {
+            stack.extend(std::fs::read_dir(&p).unwrap().map(|e| e.unwrap().path()));
+        }
+    }
+}
+
 #[test]
-fn unprivileged_user_backs_up_through_pkexec() {
-    if !require_root("unprivileged_user_backs_up_through_pkexec") {
+fn an_operator_backs_up_protected_databases_and_nothing_else() {
+    if !require_root("an_operator_backs_up_protected_databases_and_nothing_else") {
         return;
     }
     let polkit = PolkitSetup::new();
@@ -317,9 +400,37 @@ fn unprivileged_user_backs_up_through_pkexec() {
         dest.path().to_str().unwrap(),
     ];
 
-    polkit.rule("YES");
-    let writer = Writer::start(&db);
+    // The shipped example rule, for a member of "operators".
+    polkit.operators_rule();
+    // Not registered: the front end needs the administrator, polkit says no.
     let out = as_test_user(data.path(), &args);
+    assert_eq!(out.status.code(), Some(8), "{}", stderr(&out));
+    assert!(stderr(&out).contains("not authorized"), "{}", stderr(&out));
+    assert_eq!(
+        std::fs::read_dir(dest.path()).unwrap().count(),
+        0,
+        "nothing written"
+    );
+
+    let _registered = Registered::new("pkexec-test", &store_dir);
+    let writer = Writer::start(&db);
+    // umask 000 must not leave anything open to others.
+    let out = Command::new("runuser")
+        .args([
+            "-u",
+            TEST_USER,
+            "--",
+            "sh",
+            "-c",
+            "umask 000; exec env \"$@\"",
+            "sh",
+        ])
+        .arg(format!("PERSNAP_DATA_DIR={}", data.path().display()))
+        .arg(format!("XDG_RUNTIME_DIR={}", data.path().display()))
+        .arg(bin("persnap"))
+        .args(args)
+        .output()
+        .unwrap();
     writer.stop();
     assert!(
         out.status.success(),
@@ -329,40 +440,93 @@ fn unprivileged_user_backs_up_through_pkexec() {
     );
     let backup = PathBuf::from(String::from_utf8_lossy(&out.stdout).trim());
     check_backup(&backup, "persistence.db");
-    for entry in std::iter::once(backup.clone()).chain(
-        std::fs::read_dir(&backup)
-            .unwrap()
-            .map(|e| e.unwrap().path()),
-    ) {
-        assert_eq!(
-            std::fs::metadata(&entry).unwrap().uid(),
-            uid,
-            "{} belongs to the user",
-            entry.display()
-        );
-    }
+    all_owned_by(&backup, uid);
+    let run_dir = std::fs::symlink_metadata("/run/persnap").unwrap();
+    assert_eq!(
+        (run_dir.uid(), run_dir.mode() & 0o777),
+        (0, 0o700),
+        "/run/persnap stays root's"
+    );
     let runs = persnap::history::History::at(data.path()).load().unwrap();
     assert_eq!(runs.len(), 1, "the user's own history records the run");
     assert_eq!(runs[0].outcome, persnap::history::Outcome::Completed);
     assert_eq!(runs[0].backup_path.as_deref(), Some(backup.as_path()));
     assert!(vol.snapshot_leftovers().is_empty());
 
-    polkit.rule("NO");
+    // Asked directly at the backup level, everything but a registered
+    // backup is refused, and nothing is written.
+    let secret_dir = tempfile::Builder::new()
+        .prefix("persnap-secret-")
+        .tempdir_in("/var/tmp")
+        .unwrap();
+    make_store(secret_dir.path(), "persistence.db", Mode::Rollback, 1);
+    let secret = std::fs::canonicalize(secret_dir.path()).unwrap();
+    let frame = backup_frame(
+        &secret,
+        &std::fs::canonicalize(dest.path()).unwrap(),
+        "persistence.db",
+        "sqlite-online",
+    );
     let before = std::fs::read_dir(dest.path()).unwrap().count();
-    let out = as_test_user(data.path(), &args);
-    assert_eq!(out.status.code(), Some(8), "{}", stderr(&out));
-    assert!(stderr(&out).contains("not authorized"), "{}", stderr(&out));
+    let (events, code) = pkexec_raw("backup", &frame);
+    assert!(
+        error_of(&events).contains("not a protected database"),
+        "{events:?}"
+    );
+    assert_eq!(code, 8);
+    let line = |v: serde_json::Value| format!("{v}\n").into_bytes();
+    let (events, _) = pkexec_raw(
+        "backup",
+        &line(
+            serde_json::json!({"version": 2, "type": "restore", "backup": backup, "target": store_dir}),
+        ),
+    );
+    assert!(error_of(&events).contains("administrator"), "{events:?}");
+    let (events, _) = pkexec_raw(
+        "backup",
+        &line(
+            serde_json::json!({"version": 2, "type": "database-add", "name": "mine", "source": secret, "store_name": "persistence.db"}),
+        ),
+    );
+    assert!(error_of(&events).contains("administrator"), "{events:?}");
+    let (events, _) = pkexec_raw(
+        "backup",
+        &line(serde_json::json!({"version": 2, "type": "schedule-remove", "name": "nightly"})),
+    );
+    assert!(error_of(&events).contains("administrator"), "{events:?}");
+    // The admin level is the administrator's: the operators rule does not grant it.
+    let (events, code) = pkexec_raw("admin", &frame);
+    assert!(events.is_empty(), "{events:?}");
+    assert_eq!(code, 127, "pkexec refuses the admin action");
+    // Without a level pkexec matches no persnap action at all.
+    let (_, code) = pkexec_raw("worker", &frame);
+    assert_eq!(code, 127);
     assert_eq!(
         std::fs::read_dir(dest.path()).unwrap().count(),
         before,
         "nothing written"
     );
-    assert_eq!(
-        persnap::history::History::at(data.path())
-            .load()
+    assert!(
+        persnap::registry::Registry::at(REGISTRY)
+            .get("mine")
             .unwrap()
-            .len(),
-        1,
-        "no run recorded"
+            .is_none()
+    );
+
+    // The finished backup is the user's; swapping it for a link to a root
+    // folder afterwards gives the user nothing (no chown by path anywhere).
+    let victim = tempfile::Builder::new()
+        .prefix("persnap-victim-")
+        .tempdir_in("/var/tmp")
+        .unwrap();
+    std::fs::write(victim.path().join("shadow"), b"root only").unwrap();
+    std::fs::rename(&backup, dest.path().join("moved")).unwrap();
+    symlink(victim.path(), &backup).unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(500));
+    assert_eq!(
+        std::fs::metadata(victim.path().join("shadow"))
+            .unwrap()
+            .uid(),
+        0
     );
 }

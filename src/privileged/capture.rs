@@ -245,10 +245,7 @@ impl Worker {
         let status = self.child.wait();
         match last {
             Some(code) => code,
-            None => events.fail(
-                &worker_lost(&format!("{status:?}")),
-                Some(Phase::Finish),
-            ),
+            None => events.fail(&worker_lost(&format!("{status:?}")), Some(Phase::Finish)),
         }
     }
 }

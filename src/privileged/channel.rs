@@ -231,7 +231,10 @@ mod tests {
         );
         let deadline = Instant::now() + Duration::from_secs(5);
         while !cancel.is_cancelled() {
-            assert!(Instant::now() < deadline, "the stalled caller cancels the run");
+            assert!(
+                Instant::now() < deadline,
+                "the stalled caller cancels the run"
+            );
             std::thread::sleep(Duration::from_millis(20));
         }
     }

@@ -61,7 +61,5 @@ pub fn for_database(folder: &Path, store_name: &str) -> Result<Held> {
             });
         }
     }
-    Err(Error::TooManySnapshots {
-        max: MAX_SNAPSHOTS,
-    })
+    Err(Error::TooManySnapshots { max: MAX_SNAPSHOTS })
 }

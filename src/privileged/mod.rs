@@ -15,9 +15,9 @@
 //!
 //! [`channel`] keeps an untrusted caller from stalling any of it.
 
-pub mod channel;
 #[cfg(target_os = "linux")]
 pub mod capture;
+pub mod channel;
 pub mod locks;
 #[cfg(unix)]
 pub mod user;

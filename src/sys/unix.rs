@@ -68,8 +68,8 @@ pub fn open_beneath(dir: &File, _dir_path: &Path, name: &str) -> io::Result<File
     if name.contains('/') || name == ".." || name == "." {
         return Err(io::Error::from(io::ErrorKind::InvalidInput));
     }
-    let c = std::ffi::CString::new(name)
-        .map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))?;
+    let c =
+        std::ffi::CString::new(name).map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))?;
     // SAFETY: openat on a directory descriptor we hold, with a C string.
     let fd = unsafe {
         libc::openat(

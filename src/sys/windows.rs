@@ -197,7 +197,9 @@ pub fn open_beneath(_dir: &File, dir_path: &Path, name: &str) -> io::Result<File
 
 /// Inherited pipes are a Linux worker's; never on Windows.
 pub fn inherited_pipe(fd: i32) -> io::Result<File> {
-    Err(io::Error::other(format!("no inherited descriptor {fd} on Windows")))
+    Err(io::Error::other(format!(
+        "no inherited descriptor {fd} on Windows"
+    )))
 }
 
 /// The device number of a path's filesystem (not used on Windows).
