@@ -153,11 +153,10 @@ pub(crate) fn check_hash(file: &CopiedFile, (size, sha256): (u64, String)) -> Re
 /// Open a scratch copy read-write (so SQLite can replay its journal or WAL)
 /// and run the integrity check. Returns page count and page size.
 pub fn integrity_check(db: &Path) -> Result<(u64, u64)> {
-    let conn = Connection::open_with_flags(
+    let conn = open_defensive(
         db,
         OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX,
-    )
-    .map_err(unreadable)?;
+    )?;
     run_integrity_check(&conn)
 }
 
@@ -173,11 +172,10 @@ pub fn check_database(db: &Path) -> Result<Verification> {
 /// check its integrity, and fold a WAL into the main file, leaving one
 /// self-contained database file.
 pub fn consolidate(db: &Path) -> Result<()> {
-    let conn = Connection::open_with_flags(
+    let conn = open_defensive(
         db,
         OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX,
-    )
-    .map_err(unreadable)?;
+    )?;
     run_integrity_check(&conn)?;
     let mode: String = conn
         .query_row("PRAGMA journal_mode", [], |r| r.get(0))
@@ -196,12 +194,24 @@ fn integrity_check_in_place(db: &Path) -> Result<(u64, u64)> {
     let flags = OpenFlags::SQLITE_OPEN_READ_ONLY
         | OpenFlags::SQLITE_OPEN_URI
         | OpenFlags::SQLITE_OPEN_NO_MUTEX;
-    let conn = Connection::open_with_flags(
+    let conn = open_defensive(
         format!("{}?immutable=1", crate::sys::sqlite_file_uri(db)),
         flags,
-    )
-    .map_err(unreadable)?;
+    )?;
     run_integrity_check(&conn)
+}
+
+/// Open a copy of a database with SQLite's defensive settings: the file
+/// may have been made by anyone, so its schema may not run functions or
+/// change SQLite's own state (`SQLITE_DBCONFIG_DEFENSIVE`,
+/// `trusted_schema=OFF`).
+fn open_defensive(path: impl AsRef<Path>, flags: OpenFlags) -> Result<Connection> {
+    let conn = Connection::open_with_flags(path, flags).map_err(unreadable)?;
+    conn.set_db_config(rusqlite::config::DbConfig::SQLITE_DBCONFIG_DEFENSIVE, true)
+        .map_err(unreadable)?;
+    conn.execute_batch("PRAGMA trusted_schema = OFF")
+        .map_err(unreadable)?;
+    Ok(conn)
 }
 
 fn unreadable(e: rusqlite::Error) -> Error {

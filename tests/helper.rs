@@ -474,6 +474,20 @@ fn an_operator_backs_up_protected_databases_and_nothing_else() {
         "{events:?}"
     );
     assert_eq!(code, 8);
+    // Nor does a refusal show what is in a folder the operator cannot list.
+    std::fs::write(secret.join("private-name.txt"), b"x").unwrap();
+    let probe = backup_frame(
+        &secret,
+        &std::fs::canonicalize(dest.path()).unwrap(),
+        "nothere.db",
+        "auto",
+    );
+    let (events, _) = pkexec_raw("backup", &probe);
+    let said = error_of(&events);
+    assert!(
+        !said.contains("private-name") && !said.contains("persistence.db"),
+        "{said}"
+    );
     let line = |v: serde_json::Value| format!("{v}\n").into_bytes();
     let (events, _) = pkexec_raw(
         "backup",

@@ -142,6 +142,21 @@ fn handle(level: Authority, input: Box<dyn Read + Send>, mut events: Events) -> 
         }
     };
     let registry = Registry::system();
+    // At the backup level, look at nothing a request names (no folder is
+    // listed, no file opened) unless it is a registered database.
+    if level == Authority::Backup
+        && let Err(e) = registry.check_safe().and_then(|_| {
+            match request.needs(&registry) {
+                Authority::Backup => Ok(()),
+                Authority::Admin => Err(Error::NeedsAdminLevel {
+                    what: "This request".into(),
+                    why: " because it is not a backup or test snapshot of a protected database (an administrator registers one with `persnap database add`)".into(),
+                }),
+            }
+        })
+    {
+        return events.fail(&e, None);
+    }
     let validated = protocol::validate(request).and_then(|mut v| {
         v.authorize(level, &registry)?;
         Ok(v)

@@ -9,7 +9,10 @@ seconds=${1:-60}
 corpus=tests/fuzz/corpus/frames
 mkdir -p "$corpus"
 # Seed with well-formed frames so the fuzzer starts deep in validation.
-printf '%s\n' '{"version":1,"type":"cleanup","dests":["/tmp"]}' > "$corpus/seed-cleanup"
-printf '%s\n' '{"version":1,"type":"backup","source":"/tmp","dest":"/var/tmp","store_name":"persistence.db","method":"auto","options":{"online_timeout_secs":60,"snapshot_size":null}}' > "$corpus/seed-backup"
-printf '%s\n%s\n' '{"version":1,"type":"probe","source":"/tmp","dest":null,"store_name":"p.db","method":"btrfs","options":{"online_timeout_secs":5,"snapshot_size":1024},"test_snapshot":false}' '{"version":1,"type":"cancel"}' > "$corpus/seed-probe"
+printf '%s\n' '{"version":2,"type":"cleanup"}' > "$corpus/seed-cleanup"
+printf '%s\n' '{"version":2,"type":"database-add","name":"orders","source":"/tmp","store_name":"persistence.db"}' > "$corpus/seed-database"
+printf '%s\n' '{"version":2,"type":"restore","backup":"/tmp","target":"/var/tmp"}' > "$corpus/seed-restore"
+printf '%s\n%s\n' '{"version":2,"type":"cancel"}' '{"version":2,"type":"capture-checked","error":null}' > "$corpus/seed-worker"
+printf '%s\n' '{"version":2,"type":"backup","source":"/tmp","dest":"/var/tmp","store_name":"persistence.db","method":"auto","options":{"online_timeout_secs":60,"snapshot_size":null}}' > "$corpus/seed-backup"
+printf '%s\n%s\n' '{"version":2,"type":"probe","source":"/tmp","dest":null,"store_name":"p.db","method":"btrfs","options":{"online_timeout_secs":5,"snapshot_size":1024},"test_snapshot":false}' '{"version":2,"type":"cancel"}' > "$corpus/seed-probe"
 RUSTC_BOOTSTRAP=1 cargo fuzz run --fuzz-dir tests/fuzz frames "$corpus" -- -max_total_time="$seconds" -max_len=70000

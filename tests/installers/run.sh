@@ -48,6 +48,10 @@ done
 [ "$(stat -c %a /usr/libexec/persnap/persnap-helper)" = 755 ] || fail "helper mode"
 grep -q '<annotate key="org.freedesktop.policykit.exec.path">/usr/libexec/persnap/persnap-helper</annotate>' \
   /usr/share/polkit-1/actions/io.github.persnap.policy || fail "the polkit action is not bound to the installed helper"
+for level in backup admin; do
+  grep -q "<annotate key=\"org.freedesktop.policykit.exec.argv1\">$level</annotate>" \
+    /usr/share/polkit-1/actions/io.github.persnap.policy || fail "no polkit action bound to the helper's $level level"
+done
 if command -v desktop-file-validate >/dev/null; then
   desktop-file-validate /usr/share/applications/io.github.persnap.desktop
   desktop-file-validate /etc/xdg/autostart/io.github.persnap-check.desktop
@@ -61,7 +65,7 @@ rule=/etc/polkit-1/rules.d/10-persnap-package-test.rules
 work=$(mktemp -d /var/tmp/persnap-pkg-XXXXXX)
 cleanup() {
   [ -n "${writer:-}" ] && kill "$writer" 2>/dev/null || true
-  rm -f "$rule"
+  rm -f "$rule" /etc/persnap/databases/pkgtest.json
   pkill -x polkitd 2>/dev/null || true
   umount "$work/mnt" 2>/dev/null || true
   [ -n "${loopdev:-}" ] && losetup -d "$loopdev" 2>/dev/null || true
@@ -79,6 +83,10 @@ target/release/persnap-loadgen run "$work/mnt/apama/persistence.db" --stop-file 
 writer=$!
 chown "$user:" "$work/dest" "$work/data"
 chmod 755 "$work"
+# The administrator protects the database (as root: no prompt); the user
+# may then back it up with the backup action alone.
+/usr/bin/persnap database add pkgtest --source "$work/mnt/apama" || fail "persnap database add failed"
+output_has '^pkgtest' /usr/bin/persnap database list || fail "the database is not listed"
 cat > "$rule" <<RULE
 // persnap package test; removed when the test ends
 polkit.addRule(function(action, subject) {
@@ -106,6 +114,15 @@ output_has '^\.persnap' ls -a "$work/mnt" && fail "a snapshot was left behind"
 echo "backup $backup made by $user through pkexec with the installed helper: verified, invariant holds"
 
 step "schedule a backup as the user through pkexec; removing the package removes it"
+# Scheduling is the administrator's: this rule stands for the password.
+cat > "$rule" <<RULE
+// persnap package test; removed when the test ends
+polkit.addRule(function(action, subject) {
+  if ((action.id == "io.github.persnap.backup" || action.id == "io.github.persnap.admin") && subject.user == "$user") return polkit.Result.YES;
+});
+RULE
+pkill -x polkitd 2>/dev/null || true
+sleep 0.3
 unit=/etc/systemd/system/persnap-backup-pkgtest.service
 said=$(runuser -u "$user" -- env PERSNAP_DATA_DIR="$work/data" XDG_RUNTIME_DIR="$work/data" \
   /usr/bin/persnap schedule add pkgtest --source "$work/mnt/apama" --dest "$work/dest" --at "Mon..Fri 02:00" 2>&1) \
