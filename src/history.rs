@@ -265,15 +265,10 @@ impl History {
                 runs,
             })
             .expect("history serializes");
+            // Written by its owner: a scheduled run drops to the user who
+            // made the schedule before it records anything.
             fsutil::atomic_write(&self.path(), &json)
                 .map_err(|e| self.error("written", e.to_string()))?;
-            if fsutil::is_root() {
-                // A scheduled (or sudo) run writes a user's history as
-                // root: the file stays the user's.
-                for file in [self.path(), self.dir.join(LOCK_NAME)] {
-                    let _ = crate::sys::take_ownership_of(&file, &self.dir);
-                }
-            }
         }
         Ok(out)
     }

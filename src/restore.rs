@@ -73,9 +73,63 @@ pub struct RestoreReport {
 /// Said on every restore: SQLite files carry the correlator's schema.
 pub const VERSION_WARNING: &str = "A database written by a newer Apama version cannot be used by an older one: start the restored store with the same (or a newer) Apama version as the one that wrote it.";
 
+/// A backup as read for a restore: its manifest, checked against the
+/// folder, and each listed file open for reading (in manifest order).
+pub struct BackupSet {
+    pub manifest: Manifest,
+    pub files: Vec<fs::File>,
+}
+
+/// Open the backup in `dir`: the folder must hold exactly the manifest's
+/// files with their sizes; each is opened without following a link. In
+/// the helper this runs with the credentials of the user who asked, so it
+/// reaches only what that user may read.
+pub fn open_backup(dir: &Path) -> Result<BackupSet> {
+    let manifest = verify::read_listed(dir)?;
+    let mut files = Vec::with_capacity(manifest.files.len());
+    for file in &manifest.files {
+        let path = dir.join(&file.name);
+        let opened =
+            crate::sys::open_nofollow(&path).map_err(Error::io("open", &path, HINT_DEST))?;
+        let size = opened
+            .metadata()
+            .map_err(Error::io("examine", &path, HINT_DEST))?
+            .len();
+        if size != file.size {
+            return Err(Error::BackupDamaged {
+                path: dir.to_owned(),
+                detail: format!(
+                    "{} has {size} bytes, the manifest says {}",
+                    file.name, file.size
+                ),
+            });
+        }
+        files.push(opened);
+    }
+    Ok(BackupSet { manifest, files })
+}
+
 /// Restore, recording the run through `recorder`.
 pub fn run_restore(
     req: &RestoreRequest,
+    recorder: &mut dyn Recorder,
+    progress: &mut dyn Progress,
+    cancel: &CancelToken,
+) -> std::result::Result<RestoreReport, (Phase, Error)> {
+    run_restore_from(
+        req,
+        &mut || open_backup(&req.backup),
+        recorder,
+        progress,
+        cancel,
+    )
+}
+
+/// [`run_restore`] with the backup opened by `open` (the helper's worker
+/// gets it already open, from the user who asked).
+pub fn run_restore_from(
+    req: &RestoreRequest,
+    open: &mut dyn FnMut() -> Result<BackupSet>,
     recorder: &mut dyn Recorder,
     progress: &mut dyn Progress,
     cancel: &CancelToken,
@@ -96,7 +150,7 @@ pub fn run_restore(
     recorder.record(&run).map_err(|e| (Phase::Prepare, e))?;
     let started = Instant::now();
     let mut step = Phase::Prepare;
-    let result = execute(req, &tag, &mut run, &mut step, progress, cancel);
+    let result = execute(req, open, &tag, &mut run, &mut step, progress, cancel);
     run.finished = Some(Utc::now());
     run.duration_secs = Some(started.elapsed().as_secs_f64());
     run.outcome = match &result {
@@ -128,6 +182,7 @@ fn new_run(req: &RestoreRequest, id: String, tag: String) -> Run {
 
 fn execute(
     req: &RestoreRequest,
+    open: &mut dyn FnMut() -> Result<BackupSet>,
     tag: &str,
     run: &mut Run,
     step: &mut Phase,
@@ -138,7 +193,16 @@ fn execute(
     let target = prepare_target(&req.target)?;
     run.destination = target.clone();
 
-    let manifest = verify::read_listed(&req.backup)?;
+    let BackupSet { manifest, files } = open()?;
+    if files.len() != manifest.files.len() {
+        return Err(Error::Protocol {
+            detail: format!(
+                "{} of the backup's {} files arrived",
+                files.len(),
+                manifest.files.len()
+            ),
+        });
+    }
     if !req.store_names.is_empty() && !req.store_names.contains(&manifest.store_name) {
         return Err(Error::Refused {
             field: "backup",
@@ -171,7 +235,7 @@ fn execute(
         progress,
         cancel,
     };
-    let staged = stage(&req.backup, &manifest, staging.path(), &mut meter)
+    let staged = stage(files, &manifest, staging.path(), &mut meter)
         .map_err(|e| verify::as_damaged(&req.backup, e))?;
     cancel.check()?;
 
@@ -248,10 +312,34 @@ fn store_paths(dir: &Path, name: &str) -> Vec<PathBuf> {
 /// Copy the set into `staging` (hashes checked on the way), let SQLite
 /// replay the journal or WAL, fold the WAL into the main file, and return
 /// the single database file that results.
-fn stage(backup: &Path, manifest: &Manifest, staging: &Path, meter: &mut Meter) -> Result<PathBuf> {
-    for file in manifest.files.iter().filter(|f| f.role != FileRole::Shm) {
-        let copied = copy::copy_one(&backup.join(&file.name), &staging.join(&file.name), meter)?;
-        verify::check_hash(file, copied)?;
+fn stage(
+    files: Vec<fs::File>,
+    manifest: &Manifest,
+    staging: &Path,
+    meter: &mut Meter,
+) -> Result<PathBuf> {
+    let wanted: Vec<_> = manifest
+        .files
+        .iter()
+        .zip(files)
+        .filter(|(f, _)| f.role != FileRole::Shm)
+        .map(|(f, file)| {
+            let listed = crate::store::StoreFile {
+                role: f.role,
+                name: f.name.clone(),
+                size: f.size,
+            };
+            (listed, file)
+        })
+        .collect();
+    let copied = copy::copy_opened(wanted, staging, meter)?;
+    for (file, got) in manifest
+        .files
+        .iter()
+        .filter(|f| f.role != FileRole::Shm)
+        .zip(copied)
+    {
+        verify::check_hash(file, (got.size, got.sha256))?;
     }
     let db = staging.join(&manifest.store_name);
     verify::consolidate(&db)?;
@@ -296,6 +384,11 @@ fn move_aside(target: &Path, live: &[PathBuf]) -> Result<Option<PathBuf>> {
         HINT_TARGET,
     ))?;
     Ok(Some(dir))
+}
+
+/// Refuse while any file of the store `name` in `dir` is open in a process.
+pub fn check_store_not_in_use(dir: &Path, name: &str) -> Result<()> {
+    check_not_in_use(&store_paths(dir, name))
 }
 
 /// Refuse while any store file is open in another process.

@@ -43,6 +43,30 @@ pub enum WorkerRequest {
         request: Box<BackupRequest>,
         source: Box<SourcePlan>,
     },
+    /// A restore, run as the database folder's owner; the backup's files
+    /// (as `manifest` lists them) are open at descriptors 3 and up.
+    Restore {
+        request: Box<crate::restore::RestoreRequest>,
+        manifest: Box<crate::manifest::Manifest>,
+    },
+}
+
+/// The backup a restore worker was given: `manifest` and its files, open
+/// at descriptors 3 and up in manifest order.
+pub fn inherited_backup(manifest: crate::manifest::Manifest) -> Result<crate::restore::BackupSet> {
+    if manifest.files.len() > PIPES {
+        return Err(Error::Protocol {
+            detail: format!("a backup of {} files", manifest.files.len()),
+        });
+    }
+    let mut files = Vec::with_capacity(manifest.files.len());
+    for (i, file) in manifest.files.iter().enumerate() {
+        let fd = FIRST_PIPE_FD + i as i32;
+        files.push(crate::sys::inherited_file(fd).map_err(|e| Error::Protocol {
+            detail: format!("the backup file {} did not arrive: {e}", file.name),
+        })?);
+    }
+    Ok(crate::restore::BackupSet { manifest, files })
 }
 
 /// The helper to its worker, after the request.

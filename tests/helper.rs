@@ -228,6 +228,18 @@ impl PolkitSetup {
         PolkitSetup
     }
 
+    /// Also grant the test user the admin action (standing for the
+    /// administrator's password, which CI cannot type).
+    fn admin_rule(&self) {
+        let rule = format!(
+            "{}\npolkit.addRule(function(action, subject) {{\n  if (action.id == \"io.github.persnap.admin\" && subject.user == \"{TEST_USER}\") return polkit.Result.YES;\n}});\n",
+            std::fs::read_to_string(RULE).unwrap()
+        );
+        std::fs::write(RULE, rule).unwrap();
+        let _ = Command::new("pkill").args(["-x", "polkitd"]).status();
+        std::thread::sleep(std::time::Duration::from_millis(300));
+    }
+
     /// Install the shipped example rule (operators may back up) with the
     /// test user in "operators", and restart polkitd so it reads it now.
     fn operators_rule(&self) {
@@ -270,6 +282,19 @@ impl Drop for PolkitSetup {
         let _ = Command::new(dev_install).arg("--uninstall").output();
         let _ = Command::new("pkill").args(["-x", "polkitd"]).status();
     }
+}
+
+/// A second user standing for the correlator's service account.
+fn service_user() -> u32 {
+    const SVC: &str = "persnap_svc";
+    if Command::new("id")
+        .arg(SVC)
+        .output()
+        .is_ok_and(|o| !o.status.success())
+    {
+        run_ok(Command::new("useradd").args(["--system", SVC]));
+    }
+    uid_of(SVC)
 }
 
 fn uid_of(user: &str) -> u32 {
@@ -470,7 +495,7 @@ fn an_operator_backs_up_protected_databases_and_nothing_else() {
     let before = std::fs::read_dir(dest.path()).unwrap().count();
     let (events, code) = pkexec_raw("backup", &frame);
     assert!(
-        error_of(&events).contains("not a protected database"),
+        error_of(&events).contains("protected database"),
         "{events:?}"
     );
     assert_eq!(code, 8);
@@ -525,6 +550,68 @@ fn an_operator_backs_up_protected_databases_and_nothing_else() {
             .get("mine")
             .unwrap()
             .is_none()
+    );
+
+    // Restore is the administrator's (a rule stands for the password): only
+    // into a protected database's folder, never a root-owned one, and
+    // written as the folder's owner, who cannot read the user's backup
+    // (root opens it as the user who asked).
+    polkit.admin_rule();
+    let svc = service_user();
+    let svc_dir = tempfile::Builder::new()
+        .prefix("persnap-svc-")
+        .tempdir_in("/var/tmp")
+        .unwrap();
+    let svc_store = std::fs::canonicalize(svc_dir.path()).unwrap();
+    make_store(&svc_store, "persistence.db", Mode::Rollback, 1);
+    let restore_args = |to: &Path| {
+        vec![
+            "restore".to_owned(),
+            backup.display().to_string(),
+            "--to".to_owned(),
+            to.display().to_string(),
+        ]
+    };
+    let run = |args: Vec<String>| {
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        as_test_user(data.path(), &args)
+    };
+    let out = run(restore_args(&svc_store));
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("not the folder of a protected database"),
+        "{}",
+        stderr(&out)
+    );
+    let _svc_registered = Registered::new("pkexec-svc", &svc_store);
+    let out = run(restore_args(&svc_store));
+    assert!(stderr(&out).contains("belongs to root"), "{}", stderr(&out));
+    for entry in std::fs::read_dir(&svc_store).unwrap() {
+        std::os::unix::fs::chown(entry.unwrap().path(), Some(svc), Some(svc)).unwrap();
+    }
+    std::os::unix::fs::chown(&svc_store, Some(svc), Some(svc)).unwrap();
+    let out = run(restore_args(&svc_store));
+    assert!(
+        out.status.success(),
+        "exit {:?}: {}",
+        out.status.code(),
+        stderr(&out)
+    );
+    all_owned_by(&svc_store, svc);
+    let restored = svc_store.join("persistence.db");
+    persnap::verify::check_database(&restored).unwrap();
+    assert_eq!(
+        std::fs::read_dir(&svc_store)
+            .unwrap()
+            .filter(|e| e
+                .as_ref()
+                .unwrap()
+                .file_name()
+                .to_string_lossy()
+                .starts_with("before-restore-"))
+            .count(),
+        1,
+        "the old files are kept aside"
     );
 
     // The finished backup is the user's; swapping it for a link to a root

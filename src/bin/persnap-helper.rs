@@ -194,10 +194,22 @@ fn handle(level: Authority, input: Box<dyn Read + Send>, mut events: Events) -> 
             Err(e) => events.fail(&e, Some(Phase::Prepare)),
         },
         Validated::Restore(req) => {
-            let mut recorder = events.clone();
-            match persnap::restore::run_restore(&req, &mut recorder, &mut events, &cancel) {
-                Ok(report) => events.done(Reply::Restore { report }),
-                Err((step, error)) => events.fail(&error, Some(step)),
+            #[cfg(target_os = "linux")]
+            {
+                let invoker = match invoking_user() {
+                    Some(Ok(user)) => Some(user),
+                    Some(Err(e)) => return events.fail(&e, Some(Phase::Prepare)),
+                    None => None,
+                };
+                persnap::privileged::restore::restore_for(req, invoker.as_ref(), &events)
+            }
+            #[cfg(not(target_os = "linux"))]
+            {
+                let mut recorder = events.clone();
+                match persnap::restore::run_restore(&req, &mut recorder, &mut events, &cancel) {
+                    Ok(report) => events.done(Reply::Restore { report }),
+                    Err((step, error)) => events.fail(&error, Some(step)),
+                }
             }
         }
         Validated::ScheduleAdd(schedule) => {
@@ -289,6 +301,38 @@ fn worker() -> i32 {
                     }),
                 },
                 Err(BackupFailure { step, error, .. }) => protocol::Event::Error {
+                    kind: error.kind(),
+                    step: Some(step),
+                    message: error.to_string(),
+                },
+            };
+            let code = match &event {
+                protocol::Event::Error { kind, .. } => kind.exit_code(),
+                _ => 0,
+            };
+            out.event(event);
+            code
+        }
+        WorkerRequest::Restore { request, manifest } => {
+            let mut set = Some(*manifest);
+            let mut open = || {
+                let manifest = set.take().ok_or_else(|| Error::Protocol {
+                    detail: "the backup was opened twice".into(),
+                })?;
+                worker::inherited_backup(manifest)
+            };
+            let (mut recorder, mut progress) = (out.clone(), out.clone());
+            let event = match persnap::restore::run_restore_from(
+                &request,
+                &mut open,
+                &mut recorder,
+                &mut progress,
+                &cancel,
+            ) {
+                Ok(report) => protocol::Event::Done {
+                    result: Box::new(Reply::Restore { report }),
+                },
+                Err((step, error)) => protocol::Event::Error {
                     kind: error.kind(),
                     step: Some(step),
                     message: error.to_string(),

@@ -19,6 +19,10 @@
 pub mod capture;
 pub mod channel;
 pub mod locks;
+#[cfg(target_os = "linux")]
+pub mod restore;
+#[cfg(target_os = "linux")]
+pub mod spawn;
 #[cfg(unix)]
 pub mod user;
 

@@ -73,6 +73,62 @@ impl Identity {
         })
     }
 
+    /// The owner of `folder` (a database folder a restore writes into):
+    /// its uid, with that user's groups when the system knows the user,
+    /// else the folder's group alone.
+    pub fn owner_of(folder: &std::path::Path) -> Result<Identity> {
+        use std::os::unix::fs::MetadataExt;
+        let meta = std::fs::symlink_metadata(folder).map_err(Error::io(
+            "examine",
+            folder,
+            "Give the database's folder.",
+        ))?;
+        if meta.uid() == 0 {
+            return Err(Error::Refused {
+                field: "target",
+                reason: format!(
+                    "{} belongs to root; persnap never restores as root",
+                    folder.display()
+                ),
+            });
+        }
+        Ok(Identity::of_uid(meta.uid()).unwrap_or(Identity {
+            uid: meta.uid(),
+            gid: meta.gid(),
+            groups: vec![meta.gid()],
+            name: meta.uid().to_string(),
+        }))
+    }
+
+    /// Run `work` on a thread of its own that has this user's
+    /// credentials (set with the raw system calls, which change only the
+    /// calling thread on Linux), so whatever it opens, it opens as the
+    /// user. The thread ends with `work`; no other thread is affected.
+    pub fn run_as<T: Send>(&self, work: impl FnOnce() -> T + Send) -> Result<T> {
+        std::thread::scope(|scope| {
+            scope
+                .spawn(|| {
+                    // SAFETY: raw credential syscalls on this thread only.
+                    let dropped = unsafe {
+                        libc::syscall(libc::SYS_setgroups, self.groups.len(), self.groups.as_ptr())
+                            == 0
+                            && libc::syscall(libc::SYS_setresgid, self.gid, self.gid, self.gid) == 0
+                            && libc::syscall(libc::SYS_setresuid, self.uid, self.uid, self.uid) == 0
+                    };
+                    if !dropped {
+                        return Err(Error::io(
+                            "act as",
+                            self.name.clone(),
+                            "persnap-helper must run as root.",
+                        )(io::Error::last_os_error()));
+                    }
+                    Ok(work())
+                })
+                .join()
+                .unwrap_or_else(|p| std::panic::resume_unwind(p))
+        })
+    }
+
     /// Whether this is root (the helper then needs no worker).
     pub fn is_root(&self) -> bool {
         self.uid == 0
@@ -107,6 +163,28 @@ impl Identity {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_thread_acting_as_a_user_reads_only_what_they_may() {
+        if !crate::fsutil::is_root() {
+            eprintln!("SKIP a_thread_acting_as_a_user_reads_only_what_they_may: needs root");
+            return;
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let secret = dir.path().join("secret");
+        std::fs::write(&secret, b"root only").unwrap();
+        let nobody = Identity::of_uid(65534).unwrap();
+        let read = nobody.run_as(|| std::fs::read(&secret)).unwrap();
+        assert_eq!(
+            read.unwrap_err().kind(),
+            io::ErrorKind::PermissionDenied,
+            "the thread has nobody's rights"
+        );
+        assert!(
+            std::fs::read(&secret).is_ok(),
+            "the rest of the process is still root"
+        );
+    }
 
     #[test]
     fn a_child_runs_with_exactly_the_users_ids() {

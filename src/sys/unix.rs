@@ -91,13 +91,23 @@ pub fn open_beneath(dir: &File, _dir_path: &Path, name: &str) -> io::Result<File
 /// The pipe a parent left open at descriptor `fd` (the worker's store
 /// files), refused unless it really is one.
 pub fn inherited_pipe(fd: i32) -> io::Result<File> {
+    inherited(fd, libc::S_IFIFO, "a pipe")
+}
+
+/// The regular file a parent left open at descriptor `fd` (a restore
+/// worker's backup files).
+pub fn inherited_file(fd: i32) -> io::Result<File> {
+    inherited(fd, libc::S_IFREG, "a file")
+}
+
+fn inherited(fd: i32, kind: libc::mode_t, what: &str) -> io::Result<File> {
     // SAFETY: fstat writes into the zeroed struct.
     let mut st: libc::stat = unsafe { std::mem::zeroed() };
     if unsafe { libc::fstat(fd, &mut st) } != 0 {
         return Err(io::Error::last_os_error());
     }
-    if st.st_mode & libc::S_IFMT != libc::S_IFIFO {
-        return Err(io::Error::other(format!("descriptor {fd} is not a pipe")));
+    if st.st_mode & libc::S_IFMT != kind {
+        return Err(io::Error::other(format!("descriptor {fd} is not {what}")));
     }
     // SAFETY: the descriptor was left to this process by its parent, for it.
     Ok(unsafe { <File as std::os::fd::FromRawFd>::from_raw_fd(fd) })
@@ -405,7 +415,11 @@ pub fn processes_using(paths: &[PathBuf]) -> Vec<String> {
 /// the correlator's user, as the file it replaces did.
 pub fn take_ownership_of(path: &Path, like: &Path) -> io::Result<()> {
     let reference = fs::metadata(like)?;
-    std::os::unix::fs::lchown(path, Some(reference.uid()), Some(reference.gid()))?;
+    // Only root changes owners: a restore run as the folder's owner (the
+    // helper's worker) makes files that are that owner's already.
+    if is_admin() {
+        std::os::unix::fs::lchown(path, Some(reference.uid()), Some(reference.gid()))?;
+    }
     if reference.is_file() {
         use std::os::unix::fs::PermissionsExt;
         fs::set_permissions(path, fs::Permissions::from_mode(reference.mode() & 0o7777))?;

@@ -195,6 +195,11 @@ pub fn open_beneath(_dir: &File, dir_path: &Path, name: &str) -> io::Result<File
     open_nofollow(&dir_path.join(name))
 }
 
+/// Inherited files are a Linux worker's; never on Windows.
+pub fn inherited_file(fd: i32) -> io::Result<File> {
+    inherited_pipe(fd)
+}
+
 /// Inherited pipes are a Linux worker's; never on Windows.
 pub fn inherited_pipe(fd: i32) -> io::Result<File> {
     Err(io::Error::other(format!(

@@ -1,0 +1,233 @@
+//! Starting the unprivileged worker (`persnap-helper worker`) as the user
+//! the work is for, and serving it.
+//!
+//! The worker gets its request on stdin, descriptors 3 and up (pipes of a
+//! backup's store files, or a restore's backup files opened as the user
+//! who asked), and a clean environment. Its frames are only passed on to
+//! the caller (its own user's front end); a backup worker may ask for one
+//! snapshot ([`super::capture`]). Nothing the worker says makes root do
+//! anything else. Writes to it give up after [`super::channel::STALL`].
+
+use std::fs::File;
+use std::io::{BufReader, Write};
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::process::{Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use crate::error::{Error, ErrorKind, HINT_SOURCE, Result};
+use crate::progress::{CancelToken, Phase};
+use crate::protocol::{self, Event};
+use crate::worker::{FromWorker, ToWorker, WorkerRequest};
+
+use super::channel::{Events, STALL};
+use super::user::Identity;
+
+/// A pipe whose writes give up after `limit` without progress, so a
+/// reader that stops cannot block the helper (nor hold a snapshot).
+pub(super) struct Bounded {
+    file: File,
+    limit: Duration,
+    cancel: Option<CancelToken>,
+}
+
+impl Bounded {
+    pub(super) fn new(fd: OwnedFd, limit: Duration, cancel: Option<CancelToken>) -> Bounded {
+        // SAFETY: fcntl on a descriptor we own.
+        unsafe {
+            let flags = libc::fcntl(fd.as_raw_fd(), libc::F_GETFL);
+            libc::fcntl(fd.as_raw_fd(), libc::F_SETFL, flags | libc::O_NONBLOCK);
+        }
+        Bounded {
+            file: File::from(fd),
+            limit,
+            cancel,
+        }
+    }
+}
+
+impl Write for Bounded {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        let started = Instant::now();
+        loop {
+            match self.file.write(buf) {
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+                other => return other,
+            }
+            if self.cancel.as_ref().is_some_and(|c| c.is_cancelled()) {
+                return Err(std::io::Error::other("cancelled"));
+            }
+            if started.elapsed() > self.limit {
+                return Err(std::io::Error::new(
+                    std::io::ErrorKind::TimedOut,
+                    "the reader stopped reading",
+                ));
+            }
+            let mut poll = libc::pollfd {
+                fd: self.file.as_raw_fd(),
+                events: libc::POLLOUT,
+                revents: 0,
+            };
+            // SAFETY: one valid pollfd.
+            unsafe { libc::poll(&mut poll, 1, 200) };
+        }
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+pub(super) fn pipe() -> std::io::Result<(OwnedFd, OwnedFd)> {
+    let mut fds = [0; 2];
+    // SAFETY: pipe2 fills two descriptors.
+    if unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) } != 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    // SAFETY: both are new descriptors we own.
+    Ok(unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) })
+}
+
+pub(super) struct Worker {
+    child: std::process::Child,
+    pub(super) to_worker: Arc<Mutex<Bounded>>,
+    pub(super) pipes: Vec<OwnedFd>,
+}
+
+impl Worker {
+    /// Start the worker as `user` with `give` at descriptors 3 and up;
+    /// `keep` (the writing ends of its pipes) stay here.
+    pub(super) fn start(user: &Identity, give: Vec<OwnedFd>, keep: Vec<OwnedFd>) -> Result<Worker> {
+        let io = |e| Error::io("start the worker", "persnap-helper", HINT_SOURCE)(e);
+        let exe = std::env::current_exe().map_err(io)?;
+        let mut reads = Vec::new();
+        for fd in give {
+            // Out of the way of descriptors 3.. they will be moved to.
+            // SAFETY: fcntl duplicates a descriptor we own.
+            let high = unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_DUPFD_CLOEXEC, 100) };
+            if high < 0 {
+                return Err(io(std::io::Error::last_os_error()));
+            }
+            // SAFETY: a new descriptor we own.
+            reads.push(unsafe { OwnedFd::from_raw_fd(high) });
+        }
+        let mut cmd = Command::new(exe);
+        cmd.arg("worker")
+            .env_clear()
+            .env("PATH", "/usr/sbin:/usr/bin:/sbin:/bin")
+            .current_dir("/")
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit());
+        let runtime = std::path::PathBuf::from(format!("/run/user/{}", user.uid));
+        if crate::sys::owner_of(&runtime) == Some(user.uid) {
+            cmd.env("XDG_RUNTIME_DIR", runtime);
+        }
+        let raw: Vec<i32> = reads.iter().map(|r| r.as_raw_fd()).collect();
+        // SAFETY: dup2 is async-signal-safe; targets 3..6 are free of the
+        // sources (all at 100 or above).
+        unsafe {
+            use std::os::unix::process::CommandExt;
+            cmd.pre_exec(move || {
+                for (i, fd) in raw.iter().enumerate() {
+                    if libc::dup2(*fd, crate::worker::FIRST_PIPE_FD + i as i32) < 0 {
+                        return Err(std::io::Error::last_os_error());
+                    }
+                }
+                Ok(())
+            });
+        }
+        user.apply(&mut cmd);
+        let mut child = cmd.spawn().map_err(io)?;
+        drop(reads);
+        let stdin = OwnedFd::from(child.stdin.take().expect("piped"));
+        Ok(Worker {
+            child,
+            to_worker: Arc::new(Mutex::new(Bounded::new(stdin, STALL, None))),
+            pipes: keep,
+        })
+    }
+
+    pub(super) fn send(to_worker: &Mutex<Bounded>, frame: &ToWorker) -> std::io::Result<()> {
+        let mut w = to_worker.lock().unwrap_or_else(|p| p.into_inner());
+        protocol::write_frame(&mut *w, frame)
+    }
+
+    /// Send `request`, pass the worker's events on, and start `on_capture`
+    /// (once) when a backup worker asks for its snapshot.
+    pub(super) fn serve(
+        mut self,
+        request: WorkerRequest,
+        events: &Events,
+        mut on_capture: Option<
+            Box<dyn FnOnce(String, Vec<OwnedFd>, Arc<Mutex<Bounded>>, u32) + Send>,
+        >,
+    ) -> i32 {
+        let cancel = events.cancel().clone();
+        {
+            let mut w = self.to_worker.lock().unwrap_or_else(|p| p.into_inner());
+            if let Err(e) = protocol::write_frame(&mut *w, &request) {
+                drop(w);
+                let _ = self.child.kill();
+                let _ = self.child.wait();
+                return events.fail(&worker_lost(&e.to_string()), Some(Phase::Prepare));
+            }
+        }
+        let forward = {
+            let to_worker = Arc::clone(&self.to_worker);
+            let cancel = cancel.clone();
+            std::thread::spawn(move || {
+                while !cancel.is_cancelled() {
+                    std::thread::sleep(Duration::from_millis(50));
+                }
+                let _ = Worker::send(&to_worker, &ToWorker::Cancel);
+            })
+        };
+        let _ = forward; // ends when the run is cancelled, or with the process
+        let mut out = BufReader::new(self.child.stdout.take().expect("piped"));
+        let mut pipes = Some(std::mem::take(&mut self.pipes));
+        let mut capture = None;
+        let mut last = None;
+        while let Ok(frame) = protocol::read_frame::<FromWorker>(&mut out) {
+            match frame {
+                FromWorker::Event { event } => {
+                    if matches!(event, Event::Done { .. } | Event::Error { .. }) {
+                        last = Some(match &event {
+                            Event::Error { kind, .. } => kind.exit_code(),
+                            _ => 0,
+                        });
+                    }
+                    events.send(event);
+                }
+                FromWorker::Capture { tag } => {
+                    // One snapshot per run, and only for a backup worker.
+                    let (Some(pipes), Some(start)) = (pipes.take(), on_capture.take()) else {
+                        continue;
+                    };
+                    let to_worker = Arc::clone(&self.to_worker);
+                    let pid = self.child.id();
+                    capture = Some(std::thread::spawn(move || {
+                        start(tag, pipes, to_worker, pid)
+                    }));
+                }
+            }
+        }
+        drop(pipes);
+        if let Some(job) = capture {
+            let _ = job.join();
+        }
+        let status = self.child.wait();
+        match last {
+            Some(code) => code,
+            None => events.fail(&worker_lost(&format!("{status:?}")), Some(Phase::Finish)),
+        }
+    }
+}
+
+pub(super) fn worker_lost(detail: &str) -> Error {
+    Error::Relayed {
+        kind: ErrorKind::Internal,
+        message: format!(
+            "The worker stopped unexpectedly ({detail}); nothing was kept and the snapshot was removed. Please report this."
+        ),
+    }
+}
