@@ -236,16 +236,35 @@ fn restore_into_a_new_folder_and_through_the_cli() {
         return;
     }
     // Again over it, through the CLI and the helper: the first restore's
-    // file goes to a safety folder.
-    let out = persnap(
-        data.path(),
-        &[
-            "restore",
-            taken.to_str().unwrap(),
-            "--to",
-            fresh.to_str().unwrap(),
-        ],
-    );
+    // file goes to a safety folder. The helper restores only into a
+    // protected database's folder, as its (non-root) owner.
+    let registry = persnap::registry::Registry::at(data.path().join("databases"));
+    registry
+        .add(&persnap::registry::Database {
+            name: "fresh".into(),
+            folder: std::fs::canonicalize(&fresh).unwrap(),
+            store_name: "persistence.db".into(),
+            location: None,
+            schedule: None,
+            retention: Default::default(),
+            added: None,
+        })
+        .unwrap();
+    std::os::unix::fs::chown(&fresh, Some(65534), Some(65534)).unwrap();
+    let cli = |args: &[&str]| {
+        std::process::Command::new(bin("persnap"))
+            .args(args)
+            .env("PERSNAP_DATA_DIR", data.path())
+            .env("PERSNAP_REGISTRY_DIR", registry.dir())
+            .output()
+            .unwrap()
+    };
+    let out = cli(&[
+        "restore",
+        taken.to_str().unwrap(),
+        "--to",
+        fresh.to_str().unwrap(),
+    ]);
     assert!(out.status.success(), "{}", stderr(&out));
     assert_eq!(
         String::from_utf8_lossy(&out.stdout).trim(),
@@ -257,14 +276,14 @@ fn restore_into_a_new_folder_and_through_the_cli() {
         stderr(&out)
     );
     assert_eq!(names_with_prefix(&fresh, SAFETY_PREFIX).len(), 1);
-    let bad = persnap(
-        data.path(),
-        &[
-            "restore",
-            fresh.to_str().unwrap(),
-            "--to",
-            parent.path().to_str().unwrap(),
-        ],
-    );
+    use std::os::unix::fs::MetadataExt;
+    let restored = std::fs::metadata(fresh.join("persistence.db")).unwrap();
+    assert_eq!(restored.uid(), 65534, "written as the folder's owner");
+    let bad = cli(&[
+        "restore",
+        fresh.to_str().unwrap(),
+        "--to",
+        parent.path().to_str().unwrap(),
+    ]);
     assert_eq!(bad.status.code(), Some(2), "{}", stderr(&bad));
 }

@@ -173,6 +173,8 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let secret = dir.path().join("secret");
         std::fs::write(&secret, b"root only").unwrap();
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&secret, std::fs::Permissions::from_mode(0o600)).unwrap();
         let nobody = Identity::of_uid(65534).unwrap();
         let read = nobody.run_as(|| std::fs::read(&secret)).unwrap();
         assert_eq!(
