@@ -77,6 +77,10 @@ pub enum Command {
         /// Set by a schedule's task (Windows): the history to record into.
         #[arg(long, value_name = "DIR", hide = true)]
         history_dir: Option<PathBuf>,
+        /// Set by a schedule's service (Linux, run as root): the user who
+        /// made the schedule, whom the backup and its history belong to.
+        #[arg(long, value_name = "UID", hide = true)]
+        as_uid: Option<u32>,
         /// Windows: seconds the whole Volume Shadow Copy sequence may take (default 120).
         #[arg(long, value_name = "SECS", value_parser = clap::value_parser!(u64).range(1..=86400))]
         vss_timeout: Option<u64>,
@@ -268,6 +272,7 @@ pub fn run(cli: Cli) -> Result<(), Failure> {
             retention,
             scheduled,
             history_dir,
+            as_uid,
         } => {
             let req = BackupRequest {
                 source,
@@ -285,7 +290,7 @@ pub fn run(cli: Cli) -> Result<(), Failure> {
                 Some(dir) => History::at(dir),
                 None => History::open_default()?,
             };
-            let result = backup_cmd(&req, history, scheduled.clone());
+            let result = backup_cmd(&req, history, scheduled.clone(), as_uid);
             if result.is_err()
                 && let Some(name) = scheduled
             {
@@ -336,16 +341,9 @@ impl Recorder for Tagged {
     }
 }
 
-fn backup_cmd(
-    req: &BackupRequest,
-    history: History,
-    schedule: Option<String>,
-) -> Result<(), Failure> {
-    let mut history = Tagged { history, schedule };
-    let cancel = CancelToken::new();
-    install_cancel_on_signals(&cancel)?;
-    let mut progress = Printer::new();
-    for run in history.history.recover()? {
+/// Mark runs of this history whose process died as interrupted, saying so.
+fn recover(history: &History, progress: &mut Printer) -> Result<(), Failure> {
+    for run in history.recover()? {
         let when = run
             .started
             .with_timezone(&chrono::Local)
@@ -355,7 +353,35 @@ fn backup_cmd(
             &format!("The backup started {when} was interrupted; its leftovers are removed now."),
         );
     }
-    let result = if req.method == MethodChoice::Explicit(Method::SqliteOnline) {
+    Ok(())
+}
+
+fn backup_cmd(
+    req: &BackupRequest,
+    history: History,
+    schedule: Option<String>,
+    as_uid: Option<u32>,
+) -> Result<(), Failure> {
+    let mut history = Tagged { history, schedule };
+    let cancel = CancelToken::new();
+    install_cancel_on_signals(&cancel)?;
+    let mut progress = Printer::new();
+    // A scheduled run starts as root and acts for the user who made the
+    // schedule: the helper writes the backup as them, and this process
+    // becomes them (as soon as the helper runs) before it touches their
+    // history. Without root there is nobody else to be.
+    let as_uid = as_uid.filter(|uid| *uid != 0 && persnap::fsutil::is_root());
+    let online = req.method == MethodChoice::Explicit(Method::SqliteOnline);
+    #[cfg(unix)]
+    if let (Some(uid), true) = (as_uid, online) {
+        persnap::privileged::user::Identity::of_uid(uid)?
+            .become_now()
+            .map_err(anyhow::Error::from)?;
+    }
+    if as_uid.is_none() || online {
+        recover(&history.history, &mut progress)?;
+    }
+    let result = if online {
         // No snapshot, no elevation: run the engine here.
         backup::run_backup(req, &mut history, &mut progress, &cancel)
             .map(|r| (r.backup_dir, r.manifest))
@@ -367,8 +393,16 @@ fn backup_cmd(
             store_name: req.store_name.clone(),
             method: req.method,
             options: BackupOptions::from_request(req),
+            run_as: as_uid,
         };
-        match launch::call(&request, &mut progress, &mut history, &cancel) {
+        let called = launch::route().and_then(|mut route| {
+            route.become_user = as_uid;
+            launch::call_via(route, &request, &mut progress, &mut history, &cancel)
+        });
+        if as_uid.is_some() {
+            recover(&history.history, &mut progress)?;
+        }
+        match called {
             Ok(Reply::Backup {
                 backup_dir,
                 manifest,

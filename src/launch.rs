@@ -96,6 +96,9 @@ pub struct HelperRoute {
     /// Extra environment for a helper started directly (pkexec and UAC
     /// start it with a clean one): e.g. `PERSNAP_UNIT_DIR` in tests.
     pub env: Vec<(String, PathBuf)>,
+    /// Root only: once the helper runs, this process becomes that user
+    /// (a scheduled run records into the user's history as the user).
+    pub become_user: Option<u32>,
 }
 
 /// Decide how to start the helper, or say plainly why it cannot be.
@@ -110,6 +113,7 @@ pub fn route() -> Result<HelperRoute, RemoteFailure> {
         helper,
         elevate: !fsutil::is_root(),
         env: Vec::new(),
+        become_user: None,
     })
 }
 
@@ -125,6 +129,7 @@ pub fn route() -> Result<HelperRoute, RemoteFailure> {
             helper,
             elevate: false,
             env: Vec::new(),
+            become_user: None,
         });
     }
     if !Path::new(PKEXEC).is_file() {
@@ -140,6 +145,7 @@ pub fn route() -> Result<HelperRoute, RemoteFailure> {
         helper,
         elevate: true,
         env: Vec::new(),
+        become_user: None,
     })
 }
 
@@ -221,6 +227,19 @@ fn call_child(
         .map_err(|e| {
             RemoteFailure::elevation(format!("Could not start {}: {e}", route.helper.display()))
         })?;
+    #[cfg(unix)]
+    if let Some(uid) = route.become_user {
+        let became = persnap::privileged::user::Identity::of_uid(uid)
+            .map_err(|e| e.to_string())
+            .and_then(|user| user.become_now().map_err(|e| e.to_string()));
+        if let Err(e) = became {
+            let _ = child.kill();
+            let _ = child.wait();
+            return Err(RemoteFailure::elevation(format!(
+                "Could not act as uid {uid} for the scheduled run ({e}); the backup did not run."
+            )));
+        }
+    }
     let mut stdin = child.stdin.take().expect("piped");
     protocol::write_frame(&mut stdin, request).map_err(|e| {
         RemoteFailure::elevation(format!("Could not send the request to the helper: {e}"))

@@ -47,6 +47,11 @@ pub enum Request {
         store_name: String,
         method: MethodChoice,
         options: BackupOptions,
+        /// The user to write the backup as, for a caller that is root
+        /// itself (a scheduled run for the user who made the schedule).
+        /// Under pkexec it can only be the invoking user.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        run_as: Option<u32>,
     },
     /// What would run, and (with `test_snapshot`) whether a snapshot can be
     /// taken: one is created and removed again, nothing copied.
@@ -450,7 +455,8 @@ fn check_options(options: &BackupOptions) -> Result<SnapshotOptions, Error> {
 /// A validated request, ready for the engine.
 #[derive(Debug)]
 pub enum Validated {
-    Backup(BackupRequest),
+    /// A backup, and the user to write it as (none: the caller).
+    Backup(BackupRequest, Option<u32>),
     Probe {
         request: BackupRequest,
         dest_given: bool,
@@ -485,7 +491,7 @@ impl Validated {
             return Ok(());
         }
         let (what, source, store_name) = match self {
-            Validated::Backup(req) => ("Backing up", &req.source, &req.store_name),
+            Validated::Backup(req, _) => ("Backing up", &req.source, &req.store_name),
             Validated::Probe { request, .. } => (
                 "Testing a snapshot of",
                 &request.source,
@@ -551,7 +557,7 @@ impl Validated {
     /// The request in words, for refusals.
     fn describe(&self) -> String {
         match self {
-            Validated::Backup(_) => "Backing up".into(),
+            Validated::Backup(..) => "Backing up".into(),
             Validated::Probe { .. } => "Testing a snapshot".into(),
             Validated::Cleanup => "Removing leftover snapshots".into(),
             Validated::Restore(r) => format!("Restoring into {}", r.target.display()),
@@ -574,9 +580,10 @@ pub fn validate(request: Request) -> Result<Validated, Error> {
             store_name,
             method,
             options,
+            run_as,
         } => {
             let req = backup_request(source, Some(dest), store_name, method, &options)?;
-            Ok(Validated::Backup(req))
+            Ok(Validated::Backup(req, run_as.filter(|uid| *uid != 0)))
         }
         Request::Probe {
             source,
@@ -623,6 +630,7 @@ pub fn validate(request: Request) -> Result<Validated, Error> {
                     when,
                     history_dir,
                     created: Some(chrono::Utc::now()),
+                    uid: None,
                 },
             )))
         }

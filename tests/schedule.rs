@@ -403,6 +403,7 @@ fn a_missed_run_is_reported_until_one_runs() {
         when: When::Daily(due.time().with_nanosecond(0).unwrap()),
         history_dir: data.path().to_owned(),
         created: Some(Utc::now() - Duration::days(3)),
+        uid: None,
     };
     systemd::write_units(&s, units.path(), &bin("persnap")).unwrap();
     let check = with_units(units.path(), data.path(), &["schedule", "check"]);
@@ -466,6 +467,7 @@ fn the_helper_records_only_into_the_invoking_users_history() {
     let mut frame = Vec::new();
     protocol::write_frame(&mut frame, &request).unwrap();
     let mut child = Command::new(bin("persnap-helper"))
+        .arg("admin")
         .env("PKEXEC_UID", "4242")
         .env("PERSNAP_UNIT_DIR", units.path())
         .stdin(std::process::Stdio::piped())
@@ -490,4 +492,113 @@ fn the_helper_records_only_into_the_invoking_users_history() {
         0,
         "nothing installed"
     );
+}
+
+#[test]
+fn a_scheduled_run_writes_as_the_user_who_made_it() {
+    if !require_root("a_scheduled_run_writes_as_the_user_who_made_it") {
+        return;
+    }
+    use std::os::unix::fs::MetadataExt;
+    const USER: &str = "persnap_sched";
+    if Command::new("id")
+        .arg(USER)
+        .output()
+        .is_ok_and(|o| !o.status.success())
+    {
+        run_ok(Command::new("useradd").args(["--create-home", USER]));
+    }
+    let uid: u32 = run_ok(Command::new("id").args(["-u", USER]))
+        .parse()
+        .unwrap();
+    let (_vol, store) = LoopVolume::btrfs_with_subvolume(300);
+    make_store(&store, "persistence.db", Mode::Wal, 2);
+    let user_dir = |name: &str| {
+        let dir = tempfile::Builder::new()
+            .prefix(name)
+            .tempdir_in("/var/tmp")
+            .unwrap();
+        std::os::unix::fs::chown(dir.path(), Some(uid), Some(uid)).unwrap();
+        dir
+    };
+    let (dest, history) = (
+        user_dir("persnap-sched-dest-"),
+        user_dir("persnap-sched-data-"),
+    );
+    let units = tempfile::tempdir().unwrap();
+    // Made by the user through the helper (pkexec says who asked).
+    use persnap::protocol::{self, BackupOptions, Request};
+    let request = Request::ScheduleAdd {
+        name: "as-user".into(),
+        source: persnap::volume::canonical(&store).unwrap(),
+        dest: persnap::backup::canonical_dest(dest.path()).unwrap(),
+        store_name: "persistence.db".into(),
+        method: persnap::method::MethodChoice::Auto,
+        options: BackupOptions::default(),
+        when: "daily".into(),
+        history_dir: persnap::fsutil::canonicalize(history.path()).unwrap(),
+    };
+    let mut frame = Vec::new();
+    protocol::write_frame(&mut frame, &request).unwrap();
+    let mut child = Command::new(bin("persnap-helper"))
+        .arg("admin")
+        .env("PKEXEC_UID", uid.to_string())
+        .env("PERSNAP_UNIT_DIR", units.path())
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    use std::io::Write;
+    child.stdin.take().unwrap().write_all(&frame).unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    let text =
+        std::fs::read_to_string(units.path().join("persnap-backup-as-user.service")).unwrap();
+    let words = directive_words(&text, "ExecStart");
+    assert!(
+        words
+            .windows(2)
+            .any(|w| w[0] == "--as-uid" && w[1] == uid.to_string()),
+        "the run acts for its maker: {words:?}"
+    );
+
+    // The run, as systemd starts it: as root.
+    let env = directive_words(&text, "Environment").remove(0);
+    let (key, value) = env.split_once('=').unwrap();
+    let run = Command::new(&words[0])
+        .args(&words[1..])
+        .env_clear()
+        .env(key, value)
+        .output()
+        .unwrap();
+    assert!(
+        run.status.success(),
+        "{}",
+        String::from_utf8_lossy(&run.stderr)
+    );
+    let backup = std::path::PathBuf::from(String::from_utf8_lossy(&run.stdout).trim());
+    check_backup(&backup, "persistence.db");
+    for path in std::iter::once(backup.clone())
+        .chain(
+            std::fs::read_dir(&backup)
+                .unwrap()
+                .map(|e| e.unwrap().path()),
+        )
+        .chain([history.path().join("history.json")])
+    {
+        assert_eq!(
+            std::fs::symlink_metadata(&path).unwrap().uid(),
+            uid,
+            "{} is the user's",
+            path.display()
+        );
+    }
+    let runs = History::at(history.path()).load().unwrap();
+    assert_eq!(runs.last().unwrap().outcome, Outcome::Completed);
+    assert_eq!(runs.last().unwrap().scheduled.as_deref(), Some("as-user"));
 }

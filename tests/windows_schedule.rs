@@ -66,6 +66,7 @@ fn the_tasks_arguments_make_a_scheduled_backup() {
         when: When::parse("02:00").unwrap(),
         history_dir: history.clone(),
         created: None,
+        uid: None,
     };
     // Exactly what the task's <Arguments> holds, parsed by the child itself.
     let out = Command::new(persnap_exe())

@@ -168,9 +168,9 @@ fn handle(level: Authority, input: Box<dyn Read + Send>, mut events: Events) -> 
     watch_for_cancel(input, events.cancel().clone());
     let cancel = events.cancel().clone();
     match validated {
-        Validated::Backup(req) => {
+        Validated::Backup(req, run_as) => {
             #[cfg(target_os = "linux")]
-            if let Some(user) = invoking_user() {
+            if let Some(user) = backup_user(run_as) {
                 return match user {
                     Ok(user) => persnap::privileged::capture::backup_for(req, &user, &events),
                     Err(e) => events.fail(&e, Some(Phase::Prepare)),
@@ -212,7 +212,8 @@ fn handle(level: Authority, input: Box<dyn Read + Send>, mut events: Events) -> 
                 }
             }
         }
-        Validated::ScheduleAdd(schedule) => {
+        Validated::ScheduleAdd(mut schedule) => {
+            schedule.uid = schedule_owner(&schedule.history_dir);
             let installed = invoking_user_owns(&schedule.history_dir)
                 .and_then(|_| persnap::schedule::install(&schedule, &scheduled_exe()));
             match installed {
@@ -254,6 +255,23 @@ fn handle(level: Authority, input: Box<dyn Read + Send>, mut events: Events) -> 
 fn invoking_user() -> Option<persnap::Result<persnap::privileged::user::Identity>> {
     let uid = invoking_uid().filter(|uid| *uid != 0)?;
     Some(persnap::privileged::user::Identity::of_uid(uid))
+}
+
+/// Who a backup is written as: `run_as` when the caller is root itself
+/// (a scheduled run), else the invoking user; under pkexec a request for
+/// anyone else is refused.
+#[cfg(target_os = "linux")]
+fn backup_user(
+    run_as: Option<u32>,
+) -> Option<persnap::Result<persnap::privileged::user::Identity>> {
+    match (run_as, invoking_uid()) {
+        (Some(wanted), Some(caller)) if wanted != caller => Some(Err(Error::Refused {
+            field: "run_as",
+            reason: format!("you (uid {caller}) may only back up as yourself, not as uid {wanted}"),
+        })),
+        (Some(uid), _) => Some(persnap::privileged::user::Identity::of_uid(uid)),
+        (None, _) => invoking_user(),
+    }
 }
 
 /// `persnap-helper worker`: the unprivileged half of a backup, started by
@@ -395,6 +413,18 @@ fn invoking_user_owns(dir: &std::path::Path) -> persnap::Result<()> {
             dir.display()
         ),
     })
+}
+
+/// Whom a schedule's runs act for: the user pkexec started the helper for,
+/// else (root itself) the owner of the history folder it records into.
+#[cfg(unix)]
+fn schedule_owner(history_dir: &std::path::Path) -> Option<u32> {
+    invoking_uid().or_else(|| persnap::sys::owner_of(history_dir))
+}
+
+#[cfg(windows)]
+fn schedule_owner(_history_dir: &std::path::Path) -> Option<u32> {
+    None
 }
 
 /// Windows: UAC approved an administrator; the folder's ACL governs it.

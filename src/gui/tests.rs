@@ -405,6 +405,7 @@ fn btrfs_snapshot_backup_from_the_window_and_a_missing_helper() {
         helper: "/nonexistent/persnap-helper".into(),
         elevate: true,
         env: Vec::new(),
+        become_user: None,
     });
     h.get_by_label("Back up now").click();
     wait_until(&mut h, "the elevation failure", |app| {
@@ -507,6 +508,7 @@ fn fixture_schedules() -> tempfile::TempDir {
         when: persnap::schedule::When::Calendar("Sun *-*-* 03:00:00".into()),
         history_dir: "/home/op/.local/share/persnap".into(),
         created: None,
+        uid: None,
     };
     #[cfg(windows)]
     std::fs::write(
@@ -538,6 +540,7 @@ fn direct_helper() -> crate::launch::HelperRoute {
         helper,
         elevate: false,
         env: Vec::new(),
+        become_user: None,
     }
 }
 
@@ -765,6 +768,7 @@ fn a_missed_scheduled_run_is_shown_on_the_backup_screen() {
         when: persnap::schedule::When::Daily(due.time().with_nanosecond(0).unwrap()),
         history_dir: data.path().join("history"),
         created: Some(chrono::Utc::now() - chrono::Duration::days(3)),
+        uid: None,
     };
     persnap::schedule::systemd::write_units(&s, units.path(), Path::new("/usr/bin/persnap"))
         .unwrap();

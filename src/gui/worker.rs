@@ -196,6 +196,7 @@ pub fn backup(
                 store_name: req.store_name.clone(),
                 method: req.method,
                 options: BackupOptions::from_request(&req),
+                run_as: None,
             };
             match route(helper)
                 .and_then(|r| launch::call_via(r, &request, &mut progress, &mut recorder, &cancel))

@@ -129,6 +129,27 @@ impl Identity {
         })
     }
 
+    /// Become this user for the rest of the process (every thread): a
+    /// root front end that started the helper for a scheduled run and now
+    /// records the run in the user's history as the user.
+    pub fn become_now(&self) -> io::Result<()> {
+        // SAFETY: glibc's wrappers change the credentials of every thread.
+        unsafe {
+            if libc::setgroups(self.groups.len(), self.groups.as_ptr()) != 0
+                || libc::setresgid(self.gid, self.gid, self.gid) != 0
+                || libc::setresuid(self.uid, self.uid, self.uid) != 0
+            {
+                return Err(io::Error::last_os_error());
+            }
+            let (mut r, mut e, mut s) = (0, 0, 0);
+            libc::getresuid(&mut r, &mut e, &mut s);
+            if (r, e, s) != (self.uid, self.uid, self.uid) {
+                return Err(io::Error::from_raw_os_error(libc::EPERM));
+            }
+        }
+        Ok(())
+    }
+
     /// Whether this is root (the helper then needs no worker).
     pub fn is_root(&self) -> bool {
         self.uid == 0

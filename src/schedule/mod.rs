@@ -43,6 +43,10 @@ pub struct Schedule {
     /// When the schedule was installed (runs due before do not count).
     #[serde(default)]
     pub created: Option<DateTime<Utc>>,
+    /// The user who made it (Unix): its runs write the backups and the
+    /// history as this user, never as root.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub uid: Option<u32>,
 }
 
 impl Schedule {
@@ -73,6 +77,9 @@ impl Schedule {
             args.extend(["--keep-days".into(), d.to_string()]);
         }
         args.extend(["--scheduled".into(), self.name.clone()]);
+        if let Some(uid) = self.uid.filter(|uid| *uid != 0) {
+            args.extend(["--as-uid".into(), uid.to_string()]);
+        }
         args
     }
 }
@@ -531,6 +538,7 @@ mod tests {
             when: When::parse(when).unwrap(),
             history_dir: "/h".into(),
             created: Some(created.with_timezone(&Utc)),
+            uid: None,
         }
     }
 

@@ -280,6 +280,7 @@ mod tests {
             when: When::parse("02:00").unwrap(),
             history_dir: "/home/op/.local/share/persnap".into(),
             created: None,
+            uid: None,
         }
     }
 

@@ -349,6 +349,7 @@ mod tests {
             when: When::parse(when).unwrap(),
             history_dir: r"C:\Users\op & co\AppData\Roaming\persnap\data".into(),
             created: None,
+            uid: None,
         }
     }
 
