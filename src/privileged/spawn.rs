@@ -87,6 +87,10 @@ pub(super) fn pipe() -> std::io::Result<(OwnedFd, OwnedFd)> {
     Ok(unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) })
 }
 
+/// What to run when a backup worker asks for its snapshot: given the run
+/// tag, the pipes' writing ends, the channel to the worker and its pid.
+pub(super) type OnCapture = Box<dyn FnOnce(String, Vec<OwnedFd>, Arc<Mutex<Bounded>>, u32) + Send>;
+
 pub(super) struct Worker {
     child: std::process::Child,
     pub(super) to_worker: Arc<Mutex<Bounded>>,
@@ -158,9 +162,7 @@ impl Worker {
         mut self,
         request: WorkerRequest,
         events: &Events,
-        mut on_capture: Option<
-            Box<dyn FnOnce(String, Vec<OwnedFd>, Arc<Mutex<Bounded>>, u32) + Send>,
-        >,
+        mut on_capture: Option<OnCapture>,
     ) -> i32 {
         let cancel = events.cancel().clone();
         {
