@@ -387,9 +387,20 @@ fn backup_cmd(
             .map(|r| (r.backup_dir, r.manifest))
             .map_err(|f| RemoteFailure::local(&f.error, Some(f.step)))
     } else {
+        // A scheduled run sends its folders exactly as they were checked
+        // when it was scheduled: if a link or junction has appeared in
+        // them since, the helper refuses instead of following it.
+        let (source, dest) = if history.schedule.is_some() {
+            (req.source.clone(), req.dest.clone())
+        } else {
+            (
+                resolve(&req.source, volume::canonical)?,
+                resolve(&req.dest, backup::canonical_dest)?,
+            )
+        };
         let request = Request::Backup {
-            source: resolve(&req.source, volume::canonical)?,
-            dest: resolve(&req.dest, backup::canonical_dest)?,
+            source,
+            dest,
             store_name: req.store_name.clone(),
             method: req.method,
             options: BackupOptions::from_request(req),

@@ -187,6 +187,31 @@ impl Registry {
                 }
             }
         }
+        #[cfg(windows)]
+        {
+            let root = crate::sys::admin_root();
+            let mut checked = vec![self.dir.clone()];
+            if self.dir.starts_with(&root) {
+                checked.push(root);
+            }
+            if let Ok(entries) = fs::read_dir(&self.dir) {
+                checked.extend(entries.filter_map(|e| e.ok()).map(|e| e.path()));
+            }
+            for path in checked {
+                match crate::sys::owned_by_admins(&path) {
+                    Ok(()) => {}
+                    Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+                    Err(e) => {
+                        return Err(Error::Registry {
+                            path,
+                            detail: format!(
+                                "{e}; only administrators may be able to change the registry. Let persnap's helper recreate it (remove the folder as administrator)"
+                            ),
+                        });
+                    }
+                }
+            }
+        }
         Ok(())
     }
 
@@ -228,7 +253,7 @@ fn default_dir() -> PathBuf {
 
 #[cfg(windows)]
 fn default_dir() -> PathBuf {
-    crate::sys::program_data().join("persnap").join("databases")
+    crate::sys::admin_root().join("databases")
 }
 
 fn read_nofollow(path: &Path) -> io::Result<Vec<u8>> {
@@ -312,6 +337,26 @@ mod tests {
             assert!(validate_name(bad).is_err(), "{bad:?}");
         }
         validate_name("orders-2").unwrap();
+    }
+
+    #[cfg(windows)]
+    #[test]
+    fn the_registry_folder_is_the_administrators_alone() {
+        let base = tempfile::tempdir().unwrap();
+        let plain = base.path().join("plain");
+        fs::create_dir(&plain).unwrap();
+        // Everyone may write here.
+        crate::sys::apply_sddl(&plain, "D:(A;OICI;FA;;;WD)").unwrap();
+        let err = crate::sys::owned_by_admins(&plain).unwrap_err().to_string();
+        assert!(
+            err.contains("may be changed by") || err.contains("not by Administrators"),
+            "{err}"
+        );
+        let reg = Registry::at(base.path().join("databases"));
+        reg.add(&sample("orders", Path::new(r"C:\srv\a"))).unwrap();
+        crate::sys::owned_by_admins(reg.dir()).unwrap();
+        reg.check_safe().unwrap();
+        assert_eq!(reg.get("orders").unwrap().unwrap().name, "orders");
     }
 
     #[cfg(unix)]

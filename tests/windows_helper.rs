@@ -202,9 +202,19 @@ fn helper_installs_and_removes_a_task_scheduler_task() {
     );
     assert_eq!(
         persnap::schedule::taskschd::list(records.path()).unwrap(),
-        vec![*schedule],
+        vec![(*schedule).clone()],
         "recorded for listing"
     );
+    // SYSTEM's runs record beside the schedule, in the administrators'
+    // folder, not in the user's (which a junction could redirect), and
+    // that folder lets nobody else write.
+    assert_eq!(
+        schedule.history_dir,
+        records.path().join("history").join(&name),
+        "the runs' history is the administrators'"
+    );
+    persnap::sys::owned_by_admins(records.path()).unwrap();
+    persnap::sys::owned_by_admins(&schedule.history_dir).unwrap();
 
     let Event::Done { result } = ask_helper(&Request::ScheduleRemove { name: name.clone() }, &env)
     else {

@@ -176,6 +176,10 @@ fn handle(level: Authority, input: Box<dyn Read + Send>, mut events: Events) -> 
                     Err(e) => events.fail(&e, Some(Phase::Prepare)),
                 };
             }
+            // Windows: the elevated administrator writes (UAC approved
+            // the same user); a root caller's backup is root's own.
+            #[cfg(not(target_os = "linux"))]
+            let _ = run_as;
             let mut recorder = events.clone();
             match backup::run_backup(&req, &mut recorder, &mut events, &cancel) {
                 Ok(report) => events.done(Reply::Backup {
@@ -214,6 +218,22 @@ fn handle(level: Authority, input: Box<dyn Read + Send>, mut events: Events) -> 
         }
         Validated::ScheduleAdd(mut schedule) => {
             schedule.uid = schedule_owner(&schedule.history_dir);
+            // Windows: SYSTEM runs record beside the schedule, in the
+            // administrators' folder, never in a folder a user controls.
+            #[cfg(windows)]
+            {
+                schedule.history_dir = persnap::schedule::taskschd::history_dir(&schedule.name);
+                if let Err(e) = persnap::sys::create_admin_dir(&schedule.history_dir) {
+                    return events.fail(
+                        &Error::io(
+                            "create",
+                            &schedule.history_dir,
+                            "Run persnap as administrator.",
+                        )(e),
+                        Some(Phase::Prepare),
+                    );
+                }
+            }
             let installed = invoking_user_owns(&schedule.history_dir)
                 .and_then(|_| persnap::schedule::install(&schedule, &scheduled_exe()));
             match installed {

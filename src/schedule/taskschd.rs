@@ -41,6 +41,13 @@ pub fn registry_dir() -> PathBuf {
         .join("schedules")
 }
 
+/// Where a schedule's SYSTEM runs keep their history: beside the record,
+/// in the administrators' folder (readable by users), never in a folder a
+/// user controls (which a junction could send anywhere).
+pub fn history_dir(name: &str) -> PathBuf {
+    registry_dir().join("history").join(name)
+}
+
 /// One argument for a Windows command line, quoted so that
 /// `CommandLineToArgvW` (and Rust's `std::env::args`) reads it back.
 pub fn quote_arg(arg: &str) -> String {
@@ -253,18 +260,30 @@ pub fn install(s: &Schedule, exe: &Path) -> Result<Installed> {
             s.when.to_string()
         ),
     })?;
+    // The folder is the administrators' alone (owner, protected DACL), so
+    // nobody else can plant or rewrite the XML between this write and
+    // schtasks' read; the file is created new, never opened if it exists.
     let dir = registry_dir();
-    crate::sys::create_private_dir(&dir, true).map_err(Error::io(
-        "create",
+    crate::sys::create_admin_dir(&dir).map_err(Error::io(
+        "secure",
         &dir,
         "Run persnap as administrator.",
     ))?;
     let xml_path = dir.join(format!(".{}.task.xml", s.name));
-    std::fs::write(&xml_path, utf16_with_bom(&task_xml(s, exe, &trigger))).map_err(Error::io(
-        "write",
-        &xml_path,
-        "Run persnap as administrator.",
-    ))?;
+    let _ = std::fs::remove_file(&xml_path);
+    std::fs::File::options()
+        .write(true)
+        .create_new(true)
+        .open(&xml_path)
+        .and_then(|mut f| {
+            use std::io::Write;
+            f.write_all(&utf16_with_bom(&task_xml(s, exe, &trigger)))
+        })
+        .map_err(Error::io(
+            "write",
+            &xml_path,
+            "Run persnap as administrator.",
+        ))?;
     let task = task_name(&s.name);
     let out = run_schtasks(&[
         "/Create".as_ref(),

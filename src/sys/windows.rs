@@ -163,11 +163,320 @@ pub fn program_data() -> PathBuf {
         .unwrap_or_else(|| PathBuf::from(r"C:\ProgramData"))
 }
 
-/// Create a folder (and missing parents) for administrator-owned data.
-/// Its permissions come from `%ProgramData%`'s; tightening them to a
-/// protected DACL is the Windows part of the least-privilege work.
+/// The permissions of persnap's folders under `%ProgramData%`: owned by
+/// Administrators, a protected DACL (nothing inherited from ProgramData,
+/// where users may create files) giving SYSTEM and Administrators full
+/// control and Users read only, inherited by everything inside.
+pub const ADMIN_DIR_SDDL: &str = "O:BAD:P(A;OICI;FA;;;SY)(A;OICI;FA;;;BA)(A;OICI;0x1200a9;;;BU)";
+
+/// `%ProgramData%\persnap`, the root of the administrator's data.
+pub fn admin_root() -> PathBuf {
+    program_data().join("persnap")
+}
+
+/// Create a folder (and missing parents) for administrator-owned data,
+/// inside [`admin_root`], which is (re)made the administrators' first:
+/// owner Administrators, protected DACL ([`ADMIN_DIR_SDDL`]). A user who
+/// created the folder before persnap did loses it. A reparse point on the
+/// way is refused, never followed.
 pub fn create_admin_dir(path: &Path) -> io::Result<()> {
-    fs::create_dir_all(path)
+    let root = admin_root();
+    if !path.starts_with(&root) {
+        // Elsewhere (tests): the folder itself gets the permissions.
+        if let Some(parent) = path.parent() {
+            fs::create_dir_all(parent)?;
+        }
+        return secure_admin_dir(path);
+    }
+    secure_admin_dir(&root)?;
+    let inner: Vec<&Path> = path.ancestors().take_while(|d| *d != root).collect();
+    for dir in inner.into_iter().rev() {
+        match fs::create_dir(dir) {
+            Err(e) if e.kind() != io::ErrorKind::AlreadyExists => return Err(e),
+            _ => refuse_reparse_point(dir)?,
+        }
+    }
+    Ok(())
+}
+
+/// A path that is a junction or symbolic link (a reparse point) is refused.
+pub fn refuse_reparse_point(path: &Path) -> io::Result<()> {
+    use std::os::windows::fs::MetadataExt;
+    let meta = fs::symlink_metadata(path)?;
+    if meta.file_attributes() & FILE_ATTRIBUTE_REPARSE_POINT != 0 {
+        return Err(io::Error::other(format!(
+            "{} is a junction or link; persnap does not follow it",
+            path.display()
+        )));
+    }
+    Ok(())
+}
+
+/// Create `dir` if missing and give it the administrators' protected
+/// permissions ([`ADMIN_DIR_SDDL`]), taking ownership first if a user made
+/// it (the helper runs elevated; ownership needs SeTakeOwnershipPrivilege
+/// and SeRestorePrivilege, enabled here).
+pub fn secure_admin_dir(dir: &Path) -> io::Result<()> {
+    let created = create_dir_with_sddl(dir, ADMIN_DIR_SDDL)?;
+    refuse_reparse_point(dir)?;
+    if created {
+        return Ok(());
+    }
+    enable_privilege("SeTakeOwnershipPrivilege");
+    enable_privilege("SeRestorePrivilege");
+    apply_sddl(dir, ADMIN_DIR_SDDL)
+}
+
+/// Give `path` the owner (if any) and DACL of `sddl`, protected from
+/// inheritance.
+pub fn apply_sddl(path: &Path, sddl: &str) -> io::Result<()> {
+    use winapi::shared::sddl::{
+        ConvertStringSecurityDescriptorToSecurityDescriptorW, SDDL_REVISION_1,
+    };
+    use winapi::um::accctrl::SE_FILE_OBJECT;
+    use winapi::um::aclapi::SetNamedSecurityInfoW;
+    use winapi::um::securitybaseapi::{GetSecurityDescriptorDacl, GetSecurityDescriptorOwner};
+    use winapi::um::winbase::LocalFree;
+    use winapi::um::winnt::{
+        DACL_SECURITY_INFORMATION, OWNER_SECURITY_INFORMATION, PACL,
+        PROTECTED_DACL_SECURITY_INFORMATION, PSECURITY_DESCRIPTOR, PSID,
+    };
+    // SAFETY: the descriptor is freed with LocalFree after its owner and
+    // DACL (pointers into it) were used.
+    unsafe {
+        let mut sd: PSECURITY_DESCRIPTOR = std::ptr::null_mut();
+        if ConvertStringSecurityDescriptorToSecurityDescriptorW(
+            wide(sddl).as_ptr(),
+            SDDL_REVISION_1 as DWORD,
+            &mut sd,
+            std::ptr::null_mut(),
+        ) == 0
+        {
+            return Err(io::Error::last_os_error());
+        }
+        let (mut owner, mut dacl): (PSID, PACL) = (std::ptr::null_mut(), std::ptr::null_mut());
+        let (mut defaulted, mut present) = (0, 0);
+        GetSecurityDescriptorOwner(sd, &mut owner, &mut defaulted);
+        GetSecurityDescriptorDacl(sd, &mut present, &mut dacl, &mut defaulted);
+        let mut what = DACL_SECURITY_INFORMATION | PROTECTED_DACL_SECURITY_INFORMATION;
+        if !owner.is_null() {
+            what |= OWNER_SECURITY_INFORMATION;
+        }
+        let mut name = wide(path);
+        let rc = SetNamedSecurityInfoW(
+            name.as_mut_ptr(),
+            SE_FILE_OBJECT,
+            what,
+            owner,
+            std::ptr::null_mut(),
+            dacl,
+            std::ptr::null_mut(),
+        );
+        LocalFree(sd.cast());
+        if rc != 0 {
+            return Err(io::Error::from_raw_os_error(rc as i32));
+        }
+    }
+    Ok(())
+}
+
+/// Create `dir` with the security descriptor `sddl` from the start;
+/// `false` if it existed already.
+fn create_dir_with_sddl(dir: &Path, sddl: &str) -> io::Result<bool> {
+    use winapi::shared::sddl::{
+        ConvertStringSecurityDescriptorToSecurityDescriptorW, SDDL_REVISION_1,
+    };
+    use winapi::shared::winerror::ERROR_ALREADY_EXISTS;
+    use winapi::um::fileapi::CreateDirectoryW;
+    use winapi::um::minwinbase::SECURITY_ATTRIBUTES;
+    use winapi::um::winbase::LocalFree;
+    use winapi::um::winnt::PSECURITY_DESCRIPTOR;
+    // SAFETY: the descriptor lives until after CreateDirectoryW.
+    unsafe {
+        let mut sd: PSECURITY_DESCRIPTOR = std::ptr::null_mut();
+        if ConvertStringSecurityDescriptorToSecurityDescriptorW(
+            wide(sddl).as_ptr(),
+            SDDL_REVISION_1 as DWORD,
+            &mut sd,
+            std::ptr::null_mut(),
+        ) == 0
+        {
+            return Err(io::Error::last_os_error());
+        }
+        let mut sa = SECURITY_ATTRIBUTES {
+            nLength: std::mem::size_of::<SECURITY_ATTRIBUTES>() as DWORD,
+            lpSecurityDescriptor: sd,
+            bInheritHandle: 0,
+        };
+        let ok = CreateDirectoryW(wide(dir).as_ptr(), &mut sa);
+        let err = io::Error::last_os_error();
+        LocalFree(sd.cast());
+        if ok != 0 {
+            return Ok(true);
+        }
+        if err.raw_os_error() == Some(ERROR_ALREADY_EXISTS as i32) {
+            return Ok(false);
+        }
+        Err(err)
+    }
+}
+
+/// Whether only administrators can change `path`: it is owned by
+/// Administrators, SYSTEM or the (elevated) account running persnap, and
+/// its DACL (as Windows applies it, inherited entries included) lets
+/// nobody else write, add, delete or change permissions. A missing (NULL)
+/// DACL lets everyone in, and is refused.
+pub fn owned_by_admins(path: &Path) -> io::Result<()> {
+    use winapi::um::accctrl::SE_FILE_OBJECT;
+    use winapi::um::aclapi::GetNamedSecurityInfoW;
+    use winapi::um::securitybaseapi::{GetAce, IsWellKnownSid};
+    use winapi::um::winbase::LocalFree;
+    use winapi::um::winnt::{
+        ACCESS_ALLOWED_ACE, ACCESS_ALLOWED_ACE_TYPE, ACE_HEADER, DACL_SECURITY_INFORMATION, DELETE,
+        FILE_ADD_FILE, FILE_ADD_SUBDIRECTORY, FILE_APPEND_DATA, FILE_DELETE_CHILD, FILE_WRITE_DATA,
+        GENERIC_ALL, GENERIC_WRITE, INHERIT_ONLY_ACE, OWNER_SECURITY_INFORMATION, PACL,
+        PSECURITY_DESCRIPTOR, PSID, WRITE_DAC, WRITE_OWNER, WinBuiltinAdministratorsSid,
+        WinLocalSystemSid,
+    };
+    refuse_reparse_point(path)?;
+    let me = crate::pipe::windows::current_user_sid().ok();
+    // SAFETY: GetNamedSecurityInfoW allocates the descriptor, freed below;
+    // the owner, DACL and ACE pointers point into it.
+    unsafe {
+        let trusted = |sid: PSID| {
+            !sid.is_null()
+                && (IsWellKnownSid(sid, WinBuiltinAdministratorsSid) != 0
+                    || IsWellKnownSid(sid, WinLocalSystemSid) != 0
+                    || me.as_deref() == Some(sid_string(sid).as_str()))
+        };
+        let mut owner: PSID = std::ptr::null_mut();
+        let mut dacl: PACL = std::ptr::null_mut();
+        let mut sd: PSECURITY_DESCRIPTOR = std::ptr::null_mut();
+        let rc = GetNamedSecurityInfoW(
+            wide(path).as_ptr(),
+            SE_FILE_OBJECT,
+            OWNER_SECURITY_INFORMATION | DACL_SECURITY_INFORMATION,
+            &mut owner,
+            std::ptr::null_mut(),
+            &mut dacl,
+            std::ptr::null_mut(),
+            &mut sd,
+        );
+        if rc != 0 {
+            return Err(io::Error::from_raw_os_error(rc as i32));
+        }
+        let mut problem = None;
+        if !trusted(owner) {
+            problem = Some(format!(
+                "{} is owned by {}, not by Administrators or SYSTEM",
+                path.display(),
+                sid_string(owner)
+            ));
+        } else if dacl.is_null() {
+            problem = Some(format!("{} lets everyone in (no DACL)", path.display()));
+        } else {
+            let writes = FILE_WRITE_DATA
+                | FILE_ADD_FILE
+                | FILE_APPEND_DATA
+                | FILE_ADD_SUBDIRECTORY
+                | FILE_DELETE_CHILD
+                | DELETE
+                | WRITE_DAC
+                | WRITE_OWNER
+                | GENERIC_WRITE
+                | GENERIC_ALL;
+            for i in 0..u32::from((*dacl).AceCount) {
+                let mut ace: *mut std::ffi::c_void = std::ptr::null_mut();
+                if GetAce(dacl, i, &mut ace) == 0 {
+                    continue;
+                }
+                let header = &*(ace as *const ACE_HEADER);
+                if header.AceType != ACCESS_ALLOWED_ACE_TYPE
+                    || header.AceFlags & INHERIT_ONLY_ACE != 0
+                {
+                    continue;
+                }
+                let allowed = &*(ace as *const ACCESS_ALLOWED_ACE);
+                let sid = (&allowed.SidStart as *const u32).cast_mut().cast();
+                if allowed.Mask & writes != 0 && !trusted(sid) {
+                    problem = Some(format!(
+                        "{} may be changed by {} (access mask 0x{:x})",
+                        path.display(),
+                        sid_string(sid),
+                        allowed.Mask
+                    ));
+                    break;
+                }
+            }
+        }
+        LocalFree(sd.cast());
+        match problem {
+            Some(p) => Err(io::Error::other(p)),
+            None => Ok(()),
+        }
+    }
+}
+
+/// A SID in its `S-1-…` form (empty if it cannot be converted).
+fn sid_string(sid: winapi::um::winnt::PSID) -> String {
+    use winapi::shared::sddl::ConvertSidToStringSidW;
+    use winapi::um::winbase::LocalFree;
+    if sid.is_null() {
+        return "nobody".into();
+    }
+    // SAFETY: the string is allocated by the call and freed here.
+    unsafe {
+        let mut text: *mut u16 = std::ptr::null_mut();
+        if ConvertSidToStringSidW(sid, &mut text) == 0 {
+            return String::new();
+        }
+        let mut n = 0;
+        while *text.add(n) != 0 {
+            n += 1;
+        }
+        let out = String::from_utf16_lossy(std::slice::from_raw_parts(text, n));
+        LocalFree(text.cast());
+        out
+    }
+}
+
+/// Enable a privilege the elevated token holds (best effort).
+fn enable_privilege(name: &str) {
+    use winapi::um::securitybaseapi::AdjustTokenPrivileges;
+    use winapi::um::winbase::LookupPrivilegeValueW;
+    use winapi::um::winnt::{
+        LUID_AND_ATTRIBUTES, SE_PRIVILEGE_ENABLED, TOKEN_ADJUST_PRIVILEGES, TOKEN_PRIVILEGES,
+    };
+    // SAFETY: token handle closed below; structures sized as declared.
+    unsafe {
+        let mut token: HANDLE = std::ptr::null_mut();
+        if OpenProcessToken(GetCurrentProcess(), TOKEN_ADJUST_PRIVILEGES, &mut token) == 0 {
+            return;
+        }
+        let mut tp = TOKEN_PRIVILEGES {
+            PrivilegeCount: 1,
+            Privileges: [LUID_AND_ATTRIBUTES {
+                Luid: std::mem::zeroed(),
+                Attributes: SE_PRIVILEGE_ENABLED,
+            }],
+        };
+        if LookupPrivilegeValueW(
+            std::ptr::null(),
+            wide(name).as_ptr(),
+            &mut tp.Privileges[0].Luid,
+        ) != 0
+        {
+            AdjustTokenPrivileges(
+                token,
+                0,
+                &mut tp,
+                0,
+                std::ptr::null_mut(),
+                std::ptr::null_mut(),
+            );
+        }
+        CloseHandle(token);
+    }
 }
 
 /// Create `dir` if missing. (Its permissions come from its parent's
