@@ -631,3 +631,56 @@ fn an_operator_backs_up_protected_databases_and_nothing_else() {
         0
     );
 }
+
+#[test]
+fn a_caller_that_stops_reading_cannot_hold_a_snapshot() {
+    if !require_root("a_caller_that_stops_reading_cannot_hold_a_snapshot") {
+        return;
+    }
+    use std::os::fd::AsRawFd;
+    let (vol, store_dir) = LoopVolume::btrfs_with_subvolume(300);
+    make_store(&store_dir, "persistence.db", Mode::Rollback, 64);
+    let dest = tempfile::Builder::new()
+        .prefix("persnap-stall-")
+        .tempdir_in("/var/tmp")
+        .unwrap();
+    let frame = backup_frame(
+        &std::fs::canonicalize(&store_dir).unwrap(),
+        &std::fs::canonicalize(dest.path()).unwrap(),
+        "persistence.db",
+        "auto",
+    );
+    let mut child = Command::new(bin("persnap-helper"))
+        .env("PERSNAP_STALL_SECS", "2")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let stdout = child.stdout.take().unwrap();
+    // The smallest pipe there is: a few frames fill it.
+    // SAFETY: fcntl on a descriptor we own.
+    unsafe { libc::fcntl(stdout.as_raw_fd(), libc::F_SETPIPE_SZ, 4096) };
+    let mut stdin = child.stdin.take().unwrap();
+    stdin.write_all(&frame).unwrap();
+    // Keep stdin open (closing it would cancel) and never read.
+    let started = std::time::Instant::now();
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        assert!(
+            started.elapsed() < std::time::Duration::from_secs(60),
+            "the helper waits for ever on a caller that stopped reading"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    };
+    drop((stdin, stdout));
+    assert!(status.code().is_some(), "the helper exited by itself: {status:?}");
+    assert!(
+        vol.snapshot_leftovers().is_empty(),
+        "no snapshot left: {:?}",
+        vol.snapshot_leftovers()
+    );
+    assert!(work_leftovers(dest.path()).is_empty());
+}

@@ -130,10 +130,14 @@ scenario_killed() {
     [ -n "$HPID" ] && grep -q /run/persnap/mnt- /proc/$HPID/mountinfo 2>/dev/null && break
     usleep 20000
   done
+  # While the helper sees its snapshot mount, nobody else may: the mount
+  # lives in the helper's private namespace (unshare before any thread).
+  outside=$(grep -c /run/persnap/mnt- /proc/mounts)
   [ -n "$HPID" ] && kill -9 $HPID
   wait $PID; cli_rc=$?
   during="$(persnap_lvs)"
   if [ -z "$during" ]; then res killed FAIL "could not catch the helper mid-copy (helper pid '$HPID')"; drop_volume data; return; fi
+  [ "$outside" = 0 ] || { res killed FAIL "snapshot mount visible outside the helper's private namespace while it ran"; drop_volume data; return; }
   grep -q /run/persnap /proc/mounts && { res killed FAIL "snapshot mount visible outside the private namespace"; drop_volume data; return; }
   $P cleanup >/tmp/out 2>/tmp/err; rc=$?
   status=$($P history --json | grep -o '"status": "[a-z]*"' | head -n 1)
