@@ -915,7 +915,7 @@ fn schedule_cmd(cmd: ScheduleCommand) -> Result<(), Failure> {
             req.method = method;
             req.retention = retention.policy();
             let history = History::open_default()?;
-            let request = schedule_request(&name, &req, &at, history.dir())?;
+            let request = launch::schedule_request(&name, &req, &at, history.dir())?;
             match call_helper(&request)? {
                 Reply::ScheduleAdded {
                     schedule: s,
@@ -990,36 +990,6 @@ fn remove_schedule(name: &str) -> Result<(), Failure> {
         }),
         other => Err(remote_failure(RemoteFailure::unexpected(other))),
     }
-}
-
-/// The helper request that installs a schedule of `req`, recorded in the
-/// history in `history_dir` (created if it is not there yet).
-pub fn schedule_request(
-    name: &str,
-    req: &BackupRequest,
-    at: &str,
-    history_dir: &std::path::Path,
-) -> persnap::Result<Request> {
-    persnap::schedule::validate_name(name)?;
-    persnap::sys::create_private_dir(history_dir, true).map_err(persnap::Error::io(
-        "create",
-        history_dir,
-        "Check the permissions of your home folder.",
-    ))?;
-    Ok(Request::ScheduleAdd {
-        name: name.to_owned(),
-        source: req.source.clone(),
-        dest: req.dest.clone(),
-        store_name: req.store_name.clone(),
-        method: req.method,
-        options: BackupOptions::from_request(req),
-        when: persnap::schedule::When::parse(at)?.to_string(),
-        history_dir: persnap::fsutil::canonicalize(history_dir).map_err(persnap::Error::io(
-            "open",
-            history_dir,
-            "Check the permissions of your home folder.",
-        ))?,
-    })
 }
 
 /// Send one request through the helper (elevating as needed), relaying

@@ -168,6 +168,36 @@ fn not_installed(path: &Path) -> RemoteFailure {
     ))
 }
 
+/// The helper request that installs a schedule of `req`, recorded in the
+/// history in `history_dir` (created if it is not there yet).
+pub fn schedule_request(
+    name: &str,
+    req: &persnap::backup::BackupRequest,
+    at: &str,
+    history_dir: &std::path::Path,
+) -> persnap::Result<Request> {
+    persnap::schedule::validate_name(name)?;
+    persnap::sys::create_private_dir(history_dir, true).map_err(persnap::Error::io(
+        "create",
+        history_dir,
+        "Check the permissions of your home folder.",
+    ))?;
+    Ok(Request::ScheduleAdd {
+        name: name.to_owned(),
+        source: req.source.clone(),
+        dest: req.dest.clone(),
+        store_name: req.store_name.clone(),
+        method: req.method,
+        options: persnap::protocol::BackupOptions::from_request(req),
+        when: persnap::schedule::When::parse(at)?.to_string(),
+        history_dir: persnap::fsutil::canonicalize(history_dir).map_err(persnap::Error::io(
+            "open",
+            history_dir,
+            "Check the permissions of your home folder.",
+        ))?,
+    })
+}
+
 /// Send `request` to the helper and relay its events until it finishes.
 pub fn call(
     request: &Request,

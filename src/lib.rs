@@ -1,8 +1,10 @@
 //! persnap engine: consistent backups of a live Apama correlator persistence
 //! database (SQLite) taken from a filesystem snapshot.
 //!
-//! The engine never prints, never elevates and has no user interface. Front
-//! ends (the CLI and GUI in `main.rs`, the elevated `persnap-helper`) call
+//! Three rooms, each a folder: `engine/` (never prints, never elevates, no
+//! user interface; its modules are re-exported here), `privileged/` (the
+//! only things the helper does as root) and the front ends (`main.rs`,
+//! `cli.rs`, `gui/`; and `bin/persnap-helper.rs`). Front ends call
 //! [`backup::run_backup`] and friends and receive progress through the
 //! [`progress::Progress`] trait they supply.
 //!
@@ -14,33 +16,10 @@
 //! write the manifest ([`manifest`]) → rename to the final name → record the
 //! run in history ([`history`]).
 
-pub mod backup;
-pub mod copy;
-pub mod error;
-pub mod fsutil;
-pub mod history;
-pub mod loadgen;
-pub mod manifest;
-pub mod method;
-pub mod online;
-pub mod pipe;
+mod engine;
 pub mod privileged;
-pub mod probe;
-pub mod progress;
-pub mod protocol;
-pub mod registry;
-pub mod restore;
-pub mod retention;
-pub mod schedule;
-pub mod snapshot;
-pub mod store;
-pub mod sys;
-pub mod tool;
-pub mod units;
-pub mod verify;
-pub mod volume;
-pub mod worker;
 
+pub use engine::*;
 pub use error::{Error, ErrorKind, Result};
 
 /// Version of this build, recorded in manifests and history.

@@ -676,7 +676,10 @@ fn a_caller_that_stops_reading_cannot_hold_a_snapshot() {
         std::thread::sleep(std::time::Duration::from_millis(100));
     };
     drop((stdin, stdout));
-    assert!(status.code().is_some(), "the helper exited by itself: {status:?}");
+    assert!(
+        status.code().is_some(),
+        "the helper exited by itself: {status:?}"
+    );
     assert!(
         vol.snapshot_leftovers().is_empty(),
         "no snapshot left: {:?}",

@@ -231,7 +231,7 @@ fn form(app: &mut PersnapApp, ui: &mut Ui) {
     {
         let req = backup_view::request(&app.settings);
         let built = match &app.rt.history {
-            Some(history) => crate::cli::schedule_request(
+            Some(history) => crate::launch::schedule_request(
                 app.rt.schedules.name.trim(),
                 &req,
                 &app.rt.schedules.when_text(),

@@ -14,7 +14,6 @@ use crate::error::{Error, HINT_DEST, Result};
 use crate::fsutil;
 use crate::method::Method;
 use crate::store::{FileRole, JournalMode};
-use crate::verify::Verification;
 
 pub const MANIFEST_NAME: &str = "manifest.json";
 /// Format version of the manifest; readers refuse newer ones.
@@ -90,4 +89,17 @@ fn check_names(m: &Manifest) -> std::result::Result<(), String> {
 /// This machine's host name, for manifests and history.
 pub fn host_name() -> String {
     crate::sys::host_name()
+}
+
+/// The outcome of a verification that passed.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Verification {
+    /// `ok`, as SQLite's integrity check reported it.
+    pub integrity: String,
+    /// Pages in the database after replaying the journal or WAL.
+    pub page_count: u64,
+    pub page_size: u64,
+    /// Every file's SHA-256 matched when read back.
+    pub hashes_match: bool,
+    pub seconds: f64,
 }

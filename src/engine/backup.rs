@@ -28,10 +28,7 @@ use crate::verify::{self, WORK_MARKER, WorkDir};
 use crate::volume::{self, VolumeInfo};
 use crate::{online, units};
 
-/// Suffix of the folder a backup is written into until it is verified.
-pub const PARTIAL_SUFFIX: &str = ".partial";
-/// Prefix of scratch folders used by verification.
-pub const SCRATCH_PREFIX: &str = ".persnap-verify-";
+pub use crate::names::{PARTIAL_SUFFIX, SCRATCH_PREFIX};
 /// Attempts to release a snapshot before giving up (a busy filesystem can
 /// refuse for a moment).
 const RELEASE_ATTEMPTS: u32 = 5;
@@ -737,7 +734,7 @@ fn interrupted_deletions(dest: &Path) -> Vec<PathBuf> {
         .filter(|e| {
             e.file_name()
                 .to_string_lossy()
-                .starts_with(crate::retention::DELETING_PREFIX)
+                .starts_with(crate::names::DELETING_PREFIX)
         })
         .map(|e| e.path())
         .filter(|p| fs::symlink_metadata(p).is_ok_and(|m| m.is_dir()))

@@ -15,41 +15,26 @@ use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use rusqlite::{Connection, OpenFlags};
-use serde::{Deserialize, Serialize};
 
 use crate::copy::{self, CopiedFile, Meter};
 use crate::error::{Error, HINT_DEST, Result};
 use crate::manifest::{self, MANIFEST_NAME};
 use crate::store::FileRole;
 
-/// Marker file placed in every folder persnap creates for temporary work.
-pub const WORK_MARKER: &str = ".persnap-work";
+pub use crate::names::WORK_MARKER;
 /// Most integrity problems reported in one message.
 const MAX_INTEGRITY_ROWS: u32 = 20;
 
-/// The outcome of a verification that passed.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct Verification {
-    /// `ok`, as SQLite's integrity check reported it.
-    pub integrity: String,
-    /// Pages in the database after replaying the journal or WAL.
-    pub page_count: u64,
-    pub page_size: u64,
-    /// Every file's SHA-256 matched when read back.
-    pub hashes_match: bool,
-    pub seconds: f64,
-}
+pub use crate::manifest::Verification;
 
-impl Verification {
-    /// A check that passed: SQLite said `ok` and every hash matched.
-    fn passed((page_count, page_size): (u64, u64), started: Instant) -> Verification {
-        Verification {
-            integrity: "ok".into(),
-            page_count,
-            page_size,
-            hashes_match: true,
-            seconds: started.elapsed().as_secs_f64(),
-        }
+/// A check that passed: SQLite said `ok` and every hash matched.
+fn passed((page_count, page_size): (u64, u64), started: Instant) -> Verification {
+    Verification {
+        integrity: "ok".into(),
+        page_count,
+        page_size,
+        hashes_match: true,
+        seconds: started.elapsed().as_secs_f64(),
     }
 }
 
@@ -123,7 +108,7 @@ pub fn verify_set(
         }
         integrity_check_in_place(&backup_dir.join(store_name))?
     };
-    Ok(Verification::passed((page_count, page_size), started))
+    Ok(passed((page_count, page_size), started))
 }
 
 /// Whether SQLite would change the main file when opening the set: a
@@ -165,7 +150,7 @@ pub fn integrity_check(db: &Path) -> Result<(u64, u64)> {
 pub fn check_database(db: &Path) -> Result<Verification> {
     let started = Instant::now();
     let (page_count, page_size) = integrity_check_in_place(db)?;
-    Ok(Verification::passed((page_count, page_size), started))
+    Ok(passed((page_count, page_size), started))
 }
 
 /// Open a staged copy read-write so SQLite replays its journal or WAL,

@@ -21,9 +21,7 @@ use serde::{Deserialize, Serialize};
 use crate::error::{Error, HINT_DEST, Result};
 use crate::manifest;
 
-/// Prefix of folders being deleted (removed by the next sweep if a crash
-/// interrupts the deletion).
-pub const DELETING_PREFIX: &str = ".persnap-deleting-";
+pub use crate::names::DELETING_PREFIX;
 
 /// How many backups to keep. `None` in both: keep everything.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
@@ -93,7 +91,7 @@ pub fn candidates(dest: &Path, store_name: &str) -> Result<Vec<Candidate>> {
         let name = entry.file_name().to_string_lossy().into_owned();
         let path = entry.path();
         let is_dir = fs::symlink_metadata(&path).is_ok_and(|m| m.is_dir());
-        if !is_dir || !name.starts_with(&prefix) || name.ends_with(crate::backup::PARTIAL_SUFFIX) {
+        if !is_dir || !name.starts_with(&prefix) || name.ends_with(crate::names::PARTIAL_SUFFIX) {
             continue;
         }
         if !path.join(manifest::MANIFEST_NAME).is_file() {

@@ -1,0 +1,56 @@
+//! The engine: everything persnap does that is neither a screen nor root's
+//! own work. Never prints, never elevates. Re-exported at the crate root
+//! (`persnap::backup`, …).
+
+/// One backup run, and the sweep of leftovers.
+pub mod backup;
+/// Streaming copy with SHA-256.
+pub mod copy;
+/// Typed errors with what to do.
+pub mod error;
+/// Atomic writes, run locks.
+pub mod fsutil;
+/// The run history.
+pub mod history;
+/// The invariant-keeping test workload.
+pub mod loadgen;
+/// A backup's manifest.
+pub mod manifest;
+/// Backup methods.
+pub mod method;
+/// What persnap names in a backup location.
+pub mod names;
+/// SQLite's online backup (sqlite-online).
+pub mod online;
+/// The Windows channel to the helper.
+pub mod pipe;
+/// What was found, changing nothing.
+pub mod probe;
+/// Progress and cancel.
+pub mod progress;
+/// The helper's frames, validation and levels.
+pub mod protocol;
+/// Protected databases.
+pub mod registry;
+/// Putting a backup back.
+pub mod restore;
+/// Which old backups may go.
+pub mod retention;
+/// Scheduled backups (systemd, Task Scheduler).
+pub mod schedule;
+/// Snapshot providers, one per file.
+pub mod snapshot;
+/// Finding the store and its files.
+pub mod store;
+/// The few OS calls, one file per platform.
+pub mod sys;
+/// Running external tools safely.
+pub mod tool;
+/// Sizes and durations in words.
+pub mod units;
+/// Verification.
+pub mod verify;
+/// Which volume holds a folder.
+pub mod volume;
+/// The helper's unprivileged worker, which writes a user's backup.
+pub mod worker;
