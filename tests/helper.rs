@@ -366,15 +366,11 @@ struct Registered(String);
 impl Registered {
     fn new(name: &str, folder: &Path) -> Registered {
         persnap::registry::Registry::at(REGISTRY)
-            .add(&persnap::registry::Database {
-                name: name.into(),
-                folder: folder.into(),
-                store_name: "persistence.db".into(),
-                location: None,
-                schedule: None,
-                retention: Default::default(),
-                added: None,
-            })
+            .add(&persnap::registry::Database::new(
+                name,
+                folder,
+                "persistence.db",
+            ))
             .unwrap();
         Registered(name.into())
     }

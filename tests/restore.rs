@@ -240,15 +240,11 @@ fn restore_into_a_new_folder_and_through_the_cli() {
     // protected database's folder, as its (non-root) owner.
     let registry = persnap::registry::Registry::at(data.path().join("databases"));
     registry
-        .add(&persnap::registry::Database {
-            name: "fresh".into(),
-            folder: std::fs::canonicalize(&fresh).unwrap(),
-            store_name: "persistence.db".into(),
-            location: None,
-            schedule: None,
-            retention: Default::default(),
-            added: None,
-        })
+        .add(&persnap::registry::Database::new(
+            "fresh",
+            std::fs::canonicalize(&fresh).unwrap(),
+            "persistence.db",
+        ))
         .unwrap();
     std::os::unix::fs::chown(&fresh, Some(65534), Some(65534)).unwrap();
     let cli = |args: &[&str]| {

@@ -61,6 +61,26 @@ fn directive_words(unit: &str, key: &str) -> Vec<String> {
     exec_words(value)
 }
 
+/// Run a service unit's `ExecStart=` as systemd would (as root, with only
+/// its `Environment=`); it must succeed.
+fn run_service(unit: &str) -> std::process::Output {
+    let env = directive_words(unit, "Environment").remove(0);
+    let words = directive_words(unit, "ExecStart");
+    let (key, value) = env.split_once('=').unwrap();
+    let run = Command::new(&words[0])
+        .args(&words[1..])
+        .env_clear()
+        .env(key, value)
+        .output()
+        .unwrap();
+    assert!(
+        run.status.success(),
+        "{}",
+        String::from_utf8_lossy(&run.stderr)
+    );
+    run
+}
+
 #[test]
 fn schedule_units_verify_and_their_command_backs_up() {
     if !require_root("schedule_units_verify_and_their_command_backs_up") {
@@ -155,21 +175,7 @@ fn schedule_units_verify_and_their_command_backs_up() {
     );
 
     // Run the service's command as systemd would, with its environment.
-    let text = std::fs::read_to_string(&service).unwrap();
-    let env = directive_words(&text, "Environment").remove(0);
-    let words = directive_words(&text, "ExecStart");
-    let (key, value) = env.split_once('=').unwrap();
-    let run = Command::new(&words[0])
-        .args(&words[1..])
-        .env_clear()
-        .env(key, value)
-        .output()
-        .unwrap();
-    assert!(
-        run.status.success(),
-        "{}",
-        String::from_utf8_lossy(&run.stderr)
-    );
+    run_service(&std::fs::read_to_string(&service).unwrap());
     let runs = History::at(data.path()).load().unwrap();
     let last = runs.last().unwrap();
     assert_eq!(last.outcome, Outcome::Completed);
@@ -568,19 +574,7 @@ fn a_scheduled_run_writes_as_the_user_who_made_it() {
     );
 
     // The run, as systemd starts it: as root.
-    let env = directive_words(&text, "Environment").remove(0);
-    let (key, value) = env.split_once('=').unwrap();
-    let run = Command::new(&words[0])
-        .args(&words[1..])
-        .env_clear()
-        .env(key, value)
-        .output()
-        .unwrap();
-    assert!(
-        run.status.success(),
-        "{}",
-        String::from_utf8_lossy(&run.stderr)
-    );
+    let run = run_service(&text);
     let backup = std::path::PathBuf::from(String::from_utf8_lossy(&run.stdout).trim());
     check_backup(&backup, "persistence.db");
     for path in std::iter::once(backup.clone())

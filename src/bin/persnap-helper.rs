@@ -325,31 +325,19 @@ fn worker() -> i32 {
                 cancel: cancel.clone(),
             };
             let (mut recorder, mut progress) = (out.clone(), out.clone());
-            let event = match backup::run_backup_with(
+            let result = backup::run_backup_with(
                 &request,
                 &mut capture,
                 &mut recorder,
                 &mut progress,
                 &cancel,
-            ) {
-                Ok(report) => protocol::Event::Done {
-                    result: Box::new(Reply::Backup {
-                        backup_dir: report.backup_dir,
-                        manifest: report.manifest,
-                    }),
-                },
-                Err(BackupFailure { step, error, .. }) => protocol::Event::Error {
-                    kind: error.kind(),
-                    step: Some(step),
-                    message: error.to_string(),
-                },
-            };
-            let code = match &event {
-                protocol::Event::Error { kind, .. } => kind.exit_code(),
-                _ => 0,
-            };
-            out.event(event);
-            code
+            )
+            .map(|report| Reply::Backup {
+                backup_dir: report.backup_dir,
+                manifest: report.manifest,
+            })
+            .map_err(|BackupFailure { step, error, .. }| (step, error));
+            out.finish(result)
         }
         WorkerRequest::Restore { request, manifest } => {
             let mut set = Some(*manifest);
@@ -360,28 +348,15 @@ fn worker() -> i32 {
                 worker::inherited_backup(manifest)
             };
             let (mut recorder, mut progress) = (out.clone(), out.clone());
-            let event = match persnap::restore::run_restore_from(
+            let result = persnap::restore::run_restore_from(
                 &request,
                 &mut open,
                 &mut recorder,
                 &mut progress,
                 &cancel,
-            ) {
-                Ok(report) => protocol::Event::Done {
-                    result: Box::new(Reply::Restore { report }),
-                },
-                Err((step, error)) => protocol::Event::Error {
-                    kind: error.kind(),
-                    step: Some(step),
-                    message: error.to_string(),
-                },
-            };
-            let code = match &event {
-                protocol::Event::Error { kind, .. } => kind.exit_code(),
-                _ => 0,
-            };
-            out.event(event);
-            code
+            )
+            .map(|report| Reply::Restore { report });
+            out.finish(result)
         }
     }
 }

@@ -10,3 +10,25 @@ pub const SCRATCH_PREFIX: &str = ".persnap-verify-";
 pub const DELETING_PREFIX: &str = ".persnap-deleting-";
 /// Marker file placed in every folder persnap creates for temporary work.
 pub const WORK_MARKER: &str = ".persnap-work";
+
+/// A name persnap uses in file, unit and task names (schedules, protected
+/// databases): 1 to 40 lower-case letters, digits and dashes, not starting
+/// with a dash. `what` and `example` are for the refusal ("schedule",
+/// "nightly").
+pub fn check_plain_name(name: &str, what: &str, example: &str) -> crate::Result<()> {
+    let ok = !name.is_empty()
+        && name.len() <= 40
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+        && !name.starts_with('-');
+    if ok {
+        return Ok(());
+    }
+    Err(crate::Error::Refused {
+        field: "name",
+        reason: format!(
+            "{name:?} is not a {what} name: use 1 to 40 lower-case letters, digits and dashes (e.g. {example})"
+        ),
+    })
+}

@@ -647,15 +647,9 @@ pub fn validate(request: Request) -> Result<Validated, Error> {
             check_path("source", &source, volume::canonical)?;
             store::validate_store_name(&store_name)?;
             store::discover(&source, &store_name)?;
-            Ok(Validated::DatabaseAdd(crate::registry::Database {
-                name,
-                folder: source,
-                store_name,
-                location: None,
-                schedule: None,
-                retention: Default::default(),
-                added: Some(chrono::Utc::now()),
-            }))
+            let mut database = crate::registry::Database::new(&name, source, &store_name);
+            database.added = Some(chrono::Utc::now());
+            Ok(Validated::DatabaseAdd(database))
         }
         Request::DatabaseRemove { name } => {
             crate::registry::validate_name(&name)?;

@@ -54,6 +54,21 @@ pub struct Database {
     pub added: Option<chrono::DateTime<chrono::Utc>>,
 }
 
+impl Database {
+    /// `store_name` in `folder`, protected as `name`; nothing else set yet.
+    pub fn new(name: &str, folder: impl Into<PathBuf>, store_name: &str) -> Database {
+        Database {
+            name: name.into(),
+            folder: folder.into(),
+            store_name: store_name.into(),
+            location: None,
+            schedule: None,
+            retention: RetentionPolicy::default(),
+            added: None,
+        }
+    }
+}
+
 /// The registry folder.
 #[derive(Debug, Clone)]
 pub struct Registry {
@@ -267,22 +282,7 @@ fn read_nofollow(path: &Path) -> io::Result<Vec<u8>> {
 
 /// A database name: 1 to 40 lower-case letters, digits and dashes.
 pub fn validate_name(name: &str) -> Result<()> {
-    let ok = !name.is_empty()
-        && name.len() <= 40
-        && name
-            .bytes()
-            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
-        && !name.starts_with('-');
-    if ok {
-        Ok(())
-    } else {
-        Err(Error::Refused {
-            field: "name",
-            reason: format!(
-                "{name:?} is not a database name: use 1 to 40 lower-case letters, digits and dashes (e.g. orders)"
-            ),
-        })
-    }
+    crate::names::check_plain_name(name, "database", "orders")
 }
 
 #[cfg(test)]
@@ -290,15 +290,7 @@ mod tests {
     use super::*;
 
     fn sample(name: &str, folder: &Path) -> Database {
-        Database {
-            name: name.into(),
-            folder: folder.into(),
-            store_name: "persistence.db".into(),
-            location: None,
-            schedule: None,
-            retention: RetentionPolicy::default(),
-            added: None,
-        }
+        Database::new(name, folder, "persistence.db")
     }
 
     #[test]

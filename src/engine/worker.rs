@@ -120,6 +120,31 @@ impl Out {
     pub fn event(&self, event: Event) {
         self.send(&FromWorker::Event { event });
     }
+
+    /// Send the final frame of the work; its exit code.
+    pub fn finish(
+        &self,
+        result: std::result::Result<crate::protocol::Reply, (Phase, Error)>,
+    ) -> i32 {
+        let (event, code) = match result {
+            Ok(reply) => (
+                Event::Done {
+                    result: Box::new(reply),
+                },
+                0,
+            ),
+            Err((step, error)) => (
+                Event::Error {
+                    kind: error.kind(),
+                    step: Some(step),
+                    message: error.to_string(),
+                },
+                error.kind().exit_code(),
+            ),
+        };
+        self.event(event);
+        code
+    }
 }
 
 impl Progress for Out {

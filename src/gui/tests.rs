@@ -569,15 +569,11 @@ fn restore_from_history_keeps_the_old_files_and_records_the_restore() {
     // never belongs to root.
     let registry = persnap::registry::Registry::at(data.path().join("databases"));
     registry
-        .add(&persnap::registry::Database {
-            name: "restored".into(),
-            folder: persnap::volume::canonical(src.path()).unwrap(),
-            store_name: "persistence.db".into(),
-            location: None,
-            schedule: None,
-            retention: Default::default(),
-            added: None,
-        })
+        .add(&persnap::registry::Database::new(
+            "restored",
+            persnap::volume::canonical(src.path()).unwrap(),
+            "persistence.db",
+        ))
         .unwrap();
     #[cfg(unix)]
     if persnap::fsutil::is_root() {

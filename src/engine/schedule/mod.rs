@@ -261,22 +261,7 @@ impl TryFrom<String> for When {
 
 /// Names are part of unit file and task names: keep them plain.
 pub fn validate_name(name: &str) -> Result<()> {
-    let ok = !name.is_empty()
-        && name.len() <= 40
-        && name
-            .bytes()
-            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
-        && !name.starts_with('-');
-    if ok {
-        Ok(())
-    } else {
-        Err(Error::Refused {
-            field: "name",
-            reason: format!(
-                "{name:?} is not a schedule name: use 1 to 40 lower-case letters, digits and dashes (e.g. nightly)"
-            ),
-        })
-    }
+    crate::names::check_plain_name(name, "schedule", "nightly")
 }
 
 /// Paths go into unit files and task XML, one value per line: refuse any

@@ -230,21 +230,54 @@ pub fn secure_admin_dir(dir: &Path) -> io::Result<()> {
 /// Give `path` the owner (if any) and DACL of `sddl`, protected from
 /// inheritance.
 pub fn apply_sddl(path: &Path, sddl: &str) -> io::Result<()> {
-    use winapi::shared::sddl::{
-        ConvertStringSecurityDescriptorToSecurityDescriptorW, SDDL_REVISION_1,
-    };
     use winapi::um::accctrl::SE_FILE_OBJECT;
     use winapi::um::aclapi::SetNamedSecurityInfoW;
     use winapi::um::securitybaseapi::{GetSecurityDescriptorDacl, GetSecurityDescriptorOwner};
-    use winapi::um::winbase::LocalFree;
     use winapi::um::winnt::{
         DACL_SECURITY_INFORMATION, OWNER_SECURITY_INFORMATION, PACL,
-        PROTECTED_DACL_SECURITY_INFORMATION, PSECURITY_DESCRIPTOR, PSID,
+        PROTECTED_DACL_SECURITY_INFORMATION, PSID,
     };
-    // SAFETY: the descriptor is freed with LocalFree after its owner and
-    // DACL (pointers into it) were used.
+    with_descriptor(sddl, |sd| {
+        // SAFETY: owner and DACL point into `sd`, alive for the call.
+        unsafe {
+            let (mut owner, mut dacl): (PSID, PACL) = (std::ptr::null_mut(), std::ptr::null_mut());
+            let (mut defaulted, mut present) = (0, 0);
+            GetSecurityDescriptorOwner(sd, &mut owner, &mut defaulted);
+            GetSecurityDescriptorDacl(sd, &mut present, &mut dacl, &mut defaulted);
+            let mut what = DACL_SECURITY_INFORMATION | PROTECTED_DACL_SECURITY_INFORMATION;
+            if !owner.is_null() {
+                what |= OWNER_SECURITY_INFORMATION;
+            }
+            let mut name = wide(path);
+            let rc = SetNamedSecurityInfoW(
+                name.as_mut_ptr(),
+                SE_FILE_OBJECT,
+                what,
+                owner,
+                std::ptr::null_mut(),
+                dacl,
+                std::ptr::null_mut(),
+            );
+            if rc != 0 {
+                return Err(io::Error::from_raw_os_error(rc as i32));
+            }
+        }
+        Ok(())
+    })
+}
+
+/// Run `use_it` with the security descriptor `sddl` describes (freed after).
+fn with_descriptor<T>(
+    sddl: &str,
+    use_it: impl FnOnce(winapi::um::winnt::PSECURITY_DESCRIPTOR) -> io::Result<T>,
+) -> io::Result<T> {
+    use winapi::shared::sddl::{
+        ConvertStringSecurityDescriptorToSecurityDescriptorW, SDDL_REVISION_1,
+    };
+    use winapi::um::winbase::LocalFree;
+    // SAFETY: the descriptor is allocated by the call and freed after use.
     unsafe {
-        let mut sd: PSECURITY_DESCRIPTOR = std::ptr::null_mut();
+        let mut sd: winapi::um::winnt::PSECURITY_DESCRIPTOR = std::ptr::null_mut();
         if ConvertStringSecurityDescriptorToSecurityDescriptorW(
             wide(sddl).as_ptr(),
             SDDL_REVISION_1 as DWORD,
@@ -254,71 +287,34 @@ pub fn apply_sddl(path: &Path, sddl: &str) -> io::Result<()> {
         {
             return Err(io::Error::last_os_error());
         }
-        let (mut owner, mut dacl): (PSID, PACL) = (std::ptr::null_mut(), std::ptr::null_mut());
-        let (mut defaulted, mut present) = (0, 0);
-        GetSecurityDescriptorOwner(sd, &mut owner, &mut defaulted);
-        GetSecurityDescriptorDacl(sd, &mut present, &mut dacl, &mut defaulted);
-        let mut what = DACL_SECURITY_INFORMATION | PROTECTED_DACL_SECURITY_INFORMATION;
-        if !owner.is_null() {
-            what |= OWNER_SECURITY_INFORMATION;
-        }
-        let mut name = wide(path);
-        let rc = SetNamedSecurityInfoW(
-            name.as_mut_ptr(),
-            SE_FILE_OBJECT,
-            what,
-            owner,
-            std::ptr::null_mut(),
-            dacl,
-            std::ptr::null_mut(),
-        );
+        let result = use_it(sd);
         LocalFree(sd.cast());
-        if rc != 0 {
-            return Err(io::Error::from_raw_os_error(rc as i32));
-        }
+        result
     }
-    Ok(())
 }
 
 /// Create `dir` with the security descriptor `sddl` from the start;
 /// `false` if it existed already.
 fn create_dir_with_sddl(dir: &Path, sddl: &str) -> io::Result<bool> {
-    use winapi::shared::sddl::{
-        ConvertStringSecurityDescriptorToSecurityDescriptorW, SDDL_REVISION_1,
-    };
     use winapi::shared::winerror::ERROR_ALREADY_EXISTS;
     use winapi::um::fileapi::CreateDirectoryW;
     use winapi::um::minwinbase::SECURITY_ATTRIBUTES;
-    use winapi::um::winbase::LocalFree;
-    use winapi::um::winnt::PSECURITY_DESCRIPTOR;
-    // SAFETY: the descriptor lives until after CreateDirectoryW.
-    unsafe {
-        let mut sd: PSECURITY_DESCRIPTOR = std::ptr::null_mut();
-        if ConvertStringSecurityDescriptorToSecurityDescriptorW(
-            wide(sddl).as_ptr(),
-            SDDL_REVISION_1 as DWORD,
-            &mut sd,
-            std::ptr::null_mut(),
-        ) == 0
-        {
-            return Err(io::Error::last_os_error());
-        }
+    with_descriptor(sddl, |sd| {
         let mut sa = SECURITY_ATTRIBUTES {
             nLength: std::mem::size_of::<SECURITY_ATTRIBUTES>() as DWORD,
             lpSecurityDescriptor: sd,
             bInheritHandle: 0,
         };
-        let ok = CreateDirectoryW(wide(dir).as_ptr(), &mut sa);
-        let err = io::Error::last_os_error();
-        LocalFree(sd.cast());
-        if ok != 0 {
+        // SAFETY: a NUL-terminated name and attributes that outlive the call.
+        if unsafe { CreateDirectoryW(wide(dir).as_ptr(), &mut sa) } != 0 {
             return Ok(true);
         }
+        let err = io::Error::last_os_error();
         if err.raw_os_error() == Some(ERROR_ALREADY_EXISTS as i32) {
             return Ok(false);
         }
         Err(err)
-    }
+    })
 }
 
 /// Whether only administrators can change `path`: it is owned by
