@@ -1110,6 +1110,18 @@ fn tell_scheduled_failure(name: &str, scheduler_said: &str) {
         eprintln!("persnap: no schedule named {name}; nothing to notify");
         return;
     };
+    // The history is its maker's: read it as them (systemd runs this as
+    // root, and the folder is theirs to fill with links).
+    #[cfg(unix)]
+    if let Some(uid) = s.uid.filter(|uid| *uid != 0 && persnap::fsutil::is_root()) {
+        let became = persnap::privileged::user::Identity::of_uid(uid)
+            .map_err(|e| e.to_string())
+            .and_then(|user| user.become_now().map_err(|e| e.to_string()));
+        if let Err(e) = became {
+            eprintln!("persnap: cannot act as uid {uid} ({e}); nothing to notify");
+            return;
+        }
+    }
     let runs = History::at(&s.history_dir).load().unwrap_or_default();
     let (summary, body) = schedule::failure_message(name, s.last_run(&runs), scheduler_said);
     eprintln!("{summary}: {body}");

@@ -482,6 +482,10 @@ fn an_operator_backs_up_protected_databases_and_nothing_else() {
         .unwrap();
     make_store(secret_dir.path(), "persistence.db", Mode::Rollback, 1);
     let secret = std::fs::canonicalize(secret_dir.path()).unwrap();
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&secret, std::fs::Permissions::from_mode(0o700)).unwrap();
+    }
     let frame = backup_frame(
         &secret,
         &std::fs::canonicalize(dest.path()).unwrap(),
@@ -495,6 +499,27 @@ fn an_operator_backs_up_protected_databases_and_nothing_else() {
         "{events:?}"
     );
     assert_eq!(code, 8);
+    // A registered database, but what only the administrator may choose
+    // (the snapshot's size), or a location the operator cannot see.
+    let registered_frame = |dest: &Path, size: Option<u64>| {
+        let v = serde_json::json!({
+            "version": 2, "type": "backup", "source": store_dir, "dest": dest, "store_name": "persistence.db",
+            "method": "auto", "options": {"online_timeout_secs": 60, "snapshot_size": size}
+        });
+        format!("{v}\n").into_bytes()
+    };
+    let (events, _) = pkexec_raw(
+        "backup",
+        &registered_frame(&std::fs::canonicalize(dest.path()).unwrap(), Some(1 << 40)),
+    );
+    assert!(error_of(&events).contains("snapshot size"), "{events:?}");
+    let hidden = secret.join("not-there");
+    let (events, _) = pkexec_raw("backup", &registered_frame(&hidden, None));
+    let said = error_of(&events);
+    assert!(
+        said.contains("Permission denied") && !said.contains("does not exist"),
+        "root must not say what is in a folder the operator cannot see: {said}"
+    );
     // Nor does a refusal show what is in a folder the operator cannot list.
     std::fs::write(secret.join("private-name.txt"), b"x").unwrap();
     let probe = backup_frame(
@@ -608,6 +633,21 @@ fn an_operator_backs_up_protected_databases_and_nothing_else() {
             .count(),
         1,
         "the old files are kept aside"
+    );
+
+    // A backup of another store than the one registered there is refused.
+    persnap::registry::Registry::at(REGISTRY)
+        .add(&persnap::registry::Database::new(
+            "pkexec-svc",
+            &svc_store,
+            "other.db",
+        ))
+        .unwrap();
+    let out = run(restore_args(&svc_store));
+    assert!(
+        stderr(&out).contains("it is a backup of"),
+        "{}",
+        stderr(&out)
     );
 
     // The finished backup is the user's; swapping it for a link to a root

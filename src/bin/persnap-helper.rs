@@ -157,6 +157,12 @@ fn handle(level: Authority, input: Box<dyn Read + Send>, mut events: Events) -> 
     {
         return events.fail(&e, None);
     }
+    // The backup location is the user's business: look at it with their
+    // rights first, so root never says what is in a folder they cannot see.
+    #[cfg(target_os = "linux")]
+    if let Err(e) = user_can_see_dest(&request) {
+        return events.fail(&e, None);
+    }
     let validated = protocol::validate(request).and_then(|mut v| {
         v.authorize(level, &registry)?;
         Ok(v)
@@ -193,10 +199,30 @@ fn handle(level: Authority, input: Box<dyn Read + Send>, mut events: Events) -> 
             request,
             dest_given,
             test_snapshot,
-        } => match persnap::probe::probe(&request, dest_given, test_snapshot) {
-            Ok(report) => events.done(Reply::Probe { report }),
-            Err(e) => events.fail(&e, Some(Phase::Prepare)),
-        },
+        } => {
+            // The same checks as a backup: the folder unchanged since it was
+            // validated, and a test snapshot counts against the database's
+            // lock and the snapshot slots.
+            #[cfg(target_os = "linux")]
+            let checked = persnap::privileged::capture::plan_unchanged(&request).and_then(|_| {
+                test_snapshot
+                    .then(|| {
+                        persnap::privileged::locks::for_database(
+                            &request.source,
+                            &request.store_name,
+                        )
+                    })
+                    .transpose()
+            });
+            #[cfg(not(target_os = "linux"))]
+            let checked = persnap::Result::Ok(());
+            match checked
+                .and_then(|_locks| persnap::probe::probe(&request, dest_given, test_snapshot))
+            {
+                Ok(report) => events.done(Reply::Probe { report }),
+                Err(e) => events.fail(&e, Some(Phase::Prepare)),
+            }
+        }
         Validated::Restore(req) => {
             #[cfg(target_os = "linux")]
             {
@@ -275,6 +301,23 @@ fn handle(level: Authority, input: Box<dyn Read + Send>, mut events: Events) -> 
 fn invoking_user() -> Option<persnap::Result<persnap::privileged::user::Identity>> {
     let uid = invoking_uid().filter(|uid| *uid != 0)?;
     Some(persnap::privileged::user::Identity::of_uid(uid))
+}
+
+/// The backup location of a backup or probe, checked with the invoking
+/// user's credentials (on a thread of its own) before root looks at it.
+#[cfg(target_os = "linux")]
+fn user_can_see_dest(request: &Request) -> persnap::Result<()> {
+    let dest = match request {
+        Request::Backup { dest, .. }
+        | Request::Probe {
+            dest: Some(dest), ..
+        } => dest,
+        _ => return Ok(()),
+    };
+    let Some(user) = invoking_user() else {
+        return Ok(());
+    };
+    user?.run_as(|| protocol::check_path("dest", dest, backup::canonical_dest))?
 }
 
 /// Who a backup is written as: `run_as` when the caller is root itself

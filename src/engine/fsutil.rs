@@ -118,7 +118,8 @@ impl RunLock {
     /// Whether any process holds the lock of run `tag`.
     pub fn is_held(tag: &str) -> bool {
         lock_dirs().iter().any(|dir| {
-            let Ok(file) = File::open(dir.join(lock_name(tag))) else {
+            // Never through a link, never blocking on a FIFO, only a file.
+            let Ok(file) = crate::sys::open_lock_file(&dir.join(lock_name(tag))) else {
                 return false;
             };
             matches!(file.try_lock_shared(), Err(TryLockError::WouldBlock))
@@ -179,6 +180,38 @@ mod tests {
         assert_eq!(fs::read(&victim).unwrap(), b"precious");
         assert_eq!(fs::read(&path).unwrap(), b"new");
         fs::remove_dir_all(dir).unwrap();
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn a_planted_fifo_or_link_is_not_a_lock() {
+        let tag = format!("f{:07}", std::process::id() % 10_000_000);
+        let dir = lock_dirs().into_iter().next().unwrap();
+        crate::sys::secure_private_dir(&dir).unwrap();
+        let path = dir.join(lock_name(&tag));
+        let c = std::ffi::CString::new(path.as_os_str().as_encoded_bytes()).unwrap();
+        // SAFETY: mkfifo with a valid C string.
+        assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0);
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || tx.send(RunLock::is_held(&tag)).unwrap());
+        let held = rx.recv_timeout(std::time::Duration::from_secs(5));
+        fs::remove_file(&path).unwrap();
+        assert_eq!(
+            held,
+            Ok(false),
+            "a FIFO neither blocks nor counts as a lock"
+        );
+        if is_root() {
+            assert_eq!(
+                lock_dirs(),
+                std::env::var_os("PERSNAP_RUN_DIR")
+                    .map(PathBuf::from)
+                    .into_iter()
+                    .chain([PathBuf::from("/run/persnap")])
+                    .collect::<Vec<_>>(),
+                "root trusts no folder a user could have made"
+            );
+        }
     }
 
     #[test]

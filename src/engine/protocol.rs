@@ -490,13 +490,9 @@ impl Validated {
             }
             return Ok(());
         }
-        let (what, source, store_name) = match self {
-            Validated::Backup(req, _) => ("Backing up", &req.source, &req.store_name),
-            Validated::Probe { request, .. } => (
-                "Testing a snapshot of",
-                &request.source,
-                &request.store_name,
-            ),
+        let (what, request) = match &*self {
+            Validated::Backup(req, _) => ("Backing up", req),
+            Validated::Probe { request, .. } => ("Testing a snapshot of", request),
             other => {
                 return Err(Error::NeedsAdminLevel {
                     what: other.describe(),
@@ -505,6 +501,15 @@ impl Validated {
             }
         };
         registry.check_safe()?;
+        if request.snapshot.size.is_some() {
+            // An LVM snapshot takes room in the volume group: how much is
+            // the administrator's choice.
+            return Err(Error::NeedsAdminLevel {
+                what: "Choosing the snapshot size".into(),
+                why: String::new(),
+            });
+        }
+        let (source, store_name) = (&request.source, &request.store_name);
         if registry.find(source, store_name)?.is_some() {
             return Ok(());
         }

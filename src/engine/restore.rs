@@ -109,6 +109,23 @@ pub fn open_backup(dir: &Path) -> Result<BackupSet> {
     Ok(BackupSet { manifest, files })
 }
 
+/// A backup of another store than the folder is registered for is
+/// refused (checked by the helper as root, and again where it runs).
+pub fn check_store_name(req: &RestoreRequest, manifest: &Manifest) -> Result<()> {
+    if req.store_names.is_empty() || req.store_names.contains(&manifest.store_name) {
+        return Ok(());
+    }
+    Err(Error::Refused {
+        field: "backup",
+        reason: format!(
+            "it is a backup of {:?}, but {} is registered for {}; restore a backup of that database",
+            manifest.store_name,
+            req.target.display(),
+            req.store_names.join(", ")
+        ),
+    })
+}
+
 /// Restore, recording the run through `recorder`.
 pub fn run_restore(
     req: &RestoreRequest,
@@ -203,17 +220,7 @@ fn execute(
             ),
         });
     }
-    if !req.store_names.is_empty() && !req.store_names.contains(&manifest.store_name) {
-        return Err(Error::Refused {
-            field: "backup",
-            reason: format!(
-                "it is a backup of {:?}, but {} is registered for {}; restore a backup of that database",
-                manifest.store_name,
-                target.display(),
-                req.store_names.join(", ")
-            ),
-        });
-    }
+    check_store_name(req, &manifest)?;
     run.store_name = manifest.store_name.clone();
     run.method = Some(manifest.method);
     run.files = manifest.files.len() as u32;

@@ -250,6 +250,12 @@ pub fn open_set(store: &Store) -> Result<Vec<(StoreFile, fs::File)>> {
                 source,
             })?;
         require_regular(&path, &meta)?;
+        if crate::sys::link_count(&meta) > 1 {
+            return Err(Error::StoreFileNotRegular {
+                path,
+                what: "a file with other names (hard links)",
+            });
+        }
         opened.push((
             StoreFile {
                 size: meta.len(),
@@ -358,6 +364,36 @@ mod tests {
         h[19] = read;
         h[28..32].copy_from_slice(&7u32.to_be_bytes());
         h
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn a_store_file_with_other_names_is_not_opened() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("persistence.db"), header(1, 4096)).unwrap();
+        let elsewhere = dir.path().join("someone-elses.db");
+        std::fs::write(&elsewhere, b"not yours").unwrap();
+        std::fs::hard_link(&elsewhere, dir.path().join("persistence.db-journal")).unwrap();
+        let store = discover(dir.path(), "persistence.db").unwrap();
+        let err = open_set(&store).unwrap_err().to_string();
+        assert!(err.contains("hard links"), "{err}");
+        std::fs::remove_file(dir.path().join("persistence.db-journal")).unwrap();
+        let store = discover(dir.path(), "persistence.db").unwrap();
+        assert_eq!(open_set(&store).unwrap().len(), 1);
+    }
+
+    #[cfg(target_os = "linux")]
+    #[test]
+    fn a_link_anywhere_on_the_way_is_not_followed() {
+        let dir = tempfile::tempdir().unwrap();
+        let real = dir.path().join("real");
+        std::fs::create_dir(&real).unwrap();
+        std::fs::write(real.join("persistence.db"), header(1, 4096)).unwrap();
+        let store = discover(&real, "persistence.db").unwrap();
+        std::fs::rename(&real, dir.path().join("moved")).unwrap();
+        std::os::unix::fs::symlink(dir.path().join("moved"), &real).unwrap();
+        let err = open_set(&store).unwrap_err().to_string();
+        assert!(err.contains("cannot be read"), "{err}");
     }
 
     #[test]

@@ -13,7 +13,7 @@ use std::fs::File;
 use std::io::{Read, Write};
 use std::os::fd::OwnedFd;
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use crate::backup::{BackupRequest, SourcePlan};
 use crate::error::{Error, HINT_SOURCE, Result};
@@ -24,14 +24,37 @@ use crate::store;
 use crate::worker::{PIPES, ToWorker, WorkerRequest};
 
 use super::channel::{Events, STALL};
-use super::spawn::{Bounded, Worker, pipe, worker_lost};
+use super::spawn::{Bounded, Handle, Worker, pipe, worker_lost};
+
+/// The slowest the worker may read the store files (bytes per second)
+/// before the snapshot is released under it.
+const MIN_RATE: u64 = 512 * 1024;
 use super::user::Identity;
+
+/// The database side of `req`, planned as root, refused if the folder is
+/// no longer the one validation saw: looked up again it must be the same
+/// canonical path, or a link has been swapped in since. (Inside the
+/// snapshot the path is then opened without following any link.)
+pub fn plan_unchanged(req: &BackupRequest) -> Result<SourcePlan> {
+    let source = crate::backup::plan_source(req)?;
+    if source.store.dir != req.source {
+        return Err(Error::Refused {
+            field: "source",
+            reason: format!(
+                "{} changed while persnap looked at it (it now leads to {}); nothing was read",
+                req.source.display(),
+                source.store.dir.display()
+            ),
+        });
+    }
+    Ok(source)
+}
 
 /// Run the backup `req` for `user`; returns the helper's exit code. The
 /// final frame (done or error) has been queued on `events`.
 pub fn backup_for(req: BackupRequest, user: &Identity, events: &Events) -> i32 {
     let started = (|| {
-        let source = crate::backup::plan_source(&req)?;
+        let source = plan_unchanged(&req)?;
         let locks = super::locks::for_database(&source.store.dir, &source.store.name)?;
         let io = |e| Error::io("create a pipe", "persnap-helper", HINT_SOURCE)(e);
         let (mut reads, mut writes) = (Vec::new(), Vec::new());
@@ -54,7 +77,7 @@ pub fn backup_for(req: BackupRequest, user: &Identity, events: &Events) -> i32 {
     let (events_for_capture, cancel) = (events.clone(), events.cancel().clone());
     let options = req.snapshot.clone();
     let on_capture =
-        move |tag: String, pipes: Vec<OwnedFd>, to_worker: Arc<Mutex<Bounded>>, worker_pid: u32| {
+        move |tag: String, pipes: Vec<OwnedFd>, to_worker: Arc<Mutex<Bounded>>, worker: Handle| {
             CaptureJob {
                 source,
                 options,
@@ -63,7 +86,7 @@ pub fn backup_for(req: BackupRequest, user: &Identity, events: &Events) -> i32 {
                 to_worker,
                 events: events_for_capture,
                 cancel,
-                worker_pid,
+                worker,
             }
             .run()
         };
@@ -78,7 +101,7 @@ struct CaptureJob {
     to_worker: Arc<Mutex<Bounded>>,
     events: Events,
     cancel: CancelToken,
-    worker_pid: u32,
+    worker: Handle,
 }
 
 impl CaptureJob {
@@ -97,8 +120,8 @@ impl CaptureJob {
                 }
             };
             if Worker::send(&self.to_worker, &frame).is_err() {
-                // SAFETY: the worker is our child; it will not read again.
-                unsafe { libc::kill(self.worker_pid as i32, libc::SIGKILL) };
+                // It will not read again: it must not wait for ever either.
+                self.worker.kill();
             }
         }
     }
@@ -140,10 +163,13 @@ impl CaptureJob {
         )
         .map_err(|e| before(worker_lost(&e.to_string())))?;
         let after = |e| (true, e);
+        // The snapshot is held at most this long, however the worker reads.
+        let total: u64 = files.iter().map(|(f, _)| f.size).sum();
+        let deadline = Instant::now() + STALL + Duration::from_secs(total / MIN_RATE);
         let mut pipes = pipes.into_iter();
         for (file, mut input) in files {
             let pipe = pipes.next().expect("as many pipes as store files");
-            let mut out = Bounded::new(pipe, STALL, Some(self.cancel.clone()));
+            let mut out = Bounded::new(pipe, STALL, Some(self.cancel.clone())).until(deadline);
             send_file(&mut input, &mut out, &file.name, &self.cancel).map_err(after)?;
         }
         drop(pipes);
@@ -196,5 +222,36 @@ fn send_file(input: &mut File, out: &mut Bounded, name: &str, cancel: &CancelTok
         })?;
         crate::fsutil::drop_cached(input, offset, n as u64);
         offset += n as u64;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_folder_swapped_for_a_link_after_validation_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let base = crate::volume::canonical(dir.path()).unwrap();
+        let other = base.join("other");
+        std::fs::create_dir(&other).unwrap();
+        crate::loadgen::init(
+            &other.join("persistence.db"),
+            crate::loadgen::Mode::Rollback,
+            1,
+        )
+        .unwrap();
+        // Validation saw `orders` as a real folder; now it leads elsewhere.
+        let orders = base.join("orders");
+        std::os::unix::fs::symlink(&other, &orders).unwrap();
+        let request = |source: &std::path::Path| {
+            let mut req = BackupRequest::new(source, &base);
+            // Any method: what matters is which folder is planned.
+            req.method = crate::method::MethodChoice::Explicit(crate::method::Method::SqliteOnline);
+            req
+        };
+        let err = plan_unchanged(&request(&orders)).unwrap_err().to_string();
+        assert!(err.contains("changed while persnap looked"), "{err}");
+        plan_unchanged(&request(&other)).unwrap();
     }
 }

@@ -19,6 +19,10 @@ use crate::protocol::{self, Event, Reply};
 
 /// How long one frame write may block before the run is cancelled.
 pub const STALL: Duration = Duration::from_secs(30);
+/// Most frames queued for the caller (progress frames merge, so a run has
+/// a handful at a time); beyond it the run is cancelled, so no flood of
+/// frames — a worker's logs, say — can grow the helper's memory.
+pub const MAX_QUEUED: usize = 256;
 
 #[derive(Default)]
 struct State {
@@ -76,6 +80,13 @@ impl Events {
         );
         if merge {
             state.frames.pop_back();
+        }
+        if state.frames.len() >= MAX_QUEUED {
+            state.broken = true;
+            state.frames.clear();
+            self.inner.cancel.cancel();
+            self.inner.changed.notify_all();
+            return;
         }
         state.frames.push_back(event);
         self.inner.changed.notify_all();
@@ -237,6 +248,17 @@ mod tests {
             );
             std::thread::sleep(Duration::from_millis(20));
         }
+    }
+
+    #[test]
+    fn a_flood_of_frames_cancels_the_run_instead_of_growing() {
+        let cancel = CancelToken::new();
+        let mut events = Events::new(Box::new(Stuck(0)), cancel.clone(), STALL);
+        for _ in 0..MAX_QUEUED * 4 {
+            events.log(Level::Info, &"x".repeat(60_000));
+        }
+        assert!(cancel.is_cancelled(), "the flood cancels the run");
+        assert!(events.inner.lock().frames.len() <= MAX_QUEUED);
     }
 
     #[test]

@@ -35,9 +35,34 @@ pub fn start() {
     {
         // SAFETY: umask cannot fail.
         unsafe { libc::umask(0o077) };
+        occupy_low_descriptors();
     }
     #[cfg(target_os = "linux")]
     if crate::fsutil::is_root() {
         crate::snapshot::mount::private_namespace();
+    }
+}
+
+/// Keep descriptors 0 to 6 taken (by /dev/null where the caller left them
+/// closed), so nothing the helper opens later lands on them: 0–2 are the
+/// standard streams, 3–6 are where the worker gets its files, and a pipe
+/// of std's own there would be overwritten when they are placed.
+#[cfg(unix)]
+fn occupy_low_descriptors() {
+    loop {
+        // SAFETY: open and fcntl on a descriptor we own.
+        unsafe {
+            let fd = libc::open(c"/dev/null".as_ptr(), libc::O_RDWR);
+            if fd < 0 {
+                return;
+            }
+            if fd > crate::worker::FIRST_PIPE_FD + crate::worker::PIPES as i32 - 1 {
+                libc::close(fd);
+                return;
+            }
+            if fd >= crate::worker::FIRST_PIPE_FD {
+                libc::fcntl(fd, libc::F_SETFD, libc::FD_CLOEXEC);
+            }
+        }
     }
 }

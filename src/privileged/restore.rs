@@ -30,6 +30,7 @@ pub fn restore_for(req: RestoreRequest, invoker: Option<&Identity>, events: &Eve
             Some(user) => user.run_as(|| restore::open_backup(&req.backup))?,
             None => restore::open_backup(&req.backup),
         }?;
+        restore::check_store_name(&req, &set.manifest)?;
         let locks = super::locks::for_database(&req.target, &set.manifest.store_name)?;
         restore::check_store_not_in_use(&req.target, &set.manifest.store_name)?;
         let files: Vec<OwnedFd> = set.files.into_iter().map(OwnedFd::from).collect();

@@ -29,6 +29,8 @@ pub(super) struct Bounded {
     file: File,
     limit: Duration,
     cancel: Option<CancelToken>,
+    /// When all writing must be over, however steadily the reader reads.
+    deadline: Option<Instant>,
 }
 
 impl Bounded {
@@ -42,7 +44,14 @@ impl Bounded {
             file: File::from(fd),
             limit,
             cancel,
+            deadline: None,
         }
+    }
+
+    /// Give up at `deadline` too (a reader that reads, but too slowly).
+    pub(super) fn until(mut self, deadline: Instant) -> Bounded {
+        self.deadline = Some(deadline);
+        self
     }
 }
 
@@ -57,10 +66,10 @@ impl Write for Bounded {
             if self.cancel.as_ref().is_some_and(|c| c.is_cancelled()) {
                 return Err(std::io::Error::other("cancelled"));
             }
-            if started.elapsed() > self.limit {
+            if started.elapsed() > self.limit || self.deadline.is_some_and(|d| Instant::now() > d) {
                 return Err(std::io::Error::new(
                     std::io::ErrorKind::TimedOut,
-                    "the reader stopped reading",
+                    "the reader stopped reading, or read too slowly",
                 ));
             }
             let mut poll = libc::pollfd {
@@ -88,11 +97,47 @@ pub(super) fn pipe() -> std::io::Result<(OwnedFd, OwnedFd)> {
 }
 
 /// What to run when a backup worker asks for its snapshot: given the run
-/// tag, the pipes' writing ends, the channel to the worker and its pid.
-pub(super) type OnCapture = Box<dyn FnOnce(String, Vec<OwnedFd>, Arc<Mutex<Bounded>>, u32) + Send>;
+/// tag, the pipes' writing ends, the channel to the worker and the worker.
+pub(super) type OnCapture =
+    Box<dyn FnOnce(String, Vec<OwnedFd>, Arc<Mutex<Bounded>>, Handle) + Send>;
+
+/// How long a cancelled worker has to stop before it is killed.
+const GRACE: Duration = Duration::from_secs(10);
+
+/// The worker process, shared: killing and reaping go through the same
+/// `Child`, so a worker is never signalled after it was reaped (its pid
+/// could belong to someone else by then).
+#[derive(Clone)]
+pub(super) struct Handle(Arc<Mutex<std::process::Child>>);
+
+impl Handle {
+    fn lock(&self) -> std::sync::MutexGuard<'_, std::process::Child> {
+        self.0.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Kill the worker now (nothing if it has been reaped already).
+    pub(super) fn kill(&self) {
+        let _ = self.lock().kill();
+    }
+
+    fn exited(&self) -> Option<std::process::ExitStatus> {
+        self.lock().try_wait().ok().flatten()
+    }
+
+    /// Wait for the worker to end, reaping it.
+    fn wait(&self) -> std::process::ExitStatus {
+        loop {
+            if let Some(status) = self.exited() {
+                return status;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
 
 pub(super) struct Worker {
-    child: std::process::Child,
+    child: Handle,
+    stdout: std::process::ChildStdout,
     pub(super) to_worker: Arc<Mutex<Bounded>>,
     pub(super) pipes: Vec<OwnedFd>,
 }
@@ -144,8 +189,10 @@ impl Worker {
         let mut child = cmd.spawn().map_err(io)?;
         drop(reads);
         let stdin = OwnedFd::from(child.stdin.take().expect("piped"));
+        let stdout = child.stdout.take().expect("piped");
         Ok(Worker {
-            child,
+            child: Handle(Arc::new(Mutex::new(child))),
+            stdout,
             to_worker: Arc::new(Mutex::new(Bounded::new(stdin, STALL, None))),
             pipes: keep,
         })
@@ -169,23 +216,37 @@ impl Worker {
             let mut w = self.to_worker.lock().unwrap_or_else(|p| p.into_inner());
             if let Err(e) = protocol::write_frame(&mut *w, &request) {
                 drop(w);
-                let _ = self.child.kill();
-                let _ = self.child.wait();
+                self.child.kill();
+                self.child.wait();
                 return events.fail(&worker_lost(&e.to_string()), Some(Phase::Prepare));
             }
         }
+        // A cancelled worker is told, then killed if it does not stop.
         let forward = {
-            let to_worker = Arc::clone(&self.to_worker);
-            let cancel = cancel.clone();
+            let (to_worker, cancel, child) = (
+                Arc::clone(&self.to_worker),
+                cancel.clone(),
+                self.child.clone(),
+            );
             std::thread::spawn(move || {
                 while !cancel.is_cancelled() {
+                    if child.exited().is_some() {
+                        return;
+                    }
                     std::thread::sleep(Duration::from_millis(50));
                 }
                 let _ = Worker::send(&to_worker, &ToWorker::Cancel);
+                let told = Instant::now();
+                while told.elapsed() < GRACE {
+                    if child.exited().is_some() {
+                        return;
+                    }
+                    std::thread::sleep(Duration::from_millis(50));
+                }
+                child.kill();
             })
         };
-        let _ = forward; // ends when the run is cancelled, or with the process
-        let mut out = BufReader::new(self.child.stdout.take().expect("piped"));
+        let mut out = BufReader::new(self.stdout);
         let mut pipes = Some(std::mem::take(&mut self.pipes));
         let mut capture = None;
         let mut last = None;
@@ -205,10 +266,9 @@ impl Worker {
                     let (Some(pipes), Some(start)) = (pipes.take(), on_capture.take()) else {
                         continue;
                     };
-                    let to_worker = Arc::clone(&self.to_worker);
-                    let pid = self.child.id();
+                    let (to_worker, child) = (Arc::clone(&self.to_worker), self.child.clone());
                     capture = Some(std::thread::spawn(move || {
-                        start(tag, pipes, to_worker, pid)
+                        start(tag, pipes, to_worker, child)
                     }));
                 }
             }
@@ -218,6 +278,7 @@ impl Worker {
             let _ = job.join();
         }
         let status = self.child.wait();
+        let _ = forward.join();
         match last {
             Some(code) => code,
             None => events.fail(&worker_lost(&format!("{status:?}")), Some(Phase::Finish)),
@@ -231,5 +292,35 @@ pub(super) fn worker_lost(detail: &str) -> Error {
         message: format!(
             "The worker stopped unexpectedly ({detail}); nothing was kept and the snapshot was removed. Please report this."
         ),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Read;
+
+    #[test]
+    fn a_reader_that_reads_too_slowly_is_cut_off_at_the_deadline() {
+        let (r, w) = pipe().unwrap();
+        let reader = std::thread::spawn(move || {
+            let mut r = File::from(r);
+            let mut buf = [0u8; 512];
+            // Steady, but far too slow: never blocked long enough to stall.
+            while let Ok(n) = r.read(&mut buf) {
+                if n == 0 {
+                    break;
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
+        });
+        let started = Instant::now();
+        let mut out = Bounded::new(w, Duration::from_secs(60), None)
+            .until(started + Duration::from_millis(500));
+        let err = out.write_all(&vec![0u8; 64 << 20]).unwrap_err();
+        assert_eq!(err.kind(), std::io::ErrorKind::TimedOut);
+        assert!(started.elapsed() < Duration::from_secs(5));
+        drop(out);
+        reader.join().unwrap();
     }
 }

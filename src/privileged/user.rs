@@ -15,6 +15,21 @@ use std::process::Command;
 
 use crate::error::{Error, Result};
 
+// The 32-bit-id system calls (on 32-bit x86 and ARM the plain ones take
+// 16-bit ids).
+#[cfg(any(target_arch = "x86", target_arch = "arm"))]
+const SYS_SETGROUPS: libc::c_long = libc::SYS_setgroups32;
+#[cfg(any(target_arch = "x86", target_arch = "arm"))]
+const SYS_SETFSUID: libc::c_long = libc::SYS_setfsuid32;
+#[cfg(any(target_arch = "x86", target_arch = "arm"))]
+const SYS_SETFSGID: libc::c_long = libc::SYS_setfsgid32;
+#[cfg(not(any(target_arch = "x86", target_arch = "arm")))]
+const SYS_SETGROUPS: libc::c_long = libc::SYS_setgroups;
+#[cfg(not(any(target_arch = "x86", target_arch = "arm")))]
+const SYS_SETFSUID: libc::c_long = libc::SYS_setfsuid;
+#[cfg(not(any(target_arch = "x86", target_arch = "arm")))]
+const SYS_SETFSGID: libc::c_long = libc::SYS_setfsgid;
+
 /// A user to act as.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Identity {
@@ -100,20 +115,30 @@ impl Identity {
         }))
     }
 
-    /// Run `work` on a thread of its own that has this user's
-    /// credentials (set with the raw system calls, which change only the
-    /// calling thread on Linux), so whatever it opens, it opens as the
-    /// user. The thread ends with `work`; no other thread is affected.
+    /// Run `work` on a thread of its own whose file access is this user's:
+    /// its groups and filesystem ids (`setgroups`, `setfsgid`,
+    /// `setfsuid`, the raw system calls, which change only the calling
+    /// thread on Linux). Changing the filesystem uid from 0 also drops the
+    /// thread's file capabilities, so whatever it opens, it opens as the
+    /// user; its real uid stays root's, so the user cannot signal it. The
+    /// thread ends with `work`; no other thread is affected.
     pub fn run_as<T: Send>(&self, work: impl FnOnce() -> T + Send) -> Result<T> {
         std::thread::scope(|scope| {
             scope
                 .spawn(|| {
                     // SAFETY: raw credential syscalls on this thread only.
                     let dropped = unsafe {
-                        libc::syscall(libc::SYS_setgroups, self.groups.len(), self.groups.as_ptr())
-                            == 0
-                            && libc::syscall(libc::SYS_setresgid, self.gid, self.gid, self.gid) == 0
-                            && libc::syscall(libc::SYS_setresuid, self.uid, self.uid, self.uid) == 0
+                        libc::syscall(SYS_SETGROUPS, self.groups.len(), self.groups.as_ptr()) == 0
+                            && {
+                                libc::syscall(SYS_SETFSGID, self.gid);
+                                libc::syscall(SYS_SETFSUID, self.uid);
+                                // Both return the previous id; asking again
+                                // (with an invalid id) says what they are now.
+                                libc::syscall(SYS_SETFSGID, u32::MAX)
+                                    == i64::from(self.gid) as libc::c_long
+                                    && libc::syscall(SYS_SETFSUID, u32::MAX)
+                                        == i64::from(self.uid) as libc::c_long
+                            }
                     };
                     if !dropped {
                         return Err(Error::io(

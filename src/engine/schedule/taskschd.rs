@@ -264,11 +264,9 @@ pub fn install(s: &Schedule, exe: &Path) -> Result<Installed> {
     // nobody else can plant or rewrite the XML between this write and
     // schtasks' read; the file is created new, never opened if it exists.
     let dir = registry_dir();
-    crate::sys::create_admin_dir(&dir).map_err(Error::io(
-        "secure",
-        &dir,
-        "Run persnap as administrator.",
-    ))?;
+    crate::sys::create_admin_dir(&dir)
+        .and_then(|()| crate::sys::owned_by_admins(&dir))
+        .map_err(Error::io("secure", &dir, "Run persnap as administrator."))?;
     let xml_path = dir.join(format!(".{}.task.xml", s.name));
     let _ = std::fs::remove_file(&xml_path);
     std::fs::File::options()

@@ -113,6 +113,11 @@ fn inherited(fd: i32, kind: libc::mode_t, what: &str) -> io::Result<File> {
     Ok(unsafe { <File as std::os::fd::FromRawFd>::from_raw_fd(fd) })
 }
 
+/// How many names (hard links) the file has.
+pub fn link_count(meta: &fs::Metadata) -> u64 {
+    meta.nlink()
+}
+
 /// The uid owning `path` (the path itself, not what a link names).
 pub fn owner_of(path: &Path) -> Option<u32> {
     fs::symlink_metadata(path).ok().map(|m| m.uid())
@@ -130,6 +135,19 @@ pub fn create_private(path: &Path) -> io::Result<File> {
         .create_new(true)
         .mode(0o600)
         .open(path)
+}
+
+/// Open an existing lock file to test it: no link followed, no blocking
+/// on a FIFO, and it must be a regular file.
+pub fn open_lock_file(path: &Path) -> io::Result<File> {
+    let file = File::options()
+        .read(true)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
+        .open(path)?;
+    if !file.metadata()?.is_file() {
+        return Err(io::Error::other("not a lock file"));
+    }
+    Ok(file)
 }
 
 /// Open or create a file that other users may read (locks, history).
@@ -353,8 +371,9 @@ pub fn lock_dirs() -> Vec<PathBuf> {
         None => std::env::temp_dir().join(format!("persnap-{uid}")),
     };
     if is_admin() {
+        // Root never trusts a folder a user could have made first (such as
+        // /tmp/persnap-0): its locks live in /run/persnap only.
         dirs.push(PathBuf::from("/run/persnap"));
-        dirs.push(user_dir);
     } else {
         dirs.push(user_dir);
         dirs.push(PathBuf::from("/run/persnap"));

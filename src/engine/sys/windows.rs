@@ -60,6 +60,11 @@ pub fn create_private(path: &Path) -> io::Result<File> {
     File::options().write(true).create_new(true).open(path)
 }
 
+/// Open an existing lock file to test it.
+pub fn open_lock_file(path: &Path) -> io::Result<File> {
+    open_nofollow(path)
+}
+
 /// Open or create a file for locks and history.
 pub fn open_shared_rw(path: &Path, truncate: bool) -> io::Result<File> {
     File::options()
@@ -174,11 +179,11 @@ pub fn admin_root() -> PathBuf {
     program_data().join("persnap")
 }
 
-/// Create a folder (and missing parents) for administrator-owned data,
-/// inside [`admin_root`], which is (re)made the administrators' first:
-/// owner Administrators, protected DACL ([`ADMIN_DIR_SDDL`]). A user who
-/// created the folder before persnap did loses it. A reparse point on the
-/// way is refused, never followed.
+/// Create a folder (and missing parents) for administrator-owned data
+/// inside [`admin_root`]: the root and every folder down to `path` are
+/// (re)made the administrators' — owner Administrators, protected DACL
+/// ([`ADMIN_DIR_SDDL`]). A user who created one of them before persnap
+/// did loses it. A reparse point on the way is refused, never followed.
 pub fn create_admin_dir(path: &Path) -> io::Result<()> {
     let root = admin_root();
     if !path.starts_with(&root) {
@@ -189,12 +194,11 @@ pub fn create_admin_dir(path: &Path) -> io::Result<()> {
         return secure_admin_dir(path);
     }
     secure_admin_dir(&root)?;
+    // Every folder on the way gets the permissions too: one a user made
+    // before persnap did is taken back, not trusted.
     let inner: Vec<&Path> = path.ancestors().take_while(|d| *d != root).collect();
     for dir in inner.into_iter().rev() {
-        match fs::create_dir(dir) {
-            Err(e) if e.kind() != io::ErrorKind::AlreadyExists => return Err(e),
-            _ => refuse_reparse_point(dir)?,
-        }
+        secure_admin_dir(dir)?;
     }
     Ok(())
 }
@@ -510,6 +514,11 @@ pub fn inherited_pipe(fd: i32) -> io::Result<File> {
     Err(io::Error::other(format!(
         "no inherited descriptor {fd} on Windows"
     )))
+}
+
+/// Hard links are not looked at on Windows (the snapshot is read by path).
+pub fn link_count(_meta: &fs::Metadata) -> u64 {
+    1
 }
 
 /// The device number of a path's filesystem (not used on Windows).
