@@ -587,6 +587,7 @@ fn probe_cmd(
     } else {
         persnap::probe::probe(&req, dest_given, false)?
     };
+    let report = report.look_up(&persnap::registry::Registry::system());
     if json {
         println!("{}", serde_json::to_string_pretty(&report)?);
         return Ok(());
@@ -632,6 +633,15 @@ fn print_probe(report: &ProbeReport) {
     }
     if let Some(why) = &report.blocked {
         println!("A backup cannot run: {why}");
+    }
+    match &report.protected_as {
+        Some(name) => println!(
+            "Protected as {name}: backing it up needs only the backup permission (which operators can be given)."
+        ),
+        None => println!(
+            "Not a protected database: backing it up needs the administrator's password each time (`persnap database add NAME --source {}` protects it).",
+            report.store.dir.display()
+        ),
     }
     if !report.steps.is_empty() {
         println!("A backup would, as administrator:");

@@ -32,6 +32,23 @@ pub struct ProbeReport {
     pub blocked: Option<String>,
     /// The result of the test snapshot, if one was asked for.
     pub test_snapshot: Option<std::result::Result<String, String>>,
+    /// The name it is registered under, if it is a protected database (its
+    /// backups then need only the backup permission); filled in by the
+    /// front end from the registry it reads ([`ProbeReport::look_up`]).
+    #[serde(default)]
+    pub protected_as: Option<String>,
+}
+
+impl ProbeReport {
+    /// Say whether the store is a protected database in `registry`.
+    pub fn look_up(mut self, registry: &crate::registry::Registry) -> ProbeReport {
+        self.protected_as = registry
+            .find(&self.store.dir, &self.store.name)
+            .ok()
+            .flatten()
+            .map(|db| db.name);
+        self
+    }
 }
 
 /// Inspect `req` (the destination only if `dest_given`), changing nothing
@@ -49,7 +66,9 @@ pub fn probe(req: &BackupRequest, dest_given: bool, test_snapshot: bool) -> Resu
         dest_space: None,
         blocked: None,
         test_snapshot: None,
+        protected_as: None,
     };
+
     match snapshot::choose_method(req.method, &report.volume) {
         Ok(method) => report.method = Some(method),
         Err(e) => report.blocked = Some(e.to_string()),

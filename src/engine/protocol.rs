@@ -138,12 +138,23 @@ impl Request {
     /// helper checks it again on what it validated (see [`Validated::needs`]).
     pub fn needs(&self, registry: &crate::registry::Registry) -> Authority {
         match self {
+            // The snapshot's size is the administrator's choice.
             Request::Backup {
-                source, store_name, ..
+                source,
+                store_name,
+                options,
+                ..
             }
             | Request::Probe {
-                source, store_name, ..
-            } if registry.find(source, store_name).ok().flatten().is_some() => Authority::Backup,
+                source,
+                store_name,
+                options,
+                ..
+            } if options.snapshot_size.is_none()
+                && registry.find(source, store_name).ok().flatten().is_some() =>
+            {
+                Authority::Backup
+            }
             _ => Authority::Admin,
         }
     }

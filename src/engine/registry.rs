@@ -280,6 +280,42 @@ fn read_nofollow(path: &Path) -> io::Result<Vec<u8>> {
     Ok(bytes)
 }
 
+/// A name for the database in `folder` that is not taken yet: the folder's
+/// own name made plain (`/srv/Apama Orders` → `apama-orders`), with `-2`,
+/// `-3`, … if another folder has it.
+pub fn suggest_name(registry: &Registry, folder: &Path) -> String {
+    let raw = folder
+        .file_name()
+        .map(|n| n.to_string_lossy().to_lowercase())
+        .unwrap_or_default();
+    let mut plain: String = raw
+        .chars()
+        .map(|c| if c.is_ascii_alphanumeric() { c } else { '-' })
+        .collect();
+    while plain.contains("--") {
+        plain = plain.replace("--", "-");
+    }
+    let mut base: String = plain.trim_matches('-').chars().take(34).collect();
+    base = base.trim_end_matches('-').to_owned();
+    if base.is_empty() {
+        base = "database".into();
+    }
+    let taken = |name: &str| {
+        registry
+            .get(name)
+            .ok()
+            .flatten()
+            .is_some_and(|db| db.folder != folder)
+    };
+    let mut name = base.clone();
+    let mut n = 2;
+    while taken(&name) {
+        name = format!("{base}-{n}");
+        n += 1;
+    }
+    name
+}
+
 /// A database name: 1 to 40 lower-case letters, digits and dashes.
 pub fn validate_name(name: &str) -> Result<()> {
     crate::names::check_plain_name(name, "database", "orders")
@@ -321,6 +357,31 @@ mod tests {
         assert!(reg.remove("orders").unwrap());
         assert!(!reg.remove("orders").unwrap());
         assert!(reg.get("orders").unwrap().is_none());
+    }
+
+    #[test]
+    fn suggested_names_are_plain_and_free() {
+        let dir = tempfile::tempdir().unwrap();
+        let reg = Registry::at(dir.path().join("databases"));
+        fs::create_dir(reg.dir()).unwrap();
+        assert_eq!(
+            suggest_name(&reg, Path::new("/srv/Apama Orders")),
+            "apama-orders"
+        );
+        assert_eq!(suggest_name(&reg, Path::new("/")), "database");
+        let json = serde_json::to_vec(&sample("store", Path::new("/a/store"))).unwrap();
+        fs::write(reg.entry("store"), json).unwrap();
+        assert_eq!(
+            suggest_name(&reg, Path::new("/a/store")),
+            "store",
+            "its own name"
+        );
+        assert_eq!(suggest_name(&reg, Path::new("/b/store")), "store-2");
+        validate_name(&suggest_name(
+            &reg,
+            Path::new(&format!("/{}", "x".repeat(90))),
+        ))
+        .unwrap();
     }
 
     #[test]

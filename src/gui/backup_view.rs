@@ -28,7 +28,10 @@ pub fn show(app: &mut PersnapApp, ui: &mut Ui) {
             ui.separator();
             found(app, ui);
             ui.separator();
-            plan(app, ui);
+            if let Some(request) = plan(app, ui) {
+                app.rt.protected = None;
+                app.rt.protecting = Some(worker::protect(ui.ctx(), request, app.rt.helper.clone()));
+            }
             actions(app, ui);
             activity(app, ui);
             outcome(app, ui);
@@ -190,7 +193,13 @@ fn keep_probe_fresh(app: &mut PersnapApp, ctx: &egui::Context) {
         return;
     }
     let dest_given = !app.settings.dest.trim().is_empty();
-    app.rt.probing = Some(worker::probe(ctx, request(&app.settings), dest_given, key));
+    app.rt.probing = Some(worker::probe(
+        ctx,
+        request(&app.settings),
+        dest_given,
+        key,
+        app.rt.registry.clone(),
+    ));
 }
 
 fn found(app: &PersnapApp, ui: &mut Ui) {
@@ -262,28 +271,75 @@ fn found(app: &PersnapApp, ui: &mut Ui) {
     }
 }
 
-fn plan(app: &PersnapApp, ui: &mut Ui) {
+/// The plan in words; returns the registration to start when "Protect
+/// this database…" was clicked.
+fn plan(app: &PersnapApp, ui: &mut Ui) -> Option<persnap::protocol::Request> {
     let Some(Ok(report)) = &app.rt.probe else {
-        return;
+        return None;
     };
     ui.heading("Plan");
     if let Some(why) = &report.blocked {
         ui.colored_label(RED, why);
-        return;
+        return None;
     }
     if report.steps.is_empty() {
         ui.label("Choose a backup location to see the plan.");
-        return;
+        return None;
     }
-    let who = if report.method == Some(Method::SqliteOnline) {
-        "as you"
-    } else {
-        "as administrator (you will be asked to authenticate)"
+    let who = match (&report.method, &report.protected_as) {
+        (Some(Method::SqliteOnline), _) => "as you".to_owned(),
+        (_, Some(name)) => format!(
+            "with your permission to back up “{name}”, a protected database (asked for at most once a session)"
+        ),
+        (_, None) => "as administrator (the administrator's password is asked each time, because this database is not protected yet)".to_owned(),
     };
     ui.label(format!("\"Back up now\" will, {who}:"));
     for (i, step) in report.steps.iter().enumerate() {
         ui.label(format!("  {}. {step}", i + 1));
     }
+    protect_row(app, ui, report)
+}
+
+/// "Protect this database…": register it once (the administrator's
+/// password), so its backups need only the backup permission — which an
+/// administrator may also give to operators.
+fn protect_row(
+    app: &PersnapApp,
+    ui: &mut Ui,
+    report: &persnap::probe::ProbeReport,
+) -> Option<persnap::protocol::Request> {
+    if let Some(result) = &app.rt.protected {
+        match result {
+            Ok(name) => ui.colored_label(
+                GREEN,
+                format!("“{name}” is now a protected database: backing it up no longer needs the administrator's password."),
+            ),
+            Err(message) => ui.colored_label(RED, format!("The database was not protected: {message}")),
+        };
+    }
+    if report.protected_as.is_some() || !report.method.is_some_and(Method::is_snapshot) {
+        return None;
+    }
+    ui.horizontal(|ui| {
+        let busy = app.rt.protecting.is_some() || app.rt.activity.is_some();
+        let clicked = ui
+            .add_enabled(!busy, egui::Button::new("Protect this database…"))
+            .on_hover_text(
+                "Register it once with the administrator's password; then backing it up needs only the backup permission (which operators can be given)",
+            )
+            .clicked();
+        if app.rt.protecting.is_some() {
+            ui.label("Waiting for the administrator's permission…");
+        } else {
+            ui.label("once, with the administrator's password; after that, backing it up needs only your backup permission.");
+        }
+        clicked.then(|| persnap::protocol::Request::DatabaseAdd {
+            name: persnap::registry::suggest_name(&app.rt.registry, &report.store.dir),
+            source: report.store.dir.clone(),
+            store_name: report.store.name.clone(),
+        })
+    })
+    .inner
 }
 
 fn ready(app: &PersnapApp) -> Option<&persnap::probe::ProbeReport> {

@@ -162,6 +162,11 @@ pub struct Runtime {
     /// A restore being prepared, running or just finished.
     pub restore: Option<RestoreDraft>,
     pub schedules: schedule_view::ScheduleState,
+    /// "Protect this database": the registration running, and how it went.
+    pub protecting: Option<Job>,
+    pub protected: Option<Result<String, String>>,
+    /// The registry of protected databases (the system's; tests use their own).
+    pub registry: persnap::registry::Registry,
 }
 
 /// The restore panel's state.
@@ -217,6 +222,9 @@ impl PersnapApp {
                 helper: None,
                 restore: None,
                 schedules: Default::default(),
+                protecting: None,
+                protected: None,
+                registry: persnap::registry::Registry::system(),
             },
         };
         app.reload_history();
@@ -264,6 +272,14 @@ impl PersnapApp {
     fn drain_messages(&mut self) {
         self.drain_restore();
         self.rt.schedules.drain();
+        if let Some(Ok(Msg::ProtectDone(result))) =
+            self.rt.protecting.as_ref().map(|job| job.rx.try_recv())
+        {
+            self.rt.protecting = None;
+            self.rt.protected = Some(result.map_err(|f| f.message));
+            // Look again: the plan now says what a protected backup needs.
+            self.rt.probe_key.clear();
+        }
         if let Some(Ok(Msg::Probed { key, result })) =
             self.rt.probing.as_ref().map(|job| job.rx.try_recv())
         {
@@ -295,7 +311,10 @@ impl PersnapApp {
                 }
                 Msg::BackupDone(Err(f)) => finished = Some(Outcome::Failed(f)),
                 Msg::TestSnapshotDone(r) => finished = Some(Outcome::TestSnapshot(r)),
-                Msg::Probed { .. } | Msg::RestoreDone(_) | Msg::ScheduleDone(_) => {}
+                Msg::Probed { .. }
+                | Msg::RestoreDone(_)
+                | Msg::ScheduleDone(_)
+                | Msg::ProtectDone(_) => {}
             }
         }
         if let Some(outcome) = finished {

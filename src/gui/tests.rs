@@ -377,7 +377,16 @@ fn btrfs_snapshot_backup_from_the_window_and_a_missing_helper() {
         .unwrap();
     let data = tempfile::tempdir().unwrap();
 
-    let mut h = harness(app_with_history(data.path()));
+    // The app and its helper share a registry of protected databases.
+    let registry = persnap::registry::Registry::at(data.path().join("databases"));
+    let mut app = app_with_history(data.path());
+    app.rt.registry = registry.clone();
+    let mut helper = direct_helper();
+    helper
+        .env
+        .push(("PERSNAP_REGISTRY_DIR".into(), registry.dir().to_owned()));
+    app.rt.helper = Some(helper);
+    let mut h = harness(app);
     type_into(&mut h, "Database folder", store.to_str().unwrap());
     type_into(&mut h, "Backup location", dest.path().to_str().unwrap());
     wait_until(&mut h, "the plan", |app| {
@@ -390,6 +399,30 @@ fn btrfs_snapshot_backup_from_the_window_and_a_missing_helper() {
         h.query_by_label_contains("Snapshot method: btrfs")
             .is_some()
     );
+    // Not protected yet: the plan says what that costs, and offers it.
+    assert!(
+        h.query_by_label_contains("because this database is not protected yet")
+            .is_some()
+    );
+    h.get_by_label("Protect this database…").click();
+    wait_until(&mut h, "the registration", |app| app.rt.protected.is_some());
+    let protected = h.state().rt.protected.clone().unwrap();
+    assert_eq!(protected, Ok("apama".to_owned()));
+    assert_eq!(
+        registry.get("apama").unwrap().unwrap().folder,
+        persnap::volume::canonical(&store).unwrap()
+    );
+    wait_until(&mut h, "the plan of a protected database", |app| {
+        app.rt.probe.as_ref().is_some_and(|p| {
+            p.as_ref()
+                .is_ok_and(|r| r.protected_as.as_deref() == Some("apama"))
+        })
+    });
+    assert!(
+        h.query_by_label_contains("a protected database (asked for at most once a session)")
+            .is_some()
+    );
+    assert!(h.query_by_label("Protect this database…").is_none());
     assert!(
         h.query_by_label_contains("Take a snapshot of btrfs subvolume")
             .is_some()

@@ -32,6 +32,8 @@ pub enum Msg {
     RestoreDone(Result<Box<persnap::restore::RestoreReport>, RemoteFailure>),
     /// A schedule was installed or removed (or not).
     ScheduleDone(Result<Box<Reply>, RemoteFailure>),
+    /// A database was registered as protected (its name), or not.
+    ProtectDone(Result<String, RemoteFailure>),
     Probed {
         key: String,
         result: Result<Box<ProbeReport>, String>,
@@ -141,16 +143,33 @@ pub fn schedule_change(
     })
 }
 
+/// Register a database as protected through the helper (the
+/// administrator's permission, asked once).
+pub fn protect(ctx: &eframe::egui::Context, request: Request, helper: Option<HelperRoute>) -> Job {
+    spawn(ctx, move |notify, cancel| {
+        let mut progress = notify.clone();
+        let result = match route(helper)
+            .and_then(|r| launch::call_via(r, &request, &mut progress, &mut Discard, &cancel))
+        {
+            Ok(Reply::DatabaseAdded { database }) => Ok(database.name),
+            Ok(other) => Err(RemoteFailure::unexpected(other)),
+            Err(f) => Err(f),
+        };
+        notify.send(Msg::ProtectDone(result));
+    })
+}
+
 /// Inspect the folders (unprivileged; reads headers and mounts only).
 pub fn probe(
     ctx: &eframe::egui::Context,
     req: BackupRequest,
     dest_given: bool,
     key: String,
+    registry: persnap::registry::Registry,
 ) -> Job {
     spawn(ctx, move |notify, _| {
         let result = persnap::probe::probe(&req, dest_given, false)
-            .map(Box::new)
+            .map(|report| Box::new(report.look_up(&registry)))
             .map_err(|e| e.to_string());
         notify.send(Msg::Probed { key, result });
     })
