@@ -634,14 +634,21 @@ fn print_probe(report: &ProbeReport) {
     if let Some(why) = &report.blocked {
         println!("A backup cannot run: {why}");
     }
+    let snapshot = report.method.is_some_and(Method::is_snapshot);
     match &report.protected_as {
         Some(name) => println!(
             "Protected as {name}: backing it up needs only the backup permission (which operators can be given)."
         ),
-        None => println!(
-            "Not a protected database: backing it up needs the administrator's password each time (`persnap database add NAME --source {}` protects it).",
-            report.store.dir.display()
+        None if snapshot && cfg!(unix) => println!(
+            "Not a protected database: backing it up needs the administrator's password each time (`persnap database add NAME --source {}{}` protects it).",
+            report.store.dir.display(),
+            if store.name == persnap::store::DEFAULT_STORE_NAME {
+                String::new()
+            } else {
+                format!(" --store-name {}", store.name)
+            }
         ),
+        None => {}
     }
     if !report.steps.is_empty() {
         println!("A backup would, as administrator:");
@@ -1121,9 +1128,12 @@ fn tell_scheduled_failure(name: &str, scheduler_said: &str) {
         return;
     };
     // The history is its maker's: read it as them (systemd runs this as
-    // root, and the folder is theirs to fill with links).
+    // root, and the folder is theirs to fill with links). Schedules made
+    // before their maker was recorded: the history folder's owner.
     #[cfg(unix)]
-    if let Some(uid) = s.uid.filter(|uid| *uid != 0 && persnap::fsutil::is_root()) {
+    let maker = s.uid.or_else(|| persnap::sys::owner_of(&s.history_dir));
+    #[cfg(unix)]
+    if let Some(uid) = maker.filter(|uid| *uid != 0 && persnap::fsutil::is_root()) {
         let became = persnap::privileged::user::Identity::of_uid(uid)
             .map_err(|e| e.to_string())
             .and_then(|user| user.become_now().map_err(|e| e.to_string()));

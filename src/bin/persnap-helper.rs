@@ -146,8 +146,17 @@ fn handle(level: Authority, input: Box<dyn Read + Send>, mut events: Events) -> 
     // listed, no file opened) unless it is a registered database.
     if level == Authority::Backup
         && let Err(e) = registry.check_safe().and_then(|_| {
+            let sized = matches!(
+                &request,
+                Request::Backup { options, .. } | Request::Probe { options, .. }
+                    if options.snapshot_size.is_some()
+            );
             match request.needs(&registry) {
                 Authority::Backup => Ok(()),
+                Authority::Admin if sized => Err(Error::NeedsAdminLevel {
+                    what: "Choosing the snapshot size".into(),
+                    why: String::new(),
+                }),
                 Authority::Admin => Err(Error::NeedsAdminLevel {
                     what: "This request".into(),
                     why: " because it is not a backup or test snapshot of a protected database (an administrator registers one with `persnap database add`)".into(),
@@ -163,7 +172,16 @@ fn handle(level: Authority, input: Box<dyn Read + Send>, mut events: Events) -> 
     if let Err(e) = user_can_see_dest(&request) {
         return events.fail(&e, None);
     }
-    let validated = protocol::validate(request).and_then(|mut v| {
+    // Under pkexec a user's worker writes the backup and checks its
+    // location with the user's rights (as `user_can_see_dest` just did);
+    // root does not resolve it again.
+    let dest: fn(&std::path::Path) -> persnap::Result<std::path::PathBuf> =
+        if cfg!(target_os = "linux") && invoking_uid().is_some_and(|uid| uid != 0) {
+            protocol::dest_as_given
+        } else {
+            backup::canonical_dest
+        };
+    let validated = protocol::validate_with(request, dest).and_then(|mut v| {
         v.authorize(level, &registry)?;
         Ok(v)
     });
@@ -204,18 +222,21 @@ fn handle(level: Authority, input: Box<dyn Read + Send>, mut events: Events) -> 
             // validated, and a test snapshot counts against the database's
             // lock and the snapshot slots.
             #[cfg(target_os = "linux")]
-            let checked = persnap::privileged::capture::plan_unchanged(&request).and_then(|_| {
-                test_snapshot
-                    .then(|| {
-                        persnap::privileged::locks::for_database(
-                            &request.source,
-                            &request.store_name,
-                        )
-                    })
-                    .transpose()
-            });
+            let checked =
+                persnap::privileged::capture::source_unchanged(&request.source).and_then(|_| {
+                    use persnap::privileged::locks;
+                    test_snapshot
+                        .then(|| {
+                            let db = locks::database(&request.source, &request.store_name)?;
+                            Ok((db, locks::snapshot_slot()?))
+                        })
+                        .transpose()
+                });
             #[cfg(not(target_os = "linux"))]
             let checked = persnap::Result::Ok(());
+            // For a user, root leaves the backup location alone: the front
+            // end looks at it itself, with the user's rights.
+            let dest_given = dest_given && invoking_uid().is_none();
             match checked
                 .and_then(|_locks| persnap::probe::probe(&request, dest_given, test_snapshot))
             {

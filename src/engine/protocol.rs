@@ -589,6 +589,21 @@ impl Validated {
 
 /// Everything the helper checks before it acts.
 pub fn validate(request: Request) -> Result<Validated, Error> {
+    validate_with(request, backup::canonical_dest)
+}
+
+/// A backup location taken as it is given: for a helper whose worker
+/// checks it with the user's own rights (see [`validate_with`]).
+pub fn dest_as_given(path: &Path) -> Result<PathBuf, Error> {
+    Ok(path.to_owned())
+}
+
+/// [`validate`], with backup locations of backups and probes resolved by
+/// `dest`: [`backup::canonical_dest`] when whoever validates also writes,
+/// or [`dest_as_given`] when the user checked it with their own rights (so
+/// root never says what is in a folder they cannot see).
+pub fn validate_with(request: Request, dest: Resolver) -> Result<Validated, Error> {
+    let dest_resolver = dest;
     match request {
         Request::Backup {
             source,
@@ -598,7 +613,14 @@ pub fn validate(request: Request) -> Result<Validated, Error> {
             options,
             run_as,
         } => {
-            let req = backup_request(source, Some(dest), store_name, method, &options)?;
+            let req = backup_request(
+                source,
+                Some(dest),
+                store_name,
+                method,
+                &options,
+                dest_resolver,
+            )?;
             Ok(Validated::Backup(req, run_as.filter(|uid| *uid != 0)))
         }
         Request::Probe {
@@ -610,7 +632,8 @@ pub fn validate(request: Request) -> Result<Validated, Error> {
             test_snapshot,
         } => {
             let dest_given = dest.is_some();
-            let request = backup_request(source, dest, store_name, method, &options)?;
+            let request =
+                backup_request(source, dest, store_name, method, &options, dest_resolver)?;
             Ok(Validated::Probe {
                 request,
                 dest_given,
@@ -630,7 +653,14 @@ pub fn validate(request: Request) -> Result<Validated, Error> {
             history_dir,
         } => {
             crate::schedule::validate_name(&name)?;
-            let req = backup_request(source, Some(dest), store_name, method, &options)?;
+            let req = backup_request(
+                source,
+                Some(dest),
+                store_name,
+                method,
+                &options,
+                backup::canonical_dest,
+            )?;
             let when = crate::schedule::When::parse(&when)?;
             // The folder the root/SYSTEM runs write history into; the helper
             // also checks that the invoking user owns it.
@@ -725,13 +755,14 @@ fn backup_request(
     store_name: String,
     method: MethodChoice,
     options: &BackupOptions,
+    dest_resolver: Resolver,
 ) -> Result<BackupRequest, Error> {
     check_path("source", &source, volume::canonical)?;
     store::validate_store_name(&store_name)?;
     // The source must hold a real SQLite store: regular files, no links.
     store::discover(&source, &store_name)?;
     if let Some(dest) = &dest {
-        check_path("dest", dest, backup::canonical_dest)?;
+        check_path("dest", dest, dest_resolver)?;
         if dest.starts_with(&source) {
             return Err(Error::DestInsideSource {
                 dest: dest.clone(),

@@ -280,10 +280,10 @@ fn read_nofollow(path: &Path) -> io::Result<Vec<u8>> {
     Ok(bytes)
 }
 
-/// A name for the database in `folder` that is not taken yet: the folder's
-/// own name made plain (`/srv/Apama Orders` → `apama-orders`), with `-2`,
-/// `-3`, … if another folder has it.
-pub fn suggest_name(registry: &Registry, folder: &Path) -> String {
+/// A name for the store `store_name` in `folder` that is not taken yet:
+/// the folder's own name made plain (`/srv/Apama Orders` →
+/// `apama-orders`), with `-2`, `-3`, … if another database has it.
+pub fn suggest_name(registry: &Registry, folder: &Path, store_name: &str) -> String {
     let raw = folder
         .file_name()
         .map(|n| n.to_string_lossy().to_lowercase())
@@ -305,7 +305,7 @@ pub fn suggest_name(registry: &Registry, folder: &Path) -> String {
             .get(name)
             .ok()
             .flatten()
-            .is_some_and(|db| db.folder != folder)
+            .is_some_and(|db| db.folder != folder || db.store_name != store_name)
     };
     let mut name = base.clone();
     let mut n = 2;
@@ -364,24 +364,20 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let reg = Registry::at(dir.path().join("databases"));
         fs::create_dir(reg.dir()).unwrap();
-        assert_eq!(
-            suggest_name(&reg, Path::new("/srv/Apama Orders")),
-            "apama-orders"
-        );
-        assert_eq!(suggest_name(&reg, Path::new("/")), "database");
+        let name = |folder: &str, store: &str| suggest_name(&reg, Path::new(folder), store);
+        let db = "persistence.db";
+        assert_eq!(name("/srv/Apama Orders", db), "apama-orders");
+        assert_eq!(name("/", db), "database");
         let json = serde_json::to_vec(&sample("store", Path::new("/a/store"))).unwrap();
         fs::write(reg.entry("store"), json).unwrap();
+        assert_eq!(name("/a/store", db), "store", "its own name");
+        assert_eq!(name("/b/store", db), "store-2");
         assert_eq!(
-            suggest_name(&reg, Path::new("/a/store")),
-            "store",
-            "its own name"
+            name("/a/store", "other.db"),
+            "store-2",
+            "another store in the same folder is another database"
         );
-        assert_eq!(suggest_name(&reg, Path::new("/b/store")), "store-2");
-        validate_name(&suggest_name(
-            &reg,
-            Path::new(&format!("/{}", "x".repeat(90))),
-        ))
-        .unwrap();
+        validate_name(&name(&format!("/{}", "x".repeat(90)), db)).unwrap();
     }
 
     #[test]

@@ -200,6 +200,7 @@ pub fn discover(dir: &Path, store_name: &str) -> Result<Store> {
         match fs::symlink_metadata(&path) {
             Ok(meta) => {
                 require_regular(&path, &meta)?;
+                require_one_name(&path, &meta)?;
                 files.push(StoreFile {
                     role,
                     name,
@@ -250,12 +251,7 @@ pub fn open_set(store: &Store) -> Result<Vec<(StoreFile, fs::File)>> {
                 source,
             })?;
         require_regular(&path, &meta)?;
-        if crate::sys::link_count(&meta) > 1 {
-            return Err(Error::StoreFileNotRegular {
-                path,
-                what: "a file with other names (hard links)",
-            });
-        }
+        require_one_name(&path, &meta)?;
         opened.push((
             StoreFile {
                 size: meta.len(),
@@ -286,6 +282,18 @@ fn check_source_dir(dir: &Path) -> Result<()> {
         path: dir.to_owned(),
         source,
     })?;
+    Ok(())
+}
+
+/// A store file with other names (hard links) could be anyone's file:
+/// refused, as a symbolic link is.
+fn require_one_name(path: &Path, meta: &Metadata) -> Result<()> {
+    if crate::sys::link_count(meta) > 1 {
+        return Err(Error::StoreFileNotRegular {
+            path: path.to_owned(),
+            what: "a file with other names (hard links)",
+        });
+    }
     Ok(())
 }
 
@@ -373,10 +381,20 @@ mod tests {
         std::fs::write(dir.path().join("persistence.db"), header(1, 4096)).unwrap();
         let elsewhere = dir.path().join("someone-elses.db");
         std::fs::write(&elsewhere, b"not yours").unwrap();
-        std::fs::hard_link(&elsewhere, dir.path().join("persistence.db-journal")).unwrap();
         let store = discover(dir.path(), "persistence.db").unwrap();
-        let err = open_set(&store).unwrap_err().to_string();
-        assert!(err.contains("hard links"), "{err}");
+        std::fs::hard_link(&elsewhere, dir.path().join("persistence.db-journal")).unwrap();
+        let err = discover(dir.path(), "persistence.db")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("hard links"), "found when looking: {err}");
+        let mut later = store.clone();
+        later.files.push(StoreFile {
+            role: FileRole::Journal,
+            name: "persistence.db-journal".into(),
+            size: 9,
+        });
+        let err = open_set(&later).unwrap_err().to_string();
+        assert!(err.contains("hard links"), "and when opening: {err}");
         std::fs::remove_file(dir.path().join("persistence.db-journal")).unwrap();
         let store = discover(dir.path(), "persistence.db").unwrap();
         assert_eq!(open_set(&store).unwrap().len(), 1);

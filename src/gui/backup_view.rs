@@ -286,8 +286,11 @@ fn plan(app: &PersnapApp, ui: &mut Ui) -> Option<persnap::protocol::Request> {
         ui.label("Choose a backup location to see the plan.");
         return None;
     }
+    let sized = !app.settings.snapshot_size.trim().is_empty();
     let who = match (&report.method, &report.protected_as) {
         (Some(Method::SqliteOnline), _) => "as you".to_owned(),
+        _ if cfg!(windows) => "as administrator (Windows asks for permission)".to_owned(),
+        (_, Some(_)) if sized => "as administrator (the snapshot size is set in Settings, and choosing it needs the administrator's password)".to_owned(),
         (_, Some(name)) => format!(
             "with your permission to back up “{name}”, a protected database (asked for at most once a session)"
         ),
@@ -317,7 +320,12 @@ fn protect_row(
             Err(message) => ui.colored_label(RED, format!("The database was not protected: {message}")),
         };
     }
-    if report.protected_as.is_some() || !report.method.is_some_and(Method::is_snapshot) {
+    // Windows has no separate backup permission yet: UAC approves an
+    // administrator either way.
+    if cfg!(windows)
+        || report.protected_as.is_some()
+        || !report.method.is_some_and(Method::is_snapshot)
+    {
         return None;
     }
     ui.horizontal(|ui| {
@@ -334,7 +342,11 @@ fn protect_row(
             ui.label("once, with the administrator's password; after that, backing it up needs only your backup permission.");
         }
         clicked.then(|| persnap::protocol::Request::DatabaseAdd {
-            name: persnap::registry::suggest_name(&app.rt.registry, &report.store.dir),
+            name: persnap::registry::suggest_name(
+                &app.rt.registry,
+                &report.store.dir,
+                &report.store.name,
+            ),
             source: report.store.dir.clone(),
             store_name: report.store.name.clone(),
         })

@@ -272,12 +272,20 @@ impl PersnapApp {
     fn drain_messages(&mut self) {
         self.drain_restore();
         self.rt.schedules.drain();
-        if let Some(Ok(Msg::ProtectDone(result))) =
-            self.rt.protecting.as_ref().map(|job| job.rx.try_recv())
-        {
+        let protect = self.rt.protecting.as_ref().map(|job| job.rx.try_recv());
+        let protected = match protect {
+            Some(Ok(Msg::ProtectDone(result))) => Some(result.map_err(|f| f.message)),
+            Some(Err(std::sync::mpsc::TryRecvError::Disconnected)) => Some(Err(
+                "the registration stopped unexpectedly; try again".into(),
+            )),
+            _ => None,
+        };
+        if let Some(result) = protected {
             self.rt.protecting = None;
-            self.rt.protected = Some(result.map_err(|f| f.message));
-            // Look again: the plan now says what a protected backup needs.
+            self.rt.protected = Some(result);
+            // Look again (a probe under way reads the registry as it was):
+            // the plan now says what a protected backup needs.
+            self.rt.probing = None;
             self.rt.probe_key.clear();
         }
         if let Some(Ok(Msg::Probed { key, result })) =

@@ -37,17 +37,28 @@ use super::user::Identity;
 /// snapshot the path is then opened without following any link.)
 pub fn plan_unchanged(req: &BackupRequest) -> Result<SourcePlan> {
     let source = crate::backup::plan_source(req)?;
-    if source.store.dir != req.source {
-        return Err(Error::Refused {
-            field: "source",
-            reason: format!(
-                "{} changed while persnap looked at it (it now leads to {}); nothing was read",
-                req.source.display(),
-                source.store.dir.display()
-            ),
-        });
-    }
+    same_folder(&req.source, &source.store.dir)?;
     Ok(source)
+}
+
+/// [`plan_unchanged`]'s check alone: `folder`, looked up again, is still
+/// the canonical path validation saw.
+pub fn source_unchanged(folder: &std::path::Path) -> Result<()> {
+    same_folder(folder, &crate::volume::canonical(folder)?)
+}
+
+fn same_folder(asked: &std::path::Path, found: &std::path::Path) -> Result<()> {
+    if asked == found {
+        return Ok(());
+    }
+    Err(Error::Refused {
+        field: "source",
+        reason: format!(
+            "{} changed while persnap looked at it (it now leads to {}); nothing was read",
+            asked.display(),
+            found.display()
+        ),
+    })
 }
 
 /// Run the backup `req` for `user`; returns the helper's exit code. The
@@ -55,7 +66,7 @@ pub fn plan_unchanged(req: &BackupRequest) -> Result<SourcePlan> {
 pub fn backup_for(req: BackupRequest, user: &Identity, events: &Events) -> i32 {
     let started = (|| {
         let source = plan_unchanged(&req)?;
-        let locks = super::locks::for_database(&source.store.dir, &source.store.name)?;
+        let locks = super::locks::database(&source.store.dir, &source.store.name)?;
         let io = |e| Error::io("create a pipe", "persnap-helper", HINT_SOURCE)(e);
         let (mut reads, mut writes) = (Vec::new(), Vec::new());
         for _ in 0..PIPES {
@@ -134,6 +145,9 @@ impl CaptureJob {
                 detail: format!("{:?} is not a run tag", self.tag),
             }));
         }
+        // A slot only while the snapshot exists: a worker that stalls later
+        // cannot keep others from taking theirs.
+        let _slot = super::locks::snapshot_slot().map_err(before)?;
         let _lock = RunLock::acquire(&self.tag).map_err(|e| {
             before(Error::io(
                 "create the run lock",

@@ -1,5 +1,6 @@
-//! Locks the helper holds while it works: one run per database at a time,
-//! and at most [`MAX_SNAPSHOTS`] snapshots on the machine at once, so no
+//! Locks the helper holds while it works: one run per database at a time
+//! (for the whole run), and at most [`MAX_SNAPSHOTS`] snapshots on the
+//! machine at once (a slot is held only while its snapshot exists), so no
 //! caller can pile up snapshots. Both live in the helper's run folder,
 //! which only root can enter (checked before use).
 
@@ -41,24 +42,32 @@ fn try_lock(path: &Path) -> std::io::Result<Option<File>> {
     }
 }
 
-/// Lock the database `folder`/`store_name` for one run and take one of
-/// the snapshot slots. Refused (busy) when another run has either.
-pub fn for_database(folder: &Path, store_name: &str) -> Result<Held> {
+fn io(path: &Path) -> impl FnOnce(std::io::Error) -> Error {
+    Error::io("create the lock", path.to_owned(), "Check /run/persnap.")
+}
+
+/// Lock the database `folder`/`store_name` for one run (backup, test
+/// snapshot or restore). Refused (busy) when another run has it.
+pub fn database(folder: &Path, store_name: &str) -> Result<Held> {
     let dir = run_dir()?;
     let key = Sha256::digest(folder.join(store_name).as_os_str().as_encoded_bytes());
-    let db_lock = dir.join(format!("db-{}.lock", crate::copy::hex(&key[..8])));
-    let io = |p: &Path| Error::io("create the lock", p.to_owned(), "Check /run/persnap.");
-    let Some(db) = try_lock(&db_lock).map_err(io(&db_lock))? else {
-        return Err(Error::DatabaseBusy {
+    let path = dir.join(format!("db-{}.lock", crate::copy::hex(&key[..8])));
+    match try_lock(&path).map_err(io(&path))? {
+        Some(file) => Ok(Held { _files: vec![file] }),
+        None => Err(Error::DatabaseBusy {
             path: folder.join(store_name),
-        });
-    };
+        }),
+    }
+}
+
+/// One of the [`MAX_SNAPSHOTS`] snapshot slots, held only while a snapshot
+/// exists. Refused (busy) when all are taken.
+pub fn snapshot_slot() -> Result<Held> {
+    let dir = run_dir()?;
     for slot in 0..MAX_SNAPSHOTS {
         let path = dir.join(format!("snapshot-slot-{slot}.lock"));
         if let Some(file) = try_lock(&path).map_err(io(&path))? {
-            return Ok(Held {
-                _files: vec![db, file],
-            });
+            return Ok(Held { _files: vec![file] });
         }
     }
     Err(Error::TooManySnapshots { max: MAX_SNAPSHOTS })

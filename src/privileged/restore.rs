@@ -31,7 +31,7 @@ pub fn restore_for(req: RestoreRequest, invoker: Option<&Identity>, events: &Eve
             None => restore::open_backup(&req.backup),
         }?;
         restore::check_store_name(&req, &set.manifest)?;
-        let locks = super::locks::for_database(&req.target, &set.manifest.store_name)?;
+        let locks = super::locks::database(&req.target, &set.manifest.store_name)?;
         restore::check_store_not_in_use(&req.target, &set.manifest.store_name)?;
         let files: Vec<OwnedFd> = set.files.into_iter().map(OwnedFd::from).collect();
         let worker = Worker::start(&owner, files, Vec::new())?;

@@ -221,7 +221,10 @@ impl Worker {
                 return events.fail(&worker_lost(&e.to_string()), Some(Phase::Prepare));
             }
         }
-        // A cancelled worker is told, then killed if it does not stop.
+        // A cancelled worker is told, then — a backup's, whose snapshot and
+        // slot matter — killed if it does not stop. A restore is never
+        // killed: past its point of no return it must finish what it began.
+        let kill_on_cancel = on_capture.is_some();
         let forward = {
             let (to_worker, cancel, child) = (
                 Arc::clone(&self.to_worker),
@@ -236,6 +239,9 @@ impl Worker {
                     std::thread::sleep(Duration::from_millis(50));
                 }
                 let _ = Worker::send(&to_worker, &ToWorker::Cancel);
+                if !kill_on_cancel {
+                    return;
+                }
                 let told = Instant::now();
                 while told.elapsed() < GRACE {
                     if child.exited().is_some() {

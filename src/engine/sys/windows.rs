@@ -232,15 +232,59 @@ pub fn secure_admin_dir(dir: &Path) -> io::Result<()> {
 }
 
 /// Give `path` the owner (if any) and DACL of `sddl`, protected from
-/// inheritance.
+/// inheritance. The folder is opened once, as itself (a junction or link
+/// in its place is refused, never followed), and changed through that
+/// handle: nothing can be swapped in between the check and the change.
 pub fn apply_sddl(path: &Path, sddl: &str) -> io::Result<()> {
     use winapi::um::accctrl::SE_FILE_OBJECT;
-    use winapi::um::aclapi::SetNamedSecurityInfoW;
+    use winapi::um::aclapi::SetSecurityInfo;
+    use winapi::um::fileapi::{
+        BY_HANDLE_FILE_INFORMATION, CreateFileW, GetFileInformationByHandle, OPEN_EXISTING,
+    };
+    use winapi::um::handleapi::INVALID_HANDLE_VALUE;
     use winapi::um::securitybaseapi::{GetSecurityDescriptorDacl, GetSecurityDescriptorOwner};
     use winapi::um::winnt::{
-        DACL_SECURITY_INFORMATION, OWNER_SECURITY_INFORMATION, PACL,
-        PROTECTED_DACL_SECURITY_INFORMATION, PSID,
+        DACL_SECURITY_INFORMATION, FILE_ATTRIBUTE_DIRECTORY, FILE_SHARE_DELETE, FILE_SHARE_READ,
+        FILE_SHARE_WRITE, OWNER_SECURITY_INFORMATION, PACL, PROTECTED_DACL_SECURITY_INFORMATION,
+        PSID, READ_CONTROL, WRITE_DAC, WRITE_OWNER,
     };
+    const FILE_FLAG_BACKUP_SEMANTICS: u32 = 0x0200_0000;
+    // SAFETY: a NUL-terminated name; the handle is closed on every path.
+    let handle = unsafe {
+        CreateFileW(
+            wide(path).as_ptr(),
+            READ_CONTROL | WRITE_DAC | WRITE_OWNER,
+            FILE_SHARE_READ | FILE_SHARE_WRITE | FILE_SHARE_DELETE,
+            std::ptr::null_mut(),
+            OPEN_EXISTING,
+            FILE_FLAG_BACKUP_SEMANTICS | FILE_FLAG_OPEN_REPARSE_POINT,
+            std::ptr::null_mut(),
+        )
+    };
+    if handle == INVALID_HANDLE_VALUE {
+        return Err(io::Error::last_os_error());
+    }
+    struct Closing(HANDLE);
+    impl Drop for Closing {
+        fn drop(&mut self) {
+            // SAFETY: a handle we opened.
+            unsafe { CloseHandle(self.0) };
+        }
+    }
+    let handle = Closing(handle);
+    // SAFETY: the structure is filled by the call.
+    let mut info: BY_HANDLE_FILE_INFORMATION = unsafe { std::mem::zeroed() };
+    if unsafe { GetFileInformationByHandle(handle.0, &mut info) } == 0 {
+        return Err(io::Error::last_os_error());
+    }
+    if info.dwFileAttributes & FILE_ATTRIBUTE_REPARSE_POINT != 0
+        || info.dwFileAttributes & FILE_ATTRIBUTE_DIRECTORY == 0
+    {
+        return Err(io::Error::other(format!(
+            "{} is a junction, a link or not a folder; persnap does not follow it",
+            path.display()
+        )));
+    }
     with_descriptor(sddl, |sd| {
         // SAFETY: owner and DACL point into `sd`, alive for the call.
         unsafe {
@@ -252,9 +296,8 @@ pub fn apply_sddl(path: &Path, sddl: &str) -> io::Result<()> {
             if !owner.is_null() {
                 what |= OWNER_SECURITY_INFORMATION;
             }
-            let mut name = wide(path);
-            let rc = SetNamedSecurityInfoW(
-                name.as_mut_ptr(),
+            let rc = SetSecurityInfo(
+                handle.0,
                 SE_FILE_OBJECT,
                 what,
                 owner,
