@@ -61,6 +61,43 @@ fn directive_words(unit: &str, key: &str) -> Vec<String> {
     exec_words(value)
 }
 
+/// Ask the helper (started directly, as pkexec would start it for `uid`)
+/// to install the schedule `name` of the store in `source`, with units in
+/// `units`; its output.
+fn schedule_through_helper(
+    name: &str,
+    source: &Path,
+    dest: &Path,
+    history: &Path,
+    uid: u32,
+    units: &Path,
+) -> std::process::Output {
+    use persnap::protocol::{self, BackupOptions, Request};
+    let request = Request::ScheduleAdd {
+        name: name.into(),
+        source: persnap::volume::canonical(source).unwrap(),
+        dest: persnap::backup::canonical_dest(dest).unwrap(),
+        store_name: "persistence.db".into(),
+        method: persnap::method::MethodChoice::Auto,
+        options: BackupOptions::default(),
+        when: "daily".into(),
+        history_dir: persnap::fsutil::canonicalize(history).unwrap(),
+    };
+    let mut frame = Vec::new();
+    protocol::write_frame(&mut frame, &request).unwrap();
+    let mut child = Command::new(bin("persnap-helper"))
+        .arg("admin")
+        .env("PKEXEC_UID", uid.to_string())
+        .env("PERSNAP_UNIT_DIR", units)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    use std::io::Write;
+    child.stdin.take().unwrap().write_all(&frame).unwrap();
+    child.wait_with_output().unwrap()
+}
+
 /// Run a service unit's `ExecStart=` as systemd would (as root, with only
 /// its `Environment=`); it must succeed.
 fn run_service(unit: &str) -> std::process::Output {
@@ -453,36 +490,21 @@ fn the_helper_records_only_into_the_invoking_users_history() {
     if !require_root("the_helper_records_only_into_the_invoking_users_history") {
         return;
     }
-    use persnap::protocol::{self, BackupOptions, Event, Request};
+    use persnap::protocol::{self, Event};
     let store = tempfile::tempdir().unwrap();
     make_store(store.path(), "persistence.db", Mode::Wal, 1);
     let dest = Destination::new();
     let units = tempfile::tempdir().unwrap();
     // Root's folder, while pkexec says user 4242 asked.
     let history = tempfile::tempdir().unwrap();
-    let request = Request::ScheduleAdd {
-        name: "nightly".into(),
-        source: persnap::volume::canonical(store.path()).unwrap(),
-        dest: persnap::backup::canonical_dest(&dest.backups).unwrap(),
-        store_name: "persistence.db".into(),
-        method: persnap::method::MethodChoice::Auto,
-        options: BackupOptions::default(),
-        when: "daily".into(),
-        history_dir: persnap::fsutil::canonicalize(history.path()).unwrap(),
-    };
-    let mut frame = Vec::new();
-    protocol::write_frame(&mut frame, &request).unwrap();
-    let mut child = Command::new(bin("persnap-helper"))
-        .arg("admin")
-        .env("PKEXEC_UID", "4242")
-        .env("PERSNAP_UNIT_DIR", units.path())
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    use std::io::Write;
-    child.stdin.take().unwrap().write_all(&frame).unwrap();
-    let out = child.wait_with_output().unwrap();
+    let out = schedule_through_helper(
+        "nightly",
+        store.path(),
+        &dest.backups,
+        history.path(),
+        4242,
+        units.path(),
+    );
     assert_eq!(out.status.code(), Some(2), "refused as bad input");
     let mut reader = std::io::BufReader::new(&out.stdout[..]);
     let event: Event = protocol::read_frame(&mut reader).unwrap();
@@ -533,30 +555,14 @@ fn a_scheduled_run_writes_as_the_user_who_made_it() {
     );
     let units = tempfile::tempdir().unwrap();
     // Made by the user through the helper (pkexec says who asked).
-    use persnap::protocol::{self, BackupOptions, Request};
-    let request = Request::ScheduleAdd {
-        name: "as-user".into(),
-        source: persnap::volume::canonical(&store).unwrap(),
-        dest: persnap::backup::canonical_dest(dest.path()).unwrap(),
-        store_name: "persistence.db".into(),
-        method: persnap::method::MethodChoice::Auto,
-        options: BackupOptions::default(),
-        when: "daily".into(),
-        history_dir: persnap::fsutil::canonicalize(history.path()).unwrap(),
-    };
-    let mut frame = Vec::new();
-    protocol::write_frame(&mut frame, &request).unwrap();
-    let mut child = Command::new(bin("persnap-helper"))
-        .arg("admin")
-        .env("PKEXEC_UID", uid.to_string())
-        .env("PERSNAP_UNIT_DIR", units.path())
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    use std::io::Write;
-    child.stdin.take().unwrap().write_all(&frame).unwrap();
-    let out = child.wait_with_output().unwrap();
+    let out = schedule_through_helper(
+        "as-user",
+        &store,
+        dest.path(),
+        history.path(),
+        uid,
+        units.path(),
+    );
     assert_eq!(
         out.status.code(),
         Some(0),

@@ -176,54 +176,37 @@ impl Registry {
     /// and be writable by no one else (Unix). Checked by the helper before
     /// it trusts an entry.
     pub fn check_safe(&self) -> Result<()> {
+        // The folder and its entries; above it, what an administrator's
+        // folder may hang from (Unix: every parent; Windows: persnap's
+        // root under ProgramData).
+        let mut checked: Vec<(PathBuf, bool)> = vec![(self.dir.clone(), false)];
         #[cfg(unix)]
-        {
-            let mut checked: Vec<(PathBuf, bool)> = self
-                .dir
+        checked.extend(
+            self.dir
                 .ancestors()
+                .skip(1)
                 .filter(|p| !p.as_os_str().is_empty())
-                .map(|p| (p.to_owned(), p != self.dir))
-                .collect();
-            if let Ok(entries) = fs::read_dir(&self.dir) {
-                checked.extend(entries.filter_map(|e| e.ok()).map(|e| (e.path(), false)));
-            }
-            for (path, ancestor) in checked {
-                match crate::sys::owned_by_me_only(&path, ancestor) {
-                    Ok(()) => {}
-                    Err(e) if e.kind() == io::ErrorKind::NotFound => {}
-                    Err(e) => {
-                        return Err(Error::Registry {
-                            path,
-                            detail: format!(
-                                "{e}; only the administrator may be able to change the registry. Fix it with `chown root:root` and `chmod go-w`"
-                            ),
-                        });
-                    }
-                }
-            }
-        }
+                .map(|p| (p.to_owned(), true)),
+        );
         #[cfg(windows)]
-        {
-            let root = crate::sys::admin_root();
-            let mut checked = vec![self.dir.clone()];
-            if self.dir.starts_with(&root) {
-                checked.push(root);
-            }
-            if let Ok(entries) = fs::read_dir(&self.dir) {
-                checked.extend(entries.filter_map(|e| e.ok()).map(|e| e.path()));
-            }
-            for path in checked {
-                match crate::sys::owned_by_admins(&path) {
-                    Ok(()) => {}
-                    Err(e) if e.kind() == io::ErrorKind::NotFound => {}
-                    Err(e) => {
-                        return Err(Error::Registry {
-                            path,
-                            detail: format!(
-                                "{e}; only administrators may be able to change the registry. Let persnap's helper recreate it (remove the folder as administrator)"
-                            ),
-                        });
-                    }
+        if self.dir.starts_with(crate::sys::admin_root()) {
+            checked.push((crate::sys::admin_root(), true));
+        }
+        if let Ok(entries) = fs::read_dir(&self.dir) {
+            checked.extend(entries.filter_map(|e| e.ok()).map(|e| (e.path(), false)));
+        }
+        for (path, ancestor) in checked {
+            match crate::sys::admin_only(&path, ancestor) {
+                Ok(()) => {}
+                Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+                Err(e) => {
+                    return Err(Error::Registry {
+                        path,
+                        detail: format!(
+                            "{e}; only administrators may be able to change the registry. {}",
+                            crate::sys::ADMIN_ONLY_FIX
+                        ),
+                    });
                 }
             }
         }

@@ -172,12 +172,15 @@ pub fn create_private_dir(path: &Path, recursive: bool) -> io::Result<()> {
         .create(path)
 }
 
+/// How to mend what [`admin_only`] refuses.
+pub const ADMIN_ONLY_FIX: &str = "Fix it with `chown root:root` and `chmod go-w`.";
+
 /// Refuse a path that anyone but this process's user (root, in the
 /// helper) owns or could write: that owner, no group or other write bit.
 /// An `ancestor` may also be a root-owned sticky folder such as `/tmp`,
 /// where others cannot replace what they do not own. Symbolic links are
 /// judged as themselves, never followed.
-pub fn owned_by_me_only(path: &Path, ancestor: bool) -> io::Result<()> {
+pub fn admin_only(path: &Path, ancestor: bool) -> io::Result<()> {
     let meta = fs::symlink_metadata(path)?;
     // SAFETY: geteuid has no failure modes.
     let me = unsafe { libc::geteuid() };

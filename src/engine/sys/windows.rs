@@ -364,6 +364,15 @@ fn create_dir_with_sddl(dir: &Path, sddl: &str) -> io::Result<bool> {
     })
 }
 
+/// How to mend what [`admin_only`] refuses.
+pub const ADMIN_ONLY_FIX: &str =
+    "Let persnap's helper make it again (remove the folder as administrator).";
+
+/// [`owned_by_admins`], under the name both platforms share.
+pub fn admin_only(path: &Path, _ancestor: bool) -> io::Result<()> {
+    owned_by_admins(path)
+}
+
 /// Whether only administrators can change `path`: it is owned by
 /// Administrators, SYSTEM or the (elevated) account running persnap, and
 /// its DACL (as Windows applies it, inherited entries included) lets
