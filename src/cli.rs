@@ -55,9 +55,6 @@ pub struct Cli {
 
 #[derive(Subcommand)]
 pub enum Command {
-    /// The protected databases: add, list, remove.
-    #[command(subcommand)]
-    Database(database::DatabaseCommand),
     /// Back up a live store: snapshot, copy, verify, record.
     Backup {
         #[command(flatten)]
@@ -144,9 +141,12 @@ pub enum Command {
         #[arg(long)]
         dry_run: bool,
     },
-    /// Back up on a schedule (Linux: a systemd timer running the backup as root).
+    /// Back up on a schedule (Linux: a systemd timer; the snapshot is taken as root, the backup written as you).
     #[command(subcommand)]
     Schedule(ScheduleCommand),
+    /// The protected databases: add, list, remove.
+    #[command(subcommand)]
+    Database(database::DatabaseCommand),
     /// Write the manual pages into DIR (for packaging).
     #[command(hide = true)]
     Man { dir: PathBuf },
