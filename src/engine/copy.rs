@@ -52,27 +52,6 @@ impl Meter<'_> {
     }
 }
 
-/// Copy each of `files` from `from` into `to` (which must exist).
-pub fn copy_files(
-    from: &Path,
-    files: &[StoreFile],
-    to: &Path,
-    meter: &mut Meter,
-) -> Result<Vec<CopiedFile>> {
-    let mut copied = Vec::with_capacity(files.len());
-    for file in files {
-        let (size, sha256) = copy_one(&from.join(&file.name), &to.join(&file.name), meter)?;
-        copied.push(CopiedFile {
-            name: file.name.clone(),
-            role: file.role,
-            size,
-            sha256,
-        });
-    }
-    fsutil::fsync_dir(to).map_err(Error::io("flush the backup folder", to, HINT_DEST))?;
-    Ok(copied)
-}
-
 /// Copy the opened store files (from a snapshot) into `to` (which must
 /// exist), each under its own name.
 pub fn copy_opened(
@@ -83,18 +62,13 @@ pub fn copy_opened(
     let mut copied = Vec::with_capacity(files.len());
     for (file, input) in files {
         let dst = to.join(&file.name);
-        let mut output =
-            crate::sys::create_private(&dst).map_err(Error::io("create", &dst, HINT_DEST))?;
-        let (size, sha256) = stream(
+        let (size, sha256) = write_copy(
             input,
             Path::new(&file.name),
-            HINT_SOURCE,
-            Some((&mut output, &dst, Durability::Durable)),
+            &dst,
+            Durability::Durable,
             meter,
         )?;
-        output
-            .sync_all()
-            .map_err(Error::io("flush", &dst, HINT_DEST))?;
         if size != file.size {
             return Err(Error::Io {
                 action: "read all of",
@@ -117,12 +91,6 @@ pub fn copy_opened(
     Ok(copied)
 }
 
-/// Copy one file durably (written behind as it goes, then fsynced),
-/// returning its size and SHA-256.
-pub fn copy_one(src: &Path, dst: &Path, meter: &mut Meter) -> Result<(u64, String)> {
-    copy_file(src, dst, Durability::Durable, meter)
-}
-
 /// Whether a copy must reach the disk.
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum Durability {
@@ -141,6 +109,18 @@ fn copy_file(
     meter: &mut Meter,
 ) -> Result<(u64, String)> {
     let input = crate::sys::open_nofollow(src).map_err(Error::io("open", src, HINT_SOURCE))?;
+    write_copy(input, src, dst, durability, meter)
+}
+
+/// Copy `input` (read errors name `src`) into the new file `dst`,
+/// returning size and SHA-256; a durable copy is fsynced.
+fn write_copy(
+    input: File,
+    src: &Path,
+    dst: &Path,
+    durability: Durability,
+    meter: &mut Meter,
+) -> Result<(u64, String)> {
     let mut output =
         crate::sys::create_private(dst).map_err(Error::io("create", dst, HINT_DEST))?;
     let digest = stream(
@@ -286,14 +266,20 @@ mod tests {
             progress: &mut Silent,
             cancel: &cancel,
         };
-        let copied = copy_files(&dir, &files, &dir.join("out"), &mut meter).unwrap();
+        let opened = |files: &[StoreFile]| {
+            files
+                .iter()
+                .map(|f| (f.clone(), File::open(dir.join(&f.name)).unwrap()))
+                .collect::<Vec<_>>()
+        };
+        let copied = copy_opened(opened(&files), &dir.join("out"), &mut meter).unwrap();
         assert_eq!(std::fs::read(dir.join("out/a")).unwrap(), data);
         assert_eq!(copied[0].sha256, hex(&Sha256::digest(&data)));
         assert_eq!(
             (copied[0].size, meter.done),
             (data.len() as u64, data.len() as u64)
         );
-        let err = copy_files(&dir, &files, &dir.join("out"), &mut meter).unwrap_err();
+        let err = copy_opened(opened(&files), &dir.join("out"), &mut meter).unwrap_err();
         assert!(
             err.to_string().contains("Could not create"),
             "never overwrites: {err}"
