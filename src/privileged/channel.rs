@@ -41,6 +41,15 @@ impl Inner {
     fn lock(&self) -> MutexGuard<'_, State> {
         self.state.lock().unwrap_or_else(|p| p.into_inner())
     }
+
+    /// Give up on the caller: nothing more is sent, and the run is
+    /// cancelled (its snapshot removed).
+    fn break_off(&self, state: &mut State) {
+        state.broken = true;
+        state.frames.clear();
+        self.cancel.cancel();
+        self.changed.notify_all();
+    }
 }
 
 /// Events to the caller; cloning shares the queue.
@@ -82,10 +91,7 @@ impl Events {
             state.frames.pop_back();
         }
         if state.frames.len() >= MAX_QUEUED {
-            state.broken = true;
-            state.frames.clear();
-            self.inner.cancel.cancel();
-            self.inner.changed.notify_all();
+            self.inner.break_off(&mut state);
             return;
         }
         state.frames.push_back(event);
@@ -144,9 +150,7 @@ fn write_frames(inner: &Inner, mut out: Box<dyn Write + Send>) {
         let mut state = inner.lock();
         state.writing_since = None;
         if written.is_err() {
-            state.broken = true;
-            state.frames.clear();
-            inner.cancel.cancel();
+            inner.break_off(&mut state);
         }
         inner.changed.notify_all();
         if state.broken {
@@ -161,10 +165,7 @@ fn watch(inner: &Inner, stall: Duration) {
         std::thread::sleep(Duration::from_millis(200).min(stall));
         let mut state = inner.lock();
         if state.writing_since.is_some_and(|t| t.elapsed() > stall) {
-            state.broken = true;
-            state.frames.clear();
-            inner.cancel.cancel();
-            inner.changed.notify_all();
+            inner.break_off(&mut state);
         }
         if state.broken {
             return;
