@@ -380,12 +380,7 @@ fn btrfs_snapshot_backup_from_the_window_and_a_missing_helper() {
     // The app and its helper share a registry of protected databases.
     let registry = persnap::registry::Registry::at(data.path().join("databases"));
     let mut app = app_with_history(data.path());
-    app.rt.registry = registry.clone();
-    let mut helper = direct_helper();
-    helper
-        .env
-        .push(("PERSNAP_REGISTRY_DIR".into(), registry.dir().to_owned()));
-    app.rt.helper = Some(helper);
+    share_registry(&mut app, &registry);
     let mut h = harness(app);
     type_into(&mut h, "Database folder", store.to_str().unwrap());
     type_into(&mut h, "Backup location", dest.path().to_str().unwrap());
@@ -554,6 +549,17 @@ fn fixture_schedules() -> tempfile::TempDir {
     dir
 }
 
+/// The app and its helper (run directly) use `registry` for protected
+/// databases.
+fn share_registry(app: &mut PersnapApp, registry: &persnap::registry::Registry) {
+    app.rt.registry = registry.clone();
+    let mut helper = direct_helper();
+    helper
+        .env
+        .push(("PERSNAP_REGISTRY_DIR".into(), registry.dir().to_owned()));
+    app.rt.helper = Some(helper);
+}
+
 /// The helper built beside the test executable, run directly (no
 /// elevation needed to restore into a folder this user owns).
 fn direct_helper() -> crate::launch::HelperRoute {
@@ -613,11 +619,7 @@ fn restore_from_history_keeps_the_old_files_and_records_the_restore() {
         std::os::unix::fs::chown(src.path(), Some(65534), Some(65534)).unwrap();
     }
     let mut app = app_with_history(data.path());
-    let mut helper = direct_helper();
-    helper
-        .env
-        .push(("PERSNAP_REGISTRY_DIR".into(), registry.dir().to_owned()));
-    app.rt.helper = Some(helper);
+    share_registry(&mut app, &registry);
     let mut h = harness(app);
     h.get_by_label("History").click();
     h.run_steps(3);
