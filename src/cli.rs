@@ -374,9 +374,7 @@ fn backup_cmd(
     let online = req.method == MethodChoice::Explicit(Method::SqliteOnline);
     #[cfg(unix)]
     if let (Some(uid), true) = (as_uid, online) {
-        persnap::privileged::user::Identity::of_uid(uid)?
-            .become_now()
-            .map_err(anyhow::Error::from)?;
+        persnap::privileged::user::become_uid(uid).map_err(|e| anyhow::anyhow!(e))?;
     }
     if as_uid.is_none() || online {
         recover(&history.history, &mut progress)?;
@@ -1133,14 +1131,11 @@ fn tell_scheduled_failure(name: &str, scheduler_said: &str) {
     #[cfg(unix)]
     let maker = s.uid.or_else(|| persnap::sys::owner_of(&s.history_dir));
     #[cfg(unix)]
-    if let Some(uid) = maker.filter(|uid| *uid != 0 && persnap::fsutil::is_root()) {
-        let became = persnap::privileged::user::Identity::of_uid(uid)
-            .map_err(|e| e.to_string())
-            .and_then(|user| user.become_now().map_err(|e| e.to_string()));
-        if let Err(e) = became {
-            eprintln!("persnap: cannot act as uid {uid} ({e}); nothing to notify");
-            return;
-        }
+    if let Some(uid) = maker.filter(|uid| *uid != 0 && persnap::fsutil::is_root())
+        && let Err(e) = persnap::privileged::user::become_uid(uid)
+    {
+        eprintln!("persnap: cannot act as uid {uid} ({e}); nothing to notify");
+        return;
     }
     let runs = History::at(&s.history_dir).load().unwrap_or_default();
     let (summary, body) = schedule::failure_message(name, s.last_run(&runs), scheduler_said);

@@ -258,17 +258,14 @@ fn call_child(
             RemoteFailure::elevation(format!("Could not start {}: {e}", route.helper.display()))
         })?;
     #[cfg(unix)]
-    if let Some(uid) = route.become_user {
-        let became = persnap::privileged::user::Identity::of_uid(uid)
-            .map_err(|e| e.to_string())
-            .and_then(|user| user.become_now().map_err(|e| e.to_string()));
-        if let Err(e) = became {
-            let _ = child.kill();
-            let _ = child.wait();
-            return Err(RemoteFailure::elevation(format!(
-                "Could not act as uid {uid} for the scheduled run ({e}); the backup did not run."
-            )));
-        }
+    if let Some(uid) = route.become_user
+        && let Err(e) = persnap::privileged::user::become_uid(uid)
+    {
+        let _ = child.kill();
+        let _ = child.wait();
+        return Err(RemoteFailure::elevation(format!(
+            "Could not act as uid {uid} for the scheduled run ({e}); the backup did not run."
+        )));
     }
     let mut stdin = child.stdin.take().expect("piped");
     protocol::write_frame(&mut stdin, request).map_err(|e| {

@@ -39,6 +39,15 @@ pub struct Identity {
     pub name: String,
 }
 
+/// Become the user `uid` for the rest of the process (see
+/// [`Identity::become_now`]); why not, in words.
+pub fn become_uid(uid: u32) -> std::result::Result<(), String> {
+    Identity::of_uid(uid)
+        .map_err(|e| e.to_string())?
+        .become_now()
+        .map_err(|e| e.to_string())
+}
+
 /// The user pkexec started the helper for; `None` when it was started
 /// directly (by root, or by a scheduled run).
 pub fn pkexec_uid() -> Option<u32> {
