@@ -29,9 +29,6 @@ use crate::volume::{self, VolumeInfo};
 use crate::{online, units};
 
 pub use crate::names::{PARTIAL_SUFFIX, SCRATCH_PREFIX};
-/// Attempts to release a snapshot before giving up (a busy filesystem can
-/// refuse for a moment).
-const RELEASE_ATTEMPTS: u32 = 5;
 
 /// What to back up, where to, and how.
 #[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
@@ -613,22 +610,13 @@ fn copy_from_snapshot(
 /// Release a snapshot, retrying briefly; a final failure is a warning (the
 /// copy is good) and the next run's sweep removes the snapshot.
 fn release_with_retry(mut guard: SnapshotGuard, run: &mut Run, progress: &mut dyn Progress) {
-    for attempt in 1..=RELEASE_ATTEMPTS {
-        match guard.release() {
-            Ok(()) => {
-                progress.log(Level::Info, &format!("Removed snapshot {}", guard.id()));
-                return;
-            }
-            Err(e) if attempt == RELEASE_ATTEMPTS => {
-                warn(
-                    run,
-                    progress,
-                    &format!("{e} The next backup or `persnap cleanup` will remove it."),
-                );
-                return;
-            }
-            Err(_) => std::thread::sleep(Duration::from_millis(200 * u64::from(attempt))),
-        }
+    match guard.release_retrying() {
+        Ok(()) => progress.log(Level::Info, &format!("Removed snapshot {}", guard.id())),
+        Err(e) => warn(
+            run,
+            progress,
+            &format!("{e} The next backup or `persnap cleanup` will remove it."),
+        ),
     }
 }
 

@@ -188,7 +188,7 @@ impl CaptureJob {
         }
         drop(pipes);
         let valid = guard.check_valid();
-        let released = release(&mut guard);
+        let released = guard.release_retrying();
         match released {
             Ok(()) => events.log(Level::Info, &format!("Removed snapshot {}", guard.id())),
             Err(e) => events.log(
@@ -200,19 +200,6 @@ impl CaptureJob {
         Worker::send(&self.to_worker, &ToWorker::CaptureChecked { error: None })
             .map_err(|e| after(worker_lost(&e.to_string())))
     }
-}
-
-/// Release the snapshot, retrying briefly while the filesystem is busy.
-fn release(guard: &mut SnapshotGuard) -> Result<()> {
-    let mut last = Ok(());
-    for attempt in 1..=5u64 {
-        last = guard.release();
-        if last.is_ok() {
-            return last;
-        }
-        std::thread::sleep(Duration::from_millis(200 * attempt));
-    }
-    last
 }
 
 /// One store file into its pipe, dropping the snapshot's pages behind.

@@ -55,6 +55,9 @@ pub trait ActiveSnapshot: Send {
     fn release(&mut self) -> Result<()>;
 }
 
+/// Attempts to release a snapshot before giving up.
+const RELEASE_ATTEMPTS: u32 = 5;
+
 /// Owns an active snapshot and releases it on every path out.
 pub struct SnapshotGuard {
     inner: Box<dyn ActiveSnapshot>,
@@ -87,6 +90,20 @@ impl SnapshotGuard {
         self.inner.release()?;
         self.released = true;
         Ok(())
+    }
+
+    /// [`SnapshotGuard::release`], retried briefly (a busy filesystem can
+    /// refuse for a moment); the last error if it never works.
+    pub fn release_retrying(&mut self) -> Result<()> {
+        let mut last = Ok(());
+        for attempt in 1..=RELEASE_ATTEMPTS {
+            last = self.release();
+            if last.is_ok() || attempt == RELEASE_ATTEMPTS {
+                break;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(200 * u64::from(attempt)));
+        }
+        last
     }
 }
 
