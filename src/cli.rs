@@ -221,6 +221,11 @@ pub enum ScheduleCommand {
         at: String,
         #[command(flatten)]
         retention: RetentionArgs,
+        /// Windows: run as this account (DOMAIN\user) instead of SYSTEM, to reach a
+        /// network location with its rights. Asks for its password, which Task
+        /// Scheduler stores (read from standard input when that is not a terminal).
+        #[arg(long, value_name = "ACCOUNT")]
+        run_as: Option<String>,
     },
     /// List the schedules.
     List,
@@ -238,6 +243,11 @@ pub enum ScheduleCommand {
         #[arg(long)]
         notify: bool,
     },
+    /// Windows: what a schedule's task runs: the backup recorded for NAME
+    /// in the administrators' schedules folder (no path is on the task's
+    /// command line, where Task Scheduler would expand %VARIABLES%).
+    #[command(hide = true)]
+    Run { name: String },
     /// Run by a schedule's service after each run: a desktop notification
     /// when it did not succeed (systemd sets SERVICE_RESULT).
     #[command(hide = true)]
@@ -921,7 +931,11 @@ fn schedule_cmd(cmd: ScheduleCommand) -> Result<(), Failure> {
                 },
             at,
             retention,
+            run_as,
         } => {
+            let run_as = run_as
+                .map(|account| account_with_password(&account))
+                .transpose()?;
             let mut req = BackupRequest::new(
                 resolve(&source, volume::canonical)?,
                 resolve(&dest, backup::canonical_dest)?,
@@ -930,7 +944,7 @@ fn schedule_cmd(cmd: ScheduleCommand) -> Result<(), Failure> {
             req.method = method;
             req.retention = retention.policy();
             let history = History::open_default()?;
-            let request = launch::schedule_request(&name, &req, &at, history.dir())?;
+            let request = launch::schedule_request(&name, &req, &at, history.dir(), run_as)?;
             match call_helper(&request)? {
                 Reply::ScheduleAdded {
                     schedule: s,
@@ -963,6 +977,18 @@ fn schedule_cmd(cmd: ScheduleCommand) -> Result<(), Failure> {
             }
             Ok(())
         }
+        ScheduleCommand::Run { name } => {
+            let s = schedule::taskschd::recorded(&name)?;
+            let args =
+                std::iter::once("persnap".to_owned()).chain(schedule::taskschd::run_args(&s));
+            let cli = Cli::try_parse_from(args).map_err(|e| Failure {
+                code: persnap::ErrorKind::BadInput.exit_code(),
+                error: anyhow::anyhow!(
+                    "the schedule {name} records a backup persnap cannot run: {e}"
+                ),
+            })?;
+            run(cli)
+        }
         ScheduleCommand::Check { notify } => check_schedules(notify),
         ScheduleCommand::Notify { name } => {
             notify_failure(&name);
@@ -985,6 +1011,31 @@ fn schedule_cmd(cmd: ScheduleCommand) -> Result<(), Failure> {
             name: Some(name), ..
         } => remove_schedule(&name),
     }
+}
+
+/// The account a schedule runs as, with its password: asked for without
+/// echo on a terminal, else one line of standard input (for scripts).
+fn account_with_password(account: &str) -> Result<persnap::protocol::RunAs, Failure> {
+    persnap::schedule::validate_account(account)?;
+    let password = if std::io::stdin().is_terminal() {
+        rpassword::prompt_password(format!("Password for {account}: "))?
+    } else {
+        let mut line = String::new();
+        std::io::stdin().read_line(&mut line)?;
+        line.trim_end_matches(['\r', '\n']).to_owned()
+    };
+    if password.is_empty() {
+        return Err(Failure {
+            code: persnap::ErrorKind::BadInput.exit_code(),
+            error: anyhow::anyhow!(
+                "no password for {account}; Task Scheduler needs it to run the backup as that account"
+            ),
+        });
+    }
+    Ok(persnap::protocol::RunAs {
+        account: account.to_owned(),
+        password: persnap::schedule::Secret(password),
+    })
 }
 
 fn remove_schedule(name: &str) -> Result<(), Failure> {

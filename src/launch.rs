@@ -175,6 +175,7 @@ pub fn schedule_request(
     req: &persnap::backup::BackupRequest,
     at: &str,
     history_dir: &std::path::Path,
+    run_as: Option<persnap::protocol::RunAs>,
 ) -> persnap::Result<Request> {
     persnap::schedule::validate_name(name)?;
     persnap::sys::create_private_dir(history_dir, true).map_err(persnap::Error::io(
@@ -195,6 +196,7 @@ pub fn schedule_request(
             history_dir,
             "Check the permissions of your home folder.",
         ))?,
+        run_as,
     })
 }
 

@@ -82,6 +82,7 @@ fn schedule_through_helper(
         options: BackupOptions::default(),
         when: "daily".into(),
         history_dir: persnap::fsutil::canonicalize(history).unwrap(),
+        run_as: None,
     };
     let mut frame = Vec::new();
     protocol::write_frame(&mut frame, &request).unwrap();
@@ -447,6 +448,8 @@ fn a_missed_run_is_reported_until_one_runs() {
         history_dir: data.path().to_owned(),
         created: Some(Utc::now() - Duration::days(3)),
         uid: None,
+        run_as: None,
+        password: Default::default(),
     };
     systemd::write_units(&s, units.path(), &bin("persnap")).unwrap();
     let check = with_units(units.path(), data.path(), &["schedule", "check"]);

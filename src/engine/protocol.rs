@@ -79,6 +79,9 @@ pub enum Request {
         options: BackupOptions,
         when: String,
         history_dir: PathBuf,
+        /// Windows: run the task as this account, not SYSTEM.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        run_as: Option<RunAs>,
     },
     /// Remove a scheduled backup (its backups and history stay).
     ScheduleRemove { name: String },
@@ -90,6 +93,13 @@ pub enum Request {
     },
     /// Stop protecting a database (its backups stay).
     DatabaseRemove { name: String },
+}
+
+/// An account and its password, for a schedule that runs as that account.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RunAs {
+    pub account: String,
+    pub password: crate::schedule::Secret,
 }
 
 /// The two levels of authority the helper is started with, each its own
@@ -651,8 +661,27 @@ pub fn validate_with(request: Request, dest: Resolver) -> Result<Validated, Erro
             options,
             when,
             history_dir,
+            run_as,
         } => {
             crate::schedule::validate_name(&name)?;
+            if let Some(run_as) = &run_as {
+                if !cfg!(windows) {
+                    return Err(Error::Refused {
+                        field: "run_as",
+                        reason: "schedules run as root and write as the user who made them here; another account is for Windows".into(),
+                    });
+                }
+                crate::schedule::validate_account(&run_as.account)?;
+                if run_as.password.0.len() > 256 || run_as.password.0.contains('\0') {
+                    return Err(Error::Refused {
+                        field: "run_as",
+                        reason: "the password is longer than 256 characters or holds a NUL".into(),
+                    });
+                }
+            }
+            let (run_as, password) = run_as.map_or((None, Default::default()), |r| {
+                (Some(r.account), r.password)
+            });
             let req = backup_request(
                 source,
                 Some(dest),
@@ -677,6 +706,8 @@ pub fn validate_with(request: Request, dest: Resolver) -> Result<Validated, Erro
                     history_dir,
                     created: Some(chrono::Utc::now()),
                     uid: None,
+                    run_as,
+                    password,
                 },
             )))
         }

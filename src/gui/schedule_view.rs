@@ -34,6 +34,10 @@ pub struct ScheduleState {
     pub often: Often,
     pub time: String,
     pub custom: String,
+    /// Windows: the account to run as instead of SYSTEM (empty: SYSTEM),
+    /// and its password (runtime only, never saved).
+    pub run_as: String,
+    pub password: String,
     pub job: Option<Job>,
     pub result: Option<Result<String, RemoteFailure>>,
 }
@@ -48,6 +52,8 @@ impl Default for ScheduleState {
             often: Often::Daily,
             time: "02:00".into(),
             custom: String::new(),
+            run_as: String::new(),
+            password: String::new(),
             job: None,
             result: None,
         }
@@ -218,6 +224,21 @@ fn form(app: &mut PersnapApp, ui: &mut Ui) {
                 }
                 Often::Hourly => {}
             }
+            if cfg!(windows) {
+                let name = ui.label("Run as (optional)");
+                ui.add(
+                    egui::TextEdit::singleline(&mut st.run_as)
+                        .hint_text("SYSTEM, or DOMAIN\\user for a network location"),
+                )
+                .labelled_by(name.id);
+                ui.end_row();
+                if !st.run_as.trim().is_empty() {
+                    let name = ui.label("Its password");
+                    ui.add(egui::TextEdit::singleline(&mut st.password).password(true))
+                        .labelled_by(name.id);
+                    ui.end_row();
+                }
+            }
         });
     let planned = plan(app);
     match &planned {
@@ -230,12 +251,18 @@ fn form(app: &mut PersnapApp, ui: &mut Ui) {
         .clicked()
     {
         let req = backup_view::request(&app.settings);
+        let st = &app.rt.schedules;
+        let run_as = (!st.run_as.trim().is_empty()).then(|| persnap::protocol::RunAs {
+            account: st.run_as.trim().to_owned(),
+            password: schedule::Secret(st.password.clone()),
+        });
         let built = match &app.rt.history {
             Some(history) => crate::launch::schedule_request(
-                app.rt.schedules.name.trim(),
+                st.name.trim(),
                 &req,
-                &app.rt.schedules.when_text(),
+                &st.when_text(),
                 history.dir(),
+                run_as,
             ),
             None => Err(persnap::Error::History {
                 path: PathBuf::from("~"),
@@ -244,7 +271,11 @@ fn form(app: &mut PersnapApp, ui: &mut Ui) {
             }),
         };
         match built {
-            Ok(request) => start(app, ui.ctx(), request),
+            Ok(request) => {
+                // The password travels in the request only.
+                app.rt.schedules.password.clear();
+                start(app, ui.ctx(), request)
+            }
             Err(e) => app.rt.schedules.result = Some(Err(RemoteFailure::local(&e, None))),
         }
     }
@@ -284,14 +315,34 @@ fn plan(app: &PersnapApp) -> Result<String, String> {
         ));
     }
     let req = backup_view::request(s);
-    Ok(format!(
-        "Back up {} ({}) to {} {}, as administrator, then verify it and {}. Each run is recorded in History; a failed or missed run is shown here and on the Back up screen.",
+    let account = st.run_as.trim();
+    if !account.is_empty() {
+        schedule::validate_account(account).map_err(|e| e.to_string())?;
+        if st.password.is_empty() {
+            return Err(format!(
+                "Enter the password of {account}: Task Scheduler needs it to run the backup as that account."
+            ));
+        }
+    }
+    let mut words = format!(
+        "Back up {} ({}) to {} {}, as administrator{}, then verify it and {}. Each run is recorded in History; a failed or missed run is shown here and on the Back up screen.",
         req.source.display(),
         req.store_name,
         req.dest.display(),
         when.describe(),
+        if account.is_empty() {
+            String::new()
+        } else {
+            format!(" ({account})")
+        },
         req.retention.describe()
-    ))
+    );
+    if cfg!(windows) && account.is_empty() && schedule::is_network_path(&req.dest) {
+        words.push_str(
+            " The backup location is on the network: scheduled runs reach it as SYSTEM, which a share knows only as this computer's own account. Give that account write access to the share, or enter an account above that can write there.",
+        );
+    }
+    Ok(words)
 }
 
 fn result(app: &PersnapApp, ui: &mut Ui) {

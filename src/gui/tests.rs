@@ -537,6 +537,8 @@ fn fixture_schedules() -> tempfile::TempDir {
         history_dir: "/home/op/.local/share/persnap".into(),
         created: None,
         uid: None,
+        run_as: None,
+        password: Default::default(),
     };
     #[cfg(windows)]
     std::fs::write(
@@ -800,6 +802,8 @@ fn a_missed_scheduled_run_is_shown_on_the_backup_screen() {
         history_dir: data.path().join("history"),
         created: Some(chrono::Utc::now() - chrono::Duration::days(3)),
         uid: None,
+        run_as: None,
+        password: Default::default(),
     };
     persnap::schedule::systemd::write_units(&s, units.path(), Path::new("/usr/bin/persnap"))
         .unwrap();

@@ -3,7 +3,9 @@
 //!
 //! Root does exactly this:
 //! - [`start`]: tighten the process (umask 077, private mount namespace)
-//!   before anything else runs;
+//!   before anything else runs; on Windows, ignore console interrupts (the
+//!   cancel frame is the way to stop) and enable SeBackupPrivilege, the one
+//!   privilege reading store files from the shadow copy needs;
 //! - [`locks`]: one run per database, a bounded number of snapshots at
 //!   once, in a run folder only root can enter;
 //! - take, mount and remove the snapshot (`crate::snapshot`), and open the
@@ -40,6 +42,14 @@ pub fn start() {
     #[cfg(target_os = "linux")]
     if crate::fsutil::is_root() {
         crate::snapshot::mount::private_namespace();
+    }
+    #[cfg(windows)]
+    {
+        // Neither is fatal: without a console there is nothing to ignore,
+        // and without the privilege (not an administrator) the store is
+        // read with the caller's own rights.
+        let _ = crate::sys::ignore_console_interrupts();
+        let _ = crate::sys::enable_backup_privilege();
     }
 }
 

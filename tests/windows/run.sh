@@ -32,6 +32,14 @@ if [ ! -f "$stub" ]; then
   x86_64-w64-mingw32-gcc -O2 -shared -o "$stub" tests/windows/bcryptprimitives.c tests/windows/bcryptprimitives.def -ladvapi32
 fi
 
+# A network share for the share-path tests: wine serves \\host\share (and
+# \\?\UNC\host\share) from dosdevices/unc/HOST/SHARE; this one leads to
+# wine's temporary folder, where the tests' temporary folders are.
+temp_unix="$WINEPREFIX/drive_c/users/$(id -un)/Temp"
+mkdir -p "$temp_unix" "$WINEPREFIX/dosdevices/unc/persnap-test"
+ln -sfn "$temp_unix" "$WINEPREFIX/dosdevices/unc/persnap-test/temp"
+export PERSNAP_TEST_SHARE='\\persnap-test\temp'
+
 # A private X display for wine's Vulkan/GL (kittest image snapshots).
 display=:$((90 + RANDOM % 100))
 Xvfb "$display" -screen 0 1280x800x24 >/dev/null 2>&1 &

@@ -47,6 +47,71 @@ pub struct Schedule {
     /// history as this user, never as root.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub uid: Option<u32>,
+    /// Windows: the account the task runs as (`DOMAIN\user`), instead of
+    /// SYSTEM, to reach network locations with that account's rights.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub run_as: Option<String>,
+    /// That account's password, stored by Task Scheduler at install and
+    /// never written anywhere by persnap (not serialized).
+    #[serde(skip)]
+    pub password: Secret,
+}
+
+/// A password: never printed, never serialized with what holds it.
+#[derive(Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct Secret(pub String);
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(if self.0.is_empty() { "\"\"" } else { "\"…\"" })
+    }
+}
+
+/// Check a Windows account name as Task Scheduler takes it: `user`,
+/// `DOMAIN\user`, `.\user` or `user@domain`, without the characters
+/// account names cannot hold.
+pub fn validate_account(account: &str) -> Result<()> {
+    let (domain, user) = match account.split_once('\\') {
+        Some((d, u)) => (Some(d), u),
+        None => (None, account),
+    };
+    let bad = |text: &str| {
+        text.is_empty()
+            || text.len() > 104
+            || text
+                .chars()
+                .any(|c| c.is_control() || "\"/\\[]:;|=,+*?<>%".contains(c))
+    };
+    if bad(user) || domain.is_some_and(|d| d != "." && bad(d)) {
+        return Err(Error::Refused {
+            field: "run_as",
+            reason: format!(
+                "{account:?} is not a Windows account name; say DOMAIN\\user, .\\user (this computer) or user@domain"
+            ),
+        });
+    }
+    Ok(())
+}
+
+/// Whether `path` is on a network share (`\\host\share`, or its long
+/// form `\\?\UNC\host\share`, which a mapped drive canonicalizes to).
+pub fn is_network_path(path: &Path) -> bool {
+    let text = path.to_string_lossy();
+    text.starts_with(r"\\?\UNC\")
+        || (text.starts_with(r"\\") && !text.starts_with(r"\\?\") && !text.starts_with(r"\\.\"))
+}
+
+/// What to tell the person scheduling a backup to a network location to
+/// run as SYSTEM (None when it does not apply).
+pub fn network_note(s: &Schedule) -> Option<String> {
+    if s.run_as.is_some() || !(is_network_path(&s.dest) || is_network_path(&s.source)) {
+        return None;
+    }
+    Some(format!(
+        "The backup location {} is on the network. Scheduled runs go there as SYSTEM, which a share knows only as this computer's own account (DOMAIN\\COMPUTER$): give that account write access to the share, or re-create the schedule with --run-as DOMAIN\\user (an administrator account that can write there; its password is stored by Task Scheduler).",
+        s.dest.display()
+    ))
 }
 
 impl Schedule {
@@ -524,6 +589,8 @@ mod tests {
             history_dir: "/h".into(),
             created: Some(created.with_timezone(&Utc)),
             uid: None,
+            run_as: None,
+            password: Default::default(),
         }
     }
 

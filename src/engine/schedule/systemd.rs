@@ -281,6 +281,8 @@ mod tests {
             history_dir: "/home/op/.local/share/persnap".into(),
             created: None,
             uid: None,
+            run_as: None,
+            password: Default::default(),
         }
     }
 

@@ -1,7 +1,7 @@
 //! Windows schedules: one Task Scheduler task per schedule, `\persnap\NAME`.
 //!
-//! The task runs `persnap.exe backup … --scheduled NAME --history-dir DIR`
-//! as SYSTEM with the highest privileges (no UAC prompt, whether anybody
+//! The task runs `persnap.exe schedule run NAME` as SYSTEM with the
+//! highest privileges (no UAC prompt, whether anybody
 //! is logged on or not), starts a missed run as soon as it can
 //! (`StartWhenAvailable`), never runs two at once, and stops after 12
 //! hours. It is registered from XML with `schtasks.exe /Create /XML` (by
@@ -9,9 +9,13 @@
 //! non-zero (the task's "Last Run Result") and raises a notification in the
 //! user's session (`persnap schedule notify`).
 //!
-//! Task definitions of SYSTEM tasks are not readable by ordinary users, so
-//! each schedule is also kept as JSON in `%ProgramData%\persnap\schedules`,
-//! which `list` reads.
+//! Each schedule is kept as JSON in `%ProgramData%\persnap\schedules`, a
+//! folder only administrators may change: `list` reads it (definitions of
+//! SYSTEM tasks are not readable by ordinary users), and the task's run
+//! reads its backup from it ([`recorded`]). No path is on the task's
+//! command line, because Task Scheduler expands `%VARIABLE%` in a task's
+//! arguments, with no way to escape it: a folder named `100%` or
+//! `%TEMP%` would otherwise be backed up from, or to, somewhere else.
 
 use std::path::{Path, PathBuf};
 
@@ -85,18 +89,62 @@ fn xml_escape(text: &str) -> String {
         .replace('\'', "&apos;")
 }
 
-/// The arguments of the task's action.
+/// The arguments of the task's action: the schedule's name only (plain
+/// letters, digits and dashes, so nothing in it is expanded or quoted).
 pub fn arguments(s: &Schedule) -> String {
+    ["schedule", "run", s.name.as_str()].join(" ")
+}
+
+/// The arguments of the backup a schedule's run makes, as `persnap` reads
+/// them: everything the record says (no environment in a task: the
+/// history folder goes on the line too).
+pub fn run_args(s: &Schedule) -> Vec<String> {
     let mut args = s.backup_args();
-    // No environment in a task: the history folder goes on the line.
     args.extend([
         "--history-dir".into(),
         s.history_dir.to_string_lossy().into(),
     ]);
-    args.iter()
-        .map(|a| quote_arg(a))
-        .collect::<Vec<_>>()
-        .join(" ")
+    args
+}
+
+/// The schedule `name` as recorded in `dir`, for its task's run. The
+/// folder must be the administrators' alone (a run as SYSTEM must not take
+/// its orders from a file a user could write), and the record must be a
+/// plain file named for the schedule it holds.
+pub fn recorded_in(dir: &Path, name: &str) -> crate::Result<Schedule> {
+    use crate::error::Error;
+    super::validate_name(name)?;
+    let hint = "Run `persnap schedule add` again as administrator to re-create the schedule.";
+    #[cfg(windows)]
+    crate::sys::owned_by_admins(dir).map_err(Error::io("trust", dir, hint))?;
+    let path = dir.join(format!("{name}.json"));
+    let mut bytes = Vec::new();
+    crate::sys::open_nofollow(&path)
+        .and_then(|mut f| std::io::Read::read_to_end(&mut f, &mut bytes))
+        .map_err(Error::io("read", &path, hint))?;
+    let s: Schedule = serde_json::from_slice(&bytes).map_err(|e| Error::Refused {
+        field: "schedule",
+        reason: format!(
+            "{} is not a schedule persnap wrote ({e}). {hint}",
+            path.display()
+        ),
+    })?;
+    if s.name != name {
+        return Err(Error::Refused {
+            field: "schedule",
+            reason: format!(
+                "{} holds the schedule {:?}, not {name:?}. {hint}",
+                path.display(),
+                s.name
+            ),
+        });
+    }
+    Ok(s)
+}
+
+/// [`recorded_in`] the schedules folder.
+pub fn recorded(name: &str) -> crate::Result<Schedule> {
+    recorded_in(&registry_dir(), name)
 }
 
 /// The trigger for `when`; `None` for systemd calendar expressions, which
@@ -143,6 +191,19 @@ fn task_day(d: chrono::Weekday) -> &'static str {
     }
 }
 
+/// Who the task runs as: SYSTEM, or the schedule's account, logged on
+/// with the password Task Scheduler stores (so it reaches network shares
+/// with that account's rights, whether anybody is logged on or not).
+fn principal(s: &Schedule) -> String {
+    match &s.run_as {
+        None => "<UserId>S-1-5-18</UserId>".into(),
+        Some(account) => format!(
+            "<UserId>{}</UserId>\n      <LogonType>Password</LogonType>",
+            xml_escape(account)
+        ),
+    }
+}
+
 /// The whole task definition.
 pub fn task_xml(s: &Schedule, exe: &Path, trigger: &str) -> String {
     format!(
@@ -158,7 +219,7 @@ pub fn task_xml(s: &Schedule, exe: &Path, trigger: &str) -> String {
   </Triggers>
   <Principals>
     <Principal id="Author">
-      <UserId>S-1-5-18</UserId>
+      {principal}
       <RunLevel>HighestAvailable</RunLevel>
     </Principal>
   </Principals>
@@ -193,6 +254,7 @@ pub fn task_xml(s: &Schedule, exe: &Path, trigger: &str) -> String {
             s.when.describe()
         )),
         uri = xml_escape(&task_name(&s.name)),
+        principal = principal(s),
         command = xml_escape(&exe.to_string_lossy()),
         arguments = xml_escape(&arguments(s)),
     )
@@ -283,21 +345,37 @@ pub fn install(s: &Schedule, exe: &Path) -> Result<Installed> {
             "Run persnap as administrator.",
         ))?;
     let task = task_name(&s.name);
-    let out = run_schtasks(&[
+    let mut args: Vec<&std::ffi::OsStr> = vec![
         "/Create".as_ref(),
         "/TN".as_ref(),
         task.as_ref(),
         "/XML".as_ref(),
         xml_path.as_os_str(),
         "/F".as_ref(),
-    ]);
+    ];
+    if let Some(account) = &s.run_as {
+        // The password goes to schtasks, which hands it to Task Scheduler
+        // to store; persnap keeps it nowhere.
+        let extra: [&std::ffi::OsStr; 4] = [
+            "/RU".as_ref(),
+            account.as_ref(),
+            "/RP".as_ref(),
+            s.password.0.as_ref(),
+        ];
+        args.extend(extra);
+    }
+    let out = run_schtasks(&args);
     let _ = std::fs::remove_file(&xml_path);
     let out = out?;
     if !out.status.success() {
         return Err(Error::Tool {
             action: format!("create the scheduled task {task}"),
             reason: format!("{} {}", out.stdout.trim(), out.reason()),
-            hint: "Creating a task that runs as SYSTEM needs administrator rights.",
+            hint: if s.run_as.is_some() {
+                "Check the account name and its password; the account also needs the right to log on as a batch job."
+            } else {
+                "Creating a task that runs as SYSTEM needs administrator rights."
+            },
         });
     }
     let json = dir.join(format!("{}.json", s.name));
@@ -310,7 +388,17 @@ pub fn install(s: &Schedule, exe: &Path) -> Result<Installed> {
     Ok(Installed {
         written: vec![task.clone(), json.display().to_string()],
         active: true,
-        note: format!("The task {task} is in Task Scheduler (runs as SYSTEM, highest privileges)."),
+        note: match (&s.run_as, super::network_note(s)) {
+            (Some(account), _) => format!(
+                "The task {task} is in Task Scheduler (runs as {account}, highest privileges, whether anybody is logged on or not)."
+            ),
+            (None, Some(network)) => format!(
+                "The task {task} is in Task Scheduler (runs as SYSTEM, highest privileges). {network}"
+            ),
+            (None, None) => format!(
+                "The task {task} is in Task Scheduler (runs as SYSTEM, highest privileges)."
+            ),
+        },
     })
 }
 
@@ -367,6 +455,8 @@ mod tests {
             history_dir: r"C:\Users\op & co\AppData\Roaming\persnap\data".into(),
             created: None,
             uid: None,
+            run_as: None,
+            password: Default::default(),
         }
     }
 
@@ -439,9 +529,18 @@ mod tests {
                 "{arg:?}"
             );
         }
-        let args = split_windows(&arguments(&sample("02:00")));
+        let mut s = sample("02:00");
+        s.source = r"C:\Apama\100% %TEMP% store".into();
+        assert_eq!(arguments(&s), "schedule run nightly");
+        let args = split_windows(
+            &run_args(&s)
+                .iter()
+                .map(|a| quote_arg(a))
+                .collect::<Vec<_>>()
+                .join(" "),
+        );
         assert_eq!(args[0], "backup");
-        assert_eq!(args[2], r"C:\Apama\my store");
+        assert_eq!(args[2], r"C:\Apama\100% %TEMP% store");
         assert_eq!(
             args[args.len() - 4..],
             [
@@ -451,6 +550,104 @@ mod tests {
                 r"C:\Users\op & co\AppData\Roaming\persnap\data"
             ]
         );
+    }
+
+    #[test]
+    fn a_schedule_can_run_as_a_named_account_for_network_locations() {
+        let mut s = sample("02:00");
+        s.dest = r"\\?\UNC\nas\backups\apama".into();
+        let note = crate::schedule::network_note(&s).unwrap();
+        assert!(
+            note.contains("COMPUTER$") && note.contains("--run-as"),
+            "{note}"
+        );
+        s.run_as = Some(r"CORP\svc-backup".into());
+        s.password = crate::schedule::Secret("hunter2".into());
+        assert!(crate::schedule::network_note(&s).is_none());
+        let xml = task_xml(
+            &s,
+            Path::new(r"C:\p\persnap.exe"),
+            &trigger(&s.when).unwrap(),
+        );
+        assert!(xml.contains(r"<UserId>CORP\svc-backup</UserId>"), "{xml}");
+        assert!(xml.contains("<LogonType>Password</LogonType>"), "{xml}");
+        assert!(
+            xml.contains("<RunLevel>HighestAvailable</RunLevel>"),
+            "{xml}"
+        );
+        assert!(
+            !xml.contains("S-1-5-18") && !xml.contains("hunter2"),
+            "{xml}"
+        );
+        let record = serde_json::to_string(&s).unwrap();
+        assert!(
+            record.contains("svc-backup") && !record.contains("hunter2"),
+            "{record}"
+        );
+        assert!(!format!("{s:?}").contains("hunter2"));
+        for good in [
+            r"CORP\svc-backup",
+            r".\backup",
+            "backup@corp.example",
+            "Backup Operator",
+        ] {
+            crate::schedule::validate_account(good).unwrap();
+        }
+        for bad in [
+            "",
+            r"CORP\",
+            r"\user",
+            "a/b",
+            "x\"y",
+            "%USERNAME%",
+            "a\nb",
+            r"a\b\c",
+        ] {
+            assert!(crate::schedule::validate_account(bad).is_err(), "{bad:?}");
+        }
+        assert!(crate::schedule::network_note(&sample("02:00")).is_none());
+        assert!(crate::schedule::is_network_path(Path::new(r"\\nas\share")));
+        assert!(!crate::schedule::is_network_path(Path::new(r"\\?\C:\x")));
+    }
+
+    #[test]
+    fn no_path_reaches_the_tasks_command_line() {
+        let mut s = sample("02:00");
+        s.source = r"C:\%SystemRoot%\store".into();
+        s.dest = r"D:\100%\backups".into();
+        let xml = task_xml(
+            &s,
+            Path::new(r"C:\Program Files\persnap\persnap.exe"),
+            &trigger(&s.when).unwrap(),
+        );
+        let line = xml.lines().find(|l| l.contains("<Arguments>")).unwrap();
+        assert_eq!(line.trim(), "<Arguments>schedule run nightly</Arguments>");
+    }
+
+    #[test]
+    fn a_run_reads_only_the_record_of_its_own_name() {
+        let dir = tempfile::tempdir().unwrap();
+        #[cfg(windows)]
+        crate::sys::create_admin_dir(dir.path()).unwrap();
+        let s = sample("02:00");
+        std::fs::write(
+            dir.path().join("nightly.json"),
+            serde_json::to_vec(&s).unwrap(),
+        )
+        .unwrap();
+        assert_eq!(recorded_in(dir.path(), "nightly").unwrap(), s);
+        std::fs::write(
+            dir.path().join("other.json"),
+            serde_json::to_vec(&s).unwrap(),
+        )
+        .unwrap();
+        let err = recorded_in(dir.path(), "other").unwrap_err().to_string();
+        assert!(err.contains("not \"other\""), "{err}");
+        assert!(recorded_in(dir.path(), "missing").is_err());
+        assert!(recorded_in(dir.path(), "../nightly").is_err());
+        std::fs::write(dir.path().join("junk.json"), b"{").unwrap();
+        let err = recorded_in(dir.path(), "junk").unwrap_err().to_string();
+        assert!(err.contains("not a schedule persnap wrote"), "{err}");
     }
 
     #[test]
@@ -469,7 +666,7 @@ mod tests {
             "<StartBoundary>2020-01-01T22:30:00</StartBoundary>",
             "<DaysOfWeek><Monday/><Tuesday/><Wednesday/><Thursday/><Friday/></DaysOfWeek>",
             r"<Command>C:\Program Files\persnap\persnap.exe</Command>",
-            "op &amp; co",
+            "<Arguments>schedule run nightly</Arguments>",
             "<URI>\\persnap\\nightly</URI>",
         ] {
             assert!(xml.contains(want), "{want} missing from\n{xml}");

@@ -5,13 +5,25 @@
 //! All of it is plain Rust over [`VssApi`], a trait with one method per
 //! COM call, so the logic is tested on any platform with a scripted API.
 //! The COM implementation (`vss_com.rs`) is a thin layer compiled on
-//! Windows only. The sequence follows restic's `vss_windows.go`:
-//! InitializeForBackup → SetContext(backup) → SetBackupState(copy) →
-//! GatherWriterMetadata → IsVolumeSupported → StartSnapshotSet (retried
-//! while another set is in progress) → AddToSnapshotSet → PrepareForBackup
-//! → DoSnapshotSet → GetSnapshotProperties; after the copy BackupComplete
-//! and DeleteSnapshots. Any failure after StartSnapshotSet calls
-//! AbortBackup, so the VSS service never keeps a half-made set.
+//! Windows only.
+//!
+//! The shadow copy is made **without writers**, as the vendor's procedure
+//! does with `vshadow -nw`: SQLite has no VSS writer, and involving every
+//! writer on the machine (SQL Server, Hyper-V, Exchange, third-party ones)
+//! would freeze their I/O for each backup and make the backup fail when
+//! any one of them hangs. In the file-share backup context
+//! (`VSS_CTX_FILE_SHARE_BACKUP`, non-persistent and auto-released) the
+//! sequence is the one Microsoft documents for shadow copies without
+//! writer participation: InitializeForBackup → SetContext →
+//! IsVolumeSupported → StartSnapshotSet (retried while another set is in
+//! progress) → AddToSnapshotSet → DoSnapshotSet → GetSnapshotProperties;
+//! after the copy GetSnapshotProperties again (the shadow copy still
+//! exists: Windows discards one whose shadow storage filled up) and
+//! DeleteSnapshots. GatherWriterMetadata, PrepareForBackup and
+//! BackupComplete do not belong to this context (VSS refuses the last two
+//! there). Any failure after StartSnapshotSet calls AbortBackup, so the
+//! VSS service never keeps a half-made set; a step cancelled at the
+//! deadline is waited for (briefly) until VSS says it stopped.
 
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
@@ -26,7 +38,17 @@ pub type VssId = u128;
 /// Default for the whole snapshot sequence (configurable per request).
 pub const DEFAULT_DEADLINE: Duration = Duration::from_secs(120);
 
+/// How long a step cancelled at the deadline is waited for, beyond it,
+/// before the backup is aborted anyway.
+pub const CANCEL_GRACE: Duration = Duration::from_secs(10);
+
 pub const E_ACCESSDENIED: Hresult = 0x8007_0005_u32 as i32;
+/// HRESULT_FROM_WIN32(ERROR_SERVICE_DISABLED).
+pub const E_SERVICE_DISABLED: Hresult = 0x8007_0422_u32 as i32;
+pub const RPC_E_DISCONNECTED: Hresult = 0x8001_0108_u32 as i32;
+/// CoInitializeSecurity: security was already set in this process.
+pub const RPC_E_TOO_LATE: Hresult = 0x8001_0119_u32 as i32;
+pub const VSS_E_UNEXPECTED: Hresult = 0x8004_2302_u32 as i32;
 pub const VSS_E_BAD_STATE: Hresult = 0x8004_2301_u32 as i32;
 pub const VSS_E_PROVIDER_VETO: Hresult = 0x8004_2306_u32 as i32;
 pub const VSS_E_OBJECT_NOT_FOUND: Hresult = 0x8004_2308_u32 as i32;
@@ -43,7 +65,10 @@ pub const VSS_E_WRITER_INFRASTRUCTURE: Hresult = 0x8004_2318_u32 as i32;
 pub const VSS_E_WRITER_NOT_RESPONDING: Hresult = 0x8004_2319_u32 as i32;
 pub const VSS_E_UNSUPPORTED_CONTEXT: Hresult = 0x8004_231B_u32 as i32;
 pub const VSS_E_VOLUME_IN_USE: Hresult = 0x8004_231D_u32 as i32;
+pub const VSS_E_MAXIMUM_DIFFAREA_ASSOCIATIONS_REACHED: Hresult = 0x8004_231E_u32 as i32;
 pub const VSS_E_INSUFFICIENT_STORAGE: Hresult = 0x8004_231F_u32 as i32;
+pub const VSS_E_REBOOT_REQUIRED: Hresult = 0x8004_2327_u32 as i32;
+pub const VSS_E_NESTED_VOLUME_LIMIT: Hresult = 0x8004_232C_u32 as i32;
 pub const VSS_E_WRITERERROR_INCONSISTENTSNAPSHOT: Hresult = 0x8004_23F0_u32 as i32;
 pub const VSS_E_WRITERERROR_OUTOFRESOURCES: Hresult = 0x8004_23F1_u32 as i32;
 pub const VSS_E_WRITERERROR_TIMEOUT: Hresult = 0x8004_23F2_u32 as i32;
@@ -56,15 +81,13 @@ pub const VSS_S_ASYNC_CANCELLED: Hresult = 0x0004_230B;
 pub enum Step {
     InitializeForBackup,
     SetContext,
-    SetBackupState,
-    GatherWriterMetadata,
     IsVolumeSupported,
     StartSnapshotSet,
     AddToSnapshotSet,
-    PrepareForBackup,
     DoSnapshotSet,
     GetSnapshotProperties,
-    BackupComplete,
+    /// GetSnapshotProperties after the copy: is the shadow copy still there?
+    CheckSnapshot,
     DeleteSnapshots,
 }
 
@@ -94,22 +117,17 @@ pub trait VssAsync {
 pub trait VssApi {
     type Async: VssAsync;
     fn initialize_for_backup(&mut self) -> std::result::Result<(), Hresult>;
-    /// SetContext(VSS_CTX_BACKUP).
-    fn set_context_backup(&mut self) -> std::result::Result<(), Hresult>;
-    /// SetBackupState(false, false, VSS_BT_COPY, false): a copy backup,
-    /// so writers' own backup histories (e.g. log truncation) are untouched.
-    fn set_backup_state_copy(&mut self) -> std::result::Result<(), Hresult>;
-    fn gather_writer_metadata(&mut self) -> std::result::Result<Self::Async, Hresult>;
+    /// SetContext(VSS_CTX_FILE_SHARE_BACKUP): no writers, non-persistent,
+    /// released with the object.
+    fn set_context_without_writers(&mut self) -> std::result::Result<(), Hresult>;
     fn is_volume_supported(&mut self, volume: &str) -> std::result::Result<bool, Hresult>;
     fn start_snapshot_set(&mut self) -> std::result::Result<VssId, Hresult>;
     fn add_to_snapshot_set(&mut self, volume: &str) -> std::result::Result<VssId, Hresult>;
-    fn prepare_for_backup(&mut self) -> std::result::Result<Self::Async, Hresult>;
     fn do_snapshot_set(&mut self) -> std::result::Result<Self::Async, Hresult>;
     /// GetSnapshotProperties → the shadow copy's device object
     /// (`\\?\GLOBALROOT\Device\HarddiskVolumeShadowCopyN`), then
     /// VssFreeSnapshotProperties.
     fn snapshot_device(&mut self, snapshot: VssId) -> std::result::Result<String, Hresult>;
-    fn backup_complete(&mut self) -> std::result::Result<Self::Async, Hresult>;
     /// DeleteSnapshots(snapshot, VSS_OBJECT_SNAPSHOT, force).
     fn delete_snapshot(&mut self, snapshot: VssId) -> std::result::Result<(), Hresult>;
     fn abort_backup(&mut self) -> std::result::Result<(), Hresult>;
@@ -154,12 +172,7 @@ impl<A: VssApi, C: Clock> Sequence<'_, A, C> {
     /// StartSnapshotSet the backup is aborted before the error returns.
     pub fn create(&mut self) -> Result<Shadow> {
         self.call(Step::InitializeForBackup, |api| api.initialize_for_backup())?;
-        self.call(Step::SetContext, |api| api.set_context_backup())?;
-        self.call(Step::SetBackupState, |api| api.set_backup_state_copy())?;
-        let gather = self.call(Step::GatherWriterMetadata, |api| {
-            api.gather_writer_metadata()
-        })?;
-        self.wait(Step::GatherWriterMetadata, gather)?;
+        self.call(Step::SetContext, |api| api.set_context_without_writers())?;
         let volume = self.volume;
         if !self.call(Step::IsVolumeSupported, |api| {
             api.is_volume_supported(volume)
@@ -183,8 +196,6 @@ impl<A: VssApi, C: Clock> Sequence<'_, A, C> {
         let snapshot_id = self.call(Step::AddToSnapshotSet, |api| {
             api.add_to_snapshot_set(volume)
         })?;
-        let prepare = self.call(Step::PrepareForBackup, |api| api.prepare_for_backup())?;
-        self.wait(Step::PrepareForBackup, prepare)?;
         let snapshot = self.call(Step::DoSnapshotSet, |api| api.do_snapshot_set())?;
         self.wait(Step::DoSnapshotSet, snapshot)?;
         let device = self.call(Step::GetSnapshotProperties, |api| {
@@ -212,21 +223,14 @@ impl<A: VssApi, C: Clock> Sequence<'_, A, C> {
         }
     }
 
-    /// After the copy: BackupComplete, then delete the shadow copy. The
-    /// deletion is attempted even when BackupComplete fails; the first
-    /// failure is returned.
+    /// After the copy: delete the shadow copy (already gone is fine).
     pub fn finish(&mut self, shadow: &Shadow) -> Result<()> {
-        let completed = self
-            .call(Step::BackupComplete, |api| api.backup_complete())
-            .and_then(|done| self.wait(Step::BackupComplete, done));
-        let deleted = self
-            .api
+        self.api
             .delete_snapshot(shadow.snapshot_id)
             .or_else(|code| match code {
                 VSS_E_OBJECT_NOT_FOUND => Ok(()),
                 code => Err(vss_error(Step::DeleteSnapshots, code)),
-            });
-        completed.and(deleted)
+            })
     }
 
     fn call<T>(
@@ -240,8 +244,9 @@ impl<A: VssApi, C: Clock> Sequence<'_, A, C> {
         f(self.api).map_err(|code| vss_error(step, code))
     }
 
-    /// Poll an asynchronous step until it ends or the deadline passes
-    /// (then cancel it).
+    /// Poll an asynchronous step until it ends or the deadline passes;
+    /// then cancel it and wait (at most [`CANCEL_GRACE`]) until VSS says it
+    /// stopped, so the abort that follows does not race the step.
     fn wait(&mut self, step: Step, mut op: A::Async) -> Result<()> {
         let mut pause = Duration::from_millis(20);
         loop {
@@ -250,6 +255,13 @@ impl<A: VssApi, C: Clock> Sequence<'_, A, C> {
                 AsyncState::Failed(code) => return Err(vss_error(step, code)),
                 AsyncState::Pending if self.clock.now() >= self.deadline => {
                     op.cancel();
+                    let give_up = self.clock.now() + CANCEL_GRACE;
+                    while let Ok(AsyncState::Pending) = op.query_status() {
+                        if self.clock.now() >= give_up {
+                            break;
+                        }
+                        self.clock.sleep(Duration::from_millis(100));
+                    }
                     return Err(timeout(step));
                 }
                 AsyncState::Pending => {
@@ -261,12 +273,31 @@ impl<A: VssApi, C: Clock> Sequence<'_, A, C> {
     }
 }
 
+/// After the copy: the shadow copy must still exist. Windows discards a
+/// shadow copy whose shadow storage fills up while it is in use (as an LVM
+/// snapshot overflows), and reads from it then fail or, worse, the copy
+/// came partly from before and partly from after; such a copy is never
+/// trusted.
+pub fn check_still_there<A: VssApi>(api: &mut A, shadow: &Shadow) -> Result<()> {
+    match api.snapshot_device(shadow.snapshot_id) {
+        Ok(_) => Ok(()),
+        Err(VSS_E_OBJECT_NOT_FOUND) => Err(Error::Vss {
+            step: Step::CheckSnapshot.to_string(),
+            code: Some(VSS_E_OBJECT_NOT_FOUND as u32),
+            detail: "the shadow storage filled up during the copy, so Windows discarded the shadow copy and this copy cannot be trusted; \
+                     give the shadow storage more space (for example `vssadmin resize shadowstorage /for=C: /on=C: /maxsize=10%`) and run the backup again"
+                .into(),
+        }),
+        Err(code) => Err(vss_error(Step::CheckSnapshot, code)),
+    }
+}
+
 fn timeout(step: Step) -> Error {
     Error::Vss {
         step: step.to_string(),
         code: None,
         detail: "the Volume Shadow Copy service did not finish in time (the whole snapshot has one deadline, --vss-timeout); \
-                 the machine may be very busy or a VSS writer may be hanging (see `vssadmin list writers`)"
+                 the machine may be very busy, or the Volume Shadow Copy service may be stuck (restarting it, or the machine, helps)"
             .into(),
     }
 }
@@ -331,6 +362,27 @@ pub fn explain(code: Hresult) -> &'static str {
             "this edition of Windows does not support the kind of shadow copy persnap makes"
         }
         VSS_S_ASYNC_CANCELLED => "the operation was cancelled",
+        VSS_E_UNEXPECTED => {
+            "the Volume Shadow Copy service failed unexpectedly; the Application event log (source VSS) says why, and restarting the service often helps"
+        }
+        VSS_E_NESTED_VOLUME_LIMIT => {
+            "the database is on a volume nested too deeply for shadow copies (for example a virtual disk inside another virtual disk); keep the database on a volume of its own disk"
+        }
+        VSS_E_MAXIMUM_DIFFAREA_ASSOCIATIONS_REACHED => {
+            "Windows has no room for another shadow storage association; remove unused ones (vssadmin list shadowstorage, vssadmin delete shadowstorage) and try again"
+        }
+        VSS_E_REBOOT_REQUIRED => {
+            "Windows must be restarted before it can make shadow copies again; restart the machine and run the backup"
+        }
+        E_SERVICE_DISABLED => {
+            "the Volume Shadow Copy service is disabled; set it to Manual in Services (services.msc) and run the backup again"
+        }
+        RPC_E_DISCONNECTED => {
+            "the Volume Shadow Copy service stopped while persnap was talking to it; run the backup again (restart the service if it keeps happening)"
+        }
+        RPC_E_TOO_LATE => {
+            "something else in the helper set up Windows' COM security before persnap could, so the shadow copy service might not be able to call back; this is a persnap bug, please report it"
+        }
         _ => {
             "the Volume Shadow Copy service reported an error; the Application and System event logs say more"
         }
@@ -493,13 +545,27 @@ mod tests {
         name: &'static str,
         states: VecDeque<AsyncState>,
         log: Log,
+        cancelled: bool,
+        /// Polls that still say "pending" after the cancel.
+        stopping: usize,
     }
 
     impl VssAsync for FakeAsync {
         fn query_status(&mut self) -> std::result::Result<AsyncState, Hresult> {
+            if self.cancelled {
+                if self.stopping == 0 {
+                    self.log
+                        .borrow_mut()
+                        .push(format!("{} cancelled", self.name));
+                    return Ok(AsyncState::Failed(VSS_S_ASYNC_CANCELLED));
+                }
+                self.stopping -= 1;
+                return Ok(AsyncState::Pending);
+            }
             Ok(self.states.pop_front().unwrap_or(AsyncState::Pending))
         }
         fn cancel(&mut self) {
+            self.cancelled = true;
             self.log.borrow_mut().push(format!("cancel {}", self.name));
         }
     }
@@ -513,6 +579,9 @@ mod tests {
         pending: usize,
         busy: usize,
         async_result: Option<(&'static str, AsyncState)>,
+        stopping: usize,
+        /// The shadow copy was discarded (its storage filled up).
+        discarded: bool,
     }
 
     impl FakeApi {
@@ -523,6 +592,8 @@ mod tests {
                 pending: 1,
                 busy: 0,
                 async_result: None,
+                stopping: 0,
+                discarded: false,
             }
         }
         fn step(&mut self, name: &'static str) -> std::result::Result<(), Hresult> {
@@ -544,6 +615,8 @@ mod tests {
                 name,
                 states,
                 log: self.log.clone(),
+                cancelled: false,
+                stopping: self.stopping,
             })
         }
         fn calls(&self) -> Vec<String> {
@@ -556,14 +629,8 @@ mod tests {
         fn initialize_for_backup(&mut self) -> std::result::Result<(), Hresult> {
             self.step("InitializeForBackup")
         }
-        fn set_context_backup(&mut self) -> std::result::Result<(), Hresult> {
+        fn set_context_without_writers(&mut self) -> std::result::Result<(), Hresult> {
             self.step("SetContext")
-        }
-        fn set_backup_state_copy(&mut self) -> std::result::Result<(), Hresult> {
-            self.step("SetBackupState")
-        }
-        fn gather_writer_metadata(&mut self) -> std::result::Result<FakeAsync, Hresult> {
-            self.op("GatherWriterMetadata")
         }
         fn is_volume_supported(&mut self, volume: &str) -> std::result::Result<bool, Hresult> {
             self.step("IsVolumeSupported")?;
@@ -582,19 +649,16 @@ mod tests {
             assert_eq!(volume, r"C:\");
             Ok(42)
         }
-        fn prepare_for_backup(&mut self) -> std::result::Result<FakeAsync, Hresult> {
-            self.op("PrepareForBackup")
-        }
         fn do_snapshot_set(&mut self) -> std::result::Result<FakeAsync, Hresult> {
             self.op("DoSnapshotSet")
         }
         fn snapshot_device(&mut self, snapshot: VssId) -> std::result::Result<String, Hresult> {
             self.step("GetSnapshotProperties")?;
             assert_eq!(snapshot, 42);
+            if self.discarded {
+                return Err(VSS_E_OBJECT_NOT_FOUND);
+            }
             Ok(r"\\?\GLOBALROOT\Device\HarddiskVolumeShadowCopy7".into())
-        }
-        fn backup_complete(&mut self) -> std::result::Result<FakeAsync, Hresult> {
-            self.op("BackupComplete")
         }
         fn delete_snapshot(&mut self, snapshot: VssId) -> std::result::Result<(), Hresult> {
             self.step("DeleteSnapshots")?;
@@ -617,15 +681,14 @@ mod tests {
         .create()
     }
 
-    const FULL: [&str; 9] = [
+    /// The writer-free sequence (as `vshadow -nw`): no GatherWriterMetadata,
+    /// SetBackupState, PrepareForBackup or BackupComplete.
+    const FULL: [&str; 6] = [
         "InitializeForBackup",
         "SetContext",
-        "SetBackupState",
-        "GatherWriterMetadata",
         "IsVolumeSupported",
         "StartSnapshotSet",
         "AddToSnapshotSet",
-        "PrepareForBackup",
         "DoSnapshotSet",
     ];
 
@@ -653,10 +716,15 @@ mod tests {
         }
         .finish(&shadow)
         .unwrap();
-        assert_eq!(
-            api.calls()[expected.len()..],
-            ["BackupComplete", "DeleteSnapshots"]
-        );
+        assert_eq!(api.calls()[expected.len()..], ["DeleteSnapshots"]);
+        for writer_step in [
+            "GatherWriterMetadata",
+            "SetBackupState",
+            "PrepareForBackup",
+            "BackupComplete",
+        ] {
+            assert!(!api.calls().iter().any(|c| c == writer_step));
+        }
     }
 
     #[test]
@@ -664,7 +732,7 @@ mod tests {
         for (i, step) in FULL
             .iter()
             .enumerate()
-            .chain([(9, &"GetSnapshotProperties")])
+            .chain([(6, &"GetSnapshotProperties")])
         {
             let (mut api, clock) = (FakeApi::new(), FakeClock::new());
             api.fail = Some((step, VSS_E_INSUFFICIENT_STORAGE));
@@ -674,7 +742,7 @@ mod tests {
             let aborted = api.calls().last().map(String::as_str) == Some("AbortBackup");
             assert_eq!(
                 aborted,
-                i > 5,
+                i > 3,
                 "{step}: abort only once a set was started: {:?}",
                 api.calls()
             );
@@ -704,7 +772,15 @@ mod tests {
             clock.elapsed.get() >= DEFAULT_DEADLINE
                 && clock.elapsed.get() < DEFAULT_DEADLINE + Duration::from_secs(1)
         );
-        assert_eq!(api.calls().last().unwrap(), "cancel GatherWriterMetadata");
+        assert_eq!(
+            api.calls()[api.calls().len() - 3..],
+            [
+                "cancel DoSnapshotSet",
+                "DoSnapshotSet cancelled",
+                "AbortBackup"
+            ],
+            "the cancelled step is waited for, then the set aborted"
+        );
 
         // Time spent in early steps counts against later ones.
         let (mut api, clock) = (FakeApi::new(), FakeClock::new());
@@ -756,24 +832,83 @@ mod tests {
     }
 
     #[test]
-    fn finish_deletes_even_when_backup_complete_fails() {
+    fn a_cancel_that_never_ends_is_waited_for_only_briefly() {
         let (mut api, clock) = (FakeApi::new(), FakeClock::new());
-        api.fail = Some(("BackupComplete", VSS_E_BAD_STATE));
+        api.pending = 100_000;
+        api.stopping = 100_000;
+        let err = create(&mut api, &clock, r"C:\").unwrap_err();
+        assert!(err.to_string().contains("did not finish in time"), "{err}");
+        let waited = clock.elapsed.get();
+        assert!(
+            waited >= DEFAULT_DEADLINE + CANCEL_GRACE
+                && waited < DEFAULT_DEADLINE + CANCEL_GRACE + Duration::from_secs(1),
+            "{waited:?}"
+        );
+        assert_eq!(api.calls().last().unwrap(), "AbortBackup");
+        // A cancel that takes a few polls is followed to its end.
+        let (mut api, clock) = (FakeApi::new(), FakeClock::new());
+        api.pending = 100_000;
+        api.stopping = 5;
+        create(&mut api, &clock, r"C:\").unwrap_err();
+        assert!(api.calls().contains(&"DoSnapshotSet cancelled".to_owned()));
+    }
+
+    #[test]
+    fn a_shadow_copy_discarded_during_the_copy_is_reported_plainly() {
+        let mut api = FakeApi::new();
+        let shadow = Shadow {
+            snapshot_id: 42,
+            device: "x".into(),
+        };
+        check_still_there(&mut api, &shadow).unwrap();
+        api.discarded = true;
+        let err = check_still_there(&mut api, &shadow).unwrap_err();
+        let text = err.to_string();
+        assert!(text.contains("shadow storage filled up"), "{text}");
+        assert!(text.contains("vssadmin resize shadowstorage"), "{text}");
+        assert!(text.contains("0x80042308"), "{text}");
+    }
+
+    #[test]
+    fn finish_deletes_and_a_copy_already_gone_is_fine() {
+        let (mut api, clock) = (FakeApi::new(), FakeClock::new());
         let shadow = Shadow {
             snapshot_id: 42,
             device: "x".into(),
         };
         let deadline = clock.now() + DEFAULT_DEADLINE;
-        let err = Sequence {
+        let mut seq = Sequence {
             api: &mut api,
             clock: &clock,
             deadline,
             volume: r"C:\",
+        };
+        seq.finish(&shadow).unwrap();
+        seq.api.fail = Some(("DeleteSnapshots", VSS_E_OBJECT_NOT_FOUND));
+        seq.finish(&shadow).unwrap();
+        seq.api.fail = Some(("DeleteSnapshots", VSS_E_BAD_STATE));
+        let err = seq.finish(&shadow).unwrap_err();
+        assert!(err.to_string().contains("DeleteSnapshots"), "{err}");
+    }
+
+    #[test]
+    fn more_codes_have_plain_words() {
+        for (code, words) in [
+            (VSS_E_UNEXPECTED, "Application event log"),
+            (VSS_E_NESTED_VOLUME_LIMIT, "nested too deeply"),
+            (
+                VSS_E_MAXIMUM_DIFFAREA_ASSOCIATIONS_REACHED,
+                "shadow storage association",
+            ),
+            (VSS_E_REBOOT_REQUIRED, "restart the machine"),
+            (E_SERVICE_DISABLED, "services.msc"),
+            (RPC_E_DISCONNECTED, "stopped while persnap was talking"),
+            (RPC_E_TOO_LATE, "COM security"),
+        ] {
+            let text = vss_error(Step::InitializeForBackup, code).to_string();
+            assert!(text.contains(words), "{code:#x}: {text}");
+            assert!(text.contains(&format!("0x{:08X}", code as u32)), "{text}");
         }
-        .finish(&shadow)
-        .unwrap_err();
-        assert!(err.to_string().contains("BackupComplete"), "{err}");
-        assert_eq!(api.calls(), ["BackupComplete", "DeleteSnapshots"]);
     }
 
     #[test]

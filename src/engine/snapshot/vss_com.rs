@@ -4,10 +4,12 @@
 //! snapshot provider trait. All decisions (order, deadline, retries,
 //! aborts, messages, paths) live in `vss.rs`, where they are tested.
 //!
-//! Snapshots are made in the backup context (VSS_CTX_BACKUP), which makes
-//! them non-persistent: Windows deletes them when the requester releases
-//! its IVssBackupComponents or its process dies, so an interrupted run can
-//! never leave a shadow copy behind and there is nothing to sweep.
+//! Snapshots are made in the file-share backup context
+//! (VSS_CTX_FILE_SHARE_BACKUP: no writers, as `vshadow -nw`), which makes
+//! them non-persistent and auto-released: Windows deletes them when the
+//! requester releases its IVssBackupComponents or its process dies, so an
+//! interrupted run can never leave a shadow copy behind and there is
+//! nothing to sweep.
 
 use std::ptr::null_mut;
 use std::time::Duration;
@@ -15,7 +17,7 @@ use std::time::Duration;
 use winapi::shared::guiddef::GUID;
 use winapi::shared::minwindef::{BOOL, FALSE, TRUE};
 use winapi::shared::rpcdce::{RPC_C_AUTHN_LEVEL_PKT_PRIVACY, RPC_C_IMP_LEVEL_IDENTIFY};
-use winapi::shared::winerror::{HRESULT, RPC_E_TOO_LATE, S_OK};
+use winapi::shared::winerror::{HRESULT, S_OK};
 use winapi::um::combaseapi::{CoInitializeEx, CoInitializeSecurity};
 use winapi::um::objbase::COINIT_MULTITHREADED;
 use winapi::um::objidlbase::EOAC_DYNAMIC_CLOAKING;
@@ -24,7 +26,7 @@ use winapi::um::vsbackup::{
     CreateVssBackupComponents, IVssBackupComponents, VssFreeSnapshotProperties,
 };
 use winapi::um::vss::{
-    IVssAsync, VSS_BT_COPY, VSS_CTX_BACKUP, VSS_OBJECT_SNAPSHOT, VSS_SNAPSHOT_PROP,
+    IVssAsync, VSS_CTX_FILE_SHARE_BACKUP, VSS_OBJECT_SNAPSHOT, VSS_SNAPSHOT_PROP,
 };
 use winapi::um::wow64apiset::IsWow64Process;
 
@@ -114,8 +116,9 @@ impl ComApi {
     /// Initialize COM (multithreaded, with the security VSS requires) and
     /// create the backup components object.
     pub fn new() -> std::result::Result<ComApi, Hresult> {
-        // SAFETY: documented COM start-up calls; RPC_E_TOO_LATE means the
-        // process already set security, which is fine.
+        // SAFETY: documented COM start-up calls. RPC_E_TOO_LATE (security
+        // already set by something else in the process) is an error: the
+        // level VSS needs for its callbacks is then not ours to know.
         unsafe {
             let hr = CoInitializeEx(null_mut(), COINIT_MULTITHREADED);
             check(hr)?;
@@ -130,9 +133,7 @@ impl ComApi {
                 EOAC_DYNAMIC_CLOAKING,
                 null_mut(),
             );
-            if hr != RPC_E_TOO_LATE {
-                check(hr)?;
-            }
+            check(hr)?;
             let mut components: *mut IVssBackupComponents = null_mut();
             check(CreateVssBackupComponents(&mut components))?;
             Ok(ComApi(components))
@@ -168,20 +169,9 @@ impl VssApi for ComApi {
         check(unsafe { self.this().InitializeForBackup(null_mut()) })
     }
 
-    fn set_context_backup(&mut self) -> std::result::Result<(), Hresult> {
+    fn set_context_without_writers(&mut self) -> std::result::Result<(), Hresult> {
         // SAFETY: as above.
-        check(unsafe { self.this().SetContext(VSS_CTX_BACKUP as i32) })
-    }
-
-    fn set_backup_state_copy(&mut self) -> std::result::Result<(), Hresult> {
-        // SAFETY: as above.
-        check(unsafe { self.this().SetBackupState(false, false, VSS_BT_COPY, false) })
-    }
-
-    fn gather_writer_metadata(&mut self) -> std::result::Result<ComAsync, Hresult> {
-        let mut op = null_mut();
-        // SAFETY: as above; the async object is owned by ComAsync.
-        ComApi::take_async(unsafe { self.this().GatherWriterMetadata(&mut op) }, op)
+        check(unsafe { self.this().SetContext(VSS_CTX_FILE_SHARE_BACKUP as i32) })
     }
 
     fn is_volume_supported(&mut self, volume: &str) -> std::result::Result<bool, Hresult> {
@@ -213,15 +203,9 @@ impl VssApi for ComApi {
         Ok(guid_to_id(&id))
     }
 
-    fn prepare_for_backup(&mut self) -> std::result::Result<ComAsync, Hresult> {
-        let mut op = null_mut();
-        // SAFETY: as above.
-        ComApi::take_async(unsafe { self.this().PrepareForBackup(&mut op) }, op)
-    }
-
     fn do_snapshot_set(&mut self) -> std::result::Result<ComAsync, Hresult> {
         let mut op = null_mut();
-        // SAFETY: as above.
+        // SAFETY: as above; the async object is owned by ComAsync.
         ComApi::take_async(unsafe { self.this().DoSnapshotSet(&mut op) }, op)
     }
 
@@ -238,12 +222,6 @@ impl VssApi for ComApi {
             VssFreeSnapshotProperties(&mut prop);
             Ok(device)
         }
-    }
-
-    fn backup_complete(&mut self) -> std::result::Result<ComAsync, Hresult> {
-        let mut op = null_mut();
-        // SAFETY: as above.
-        ComApi::take_async(unsafe { self.this().BackupComplete(&mut op) }, op)
     }
 
     fn delete_snapshot(&mut self, snapshot: VssId) -> std::result::Result<(), Hresult> {
@@ -325,7 +303,7 @@ impl SnapshotProvider for VssProvider {
         let folder = vss::shadow_folder(&shadow.device, &path);
         let id = shadow.device.clone();
         Ok(Box::new(ActiveShadow {
-            api: Some(api),
+            api: std::sync::Mutex::new(Some(api)),
             shadow,
             folder,
             id,
@@ -341,7 +319,7 @@ impl SnapshotProvider for VssProvider {
 }
 
 struct ActiveShadow {
-    api: Option<ComApi>,
+    api: std::sync::Mutex<Option<ComApi>>,
     shadow: Shadow,
     folder: std::path::PathBuf,
     id: String,
@@ -358,8 +336,17 @@ impl ActiveSnapshot for ActiveShadow {
         &self.folder
     }
 
+    fn check_valid(&self) -> Result<()> {
+        let mut api = self.api.lock().unwrap_or_else(|e| e.into_inner());
+        match api.as_mut() {
+            Some(api) => vss::check_still_there(api, &self.shadow),
+            None => Ok(()),
+        }
+    }
+
     fn release(&mut self) -> Result<()> {
-        let Some(mut api) = self.api.take() else {
+        let taken = self.api.get_mut().unwrap_or_else(|e| e.into_inner()).take();
+        let Some(mut api) = taken else {
             return Ok(());
         };
         let clock = SystemClock;

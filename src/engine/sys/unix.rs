@@ -388,7 +388,14 @@ pub fn lock_dirs() -> Vec<PathBuf> {
 /// unreserved set percent-encoded (so `?`, `#` and `%` in folder names
 /// stay part of the path).
 pub fn sqlite_file_uri(path: &Path) -> String {
-    super::percent_encoded("file:", path.as_os_str().as_bytes(), b"/-._~")
+    // An empty authority (`file://` then the path), so a path that starts
+    // with `//` is not read as a host name.
+    let prefix = if path.is_absolute() {
+        "file://"
+    } else {
+        "file:"
+    };
+    super::percent_encoded(prefix, path.as_os_str().as_bytes(), b"/-._~")
 }
 
 /// Processes (as "pid (name)") holding any of `paths` open, found through

@@ -21,6 +21,7 @@ use winapi::um::winnt::{
 };
 
 const FILE_FLAG_OPEN_REPARSE_POINT: u32 = 0x0020_0000;
+const FILE_FLAG_BACKUP_SEMANTICS: u32 = 0x0200_0000;
 
 /// A path or text as a NUL-terminated UTF-16 string, for Win32 calls.
 pub fn wide(text: impl AsRef<std::ffi::OsStr>) -> Vec<u16> {
@@ -226,8 +227,10 @@ pub fn secure_admin_dir(dir: &Path) -> io::Result<()> {
     if created {
         return Ok(());
     }
-    enable_privilege("SeTakeOwnershipPrivilege");
-    enable_privilege("SeRestorePrivilege");
+    // Best effort: an administrator holds both; if not, the change below
+    // fails with a plain "access denied".
+    let _ = enable_privilege("SeTakeOwnershipPrivilege");
+    let _ = enable_privilege("SeRestorePrivilege");
     apply_sddl(dir, ADMIN_DIR_SDDL)
 }
 
@@ -248,7 +251,6 @@ pub fn apply_sddl(path: &Path, sddl: &str) -> io::Result<()> {
         FILE_SHARE_WRITE, OWNER_SECURITY_INFORMATION, PACL, PROTECTED_DACL_SECURITY_INFORMATION,
         PSID, READ_CONTROL, WRITE_DAC, WRITE_OWNER,
     };
-    const FILE_FLAG_BACKUP_SEMANTICS: u32 = 0x0200_0000;
     // SAFETY: a NUL-terminated name; the handle is closed on every path.
     let handle = unsafe {
         CreateFileW(
@@ -493,7 +495,9 @@ fn sid_string(sid: winapi::um::winnt::PSID) -> String {
 }
 
 /// Enable a privilege the elevated token holds (best effort).
-fn enable_privilege(name: &str) {
+fn enable_privilege(name: &str) -> io::Result<()> {
+    use winapi::shared::winerror::ERROR_NOT_ALL_ASSIGNED;
+    use winapi::um::errhandlingapi::GetLastError;
     use winapi::um::securitybaseapi::AdjustTokenPrivileges;
     use winapi::um::winbase::LookupPrivilegeValueW;
     use winapi::um::winnt::{
@@ -503,7 +507,7 @@ fn enable_privilege(name: &str) {
     unsafe {
         let mut token: HANDLE = std::ptr::null_mut();
         if OpenProcessToken(GetCurrentProcess(), TOKEN_ADJUST_PRIVILEGES, &mut token) == 0 {
-            return;
+            return Err(io::Error::last_os_error());
         }
         let mut tp = TOKEN_PRIVILEGES {
             PrivilegeCount: 1,
@@ -512,22 +516,130 @@ fn enable_privilege(name: &str) {
                 Attributes: SE_PRIVILEGE_ENABLED,
             }],
         };
+        let mut result = Ok(());
         if LookupPrivilegeValueW(
             std::ptr::null(),
             wide(name).as_ptr(),
             &mut tp.Privileges[0].Luid,
-        ) != 0
-        {
-            AdjustTokenPrivileges(
+        ) == 0
+            || AdjustTokenPrivileges(
                 token,
                 0,
                 &mut tp,
                 0,
                 std::ptr::null_mut(),
                 std::ptr::null_mut(),
-            );
+            ) == 0
+        {
+            result = Err(io::Error::last_os_error());
+        } else if GetLastError() == ERROR_NOT_ALL_ASSIGNED {
+            // The call "succeeds" for a privilege the token does not hold.
+            result = Err(io::Error::other(format!(
+                "this account does not hold {name}"
+            )));
         }
         CloseHandle(token);
+        result
+    }
+}
+
+/// Enable SeBackupPrivilege for this process (the helper, once, at
+/// start): with it, files opened with backup semantics are read whatever
+/// their permissions say, as backup programs do, so a store folder only
+/// the correlator's service account may read is still backed up from the
+/// shadow copy (which keeps the live files' permissions).
+pub fn enable_backup_privilege() -> io::Result<()> {
+    enable_privilege("SeBackupPrivilege")
+}
+
+/// Console interrupts (Ctrl+C, Ctrl+Break) the helper has ignored.
+pub static IGNORED_INTERRUPTS: std::sync::atomic::AtomicUsize =
+    std::sync::atomic::AtomicUsize::new(0);
+
+/// The helper ignores Ctrl+C and Ctrl+Break: started from an elevated
+/// console it shares the console, and the keystroke meant for persnap
+/// would otherwise kill it mid-copy. persnap catches it and sends the
+/// cancel frame, which the helper obeys (removing the partial copy and the
+/// shadow copy). Closing the console, logging off and shutting down still
+/// end it, as they should.
+pub fn ignore_console_interrupts() -> io::Result<()> {
+    use winapi::shared::minwindef::{BOOL, FALSE, TRUE};
+    use winapi::um::consoleapi::SetConsoleCtrlHandler;
+    use winapi::um::wincon::{CTRL_BREAK_EVENT, CTRL_C_EVENT};
+    unsafe extern "system" fn handler(event: DWORD) -> BOOL {
+        if event == CTRL_C_EVENT || event == CTRL_BREAK_EVENT {
+            IGNORED_INTERRUPTS.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            TRUE
+        } else {
+            FALSE
+        }
+    }
+    // SAFETY: registers a handler that only touches an atomic.
+    if unsafe { SetConsoleCtrlHandler(Some(handler), TRUE) } == 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+/// Started from a console (`persnap backup …` in cmd or PowerShell), the
+/// app, built for the GUI subsystem so that the Start menu opens no
+/// console window, writes to that console: attach to the parent's console
+/// when standard output and error lead nowhere (a redirection, which is
+/// inherited, is kept).
+pub fn attach_parent_console() {
+    use winapi::um::processenv::GetStdHandle;
+    use winapi::um::winbase::{STD_ERROR_HANDLE, STD_OUTPUT_HANDLE};
+    use winapi::um::wincon::{ATTACH_PARENT_PROCESS, AttachConsole};
+    // SAFETY: plain calls; no handle is closed or kept.
+    unsafe {
+        let missing = |which| {
+            let h = GetStdHandle(which);
+            h.is_null() || h == winapi::um::handleapi::INVALID_HANDLE_VALUE
+        };
+        if missing(STD_OUTPUT_HANDLE) || missing(STD_ERROR_HANDLE) {
+            AttachConsole(ATTACH_PARENT_PROCESS);
+        }
+    }
+}
+
+/// Whether the privilege `name` is enabled in this process's token.
+pub fn privilege_enabled(name: &str) -> io::Result<bool> {
+    use winapi::um::winbase::LookupPrivilegeValueW;
+    use winapi::um::winnt::{LUID, SE_PRIVILEGE_ENABLED, TOKEN_PRIVILEGES, TokenPrivileges};
+    // SAFETY: the buffer is sized by the first call; handle closed below.
+    unsafe {
+        let mut luid: LUID = std::mem::zeroed();
+        if LookupPrivilegeValueW(std::ptr::null(), wide(name).as_ptr(), &mut luid) == 0 {
+            return Err(io::Error::last_os_error());
+        }
+        let mut token: HANDLE = std::ptr::null_mut();
+        if OpenProcessToken(GetCurrentProcess(), TOKEN_QUERY, &mut token) == 0 {
+            return Err(io::Error::last_os_error());
+        }
+        let mut len: DWORD = 0;
+        GetTokenInformation(token, TokenPrivileges, std::ptr::null_mut(), 0, &mut len);
+        let mut buf = vec![0u64; (len as usize).div_ceil(8).max(1)];
+        let ok = GetTokenInformation(
+            token,
+            TokenPrivileges,
+            buf.as_mut_ptr().cast(),
+            (buf.len() * 8) as DWORD,
+            &mut len,
+        );
+        CloseHandle(token);
+        if ok == 0 {
+            return Err(io::Error::last_os_error());
+        }
+        let privileges = &*(buf.as_ptr() as *const TOKEN_PRIVILEGES);
+        let all = std::slice::from_raw_parts(
+            privileges.Privileges.as_ptr(),
+            privileges.PrivilegeCount as usize,
+        );
+        Ok(all.iter().any(|p| {
+            p.Luid.LowPart == luid.LowPart
+                && p.Luid.HighPart == luid.HighPart
+                && p.Attributes & SE_PRIVILEGE_ENABLED != 0
+        }))
     }
 }
 
@@ -537,23 +649,48 @@ pub fn secure_private_dir(dir: &Path) -> io::Result<()> {
     fs::create_dir_all(dir)
 }
 
-/// Open a folder as the base of [`open_beneath`]. (Windows: opened by
-/// path below; reparse points are the VSS work's to refuse.)
+/// Open a folder as the base of [`open_beneath`] (the store folder inside
+/// the shadow copy): with backup semantics, so that with SeBackupPrivilege
+/// its permissions do not stand in the way, and as itself, so that a
+/// junction or link in its place is refused, never followed.
 pub fn open_dir_nofollow(path: &Path) -> io::Result<File> {
-    use std::os::windows::fs::OpenOptionsExt;
-    const FILE_FLAG_BACKUP_SEMANTICS: u32 = 0x0200_0000;
-    File::options()
+    let dir = File::options()
         .read(true)
-        .custom_flags(FILE_FLAG_BACKUP_SEMANTICS)
-        .open(path)
+        .custom_flags(FILE_FLAG_BACKUP_SEMANTICS | FILE_FLAG_OPEN_REPARSE_POINT)
+        .open(path)?;
+    refuse_reparse_handle(&dir, "a junction or link")?;
+    Ok(dir)
 }
 
-/// Open `name` in the folder `dir_path` for reading, never through a link.
+/// Open `name` in the folder `dir_path` for reading, never through a link,
+/// with backup semantics (see [`open_dir_nofollow`]).
 pub fn open_beneath(_dir: &File, dir_path: &Path, name: &str) -> io::Result<File> {
-    if name.contains(['/', '\\']) || name == ".." || name == "." {
+    if name.contains(['/', '\\', ':']) || name == ".." || name == "." {
         return Err(io::Error::from(io::ErrorKind::InvalidInput));
     }
-    open_nofollow(&dir_path.join(name))
+    let file = File::options()
+        .read(true)
+        .custom_flags(FILE_FLAG_BACKUP_SEMANTICS | FILE_FLAG_OPEN_REPARSE_POINT)
+        .open(dir_path.join(name))?;
+    refuse_reparse_handle(&file, "a symbolic link or junction")?;
+    if file.metadata()?.is_dir() {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            "it is a folder",
+        ));
+    }
+    Ok(file)
+}
+
+fn refuse_reparse_handle(file: &File, what: &str) -> io::Result<()> {
+    use std::os::windows::fs::MetadataExt;
+    if file.metadata()?.file_attributes() & FILE_ATTRIBUTE_REPARSE_POINT != 0 {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            format!("it is {what}"),
+        ));
+    }
+    Ok(())
 }
 
 /// Inherited files are a Linux worker's; never on Windows.
@@ -602,14 +739,10 @@ pub fn lock_dirs() -> Vec<PathBuf> {
     dirs
 }
 
-/// `file:///C:/...` URI of an absolute path for SQLite.
+/// A SQLite `file:` URI for `path`, in any Windows path form (see
+/// [`super::windows_file_uri`]).
 pub fn sqlite_file_uri(path: &Path) -> String {
-    let text = path.to_string_lossy();
-    let plain = text
-        .strip_prefix(r"\\?\")
-        .unwrap_or(&text)
-        .replace('\\', "/");
-    super::percent_encoded("file:///", plain.as_bytes(), b"/-._~:")
+    super::windows_file_uri(&path.to_string_lossy())
 }
 
 /// The root of the volume holding `path` (`C:\`, or a mount folder such as
@@ -652,20 +785,114 @@ pub fn volume_facts(root: &str) -> io::Result<(String, bool)> {
     Ok((from_wide(&fs_name), fixed))
 }
 
-/// Store files another process has open: each existing file must open
-/// exclusively (no sharing); a sharing violation means it is in use.
-/// Windows does not say by whom without the Restart Manager.
+/// Store files another process has open, each said as "process 1234
+/// (correlator.exe) has the database open". The Restart Manager names the
+/// holders; a file it names nobody for still counts as in use when it
+/// cannot be opened for reading without sharing (so a read-only file, or
+/// one only readable by its owner, is never taken for "not in use": the
+/// check asks for no write access).
 pub fn processes_using(paths: &[PathBuf]) -> Vec<String> {
     const ERROR_SHARING_VIOLATION: i32 = 32;
-    paths
-        .iter()
-        .filter(|p| p.exists())
+    let existing: Vec<&PathBuf> = paths.iter().filter(|p| p.exists()).collect();
+    if existing.is_empty() {
+        return Vec::new();
+    }
+    let holders = restart_manager_holders(&existing).unwrap_or_default();
+    if !holders.is_empty() {
+        return holders
+            .iter()
+            .map(|(pid, app)| describe_holder(*pid, app))
+            .collect();
+    }
+    existing
+        .into_iter()
         .filter(|p| {
-            let exclusive = File::options().read(true).write(true).share_mode(0).open(p);
+            let exclusive = File::options().read(true).share_mode(0).open(p);
             matches!(exclusive, Err(e) if e.raw_os_error() == Some(ERROR_SHARING_VIOLATION))
         })
         .map(|p| format!("another program has {} open", p.display()))
         .collect()
+}
+
+/// "process 1234 (Apama correlator) has the database open".
+pub fn describe_holder(pid: u32, app: &str) -> String {
+    let app = app.trim();
+    if app.is_empty() {
+        format!("process {pid} has the database open")
+    } else {
+        format!("process {pid} ({app}) has the database open")
+    }
+}
+
+/// The processes (id, application name) the Restart Manager says hold any
+/// of `paths` open.
+fn restart_manager_holders(paths: &[&PathBuf]) -> io::Result<Vec<(u32, String)>> {
+    use winapi::shared::winerror::{ERROR_MORE_DATA, ERROR_SUCCESS};
+    use winapi::um::restartmanager::{
+        CCH_RM_SESSION_KEY, RM_PROCESS_INFO, RmEndSession, RmGetList, RmRegisterResources,
+        RmStartSession,
+    };
+    let names: Vec<Vec<u16>> = paths.iter().map(|p| wide(p.as_os_str())).collect();
+    let mut pointers: Vec<*const u16> = names.iter().map(|n| n.as_ptr()).collect();
+    let mut session: DWORD = 0;
+    let mut key = [0u16; CCH_RM_SESSION_KEY + 1];
+    // SAFETY: buffers sized as the API documents; the session is ended on
+    // every path.
+    unsafe {
+        let rc = RmStartSession(&mut session, 0, key.as_mut_ptr());
+        if rc != ERROR_SUCCESS {
+            return Err(io::Error::from_raw_os_error(rc as i32));
+        }
+        struct Session(DWORD);
+        impl Drop for Session {
+            fn drop(&mut self) {
+                // SAFETY: a session we started.
+                unsafe {
+                    RmEndSession(self.0);
+                }
+            }
+        }
+        let _end = Session(session);
+        let rc = RmRegisterResources(
+            session,
+            pointers.len() as u32,
+            pointers.as_mut_ptr(),
+            0,
+            std::ptr::null_mut(),
+            0,
+            std::ptr::null_mut(),
+        );
+        if rc != ERROR_SUCCESS {
+            return Err(io::Error::from_raw_os_error(rc as i32));
+        }
+        let mut infos: Vec<RM_PROCESS_INFO> = Vec::new();
+        for _ in 0..3 {
+            let (mut needed, mut count, mut reasons) = (0u32, infos.len() as u32, 0u32);
+            let rc = RmGetList(
+                session,
+                &mut needed,
+                &mut count,
+                if infos.is_empty() {
+                    std::ptr::null_mut()
+                } else {
+                    infos.as_mut_ptr()
+                },
+                &mut reasons,
+            );
+            if rc == ERROR_SUCCESS {
+                infos.truncate(count as usize);
+                return Ok(infos
+                    .iter()
+                    .map(|i| (i.Process.dwProcessId, from_wide(&i.strAppName)))
+                    .collect());
+            }
+            if rc != ERROR_MORE_DATA {
+                return Err(io::Error::from_raw_os_error(rc as i32));
+            }
+            infos = vec![std::mem::zeroed(); needed as usize + 1];
+        }
+        Err(io::Error::other("the list of programs kept changing"))
+    }
 }
 
 /// Windows: new files inherit the folder's permissions; nothing to do.
@@ -676,4 +903,167 @@ pub fn take_ownership_of(_path: &Path, _like: &Path) -> io::Result<()> {
 /// Not used on Windows (no sudo).
 pub fn home_of(_user: &str) -> Option<PathBuf> {
     None
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    /// A real database, opened by SQLite through the URI of every path
+    /// form that names it: the drive form, the long-path form and, where a
+    /// share leads to it (`PERSNAP_TEST_SHARE`, which the Windows test
+    /// script sets up as `\\host\share` on wine), both share forms.
+    #[test]
+    fn sqlite_opens_a_database_through_every_path_form() {
+        let dir = tempfile::tempdir().unwrap();
+        let folder = dir.path().join("Apama #1 100% Größe");
+        fs::create_dir(&folder).unwrap();
+        let db = folder.join("persistence.db");
+        let conn = rusqlite::Connection::open(&db).unwrap();
+        conn.execute_batch("CREATE TABLE t(x); INSERT INTO t VALUES (42);")
+            .unwrap();
+        drop(conn);
+        let drive = fs::canonicalize(&db).unwrap();
+        let plain = PathBuf::from(crate::snapshot::vss::strip_verbatim(
+            &drive.to_string_lossy(),
+        ));
+        let mut forms = vec![drive.clone(), plain];
+        if let Some(share) = std::env::var_os("PERSNAP_TEST_SHARE") {
+            // The share is the temporary folder's parent's root, seen
+            // through the network redirector.
+            let share = PathBuf::from(share);
+            let below = dir.path().file_name().unwrap();
+            let at = share
+                .join(below)
+                .join("Apama #1 100% Größe")
+                .join("persistence.db");
+            let unc = at.to_string_lossy().into_owned();
+            let verbatim = format!(r"\\?\UNC\{}", unc.trim_start_matches('\\'));
+            forms.push(PathBuf::from(unc));
+            forms.push(PathBuf::from(verbatim));
+        } else {
+            eprintln!(
+                "SKIP share forms: PERSNAP_TEST_SHARE is not set (tests/windows/run.sh sets it)"
+            );
+        }
+        for path in forms {
+            let uri = format!("{}?immutable=1", sqlite_file_uri(&path));
+            let conn = rusqlite::Connection::open_with_flags(
+                &uri,
+                rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY | rusqlite::OpenFlags::SQLITE_OPEN_URI,
+            )
+            .unwrap_or_else(|e| panic!("{} as {uri}: {e}", path.display()));
+            let x: i64 = conn
+                .query_row("SELECT x FROM t", [], |r| r.get(0))
+                .unwrap_or_else(|e| panic!("{} as {uri}: {e}", path.display()));
+            assert_eq!(x, 42, "{uri}");
+        }
+    }
+
+    #[test]
+    fn the_helper_can_enable_backup_privilege() {
+        // wine's administrator token holds the privilege, as an elevated
+        // administrator's does on Windows.
+        enable_backup_privilege().unwrap();
+        assert!(privilege_enabled("SeBackupPrivilege").unwrap());
+        assert!(enable_privilege("SeNoSuchPrivilege").is_err());
+    }
+
+    #[test]
+    fn store_files_open_with_backup_semantics_and_never_through_a_link() {
+        let dir = tempfile::tempdir().unwrap();
+        fs::write(dir.path().join("persistence.db"), b"data").unwrap();
+        fs::create_dir(dir.path().join("persistence.db-wal")).unwrap();
+        let base = open_dir_nofollow(dir.path()).unwrap();
+        let mut f = open_beneath(&base, dir.path(), "persistence.db").unwrap();
+        let mut text = String::new();
+        use std::io::Read;
+        f.read_to_string(&mut text).unwrap();
+        assert_eq!(text, "data");
+        for bad in ["..", "a\\b", "a/b", "persistence.db:stream"] {
+            assert!(open_beneath(&base, dir.path(), bad).is_err(), "{bad}");
+        }
+        assert!(
+            open_beneath(&base, dir.path(), "persistence.db-wal").is_err(),
+            "a folder is not a store file"
+        );
+        assert!(open_beneath(&base, dir.path(), "missing").is_err());
+    }
+
+    #[test]
+    fn console_interrupts_do_not_stop_the_helper() {
+        // In a process of its own (it takes a new console): this very test
+        // binary, running only the part below.
+        let dir = tempfile::tempdir().unwrap();
+        let report = dir.path().join("report.txt");
+        let status = std::process::Command::new(std::env::current_exe().unwrap())
+            .args([
+                "--exact",
+                "engine::sys::windows::tests::ctrl_c_in_a_console_of_its_own",
+                "--ignored",
+            ])
+            .env("PERSNAP_CTRL_C_REPORT", &report)
+            .status()
+            .unwrap();
+        assert!(status.success(), "{status:?}");
+        assert_eq!(
+            fs::read_to_string(&report).unwrap(),
+            "still running after Ctrl+C",
+            "the handler saw the interrupt and the process lived on"
+        );
+    }
+
+    #[test]
+    #[ignore = "run by console_interrupts_do_not_stop_the_helper in a process of its own"]
+    fn ctrl_c_in_a_console_of_its_own() {
+        use winapi::um::consoleapi::AllocConsole;
+        use winapi::um::wincon::{CTRL_C_EVENT, FreeConsole, GenerateConsoleCtrlEvent};
+        let report = PathBuf::from(std::env::var_os("PERSNAP_CTRL_C_REPORT").unwrap());
+        // A console of its own, as an elevated console window is (the
+        // test's own output is a pipe, which takes no control events).
+        // SAFETY: plain calls on this process's console.
+        unsafe {
+            FreeConsole();
+            assert!(AllocConsole() != 0, "{}", io::Error::last_os_error());
+        }
+        ignore_console_interrupts().unwrap();
+        let before = IGNORED_INTERRUPTS.load(std::sync::atomic::Ordering::SeqCst);
+        // SAFETY: sends Ctrl+C to this process's console group.
+        let sent = unsafe { GenerateConsoleCtrlEvent(CTRL_C_EVENT, 0) } != 0;
+        assert!(sent, "{}", io::Error::last_os_error());
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        while IGNORED_INTERRUPTS.load(std::sync::atomic::Ordering::SeqCst) == before {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the handler never ran"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+        std::thread::sleep(std::time::Duration::from_millis(200));
+        fs::write(&report, "still running after Ctrl+C").unwrap();
+    }
+
+    #[test]
+    fn a_file_held_open_without_sharing_is_in_use_even_when_read_only() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = dir.path().join("persistence.db");
+        fs::write(&db, b"x").unwrap();
+        let mut perms = fs::metadata(&db).unwrap().permissions();
+        perms.set_readonly(true);
+        fs::set_permissions(&db, perms).unwrap();
+        assert!(processes_using(std::slice::from_ref(&db)).is_empty());
+        let held = File::options().read(true).share_mode(0).open(&db).unwrap();
+        let users = processes_using(std::slice::from_ref(&db));
+        assert_eq!(users.len(), 1, "{users:?}");
+        assert!(
+            users[0].contains("has the database open") || users[0].contains("open"),
+            "{users:?}"
+        );
+        drop(held);
+        assert!(processes_using(std::slice::from_ref(&db)).is_empty());
+        assert_eq!(
+            describe_holder(1234, "Apama correlator "),
+            "process 1234 (Apama correlator) has the database open"
+        );
+        assert_eq!(describe_holder(7, ""), "process 7 has the database open");
+    }
 }
