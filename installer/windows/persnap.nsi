@@ -37,8 +37,19 @@ InstallDirRegKey HKLM "Software\${APP}" "InstallDir"
 !insertmacro MUI_PAGE_WELCOME
 !insertmacro MUI_PAGE_DIRECTORY
 !insertmacro MUI_PAGE_INSTFILES
-!define MUI_FINISHPAGE_RUN "$INSTDIR\persnap.exe"
+; "Run persnap" on the finish page starts the app as the person at the
+; desktop, not elevated like this setup program: through the desktop's own
+; shell (explorer.exe hands the start to the running shell), so its
+; settings and history go to that person's profile and its backups ask for
+; administrator rights only when they need them.
+!define MUI_FINISHPAGE_RUN
+!define MUI_FINISHPAGE_RUN_TEXT "Run persnap"
+!define MUI_FINISHPAGE_RUN_FUNCTION RunAppUnelevated
 !insertmacro MUI_PAGE_FINISH
+
+Function RunAppUnelevated
+  Exec '"$WINDIR\explorer.exe" "$INSTDIR\persnap.exe"'
+FunctionEnd
 !insertmacro MUI_UNPAGE_CONFIRM
 !insertmacro MUI_UNPAGE_INSTFILES
 !insertmacro MUI_LANGUAGE "English"

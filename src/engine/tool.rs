@@ -45,12 +45,22 @@ pub fn find(candidates: &[&str]) -> Option<PathBuf> {
 
 /// Run `program args…` with a time limit; the child is killed at the limit.
 pub fn run(program: &Path, args: &[&OsStr], limit: Duration) -> io::Result<ToolOutput> {
-    let mut child = Command::new(program)
+    let mut command = Command::new(program);
+    command
         .args(args)
         .env_clear()
         .env("PATH", SAFE_PATH)
         .env("LC_ALL", "C")
-        .env("LVM_SUPPRESS_FD_WARNINGS", "1")
+        .env("LVM_SUPPRESS_FD_WARNINGS", "1");
+    // Windows programs need to know where Windows is (COM, which schtasks
+    // uses, fails without SystemRoot).
+    #[cfg(windows)]
+    for name in ["SystemRoot", "windir", "SystemDrive"] {
+        if let Some(value) = std::env::var_os(name) {
+            command.env(name, value);
+        }
+    }
+    let mut child = command
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -87,7 +97,7 @@ fn drain(mut pipe: impl Read + Send + 'static) -> thread::JoinHandle<String> {
     thread::spawn(move || {
         let mut buf = Vec::new();
         let _ = pipe.read_to_end(&mut buf);
-        String::from_utf8_lossy(&buf).into_owned()
+        crate::sys::decode_tool_output(&buf)
     })
 }
 

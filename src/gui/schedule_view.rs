@@ -185,6 +185,11 @@ fn status_label(ui: &mut Ui, status: &Status) {
 }
 
 fn form(app: &mut PersnapApp, ui: &mut Ui) {
+    // Windows, backing up to a network location: offer another account
+    // than SYSTEM (which a share knows only as the computer's account).
+    let offer_account = cfg!(windows)
+        && (schedule::is_network_path(&backup_view::request(&app.settings).dest)
+            || !app.rt.schedules.run_as.is_empty());
     let st = &mut app.rt.schedules;
     egui::Grid::new("new-schedule")
         .num_columns(2)
@@ -224,7 +229,7 @@ fn form(app: &mut PersnapApp, ui: &mut Ui) {
                 }
                 Often::Hourly => {}
             }
-            if cfg!(windows) {
+            if offer_account {
                 let name = ui.label("Run as (optional)");
                 ui.add(
                     egui::TextEdit::singleline(&mut st.run_as)

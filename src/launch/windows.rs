@@ -92,8 +92,94 @@ pub fn start_failure(error: u32, helper: &Path) -> RemoteFailure {
     ))
 }
 
+/// What an unanswered administrator prompt that the user gave up on says.
+pub const PROMPT_ABANDONED: &str = "You cancelled while Windows was still asking for administrator approval; the backup did not run. (If you approve the prompt now, the helper finds nobody waiting and ends at once.)";
+
+/// [`start_elevated`] on a thread of its own, so that the person who gave
+/// up on an unanswered UAC prompt can cancel: ShellExecuteExW does not
+/// return until the prompt is answered. A cancel (or [`CONNECT_TIMEOUT`])
+/// stops the wait; the caller then drops its pipe, so a helper approved
+/// later finds nobody to serve and ends.
+fn start_elevated_cancellable(
+    helper: &Path,
+    parameters: &str,
+    cancel: &CancelToken,
+) -> Result<Process, RemoteFailure> {
+    let (helper, parameters) = (helper.to_owned(), parameters.to_owned());
+    wait_cancellable(
+        move || start_elevated(&helper, &parameters),
+        cancel,
+        CONNECT_TIMEOUT,
+    )
+}
+
+/// Run `start` on a thread of its own and wait for it, until `cancel` or
+/// `limit`.
+fn wait_cancellable<T: Send + 'static>(
+    start: impl FnOnce() -> Result<T, RemoteFailure> + Send + 'static,
+    cancel: &CancelToken,
+    limit: Duration,
+) -> Result<T, RemoteFailure> {
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = tx.send(start());
+    });
+    let deadline = std::time::Instant::now() + limit;
+    loop {
+        match rx.recv_timeout(Duration::from_millis(100)) {
+            Ok(started) => return started,
+            Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => {
+                return Err(RemoteFailure::elevation(
+                    "The administrator prompt could not be shown; the backup did not run.",
+                ));
+            }
+            Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {
+                if cancel.is_cancelled() {
+                    return Err(RemoteFailure::elevation(PROMPT_ABANDONED));
+                }
+                if std::time::Instant::now() >= deadline {
+                    return Err(RemoteFailure::elevation(
+                        "Nobody answered the administrator prompt in time; the backup did not run.",
+                    ));
+                }
+            }
+        }
+    }
+}
+
+/// COM on this thread for ShellExecuteExW (Microsoft: initialize COM,
+/// apartment-threaded, before calling it, since the verb may be carried
+/// out by a shell extension); undone when dropped.
+struct ComForShell(bool);
+
+impl ComForShell {
+    fn new() -> Self {
+        use winapi::um::combaseapi::CoInitializeEx;
+        use winapi::um::objbase::{COINIT_APARTMENTTHREADED, COINIT_DISABLE_OLE1DDE};
+        // SAFETY: plain COM start-up on this thread; balanced in Drop only
+        // when it succeeded (S_OK or S_FALSE).
+        let hr = unsafe {
+            CoInitializeEx(
+                std::ptr::null_mut(),
+                COINIT_APARTMENTTHREADED | COINIT_DISABLE_OLE1DDE,
+            )
+        };
+        ComForShell(hr >= 0)
+    }
+}
+
+impl Drop for ComForShell {
+    fn drop(&mut self) {
+        if self.0 {
+            // SAFETY: matches the successful CoInitializeEx above.
+            unsafe { winapi::um::combaseapi::CoUninitialize() };
+        }
+    }
+}
+
 /// ShellExecuteExW "runas": the UAC prompt, then the elevated helper.
 fn start_elevated(helper: &Path, parameters: &str) -> Result<Process, RemoteFailure> {
+    let _com = ComForShell::new();
     let verb = wide("runas");
     let file = wide(helper);
     let params = wide(parameters);
@@ -140,7 +226,7 @@ pub fn call_elevated(
     };
     let server = Pipe::create(&args.pipe, &pipe::pipe_sddl(&sid))
         .map_err(|e| channel_failure("open a private channel to", e))?;
-    let process = start_elevated(helper, &pipe::helper_command_line(&args))?;
+    let process = start_elevated_cancellable(helper, &pipe::helper_command_line(&args), cancel)?;
     if let Err(e) = server.accept(Some(process.0), CONNECT_TIMEOUT) {
         return Err(match e.kind() {
             std::io::ErrorKind::BrokenPipe => explain_exit(process.wait(), false, ""),
@@ -174,6 +260,42 @@ pub fn call_elevated(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// An unanswered prompt can be given up on: the start blocks (as
+    /// ShellExecuteExW does until the prompt is answered) and the cancel,
+    /// given a moment later, ends the wait at once.
+    #[test]
+    fn a_cancel_ends_the_wait_for_an_unanswered_prompt() {
+        let cancel = CancelToken::new();
+        let later = cancel.clone();
+        std::thread::spawn(move || {
+            std::thread::sleep(Duration::from_millis(300));
+            later.cancel();
+        });
+        let started = std::time::Instant::now();
+        let unanswered = || -> Result<(), RemoteFailure> {
+            std::thread::sleep(Duration::from_secs(120));
+            Ok(())
+        };
+        let failure = wait_cancellable(unanswered, &cancel, CONNECT_TIMEOUT).unwrap_err();
+        assert_eq!(failure.message, PROMPT_ABANDONED);
+        assert_eq!(failure.kind, persnap::ErrorKind::Elevation);
+        assert!(
+            started.elapsed() < Duration::from_secs(5),
+            "{:?}",
+            started.elapsed()
+        );
+        // Unanswered past the limit: said plainly too.
+        let failure = wait_cancellable(unanswered, &CancelToken::new(), Duration::from_millis(200))
+            .unwrap_err();
+        assert!(
+            failure.message.contains("Nobody answered"),
+            "{}",
+            failure.message
+        );
+        // Answered: its result.
+        assert!(wait_cancellable(|| Ok(7), &CancelToken::new(), CONNECT_TIMEOUT).unwrap() == 7);
+    }
 
     #[test]
     fn a_declined_prompt_is_said_plainly() {

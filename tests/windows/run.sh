@@ -32,6 +32,22 @@ if [ ! -f "$stub" ]; then
   x86_64-w64-mingw32-gcc -O2 -shared -o "$stub" tests/windows/bcryptprimitives.c tests/windows/bcryptprimitives.def -ladvapi32
 fi
 
+# The app is built for the GUI subsystem (no console window from the Start
+# menu) and still prints, with its exit status, when run from a console or
+# a script; the helper stays a console program (it serves a pipe, hidden).
+release=target/$target/release
+x86_64-w64-mingw32-objdump -p "$release/persnap.exe" | grep -q 'Subsystem.*(Windows GUI)' \
+  || { echo "persnap.exe is not built for the GUI subsystem" >&2; exit 1; }
+x86_64-w64-mingw32-objdump -p "$release/persnap-helper.exe" | grep -q 'Subsystem.*(Windows CUI)' \
+  || { echo "persnap-helper.exe is not a console program" >&2; exit 1; }
+[ "$(wine "$release/persnap.exe" --version | tr -d '\r')" = "persnap $(sed -n 's/^version = "\(.*\)"/\1/p' Cargo.toml | head -1)" ] \
+  || { echo "persnap.exe --version printed nothing to its console" >&2; exit 1; }
+set +e
+wine "$release/persnap.exe" verify 'C:\no\such\backup' 2>/dev/null
+status=$?
+set -e
+[ "$status" -ne 0 ] || { echo "persnap.exe's exit status did not reach its caller" >&2; exit 1; }
+
 # A network share for the share-path tests: wine serves \\host\share (and
 # \\?\UNC\host\share) from dosdevices/unc/HOST/SHARE; this one leads to
 # wine's temporary folder, where the tests' temporary folders are.

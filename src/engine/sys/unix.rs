@@ -479,3 +479,8 @@ pub fn home_of(user: &str) -> Option<PathBuf> {
     let dir = unsafe { std::ffi::CStr::from_ptr(pwd.pw_dir) };
     Some(PathBuf::from(std::ffi::OsStr::from_bytes(dir.to_bytes())))
 }
+
+/// A tool's output as text (UTF-8 here; tools run with LC_ALL=C).
+pub fn decode_tool_output(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
+}

@@ -905,6 +905,43 @@ pub fn home_of(_user: &str) -> Option<PathBuf> {
     None
 }
 
+/// A console tool's output as text: Windows console programs (schtasks,
+/// vssadmin) write to a pipe in the OEM code page (850 on a German or
+/// French Windows, 437 on an English one), not UTF-8, so "Zugriff
+/// verweigert" or "Accès refusé" would otherwise come out garbled.
+pub fn decode_tool_output(bytes: &[u8]) -> String {
+    use winapi::um::stringapiset::MultiByteToWideChar;
+    use winapi::um::winnls::CP_OEMCP;
+    if bytes.is_empty() || bytes.len() > i32::MAX as usize {
+        return String::from_utf8_lossy(bytes).into_owned();
+    }
+    // SAFETY: lengths passed with their buffers; the first call sizes the
+    // second.
+    unsafe {
+        let n = MultiByteToWideChar(
+            CP_OEMCP,
+            0,
+            bytes.as_ptr().cast(),
+            bytes.len() as i32,
+            std::ptr::null_mut(),
+            0,
+        );
+        if n <= 0 {
+            return String::from_utf8_lossy(bytes).into_owned();
+        }
+        let mut wide_text = vec![0u16; n as usize];
+        MultiByteToWideChar(
+            CP_OEMCP,
+            0,
+            bytes.as_ptr().cast(),
+            bytes.len() as i32,
+            wide_text.as_mut_ptr(),
+            n,
+        );
+        String::from_utf16_lossy(&wide_text)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -957,6 +994,20 @@ mod tests {
                 .unwrap_or_else(|e| panic!("{} as {uri}: {e}", path.display()));
             assert_eq!(x, 42, "{uri}");
         }
+    }
+
+    #[test]
+    fn console_tool_output_is_read_in_the_oem_code_page() {
+        // "Zugriff verweigert: Größe" as a German schtasks writes it (code
+        // page 850; 437 agrees on these letters).
+        let oem = b"Zugriff verweigert: Gr\x94\xe1e";
+        let cp = unsafe { winapi::um::winnls::GetOEMCP() };
+        if cp == 850 || cp == 437 {
+            assert_eq!(decode_tool_output(oem), "Zugriff verweigert: Größe");
+        } else {
+            assert_eq!(decode_tool_output(b"plain"), "plain", "code page {cp}");
+        }
+        assert_eq!(decode_tool_output(b""), "");
     }
 
     #[test]
