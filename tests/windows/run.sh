@@ -36,9 +36,10 @@ fi
 # menu) and still prints, with its exit status, when run from a console or
 # a script; the helper stays a console program (it serves a pipe, hidden).
 release=target/$target/release
-x86_64-w64-mingw32-objdump -p "$release/persnap.exe" | grep -q 'Subsystem.*(Windows GUI)' \
+subsystem() { x86_64-w64-mingw32-objdump -p "$1" | sed -n 's/^Subsystem.*(\(.*\))$/\1/p'; }
+[ "$(subsystem "$release/persnap.exe")" = "Windows GUI" ] \
   || { echo "persnap.exe is not built for the GUI subsystem" >&2; exit 1; }
-x86_64-w64-mingw32-objdump -p "$release/persnap-helper.exe" | grep -q 'Subsystem.*(Windows CUI)' \
+[ "$(subsystem "$release/persnap-helper.exe")" = "Windows CUI" ] \
   || { echo "persnap-helper.exe is not a console program" >&2; exit 1; }
 [ "$(wine "$release/persnap.exe" --version | tr -d '\r')" = "persnap $(sed -n 's/^version = "\(.*\)"/\1/p' Cargo.toml | head -1)" ] \
   || { echo "persnap.exe --version printed nothing to its console" >&2; exit 1; }
