@@ -251,6 +251,15 @@ fn call_child(
         c
     };
     cmd.arg(level.arg());
+    // Windows (already elevated): no console window for the helper, and no
+    // console whose closing or Ctrl+C could end it mid-copy; the cancel
+    // frame stops it.
+    #[cfg(windows)]
+    {
+        use std::os::windows::process::CommandExt;
+        const CREATE_NO_WINDOW: u32 = 0x0800_0000;
+        cmd.creation_flags(CREATE_NO_WINDOW);
+    }
     let mut child = cmd
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())

@@ -4,11 +4,10 @@
 //! `persnap --help` lists the commands (see `cli.rs`); the app lives in
 //! `gui/`; `launch.rs` starts the privileged helper for both.
 //!
-//! On Windows the program is built for the GUI subsystem, so starting the
-//! app from the Start menu opens no console window beside it; started from
-//! a console, it attaches to that console and the command line prints
-//! there as usual.
-#![cfg_attr(all(windows, feature = "gui"), windows_subsystem = "windows")]
+//! On Windows it stays a console program, so that the command line in cmd,
+//! PowerShell and scripts waits, prints and returns its exit status; the
+//! app started from the Start menu lets go of the console Windows made for
+//! it, so no console window stays beside it.
 
 mod cli;
 #[cfg(feature = "gui")]
@@ -19,10 +18,10 @@ mod notify;
 use clap::Parser;
 
 fn main() {
-    #[cfg(windows)]
-    persnap::sys::attach_parent_console();
     #[cfg(feature = "gui")]
     if std::env::args_os().len() == 1 {
+        #[cfg(windows)]
+        persnap::sys::release_own_console();
         if let Err(e) = gui::run() {
             eprintln!(
                 "error: the window could not open ({e}). Use the command line instead: persnap --help"

@@ -76,6 +76,12 @@ fn the_tasks_arguments_make_a_scheduled_backup() {
     // leaves it, then exactly what the task's <Arguments> holds.
     let records = root.path().join("schedules");
     persnap::sys::create_admin_dir(&records).unwrap();
+    // Where `schedule add` sends a SYSTEM run's history, the only place a
+    // record may name.
+    let mut s = s;
+    s.history_dir = records.join("history").join("nightly");
+    persnap::sys::create_admin_dir(&s.history_dir).unwrap();
+    let history = s.history_dir.clone();
     std::fs::write(
         records.join("nightly.json"),
         serde_json::to_vec(&s).unwrap(),

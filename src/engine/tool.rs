@@ -53,12 +53,17 @@ pub fn run(program: &Path, args: &[&OsStr], limit: Duration) -> io::Result<ToolO
         .env("LC_ALL", "C")
         .env("LVM_SUPPRESS_FD_WARNINGS", "1");
     // Windows programs need to know where Windows is (COM, which schtasks
-    // uses, fails without SystemRoot).
+    // uses, fails without SystemRoot). Taken from the system, never from
+    // the environment, which an unelevated user can set for an elevated
+    // process (HKCU\Environment) to have COM load a DLL of theirs.
     #[cfg(windows)]
-    for name in ["SystemRoot", "windir", "SystemDrive"] {
-        if let Some(value) = std::env::var_os(name) {
-            command.env(name, value);
-        }
+    {
+        let root = crate::sys::windows_dir();
+        let drive: String = root.to_string_lossy().chars().take(2).collect();
+        command
+            .env("SystemRoot", &root)
+            .env("windir", &root)
+            .env("SystemDrive", drive);
     }
     let mut child = command
         .stdin(Stdio::null())

@@ -115,9 +115,13 @@ pub fn recorded_in(dir: &Path, name: &str) -> crate::Result<Schedule> {
     use crate::error::Error;
     super::validate_name(name)?;
     let hint = "Run `persnap schedule add` again as administrator to re-create the schedule.";
-    #[cfg(windows)]
-    crate::sys::owned_by_admins(dir).map_err(Error::io("trust", dir, hint))?;
     let path = dir.join(format!("{name}.json"));
+    // The folder and the record itself: a user who made the record before
+    // the folder was taken over must not have it run as SYSTEM.
+    #[cfg(windows)]
+    crate::sys::owned_by_admins(dir)
+        .and_then(|()| crate::sys::owned_by_admins(&path))
+        .map_err(Error::io("trust", &path, hint))?;
     let mut bytes = Vec::new();
     crate::sys::open_nofollow(&path)
         .and_then(|mut f| std::io::Read::read_to_end(&mut f, &mut bytes))
@@ -129,6 +133,20 @@ pub fn recorded_in(dir: &Path, name: &str) -> crate::Result<Schedule> {
             path.display()
         ),
     })?;
+    // The runs record where `schedule add` put their history (the
+    // administrators' folder for this schedule), nowhere a record says.
+    #[cfg(windows)]
+    if s.history_dir != dir.join("history").join(name) {
+        return Err(Error::Refused {
+            field: "schedule",
+            reason: format!(
+                "{} sends the runs' history to {}, not to {}. {hint}",
+                path.display(),
+                s.history_dir.display(),
+                dir.join("history").join(name).display()
+            ),
+        });
+    }
     if s.name != name {
         return Err(Error::Refused {
             field: "schedule",
@@ -329,6 +347,13 @@ pub fn install(s: &Schedule, exe: &Path) -> Result<Installed> {
     crate::sys::create_admin_dir(&dir)
         .and_then(|()| crate::sys::owned_by_admins(&dir))
         .map_err(Error::io("secure", &dir, "Run persnap as administrator."))?;
+    // The record first (the task's runs read it): if it cannot be written,
+    // no task exists that would run an older or planted one.
+    let json = dir.join(format!("{}.json", s.name));
+    let bytes = serde_json::to_vec_pretty(s).expect("schedules serialize");
+    crate::fsutil::atomic_write(&json, &bytes)
+        .and_then(|()| crate::sys::owned_by_admins(&json))
+        .map_err(Error::io("write", &json, "Run persnap as administrator."))?;
     let xml_path = dir.join(format!(".{}.task.xml", s.name));
     let _ = std::fs::remove_file(&xml_path);
     std::fs::File::options()
@@ -366,8 +391,11 @@ pub fn install(s: &Schedule, exe: &Path) -> Result<Installed> {
     }
     let out = run_schtasks(&args);
     let _ = std::fs::remove_file(&xml_path);
-    let out = out?;
+    let out = out.inspect_err(|_| {
+        let _ = std::fs::remove_file(&json);
+    })?;
     if !out.status.success() {
+        let _ = std::fs::remove_file(&json);
         return Err(Error::Tool {
             action: format!("create the scheduled task {task}"),
             reason: format!("{} {}", out.stdout.trim(), out.reason()),
@@ -378,13 +406,6 @@ pub fn install(s: &Schedule, exe: &Path) -> Result<Installed> {
             },
         });
     }
-    let json = dir.join(format!("{}.json", s.name));
-    let bytes = serde_json::to_vec_pretty(s).expect("schedules serialize");
-    crate::fsutil::atomic_write(&json, &bytes).map_err(Error::io(
-        "write",
-        &json,
-        "Run persnap as administrator.",
-    ))?;
     Ok(Installed {
         written: vec![task.clone(), json.display().to_string()],
         active: true,
@@ -629,16 +650,32 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         #[cfg(windows)]
         crate::sys::create_admin_dir(dir.path()).unwrap();
-        let s = sample("02:00");
+        let mut s = sample("02:00");
+        if cfg!(windows) {
+            // Elsewhere than the administrators' history folder: refused.
+            std::fs::write(
+                dir.path().join("nightly.json"),
+                serde_json::to_vec(&s).unwrap(),
+            )
+            .unwrap();
+            let err = recorded_in(dir.path(), "nightly").unwrap_err().to_string();
+            assert!(err.contains("sends the runs' history to"), "{err}");
+            s.history_dir = dir.path().join("history").join("nightly");
+        }
         std::fs::write(
             dir.path().join("nightly.json"),
             serde_json::to_vec(&s).unwrap(),
         )
         .unwrap();
         assert_eq!(recorded_in(dir.path(), "nightly").unwrap(), s);
+        let mut other = s.clone();
+        other.history_dir = dir.path().join("history").join("other");
+        if !cfg!(windows) {
+            other.history_dir = s.history_dir.clone();
+        }
         std::fs::write(
             dir.path().join("other.json"),
-            serde_json::to_vec(&s).unwrap(),
+            serde_json::to_vec(&other).unwrap(),
         )
         .unwrap();
         let err = recorded_in(dir.path(), "other").unwrap_err().to_string();

@@ -581,24 +581,19 @@ pub fn ignore_console_interrupts() -> io::Result<()> {
     Ok(())
 }
 
-/// Started from a console (`persnap backup …` in cmd or PowerShell), the
-/// app, built for the GUI subsystem so that the Start menu opens no
-/// console window, writes to that console: attach to the parent's console
-/// when standard output and error lead nowhere (a redirection, which is
-/// inherited, is kept).
-pub fn attach_parent_console() {
-    use winapi::um::processenv::GetStdHandle;
-    use winapi::um::winbase::{STD_ERROR_HANDLE, STD_OUTPUT_HANDLE};
-    use winapi::um::wincon::{ATTACH_PARENT_PROCESS, AttachConsole};
-    // SAFETY: plain calls; no handle is closed or kept.
-    unsafe {
-        let missing = |which| {
-            let h = GetStdHandle(which);
-            h.is_null() || h == winapi::um::handleapi::INVALID_HANDLE_VALUE
-        };
-        if missing(STD_OUTPUT_HANDLE) || missing(STD_ERROR_HANDLE) {
-            AttachConsole(ATTACH_PARENT_PROCESS);
-        }
+/// The app started from the Start menu or Explorer: Windows made a console
+/// window just for it (persnap.exe is a console program, so that in cmd,
+/// PowerShell and scripts the command line waits, prints and returns its
+/// exit status). Let go of that console, so no console window stays beside
+/// the app; one shared with a shell that started the app is kept.
+pub fn release_own_console() {
+    use winapi::um::wincon::{FreeConsole, GetConsoleProcessList};
+    let mut processes = [0u32; 2];
+    // SAFETY: the buffer's length is passed with it.
+    let attached = unsafe { GetConsoleProcessList(processes.as_mut_ptr(), 2) };
+    if attached == 1 {
+        // SAFETY: plain call; nothing else holds the console.
+        unsafe { FreeConsole() };
     }
 }
 
@@ -903,6 +898,20 @@ pub fn take_ownership_of(_path: &Path, _like: &Path) -> io::Result<()> {
 /// Not used on Windows (no sudo).
 pub fn home_of(_user: &str) -> Option<PathBuf> {
     None
+}
+
+/// The Windows folder (`C:\Windows`), as the system reports it
+/// (GetSystemWindowsDirectoryW), not as the environment says.
+pub fn windows_dir() -> PathBuf {
+    use winapi::um::sysinfoapi::GetSystemWindowsDirectoryW;
+    let mut buf = [0u16; MAX_PATH + 1];
+    // SAFETY: the buffer's length is passed with it.
+    let n = unsafe { GetSystemWindowsDirectoryW(buf.as_mut_ptr(), buf.len() as u32) } as usize;
+    if n > 0 && n < buf.len() {
+        PathBuf::from(OsString::from_wide(&buf[..n]))
+    } else {
+        PathBuf::from(r"C:\Windows")
+    }
 }
 
 /// A console tool's output as text: Windows console programs (schtasks,
