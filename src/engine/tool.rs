@@ -52,19 +52,10 @@ pub fn run(program: &Path, args: &[&OsStr], limit: Duration) -> io::Result<ToolO
         .env("PATH", SAFE_PATH)
         .env("LC_ALL", "C")
         .env("LVM_SUPPRESS_FD_WARNINGS", "1");
-    // Windows programs need to know where Windows is (COM, which schtasks
-    // uses, fails without SystemRoot). Taken from the system, never from
-    // the environment, which an unelevated user can set for an elevated
-    // process (HKCU\Environment) to have COM load a DLL of theirs.
-    #[cfg(windows)]
-    {
-        let root = crate::sys::windows_dir();
-        let drive: String = root.to_string_lossy().chars().take(2).collect();
-        command
-            .env("SystemRoot", &root)
-            .env("windir", &root)
-            .env("SystemDrive", drive);
-    }
+    // Windows: nothing of the caller's environment reaches the tool, in
+    // particular no `SystemRoot`/`windir`, which an unelevated user can set
+    // for an elevated process (HKCU\Environment) to have COM load a DLL of
+    // theirs.
     let mut child = command
         .stdin(Stdio::null())
         .stdout(Stdio::piped())

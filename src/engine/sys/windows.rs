@@ -900,20 +900,6 @@ pub fn home_of(_user: &str) -> Option<PathBuf> {
     None
 }
 
-/// The Windows folder (`C:\Windows`), as the system reports it
-/// (GetSystemWindowsDirectoryW), not as the environment says.
-pub fn windows_dir() -> PathBuf {
-    use winapi::um::sysinfoapi::GetSystemWindowsDirectoryW;
-    let mut buf = [0u16; MAX_PATH + 1];
-    // SAFETY: the buffer's length is passed with it.
-    let n = unsafe { GetSystemWindowsDirectoryW(buf.as_mut_ptr(), buf.len() as u32) } as usize;
-    if n > 0 && n < buf.len() {
-        PathBuf::from(OsString::from_wide(&buf[..n]))
-    } else {
-        PathBuf::from(r"C:\Windows")
-    }
-}
-
 /// A console tool's output as text: Windows console programs (schtasks,
 /// vssadmin) write to a pipe in the OEM code page (850 on a German or
 /// French Windows, 437 on an English one), not UTF-8, so "Zugriff
