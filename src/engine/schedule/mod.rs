@@ -97,9 +97,7 @@ pub fn validate_account(account: &str) -> Result<()> {
 /// Whether `path` is on a network share (`\\host\share`, or its long
 /// form `\\?\UNC\host\share`, which a mapped drive canonicalizes to).
 pub fn is_network_path(path: &Path) -> bool {
-    let text = path.to_string_lossy();
-    text.starts_with(r"\\?\UNC\")
-        || (text.starts_with(r"\\") && !text.starts_with(r"\\?\") && !text.starts_with(r"\\.\"))
+    crate::snapshot::vss::is_network_path(&path.to_string_lossy())
 }
 
 /// What to tell the person scheduling a backup to a network location to

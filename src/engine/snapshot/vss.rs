@@ -496,7 +496,9 @@ pub fn shadow_folder(device: &str, path: &VolumePath) -> PathBuf {
     }
 }
 
-fn is_network_path(path: &str) -> bool {
+/// Whether `path` is on a network share (`\\host\share`, or its long
+/// form `\\?\UNC\host\share`, which a mapped drive canonicalizes to).
+pub fn is_network_path(path: &str) -> bool {
     path.starts_with(r"\\?\UNC\")
         || (path.starts_with(r"\\") && !path.starts_with(r"\\?\") && !path.starts_with(r"\\.\"))
 }
