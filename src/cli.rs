@@ -9,6 +9,7 @@ use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 mod database;
+mod status;
 
 use clap::{Parser, Subcommand};
 use persnap::backup::{self, BackupRequest};
@@ -144,6 +145,20 @@ pub enum Command {
     /// Back up on a schedule (Linux: a systemd timer; the snapshot is taken as root, the backup written as you).
     #[command(subcommand)]
     Schedule(ScheduleCommand),
+    /// Is every protected database protected? Exit status for monitoring:
+    /// 0 all have a recent verified backup, 1 one needs attention (old
+    /// backup, missed run, location nearly full), 2 a backup failed or never
+    /// happened, 3 persnap cannot tell (nothing protected).
+    Status {
+        /// Print JSON instead of text.
+        #[arg(long)]
+        json: bool,
+        /// How old the newest verified backup may be (90m, 26h, 3d, 1w).
+        /// Default: with a schedule, every run it was due for must have
+        /// happened; without one, 26h.
+        #[arg(long, value_name = "AGE", value_parser = status::parse_age)]
+        max_age: Option<chrono::Duration>,
+    },
     /// The protected databases: add, list, remove.
     #[command(subcommand)]
     Database(database::DatabaseCommand),
@@ -327,6 +342,7 @@ pub fn run(cli: Cli) -> Result<(), Failure> {
         Command::Restore { backup, to } => restore_cmd(backup, to),
         Command::Schedule(cmd) => schedule_cmd(cmd),
         Command::Database(cmd) => database::run(cmd),
+        Command::Status { json, max_age } => status::run(json, max_age),
         Command::Prune {
             dest,
             store_name,

@@ -28,6 +28,8 @@ pub mod pipe;
 pub mod probe;
 /// Progress and cancel.
 pub mod progress;
+/// "Is my database protected?", per database.
+pub mod protection;
 /// The helper's frames, validation and levels.
 pub mod protocol;
 /// Protected databases.

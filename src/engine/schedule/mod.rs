@@ -229,6 +229,29 @@ impl When {
     }
 }
 
+impl When {
+    /// The first time after `now` the schedule is due, or `None` for
+    /// calendar expressions (systemd alone knows those).
+    pub fn next_due(&self, now: DateTime<Local>) -> Option<DateTime<Local>> {
+        let at = |ahead: i64, time: NaiveTime| {
+            let day = now.date_naive() + chrono::Duration::days(ahead);
+            local(day.and_time(time)).filter(|due| *due > now)
+        };
+        match self {
+            When::Hourly => local(now.date_naive().and_hms_opt(now.hour(), 0, 0)?)
+                .map(|hour| hour + chrono::Duration::hours(1)),
+            When::Daily(t) => (0..=2).find_map(|ahead| at(ahead, *t)),
+            When::Weekly(days, t) => (0..=8)
+                .filter(|ahead| {
+                    let day = now.date_naive() + chrono::Duration::days(*ahead);
+                    days.contains(&day.weekday())
+                })
+                .find_map(|ahead| at(ahead, *t)),
+            When::Calendar(_) => None,
+        }
+    }
+}
+
 /// `back` days before `now`, at `time`, if that is not after `now`.
 fn due_on(now: DateTime<Local>, back: i64, time: NaiveTime) -> Option<DateTime<Local>> {
     let day = now.date_naive() - chrono::Duration::days(back);
@@ -545,6 +568,22 @@ mod tests {
         let err = check_plain_paths(&s).unwrap_err().to_string();
         assert!(err.contains("control character"), "{err}");
         assert!(install(&s, Path::new("/usr/bin/persnap")).is_err());
+    }
+
+    #[test]
+    fn next_due_times() {
+        let now = at(2026, 12, 3, 14, 30); // a Thursday
+        assert_eq!(When::Hourly.next_due(now), Some(at(2026, 12, 3, 15, 0)));
+        let daily = When::parse("02:00").unwrap();
+        assert_eq!(daily.next_due(now), Some(at(2026, 12, 4, 2, 0)));
+        let later = When::parse("22:00").unwrap();
+        assert_eq!(later.next_due(now), Some(at(2026, 12, 3, 22, 0)));
+        let weekdays = When::parse("Mon..Fri 01:00").unwrap();
+        assert_eq!(
+            weekdays.next_due(at(2026, 12, 4, 14, 0)),
+            Some(at(2026, 12, 7, 1, 0))
+        );
+        assert_eq!(When::Calendar("*-*-* 03:00".into()).next_due(now), None);
     }
 
     #[test]

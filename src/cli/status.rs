@@ -1,0 +1,139 @@
+//! `persnap status`: is every protected database protected? One line per
+//! database in plain words, what to do when it is not, and an exit status
+//! monitoring systems read (Nagios plugin convention: 0 all protected,
+//! 1 something needs attention, 2 a backup failed or never happened,
+//! 3 persnap cannot tell).
+
+use persnap::history::History;
+use persnap::protection::{self, Assessment, Level, Policy};
+use persnap::registry::Registry;
+use persnap::units;
+
+use super::Failure;
+
+/// `persnap status` could not tell (no database protected, registry unreadable).
+pub const EXIT_UNKNOWN: i32 = 3;
+
+/// `26h`, `3d`, `90m`, `1w`: how old the newest verified backup may be.
+pub fn parse_age(text: &str) -> Result<chrono::Duration, String> {
+    let t = text.trim();
+    let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
+    let (number, unit) = t.split_at(split);
+    let n: i64 = number
+        .parse()
+        .map_err(|_| format!("{text:?} is not an age; say 90m, 26h, 3d or 1w"))?;
+    let d = match unit.trim() {
+        "m" | "min" => chrono::Duration::minutes(n),
+        "h" | "" => chrono::Duration::hours(n),
+        "d" => chrono::Duration::days(n),
+        "w" => chrono::Duration::weeks(n),
+        _ => return Err(format!("{text:?} is not an age; say 90m, 26h, 3d or 1w")),
+    };
+    if n == 0 {
+        return Err("the age must be more than 0".into());
+    }
+    Ok(d)
+}
+
+pub fn run(json: bool, max_age: Option<chrono::Duration>) -> Result<(), Failure> {
+    let unknown = |message: String| Failure {
+        code: EXIT_UNKNOWN,
+        error: anyhow::anyhow!(message),
+    };
+    let own_runs = match History::open_default() {
+        Ok(h) => {
+            let _ = h.recover();
+            h.load().unwrap_or_default()
+        }
+        Err(_) => Vec::new(),
+    };
+    let schedules = persnap::schedule::list().unwrap_or_default();
+    let registry = Registry::system();
+    let survey = protection::survey(
+        &registry,
+        &own_runs,
+        &schedules,
+        Policy { max_age },
+        chrono::Local::now(),
+    )
+    .map_err(|e| unknown(format!("persnap cannot tell: {e}")))?;
+    if json {
+        let out = serde_json::json!({
+            "databases": survey.assessments,
+            "notes": survey.notes,
+        });
+        println!("{}", serde_json::to_string_pretty(&out)?);
+    } else {
+        for a in &survey.assessments {
+            print!("{}", describe(a));
+        }
+        for note in &survey.notes {
+            eprintln!("note: {note}");
+        }
+    }
+    if survey.assessments.is_empty() {
+        return Err(unknown(format!(
+            "No database is protected on this computer ({} is empty). Protect one in the app, or with `persnap database add NAME --source DIR`.",
+            registry.dir().display()
+        )));
+    }
+    let worst = survey
+        .assessments
+        .iter()
+        .map(|a| a.level)
+        .max()
+        .unwrap_or(Level::Protected);
+    if worst == Level::Protected {
+        return Ok(());
+    }
+    let names: Vec<&str> = survey
+        .assessments
+        .iter()
+        .filter(|a| a.level == worst)
+        .map(|a| a.name.as_str())
+        .collect();
+    Err(Failure {
+        code: worst.exit_code(),
+        error: anyhow::anyhow!("{}: {}", worst.label(), names.join(", ")),
+    })
+}
+
+/// A database's lines: name, headline, what to do, next run, location.
+fn describe(a: &Assessment) -> String {
+    let mut out = format!("{}: {}\n", a.name, a.headline);
+    if let Some(advice) = &a.advice {
+        out += &format!("  {advice}\n");
+    }
+    if let Some(s) = &a.schedule {
+        let next = s
+            .next_run
+            .map(|t| protection::moment(t, chrono::Local::now()))
+            .unwrap_or_else(|| "as the scheduler decides".into());
+        out += &format!("  Next backup {next} ({}, schedule {}).\n", s.when, s.name);
+    }
+    if let Some(location) = &a.location {
+        let free = a
+            .free
+            .map(|f| format!(", {} free", units::bytes(f)))
+            .unwrap_or_default();
+        out += &format!("  Backups go to {}{free}.\n", location.display());
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ages_are_read_as_people_write_them() {
+        assert_eq!(parse_age("26h"), Ok(chrono::Duration::hours(26)));
+        assert_eq!(parse_age("3d"), Ok(chrono::Duration::days(3)));
+        assert_eq!(parse_age("90m"), Ok(chrono::Duration::minutes(90)));
+        assert_eq!(parse_age("1w"), Ok(chrono::Duration::weeks(1)));
+        assert_eq!(parse_age("12"), Ok(chrono::Duration::hours(12)));
+        assert!(parse_age("0h").is_err());
+        assert!(parse_age("soon").is_err());
+        assert!(parse_age("3y").is_err());
+    }
+}

@@ -1,0 +1,158 @@
+//! `persnap status`, as a monitoring system runs it: real protected
+//! databases, real backups (sqlite-online, no root needed) under a real
+//! writer, a real failed backup, and the exit codes and words each gives.
+#![cfg(target_os = "linux")]
+
+mod common;
+
+use std::path::Path;
+use std::process::Output;
+
+use common::*;
+use persnap::history::{History, Outcome};
+use persnap::loadgen::Mode;
+use persnap::registry::{Database, Registry};
+
+struct Machine {
+    data: tempfile::TempDir,
+    registry: tempfile::TempDir,
+    units: tempfile::TempDir,
+}
+
+impl Machine {
+    fn new() -> Machine {
+        Machine {
+            data: tempfile::tempdir().unwrap(),
+            registry: tempfile::tempdir().unwrap(),
+            units: tempfile::tempdir().unwrap(),
+        }
+    }
+
+    fn persnap(&self, args: &[&str]) -> Output {
+        std::process::Command::new(bin("persnap"))
+            .args(args)
+            .env("PERSNAP_DATA_DIR", self.data.path())
+            .env(
+                "PERSNAP_REGISTRY_DIR",
+                self.registry.path().join("databases"),
+            )
+            .env("PERSNAP_UNIT_DIR", self.units.path())
+            .output()
+            .unwrap()
+    }
+
+    fn status(&self) -> (Option<i32>, String, String) {
+        let out = self.persnap(&["status"]);
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            stderr(&out),
+        )
+    }
+
+    fn backup(&self, src: &Path, dest: &Path, extra: &[&str]) -> Output {
+        let mut args = vec![
+            "backup",
+            "--source",
+            src.to_str().unwrap(),
+            "--dest",
+            dest.to_str().unwrap(),
+            "--method",
+            "sqlite-online",
+        ];
+        args.extend(extra);
+        self.persnap(&args)
+    }
+}
+
+#[test]
+fn status_tells_monitoring_whether_each_database_is_protected() {
+    let m = Machine::new();
+    let (code, _, err) = m.status();
+    assert_eq!(code, Some(3), "nothing protected: unknown\n{err}");
+    assert!(err.contains("No database is protected"), "{err}");
+
+    let src = tempfile::tempdir().unwrap();
+    let dest = tempfile::tempdir().unwrap();
+    let db = make_store(src.path(), "persistence.db", Mode::Rollback, 2);
+    let folder = persnap::fsutil::canonicalize(src.path()).unwrap();
+    let mut entry = Database::new("orders", &folder, "persistence.db");
+    entry.location = Some(dest.path().to_owned());
+    Registry::at(m.registry.path().join("databases"))
+        .add(&entry)
+        .unwrap();
+
+    let (code, out, err) = m.status();
+    assert_eq!(
+        code,
+        Some(2),
+        "registered, never backed up: critical\n{out}{err}"
+    );
+    assert!(out.contains("orders: Never backed up."), "{out}");
+    assert!(out.contains("set a schedule"), "{out}");
+    assert!(err.contains("never backed up: orders"), "{err}");
+
+    // A real backup under a live writer.
+    let writer = Writer::start(&db);
+    let done = m.backup(src.path(), dest.path(), &[]);
+    assert!(done.status.success(), "{}", stderr(&done));
+    writer.stop();
+    let (code, out, err) = m.status();
+    assert_eq!(code, Some(0), "{out}{err}");
+    assert!(
+        out.contains("orders: Protected: last verified backup just now."),
+        "{out}"
+    );
+    assert!(
+        out.contains(&format!("Backups go to {}", dest.path().display())),
+        "{out}"
+    );
+    assert!(out.contains("free."), "the free space is shown: {out}");
+
+    // Three days later (the history says so), with no schedule: attention.
+    let history = History::at(m.data.path());
+    let mut good = history.load().unwrap().pop().unwrap();
+    good.started -= chrono::Duration::days(3);
+    good.finished = good.finished.map(|t| t - chrono::Duration::days(3));
+    history.upsert(&good).unwrap();
+    let (code, out, _) = m.status();
+    assert_eq!(code, Some(1), "{out}");
+    assert!(out.contains("orders: No backup for 3 days."), "{out}");
+    // A monitoring system may ask for more.
+    let strict = m.persnap(&["status", "--max-age", "5d"]);
+    assert_eq!(strict.status.code(), Some(0), "{}", stderr(&strict));
+
+    // A backup that fails for real: the correlator holds its lock past the timeout.
+    let conn = rusqlite::Connection::open(&db).unwrap();
+    conn.execute_batch("BEGIN EXCLUSIVE; UPDATE accounts SET balance = balance WHERE id = 0;")
+        .unwrap();
+    let failed = m.backup(src.path(), dest.path(), &["--timeout", "1"]);
+    assert_eq!(failed.status.code(), Some(4), "{}", stderr(&failed));
+    drop(conn);
+    let (code, out, err) = m.status();
+    assert_eq!(code, Some(2), "{out}{err}");
+    assert!(
+        out.contains("orders: The last backup today at")
+            && out.contains("failed: copying the database failed."),
+        "{out}"
+    );
+    assert!(err.contains("failing: orders"), "{err}");
+
+    // The same as JSON, for scripts.
+    let json = m.persnap(&["status", "--json"]);
+    assert_eq!(json.status.code(), Some(2));
+    let v: serde_json::Value = serde_json::from_slice(&json.stdout).unwrap();
+    let card = &v["databases"][0];
+    assert_eq!(card["name"], "orders");
+    assert_eq!(card["level"], "failing");
+    assert!(matches!(
+        serde_json::from_value::<Outcome>(card["last_run"]["outcome"].clone()).unwrap(),
+        Outcome::Failed { .. }
+    ));
+    assert_eq!(card["last_good"]["id"], good.id.as_str());
+
+    // A good backup again clears it.
+    let done = m.backup(src.path(), dest.path(), &[]);
+    assert!(done.status.success(), "{}", stderr(&done));
+    assert_eq!(m.status().0, Some(0));
+}
