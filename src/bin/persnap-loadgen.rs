@@ -6,6 +6,11 @@
 //!   persnap-loadgen run DB [--seconds S] [--stop-file F]   (stats as JSON on stdout)
 //!   persnap-loadgen check DB                               (exit 0 when consistent)
 //!
+//! Started under the name `correlator` (argv[0]), it stands in for one:
+//! `correlator -PstoreLocation=DIR [-PstoreName=NAME] [--config FILE]` creates
+//! the store if needed (relative folders from its working folder) and writes
+//! transfers into it until SIGTERM — what persnap's discovery looks for.
+//!
 //! `run` also stops cleanly on SIGTERM/SIGINT. Never point `check` at a live
 //! database: it opens the file read-write (to let SQLite replay a journal).
 
@@ -50,7 +55,47 @@ enum Cmd {
     Check { db: PathBuf },
 }
 
+/// Pretend to be a correlator: the store from `-PstoreLocation` /
+/// `-PstoreName` (only these forms).
+fn as_correlator(args: &[String]) -> Result<()> {
+    // It does not read YAML: a test that configures one by `--config`
+    // says where that puts the store in LOADGEN_STORE_LOCATION.
+    let mut location = std::env::var_os("LOADGEN_STORE_LOCATION")
+        .map_or_else(|| PathBuf::from("."), PathBuf::from);
+    let mut name = "persistence.db".to_owned();
+    for arg in args {
+        if let Some(dir) = arg.strip_prefix("-PstoreLocation=") {
+            location = dir.into();
+        } else if let Some(file) = arg.strip_prefix("-PstoreName=") {
+            name = file.to_owned();
+        }
+    }
+    std::fs::create_dir_all(&location)?;
+    let db = location.join(name);
+    if !db.exists() {
+        loadgen::init(&db, Mode::Rollback, 1)?;
+    }
+    let stop = Arc::new(AtomicBool::new(false));
+    for sig in [signal_hook::consts::SIGTERM, signal_hook::consts::SIGINT] {
+        signal_hook::flag::register(sig, Arc::clone(&stop))?;
+    }
+    // A correlator commits now and then, not flat out.
+    loadgen::run(&db, || {
+        std::thread::sleep(Duration::from_millis(5));
+        stop.load(Ordering::Relaxed)
+    })?;
+    Ok(())
+}
+
 fn main() -> Result<()> {
+    let argv: Vec<String> = std::env::args().collect();
+    if argv
+        .first()
+        .and_then(|a| std::path::Path::new(a).file_stem())
+        .is_some_and(|stem| stem == "correlator")
+    {
+        return as_correlator(&argv[1..]);
+    }
     match Args::parse().command {
         Cmd::Init { db, mode, size_mb } => {
             if db.exists() {

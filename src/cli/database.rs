@@ -31,6 +31,13 @@ pub enum DatabaseCommand {
         #[arg(long)]
         json: bool,
     },
+    /// Look for databases to protect: running correlators (their -PstoreLocation,
+    /// -PstoreName and --config files) and persistence.db files in the usual places.
+    Find {
+        /// As JSON.
+        #[arg(long)]
+        json: bool,
+    },
     /// Stop protecting a database (asks for the administrator password). Its backups stay.
     Remove { name: String },
 }
@@ -74,6 +81,45 @@ pub fn run(cmd: DatabaseCommand) -> Result<(), Failure> {
             if !json {
                 for db in &all {
                     println!("{}\t{}\t{}", db.name, db.folder.display(), db.store_name);
+                }
+            }
+            Ok(())
+        }
+        DatabaseCommand::Find { json } => {
+            let found = persnap::discover::everything();
+            if json {
+                println!("{}", serde_json::to_string_pretty(&found)?);
+                return Ok(());
+            }
+            if found.is_empty() {
+                eprintln!(
+                    "No correlator is running and no persistence.db was found in the usual places; give the folder with `persnap database add NAME --source DIR`."
+                );
+            }
+            let registry = Registry::system();
+            for f in &found {
+                let size = f
+                    .bytes
+                    .map(persnap::units::bytes)
+                    .unwrap_or_else(|| "?".into());
+                let mode = f
+                    .journal_mode
+                    .map(|m| m.to_string())
+                    .unwrap_or_else(|| "?".into());
+                let protected = registry
+                    .find(&f.folder, &f.store_name)
+                    .ok()
+                    .flatten()
+                    .map(|d| format!("protected as {}", d.name))
+                    .unwrap_or_else(|| "not protected".into());
+                println!(
+                    "{}\t{}\t{size}\t{mode}\t{}\t{protected}",
+                    f.folder.display(),
+                    f.store_name,
+                    f.origin_words()
+                );
+                if let Some(note) = &f.note {
+                    eprintln!("  {}: {note}", f.folder.display());
                 }
             }
             Ok(())

@@ -6,6 +6,8 @@
 pub mod backup;
 /// Streaming copy with SHA-256.
 pub mod copy;
+/// Finding correlator stores to protect.
+pub mod discover;
 /// Typed errors with what to do.
 pub mod error;
 /// Atomic writes, run locks.
