@@ -65,6 +65,26 @@ fn screenshot(display: &str, window: &str, dir: &Path, name: &str) {
     }
 }
 
+/// Where the "Back up" tab is (window-relative, at 100 %).
+const BACK_UP_TAB: (u32, u32) = (204, 12);
+
+/// Click a window-relative point.
+fn click_at(display: &str, window: &str, (x, y): (u32, u32)) {
+    xdotool(
+        display,
+        &[
+            "mousemove",
+            "--window",
+            window,
+            &x.to_string(),
+            &y.to_string(),
+            "click",
+            "1",
+        ],
+    );
+    std::thread::sleep(Duration::from_millis(500));
+}
+
 /// Click a window-relative point, then type.
 fn type_at(display: &str, window: &str, (x, y): (u32, u32), text: &str) {
     xdotool(
@@ -152,6 +172,9 @@ fn real_window_backs_up_a_live_database() {
     let window = window.lines().next().unwrap().to_owned();
     std::thread::sleep(Duration::from_secs(2));
     xdotool(&display, &["windowfocus", "--sync", &window]);
+    // It opens on the overview: nothing protected yet, what was found.
+    screenshot(&display, &window, &shots, "0-overview.png");
+    click_at(&display, &window, BACK_UP_TAB);
     screenshot(&display, &window, &shots, "1-start.png");
 
     type_at(&display, &window, (330, 44), store_dir.to_str().unwrap());

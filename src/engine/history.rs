@@ -132,6 +132,31 @@ impl Run {
     }
 }
 
+impl Run {
+    /// A backup that was refused before it could start (the helper turned
+    /// the request down: the backup location is gone, the store moved),
+    /// recorded by the caller so that the failure is not invisible.
+    pub fn refused(
+        source: PathBuf,
+        store_name: String,
+        destination: PathBuf,
+        kind: ErrorKind,
+        message: String,
+    ) -> Run {
+        let id = uuid::Uuid::new_v4().simple().to_string();
+        let tag = id[..8].to_owned();
+        let mut run = Run::starting(RunKind::Backup, id, tag, source, store_name, destination);
+        run.finished = Some(run.started);
+        run.duration_secs = Some(0.0);
+        run.outcome = Outcome::Failed {
+            step: Phase::Prepare,
+            kind,
+            message,
+        };
+        run
+    }
+}
+
 #[derive(Serialize, Deserialize)]
 struct HistoryFile {
     format: u32,

@@ -428,6 +428,7 @@ fn weekday_name(d: chrono::Weekday) -> &'static str {
 }
 
 /// Everything the assessments need, read from the machine.
+#[derive(Debug, Clone)]
 pub struct Survey {
     pub assessments: Vec<Assessment>,
     /// What could not be read (a schedule's history, a location's free

@@ -468,7 +468,7 @@ fn start_test_snapshot(app: &mut PersnapApp, ctx: &egui::Context) {
     ));
 }
 
-fn activity(app: &mut PersnapApp, ui: &mut Ui) {
+pub fn activity(app: &mut PersnapApp, ui: &mut Ui) {
     let Some(a) = &mut app.rt.activity else {
         return;
     };
@@ -537,7 +537,7 @@ pub fn phase_words(phase: Phase) -> &'static str {
     }
 }
 
-fn outcome(app: &mut PersnapApp, ui: &mut Ui) {
+pub fn outcome(app: &mut PersnapApp, ui: &mut Ui) {
     let Some(outcome) = &app.rt.outcome else {
         return;
     };

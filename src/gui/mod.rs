@@ -2,12 +2,14 @@
 //!
 //! One [`PersnapApp`] holds the persisted [`Settings`] (saved by eframe
 //! between launches) apart from the runtime state, which is rebuilt at
-//! every start. Each screen is its own file: `backup_view`, `history_view`,
-//! `settings_view`. All slow work runs in `worker` threads; their messages
+//! every start. Each screen is its own file: `overview_view` (the first:
+//! is each database protected?), `backup_view`, `history_view`,
+//! `schedule_view`, `settings_view`. All slow work runs in `worker` threads; their messages
 //! are drained at the start of every frame.
 
 mod backup_view;
 mod history_view;
+mod overview_view;
 mod schedule_view;
 mod settings_view;
 mod worker;
@@ -78,6 +80,8 @@ pub struct Settings {
     pub keep_last: u32,
     /// … and every backup of the last D days (0: no age rule).
     pub keep_days: u32,
+    /// Where each protected database's backups go, chosen on its card.
+    pub locations: std::collections::BTreeMap<String, String>,
 }
 
 impl Default for Settings {
@@ -94,6 +98,7 @@ impl Default for Settings {
             snapshot_size: String::new(),
             keep_last: 0,
             keep_days: 0,
+            locations: Default::default(),
         }
     }
 }
@@ -112,6 +117,7 @@ impl Settings {
 /// The screens, as tabs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Screen {
+    Overview,
     Backup,
     History,
     Schedules,
@@ -167,6 +173,7 @@ pub struct Runtime {
     pub protected: Option<Result<String, String>>,
     /// The registry of protected databases (the system's; tests use their own).
     pub registry: persnap::registry::Registry,
+    pub overview: overview_view::OverviewState,
 }
 
 /// The restore panel's state.
@@ -207,7 +214,7 @@ impl PersnapApp {
         let mut app = PersnapApp {
             settings,
             rt: Runtime {
-                screen: Screen::Backup,
+                screen: Screen::Overview,
                 history,
                 history_error,
                 runs: Vec::new(),
@@ -225,6 +232,7 @@ impl PersnapApp {
                 protecting: None,
                 protected: None,
                 registry: persnap::registry::Registry::system(),
+                overview: Default::default(),
             },
         };
         app.reload_history();
@@ -282,6 +290,10 @@ impl PersnapApp {
         };
         if let Some(result) = protected {
             self.rt.protecting = None;
+            if result.is_ok() {
+                self.rt.overview.invalidate();
+                self.rt.overview.look_again();
+            }
             self.rt.protected = Some(result);
             // Look again (a probe under way reads the registry as it was):
             // the plan now says what a protected backup needs.
@@ -329,6 +341,7 @@ impl PersnapApp {
             self.rt.outcome = Some(outcome);
             self.rt.activity = None;
             self.reload_history();
+            self.rt.overview.invalidate();
         }
     }
 
@@ -349,6 +362,7 @@ impl PersnapApp {
             ui.heading("persnap");
             ui.separator();
             for (screen, label) in [
+                (Screen::Overview, "Overview"),
                 (Screen::Backup, "Back up"),
                 (Screen::History, "History"),
                 (Screen::Schedules, "Schedules"),
@@ -400,6 +414,7 @@ impl eframe::App for PersnapApp {
         self.drain_messages();
         egui::Panel::top("tabs").show(ui, |ui| self.tabs(ui));
         egui::CentralPanel::default_margins().show(ui, |ui| match self.rt.screen {
+            Screen::Overview => overview_view::show(self, ui),
             Screen::Backup => backup_view::show(self, ui),
             Screen::History => history_view::show(self, ui),
             Screen::Schedules => schedule_view::show(self, ui),

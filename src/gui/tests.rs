@@ -26,8 +26,12 @@ fn harness(app: PersnapApp) -> Harness<'static, PersnapApp> {
         .build_eframe(move |_| app)
 }
 
+/// The app on its Back up screen, with its own history.
 fn app_with_history(dir: &Path) -> PersnapApp {
-    PersnapApp::with_settings(Settings::default(), Ok(History::at(dir.join("history"))))
+    let mut app =
+        PersnapApp::with_settings(Settings::default(), Ok(History::at(dir.join("history"))));
+    app.rt.screen = super::Screen::Backup;
+    app
 }
 
 /// Step the UI until `done` holds (work happens on worker threads).
@@ -502,6 +506,8 @@ fn screens_match_their_snapshots() {
     let app = PersnapApp::with_settings(Settings::default(), Ok(fixture_history()));
     let mut h = harness(app);
     h.run();
+    h.get_by_label("Back up").click();
+    h.run();
     h.snapshot("backup_screen_empty");
     h.get_by_label("History").click();
     h.run();
@@ -824,4 +830,292 @@ fn a_missed_scheduled_run_is_shown_on_the_backup_screen() {
     h.get_by_label("Schedules").click();
     h.run_steps(2);
     assert!(h.query_by_label_contains("missed the run due").is_some());
+}
+
+// ---- the overview ----
+
+/// Two protected databases in a registry of fixed content: one whose last
+/// run was interrupted (in the fixture history), one never backed up.
+fn fixture_registry() -> persnap::registry::Registry {
+    let dir = PathBuf::from(format!("{FIXTURE}/registry/"));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    for (name, folder, location) in [
+        ("orders", "/srv/apama/store", "/backups"),
+        ("audit", "/srv/apama/audit", "/mnt/offsite"),
+    ] {
+        std::fs::write(
+            dir.join(format!("{name}.json")),
+            serde_json::json!({"name": name, "folder": folder,
+                "store_name": "persistence.db", "location": location})
+            .to_string(),
+        )
+        .unwrap();
+    }
+    persnap::registry::Registry::at(dir)
+}
+
+fn fixture_overview(theme: super::Theme, scale: f32) -> Harness<'static, PersnapApp> {
+    let settings = Settings {
+        theme,
+        ..Settings::default()
+    };
+    let mut app = PersnapApp::with_settings(settings, Ok(fixture_history()));
+    app.rt.registry = fixture_registry();
+    app.rt.overview.places = Some(Vec::new());
+    app.rt.overview.skip_processes = true;
+    use chrono::TimeZone as _;
+    app.rt.overview.now = Some(
+        chrono::Local
+            .with_ymd_and_hms(2026, 11, 23, 9, 0, 0)
+            .unwrap(),
+    );
+    let mut h = Harness::builder()
+        .with_size([960.0, 720.0])
+        .with_pixels_per_point(scale)
+        .build_eframe(move |_| app);
+    wait_until(&mut h, "the overview", |app| {
+        app.rt.overview.survey.is_some() && app.rt.overview.found.is_some()
+    });
+    h.run();
+    h
+}
+
+#[test]
+fn the_overview_says_which_database_needs_what() {
+    let mut h = fixture_overview(super::Theme::Light, 1.0);
+    assert!(
+        h.query_by_label("0 of 2 databases need your attention.")
+            .is_none()
+    );
+    assert!(
+        h.query_by_label("2 of 2 databases need your attention.")
+            .is_some()
+    );
+    assert!(
+        h.query_by_label_contains("failed: it stopped half-way")
+            .is_some(),
+        "the interrupted run is the reason"
+    );
+    assert!(h.query_by_label("Never backed up.").is_some());
+    assert!(h.query_by_label("Backups go to /mnt/offsite.").is_some());
+    assert!(
+        h.query_by_label_contains("No other running correlator")
+            .is_some()
+    );
+    // Each card's button says which database it backs up.
+    assert!(h.query_by_label("Back up orders now").is_some());
+    assert!(h.query_by_label("Back up audit now").is_some());
+    assert!(h.unnamed_widgets().is_empty());
+    h.snapshot("overview_screen");
+    let mut results = h.take_snapshot_results();
+    for (theme, scale, name) in [
+        (super::Theme::Dark, 1.0, "overview_screen_dark"),
+        (super::Theme::Light, 2.0, "overview_screen_2x"),
+        (super::Theme::Dark, 2.0, "overview_screen_dark_2x"),
+    ] {
+        let mut h = fixture_overview(theme, scale);
+        h.snapshot(name);
+        results.extend(h.take_snapshot_results());
+    }
+}
+
+#[test]
+fn an_empty_overview_leads_to_protecting_a_database() {
+    let data = tempfile::tempdir().unwrap();
+    let place = tempfile::tempdir().unwrap();
+    let store = place.path().join("apama/store");
+    std::fs::create_dir_all(&store).unwrap();
+    loadgen::init(&store.join("persistence.db"), Mode::Rollback, 1).unwrap();
+    let registry = persnap::registry::Registry::at(data.path().join("databases"));
+    let mut app = PersnapApp::with_settings(
+        Settings::default(),
+        Ok(History::at(data.path().join("history"))),
+    );
+    share_registry(&mut app, &registry);
+    app.rt.overview.places = Some(vec![place.path().to_owned()]);
+    app.rt.overview.skip_processes = true;
+    let backups = data.path().join("backups");
+    app.rt.overview.suggested = Some(backups.clone());
+    let mut h = harness(app);
+    wait_until(&mut h, "the search", |app| app.rt.overview.found.is_some());
+    assert!(h.query_by_label("No database is protected yet").is_some());
+    let folder = persnap::fsutil::canonicalize(&store).unwrap();
+    h.get_by_label(&format!("Protect {}", folder.display()))
+        .click();
+    wait_until(&mut h, "the registration", |app| app.rt.protected.is_some());
+    assert_eq!(h.state().rt.protected, Some(Ok("store".to_owned())));
+    wait_until(&mut h, "its card", |app| {
+        app.rt
+            .overview
+            .survey
+            .as_ref()
+            .is_some_and(|s| s.as_ref().is_ok_and(|s| s.assessments.len() == 1))
+            && app.rt.overview.found.is_some()
+    });
+    assert!(h.query_by_label("Never backed up.").is_some());
+    assert!(
+        h.query_by_label_contains(&format!("Protect {}", folder.display()))
+            .is_none(),
+        "a protected database is no longer offered"
+    );
+    // No location yet: backing up waits for one; persnap offers a folder.
+    assert!(h.query_by_label("Where should its backups go?").is_some());
+    h.get_by_label(&format!("Use {}", backups.display()))
+        .click();
+    h.run();
+    assert!(backups.is_dir());
+    assert!(h.query_by_label_contains("Backups go to").is_some());
+    // A plain folder here has no snapshot: the card turns red and says so,
+    // in plain words, with the full message behind Details.
+    h.get_by_label("Back up store now").click();
+    wait_until(&mut h, "the backup", |app| app.rt.outcome.is_some());
+    wait_until(&mut h, "the card", |app| {
+        app.rt.overview.survey.as_ref().is_some_and(|s| {
+            s.as_ref()
+                .is_ok_and(|s| s.assessments[0].last_run.is_some())
+        })
+    });
+    assert!(
+        h.query_by_label_contains("failed: no snapshot of the disk could be taken.")
+            .is_some()
+    );
+}
+
+/// The whole way a new user goes, on a real btrfs volume: a correlator is
+/// running; the overview finds it by its command line, protects it with
+/// one click, backs it up, shows it protected; then its backup location
+/// disappears and the card turns red with the reason.
+#[cfg(target_os = "linux")]
+#[test]
+fn the_overview_protects_a_running_correlator_and_keeps_watch() {
+    use std::os::unix::process::CommandExt as _;
+    if !persnap::fsutil::is_root() {
+        assert!(
+            std::env::var_os("PERSNAP_REQUIRE_ROOT_TESTS").is_none(),
+            "this test must run as root in CI"
+        );
+        eprintln!("SKIP the_overview_protects_a_running_correlator: needs root (loop volume)");
+        return;
+    }
+    let vol = tempfile::Builder::new()
+        .prefix("persnap-gui-vol-")
+        .tempdir_in("/var/tmp")
+        .unwrap();
+    let run = |args: &[&str]| {
+        let out = std::process::Command::new(args[0])
+            .args(&args[1..])
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).trim().to_owned()
+    };
+    let img = vol.path().join("fs.img");
+    let mnt = vol.path().join("mnt");
+    std::fs::create_dir(&mnt).unwrap();
+    run(&["truncate", "-s300M", img.to_str().unwrap()]);
+    let dev = run(&["losetup", "-f", "--show", img.to_str().unwrap()]);
+    run(&["mkfs.btrfs", "-q", "-f", &dev]);
+    run(&["mount", &dev, mnt.to_str().unwrap()]);
+    let store = mnt.join("orders");
+    run(&["btrfs", "subvolume", "create", store.to_str().unwrap()]);
+    // The correlator: persnap-loadgen under that name, with -PstoreLocation.
+    let loadgen = std::env::current_exe()
+        .unwrap()
+        .parent()
+        .unwrap()
+        .parent()
+        .unwrap()
+        .join("persnap-loadgen");
+    let mut correlator = std::process::Command::new(loadgen)
+        .arg0("correlator")
+        .arg(format!("-PstoreLocation={}", store.display()))
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !store.join("persistence.db").exists() {
+        assert!(Instant::now() < deadline, "the correlator made no store");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    std::thread::sleep(Duration::from_millis(500));
+
+    let data = tempfile::tempdir().unwrap();
+    let dest = tempfile::Builder::new()
+        .prefix("persnap-gui-dest-")
+        .tempdir_in("/var/tmp")
+        .unwrap();
+    let registry = persnap::registry::Registry::at(data.path().join("databases"));
+    let mut app = PersnapApp::with_settings(
+        Settings::default(),
+        Ok(History::at(data.path().join("history"))),
+    );
+    share_registry(&mut app, &registry);
+    app.rt.overview.places = Some(Vec::new());
+    app.rt.overview.suggested = Some(dest.path().join("orders"));
+    let mut h = harness(app);
+    wait_until(&mut h, "the search", |app| app.rt.overview.found.is_some());
+    let folder = persnap::volume::canonical(&store).unwrap();
+    assert!(
+        h.query_by_label_contains(&format!("running correlator (process {})", correlator.id()))
+            .is_some(),
+        "found by its command line"
+    );
+    h.get_by_label(&format!("Protect {}", folder.display()))
+        .click();
+    wait_until(&mut h, "the registration", |app| app.rt.protected.is_some());
+    assert_eq!(h.state().rt.protected, Some(Ok("orders".to_owned())));
+    assert_eq!(registry.get("orders").unwrap().unwrap().folder, folder);
+    wait_until(&mut h, "its card", |app| {
+        app.rt
+            .overview
+            .survey
+            .as_ref()
+            .is_some_and(|s| s.as_ref().is_ok_and(|s| s.assessments.len() == 1))
+    });
+    assert!(h.query_by_label("Never backed up.").is_some());
+    h.get_by_label(&format!("Use {}", dest.path().join("orders").display()))
+        .click();
+    h.run();
+    h.get_by_label("Back up orders now").click();
+    wait_until(&mut h, "the backup", |app| app.rt.outcome.is_some());
+    let dir = backed_up_dir(h.state());
+    check_copy(&dir);
+    wait_until(&mut h, "the card turning green", |app| {
+        app.rt.overview.survey.as_ref().is_some_and(|s| {
+            s.as_ref()
+                .is_ok_and(|s| s.assessments[0].level == persnap::protection::Level::Protected)
+        })
+    });
+    assert!(h.query_by_label("Your database is protected.").is_some());
+    assert!(
+        h.query_by_label("Protected: last verified backup just now.")
+            .is_some()
+    );
+    // The backup disk goes away: the next backup fails and the card says why.
+    std::fs::remove_dir_all(dest.path().join("orders")).unwrap();
+    h.get_by_label("Back up orders now").click();
+    wait_until(&mut h, "the failed backup", |app| {
+        matches!(app.rt.outcome, Some(Outcome::Failed(_)))
+    });
+    wait_until(&mut h, "the card turning red", |app| {
+        app.rt.overview.survey.as_ref().is_some_and(|s| {
+            s.as_ref()
+                .is_ok_and(|s| s.assessments[0].level == persnap::protection::Level::Failing)
+        })
+    });
+    assert!(
+        h.query_by_label_contains("failed: the backup location is not there")
+            .is_some()
+    );
+    let _ = correlator.kill();
+    let _ = correlator.wait();
+    let _ = std::process::Command::new("umount").arg(&mnt).status();
+    let _ = std::process::Command::new("losetup")
+        .arg("-d")
+        .arg(&dev)
+        .status();
 }

@@ -76,10 +76,14 @@ impl Progress for Notifier {
 struct HistoryRecorder {
     history: History,
     notify: Notifier,
+    /// Whether any run was recorded (a request refused before it started
+    /// records none).
+    recorded: bool,
 }
 
 impl Recorder for HistoryRecorder {
     fn record(&mut self, run: &Run) -> persnap::Result<()> {
+        self.recorded = true;
         let saved = self.history.upsert(run);
         self.notify.send(Msg::Run(Box::new(run.clone())));
         saved
@@ -115,6 +119,7 @@ pub fn restore(
         let mut recorder = HistoryRecorder {
             history,
             notify: notify.clone(),
+            recorded: false,
         };
         let request = Request::Restore { backup, target };
         let result = match route(helper)
@@ -192,6 +197,7 @@ pub fn backup(
         let mut recorder = HistoryRecorder {
             history: history.clone(),
             notify: notify.clone(),
+            recorded: false,
         };
         if let Ok(runs) = history.recover() {
             for run in runs {
@@ -228,6 +234,24 @@ pub fn backup(
                 Err(f) => Err(f),
             }
         };
+        // Refused before it started (not a dismissed prompt, not a cancel):
+        // still a backup that did not happen, so history says so.
+        if let Err(f) = &result
+            && !recorder.recorded
+            && !matches!(
+                f.kind,
+                persnap::ErrorKind::Elevation | persnap::ErrorKind::Cancelled
+            )
+        {
+            let run = Run::refused(
+                req.source.clone(),
+                req.store_name.clone(),
+                req.dest.clone(),
+                f.kind,
+                f.message.clone(),
+            );
+            let _ = recorder.record(&run);
+        }
         notify.send(Msg::BackupDone(result));
     })
 }

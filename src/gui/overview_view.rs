@@ -1,0 +1,505 @@
+//! The first screen: is each protected database protected? One card per
+//! database — its status in plain words and colour, the next scheduled
+//! run, where backups go and the room left there, "Back up now" — and
+//! below them the databases found on this computer that are not protected
+//! yet, each one click from being protected. Engineers' details sit behind
+//! "Details".
+
+use std::path::{Path, PathBuf};
+use std::sync::mpsc::{Receiver, TryRecvError};
+use std::time::{Duration, Instant};
+
+use eframe::egui::{self, Color32, RichText, Ui};
+use persnap::discover::{self, Found};
+use persnap::protection::{self, Assessment, Level, Survey};
+use persnap::protocol::Request;
+use persnap::units;
+
+use super::backup_view::{self, AMBER, GREEN, RED};
+use super::{PersnapApp, Screen, worker};
+
+/// How often the cards are judged again while the window is open.
+const REFRESH: Duration = Duration::from_secs(60);
+
+/// The overview's runtime state.
+#[derive(Default)]
+pub struct OverviewState {
+    pub survey: Option<Result<Survey, String>>,
+    surveying: Option<Receiver<Result<Survey, String>>>,
+    surveyed_at: Option<Instant>,
+    /// Databases found on this computer (None: not looked yet).
+    pub found: Option<Vec<Found>>,
+    finding: Option<Receiver<Vec<Found>>>,
+    /// Where to look for database files (None: the usual places; tests
+    /// set their own).
+    pub places: Option<Vec<PathBuf>>,
+    /// Whether to look at running processes too (tests may turn it off).
+    pub skip_processes: bool,
+    /// The database whose card started the running backup.
+    pub backing_up: Option<String>,
+    /// The folder offered for backups when none is chosen (None: a
+    /// `persnap-backups` folder in the user's home).
+    pub suggested: Option<PathBuf>,
+    /// The time the cards are judged at (None: now; image tests fix it).
+    pub now: Option<chrono::DateTime<chrono::Local>>,
+}
+
+impl OverviewState {
+    /// Judge the cards again at the next frame (after a backup, a
+    /// registration, a schedule change).
+    pub fn invalidate(&mut self) {
+        self.surveyed_at = None;
+    }
+
+    /// Look for databases again at the next frame.
+    pub fn look_again(&mut self) {
+        self.found = None;
+        self.finding = None;
+    }
+
+    pub fn busy(&self) -> bool {
+        self.surveying.is_some() || self.finding.is_some()
+    }
+}
+
+/// Start or collect the survey and the search; called every frame.
+fn keep_fresh(app: &mut PersnapApp, ctx: &egui::Context) {
+    let o = &mut app.rt.overview;
+    if let Some(rx) = &o.surveying {
+        match rx.try_recv() {
+            Ok(result) => {
+                o.survey = Some(result);
+                o.surveying = None;
+            }
+            Err(TryRecvError::Disconnected) => o.surveying = None,
+            Err(TryRecvError::Empty) => {}
+        }
+    }
+    if let Some(rx) = &o.finding {
+        match rx.try_recv() {
+            Ok(found) => {
+                o.found = Some(found);
+                o.finding = None;
+            }
+            Err(TryRecvError::Disconnected) => {
+                o.found = Some(Vec::new());
+                o.finding = None;
+            }
+            Err(TryRecvError::Empty) => {}
+        }
+    }
+    let due = o.surveyed_at.is_none_or(|t| t.elapsed() >= REFRESH);
+    if due && o.surveying.is_none() {
+        o.surveyed_at = Some(Instant::now());
+        let registry = app.rt.registry.clone();
+        let runs = app.rt.runs.clone();
+        let schedules = app.rt.schedules.list.clone();
+        let now = o.now.unwrap_or_else(chrono::Local::now);
+        let (tx, rx) = std::sync::mpsc::channel();
+        let ctx = ctx.clone();
+        std::thread::spawn(move || {
+            let result = protection::survey(&registry, &runs, &schedules, Default::default(), now)
+                .map_err(|e| e.to_string());
+            let _ = tx.send(result);
+            ctx.request_repaint();
+        });
+        o.surveying = Some(rx);
+    }
+    if o.found.is_none() && o.finding.is_none() {
+        let places = o.places.clone().unwrap_or_else(discover::usual_places);
+        let processes = !o.skip_processes;
+        let (tx, rx) = std::sync::mpsc::channel();
+        let ctx = ctx.clone();
+        std::thread::spawn(move || {
+            let running = if processes {
+                discover::running()
+            } else {
+                Vec::new()
+            };
+            let _ = tx.send(discover::merge(running, discover::search(&places)));
+            ctx.request_repaint();
+        });
+        o.finding = Some(rx);
+    }
+    if o.busy() {
+        ctx.request_repaint_after(Duration::from_millis(100));
+    } else {
+        ctx.request_repaint_after(REFRESH);
+    }
+}
+
+pub fn show(app: &mut PersnapApp, ui: &mut Ui) {
+    keep_fresh(app, ui.ctx());
+    egui::ScrollArea::vertical()
+        .auto_shrink([false, false])
+        .show(ui, |ui| {
+            let cards: Vec<Assessment> = match &app.rt.overview.survey {
+                Some(Ok(s)) => s.assessments.clone(),
+                Some(Err(e)) => {
+                    ui.colored_label(
+                        RED,
+                        format!("persnap cannot read the list of protected databases: {e}"),
+                    );
+                    Vec::new()
+                }
+                None => {
+                    ui.horizontal(|ui| {
+                        ui.spinner();
+                        ui.label("Looking at the protected databases…");
+                    });
+                    return;
+                }
+            };
+            if cards.is_empty() {
+                ui.heading("No database is protected yet");
+                ui.label(
+                    "Protect a database and persnap keeps verified backups of it, \
+                     taken from a snapshot while the correlator keeps running.",
+                );
+            } else {
+                summary(ui, &cards);
+                for card in &cards {
+                    database_card(app, ui, card);
+                    ui.add_space(8.0);
+                }
+            }
+            if let Some(Ok(s)) = &app.rt.overview.survey {
+                for note in &s.notes {
+                    ui.colored_label(AMBER, note);
+                }
+            }
+            ui.add_space(8.0);
+            found_list(app, ui, &cards);
+        });
+}
+
+/// One line over the cards: how many are fine.
+fn summary(ui: &mut Ui, cards: &[Assessment]) {
+    let fine = cards.iter().filter(|c| c.level == Level::Protected).count();
+    let (text, colour) = if fine == cards.len() {
+        (
+            match cards.len() {
+                1 => "Your database is protected.".to_owned(),
+                n => format!("All {n} databases are protected."),
+            },
+            GREEN,
+        )
+    } else {
+        (
+            format!(
+                "{} of {} databases need{} your attention.",
+                cards.len() - fine,
+                cards.len(),
+                if cards.len() - fine == 1 { "s" } else { "" }
+            ),
+            AMBER,
+        )
+    };
+    ui.heading(RichText::new(text).color(colour));
+    ui.add_space(4.0);
+}
+
+pub fn level_colour(level: Level) -> Color32 {
+    match level {
+        Level::Protected => GREEN,
+        Level::Attention => AMBER,
+        Level::Failing | Level::Never => RED,
+    }
+}
+
+/// Where this database's backups go: the user's choice in the app, else
+/// what its registration, schedule or last backup says.
+fn location_of(app: &PersnapApp, card: &Assessment) -> Option<PathBuf> {
+    app.settings
+        .locations
+        .get(&card.name)
+        .map(PathBuf::from)
+        .or_else(|| card.location.clone())
+}
+
+fn database_card(app: &mut PersnapApp, ui: &mut Ui, card: &Assessment) {
+    let colour = level_colour(card.level);
+    let now = app.rt.overview.now.unwrap_or_else(chrono::Local::now);
+    egui::Frame::group(ui.style())
+        .stroke(egui::Stroke::new(2.0, colour))
+        .inner_margin(12.0)
+        .show(ui, |ui| {
+            ui.set_width(ui.available_width());
+            ui.horizontal(|ui| {
+                ui.heading(&card.name);
+                ui.weak(format!("{} in {}", card.store_name, card.folder.display()));
+            });
+            ui.label(RichText::new(&card.headline).color(colour).strong());
+            if let Some(advice) = &card.advice {
+                ui.label(advice);
+            }
+            match &card.schedule {
+                Some(s) => ui.label(format!(
+                    "Next backup: {} ({}).",
+                    s.next_run
+                        .map(|t| protection::moment(t, now))
+                        .unwrap_or_else(|| "when the scheduler says".into()),
+                    s.when
+                )),
+                None => ui.label("Next backup: none scheduled."),
+            };
+            let location = location_of(app, card);
+            location_row(app, ui, card, location.as_deref());
+            actions(app, ui, card, location.as_deref());
+            if app.rt.overview.backing_up.as_deref() == Some(card.name.as_str()) {
+                backup_view::activity(app, ui);
+                backup_view::outcome(app, ui);
+            }
+            egui::CollapsingHeader::new("Details")
+                .id_salt(("details", &card.name))
+                .show(ui, |ui| {
+                    for line in &card.details {
+                        ui.label(line);
+                    }
+                    if let Some(run) = &card.last_run {
+                        ui.label(format!(
+                            "Last run {}: {}, {}",
+                            run.id,
+                            run.outcome.label(),
+                            run.method
+                                .map(|m| m.to_string())
+                                .unwrap_or("no method".into())
+                        ));
+                    }
+                });
+        });
+}
+
+fn location_row(app: &mut PersnapApp, ui: &mut Ui, card: &Assessment, location: Option<&Path>) {
+    ui.horizontal_wrapped(|ui| {
+        match location {
+            Some(l) => {
+                let free = card
+                    .free
+                    .filter(|_| card.location.as_deref() == Some(l))
+                    .map(|f| format!(" — {} free", units::bytes(f)))
+                    .unwrap_or_default();
+                ui.label(format!("Backups go to {}{free}.", l.display()));
+            }
+            None => {
+                ui.colored_label(AMBER, "Where should its backups go?");
+            }
+        }
+        let choose = if location.is_some() {
+            "Change…"
+        } else {
+            "Choose backup location…"
+        };
+        if ui
+            .button(choose)
+            .on_hover_text("A folder, preferably on another disk")
+            .clicked()
+            && let Some(dir) = rfd::FileDialog::new()
+                .set_title(format!("Where to keep backups of {}", card.name))
+                .pick_folder()
+        {
+            set_location(app, card, &dir);
+        }
+        if location.is_none()
+            && let Some(suggested) = app
+                .rt
+                .overview
+                .suggested
+                .clone()
+                .or_else(suggested_location)
+        {
+            let label = format!("Use {}", suggested.display());
+            if ui
+                .button(label)
+                .on_hover_text("A folder persnap creates for you")
+                .clicked()
+                && std::fs::create_dir_all(&suggested).is_ok()
+            {
+                set_location(app, card, &suggested);
+            }
+        }
+    });
+    if let Some(l) = location
+        && persnap::fsutil::same_filesystem(&card.folder, l).unwrap_or(false)
+    {
+        ui.colored_label(
+            AMBER,
+            "These backups are on the database's own disk: if the disk fails, both are lost. Choose a folder on another disk.",
+        );
+    }
+}
+
+fn set_location(app: &mut PersnapApp, card: &Assessment, dir: &Path) {
+    let dir = persnap::fsutil::canonicalize(dir).unwrap_or_else(|_| dir.to_owned());
+    app.settings
+        .locations
+        .insert(card.name.clone(), dir.display().to_string());
+    app.rt.overview.invalidate();
+}
+
+/// A folder for backups the user can create: `persnap-backups` in their
+/// home folder.
+fn suggested_location() -> Option<PathBuf> {
+    let home = directories::UserDirs::new()?.home_dir().to_owned();
+    Some(home.join("persnap-backups"))
+}
+
+fn actions(app: &mut PersnapApp, ui: &mut Ui, card: &Assessment, location: Option<&Path>) {
+    let idle = app.rt.activity.is_none();
+    ui.horizontal(|ui| {
+        let can = idle && location.is_some();
+        let button = ui.add_enabled(
+            can,
+            egui::Button::new(RichText::new("Back up now").strong()),
+        );
+        let button = if location.is_none() {
+            button.on_disabled_hover_text("Choose where its backups go first")
+        } else {
+            button.on_disabled_hover_text("Another backup is running")
+        };
+        // Each card's button has its own accessible name.
+        button.widget_info(|| {
+            egui::WidgetInfo::labeled(
+                egui::Role::Button,
+                can,
+                format!("Back up {} now", card.name),
+            )
+        });
+        if button.clicked()
+            && let Some(location) = location
+        {
+            let s = &mut app.settings;
+            s.source = card.folder.display().to_string();
+            s.store_name = card.store_name.clone();
+            s.dest = location.display().to_string();
+            app.rt.overview.backing_up = Some(card.name.clone());
+            backup_view::start_backup(app, ui.ctx());
+        }
+        if ui.button("History").clicked() {
+            app.rt.screen = Screen::History;
+        }
+        if let Some(good) = card.last_good.as_ref().and_then(|r| r.backup_path.clone())
+            && ui
+                .button("Open last backup")
+                .on_hover_text(good.display().to_string())
+                .clicked()
+        {
+            backup_view::open_folder(&good);
+        }
+        if ui
+            .button("Settings…")
+            .on_hover_text("The Back up screen, with this database filled in")
+            .clicked()
+        {
+            let s = &mut app.settings;
+            s.source = card.folder.display().to_string();
+            s.store_name = card.store_name.clone();
+            if let Some(l) = location {
+                s.dest = l.display().to_string();
+            }
+            app.rt.screen = Screen::Backup;
+        }
+    });
+}
+
+/// What was found on this computer and is not protected yet.
+fn found_list(app: &mut PersnapApp, ui: &mut Ui, cards: &[Assessment]) {
+    let protected = |f: &Found| {
+        cards
+            .iter()
+            .any(|c| c.folder == f.folder && c.store_name == f.store_name)
+    };
+    ui.horizontal(|ui| {
+        ui.heading("Protect a database");
+        if app.rt.overview.finding.is_some() {
+            ui.spinner();
+        } else if ui.button("Look again").clicked() {
+            app.rt.overview.look_again();
+        }
+    });
+    let Some(found) = app.rt.overview.found.clone() else {
+        ui.label("Looking for correlators and their databases on this computer…");
+        return;
+    };
+    let offered: Vec<&Found> = found.iter().filter(|f| !protected(f)).collect();
+    if offered.is_empty() {
+        ui.label(
+            "No other running correlator or persistence.db was found on this computer. \
+             Choose its folder instead.",
+        );
+    } else {
+        ui.label("Found on this computer:");
+    }
+    let protecting = app.rt.protecting.is_some();
+    for f in offered {
+        egui::Frame::group(ui.style()).show(ui, |ui| {
+            ui.set_width(ui.available_width());
+            ui.horizontal_wrapped(|ui| {
+                ui.strong(f.folder.display().to_string());
+                ui.label(&f.store_name);
+            });
+            let mut facts = vec![f.origin_words()];
+            if let Some(b) = f.bytes {
+                facts.push(units::bytes(b));
+            }
+            if let Some(m) = f.journal_mode {
+                facts.push(m.to_string());
+            }
+            ui.label(facts.join(" · "));
+            if let Some(note) = &f.note {
+                ui.colored_label(AMBER, note);
+            }
+            let ready = f.bytes.is_some();
+            let button = ui
+                .add_enabled(ready && !protecting, egui::Button::new("Protect…"))
+                .on_hover_text("Asks for the administrator's permission once");
+            button.widget_info(|| {
+                egui::WidgetInfo::labeled(
+                    egui::Role::Button,
+                    ready && !protecting,
+                    format!("Protect {}", f.folder.display()),
+                )
+            });
+            if button.clicked() {
+                protect(app, ui.ctx(), &f.folder, &f.store_name);
+            }
+        });
+    }
+    ui.horizontal(|ui| {
+        if ui.button("Choose a database folder…").clicked()
+            && let Some(dir) = rfd::FileDialog::new()
+                .set_title("The correlator's database folder (-PstoreLocation)")
+                .pick_folder()
+        {
+            let f = discover::describe(
+                &dir,
+                persnap::store::DEFAULT_STORE_NAME,
+                discover::Origin::File,
+            );
+            if let Some(list) = &mut app.rt.overview.found {
+                list.retain(|g| g.folder != f.folder || g.store_name != f.store_name);
+                list.insert(0, f);
+            }
+        }
+    });
+    if protecting {
+        ui.horizontal(|ui| {
+            ui.spinner();
+            ui.label("Waiting for the administrator's permission…");
+        });
+    }
+    if let Some(Err(e)) = &app.rt.protected {
+        ui.colored_label(RED, format!("It was not protected: {e}"));
+    }
+}
+
+fn protect(app: &mut PersnapApp, ctx: &egui::Context, folder: &Path, store_name: &str) {
+    let name = persnap::registry::suggest_name(&app.rt.registry, folder, store_name);
+    let request = Request::DatabaseAdd {
+        name,
+        source: folder.to_owned(),
+        store_name: store_name.to_owned(),
+    };
+    app.rt.protected = None;
+    app.rt.protecting = Some(worker::protect(ctx, request, app.rt.helper.clone()));
+}
