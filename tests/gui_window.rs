@@ -86,20 +86,8 @@ fn click_at(display: &str, window: &str, (x, y): (u32, u32)) {
 }
 
 /// Click a window-relative point, then type.
-fn type_at(display: &str, window: &str, (x, y): (u32, u32), text: &str) {
-    xdotool(
-        display,
-        &[
-            "mousemove",
-            "--window",
-            window,
-            &x.to_string(),
-            &y.to_string(),
-            "click",
-            "1",
-        ],
-    );
-    std::thread::sleep(Duration::from_millis(300));
+fn type_at(display: &str, window: &str, at: (u32, u32), text: &str) {
+    click_at(display, window, at);
     xdotool(display, &["type", "--delay", "20", text]);
     std::thread::sleep(Duration::from_millis(300));
 }

@@ -335,6 +335,66 @@ fn unwritable_destination_fails_with_the_reason() {
     );
 }
 
+/// A 300 MiB btrfs loop volume, unmounted and detached when dropped.
+#[cfg(unix)]
+struct BtrfsVolume {
+    _dir: tempfile::TempDir,
+    mnt: PathBuf,
+    dev: String,
+}
+
+#[cfg(unix)]
+impl BtrfsVolume {
+    /// The volume and a subvolume `name` on it.
+    fn with_subvolume(name: &str) -> (BtrfsVolume, PathBuf) {
+        let dir = tempfile::Builder::new()
+            .prefix("persnap-gui-vol-")
+            .tempdir_in("/var/tmp")
+            .unwrap();
+        let img = dir.path().join("fs.img");
+        let mnt = dir.path().join("mnt");
+        std::fs::create_dir(&mnt).unwrap();
+        run_tool(&["truncate", "-s300M", img.to_str().unwrap()]);
+        let dev = run_tool(&["losetup", "-f", "--show", img.to_str().unwrap()]);
+        let vol = BtrfsVolume {
+            _dir: dir,
+            mnt: mnt.clone(),
+            dev,
+        };
+        run_tool(&["mkfs.btrfs", "-q", "-f", &vol.dev]);
+        run_tool(&["mount", &vol.dev, mnt.to_str().unwrap()]);
+        let sub = mnt.join(name);
+        run_tool(&["btrfs", "subvolume", "create", sub.to_str().unwrap()]);
+        (vol, sub)
+    }
+}
+
+#[cfg(unix)]
+impl Drop for BtrfsVolume {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount").arg(&self.mnt).status();
+        let _ = std::process::Command::new("losetup")
+            .arg("-d")
+            .arg(&self.dev)
+            .status();
+    }
+}
+
+/// Run a tool; its trimmed standard output.
+#[cfg(unix)]
+fn run_tool(args: &[&str]) -> String {
+    let out = std::process::Command::new(args[0])
+        .args(&args[1..])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).trim().to_owned()
+}
+
 #[cfg(unix)]
 #[test]
 fn btrfs_snapshot_backup_from_the_window_and_a_missing_helper() {
@@ -348,31 +408,8 @@ fn btrfs_snapshot_backup_from_the_window_and_a_missing_helper() {
         );
         return;
     }
-    let vol = tempfile::Builder::new()
-        .prefix("persnap-gui-vol-")
-        .tempdir_in("/var/tmp")
-        .unwrap();
-    let run = |args: &[&str]| {
-        let out = std::process::Command::new(args[0])
-            .args(&args[1..])
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "{args:?}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8_lossy(&out.stdout).trim().to_owned()
-    };
-    let img = vol.path().join("fs.img");
-    let mnt = vol.path().join("mnt");
-    std::fs::create_dir(&mnt).unwrap();
-    run(&["truncate", "-s300M", img.to_str().unwrap()]);
-    let dev = run(&["losetup", "-f", "--show", img.to_str().unwrap()]);
-    run(&["mkfs.btrfs", "-q", "-f", &dev]);
-    run(&["mount", &dev, mnt.to_str().unwrap()]);
-    let store = mnt.join("apama");
-    run(&["btrfs", "subvolume", "create", store.to_str().unwrap()]);
+    let (vol, store) = BtrfsVolume::with_subvolume("apama");
+    let mnt = vol.mnt.clone();
     loadgen::init(&store.join("persistence.db"), Mode::Wal, 4).unwrap();
     let writer = Writer::start(&store.join("persistence.db"));
     let dest = tempfile::Builder::new()
@@ -455,11 +492,7 @@ fn btrfs_snapshot_backup_from_the_window_and_a_missing_helper() {
             .to_string_lossy()
             .starts_with(".persnap")
     }));
-    let _ = std::process::Command::new("umount").arg(&mnt).status();
-    let _ = std::process::Command::new("losetup")
-        .arg("-d")
-        .arg(&dev)
-        .status();
+    drop(vol);
 }
 
 // ---- image snapshots of each screen, with fixed content ----
@@ -998,31 +1031,7 @@ fn the_overview_protects_a_running_correlator_and_keeps_watch() {
         eprintln!("SKIP the_overview_protects_a_running_correlator: needs root (loop volume)");
         return;
     }
-    let vol = tempfile::Builder::new()
-        .prefix("persnap-gui-vol-")
-        .tempdir_in("/var/tmp")
-        .unwrap();
-    let run = |args: &[&str]| {
-        let out = std::process::Command::new(args[0])
-            .args(&args[1..])
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "{args:?}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8_lossy(&out.stdout).trim().to_owned()
-    };
-    let img = vol.path().join("fs.img");
-    let mnt = vol.path().join("mnt");
-    std::fs::create_dir(&mnt).unwrap();
-    run(&["truncate", "-s300M", img.to_str().unwrap()]);
-    let dev = run(&["losetup", "-f", "--show", img.to_str().unwrap()]);
-    run(&["mkfs.btrfs", "-q", "-f", &dev]);
-    run(&["mount", &dev, mnt.to_str().unwrap()]);
-    let store = mnt.join("orders");
-    run(&["btrfs", "subvolume", "create", store.to_str().unwrap()]);
+    let (vol, store) = BtrfsVolume::with_subvolume("orders");
     // The correlator: persnap-loadgen under that name, with -PstoreLocation.
     let loadgen = std::env::current_exe()
         .unwrap()
@@ -1113,9 +1122,5 @@ fn the_overview_protects_a_running_correlator_and_keeps_watch() {
     );
     let _ = correlator.kill();
     let _ = correlator.wait();
-    let _ = std::process::Command::new("umount").arg(&mnt).status();
-    let _ = std::process::Command::new("losetup")
-        .arg("-d")
-        .arg(&dev)
-        .status();
+    drop(vol);
 }
