@@ -42,6 +42,9 @@ pub struct OverviewState {
     pub suggested: Option<PathBuf>,
     /// The time the cards are judged at (None: now; image tests fix it).
     pub now: Option<chrono::DateTime<chrono::Local>>,
+    /// Whether a database folder and a backup location share a disk, as
+    /// last looked (at most once per survey, not at every frame).
+    same_disk: std::collections::HashMap<(PathBuf, PathBuf), bool>,
 }
 
 impl OverviewState {
@@ -70,6 +73,7 @@ fn keep_fresh(app: &mut PersnapApp, ctx: &egui::Context) {
             Ok(result) => {
                 o.survey = Some(result);
                 o.surveying = None;
+                o.same_disk.clear();
             }
             Err(TryRecvError::Disconnected) => o.surveying = None,
             Err(TryRecvError::Empty) => {}
@@ -320,13 +324,28 @@ fn location_row(app: &mut PersnapApp, ui: &mut Ui, card: &Assessment, location: 
         }
     });
     if let Some(l) = location
-        && persnap::fsutil::same_filesystem(&card.folder, l).unwrap_or(false)
+        && shares_disk(app, &card.folder, l)
     {
         ui.colored_label(
             AMBER,
             "These backups are on the database's own disk: if the disk fails, both are lost. Choose a folder on another disk.",
         );
     }
+}
+
+/// Whether `folder` and `location` are on one disk; only said of two
+/// folders that both exist (a location not made yet, or a database folder
+/// this user cannot see, is not judged).
+fn shares_disk(app: &mut PersnapApp, folder: &Path, location: &Path) -> bool {
+    *app.rt
+        .overview
+        .same_disk
+        .entry((folder.to_owned(), location.to_owned()))
+        .or_insert_with(|| {
+            folder.is_dir()
+                && location.is_dir()
+                && persnap::fsutil::same_filesystem(folder, location).unwrap_or(false)
+        })
 }
 
 fn set_location(app: &mut PersnapApp, card: &Assessment, dir: &Path) {
