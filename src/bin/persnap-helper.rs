@@ -218,29 +218,11 @@ fn handle(level: Authority, input: Box<dyn Read + Send>, mut events: Events) -> 
             dest_given,
             test_snapshot,
         } => {
-            // The same checks as a backup: the folder unchanged since it was
-            // validated, and a test snapshot counts against the database's
-            // lock and the snapshot slots.
-            #[cfg(target_os = "linux")]
-            let checked =
-                persnap::privileged::capture::source_unchanged(&request.source).and_then(|_| {
-                    use persnap::privileged::locks;
-                    test_snapshot
-                        .then(|| {
-                            let db = locks::database(&request.source, &request.store_name)?;
-                            Ok((db, locks::snapshot_slot()?))
-                        })
-                        .transpose()
-                });
-            #[cfg(not(target_os = "linux"))]
-            let checked = persnap::Result::Ok(());
             // For a user, root leaves the backup location alone: the front
             // end looks at it itself, with the user's rights.
             let dest_given = dest_given && invoking_uid().is_none();
-            match checked
-                .and_then(|_locks| persnap::probe::probe(&request, dest_given, test_snapshot))
-            {
-                Ok(report) => events.done(Reply::Probe { report }),
+            match probe(&request, dest_given, test_snapshot) {
+                Ok(report) => events.done(Reply::Probe { report: *report }),
                 Err(e) => events.fail(&e, Some(Phase::Prepare)),
             }
         }
@@ -263,34 +245,13 @@ fn handle(level: Authority, input: Box<dyn Read + Send>, mut events: Events) -> 
                 }
             }
         }
-        Validated::ScheduleAdd(mut schedule) => {
-            schedule.uid = schedule_owner(&schedule.history_dir);
-            // Windows: SYSTEM runs record beside the schedule, in the
-            // administrators' folder, never in a folder a user controls.
-            #[cfg(windows)]
-            {
-                schedule.history_dir = persnap::schedule::taskschd::history_dir(&schedule.name);
-                if let Err(e) = persnap::sys::create_admin_dir(&schedule.history_dir) {
-                    return events.fail(
-                        &Error::io(
-                            "create",
-                            &schedule.history_dir,
-                            "Run persnap as administrator.",
-                        )(e),
-                        Some(Phase::Prepare),
-                    );
-                }
-            }
-            let installed = invoking_user_owns(&schedule.history_dir)
-                .and_then(|_| persnap::schedule::install(&schedule, &scheduled_exe()));
-            match installed {
-                Ok(installed) => events.done(Reply::ScheduleAdded {
-                    schedule,
-                    installed,
-                }),
-                Err(e) => events.fail(&e, Some(Phase::Prepare)),
-            }
-        }
+        Validated::ScheduleAdd(schedule) => match install_schedule(schedule) {
+            Ok((schedule, installed)) => events.done(Reply::ScheduleAdded {
+                schedule,
+                installed,
+            }),
+            Err(e) => events.fail(&e, Some(Phase::Prepare)),
+        },
         Validated::ScheduleRemove { name } => match persnap::schedule::uninstall(&name) {
             Ok(existed) => events.done(Reply::ScheduleRemoved { name, existed }),
             Err(e) => events.fail(&e, Some(Phase::Prepare)),
@@ -303,6 +264,7 @@ fn handle(level: Authority, input: Box<dyn Read + Send>, mut events: Events) -> 
             Ok(existed) => events.done(Reply::DatabaseRemoved { name, existed }),
             Err(e) => events.fail(&e, Some(Phase::Prepare)),
         },
+        Validated::Protect(protection) => protect(*protection, &registry, &events),
         Validated::Cleanup => {
             let removed = persnap::snapshot::sweep_all();
             let failed = removed.iter().any(|l| l.starts_with("Could not"));
@@ -314,6 +276,147 @@ fn handle(level: Authority, input: Box<dyn Read + Send>, mut events: Events) -> 
             }
         }
     }
+}
+
+/// A probe: the same checks as a backup (the folder unchanged since it
+/// was validated), and a test snapshot counts against the database's lock
+/// and the snapshot slots.
+fn probe(
+    request: &backup::BackupRequest,
+    dest_given: bool,
+    test_snapshot: bool,
+) -> persnap::Result<Box<persnap::probe::ProbeReport>> {
+    #[cfg(target_os = "linux")]
+    let _locks =
+        persnap::privileged::capture::source_unchanged(&request.source).and_then(|_| {
+            use persnap::privileged::locks;
+            test_snapshot
+                .then(|| {
+                    let db = locks::database(&request.source, &request.store_name)?;
+                    Ok((db, locks::snapshot_slot()?))
+                })
+                .transpose()
+        })?;
+    persnap::probe::probe(request, dest_given, test_snapshot).map(Box::new)
+}
+
+/// Install a schedule for the invoking user, who must own the folder its
+/// runs record into (Windows: SYSTEM runs record beside the schedule, in
+/// the administrators' folder, never in a folder a user controls).
+fn install_schedule(
+    mut schedule: Box<persnap::schedule::Schedule>,
+) -> persnap::Result<(
+    Box<persnap::schedule::Schedule>,
+    persnap::schedule::Installed,
+)> {
+    schedule.uid = schedule_owner(&schedule.history_dir);
+    #[cfg(windows)]
+    {
+        schedule.history_dir = persnap::schedule::taskschd::history_dir(&schedule.name);
+        persnap::sys::create_admin_dir(&schedule.history_dir).map_err(Error::io(
+            "create",
+            &schedule.history_dir,
+            "Run persnap as administrator.",
+        ))?;
+    }
+    invoking_user_owns(&schedule.history_dir)?;
+    let installed = persnap::schedule::install(&schedule, &scheduled_exe())?;
+    Ok((schedule, installed))
+}
+
+/// Protect a database: the test snapshot, then its schedule, then its
+/// registration; a schedule installed for a registration that then fails
+/// is removed again.
+fn protect(protection: protocol::Protection, registry: &Registry, events: &Events) -> i32 {
+    let protocol::Protection {
+        probe: test,
+        schedule,
+        database,
+    } = protection;
+    if let Err(e) = not_taken(&database, schedule.is_some(), registry) {
+        return events.fail(&e, Some(Phase::Prepare));
+    }
+    let probe = match test
+        .as_ref()
+        .map(|req| probe(req, false, true).and_then(snapshot_taken))
+        .transpose()
+    {
+        Ok(report) => report,
+        Err(e) => return events.fail(&e, Some(Phase::Snapshot)),
+    };
+    let (schedule, installed) = match schedule.map(install_schedule).transpose() {
+        Ok(Some((s, i))) => (Some(s), Some(i)),
+        Ok(None) => (None, None),
+        Err(e) => return events.fail(&e, Some(Phase::Prepare)),
+    };
+    if let Err(e) = registry.add(&database) {
+        if let Some(s) = &schedule {
+            let _ = persnap::schedule::uninstall(&s.name);
+        }
+        return events.fail(&e, Some(Phase::Prepare));
+    }
+    events.done(Reply::Protected {
+        database,
+        probe,
+        schedule,
+        installed,
+    })
+}
+
+/// A test snapshot's report, if it found that backups can be taken: the
+/// snapshot was made and removed (or the method takes none).
+fn snapshot_taken(
+    report: Box<persnap::probe::ProbeReport>,
+) -> persnap::Result<Box<persnap::probe::ProbeReport>> {
+    let failed = match (&report.method, &report.test_snapshot) {
+        (_, Some(Ok(_))) => None,
+        (Some(m), _) if !m.is_snapshot() => None,
+        (_, Some(Err(e))) => Some(e.clone()),
+        (_, None) => Some(report.blocked.clone().unwrap_or_default()),
+    };
+    match failed {
+        None => Ok(report),
+        Some(reason) => Err(Error::Relayed {
+            kind: ErrorKind::Snapshot,
+            message: format!("The test snapshot did not work, so nothing was changed: {reason}"),
+        }),
+    }
+}
+
+/// A new protection replaces nothing: not another database's entry, not
+/// this database's, not a schedule of the same name.
+fn not_taken(
+    database: &persnap::registry::Database,
+    scheduled: bool,
+    registry: &Registry,
+) -> persnap::Result<()> {
+    let refused = |reason: String| Error::Refused {
+        field: "name",
+        reason,
+    };
+    if let Some(db) = registry.find(&database.folder, &database.store_name)? {
+        return Err(refused(format!(
+            "this database is protected already, as {}",
+            db.name
+        )));
+    }
+    if registry.list()?.iter().any(|db| db.name == database.name) {
+        return Err(refused(format!(
+            "another database is protected as {}; choose another name",
+            database.name
+        )));
+    }
+    if scheduled
+        && persnap::schedule::list()?
+            .iter()
+            .any(|s| s.name == database.name)
+    {
+        return Err(refused(format!(
+            "a schedule named {} exists already; choose another name or remove that schedule first",
+            database.name
+        )));
+    }
+    Ok(())
 }
 
 /// The user a backup is written as: the one pkexec started the helper

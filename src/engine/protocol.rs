@@ -93,6 +93,30 @@ pub enum Request {
     },
     /// Stop protecting a database (its backups stay).
     DatabaseRemove { name: String },
+    /// Protect a database in one administrator step: take a test snapshot
+    /// (created and removed, nothing copied) if asked, install its schedule
+    /// (`when`, named after it) if given, and register it with its backup
+    /// location and retention. When a step fails, nothing is left
+    /// installed or registered.
+    Protect {
+        name: String,
+        source: PathBuf,
+        store_name: String,
+        /// Where its backups go.
+        location: PathBuf,
+        method: MethodChoice,
+        /// Its retention, and the options of its scheduled runs.
+        options: BackupOptions,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        when: Option<String>,
+        /// Where the scheduled runs record (needed with `when`).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        history_dir: Option<PathBuf>,
+        /// Windows: the scheduled task runs as this account, not SYSTEM.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        run_as: Option<RunAs>,
+        test_snapshot: bool,
+    },
 }
 
 /// An account and its password, for a schedule that runs as that account.
@@ -257,6 +281,17 @@ pub enum Reply {
     },
     DatabaseAdded {
         database: crate::registry::Database,
+    },
+    Protected {
+        database: crate::registry::Database,
+        /// What the test snapshot found, if one was taken.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        probe: Option<Box<crate::probe::ProbeReport>>,
+        /// The schedule installed, if one was asked for.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        schedule: Option<Box<crate::schedule::Schedule>>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        installed: Option<crate::schedule::Installed>,
     },
     DatabaseRemoved {
         name: String,
@@ -493,6 +528,18 @@ pub enum Validated {
     DatabaseRemove {
         name: String,
     },
+    Protect(Box<Protection>),
+}
+
+/// A validated [`Request::Protect`]: its steps, in order.
+#[derive(Debug)]
+pub struct Protection {
+    /// The test snapshot, if asked for.
+    pub probe: Option<BackupRequest>,
+    /// The schedule to install, if any (named after the database).
+    pub schedule: Option<Box<crate::schedule::Schedule>>,
+    /// The registry entry, with its location, retention and schedule.
+    pub database: crate::registry::Database,
 }
 
 impl Validated {
@@ -593,6 +640,7 @@ impl Validated {
             Validated::DatabaseRemove { name } => {
                 format!("Unprotecting the database {name:?}")
             }
+            Validated::Protect(p) => format!("Protecting the database {:?}", p.database.name),
         }
     }
 }
@@ -732,7 +780,104 @@ pub fn validate_with(request: Request, dest: Resolver) -> Result<Validated, Erro
             crate::registry::validate_name(&name)?;
             Ok(Validated::DatabaseRemove { name })
         }
+        Request::Protect {
+            name,
+            source,
+            store_name,
+            location,
+            method,
+            options,
+            when,
+            history_dir,
+            run_as,
+            test_snapshot,
+        } => protect_request(
+            name,
+            source,
+            store_name,
+            location,
+            method,
+            options,
+            when,
+            history_dir,
+            run_as,
+            test_snapshot,
+        ),
     }
+}
+
+/// Each step of a [`Request::Protect`] is checked as the request of its
+/// own would be (the registration, the schedule, the test snapshot).
+#[allow(clippy::too_many_arguments)]
+fn protect_request(
+    name: String,
+    source: PathBuf,
+    store_name: String,
+    location: PathBuf,
+    method: MethodChoice,
+    options: BackupOptions,
+    when: Option<String>,
+    history_dir: Option<PathBuf>,
+    run_as: Option<RunAs>,
+    test_snapshot: bool,
+) -> Result<Validated, Error> {
+    let Validated::DatabaseAdd(mut database) = validate(Request::DatabaseAdd {
+        name: name.clone(),
+        source: source.clone(),
+        store_name: store_name.clone(),
+    })?
+    else {
+        unreachable!("a database-add validates to one");
+    };
+    let req = backup_request(
+        database.folder.clone(),
+        Some(location),
+        store_name.clone(),
+        method,
+        &options,
+        backup::canonical_dest,
+    )?;
+    let schedule = match (when, history_dir) {
+        (Some(when), Some(history_dir)) => {
+            let Validated::ScheduleAdd(schedule) = validate(Request::ScheduleAdd {
+                name: name.clone(),
+                source: source.clone(),
+                dest: req.dest.clone(),
+                store_name: store_name.clone(),
+                method,
+                options: options.clone(),
+                when,
+                history_dir,
+                run_as,
+            })?
+            else {
+                unreachable!("a schedule-add validates to one");
+            };
+            Some(schedule)
+        }
+        (Some(_), None) => {
+            return Err(invalid(
+                "history_dir",
+                "a schedule needs a folder its runs record into",
+            ));
+        }
+        (None, _) if run_as.is_some() => {
+            return Err(invalid(
+                "run_as",
+                "an account is only for a schedule's runs",
+            ));
+        }
+        (None, _) => None,
+    };
+    database.location = Some(req.dest.clone());
+    database.retention = req.retention;
+    database.schedule = schedule.as_ref().map(|s| s.name.clone());
+    let probe = test_snapshot.then_some(req);
+    Ok(Validated::Protect(Box::new(Protection {
+        probe,
+        schedule,
+        database,
+    })))
 }
 
 /// An existing folder, canonical.

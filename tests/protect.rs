@@ -1,0 +1,222 @@
+//! Protecting a database in one administrator step (root: through the
+//! helper, as the app's "Protect a database" does it): a test snapshot on
+//! a real btrfs volume, the schedule installed, the database registered
+//! with its location and retention — and when any step fails, nothing is
+//! left installed or registered, and nothing that was there is replaced.
+#![cfg(target_os = "linux")]
+
+mod common;
+
+use std::path::Path;
+use std::process::Command;
+
+use common::*;
+use persnap::loadgen::Mode;
+use persnap::protocol::{self, BackupOptions, Event, Reply, Request};
+use persnap::registry::Registry;
+
+struct Place {
+    registry: tempfile::TempDir,
+    units: tempfile::TempDir,
+    history: tempfile::TempDir,
+}
+
+impl Place {
+    fn new() -> Place {
+        Place {
+            registry: tempfile::tempdir().unwrap(),
+            units: tempfile::tempdir().unwrap(),
+            history: tempfile::tempdir().unwrap(),
+        }
+    }
+
+    fn registry(&self) -> Registry {
+        Registry::at(self.registry.path().join("databases"))
+    }
+
+    fn units(&self) -> Vec<String> {
+        let mut names: Vec<String> = std::fs::read_dir(self.units.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        names.sort();
+        names
+    }
+
+    /// Send `request` to the helper, started as root at `level`; its exit
+    /// code and its last event.
+    fn call(&self, level: &str, request: &Request) -> (Option<i32>, Event) {
+        let mut frame = Vec::new();
+        protocol::write_frame(&mut frame, request).unwrap();
+        let mut cmd = Command::new(bin("persnap-helper"));
+        cmd.env("PERSNAP_REGISTRY_DIR", self.registry().dir())
+            .env("PERSNAP_UNIT_DIR", self.units.path())
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped());
+        if level == "backup" {
+            // As pkexec starts it for an operator.
+            cmd.arg("backup").env("PKEXEC_UID", "0");
+        }
+        let mut child = cmd.spawn().unwrap();
+        use std::io::Write;
+        child.stdin.take().unwrap().write_all(&frame).unwrap();
+        let out = child.wait_with_output().unwrap();
+        let mut reader = std::io::BufReader::new(&out.stdout[..]);
+        let mut last = None;
+        while let Ok(event) = protocol::read_frame::<Event>(&mut reader) {
+            last = Some(event);
+        }
+        (out.status.code(), last.expect("the helper answered"))
+    }
+
+    fn protect(&self, name: &str, source: &Path, dest: &Path, method: &str) -> Request {
+        Request::Protect {
+            name: name.into(),
+            source: source.to_owned(),
+            store_name: "persistence.db".into(),
+            location: dest.to_owned(),
+            method: method.parse().unwrap(),
+            options: BackupOptions {
+                keep_days: Some(14),
+                ..BackupOptions::default()
+            },
+            when: Some("daily 02:00".into()),
+            history_dir: Some(self.history.path().to_owned()),
+            run_as: None,
+            test_snapshot: true,
+        }
+    }
+}
+
+fn refusal(event: Event) -> String {
+    match event {
+        Event::Error { message, .. } => message,
+        other => panic!("expected a refusal, got {other:?}"),
+    }
+}
+
+#[test]
+fn a_database_is_protected_in_one_step_or_not_at_all() {
+    if !require_root("a_database_is_protected_in_one_step_or_not_at_all") {
+        return;
+    }
+    let (vol, store) = LoopVolume::btrfs_with_subvolume(300);
+    make_store(&store, "persistence.db", Mode::Wal, 2);
+    let writer = Writer::start(&store.join("persistence.db"));
+    let dest = Destination::new();
+    let place = Place::new();
+
+    // An operator's level cannot protect anything.
+    let request = place.protect("orders", &store, &dest.backups, "auto");
+    let (code, event) = place.call("backup", &request);
+    assert_eq!(code, Some(8), "refused as needing the administrator");
+    let message = refusal(event);
+    assert!(message.contains("administrator"), "{message}");
+    assert!(place.registry().list().unwrap().is_empty());
+    assert!(place.units().is_empty());
+
+    // A test snapshot that cannot be taken (btrfs asked for, on a folder
+    // of the root disk): nothing registered, no schedule installed.
+    let plain = tempfile::tempdir().unwrap();
+    make_store(plain.path(), "persistence.db", Mode::Wal, 1);
+    let (code, event) = place.call(
+        "admin",
+        &place.protect("plain", plain.path(), &dest.backups, "btrfs"),
+    );
+    assert_ne!(code, Some(0));
+    let message = refusal(event);
+    assert!(message.contains("btrfs"), "{message}");
+    assert!(place.registry().list().unwrap().is_empty());
+    assert!(place.units().is_empty(), "{:?}", place.units());
+
+    // The whole way, while the correlator writes.
+    let (code, event) = place.call("admin", &request);
+    let Event::Done { result } = event else {
+        panic!("expected Protected, got {event:?} ({code:?})");
+    };
+    let Reply::Protected {
+        database,
+        probe,
+        schedule,
+        installed,
+    } = *result
+    else {
+        panic!("expected Protected, got {result:?}");
+    };
+    assert_eq!(code, Some(0));
+    let probe = probe.expect("a test snapshot was taken");
+    assert_eq!(
+        probe.method.map(|m| m.to_string()).as_deref(),
+        Some("btrfs"),
+        "{probe:?}"
+    );
+    assert!(vol.snapshot_leftovers().is_empty(), "the snapshot is gone");
+    let schedule = schedule.expect("a schedule");
+    assert_eq!(schedule.name, "orders");
+    assert_eq!(schedule.when.describe(), "every day at 02:00");
+    assert_eq!(schedule.retention.keep_days, Some(14));
+    assert!(installed.is_some());
+    assert_eq!(
+        place.units(),
+        [
+            "persnap-backup-orders.service",
+            "persnap-backup-orders.timer"
+        ]
+    );
+    let registered = place.registry().list().unwrap();
+    assert_eq!(registered, std::slice::from_ref(&database));
+    let canonical_dest = persnap::backup::canonical_dest(&dest.backups).unwrap();
+    assert_eq!(database.location.as_deref(), Some(canonical_dest.as_path()));
+    assert_eq!(database.schedule.as_deref(), Some("orders"));
+    assert_eq!(database.retention.keep_days, Some(14));
+
+    // Again: it is protected already; the entry and schedule stay as
+    // they were.
+    let unit = |p: &Place| {
+        std::fs::read_to_string(p.units.path().join("persnap-backup-orders.timer")).unwrap()
+    };
+    let timer = unit(&place);
+    let mut again = place.protect("orders-2", &store, &dest.backups, "auto");
+    if let Request::Protect { when, .. } = &mut again {
+        *when = Some("hourly".into());
+    }
+    let message = refusal(place.call("admin", &again).1);
+    assert!(
+        message.contains("protected already, as orders"),
+        "{message}"
+    );
+    assert_eq!(place.registry().list().unwrap(), std::slice::from_ref(&database));
+    assert_eq!(unit(&place), timer);
+
+    // Another database under a taken name, or under the name of a schedule
+    // made on its own: refused, the schedule left alone.
+    let other = tempfile::tempdir().unwrap();
+    make_store(other.path(), "persistence.db", Mode::Wal, 1);
+    let message = refusal(
+        place
+            .call(
+                "admin",
+                &place.protect("orders", other.path(), &dest.backups, "auto"),
+            )
+            .1,
+    );
+    assert!(
+        message.contains("another database is protected as orders"),
+        "{message}"
+    );
+    place.registry().remove("orders").unwrap();
+    let mut taken = place.protect("orders", other.path(), &dest.backups, "sqlite-online");
+    if let Request::Protect { test_snapshot, .. } = &mut taken {
+        *test_snapshot = false;
+    }
+    let message = refusal(place.call("admin", &taken).1);
+    assert!(
+        message.contains("a schedule named orders exists already"),
+        "{message}"
+    );
+    assert_eq!(unit(&place), timer);
+    assert!(place.registry().list().unwrap().is_empty());
+
+    let stats = writer.stop();
+    assert!(stats.transactions > 20, "the correlator kept writing");
+}
