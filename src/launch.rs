@@ -178,11 +178,7 @@ pub fn schedule_request(
     run_as: Option<persnap::protocol::RunAs>,
 ) -> persnap::Result<Request> {
     persnap::schedule::validate_name(name)?;
-    persnap::sys::create_private_dir(history_dir, true).map_err(persnap::Error::io(
-        "create",
-        history_dir,
-        "Check the permissions of your home folder.",
-    ))?;
+    let history_dir = records_folder(history_dir)?;
     Ok(Request::ScheduleAdd {
         name: name.to_owned(),
         source: req.source.clone(),
@@ -191,13 +187,24 @@ pub fn schedule_request(
         method: req.method,
         options: persnap::protocol::BackupOptions::from_request(req),
         when: persnap::schedule::When::parse(at)?.to_string(),
-        history_dir: persnap::fsutil::canonicalize(history_dir).map_err(persnap::Error::io(
-            "open",
-            history_dir,
-            "Check the permissions of your home folder.",
-        ))?,
+        history_dir,
         run_as,
     })
+}
+
+/// The history folder scheduled runs record into (created, private to the
+/// user, if it is not there yet), as the helper is given it: canonical.
+pub fn records_folder(history_dir: &std::path::Path) -> persnap::Result<std::path::PathBuf> {
+    persnap::sys::create_private_dir(history_dir, true).map_err(persnap::Error::io(
+        "create",
+        history_dir,
+        "Check the permissions of your home folder.",
+    ))?;
+    persnap::fsutil::canonicalize(history_dir).map_err(persnap::Error::io(
+        "open",
+        history_dir,
+        "Check the permissions of your home folder.",
+    ))
 }
 
 /// Send `request` to the helper and relay its events until it finishes.

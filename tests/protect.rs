@@ -185,7 +185,10 @@ fn a_database_is_protected_in_one_step_or_not_at_all() {
         message.contains("protected already, as orders"),
         "{message}"
     );
-    assert_eq!(place.registry().list().unwrap(), std::slice::from_ref(&database));
+    assert_eq!(
+        place.registry().list().unwrap(),
+        std::slice::from_ref(&database)
+    );
     assert_eq!(unit(&place), timer);
 
     // Another database under a taken name, or under the name of a schedule

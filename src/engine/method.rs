@@ -94,6 +94,12 @@ impl TryFrom<String> for MethodChoice {
     }
 }
 
+impl MethodChoice {
+    pub fn is_auto(&self) -> bool {
+        *self == MethodChoice::Auto
+    }
+}
+
 impl FromStr for MethodChoice {
     type Err = String;
 

@@ -98,6 +98,8 @@ pub struct Assessment {
     pub schedule: Option<ScheduleInfo>,
     /// Where its backups go.
     pub location: Option<PathBuf>,
+    /// How it is backed up.
+    pub method: crate::method::MethodChoice,
     /// Free space there, when it could be read.
     pub free: Option<u64>,
 }
@@ -173,6 +175,7 @@ pub fn assess(
             dest: s.dest.clone(),
         }),
         location,
+        method: db.method,
         free,
     };
 

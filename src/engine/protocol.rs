@@ -871,6 +871,7 @@ fn protect_request(
     };
     database.location = Some(req.dest.clone());
     database.retention = req.retention;
+    database.method = method;
     database.schedule = schedule.as_ref().map(|s| s.name.clone());
     let probe = test_snapshot.then_some(req);
     Ok(Validated::Protect(Box::new(Protection {

@@ -23,6 +23,7 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
+use crate::method::MethodChoice;
 use crate::retention::RetentionPolicy;
 
 /// Where the registry lives unless `PERSNAP_REGISTRY_DIR` says otherwise
@@ -49,6 +50,9 @@ pub struct Database {
     pub schedule: Option<String>,
     #[serde(default, skip_serializing_if = "RetentionPolicy::is_keep_all")]
     pub retention: RetentionPolicy,
+    /// How it is backed up (`auto`: the snapshot its disk takes).
+    #[serde(default, skip_serializing_if = "MethodChoice::is_auto")]
+    pub method: MethodChoice,
     /// When it was registered.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub added: Option<chrono::DateTime<chrono::Utc>>,
@@ -64,6 +68,7 @@ impl Database {
             location: None,
             schedule: None,
             retention: RetentionPolicy::default(),
+            method: MethodChoice::Auto,
             added: None,
         }
     }

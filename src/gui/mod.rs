@@ -4,12 +4,14 @@
 //! between launches) apart from the runtime state, which is rebuilt at
 //! every start. Each screen is its own file: `overview_view` (the first:
 //! is each database protected?), `backup_view`, `history_view`,
-//! `schedule_view`, `settings_view`. All slow work runs in `worker` threads; their messages
+//! `protect_view` (the guided "Protect a database"), `schedule_view`,
+//! `settings_view`. All slow work runs in `worker` threads; their messages
 //! are drained at the start of every frame.
 
 mod backup_view;
 mod history_view;
 mod overview_view;
+mod protect_view;
 mod schedule_view;
 mod settings_view;
 mod worker;
@@ -118,6 +120,8 @@ impl Settings {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Screen {
     Overview,
+    /// "Protect a database", opened from the overview (not a tab).
+    Protect,
     Backup,
     History,
     Schedules,
@@ -174,6 +178,8 @@ pub struct Runtime {
     /// The registry of protected databases (the system's; tests use their own).
     pub registry: persnap::registry::Registry,
     pub overview: overview_view::OverviewState,
+    /// The "Protect a database" page, while it is open.
+    pub protect: Option<protect_view::ProtectDraft>,
 }
 
 /// The restore panel's state.
@@ -233,6 +239,7 @@ impl PersnapApp {
                 protected: None,
                 registry: persnap::registry::Registry::system(),
                 overview: Default::default(),
+                protect: None,
             },
         };
         app.reload_history();
@@ -282,7 +289,15 @@ impl PersnapApp {
         self.rt.schedules.drain();
         let protect = self.rt.protecting.as_ref().map(|job| job.rx.try_recv());
         let protected = match protect {
-            Some(Ok(Msg::ProtectDone(result))) => Some(result.map_err(|f| f.message)),
+            Some(Ok(Msg::ProtectDone(result))) => Some(
+                result
+                    .map(|reply| match *reply {
+                        persnap::protocol::Reply::DatabaseAdded { database }
+                        | persnap::protocol::Reply::Protected { database, .. } => database.name,
+                        _ => String::new(),
+                    })
+                    .map_err(|f| f.message),
+            ),
             Some(Err(std::sync::mpsc::TryRecvError::Disconnected)) => Some(Err(
                 "the registration stopped unexpectedly; try again".into(),
             )),
@@ -368,10 +383,9 @@ impl PersnapApp {
                 (Screen::Schedules, "Schedules"),
                 (Screen::Settings, "Settings"),
             ] {
-                if ui
-                    .selectable_label(self.rt.screen == screen, label)
-                    .clicked()
-                {
+                let current = self.rt.screen == screen
+                    || (self.rt.screen == Screen::Protect && screen == Screen::Overview);
+                if ui.selectable_label(current, label).clicked() {
                     if screen == Screen::Schedules {
                         self.rt.schedules.reload();
                     }
@@ -415,6 +429,7 @@ impl eframe::App for PersnapApp {
         egui::Panel::top("tabs").show(ui, |ui| self.tabs(ui));
         egui::CentralPanel::default_margins().show(ui, |ui| match self.rt.screen {
             Screen::Overview => overview_view::show(self, ui),
+            Screen::Protect => protect_view::show(self, ui),
             Screen::Backup => backup_view::show(self, ui),
             Screen::History => history_view::show(self, ui),
             Screen::Schedules => schedule_view::show(self, ui),

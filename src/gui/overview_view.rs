@@ -12,11 +12,10 @@ use std::time::{Duration, Instant};
 use eframe::egui::{self, Color32, RichText, Ui};
 use persnap::discover::{self, Found};
 use persnap::protection::{self, Assessment, Level, Survey};
-use persnap::protocol::Request;
 use persnap::units;
 
 use super::backup_view::{self, AMBER, GREEN, RED};
-use super::{PersnapApp, Screen, worker};
+use super::{PersnapApp, Screen};
 
 /// How often the cards are judged again while the window is open.
 const REFRESH: Duration = Duration::from_secs(60);
@@ -358,7 +357,7 @@ fn set_location(app: &mut PersnapApp, card: &Assessment, dir: &Path) {
 
 /// A folder for backups the user can create: `persnap-backups` in their
 /// home folder.
-fn suggested_location() -> Option<PathBuf> {
+pub fn suggested_location() -> Option<PathBuf> {
     let home = directories::UserDirs::new()?.home_dir().to_owned();
     Some(home.join("persnap-backups"))
 }
@@ -387,12 +386,15 @@ fn actions(app: &mut PersnapApp, ui: &mut Ui, card: &Assessment, location: Optio
         if button.clicked()
             && let Some(location) = location
         {
-            let s = &mut app.settings;
-            s.source = card.folder.display().to_string();
-            s.store_name = card.store_name.clone();
-            s.dest = location.display().to_string();
-            app.rt.overview.backing_up = Some(card.name.clone());
-            backup_view::start_backup(app, ui.ctx());
+            back_up_now(
+                app,
+                ui.ctx(),
+                &card.name,
+                &card.folder,
+                &card.store_name,
+                location,
+                card.method,
+            );
         }
         if ui.button("History").clicked() {
             app.rt.screen = Screen::History;
@@ -419,6 +421,25 @@ fn actions(app: &mut PersnapApp, ui: &mut Ui, card: &Assessment, location: Optio
             app.rt.screen = Screen::Backup;
         }
     });
+}
+
+/// Start a backup of the protected database `name`, shown on its card.
+pub fn back_up_now(
+    app: &mut PersnapApp,
+    ctx: &egui::Context,
+    name: &str,
+    folder: &Path,
+    store_name: &str,
+    location: &Path,
+    method: persnap::method::MethodChoice,
+) {
+    let s = &mut app.settings;
+    s.source = folder.display().to_string();
+    s.store_name = store_name.to_owned();
+    s.dest = location.display().to_string();
+    s.method = method;
+    app.rt.overview.backing_up = Some(name.to_owned());
+    backup_view::start_backup(app, ctx);
 }
 
 /// What was found on this computer and is not protected yet.
@@ -449,7 +470,6 @@ fn found_list(app: &mut PersnapApp, ui: &mut Ui, cards: &[Assessment]) {
     } else {
         ui.label("Found on this computer:");
     }
-    let protecting = app.rt.protecting.is_some();
     for f in offered {
         egui::Frame::group(ui.style()).show(ui, |ui| {
             ui.set_width(ui.available_width());
@@ -470,17 +490,19 @@ fn found_list(app: &mut PersnapApp, ui: &mut Ui, cards: &[Assessment]) {
             }
             let ready = f.bytes.is_some();
             let button = ui
-                .add_enabled(ready && !protecting, egui::Button::new("Protect…"))
-                .on_hover_text("Asks for the administrator's permission once");
+                .add_enabled(ready, egui::Button::new("Protect…"))
+                .on_hover_text(
+                    "Choose where its backups go and when; then one administrator prompt",
+                );
             button.widget_info(|| {
                 egui::WidgetInfo::labeled(
                     egui::Role::Button,
-                    ready && !protecting,
+                    ready,
                     format!("Protect {}", f.folder.display()),
                 )
             });
             if button.clicked() {
-                protect(app, ui.ctx(), &f.folder, &f.store_name);
+                super::protect_view::open(app, ui.ctx(), f.clone());
             }
         });
     }
@@ -501,24 +523,4 @@ fn found_list(app: &mut PersnapApp, ui: &mut Ui, cards: &[Assessment]) {
             }
         }
     });
-    if protecting {
-        ui.horizontal(|ui| {
-            ui.spinner();
-            ui.label("Waiting for the administrator's permission…");
-        });
-    }
-    if let Some(Err(e)) = &app.rt.protected {
-        ui.colored_label(RED, format!("It was not protected: {e}"));
-    }
-}
-
-fn protect(app: &mut PersnapApp, ctx: &egui::Context, folder: &Path, store_name: &str) {
-    let name = persnap::registry::suggest_name(&app.rt.registry, folder, store_name);
-    let request = Request::DatabaseAdd {
-        name,
-        source: folder.to_owned(),
-        store_name: store_name.to_owned(),
-    };
-    app.rt.protected = None;
-    app.rt.protecting = Some(worker::protect(ctx, request, app.rt.helper.clone()));
 }

@@ -16,7 +16,7 @@ use egui_kittest::kittest::{NodeT as _, Queryable as _};
 use persnap::history::{History, Outcome as RunOutcome};
 use persnap::loadgen::{self, Mode};
 
-use super::{Outcome, PersnapApp, Settings};
+use super::{Outcome, PersnapApp, Screen, Settings};
 #[cfg(unix)]
 use crate::launch::HelperRoute;
 
@@ -366,6 +366,15 @@ impl BtrfsVolume {
         let sub = mnt.join(name);
         run_tool(&["btrfs", "subvolume", "create", sub.to_str().unwrap()]);
         (vol, sub)
+    }
+
+    /// Names at its root that look like persnap's snapshots.
+    fn snapshot_leftovers(&self) -> Vec<String> {
+        std::fs::read_dir(&self.mnt)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .filter(|n| n.starts_with(".persnap-snapshot-"))
+            .collect()
     }
 }
 
@@ -919,6 +928,100 @@ fn fixture_overview(theme: super::Theme, scale: f32) -> Harness<'static, Persnap
     h
 }
 
+/// The "Protect a database" page for a running correlator's database,
+/// filled in with its defaults (fixed paths and facts, for the images).
+fn fixture_protect(
+    theme: super::Theme,
+    scale: f32,
+    registry: &Path,
+) -> Harness<'static, PersnapApp> {
+    let settings = Settings {
+        theme,
+        ..Settings::default()
+    };
+    let mut app = PersnapApp::with_settings(settings, Ok(fixture_history()));
+    app.rt.registry = persnap::registry::Registry::at(registry.join("databases"));
+    app.rt.overview.places = Some(Vec::new());
+    app.rt.overview.skip_processes = true;
+    app.rt.overview.suggested = Some(PathBuf::from("/home/op/persnap-backups"));
+    // Any real report will do: the page shows only the method it names.
+    let store = tempfile::tempdir().unwrap();
+    loadgen::init(&store.path().join("persistence.db"), Mode::Wal, 1).unwrap();
+    let mut report = persnap::probe::probe(
+        &persnap::backup::BackupRequest::new(store.path(), ""),
+        false,
+        false,
+    )
+    .unwrap();
+    report.method = Some(persnap::method::Method::Btrfs);
+    report.blocked = None;
+    let mut h = Harness::builder()
+        .with_size([960.0, 760.0])
+        .with_pixels_per_point(scale)
+        .build_eframe(move |_| app);
+    wait_until(&mut h, "the overview", |app| {
+        app.rt.overview.survey.is_some() && app.rt.overview.found.is_some()
+    });
+    let found = persnap::discover::Found {
+        folder: PathBuf::from("/srv/apama/orders-eu"),
+        store_name: "persistence.db".into(),
+        origin: persnap::discover::Origin::Process {
+            pid: 4711,
+            command: "correlator -PstoreLocation=/srv/apama/orders-eu".into(),
+        },
+        bytes: Some(48 << 20),
+        journal_mode: Some(persnap::store::JournalMode::Wal),
+        note: None,
+    };
+    let ctx = h.ctx.clone();
+    super::protect_view::open(h.state_mut(), &ctx, found);
+    let d = h.state_mut().rt.protect.as_mut().unwrap();
+    d.probe = Some(Ok(Box::new(report)));
+    d.location = Some(PathBuf::from("/mnt/offsite"));
+    d.forget_probing();
+    h.run();
+    h
+}
+
+#[test]
+fn protecting_a_database_is_one_page_in_words() {
+    let registry = tempfile::tempdir().unwrap();
+    let mut h = fixture_protect(super::Theme::Light, 1.0, registry.path());
+    assert!(h.query_by_label("Protect a database").is_some());
+    assert!(
+        h.query_by_label("running correlator (process 4711) · 48.0 MiB · WAL")
+            .is_some()
+    );
+    assert!(
+        h.query_by_label("Backed up from a snapshot of its disk (btrfs).")
+            .is_some()
+    );
+    assert!(
+        h.query_by_label_contains(
+            "persnap backs it up every day at 02:00, and keeps each backup for 14 days"
+        )
+        .is_some()
+    );
+    assert!(
+        h.query_by_label_contains("installs a schedule that backs it up every day at 02:00")
+            .is_some(),
+        "what runs as administrator"
+    );
+    assert!(h.query_by_label("Protect orders-eu").is_some());
+    assert!(h.unnamed_widgets().is_empty());
+    h.snapshot("protect_screen");
+    let mut results = h.take_snapshot_results();
+    for (theme, scale, name) in [
+        (super::Theme::Dark, 1.0, "protect_screen_dark"),
+        (super::Theme::Light, 2.0, "protect_screen_2x"),
+        (super::Theme::Dark, 2.0, "protect_screen_dark_2x"),
+    ] {
+        let mut h = fixture_protect(theme, scale, registry.path());
+        h.snapshot(name);
+        results.extend(h.take_snapshot_results());
+    }
+}
+
 #[test]
 fn the_overview_says_which_database_needs_what() {
     let mut h = fixture_overview(super::Theme::Light, 1.0);
@@ -958,6 +1061,10 @@ fn the_overview_says_which_database_needs_what() {
     }
 }
 
+/// From the empty overview through "Protect a database" to a first
+/// backup, with the mouse only: the page offers SQLite's online backup for
+/// a disk without snapshots, a folder for the backups, and a schedule in
+/// words; one helper request protects the database.
 #[test]
 fn an_empty_overview_leads_to_protecting_a_database() {
     let data = tempfile::tempdir().unwrap();
@@ -981,48 +1088,78 @@ fn an_empty_overview_leads_to_protecting_a_database() {
     let folder = persnap::fsutil::canonicalize(&store).unwrap();
     h.get_by_label(&format!("Protect {}", folder.display()))
         .click();
-    wait_until(&mut h, "the registration", |app| app.rt.protected.is_some());
-    assert_eq!(h.state().rt.protected, Some(Ok("store".to_owned())));
+    wait_until(&mut h, "a look at its disk", |app| {
+        app.rt.protect.as_ref().is_some_and(|d| d.probe.is_some())
+    });
+    assert!(h.query_by_label("Protect a database").is_some());
+    // Not ready yet, and it says why.
+    assert!(
+        h.query_by_label("Choose where its backups go first.")
+            .is_some()
+    );
+    if h.query_by_label_contains("cannot take snapshots").is_some() {
+        h.get_by_label_contains("SQLite's online backup instead")
+            .click();
+        h.run();
+    }
+    h.get_by_label(&format!("Use {}", backups.display()))
+        .click();
+    h.run();
+    assert!(backups.is_dir());
+    assert!(
+        h.query_by_label_contains(
+            "persnap backs it up every day at 02:00, and keeps each backup for 14 days"
+        )
+        .is_some(),
+        "the defaults, in words"
+    );
+    h.get_by_role_and_label(Role::ComboBox, "Back up").click();
+    h.run_steps(3);
+    h.get_by_label("Only when I click Back up now").click();
+    h.run_steps(3);
+    assert!(h.query_by_label_contains("installs a schedule").is_none());
+    assert!(h.unnamed_widgets().is_empty());
+    h.get_by_label("Protect store").click();
+    wait_until(&mut h, "the protection", |app| {
+        app.rt.protect.as_ref().is_some_and(|d| d.result.is_some())
+    });
+    assert!(
+        h.query_by_label("store is protected.").is_some(),
+        "{:?}",
+        h.state().rt.protect.as_ref().unwrap().result
+    );
+    let entry = registry.get("store").unwrap().unwrap();
+    assert_eq!(entry.folder, folder);
+    let backups = persnap::fsutil::canonicalize(&backups).unwrap();
+    assert_eq!(entry.location.as_deref(), Some(backups.as_path()));
+    assert_eq!(entry.retention.keep_days, Some(14));
+    assert_eq!(entry.schedule, None);
+    // The first backup, one click away; the card then says it is protected.
+    h.get_by_label("Back up now").click();
+    wait_until(&mut h, "the backup", |app| app.rt.outcome.is_some());
+    check_copy(&backed_up_dir(h.state()));
     wait_until(&mut h, "its card", |app| {
-        app.rt
-            .overview
-            .survey
-            .as_ref()
-            .is_some_and(|s| s.as_ref().is_ok_and(|s| s.assessments.len() == 1))
+        app.rt.screen == Screen::Overview
+            && app.rt.overview.survey.as_ref().is_some_and(|s| {
+                s.as_ref().is_ok_and(|s| {
+                    s.assessments.len() == 1
+                        && s.assessments[0].level == persnap::protection::Level::Protected
+                })
+            })
             && app.rt.overview.found.is_some()
     });
-    assert!(h.query_by_label("Never backed up.").is_some());
+    assert!(h.query_by_label("Your database is protected.").is_some());
     assert!(
         h.query_by_label_contains(&format!("Protect {}", folder.display()))
             .is_none(),
         "a protected database is no longer offered"
     );
-    // No location yet: backing up waits for one; persnap offers a folder.
-    assert!(h.query_by_label("Where should its backups go?").is_some());
-    h.get_by_label(&format!("Use {}", backups.display()))
-        .click();
-    h.run();
-    assert!(backups.is_dir());
-    assert!(h.query_by_label_contains("Backups go to").is_some());
-    // A plain folder here has no snapshot: the card turns red and says so,
-    // in plain words, with the full message behind Details.
-    h.get_by_label("Back up store now").click();
-    wait_until(&mut h, "the backup", |app| app.rt.outcome.is_some());
-    wait_until(&mut h, "the card", |app| {
-        app.rt.overview.survey.as_ref().is_some_and(|s| {
-            s.as_ref()
-                .is_ok_and(|s| s.assessments[0].last_run.is_some())
-        })
-    });
-    assert!(
-        h.query_by_label_contains("failed: no snapshot of the disk could be taken.")
-            .is_some()
-    );
 }
 
 /// The whole way a new user goes, on a real btrfs volume: a correlator is
-/// running; the overview finds it by its command line, protects it with
-/// one click, backs it up, shows it protected; then its backup location
+/// running; the overview finds it by its command line; the Protect page
+/// takes a test snapshot, installs its daily schedule and registers it in
+/// one step; it is backed up and shown protected; then its backup location
 /// disappears and the card turns red with the reason.
 #[cfg(target_os = "linux")]
 #[test]
@@ -1063,11 +1200,18 @@ fn the_overview_protects_a_running_correlator_and_keeps_watch() {
         .tempdir_in("/var/tmp")
         .unwrap();
     let registry = persnap::registry::Registry::at(data.path().join("databases"));
+    let units = tempfile::tempdir().unwrap();
     let mut app = PersnapApp::with_settings(
         Settings::default(),
         Ok(History::at(data.path().join("history"))),
     );
     share_registry(&mut app, &registry);
+    if let Some(helper) = &mut app.rt.helper {
+        helper
+            .env
+            .push(("PERSNAP_UNIT_DIR".into(), units.path().to_owned()));
+    }
+    app.rt.schedules.dir = units.path().to_owned();
     app.rt.overview.places = Some(Vec::new());
     app.rt.overview.suggested = Some(dest.path().join("orders"));
     let mut h = harness(app);
@@ -1080,9 +1224,39 @@ fn the_overview_protects_a_running_correlator_and_keeps_watch() {
     );
     h.get_by_label(&format!("Protect {}", folder.display()))
         .click();
-    wait_until(&mut h, "the registration", |app| app.rt.protected.is_some());
-    assert_eq!(h.state().rt.protected, Some(Ok("orders".to_owned())));
-    assert_eq!(registry.get("orders").unwrap().unwrap().folder, folder);
+    wait_until(&mut h, "a look at its disk", |app| {
+        app.rt.protect.as_ref().is_some_and(|d| d.probe.is_some())
+    });
+    assert!(
+        h.query_by_label("Backed up from a snapshot of its disk (btrfs).")
+            .is_some()
+    );
+    h.get_by_label(&format!("Use {}", dest.path().join("orders").display()))
+        .click();
+    h.run();
+    // The defaults: every day at 02:00, 14 days kept.
+    h.get_by_label("Protect orders").click();
+    wait_until(&mut h, "the protection", |app| {
+        app.rt.protect.as_ref().is_some_and(|d| d.result.is_some())
+    });
+    assert!(
+        h.query_by_label("orders is protected.").is_some(),
+        "{:?}",
+        h.state().rt.protect.as_ref().unwrap().result
+    );
+    assert!(
+        h.query_by_label("A test snapshot worked: it was taken and removed again.")
+            .is_some()
+    );
+    assert_eq!(vol.snapshot_leftovers(), Vec::<String>::new());
+    let entry = registry.get("orders").unwrap().unwrap();
+    assert_eq!(entry.folder, folder);
+    assert_eq!(entry.schedule.as_deref(), Some("orders"));
+    assert_eq!(entry.retention.keep_days, Some(14));
+    let timer = std::fs::read_to_string(units.path().join("persnap-backup-orders.timer")).unwrap();
+    assert!(timer.contains("OnCalendar=*-*-* 02:00:00"), "{timer}");
+    h.get_by_label("Done").click();
+    h.run();
     wait_until(&mut h, "its card", |app| {
         app.rt
             .overview
@@ -1091,9 +1265,13 @@ fn the_overview_protects_a_running_correlator_and_keeps_watch() {
             .is_some_and(|s| s.as_ref().is_ok_and(|s| s.assessments.len() == 1))
     });
     assert!(h.query_by_label("Never backed up.").is_some());
-    h.get_by_label(&format!("Use {}", dest.path().join("orders").display()))
-        .click();
-    h.run();
+    assert!(
+        h.query_by_label("Next backup: today at 02:00 (every day at 02:00).")
+            .is_some()
+            || h.query_by_label("Next backup: tomorrow at 02:00 (every day at 02:00).")
+                .is_some(),
+        "the next run, on the card"
+    );
     h.get_by_label("Back up orders now").click();
     wait_until(&mut h, "the backup", |app| app.rt.outcome.is_some());
     let dir = backed_up_dir(h.state());

@@ -32,8 +32,8 @@ pub enum Msg {
     RestoreDone(Result<Box<persnap::restore::RestoreReport>, RemoteFailure>),
     /// A schedule was installed or removed (or not).
     ScheduleDone(Result<Box<Reply>, RemoteFailure>),
-    /// A database was registered as protected (its name), or not.
-    ProtectDone(Result<String, RemoteFailure>),
+    /// A database was registered as protected (the helper's reply), or not.
+    ProtectDone(Result<Box<Reply>, RemoteFailure>),
     Probed {
         key: String,
         result: Result<Box<ProbeReport>, String>,
@@ -148,15 +148,18 @@ pub fn schedule_change(
     })
 }
 
-/// Register a database as protected through the helper (the
-/// administrator's permission, asked once).
+/// Register a database as protected (`DatabaseAdd`), or protect it with
+/// its location, schedule and a test snapshot (`Protect`), through the
+/// helper (the administrator's permission, asked once).
 pub fn protect(ctx: &eframe::egui::Context, request: Request, helper: Option<HelperRoute>) -> Job {
     spawn(ctx, move |notify, cancel| {
         let mut progress = notify.clone();
         let result = match route(helper)
             .and_then(|r| launch::call_via(r, &request, &mut progress, &mut Discard, &cancel))
         {
-            Ok(Reply::DatabaseAdded { database }) => Ok(database.name),
+            Ok(reply @ (Reply::DatabaseAdded { .. } | Reply::Protected { .. })) => {
+                Ok(Box::new(reply))
+            }
             Ok(other) => Err(RemoteFailure::unexpected(other)),
             Err(f) => Err(f),
         };

@@ -1,0 +1,665 @@
+//! "Protect a database": a short guided page from a database found on this
+//! computer (or chosen) to one that is protected — where its backups go,
+//! when they run and how long they are kept, in words, with sensible
+//! defaults (every day at 02:00, keep 14 days) — and a summary of what will
+//! run as administrator. One administrator prompt then takes a test
+//! snapshot, installs the schedule and registers the database
+//! (`Request::Protect`); when any step fails nothing is changed.
+
+use std::path::{Path, PathBuf};
+
+use eframe::egui::{self, RichText, Ui};
+use persnap::discover::Found;
+use persnap::method::MethodChoice;
+use persnap::probe::ProbeReport;
+use persnap::protocol::{BackupOptions, Reply, Request};
+use persnap::units;
+
+use super::backup_view::{AMBER, GREEN, RED};
+use super::worker::{self, Job, Msg};
+use super::{PersnapApp, Screen};
+use crate::launch::RemoteFailure;
+
+/// How often its backups run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Often {
+    Daily,
+    Weekdays,
+    Hourly,
+    /// No schedule: only when someone clicks "Back up now".
+    Manual,
+}
+
+impl Often {
+    const ALL: [Often; 4] = [Often::Daily, Often::Weekdays, Often::Hourly, Often::Manual];
+
+    fn words(self) -> &'static str {
+        match self {
+            Often::Daily => "Every day",
+            Often::Weekdays => "On weekdays (Monday to Friday)",
+            Often::Hourly => "Every hour",
+            Often::Manual => "Only when I click Back up now",
+        }
+    }
+}
+
+/// How long backups are kept, as offered (None: all of them).
+const KEEP_DAYS: [Option<u32>; 6] = [Some(7), Some(14), Some(30), Some(90), Some(365), None];
+
+fn keep_words(days: Option<u32>) -> String {
+    match days {
+        Some(d) => format!("{d} days"),
+        None => "all of them (nothing is deleted)".into(),
+    }
+}
+
+/// The page's state, while a database is being protected.
+pub struct ProtectDraft {
+    pub found: Found,
+    /// The name it is protected as (for lists, schedules and operators).
+    pub name: String,
+    pub location: Option<PathBuf>,
+    pub often: Often,
+    /// The hour of a daily or weekday backup.
+    pub hour: u32,
+    pub keep_days: Option<u32>,
+    /// Back up with SQLite's online backup (for a disk that takes no
+    /// snapshots); offered only when the disk takes none.
+    pub online: bool,
+    /// Windows, a network location: the account the schedule runs as.
+    pub account: String,
+    pub password: String,
+    pub probe: Option<Result<Box<ProbeReport>, String>>,
+    probing: Option<Job>,
+    same_disk: Option<(PathBuf, bool)>,
+    job: Option<Job>,
+    pub result: Option<Result<Box<Reply>, RemoteFailure>>,
+}
+
+impl ProtectDraft {
+    /// Stop waiting for the look at its disk (tests set their own).
+    #[cfg(test)]
+    pub fn forget_probing(&mut self) {
+        self.probing = None;
+    }
+}
+
+/// Open the page for `found`.
+pub fn open(app: &mut PersnapApp, ctx: &egui::Context, found: Found) {
+    let name = free_name(app, &found);
+    let probe = persnap::backup::BackupRequest {
+        store_name: found.store_name.clone(),
+        ..persnap::backup::BackupRequest::new(&found.folder, "")
+    };
+    let probing = worker::probe(ctx, probe, false, String::new(), app.rt.registry.clone());
+    let location = app.settings.locations.get(&name).map(PathBuf::from);
+    app.rt.protect = Some(ProtectDraft {
+        found,
+        name,
+        location,
+        often: Often::Daily,
+        hour: 2,
+        keep_days: Some(14),
+        online: false,
+        account: String::new(),
+        password: String::new(),
+        probe: None,
+        probing: Some(probing),
+        same_disk: None,
+        job: None,
+        result: None,
+    });
+    app.rt.screen = Screen::Protect;
+}
+
+/// A name no protected database and no schedule has yet.
+fn free_name(app: &PersnapApp, found: &Found) -> String {
+    let base = persnap::registry::suggest_name(&app.rt.registry, &found.folder, &found.store_name);
+    let taken = |n: &str| app.rt.schedules.list.iter().any(|s| s.name == n);
+    if !taken(&base) {
+        return base;
+    }
+    (2..)
+        .map(|i| format!("{base}-{i}"))
+        .find(|n| !taken(n) && persnap::registry::validate_name(n).is_ok())
+        .expect("some suffix is free")
+}
+
+fn drain(app: &mut PersnapApp) {
+    let Some(d) = &mut app.rt.protect else {
+        return;
+    };
+    if let Some(job) = &d.probing {
+        match job.rx.try_recv() {
+            Ok(Msg::Probed { result, .. }) => {
+                d.probe = Some(result);
+                d.probing = None;
+            }
+            Ok(_) => {}
+            Err(std::sync::mpsc::TryRecvError::Empty) => {}
+            Err(_) => d.probing = None,
+        }
+    }
+    let mut done = false;
+    if let Some(job) = &d.job {
+        match job.rx.try_recv() {
+            Ok(Msg::ProtectDone(result)) => {
+                done = result.is_ok();
+                d.result = Some(result);
+                d.job = None;
+            }
+            Ok(_) => {}
+            Err(std::sync::mpsc::TryRecvError::Empty) => {}
+            Err(_) => {
+                d.result = Some(Err(RemoteFailure {
+                    kind: persnap::ErrorKind::Internal,
+                    step: None,
+                    message: "the protection stopped unexpectedly; try again".into(),
+                }));
+                d.job = None;
+            }
+        }
+    }
+    if done {
+        if let (Some(location), Some(d)) = (
+            app.rt.protect.as_ref().and_then(|d| d.location.clone()),
+            &app.rt.protect,
+        ) {
+            app.settings
+                .locations
+                .insert(d.name.clone(), location.display().to_string());
+        }
+        app.rt.overview.invalidate();
+        app.rt.overview.look_again();
+        app.rt.schedules.reload();
+    }
+}
+
+pub fn show(app: &mut PersnapApp, ui: &mut Ui) {
+    drain(app);
+    if app.rt.protect.is_none() {
+        app.rt.screen = Screen::Overview;
+        return;
+    }
+    egui::ScrollArea::vertical()
+        .auto_shrink([false, false])
+        .show(ui, |ui| {
+            ui.heading("Protect a database");
+            ui.add_space(4.0);
+            if matches!(
+                app.rt.protect.as_ref().and_then(|d| d.result.as_ref()),
+                Some(Ok(_))
+            ) {
+                finished(app, ui);
+                return;
+            }
+            let busy = app.rt.protect.as_ref().is_some_and(|d| d.job.is_some());
+            ui.add_enabled_ui(!busy, |ui| {
+                the_database(app, ui);
+                ui.add_space(8.0);
+                the_location(app, ui);
+                ui.add_space(8.0);
+                the_schedule(app, ui);
+                ui.add_space(8.0);
+            });
+            check(app, ui);
+        });
+}
+
+fn step(ui: &mut Ui, number: u32, title: &str) {
+    ui.label(
+        RichText::new(format!("{number}. {title}"))
+            .strong()
+            .size(16.0),
+    );
+}
+
+fn the_database(app: &mut PersnapApp, ui: &mut Ui) {
+    let d = app.rt.protect.as_mut().expect("a draft");
+    step(ui, 1, "The database");
+    egui::Frame::group(ui.style()).show(ui, |ui| {
+        ui.set_width(ui.available_width());
+        ui.horizontal_wrapped(|ui| {
+            ui.strong(d.found.folder.display().to_string());
+            ui.label(&d.found.store_name);
+        });
+        let mut facts = vec![d.found.origin_words()];
+        if let Some(b) = d.found.bytes {
+            facts.push(units::bytes(b));
+        }
+        if let Some(m) = d.found.journal_mode {
+            facts.push(m.to_string());
+        }
+        ui.label(facts.join(" · "));
+        ui.horizontal(|ui| {
+            let label = ui.label("Protected as");
+            ui.add(egui::TextEdit::singleline(&mut d.name).desired_width(200.0))
+                .labelled_by(label.id)
+                .on_hover_text("A short name for lists, schedules and operators");
+        });
+        if let Err(e) = persnap::registry::validate_name(&d.name) {
+            ui.colored_label(AMBER, e.to_string());
+        }
+        match &d.probe {
+            None => {
+                ui.horizontal(|ui| {
+                    ui.spinner();
+                    ui.label("Looking at its disk…");
+                });
+            }
+            Some(Err(e)) => {
+                ui.colored_label(RED, e);
+            }
+            Some(Ok(report)) => match (report.method, &report.blocked) {
+                (Some(m), _) => {
+                    ui.label(format!("Backed up from a {}.", snapshot_words(m)));
+                }
+                (None, Some(why)) => {
+                    ui.colored_label(
+                        AMBER,
+                        "This disk cannot take snapshots, so persnap cannot copy the database while the correlator writes to it.",
+                    );
+                    ui.checkbox(
+                        &mut d.online,
+                        "Back up with SQLite's online backup instead (the correlator's writes wait while it copies)",
+                    );
+                    egui::CollapsingHeader::new("Details")
+                        .id_salt("why-no-snapshot")
+                        .show(ui, |ui| ui.label(why));
+                }
+                (None, None) => {}
+            },
+        }
+    });
+}
+
+/// The snapshot a method takes, in words.
+fn snapshot_words(m: persnap::method::Method) -> &'static str {
+    use persnap::method::Method;
+    match m {
+        Method::Btrfs => "snapshot of its disk (btrfs)",
+        Method::Lvm => "snapshot of its disk (LVM)",
+        Method::Vss => "shadow copy of its disk (Volume Shadow Copy)",
+        Method::SqliteOnline => "copy made by SQLite itself",
+    }
+}
+
+fn the_location(app: &mut PersnapApp, ui: &mut Ui) {
+    let suggested = app
+        .rt
+        .overview
+        .suggested
+        .clone()
+        .or_else(super::overview_view::suggested_location);
+    let d = app.rt.protect.as_mut().expect("a draft");
+    step(ui, 2, "Where its backups go");
+    ui.horizontal_wrapped(|ui| {
+        match &d.location {
+            Some(l) => {
+                ui.label(format!("Backups go to {}.", l.display()));
+            }
+            None => {
+                ui.colored_label(AMBER, "Choose a folder, preferably on another disk.");
+            }
+        }
+        let choose = if d.location.is_some() {
+            "Change…"
+        } else {
+            "Choose a folder…"
+        };
+        if ui.button(choose).clicked()
+            && let Some(dir) = rfd::FileDialog::new()
+                .set_title(format!("Where to keep backups of {}", d.name))
+                .pick_folder()
+        {
+            d.location = Some(persnap::fsutil::canonicalize(&dir).unwrap_or(dir));
+        }
+        if let Some(suggested) = suggested
+            && d.location.as_deref() != Some(suggested.as_path())
+            && ui
+                .button(format!("Use {}", suggested.display()))
+                .on_hover_text("A folder persnap creates for you")
+                .clicked()
+            && std::fs::create_dir_all(&suggested).is_ok()
+        {
+            d.location = Some(persnap::fsutil::canonicalize(&suggested).unwrap_or(suggested));
+        }
+    });
+    if let Some(l) = d.location.clone() {
+        let same = match &d.same_disk {
+            Some((looked, same)) if *looked == l => *same,
+            _ => {
+                let same = d.found.folder.is_dir()
+                    && l.is_dir()
+                    && persnap::fsutil::same_filesystem(&d.found.folder, &l).unwrap_or(false);
+                d.same_disk = Some((l.clone(), same));
+                same
+            }
+        };
+        if same {
+            ui.colored_label(
+                AMBER,
+                "This folder is on the database's own disk: if the disk fails, both are lost. A folder on another disk is safer.",
+            );
+        }
+        if cfg!(windows) && persnap::schedule::is_network_path(&l) && d.often != Often::Manual {
+            ui.label("Scheduled backups to a network folder run as an account that can reach it:");
+            egui::Grid::new("protect-account")
+                .num_columns(2)
+                .show(ui, |ui| {
+                    let label = ui.label("Account");
+                    ui.add(egui::TextEdit::singleline(&mut d.account).hint_text("DOMAIN\\user"))
+                        .labelled_by(label.id);
+                    ui.end_row();
+                    let label = ui.label("Its password");
+                    ui.add(egui::TextEdit::singleline(&mut d.password).password(true))
+                        .labelled_by(label.id);
+                    ui.end_row();
+                });
+        }
+    }
+}
+
+fn the_schedule(app: &mut PersnapApp, ui: &mut Ui) {
+    let d = app.rt.protect.as_mut().expect("a draft");
+    step(ui, 3, "When, and for how long");
+    egui::Grid::new("protect-when")
+        .num_columns(2)
+        .spacing([12.0, 8.0])
+        .show(ui, |ui| {
+            let label = ui.label("Back up");
+            egui::ComboBox::from_id_salt("protect-often")
+                .selected_text(d.often.words())
+                .show_ui(ui, |ui| {
+                    for often in Often::ALL {
+                        ui.selectable_value(&mut d.often, often, often.words());
+                    }
+                })
+                .response
+                .labelled_by(label.id);
+            ui.end_row();
+            if matches!(d.often, Often::Daily | Often::Weekdays) {
+                let label = ui.label("At");
+                egui::ComboBox::from_id_salt("protect-hour")
+                    .selected_text(format!("{:02}:00", d.hour))
+                    .show_ui(ui, |ui| {
+                        for hour in 0..24 {
+                            ui.selectable_value(&mut d.hour, hour, format!("{hour:02}:00"));
+                        }
+                    })
+                    .response
+                    .labelled_by(label.id);
+                ui.end_row();
+            }
+            let label = ui.label("Keep");
+            egui::ComboBox::from_id_salt("protect-keep")
+                .selected_text(keep_words(d.keep_days))
+                .show_ui(ui, |ui| {
+                    for keep in KEEP_DAYS {
+                        ui.selectable_value(&mut d.keep_days, keep, keep_words(keep));
+                    }
+                })
+                .response
+                .labelled_by(label.id);
+            ui.end_row();
+        });
+    ui.label(plan_words(d));
+}
+
+/// The schedule as the helper reads it (None: no schedule).
+fn when_text(d: &ProtectDraft) -> Option<String> {
+    match d.often {
+        Often::Daily => Some(format!("{:02}:00", d.hour)),
+        Often::Weekdays => Some(format!("Mon..Fri {:02}:00", d.hour)),
+        Often::Hourly => Some("hourly".into()),
+        Often::Manual => None,
+    }
+}
+
+fn plan_words(d: &ProtectDraft) -> String {
+    let when = when_text(d)
+        .and_then(|w| persnap::schedule::When::parse(&w).ok())
+        .map(|w| format!("persnap backs it up {}", w.describe()))
+        .unwrap_or_else(|| "persnap backs it up when you click Back up now".into());
+    let keep = match d.keep_days {
+        Some(days) => format!("keeps each backup for {days} days, then deletes it"),
+        None => "keeps every backup".into(),
+    };
+    format!("{when}, and {keep}.")
+}
+
+/// Whether the page is ready to protect, or what is missing, in words.
+fn ready(d: &ProtectDraft) -> Result<(), &'static str> {
+    if persnap::registry::validate_name(&d.name).is_err() {
+        return Err("Give it a short name (lower-case letters, digits and dashes) first.");
+    }
+    if d.location.is_none() {
+        return Err("Choose where its backups go first.");
+    }
+    match &d.probe {
+        None => return Err("Looking at its disk…"),
+        Some(Err(_)) => return Err("persnap cannot read this database (above)."),
+        Some(Ok(r)) if r.method.is_none() && !d.online => {
+            return Err(
+                "This disk takes no snapshots: choose SQLite's online backup (above), or keep the database on a disk that takes them.",
+            );
+        }
+        Some(Ok(_)) => {}
+    }
+    Ok(())
+}
+
+fn check(app: &mut PersnapApp, ui: &mut Ui) {
+    let history_dir = app.rt.history.as_ref().map(|h| h.dir().to_owned());
+    let d = app.rt.protect.as_mut().expect("a draft");
+    step(ui, 4, "Check, and protect");
+    ui.label("When you click Protect, persnap asks for the administrator's permission once. As administrator it then:");
+    let method = method_of(d);
+    let test = if method.is_auto() {
+        "takes a test snapshot of the database's disk and removes it again (nothing is copied);"
+    } else {
+        "checks that it can read the database (SQLite's online backup takes no snapshot);"
+    };
+    let mut steps = vec![test.to_owned()];
+    if let Some(when) = when_text(d).and_then(|w| persnap::schedule::When::parse(&w).ok()) {
+        steps.push(format!(
+            "installs a schedule that backs it up {}, run by the system as administrator;",
+            when.describe(),
+        ));
+    }
+    steps.push(format!(
+        "records {} as a protected database, so that you and the operators can back it up without the administrator's password.",
+        d.name
+    ));
+    for s in &steps {
+        ui.label(format!("  • {s}"));
+    }
+    ui.label("If any of this does not work, nothing is changed.");
+    ui.add_space(4.0);
+    let readiness = ready(d);
+    let busy = d.job.is_some();
+    let mut start = false;
+    let mut cancel = false;
+    ui.horizontal(|ui| {
+        let button = ui
+            .add_enabled(
+                readiness.is_ok() && !busy,
+                egui::Button::new(RichText::new("Protect").strong()),
+            )
+            .on_disabled_hover_text(readiness.err().unwrap_or("Protecting…"));
+        button.widget_info(|| {
+            egui::WidgetInfo::labeled(
+                egui::Role::Button,
+                readiness.is_ok() && !busy,
+                format!("Protect {}", d.name),
+            )
+        });
+        start = button.clicked();
+        cancel = ui.add_enabled(!busy, egui::Button::new("Cancel")).clicked();
+    });
+    if let Err(why) = readiness {
+        ui.colored_label(AMBER, why);
+    }
+    if busy {
+        ui.horizontal(|ui| {
+            ui.spinner();
+            ui.label("Waiting for the administrator's permission, then testing and installing…");
+        });
+    }
+    if let Some(Err(f)) = &d.result {
+        ui.colored_label(RED, format!("It was not protected: {}", f.message));
+        ui.label("Nothing was changed. Correct what the message says and click Protect again.");
+    }
+    if start {
+        let request = history_dir
+            .ok_or_else(|| persnap::Error::History {
+                path: PathBuf::from("~"),
+                action: "located",
+                detail: "no history folder; scheduled runs need one to record into".into(),
+            })
+            .and_then(|h| request(d, &h));
+        match request {
+            Ok(request) => {
+                d.result = None;
+                d.job = Some(worker::protect(ui.ctx(), request, app.rt.helper.clone()));
+            }
+            Err(e) => d.result = Some(Err(RemoteFailure::local(&e, None))),
+        }
+    }
+    if cancel {
+        app.rt.protect = None;
+        app.rt.screen = Screen::Overview;
+    }
+}
+
+fn method_of(d: &ProtectDraft) -> MethodChoice {
+    if d.online {
+        MethodChoice::Explicit(persnap::method::Method::SqliteOnline)
+    } else {
+        MethodChoice::Auto
+    }
+}
+
+/// The helper request for the page as filled in.
+fn request(d: &ProtectDraft, history_dir: &Path) -> persnap::Result<Request> {
+    let when = when_text(d);
+    let history_dir = match when {
+        Some(_) => Some(crate::launch::records_folder(history_dir)?),
+        None => None,
+    };
+    let run_as = (!d.account.trim().is_empty()).then(|| persnap::protocol::RunAs {
+        account: d.account.trim().to_owned(),
+        password: persnap::schedule::Secret(d.password.clone()),
+    });
+    Ok(Request::Protect {
+        name: d.name.clone(),
+        source: d.found.folder.clone(),
+        store_name: d.found.store_name.clone(),
+        location: d.location.clone().unwrap_or_default(),
+        method: method_of(d),
+        options: BackupOptions {
+            keep_days: d.keep_days,
+            ..BackupOptions::default()
+        },
+        when,
+        history_dir,
+        run_as: run_as.filter(|_| d.often != Often::Manual),
+        test_snapshot: true,
+    })
+}
+
+/// The page once the database is protected: what was done, and the first
+/// backup one click away.
+fn finished(app: &mut PersnapApp, ui: &mut Ui) {
+    let d = app.rt.protect.as_ref().expect("a draft");
+    let Some(Ok(reply)) = &d.result else {
+        return;
+    };
+    let Reply::Protected {
+        database,
+        probe,
+        schedule,
+        ..
+    } = &**reply
+    else {
+        return;
+    };
+    ui.heading(RichText::new(format!("{} is protected.", database.name)).color(GREEN));
+    let mut lines = Vec::new();
+    match probe.as_ref().and_then(|p| p.test_snapshot.as_ref()) {
+        Some(Ok(_)) => {
+            lines.push("A test snapshot worked: it was taken and removed again.".to_owned())
+        }
+        _ => lines.push("Its backups are made by SQLite's online backup.".to_owned()),
+    }
+    match schedule {
+        Some(s) => {
+            let next = s
+                .when
+                .next_due(chrono::Local::now())
+                .map(|t| {
+                    format!(
+                        "; the first is {}",
+                        persnap::protection::moment(
+                            t.with_timezone(&chrono::Utc),
+                            chrono::Local::now()
+                        )
+                    )
+                })
+                .unwrap_or_default();
+            lines.push(format!("It is backed up {}{next}.", s.when.describe()));
+        }
+        None => lines.push("It is backed up when you click Back up now.".into()),
+    }
+    if let Some(l) = &database.location {
+        lines.push(format!("Backups go to {}.", l.display()));
+    }
+    for line in &lines {
+        ui.label(line);
+    }
+    ui.label("Make its first backup now, so that it is protected from today.");
+    let (name, folder, store, location, method) = (
+        database.name.clone(),
+        database.folder.clone(),
+        database.store_name.clone(),
+        database.location.clone(),
+        database.method,
+    );
+    let details: Vec<String> = probe
+        .as_ref()
+        .and_then(|p| p.test_snapshot.clone())
+        .and_then(Result::ok)
+        .into_iter()
+        .chain(
+            schedule
+                .as_ref()
+                .map(|s| format!("Schedule {}: {}", s.name, s.when)),
+        )
+        .collect();
+    let mut back_up = false;
+    let mut close = false;
+    ui.horizontal(|ui| {
+        back_up = ui
+            .add_enabled(
+                app.rt.activity.is_none() && location.is_some(),
+                egui::Button::new(RichText::new("Back up now").strong()),
+            )
+            .clicked();
+        close = ui.button("Done").clicked();
+    });
+    egui::CollapsingHeader::new("Details")
+        .id_salt("protect-details")
+        .show(ui, |ui| {
+            for line in &details {
+                ui.label(line);
+            }
+        });
+    if back_up && let Some(location) = location {
+        super::overview_view::back_up_now(app, ui.ctx(), &name, &folder, &store, &location, method);
+        close = true;
+    }
+    if close {
+        app.rt.protect = None;
+        app.rt.screen = Screen::Overview;
+    }
+}
