@@ -223,3 +223,58 @@ fn a_database_is_protected_in_one_step_or_not_at_all() {
     let stats = writer.stop();
     assert!(stats.transactions > 20, "the correlator kept writing");
 }
+
+#[test]
+fn the_command_line_protects_in_the_same_one_step() {
+    if !require_root("the_command_line_protects_in_the_same_one_step") {
+        return;
+    }
+    let (_vol, store) = LoopVolume::btrfs_with_subvolume(300);
+    make_store(&store, "persistence.db", Mode::Wal, 1);
+    let plain = tempfile::tempdir().unwrap();
+    make_store(plain.path(), "persistence.db", Mode::Wal, 1);
+    let dest = Destination::new();
+    let place = Place::new();
+    let data = tempfile::tempdir().unwrap();
+    let add = |name: &str, source: &Path| {
+        Command::new(bin("persnap"))
+            .args(["database", "add", name, "--source"])
+            .arg(source)
+            .arg("--dest")
+            .arg(&dest.backups)
+            .args(["--at", "Mon..Fri 22:00", "--keep-days", "30"])
+            .env("PERSNAP_REGISTRY_DIR", place.registry().dir())
+            .env("PERSNAP_UNIT_DIR", place.units.path())
+            .env("PERSNAP_DATA_DIR", data.path())
+            .output()
+            .unwrap()
+    };
+    // No snapshot on the root disk: refused with the reason and what to
+    // do, nothing changed.
+    let out = add("plain", plain.path());
+    assert_eq!(out.status.code(), Some(3), "a snapshot failure");
+    let said = stderr(&out);
+    assert!(
+        said.contains("The test snapshot did not work, so nothing was changed"),
+        "{said}"
+    );
+    assert!(said.contains("--method sqlite-online"), "{said}");
+    assert!(
+        !said.contains("backup failed"),
+        "nothing was backed up: {said}"
+    );
+    assert!(place.registry().list().unwrap().is_empty());
+    assert!(place.units().is_empty());
+
+    let out = add("orders", &store);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let said = stderr(&out);
+    assert!(
+        said.contains("Scheduled Mon, Tue, Wed, Thu, Fri at 22:00"),
+        "{said}"
+    );
+    let db = place.registry().get("orders").unwrap().unwrap();
+    assert_eq!(db.schedule.as_deref(), Some("orders"));
+    assert_eq!(db.retention.keep_days, Some(30));
+    assert_eq!(place.units().len(), 2);
+}

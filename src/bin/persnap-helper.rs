@@ -326,7 +326,7 @@ fn install_schedule(
 
 /// Protect a database: the test snapshot, then its schedule, then its
 /// registration; a schedule installed for a registration that then fails
-/// is removed again.
+/// is removed again. Failures name no backup step (nothing is backed up).
 fn protect(protection: protocol::Protection, registry: &Registry, events: &Events) -> i32 {
     let protocol::Protection {
         probe: test,
@@ -334,7 +334,7 @@ fn protect(protection: protocol::Protection, registry: &Registry, events: &Event
         database,
     } = protection;
     if let Err(e) = not_taken(&database, schedule.is_some(), registry) {
-        return events.fail(&e, Some(Phase::Prepare));
+        return events.fail(&e, None);
     }
     let probe = match test
         .as_ref()
@@ -342,18 +342,18 @@ fn protect(protection: protocol::Protection, registry: &Registry, events: &Event
         .transpose()
     {
         Ok(report) => report,
-        Err(e) => return events.fail(&e, Some(Phase::Snapshot)),
+        Err(e) => return events.fail(&e, None),
     };
     let (schedule, installed) = match schedule.map(install_schedule).transpose() {
         Ok(Some((s, i))) => (Some(s), Some(i)),
         Ok(None) => (None, None),
-        Err(e) => return events.fail(&e, Some(Phase::Prepare)),
+        Err(e) => return events.fail(&e, None),
     };
     if let Err(e) = registry.add(&database) {
         if let Some(s) = &schedule {
             let _ = persnap::schedule::uninstall(&s.name);
         }
-        return events.fail(&e, Some(Phase::Prepare));
+        return events.fail(&e, None);
     }
     events.done(Reply::Protected {
         database,

@@ -24,6 +24,19 @@ pub enum DatabaseCommand {
         /// The database file name (the correlator's -PstoreName).
         #[arg(long, value_name = "NAME", default_value = persnap::store::DEFAULT_STORE_NAME)]
         store_name: String,
+        /// Where its backups go. With it, persnap also takes a test snapshot
+        /// first and (with --at) installs its schedule, in the same step:
+        /// when anything fails, nothing is changed.
+        #[arg(long, value_name = "DIR")]
+        dest: Option<PathBuf>,
+        /// When it is backed up (needs --dest): hourly, daily, 02:30, "Mon..Fri 22:00".
+        #[arg(long, value_name = "WHEN", requires = "dest")]
+        at: Option<String>,
+        #[command(flatten)]
+        retention: super::RetentionArgs,
+        /// How to get a consistent image: auto, btrfs, lvm, vss or sqlite-online.
+        #[arg(long, default_value = "auto", requires = "dest")]
+        method: persnap::method::MethodChoice,
     },
     /// List the protected databases.
     List {
@@ -48,13 +61,52 @@ pub fn run(cmd: DatabaseCommand) -> Result<(), Failure> {
             name,
             source,
             store_name,
+            dest,
+            at,
+            retention,
+            method,
         } => {
             persnap::registry::validate_name(&name)?;
             let source = resolve(&source, persnap::volume::canonical)?;
-            let request = Request::DatabaseAdd {
-                name,
-                source,
-                store_name,
+            let request = match dest {
+                None if !retention.policy().is_keep_all() => {
+                    return Err(Failure {
+                        code: 2,
+                        error: anyhow::anyhow!(
+                            "--keep-last and --keep-days say which backups to keep at a location: give it with --dest"
+                        ),
+                    });
+                }
+                None => Request::DatabaseAdd {
+                    name,
+                    source,
+                    store_name,
+                },
+                Some(dest) => {
+                    let history_dir = match &at {
+                        Some(_) => Some(crate::launch::records_folder(
+                            persnap::history::History::open_default()?.dir(),
+                        )?),
+                        None => None,
+                    };
+                    let policy = retention.policy();
+                    Request::Protect {
+                        name,
+                        source,
+                        store_name,
+                        location: resolve(&dest, persnap::backup::canonical_dest)?,
+                        method,
+                        options: persnap::protocol::BackupOptions {
+                            keep_last: policy.keep_last,
+                            keep_days: policy.keep_days,
+                            ..Default::default()
+                        },
+                        when: at,
+                        history_dir,
+                        run_as: None,
+                        test_snapshot: true,
+                    }
+                }
             };
             match call_helper(&request)? {
                 Reply::DatabaseAdded { database } => {
@@ -64,6 +116,42 @@ pub fn run(cmd: DatabaseCommand) -> Result<(), Failure> {
                         database.store_name,
                         database.folder.display()
                     );
+                    Ok(())
+                }
+                Reply::Protected {
+                    database,
+                    probe,
+                    schedule,
+                    installed,
+                } => {
+                    eprintln!(
+                        "Protected {}: {} in {}, backed up to {}. Operators may now back it up.",
+                        database.name,
+                        database.store_name,
+                        database.folder.display(),
+                        database
+                            .location
+                            .as_deref()
+                            .unwrap_or(std::path::Path::new("?"))
+                            .display()
+                    );
+                    if let Some(Ok(said)) = probe.as_ref().and_then(|p| p.test_snapshot.as_ref()) {
+                        eprintln!("{said}");
+                    }
+                    match schedule {
+                        Some(s) => eprintln!(
+                            "Scheduled {}; {}.",
+                            s.when.describe(),
+                            s.retention.describe()
+                        ),
+                        None => eprintln!(
+                            "No schedule: back it up with `persnap backup --source {} --dest DIR`.",
+                            database.folder.display()
+                        ),
+                    }
+                    if let Some(i) = installed {
+                        eprintln!("{}", i.note);
+                    }
                     Ok(())
                 }
                 other => Err(remote_failure(RemoteFailure::unexpected(other))),
