@@ -1,12 +1,11 @@
 //! The history screen: every run in a sortable, filterable table, a
-//! details pane with the manifest or the error, and a plot of backup size
-//! and duration over time.
+//! details pane with the manifest or the error, and backup size and
+//! duration over time (see `chart`).
 
 use std::time::Duration;
 
 use eframe::egui::{self, RichText, Ui};
 use egui_extras::{Column, TableBuilder};
-use egui_plot::{Legend, Line, Plot};
 use persnap::history::{Outcome, Run};
 use persnap::units;
 
@@ -101,8 +100,12 @@ pub fn show(app: &mut PersnapApp, ui: &mut Ui) {
     let rows = sorted_rows(&app.rt.runs, &app.rt.history_view);
     egui::Panel::bottom("history-plot")
         .resizable(true)
-        .default_size(180.0)
-        .show(ui, |ui| plot(&app.rt.runs, ui));
+        .default_size(260.0)
+        .show(ui, |ui| {
+            let runs: Vec<&Run> = app.rt.runs.iter().collect();
+            let height = ui.available_height();
+            super::chart::size_and_duration(ui, "history", &runs, height);
+        });
     egui::Panel::right("history-details")
         .resizable(true)
         .default_size(300.0)
@@ -397,37 +400,4 @@ fn restore_panel(app: &mut PersnapApp, ui: &mut Ui) {
             }
         }
     }
-}
-
-/// Size (MiB) and duration (s) of completed backups over time (days).
-fn plot(runs: &[Run], ui: &mut Ui) {
-    let done: Vec<&Run> = runs
-        .iter()
-        .filter(|r| r.outcome == Outcome::Completed)
-        .collect();
-    let day = |r: &Run| r.started.timestamp() as f64 / 86_400.0;
-    let size: Vec<[f64; 2]> = done
-        .iter()
-        .map(|r| [day(r), r.bytes as f64 / (1 << 20) as f64])
-        .collect();
-    let secs: Vec<[f64; 2]> = done
-        .iter()
-        .map(|r| [day(r), r.duration_secs.unwrap_or(0.0)])
-        .collect();
-    Plot::new("size-duration")
-        .legend(Legend::default())
-        .height(ui.available_height().max(120.0))
-        .x_axis_formatter(|mark, _| {
-            chrono::DateTime::from_timestamp((mark.value * 86_400.0) as i64, 0)
-                .map(|t| {
-                    t.with_timezone(&chrono::Local)
-                        .format("%m-%d %H:%M")
-                        .to_string()
-                })
-                .unwrap_or_default()
-        })
-        .show(ui, |plot| {
-            plot.line(Line::new("Size (MiB)", size));
-            plot.line(Line::new("Duration (s)", secs));
-        });
 }

@@ -9,6 +9,7 @@
 //! are drained at the start of every frame.
 
 mod backup_view;
+mod chart;
 mod history_view;
 mod overview_view;
 mod protect_view;
