@@ -201,9 +201,7 @@ pub fn time_label(mark: GridMark) -> String {
         } else {
             t.format("%b").to_string()
         }
-    } else if mark.step_size >= DAY {
-        t.format("%-d %b").to_string()
-    } else if t.hour() == 0 && t.minute() == 0 {
+    } else if mark.step_size >= DAY || (t.hour() == 0 && t.minute() == 0) {
         t.format("%-d %b").to_string()
     } else {
         t.format("%H:%M").to_string()
