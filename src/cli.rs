@@ -693,7 +693,7 @@ fn print_probe(report: &ProbeReport) {
 fn verify_cmd(dir: PathBuf) -> Result<(), Failure> {
     let cancel = CancelToken::new();
     install_cancel_on_signals(&cancel)?;
-    let scratch_parent = scratch_parent_for(&dir);
+    let scratch_parent = verify::scratch_parent(&dir);
     let mut printer = Printer::new();
     printer.phase(Phase::Verify);
     let mut meter = persnap::copy::Meter {
@@ -720,24 +720,6 @@ fn verify_cmd(dir: PathBuf) -> Result<(), Failure> {
         manifest.source_dir.display()
     );
     Ok(())
-}
-
-/// Scratch space next to the backup when writable, else the temp folder.
-fn scratch_parent_for(dir: &std::path::Path) -> PathBuf {
-    let parent = persnap::fsutil::canonicalize(dir)
-        .ok()
-        .and_then(|d| d.parent().map(PathBuf::from));
-    match parent {
-        Some(p) if tempfile_probe(&p) => p,
-        _ => std::env::temp_dir(),
-    }
-}
-
-fn tempfile_probe(dir: &std::path::Path) -> bool {
-    let probe = dir.join(format!(".persnap-probe-{}", std::process::id()));
-    let ok = std::fs::write(&probe, b"").is_ok();
-    let _ = std::fs::remove_file(&probe);
-    ok
 }
 
 fn history_cmd(json: bool) -> Result<(), Failure> {

@@ -277,4 +277,20 @@ fn the_command_line_protects_in_the_same_one_step() {
     assert_eq!(db.schedule.as_deref(), Some("orders"));
     assert_eq!(db.retention.keep_days, Some(30));
     assert_eq!(place.units().len(), 2);
+
+    // Stopping protection takes its schedule with it; its backups stay.
+    let out = Command::new(bin("persnap"))
+        .args(["database", "remove", "orders"])
+        .env("PERSNAP_REGISTRY_DIR", place.registry().dir())
+        .env("PERSNAP_UNIT_DIR", place.units.path())
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("its schedule orders is removed"),
+        "{}",
+        stderr(&out)
+    );
+    assert!(place.registry().list().unwrap().is_empty());
+    assert!(place.units().is_empty(), "{:?}", place.units());
 }

@@ -260,8 +260,12 @@ fn handle(level: Authority, input: Box<dyn Read + Send>, mut events: Events) -> 
             Ok(()) => events.done(Reply::DatabaseAdded { database }),
             Err(e) => events.fail(&e, Some(Phase::Prepare)),
         },
-        Validated::DatabaseRemove { name } => match registry.remove(&name) {
-            Ok(existed) => events.done(Reply::DatabaseRemoved { name, existed }),
+        Validated::DatabaseRemove { name } => match unprotect(&name, &registry) {
+            Ok((existed, schedule_removed)) => events.done(Reply::DatabaseRemoved {
+                name,
+                existed,
+                schedule_removed,
+            }),
             Err(e) => events.fail(&e, Some(Phase::Prepare)),
         },
         Validated::Protect(protection) => protect(*protection, &registry, &events),
@@ -361,6 +365,17 @@ fn protect(protection: protocol::Protection, registry: &Registry, events: &Event
         schedule,
         installed,
     })
+}
+
+/// Stop protecting `name`: its schedule first (a schedule left behind
+/// would go on backing up a database nobody protects), then its entry.
+fn unprotect(name: &str, registry: &Registry) -> persnap::Result<(bool, Option<String>)> {
+    let schedule = registry.get(name)?.and_then(|db| db.schedule);
+    let removed = match &schedule {
+        Some(s) => persnap::schedule::uninstall(s)?.then(|| s.clone()),
+        None => None,
+    };
+    Ok((registry.remove(name)?, removed))
 }
 
 /// A test snapshot's report, if it found that backups can be taken: the

@@ -51,7 +51,7 @@ pub enum DatabaseCommand {
         #[arg(long)]
         json: bool,
     },
-    /// Stop protecting a database (asks for the administrator password). Its backups stay.
+    /// Stop protecting a database and remove its schedule (asks for the administrator password). Its backups stay.
     Remove { name: String },
 }
 
@@ -215,8 +215,17 @@ pub fn run(cmd: DatabaseCommand) -> Result<(), Failure> {
         DatabaseCommand::Remove { name } => {
             persnap::registry::validate_name(&name)?;
             match call_helper(&Request::DatabaseRemove { name: name.clone() })? {
-                Reply::DatabaseRemoved { existed: true, .. } => {
-                    eprintln!("{name} is no longer protected; its backups stay.");
+                Reply::DatabaseRemoved {
+                    existed: true,
+                    schedule_removed,
+                    ..
+                } => {
+                    match schedule_removed {
+                        Some(s) => eprintln!(
+                            "{name} is no longer protected and its schedule {s} is removed; its backups stay."
+                        ),
+                        None => eprintln!("{name} is no longer protected; its backups stay."),
+                    }
                     Ok(())
                 }
                 Reply::DatabaseRemoved { existed: false, .. } => Err(Failure {

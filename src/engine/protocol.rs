@@ -91,7 +91,8 @@ pub enum Request {
         source: PathBuf,
         store_name: String,
     },
-    /// Stop protecting a database (its backups stay).
+    /// Stop protecting a database, and remove the schedule its entry names
+    /// (its backups and history stay).
     DatabaseRemove { name: String },
     /// Protect a database in one administrator step: take a test snapshot
     /// (created and removed, nothing copied) if asked, install its schedule
@@ -296,6 +297,9 @@ pub enum Reply {
     DatabaseRemoved {
         name: String,
         existed: bool,
+        /// Its schedule, removed with it (the one its entry named).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        schedule_removed: Option<String>,
     },
     Restore {
         report: crate::restore::RestoreReport,

@@ -226,6 +226,24 @@ fn run_integrity_check(conn: &Connection) -> Result<(u64, u64)> {
     Ok((pragma("page_count")? as u64, pragma("page_size")? as u64))
 }
 
+/// Where [`verify_backup`] of `dir` keeps its scratch copy: beside the
+/// backup when that folder is writable, else the temporary folder.
+pub fn scratch_parent(dir: &Path) -> std::path::PathBuf {
+    let parent = crate::fsutil::canonicalize(dir)
+        .ok()
+        .and_then(|d| d.parent().map(std::path::PathBuf::from));
+    let writable = |p: &Path| {
+        let probe = p.join(format!(".persnap-probe-{}", std::process::id()));
+        let ok = std::fs::write(&probe, b"").is_ok();
+        let _ = std::fs::remove_file(&probe);
+        ok
+    };
+    match parent {
+        Some(p) if writable(&p) => p,
+        _ => std::env::temp_dir(),
+    }
+}
+
 /// Re-check a finished backup: files exactly as the manifest lists them,
 /// hashes, and SQLite integrity. Scratch space goes in `scratch_parent`.
 pub fn verify_backup(

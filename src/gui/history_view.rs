@@ -319,7 +319,7 @@ fn details(app: &mut PersnapApp, ui: &mut Ui) {
 }
 
 /// Restore: where to, what happens, then the result.
-fn restore_panel(app: &mut PersnapApp, ui: &mut Ui) {
+pub fn restore_panel(app: &mut PersnapApp, ui: &mut Ui) {
     let ctx = ui.ctx().clone();
     let Some(draft) = &mut app.rt.restore else {
         return;

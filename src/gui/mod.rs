@@ -4,12 +4,14 @@
 //! between launches) apart from the runtime state, which is rebuilt at
 //! every start. Each screen is its own file: `overview_view` (the first:
 //! is each database protected?), `backup_view`, `history_view`,
-//! `protect_view` (the guided "Protect a database"), `schedule_view`,
+//! `protect_view` (the guided "Protect a database"), `database_view` (one
+//! database's backups and actions), `schedule_view`,
 //! `settings_view`. All slow work runs in `worker` threads; their messages
 //! are drained at the start of every frame.
 
 mod backup_view;
 mod chart;
+mod database_view;
 mod history_view;
 mod overview_view;
 mod protect_view;
@@ -123,6 +125,8 @@ pub enum Screen {
     Overview,
     /// "Protect a database", opened from the overview (not a tab).
     Protect,
+    /// One protected database's page, opened from its card (not a tab).
+    Database,
     Backup,
     History,
     Schedules,
@@ -181,6 +185,8 @@ pub struct Runtime {
     pub overview: overview_view::OverviewState,
     /// The "Protect a database" page, while it is open.
     pub protect: Option<protect_view::ProtectDraft>,
+    /// The page of one protected database, while it is open.
+    pub database: Option<database_view::DatabasePage>,
 }
 
 /// The restore panel's state.
@@ -241,6 +247,7 @@ impl PersnapApp {
                 registry: persnap::registry::Registry::system(),
                 overview: Default::default(),
                 protect: None,
+                database: None,
             },
         };
         app.reload_history();
@@ -385,7 +392,8 @@ impl PersnapApp {
                 (Screen::Settings, "Settings"),
             ] {
                 let current = self.rt.screen == screen
-                    || (self.rt.screen == Screen::Protect && screen == Screen::Overview);
+                    || (matches!(self.rt.screen, Screen::Protect | Screen::Database)
+                        && screen == Screen::Overview);
                 if ui.selectable_label(current, label).clicked() {
                     if screen == Screen::Schedules {
                         self.rt.schedules.reload();
@@ -431,6 +439,7 @@ impl eframe::App for PersnapApp {
         egui::CentralPanel::default_margins().show(ui, |ui| match self.rt.screen {
             Screen::Overview => overview_view::show(self, ui),
             Screen::Protect => protect_view::show(self, ui),
+            Screen::Database => database_view::show(self, ui),
             Screen::Backup => backup_view::show(self, ui),
             Screen::History => history_view::show(self, ui),
             Screen::Schedules => schedule_view::show(self, ui),

@@ -396,8 +396,18 @@ fn actions(app: &mut PersnapApp, ui: &mut Ui, card: &Assessment, location: Optio
                 card.method,
             );
         }
-        if ui.button("History").clicked() {
-            app.rt.screen = Screen::History;
+        let history = ui
+            .button("Backups and restore")
+            .on_hover_text("Its backups, their history, Verify again and Restore");
+        history.widget_info(|| {
+            egui::WidgetInfo::labeled(
+                egui::Role::Button,
+                true,
+                format!("Backups of {}", card.name),
+            )
+        });
+        if history.clicked() {
+            super::database_view::open(app, &card.name);
         }
         if let Some(good) = card.last_good.as_ref().and_then(|r| r.backup_path.clone())
             && ui

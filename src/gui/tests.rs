@@ -506,11 +506,15 @@ fn btrfs_snapshot_backup_from_the_window_and_a_missing_helper() {
 
 // ---- image snapshots of each screen, with fixed content ----
 
-const FIXTURE: &str = "/tmp/persnap-gui-fixture";
-
 fn fixture_history() -> History {
-    // Written with "/" so the path on screen is the same on every platform.
-    let dir = PathBuf::from(format!("{FIXTURE}/history/"));
+    fixture_history_in("")
+}
+
+/// The fixture history in a folder of `test`'s own (tests run side by
+/// side); written with "/" so the path on screen is the same on every
+/// platform.
+fn fixture_history_in(test: &str) -> History {
+    let dir = PathBuf::from(format!("/tmp/persnap-gui-fixture/{test}/history/").replace("//", "/"));
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).unwrap();
     let runs: Vec<serde_json::Value> = (0..6)
@@ -527,7 +531,8 @@ fn fixture_history() -> History {
                 "finished": format!("2026-11-2{}T0{}:01:00Z", i / 2, i + 1),
                 "duration_secs": 20.0 + 7.0 * i as f64,
                 "source": "/srv/apama/store", "store_name": "persistence.db",
-                "destination": "/backups", "backup_path": null,
+                "destination": "/backups",
+                "backup_path": if i < 4 { serde_json::json!(format!("/backups/persistence-run{i}")) } else { serde_json::Value::Null },
                 "requested_method": "auto", "method": "lvm", "snapshot_id": null,
                 "bytes": (200u64 + 30 * i) << 20, "files": 2, "outcome": outcome,
                 "verification": if i < 4 { serde_json::json!({"integrity": "ok", "page_count": 51200, "page_size": 4096, "hashes_match": true, "seconds": 3.5}) } else { serde_json::Value::Null },
@@ -884,9 +889,12 @@ fn a_missed_scheduled_run_is_shown_on_the_backup_screen() {
 /// Two protected databases in a registry of fixed content: one whose last
 /// run was interrupted (in the fixture history), one never backed up.
 fn fixture_registry() -> persnap::registry::Registry {
-    let dir = PathBuf::from(format!("{FIXTURE}/registry/"));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
+    // A folder of its own for each window (tests run side by side).
+    let dir = tempfile::Builder::new()
+        .prefix("persnap-gui-registry-")
+        .tempdir()
+        .unwrap()
+        .keep();
     for (name, folder, location) in [
         ("orders", "/srv/apama/store", "/backups"),
         ("audit", "/srv/apama/audit", "/mnt/offsite"),
@@ -902,12 +910,12 @@ fn fixture_registry() -> persnap::registry::Registry {
     persnap::registry::Registry::at(dir)
 }
 
-fn fixture_overview(theme: super::Theme, scale: f32) -> Harness<'static, PersnapApp> {
+fn fixture_overview(test: &str, theme: super::Theme, scale: f32) -> Harness<'static, PersnapApp> {
     let settings = Settings {
         theme,
         ..Settings::default()
     };
-    let mut app = PersnapApp::with_settings(settings, Ok(fixture_history()));
+    let mut app = PersnapApp::with_settings(settings, Ok(fixture_history_in(test)));
     app.rt.registry = fixture_registry();
     app.rt.overview.places = Some(Vec::new());
     app.rt.overview.skip_processes = true;
@@ -939,7 +947,7 @@ fn fixture_protect(
         theme,
         ..Settings::default()
     };
-    let mut app = PersnapApp::with_settings(settings, Ok(fixture_history()));
+    let mut app = PersnapApp::with_settings(settings, Ok(fixture_history_in("protect")));
     app.rt.registry = persnap::registry::Registry::at(registry.join("databases"));
     app.rt.overview.places = Some(Vec::new());
     app.rt.overview.skip_processes = true;
@@ -1023,8 +1031,39 @@ fn protecting_a_database_is_one_page_in_words() {
 }
 
 #[test]
+fn a_databases_page_shows_its_backups_in_words() {
+    let mut h = fixture_overview("database", super::Theme::Light, 1.0);
+    h.get_by_label("Backups of orders").click();
+    h.run();
+    assert!(h.query_by_label("orders").is_some());
+    assert!(
+        h.query_by_label(
+            "failed: it stopped half-way (the computer shut down or persnap was stopped)"
+        )
+        .is_some(),
+        "the reason of a failure, in words"
+    );
+    assert!(
+        h.query_by_label("Select a backup to verify it again, open it or restore it.")
+            .is_some()
+    );
+    let first = h.get_all_by_label("verified backup").next().unwrap();
+    first.click();
+    h.run();
+    assert!(h.query_by_label("Verify again").is_some());
+    assert!(h.unnamed_widgets().is_empty());
+    h.snapshot("database_screen");
+    let mut results = h.take_snapshot_results();
+    let mut h = fixture_overview("database", super::Theme::Dark, 2.0);
+    h.get_by_label("Backups of orders").click();
+    h.run();
+    h.snapshot("database_screen_dark_2x");
+    results.extend(h.take_snapshot_results());
+}
+
+#[test]
 fn the_overview_says_which_database_needs_what() {
-    let mut h = fixture_overview(super::Theme::Light, 1.0);
+    let mut h = fixture_overview("overview", super::Theme::Light, 1.0);
     assert!(
         h.query_by_label("0 of 2 databases need your attention.")
             .is_none()
@@ -1055,7 +1094,7 @@ fn the_overview_says_which_database_needs_what() {
         (super::Theme::Light, 2.0, "overview_screen_2x"),
         (super::Theme::Dark, 2.0, "overview_screen_dark_2x"),
     ] {
-        let mut h = fixture_overview(theme, scale);
+        let mut h = fixture_overview("overview", theme, scale);
         h.snapshot(name);
         results.extend(h.take_snapshot_results());
     }
@@ -1154,6 +1193,66 @@ fn an_empty_overview_leads_to_protecting_a_database() {
             .is_none(),
         "a protected database is no longer offered"
     );
+
+    // Its page: the backup in the table; verified again, then found
+    // damaged once a file of it is changed.
+    let dir = backed_up_dir(h.state());
+    h.get_by_label("Backups of store").click();
+    h.run();
+    assert!(
+        h.query_by_label("No schedule: backed up when you click Back up now.")
+            .is_some()
+    );
+    h.get_by_label("verified backup").click();
+    h.run();
+    h.get_by_label("Verify again").click();
+    wait_until(&mut h, "the verification", |app| {
+        app.rt
+            .database
+            .as_ref()
+            .is_some_and(|p| p.verified.is_some())
+    });
+    assert!(
+        h.query_by_label_contains("Verified again: all").is_some(),
+        "{:?}",
+        h.state().rt.database.as_ref().unwrap().verified
+    );
+    let db = dir.join("persistence.db");
+    let mut bytes = std::fs::read(&db).unwrap();
+    let last = bytes.len() - 1;
+    bytes[last] ^= 0xff;
+    std::fs::write(&db, bytes).unwrap();
+    h.get_by_label("Verify again").click();
+    wait_until(&mut h, "the second verification", |app| {
+        app.rt
+            .database
+            .as_ref()
+            .is_some_and(|p| p.verified.as_ref().is_some_and(|v| v.1.is_err()))
+    });
+    assert!(
+        h.query_by_label_contains("This backup is damaged")
+            .is_some()
+    );
+
+    // Stop protecting it: asked first, then gone from the registry; its
+    // backups stay.
+    h.get_by_label("Stop protecting…").click();
+    h.run();
+    h.get_by_label("Keep protecting").click();
+    h.run();
+    assert!(registry.get("store").unwrap().is_some());
+    h.get_by_label("Stop protecting…").click();
+    h.run();
+    h.get_by_label("Stop protecting store").click();
+    wait_until(&mut h, "the unprotection", |app| {
+        app.rt
+            .database
+            .as_ref()
+            .is_some_and(|p| p.stopped.is_some())
+    });
+    assert!(h.query_by_label("store is no longer protected.").is_some());
+    assert!(registry.get("store").unwrap().is_none());
+    assert!(dir.is_dir(), "its backups stay");
 }
 
 /// The whole way a new user goes, on a real btrfs volume: a correlator is

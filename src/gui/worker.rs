@@ -157,9 +157,11 @@ pub fn protect(ctx: &eframe::egui::Context, request: Request, helper: Option<Hel
         let result = match route(helper)
             .and_then(|r| launch::call_via(r, &request, &mut progress, &mut Discard, &cancel))
         {
-            Ok(reply @ (Reply::DatabaseAdded { .. } | Reply::Protected { .. })) => {
-                Ok(Box::new(reply))
-            }
+            Ok(
+                reply @ (Reply::DatabaseAdded { .. }
+                | Reply::Protected { .. }
+                | Reply::DatabaseRemoved { .. }),
+            ) => Ok(Box::new(reply)),
             Ok(other) => Err(RemoteFailure::unexpected(other)),
             Err(f) => Err(f),
         };

@@ -1,0 +1,446 @@
+//! A protected database's page, opened from its card: how it stands, its
+//! backups in a table with the reason for every failure in words, size
+//! and duration over time, and what can be done — back up now, verify a
+//! backup again, restore one, open its folder, stop protecting it.
+
+use std::path::PathBuf;
+use std::sync::mpsc::{Receiver, TryRecvError};
+use std::time::Duration;
+
+use eframe::egui::{self, RichText, Ui};
+use egui_extras::{Column, TableBuilder};
+use persnap::history::{Outcome, Run};
+use persnap::protection::{self, Assessment};
+use persnap::protocol::Request;
+use persnap::units;
+
+use super::backup_view::{AMBER, GREEN, RED, open_folder};
+use super::worker::{self, Job, Msg};
+use super::{PersnapApp, RestoreDraft, Screen};
+
+/// The page's state.
+pub struct DatabasePage {
+    pub name: String,
+    /// The run whose backup is selected in the table.
+    pub selected: Option<String>,
+    /// Verifying a backup again: which, and how it went.
+    verifying: Option<(String, Receiver<Result<String, String>>)>,
+    pub verified: Option<(String, Result<String, String>)>,
+    /// "Stop protecting": asked, running, and how it went.
+    confirm_stop: bool,
+    stopping: Option<Job>,
+    pub stopped: Option<Result<String, String>>,
+}
+
+impl DatabasePage {
+    pub fn new(name: &str) -> DatabasePage {
+        DatabasePage {
+            name: name.to_owned(),
+            selected: None,
+            verifying: None,
+            verified: None,
+            confirm_stop: false,
+            stopping: None,
+            stopped: None,
+        }
+    }
+
+    pub fn busy(&self) -> bool {
+        self.verifying.is_some() || self.stopping.is_some()
+    }
+}
+
+/// Open the page of `name`.
+pub fn open(app: &mut PersnapApp, name: &str) {
+    app.rt.database = Some(DatabasePage::new(name));
+    app.rt.screen = Screen::Database;
+}
+
+fn drain(app: &mut PersnapApp) {
+    let Some(page) = &mut app.rt.database else {
+        return;
+    };
+    if let Some((id, rx)) = &page.verifying {
+        match rx.try_recv() {
+            Ok(result) => {
+                page.verified = Some((id.clone(), result));
+                page.verifying = None;
+            }
+            Err(TryRecvError::Empty) => {}
+            Err(TryRecvError::Disconnected) => page.verifying = None,
+        }
+    }
+    let mut stopped = false;
+    if let Some(job) = &page.stopping {
+        match job.rx.try_recv() {
+            Ok(Msg::ProtectDone(result)) => {
+                page.stopping = None;
+                stopped = result.is_ok();
+                page.stopped = Some(result.map(|_| String::new()).map_err(|f| f.message));
+            }
+            Ok(_) | Err(TryRecvError::Empty) => {}
+            Err(TryRecvError::Disconnected) => page.stopping = None,
+        }
+    }
+    if stopped {
+        app.rt.overview.invalidate();
+        app.rt.overview.look_again();
+        app.rt.schedules.reload();
+    }
+}
+
+pub fn show(app: &mut PersnapApp, ui: &mut Ui) {
+    drain(app);
+    let Some(name) = app.rt.database.as_ref().map(|p| p.name.clone()) else {
+        app.rt.screen = Screen::Overview;
+        return;
+    };
+    if ui.button("Back to all databases").clicked() {
+        app.rt.database = None;
+        app.rt.screen = Screen::Overview;
+        return;
+    }
+    if let Some(Ok(_)) = app.rt.database.as_ref().and_then(|p| p.stopped.as_ref()) {
+        ui.heading(format!("{name} is no longer protected."));
+        ui.label("Its schedule is removed. Its backups and their history stay where they are.");
+        return;
+    }
+    let card = app.rt.overview.survey.as_ref().and_then(|s| {
+        s.as_ref()
+            .ok()
+            .and_then(|s| s.assessments.iter().find(|a| a.name == name).cloned())
+    });
+    let Some(card) = card else {
+        ui.horizontal(|ui| {
+            ui.spinner();
+            ui.label("Looking at the protected databases…");
+        });
+        return;
+    };
+    let runs: Vec<Run> = {
+        let db = persnap::registry::Database::new(&card.name, &card.folder, &card.store_name);
+        let mut mine: Vec<Run> = protection::runs_of(&db, &app.rt.runs).cloned().collect();
+        mine.sort_by(|a, b| b.started.cmp(&a.started));
+        mine
+    };
+    header(app, ui, &card);
+    ui.add_space(6.0);
+    egui::Panel::bottom("database-chart")
+        .resizable(true)
+        .default_size(240.0)
+        .show(ui, |ui| {
+            let all: Vec<&Run> = runs.iter().collect();
+            let height = ui.available_height();
+            super::chart::size_and_duration(ui, &format!("db-{name}"), &all, height);
+        });
+    if app.rt.restore.is_some() {
+        egui::Panel::right("database-restore")
+            .resizable(true)
+            .default_size(320.0)
+            .show(ui, |ui| super::history_view::restore_panel(app, ui));
+    }
+    selected_actions(app, ui, &runs);
+    table(app, ui, &runs);
+}
+
+fn header(app: &mut PersnapApp, ui: &mut Ui, card: &Assessment) {
+    let now = app.rt.overview.now.unwrap_or_else(chrono::Local::now);
+    ui.horizontal_wrapped(|ui| {
+        ui.heading(&card.name);
+        ui.weak(format!("{} in {}", card.store_name, card.folder.display()));
+    });
+    ui.colored_label(
+        super::overview_view::level_colour(card.level),
+        &card.headline,
+    );
+    if let Some(advice) = &card.advice {
+        ui.label(advice);
+    }
+    match &card.schedule {
+        Some(s) => ui.label(format!(
+            "Backed up {}; next {}.",
+            s.when,
+            s.next_run
+                .map(|t| protection::moment(t, now))
+                .unwrap_or_else(|| "when the scheduler says".into())
+        )),
+        None => ui.label("No schedule: backed up when you click Back up now."),
+    };
+    let location = app
+        .settings
+        .locations
+        .get(&card.name)
+        .map(PathBuf::from)
+        .or_else(|| card.location.clone());
+    let busy = app.rt.database.as_ref().is_some_and(DatabasePage::busy);
+    ui.horizontal(|ui| {
+        let can = app.rt.activity.is_none() && location.is_some();
+        if ui
+            .add_enabled(
+                can,
+                egui::Button::new(RichText::new("Back up now").strong()),
+            )
+            .on_disabled_hover_text("Another backup is running, or no location is chosen")
+            .clicked()
+            && let Some(l) = &location
+        {
+            super::overview_view::back_up_now(
+                app,
+                ui.ctx(),
+                &card.name,
+                &card.folder,
+                &card.store_name,
+                l,
+                card.method,
+            );
+        }
+        if let Some(l) = &location
+            && ui.button("Open backups folder").clicked()
+        {
+            open_folder(l);
+        }
+        if ui
+            .add_enabled(!busy, egui::Button::new("Stop protecting…"))
+            .clicked()
+            && let Some(page) = &mut app.rt.database
+        {
+            page.confirm_stop = true;
+        }
+    });
+    if app.rt.overview.backing_up.as_deref() == Some(card.name.as_str()) {
+        super::backup_view::activity(app, ui);
+        super::backup_view::outcome(app, ui);
+    }
+    let Some(page) = &mut app.rt.database else {
+        return;
+    };
+    if page.confirm_stop {
+        egui::Frame::group(ui.style()).show(ui, |ui| {
+            ui.colored_label(
+                AMBER,
+                format!(
+                    "Stop protecting {}? Its schedule is removed and operators can no longer back it up. Its backups stay.",
+                    card.name
+                ),
+            );
+            ui.horizontal(|ui| {
+                if ui.button(format!("Stop protecting {}", card.name)).clicked() {
+                    page.confirm_stop = false;
+                    page.stopped = None;
+                    page.stopping = Some(worker::protect(
+                        ui.ctx(),
+                        Request::DatabaseRemove {
+                            name: card.name.clone(),
+                        },
+                        app.rt.helper.clone(),
+                    ));
+                }
+                if ui.button("Keep protecting").clicked() {
+                    page.confirm_stop = false;
+                }
+            });
+        });
+    }
+    if page.stopping.is_some() {
+        ui.horizontal(|ui| {
+            ui.spinner();
+            ui.label("Waiting for the administrator's permission…");
+        });
+    }
+    if let Some(Err(e)) = &page.stopped {
+        ui.colored_label(RED, format!("It is still protected: {e}"));
+    }
+}
+
+/// What can be done with the selected backup.
+fn selected_actions(app: &mut PersnapApp, ui: &mut Ui, runs: &[Run]) {
+    let Some(page) = &mut app.rt.database else {
+        return;
+    };
+    let Some(run) = page
+        .selected
+        .as_ref()
+        .and_then(|id| runs.iter().find(|r| &r.id == id))
+    else {
+        ui.label("Select a backup to verify it again, open it or restore it.");
+        return;
+    };
+    let Some(path) = run
+        .backup_path
+        .clone()
+        .filter(|_| run.outcome == Outcome::Completed)
+    else {
+        ui.label(format!("{}: {}", when(run), result_words(run)));
+        return;
+    };
+    let there = path.is_dir();
+    let mut restore = false;
+    ui.horizontal_wrapped(|ui| {
+        ui.strong(format!("Backup of {}", when(run)));
+        if ui
+            .add_enabled(
+                there && page.verifying.is_none(),
+                egui::Button::new("Verify again"),
+            )
+            .on_hover_text("Read every file back and check the database, as after the backup")
+            .clicked()
+        {
+            let (tx, rx) = std::sync::mpsc::channel();
+            let ctx = ui.ctx().clone();
+            let dir = path.clone();
+            std::thread::spawn(move || {
+                let _ = tx.send(verify_again(&dir));
+                ctx.request_repaint();
+            });
+            page.verified = None;
+            page.verifying = Some((run.id.clone(), rx));
+        }
+        if ui
+            .add_enabled(there, egui::Button::new("Open folder"))
+            .clicked()
+        {
+            open_folder(&path);
+        }
+        restore = ui
+            .add_enabled(there, egui::Button::new("Restore…"))
+            .on_hover_text("Put this backup back in place of the database")
+            .clicked();
+    });
+    if !there {
+        ui.colored_label(
+            AMBER,
+            "This backup is no longer there (moved, or deleted by retention).",
+        );
+    }
+    if page.verifying.is_some() {
+        ui.horizontal(|ui| {
+            ui.spinner();
+            ui.label("Verifying…");
+        });
+    }
+    if let Some((id, result)) = &page.verified
+        && *id == run.id
+    {
+        match result {
+            Ok(words) => ui.colored_label(GREEN, words),
+            Err(words) => ui.colored_label(RED, words),
+        };
+    }
+    if restore {
+        app.rt.restore = Some(RestoreDraft {
+            backup: path,
+            target: run.source.display().to_string(),
+            job: None,
+            phase: None,
+            result: None,
+        });
+    }
+}
+
+/// Verify `dir` again; the outcome in words.
+fn verify_again(dir: &std::path::Path) -> Result<String, String> {
+    let cancel = persnap::progress::CancelToken::new();
+    let mut quiet = persnap::progress::Silent;
+    let mut meter = persnap::copy::Meter {
+        phase: persnap::progress::Phase::Verify,
+        done: 0,
+        total: 0,
+        progress: &mut quiet,
+        cancel: &cancel,
+    };
+    match persnap::verify::verify_backup(dir, &persnap::verify::scratch_parent(dir), &mut meter) {
+        Ok((manifest, _)) => Ok(format!(
+            "Verified again: all {} files are as they were written, and the database is intact.",
+            manifest.files.len()
+        )),
+        Err(e) => Err(format!("This backup is damaged: {e}")),
+    }
+}
+
+fn when(run: &Run) -> String {
+    run.started
+        .with_timezone(&chrono::Local)
+        .format("%Y-%m-%d %H:%M")
+        .to_string()
+}
+
+/// A run's result in words, with the reason for a failure.
+fn result_words(run: &Run) -> String {
+    match &run.outcome {
+        Outcome::Completed => "verified backup".into(),
+        Outcome::Running => "running".into(),
+        Outcome::Cancelled => "cancelled".into(),
+        other => format!("failed: {}", protection::reason(other)),
+    }
+}
+
+fn table(app: &mut PersnapApp, ui: &mut Ui, runs: &[Run]) {
+    if runs.is_empty() {
+        ui.label("No backups of this database yet.");
+        return;
+    }
+    let Some(page) = &mut app.rt.database else {
+        return;
+    };
+    TableBuilder::new(ui)
+        .striped(true)
+        .sense(egui::Sense::click())
+        .column(Column::auto().at_least(130.0))
+        .column(Column::auto().at_least(70.0))
+        .column(Column::auto().at_least(60.0))
+        .column(Column::auto().at_least(110.0))
+        .column(Column::remainder())
+        .header(22.0, |mut header| {
+            for title in ["When", "Size", "Took", "How", "Result"] {
+                header.col(|ui| {
+                    ui.strong(title);
+                });
+            }
+        })
+        .body(|body| {
+            body.rows(20.0, runs.len(), |mut row| {
+                let run = &runs[row.index()];
+                row.set_selected(page.selected.as_deref() == Some(run.id.as_str()));
+                let cell = |row: &mut egui_extras::TableRow<'_, '_>, text: RichText| {
+                    row.col(|ui| {
+                        ui.add(egui::Label::new(text).selectable(false).truncate());
+                    });
+                };
+                cell(&mut row, RichText::new(when(run)));
+                cell(
+                    &mut row,
+                    RichText::new(if run.bytes > 0 {
+                        units::bytes(run.bytes)
+                    } else {
+                        "–".into()
+                    }),
+                );
+                cell(
+                    &mut row,
+                    RichText::new(run.duration_secs.map_or("–".into(), |s| {
+                        units::duration(Duration::from_secs_f64(s))
+                    })),
+                );
+                let how = match &run.scheduled {
+                    Some(_) => "scheduled",
+                    None => "by hand",
+                };
+                cell(&mut row, RichText::new(how));
+                let words = result_words(run);
+                let colour = match run.outcome {
+                    Outcome::Completed => GREEN,
+                    Outcome::Running => ui_neutral(),
+                    Outcome::Cancelled => AMBER,
+                    _ => RED,
+                };
+                cell(&mut row, RichText::new(words).color(colour));
+                if row.response().clicked() {
+                    page.selected = Some(run.id.clone());
+                }
+            });
+        });
+}
+
+fn ui_neutral() -> egui::Color32 {
+    egui::Color32::GRAY
+}
