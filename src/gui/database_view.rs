@@ -120,7 +120,7 @@ pub fn show(app: &mut PersnapApp, ui: &mut Ui) {
     let runs: Vec<Run> = {
         let db = persnap::registry::Database::new(&card.name, &card.folder, &card.store_name);
         let mut mine: Vec<Run> = protection::runs_of(&db, &app.rt.runs).cloned().collect();
-        mine.sort_by(|a, b| b.started.cmp(&a.started));
+        mine.sort_by_key(|r| std::cmp::Reverse(r.started));
         mine
     };
     header(app, ui, &card);
