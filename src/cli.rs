@@ -142,6 +142,17 @@ pub enum Command {
         #[arg(long)]
         dry_run: bool,
     },
+    /// Keep a backup whatever retention says, with a note ("before upgrading Apama to 10.15").
+    Pin {
+        /// The backup folder (the one holding manifest.json).
+        backup: PathBuf,
+        /// Why it is kept.
+        #[arg(long, value_name = "TEXT", required_unless_present = "remove")]
+        note: Option<String>,
+        /// Unpin it: retention may delete it again.
+        #[arg(long, conflicts_with = "note")]
+        remove: bool,
+    },
     /// Back up on a schedule (Linux: a systemd timer; the snapshot is taken as root, the backup written as you).
     #[command(subcommand)]
     Schedule(ScheduleCommand),
@@ -350,6 +361,26 @@ pub fn run(cli: Cli) -> Result<(), Failure> {
             dry_run,
         } => prune_cmd(&dest, &store_name, retention.policy(), dry_run),
         Command::Man { dir } => man_pages(&dir),
+        Command::Pin {
+            backup,
+            note,
+            remove,
+        } => {
+            if remove {
+                if persnap::pin::unpin(&backup)? {
+                    eprintln!(
+                        "Unpinned {}: retention may delete it again.",
+                        backup.display()
+                    );
+                } else {
+                    eprintln!("{} was not pinned.", backup.display());
+                }
+            } else {
+                persnap::pin::pin(&backup, note.as_deref().unwrap_or_default())?;
+                eprintln!("Pinned {}: retention never deletes it.", backup.display());
+            }
+            Ok(())
+        }
     }
 }
 

@@ -40,6 +40,65 @@ fn backups_in(dest: &Path) -> Vec<PathBuf> {
 }
 
 #[test]
+fn a_pinned_backup_outlives_any_retention() {
+    let store = tempfile::tempdir().unwrap();
+    make_store(store.path(), "persistence.db", Mode::Wal, 1);
+    let dest = Destination::new();
+    let data = tempfile::tempdir().unwrap();
+    let mut history = History::at(data.path());
+    let keep_all = RetentionPolicy::default();
+    let first = backup(store.path(), &dest.backups, &mut history, keep_all);
+    let out = persnap(
+        data.path(),
+        &[
+            "pin",
+            first.to_str().unwrap(),
+            "--note",
+            "before upgrading Apama to 10.15",
+        ],
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    let second = backup(store.path(), &dest.backups, &mut history, keep_all);
+    let keep_one = RetentionPolicy {
+        keep_last: Some(1),
+        keep_days: None,
+    };
+    let third = backup(store.path(), &dest.backups, &mut history, keep_one);
+    assert_eq!(
+        backups_in(&dest.backups),
+        {
+            let mut kept = vec![first.clone(), third.clone()];
+            kept.sort();
+            kept
+        },
+        "the pinned one and the newest stay; the second went"
+    );
+    assert!(!second.exists());
+    assert_eq!(
+        persnap::pin::read(&first).unwrap().note,
+        "before upgrading Apama to 10.15"
+    );
+    // The pinned backup still verifies: nothing was added to it.
+    let out = persnap(data.path(), &["verify", first.to_str().unwrap()]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    // Unpinned, prune may take it.
+    let out = persnap(data.path(), &["pin", first.to_str().unwrap(), "--remove"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let out = persnap(
+        data.path(),
+        &[
+            "prune",
+            "--dest",
+            dest.backups.to_str().unwrap(),
+            "--keep-last",
+            "1",
+        ],
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(backups_in(&dest.backups), [third]);
+}
+
+#[test]
 fn retention_after_backups_and_by_prune() {
     let store = tempfile::tempdir().unwrap();
     make_store(store.path(), "persistence.db", Mode::Wal, 1);

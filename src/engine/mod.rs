@@ -24,6 +24,8 @@ pub mod method;
 pub mod names;
 /// SQLite's online backup (sqlite-online).
 pub mod online;
+/// Backups worth keeping: pinned with a note, never deleted by retention.
+pub mod pin;
 /// The Windows channel to the helper.
 pub mod pipe;
 /// What was found, changing nothing.

@@ -98,8 +98,9 @@ pub struct Assessment {
     pub schedule: Option<ScheduleInfo>,
     /// Where its backups go.
     pub location: Option<PathBuf>,
-    /// How it is backed up.
+    /// How it is backed up, and which of its backups are kept.
     pub method: crate::method::MethodChoice,
+    pub retention: crate::retention::RetentionPolicy,
     /// Free space there, when it could be read.
     pub free: Option<u64>,
 }
@@ -176,6 +177,7 @@ pub fn assess(
         }),
         location,
         method: db.method,
+        retention: db.retention,
         free,
     };
 

@@ -5,7 +5,8 @@
 //! policy, the newest good backup is never deleted, a backup whose manifest
 //! cannot be read or whose verification did not pass is never touched
 //! (persnap does not judge what it cannot read), and folders that are not
-//! persnap backups of this store are ignored. It is applied only after a
+//! persnap backups of this store are ignored; a pinned backup (see `pin`)
+//! is never deleted. It is applied only after a
 //! successful, verified backup, or on request (`persnap prune`, with
 //! `--dry-run` to list what would go).
 //!
@@ -57,6 +58,8 @@ pub struct Candidate {
     pub finished: DateTime<Utc>,
     /// The manifest says the verification passed.
     pub good: bool,
+    /// Pinned with a note (see `pin`): never deleted.
+    pub pinned: bool,
 }
 
 /// The candidates `policy` lets go, given the time `now`. Pure: the rules
@@ -77,6 +80,7 @@ pub fn to_delete<'a>(
     good.into_iter()
         .filter(|c| !kept_by_count.contains(&&c.path))
         .filter(|c| cutoff.is_none_or(|cutoff| c.finished < cutoff))
+        .filter(|c| !c.pinned)
         .collect()
 }
 
@@ -99,12 +103,14 @@ pub fn candidates(dest: &Path, store_name: &str) -> Result<Vec<Candidate>> {
         }
         let candidate = match manifest::read(&path) {
             Ok(m) if m.store_name == store_name => Candidate {
+                pinned: crate::pin::read(&path).is_some(),
                 path,
                 finished: m.finished,
                 good: m.verification.integrity == "ok",
             },
             Ok(_) => continue,
             Err(_) => Candidate {
+                pinned: crate::pin::read(&path).is_some(),
                 path,
                 finished: DateTime::<Utc>::MIN_UTC,
                 good: false,
@@ -174,6 +180,7 @@ mod tests {
                 path: PathBuf::from(format!("/b/persistence.db-{i}")),
                 finished: now - Duration::minutes(rng.below(60 * 24 * 90) as i64),
                 good: rng.below(5) != 0,
+                pinned: rng.below(7) == 0,
             })
             .collect()
     }
@@ -204,6 +211,10 @@ mod tests {
                 doomed.iter().all(|d| d.good),
                 "only verified backups are ever deleted"
             );
+            assert!(
+                doomed.iter().all(|d| !d.pinned),
+                "a pinned backup is never deleted"
+            );
             if policy.is_keep_all() {
                 assert!(doomed.is_empty(), "no policy, nothing deleted");
                 continue;
@@ -216,7 +227,7 @@ mod tests {
                 let by_age = policy
                     .keep_days
                     .is_some_and(|d| c.finished >= now - Duration::days(i64::from(d)));
-                if by_count || by_age {
+                if by_count || by_age || c.pinned {
                     assert!(!deleted, "kept by a rule: rank {rank}, {policy:?}");
                 } else if rank > 0 {
                     assert!(deleted, "kept by no rule must go: rank {rank}, {policy:?}");

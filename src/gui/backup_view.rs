@@ -442,6 +442,13 @@ fn new_activity(job: worker::Job, test_only: bool) -> Activity {
 }
 
 pub fn start_backup(app: &mut PersnapApp, ctx: &egui::Context) {
+    let req = request(&app.settings);
+    start_backup_of(app, ctx, req);
+}
+
+/// Start the backup `req` (the Back up screen's, or a protected database's
+/// with its own method and retention).
+pub fn start_backup_of(app: &mut PersnapApp, ctx: &egui::Context, req: BackupRequest) {
     let Some(history) = app.rt.history.clone() else {
         app.rt.outcome = Some(Outcome::Failed(crate::launch::RemoteFailure {
             kind: persnap::ErrorKind::Busy,
@@ -455,7 +462,7 @@ pub fn start_backup(app: &mut PersnapApp, ctx: &egui::Context) {
     Settings::remember(&mut s.recent_dests, s.dest.trim());
     app.rt.outcome = None;
     app.rt.activity = Some(new_activity(
-        worker::backup(ctx, request(&app.settings), history, app.rt.helper.clone()),
+        worker::backup(ctx, req, history, app.rt.helper.clone()),
         false,
     ));
 }

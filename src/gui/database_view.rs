@@ -30,6 +30,14 @@ pub struct DatabasePage {
     confirm_stop: bool,
     stopping: Option<Job>,
     pub stopped: Option<Result<String, String>>,
+    /// Pins of the backups shown, as read (once each).
+    pins: std::collections::HashMap<PathBuf, Option<persnap::pin::Pin>>,
+    /// The note for pinning the selected backup.
+    pub note: String,
+    /// "Back up before upgrading": asked, and its note.
+    asking_upgrade: bool,
+    pub upgrade_note: String,
+    pub pin_error: Option<String>,
 }
 
 impl DatabasePage {
@@ -42,11 +50,29 @@ impl DatabasePage {
             confirm_stop: false,
             stopping: None,
             stopped: None,
+            pins: Default::default(),
+            note: String::new(),
+            asking_upgrade: false,
+            upgrade_note: "before upgrading Apama".into(),
+            pin_error: None,
         }
     }
 
     pub fn busy(&self) -> bool {
         self.verifying.is_some() || self.stopping.is_some()
+    }
+
+    /// Read the pins again (one was added or removed elsewhere).
+    pub fn forget_pins(&mut self) {
+        self.pins.clear();
+    }
+
+    /// The pin of the backup `path`, read once.
+    fn pin_of(&mut self, path: &std::path::Path) -> Option<&persnap::pin::Pin> {
+        self.pins
+            .entry(path.to_owned())
+            .or_insert_with(|| persnap::pin::read(path))
+            .as_ref()
     }
 }
 
@@ -91,6 +117,8 @@ fn drain(app: &mut PersnapApp) {
 
 pub fn show(app: &mut PersnapApp, ui: &mut Ui) {
     drain(app);
+    // Its standing, judged again after a backup from this page.
+    super::overview_view::keep_fresh(app, ui.ctx());
     let Some(name) = app.rt.database.as_ref().map(|p| p.name.clone()) else {
         app.rt.screen = Screen::Overview;
         return;
@@ -187,17 +215,24 @@ fn header(app: &mut PersnapApp, ui: &mut Ui, card: &Assessment) {
             super::overview_view::back_up_now(
                 app,
                 ui.ctx(),
-                &card.name,
-                &card.folder,
-                &card.store_name,
+                &super::overview_view::entry_of(card),
                 l,
-                card.method,
             );
         }
         if let Some(l) = &location
             && ui.button("Open backups folder").clicked()
         {
             open_folder(l);
+        }
+        if ui
+            .add_enabled(can, egui::Button::new("Back up before upgrading…"))
+            .on_hover_text(
+                "A backup kept whatever retention says, for going back to the version before",
+            )
+            .clicked()
+            && let Some(page) = &mut app.rt.database
+        {
+            page.asking_upgrade = true;
         }
         if ui
             .add_enabled(!busy, egui::Button::new("Stop protecting…"))
@@ -210,6 +245,52 @@ fn header(app: &mut PersnapApp, ui: &mut Ui, card: &Assessment) {
     if app.rt.overview.backing_up.as_deref() == Some(card.name.as_str()) {
         super::backup_view::activity(app, ui);
         super::backup_view::outcome(app, ui);
+    }
+    let Some(page) = &mut app.rt.database else {
+        return;
+    };
+    if page.asking_upgrade {
+        let mut go = false;
+        egui::Frame::group(ui.style()).show(ui, |ui| {
+            ui.label(
+                "A correlator upgrades its database in place, and the older version cannot open it again. \
+                 persnap backs it up now and keeps this backup whatever retention says, so that you can go back.",
+            );
+            ui.horizontal(|ui| {
+                let label = ui.label("Note");
+                ui.add(egui::TextEdit::singleline(&mut page.upgrade_note).desired_width(280.0))
+                    .labelled_by(label.id);
+                go = ui.button("Back up and keep it").clicked();
+                if ui.button("Not now").clicked() {
+                    page.asking_upgrade = false;
+                }
+            });
+        });
+        if go && let Some(l) = &location {
+            page.asking_upgrade = false;
+            let note = page.upgrade_note.trim().to_owned();
+            app.rt.pin_next = Some(note);
+            app.rt.pinned = None;
+            super::overview_view::back_up_now(
+                app,
+                ui.ctx(),
+                &super::overview_view::entry_of(card),
+                l,
+            );
+            return;
+        }
+    }
+    match &app.rt.pinned {
+        Some(Ok(dir)) if app.rt.overview.backing_up.as_deref() == Some(card.name.as_str()) => {
+            ui.colored_label(GREEN, format!("This backup is kept: {}", dir.display()));
+        }
+        Some(Err(e)) => {
+            ui.colored_label(
+                RED,
+                format!("The backup was made but could not be pinned: {e}"),
+            );
+        }
+        _ => {}
     }
     let Some(page) = &mut app.rt.database else {
         return;
@@ -311,6 +392,51 @@ fn selected_actions(app: &mut PersnapApp, ui: &mut Ui, runs: &[Run]) {
             AMBER,
             "This backup is no longer there (moved, or deleted by retention).",
         );
+    } else {
+        let pinned = page.pin_of(&path).cloned();
+        ui.horizontal_wrapped(|ui| match pinned {
+            Some(pin) => {
+                ui.label(format!(
+                    "Kept whatever retention says{}.",
+                    if pin.note.is_empty() {
+                        String::new()
+                    } else {
+                        format!(": {}", pin.note)
+                    }
+                ));
+                if ui
+                    .button("Unpin")
+                    .on_hover_text("Retention may delete it again")
+                    .clicked()
+                {
+                    page.pin_error = persnap::pin::unpin(&path).err().map(|e| e.to_string());
+                    page.pins.remove(&path);
+                }
+            }
+            None => {
+                let label = ui.label("Keep it, with a note");
+                ui.add(
+                    egui::TextEdit::singleline(&mut page.note)
+                        .hint_text("before upgrading Apama to 10.15")
+                        .desired_width(260.0),
+                )
+                .labelled_by(label.id);
+                if ui
+                    .button("Pin")
+                    .on_hover_text("Retention never deletes a pinned backup")
+                    .clicked()
+                {
+                    page.pin_error = persnap::pin::pin(&path, &page.note)
+                        .err()
+                        .map(|e| e.to_string());
+                    page.pins.remove(&path);
+                    page.note.clear();
+                }
+            }
+        });
+        if let Some(e) = &page.pin_error {
+            ui.colored_label(RED, e);
+        }
     }
     if page.verifying.is_some() {
         ui.horizontal(|ui| {
@@ -388,10 +514,11 @@ fn table(app: &mut PersnapApp, ui: &mut Ui, runs: &[Run]) {
         .column(Column::auto().at_least(130.0))
         .column(Column::auto().at_least(70.0))
         .column(Column::auto().at_least(60.0))
-        .column(Column::auto().at_least(110.0))
+        .column(Column::auto().at_least(80.0))
+        .column(Column::auto().at_least(60.0))
         .column(Column::remainder())
         .header(22.0, |mut header| {
-            for title in ["When", "Size", "Took", "How", "Result"] {
+            for title in ["When", "Size", "Took", "How", "Kept", "Result"] {
                 header.col(|ui| {
                     ui.strong(title);
                 });
@@ -426,6 +553,20 @@ fn table(app: &mut PersnapApp, ui: &mut Ui, runs: &[Run]) {
                     None => "by hand",
                 };
                 cell(&mut row, RichText::new(how));
+                let kept = run
+                    .backup_path
+                    .as_deref()
+                    .filter(|_| run.outcome == Outcome::Completed)
+                    .and_then(|p| page.pin_of(p))
+                    .map(|pin| {
+                        if pin.note.is_empty() {
+                            "pinned".to_owned()
+                        } else {
+                            format!("pinned: {}", pin.note)
+                        }
+                    })
+                    .unwrap_or_default();
+                cell(&mut row, RichText::new(kept));
                 let words = result_words(run);
                 let colour = match run.outcome {
                     Outcome::Completed => GREEN,

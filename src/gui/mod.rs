@@ -187,6 +187,10 @@ pub struct Runtime {
     pub protect: Option<protect_view::ProtectDraft>,
     /// The page of one protected database, while it is open.
     pub database: Option<database_view::DatabasePage>,
+    /// The note to pin the running backup with, once it is verified.
+    pub pin_next: Option<String>,
+    /// How pinning the last such backup went.
+    pub pinned: Option<Result<PathBuf, String>>,
 }
 
 /// The restore panel's state.
@@ -248,6 +252,8 @@ impl PersnapApp {
                 overview: Default::default(),
                 protect: None,
                 database: None,
+                pin_next: None,
+                pinned: None,
             },
         };
         app.reload_history();
@@ -361,6 +367,20 @@ impl PersnapApp {
             }
         }
         if let Some(outcome) = finished {
+            // "Back up before upgrading": the backup is kept, with its note.
+            if let Some(note) = self.rt.pin_next.take() {
+                self.rt.pinned = match &outcome {
+                    Outcome::Backup { dir, .. } => Some(
+                        persnap::pin::pin(dir, &note)
+                            .map(|_| dir.clone())
+                            .map_err(|e| e.to_string()),
+                    ),
+                    _ => None,
+                };
+                if let Some(page) = &mut self.rt.database {
+                    page.forget_pins();
+                }
+            }
             self.rt.outcome = Some(outcome);
             self.rt.activity = None;
             self.reload_history();

@@ -65,7 +65,7 @@ impl OverviewState {
 }
 
 /// Start or collect the survey and the search; called every frame.
-fn keep_fresh(app: &mut PersnapApp, ctx: &egui::Context) {
+pub fn keep_fresh(app: &mut PersnapApp, ctx: &egui::Context) {
     let o = &mut app.rt.overview;
     if let Some(rx) = &o.surveying {
         match rx.try_recv() {
@@ -386,15 +386,7 @@ fn actions(app: &mut PersnapApp, ui: &mut Ui, card: &Assessment, location: Optio
         if button.clicked()
             && let Some(location) = location
         {
-            back_up_now(
-                app,
-                ui.ctx(),
-                &card.name,
-                &card.folder,
-                &card.store_name,
-                location,
-                card.method,
-            );
+            back_up_now(app, ui.ctx(), &entry_of(card), location);
         }
         let history = ui
             .button("Backups and restore")
@@ -433,23 +425,32 @@ fn actions(app: &mut PersnapApp, ui: &mut Ui, card: &Assessment, location: Optio
     });
 }
 
-/// Start a backup of the protected database `name`, shown on its card.
+/// Start a backup of the protected database `db` to `location`, shown on
+/// its card, with its own method and retention (not the Back up screen's).
 pub fn back_up_now(
     app: &mut PersnapApp,
     ctx: &egui::Context,
-    name: &str,
-    folder: &Path,
-    store_name: &str,
+    db: &persnap::registry::Database,
     location: &Path,
-    method: persnap::method::MethodChoice,
 ) {
     let s = &mut app.settings;
-    s.source = folder.display().to_string();
-    s.store_name = store_name.to_owned();
+    s.source = db.folder.display().to_string();
+    s.store_name = db.store_name.clone();
     s.dest = location.display().to_string();
-    s.method = method;
-    app.rt.overview.backing_up = Some(name.to_owned());
-    backup_view::start_backup(app, ctx);
+    let mut req = backup_view::request(&app.settings);
+    req.method = db.method;
+    req.retention = db.retention;
+    app.rt.overview.backing_up = Some(db.name.clone());
+    backup_view::start_backup_of(app, ctx, req);
+}
+
+/// The registry entry a card stands for.
+pub fn entry_of(card: &Assessment) -> persnap::registry::Database {
+    let mut db = persnap::registry::Database::new(&card.name, &card.folder, &card.store_name);
+    db.method = card.method;
+    db.retention = card.retention;
+    db.location = card.location.clone();
+    db
 }
 
 /// What was found on this computer and is not protected yet.

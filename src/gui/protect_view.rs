@@ -618,13 +618,8 @@ fn finished(app: &mut PersnapApp, ui: &mut Ui) {
         ui.label(line);
     }
     ui.label("Make its first backup now, so that it is protected from today.");
-    let (name, folder, store, location, method) = (
-        database.name.clone(),
-        database.folder.clone(),
-        database.store_name.clone(),
-        database.location.clone(),
-        database.method,
-    );
+    let entry = database.clone();
+    let location = database.location.clone();
     let details: Vec<String> = probe
         .as_ref()
         .and_then(|p| p.test_snapshot.clone())
@@ -655,7 +650,7 @@ fn finished(app: &mut PersnapApp, ui: &mut Ui) {
             }
         });
     if back_up && let Some(location) = location {
-        super::overview_view::back_up_now(app, ui.ctx(), &name, &folder, &store, &location, method);
+        super::overview_view::back_up_now(app, ui.ctx(), &entry, &location);
         close = true;
     }
     if close {

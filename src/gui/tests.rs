@@ -1234,6 +1234,40 @@ fn an_empty_overview_leads_to_protecting_a_database() {
             .is_some()
     );
 
+    // Pin it with a note: the table says so, and so does the location.
+    type_into(&mut h, "Keep it, with a note", "known state");
+    h.get_by_label("Pin").click();
+    h.run();
+    assert!(h.query_by_label("pinned: known state").is_some());
+    assert_eq!(persnap::pin::read(&dir).unwrap().note, "known state");
+    h.get_by_label("Unpin").click();
+    h.run();
+    assert!(persnap::pin::read(&dir).is_none());
+    // "Back up before upgrading": a new backup, kept with its note.
+    h.get_by_label("Back up before upgrading…").click();
+    h.run();
+    h.get_by_label("Back up and keep it").click();
+    wait_until(&mut h, "the kept backup", |app| {
+        app.rt.activity.is_none() && app.rt.pinned.is_some()
+    });
+    let kept = match &h.state().rt.pinned {
+        Some(Ok(kept)) => kept.clone(),
+        other => panic!("expected a pinned backup, got {other:?}"),
+    };
+    assert_ne!(kept, dir);
+    check_copy(&kept);
+    assert_eq!(
+        persnap::pin::read(&kept).unwrap().note,
+        "before upgrading Apama"
+    );
+    assert!(h.query_by_label_contains("This backup is kept").is_some());
+    wait_until(&mut h, "its standing, judged again", |app| !app.rt.overview.busy());
+    assert!(h.query_by_label("pinned: before upgrading Apama").is_some());
+    assert!(
+        h.query_by_label("Protected: last verified backup just now.")
+            .is_some()
+    );
+
     // Stop protecting it: asked first, then gone from the registry; its
     // backups stay.
     h.get_by_label("Stop protecting…").click();
@@ -1355,7 +1389,7 @@ fn the_overview_protects_a_running_correlator_and_keeps_watch() {
     let timer = std::fs::read_to_string(units.path().join("persnap-backup-orders.timer")).unwrap();
     assert!(timer.contains("OnCalendar=*-*-* 02:00:00"), "{timer}");
     h.get_by_label("Done").click();
-    h.run();
+    h.step();
     wait_until(&mut h, "its card", |app| {
         app.rt
             .overview
