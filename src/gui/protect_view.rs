@@ -253,6 +253,18 @@ fn the_database(app: &mut PersnapApp, ui: &mut Ui) {
             Some(Ok(report)) => match (report.method, &report.blocked) {
                 (Some(m), _) => {
                     ui.label(format!("Backed up from a {}.", snapshot_words(m)));
+                    // The disk should take snapshots, but the test one did
+                    // not work: SQLite's own backup is the way left.
+                    let snapshot_failed = matches!(
+                        &d.result,
+                        Some(Err(f)) if f.kind == persnap::ErrorKind::Snapshot
+                    );
+                    if snapshot_failed || d.online {
+                        ui.checkbox(
+                            &mut d.online,
+                            "Back up with SQLite's online backup instead (the correlator's writes wait while it copies)",
+                        );
+                    }
                 }
                 (None, Some(why)) => {
                     ui.colored_label(
