@@ -191,6 +191,10 @@ pub struct Runtime {
     pub pin_next: Option<String>,
     /// How pinning the last such backup went.
     pub pinned: Option<Result<PathBuf, String>>,
+    /// The window was asked to close while work was running: asked
+    /// whether to stop it, and (once confirmed) closing when it has.
+    pub close_asked: bool,
+    pub close_confirmed: bool,
 }
 
 /// The restore panel's state.
@@ -254,6 +258,8 @@ impl PersnapApp {
                 database: None,
                 pin_next: None,
                 pinned: None,
+                close_asked: false,
+                close_confirmed: false,
             },
         };
         app.reload_history();
@@ -388,6 +394,73 @@ impl PersnapApp {
         }
     }
 
+    /// A restore running: it must not be cut short.
+    fn restoring(&self) -> bool {
+        self.rt.restore.as_ref().is_some_and(|r| r.job.is_some())
+    }
+
+    /// Closing the window while a backup or restore runs asks first (a
+    /// backup is cancelled cleanly, its snapshot removed, before the
+    /// window goes; a restore is waited for).
+    fn guard_close(&mut self, ctx: &egui::Context) {
+        let busy = self.rt.activity.is_some() || self.restoring();
+        if ctx.input(|i| i.viewport().close_requested()) && busy {
+            ctx.send_viewport_cmd(egui::ViewportCommand::CancelClose);
+            self.rt.close_asked = true;
+        }
+        if self.rt.close_confirmed && !busy {
+            self.rt.close_asked = false;
+            ctx.send_viewport_cmd(egui::ViewportCommand::Close);
+            return;
+        }
+        if !self.rt.close_asked {
+            return;
+        }
+        if !busy {
+            self.rt.close_asked = false;
+            return;
+        }
+        let restoring = self.restoring();
+        egui::Modal::new(egui::Id::unique("close-while-busy")).show(ctx, |ui| {
+            ui.set_max_width(420.0);
+            if restoring {
+                ui.heading("A restore is running");
+                ui.label("Stopping it half-way would leave the database folder half-restored. persnap closes when it has finished.");
+            } else {
+                ui.heading("A backup is running");
+                ui.label("If you close persnap now, the backup is cancelled: the snapshot is removed and nothing half-made is kept.");
+            }
+            if self.rt.close_confirmed {
+                ui.horizontal(|ui| {
+                    ui.spinner();
+                    ui.label(if restoring {
+                        "Closing when the restore has finished…"
+                    } else {
+                        "Cancelling the backup, then closing…"
+                    });
+                });
+                return;
+            }
+            ui.horizontal(|ui| {
+                if ui.button("Keep it running").clicked() {
+                    self.rt.close_asked = false;
+                }
+                let close = if restoring {
+                    "Close when it has finished"
+                } else {
+                    "Cancel the backup and close"
+                };
+                if ui.button(close).clicked() {
+                    self.rt.close_confirmed = true;
+                    if let Some(a) = &mut self.rt.activity {
+                        a.job.cancel.cancel();
+                        a.cancelling = true;
+                    }
+                }
+            });
+        });
+    }
+
     fn apply_theme(&mut self, ctx: &egui::Context) {
         if self.rt.last_applied_theme == Some(self.settings.theme) {
             return;
@@ -455,6 +528,7 @@ impl eframe::App for PersnapApp {
         let ctx = ui.ctx().clone();
         self.apply_theme(&ctx);
         self.drain_messages();
+        self.guard_close(&ctx);
         egui::Panel::top("tabs").show(ui, |ui| self.tabs(ui));
         egui::CentralPanel::default_margins().show(ui, |ui| match self.rt.screen {
             Screen::Overview => overview_view::show(self, ui),

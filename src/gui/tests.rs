@@ -248,6 +248,78 @@ fn cancel_stops_cleanly_and_is_recorded() {
     );
 }
 
+/// Ask the window to close, as its close button does.
+fn request_close(h: &mut Harness<'static, PersnapApp>) {
+    h.input_mut()
+        .viewports
+        .entry(eframe::egui::ViewportId::ROOT)
+        .or_default()
+        .events
+        .push(eframe::egui::ViewportEvent::Close);
+    h.step();
+}
+
+fn sent(h: &Harness<'static, PersnapApp>, command: &eframe::egui::ViewportCommand) -> bool {
+    h.output()
+        .viewport_output
+        .get(&eframe::egui::ViewportId::ROOT)
+        .is_some_and(|v| v.commands.contains(command))
+}
+
+#[test]
+fn closing_during_a_backup_asks_and_cancels_it_cleanly() {
+    use eframe::egui::ViewportCommand;
+    let src = tempfile::tempdir().unwrap();
+    let dest = tempfile::tempdir().unwrap();
+    let data = tempfile::tempdir().unwrap();
+    let db = src.path().join("persistence.db");
+    loadgen::init(&db, Mode::Rollback, 1).unwrap();
+    // A writer in the middle of a long commit: the backup waits for it.
+    let lock = rusqlite::Connection::open(&db).unwrap();
+    lock.execute_batch("BEGIN EXCLUSIVE; UPDATE accounts SET balance = balance WHERE id = 0;")
+        .unwrap();
+    let mut h = harness(app_with_history(data.path()));
+    type_into(&mut h, "Database folder", src.path().to_str().unwrap());
+    type_into(&mut h, "Backup location", dest.path().to_str().unwrap());
+    choose_method(&mut h, "SQLite online backup (no snapshot)");
+    wait_for_online_plan(&mut h);
+    h.get_by_label("Back up now").click();
+    h.run_steps(3);
+    h.get_by_label("Back up anyway").click();
+    wait_until(&mut h, "the copy step", |app| {
+        app.rt
+            .activity
+            .as_ref()
+            .is_some_and(|a| a.phase == persnap::progress::Phase::Copy)
+    });
+    // Closing asks first; the window stays.
+    request_close(&mut h);
+    assert!(sent(&h, &ViewportCommand::CancelClose), "the window stays");
+    h.step();
+    assert!(h.query_by_label("A backup is running").is_some());
+    h.get_by_label("Keep it running").click();
+    h.step();
+    h.step();
+    assert!(h.query_by_label("A backup is running").is_none());
+    assert!(h.state().rt.activity.is_some(), "the backup goes on");
+    // Asked again and confirmed: the backup is cancelled, then it closes.
+    request_close(&mut h);
+    h.step();
+    h.get_by_label("Cancel the backup and close").click();
+    wait_until(&mut h, "the cancel", |app| app.rt.outcome.is_some());
+    h.step();
+    assert!(sent(&h, &ViewportCommand::Close), "then the window closes");
+    assert_eq!(
+        h.state().rt.runs.last().unwrap().outcome,
+        RunOutcome::Cancelled
+    );
+    assert_eq!(
+        std::fs::read_dir(dest.path()).unwrap().count(),
+        0,
+        "nothing half-made is left"
+    );
+}
+
 #[test]
 fn missing_store_is_explained() {
     let src = tempfile::tempdir().unwrap();
