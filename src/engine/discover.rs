@@ -252,7 +252,8 @@ pub fn from_command_line(argv: &[String], cwd: Option<&Path>, origin: Origin) ->
     Some(found)
 }
 
-/// Running correlators on this machine (Linux: `/proc`).
+/// Running correlators on this machine (Linux: `/proc`; Windows: the
+/// correlator services, below).
 #[cfg(target_os = "linux")]
 pub fn running() -> Vec<Found> {
     let mut found = Vec::new();
@@ -290,7 +291,29 @@ pub fn running() -> Vec<Found> {
     found
 }
 
-#[cfg(not(target_os = "linux"))]
+/// Correlators installed as Windows services (running or not), by the
+/// command line each service starts. Relative folders are resolved
+/// against the correlator's own folder (services start in System32, so a
+/// relative store there is said, not guessed).
+#[cfg(windows)]
+pub fn running() -> Vec<Found> {
+    crate::sys::service_command_lines()
+        .into_iter()
+        .filter_map(|(name, line)| {
+            let argv = crate::sys::split_command_line(&line);
+            if !is_correlator(&argv) {
+                return None;
+            }
+            let origin = Origin::Service {
+                name,
+                command: line,
+            };
+            from_command_line(&argv, None, origin)
+        })
+        .collect()
+}
+
+#[cfg(not(any(target_os = "linux", windows)))]
 pub fn running() -> Vec<Found> {
     Vec::new()
 }
@@ -410,6 +433,69 @@ pub fn merge(running: Vec<Found>, files: Vec<Found>) -> Vec<Found> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A correlator service, made through the real service manager (wine's
+    /// under the Windows tests), is found with its store; none other is.
+    #[cfg(windows)]
+    #[test]
+    fn correlator_services_are_found_by_their_command_lines() {
+        use crate::sys::wide;
+        use winapi::um::winnt::{
+            DELETE, SERVICE_DEMAND_START, SERVICE_ERROR_NORMAL, SERVICE_WIN32_OWN_PROCESS,
+        };
+        use winapi::um::winsvc::{
+            CloseServiceHandle, CreateServiceW, DeleteService, OpenSCManagerW,
+            SC_MANAGER_CREATE_SERVICE,
+        };
+        let name = format!("persnap-test-correlator-{}", std::process::id());
+        let line = r#""C:\Program Files\Software AG\Apama\bin\correlator.exe" --name orders -PstoreLocation=C:\apama\orders -PstoreName=orders.db"#;
+        // SAFETY: plain service manager calls; handles closed below.
+        let service = unsafe {
+            let manager = OpenSCManagerW(
+                std::ptr::null(),
+                std::ptr::null(),
+                SC_MANAGER_CREATE_SERVICE,
+            );
+            assert!(!manager.is_null(), "the service manager");
+            let service = CreateServiceW(
+                manager,
+                wide(&name).as_ptr(),
+                wide("persnap test correlator").as_ptr(),
+                DELETE,
+                SERVICE_WIN32_OWN_PROCESS,
+                SERVICE_DEMAND_START,
+                SERVICE_ERROR_NORMAL,
+                wide(line).as_ptr(),
+                std::ptr::null(),
+                std::ptr::null_mut(),
+                std::ptr::null(),
+                std::ptr::null(),
+                std::ptr::null(),
+            );
+            CloseServiceHandle(manager);
+            assert!(!service.is_null(), "a service was made");
+            service
+        };
+        let found = running();
+        let services = crate::sys::service_command_lines();
+        // SAFETY: the handle made above, opened with DELETE.
+        unsafe {
+            DeleteService(service);
+            CloseServiceHandle(service);
+        }
+        assert!(
+            services.len() > found.len(),
+            "the other services were looked at and left out: {services:?}"
+        );
+        let mine: Vec<&Found> = found
+            .iter()
+            .filter(|f| matches!(&f.origin, Origin::Service { name: n, .. } if *n == name))
+            .collect();
+        assert_eq!(mine.len(), 1, "{found:?}");
+        assert_eq!(mine[0].folder, PathBuf::from(r"C:\apama\orders"));
+        assert_eq!(mine[0].store_name, "orders.db");
+        assert_eq!(mine[0].origin_words(), format!("correlator service {name}"));
+    }
 
     fn argv(line: &str) -> Vec<String> {
         line.split(' ').map(str::to_owned).collect()

@@ -937,6 +937,118 @@ pub fn decode_tool_output(bytes: &[u8]) -> String {
     }
 }
 
+/// Every Win32 service on this machine: its name and the command line it
+/// starts (`QueryServiceConfigW`'s binary path), running or not. Services
+/// this user may not query are left out.
+pub fn service_command_lines() -> Vec<(String, String)> {
+    use winapi::shared::winerror::ERROR_MORE_DATA;
+    use winapi::um::errhandlingapi::GetLastError;
+    use winapi::um::winnt::SERVICE_WIN32;
+    use winapi::um::winsvc::{
+        CloseServiceHandle, ENUM_SERVICE_STATUS_PROCESSW, EnumServicesStatusExW, OpenSCManagerW,
+        OpenServiceW, QUERY_SERVICE_CONFIGW, QueryServiceConfigW, SC_ENUM_PROCESS_INFO,
+        SC_MANAGER_ENUMERATE_SERVICE, SERVICE_QUERY_CONFIG, SERVICE_STATE_ALL,
+    };
+    let mut out = Vec::new();
+    // SAFETY: handles are closed below; the buffers (u64s, for the
+    // structures' alignment) are sized by the calls and outlive every
+    // pointer into them.
+    unsafe {
+        let manager = OpenSCManagerW(
+            std::ptr::null(),
+            std::ptr::null(),
+            SC_MANAGER_ENUMERATE_SERVICE,
+        );
+        if manager.is_null() {
+            return out;
+        }
+        let mut buf: Vec<u64> = vec![0; 8 * 1024];
+        let mut resume: DWORD = 0;
+        for _ in 0..1000 {
+            let (mut needed, mut count): (DWORD, DWORD) = (0, 0);
+            let ok = EnumServicesStatusExW(
+                manager,
+                SC_ENUM_PROCESS_INFO,
+                SERVICE_WIN32,
+                SERVICE_STATE_ALL,
+                buf.as_mut_ptr().cast(),
+                (buf.len() * 8) as DWORD,
+                &mut needed,
+                &mut count,
+                &mut resume,
+                std::ptr::null(),
+            );
+            if ok == 0 && GetLastError() != ERROR_MORE_DATA {
+                break;
+            }
+            let entries = std::slice::from_raw_parts(
+                buf.as_ptr().cast::<ENUM_SERVICE_STATUS_PROCESSW>(),
+                count as usize,
+            );
+            for entry in entries {
+                let service = OpenServiceW(manager, entry.lpServiceName, SERVICE_QUERY_CONFIG);
+                if service.is_null() {
+                    continue;
+                }
+                let mut size: DWORD = 0;
+                QueryServiceConfigW(service, std::ptr::null_mut(), 0, &mut size);
+                let mut config: Vec<u64> = vec![0; (size as usize).div_ceil(8).max(1)];
+                if QueryServiceConfigW(service, config.as_mut_ptr().cast(), size, &mut size) != 0 {
+                    let config = &*config.as_ptr().cast::<QUERY_SERVICE_CONFIGW>();
+                    out.push((
+                        wide_ptr(entry.lpServiceName),
+                        wide_ptr(config.lpBinaryPathName),
+                    ));
+                }
+                CloseServiceHandle(service);
+            }
+            if ok != 0 {
+                break;
+            }
+            // More to come, from where `resume` says: with room for it.
+            if needed as usize > buf.len() * 8 {
+                buf = vec![0; (needed as usize).div_ceil(8)];
+            }
+        }
+        CloseServiceHandle(manager);
+    }
+    out
+}
+
+/// A NUL-terminated wide string.
+///
+/// # Safety
+/// `p` is null or points at a NUL-terminated UTF-16 string.
+unsafe fn wide_ptr(p: *const u16) -> String {
+    if p.is_null() {
+        return String::new();
+    }
+    // SAFETY: as the caller promises.
+    unsafe {
+        let len = (0..).take_while(|&i| *p.add(i) != 0).count();
+        String::from_utf16_lossy(std::slice::from_raw_parts(p, len))
+    }
+}
+
+/// A command line split as Windows programs split theirs
+/// (`CommandLineToArgvW`).
+pub fn split_command_line(line: &str) -> Vec<String> {
+    use winapi::um::shellapi::CommandLineToArgvW;
+    use winapi::um::winbase::LocalFree;
+    let wide_line = wide(line);
+    let mut argc = 0;
+    // SAFETY: the array CommandLineToArgvW returns is freed below.
+    unsafe {
+        let argv = CommandLineToArgvW(wide_line.as_ptr(), &mut argc);
+        if argv.is_null() {
+            return Vec::new();
+        }
+        let args = (0..argc as usize).map(|i| wide_ptr(*argv.add(i))).collect();
+        LocalFree(argv.cast());
+        args
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
