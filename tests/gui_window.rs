@@ -1,6 +1,7 @@
 //! The real window under Xvfb, driven with xdotool like a person would:
-//! type the database folder and the backup location, read the plan, press
-//! Ctrl+B ("Back up now"), see the result. The backup of a live database
+//! protect a running correlator's database with the mouse only; and on
+//! the Back up screen type the database folder and the backup location,
+//! read the plan, press Ctrl+B ("Back up now"), see the result. The backup of a live database
 //! on a btrfs loop volume must appear and be consistent. Screenshots go to
 //! target/tmp/gui-screenshots/ (with PERSNAP_UPDATE_SCREENSHOTS=1 also to
 //! assets/screenshots/, which README.md shows). Needs root (loop volume),
@@ -67,6 +68,15 @@ fn screenshot(display: &str, window: &str, dir: &Path, name: &str) {
 
 /// Where the "Back up" tab is (window-relative, at 100 %).
 const BACK_UP_TAB: (u32, u32) = (204, 12);
+/// On the overview with one database found: its "Protect…".
+const FOUND_PROTECT: (u32, u32) = (50, 184);
+/// On the Protect page: "Use ~/persnap-backups", then "Protect".
+const USE_SUGGESTED: (u32, u32) = (420, 218);
+const PROTECT: (u32, u32) = (37, 493);
+/// When it is protected: "Back up now".
+const FIRST_BACKUP: (u32, u32) = (52, 168);
+/// On its card: "Backups and restore".
+const CARD_BACKUPS: (u32, u32) = (185, 169);
 
 /// Click a window-relative point.
 fn click_at(display: &str, window: &str, (x, y): (u32, u32)) {
@@ -100,6 +110,155 @@ fn finished_backup(dest: &Path) -> Option<PathBuf> {
         .find(|p| p.join("manifest.json").is_file())
 }
 
+/// Xvfb and the app in it, with its window found and focused; both end
+/// on drop.
+struct Window {
+    display: String,
+    window: String,
+    _app: Killed,
+    _xvfb: Killed,
+}
+
+impl Window {
+    /// The app with `home` as its home, on a display of its own
+    /// (`offset` keeps two tests apart), with extra environment `env`.
+    fn open(home: &Path, offset: u32, env: &[(&str, &Path)]) -> Window {
+        let display = format!(":{}", 90 + offset + std::process::id() % 100);
+        let xvfb = Killed(
+            Command::new("Xvfb")
+                .args([&display, "-screen", "0", "1280x900x24", "-nolisten", "tcp"])
+                .stderr(Stdio::null())
+                .spawn()
+                .unwrap(),
+        );
+        let socket = PathBuf::from(format!("/tmp/.X11-unix/X{}", &display[1..]));
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while !socket.exists() {
+            assert!(Instant::now() < deadline, "Xvfb did not start");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let runtime = home.join("run");
+        std::fs::create_dir(&runtime).unwrap();
+        std::fs::set_permissions(
+            &runtime,
+            std::os::unix::fs::PermissionsExt::from_mode(0o700),
+        )
+        .unwrap();
+        let mut cmd = Command::new(bin("persnap"));
+        cmd.env("DISPLAY", &display)
+            .env_remove("WAYLAND_DISPLAY")
+            .env("HOME", home)
+            .env("XDG_RUNTIME_DIR", &runtime)
+            .env("PERSNAP_DATA_DIR", home.join("data"))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null());
+        for (key, value) in env {
+            cmd.env(key, value);
+        }
+        let app = Killed(cmd.spawn().unwrap());
+        let window = xdotool(&display, &["search", "--sync", "--name", "^persnap"]);
+        let window = window.lines().next().unwrap().to_owned();
+        std::thread::sleep(Duration::from_secs(2));
+        xdotool(&display, &["windowfocus", "--sync", &window]);
+        Window {
+            display,
+            window,
+            _app: app,
+            _xvfb: xvfb,
+        }
+    }
+}
+
+/// Wait up to two minutes for `done`, saying `what` if it never comes.
+fn wait_for(what: &str, shots: &Path, mut done: impl FnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while !done() {
+        assert!(
+            Instant::now() < deadline,
+            "{what} never came; see the screenshots in {}",
+            shots.display()
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    std::thread::sleep(Duration::from_secs(1));
+}
+
+/// The way a new user goes, with the mouse only: a correlator runs on a
+/// btrfs volume; the overview finds it; Protect… opens the page; one
+/// click chooses the offered backup folder, one protects it (test
+/// snapshot, schedule, registration); Back up now makes the first backup;
+/// the card turns green; its page shows the backup.
+#[test]
+fn real_window_protects_a_running_correlator() {
+    use std::os::unix::process::CommandExt as _;
+    if !require_root("real_window_protects_a_running_correlator") {
+        return;
+    }
+    if let Err(why) = tools_present() {
+        assert!(
+            std::env::var_os("PERSNAP_REQUIRE_ROOT_TESTS").is_none(),
+            "cannot run the window test: {why}"
+        );
+        return eprintln!("SKIP real_window_protects_a_running_correlator: {why}");
+    }
+    let (_vol, store) = LoopVolume::btrfs_with_subvolume(300);
+    let correlator = Killed(
+        Command::new(bin("persnap-loadgen"))
+            .arg0("correlator")
+            .arg(format!("-PstoreLocation={}", store.display()))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    wait_for("the correlator's store", Path::new("."), || {
+        store.join("persistence.db").exists()
+    });
+    let home = tempfile::tempdir().unwrap();
+    let (registry, units, nowhere) = (
+        tempfile::tempdir().unwrap(),
+        tempfile::tempdir().unwrap(),
+        tempfile::tempdir().unwrap(),
+    );
+    let shots = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("gui-screenshots");
+    std::fs::create_dir_all(&shots).unwrap();
+    let w = Window::open(
+        home.path(),
+        100,
+        &[
+            ("PERSNAP_REGISTRY_DIR", registry.path()),
+            ("PERSNAP_UNIT_DIR", units.path()),
+            ("PERSNAP_SEARCH_PATH", nowhere.path()),
+        ],
+    );
+    let (d, win) = (w.display.as_str(), w.window.as_str());
+    // It opens on the overview: nothing protected yet, the correlator found.
+    screenshot(d, win, &shots, "0-overview.png");
+    click_at(d, win, FOUND_PROTECT);
+    screenshot(d, win, &shots, "4-protect.png");
+    click_at(d, win, USE_SUGGESTED);
+    click_at(d, win, PROTECT);
+    let entry = registry.path().join("apama.json");
+    wait_for("the registration", &shots, || entry.is_file());
+    assert!(units.path().join("persnap-backup-apama.timer").is_file());
+    screenshot(d, win, &shots, "5-protected.png");
+    click_at(d, win, FIRST_BACKUP);
+    let backups = home.path().join("persnap-backups");
+    wait_for("the first backup", &shots, || {
+        finished_backup(&backups).is_some()
+    });
+    std::thread::sleep(Duration::from_secs(1));
+    screenshot(d, win, &shots, "6-overview-protected.png");
+    check_backup(&finished_backup(&backups).unwrap(), "persistence.db");
+    click_at(d, win, CARD_BACKUPS);
+    screenshot(d, win, &shots, "7-database.png");
+    let registered: persnap::registry::Database =
+        serde_json::from_slice(&std::fs::read(&entry).unwrap()).unwrap();
+    assert_eq!(registered.schedule.as_deref(), Some("apama"));
+    assert_eq!(registered.retention.keep_days, Some(14));
+    drop(correlator);
+}
+
 #[test]
 fn real_window_backs_up_a_live_database() {
     if !require_root("real_window_backs_up_a_live_database") {
@@ -123,45 +282,8 @@ fn real_window_backs_up_a_live_database() {
     let shots = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("gui-screenshots");
     std::fs::create_dir_all(&shots).unwrap();
 
-    let display = format!(":{}", 90 + std::process::id() % 100);
-    let _xvfb = Killed(
-        Command::new("Xvfb")
-            .args([&display, "-screen", "0", "1280x900x24", "-nolisten", "tcp"])
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap(),
-    );
-    let socket = PathBuf::from(format!("/tmp/.X11-unix/X{}", &display[1..]));
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while !socket.exists() {
-        assert!(Instant::now() < deadline, "Xvfb did not start");
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    let runtime = home.path().join("run");
-    std::fs::create_dir(&runtime).unwrap();
-    std::fs::set_permissions(
-        &runtime,
-        std::os::unix::fs::PermissionsExt::from_mode(0o700),
-    )
-    .unwrap();
-    let _app = Killed(
-        Command::new(bin("persnap"))
-            .env("DISPLAY", &display)
-            .env_remove("WAYLAND_DISPLAY")
-            .env("HOME", home.path())
-            .env("XDG_RUNTIME_DIR", &runtime)
-            .env("PERSNAP_DATA_DIR", home.path().join("data"))
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap(),
-    );
-    let window = xdotool(&display, &["search", "--sync", "--name", "^persnap"]);
-    let window = window.lines().next().unwrap().to_owned();
-    std::thread::sleep(Duration::from_secs(2));
-    xdotool(&display, &["windowfocus", "--sync", &window]);
-    // It opens on the overview: nothing protected yet, what was found.
-    screenshot(&display, &window, &shots, "0-overview.png");
+    let shown = Window::open(home.path(), 0, &[]);
+    let (display, window) = (shown.display.clone(), shown.window.clone());
     click_at(&display, &window, BACK_UP_TAB);
     screenshot(&display, &window, &shots, "1-start.png");
 

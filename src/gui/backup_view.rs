@@ -561,9 +561,10 @@ pub fn outcome(app: &mut PersnapApp, ui: &mut Ui) {
                     (
                         "Size",
                         format!(
-                            "{} in {} files",
+                            "{} in {} file{}",
                             units::bytes(manifest.total_bytes),
-                            manifest.files.len()
+                            manifest.files.len(),
+                            if manifest.files.len() == 1 { "" } else { "s" }
                         ),
                     ),
                     (

@@ -254,6 +254,12 @@ pub fn size_and_duration(ui: &mut Ui, id: &str, runs: &[&Run], height: f32) {
             .fold(0.0, f64::max),
     );
     let link = ui.make_persistent_id((id, "time"));
+    // A time span wide enough for labels, also around a single run.
+    let times: Vec<f64> = runs.iter().map(|r| at(r)).collect();
+    let (first, last) = times
+        .iter()
+        .fold((f64::MAX, f64::MIN), |(lo, hi), t| (lo.min(*t), hi.max(*t)));
+    let pad = ((last - first) * 0.04).max(30.0 * MINUTE);
     let each = ((height - 8.0) / 2.0).max(90.0);
     let series = |value: &dyn Fn(&Run) -> f64| -> Vec<[f64; 2]> {
         done.iter().map(|r| [at(r), value(r)]).collect()
@@ -268,6 +274,8 @@ pub fn size_and_duration(ui: &mut Ui, id: &str, runs: &[&Run], height: f32) {
             .y_axis_label(format!("{name} ({unit})"))
             .y_axis_min_width(48.0)
             .include_y(0.0)
+            .include_x(first - pad)
+            .include_x(last + pad)
             .allow_scroll(false)
             .label_formatter({
                 let unit = unit.to_owned();
