@@ -308,7 +308,7 @@ fn plan(app: &PersnapApp) -> Result<String, String> {
     schedule::validate_name(st.name.trim()).map_err(|e| e.to_string())?;
     if s.source.trim().is_empty() || s.dest.trim().is_empty() {
         return Err(
-            "Choose the database folder and the backup location on the Back up screen first."
+            "A database protected from the Overview has its schedule already. For another backup, choose its database folder and backup location on the Back up screen first."
                 .into(),
         );
     }

@@ -622,31 +622,46 @@ fn fixture_history_in(test: &str) -> History {
 
 #[test]
 fn screens_match_their_snapshots() {
-    let mut app = PersnapApp::with_settings(Settings::default(), Ok(fixture_history()));
+    // The theme the system gives at 100 %, and light at 200 %.
+    let mut results = screens(Settings::default(), 1.0, "");
+    let light = Settings {
+        theme: super::Theme::Light,
+        ..Settings::default()
+    };
+    results.extend(screens(light, 2.0, "_light_2x"));
+}
+
+/// Each tab's screen, as `name{suffix}` image snapshots.
+fn screens(settings: Settings, scale: f32, suffix: &str) -> egui_kittest::SnapshotResults {
+    let mut app = PersnapApp::with_settings(settings, Ok(fixture_history()));
     // The app opens on the overview; it looks nowhere on this computer.
     app.rt.overview.places = Some(Vec::new());
     app.rt.overview.skip_processes = true;
-    let mut h = harness(app);
+    let mut h = Harness::builder()
+        .with_size([960.0, 720.0])
+        .with_pixels_per_point(scale)
+        .build_eframe(move |_| app);
     wait_until(&mut h, "the overview", |app| {
         app.rt.overview.survey.is_some() && app.rt.overview.found.is_some()
     });
     h.get_by_label("Back up").click();
     h.run();
-    h.snapshot("backup_screen_empty");
+    h.snapshot(&format!("backup_screen_empty{suffix}"));
     h.get_by_label("History").click();
     h.run();
     h.get_by_label("interrupted").click();
     h.run();
-    h.snapshot("history_screen");
+    h.snapshot(&format!("history_screen{suffix}"));
     h.get_by_label("Settings").click();
     h.run();
-    h.snapshot("settings_screen");
+    h.snapshot(&format!("settings_screen{suffix}"));
     let schedules = fixture_schedules();
     h.state_mut().rt.schedules.dir = schedules.path().to_owned();
     h.get_by_label("Schedules").click();
     h.run();
-    h.snapshot("schedules_screen");
+    h.snapshot(&format!("schedules_screen{suffix}"));
     assert!(h.unnamed_widgets().is_empty());
+    h.take_snapshot_results()
 }
 
 /// One schedule, kept as this platform keeps them; a systemd calendar, so
