@@ -646,20 +646,20 @@ fn screens(settings: Settings, scale: f32, suffix: &str) -> egui_kittest::Snapsh
     });
     h.get_by_label("Back up").click();
     h.run();
-    h.snapshot(&format!("backup_screen_empty{suffix}"));
+    h.snapshot(format!("backup_screen_empty{suffix}"));
     h.get_by_label("History").click();
     h.run();
     h.get_by_label("interrupted").click();
     h.run();
-    h.snapshot(&format!("history_screen{suffix}"));
+    h.snapshot(format!("history_screen{suffix}"));
     h.get_by_label("Settings").click();
     h.run();
-    h.snapshot(&format!("settings_screen{suffix}"));
+    h.snapshot(format!("settings_screen{suffix}"));
     let schedules = fixture_schedules();
     h.state_mut().rt.schedules.dir = schedules.path().to_owned();
     h.get_by_label("Schedules").click();
     h.run();
-    h.snapshot(&format!("schedules_screen{suffix}"));
+    h.snapshot(format!("schedules_screen{suffix}"));
     assert!(h.unnamed_widgets().is_empty());
     h.take_snapshot_results()
 }
