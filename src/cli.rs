@@ -388,12 +388,15 @@ pub fn run(cli: Cli) -> Result<(), Failure> {
 struct Tagged {
     history: History,
     schedule: Option<String>,
+    /// Whether any run was recorded.
+    recorded: bool,
 }
 
 impl Recorder for Tagged {
     fn record(&mut self, run: &Run) -> persnap::Result<()> {
         let mut run = run.clone();
         run.scheduled = self.schedule.clone();
+        self.recorded = true;
         self.history.record(&run)
     }
 }
@@ -419,7 +422,11 @@ fn backup_cmd(
     schedule: Option<String>,
     as_uid: Option<u32>,
 ) -> Result<(), Failure> {
-    let mut history = Tagged { history, schedule };
+    let mut history = Tagged {
+        history,
+        schedule,
+        recorded: false,
+    };
     let cancel = CancelToken::new();
     install_cancel_on_signals(&cancel)?;
     let mut progress = Printer::new();
@@ -468,14 +475,36 @@ fn backup_cmd(
         if as_uid.is_some() {
             recover(&history.history, &mut progress)?;
         }
-        match called {
+        let result = match called {
             Ok(Reply::Backup {
                 backup_dir,
                 manifest,
             }) => Ok((backup_dir, manifest)),
             Ok(other) => Err(RemoteFailure::unexpected(other)),
             Err(f) => Err(f),
+        };
+        // Refused before it started (the location gone, the store moved;
+        // not a dismissed prompt, not a cancel): a backup that did not
+        // happen is recorded, so that a scheduled one is seen to fail, not
+        // to be missed. Only as the user whose history it is.
+        if let Err(f) = &result
+            && !history.recorded
+            && (as_uid.is_none() || !persnap::fsutil::is_root())
+            && !matches!(
+                f.kind,
+                persnap::ErrorKind::Elevation | persnap::ErrorKind::Cancelled
+            )
+        {
+            let run = Run::refused(
+                req.source.clone(),
+                req.store_name.clone(),
+                req.dest.clone(),
+                f.kind,
+                f.message.clone(),
+            );
+            let _ = history.record(&run);
         }
+        result
     };
     progress.finish_line();
     let (backup_dir, m) = result.map_err(remote_failure)?;

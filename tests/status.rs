@@ -156,3 +156,41 @@ fn status_tells_monitoring_whether_each_database_is_protected() {
     assert!(done.status.success(), "{}", stderr(&done));
     assert_eq!(m.status().0, Some(0));
 }
+
+/// A scheduled run the helper turns down before it starts (its backup
+/// location is gone) is recorded as a failed scheduled run, so status says
+/// it failed and why — not that it was missed, not nothing.
+#[test]
+fn a_scheduled_run_refused_before_it_starts_is_a_failure() {
+    if !require_root("a_scheduled_run_refused_before_it_starts_is_a_failure") {
+        return;
+    }
+    let m = Machine::new();
+    let src = tempfile::tempdir().unwrap();
+    make_store(src.path(), "persistence.db", Mode::Wal, 1);
+    let registry = Registry::at(m.registry.path().join("databases"));
+    let mut db = Database::new("orders", src.path(), "persistence.db");
+    db.location = Some("/var/tmp/persnap-gone-location".into());
+    registry.add(&db).unwrap();
+    let out = m.persnap(&[
+        "backup",
+        "--source",
+        src.path().to_str().unwrap(),
+        "--dest",
+        "/var/tmp/persnap-gone-location",
+        "--scheduled",
+        "nightly",
+    ]);
+    assert!(!out.status.success());
+    let runs = History::at(m.data.path()).load().unwrap();
+    assert_eq!(runs.len(), 1, "the refusal is recorded: {}", stderr(&out));
+    assert_eq!(runs[0].scheduled.as_deref(), Some("nightly"));
+    assert!(matches!(runs[0].outcome, Outcome::Failed { .. }));
+    let (code, said, _) = m.status();
+    assert_eq!(code, Some(2), "{said}");
+    assert!(
+        said.contains("The scheduled backup")
+            && said.contains("failed: the backup location is not there"),
+        "{said}"
+    );
+}
