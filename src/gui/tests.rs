@@ -1377,6 +1377,52 @@ fn an_empty_overview_leads_to_protecting_a_database() {
             .is_some()
     );
 
+    // A scheduled run fails (the command a schedule runs, its location
+    // gone): the card turns red and says which run failed and why.
+    let persnap_exe = std::env::current_exe()
+        .unwrap()
+        .parent()
+        .unwrap()
+        .parent()
+        .unwrap()
+        .join(format!("persnap{}", std::env::consts::EXE_SUFFIX));
+    let gone = data.path().join("gone");
+    let out = std::process::Command::new(persnap_exe)
+        .args([
+            "backup",
+            "--method",
+            "sqlite-online",
+            "--scheduled",
+            "store",
+            "--source",
+        ])
+        .arg(&folder)
+        .arg("--dest")
+        .arg(&gone)
+        .env("PERSNAP_DATA_DIR", data.path().join("history"))
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    h.state_mut().reload_history();
+    h.state_mut().rt.overview.invalidate();
+    h.get_by_label("Back to all databases").click();
+    wait_until(&mut h, "the card turning red", |app| {
+        app.rt.screen == Screen::Overview
+            && app.rt.overview.survey.as_ref().is_some_and(|s| {
+                s.as_ref()
+                    .is_ok_and(|s| s.assessments[0].level == persnap::protection::Level::Failing)
+            })
+    });
+    assert!(
+        h.query_by_label_contains("The scheduled backup").is_some()
+            && h.query_by_label_contains("failed: the backup location is not there")
+                .is_some(),
+        "{:?}",
+        h.state().rt.overview.survey
+    );
+    h.get_by_label("Backups of store").click();
+    h.run();
+
     // Stop protecting it: asked first, then gone from the registry; its
     // backups stay.
     h.get_by_label("Stop protecting…").click();
