@@ -84,6 +84,7 @@ impl Place {
             history_dir: Some(self.history.path().to_owned()),
             run_as: None,
             test_snapshot: true,
+            replace: false,
         }
     }
 }
@@ -277,6 +278,64 @@ fn the_command_line_protects_in_the_same_one_step() {
     assert_eq!(db.schedule.as_deref(), Some("orders"));
     assert_eq!(db.retention.keep_days, Some(30));
     assert_eq!(place.units().len(), 2);
+
+    // Changing how it is protected: its own schedule is replaced; another
+    // database cannot take its name; a database not protected cannot be
+    // changed.
+    let change = |name: &str, source: &Path, at: Option<&str>| {
+        let mut cmd = Command::new(bin("persnap"));
+        cmd.args(["database", "add", name, "--change", "--source"])
+            .arg(source)
+            .arg("--dest")
+            .arg(&dest.backups)
+            .args(["--keep-days", "7"])
+            .env("PERSNAP_REGISTRY_DIR", place.registry().dir())
+            .env("PERSNAP_UNIT_DIR", place.units.path())
+            .env("PERSNAP_DATA_DIR", data.path());
+        if let Some(at) = at {
+            cmd.args(["--at", at]);
+        }
+        cmd.output().unwrap()
+    };
+    let timer =
+        || std::fs::read_to_string(place.units.path().join("persnap-backup-orders.timer")).unwrap();
+    let out = change("orders", &store, Some("hourly"));
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(timer().contains("OnCalendar=hourly"), "{}", timer());
+    assert_eq!(
+        place
+            .registry()
+            .get("orders")
+            .unwrap()
+            .unwrap()
+            .retention
+            .keep_days,
+        Some(7)
+    );
+    let out = change("orders", plain.path(), Some("daily"));
+    assert!(!out.status.success());
+    assert!(
+        stderr(&out).contains("orders protects another database"),
+        "{}",
+        stderr(&out)
+    );
+    assert!(timer().contains("OnCalendar=hourly"), "unchanged");
+    let out = change("audit", &store, None);
+    assert!(
+        stderr(&out).contains("no database is protected as audit"),
+        "{}",
+        stderr(&out)
+    );
+    // No schedule any more: its schedule goes.
+    let out = change("orders", &store, None);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(place.units().is_empty(), "{:?}", place.units());
+    assert_eq!(
+        place.registry().get("orders").unwrap().unwrap().schedule,
+        None
+    );
+    let out = change("orders", &store, Some("Mon..Fri 22:00"));
+    assert!(out.status.success(), "{}", stderr(&out));
 
     // Stopping protection takes its schedule with it; its backups stay.
     let out = Command::new(bin("persnap"))

@@ -336,10 +336,16 @@ fn protect(protection: protocol::Protection, registry: &Registry, events: &Event
         probe: test,
         schedule,
         database,
+        replace,
     } = protection;
-    if let Err(e) = not_taken(&database, schedule.is_some(), registry) {
-        return events.fail(&e, None);
-    }
+    let before = match if replace {
+        replaceable(&database, schedule.is_some(), registry).map(Some)
+    } else {
+        not_taken(&database, schedule.is_some(), registry).map(|_| None)
+    } {
+        Ok(before) => before,
+        Err(e) => return events.fail(&e, None),
+    };
     let probe = match test
         .as_ref()
         .map(|req| probe(req, false, true).and_then(snapshot_taken))
@@ -354,9 +360,20 @@ fn protect(protection: protocol::Protection, registry: &Registry, events: &Event
         Err(e) => return events.fail(&e, None),
     };
     if let Err(e) = registry.add(&database) {
-        if let Some(s) = &schedule {
+        // A new protection leaves nothing behind; a change keeps its new
+        // schedule (the old one it replaced is gone) and says so.
+        if let (Some(s), None) = (&schedule, &before) {
             let _ = persnap::schedule::uninstall(&s.name);
         }
+        return events.fail(&e, None);
+    }
+    // Changed to no schedule: the one it had goes.
+    if let Some(Some(old)) = before
+        .as_ref()
+        .map(|b: &persnap::registry::Database| b.schedule.clone())
+        && schedule.is_none()
+        && let Err(e) = persnap::schedule::uninstall(&old)
+    {
         return events.fail(&e, None);
     }
     events.done(Reply::Protected {
@@ -396,6 +413,47 @@ fn snapshot_taken(
             message: format!("The test snapshot did not work, so nothing was changed: {reason}"),
         }),
     }
+}
+
+/// A change replaces only the entry of the same database (same name,
+/// folder and store) and its own schedule, never a schedule of that name
+/// made on its own; the entry as it was.
+fn replaceable(
+    database: &persnap::registry::Database,
+    scheduled: bool,
+    registry: &Registry,
+) -> persnap::Result<persnap::registry::Database> {
+    let refused = |reason: String| Error::Refused {
+        field: "name",
+        reason,
+    };
+    let Some(before) = registry.get(&database.name)? else {
+        return Err(refused(format!(
+            "no database is protected as {}; protect it first",
+            database.name
+        )));
+    };
+    if before.folder != database.folder || before.store_name != database.store_name {
+        return Err(refused(format!(
+            "{} protects another database ({} in {})",
+            database.name,
+            before.store_name,
+            before.folder.display()
+        )));
+    }
+    let own = before.schedule.as_deref() == Some(database.name.as_str());
+    if scheduled
+        && !own
+        && persnap::schedule::list()?
+            .iter()
+            .any(|s| s.name == database.name)
+    {
+        return Err(refused(format!(
+            "a schedule named {} exists already and is not this database's; remove it first",
+            database.name
+        )));
+    }
+    Ok(before)
 }
 
 /// A new protection replaces nothing: not another database's entry, not

@@ -37,6 +37,10 @@ pub enum DatabaseCommand {
         /// How to get a consistent image: auto, btrfs, lvm, vss or sqlite-online.
         #[arg(long, default_value = "auto", requires = "dest")]
         method: persnap::method::MethodChoice,
+        /// Change how the database protected as NAME is protected (its
+        /// location, schedule, retention, method); without --at its schedule goes.
+        #[arg(long, requires = "dest")]
+        change: bool,
     },
     /// List the protected databases.
     List {
@@ -65,6 +69,7 @@ pub fn run(cmd: DatabaseCommand) -> Result<(), Failure> {
             at,
             retention,
             method,
+            change,
         } => {
             persnap::registry::validate_name(&name)?;
             let source = resolve(&source, persnap::volume::canonical)?;
@@ -105,6 +110,7 @@ pub fn run(cmd: DatabaseCommand) -> Result<(), Failure> {
                         history_dir,
                         run_as: None,
                         test_snapshot: true,
+                        replace: change,
                     }
                 }
             };

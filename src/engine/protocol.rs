@@ -117,6 +117,11 @@ pub enum Request {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         run_as: Option<RunAs>,
         test_snapshot: bool,
+        /// Change how a database already protected under `name` (the same
+        /// folder and store) is protected: its entry and its own schedule
+        /// are replaced, nothing else is.
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        replace: bool,
     },
 }
 
@@ -544,6 +549,8 @@ pub struct Protection {
     pub schedule: Option<Box<crate::schedule::Schedule>>,
     /// The registry entry, with its location, retention and schedule.
     pub database: crate::registry::Database,
+    /// It replaces the entry of the same database (see [`Request::Protect`]).
+    pub replace: bool,
 }
 
 impl Validated {
@@ -795,18 +802,25 @@ pub fn validate_with(request: Request, dest: Resolver) -> Result<Validated, Erro
             history_dir,
             run_as,
             test_snapshot,
-        } => protect_request(
-            name,
-            source,
-            store_name,
-            location,
-            method,
-            options,
-            when,
-            history_dir,
-            run_as,
-            test_snapshot,
-        ),
+            replace,
+        } => {
+            let mut v = protect_request(
+                name,
+                source,
+                store_name,
+                location,
+                method,
+                options,
+                when,
+                history_dir,
+                run_as,
+                test_snapshot,
+            )?;
+            if let Validated::Protect(p) = &mut v {
+                p.replace = replace;
+            }
+            Ok(v)
+        }
     }
 }
 
@@ -882,6 +896,7 @@ fn protect_request(
         probe,
         schedule,
         database,
+        replace: false,
     })))
 }
 

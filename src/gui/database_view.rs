@@ -235,6 +235,14 @@ fn header(app: &mut PersnapApp, ui: &mut Ui, card: &Assessment) {
             page.asking_upgrade = true;
         }
         if ui
+            .add_enabled(!busy, egui::Button::new("Change…"))
+            .on_hover_text("Where its backups go, when, and for how long")
+            .clicked()
+        {
+            let entry = super::overview_view::entry_of(card);
+            super::protect_view::change(app, ui.ctx(), &entry);
+        }
+        if ui
             .add_enabled(!busy, egui::Button::new("Stop protecting…"))
             .clicked()
             && let Some(page) = &mut app.rt.database

@@ -450,6 +450,7 @@ pub fn entry_of(card: &Assessment) -> persnap::registry::Database {
     db.method = card.method;
     db.retention = card.retention;
     db.location = card.location.clone();
+    db.schedule = card.schedule.as_ref().map(|s| s.name.clone());
     db
 }
 

@@ -74,6 +74,8 @@ pub struct ProtectDraft {
     same_disk: Option<(PathBuf, bool)>,
     job: Option<Job>,
     pub result: Option<Result<Box<Reply>, RemoteFailure>>,
+    /// Changing how a protected database is protected (its name stays).
+    pub replace: bool,
 }
 
 impl ProtectDraft {
@@ -108,8 +110,37 @@ pub fn open(app: &mut PersnapApp, ctx: &egui::Context, found: Found) {
         same_disk: None,
         job: None,
         result: None,
+        replace: false,
     });
     app.rt.screen = Screen::Protect;
+}
+
+/// Open the page to change how `db` is protected, filled in as it is now.
+pub fn change(app: &mut PersnapApp, ctx: &egui::Context, db: &persnap::registry::Database) {
+    let found =
+        persnap::discover::describe(&db.folder, &db.store_name, persnap::discover::Origin::File);
+    let schedule = db
+        .schedule
+        .as_ref()
+        .and_then(|name| app.rt.schedules.list.iter().find(|s| &s.name == name))
+        .map(|s| s.when.clone());
+    open(app, ctx, found);
+    let Some(d) = &mut app.rt.protect else {
+        return;
+    };
+    d.replace = true;
+    d.name = db.name.clone();
+    d.location = db.location.clone();
+    d.keep_days = db.retention.keep_days;
+    d.online = db.method == MethodChoice::Explicit(persnap::method::Method::SqliteOnline);
+    use chrono::Timelike as _;
+    (d.often, d.hour) = match schedule {
+        None if db.schedule.is_none() => (Often::Manual, 2),
+        Some(persnap::schedule::When::Hourly) => (Often::Hourly, 2),
+        Some(persnap::schedule::When::Daily(t)) => (Often::Daily, t.hour()),
+        Some(persnap::schedule::When::Weekly(_, t)) => (Often::Weekdays, t.hour()),
+        _ => (Often::Daily, 2),
+    };
 }
 
 /// A name no protected database and no schedule has yet.
@@ -184,7 +215,12 @@ pub fn show(app: &mut PersnapApp, ui: &mut Ui) {
     egui::ScrollArea::vertical()
         .auto_shrink([false, false])
         .show(ui, |ui| {
-            ui.heading("Protect a database");
+            let replace = app.rt.protect.as_ref().is_some_and(|d| d.replace);
+            ui.heading(if replace {
+                "Change how it is protected"
+            } else {
+                "Protect a database"
+            });
             ui.add_space(4.0);
             if matches!(
                 app.rt.protect.as_ref().and_then(|d| d.result.as_ref()),
@@ -233,8 +269,11 @@ fn the_database(app: &mut PersnapApp, ui: &mut Ui) {
         ui.label(facts.join(" · "));
         ui.horizontal(|ui| {
             let label = ui.label("Protected as");
-            ui.add(egui::TextEdit::singleline(&mut d.name).desired_width(200.0))
-                .labelled_by(label.id)
+            ui.add_enabled(
+                !d.replace,
+                egui::TextEdit::singleline(&mut d.name).desired_width(200.0),
+            )
+            .labelled_by(label.id)
                 .on_hover_text("A short name for lists, schedules and operators");
         });
         if let Err(e) = persnap::registry::validate_name(&d.name) {
@@ -465,7 +504,10 @@ fn check(app: &mut PersnapApp, ui: &mut Ui) {
     let history_dir = app.rt.history.as_ref().map(|h| h.dir().to_owned());
     let d = app.rt.protect.as_mut().expect("a draft");
     step(ui, 4, "Check, and protect");
-    ui.label("When you click Protect, persnap asks for the administrator's permission once. As administrator it then:");
+    ui.label(format!(
+        "When you click {}, persnap asks for the administrator's permission once. As administrator it then:",
+        if d.replace { "Save changes" } else { "Protect" }
+    ));
     let method = method_of(d);
     let test = if method.is_auto() {
         "takes a test snapshot of the database's disk and removes it again (nothing is copied);"
@@ -479,10 +521,17 @@ fn check(app: &mut PersnapApp, ui: &mut Ui) {
             when.describe(),
         ));
     }
-    steps.push(format!(
-        "records {} as a protected database, so that you and the operators can back it up without the administrator's password.",
-        d.name
-    ));
+    if d.replace && d.often == Often::Manual {
+        steps.push("removes its schedule, if it has one;".to_owned());
+    }
+    steps.push(if d.replace {
+        format!("records the changes to how {} is protected.", d.name)
+    } else {
+        format!(
+            "records {} as a protected database, so that you and the operators can back it up without the administrator's password.",
+            d.name
+        )
+    });
     for s in &steps {
         ui.label(format!("  • {s}"));
     }
@@ -496,14 +545,20 @@ fn check(app: &mut PersnapApp, ui: &mut Ui) {
         let button = ui
             .add_enabled(
                 readiness.is_ok() && !busy,
-                egui::Button::new(RichText::new("Protect").strong()),
+                egui::Button::new(
+                    RichText::new(if d.replace { "Save changes" } else { "Protect" }).strong(),
+                ),
             )
             .on_disabled_hover_text(readiness.err().unwrap_or("Protecting…"));
         button.widget_info(|| {
             egui::WidgetInfo::labeled(
                 egui::Role::Button,
                 readiness.is_ok() && !busy,
-                format!("Protect {}", d.name),
+                if d.replace {
+                    format!("Save how {} is protected", d.name)
+                } else {
+                    format!("Protect {}", d.name)
+                },
             )
         });
         start = button.clicked();
@@ -577,6 +632,7 @@ fn request(d: &ProtectDraft, history_dir: &Path) -> persnap::Result<Request> {
         history_dir,
         run_as: run_as.filter(|_| d.often != Often::Manual),
         test_snapshot: true,
+        replace: d.replace,
     })
 }
 

@@ -1369,7 +1369,14 @@ fn an_empty_overview_leads_to_protecting_a_database() {
     );
     assert!(h.query_by_label_contains("This backup is kept").is_some());
     wait_until(&mut h, "its standing, judged again", |app| {
-        !app.rt.overview.busy()
+        app.rt.overview.survey.as_ref().is_some_and(|s| {
+            s.as_ref().is_ok_and(|s| {
+                s.assessments[0]
+                    .last_good
+                    .as_ref()
+                    .is_some_and(|g| g.backup_path.as_ref() == Some(&kept))
+            })
+        })
     });
     assert!(h.query_by_label("pinned: before upgrading Apama").is_some());
     assert!(
@@ -1575,6 +1582,42 @@ fn the_overview_protects_a_running_correlator_and_keeps_watch() {
         h.query_by_label("Protected: last verified backup just now.")
             .is_some()
     );
+    // Change how it is protected, from its page: backed up only by hand
+    // now; its schedule goes.
+    h.get_by_label("Backups of orders").click();
+    h.run();
+    h.get_by_label("Change…").click();
+    wait_until(&mut h, "a look at its disk", |app| {
+        app.rt.protect.as_ref().is_some_and(|d| d.probe.is_some())
+    });
+    assert!(h.query_by_label("Change how it is protected").is_some());
+    h.get_by_role_and_label(Role::ComboBox, "Back up").click();
+    h.run_steps(3);
+    h.get_by_label("Only when I click Back up now").click();
+    h.run_steps(3);
+    assert!(h.query_by_label_contains("removes its schedule").is_some());
+    h.get_by_label("Save how orders is protected").click();
+    wait_until(&mut h, "the change", |app| {
+        app.rt.protect.as_ref().is_some_and(|d| d.result.is_some())
+    });
+    assert!(
+        h.query_by_label("orders is protected.").is_some(),
+        "{:?}",
+        h.state().rt.protect.as_ref().unwrap().result
+    );
+    assert_eq!(registry.get("orders").unwrap().unwrap().schedule, None);
+    assert!(!units.path().join("persnap-backup-orders.timer").exists());
+    h.get_by_label("Done").click();
+    h.step();
+    wait_until(&mut h, "its card without a schedule", |app| {
+        app.rt.screen == Screen::Overview
+            && app.rt.overview.survey.as_ref().is_some_and(|s| {
+                s.as_ref()
+                    .is_ok_and(|s| s.assessments[0].schedule.is_none())
+            })
+    });
+    assert!(h.query_by_label("Next backup: none scheduled.").is_some());
+
     // The backup disk goes away: the next backup fails and the card says why.
     std::fs::remove_dir_all(dest.path().join("orders")).unwrap();
     h.get_by_label("Back up orders now").click();
