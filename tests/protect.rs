@@ -353,3 +353,115 @@ fn the_command_line_protects_in_the_same_one_step() {
     assert!(place.registry().list().unwrap().is_empty());
     assert!(place.units().is_empty(), "{:?}", place.units());
 }
+
+/// What an independent review found, each a test: a schedule that fails to
+/// install leaves no entry (and nothing installed); stopping protection
+/// removes only the database's own schedule, not one that has since come
+/// to back up something else under its name; an old-style registration
+/// cannot take a name that is taken.
+#[test]
+fn a_failed_step_or_a_stale_name_changes_nothing_else() {
+    if !require_root("a_failed_step_or_a_stale_name_changes_nothing_else") {
+        return;
+    }
+    let store = tempfile::tempdir().unwrap();
+    make_store(store.path(), "persistence.db", Mode::Wal, 1);
+    let other = tempfile::tempdir().unwrap();
+    make_store(other.path(), "persistence.db", Mode::Wal, 1);
+    let dest = Destination::new();
+    let place = Place::new();
+    let mut request = place.protect("orders", store.path(), &dest.backups, "sqlite-online");
+    if let Request::Protect {
+        when,
+        test_snapshot,
+        ..
+    } = &mut request
+    {
+        // systemd refuses this when the schedule is installed.
+        *when = Some("Mon..Fry 25:61".into());
+        *test_snapshot = false;
+    }
+    let (code, event) = place.call("admin", &request);
+    assert_ne!(code, Some(0));
+    let message = refusal(event);
+    assert!(!message.is_empty());
+    assert!(
+        place.registry().list().unwrap().is_empty(),
+        "the entry went again"
+    );
+    assert!(place.units().is_empty(), "{:?}", place.units());
+
+    // Protected with its schedule; then a schedule of the same name is made
+    // on its own for another folder.
+    let mut good = place.protect("orders", store.path(), &dest.backups, "sqlite-online");
+    if let Request::Protect { test_snapshot, .. } = &mut good {
+        *test_snapshot = false;
+    }
+    let (code, event) = place.call("admin", &good);
+    assert_eq!(code, Some(0), "{event:?}");
+    let elsewhere = Request::ScheduleAdd {
+        name: "orders".into(),
+        source: persnap::volume::canonical(other.path()).unwrap(),
+        dest: persnap::backup::canonical_dest(&dest.backups).unwrap(),
+        store_name: "persistence.db".into(),
+        method: "sqlite-online".parse().unwrap(),
+        options: BackupOptions::default(),
+        when: "daily".into(),
+        history_dir: persnap::fsutil::canonicalize(place.history.path()).unwrap(),
+        run_as: None,
+    };
+    let (code, event) = place.call("admin", &elsewhere);
+    assert_eq!(code, Some(0), "{event:?}");
+    let (code, event) = place.call(
+        "admin",
+        &Request::DatabaseRemove {
+            name: "orders".into(),
+        },
+    );
+    assert_eq!(code, Some(0), "{event:?}");
+    let Event::Done { result } = event else {
+        panic!()
+    };
+    assert!(
+        matches!(
+            *result,
+            Reply::DatabaseRemoved {
+                schedule_removed: None,
+                ..
+            }
+        ),
+        "{result:?}"
+    );
+    assert_eq!(place.units().len(), 2, "the other schedule stays");
+
+    // The old registration request cannot take a taken name.
+    let (code, _) = place.call(
+        "admin",
+        &Request::DatabaseAdd {
+            name: "audit".into(),
+            source: store.path().to_owned(),
+            store_name: "persistence.db".into(),
+        },
+    );
+    assert_eq!(code, Some(0));
+    let message = refusal(
+        place
+            .call(
+                "admin",
+                &Request::DatabaseAdd {
+                    name: "audit".into(),
+                    source: other.path().to_owned(),
+                    store_name: "persistence.db".into(),
+                },
+            )
+            .1,
+    );
+    assert!(
+        message.contains("another database is protected as audit"),
+        "{message}"
+    );
+    assert_eq!(
+        place.registry().get("audit").unwrap().unwrap().folder,
+        persnap::volume::canonical(store.path()).unwrap()
+    );
+}

@@ -256,10 +256,12 @@ fn handle(level: Authority, input: Box<dyn Read + Send>, mut events: Events) -> 
             Ok(existed) => events.done(Reply::ScheduleRemoved { name, existed }),
             Err(e) => events.fail(&e, Some(Phase::Prepare)),
         },
-        Validated::DatabaseAdd(database) => match registry.add(&database) {
-            Ok(()) => events.done(Reply::DatabaseAdded { database }),
-            Err(e) => events.fail(&e, Some(Phase::Prepare)),
-        },
+        Validated::DatabaseAdd(database) => {
+            match not_taken(&database, false, &registry).and_then(|_| registry.add(&database)) {
+                Ok(()) => events.done(Reply::DatabaseAdded { database }),
+                Err(e) => events.fail(&e, Some(Phase::Prepare)),
+            }
+        }
         Validated::DatabaseRemove { name } => match unprotect(&name, &registry) {
             Ok((existed, schedule_removed)) => events.done(Reply::DatabaseRemoved {
                 name,
@@ -338,11 +340,20 @@ fn protect(protection: protocol::Protection, registry: &Registry, events: &Event
         database,
         replace,
     } = protection;
-    let before = match if replace {
-        replaceable(&database, schedule.is_some(), registry).map(Some)
-    } else {
-        not_taken(&database, schedule.is_some(), registry).map(|_| None)
-    } {
+    // Everything checked before root does anything: the registry safe,
+    // nothing taken (or, for a change, the same database), the history
+    // folder the invoking user's own.
+    let checked = registry.check_safe().and_then(|_| {
+        if let Some(s) = &schedule {
+            invoking_user_owns(&s.history_dir)?;
+        }
+        if replace {
+            replaceable(&database, schedule.is_some(), registry).map(Some)
+        } else {
+            not_taken(&database, schedule.is_some(), registry).map(|_| None)
+        }
+    });
+    let before = match checked {
         Ok(before) => before,
         Err(e) => return events.fail(&e, None),
     };
@@ -354,28 +365,46 @@ fn protect(protection: protocol::Protection, registry: &Registry, events: &Event
         Ok(report) => report,
         Err(e) => return events.fail(&e, None),
     };
-    let (schedule, installed) = match schedule.map(install_schedule).transpose() {
-        Ok(Some((s, i))) => (Some(s), Some(i)),
-        Ok(None) => (None, None),
-        Err(e) => return events.fail(&e, None),
-    };
-    if let Err(e) = registry.add(&database) {
-        // A new protection leaves nothing behind; a change keeps its new
-        // schedule (the old one it replaced is gone) and says so.
-        if let (Some(s), None) = (&schedule, &before) {
-            let _ = persnap::schedule::uninstall(&s.name);
-        }
-        return events.fail(&e, None);
-    }
-    // Changed to no schedule: the one it had goes.
-    if let Some(Some(old)) = before
-        .as_ref()
-        .map(|b: &persnap::registry::Database| b.schedule.clone())
-        && schedule.is_none()
-        && let Err(e) = persnap::schedule::uninstall(&old)
+    let old_schedule = before.as_ref().and_then(own_schedule);
+    // Changed to no schedule: the one it had goes first (if that fails,
+    // nothing has changed).
+    if schedule.is_none()
+        && let Some(old) = &old_schedule
+        && let Err(e) = persnap::schedule::uninstall(old)
     {
         return events.fail(&e, None);
     }
+    // The entry before the schedule: a schedule never runs for a database
+    // that is not registered.
+    if let Err(e) = registry.add(&database) {
+        return events.fail(&e, None);
+    }
+    let (schedule, installed) = match schedule.map(install_schedule).transpose() {
+        Ok(Some((s, i))) => (Some(s), Some(i)),
+        Ok(None) => (None, None),
+        Err(e) => {
+            // Whatever the failed install left goes, and the entry is as it
+            // was — without a schedule, if its own was just replaced.
+            let _ = persnap::schedule::uninstall(&database.name);
+            let restored = match before {
+                None => registry.remove(&database.name).map(|_| ()),
+                Some(mut b) => {
+                    if old_schedule.as_deref() == Some(database.name.as_str()) {
+                        b.schedule = None;
+                    }
+                    registry.add(&b)
+                }
+            };
+            let e = match restored {
+                Ok(()) => e,
+                Err(r) => Error::Relayed {
+                    kind: e.kind(),
+                    message: format!("{e} (and the registry could not be put back: {r})"),
+                },
+            };
+            return events.fail(&e, None);
+        }
+    };
     events.done(Reply::Protected {
         database,
         probe,
@@ -384,10 +413,23 @@ fn protect(protection: protocol::Protection, registry: &Registry, events: &Event
     })
 }
 
-/// Stop protecting `name`: its schedule first (a schedule left behind
+/// The schedule `db`'s entry names, if it is really its own: installed,
+/// backing up the same folder and store (a schedule of that name made on
+/// its own since is not touched).
+fn own_schedule(db: &persnap::registry::Database) -> Option<String> {
+    let name = db.schedule.as_ref()?;
+    persnap::schedule::list()
+        .ok()?
+        .into_iter()
+        .find(|s| &s.name == name && s.source == db.folder && s.store_name == db.store_name)
+        .map(|s| s.name)
+}
+
+/// Stop protecting `name`: its own schedule first (a schedule left behind
 /// would go on backing up a database nobody protects), then its entry.
 fn unprotect(name: &str, registry: &Registry) -> persnap::Result<(bool, Option<String>)> {
-    let schedule = registry.get(name)?.and_then(|db| db.schedule);
+    registry.check_safe()?;
+    let schedule = registry.get(name)?.as_ref().and_then(own_schedule);
     let removed = match &schedule {
         Some(s) => persnap::schedule::uninstall(s)?.then(|| s.clone()),
         None => None,
@@ -441,7 +483,7 @@ fn replaceable(
             before.folder.display()
         )));
     }
-    let own = before.schedule.as_deref() == Some(database.name.as_str());
+    let own = own_schedule(&before).as_deref() == Some(database.name.as_str());
     if scheduled
         && !own
         && persnap::schedule::list()?

@@ -36,18 +36,30 @@ fn pin_path(backup_dir: &Path) -> Option<PathBuf> {
     Some(backup_dir.parent()?.join(PINS_DIR).join(file))
 }
 
-/// The pin of `backup_dir`, if it is pinned (an unreadable pin counts as
-/// one: a backup someone meant to keep is not deleted for a typo).
+/// Whether `backup_dir` is pinned: anything at its pin's place counts
+/// (nothing is read, so no file put there can stall or mislead
+/// retention; a pin can only ever keep a backup).
+pub fn is_pinned(backup_dir: &Path) -> bool {
+    pin_path(backup_dir).is_some_and(|p| std::fs::symlink_metadata(p).is_ok())
+}
+
+/// The pin of `backup_dir`, if it is pinned. A pin that cannot be read as
+/// one (not a plain file, too long, not JSON) still pins it, without a note.
 pub fn read(backup_dir: &Path) -> Option<Pin> {
-    let path = pin_path(backup_dir)?;
-    let meta = std::fs::symlink_metadata(&path).ok()?;
-    if !meta.is_file() {
+    use std::io::Read as _;
+    if !is_pinned(backup_dir) {
         return None;
     }
+    let path = pin_path(backup_dir)?;
+    let plain = std::fs::symlink_metadata(&path).is_ok_and(|m| m.is_file());
+    let mut bytes = Vec::new();
+    let read = plain
+        && crate::sys::open_nofollow(&path)
+            .and_then(|f| f.take(64 * 1024).read_to_end(&mut bytes))
+            .is_ok();
     Some(
-        std::fs::read(&path)
-            .ok()
-            .and_then(|b| serde_json::from_slice(&b).ok())
+        read.then(|| serde_json::from_slice(&bytes).ok())
+            .flatten()
             .unwrap_or(Pin {
                 note: String::new(),
                 pinned: DateTime::<Utc>::MIN_UTC,
@@ -126,9 +138,13 @@ mod tests {
         assert!(unpin(&backup).unwrap());
         assert!(!unpin(&backup).unwrap());
         assert_eq!(read(&backup), None);
-        // A damaged pin still keeps the backup.
+        // A damaged pin, or anything else in its place, still keeps the
+        // backup.
         let path = pin_path(&backup).unwrap();
         std::fs::write(&path, b"not json").unwrap();
         assert!(read(&backup).is_some());
+        std::fs::remove_file(&path).unwrap();
+        std::fs::create_dir(&path).unwrap();
+        assert!(is_pinned(&backup) && read(&backup).is_some_and(|p| p.note.is_empty()));
     }
 }

@@ -103,14 +103,14 @@ pub fn candidates(dest: &Path, store_name: &str) -> Result<Vec<Candidate>> {
         }
         let candidate = match manifest::read(&path) {
             Ok(m) if m.store_name == store_name => Candidate {
-                pinned: crate::pin::read(&path).is_some(),
+                pinned: crate::pin::is_pinned(&path),
                 path,
                 finished: m.finished,
                 good: m.verification.integrity == "ok",
             },
             Ok(_) => continue,
             Err(_) => Candidate {
-                pinned: crate::pin::read(&path).is_some(),
+                pinned: crate::pin::is_pinned(&path),
                 path,
                 finished: DateTime::<Utc>::MIN_UTC,
                 good: false,
