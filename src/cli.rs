@@ -483,26 +483,14 @@ fn backup_cmd(
             Ok(other) => Err(RemoteFailure::unexpected(other)),
             Err(f) => Err(f),
         };
-        // Refused before it started (the location gone, the store moved;
-        // not a dismissed prompt, not a cancel): a backup that did not
-        // happen is recorded, so that a scheduled one is seen to fail, not
-        // to be missed. Only as the user whose history it is.
+        // Refused before it started: recorded, so that a scheduled run is
+        // seen to fail, not to be missed; only as the user whose history
+        // it is.
         if let Err(f) = &result
             && !history.recorded
             && (as_uid.is_none() || !persnap::fsutil::is_root())
-            && !matches!(
-                f.kind,
-                persnap::ErrorKind::Elevation | persnap::ErrorKind::Cancelled
-            )
         {
-            let run = Run::refused(
-                req.source.clone(),
-                req.store_name.clone(),
-                req.dest.clone(),
-                f.kind,
-                f.message.clone(),
-            );
-            let _ = history.record(&run);
+            launch::record_refusal(&mut history, req, f);
         }
         result
     };

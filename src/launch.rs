@@ -207,6 +207,27 @@ pub fn records_folder(history_dir: &std::path::Path) -> persnap::Result<std::pat
     ))
 }
 
+/// A backup of `req` the helper turned down before it started (the
+/// location gone, the store moved; not a dismissed prompt, not a cancel):
+/// still a backup that did not happen, so it goes into `recorder`.
+pub fn record_refusal(
+    recorder: &mut dyn Recorder,
+    req: &persnap::backup::BackupRequest,
+    failure: &RemoteFailure,
+) {
+    if matches!(failure.kind, ErrorKind::Elevation | ErrorKind::Cancelled) {
+        return;
+    }
+    let run = persnap::history::Run::refused(
+        req.source.clone(),
+        req.store_name.clone(),
+        req.dest.clone(),
+        failure.kind,
+        failure.message.clone(),
+    );
+    let _ = recorder.record(&run);
+}
+
 /// Send `request` to the helper and relay its events until it finishes.
 pub fn call(
     request: &Request,

@@ -202,8 +202,18 @@ fn sqlite_online_backup_of_a_live_database_from_the_window() {
     );
 }
 
-#[test]
-fn cancel_stops_cleanly_and_is_recorded() {
+/// A sqlite-online backup started from the window and waiting in its copy
+/// step for a writer in the middle of a long commit (held by `_lock`);
+/// the folders live as long as the struct.
+struct WaitingBackup {
+    h: Harness<'static, PersnapApp>,
+    _lock: rusqlite::Connection,
+    dest: tempfile::TempDir,
+    _src: tempfile::TempDir,
+    _data: tempfile::TempDir,
+}
+
+fn waiting_backup() -> WaitingBackup {
     let src = tempfile::tempdir().unwrap();
     let dest = tempfile::tempdir().unwrap();
     let data = tempfile::tempdir().unwrap();
@@ -228,6 +238,25 @@ fn cancel_stops_cleanly_and_is_recorded() {
             .as_ref()
             .is_some_and(|a| a.phase == persnap::progress::Phase::Copy)
     });
+    WaitingBackup {
+        h,
+        _lock: lock,
+        dest,
+        _src: src,
+        _data: data,
+    }
+}
+
+#[test]
+fn cancel_stops_cleanly_and_is_recorded() {
+    // Bound by name, so that the lock and the folders live to the end.
+    let WaitingBackup {
+        mut h,
+        dest,
+        _lock,
+        _src,
+        _data,
+    } = waiting_backup();
     h.get_by_label("Cancel").click();
     h.step();
     let app = h.state();
@@ -269,29 +298,14 @@ fn sent(h: &Harness<'static, PersnapApp>, command: &eframe::egui::ViewportComman
 #[test]
 fn closing_during_a_backup_asks_and_cancels_it_cleanly() {
     use eframe::egui::ViewportCommand;
-    let src = tempfile::tempdir().unwrap();
-    let dest = tempfile::tempdir().unwrap();
-    let data = tempfile::tempdir().unwrap();
-    let db = src.path().join("persistence.db");
-    loadgen::init(&db, Mode::Rollback, 1).unwrap();
-    // A writer in the middle of a long commit: the backup waits for it.
-    let lock = rusqlite::Connection::open(&db).unwrap();
-    lock.execute_batch("BEGIN EXCLUSIVE; UPDATE accounts SET balance = balance WHERE id = 0;")
-        .unwrap();
-    let mut h = harness(app_with_history(data.path()));
-    type_into(&mut h, "Database folder", src.path().to_str().unwrap());
-    type_into(&mut h, "Backup location", dest.path().to_str().unwrap());
-    choose_method(&mut h, "SQLite online backup (no snapshot)");
-    wait_for_online_plan(&mut h);
-    h.get_by_label("Back up now").click();
-    h.run_steps(3);
-    h.get_by_label("Back up anyway").click();
-    wait_until(&mut h, "the copy step", |app| {
-        app.rt
-            .activity
-            .as_ref()
-            .is_some_and(|a| a.phase == persnap::progress::Phase::Copy)
-    });
+    // Bound by name, so that the lock and the folders live to the end.
+    let WaitingBackup {
+        mut h,
+        dest,
+        _lock,
+        _src,
+        _data,
+    } = waiting_backup();
     // Closing asks first; the window stays.
     request_close(&mut h);
     assert!(sent(&h, &ViewportCommand::CancelClose), "the window stays");
@@ -1078,10 +1092,30 @@ fn fixture_protect(
     h
 }
 
+/// `h` (light, 100 %) as the image `name`, and the same screen made by
+/// `make` dark at 100 %, light at 200 % and dark at 200 %.
+fn in_both_themes_at_both_scales(
+    mut h: Harness<'static, PersnapApp>,
+    name: &str,
+    make: impl Fn(super::Theme, f32) -> Harness<'static, PersnapApp>,
+) {
+    h.snapshot(name);
+    let mut results = h.take_snapshot_results();
+    for (theme, scale, suffix) in [
+        (super::Theme::Dark, 1.0, "_dark"),
+        (super::Theme::Light, 2.0, "_2x"),
+        (super::Theme::Dark, 2.0, "_dark_2x"),
+    ] {
+        let mut h = make(theme, scale);
+        h.snapshot(format!("{name}{suffix}"));
+        results.extend(h.take_snapshot_results());
+    }
+}
+
 #[test]
 fn protecting_a_database_is_one_page_in_words() {
     let registry = tempfile::tempdir().unwrap();
-    let mut h = fixture_protect(super::Theme::Light, 1.0, registry.path());
+    let h = fixture_protect(super::Theme::Light, 1.0, registry.path());
     assert!(h.query_by_label("Protect a database").is_some());
     assert!(
         h.query_by_label("running correlator (process 4711) · 48.0 MiB · WAL")
@@ -1104,17 +1138,9 @@ fn protecting_a_database_is_one_page_in_words() {
     );
     assert!(h.query_by_label("Protect orders-eu").is_some());
     assert!(h.unnamed_widgets().is_empty());
-    h.snapshot("protect_screen");
-    let mut results = h.take_snapshot_results();
-    for (theme, scale, name) in [
-        (super::Theme::Dark, 1.0, "protect_screen_dark"),
-        (super::Theme::Light, 2.0, "protect_screen_2x"),
-        (super::Theme::Dark, 2.0, "protect_screen_dark_2x"),
-    ] {
-        let mut h = fixture_protect(theme, scale, registry.path());
-        h.snapshot(name);
-        results.extend(h.take_snapshot_results());
-    }
+    in_both_themes_at_both_scales(h, "protect_screen", |theme, scale| {
+        fixture_protect(theme, scale, registry.path())
+    });
 }
 
 #[test]
@@ -1150,7 +1176,7 @@ fn a_databases_page_shows_its_backups_in_words() {
 
 #[test]
 fn the_overview_says_which_database_needs_what() {
-    let mut h = fixture_overview("overview", super::Theme::Light, 1.0);
+    let h = fixture_overview("overview", super::Theme::Light, 1.0);
     assert!(
         h.query_by_label("0 of 2 databases need your attention.")
             .is_none()
@@ -1174,17 +1200,9 @@ fn the_overview_says_which_database_needs_what() {
     assert!(h.query_by_label("Back up orders now").is_some());
     assert!(h.query_by_label("Back up audit now").is_some());
     assert!(h.unnamed_widgets().is_empty());
-    h.snapshot("overview_screen");
-    let mut results = h.take_snapshot_results();
-    for (theme, scale, name) in [
-        (super::Theme::Dark, 1.0, "overview_screen_dark"),
-        (super::Theme::Light, 2.0, "overview_screen_2x"),
-        (super::Theme::Dark, 2.0, "overview_screen_dark_2x"),
-    ] {
-        let mut h = fixture_overview("overview", theme, scale);
-        h.snapshot(name);
-        results.extend(h.take_snapshot_results());
-    }
+    in_both_themes_at_both_scales(h, "overview_screen", |theme, scale| {
+        fixture_overview("overview", theme, scale)
+    });
 }
 
 /// From the empty overview through "Protect a database" to a first

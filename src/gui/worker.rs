@@ -239,23 +239,11 @@ pub fn backup(
                 Err(f) => Err(f),
             }
         };
-        // Refused before it started (not a dismissed prompt, not a cancel):
-        // still a backup that did not happen, so history says so.
+        // Refused before it started: history says so.
         if let Err(f) = &result
             && !recorder.recorded
-            && !matches!(
-                f.kind,
-                persnap::ErrorKind::Elevation | persnap::ErrorKind::Cancelled
-            )
         {
-            let run = Run::refused(
-                req.source.clone(),
-                req.store_name.clone(),
-                req.dest.clone(),
-                f.kind,
-                f.message.clone(),
-            );
-            let _ = recorder.record(&run);
+            launch::record_refusal(&mut recorder, &req, f);
         }
         notify.send(Msg::BackupDone(result));
     })
