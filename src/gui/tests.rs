@@ -421,6 +421,18 @@ fn unwritable_destination_fails_with_the_reason() {
     );
 }
 
+/// A child process, killed and reaped when dropped.
+#[cfg(unix)]
+struct KilledOnDrop(std::process::Child);
+
+#[cfg(unix)]
+impl Drop for KilledOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
 /// A 300 MiB btrfs loop volume, unmounted and detached when dropped.
 #[cfg(unix)]
 struct BtrfsVolume {
@@ -1495,11 +1507,15 @@ fn the_overview_protects_a_running_correlator_and_keeps_watch() {
         .parent()
         .unwrap()
         .join("persnap-loadgen");
-    let mut correlator = std::process::Command::new(loadgen)
-        .arg0("correlator")
-        .arg(format!("-PstoreLocation={}", store.display()))
-        .spawn()
-        .unwrap();
+    // Killed when the test ends, also when it fails (before the volume is
+    // unmounted, which it would keep busy).
+    let correlator = KilledOnDrop(
+        std::process::Command::new(loadgen)
+            .arg0("correlator")
+            .arg(format!("-PstoreLocation={}", store.display()))
+            .spawn()
+            .unwrap(),
+    );
     let deadline = Instant::now() + Duration::from_secs(20);
     while !store.join("persistence.db").exists() {
         assert!(Instant::now() < deadline, "the correlator made no store");
@@ -1531,8 +1547,11 @@ fn the_overview_protects_a_running_correlator_and_keeps_watch() {
     wait_until(&mut h, "the search", |app| app.rt.overview.found.is_some());
     let folder = persnap::volume::canonical(&store).unwrap();
     assert!(
-        h.query_by_label_contains(&format!("running correlator (process {})", correlator.id()))
-            .is_some(),
+        h.query_by_label_contains(&format!(
+            "running correlator (process {})",
+            correlator.0.id()
+        ))
+        .is_some(),
         "found by its command line"
     );
     h.get_by_label(&format!("Protect {}", folder.display()))
@@ -1652,7 +1671,6 @@ fn the_overview_protects_a_running_correlator_and_keeps_watch() {
         h.query_by_label_contains("failed: the backup location is not there")
             .is_some()
     );
-    let _ = correlator.kill();
-    let _ = correlator.wait();
+    drop(correlator);
     drop(vol);
 }
