@@ -330,9 +330,10 @@ fn install_schedule(
     Ok((schedule, installed))
 }
 
-/// Protect a database: the test snapshot, then its schedule, then its
-/// registration; a schedule installed for a registration that then fails
-/// is removed again. Failures name no backup step (nothing is backed up).
+/// Protect a database: the checks, the test snapshot, its registration,
+/// then its schedule; a schedule that fails to install is removed and the
+/// entry put back as it was. Failures name no backup step (nothing is
+/// backed up).
 fn protect(protection: protocol::Protection, registry: &Registry, events: &Events) -> i32 {
     let protocol::Protection {
         probe: test,
@@ -353,8 +354,10 @@ fn protect(protection: protocol::Protection, registry: &Registry, events: &Event
             not_taken(&database, schedule.is_some(), registry).map(|_| None)
         }
     });
-    let before = match checked {
-        Ok(before) => before,
+    // The entry as it was, and its own schedule.
+    let (before, old_schedule) = match checked {
+        Ok(Some((before, own))) => (Some(before), own),
+        Ok(None) => (None, None),
         Err(e) => return events.fail(&e, None),
     };
     let probe = match test
@@ -365,7 +368,6 @@ fn protect(protection: protocol::Protection, registry: &Registry, events: &Event
         Ok(report) => report,
         Err(e) => return events.fail(&e, None),
     };
-    let old_schedule = before.as_ref().and_then(own_schedule);
     // Changed to no schedule: the one it had goes first (if that fails,
     // nothing has changed).
     if schedule.is_none()
@@ -459,43 +461,37 @@ fn snapshot_taken(
 
 /// A change replaces only the entry of the same database (same name,
 /// folder and store) and its own schedule, never a schedule of that name
-/// made on its own; the entry as it was.
+/// made on its own: the entry as it was, and its own schedule.
 fn replaceable(
     database: &persnap::registry::Database,
     scheduled: bool,
     registry: &Registry,
-) -> persnap::Result<persnap::registry::Database> {
-    let refused = |reason: String| Error::Refused {
-        field: "name",
-        reason,
-    };
+) -> persnap::Result<(persnap::registry::Database, Option<String>)> {
     let Some(before) = registry.get(&database.name)? else {
-        return Err(refused(format!(
+        return Err(name_refused(format!(
             "no database is protected as {}; protect it first",
             database.name
         )));
     };
     if before.folder != database.folder || before.store_name != database.store_name {
-        return Err(refused(format!(
+        return Err(name_refused(format!(
             "{} protects another database ({} in {})",
             database.name,
             before.store_name,
             before.folder.display()
         )));
     }
-    let own = own_schedule(&before).as_deref() == Some(database.name.as_str());
+    let own = own_schedule(&before);
     if scheduled
-        && !own
-        && persnap::schedule::list()?
-            .iter()
-            .any(|s| s.name == database.name)
+        && own.as_deref() != Some(database.name.as_str())
+        && schedule_named(&database.name)?
     {
-        return Err(refused(format!(
+        return Err(name_refused(format!(
             "a schedule named {} exists already and is not this database's; remove it first",
             database.name
         )));
     }
-    Ok(before)
+    Ok((before, own))
 }
 
 /// A new protection replaces nothing: not another database's entry, not
@@ -505,33 +501,42 @@ fn not_taken(
     scheduled: bool,
     registry: &Registry,
 ) -> persnap::Result<()> {
-    let refused = |reason: String| Error::Refused {
-        field: "name",
-        reason,
-    };
-    if let Some(db) = registry.find(&database.folder, &database.store_name)? {
-        return Err(refused(format!(
+    let all = registry.list()?;
+    if let Some(db) = all
+        .iter()
+        .find(|d| d.folder == database.folder && d.store_name == database.store_name)
+    {
+        return Err(name_refused(format!(
             "this database is protected already, as {}",
             db.name
         )));
     }
-    if registry.list()?.iter().any(|db| db.name == database.name) {
-        return Err(refused(format!(
+    if all.iter().any(|db| db.name == database.name) {
+        return Err(name_refused(format!(
             "another database is protected as {}; choose another name",
             database.name
         )));
     }
-    if scheduled
-        && persnap::schedule::list()?
-            .iter()
-            .any(|s| s.name == database.name)
-    {
-        return Err(refused(format!(
+    if scheduled && schedule_named(&database.name)? {
+        return Err(name_refused(format!(
             "a schedule named {} exists already; choose another name or remove that schedule first",
             database.name
         )));
     }
     Ok(())
+}
+
+/// Whether a schedule named `name` is installed.
+fn schedule_named(name: &str) -> persnap::Result<bool> {
+    Ok(persnap::schedule::list()?.iter().any(|s| s.name == name))
+}
+
+/// A protection refused for its name.
+fn name_refused(reason: String) -> Error {
+    Error::Refused {
+        field: "name",
+        reason,
+    }
 }
 
 /// The user a backup is written as: the one pkexec started the helper

@@ -791,54 +791,29 @@ pub fn validate_with(request: Request, dest: Resolver) -> Result<Validated, Erro
             crate::registry::validate_name(&name)?;
             Ok(Validated::DatabaseRemove { name })
         }
-        Request::Protect {
-            name,
-            source,
-            store_name,
-            location,
-            method,
-            options,
-            when,
-            history_dir,
-            run_as,
-            test_snapshot,
-            replace,
-        } => {
-            let mut v = protect_request(
-                name,
-                source,
-                store_name,
-                location,
-                method,
-                options,
-                when,
-                history_dir,
-                run_as,
-                test_snapshot,
-            )?;
-            if let Validated::Protect(p) = &mut v {
-                p.replace = replace;
-            }
-            Ok(v)
-        }
+        protect @ Request::Protect { .. } => protect_request(protect),
     }
 }
 
 /// Each step of a [`Request::Protect`] is checked as the request of its
 /// own would be (the registration, the schedule, the test snapshot).
-#[allow(clippy::too_many_arguments)]
-fn protect_request(
-    name: String,
-    source: PathBuf,
-    store_name: String,
-    location: PathBuf,
-    method: MethodChoice,
-    options: BackupOptions,
-    when: Option<String>,
-    history_dir: Option<PathBuf>,
-    run_as: Option<RunAs>,
-    test_snapshot: bool,
-) -> Result<Validated, Error> {
+fn protect_request(request: Request) -> Result<Validated, Error> {
+    let Request::Protect {
+        name,
+        source,
+        store_name,
+        location,
+        method,
+        options,
+        when,
+        history_dir,
+        run_as,
+        test_snapshot,
+        replace,
+    } = request
+    else {
+        unreachable!("called with a protect request");
+    };
     let Validated::DatabaseAdd(mut database) = validate(Request::DatabaseAdd {
         name: name.clone(),
         source: source.clone(),
@@ -896,7 +871,7 @@ fn protect_request(
         probe,
         schedule,
         database,
-        replace: false,
+        replace,
     })))
 }
 

@@ -194,12 +194,7 @@ fn header(app: &mut PersnapApp, ui: &mut Ui, card: &Assessment) {
         )),
         None => ui.label("No schedule: backed up when you click Back up now."),
     };
-    let location = app
-        .settings
-        .locations
-        .get(&card.name)
-        .map(PathBuf::from)
-        .or_else(|| card.location.clone());
+    let location = super::overview_view::location_of(app, card);
     let busy = app.rt.database.as_ref().is_some_and(DatabasePage::busy);
     ui.horizontal(|ui| {
         let can = app.rt.activity.is_none() && location.is_some();

@@ -212,7 +212,7 @@ pub fn level_colour(level: Level) -> Color32 {
 
 /// Where this database's backups go: the user's choice in the app, else
 /// what its registration, schedule or last backup says.
-fn location_of(app: &PersnapApp, card: &Assessment) -> Option<PathBuf> {
+pub fn location_of(app: &PersnapApp, card: &Assessment) -> Option<PathBuf> {
     app.settings
         .locations
         .get(&card.name)
@@ -340,11 +340,15 @@ fn shares_disk(app: &mut PersnapApp, folder: &Path, location: &Path) -> bool {
         .overview
         .same_disk
         .entry((folder.to_owned(), location.to_owned()))
-        .or_insert_with(|| {
-            folder.is_dir()
-                && location.is_dir()
-                && persnap::fsutil::same_filesystem(folder, location).unwrap_or(false)
-        })
+        .or_insert_with(|| on_one_disk(folder, location))
+}
+
+/// Whether two folders that both exist share a disk (a folder not made
+/// yet, or one this user cannot see, is not judged).
+pub fn on_one_disk(folder: &Path, location: &Path) -> bool {
+    folder.is_dir()
+        && location.is_dir()
+        && persnap::fsutil::same_filesystem(folder, location).unwrap_or(false)
 }
 
 fn set_location(app: &mut PersnapApp, card: &Assessment, dir: &Path) {

@@ -380,9 +380,7 @@ fn the_location(app: &mut PersnapApp, ui: &mut Ui) {
         let same = match &d.same_disk {
             Some((looked, same)) if *looked == l => *same,
             _ => {
-                let same = d.found.folder.is_dir()
-                    && l.is_dir()
-                    && persnap::fsutil::same_filesystem(&d.found.folder, &l).unwrap_or(false);
+                let same = super::overview_view::on_one_disk(&d.found.folder, &l);
                 d.same_disk = Some((l.clone(), same));
                 same
             }
