@@ -9,6 +9,7 @@ use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 mod database;
+mod repo;
 mod status;
 
 use clap::{Parser, Subcommand};
@@ -60,6 +61,9 @@ pub enum Command {
     Backup {
         #[command(flatten)]
         set: BackupSetArgs,
+        /// Also (or, without --dest, only) store the verified backup in a repository.
+        #[command(flatten)]
+        repo: repo::RepoArgs,
         /// Seconds the sqlite-online method may wait for its read lock.
         #[arg(long, value_name = "SECS", default_value_t = persnap::online::DEFAULT_TIMEOUT.as_secs())]
         timeout: u64,
@@ -173,6 +177,10 @@ pub enum Command {
     /// The protected databases: add, list, remove.
     #[command(subcommand)]
     Database(database::DatabaseCommand),
+    /// Repositories (restic format: deduplicated, compressed, encrypted; a
+    /// folder or a server): create one, list its backups.
+    #[command(subcommand)]
+    Repo(repo::RepoCommand),
     /// Write the manual pages into DIR (for packaging).
     #[command(hide = true)]
     Man { dir: PathBuf },
@@ -202,8 +210,10 @@ pub struct BackupSetArgs {
     #[arg(long, value_name = "DIR")]
     source: PathBuf,
     /// The folder to write the backup into (preferably on another disk).
-    #[arg(long, value_name = "DIR")]
-    dest: PathBuf,
+    /// With --repo and without --dest, the backup is staged in your cache
+    /// folder and only the repository keeps it.
+    #[arg(long, value_name = "DIR", required_unless_present = "repo")]
+    dest: Option<PathBuf>,
     /// The database file name (the correlator's -PstoreName).
     #[arg(long, value_name = "NAME", default_value = persnap::store::DEFAULT_STORE_NAME)]
     store_name: String,
@@ -309,7 +319,14 @@ pub fn run(cli: Cli) -> Result<(), Failure> {
             scheduled,
             history_dir,
             as_uid,
+            repo,
         } => {
+            let repo = repo.unlock()?;
+            let staged = dest.is_none();
+            let dest = match dest {
+                Some(dest) => dest,
+                None => repo::staging_dir()?,
+            };
             let req = BackupRequest {
                 source,
                 dest,
@@ -326,7 +343,12 @@ pub fn run(cli: Cli) -> Result<(), Failure> {
                 Some(dir) => History::at(dir),
                 None => History::open_default()?,
             };
-            let result = backup_cmd(&req, history, scheduled.clone(), as_uid);
+            let into = repo.map(|(location, password)| IntoRepo {
+                location,
+                password,
+                staged,
+            });
+            let result = backup_cmd(&req, history, scheduled.clone(), as_uid, into);
             if result.is_err()
                 && let Some(name) = scheduled
             {
@@ -353,6 +375,7 @@ pub fn run(cli: Cli) -> Result<(), Failure> {
         Command::Restore { backup, to } => restore_cmd(backup, to),
         Command::Schedule(cmd) => schedule_cmd(cmd),
         Command::Database(cmd) => database::run(cmd),
+        Command::Repo(cmd) => repo::run(cmd),
         Command::Status { json, max_age } => status::run(json, max_age),
         Command::Prune {
             dest,
@@ -416,11 +439,20 @@ fn recover(history: &History, progress: &mut Printer) -> Result<(), Failure> {
     Ok(())
 }
 
+/// The repository a backup goes into, after it is verified.
+struct IntoRepo {
+    location: persnap::repository::Location,
+    password: persnap::repository::Password,
+    /// The set was staged for the repository only (no --dest).
+    staged: bool,
+}
+
 fn backup_cmd(
     req: &BackupRequest,
     history: History,
     schedule: Option<String>,
     as_uid: Option<u32>,
+    into: Option<IntoRepo>,
 ) -> Result<(), Failure> {
     let mut history = Tagged {
         history,
@@ -506,6 +538,27 @@ fn backup_cmd(
         m.method,
         units::duration(Duration::from_secs_f64(seconds.max(0.0)))
     );
+    if let Some(into) = into {
+        let database = repo::database_name(&req.source, &req.store_name);
+        let stored = repo::store(
+            &into.location,
+            &into.password,
+            &history.history,
+            &backup_dir,
+            &m,
+            &database,
+            into.staged,
+            &mut progress,
+            &cancel,
+        );
+        progress.finish_line();
+        let stored = stored?;
+        repo::print_stored(&stored);
+        if into.staged {
+            println!("{}", stored.snapshot);
+            return Ok(());
+        }
+    }
     println!("{}", backup_dir.display());
     Ok(())
 }
@@ -982,6 +1035,10 @@ fn schedule_cmd(cmd: ScheduleCommand) -> Result<(), Failure> {
             let run_as = run_as
                 .map(|account| account_with_password(&account))
                 .transpose()?;
+            let dest = dest.ok_or_else(|| Failure {
+                code: 2,
+                error: anyhow::anyhow!("Say where the backups go: --dest DIR."),
+            })?;
             let mut req = BackupRequest::new(
                 resolve(&source, volume::canonical)?,
                 resolve(&dest, backup::canonical_dest)?,

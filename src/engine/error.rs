@@ -293,6 +293,25 @@ pub enum Error {
         action: &'static str,
         detail: String,
     },
+
+    /// A repository could not be used: what happened, what to do, and the
+    /// repository library's own words.
+    #[error("{what} {advice}{}", details(detail))]
+    Repository {
+        what: String,
+        advice: &'static str,
+        detail: String,
+        kind: ErrorKind,
+    },
+}
+
+/// ` (Details: …)`, or nothing.
+fn details(detail: &str) -> String {
+    if detail.is_empty() {
+        String::new()
+    } else {
+        format!(" (Details: {detail})")
+    }
 }
 
 impl Error {
@@ -338,7 +357,7 @@ impl Error {
                 ErrorKind::Verify
             }
             Cancelled => ErrorKind::Cancelled,
-            Relayed { kind, .. } => *kind,
+            Relayed { kind, .. } | Repository { kind, .. } => *kind,
             NeedsAdminLevel { .. } => ErrorKind::Elevation,
             Protocol { .. } => ErrorKind::Protocol,
             Busy { .. }

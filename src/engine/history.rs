@@ -90,6 +90,10 @@ pub struct Run {
     pub files: u32,
     pub outcome: Outcome,
     pub verification: Option<Verification>,
+    /// The repository the verified set was stored in, and how that copy
+    /// was checked (none: a backup folder only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub repository: Option<crate::repository::Stored>,
     #[serde(default)]
     pub warnings: Vec<String>,
     pub host: String,
@@ -125,6 +129,7 @@ impl Run {
             files: 0,
             outcome: Outcome::Running,
             verification: None,
+            repository: None,
             warnings: Vec::new(),
             host: crate::manifest::host_name(),
             tool_version: crate::TOOL_VERSION.into(),

@@ -38,6 +38,8 @@ pub mod protection;
 pub mod protocol;
 /// Protected databases.
 pub mod registry;
+/// Repositories in the restic format (deduplicated, encrypted, remote).
+pub mod repository;
 /// Putting a backup back.
 pub mod restore;
 /// Which old backups may go.

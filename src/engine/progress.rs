@@ -20,6 +20,8 @@ pub enum Phase {
     Release,
     Verify,
     Finish,
+    /// Storing the verified set in a repository, and reading it back.
+    Store,
 }
 
 impl Phase {
@@ -31,6 +33,7 @@ impl Phase {
             Phase::Release => "release snapshot",
             Phase::Verify => "verify",
             Phase::Finish => "finish",
+            Phase::Store => "store in repository",
         }
     }
 }

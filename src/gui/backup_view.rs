@@ -541,6 +541,7 @@ pub fn phase_words(phase: Phase) -> &'static str {
         Phase::Release => "removing the snapshot",
         Phase::Verify => "verifying the copy",
         Phase::Finish => "writing the manifest",
+        Phase::Store => "storing it in the repository",
     }
 }
 

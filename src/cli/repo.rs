@@ -1,0 +1,254 @@
+//! `persnap repo init|list`, and the repository step of `persnap backup`,
+//! `verify` and `restore` with `--repo`.
+
+use std::io::IsTerminal;
+use std::path::{Path, PathBuf};
+
+use clap::Subcommand;
+use persnap::history::{History, Outcome, Run};
+use persnap::manifest::Manifest;
+use persnap::progress::{CancelToken, Phase, Progress};
+use persnap::repository::{self, Listed, Location, Password, Repo, Stored};
+use persnap::units;
+
+use super::Failure;
+
+/// A repository to use, and how to unlock it.
+#[derive(clap::Args, Clone, Default)]
+pub struct RepoArgs {
+    /// A repository (restic format: deduplicated, compressed, encrypted):
+    /// a folder's full path, sftp:user@host:/path, s3:https://host/bucket[/prefix]
+    /// (keys in AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY) or rest:http://host:port/.
+    #[arg(long, value_name = "URL", env = "PERSNAP_REPOSITORY")]
+    pub repo: Option<String>,
+    /// The file whose first line is the repository's password (without it,
+    /// the password is asked for on the terminal).
+    #[arg(long, value_name = "FILE", env = "PERSNAP_PASSWORD_FILE")]
+    pub password_file: Option<PathBuf>,
+}
+
+impl RepoArgs {
+    /// The repository and its password, when one is given.
+    pub fn unlock(&self) -> Result<Option<(Location, Password)>, Failure> {
+        let Some(url) = &self.repo else {
+            if self.password_file.is_some() && std::env::var_os("PERSNAP_PASSWORD_FILE").is_none()
+            {
+                return Err(usage("--password-file is for a repository: give --repo too."));
+            }
+            return Ok(None);
+        };
+        let location = Location::parse(url)?;
+        let password = match &self.password_file {
+            Some(file) => Password::from_file(file)?,
+            None if std::io::stdin().is_terminal() => {
+                let typed = rpassword::prompt_password(format!(
+                    "Password for the repository {location}: "
+                ))?;
+                Password::new(typed)
+            }
+            None => {
+                return Err(usage(
+                    "The repository's password is needed: give --password-file FILE (or PERSNAP_PASSWORD_FILE).",
+                ));
+            }
+        };
+        Ok(Some((location, password)))
+    }
+
+    fn required(&self) -> Result<(Location, Password), Failure> {
+        self.unlock()?.ok_or_else(|| {
+            usage("Say which repository: --repo URL (or PERSNAP_REPOSITORY).")
+        })
+    }
+}
+
+fn usage(message: &str) -> Failure {
+    Failure {
+        code: 2,
+        error: anyhow::anyhow!("{message}"),
+    }
+}
+
+#[derive(Subcommand)]
+pub enum RepoCommand {
+    /// Create a new, empty repository (asks for its password twice on a
+    /// terminal). Keep the password: without it the backups cannot be read.
+    Init {
+        #[command(flatten)]
+        repo: RepoArgs,
+    },
+    /// List the persnap backups in a repository, by host and database
+    /// (several machines may share one repository).
+    List {
+        #[command(flatten)]
+        repo: RepoArgs,
+        /// Print JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+pub fn run(cmd: RepoCommand) -> Result<(), Failure> {
+    match cmd {
+        RepoCommand::Init { repo } => {
+            let (location, password) = if repo.password_file.is_none()
+                && std::io::stdin().is_terminal()
+            {
+                let location = Location::parse(repo.repo.as_deref().unwrap_or_default())?;
+                let first = rpassword::prompt_password("Password for the new repository: ")?;
+                let again = rpassword::prompt_password("The same password again: ")?;
+                if first != again || first.is_empty() {
+                    return Err(usage(
+                        "The two passwords differ (or are empty); nothing was created.",
+                    ));
+                }
+                (location, Password::new(first))
+            } else {
+                repo.required()?
+            };
+            repository::init(&location, &password)?;
+            eprintln!(
+                "Created an empty repository at {location}. Keep its password safe: without it, nobody can read the backups."
+            );
+            Ok(())
+        }
+        RepoCommand::List { repo, json } => {
+            let (location, password) = repo.required()?;
+            let listed = Repo::open(&location, &password)?.list()?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&listed)?);
+            } else {
+                print_listed(&location, &listed);
+            }
+            Ok(())
+        }
+    }
+}
+
+fn print_listed(location: &Location, listed: &[Listed]) {
+    if listed.is_empty() {
+        println!("No persnap backups in {location} yet.");
+        return;
+    }
+    println!(
+        "{:<8}  {:<19}  {:<16}  {:<16}  {:>10}",
+        "ID", "TAKEN", "HOST", "DATABASE", "SIZE"
+    );
+    for l in listed {
+        println!(
+            "{:<8}  {:<19}  {:<16}  {:<16}  {:>10}",
+            l.short_id(),
+            l.time
+                .with_timezone(&chrono::Local)
+                .format("%Y-%m-%d %H:%M:%S"),
+            l.host,
+            l.database,
+            units::bytes(l.bytes),
+        )
+    }
+}
+
+/// Where `persnap backup --repo` without `--dest` stages the verified set
+/// before storing it: the user's cache folder, created private.
+pub fn staging_dir() -> Result<PathBuf, Failure> {
+    let dir = std::env::var_os("PERSNAP_STAGING_DIR")
+        .map(PathBuf::from)
+        .or_else(|| {
+            directories::ProjectDirs::from("", "", "persnap").map(|p| p.cache_dir().join("staging"))
+        })
+        .ok_or_else(|| usage("No home folder is known to stage the backup in; give --dest DIR."))?;
+    std::fs::create_dir_all(&dir)?;
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o700))?;
+    }
+    Ok(dir)
+}
+
+/// The name a backup carries in the repository: the protected database's
+/// name when it is registered, else the store folder's own name.
+pub fn database_name(source: &Path, store_name: &str) -> String {
+    let registry = persnap::registry::Registry::system();
+    match registry.find(source, store_name) {
+        Ok(Some(db)) => db.name,
+        _ => persnap::registry::suggest_name(&registry, source, store_name),
+    }
+}
+
+/// Stores a verified backup set in the repository and records the outcome
+/// on the run (already recorded as completed by the backup itself). The
+/// staged set is removed afterwards when `staged`, whatever happened: a
+/// repository backup leaves no full copy behind.
+#[allow(clippy::too_many_arguments)]
+pub fn store(
+    location: &Location,
+    password: &Password,
+    history: &History,
+    backup_dir: &Path,
+    manifest: &Manifest,
+    database: &str,
+    staged: bool,
+    progress: &mut dyn Progress,
+    cancel: &CancelToken,
+) -> Result<Stored, Failure> {
+    // The run is this process's now: others see it running, not dead.
+    let tag = &manifest.run_id[..manifest.run_id.len().min(8)];
+    let _alive = persnap::fsutil::RunLock::acquire(tag).ok();
+    let mut run = history
+        .load()?
+        .into_iter()
+        .find(|r| r.id == manifest.run_id);
+    if let Some(run) = &mut run {
+        run.outcome = Outcome::Running;
+        run.destination = PathBuf::from(location.display());
+        history.upsert(run)?;
+    }
+    let result = Repo::open(location, password)
+        .and_then(|repo| repo.store(backup_dir, manifest, database, progress, cancel));
+    if staged {
+        let _ = std::fs::remove_dir_all(backup_dir);
+    }
+    if let Some(mut run) = run {
+        finish(&mut run, &result, staged);
+        history.upsert(&run)?;
+    }
+    Ok(result?)
+}
+
+fn finish(run: &mut Run, result: &persnap::Result<Stored>, staged: bool) {
+    let now = chrono::Utc::now();
+    run.finished = Some(now);
+    run.duration_secs = Some((now - run.started).num_milliseconds() as f64 / 1000.0);
+    if staged {
+        run.backup_path = None;
+    }
+    match result {
+        Ok(stored) => {
+            run.outcome = Outcome::Completed;
+            run.repository = Some(stored.clone());
+        }
+        Err(persnap::Error::Cancelled) => run.outcome = Outcome::Cancelled,
+        Err(e) => {
+            run.verification = None;
+            run.outcome = Outcome::Failed {
+                step: Phase::Store,
+                kind: e.kind(),
+                message: e.to_string(),
+            }
+        }
+    }
+}
+
+pub fn print_stored(stored: &Stored) {
+    eprintln!(
+        "Stored in the repository {} as {}: {} read, {} new ({} after compression), took {}; {}.",
+        stored.location,
+        &stored.snapshot[..8],
+        units::bytes(stored.bytes_read),
+        units::bytes(stored.bytes_new),
+        units::bytes(stored.bytes_stored),
+        units::duration(std::time::Duration::from_secs_f64(stored.seconds)),
+        stored.check.checked
+    );
+}

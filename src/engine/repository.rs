@@ -1,0 +1,838 @@
+//! A backup location that is a repository in the restic format:
+//! deduplicated, compressed and encrypted, in a local folder or on a server
+//! (SFTP, S3-compatible storage, a restic REST server such as
+//! `rclone serve restic`). Written and read through rustic_core, so restic
+//! itself can list and restore what persnap stores.
+//!
+//! A backup reaches a repository as a finished, verified backup set: the
+//! snapshot, the copy and SQLite's checks run exactly as for a folder (into
+//! a staging folder of the user's), then [`Repo::store`] stores the set's
+//! files and its manifest as one repository snapshot, tagged with the host,
+//! the database and the store name. What is then recorded as verified was
+//! read back *from the repository*: [`Repo::store`] restores the new
+//! snapshot into a scratch folder and checks every file's SHA-256 against
+//! the manifest and SQLite's integrity check on the result
+//! ([`StoreCheck`]), so a good record means "this restores".
+//!
+//! Everything here runs as the user whose backup it is, never as root.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use rustic_backend::BackendOptions;
+use rustic_core::{
+    BackupOptions, ConfigOptions, Credentials, KeyOptions, LocalDestination, LocalSource,
+    LsOptions, OpenStatus, PathList, ProgressBars, ProgressType, ReadSource, ReadSourceEntry,
+    ReadSourceOpen, Repository, RepositoryOptions, RestoreOptions, RusticError, RusticProgress,
+    RusticResult, SnapshotOptions,
+};
+use serde::{Deserialize, Serialize};
+
+use crate::error::{Error, ErrorKind, Result};
+use crate::manifest::{self, Manifest};
+use crate::progress::{CancelToken, Phase, Progress};
+
+/// The tag every persnap snapshot carries (with `database=` and `store=`).
+pub const TAG: &str = "persnap";
+/// Where a backup set lives inside its repository snapshot.
+const SNAPSHOT_ROOT: &str = "/persnap";
+
+/// Where a repository is, as the user wrote it:
+/// - a folder: `/srv/backups/repo` (or `local:/srv/backups/repo`);
+/// - SFTP: `sftp:user@host:/path` (`sftp:user@host:port:/path`), with the
+///   user's own ssh keys and known hosts;
+/// - S3-compatible storage: `s3:https://host[:port]/bucket[/prefix]`, with
+///   the keys in `AWS_ACCESS_KEY_ID` and `AWS_SECRET_ACCESS_KEY`;
+/// - a restic REST server: `rest:http://host:port/path`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct Location(String);
+
+impl Location {
+    pub fn parse(text: &str) -> Result<Location> {
+        let text = text.trim();
+        let bad = |reason: &str| Error::Repository {
+            what: format!("\"{text}\" is not a repository location I understand: {reason}."),
+            advice: ADVICE_LOCATION,
+            detail: String::new(),
+            kind: ErrorKind::BadInput,
+        };
+        if text.is_empty() {
+            return Err(bad("it is empty"));
+        }
+        match scheme(text) {
+            Some(("local", path)) | Some(("", path)) => {
+                if !Path::new(path).is_absolute() {
+                    return Err(bad("a folder must be given with its full path"));
+                }
+            }
+            Some(("rest", url)) | Some(("s3", url)) => {
+                if !(url.starts_with("http://") || url.starts_with("https://")) {
+                    return Err(bad("the address must start with http:// or https://"));
+                }
+            }
+            Some(("sftp", rest)) => {
+                sftp_parts(rest).ok_or_else(|| bad("write it as sftp:user@host:/path"))?;
+            }
+            Some((other, _)) => {
+                return Err(bad(&format!("\"{other}:\" is not a kind of storage persnap knows")));
+            }
+            None => return Err(bad("a folder must be given with its full path")),
+        }
+        Ok(Location(text.to_owned()))
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+
+    /// The location without any password written into it (for history,
+    /// logs and the screen).
+    pub fn display(&self) -> String {
+        match self.0.split_once("://") {
+            Some((scheme, rest)) => match rest.split_once('@') {
+                Some((user_info, host)) if !user_info.contains('/') => {
+                    let user = user_info.split(':').next().unwrap_or_default();
+                    format!("{scheme}://{user}@{host}")
+                }
+                _ => self.0.clone(),
+            },
+            None => self.0.clone(),
+        }
+    }
+
+    /// Whether this is a folder on this machine.
+    pub fn is_local(&self) -> bool {
+        matches!(scheme(&self.0), Some(("local" | "", _)))
+    }
+
+    fn backend_options(&self) -> Result<BackendOptions> {
+        let mut options = std::collections::BTreeMap::new();
+        let repository = match scheme(&self.0) {
+            Some(("local" | "", path)) => format!("local:{path}"),
+            Some(("rest", url)) => format!("rest:{url}"),
+            Some(("sftp", rest)) => {
+                let (user, host, port, root) = sftp_parts(rest).expect("checked when parsed");
+                options.insert("user".into(), user.into());
+                options.insert(
+                    "endpoint".into(),
+                    format!("ssh://{host}:{}", port.unwrap_or("22")),
+                );
+                options.insert("root".into(), root.into());
+                "opendal:sftp".into()
+            }
+            Some(("s3", url)) => {
+                let (scheme_part, rest) = url.split_once("://").expect("checked when parsed");
+                let (host, path) = rest.split_once('/').unwrap_or((rest, ""));
+                let (bucket, prefix) = path.split_once('/').unwrap_or((path, ""));
+                if bucket.is_empty() {
+                    return Err(Error::Repository {
+                        what: format!("{} names no bucket.", self.display()),
+                        advice: ADVICE_LOCATION,
+                        detail: String::new(),
+                        kind: ErrorKind::BadInput,
+                    });
+                }
+                options.insert("endpoint".into(), format!("{scheme_part}://{host}"));
+                options.insert("bucket".into(), bucket.into());
+                options.insert("root".into(), format!("/{prefix}"));
+                options.insert(
+                    "region".into(),
+                    std::env::var("AWS_DEFAULT_REGION").unwrap_or_else(|_| "us-east-1".into()),
+                );
+                for (var, key) in [
+                    ("AWS_ACCESS_KEY_ID", "access_key_id"),
+                    ("AWS_SECRET_ACCESS_KEY", "secret_access_key"),
+                ] {
+                    if let Ok(value) = std::env::var(var) {
+                        options.insert(key.into(), value);
+                    }
+                }
+                "opendal:s3".into()
+            }
+            _ => unreachable!("checked when parsed"),
+        };
+        Ok(BackendOptions::default()
+            .repository(repository)
+            .options(options))
+    }
+}
+
+impl std::fmt::Display for Location {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.display())
+    }
+}
+
+/// `("s3", rest)` for `s3:rest`; `("", path)` for a plain absolute path
+/// (also a Windows one, `C:\…`, whose drive letter is not a scheme).
+fn scheme(text: &str) -> Option<(&str, &str)> {
+    if Path::new(text).is_absolute() || text.starts_with('/') {
+        return Some(("", text));
+    }
+    let (scheme, rest) = text.split_once(':')?;
+    if scheme.len() < 2 || !scheme.chars().all(|c| c.is_ascii_alphanumeric()) {
+        return None;
+    }
+    Some((scheme, rest))
+}
+
+/// `user@host[:port]:/path` → its parts.
+fn sftp_parts(rest: &str) -> Option<(&str, &str, Option<&str>, &str)> {
+    let (user, rest) = rest.split_once('@')?;
+    let (host_port, root) = rest.split_once(":/")?;
+    let (host, port) = match host_port.split_once(':') {
+        Some((host, port)) => (host, Some(port)),
+        None => (host_port, None),
+    };
+    let ok = !user.is_empty()
+        && !host.is_empty()
+        && port.is_none_or(|p| p.parse::<u16>().is_ok())
+        && !user.starts_with('-')
+        && !host.starts_with('-');
+    ok.then(|| (user, host, port, &rest[rest.len() - root.len() - 1..]))
+}
+
+const ADVICE_LOCATION: &str = "Give a folder's full path, or sftp:user@host:/path, s3:https://host/bucket, or rest:http://host:port/.";
+const ADVICE_PASSWORD: &str =
+    "Type the password the repository was created with; a forgotten password cannot be recovered.";
+const ADVICE_REACH: &str = "Check that the server is running and reachable from this machine, and that the address is right; then try again.";
+
+/// A repository password. Never printed, never on a command line.
+#[derive(Clone)]
+pub struct Password(String);
+
+impl std::fmt::Debug for Password {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Password(…)")
+    }
+}
+
+impl Password {
+    pub fn new(text: impl Into<String>) -> Password {
+        Password(text.into())
+    }
+
+    /// The first line of a file, as `--password-file` and restic read it.
+    pub fn from_file(path: &Path) -> Result<Password> {
+        let text = std::fs::read_to_string(path).map_err(|e| Error::Repository {
+            what: format!("Cannot read the password file {}.", path.display()),
+            advice: "Give a file that holds the repository's password on its first line.",
+            detail: e.to_string(),
+            kind: ErrorKind::BadInput,
+        })?;
+        let line = text.lines().next().unwrap_or_default();
+        if line.is_empty() {
+            return Err(Error::Repository {
+                what: format!("The password file {} is empty.", path.display()),
+                advice: "Write the repository's password on its first line.",
+                detail: String::new(),
+                kind: ErrorKind::BadInput,
+            });
+        }
+        Ok(Password(line.to_owned()))
+    }
+
+    fn credentials(&self) -> Credentials {
+        Credentials::password(&self.0)
+    }
+}
+
+/// Turns rustic's error into one that says what to do.
+fn plain(location: &Location, doing: &str, e: Box<RusticError>) -> Error {
+    let detail = e.display_log();
+    if e.is_incorrect_password() {
+        return Error::Repository {
+            what: format!("The password for the repository {location} is wrong."),
+            advice: ADVICE_PASSWORD,
+            detail,
+            kind: ErrorKind::BadInput,
+        };
+    }
+    let lower = detail.to_lowercase();
+    let (what, advice, ek) = if lower.contains("no space left")
+        || lower.contains("quota")
+        || lower.contains("entity too large")
+        || lower.contains("insufficient storage")
+    {
+        (
+            format!("The repository {location} is full: {doing} failed."),
+            "Free space where the repository is (prune old backups, or enlarge the storage), then back up again.",
+            ErrorKind::Copy,
+        )
+    } else if lower.contains("backend")
+        || lower.contains("connection")
+        || lower.contains("dns")
+        || lower.contains("timed out")
+    {
+        (
+            format!("Could not reach the repository {location}: {doing} failed."),
+            ADVICE_REACH,
+            ErrorKind::Copy,
+        )
+    } else if lower.contains("config file") || lower.contains("no repository") {
+        (
+            format!("There is no repository at {location}."),
+            "Check the address, or create the repository first (persnap repo init).",
+            ErrorKind::BadInput,
+        )
+    } else {
+        (
+            format!("The repository {location} could not be used: {doing} failed."),
+            "Check the address and that the repository is intact (restic check), then try again.",
+            ErrorKind::Copy,
+        )
+    };
+    Error::Repository {
+        what,
+        advice,
+        detail,
+        kind: ek,
+    }
+}
+
+/// Creates a new, empty repository (format 2: compressed).
+pub fn init(location: &Location, password: &Password) -> Result<()> {
+    let backends = location
+        .backend_options()?
+        .to_backends()
+        .map_err(|e| plain(location, "connecting", e))?;
+    let repo = Repository::new(&RepositoryOptions::default(), &backends)
+        .map_err(|e| plain(location, "connecting", e))?;
+    match repo.config_id() {
+        Ok(Some(_)) => {
+            return Err(Error::Repository {
+                what: format!("There is already a repository at {location}."),
+                advice: "Use it as it is (with its password), or choose another place for a new one.",
+                detail: String::new(),
+                kind: ErrorKind::BadInput,
+            });
+        }
+        Ok(None) => {}
+        Err(e) => return Err(plain(location, "connecting", e)),
+    }
+    repo.init(
+        &password.credentials(),
+        &KeyOptions::default(),
+        &ConfigOptions::default(),
+    )
+    .map_err(|e| plain(location, "creating the repository", e))?;
+    Ok(())
+}
+
+/// A repository, opened with its password.
+pub struct Repo {
+    location: Location,
+    backends: rustic_core::RepositoryBackends,
+    password: Password,
+    repo: Repository<OpenStatus>,
+    meter: Meter,
+}
+
+fn opened(
+    location: &Location,
+    backends: &rustic_core::RepositoryBackends,
+    password: &Password,
+    meter: &Meter,
+) -> Result<Repository<OpenStatus>> {
+    Repository::new_with_progress(&RepositoryOptions::default(), backends, meter.clone())
+        .map_err(|e| plain(location, "connecting", e))?
+        .open(&password.credentials())
+        .map_err(|e| plain(location, "opening the repository", e))
+}
+
+/// Counts the bytes rustic reports, for [`Progress`].
+#[derive(Debug, Clone, Default)]
+struct Meter {
+    done: Arc<AtomicU64>,
+    total: Arc<AtomicU64>,
+}
+
+impl ProgressBars for Meter {
+    fn progress(&self, kind: ProgressType, _prefix: &str) -> rustic_core::Progress {
+        match kind {
+            ProgressType::Bytes => {
+                self.done.store(0, Ordering::Relaxed);
+                self.total.store(0, Ordering::Relaxed);
+                rustic_core::Progress::new(self.clone())
+            }
+            _ => rustic_core::Progress::hidden(),
+        }
+    }
+}
+
+impl RusticProgress for Meter {
+    fn is_hidden(&self) -> bool {
+        false
+    }
+    fn set_length(&self, len: u64) {
+        self.total.store(len, Ordering::Relaxed);
+    }
+    fn set_title(&self, _: &str) {}
+    fn inc(&self, inc: u64) {
+        self.done.fetch_add(inc, Ordering::Relaxed);
+    }
+    fn finish(&self) {}
+}
+
+/// One persnap backup in a repository.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Listed {
+    /// The repository snapshot's id (restic's, in full).
+    pub id: String,
+    pub time: chrono::DateTime<chrono::Utc>,
+    pub host: String,
+    pub database: String,
+    pub store_name: String,
+    pub bytes: u64,
+    pub files: u64,
+}
+
+impl Listed {
+    /// The id as restic shows it.
+    pub fn short_id(&self) -> &str {
+        &self.id[..self.id.len().min(8)]
+    }
+}
+
+/// What [`Repo::store`] stored and how it was checked.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Stored {
+    /// Where, as shown to people (no password in it).
+    pub location: String,
+    pub snapshot: String,
+    /// Bytes of the backup set read into the repository.
+    pub bytes_read: u64,
+    /// Of those, bytes that were new to the repository (before compression).
+    pub bytes_new: u64,
+    /// What the new data takes in the repository (compressed, encrypted).
+    pub bytes_stored: u64,
+    pub seconds: f64,
+    pub check: StoreCheck,
+}
+
+/// How a stored backup was checked, as recorded.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct StoreCheck {
+    /// What was checked, in words (also in the history and the app).
+    pub checked: String,
+    pub hashes_match: bool,
+    /// SQLite's integrity check on the copy read back from the repository.
+    pub integrity: String,
+    pub seconds: f64,
+}
+
+/// The read-back check, as the history and the manifest describe it.
+pub const STORE_CHECK: &str = "read back from the repository into a scratch folder: every file's SHA-256 matched the manifest and SQLite's integrity check passed";
+
+impl Repo {
+    pub fn open(location: &Location, password: &Password) -> Result<Repo> {
+        let meter = Meter::default();
+        let backends = location
+            .backend_options()?
+            .to_backends()
+            .map_err(|e| plain(location, "connecting", e))?;
+        let repo = opened(location, &backends, password, &meter)?;
+        Ok(Repo {
+            location: location.clone(),
+            backends,
+            password: password.clone(),
+            repo,
+            meter,
+        })
+    }
+
+    /// The repository opened anew, for a step that consumes it.
+    fn reopened(&self) -> Result<Repository<OpenStatus>> {
+        opened(&self.location, &self.backends, &self.password, &self.meter)
+    }
+
+    pub fn location(&self) -> &Location {
+        &self.location
+    }
+
+    /// Every persnap backup in the repository, oldest first (other
+    /// snapshots are left out).
+    pub fn list(&self) -> Result<Vec<Listed>> {
+        let snaps = self
+            .repo
+            .get_all_snapshots()
+            .map_err(|e| plain(&self.location, "listing the backups", e))?;
+        let mut listed: Vec<Listed> = snaps
+            .into_iter()
+            .filter(|s| s.tags.contains(TAG))
+            .map(|s| {
+                let tag = |key: &str| {
+                    s.tags
+                        .iter()
+                        .find_map(|t| t.strip_prefix(&format!("{key}=")).map(str::to_owned))
+                        .unwrap_or_default()
+                };
+                let summary = s.summary.clone().unwrap_or_default();
+                Listed {
+                    id: s.id.to_string(),
+                    time: chrono::DateTime::from_timestamp_millis(
+                        s.time.timestamp().as_millisecond(),
+                    )
+                    .unwrap_or_default(),
+                    host: s.hostname.clone(),
+                    database: tag("database"),
+                    store_name: tag("store"),
+                    bytes: summary.total_bytes_processed,
+                    files: summary.total_files_processed,
+                }
+            })
+            .collect();
+        listed.sort_by_key(|l| l.time);
+        Ok(listed)
+    }
+
+    /// Stores a verified backup set as one repository snapshot, then reads
+    /// it back and checks it. A cancelled or failed store leaves no
+    /// snapshot behind (the data it wrote is consistent and indexed, and
+    /// goes at the next prune).
+    pub fn store(
+        &self,
+        backup_dir: &Path,
+        manifest: &Manifest,
+        database: &str,
+        progress: &mut dyn Progress,
+        cancel: &CancelToken,
+    ) -> Result<Stored> {
+        check_database_name(database)?;
+        let started = Instant::now();
+        progress.phase(Phase::Store);
+        let when = rustic_core::jiff::Timestamp::from_millisecond(
+            manifest.started.timestamp_millis(),
+        )
+        .map(|t| t.to_zoned(rustic_core::jiff::tz::TimeZone::UTC))
+        .ok();
+        let mut options = SnapshotOptions::default()
+            .host(manifest.host.clone())
+            .label(database.to_owned());
+        if let Some(when) = when {
+            options = options.time(when);
+        }
+        let snap = options
+            .add_tags(&format!(
+                "{TAG},database={database},store={}",
+                manifest.store_name
+            ))
+            .and_then(|o| o.to_snapshot())
+            .map_err(|e| plain(&self.location, "preparing the snapshot", e))?;
+        let mut backup_opts =
+            BackupOptions::default().as_path(PathBuf::from(format!("{SNAPSHOT_ROOT}/{database}")));
+        // Every file is read whole: deduplication finds what is unchanged.
+        backup_opts.parent_opts.force = true;
+        let paths = PathList::from_iter([backup_dir.to_path_buf()]);
+        let source = LocalSource::new(
+            backup_opts.ignore_save_opts,
+            &backup_opts.excludes,
+            &backup_opts.ignore_filter_opts,
+            &paths.paths(),
+        )
+        .map_err(|e| plain(&self.location, "reading the backup set", e))?;
+        let stop = cancel.flag();
+        let source = Cancellable {
+            inner: source,
+            stop: stop.clone(),
+        };
+        let repo = self
+            .reopened()?
+            .to_indexed_ids()
+            .map_err(|e| plain(&self.location, "reading the repository's index", e))?;
+        let saved = self.while_showing(Phase::Store, progress, || {
+            repo.archive(&backup_opts, &source, snap, &paths.paths())
+        });
+        let saved = saved.map_err(|e| plain(&self.location, "storing the backup", e))?;
+        let forget = |why: Error| -> Error {
+            // Nothing half-stored is left as a backup.
+            let _ = self.repo.delete_snapshots(&[saved.id]);
+            why
+        };
+        if cancel.is_cancelled() {
+            return Err(forget(Error::Cancelled));
+        }
+        let summary = saved.summary.clone().unwrap_or_default();
+        let expected: u64 = manifest.files.iter().map(|f| f.size).sum();
+        let manifest_bytes = std::fs::metadata(backup_dir.join(manifest::MANIFEST_NAME))
+            .map(|m| m.len())
+            .unwrap_or(0);
+        if summary.total_bytes_processed != expected + manifest_bytes {
+            return Err(forget(Error::Repository {
+                what: format!(
+                    "Not all of the backup reached the repository {}: {} of {} bytes were read.",
+                    self.location,
+                    summary.total_bytes_processed,
+                    expected + manifest_bytes
+                ),
+                advice: "Back up again; if this repeats, check the disk the backup is staged on.",
+                detail: String::new(),
+                kind: ErrorKind::Copy,
+            }));
+        }
+        let id = saved.id.to_string();
+        let check = self
+            .check_stored(&id, backup_dir, progress, cancel)
+            .map_err(forget)?;
+        Ok(Stored {
+            location: self.location.display(),
+            snapshot: id,
+            bytes_read: summary.total_bytes_processed,
+            bytes_new: summary.data_added,
+            bytes_stored: summary.data_added_packed,
+            seconds: started.elapsed().as_secs_f64(),
+            check,
+        })
+    }
+
+    /// Reads a stored backup back into a scratch folder beside
+    /// `near` and checks it against its own manifest.
+    fn check_stored(
+        &self,
+        id: &str,
+        near: &Path,
+        progress: &mut dyn Progress,
+        cancel: &CancelToken,
+    ) -> Result<StoreCheck> {
+        let started = Instant::now();
+        let scratch = crate::verify::WorkDir::create(
+            crate::verify::scratch_parent(near).join(format!(
+                "{}repo-check-{}",
+                crate::names::SCRATCH_PREFIX,
+                &id[..8]
+            )),
+        )?;
+        let set = self.fetch(id, scratch.path(), progress, cancel)?;
+        progress.phase(Phase::Verify);
+        let mut meter = crate::copy::Meter {
+            phase: Phase::Verify,
+            done: 0,
+            total: 0,
+            progress,
+            cancel,
+        };
+        let (_, verification) = crate::verify::verify_backup(&set, scratch.path(), &mut meter)?;
+        Ok(StoreCheck {
+            checked: STORE_CHECK.into(),
+            hashes_match: verification.hashes_match,
+            integrity: verification.integrity,
+            seconds: started.elapsed().as_secs_f64(),
+        })
+    }
+
+    /// Restores the backup set of snapshot `id` (a full id or its start)
+    /// into a new folder inside `into`, and returns that folder. The files
+    /// are not checked here: restore and verify check them.
+    pub fn fetch(
+        &self,
+        id: &str,
+        into: &Path,
+        progress: &mut dyn Progress,
+        cancel: &CancelToken,
+    ) -> Result<PathBuf> {
+        let listed = self.list()?;
+        let found: Vec<&Listed> = listed.iter().filter(|l| l.id.starts_with(id)).collect();
+        let entry = match found.as_slice() {
+            [one] => *one,
+            [] => {
+                return Err(Error::Repository {
+                    what: format!("The repository {} holds no persnap backup {id}.", self.location),
+                    advice: "List its backups (persnap history --repo …) and give one of their ids.",
+                    detail: String::new(),
+                    kind: ErrorKind::BadInput,
+                });
+            }
+            _ => {
+                return Err(Error::Repository {
+                    what: format!("More than one backup in {} starts with {id}.", self.location),
+                    advice: "Give more characters of the id.",
+                    detail: String::new(),
+                    kind: ErrorKind::BadInput,
+                });
+            }
+        };
+        check_database_name(&entry.database)?;
+        crate::store::validate_store_name(&entry.store_name)?;
+        let repo = self
+            .reopened()?
+            .to_indexed()
+            .map_err(|e| plain(&self.location, "reading the repository's index", e))?;
+        let node = repo
+            .node_from_snapshot_path(
+                &format!("{}:{SNAPSHOT_ROOT}/{}", entry.id, entry.database),
+                |_| true,
+            )
+            .map_err(|e| plain(&self.location, "finding the backup", e))?;
+        let target = into.join(format!("{}-{}", entry.database, entry.short_id()));
+        std::fs::create_dir(&target).map_err(Error::io(
+            "create",
+            &target,
+            crate::error::HINT_DEST,
+        ))?;
+        let target_text = format!("{}/", target.display());
+        let dest = LocalDestination::new(&target_text, true, false)
+            .map_err(|e| plain(&self.location, "restoring", e))?;
+        let restore_opts = RestoreOptions::default();
+        let fetched = self.while_showing(Phase::Copy, progress, || -> RusticResult<()> {
+            let ls = repo.ls(&node, &LsOptions::default())?;
+            let plan = repo.prepare_restore(&restore_opts, ls, &dest, false)?;
+            let ls = repo.ls(&node, &LsOptions::default())?;
+            repo.restore(plan, &restore_opts, ls, &dest)
+        });
+        fetched.map_err(|e| plain(&self.location, "reading the backup back", e))?;
+        cancel.check()?;
+        Ok(target)
+    }
+
+    /// Runs `work` on another thread, passing rustic's byte counts to
+    /// `progress` meanwhile.
+    fn while_showing<T: Send>(
+        &self,
+        phase: Phase,
+        progress: &mut dyn Progress,
+        work: impl FnOnce() -> T + Send,
+    ) -> T {
+        std::thread::scope(|s| {
+            let handle = s.spawn(work);
+            while !handle.is_finished() {
+                std::thread::sleep(Duration::from_millis(100));
+                let total = self.meter.total.load(Ordering::Relaxed);
+                let done = self.meter.done.load(Ordering::Relaxed);
+                progress.bytes(phase, done.min(total.max(done)), total.max(done));
+            }
+            handle.join().expect("the repository thread does not panic")
+        })
+    }
+}
+
+/// The database name is part of the snapshot's path and tags: a plain
+/// name only, as the registry has it.
+fn check_database_name(name: &str) -> Result<()> {
+    crate::registry::validate_name(name)
+}
+
+/// A source whose files stop reading once the run is cancelled, so a
+/// cancel does not wait for the whole set to be stored.
+struct Cancellable<S> {
+    inner: S,
+    stop: Arc<AtomicBool>,
+}
+
+impl<S: ReadSource> ReadSource for Cancellable<S>
+where
+    S::Open: Send,
+    S::Iter: Send,
+{
+    type Open = CancellableOpen<S::Open>;
+    type Iter = std::iter::Map<
+        S::Iter,
+        Box<
+            dyn Fn(
+                    RusticResult<ReadSourceEntry<S::Open>>,
+                ) -> RusticResult<ReadSourceEntry<CancellableOpen<S::Open>>>
+                + Send
+                + Sync,
+        >,
+    >;
+
+    fn size(&self) -> RusticResult<Option<u64>> {
+        self.inner.size()
+    }
+
+    fn entries(&self) -> Self::Iter {
+        let stop = self.stop.clone();
+        self.inner.entries().map(Box::new(move |entry| {
+            entry.map(|e| ReadSourceEntry {
+                path: e.path,
+                node: e.node,
+                open: e.open.map(|open| CancellableOpen {
+                    open,
+                    stop: stop.clone(),
+                }),
+            })
+        }))
+    }
+}
+
+struct CancellableOpen<O> {
+    open: O,
+    stop: Arc<AtomicBool>,
+}
+
+impl<O: ReadSourceOpen> ReadSourceOpen for CancellableOpen<O> {
+    type Reader = CancellableReader<O::Reader>;
+    fn open(self) -> RusticResult<Self::Reader> {
+        Ok(CancellableReader {
+            inner: self.open.open()?,
+            stop: self.stop,
+        })
+    }
+}
+
+struct CancellableReader<R> {
+    inner: R,
+    stop: Arc<AtomicBool>,
+}
+
+impl<R: std::io::Read> std::io::Read for CancellableReader<R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        if self.stop.load(Ordering::Relaxed) {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::Interrupted,
+                "cancelled",
+            ));
+        }
+        self.inner.read(buf)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn locations_are_parsed_or_refused_in_words() {
+        for ok in [
+            "/srv/repo",
+            "local:/srv/repo",
+            "rest:http://127.0.0.1:8000/",
+            "s3:https://s3.example.com/bucket/persnap",
+            "sftp:backup@host:/srv/repo",
+            "sftp:backup@host:2222:/srv/repo",
+        ] {
+            Location::parse(ok).unwrap_or_else(|e| panic!("{ok}: {e}"));
+        }
+        for bad in [
+            "",
+            "repo",
+            "rest:ftp://x",
+            "sftp:host:/x",
+            "sftp:-oProxyCommand=x@host:/x",
+            "sftp:u@host:99999:/x",
+            "gopher:x",
+        ] {
+            let e = Location::parse(bad).expect_err(bad);
+            assert!(e.to_string().contains("repository location"), "{e}");
+        }
+    }
+
+    #[test]
+    fn a_password_in_an_address_is_never_shown() {
+        let l = Location::parse("rest:https://alice:s3cret@host:8000/repo").unwrap();
+        assert_eq!(l.display(), "rest:https://alice@host:8000/repo");
+        assert!(!format!("{l}").contains("s3cret"));
+        assert!(!format!("{:?}", Password::new("s3cret")).contains("s3cret"));
+    }
+
+    #[test]
+    fn sftp_parts_are_split() {
+        assert_eq!(
+            sftp_parts("u@h:2222:/srv/r"),
+            Some(("u", "h", Some("2222"), "/srv/r"))
+        );
+        assert_eq!(sftp_parts("u@h:/srv/r"), Some(("u", "h", None, "/srv/r")));
+    }
+}
