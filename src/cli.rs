@@ -107,8 +107,12 @@ pub enum Command {
     },
     /// Re-check a backup: files and SHA-256 hashes against its manifest, and SQLite's integrity check.
     Verify {
-        /// The backup folder (the one holding manifest.json).
+        /// The backup folder (the one holding manifest.json), or with
+        /// --repo the backup's id in the repository.
         backup: PathBuf,
+        /// Verify a backup stored in this repository: read it back whole and check it.
+        #[command(flatten)]
+        repo: repo::RepoArgs,
     },
     /// List past runs.
     History {
@@ -126,8 +130,12 @@ pub enum Command {
     /// database is in use, keep the current files in a safety folder, restore
     /// atomically, check the result, record it in history.
     Restore {
-        /// The backup folder (holding manifest.json).
+        /// The backup folder (holding manifest.json), or with --repo the
+        /// backup's id in the repository (persnap repo list shows them).
         backup: PathBuf,
+        /// Restore a backup stored in this repository.
+        #[command(flatten)]
+        repo: repo::RepoArgs,
         /// The correlator's store folder (-PstoreLocation); created if missing.
         #[arg(long, value_name = "DIR")]
         to: PathBuf,
@@ -346,6 +354,7 @@ pub fn run(cli: Cli) -> Result<(), Failure> {
             let into = repo.map(|(location, password)| IntoRepo {
                 location,
                 password,
+                history: history.clone(),
                 staged,
             });
             let result = backup_cmd(&req, history, scheduled.clone(), as_uid, into);
@@ -369,10 +378,16 @@ pub fn run(cli: Cli) -> Result<(), Failure> {
             req.method = method;
             probe_cmd(req, dest.is_some(), test_snapshot, json)
         }
-        Command::Verify { backup } => verify_cmd(backup),
+        Command::Verify { backup, repo } => match repo.unlock()? {
+            None => verify_cmd(backup),
+            Some(unlocked) => repo::from_repository(unlocked, &backup, verify_cmd),
+        },
         Command::History { json } => history_cmd(json),
         Command::Cleanup { dest } => cleanup_cmd(dest),
-        Command::Restore { backup, to } => restore_cmd(backup, to),
+        Command::Restore { backup, to, repo } => match repo.unlock()? {
+            None => restore_cmd(backup, to),
+            Some(unlocked) => repo::from_repository(unlocked, &backup, |set| restore_cmd(set, to)),
+        },
         Command::Schedule(cmd) => schedule_cmd(cmd),
         Command::Database(cmd) => database::run(cmd),
         Command::Repo(cmd) => repo::run(cmd),
@@ -443,6 +458,7 @@ fn recover(history: &History, progress: &mut Printer) -> Result<(), Failure> {
 struct IntoRepo {
     location: persnap::repository::Location,
     password: persnap::repository::Password,
+    history: History,
     /// The set was staged for the repository only (no --dest).
     staged: bool,
 }
@@ -454,6 +470,28 @@ fn backup_cmd(
     as_uid: Option<u32>,
     into: Option<IntoRepo>,
 ) -> Result<(), Failure> {
+    // The repository is opened first: a wrong password or an unreachable
+    // server is said before any snapshot is taken.
+    let into = match into {
+        None => None,
+        Some(into) => match persnap::repository::Repo::open(&into.location, &into.password) {
+            Ok(repo) => Some((repo, into.staged)),
+            Err(e) => {
+                let f = RemoteFailure::local(&e, Some(Phase::Prepare));
+                if as_uid.is_none() {
+                    let mut shown = req.clone();
+                    shown.dest = PathBuf::from(into.location.display());
+                    let mut tagged = Tagged {
+                        history: into.history,
+                        schedule: schedule.clone(),
+                        recorded: false,
+                    };
+                    launch::record_refusal(&mut tagged, &shown, &f);
+                }
+                return Err(remote_failure(f));
+            }
+        },
+    };
     let mut history = Tagged {
         history,
         schedule,
@@ -538,23 +576,22 @@ fn backup_cmd(
         m.method,
         units::duration(Duration::from_secs_f64(seconds.max(0.0)))
     );
-    if let Some(into) = into {
+    if let Some((repo, staged)) = into {
         let database = repo::database_name(&req.source, &req.store_name);
         let stored = repo::store(
-            &into.location,
-            &into.password,
+            &repo,
             &history.history,
             &backup_dir,
             &m,
             &database,
-            into.staged,
+            staged,
             &mut progress,
             &cancel,
         );
         progress.finish_line();
         let stored = stored?;
         repo::print_stored(&stored);
-        if into.staged {
+        if staged {
             println!("{}", stored.snapshot);
             return Ok(());
         }

@@ -31,9 +31,10 @@ impl RepoArgs {
     /// The repository and its password, when one is given.
     pub fn unlock(&self) -> Result<Option<(Location, Password)>, Failure> {
         let Some(url) = &self.repo else {
-            if self.password_file.is_some() && std::env::var_os("PERSNAP_PASSWORD_FILE").is_none()
-            {
-                return Err(usage("--password-file is for a repository: give --repo too."));
+            if self.password_file.is_some() && std::env::var_os("PERSNAP_PASSWORD_FILE").is_none() {
+                return Err(usage(
+                    "--password-file is for a repository: give --repo too.",
+                ));
             }
             return Ok(None);
         };
@@ -56,9 +57,8 @@ impl RepoArgs {
     }
 
     fn required(&self) -> Result<(Location, Password), Failure> {
-        self.unlock()?.ok_or_else(|| {
-            usage("Say which repository: --repo URL (or PERSNAP_REPOSITORY).")
-        })
+        self.unlock()?
+            .ok_or_else(|| usage("Say which repository: --repo URL (or PERSNAP_REPOSITORY)."))
     }
 }
 
@@ -91,21 +91,20 @@ pub enum RepoCommand {
 pub fn run(cmd: RepoCommand) -> Result<(), Failure> {
     match cmd {
         RepoCommand::Init { repo } => {
-            let (location, password) = if repo.password_file.is_none()
-                && std::io::stdin().is_terminal()
-            {
-                let location = Location::parse(repo.repo.as_deref().unwrap_or_default())?;
-                let first = rpassword::prompt_password("Password for the new repository: ")?;
-                let again = rpassword::prompt_password("The same password again: ")?;
-                if first != again || first.is_empty() {
-                    return Err(usage(
-                        "The two passwords differ (or are empty); nothing was created.",
-                    ));
-                }
-                (location, Password::new(first))
-            } else {
-                repo.required()?
-            };
+            let (location, password) =
+                if repo.password_file.is_none() && std::io::stdin().is_terminal() {
+                    let location = Location::parse(repo.repo.as_deref().unwrap_or_default())?;
+                    let first = rpassword::prompt_password("Password for the new repository: ")?;
+                    let again = rpassword::prompt_password("The same password again: ")?;
+                    if first != again || first.is_empty() {
+                        return Err(usage(
+                            "The two passwords differ (or are empty); nothing was created.",
+                        ));
+                    }
+                    (location, Password::new(first))
+                } else {
+                    repo.required()?
+                };
             repository::init(&location, &password)?;
             eprintln!(
                 "Created an empty repository at {location}. Keep its password safe: without it, nobody can read the backups."
@@ -182,8 +181,7 @@ pub fn database_name(source: &Path, store_name: &str) -> String {
 /// repository backup leaves no full copy behind.
 #[allow(clippy::too_many_arguments)]
 pub fn store(
-    location: &Location,
-    password: &Password,
+    repo: &Repo,
     history: &History,
     backup_dir: &Path,
     manifest: &Manifest,
@@ -201,11 +199,10 @@ pub fn store(
         .find(|r| r.id == manifest.run_id);
     if let Some(run) = &mut run {
         run.outcome = Outcome::Running;
-        run.destination = PathBuf::from(location.display());
+        run.destination = PathBuf::from(repo.location().display());
         history.upsert(run)?;
     }
-    let result = Repo::open(location, password)
-        .and_then(|repo| repo.store(backup_dir, manifest, database, progress, cancel));
+    let result = repo.store(backup_dir, manifest, database, progress, cancel);
     if staged {
         let _ = std::fs::remove_dir_all(backup_dir);
     }
@@ -238,6 +235,28 @@ fn finish(run: &mut Run, result: &persnap::Result<Stored>, staged: bool) {
             }
         }
     }
+}
+
+/// Reads the backup `id` out of the repository into the staging folder,
+/// runs `then` on the set (verify or restore, which check it whole), and
+/// removes it again.
+pub fn from_repository(
+    (location, password): (Location, Password),
+    id: &Path,
+    then: impl FnOnce(PathBuf) -> Result<(), Failure>,
+) -> Result<(), Failure> {
+    let cancel = CancelToken::new();
+    let repo = Repo::open(&location, &password)?;
+    let staging = staging_dir()?;
+    let scratch = persnap::verify::WorkDir::create(staging.join(format!(
+        "{}fetch-{}",
+        persnap::names::SCRATCH_PREFIX,
+        &uuid::Uuid::new_v4().simple().to_string()[..8]
+    )))?;
+    let mut printer = super::Printer::new();
+    let set = repo.fetch(&id.to_string_lossy(), scratch.path(), &mut printer, &cancel);
+    printer.finish_line();
+    then(set?)
 }
 
 pub fn print_stored(stored: &Stored) {

@@ -77,7 +77,9 @@ impl Location {
                 sftp_parts(rest).ok_or_else(|| bad("write it as sftp:user@host:/path"))?;
             }
             Some((other, _)) => {
-                return Err(bad(&format!("\"{other}:\" is not a kind of storage persnap knows")));
+                return Err(bad(&format!(
+                    "\"{other}:\" is not a kind of storage persnap knows"
+                )));
             }
             None => return Err(bad("a folder must be given with its full path")),
         }
@@ -241,7 +243,7 @@ impl Password {
 }
 
 /// Turns rustic's error into one that says what to do.
-fn plain(location: &Location, doing: &str, e: Box<RusticError>) -> Error {
+fn plain(location: &Location, doing: &str, e: &RusticError) -> Error {
     let detail = e.display_log();
     if e.is_incorrect_password() {
         return Error::Repository {
@@ -298,9 +300,9 @@ pub fn init(location: &Location, password: &Password) -> Result<()> {
     let backends = location
         .backend_options()?
         .to_backends()
-        .map_err(|e| plain(location, "connecting", e))?;
+        .map_err(|e| plain(location, "connecting", &e))?;
     let repo = Repository::new(&RepositoryOptions::default(), &backends)
-        .map_err(|e| plain(location, "connecting", e))?;
+        .map_err(|e| plain(location, "connecting", &e))?;
     match repo.config_id() {
         Ok(Some(_)) => {
             return Err(Error::Repository {
@@ -311,16 +313,41 @@ pub fn init(location: &Location, password: &Password) -> Result<()> {
             });
         }
         Ok(None) => {}
-        Err(e) => return Err(plain(location, "connecting", e)),
+        Err(e) => return Err(plain(location, "connecting", &e)),
     }
     repo.init(
         &password.credentials(),
         &KeyOptions::default(),
-        &ConfigOptions::default(),
+        &config_options(),
     )
-    .map_err(|e| plain(location, "creating the repository", e))?;
+    .map_err(|e| plain(location, "creating the repository", &e))?;
     Ok(())
 }
+
+/// How a new repository cuts files into pieces (chunks) for
+/// deduplication. SQLite changes whole pages in place, scattered over the
+/// file: content-defined chunks (restic's default, 1 MiB on average)
+/// then nearly all change between two backups, while fixed-size chunks of
+/// a few pages keep all but the changed ones (docs/BENCHMARKS.md has the
+/// measurement).
+fn config_options() -> ConfigOptions {
+    let mut options = ConfigOptions::default();
+    // The benchmark compares chunkings side by side: "rabin", or a fixed
+    // size in KiB.
+    let chosen = std::env::var("PERSNAP_REPO_CHUNKING").ok();
+    match chosen.as_deref() {
+        Some("rabin") => {}
+        other => {
+            let kib = other.and_then(|k| k.parse().ok()).unwrap_or(CHUNK_KIB);
+            options.set_chunker = Some(rustic_core::repofile::Chunker::FixedSize);
+            options.set_chunk_size = Some(bytesize::ByteSize::kib(kib));
+        }
+    }
+    options
+}
+
+/// SQLite's default page size: a chunk is a page.
+const CHUNK_KIB: u64 = 4;
 
 /// A repository, opened with its password.
 pub struct Repo {
@@ -338,9 +365,9 @@ fn opened(
     meter: &Meter,
 ) -> Result<Repository<OpenStatus>> {
     Repository::new_with_progress(&RepositoryOptions::default(), backends, meter.clone())
-        .map_err(|e| plain(location, "connecting", e))?
+        .map_err(|e| plain(location, "connecting", &e))?
         .open(&password.credentials())
-        .map_err(|e| plain(location, "opening the repository", e))
+        .map_err(|e| plain(location, "opening the repository", &e))
 }
 
 /// Counts the bytes rustic reports, for [`Progress`].
@@ -433,7 +460,7 @@ impl Repo {
         let backends = location
             .backend_options()?
             .to_backends()
-            .map_err(|e| plain(location, "connecting", e))?;
+            .map_err(|e| plain(location, "connecting", &e))?;
         let repo = opened(location, &backends, password, &meter)?;
         Ok(Repo {
             location: location.clone(),
@@ -459,7 +486,7 @@ impl Repo {
         let snaps = self
             .repo
             .get_all_snapshots()
-            .map_err(|e| plain(&self.location, "listing the backups", e))?;
+            .map_err(|e| plain(&self.location, "listing the backups", &e))?;
         let mut listed: Vec<Listed> = snaps
             .into_iter()
             .filter(|s| s.tags.contains(TAG))
@@ -504,11 +531,10 @@ impl Repo {
         check_database_name(database)?;
         let started = Instant::now();
         progress.phase(Phase::Store);
-        let when = rustic_core::jiff::Timestamp::from_millisecond(
-            manifest.started.timestamp_millis(),
-        )
-        .map(|t| t.to_zoned(rustic_core::jiff::tz::TimeZone::UTC))
-        .ok();
+        let when =
+            rustic_core::jiff::Timestamp::from_millisecond(manifest.started.timestamp_millis())
+                .map(|t| t.to_zoned(rustic_core::jiff::tz::TimeZone::UTC))
+                .ok();
         let mut options = SnapshotOptions::default()
             .host(manifest.host.clone())
             .label(database.to_owned());
@@ -521,7 +547,7 @@ impl Repo {
                 manifest.store_name
             ))
             .and_then(|o| o.to_snapshot())
-            .map_err(|e| plain(&self.location, "preparing the snapshot", e))?;
+            .map_err(|e| plain(&self.location, "preparing the snapshot", &e))?;
         let mut backup_opts =
             BackupOptions::default().as_path(PathBuf::from(format!("{SNAPSHOT_ROOT}/{database}")));
         // Every file is read whole: deduplication finds what is unchanged.
@@ -533,7 +559,7 @@ impl Repo {
             &backup_opts.ignore_filter_opts,
             &paths.paths(),
         )
-        .map_err(|e| plain(&self.location, "reading the backup set", e))?;
+        .map_err(|e| plain(&self.location, "reading the backup set", &e))?;
         let stop = cancel.flag();
         let source = Cancellable {
             inner: source,
@@ -542,11 +568,11 @@ impl Repo {
         let repo = self
             .reopened()?
             .to_indexed_ids()
-            .map_err(|e| plain(&self.location, "reading the repository's index", e))?;
+            .map_err(|e| plain(&self.location, "reading the repository's index", &e))?;
         let saved = self.while_showing(Phase::Store, progress, || {
             repo.archive(&backup_opts, &source, snap, &paths.paths())
         });
-        let saved = saved.map_err(|e| plain(&self.location, "storing the backup", e))?;
+        let saved = saved.map_err(|e| plain(&self.location, "storing the backup", &e))?;
         let forget = |why: Error| -> Error {
             // Nothing half-stored is left as a backup.
             let _ = self.repo.delete_snapshots(&[saved.id]);
@@ -598,13 +624,9 @@ impl Repo {
         cancel: &CancelToken,
     ) -> Result<StoreCheck> {
         let started = Instant::now();
-        let scratch = crate::verify::WorkDir::create(
-            crate::verify::scratch_parent(near).join(format!(
-                "{}repo-check-{}",
-                crate::names::SCRATCH_PREFIX,
-                &id[..8]
-            )),
-        )?;
+        let scratch = crate::verify::WorkDir::create(crate::verify::scratch_parent(near).join(
+            format!("{}repo-check-{}", crate::names::SCRATCH_PREFIX, &id[..8]),
+        ))?;
         let set = self.fetch(id, scratch.path(), progress, cancel)?;
         progress.phase(Phase::Verify);
         let mut meter = crate::copy::Meter {
@@ -639,7 +661,10 @@ impl Repo {
             [one] => *one,
             [] => {
                 return Err(Error::Repository {
-                    what: format!("The repository {} holds no persnap backup {id}.", self.location),
+                    what: format!(
+                        "The repository {} holds no persnap backup {id}.",
+                        self.location
+                    ),
                     advice: "List its backups (persnap history --repo …) and give one of their ids.",
                     detail: String::new(),
                     kind: ErrorKind::BadInput,
@@ -647,7 +672,10 @@ impl Repo {
             }
             _ => {
                 return Err(Error::Repository {
-                    what: format!("More than one backup in {} starts with {id}.", self.location),
+                    what: format!(
+                        "More than one backup in {} starts with {id}.",
+                        self.location
+                    ),
                     advice: "Give more characters of the id.",
                     detail: String::new(),
                     kind: ErrorKind::BadInput,
@@ -659,13 +687,13 @@ impl Repo {
         let repo = self
             .reopened()?
             .to_indexed()
-            .map_err(|e| plain(&self.location, "reading the repository's index", e))?;
+            .map_err(|e| plain(&self.location, "reading the repository's index", &e))?;
         let node = repo
             .node_from_snapshot_path(
                 &format!("{}:{SNAPSHOT_ROOT}/{}", entry.id, entry.database),
                 |_| true,
             )
-            .map_err(|e| plain(&self.location, "finding the backup", e))?;
+            .map_err(|e| plain(&self.location, "finding the backup", &e))?;
         let target = into.join(format!("{}-{}", entry.database, entry.short_id()));
         std::fs::create_dir(&target).map_err(Error::io(
             "create",
@@ -674,7 +702,7 @@ impl Repo {
         ))?;
         let target_text = format!("{}/", target.display());
         let dest = LocalDestination::new(&target_text, true, false)
-            .map_err(|e| plain(&self.location, "restoring", e))?;
+            .map_err(|e| plain(&self.location, "restoring", &e))?;
         let restore_opts = RestoreOptions::default();
         let fetched = self.while_showing(Phase::Copy, progress, || -> RusticResult<()> {
             let ls = repo.ls(&node, &LsOptions::default())?;
@@ -682,7 +710,7 @@ impl Repo {
             let ls = repo.ls(&node, &LsOptions::default())?;
             repo.restore(plan, &restore_opts, ls, &dest)
         });
-        fetched.map_err(|e| plain(&self.location, "reading the backup back", e))?;
+        fetched.map_err(|e| plain(&self.location, "reading the backup back", &e))?;
         cancel.check()?;
         Ok(target)
     }

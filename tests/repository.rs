@@ -1,0 +1,458 @@
+//! Backups into a repository in the restic format, through the real CLI:
+//! a folder repository and a restic REST server (`rclone serve restic` on
+//! loopback), under a live writer; every stored backup restored by
+//! Debian's own `restic` (an independent reader) and checked with
+//! integrity_check and the workload's invariant; a killed backup leaves
+//! the repository passing `restic check`; a wrong password and an
+//! unreachable server are said plainly, and nothing is recorded as good.
+#![cfg(target_os = "linux")]
+
+mod common;
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use common::*;
+use persnap::history::{History, Outcome};
+use persnap::loadgen::Mode;
+use persnap::repository::Listed;
+
+const PASSWORD: &str = "correct horse battery staple";
+
+/// A place for a repository, its password file, the history and staging.
+struct Setup {
+    dir: tempfile::TempDir,
+    password_file: PathBuf,
+}
+
+impl Setup {
+    fn new() -> Setup {
+        let dir = tempfile::Builder::new()
+            .prefix("persnap-repo-")
+            .tempdir_in("/var/tmp")
+            .unwrap();
+        let password_file = dir.path().join("password");
+        std::fs::write(&password_file, format!("{PASSWORD}\n")).unwrap();
+        for sub in ["history", "staging", "databases"] {
+            std::fs::create_dir(dir.path().join(sub)).unwrap();
+        }
+        Setup { dir, password_file }
+    }
+
+    fn path(&self, sub: &str) -> PathBuf {
+        self.dir.path().join(sub)
+    }
+
+    fn history(&self) -> History {
+        History::at(self.path("history"))
+    }
+
+    /// The CLI with this setup's history, staging folder and registry, and
+    /// the repository in the environment (as PERSNAP_REPOSITORY and
+    /// PERSNAP_PASSWORD_FILE): every backup location flag has them.
+    fn persnap(&self, repo: &str, args: &[&str]) -> Output {
+        self.command(repo, args).output().unwrap()
+    }
+
+    fn command(&self, repo: &str, args: &[&str]) -> Command {
+        let mut cmd = Command::new(bin("persnap"));
+        cmd.args(args)
+            .env("PERSNAP_DATA_DIR", self.path("history"))
+            .env("PERSNAP_STAGING_DIR", self.path("staging"))
+            .env("PERSNAP_REGISTRY_DIR", self.path("databases"))
+            .env("PERSNAP_REPOSITORY", repo)
+            .env("PERSNAP_PASSWORD_FILE", &self.password_file);
+        cmd
+    }
+
+    fn restic(&self, repo: &str, args: &[&str]) -> Output {
+        Command::new("restic")
+            .arg("--repo")
+            .arg(repo)
+            .arg("--password-file")
+            .arg(&self.password_file)
+            .arg("--no-cache")
+            .args(args)
+            .output()
+            .expect("restic (Debian's package) runs")
+    }
+
+    fn listed(&self, repo: &str) -> Vec<Listed> {
+        let out = self.persnap(repo, &["repo", "list", "--json"]);
+        assert!(out.status.success(), "{}", stderr(&out));
+        serde_json::from_slice(&out.stdout).unwrap()
+    }
+
+    /// Nothing is left in the staging folder: only the repository keeps
+    /// the backups.
+    fn assert_nothing_staged(&self) {
+        let left: Vec<_> = std::fs::read_dir(self.path("staging"))
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
+        assert!(left.is_empty(), "left in the staging folder: {left:?}");
+    }
+}
+
+fn ok(out: &Output) -> String {
+    assert!(out.status.success(), "{}", stderr(out));
+    String::from_utf8_lossy(&out.stdout).trim().to_owned()
+}
+
+/// Restores snapshot `id` with Debian's restic and checks it: integrity
+/// and the invariant. Returns the transfer count it holds.
+fn restic_restores(setup: &Setup, repo: &str, id: &str, database: &str) -> i64 {
+    let target = setup.path(&format!("restic-{id}"));
+    ok(&setup.restic(repo, &["restore", id, "--target", target.to_str().unwrap()]));
+    let set = target.join("persnap").join(database);
+    assert!(
+        set.join("manifest.json").is_file(),
+        "the manifest travels with the backup"
+    );
+    check_backup_without_manifest(&set)
+}
+
+/// [`check_backup`] on a set that also holds its manifest.
+fn check_backup_without_manifest(set: &Path) -> i64 {
+    let db_only = tempfile::tempdir().unwrap();
+    for entry in std::fs::read_dir(set).unwrap() {
+        let entry = entry.unwrap();
+        if entry.file_name() != "manifest.json" {
+            std::fs::copy(entry.path(), db_only.path().join(entry.file_name())).unwrap();
+        }
+    }
+    check_backup(db_only.path(), "persistence.db")
+}
+
+/// The runs of the history: each completed, stored in the repository and
+/// read back from it, with no staged folder left recorded.
+fn assert_recorded_as_stored(history: &History, ids: &[String]) {
+    let runs = history.load().unwrap();
+    assert_eq!(runs.len(), ids.len(), "{runs:#?}");
+    for (run, id) in runs.iter().zip(ids) {
+        assert_eq!(run.outcome, Outcome::Completed, "{run:#?}");
+        let stored = run
+            .repository
+            .as_ref()
+            .expect("recorded with its repository");
+        assert_eq!(&stored.snapshot, id);
+        assert!(stored.check.hashes_match && stored.check.integrity == "ok");
+        assert!(
+            stored
+                .check
+                .checked
+                .contains("read back from the repository")
+        );
+        assert!(run.backup_path.is_none(), "the staged set is gone");
+    }
+}
+
+fn repository_backups_under_writer(setup: &Setup, repo: &str, store_dir: &Path, method: &str) {
+    let out = setup.persnap(repo, &["repo", "init"]);
+    ok(&out);
+    let again = setup.persnap(repo, &["repo", "init"]);
+    assert_eq!(again.status.code(), Some(2), "{}", stderr(&again));
+    assert!(stderr(&again).contains("already a repository"));
+
+    let db = store_dir.join("persistence.db");
+    let writer = Writer::start(&db);
+    let mut ids = Vec::new();
+    for _ in 0..3 {
+        let out = setup.persnap(
+            repo,
+            &[
+                "backup",
+                "--source",
+                store_dir.to_str().unwrap(),
+                "--method",
+                method,
+            ],
+        );
+        let id = ok(&out);
+        assert!(
+            stderr(&out).contains("Stored in the repository"),
+            "{}",
+            stderr(&out)
+        );
+        ids.push(id);
+    }
+    writer.stop();
+    setup.assert_nothing_staged();
+    assert_recorded_as_stored(&setup.history(), &ids);
+
+    let listed = setup.listed(repo);
+    let database = persnap::registry::suggest_name(
+        &persnap::registry::Registry::at(setup.path("databases")),
+        &std::fs::canonicalize(store_dir).unwrap(),
+        "persistence.db",
+    );
+    assert_eq!(listed.iter().map(|l| l.id.clone()).collect::<Vec<_>>(), ids);
+    for l in &listed {
+        assert_eq!(l.host, persnap::manifest::host_name());
+        assert_eq!(l.database, database);
+        assert_eq!(l.store_name, "persistence.db");
+    }
+
+    // An independent reader: Debian's restic lists, checks and restores
+    // every one of them, and each is consistent, later ones later.
+    let snapshots = ok(&setup.restic(repo, &["snapshots", "--json"]));
+    let snapshots: Vec<serde_json::Value> = serde_json::from_str(&snapshots).unwrap();
+    assert_eq!(snapshots.len(), 3);
+    for s in &snapshots {
+        let tags: Vec<&str> = s["tags"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|t| t.as_str().unwrap())
+            .collect();
+        assert!(tags.contains(&"persnap"), "{tags:?}");
+        assert!(tags.contains(&format!("database={database}").as_str()));
+    }
+    ok(&setup.restic(repo, &["check", "--read-data"]));
+    let mut last = -1;
+    for id in &ids {
+        let transfers = restic_restores(setup, repo, id, &database);
+        assert!(transfers > last, "{transfers} after {last}");
+        last = transfers;
+    }
+
+    // And persnap reads one back whole and checks it.
+    let out = setup.persnap(repo, &["verify", &ids[1][..8]]);
+    assert!(ok(&out).starts_with("OK:"), "{}", stderr(&out));
+    setup.assert_nothing_staged();
+    eprintln!("3 backups stored in {repo}, each restored by restic and consistent");
+}
+
+#[test]
+fn live_backups_into_a_folder_repository_restore_consistent_with_restic() {
+    if !require_root("live_backups_into_a_folder_repository_restore_consistent_with_restic") {
+        return;
+    }
+    let (vol, store_dir) = LoopVolume::btrfs_with_subvolume(400);
+    make_store(&store_dir, "persistence.db", Mode::Rollback, 24);
+    let setup = Setup::new();
+    let repo = setup.path("repo");
+    repository_backups_under_writer(&setup, repo.to_str().unwrap(), &store_dir, "auto");
+    assert!(vol.snapshot_leftovers().is_empty());
+
+    // Stored deduplicated: three backups of a 24 MiB store whose writer
+    // changed some pages take far less than three copies.
+    let store = dir_size(&store_dir);
+    let stored = dir_size(&repo);
+    eprintln!(
+        "repository {} for 3 backups of a {} store ({:.2}x one copy)",
+        persnap::units::bytes(stored),
+        persnap::units::bytes(store),
+        stored as f64 / store as f64
+    );
+    assert!(
+        stored < 3 * store,
+        "not deduplicated: {stored} >= 3 x {store}"
+    );
+}
+
+fn dir_size(dir: &Path) -> u64 {
+    let mut total = 0;
+    for entry in std::fs::read_dir(dir).unwrap() {
+        let entry = entry.unwrap();
+        let meta = entry.metadata().unwrap();
+        total += if meta.is_dir() {
+            dir_size(&entry.path())
+        } else {
+            meta.len()
+        };
+    }
+    total
+}
+
+/// `rclone serve restic` on a loopback port, serving a folder.
+struct RestServer {
+    child: Child,
+    url: String,
+}
+
+impl RestServer {
+    fn start(dir: &Path) -> Option<RestServer> {
+        if Command::new("rclone").arg("version").output().is_err() {
+            if std::env::var_os("PERSNAP_REQUIRE_ROOT_TESTS").is_some() {
+                panic!("rclone is missing, and PERSNAP_REQUIRE_ROOT_TESTS forbids skipping");
+            }
+            eprintln!("SKIP: rclone is not installed (apt-get install rclone)");
+            return None;
+        }
+        let port = free_port();
+        std::fs::create_dir_all(dir).unwrap();
+        let child = Command::new("rclone")
+            .args(["serve", "restic", "--addr"])
+            .arg(format!("127.0.0.1:{port}"))
+            .arg(dir)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(
+                Instant::now() < deadline,
+                "rclone serve restic did not start"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        Some(RestServer {
+            child,
+            url: format!("rest:http://127.0.0.1:{port}/"),
+        })
+    }
+}
+
+impl Drop for RestServer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+#[test]
+fn live_backups_to_a_rest_server_restore_consistent_with_restic() {
+    let setup = Setup::new();
+    let Some(server) = RestServer::start(&setup.path("served")) else {
+        return;
+    };
+    let store_dir = setup.path("store");
+    std::fs::create_dir(&store_dir).unwrap();
+    make_store(&store_dir, "persistence.db", Mode::Wal, 8);
+    repository_backups_under_writer(&setup, &server.url, &store_dir, "sqlite-online");
+}
+
+#[test]
+fn a_wrong_password_or_an_unreachable_server_is_said_plainly_and_nothing_is_recorded_good() {
+    let setup = Setup::new();
+    let repo = setup.path("repo");
+    let repo = repo.to_str().unwrap();
+    ok(&setup.persnap(repo, &["repo", "init"]));
+    let store_dir = setup.path("store");
+    std::fs::create_dir(&store_dir).unwrap();
+    make_store(&store_dir, "persistence.db", Mode::Rollback, 1);
+    let backup = |repo: &str, password_file: &Path| {
+        setup
+            .command(
+                repo,
+                &[
+                    "backup",
+                    "--source",
+                    store_dir.to_str().unwrap(),
+                    "--method",
+                    "sqlite-online",
+                ],
+            )
+            .env("PERSNAP_PASSWORD_FILE", password_file)
+            .output()
+            .unwrap()
+    };
+    let wrong = setup.path("wrong");
+    std::fs::write(&wrong, "not the password\n").unwrap();
+    let out = backup(repo, &wrong);
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("The password for the repository")
+            && stderr(&out).contains("is wrong"),
+        "{}",
+        stderr(&out)
+    );
+
+    let nobody = format!("rest:http://127.0.0.1:{}/", free_port());
+    let out = backup(&nobody, &setup.password_file);
+    assert_eq!(out.status.code(), Some(4), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("Could not reach the repository")
+            && stderr(&out).contains("Check that the server is running"),
+        "{}",
+        stderr(&out)
+    );
+
+    let runs = setup.history().load().unwrap();
+    assert_eq!(runs.len(), 2, "both refusals are recorded: {runs:#?}");
+    for run in &runs {
+        assert!(
+            matches!(run.outcome, Outcome::Failed { .. }),
+            "{:?}",
+            run.outcome
+        );
+        assert!(run.repository.is_none() && run.verification.is_none());
+    }
+    setup.assert_nothing_staged();
+    assert!(setup.listed(repo).is_empty(), "nothing was stored");
+}
+
+#[test]
+fn a_backup_killed_while_storing_leaves_the_repository_passing_check() {
+    let setup = Setup::new();
+    let repo = setup.path("repo");
+    let repo = repo.to_str().unwrap();
+    ok(&setup.persnap(repo, &["repo", "init"]));
+    let store_dir = setup.path("store");
+    std::fs::create_dir(&store_dir).unwrap();
+    make_store(&store_dir, "persistence.db", Mode::Rollback, 96);
+    let mut child = setup
+        .command(
+            repo,
+            &[
+                "backup",
+                "--source",
+                store_dir.to_str().unwrap(),
+                "--method",
+                "sqlite-online",
+            ],
+        )
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
+    let mut seen = String::new();
+    loop {
+        let line = lines
+            .next()
+            .unwrap_or_else(|| panic!("the backup ended before storing: {seen}"))
+            .unwrap();
+        seen.push_str(&line);
+        seen.push('\n');
+        if line.contains("== store in repository") {
+            break;
+        }
+    }
+    // Let it write some packs first.
+    std::thread::sleep(Duration::from_millis(300));
+    child.kill().unwrap();
+    child.wait().unwrap();
+
+    ok(&setup.restic(repo, &["check"]));
+    let snapshots = ok(&setup.restic(repo, &["snapshots", "--json"]));
+    assert_eq!(snapshots, "[]", "no snapshot of a killed backup");
+    let runs = setup.history().recover().unwrap();
+    assert_eq!(runs.len(), 1, "the killed run is seen as interrupted");
+    // The next backup goes through, and restic finds it whole.
+    let id = ok(&setup.persnap(
+        repo,
+        &[
+            "backup",
+            "--source",
+            store_dir.to_str().unwrap(),
+            "--method",
+            "sqlite-online",
+        ],
+    ));
+    ok(&setup.restic(repo, &["check", "--read-data"]));
+    let database = setup.listed(repo)[0].database.clone();
+    restic_restores(&setup, repo, &id, &database);
+}
