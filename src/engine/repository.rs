@@ -41,10 +41,11 @@ const SNAPSHOT_ROOT: &str = "/persnap";
 
 /// Where a repository is, as the user wrote it:
 /// - a folder: `/srv/backups/repo` (or `local:/srv/backups/repo`);
-/// - SFTP: `sftp:user@host:/path` (`sftp:user@host:port:/path`), with the
-///   user's own ssh keys and known hosts;
+/// - SFTP: `sftp:user@host:/path` (`sftp:user@host:port:/path`), through
+///   rclone (which must be installed);
 /// - S3-compatible storage: `s3:https://host[:port]/bucket[/prefix]`, with
-///   the keys in `AWS_ACCESS_KEY_ID` and `AWS_SECRET_ACCESS_KEY`;
+///   the keys in `AWS_ACCESS_KEY_ID` and `AWS_SECRET_ACCESS_KEY`, through
+///   rclone;
 /// - a restic REST server: `rest:http://host:port/path`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(transparent)]
@@ -111,25 +112,21 @@ impl Location {
     }
 
     fn backend_options(&self) -> Result<BackendOptions> {
-        let mut options = std::collections::BTreeMap::new();
         let repository = match scheme(&self.0) {
             Some(("local" | "", path)) => format!("local:{path}"),
             Some(("rest", url)) => format!("rest:{url}"),
+            // SFTP and S3 go through rclone (`rclone serve restic`, started
+            // and stopped by rustic for the run), with an on-the-fly remote:
+            // no rclone configuration is needed.
             Some(("sftp", rest)) => {
                 let (user, host, port, root) = sftp_parts(rest).expect("checked when parsed");
-                options.insert("user".into(), user.into());
-                options.insert(
-                    "endpoint".into(),
-                    format!("ssh://{host}:{}", port.unwrap_or("22")),
-                );
-                options.insert("root".into(), root.into());
-                "opendal:sftp".into()
+                let port = port.unwrap_or("22");
+                format!("rclone::sftp,host={host},user={user},port={port}:{root}")
             }
             Some(("s3", url)) => {
                 let (scheme_part, rest) = url.split_once("://").expect("checked when parsed");
                 let (host, path) = rest.split_once('/').unwrap_or((rest, ""));
-                let (bucket, prefix) = path.split_once('/').unwrap_or((path, ""));
-                if bucket.is_empty() {
+                if path.trim_matches('/').is_empty() {
                     return Err(Error::Repository {
                         what: format!("{} names no bucket.", self.display()),
                         advice: ADVICE_LOCATION,
@@ -137,28 +134,14 @@ impl Location {
                         kind: ErrorKind::BadInput,
                     });
                 }
-                options.insert("endpoint".into(), format!("{scheme_part}://{host}"));
-                options.insert("bucket".into(), bucket.into());
-                options.insert("root".into(), format!("/{prefix}"));
-                options.insert(
-                    "region".into(),
-                    std::env::var("AWS_DEFAULT_REGION").unwrap_or_else(|_| "us-east-1".into()),
-                );
-                for (var, key) in [
-                    ("AWS_ACCESS_KEY_ID", "access_key_id"),
-                    ("AWS_SECRET_ACCESS_KEY", "secret_access_key"),
-                ] {
-                    if let Ok(value) = std::env::var(var) {
-                        options.insert(key.into(), value);
-                    }
-                }
-                "opendal:s3".into()
+                // The keys come from AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY.
+                format!(
+                    "rclone::s3,provider=Other,env_auth=true,endpoint='{scheme_part}://{host}':{path}"
+                )
             }
             _ => unreachable!("checked when parsed"),
         };
-        Ok(BackendOptions::default()
-            .repository(repository)
-            .options(options))
+        Ok(BackendOptions::default().repository(repository))
     }
 }
 
