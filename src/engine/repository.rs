@@ -695,6 +695,7 @@ impl Repo {
         });
         fetched.map_err(|e| plain(&self.location, "reading the backup back", &e))?;
         cancel.check()?;
+        only_plain_files(&target)?;
         Ok(target)
     }
 
@@ -717,6 +718,31 @@ impl Repo {
             handle.join().expect("the repository thread does not panic")
         })
     }
+}
+
+/// A backup set read out of a repository holds plain files only: a
+/// snapshot someone else made may hold links or folders, which no backup
+/// persnap stores has, and which verify and restore must never follow.
+fn only_plain_files(set: &Path) -> Result<()> {
+    let entries =
+        std::fs::read_dir(set).map_err(Error::io("read", set, crate::error::HINT_DEST))?;
+    for entry in entries {
+        let entry = entry.map_err(Error::io("read", set, crate::error::HINT_DEST))?;
+        let kind =
+            entry
+                .file_type()
+                .map_err(Error::io("read", entry.path(), crate::error::HINT_DEST))?;
+        if !kind.is_file() {
+            return Err(Error::NotABackup {
+                path: set.to_owned(),
+                detail: format!(
+                    "the repository's copy holds {:?}, which is not a plain file; it was not made by persnap",
+                    entry.file_name()
+                ),
+            });
+        }
+    }
+    Ok(())
 }
 
 /// The database name is part of the snapshot's path and tags: a plain
