@@ -144,8 +144,18 @@ pub enum Command {
     /// backup is never deleted; unreadable or unverified ones are never touched.
     Prune {
         /// The backup location.
-        #[arg(long, value_name = "DIR")]
-        dest: PathBuf,
+        #[arg(long, value_name = "DIR", required_unless_present = "repo")]
+        dest: Option<PathBuf>,
+        /// Prune in this repository instead: the backups of --database
+        /// taken on --host, then the data no backup needs.
+        #[command(flatten)]
+        repo: repo::RepoArgs,
+        /// Repositories: the database whose backups to prune (persnap repo list shows them).
+        #[arg(long, value_name = "NAME", required_unless_present = "dest")]
+        database: Option<String>,
+        /// Repositories: the machine that took them (default: this one).
+        #[arg(long, value_name = "HOST")]
+        host: Option<String>,
         #[arg(long, value_name = "NAME", default_value = persnap::store::DEFAULT_STORE_NAME)]
         store_name: String,
         #[command(flatten)]
@@ -164,6 +174,10 @@ pub enum Command {
         /// Unpin it: retention may delete it again.
         #[arg(long, conflicts_with = "note")]
         remove: bool,
+        /// Pin a backup in this repository (BACKUP is then its id). As in
+        /// restic, the backup gets a new id, which is printed.
+        #[command(flatten)]
+        repo: repo::RepoArgs,
     },
     /// Back up on a schedule (Linux: a systemd timer; the snapshot is taken as root, the backup written as you).
     #[command(subcommand)]
@@ -240,13 +254,51 @@ pub struct RetentionArgs {
     /// Keep (at least) every backup of the last D days.
     #[arg(long, value_name = "D", value_parser = clap::value_parser!(u32).range(1..=100_000))]
     keep_days: Option<u32>,
+    /// Repositories: keep one backup an hour for the last N hours that have one.
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=100_000))]
+    keep_hourly: Option<u32>,
+    /// Repositories: keep one backup a day for the last N days that have one.
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=100_000))]
+    keep_daily: Option<u32>,
+    /// Repositories: keep one backup a week for the last N weeks that have one.
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=100_000))]
+    keep_weekly: Option<u32>,
 }
 
 impl RetentionArgs {
+    /// For a backup folder: the hourly, daily and weekly rules are a
+    /// repository's only, and are refused rather than ignored.
     fn policy(&self) -> RetentionPolicy {
         RetentionPolicy {
             keep_last: self.keep_last,
             keep_days: self.keep_days,
+        }
+    }
+
+    fn for_folder(&self) -> Result<RetentionPolicy, Failure> {
+        if self
+            .keep_hourly
+            .or(self.keep_daily)
+            .or(self.keep_weekly)
+            .is_some()
+        {
+            return Err(Failure {
+                code: 2,
+                error: anyhow::anyhow!(
+                    "--keep-hourly, --keep-daily and --keep-weekly apply to repositories (--repo); for a backup folder use --keep-last and --keep-days."
+                ),
+            });
+        }
+        Ok(self.policy())
+    }
+
+    fn for_repository(&self) -> persnap::repository::Keep {
+        persnap::repository::Keep {
+            last: self.keep_last,
+            hourly: self.keep_hourly,
+            daily: self.keep_daily,
+            weekly: self.keep_weekly,
+            within_days: self.keep_days,
         }
     }
 }
@@ -345,7 +397,13 @@ pub fn run(cli: Cli) -> Result<(), Failure> {
                     size: snapshot_size,
                     vss_deadline: vss_timeout.map(std::time::Duration::from_secs),
                 },
-                retention: retention.policy(),
+                // The staged set is removed anyway; a repository keeps
+                // by its own rules.
+                retention: if repo.is_some() && staged {
+                    Default::default()
+                } else {
+                    retention.for_folder()?
+                },
             };
             let history = match history_dir {
                 Some(dir) => History::at(dir),
@@ -356,6 +414,7 @@ pub fn run(cli: Cli) -> Result<(), Failure> {
                 password,
                 history: history.clone(),
                 staged,
+                keep: retention.for_repository(),
             });
             let result = backup_cmd(&req, history, scheduled.clone(), as_uid, into);
             if result.is_err()
@@ -397,13 +456,30 @@ pub fn run(cli: Cli) -> Result<(), Failure> {
             store_name,
             retention,
             dry_run,
-        } => prune_cmd(&dest, &store_name, retention.policy(), dry_run),
+            repo,
+            database,
+            host,
+        } => match dest {
+            // A folder given here wins over a repository from the environment.
+            Some(dest) => prune_cmd(&dest, &store_name, retention.for_folder()?, dry_run),
+            None => repo::prune(
+                repo.required()?,
+                host.unwrap_or_else(persnap::manifest::host_name),
+                &database.unwrap_or_default(),
+                &retention.for_repository(),
+                dry_run,
+            ),
+        },
         Command::Man { dir } => man_pages(&dir),
         Command::Pin {
             backup,
             note,
             remove,
+            repo,
         } => {
+            if let Some(unlocked) = repo.unlock()? {
+                return repo::pin(unlocked, &backup.to_string_lossy(), note.as_deref());
+            }
             if remove {
                 if persnap::pin::unpin(&backup)? {
                     eprintln!(
@@ -461,6 +537,8 @@ struct IntoRepo {
     history: History,
     /// The set was staged for the repository only (no --dest).
     staged: bool,
+    /// Which of this database's backups the repository keeps afterwards.
+    keep: persnap::repository::Keep,
 }
 
 fn backup_cmd(
@@ -475,7 +553,7 @@ fn backup_cmd(
     let into = match into {
         None => None,
         Some(into) => match persnap::repository::Repo::open(&into.location, &into.password) {
-            Ok(repo) => Some((repo, into.staged)),
+            Ok(repo) => Some((repo, into.staged, into.keep)),
             Err(e) => {
                 let f = RemoteFailure::local(&e, Some(Phase::Prepare));
                 if as_uid.is_none() {
@@ -576,7 +654,7 @@ fn backup_cmd(
         m.method,
         units::duration(Duration::from_secs_f64(seconds.max(0.0)))
     );
-    if let Some((repo, staged)) = into {
+    if let Some((repo, staged, keep)) = into {
         let database = repo::database_name(&req.source, &req.store_name);
         let stored = repo::store(
             &repo,
@@ -591,6 +669,10 @@ fn backup_cmd(
         progress.finish_line();
         let stored = stored?;
         repo::print_stored(&stored);
+        if !keep.is_keep_all() {
+            let forgotten = repo.forget(&m.host, &database, &keep, false)?;
+            repo::print_forgotten(&forgotten, &keep, false);
+        }
         if staged {
             println!("{}", stored.snapshot);
             return Ok(());
@@ -1082,7 +1164,7 @@ fn schedule_cmd(cmd: ScheduleCommand) -> Result<(), Failure> {
             );
             req.store_name = store_name;
             req.method = method;
-            req.retention = retention.policy();
+            req.retention = retention.for_folder()?;
             let history = History::open_default()?;
             let request = launch::schedule_request(&name, &req, &at, history.dir(), run_as)?;
             match call_helper(&request)? {

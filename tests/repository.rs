@@ -67,6 +67,29 @@ impl Setup {
         cmd
     }
 
+    /// `persnap backup` of the store in `store_dir` into `repo`.
+    fn backup(&self, repo: &str, store_dir: &Path, method: &str) -> Command {
+        self.command(
+            repo,
+            &[
+                "backup",
+                "--source",
+                store_dir.to_str().unwrap(),
+                "--method",
+                method,
+            ],
+        )
+    }
+
+    /// A new repository with a store of `size_mb` MiB to back up.
+    fn with_store(&self, repo: &str, mode: Mode, size_mb: u64) -> PathBuf {
+        ok(&self.persnap(repo, &["repo", "init"]));
+        let store_dir = self.path("store");
+        std::fs::create_dir(&store_dir).unwrap();
+        make_store(&store_dir, "persistence.db", mode, size_mb);
+        store_dir
+    }
+
     fn restic(&self, repo: &str, args: &[&str]) -> Output {
         Command::new("restic")
             .arg("--repo")
@@ -160,16 +183,7 @@ fn repository_backups_under_writer(setup: &Setup, repo: &str, store_dir: &Path, 
     let writer = Writer::start(&db);
     let mut ids = Vec::new();
     for _ in 0..3 {
-        let out = setup.persnap(
-            repo,
-            &[
-                "backup",
-                "--source",
-                store_dir.to_str().unwrap(),
-                "--method",
-                method,
-            ],
-        );
+        let out = setup.backup(repo, store_dir, method).output().unwrap();
         let id = ok(&out);
         assert!(
             stderr(&out).contains("Stored in the repository"),
@@ -339,22 +353,10 @@ fn a_wrong_password_or_an_unreachable_server_is_said_plainly_and_nothing_is_reco
     let setup = Setup::new();
     let repo = setup.path("repo");
     let repo = repo.to_str().unwrap();
-    ok(&setup.persnap(repo, &["repo", "init"]));
-    let store_dir = setup.path("store");
-    std::fs::create_dir(&store_dir).unwrap();
-    make_store(&store_dir, "persistence.db", Mode::Rollback, 1);
+    let store_dir = setup.with_store(repo, Mode::Rollback, 1);
     let backup = |repo: &str, password_file: &Path| {
         setup
-            .command(
-                repo,
-                &[
-                    "backup",
-                    "--source",
-                    store_dir.to_str().unwrap(),
-                    "--method",
-                    "sqlite-online",
-                ],
-            )
+            .backup(repo, &store_dir, "sqlite-online")
             .env("PERSNAP_PASSWORD_FILE", password_file)
             .output()
             .unwrap()
@@ -399,21 +401,9 @@ fn a_backup_killed_while_storing_leaves_the_repository_passing_check() {
     let setup = Setup::new();
     let repo = setup.path("repo");
     let repo = repo.to_str().unwrap();
-    ok(&setup.persnap(repo, &["repo", "init"]));
-    let store_dir = setup.path("store");
-    std::fs::create_dir(&store_dir).unwrap();
-    make_store(&store_dir, "persistence.db", Mode::Rollback, 96);
+    let store_dir = setup.with_store(repo, Mode::Rollback, 96);
     let mut child = setup
-        .command(
-            repo,
-            &[
-                "backup",
-                "--source",
-                store_dir.to_str().unwrap(),
-                "--method",
-                "sqlite-online",
-            ],
-        )
+        .backup(repo, &store_dir, "sqlite-online")
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
         .spawn()
@@ -442,17 +432,100 @@ fn a_backup_killed_while_storing_leaves_the_repository_passing_check() {
     let runs = setup.history().recover().unwrap();
     assert_eq!(runs.len(), 1, "the killed run is seen as interrupted");
     // The next backup goes through, and restic finds it whole.
-    let id = ok(&setup.persnap(
-        repo,
-        &[
-            "backup",
-            "--source",
-            store_dir.to_str().unwrap(),
-            "--method",
-            "sqlite-online",
-        ],
-    ));
+    let id = ok(&setup
+        .backup(repo, &store_dir, "sqlite-online")
+        .output()
+        .unwrap());
     ok(&setup.restic(repo, &["check", "--read-data"]));
     let database = setup.listed(repo)[0].database.clone();
     restic_restores(&setup, repo, &id, &database);
+}
+
+#[test]
+fn repository_retention_keeps_the_newest_and_pinned_and_prunes_the_rest() {
+    let setup = Setup::new();
+    let repo = setup.path("repo");
+    let repo = repo.to_str().unwrap();
+    let store_dir = setup.with_store(repo, Mode::Rollback, 2);
+    let writer = Writer::start(&store_dir.join("persistence.db"));
+    let ids: Vec<String> = (0..5)
+        .map(|_| {
+            ok(&setup
+                .backup(repo, &store_dir, "sqlite-online")
+                .output()
+                .unwrap())
+        })
+        .collect();
+    writer.stop();
+    let database = setup.listed(repo)[0].database.clone();
+
+    // Pin the second one: it gets a new id, and says why it is kept.
+    let pinned = ok(&setup.persnap(repo, &["pin", &ids[1][..8], "--note", "before the upgrade"]));
+    assert_ne!(pinned, ids[1]);
+    let listed = setup.listed(repo);
+    let entry = listed
+        .iter()
+        .find(|l| l.id == pinned)
+        .expect("the pinned backup");
+    assert!(entry.pinned && entry.note.as_deref() == Some("before the upgrade"));
+
+    let prune = |extra: &[&str]| {
+        let mut args = vec!["prune", "--database", &database, "--keep-last", "2"];
+        args.extend_from_slice(extra);
+        setup.persnap(repo, &args)
+    };
+    // A dry run names the two that would go, and removes nothing.
+    let dry = ok(&prune(&["--dry-run"]));
+    let would: Vec<&str> = dry.lines().collect();
+    assert_eq!(would, [ids[0].as_str(), ids[2].as_str()], "{dry}");
+    assert_eq!(setup.listed(repo).len(), 5);
+
+    let out = prune(&[]);
+    let gone = ok(&out);
+    assert_eq!(gone.lines().collect::<Vec<_>>(), would);
+    assert!(
+        stderr(&out).contains("2 backup(s) removed, 3 kept"),
+        "{}",
+        stderr(&out)
+    );
+    let left: Vec<String> = setup.listed(repo).into_iter().map(|l| l.id).collect();
+    assert_eq!(left.len(), 3);
+    assert!(left.contains(&pinned) && left.contains(&ids[3]) && left.contains(&ids[4]));
+    ok(&setup.restic(repo, &["check", "--read-data"]));
+    for id in &left {
+        restic_restores(&setup, repo, id, &database);
+    }
+
+    // A backup with --keep-last 1 applies it right after it is stored:
+    // the new one and the pinned one stay.
+    let newest = ok(&setup
+        .backup(repo, &store_dir, "sqlite-online")
+        .args(["--keep-last", "1"])
+        .output()
+        .unwrap());
+    let mut left: Vec<String> = setup.listed(repo).into_iter().map(|l| l.id).collect();
+    left.sort();
+    let mut expected = vec![pinned, newest];
+    expected.sort();
+    assert_eq!(left, expected);
+
+    // A folder has no hourly rule: refused, not ignored.
+    let folder = setup.path("folder");
+    std::fs::create_dir(&folder).unwrap();
+    let out = setup.persnap(
+        repo,
+        &[
+            "prune",
+            "--dest",
+            folder.to_str().unwrap(),
+            "--keep-hourly",
+            "3",
+        ],
+    );
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("apply to repositories"),
+        "{}",
+        stderr(&out)
+    );
 }

@@ -56,7 +56,7 @@ impl RepoArgs {
         Ok(Some((location, password)))
     }
 
-    fn required(&self) -> Result<(Location, Password), Failure> {
+    pub fn required(&self) -> Result<(Location, Password), Failure> {
         self.unlock()?
             .ok_or_else(|| usage("Say which repository: --repo URL (or PERSNAP_REPOSITORY)."))
     }
@@ -130,12 +130,12 @@ fn print_listed(location: &Location, listed: &[Listed]) {
         return;
     }
     println!(
-        "{:<8}  {:<19}  {:<16}  {:<16}  {:>10}",
+        "{:<8}  {:<19}  {:<16}  {:<16}  {:>10}  PINNED",
         "ID", "TAKEN", "HOST", "DATABASE", "SIZE"
     );
     for l in listed {
         println!(
-            "{:<8}  {:<19}  {:<16}  {:<16}  {:>10}",
+            "{:<8}  {:<19}  {:<16}  {:<16}  {:>10}  {}",
             l.short_id(),
             l.time
                 .with_timezone(&chrono::Local)
@@ -143,6 +143,9 @@ fn print_listed(location: &Location, listed: &[Listed]) {
             l.host,
             l.database,
             units::bytes(l.bytes),
+            l.note
+                .as_deref()
+                .unwrap_or(if l.pinned { "pinned" } else { "" }),
         )
     }
 }
@@ -257,6 +260,67 @@ pub fn from_repository(
     let set = repo.fetch(&id.to_string_lossy(), scratch.path(), &mut printer, &cancel);
     printer.finish_line();
     then(set?)
+}
+
+/// `persnap prune --repo`.
+pub fn prune(
+    (location, password): (Location, Password),
+    host: String,
+    database: &str,
+    keep: &repository::Keep,
+    dry_run: bool,
+) -> Result<(), Failure> {
+    if keep.is_keep_all() {
+        return Err(usage(
+            "Say what to keep: --keep-last, --keep-hourly, --keep-daily, --keep-weekly and/or --keep-days. Nothing was removed.",
+        ));
+    }
+    let repo = Repo::open(&location, &password)?;
+    let forgotten = repo.forget(&host, database, keep, dry_run)?;
+    for l in &forgotten.removed {
+        println!("{}", l.id);
+    }
+    print_forgotten(&forgotten, keep, dry_run);
+    Ok(())
+}
+
+pub fn print_forgotten(forgotten: &repository::Forgotten, keep: &repository::Keep, dry_run: bool) {
+    let (verb, space) = if dry_run {
+        ("would be removed", "")
+    } else {
+        (
+            "removed",
+            " The room only they used is given back by a prune a day later, so that a backup another machine stores meanwhile keeps what it needs.",
+        )
+    };
+    eprintln!(
+        "{} backup(s) {verb}, {} kept ({}; the newest and pinned ones always).{space}",
+        forgotten.removed.len(),
+        forgotten.kept,
+        keep.describe()
+    );
+}
+
+/// `persnap pin ID --repo …`: pin or (without a note) unpin.
+pub fn pin(
+    (location, password): (Location, Password),
+    id: &str,
+    note: Option<&str>,
+) -> Result<(), Failure> {
+    let repo = Repo::open(&location, &password)?;
+    let new_id = repo.pin(id, note)?;
+    match note {
+        Some(_) => eprintln!(
+            "Pinned: retention never removes it. Its id is now {}.",
+            &new_id[..8]
+        ),
+        None => eprintln!(
+            "Unpinned: retention may remove it again. Its id is now {}.",
+            &new_id[..8]
+        ),
+    }
+    println!("{new_id}");
+    Ok(())
 }
 
 pub fn print_stored(stored: &Stored) {

@@ -398,6 +398,12 @@ pub struct Listed {
     pub store_name: String,
     pub bytes: u64,
     pub files: u64,
+    /// Kept whatever retention says (`persnap pin ID --repo …`).
+    #[serde(default)]
+    pub pinned: bool,
+    /// Why it is pinned.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub note: Option<String>,
 }
 
 impl Listed {
@@ -481,7 +487,10 @@ impl Repo {
                         .unwrap_or_default()
                 };
                 let summary = s.summary.clone().unwrap_or_default();
+                let pinned = matches!(s.delete, rustic_core::repofile::DeleteOption::Never);
                 Listed {
+                    pinned,
+                    note: s.description.clone().filter(|_| pinned),
                     id: s.id.to_string(),
                     time: chrono::DateTime::from_timestamp_millis(
                         s.time.timestamp().as_millisecond(),
@@ -638,33 +647,7 @@ impl Repo {
         progress: &mut dyn Progress,
         cancel: &CancelToken,
     ) -> Result<PathBuf> {
-        let listed = self.list()?;
-        let found: Vec<&Listed> = listed.iter().filter(|l| l.id.starts_with(id)).collect();
-        let entry = match found.as_slice() {
-            [one] => *one,
-            [] => {
-                return Err(Error::Repository {
-                    what: format!(
-                        "The repository {} holds no persnap backup {id}.",
-                        self.location
-                    ),
-                    advice: "List its backups (persnap history --repo …) and give one of their ids.",
-                    detail: String::new(),
-                    kind: ErrorKind::BadInput,
-                });
-            }
-            _ => {
-                return Err(Error::Repository {
-                    what: format!(
-                        "More than one backup in {} starts with {id}.",
-                        self.location
-                    ),
-                    advice: "Give more characters of the id.",
-                    detail: String::new(),
-                    kind: ErrorKind::BadInput,
-                });
-            }
-        };
+        let entry = self.one(id)?;
         check_database_name(&entry.database)?;
         crate::store::validate_store_name(&entry.store_name)?;
         let repo = self
@@ -743,6 +726,204 @@ fn only_plain_files(set: &Path) -> Result<()> {
         }
     }
     Ok(())
+}
+
+/// Which backups of one database (from one host) a repository keeps. A
+/// backup is kept if any rule keeps it; the newest and pinned ones always.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Keep {
+    pub last: Option<u32>,
+    pub hourly: Option<u32>,
+    pub daily: Option<u32>,
+    pub weekly: Option<u32>,
+    pub within_days: Option<u32>,
+}
+
+impl Keep {
+    pub fn is_keep_all(&self) -> bool {
+        *self == Keep::default()
+    }
+
+    /// In words: "the last 7, one a day for 14 days".
+    pub fn describe(&self) -> String {
+        let mut parts = Vec::new();
+        if let Some(n) = self.last {
+            parts.push(format!("the newest {n}"));
+        }
+        if let Some(n) = self.hourly {
+            parts.push(format!("one an hour for {n} hours"));
+        }
+        if let Some(n) = self.daily {
+            parts.push(format!("one a day for {n} days"));
+        }
+        if let Some(n) = self.weekly {
+            parts.push(format!("one a week for {n} weeks"));
+        }
+        if let Some(n) = self.within_days {
+            parts.push(format!("all of the last {n} days"));
+        }
+        if parts.is_empty() {
+            "keep all".into()
+        } else {
+            format!("keep {}", parts.join(", "))
+        }
+    }
+
+    fn options(&self) -> rustic_core::KeepOptions {
+        let mut options = rustic_core::KeepOptions::default();
+        let count = |n: Option<u32>| n.map(|n| i32::try_from(n).unwrap_or(i32::MAX));
+        options.keep_last = count(self.last);
+        options.keep_hourly = count(self.hourly);
+        options.keep_daily = count(self.daily);
+        options.keep_weekly = count(self.weekly);
+        options.keep_within = self
+            .within_days
+            .map(|d| rustic_core::jiff::Span::new().days(i64::from(d)));
+        options
+    }
+}
+
+/// What [`Repo::forget`] removed (or would remove).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Forgotten {
+    pub removed: Vec<Listed>,
+    pub kept: usize,
+}
+
+impl Repo {
+    /// Applies `keep` to the backups of `database` taken on `host`: the
+    /// newest and pinned ones are never removed, nor anything of another
+    /// host or database. Then prunes (unless `dry_run`) with rustic's safe
+    /// defaults: data no backup needs is deleted by a prune at least 23
+    /// hours later, so that a backup another machine is storing meanwhile
+    /// (repositories have no lock) keeps what it relies on.
+    pub fn forget(
+        &self,
+        host: &str,
+        database: &str,
+        keep: &Keep,
+        dry_run: bool,
+    ) -> Result<Forgotten> {
+        check_database_name(database)?;
+        if keep.is_keep_all() {
+            return Ok(Forgotten {
+                removed: Vec::new(),
+                kept: 0,
+            });
+        }
+        let listed = self.list()?;
+        let ours: Vec<&Listed> = listed
+            .iter()
+            .filter(|l| l.host == host && l.database == database)
+            .collect();
+        let ids: Vec<String> = ours.iter().map(|l| l.id.clone()).collect();
+        let snaps = self
+            .repo
+            .get_snapshots(&ids)
+            .map_err(|e| plain(&self.location, "reading the backups", &e))?;
+        let decided = keep
+            .options()
+            .apply(snaps, &rustic_core::jiff::Zoned::now())
+            .map_err(|e| plain(&self.location, "choosing what to keep", &e))?;
+        let newest = ours.last().map(|l| l.id.clone());
+        let mut removed = Vec::new();
+        let mut gone = Vec::new();
+        for decision in &decided {
+            let id = decision.snapshot.id.to_string();
+            let entry = ours.iter().find(|l| l.id == id).expect("listed above");
+            if decision.keep || entry.pinned || Some(&id) == newest.as_ref() {
+                continue;
+            }
+            removed.push((*entry).clone());
+            gone.push(decision.snapshot.id);
+        }
+        let kept = ours.len() - removed.len();
+        if !dry_run && !gone.is_empty() {
+            self.repo
+                .delete_snapshots(&gone)
+                .map_err(|e| plain(&self.location, "removing old backups", &e))?;
+            let options = rustic_core::PruneOptions::default();
+            let plan = self
+                .repo
+                .prune_plan(&options)
+                .map_err(|e| plain(&self.location, "planning the prune", &e))?;
+            self.repo
+                .prune(&options, plan)
+                .map_err(|e| plain(&self.location, "pruning", &e))?;
+        }
+        removed.sort_by_key(|l| l.time);
+        Ok(Forgotten { removed, kept })
+    }
+
+    /// Pins the backup `id` (kept whatever retention says, with `note`),
+    /// or unpins it. As in restic, the snapshot is saved anew: returns its
+    /// new id.
+    pub fn pin(&self, id: &str, note: Option<&str>) -> Result<String> {
+        let entry = self.one(id)?;
+        let mut snap = self
+            .repo
+            .get_snapshots(&[entry.id.as_str()])
+            .map_err(|e| plain(&self.location, "reading the backup", &e))?
+            .remove(0);
+        let old = snap.id;
+        match note {
+            Some(note) => {
+                snap.delete = rustic_core::repofile::DeleteOption::Never;
+                snap.description = Some(note.to_owned());
+            }
+            None => {
+                snap.delete = rustic_core::repofile::DeleteOption::NotSet;
+                snap.description = None;
+            }
+        }
+        self.repo
+            .save_snapshots(vec![snap])
+            .map_err(|e| plain(&self.location, "saving the pin", &e))?;
+        self.repo
+            .delete_snapshots(&[old])
+            .map_err(|e| plain(&self.location, "saving the pin", &e))?;
+        // The saved copy has a new id: find it by what did not change.
+        let now = self.list()?;
+        now.into_iter()
+            .find(|l| l.time == entry.time && l.host == entry.host && l.database == entry.database)
+            .map(|l| l.id)
+            .ok_or_else(|| Error::Repository {
+                what: format!("The pinned backup is not in {} any more.", self.location),
+                advice: "List the repository's backups and try again.",
+                detail: String::new(),
+                kind: ErrorKind::Copy,
+            })
+    }
+
+    /// The one persnap backup whose id starts with `id`.
+    fn one(&self, id: &str) -> Result<Listed> {
+        let listed = self.list()?;
+        let found: Vec<Listed> = listed
+            .into_iter()
+            .filter(|l| l.id.starts_with(id))
+            .collect();
+        match <[Listed; 1]>::try_from(found) {
+            Ok([one]) => Ok(one),
+            Err(found) if found.is_empty() => Err(Error::Repository {
+                what: format!(
+                    "The repository {} holds no persnap backup {id}.",
+                    self.location
+                ),
+                advice: "List its backups (persnap repo list) and give one of their ids.",
+                detail: String::new(),
+                kind: ErrorKind::BadInput,
+            }),
+            Err(_) => Err(Error::Repository {
+                what: format!(
+                    "More than one backup in {} starts with {id}.",
+                    self.location
+                ),
+                advice: "Give more characters of the id.",
+                detail: String::new(),
+                kind: ErrorKind::BadInput,
+            }),
+        }
+    }
 }
 
 /// The database name is part of the snapshot's path and tags: a plain
