@@ -529,3 +529,57 @@ fn repository_retention_keeps_the_newest_and_pinned_and_prunes_the_rest() {
         stderr(&out)
     );
 }
+
+#[test]
+fn a_full_remote_is_said_plainly_and_leaves_no_backup() {
+    if !require_root("a_full_remote_is_said_plainly_and_leaves_no_backup") {
+        return;
+    }
+    let setup = Setup::new();
+    // The server's storage: a 3 MiB tmpfs, for an 8 MiB store of random
+    // bytes (which neither compress nor deduplicate).
+    let served = setup.path("served");
+    std::fs::create_dir(&served).unwrap();
+    run_ok(
+        Command::new("mount")
+            .args(["-t", "tmpfs", "-o", "size=3m", "tmpfs"])
+            .arg(&served),
+    );
+    struct Unmount(PathBuf);
+    impl Drop for Unmount {
+        fn drop(&mut self) {
+            let _ = Command::new("umount").arg("-l").arg(&self.0).status();
+        }
+    }
+    let _unmount = Unmount(served.clone());
+    let server = RestServer::start(&served).expect("rclone is installed in CI");
+    let store_dir = setup.with_store(&server.url, Mode::Rollback, 1);
+    let conn = rusqlite::Connection::open(store_dir.join("persistence.db")).unwrap();
+    conn.execute_batch(
+        "CREATE TABLE filler(x);
+         WITH RECURSIVE c(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM c WHERE i < 2000)
+         INSERT INTO filler SELECT randomblob(4000) FROM c;",
+    )
+    .unwrap();
+    drop(conn);
+    let out = setup
+        .backup(&server.url, &store_dir, "sqlite-online")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(4), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("its storage is full") && stderr(&out).contains("free space"),
+        "{}",
+        stderr(&out)
+    );
+    let runs = setup.history().load().unwrap();
+    assert_eq!(runs.len(), 1);
+    assert!(
+        matches!(runs[0].outcome, Outcome::Failed { .. }) && runs[0].repository.is_none(),
+        "{:#?}",
+        runs[0]
+    );
+    setup.assert_nothing_staged();
+    assert!(setup.listed(&server.url).is_empty(), "nothing was stored");
+    drop(server);
+}

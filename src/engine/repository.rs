@@ -247,6 +247,20 @@ fn plain(location: &Location, doing: &str, e: &RusticError) -> Error {
             "Free space where the repository is (prune old backups, or enlarge the storage), then back up again.",
             ErrorKind::Copy,
         )
+    } else if doing == STORING
+        && (lower.contains("backend")
+            || lower.contains("connection")
+            || lower.contains("receiver is gone"))
+    {
+        // A REST server whose disk is full drops the upload: from here it
+        // looks like a connection that went away.
+        (
+            format!(
+                "The repository {location} stopped taking the backup while it was being stored: its server went away, or its storage is full."
+            ),
+            "Check that the server is running and has free space (prune old backups, or enlarge the storage), then back up again.",
+            ErrorKind::Copy,
+        )
     } else if lower.contains("backend")
         || lower.contains("connection")
         || lower.contains("dns")
@@ -277,6 +291,8 @@ fn plain(location: &Location, doing: &str, e: &RusticError) -> Error {
         kind: ek,
     }
 }
+
+const STORING: &str = "storing the backup";
 
 /// Creates a new, empty repository (format 2: compressed).
 pub fn init(location: &Location, password: &Password) -> Result<()> {
@@ -564,7 +580,7 @@ impl Repo {
         let saved = self.while_showing(Phase::Store, progress, || {
             repo.archive(&backup_opts, &source, snap, &paths.paths())
         });
-        let saved = saved.map_err(|e| plain(&self.location, "storing the backup", &e))?;
+        let saved = saved.map_err(|e| plain(&self.location, STORING, &e))?;
         let forget = |why: Error| -> Error {
             // Nothing half-stored is left as a backup.
             let _ = self.repo.delete_snapshots(&[saved.id]);
