@@ -64,6 +64,8 @@ pub enum Command {
         /// Also (or, without --dest, only) store the verified backup in a repository.
         #[command(flatten)]
         repo: repo::RepoArgs,
+        #[command(flatten)]
+        offsite: repo::OffsiteArgs,
         /// Seconds the sqlite-online method may wait for its read lock.
         #[arg(long, value_name = "SECS", default_value_t = persnap::online::DEFAULT_TIMEOUT.as_secs())]
         timeout: u64,
@@ -380,8 +382,12 @@ pub fn run(cli: Cli) -> Result<(), Failure> {
             history_dir,
             as_uid,
             repo,
+            offsite,
         } => {
             let repo = repo.unlock()?;
+            let offsite = offsite
+                .unlock()?
+                .map(|(location, password)| (location, password, retention.for_repository()));
             let staged = dest.is_none();
             let dest = match dest {
                 Some(dest) => dest,
@@ -416,7 +422,7 @@ pub fn run(cli: Cli) -> Result<(), Failure> {
                 staged,
                 keep: retention.for_repository(),
             });
-            let result = backup_cmd(&req, history, scheduled.clone(), as_uid, into);
+            let result = backup_cmd(&req, history, scheduled.clone(), as_uid, into, offsite);
             if result.is_err()
                 && let Some(name) = scheduled
             {
@@ -547,6 +553,11 @@ fn backup_cmd(
     schedule: Option<String>,
     as_uid: Option<u32>,
     into: Option<IntoRepo>,
+    offsite: Option<(
+        persnap::repository::Location,
+        persnap::repository::Password,
+        persnap::repository::Keep,
+    )>,
 ) -> Result<(), Failure> {
     // The repository is opened first: a wrong password or an unreachable
     // server is said before any snapshot is taken.
@@ -569,6 +580,24 @@ fn backup_cmd(
                 return Err(remote_failure(f));
             }
         },
+    };
+    let offsite = match offsite {
+        None => None,
+        // Opened first, so a wrong password is said before the snapshot;
+        // an offsite repository that cannot be reached does not stop the
+        // backup here, it is recorded as its offsite copy's failure.
+        Some((location, password, keep)) => {
+            let opened = persnap::repository::Repo::open(&location, &password);
+            if let Err(e) = &opened
+                && e.kind() == persnap::ErrorKind::BadInput
+            {
+                return Err(Failure {
+                    code: 2,
+                    error: anyhow::anyhow!("The offsite repository: {e}"),
+                });
+            }
+            Some((opened, location, keep))
+        }
     };
     let mut history = Tagged {
         history,
@@ -654,8 +683,14 @@ fn backup_cmd(
         m.method,
         units::duration(Duration::from_secs_f64(seconds.max(0.0)))
     );
+    let database = repo::database_name(&req.source, &req.store_name);
+    let mut shown = backup_dir.display().to_string();
+    let _staged = repo::Staged(
+        into.as_ref()
+            .filter(|(_, staged, _)| *staged)
+            .map(|_| backup_dir.clone()),
+    );
     if let Some((repo, staged, keep)) = into {
-        let database = repo::database_name(&req.source, &req.store_name);
         let stored = repo::store(
             &repo,
             &history.history,
@@ -674,11 +709,30 @@ fn backup_cmd(
             repo::print_forgotten(&forgotten, &keep, false);
         }
         if staged {
-            println!("{}", stored.snapshot);
-            return Ok(());
+            shown = stored.snapshot.clone();
         }
     }
-    println!("{}", backup_dir.display());
+    if let Some((offsite, location, keep)) = offsite {
+        let copied = repo::store_offsite(
+            &offsite,
+            &location,
+            &history.history,
+            &backup_dir,
+            &m,
+            &database,
+            &mut progress,
+            &cancel,
+        );
+        progress.finish_line();
+        let copied = copied?;
+        eprint!("Offsite: ");
+        repo::print_stored(&copied);
+        if let (false, Ok(offsite)) = (keep.is_keep_all(), &offsite) {
+            let forgotten = offsite.forget(&m.host, &database, &keep, false)?;
+            repo::print_forgotten(&forgotten, &keep, false);
+        }
+    }
+    println!("{shown}");
     Ok(())
 }
 

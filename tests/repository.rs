@@ -583,3 +583,101 @@ fn a_full_remote_is_said_plainly_and_leaves_no_backup() {
     assert!(setup.listed(&server.url).is_empty(), "nothing was stored");
     drop(server);
 }
+
+#[test]
+fn an_offsite_copy_goes_to_a_second_repository_and_its_failure_keeps_the_backup() {
+    let setup = Setup::new();
+    let Some(server) = RestServer::start(&setup.path("served")) else {
+        return;
+    };
+    let local = setup.path("repo");
+    let local = local.to_str().unwrap();
+    let store_dir = setup.with_store(local, Mode::Wal, 4);
+    // The offsite repository has its own password.
+    let offsite_password = setup.path("offsite-password");
+    std::fs::write(&offsite_password, "another one\n").unwrap();
+    let offsite = |args: &[&str]| {
+        setup
+            .command(&server.url, args)
+            .env("PERSNAP_PASSWORD_FILE", &offsite_password)
+            .output()
+            .unwrap()
+    };
+    ok(&offsite(&["repo", "init"]));
+    let url = server.url.clone();
+    let backup = || {
+        setup
+            .backup(local, &store_dir, "sqlite-online")
+            .args(["--offsite", &url])
+            .env("PERSNAP_OFFSITE_PASSWORD_FILE", &offsite_password)
+            .output()
+            .unwrap()
+    };
+    let writer = Writer::start(&store_dir.join("persistence.db"));
+    let ids: Vec<String> = (0..2).map(|_| ok(&backup())).collect();
+    writer.stop();
+    setup.assert_nothing_staged();
+    let database = setup.listed(local)[0].database.clone();
+
+    // Both repositories hold both backups; restic restores the offsite
+    // ones, consistent.
+    let out = offsite(&["repo", "list", "--json"]);
+    let remote: Vec<Listed> = serde_json::from_slice(&ok(&out).into_bytes()).unwrap();
+    assert_eq!(remote.len(), 2);
+    let remote_restic = |args: &[&str]| {
+        Command::new("restic")
+            .args(["--repo", &server.url, "--no-cache", "--password-file"])
+            .arg(&offsite_password)
+            .args(args)
+            .output()
+            .unwrap()
+    };
+    ok(&remote_restic(&["check", "--read-data"]));
+    let mut last = -1;
+    for r in &remote {
+        let target = setup.path(&format!("offsite-{}", r.short_id()));
+        ok(&remote_restic(&[
+            "restore",
+            &r.id,
+            "--target",
+            target.to_str().unwrap(),
+        ]));
+        let transfers = check_backup_without_manifest(&target.join("persnap").join(&database));
+        assert!(transfers > last);
+        last = transfers;
+    }
+    let runs = setup.history().load().unwrap();
+    for (run, id) in runs.iter().zip(&ids) {
+        assert_eq!(&run.repository.as_ref().unwrap().snapshot, id);
+        match &run.offsite {
+            Some(persnap::repository::Offsite::Stored { copy }) => {
+                assert!(copy.check.hashes_match && copy.check.integrity == "ok");
+                assert!(remote.iter().any(|r| r.id == copy.snapshot));
+            }
+            other => panic!("offsite copy not recorded: {other:?}"),
+        }
+    }
+
+    // The offsite server goes away: the backup is still taken, stored
+    // and recorded good here; its offsite copy is recorded as failed, and
+    // the exit status says so.
+    drop(server);
+    let out = backup();
+    assert_eq!(out.status.code(), Some(4), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("The backup is good and kept, but its offsite copy failed"),
+        "{}",
+        stderr(&out)
+    );
+    let runs = setup.history().load().unwrap();
+    let run = runs.last().unwrap();
+    assert_eq!(run.outcome, Outcome::Completed);
+    assert!(run.repository.is_some());
+    assert!(
+        matches!(&run.offsite, Some(persnap::repository::Offsite::Failed { message, .. }) if message.contains("Could not reach")),
+        "{:?}",
+        run.offsite
+    );
+    assert_eq!(setup.listed(local).len(), 3);
+    setup.assert_nothing_staged();
+}

@@ -69,6 +69,28 @@ fn usage(message: &str) -> Failure {
     }
 }
 
+/// A second, offsite repository the same backup is also stored in (3-2-1).
+#[derive(clap::Args, Clone, Default)]
+pub struct OffsiteArgs {
+    /// After the backup is verified (and stored), store the same backup in
+    /// this repository too, and read it back from there.
+    #[arg(long, value_name = "URL", env = "PERSNAP_OFFSITE_REPOSITORY")]
+    pub offsite: Option<String>,
+    /// The file whose first line is the offsite repository's password.
+    #[arg(long, value_name = "FILE", env = "PERSNAP_OFFSITE_PASSWORD_FILE")]
+    pub offsite_password_file: Option<PathBuf>,
+}
+
+impl OffsiteArgs {
+    pub fn unlock(&self) -> Result<Option<(Location, Password)>, Failure> {
+        RepoArgs {
+            repo: self.offsite.clone(),
+            password_file: self.offsite_password_file.clone(),
+        }
+        .unlock()
+    }
+}
+
 #[derive(Subcommand)]
 pub enum RepoCommand {
     /// Create a new, empty repository (asks for its password twice on a
@@ -179,9 +201,7 @@ pub fn database_name(source: &Path, store_name: &str) -> String {
 }
 
 /// Stores a verified backup set in the repository and records the outcome
-/// on the run (already recorded as completed by the backup itself). The
-/// staged set is removed afterwards when `staged`, whatever happened: a
-/// repository backup leaves no full copy behind.
+/// on the run (already recorded as completed by the backup itself).
 #[allow(clippy::too_many_arguments)]
 pub fn store(
     repo: &Repo,
@@ -206,14 +226,63 @@ pub fn store(
         history.upsert(run)?;
     }
     let result = repo.store(backup_dir, manifest, database, progress, cancel);
-    if staged {
-        let _ = std::fs::remove_dir_all(backup_dir);
-    }
     if let Some(mut run) = run {
         finish(&mut run, &result, staged);
         history.upsert(&run)?;
     }
     Ok(result?)
+}
+
+/// Stores the same verified set in the offsite repository and records how
+/// that went. The backup stays good whatever happens here.
+pub fn store_offsite(
+    offsite: &persnap::Result<Repo>,
+    location: &Location,
+    history: &History,
+    backup_dir: &Path,
+    manifest: &Manifest,
+    database: &str,
+    progress: &mut dyn Progress,
+    cancel: &CancelToken,
+) -> Result<Stored, Failure> {
+    let tag = &manifest.run_id[..manifest.run_id.len().min(8)];
+    let _alive = persnap::fsutil::RunLock::acquire(tag).ok();
+    let result = match offsite {
+        Ok(offsite) => offsite.store(backup_dir, manifest, database, progress, cancel),
+        // Not reachable when the backup began: the backup went ahead.
+        Err(e) => Err(persnap::Error::relayed(e.kind(), e.to_string())),
+    };
+    let record = match &result {
+        Ok(copy) => repository::Offsite::Stored { copy: copy.clone() },
+        Err(e) => repository::Offsite::Failed {
+            location: location.display(),
+            message: e.to_string(),
+        },
+    };
+    if let Some(mut run) = history
+        .load()?
+        .into_iter()
+        .find(|r| r.id == manifest.run_id)
+    {
+        run.offsite = Some(record);
+        history.upsert(&run)?;
+    }
+    result.map_err(|e| Failure {
+        code: e.kind().exit_code(),
+        error: anyhow::anyhow!("The backup is good and kept, but its offsite copy failed: {e}"),
+    })
+}
+
+/// Removes a set staged for a repository when dropped, whatever happened:
+/// a repository backup leaves no full copy behind.
+pub struct Staged(pub Option<PathBuf>);
+
+impl Drop for Staged {
+    fn drop(&mut self) {
+        if let Some(dir) = &self.0 {
+            let _ = std::fs::remove_dir_all(dir);
+        }
+    }
 }
 
 fn finish(run: &mut Run, result: &persnap::Result<Stored>, staged: bool) {

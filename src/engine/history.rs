@@ -94,6 +94,9 @@ pub struct Run {
     /// was checked (none: a backup folder only).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub repository: Option<crate::repository::Stored>,
+    /// The offsite copy, when the backup has a second location.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub offsite: Option<crate::repository::Offsite>,
     #[serde(default)]
     pub warnings: Vec<String>,
     pub host: String,
@@ -130,6 +133,7 @@ impl Run {
             outcome: Outcome::Running,
             verification: None,
             repository: None,
+            offsite: None,
             warnings: Vec::new(),
             host: crate::manifest::host_name(),
             tool_version: crate::TOOL_VERSION.into(),

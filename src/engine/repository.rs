@@ -445,6 +445,21 @@ pub struct Stored {
     pub check: StoreCheck,
 }
 
+/// The offsite copy of a backup (3-2-1): the same verified set, stored in
+/// a second repository and read back from it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case", tag = "status")]
+pub enum Offsite {
+    Stored {
+        copy: Stored,
+    },
+    /// The backup itself is good; only its offsite copy failed.
+    Failed {
+        location: String,
+        message: String,
+    },
+}
+
 /// How a stored backup was checked, as recorded.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct StoreCheck {
