@@ -236,7 +236,7 @@ pub struct BackupSetArgs {
     /// The folder to write the backup into (preferably on another disk).
     /// With --repo and without --dest, the backup is staged in your cache
     /// folder and only the repository keeps it.
-    #[arg(long, value_name = "DIR", required_unless_present = "repo")]
+    #[arg(long, value_name = "DIR")]
     dest: Option<PathBuf>,
     /// The database file name (the correlator's -PstoreName).
     #[arg(long, value_name = "NAME", default_value = persnap::store::DEFAULT_STORE_NAME)]
@@ -385,6 +385,14 @@ pub fn run(cli: Cli) -> Result<(), Failure> {
             offsite,
         } => {
             let repo = repo.unlock()?;
+            if dest.is_none() && repo.is_none() {
+                return Err(Failure {
+                    code: 2,
+                    error: anyhow::anyhow!(
+                        "Say where the backup goes: --dest DIR (a folder) and/or --repo URL (a repository)."
+                    ),
+                });
+            }
             let offsite = offsite
                 .unlock()?
                 .map(|(location, password)| (location, password, retention.for_repository()));
@@ -1469,5 +1477,18 @@ fn tell_scheduled_failure(name: &str, scheduler_said: &str) {
     eprintln!("{summary}: {body}");
     if let Err(e) = crate::notify::desktop(&s.history_dir, &summary, &body) {
         eprintln!("persnap: no desktop notification ({e})");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    /// clap's own consistency checks of every command and argument (an
+    /// argument named in `required_unless_present` must exist in each
+    /// command that flattens it, and so on): these panic only when that
+    /// command is parsed, so check them all here.
+    #[test]
+    fn every_command_is_consistent() {
+        use clap::CommandFactory;
+        super::Cli::command().debug_assert();
     }
 }
