@@ -451,12 +451,20 @@ pub fn run(cli: Cli) -> Result<(), Failure> {
             req.method = method;
             probe_cmd(req, dest.is_some(), test_snapshot, json)
         }
+        // A folder given is a folder, even with a repository in the
+        // environment.
+        Command::Verify { backup, repo: _ } if backup.is_dir() => verify_cmd(backup),
         Command::Verify { backup, repo } => match repo.unlock()? {
             None => verify_cmd(backup),
             Some(unlocked) => repo::from_repository(unlocked, &backup, verify_cmd),
         },
         Command::History { json } => history_cmd(json),
         Command::Cleanup { dest } => cleanup_cmd(dest),
+        Command::Restore {
+            backup,
+            to,
+            repo: _,
+        } if backup.is_dir() => restore_cmd(backup, to),
         Command::Restore { backup, to, repo } => match repo.unlock()? {
             None => restore_cmd(backup, to),
             Some(unlocked) => repo::from_repository(unlocked, &backup, |set| restore_cmd(set, to)),
@@ -491,7 +499,9 @@ pub fn run(cli: Cli) -> Result<(), Failure> {
             remove,
             repo,
         } => {
-            if let Some(unlocked) = repo.unlock()? {
+            if !backup.is_dir()
+                && let Some(unlocked) = repo.unlock()?
+            {
                 return repo::pin(unlocked, &backup.to_string_lossy(), note.as_deref());
             }
             if remove {
@@ -713,8 +723,7 @@ fn backup_cmd(
         let stored = stored?;
         repo::print_stored(&stored);
         if !keep.is_keep_all() {
-            let forgotten = repo.forget(&m.host, &database, &keep, false)?;
-            repo::print_forgotten(&forgotten, &keep, false);
+            repo::apply_keep(&repo, &m.host, &database, &keep);
         }
         if staged {
             shown = stored.snapshot.clone();
@@ -736,8 +745,7 @@ fn backup_cmd(
         eprint!("Offsite: ");
         repo::print_stored(&copied);
         if let (false, Ok(offsite)) = (keep.is_keep_all(), &offsite) {
-            let forgotten = offsite.forget(&m.host, &database, &keep, false)?;
-            repo::print_forgotten(&forgotten, &keep, false);
+            repo::apply_keep(offsite, &m.host, &database, &keep);
         }
     }
     println!("{shown}");

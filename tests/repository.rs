@@ -396,14 +396,10 @@ fn a_wrong_password_or_an_unreachable_server_is_said_plainly_and_nothing_is_reco
     assert!(setup.listed(repo).is_empty(), "nothing was stored");
 }
 
-#[test]
-fn a_backup_killed_while_storing_leaves_the_repository_passing_check() {
-    let setup = Setup::new();
-    let repo = setup.path("repo");
-    let repo = repo.to_str().unwrap();
-    let store_dir = setup.with_store(repo, Mode::Rollback, 96);
+/// Starts a backup into `repo` and returns once it is storing.
+fn start_and_wait_for_store(setup: &Setup, repo: &str, store_dir: &Path) -> Child {
     let mut child = setup
-        .backup(repo, &store_dir, "sqlite-online")
+        .backup(repo, store_dir, "sqlite-online")
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
         .spawn()
@@ -421,6 +417,44 @@ fn a_backup_killed_while_storing_leaves_the_repository_passing_check() {
             break;
         }
     }
+    // The rest of its messages, so that it never blocks on a full pipe.
+    std::thread::spawn(move || lines.for_each(drop));
+    child
+}
+
+#[test]
+fn a_backup_cancelled_while_storing_stops_and_leaves_no_backup() {
+    let setup = Setup::new();
+    let repo = setup.path("repo");
+    let repo = repo.to_str().unwrap();
+    let store_dir = setup.with_store(repo, Mode::Rollback, 96);
+    let mut child = start_and_wait_for_store(&setup, repo, &store_dir);
+    std::thread::sleep(Duration::from_millis(300));
+    let started = Instant::now();
+    // Ctrl-C.
+    unsafe { libc::kill(child.id() as i32, libc::SIGINT) };
+    let status = child.wait().unwrap();
+    assert_eq!(status.code(), Some(6), "cancelled, and said so");
+    assert!(
+        started.elapsed() < Duration::from_secs(20),
+        "the cancel took {:?}",
+        started.elapsed()
+    );
+    ok(&setup.restic(repo, &["check"]));
+    assert_eq!(ok(&setup.restic(repo, &["snapshots", "--json"])), "[]");
+    setup.assert_nothing_staged();
+    let runs = setup.history().load().unwrap();
+    assert_eq!(runs.len(), 1);
+    assert_eq!(runs[0].outcome, Outcome::Cancelled);
+}
+
+#[test]
+fn a_backup_killed_while_storing_leaves_the_repository_passing_check() {
+    let setup = Setup::new();
+    let repo = setup.path("repo");
+    let repo = repo.to_str().unwrap();
+    let store_dir = setup.with_store(repo, Mode::Rollback, 96);
+    let mut child = start_and_wait_for_store(&setup, repo, &store_dir);
     // Let it write some packs first.
     std::thread::sleep(Duration::from_millis(300));
     child.kill().unwrap();

@@ -222,7 +222,9 @@ pub fn store(
         .find(|r| r.id == manifest.run_id);
     if let Some(run) = &mut run {
         run.outcome = Outcome::Running;
-        run.destination = PathBuf::from(repo.location().display());
+        if staged {
+            run.destination = PathBuf::from(repo.location().display());
+        }
         history.upsert(run)?;
     }
     let result = repo.store(backup_dir, manifest, database, progress, cancel);
@@ -235,6 +237,7 @@ pub fn store(
 
 /// Stores the same verified set in the offsite repository and records how
 /// that went. The backup stays good whatever happens here.
+#[allow(clippy::too_many_arguments)]
 pub fn store_offsite(
     offsite: &persnap::Result<Repo>,
     location: &Location,
@@ -296,6 +299,13 @@ fn finish(run: &mut Run, result: &persnap::Result<Stored>, staged: bool) {
         Ok(stored) => {
             run.outcome = Outcome::Completed;
             run.repository = Some(stored.clone());
+        }
+        // With --dest the verified folder backup stands; only its copy in
+        // the repository failed.
+        Err(e) if !staged => {
+            run.outcome = Outcome::Completed;
+            run.warnings
+                .push(format!("It was not stored in the repository: {e}"));
         }
         Err(persnap::Error::Cancelled) => run.outcome = Outcome::Cancelled,
         Err(e) => {
@@ -368,6 +378,18 @@ pub fn print_forgotten(forgotten: &repository::Forgotten, keep: &repository::Kee
         forgotten.kept,
         keep.describe()
     );
+}
+
+/// Retention after a verified backup: a failure here is a warning, the
+/// backup itself is good (`persnap prune --repo` tries again).
+pub fn apply_keep(repo: &Repo, host: &str, database: &str, keep: &repository::Keep) {
+    match repo.forget(host, database, keep, false) {
+        Ok(forgotten) => print_forgotten(&forgotten, keep, false),
+        Err(e) => eprintln!(
+            "warning: the backup is good, but old backups in {} were not removed: {e}",
+            repo.location()
+        ),
+    }
 }
 
 /// `persnap pin ID --repo …`: pin or (without a note) unpin.

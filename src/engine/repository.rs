@@ -54,8 +54,9 @@ pub struct Location(String);
 impl Location {
     pub fn parse(text: &str) -> Result<Location> {
         let text = text.trim();
+        let shown = Location(text.to_owned()).display();
         let bad = |reason: &str| Error::Repository {
-            what: format!("\"{text}\" is not a repository location I understand: {reason}."),
+            what: format!("\"{shown}\" is not a repository location I understand: {reason}."),
             advice: ADVICE_LOCATION,
             detail: String::new(),
             kind: ErrorKind::BadInput,
@@ -69,9 +70,33 @@ impl Location {
                     return Err(bad("a folder must be given with its full path"));
                 }
             }
-            Some(("rest", url)) | Some(("s3", url)) => {
+            Some(("rest", url)) => {
                 if !(url.starts_with("http://") || url.starts_with("https://")) {
                     return Err(bad("the address must start with http:// or https://"));
+                }
+                url::Url::parse(url).map_err(|_| bad("the address is not a valid web address"))?;
+            }
+            Some(("s3", url)) => {
+                let parsed = url::Url::parse(url)
+                    .ok()
+                    .filter(|u| matches!(u.scheme(), "http" | "https"))
+                    .ok_or_else(|| bad("write it as s3:https://host/bucket"))?;
+                // Its parts go into an rclone remote: plain characters only,
+                // and no keys in the address (they belong in the environment).
+                let plain = |t: &str| {
+                    t.chars().all(|c| {
+                        c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-' | '/' | ':')
+                    })
+                };
+                if !parsed.username().is_empty()
+                    || parsed.password().is_some()
+                    || parsed.query().is_some()
+                    || !plain(parsed.host_str().unwrap_or_default())
+                    || !plain(parsed.path())
+                {
+                    return Err(bad(
+                        "give the host and bucket only; the keys go in AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY",
+                    ));
                 }
             }
             Some(("sftp", rest)) => {
@@ -94,16 +119,36 @@ impl Location {
     /// The location without any password written into it (for history,
     /// logs and the screen).
     pub fn display(&self) -> String {
-        match self.0.split_once("://") {
-            Some((scheme, rest)) => match rest.split_once('@') {
-                Some((user_info, host)) if !user_info.contains('/') => {
-                    let user = user_info.split(':').next().unwrap_or_default();
-                    format!("{scheme}://{user}@{host}")
-                }
-                _ => self.0.clone(),
-            },
-            None => self.0.clone(),
+        let Some((scheme, rest)) = self.0.split_once(':') else {
+            return self.0.clone();
+        };
+        if !rest.contains("://") {
+            return self.0.clone();
         }
+        match url::Url::parse(rest) {
+            Ok(mut parsed) => {
+                if parsed.password().is_some() {
+                    let _ = parsed.set_password(None);
+                }
+                format!("{scheme}:{parsed}")
+            }
+            // Not an address: it may still hold a password, so only its
+            // kind is shown.
+            Err(_) => format!("{scheme}:(the address given)"),
+        }
+    }
+
+    /// The password written into the address, if any (to keep it out of
+    /// the repository library's own messages).
+    fn secret(&self) -> Option<String> {
+        let (_, rest) = self.0.split_once(':')?;
+        let parsed = url::Url::parse(rest).ok()?;
+        parsed.password().map(|p| {
+            url::form_urlencoded::parse(format!("p={p}").as_bytes())
+                .next()
+                .map(|(_, v)| v.into_owned())
+                .unwrap_or_else(|| p.to_owned())
+        })
     }
 
     /// Whether this is a folder on this machine.
@@ -172,11 +217,21 @@ fn sftp_parts(rest: &str) -> Option<(&str, &str, Option<&str>, &str)> {
         Some((host, port)) => (host, Some(port)),
         None => (host_port, None),
     };
-    let ok = !user.is_empty()
-        && !host.is_empty()
+    // Only plain characters: the parts go into an rclone remote, where
+    // `,` `=` `'` and `:` would add options (`ssh=` runs a command).
+    let plain = |part: &str| {
+        !part.is_empty()
+            && !part.starts_with('-')
+            && part
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'))
+    };
+    let ok = plain(user)
+        && plain(host)
         && port.is_none_or(|p| p.parse::<u16>().is_ok())
-        && !user.starts_with('-')
-        && !host.starts_with('-');
+        && root
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-' | '/'));
     ok.then(|| (user, host, port, &rest[rest.len() - root.len() - 1..]))
 }
 
@@ -227,7 +282,19 @@ impl Password {
 
 /// Turns rustic's error into one that says what to do.
 fn plain(location: &Location, doing: &str, e: &RusticError) -> Error {
-    let detail = e.display_log();
+    let mut detail = e.display_log();
+    if let Some(secret) = location.secret() {
+        let (_, rest) = location.0.split_once(':').unwrap_or_default();
+        let raw = url::Url::parse(rest)
+            .ok()
+            .and_then(|u| u.password().map(str::to_owned))
+            .unwrap_or_default();
+        for text in [secret, raw] {
+            if !text.is_empty() {
+                detail = detail.replace(&text, "***");
+            }
+        }
+    }
     if e.is_incorrect_password() {
         return Error::Repository {
             what: format!("The password for the repository {location} is wrong."),
@@ -355,6 +422,8 @@ pub struct Repo {
     password: Password,
     repo: Repository<OpenStatus>,
     meter: Meter,
+    /// Read past rustic's local cache (the read-back check).
+    no_cache: bool,
 }
 
 fn opened(
@@ -363,7 +432,23 @@ fn opened(
     password: &Password,
     meter: &Meter,
 ) -> Result<Repository<OpenStatus>> {
-    Repository::new_with_progress(&RepositoryOptions::default(), backends, meter.clone())
+    opened_with(
+        location,
+        backends,
+        password,
+        meter,
+        RepositoryOptions::default(),
+    )
+}
+
+fn opened_with(
+    location: &Location,
+    backends: &rustic_core::RepositoryBackends,
+    password: &Password,
+    meter: &Meter,
+    options: RepositoryOptions,
+) -> Result<Repository<OpenStatus>> {
+    Repository::new_with_progress(&options, backends, meter.clone())
         .map_err(|e| plain(location, "connecting", &e))?
         .open(&password.credentials())
         .map_err(|e| plain(location, "opening the repository", &e))
@@ -488,12 +573,19 @@ impl Repo {
             password: password.clone(),
             repo,
             meter,
+            no_cache: false,
         })
     }
 
     /// The repository opened anew, for a step that consumes it.
     fn reopened(&self) -> Result<Repository<OpenStatus>> {
-        opened(&self.location, &self.backends, &self.password, &self.meter)
+        opened_with(
+            &self.location,
+            &self.backends,
+            &self.password,
+            &self.meter,
+            RepositoryOptions::default().no_cache(self.no_cache),
+        )
     }
 
     pub fn location(&self) -> &Location {
@@ -598,8 +690,19 @@ impl Repo {
         let saved = saved.map_err(|e| plain(&self.location, STORING, &e))?;
         let forget = |why: Error| -> Error {
             // Nothing half-stored is left as a backup.
-            let _ = self.repo.delete_snapshots(&[saved.id]);
-            why
+            match self.repo.delete_snapshots(&[saved.id]) {
+                Ok(()) => why,
+                Err(e) => Error::Repository {
+                    what: format!(
+                        "{why} The unchecked copy {} could not be removed from the repository again ({}).",
+                        &saved.id.to_string()[..8],
+                        e.display_log()
+                    ),
+                    advice: "Do not rely on it: remove it with restic forget, or back up again.",
+                    detail: String::new(),
+                    kind: why.kind(),
+                },
+            }
         };
         if cancel.is_cancelled() {
             return Err(forget(Error::Cancelled));
@@ -624,7 +727,7 @@ impl Repo {
         }
         let id = saved.id.to_string();
         let check = self
-            .check_stored(&id, backup_dir, progress, cancel)
+            .check_stored(&id, manifest, backup_dir, progress, cancel)
             .map_err(forget)?;
         Ok(Stored {
             location: self.location.display(),
@@ -642,6 +745,7 @@ impl Repo {
     fn check_stored(
         &self,
         id: &str,
+        manifest: &Manifest,
         near: &Path,
         progress: &mut dyn Progress,
         cancel: &CancelToken,
@@ -650,7 +754,23 @@ impl Repo {
         let scratch = crate::verify::WorkDir::create(crate::verify::scratch_parent(near).join(
             format!("{}repo-check-{}", crate::names::SCRATCH_PREFIX, &id[..8]),
         ))?;
-        let set = self.fetch(id, scratch.path(), progress, cancel)?;
+        // Read from the repository itself, not from the local cache the
+        // store just filled.
+        let uncached = Repo {
+            repo: opened_with(
+                &self.location,
+                &self.backends,
+                &self.password,
+                &self.meter,
+                RepositoryOptions::default().no_cache(true),
+            )?,
+            location: self.location.clone(),
+            backends: self.backends.clone(),
+            password: self.password.clone(),
+            meter: self.meter.clone(),
+            no_cache: true,
+        };
+        let set = uncached.fetch(id, scratch.path(), progress, cancel)?;
         progress.phase(Phase::Verify);
         let mut meter = crate::copy::Meter {
             phase: Phase::Verify,
@@ -659,7 +779,19 @@ impl Repo {
             progress,
             cancel,
         };
-        let (_, verification) = crate::verify::verify_backup(&set, scratch.path(), &mut meter)?;
+        let (restored, verification) =
+            crate::verify::verify_backup(&set, scratch.path(), &mut meter)?;
+        if restored != *manifest {
+            return Err(Error::Repository {
+                what: format!(
+                    "What the repository {} gave back is not this backup: its manifest differs.",
+                    self.location
+                ),
+                advice: "Back up again; if this repeats, check the repository (restic check --read-data).",
+                detail: String::new(),
+                kind: ErrorKind::Verify,
+            });
+        }
         Ok(StoreCheck {
             checked: STORE_CHECK.into(),
             hashes_match: verification.hashes_match,
@@ -700,7 +832,34 @@ impl Repo {
         let target_text = format!("{}/", target.display());
         let dest = LocalDestination::new(&target_text, true, false)
             .map_err(|e| plain(&self.location, "restoring", &e))?;
-        let restore_opts = RestoreOptions::default();
+        // Only plain files, each directly in the set and with a plain name:
+        // rustic joins a tree's names onto the target as they are, so a
+        // snapshot someone else made could otherwise write anywhere.
+        let entries: Vec<(PathBuf, rustic_core::repofile::Node)> = repo
+            .ls(&node, &LsOptions::default())
+            .map_err(|e| plain(&self.location, "reading the backup's list of files", &e))?
+            .collect::<RusticResult<_>>()
+            .map_err(|e| plain(&self.location, "reading the backup's list of files", &e))?;
+        for (path, file) in &entries {
+            let mut parts = path.components();
+            let one_plain_name = matches!(
+                (parts.next(), parts.next()),
+                (Some(std::path::Component::Normal(_)), None)
+            );
+            if !one_plain_name
+                || file.node_type != rustic_core::repofile::NodeType::File
+                || file.meta.links > 1
+            {
+                return Err(Error::NotABackup {
+                    path: PathBuf::from(format!("{} ({})", entry.short_id(), self.location)),
+                    detail: format!(
+                        "the repository's copy holds {}, which is not a plain file of a backup; it was not made by persnap",
+                        path.display()
+                    ),
+                });
+            }
+        }
+        let restore_opts = RestoreOptions::default().no_ownership(true);
         let fetched = self.while_showing(Phase::Copy, progress, || -> RusticResult<()> {
             let ls = repo.ls(&node, &LsOptions::default())?;
             let plan = repo.prepare_restore(&restore_opts, ls, &dest, false)?;
@@ -1029,10 +1188,8 @@ struct CancellableReader<R> {
 impl<R: std::io::Read> std::io::Read for CancellableReader<R> {
     fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
         if self.stop.load(Ordering::Relaxed) {
-            return Err(std::io::Error::new(
-                std::io::ErrorKind::Interrupted,
-                "cancelled",
-            ));
+            // Not ErrorKind::Interrupted: readers retry on that.
+            return Err(std::io::Error::other("cancelled"));
         }
         self.inner.read(buf)
     }
@@ -1074,6 +1231,35 @@ mod tests {
         assert_eq!(l.display(), "rest:https://alice@host:8000/repo");
         assert!(!format!("{l}").contains("s3cret"));
         assert!(!format!("{:?}", Password::new("s3cret")).contains("s3cret"));
+    }
+
+    #[test]
+    fn a_password_never_shows_even_when_odd() {
+        for (text, secret) in [
+            ("rest:https://alice:ab/cd@host:8000/repo", "ab/cd"),
+            ("rest:https://alice:p%40ss@host/", "p%40ss"),
+            ("rest:https://alice:s3cret@host:99999/", "s3cret"),
+        ] {
+            let shown = Location(text.to_owned()).display();
+            assert!(!shown.contains(secret), "{text} shown as {shown}");
+            if let Err(e) = Location::parse(text) {
+                assert!(!e.to_string().contains(secret), "{e}");
+            }
+        }
+    }
+
+    #[test]
+    fn rclone_options_cannot_be_slipped_into_an_address() {
+        for bad in [
+            "sftp:u@h,ssh=touch /tmp/x:/srv",
+            "sftp:u@h:/srv,ssh=x",
+            "sftp:u'x@h:/srv",
+            "s3:https://h/bucket,env_auth=false",
+            "s3:https://key:secret@h/bucket",
+            "s3:https://h/bucket?x=y",
+        ] {
+            assert!(Location::parse(bad).is_err(), "{bad} was taken");
+        }
     }
 
     #[test]
