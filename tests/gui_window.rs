@@ -123,7 +123,15 @@ impl Window {
     /// The app with `home` as its home, on a display of its own
     /// (`offset` keeps two tests apart), with extra environment `env`.
     fn open(home: &Path, offset: u32, env: &[(&str, &Path)]) -> Window {
-        let display = format!(":{}", 90 + offset + std::process::id() % 100);
+        // A display nobody holds: an X server that was killed leaves its
+        // lock and socket behind, and a new one would not start there.
+        let mut number = 90 + offset + std::process::id() % 100;
+        while Path::new(&format!("/tmp/.X{number}-lock")).exists()
+            || Path::new(&format!("/tmp/.X11-unix/X{number}")).exists()
+        {
+            number += 2;
+        }
+        let display = format!(":{number}");
         let xvfb = Killed(
             Command::new("Xvfb")
                 .args([&display, "-screen", "0", "1280x900x24", "-nolisten", "tcp"])
