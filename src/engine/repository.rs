@@ -1201,9 +1201,15 @@ mod tests {
 
     #[test]
     fn locations_are_parsed_or_refused_in_words() {
+        // A full path is the platform's own.
+        let (folder, local) = if cfg!(windows) {
+            (r"C:\srv\repo", r"local:C:\srv\repo")
+        } else {
+            ("/srv/repo", "local:/srv/repo")
+        };
         for ok in [
-            "/srv/repo",
-            "local:/srv/repo",
+            folder,
+            local,
             "rest:http://127.0.0.1:8000/",
             "s3:https://s3.example.com/bucket/persnap",
             "sftp:backup@host:/srv/repo",
