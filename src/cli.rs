@@ -85,6 +85,10 @@ pub enum Command {
         /// made the schedule, whom the backup and its history belong to.
         #[arg(long, value_name = "UID", hide = true)]
         as_uid: Option<u32>,
+        /// Set by a schedule with a repository and no folder: where the
+        /// backup is staged (the user's), instead of --dest.
+        #[arg(long, value_name = "DIR", hide = true, conflicts_with = "dest")]
+        staging: Option<PathBuf>,
         /// Windows: seconds the whole Volume Shadow Copy sequence may take (default 120).
         #[arg(long, value_name = "SECS", value_parser = clap::value_parser!(u64).range(1..=86400))]
         vss_timeout: Option<u64>,
@@ -324,6 +328,10 @@ pub enum ScheduleCommand {
         /// Scheduler stores (read from standard input when that is not a terminal).
         #[arg(long, value_name = "ACCOUNT")]
         run_as: Option<String>,
+        /// Also (or, without --dest, only) store each backup in a repository. Its
+        /// password is kept where only root (Windows: SYSTEM) can read it.
+        #[command(flatten)]
+        repo: repo::RepoArgs,
     },
     /// List the schedules.
     List,
@@ -381,6 +389,7 @@ pub fn run(cli: Cli) -> Result<(), Failure> {
             scheduled,
             history_dir,
             as_uid,
+            staging,
             repo,
             offsite,
         } => {
@@ -397,9 +406,10 @@ pub fn run(cli: Cli) -> Result<(), Failure> {
                 .unlock()?
                 .map(|(location, password)| (location, password, retention.for_repository()));
             let staged = dest.is_none();
-            let dest = match dest {
-                Some(dest) => dest,
-                None => repo::staging_dir()?,
+            let dest = match (dest, staging) {
+                (Some(dest), _) => dest,
+                (None, Some(staging)) => staging,
+                (None, None) => repo::staging_dir()?,
             };
             let req = BackupRequest {
                 source,
@@ -577,12 +587,21 @@ fn backup_cmd(
         persnap::repository::Keep,
     )>,
 ) -> Result<(), Failure> {
+    // A scheduled run starts as root and becomes its user only once the
+    // helper runs: it opens its repository after that, never as root (the
+    // password was tested when the schedule was made).
+    let online = req.method == MethodChoice::Explicit(Method::SqliteOnline);
+    let open_later = !online && as_uid.is_some_and(|uid| uid != 0) && persnap::fsutil::is_root();
+    let (into, later) = match into {
+        Some(into) if open_later => (None, Some(into)),
+        other => (other, None),
+    };
     // The repository is opened first: a wrong password or an unreachable
     // server is said before any snapshot is taken.
     let into = match into {
         None => None,
         Some(into) => match persnap::repository::Repo::open(&into.location, &into.password) {
-            Ok(repo) => Some((repo, into.staged, into.keep)),
+            Ok(repo) => Some((Ok(repo), into.location, into.staged, into.keep)),
             Err(e) => {
                 let f = RemoteFailure::local(&e, Some(Phase::Prepare));
                 if as_uid.is_none() {
@@ -630,7 +649,6 @@ fn backup_cmd(
     // becomes them (as soon as the helper runs) before it touches their
     // history. Without root there is nobody else to be.
     let as_uid = as_uid.filter(|uid| *uid != 0 && persnap::fsutil::is_root());
-    let online = req.method == MethodChoice::Explicit(Method::SqliteOnline);
     #[cfg(unix)]
     if let (Some(uid), true) = (as_uid, online) {
         persnap::privileged::user::become_uid(uid).map_err(|e| anyhow::anyhow!(e))?;
@@ -701,16 +719,29 @@ fn backup_cmd(
         m.method,
         units::duration(Duration::from_secs_f64(seconds.max(0.0)))
     );
+    eprintln!("How: {}.", m.verification.read_back_words());
     let database = repo::database_name(&req.source, &req.store_name);
     let mut shown = backup_dir.display().to_string();
+    // Now acting as the user: the repository of a scheduled run opens.
+    let into = into.or_else(|| {
+        later.map(|into| {
+            (
+                persnap::repository::Repo::open(&into.location, &into.password),
+                into.location,
+                into.staged,
+                into.keep,
+            )
+        })
+    });
     let _staged = repo::Staged(
         into.as_ref()
-            .filter(|(_, staged, _)| *staged)
+            .filter(|(_, _, staged, _)| *staged)
             .map(|_| backup_dir.clone()),
     );
-    if let Some((repo, staged, keep)) = into {
+    if let Some((repo, location, staged, keep)) = into {
         let stored = repo::store(
             &repo,
+            &location,
             &history.history,
             &backup_dir,
             &m,
@@ -722,8 +753,8 @@ fn backup_cmd(
         progress.finish_line();
         let stored = stored?;
         repo::print_stored(&stored);
-        if !keep.is_keep_all() {
-            repo::apply_keep(&repo, &m.host, &database, &keep);
+        if let (false, Ok(repo)) = (keep.is_keep_all(), &repo) {
+            repo::apply_keep(repo, &m.host, &database, &keep);
         }
         if staged {
             shown = stored.snapshot.clone();
@@ -1009,6 +1040,7 @@ fn verify_cmd(dir: PathBuf) -> Result<(), Failure> {
             .format("%Y-%m-%d %H:%M:%S"),
         manifest.source_dir.display()
     );
+    println!("How: {}.", v.read_back_words());
     Ok(())
 }
 
@@ -1205,6 +1237,15 @@ fn man_pages(dir: &std::path::Path) -> Result<(), Failure> {
     Ok(())
 }
 
+/// Where a schedule's backups go, in words.
+fn schedule_target(s: &persnap::schedule::Schedule) -> String {
+    match &s.repository {
+        None => s.dest.display().to_string(),
+        Some(r) if r.staged => format!("the repository {}", r.location),
+        Some(r) => format!("{} and the repository {}", s.dest.display(), r.location),
+    }
+}
+
 fn schedule_cmd(cmd: ScheduleCommand) -> Result<(), Failure> {
     use persnap::schedule;
     match cmd {
@@ -1220,23 +1261,52 @@ fn schedule_cmd(cmd: ScheduleCommand) -> Result<(), Failure> {
             at,
             retention,
             run_as,
+            repo,
         } => {
             let run_as = run_as
                 .map(|account| account_with_password(&account))
                 .transpose()?;
-            let dest = dest.ok_or_else(|| Failure {
-                code: 2,
-                error: anyhow::anyhow!("Say where the backups go: --dest DIR."),
-            })?;
+            let repo = repo.unlock()?;
+            let staged = dest.is_none();
+            let dest = match (dest, &repo) {
+                (Some(dest), _) => dest,
+                (None, Some(_)) => repo::staging_dir()?,
+                (None, None) => {
+                    return Err(Failure {
+                        code: 2,
+                        error: anyhow::anyhow!(
+                            "Say where the backups go: --dest DIR (a folder) and/or --repo URL (a repository)."
+                        ),
+                    });
+                }
+            };
             let mut req = BackupRequest::new(
                 resolve(&source, volume::canonical)?,
                 resolve(&dest, backup::canonical_dest)?,
             );
             req.store_name = store_name;
             req.method = method;
-            req.retention = retention.for_folder()?;
+            req.retention = if repo.is_some() && staged {
+                Default::default()
+            } else {
+                retention.for_folder()?
+            };
+            let repository = match repo {
+                None => None,
+                Some((location, password)) => {
+                    // The connection test: a wrong password or a server
+                    // out of reach is said now, not at the first run.
+                    persnap::repository::Repo::open(&location, &password)?;
+                    Some(persnap::protocol::ScheduleRepositoryRequest {
+                        unlock: persnap::repository::Unlock::new(&location, &password),
+                        keep: retention.for_repository(),
+                        staged,
+                    })
+                }
+            };
             let history = History::open_default()?;
-            let request = launch::schedule_request(&name, &req, &at, history.dir(), run_as)?;
+            let request =
+                launch::schedule_request(&name, &req, &at, history.dir(), run_as, repository)?;
             match call_helper(&request)? {
                 Reply::ScheduleAdded {
                     schedule: s,
@@ -1246,7 +1316,7 @@ fn schedule_cmd(cmd: ScheduleCommand) -> Result<(), Failure> {
                         "Schedule {}: back up {} to {}, {}.",
                         s.name,
                         s.source.display(),
-                        s.dest.display(),
+                        schedule_target(&s),
                         s.when.describe()
                     );
                     eprintln!("{}", installed.note);
@@ -1262,8 +1332,12 @@ fn schedule_cmd(cmd: ScheduleCommand) -> Result<(), Failure> {
                     s.name,
                     s.when.describe(),
                     s.source.display(),
-                    s.dest.display(),
-                    s.retention.describe(),
+                    schedule_target(&s),
+                    match &s.repository {
+                        Some(r) if !r.keep.is_keep_all() => r.keep.describe(),
+                        Some(_) => "keep every backup".to_owned(),
+                        None => s.retention.describe(),
+                    },
                     status_line(&status)
                 );
             }

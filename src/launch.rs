@@ -176,6 +176,7 @@ pub fn schedule_request(
     at: &str,
     history_dir: &std::path::Path,
     run_as: Option<persnap::protocol::RunAs>,
+    repository: Option<persnap::protocol::ScheduleRepositoryRequest>,
 ) -> persnap::Result<Request> {
     persnap::schedule::validate_name(name)?;
     let history_dir = records_folder(history_dir)?;
@@ -189,6 +190,7 @@ pub fn schedule_request(
         when: persnap::schedule::When::parse(at)?.to_string(),
         history_dir,
         run_as,
+        repository,
     })
 }
 

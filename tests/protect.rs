@@ -409,6 +409,7 @@ fn a_failed_step_or_a_stale_name_changes_nothing_else() {
         when: "daily".into(),
         history_dir: persnap::fsutil::canonicalize(place.history.path()).unwrap(),
         run_as: None,
+        repository: None,
     };
     let (code, event) = place.call("admin", &elsewhere);
     assert_eq!(code, Some(0), "{event:?}");

@@ -230,6 +230,28 @@ fn repository_backups_under_writer(setup: &Setup, repo: &str, store_dir: &Path, 
         let transfers = restic_restores(setup, repo, id, &database);
         assert!(transfers > last, "{transfers} after {last}");
         last = transfers;
+        // The staged set's verification read the disk, not the page cache,
+        // and its manifest (stored with it) says so.
+        let manifest: serde_json::Value = serde_json::from_slice(
+            &std::fs::read(
+                setup
+                    .path(&format!("restic-{id}"))
+                    .join("persnap")
+                    .join(&database)
+                    .join("manifest.json"),
+            )
+            .unwrap(),
+        )
+        .unwrap();
+        assert_eq!(manifest["verification"]["read_back"], "disk", "{manifest}");
+    }
+    if !repo.contains(':') {
+        // A folder repository: its new files were flushed and dropped from
+        // memory before the read-back, which therefore read the disk.
+        for run in setup.history().load().unwrap() {
+            let checked = run.repository.unwrap().check.checked;
+            assert!(checked.contains("read from the disk"), "{checked}");
+        }
     }
 
     // And persnap reads one back whole and checks it.
@@ -473,6 +495,121 @@ fn a_backup_killed_while_storing_leaves_the_repository_passing_check() {
     ok(&setup.restic(repo, &["check", "--read-data"]));
     let database = setup.listed(repo)[0].database.clone();
     restic_restores(&setup, repo, &id, &database);
+}
+
+/// Reads `child`'s messages until `line` has been said after `after`.
+fn wait_for_phase(child: &mut Child, after: &str, line: &str) {
+    let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
+    let mut seen = String::new();
+    let mut past = false;
+    loop {
+        let next = lines
+            .next()
+            .unwrap_or_else(|| panic!("the backup ended before {line}: {seen}"))
+            .unwrap();
+        seen.push_str(&next);
+        seen.push('\n');
+        past |= next.contains(after);
+        if past && next.contains(line) {
+            break;
+        }
+    }
+    std::thread::spawn(move || lines.for_each(drop));
+}
+
+#[test]
+fn a_backup_killed_during_its_read_back_is_never_listed_and_retention_sweeps_old_leftovers() {
+    let setup = Setup::new();
+    let repo = setup.path("repo");
+    let repo = repo.to_str().unwrap();
+    let store_dir = setup.with_store(repo, Mode::Rollback, 96);
+    // Stored, being read back and checked: killed before the check ends.
+    let mut child = setup
+        .backup(repo, &store_dir, "sqlite-online")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    wait_for_phase(&mut child, "== store in repository", "== verify");
+    child.kill().unwrap();
+    child.wait().unwrap();
+
+    ok(&setup.restic(repo, &["check"]));
+    assert!(
+        setup.listed(repo).is_empty(),
+        "an unchecked backup is listed"
+    );
+    let pending = |setup: &Setup| -> Vec<serde_json::Value> {
+        let out = ok(&setup.restic(repo, &["snapshots", "--tag", "persnap-pending", "--json"]));
+        serde_json::from_str(&out).unwrap()
+    };
+    let left = pending(&setup);
+    assert_eq!(
+        left.len(),
+        1,
+        "the killed run's unchecked snapshot, tagged as such"
+    );
+    let database = left[0]["tags"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find_map(|t| t.as_str().unwrap().strip_prefix("database="))
+        .expect("its database tag")
+        .to_owned();
+    let host = left[0]["hostname"].as_str().unwrap().to_owned();
+    assert!(setup.history().recover().unwrap()[0].repository.is_none());
+
+    // An unchecked snapshot of the same database from three days ago (a
+    // run that died then), made by restic itself.
+    let old_set = setup.path("old-set");
+    std::fs::create_dir(&old_set).unwrap();
+    std::fs::write(old_set.join("persistence.db"), b"not a backup").unwrap();
+    let old_time = (chrono::Local::now() - chrono::TimeDelta::days(3))
+        .format("%Y-%m-%d %H:%M:%S")
+        .to_string();
+    ok(&setup.restic(
+        repo,
+        &[
+            "backup",
+            "--host",
+            &host,
+            "--time",
+            &old_time,
+            "--tag",
+            &format!("persnap-pending,database={database},store=persistence.db"),
+            old_set.to_str().unwrap(),
+        ],
+    ));
+    assert_eq!(pending(&setup).len(), 2);
+
+    // The next backup goes through and is listed; retention removes the old
+    // leftover and keeps the young one (it could be a run still checking).
+    let out = setup
+        .backup(repo, &store_dir, "sqlite-online")
+        .args(["--keep-last", "5"])
+        .output()
+        .unwrap();
+    let id = ok(&out);
+    assert!(
+        stderr(&out).contains("1 unfinished backup(s) removed"),
+        "{}",
+        stderr(&out)
+    );
+    let left = pending(&setup);
+    assert_eq!(left.len(), 1);
+    assert_eq!(left[0]["hostname"], host.as_str());
+    assert!(left[0]["time"].as_str().unwrap() > old_time.as_str());
+    let listed = setup.listed(repo);
+    assert_eq!(listed.len(), 1);
+    assert_eq!(listed[0].id, id);
+    ok(&setup.restic(repo, &["check", "--read-data"]));
+    restic_restores(&setup, repo, &id, &database);
+    let runs = setup.history().load().unwrap();
+    let last = runs.iter().max_by_key(|r| r.started).unwrap();
+    assert_eq!(
+        last.repository.as_ref().map(|s| s.snapshot.as_str()),
+        Some(id.as_str())
+    );
 }
 
 #[test]

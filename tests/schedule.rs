@@ -72,6 +72,20 @@ fn schedule_through_helper(
     uid: u32,
     units: &Path,
 ) -> std::process::Output {
+    schedule_through_helper_into(name, source, dest, history, uid, units, None)
+}
+
+/// [`schedule_through_helper`], also (or only, when staged) into a
+/// repository.
+fn schedule_through_helper_into(
+    name: &str,
+    source: &Path,
+    dest: &Path,
+    history: &Path,
+    uid: u32,
+    units: &Path,
+    repository: Option<persnap::protocol::ScheduleRepositoryRequest>,
+) -> std::process::Output {
     use persnap::protocol::{self, BackupOptions, Request};
     let request = Request::ScheduleAdd {
         name: name.into(),
@@ -83,6 +97,7 @@ fn schedule_through_helper(
         when: "daily".into(),
         history_dir: persnap::fsutil::canonicalize(history).unwrap(),
         run_as: None,
+        repository,
     };
     let mut frame = Vec::new();
     protocol::write_frame(&mut frame, &request).unwrap();
@@ -102,21 +117,26 @@ fn schedule_through_helper(
 /// Run a service unit's `ExecStart=` as systemd would (as root, with only
 /// its `Environment=`); it must succeed.
 fn run_service(unit: &str) -> std::process::Output {
-    let env = directive_words(unit, "Environment").remove(0);
-    let words = directive_words(unit, "ExecStart");
-    let (key, value) = env.split_once('=').unwrap();
-    let run = Command::new(&words[0])
-        .args(&words[1..])
-        .env_clear()
-        .env(key, value)
-        .output()
-        .unwrap();
+    let run = try_service(unit);
     assert!(
         run.status.success(),
         "{}",
         String::from_utf8_lossy(&run.stderr)
     );
     run
+}
+
+/// [`run_service`], whatever comes of it.
+fn try_service(unit: &str) -> std::process::Output {
+    let env = directive_words(unit, "Environment").remove(0);
+    let words = directive_words(unit, "ExecStart");
+    let (key, value) = env.split_once('=').unwrap();
+    Command::new(&words[0])
+        .args(&words[1..])
+        .env_clear()
+        .env(key, value)
+        .output()
+        .unwrap()
 }
 
 #[test]
@@ -450,6 +470,8 @@ fn a_missed_run_is_reported_until_one_runs() {
         uid: None,
         run_as: None,
         password: Default::default(),
+        repository: None,
+        unlock: None,
     };
     systemd::write_units(&s, units.path(), &bin("persnap")).unwrap();
     let check = with_units(units.path(), data.path(), &["schedule", "check"]);
@@ -525,13 +547,10 @@ fn the_helper_records_only_into_the_invoking_users_history() {
     );
 }
 
-#[test]
-fn a_scheduled_run_writes_as_the_user_who_made_it() {
-    if !require_root("a_scheduled_run_writes_as_the_user_who_made_it") {
-        return;
-    }
-    use std::os::unix::fs::MetadataExt;
-    const USER: &str = "persnap_sched";
+const USER: &str = "persnap_sched";
+
+/// The unprivileged user who makes schedules in these tests.
+fn schedule_user() -> u32 {
     if Command::new("id")
         .arg(USER)
         .output()
@@ -539,19 +558,195 @@ fn a_scheduled_run_writes_as_the_user_who_made_it() {
     {
         run_ok(Command::new("useradd").args(["--create-home", USER]));
     }
-    let uid: u32 = run_ok(Command::new("id").args(["-u", USER]))
+    run_ok(Command::new("id").args(["-u", USER]))
         .parse()
+        .unwrap()
+}
+
+/// A folder in /var/tmp that belongs to `uid`.
+fn user_dir(name: &str, uid: u32) -> tempfile::TempDir {
+    let dir = tempfile::Builder::new()
+        .prefix(name)
+        .tempdir_in("/var/tmp")
         .unwrap();
+    std::os::unix::fs::chown(dir.path(), Some(uid), Some(uid)).unwrap();
+    dir
+}
+
+#[test]
+fn a_scheduled_backup_into_a_repository_keeps_its_password_from_all_but_root() {
+    if !require_root("a_scheduled_backup_into_a_repository_keeps_its_password_from_all_but_root") {
+        return;
+    }
+    use persnap::repository::{Keep, Location, Password, Unlock};
+    use std::os::unix::fs::{MetadataExt, PermissionsExt};
+    const PASSWORD: &str = "only root and the user know this";
+    let uid = schedule_user();
     let (_vol, store) = LoopVolume::btrfs_with_subvolume(300);
     make_store(&store, "persistence.db", Mode::Wal, 2);
-    let user_dir = |name: &str| {
-        let dir = tempfile::Builder::new()
-            .prefix(name)
-            .tempdir_in("/var/tmp")
-            .unwrap();
-        std::os::unix::fs::chown(dir.path(), Some(uid), Some(uid)).unwrap();
-        dir
-    };
+    let (staging, history, place) = (
+        user_dir("persnap-sched-staging-", uid),
+        user_dir("persnap-sched-data-", uid),
+        user_dir("persnap-sched-repo-", uid),
+    );
+    let repo = place.path().join("repo");
+    let password_file = place.path().join("password");
+    std::fs::write(&password_file, format!("{PASSWORD}\n")).unwrap();
+    std::os::unix::fs::chown(&password_file, Some(uid), Some(uid)).unwrap();
+    // The user makes the repository.
+    run_ok(
+        Command::new("runuser")
+            .args(["-u", USER, "--"])
+            .arg(bin("persnap"))
+            .args(["repo", "init", "--repo"])
+            .arg(&repo)
+            .arg("--password-file")
+            .arg(&password_file),
+    );
+
+    let units = tempfile::tempdir().unwrap();
+    let unlock = Unlock::new(
+        &Location::parse(repo.to_str().unwrap()).unwrap(),
+        &Password::new(PASSWORD),
+    );
+    let out = schedule_through_helper_into(
+        "to-repo",
+        &store,
+        staging.path(),
+        history.path(),
+        uid,
+        units.path(),
+        Some(persnap::protocol::ScheduleRepositoryRequest {
+            unlock,
+            keep: Keep {
+                last: Some(2),
+                ..Keep::default()
+            },
+            staged: true,
+        }),
+    );
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    // The schedule everyone may read names the repository, never its
+    // password; that is in a file of root's alone.
+    let service =
+        std::fs::read_to_string(units.path().join("persnap-backup-to-repo.service")).unwrap();
+    assert!(!service.contains(PASSWORD), "{service}");
+    let unlock_file = units.path().join("persnap-repositories/to-repo.json");
+    let meta = std::fs::metadata(&unlock_file).unwrap();
+    assert_eq!((meta.uid(), meta.mode() & 0o777), (0, 0o600));
+    assert!(
+        std::fs::read_to_string(&unlock_file)
+            .unwrap()
+            .contains(PASSWORD)
+    );
+    let words = directive_words(&service, "ExecStart");
+    assert!(words.contains(&"--repo-unlock".to_owned()), "{words:?}");
+    assert!(
+        !words.contains(&"--dest".to_owned()),
+        "staged only: {words:?}"
+    );
+
+    // Three runs, as systemd starts them (as root): each stored and read
+    // back as the user, the staged set gone, two kept (--keep-last 2).
+    let mut ids = Vec::new();
+    for _ in 0..3 {
+        let run = run_service(&service);
+        ids.push(String::from_utf8_lossy(&run.stdout).trim().to_owned());
+    }
+    let listed = Command::new(bin("persnap"))
+        .args(["repo", "list", "--json", "--repo"])
+        .arg(&repo)
+        .arg("--password-file")
+        .arg(&password_file)
+        .output()
+        .unwrap();
+    let listed: Vec<persnap::repository::Listed> = serde_json::from_slice(&listed.stdout).unwrap();
+    assert_eq!(
+        listed.iter().map(|l| l.id.clone()).collect::<Vec<_>>(),
+        ids[1..],
+        "the newest two are kept"
+    );
+    fn walk(dir: &Path, each: &mut dyn FnMut(&Path)) {
+        for entry in std::fs::read_dir(dir).unwrap() {
+            let path = entry.unwrap().path();
+            each(&path);
+            if path.is_dir() && !path.is_symlink() {
+                walk(&path, each);
+            }
+        }
+    }
+    walk(&repo, &mut |path| {
+        assert_eq!(
+            std::fs::symlink_metadata(path).unwrap().uid(),
+            uid,
+            "{} is the user's: the run wrote as them, not as root",
+            path.display()
+        );
+    });
+    assert_eq!(
+        std::fs::read_dir(staging.path()).unwrap().count(),
+        0,
+        "nothing left staged"
+    );
+    let runs = History::at(history.path()).load().unwrap();
+    assert_eq!(runs.len(), 3);
+    for (run, id) in runs.iter().zip(&ids) {
+        assert_eq!(run.outcome, Outcome::Completed, "{run:#?}");
+        assert_eq!(run.scheduled.as_deref(), Some("to-repo"));
+        assert_eq!(run.repository.as_ref().unwrap().snapshot, *id);
+        assert!(run.backup_path.is_none(), "{run:#?}");
+    }
+    // The newest restores consistent, read by Debian's restic.
+    let restored = tempfile::tempdir().unwrap();
+    run_ok(
+        Command::new("restic")
+            .arg("--repo")
+            .arg(&repo)
+            .arg("--password-file")
+            .arg(&password_file)
+            .args(["--no-cache", "restore", &ids[2], "--target"])
+            .arg(restored.path()),
+    );
+    let set = restored.path().join("persnap").join(&listed[1].database);
+    std::fs::remove_file(set.join("manifest.json")).unwrap();
+    check_backup(&set, "persistence.db");
+
+    // Made readable by others, the file is refused, and nothing is stored.
+    std::fs::set_permissions(&unlock_file, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let run = try_service(&service);
+    assert!(!run.status.success());
+    assert!(
+        String::from_utf8_lossy(&run.stderr).contains("can be read or changed by others"),
+        "{}",
+        String::from_utf8_lossy(&run.stderr)
+    );
+
+    // Removing the schedule removes the file (and its folder).
+    let remove = with_units(
+        units.path(),
+        history.path(),
+        &["schedule", "remove", "to-repo"],
+    );
+    assert!(remove.status.success(), "{}", stderr(&remove));
+    assert!(!unlock_file.exists());
+    assert_eq!(std::fs::read_dir(units.path()).unwrap().count(), 0);
+}
+
+#[test]
+fn a_scheduled_run_writes_as_the_user_who_made_it() {
+    if !require_root("a_scheduled_run_writes_as_the_user_who_made_it") {
+        return;
+    }
+    use std::os::unix::fs::MetadataExt;
+    let uid = schedule_user();
+    let (_vol, store) = LoopVolume::btrfs_with_subvolume(300);
+    make_store(&store, "persistence.db", Mode::Wal, 2);
+    let user_dir = |name: &str| user_dir(name, uid);
     let (dest, history) = (
         user_dir("persnap-sched-dest-"),
         user_dir("persnap-sched-data-"),

@@ -326,7 +326,20 @@ fn install_schedule(
         ))?;
     }
     invoking_user_owns(&schedule.history_dir)?;
-    let installed = persnap::schedule::install(&schedule, &scheduled_exe())?;
+    // What opens its repository, where only root (SYSTEM) reads it; an
+    // older one of the same name goes.
+    match &schedule.unlock {
+        Some(_) => persnap::schedule::write_unlock(&schedule)?,
+        None => persnap::schedule::remove_unlock(&schedule.name)?,
+    }
+    let installed = match persnap::schedule::install(&schedule, &scheduled_exe()) {
+        Ok(installed) => installed,
+        Err(e) => {
+            let _ = persnap::schedule::remove_unlock(&schedule.name);
+            return Err(e);
+        }
+    };
+    schedule.unlock = None;
     Ok((schedule, installed))
 }
 

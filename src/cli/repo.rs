@@ -25,11 +25,26 @@ pub struct RepoArgs {
     /// the password is asked for on the terminal).
     #[arg(long, value_name = "FILE", env = "PERSNAP_PASSWORD_FILE")]
     pub password_file: Option<PathBuf>,
+    /// Set by a schedule's run: the root-only (SYSTEM-only) file the helper
+    /// wrote, holding the repository, its password and storage keys.
+    #[arg(long, value_name = "FILE", hide = true)]
+    pub repo_unlock: Option<PathBuf>,
 }
 
 impl RepoArgs {
     /// The repository and its password, when one is given.
     pub fn unlock(&self) -> Result<Option<(Location, Password)>, Failure> {
+        if let Some(file) = &self.repo_unlock {
+            let unlock = persnap::repository::Unlock::read(file)?;
+            let location = unlock.validate()?;
+            for (key, value) in &unlock.environment {
+                // SAFETY: a scheduled run sets these first thing, before
+                // it starts any thread (cancel handling, the helper's
+                // relay, rustic's runtime all come later).
+                unsafe { std::env::set_var(key, value) };
+            }
+            return Ok(Some((location, unlock.password())));
+        }
         let Some(url) = &self.repo else {
             if self.password_file.is_some() && std::env::var_os("PERSNAP_PASSWORD_FILE").is_none() {
                 return Err(usage(
@@ -86,6 +101,7 @@ impl OffsiteArgs {
         RepoArgs {
             repo: self.offsite.clone(),
             password_file: self.offsite_password_file.clone(),
+            repo_unlock: None,
         }
         .unlock()
     }
@@ -204,7 +220,8 @@ pub fn database_name(source: &Path, store_name: &str) -> String {
 /// on the run (already recorded as completed by the backup itself).
 #[allow(clippy::too_many_arguments)]
 pub fn store(
-    repo: &Repo,
+    repo: &persnap::Result<Repo>,
+    location: &Location,
     history: &History,
     backup_dir: &Path,
     manifest: &Manifest,
@@ -223,11 +240,15 @@ pub fn store(
     if let Some(run) = &mut run {
         run.outcome = Outcome::Running;
         if staged {
-            run.destination = PathBuf::from(repo.location().display());
+            run.destination = PathBuf::from(location.display());
         }
         history.upsert(run)?;
     }
-    let result = repo.store(backup_dir, manifest, database, progress, cancel);
+    let result = match repo {
+        Ok(repo) => repo.store(backup_dir, manifest, database, progress, cancel),
+        // Opened only now (a scheduled run, once it acts as its user).
+        Err(e) => Err(persnap::Error::relayed(e.kind(), e.to_string())),
+    };
     if let Some(mut run) = run {
         finish(&mut run, &result, staged);
         history.upsert(&run)?;
@@ -378,6 +399,12 @@ pub fn print_forgotten(forgotten: &repository::Forgotten, keep: &repository::Kee
         forgotten.kept,
         keep.describe()
     );
+    if forgotten.unfinished > 0 {
+        eprintln!(
+            "{} unfinished backup(s) {verb} (stored by runs that stopped before checking them; never restored from).",
+            forgotten.unfinished
+        );
+    }
 }
 
 /// Retention after a verified backup: a failure here is a warning, the
@@ -399,7 +426,35 @@ pub fn pin(
     note: Option<&str>,
 ) -> Result<(), Failure> {
     let repo = Repo::open(&location, &password)?;
-    let new_id = repo.pin(id, note)?;
+    let replaced = repo.pin(id, note)?;
+    let new_id = replaced.id;
+    // The history names the backup by id: follow it to the new one.
+    if let Ok(history) = persnap::history::History::open_default()
+        && let Ok(runs) = history.load()
+    {
+        for mut run in runs {
+            let mut changed = false;
+            for stored in run
+                .repository
+                .iter_mut()
+                .chain(run.offsite.iter_mut().filter_map(|o| match o {
+                    persnap::repository::Offsite::Stored { copy } => Some(copy),
+                    persnap::repository::Offsite::Failed { .. } => None,
+                }))
+            {
+                if stored.location == repo.location().display() && stored.snapshot == replaced.old {
+                    stored.snapshot.clone_from(&new_id);
+                    changed = true;
+                }
+            }
+            if changed {
+                let _ = history.upsert(&run);
+            }
+        }
+    }
+    if let Some(warning) = &replaced.old_left {
+        eprintln!("Warning: {warning}");
+    }
     match note {
         Some(_) => eprintln!(
             "Pinned: retention never removes it. Its id is now {}.",
@@ -425,4 +480,7 @@ pub fn print_stored(stored: &Stored) {
         units::duration(std::time::Duration::from_secs_f64(stored.seconds)),
         stored.check.checked
     );
+    if let Some(warning) = &stored.warning {
+        eprintln!("Warning: {warning}");
+    }
 }

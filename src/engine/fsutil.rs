@@ -22,6 +22,31 @@ pub fn atomic_write(path: &Path, bytes: &[u8]) -> io::Result<()> {
     atomic_write_mode(path, bytes, 0o666)
 }
 
+/// [`atomic_write`] of a file only its owner may read (mode 0600 on Unix).
+pub fn atomic_write_private(path: &Path, bytes: &[u8]) -> io::Result<()> {
+    atomic_write_mode(path, bytes, 0o600)
+}
+
+/// Write a secret (a repository's password for scheduled runs) where only
+/// root (SYSTEM) can read it: into `path`, in a folder made the
+/// administrator's, mode 0600 (Windows: a file whose only entry is
+/// SYSTEM). Refused if a folder on the way is not the administrator's.
+pub fn write_secret(path: &Path, bytes: &[u8]) -> io::Result<()> {
+    let dir = path
+        .parent()
+        .ok_or_else(|| io::Error::from(io::ErrorKind::InvalidInput))?;
+    crate::sys::create_admin_dir(dir)?;
+    let mut first = true;
+    for ancestor in dir.ancestors() {
+        crate::sys::admin_only(ancestor, !first)?;
+        first = false;
+    }
+    #[cfg(unix)]
+    return atomic_write_private(path, bytes);
+    #[cfg(windows)]
+    return crate::sys::write_secret(path, bytes);
+}
+
 /// [`atomic_write`] of a file everyone may read (mode 0644 whatever the
 /// umask): the registry of protected databases.
 pub fn atomic_write_public(path: &Path, bytes: &[u8]) -> io::Result<()> {

@@ -102,4 +102,47 @@ pub struct Verification {
     /// Every file's SHA-256 matched when read back.
     pub hashes_match: bool,
     pub seconds: f64,
+    /// Where the bytes read back came from. Absent in manifests of
+    /// persnap 0.1 before this was recorded (their read-back may have come
+    /// from memory).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub read_back: Option<ReadBack>,
+}
+
+/// Where a verification's read-back got its bytes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum ReadBack {
+    /// Every file was dropped from memory first (and the system confirmed
+    /// none of its pages stayed): the bytes hashed came from the disk.
+    Disk,
+    /// The system may have served some bytes from memory (Windows, or
+    /// pages Linux would not let go): the check proves the copy was
+    /// written as recorded, not that the disk holds it.
+    Memory,
+}
+
+impl Verification {
+    /// What was checked, in words (the manifest's reader, the app, the
+    /// command line).
+    pub fn words(&self) -> String {
+        format!(
+            "SQLite's integrity check said {} on {} pages; {}",
+            self.integrity,
+            self.page_count,
+            self.read_back_words()
+        )
+    }
+
+    /// Where the read-back's bytes came from, in words.
+    pub fn read_back_words(&self) -> &'static str {
+        match self.read_back {
+            Some(ReadBack::Disk) => {
+                "every file was read back from the disk (dropped from memory first) and matched its SHA-256"
+            }
+            Some(ReadBack::Memory) | None => {
+                "every file was read back and matched its SHA-256 (the system may have served the bytes from memory, so this proves the copy, not the disk)"
+            }
+        }
+    }
 }

@@ -524,6 +524,7 @@ mod tests {
                 page_size: 4096,
                 hashes_match: true,
                 seconds: 0.1,
+                read_back: None,
             });
             r.backup_path = Some(format!("/backups/persistence.db-{id}").into());
         }
@@ -553,6 +554,8 @@ mod tests {
             uid: None,
             run_as: None,
             password: Default::default(),
+            repository: None,
+            unlock: None,
         }
     }
 

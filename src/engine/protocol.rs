@@ -37,6 +37,18 @@ pub const MAX_TIMEOUT_SECS: u64 = 86_400;
 /// Largest snapshot size accepted (1 PiB).
 pub const MAX_SNAPSHOT_SIZE: u64 = 1 << 50;
 
+/// A schedule's repository, as the front end asks for it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ScheduleRepositoryRequest {
+    /// What opens it (location, password, storage keys).
+    pub unlock: crate::repository::Unlock,
+    /// Which of the database's backups it keeps.
+    #[serde(default)]
+    pub keep: crate::repository::Keep,
+    /// `dest` only stages the backups for the repository.
+    pub staged: bool,
+}
+
 /// What the caller asks the helper to do.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case", tag = "type", deny_unknown_fields)]
@@ -82,6 +94,10 @@ pub enum Request {
         /// Windows: run the task as this account, not SYSTEM.
         #[serde(default, skip_serializing_if = "Option::is_none")]
         run_as: Option<RunAs>,
+        /// Store the runs' backups in a repository; what opens it is kept
+        /// where only root (SYSTEM) can read it.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        repository: Option<ScheduleRepositoryRequest>,
     },
     /// Remove a scheduled backup (its backups and history stay).
     ScheduleRemove { name: String },
@@ -721,8 +737,23 @@ pub fn validate_with(request: Request, dest: Resolver) -> Result<Validated, Erro
             when,
             history_dir,
             run_as,
+            repository,
         } => {
             crate::schedule::validate_name(&name)?;
+            let (repository, unlock) = match repository {
+                None => (None, None),
+                Some(r) => {
+                    let location = r.unlock.validate()?;
+                    (
+                        Some(crate::schedule::ScheduleRepository {
+                            location: location.display(),
+                            keep: r.keep,
+                            staged: r.staged,
+                        }),
+                        Some(r.unlock),
+                    )
+                }
+            };
             if let Some(run_as) = &run_as {
                 if !cfg!(windows) {
                     return Err(Error::Refused {
@@ -767,6 +798,8 @@ pub fn validate_with(request: Request, dest: Resolver) -> Result<Validated, Erro
                     uid: None,
                     run_as,
                     password,
+                    repository,
+                    unlock,
                 },
             )))
         }
@@ -842,6 +875,7 @@ fn protect_request(request: Request) -> Result<Validated, Error> {
                 when,
                 history_dir,
                 run_as,
+                repository: None,
             })?
             else {
                 unreachable!("a schedule-add validates to one");

@@ -22,6 +22,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use rustic_backend::BackendOptions;
+use rustic_core::repofile::SnapshotId;
 use rustic_core::{
     BackupOptions, ConfigOptions, Credentials, KeyOptions, LocalDestination, LocalSource,
     LsOptions, OpenStatus, PathList, ProgressBars, ProgressType, ReadSource, ReadSourceEntry,
@@ -36,6 +37,15 @@ use crate::progress::{CancelToken, Phase, Progress};
 
 /// The tag every persnap snapshot carries (with `database=` and `store=`).
 pub const TAG: &str = "persnap";
+/// The tag a snapshot carries instead, from being stored until it was read
+/// back and checked: persnap lists, restores and keeps only snapshots
+/// tagged [`TAG`], so a run that dies in between leaves nothing that looks
+/// like a backup. Retention removes such leftovers of its own host and
+/// database once they are [`PENDING_SWEEP_AFTER`] old (a younger one may be
+/// a backup still being checked).
+pub const PENDING_TAG: &str = "persnap-pending";
+/// See [`PENDING_TAG`].
+pub const PENDING_SWEEP_AFTER: chrono::TimeDelta = chrono::TimeDelta::days(2);
 /// Where a backup set lives inside its repository snapshot.
 const SNAPSHOT_ROOT: &str = "/persnap";
 
@@ -114,6 +124,14 @@ impl Location {
 
     pub fn as_str(&self) -> &str {
         &self.0
+    }
+
+    /// The folder, for a repository in a folder on this machine.
+    pub fn folder(&self) -> Option<&Path> {
+        match scheme(&self.0) {
+            Some(("local" | "", path)) => Some(Path::new(path)),
+            _ => None,
+        }
     }
 
     /// The location without any password written into it (for history,
@@ -277,6 +295,107 @@ impl Password {
 
     fn credentials(&self) -> Credentials {
         Credentials::password(&self.0)
+    }
+}
+
+/// The storage keys a repository may take from the environment (S3
+/// through rclone), and the only variables an [`Unlock`] may carry.
+pub const UNLOCK_ENVIRONMENT: [&str; 5] = [
+    "AWS_ACCESS_KEY_ID",
+    "AWS_SECRET_ACCESS_KEY",
+    "AWS_SESSION_TOKEN",
+    "AWS_REGION",
+    "AWS_DEFAULT_REGION",
+];
+
+/// What opens a repository for a scheduled run: its location, password
+/// and storage keys. The helper writes it into a file only root (SYSTEM)
+/// can read; the schedule itself (world-readable) never holds it.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Unlock {
+    pub location: String,
+    pub password: String,
+    /// Storage keys, from [`UNLOCK_ENVIRONMENT`] only.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub environment: Vec<(String, String)>,
+}
+
+impl std::fmt::Debug for Unlock {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Unlock")
+            .field("location", &Location(self.location.clone()).display())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Unlock {
+    /// The repository and its password, with the storage keys set in this
+    /// environment now.
+    pub fn new(location: &Location, password: &Password) -> Unlock {
+        Unlock {
+            location: location.as_str().to_owned(),
+            password: password.0.clone(),
+            environment: UNLOCK_ENVIRONMENT
+                .iter()
+                .filter_map(|k| Some(((*k).to_owned(), std::env::var(k).ok()?)))
+                .collect(),
+        }
+    }
+
+    /// Refuse what a hostile caller could put in: a location persnap does
+    /// not understand, a password or key that would not survive a line,
+    /// any variable but the storage keys.
+    pub fn validate(&self) -> Result<Location> {
+        let location = Location::parse(&self.location)?;
+        let refused = |reason: String| Error::Refused {
+            field: "repository",
+            reason,
+        };
+        let plain = |t: &str| !t.contains(['\0', '\n', '\r']);
+        if self.password.is_empty() || self.password.len() > 1024 || !plain(&self.password) {
+            return Err(refused(
+                "the repository's password must be 1 to 1024 characters on one line".into(),
+            ));
+        }
+        if self.environment.len() > UNLOCK_ENVIRONMENT.len() {
+            return Err(refused("too many storage keys".into()));
+        }
+        for (key, value) in &self.environment {
+            if !UNLOCK_ENVIRONMENT.contains(&key.as_str()) {
+                return Err(refused(format!(
+                    "{key:?} is not a storage key persnap passes on (only {})",
+                    UNLOCK_ENVIRONMENT.join(", ")
+                )));
+            }
+            if value.len() > 4096 || !plain(value) {
+                return Err(refused(format!("the value of {key} is not one line")));
+            }
+        }
+        Ok(location)
+    }
+
+    /// Read what the helper wrote for a scheduled run (as root, before the
+    /// run becomes its user). Refused unless only root (SYSTEM) can read it.
+    pub fn read(path: &Path) -> Result<Unlock> {
+        let unreadable = |detail: String| Error::Repository {
+            what: format!(
+                "The file that opens this schedule's repository ({}) cannot be used.",
+                path.display()
+            ),
+            advice: "Make the schedule again (persnap schedule add … --repo): that writes the file anew.",
+            detail,
+            kind: ErrorKind::BadInput,
+        };
+        crate::sys::secret_only(path).map_err(|e| unreadable(e.to_string()))?;
+        let text = std::fs::read(path).map_err(|e| unreadable(e.to_string()))?;
+        let unlock: Unlock =
+            serde_json::from_slice(&text).map_err(|e| unreadable(e.to_string()))?;
+        unlock.validate()?;
+        Ok(unlock)
+    }
+
+    pub fn password(&self) -> Password {
+        Password(self.password.clone())
     }
 }
 
@@ -528,6 +647,9 @@ pub struct Stored {
     pub bytes_stored: u64,
     pub seconds: f64,
     pub check: StoreCheck,
+    /// Something that went wrong after the backup was checked and kept.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub warning: Option<String>,
 }
 
 /// The offsite copy of a backup (3-2-1): the same verified set, stored in
@@ -558,6 +680,44 @@ pub struct StoreCheck {
 
 /// The read-back check, as the history and the manifest describe it.
 pub const STORE_CHECK: &str = "read back from the repository into a scratch folder: every file's SHA-256 matched the manifest and SQLite's integrity check passed";
+/// Said after [`STORE_CHECK`] for a repository in a folder on this machine,
+/// by where its new files were read from.
+pub const STORE_CHECK_DISK: &str =
+    " (the repository's new files were dropped from memory first, so they were read from the disk)";
+pub const STORE_CHECK_MEMORY: &str = " (the system may have served the repository's new files from memory, so this proves what was written, not the disk)";
+
+/// Drop from memory every file of the repository folder `root` changed
+/// since `since`, so that the read-back reads what the disk holds. `true`
+/// only if the system confirmed it for every one.
+fn evict_new_files(root: &Path, since: std::time::SystemTime) -> bool {
+    fn walk(dir: &Path, since: std::time::SystemTime, all: &mut bool) {
+        let Ok(entries) = std::fs::read_dir(dir) else {
+            *all = false;
+            return;
+        };
+        for entry in entries.flatten() {
+            let Ok(meta) = entry.metadata() else {
+                *all = false;
+                continue;
+            };
+            if meta.is_dir() {
+                walk(&entry.path(), since, all);
+            } else if meta.is_file() && meta.modified().is_ok_and(|m| m >= since) {
+                // Flushed first: only clean pages can be dropped (and what
+                // is recorded as stored should be on the disk).
+                let gone = crate::sys::open_nofollow(&entry.path())
+                    .and_then(|f| f.sync_all().and_then(|()| crate::sys::evict(&f)))
+                    .unwrap_or(false);
+                *all &= gone;
+            }
+        }
+    }
+    let mut all = true;
+    for part in ["data", "index", "snapshots"] {
+        walk(&root.join(part), since, &mut all);
+    }
+    all
+}
 
 impl Repo {
     pub fn open(location: &Location, password: &Password) -> Result<Repo> {
@@ -595,13 +755,19 @@ impl Repo {
     /// Every persnap backup in the repository, oldest first (other
     /// snapshots are left out).
     pub fn list(&self) -> Result<Vec<Listed>> {
+        self.list_tagged(TAG)
+    }
+
+    /// The snapshots tagged `tag` ([`TAG`], or [`PENDING_TAG`] for those
+    /// not checked yet), oldest first.
+    fn list_tagged(&self, tag: &str) -> Result<Vec<Listed>> {
         let snaps = self
             .repo
             .get_all_snapshots()
             .map_err(|e| plain(&self.location, "listing the backups", &e))?;
         let mut listed: Vec<Listed> = snaps
             .into_iter()
-            .filter(|s| s.tags.contains(TAG))
+            .filter(|s| s.tags.contains(tag))
             .map(|s| {
                 let tag = |key: &str| {
                     s.tags
@@ -645,6 +811,9 @@ impl Repo {
     ) -> Result<Stored> {
         check_database_name(database)?;
         let started = Instant::now();
+        // Files the store writes are newer than this (with room for a
+        // filesystem's coarse timestamps).
+        let since = std::time::SystemTime::now() - Duration::from_secs(2);
         progress.phase(Phase::Store);
         let when =
             rustic_core::jiff::Timestamp::from_millisecond(manifest.started.timestamp_millis())
@@ -656,11 +825,9 @@ impl Repo {
         if let Some(when) = when {
             options = options.time(when);
         }
+        let tags = |tag: &str| format!("{tag},database={database},store={}", manifest.store_name);
         let snap = options
-            .add_tags(&format!(
-                "{TAG},database={database},store={}",
-                manifest.store_name
-            ))
+            .add_tags(&tags(PENDING_TAG))
             .and_then(|o| o.to_snapshot())
             .map_err(|e| plain(&self.location, "preparing the snapshot", &e))?;
         let mut backup_opts =
@@ -727,11 +894,26 @@ impl Repo {
         }
         let id = saved.id.to_string();
         let check = self
-            .check_stored(&id, manifest, backup_dir, progress, cancel)
+            .check_stored(&id, manifest, backup_dir, since, progress, cancel)
+            .map_err(forget)?;
+        // Checked: now it is a backup.
+        let final_tags = tags(TAG)
+            .parse::<rustic_core::repofile::StringList>()
+            .map_err(|e| Error::Repository {
+                what: format!("The backup's tags could not be written: {e}."),
+                advice: "Report this as a bug in persnap.",
+                detail: String::new(),
+                kind: ErrorKind::Copy,
+            })?;
+        let replaced = self
+            .replace(saved.clone(), |s| {
+                s.set_tags(vec![final_tags]);
+            })
             .map_err(forget)?;
         Ok(Stored {
             location: self.location.display(),
-            snapshot: id,
+            snapshot: replaced.id,
+            warning: replaced.old_left,
             bytes_read: summary.total_bytes_processed,
             bytes_new: summary.data_added,
             bytes_stored: summary.data_added_packed,
@@ -747,10 +929,18 @@ impl Repo {
         id: &str,
         manifest: &Manifest,
         near: &Path,
+        since: std::time::SystemTime,
         progress: &mut dyn Progress,
         cancel: &CancelToken,
     ) -> Result<StoreCheck> {
         let started = Instant::now();
+        let where_from = self.location.folder().map(|root| {
+            if evict_new_files(root, since) {
+                STORE_CHECK_DISK
+            } else {
+                STORE_CHECK_MEMORY
+            }
+        });
         let scratch = crate::verify::WorkDir::create(crate::verify::scratch_parent(near).join(
             format!("{}repo-check-{}", crate::names::SCRATCH_PREFIX, &id[..8]),
         ))?;
@@ -770,7 +960,7 @@ impl Repo {
             meter: self.meter.clone(),
             no_cache: true,
         };
-        let set = uncached.fetch(id, scratch.path(), progress, cancel)?;
+        let set = uncached.fetch_tagged(id, PENDING_TAG, scratch.path(), progress, cancel)?;
         progress.phase(Phase::Verify);
         let mut meter = crate::copy::Meter {
             phase: Phase::Verify,
@@ -793,7 +983,7 @@ impl Repo {
             });
         }
         Ok(StoreCheck {
-            checked: STORE_CHECK.into(),
+            checked: format!("{STORE_CHECK}{}", where_from.unwrap_or_default()),
             hashes_match: verification.hashes_match,
             integrity: verification.integrity,
             seconds: started.elapsed().as_secs_f64(),
@@ -810,7 +1000,19 @@ impl Repo {
         progress: &mut dyn Progress,
         cancel: &CancelToken,
     ) -> Result<PathBuf> {
-        let entry = self.one(id)?;
+        self.fetch_tagged(id, TAG, into, progress, cancel)
+    }
+
+    /// [`Repo::fetch`] of a snapshot tagged `tag`.
+    fn fetch_tagged(
+        &self,
+        id: &str,
+        tag: &str,
+        into: &Path,
+        progress: &mut dyn Progress,
+        cancel: &CancelToken,
+    ) -> Result<PathBuf> {
+        let entry = self.one_tagged(id, tag)?;
         check_database_name(&entry.database)?;
         crate::store::validate_store_name(&entry.store_name)?;
         let repo = self
@@ -978,6 +1180,9 @@ impl Keep {
 pub struct Forgotten {
     pub removed: Vec<Listed>,
     pub kept: usize,
+    /// Snapshots of runs that died before their check ([`PENDING_TAG`]),
+    /// removed (or, in a dry run, to be removed).
+    pub unfinished: usize,
 }
 
 impl Repo {
@@ -999,8 +1204,23 @@ impl Repo {
             return Ok(Forgotten {
                 removed: Vec::new(),
                 kept: 0,
+                unfinished: 0,
             });
         }
+        let database_tag = format!("database={database}");
+        let old_enough = chrono::Utc::now() - PENDING_SWEEP_AFTER;
+        let unfinished: Vec<SnapshotId> = self
+            .repo
+            .get_matching_snapshots(|s| {
+                s.tags.contains(PENDING_TAG)
+                    && s.tags.contains(&database_tag)
+                    && s.hostname == host
+                    && s.time.timestamp().as_millisecond() < old_enough.timestamp_millis()
+            })
+            .map_err(|e| plain(&self.location, "listing the backups", &e))?
+            .into_iter()
+            .map(|s| s.id)
+            .collect();
         let listed = self.list()?;
         let ours: Vec<&Listed> = listed
             .iter()
@@ -1028,6 +1248,8 @@ impl Repo {
             gone.push(decision.snapshot.id);
         }
         let kept = ours.len() - removed.len();
+        let unfinished_count = unfinished.len();
+        gone.extend(unfinished);
         if !dry_run && !gone.is_empty() {
             self.repo
                 .delete_snapshots(&gone)
@@ -1042,21 +1264,24 @@ impl Repo {
                 .map_err(|e| plain(&self.location, "pruning", &e))?;
         }
         removed.sort_by_key(|l| l.time);
-        Ok(Forgotten { removed, kept })
+        Ok(Forgotten {
+            removed,
+            kept,
+            unfinished: unfinished_count,
+        })
     }
 
     /// Pins the backup `id` (kept whatever retention says, with `note`),
     /// or unpins it. As in restic, the snapshot is saved anew: returns its
     /// new id.
-    pub fn pin(&self, id: &str, note: Option<&str>) -> Result<String> {
+    pub fn pin(&self, id: &str, note: Option<&str>) -> Result<Replaced> {
         let entry = self.one(id)?;
-        let mut snap = self
+        let snap = self
             .repo
             .get_snapshots(&[entry.id.as_str()])
             .map_err(|e| plain(&self.location, "reading the backup", &e))?
             .remove(0);
-        let old = snap.id;
-        match note {
+        self.replace(snap, |snap| match note {
             Some(note) => {
                 snap.delete = rustic_core::repofile::DeleteOption::Never;
                 snap.description = Some(note.to_owned());
@@ -1065,29 +1290,84 @@ impl Repo {
                 snap.delete = rustic_core::repofile::DeleteOption::NotSet;
                 snap.description = None;
             }
-        }
+        })
+    }
+
+    /// Saves `snap` changed by `change` as a new snapshot file (a
+    /// snapshot's id is the hash of its file, so the change gives it a new
+    /// one), then removes the old file. If that removal fails (an
+    /// append-only server), the change still stands: [`Replaced::old_left`]
+    /// says so.
+    fn replace(
+        &self,
+        mut snap: rustic_core::repofile::SnapshotFile,
+        change: impl FnOnce(&mut rustic_core::repofile::SnapshotFile),
+    ) -> Result<Replaced> {
+        let ids = || -> Result<std::collections::BTreeSet<SnapshotId>> {
+            Ok(self
+                .repo
+                .list::<SnapshotId>()
+                .map_err(|e| plain(&self.location, "listing the backups", &e))?
+                .collect())
+        };
+        let old = snap.id;
+        change(&mut snap);
+        let before = ids()?;
         self.repo
-            .save_snapshots(vec![snap])
-            .map_err(|e| plain(&self.location, "saving the pin", &e))?;
-        self.repo
-            .delete_snapshots(&[old])
-            .map_err(|e| plain(&self.location, "saving the pin", &e))?;
-        // The saved copy has a new id: find it by what did not change.
-        let now = self.list()?;
-        now.into_iter()
-            .find(|l| l.time == entry.time && l.host == entry.host && l.database == entry.database)
-            .map(|l| l.id)
+            .save_snapshots(vec![snap.clone()])
+            .map_err(|e| plain(&self.location, "saving the backup's new description", &e))?;
+        // The new file is the one that appeared, with this time, host,
+        // tags and tree (another machine may be saving its own meanwhile).
+        let appeared: Vec<String> = ids()?
+            .difference(&before)
+            .map(ToString::to_string)
+            .collect();
+        let new = self
+            .repo
+            .get_snapshots(&appeared)
+            .map_err(|e| plain(&self.location, "reading the backups", &e))?
+            .into_iter()
+            .find(|s| {
+                s.time == snap.time
+                    && s.hostname == snap.hostname
+                    && s.tags == snap.tags
+                    && s.tree == snap.tree
+                    && s.delete == snap.delete
+            })
+            .map(|s| s.id)
             .ok_or_else(|| Error::Repository {
-                what: format!("The pinned backup is not in {} any more.", self.location),
+                what: format!(
+                    "The backup's new description was saved in {}, but is not found there.",
+                    self.location
+                ),
                 advice: "List the repository's backups and try again.",
                 detail: String::new(),
                 kind: ErrorKind::Copy,
-            })
+            })?;
+        let old_left = self.repo.delete_snapshots(&[old]).err().map(|e| {
+            format!(
+                "The earlier description of backup {} (id {}) could not be removed from {} ({}); restic lists both until it is removed (restic forget {}).",
+                &new.to_string()[..8],
+                &old.to_string()[..8],
+                self.location,
+                e.display_log(),
+                old
+            )
+        });
+        Ok(Replaced {
+            id: new.to_string(),
+            old: old.to_string(),
+            old_left,
+        })
     }
 
     /// The one persnap backup whose id starts with `id`.
     fn one(&self, id: &str) -> Result<Listed> {
-        let listed = self.list()?;
+        self.one_tagged(id, TAG)
+    }
+
+    fn one_tagged(&self, id: &str, tag: &str) -> Result<Listed> {
+        let listed = self.list_tagged(tag)?;
         let found: Vec<Listed> = listed
             .into_iter()
             .filter(|l| l.id.starts_with(id))
@@ -1114,6 +1394,17 @@ impl Repo {
             }),
         }
     }
+}
+
+/// A snapshot saved anew (pinned, unpinned, or checked).
+#[derive(Debug)]
+pub struct Replaced {
+    /// Its new id.
+    pub id: String,
+    /// The id it had.
+    pub old: String,
+    /// Why the old snapshot file is still there, if it is.
+    pub old_left: Option<String>,
 }
 
 /// The database name is part of the snapshot's path and tags: a plain
@@ -1198,6 +1489,46 @@ impl<R: std::io::Read> std::io::Read for CancellableReader<R> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// What a hostile caller could ask the helper to write for a schedule
+    /// is refused: anything but the storage keys, lines that would not
+    /// stay lines, a location persnap does not understand.
+    #[test]
+    fn an_unlock_carries_only_a_location_a_password_and_storage_keys() {
+        let folder = if cfg!(windows) {
+            r"C:\srv\repo"
+        } else {
+            "/srv/repo"
+        };
+        let good = Unlock {
+            location: folder.into(),
+            password: "s3cret".into(),
+            environment: vec![("AWS_ACCESS_KEY_ID".into(), "AKIA".into())],
+        };
+        assert!(good.validate().is_ok());
+        assert!(!format!("{good:?}").contains("s3cret"), "{good:?}");
+        let refused = |change: &dyn Fn(&mut Unlock)| {
+            let mut bad = good.clone();
+            change(&mut bad);
+            bad.validate().expect_err("refused").to_string()
+        };
+        for key in ["LD_PRELOAD", "PATH", "RCLONE_CONFIG", "aws_access_key_id"] {
+            let e = refused(&|u| u.environment = vec![(key.into(), "x".into())]);
+            assert!(e.contains("not a storage key"), "{key}: {e}");
+        }
+        let e = refused(&|u| {
+            u.environment = vec![("AWS_REGION".into(), "eu\nLD_PRELOAD=/tmp/x".into())]
+        });
+        assert!(e.contains("not one line"), "{e}");
+        for password in ["", "two\nlines", "nul\0", &"x".repeat(1025)] {
+            let e = refused(&|u| u.password = password.to_owned());
+            assert!(e.contains("1 to 1024 characters"), "{e}");
+        }
+        let e = refused(&|u| u.location = "relative/repo".into());
+        assert!(e.contains("full path"), "{e}");
+        let e = refused(&|u| u.location = "ftp://host/repo".into());
+        assert!(e.contains("not a kind of storage"), "{e}");
+    }
 
     #[test]
     fn locations_are_parsed_or_refused_in_words() {

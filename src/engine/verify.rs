@@ -25,16 +25,41 @@ pub use crate::names::WORK_MARKER;
 /// Most integrity problems reported in one message.
 const MAX_INTEGRITY_ROWS: u32 = 20;
 
-pub use crate::manifest::Verification;
+pub use crate::manifest::{ReadBack, Verification};
 
-/// A check that passed: SQLite said `ok` and every hash matched.
-fn passed((page_count, page_size): (u64, u64), started: Instant) -> Verification {
+/// A check that passed: SQLite said `ok` and every hash matched (read
+/// from where `read_back` says; `None`: a lone database, no hashes).
+fn passed(
+    (page_count, page_size): (u64, u64),
+    read_back: Option<ReadBack>,
+    started: Instant,
+) -> Verification {
     Verification {
         integrity: "ok".into(),
         page_count,
         page_size,
         hashes_match: true,
         seconds: started.elapsed().as_secs_f64(),
+        read_back,
+    }
+}
+
+/// Drop every file of the set from memory, so that the read-back that
+/// follows reads the disk. [`ReadBack::Disk`] only if the system confirmed
+/// it for every file.
+pub fn evict_set(backup_dir: &Path, files: &[CopiedFile]) -> ReadBack {
+    let mut all = true;
+    for file in files {
+        let path = backup_dir.join(&file.name);
+        let gone = crate::sys::open_nofollow(&path)
+            .and_then(|f| crate::sys::evict(&f))
+            .unwrap_or(false);
+        all &= gone;
+    }
+    if all {
+        ReadBack::Disk
+    } else {
+        ReadBack::Memory
     }
 }
 
@@ -91,6 +116,7 @@ pub fn verify_set(
     meter: &mut Meter,
 ) -> Result<Verification> {
     let started = Instant::now();
+    let read_back = evict_set(backup_dir, files);
     let (page_count, page_size) = if files.iter().any(needs_replay) {
         let scratch = WorkDir::create(scratch)?;
         for file in files {
@@ -108,7 +134,7 @@ pub fn verify_set(
         }
         integrity_check_in_place(&backup_dir.join(store_name))?
     };
-    Ok(passed((page_count, page_size), started))
+    Ok(passed((page_count, page_size), Some(read_back), started))
 }
 
 /// Whether SQLite would change the main file when opening the set: a
@@ -150,7 +176,7 @@ pub fn integrity_check(db: &Path) -> Result<(u64, u64)> {
 pub fn check_database(db: &Path) -> Result<Verification> {
     let started = Instant::now();
     let (page_count, page_size) = integrity_check_in_place(db)?;
-    Ok(passed((page_count, page_size), started))
+    Ok(passed((page_count, page_size), None, started))
 }
 
 /// Open a staged copy read-write so SQLite replays its journal or WAL,
@@ -330,6 +356,7 @@ fn check_listing(dir: &Path, manifest: &manifest::Manifest) -> Result<()> {
 mod tests {
     use super::*;
     use crate::progress::{CancelToken, Phase, Silent};
+    use std::fs::File;
 
     fn hashed(dir: &Path, name: &str, role: FileRole) -> CopiedFile {
         let cancel = CancelToken::new();
@@ -378,6 +405,57 @@ mod tests {
             .collect();
         all.sort();
         all
+    }
+
+    /// The read-back says where its bytes came from: the disk when every
+    /// page could be dropped first; memory when the system kept some (here
+    /// a page another mapping holds; on Windows, always).
+    #[test]
+    fn the_read_back_says_whether_it_read_the_disk() {
+        let root = tempfile::tempdir().unwrap();
+        let dir = root.path().join("set");
+        fs::create_dir(&dir).unwrap();
+        let conn = Connection::open(dir.join("db")).unwrap();
+        conn.execute_batch("CREATE TABLE t(x); INSERT INTO t VALUES (1),(2);")
+            .unwrap();
+        drop(conn);
+        File::open(dir.join("db")).unwrap().sync_all().unwrap();
+        let files = [hashed(&dir, "db", FileRole::Main)];
+        let (v, _) = verify(&dir, &files);
+        let expected = if cfg!(target_os = "linux") {
+            ReadBack::Disk
+        } else {
+            ReadBack::Memory
+        };
+        assert_eq!(v.unwrap().read_back, Some(expected));
+
+        #[cfg(target_os = "linux")]
+        {
+            use std::os::fd::AsRawFd;
+            // Someone maps the file and touches its first page: that page
+            // cannot be dropped, and the check says so.
+            let held = File::open(dir.join("db")).unwrap();
+            let len = held.metadata().unwrap().len() as usize;
+            // SAFETY: a private read-only mapping of an open file, read
+            // once and unmapped below.
+            unsafe {
+                let map = libc::mmap(
+                    std::ptr::null_mut(),
+                    len,
+                    libc::PROT_READ,
+                    libc::MAP_SHARED,
+                    held.as_raw_fd(),
+                    0,
+                );
+                assert_ne!(map, libc::MAP_FAILED);
+                assert_eq!(std::ptr::read_volatile(map as *const u8), b'S');
+                let (v, _) = verify(&dir, &files);
+                libc::munmap(map, len);
+                let v = v.unwrap();
+                assert_eq!(v.read_back, Some(ReadBack::Memory));
+                assert!(v.words().contains("may have served the bytes from memory"));
+            }
+        }
     }
 
     #[test]

@@ -568,13 +568,7 @@ pub fn outcome(app: &mut PersnapApp, ui: &mut Ui) {
                             if manifest.files.len() == 1 { "" } else { "s" }
                         ),
                     ),
-                    (
-                        "Verification",
-                        format!(
-                            "integrity {}, {} pages, all SHA-256 hashes match",
-                            manifest.verification.integrity, manifest.verification.page_count
-                        ),
-                    ),
+                    ("Verification", manifest.verification.words()),
                     ("Method", manifest.method.to_string()),
                     ("Duration", units::duration(Duration::from_millis(secs))),
                 ];

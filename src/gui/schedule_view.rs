@@ -268,6 +268,7 @@ fn form(app: &mut PersnapApp, ui: &mut Ui) {
                 &st.when_text(),
                 history.dir(),
                 run_as,
+                None,
             ),
             None => Err(persnap::Error::History {
                 path: PathBuf::from("~"),

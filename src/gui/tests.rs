@@ -710,6 +710,8 @@ fn fixture_schedules() -> tempfile::TempDir {
         uid: None,
         run_as: None,
         password: Default::default(),
+        repository: None,
+        unlock: None,
     };
     #[cfg(windows)]
     std::fs::write(
@@ -975,6 +977,8 @@ fn a_missed_scheduled_run_is_shown_on_the_backup_screen() {
         uid: None,
         run_as: None,
         password: Default::default(),
+        repository: None,
+        unlock: None,
     };
     persnap::schedule::systemd::write_units(&s, units.path(), Path::new("/usr/bin/persnap"))
         .unwrap();

@@ -55,6 +55,78 @@ pub struct Schedule {
     /// never written anywhere by persnap (not serialized).
     #[serde(skip)]
     pub password: Secret,
+    /// A repository the runs store their backups in.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub repository: Option<ScheduleRepository>,
+    /// What opens that repository: written by the helper into
+    /// [`unlock_path`], which only root (SYSTEM) can read; never
+    /// serialized with the schedule (whose record everyone may read).
+    #[serde(skip)]
+    pub unlock: Option<crate::repository::Unlock>,
+}
+
+/// The repository of a schedule, as everyone may see it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ScheduleRepository {
+    /// Where, as shown (no password in it).
+    pub location: String,
+    /// Which of the database's backups the repository keeps.
+    #[serde(default)]
+    pub keep: crate::repository::Keep,
+    /// `dest` only stages each backup for the repository: the set is
+    /// removed there once it is stored and checked.
+    pub staged: bool,
+}
+
+/// Where the helper keeps what opens schedule `name`'s repository:
+/// `/etc/persnap/repositories/NAME.json` (beside the units when
+/// `PERSNAP_UNIT_DIR` moves them, for tests), or
+/// `%ProgramData%\persnap\repositories\NAME.json`.
+pub fn unlock_path(name: &str) -> PathBuf {
+    #[cfg(windows)]
+    let dir = crate::sys::admin_root().join("repositories");
+    #[cfg(not(windows))]
+    let dir = match std::env::var_os("PERSNAP_UNIT_DIR") {
+        Some(units) => PathBuf::from(units).join("persnap-repositories"),
+        None => PathBuf::from("/etc/persnap/repositories"),
+    };
+    dir.join(format!("{name}.json"))
+}
+
+/// Write what opens the repository of `s` (if it has one) where only root
+/// (SYSTEM) can read it.
+pub fn write_unlock(s: &Schedule) -> Result<()> {
+    let Some(unlock) = &s.unlock else {
+        return Ok(());
+    };
+    let path = unlock_path(&s.name);
+    let json = serde_json::to_vec(unlock).expect("an unlock serializes");
+    crate::fsutil::write_secret(&path, &json).map_err(crate::error::Error::io(
+        "write",
+        path.clone(),
+        "Scheduling needs administrator rights; check that /etc/persnap (Windows: %ProgramData%\\persnap) belongs to the administrator.",
+    ))
+}
+
+/// Remove what opens schedule `name`'s repository (and its folder once
+/// empty); nothing there is fine.
+pub fn remove_unlock(name: &str) -> Result<()> {
+    let path = unlock_path(name);
+    match std::fs::remove_file(&path) {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => {
+            return Err(crate::error::Error::io(
+                "remove",
+                path,
+                "Remove it as administrator.",
+            )(e));
+        }
+    }
+    if let Some(dir) = path.parent() {
+        let _ = std::fs::remove_dir(dir);
+    }
+    Ok(())
 }
 
 /// A password: never printed, never serialized with what holds it.
@@ -122,22 +194,45 @@ impl Schedule {
 
     /// The `persnap` arguments of one scheduled run.
     pub fn backup_args(&self) -> Vec<String> {
+        let staged = self.repository.as_ref().is_some_and(|r| r.staged);
         let mut args: Vec<String> = vec![
             "backup".into(),
             "--source".into(),
             self.source.to_string_lossy().into(),
-            "--dest".into(),
+            if staged { "--staging" } else { "--dest" }.into(),
             self.dest.to_string_lossy().into(),
             "--store-name".into(),
             self.store_name.clone(),
             "--method".into(),
             self.method.to_string(),
         ];
-        if let Some(n) = self.retention.keep_last {
-            args.extend(["--keep-last".into(), n.to_string()]);
-        }
-        if let Some(d) = self.retention.keep_days {
-            args.extend(["--keep-days".into(), d.to_string()]);
+        match &self.repository {
+            Some(repository) => {
+                args.extend([
+                    "--repo-unlock".into(),
+                    unlock_path(&self.name).to_string_lossy().into(),
+                ]);
+                let keep = &repository.keep;
+                for (flag, n) in [
+                    ("--keep-last", keep.last),
+                    ("--keep-hourly", keep.hourly),
+                    ("--keep-daily", keep.daily),
+                    ("--keep-weekly", keep.weekly),
+                    ("--keep-days", keep.within_days),
+                ] {
+                    if let Some(n) = n {
+                        args.extend([flag.into(), n.to_string()]);
+                    }
+                }
+            }
+            None => {
+                if let Some(n) = self.retention.keep_last {
+                    args.extend(["--keep-last".into(), n.to_string()]);
+                }
+                if let Some(d) = self.retention.keep_days {
+                    args.extend(["--keep-days".into(), d.to_string()]);
+                }
+            }
         }
         args.extend(["--scheduled".into(), self.name.clone()]);
         if let Some(uid) = self.uid.filter(|uid| *uid != 0) {
@@ -387,13 +482,16 @@ pub fn install(s: &Schedule, exe: &Path) -> Result<Installed> {
     systemd::install(s, exe)
 }
 
-/// Remove a schedule; `false` when there was none by that name.
+/// Remove a schedule (and what opens its repository); `false` when there
+/// was none by that name.
 pub fn uninstall(name: &str) -> Result<bool> {
     validate_name(name)?;
     #[cfg(windows)]
-    return taskschd::uninstall(name);
+    let removed = taskschd::uninstall(name)?;
     #[cfg(not(windows))]
-    systemd::uninstall(name)
+    let removed = systemd::uninstall(name)?;
+    remove_unlock(name)?;
+    Ok(removed)
 }
 
 /// Every schedule installed on this machine (readable without privileges).
@@ -628,6 +726,8 @@ mod tests {
             uid: None,
             run_as: None,
             password: Default::default(),
+            repository: None,
+            unlock: None,
         }
     }
 

@@ -283,6 +283,8 @@ mod tests {
             uid: None,
             run_as: None,
             password: Default::default(),
+            repository: None,
+            unlock: None,
         }
     }
 

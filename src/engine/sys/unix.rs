@@ -202,6 +202,35 @@ pub fn admin_only(path: &Path, ancestor: bool) -> io::Result<()> {
     Ok(())
 }
 
+/// Refuse a secret file anyone but root (this process's user) owns, or
+/// that anyone else could read or write; links are not followed.
+pub fn secret_only(path: &Path) -> io::Result<()> {
+    let meta = fs::symlink_metadata(path)?;
+    // SAFETY: geteuid has no failure modes.
+    let me = unsafe { libc::geteuid() };
+    if !meta.is_file() {
+        return Err(io::Error::other(format!(
+            "{} is not a plain file",
+            path.display()
+        )));
+    }
+    if meta.uid() != me && meta.uid() != 0 {
+        return Err(io::Error::other(format!(
+            "{} is owned by uid {}, not by root",
+            path.display(),
+            meta.uid()
+        )));
+    }
+    if meta.mode() & 0o077 != 0 {
+        return Err(io::Error::other(format!(
+            "{} can be read or changed by others (mode {:o}); it holds a password",
+            path.display(),
+            meta.mode() & 0o7777
+        )));
+    }
+    Ok(())
+}
+
 /// Create a folder (and missing parents) the administrator owns and
 /// everyone may read: mode 0755 whatever the umask.
 pub fn create_admin_dir(path: &Path) -> io::Result<()> {
@@ -289,6 +318,55 @@ pub fn drop_cached(file: &File, offset: u64, len: u64) {
             libc::POSIX_FADV_DONTNEED,
         );
     }
+}
+
+/// Drop every page of `file` from the page cache and report whether none
+/// is left there, so that what is read next comes from the disk. Only
+/// clean pages can go: a file written and fsynced has none other. `false`
+/// when the system kept some page (dirty, or mapped by someone).
+pub fn evict(file: &File) -> io::Result<bool> {
+    // SAFETY: advisory syscall on an open descriptor (length 0: to the end).
+    let rc = unsafe { libc::posix_fadvise(file.as_raw_fd(), 0, 0, libc::POSIX_FADV_DONTNEED) };
+    if rc != 0 {
+        return Err(io::Error::from_raw_os_error(rc));
+    }
+    let len = file.metadata()?.len();
+    // SAFETY: sysconf has no preconditions.
+    let page = unsafe { libc::sysconf(libc::_SC_PAGESIZE) }.max(4096) as u64;
+    // Map and ask in windows of 1 GiB: the residency vector stays small.
+    const WINDOW: u64 = 1 << 30;
+    let mut resident = vec![0u8; (WINDOW / page) as usize];
+    let mut offset = 0u64;
+    while offset < len {
+        let span = (len - offset).min(WINDOW);
+        // SAFETY: a read-only shared mapping of an open file, unmapped
+        // below; mincore only fills `resident` (one byte per page).
+        unsafe {
+            let map = libc::mmap(
+                std::ptr::null_mut(),
+                span as usize,
+                libc::PROT_READ,
+                libc::MAP_SHARED,
+                file.as_raw_fd(),
+                offset as i64,
+            );
+            if map == libc::MAP_FAILED {
+                return Err(io::Error::last_os_error());
+            }
+            let rc = libc::mincore(map, span as usize, resident.as_mut_ptr());
+            let err = io::Error::last_os_error();
+            libc::munmap(map, span as usize);
+            if rc != 0 {
+                return Err(err);
+            }
+        }
+        let pages = span.div_ceil(page) as usize;
+        if resident[..pages].iter().any(|b| b & 1 != 0) {
+            return Ok(false);
+        }
+        offset += span;
+    }
+    Ok(true)
 }
 
 /// Make `dst` (a new, empty file) share `src`'s blocks (FICLONE): an

@@ -96,6 +96,12 @@ pub fn write_behind(_file: &File, _offset: u64, _len: u64) {}
 /// No per-range cache advice on Windows.
 pub fn drop_cached(_file: &File, _offset: u64, _len: u64) {}
 
+/// Windows has no per-file cache eviction: what is read next may come
+/// from memory.
+pub fn evict(_file: &File) -> io::Result<bool> {
+    Ok(false)
+}
+
 /// Block cloning is not used on Windows; the caller copies.
 pub fn reflink(_src: &File, _dst: &File) -> io::Result<()> {
     Err(io::Error::from(io::ErrorKind::Unsupported))
@@ -364,6 +370,60 @@ fn create_dir_with_sddl(dir: &Path, sddl: &str) -> io::Result<bool> {
         }
         Err(err)
     })
+}
+
+/// A secret file's permissions: owner Administrators, one entry, SYSTEM.
+const SECRET_FILE_SDDL: &str = "O:BAD:P(A;;FA;;;SY)";
+
+/// Write a secret for SYSTEM alone: `path` is made anew (an old one is
+/// removed first: a file replaced in place keeps its old permissions) with
+/// [`SECRET_FILE_SDDL`].
+pub fn write_secret(path: &Path, bytes: &[u8]) -> io::Result<()> {
+    use std::io::Write;
+    use std::os::windows::io::FromRawHandle;
+    use winapi::um::fileapi::{CREATE_NEW, CreateFileW};
+    use winapi::um::handleapi::INVALID_HANDLE_VALUE;
+    use winapi::um::minwinbase::SECURITY_ATTRIBUTES;
+    use winapi::um::winnt::GENERIC_WRITE;
+    match fs::remove_file(path) {
+        Ok(()) => {}
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+        Err(e) => return Err(e),
+    }
+    let handle = with_descriptor(SECRET_FILE_SDDL, |sd| {
+        let mut sa = SECURITY_ATTRIBUTES {
+            nLength: std::mem::size_of::<SECURITY_ATTRIBUTES>() as DWORD,
+            lpSecurityDescriptor: sd,
+            bInheritHandle: 0,
+        };
+        // SAFETY: a NUL-terminated name and attributes that outlive the
+        // call; the handle becomes a File below, which closes it.
+        let handle = unsafe {
+            CreateFileW(
+                wide(path).as_ptr(),
+                GENERIC_WRITE,
+                0,
+                &mut sa,
+                CREATE_NEW,
+                FILE_FLAG_OPEN_REPARSE_POINT,
+                std::ptr::null_mut(),
+            )
+        };
+        if handle == INVALID_HANDLE_VALUE {
+            return Err(io::Error::last_os_error());
+        }
+        Ok(handle)
+    })?;
+    // SAFETY: a file handle we own, given to File once.
+    let mut file = unsafe { File::from_raw_handle(handle.cast()) };
+    file.write_all(bytes)?;
+    file.sync_all()
+}
+
+/// Refuse a secret file only administrators should be able to change.
+pub fn secret_only(path: &Path) -> io::Result<()> {
+    refuse_reparse_point(path)?;
+    owned_by_admins(path)
 }
 
 /// How to mend what [`admin_only`] refuses.
