@@ -5,7 +5,8 @@
 //! every start. Each screen is its own file: `overview_view` (the first:
 //! is each database protected?), `backup_view`, `history_view`,
 //! `protect_view` (the guided "Protect a database"), `database_view` (one
-//! database's backups and actions), `schedule_view`,
+//! database's backups and actions), `repository_view` (a repository's
+//! backups by machine and database), `schedule_view`,
 //! `settings_view`. All slow work runs in `worker` threads; their messages
 //! are drained at the start of every frame.
 
@@ -15,6 +16,7 @@ mod database_view;
 mod history_view;
 mod overview_view;
 mod protect_view;
+mod repository_view;
 mod schedule_view;
 mod settings_view;
 mod worker;
@@ -87,6 +89,9 @@ pub struct Settings {
     pub keep_days: u32,
     /// Where each protected database's backups go, chosen on its card.
     pub locations: std::collections::BTreeMap<String, String>,
+    /// The repository last connected to on the Repositories screen (its
+    /// password is never saved).
+    pub repository: String,
 }
 
 impl Default for Settings {
@@ -104,6 +109,7 @@ impl Default for Settings {
             keep_last: 0,
             keep_days: 0,
             locations: Default::default(),
+            repository: String::new(),
         }
     }
 }
@@ -129,6 +135,7 @@ pub enum Screen {
     Database,
     Backup,
     History,
+    Repositories,
     Schedules,
     Settings,
 }
@@ -177,6 +184,7 @@ pub struct Runtime {
     /// A restore being prepared, running or just finished.
     pub restore: Option<RestoreDraft>,
     pub schedules: schedule_view::ScheduleState,
+    pub repositories: repository_view::RepositoryState,
     /// "Protect this database": the registration running, and how it went.
     pub protecting: Option<Job>,
     pub protected: Option<Result<String, String>>,
@@ -250,6 +258,7 @@ impl PersnapApp {
                 helper: None,
                 restore: None,
                 schedules: Default::default(),
+                repositories: Default::default(),
                 protecting: None,
                 protected: None,
                 registry: persnap::registry::Registry::system(),
@@ -481,6 +490,7 @@ impl PersnapApp {
                 (Screen::Overview, "Overview"),
                 (Screen::Backup, "Back up"),
                 (Screen::History, "History"),
+                (Screen::Repositories, "Repositories"),
                 (Screen::Schedules, "Schedules"),
                 (Screen::Settings, "Settings"),
             ] {
@@ -536,6 +546,7 @@ impl eframe::App for PersnapApp {
             Screen::Database => database_view::show(self, ui),
             Screen::Backup => backup_view::show(self, ui),
             Screen::History => history_view::show(self, ui),
+            Screen::Repositories => repository_view::show(self, ui),
             Screen::Schedules => schedule_view::show(self, ui),
             Screen::Settings => settings_view::show(self, ui),
         });

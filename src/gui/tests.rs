@@ -681,6 +681,12 @@ fn screens(settings: Settings, scale: f32, suffix: &str) -> egui_kittest::Snapsh
     h.get_by_label("Settings").click();
     h.run();
     h.snapshot(format!("settings_screen{suffix}"));
+    h.state_mut().settings.repository = "rest:https://backups.example.net:8000/fleet/".into();
+    h.state_mut().rt.repositories.password = "not shown".into();
+    h.state_mut().rt.repositories.result = Some(Ok(fixture_fleet()));
+    h.get_by_label("Repositories").click();
+    h.run();
+    h.snapshot(format!("repositories_screen{suffix}"));
     let schedules = fixture_schedules();
     h.state_mut().rt.schedules.dir = schedules.path().to_owned();
     h.get_by_label("Schedules").click();
@@ -688,6 +694,114 @@ fn screens(settings: Settings, scale: f32, suffix: &str) -> egui_kittest::Snapsh
     h.snapshot(format!("schedules_screen{suffix}"));
     assert!(h.unnamed_widgets().is_empty());
     h.take_snapshot_results()
+}
+
+/// A repository three correlators share, as the Repositories screen
+/// lists it (times relative to now, so the screen reads the same any day).
+fn fixture_fleet() -> super::repository_view::Connected {
+    let now = chrono::Utc::now();
+    let mut backups = Vec::new();
+    for (host, database, count, hours, mib, pinned) in [
+        ("corr-eu-1", "orders", 24, 1, 812, 1),
+        ("corr-eu-1", "positions", 24, 1, 96, 0),
+        ("corr-eu-2", "orders", 12, 2, 790, 0),
+        ("corr-us-1", "orders", 7, 30, 1533, 2),
+        ("corr-us-1", "risk", 3, 74, 40, 0),
+    ] {
+        for i in 0..count {
+            backups.push(persnap::repository::Listed {
+                id: format!("{:08x}{:056x}", i, 0),
+                time: now - chrono::Duration::hours(hours + i),
+                host: host.into(),
+                database: database.into(),
+                store_name: "persistence.db".into(),
+                bytes: mib << 20,
+                files: 2,
+                pinned: i < pinned,
+                note: None,
+            });
+        }
+    }
+    super::repository_view::Connected {
+        location: "rest:https://backups.example.net:8000/fleet/".into(),
+        backups,
+    }
+}
+
+/// A real repository in a folder, with one backup of a real database in
+/// it: the screen connects (the connection test), lists it under this
+/// machine, and says a wrong password in words.
+#[test]
+fn the_repositories_screen_connects_and_lists_backups_by_machine_and_database() {
+    let src = tempfile::tempdir().unwrap();
+    let dest = tempfile::tempdir().unwrap();
+    let data = tempfile::tempdir().unwrap();
+    let db = src.path().join("persistence.db");
+    loadgen::init(&db, Mode::Wal, 1).unwrap();
+    let mut history = History::at(data.path().join("history"));
+    let mut req = persnap::backup::BackupRequest::new(
+        persnap::volume::canonical(src.path()).unwrap(),
+        persnap::fsutil::canonicalize(dest.path()).unwrap(),
+    );
+    req.method = persnap::method::MethodChoice::Explicit(persnap::method::Method::SqliteOnline);
+    let cancel = persnap::progress::CancelToken::new();
+    let done =
+        persnap::backup::run_backup(&req, &mut history, &mut persnap::progress::Silent, &cancel)
+            .unwrap();
+    let place = data.path().join("repo");
+    let location = persnap::repository::Location::parse(place.to_str().unwrap()).unwrap();
+    let password = persnap::repository::Password::new("fleet password");
+    persnap::repository::init(&location, &password).unwrap();
+    persnap::repository::Repo::open(&location, &password)
+        .unwrap()
+        .store(
+            &done.backup_dir,
+            &done.manifest,
+            "orders",
+            &mut persnap::progress::Silent,
+            &cancel,
+        )
+        .unwrap();
+
+    let mut app = app_with_history(data.path());
+    app.rt.screen = Screen::Repositories;
+    let mut h = harness(app);
+    h.run_steps(2);
+    type_into(&mut h, "Repository", place.to_str().unwrap());
+    h.get_by_role_and_label(Role::PasswordInput, "Password")
+        .click();
+    h.step();
+    h.get_by_role_and_label(Role::PasswordInput, "Password")
+        .type_text("not the password");
+    h.step();
+    h.get_by_label("Connect").click();
+    wait_until(&mut h, "the wrong password", |app| {
+        app.rt.repositories.result.is_some()
+    });
+    match &h.state().rt.repositories.result {
+        Some(Err(e)) => assert!(e.to_string().contains("is wrong"), "{e}"),
+        _ => panic!("a wrong password connected"),
+    }
+    h.get_by_label_contains("The password for the repository");
+
+    h.state_mut().rt.repositories.password = "fleet password".into();
+    h.run_steps(2);
+    h.get_by_label("Connect").click();
+    wait_until(&mut h, "the listing", |app| {
+        matches!(app.rt.repositories.result, Some(Ok(_)))
+    });
+    h.get_by_label_contains("1 backup of 1 database from 1 machine");
+    h.get_by_label(&persnap::manifest::host_name());
+    h.get_by_label("orders");
+    h.get_by_label("just now");
+    assert!(h.unnamed_widgets().is_empty());
+    // The location is remembered; the password is not saved with it.
+    assert_eq!(h.state().settings.repository, place.to_str().unwrap());
+    assert!(
+        !serde_json::to_string(&h.state().settings)
+            .unwrap()
+            .contains("fleet password")
+    );
 }
 
 /// One schedule, kept as this platform keeps them; a systemd calendar, so

@@ -1,0 +1,252 @@
+//! The Repositories screen: connect to a repository (the connection test:
+//! the password and the way there are tried, nothing is written) and see
+//! every persnap backup in it by machine and database — one screen for a
+//! fleet of correlators that share a repository.
+//!
+//! The location is remembered between launches; the password is kept only
+//! while the app runs. Connecting runs on a thread of its own: rustic
+//! blocks, and the window must not.
+
+use std::collections::BTreeMap;
+use std::sync::mpsc::{Receiver, TryRecvError};
+
+use eframe::egui::{self, RichText, Ui};
+use persnap::repository::{Listed, Location, Password, Repo};
+
+use super::PersnapApp;
+use super::backup_view::{AMBER, GREEN, RED};
+
+/// What the screen holds while the app runs.
+#[derive(Default)]
+pub struct RepositoryState {
+    /// Typed here, never saved.
+    pub password: String,
+    connecting: Option<Receiver<Result<Connected, persnap::Error>>>,
+    pub result: Option<Result<Connected, persnap::Error>>,
+}
+
+/// A repository connected to, and its persnap backups.
+pub struct Connected {
+    /// Where, as shown (no password in it).
+    pub location: String,
+    pub backups: Vec<Listed>,
+}
+
+impl RepositoryState {
+    /// Take in what the connecting thread found.
+    pub fn drain(&mut self) {
+        let Some(rx) = &self.connecting else { return };
+        match rx.try_recv() {
+            Ok(result) => {
+                self.result = Some(result);
+                self.connecting = None;
+            }
+            Err(TryRecvError::Empty) => {}
+            Err(TryRecvError::Disconnected) => {
+                self.connecting = None;
+                self.result = Some(Err(persnap::Error::relayed(
+                    persnap::ErrorKind::Protocol,
+                    "Connecting stopped unexpectedly; try again.".into(),
+                )));
+            }
+        }
+    }
+
+    pub fn is_connecting(&self) -> bool {
+        self.connecting.is_some()
+    }
+
+    /// Open the repository and list it, on a thread.
+    pub fn connect(&mut self, location: &str, ctx: &egui::Context) {
+        let (tx, rx) = std::sync::mpsc::channel();
+        let (location, password) = (location.to_owned(), Password::new(self.password.clone()));
+        let ctx = ctx.clone();
+        std::thread::spawn(move || {
+            let result = Location::parse(&location).and_then(|location| {
+                let repo = Repo::open(&location, &password)?;
+                Ok(Connected {
+                    location: location.display(),
+                    backups: repo.list()?,
+                })
+            });
+            let _ = tx.send(result);
+            ctx.request_repaint();
+        });
+        self.connecting = Some(rx);
+        self.result = None;
+    }
+}
+
+pub fn show(app: &mut PersnapApp, ui: &mut Ui) {
+    app.rt.repositories.drain();
+    ui.label(
+        "A repository keeps backups deduplicated, compressed and encrypted, in a folder or on a server; \
+         several machines may share one. Connect to see every backup in it, by machine and database.",
+    );
+    ui.add_space(8.0);
+    let st = &mut app.rt.repositories;
+    let mut connect = false;
+    egui::Grid::new("repository-connect")
+        .num_columns(2)
+        .spacing([12.0, 8.0])
+        .show(ui, |ui| {
+            let name = ui.label("Repository");
+            ui.add(
+                egui::TextEdit::singleline(&mut app.settings.repository)
+                    .desired_width(480.0)
+                    .hint_text("/srv/backups/repo, rest:http://host:8000/, sftp:user@host:/path, s3:https://host/bucket"),
+            )
+            .labelled_by(name.id);
+            ui.end_row();
+            let name = ui.label("Password");
+            let field = ui
+                .add(
+                    egui::TextEdit::singleline(&mut st.password)
+                        .password(true)
+                        .desired_width(240.0),
+                )
+                .labelled_by(name.id);
+            connect |= field.lost_focus() && ui.input(|i| i.key_pressed(egui::Key::Enter));
+            ui.end_row();
+        });
+    let ready = !app.settings.repository.trim().is_empty()
+        && !st.password.is_empty()
+        && !st.is_connecting();
+    ui.horizontal(|ui| {
+        connect |= ui
+            .add_enabled(ready, egui::Button::new("Connect"))
+            .clicked();
+        if st.is_connecting() {
+            ui.spinner();
+            ui.label("Connecting…");
+        }
+    });
+    if connect && ready {
+        st.connect(app.settings.repository.trim(), ui.ctx());
+    }
+    ui.add_space(8.0);
+    match &st.result {
+        None => {}
+        Some(Err(e)) => failure(ui, e),
+        Some(Ok(connected)) => fleet(ui, connected),
+    }
+}
+
+/// What went wrong in words, rustic's own words behind "Details".
+fn failure(ui: &mut Ui, e: &persnap::Error) {
+    match e {
+        persnap::Error::Repository {
+            what,
+            advice,
+            detail,
+            ..
+        } => {
+            ui.colored_label(RED, format!("{what} {advice}"));
+            if !detail.is_empty() {
+                egui::CollapsingHeader::new("Details")
+                    .id_salt("repository-details")
+                    .show(ui, |ui| {
+                        ui.label(detail);
+                    });
+            }
+        }
+        other => {
+            ui.colored_label(RED, other.to_string());
+        }
+    }
+}
+
+/// Every backup of the repository, by machine, then database.
+fn fleet(ui: &mut Ui, connected: &Connected) {
+    let mut by_host: BTreeMap<&str, BTreeMap<&str, Vec<&Listed>>> = BTreeMap::new();
+    for l in &connected.backups {
+        by_host
+            .entry(l.host.as_str())
+            .or_default()
+            .entry(l.database.as_str())
+            .or_default()
+            .push(l);
+    }
+    let databases: usize = by_host.values().map(BTreeMap::len).sum();
+    ui.colored_label(
+        GREEN,
+        format!(
+            "Connected to {}: {} backup{} of {} database{} from {} machine{}.",
+            connected.location,
+            connected.backups.len(),
+            plural(connected.backups.len()),
+            databases,
+            plural(databases),
+            by_host.len(),
+            plural(by_host.len()),
+        ),
+    );
+    if connected.backups.is_empty() {
+        ui.label("It holds no persnap backup yet: back up into it (persnap backup --repo …).");
+        return;
+    }
+    let now = chrono::Utc::now();
+    egui::ScrollArea::vertical().show(ui, |ui| {
+        egui::Grid::new("repository-fleet")
+            .num_columns(7)
+            .striped(true)
+            .spacing([18.0, 4.0])
+            .show(ui, |ui| {
+                for title in [
+                    "Machine", "Database", "Store", "Backups", "Newest", "Size", "Pinned",
+                ] {
+                    ui.label(RichText::new(title).strong());
+                }
+                ui.end_row();
+                for (host, databases) in &by_host {
+                    for (i, (database, backups)) in databases.iter().enumerate() {
+                        let newest = backups
+                            .iter()
+                            .max_by_key(|l| l.time)
+                            .expect("a database listed has a backup");
+                        // The machine once, on its first row.
+                        ui.label(if i == 0 {
+                            RichText::new(*host).strong()
+                        } else {
+                            RichText::new("")
+                        });
+                        ui.label(*database);
+                        ui.label(&newest.store_name);
+                        ui.label(backups.len().to_string());
+                        let age = now - newest.time;
+                        let when = RichText::new(persnap::protection::ago(age));
+                        // As `persnap status` judges it: older than a day
+                        // and a bit is worth a look.
+                        let when = if age > persnap::protection::DEFAULT_MAX_AGE {
+                            when.color(AMBER)
+                        } else {
+                            when
+                        };
+                        ui.label(when).on_hover_text(
+                            newest
+                                .time
+                                .with_timezone(&chrono::Local)
+                                .format("%Y-%m-%d %H:%M:%S")
+                                .to_string(),
+                        );
+                        ui.label(persnap::units::bytes(newest.bytes));
+                        let pinned = backups.iter().filter(|l| l.pinned).count();
+                        ui.label(if pinned == 0 {
+                            "–".to_owned()
+                        } else {
+                            pinned.to_string()
+                        });
+                        ui.end_row();
+                    }
+                }
+            });
+        ui.add_space(6.0);
+        ui.label(
+            "Newest in amber: more than 26 hours ago. Sizes are each database's newest backup, before deduplication.",
+        );
+    });
+}
+
+fn plural(n: usize) -> &'static str {
+    if n == 1 { "" } else { "s" }
+}
