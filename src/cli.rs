@@ -309,6 +309,8 @@ impl RetentionArgs {
     }
 }
 
+// Parsed once per run: the size of the largest variant does not matter.
+#[allow(clippy::large_enum_variant)]
 #[derive(Subcommand)]
 pub enum ScheduleCommand {
     /// Create (or replace) a schedule (asks for administrator rights). Runs are recorded in your history.

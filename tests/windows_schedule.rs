@@ -71,6 +71,8 @@ fn the_tasks_arguments_make_a_scheduled_backup() {
         uid: None,
         run_as: None,
         password: Default::default(),
+        repository: None,
+        unlock: None,
     };
     // The record in the administrators' schedules folder, as `schedule add`
     // leaves it, then exactly what the task's <Arguments> holds.

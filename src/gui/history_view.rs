@@ -282,6 +282,21 @@ fn details(app: &mut PersnapApp, ui: &mut Ui) {
                 row("Snapshot", id.clone());
             }
             row("Host", run.host.clone());
+            if let Some(v) = &run.verification {
+                row("Verification", v.words());
+            }
+            if let Some(stored) = &run.repository {
+                row("Repository", stored_words(stored));
+            }
+            match &run.offsite {
+                Some(persnap::repository::Offsite::Stored { copy }) => {
+                    row("Offsite copy", stored_words(copy));
+                }
+                Some(persnap::repository::Offsite::Failed { location, message }) => {
+                    row("Offsite copy", format!("Failed, to {location}: {message}"));
+                }
+                None => {}
+            }
         });
         if let Outcome::Failed { step, message, .. } = &run.outcome {
             ui.colored_label(RED, format!("Failed during {step}: {message}"));
@@ -316,6 +331,24 @@ fn details(app: &mut PersnapApp, ui: &mut Ui) {
             }
         }
     });
+}
+
+/// A backup's copy in a repository, in words: where, as which snapshot,
+/// what it added, and how it was checked.
+fn stored_words(stored: &persnap::repository::Stored) -> String {
+    let mut words = format!(
+        "{}, backup {}: {} new ({} stored), {}.",
+        stored.location,
+        &stored.snapshot[..stored.snapshot.len().min(8)],
+        persnap::units::bytes(stored.bytes_new),
+        persnap::units::bytes(stored.bytes_stored),
+        stored.check.checked
+    );
+    if let Some(warning) = &stored.warning {
+        words.push(' ');
+        words.push_str(warning);
+    }
+    words
 }
 
 /// Restore: where to, what happens, then the result.
