@@ -1,0 +1,54 @@
+#!/usr/bin/env bash
+# Every test persnap has, in an order that keeps them short on two cores:
+# the LVM VM (qemu under TCG: about 7 minutes on one core, the slowest
+# test by far) runs in the background while the other Linux tests and the
+# Windows build and tests use the rest of the machine. The VM test is
+# `#[ignore]`d in a plain `cargo test` for that reason; this runs it
+# (`cargo test --test lvm_vm -- --ignored` runs it alone).
+#
+#   tests/all.sh [FUZZ_SECONDS]   (default 30)
+#
+# Each step says how long it took. The first failure stops everything
+# (the VM too).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+fuzz_seconds=${1:-30}
+
+started=$SECONDS
+step() { echo "== $* ($((SECONDS - started)) s)"; }
+
+step "build the Linux tests"
+built=$(mktemp)
+cargo test --locked --no-run 2>&1 | tee "$built"
+vm_test=$(sed -n 's/^ *Executable tests\/lvm_vm.rs (\(.*\))$/\1/p' "$built")
+rm -f "$built"
+[ -x "$vm_test" ] || { echo "FAIL: the LVM VM test was not built" >&2; exit 1; }
+
+step "start the LVM VM test in the background"
+vm_log=$(mktemp)
+# Its own process group, so that a failure elsewhere stops qemu too.
+setsid "$vm_test" --ignored --nocapture >"$vm_log" 2>&1 &
+vm=$!
+trap 'kill -- -$vm 2>/dev/null || true; rm -f "$vm_log"' EXIT
+
+step "the Linux tests"
+cargo test --locked
+
+step "the Windows build and tests (under wine)"
+tests/windows/run.sh
+
+step "wait for the LVM VM test"
+if ! wait "$vm"; then
+  cat "$vm_log"
+  echo "FAIL: the LVM VM test (above)" >&2
+  exit 1
+fi
+grep -E '^(test |VM ran|  RESULT|  TIME|SKIP)' "$vm_log" || true
+
+step "the installers"
+tests/installers/run.sh
+
+step "fuzz the helper's frames for $fuzz_seconds s"
+tests/fuzz/run.sh "$fuzz_seconds"
+
+step "all tests passed"
