@@ -1,0 +1,591 @@
+//! A backup location that is a repository in the restic format:
+//! deduplicated, compressed and encrypted, in a local folder or on a server
+//! (SFTP, S3-compatible storage, a restic REST server such as
+//! `rclone serve restic`). Written and read through rustic_core, so restic
+//! itself can list and restore what persnap stores.
+//!
+//! A backup reaches a repository as a finished, verified backup set: the
+//! snapshot, the copy and SQLite's checks run exactly as for a folder (into
+//! a staging folder of the user's), then [`Repo::store`] stores the set's
+//! files and its manifest as one repository snapshot, tagged with the host,
+//! the database and the store name. What is then recorded as verified was
+//! read back *from the repository*: [`Repo::store`] restores the new
+//! snapshot into a scratch folder and checks every file's SHA-256 against
+//! the manifest and SQLite's integrity check on the result
+//! ([`StoreCheck`]), so a good record means "this restores".
+//!
+//! Everything here runs as the user whose backup it is, never as root.
+
+use std::path::Path;
+
+use serde::{Deserialize, Serialize};
+
+use crate::error::{Error, ErrorKind, Result};
+
+#[cfg(feature = "repository")]
+mod store;
+#[cfg(feature = "repository")]
+pub use store::*;
+
+/// The tag every persnap snapshot carries (with `database=` and `store=`).
+pub const TAG: &str = "persnap";
+/// The tag a snapshot carries instead, from being stored until it was read
+/// back and checked: persnap lists, restores and keeps only snapshots
+/// tagged [`TAG`], so a run that dies in between leaves nothing that looks
+/// like a backup. Retention removes such leftovers of its own host and
+/// database once they are [`PENDING_SWEEP_AFTER`] old (a younger one may be
+/// a backup still being checked).
+pub const PENDING_TAG: &str = "persnap-pending";
+/// See [`PENDING_TAG`].
+pub const PENDING_SWEEP_AFTER: chrono::TimeDelta = chrono::TimeDelta::days(2);
+
+/// Where a repository is, as the user wrote it:
+/// - a folder: `/srv/backups/repo` (or `local:/srv/backups/repo`);
+/// - SFTP: `sftp:user@host:/path` (`sftp:user@host:port:/path`), through
+///   rclone (which must be installed);
+/// - S3-compatible storage: `s3:https://host[:port]/bucket[/prefix]`, with
+///   the keys in `AWS_ACCESS_KEY_ID` and `AWS_SECRET_ACCESS_KEY`, through
+///   rclone;
+/// - a restic REST server: `rest:http://host:port/path`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct Location(String);
+
+impl Location {
+    pub fn parse(text: &str) -> Result<Location> {
+        let text = text.trim();
+        let shown = Location(text.to_owned()).display();
+        let bad = |reason: &str| Error::Repository {
+            what: format!("\"{shown}\" is not a repository location I understand: {reason}."),
+            advice: ADVICE_LOCATION,
+            detail: String::new(),
+            kind: ErrorKind::BadInput,
+        };
+        if text.is_empty() {
+            return Err(bad("it is empty"));
+        }
+        match scheme(text) {
+            Some(("local", path)) | Some(("", path)) => {
+                if !Path::new(path).is_absolute() {
+                    return Err(bad("a folder must be given with its full path"));
+                }
+            }
+            Some(("rest", url)) => {
+                if !(url.starts_with("http://") || url.starts_with("https://")) {
+                    return Err(bad("the address must start with http:// or https://"));
+                }
+                url::Url::parse(url).map_err(|_| bad("the address is not a valid web address"))?;
+            }
+            Some(("s3", url)) => {
+                let parsed = url::Url::parse(url)
+                    .ok()
+                    .filter(|u| matches!(u.scheme(), "http" | "https"))
+                    .ok_or_else(|| bad("write it as s3:https://host/bucket"))?;
+                // Its parts go into an rclone remote: plain characters only,
+                // and no keys in the address (they belong in the environment).
+                let plain = |t: &str| {
+                    t.chars().all(|c| {
+                        c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-' | '/' | ':')
+                    })
+                };
+                if !parsed.username().is_empty()
+                    || parsed.password().is_some()
+                    || parsed.query().is_some()
+                    || !plain(parsed.host_str().unwrap_or_default())
+                    || !plain(parsed.path())
+                {
+                    return Err(bad(
+                        "give the host and bucket only; the keys go in AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY",
+                    ));
+                }
+            }
+            Some(("sftp", rest)) => {
+                sftp_parts(rest).ok_or_else(|| bad("write it as sftp:user@host:/path"))?;
+            }
+            Some((other, _)) => {
+                return Err(bad(&format!(
+                    "\"{other}:\" is not a kind of storage persnap knows"
+                )));
+            }
+            None => return Err(bad("a folder must be given with its full path")),
+        }
+        Ok(Location(text.to_owned()))
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+
+    /// The folder, for a repository in a folder on this machine.
+    pub fn folder(&self) -> Option<&Path> {
+        match scheme(&self.0) {
+            Some(("local" | "", path)) => Some(Path::new(path)),
+            _ => None,
+        }
+    }
+
+    /// The location without any password written into it (for history,
+    /// logs and the screen).
+    pub fn display(&self) -> String {
+        let Some((scheme, rest)) = self.0.split_once(':') else {
+            return self.0.clone();
+        };
+        if !rest.contains("://") {
+            return self.0.clone();
+        }
+        match url::Url::parse(rest) {
+            Ok(mut parsed) => {
+                if parsed.password().is_some() {
+                    let _ = parsed.set_password(None);
+                }
+                format!("{scheme}:{parsed}")
+            }
+            // Not an address: it may still hold a password, so only its
+            // kind is shown.
+            Err(_) => format!("{scheme}:(the address given)"),
+        }
+    }
+
+    /// Whether this is a folder on this machine.
+    pub fn is_local(&self) -> bool {
+        matches!(scheme(&self.0), Some(("local" | "", _)))
+    }
+}
+
+impl std::fmt::Display for Location {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.display())
+    }
+}
+
+/// `("s3", rest)` for `s3:rest`; `("", path)` for a plain absolute path
+/// (also a Windows one, `C:\…`, whose drive letter is not a scheme).
+fn scheme(text: &str) -> Option<(&str, &str)> {
+    if Path::new(text).is_absolute() || text.starts_with('/') {
+        return Some(("", text));
+    }
+    let (scheme, rest) = text.split_once(':')?;
+    if scheme.len() < 2 || !scheme.chars().all(|c| c.is_ascii_alphanumeric()) {
+        return None;
+    }
+    Some((scheme, rest))
+}
+
+/// `user@host[:port]:/path` → its parts.
+fn sftp_parts(rest: &str) -> Option<(&str, &str, Option<&str>, &str)> {
+    let (user, rest) = rest.split_once('@')?;
+    let (host_port, root) = rest.split_once(":/")?;
+    let (host, port) = match host_port.split_once(':') {
+        Some((host, port)) => (host, Some(port)),
+        None => (host_port, None),
+    };
+    // Only plain characters: the parts go into an rclone remote, where
+    // `,` `=` `'` and `:` would add options (`ssh=` runs a command).
+    let plain = |part: &str| {
+        !part.is_empty()
+            && !part.starts_with('-')
+            && part
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'))
+    };
+    let ok = plain(user)
+        && plain(host)
+        && port.is_none_or(|p| p.parse::<u16>().is_ok())
+        && root
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-' | '/'));
+    ok.then(|| (user, host, port, &rest[rest.len() - root.len() - 1..]))
+}
+
+const ADVICE_LOCATION: &str = "Give a folder's full path, or sftp:user@host:/path, s3:https://host/bucket, or rest:http://host:port/.";
+
+/// A repository password. Never printed, never on a command line.
+#[derive(Clone)]
+pub struct Password(String);
+
+impl std::fmt::Debug for Password {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Password(…)")
+    }
+}
+
+impl Password {
+    pub fn new(text: impl Into<String>) -> Password {
+        Password(text.into())
+    }
+
+    /// The first line of a file, as `--password-file` and restic read it.
+    pub fn from_file(path: &Path) -> Result<Password> {
+        let text = std::fs::read_to_string(path).map_err(|e| Error::Repository {
+            what: format!("Cannot read the password file {}.", path.display()),
+            advice: "Give a file that holds the repository's password on its first line.",
+            detail: e.to_string(),
+            kind: ErrorKind::BadInput,
+        })?;
+        let line = text.lines().next().unwrap_or_default();
+        if line.is_empty() {
+            return Err(Error::Repository {
+                what: format!("The password file {} is empty.", path.display()),
+                advice: "Write the repository's password on its first line.",
+                detail: String::new(),
+                kind: ErrorKind::BadInput,
+            });
+        }
+        Ok(Password(line.to_owned()))
+    }
+}
+
+/// The storage keys a repository may take from the environment (S3
+/// through rclone), and the only variables an [`Unlock`] may carry.
+pub const UNLOCK_ENVIRONMENT: [&str; 5] = [
+    "AWS_ACCESS_KEY_ID",
+    "AWS_SECRET_ACCESS_KEY",
+    "AWS_SESSION_TOKEN",
+    "AWS_REGION",
+    "AWS_DEFAULT_REGION",
+];
+
+/// What opens a repository for a scheduled run: its location, password
+/// and storage keys. The helper writes it into a file only root (SYSTEM)
+/// can read; the schedule itself (world-readable) never holds it.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Unlock {
+    pub location: String,
+    pub password: String,
+    /// Storage keys, from [`UNLOCK_ENVIRONMENT`] only.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub environment: Vec<(String, String)>,
+}
+
+impl std::fmt::Debug for Unlock {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Unlock")
+            .field("location", &Location(self.location.clone()).display())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Unlock {
+    /// The repository and its password, with the storage keys set in this
+    /// environment now.
+    pub fn new(location: &Location, password: &Password) -> Unlock {
+        Unlock {
+            location: location.as_str().to_owned(),
+            password: password.0.clone(),
+            environment: UNLOCK_ENVIRONMENT
+                .iter()
+                .filter_map(|k| Some(((*k).to_owned(), std::env::var(k).ok()?)))
+                .collect(),
+        }
+    }
+
+    /// Refuse what a hostile caller could put in: a location persnap does
+    /// not understand, a password or key that would not survive a line,
+    /// any variable but the storage keys.
+    pub fn validate(&self) -> Result<Location> {
+        let location = Location::parse(&self.location)?;
+        let refused = |reason: String| Error::Refused {
+            field: "repository",
+            reason,
+        };
+        let plain = |t: &str| !t.contains(['\0', '\n', '\r']);
+        if self.password.is_empty() || self.password.len() > 1024 || !plain(&self.password) {
+            return Err(refused(
+                "the repository's password must be 1 to 1024 characters on one line".into(),
+            ));
+        }
+        if self.environment.len() > UNLOCK_ENVIRONMENT.len() {
+            return Err(refused("too many storage keys".into()));
+        }
+        for (key, value) in &self.environment {
+            if !UNLOCK_ENVIRONMENT.contains(&key.as_str()) {
+                return Err(refused(format!(
+                    "{key:?} is not a storage key persnap passes on (only {})",
+                    UNLOCK_ENVIRONMENT.join(", ")
+                )));
+            }
+            if value.len() > 4096 || !plain(value) {
+                return Err(refused(format!("the value of {key} is not one line")));
+            }
+        }
+        Ok(location)
+    }
+
+    /// Read what the helper wrote for a scheduled run (as root, before the
+    /// run becomes its user). Refused unless only root (SYSTEM) can read it.
+    pub fn read(path: &Path) -> Result<Unlock> {
+        let unreadable = |detail: String| Error::Repository {
+            what: format!(
+                "The file that opens this schedule's repository ({}) cannot be used.",
+                path.display()
+            ),
+            advice: "Make the schedule again (persnap schedule add … --repo): that writes the file anew.",
+            detail,
+            kind: ErrorKind::BadInput,
+        };
+        crate::sys::secret_only(path).map_err(|e| unreadable(e.to_string()))?;
+        let text = std::fs::read(path).map_err(|e| unreadable(e.to_string()))?;
+        let unlock: Unlock =
+            serde_json::from_slice(&text).map_err(|e| unreadable(e.to_string()))?;
+        unlock.validate()?;
+        Ok(unlock)
+    }
+
+    pub fn password(&self) -> Password {
+        Password(self.password.clone())
+    }
+}
+
+/// One persnap backup in a repository.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Listed {
+    /// The repository snapshot's id (restic's, in full).
+    pub id: String,
+    pub time: chrono::DateTime<chrono::Utc>,
+    pub host: String,
+    pub database: String,
+    pub store_name: String,
+    pub bytes: u64,
+    pub files: u64,
+    /// Kept whatever retention says (`persnap pin ID --repo …`).
+    #[serde(default)]
+    pub pinned: bool,
+    /// Why it is pinned.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub note: Option<String>,
+}
+
+impl Listed {
+    /// The id as restic shows it.
+    pub fn short_id(&self) -> &str {
+        &self.id[..self.id.len().min(8)]
+    }
+}
+
+/// What [`Repo::store`] stored and how it was checked.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Stored {
+    /// Where, as shown to people (no password in it).
+    pub location: String,
+    pub snapshot: String,
+    /// Bytes of the backup set read into the repository.
+    pub bytes_read: u64,
+    /// Of those, bytes that were new to the repository (before compression).
+    pub bytes_new: u64,
+    /// What the new data takes in the repository (compressed, encrypted).
+    pub bytes_stored: u64,
+    pub seconds: f64,
+    pub check: StoreCheck,
+    /// Something that went wrong after the backup was checked and kept.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub warning: Option<String>,
+}
+
+/// The offsite copy of a backup (3-2-1): the same verified set, stored in
+/// a second repository and read back from it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case", tag = "status")]
+pub enum Offsite {
+    Stored {
+        copy: Stored,
+    },
+    /// The backup itself is good; only its offsite copy failed.
+    Failed {
+        location: String,
+        message: String,
+    },
+}
+
+/// How a stored backup was checked, as recorded.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct StoreCheck {
+    /// What was checked, in words (also in the history and the app).
+    pub checked: String,
+    pub hashes_match: bool,
+    /// SQLite's integrity check on the copy read back from the repository.
+    pub integrity: String,
+    pub seconds: f64,
+}
+
+/// The read-back check, as the history and the manifest describe it.
+pub const STORE_CHECK: &str = "read back from the repository into a scratch folder: every file's SHA-256 matched the manifest and SQLite's integrity check passed";
+/// Said after [`STORE_CHECK`] for a repository in a folder on this machine,
+/// by where its new files were read from.
+pub const STORE_CHECK_DISK: &str =
+    " (the repository's new files were dropped from memory first, so they were read from the disk)";
+pub const STORE_CHECK_MEMORY: &str = " (the system may have served the repository's new files from memory, so this proves what was written, not the disk)";
+
+/// Which backups of one database (from one host) a repository keeps. A
+/// backup is kept if any rule keeps it; the newest and pinned ones always.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Keep {
+    pub last: Option<u32>,
+    pub hourly: Option<u32>,
+    pub daily: Option<u32>,
+    pub weekly: Option<u32>,
+    pub within_days: Option<u32>,
+}
+
+impl Keep {
+    pub fn is_keep_all(&self) -> bool {
+        *self == Keep::default()
+    }
+
+    /// In words: "the last 7, one a day for 14 days".
+    pub fn describe(&self) -> String {
+        let mut parts = Vec::new();
+        if let Some(n) = self.last {
+            parts.push(format!("the newest {n}"));
+        }
+        if let Some(n) = self.hourly {
+            parts.push(format!("one an hour for {n} hours"));
+        }
+        if let Some(n) = self.daily {
+            parts.push(format!("one a day for {n} days"));
+        }
+        if let Some(n) = self.weekly {
+            parts.push(format!("one a week for {n} weeks"));
+        }
+        if let Some(n) = self.within_days {
+            parts.push(format!("all of the last {n} days"));
+        }
+        if parts.is_empty() {
+            "keep all".into()
+        } else {
+            format!("keep {}", parts.join(", "))
+        }
+    }
+}
+
+/// What [`Repo::forget`] removed (or would remove).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Forgotten {
+    pub removed: Vec<Listed>,
+    pub kept: usize,
+    /// Snapshots of runs that died before their check ([`PENDING_TAG`]),
+    /// removed (or, in a dry run, to be removed).
+    pub unfinished: usize,
+}
+
+#[cfg(all(test, feature = "repository"))]
+mod tests {
+    use super::*;
+
+    /// What a hostile caller could ask the helper to write for a schedule
+    /// is refused: anything but the storage keys, lines that would not
+    /// stay lines, a location persnap does not understand.
+    #[test]
+    fn an_unlock_carries_only_a_location_a_password_and_storage_keys() {
+        let folder = if cfg!(windows) {
+            r"C:\srv\repo"
+        } else {
+            "/srv/repo"
+        };
+        let good = Unlock {
+            location: folder.into(),
+            password: "s3cret".into(),
+            environment: vec![("AWS_ACCESS_KEY_ID".into(), "AKIA".into())],
+        };
+        assert!(good.validate().is_ok());
+        assert!(!format!("{good:?}").contains("s3cret"), "{good:?}");
+        let refused = |change: &dyn Fn(&mut Unlock)| {
+            let mut bad = good.clone();
+            change(&mut bad);
+            bad.validate().expect_err("refused").to_string()
+        };
+        for key in ["LD_PRELOAD", "PATH", "RCLONE_CONFIG", "aws_access_key_id"] {
+            let e = refused(&|u| u.environment = vec![(key.into(), "x".into())]);
+            assert!(e.contains("not a storage key"), "{key}: {e}");
+        }
+        let e = refused(&|u| {
+            u.environment = vec![("AWS_REGION".into(), "eu\nLD_PRELOAD=/tmp/x".into())]
+        });
+        assert!(e.contains("not one line"), "{e}");
+        for password in ["", "two\nlines", "nul\0", &"x".repeat(1025)] {
+            let e = refused(&|u| u.password = password.to_owned());
+            assert!(e.contains("1 to 1024 characters"), "{e}");
+        }
+        let e = refused(&|u| u.location = "relative/repo".into());
+        assert!(e.contains("full path"), "{e}");
+        let e = refused(&|u| u.location = "ftp://host/repo".into());
+        assert!(e.contains("not a kind of storage"), "{e}");
+    }
+
+    #[test]
+    fn locations_are_parsed_or_refused_in_words() {
+        // A full path is the platform's own.
+        let (folder, local) = if cfg!(windows) {
+            (r"C:\srv\repo", r"local:C:\srv\repo")
+        } else {
+            ("/srv/repo", "local:/srv/repo")
+        };
+        for ok in [
+            folder,
+            local,
+            "rest:http://127.0.0.1:8000/",
+            "s3:https://s3.example.com/bucket/persnap",
+            "sftp:backup@host:/srv/repo",
+            "sftp:backup@host:2222:/srv/repo",
+        ] {
+            Location::parse(ok).unwrap_or_else(|e| panic!("{ok}: {e}"));
+        }
+        for bad in [
+            "",
+            "repo",
+            "rest:ftp://x",
+            "sftp:host:/x",
+            "sftp:-oProxyCommand=x@host:/x",
+            "sftp:u@host:99999:/x",
+            "gopher:x",
+        ] {
+            let e = Location::parse(bad).expect_err(bad);
+            assert!(e.to_string().contains("repository location"), "{e}");
+        }
+    }
+
+    #[test]
+    fn a_password_in_an_address_is_never_shown() {
+        let l = Location::parse("rest:https://alice:s3cret@host:8000/repo").unwrap();
+        assert_eq!(l.display(), "rest:https://alice@host:8000/repo");
+        assert!(!format!("{l}").contains("s3cret"));
+        assert!(!format!("{:?}", Password::new("s3cret")).contains("s3cret"));
+    }
+
+    #[test]
+    fn a_password_never_shows_even_when_odd() {
+        for (text, secret) in [
+            ("rest:https://alice:ab/cd@host:8000/repo", "ab/cd"),
+            ("rest:https://alice:p%40ss@host/", "p%40ss"),
+            ("rest:https://alice:s3cret@host:99999/", "s3cret"),
+        ] {
+            let shown = Location(text.to_owned()).display();
+            assert!(!shown.contains(secret), "{text} shown as {shown}");
+            if let Err(e) = Location::parse(text) {
+                assert!(!e.to_string().contains(secret), "{e}");
+            }
+        }
+    }
+
+    #[test]
+    fn rclone_options_cannot_be_slipped_into_an_address() {
+        for bad in [
+            "sftp:u@h,ssh=touch /tmp/x:/srv",
+            "sftp:u@h:/srv,ssh=x",
+            "sftp:u'x@h:/srv",
+            "s3:https://h/bucket,env_auth=false",
+            "s3:https://key:secret@h/bucket",
+            "s3:https://h/bucket?x=y",
+        ] {
+            assert!(Location::parse(bad).is_err(), "{bad} was taken");
+        }
+    }
+
+    #[test]
+    fn sftp_parts_are_split() {
+        assert_eq!(
+            sftp_parts("u@h:2222:/srv/r"),
+            Some(("u", "h", Some("2222"), "/srv/r"))
+        );
+        assert_eq!(sftp_parts("u@h:/srv/r"), Some(("u", "h", None, "/srv/r")));
+    }
+}
