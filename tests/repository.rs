@@ -426,21 +426,7 @@ fn start_and_wait_for_store(setup: &Setup, repo: &str, store_dir: &Path) -> Chil
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
-    let mut seen = String::new();
-    loop {
-        let line = lines
-            .next()
-            .unwrap_or_else(|| panic!("the backup ended before storing: {seen}"))
-            .unwrap();
-        seen.push_str(&line);
-        seen.push('\n');
-        if line.contains("== store in repository") {
-            break;
-        }
-    }
-    // The rest of its messages, so that it never blocks on a full pipe.
-    std::thread::spawn(move || lines.for_each(drop));
+    wait_for_phase(&mut child, "== prepare", "== store in repository");
     child
 }
 
@@ -497,7 +483,8 @@ fn a_backup_killed_while_storing_leaves_the_repository_passing_check() {
     restic_restores(&setup, repo, &id, &database);
 }
 
-/// Reads `child`'s messages until `line` has been said after `after`.
+/// Reads `child`'s messages until `line` has been said (once `after`
+/// was).
 fn wait_for_phase(child: &mut Child, after: &str, line: &str) {
     let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
     let mut seen = String::new();
@@ -514,6 +501,7 @@ fn wait_for_phase(child: &mut Child, after: &str, line: &str) {
             break;
         }
     }
+    // The rest of its messages, so that it never blocks on a full pipe.
     std::thread::spawn(move || lines.for_each(drop));
 }
 

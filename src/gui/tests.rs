@@ -728,26 +728,37 @@ fn fixture_fleet() -> super::repository_view::Connected {
     }
 }
 
+/// A 1 MiB WAL store made in `src`, backed up with sqlite-online into
+/// `dest`, recorded in `data`'s history.
+fn online_backup(src: &Path, dest: &Path, data: &Path) -> persnap::backup::BackupReport {
+    loadgen::init(&src.join("persistence.db"), Mode::Wal, 1).unwrap();
+    let mut history = History::at(data.join("history"));
+    let mut req = persnap::backup::BackupRequest::new(
+        persnap::volume::canonical(src).unwrap(),
+        persnap::fsutil::canonicalize(dest).unwrap(),
+    );
+    req.method = persnap::method::MethodChoice::Explicit(persnap::method::Method::SqliteOnline);
+    persnap::backup::run_backup(
+        &req,
+        &mut history,
+        &mut persnap::progress::Silent,
+        &persnap::progress::CancelToken::new(),
+    )
+    .unwrap()
+}
+
 /// A real repository in a folder, with one backup of a real database in
 /// it: the screen connects (the connection test), lists it under this
 /// machine, and says a wrong password in words.
 #[test]
 fn the_repositories_screen_connects_and_lists_backups_by_machine_and_database() {
-    let src = tempfile::tempdir().unwrap();
-    let dest = tempfile::tempdir().unwrap();
-    let data = tempfile::tempdir().unwrap();
-    let db = src.path().join("persistence.db");
-    loadgen::init(&db, Mode::Wal, 1).unwrap();
-    let mut history = History::at(data.path().join("history"));
-    let mut req = persnap::backup::BackupRequest::new(
-        persnap::volume::canonical(src.path()).unwrap(),
-        persnap::fsutil::canonicalize(dest.path()).unwrap(),
+    let (src, dest, data) = (
+        tempfile::tempdir().unwrap(),
+        tempfile::tempdir().unwrap(),
+        tempfile::tempdir().unwrap(),
     );
-    req.method = persnap::method::MethodChoice::Explicit(persnap::method::Method::SqliteOnline);
+    let done = online_backup(src.path(), dest.path(), data.path());
     let cancel = persnap::progress::CancelToken::new();
-    let done =
-        persnap::backup::run_backup(&req, &mut history, &mut persnap::progress::Silent, &cancel)
-            .unwrap();
     let place = data.path().join("repo");
     let location = persnap::repository::Location::parse(place.to_str().unwrap()).unwrap();
     let password = persnap::repository::Password::new("fleet password");
@@ -874,24 +885,12 @@ fn direct_helper() -> crate::launch::HelperRoute {
 
 #[test]
 fn restore_from_history_keeps_the_old_files_and_records_the_restore() {
-    let src = tempfile::tempdir().unwrap();
-    let dest = tempfile::tempdir().unwrap();
-    let data = tempfile::tempdir().unwrap();
-    let db = src.path().join("persistence.db");
-    loadgen::init(&db, Mode::Wal, 1).unwrap();
-    let mut history = History::at(data.path().join("history"));
-    let mut req = persnap::backup::BackupRequest::new(
-        persnap::volume::canonical(src.path()).unwrap(),
-        persnap::fsutil::canonicalize(dest.path()).unwrap(),
+    let (src, dest, data) = (
+        tempfile::tempdir().unwrap(),
+        tempfile::tempdir().unwrap(),
+        tempfile::tempdir().unwrap(),
     );
-    req.method = persnap::method::MethodChoice::Explicit(persnap::method::Method::SqliteOnline);
-    persnap::backup::run_backup(
-        &req,
-        &mut history,
-        &mut persnap::progress::Silent,
-        &persnap::progress::CancelToken::new(),
-    )
-    .unwrap();
+    online_backup(src.path(), dest.path(), data.path());
 
     // A restore goes only into a protected database's folder, which
     // never belongs to root.
@@ -937,7 +936,7 @@ fn restore_from_history_keeps_the_old_files_and_records_the_restore() {
     assert!(h.query_by_label_contains("Restored").is_some());
     let safety = report.safety_dir.expect("the old store was kept");
     assert!(safety.join("persistence.db").is_file());
-    assert!(persnap::verify::check_database(&db).is_ok());
+    assert!(persnap::verify::check_database(&src.path().join("persistence.db")).is_ok());
     assert!(h.state().rt.runs.iter().any(
         |r| r.kind == persnap::history::RunKind::Restore && r.outcome == RunOutcome::Completed
     ));
