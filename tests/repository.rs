@@ -25,6 +25,8 @@ const PASSWORD: &str = "correct horse battery staple";
 struct Setup {
     dir: tempfile::TempDir,
     password_file: PathBuf,
+    /// More environment for persnap (a server's keys).
+    env: Vec<(String, PathBuf)>,
 }
 
 impl Setup {
@@ -38,7 +40,11 @@ impl Setup {
         for sub in ["history", "staging", "databases"] {
             std::fs::create_dir(dir.path().join(sub)).unwrap();
         }
-        Setup { dir, password_file }
+        Setup {
+            dir,
+            password_file,
+            env: Vec::new(),
+        }
     }
 
     fn path(&self, sub: &str) -> PathBuf {
@@ -63,7 +69,8 @@ impl Setup {
             .env("PERSNAP_STAGING_DIR", self.path("staging"))
             .env("PERSNAP_REGISTRY_DIR", self.path("databases"))
             .env("PERSNAP_REPOSITORY", repo)
-            .env("PERSNAP_PASSWORD_FILE", &self.password_file);
+            .env("PERSNAP_PASSWORD_FILE", &self.password_file)
+            .envs(self.env.iter().map(|(k, v)| (k, v)));
         cmd
     }
 
@@ -173,6 +180,18 @@ fn assert_recorded_as_stored(history: &History, ids: &[String]) {
 }
 
 fn repository_backups_under_writer(setup: &Setup, repo: &str, store_dir: &Path, method: &str) {
+    repository_backups_read_by_restic_at(setup, repo, repo, store_dir, method);
+}
+
+/// [`repository_backups_under_writer`], where restic reads the repository
+/// at `restic_repo` (the same files, reached its own way).
+fn repository_backups_read_by_restic_at(
+    setup: &Setup,
+    repo: &str,
+    restic_repo: &str,
+    store_dir: &Path,
+    method: &str,
+) {
     let out = setup.persnap(repo, &["repo", "init"]);
     ok(&out);
     let again = setup.persnap(repo, &["repo", "init"]);
@@ -211,7 +230,7 @@ fn repository_backups_under_writer(setup: &Setup, repo: &str, store_dir: &Path, 
 
     // An independent reader: Debian's restic lists, checks and restores
     // every one of them, and each is consistent, later ones later.
-    let snapshots = ok(&setup.restic(repo, &["snapshots", "--json"]));
+    let snapshots = ok(&setup.restic(restic_repo, &["snapshots", "--json"]));
     let snapshots: Vec<serde_json::Value> = serde_json::from_str(&snapshots).unwrap();
     assert_eq!(snapshots.len(), 3);
     for s in &snapshots {
@@ -224,10 +243,10 @@ fn repository_backups_under_writer(setup: &Setup, repo: &str, store_dir: &Path, 
         assert!(tags.contains(&"persnap"), "{tags:?}");
         assert!(tags.contains(&format!("database={database}").as_str()));
     }
-    ok(&setup.restic(repo, &["check", "--read-data"]));
+    ok(&setup.restic(restic_repo, &["check", "--read-data"]));
     let mut last = -1;
     for id in &ids {
-        let transfers = restic_restores(setup, repo, id, &database);
+        let transfers = restic_restores(setup, restic_repo, id, &database);
         assert!(transfers > last, "{transfers} after {last}");
         last = transfers;
         // The staged set's verification read the disk, not the page cache,
@@ -356,6 +375,135 @@ fn free_port() -> u16 {
         .local_addr()
         .unwrap()
         .port()
+}
+
+/// OpenSSH's sshd on a loopback port, with a host key of its own and one
+/// client key it accepts (root's; it runs as a real daemon, so the test
+/// needs root), and what rclone's SFTP needs to log in and check the
+/// server: `RCLONE_SFTP_KEY_FILE`, `RCLONE_SFTP_KNOWN_HOSTS_FILE`.
+struct SftpServer {
+    child: Child,
+    port: u16,
+    env: Vec<(String, PathBuf)>,
+}
+
+impl SftpServer {
+    fn start(dir: &Path) -> SftpServer {
+        std::fs::create_dir_all(dir).unwrap();
+        let key = |name: &str| {
+            let path = dir.join(name);
+            let out = Command::new("ssh-keygen")
+                .args(["-q", "-t", "ed25519", "-N", "", "-f"])
+                .arg(&path)
+                .output()
+                .expect("ssh-keygen (openssh-client) runs");
+            assert!(out.status.success(), "{}", stderr(&out));
+            path
+        };
+        let (host_key, client_key) = (key("host_key"), key("client_key"));
+        std::fs::copy(
+            client_key.with_extension("pub"),
+            dir.join("authorized_keys"),
+        )
+        .unwrap();
+        let port = free_port();
+        let config = dir.join("sshd_config");
+        std::fs::write(
+            &config,
+            format!(
+                "Port {port}\nListenAddress 127.0.0.1\nHostKey {}\nAuthorizedKeysFile {}\n\
+                 PasswordAuthentication no\nKbdInteractiveAuthentication no\nUsePAM no\n\
+                 StrictModes no\nPermitRootLogin prohibit-password\nPidFile {}\n\
+                 Subsystem sftp internal-sftp\n",
+                host_key.display(),
+                dir.join("authorized_keys").display(),
+                dir.join("sshd.pid").display()
+            ),
+        )
+        .unwrap();
+        // sshd's privilege separation folder.
+        std::fs::create_dir_all("/run/sshd").unwrap();
+        let child = Command::new("/usr/sbin/sshd")
+            .args(["-D", "-e", "-f"])
+            .arg(&config)
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(dir.join("sshd.log")).unwrap())
+            .spawn()
+            .expect("sshd (openssh-server) starts");
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(
+                Instant::now() < deadline,
+                "sshd did not start: {}",
+                std::fs::read_to_string(dir.join("sshd.log")).unwrap_or_default()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let known_hosts = dir.join("known_hosts");
+        let host_public = std::fs::read_to_string(host_key.with_extension("pub")).unwrap();
+        std::fs::write(&known_hosts, format!("[127.0.0.1]:{port} {host_public}")).unwrap();
+        SftpServer {
+            child,
+            port,
+            env: vec![
+                ("RCLONE_SFTP_KEY_FILE".into(), client_key),
+                ("RCLONE_SFTP_KNOWN_HOSTS_FILE".into(), known_hosts),
+            ],
+        }
+    }
+}
+
+impl Drop for SftpServer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[test]
+fn live_backups_over_sftp_restore_consistent_with_restic() {
+    if !require_root("live_backups_over_sftp_restore_consistent_with_restic") {
+        return;
+    }
+    let mut setup = Setup::new();
+    let server = SftpServer::start(&setup.path("sshd"));
+    setup.env = server.env.clone();
+    let served = setup.path("served");
+    let repo = format!("sftp:root@127.0.0.1:{}:{}", server.port, served.display());
+    let store_dir = setup.path("store");
+    std::fs::create_dir(&store_dir).unwrap();
+    make_store(&store_dir, "persistence.db", Mode::Rollback, 8);
+    // Stored through SSH; Debian's restic reads what reached the server's
+    // disk.
+    repository_backups_read_by_restic_at(
+        &setup,
+        &repo,
+        served.to_str().unwrap(),
+        &store_dir,
+        "sqlite-online",
+    );
+
+    // A server whose key is not the one trusted is refused, in words.
+    std::fs::write(
+        &server.env[1].1,
+        format!(
+            "[127.0.0.1]:{} ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIBz5GdxhRtXgrXjrbSNz6V7jg8qfcFGL3mq+w5pWBp4y\n",
+            server.port
+        ),
+    )
+    .unwrap();
+    let out = setup.persnap(&repo, &["repo", "list"]);
+    assert!(
+        !out.status.success(),
+        "a server with another key was trusted"
+    );
+    assert!(
+        stderr(&out).contains("its own key is the one trusted in RCLONE_SFTP_KNOWN_HOSTS_FILE"),
+        "{}",
+        stderr(&out)
+    );
+    // Nothing of the failed attempt is recorded as a backup.
+    assert_eq!(setup.history().load().unwrap().len(), 3);
 }
 
 #[test]

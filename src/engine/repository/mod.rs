@@ -116,6 +116,11 @@ impl Location {
         &self.0
     }
 
+    /// Whether it is reached over SFTP.
+    pub fn is_sftp(&self) -> bool {
+        matches!(scheme(&self.0), Some(("sftp", _)))
+    }
+
     /// The folder, for a repository in a folder on this machine.
     pub fn folder(&self) -> Option<&Path> {
         match scheme(&self.0) {
@@ -235,14 +240,17 @@ impl Password {
     }
 }
 
-/// The storage keys a repository may take from the environment (S3
-/// through rclone), and the only variables an [`Unlock`] may carry.
-pub const UNLOCK_ENVIRONMENT: [&str; 5] = [
+/// The storage keys a repository may take from the environment (S3 and
+/// SFTP through rclone), and the only variables an [`Unlock`] may carry.
+pub const UNLOCK_ENVIRONMENT: [&str; 7] = [
     "AWS_ACCESS_KEY_ID",
     "AWS_SECRET_ACCESS_KEY",
     "AWS_SESSION_TOKEN",
     "AWS_REGION",
     "AWS_DEFAULT_REGION",
+    // The SSH key to log in with, and the server keys to trust.
+    "RCLONE_SFTP_KEY_FILE",
+    "RCLONE_SFTP_KNOWN_HOSTS_FILE",
 ];
 
 /// What opens a repository for a scheduled run: its location, password

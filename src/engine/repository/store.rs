@@ -26,6 +26,7 @@ use crate::progress::{CancelToken, Phase, Progress};
 const SNAPSHOT_ROOT: &str = "/persnap";
 const ADVICE_PASSWORD: &str =
     "Type the password the repository was created with; a forgotten password cannot be recovered.";
+const ADVICE_REACH_SFTP: &str = "Check that the SSH server is running and reachable, that it accepts your key (the one in RCLONE_SFTP_KEY_FILE, or your ssh-agent's) and that its own key is the one trusted in RCLONE_SFTP_KNOWN_HOSTS_FILE (a key that changed is refused); then try again.";
 const ADVICE_REACH: &str = "Check that the server is running and reachable from this machine, and that the address is right; then try again.";
 
 impl Location {
@@ -151,7 +152,11 @@ fn plain(location: &Location, doing: &str, e: &RusticError) -> Error {
     {
         (
             format!("Could not reach the repository {location}: {doing} failed."),
-            ADVICE_REACH,
+            if location.is_sftp() {
+                ADVICE_REACH_SFTP
+            } else {
+                ADVICE_REACH
+            },
             ErrorKind::Copy,
         )
     } else if lower.contains("config file") || lower.contains("no repository") {
