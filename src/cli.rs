@@ -413,6 +413,11 @@ pub fn run(cli: Cli) -> Result<(), Failure> {
                 (None, Some(staging)) => staging,
                 (None, None) => repo::staging_dir()?,
             };
+            if staged {
+                for line in repo::sweep_staging(&dest) {
+                    eprintln!("{line}");
+                }
+            }
             let req = BackupRequest {
                 source,
                 dest,

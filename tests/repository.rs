@@ -621,11 +621,36 @@ fn a_backup_killed_while_storing_leaves_the_repository_passing_check() {
     assert_eq!(snapshots, "[]", "no snapshot of a killed backup");
     let runs = setup.history().recover().unwrap();
     assert_eq!(runs.len(), 1, "the killed run is seen as interrupted");
-    // The next backup goes through, and restic finds it whole.
-    let id = ok(&setup
+    // Its staged set stays until it is an hour old (a live run may hold no
+    // lock for a moment between its backup and its store) …
+    let staged: Vec<PathBuf> = std::fs::read_dir(setup.path("staging"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    assert_eq!(staged.len(), 1, "{staged:?}");
+    let out = setup
         .backup(repo, &store_dir, "sqlite-online")
         .output()
-        .unwrap());
+        .unwrap();
+    ok(&out);
+    assert!(staged[0].is_dir(), "a young staged set was swept");
+    // … then the next backup removes it, and restic finds that one whole.
+    run_ok(
+        Command::new("touch")
+            .args(["-d", "2 hours ago"])
+            .arg(&staged[0]),
+    );
+    let out = setup
+        .backup(repo, &store_dir, "sqlite-online")
+        .output()
+        .unwrap();
+    let id = ok(&out);
+    assert!(
+        stderr(&out).contains("staged for a repository by a run that stopped before storing it"),
+        "{}",
+        stderr(&out)
+    );
+    setup.assert_nothing_staged();
     ok(&setup.restic(repo, &["check", "--read-data"]));
     let database = setup.listed(repo)[0].database.clone();
     restic_restores(&setup, repo, &id, &database);

@@ -206,6 +206,59 @@ pub fn staging_dir() -> Result<PathBuf, Failure> {
     Ok(dir)
 }
 
+/// How old a staged set must be before a sweep may take it for a dead
+/// run's (besides its run lock being free): a run between its backup and
+/// its store holds no lock for a moment.
+const STAGED_SWEEP_AFTER: std::time::Duration = std::time::Duration::from_secs(3600);
+
+/// Sets staged for a repository by runs that died before storing them
+/// (their run lock is free, and they are over an hour old): removed from
+/// the staging folder `dir` before another is staged. One line for each.
+pub fn sweep_staging(dir: &Path) -> Vec<String> {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return Vec::new();
+    };
+    let mut lines = Vec::new();
+    for entry in entries.flatten() {
+        let path = entry.path();
+        let Some(name) = entry.file_name().to_str().map(str::to_owned) else {
+            continue;
+        };
+        // A finished set's name ends in its run's tag: `…-6c2ab96f`.
+        let Some(tag) = name
+            .rsplit_once('-')
+            .map(|(_, tag)| tag)
+            .filter(|t| t.len() == 8 && t.bytes().all(|b| b.is_ascii_hexdigit()))
+        else {
+            continue;
+        };
+        let old = std::fs::symlink_metadata(&path).is_ok_and(|m| {
+            m.is_dir()
+                && m.modified()
+                    .ok()
+                    .and_then(|t| t.elapsed().ok())
+                    .is_some_and(|age| age > STAGED_SWEEP_AFTER)
+        });
+        if !old
+            || !path.join(persnap::manifest::MANIFEST_NAME).is_file()
+            || persnap::fsutil::RunLock::is_held(tag)
+        {
+            continue;
+        }
+        lines.push(match std::fs::remove_dir_all(&path) {
+            Ok(()) => format!(
+                "Removed {}, staged for a repository by a run that stopped before storing it.",
+                path.display()
+            ),
+            Err(e) => format!(
+                "Could not remove {} ({e}), staged by a run that stopped; delete it by hand.",
+                path.display()
+            ),
+        });
+    }
+    lines
+}
+
 /// The name a backup carries in the repository: the protected database's
 /// name when it is registered, else the store folder's own name.
 pub fn database_name(source: &Path, store_name: &str) -> String {
