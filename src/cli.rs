@@ -1096,9 +1096,14 @@ fn history_row(run: &Run) -> String {
         .verification
         .as_ref()
         .map_or("-", |v| v.integrity.as_str());
-    let detail = match (&run.outcome, &run.backup_path) {
-        (Outcome::Failed { step, message, .. }, _) => format!("{step}: {message}"),
-        (_, Some(path)) => path.display().to_string(),
+    let detail = match (&run.outcome, &run.backup_path, &run.repository) {
+        (Outcome::Failed { step, message, .. }, _, _) => format!("{step}: {message}"),
+        (_, Some(path), _) => path.display().to_string(),
+        (_, None, Some(stored)) => format!(
+            "{} in {}",
+            &stored.snapshot[..stored.snapshot.len().min(8)],
+            stored.location
+        ),
         _ => run.source.display().to_string(),
     };
     format!(

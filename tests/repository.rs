@@ -214,6 +214,11 @@ fn repository_backups_read_by_restic_at(
     writer.stop();
     setup.assert_nothing_staged();
     assert_recorded_as_stored(&setup.history(), &ids);
+    // `persnap history` names each by its id in the repository.
+    let history = ok(&setup.persnap(repo, &["history"]));
+    for id in &ids {
+        assert!(history.contains(&format!("{} in ", &id[..8])), "{history}");
+    }
 
     let listed = setup.listed(repo);
     let database = persnap::registry::suggest_name(
