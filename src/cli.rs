@@ -413,11 +413,6 @@ pub fn run(cli: Cli) -> Result<(), Failure> {
                 (None, Some(staging)) => staging,
                 (None, None) => repo::staging_dir()?,
             };
-            if staged {
-                for line in repo::sweep_staging(&dest) {
-                    eprintln!("{line}");
-                }
-            }
             let req = BackupRequest {
                 source,
                 dest,
@@ -745,6 +740,15 @@ fn backup_cmd(
             .filter(|(_, _, staged, _)| *staged)
             .map(|_| backup_dir.clone()),
     );
+    // What dead runs left in the staging folder goes, removed by its user
+    // (a scheduled run is that user by now, never root).
+    if into.as_ref().is_some_and(|(_, _, staged, _)| *staged)
+        && let Some(staging) = backup_dir.parent()
+    {
+        for line in repo::sweep_staging(staging) {
+            eprintln!("{line}");
+        }
+    }
     if let Some((repo, location, staged, keep)) = into {
         let stored = repo::store(
             &repo,
