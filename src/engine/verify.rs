@@ -419,7 +419,14 @@ mod tests {
         conn.execute_batch("CREATE TABLE t(x); INSERT INTO t VALUES (1),(2);")
             .unwrap();
         drop(conn);
-        File::open(dir.join("db")).unwrap().sync_all().unwrap();
+        // (Windows flushes only through a handle that may write.)
+        File::options()
+            .read(true)
+            .write(true)
+            .open(dir.join("db"))
+            .unwrap()
+            .sync_all()
+            .unwrap();
         let files = [hashed(&dir, "db", FileRole::Main)];
         let (v, _) = verify(&dir, &files);
         let expected = if cfg!(target_os = "linux") {
