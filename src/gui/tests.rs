@@ -763,6 +763,9 @@ fn the_repositories_screen_connects_and_lists_backups_by_machine_and_database() 
     let location = persnap::repository::Location::parse(place.to_str().unwrap()).unwrap();
     let password = persnap::repository::Password::new("fleet password");
     persnap::repository::init(&location, &password).unwrap();
+    // Made where it was asked for (on Windows too, where rustic once took
+    // `local:C:\…` for a relative folder).
+    assert!(place.join("config").is_file(), "no repository in {place:?}");
     persnap::repository::Repo::open(&location, &password)
         .unwrap()
         .store(

@@ -44,6 +44,9 @@ impl Location {
     }
     fn backend_options(&self) -> Result<BackendOptions> {
         let repository = match scheme(&self.0) {
+            // On Windows rustic takes `local:C:\x` for a relative folder
+            // named so: a drive path goes bare, with backslashes only.
+            Some(("local" | "", path)) if cfg!(windows) => path.replace('/', "\\"),
             Some(("local" | "", path)) => format!("local:{path}"),
             Some(("rest", url)) => format!("rest:{url}"),
             // SFTP and S3 go through rclone (`rclone serve restic`, started
