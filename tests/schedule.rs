@@ -716,7 +716,7 @@ fn a_scheduled_backup_into_a_repository_keeps_its_password_from_all_but_root() {
     std::fs::remove_file(set.join("manifest.json")).unwrap();
     check_backup(&set, "persistence.db");
 
-    // Made readable by others, the file is refused, and nothing is stored.
+    // Made readable by others, the file is refused and the run fails.
     std::fs::set_permissions(&unlock_file, std::fs::Permissions::from_mode(0o644)).unwrap();
     let run = try_service(&service);
     assert!(!run.status.success());
