@@ -21,6 +21,7 @@ use persnap::protocol::{BackupOptions, Reply, Request};
 use crate::launch::{self, RemoteFailure};
 use persnap::probe::ProbeReport;
 use persnap::progress::{CancelToken, Level, Phase, Progress};
+use persnap::repository::deliver::Delivery;
 use persnap::retention::RetentionPolicy;
 use persnap::snapshot::SnapshotOptions;
 use persnap::{units, verify, volume};
@@ -125,6 +126,11 @@ pub enum Command {
         /// Print JSON instead of a table.
         #[arg(long)]
         json: bool,
+        /// Only the runs that went into this repository (as the first
+        /// location or the offsite copy). No password is needed: this reads
+        /// your history; `persnap repo list` reads the repository itself.
+        #[arg(long, value_name = "URL")]
+        repo: Option<String>,
     },
     /// Remove leftovers of interrupted runs: persnap snapshots and unfinished backup folders.
     Cleanup {
@@ -470,7 +476,7 @@ pub fn run(cli: Cli) -> Result<(), Failure> {
             None => verify_cmd(backup),
             Some(unlocked) => repo::from_repository(unlocked, &backup, verify_cmd),
         },
-        Command::History { json } => history_cmd(json),
+        Command::History { json, repo } => history_cmd(json, repo.as_deref()),
         Command::Cleanup { dest } => cleanup_cmd(dest),
         Command::Restore {
             backup,
@@ -602,8 +608,13 @@ fn backup_cmd(
     // server is said before any snapshot is taken.
     let into = match into {
         None => None,
-        Some(into) => match persnap::repository::Repo::open(&into.location, &into.password) {
-            Ok(repo) => Some((Ok(repo), into.location, into.staged, into.keep)),
+        Some(into) => match Delivery::open(
+            into.location.clone(),
+            &into.password,
+            into.staged,
+            into.keep,
+        ) {
+            Ok(delivery) => Some(delivery),
             Err(e) => {
                 let f = RemoteFailure::local(&e, Some(Phase::Prepare));
                 if as_uid.is_none() {
@@ -726,49 +737,37 @@ fn backup_cmd(
     let mut shown = backup_dir.display().to_string();
     // Now acting as the user: the repository of a scheduled run opens.
     let into = into.or_else(|| {
-        later.map(|into| {
-            (
-                persnap::repository::Repo::open(&into.location, &into.password),
-                into.location,
-                into.staged,
-                into.keep,
-            )
-        })
+        later.map(|into| Delivery::later(into.location, &into.password, into.staged, into.keep))
     });
-    let _staged = repo::Staged(
-        into.as_ref()
-            .filter(|(_, _, staged, _)| *staged)
-            .map(|_| backup_dir.clone()),
-    );
     // What dead runs left in the staging folder goes, removed by its user
     // (a scheduled run is that user by now, never root).
-    if into.as_ref().is_some_and(|(_, _, staged, _)| *staged)
+    if into.as_ref().is_some_and(Delivery::is_staged)
         && let Some(staging) = backup_dir.parent()
     {
         for line in repo::sweep_staging(staging) {
             eprintln!("{line}");
         }
     }
-    if let Some((repo, location, staged, keep)) = into {
-        let stored = repo::store(
-            &repo,
-            &location,
+    // Removed at the end, once the offsite copy too has read it.
+    let _staged = into.as_ref().map(|d| d.staged_set(&backup_dir));
+    if let Some(delivery) = into {
+        let staged = delivery.is_staged();
+        let delivered = delivery.deliver(
             &history.history,
             &backup_dir,
             &m,
             &database,
-            staged,
             &mut progress,
             &cancel,
         );
         progress.finish_line();
-        let stored = stored?;
-        repo::print_stored(&stored);
-        if let (false, Ok(repo)) = (keep.is_keep_all(), &repo) {
-            repo::apply_keep(repo, &m.host, &database, &keep);
+        let delivered = delivered?;
+        repo::print_stored(&delivered.stored);
+        for line in &delivered.retention {
+            eprintln!("{line}");
         }
         if staged {
-            shown = stored.snapshot.clone();
+            shown = delivered.stored.snapshot.clone();
         }
     }
     if let Some((offsite, location, keep)) = offsite {
@@ -787,7 +786,10 @@ fn backup_cmd(
         eprint!("Offsite: ");
         repo::print_stored(&copied);
         if let (false, Ok(offsite)) = (keep.is_keep_all(), &offsite) {
-            repo::apply_keep(offsite, &m.host, &database, &keep);
+            for line in persnap::repository::deliver::apply_keep(offsite, &m.host, &database, &keep)
+            {
+                eprintln!("{line}");
+            }
         }
     }
     println!("{shown}");
@@ -1055,19 +1057,38 @@ fn verify_cmd(dir: PathBuf) -> Result<(), Failure> {
     Ok(())
 }
 
-fn history_cmd(json: bool) -> Result<(), Failure> {
+fn history_cmd(json: bool, repo: Option<&str>) -> Result<(), Failure> {
     let history = History::open_default()?;
     history.recover()?;
-    let runs = history.load()?;
+    let mut runs = history.load()?;
+    if let Some(repo) = repo {
+        let shown = persnap::repository::Location::parse(repo)?.display();
+        runs.retain(|run| {
+            let offsite = match &run.offsite {
+                Some(persnap::repository::Offsite::Stored { copy }) => Some(&copy.location),
+                Some(persnap::repository::Offsite::Failed { location, .. }) => Some(location),
+                None => None,
+            };
+            run.repository.as_ref().map(|r| &r.location) == Some(&shown)
+                || offsite == Some(&shown)
+                || run.destination.as_os_str() == shown.as_str()
+        });
+    }
     if json {
         println!("{}", serde_json::to_string_pretty(&runs)?);
         return Ok(());
     }
     if runs.is_empty() {
-        println!(
-            "No backups yet. History is kept in {}.",
-            history.path().display()
-        );
+        match repo {
+            Some(repo) => println!(
+                "None of your backups went into {} (persnap repo list shows what it holds).",
+                persnap::repository::Location::parse(repo)?.display()
+            ),
+            None => println!(
+                "No backups yet. History is kept in {}.",
+                history.path().display()
+            ),
+        }
         return Ok(());
     }
     println!(

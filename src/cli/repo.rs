@@ -5,9 +5,9 @@ use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
 
 use clap::Subcommand;
-use persnap::history::{History, Outcome, Run};
+use persnap::history::History;
 use persnap::manifest::Manifest;
-use persnap::progress::{CancelToken, Phase, Progress};
+use persnap::progress::{CancelToken, Progress};
 use persnap::repository::{self, Listed, Location, Password, Repo, Stored};
 use persnap::units;
 
@@ -54,17 +54,27 @@ impl RepoArgs {
             return Ok(None);
         };
         let location = Location::parse(url)?;
-        let password = match &self.password_file {
-            Some(file) => Password::from_file(file)?,
-            None if std::io::stdin().is_terminal() => {
+        // A password kept in the keyring (persnap repo remember, or the
+        // app) comes after a file given and before the terminal; a keyring
+        // that cannot be reached is as good as an empty one here.
+        let kept = || {
+            self.password_file
+                .is_none()
+                .then(|| repository::keyring::recall(&location).ok().flatten())
+                .flatten()
+        };
+        let password = match (&self.password_file, kept()) {
+            (Some(file), _) => Password::from_file(file)?,
+            (None, Some(kept)) => kept,
+            (None, None) if std::io::stdin().is_terminal() => {
                 let typed = rpassword::prompt_password(format!(
                     "Password for the repository {location}: "
                 ))?;
                 Password::new(typed)
             }
-            None => {
+            (None, None) => {
                 return Err(usage(
-                    "The repository's password is needed: give --password-file FILE (or PERSNAP_PASSWORD_FILE).",
+                    "The repository's password is needed: give --password-file FILE (or PERSNAP_PASSWORD_FILE), or keep it in your keyring once with persnap repo remember.",
                 ));
             }
         };
@@ -124,6 +134,19 @@ pub enum RepoCommand {
         #[arg(long)]
         json: bool,
     },
+    /// Keep the repository's password in your keyring (Secret Service;
+    /// Windows: Credential Manager), once it opened the repository: persnap
+    /// and the app then use it without asking.
+    Remember {
+        #[command(flatten)]
+        repo: RepoArgs,
+    },
+    /// Remove the repository's password from your keyring.
+    Forget {
+        /// The repository (as given to remember).
+        #[arg(long, value_name = "URL", env = "PERSNAP_REPOSITORY")]
+        repo: String,
+    },
 }
 
 pub fn run(cmd: RepoCommand) -> Result<(), Failure> {
@@ -147,6 +170,41 @@ pub fn run(cmd: RepoCommand) -> Result<(), Failure> {
             eprintln!(
                 "Created an empty repository at {location}. Keep its password safe: without it, nobody can read the backups."
             );
+            Ok(())
+        }
+        RepoCommand::Remember { repo } => {
+            let location = Location::parse(repo.repo.as_deref().unwrap_or_default())?;
+            // Asked for anew (not taken from the keyring it goes into).
+            let password = match &repo.password_file {
+                Some(file) => Password::from_file(file)?,
+                None if std::io::stdin().is_terminal() => {
+                    Password::new(rpassword::prompt_password(format!(
+                        "Password for the repository {location}: "
+                    ))?)
+                }
+                None => {
+                    return Err(usage(
+                        "The repository's password is needed: give --password-file FILE, or run this on a terminal.",
+                    ));
+                }
+            };
+            // Only a password that opens the repository is kept.
+            Repo::open(&location, &password)?;
+            repository::keyring::remember(&location, &password)?;
+            eprintln!(
+                "The password of {location} is kept in {}: persnap and the app use it from now on (persnap repo forget removes it).",
+                repository::keyring::store_name()
+            );
+            Ok(())
+        }
+        RepoCommand::Forget { repo } => {
+            let location = Location::parse(&repo)?;
+            let store = repository::keyring::store_name();
+            if repository::keyring::forget(&location)? {
+                eprintln!("The password of {location} is no longer kept in {store}.");
+            } else {
+                eprintln!("No password of {location} was kept in {store}.");
+            }
             Ok(())
         }
         RepoCommand::List { repo, json } => {
@@ -188,125 +246,12 @@ fn print_listed(location: &Location, listed: &[Listed]) {
     }
 }
 
+pub use persnap::repository::deliver::{database_name, sweep_staging};
+
 /// Where `persnap backup --repo` without `--dest` stages the verified set
 /// before storing it: the user's cache folder, created private.
 pub fn staging_dir() -> Result<PathBuf, Failure> {
-    let dir = std::env::var_os("PERSNAP_STAGING_DIR")
-        .map(PathBuf::from)
-        .or_else(|| {
-            directories::ProjectDirs::from("", "", "persnap").map(|p| p.cache_dir().join("staging"))
-        })
-        .ok_or_else(|| usage("No home folder is known to stage the backup in; give --dest DIR."))?;
-    std::fs::create_dir_all(&dir)?;
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::PermissionsExt;
-        std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o700))?;
-    }
-    Ok(dir)
-}
-
-/// How old a staged set must be before a sweep may take it for a dead
-/// run's (besides its run lock being free): a run between its backup and
-/// its store holds no lock for a moment.
-const STAGED_SWEEP_AFTER: std::time::Duration = std::time::Duration::from_secs(3600);
-
-/// Sets staged for a repository by runs that died before storing them
-/// (their run lock is free, and they are over an hour old): removed from
-/// the staging folder `dir` before another is staged. One line for each.
-pub fn sweep_staging(dir: &Path) -> Vec<String> {
-    let Ok(entries) = std::fs::read_dir(dir) else {
-        return Vec::new();
-    };
-    let mut lines = Vec::new();
-    for entry in entries.flatten() {
-        let path = entry.path();
-        let Some(name) = entry.file_name().to_str().map(str::to_owned) else {
-            continue;
-        };
-        // A finished set's name ends in its run's tag: `…-6c2ab96f`.
-        let Some(tag) = name
-            .rsplit_once('-')
-            .map(|(_, tag)| tag)
-            .filter(|t| t.len() == 8 && t.bytes().all(|b| b.is_ascii_hexdigit()))
-        else {
-            continue;
-        };
-        let old = std::fs::symlink_metadata(&path).is_ok_and(|m| {
-            m.is_dir()
-                && m.modified()
-                    .ok()
-                    .and_then(|t| t.elapsed().ok())
-                    .is_some_and(|age| age > STAGED_SWEEP_AFTER)
-        });
-        if !old
-            || !path.join(persnap::manifest::MANIFEST_NAME).is_file()
-            || persnap::fsutil::RunLock::is_held(tag)
-        {
-            continue;
-        }
-        lines.push(match std::fs::remove_dir_all(&path) {
-            Ok(()) => format!(
-                "Removed {}, staged for a repository by a run that stopped before storing it.",
-                path.display()
-            ),
-            Err(e) => format!(
-                "Could not remove {} ({e}), staged by a run that stopped; delete it by hand.",
-                path.display()
-            ),
-        });
-    }
-    lines
-}
-
-/// The name a backup carries in the repository: the protected database's
-/// name when it is registered, else the store folder's own name.
-pub fn database_name(source: &Path, store_name: &str) -> String {
-    let registry = persnap::registry::Registry::system();
-    match registry.find(source, store_name) {
-        Ok(Some(db)) => db.name,
-        _ => persnap::registry::suggest_name(&registry, source, store_name),
-    }
-}
-
-/// Stores a verified backup set in the repository and records the outcome
-/// on the run (already recorded as completed by the backup itself).
-#[allow(clippy::too_many_arguments)]
-pub fn store(
-    repo: &persnap::Result<Repo>,
-    location: &Location,
-    history: &History,
-    backup_dir: &Path,
-    manifest: &Manifest,
-    database: &str,
-    staged: bool,
-    progress: &mut dyn Progress,
-    cancel: &CancelToken,
-) -> Result<Stored, Failure> {
-    // The run is this process's now: others see it running, not dead.
-    let tag = &manifest.run_id[..manifest.run_id.len().min(8)];
-    let _alive = persnap::fsutil::RunLock::acquire(tag).ok();
-    let mut run = history
-        .load()?
-        .into_iter()
-        .find(|r| r.id == manifest.run_id);
-    if let Some(run) = &mut run {
-        run.outcome = Outcome::Running;
-        if staged {
-            run.destination = PathBuf::from(location.display());
-        }
-        history.upsert(run)?;
-    }
-    let result = match repo {
-        Ok(repo) => repo.store(backup_dir, manifest, database, progress, cancel),
-        // Opened only now (a scheduled run, once it acts as its user).
-        Err(e) => Err(persnap::Error::relayed(e.kind(), e.to_string())),
-    };
-    if let Some(mut run) = run {
-        finish(&mut run, &result, staged);
-        history.upsert(&run)?;
-    }
-    Ok(result?)
+    Ok(persnap::repository::deliver::staging_dir()?)
 }
 
 /// Stores the same verified set in the offsite repository and records how
@@ -322,75 +267,13 @@ pub fn store_offsite(
     progress: &mut dyn Progress,
     cancel: &CancelToken,
 ) -> Result<Stored, Failure> {
-    let tag = &manifest.run_id[..manifest.run_id.len().min(8)];
-    let _alive = persnap::fsutil::RunLock::acquire(tag).ok();
-    let result = match offsite {
-        Ok(offsite) => offsite.store(backup_dir, manifest, database, progress, cancel),
-        // Not reachable when the backup began: the backup went ahead.
-        Err(e) => Err(persnap::Error::relayed(e.kind(), e.to_string())),
-    };
-    let record = match &result {
-        Ok(copy) => repository::Offsite::Stored { copy: copy.clone() },
-        Err(e) => repository::Offsite::Failed {
-            location: location.display(),
-            message: e.to_string(),
-        },
-    };
-    if let Some(mut run) = history
-        .load()?
-        .into_iter()
-        .find(|r| r.id == manifest.run_id)
-    {
-        run.offsite = Some(record);
-        history.upsert(&run)?;
-    }
-    result.map_err(|e| Failure {
+    persnap::repository::deliver::store_offsite(
+        offsite, location, history, backup_dir, manifest, database, progress, cancel,
+    )
+    .map_err(|e| Failure {
         code: e.kind().exit_code(),
         error: anyhow::anyhow!("The backup is good and kept, but its offsite copy failed: {e}"),
     })
-}
-
-/// Removes a set staged for a repository when dropped, whatever happened:
-/// a repository backup leaves no full copy behind.
-pub struct Staged(pub Option<PathBuf>);
-
-impl Drop for Staged {
-    fn drop(&mut self) {
-        if let Some(dir) = &self.0 {
-            let _ = std::fs::remove_dir_all(dir);
-        }
-    }
-}
-
-fn finish(run: &mut Run, result: &persnap::Result<Stored>, staged: bool) {
-    let now = chrono::Utc::now();
-    run.finished = Some(now);
-    run.duration_secs = Some((now - run.started).num_milliseconds() as f64 / 1000.0);
-    if staged {
-        run.backup_path = None;
-    }
-    match result {
-        Ok(stored) => {
-            run.outcome = Outcome::Completed;
-            run.repository = Some(stored.clone());
-        }
-        // With --dest the verified folder backup stands; only its copy in
-        // the repository failed.
-        Err(e) if !staged => {
-            run.outcome = Outcome::Completed;
-            run.warnings
-                .push(format!("It was not stored in the repository: {e}"));
-        }
-        Err(persnap::Error::Cancelled) => run.outcome = Outcome::Cancelled,
-        Err(e) => {
-            run.verification = None;
-            run.outcome = Outcome::Failed {
-                step: Phase::Store,
-                kind: e.kind(),
-                message: e.to_string(),
-            }
-        }
-    }
 }
 
 /// Reads the backup `id` out of the repository into the staging folder,
@@ -438,37 +321,8 @@ pub fn prune(
 }
 
 pub fn print_forgotten(forgotten: &repository::Forgotten, keep: &repository::Keep, dry_run: bool) {
-    let (verb, space) = if dry_run {
-        ("would be removed", "")
-    } else {
-        (
-            "removed",
-            " The room only they used is given back by a prune a day later, so that a backup another machine stores meanwhile keeps what it needs.",
-        )
-    };
-    eprintln!(
-        "{} backup(s) {verb}, {} kept ({}; the newest and pinned ones always).{space}",
-        forgotten.removed.len(),
-        forgotten.kept,
-        keep.describe()
-    );
-    if forgotten.unfinished > 0 {
-        eprintln!(
-            "{} unfinished backup(s) {verb} (stored by runs that stopped before checking them; never restored from).",
-            forgotten.unfinished
-        );
-    }
-}
-
-/// Retention after a verified backup: a failure here is a warning, the
-/// backup itself is good (`persnap prune --repo` tries again).
-pub fn apply_keep(repo: &Repo, host: &str, database: &str, keep: &repository::Keep) {
-    match repo.forget(host, database, keep, false) {
-        Ok(forgotten) => print_forgotten(&forgotten, keep, false),
-        Err(e) => eprintln!(
-            "warning: the backup is good, but old backups in {} were not removed: {e}",
-            repo.location()
-        ),
+    for line in persnap::repository::deliver::forgotten_words(forgotten, keep, dry_run) {
+        eprintln!("{line}");
     }
 }
 

@@ -90,10 +90,78 @@ fn inputs(app: &mut PersnapApp, ui: &mut Ui) {
                 .labelled_by(name.id)
                 .on_hover_text("The database file name: persistence.db unless the correlator runs with -PstoreName=");
             ui.end_row();
-            path_row(ui, "Backup location", &mut s.dest, &s.recent_dests, "Choose backup location…", "a folder, preferably on another disk");
-            method_row(ui, &mut s.method);
+            ui.label("Backups go into");
+            ui.horizontal(|ui| {
+                ui.radio_value(&mut s.into_repository, false, "a folder");
+                ui.radio_value(&mut s.into_repository, true, "a repository (deduplicated, encrypted; local or remote)");
+            });
+            ui.end_row();
+            if s.into_repository {
+                super::repository_view::fields(app, ui);
+                connection_test_row(app, ui);
+            } else {
+                path_row(ui, "Backup location", &mut s.dest, &s.recent_dests, "Choose backup location…", "a folder, preferably on another disk");
+            }
+            method_row(ui, &mut app.settings.method);
         });
     });
+}
+
+/// "Test connection" for the repository chosen, and how it went.
+fn connection_test_row(app: &mut PersnapApp, ui: &mut Ui) {
+    let st = &mut app.rt.repositories;
+    st.drain();
+    ui.label("");
+    ui.horizontal(|ui| {
+        let ready = !app.settings.repository.trim().is_empty()
+            && !st.password.is_empty()
+            && !st.is_connecting();
+        if ui
+            .add_enabled(ready, egui::Button::new("Test connection"))
+            .on_hover_text("Open the repository with this password; nothing is written")
+            .clicked()
+        {
+            st.connect(
+                app.settings.repository.trim(),
+                app.settings.remember_password,
+                ui.ctx(),
+            );
+        }
+        if st.is_connecting() {
+            ui.spinner();
+            ui.label("Connecting…");
+        }
+    });
+    ui.end_row();
+    if st.is_connecting() {
+        return;
+    }
+    match &st.result {
+        None => {}
+        Some(Ok(connected)) => {
+            ui.label("");
+            ui.vertical(|ui| {
+                let n = connected.backups.len();
+                ui.colored_label(
+                    GREEN,
+                    format!(
+                        "Connected to {}: it holds {n} persnap backup{}.",
+                        connected.location,
+                        if n == 1 { "" } else { "s" }
+                    ),
+                );
+                if let Some(why) = &connected.not_kept {
+                    ui.colored_label(AMBER, why);
+                }
+            });
+            ui.end_row();
+        }
+        Some(Err(e)) => {
+            ui.label("");
+            ui.vertical(|ui| super::repository_view::failure(ui, e));
+            ui.end_row();
+        }
+    }
 }
 
 pub fn method_label(choice: MethodChoice) -> &'static str {
@@ -125,9 +193,10 @@ pub fn method_row(ui: &mut Ui, method: &mut MethodChoice) {
 
 fn probe_key(s: &Settings) -> String {
     format!(
-        "{}\u{0}{}\u{0}{}\u{0}{}\u{0}{}\u{0}{}",
+        "{}\u{0}{}\u{0}{}\u{0}{}\u{0}{}\u{0}{}\u{0}{}",
         s.source.trim(),
         s.dest.trim(),
+        s.into_repository,
         s.store_name.trim(),
         s.method,
         s.keep_last,
@@ -158,6 +227,22 @@ pub fn failed_schedule_banner(app: &PersnapApp, ui: &mut Ui) {
         ),
     );
     ui.separator();
+}
+
+/// The backup this screen describes: into its folder, or, for a
+/// repository, into the staging folder the set is checked in first.
+pub fn request_here(app: &PersnapApp) -> BackupRequest {
+    let mut req = request(&app.settings);
+    if app.settings.into_repository {
+        let staging = app
+            .rt
+            .staging
+            .clone()
+            .map_or_else(persnap::repository::deliver::staging_dir, Ok)
+            .unwrap_or_default();
+        req.dest = persnap::fsutil::canonicalize(&staging).unwrap_or(staging);
+    }
+    req
 }
 
 /// The request the current settings describe.
@@ -192,10 +277,10 @@ fn keep_probe_fresh(app: &mut PersnapApp, ctx: &egui::Context) {
         app.rt.probe_key = key;
         return;
     }
-    let dest_given = !app.settings.dest.trim().is_empty();
+    let dest_given = app.settings.into_repository || !app.settings.dest.trim().is_empty();
     app.rt.probing = Some(worker::probe(
         ctx,
-        request(&app.settings),
+        request_here(app),
         dest_given,
         key,
         app.rt.registry.clone(),
@@ -253,7 +338,12 @@ fn found(app: &PersnapApp, ui: &mut Ui) {
     }
     if let Some((free, needed)) = report.dest_space {
         let text = format!(
-            "Backup location: {} free; this backup needs {}.",
+            "{}: {} free; this backup needs {}.",
+            if app.settings.into_repository {
+                "Staging folder (the backup is checked there before it goes into the repository)"
+            } else {
+                "Backup location"
+            },
             units::bytes(free),
             units::bytes(needed)
         );
@@ -299,6 +389,18 @@ fn plan(app: &PersnapApp, ui: &mut Ui) -> Option<persnap::protocol::Request> {
     ui.label(format!("\"Back up now\" will, {who}:"));
     for (i, step) in report.steps.iter().enumerate() {
         ui.label(format!("  {}. {step}", i + 1));
+    }
+    if app.settings.into_repository {
+        ui.label("and then, as you:");
+        ui.label(format!(
+            "  {}. store it in the repository {}: only what the repository does not hold yet is written, compressed and encrypted;",
+            report.steps.len() + 1,
+            repository_shown(&app.settings.repository)
+        ));
+        ui.label(format!(
+            "  {}. read it back from there and check every file and the database again; only then is it recorded as good, and the staged copy removed.",
+            report.steps.len() + 2
+        ));
     }
     protect_row(app, ui, report)
 }
@@ -354,7 +456,20 @@ fn protect_row(
     .inner
 }
 
+/// A repository's location as shown (never with a password in it).
+fn repository_shown(text: &str) -> String {
+    persnap::repository::Location::parse(text.trim())
+        .map(|l| l.display())
+        .unwrap_or_else(|_| "given".into())
+}
+
 fn ready(app: &PersnapApp) -> Option<&persnap::probe::ProbeReport> {
+    if app.settings.into_repository
+        && (persnap::repository::Location::parse(app.settings.repository.trim()).is_err()
+            || app.rt.repositories.password.is_empty())
+    {
+        return None;
+    }
     match &app.rt.probe {
         Some(Ok(r)) if r.blocked.is_none() && !r.steps.is_empty() && app.rt.probing.is_none() => {
             Some(r)
@@ -442,13 +557,46 @@ fn new_activity(job: worker::Job, test_only: bool) -> Activity {
 }
 
 pub fn start_backup(app: &mut PersnapApp, ctx: &egui::Context) {
-    let req = request(&app.settings);
-    start_backup_of(app, ctx, req);
+    let req = request_here(app);
+    let s = &app.settings;
+    let into = if s.into_repository {
+        match persnap::repository::Location::parse(s.repository.trim()) {
+            Ok(location) => Some(worker::IntoRepository {
+                location,
+                password: persnap::repository::Password::new(app.rt.repositories.password.clone()),
+                keep: persnap::repository::Keep {
+                    last: (s.keep_last > 0).then_some(s.keep_last),
+                    within_days: (s.keep_days > 0).then_some(s.keep_days),
+                    ..Default::default()
+                },
+                remember: s.remember_password && !app.rt.repositories.from_keyring,
+                staging: app.rt.staging.clone(),
+            }),
+            Err(e) => {
+                app.rt.outcome = Some(Outcome::Failed(crate::launch::RemoteFailure::local(
+                    &e, None,
+                )));
+                return;
+            }
+        }
+    } else {
+        None
+    };
+    start_backup_into(app, ctx, req, into);
 }
 
 /// Start the backup `req` (the Back up screen's, or a protected database's
 /// with its own method and retention).
 pub fn start_backup_of(app: &mut PersnapApp, ctx: &egui::Context, req: BackupRequest) {
+    start_backup_into(app, ctx, req, None);
+}
+
+fn start_backup_into(
+    app: &mut PersnapApp,
+    ctx: &egui::Context,
+    req: BackupRequest,
+    into: Option<worker::IntoRepository>,
+) {
     let Some(history) = app.rt.history.clone() else {
         app.rt.outcome = Some(Outcome::Failed(crate::launch::RemoteFailure {
             kind: persnap::ErrorKind::Busy,
@@ -459,10 +607,12 @@ pub fn start_backup_of(app: &mut PersnapApp, ctx: &egui::Context, req: BackupReq
     };
     let s = &mut app.settings;
     Settings::remember(&mut s.recent_sources, s.source.trim());
-    Settings::remember(&mut s.recent_dests, s.dest.trim());
+    if into.is_none() {
+        Settings::remember(&mut s.recent_dests, s.dest.trim());
+    }
     app.rt.outcome = None;
     app.rt.activity = Some(new_activity(
-        worker::backup(ctx, req, history, app.rt.helper.clone()),
+        worker::backup(ctx, req, history, app.rt.helper.clone(), into),
         false,
     ));
 }
@@ -580,6 +730,45 @@ pub fn outcome(app: &mut PersnapApp, ui: &mut Ui) {
             });
             if ui.button("Open folder").clicked() {
                 open_folder(dir);
+            }
+        }
+        Outcome::Stored(done) => {
+            let (stored, manifest) = (&done.stored, &done.manifest);
+            ui.heading(RichText::new("Backup stored and verified").color(GREEN));
+            egui::Grid::new("result").num_columns(2).show(ui, |ui| {
+                let rows = [
+                    ("Repository", stored.location.clone()),
+                    ("Backup", stored.snapshot[..stored.snapshot.len().min(8)].to_owned()),
+                    (
+                        "Size",
+                        format!(
+                            "{} in {} file{}; {} of it new to the repository ({} stored, compressed and encrypted)",
+                            units::bytes(manifest.total_bytes),
+                            manifest.files.len(),
+                            if manifest.files.len() == 1 { "" } else { "s" },
+                            units::bytes(stored.bytes_new),
+                            units::bytes(stored.bytes_stored),
+                        ),
+                    ),
+                    ("Verification", manifest.verification.words()),
+                    ("In the repository", stored.check.checked.clone()),
+                    ("Method", manifest.method.to_string()),
+                    (
+                        "Duration",
+                        units::duration(Duration::from_secs_f64(stored.seconds.max(0.0))),
+                    ),
+                ];
+                for (k, v) in rows {
+                    ui.label(k);
+                    ui.label(v);
+                    ui.end_row();
+                }
+            });
+            if let Some(warning) = &stored.warning {
+                ui.colored_label(AMBER, format!("Warning: {warning}"));
+            }
+            for note in &done.notes {
+                ui.label(note);
             }
         }
         Outcome::Failed(f) if f.kind == persnap::ErrorKind::Cancelled => {

@@ -89,9 +89,15 @@ pub struct Settings {
     pub keep_days: u32,
     /// Where each protected database's backups go, chosen on its card.
     pub locations: std::collections::BTreeMap<String, String>,
-    /// The repository last connected to on the Repositories screen (its
-    /// password is never saved).
+    /// The repository last used, on the Repositories screen or as the
+    /// Back up screen's location (its password is never saved here; see
+    /// `remember_password`).
     pub repository: String,
+    /// The Back up screen's location is the repository, not a folder.
+    pub into_repository: bool,
+    /// Keep a repository's password in the system's secret store once it
+    /// opened the repository.
+    pub remember_password: bool,
 }
 
 impl Default for Settings {
@@ -110,6 +116,8 @@ impl Default for Settings {
             keep_days: 0,
             locations: Default::default(),
             repository: String::new(),
+            into_repository: false,
+            remember_password: true,
         }
     }
 }
@@ -160,6 +168,8 @@ pub enum Outcome {
         dir: PathBuf,
         manifest: Box<Manifest>,
     },
+    /// A backup kept by a repository (the staged copy is gone).
+    Stored(Box<worker::StoredBackup>),
     Failed(RemoteFailure),
     TestSnapshot(Result<String, String>),
 }
@@ -181,6 +191,9 @@ pub struct Runtime {
     pub last_applied_theme: Option<Theme>,
     /// How to reach the helper; `None` decides at each use (tests fix it).
     pub helper: Option<crate::launch::HelperRoute>,
+    /// Where a backup into a repository is staged; `None`: the user's
+    /// staging folder (tests fix it).
+    pub staging: Option<PathBuf>,
     /// A restore being prepared, running or just finished.
     pub restore: Option<RestoreDraft>,
     pub schedules: schedule_view::ScheduleState,
@@ -256,6 +269,7 @@ impl PersnapApp {
                 history_view: Default::default(),
                 last_applied_theme: None,
                 helper: None,
+                staging: None,
                 restore: None,
                 schedules: Default::default(),
                 repositories: Default::default(),
@@ -373,7 +387,10 @@ impl PersnapApp {
                 Msg::BackupDone(Ok((dir, manifest))) => {
                     finished = Some(Outcome::Backup { dir, manifest })
                 }
-                Msg::BackupDone(Err(f)) => finished = Some(Outcome::Failed(f)),
+                Msg::BackupDone(Err(f)) | Msg::StoredDone(Err(f)) => {
+                    finished = Some(Outcome::Failed(f))
+                }
+                Msg::StoredDone(Ok(stored)) => finished = Some(Outcome::Stored(stored)),
                 Msg::TestSnapshotDone(r) => finished = Some(Outcome::TestSnapshot(r)),
                 Msg::Probed { .. }
                 | Msg::RestoreDone(_)

@@ -3,9 +3,13 @@
 //! every persnap backup in it by machine and database — one screen for a
 //! fleet of correlators that share a repository.
 //!
-//! The location is remembered between launches; the password is kept only
-//! while the app runs. Connecting runs on a thread of its own: rustic
-//! blocks, and the window must not.
+//! The location is remembered between launches. The password is kept in
+//! the system's secret store (the keyring; Windows: Credential Manager)
+//! once it opened the repository, unless the user unticks "Remember", and
+//! is filled in from there; otherwise only while the app runs. Connecting
+//! and the keyring run on threads of their own: rustic and D-Bus block,
+//! and the window must not. The Back up screen uses the same fields when
+//! its backups go into a repository.
 
 use std::collections::BTreeMap;
 use std::sync::mpsc::{Receiver, TryRecvError};
@@ -19,10 +23,21 @@ use super::backup_view::{AMBER, GREEN, RED};
 /// What the screen holds while the app runs.
 #[derive(Default)]
 pub struct RepositoryState {
-    /// Typed here, never saved.
+    /// Typed here (or filled in from the keyring), never saved by the app.
     pub password: String,
     connecting: Option<Receiver<Result<Connected, persnap::Error>>>,
     pub result: Option<Result<Connected, persnap::Error>>,
+    /// The location whose kept password was last looked up.
+    recalled_for: String,
+    recalling: Option<Receiver<Recalled>>,
+    /// The password shown came from the keyring.
+    pub from_keyring: bool,
+}
+
+/// What the keyring had for a location.
+struct Recalled {
+    location: String,
+    password: Option<Password>,
 }
 
 /// A repository connected to, and its persnap backups.
@@ -30,6 +45,8 @@ pub struct Connected {
     /// Where, as shown (no password in it).
     pub location: String,
     pub backups: Vec<Listed>,
+    /// Why the password could not be kept in the keyring, when asked to.
+    pub not_kept: Option<String>,
 }
 
 impl RepositoryState {
@@ -56,17 +73,68 @@ impl RepositoryState {
         self.connecting.is_some()
     }
 
-    /// Open the repository and list it, on a thread.
-    pub fn connect(&mut self, location: &str, ctx: &egui::Context) {
+    /// Fill the password in from the keyring when the location changed
+    /// and nothing is typed (looked up on a thread, once per location).
+    pub fn recall(&mut self, location: &str, ctx: &egui::Context) {
+        if let Some(rx) = &self.recalling {
+            match rx.try_recv() {
+                Ok(found) => {
+                    self.recalling = None;
+                    if let (Some(password), true) = (found.password, self.password.is_empty())
+                        && found.location == location
+                    {
+                        self.password = password.expose().to_owned();
+                        self.from_keyring = true;
+                    }
+                }
+                Err(TryRecvError::Empty) => return,
+                Err(TryRecvError::Disconnected) => self.recalling = None,
+            }
+        }
+        let location = location.trim();
+        if location == self.recalled_for || self.recalling.is_some() {
+            return;
+        }
+        // Another repository: what was filled in for the last one goes.
+        if self.from_keyring {
+            self.password.clear();
+            self.from_keyring = false;
+        }
+        self.recalled_for = location.to_owned();
+        let Ok(parsed) = Location::parse(location) else {
+            return;
+        };
+        if !self.password.is_empty() {
+            return;
+        }
+        let (tx, rx) = std::sync::mpsc::channel();
+        let ctx = ctx.clone();
+        let location = location.to_owned();
+        std::thread::spawn(move || {
+            let password = persnap::repository::keyring::recall(&parsed).ok().flatten();
+            let _ = tx.send(Recalled { location, password });
+            ctx.request_repaint();
+        });
+        self.recalling = Some(rx);
+    }
+
+    /// Open the repository and list it, on a thread; with `remember`, keep
+    /// the password in the keyring once it opened the repository.
+    pub fn connect(&mut self, location: &str, remember: bool, ctx: &egui::Context) {
         let (tx, rx) = std::sync::mpsc::channel();
         let (location, password) = (location.to_owned(), Password::new(self.password.clone()));
         let ctx = ctx.clone();
         std::thread::spawn(move || {
             let result = Location::parse(&location).and_then(|location| {
                 let repo = Repo::open(&location, &password)?;
+                let not_kept = remember
+                    .then(|| persnap::repository::keyring::remember(&location, &password).err())
+                    .flatten()
+                    .map(|e| e.to_string());
                 Ok(Connected {
                     location: location.display(),
                     backups: repo.list()?,
+                    not_kept,
                 })
             });
             let _ = tx.send(result);
@@ -84,31 +152,14 @@ pub fn show(app: &mut PersnapApp, ui: &mut Ui) {
          several machines may share one. Connect to see every backup in it, by machine and database.",
     );
     ui.add_space(8.0);
-    let st = &mut app.rt.repositories;
     let mut connect = false;
     egui::Grid::new("repository-connect")
         .num_columns(2)
         .spacing([12.0, 8.0])
         .show(ui, |ui| {
-            let name = ui.label("Repository");
-            ui.add(
-                egui::TextEdit::singleline(&mut app.settings.repository)
-                    .desired_width(480.0)
-                    .hint_text("/srv/backups/repo, rest:http://host:8000/, sftp:user@host:/path, s3:https://host/bucket"),
-            )
-            .labelled_by(name.id);
-            ui.end_row();
-            let name = ui.label("Password");
-            let field = ui
-                .add(
-                    egui::TextEdit::singleline(&mut st.password)
-                        .password(true)
-                        .desired_width(240.0),
-                )
-                .labelled_by(name.id);
-            connect |= field.lost_focus() && ui.input(|i| i.key_pressed(egui::Key::Enter));
-            ui.end_row();
+            connect = fields(app, ui);
         });
+    let st = &mut app.rt.repositories;
     let ready = !app.settings.repository.trim().is_empty()
         && !st.password.is_empty()
         && !st.is_connecting();
@@ -122,7 +173,11 @@ pub fn show(app: &mut PersnapApp, ui: &mut Ui) {
         }
     });
     if connect && ready {
-        st.connect(app.settings.repository.trim(), ui.ctx());
+        st.connect(
+            app.settings.repository.trim(),
+            app.settings.remember_password,
+            ui.ctx(),
+        );
     }
     ui.add_space(8.0);
     match &st.result {
@@ -132,8 +187,50 @@ pub fn show(app: &mut PersnapApp, ui: &mut Ui) {
     }
 }
 
+/// The repository's address, its password and whether to keep it, as rows
+/// of a two-column grid (this screen's and the Back up screen's); whether
+/// Enter was pressed in the password field.
+pub fn fields(app: &mut PersnapApp, ui: &mut Ui) -> bool {
+    let st = &mut app.rt.repositories;
+    let name = ui.label("Repository");
+    ui.add(
+        egui::TextEdit::singleline(&mut app.settings.repository)
+            .desired_width(480.0)
+            .hint_text("/srv/backups/repo, rest:http://host:8000/, sftp:user@host:/path, s3:https://host/bucket"),
+    )
+    .labelled_by(name.id);
+    ui.end_row();
+    st.recall(app.settings.repository.trim(), ui.ctx());
+    let name = ui.label("Password");
+    let mut enter = false;
+    ui.horizontal(|ui| {
+        let field = ui
+            .add(
+                egui::TextEdit::singleline(&mut st.password)
+                    .password(true)
+                    .desired_width(240.0),
+            )
+            .labelled_by(name.id);
+        if field.changed() {
+            st.from_keyring = false;
+        }
+        enter = field.lost_focus() && ui.input(|i| i.key_pressed(egui::Key::Enter));
+        let store = persnap::repository::keyring::store_name();
+        if st.from_keyring {
+            ui.label(format!("(kept in {store})"));
+        } else {
+            ui.checkbox(&mut app.settings.remember_password, "Remember it")
+                .on_hover_text(format!(
+                    "Keep the password in {store} once it opened the repository, so that it is not asked again"
+                ));
+        }
+    });
+    ui.end_row();
+    enter
+}
+
 /// What went wrong in words, rustic's own words behind "Details".
-fn failure(ui: &mut Ui, e: &persnap::Error) {
+pub fn failure(ui: &mut Ui, e: &persnap::Error) {
     match e {
         persnap::Error::Repository {
             what,
@@ -181,8 +278,11 @@ fn fleet(ui: &mut Ui, connected: &Connected) {
             plural(by_host.len()),
         ),
     );
+    if let Some(why) = &connected.not_kept {
+        ui.colored_label(AMBER, why);
+    }
     if connected.backups.is_empty() {
-        ui.label("It holds no persnap backup yet: back up into it (persnap backup --repo …).");
+        ui.label("It holds no persnap backup yet: on the Back up screen, choose it as the backup location.");
         return;
     }
     let now = chrono::Utc::now();

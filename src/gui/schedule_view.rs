@@ -255,7 +255,8 @@ fn form(app: &mut PersnapApp, ui: &mut Ui) {
         .add_enabled(ready, egui::Button::new("Create schedule"))
         .clicked()
     {
-        let req = backup_view::request(&app.settings);
+        let req = backup_view::request_here(app);
+        let into = repository(app).ok().flatten();
         let st = &app.rt.schedules;
         let run_as = (!st.run_as.trim().is_empty()).then(|| persnap::protocol::RunAs {
             account: st.run_as.trim().to_owned(),
@@ -268,7 +269,7 @@ fn form(app: &mut PersnapApp, ui: &mut Ui) {
                 &st.when_text(),
                 history.dir(),
                 run_as,
-                None,
+                into,
             ),
             None => Err(persnap::Error::History {
                 path: PathBuf::from("~"),
@@ -302,12 +303,40 @@ fn often_label(often: Often) -> &'static str {
     }
 }
 
+/// The repository the Back up screen's backups go into, as a schedule
+/// asks for it (its password goes to a file only root can read), or what
+/// is missing.
+fn repository(
+    app: &PersnapApp,
+) -> Result<Option<persnap::protocol::ScheduleRepositoryRequest>, String> {
+    let s = &app.settings;
+    if !s.into_repository {
+        return Ok(None);
+    }
+    let location =
+        persnap::repository::Location::parse(s.repository.trim()).map_err(|e| e.to_string())?;
+    if app.rt.repositories.password.is_empty() {
+        return Err("Enter the repository's password on the Back up screen first.".into());
+    }
+    let password = persnap::repository::Password::new(app.rt.repositories.password.clone());
+    Ok(Some(persnap::protocol::ScheduleRepositoryRequest {
+        unlock: persnap::repository::Unlock::new(&location, &password),
+        keep: persnap::repository::Keep {
+            last: (s.keep_last > 0).then_some(s.keep_last),
+            within_days: (s.keep_days > 0).then_some(s.keep_days),
+            ..Default::default()
+        },
+        staged: true,
+    }))
+}
+
 /// What the new schedule will do, in words, or what is missing.
 fn plan(app: &PersnapApp) -> Result<String, String> {
     let s = &app.settings;
     let st = &app.rt.schedules;
     schedule::validate_name(st.name.trim()).map_err(|e| e.to_string())?;
-    if s.source.trim().is_empty() || s.dest.trim().is_empty() {
+    let into = repository(app)?;
+    if s.source.trim().is_empty() || (into.is_none() && s.dest.trim().is_empty()) {
         return Err(
             "A database protected from the Overview has its schedule already. For another backup, choose its database folder and backup location on the Back up screen first."
                 .into(),
@@ -320,7 +349,7 @@ fn plan(app: &PersnapApp) -> Result<String, String> {
             st.time
         ));
     }
-    let req = backup_view::request(s);
+    let req = backup_view::request_here(app);
     let account = st.run_as.trim();
     if !account.is_empty() {
         schedule::validate_account(account).map_err(|e| e.to_string())?;
@@ -343,7 +372,30 @@ fn plan(app: &PersnapApp) -> Result<String, String> {
         },
         req.retention.describe()
     );
-    if cfg!(windows) && account.is_empty() && schedule::is_network_path(&req.dest) {
+    if let Some(into) = &into {
+        words = format!(
+            "Back up {} ({}) {}, as administrator{}; verify it, store it in the repository {} as you, read it back from there and check it, and keep {}. The repository's password goes into a file only the administrator can read; the schedule itself does not hold it. Each run is recorded in History; a failed or missed run is shown here and on the Back up screen.",
+            req.source.display(),
+            req.store_name,
+            when.describe(),
+            if account.is_empty() {
+                String::new()
+            } else {
+                format!(" ({account})")
+            },
+            into.unlock
+                .validate()
+                .map(|l| l.display())
+                .unwrap_or_default(),
+            if into.keep.is_keep_all() {
+                "every backup".to_owned()
+            } else {
+                into.keep.describe().trim_start_matches("keep ").to_owned()
+            },
+        );
+    }
+    if cfg!(windows) && account.is_empty() && into.is_none() && schedule::is_network_path(&req.dest)
+    {
         words.push_str(
             " The backup location is on the network: scheduled runs reach it as SYSTEM, which a share knows only as this computer's own account. Give that account write access to the share, or enter an account above that can write there.",
         );

@@ -687,6 +687,12 @@ fn screens(settings: Settings, scale: f32, suffix: &str) -> egui_kittest::Snapsh
     h.get_by_label("Repositories").click();
     h.run();
     h.snapshot(format!("repositories_screen{suffix}"));
+    // The Back up screen with the same repository as its location.
+    h.state_mut().settings.into_repository = true;
+    h.get_by_label("Back up").click();
+    h.run();
+    h.snapshot(format!("backup_screen_repository{suffix}"));
+    h.state_mut().settings.into_repository = false;
     let schedules = fixture_schedules();
     h.state_mut().rt.schedules.dir = schedules.path().to_owned();
     h.get_by_label("Schedules").click();
@@ -725,6 +731,7 @@ fn fixture_fleet() -> super::repository_view::Connected {
     super::repository_view::Connected {
         location: "rest:https://backups.example.net:8000/fleet/".into(),
         backups,
+        not_kept: None,
     }
 }
 
@@ -779,6 +786,8 @@ fn the_repositories_screen_connects_and_lists_backups_by_machine_and_database() 
 
     let mut app = app_with_history(data.path());
     app.rt.screen = Screen::Repositories;
+    // This test does not touch the keyring (tests/keyring.rs does).
+    app.settings.remember_password = false;
     let mut h = harness(app);
     h.run_steps(2);
     type_into(&mut h, "Repository", place.to_str().unwrap());
@@ -816,6 +825,120 @@ fn the_repositories_screen_connects_and_lists_backups_by_machine_and_database() 
             .unwrap()
             .contains("fleet password")
     );
+}
+
+/// A live database backed up into a repository from the Back up screen:
+/// the location is a repository, the connection test says a wrong
+/// password in words, the plan says what happens in the repository, and
+/// the backup is stored, read back and checked there; what the repository
+/// holds restores consistent, and nothing stays staged.
+#[test]
+fn a_live_database_is_backed_up_into_a_repository_from_the_back_up_screen() {
+    let (src, data) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let db = src.path().join("persistence.db");
+    loadgen::init(&db, Mode::Wal, 4).unwrap();
+    let place = data.path().join("repo");
+    let location = persnap::repository::Location::parse(place.to_str().unwrap()).unwrap();
+    let password = persnap::repository::Password::new("repository password");
+    persnap::repository::init(&location, &password).unwrap();
+    let staging = data.path().join("staging");
+    std::fs::create_dir(&staging).unwrap();
+    let writer = Writer::start(&db);
+
+    let mut app = app_with_history(data.path());
+    // This test does not touch the keyring (tests/keyring.rs does).
+    app.settings.remember_password = false;
+    app.rt.staging = Some(staging.clone());
+    let mut h = harness(app);
+    type_into(&mut h, "Database folder", src.path().to_str().unwrap());
+    h.get_by_label("a repository (deduplicated, encrypted; local or remote)")
+        .click();
+    h.run_steps(2);
+    type_into(&mut h, "Repository", place.to_str().unwrap());
+    h.get_by_role_and_label(Role::PasswordInput, "Password")
+        .click();
+    h.step();
+    h.get_by_role_and_label(Role::PasswordInput, "Password")
+        .type_text("not the password");
+    h.step();
+    h.get_by_label("Test connection").click();
+    wait_until(&mut h, "the wrong password", |app| {
+        app.rt.repositories.result.is_some()
+    });
+    h.get_by_label_contains("The password for the repository");
+    h.state_mut().rt.repositories.password = "repository password".into();
+    h.run_steps(2);
+    h.get_by_label("Test connection").click();
+    wait_until(&mut h, "the connection", |app| {
+        matches!(app.rt.repositories.result, Some(Ok(_)))
+    });
+    h.get_by_label_contains("it holds 0 persnap backups");
+
+    choose_method(&mut h, "SQLite online backup (no snapshot)");
+    wait_for_online_plan(&mut h);
+    h.get_by_label_contains("store it in the repository");
+    h.get_by_label_contains("read it back from there");
+    assert!(h.unnamed_widgets().is_empty());
+
+    h.get_by_label("Back up now").click();
+    h.run_steps(3);
+    // The staging folder may share the database's disk: asked first.
+    if h.query_by_label("Back up anyway").is_some() {
+        h.get_by_label("Back up anyway").click();
+        h.step();
+    }
+    let mut phases = Vec::new();
+    wait_until(&mut h, "the backup", |app| {
+        if let Some(a) = &app.rt.activity
+            && phases.last() != Some(&a.phase)
+        {
+            phases.push(a.phase);
+        }
+        app.rt.outcome.is_some()
+    });
+    assert!(writer.stop() > 0, "the database was live");
+    assert!(
+        phases.contains(&persnap::progress::Phase::Store),
+        "the repository step was shown: {phases:?}"
+    );
+    let done = match &h.state().rt.outcome {
+        Some(Outcome::Stored(done)) => done.clone(),
+        other => panic!("expected a backup stored in the repository, got {other:?}"),
+    };
+    assert!(done.stored.check.hashes_match);
+    assert_eq!(done.stored.check.integrity, "ok");
+    h.get_by_label("Backup stored and verified");
+    assert_eq!(
+        std::fs::read_dir(&staging).unwrap().count(),
+        0,
+        "nothing stays staged"
+    );
+
+    // What the repository holds restores consistent.
+    let repo = persnap::repository::Repo::open(&location, &password).unwrap();
+    let listed = repo.list().unwrap();
+    assert_eq!(listed.len(), 1, "{listed:?}");
+    assert_eq!(listed[0].id, done.stored.snapshot);
+    let scratch = tempfile::tempdir().unwrap();
+    let set = repo
+        .fetch(
+            &listed[0].id,
+            scratch.path(),
+            &mut persnap::progress::Silent,
+            &persnap::progress::CancelToken::new(),
+        )
+        .unwrap();
+    check_copy(&set);
+
+    // The history has it as stored, not as a folder.
+    assert_eq!(h.state().rt.runs.len(), 1);
+    let run = &h.state().rt.runs[0];
+    assert_eq!(run.outcome, RunOutcome::Completed);
+    assert_eq!(
+        run.repository.as_ref().map(|r| r.snapshot.as_str()),
+        Some(done.stored.snapshot.as_str())
+    );
+    assert_eq!(run.backup_path, None);
 }
 
 /// One schedule, kept as this platform keeps them; a systemd calendar, so
@@ -1071,6 +1194,102 @@ fn schedules_are_created_listed_and_removed_from_the_app() {
     });
     assert_eq!(std::fs::read_dir(units.path()).unwrap().count(), 0);
     assert!(h.query_by_label_contains("No schedules yet").is_some());
+}
+
+/// The Back up screen set to a repository, scheduled from the Schedules
+/// screen: a wrong password is said before anything is installed; the
+/// right one goes into a file only root can read, never into the unit;
+/// removing the schedule removes that file.
+#[cfg(target_os = "linux")]
+#[test]
+fn a_schedule_into_a_repository_is_made_from_the_app() {
+    use std::os::unix::fs::PermissionsExt;
+    if !persnap::fsutil::is_root() {
+        assert!(
+            std::env::var_os("PERSNAP_REQUIRE_ROOT_TESTS").is_none(),
+            "must run as root here"
+        );
+        eprintln!(
+            "SKIP a_schedule_into_a_repository_is_made_from_the_app: needs root (the helper installs schedules)"
+        );
+        return;
+    }
+    let (src, data, units) = (
+        tempfile::tempdir().unwrap(),
+        tempfile::tempdir().unwrap(),
+        tempfile::tempdir().unwrap(),
+    );
+    loadgen::init(&src.path().join("persistence.db"), Mode::Wal, 1).unwrap();
+    let place = data.path().join("repo");
+    let location = persnap::repository::Location::parse(place.to_str().unwrap()).unwrap();
+    persnap::repository::init(
+        &location,
+        &persnap::repository::Password::new("nightly secret"),
+    )
+    .unwrap();
+    let staging = data.path().join("staging");
+    std::fs::create_dir(&staging).unwrap();
+    let mut app = app_with_history(data.path());
+    app.settings.source = src.path().to_str().unwrap().into();
+    app.settings.into_repository = true;
+    app.settings.repository = place.to_str().unwrap().into();
+    app.settings.remember_password = false;
+    app.settings.keep_last = 7;
+    app.rt.staging = Some(staging.clone());
+    app.rt.repositories.password = "not the password".into();
+    let mut route = direct_helper();
+    route
+        .env
+        .push(("PERSNAP_UNIT_DIR".into(), units.path().to_owned()));
+    app.rt.helper = Some(route);
+    app.rt.schedules.dir = units.path().to_owned();
+    let mut h = harness(app);
+    h.get_by_label("Schedules").click();
+    h.run_steps(2);
+    h.get_by_label_contains(&format!(
+        "store it in the repository {} as you, read it back from there and check it, and keep the newest 7",
+        place.display()
+    ));
+    h.get_by_label_contains("does not hold it");
+    h.get_by_label("Create schedule").click();
+    wait_until(&mut h, "the wrong password", |app| {
+        app.rt.schedules.job.is_none() && app.rt.schedules.result.is_some()
+    });
+    let said = format!("{:?}", h.state().rt.schedules.result);
+    assert!(said.contains("is wrong"), "{said}");
+    assert_eq!(
+        std::fs::read_dir(units.path()).unwrap().count(),
+        0,
+        "nothing installed"
+    );
+
+    h.state_mut().rt.repositories.password = "nightly secret".into();
+    h.state_mut().rt.schedules.result = None;
+    h.run_steps(2);
+    h.get_by_label("Create schedule").click();
+    wait_until(&mut h, "the schedule installed", |app| {
+        app.rt.schedules.job.is_none() && app.rt.schedules.result.is_some()
+    });
+    let said = format!("{:?}", h.state().rt.schedules.result);
+    assert!(said.contains("Scheduled “nightly”"), "{said}");
+    let service =
+        std::fs::read_to_string(units.path().join("persnap-backup-nightly.service")).unwrap();
+    assert!(service.contains("--repo-unlock"), "{service}");
+    assert!(!service.contains("nightly secret"), "{service}");
+    let unlock = units.path().join("persnap-repositories/nightly.json");
+    let mode = std::fs::metadata(&unlock).unwrap().permissions().mode();
+    assert_eq!(mode & 0o777, 0o600, "only root reads it");
+    let kept: persnap::repository::Unlock =
+        serde_json::from_slice(&std::fs::read(&unlock).unwrap()).unwrap();
+    assert_eq!(kept.password, "nightly secret");
+    assert_eq!(kept.location, place.to_str().unwrap());
+
+    h.get_by_label("Remove “nightly”").click();
+    wait_until(&mut h, "the schedule removed", |app| {
+        app.rt.schedules.job.is_none()
+            && format!("{:?}", app.rt.schedules.result).contains("Removed")
+    });
+    assert!(!unlock.exists(), "its password file goes with it");
 }
 
 #[cfg(target_os = "linux")]

@@ -13,6 +13,9 @@ use persnap::probe::ProbeReport;
 use persnap::progress::{CancelToken, Level, Phase, Progress};
 use persnap::protocol::{BackupOptions, Reply, Request};
 
+use persnap::repository::deliver::{self, Delivery};
+use persnap::repository::{Keep, Location, Password, Stored};
+
 use crate::launch::{self, HelperRoute, RemoteFailure};
 
 /// What a worker tells the UI.
@@ -28,6 +31,8 @@ pub enum Msg {
     /// A run's record changed (already saved to history).
     Run(Box<Run>),
     BackupDone(Result<(PathBuf, Box<Manifest>), RemoteFailure>),
+    /// A backup into a repository: stored, read back and checked there.
+    StoredDone(Result<Box<StoredBackup>, RemoteFailure>),
     TestSnapshotDone(Result<String, String>),
     RestoreDone(Result<Box<persnap::restore::RestoreReport>, RemoteFailure>),
     /// A schedule was installed or removed (or not).
@@ -38,6 +43,28 @@ pub enum Msg {
         key: String,
         result: Result<Box<ProbeReport>, String>,
     },
+}
+
+/// A backup that a repository keeps, as the result screen shows it.
+#[derive(Debug, Clone)]
+pub struct StoredBackup {
+    pub stored: Stored,
+    pub manifest: Manifest,
+    /// What else happened, in words (retention, a password not kept).
+    pub notes: Vec<String>,
+}
+
+/// Where a backup goes besides (here: instead of) a folder.
+pub struct IntoRepository {
+    pub location: Location,
+    pub password: Password,
+    pub keep: Keep,
+    /// Keep the password in the system's secret store once it opened the
+    /// repository.
+    pub remember: bool,
+    /// Where the set is staged (default: the user's staging folder; tests
+    /// give their own).
+    pub staging: Option<PathBuf>,
 }
 
 /// The UI's end of a worker: messages in, cancel out.
@@ -141,6 +168,22 @@ pub fn schedule_change(
     helper: Option<HelperRoute>,
 ) -> Job {
     spawn(ctx, move |notify, cancel| {
+        // Into a repository: the connection test first, so that a wrong
+        // password or a server out of reach is said now, not at the
+        // first run.
+        if let Request::ScheduleAdd {
+            repository: Some(into),
+            ..
+        } = &request
+        {
+            let opened = into.unlock.validate().and_then(|location| {
+                persnap::repository::Repo::open(&location, &into.unlock.password())
+            });
+            if let Err(e) = opened {
+                notify.send(Msg::ScheduleDone(Err(RemoteFailure::local(&e, None))));
+                return;
+            }
+        }
         let mut progress = notify.clone();
         let result = route(helper)
             .and_then(|r| launch::call_via(r, &request, &mut progress, &mut Discard, &cancel));
@@ -190,12 +233,16 @@ fn route(fixed: Option<HelperRoute>) -> Result<HelperRoute, RemoteFailure> {
     fixed.map_or_else(launch::route, Ok)
 }
 
-/// Run a backup: in-process for sqlite-online, else through the helper.
+/// Run a backup: in-process for sqlite-online, else through the helper;
+/// with `into`, staged and then stored in that repository (opened first,
+/// so a wrong password or a server out of reach is said before any
+/// snapshot is taken).
 pub fn backup(
     ctx: &eframe::egui::Context,
-    req: BackupRequest,
+    mut req: BackupRequest,
     history: History,
     helper: Option<HelperRoute>,
+    into: Option<IntoRepository>,
 ) -> Job {
     spawn(ctx, move |notify, cancel| {
         let mut progress = notify.clone();
@@ -214,6 +261,22 @@ pub fn backup(
                     ),
                 );
             }
+        }
+        let mut notes = Vec::new();
+        let delivery = match into.map(|into| open_repository(into, &mut req, &mut notes)) {
+            None => None,
+            Some(Ok(delivery)) => Some(delivery),
+            Some(Err((e, location))) => {
+                let f = RemoteFailure::local(&e, Some(Phase::Prepare));
+                let mut shown = req.clone();
+                shown.dest = PathBuf::from(location.display());
+                launch::record_refusal(&mut recorder, &shown, &f);
+                notify.send(Msg::BackupDone(Err(f)));
+                return;
+            }
+        };
+        for note in &notes {
+            progress.log(Level::Info, note);
         }
         let result = if req.method == MethodChoice::Explicit(Method::SqliteOnline) {
             backup::run_backup(&req, &mut recorder, &mut progress, &cancel)
@@ -245,8 +308,56 @@ pub fn backup(
         {
             launch::record_refusal(&mut recorder, &req, f);
         }
-        notify.send(Msg::BackupDone(result));
+        match (result, delivery) {
+            (Ok((dir, manifest)), Some(delivery)) => {
+                let _staged = delivery.staged_set(&dir);
+                let database = deliver::database_name(&req.source, &req.store_name);
+                let delivered =
+                    delivery.deliver(&history, &dir, &manifest, &database, &mut progress, &cancel);
+                let done = delivered
+                    .map(|d| {
+                        notes.extend(d.retention);
+                        Box::new(StoredBackup {
+                            stored: d.stored,
+                            manifest: *manifest,
+                            notes,
+                        })
+                    })
+                    .map_err(|e| RemoteFailure::local(&e, Some(Phase::Store)));
+                notify.send(Msg::StoredDone(done));
+            }
+            (result, _) => notify.send(Msg::BackupDone(result)),
+        }
     })
+}
+
+/// Open the repository a backup goes into, keep its password if asked,
+/// and point the backup at the staging folder.
+fn open_repository(
+    into: IntoRepository,
+    req: &mut BackupRequest,
+    notes: &mut Vec<String>,
+) -> Result<Delivery, (persnap::Error, Location)> {
+    let location = into.location.clone();
+    let delivery = Delivery::open(into.location, &into.password, true, into.keep)
+        .map_err(|e| (e, location.clone()))?;
+    if into.remember
+        && let Err(e) = persnap::repository::keyring::remember(&location, &into.password)
+    {
+        notes.push(e.to_string());
+    }
+    let (staging, swept) = match &into.staging {
+        Some(staging) => (staging.clone(), deliver::sweep_staging(staging)),
+        None => delivery
+            .backup_folder(None)
+            .map_err(|e| (e, location.clone()))?,
+    };
+    notes.extend(swept);
+    // The helper insists on canonical folders.
+    req.dest = persnap::fsutil::canonicalize(&staging).unwrap_or(staging);
+    // The staged set goes once stored; the repository keeps by its rules.
+    req.retention = Default::default();
+    Ok(delivery)
 }
 
 /// Create and remove a snapshot through the helper, copying nothing.

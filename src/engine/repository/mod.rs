@@ -23,6 +23,10 @@ use serde::{Deserialize, Serialize};
 use crate::error::{Error, ErrorKind, Result};
 
 #[cfg(feature = "repository")]
+pub mod deliver;
+#[cfg(feature = "repository")]
+pub mod keyring;
+#[cfg(feature = "repository")]
 mod store;
 #[cfg(feature = "repository")]
 pub use store::*;
@@ -217,6 +221,11 @@ impl std::fmt::Debug for Password {
 impl Password {
     pub fn new(text: impl Into<String>) -> Password {
         Password(text.into())
+    }
+
+    /// The password itself, for a password field to hold (never to show).
+    pub fn expose(&self) -> &str {
+        &self.0
     }
 
     /// The first line of a file, as `--password-file` and restic read it.

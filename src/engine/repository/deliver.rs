@@ -1,0 +1,375 @@
+//! Taking a verified backup set into a repository, for every front end:
+//! where the set is staged when only a repository keeps it, storing it
+//! (and its offsite copy) with the outcome recorded on the run, retention
+//! afterwards, and the sweep of sets that dead runs left staged.
+//!
+//! The command line and the app both back up into a repository through
+//! [`Delivery`]: open it first (a wrong password or an unreachable server
+//! is said before any snapshot is taken), back up into
+//! [`Delivery::backup_folder`], then [`Delivery::deliver`] the verified
+//! set. Runs as the user whose backup it is, never as root.
+
+use std::path::{Path, PathBuf};
+
+use crate::error::{Error, ErrorKind, Result};
+use crate::history::{History, Outcome, Run};
+use crate::manifest::Manifest;
+use crate::progress::{CancelToken, Phase, Progress};
+
+use super::{Forgotten, Keep, Location, Offsite, Password, Repo, Stored};
+
+/// Where a backup is staged before it is stored when only a repository
+/// keeps it: the user's cache folder (or `PERSNAP_STAGING_DIR`), created
+/// private to them.
+pub fn staging_dir() -> Result<PathBuf> {
+    let dir = std::env::var_os("PERSNAP_STAGING_DIR")
+        .map(PathBuf::from)
+        .or_else(|| {
+            directories::ProjectDirs::from("", "", "persnap").map(|p| p.cache_dir().join("staging"))
+        })
+        .ok_or_else(|| Error::Repository {
+            what: "No home folder is known to stage the backup in.".into(),
+            advice: "Give a backup folder as well (--dest DIR).",
+            detail: String::new(),
+            kind: ErrorKind::BadInput,
+        })?;
+    std::fs::create_dir_all(&dir).map_err(Error::io(
+        "create the staging folder",
+        &dir,
+        crate::error::HINT_DEST,
+    ))?;
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o700))
+            .map_err(Error::io("make private", &dir, crate::error::HINT_DEST))?;
+    }
+    Ok(dir)
+}
+
+/// How old a staged set must be before a sweep may take it for a dead
+/// run's (besides its run lock being free): a run between its backup and
+/// its store holds no lock for a moment.
+const STAGED_SWEEP_AFTER: std::time::Duration = std::time::Duration::from_secs(3600);
+
+/// Sets staged for a repository by runs that died before storing them
+/// (their run lock is free, and they are over an hour old): removed from
+/// the staging folder `dir` before another is staged. One line for each.
+pub fn sweep_staging(dir: &Path) -> Vec<String> {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return Vec::new();
+    };
+    let mut lines = Vec::new();
+    for entry in entries.flatten() {
+        let path = entry.path();
+        let Some(name) = entry.file_name().to_str().map(str::to_owned) else {
+            continue;
+        };
+        // A finished set's name ends in its run's tag: `…-6c2ab96f`.
+        let Some(tag) = name
+            .rsplit_once('-')
+            .map(|(_, tag)| tag)
+            .filter(|t| t.len() == 8 && t.bytes().all(|b| b.is_ascii_hexdigit()))
+        else {
+            continue;
+        };
+        let old = std::fs::symlink_metadata(&path).is_ok_and(|m| {
+            m.is_dir()
+                && m.modified()
+                    .ok()
+                    .and_then(|t| t.elapsed().ok())
+                    .is_some_and(|age| age > STAGED_SWEEP_AFTER)
+        });
+        if !old
+            || !path.join(crate::manifest::MANIFEST_NAME).is_file()
+            || crate::fsutil::RunLock::is_held(tag)
+        {
+            continue;
+        }
+        lines.push(match std::fs::remove_dir_all(&path) {
+            Ok(()) => format!(
+                "Removed {}, staged for a repository by a run that stopped before storing it.",
+                path.display()
+            ),
+            Err(e) => format!(
+                "Could not remove {} ({e}), staged by a run that stopped; delete it by hand.",
+                path.display()
+            ),
+        });
+    }
+    lines
+}
+
+/// The name a backup carries in the repository: the protected database's
+/// name when it is registered, else the store folder's own name.
+pub fn database_name(source: &Path, store_name: &str) -> String {
+    let registry = crate::registry::Registry::system();
+    match registry.find(source, store_name) {
+        Ok(Some(db)) => db.name,
+        _ => crate::registry::suggest_name(&registry, source, store_name),
+    }
+}
+
+/// Removes a set staged for a repository when dropped, whatever happened:
+/// a repository backup leaves no full copy behind.
+pub struct Staged(pub Option<PathBuf>);
+
+impl Drop for Staged {
+    fn drop(&mut self) {
+        if let Some(dir) = &self.0 {
+            let _ = std::fs::remove_dir_all(dir);
+        }
+    }
+}
+
+/// A repository a backup is going into, opened before the backup starts.
+pub struct Delivery {
+    /// Opened, or why not (a scheduled run opens it only once it acts as
+    /// its user; see [`Delivery::later`]).
+    repo: Result<Repo>,
+    location: Location,
+    /// Only the repository keeps the backup: the set is staged, and
+    /// removed once stored.
+    staged: bool,
+    /// Which of this database's backups the repository keeps afterwards.
+    keep: Keep,
+}
+
+/// What [`Delivery::deliver`] did.
+pub struct Delivered {
+    pub stored: Stored,
+    /// Retention afterwards, in words (what went, or why it did not).
+    pub retention: Vec<String>,
+}
+
+impl Delivery {
+    /// Open the repository now: a wrong password or an unreachable server
+    /// is said before any snapshot is taken.
+    pub fn open(location: Location, password: &Password, staged: bool, keep: Keep) -> Result<Self> {
+        let repo = Repo::open(&location, password)?;
+        Ok(Delivery {
+            repo: Ok(repo),
+            location,
+            staged,
+            keep,
+        })
+    }
+
+    /// A repository opened only once the backup is made (a scheduled run,
+    /// which must act as its user first); a failure to open it is then
+    /// the store step's.
+    pub fn later(location: Location, password: &Password, staged: bool, keep: Keep) -> Self {
+        let repo = Repo::open(&location, password);
+        Delivery {
+            repo,
+            location,
+            staged,
+            keep,
+        }
+    }
+
+    pub fn location(&self) -> &Location {
+        &self.location
+    }
+
+    pub fn is_staged(&self) -> bool {
+        self.staged
+    }
+
+    /// The folder the backup is written into first: `dest` when a folder
+    /// keeps it too, else the staging folder (from which what dead runs
+    /// left is swept first; one line each for the caller to show).
+    pub fn backup_folder(&self, dest: Option<&Path>) -> Result<(PathBuf, Vec<String>)> {
+        match dest {
+            Some(dest) if !self.staged => Ok((dest.to_owned(), Vec::new())),
+            _ => {
+                let staging = staging_dir()?;
+                let swept = sweep_staging(&staging);
+                Ok((staging, swept))
+            }
+        }
+    }
+
+    /// The set `backup_dir` when it is staged: removed when the guard
+    /// drops, whatever happened (hold it until an offsite copy, too, has
+    /// read it).
+    pub fn staged_set(&self, backup_dir: &Path) -> Staged {
+        Staged(self.staged.then(|| backup_dir.to_owned()))
+    }
+
+    /// Store the verified set `backup_dir` (whose run the backup recorded
+    /// as completed), read it back, record the outcome on the run, then
+    /// apply retention.
+    pub fn deliver(
+        self,
+        history: &History,
+        backup_dir: &Path,
+        manifest: &Manifest,
+        database: &str,
+        progress: &mut dyn Progress,
+        cancel: &CancelToken,
+    ) -> Result<Delivered> {
+        let stored = store(
+            &self.repo,
+            &self.location,
+            history,
+            backup_dir,
+            manifest,
+            database,
+            self.staged,
+            progress,
+            cancel,
+        )?;
+        let retention = match (&self.repo, self.keep.is_keep_all()) {
+            (Ok(repo), false) => apply_keep(repo, &manifest.host, database, &self.keep),
+            _ => Vec::new(),
+        };
+        Ok(Delivered { stored, retention })
+    }
+}
+
+/// Stores a verified backup set in the repository and records the outcome
+/// on the run (already recorded as completed by the backup itself).
+#[allow(clippy::too_many_arguments)]
+pub fn store(
+    repo: &Result<Repo>,
+    location: &Location,
+    history: &History,
+    backup_dir: &Path,
+    manifest: &Manifest,
+    database: &str,
+    staged: bool,
+    progress: &mut dyn Progress,
+    cancel: &CancelToken,
+) -> Result<Stored> {
+    // The run is this process's now: others see it running, not dead.
+    let tag = &manifest.run_id[..manifest.run_id.len().min(8)];
+    let _alive = crate::fsutil::RunLock::acquire(tag).ok();
+    let mut run = history
+        .load()?
+        .into_iter()
+        .find(|r| r.id == manifest.run_id);
+    if let Some(run) = &mut run {
+        run.outcome = Outcome::Running;
+        if staged {
+            run.destination = PathBuf::from(location.display());
+        }
+        history.upsert(run)?;
+    }
+    let result = match repo {
+        Ok(repo) => repo.store(backup_dir, manifest, database, progress, cancel),
+        // Opened only now (a scheduled run, once it acts as its user).
+        Err(e) => Err(Error::relayed(e.kind(), e.to_string())),
+    };
+    if let Some(mut run) = run {
+        finish(&mut run, &result, staged);
+        history.upsert(&run)?;
+    }
+    result
+}
+
+/// Stores the same verified set in the offsite repository and records how
+/// that went. The backup stays good whatever happens here.
+#[allow(clippy::too_many_arguments)]
+pub fn store_offsite(
+    offsite: &Result<Repo>,
+    location: &Location,
+    history: &History,
+    backup_dir: &Path,
+    manifest: &Manifest,
+    database: &str,
+    progress: &mut dyn Progress,
+    cancel: &CancelToken,
+) -> Result<Stored> {
+    let tag = &manifest.run_id[..manifest.run_id.len().min(8)];
+    let _alive = crate::fsutil::RunLock::acquire(tag).ok();
+    let result = match offsite {
+        Ok(offsite) => offsite.store(backup_dir, manifest, database, progress, cancel),
+        // Not reachable when the backup began: the backup went ahead.
+        Err(e) => Err(Error::relayed(e.kind(), e.to_string())),
+    };
+    let record = match &result {
+        Ok(copy) => Offsite::Stored { copy: copy.clone() },
+        Err(e) => Offsite::Failed {
+            location: location.display(),
+            message: e.to_string(),
+        },
+    };
+    if let Some(mut run) = history
+        .load()?
+        .into_iter()
+        .find(|r| r.id == manifest.run_id)
+    {
+        run.offsite = Some(record);
+        history.upsert(&run)?;
+    }
+    result
+}
+
+fn finish(run: &mut Run, result: &Result<Stored>, staged: bool) {
+    let now = chrono::Utc::now();
+    run.finished = Some(now);
+    run.duration_secs = Some((now - run.started).num_milliseconds() as f64 / 1000.0);
+    if staged {
+        run.backup_path = None;
+    }
+    match result {
+        Ok(stored) => {
+            run.outcome = Outcome::Completed;
+            run.repository = Some(stored.clone());
+        }
+        // With a backup folder the verified folder backup stands; only its
+        // copy in the repository failed.
+        Err(e) if !staged => {
+            run.outcome = Outcome::Completed;
+            run.warnings
+                .push(format!("It was not stored in the repository: {e}"));
+        }
+        Err(Error::Cancelled) => run.outcome = Outcome::Cancelled,
+        Err(e) => {
+            run.verification = None;
+            run.outcome = Outcome::Failed {
+                step: Phase::Store,
+                kind: e.kind(),
+                message: e.to_string(),
+            }
+        }
+    }
+}
+
+/// What retention removed (or would remove), in words.
+pub fn forgotten_words(forgotten: &Forgotten, keep: &Keep, dry_run: bool) -> Vec<String> {
+    let (verb, space) = if dry_run {
+        ("would be removed", "")
+    } else {
+        (
+            "removed",
+            " The room only they used is given back by a prune a day later, so that a backup another machine stores meanwhile keeps what it needs.",
+        )
+    };
+    let mut lines = vec![format!(
+        "{} backup(s) {verb}, {} kept ({}; the newest and pinned ones always).{space}",
+        forgotten.removed.len(),
+        forgotten.kept,
+        keep.describe()
+    )];
+    if forgotten.unfinished > 0 {
+        lines.push(format!(
+            "{} unfinished backup(s) {verb} (stored by runs that stopped before checking them; never restored from).",
+            forgotten.unfinished
+        ));
+    }
+    lines
+}
+
+/// Retention after a verified backup, in words: a failure here is a
+/// warning, the backup itself is good (`persnap prune --repo` tries again).
+pub fn apply_keep(repo: &Repo, host: &str, database: &str, keep: &Keep) -> Vec<String> {
+    match repo.forget(host, database, keep, false) {
+        Ok(forgotten) => forgotten_words(&forgotten, keep, false),
+        Err(e) => vec![format!(
+            "warning: the backup is good, but old backups in {} were not removed: {e}",
+            repo.location()
+        )],
+    }
+}
