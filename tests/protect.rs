@@ -85,6 +85,7 @@ impl Place {
             run_as: None,
             test_snapshot: true,
             replace: false,
+            repository: None,
         }
     }
 }
@@ -465,4 +466,114 @@ fn a_failed_step_or_a_stale_name_changes_nothing_else() {
         place.registry().get("audit").unwrap().unwrap().folder,
         persnap::volume::canonical(store.path()).unwrap()
     );
+}
+
+/// A database protected into a repository through the helper: what opens
+/// the repository is refused when a hostile caller slips anything else in
+/// (another variable, a password over two lines, storage persnap does not
+/// know), and then nothing is registered or installed; the good one is
+/// kept where only root reads it, the registry and the unit name the
+/// repository without its password, and stopping protection removes it.
+#[test]
+fn a_database_protected_into_a_repository_keeps_its_password_for_root() {
+    use std::os::unix::fs::PermissionsExt;
+    if !require_root("a_database_protected_into_a_repository_keeps_its_password_for_root") {
+        return;
+    }
+    let (_vol, store) = LoopVolume::btrfs_with_subvolume(300);
+    make_store(&store, "persistence.db", Mode::Wal, 1);
+    let staging = Destination::new();
+    let place = Place::new();
+    let repo = staging.dir.path().join("repo");
+    let with = |unlock: persnap::repository::Unlock| {
+        let mut request = place.protect("vault", &store, &staging.backups, "auto");
+        if let Request::Protect {
+            repository,
+            options,
+            ..
+        } = &mut request
+        {
+            *options = BackupOptions::default();
+            *repository = Some(protocol::ScheduleRepositoryRequest {
+                unlock,
+                keep: persnap::repository::Keep {
+                    last: Some(3),
+                    ..Default::default()
+                },
+                staged: true,
+            });
+        }
+        request
+    };
+    let unlock = |location: &str, password: &str, environment: &[(&str, &str)]| {
+        persnap::repository::Unlock {
+            location: location.into(),
+            password: password.into(),
+            environment: environment
+                .iter()
+                .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+                .collect(),
+        }
+    };
+    let good = repo.to_str().unwrap();
+    for (hostile, said) in [
+        (
+            unlock(good, "vault secret", &[("LD_PRELOAD", "/tmp/evil.so")]),
+            "LD_PRELOAD",
+        ),
+        (unlock(good, "vault\nsecret", &[]), "one line"),
+        (unlock("ftp://host/repo", "vault secret", &[]), "ftp"),
+        (
+            unlock(good, "vault secret", &[("RCLONE_SFTP_KEY_FILE", "a\nb")]),
+            "not one line",
+        ),
+    ] {
+        let message = refusal(place.call("admin", &with(hostile)).1);
+        assert!(message.contains(said), "{said}: {message}");
+        assert!(place.registry().list().unwrap().is_empty());
+        assert!(place.units().is_empty(), "{:?}", place.units());
+    }
+
+    let (code, event) = place.call("admin", &with(unlock(good, "vault secret", &[])));
+    let Event::Done { result } = event else {
+        panic!("expected Protected, got {event:?} ({code:?})");
+    };
+    let Reply::Protected { database, .. } = *result else {
+        panic!("expected Protected, got {result:?}");
+    };
+    let kept = database.repository.clone().expect("its repository");
+    assert_eq!(kept.location, good);
+    assert_eq!(kept.keep.last, Some(3));
+    assert!(kept.staged);
+    let registry_text: String = std::fs::read_dir(place.registry().dir())
+        .unwrap()
+        .map(|e| std::fs::read_to_string(e.unwrap().path()).unwrap_or_default())
+        .collect();
+    assert!(registry_text.contains(good), "{registry_text}");
+    assert!(!registry_text.contains("vault secret"), "{registry_text}");
+    let service =
+        std::fs::read_to_string(place.units.path().join("persnap-backup-vault.service")).unwrap();
+    assert!(service.contains("--repo-unlock"), "{service}");
+    assert!(!service.contains("vault secret"), "{service}");
+    let file = place.units.path().join("persnap-repositories/vault.json");
+    assert_eq!(
+        std::fs::metadata(&file).unwrap().permissions().mode() & 0o777,
+        0o600
+    );
+    assert!(
+        std::fs::read_to_string(&file)
+            .unwrap()
+            .contains("vault secret")
+    );
+
+    // Stopping protection takes the schedule and its password file too.
+    let (code, event) = place.call(
+        "admin",
+        &Request::DatabaseRemove {
+            name: "vault".into(),
+        },
+    );
+    assert!(matches!(event, Event::Done { .. }), "{event:?} ({code:?})");
+    assert!(!file.exists(), "its password file goes with it");
+    assert!(place.registry().list().unwrap().is_empty());
 }

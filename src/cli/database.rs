@@ -111,6 +111,7 @@ pub fn run(cmd: DatabaseCommand) -> Result<(), Failure> {
                         run_as: None,
                         test_snapshot: true,
                         replace: change,
+                        repository: None,
                     }
                 }
             };

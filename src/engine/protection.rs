@@ -103,6 +103,9 @@ pub struct Assessment {
     pub retention: crate::retention::RetentionPolicy,
     /// Free space there, when it could be read.
     pub free: Option<u64>,
+    /// Its backups go into this repository (`location` stages them).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub repository: Option<crate::registry::InRepository>,
 }
 
 /// The backup runs of `db` in `runs`.
@@ -179,6 +182,7 @@ pub fn assess(
         method: db.method,
         retention: db.retention,
         free,
+        repository: db.repository.clone(),
     };
 
     // 1. The newest attempt failed (and nothing good came after it).

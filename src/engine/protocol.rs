@@ -138,6 +138,10 @@ pub enum Request {
         /// are replaced, nothing else is.
         #[serde(default, skip_serializing_if = "std::ops::Not::not")]
         replace: bool,
+        /// Its backups go into this repository (`location` stages them);
+        /// what opens it goes only into its schedule's root-only file.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        repository: Option<ScheduleRepositoryRequest>,
     },
 }
 
@@ -843,9 +847,20 @@ fn protect_request(request: Request) -> Result<Validated, Error> {
         run_as,
         test_snapshot,
         replace,
+        repository,
     } = request
     else {
         unreachable!("called with a protect request");
+    };
+    // Checked as a schedule's would be, also when there is no schedule
+    // (then nothing but its location and rules is kept).
+    let in_repository = match &repository {
+        None => None,
+        Some(r) => Some(crate::registry::InRepository {
+            location: r.unlock.validate()?.display(),
+            keep: r.keep.clone(),
+            staged: r.staged,
+        }),
     };
     let Validated::DatabaseAdd(mut database) = validate(Request::DatabaseAdd {
         name: name.clone(),
@@ -875,7 +890,7 @@ fn protect_request(request: Request) -> Result<Validated, Error> {
                 when,
                 history_dir,
                 run_as,
-                repository: None,
+                repository,
             })?
             else {
                 unreachable!("a schedule-add validates to one");
@@ -897,6 +912,7 @@ fn protect_request(request: Request) -> Result<Validated, Error> {
         (None, _) => None,
     };
     database.location = Some(req.dest.clone());
+    database.repository = in_repository;
     database.retention = req.retention;
     database.method = method;
     database.schedule = schedule.as_ref().map(|s| s.name.clone());

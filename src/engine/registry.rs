@@ -56,6 +56,23 @@ pub struct Database {
     /// When it was registered.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub added: Option<chrono::DateTime<chrono::Utc>>,
+    /// Its backups go into this repository (checked in `location` first,
+    /// which keeps no copy when `staged`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub repository: Option<InRepository>,
+}
+
+/// A protected database's repository, as the registry (which everyone may
+/// read) records it: where, never with a password, and what it keeps.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct InRepository {
+    /// The repository's location as shown (no password in it).
+    pub location: String,
+    #[serde(default)]
+    pub keep: crate::repository::Keep,
+    /// Only the repository keeps the backups; `location` only stages them.
+    #[serde(default)]
+    pub staged: bool,
 }
 
 impl Database {
@@ -70,6 +87,7 @@ impl Database {
             retention: RetentionPolicy::default(),
             method: MethodChoice::Auto,
             added: None,
+            repository: None,
         }
     }
 }

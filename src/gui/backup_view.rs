@@ -30,7 +30,12 @@ pub fn show(app: &mut PersnapApp, ui: &mut Ui) {
             ui.separator();
             if let Some(request) = plan(app, ui) {
                 app.rt.protected = None;
-                app.rt.protecting = Some(worker::protect(ui.ctx(), request, app.rt.helper.clone()));
+                app.rt.protecting = Some(worker::protect(
+                    ui.ctx(),
+                    request,
+                    app.rt.helper.clone(),
+                    false,
+                ));
             }
             actions(app, ui);
             activity(app, ui);
@@ -108,7 +113,7 @@ fn inputs(app: &mut PersnapApp, ui: &mut Ui) {
 }
 
 /// "Test connection" for the repository chosen, and how it went.
-fn connection_test_row(app: &mut PersnapApp, ui: &mut Ui) {
+pub fn connection_test_row(app: &mut PersnapApp, ui: &mut Ui) {
     let st = &mut app.rt.repositories;
     st.drain();
     ui.label("");
@@ -563,7 +568,9 @@ pub fn start_backup(app: &mut PersnapApp, ctx: &egui::Context) {
         match persnap::repository::Location::parse(s.repository.trim()) {
             Ok(location) => Some(worker::IntoRepository {
                 location,
-                password: persnap::repository::Password::new(app.rt.repositories.password.clone()),
+                password: Some(persnap::repository::Password::new(
+                    app.rt.repositories.password.clone(),
+                )),
                 keep: persnap::repository::Keep {
                     last: (s.keep_last > 0).then_some(s.keep_last),
                     within_days: (s.keep_days > 0).then_some(s.keep_days),
@@ -586,12 +593,8 @@ pub fn start_backup(app: &mut PersnapApp, ctx: &egui::Context) {
 }
 
 /// Start the backup `req` (the Back up screen's, or a protected database's
-/// with its own method and retention).
-pub fn start_backup_of(app: &mut PersnapApp, ctx: &egui::Context, req: BackupRequest) {
-    start_backup_into(app, ctx, req, None);
-}
-
-fn start_backup_into(
+/// with its own method and retention), into a repository with `into`.
+pub fn start_backup_into(
     app: &mut PersnapApp,
     ctx: &egui::Context,
     req: BackupRequest,

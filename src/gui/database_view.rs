@@ -214,13 +214,19 @@ fn header(app: &mut PersnapApp, ui: &mut Ui, card: &Assessment) {
                 l,
             );
         }
-        if let Some(l) = &location
+        let in_repository = card.repository.as_ref().is_some_and(|r| r.staged);
+        if let Some(l) = location.as_ref().filter(|_| !in_repository)
             && ui.button("Open backups folder").clicked()
         {
             open_folder(l);
         }
         if ui
-            .add_enabled(can, egui::Button::new("Back up before upgrading…"))
+            .add_enabled(can && !in_repository, egui::Button::new("Back up before upgrading…"))
+            .on_disabled_hover_text(if in_repository {
+                "For a database backed up into a repository: back up now, then pin that backup with persnap pin ID --repo … --note …"
+            } else {
+                "Another backup is running"
+            })
             .on_hover_text(
                 "A backup kept whatever retention says, for going back to the version before",
             )
@@ -317,6 +323,7 @@ fn header(app: &mut PersnapApp, ui: &mut Ui, card: &Assessment) {
                             name: card.name.clone(),
                         },
                         app.rt.helper.clone(),
+                        false,
                     ));
                 }
                 if ui.button("Keep protecting").clicked() {

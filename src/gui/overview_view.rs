@@ -274,6 +274,13 @@ fn database_card(app: &mut PersnapApp, ui: &mut Ui, card: &Assessment) {
 }
 
 fn location_row(app: &mut PersnapApp, ui: &mut Ui, card: &Assessment, location: Option<&Path>) {
+    if let Some(r) = card.repository.as_ref().filter(|r| r.staged) {
+        ui.label(format!(
+            "Backups go into the repository {} (deduplicated, encrypted).",
+            r.location
+        ));
+        return;
+    }
     ui.horizontal_wrapped(|ui| {
         match location {
             Some(l) => {
@@ -421,8 +428,17 @@ fn actions(app: &mut PersnapApp, ui: &mut Ui, card: &Assessment, location: Optio
             let s = &mut app.settings;
             s.source = card.folder.display().to_string();
             s.store_name = card.store_name.clone();
-            if let Some(l) = location {
-                s.dest = l.display().to_string();
+            match card.repository.as_ref().filter(|r| r.staged) {
+                Some(r) => {
+                    s.into_repository = true;
+                    s.repository = r.location.clone();
+                }
+                None => {
+                    s.into_repository = false;
+                    if let Some(l) = location {
+                        s.dest = l.display().to_string();
+                    }
+                }
             }
             app.rt.screen = Screen::Backup;
         }
@@ -440,12 +456,42 @@ pub fn back_up_now(
     let s = &mut app.settings;
     s.source = db.folder.display().to_string();
     s.store_name = db.store_name.clone();
-    s.dest = location.display().to_string();
     let mut req = backup_view::request(&app.settings);
+    req.dest = location.to_owned();
     req.method = db.method;
     req.retention = db.retention;
     app.rt.overview.backing_up = Some(db.name.clone());
-    backup_view::start_backup_of(app, ctx, req);
+    // Into its repository: staged first, with the password kept in the
+    // keyring (a scheduled run has its own, in root's file).
+    let into = match &db.repository {
+        Some(r) if r.staged => match persnap::repository::Location::parse(&r.location) {
+            Ok(location) => Some(super::worker::IntoRepository {
+                // Typed this session for this repository, else the keyring's.
+                password: persnap::repository::Location::parse(app.settings.repository.trim())
+                    .ok()
+                    .filter(|typed| typed.display() == location.display())
+                    .filter(|_| !app.rt.repositories.password.is_empty())
+                    .map(|_| {
+                        persnap::repository::Password::new(app.rt.repositories.password.clone())
+                    }),
+                location,
+                keep: r.keep.clone(),
+                remember: false,
+                staging: app.rt.staging.clone(),
+            }),
+            Err(e) => {
+                app.rt.outcome = Some(super::Outcome::Failed(crate::launch::RemoteFailure::local(
+                    &e, None,
+                )));
+                return;
+            }
+        },
+        _ => None,
+    };
+    if into.is_none() {
+        app.settings.dest = location.display().to_string();
+    }
+    backup_view::start_backup_into(app, ctx, req, into);
 }
 
 /// The registry entry a card stands for.
@@ -455,6 +501,7 @@ pub fn entry_of(card: &Assessment) -> persnap::registry::Database {
     db.retention = card.retention;
     db.location = card.location.clone();
     db.schedule = card.schedule.as_ref().map(|s| s.name.clone());
+    db.repository = card.repository.clone();
     db
 }
 

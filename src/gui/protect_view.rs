@@ -59,6 +59,9 @@ pub struct ProtectDraft {
     /// The name it is protected as (for lists, schedules and operators).
     pub name: String,
     pub location: Option<PathBuf>,
+    /// Its backups go into the repository (the app's, with its password)
+    /// rather than a folder.
+    pub into_repository: bool,
     pub often: Often,
     /// The hour of a daily or weekday backup.
     pub hour: u32,
@@ -99,6 +102,7 @@ pub fn open(app: &mut PersnapApp, ctx: &egui::Context, found: Found) {
         found,
         name,
         location,
+        into_repository: false,
         often: Often::Daily,
         hour: 2,
         keep_days: Some(14),
@@ -131,6 +135,12 @@ pub fn change(app: &mut PersnapApp, ctx: &egui::Context, db: &persnap::registry:
     d.replace = true;
     d.name = db.name.clone();
     d.location = db.location.clone();
+    if let Some(r) = db.repository.as_ref().filter(|r| r.staged) {
+        d.into_repository = true;
+        d.keep_days = r.keep.within_days;
+        app.settings.repository = r.location.clone();
+    }
+    let d = app.rt.protect.as_mut().expect("a draft");
     d.keep_days = db.retention.keep_days;
     d.online = db.method == MethodChoice::Explicit(persnap::method::Method::SqliteOnline);
     use chrono::Timelike as _;
@@ -344,6 +354,27 @@ fn the_location(app: &mut PersnapApp, ui: &mut Ui) {
         .or_else(super::overview_view::suggested_location);
     let d = app.rt.protect.as_mut().expect("a draft");
     step(ui, 2, "Where its backups go");
+    ui.horizontal(|ui| {
+        ui.radio_value(&mut d.into_repository, false, "a folder");
+        ui.radio_value(
+            &mut d.into_repository,
+            true,
+            "a repository (deduplicated, encrypted; local or remote)",
+        );
+    });
+    if d.into_repository {
+        egui::Grid::new("protect-repository")
+            .num_columns(2)
+            .spacing([12.0, 8.0])
+            .show(ui, |ui| {
+                super::repository_view::fields(app, ui);
+                super::backup_view::connection_test_row(app, ui);
+            });
+        ui.label(
+            "Each backup is checked in a folder of yours first, then stored in the repository and read back from there; only then is it recorded as good.",
+        );
+        return;
+    }
     ui.horizontal_wrapped(|ui| {
         match &d.location {
             Some(l) => {
@@ -478,11 +509,20 @@ fn plan_words(d: &ProtectDraft) -> String {
 }
 
 /// Whether the page is ready to protect, or what is missing, in words.
-fn ready(d: &ProtectDraft) -> Result<(), &'static str> {
+fn ready(d: &ProtectDraft, repository: &str, password: &str) -> Result<(), &'static str> {
     if persnap::registry::validate_name(&d.name).is_err() {
         return Err("Give it a short name (lower-case letters, digits and dashes) first.");
     }
-    if d.location.is_none() {
+    if d.into_repository {
+        if persnap::repository::Location::parse(repository.trim()).is_err() {
+            return Err(
+                "Give the repository's address (a folder's full path, sftp:, s3: or rest:).",
+            );
+        }
+        if password.is_empty() {
+            return Err("Give the repository's password.");
+        }
+    } else if d.location.is_none() {
         return Err("Choose where its backups go first.");
     }
     match &d.probe {
@@ -500,6 +540,10 @@ fn ready(d: &ProtectDraft) -> Result<(), &'static str> {
 
 fn check(app: &mut PersnapApp, ui: &mut Ui) {
     let history_dir = app.rt.history.as_ref().map(|h| h.dir().to_owned());
+    let repository = app.settings.repository.clone();
+    let password = app.rt.repositories.password.clone();
+    let remember = app.settings.remember_password && !app.rt.repositories.from_keyring;
+    let staging = app.rt.staging.clone();
     let d = app.rt.protect.as_mut().expect("a draft");
     step(ui, 4, "Check, and protect");
     ui.label(format!(
@@ -518,6 +562,12 @@ fn check(app: &mut PersnapApp, ui: &mut Ui) {
             "installs a schedule that backs it up {}, run by the system as administrator;",
             when.describe(),
         ));
+        if d.into_repository {
+            steps.push(
+                "writes the repository's address and password into a file only the administrator can read, for the scheduled runs (the schedule itself does not hold the password);"
+                    .to_owned(),
+            );
+        }
     }
     if d.replace && d.often == Often::Manual {
         steps.push("removes its schedule, if it has one;".to_owned());
@@ -535,7 +585,7 @@ fn check(app: &mut PersnapApp, ui: &mut Ui) {
     }
     ui.label("If any of this does not work, nothing is changed.");
     ui.add_space(4.0);
-    let readiness = ready(d);
+    let readiness = ready(d, &repository, &password);
     let busy = d.job.is_some();
     let mut start = false;
     let mut cancel = false;
@@ -582,11 +632,29 @@ fn check(app: &mut PersnapApp, ui: &mut Ui) {
                 action: "located",
                 detail: "no history folder; scheduled runs need one to record into".into(),
             })
-            .and_then(|h| request(d, &h));
+            .and_then(|h| {
+                let into = if d.into_repository {
+                    let staging =
+                        staging.map_or_else(persnap::repository::deliver::staging_dir, Ok)?;
+                    Some((
+                        persnap::repository::Location::parse(repository.trim())?,
+                        persnap::repository::Password::new(password.clone()),
+                        persnap::fsutil::canonicalize(&staging).unwrap_or(staging),
+                    ))
+                } else {
+                    None
+                };
+                request(d, &h, into)
+            });
         match request {
             Ok(request) => {
                 d.result = None;
-                d.job = Some(worker::protect(ui.ctx(), request, app.rt.helper.clone()));
+                d.job = Some(worker::protect(
+                    ui.ctx(),
+                    request,
+                    app.rt.helper.clone(),
+                    remember,
+                ));
             }
             Err(e) => d.result = Some(Err(RemoteFailure::local(&e, None))),
         }
@@ -605,8 +673,17 @@ fn method_of(d: &ProtectDraft) -> MethodChoice {
     }
 }
 
-/// The helper request for the page as filled in.
-fn request(d: &ProtectDraft, history_dir: &Path) -> persnap::Result<Request> {
+/// The helper request for the page as filled in; `into`: the repository,
+/// its password and the folder its backups are checked in first.
+fn request(
+    d: &ProtectDraft,
+    history_dir: &Path,
+    into: Option<(
+        persnap::repository::Location,
+        persnap::repository::Password,
+        PathBuf,
+    )>,
+) -> persnap::Result<Request> {
     let when = when_text(d);
     let history_dir = match when {
         Some(_) => Some(crate::launch::records_folder(history_dir)?),
@@ -616,14 +693,31 @@ fn request(d: &ProtectDraft, history_dir: &Path) -> persnap::Result<Request> {
         account: d.account.trim().to_owned(),
         password: persnap::schedule::Secret(d.password.clone()),
     });
+    let (location, keep_days, repository) = match into {
+        // The staged copy goes once stored: the repository keeps by the
+        // rules, the folder by none.
+        Some((location, password, staging)) => (
+            staging,
+            None,
+            Some(persnap::protocol::ScheduleRepositoryRequest {
+                unlock: persnap::repository::Unlock::new(&location, &password),
+                keep: persnap::repository::Keep {
+                    within_days: d.keep_days,
+                    ..Default::default()
+                },
+                staged: true,
+            }),
+        ),
+        None => (d.location.clone().unwrap_or_default(), d.keep_days, None),
+    };
     Ok(Request::Protect {
         name: d.name.clone(),
         source: d.found.folder.clone(),
         store_name: d.found.store_name.clone(),
-        location: d.location.clone().unwrap_or_default(),
+        location,
         method: method_of(d),
         options: BackupOptions {
-            keep_days: d.keep_days,
+            keep_days,
             ..BackupOptions::default()
         },
         when,
@@ -631,6 +725,7 @@ fn request(d: &ProtectDraft, history_dir: &Path) -> persnap::Result<Request> {
         run_as: run_as.filter(|_| d.often != Often::Manual),
         test_snapshot: true,
         replace: d.replace,
+        repository,
     })
 }
 
@@ -677,8 +772,13 @@ fn finished(app: &mut PersnapApp, ui: &mut Ui) {
         }
         None => lines.push("It is backed up when you click Back up now.".into()),
     }
-    if let Some(l) = &database.location {
-        lines.push(format!("Backups go to {}.", l.display()));
+    match (&database.repository, &database.location) {
+        (Some(r), _) if r.staged => lines.push(format!(
+            "Backups go into the repository {} (deduplicated, encrypted).",
+            r.location
+        )),
+        (_, Some(l)) => lines.push(format!("Backups go to {}.", l.display())),
+        _ => {}
     }
     for line in &lines {
         ui.label(line);

@@ -2013,3 +2013,170 @@ fn the_overview_protects_a_running_correlator_and_keeps_watch() {
     drop(correlator);
     drop(vol);
 }
+
+/// A running correlator protected into a repository from its Protect page
+/// (one administrator prompt: test snapshot, schedule, registration; the
+/// repository's password only in root's file), then backed up from its
+/// card: stored, read back and checked there, restorable consistent, the
+/// card green, nothing left staged.
+#[cfg(target_os = "linux")]
+#[test]
+fn a_running_correlator_is_protected_into_a_repository_and_backed_up_there() {
+    use std::os::unix::fs::PermissionsExt;
+    use std::os::unix::process::CommandExt as _;
+    if !persnap::fsutil::is_root() {
+        assert!(
+            std::env::var_os("PERSNAP_REQUIRE_ROOT_TESTS").is_none(),
+            "this test must run as root in CI"
+        );
+        eprintln!(
+            "SKIP a_running_correlator_is_protected_into_a_repository: needs root (loop volume)"
+        );
+        return;
+    }
+    let (vol, store) = BtrfsVolume::with_subvolume("ledger");
+    let loadgen = std::env::current_exe()
+        .unwrap()
+        .parent()
+        .unwrap()
+        .parent()
+        .unwrap()
+        .join("persnap-loadgen");
+    let _correlator = KilledOnDrop(
+        std::process::Command::new(loadgen)
+            .arg0("correlator")
+            .arg(format!("-PstoreLocation={}", store.display()))
+            .spawn()
+            .unwrap(),
+    );
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !store.join("persistence.db").exists() {
+        assert!(Instant::now() < deadline, "the correlator made no store");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    std::thread::sleep(Duration::from_millis(500));
+
+    let data = tempfile::Builder::new()
+        .prefix("persnap-gui-repo-")
+        .tempdir_in("/var/tmp")
+        .unwrap();
+    let place = data.path().join("repo");
+    let location = persnap::repository::Location::parse(place.to_str().unwrap()).unwrap();
+    let password = persnap::repository::Password::new("ledger secret");
+    persnap::repository::init(&location, &password).unwrap();
+    let staging = data.path().join("staging");
+    std::fs::create_dir(&staging).unwrap();
+    let registry = persnap::registry::Registry::at(data.path().join("databases"));
+    let units = tempfile::tempdir().unwrap();
+    let mut app = PersnapApp::with_settings(
+        Settings::default(),
+        Ok(History::at(data.path().join("history"))),
+    );
+    app.settings.remember_password = false;
+    app.rt.staging = Some(staging.clone());
+    share_registry(&mut app, &registry);
+    if let Some(helper) = &mut app.rt.helper {
+        helper
+            .env
+            .push(("PERSNAP_UNIT_DIR".into(), units.path().to_owned()));
+    }
+    app.rt.schedules.dir = units.path().to_owned();
+    app.rt.overview.places = Some(Vec::new());
+    let mut h = harness(app);
+    wait_until(&mut h, "the search", |app| app.rt.overview.found.is_some());
+    let folder = persnap::volume::canonical(&store).unwrap();
+    h.get_by_label(&format!("Protect {}", folder.display()))
+        .click();
+    wait_until(&mut h, "a look at its disk", |app| {
+        app.rt.protect.as_ref().is_some_and(|d| d.probe.is_some())
+    });
+    h.get_by_label("a repository (deduplicated, encrypted; local or remote)")
+        .click();
+    h.run_steps(2);
+    type_into(&mut h, "Repository", place.to_str().unwrap());
+    h.get_by_role_and_label(Role::PasswordInput, "Password")
+        .click();
+    h.step();
+    h.get_by_role_and_label(Role::PasswordInput, "Password")
+        .type_text("ledger secret");
+    h.step();
+    h.get_by_label_contains(
+        "writes the repository's address and password into a file only the administrator can read",
+    );
+    assert!(h.unnamed_widgets().is_empty());
+    h.get_by_label("Protect ledger").click();
+    wait_until(&mut h, "the protection", |app| {
+        app.rt.protect.as_ref().is_some_and(|d| d.result.is_some())
+    });
+    assert!(
+        h.query_by_label("ledger is protected.").is_some(),
+        "{:?}",
+        h.state().rt.protect.as_ref().unwrap().result
+    );
+    h.get_by_label_contains(&format!(
+        "Backups go into the repository {}",
+        place.display()
+    ));
+    let entry = registry.get("ledger").unwrap().unwrap();
+    let kept = entry
+        .repository
+        .clone()
+        .expect("recorded with its repository");
+    assert_eq!(kept.location, place.to_str().unwrap());
+    assert_eq!(kept.keep.within_days, Some(14));
+    assert!(kept.staged);
+    let registered = serde_json::to_string(&entry).unwrap();
+    assert!(!registered.contains("ledger secret"), "{registered}");
+    let service =
+        std::fs::read_to_string(units.path().join("persnap-backup-ledger.service")).unwrap();
+    assert!(service.contains("--repo-unlock"), "{service}");
+    assert!(!service.contains("ledger secret"), "{service}");
+    let unlock = units.path().join("persnap-repositories/ledger.json");
+    let mode = std::fs::metadata(&unlock).unwrap().permissions().mode();
+    assert_eq!(mode & 0o777, 0o600, "only root reads it");
+
+    h.get_by_label("Done").click();
+    h.step();
+    wait_until(&mut h, "its card", |app| {
+        app.rt
+            .overview
+            .survey
+            .as_ref()
+            .is_some_and(|s| s.as_ref().is_ok_and(|s| s.assessments.len() == 1))
+    });
+    h.get_by_label_contains("Backups go into the repository");
+    h.get_by_label("Back up ledger now").click();
+    wait_until(&mut h, "the backup", |app| app.rt.outcome.is_some());
+    let done = match &h.state().rt.outcome {
+        Some(Outcome::Stored(done)) => done.clone(),
+        other => panic!("expected a backup stored in the repository, got {other:?}"),
+    };
+    assert_eq!(done.manifest.method, persnap::method::Method::Btrfs);
+    assert_eq!(vol.snapshot_leftovers(), Vec::<String>::new());
+    assert_eq!(
+        std::fs::read_dir(&staging).unwrap().count(),
+        0,
+        "nothing stays staged"
+    );
+    let repo = persnap::repository::Repo::open(&location, &password).unwrap();
+    let listed = repo.list().unwrap();
+    assert_eq!(listed.len(), 1, "{listed:?}");
+    assert_eq!(listed[0].database, "ledger");
+    let scratch = tempfile::tempdir().unwrap();
+    let set = repo
+        .fetch(
+            &listed[0].id,
+            scratch.path(),
+            &mut persnap::progress::Silent,
+            &persnap::progress::CancelToken::new(),
+        )
+        .unwrap();
+    check_copy(&set);
+    wait_until(&mut h, "the card turning green", |app| {
+        app.rt.overview.survey.as_ref().is_some_and(|s| {
+            s.as_ref()
+                .is_ok_and(|s| s.assessments[0].level == persnap::protection::Level::Protected)
+        })
+    });
+    h.get_by_label("Protected: last verified backup just now.");
+}

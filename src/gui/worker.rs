@@ -57,7 +57,8 @@ pub struct StoredBackup {
 /// Where a backup goes besides (here: instead of) a folder.
 pub struct IntoRepository {
     pub location: Location,
-    pub password: Password,
+    /// As typed; `None`: the one kept in the keyring.
+    pub password: Option<Password>,
     pub keep: Keep,
     /// Keep the password in the system's secret store once it opened the
     /// repository.
@@ -194,8 +195,37 @@ pub fn schedule_change(
 /// Register a database as protected (`DatabaseAdd`), or protect it with
 /// its location, schedule and a test snapshot (`Protect`), through the
 /// helper (the administrator's permission, asked once).
-pub fn protect(ctx: &eframe::egui::Context, request: Request, helper: Option<HelperRoute>) -> Job {
+///
+/// Into a repository: the connection is tested first (nothing is asked of
+/// the administrator for a wrong password), and with `remember` the
+/// password is kept in the keyring for "Back up now".
+pub fn protect(
+    ctx: &eframe::egui::Context,
+    request: Request,
+    helper: Option<HelperRoute>,
+    remember: bool,
+) -> Job {
     spawn(ctx, move |notify, cancel| {
+        if let Request::Protect {
+            repository: Some(into),
+            ..
+        } = &request
+        {
+            let opened = into.unlock.validate().and_then(|location| {
+                let password = into.unlock.password();
+                persnap::repository::Repo::open(&location, &password)?;
+                if remember
+                    && let Err(e) = persnap::repository::keyring::remember(&location, &password)
+                {
+                    notify.send(Msg::Log(Level::Warning, e.to_string()));
+                }
+                Ok(())
+            });
+            if let Err(e) = opened {
+                notify.send(Msg::ProtectDone(Err(RemoteFailure::local(&e, None))));
+                return;
+            }
+        }
         let mut progress = notify.clone();
         let result = match route(helper)
             .and_then(|r| launch::call_via(r, &request, &mut progress, &mut Discard, &cancel))
@@ -339,10 +369,30 @@ fn open_repository(
     notes: &mut Vec<String>,
 ) -> Result<Delivery, (persnap::Error, Location)> {
     let location = into.location.clone();
-    let delivery = Delivery::open(into.location, &into.password, true, into.keep)
+    let password = match into.password {
+        Some(typed) => typed,
+        None => match persnap::repository::keyring::recall(&location) {
+            Ok(Some(kept)) => kept,
+            Ok(None) => {
+                return Err((
+                    persnap::Error::Repository {
+                        what: format!(
+                            "The password of the repository {location} is not kept on this computer."
+                        ),
+                        advice: "Connect to it once on the Repositories screen with \"Remember it\" ticked (or run persnap repo remember --repo …), then back up again.",
+                        detail: String::new(),
+                        kind: persnap::ErrorKind::BadInput,
+                    },
+                    location,
+                ));
+            }
+            Err(e) => return Err((e, location)),
+        },
+    };
+    let delivery = Delivery::open(into.location, &password, true, into.keep)
         .map_err(|e| (e, location.clone()))?;
     if into.remember
-        && let Err(e) = persnap::repository::keyring::remember(&location, &into.password)
+        && let Err(e) = persnap::repository::keyring::remember(&location, &password)
     {
         notes.push(e.to_string());
     }

@@ -29,9 +29,10 @@ pub fn store_name() -> &'static str {
     }
 }
 
-fn unavailable(detail: String) -> Error {
+/// `doing`: "kept in", "removed from".
+fn unavailable(doing: &str, detail: String) -> Error {
     Error::Repository {
-        what: format!("The password could not be kept in {}.", store_name()),
+        what: format!("The password could not be {doing} {}.", store_name()),
         advice: if cfg!(windows) {
             "Type the password each time, or use a password file."
         } else {
@@ -42,31 +43,31 @@ fn unavailable(detail: String) -> Error {
     }
 }
 
-fn store() -> Result<Arc<CredentialStore>> {
+fn store(doing: &str) -> Result<Arc<CredentialStore>> {
     #[cfg(windows)]
     let made = windows_native_keyring_store::Store::new();
     #[cfg(not(windows))]
     let made = dbus_secret_service_keyring_store::Store::new();
-    let store: Arc<CredentialStore> = made.map_err(|e| unavailable(e.to_string()))?;
+    let store: Arc<CredentialStore> = made.map_err(|e| unavailable(doing, e.to_string()))?;
     Ok(store)
 }
 
-fn entry(location: &Location) -> Result<Entry> {
-    Entry::new_in_store(&store()?, SERVICE, &location.display())
-        .map_err(|e| unavailable(e.to_string()))
+fn entry(location: &Location, doing: &str) -> Result<Entry> {
+    Entry::new_in_store(&store(doing)?, SERVICE, &location.display())
+        .map_err(|e| unavailable(doing, e.to_string()))
 }
 
 /// Keep the password of `location` (replacing one kept before).
 pub fn remember(location: &Location, password: &Password) -> Result<()> {
-    entry(location)?
+    entry(location, "kept in")?
         .set_password(&password.0)
-        .map_err(|e| unavailable(e.to_string()))
+        .map_err(|e| unavailable("kept in", e.to_string()))
 }
 
 /// The password kept for `location`, if any. A secret store that cannot
 /// be reached is an error (the caller may then ask for the password).
 pub fn recall(location: &Location) -> Result<Option<Password>> {
-    match entry(location)?.get_password() {
+    match entry(location, "read from")?.get_password() {
         Ok(password) => Ok(Some(Password::new(password))),
         Err(keyring_core::Error::NoEntry) => Ok(None),
         Err(e) => Err(Error::Repository {
@@ -83,10 +84,10 @@ pub fn recall(location: &Location) -> Result<Option<Password>> {
 
 /// Forget the password kept for `location`; whether there was one.
 pub fn forget(location: &Location) -> Result<bool> {
-    match entry(location)?.delete_credential() {
+    match entry(location, "removed from")?.delete_credential() {
         Ok(()) => Ok(true),
         Err(keyring_core::Error::NoEntry) => Ok(false),
-        Err(e) => Err(unavailable(e.to_string())),
+        Err(e) => Err(unavailable("removed from", e.to_string())),
     }
 }
 
