@@ -18,6 +18,8 @@ mod notify;
 use clap::Parser;
 
 fn main() {
+    // SAFETY: first thing, before any thread starts.
+    unsafe { persnap::repository::hand_ca_bundle_to_rclone() };
     #[cfg(feature = "gui")]
     if std::env::args_os().len() == 1 {
         #[cfg(windows)]

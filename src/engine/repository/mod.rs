@@ -262,6 +262,31 @@ pub const UNLOCK_ENVIRONMENT: [&str; 7] = [
     "RCLONE_SFTP_KNOWN_HOSTS_FILE",
 ];
 
+/// Hands a CA bundle given in `AWS_CA_BUNDLE` to rclone in its own words.
+/// rclone 1.60 (Debian 12's) reaches no S3 storage at all while that
+/// variable is set: its AWS library cannot add the bundle to rclone's
+/// connections and gives up ("LoadCustomCABundleError"). rclone's own
+/// `RCLONE_CA_CERT` does the same thing (only those certificates are
+/// trusted), so the bundle goes there (unless it is set already) and
+/// `AWS_CA_BUNDLE` is left out of the environment rclone starts in.
+///
+/// # Safety
+///
+/// It changes the process's environment: call it first thing in `main`,
+/// before any thread starts.
+pub unsafe fn hand_ca_bundle_to_rclone() {
+    let Some(bundle) = std::env::var_os("AWS_CA_BUNDLE") else {
+        return;
+    };
+    // SAFETY: no other thread runs yet (the caller's promise).
+    unsafe {
+        if !bundle.is_empty() && std::env::var_os("RCLONE_CA_CERT").is_none() {
+            std::env::set_var("RCLONE_CA_CERT", &bundle);
+        }
+        std::env::remove_var("AWS_CA_BUNDLE");
+    }
+}
+
 /// What opens a repository for a scheduled run: its location, password
 /// and storage keys. The helper writes it into a file only root (SYSTEM)
 /// can read; the schedule itself (world-readable) never holds it.

@@ -27,6 +27,7 @@ const SNAPSHOT_ROOT: &str = "/persnap";
 const ADVICE_PASSWORD: &str =
     "Type the password the repository was created with; a forgotten password cannot be recovered.";
 const ADVICE_REACH_SFTP: &str = "Check that the SSH server is running and reachable, that it accepts your key (the one in RCLONE_SFTP_KEY_FILE, or your ssh-agent's) and that its own key is the one trusted in RCLONE_SFTP_KNOWN_HOSTS_FILE (a key that changed is refused); then try again.";
+const ADVICE_S3_KEYS: &str = "Set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY to the keys of a user that may read and write this bucket, then try again.";
 const ADVICE_REACH: &str = "Check that the server is running and reachable from this machine, and that the address is right; then try again.";
 
 impl Location {
@@ -52,10 +53,19 @@ impl Location {
             // SFTP and S3 go through rclone (`rclone serve restic`, started
             // and stopped by rustic for the run), with an on-the-fly remote:
             // no rclone configuration is needed.
+            Some(("sftp" | "s3", _)) => format!("rclone:{}", self.rclone_remote()?),
+            _ => unreachable!("checked when parsed"),
+        };
+        Ok(BackendOptions::default().repository(repository))
+    }
+
+    /// The on-the-fly rclone remote of an SFTP or S3 location.
+    fn rclone_remote(&self) -> Result<String> {
+        Ok(match scheme(&self.0) {
             Some(("sftp", rest)) => {
                 let (user, host, port, root) = sftp_parts(rest).expect("checked when parsed");
                 let port = port.unwrap_or("22");
-                format!("rclone::sftp,host={host},user={user},port={port}:{root}")
+                format!(":sftp,host={host},user={user},port={port}:{root}")
             }
             Some(("s3", url)) => {
                 let (scheme_part, rest) = url.split_once("://").expect("checked when parsed");
@@ -69,13 +79,70 @@ impl Location {
                     });
                 }
                 // The keys come from AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY.
-                format!(
-                    "rclone::s3,provider=Other,env_auth=true,endpoint='{scheme_part}://{host}':{path}"
-                )
+                format!(":s3,provider=Other,env_auth=true,endpoint='{scheme_part}://{host}':{path}")
             }
-            _ => unreachable!("checked when parsed"),
-        };
-        Ok(BackendOptions::default().repository(repository))
+            _ => unreachable!("only SFTP and S3 go through rclone"),
+        })
+    }
+
+    /// Why S3 storage turned persnap away, when it was its keys: rclone
+    /// (which stores the repository) does not tell rustic, which then only
+    /// sees a missing file or a failed request. So rclone is asked once
+    /// more, itself, to list the place, and what it says is returned when
+    /// the storage refused the keys (or none were given).
+    fn s3_keys_refused(&self) -> Option<String> {
+        if !matches!(scheme(&self.0), Some(("s3", _))) {
+            return None;
+        }
+        let remote = self.rclone_remote().ok()?;
+        let mut child = std::process::Command::new("rclone")
+            .args([
+                "lsf",
+                "--max-depth",
+                "1",
+                "--retries",
+                "1",
+                "--low-level-retries",
+                "1",
+                "--contimeout",
+                "10s",
+                "--timeout",
+                "20s",
+            ])
+            .arg(remote)
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .ok()?;
+        let mut stderr = child.stderr.take()?;
+        let reader = std::thread::spawn(move || {
+            let mut said = String::new();
+            let _ = std::io::Read::read_to_string(&mut stderr, &mut said);
+            said
+        });
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while child.try_wait().ok()?.is_none() {
+            if Instant::now() > deadline {
+                let _ = child.kill();
+                let _ = child.wait();
+                return None;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let said = reader.join().ok()?;
+        let refused = [
+            "SignatureDoesNotMatch",
+            "InvalidAccessKeyId",
+            "AccessDenied",
+            "NoCredentialProviders",
+            "status code: 403",
+        ];
+        // From the storage's word on (rclone's time and prefix are noise).
+        said.lines().find_map(|line| {
+            let at = refused.iter().find_map(|r| line.find(r))?;
+            Some(line[at..].trim().to_owned())
+        })
     }
 }
 
@@ -124,6 +191,27 @@ fn plain(location: &Location, doing: &str, e: &RusticError) -> Error {
         };
     }
     let lower = detail.to_lowercase();
+    if (lower.contains("backend")
+        || lower.contains("config file")
+        || lower.contains("no repository"))
+        && let Some(said) = location.s3_keys_refused()
+    {
+        let what = if said.starts_with("NoCredentialProviders") {
+            format!(
+                "No keys for the S3 storage at {location} were given (AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY): {doing} failed."
+            )
+        } else {
+            format!(
+                "The S3 storage at {location} refused the keys it was given (AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY): {doing} failed."
+            )
+        };
+        return Error::Repository {
+            what,
+            advice: ADVICE_S3_KEYS,
+            detail: format!("{said}; {detail}"),
+            kind: ErrorKind::BadInput,
+        };
+    }
     let (what, advice, ek) = if lower.contains("no space left")
         || lower.contains("quota")
         || lower.contains("entity too large")
