@@ -287,15 +287,17 @@ pub fn from_repository(
     let cancel = CancelToken::new();
     let repo = Repo::open(&location, &password)?;
     let staging = staging_dir()?;
-    let scratch = persnap::verify::WorkDir::create(staging.join(format!(
-        "{}fetch-{}",
-        persnap::names::SCRATCH_PREFIX,
-        &uuid::Uuid::new_v4().simple().to_string()[..8]
-    )))?;
     let mut printer = super::Printer::new();
-    let set = repo.fetch(&id.to_string_lossy(), scratch.path(), &mut printer, &cancel);
+    let fetched = persnap::repository::deliver::fetch_staged(
+        &repo,
+        &id.to_string_lossy(),
+        &staging,
+        &mut printer,
+        &cancel,
+    );
     printer.finish_line();
-    then(set?)
+    let (_scratch, set) = fetched?;
+    then(set)
 }
 
 /// `persnap prune --repo`.

@@ -356,6 +356,14 @@ fn selected_actions(app: &mut PersnapApp, ui: &mut Ui, runs: &[Run]) {
         ui.label("Select a backup to verify it again, open it or restore it.");
         return;
     };
+    if let (None, Some(stored), Outcome::Completed) =
+        (&run.backup_path, &run.repository, &run.outcome)
+    {
+        let stored = stored.clone();
+        let run = run.clone();
+        in_repository(app, ui, &run, &stored);
+        return;
+    }
     let Some(path) = run
         .backup_path
         .clone()
@@ -465,6 +473,90 @@ fn selected_actions(app: &mut PersnapApp, ui: &mut Ui, runs: &[Run]) {
     if restore {
         app.rt.restore = Some(RestoreDraft {
             backup: path,
+            repository: None,
+            target: run.source.display().to_string(),
+            job: None,
+            phase: None,
+            result: None,
+        });
+    }
+}
+
+/// A backup kept only by a repository: verified again and restored by
+/// reading it out of the repository first (as you, into your staging
+/// folder).
+fn in_repository(
+    app: &mut PersnapApp,
+    ui: &mut Ui,
+    run: &Run,
+    stored: &persnap::repository::Stored,
+) {
+    let Ok(location) = persnap::repository::Location::parse(&stored.location) else {
+        ui.label(format!("{}: in {}", when(run), stored.location));
+        return;
+    };
+    let from = super::worker::InRepository {
+        password: super::repository_view::typed_password(app, &stored.location),
+        location,
+        snapshot: stored.snapshot.clone(),
+        staging: app.rt.staging.clone(),
+    };
+    let Some(page) = &mut app.rt.database else {
+        return;
+    };
+    let mut restore = false;
+    ui.horizontal_wrapped(|ui| {
+        ui.strong(format!(
+            "Backup of {}, in the repository {} ({})",
+            when(run),
+            stored.location,
+            &stored.snapshot[..stored.snapshot.len().min(8)]
+        ));
+        if ui
+            .add_enabled(page.verifying.is_none(), egui::Button::new("Verify again"))
+            .on_hover_text(
+                "Read it back out of the repository, then every file and the database, as after the backup",
+            )
+            .clicked()
+        {
+            let (tx, rx) = std::sync::mpsc::channel();
+            let ctx = ui.ctx().clone();
+            let from = from.clone();
+            std::thread::spawn(move || {
+                let cancel = persnap::progress::CancelToken::new();
+                let result = match from.fetch(&mut persnap::progress::Silent, &cancel) {
+                    Ok((_scratch, set)) => verify_again(&set),
+                    Err(e) => Err(format!("It could not be read out of the repository: {e}")),
+                };
+                let _ = tx.send(result);
+                ctx.request_repaint();
+            });
+            page.verified = None;
+            page.verifying = Some((run.id.clone(), rx));
+        }
+        restore = ui
+            .button("Restore…")
+            .on_hover_text("Read it out of the repository and put it back in place of the database")
+            .clicked();
+    });
+    if page.verifying.is_some() {
+        ui.horizontal(|ui| {
+            ui.spinner();
+            ui.label("Reading it out of the repository and verifying…");
+        });
+    }
+    if let Some((id, result)) = &page.verified
+        && *id == run.id
+    {
+        match result {
+            Ok(words) => ui.colored_label(GREEN, words),
+            Err(words) => ui.colored_label(RED, words),
+        };
+    }
+    if restore {
+        app.rt.restore = Some(RestoreDraft {
+            backup: PathBuf::from(&stored.snapshot[..stored.snapshot.len().min(8)]),
+            repository: Some(from),
             target: run.source.display().to_string(),
             job: None,
             phase: None,

@@ -304,6 +304,26 @@ fn details(app: &mut PersnapApp, ui: &mut Ui) {
         for warning in &run.warnings {
             ui.colored_label(AMBER, warning);
         }
+        if let (None, Some(stored), Outcome::Completed) =
+            (&run.backup_path, &run.repository, &run.outcome)
+            && let Ok(location) = persnap::repository::Location::parse(&stored.location)
+            && ui.button("Restore this backup…").clicked()
+        {
+            let from = super::worker::InRepository {
+                password: super::repository_view::typed_password(app, &stored.location),
+                location,
+                snapshot: stored.snapshot.clone(),
+                staging: app.rt.staging.clone(),
+            };
+            app.rt.restore = Some(RestoreDraft {
+                backup: std::path::PathBuf::from(&stored.snapshot[..stored.snapshot.len().min(8)]),
+                repository: Some(from),
+                target: run.source.display().to_string(),
+                job: None,
+                phase: None,
+                result: None,
+            });
+        }
         if let Some(path) = &run.backup_path {
             ui.horizontal(|ui| {
                 if ui.button("Open folder").clicked() {
@@ -313,6 +333,7 @@ fn details(app: &mut PersnapApp, ui: &mut Ui) {
                 if ui.add_enabled(restorable, egui::Button::new("Restore this backup…")).clicked() {
                     app.rt.restore = Some(RestoreDraft {
                         backup: path.clone(),
+                        repository: None,
                         target: run.source.display().to_string(),
                         job: None,
                         phase: None,
@@ -358,7 +379,14 @@ pub fn restore_panel(app: &mut PersnapApp, ui: &mut Ui) {
         return;
     };
     ui.heading("Restore a backup");
-    ui.label(format!("Backup: {}", draft.backup.display()));
+    match &draft.repository {
+        Some(from) => ui.label(format!(
+            "Backup {} in the repository {} (read out of it first, into your staging folder)",
+            draft.backup.display(),
+            from.location
+        )),
+        None => ui.label(format!("Backup: {}", draft.backup.display())),
+    };
     let name = ui.label("Restore into (the correlator's store folder)");
     ui.add_enabled(
         draft.job.is_none() && draft.result.is_none(),
@@ -403,6 +431,7 @@ pub fn restore_panel(app: &mut PersnapApp, ui: &mut Ui) {
                 draft.job = Some(super::worker::restore(
                     &ctx,
                     draft.backup.clone(),
+                    draft.repository.clone(),
                     target,
                     history,
                     app.rt.helper.clone(),

@@ -220,7 +220,10 @@ pub struct Runtime {
 
 /// The restore panel's state.
 pub struct RestoreDraft {
+    /// The backup folder; for a backup in a repository, its id there.
     pub backup: PathBuf,
+    /// The repository the backup is in (it is read out of it first).
+    pub repository: Option<worker::InRepository>,
     /// Where to restore to, as typed (default: where the backup came from).
     pub target: String,
     pub job: Option<Job>,

@@ -467,13 +467,7 @@ pub fn back_up_now(
         Some(r) if r.staged => match persnap::repository::Location::parse(&r.location) {
             Ok(location) => Some(super::worker::IntoRepository {
                 // Typed this session for this repository, else the keyring's.
-                password: persnap::repository::Location::parse(app.settings.repository.trim())
-                    .ok()
-                    .filter(|typed| typed.display() == location.display())
-                    .filter(|_| !app.rt.repositories.password.is_empty())
-                    .map(|_| {
-                        persnap::repository::Password::new(app.rt.repositories.password.clone())
-                    }),
+                password: super::repository_view::typed_password(app, &location.display()),
                 location,
                 keep: r.keep.clone(),
                 remember: false,

@@ -229,6 +229,17 @@ pub fn fields(app: &mut PersnapApp, ui: &mut Ui) -> bool {
     enter
 }
 
+/// The password typed this session for the repository at `location` (as
+/// shown), if it is the one on these screens; else the worker asks the
+/// keyring.
+pub fn typed_password(app: &PersnapApp, location: &str) -> Option<Password> {
+    Location::parse(app.settings.repository.trim())
+        .ok()
+        .filter(|typed| typed.display() == location)
+        .filter(|_| !app.rt.repositories.password.is_empty())
+        .map(|_| Password::new(app.rt.repositories.password.clone()))
+}
+
 /// What went wrong in words, rustic's own words behind "Details".
 pub fn failure(ui: &mut Ui, e: &persnap::Error) {
     match e {

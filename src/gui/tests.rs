@@ -2042,7 +2042,7 @@ fn a_running_correlator_is_protected_into_a_repository_and_backed_up_there() {
         .parent()
         .unwrap()
         .join("persnap-loadgen");
-    let _correlator = KilledOnDrop(
+    let correlator = KilledOnDrop(
         std::process::Command::new(loadgen)
             .arg0("correlator")
             .arg(format!("-PstoreLocation={}", store.display()))
@@ -2179,4 +2179,46 @@ fn a_running_correlator_is_protected_into_a_repository_and_backed_up_there() {
         })
     });
     h.get_by_label("Protected: last verified backup just now.");
+
+    // Restored from the repository, from History: read out of it first,
+    // then put back as any backup is (the correlator stopped; the store
+    // folder belongs to its user, never to root).
+    drop(correlator);
+    std::os::unix::fs::chown(&store, Some(65534), Some(65534)).unwrap();
+    h.get_by_label("History").click();
+    h.run_steps(3);
+    h.get_by_label("completed").click();
+    h.run_steps(3);
+    h.get_by_label("Restore this backup…").click();
+    h.run_steps(3);
+    h.get_by_label_contains("in the repository");
+    h.get_by_label("Restore now").click();
+    wait_until(&mut h, "the restore", |app| {
+        app.rt.restore.as_ref().is_some_and(|d| d.result.is_some())
+    });
+    let result = h
+        .state()
+        .rt
+        .restore
+        .as_ref()
+        .unwrap()
+        .result
+        .clone()
+        .unwrap();
+    let report = result.unwrap_or_else(|f| panic!("restore failed: {f}"));
+    assert!(
+        report
+            .safety_dir
+            .expect("the old store was kept")
+            .join("persistence.db")
+            .is_file()
+    );
+    let restored = store.join("persistence.db");
+    persnap::verify::integrity_check(&restored).unwrap();
+    loadgen::check_invariant(&rusqlite::Connection::open(&restored).unwrap()).unwrap();
+    assert_eq!(
+        std::fs::read_dir(&staging).unwrap().count(),
+        0,
+        "nothing read out of the repository stays"
+    );
 }

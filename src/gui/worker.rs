@@ -54,6 +54,50 @@ pub struct StoredBackup {
     pub notes: Vec<String>,
 }
 
+/// A backup in a repository, to read out of it (verify, restore).
+#[derive(Clone)]
+pub struct InRepository {
+    pub location: Location,
+    /// Its id there.
+    pub snapshot: String,
+    /// As typed; `None`: the one kept in the keyring.
+    pub password: Option<Password>,
+    /// Where it is read out to (default: the user's staging folder).
+    pub staging: Option<PathBuf>,
+}
+
+impl InRepository {
+    /// Read it out into a scratch folder of the staging folder (removed
+    /// when the guard drops); the set's folder.
+    pub fn fetch(
+        &self,
+        progress: &mut dyn Progress,
+        cancel: &CancelToken,
+    ) -> persnap::Result<(persnap::verify::WorkDir, PathBuf)> {
+        let password = password_of(&self.location, self.password.clone())?;
+        let repo = persnap::repository::Repo::open(&self.location, &password)?;
+        let staging = match &self.staging {
+            Some(dir) => dir.clone(),
+            None => deliver::staging_dir()?,
+        };
+        let staging = persnap::fsutil::canonicalize(&staging).unwrap_or(staging);
+        deliver::fetch_staged(&repo, &self.snapshot, &staging, progress, cancel)
+    }
+}
+
+/// The password typed, else the one kept in the keyring, else what to do.
+fn password_of(location: &Location, typed: Option<Password>) -> persnap::Result<Password> {
+    if let Some(typed) = typed {
+        return Ok(typed);
+    }
+    persnap::repository::keyring::recall(location)?.ok_or_else(|| persnap::Error::Repository {
+        what: format!("The password of the repository {location} is not kept on this computer."),
+        advice: "Connect to it once on the Repositories screen with \"Remember it\" ticked (or run persnap repo remember --repo …), then try again.",
+        detail: String::new(),
+        kind: persnap::ErrorKind::BadInput,
+    })
+}
+
 /// Where a backup goes besides (here: instead of) a folder.
 pub struct IntoRepository {
     pub location: Location,
@@ -135,9 +179,13 @@ fn spawn(
 
 /// Restore a backup through the helper (the store folder usually belongs
 /// to the correlator's user, so this needs administrator rights).
+///
+/// A backup in a repository is read out of it first, as you, into your
+/// staging folder; the restore then checks it whole as any other.
 pub fn restore(
     ctx: &eframe::egui::Context,
     backup: PathBuf,
+    from: Option<InRepository>,
     target: PathBuf,
     history: History,
     helper: Option<HelperRoute>,
@@ -148,6 +196,14 @@ pub fn restore(
             history,
             notify: notify.clone(),
             recorded: false,
+        };
+        let (_scratch, backup) = match from.map(|from| from.fetch(&mut progress, &cancel)) {
+            None => (None, backup),
+            Some(Ok((scratch, set))) => (Some(scratch), set),
+            Some(Err(e)) => {
+                notify.send(Msg::RestoreDone(Err(RemoteFailure::local(&e, None))));
+                return;
+            }
         };
         let request = Request::Restore { backup, target };
         let result = match route(helper)
@@ -369,26 +425,7 @@ fn open_repository(
     notes: &mut Vec<String>,
 ) -> Result<Delivery, (persnap::Error, Location)> {
     let location = into.location.clone();
-    let password = match into.password {
-        Some(typed) => typed,
-        None => match persnap::repository::keyring::recall(&location) {
-            Ok(Some(kept)) => kept,
-            Ok(None) => {
-                return Err((
-                    persnap::Error::Repository {
-                        what: format!(
-                            "The password of the repository {location} is not kept on this computer."
-                        ),
-                        advice: "Connect to it once on the Repositories screen with \"Remember it\" ticked (or run persnap repo remember --repo …), then back up again.",
-                        detail: String::new(),
-                        kind: persnap::ErrorKind::BadInput,
-                    },
-                    location,
-                ));
-            }
-            Err(e) => return Err((e, location)),
-        },
-    };
+    let password = password_of(&location, into.password).map_err(|e| (e, location.clone()))?;
     let delivery = Delivery::open(into.location, &password, true, into.keep)
         .map_err(|e| (e, location.clone()))?;
     if into.remember

@@ -373,3 +373,23 @@ pub fn apply_keep(repo: &Repo, host: &str, database: &str, keep: &Keep) -> Vec<S
         )],
     }
 }
+
+/// Read the backup `id` out of `repo` into a scratch folder of its own in
+/// `staging` (the user's), for a verify or a restore, which check it
+/// whole. The scratch folder goes when the returned guard drops; the path
+/// is the set's folder inside it.
+pub fn fetch_staged(
+    repo: &Repo,
+    id: &str,
+    staging: &Path,
+    progress: &mut dyn Progress,
+    cancel: &CancelToken,
+) -> Result<(crate::verify::WorkDir, PathBuf)> {
+    let scratch = crate::verify::WorkDir::create(staging.join(format!(
+        "{}fetch-{}",
+        crate::names::SCRATCH_PREFIX,
+        &uuid::Uuid::new_v4().simple().to_string()[..8]
+    )))?;
+    let set = repo.fetch(id, scratch.path(), progress, cancel)?;
+    Ok((scratch, set))
+}
