@@ -340,6 +340,10 @@ pub enum ScheduleCommand {
         /// password is kept where only root (Windows: SYSTEM) can read it.
         #[command(flatten)]
         repo: repo::RepoArgs,
+        /// And a copy of each in a second, offsite repository (its password
+        /// kept the same way; the same retention applies there).
+        #[command(flatten)]
+        offsite: repo::OffsiteArgs,
     },
     /// List the schedules.
     List,
@@ -631,6 +635,12 @@ fn backup_cmd(
             }
         },
     };
+    // A scheduled run opens its offsite repository too only once it acts
+    // as its user.
+    let (offsite, offsite_later) = match offsite {
+        Some(offsite) if open_later => (None, Some(offsite)),
+        other => (other, None),
+    };
     let offsite = match offsite {
         None => None,
         // Opened first, so a wrong password is said before the snapshot;
@@ -770,6 +780,15 @@ fn backup_cmd(
             shown = delivered.stored.snapshot.clone();
         }
     }
+    let offsite = offsite.or_else(|| {
+        offsite_later.map(|(location, password, keep)| {
+            (
+                persnap::repository::Repo::open(&location, &password),
+                location,
+                keep,
+            )
+        })
+    });
     if let Some((offsite, location, keep)) = offsite {
         let copied = repo::store_offsite(
             &offsite,
@@ -1299,11 +1318,24 @@ fn schedule_cmd(cmd: ScheduleCommand) -> Result<(), Failure> {
             retention,
             run_as,
             repo,
+            offsite,
         } => {
             let run_as = run_as
                 .map(|account| account_with_password(&account))
                 .transpose()?;
             let repo = repo.unlock()?;
+            let offsite = match offsite.unlock()? {
+                None => None,
+                Some((location, password)) => {
+                    persnap::repository::Repo::open(&location, &password)
+                        .map_err(|e| anyhow::anyhow!("The offsite repository: {e}"))?;
+                    Some(persnap::protocol::ScheduleRepositoryRequest {
+                        unlock: persnap::repository::Unlock::new(&location, &password),
+                        keep: retention.for_repository(),
+                        staged: false,
+                    })
+                }
+            };
             let staged = dest.is_none();
             let dest = match (dest, &repo) {
                 (Some(dest), _) => dest,
@@ -1342,8 +1374,15 @@ fn schedule_cmd(cmd: ScheduleCommand) -> Result<(), Failure> {
                 }
             };
             let history = History::open_default()?;
-            let request =
-                launch::schedule_request(&name, &req, &at, history.dir(), run_as, repository)?;
+            let request = launch::schedule_request(
+                &name,
+                &req,
+                &at,
+                history.dir(),
+                run_as,
+                repository,
+                offsite,
+            )?;
             match call_helper(&request)? {
                 Reply::ScheduleAdded {
                     schedule: s,

@@ -177,6 +177,7 @@ pub fn schedule_request(
     history_dir: &std::path::Path,
     run_as: Option<persnap::protocol::RunAs>,
     repository: Option<persnap::protocol::ScheduleRepositoryRequest>,
+    offsite: Option<persnap::protocol::ScheduleRepositoryRequest>,
 ) -> persnap::Result<Request> {
     persnap::schedule::validate_name(name)?;
     let history_dir = records_folder(history_dir)?;
@@ -191,6 +192,7 @@ pub fn schedule_request(
         history_dir,
         run_as,
         repository,
+        offsite,
     })
 }
 

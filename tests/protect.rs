@@ -86,6 +86,7 @@ impl Place {
             test_snapshot: true,
             replace: false,
             repository: None,
+            offsite: None,
         }
     }
 }
@@ -411,6 +412,7 @@ fn a_failed_step_or_a_stale_name_changes_nothing_else() {
         history_dir: persnap::fsutil::canonicalize(place.history.path()).unwrap(),
         run_as: None,
         repository: None,
+        offsite: None,
     };
     let (code, event) = place.call("admin", &elsewhere);
     assert_eq!(code, Some(0), "{event:?}");
@@ -534,7 +536,46 @@ fn a_database_protected_into_a_repository_keeps_its_password_for_root() {
         assert!(place.units().is_empty(), "{:?}", place.units());
     }
 
-    let (code, event) = place.call("admin", &with(unlock(good, "vault secret", &[])));
+    // An offsite copy must go elsewhere, with keys that agree with the
+    // first repository's (one run has one environment).
+    let offsite_place = staging.dir.path().join("offsite");
+    let offsite_good = offsite_place.to_str().unwrap();
+    let with_offsite = |first: persnap::repository::Unlock, second: persnap::repository::Unlock| {
+        let mut request = with(first);
+        if let Request::Protect { offsite, .. } = &mut request {
+            *offsite = Some(protocol::ScheduleRepositoryRequest {
+                unlock: second,
+                keep: Default::default(),
+                staged: false,
+            });
+        }
+        request
+    };
+    for (first, second, said) in [
+        (
+            unlock(good, "vault secret", &[]),
+            unlock(good, "vault secret", &[]),
+            "another repository",
+        ),
+        (
+            unlock(good, "vault secret", &[("AWS_ACCESS_KEY_ID", "one")]),
+            unlock(offsite_good, "other", &[("AWS_ACCESS_KEY_ID", "two")]),
+            "another AWS_ACCESS_KEY_ID",
+        ),
+    ] {
+        let message = refusal(place.call("admin", &with_offsite(first, second)).1);
+        assert!(message.contains(said), "{said}: {message}");
+        assert!(place.registry().list().unwrap().is_empty());
+        assert!(place.units().is_empty(), "{:?}", place.units());
+    }
+
+    let (code, event) = place.call(
+        "admin",
+        &with_offsite(
+            unlock(good, "vault secret", &[]),
+            unlock(offsite_good, "offsite secret", &[]),
+        ),
+    );
     let Event::Done { result } = event else {
         panic!("expected Protected, got {event:?} ({code:?})");
     };
@@ -545,6 +586,10 @@ fn a_database_protected_into_a_repository_keeps_its_password_for_root() {
     assert_eq!(kept.location, good);
     assert_eq!(kept.keep.last, Some(3));
     assert!(kept.staged);
+    assert_eq!(
+        database.offsite.as_ref().map(|o| o.location.as_str()),
+        Some(offsite_good)
+    );
     let registry_text: String = std::fs::read_dir(place.registry().dir())
         .unwrap()
         .map(|e| std::fs::read_to_string(e.unwrap().path()).unwrap_or_default())
@@ -565,6 +610,25 @@ fn a_database_protected_into_a_repository_keeps_its_password_for_root() {
             .unwrap()
             .contains("vault secret")
     );
+    let offsite_file = place
+        .units
+        .path()
+        .join("persnap-repositories/vault.offsite.json");
+    assert_eq!(
+        std::fs::metadata(&offsite_file)
+            .unwrap()
+            .permissions()
+            .mode()
+            & 0o777,
+        0o600
+    );
+    assert!(
+        std::fs::read_to_string(&offsite_file)
+            .unwrap()
+            .contains("offsite secret")
+    );
+    assert!(service.contains("--offsite-unlock"), "{service}");
+    assert!(!registry_text.contains("offsite secret"), "{registry_text}");
 
     // Stopping protection takes the schedule and its password file too.
     let (code, event) = place.call(
@@ -575,5 +639,6 @@ fn a_database_protected_into_a_repository_keeps_its_password_for_root() {
     );
     assert!(matches!(event, Event::Done { .. }), "{event:?} ({code:?})");
     assert!(!file.exists(), "its password file goes with it");
+    assert!(!offsite_file.exists(), "and the offsite one");
     assert!(place.registry().list().unwrap().is_empty());
 }

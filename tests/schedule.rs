@@ -72,11 +72,12 @@ fn schedule_through_helper(
     uid: u32,
     units: &Path,
 ) -> std::process::Output {
-    schedule_through_helper_into(name, source, dest, history, uid, units, None)
+    schedule_through_helper_into(name, source, dest, history, uid, units, None, None)
 }
 
 /// [`schedule_through_helper`], also (or only, when staged) into a
 /// repository.
+#[allow(clippy::too_many_arguments)]
 fn schedule_through_helper_into(
     name: &str,
     source: &Path,
@@ -85,6 +86,7 @@ fn schedule_through_helper_into(
     uid: u32,
     units: &Path,
     repository: Option<persnap::protocol::ScheduleRepositoryRequest>,
+    offsite: Option<persnap::protocol::ScheduleRepositoryRequest>,
 ) -> std::process::Output {
     use persnap::protocol::{self, BackupOptions, Request};
     let request = Request::ScheduleAdd {
@@ -98,6 +100,7 @@ fn schedule_through_helper_into(
         history_dir: persnap::fsutil::canonicalize(history).unwrap(),
         run_as: None,
         repository,
+        offsite,
     };
     let mut frame = Vec::new();
     protocol::write_frame(&mut frame, &request).unwrap();
@@ -472,6 +475,8 @@ fn a_missed_run_is_reported_until_one_runs() {
         password: Default::default(),
         repository: None,
         unlock: None,
+        offsite: None,
+        offsite_unlock: None,
     };
     systemd::write_units(&s, units.path(), &bin("persnap")).unwrap();
     let check = with_units(units.path(), data.path(), &["schedule", "check"]);
@@ -589,20 +594,23 @@ fn a_scheduled_backup_into_a_repository_keeps_its_password_from_all_but_root() {
         user_dir("persnap-sched-data-", uid),
         user_dir("persnap-sched-repo-", uid),
     );
-    let repo = place.path().join("repo");
+    let (repo, offsite) = (place.path().join("repo"), place.path().join("offsite"));
     let password_file = place.path().join("password");
     std::fs::write(&password_file, format!("{PASSWORD}\n")).unwrap();
     std::os::unix::fs::chown(&password_file, Some(uid), Some(uid)).unwrap();
-    // The user makes the repository.
-    run_ok(
-        Command::new("runuser")
-            .args(["-u", USER, "--"])
-            .arg(bin("persnap"))
-            .args(["repo", "init", "--repo"])
-            .arg(&repo)
-            .arg("--password-file")
-            .arg(&password_file),
-    );
+    // The user makes the repository, and a second one for the offsite
+    // copies (3-2-1).
+    for repo in [&repo, &offsite] {
+        run_ok(
+            Command::new("runuser")
+                .args(["-u", USER, "--"])
+                .arg(bin("persnap"))
+                .args(["repo", "init", "--repo"])
+                .arg(repo)
+                .arg("--password-file")
+                .arg(&password_file),
+        );
+    }
 
     let units = tempfile::tempdir().unwrap();
     let unlock = Unlock::new(
@@ -624,6 +632,14 @@ fn a_scheduled_backup_into_a_repository_keeps_its_password_from_all_but_root() {
             },
             staged: true,
         }),
+        Some(persnap::protocol::ScheduleRepositoryRequest {
+            unlock: Unlock::new(
+                &Location::parse(offsite.to_str().unwrap()).unwrap(),
+                &Password::new(PASSWORD),
+            ),
+            keep: Keep::default(),
+            staged: false,
+        }),
     );
     assert_eq!(
         out.status.code(),
@@ -644,8 +660,14 @@ fn a_scheduled_backup_into_a_repository_keeps_its_password_from_all_but_root() {
             .unwrap()
             .contains(PASSWORD)
     );
+    let offsite_file = units
+        .path()
+        .join("persnap-repositories/to-repo.offsite.json");
+    let meta = std::fs::metadata(&offsite_file).unwrap();
+    assert_eq!((meta.uid(), meta.mode() & 0o777), (0, 0o600));
     let words = directive_words(&service, "ExecStart");
     assert!(words.contains(&"--repo-unlock".to_owned()), "{words:?}");
+    assert!(words.contains(&"--offsite-unlock".to_owned()), "{words:?}");
     assert!(
         !words.contains(&"--dest".to_owned()),
         "staged only: {words:?}"
@@ -658,19 +680,24 @@ fn a_scheduled_backup_into_a_repository_keeps_its_password_from_all_but_root() {
         let run = run_service(&service);
         ids.push(String::from_utf8_lossy(&run.stdout).trim().to_owned());
     }
-    let listed = Command::new(bin("persnap"))
-        .args(["repo", "list", "--json", "--repo"])
-        .arg(&repo)
-        .arg("--password-file")
-        .arg(&password_file)
-        .output()
-        .unwrap();
-    let listed: Vec<persnap::repository::Listed> = serde_json::from_slice(&listed.stdout).unwrap();
+    let list = |repo: &Path| -> Vec<persnap::repository::Listed> {
+        let listed = Command::new(bin("persnap"))
+            .args(["repo", "list", "--json", "--repo"])
+            .arg(repo)
+            .arg("--password-file")
+            .arg(&password_file)
+            .output()
+            .unwrap();
+        serde_json::from_slice(&listed.stdout).unwrap()
+    };
+    let listed = list(&repo);
     assert_eq!(
         listed.iter().map(|l| l.id.clone()).collect::<Vec<_>>(),
         ids[1..],
         "the newest two are kept"
     );
+    // The offsite repository has them too, by the same rules.
+    assert_eq!(list(&offsite).len(), 2, "offsite: the newest two");
     fn walk(dir: &Path, each: &mut dyn FnMut(&Path)) {
         for entry in std::fs::read_dir(dir).unwrap() {
             let path = entry.unwrap().path();
@@ -680,7 +707,7 @@ fn a_scheduled_backup_into_a_repository_keeps_its_password_from_all_but_root() {
             }
         }
     }
-    walk(&repo, &mut |path| {
+    walk(place.path(), &mut |path| {
         assert_eq!(
             std::fs::symlink_metadata(path).unwrap().uid(),
             uid,
@@ -699,6 +726,13 @@ fn a_scheduled_backup_into_a_repository_keeps_its_password_from_all_but_root() {
         assert_eq!(run.outcome, Outcome::Completed, "{run:#?}");
         assert_eq!(run.scheduled.as_deref(), Some("to-repo"));
         assert_eq!(run.repository.as_ref().unwrap().snapshot, *id);
+        assert!(
+            matches!(
+                run.offsite,
+                Some(persnap::repository::Offsite::Stored { .. })
+            ),
+            "{run:#?}"
+        );
         assert!(run.backup_path.is_none(), "{run:#?}");
     }
     // The newest restores consistent, read by Debian's restic.
@@ -734,6 +768,7 @@ fn a_scheduled_backup_into_a_repository_keeps_its_password_from_all_but_root() {
     );
     assert!(remove.status.success(), "{}", stderr(&remove));
     assert!(!unlock_file.exists());
+    assert!(!offsite_file.exists());
     assert_eq!(std::fs::read_dir(units.path()).unwrap().count(), 0);
 }
 

@@ -164,6 +164,7 @@ fn helper_installs_and_removes_a_task_scheduler_task() {
         history_dir: persnap::fsutil::canonicalize(history.path()).unwrap(),
         run_as: None,
         repository: None,
+        offsite: None,
     };
     let env = [("PERSNAP_SCHEDULE_DIR", records.path())];
     let task_file = std::path::PathBuf::from(std::env::var("windir").unwrap())

@@ -73,6 +73,8 @@ fn the_tasks_arguments_make_a_scheduled_backup() {
         password: Default::default(),
         repository: None,
         unlock: None,
+        offsite: None,
+        offsite_unlock: None,
     };
     // The record in the administrators' schedules folder, as `schedule add`
     // leaves it, then exactly what the task's <Arguments> holds.

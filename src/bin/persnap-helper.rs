@@ -326,12 +326,9 @@ fn install_schedule(
         ))?;
     }
     invoking_user_owns(&schedule.history_dir)?;
-    // What opens its repository, where only root (SYSTEM) reads it; an
+    // What opens its repositories, where only root (SYSTEM) reads it; an
     // older one of the same name goes.
-    match &schedule.unlock {
-        Some(_) => persnap::schedule::write_unlock(&schedule)?,
-        None => persnap::schedule::remove_unlock(&schedule.name)?,
-    }
+    persnap::schedule::write_unlock(&schedule)?;
     let installed = match persnap::schedule::install(&schedule, &scheduled_exe()) {
         Ok(installed) => installed,
         Err(e) => {
@@ -340,6 +337,7 @@ fn install_schedule(
         }
     };
     schedule.unlock = None;
+    schedule.offsite_unlock = None;
     Ok((schedule, installed))
 }
 

@@ -112,6 +112,7 @@ pub fn run(cmd: DatabaseCommand) -> Result<(), Failure> {
                         test_snapshot: true,
                         replace: change,
                         repository: None,
+                        offsite: None,
                     }
                 }
             };

@@ -104,10 +104,34 @@ pub struct OffsiteArgs {
     /// The file whose first line is the offsite repository's password.
     #[arg(long, value_name = "FILE", env = "PERSNAP_OFFSITE_PASSWORD_FILE")]
     pub offsite_password_file: Option<PathBuf>,
+    /// Set by a schedule's run: the root-only (SYSTEM-only) file the helper
+    /// wrote, holding the offsite repository, its password and keys.
+    #[arg(long, value_name = "FILE", hide = true)]
+    pub offsite_unlock: Option<PathBuf>,
 }
 
 impl OffsiteArgs {
     pub fn unlock(&self) -> Result<Option<(Location, Password)>, Failure> {
+        if let Some(file) = &self.offsite_unlock {
+            let unlock = persnap::repository::Unlock::read(file)?;
+            let location = unlock.validate()?;
+            for (key, value) in &unlock.environment {
+                match std::env::var(key) {
+                    // The helper refused keys that contradict the first
+                    // repository's; the same ones are set already.
+                    Ok(set) if &set == value => {}
+                    Ok(_) => {
+                        return Err(usage(&format!(
+                            "The offsite repository needs another {key} than the first; one run passes one set of storage keys. Make the schedule again."
+                        )));
+                    }
+                    // SAFETY: as for --repo-unlock: first thing in a
+                    // scheduled run, before any thread starts.
+                    Err(_) => unsafe { std::env::set_var(key, value) },
+                }
+            }
+            return Ok(Some((location, unlock.password())));
+        }
         RepoArgs {
             repo: self.offsite.clone(),
             password_file: self.offsite_password_file.clone(),

@@ -106,6 +106,9 @@ pub struct Assessment {
     /// Its backups go into this repository (`location` stages them).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub repository: Option<crate::registry::InRepository>,
+    /// And a copy of each goes into this offsite repository.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub offsite: Option<crate::registry::InRepository>,
 }
 
 /// The backup runs of `db` in `runs`.
@@ -183,6 +186,7 @@ pub fn assess(
         retention: db.retention,
         free,
         repository: db.repository.clone(),
+        offsite: db.offsite.clone(),
     };
 
     // 1. The newest attempt failed (and nothing good came after it).
@@ -560,6 +564,8 @@ mod tests {
             password: Default::default(),
             repository: None,
             unlock: None,
+            offsite: None,
+            offsite_unlock: None,
         }
     }
 

@@ -94,6 +94,10 @@ pub enum Request {
         /// Windows: run the task as this account, not SYSTEM.
         #[serde(default, skip_serializing_if = "Option::is_none")]
         run_as: Option<RunAs>,
+        /// Also store each verified backup in a second, offsite
+        /// repository (3-2-1); what opens it is kept like `repository`'s.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        offsite: Option<ScheduleRepositoryRequest>,
         /// Store the runs' backups in a repository; what opens it is kept
         /// where only root (SYSTEM) can read it.
         #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -142,6 +146,9 @@ pub enum Request {
         /// what opens it goes only into its schedule's root-only file.
         #[serde(default, skip_serializing_if = "Option::is_none")]
         repository: Option<ScheduleRepositoryRequest>,
+        /// And a copy of each into this offsite repository (3-2-1).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        offsite: Option<ScheduleRepositoryRequest>,
     },
 }
 
@@ -742,22 +749,25 @@ pub fn validate_with(request: Request, dest: Resolver) -> Result<Validated, Erro
             history_dir,
             run_as,
             repository,
+            offsite,
         } => {
             crate::schedule::validate_name(&name)?;
-            let (repository, unlock) = match repository {
-                None => (None, None),
-                Some(r) => {
-                    let location = r.unlock.validate()?;
-                    (
-                        Some(crate::schedule::ScheduleRepository {
-                            location: location.display(),
-                            keep: r.keep,
-                            staged: r.staged,
-                        }),
-                        Some(r.unlock),
-                    )
-                }
+            let shown = |r: ScheduleRepositoryRequest| -> Result<_, Error> {
+                let location = r.unlock.validate()?;
+                Ok((
+                    Some(crate::schedule::ScheduleRepository {
+                        location: location.display(),
+                        keep: r.keep,
+                        staged: r.staged,
+                    }),
+                    Some(r.unlock),
+                ))
             };
+            if let (Some(first), Some(second)) = (&repository, &offsite) {
+                check_offsite(&first.unlock, &second.unlock)?;
+            }
+            let (repository, unlock) = repository.map_or(Ok((None, None)), shown)?;
+            let (offsite, offsite_unlock) = offsite.map_or(Ok((None, None)), shown)?;
             if let Some(run_as) = &run_as {
                 if !cfg!(windows) {
                     return Err(Error::Refused {
@@ -804,6 +814,8 @@ pub fn validate_with(request: Request, dest: Resolver) -> Result<Validated, Erro
                     password,
                     repository,
                     unlock,
+                    offsite,
+                    offsite_unlock,
                 },
             )))
         }
@@ -832,6 +844,35 @@ pub fn validate_with(request: Request, dest: Resolver) -> Result<Validated, Erro
     }
 }
 
+/// A run opens both repositories in one environment: the offsite one must
+/// be another place, and its storage keys may not contradict the first's.
+fn check_offsite(
+    first: &crate::repository::Unlock,
+    offsite: &crate::repository::Unlock,
+) -> Result<(), Error> {
+    let refused = |reason: String| Error::Refused {
+        field: "offsite",
+        reason,
+    };
+    if first.validate()?.display() == offsite.validate()?.display() {
+        return Err(refused(
+            "the offsite copy must go to another repository than the first".into(),
+        ));
+    }
+    for (key, value) in &offsite.environment {
+        if first
+            .environment
+            .iter()
+            .any(|(k, v)| k == key && v != value)
+        {
+            return Err(refused(format!(
+                "the offsite repository needs another {key} than the first; one run passes one set of storage keys"
+            )));
+        }
+    }
+    Ok(())
+}
+
 /// Each step of a [`Request::Protect`] is checked as the request of its
 /// own would be (the registration, the schedule, the test snapshot).
 fn protect_request(request: Request) -> Result<Validated, Error> {
@@ -848,20 +889,28 @@ fn protect_request(request: Request) -> Result<Validated, Error> {
         test_snapshot,
         replace,
         repository,
+        offsite,
     } = request
     else {
         unreachable!("called with a protect request");
     };
     // Checked as a schedule's would be, also when there is no schedule
     // (then nothing but its location and rules is kept).
-    let in_repository = match &repository {
-        None => None,
-        Some(r) => Some(crate::registry::InRepository {
-            location: r.unlock.validate()?.display(),
-            keep: r.keep.clone(),
-            staged: r.staged,
-        }),
+    let recorded = |r: &Option<ScheduleRepositoryRequest>| -> Result<_, Error> {
+        Ok(match r {
+            None => None,
+            Some(r) => Some(crate::registry::InRepository {
+                location: r.unlock.validate()?.display(),
+                keep: r.keep.clone(),
+                staged: r.staged,
+            }),
+        })
     };
+    let in_repository = recorded(&repository)?;
+    let in_offsite = recorded(&offsite)?;
+    if let (Some(first), Some(second)) = (&repository, &offsite) {
+        check_offsite(&first.unlock, &second.unlock)?;
+    }
     let Validated::DatabaseAdd(mut database) = validate(Request::DatabaseAdd {
         name: name.clone(),
         source: source.clone(),
@@ -891,6 +940,7 @@ fn protect_request(request: Request) -> Result<Validated, Error> {
                 history_dir,
                 run_as,
                 repository,
+                offsite,
             })?
             else {
                 unreachable!("a schedule-add validates to one");
@@ -913,6 +963,7 @@ fn protect_request(request: Request) -> Result<Validated, Error> {
     };
     database.location = Some(req.dest.clone());
     database.repository = in_repository;
+    database.offsite = in_offsite;
     database.retention = req.retention;
     database.method = method;
     database.schedule = schedule.as_ref().map(|s| s.name.clone());

@@ -60,6 +60,9 @@ pub struct Database {
     /// which keeps no copy when `staged`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub repository: Option<InRepository>,
+    /// And a copy of each backup goes into this offsite repository.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub offsite: Option<InRepository>,
 }
 
 /// A protected database's repository, as the registry (which everyone may
@@ -88,6 +91,7 @@ impl Database {
             method: MethodChoice::Auto,
             added: None,
             repository: None,
+            offsite: None,
         }
     }
 }

@@ -589,7 +589,7 @@ pub fn start_backup(app: &mut PersnapApp, ctx: &egui::Context) {
     } else {
         None
     };
-    start_backup_into(app, ctx, req, into);
+    start_backup_into(app, ctx, req, into, None);
 }
 
 /// Start the backup `req` (the Back up screen's, or a protected database's
@@ -599,6 +599,7 @@ pub fn start_backup_into(
     ctx: &egui::Context,
     req: BackupRequest,
     into: Option<worker::IntoRepository>,
+    offsite: Option<worker::IntoRepository>,
 ) {
     let Some(history) = app.rt.history.clone() else {
         app.rt.outcome = Some(Outcome::Failed(crate::launch::RemoteFailure {
@@ -615,7 +616,7 @@ pub fn start_backup_into(
     }
     app.rt.outcome = None;
     app.rt.activity = Some(new_activity(
-        worker::backup(ctx, req, history, app.rt.helper.clone(), into),
+        worker::backup(ctx, req, history, app.rt.helper.clone(), into, offsite),
         false,
     ));
 }
@@ -704,7 +705,11 @@ pub fn outcome(app: &mut PersnapApp, ui: &mut Ui) {
     };
     ui.add_space(8.0);
     ui.group(|ui| match outcome {
-        Outcome::Backup { dir, manifest } => {
+        Outcome::Backup {
+            dir,
+            manifest,
+            notes,
+        } => {
             ui.heading(RichText::new("Backup verified").color(GREEN));
             egui::Grid::new("result").num_columns(2).show(ui, |ui| {
                 let secs = (manifest.finished - manifest.started)
@@ -731,6 +736,9 @@ pub fn outcome(app: &mut PersnapApp, ui: &mut Ui) {
                     ui.end_row();
                 }
             });
+            for note in notes {
+                notes_line(ui, note);
+            }
             if ui.button("Open folder").clicked() {
                 open_folder(dir);
             }
@@ -771,7 +779,7 @@ pub fn outcome(app: &mut PersnapApp, ui: &mut Ui) {
                 ui.colored_label(AMBER, format!("Warning: {warning}"));
             }
             for note in &done.notes {
-                ui.label(note);
+                notes_line(ui, note);
             }
         }
         Outcome::Failed(f) if f.kind == persnap::ErrorKind::Cancelled => {
@@ -795,6 +803,15 @@ pub fn outcome(app: &mut PersnapApp, ui: &mut Ui) {
             ui.label(message);
         }
     });
+}
+
+/// A note after a backup; what failed (an offsite copy) in amber.
+fn notes_line(ui: &mut Ui, note: &str) {
+    if note.contains("failed") || note.starts_with("warning") {
+        ui.colored_label(AMBER, note);
+    } else {
+        ui.label(note);
+    }
 }
 
 /// Show a folder in the system's file manager (no shell involved).

@@ -167,6 +167,8 @@ pub enum Outcome {
     Backup {
         dir: PathBuf,
         manifest: Box<Manifest>,
+        /// What else happened, in words (its offsite copy).
+        notes: Vec<String>,
     },
     /// A backup kept by a repository (the staged copy is gone).
     Stored(Box<worker::StoredBackup>),
@@ -387,8 +389,12 @@ impl PersnapApp {
                 }
                 Msg::Log(level, text) => activity.log.push((level, text)),
                 Msg::Run(run) => upsert_run(&mut self.rt.runs, *run),
-                Msg::BackupDone(Ok((dir, manifest))) => {
-                    finished = Some(Outcome::Backup { dir, manifest })
+                Msg::BackupDone(Ok((dir, manifest, notes))) => {
+                    finished = Some(Outcome::Backup {
+                        dir,
+                        manifest,
+                        notes,
+                    })
                 }
                 Msg::BackupDone(Err(f)) | Msg::StoredDone(Err(f)) => {
                     finished = Some(Outcome::Failed(f))

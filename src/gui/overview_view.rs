@@ -274,6 +274,12 @@ fn database_card(app: &mut PersnapApp, ui: &mut Ui, card: &Assessment) {
 }
 
 fn location_row(app: &mut PersnapApp, ui: &mut Ui, card: &Assessment, location: Option<&Path>) {
+    if let Some(o) = &card.offsite {
+        ui.label(format!(
+            "A copy of each goes offsite, into the repository {}.",
+            o.location
+        ));
+    }
     if let Some(r) = card.repository.as_ref().filter(|r| r.staged) {
         ui.label(format!(
             "Backups go into the repository {} (deduplicated, encrypted).",
@@ -485,7 +491,18 @@ pub fn back_up_now(
     if into.is_none() {
         app.settings.dest = location.display().to_string();
     }
-    backup_view::start_backup_into(app, ctx, req, into);
+    // Its offsite copy, with the password typed this session or kept.
+    let offsite = db.offsite.as_ref().and_then(|o| {
+        let location = persnap::repository::Location::parse(&o.location).ok()?;
+        Some(super::worker::IntoRepository {
+            password: super::repository_view::typed_password(app, &location.display()),
+            location,
+            keep: o.keep.clone(),
+            remember: false,
+            staging: None,
+        })
+    });
+    backup_view::start_backup_into(app, ctx, req, into, offsite);
 }
 
 /// The registry entry a card stands for.
@@ -496,6 +513,7 @@ pub fn entry_of(card: &Assessment) -> persnap::registry::Database {
     db.location = card.location.clone();
     db.schedule = card.schedule.as_ref().map(|s| s.name.clone());
     db.repository = card.repository.clone();
+    db.offsite = card.offsite.clone();
     db
 }
 

@@ -62,6 +62,10 @@ pub struct ProtectDraft {
     /// Its backups go into the repository (the app's, with its password)
     /// rather than a folder.
     pub into_repository: bool,
+    /// And a copy of each into an offsite repository (3-2-1).
+    pub offsite: bool,
+    pub offsite_location: String,
+    pub offsite_password: String,
     pub often: Often,
     /// The hour of a daily or weekday backup.
     pub hour: u32,
@@ -103,6 +107,9 @@ pub fn open(app: &mut PersnapApp, ctx: &egui::Context, found: Found) {
         name,
         location,
         into_repository: false,
+        offsite: false,
+        offsite_location: String::new(),
+        offsite_password: String::new(),
         often: Often::Daily,
         hour: 2,
         keep_days: Some(14),
@@ -139,6 +146,10 @@ pub fn change(app: &mut PersnapApp, ctx: &egui::Context, db: &persnap::registry:
         d.into_repository = true;
         d.keep_days = r.keep.within_days;
         app.settings.repository = r.location.clone();
+    }
+    if let Some(o) = &db.offsite {
+        d.offsite = true;
+        d.offsite_location = o.location.clone();
     }
     let d = app.rt.protect.as_mut().expect("a draft");
     d.keep_days = db.retention.keep_days;
@@ -373,6 +384,7 @@ fn the_location(app: &mut PersnapApp, ui: &mut Ui) {
         ui.label(
             "Each backup is checked in a folder of yours first, then stored in the repository and read back from there; only then is it recorded as good.",
         );
+        offsite_rows(app, ui);
         return;
     }
     ui.horizontal_wrapped(|ui| {
@@ -438,6 +450,45 @@ fn the_location(app: &mut PersnapApp, ui: &mut Ui) {
                 });
         }
     }
+    offsite_rows(app, ui);
+}
+
+/// "Also keep a copy offsite": a second repository, and its password.
+fn offsite_rows(app: &mut PersnapApp, ui: &mut Ui) {
+    let d = app.rt.protect.as_mut().expect("a draft");
+    ui.checkbox(
+        &mut d.offsite,
+        "Also keep a copy offsite, in a second repository (on another machine or in the cloud)",
+    );
+    if !d.offsite {
+        return;
+    }
+    egui::Grid::new("protect-offsite")
+        .num_columns(2)
+        .spacing([12.0, 8.0])
+        .show(ui, |ui| {
+            let label = ui.label("Offsite repository");
+            ui.add(
+                egui::TextEdit::singleline(&mut d.offsite_location)
+                    .desired_width(480.0)
+                    .hint_text(
+                        "sftp:user@host:/path, s3:https://host/bucket, rest:http://host:8000/",
+                    ),
+            )
+            .labelled_by(label.id);
+            ui.end_row();
+            let label = ui.label("Offsite password");
+            ui.add(
+                egui::TextEdit::singleline(&mut d.offsite_password)
+                    .password(true)
+                    .desired_width(240.0),
+            )
+            .labelled_by(label.id);
+            ui.end_row();
+        });
+    ui.label(
+        "After each backup is kept, the same backup is stored there too and read back from there. If that place cannot be reached, the backup is still kept, and its offsite copy is shown as failed.",
+    );
 }
 
 fn the_schedule(app: &mut PersnapApp, ui: &mut Ui) {
@@ -525,6 +576,16 @@ fn ready(d: &ProtectDraft, repository: &str, password: &str) -> Result<(), &'sta
     } else if d.location.is_none() {
         return Err("Choose where its backups go first.");
     }
+    if d.offsite {
+        if persnap::repository::Location::parse(d.offsite_location.trim()).is_err() {
+            return Err(
+                "Give the offsite repository's address (sftp:, s3:, rest: or a folder's full path).",
+            );
+        }
+        if d.offsite_password.is_empty() {
+            return Err("Give the offsite repository's password.");
+        }
+    }
     match &d.probe {
         None => return Err("Looking at its disk…"),
         Some(Err(_)) => return Err("persnap cannot read this database (above)."),
@@ -562,7 +623,7 @@ fn check(app: &mut PersnapApp, ui: &mut Ui) {
             "installs a schedule that backs it up {}, run by the system as administrator;",
             when.describe(),
         ));
-        if d.into_repository {
+        if d.into_repository || d.offsite {
             steps.push(
                 "writes the repository's address and password into a file only the administrator can read, for the scheduled runs (the schedule itself does not hold the password);"
                     .to_owned(),
@@ -644,10 +705,27 @@ fn check(app: &mut PersnapApp, ui: &mut Ui) {
                 } else {
                     None
                 };
-                request(d, &h, into)
+                let offsite = if d.offsite {
+                    Some((
+                        persnap::repository::Location::parse(d.offsite_location.trim())?,
+                        persnap::repository::Password::new(d.offsite_password.clone()),
+                    ))
+                } else {
+                    None
+                };
+                request(d, &h, into, offsite)
             });
         match request {
             Ok(request) => {
+                // Typed this session: Back up now uses them (else the keyring).
+                if d.offsite
+                    && let Ok(l) = persnap::repository::Location::parse(d.offsite_location.trim())
+                {
+                    app.rt
+                        .repositories
+                        .typed
+                        .insert(l.display(), d.offsite_password.clone());
+                }
                 d.result = None;
                 d.job = Some(worker::protect(
                     ui.ctx(),
@@ -683,6 +761,7 @@ fn request(
         persnap::repository::Password,
         PathBuf,
     )>,
+    offsite: Option<(persnap::repository::Location, persnap::repository::Password)>,
 ) -> persnap::Result<Request> {
     let when = when_text(d);
     let history_dir = match when {
@@ -726,6 +805,16 @@ fn request(
         test_snapshot: true,
         replace: d.replace,
         repository,
+        offsite: offsite.map(
+            |(location, password)| persnap::protocol::ScheduleRepositoryRequest {
+                unlock: persnap::repository::Unlock::new(&location, &password),
+                keep: persnap::repository::Keep {
+                    within_days: d.keep_days,
+                    ..Default::default()
+                },
+                staged: false,
+            },
+        ),
     })
 }
 
@@ -779,6 +868,12 @@ fn finished(app: &mut PersnapApp, ui: &mut Ui) {
         )),
         (_, Some(l)) => lines.push(format!("Backups go to {}.", l.display())),
         _ => {}
+    }
+    if let Some(o) = &database.offsite {
+        lines.push(format!(
+            "A copy of each goes offsite, into the repository {}.",
+            o.location
+        ));
     }
     for line in &lines {
         ui.label(line);

@@ -32,6 +32,9 @@ pub struct RepositoryState {
     recalling: Option<Receiver<Recalled>>,
     /// The password shown came from the keyring.
     pub from_keyring: bool,
+    /// Passwords typed this session for other repositories (an offsite
+    /// one), by location as shown; never saved.
+    pub typed: std::collections::BTreeMap<String, String>,
 }
 
 /// What the keyring had for a location.
@@ -238,6 +241,13 @@ pub fn typed_password(app: &PersnapApp, location: &str) -> Option<Password> {
         .filter(|typed| typed.display() == location)
         .filter(|_| !app.rt.repositories.password.is_empty())
         .map(|_| Password::new(app.rt.repositories.password.clone()))
+        .or_else(|| {
+            app.rt
+                .repositories
+                .typed
+                .get(location)
+                .map(|p| Password::new(p.clone()))
+        })
 }
 
 /// What went wrong in words, rustic's own words behind "Details".

@@ -270,6 +270,7 @@ fn form(app: &mut PersnapApp, ui: &mut Ui) {
                 history.dir(),
                 run_as,
                 into,
+                None,
             ),
             None => Err(persnap::Error::History {
                 path: PathBuf::from("~"),

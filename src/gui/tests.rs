@@ -963,6 +963,8 @@ fn fixture_schedules() -> tempfile::TempDir {
         password: Default::default(),
         repository: None,
         unlock: None,
+        offsite: None,
+        offsite_unlock: None,
     };
     #[cfg(windows)]
     std::fs::write(
@@ -1314,6 +1316,8 @@ fn a_missed_scheduled_run_is_shown_on_the_backup_screen() {
         password: Default::default(),
         repository: None,
         unlock: None,
+        offsite: None,
+        offsite_unlock: None,
     };
     persnap::schedule::systemd::write_units(&s, units.path(), Path::new("/usr/bin/persnap"))
         .unwrap();
@@ -2064,6 +2068,11 @@ fn a_running_correlator_is_protected_into_a_repository_and_backed_up_there() {
     let location = persnap::repository::Location::parse(place.to_str().unwrap()).unwrap();
     let password = persnap::repository::Password::new("ledger secret");
     persnap::repository::init(&location, &password).unwrap();
+    // And a second one for the offsite copies, with its own password.
+    let offsite_place = data.path().join("offsite");
+    let offsite = persnap::repository::Location::parse(offsite_place.to_str().unwrap()).unwrap();
+    let offsite_password = persnap::repository::Password::new("offsite secret");
+    persnap::repository::init(&offsite, &offsite_password).unwrap();
     let staging = data.path().join("staging");
     std::fs::create_dir(&staging).unwrap();
     let registry = persnap::registry::Registry::at(data.path().join("databases"));
@@ -2100,6 +2109,19 @@ fn a_running_correlator_is_protected_into_a_repository_and_backed_up_there() {
     h.get_by_role_and_label(Role::PasswordInput, "Password")
         .type_text("ledger secret");
     h.step();
+    h.get_by_label_contains("Also keep a copy offsite").click();
+    h.run_steps(2);
+    type_into(
+        &mut h,
+        "Offsite repository",
+        offsite_place.to_str().unwrap(),
+    );
+    h.get_by_role_and_label(Role::PasswordInput, "Offsite password")
+        .click();
+    h.step();
+    h.get_by_role_and_label(Role::PasswordInput, "Offsite password")
+        .type_text("offsite secret");
+    h.step();
     h.get_by_label_contains(
         "writes the repository's address and password into a file only the administrator can read",
     );
@@ -2125,8 +2147,19 @@ fn a_running_correlator_is_protected_into_a_repository_and_backed_up_there() {
     assert_eq!(kept.location, place.to_str().unwrap());
     assert_eq!(kept.keep.within_days, Some(14));
     assert!(kept.staged);
+    assert_eq!(
+        entry.offsite.as_ref().map(|o| o.location.as_str()),
+        offsite_place.to_str()
+    );
     let registered = serde_json::to_string(&entry).unwrap();
     assert!(!registered.contains("ledger secret"), "{registered}");
+    assert!(!registered.contains("offsite secret"), "{registered}");
+    assert!(
+        units
+            .path()
+            .join("persnap-repositories/ledger.offsite.json")
+            .is_file()
+    );
     let service =
         std::fs::read_to_string(units.path().join("persnap-backup-ledger.service")).unwrap();
     assert!(service.contains("--repo-unlock"), "{service}");
@@ -2162,6 +2195,19 @@ fn a_running_correlator_is_protected_into_a_repository_and_backed_up_there() {
     let listed = repo.list().unwrap();
     assert_eq!(listed.len(), 1, "{listed:?}");
     assert_eq!(listed[0].database, "ledger");
+    // Its offsite copy too, said on the result.
+    let offsite_listed = persnap::repository::Repo::open(&offsite, &offsite_password)
+        .unwrap()
+        .list()
+        .unwrap();
+    assert_eq!(offsite_listed.len(), 1, "{offsite_listed:?}");
+    assert!(
+        done.notes
+            .iter()
+            .any(|n| n.contains("offsite copy is stored")),
+        "{:?}",
+        done.notes
+    );
     let scratch = tempfile::tempdir().unwrap();
     let set = repo
         .fetch(

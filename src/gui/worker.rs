@@ -30,7 +30,9 @@ pub enum Msg {
     Log(Level, String),
     /// A run's record changed (already saved to history).
     Run(Box<Run>),
-    BackupDone(Result<(PathBuf, Box<Manifest>), RemoteFailure>),
+    /// A backup into a folder: where, its manifest, and what else happened
+    /// in words (its offsite copy).
+    BackupDone(Result<(PathBuf, Box<Manifest>, Vec<String>), RemoteFailure>),
     /// A backup into a repository: stored, read back and checked there.
     StoredDone(Result<Box<StoredBackup>, RemoteFailure>),
     TestSnapshotDone(Result<String, String>),
@@ -263,23 +265,29 @@ pub fn protect(
 ) -> Job {
     spawn(ctx, move |notify, cancel| {
         if let Request::Protect {
-            repository: Some(into),
+            repository,
+            offsite,
             ..
         } = &request
         {
-            let opened = into.unlock.validate().and_then(|location| {
-                let password = into.unlock.password();
-                persnap::repository::Repo::open(&location, &password)?;
-                if remember
-                    && let Err(e) = persnap::repository::keyring::remember(&location, &password)
-                {
-                    notify.send(Msg::Log(Level::Warning, e.to_string()));
+            for (into, which) in [(repository, ""), (offsite, "The offsite repository: ")] {
+                let Some(into) = into else { continue };
+                let opened = into.unlock.validate().and_then(|location| {
+                    let password = into.unlock.password();
+                    persnap::repository::Repo::open(&location, &password)?;
+                    if remember
+                        && let Err(e) = persnap::repository::keyring::remember(&location, &password)
+                    {
+                        notify.send(Msg::Log(Level::Warning, e.to_string()));
+                    }
+                    Ok(())
+                });
+                if let Err(e) = opened {
+                    let mut f = RemoteFailure::local(&e, None);
+                    f.message = format!("{which}{}", f.message);
+                    notify.send(Msg::ProtectDone(Err(f)));
+                    return;
                 }
-                Ok(())
-            });
-            if let Err(e) = opened {
-                notify.send(Msg::ProtectDone(Err(RemoteFailure::local(&e, None))));
-                return;
             }
         }
         let mut progress = notify.clone();
@@ -322,13 +330,16 @@ fn route(fixed: Option<HelperRoute>) -> Result<HelperRoute, RemoteFailure> {
 /// Run a backup: in-process for sqlite-online, else through the helper;
 /// with `into`, staged and then stored in that repository (opened first,
 /// so a wrong password or a server out of reach is said before any
-/// snapshot is taken).
+/// snapshot is taken). With `offsite`, the verified backup is then also
+/// stored in that repository and read back there; if that fails, the
+/// backup stays good and its offsite copy is recorded as failed.
 pub fn backup(
     ctx: &eframe::egui::Context,
     mut req: BackupRequest,
     history: History,
     helper: Option<HelperRoute>,
     into: Option<IntoRepository>,
+    offsite: Option<IntoRepository>,
 ) -> Job {
     spawn(ctx, move |notify, cancel| {
         let mut progress = notify.clone();
@@ -364,6 +375,12 @@ pub fn backup(
         for note in &notes {
             progress.log(Level::Info, note);
         }
+        // Opened now too; one that cannot be opened is its copy's failure.
+        let offsite = offsite.map(|o| {
+            let opened = password_of(&o.location, o.password)
+                .and_then(|p| persnap::repository::Repo::open(&o.location, &p));
+            (opened, o.location, o.keep)
+        });
         let result = if req.method == MethodChoice::Explicit(Method::SqliteOnline) {
             backup::run_backup(&req, &mut recorder, &mut progress, &cancel)
                 .map(|r| (r.backup_dir, Box::new(r.manifest)))
@@ -394,26 +411,70 @@ pub fn backup(
         {
             launch::record_refusal(&mut recorder, &req, f);
         }
-        match (result, delivery) {
-            (Ok((dir, manifest)), Some(delivery)) => {
-                let _staged = delivery.staged_set(&dir);
-                let database = deliver::database_name(&req.source, &req.store_name);
-                let delivered =
-                    delivery.deliver(&history, &dir, &manifest, &database, &mut progress, &cancel);
-                let done = delivered
-                    .map(|d| {
-                        notes.extend(d.retention);
-                        Box::new(StoredBackup {
-                            stored: d.stored,
-                            manifest: *manifest,
-                            notes,
-                        })
-                    })
-                    .map_err(|e| RemoteFailure::local(&e, Some(Phase::Store)));
-                notify.send(Msg::StoredDone(done));
+        let database = deliver::database_name(&req.source, &req.store_name);
+        let (dir, manifest) = match result {
+            Ok(done) => done,
+            Err(f) => {
+                notify.send(match delivery {
+                    Some(_) => Msg::StoredDone(Err(f)),
+                    None => Msg::BackupDone(Err(f)),
+                });
+                return;
             }
-            (result, _) => notify.send(Msg::BackupDone(result)),
+        };
+        // The staged set goes once both copies have read it.
+        let _staged = delivery.as_ref().map(|d| d.staged_set(&dir));
+        let stored = match delivery {
+            None => None,
+            Some(delivery) => {
+                match delivery.deliver(&history, &dir, &manifest, &database, &mut progress, &cancel)
+                {
+                    Ok(d) => {
+                        notes.extend(d.retention);
+                        Some(d.stored)
+                    }
+                    Err(e) => {
+                        notify.send(Msg::StoredDone(Err(RemoteFailure::local(
+                            &e,
+                            Some(Phase::Store),
+                        ))));
+                        return;
+                    }
+                }
+            }
+        };
+        if let Some((opened, location, keep)) = offsite {
+            match deliver::store_offsite(
+                &opened,
+                &location,
+                &history,
+                &dir,
+                &manifest,
+                &database,
+                &mut progress,
+                &cancel,
+            ) {
+                Ok(copy) => notes.push(format!(
+                    "Its offsite copy is stored in {} as {} and was read back from there.",
+                    copy.location,
+                    &copy.snapshot[..copy.snapshot.len().min(8)]
+                )),
+                Err(e) => notes.push(format!(
+                    "The backup is good and kept, but its offsite copy failed: {e}"
+                )),
+            }
+            if let (Ok(repo), false) = (&opened, keep.is_keep_all()) {
+                notes.extend(deliver::apply_keep(repo, &manifest.host, &database, &keep));
+            }
         }
+        notify.send(match stored {
+            Some(stored) => Msg::StoredDone(Ok(Box::new(StoredBackup {
+                stored,
+                manifest: *manifest,
+                notes,
+            }))),
+            None => Msg::BackupDone(Ok((dir, manifest, notes))),
+        });
     })
 }
 

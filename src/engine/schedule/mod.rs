@@ -63,6 +63,14 @@ pub struct Schedule {
     /// serialized with the schedule (whose record everyone may read).
     #[serde(skip)]
     pub unlock: Option<crate::repository::Unlock>,
+    /// A second, offsite repository each run also stores the verified
+    /// backup in (3-2-1), after `repository` or `dest` has it; the same
+    /// retention applies there.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub offsite: Option<ScheduleRepository>,
+    /// What opens it, written into [`offsite_unlock_path`] like `unlock`.
+    #[serde(skip)]
+    pub offsite_unlock: Option<crate::repository::Unlock>,
 }
 
 /// The repository of a schedule, as everyone may see it.
@@ -93,40 +101,55 @@ pub fn unlock_path(name: &str) -> PathBuf {
     dir.join(format!("{name}.json"))
 }
 
-/// Write what opens the repository of `s` (if it has one) where only root
-/// (SYSTEM) can read it.
-pub fn write_unlock(s: &Schedule) -> Result<()> {
-    let Some(unlock) = &s.unlock else {
-        return Ok(());
-    };
-    let path = unlock_path(&s.name);
-    let json = serde_json::to_vec(unlock).expect("an unlock serializes");
-    crate::fsutil::write_secret(&path, &json).map_err(crate::error::Error::io(
-        "write",
-        path.clone(),
-        "Scheduling needs administrator rights; check that /etc/persnap (Windows: %ProgramData%\\persnap) belongs to the administrator.",
-    ))
+/// Where the helper keeps what opens schedule `name`'s offsite
+/// repository: beside [`unlock_path`], as `NAME.offsite.json` (a schedule's
+/// name holds no dot, so no other schedule's file has that name).
+pub fn offsite_unlock_path(name: &str) -> PathBuf {
+    unlock_path(name).with_file_name(format!("{name}.offsite.json"))
 }
 
-/// Remove what opens schedule `name`'s repository (and its folder once
+/// Write what opens the repositories of `s` (if it has them) where only
+/// root (SYSTEM) can read it; a file it no longer needs goes.
+pub fn write_unlock(s: &Schedule) -> Result<()> {
+    for (unlock, path) in [
+        (&s.unlock, unlock_path(&s.name)),
+        (&s.offsite_unlock, offsite_unlock_path(&s.name)),
+    ] {
+        let Some(unlock) = unlock else {
+            remove_file(&path)?;
+            continue;
+        };
+        let json = serde_json::to_vec(unlock).expect("an unlock serializes");
+        crate::fsutil::write_secret(&path, &json).map_err(crate::error::Error::io(
+            "write",
+            path.clone(),
+            "Scheduling needs administrator rights; check that /etc/persnap (Windows: %ProgramData%\\persnap) belongs to the administrator.",
+        ))?;
+    }
+    Ok(())
+}
+
+/// Remove what opens schedule `name`'s repositories (and their folder once
 /// empty); nothing there is fine.
 pub fn remove_unlock(name: &str) -> Result<()> {
-    let path = unlock_path(name);
-    match std::fs::remove_file(&path) {
-        Ok(()) => {}
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-        Err(e) => {
-            return Err(crate::error::Error::io(
-                "remove",
-                path,
-                "Remove it as administrator.",
-            )(e));
-        }
-    }
-    if let Some(dir) = path.parent() {
+    remove_file(&unlock_path(name))?;
+    remove_file(&offsite_unlock_path(name))?;
+    if let Some(dir) = unlock_path(name).parent() {
         let _ = std::fs::remove_dir(dir);
     }
     Ok(())
+}
+
+fn remove_file(path: &Path) -> Result<()> {
+    match std::fs::remove_file(path) {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(crate::error::Error::io(
+            "remove",
+            path.to_owned(),
+            "Remove it as administrator.",
+        )(e)),
+    }
 }
 
 /// A password: never printed, never serialized with what holds it.
@@ -233,6 +256,12 @@ impl Schedule {
                     args.extend(["--keep-days".into(), d.to_string()]);
                 }
             }
+        }
+        if self.offsite.is_some() {
+            args.extend([
+                "--offsite-unlock".into(),
+                offsite_unlock_path(&self.name).to_string_lossy().into(),
+            ]);
         }
         args.extend(["--scheduled".into(), self.name.clone()]);
         if let Some(uid) = self.uid.filter(|uid| *uid != 0) {
@@ -728,6 +757,8 @@ mod tests {
             password: Default::default(),
             repository: None,
             unlock: None,
+            offsite: None,
+            offsite_unlock: None,
         }
     }
 

@@ -285,6 +285,8 @@ mod tests {
             password: Default::default(),
             repository: None,
             unlock: None,
+            offsite: None,
+            offsite_unlock: None,
         }
     }
 
