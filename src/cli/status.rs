@@ -111,12 +111,21 @@ fn describe(a: &Assessment) -> String {
             .unwrap_or_else(|| "as the scheduler decides".into());
         out += &format!("  Next backup {next} ({}, schedule {}).\n", s.when, s.name);
     }
-    if let Some(location) = &a.location {
-        let free = a
-            .free
-            .map(|f| format!(", {} free", units::bytes(f)))
-            .unwrap_or_default();
-        out += &format!("  Backups go to {}{free}.\n", location.display());
+    match (&a.repository, &a.location) {
+        (Some(r), _) if r.staged => {
+            out += &format!("  Backups go into the repository {}.\n", r.location);
+        }
+        (_, Some(location)) => {
+            let free = a
+                .free
+                .map(|f| format!(", {} free", units::bytes(f)))
+                .unwrap_or_default();
+            out += &format!("  Backups go to {}{free}.\n", location.display());
+        }
+        _ => {}
+    }
+    if let Some(o) = &a.offsite {
+        out += &format!("  A copy of each goes offsite, into {}.\n", o.location);
     }
     out
 }
