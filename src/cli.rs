@@ -601,9 +601,18 @@ fn backup_cmd(
 ) -> Result<(), Failure> {
     // A scheduled run starts as root and becomes its user only once the
     // helper runs: it opens its repository after that, never as root (the
-    // password was tested when the schedule was made).
+    // password was tested when the schedule was made). One that needs no
+    // snapshot (sqlite-online) becomes its user right away, before it
+    // opens anything.
     let online = req.method == MethodChoice::Explicit(Method::SqliteOnline);
-    let open_later = !online && as_uid.is_some_and(|uid| uid != 0) && persnap::fsutil::is_root();
+    let as_uid = as_uid.filter(|uid| *uid != 0 && persnap::fsutil::is_root());
+    #[cfg(unix)]
+    if let (Some(uid), true) = (as_uid, online) {
+        persnap::privileged::user::become_uid(uid).map_err(|e| anyhow::anyhow!(e))?;
+    }
+    // Recorded by whoever this process is now, when that is the user.
+    let acting_as_user = as_uid.is_none() || online;
+    let open_later = as_uid.is_some() && !online;
     let (into, later) = match into {
         Some(into) if open_later => (None, Some(into)),
         other => (other, None),
@@ -621,7 +630,7 @@ fn backup_cmd(
             Ok(delivery) => Some(delivery),
             Err(e) => {
                 let f = RemoteFailure::local(&e, Some(Phase::Prepare));
-                if as_uid.is_none() {
+                if acting_as_user {
                     let mut shown = req.clone();
                     shown.dest = PathBuf::from(into.location.display());
                     let mut tagged = Tagged {
@@ -669,14 +678,10 @@ fn backup_cmd(
     let mut progress = Printer::new();
     // A scheduled run starts as root and acts for the user who made the
     // schedule: the helper writes the backup as them, and this process
-    // becomes them (as soon as the helper runs) before it touches their
-    // history. Without root there is nobody else to be.
-    let as_uid = as_uid.filter(|uid| *uid != 0 && persnap::fsutil::is_root());
-    #[cfg(unix)]
-    if let (Some(uid), true) = (as_uid, online) {
-        persnap::privileged::user::become_uid(uid).map_err(|e| anyhow::anyhow!(e))?;
-    }
-    if as_uid.is_none() || online {
+    // becomes them (as soon as the helper runs, or above for sqlite-online)
+    // before it touches their history. Without root there is nobody else
+    // to be.
+    if acting_as_user {
         recover(&history.history, &mut progress)?;
     }
     let result = if online {

@@ -72,7 +72,7 @@ fn schedule_through_helper(
     uid: u32,
     units: &Path,
 ) -> std::process::Output {
-    schedule_through_helper_into(name, source, dest, history, uid, units, None, None)
+    schedule_through_helper_into(name, source, dest, history, uid, units, None, None, "auto")
 }
 
 /// [`schedule_through_helper`], also (or only, when staged) into a
@@ -87,6 +87,7 @@ fn schedule_through_helper_into(
     units: &Path,
     repository: Option<persnap::protocol::ScheduleRepositoryRequest>,
     offsite: Option<persnap::protocol::ScheduleRepositoryRequest>,
+    method: &str,
 ) -> std::process::Output {
     use persnap::protocol::{self, BackupOptions, Request};
     let request = Request::ScheduleAdd {
@@ -94,7 +95,7 @@ fn schedule_through_helper_into(
         source: persnap::volume::canonical(source).unwrap(),
         dest: persnap::backup::canonical_dest(dest).unwrap(),
         store_name: "persistence.db".into(),
-        method: persnap::method::MethodChoice::Auto,
+        method: method.parse().unwrap(),
         options: BackupOptions::default(),
         when: "daily".into(),
         history_dir: persnap::fsutil::canonicalize(history).unwrap(),
@@ -131,6 +132,11 @@ fn run_service(unit: &str) -> std::process::Output {
 
 /// [`run_service`], whatever comes of it.
 fn try_service(unit: &str) -> std::process::Output {
+    try_service_with(unit, &[])
+}
+
+/// [`try_service`] with more in its environment.
+fn try_service_with(unit: &str, more: &[(&str, &str)]) -> std::process::Output {
     let env = directive_words(unit, "Environment").remove(0);
     let words = directive_words(unit, "ExecStart");
     let (key, value) = env.split_once('=').unwrap();
@@ -138,6 +144,7 @@ fn try_service(unit: &str) -> std::process::Output {
         .args(&words[1..])
         .env_clear()
         .env(key, value)
+        .envs(more.iter().copied())
         .output()
         .unwrap()
 }
@@ -640,6 +647,7 @@ fn a_scheduled_backup_into_a_repository_keeps_its_password_from_all_but_root() {
             keep: Keep::default(),
             staged: false,
         }),
+        "auto",
     );
     assert_eq!(
         out.status.code(),
@@ -834,4 +842,95 @@ fn a_scheduled_run_writes_as_the_user_who_made_it() {
     let runs = History::at(history.path()).load().unwrap();
     assert_eq!(runs.last().unwrap().outcome, Outcome::Completed);
     assert_eq!(runs.last().unwrap().scheduled.as_deref(), Some("as-user"));
+}
+
+/// A scheduled sqlite-online run takes no snapshot, so it becomes its user
+/// before it opens either of its repositories: rclone, which rustic starts
+/// to reach SFTP (and S3) storage, never runs as root — not with a key file
+/// the user named, not against a server the user chose.
+#[test]
+fn a_scheduled_online_run_reaches_its_repositories_only_as_its_user() {
+    if !require_root("a_scheduled_online_run_reaches_its_repositories_only_as_its_user") {
+        return;
+    }
+    use persnap::repository::{Keep, Location, Password, Unlock};
+    use std::os::unix::fs::PermissionsExt;
+    let uid = schedule_user();
+    let (store, staging, history) = (
+        user_dir("persnap-sched-store-", uid),
+        user_dir("persnap-sched-staging-", uid),
+        user_dir("persnap-sched-data-", uid),
+    );
+    make_store(store.path(), "persistence.db", Mode::Wal, 1);
+    // An rclone that says who ran it, and goes no further.
+    let fake = tempfile::tempdir().unwrap();
+    std::fs::set_permissions(fake.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    let log = fake.path().join("who");
+    std::fs::write(&log, "").unwrap();
+    std::fs::set_permissions(&log, std::fs::Permissions::from_mode(0o666)).unwrap();
+    let rclone = fake.path().join("rclone");
+    std::fs::write(
+        &rclone,
+        format!("#!/bin/sh\nid -u >> {}\nexit 1\n", log.display()),
+    )
+    .unwrap();
+    std::fs::set_permissions(&rclone, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let unlock = |place: &str| {
+        let mut unlock = Unlock::new(
+            &Location::parse(&format!("sftp:backup@127.0.0.1:/srv/{place}")).unwrap(),
+            &Password::new("the password"),
+        );
+        unlock.environment = vec![(
+            "RCLONE_SFTP_KEY_FILE".into(),
+            "/etc/ssh/ssh_host_ed25519_key".into(),
+        )];
+        unlock
+    };
+    let units = tempfile::tempdir().unwrap();
+    let out = schedule_through_helper_into(
+        "online-repo",
+        store.path(),
+        staging.path(),
+        history.path(),
+        uid,
+        units.path(),
+        Some(persnap::protocol::ScheduleRepositoryRequest {
+            unlock: unlock("repo"),
+            keep: Keep::default(),
+            staged: true,
+        }),
+        Some(persnap::protocol::ScheduleRepositoryRequest {
+            unlock: unlock("offsite"),
+            keep: Keep::default(),
+            staged: false,
+        }),
+        "sqlite-online",
+    );
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    let service =
+        std::fs::read_to_string(units.path().join("persnap-backup-online-repo.service")).unwrap();
+    let path = format!("{}:/usr/bin:/bin", fake.path().display());
+    let run = try_service_with(&service, &[("PATH", &path)]);
+    assert!(!run.status.success(), "rclone fails here, so does the run");
+    let who = std::fs::read_to_string(&log).unwrap();
+    assert!(!who.is_empty(), "rclone was started");
+    for line in who.lines() {
+        assert_eq!(
+            line.trim(),
+            uid.to_string(),
+            "rclone ran as {line}, not as the user: {who}"
+        );
+    }
+    // The failure is the user's to see: recorded in their history.
+    let runs = History::at(history.path()).load().unwrap();
+    assert_eq!(runs.len(), 1, "{runs:#?}");
+    assert!(
+        matches!(runs[0].outcome, Outcome::Failed { .. }),
+        "{runs:#?}"
+    );
 }
