@@ -545,7 +545,10 @@ fn a_database_protected_into_a_repository_keeps_its_password_for_root() {
         if let Request::Protect { offsite, .. } = &mut request {
             *offsite = Some(protocol::ScheduleRepositoryRequest {
                 unlock: second,
-                keep: Default::default(),
+                keep: persnap::repository::Keep {
+                    last: Some(3),
+                    ..Default::default()
+                },
                 staged: false,
             });
         }
@@ -558,9 +561,33 @@ fn a_database_protected_into_a_repository_keeps_its_password_for_root() {
             "another repository",
         ),
         (
-            unlock(good, "vault secret", &[("AWS_ACCESS_KEY_ID", "one")]),
-            unlock(offsite_good, "other", &[("AWS_ACCESS_KEY_ID", "two")]),
+            unlock(
+                "s3:http://127.0.0.1:9/a",
+                "vault secret",
+                &[("AWS_ACCESS_KEY_ID", "one")],
+            ),
+            unlock(
+                "s3:http://127.0.0.1:9/b",
+                "other",
+                &[("AWS_ACCESS_KEY_ID", "two")],
+            ),
             "another AWS_ACCESS_KEY_ID",
+        ),
+        // The first one's keys would reach the offsite server.
+        (
+            unlock(
+                "s3:http://127.0.0.1:9/a",
+                "vault secret",
+                &[("AWS_SESSION_TOKEN", "t")],
+            ),
+            unlock("s3:http://127.0.0.1:9/b", "other", &[]),
+            "another AWS_SESSION_TOKEN",
+        ),
+        // Keys go only to storage of their kind.
+        (
+            unlock(good, "vault secret", &[]),
+            unlock(offsite_good, "other", &[("AWS_ACCESS_KEY_ID", "one")]),
+            "not a key of this kind",
         ),
     ] {
         let message = refusal(place.call("admin", &with_offsite(first, second)).1);
@@ -568,6 +595,21 @@ fn a_database_protected_into_a_repository_keeps_its_password_for_root() {
         assert!(place.registry().list().unwrap().is_empty());
         assert!(place.units().is_empty(), "{:?}", place.units());
     }
+
+    // Recorded with other rules than the run applies to it: refused.
+    let mut other_rules = with_offsite(
+        unlock(good, "vault secret", &[]),
+        unlock(offsite_good, "offsite secret", &[]),
+    );
+    if let Request::Protect {
+        offsite: Some(o), ..
+    } = &mut other_rules
+    {
+        o.keep = Default::default();
+    }
+    let message = refusal(place.call("admin", &other_rules).1);
+    assert!(message.contains("same rules"), "{message}");
+    assert!(place.units().is_empty(), "{:?}", place.units());
 
     let (code, event) = place.call(
         "admin",
@@ -629,6 +671,35 @@ fn a_database_protected_into_a_repository_keeps_its_password_for_root() {
     );
     assert!(service.contains("--offsite-unlock"), "{service}");
     assert!(!registry_text.contains("offsite secret"), "{registry_text}");
+
+    // A schedule of the same name that fails to install (a calendar
+    // systemd does not take) leaves this one's files as they were.
+    let clobber = Request::ScheduleAdd {
+        name: "vault".into(),
+        source: persnap::volume::canonical(&store).unwrap(),
+        dest: persnap::backup::canonical_dest(&staging.backups).unwrap(),
+        store_name: "persistence.db".into(),
+        method: "auto".parse().unwrap(),
+        options: BackupOptions::default(),
+        when: "*-*-* 99:99:99".into(),
+        history_dir: place.history.path().to_owned(),
+        run_as: None,
+        repository: Some(protocol::ScheduleRepositoryRequest {
+            unlock: unlock(good, "intruder", &[]),
+            keep: Default::default(),
+            staged: true,
+        }),
+        offsite: None,
+    };
+    let (code, _) = place.call("admin", &clobber);
+    assert_ne!(code, Some(0), "a calendar systemd refuses");
+    assert!(
+        std::fs::read_to_string(&file)
+            .unwrap()
+            .contains("vault secret"),
+        "its own file stays"
+    );
+    assert!(offsite_file.is_file(), "its offsite file stays");
 
     // Stopping protection takes the schedule and its password file too.
     let (code, event) = place.call(

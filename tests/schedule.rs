@@ -644,7 +644,11 @@ fn a_scheduled_backup_into_a_repository_keeps_its_password_from_all_but_root() {
                 &Location::parse(offsite.to_str().unwrap()).unwrap(),
                 &Password::new(PASSWORD),
             ),
-            keep: Keep::default(),
+            // The same rules as the first (anything else is refused).
+            keep: Keep {
+                last: Some(2),
+                ..Keep::default()
+            },
             staged: false,
         }),
         "auto",

@@ -327,12 +327,15 @@ fn install_schedule(
     }
     invoking_user_owns(&schedule.history_dir)?;
     // What opens its repositories, where only root (SYSTEM) reads it; an
-    // older one of the same name goes.
-    persnap::schedule::write_unlock(&schedule)?;
-    let installed = match persnap::schedule::install(&schedule, &scheduled_exe()) {
+    // older one of the same name goes — unless the install fails, and then
+    // the files are as they were (a schedule that was there keeps its own).
+    let before = persnap::schedule::UnlockFiles::saved(&schedule.name);
+    let installed = persnap::schedule::write_unlock(&schedule)
+        .and_then(|()| persnap::schedule::install(&schedule, &scheduled_exe()));
+    let installed = match installed {
         Ok(installed) => installed,
         Err(e) => {
-            let _ = persnap::schedule::remove_unlock(&schedule.name);
+            let _ = before.put_back();
             return Err(e);
         }
     };

@@ -56,10 +56,10 @@ impl RepoArgs {
         let location = Location::parse(url)?;
         // A password kept in the keyring (persnap repo remember, or the
         // app) comes after a file given and before the terminal; a keyring
-        // that cannot be reached is as good as an empty one here.
+        // that cannot be reached is as good as an empty one here. Root
+        // reads nobody's keyring (`sudo -E` would hand it a user's).
         let kept = || {
-            self.password_file
-                .is_none()
+            (self.password_file.is_none() && !persnap::fsutil::is_root())
                 .then(|| repository::keyring::recall(&location).ok().flatten())
                 .flatten()
         };

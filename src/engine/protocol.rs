@@ -794,6 +794,27 @@ pub fn validate_with(request: Request, dest: Resolver) -> Result<Validated, Erro
                 &options,
                 backup::canonical_dest,
             )?;
+            // A run applies one set of rules to both of its places: the
+            // offsite one is recorded with exactly those, or refused.
+            if let Some(o) = &offsite {
+                let applied = match &repository {
+                    Some(r) => r.keep.clone(),
+                    None => crate::repository::Keep {
+                        last: req.retention.keep_last,
+                        within_days: req.retention.keep_days,
+                        ..Default::default()
+                    },
+                };
+                if o.keep != applied {
+                    return Err(Error::Refused {
+                        field: "offsite",
+                        reason: format!(
+                            "the offsite repository keeps by the same rules as the backup ({}); give it those",
+                            applied.describe()
+                        ),
+                    });
+                }
+            }
             let when = crate::schedule::When::parse(&when)?;
             // The folder the root/SYSTEM runs write history into; the helper
             // also checks that the invoking user owns it.
@@ -859,16 +880,23 @@ fn check_offsite(
             "the offsite copy must go to another repository than the first".into(),
         ));
     }
-    for (key, value) in &offsite.environment {
-        if first
-            .environment
+    // Each takes only the keys of its own kind (checked above), so keys
+    // meet only where both are the same kind of storage: there they must
+    // be the same keys, or one repository's would reach the other's server.
+    let mut a = first.environment.clone();
+    let mut b = offsite.environment.clone();
+    a.sort();
+    b.sort();
+    let same_kind = first.validate()?.kind() == offsite.validate()?.kind();
+    if same_kind && a != b {
+        let key = a
             .iter()
-            .any(|(k, v)| k == key && v != value)
-        {
-            return Err(refused(format!(
-                "the offsite repository needs another {key} than the first; one run passes one set of storage keys"
-            )));
-        }
+            .chain(&b)
+            .find(|kv| !(a.contains(kv) && b.contains(kv)))
+            .map_or("storage key", |(k, _)| k.as_str());
+        return Err(refused(format!(
+            "the offsite repository needs another {key} than the first; one run passes one set of storage keys, so both must use the same"
+        )));
     }
     Ok(())
 }

@@ -123,6 +123,19 @@ impl Default for Settings {
 }
 
 impl Settings {
+    /// What is saved: as they are, but a repository's address without a
+    /// password written into it (`rest:https://user:secret@host/`).
+    pub fn to_save(&self) -> Settings {
+        let mut saved = self.clone();
+        if let Ok(location) = persnap::repository::Location::parse(self.repository.trim()) {
+            saved.repository = location.display();
+        } else if self.repository.contains('@') {
+            // Not understood, and perhaps holding a password: not kept.
+            saved.repository.clear();
+        }
+        saved
+    }
+
     fn remember(list: &mut Vec<String>, value: &str) {
         if value.trim().is_empty() {
             return;
@@ -583,6 +596,6 @@ impl eframe::App for PersnapApp {
     }
 
     fn save(&mut self, storage: &mut dyn eframe::Storage) {
-        eframe::set_value(storage, SETTINGS_KEY, &self.settings);
+        eframe::set_value(storage, SETTINGS_KEY, &self.settings.to_save());
     }
 }

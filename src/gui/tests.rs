@@ -2268,3 +2268,28 @@ fn a_running_correlator_is_protected_into_a_repository_and_backed_up_there() {
         "nothing read out of the repository stays"
     );
 }
+
+/// The app's saved settings never hold a password written into a
+/// repository's address.
+#[test]
+fn a_password_in_a_repository_address_is_not_saved() {
+    let settings = Settings {
+        repository: "rest:https://alice:secret@backups.example.net:8000/fleet/".into(),
+        ..Settings::default()
+    };
+    let saved = serde_json::to_string(&settings.to_save()).unwrap();
+    assert!(!saved.contains("secret"), "{saved}");
+    assert!(
+        saved.contains("alice@backups.example.net:8000/fleet/"),
+        "{saved}"
+    );
+    let odd = Settings {
+        repository: "rest:not an address but:secret@".into(),
+        ..Settings::default()
+    };
+    assert!(
+        !serde_json::to_string(&odd.to_save())
+            .unwrap()
+            .contains("secret")
+    );
+}

@@ -78,7 +78,13 @@ impl Location {
                 if !(url.starts_with("http://") || url.starts_with("https://")) {
                     return Err(bad("the address must start with http:// or https://"));
                 }
-                url::Url::parse(url).map_err(|_| bad("the address is not a valid web address"))?;
+                let parsed = url::Url::parse(url)
+                    .map_err(|_| bad("the address is not a valid web address"))?;
+                // What follows `?` or `#` would be shown (and recorded)
+                // as it is: no place for anything secret.
+                if parsed.query().is_some() || parsed.fragment().is_some() {
+                    return Err(bad("give the server's address without ? or #"));
+                }
             }
             Some(("s3", url)) => {
                 let parsed = url::Url::parse(url)
@@ -118,6 +124,27 @@ impl Location {
 
     pub fn as_str(&self) -> &str {
         &self.0
+    }
+
+    /// The kind of storage: "folder", "rest", "s3" or "sftp".
+    pub fn kind(&self) -> &'static str {
+        match scheme(&self.0) {
+            Some(("rest", _)) => "rest",
+            Some(("s3", _)) => "s3",
+            Some(("sftp", _)) => "sftp",
+            _ => "folder",
+        }
+    }
+
+    /// Whether the storage key `key` is one this kind of storage takes
+    /// (`AWS_*` for S3, `RCLONE_SFTP_*` for SFTP; none for a folder or a
+    /// REST server), so that no key reaches storage it was not given for.
+    pub fn takes_key(&self, key: &str) -> bool {
+        match scheme(&self.0) {
+            Some(("s3", _)) => key.starts_with("AWS_"),
+            Some(("sftp", _)) => key.starts_with("RCLONE_SFTP_"),
+            _ => false,
+        }
     }
 
     /// Whether it is reached over SFTP.
@@ -308,14 +335,15 @@ impl std::fmt::Debug for Unlock {
 }
 
 impl Unlock {
-    /// The repository and its password, with the storage keys set in this
-    /// environment now.
+    /// The repository and its password, with the storage keys of its kind
+    /// set in this environment now.
     pub fn new(location: &Location, password: &Password) -> Unlock {
         Unlock {
             location: location.as_str().to_owned(),
             password: password.0.clone(),
             environment: UNLOCK_ENVIRONMENT
                 .iter()
+                .filter(|k| location.takes_key(k))
                 .filter_map(|k| Some(((*k).to_owned(), std::env::var(k).ok()?)))
                 .collect(),
         }
@@ -348,6 +376,11 @@ impl Unlock {
             }
             if value.len() > 4096 || !plain(value) {
                 return Err(refused(format!("the value of {key} is not one line")));
+            }
+            if !location.takes_key(key) {
+                return Err(refused(format!(
+                    "{key} is not a key of this kind of storage ({location})"
+                )));
             }
         }
         Ok(location)
@@ -524,11 +557,31 @@ mod tests {
             "/srv/repo"
         };
         let good = Unlock {
-            location: folder.into(),
+            location: "s3:https://s3.example.com/bucket".into(),
             password: "s3cret".into(),
             environment: vec![("AWS_ACCESS_KEY_ID".into(), "AKIA".into())],
         };
         assert!(good.validate().is_ok());
+        // Keys go only to the kind of storage that takes them.
+        for (location, key) in [
+            (folder, "AWS_ACCESS_KEY_ID"),
+            ("sftp:u@h:/srv", "AWS_SECRET_ACCESS_KEY"),
+            ("s3:https://h/bucket", "RCLONE_SFTP_KEY_FILE"),
+            ("rest:http://127.0.0.1:8000/", "AWS_SESSION_TOKEN"),
+        ] {
+            let e = Unlock {
+                location: location.into(),
+                password: "p".into(),
+                environment: vec![(key.into(), "x".into())],
+            }
+            .validate()
+            .expect_err("refused")
+            .to_string();
+            assert!(
+                e.contains("not a key of this kind"),
+                "{location} {key}: {e}"
+            );
+        }
         assert!(!format!("{good:?}").contains("s3cret"), "{good:?}");
         let refused = |change: &dyn Fn(&mut Unlock)| {
             let mut bad = good.clone();
@@ -547,9 +600,15 @@ mod tests {
             let e = refused(&|u| u.password = password.to_owned());
             assert!(e.contains("1 to 1024 characters"), "{e}");
         }
-        let e = refused(&|u| u.location = "relative/repo".into());
+        let e = refused(&|u| {
+            u.location = "relative/repo".into();
+            u.environment.clear();
+        });
         assert!(e.contains("full path"), "{e}");
-        let e = refused(&|u| u.location = "ftp://host/repo".into());
+        let e = refused(&|u| {
+            u.location = "ftp://host/repo".into();
+            u.environment.clear();
+        });
         assert!(e.contains("not a kind of storage"), "{e}");
     }
 
@@ -617,6 +676,9 @@ mod tests {
             "s3:https://h/bucket,env_auth=false",
             "s3:https://key:secret@h/bucket",
             "s3:https://h/bucket?x=y",
+            // Shown and recorded as written: nothing may hide there.
+            "rest:https://h:8000/repo?token=secret",
+            "rest:https://h:8000/repo#secret",
         ] {
             assert!(Location::parse(bad).is_err(), "{bad} was taken");
         }

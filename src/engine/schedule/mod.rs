@@ -129,9 +129,71 @@ pub fn write_unlock(s: &Schedule) -> Result<()> {
     Ok(())
 }
 
+/// What opens schedule `name`'s repositories as it is now, to put back
+/// when installing its replacement fails (a failed install must not
+/// leave the schedule that was there without its files, or with another's).
+pub struct UnlockFiles {
+    name: String,
+    main: Option<Vec<u8>>,
+    offsite: Option<Vec<u8>>,
+}
+
+impl UnlockFiles {
+    pub fn saved(name: &str) -> UnlockFiles {
+        let read = |path: PathBuf| {
+            crate::sys::secret_only(&path)
+                .ok()
+                .and_then(|()| std::fs::read(&path).ok())
+        };
+        UnlockFiles {
+            name: name.to_owned(),
+            main: read(unlock_path(name)),
+            offsite: read(offsite_unlock_path(name)),
+        }
+    }
+
+    /// Put them back as they were (gone if there were none).
+    pub fn put_back(&self) -> Result<()> {
+        for (bytes, path) in [
+            (&self.main, unlock_path(&self.name)),
+            (&self.offsite, offsite_unlock_path(&self.name)),
+        ] {
+            match bytes {
+                Some(bytes) => {
+                    crate::fsutil::write_secret(&path, bytes).map_err(crate::error::Error::io(
+                        "put back",
+                        path.clone(),
+                        "Remove the schedule and make it again.",
+                    ))?
+                }
+                None => remove_file(&path)?,
+            }
+        }
+        Ok(())
+    }
+}
+
 /// Remove what opens schedule `name`'s repositories (and their folder once
 /// empty); nothing there is fine.
 pub fn remove_unlock(name: &str) -> Result<()> {
+    // Only in a folder of the administrator's, as they are written: never
+    // through a folder someone else could have swapped.
+    let dir = unlock_path(name)
+        .parent()
+        .map(Path::to_owned)
+        .unwrap_or_default();
+    if std::fs::symlink_metadata(&dir).is_err() {
+        return Ok(());
+    }
+    let mut first = true;
+    for ancestor in dir.ancestors() {
+        crate::sys::admin_only(ancestor, !first).map_err(crate::error::Error::io(
+            "check",
+            ancestor.to_owned(),
+            "The folder of the repositories' files must be the administrator's alone.",
+        ))?;
+        first = false;
+    }
     remove_file(&unlock_path(name))?;
     remove_file(&offsite_unlock_path(name))?;
     if let Some(dir) = unlock_path(name).parent() {
