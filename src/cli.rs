@@ -280,14 +280,14 @@ pub struct RetentionArgs {
 impl RetentionArgs {
     /// For a backup folder: the hourly, daily and weekly rules are a
     /// repository's only, and are refused rather than ignored.
-    fn policy(&self) -> RetentionPolicy {
+    pub(crate) fn policy(&self) -> RetentionPolicy {
         RetentionPolicy {
             keep_last: self.keep_last,
             keep_days: self.keep_days,
         }
     }
 
-    fn for_folder(&self) -> Result<RetentionPolicy, Failure> {
+    pub(crate) fn for_folder(&self) -> Result<RetentionPolicy, Failure> {
         if self
             .keep_hourly
             .or(self.keep_daily)
@@ -304,7 +304,7 @@ impl RetentionArgs {
         Ok(self.policy())
     }
 
-    fn for_repository(&self) -> persnap::repository::Keep {
+    pub(crate) fn for_repository(&self) -> persnap::repository::Keep {
         persnap::repository::Keep {
             last: self.keep_last,
             hourly: self.keep_hourly,

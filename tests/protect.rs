@@ -713,3 +713,84 @@ fn a_database_protected_into_a_repository_keeps_its_password_for_root() {
     assert!(!offsite_file.exists(), "and the offsite one");
     assert!(place.registry().list().unwrap().is_empty());
 }
+
+/// `persnap database add --repo … --offsite …`: the connection to each
+/// tested first (a wrong password changes nothing), then the same one step
+/// through the helper; the entry names both repositories, never their
+/// passwords, and the schedule's runs open them from root's files.
+#[test]
+fn the_command_line_protects_into_a_repository_with_an_offsite_copy() {
+    if !require_root("the_command_line_protects_into_a_repository_with_an_offsite_copy") {
+        return;
+    }
+    let (_vol, store) = LoopVolume::btrfs_with_subvolume(300);
+    make_store(&store, "persistence.db", Mode::Wal, 1);
+    let place = Place::new();
+    let work = tempfile::tempdir().unwrap();
+    let (repo, offsite) = (work.path().join("repo"), work.path().join("offsite"));
+    let (right, wrong) = (work.path().join("right"), work.path().join("wrong"));
+    std::fs::write(&right, "repository secret\n").unwrap();
+    std::fs::write(&wrong, "not it\n").unwrap();
+    for r in [&repo, &offsite] {
+        run_ok(
+            Command::new(bin("persnap"))
+                .args(["repo", "init", "--repo"])
+                .arg(r)
+                .arg("--password-file")
+                .arg(&right),
+        );
+    }
+    let add = |offsite_password: &Path| {
+        Command::new(bin("persnap"))
+            .args(["database", "add", "ledger", "--source"])
+            .arg(&store)
+            .arg("--repo")
+            .arg(&repo)
+            .arg("--password-file")
+            .arg(&right)
+            .arg("--offsite")
+            .arg(&offsite)
+            .arg("--offsite-password-file")
+            .arg(offsite_password)
+            .args(["--at", "daily", "--keep-last", "7"])
+            .env("PERSNAP_REGISTRY_DIR", place.registry().dir())
+            .env("PERSNAP_UNIT_DIR", place.units.path())
+            .env("PERSNAP_DATA_DIR", work.path().join("history"))
+            .env("PERSNAP_STAGING_DIR", work.path().join("staging"))
+            .output()
+            .unwrap()
+    };
+    let out = add(&wrong);
+    assert!(!out.status.success());
+    assert!(
+        stderr(&out).contains("The offsite repository: The password"),
+        "{}",
+        stderr(&out)
+    );
+    assert!(place.registry().list().unwrap().is_empty());
+    assert!(place.units().is_empty());
+
+    let out = add(&right);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let said = stderr(&out);
+    assert!(said.contains("backed up into the repository"), "{said}");
+    assert!(said.contains("goes offsite"), "{said}");
+    let db = place.registry().get("ledger").unwrap().unwrap();
+    let r = db.repository.expect("its repository");
+    assert_eq!(r.location, repo.to_str().unwrap());
+    assert_eq!(r.keep.last, Some(7));
+    assert!(r.staged);
+    assert_eq!(
+        db.offsite.map(|o| o.location),
+        Some(offsite.to_str().unwrap().to_owned())
+    );
+    let service =
+        std::fs::read_to_string(place.units.path().join("persnap-backup-ledger.service")).unwrap();
+    assert!(!service.contains("repository secret"), "{service}");
+    for file in ["ledger.json", "ledger.offsite.json"] {
+        let text =
+            std::fs::read_to_string(place.units.path().join("persnap-repositories").join(file))
+                .unwrap();
+        assert!(text.contains("repository secret"), "{file}");
+    }
+}

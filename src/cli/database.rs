@@ -24,22 +24,30 @@ pub enum DatabaseCommand {
         /// The database file name (the correlator's -PstoreName).
         #[arg(long, value_name = "NAME", default_value = persnap::store::DEFAULT_STORE_NAME)]
         store_name: String,
-        /// Where its backups go. With it, persnap also takes a test snapshot
-        /// first and (with --at) installs its schedule, in the same step:
-        /// when anything fails, nothing is changed.
+        /// Where its backups go. With it (or --repo), persnap also takes a
+        /// test snapshot first and (with --at) installs its schedule, in the
+        /// same step: when anything fails, nothing is changed.
         #[arg(long, value_name = "DIR")]
         dest: Option<PathBuf>,
-        /// When it is backed up (needs --dest): hourly, daily, 02:30, "Mon..Fri 22:00".
-        #[arg(long, value_name = "WHEN", requires = "dest")]
+        /// Its backups go into this repository (also into --dest when given).
+        /// The connection is tested first; for its schedule, the password
+        /// is kept where only root (Windows: SYSTEM) can read it.
+        #[command(flatten)]
+        repo: super::repo::RepoArgs,
+        /// And a copy of each into a second, offsite repository.
+        #[command(flatten)]
+        offsite: super::repo::OffsiteArgs,
+        /// When it is backed up (needs --dest or --repo): hourly, daily, 02:30, "Mon..Fri 22:00".
+        #[arg(long, value_name = "WHEN")]
         at: Option<String>,
         #[command(flatten)]
         retention: super::RetentionArgs,
         /// How to get a consistent image: auto, btrfs, lvm, vss or sqlite-online.
-        #[arg(long, default_value = "auto", requires = "dest")]
+        #[arg(long, default_value = "auto")]
         method: persnap::method::MethodChoice,
         /// Change how the database protected as NAME is protected (its
         /// location, schedule, retention, method); without --at its schedule goes.
-        #[arg(long, requires = "dest")]
+        #[arg(long)]
         change: bool,
     },
     /// List the protected databases.
@@ -66,6 +74,8 @@ pub fn run(cmd: DatabaseCommand) -> Result<(), Failure> {
             source,
             store_name,
             dest,
+            repo,
+            offsite,
             at,
             retention,
             method,
@@ -73,6 +83,44 @@ pub fn run(cmd: DatabaseCommand) -> Result<(), Failure> {
         } => {
             persnap::registry::validate_name(&name)?;
             let source = resolve(&source, persnap::volume::canonical)?;
+            let usage = |message: &str| Failure {
+                code: 2,
+                error: anyhow::anyhow!("{message}"),
+            };
+            // The repositories, each tested before the administrator is asked.
+            let tested = |unlocked: Option<(
+                persnap::repository::Location,
+                persnap::repository::Password,
+            )>,
+                          staged: bool,
+                          which: &str|
+             -> Result<_, Failure> {
+                let Some((location, password)) = unlocked else {
+                    return Ok(None);
+                };
+                persnap::repository::Repo::open(&location, &password)
+                    .map_err(|e| anyhow::anyhow!("{which}{e}"))?;
+                Ok(Some(persnap::protocol::ScheduleRepositoryRequest {
+                    unlock: persnap::repository::Unlock::new(&location, &password),
+                    keep: retention.for_repository(),
+                    staged,
+                }))
+            };
+            let repo = repo.unlock()?;
+            let staged = dest.is_none() && repo.is_some();
+            let repository = tested(repo, staged, "")?;
+            let offsite = tested(offsite.unlock()?, false, "The offsite repository: ")?;
+            let dest = match (dest, staged) {
+                (Some(dest), _) => Some(dest),
+                (None, true) => Some(super::repo::staging_dir()?),
+                (None, false) => None,
+            };
+            if dest.is_none() && (at.is_some() || change || !method.is_auto() || offsite.is_some())
+            {
+                return Err(usage(
+                    "--at, --method, --change and --offsite say how its backups are made: give where they go with --dest or --repo",
+                ));
+            }
             let request = match dest {
                 None if !retention.policy().is_keep_all() => {
                     return Err(Failure {
@@ -94,7 +142,13 @@ pub fn run(cmd: DatabaseCommand) -> Result<(), Failure> {
                         )?),
                         None => None,
                     };
-                    let policy = retention.policy();
+                    // Staged only: the repository keeps by its rules, the
+                    // staging folder keeps nothing.
+                    let policy = if staged {
+                        Default::default()
+                    } else {
+                        retention.for_folder()?
+                    };
                     Request::Protect {
                         name,
                         source,
@@ -111,8 +165,8 @@ pub fn run(cmd: DatabaseCommand) -> Result<(), Failure> {
                         run_as: None,
                         test_snapshot: true,
                         replace: change,
-                        repository: None,
-                        offsite: None,
+                        repository,
+                        offsite,
                     }
                 }
             };
@@ -132,17 +186,26 @@ pub fn run(cmd: DatabaseCommand) -> Result<(), Failure> {
                     schedule,
                     installed,
                 } => {
+                    let place = match &database.repository {
+                        Some(r) if r.staged => format!("into the repository {}", r.location),
+                        _ => format!(
+                            "to {}",
+                            database
+                                .location
+                                .as_deref()
+                                .unwrap_or(std::path::Path::new("?"))
+                                .display()
+                        ),
+                    };
                     eprintln!(
-                        "Protected {}: {} in {}, backed up to {}. Operators may now back it up.",
+                        "Protected {}: {} in {}, backed up {place}. Operators may now back it up.",
                         database.name,
                         database.store_name,
                         database.folder.display(),
-                        database
-                            .location
-                            .as_deref()
-                            .unwrap_or(std::path::Path::new("?"))
-                            .display()
                     );
+                    if let Some(o) = &database.offsite {
+                        eprintln!("A copy of each goes offsite, into {}.", o.location);
+                    }
                     if let Some(Ok(said)) = probe.as_ref().and_then(|p| p.test_snapshot.as_ref()) {
                         eprintln!("{said}");
                     }

@@ -578,6 +578,7 @@ pub fn start_backup(app: &mut PersnapApp, ctx: &egui::Context) {
                 },
                 remember: s.remember_password && !app.rt.repositories.from_keyring,
                 staging: app.rt.staging.clone(),
+                staged: true,
             }),
             Err(e) => {
                 app.rt.outcome = Some(Outcome::Failed(crate::launch::RemoteFailure::local(

@@ -470,7 +470,7 @@ pub fn back_up_now(
     // Into its repository: staged first, with the password kept in the
     // keyring (a scheduled run has its own, in root's file).
     let into = match &db.repository {
-        Some(r) if r.staged => match persnap::repository::Location::parse(&r.location) {
+        Some(r) => match persnap::repository::Location::parse(&r.location) {
             Ok(location) => Some(super::worker::IntoRepository {
                 // Typed this session for this repository, else the keyring's.
                 password: super::repository_view::typed_password(app, &location.display()),
@@ -478,6 +478,7 @@ pub fn back_up_now(
                 keep: r.keep.clone(),
                 remember: false,
                 staging: app.rt.staging.clone(),
+                staged: r.staged,
             }),
             Err(e) => {
                 app.rt.outcome = Some(super::Outcome::Failed(crate::launch::RemoteFailure::local(
@@ -488,7 +489,7 @@ pub fn back_up_now(
         },
         _ => None,
     };
-    if into.is_none() {
+    if !into.as_ref().is_some_and(|i| i.staged) {
         app.settings.dest = location.display().to_string();
     }
     // Its offsite copy, with the password typed this session or kept.
@@ -500,6 +501,7 @@ pub fn back_up_now(
             keep: o.keep.clone(),
             remember: false,
             staging: None,
+            staged: false,
         })
     });
     backup_view::start_backup_into(app, ctx, req, into, offsite);

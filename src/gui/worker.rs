@@ -112,6 +112,9 @@ pub struct IntoRepository {
     /// Where the set is staged (default: the user's staging folder; tests
     /// give their own).
     pub staging: Option<PathBuf>,
+    /// Only the repository keeps the backup (staged first); else the
+    /// backup's folder keeps it too.
+    pub staged: bool,
 }
 
 /// The UI's end of a worker: messages in, cancel out.
@@ -487,12 +490,15 @@ fn open_repository(
 ) -> Result<Delivery, (persnap::Error, Location)> {
     let location = into.location.clone();
     let password = password_of(&location, into.password).map_err(|e| (e, location.clone()))?;
-    let delivery = Delivery::open(into.location, &password, true, into.keep)
+    let delivery = Delivery::open(into.location, &password, into.staged, into.keep)
         .map_err(|e| (e, location.clone()))?;
     if into.remember
         && let Err(e) = persnap::repository::keyring::remember(&location, &password)
     {
         notes.push(e.to_string());
+    }
+    if !into.staged {
+        return Ok(delivery);
     }
     let (staging, swept) = match &into.staging {
         Some(staging) => (staging.clone(), deliver::sweep_staging(staging)),
