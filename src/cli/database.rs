@@ -12,6 +12,8 @@ use persnap::registry::Registry;
 use super::{Failure, call_helper, remote_failure, resolve};
 use crate::launch::RemoteFailure;
 
+// Parsed once per run: the size of its largest command does not matter.
+#[allow(clippy::large_enum_variant)]
 #[derive(Subcommand)]
 pub enum DatabaseCommand {
     /// Protect a database (asks for the administrator password): operators may then back it up.
