@@ -71,8 +71,8 @@ const BACK_UP_TAB: (u32, u32) = (204, 12);
 /// On the overview with one database found: its "Protect…".
 const FOUND_PROTECT: (u32, u32) = (50, 184);
 /// On the Protect page: "Use ~/persnap-backups", then "Protect".
-const USE_SUGGESTED: (u32, u32) = (420, 218);
-const PROTECT: (u32, u32) = (37, 493);
+const USE_SUGGESTED: (u32, u32) = (420, 241);
+const PROTECT: (u32, u32) = (37, 539);
 /// When it is protected: "Back up now".
 const FIRST_BACKUP: (u32, u32) = (52, 168);
 /// On its card: "Backups and restore".
@@ -259,6 +259,8 @@ fn real_window_protects_a_running_correlator() {
     screenshot(d, win, &shots, "6-overview-protected.png");
     check_backup(&finished_backup(&backups).unwrap(), "persistence.db");
     click_at(d, win, CARD_BACKUPS);
+    // Its page draws its chart on the next frames (slower on a busy machine).
+    std::thread::sleep(Duration::from_secs(2));
     screenshot(d, win, &shots, "7-database.png");
     let registered: persnap::registry::Database =
         serde_json::from_slice(&std::fs::read(&entry).unwrap()).unwrap();
@@ -296,7 +298,7 @@ fn real_window_backs_up_a_live_database() {
     screenshot(&display, &window, &shots, "1-start.png");
 
     type_at(&display, &window, (330, 44), store_dir.to_str().unwrap());
-    type_at(&display, &window, (330, 100), dest.path().to_str().unwrap());
+    type_at(&display, &window, (330, 128), dest.path().to_str().unwrap());
     std::thread::sleep(Duration::from_secs(2));
     screenshot(&display, &window, &shots, "2-plan.png");
 

@@ -465,7 +465,7 @@ fn protect_row(
 fn repository_shown(text: &str) -> String {
     persnap::repository::Location::parse(text.trim())
         .map(|l| l.display())
-        .unwrap_or_else(|_| "given".into())
+        .unwrap_or_else(|_| "(give its address above)".into())
 }
 
 fn ready(app: &PersnapApp) -> Option<&persnap::probe::ProbeReport> {
