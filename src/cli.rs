@@ -795,7 +795,7 @@ fn backup_cmd(
         })
     });
     if let Some((offsite, location, keep)) = offsite {
-        let copied = repo::store_offsite(
+        let copied = persnap::repository::deliver::store_offsite(
             &offsite,
             &location,
             &history.history,
@@ -806,7 +806,10 @@ fn backup_cmd(
             &cancel,
         );
         progress.finish_line();
-        let copied = copied?;
+        let copied = copied.map_err(|e| Failure {
+            code: e.kind().exit_code(),
+            error: anyhow::anyhow!("The backup is good and kept, but its offsite copy failed: {e}"),
+        })?;
         eprint!("Offsite: ");
         repo::print_stored(&copied);
         if let (false, Ok(offsite)) = (keep.is_keep_all(), &offsite) {

@@ -1,6 +1,8 @@
 //! A repository's password kept in the user's keyring, through the real CLI
 //! and a real Secret Service: GNOME Keyring on a private session bus that
-//! the test starts (its own HOME, so no real keyring is touched).
+//! the test starts (its own HOME, so no real keyring is touched). Run as
+//! root (CI), the bus, the keyring and persnap all run as an unprivileged
+//! user, as on a desktop: root itself never asks a keyring.
 //! `secret-tool` (libsecret, another client) reads what persnap kept; a
 //! wrong password is never kept; with the password kept, a backup into the
 //! repository needs neither a password file nor a terminal; forgotten, it
@@ -18,6 +20,41 @@ use common::*;
 use persnap::loadgen::Mode;
 
 const PASSWORD: &str = "kept in the keyring";
+/// The desktop user the test acts as when it runs as root.
+const USER: &str = "persnap_keyring";
+
+/// `program`, run as the test's desktop user (as that user when the test
+/// runs as root, with the environment given).
+fn as_user(program: impl AsRef<std::ffi::OsStr>) -> Command {
+    if !persnap::fsutil::is_root() {
+        return Command::new(program);
+    }
+    // setpriv runs the program in its place (no process of its own in
+    // between), so killing the child kills the daemon.
+    let mut cmd = Command::new("setpriv");
+    cmd.args(["--reuid", USER, "--regid", USER, "--init-groups", "--"])
+        .arg(program);
+    cmd
+}
+
+/// A folder of the desktop user's.
+fn user_dir() -> tempfile::TempDir {
+    let dir = tempfile::Builder::new()
+        .prefix("persnap-keyring-")
+        .tempdir_in("/var/tmp")
+        .unwrap();
+    if persnap::fsutil::is_root() {
+        if Command::new("id")
+            .arg(USER)
+            .output()
+            .is_ok_and(|o| !o.status.success())
+        {
+            run_ok(Command::new("useradd").args(["--create-home", USER]));
+        }
+        run_ok(Command::new("chown").args([USER]).arg(dir.path()));
+    }
+    dir
+}
 
 /// A private session bus with GNOME Keyring's Secret Service on it,
 /// unlocked with a password of its own; both stopped when dropped.
@@ -58,9 +95,9 @@ impl SecretService {
             );
             return None;
         }
-        let dir = tempfile::tempdir().unwrap();
+        let dir = user_dir();
         for sub in ["home", "run"] {
-            std::fs::create_dir(dir.path().join(sub)).unwrap();
+            run_ok(as_user("mkdir").arg(dir.path().join(sub)));
         }
         #[cfg(unix)]
         {
@@ -71,7 +108,7 @@ impl SecretService {
             )
             .unwrap();
         }
-        let mut bus = Command::new("dbus-daemon")
+        let mut bus = as_user("dbus-daemon")
             .args(["--session", "--nofork", "--print-address=1"])
             .envs(Self::env_of(dir.path()))
             .stdout(Stdio::piped())
@@ -88,7 +125,7 @@ impl SecretService {
             keyring: None,
             address: address.trim().to_owned(),
         };
-        let mut keyring = Command::new("gnome-keyring-daemon")
+        let mut keyring = as_user("gnome-keyring-daemon")
             .args(["--unlock", "--components=secrets", "--foreground"])
             .envs(service.env())
             .stdin(Stdio::piped())
@@ -106,7 +143,7 @@ impl SecretService {
         service.keyring = Some(keyring);
         let deadline = Instant::now() + Duration::from_secs(30);
         loop {
-            let owned = Command::new("gdbus")
+            let owned = as_user("gdbus")
                 .args([
                     "call",
                     "--session",
@@ -152,7 +189,7 @@ impl SecretService {
 
     /// What `secret-tool` (libsecret) finds kept for the repository.
     fn lookup(&self, repo: &str) -> Option<String> {
-        let out = Command::new("secret-tool")
+        let out = as_user("secret-tool")
             .args(["lookup", "service", "persnap repository", "username", repo])
             .envs(self.env())
             .output()
@@ -166,7 +203,7 @@ impl SecretService {
 /// The CLI in the keyring's session, with its own history, staging and
 /// registry, and no terminal.
 fn persnap(service: &SecretService, work: &Path, args: &[&str]) -> Output {
-    Command::new(bin("persnap"))
+    as_user(bin("persnap"))
         .args(args)
         .envs(service.env())
         .env("PERSNAP_DATA_DIR", work.join("history"))
@@ -189,10 +226,10 @@ fn a_repository_password_kept_in_the_keyring_is_used_and_forgotten() {
     let Some(service) = SecretService::start() else {
         return;
     };
-    let work = tempfile::tempdir().unwrap();
+    let work = user_dir();
     let work = work.path();
     for sub in ["history", "staging", "databases", "store"] {
-        std::fs::create_dir(work.join(sub)).unwrap();
+        run_ok(as_user("mkdir").arg(work.join(sub)));
     }
     let (right, wrong) = (work.join("right"), work.join("wrong"));
     std::fs::write(&right, format!("{PASSWORD}\n")).unwrap();
@@ -212,6 +249,9 @@ fn a_repository_password_kept_in_the_keyring_is_used_and_forgotten() {
         ],
     ));
     make_store(&work.join("store"), "persistence.db", Mode::Wal, 2);
+    if persnap::fsutil::is_root() {
+        run_ok(Command::new("chown").args(["-R", USER]).arg(work));
+    }
     let backup = |service: &SecretService| {
         persnap(
             service,

@@ -5,9 +5,7 @@ use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
 
 use clap::Subcommand;
-use persnap::history::History;
-use persnap::manifest::Manifest;
-use persnap::progress::{CancelToken, Progress};
+use persnap::progress::CancelToken;
 use persnap::repository::{self, Listed, Location, Password, Repo, Stored};
 use persnap::units;
 
@@ -276,28 +274,6 @@ pub use persnap::repository::deliver::{database_name, sweep_staging};
 /// before storing it: the user's cache folder, created private.
 pub fn staging_dir() -> Result<PathBuf, Failure> {
     Ok(persnap::repository::deliver::staging_dir()?)
-}
-
-/// Stores the same verified set in the offsite repository and records how
-/// that went. The backup stays good whatever happens here.
-#[allow(clippy::too_many_arguments)]
-pub fn store_offsite(
-    offsite: &persnap::Result<Repo>,
-    location: &Location,
-    history: &History,
-    backup_dir: &Path,
-    manifest: &Manifest,
-    database: &str,
-    progress: &mut dyn Progress,
-    cancel: &CancelToken,
-) -> Result<Stored, Failure> {
-    persnap::repository::deliver::store_offsite(
-        offsite, location, history, backup_dir, manifest, database, progress, cancel,
-    )
-    .map_err(|e| Failure {
-        code: e.kind().exit_code(),
-        error: anyhow::anyhow!("The backup is good and kept, but its offsite copy failed: {e}"),
-    })
 }
 
 /// Reads the backup `id` out of the repository into the staging folder,

@@ -456,20 +456,7 @@ fn selected_actions(app: &mut PersnapApp, ui: &mut Ui, runs: &[Run]) {
             ui.colored_label(RED, e);
         }
     }
-    if page.verifying.is_some() {
-        ui.horizontal(|ui| {
-            ui.spinner();
-            ui.label("Verifying…");
-        });
-    }
-    if let Some((id, result)) = &page.verified
-        && *id == run.id
-    {
-        match result {
-            Ok(words) => ui.colored_label(GREEN, words),
-            Err(words) => ui.colored_label(RED, words),
-        };
-    }
+    verification(ui, page, run, "Verifying…");
     if restore {
         app.rt.restore = Some(RestoreDraft {
             backup: path,
@@ -539,20 +526,12 @@ fn in_repository(
             .on_hover_text("Read it out of the repository and put it back in place of the database")
             .clicked();
     });
-    if page.verifying.is_some() {
-        ui.horizontal(|ui| {
-            ui.spinner();
-            ui.label("Reading it out of the repository and verifying…");
-        });
-    }
-    if let Some((id, result)) = &page.verified
-        && *id == run.id
-    {
-        match result {
-            Ok(words) => ui.colored_label(GREEN, words),
-            Err(words) => ui.colored_label(RED, words),
-        };
-    }
+    verification(
+        ui,
+        page,
+        run,
+        "Reading it out of the repository and verifying…",
+    );
     if restore {
         app.rt.restore = Some(RestoreDraft {
             backup: PathBuf::from(&stored.snapshot[..stored.snapshot.len().min(8)]),
@@ -562,6 +541,24 @@ fn in_repository(
             phase: None,
             result: None,
         });
+    }
+}
+
+/// A verification of `run`'s backup under way (`doing`), or how it went.
+fn verification(ui: &mut Ui, page: &DatabasePage, run: &Run, doing: &str) {
+    if page.verifying.is_some() {
+        ui.horizontal(|ui| {
+            ui.spinner();
+            ui.label(doing);
+        });
+    }
+    if let Some((id, result)) = &page.verified
+        && *id == run.id
+    {
+        match result {
+            Ok(words) => ui.colored_label(GREEN, words),
+            Err(words) => ui.colored_label(RED, words),
+        };
     }
 }
 

@@ -425,6 +425,36 @@ fn unwritable_destination_fails_with_the_reason() {
 #[cfg(unix)]
 struct KilledOnDrop(std::process::Child);
 
+/// A running correlator with its store in `store`: persnap-loadgen under
+/// that name, with -PstoreLocation, once it has made the store. Killed
+/// when the test ends, also when it fails (before the volume is unmounted,
+/// which it would keep busy).
+#[cfg(unix)]
+fn running_correlator(store: &Path) -> KilledOnDrop {
+    use std::os::unix::process::CommandExt as _;
+    let loadgen = std::env::current_exe()
+        .unwrap()
+        .parent()
+        .unwrap()
+        .parent()
+        .unwrap()
+        .join("persnap-loadgen");
+    let correlator = KilledOnDrop(
+        std::process::Command::new(loadgen)
+            .arg0("correlator")
+            .arg(format!("-PstoreLocation={}", store.display()))
+            .spawn()
+            .unwrap(),
+    );
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !store.join("persistence.db").exists() {
+        assert!(Instant::now() < deadline, "the correlator made no store");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    std::thread::sleep(Duration::from_millis(500));
+    correlator
+}
+
 #[cfg(unix)]
 impl Drop for KilledOnDrop {
     fn drop(&mut self) {
@@ -1832,7 +1862,6 @@ fn an_empty_overview_leads_to_protecting_a_database() {
 #[cfg(target_os = "linux")]
 #[test]
 fn the_overview_protects_a_running_correlator_and_keeps_watch() {
-    use std::os::unix::process::CommandExt as _;
     if !persnap::fsutil::is_root() {
         assert!(
             std::env::var_os("PERSNAP_REQUIRE_ROOT_TESTS").is_none(),
@@ -1842,29 +1871,7 @@ fn the_overview_protects_a_running_correlator_and_keeps_watch() {
         return;
     }
     let (vol, store) = BtrfsVolume::with_subvolume("orders");
-    // The correlator: persnap-loadgen under that name, with -PstoreLocation.
-    let loadgen = std::env::current_exe()
-        .unwrap()
-        .parent()
-        .unwrap()
-        .parent()
-        .unwrap()
-        .join("persnap-loadgen");
-    // Killed when the test ends, also when it fails (before the volume is
-    // unmounted, which it would keep busy).
-    let correlator = KilledOnDrop(
-        std::process::Command::new(loadgen)
-            .arg0("correlator")
-            .arg(format!("-PstoreLocation={}", store.display()))
-            .spawn()
-            .unwrap(),
-    );
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while !store.join("persistence.db").exists() {
-        assert!(Instant::now() < deadline, "the correlator made no store");
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    std::thread::sleep(Duration::from_millis(500));
+    let correlator = running_correlator(&store);
 
     let data = tempfile::tempdir().unwrap();
     let dest = tempfile::Builder::new()
@@ -2027,7 +2034,6 @@ fn the_overview_protects_a_running_correlator_and_keeps_watch() {
 #[test]
 fn a_running_correlator_is_protected_into_a_repository_and_backed_up_there() {
     use std::os::unix::fs::PermissionsExt;
-    use std::os::unix::process::CommandExt as _;
     if !persnap::fsutil::is_root() {
         assert!(
             std::env::var_os("PERSNAP_REQUIRE_ROOT_TESTS").is_none(),
@@ -2039,26 +2045,7 @@ fn a_running_correlator_is_protected_into_a_repository_and_backed_up_there() {
         return;
     }
     let (vol, store) = BtrfsVolume::with_subvolume("ledger");
-    let loadgen = std::env::current_exe()
-        .unwrap()
-        .parent()
-        .unwrap()
-        .parent()
-        .unwrap()
-        .join("persnap-loadgen");
-    let correlator = KilledOnDrop(
-        std::process::Command::new(loadgen)
-            .arg0("correlator")
-            .arg(format!("-PstoreLocation={}", store.display()))
-            .spawn()
-            .unwrap(),
-    );
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while !store.join("persistence.db").exists() {
-        assert!(Instant::now() < deadline, "the correlator made no store");
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    std::thread::sleep(Duration::from_millis(500));
+    let correlator = running_correlator(&store);
 
     let data = tempfile::Builder::new()
         .prefix("persnap-gui-repo-")
