@@ -3,7 +3,8 @@
 //! invariant while persnap backs it up, and checks copies afterwards.
 //!
 //!   persnap-loadgen init DB --mode rollback|wal --size-mb N
-//!   persnap-loadgen run DB [--seconds S] [--stop-file F]   (stats as JSON on stdout)
+//!   persnap-loadgen run DB [--seconds S] [--stop-file F] [--transactions N]
+//!                                                          (stats as JSON on stdout)
 //!   persnap-loadgen check DB                               (exit 0 when consistent)
 //!
 //! Started under the name `correlator` (argv[0]), it stands in for one:
@@ -43,13 +44,18 @@ enum Cmd {
         #[arg(long, default_value_t = 20)]
         size_mb: u64,
     },
-    /// Write transfers until the time is up, the stop file appears, or a signal arrives.
+    /// Write transfers until the time is up, the stop file appears, N
+    /// transfers are done, or a signal arrives.
     Run {
         db: PathBuf,
         #[arg(long)]
         seconds: Option<f64>,
         #[arg(long)]
         stop_file: Option<PathBuf>,
+        /// Stop after this many transfers (the benchmark changes a measured
+        /// share of the pages between two backups).
+        #[arg(long)]
+        transactions: Option<u64>,
     },
     /// Check integrity and the invariant of a copy.
     Check { db: PathBuf },
@@ -111,14 +117,19 @@ fn main() -> Result<()> {
             db,
             seconds,
             stop_file,
+            transactions,
         } => {
             let stop = Arc::new(AtomicBool::new(false));
             for sig in [signal_hook::consts::SIGTERM, signal_hook::consts::SIGINT] {
                 signal_hook::flag::register(sig, Arc::clone(&stop))?;
             }
             let deadline = seconds.map(|s| Instant::now() + Duration::from_secs_f64(s));
+            // `stop` is asked once before each transfer.
+            let mut started = 0u64;
             let stats = loadgen::run(&db, || {
-                stop.load(Ordering::Relaxed)
+                let done = transactions.is_some_and(|n| started >= n);
+                started += 1;
+                done || stop.load(Ordering::Relaxed)
                     || deadline.is_some_and(|d| Instant::now() >= d)
                     || stop_file.as_ref().is_some_and(|f| f.exists())
             })?;
