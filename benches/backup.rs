@@ -87,7 +87,18 @@ mod linux {
     }
 
     /// A writer process; its stats come back when it stops.
-    struct Writer(Child, PathBuf);
+    struct Writer(Option<Child>, PathBuf);
+
+    /// A writer still running when the benchmark panics is killed, so that
+    /// the volume it writes to can be unmounted.
+    impl Drop for Writer {
+        fn drop(&mut self) {
+            if let Some(child) = &mut self.0 {
+                let _ = child.kill();
+                let _ = child.wait();
+            }
+        }
+    }
 
     impl Writer {
         fn start(db: &Path) -> Writer {
@@ -102,13 +113,14 @@ mod linux {
                 .spawn()
                 .unwrap();
             std::thread::sleep(Duration::from_millis(500));
-            Writer(child, stop)
+            Writer(Some(child), stop)
         }
 
         /// Worst commit (ms) while it ran.
-        fn stop(self) -> f64 {
+        fn stop(mut self) -> f64 {
             std::fs::write(&self.1, b"").unwrap();
-            let out = self.0.wait_with_output().unwrap();
+            let child = self.0.take().expect("running");
+            let out = child.wait_with_output().unwrap();
             let stats: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
             stats["max_commit_ms"].as_f64().unwrap()
         }
@@ -117,8 +129,19 @@ mod linux {
     /// Run the helper directly (root) with one backup request; wall time and
     /// its peak RSS (KiB) from wait4.
     fn helper_backup(store: &Path, dest: &Path, method: &str) -> (Duration, i64, PathBuf) {
-        let frame = serde_json::json!({"version": 1, "type": "backup", "source": store, "dest": dest,
-            "store_name": "persistence.db", "method": method, "options": {"online_timeout_secs": 3600, "snapshot_size": null}});
+        // The helper's own frames, so the benchmark speaks the protocol
+        // version it was built with (it once hand-wrote version 1).
+        let request = persnap::protocol::Request::Backup {
+            source: store.to_owned(),
+            dest: dest.to_owned(),
+            store_name: "persistence.db".into(),
+            method: method.parse().unwrap(),
+            options: persnap::protocol::BackupOptions {
+                online_timeout_secs: 3600,
+                ..Default::default()
+            },
+            run_as: None,
+        };
         let started = Instant::now();
         let mut child = Command::new(target_bin("persnap-helper"))
             .stdin(Stdio::piped())
@@ -126,7 +149,8 @@ mod linux {
             .spawn()
             .unwrap();
         let mut stdin = child.stdin.take().unwrap();
-        writeln!(stdin, "{frame}").unwrap();
+        persnap::protocol::write_frame(&mut stdin, &request).unwrap();
+        stdin.flush().unwrap();
         let out = child.stdout.take().unwrap();
         let reader = std::thread::spawn(move || std::io::read_to_string(out).unwrap());
         let mut status = 0;
