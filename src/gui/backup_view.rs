@@ -239,13 +239,7 @@ pub fn failed_schedule_banner(app: &PersnapApp, ui: &mut Ui) {
 pub fn request_here(app: &PersnapApp) -> BackupRequest {
     let mut req = request(&app.settings);
     if app.settings.into_repository {
-        let staging = app
-            .rt
-            .staging
-            .clone()
-            .map_or_else(persnap::repository::deliver::staging_dir, Ok)
-            .unwrap_or_default();
-        req.dest = persnap::fsutil::canonicalize(&staging).unwrap_or(staging);
+        req.dest = worker::staging(app.rt.staging.clone()).unwrap_or_default();
     }
     req
 }

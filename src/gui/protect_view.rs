@@ -695,12 +695,10 @@ fn check(app: &mut PersnapApp, ui: &mut Ui) {
             })
             .and_then(|h| {
                 let into = if d.into_repository {
-                    let staging =
-                        staging.map_or_else(persnap::repository::deliver::staging_dir, Ok)?;
                     Some((
                         persnap::repository::Location::parse(repository.trim())?,
                         persnap::repository::Password::new(password.clone()),
-                        persnap::fsutil::canonicalize(&staging).unwrap_or(staging),
+                        worker::staging(staging)?,
                     ))
                 } else {
                     None

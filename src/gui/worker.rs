@@ -78,13 +78,20 @@ impl InRepository {
     ) -> persnap::Result<(persnap::verify::WorkDir, PathBuf)> {
         let password = password_of(&self.location, self.password.clone())?;
         let repo = persnap::repository::Repo::open(&self.location, &password)?;
-        let staging = match &self.staging {
-            Some(dir) => dir.clone(),
-            None => deliver::staging_dir()?,
-        };
-        let staging = persnap::fsutil::canonicalize(&staging).unwrap_or(staging);
+        let staging = staging(self.staging.clone())?;
         deliver::fetch_staged(&repo, &self.snapshot, &staging, progress, cancel)
     }
+}
+
+/// Where a repository's backup is staged, or read out to: `given` (tests
+/// give their own), else the user's staging folder; canonical, as the
+/// helper insists.
+pub fn staging(given: Option<PathBuf>) -> persnap::Result<PathBuf> {
+    let dir = match given {
+        Some(dir) => dir,
+        None => deliver::staging_dir()?,
+    };
+    Ok(persnap::fsutil::canonicalize(&dir).unwrap_or(dir))
 }
 
 /// The password typed, else the one kept in the keyring, else what to do.
@@ -500,15 +507,10 @@ fn open_repository(
     if !into.staged {
         return Ok(delivery);
     }
-    let (staging, swept) = match &into.staging {
-        Some(staging) => (staging.clone(), deliver::sweep_staging(staging)),
-        None => delivery
-            .backup_folder(None)
-            .map_err(|e| (e, location.clone()))?,
-    };
-    notes.extend(swept);
-    // The helper insists on canonical folders.
-    req.dest = persnap::fsutil::canonicalize(&staging).unwrap_or(staging);
+    let staging = staging(into.staging).map_err(|e| (e, location.clone()))?;
+    // What dead runs left there goes first.
+    notes.extend(deliver::sweep_staging(&staging));
+    req.dest = staging;
     // The staged set goes once stored; the repository keeps by its rules.
     req.retention = Default::default();
     Ok(delivery)

@@ -5,9 +5,10 @@
 //!
 //! The command line and the app both back up into a repository through
 //! [`Delivery`]: open it first (a wrong password or an unreachable server
-//! is said before any snapshot is taken), back up into
-//! [`Delivery::backup_folder`], then [`Delivery::deliver`] the verified
-//! set. Runs as the user whose backup it is, never as root.
+//! is said before any snapshot is taken), back up into the staging folder
+//! ([`staging_dir`], after [`sweep_staging`]) or the backup folder, then
+//! [`Delivery::deliver`] the verified set. Runs as the user whose backup
+//! it is, never as root.
 
 use std::path::{Path, PathBuf};
 
@@ -168,26 +169,8 @@ impl Delivery {
         }
     }
 
-    pub fn location(&self) -> &Location {
-        &self.location
-    }
-
     pub fn is_staged(&self) -> bool {
         self.staged
-    }
-
-    /// The folder the backup is written into first: `dest` when a folder
-    /// keeps it too, else the staging folder (from which what dead runs
-    /// left is swept first; one line each for the caller to show).
-    pub fn backup_folder(&self, dest: Option<&Path>) -> Result<(PathBuf, Vec<String>)> {
-        match dest {
-            Some(dest) if !self.staged => Ok((dest.to_owned(), Vec::new())),
-            _ => {
-                let staging = staging_dir()?;
-                let swept = sweep_staging(&staging);
-                Ok((staging, swept))
-            }
-        }
     }
 
     /// The set `backup_dir` when it is staged: removed when the guard
