@@ -1151,11 +1151,7 @@ fn history_row(run: &Run) -> String {
     let detail = match (&run.outcome, &run.backup_path, &run.repository) {
         (Outcome::Failed { step, message, .. }, _, _) => format!("{step}: {message}"),
         (_, Some(path), _) => path.display().to_string(),
-        (_, None, Some(stored)) => format!(
-            "{} in {}",
-            &stored.snapshot[..stored.snapshot.len().min(8)],
-            stored.location
-        ),
+        (_, None, Some(stored)) => format!("{} in {}", stored.short_id(), stored.location),
         _ => run.source.display().to_string(),
     };
     format!(
@@ -1332,18 +1328,8 @@ fn schedule_cmd(cmd: ScheduleCommand) -> Result<(), Failure> {
                 .map(|account| account_with_password(&account))
                 .transpose()?;
             let repo = repo.unlock()?;
-            let offsite = match offsite.unlock()? {
-                None => None,
-                Some((location, password)) => {
-                    persnap::repository::Repo::open(&location, &password)
-                        .map_err(|e| anyhow::anyhow!("The offsite repository: {e}"))?;
-                    Some(persnap::protocol::ScheduleRepositoryRequest {
-                        unlock: persnap::repository::Unlock::new(&location, &password),
-                        keep: retention.for_repository(),
-                        staged: false,
-                    })
-                }
-            };
+            let offsite = repo::tested(offsite.unlock()?, retention.for_repository(), false)
+                .map_err(|e| anyhow::anyhow!("The offsite repository: {e}"))?;
             let staged = dest.is_none();
             let dest = match (dest, &repo) {
                 (Some(dest), _) => dest,
@@ -1368,19 +1354,7 @@ fn schedule_cmd(cmd: ScheduleCommand) -> Result<(), Failure> {
             } else {
                 retention.for_folder()?
             };
-            let repository = match repo {
-                None => None,
-                Some((location, password)) => {
-                    // The connection test: a wrong password or a server
-                    // out of reach is said now, not at the first run.
-                    persnap::repository::Repo::open(&location, &password)?;
-                    Some(persnap::protocol::ScheduleRepositoryRequest {
-                        unlock: persnap::repository::Unlock::new(&location, &password),
-                        keep: retention.for_repository(),
-                        staged,
-                    })
-                }
-            };
+            let repository = repo::tested(repo, retention.for_repository(), staged)?;
             let history = History::open_default()?;
             let request = launch::schedule_request(
                 &name,

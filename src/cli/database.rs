@@ -89,29 +89,13 @@ pub fn run(cmd: DatabaseCommand) -> Result<(), Failure> {
                 code: 2,
                 error: anyhow::anyhow!("{message}"),
             };
-            // The repositories, each tested before the administrator is asked.
-            let tested = |unlocked: Option<(
-                persnap::repository::Location,
-                persnap::repository::Password,
-            )>,
-                          staged: bool,
-                          which: &str|
-             -> Result<_, Failure> {
-                let Some((location, password)) = unlocked else {
-                    return Ok(None);
-                };
-                persnap::repository::Repo::open(&location, &password)
-                    .map_err(|e| anyhow::anyhow!("{which}{e}"))?;
-                Ok(Some(persnap::protocol::ScheduleRepositoryRequest {
-                    unlock: persnap::repository::Unlock::new(&location, &password),
-                    keep: retention.for_repository(),
-                    staged,
-                }))
-            };
             let repo = repo.unlock()?;
             let staged = dest.is_none() && repo.is_some();
-            let repository = tested(repo, staged, "")?;
-            let offsite = tested(offsite.unlock()?, false, "The offsite repository: ")?;
+            // Each tested before the administrator is asked.
+            let repository = super::repo::tested(repo, retention.for_repository(), staged)
+                .map_err(|e| anyhow::anyhow!("{e}"))?;
+            let offsite = super::repo::tested(offsite.unlock()?, retention.for_repository(), false)
+                .map_err(|e| anyhow::anyhow!("The offsite repository: {e}"))?;
             let dest = match (dest, staged) {
                 (Some(dest), _) => Some(dest),
                 (None, true) => Some(super::repo::staging_dir()?),

@@ -276,6 +276,25 @@ pub fn staging_dir() -> Result<PathBuf, Failure> {
     Ok(persnap::repository::deliver::staging_dir()?)
 }
 
+/// What the helper is asked to keep for a schedule's repository, once the
+/// connection test passed: a wrong password or a server out of reach is
+/// said now, not at the first run.
+pub fn tested(
+    unlocked: Option<(Location, Password)>,
+    keep: repository::Keep,
+    staged: bool,
+) -> persnap::Result<Option<persnap::protocol::ScheduleRepositoryRequest>> {
+    let Some((location, password)) = unlocked else {
+        return Ok(None);
+    };
+    Repo::open(&location, &password)?;
+    Ok(Some(persnap::protocol::ScheduleRepositoryRequest {
+        unlock: repository::Unlock::new(&location, &password),
+        keep,
+        staged,
+    }))
+}
+
 /// Reads the backup `id` out of the repository into the staging folder,
 /// runs `then` on the set (verify or restore, which check it whole), and
 /// removes it again.
@@ -382,7 +401,7 @@ pub fn print_stored(stored: &Stored) {
     eprintln!(
         "Stored in the repository {} as {}: {} read, {} new ({} after compression), took {}; {}.",
         stored.location,
-        &stored.snapshot[..8],
+        stored.short_id(),
         units::bytes(stored.bytes_read),
         units::bytes(stored.bytes_new),
         units::bytes(stored.bytes_stored),

@@ -799,11 +799,7 @@ pub fn validate_with(request: Request, dest: Resolver) -> Result<Validated, Erro
             if let Some(o) = &offsite {
                 let applied = match &repository {
                     Some(r) => r.keep.clone(),
-                    None => crate::repository::Keep {
-                        last: req.retention.keep_last,
-                        within_days: req.retention.keep_days,
-                        ..Default::default()
-                    },
+                    None => crate::repository::Keep::like_folder(&req.retention),
                 };
                 if o.keep != applied {
                     return Err(Error::Refused {

@@ -253,10 +253,7 @@ pub fn request(s: &Settings) -> BackupRequest {
     req.snapshot.size = persnap::units::parse_size(&s.snapshot_size)
         .ok()
         .filter(|_| !s.snapshot_size.trim().is_empty());
-    req.retention = persnap::retention::RetentionPolicy {
-        keep_last: (s.keep_last > 0).then_some(s.keep_last),
-        keep_days: (s.keep_days > 0).then_some(s.keep_days),
-    };
+    req.retention = s.retention();
     req
 }
 
@@ -565,11 +562,8 @@ pub fn start_backup(app: &mut PersnapApp, ctx: &egui::Context) {
                 password: Some(persnap::repository::Password::new(
                     app.rt.repositories.password.clone(),
                 )),
-                keep: persnap::repository::Keep {
-                    last: (s.keep_last > 0).then_some(s.keep_last),
-                    within_days: (s.keep_days > 0).then_some(s.keep_days),
-                    ..Default::default()
-                },
+                // The rules set in Settings, as for a folder.
+                keep: persnap::repository::Keep::like_folder(&req.retention),
                 remember: s.remember_password && !app.rt.repositories.from_keyring,
                 staging: app.rt.staging.clone(),
                 staged: true,
@@ -744,7 +738,7 @@ pub fn outcome(app: &mut PersnapApp, ui: &mut Ui) {
             egui::Grid::new("result").num_columns(2).show(ui, |ui| {
                 let rows = [
                     ("Repository", stored.location.clone()),
-                    ("Backup", stored.snapshot[..stored.snapshot.len().min(8)].to_owned()),
+                    ("Backup", stored.short_id().to_owned()),
                     (
                         "Size",
                         format!(

@@ -458,14 +458,7 @@ fn selected_actions(app: &mut PersnapApp, ui: &mut Ui, runs: &[Run]) {
     }
     verification(ui, page, run, "Verifying…");
     if restore {
-        app.rt.restore = Some(RestoreDraft {
-            backup: path,
-            repository: None,
-            target: run.source.display().to_string(),
-            job: None,
-            phase: None,
-            result: None,
-        });
+        app.rt.restore = Some(RestoreDraft::new(path, None, &run.source));
     }
 }
 
@@ -478,15 +471,9 @@ fn in_repository(
     run: &Run,
     stored: &persnap::repository::Stored,
 ) {
-    let Ok(location) = persnap::repository::Location::parse(&stored.location) else {
+    let Some(from) = super::repository_view::stored_backup(app, stored) else {
         ui.label(format!("{}: in {}", when(run), stored.location));
         return;
-    };
-    let from = super::worker::InRepository {
-        password: super::repository_view::typed_password(app, &stored.location),
-        location,
-        snapshot: stored.snapshot.clone(),
-        staging: app.rt.staging.clone(),
     };
     let Some(page) = &mut app.rt.database else {
         return;
@@ -497,7 +484,7 @@ fn in_repository(
             "Backup of {}, in the repository {} ({})",
             when(run),
             stored.location,
-            &stored.snapshot[..stored.snapshot.len().min(8)]
+            stored.short_id()
         ));
         if ui
             .add_enabled(page.verifying.is_none(), egui::Button::new("Verify again"))
@@ -533,14 +520,11 @@ fn in_repository(
         "Reading it out of the repository and verifying…",
     );
     if restore {
-        app.rt.restore = Some(RestoreDraft {
-            backup: PathBuf::from(&stored.snapshot[..stored.snapshot.len().min(8)]),
-            repository: Some(from),
-            target: run.source.display().to_string(),
-            job: None,
-            phase: None,
-            result: None,
-        });
+        app.rt.restore = Some(RestoreDraft::new(
+            PathBuf::from(stored.short_id()),
+            Some(from),
+            &run.source,
+        ));
     }
 }
 

@@ -306,23 +306,10 @@ fn details(app: &mut PersnapApp, ui: &mut Ui) {
         }
         if let (None, Some(stored), Outcome::Completed) =
             (&run.backup_path, &run.repository, &run.outcome)
-            && let Ok(location) = persnap::repository::Location::parse(&stored.location)
+            && let Some(draft) = super::repository_view::restore_draft(app, run, stored)
             && ui.button("Restore this backup…").clicked()
         {
-            let from = super::worker::InRepository {
-                password: super::repository_view::typed_password(app, &stored.location),
-                location,
-                snapshot: stored.snapshot.clone(),
-                staging: app.rt.staging.clone(),
-            };
-            app.rt.restore = Some(RestoreDraft {
-                backup: std::path::PathBuf::from(&stored.snapshot[..stored.snapshot.len().min(8)]),
-                repository: Some(from),
-                target: run.source.display().to_string(),
-                job: None,
-                phase: None,
-                result: None,
-            });
+            app.rt.restore = Some(draft);
         }
         if let Some(path) = &run.backup_path {
             ui.horizontal(|ui| {
@@ -331,14 +318,7 @@ fn details(app: &mut PersnapApp, ui: &mut Ui) {
                 }
                 let restorable = run.outcome == Outcome::Completed && path.is_dir();
                 if ui.add_enabled(restorable, egui::Button::new("Restore this backup…")).clicked() {
-                    app.rt.restore = Some(RestoreDraft {
-                        backup: path.clone(),
-                        repository: None,
-                        target: run.source.display().to_string(),
-                        job: None,
-                        phase: None,
-                        result: None,
-                    });
+                    app.rt.restore = Some(RestoreDraft::new(path.clone(), None, &run.source));
                 }
             });
             match std::fs::read_to_string(path.join(persnap::manifest::MANIFEST_NAME)) {
@@ -360,7 +340,7 @@ fn stored_words(stored: &persnap::repository::Stored) -> String {
     let mut words = format!(
         "{}, backup {}: {} new ({} stored), {}.",
         stored.location,
-        &stored.snapshot[..stored.snapshot.len().min(8)],
+        stored.short_id(),
         persnap::units::bytes(stored.bytes_new),
         persnap::units::bytes(stored.bytes_stored),
         stored.check.checked

@@ -123,6 +123,14 @@ impl Default for Settings {
 }
 
 impl Settings {
+    /// Which backups are kept after each verified one (0: no such rule).
+    pub fn retention(&self) -> persnap::retention::RetentionPolicy {
+        persnap::retention::RetentionPolicy {
+            keep_last: (self.keep_last > 0).then_some(self.keep_last),
+            keep_days: (self.keep_days > 0).then_some(self.keep_days),
+        }
+    }
+
     /// What is saved: as they are, but a repository's address without a
     /// password written into it (`rest:https://user:secret@host/`).
     pub fn to_save(&self) -> Settings {
@@ -244,6 +252,25 @@ pub struct RestoreDraft {
     pub job: Option<Job>,
     pub phase: Option<Phase>,
     pub result: Option<Result<Box<persnap::restore::RestoreReport>, RemoteFailure>>,
+}
+
+impl RestoreDraft {
+    /// Restoring `backup` (out of `repository`, if it is there) into
+    /// `target` (where it came from, until the user changes it).
+    pub fn new(
+        backup: PathBuf,
+        repository: Option<worker::InRepository>,
+        target: &std::path::Path,
+    ) -> RestoreDraft {
+        RestoreDraft {
+            backup,
+            repository,
+            target: target.display().to_string(),
+            job: None,
+            phase: None,
+            result: None,
+        }
+    }
 }
 
 pub struct PersnapApp {

@@ -469,42 +469,42 @@ pub fn back_up_now(
     app.rt.overview.backing_up = Some(db.name.clone());
     // Into its repository: staged first, with the password kept in the
     // keyring (a scheduled run has its own, in root's file).
-    let into = match &db.repository {
-        Some(r) => match persnap::repository::Location::parse(&r.location) {
-            Ok(location) => Some(super::worker::IntoRepository {
-                // Typed this session for this repository, else the keyring's.
-                password: super::repository_view::typed_password(app, &location.display()),
-                location,
-                keep: r.keep.clone(),
-                remember: false,
-                staging: app.rt.staging.clone(),
-                staged: r.staged,
-            }),
-            Err(e) => {
-                app.rt.outcome = Some(super::Outcome::Failed(crate::launch::RemoteFailure::local(
-                    &e, None,
-                )));
-                return;
-            }
-        },
-        _ => None,
+    let into = match db.repository.as_ref().map(|r| into_repository(app, r)) {
+        None => None,
+        Some(Ok(into)) => Some(into),
+        Some(Err(e)) => {
+            app.rt.outcome = Some(super::Outcome::Failed(crate::launch::RemoteFailure::local(
+                &e, None,
+            )));
+            return;
+        }
     };
     if !into.as_ref().is_some_and(|i| i.staged) {
         app.settings.dest = location.display().to_string();
     }
-    // Its offsite copy, with the password typed this session or kept.
-    let offsite = db.offsite.as_ref().and_then(|o| {
-        let location = persnap::repository::Location::parse(&o.location).ok()?;
-        Some(super::worker::IntoRepository {
-            password: super::repository_view::typed_password(app, &location.display()),
-            location,
-            keep: o.keep.clone(),
-            remember: false,
-            staging: None,
-            staged: false,
-        })
-    });
+    // Its offsite copy (never staged: it is a copy of the first).
+    let offsite = db
+        .offsite
+        .as_ref()
+        .and_then(|o| into_repository(app, o).ok());
     backup_view::start_backup_into(app, ctx, req, into, offsite);
+}
+
+/// A protected database's repository, as a backup goes into it: with the
+/// password typed this session for it, else the keyring's.
+fn into_repository(
+    app: &PersnapApp,
+    place: &persnap::registry::InRepository,
+) -> persnap::Result<super::worker::IntoRepository> {
+    let location = persnap::repository::Location::parse(&place.location)?;
+    Ok(super::worker::IntoRepository {
+        password: super::repository_view::typed_password(app, &location.display()),
+        location,
+        keep: place.keep.clone(),
+        remember: false,
+        staging: app.rt.staging.clone(),
+        staged: place.staged,
+    })
 }
 
 /// The registry entry a card stands for.

@@ -12,6 +12,7 @@
 //! its backups go into a repository.
 
 use std::collections::BTreeMap;
+use std::path::PathBuf;
 use std::sync::mpsc::{Receiver, TryRecvError};
 
 use eframe::egui::{self, RichText, Ui};
@@ -248,6 +249,33 @@ pub fn typed_password(app: &PersnapApp, location: &str) -> Option<Password> {
                 .get(location)
                 .map(|p| Password::new(p.clone()))
         })
+}
+
+/// The backup a run stored in a repository, to read out of it (verify,
+/// restore), with the password typed this session if there is one.
+pub fn stored_backup(
+    app: &PersnapApp,
+    stored: &persnap::repository::Stored,
+) -> Option<super::worker::InRepository> {
+    Some(super::worker::InRepository {
+        location: Location::parse(&stored.location).ok()?,
+        password: typed_password(app, &stored.location),
+        snapshot: stored.snapshot.clone(),
+        staging: app.rt.staging.clone(),
+    })
+}
+
+/// The restore of the backup a run stored in a repository.
+pub fn restore_draft(
+    app: &PersnapApp,
+    run: &persnap::history::Run,
+    stored: &persnap::repository::Stored,
+) -> Option<super::RestoreDraft> {
+    Some(super::RestoreDraft::new(
+        PathBuf::from(stored.short_id()),
+        Some(stored_backup(app, stored)?),
+        &run.source,
+    ))
 }
 
 /// What went wrong in words, rustic's own words behind "Details".

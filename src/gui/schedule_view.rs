@@ -322,11 +322,7 @@ fn repository(
     let password = persnap::repository::Password::new(app.rt.repositories.password.clone());
     Ok(Some(persnap::protocol::ScheduleRepositoryRequest {
         unlock: persnap::repository::Unlock::new(&location, &password),
-        keep: persnap::repository::Keep {
-            last: (s.keep_last > 0).then_some(s.keep_last),
-            within_days: (s.keep_days > 0).then_some(s.keep_days),
-            ..Default::default()
-        },
+        keep: persnap::repository::Keep::like_folder(&s.retention()),
         staged: true,
     }))
 }

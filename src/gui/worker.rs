@@ -244,14 +244,10 @@ pub fn schedule_change(
             repository: Some(into),
             ..
         } = &request
+            && let Err(e) = connection_test(into)
         {
-            let opened = into.unlock.validate().and_then(|location| {
-                persnap::repository::Repo::open(&location, &into.unlock.password())
-            });
-            if let Err(e) = opened {
-                notify.send(Msg::ScheduleDone(Err(RemoteFailure::local(&e, None))));
-                return;
-            }
+            notify.send(Msg::ScheduleDone(Err(RemoteFailure::local(&e, None))));
+            return;
         }
         let mut progress = notify.clone();
         let result = route(helper)
@@ -282,15 +278,12 @@ pub fn protect(
         {
             for (into, which) in [(repository, ""), (offsite, "The offsite repository: ")] {
                 let Some(into) = into else { continue };
-                let opened = into.unlock.validate().and_then(|location| {
-                    let password = into.unlock.password();
-                    persnap::repository::Repo::open(&location, &password)?;
+                let opened = connection_test(into).map(|(location, password)| {
                     if remember
                         && let Err(e) = persnap::repository::keyring::remember(&location, &password)
                     {
                         notify.send(Msg::Log(Level::Warning, e.to_string()));
                     }
-                    Ok(())
                 });
                 if let Err(e) = opened {
                     let mut f = RemoteFailure::local(&e, None);
@@ -330,6 +323,18 @@ pub fn probe(
             .map_err(|e| e.to_string());
         notify.send(Msg::Probed { key, result });
     })
+}
+
+/// The connection test of a repository a request names, before the
+/// administrator is asked: a wrong password or a server out of reach is
+/// said now, not at the first run. What opened it.
+fn connection_test(
+    into: &persnap::protocol::ScheduleRepositoryRequest,
+) -> persnap::Result<(Location, Password)> {
+    let location = into.unlock.validate()?;
+    let password = into.unlock.password();
+    persnap::repository::Repo::open(&location, &password)?;
+    Ok((location, password))
 }
 
 /// How to reach the helper: decided now, or fixed by the caller (tests).
@@ -467,7 +472,7 @@ pub fn backup(
                 Ok(copy) => notes.push(format!(
                     "Its offsite copy is stored in {} as {} and was read back from there.",
                     copy.location,
-                    &copy.snapshot[..copy.snapshot.len().min(8)]
+                    copy.short_id()
                 )),
                 Err(e) => notes.push(format!(
                     "The backup is good and kept, but its offsite copy failed: {e}"

@@ -456,6 +456,13 @@ pub struct Stored {
     pub warning: Option<String>,
 }
 
+impl Stored {
+    /// The snapshot's id as restic shows it.
+    pub fn short_id(&self) -> &str {
+        &self.snapshot[..self.snapshot.len().min(8)]
+    }
+}
+
 /// The offsite copy of a backup (3-2-1): the same verified set, stored in
 /// a second repository and read back from it.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -502,6 +509,15 @@ pub struct Keep {
 }
 
 impl Keep {
+    /// The same rules as a backup folder's: the newest N, the last D days.
+    pub fn like_folder(policy: &crate::retention::RetentionPolicy) -> Keep {
+        Keep {
+            last: policy.keep_last,
+            within_days: policy.keep_days,
+            ..Keep::default()
+        }
+    }
+
     pub fn is_keep_all(&self) -> bool {
         *self == Keep::default()
     }
