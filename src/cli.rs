@@ -778,7 +778,7 @@ fn backup_cmd(
         progress.finish_line();
         let delivered = delivered?;
         repo::print_stored(&delivered.stored);
-        for line in &delivered.retention {
+        for (_, line) in &delivered.retention {
             eprintln!("{line}");
         }
         if staged {
@@ -813,7 +813,8 @@ fn backup_cmd(
         eprint!("Offsite: ");
         repo::print_stored(&copied);
         if let (false, Ok(offsite)) = (keep.is_keep_all(), &offsite) {
-            for line in persnap::repository::deliver::apply_keep(offsite, &m.host, &database, &keep)
+            for (_, line) in
+                persnap::repository::deliver::apply_keep(offsite, &m.host, &database, &keep)
             {
                 eprintln!("{line}");
             }

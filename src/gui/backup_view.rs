@@ -725,9 +725,7 @@ pub fn outcome(app: &mut PersnapApp, ui: &mut Ui) {
                     ui.end_row();
                 }
             });
-            for note in notes {
-                notes_line(ui, note);
-            }
+            notes_lines(ui, notes);
             if ui.button("Open folder").clicked() {
                 open_folder(dir);
             }
@@ -767,9 +765,7 @@ pub fn outcome(app: &mut PersnapApp, ui: &mut Ui) {
             if let Some(warning) = &stored.warning {
                 ui.colored_label(AMBER, format!("Warning: {warning}"));
             }
-            for note in &done.notes {
-                notes_line(ui, note);
-            }
+            notes_lines(ui, &done.notes);
         }
         Outcome::Failed(f) if f.kind == persnap::ErrorKind::Cancelled => {
             ui.heading(RichText::new("Backup cancelled").color(AMBER));
@@ -794,12 +790,14 @@ pub fn outcome(app: &mut PersnapApp, ui: &mut Ui) {
     });
 }
 
-/// A note after a backup; what failed (an offsite copy) in amber.
-fn notes_line(ui: &mut Ui, note: &str) {
-    if note.contains("failed") || note.starts_with("warning") {
-        ui.colored_label(AMBER, note);
-    } else {
-        ui.label(note);
+/// The notes after a backup; warnings (an offsite copy that failed, a
+/// password not kept) in amber.
+fn notes_lines(ui: &mut Ui, notes: &[(Level, String)]) {
+    for (level, note) in notes {
+        match level {
+            Level::Warning => ui.colored_label(AMBER, note),
+            Level::Info => ui.label(note),
+        };
     }
 }
 

@@ -189,7 +189,7 @@ pub enum Outcome {
         dir: PathBuf,
         manifest: Box<Manifest>,
         /// What else happened, in words (its offsite copy).
-        notes: Vec<String>,
+        notes: worker::Notes,
     },
     /// A backup kept by a repository (the staged copy is gone).
     Stored(Box<worker::StoredBackup>),

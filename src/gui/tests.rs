@@ -2191,7 +2191,7 @@ fn a_running_correlator_is_protected_into_a_repository_and_backed_up_there() {
     assert!(
         done.notes
             .iter()
-            .any(|n| n.contains("offsite copy is stored")),
+            .any(|(_, n)| n.contains("offsite copy is stored")),
         "{:?}",
         done.notes
     );

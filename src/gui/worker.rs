@@ -32,7 +32,7 @@ pub enum Msg {
     Run(Box<Run>),
     /// A backup into a folder: where, its manifest, and what else happened
     /// in words (its offsite copy).
-    BackupDone(Result<(PathBuf, Box<Manifest>, Vec<String>), RemoteFailure>),
+    BackupDone(Result<(PathBuf, Box<Manifest>, Notes), RemoteFailure>),
     /// A backup into a repository: stored, read back and checked there.
     StoredDone(Result<Box<StoredBackup>, RemoteFailure>),
     TestSnapshotDone(Result<String, String>),
@@ -47,13 +47,17 @@ pub enum Msg {
     },
 }
 
+/// What else happened in a backup, in words, each a warning or not.
+pub type Notes = Vec<(Level, String)>;
+
 /// A backup that a repository keeps, as the result screen shows it.
 #[derive(Debug, Clone)]
 pub struct StoredBackup {
     pub stored: Stored,
     pub manifest: Manifest,
-    /// What else happened, in words (retention, a password not kept).
-    pub notes: Vec<String>,
+    /// What else happened, in words (retention, a password not kept, the
+    /// offsite copy), each a warning or not.
+    pub notes: Notes,
 }
 
 /// A backup in a repository, to read out of it (verify, restore).
@@ -387,8 +391,8 @@ pub fn backup(
                 return;
             }
         };
-        for note in &notes {
-            progress.log(Level::Info, note);
+        for (level, note) in &notes {
+            progress.log(*level, note);
         }
         // Opened now too; one that cannot be opened is its copy's failure.
         let offsite = offsite.map(|o| {
@@ -469,13 +473,17 @@ pub fn backup(
                 &mut progress,
                 &cancel,
             ) {
-                Ok(copy) => notes.push(format!(
-                    "Its offsite copy is stored in {} as {} and was read back from there.",
-                    copy.location,
-                    copy.short_id()
+                Ok(copy) => notes.push((
+                    Level::Info,
+                    format!(
+                        "Its offsite copy is stored in {} as {} and was read back from there.",
+                        copy.location,
+                        copy.short_id()
+                    ),
                 )),
-                Err(e) => notes.push(format!(
-                    "The backup is good and kept, but its offsite copy failed: {e}"
+                Err(e) => notes.push((
+                    Level::Warning,
+                    format!("The backup is good and kept, but its offsite copy failed: {e}"),
                 )),
             }
             if let (Ok(repo), false) = (&opened, keep.is_keep_all()) {
@@ -498,7 +506,7 @@ pub fn backup(
 fn open_repository(
     into: IntoRepository,
     req: &mut BackupRequest,
-    notes: &mut Vec<String>,
+    notes: &mut Notes,
 ) -> Result<Delivery, (persnap::Error, Location)> {
     let location = into.location.clone();
     let password = password_of(&location, into.password).map_err(|e| (e, location.clone()))?;
@@ -507,14 +515,18 @@ fn open_repository(
     if into.remember
         && let Err(e) = persnap::repository::keyring::remember(&location, &password)
     {
-        notes.push(e.to_string());
+        notes.push((Level::Warning, e.to_string()));
     }
     if !into.staged {
         return Ok(delivery);
     }
     let staging = staging(into.staging).map_err(|e| (e, location.clone()))?;
     // What dead runs left there goes first.
-    notes.extend(deliver::sweep_staging(&staging));
+    notes.extend(
+        deliver::sweep_staging(&staging)
+            .into_iter()
+            .map(|line| (Level::Info, line)),
+    );
     req.dest = staging;
     // The staged set goes once stored; the repository keeps by its rules.
     req.retention = Default::default();

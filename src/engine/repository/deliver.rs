@@ -15,7 +15,7 @@ use std::path::{Path, PathBuf};
 use crate::error::{Error, ErrorKind, Result};
 use crate::history::{History, Outcome, Run};
 use crate::manifest::Manifest;
-use crate::progress::{CancelToken, Phase, Progress};
+use crate::progress::{CancelToken, Level, Phase, Progress};
 
 use super::{Forgotten, Keep, Location, Offsite, Password, Repo, Stored};
 
@@ -139,8 +139,9 @@ pub struct Delivery {
 /// What [`Delivery::deliver`] did.
 pub struct Delivered {
     pub stored: Stored,
-    /// Retention afterwards, in words (what went, or why it did not).
-    pub retention: Vec<String>,
+    /// Retention afterwards, in words (what went, or, as a warning, why
+    /// it did not).
+    pub retention: Vec<(Level, String)>,
 }
 
 impl Delivery {
@@ -347,12 +348,18 @@ pub fn forgotten_words(forgotten: &Forgotten, keep: &Keep, dry_run: bool) -> Vec
 
 /// Retention after a verified backup, in words: a failure here is a
 /// warning, the backup itself is good (`persnap prune --repo` tries again).
-pub fn apply_keep(repo: &Repo, host: &str, database: &str, keep: &Keep) -> Vec<String> {
+pub fn apply_keep(repo: &Repo, host: &str, database: &str, keep: &Keep) -> Vec<(Level, String)> {
     match repo.forget(host, database, keep, false) {
-        Ok(forgotten) => forgotten_words(&forgotten, keep, false),
-        Err(e) => vec![format!(
-            "warning: the backup is good, but old backups in {} were not removed: {e}",
-            repo.location()
+        Ok(forgotten) => forgotten_words(&forgotten, keep, false)
+            .into_iter()
+            .map(|line| (Level::Info, line))
+            .collect(),
+        Err(e) => vec![(
+            Level::Warning,
+            format!(
+                "warning: the backup is good, but old backups in {} were not removed: {e}",
+                repo.location()
+            ),
         )],
     }
 }
