@@ -27,6 +27,16 @@ pub fn atomic_write_private(path: &Path, bytes: &[u8]) -> io::Result<()> {
     atomic_write_mode(path, bytes, 0o600)
 }
 
+/// Refuse `dir` unless it and every folder above it are the
+/// administrator's, so that nobody else could have swapped what root
+/// writes or removes there (the error names the folder).
+pub fn admin_only_folder(dir: &Path) -> io::Result<()> {
+    for (i, folder) in dir.ancestors().enumerate() {
+        crate::sys::admin_only(folder, i > 0)?;
+    }
+    Ok(())
+}
+
 /// Write a secret (a repository's password for scheduled runs) where only
 /// root (SYSTEM) can read it: into `path`, in a folder made the
 /// administrator's, mode 0600 (Windows: a file whose only entry is
@@ -36,11 +46,7 @@ pub fn write_secret(path: &Path, bytes: &[u8]) -> io::Result<()> {
         .parent()
         .ok_or_else(|| io::Error::from(io::ErrorKind::InvalidInput))?;
     crate::sys::create_admin_dir(dir)?;
-    let mut first = true;
-    for ancestor in dir.ancestors() {
-        crate::sys::admin_only(ancestor, !first)?;
-        first = false;
-    }
+    admin_only_folder(dir)?;
     #[cfg(unix)]
     return atomic_write_private(path, bytes);
     #[cfg(windows)]

@@ -185,15 +185,11 @@ pub fn remove_unlock(name: &str) -> Result<()> {
     if std::fs::symlink_metadata(&dir).is_err() {
         return Ok(());
     }
-    let mut first = true;
-    for ancestor in dir.ancestors() {
-        crate::sys::admin_only(ancestor, !first).map_err(crate::error::Error::io(
-            "check",
-            ancestor.to_owned(),
-            "The folder of the repositories' files must be the administrator's alone.",
-        ))?;
-        first = false;
-    }
+    crate::fsutil::admin_only_folder(&dir).map_err(crate::error::Error::io(
+        "check",
+        dir.clone(),
+        "The folder of the repositories' files must be the administrator's alone.",
+    ))?;
     remove_file(&unlock_path(name))?;
     remove_file(&offsite_unlock_path(name))?;
     if let Some(dir) = unlock_path(name).parent() {
