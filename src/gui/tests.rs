@@ -34,6 +34,22 @@ fn app_with_history(dir: &Path) -> PersnapApp {
     app
 }
 
+/// Whether the test runs as root, as it needs to (`why`); otherwise it
+/// says so and is skipped, except where PERSNAP_REQUIRE_ROOT_TESTS (CI)
+/// makes that a failure.
+#[cfg(unix)]
+fn root_or_skip(test: &str, why: &str) -> bool {
+    if persnap::fsutil::is_root() {
+        return true;
+    }
+    assert!(
+        std::env::var_os("PERSNAP_REQUIRE_ROOT_TESTS").is_none(),
+        "{test} must run as root here"
+    );
+    eprintln!("SKIP {test}: needs root ({why})");
+    false
+}
+
 /// Step the UI until `done` holds (work happens on worker threads).
 fn wait_until(
     h: &mut Harness<'static, PersnapApp>,
@@ -535,14 +551,10 @@ fn run_tool(args: &[&str]) -> String {
 #[cfg(unix)]
 #[test]
 fn btrfs_snapshot_backup_from_the_window_and_a_missing_helper() {
-    if !persnap::fsutil::is_root() {
-        assert!(
-            std::env::var_os("PERSNAP_REQUIRE_ROOT_TESTS").is_none(),
-            "this test must run as root in CI"
-        );
-        eprintln!(
-            "SKIP btrfs_snapshot_backup_from_the_window: needs root (loop volume, snapshots)"
-        );
+    if !root_or_skip(
+        "btrfs_snapshot_backup_from_the_window",
+        "loop volume, snapshots",
+    ) {
         return;
     }
     let (vol, store) = BtrfsVolume::with_subvolume("apama");
@@ -1152,14 +1164,10 @@ fn a_failed_scheduled_backup_is_highlighted_and_retention_shows_in_the_plan() {
 #[cfg(target_os = "linux")]
 #[test]
 fn schedules_are_created_listed_and_removed_from_the_app() {
-    if !persnap::fsutil::is_root() {
-        assert!(
-            std::env::var_os("PERSNAP_REQUIRE_ROOT_TESTS").is_none(),
-            "must run as root here"
-        );
-        eprintln!(
-            "SKIP schedules_are_created_listed_and_removed_from_the_app: needs root (the helper installs schedules)"
-        );
+    if !root_or_skip(
+        "schedules_are_created_listed_and_removed_from_the_app",
+        "the helper installs schedules",
+    ) {
         return;
     }
     let src = tempfile::tempdir().unwrap();
@@ -1236,14 +1244,10 @@ fn schedules_are_created_listed_and_removed_from_the_app() {
 #[test]
 fn a_schedule_into_a_repository_is_made_from_the_app() {
     use std::os::unix::fs::PermissionsExt;
-    if !persnap::fsutil::is_root() {
-        assert!(
-            std::env::var_os("PERSNAP_REQUIRE_ROOT_TESTS").is_none(),
-            "must run as root here"
-        );
-        eprintln!(
-            "SKIP a_schedule_into_a_repository_is_made_from_the_app: needs root (the helper installs schedules)"
-        );
+    if !root_or_skip(
+        "a_schedule_into_a_repository_is_made_from_the_app",
+        "the helper installs schedules",
+    ) {
         return;
     }
     let (src, data, units) = (
@@ -1862,12 +1866,7 @@ fn an_empty_overview_leads_to_protecting_a_database() {
 #[cfg(target_os = "linux")]
 #[test]
 fn the_overview_protects_a_running_correlator_and_keeps_watch() {
-    if !persnap::fsutil::is_root() {
-        assert!(
-            std::env::var_os("PERSNAP_REQUIRE_ROOT_TESTS").is_none(),
-            "this test must run as root in CI"
-        );
-        eprintln!("SKIP the_overview_protects_a_running_correlator: needs root (loop volume)");
+    if !root_or_skip("the_overview_protects_a_running_correlator", "loop volume") {
         return;
     }
     let (vol, store) = BtrfsVolume::with_subvolume("orders");
@@ -2034,14 +2033,10 @@ fn the_overview_protects_a_running_correlator_and_keeps_watch() {
 #[test]
 fn a_running_correlator_is_protected_into_a_repository_and_backed_up_there() {
     use std::os::unix::fs::PermissionsExt;
-    if !persnap::fsutil::is_root() {
-        assert!(
-            std::env::var_os("PERSNAP_REQUIRE_ROOT_TESTS").is_none(),
-            "this test must run as root in CI"
-        );
-        eprintln!(
-            "SKIP a_running_correlator_is_protected_into_a_repository: needs root (loop volume)"
-        );
+    if !root_or_skip(
+        "a_running_correlator_is_protected_into_a_repository",
+        "loop volume",
+    ) {
         return;
     }
     let (vol, store) = BtrfsVolume::with_subvolume("ledger");
