@@ -1071,6 +1071,74 @@ fn repository_retention_keeps_the_newest_and_pinned_and_prunes_the_rest() {
     );
 }
 
+/// Every file under `dir`, recursively.
+fn files_under(dir: &Path) -> Vec<PathBuf> {
+    let mut all = Vec::new();
+    for entry in std::fs::read_dir(dir).unwrap() {
+        let path = entry.unwrap().path();
+        if path.is_dir() {
+            all.extend(files_under(&path));
+        } else {
+            all.push(path);
+        }
+    }
+    all
+}
+
+#[test]
+fn a_damaged_repository_is_said_plainly_and_its_backup_never_passes_verify() {
+    let setup = Setup::new();
+    let repo = setup.path("repo");
+    let repo = repo.to_str().unwrap();
+    let store_dir = setup.with_store(repo, Mode::Rollback, 4);
+    let id = ok(&setup
+        .backup(repo, &store_dir, "sqlite-online")
+        .output()
+        .unwrap());
+    // Read back whole: every byte where it belongs (the manifest's hashes
+    // and the integrity check say so).
+    let out = setup.persnap(repo, &["verify", &id[..8]]);
+    assert!(ok(&out).starts_with("OK:"), "{}", stderr(&out));
+
+    // One byte changed inside the largest pack file (a piece of the
+    // database; a pack's own list of pieces is at its end).
+    let pack = files_under(&setup.path("repo").join("data"))
+        .into_iter()
+        .max_by_key(|p| std::fs::metadata(p).unwrap().len())
+        .expect("a pack file");
+    let mut bytes = std::fs::read(&pack).unwrap();
+    let middle = bytes.len() / 3;
+    bytes[middle] ^= 0x5a;
+    let mut perms = std::fs::metadata(&pack).unwrap().permissions();
+    #[allow(clippy::permissions_set_readonly_false)]
+    perms.set_readonly(false);
+    std::fs::set_permissions(&pack, perms).unwrap();
+    std::fs::write(&pack, &bytes).unwrap();
+
+    let out = setup.persnap(repo, &["verify", &id[..8]]);
+    let said = stderr(&out);
+    assert_eq!(out.status.code(), Some(5), "{said}");
+    assert!(
+        !String::from_utf8_lossy(&out.stdout).contains("OK"),
+        "{said}"
+    );
+    assert!(
+        said.contains("does not match what was stored")
+            && said.contains("restic check --read-data"),
+        "{said}"
+    );
+    // Not a crash, and nothing of the damaged copy left behind.
+    assert!(!said.contains("panicked"), "{said}");
+    setup.assert_nothing_staged();
+    // restic agrees that the repository is damaged.
+    assert!(
+        !setup
+            .restic(repo, &["check", "--read-data"])
+            .status
+            .success()
+    );
+}
+
 #[test]
 fn a_full_remote_is_said_plainly_and_leaves_no_backup() {
     if !require_root("a_full_remote_is_said_plainly_and_leaves_no_backup") {

@@ -25,6 +25,8 @@ use crate::error::{Error, ErrorKind, Result};
 #[cfg(feature = "repository")]
 pub mod deliver;
 #[cfg(feature = "repository")]
+mod fetch;
+#[cfg(feature = "repository")]
 pub mod keyring;
 #[cfg(feature = "repository")]
 mod store;

@@ -11,10 +11,9 @@ use std::time::{Duration, Instant};
 use rustic_backend::BackendOptions;
 use rustic_core::repofile::SnapshotId;
 use rustic_core::{
-    BackupOptions, ConfigOptions, Credentials, KeyOptions, LocalDestination, LocalSource,
-    LsOptions, OpenStatus, PathList, ProgressBars, ProgressType, ReadSource, ReadSourceEntry,
-    ReadSourceOpen, Repository, RepositoryOptions, RestoreOptions, RusticError, RusticProgress,
-    RusticResult, SnapshotOptions,
+    BackupOptions, ConfigOptions, Credentials, KeyOptions, LocalSource, LsOptions, OpenStatus,
+    PathList, ProgressBars, ProgressType, ReadSource, ReadSourceEntry, ReadSourceOpen, Repository,
+    RepositoryOptions, RusticError, RusticProgress, RusticResult, SnapshotOptions,
 };
 
 use super::*;
@@ -168,7 +167,7 @@ impl Keep {
 }
 
 /// Turns rustic's error into one that says what to do.
-fn plain(location: &Location, doing: &str, e: &RusticError) -> Error {
+pub(super) fn plain(location: &Location, doing: &str, e: &RusticError) -> Error {
     let mut detail = e.display_log();
     if let Some(secret) = location.secret() {
         let (_, rest) = location.0.split_once(':').unwrap_or_default();
@@ -745,9 +744,6 @@ impl Repo {
             &target,
             crate::error::HINT_DEST,
         ))?;
-        let target_text = format!("{}/", target.display());
-        let dest = LocalDestination::new(&target_text, true, false)
-            .map_err(|e| plain(&self.location, "restoring", &e))?;
         // Only plain files, each directly in the set and with a plain name:
         // rustic joins a tree's names onto the target as they are, so a
         // snapshot someone else made could otherwise write anywhere.
@@ -775,14 +771,22 @@ impl Repo {
                 });
             }
         }
-        let restore_opts = RestoreOptions::default().no_ownership(true);
-        let fetched = self.while_showing(Phase::Copy, progress, || -> RusticResult<()> {
-            let ls = repo.ls(&node, &LsOptions::default())?;
-            let plan = repo.prepare_restore(&restore_opts, ls, &dest, false)?;
-            let ls = repo.ls(&node, &LsOptions::default())?;
-            repo.restore(plan, &restore_opts, ls, &dest)
+        let backend = self.backends.repository();
+        let fetched = self.while_showing(Phase::Copy, progress, || {
+            super::fetch::files(
+                &self.location,
+                &repo,
+                &*backend,
+                &entries,
+                &target,
+                super::fetch::Counts {
+                    done: &self.meter.done,
+                    total: &self.meter.total,
+                },
+                cancel,
+            )
         });
-        fetched.map_err(|e| plain(&self.location, "reading the backup back", &e))?;
+        fetched?;
         cancel.check()?;
         only_plain_files(&target)?;
         Ok(target)

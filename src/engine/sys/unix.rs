@@ -137,6 +137,13 @@ pub fn create_private(path: &Path) -> io::Result<File> {
         .open(path)
 }
 
+/// Write all of `buf` at `offset` of `file`, leaving its position alone
+/// (so that several threads may write one file through one handle).
+pub fn write_all_at(file: &File, buf: &[u8], offset: u64) -> io::Result<()> {
+    use std::os::unix::fs::FileExt;
+    file.write_all_at(buf, offset)
+}
+
 /// Open an existing lock file to test it: no link followed, no blocking
 /// on a FIFO, and it must be a regular file.
 pub fn open_lock_file(path: &Path) -> io::Result<File> {

@@ -61,6 +61,20 @@ pub fn create_private(path: &Path) -> io::Result<File> {
     File::options().write(true).create_new(true).open(path)
 }
 
+/// Write all of `buf` at `offset` of `file` (each call names its offset,
+/// so that several threads may write one file through one handle).
+pub fn write_all_at(file: &File, buf: &[u8], offset: u64) -> io::Result<()> {
+    use std::os::windows::fs::FileExt;
+    let mut done = 0;
+    while done < buf.len() {
+        match file.seek_write(&buf[done..], offset + done as u64)? {
+            0 => return Err(io::ErrorKind::WriteZero.into()),
+            n => done += n,
+        }
+    }
+    Ok(())
+}
+
 /// Open an existing lock file to test it.
 pub fn open_lock_file(path: &Path) -> io::Result<File> {
     open_nofollow(path)
