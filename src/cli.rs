@@ -40,10 +40,15 @@ Exit codes:
 
 Methods:
   auto           the snapshot method that applies to the folder's volume (btrfs or lvm;
-                 vss on Windows). Never falls back to copying live files.
+                 vss on Windows; else reflink where the filesystem clones files).
+                 Never falls back to copying live files.
   btrfs          read-only btrfs snapshot of the subvolume holding the folder (root)
   lvm            LVM snapshot of the logical volume holding the folder (root)
   vss            Windows Volume Shadow Copy (administrator)
+  reflink        copy-on-write clones of the database files (XFS with reflink, btrfs),
+                 taken while SQLite's own read lock holds the database still for a few
+                 milliseconds (root). A correlator that never lets go of its database
+                 (exclusive locking mode) is refused, never copied live.
   sqlite-online  SQLite's online backup API on the live database; no snapshot, no root.
                  Trade-off: in rollback-journal mode it holds a read lock for the whole
                  copy, stalling the correlator's commits meanwhile, and a database that
@@ -93,6 +98,9 @@ pub enum Command {
         /// Windows: seconds the whole Volume Shadow Copy sequence may take (default 120).
         #[arg(long, value_name = "SECS", value_parser = clap::value_parser!(u64).range(1..=86400))]
         vss_timeout: Option<u64>,
+        /// reflink: seconds to wait for SQLite's read lock before giving up (default 10).
+        #[arg(long, value_name = "SECS", value_parser = clap::value_parser!(u64).range(1..=86400))]
+        lock_wait: Option<u64>,
     },
     /// Show what was found, which snapshot method applies and what a backup would do.
     Probe {
@@ -251,7 +259,7 @@ pub struct BackupSetArgs {
     /// The database file name (the correlator's -PstoreName).
     #[arg(long, value_name = "NAME", default_value = persnap::store::DEFAULT_STORE_NAME)]
     store_name: String,
-    /// How to get a consistent image: auto, btrfs, lvm, vss or sqlite-online (`persnap --help` explains each).
+    /// How to get a consistent image: auto, btrfs, lvm, vss, reflink or sqlite-online (`persnap --help` explains each).
     #[arg(long, default_value = "auto")]
     method: MethodChoice,
 }
@@ -397,6 +405,7 @@ pub fn run(cli: Cli) -> Result<(), Failure> {
             timeout,
             snapshot_size,
             vss_timeout,
+            lock_wait,
             retention,
             scheduled,
             history_dir,
@@ -432,6 +441,7 @@ pub fn run(cli: Cli) -> Result<(), Failure> {
                 snapshot: SnapshotOptions {
                     size: snapshot_size,
                     vss_deadline: vss_timeout.map(std::time::Duration::from_secs),
+                    lock_wait: lock_wait.map(std::time::Duration::from_secs),
                 },
                 // The staged set is removed anyway; a repository keeps
                 // by its own rules.

@@ -6,6 +6,8 @@
 //!   persnap-loadgen run DB [--seconds S] [--stop-file F] [--transactions N]
 //!                                                          (stats as JSON on stdout)
 //!   persnap-loadgen check DB                               (exit 0 when consistent)
+//!   persnap-loadgen hold DB            (hold it as a correlator in exclusive
+//!                                       locking mode does, until a signal)
 //!
 //! Started under the name `correlator` (argv[0]), it stands in for one:
 //! `correlator -PstoreLocation=DIR [-PstoreName=NAME] [--config FILE]` creates
@@ -59,6 +61,10 @@ enum Cmd {
     },
     /// Check integrity and the invariant of a copy.
     Check { db: PathBuf },
+    /// Hold the database as a correlator in SQLite's exclusive locking
+    /// mode does (it never lets go), until SIGTERM or SIGINT. Prints
+    /// `held` once it holds it.
+    Hold { db: PathBuf },
 }
 
 /// Pretend to be a correlator: the store from `-PstoreLocation` /
@@ -134,6 +140,23 @@ fn main() -> Result<()> {
                     || stop_file.as_ref().is_some_and(|f| f.exists())
             })?;
             println!("{}", serde_json::to_string(&stats)?);
+        }
+        Cmd::Hold { db } => {
+            let stop = Arc::new(AtomicBool::new(false));
+            for sig in [signal_hook::consts::SIGTERM, signal_hook::consts::SIGINT] {
+                signal_hook::flag::register(sig, Arc::clone(&stop))?;
+            }
+            let conn = rusqlite::Connection::open(&db)?;
+            conn.busy_timeout(Duration::from_secs(30))?;
+            let _: String = conn.query_row("PRAGMA locking_mode=EXCLUSIVE", [], |r| r.get(0))?;
+            // One write takes the exclusive lock, which it then keeps.
+            conn.execute_batch(
+                "BEGIN EXCLUSIVE; UPDATE meta SET v = v WHERE k = 'transfers'; COMMIT;",
+            )?;
+            println!("held");
+            while !stop.load(Ordering::Relaxed) {
+                std::thread::sleep(Duration::from_millis(20));
+            }
         }
         Cmd::Check { db } => {
             persnap::verify::integrity_check(&db)?;

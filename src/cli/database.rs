@@ -44,7 +44,7 @@ pub enum DatabaseCommand {
         at: Option<String>,
         #[command(flatten)]
         retention: super::RetentionArgs,
-        /// How to get a consistent image: auto, btrfs, lvm, vss or sqlite-online.
+        /// How to get a consistent image: auto, btrfs, lvm, vss, reflink or sqlite-online.
         #[arg(long, default_value = "auto")]
         method: persnap::method::MethodChoice,
         /// Change how the database protected as NAME is protected (its

@@ -278,6 +278,11 @@ pub trait Captured {
     /// What identifies the snapshot to an administrator.
     fn id(&self) -> &str;
     fn journal_mode(&self) -> store::JournalMode;
+    /// How long the live database was held still for the image, in
+    /// seconds (a clone under SQLite's lock); `None` where nothing was.
+    fn held_still(&self) -> Option<f64> {
+        None
+    }
     /// The store files as the snapshot shows them, each open for reading
     /// (called once).
     fn files(&mut self) -> Result<Vec<(store::StoreFile, fs::File)>>;
@@ -306,7 +311,7 @@ impl Capture for LocalSnapshot {
         for line in snapshot::sweep_all() {
             progress.log(Level::Info, &line);
         }
-        let provider = snapshot::provider(plan.method, options)?;
+        let provider = snapshot::provider(plan.method, options, &plan.store.name)?;
         let guard = SnapshotGuard::new(provider.create(&plan.volume, tag)?);
         let image = store::discover(&guard.folder(), &plan.store.name)?;
         let files = store::open_set(&image)?;
@@ -330,6 +335,9 @@ impl Captured for Local {
     }
     fn journal_mode(&self) -> store::JournalMode {
         self.journal_mode
+    }
+    fn held_still(&self) -> Option<f64> {
+        self.guard.held_still().map(|d| d.as_secs_f64())
     }
     fn files(&mut self) -> Result<Vec<(store::StoreFile, fs::File)>> {
         Ok(self.files.take().unwrap_or_default())
@@ -558,6 +566,7 @@ fn execute(
         journal_mode,
         method: plan.method,
         snapshot_id: run.snapshot_id.clone(),
+        held_still_secs: run.held_still_secs,
         started,
         finished: Utc::now(),
         total_bytes: run.bytes,
@@ -585,9 +594,16 @@ fn copy_from_snapshot(
     meter.progress.phase(Phase::Snapshot);
     let mut captured = capture.take(plan, &run.tag, options, meter.progress)?;
     run.snapshot_id = Some(captured.id().to_owned());
-    meter
-        .progress
-        .log(Level::Info, &format!("Created snapshot {}", captured.id()));
+    run.held_still_secs = captured.held_still();
+    let created = match run.held_still_secs {
+        Some(held) => format!(
+            "Cloned the database's files into {}, holding the database still for {:.1} ms",
+            captured.id(),
+            held * 1000.0
+        ),
+        None => format!("Created snapshot {}", captured.id()),
+    };
+    meter.progress.log(Level::Info, &created);
     meter.cancel.check()?;
 
     *step = Phase::Copy;

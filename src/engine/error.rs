@@ -126,7 +126,7 @@ pub enum Error {
     },
 
     #[error(
-        "No snapshot is possible for {path}: {reason}. persnap never copies live database files, because such copies are torn. Alternatives: move the database to a btrfs subvolume or an LVM logical volume, use --method sqlite-online (SQLite's online backup, which pauses the writer while it copies), or stop the correlator and copy the files."
+        "No snapshot is possible for {path}: {reason}. persnap never copies live database files, because such copies are torn. Alternatives: move the database to a btrfs subvolume, an LVM logical volume or a filesystem that clones files (XFS made with reflink), use --method sqlite-online (SQLite's online backup, which pauses the writer while it copies), or stop the correlator and copy the files."
     )]
     NoSnapshotPossible { path: PathBuf, reason: String },
 
@@ -281,6 +281,11 @@ pub enum Error {
     DatabaseBusy { path: PathBuf },
 
     #[error(
+        "The correlator kept {path} locked for the whole {waited:.0} s persnap may wait, so it could not be held still for a clone; nothing was copied. A correlator in exclusive locking mode never lets go: back it up with a volume snapshot (LVM) or with --method sqlite-online. Otherwise try again when it is quieter."
+    )]
+    HeldByCorrelator { path: PathBuf, waited: f64 },
+
+    #[error(
         "{max} persnap snapshots are already being taken on this machine. Wait for one of them to finish, then try again."
     )]
     TooManySnapshots { max: usize },
@@ -351,7 +356,8 @@ impl Error {
             | Tool { .. }
             | VgNoSpace { .. }
             | SnapshotSizeTooLarge { .. }
-            | SnapshotOverflow { .. } => ErrorKind::Snapshot,
+            | SnapshotOverflow { .. }
+            | HeldByCorrelator { .. } => ErrorKind::Snapshot,
             InsufficientSpace { .. } | Io { .. } | OnlineTimeout { .. } => ErrorKind::Copy,
             Sqlite { .. } | IntegrityFailed { .. } | HashMismatch { .. } | BackupDamaged { .. } => {
                 ErrorKind::Verify

@@ -86,6 +86,10 @@ pub struct Run {
     pub requested_method: MethodChoice,
     pub method: Option<Method>,
     pub snapshot_id: Option<String>,
+    /// How long the live database was held still (SQLite's read lock) for
+    /// a clone, in seconds (the reflink method only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub held_still_secs: Option<f64>,
     pub bytes: u64,
     pub files: u32,
     pub outcome: Outcome,
@@ -128,6 +132,7 @@ impl Run {
             requested_method: MethodChoice::Auto,
             method: None,
             snapshot_id: None,
+            held_still_secs: None,
             bytes: 0,
             files: 0,
             outcome: Outcome::Running,

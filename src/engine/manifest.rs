@@ -32,6 +32,10 @@ pub struct Manifest {
     pub method: Method,
     /// The snapshot the files were copied from (none for sqlite-online).
     pub snapshot_id: Option<String>,
+    /// How long the live database was held still by SQLite's read lock
+    /// while its files were cloned, in seconds (the reflink method only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub held_still_secs: Option<f64>,
     pub started: DateTime<Utc>,
     pub finished: DateTime<Utc>,
     pub total_bytes: u64,

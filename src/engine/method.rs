@@ -15,15 +15,19 @@ pub enum Method {
     Lvm,
     /// Windows Volume Shadow Copy.
     Vss,
+    /// Copy-on-write clones of the store files (XFS with reflink, btrfs),
+    /// taken while SQLite's own read lock holds the database still.
+    Reflink,
     /// SQLite's online backup API on the live database (no snapshot).
     SqliteOnline,
 }
 
 impl Method {
-    pub const ALL: [Method; 4] = [
+    pub const ALL: [Method; 5] = [
         Method::Btrfs,
         Method::Lvm,
         Method::Vss,
+        Method::Reflink,
         Method::SqliteOnline,
     ];
 
@@ -32,6 +36,7 @@ impl Method {
             Method::Btrfs => "btrfs",
             Method::Lvm => "lvm",
             Method::Vss => "vss",
+            Method::Reflink => "reflink",
             Method::SqliteOnline => "sqlite-online",
         }
     }
@@ -47,6 +52,9 @@ impl Method {
             Method::Btrfs => "read-only btrfs snapshot of the subvolume holding the database",
             Method::Lvm => "LVM snapshot of the logical volume holding the database",
             Method::Vss => "Windows Volume Shadow Copy of the volume holding the database",
+            Method::Reflink => {
+                "copy-on-write clone of the database files, taken while the database is briefly held still (XFS, btrfs)"
+            }
             Method::SqliteOnline => {
                 "SQLite online backup of the live database (no snapshot; pauses the writer while copying in rollback-journal mode)"
             }
@@ -112,7 +120,7 @@ impl FromStr for MethodChoice {
             .find(|m| m.as_str() == s)
             .map(MethodChoice::Explicit)
             .ok_or_else(|| {
-                format!("unknown method {s:?}; choose one of auto, btrfs, lvm, vss, sqlite-online")
+                format!("unknown method {s:?}; choose one of auto, btrfs, lvm, vss, reflink, sqlite-online")
             })
     }
 }

@@ -110,7 +110,7 @@ pub fn try_snapshot(
         Path::new("/run/persnap"),
         "Check that /run is writable.",
     ))?;
-    let provider = snapshot::provider(method, options)?;
+    let provider = snapshot::provider(method, options, store_name)?;
     let mut guard = SnapshotGuard::new(provider.create(volume, &tag)?);
     let id = guard.id().to_owned();
     let seen = store::discover(&guard.folder(), store_name)?;

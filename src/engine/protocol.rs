@@ -235,6 +235,9 @@ pub struct BackupOptions {
     /// Deadline of the whole Volume Shadow Copy sequence (Windows).
     #[serde(default)]
     pub vss_timeout_secs: Option<u64>,
+    /// How long a clone (`reflink`) may wait for SQLite's read lock.
+    #[serde(default)]
+    pub lock_wait_secs: Option<u64>,
     /// Retention applied after the backup verified (see `retention`).
     #[serde(default)]
     pub keep_last: Option<u32>,
@@ -255,6 +258,7 @@ impl BackupOptions {
             online_timeout_secs: req.online_timeout.as_secs(),
             snapshot_size: req.snapshot.size,
             vss_timeout_secs: req.snapshot.vss_deadline.map(|d| d.as_secs()),
+            lock_wait_secs: req.snapshot.lock_wait.map(|d| d.as_secs()),
             keep_last: req.retention.keep_last,
             keep_days: req.retention.keep_days,
         }
@@ -538,9 +542,19 @@ fn check_options(options: &BackupOptions) -> Result<SnapshotOptions, Error> {
             format!("must be between 1 and {MAX_TIMEOUT_SECS}"),
         ));
     }
+    if options
+        .lock_wait_secs
+        .is_some_and(|s| s == 0 || s > MAX_TIMEOUT_SECS)
+    {
+        return Err(invalid(
+            "options.lock_wait_secs",
+            format!("must be between 1 and {MAX_TIMEOUT_SECS}"),
+        ));
+    }
     Ok(SnapshotOptions {
         size: options.snapshot_size,
         vss_deadline: options.vss_timeout_secs.map(std::time::Duration::from_secs),
+        lock_wait: options.lock_wait_secs.map(std::time::Duration::from_secs),
     })
 }
 

@@ -56,6 +56,10 @@ pub struct VolumeInfo {
     pub folder: PathBuf,
     pub mount: Mount,
     pub snapshot: SnapshotSupport,
+    /// Whether the filesystem can clone files (the `reflink` method
+    /// applies, beside any volume snapshot).
+    #[serde(default)]
+    pub clones: bool,
 }
 
 /// Parse the text of a mountinfo file; malformed lines are skipped.
@@ -138,10 +142,12 @@ pub fn probe(folder: &Path) -> Result<VolumeInfo> {
             reason: "no mount in /proc/self/mountinfo holds it".into(),
         })?;
     let snapshot = snapshot::support_for(&folder, &mount);
+    let clones = snapshot::reflink::cannot_clone(&folder).is_none();
     Ok(VolumeInfo {
         folder,
         mount,
         snapshot,
+        clones,
     })
 }
 
@@ -171,6 +177,7 @@ pub fn probe(folder: &Path) -> Result<VolumeInfo> {
         folder,
         mount,
         snapshot,
+        clones: false,
     })
 }
 

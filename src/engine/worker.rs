@@ -79,6 +79,9 @@ pub enum ToWorker {
         snapshot_id: String,
         journal_mode: JournalMode,
         files: Vec<StoreFile>,
+        /// Seconds the live database was held still (a clone).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        held_still_secs: Option<f64>,
     },
     /// No snapshot could be taken.
     CaptureFailed {
@@ -244,9 +247,11 @@ impl Capture for FromHelper {
                 snapshot_id,
                 journal_mode,
                 files,
+                held_still_secs,
             } if files.len() <= PIPES => Ok(Box::new(Streamed {
                 snapshot_id,
                 journal_mode,
+                held_still_secs,
                 files: Some(files),
                 checked: None,
                 rx: std::mem::replace(&mut self.rx, std::sync::mpsc::channel().1),
@@ -261,6 +266,7 @@ impl Capture for FromHelper {
 struct Streamed {
     snapshot_id: String,
     journal_mode: JournalMode,
+    held_still_secs: Option<f64>,
     files: Option<Vec<StoreFile>>,
     checked: Option<Result<()>>,
     rx: Receiver<ToWorker>,
@@ -274,6 +280,10 @@ impl Captured for Streamed {
 
     fn journal_mode(&self) -> JournalMode {
         self.journal_mode
+    }
+
+    fn held_still(&self) -> Option<f64> {
+        self.held_still_secs
     }
 
     fn files(&mut self) -> Result<Vec<(StoreFile, File)>> {

@@ -175,6 +175,7 @@ pub fn method_label(choice: MethodChoice) -> &'static str {
         MethodChoice::Explicit(Method::Btrfs) => "btrfs snapshot",
         MethodChoice::Explicit(Method::Lvm) => "LVM snapshot",
         MethodChoice::Explicit(Method::Vss) => "Volume Shadow Copy (Windows)",
+        MethodChoice::Explicit(Method::Reflink) => "Copy-on-write clone (XFS, btrfs)",
         MethodChoice::Explicit(Method::SqliteOnline) => "SQLite online backup (no snapshot)",
     }
 }

@@ -352,6 +352,7 @@ fn snapshot_words(m: persnap::method::Method) -> &'static str {
         Method::Btrfs => "snapshot of its disk (btrfs)",
         Method::Lvm => "snapshot of its disk (LVM)",
         Method::Vss => "shadow copy of its disk (Volume Shadow Copy)",
+        Method::Reflink => "copy-on-write clone, taken while the database is briefly held still",
         Method::SqliteOnline => "copy made by SQLite itself",
     }
 }

@@ -159,7 +159,9 @@ impl CaptureJob {
         for line in snapshot::sweep_all() {
             events.log(Level::Info, &line);
         }
-        let provider = snapshot::provider(self.source.method, &self.options).map_err(before)?;
+        let provider =
+            snapshot::provider(self.source.method, &self.options, &self.source.store.name)
+                .map_err(before)?;
         let mut guard = SnapshotGuard::new(
             provider
                 .create(&self.source.volume, &self.tag)
@@ -171,6 +173,7 @@ impl CaptureJob {
             &self.to_worker,
             &ToWorker::Captured {
                 snapshot_id: guard.id().to_owned(),
+                held_still_secs: guard.held_still().map(|d| d.as_secs_f64()),
                 journal_mode: image.journal_mode(),
                 files: files.iter().map(|(f, _)| f.clone()).collect(),
             },

@@ -15,21 +15,6 @@ use std::process::Command;
 
 use crate::error::{Error, Result};
 
-// The 32-bit-id system calls (on 32-bit x86 and ARM the plain ones take
-// 16-bit ids).
-#[cfg(any(target_arch = "x86", target_arch = "arm"))]
-const SYS_SETGROUPS: libc::c_long = libc::SYS_setgroups32;
-#[cfg(any(target_arch = "x86", target_arch = "arm"))]
-const SYS_SETFSUID: libc::c_long = libc::SYS_setfsuid32;
-#[cfg(any(target_arch = "x86", target_arch = "arm"))]
-const SYS_SETFSGID: libc::c_long = libc::SYS_setfsgid32;
-#[cfg(not(any(target_arch = "x86", target_arch = "arm")))]
-const SYS_SETGROUPS: libc::c_long = libc::SYS_setgroups;
-#[cfg(not(any(target_arch = "x86", target_arch = "arm")))]
-const SYS_SETFSUID: libc::c_long = libc::SYS_setfsuid;
-#[cfg(not(any(target_arch = "x86", target_arch = "arm")))]
-const SYS_SETFSGID: libc::c_long = libc::SYS_setfsgid;
-
 /// A user to act as.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Identity {
@@ -132,34 +117,12 @@ impl Identity {
     /// user; its real uid stays root's, so the user cannot signal it. The
     /// thread ends with `work`; no other thread is affected.
     pub fn run_as<T: Send>(&self, work: impl FnOnce() -> T + Send) -> Result<T> {
-        std::thread::scope(|scope| {
-            scope
-                .spawn(|| {
-                    // SAFETY: raw credential syscalls on this thread only.
-                    let dropped = unsafe {
-                        libc::syscall(SYS_SETGROUPS, self.groups.len(), self.groups.as_ptr()) == 0
-                            && {
-                                libc::syscall(SYS_SETFSGID, self.gid);
-                                libc::syscall(SYS_SETFSUID, self.uid);
-                                // Both return the previous id; asking again
-                                // (with an invalid id) says what they are now.
-                                libc::syscall(SYS_SETFSGID, u32::MAX)
-                                    == i64::from(self.gid) as libc::c_long
-                                    && libc::syscall(SYS_SETFSUID, u32::MAX)
-                                        == i64::from(self.uid) as libc::c_long
-                            }
-                    };
-                    if !dropped {
-                        return Err(Error::io(
-                            "act as",
-                            self.name.clone(),
-                            "persnap-helper must run as root.",
-                        )(io::Error::last_os_error()));
-                    }
-                    Ok(work())
-                })
-                .join()
-                .unwrap_or_else(|p| std::panic::resume_unwind(p))
+        crate::sys::as_user_on_a_thread(self.uid, self.gid, &self.groups, work).map_err(|e| {
+            Error::io(
+                "act as",
+                self.name.clone(),
+                "persnap-helper must run as root.",
+            )(e)
         })
     }
 

@@ -148,9 +148,30 @@ pub struct Writer {
 
 impl Writer {
     pub fn start(db: &Path) -> Writer {
+        Writer::start_as(db, None)
+    }
+
+    /// [`Writer::start`] as the user `user` (a correlator runs as its own
+    /// account; needs root).
+    pub fn start_as(db: &Path, user: Option<&str>) -> Writer {
         let stop_dir = tempfile::tempdir().unwrap();
         let stop_file = stop_dir.path().join("stop");
-        let child = Command::new(bin("persnap-loadgen"))
+        let mut cmd = match user {
+            Some(user) => {
+                // The user must see the stop file appear.
+                use std::os::unix::fs::PermissionsExt;
+                std::fs::set_permissions(stop_dir.path(), std::fs::Permissions::from_mode(0o755))
+                    .unwrap();
+                let mut cmd = Command::new("setpriv");
+                cmd.arg(format!("--reuid={user}"))
+                    .arg(format!("--regid={user}"))
+                    .arg("--init-groups")
+                    .arg(bin("persnap-loadgen"));
+                cmd
+            }
+            None => Command::new(bin("persnap-loadgen")),
+        };
+        let child = cmd
             .arg("run")
             .arg(db)
             .arg("--stop-file")

@@ -14,6 +14,8 @@ pub mod btrfs;
 pub mod lvm;
 #[cfg(target_os = "linux")]
 pub mod mount;
+#[cfg(target_os = "linux")]
+pub mod reflink;
 pub mod vss;
 #[cfg(windows)]
 pub mod vss_com;
@@ -51,6 +53,11 @@ pub trait ActiveSnapshot: Send {
     fn check_valid(&self) -> Result<()> {
         Ok(())
     }
+    /// How long the live database was held still for the image (a clone
+    /// under SQLite's lock); `None` where nothing was held.
+    fn held_still(&self) -> Option<std::time::Duration> {
+        None
+    }
     /// Remove the snapshot. Must be safe to call more than once.
     fn release(&mut self) -> Result<()>;
 }
@@ -82,6 +89,10 @@ impl SnapshotGuard {
 
     pub fn check_valid(&self) -> Result<()> {
         self.inner.check_valid()
+    }
+
+    pub fn held_still(&self) -> Option<std::time::Duration> {
+        self.inner.held_still()
     }
 
     /// Release now and report whether that worked; may be retried. If it
@@ -121,7 +132,17 @@ impl Drop for SnapshotGuard {
 #[cfg(target_os = "linux")]
 pub fn support_for(folder: &Path, mount: &Mount) -> SnapshotSupport {
     if mount.fs_type == "btrfs" {
-        return btrfs::support(folder, mount);
+        return match btrfs::support(folder, mount) {
+            // A subvolume the mount does not show: clones still work.
+            SnapshotSupport::Unavailable { reason } => match reflink::describe(folder, mount) {
+                Some(detail) => SnapshotSupport::Available {
+                    method: Method::Reflink,
+                    detail,
+                },
+                None => SnapshotSupport::Unavailable { reason },
+            },
+            available => available,
+        };
     }
     if let Some(detail) = lvm::describe(mount) {
         return SnapshotSupport::Available {
@@ -129,12 +150,19 @@ pub fn support_for(folder: &Path, mount: &Mount) -> SnapshotSupport {
             detail,
         };
     }
+    if let Some(detail) = reflink::describe(folder, mount) {
+        return SnapshotSupport::Available {
+            method: Method::Reflink,
+            detail,
+        };
+    }
     SnapshotSupport::Unavailable {
         reason: format!(
-            "it is on a {} filesystem ({}, mounted at {}) that is neither btrfs nor an LVM logical volume",
+            "it is on a {} filesystem ({}, mounted at {}) that is neither btrfs nor an LVM logical volume, and {}",
             mount.fs_type,
             mount.device,
-            mount.mount_point.display()
+            mount.mount_point.display(),
+            reflink::cannot_clone(folder).unwrap_or_else(|| "cannot clone files".into())
         ),
     }
 }
@@ -144,6 +172,9 @@ pub fn support_for(folder: &Path, mount: &Mount) -> SnapshotSupport {
 pub fn choose_method(choice: MethodChoice, volume: &VolumeInfo) -> Result<Method> {
     match (choice, &volume.snapshot) {
         (MethodChoice::Explicit(Method::SqliteOnline), _) => Ok(Method::SqliteOnline),
+        // Clones work wherever the filesystem makes them, beside a volume
+        // snapshot too.
+        (MethodChoice::Explicit(Method::Reflink), _) if volume.clones => Ok(Method::Reflink),
         (MethodChoice::Auto, SnapshotSupport::Available { method, .. }) => Ok(*method),
         (MethodChoice::Auto, SnapshotSupport::Unavailable { reason }) => {
             Err(Error::NoSnapshotPossible {
@@ -178,12 +209,24 @@ pub struct SnapshotOptions {
     /// The one deadline for the whole Volume Shadow Copy sequence
     /// (default [`vss::DEFAULT_DEADLINE`]).
     pub vss_deadline: Option<std::time::Duration>,
+    /// How long a clone may wait for SQLite's read lock (default
+    /// `reflink::DEFAULT_LOCK_WAIT`).
+    #[serde(default)]
+    pub lock_wait: Option<std::time::Duration>,
 }
 
 /// The provider implementing a snapshot method on this platform.
 #[cfg(target_os = "linux")]
-pub fn provider(method: Method, options: &SnapshotOptions) -> Result<Box<dyn SnapshotProvider>> {
+pub fn provider(
+    method: Method,
+    options: &SnapshotOptions,
+    store_name: &str,
+) -> Result<Box<dyn SnapshotProvider>> {
     match method {
+        Method::Reflink => Ok(Box::new(reflink::ReflinkProvider {
+            store_name: store_name.to_owned(),
+            lock_wait: options.lock_wait.unwrap_or(reflink::DEFAULT_LOCK_WAIT),
+        })),
         Method::Btrfs => Ok(Box::new(btrfs::BtrfsProvider)),
         Method::Lvm => Ok(Box::new(lvm::LvmProvider {
             snapshot_size: options.size,
@@ -201,8 +244,16 @@ pub fn provider(method: Method, options: &SnapshotOptions) -> Result<Box<dyn Sna
 
 /// The provider implementing a snapshot method on this platform.
 #[cfg(windows)]
-pub fn provider(method: Method, options: &SnapshotOptions) -> Result<Box<dyn SnapshotProvider>> {
+pub fn provider(
+    method: Method,
+    options: &SnapshotOptions,
+    _store_name: &str,
+) -> Result<Box<dyn SnapshotProvider>> {
     match method {
+        Method::Reflink => Err(Error::MethodUnavailable {
+            method,
+            reason: "clones on Windows (ReFS) are not supported yet",
+        }),
         Method::Vss => Ok(Box::new(vss_com::VssProvider {
             deadline: options.vss_deadline.unwrap_or(vss::DEFAULT_DEADLINE),
         })),
@@ -225,9 +276,13 @@ pub fn sweep_all() -> Vec<String> {
         Ok(mounts) => mounts,
         Err(e) => return vec![e.to_string()],
     };
-    let providers: [Box<dyn SnapshotProvider>; 2] = [
+    let providers: [Box<dyn SnapshotProvider>; 3] = [
         Box::new(btrfs::BtrfsProvider),
         Box::new(lvm::LvmProvider::default()),
+        Box::new(reflink::ReflinkProvider {
+            store_name: String::new(),
+            lock_wait: reflink::DEFAULT_LOCK_WAIT,
+        }),
     ];
     let mut lines = Vec::new();
     for provider in providers {
@@ -263,6 +318,7 @@ mod tests {
             folder: "/db".into(),
             mount,
             snapshot,
+            clones: false,
         }
     }
 

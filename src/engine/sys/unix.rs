@@ -390,6 +390,60 @@ pub fn reflink(src: &File, dst: &File) -> io::Result<()> {
     }
 }
 
+// The 32-bit-id system calls (on 32-bit x86 and ARM the plain ones take
+// 16-bit ids).
+#[cfg(any(target_arch = "x86", target_arch = "arm"))]
+const SYS_SETGROUPS: libc::c_long = libc::SYS_setgroups32;
+#[cfg(any(target_arch = "x86", target_arch = "arm"))]
+const SYS_SETFSUID: libc::c_long = libc::SYS_setfsuid32;
+#[cfg(any(target_arch = "x86", target_arch = "arm"))]
+const SYS_SETFSGID: libc::c_long = libc::SYS_setfsgid32;
+#[cfg(not(any(target_arch = "x86", target_arch = "arm")))]
+const SYS_SETGROUPS: libc::c_long = libc::SYS_setgroups;
+#[cfg(not(any(target_arch = "x86", target_arch = "arm")))]
+const SYS_SETFSUID: libc::c_long = libc::SYS_setfsuid;
+#[cfg(not(any(target_arch = "x86", target_arch = "arm")))]
+const SYS_SETFSGID: libc::c_long = libc::SYS_setfsgid;
+
+/// Run `work` (from root) on a thread of its own whose file access is the
+/// user `uid`'s: groups `groups`, filesystem ids `gid` and `uid`
+/// (`setgroups`, `setfsgid`, `setfsuid`, the raw system calls, which
+/// change only the calling thread on Linux). Changing the filesystem uid
+/// from 0 also drops the thread's file capabilities, so whatever it opens,
+/// it opens as the user; its real uid stays root's, so the user cannot
+/// signal it. The thread ends with `work`; no other thread is affected.
+/// Descriptors opened before keep the rights they were opened with.
+pub fn as_user_on_a_thread<T: Send>(
+    uid: u32,
+    gid: u32,
+    groups: &[u32],
+    work: impl FnOnce() -> T + Send,
+) -> io::Result<T> {
+    std::thread::scope(|scope| {
+        scope
+            .spawn(|| {
+                // SAFETY: raw credential syscalls on this thread only.
+                let dropped = unsafe {
+                    libc::syscall(SYS_SETGROUPS, groups.len(), groups.as_ptr()) == 0 && {
+                        libc::syscall(SYS_SETFSGID, gid);
+                        libc::syscall(SYS_SETFSUID, uid);
+                        // Both return the previous id; asking again (with an
+                        // invalid id) says what they are now.
+                        libc::syscall(SYS_SETFSGID, u32::MAX) == i64::from(gid) as libc::c_long
+                            && libc::syscall(SYS_SETFSUID, u32::MAX)
+                                == i64::from(uid) as libc::c_long
+                    }
+                };
+                if !dropped {
+                    return Err(io::Error::last_os_error());
+                }
+                Ok(work())
+            })
+            .join()
+            .unwrap_or_else(|p| std::panic::resume_unwind(p))
+    })
+}
+
 /// Put this process's disk I/O behind other processes' at the same class:
 /// best-effort, lowest level (7). Schedulers that honour priorities
 /// (mq-deadline, bfq) then serve the correlator's commits first. Not the

@@ -1,0 +1,377 @@
+//! The `reflink` method on real loop volumes with no LVM (needs root):
+//! copy-on-write clones taken while SQLite's own read lock holds a live
+//! database still. A `persnap-loadgen` writer runs as the database's own
+//! user the whole time; every backup is checked with SQLite's integrity
+//! check and the workload's invariant. A writer that never lets go is
+//! refused within the wait; a filesystem that cannot clone is not offered;
+//! a run killed while it waited for the lock leaves a work folder the next
+//! run removes.
+#![cfg(target_os = "linux")]
+
+mod common;
+
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use common::*;
+use persnap::history::{History, Outcome};
+use persnap::loadgen::Mode;
+use persnap::manifest;
+
+const BACKUPS_PER_CASE: usize = 20;
+/// The database's own user (the correlator's account in real life).
+const OWNER: &str = "daemon";
+
+/// A folder `apama` on `vol`, owned by [`OWNER`], holding a store.
+fn owned_store(vol: &LoopVolume, mode: Mode) -> (PathBuf, PathBuf) {
+    let dir = vol.mount.join("apama");
+    std::fs::create_dir(&dir).unwrap();
+    let db = make_store(&dir, "persistence.db", mode, 16);
+    run_ok(
+        Command::new("chown")
+            .args(["-R", &format!("{OWNER}:{OWNER}")])
+            .arg(&dir),
+    );
+    (dir, db)
+}
+
+fn clone_leftovers(vol: &LoopVolume) -> Vec<String> {
+    names_with_prefix(&vol.mount, ".persnap-clone-")
+}
+
+fn backup(history: &Path, source: &Path, dest: &Path, extra: &[&str]) -> std::process::Output {
+    let mut args = vec![
+        "backup",
+        "--source",
+        source.to_str().unwrap(),
+        "--dest",
+        dest.to_str().unwrap(),
+    ];
+    args.extend_from_slice(extra);
+    persnap(history, &args)
+}
+
+/// The set a successful `persnap backup` printed.
+fn backup_dir(out: &std::process::Output) -> PathBuf {
+    assert!(out.status.success(), "{}", stderr(out));
+    PathBuf::from(String::from_utf8_lossy(&out.stdout).trim())
+}
+
+fn backups_under_writer(fs: &str, mode: Mode, test: &str) {
+    if !require_root(test) {
+        return;
+    }
+    let vol = LoopVolume::new(fs, 400);
+    let (store_dir, db) = owned_store(&vol, mode);
+    let dest = Destination::new();
+    let history_dir = dest.dir.path().join("history");
+    // Where no volume snapshot applies (xfs), automatic chooses the clone;
+    // on btrfs the snapshot applies and the clone is asked for by name.
+    let extra: &[&str] = if fs == "xfs" {
+        &[]
+    } else {
+        &["--method", "reflink"]
+    };
+    let writer = Writer::start_as(&db, Some(OWNER));
+    let mut last = -1;
+    let mut held = Vec::new();
+    for i in 0..BACKUPS_PER_CASE {
+        let out = backup(&history_dir, &store_dir, &dest.backups, extra);
+        let set = backup_dir(&out);
+        let m = manifest::read(&set).unwrap();
+        assert_eq!(m.method, persnap::method::Method::Reflink, "backup {i}");
+        assert_eq!(m.verification.integrity, "ok");
+        let still = m
+            .held_still_secs
+            .expect("the manifest records the time held still");
+        held.push(still);
+        let transfers = check_backup(&set, "persistence.db");
+        assert!(transfers > last, "backup {i}: {transfers} after {last}");
+        last = transfers;
+        assert!(
+            clone_leftovers(&vol).is_empty(),
+            "clones left after backup {i}"
+        );
+    }
+    let stats = writer.stop();
+    let runs = History::at(&history_dir).load().unwrap();
+    assert_eq!(runs.len(), BACKUPS_PER_CASE);
+    for run in &runs {
+        assert_eq!(run.outcome, Outcome::Completed);
+        assert!(
+            run.held_still_secs.is_some(),
+            "history records the time held still"
+        );
+    }
+    held.sort_by(f64::total_cmp);
+    eprintln!(
+        "{test}: {BACKUPS_PER_CASE} clones consistent; held still median {:.2} ms, max {:.2} ms; \
+         writer did {} transactions, worst commit {:.1} ms",
+        held[held.len() / 2] * 1000.0,
+        held[held.len() - 1] * 1000.0,
+        stats.transactions,
+        stats.max_commit_ms
+    );
+    assert!(work_leftovers(&dest.backups).is_empty());
+}
+
+#[test]
+fn twenty_clones_under_writer_xfs_rollback_journal() {
+    backups_under_writer(
+        "xfs",
+        Mode::Rollback,
+        "twenty_clones_under_writer_xfs_rollback_journal",
+    );
+}
+
+#[test]
+fn twenty_clones_under_writer_xfs_wal() {
+    backups_under_writer("xfs", Mode::Wal, "twenty_clones_under_writer_xfs_wal");
+}
+
+#[test]
+fn twenty_clones_under_writer_btrfs_rollback_journal() {
+    backups_under_writer(
+        "btrfs",
+        Mode::Rollback,
+        "twenty_clones_under_writer_btrfs_rollback_journal",
+    );
+}
+
+#[test]
+fn twenty_clones_under_writer_btrfs_wal() {
+    backups_under_writer("btrfs", Mode::Wal, "twenty_clones_under_writer_btrfs_wal");
+}
+
+/// A process holding the database in SQLite's exclusive locking mode (as
+/// a correlator configured so would): it never lets go.
+struct Exclusive(std::process::Child);
+
+impl Exclusive {
+    fn hold(db: &Path) -> Exclusive {
+        let mut child = Command::new("setpriv")
+            .args([
+                &format!("--reuid={OWNER}"),
+                &format!("--regid={OWNER}"),
+                "--init-groups",
+            ])
+            .arg(bin("persnap-loadgen"))
+            .arg("hold")
+            .arg(db)
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut line = String::new();
+        std::io::BufRead::read_line(
+            &mut std::io::BufReader::new(child.stdout.as_mut().unwrap()),
+            &mut line,
+        )
+        .unwrap();
+        assert_eq!(line.trim(), "held");
+        Exclusive(child)
+    }
+}
+
+impl Drop for Exclusive {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+#[test]
+fn a_database_held_in_exclusive_locking_mode_is_refused_within_the_wait_and_nothing_kept() {
+    if !require_root(
+        "a_database_held_in_exclusive_locking_mode_is_refused_within_the_wait_and_nothing_kept",
+    ) {
+        return;
+    }
+    let vol = LoopVolume::new("xfs", 300);
+    for mode in [Mode::Rollback, Mode::Wal] {
+        let (store_dir, db) = owned_store(&vol, mode);
+        let dest = Destination::new();
+        let history_dir = dest.dir.path().join("history");
+        let holder = Exclusive::hold(&db);
+        let started = Instant::now();
+        let out = backup(
+            &history_dir,
+            &store_dir,
+            &dest.backups,
+            &["--lock-wait", "2"],
+        );
+        let took = started.elapsed();
+        let said = stderr(&out);
+        assert_eq!(out.status.code(), Some(3), "{mode:?}: {said}");
+        assert!(
+            said.contains("kept") && said.contains("exclusive locking mode"),
+            "{said}"
+        );
+        assert!(
+            took < Duration::from_secs(8),
+            "{mode:?}: refused only after {took:?}"
+        );
+        assert!(
+            took >= Duration::from_secs(2),
+            "{mode:?}: did not wait: {took:?}"
+        );
+        // Nothing kept, nothing left behind.
+        assert!(std::fs::read_dir(&dest.backups).unwrap().next().is_none());
+        assert!(clone_leftovers(&vol).is_empty());
+        let runs = History::at(&history_dir).load().unwrap();
+        assert!(runs.iter().all(|r| r.outcome != Outcome::Completed));
+        drop(holder);
+        std::fs::remove_dir_all(&store_dir).unwrap();
+    }
+}
+
+#[test]
+fn a_filesystem_that_cannot_clone_is_not_offered() {
+    if !require_root("a_filesystem_that_cannot_clone_is_not_offered") {
+        return;
+    }
+    let ext4 = LoopVolume::new("ext4", 100);
+    let (dir, _) = owned_store(&ext4, Mode::Rollback);
+    let history = tempfile::tempdir().unwrap();
+    let probe = persnap(
+        history.path(),
+        &["probe", "--source", dir.to_str().unwrap()],
+    );
+    let text = String::from_utf8_lossy(&probe.stdout).into_owned() + &stderr(&probe);
+    assert!(!text.contains("Snapshot method: reflink"), "{text}");
+    assert!(text.contains("cannot clone files"), "{text}");
+    let dest = tempfile::tempdir().unwrap();
+    let out = backup(history.path(), &dir, dest.path(), &["--method", "reflink"]);
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("cannot clone files"),
+        "{}",
+        stderr(&out)
+    );
+    assert!(clone_leftovers(&ext4).is_empty());
+
+    // XFS made without reflink cannot either.
+    let vol = tempfile::Builder::new()
+        .prefix("persnap-vol-")
+        .tempdir_in("/var/tmp")
+        .unwrap();
+    let image = vol.path().join("fs.img");
+    run_ok(Command::new("truncate").arg("-s300M").arg(&image));
+    run_ok(
+        Command::new("mkfs.xfs")
+            .args(["-q", "-m", "reflink=0"])
+            .arg(&image),
+    );
+    let mnt = vol.path().join("mnt");
+    std::fs::create_dir(&mnt).unwrap();
+    run_ok(
+        Command::new("mount")
+            .args(["-o", "loop"])
+            .arg(&image)
+            .arg(&mnt),
+    );
+    let db_dir = mnt.join("apama");
+    std::fs::create_dir(&db_dir).unwrap();
+    make_store(&db_dir, "persistence.db", Mode::Rollback, 2);
+    let probe = persnap(
+        history.path(),
+        &["probe", "--source", db_dir.to_str().unwrap()],
+    );
+    let text = String::from_utf8_lossy(&probe.stdout).into_owned() + &stderr(&probe);
+    let _ = Command::new("umount").arg(&mnt).status();
+    assert!(text.contains("without reflink"), "{text}");
+}
+
+#[test]
+fn a_root_database_in_a_folder_others_can_change_is_refused() {
+    if !require_root("a_root_database_in_a_folder_others_can_change_is_refused") {
+        return;
+    }
+    let vol = LoopVolume::new("xfs", 300);
+    let dir = vol.mount.join("apama");
+    std::fs::create_dir(&dir).unwrap();
+    make_store(&dir, "persistence.db", Mode::Wal, 2);
+    // Root's database, but anyone may swap its files: SQLite would follow
+    // them as root.
+    std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o777)).unwrap();
+    let dest = Destination::new();
+    let out = backup(
+        &dest.dir.path().join("history"),
+        &dir,
+        &dest.backups,
+        &["--method", "reflink"],
+    );
+    let said = stderr(&out);
+    assert!(!out.status.success(), "{said}");
+    assert!(said.contains("can be changed by other users"), "{said}");
+    assert!(clone_leftovers(&vol).is_empty());
+    // Made root's alone again, it is backed up.
+    std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let out = backup(
+        &dest.dir.path().join("history"),
+        &dir,
+        &dest.backups,
+        &["--method", "reflink"],
+    );
+    check_backup(&backup_dir(&out), "persistence.db");
+}
+
+#[test]
+fn a_run_killed_while_waiting_for_the_lock_leaves_clones_the_next_run_removes() {
+    if !require_root("a_run_killed_while_waiting_for_the_lock_leaves_clones_the_next_run_removes") {
+        return;
+    }
+    let vol = LoopVolume::new("xfs", 300);
+    let (store_dir, db) = owned_store(&vol, Mode::Rollback);
+    let dest = Destination::new();
+    let history_dir = dest.dir.path().join("history");
+    let holder = Exclusive::hold(&db);
+    // In a process group of its own: the run and its helper die together.
+    let mut child = Command::new(bin("persnap"))
+        .args(["backup", "--source", store_dir.to_str().unwrap()])
+        .arg("--dest")
+        .arg(&dest.backups)
+        .args(["--lock-wait", "60"])
+        .env("PERSNAP_DATA_DIR", &history_dir)
+        .stderr(std::process::Stdio::null())
+        .process_group(0)
+        .spawn()
+        .unwrap();
+    // Its work folder exists while it waits for the lock.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while clone_leftovers(&vol).is_empty() {
+        assert!(Instant::now() < deadline, "no work folder appeared");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    // SAFETY: a signal to the process group the test started.
+    assert_eq!(unsafe { libc::kill(-(child.id() as i32), libc::SIGKILL) }, 0);
+    child.wait().unwrap();
+    let left = clone_leftovers(&vol);
+    assert_eq!(left.len(), 1, "{left:?}");
+    let meta = std::fs::symlink_metadata(vol.mount.join(&left[0])).unwrap();
+    assert_eq!(
+        (meta.uid(), meta.mode() & 0o777),
+        (0, 0o700),
+        "root's alone"
+    );
+    drop(holder);
+
+    // Something else with the prefix that persnap did not make stays.
+    let decoy = vol.mount.join(".persnap-clone-0badf00d");
+    std::fs::create_dir(&decoy).unwrap();
+    std::fs::set_permissions(&decoy, std::fs::Permissions::from_mode(0o755)).unwrap();
+
+    let out = backup(&history_dir, &store_dir, &dest.backups, &[]);
+    let said = stderr(&out);
+    check_backup(&backup_dir(&out), "persistence.db");
+    assert!(
+        said.contains(&format!(
+            "Removed leftover snapshot {}",
+            vol.mount.join(&left[0]).display()
+        )),
+        "{said}"
+    );
+    assert_eq!(clone_leftovers(&vol), [".persnap-clone-0badf00d"]);
+}
