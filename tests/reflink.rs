@@ -346,7 +346,10 @@ fn a_run_killed_while_waiting_for_the_lock_leaves_clones_the_next_run_removes() 
         std::thread::sleep(Duration::from_millis(20));
     }
     // SAFETY: a signal to the process group the test started.
-    assert_eq!(unsafe { libc::kill(-(child.id() as i32), libc::SIGKILL) }, 0);
+    assert_eq!(
+        unsafe { libc::kill(-(child.id() as i32), libc::SIGKILL) },
+        0
+    );
     child.wait().unwrap();
     let left = clone_leftovers(&vol);
     assert_eq!(left.len(), 1, "{left:?}");

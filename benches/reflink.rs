@@ -1,0 +1,280 @@
+//! Benchmark: how much a `reflink` backup (a copy-on-write clone taken
+//! under SQLite's read lock) disturbs the correlator's commits, side by
+//! side with no backup and with `sqlite-online` on the same store in the
+//! same run (issue #16).
+//!
+//!   sudo cargo bench --bench reflink                # 1 GiB, rollback and WAL
+//!   sudo PERSNAP_BENCH_SIZES=200 PERSNAP_BENCH_ROUNDS=3 cargo bench --bench reflink
+//!
+//! Needs root (an XFS loop volume made with reflink, no LVM: where the
+//! method is for). For each size and journal mode, a store made by
+//! `persnap-loadgen init` with a writer (`persnap-loadgen run`, commits
+//! fsynced, flat out) running throughout its measured windows. Each of
+//! `PERSNAP_BENCH_ROUNDS` (default 5) rounds measures the writer's worst
+//! commit in three windows, in this order:
+//! - idle: no backup, as long as the round's reflink backup took (at
+//!   least 2 s);
+//! - reflink: `persnap backup --method reflink` into a folder on the root
+//!   disk (the whole backup: clone, copy from the clones, verification);
+//! - sqlite-online: `persnap backup --method sqlite-online` likewise (the
+//!   first round only: in rollback mode it holds the writer off for the
+//!   whole copy).
+//!
+//! Printed: worst commit of each window, reflink / idle (target <= 1.5)
+//! and sqlite-online / idle, the backups' wall times, and how long each
+//! reflink backup held the database still (from its manifest).
+
+#[cfg(not(target_os = "linux"))]
+fn main() {
+    eprintln!("The reflink benchmark needs Linux (XFS loop volumes); nothing to do here.");
+}
+
+#[cfg(target_os = "linux")]
+fn main() {
+    linux::main();
+}
+
+#[cfg(target_os = "linux")]
+mod linux {
+    use std::path::{Path, PathBuf};
+    use std::process::{Child, Command, Stdio};
+    use std::time::{Duration, Instant};
+
+    fn run(cmd: &mut Command) -> String {
+        let out = cmd.output().unwrap_or_else(|e| panic!("{cmd:?}: {e}"));
+        assert!(
+            out.status.success(),
+            "{cmd:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).trim().to_owned()
+    }
+
+    fn target_bin(name: &str) -> PathBuf {
+        // benches run from target/release/deps; the binaries sit one up.
+        let exe = std::env::current_exe().unwrap();
+        exe.parent().unwrap().parent().unwrap().join(name)
+    }
+
+    /// An XFS loop volume (reflink on, the mkfs default) and a folder for
+    /// backups on the root disk; all removed on drop.
+    struct Place {
+        dir: PathBuf,
+        dev: String,
+        mnt: PathBuf,
+    }
+
+    impl Place {
+        fn new(size_mb: u64) -> Place {
+            let dir = PathBuf::from(format!(
+                "/var/tmp/persnap-bench-reflink-{}",
+                std::process::id()
+            ));
+            std::fs::create_dir_all(dir.join("backups")).unwrap();
+            let img = dir.join("fs.img");
+            run(Command::new("truncate")
+                .arg(format!("-s{size_mb}M"))
+                .arg(&img));
+            let dev = run(Command::new("losetup").args(["-f", "--show"]).arg(&img));
+            run(Command::new("mkfs.xfs").args(["-q", "-f", "-m", "reflink=1", &dev]));
+            let mnt = dir.join("mnt");
+            std::fs::create_dir_all(&mnt).unwrap();
+            run(Command::new("mount").arg(&dev).arg(&mnt));
+            Place { dir, dev, mnt }
+        }
+    }
+
+    impl Drop for Place {
+        fn drop(&mut self) {
+            let _ = Command::new("umount").arg(&self.mnt).status();
+            let _ = Command::new("losetup").arg("-d").arg(&self.dev).status();
+            let _ = std::fs::remove_dir_all(&self.dir);
+        }
+    }
+
+    /// A writer process; its worst commit comes back when it stops.
+    struct Writer(Option<Child>, PathBuf);
+
+    impl Drop for Writer {
+        fn drop(&mut self) {
+            if let Some(child) = &mut self.0 {
+                let _ = child.kill();
+                let _ = child.wait();
+            }
+        }
+    }
+
+    impl Writer {
+        fn start(db: &Path) -> Writer {
+            let stop = db.with_extension("stop");
+            let _ = std::fs::remove_file(&stop);
+            let child = Command::new(target_bin("persnap-loadgen"))
+                .arg("run")
+                .arg(db)
+                .arg("--stop-file")
+                .arg(&stop)
+                .stdout(Stdio::piped())
+                .spawn()
+                .unwrap();
+            std::thread::sleep(Duration::from_millis(500));
+            Writer(Some(child), stop)
+        }
+
+        /// Worst commit (ms) and transactions while it ran.
+        fn stop(mut self) -> (f64, u64) {
+            std::fs::write(&self.1, b"").unwrap();
+            let child = self.0.take().expect("running");
+            let out = child.wait_with_output().unwrap();
+            let stats: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+            (
+                stats["max_commit_ms"].as_f64().unwrap(),
+                stats["transactions"].as_u64().unwrap(),
+            )
+        }
+    }
+
+    /// `persnap backup` as root; wall time, the set, and the seconds it
+    /// held the database still (reflink only).
+    fn backup(store: &Path, dest: &Path, method: &str) -> (Duration, Option<f64>) {
+        let started = Instant::now();
+        let out = Command::new(target_bin("persnap"))
+            .args(["backup", "--method", method, "--source"])
+            .arg(store)
+            .arg("--dest")
+            .arg(dest)
+            .env("PERSNAP_DATA_DIR", dest.join(".history"))
+            .output()
+            .unwrap();
+        let took = started.elapsed();
+        assert!(
+            out.status.success(),
+            "{method}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let set = PathBuf::from(String::from_utf8_lossy(&out.stdout).trim());
+        let manifest: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(set.join("manifest.json")).unwrap()).unwrap();
+        std::fs::remove_dir_all(&set).unwrap();
+        (took, manifest["held_still_secs"].as_f64())
+    }
+
+    struct Round {
+        idle: f64,
+        reflink: f64,
+        reflink_wall: Duration,
+        held: f64,
+        transactions: u64,
+    }
+
+    fn measure(size_mb: u64, mode: &str, rounds: usize) {
+        let place = Place::new(size_mb * 2 + 600);
+        let store = place.mnt.join("apama");
+        std::fs::create_dir(&store).unwrap();
+        let db = store.join("persistence.db");
+        eprintln!("creating a {size_mb} MiB {mode} database…");
+        run(Command::new(target_bin("persnap-loadgen"))
+            .arg("init")
+            .arg(&db)
+            .args(["--mode", mode, "--size-mb", &size_mb.to_string()]));
+        let dest = place.dir.join("backups");
+        let mut results = Vec::new();
+        let mut online = None;
+        let mut window = Duration::from_secs(2);
+        for round in 1..=rounds {
+            let idle = Writer::start(&db);
+            std::thread::sleep(window);
+            let (idle, _) = idle.stop();
+
+            let writer = Writer::start(&db);
+            let (reflink_wall, held) = backup(&store, &dest, "reflink");
+            let (reflink, transactions) = writer.stop();
+            window = reflink_wall.max(Duration::from_secs(2));
+            let held = held.expect("a reflink backup records the time held still");
+            eprintln!(
+                "[{size_mb} MiB {mode}] round {round}: worst commit idle {idle:.1} ms, reflink {reflink:.1} ms \
+                 (held still {:.2} ms, backup {:.2} s, {transactions} commits)",
+                held * 1000.0,
+                reflink_wall.as_secs_f64()
+            );
+            if online.is_none() {
+                let writer = Writer::start(&db);
+                let (wall, _) = backup(&store, &dest, "sqlite-online");
+                let (worst, _) = writer.stop();
+                eprintln!(
+                    "[{size_mb} MiB {mode}] sqlite-online: worst commit {worst:.1} ms, backup {:.2} s",
+                    wall.as_secs_f64()
+                );
+                online = Some((worst, wall, idle));
+            }
+            results.push(Round {
+                idle,
+                reflink,
+                reflink_wall,
+                held,
+                transactions,
+            });
+        }
+        println!("\n### {size_mb} MiB, {mode}\n");
+        println!(
+            "| round | worst commit idle | during a reflink backup | ratio (<= 1.5) | held still | reflink backup | commits during it |"
+        );
+        println!("|---|---|---|---|---|---|---|");
+        for (i, r) in results.iter().enumerate() {
+            println!(
+                "| {} | {:.1} ms | {:.1} ms | {:.2} | {:.2} ms | {:.2} s | {} |",
+                i + 1,
+                r.idle,
+                r.reflink,
+                r.reflink / r.idle,
+                r.held * 1000.0,
+                r.reflink_wall.as_secs_f64(),
+                r.transactions
+            );
+        }
+        let mut ratios: Vec<f64> = results.iter().map(|r| r.reflink / r.idle).collect();
+        ratios.sort_by(f64::total_cmp);
+        let mut held: Vec<f64> = results.iter().map(|r| r.held * 1000.0).collect();
+        held.sort_by(f64::total_cmp);
+        println!(
+            "\nreflink / idle: median {:.2}, worst {:.2}; held still: median {:.2} ms, max {:.2} ms",
+            ratios[ratios.len() / 2],
+            ratios[ratios.len() - 1],
+            held[held.len() / 2],
+            held[held.len() - 1]
+        );
+        if let Some((worst, wall, idle)) = online {
+            println!(
+                "sqlite-online (round 1): worst commit {worst:.1} ms = {:.2} × that round's idle {idle:.1} ms; backup {:.2} s",
+                worst / idle,
+                wall.as_secs_f64()
+            );
+        }
+    }
+
+    pub fn main() {
+        if std::env::args().any(|a| a == "--list" || a == "--test") {
+            return; // `cargo test --benches` probes benches; nothing to list.
+        }
+        // SAFETY: geteuid cannot fail.
+        if unsafe { libc::geteuid() } != 0 {
+            eprintln!(
+                "SKIP: the benchmark needs root (XFS loop volume); run: sudo cargo bench --bench reflink"
+            );
+            return;
+        }
+        let sizes: Vec<u64> = std::env::var("PERSNAP_BENCH_SIZES")
+            .unwrap_or_else(|_| "1024".into())
+            .split(',')
+            .filter_map(|s| s.trim().parse().ok())
+            .collect();
+        let rounds: usize = std::env::var("PERSNAP_BENCH_ROUNDS")
+            .ok()
+            .and_then(|s| s.parse().ok())
+            .unwrap_or(5);
+        for size in sizes {
+            for mode in ["rollback", "wal"] {
+                measure(size, mode, rounds);
+            }
+        }
+    }
+}
