@@ -98,8 +98,8 @@ pub enum Command {
         /// Windows: seconds the whole Volume Shadow Copy sequence may take (default 120).
         #[arg(long, value_name = "SECS", value_parser = clap::value_parser!(u64).range(1..=86400))]
         vss_timeout: Option<u64>,
-        /// reflink: seconds to wait for SQLite's read lock before giving up (default 10).
-        #[arg(long, value_name = "SECS", value_parser = clap::value_parser!(u64).range(1..=86400))]
+        /// reflink: seconds to wait for SQLite's read lock before giving up (default 10, at most 300).
+        #[arg(long, value_name = "SECS", value_parser = clap::value_parser!(u64).range(1..=300))]
         lock_wait: Option<u64>,
     },
     /// Show what was found, which snapshot method applies and what a backup would do.

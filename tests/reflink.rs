@@ -361,10 +361,13 @@ fn a_run_killed_while_waiting_for_the_lock_leaves_clones_the_next_run_removes() 
     );
     drop(holder);
 
-    // Something else with the prefix that persnap did not make stays.
+    // Something else with the prefix that persnap did not make stays, even
+    // root's and private (someone may rename a root folder there): only a
+    // folder with persnap's mark, which only root can set, is removed.
     let decoy = vol.mount.join(".persnap-clone-0badf00d");
     std::fs::create_dir(&decoy).unwrap();
-    std::fs::set_permissions(&decoy, std::fs::Permissions::from_mode(0o755)).unwrap();
+    std::fs::set_permissions(&decoy, std::fs::Permissions::from_mode(0o700)).unwrap();
+    std::fs::write(decoy.join("keep"), b"root's").unwrap();
 
     let out = backup(&history_dir, &store_dir, &dest.backups, &[]);
     let said = stderr(&out);
@@ -377,4 +380,5 @@ fn a_run_killed_while_waiting_for_the_lock_leaves_clones_the_next_run_removes() 
         "{said}"
     );
     assert_eq!(clone_leftovers(&vol), [".persnap-clone-0badf00d"]);
+    assert_eq!(std::fs::read(decoy.join("keep")).unwrap(), b"root's");
 }

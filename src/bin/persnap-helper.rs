@@ -35,8 +35,15 @@ use persnap::protocol::{self, Authority, Control, FrameError, Reply, Request, Va
 use persnap::registry::Registry;
 
 fn main() {
-    persnap::privileged::start();
     let args: Vec<String> = std::env::args().skip(1).collect();
+    // The reflink method's lock holder, started by the helper itself as
+    // the database folder's owner: it stays in the helper's mount
+    // namespace, where the descriptors it was given were opened.
+    #[cfg(target_os = "linux")]
+    if args.first().is_some_and(|a| a == "hold-still") {
+        std::process::exit(persnap::snapshot::reflink::hold_still(&args[1..]));
+    }
+    persnap::privileged::start();
     let code = match args.first().map(String::as_str) {
         Some("worker") if args.len() == 1 => worker(),
         _ => match level_and_channel(&args) {

@@ -315,6 +315,7 @@ impl Capture for LocalSnapshot {
         let guard = SnapshotGuard::new(provider.create(&plan.volume, tag)?);
         let image = store::discover(&guard.folder(), &plan.store.name)?;
         let files = store::open_set(&image)?;
+        guard.check_opened(&files)?;
         Ok(Box::new(Local {
             guard,
             journal_mode: image.journal_mode(),

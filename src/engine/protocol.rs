@@ -544,11 +544,14 @@ fn check_options(options: &BackupOptions) -> Result<SnapshotOptions, Error> {
     }
     if options
         .lock_wait_secs
-        .is_some_and(|s| s == 0 || s > MAX_TIMEOUT_SECS)
+        .is_some_and(|s| s == 0 || s > crate::snapshot::MAX_LOCK_WAIT_SECS)
     {
         return Err(invalid(
             "options.lock_wait_secs",
-            format!("must be between 1 and {MAX_TIMEOUT_SECS}"),
+            format!(
+                "must be between 1 and {}",
+                crate::snapshot::MAX_LOCK_WAIT_SECS
+            ),
         ));
     }
     Ok(SnapshotOptions {

@@ -218,11 +218,14 @@ fn integrity_check_in_place(db: &Path) -> Result<(u64, u64)> {
 /// `trusted_schema=OFF`).
 fn open_defensive(path: impl AsRef<Path>, flags: OpenFlags) -> Result<Connection> {
     let conn = Connection::open_with_flags(path, flags).map_err(unreadable)?;
-    conn.set_db_config(rusqlite::config::DbConfig::SQLITE_DBCONFIG_DEFENSIVE, true)
-        .map_err(unreadable)?;
-    conn.execute_batch("PRAGMA trusted_schema = OFF")
-        .map_err(unreadable)?;
+    defensive(&conn).map_err(unreadable)?;
     Ok(conn)
+}
+
+/// SQLite's defensive settings on `conn` (see [`open_defensive`]).
+pub(crate) fn defensive(conn: &Connection) -> rusqlite::Result<()> {
+    conn.set_db_config(rusqlite::config::DbConfig::SQLITE_DBCONFIG_DEFENSIVE, true)?;
+    conn.execute_batch("PRAGMA trusted_schema = OFF")
 }
 
 fn unreadable(e: rusqlite::Error) -> Error {

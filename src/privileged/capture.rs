@@ -169,6 +169,7 @@ impl CaptureJob {
         );
         let image = store::discover(&guard.folder(), &self.source.store.name).map_err(before)?;
         let files = store::open_set(&image).map_err(before)?;
+        guard.check_opened(&files).map_err(before)?;
         Worker::send(
             &self.to_worker,
             &ToWorker::Captured {

@@ -35,8 +35,16 @@ pub mod user;
 pub fn start() {
     #[cfg(unix)]
     {
-        // SAFETY: umask cannot fail.
-        unsafe { libc::umask(0o077) };
+        // SAFETY: umask cannot fail; ignoring a signal is always allowed.
+        unsafe {
+            libc::umask(0o077);
+            // A terminal's stop keys must not stop root in the middle of a
+            // backup (holding a snapshot, or a database still): the caller
+            // stops a run with the cancel frame.
+            for signal in [libc::SIGTSTP, libc::SIGTTIN, libc::SIGTTOU] {
+                libc::signal(signal, libc::SIG_IGN);
+            }
+        }
         occupy_low_descriptors();
     }
     #[cfg(target_os = "linux")]

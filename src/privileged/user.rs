@@ -8,7 +8,6 @@
 //! uid, checked afterwards), so every file the child creates is that
 //! user's from its creation: nothing is ever chowned.
 
-use std::ffi::CStr;
 use std::io;
 use std::os::unix::process::CommandExt;
 use std::process::Command;
@@ -42,43 +41,15 @@ pub fn pkexec_uid() -> Option<u32> {
 impl Identity {
     /// The user `uid`, with the groups the system gives them.
     pub fn of_uid(uid: u32) -> Result<Identity> {
-        let mut buf = vec![0u8; 64 * 1024];
-        // SAFETY: getpwuid_r writes into pwd and buf, both sized as declared.
-        let mut pwd: libc::passwd = unsafe { std::mem::zeroed() };
-        let mut result = std::ptr::null_mut();
-        let rc = unsafe {
-            libc::getpwuid_r(
-                uid,
-                &mut pwd,
-                buf.as_mut_ptr().cast(),
-                buf.len(),
-                &mut result,
-            )
-        };
-        if rc != 0 || result.is_null() {
-            return Err(Error::Refused {
-                field: "user",
-                reason: format!("there is no user with uid {uid} on this machine"),
-            });
-        }
-        // SAFETY: pw_name points into buf, NUL-terminated.
-        let name = unsafe { CStr::from_ptr(pwd.pw_name) };
-        let gid = pwd.pw_gid;
-        let mut groups = vec![0 as libc::gid_t; 256];
-        let mut n = groups.len() as libc::c_int;
-        // SAFETY: groups holds n entries; getgrouplist updates n.
-        let rc = unsafe { libc::getgrouplist(name.as_ptr(), gid, groups.as_mut_ptr(), &mut n) };
-        if rc < 0 {
-            groups.resize(n.max(0) as usize, 0);
-            // SAFETY: as above, with the size getgrouplist asked for.
-            unsafe { libc::getgrouplist(name.as_ptr(), gid, groups.as_mut_ptr(), &mut n) };
-        }
-        groups.truncate(n.max(0) as usize);
+        let (name, gid, groups) = crate::sys::user_ids(uid).ok_or_else(|| Error::Refused {
+            field: "user",
+            reason: format!("there is no user with uid {uid} on this machine"),
+        })?;
         Ok(Identity {
             uid,
             gid,
             groups,
-            name: name.to_string_lossy().into_owned(),
+            name,
         })
     }
 

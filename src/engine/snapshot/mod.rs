@@ -29,6 +29,9 @@ use crate::volume::{Mount, SnapshotSupport, VolumeInfo};
 /// The tag every persnap snapshot's name carries.
 pub const TAG: &str = "persnap";
 
+/// The longest a clone (`reflink`) may be asked to wait for SQLite's lock.
+pub const MAX_LOCK_WAIT_SECS: u64 = 300;
+
 /// A way of taking snapshots.
 pub trait SnapshotProvider {
     fn method(&self) -> Method;
@@ -57,6 +60,12 @@ pub trait ActiveSnapshot: Send {
     /// under SQLite's lock); `None` where nothing was held.
     fn held_still(&self) -> Option<std::time::Duration> {
         None
+    }
+    /// Refuse store files opened from [`ActiveSnapshot::folder`] that are
+    /// not the snapshot's own (a folder someone else can change, looked up
+    /// by path again).
+    fn check_opened(&self, _opened: &[(crate::store::StoreFile, std::fs::File)]) -> Result<()> {
+        Ok(())
     }
     /// Remove the snapshot. Must be safe to call more than once.
     fn release(&mut self) -> Result<()>;
@@ -93,6 +102,10 @@ impl SnapshotGuard {
 
     pub fn held_still(&self) -> Option<std::time::Duration> {
         self.inner.held_still()
+    }
+
+    pub fn check_opened(&self, opened: &[(crate::store::StoreFile, std::fs::File)]) -> Result<()> {
+        self.inner.check_opened(opened)
     }
 
     /// Release now and report whether that worked; may be retried. If it

@@ -9,21 +9,26 @@
 //! the database file alone is the committed state and is all that is
 //! cloned. In WAL mode a read transaction keeps checkpoints from copying
 //! into the database file anything the reader might still need and the WAL
-//! from being rewritten under it; the WAL is cloned first, then the
+//! from being restarted under it; the WAL is cloned first, then the
 //! database file, and opening the pair replays the WAL.
 //!
 //! Who does what:
-//! - root opens the database folder once (no link followed), makes the
-//!   work folder `.persnap-clone-ID` at the top of the same filesystem
-//!   (root's, mode 0700), and creates the empty clone files in it;
-//! - a thread acting as the owner of the database folder (never root unless
-//!   only root can change the folder and those above it) opens the database
-//!   through SQLite, takes the read lock with a bounded wait, checks that
-//!   the files SQLite holds are the very files in the folder root opened,
-//!   clones them into the files root made, and lets go at once;
+//! - root (the helper) opens the database folder once (no link followed),
+//!   makes the work folder `.persnap-clone-ID` at the top of the same
+//!   filesystem (root's, mode 0700, marked with a `trusted.` attribute only
+//!   root can set) and creates the empty clone files in it;
+//! - a child process, `persnap-helper hold-still`, running wholly as the
+//!   owner of the database folder (never root unless only root can change
+//!   that folder and those above it), gets the folder and the clone files as
+//!   descriptors, opens the database through SQLite (defensive settings),
+//!   takes the read lock with a bounded wait, checks in `/proc/locks` that
+//!   its lock is on the very files in the folder, clones them and lets go.
+//!   SQLite never reads the owner's files inside the root process; a child
+//!   that hangs is killed after the wait;
 //! - the backup then copies and verifies from the clones like from any
-//!   snapshot, and [`Clones::release`] removes them; a run that was killed
-//!   leaves a work folder that the next run's sweep removes.
+//!   snapshot (the files it opens must be the clones themselves:
+//!   [`Clones::check_opened`]), and [`Clones::release`] removes them; a run
+//!   that was killed leaves a work folder that the next run's sweep removes.
 //!
 //! It is never a live copy: where the lock cannot be had within the wait
 //! (a correlator in exclusive locking mode, a writer that never lets go),
@@ -32,22 +37,27 @@
 use std::collections::HashSet;
 use std::ffi::CString;
 use std::fs::{self, File};
-use std::io;
-use std::os::fd::{AsRawFd, FromRawFd};
+use std::io::{self, Read, Write};
+use std::os::fd::{AsRawFd, FromRawFd, RawFd};
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use rusqlite::{Connection, OpenFlags};
+use serde::{Deserialize, Serialize};
 
 use super::{ActiveSnapshot, SnapshotProvider, TAG};
 use crate::error::{Error, Result};
 use crate::fsutil::RunLock;
 use crate::method::Method;
+use crate::store::StoreFile;
 use crate::volume::{Mount, VolumeInfo};
 
 /// How long the lock may be waited for by default.
 pub const DEFAULT_LOCK_WAIT: Duration = Duration::from_secs(10);
+/// What the holder may take beyond the wait before it is killed.
+const HOLDER_MARGIN: Duration = Duration::from_secs(15);
 
 const XFS_SUPER_MAGIC: i64 = 0x5846_5342;
 const BTRFS_SUPER_MAGIC: i64 = 0x9123_683E;
@@ -55,6 +65,16 @@ const BTRFS_SUPER_MAGIC: i64 = 0x9123_683E;
 const XFS_IOC_FSGEOMETRY: libc::c_ulong = 0x8100_587e;
 /// `XFS_FSOP_GEOM_FLAGS_REFLINK`, in the geometry's `flags` (byte 92).
 const XFS_GEOM_FLAGS_REFLINK: u32 = 1 << 20;
+/// The mark of a work folder persnap made: a `trusted.` attribute, which
+/// only root (CAP_SYS_ADMIN) can set.
+const MARK: &std::ffi::CStr = c"trusted.persnap";
+const MARK_VALUE: &[u8] = b"clone";
+
+/// The descriptors the holder gets: the database folder, then the clone
+/// files of the database and of its WAL.
+const HOLDER_FOLDER_FD: RawFd = 3;
+const HOLDER_DB_FD: RawFd = 4;
+const HOLDER_WAL_FD: RawFd = 5;
 
 /// The name of a run's work folder, at the top of the filesystem.
 pub fn name_prefix() -> String {
@@ -66,20 +86,11 @@ pub fn name_prefix() -> String {
 pub fn cannot_clone(folder: &Path) -> Option<String> {
     let dir = match crate::sys::open_dir_nofollow(folder) {
         Ok(dir) => dir,
-        Err(e) => return Some(format!("cannot examine {}: {e}", folder.display())),
+        Err(e) => return Some(format!("cannot be examined ({e})")),
     };
-    // SAFETY: statfs is plain data; fstatfs fills it.
-    let mut st: libc::statfs = unsafe { std::mem::zeroed() };
-    if unsafe { libc::fstatfs(dir.as_raw_fd(), &mut st) } != 0 {
-        return Some(format!(
-            "cannot examine {}: {}",
-            folder.display(),
-            io::Error::last_os_error()
-        ));
-    }
-    match st.f_type as i64 {
-        BTRFS_SUPER_MAGIC => None,
-        XFS_SUPER_MAGIC => {
+    match fs_magic(&dir) {
+        Some(BTRFS_SUPER_MAGIC) => None,
+        Some(XFS_SUPER_MAGIC) => {
             let mut geometry = [0u8; 256];
             // SAFETY: the ioctl fills the 256-byte version-5 geometry.
             let rc = unsafe {
@@ -98,6 +109,12 @@ pub fn cannot_clone(folder: &Path) -> Option<String> {
         }
         _ => Some("cannot clone files".to_owned()),
     }
+}
+
+fn fs_magic(file: &File) -> Option<i64> {
+    // SAFETY: statfs is plain data; fstatfs fills it.
+    let mut st: libc::statfs = unsafe { std::mem::zeroed() };
+    (unsafe { libc::fstatfs(file.as_raw_fd(), &mut st) } == 0).then_some(st.f_type as i64)
 }
 
 /// What a clone would be of, in words, where the filesystem clones.
@@ -148,124 +165,413 @@ impl SnapshotProvider for ReflinkProvider {
         let owner = Owner::of(&folder_meta, &volume.folder).map_err(not_here)?;
 
         let mut clones = Clones::make(&volume.mount.mount_point, folder_meta.dev(), id)?;
-        let names = [self.store_name.clone(), format!("{}-wal", self.store_name)];
-        let targets = names
-            .iter()
-            .map(|name| clones.create(name))
-            .collect::<Result<Vec<File>>>()?;
-        let db_path = volume.folder.join(&self.store_name);
-        let lock_wait = self.lock_wait;
-        let held = crate::sys::as_user_on_a_thread(owner.uid, owner.gid, &[owner.gid], || {
-            hold_still_and_clone(&db_path, &folder, &names, &targets, lock_wait)
-        })
-        .map_err(|e| Error::Snapshot {
-            action: format!("act as the owner of {}", volume.folder.display()),
-            source: e,
-            hint: "persnap-helper must run as root.",
-        })??;
-        drop(targets);
-        if !held.wal_cloned {
-            clones.remove(&names[1])?;
+        let wal_name = format!("{}-wal", self.store_name);
+        let db_target = clones.create(&self.store_name)?;
+        let wal_target = clones.create(&wal_name)?;
+        let held = run_holder(
+            &owner,
+            &volume.folder.join(&self.store_name),
+            &folder,
+            &db_target,
+            &wal_target,
+            self.lock_wait,
+        )?;
+        if db_target.metadata().map(|m| m.len()).unwrap_or(0) == 0 {
+            return Err(Error::Tool {
+                action: "clone the database".into(),
+                reason: "the clone is empty".into(),
+                hint: "Back up again; if this repeats, choose another method.",
+            });
         }
-        clones.held_still = Some(held.held);
+        if !held.wal_cloned {
+            clones.remove(&wal_name)?;
+        }
+        clones.held_still = Some(Duration::from_secs_f64(held.held_secs));
         Ok(Box::new(clones))
     }
 
     fn sweep(&self, mounts: &[Mount]) -> Result<Vec<String>> {
         let mut removed = Vec::new();
+        let mut failed = Vec::new();
         let mut seen = HashSet::new();
-        for mount in mounts.iter().filter(|m| !m.read_only) {
+        for mount in mounts
+            .iter()
+            .filter(|m| !m.read_only && matches!(m.fs_type.as_str(), "xfs" | "btrfs"))
+        {
             if !seen.insert(&mount.mount_point) {
                 continue;
             }
-            let Ok(entries) = fs::read_dir(&mount.mount_point) else {
-                continue;
-            };
-            for entry in entries.flatten() {
-                let Some(name) = entry.file_name().to_str().map(str::to_owned) else {
-                    continue;
-                };
-                let Some(tag) = name.strip_prefix(&name_prefix()) else {
-                    continue;
-                };
-                if RunLock::is_held(tag) {
-                    continue;
-                }
-                let path = mount.mount_point.join(&name);
-                // Only a work folder persnap made: root's, private, a folder.
-                let ours = fs::symlink_metadata(&path)
-                    .is_ok_and(|m| m.is_dir() && m.uid() == 0 && m.mode() & 0o077 == 0);
-                if !ours {
-                    continue;
-                }
-                fs::remove_dir_all(&path).map_err(|e| Error::Snapshot {
-                    action: format!("remove the leftover clones in {}", path.display()),
-                    source: e,
-                    hint: "Remove that folder by hand (as root).",
-                })?;
-                removed.push(path.display().to_string());
+            match sweep_top(&mount.mount_point) {
+                Ok(mut done) => removed.append(&mut done),
+                Err(e) => failed.push(e),
             }
         }
-        Ok(removed)
+        match failed.into_iter().next() {
+            Some(e) if removed.is_empty() => Err(e),
+            _ => Ok(removed),
+        }
     }
 }
 
-/// Whose rights open the live database: the folder's owner.
+/// Remove the work folders of dead runs at the top of one filesystem,
+/// through descriptors: only a folder that is root's, private and carries
+/// persnap's mark, only the regular files in it, and the folder itself only
+/// if its name still leads to it.
+fn sweep_top(top_path: &Path) -> Result<Vec<String>> {
+    let failed = |path: &Path, e: io::Error| Error::Snapshot {
+        action: format!("remove the leftover clones in {}", path.display()),
+        source: e,
+        hint: "Remove that folder by hand (as root).",
+    };
+    let Ok(top) = crate::sys::open_dir_nofollow(top_path) else {
+        return Ok(Vec::new());
+    };
+    let Ok(entries) = fs::read_dir(format!("/proc/self/fd/{}", top.as_raw_fd())) else {
+        return Ok(Vec::new());
+    };
+    let mut removed = Vec::new();
+    for entry in entries.flatten() {
+        let Some(name) = entry.file_name().to_str().map(str::to_owned) else {
+            continue;
+        };
+        let Some(tag) = name.strip_prefix(&name_prefix()) else {
+            continue;
+        };
+        if RunLock::is_held(tag) {
+            continue;
+        }
+        let path = top_path.join(&name);
+        let Ok(dir) = open_dir_at(&top, &name) else {
+            continue;
+        };
+        let Ok(meta) = dir.metadata() else {
+            continue;
+        };
+        if meta.uid() != 0 || meta.mode() & 0o077 != 0 || !is_marked(&dir) {
+            continue;
+        }
+        let inside = fs::read_dir(format!("/proc/self/fd/{}", dir.as_raw_fd()))
+            .map_err(|e| failed(&path, e))?;
+        for file in inside.flatten() {
+            let file_name = file.file_name();
+            let Some(file_name) = file_name.to_str() else {
+                continue;
+            };
+            if stat_at(&dir, file_name).is_ok_and(|m| m.is_file()) {
+                unlink_at(&dir, file_name, 0).map_err(|e| failed(&path, e))?;
+            }
+        }
+        if same_file(&stat_at(&top, &name), &meta) {
+            unlink_at(&top, &name, libc::AT_REMOVEDIR).map_err(|e| failed(&path, e))?;
+            removed.push(path.display().to_string());
+        }
+    }
+    Ok(removed)
+}
+
+/// Whose rights open the live database: the folder's owner, with the
+/// groups the system gives them.
 struct Owner {
     uid: u32,
     gid: u32,
+    groups: Vec<u32>,
 }
 
 impl Owner {
     fn of(meta: &fs::Metadata, folder: &Path) -> std::result::Result<Owner, String> {
-        if meta.uid() == 0 {
-            // As root, SQLite would follow whatever a folder on the way
-            // leads to: only if nobody else can change any of them.
+        let uid = meta.uid();
+        if uid == 0 {
+            // The holder then runs as root, and SQLite follows whatever a
+            // folder on the way leads to: only if nobody else can change
+            // any of them.
             if let Err(e) = crate::fsutil::admin_only_folder(folder) {
                 return Err(format!(
                     "the database folder belongs to root, but it or a folder above it can be changed by other users ({e}); \
                      persnap will not open a database there as root"
                 ));
             }
+            return Ok(Owner {
+                uid: 0,
+                gid: 0,
+                groups: vec![0],
+            });
         }
-        Ok(Owner {
-            uid: meta.uid(),
-            gid: meta.gid(),
-        })
+        let (_, gid, groups) = crate::sys::user_ids(uid).ok_or_else(|| {
+            format!("the database folder's owner (uid {uid}) is not a user this system knows")
+        })?;
+        if gid == 0 || groups.contains(&0) {
+            return Err(format!(
+                "the database folder's owner (uid {uid}) is in the root group; persnap will not open the database with root's group"
+            ));
+        }
+        Ok(Owner { uid, gid, groups })
     }
 }
 
-/// What holding the database still achieved.
+/// What the holder reports, as one line of JSON on its standard output.
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case", tag = "outcome")]
+enum Report {
+    Cloned {
+        /// From the moment the lock was had to the moment it was let go.
+        held_secs: f64,
+        wal_cloned: bool,
+    },
+    /// The lock could not be had within the wait.
+    Busy {
+        waited_secs: f64,
+    },
+    /// A file is not the one SQLite locked (a name was swapped).
+    Changed {
+        message: String,
+    },
+    Failed {
+        action: String,
+        message: String,
+    },
+}
+
+/// Run `persnap-helper hold-still` as `owner` on the database `db_path`
+/// in `folder`, cloning into `db_target` and `wal_target`.
+fn run_holder(
+    owner: &Owner,
+    db_path: &Path,
+    folder: &File,
+    db_target: &File,
+    wal_target: &File,
+    lock_wait: Duration,
+) -> Result<Held> {
+    let exe = std::env::current_exe().map_err(Error::io(
+        "find",
+        "persnap-helper",
+        crate::error::HINT_SOURCE,
+    ))?;
+    if exe.file_stem().is_none_or(|s| s != "persnap-helper") {
+        return Err(Error::MethodUnavailable {
+            method: Method::Reflink,
+            reason: "it runs only in persnap-helper",
+        });
+    }
+    // Out of the way of descriptors 3..5, where the holder gets them.
+    let high = |f: &File| -> io::Result<File> {
+        // SAFETY: fcntl duplicates a descriptor we own.
+        let fd = unsafe { libc::fcntl(f.as_raw_fd(), libc::F_DUPFD_CLOEXEC, 100) };
+        if fd < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        // SAFETY: a new descriptor we own.
+        Ok(unsafe { File::from_raw_fd(fd) })
+    };
+    let start = |e| {
+        Error::io(
+            "start",
+            "persnap-helper hold-still",
+            crate::error::HINT_SOURCE,
+        )(e)
+    };
+    let given = [high(folder), high(db_target), high(wal_target)]
+        .into_iter()
+        .collect::<io::Result<Vec<File>>>()
+        .map_err(start)?;
+    let raw: Vec<RawFd> = given.iter().map(File::as_raw_fd).collect();
+    let (uid, gid, groups) = (owner.uid, owner.gid, owner.groups.clone());
+    let mut cmd = Command::new(&exe);
+    cmd.arg("hold-still")
+        .arg(db_path)
+        .arg(lock_wait.as_millis().to_string())
+        .env_clear()
+        .env("PATH", "/usr/sbin:/usr/bin:/sbin:/bin")
+        .current_dir("/")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null());
+    // SAFETY: only async-signal-safe system calls between fork and exec.
+    unsafe {
+        use std::os::unix::process::CommandExt;
+        cmd.pre_exec(move || {
+            for (i, fd) in raw.iter().enumerate() {
+                if libc::dup2(*fd, HOLDER_FOLDER_FD + i as RawFd) < 0 {
+                    return Err(io::Error::last_os_error());
+                }
+            }
+            // Its own session: no terminal's signals reach it.
+            libc::setsid();
+            if libc::setgroups(groups.len(), groups.as_ptr()) != 0
+                || libc::setresgid(gid, gid, gid) != 0
+                || libc::setresuid(uid, uid, uid) != 0
+            {
+                return Err(io::Error::last_os_error());
+            }
+            let (mut r, mut e, mut s) = (0, 0, 0);
+            libc::getresuid(&mut r, &mut e, &mut s);
+            if (r, e, s) != (uid, uid, uid) || uid != 0 && libc::setuid(0) == 0 {
+                return Err(io::Error::from_raw_os_error(libc::EPERM));
+            }
+            libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
+            libc::prctl(libc::PR_SET_DUMPABLE, 0);
+            Ok(())
+        });
+    }
+    let mut child = cmd.spawn().map_err(start)?;
+    drop(given);
+    let mut out = child.stdout.take().expect("piped");
+    let reader = std::thread::spawn(move || {
+        let mut text = String::new();
+        let _ = (&mut out).take(64 * 1024).read_to_string(&mut text);
+        text
+    });
+    let deadline = Instant::now() + lock_wait + HOLDER_MARGIN;
+    let status = loop {
+        match child.try_wait() {
+            Ok(Some(status)) => break Some(status),
+            Ok(None) if Instant::now() < deadline => std::thread::sleep(Duration::from_millis(5)),
+            _ => {
+                let _ = child.kill();
+                let _ = child.wait();
+                break None;
+            }
+        }
+    };
+    let text = reader.join().unwrap_or_default();
+    let report: Option<Report> = serde_json::from_str(text.trim()).ok();
+    match (status, report) {
+        (None, _) => Err(Error::Tool {
+            action: format!("hold {} still", db_path.display()),
+            reason: format!(
+                "SQLite did not answer within {} s, so it was stopped",
+                (lock_wait + HOLDER_MARGIN).as_secs()
+            ),
+            hint: "Check that the database's files are plain files; try again, or choose another method.",
+        }),
+        (Some(_), Some(Report::Busy { waited_secs })) => Err(Error::HeldByCorrelator {
+            path: db_path.to_owned(),
+            waited: waited_secs,
+        }),
+        (Some(_), Some(Report::Changed { message })) => Err(Error::Refused {
+            field: "source",
+            reason: message,
+        }),
+        (Some(_), Some(Report::Failed { action, message })) => Err(Error::Tool {
+            action,
+            reason: message,
+            hint: "Check that the database is readable by its folder's owner and not damaged.",
+        }),
+        (Some(status), Some(report @ Report::Cloned { .. })) if status.success() => Ok(report),
+        (Some(status), _) => Err(Error::Tool {
+            action: format!("hold {} still", db_path.display()),
+            reason: format!("persnap-helper hold-still ended ({status}) without saying why"),
+            hint: "Back up again; if this repeats, choose another method.",
+        }),
+    }
+    .map(|r| match r {
+        Report::Cloned {
+            held_secs,
+            wal_cloned,
+        } => Held {
+            held_secs,
+            wal_cloned,
+        },
+        _ => unreachable!("only Cloned is Ok"),
+    })
+}
+
 struct Held {
-    /// From the moment the lock was had to the moment it was let go.
-    held: Duration,
+    held_secs: f64,
     wal_cloned: bool,
 }
 
-/// Open the database at `db_path` through SQLite, take the read lock
-/// (waiting at most `lock_wait`), check that SQLite holds the very files
-/// `folder` has, clone them into `targets` (the database, its WAL), let go.
-/// Runs as the folder's owner.
-fn hold_still_and_clone(
-    db_path: &Path,
-    folder: &File,
-    names: &[String; 2],
-    targets: &[File],
-    lock_wait: Duration,
-) -> Result<Held> {
-    let sqlite_failed = |e: rusqlite::Error| Error::Tool {
-        action: format!("hold {} still with SQLite's read lock", db_path.display()),
-        reason: e.to_string(),
-        hint: "Check that the database is readable by its folder's owner and not damaged.",
+/// `persnap-helper hold-still DB WAIT_MS`: the holder, started by
+/// [`run_holder`] as the database folder's owner with the folder at
+/// descriptor 3 and the clone files at 4 and 5. Prints one [`Report`];
+/// returns the exit code.
+pub fn hold_still(args: &[String]) -> i32 {
+    let report = match (args, std::env::var_os("PKEXEC_UID")) {
+        ([db, wait_ms], None) => match wait_ms.parse::<u64>() {
+            Ok(ms) => hold_and_clone(Path::new(db), Duration::from_millis(ms)),
+            Err(_) => failed("read its arguments", "the wait is not a number"),
+        },
+        _ => failed(
+            "start",
+            "hold-still runs only as persnap-helper's own child, with its arguments",
+        ),
     };
-    let conn = Connection::open_with_flags(
+    let ok = matches!(report, Report::Cloned { .. });
+    let line = serde_json::to_string(&report).expect("a report serializes");
+    let _ = writeln!(io::stdout(), "{line}");
+    if ok { 0 } else { 1 }
+}
+
+fn failed(action: &str, message: impl std::fmt::Display) -> Report {
+    Report::Failed {
+        action: action.to_owned(),
+        message: message.to_string(),
+    }
+}
+
+/// The inherited descriptor `fd`, which must be a `kind` ("folder" or
+/// "file").
+fn inherited(fd: RawFd, dir: bool) -> std::result::Result<File, Report> {
+    // SAFETY: fcntl probes whether the descriptor is open.
+    if unsafe { libc::fcntl(fd, libc::F_GETFD) } < 0 {
+        return Err(failed("start", format!("descriptor {fd} was not given")));
+    }
+    // SAFETY: an open descriptor handed to us for our own use.
+    let file = unsafe { File::from_raw_fd(fd) };
+    let right = file
+        .metadata()
+        .is_ok_and(|m| if dir { m.is_dir() } else { m.is_file() });
+    if right {
+        Ok(file)
+    } else {
+        Err(failed(
+            "start",
+            format!("descriptor {fd} is not what it should be"),
+        ))
+    }
+}
+
+fn hold_and_clone(db_path: &Path, lock_wait: Duration) -> Report {
+    match hold_and_clone_inner(db_path, lock_wait) {
+        Ok(report) | Err(report) => report,
+    }
+}
+
+fn hold_and_clone_inner(
+    db_path: &Path,
+    lock_wait: Duration,
+) -> std::result::Result<Report, Report> {
+    let folder = inherited(HOLDER_FOLDER_FD, true)?;
+    let db_target = inherited(HOLDER_DB_FD, false)?;
+    let wal_target = inherited(HOLDER_WAL_FD, false)?;
+    let name = db_path
+        .file_name()
+        .and_then(|n| n.to_str())
+        .filter(|n| crate::store::validate_store_name(n).is_ok())
+        .ok_or_else(|| failed("start", "the database's name is not a store name"))?
+        .to_owned();
+    let (wal_name, shm_name) = (format!("{name}-wal"), format!("{name}-shm"));
+    // What SQLite opens from here on is new.
+    let before = open_descriptors();
+    // Declared before the connection, so that on every path they are closed
+    // after it: a POSIX lock goes with the first descriptor of its file a
+    // process closes, and SQLite's lock is this process's.
+    let mut sources: Vec<File> = Vec::new();
+    let sqlite_failed =
+        |e: rusqlite::Error| failed("hold the database still with SQLite's read lock", e);
+    let mut conn = Connection::open_with_flags(
         db_path,
         OpenFlags::SQLITE_OPEN_READ_ONLY
             | OpenFlags::SQLITE_OPEN_NO_MUTEX
             | OpenFlags::SQLITE_OPEN_NOFOLLOW,
     )
     .map_err(sqlite_failed)?;
-    conn.busy_timeout(lock_wait).map_err(sqlite_failed)?;
+    crate::verify::defensive(&conn).map_err(sqlite_failed)?;
+    // SQLite's own busy handler waits longer and longer between tries (up
+    // to 100 ms), and a writer that commits back to back leaves gaps far
+    // shorter than that: try again every 200 µs until the wait is over.
+    let _ = LOCK_DEADLINE.set(Instant::now() + lock_wait);
+    conn.busy_handler(Some(try_again_soon))
+        .map_err(sqlite_failed)?;
     conn.execute_batch("BEGIN").map_err(sqlite_failed)?;
     let asked = Instant::now();
     let locked = conn.query_row("SELECT count(*) FROM sqlite_schema", [], |r| {
@@ -277,9 +583,8 @@ fn hold_still_and_clone(
             Some(rusqlite::ErrorCode::DatabaseBusy | rusqlite::ErrorCode::DatabaseLocked)
         );
         return Err(if busy {
-            Error::HeldByCorrelator {
-                path: db_path.to_owned(),
-                waited: asked.elapsed().as_secs_f64(),
+            Report::Busy {
+                waited_secs: asked.elapsed().as_secs_f64(),
             }
         } else {
             sqlite_failed(e)
@@ -291,79 +596,243 @@ fn hold_still_and_clone(
         .map_err(sqlite_failed)?;
     let wal = journal_mode.eq_ignore_ascii_case("wal");
 
-    // The files SQLite has open now, and the ones in the folder root
-    // opened: the same, or someone swapped a name since.
-    let held_by_sqlite = open_files();
-    let source = |name: &str| -> Result<Option<File>> {
-        match crate::sys::open_beneath(folder, db_path, name) {
-            Ok(file) => {
-                let meta = file.metadata().map_err(Error::io(
-                    "examine",
-                    db_path.with_file_name(name),
-                    crate::error::HINT_SOURCE,
-                ))?;
-                if !meta.is_file() || !held_by_sqlite.contains(&(meta.dev(), meta.ino())) {
-                    return Err(Error::Refused {
-                        field: "source",
-                        reason: format!(
-                            "{} is not the file SQLite opened under that name (it changed while persnap held the database); nothing was copied",
-                            db_path.with_file_name(name).display()
-                        ),
-                    });
-                }
-                Ok(Some(file))
+    // The lock must be this process's, on the very files in the folder.
+    // In rollback mode it is SHARED on the database file; in WAL mode it is
+    // the read mark in the shared-memory file, and the database and WAL
+    // SQLite reads must be the ones in the folder. Each file is opened here
+    // from the folder (kept open until SQLite lets go) and compared.
+    let changed = |what: &str| Report::Changed {
+        message: format!(
+            "{} is not the file SQLite {what} (a name in the folder changed while persnap held the database); nothing was copied",
+            db_path.display()
+        ),
+    };
+    let open_source = |n: &str| -> std::result::Result<File, Report> {
+        let file = crate::sys::open_beneath(&folder, db_path, n)
+            .map_err(|e| failed(&format!("open {n}"), e))?;
+        let meta = file
+            .metadata()
+            .map_err(|e| failed(&format!("examine {n}"), e))?;
+        if !meta.is_file() || meta.nlink() != 1 {
+            return Err(changed("opened"));
+        }
+        Ok(file)
+    };
+    // sources: the database, then in WAL mode the WAL and the shared memory.
+    sources.push(open_source(&name)?);
+    if wal {
+        sources.push(open_source(&wal_name)?);
+        sources.push(open_source(&shm_name)?);
+        let opened_by_sqlite: HashSet<(u64, u64)> = open_descriptors()
+            .into_iter()
+            .filter(|(fd, _)| !before.iter().any(|(b, _)| b == fd))
+            .map(|(_, id)| id)
+            .collect();
+        for file in &sources {
+            let id = file.metadata().map(|m| file_id(&m)).ok();
+            if !id.is_some_and(|id| opened_by_sqlite.contains(&id)) {
+                return Err(changed("opened"));
             }
-            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
-            Err(e) => Err(Error::io(
-                "open",
-                db_path.with_file_name(name),
-                crate::error::HINT_SOURCE,
-            )(e)),
+        }
+    }
+    let locked = if wal { &sources[2] } else { &sources[0] };
+    let key = lock_key(locked).map_err(|e| failed("read /proc/self/mountinfo", e))?;
+    let still_locked = || -> std::result::Result<(), Report> {
+        if sqlite_locks().contains(&key) {
+            Ok(())
+        } else {
+            Err(changed("locked"))
         }
     };
-    let db = source(&names[0])?.ok_or_else(|| {
-        Error::io("open", db_path, crate::error::HINT_SOURCE)(io::ErrorKind::NotFound.into())
-    })?;
-    let wal_file = if wal { source(&names[1])? } else { None };
-    if wal {
-        // The lock itself lives in the shared-memory file: it too must be
-        // the one in the folder.
-        source(&format!("{}-shm", names[0]))?;
-    }
-
+    still_locked()?;
     // The WAL before the database: frames a checkpoint copies into the
     // database meanwhile are in the WAL already.
-    let clone = |src: &File, dst: &File, name: &str| {
-        crate::sys::reflink(src, dst).map_err(|e| Error::Snapshot {
-            action: format!("clone {}", db_path.with_file_name(name).display()),
-            source: e,
-            hint: "The filesystem refused to clone the file; choose another method (persnap plan lists them).",
-        })
+    let clone = |src: &File, dst: &File, n: &str| {
+        crate::sys::reflink(src, dst).map_err(|e| failed(&format!("clone {n}"), e))
     };
-    if let Some(wal_file) = &wal_file {
-        clone(wal_file, &targets[1], &names[1])?;
+    if wal {
+        clone(&sources[1], &wal_target, &wal_name)?;
     }
-    clone(&db, &targets[0], &names[0])?;
+    clone(&sources[0], &db_target, &name)?;
+    // Still held: nothing let go of the lock meanwhile.
+    still_locked()?;
     conn.execute_batch("COMMIT").map_err(sqlite_failed)?;
-    let held = locked_at.elapsed();
-    let wal_cloned = wal_file.is_some();
-    // SQLite lets go of its files before ours are closed: a POSIX lock
-    // goes with the first descriptor of its file a process closes.
+    let held_secs = locked_at.elapsed().as_secs_f64();
     drop(conn);
-    drop((db, wal_file));
-    Ok(Held { held, wal_cloned })
+    drop(sources);
+    Ok(Report::Cloned {
+        held_secs,
+        wal_cloned: wal,
+    })
 }
 
-/// Device and inode of every file this process has open.
-fn open_files() -> HashSet<(u64, u64)> {
+/// When the holder stops asking for the lock (one holder per process).
+static LOCK_DEADLINE: std::sync::OnceLock<Instant> = std::sync::OnceLock::new();
+
+/// SQLite's busy handler for the holder: wait 200 µs and try again, until
+/// [`LOCK_DEADLINE`].
+fn try_again_soon(_tries: i32) -> bool {
+    if LOCK_DEADLINE.get().is_some_and(|d| Instant::now() < *d) {
+        std::thread::sleep(Duration::from_micros(200));
+        true
+    } else {
+        false
+    }
+}
+
+/// Device and inode of a file, as `/proc/locks` names it.
+fn file_id(meta: &fs::Metadata) -> (u64, u64) {
+    (meta.dev(), meta.ino())
+}
+
+fn same_file(a: &io::Result<fs::Metadata>, b: &fs::Metadata) -> bool {
+    a.as_ref().is_ok_and(|a| file_id(a) == file_id(b))
+}
+
+/// How `/proc/locks` names the file `file` is open on: the device of its
+/// filesystem's superblock (from the mount it was opened through, which on
+/// btrfs is not the device stat gives) and its inode number.
+fn lock_key(file: &File) -> io::Result<String> {
+    let fdinfo = fs::read_to_string(format!("/proc/self/fdinfo/{}", file.as_raw_fd()))?;
+    let mount = fdinfo
+        .lines()
+        .find_map(|l| l.strip_prefix("mnt_id:"))
+        .map(str::trim)
+        .ok_or_else(|| io::Error::other("no mount id in /proc/self/fdinfo"))?;
+    let mountinfo = fs::read_to_string("/proc/self/mountinfo")?;
+    let device = mountinfo
+        .lines()
+        .find_map(|l| {
+            let mut fields = l.split(' ');
+            (fields.next()? == mount).then(|| fields.nth(1))?
+        })
+        .ok_or_else(|| io::Error::other("the mount is not in /proc/self/mountinfo"))?;
+    let (major, minor) = device
+        .split_once(':')
+        .and_then(|(a, b)| Some((a.parse::<u32>().ok()?, b.parse::<u32>().ok()?)))
+        .ok_or_else(|| io::Error::other("a mount's device is not major:minor"))?;
+    Ok(format!(
+        "{major:02x}:{minor:02x}:{}",
+        file.metadata()?.ino()
+    ))
+}
+
+/// The files (as `/proc/locks` names them) on which this process holds a
+/// POSIX lock: SQLite's.
+fn sqlite_locks() -> HashSet<String> {
+    let me = std::process::id().to_string();
+    parse_locks(&proc_locks().unwrap_or_default(), &me)
+        .into_iter()
+        .map(|(key, _)| key)
+        .collect()
+}
+
+/// `/proc/locks` in one read: the kernel lists the locks under its lock
+/// for one read call only, and locks come and go between calls (a writer
+/// commits hundreds of times a second), so a list read in pieces can miss
+/// lines.
+fn proc_locks() -> io::Result<String> {
+    let mut size = 1 << 20;
+    loop {
+        let mut file = File::open("/proc/locks")?;
+        let mut buf = vec![0u8; size];
+        let n = file.read(&mut buf)?;
+        if n < size {
+            buf.truncate(n);
+            return String::from_utf8(buf).map_err(io::Error::other);
+        }
+        size *= 4;
+    }
+}
+
+/// From `/proc/locks` text, the file and first byte of each POSIX lock
+/// `pid` holds: `1: POSIX  ADVISORY  READ 5434 fe:00:10010808 1073741826 1073742335`.
+fn parse_locks(text: &str, pid: &str) -> Vec<(String, u64)> {
+    text.lines()
+        .filter_map(|line| {
+            let mut fields = line.split_whitespace().skip(1);
+            let (kind, _, _, owner, id, start) = (
+                fields.next()?,
+                fields.next()?,
+                fields.next()?,
+                fields.next()?,
+                fields.next()?,
+                fields.next()?,
+            );
+            if kind != "POSIX" || owner != pid {
+                return None;
+            }
+            Some((id.to_owned(), start.parse().ok()?))
+        })
+        .collect()
+}
+
+/// Every descriptor of this process and the file it is open on.
+fn open_descriptors() -> Vec<(String, (u64, u64))> {
     let Ok(entries) = fs::read_dir("/proc/self/fd") else {
-        return HashSet::new();
+        return Vec::new();
     };
     entries
         .flatten()
-        .filter_map(|e| fs::metadata(e.path()).ok())
-        .map(|m| (m.dev(), m.ino()))
+        .filter_map(|e| {
+            let meta = fs::metadata(e.path()).ok()?;
+            Some((e.file_name().to_string_lossy().into_owned(), file_id(&meta)))
+        })
         .collect()
+}
+
+fn c_name(name: &str) -> io::Result<CString> {
+    if name.contains('/') || name == "." || name == ".." {
+        return Err(io::ErrorKind::InvalidInput.into());
+    }
+    CString::new(name).map_err(|_| io::ErrorKind::InvalidInput.into())
+}
+
+/// `fstatat(dir, name, AT_SYMLINK_NOFOLLOW)`, opening nothing.
+fn stat_at(dir: &File, name: &str) -> io::Result<fs::Metadata> {
+    c_name(name)?;
+    // Through the folder's descriptor; a link is examined, not followed.
+    fs::symlink_metadata(format!("/proc/self/fd/{}/{name}", dir.as_raw_fd()))
+}
+
+fn unlink_at(dir: &File, name: &str, flags: libc::c_int) -> io::Result<()> {
+    let c = c_name(name)?;
+    // SAFETY: unlinkat on a directory descriptor we hold.
+    if unsafe { libc::unlinkat(dir.as_raw_fd(), c.as_ptr(), flags) } != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+fn open_dir_at(dir: &File, name: &str) -> io::Result<File> {
+    let c = c_name(name)?;
+    // SAFETY: openat on a directory descriptor we hold.
+    let fd = unsafe {
+        libc::openat(
+            dir.as_raw_fd(),
+            c.as_ptr(),
+            libc::O_RDONLY | libc::O_DIRECTORY | libc::O_NOFOLLOW | libc::O_CLOEXEC,
+        )
+    };
+    if fd < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: a new descriptor we own.
+    Ok(unsafe { File::from_raw_fd(fd) })
+}
+
+fn is_marked(dir: &File) -> bool {
+    let mut value = [0u8; 16];
+    // SAFETY: fgetxattr writes at most value.len() bytes.
+    let n = unsafe {
+        libc::fgetxattr(
+            dir.as_raw_fd(),
+            MARK.as_ptr(),
+            value.as_mut_ptr().cast(),
+            value.len(),
+        )
+    };
+    n >= 0 && &value[..n as usize] == MARK_VALUE
 }
 
 /// A run's work folder and the clones in it, removed when released or
@@ -371,16 +840,18 @@ fn open_files() -> HashSet<(u64, u64)> {
 pub struct Clones {
     top: File,
     dir: File,
+    dir_meta: fs::Metadata,
     name: String,
     path: PathBuf,
-    files: Vec<String>,
+    /// Each clone's name and (device, inode).
+    files: Vec<(String, (u64, u64))>,
     held_still: Option<Duration>,
     released: bool,
 }
 
 impl Clones {
     /// Make the work folder `.persnap-clone-ID` in `top` (the top of the
-    /// filesystem, device `dev`): root's, private, opened once.
+    /// filesystem, device `dev`): root's, private, marked, opened once.
     fn make(top_path: &Path, dev: u64, id: &str) -> Result<Clones> {
         let name = format!("{}{id}", name_prefix());
         let path = top_path.join(&name);
@@ -398,45 +869,58 @@ impl Clones {
                 reason: "the top of the mount is not on the database's filesystem".into(),
             });
         }
-        let c = CString::new(name.as_str()).expect("no NUL in a tag");
-        // SAFETY: mkdirat and openat on a directory descriptor we hold.
+        let c = c_name(&name).map_err(failed)?;
+        // SAFETY: mkdirat on a directory descriptor we hold.
         if unsafe { libc::mkdirat(top.as_raw_fd(), c.as_ptr(), 0o700) } != 0 {
             return Err(failed(io::Error::last_os_error()));
         }
-        let fd = unsafe {
-            libc::openat(
-                top.as_raw_fd(),
-                c.as_ptr(),
-                libc::O_RDONLY | libc::O_DIRECTORY | libc::O_NOFOLLOW | libc::O_CLOEXEC,
-            )
-        };
-        if fd < 0 {
-            return Err(failed(io::Error::last_os_error()));
-        }
-        // SAFETY: a new descriptor we own.
-        let dir = unsafe { File::from_raw_fd(fd) };
-        let clones = Clones {
+        let dir = open_dir_at(&top, &name).map_err(failed)?;
+        let dir_meta = dir.metadata().map_err(failed)?;
+        let mut clones = Clones {
             top,
             dir,
+            dir_meta,
             name,
             path,
             files: Vec::new(),
             held_still: None,
             released: false,
         };
-        let meta = clones.dir.metadata().map_err(failed)?;
-        if meta.uid() != 0 || meta.mode() & 0o077 != 0 || meta.dev() != dev {
+        let m = &clones.dir_meta;
+        let empty = fs::read_dir(format!("/proc/self/fd/{}", clones.dir.as_raw_fd()))
+            .map_err(failed)?
+            .next()
+            .is_none();
+        if m.uid() != 0 || m.mode() & 0o077 != 0 || m.dev() != dev || !empty {
+            // Not the folder just made (someone swapped the name): leave
+            // it as it is.
+            clones.released = true;
             return Err(failed(io::Error::from_raw_os_error(libc::EPERM)));
+        }
+        // SAFETY: fsetxattr reads the value of the length given.
+        let marked = unsafe {
+            libc::fsetxattr(
+                clones.dir.as_raw_fd(),
+                MARK.as_ptr(),
+                MARK_VALUE.as_ptr().cast(),
+                MARK_VALUE.len(),
+                0,
+            )
+        };
+        if marked != 0 {
+            return Err(failed(io::Error::last_os_error()));
         }
         Ok(clones)
     }
 
     /// A new, empty file `name` in the work folder, for a clone.
     fn create(&mut self, name: &str) -> Result<File> {
-        let c = CString::new(name).map_err(|_| Error::Refused {
-            field: "store",
-            reason: format!("{name:?} is not a file name"),
-        })?;
+        let failed = |e: io::Error| Error::Snapshot {
+            action: format!("create {}", self.path.join(name).display()),
+            source: e,
+            hint: "persnap needs to write at the top of the database's filesystem (as root).",
+        };
+        let c = c_name(name).map_err(failed)?;
         // SAFETY: openat on a directory descriptor we hold.
         let fd = unsafe {
             libc::openat(
@@ -447,31 +931,27 @@ impl Clones {
             )
         };
         if fd < 0 {
-            return Err(Error::Snapshot {
-                action: format!("create {}", self.path.join(name).display()),
-                source: io::Error::last_os_error(),
-                hint: "persnap needs to write at the top of the database's filesystem (as root).",
-            });
+            return Err(failed(io::Error::last_os_error()));
         }
-        self.files.push(name.to_owned());
         // SAFETY: a new descriptor we own.
-        Ok(unsafe { File::from_raw_fd(fd) })
+        let file = unsafe { File::from_raw_fd(fd) };
+        let meta = file.metadata().map_err(failed)?;
+        self.files.push((name.to_owned(), file_id(&meta)));
+        Ok(file)
     }
 
     fn remove(&mut self, name: &str) -> Result<()> {
-        let c = CString::new(name).expect("checked when created");
-        // SAFETY: unlinkat on a directory descriptor we hold.
-        if unsafe { libc::unlinkat(self.dir.as_raw_fd(), c.as_ptr(), 0) } != 0 {
-            let e = io::Error::last_os_error();
-            if e.kind() != io::ErrorKind::NotFound {
+        match unlink_at(&self.dir, name, 0) {
+            Err(e) if e.kind() != io::ErrorKind::NotFound => {
                 return Err(Error::Snapshot {
                     action: format!("remove the clone {}", self.path.join(name).display()),
                     source: e,
                     hint: "The next backup or `persnap cleanup` removes it.",
                 });
             }
+            _ => {}
         }
-        self.files.retain(|f| f != name);
+        self.files.retain(|(f, _)| f != name);
         Ok(())
     }
 }
@@ -497,26 +977,65 @@ impl ActiveSnapshot for Clones {
         self.held_still
     }
 
+    fn check_opened(&self, opened: &[(StoreFile, File)]) -> Result<()> {
+        for (file, handle) in opened {
+            let id = handle.metadata().map(|m| file_id(&m)).ok();
+            if !self.files.iter().any(|(_, clone)| Some(*clone) == id) {
+                return Err(Error::Refused {
+                    field: "source",
+                    reason: format!(
+                        "{} in {} is not the clone persnap made (the folder was changed); nothing was copied",
+                        file.name,
+                        self.path.display()
+                    ),
+                });
+            }
+        }
+        Ok(())
+    }
+
     fn release(&mut self) -> Result<()> {
         if self.released {
             return Ok(());
         }
-        for name in self.files.clone() {
+        for (name, _) in self.files.clone() {
             self.remove(&name)?;
         }
-        let c = CString::new(self.name.as_str()).expect("no NUL in a tag");
-        // SAFETY: unlinkat on a directory descriptor we hold.
-        if unsafe { libc::unlinkat(self.top.as_raw_fd(), c.as_ptr(), libc::AT_REMOVEDIR) } != 0 {
-            let e = io::Error::last_os_error();
-            if e.kind() != io::ErrorKind::NotFound {
-                return Err(Error::Snapshot {
-                    action: format!("remove the folder {}", self.path.display()),
-                    source: e,
-                    hint: "The next backup or `persnap cleanup` removes it.",
-                });
+        // Only the folder this run made, if its name still leads there.
+        if same_file(&stat_at(&self.top, &self.name), &self.dir_meta) {
+            match unlink_at(&self.top, &self.name, libc::AT_REMOVEDIR) {
+                Err(e) if e.kind() != io::ErrorKind::NotFound => {
+                    return Err(Error::Snapshot {
+                        action: format!("remove the folder {}", self.path.display()),
+                        source: e,
+                        hint: "The next backup or `persnap cleanup` removes it.",
+                    });
+                }
+                _ => {}
             }
         }
         self.released = true;
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn locks_are_read_for_this_process_only() {
+        let text = "1: POSIX  ADVISORY  READ 5434 fe:00:10010813 123 123\n\
+                    2: POSIX  ADVISORY  READ 999 fe:00:77 128 128\n\
+                    3: FLOCK  ADVISORY  WRITE 5434 fe:00:55 0 EOF\n\
+                    4: POSIX  ADVISORY  READ 5434 103:02:42 1073741826 1073742335\n\
+                    5: -> POSIX  ADVISORY  WRITE 5434 fe:00:66 0 EOF\n";
+        assert_eq!(
+            parse_locks(text, "5434"),
+            [
+                ("fe:00:10010813".to_owned(), 123),
+                ("103:02:42".to_owned(), 1073741826)
+            ]
+        );
     }
 }

@@ -390,6 +390,41 @@ pub fn reflink(src: &File, dst: &File) -> io::Result<()> {
     }
 }
 
+/// The user `uid` as the system's user database knows them: name,
+/// primary group and every group they are in (`getgrouplist`).
+pub fn user_ids(uid: u32) -> Option<(String, u32, Vec<u32>)> {
+    let mut buf = vec![0u8; 64 * 1024];
+    // SAFETY: getpwuid_r writes into pwd and buf, both sized as declared.
+    let mut pwd: libc::passwd = unsafe { std::mem::zeroed() };
+    let mut result = std::ptr::null_mut();
+    let rc = unsafe {
+        libc::getpwuid_r(
+            uid,
+            &mut pwd,
+            buf.as_mut_ptr().cast(),
+            buf.len(),
+            &mut result,
+        )
+    };
+    if rc != 0 || result.is_null() {
+        return None;
+    }
+    // SAFETY: pw_name points into buf, NUL-terminated.
+    let name = unsafe { std::ffi::CStr::from_ptr(pwd.pw_name) };
+    let gid = pwd.pw_gid;
+    let mut groups = vec![0 as libc::gid_t; 256];
+    let mut n = groups.len() as libc::c_int;
+    // SAFETY: groups holds n entries; getgrouplist updates n.
+    let rc = unsafe { libc::getgrouplist(name.as_ptr(), gid, groups.as_mut_ptr(), &mut n) };
+    if rc < 0 {
+        groups.resize(n.max(0) as usize, 0);
+        // SAFETY: as above, with the size getgrouplist asked for.
+        unsafe { libc::getgrouplist(name.as_ptr(), gid, groups.as_mut_ptr(), &mut n) };
+    }
+    groups.truncate(n.max(0) as usize);
+    Some((name.to_string_lossy().into_owned(), gid, groups))
+}
+
 // The 32-bit-id system calls (on 32-bit x86 and ARM the plain ones take
 // 16-bit ids).
 #[cfg(any(target_arch = "x86", target_arch = "arm"))]
