@@ -11,9 +11,12 @@
 //! `persnap-loadgen init` with a writer (`persnap-loadgen run`, commits
 //! fsynced, flat out) running throughout its measured windows. Each of
 //! `PERSNAP_BENCH_ROUNDS` (default 5) rounds measures the writer's worst
-//! commit in three windows, in this order:
+//! commit in four windows, in this order:
 //! - idle: no backup, as long as the round's reflink backup took (at
 //!   least 2 s);
+//! - bare clones: `persnap probe --method reflink --test-snapshot` five
+//!   times (the database held still and cloned, the clones removed,
+//!   nothing copied: the part of a backup only the lock is to blame for);
 //! - reflink: `persnap backup --method reflink` into a folder on the root
 //!   disk (the whole backup: clone, copy from the clones, verification);
 //! - sqlite-online: `persnap backup --method sqlite-online` likewise (the
@@ -21,8 +24,10 @@
 //!   whole copy).
 //!
 //! Printed: worst commit of each window, reflink / idle (target <= 1.5)
-//! and sqlite-online / idle, the backups' wall times, and how long each
-//! reflink backup held the database still (from its manifest).
+//! and sqlite-online / idle, the backups' wall times, how long each
+//! reflink backup held the database still (from its manifest), and how
+//! many extents the database file has (`filefrag`): a clone's time grows
+//! with them, and every page written after a clone is a new extent.
 
 #[cfg(not(target_os = "linux"))]
 fn main() {
@@ -158,8 +163,43 @@ mod linux {
         (took, manifest["held_still_secs"].as_f64())
     }
 
+    /// `persnap probe --method reflink --test-snapshot`: the time the
+    /// database was held still, in seconds.
+    fn bare_clone(store: &Path, history: &Path) -> f64 {
+        let out = run(Command::new(target_bin("persnap"))
+            .args([
+                "probe",
+                "--method",
+                "reflink",
+                "--test-snapshot",
+                "--source",
+            ])
+            .arg(store)
+            .env("PERSNAP_DATA_DIR", history));
+        let ms = out
+            .split("held still for ")
+            .nth(1)
+            .and_then(|rest| rest.split(" ms").next())
+            .and_then(|n| n.parse::<f64>().ok())
+            .unwrap_or_else(|| panic!("no time held still in: {out}"));
+        ms / 1000.0
+    }
+
+    /// Extents of `file` (filefrag).
+    fn extents(file: &Path) -> u64 {
+        let out = run(Command::new("filefrag").arg(file));
+        out.rsplit(": ")
+            .next()
+            .and_then(|t| t.split_whitespace().next())
+            .and_then(|n| n.parse().ok())
+            .unwrap_or_else(|| panic!("filefrag said: {out}"))
+    }
+
     struct Round {
         idle: f64,
+        bare: f64,
+        bare_held: f64,
+        extents: u64,
         reflink: f64,
         reflink_wall: Duration,
         held: f64,
@@ -185,14 +225,25 @@ mod linux {
             std::thread::sleep(window);
             let (idle, _) = idle.stop();
 
+            let extents = extents(&db);
+            let writer = Writer::start(&db);
+            let mut bare_held: f64 = 0.0;
+            for _ in 0..5 {
+                bare_held = bare_held.max(bare_clone(&store, &dest.join(".history")));
+                std::thread::sleep(Duration::from_millis(200));
+            }
+            let (bare, _) = writer.stop();
+
             let writer = Writer::start(&db);
             let (reflink_wall, held) = backup(&store, &dest, "reflink");
             let (reflink, transactions) = writer.stop();
             window = reflink_wall.max(Duration::from_secs(2));
             let held = held.expect("a reflink backup records the time held still");
             eprintln!(
-                "[{size_mb} MiB {mode}] round {round}: worst commit idle {idle:.1} ms, reflink {reflink:.1} ms \
+                "[{size_mb} MiB {mode}] round {round}: {extents} extents; worst commit idle {idle:.1} ms, \
+                 bare clones {bare:.1} ms (held still up to {:.2} ms), reflink backup {reflink:.1} ms \
                  (held still {:.2} ms, backup {:.2} s, {transactions} commits)",
+                bare_held * 1000.0,
                 held * 1000.0,
                 reflink_wall.as_secs_f64()
             );
@@ -208,6 +259,9 @@ mod linux {
             }
             results.push(Round {
                 idle,
+                bare,
+                bare_held,
+                extents,
                 reflink,
                 reflink_wall,
                 held,
@@ -216,14 +270,18 @@ mod linux {
         }
         println!("\n### {size_mb} MiB, {mode}\n");
         println!(
-            "| round | worst commit idle | during a reflink backup | ratio (<= 1.5) | held still | reflink backup | commits during it |"
+            "| round | extents | worst commit idle | during bare clones | ratio | held still (bare, worst of 5) | during a reflink backup | ratio (<= 1.5) | held still | reflink backup | commits during it |"
         );
-        println!("|---|---|---|---|---|---|---|");
+        println!("|---|---|---|---|---|---|---|---|---|---|---|");
         for (i, r) in results.iter().enumerate() {
             println!(
-                "| {} | {:.1} ms | {:.1} ms | {:.2} | {:.2} ms | {:.2} s | {} |",
+                "| {} | {} | {:.1} ms | {:.1} ms | {:.2} | {:.2} ms | {:.1} ms | {:.2} | {:.2} ms | {:.2} s | {} |",
                 i + 1,
+                r.extents,
                 r.idle,
+                r.bare,
+                r.bare / r.idle,
+                r.bare_held * 1000.0,
                 r.reflink,
                 r.reflink / r.idle,
                 r.held * 1000.0,
@@ -231,12 +289,19 @@ mod linux {
                 r.transactions
             );
         }
+        let mut bare: Vec<f64> = results.iter().map(|r| r.bare / r.idle).collect();
+        bare.sort_by(f64::total_cmp);
+        println!(
+            "\nbare clones / idle: median {:.2}, worst {:.2}",
+            bare[bare.len() / 2],
+            bare[bare.len() - 1]
+        );
         let mut ratios: Vec<f64> = results.iter().map(|r| r.reflink / r.idle).collect();
         ratios.sort_by(f64::total_cmp);
         let mut held: Vec<f64> = results.iter().map(|r| r.held * 1000.0).collect();
         held.sort_by(f64::total_cmp);
         println!(
-            "\nreflink / idle: median {:.2}, worst {:.2}; held still: median {:.2} ms, max {:.2} ms",
+            "reflink backup / idle: median {:.2}, worst {:.2}; held still: median {:.2} ms, max {:.2} ms",
             ratios[ratios.len() / 2],
             ratios[ratios.len() - 1],
             held[held.len() / 2],

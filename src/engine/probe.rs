@@ -115,9 +115,18 @@ pub fn try_snapshot(
     let id = guard.id().to_owned();
     let seen = store::discover(&guard.folder(), store_name)?;
     guard.check_valid()?;
+    let held = guard.held_still();
     guard.release()?;
+    let held = held
+        .map(|h| {
+            format!(
+                " The database was held still for {:.1} ms.",
+                h.as_secs_f64() * 1000.0
+            )
+        })
+        .unwrap_or_default();
     Ok(format!(
-        "Snapshot OK: created {id}, found {} ({} files) in it, removed it again, in {:.1} s.",
+        "Snapshot OK: created {id}, found {} ({} files) in it, removed it again, in {:.1} s.{held}",
         seen.name,
         seen.files.len(),
         started.elapsed().as_secs_f64()
