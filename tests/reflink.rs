@@ -27,9 +27,14 @@ const OWNER: &str = "daemon";
 
 /// A folder `apama` on `vol`, owned by [`OWNER`], holding a store.
 fn owned_store(vol: &LoopVolume, mode: Mode) -> (PathBuf, PathBuf) {
+    owned_store_of(vol, mode, 16)
+}
+
+/// [`owned_store`] of about `size_mb` MiB.
+fn owned_store_of(vol: &LoopVolume, mode: Mode, size_mb: u64) -> (PathBuf, PathBuf) {
     let dir = vol.mount.join("apama");
     std::fs::create_dir(&dir).unwrap();
-    let db = make_store(&dir, "persistence.db", mode, 16);
+    let db = make_store(&dir, "persistence.db", mode, size_mb);
     run_ok(
         Command::new("chown")
             .args(["-R", &format!("{OWNER}:{OWNER}")])
@@ -381,4 +386,62 @@ fn a_run_killed_while_waiting_for_the_lock_leaves_clones_the_next_run_removes() 
     );
     assert_eq!(clone_leftovers(&vol), [".persnap-clone-0badf00d"]);
     assert_eq!(std::fs::read(decoy.join("keep")).unwrap(), b"root's");
+}
+
+#[test]
+fn a_clone_slowed_by_a_fragmented_file_is_said_with_what_to_do() {
+    if !require_root("a_clone_slowed_by_a_fragmented_file_is_said_with_what_to_do") {
+        return;
+    }
+    let vol = LoopVolume::new("xfs", 600);
+    let (store_dir, db) = owned_store_of(&vol, Mode::Rollback, 160);
+    // Fragment the database as backups do: while a clone shares its
+    // blocks, every other page is rewritten (each becomes a piece of its
+    // own), then the clone goes.
+    let twin = vol.mount.join("twin");
+    run_ok(
+        Command::new("cp")
+            .arg("--reflink=always")
+            .arg(&db)
+            .arg(&twin),
+    );
+    {
+        use std::os::unix::fs::FileExt;
+        let file = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(&db)
+            .unwrap();
+        let mut page = vec![0u8; 4096];
+        let pages = file.metadata().unwrap().len() / 4096;
+        for i in (1..pages).step_by(2) {
+            file.read_exact_at(&mut page, i * 4096).unwrap();
+            file.write_all_at(&page, i * 4096).unwrap();
+        }
+        file.sync_all().unwrap();
+    }
+    std::fs::remove_file(&twin).unwrap();
+    let dest = Destination::new();
+    let history_dir = dest.dir.path().join("history");
+    let out = backup(
+        &history_dir,
+        &store_dir,
+        &dest.backups,
+        &["--method", "reflink"],
+    );
+    let said = stderr(&out);
+    check_backup(&backup_dir(&out), "persistence.db");
+    assert!(
+        said.contains("pieces on disk") && said.contains("xfs_fsr"),
+        "{said}"
+    );
+    let runs = History::at(&history_dir).load().unwrap();
+    assert!(
+        runs[0]
+            .warnings
+            .iter()
+            .any(|w| w.contains("pieces on disk")),
+        "{:?}",
+        runs[0].warnings
+    );
 }

@@ -283,6 +283,10 @@ pub trait Captured {
     fn held_still(&self) -> Option<f64> {
         None
     }
+    /// Something the user should know about the snapshot (a slow clone).
+    fn warning(&self) -> Option<String> {
+        None
+    }
     /// The store files as the snapshot shows them, each open for reading
     /// (called once).
     fn files(&mut self) -> Result<Vec<(store::StoreFile, fs::File)>>;
@@ -339,6 +343,9 @@ impl Captured for Local {
     }
     fn held_still(&self) -> Option<f64> {
         self.guard.held_still().map(|d| d.as_secs_f64())
+    }
+    fn warning(&self) -> Option<String> {
+        self.guard.warning()
     }
     fn files(&mut self) -> Result<Vec<(store::StoreFile, fs::File)>> {
         Ok(self.files.take().unwrap_or_default())
@@ -605,6 +612,9 @@ fn copy_from_snapshot(
         None => format!("Created snapshot {}", captured.id()),
     };
     meter.progress.log(Level::Info, &created);
+    if let Some(warning) = captured.warning() {
+        warn(run, meter.progress, &warning);
+    }
     meter.cancel.check()?;
 
     *step = Phase::Copy;

@@ -82,6 +82,9 @@ pub enum ToWorker {
         /// Seconds the live database was held still (a clone).
         #[serde(default, skip_serializing_if = "Option::is_none")]
         held_still_secs: Option<f64>,
+        /// Something the user should know about the snapshot.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        warning: Option<String>,
     },
     /// No snapshot could be taken.
     CaptureFailed {
@@ -248,10 +251,12 @@ impl Capture for FromHelper {
                 journal_mode,
                 files,
                 held_still_secs,
+                warning,
             } if files.len() <= PIPES => Ok(Box::new(Streamed {
                 snapshot_id,
                 journal_mode,
                 held_still_secs,
+                warning,
                 files: Some(files),
                 checked: None,
                 rx: std::mem::replace(&mut self.rx, std::sync::mpsc::channel().1),
@@ -267,6 +272,7 @@ struct Streamed {
     snapshot_id: String,
     journal_mode: JournalMode,
     held_still_secs: Option<f64>,
+    warning: Option<String>,
     files: Option<Vec<StoreFile>>,
     checked: Option<Result<()>>,
     rx: Receiver<ToWorker>,
@@ -284,6 +290,10 @@ impl Captured for Streamed {
 
     fn held_still(&self) -> Option<f64> {
         self.held_still_secs
+    }
+
+    fn warning(&self) -> Option<String> {
+        self.warning.clone()
     }
 
     fn files(&mut self) -> Result<Vec<(StoreFile, File)>> {

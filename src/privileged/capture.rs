@@ -175,6 +175,7 @@ impl CaptureJob {
             &ToWorker::Captured {
                 snapshot_id: guard.id().to_owned(),
                 held_still_secs: guard.held_still().map(|d| d.as_secs_f64()),
+                warning: guard.warning(),
                 journal_mode: image.journal_mode(),
                 files: files.iter().map(|(f, _)| f.clone()).collect(),
             },

@@ -61,6 +61,10 @@ pub trait ActiveSnapshot: Send {
     fn held_still(&self) -> Option<std::time::Duration> {
         None
     }
+    /// Something the user should know about this snapshot (plain words).
+    fn warning(&self) -> Option<String> {
+        None
+    }
     /// Refuse store files opened from [`ActiveSnapshot::folder`] that are
     /// not the snapshot's own (a folder someone else can change, looked up
     /// by path again).
@@ -102,6 +106,10 @@ impl SnapshotGuard {
 
     pub fn held_still(&self) -> Option<std::time::Duration> {
         self.inner.held_still()
+    }
+
+    pub fn warning(&self) -> Option<String> {
+        self.inner.warning()
     }
 
     pub fn check_opened(&self, opened: &[(crate::store::StoreFile, std::fs::File)]) -> Result<()> {

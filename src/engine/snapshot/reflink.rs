@@ -56,6 +56,8 @@ use crate::volume::{Mount, VolumeInfo};
 
 /// How long the lock may be waited for by default.
 pub const DEFAULT_LOCK_WAIT: Duration = Duration::from_secs(10);
+/// A clone that held the database still longer than this is reported.
+const SLOW_CLONE: Duration = Duration::from_millis(250);
 /// What the holder may take beyond the wait before it is killed.
 const HOLDER_MARGIN: Duration = Duration::from_secs(15);
 
@@ -187,6 +189,17 @@ impl SnapshotProvider for ReflinkProvider {
             clones.remove(&wal_name)?;
         }
         clones.held_still = Some(Duration::from_secs_f64(held.held_secs));
+        if held.held_secs > SLOW_CLONE.as_secs_f64() {
+            clones.warning = Some(format!(
+                "The database was held still for {:.0} ms while its files were cloned, because they are in {} pieces on disk \
+                 (every backup adds pieces for the pages the correlator writes while it copies), and the correlator's commits \
+                 waited that long. Defragment the database while the correlator is stopped (xfs_fsr {} on XFS), or back up \
+                 with a volume snapshot (LVM).",
+                held.held_secs * 1000.0,
+                held.extents,
+                volume.folder.join(&self.store_name).display()
+            ));
+        }
         Ok(Box::new(clones))
     }
 
@@ -316,6 +329,10 @@ enum Report {
         /// From the moment the lock was had to the moment it was let go.
         held_secs: f64,
         wal_cloned: bool,
+        /// Pieces (extents) the cloned files are in on disk: a clone's
+        /// time grows with them.
+        #[serde(default)]
+        extents: u64,
     },
     /// The lock could not be had within the wait.
     Busy {
@@ -467,9 +484,11 @@ fn run_holder(
         Report::Cloned {
             held_secs,
             wal_cloned,
+            extents,
         } => Held {
             held_secs,
             wal_cloned,
+            extents,
         },
         _ => unreachable!("only Cloned is Ok"),
     })
@@ -478,6 +497,7 @@ fn run_holder(
 struct Held {
     held_secs: f64,
     wal_cloned: bool,
+    extents: u64,
 }
 
 /// `persnap-helper hold-still DB WAIT_MS`: the holder, started by
@@ -659,10 +679,16 @@ fn hold_and_clone_inner(
     conn.execute_batch("COMMIT").map_err(sqlite_failed)?;
     let held_secs = locked_at.elapsed().as_secs_f64();
     drop(conn);
+    let extents = [&sources[0]]
+        .into_iter()
+        .chain(wal.then(|| &sources[1]))
+        .map(|f| crate::sys::extent_count(f).unwrap_or(0))
+        .sum();
     drop(sources);
     Ok(Report::Cloned {
         held_secs,
         wal_cloned: wal,
+        extents,
     })
 }
 
@@ -846,6 +872,8 @@ pub struct Clones {
     /// Each clone's name and (device, inode).
     files: Vec<(String, (u64, u64))>,
     held_still: Option<Duration>,
+    /// What to tell the user about this clone (a slow one).
+    warning: Option<String>,
     released: bool,
 }
 
@@ -884,6 +912,7 @@ impl Clones {
             path,
             files: Vec::new(),
             held_still: None,
+            warning: None,
             released: false,
         };
         let m = &clones.dir_meta;
@@ -975,6 +1004,10 @@ impl ActiveSnapshot for Clones {
 
     fn held_still(&self) -> Option<Duration> {
         self.held_still
+    }
+
+    fn warning(&self) -> Option<String> {
+        self.warning.clone()
     }
 
     fn check_opened(&self, opened: &[(StoreFile, File)]) -> Result<()> {

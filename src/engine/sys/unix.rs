@@ -479,6 +479,35 @@ pub fn as_user_on_a_thread<T: Send>(
     })
 }
 
+/// How many pieces (extents) `file` is in on disk (`FS_IOC_FIEMAP`,
+/// counting only).
+pub fn extent_count(file: &File) -> io::Result<u64> {
+    // struct fiemap without room for extents: the kernel only counts.
+    #[repr(C)]
+    struct Fiemap {
+        start: u64,
+        length: u64,
+        flags: u32,
+        mapped_extents: u32,
+        extent_count: u32,
+        reserved: u32,
+    }
+    const FS_IOC_FIEMAP: libc::c_ulong = 0xC020_660B;
+    let mut map = Fiemap {
+        start: 0,
+        length: u64::MAX,
+        flags: 0,
+        mapped_extents: 0,
+        extent_count: 0,
+        reserved: 0,
+    };
+    // SAFETY: FIEMAP with extent_count 0 writes only mapped_extents.
+    if unsafe { libc::ioctl(file.as_raw_fd(), FS_IOC_FIEMAP as _, &mut map) } != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(u64::from(map.mapped_extents))
+}
+
 /// Put this process's disk I/O behind other processes' at the same class:
 /// best-effort, lowest level (7). Schedulers that honour priorities
 /// (mq-deadline, bfq) then serve the correlator's commits first. Not the
