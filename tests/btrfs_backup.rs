@@ -276,9 +276,12 @@ fn sweep_removes_only_leftover_persnap_snapshots() {
     );
 }
 
+/// A folder whose subvolume the mount does not show cannot be snapshotted
+/// (asked for btrfs, persnap names the method that applies), but it can be
+/// cloned: `auto` takes a copy-on-write clone under SQLite's lock instead.
 #[test]
-fn folder_whose_subvolume_is_hidden_is_refused_clearly() {
-    if !require_root("folder_whose_subvolume_is_hidden_is_refused_clearly") {
+fn folder_whose_subvolume_is_hidden_is_cloned_not_snapshotted() {
+    if !require_root("folder_whose_subvolume_is_hidden_is_cloned_not_snapshotted") {
         return;
     }
     let (vol, store_dir) = LoopVolume::btrfs_with_subvolume(300);
@@ -289,24 +292,33 @@ fn folder_whose_subvolume_is_hidden_is_refused_clearly() {
     std::fs::create_dir(&bind).unwrap();
     run_ok(Command::new("mount").arg("--bind").arg(&inner).arg(&bind));
     let data = tempfile::tempdir().unwrap();
-    let out = persnap(
-        data.path(),
-        &[
-            "backup",
-            "--source",
-            bind.to_str().unwrap(),
-            "--dest",
-            data.path().to_str().unwrap(),
-        ],
-    );
+    let backup = |method: &str| {
+        persnap(
+            data.path(),
+            &[
+                "backup",
+                "--source",
+                bind.to_str().unwrap(),
+                "--dest",
+                data.path().to_str().unwrap(),
+                "--method",
+                method,
+            ],
+        )
+    };
+    let snapshot = backup("btrfs");
+    let cloned = backup("auto");
     run_ok(Command::new("umount").arg(&bind));
-    assert_eq!(out.status.code(), Some(3), "{}", stderr(&out));
-    let err = stderr(&out);
-    assert!(
-        err.contains("not visible through the mount") && err.contains("sqlite-online"),
-        "{err}"
-    );
+    assert_eq!(snapshot.status.code(), Some(2), "{}", stderr(&snapshot));
+    let err = stderr(&snapshot);
+    assert!(err.contains("the reflink method applies here"), "{err}");
+    assert!(cloned.status.success(), "{}", stderr(&cloned));
+    let set = std::path::PathBuf::from(String::from_utf8_lossy(&cloned.stdout).trim());
+    let manifest = persnap::manifest::read(&set).unwrap();
+    assert_eq!(manifest.method, Method::Reflink);
+    check_backup(&set, "persistence.db");
     assert!(vol.snapshot_leftovers().is_empty());
+    assert!(names_with_prefix(&inner, ".persnap-clone-").is_empty());
 }
 
 #[test]
