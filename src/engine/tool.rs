@@ -82,19 +82,53 @@ pub fn run(program: &Path, args: &[&OsStr], limit: Duration) -> io::Result<ToolO
         }
         thread::sleep(Duration::from_millis(10));
     };
+    // What the tool wrote is in the pipes by the time it has ended; a
+    // process it started may still hold them open (wine starts its desktop
+    // process from a tool that touches a window, with the tool's handles),
+    // and is not waited for.
+    let grace = Instant::now() + AFTER_EXIT;
     Ok(ToolOutput {
         status,
-        stdout: out.join().unwrap_or_default(),
-        stderr: err.join().unwrap_or_default(),
+        stdout: out.collect(grace),
+        stderr: err.collect(grace),
     })
 }
 
-fn drain(mut pipe: impl Read + Send + 'static) -> thread::JoinHandle<String> {
-    thread::spawn(move || {
-        let mut buf = Vec::new();
-        let _ = pipe.read_to_end(&mut buf);
+/// How long a tool's output is still read after the tool itself ended.
+const AFTER_EXIT: Duration = Duration::from_secs(2);
+
+/// A pipe read on a thread of its own into a buffer.
+struct Drain {
+    buf: std::sync::Arc<std::sync::Mutex<Vec<u8>>>,
+    done: std::sync::mpsc::Receiver<()>,
+}
+
+impl Drain {
+    /// What was read: all of it once the pipe closed, else what had come
+    /// by `until`.
+    fn collect(self, until: Instant) -> String {
+        let _ = self
+            .done
+            .recv_timeout(until.saturating_duration_since(Instant::now()));
+        let buf = self.buf.lock().map(|b| b.clone()).unwrap_or_default();
         crate::sys::decode_tool_output(&buf)
-    })
+    }
+}
+
+fn drain(mut pipe: impl Read + Send + 'static) -> Drain {
+    let buf = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let (tx, done) = std::sync::mpsc::channel();
+    let into = std::sync::Arc::clone(&buf);
+    thread::spawn(move || {
+        let mut chunk = [0u8; 8192];
+        while let Ok(n @ 1..) = pipe.read(&mut chunk) {
+            if let Ok(mut b) = into.lock() {
+                b.extend_from_slice(&chunk[..n]);
+            }
+        }
+        let _ = tx.send(());
+    });
+    Drain { buf, done }
 }
 
 #[cfg(all(test, unix))]
@@ -113,6 +147,24 @@ mod tests {
             out.stdout.contains("LC_ALL=C") && !out.stdout.contains("CARGO_MANIFEST_DIR"),
             "{}",
             out.stdout
+        );
+    }
+
+    #[test]
+    fn a_process_the_tool_left_behind_holding_its_output_is_not_waited_for() {
+        let started = Instant::now();
+        let out = run(
+            Path::new("/bin/sh"),
+            &[OsStr::new("-c"), OsStr::new("echo said; sleep 30 &")],
+            Duration::from_secs(20),
+        )
+        .unwrap();
+        assert!(out.status.success());
+        assert_eq!(out.stdout.trim(), "said");
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "waited {:?} for the sleep that kept the pipe",
+            started.elapsed()
         );
     }
 
