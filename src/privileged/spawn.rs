@@ -148,17 +148,6 @@ impl Worker {
     pub(super) fn start(user: &Identity, give: Vec<OwnedFd>, keep: Vec<OwnedFd>) -> Result<Worker> {
         let io = |e| Error::io("start the worker", "persnap-helper", HINT_SOURCE)(e);
         let exe = std::env::current_exe().map_err(io)?;
-        let mut reads = Vec::new();
-        for fd in give {
-            // Out of the way of descriptors 3.. they will be moved to.
-            // SAFETY: fcntl duplicates a descriptor we own.
-            let high = unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_DUPFD_CLOEXEC, 100) };
-            if high < 0 {
-                return Err(io(std::io::Error::last_os_error()));
-            }
-            // SAFETY: a new descriptor we own.
-            reads.push(unsafe { OwnedFd::from_raw_fd(high) });
-        }
         let mut cmd = Command::new(exe);
         cmd.arg("worker")
             .env_clear()
@@ -171,20 +160,10 @@ impl Worker {
         if crate::sys::owner_of(&runtime) == Some(user.uid) {
             cmd.env("XDG_RUNTIME_DIR", runtime);
         }
-        let raw: Vec<i32> = reads.iter().map(|r| r.as_raw_fd()).collect();
-        // SAFETY: dup2 is async-signal-safe; targets 3..6 are free of the
-        // sources (all at 100 or above).
-        unsafe {
-            use std::os::unix::process::CommandExt;
-            cmd.pre_exec(move || {
-                for (i, fd) in raw.iter().enumerate() {
-                    if libc::dup2(*fd, crate::worker::FIRST_PIPE_FD + i as i32) < 0 {
-                        return Err(std::io::Error::last_os_error());
-                    }
-                }
-                Ok(())
-            });
-        }
+        let given: Vec<&dyn AsRawFd> = give.iter().map(|fd| fd as &dyn AsRawFd).collect();
+        let reads = crate::sys::give_descriptors(&mut cmd, &given, crate::worker::FIRST_PIPE_FD)
+            .map_err(io)?;
+        drop(give);
         user.apply(&mut cmd);
         let mut child = cmd.spawn().map_err(io)?;
         drop(reads);

@@ -9,7 +9,6 @@
 //! user's from its creation: nothing is ever chowned.
 
 use std::io;
-use std::os::unix::process::CommandExt;
 use std::process::Command;
 
 use crate::error::{Error, Result};
@@ -127,25 +126,7 @@ impl Identity {
     /// that order, all three of real, effective and saved), then check
     /// that root cannot be regained. The child also dies with the helper.
     pub fn apply(&self, cmd: &mut Command) {
-        let (uid, gid, groups) = (self.uid, self.gid, self.groups.clone());
-        // SAFETY: only async-signal-safe system calls between fork and exec.
-        unsafe {
-            cmd.pre_exec(move || {
-                if libc::setgroups(groups.len(), groups.as_ptr()) != 0
-                    || libc::setresgid(gid, gid, gid) != 0
-                    || libc::setresuid(uid, uid, uid) != 0
-                {
-                    return Err(io::Error::last_os_error());
-                }
-                let (mut r, mut e, mut s) = (0, 0, 0);
-                libc::getresuid(&mut r, &mut e, &mut s);
-                if (r, e, s) != (uid, uid, uid) || libc::setuid(0) == 0 && uid != 0 {
-                    return Err(io::Error::from_raw_os_error(libc::EPERM));
-                }
-                libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
-                Ok(())
-            });
-        }
+        crate::sys::run_wholly_as(cmd, self.uid, self.gid, self.groups.clone());
     }
 }
 

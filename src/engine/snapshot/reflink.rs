@@ -369,16 +369,6 @@ fn run_holder(
             reason: "it runs only in persnap-helper",
         });
     }
-    // Out of the way of descriptors 3..5, where the holder gets them.
-    let high = |f: &File| -> io::Result<File> {
-        // SAFETY: fcntl duplicates a descriptor we own.
-        let fd = unsafe { libc::fcntl(f.as_raw_fd(), libc::F_DUPFD_CLOEXEC, 100) };
-        if fd < 0 {
-            return Err(io::Error::last_os_error());
-        }
-        // SAFETY: a new descriptor we own.
-        Ok(unsafe { File::from_raw_fd(fd) })
-    };
     let start = |e| {
         Error::io(
             "start",
@@ -386,12 +376,6 @@ fn run_holder(
             crate::error::HINT_SOURCE,
         )(e)
     };
-    let given = [high(folder), high(db_target), high(wal_target)]
-        .into_iter()
-        .collect::<io::Result<Vec<File>>>()
-        .map_err(start)?;
-    let raw: Vec<RawFd> = given.iter().map(File::as_raw_fd).collect();
-    let (uid, gid, groups) = (owner.uid, owner.gid, owner.groups.clone());
     let mut cmd = Command::new(&exe);
     cmd.arg("hold-still")
         .arg(db_path)
@@ -402,29 +386,26 @@ fn run_holder(
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::null());
-    // SAFETY: only async-signal-safe system calls between fork and exec.
+    let given =
+        crate::sys::give_descriptors(&mut cmd, &[folder, db_target, wal_target], HOLDER_FOLDER_FD)
+            .map_err(start)?;
+    // SAFETY: setsid is async-signal-safe.
     unsafe {
         use std::os::unix::process::CommandExt;
-        cmd.pre_exec(move || {
-            for (i, fd) in raw.iter().enumerate() {
-                if libc::dup2(*fd, HOLDER_FOLDER_FD + i as RawFd) < 0 {
-                    return Err(io::Error::last_os_error());
-                }
-            }
+        cmd.pre_exec(|| {
             // Its own session: no terminal's signals reach it.
             libc::setsid();
-            if libc::setgroups(groups.len(), groups.as_ptr()) != 0
-                || libc::setresgid(gid, gid, gid) != 0
-                || libc::setresuid(uid, uid, uid) != 0
-            {
-                return Err(io::Error::last_os_error());
-            }
-            let (mut r, mut e, mut s) = (0, 0, 0);
-            libc::getresuid(&mut r, &mut e, &mut s);
-            if (r, e, s) != (uid, uid, uid) || uid != 0 && libc::setuid(0) == 0 {
-                return Err(io::Error::from_raw_os_error(libc::EPERM));
-            }
-            libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
+            Ok(())
+        });
+    }
+    crate::sys::run_wholly_as(&mut cmd, owner.uid, owner.gid, owner.groups.clone());
+    // SAFETY: prctl is async-signal-safe.
+    unsafe {
+        use std::os::unix::process::CommandExt;
+        cmd.pre_exec(|| {
+            // After the change of credentials: the owner cannot attach a
+            // debugger to it (or read its memory) while it holds root's
+            // descriptors.
             libc::prctl(libc::PR_SET_DUMPABLE, 0);
             Ok(())
         });

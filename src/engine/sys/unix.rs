@@ -479,6 +479,67 @@ pub fn as_user_on_a_thread<T: Send>(
     })
 }
 
+/// Make `cmd`'s child get `fds` at descriptors `first`, `first + 1`, … .
+/// Returns copies of them (moved out of the way of those numbers) that
+/// must live until the child is started.
+pub fn give_descriptors(
+    cmd: &mut std::process::Command,
+    fds: &[&dyn AsRawFd],
+    first: std::os::fd::RawFd,
+) -> io::Result<Vec<std::os::fd::OwnedFd>> {
+    let mut high = Vec::with_capacity(fds.len());
+    for fd in fds {
+        // SAFETY: fcntl duplicates a descriptor we hold, at 100 or above.
+        let copy = unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_DUPFD_CLOEXEC, 100) };
+        if copy < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        // SAFETY: a new descriptor we own.
+        high.push(unsafe { <std::os::fd::OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(copy) });
+    }
+    let raw: Vec<std::os::fd::RawFd> = high.iter().map(AsRawFd::as_raw_fd).collect();
+    // SAFETY: dup2 is async-signal-safe; the targets are free of the
+    // sources (all at 100 or above).
+    unsafe {
+        use std::os::unix::process::CommandExt;
+        cmd.pre_exec(move || {
+            for (i, fd) in raw.iter().enumerate() {
+                if libc::dup2(*fd, first + i as std::os::fd::RawFd) < 0 {
+                    return Err(io::Error::last_os_error());
+                }
+            }
+            Ok(())
+        });
+    }
+    Ok(high)
+}
+
+/// Make `cmd` run as the user `uid`: supplementary groups `groups`, then
+/// gid, then uid (all three of real, effective and saved), then check that
+/// root cannot be regained. The child also dies with its parent.
+pub fn run_wholly_as(cmd: &mut std::process::Command, uid: u32, gid: u32, groups: Vec<u32>) {
+    // SAFETY: only async-signal-safe system calls between fork and exec.
+    unsafe {
+        use std::os::unix::process::CommandExt;
+        cmd.pre_exec(move || {
+            if libc::setgroups(groups.len(), groups.as_ptr()) != 0
+                || libc::setresgid(gid, gid, gid) != 0
+                || libc::setresuid(uid, uid, uid) != 0
+            {
+                return Err(io::Error::last_os_error());
+            }
+            let (mut r, mut e, mut s) = (0, 0, 0);
+            libc::getresuid(&mut r, &mut e, &mut s);
+            if (r, e, s) != (uid, uid, uid) || libc::setuid(0) == 0 && uid != 0 {
+                return Err(io::Error::from_raw_os_error(libc::EPERM));
+            }
+            // After the change of credentials, which clears it.
+            libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
+            Ok(())
+        });
+    }
+}
+
 /// How many pieces (extents) `file` is in on disk (`FS_IOC_FIEMAP`,
 /// counting only).
 pub fn extent_count(file: &File) -> io::Result<u64> {
