@@ -30,27 +30,16 @@ fn main() {
 }
 
 #[cfg(target_os = "linux")]
+mod common;
+
+#[cfg(target_os = "linux")]
 mod linux {
     use std::io::Write;
     use std::path::{Path, PathBuf};
-    use std::process::{Child, Command, Stdio};
+    use std::process::{Command, Stdio};
     use std::time::{Duration, Instant};
 
-    fn run(cmd: &mut Command) -> String {
-        let out = cmd.output().unwrap_or_else(|e| panic!("{cmd:?}: {e}"));
-        assert!(
-            out.status.success(),
-            "{cmd:?}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8_lossy(&out.stdout).trim().to_owned()
-    }
-
-    fn target_bin(name: &str) -> PathBuf {
-        // benches run from target/release/deps; the binaries sit one up.
-        let exe = std::env::current_exe().unwrap();
-        exe.parent().unwrap().parent().unwrap().join(name)
-    }
+    use crate::common::{Writer, run, target_bin};
 
     struct Volume {
         dir: PathBuf,
@@ -83,46 +72,6 @@ mod linux {
             let _ = Command::new("umount").arg(&self.mnt).status();
             let _ = Command::new("losetup").arg("-d").arg(&self.dev).status();
             let _ = std::fs::remove_dir_all(&self.dir);
-        }
-    }
-
-    /// A writer process; its stats come back when it stops.
-    struct Writer(Option<Child>, PathBuf);
-
-    /// A writer still running when the benchmark panics is killed, so that
-    /// the volume it writes to can be unmounted.
-    impl Drop for Writer {
-        fn drop(&mut self) {
-            if let Some(child) = &mut self.0 {
-                let _ = child.kill();
-                let _ = child.wait();
-            }
-        }
-    }
-
-    impl Writer {
-        fn start(db: &Path) -> Writer {
-            let stop = db.with_extension("stop");
-            let _ = std::fs::remove_file(&stop);
-            let child = Command::new(target_bin("persnap-loadgen"))
-                .arg("run")
-                .arg(db)
-                .arg("--stop-file")
-                .arg(&stop)
-                .stdout(Stdio::piped())
-                .spawn()
-                .unwrap();
-            std::thread::sleep(Duration::from_millis(500));
-            Writer(Some(child), stop)
-        }
-
-        /// Worst commit (ms) while it ran.
-        fn stop(mut self) -> f64 {
-            std::fs::write(&self.1, b"").unwrap();
-            let child = self.0.take().expect("running");
-            let out = child.wait_with_output().unwrap();
-            let stats: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-            stats["max_commit_ms"].as_f64().unwrap()
         }
     }
 
@@ -240,7 +189,7 @@ mod linux {
         let cp = cp_from_snapshot(&vol, &dest);
         let writer = Writer::start(&db);
         let (backup, rss_kib, dir) = helper_backup(&store, &dest, "auto");
-        let stall_backup = writer.stop();
+        let stall_backup = writer.stop()["max_commit_ms"].as_f64().unwrap();
         let manifest: serde_json::Value =
             serde_json::from_slice(&std::fs::read(dir.join("manifest.json")).unwrap()).unwrap();
         let verify = manifest["verification"]["seconds"].as_f64().unwrap();
@@ -249,11 +198,11 @@ mod linux {
 
         let idle = Writer::start(&db);
         std::thread::sleep(backup.max(Duration::from_secs(1)));
-        let stall_idle = idle.stop();
+        let stall_idle = idle.stop()["max_commit_ms"].as_f64().unwrap();
 
         let writer = Writer::start(&db);
         let (_, _, online_dir) = helper_backup(&store, &dest, "sqlite-online");
-        let stall_online = writer.stop();
+        let stall_online = writer.stop()["max_commit_ms"].as_f64().unwrap();
         std::fs::remove_dir_all(&online_dir).unwrap();
         let _ = std::fs::remove_dir_all(&dest);
         Row {

@@ -40,26 +40,15 @@ fn main() {
 }
 
 #[cfg(target_os = "linux")]
+mod common;
+
+#[cfg(target_os = "linux")]
 mod linux {
     use std::path::{Path, PathBuf};
-    use std::process::{Child, Command, Stdio};
+    use std::process::Command;
     use std::time::{Duration, Instant};
 
-    fn run(cmd: &mut Command) -> String {
-        let out = cmd.output().unwrap_or_else(|e| panic!("{cmd:?}: {e}"));
-        assert!(
-            out.status.success(),
-            "{cmd:?}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8_lossy(&out.stdout).trim().to_owned()
-    }
-
-    fn target_bin(name: &str) -> PathBuf {
-        // benches run from target/release/deps; the binaries sit one up.
-        let exe = std::env::current_exe().unwrap();
-        exe.parent().unwrap().parent().unwrap().join(name)
-    }
+    use crate::common::{Writer, run, target_bin};
 
     /// An XFS loop volume (reflink on, the mkfs default) and a folder for
     /// backups on the root disk; all removed on drop.
@@ -94,47 +83,6 @@ mod linux {
             let _ = Command::new("umount").arg(&self.mnt).status();
             let _ = Command::new("losetup").arg("-d").arg(&self.dev).status();
             let _ = std::fs::remove_dir_all(&self.dir);
-        }
-    }
-
-    /// A writer process; its worst commit comes back when it stops.
-    struct Writer(Option<Child>, PathBuf);
-
-    impl Drop for Writer {
-        fn drop(&mut self) {
-            if let Some(child) = &mut self.0 {
-                let _ = child.kill();
-                let _ = child.wait();
-            }
-        }
-    }
-
-    impl Writer {
-        fn start(db: &Path) -> Writer {
-            let stop = db.with_extension("stop");
-            let _ = std::fs::remove_file(&stop);
-            let child = Command::new(target_bin("persnap-loadgen"))
-                .arg("run")
-                .arg(db)
-                .arg("--stop-file")
-                .arg(&stop)
-                .stdout(Stdio::piped())
-                .spawn()
-                .unwrap();
-            std::thread::sleep(Duration::from_millis(500));
-            Writer(Some(child), stop)
-        }
-
-        /// Worst commit (ms) and transactions while it ran.
-        fn stop(mut self) -> (f64, u64) {
-            std::fs::write(&self.1, b"").unwrap();
-            let child = self.0.take().expect("running");
-            let out = child.wait_with_output().unwrap();
-            let stats: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-            (
-                stats["max_commit_ms"].as_f64().unwrap(),
-                stats["transactions"].as_u64().unwrap(),
-            )
         }
     }
 
@@ -223,7 +171,7 @@ mod linux {
         for round in 1..=rounds {
             let idle = Writer::start(&db);
             std::thread::sleep(window);
-            let (idle, _) = idle.stop();
+            let idle = idle.stop()["max_commit_ms"].as_f64().unwrap();
 
             let extents = extents(&db);
             let writer = Writer::start(&db);
@@ -232,11 +180,13 @@ mod linux {
                 bare_held = bare_held.max(bare_clone(&store, &dest.join(".history")));
                 std::thread::sleep(Duration::from_millis(200));
             }
-            let (bare, _) = writer.stop();
+            let bare = writer.stop()["max_commit_ms"].as_f64().unwrap();
 
             let writer = Writer::start(&db);
             let (reflink_wall, held) = backup(&store, &dest, "reflink");
-            let (reflink, transactions) = writer.stop();
+            let stats = writer.stop();
+            let reflink = stats["max_commit_ms"].as_f64().unwrap();
+            let transactions = stats["transactions"].as_u64().unwrap();
             window = reflink_wall.max(Duration::from_secs(2));
             let held = held.expect("a reflink backup records the time held still");
             eprintln!(
@@ -250,7 +200,7 @@ mod linux {
             if online.is_none() {
                 let writer = Writer::start(&db);
                 let (wall, _) = backup(&store, &dest, "sqlite-online");
-                let (worst, _) = writer.stop();
+                let worst = writer.stop()["max_commit_ms"].as_f64().unwrap();
                 eprintln!(
                     "[{size_mb} MiB {mode}] sqlite-online: worst commit {worst:.1} ms, backup {:.2} s",
                     wall.as_secs_f64()

@@ -58,6 +58,9 @@ fn main() {
 }
 
 #[cfg(target_os = "linux")]
+mod common;
+
+#[cfg(target_os = "linux")]
 mod linux {
     use std::io::Read;
     use std::os::unix::fs::{MetadataExt, PermissionsExt};
@@ -66,6 +69,8 @@ mod linux {
     use std::sync::Arc;
     use std::sync::atomic::{AtomicBool, Ordering};
     use std::time::{Duration, Instant};
+
+    use crate::common::{self, target_bin};
 
     const PASSWORD: &str = "benchmark password, not a secret";
     const MIB: f64 = 1024.0 * 1024.0;
@@ -83,19 +88,7 @@ mod linux {
 
     fn run(cmd: &mut Command) -> String {
         check_interrupted();
-        let out = cmd.output().unwrap_or_else(|e| panic!("{cmd:?}: {e}"));
-        assert!(
-            out.status.success(),
-            "{cmd:?}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8_lossy(&out.stdout).trim().to_owned()
-    }
-
-    fn target_bin(name: &str) -> PathBuf {
-        // benches run from target/release/deps; the binaries sit one up.
-        let exe = std::env::current_exe().unwrap();
-        exe.parent().unwrap().parent().unwrap().join(name)
+        common::run(cmd)
     }
 
     fn env_or(name: &str, default: &str) -> String {
