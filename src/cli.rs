@@ -116,6 +116,9 @@ pub enum Command {
         /// Take a snapshot and remove it again, copying nothing (needs administrator rights).
         #[arg(long)]
         test_snapshot: bool,
+        /// The backup speed the plan is for (gentle or fast).
+        #[arg(long, value_name = "gentle|fast", default_value = "gentle")]
+        pace: persnap::pace::Pace,
         /// Print JSON instead of text.
         #[arg(long)]
         json: bool,
@@ -262,6 +265,11 @@ pub struct BackupSetArgs {
     /// How to get a consistent image: auto, btrfs, lvm, vss, reflink or sqlite-online (`persnap --help` explains each).
     #[arg(long, default_value = "auto")]
     method: MethodChoice,
+    /// Backup speed: gentle (small steps, leaving the disk to the correlator in
+    /// between; up to twice as long) or fast (the disk flat out; the correlator's
+    /// commits may wait while it copies).
+    #[arg(long, value_name = "gentle|fast", default_value = "gentle")]
+    pace: persnap::pace::Pace,
 }
 
 /// Which older backups of a store to keep at a location (retention);
@@ -401,6 +409,7 @@ pub fn run(cli: Cli) -> Result<(), Failure> {
                     dest,
                     store_name,
                     method,
+                    pace,
                 },
             timeout,
             snapshot_size,
@@ -450,6 +459,7 @@ pub fn run(cli: Cli) -> Result<(), Failure> {
                 } else {
                     retention.for_folder()?
                 },
+                pace,
             };
             let history = match history_dir {
                 Some(dir) => History::at(dir),
@@ -477,10 +487,12 @@ pub fn run(cli: Cli) -> Result<(), Failure> {
             method,
             test_snapshot,
             json,
+            pace,
         } => {
             let mut req = BackupRequest::new(source, dest.clone().unwrap_or_default());
             req.store_name = store_name;
             req.method = method;
+            req.pace = pace;
             probe_cmd(req, dest.is_some(), test_snapshot, json)
         }
         // A folder given is a folder, even with a repository in the
@@ -1074,6 +1086,7 @@ fn verify_cmd(dir: PathBuf) -> Result<(), Failure> {
         total: 0,
         progress: &mut printer,
         cancel: &cancel,
+        pacer: persnap::pace::Pacer::fast(),
     };
     let result = verify::verify_backup(&dir, &scratch_parent, &mut meter);
     printer.finish_line();
@@ -1328,6 +1341,7 @@ fn schedule_cmd(cmd: ScheduleCommand) -> Result<(), Failure> {
                     dest,
                     store_name,
                     method,
+                    pace,
                 },
             at,
             retention,
@@ -1360,6 +1374,7 @@ fn schedule_cmd(cmd: ScheduleCommand) -> Result<(), Failure> {
             );
             req.store_name = store_name;
             req.method = method;
+            req.pace = pace;
             req.retention = if repo.is_some() && staged {
                 Default::default()
             } else {

@@ -17,6 +17,7 @@ use persnap::backup::{BackupRequest, run_backup};
 use persnap::history::{History, Outcome};
 use persnap::loadgen::Mode;
 use persnap::method::Method;
+use persnap::pace::Pace;
 use persnap::progress::{CancelToken, Phase, Silent};
 use persnap::store::FileRole;
 
@@ -36,14 +37,14 @@ fn backups_under_writer(mode: Mode, test: &str) {
     let mut writer = Writer::start(&db);
     let mut last_transfers = -1;
     let mut mid_transaction = 0;
+    // Rollback journal: gentle (the default); WAL: as fast as possible.
+    let mut req = BackupRequest::new(&store_dir, &backups);
+    if mode == Mode::Wal {
+        req.pace = Pace::Fast;
+    }
     for i in 0..BACKUPS_PER_MODE {
-        let report = run_backup(
-            &BackupRequest::new(&store_dir, &backups),
-            &mut history,
-            &mut Silent,
-            &CancelToken::new(),
-        )
-        .unwrap_or_else(|f| panic!("backup {i} failed during {}: {}", f.step, f.error));
+        let report = run_backup(&req, &mut history, &mut Silent, &CancelToken::new())
+            .unwrap_or_else(|f| panic!("backup {i} failed during {}: {}", f.step, f.error));
         assert_eq!(report.manifest.method, Method::Btrfs);
         assert_eq!(report.manifest.verification.integrity, "ok");
         let companion = if mode == Mode::Wal {
@@ -83,6 +84,57 @@ fn backups_under_writer(mode: Mode, test: &str) {
     assert!(
         runs.iter()
             .all(|r| r.outcome == Outcome::Completed && r.verification.is_some())
+    );
+    assert!(runs.iter().all(|r| r.pace == Some(req.pace)));
+}
+
+/// A gentle backup of a store big enough for hundreds of steps, under a
+/// writer committing 100 times a second as a correlator does: it finishes,
+/// every copy is consistent, and it did rest (and a fast one did not).
+#[test]
+fn gentle_backup_of_a_live_store_is_consistent_and_finishes() {
+    if !require_root("gentle_backup_of_a_live_store_is_consistent_and_finishes") {
+        return;
+    }
+    let (vol, store_dir) = LoopVolume::btrfs_with_subvolume(900);
+    let db = make_store(&store_dir, "persistence.db", Mode::Rollback, 200);
+    let Destination {
+        mut history,
+        backups,
+        dir: _keep,
+    } = Destination::new();
+    let mut writer = Writer::start_at_rate(&db, 100.0);
+    for pace in [Pace::Gentle, Pace::Fast, Pace::Gentle] {
+        let mut req = BackupRequest::new(&store_dir, &backups);
+        req.pace = pace;
+        let report = run_backup(&req, &mut history, &mut Silent, &CancelToken::new())
+            .unwrap_or_else(|f| panic!("{pace} backup failed during {}: {}", f.step, f.error));
+        check_backup(&report.backup_dir, "persistence.db");
+        assert_eq!(report.run.pace, Some(pace));
+        match pace {
+            Pace::Fast => assert_eq!(report.run.rested_secs, None),
+            _ => assert!(
+                report.run.rested_secs.is_some_and(|s| s > 0.0),
+                "a gentle backup of 200 MiB rests between steps: {:?}",
+                report.run.rested_secs
+            ),
+        }
+        eprintln!(
+            "{pace}: {:.2} s, rested {:.2} s",
+            report.run.duration_secs.unwrap_or_default(),
+            report.run.rested_secs.unwrap_or_default()
+        );
+        assert!(writer.is_running(), "writer died during the {pace} backup");
+    }
+    let stats = writer.stop();
+    eprintln!(
+        "writer: {} commits, worst {:.1} ms, p99 {:.1} ms",
+        stats.transactions, stats.max_commit_ms, stats.p99_commit_ms
+    );
+    assert!(vol.snapshot_leftovers().is_empty(), "snapshots left behind");
+    assert!(
+        work_leftovers(&backups).is_empty(),
+        "work folders left behind"
     );
 }
 
@@ -430,6 +482,7 @@ fn verification_scratch_copy_is_a_reflink_on_btrfs_and_xfs() {
             total: 0,
             progress: &mut Silent,
             cancel: &cancel,
+            pacer: persnap::pace::Pacer::fast(),
         };
         let (size, sha) =
             persnap::copy::scratch_copy(&src, &vol.mount.join("b"), &mut meter).unwrap();

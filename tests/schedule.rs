@@ -474,6 +474,7 @@ fn a_missed_run_is_reported_until_one_runs() {
         store_name: "persistence.db".into(),
         method: persnap::method::MethodChoice::Auto,
         retention: Default::default(),
+        pace: Default::default(),
         when: When::Daily(due.time().with_nanosecond(0).unwrap()),
         history_dir: data.path().to_owned(),
         created: Some(Utc::now() - Duration::days(3)),

@@ -41,6 +41,11 @@ impl Drop for Writer {
 
 impl Writer {
     pub fn start(db: &Path) -> Writer {
+        Writer::start_with(db, &[])
+    }
+
+    /// With more `persnap-loadgen run` arguments (`--rate 100`).
+    pub fn start_with(db: &Path, args: &[&str]) -> Writer {
         let stop = db.with_extension("stop");
         let _ = std::fs::remove_file(&stop);
         let child = Command::new(target_bin("persnap-loadgen"))
@@ -48,6 +53,7 @@ impl Writer {
             .arg(db)
             .arg("--stop-file")
             .arg(&stop)
+            .args(args)
             .stdout(Stdio::piped())
             .spawn()
             .unwrap();

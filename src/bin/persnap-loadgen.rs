@@ -3,7 +3,7 @@
 //! invariant while persnap backs it up, and checks copies afterwards.
 //!
 //!   persnap-loadgen init DB --mode rollback|wal --size-mb N
-//!   persnap-loadgen run DB [--seconds S] [--stop-file F] [--transactions N]
+//!   persnap-loadgen run DB [--seconds S] [--stop-file F] [--transactions N] [--rate PER_SEC]
 //!                                                          (stats as JSON on stdout)
 //!   persnap-loadgen check DB                               (exit 0 when consistent)
 //!   persnap-loadgen hold DB            (hold it as a correlator in exclusive
@@ -58,6 +58,10 @@ enum Cmd {
         /// share of the pages between two backups).
         #[arg(long)]
         transactions: Option<u64>,
+        /// Commit at most this many transfers a second, evenly spaced (as
+        /// a correlator persisting on a timer does); default: flat out.
+        #[arg(long, value_name = "PER_SEC")]
+        rate: Option<f64>,
     },
     /// Check integrity and the invariant of a copy.
     Check { db: PathBuf },
@@ -124,6 +128,7 @@ fn main() -> Result<()> {
             seconds,
             stop_file,
             transactions,
+            rate,
         } => {
             let stop = Arc::new(AtomicBool::new(false));
             for sig in [signal_hook::consts::SIGTERM, signal_hook::consts::SIGINT] {
@@ -132,7 +137,16 @@ fn main() -> Result<()> {
             let deadline = seconds.map(|s| Instant::now() + Duration::from_secs_f64(s));
             // `stop` is asked once before each transfer.
             let mut started = 0u64;
+            let spacing = rate
+                .filter(|r| *r > 0.0)
+                .map(|r| Duration::from_secs_f64(1.0 / r));
+            let mut next = Instant::now();
             let stats = loadgen::run(&db, || {
+                if let Some(spacing) = spacing {
+                    // The next slot; a late commit does not cause a burst.
+                    next = (next + spacing).max(Instant::now());
+                    std::thread::sleep(next.saturating_duration_since(Instant::now()));
+                }
                 let done = transactions.is_some_and(|n| started >= n);
                 started += 1;
                 done || stop.load(Ordering::Relaxed)

@@ -21,6 +21,7 @@ use crate::fsutil::{self, RunLock};
 use crate::history::{Outcome, Recorder, Run};
 use crate::manifest::{self, Manifest};
 use crate::method::{Method, MethodChoice};
+use crate::pace::{Pace, Pacer};
 use crate::progress::{CancelToken, Level, Phase, Progress};
 use crate::snapshot::{self, SnapshotGuard, SnapshotOptions};
 use crate::store::{self, Store};
@@ -43,6 +44,9 @@ pub struct BackupRequest {
     /// Old backups of this store at `dest` to delete after this one is
     /// verified (default: keep all).
     pub retention: crate::retention::RetentionPolicy,
+    /// How hard the copy and the verification may use the disk.
+    #[serde(default)]
+    pub pace: Pace,
 }
 
 impl BackupRequest {
@@ -55,6 +59,7 @@ impl BackupRequest {
             online_timeout: online::DEFAULT_TIMEOUT,
             snapshot: SnapshotOptions::default(),
             retention: Default::default(),
+            pace: Pace::default(),
         }
     }
 }
@@ -92,6 +97,7 @@ pub struct Plan {
     pub dest_on_same_filesystem: bool,
     /// Old backups to delete once this one is verified.
     pub retention: crate::retention::RetentionPolicy,
+    pub pace: Pace,
 }
 
 impl Plan {
@@ -103,7 +109,13 @@ impl Plan {
             if n == 1 { "" } else { "s" },
             units::bytes(self.store.total_bytes())
         );
-        let verify = "Verify the copy: read every file back against its SHA-256, let SQLite replay any journal/WAL in a scratch copy (a reflink where the location allows), run PRAGMA integrity_check".to_owned();
+        let verify = format!(
+            "Verify the copy: read every file back against its SHA-256{}, let SQLite replay any journal/WAL in a scratch copy (a reflink where the location allows), run PRAGMA integrity_check",
+            match self.pace {
+                Pace::Fast => "",
+                _ => " (gently too)",
+            }
+        );
         let keep = format!(
             "Write manifest.json and keep the backup in {}",
             self.dest.display()
@@ -126,7 +138,7 @@ impl Plan {
                 };
                 vec![
                     format!("Take a snapshot of {what}"),
-                    format!("Copy {files} from the snapshot"),
+                    format!("Copy {files} from the snapshot, {}", pace_words(self.pace)),
                     "Remove the snapshot".to_owned(),
                     verify,
                     keep,
@@ -158,6 +170,15 @@ impl Plan {
             warnings.push(SAME_FS_WARNING.to_owned());
         }
         warnings
+    }
+}
+
+/// A plan's words for how the copy goes.
+fn pace_words(pace: Pace) -> String {
+    match pace {
+        Pace::Fast => "as fast as the disk goes (backup speed: as fast as possible)".into(),
+        Pace::Gentle => "gently: in small steps, leaving the disk to the correlator in between (backup speed: gentle)".into(),
+        Pace::Share(p) => format!("gently: in small steps, using at most {p} % of the disk's time"),
     }
 }
 
@@ -237,6 +258,7 @@ pub fn plan_with(req: &BackupRequest, source_plan: SourcePlan) -> Result<Plan> {
         free_bytes,
         dest_on_same_filesystem,
         retention: req.retention,
+        pace: req.pace,
     })
 }
 
@@ -461,6 +483,7 @@ fn new_run(req: &BackupRequest, id: String, tag: String) -> Run {
         req.dest.clone(),
     );
     run.requested_method = req.method;
+    run.pace = Some(req.pace);
     run
 }
 
@@ -514,6 +537,7 @@ fn execute(
         total: plan.store.total_bytes(),
         progress,
         cancel,
+        pacer: Pacer::new(plan.pace),
     };
     let (files, journal_mode) = match plan.method {
         Method::SqliteOnline => {
@@ -549,6 +573,7 @@ fn execute(
         total: run.bytes,
         progress: meter.progress,
         cancel,
+        pacer: meter.pacer,
     };
     let scratch = plan.dest.join(format!("{SCRATCH_PREFIX}{}", run.tag));
     let verification = verify::verify_set(
@@ -559,6 +584,10 @@ fn execute(
         &mut meter,
     )?;
     run.verification = Some(verification.clone());
+    run.rested_secs = meter
+        .pacer
+        .is_paced()
+        .then(|| meter.pacer.rested().as_secs_f64());
     cancel.check()?;
 
     *step = Phase::Finish;

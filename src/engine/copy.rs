@@ -13,12 +13,14 @@
 use std::fs::File;
 use std::io::{Read, Write};
 use std::path::Path;
+use std::time::Instant;
 
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
 use crate::error::{Error, HINT_DEST, HINT_SOURCE, Result};
 use crate::fsutil;
+use crate::pace::{Pacer, Step};
 use crate::progress::{CancelToken, Phase, Progress};
 use crate::store::{FileRole, StoreFile};
 
@@ -41,6 +43,8 @@ pub struct Meter<'a> {
     pub total: u64,
     pub progress: &'a mut dyn Progress,
     pub cancel: &'a CancelToken,
+    /// How hard the copy may use the disk (see [`crate::pace`]).
+    pub pacer: Pacer,
 }
 
 impl Meter<'_> {
@@ -159,11 +163,6 @@ pub fn hash_file(path: &Path, meter: &mut Meter) -> Result<(u64, String)> {
     stream(input, path, HINT_DEST, None, meter)
 }
 
-/// Bytes written between write-behind flushes: dirty pages go to disk in
-/// steady small batches instead of one burst at the final fsync, which
-/// would queue in front of the correlator's own commits.
-const WRITE_BEHIND: u64 = 8 << 20;
-
 /// Read `input` to the end in blocks, optionally writing each block to
 /// `output`; returns size and SHA-256. Hashing runs on a second thread, so
 /// SHA-256 of one block overlaps the read and write of the next; blocks
@@ -191,6 +190,9 @@ fn stream(
         let mut fresh = BUFFERS;
         let mut size = 0u64;
         let mut flushed = 0u64;
+        let durable = matches!(output, Some((_, _, Durability::Durable)));
+        let paced = meter.pacer.is_paced();
+        let mut step = Step::default();
         let result = loop {
             let mut buf = if fresh > 0 {
                 fresh -= 1;
@@ -200,26 +202,52 @@ fn stream(
                     .recv()
                     .expect("the hashing thread returns every block")
             };
-            let n = match input.read(&mut buf) {
+            let want = if paced {
+                (meter.pacer.step().saturating_sub(step.read) as usize).clamp(4096, BLOCK)
+            } else {
+                BLOCK
+            };
+            let began = Instant::now();
+            let n = match input.read(&mut buf[..want]) {
                 Ok(0) => break Ok(size),
                 Ok(n) => n,
                 Err(e) => break Err(Error::io("read", src, hint)(e)),
             };
-            if let Some((out, dst, _)) = output.as_mut()
-                && let Err(e) = out.write_all(&buf[..n])
-            {
-                break Err(Error::io("write", *dst, HINT_DEST)(e));
+            step.read += n as u64;
+            step.read_time += began.elapsed();
+            if let Some((out, dst, _)) = output.as_mut() {
+                let began = Instant::now();
+                if let Err(e) = out.write_all(&buf[..n]) {
+                    break Err(Error::io("write", *dst, HINT_DEST)(e));
+                }
+                step.written += n as u64;
+                step.write_time += began.elapsed();
             }
-            if let Some((_, _, Durability::Durable)) = output.as_ref() {
+            if durable {
                 // The source of a backup copy is a snapshot nobody reads
                 // again. (A backup being verified is read again right
                 // after, by SQLite, so its pages stay.)
                 fsutil::drop_cached(&input, size, n as u64);
             }
             size += n as u64;
-            if let Some((out, _, Durability::Durable)) = output.as_ref()
-                && size - flushed >= WRITE_BEHIND
+            if paced && step.read >= meter.pacer.step() {
+                // Gentle: this step on the disk before the next, then rest.
+                if let Some((out, dst, Durability::Durable)) = output.as_mut() {
+                    let began = Instant::now();
+                    if let Err(e) = fsutil::flush_range(out, flushed, size - flushed) {
+                        break Err(Error::io("write", *dst, HINT_DEST)(e));
+                    }
+                    flushed = size;
+                    step.write_time += began.elapsed();
+                }
+                let rest = meter.pacer.settle(std::mem::take(&mut step));
+                std::thread::sleep(rest);
+            } else if !paced
+                && let Some((out, _, Durability::Durable)) = output.as_ref()
+                && size - flushed >= crate::pace::FAST_STEP
             {
+                // Fast: dirty pages go to disk in steady batches instead
+                // of one burst at the final fsync.
                 fsutil::write_behind(out, flushed, size - flushed);
                 flushed = size;
             }
@@ -265,6 +293,7 @@ mod tests {
             total: 0,
             progress: &mut Silent,
             cancel: &cancel,
+            pacer: crate::pace::Pacer::fast(),
         };
         let opened = |files: &[StoreFile]| {
             files

@@ -13,7 +13,8 @@ use std::path::Path;
 use std::path::PathBuf;
 
 pub use crate::sys::{
-    drop_cached, free_space, fsync_dir, lower_io_priority, reflink, same_filesystem, write_behind,
+    drop_cached, flush_range, free_space, fsync_dir, lower_io_priority, reflink, same_filesystem,
+    write_behind,
 };
 
 /// Write `bytes` to `path` atomically: temp file, fsync, rename, fsync dir.

@@ -90,6 +90,13 @@ pub struct Run {
     /// a clone, in seconds (the reflink method only).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub held_still_secs: Option<f64>,
+    /// The backup speed it ran at (none: before there was a choice).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pace: Option<crate::pace::Pace>,
+    /// Seconds a gentle backup rested between its steps, leaving the disk
+    /// to the correlator.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rested_secs: Option<f64>,
     pub bytes: u64,
     pub files: u32,
     pub outcome: Outcome,
@@ -133,6 +140,8 @@ impl Run {
             method: None,
             snapshot_id: None,
             held_still_secs: None,
+            pace: None,
+            rested_secs: None,
             bytes: 0,
             files: 0,
             outcome: Outcome::Running,

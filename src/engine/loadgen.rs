@@ -46,6 +46,9 @@ pub struct WriterStats {
     /// Longest single commit (begin to commit returning), in milliseconds.
     pub max_commit_ms: f64,
     pub mean_commit_ms: f64,
+    /// The 99th-percentile commit, in milliseconds.
+    #[serde(default)]
+    pub p99_commit_ms: f64,
 }
 
 /// Counts found when checking the invariant.
@@ -91,6 +94,7 @@ pub fn run(path: &Path, mut stop: impl FnMut() -> bool) -> rusqlite::Result<Writ
     let started = Instant::now();
     let mut stats = WriterStats::default();
     let mut total_commit = 0.0;
+    let mut commits: Vec<f64> = Vec::new();
     while !stop() {
         let (a, b) = (
             rng.below(accounts as u64) as i64,
@@ -102,7 +106,12 @@ pub fn run(path: &Path, mut stop: impl FnMut() -> bool) -> rusqlite::Result<Writ
         let ms = t0.elapsed().as_secs_f64() * 1e3;
         stats.max_commit_ms = stats.max_commit_ms.max(ms);
         total_commit += ms;
+        commits.push(ms);
         stats.transactions += 1;
+    }
+    commits.sort_by(f64::total_cmp);
+    if let Some(last) = commits.len().checked_sub(1) {
+        stats.p99_commit_ms = commits[last * 99 / 100];
     }
     stats.seconds = started.elapsed().as_secs_f64();
     stats.mean_commit_ms = if stats.transactions > 0 {

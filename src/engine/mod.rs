@@ -24,6 +24,8 @@ pub mod method;
 pub mod names;
 /// SQLite's online backup (sqlite-online).
 pub mod online;
+/// How hard a backup may use the disk (gentle or fast).
+pub mod pace;
 /// Backups worth keeping: pinned with a note, never deleted by retention.
 pub mod pin;
 /// The Windows channel to the helper.

@@ -556,6 +556,7 @@ mod tests {
             store_name: "persistence.db".into(),
             method: crate::method::MethodChoice::Auto,
             retention: Default::default(),
+            pace: Default::default(),
             when: When::parse("02:00").unwrap(),
             history_dir: "/home/op/.local/share/persnap".into(),
             created: Some(now().with_timezone(&Utc) - Duration::days(30)),

@@ -243,6 +243,9 @@ pub struct BackupOptions {
     pub keep_last: Option<u32>,
     #[serde(default)]
     pub keep_days: Option<u32>,
+    /// How hard the worker's copy may use the disk.
+    #[serde(default)]
+    pub pace: crate::pace::Pace,
 }
 
 impl Default for BackupOptions {
@@ -261,6 +264,7 @@ impl BackupOptions {
             lock_wait_secs: req.snapshot.lock_wait.map(|d| d.as_secs()),
             keep_last: req.retention.keep_last,
             keep_days: req.retention.keep_days,
+            pace: req.pace,
         }
     }
 }
@@ -840,6 +844,7 @@ pub fn validate_with(request: Request, dest: Resolver) -> Result<Validated, Erro
                     store_name: req.store_name,
                     method: req.method,
                     retention: req.retention,
+                    pace: req.pace,
                     when,
                     history_dir,
                     created: Some(chrono::Utc::now()),
@@ -1096,6 +1101,7 @@ fn backup_request(
     req.online_timeout = std::time::Duration::from_secs(options.online_timeout_secs);
     req.snapshot = snapshot;
     req.retention = check_retention(options)?;
+    req.pace = options.pace;
     Ok(req)
 }
 

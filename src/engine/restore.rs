@@ -241,6 +241,7 @@ fn execute(
         total: manifest.total_bytes,
         progress,
         cancel,
+        pacer: crate::pace::Pacer::fast(),
     };
     let staged = stage(files, &manifest, staging.path(), &mut meter)
         .map_err(|e| verify::as_damaged(&req.backup, e))?;

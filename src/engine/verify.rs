@@ -369,6 +369,7 @@ mod tests {
             total: 0,
             progress: &mut Silent,
             cancel: &cancel,
+            pacer: crate::pace::Pacer::fast(),
         };
         let (size, sha256) = copy::hash_file(&dir.join(name), &mut meter).unwrap();
         CopiedFile {
@@ -387,6 +388,7 @@ mod tests {
             total: 0,
             progress: &mut Silent,
             cancel: &cancel,
+            pacer: crate::pace::Pacer::fast(),
         };
         let scratch = dir.parent().unwrap().join("scratch");
         (

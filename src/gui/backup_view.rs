@@ -108,6 +108,7 @@ fn inputs(app: &mut PersnapApp, ui: &mut Ui) {
                 path_row(ui, "Backup location", &mut s.dest, &s.recent_dests, "Choose backup location…", "a folder, preferably on another disk");
             }
             method_row(ui, &mut app.settings.method);
+            pace_row(ui, &mut app.settings.pace);
         });
     });
 }
@@ -197,16 +198,37 @@ pub fn method_row(ui: &mut Ui, method: &mut MethodChoice) {
     ui.end_row();
 }
 
+/// "Backup speed": gentle (the default) or as fast as possible, with what
+/// the choice means for the correlator.
+pub fn pace_row(ui: &mut Ui, pace: &mut persnap::pace::Pace) {
+    use persnap::pace::Pace;
+    let name = ui.label("Backup speed");
+    ui.vertical(|ui| {
+        ui.horizontal(|ui| {
+            for choice in Pace::OFFERED {
+                let text = match choice {
+                    Pace::Gentle => "Gentle (recommended)",
+                    _ => "As fast as possible",
+                };
+                ui.radio_value(pace, choice, text).labelled_by(name.id);
+            }
+        });
+        ui.label(egui::RichText::new(pace.explain()).weak());
+    });
+    ui.end_row();
+}
+
 fn probe_key(s: &Settings) -> String {
     format!(
-        "{}\u{0}{}\u{0}{}\u{0}{}\u{0}{}\u{0}{}\u{0}{}",
+        "{}\u{0}{}\u{0}{}\u{0}{}\u{0}{}\u{0}{}\u{0}{}\u{0}{}",
         s.source.trim(),
         s.dest.trim(),
         s.into_repository,
         s.store_name.trim(),
         s.method,
         s.keep_last,
-        s.keep_days
+        s.keep_days,
+        s.pace
     )
 }
 
@@ -255,6 +277,7 @@ pub fn request(s: &Settings) -> BackupRequest {
         .ok()
         .filter(|_| !s.snapshot_size.trim().is_empty());
     req.retention = s.retention();
+    req.pace = s.pace;
     req
 }
 

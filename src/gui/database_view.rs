@@ -556,6 +556,7 @@ fn verify_again(dir: &std::path::Path) -> Result<String, String> {
         total: 0,
         progress: &mut quiet,
         cancel: &cancel,
+        pacer: persnap::pace::Pacer::fast(),
     };
     match persnap::verify::verify_backup(dir, &persnap::verify::scratch_parent(dir), &mut meter) {
         Ok((manifest, _)) => Ok(format!(

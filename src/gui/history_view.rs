@@ -278,6 +278,16 @@ fn details(app: &mut PersnapApp, ui: &mut Ui) {
             row("Source", format!("{} ({})", run.source.display(), run.store_name));
             row("Backup location", run.destination.display().to_string());
             row("Method", method(run));
+            if let Some(pace) = run.pace {
+                let rested = match run.rested_secs {
+                    Some(secs) if secs >= 0.05 => format!(
+                        " (paused {:.1} s in all, leaving the disk to the correlator)",
+                        secs
+                    ),
+                    _ => String::new(),
+                };
+                row("Backup speed", format!("{}{rested}", pace.label()));
+            }
             if let Some(id) = &run.snapshot_id {
                 row("Snapshot", id.clone());
             }

@@ -98,6 +98,8 @@ pub struct Settings {
     /// Keep a repository's password in the system's secret store once it
     /// opened the repository.
     pub remember_password: bool,
+    /// Backup speed: gentle on the correlator, or as fast as possible.
+    pub pace: persnap::pace::Pace,
 }
 
 impl Default for Settings {
@@ -118,6 +120,7 @@ impl Default for Settings {
             repository: String::new(),
             into_repository: false,
             remember_password: true,
+            pace: persnap::pace::Pace::Gentle,
         }
     }
 }

@@ -149,7 +149,15 @@ fn list(app: &mut PersnapApp, ui: &mut Ui) {
             for s in &st.list {
                 ui.label(&s.name);
                 ui.label(s.when.describe());
-                ui.label(format!("{} to {}", s.source.display(), s.dest.display()));
+                ui.label(format!(
+                    "{} to {}{}",
+                    s.source.display(),
+                    s.dest.display(),
+                    match s.pace {
+                        persnap::pace::Pace::Fast => " (as fast as possible)",
+                        _ => "",
+                    }
+                ));
                 ui.label(s.retention.describe());
                 status_label(ui, &schedule::status(s, &app.rt.runs, chrono::Local::now()));
                 let button = egui::Button::new(format!("Remove “{}”", s.name));
@@ -357,7 +365,7 @@ fn plan(app: &PersnapApp) -> Result<String, String> {
         }
     }
     let mut words = format!(
-        "Back up {} ({}) to {} {}, as administrator{}, then verify it and {}. Each run is recorded in History; a failed or missed run is shown here and on the Back up screen.",
+        "Back up {} ({}) to {} {}, as administrator{}, {}, then verify it and {}. Each run is recorded in History; a failed or missed run is shown here and on the Back up screen.",
         req.source.display(),
         req.store_name,
         req.dest.display(),
@@ -367,11 +375,12 @@ fn plan(app: &PersnapApp) -> Result<String, String> {
         } else {
             format!(" ({account})")
         },
+        speed_words(req.pace),
         req.retention.describe()
     );
     if let Some(into) = &into {
         words = format!(
-            "Back up {} ({}) {}, as administrator{}; verify it, store it in the repository {} as you, read it back from there and check it, and keep {}. The repository's password goes into a file only the administrator can read; the schedule itself does not hold it. Each run is recorded in History; a failed or missed run is shown here and on the Back up screen.",
+            "Back up {} ({}) {}, as administrator{}, {}; verify it, store it in the repository {} as you, read it back from there and check it, and keep {}. The repository's password goes into a file only the administrator can read; the schedule itself does not hold it. Each run is recorded in History; a failed or missed run is shown here and on the Back up screen.",
             req.source.display(),
             req.store_name,
             when.describe(),
@@ -380,6 +389,7 @@ fn plan(app: &PersnapApp) -> Result<String, String> {
             } else {
                 format!(" ({account})")
             },
+            speed_words(req.pace),
             into.unlock
                 .validate()
                 .map(|l| l.display())
@@ -433,5 +443,13 @@ pub fn missed_banner(app: &PersnapApp, ui: &mut Ui) {
     }
     if any {
         ui.separator();
+    }
+}
+
+/// How a schedule's runs copy, in the words of its summary.
+fn speed_words(pace: persnap::pace::Pace) -> &'static str {
+    match pace {
+        persnap::pace::Pace::Fast => "as fast as the disk goes",
+        _ => "gently (in small steps, leaving the disk to the correlator in between)",
     }
 }

@@ -3,7 +3,7 @@
 
 use eframe::egui::{self, Ui};
 
-use super::backup_view::{RED, method_row};
+use super::backup_view::{RED, method_row, pace_row};
 use super::{PersnapApp, Theme};
 
 pub fn show(app: &mut PersnapApp, ui: &mut Ui) {
@@ -18,6 +18,7 @@ pub fn show(app: &mut PersnapApp, ui: &mut Ui) {
         ui.end_row();
 
         method_row(ui, &mut s.method);
+        pace_row(ui, &mut s.pace);
 
         let name = ui.label("LVM snapshot size");
         ui.horizontal(|ui| {

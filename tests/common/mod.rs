@@ -154,6 +154,16 @@ impl Writer {
     /// [`Writer::start`] as the user `user` (a correlator runs as its own
     /// account; needs root).
     pub fn start_as(db: &Path, user: Option<&str>) -> Writer {
+        Writer::spawn(db, user, None)
+    }
+
+    /// [`Writer::start`] committing `rate` times a second, evenly spaced,
+    /// as a correlator persisting on a timer does.
+    pub fn start_at_rate(db: &Path, rate: f64) -> Writer {
+        Writer::spawn(db, None, Some(rate))
+    }
+
+    fn spawn(db: &Path, user: Option<&str>, rate: Option<f64>) -> Writer {
         let stop_dir = tempfile::tempdir().unwrap();
         let stop_file = stop_dir.path().join("stop");
         let mut cmd = match user {
@@ -176,6 +186,7 @@ impl Writer {
             .arg(db)
             .arg("--stop-file")
             .arg(&stop_file)
+            .args(rate.map(|r| format!("--rate={r}")))
             .stdout(Stdio::piped())
             .spawn()
             .expect("start writer");

@@ -681,6 +681,7 @@ impl Repo {
             total: 0,
             progress,
             cancel,
+            pacer: crate::pace::Pacer::fast(),
         };
         let (restored, verification) =
             crate::verify::verify_backup(&set, scratch.path(), &mut meter)?;

@@ -37,6 +37,9 @@ pub struct Schedule {
     pub method: MethodChoice,
     #[serde(default)]
     pub retention: RetentionPolicy,
+    /// The backup speed of its runs.
+    #[serde(default)]
+    pub pace: crate::pace::Pace,
     pub when: When,
     /// The history the runs are recorded in (the user's).
     pub history_dir: PathBuf,
@@ -286,6 +289,8 @@ impl Schedule {
             self.store_name.clone(),
             "--method".into(),
             self.method.to_string(),
+            "--pace".into(),
+            self.pace.to_string(),
         ];
         match &self.repository {
             Some(repository) => {
@@ -807,6 +812,7 @@ mod tests {
             store_name: "persistence.db".into(),
             method: MethodChoice::Auto,
             retention: RetentionPolicy::default(),
+            pace: Default::default(),
             when: When::parse(when).unwrap(),
             history_dir: "/h".into(),
             created: Some(created.with_timezone(&Utc)),

@@ -277,6 +277,7 @@ mod tests {
                 keep_last: Some(7),
                 keep_days: None,
             },
+            pace: Default::default(),
             when: When::parse("02:00").unwrap(),
             history_dir: "/home/op/.local/share/persnap".into(),
             created: None,

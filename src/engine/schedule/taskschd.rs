@@ -472,6 +472,7 @@ mod tests {
                 keep_last: Some(7),
                 keep_days: None,
             },
+            pace: Default::default(),
             when: When::parse(when).unwrap(),
             history_dir: r"C:\Users\op & co\AppData\Roaming\persnap\data".into(),
             created: None,

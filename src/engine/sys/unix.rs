@@ -312,6 +312,27 @@ pub fn write_behind(file: &File, offset: u64, len: u64) {
     }
 }
 
+/// Write `len` bytes of `file` from `offset` to the disk and wait until
+/// they are there (no cache flush: the final fsync does that): a gentle
+/// copy's small sync, whose duration tells how busy the disk is.
+pub fn flush_range(file: &File, offset: u64, len: u64) -> io::Result<()> {
+    // SAFETY: plain syscall on an open descriptor.
+    let rc = unsafe {
+        libc::sync_file_range(
+            file.as_raw_fd(),
+            offset as i64,
+            len as i64,
+            libc::SYNC_FILE_RANGE_WAIT_BEFORE
+                | libc::SYNC_FILE_RANGE_WRITE
+                | libc::SYNC_FILE_RANGE_WAIT_AFTER,
+        )
+    };
+    if rc != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
 /// Tell the kernel the bytes just read from `file` will not be read again
 /// (snapshot files), so a backup does not push the correlator's working
 /// set out of the page cache. Only a hint.
