@@ -6,18 +6,22 @@
 //!   sudo cargo bench --bench pace
 //!   sudo PERSNAP_BENCH_SIZE=600 PERSNAP_BENCH_ROUNDS=2 PERSNAP_BENCH_SHARES=20,40,60,80,100 cargo bench --bench pace
 //!
-//! Needs root. One disk: a btrfs loop volume whose image lies on the root
-//! disk holds a rollback-journal store made by `persnap-loadgen init`
+//! Needs root. One disk: a btrfs loop volume (direct I/O, so it behaves
+//! as a partition) whose image lies on the root disk holds a rollback-journal store made by `persnap-loadgen init`
 //! (`PERSNAP_BENCH_SIZE` MiB, default 600), and the backups go to a folder
 //! on the root disk too. A writer (`persnap-loadgen run --rate 100`: 100
 //! transfers a second, each commit fsynced, as a correlator persisting on
-//! a timer) runs through each window; a window is 1 s of writer alone,
+//! a timer) runs through each window; after `sync` and 3 s of quiet, a
+//! window is 1 s of writer alone,
 //! the thing measured `PERSNAP_BENCH_REPEAT` times (default 3) with 1 s
 //! between, and 1 s more. Each of `PERSNAP_BENCH_ROUNDS` rounds (default
 //! 2) measures these windows, in this order:
 //! - idle: no backup, as long as the round's gentle window;
 //! - bare snapshot: `btrfs subvolume snapshot -r` and `delete`, nothing
 //!   copied (what every backup of this method does);
+//! - snapshot kept: the same, the snapshot kept as long as a gentle
+//!   backup's copy keeps it (half its time), nothing copied: what btrfs
+//!   itself costs the writer while a snapshot shares its blocks;
 //! - gentle: `persnap backup --pace gentle` (the default);
 //! - fast: `persnap backup --pace fast`;
 //! - cp: the vendor's procedure by hand: snapshot, `cp` the store files
@@ -72,7 +76,11 @@ mod linux {
             run(Command::new("truncate")
                 .arg(format!("-s{}M", size_mb * 3 + 600))
                 .arg(&img));
-            let dev = run(Command::new("losetup").args(["-f", "--show"]).arg(&img));
+            // Direct I/O: the volume behaves as a partition of the root
+            // disk, not as a file in its page cache.
+            let dev = run(Command::new("losetup")
+                .args(["-f", "--show", "--direct-io=on"])
+                .arg(&img));
             run(Command::new("mkfs.btrfs").args(["-q", "-f", &dev]));
             let mnt = dir.join("mnt");
             run(Command::new("mount").arg(&dev).arg(&mnt));
@@ -137,11 +145,20 @@ mod linux {
             .arg(snap));
     }
 
-    /// A snapshot taken and deleted, nothing copied.
-    fn bare(place: &Place) -> Duration {
+    /// A snapshot taken, kept for `hold`, and deleted; nothing copied.
+    fn bare(place: &Place, hold: Duration) -> Duration {
         let started = Instant::now();
-        delete(&snapshot(place));
+        let snap = snapshot(place);
+        std::thread::sleep(hold);
+        delete(&snap);
         started.elapsed()
+    }
+
+    /// Let the disk settle between windows: what one window wrote is on
+    /// the disk, and the filesystems' own background work is done.
+    fn settle() {
+        run(&mut Command::new("sync"));
+        std::thread::sleep(Duration::from_secs(3));
     }
 
     /// The vendor's procedure by hand: snapshot, cp, sync, delete.
@@ -186,6 +203,7 @@ mod linux {
         idle: Option<Duration>,
         mut what: impl FnMut() -> Duration,
     ) -> Duration {
+        settle();
         let writer = Writer::start_with(db, &["--rate", "100"]);
         std::thread::sleep(Duration::from_secs(1));
         let started = Instant::now();
@@ -239,7 +257,7 @@ mod linux {
             .args(["--mode", "rollback", "--size-mb", &size_mb.to_string()]));
         run(&mut Command::new("sync"));
 
-        let (mut idle, mut bare_seen, mut gentle, mut fast, mut cp) = Default::default();
+        let (mut idle, mut bare_seen, mut held, mut gentle, mut fast, mut cp) = Default::default();
         let mut curve: Vec<Seen> = vec![Seen::default(); shares.len()];
         for round in 1..=rounds {
             eprintln!("round {round} of {rounds}");
@@ -251,7 +269,13 @@ mod linux {
                 Some(gentle_window),
                 || unreachable!(),
             );
-            window(&db, repeat, &mut bare_seen, None, || bare(&place));
+            window(&db, repeat, &mut bare_seen, None, || {
+                bare(&place, Duration::ZERO)
+            });
+            // As long as the snapshot lives during a gentle backup (about
+            // half of it: the copy; the rest is verification).
+            let hold = Duration::from_secs_f64(gentle.mean() / 2.0);
+            window(&db, repeat, &mut held, None, || bare(&place, hold));
             window(&db, repeat, &mut fast, None, || backup(&place, "fast"));
             window(&db, repeat, &mut cp, None, || by_hand(&place));
             for (share, seen) in shares.iter().zip(curve.iter_mut()) {
@@ -260,8 +284,8 @@ mod linux {
                 });
             }
         }
-        let (idle, bare_seen, gentle, fast, cp): (Seen, Seen, Seen, Seen, Seen) =
-            (idle, bare_seen, gentle, fast, cp);
+        let (idle, bare_seen, held, gentle, fast, cp): (Seen, Seen, Seen, Seen, Seen, Seen) =
+            (idle, bare_seen, held, gentle, fast, cp);
 
         println!(
             "{size_mb} MiB rollback-journal store on btrfs, writer at 100 commits/s, backups to the same disk; {rounds} rounds × {repeat} per window"
@@ -283,6 +307,10 @@ mod linux {
         };
         row("idle", &idle);
         row("bare snapshot + delete", &bare_seen);
+        row(
+            "snapshot kept for half a gentle backup, nothing copied",
+            &held,
+        );
         row("gentle (default)", &gentle);
         row("fast", &fast);
         row("cp from snapshot, by hand", &cp);
@@ -295,6 +323,16 @@ mod linux {
             gentle.worst,
             bare_seen.worst,
             gentle.worst / bare_seen.worst
+        );
+        println!(
+            "gentle worst / worst with the snapshot kept as long, nothing copied: {:.1} / {:.1} ms = {:.2}",
+            gentle.worst,
+            held.worst,
+            gentle.worst / held.worst
+        );
+        println!(
+            "p99: gentle {:.1}, fast {:.1}, cp {:.1}, snapshot kept {:.1}, idle {:.1} ms",
+            gentle.p99, fast.p99, cp.p99, held.p99, idle.p99
         );
         println!(
             "gentle time / fast time: {:.2} / {:.2} s = {:.2} (target <= 2.0)",

@@ -62,6 +62,11 @@ enum Cmd {
         /// a correlator persisting on a timer does); default: flat out.
         #[arg(long, value_name = "PER_SEC")]
         rate: Option<f64>,
+        /// Write each commit's end (seconds since the Unix epoch) and its
+        /// time (ms) into FILE, one line each, to line stalls up with what
+        /// happened meanwhile.
+        #[arg(long, value_name = "FILE")]
+        timeline: Option<PathBuf>,
     },
     /// Check integrity and the invariant of a copy.
     Check { db: PathBuf },
@@ -129,6 +134,7 @@ fn main() -> Result<()> {
             stop_file,
             transactions,
             rate,
+            timeline,
         } => {
             let stop = Arc::new(AtomicBool::new(false));
             for sig in [signal_hook::consts::SIGTERM, signal_hook::consts::SIGINT] {
@@ -141,7 +147,15 @@ fn main() -> Result<()> {
                 .filter(|r| *r > 0.0)
                 .map(|r| Duration::from_secs_f64(1.0 / r));
             let mut next = Instant::now();
-            let stats = loadgen::run(&db, || {
+            let mut log = timeline
+                .map(|f| std::fs::File::create(f).map(std::io::BufWriter::new))
+                .transpose()?;
+            let last_done = loadgen::LastCommit::default();
+            let stats = loadgen::run_observed(&db, &last_done, || {
+                if let (Some(log), Some((end, ms))) = (log.as_mut(), last_done.take()) {
+                    use std::io::Write;
+                    let _ = writeln!(log, "{end:.6} {ms:.3}");
+                }
                 if let Some(spacing) = spacing {
                     // The next slot; a late commit does not cause a burst.
                     next = (next + spacing).max(Instant::now());

@@ -101,8 +101,10 @@ enum Durability {
     /// A backup file copied from a snapshot: written behind as it goes and
     /// fsynced; the snapshot's pages are dropped from the cache.
     Durable,
-    /// A scratch copy that lives for seconds: left to the page cache, so
-    /// it usually never reaches the disk at all.
+    /// A scratch copy that lives for seconds: never fsynced. Going fast,
+    /// it is left to the page cache (it usually never reaches the disk);
+    /// going gently, each step is written out before the next, as a
+    /// backup's are, so that it cannot reach the disk in one burst.
     Scratch,
 }
 
@@ -193,6 +195,8 @@ fn stream(
         let durable = matches!(output, Some((_, _, Durability::Durable)));
         let paced = meter.pacer.is_paced();
         let mut step = Step::default();
+        // The previous step's bytes, written out but not yet waited for.
+        let mut writing: Option<(u64, u64)> = None;
         let result = loop {
             let mut buf = if fresh > 0 {
                 fresh -= 1;
@@ -232,11 +236,20 @@ fn stream(
             size += n as u64;
             if paced && step.read >= meter.pacer.step() {
                 // Gentle: this step on the disk before the next, then rest.
-                if let Some((out, dst, Durability::Durable)) = output.as_mut() {
+                // (A scratch copy too: left to the page cache, it would
+                // reach the disk in one burst, unpaced.)
+                // The previous step is waited for now (it went out while
+                // this one was read) and this one starts: at most one
+                // step's writes are ever queued at the disk.
+                if let Some((out, dst, _)) = output.as_mut() {
                     let began = Instant::now();
-                    if let Err(e) = fsutil::flush_range(out, flushed, size - flushed) {
+                    if let Some((from, len)) = writing.take()
+                        && let Err(e) = fsutil::flush_range(out, from, len)
+                    {
                         break Err(Error::io("write", *dst, HINT_DEST)(e));
                     }
+                    fsutil::start_writing(out, flushed, size - flushed);
+                    writing = Some((flushed, size - flushed));
                     flushed = size;
                     step.write_time += began.elapsed();
                 }

@@ -85,8 +85,28 @@ pub fn init(path: &Path, mode: Mode, size_mb: u64) -> rusqlite::Result<()> {
     tx.commit()
 }
 
+/// The last commit: when it ended (seconds since the Unix epoch) and how
+/// long it took (ms), for a timeline.
+#[derive(Debug, Default)]
+pub struct LastCommit(std::cell::Cell<Option<(f64, f64)>>);
+
+impl LastCommit {
+    pub fn take(&self) -> Option<(f64, f64)> {
+        self.0.take()
+    }
+}
+
 /// Run transfers until `stop` says so; returns what was done.
-pub fn run(path: &Path, mut stop: impl FnMut() -> bool) -> rusqlite::Result<WriterStats> {
+pub fn run(path: &Path, stop: impl FnMut() -> bool) -> rusqlite::Result<WriterStats> {
+    run_observed(path, &LastCommit::default(), stop)
+}
+
+/// [`run`], leaving each commit in `last` for `stop` to see.
+pub fn run_observed(
+    path: &Path,
+    last: &LastCommit,
+    mut stop: impl FnMut() -> bool,
+) -> rusqlite::Result<WriterStats> {
     let conn = Connection::open(path)?;
     conn.busy_timeout(Duration::from_secs(60))?;
     let accounts: i64 = conn.query_row("SELECT count(*) FROM accounts", [], |r| r.get(0))?;
@@ -104,6 +124,11 @@ pub fn run(path: &Path, mut stop: impl FnMut() -> bool) -> rusqlite::Result<Writ
         let t0 = Instant::now();
         transfer(&conn, a, b, amount)?;
         let ms = t0.elapsed().as_secs_f64() * 1e3;
+        let end = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap_or_default()
+            .as_secs_f64();
+        last.0.set(Some((end, ms)));
         stats.max_commit_ms = stats.max_commit_ms.max(ms);
         total_commit += ms;
         commits.push(ms);

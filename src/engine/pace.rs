@@ -6,11 +6,11 @@
 //! third of a second in measurements, just as `cp` from a snapshot does.
 //! A gentle backup ([`Pace::Gentle`]) does three things instead:
 //!
-//! - **Small steps, each on the disk before the next.** The copy reads and
-//!   writes one step (a few hundred KiB to a few MiB), then waits for that
-//!   step's writes to reach the disk — its own small sync — before the
-//!   next. A commit waits behind at most one step, never behind a queue of
-//!   megabytes of dirty pages.
+//! - **Small steps, one at a time on its way to the disk.** The copy reads
+//!   and writes one step (64 KiB to 8 MiB), starts writing it out, and
+//!   before the next step goes out waits until this one is on the disk —
+//!   its own small sync. A commit waits behind at most one step, never
+//!   behind a queue of megabytes of dirty pages.
 //! - **A share of the disk's time.** After each step the copy rests in
 //!   proportion to how long the step's I/O took: at a share of 60 %, a step
 //!   that kept the disk busy 6 ms is followed by 4 ms of rest, in which the
@@ -69,7 +69,7 @@ impl Pace {
     pub fn explain(self) -> &'static str {
         match self {
             Pace::Gentle | Pace::Share(_) => {
-                "Copies in small steps and leaves the disk to the correlator in between, so its commits are not held up; takes up to twice as long."
+                "Copies in small steps and leaves the disk to the correlator in between, so its commits wait far less; a backup takes up to twice as long."
             }
             Pace::Fast => {
                 "Uses the disk flat out; on a disk the database shares, the correlator's commits may wait while the backup copies."

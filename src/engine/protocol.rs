@@ -1164,6 +1164,33 @@ mod tests {
         assert!(err.to_string().contains("copy-live"), "{err}");
     }
 
+    #[test]
+    fn backup_speed_is_gentle_when_not_said_and_only_a_known_one() {
+        let options = |pace: &str| {
+            serde_json::from_str::<BackupOptions>(&format!(
+                r#"{{"online_timeout_secs":1,"snapshot_size":null{pace}}}"#
+            ))
+        };
+        assert_eq!(options("").unwrap().pace, crate::pace::Pace::Gentle);
+        assert_eq!(
+            options(r#","pace":"fast""#).unwrap().pace,
+            crate::pace::Pace::Fast
+        );
+        assert_eq!(
+            options(r#","pace":"40%""#).unwrap().pace,
+            crate::pace::Pace::Share(40)
+        );
+        for bad in [r#","pace":"slow""#, r#","pace":"1%""#, r#","pace":7"#] {
+            assert!(options(bad).is_err(), "{bad}");
+        }
+        let mut req = crate::backup::BackupRequest::new("/a", "/b");
+        req.pace = crate::pace::Pace::Fast;
+        assert_eq!(
+            BackupOptions::from_request(&req).pace,
+            crate::pace::Pace::Fast
+        );
+    }
+
     #[cfg(unix)]
     #[test]
     fn paths_must_be_absolute_canonical_and_bounded() {

@@ -202,7 +202,7 @@ pub fn method_row(ui: &mut Ui, method: &mut MethodChoice) {
 /// the choice means for the correlator.
 pub fn pace_row(ui: &mut Ui, pace: &mut persnap::pace::Pace) {
     use persnap::pace::Pace;
-    let name = ui.label("Backup speed");
+    ui.label("Backup speed");
     ui.vertical(|ui| {
         ui.horizontal(|ui| {
             for choice in Pace::OFFERED {
@@ -210,7 +210,7 @@ pub fn pace_row(ui: &mut Ui, pace: &mut persnap::pace::Pace) {
                     Pace::Gentle => "Gentle (recommended)",
                     _ => "As fast as possible",
                 };
-                ui.radio_value(pace, choice, text).labelled_by(name.id);
+                ui.radio_value(pace, choice, text);
             }
         });
         ui.label(egui::RichText::new(pace.explain()).weak());

@@ -1160,6 +1160,35 @@ fn a_failed_scheduled_backup_is_highlighted_and_retention_shows_in_the_plan() {
     );
 }
 
+/// Backup speed is gentle unless chosen otherwise, each choice says what
+/// it means for the correlator, and the backup asked for runs at it.
+#[test]
+fn backup_speed_is_gentle_unless_chosen_and_says_what_it_means() {
+    use persnap::pace::Pace;
+    let data = tempfile::tempdir().unwrap();
+    let mut h = harness(app_with_history(data.path()));
+    h.run_steps(2);
+    assert_eq!(h.state().settings.pace, Pace::Gentle);
+    assert!(
+        h.query_by_label_contains("leaves the disk to the correlator")
+            .is_some()
+    );
+    h.get_by_label("As fast as possible").click();
+    h.run_steps(2);
+    assert_eq!(h.state().settings.pace, Pace::Fast);
+    assert_eq!(
+        super::backup_view::request(&h.state().settings).pace,
+        Pace::Fast
+    );
+    assert!(h.query_by_label_contains("flat out").is_some());
+    h.get_by_label("Gentle (recommended)").click();
+    h.run_steps(2);
+    assert_eq!(
+        super::backup_view::request(&h.state().settings).pace,
+        Pace::Gentle
+    );
+}
+
 /// Schedules are installed through the real helper (run directly: this
 /// needs root, as CI is), into a unit folder of the test's own.
 #[cfg(target_os = "linux")]

@@ -107,6 +107,9 @@ pub fn fsync_dir(_dir: &Path) -> io::Result<()> {
 /// Windows writes behind on its own; no hint needed.
 pub fn write_behind(_file: &File, _offset: u64, _len: u64) {}
 
+/// Windows has no per-range write hint; [`flush_range`] writes.
+pub fn start_writing(_file: &File, _offset: u64, _len: u64) {}
+
 /// Write what was written to `file` so far to the disk and wait (Windows
 /// flushes whole files; earlier steps were flushed already).
 pub fn flush_range(file: &File, _offset: u64, _len: u64) -> io::Result<()> {
