@@ -195,8 +195,6 @@ fn stream(
         let durable = matches!(output, Some((_, _, Durability::Durable)));
         let paced = meter.pacer.is_paced();
         let mut step = Step::default();
-        // The previous step's bytes, written out but not yet waited for.
-        let mut writing: Option<(u64, u64)> = None;
         let result = loop {
             let mut buf = if fresh > 0 {
                 fresh -= 1;
@@ -238,30 +236,28 @@ fn stream(
                 // Gentle: this step on the disk before the next, then rest.
                 // (A scratch copy too: left to the page cache, it would
                 // reach the disk in one burst, unpaced.)
-                // The previous step is waited for now (it went out while
-                // this one was read) and this one starts: at most one
-                // step's writes are ever queued at the disk.
+                // The step's writes reach the disk before the pause, so
+                // the pause leaves the disk idle and at most one step's
+                // writes are ever queued in front of the correlator.
                 if let Some((out, dst, _)) = output.as_mut() {
                     let began = Instant::now();
-                    if let Some((from, len)) = writing.take()
-                        && let Err(e) = fsutil::flush_range(out, from, len)
-                    {
+                    if let Err(e) = fsutil::flush_range(out, flushed, size - flushed) {
                         break Err(Error::io("write", *dst, HINT_DEST)(e));
                     }
-                    fsutil::start_writing(out, flushed, size - flushed);
-                    writing = Some((flushed, size - flushed));
                     flushed = size;
                     step.write_time += began.elapsed();
                 }
                 let rest = meter.pacer.settle(std::mem::take(&mut step));
                 std::thread::sleep(rest);
             } else if !paced
-                && let Some((out, _, Durability::Durable)) = output.as_ref()
+                && let Some((out, dst, Durability::Durable)) = output.as_ref()
                 && size - flushed >= crate::pace::FAST_STEP
             {
                 // Fast: dirty pages go to disk in steady batches instead
                 // of one burst at the final fsync.
-                fsutil::write_behind(out, flushed, size - flushed);
+                if let Err(e) = fsutil::write_behind(out, flushed, size - flushed) {
+                    break Err(Error::io("write", *dst, HINT_DEST)(e));
+                }
                 flushed = size;
             }
             to_hash

@@ -14,7 +14,7 @@ use std::path::PathBuf;
 
 pub use crate::sys::{
     drop_cached, flush_range, free_space, fsync_dir, lower_io_priority, reflink, same_filesystem,
-    start_writing, write_behind,
+    write_behind,
 };
 
 /// Write `bytes` to `path` atomically: temp file, fsync, rename, fsync dir.

@@ -558,6 +558,14 @@ fn check_options(options: &BackupOptions) -> Result<SnapshotOptions, Error> {
             ),
         ));
     }
+    // A share below a fifth is for measuring on a test machine: through
+    // the helper it would only keep a snapshot (and the run) for ages.
+    if matches!(options.pace, crate::pace::Pace::Share(p) if p < 20) {
+        return Err(invalid(
+            "options.pace",
+            "must be gentle, fast, or a share of at least 20%",
+        ));
+    }
     Ok(SnapshotOptions {
         size: options.snapshot_size,
         vss_deadline: options.vss_timeout_secs.map(std::time::Duration::from_secs),
@@ -1183,6 +1191,14 @@ mod tests {
         for bad in [r#","pace":"slow""#, r#","pace":"1%""#, r#","pace":7"#] {
             assert!(options(bad).is_err(), "{bad}");
         }
+        // Shares below a fifth are for the benchmark, not for requests.
+        let with = |pace| BackupOptions {
+            pace,
+            ..Default::default()
+        };
+        assert!(check_options(&with(crate::pace::Pace::Share(10))).is_err());
+        assert!(check_options(&with(crate::pace::Pace::Share(40))).is_ok());
+        assert!(check_options(&with(crate::pace::Pace::Gentle)).is_ok());
         let mut req = crate::backup::BackupRequest::new("/a", "/b");
         req.pace = crate::pace::Pace::Fast;
         assert_eq!(

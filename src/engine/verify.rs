@@ -168,9 +168,11 @@ pub fn integrity_check(db: &Path) -> Result<(u64, u64)> {
         db,
         OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX,
     )?;
-    // A scratch copy is thrown away: replaying its journal need not
-    // fsync it, which would write the whole copy to the disk in one burst
-    // in front of the correlator's commits.
+    // A scratch copy is thrown away: nothing need be fsynced (a WAL's
+    // checkpoint on close). A rollback journal is replayed as the schema
+    // is read, before this applies; its sync then writes only what the
+    // replay changed when the copy was paced (each step already on the
+    // disk), or the whole unsynced copy when it went fast.
     conn.execute_batch("PRAGMA synchronous = OFF")
         .map_err(unreadable)?;
     run_integrity_check(&conn)

@@ -1225,7 +1225,7 @@ fn schedules_are_created_listed_and_removed_from_the_app() {
     h.get_by_label("Monday to Friday").click();
     h.run_steps(3);
     assert!(
-        h.query_by_label_contains("Mon, Tue, Wed, Thu, Fri at 02:00, as administrator, then verify it and keep the newest 5 backups")
+        h.query_by_label_contains("Mon, Tue, Wed, Thu, Fri at 02:00, as administrator, gently (in small steps, leaving the disk to the correlator in between), then verify it and keep the newest 5 backups")
             .is_some(),
         "the plan in words"
     );

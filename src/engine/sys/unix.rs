@@ -293,38 +293,19 @@ pub fn fsync_dir(dir: &Path) -> io::Result<()> {
 
 /// Start writing `len` bytes at `offset` of `file` to disk now, and wait
 /// for the window before it: a steady trickle instead of a burst at fsync.
-/// Only a scheduling hint; the caller still fsyncs.
-pub fn write_behind(file: &File, offset: u64, len: u64) {
+/// The caller still fsyncs. A write error the wait sees is returned: the
+/// kernel reports it once, so the final fsync might not.
+pub fn write_behind(file: &File, offset: u64, len: u64) -> io::Result<()> {
     let fd = file.as_raw_fd();
-    // SAFETY: plain syscalls on an open descriptor; errors only lose the hint.
+    // SAFETY: plain syscall on an open descriptor; an error here only
+    // loses the head start (the wait below, or the fsync, writes anyway).
     unsafe {
         libc::sync_file_range(fd, offset as i64, len as i64, libc::SYNC_FILE_RANGE_WRITE);
-        if offset >= len {
-            libc::sync_file_range(
-                fd,
-                (offset - len) as i64,
-                len as i64,
-                libc::SYNC_FILE_RANGE_WAIT_BEFORE
-                    | libc::SYNC_FILE_RANGE_WRITE
-                    | libc::SYNC_FILE_RANGE_WAIT_AFTER,
-            );
-        }
     }
-}
-
-/// Start writing `len` bytes of `file` from `offset` to the disk, without
-/// waiting: a gentle copy's step goes out while the next is read.
-pub fn start_writing(file: &File, offset: u64, len: u64) {
-    // SAFETY: plain syscall on an open descriptor; an error only loses
-    // the head start (the wait that follows writes the range anyway).
-    unsafe {
-        libc::sync_file_range(
-            file.as_raw_fd(),
-            offset as i64,
-            len as i64,
-            libc::SYNC_FILE_RANGE_WRITE,
-        );
+    if offset >= len {
+        return flush_range(file, offset - len, len);
     }
+    Ok(())
 }
 
 /// Write `len` bytes of `file` from `offset` to the disk and wait until

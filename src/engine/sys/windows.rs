@@ -105,15 +105,17 @@ pub fn fsync_dir(_dir: &Path) -> io::Result<()> {
 }
 
 /// Windows writes behind on its own; no hint needed.
-pub fn write_behind(_file: &File, _offset: u64, _len: u64) {}
+pub fn write_behind(_file: &File, _offset: u64, _len: u64) -> io::Result<()> {
+    Ok(())
+}
 
-/// Windows has no per-range write hint; [`flush_range`] writes.
-pub fn start_writing(_file: &File, _offset: u64, _len: u64) {}
-
-/// Write what was written to `file` so far to the disk and wait (Windows
-/// flushes whole files; earlier steps were flushed already).
-pub fn flush_range(file: &File, _offset: u64, _len: u64) -> io::Result<()> {
-    file.sync_data()
+/// Windows has no per-range write-out: its only way, FlushFileBuffers,
+/// also flushes the disk's cache, which is what holds the correlator's
+/// commits up, and costs milliseconds a step. A gentle copy there relies
+/// on its pauses and the cache manager's lazy writer; the final fsync
+/// makes the backup durable.
+pub fn flush_range(_file: &File, _offset: u64, _len: u64) -> io::Result<()> {
+    Ok(())
 }
 
 /// No per-range cache advice on Windows.
