@@ -306,8 +306,9 @@ fn sweep_removes_only_leftover_persnap_snapshots() {
     let data = tempfile::tempdir().unwrap();
     let out = persnap(data.path(), &["cleanup"]);
     assert!(out.status.success(), "{}", stderr(&out));
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(stdout.contains(".persnap-snapshot-0badf00d"), "{stdout}");
+    // The leftover is gone; the output need not say so: every backup
+    // sweeps every mount, so one running alongside (another test) may
+    // have removed it first, with the same code.
     let mut left = names_with_prefix(m, "");
     left.sort();
     assert_eq!(

@@ -356,6 +356,16 @@ fn a_run_killed_while_waiting_for_the_lock_leaves_clones_the_next_run_removes() 
         0
     );
     child.wait().unwrap();
+    // Every process of the killed run is gone (under load the helper and
+    // its lock holder may die a moment after the command): until then its
+    // run lock is held and no sweep may touch its folder.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    // SAFETY: signal 0 to the process group the test started only asks
+    // whether any of it is left.
+    while unsafe { libc::kill(-(child.id() as i32), 0) } == 0 {
+        assert!(Instant::now() < deadline, "the killed run lingers");
+        std::thread::sleep(Duration::from_millis(20));
+    }
     let left = clone_leftovers(&vol);
     assert_eq!(left.len(), 1, "{left:?}");
     let meta = std::fs::symlink_metadata(vol.mount.join(&left[0])).unwrap();
