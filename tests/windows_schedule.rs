@@ -65,6 +65,7 @@ fn the_tasks_arguments_make_a_scheduled_backup() {
             keep_last: Some(2),
             keep_days: None,
         },
+        pace: Default::default(),
         when: When::parse("02:00").unwrap(),
         history_dir: history.clone(),
         created: None,
