@@ -42,7 +42,7 @@ pub enum Pace {
     Gentle,
     /// As fast as the disk goes.
     Fast,
-    /// Gentle, at most this share (percent, 5–100) of the disk's time:
+    /// Gentle, at most this share (percent, 20–100) of the disk's time:
     /// for measuring the curve of stall against time; not offered in the
     /// app.
     Share(u8),
@@ -82,7 +82,7 @@ impl Pace {
         match self {
             Pace::Gentle => Some(f64::from(GENTLE_SHARE) / 100.0),
             Pace::Fast => None,
-            Pace::Share(p) => Some(f64::from(p.clamp(5, 100)) / 100.0),
+            Pace::Share(p) => Some(f64::from(p.clamp(20, 100)) / 100.0),
         }
     }
 }
@@ -111,10 +111,10 @@ impl std::str::FromStr for Pace {
             .trim()
             .parse::<u8>()
             .ok()
-            .filter(|p| (5..=100).contains(p))
+            .filter(|p| (20..=100).contains(p))
             .map(Pace::Share)
             .ok_or_else(|| {
-                format!("unknown backup speed {s:?}; use gentle or fast (or a share of the disk's time, 5% to 100%)")
+                format!("unknown backup speed {s:?}; use gentle or fast (or a share of the disk's time, 20% to 100%)")
             })
     }
 }
@@ -294,7 +294,7 @@ mod tests {
         ] {
             assert_eq!(text.parse::<Pace>(), Ok(pace));
         }
-        for bad in ["", "slow", "4%", "101%", "-5"] {
+        for bad in ["", "slow", "4%", "19%", "101%", "-5"] {
             assert!(bad.parse::<Pace>().is_err(), "{bad}");
         }
         assert_eq!(Pace::default(), Pace::Gentle);
