@@ -356,16 +356,6 @@ fn a_run_killed_while_waiting_for_the_lock_leaves_clones_the_next_run_removes() 
         0
     );
     child.wait().unwrap();
-    // Every process of the killed run is gone (under load the helper and
-    // its lock holder may die a moment after the command): until then its
-    // run lock is held and no sweep may touch its folder.
-    let deadline = Instant::now() + Duration::from_secs(30);
-    // SAFETY: signal 0 to the process group the test started only asks
-    // whether any of it is left.
-    while unsafe { libc::kill(-(child.id() as i32), 0) } == 0 {
-        assert!(Instant::now() < deadline, "the killed run lingers");
-        std::thread::sleep(Duration::from_millis(20));
-    }
     let left = clone_leftovers(&vol);
     assert_eq!(left.len(), 1, "{left:?}");
     let meta = std::fs::symlink_metadata(vol.mount.join(&left[0])).unwrap();
@@ -375,6 +365,16 @@ fn a_run_killed_while_waiting_for_the_lock_leaves_clones_the_next_run_removes() 
         "root's alone"
     );
     drop(holder);
+    // The killed run is over once its run lock is free: its helper, in a
+    // process group of its own, notices the command gone and exits, which
+    // under the load of the whole test suite takes a moment. Until then no
+    // sweep may touch its folder.
+    let tag = left[0].trim_start_matches(".persnap-clone-").to_owned();
+    let deadline = Instant::now() + Duration::from_secs(90);
+    while persnap::fsutil::RunLock::is_held(&tag) {
+        assert!(Instant::now() < deadline, "the killed run's helper lingers");
+        std::thread::sleep(Duration::from_millis(50));
+    }
 
     // Something else with the prefix that persnap did not make stays, even
     // root's and private (someone may rename a root folder there): only a
