@@ -138,7 +138,7 @@ impl Plan {
                 };
                 vec![
                     format!("Take a snapshot of {what}"),
-                    format!("Copy {files} from the snapshot, {}", pace_words(self.pace)),
+                    format!("Copy {files} from the snapshot, {}", self.pace.manner()),
                     "Remove the snapshot".to_owned(),
                     verify,
                     keep,
@@ -170,15 +170,6 @@ impl Plan {
             warnings.push(SAME_FS_WARNING.to_owned());
         }
         warnings
-    }
-}
-
-/// A plan's words for how the copy goes.
-fn pace_words(pace: Pace) -> String {
-    match pace {
-        Pace::Fast => "as fast as the disk goes (backup speed: as fast as possible)".into(),
-        Pace::Gentle => "gently: in small steps, leaving the disk to the correlator in between (backup speed: gentle)".into(),
-        Pace::Share(p) => format!("gently: in small steps, using at most {p} % of the disk's time"),
     }
 }
 

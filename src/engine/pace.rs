@@ -65,6 +65,20 @@ impl Pace {
         }
     }
 
+    /// How a backup at this pace copies, in the words of a plan or a
+    /// schedule's summary ("Copy 2 files from the snapshot, gently (…)").
+    pub fn manner(self) -> String {
+        match self {
+            Pace::Gentle => {
+                "gently (in small steps, leaving the disk to the correlator in between)".into()
+            }
+            Pace::Fast => "as fast as the disk goes".into(),
+            Pace::Share(p) => {
+                format!("gently (in small steps, using at most {p} % of the disk's time)")
+            }
+        }
+    }
+
     /// What it means for the correlator, in a sentence.
     pub fn explain(self) -> &'static str {
         match self {
@@ -147,8 +161,8 @@ pub struct Step {
 /// waiting behind one is not felt, long enough that the syncs cost little.
 const STEP_TIME: f64 = 0.004;
 /// The smallest and largest step, in bytes.
-pub const MIN_STEP: u64 = 64 << 10;
-pub const MAX_STEP: u64 = 8 << 20;
+const MIN_STEP: u64 = 64 << 10;
+const MAX_STEP: u64 = 8 << 20;
 /// The bytes written between write-behind hints when going fast.
 pub const FAST_STEP: u64 = 8 << 20;
 /// Never less than this share, so a backup always ends.
@@ -181,7 +195,6 @@ pub struct Pacer {
     typical_write: Option<f64>,
     step: u64,
     rested: Duration,
-    backed_off: u32,
 }
 
 impl Pacer {
@@ -196,7 +209,6 @@ impl Pacer {
             // Gentle starts small and grows to the disk's speed.
             step: if share.is_some() { MIN_STEP } else { FAST_STEP },
             rested: Duration::ZERO,
-            backed_off: 0,
         }
     }
 
@@ -223,11 +235,6 @@ impl Pacer {
     /// Time rested so far.
     pub fn rested(&self) -> Duration {
         self.rested
-    }
-
-    /// How many steps found the disk busy with someone else.
-    pub fn backed_off(&self) -> u32 {
-        self.backed_off
     }
 
     /// Learn from a finished step; how long to rest before the next.
@@ -260,7 +267,6 @@ impl Pacer {
         match slower {
             Some(s) if s > 2.0 * BUSY => {
                 self.duty *= 2.0 / 3.0;
-                self.backed_off += 1;
             }
             // Somewhat slower: the correlator's commits interleave; hold.
             Some(s) if s > BUSY => {}

@@ -375,7 +375,7 @@ fn plan(app: &PersnapApp) -> Result<String, String> {
         } else {
             format!(" ({account})")
         },
-        speed_words(req.pace),
+        req.pace.manner(),
         req.retention.describe()
     );
     if let Some(into) = &into {
@@ -389,7 +389,7 @@ fn plan(app: &PersnapApp) -> Result<String, String> {
             } else {
                 format!(" ({account})")
             },
-            speed_words(req.pace),
+            req.pace.manner(),
             into.unlock
                 .validate()
                 .map(|l| l.display())
@@ -443,13 +443,5 @@ pub fn missed_banner(app: &PersnapApp, ui: &mut Ui) {
     }
     if any {
         ui.separator();
-    }
-}
-
-/// How a schedule's runs copy, in the words of its summary.
-fn speed_words(pace: persnap::pace::Pace) -> &'static str {
-    match pace {
-        persnap::pace::Pace::Fast => "as fast as the disk goes",
-        _ => "gently (in small steps, leaving the disk to the correlator in between)",
     }
 }
