@@ -39,41 +39,7 @@ mod linux {
     use std::process::{Command, Stdio};
     use std::time::{Duration, Instant};
 
-    use crate::common::{Writer, run, target_bin};
-
-    struct Volume {
-        dir: PathBuf,
-        dev: String,
-        mnt: PathBuf,
-    }
-
-    impl Volume {
-        fn btrfs(size_mb: u64) -> Volume {
-            let dir = PathBuf::from(format!("/var/tmp/persnap-bench-{}", std::process::id()));
-            std::fs::create_dir_all(&dir).unwrap();
-            let img = dir.join("fs.img");
-            run(Command::new("truncate")
-                .arg(format!("-s{size_mb}M"))
-                .arg(&img));
-            let dev = run(Command::new("losetup").args(["-f", "--show"]).arg(&img));
-            run(Command::new("mkfs.btrfs").args(["-q", "-f", &dev]));
-            let mnt = dir.join("mnt");
-            std::fs::create_dir_all(&mnt).unwrap();
-            run(Command::new("mount").arg(&dev).arg(&mnt));
-            run(Command::new("btrfs")
-                .args(["subvolume", "create"])
-                .arg(mnt.join("apama")));
-            Volume { dir, dev, mnt }
-        }
-    }
-
-    impl Drop for Volume {
-        fn drop(&mut self) {
-            let _ = Command::new("umount").arg(&self.mnt).status();
-            let _ = Command::new("losetup").arg("-d").arg(&self.dev).status();
-            let _ = std::fs::remove_dir_all(&self.dir);
-        }
-    }
+    use crate::common::{LoopVolume, Writer, run, target_bin};
 
     /// Run the helper directly (root) with one backup request; wall time and
     /// its peak RSS (KiB) from wait4.
@@ -119,7 +85,7 @@ mod linux {
         (elapsed, usage.ru_maxrss, PathBuf::from(dir))
     }
 
-    fn cp_from_snapshot(vol: &Volume, dest: &Path) -> Duration {
+    fn cp_from_snapshot(vol: &LoopVolume, dest: &Path) -> Duration {
         let snap = vol.mnt.join("bench-snap");
         run(Command::new("btrfs")
             .args(["subvolume", "snapshot", "-r"])
@@ -172,8 +138,13 @@ mod linux {
     }
 
     fn measure(size_mb: u64) -> Row {
-        let vol = Volume::btrfs(size_mb * 3 + 600);
-        let store = vol.mnt.join("apama");
+        let vol = LoopVolume::new(
+            "persnap-bench",
+            size_mb * 3 + 600,
+            &["mkfs.btrfs", "-q", "-f"],
+            false,
+        );
+        let store = vol.subvolume("apama");
         let db = store.join("persistence.db");
         eprintln!("creating a {size_mb} MiB database…");
         run(Command::new(target_bin("persnap-loadgen"))

@@ -54,56 +54,33 @@ mod linux {
     use std::process::Command;
     use std::time::{Duration, Instant};
 
-    use crate::common::{Writer, run, target_bin};
+    use crate::common::{LoopVolume, Writer, run, target_bin};
 
-    /// A btrfs loop volume whose image is on the root disk, and a folder
-    /// for backups on the root disk; all removed on drop.
-    struct Place {
-        dir: PathBuf,
-        dev: String,
-        mnt: PathBuf,
-    }
+    /// A btrfs loop volume whose image is on the root disk (direct I/O:
+    /// it behaves as a partition of the root disk, not as a file in its
+    /// page cache), with the store's subvolume, and a folder for backups on
+    /// the root disk; all removed on drop.
+    struct Place(LoopVolume);
 
     impl Place {
         fn new(size_mb: u64) -> Place {
-            let dir = PathBuf::from(format!(
-                "/var/tmp/persnap-bench-pace-{}",
-                std::process::id()
-            ));
-            std::fs::create_dir_all(dir.join("mnt")).unwrap();
-            std::fs::create_dir_all(dir.join("backups")).unwrap();
-            let img = dir.join("fs.img");
-            run(Command::new("truncate")
-                .arg(format!("-s{}M", size_mb * 3 + 600))
-                .arg(&img));
-            // Direct I/O: the volume behaves as a partition of the root
-            // disk, not as a file in its page cache.
-            let dev = run(Command::new("losetup")
-                .args(["-f", "--show", "--direct-io=on"])
-                .arg(&img));
-            run(Command::new("mkfs.btrfs").args(["-q", "-f", &dev]));
-            let mnt = dir.join("mnt");
-            run(Command::new("mount").arg(&dev).arg(&mnt));
-            run(Command::new("btrfs")
-                .args(["subvolume", "create"])
-                .arg(mnt.join("apama")));
-            Place { dir, dev, mnt }
+            let vol = LoopVolume::new(
+                "persnap-bench-pace",
+                size_mb * 3 + 600,
+                &["mkfs.btrfs", "-q", "-f"],
+                true,
+            );
+            std::fs::create_dir_all(vol.dir.join("backups")).unwrap();
+            vol.subvolume("apama");
+            Place(vol)
         }
 
         fn store(&self) -> PathBuf {
-            self.mnt.join("apama")
+            self.0.mnt.join("apama")
         }
 
         fn backups(&self) -> PathBuf {
-            self.dir.join("backups")
-        }
-    }
-
-    impl Drop for Place {
-        fn drop(&mut self) {
-            let _ = Command::new("umount").arg(&self.mnt).status();
-            let _ = Command::new("losetup").arg("-d").arg(&self.dev).status();
-            let _ = std::fs::remove_dir_all(&self.dir);
+            self.0.dir.join("backups")
         }
     }
 
@@ -115,7 +92,7 @@ mod linux {
             .arg(place.store())
             .arg("--dest")
             .arg(place.backups())
-            .env("PERSNAP_DATA_DIR", place.dir.join("history"))
+            .env("PERSNAP_DATA_DIR", place.0.dir.join("history"))
             .output()
             .unwrap();
         let took = started.elapsed();
@@ -131,7 +108,7 @@ mod linux {
     }
 
     fn snapshot(place: &Place) -> PathBuf {
-        let snap = place.mnt.join("bench-snap");
+        let snap = place.0.mnt.join("bench-snap");
         run(Command::new("btrfs")
             .args(["subvolume", "snapshot", "-r"])
             .arg(place.store())

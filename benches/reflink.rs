@@ -48,42 +48,19 @@ mod linux {
     use std::process::Command;
     use std::time::{Duration, Instant};
 
-    use crate::common::{Writer, run, target_bin};
+    use crate::common::{LoopVolume, Writer, run, target_bin};
 
-    /// An XFS loop volume (reflink on, the mkfs default) and a folder for
-    /// backups on the root disk; all removed on drop.
-    struct Place {
-        dir: PathBuf,
-        dev: String,
-        mnt: PathBuf,
-    }
-
-    impl Place {
-        fn new(size_mb: u64) -> Place {
-            let dir = PathBuf::from(format!(
-                "/var/tmp/persnap-bench-reflink-{}",
-                std::process::id()
-            ));
-            std::fs::create_dir_all(dir.join("backups")).unwrap();
-            let img = dir.join("fs.img");
-            run(Command::new("truncate")
-                .arg(format!("-s{size_mb}M"))
-                .arg(&img));
-            let dev = run(Command::new("losetup").args(["-f", "--show"]).arg(&img));
-            run(Command::new("mkfs.xfs").args(["-q", "-f", "-m", "reflink=1", &dev]));
-            let mnt = dir.join("mnt");
-            std::fs::create_dir_all(&mnt).unwrap();
-            run(Command::new("mount").arg(&dev).arg(&mnt));
-            Place { dir, dev, mnt }
-        }
-    }
-
-    impl Drop for Place {
-        fn drop(&mut self) {
-            let _ = Command::new("umount").arg(&self.mnt).status();
-            let _ = Command::new("losetup").arg("-d").arg(&self.dev).status();
-            let _ = std::fs::remove_dir_all(&self.dir);
-        }
+    /// An XFS loop volume (reflink on) with a folder for backups beside
+    /// it on the root disk; all removed on drop.
+    fn place(size_mb: u64) -> LoopVolume {
+        let place = LoopVolume::new(
+            "persnap-bench-reflink",
+            size_mb,
+            &["mkfs.xfs", "-q", "-f", "-m", "reflink=1"],
+            false,
+        );
+        std::fs::create_dir_all(place.dir.join("backups")).unwrap();
+        place
     }
 
     /// `persnap backup` as root; wall time, the set, and the seconds it
@@ -155,7 +132,7 @@ mod linux {
     }
 
     fn measure(size_mb: u64, mode: &str, rounds: usize) {
-        let place = Place::new(size_mb * 2 + 600);
+        let place = place(size_mb * 2 + 600);
         let store = place.mnt.join("apama");
         std::fs::create_dir(&store).unwrap();
         let db = store.join("persistence.db");

@@ -69,3 +69,52 @@ impl Writer {
         serde_json::from_slice(&out.stdout).unwrap()
     }
 }
+
+/// A loop volume for a benchmark: an image of `size_mb` MiB in
+/// `/var/tmp/<stem>-<pid>/fs.img`, made by `mkfs` (the command and its
+/// arguments; the device comes last) and mounted at `mnt` beside it. With
+/// `direct_io` the loop device bypasses the page cache, so the volume
+/// behaves as a partition of the disk. Unmounted and removed on drop.
+pub struct LoopVolume {
+    pub dir: PathBuf,
+    pub dev: String,
+    pub mnt: PathBuf,
+}
+
+impl LoopVolume {
+    pub fn new(stem: &str, size_mb: u64, mkfs: &[&str], direct_io: bool) -> LoopVolume {
+        let dir = PathBuf::from(format!("/var/tmp/{stem}-{}", std::process::id()));
+        let mnt = dir.join("mnt");
+        std::fs::create_dir_all(&mnt).unwrap();
+        let img = dir.join("fs.img");
+        run(Command::new("truncate")
+            .arg(format!("-s{size_mb}M"))
+            .arg(&img));
+        let mut losetup = Command::new("losetup");
+        losetup.args(["-f", "--show"]);
+        if direct_io {
+            losetup.arg("--direct-io=on");
+        }
+        let dev = run(losetup.arg(&img));
+        run(Command::new(mkfs[0]).args(&mkfs[1..]).arg(&dev));
+        run(Command::new("mount").arg(&dev).arg(&mnt));
+        LoopVolume { dir, dev, mnt }
+    }
+
+    /// Create the btrfs subvolume `name` at its top; its path.
+    pub fn subvolume(&self, name: &str) -> PathBuf {
+        let path = self.mnt.join(name);
+        run(Command::new("btrfs")
+            .args(["subvolume", "create"])
+            .arg(&path));
+        path
+    }
+}
+
+impl Drop for LoopVolume {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg(&self.mnt).status();
+        let _ = Command::new("losetup").arg("-d").arg(&self.dev).status();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
