@@ -344,10 +344,14 @@ fn a_run_killed_while_waiting_for_the_lock_leaves_clones_the_next_run_removes() 
         .process_group(0)
         .spawn()
         .unwrap();
-    // Its work folder exists while it waits for the lock.
+    // Its work folder exists, marked as persnap's, while it waits for the
+    // lock (the run is killed there, not between making and marking it).
     let deadline = Instant::now() + Duration::from_secs(30);
-    while clone_leftovers(&vol).is_empty() {
-        assert!(Instant::now() < deadline, "no work folder appeared");
+    while !clone_leftovers(&vol)
+        .first()
+        .is_some_and(|name| marked(&vol.mount.join(name)))
+    {
+        assert!(Instant::now() < deadline, "no marked work folder appeared");
         std::thread::sleep(Duration::from_millis(20));
     }
     // SAFETY: a signal to the process group the test started.
@@ -365,10 +369,11 @@ fn a_run_killed_while_waiting_for_the_lock_leaves_clones_the_next_run_removes() 
         "root's alone"
     );
     drop(holder);
-    // The killed run is over once its run lock is free: its helper, in a
-    // process group of its own, notices the command gone and exits, which
-    // under the load of the whole test suite takes a moment. Until then no
-    // sweep may touch its folder.
+    // The killed run is over once its run lock is free: its helper died
+    // with the command (one process group), but the lock holder it started
+    // has a session of its own and lets go of what it inherited only when
+    // it ends, which under the load of the whole test suite takes a
+    // moment. Until then no sweep may touch its folder.
     let tag = left[0].trim_start_matches(".persnap-clone-").to_owned();
     let deadline = Instant::now() + Duration::from_secs(90);
     while persnap::fsutil::RunLock::is_held(&tag) {
@@ -378,7 +383,8 @@ fn a_run_killed_while_waiting_for_the_lock_leaves_clones_the_next_run_removes() 
 
     // Something else with the prefix that persnap did not make stays, even
     // root's and private (someone may rename a root folder there): only a
-    // folder with persnap's mark, which only root can set, is removed.
+    // folder with persnap's mark, which only root can set, is removed (an
+    // unmarked one only when empty: a run killed before marking it).
     let decoy = vol.mount.join(".persnap-clone-0badf00d");
     std::fs::create_dir(&decoy).unwrap();
     std::fs::set_permissions(&decoy, std::fs::Permissions::from_mode(0o700)).unwrap();
@@ -386,9 +392,13 @@ fn a_run_killed_while_waiting_for_the_lock_leaves_clones_the_next_run_removes() 
 
     // The next backup's sweep removes it (or that of another test's run:
     // a sweep covers every mount, so which run says so is not fixed).
+    let unmarked = vol.mount.join(".persnap-clone-deadbeef");
+    std::fs::create_dir(&unmarked).unwrap();
+    std::fs::set_permissions(&unmarked, std::fs::Permissions::from_mode(0o700)).unwrap();
     let out = backup(&history_dir, &store_dir, &dest.backups, &[]);
     check_backup(&backup_dir(&out), "persistence.db");
     assert!(!vol.mount.join(&left[0]).exists(), "{}", stderr(&out));
+    assert!(!unmarked.exists(), "{}", stderr(&out));
     assert_eq!(clone_leftovers(&vol), [".persnap-clone-0badf00d"]);
     assert_eq!(std::fs::read(decoy.join("keep")).unwrap(), b"root's");
 }
@@ -449,4 +459,20 @@ fn a_clone_slowed_by_a_fragmented_file_is_said_with_what_to_do() {
         "{:?}",
         runs[0].warnings
     );
+}
+
+/// Whether a work folder carries persnap's mark (`trusted.persnap`).
+fn marked(dir: &Path) -> bool {
+    let path = std::ffi::CString::new(dir.as_os_str().as_encoded_bytes()).unwrap();
+    let mut value = [0u8; 16];
+    // SAFETY: lgetxattr writes at most value.len() bytes into value.
+    let n = unsafe {
+        libc::lgetxattr(
+            path.as_ptr(),
+            c"trusted.persnap".as_ptr(),
+            value.as_mut_ptr().cast(),
+            value.len(),
+        )
+    };
+    n > 0
 }

@@ -65,6 +65,15 @@ fn wait_until(
     h.step();
 }
 
+/// Until the overview shows what it found: the cards' survey and the
+/// search both done (the list of databases found is drawn only under the
+/// cards, so waiting for the search alone races the survey).
+fn wait_for_overview(h: &mut Harness<'static, PersnapApp>) {
+    wait_until(h, "the overview's survey and search", |app| {
+        app.rt.overview.survey.is_some() && app.rt.overview.found.is_some()
+    });
+}
+
 fn type_into(h: &mut Harness<'static, PersnapApp>, field: &str, text: &str) {
     h.get_by_role_and_label(Role::TextInput, field).click();
     h.step();
@@ -709,9 +718,7 @@ fn screens(settings: Settings, scale: f32, suffix: &str) -> egui_kittest::Snapsh
         .with_size([960.0, 720.0])
         .with_pixels_per_point(scale)
         .build_eframe(move |_| app);
-    wait_until(&mut h, "the overview", |app| {
-        app.rt.overview.survey.is_some() && app.rt.overview.found.is_some()
-    });
+    wait_for_overview(&mut h);
     h.get_by_label("Back up").click();
     h.run();
     h.snapshot(format!("backup_screen_empty{suffix}"));
@@ -1450,9 +1457,7 @@ fn fixture_overview(test: &str, theme: super::Theme, scale: f32) -> Harness<'sta
         .with_size([960.0, 720.0])
         .with_pixels_per_point(scale)
         .build_eframe(move |_| app);
-    wait_until(&mut h, "the overview", |app| {
-        app.rt.overview.survey.is_some() && app.rt.overview.found.is_some()
-    });
+    wait_for_overview(&mut h);
     h.run();
     h
 }
@@ -1488,9 +1493,7 @@ fn fixture_protect(
         .with_size([960.0, 760.0])
         .with_pixels_per_point(scale)
         .build_eframe(move |_| app);
-    wait_until(&mut h, "the overview", |app| {
-        app.rt.overview.survey.is_some() && app.rt.overview.found.is_some()
-    });
+    wait_for_overview(&mut h);
     let found = persnap::discover::Found {
         folder: PathBuf::from("/srv/apama/orders-eu"),
         store_name: "persistence.db".into(),
@@ -1647,7 +1650,7 @@ fn an_empty_overview_leads_to_protecting_a_database() {
     let backups = data.path().join("backups");
     app.rt.overview.suggested = Some(backups.clone());
     let mut h = harness(app);
-    wait_until(&mut h, "the search", |app| app.rt.overview.found.is_some());
+    wait_for_overview(&mut h);
     assert!(h.query_by_label("No database is protected yet").is_some());
     let folder = persnap::fsutil::canonicalize(&store).unwrap();
     h.get_by_label(&format!("Protect {}", folder.display()))
@@ -1924,7 +1927,7 @@ fn the_overview_protects_a_running_correlator_and_keeps_watch() {
     app.rt.overview.places = Some(Vec::new());
     app.rt.overview.suggested = Some(dest.path().join("orders"));
     let mut h = harness(app);
-    wait_until(&mut h, "the search", |app| app.rt.overview.found.is_some());
+    wait_for_overview(&mut h);
     let folder = persnap::volume::canonical(&store).unwrap();
     assert!(
         h.query_by_label_contains(&format!(
@@ -2105,7 +2108,7 @@ fn a_running_correlator_is_protected_into_a_repository_and_backed_up_there() {
     app.rt.schedules.dir = units.path().to_owned();
     app.rt.overview.places = Some(Vec::new());
     let mut h = harness(app);
-    wait_until(&mut h, "the search", |app| app.rt.overview.found.is_some());
+    wait_for_overview(&mut h);
     let folder = persnap::volume::canonical(&store).unwrap();
     h.get_by_label(&format!("Protect {}", folder.display()))
         .click();

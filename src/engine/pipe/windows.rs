@@ -10,7 +10,7 @@ use winapi::shared::sddl::{
     ConvertSidToStringSidW, ConvertStringSecurityDescriptorToSecurityDescriptorW, SDDL_REVISION_1,
 };
 use winapi::shared::winerror::{
-    ERROR_BROKEN_PIPE, ERROR_IO_PENDING, ERROR_PIPE_CONNECTED, WAIT_TIMEOUT,
+    ERROR_BROKEN_PIPE, ERROR_IO_PENDING, ERROR_NO_DATA, ERROR_PIPE_CONNECTED, WAIT_TIMEOUT,
 };
 use winapi::um::errhandlingapi::GetLastError;
 use winapi::um::fileapi::{CreateFileW, OPEN_EXISTING, ReadFile, WriteFile};
@@ -169,7 +169,9 @@ impl Pipe {
                 return Ok(());
             }
             match GetLastError() {
-                ERROR_PIPE_CONNECTED => return Ok(()),
+                // Connected before we asked; or connected and already gone
+                // again (its end of the stream reads as end of file).
+                ERROR_PIPE_CONNECTED | ERROR_NO_DATA => return Ok(()),
                 ERROR_IO_PENDING => {}
                 _ => return Err(last_error()),
             }
@@ -384,6 +386,17 @@ mod tests {
         let client = std::thread::spawn(move || drop(Pipe::open(&name).unwrap()));
         server.accept(None, Duration::from_secs(10)).unwrap();
         client.join().unwrap();
+        let mut buf = [0u8; 8];
+        assert_eq!(io::Read::read(&mut &server, &mut buf).unwrap(), 0);
+    }
+
+    /// A client that connects and goes before the server accepts
+    /// (ERROR_NO_DATA) has connected: its stream simply ends.
+    #[test]
+    fn a_client_gone_before_accept_reads_as_end_of_stream() {
+        let (name, server) = server();
+        drop(Pipe::open(&name).unwrap());
+        server.accept(None, Duration::from_secs(10)).unwrap();
         let mut buf = [0u8; 8];
         assert_eq!(io::Read::read(&mut &server, &mut buf).unwrap(), 0);
     }

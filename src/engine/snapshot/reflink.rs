@@ -229,7 +229,8 @@ impl SnapshotProvider for ReflinkProvider {
 /// Remove the work folders of dead runs at the top of one filesystem,
 /// through descriptors: only a folder that is root's, private and carries
 /// persnap's mark, only the regular files in it, and the folder itself only
-/// if its name still leads to it.
+/// if its name still leads to it; an unmarked one (a run killed before it
+/// marked its folder) only if it is empty.
 fn sweep_top(top_path: &Path) -> Result<Vec<String>> {
     let failed = |path: &Path, e: io::Error| Error::Snapshot {
         action: format!("remove the leftover clones in {}", path.display()),
@@ -260,7 +261,18 @@ fn sweep_top(top_path: &Path) -> Result<Vec<String>> {
         let Ok(meta) = dir.metadata() else {
             continue;
         };
-        if meta.uid() != 0 || meta.mode() & 0o077 != 0 || !is_marked(&dir) {
+        if meta.uid() != 0 || meta.mode() & 0o077 != 0 {
+            continue;
+        }
+        if !is_marked(&dir) {
+            // A run killed between making its folder and marking it left
+            // it empty: removing an empty folder takes nothing with it
+            // (the kernel refuses a folder that is not empty).
+            if same_file(&stat_at(&top, &name), &meta)
+                && unlink_at(&top, &name, libc::AT_REMOVEDIR).is_ok()
+            {
+                removed.push(path.display().to_string());
+            }
             continue;
         }
         let inside = fs::read_dir(format!("/proc/self/fd/{}", dir.as_raw_fd()))
