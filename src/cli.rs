@@ -10,6 +10,7 @@ use std::time::{Duration, Instant};
 
 mod database;
 mod repo;
+mod restore;
 mod status;
 
 use clap::{Parser, Subcommand};
@@ -151,15 +152,33 @@ pub enum Command {
     },
     /// Put a backup back in place of the store: verify it, refuse while the
     /// database is in use, keep the current files in a safety folder, restore
-    /// atomically, check the result, record it in history.
+    /// atomically, check the result, record it in history. What will happen
+    /// is said first, and every refusal comes before anything is read out of
+    /// a repository.
     Restore {
         /// The backup folder (holding manifest.json), or with --repo the
         /// backup's id in the repository (persnap repo list shows them).
-        backup: PathBuf,
+        /// Leave it out and give --database for the newest backup of a
+        /// database.
+        backup: Option<PathBuf>,
         /// Restore a backup stored in this repository.
         #[command(flatten)]
         repo: repo::RepoArgs,
-        /// The correlator's store folder (-PstoreLocation); created if missing.
+        /// With --repo: the newest backup of this database (its name in
+        /// the repository, as persnap repo list shows it).
+        #[arg(long, value_name = "NAME")]
+        database: Option<String>,
+        /// With --database: the machine whose backups to restore (its host
+        /// name), when backups of that database from several machines are
+        /// in the repository.
+        #[arg(long, value_name = "HOST", requires = "database")]
+        host: Option<String>,
+        /// With --database: the newest backup (which it is anyway).
+        #[arg(long, requires = "database")]
+        latest: bool,
+        /// The correlator's store folder (-PstoreLocation): a protected
+        /// database's folder, or a new or empty one (created if missing;
+        /// on a new machine).
         #[arg(long, value_name = "DIR")]
         to: PathBuf,
     },
@@ -506,13 +525,18 @@ pub fn run(cli: Cli) -> Result<(), Failure> {
         Command::Cleanup { dest } => cleanup_cmd(dest),
         Command::Restore {
             backup,
+            repo,
+            database,
+            host,
+            latest: _,
             to,
-            repo: _,
-        } if backup.is_dir() => restore_cmd(backup, to),
-        Command::Restore { backup, to, repo } => match repo.unlock()? {
-            None => restore_cmd(backup, to),
-            Some(unlocked) => repo::from_repository(unlocked, &backup, |set| restore_cmd(set, to)),
-        },
+        } => restore::run(restore::Asked {
+            backup,
+            repo,
+            database,
+            host,
+            to,
+        }),
         Command::Schedule(cmd) => schedule_cmd(cmd),
         Command::Database(cmd) => database::run(cmd),
         Command::Repo(cmd) => repo::run(cmd),
@@ -876,55 +900,6 @@ fn prune_cmd(
         },
         policy.describe()
     );
-    Ok(())
-}
-
-fn restore_cmd(backup: PathBuf, target: PathBuf) -> Result<(), Failure> {
-    let mut history = History::open_default()?;
-    let cancel = CancelToken::new();
-    install_cancel_on_signals(&cancel)?;
-    let mut progress = Printer::new();
-    let backup = resolve(&backup, backup::canonical_dest)?;
-    let target = match persnap::fsutil::canonicalize(&target) {
-        Ok(t) => t,
-        // A new folder: resolve its parent; the helper creates it.
-        Err(_) => match target.parent().zip(target.file_name()) {
-            Some((parent, name)) => resolve(parent, backup::canonical_dest)?.join(name),
-            None => target,
-        },
-    };
-    let request = Request::Restore { backup, target };
-    let result = match launch::call(&request, &mut progress, &mut history, &cancel) {
-        Ok(Reply::Restore { report }) => Ok(report),
-        Ok(other) => Err(RemoteFailure::unexpected(other)),
-        Err(f) => Err(f),
-    };
-    progress.finish_line();
-    let report = result.map_err(remote_failure)?;
-    eprintln!(
-        "Restored the backup taken {} on {}: integrity {}, {} pages.",
-        report
-            .backup_taken
-            .with_timezone(&chrono::Local)
-            .format("%Y-%m-%d %H:%M:%S"),
-        if report.backup_host.is_empty() {
-            "an unknown host"
-        } else {
-            &report.backup_host
-        },
-        report.verification.integrity,
-        report.verification.page_count,
-    );
-    if let Some(dir) = &report.safety_dir {
-        eprintln!(
-            "The files that were there before are kept in {}",
-            dir.display()
-        );
-    }
-    for w in &report.warnings {
-        eprintln!("Note: {w}");
-    }
-    println!("{}", report.restored.display());
     Ok(())
 }
 

@@ -69,7 +69,7 @@ fn screenshot(display: &str, window: &str, dir: &Path, name: &str) {
 /// Where the "Back up" tab is (window-relative, at 100 %).
 const BACK_UP_TAB: (u32, u32) = (204, 12);
 /// On the overview with one database found: its "Protect…".
-const FOUND_PROTECT: (u32, u32) = (50, 184);
+const FOUND_PROTECT: (u32, u32) = (50, 207);
 /// On the Protect page: "Use ~/persnap-backups", then "Protect".
 const USE_SUGGESTED: (u32, u32) = (420, 241);
 const PROTECT: (u32, u32) = (37, 539);
@@ -328,4 +328,111 @@ fn real_window_backs_up_a_live_database() {
         backup.display(),
         shots.display()
     );
+}
+
+/// On the restore page (at 100 %): the repository's address, its
+/// password, Connect; and once the plan is shown, "Restore and protect".
+const RESTORE_FROM_OVERVIEW: (u32, u32) = (120, 86);
+const REPOSITORY_FIELD: (u32, u32) = (320, 134);
+const PASSWORD_FIELD: (u32, u32) = (200, 163);
+const CONNECT: (u32, u32) = (40, 186);
+const RESTORE_AND_PROTECT: (u32, u32) = (74, 636);
+
+/// A database lost with its machine, got back the way a new administrator
+/// would: a fresh machine (its own home, registry and schedules), the
+/// Overview's "Restore a database from a backup…", the repository's
+/// address and password typed, Connect, "Restore and protect": the
+/// database is back where it was, consistent, and protected with the
+/// same repository. The README's restore screenshots come from here.
+#[test]
+fn real_window_restores_a_lost_machines_database() {
+    if !require_root("real_window_restores_a_lost_machines_database") {
+        return;
+    }
+    if let Err(why) = tools_present() {
+        assert!(
+            std::env::var_os("PERSNAP_REQUIRE_ROOT_TESTS").is_none(),
+            "cannot run the window test: {why}"
+        );
+        return eprintln!("SKIP real_window_restores_a_lost_machines_database: {why}");
+    }
+    // The old machine: a database backed up into a repository, then gone.
+    let old = tempfile::Builder::new()
+        .prefix("persnap-window-old-")
+        .tempdir_in("/var/tmp")
+        .unwrap();
+    let store = old.path().join("apama").join("store");
+    std::fs::create_dir_all(&store).unwrap();
+    let db = make_store(&store, "persistence.db", Mode::Wal, 4);
+    let writer = Writer::start(&db);
+    std::thread::sleep(Duration::from_millis(500));
+    writer.stop();
+    let repo = old.path().join("repo");
+    let password = old.path().join("password");
+    std::fs::write(&password, "ledger secret\n").unwrap();
+    for args in [
+        vec!["repo", "init"],
+        vec![
+            "backup",
+            "--source",
+            store.to_str().unwrap(),
+            "--method",
+            "sqlite-online",
+        ],
+    ] {
+        let out = Command::new(bin("persnap"))
+            .args(&args)
+            .arg("--repo")
+            .arg(&repo)
+            .arg("--password-file")
+            .arg(&password)
+            .env("PERSNAP_DATA_DIR", old.path().join("history"))
+            .env("PERSNAP_STAGING_DIR", old.path().join("staging"))
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{}", stderr(&out));
+    }
+    let expected = check_backup(&store, "persistence.db");
+    std::fs::rename(old.path().join("apama"), old.path().join("gone")).unwrap();
+
+    // The new machine.
+    let home = tempfile::tempdir().unwrap();
+    let (registry, units, nowhere) = (
+        tempfile::tempdir().unwrap(),
+        tempfile::tempdir().unwrap(),
+        tempfile::tempdir().unwrap(),
+    );
+    let shots = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("gui-screenshots");
+    std::fs::create_dir_all(&shots).unwrap();
+    let w = Window::open(
+        home.path(),
+        200,
+        &[
+            ("PERSNAP_REGISTRY_DIR", registry.path()),
+            ("PERSNAP_UNIT_DIR", units.path()),
+            ("PERSNAP_SEARCH_PATH", nowhere.path()),
+        ],
+    );
+    let (d, win) = (w.display.as_str(), w.window.as_str());
+    click_at(d, win, RESTORE_FROM_OVERVIEW);
+    type_at(d, win, REPOSITORY_FIELD, repo.to_str().unwrap());
+    type_at(d, win, PASSWORD_FIELD, "ledger secret");
+    click_at(d, win, CONNECT);
+    // Connected, the backup's manifest read, the plan said.
+    std::thread::sleep(Duration::from_secs(4));
+    screenshot(d, win, &shots, "8-restore.png");
+    click_at(d, win, RESTORE_AND_PROTECT);
+    let entry = registry.path().join("store.json");
+    wait_for("the restore and protection", &shots, || entry.is_file());
+    std::thread::sleep(Duration::from_secs(1));
+    screenshot(d, win, &shots, "9-restored.png");
+    assert_eq!(check_backup(&store, "persistence.db"), expected);
+    let registered: persnap::registry::Database =
+        serde_json::from_slice(&std::fs::read(&entry).unwrap()).unwrap();
+    assert_eq!(registered.folder, store);
+    assert_eq!(
+        registered.repository.map(|r| r.location),
+        Some(repo.to_str().unwrap().to_owned())
+    );
+    assert!(units.path().join("persnap-backup-store.timer").is_file());
 }

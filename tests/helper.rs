@@ -164,6 +164,42 @@ fn hostile_requests_are_refused_specifically() {
     );
     let old = serde_json::json!({"version": 2, "type": "cleanup", "dests": [&f.dest]});
     refused(format!("{old}\n").as_bytes(), 9, "dests");
+
+    // A restore may carry only a new protection of the folder it restores.
+    let backup = f.dest.join("a-backup");
+    std::fs::create_dir(&backup).unwrap();
+    std::fs::write(backup.join("manifest.json"), b"{}").unwrap();
+    let target = f.dest.join("new-store");
+    let protect = |source: &Path, replace: bool| {
+        serde_json::json!({
+            "type": "protect", "name": "orders", "source": source, "store_name": "persistence.db",
+            "location": f.dest, "method": "auto",
+            "options": {"online_timeout_secs": 60, "snapshot_size": null},
+            "test_snapshot": true, "replace": replace
+        })
+    };
+    let restore = |then: serde_json::Value| {
+        let v = serde_json::json!({
+            "version": 2, "type": "restore", "backup": backup, "target": target,
+            "then_protect": then
+        });
+        format!("{v}\n")
+    };
+    refused(
+        restore(protect(&f.source, false)).as_bytes(),
+        2,
+        "must newly protect the very folder restored into",
+    );
+    refused(
+        restore(protect(&target, true)).as_bytes(),
+        2,
+        "must newly protect the very folder restored into",
+    );
+    refused(
+        restore(serde_json::json!({"type": "cleanup"})).as_bytes(),
+        2,
+        "only a protection may follow a restore",
+    );
 }
 
 #[test]
@@ -600,13 +636,23 @@ fn an_operator_backs_up_protected_databases_and_nothing_else() {
     let out = run(restore_args(&svc_store));
     assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
     assert!(
-        stderr(&out).contains("not the folder of a protected database"),
+        stderr(&out).contains("of a database persnap does not protect"),
         "{}",
         stderr(&out)
     );
     let _svc_registered = Registered::new("pkexec-svc", &svc_store);
+    // Root's folder, but another user's group may change it: refused.
+    use std::os::unix::fs::PermissionsExt;
+    std::os::unix::fs::chown(&svc_store, None, Some(svc)).unwrap();
+    std::fs::set_permissions(&svc_store, std::fs::Permissions::from_mode(0o770)).unwrap();
     let out = run(restore_args(&svc_store));
-    assert!(stderr(&out).contains("belongs to root"), "{}", stderr(&out));
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("belongs to root") && stderr(&out).contains("writable by others"),
+        "{}",
+        stderr(&out)
+    );
+    std::fs::set_permissions(&svc_store, std::fs::Permissions::from_mode(0o700)).unwrap();
     for entry in std::fs::read_dir(&svc_store).unwrap() {
         std::os::unix::fs::chown(entry.unwrap().path(), Some(svc), Some(svc)).unwrap();
     }
@@ -643,9 +689,10 @@ fn an_operator_backs_up_protected_databases_and_nothing_else() {
             "other.db",
         ))
         .unwrap();
+    // Said before the helper is asked (which would refuse it too).
     let out = run(restore_args(&svc_store));
     assert!(
-        stderr(&out).contains("it is a backup of"),
+        stderr(&out).contains("whose store is other.db, not persistence.db"),
         "{}",
         stderr(&out)
     );

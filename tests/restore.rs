@@ -49,6 +49,7 @@ fn restore(
         backup: backup.to_owned(),
         target: target.to_owned(),
         store_names: Vec::new(),
+        unprotected: false,
     };
     run_restore(&req, history, &mut Silent, &CancelToken::new()).map_err(|(_, e)| e)
 }

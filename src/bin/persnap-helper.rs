@@ -233,24 +233,44 @@ fn handle(level: Authority, input: Box<dyn Read + Send>, mut events: Events) -> 
                 Err(e) => events.fail(&e, Some(Phase::Prepare)),
             }
         }
-        Validated::Restore(req) => {
-            #[cfg(target_os = "linux")]
-            {
-                let invoker = match invoking_user() {
-                    Some(Ok(user)) => Some(user),
-                    Some(Err(e)) => return events.fail(&e, Some(Phase::Prepare)),
-                    None => None,
-                };
-                persnap::privileged::restore::restore_for(req, invoker.as_ref(), &events)
-            }
-            #[cfg(not(target_os = "linux"))]
-            {
-                let mut recorder = events.clone();
-                match persnap::restore::run_restore(&req, &mut recorder, &mut events, &cancel) {
-                    Ok(report) => events.done(Reply::Restore { report }),
-                    Err((step, error)) => events.fail(&error, Some(step)),
+        Validated::Restore(req, None) => restore(req, &events),
+        Validated::Restore(req, Some(then_protect)) => {
+            let target = req.target.clone();
+            let (step, held) = events.holding_final();
+            let code = restore(req, &step);
+            let report = match held.take() {
+                Some(protocol::Event::Done { result }) => match *result {
+                    Reply::Restore { report, .. } => report,
+                    other => return events.done(other),
+                },
+                Some(other) => {
+                    events.send(other);
+                    return code;
                 }
-            }
+                None => return code,
+            };
+            // The database is back: its protection is checked now, as any
+            // protection is, and taken in the same administrator step.
+            let protected = match protocol::validate_with(*then_protect, dest).and_then(|mut v| {
+                v.authorize(level, &registry)?;
+                Ok(v)
+            }) {
+                Ok(Validated::Protect(protection)) if protection.database.folder == target => {
+                    let (step, held) = events.holding_final();
+                    protect(*protection, &registry, &step);
+                    match held.take() {
+                        Some(protocol::Event::Done { result }) => Ok(result),
+                        Some(protocol::Event::Error { message, .. }) => Err(message),
+                        _ => Err("the protection ended without a word".into()),
+                    }
+                }
+                Ok(_) => Err("only the restored folder may be protected with it".into()),
+                Err(e) => Err(e.to_string()),
+            };
+            events.done(Reply::Restore {
+                report,
+                protected: Some(protected),
+            })
         }
         Validated::ScheduleAdd(schedule) => match install_schedule(schedule) {
             Ok((schedule, installed)) => events.done(Reply::ScheduleAdded {
@@ -287,6 +307,33 @@ fn handle(level: Authority, input: Box<dyn Read + Send>, mut events: Events) -> 
             } else {
                 0
             }
+        }
+    }
+}
+
+/// A restore: on Linux split at the privilege line (root opens the
+/// backup as the user who asked; the folder's owner writes), elsewhere
+/// the elevated administrator's own.
+fn restore(req: persnap::restore::RestoreRequest, events: &Events) -> i32 {
+    #[cfg(target_os = "linux")]
+    {
+        let invoker = match invoking_user() {
+            Some(Ok(user)) => Some(user),
+            Some(Err(e)) => return events.fail(&e, Some(Phase::Prepare)),
+            None => None,
+        };
+        persnap::privileged::restore::restore_for(req, invoker.as_ref(), events)
+    }
+    #[cfg(not(target_os = "linux"))]
+    {
+        let (mut recorder, mut progress) = (events.clone(), events.clone());
+        let cancel = events.cancel().clone();
+        match persnap::restore::run_restore(&req, &mut recorder, &mut progress, &cancel) {
+            Ok(report) => events.done(Reply::Restore {
+                report,
+                protected: None,
+            }),
+            Err((step, error)) => events.fail(&error, Some(step)),
         }
     }
 }
@@ -663,7 +710,10 @@ fn worker() -> i32 {
                 &mut progress,
                 &cancel,
             )
-            .map(|report| Reply::Restore { report });
+            .map(|report| Reply::Restore {
+                report,
+                protected: None,
+            });
             out.finish(result)
         }
     }

@@ -89,6 +89,16 @@ pub fn run(cmd: DatabaseCommand) -> Result<(), Failure> {
                 code: 2,
                 error: anyhow::anyhow!("{message}"),
             };
+            if (dest.is_some() || repo.repo.is_some())
+                && !persnap::restore::holds_store_files(&source, &store_name)
+                && std::fs::read_dir(&source).is_ok()
+            {
+                return Err(usage(&format!(
+                    "There is no database {store_name} in {} yet, so no test snapshot can be taken: restore one into it first (persnap restore … --to {}), then protect it. To only register the folder now, leave out --dest and --repo.",
+                    source.display(),
+                    source.display()
+                )));
+            }
             let repo = repo.unlock()?;
             let staged = dest.is_none() && repo.is_some();
             // Each tested before the administrator is asked.
@@ -158,12 +168,22 @@ pub fn run(cmd: DatabaseCommand) -> Result<(), Failure> {
             };
             match call_helper(&request)? {
                 Reply::DatabaseAdded { database } => {
-                    eprintln!(
-                        "Protected {}: {} in {}. Operators may now back it up.",
-                        database.name,
-                        database.store_name,
-                        database.folder.display()
-                    );
+                    if persnap::restore::holds_store_files(&database.folder, &database.store_name) {
+                        eprintln!(
+                            "Protected {}: {} in {}. Operators may now back it up.",
+                            database.name,
+                            database.store_name,
+                            database.folder.display()
+                        );
+                    } else {
+                        eprintln!(
+                            "Registered {}: {} in {}, where there is no database yet. Restore one into it (persnap restore … --to {}); it can be backed up once it is there.",
+                            database.name,
+                            database.store_name,
+                            database.folder.display(),
+                            database.folder.display()
+                        );
+                    }
                     Ok(())
                 }
                 Reply::Protected {

@@ -179,6 +179,18 @@ pub enum Error {
     )]
     SnapshotOverflow { snapshot: String, size: String },
 
+    #[error("persnap cannot restore into {path}: {reason}.")]
+    RestoreTarget { path: PathBuf, reason: String },
+
+    #[error(
+        "There is not enough room in {path} to restore: the database needs {needed} and {free} is free. Free some space there, or restore into a folder on another disk."
+    )]
+    NoRoomToRestore {
+        path: PathBuf,
+        needed: String,
+        free: String,
+    },
+
     #[error(
         "The database is in use ({users}). Stop the correlator first, then restore; persnap never replaces the files of a running database."
     )]
@@ -346,6 +358,7 @@ impl Error {
             | SourceInsideDest { .. }
             | NotABackup { .. }
             | Refused { .. }
+            | RestoreTarget { .. }
             | Registry { .. }
             | MethodNotApplicable { .. }
             | MethodUnavailable { .. } => ErrorKind::BadInput,
@@ -358,7 +371,10 @@ impl Error {
             | SnapshotSizeTooLarge { .. }
             | SnapshotOverflow { .. }
             | HeldByCorrelator { .. } => ErrorKind::Snapshot,
-            InsufficientSpace { .. } | Io { .. } | OnlineTimeout { .. } => ErrorKind::Copy,
+            InsufficientSpace { .. }
+            | NoRoomToRestore { .. }
+            | Io { .. }
+            | OnlineTimeout { .. } => ErrorKind::Copy,
             Sqlite { .. } | IntegrityFailed { .. } | HashMismatch { .. } | BackupDamaged { .. } => {
                 ErrorKind::Verify
             }

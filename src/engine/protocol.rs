@@ -79,7 +79,16 @@ pub enum Request {
     /// backup folders are the user's own: the front end removes those).
     Cleanup {},
     /// Put a verified backup back in place of a store (see `restore`).
-    Restore { backup: PathBuf, target: PathBuf },
+    Restore {
+        backup: PathBuf,
+        target: PathBuf,
+        /// Then protect the restored database, in the same administrator
+        /// step (a new machine going on where the old one stopped): a
+        /// [`Request::Protect`] of `target`, checked once the database is
+        /// there. If it fails, the restore stands and the reply says why.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        then_protect: Option<Box<Request>>,
+    },
     /// Install (or replace) a scheduled backup, run as root/SYSTEM and
     /// recorded in `history_dir` (see `schedule`).
     ScheduleAdd {
@@ -343,6 +352,10 @@ pub enum Reply {
     },
     Restore {
         report: crate::restore::RestoreReport,
+        /// The protection asked for with the restore: its reply
+        /// ([`Reply::Protected`]), or why it failed (the restore stands).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        protected: Option<Result<Box<Reply>, String>>,
     },
     ScheduleAdded {
         schedule: Box<crate::schedule::Schedule>,
@@ -584,7 +597,9 @@ pub enum Validated {
         test_snapshot: bool,
     },
     Cleanup,
-    Restore(crate::restore::RestoreRequest),
+    /// A restore, and the protection to apply once the database is back
+    /// (validated then: the database must be there first).
+    Restore(crate::restore::RestoreRequest, Option<Box<Request>>),
     ScheduleAdd(Box<crate::schedule::Schedule>),
     ScheduleRemove {
         name: String,
@@ -619,7 +634,7 @@ impl Validated {
         registry: &crate::registry::Registry,
     ) -> Result<(), Error> {
         if level == Authority::Admin {
-            if let Validated::Restore(req) = self {
+            if let Validated::Restore(req, _) = self {
                 registry.check_safe()?;
                 Self::restore_target_allowed(req, registry)?;
             }
@@ -654,42 +669,20 @@ impl Validated {
         })
     }
 
-    /// A restore writes only into a registered database's folder, as the
-    /// folder's owner (never root), and only a file named as that database.
+    /// A restore writes into a registered database's folder, or into a
+    /// folder holding none of the store's files (new, or empty: a new
+    /// machine), and only as whoever owns it (root only where nobody else
+    /// can change it; see [`crate::restore::writer_of`]).
     fn restore_target_allowed(
         req: &mut crate::restore::RestoreRequest,
         registry: &crate::registry::Registry,
     ) -> Result<(), Error> {
-        let registered = registry.in_folder(&req.target)?;
-        if registered.is_empty() {
-            return Err(invalid(
-                "target",
-                format!(
-                    "{} is not the folder of a protected database; persnap restores only into a registered database's folder (see `persnap database list`)",
-                    req.target.display()
-                ),
-            ));
-        }
-        #[cfg(unix)]
-        {
-            use std::os::unix::fs::MetadataExt;
-            let owner = std::fs::symlink_metadata(&req.target)
-                .map_err(Error::io(
-                    "examine",
-                    &req.target,
-                    "Give the database's folder.",
-                ))?
-                .uid();
-            if owner == 0 {
-                return Err(invalid(
-                    "target",
-                    format!(
-                        "{} belongs to root; persnap restores as the owner of the database folder, never as root. Give the folder to the correlator's user (chown), then restore",
-                        req.target.display()
-                    ),
-                ));
-            }
-        }
+        let registered = match std::fs::symlink_metadata(&req.target) {
+            Ok(_) => registry.in_folder(&req.target)?,
+            Err(_) => Vec::new(),
+        };
+        crate::restore::writer_of(&req.target)?;
+        req.unprotected = registered.is_empty();
         req.store_names = registered.into_iter().map(|d| d.store_name).collect();
         Ok(())
     }
@@ -700,7 +693,7 @@ impl Validated {
             Validated::Backup(..) => "Backing up".into(),
             Validated::Probe { .. } => "Testing a snapshot".into(),
             Validated::Cleanup => "Removing leftover snapshots".into(),
-            Validated::Restore(r) => format!("Restoring into {}", r.target.display()),
+            Validated::Restore(r, _) => format!("Restoring into {}", r.target.display()),
             Validated::ScheduleAdd(s) => format!("Scheduling the backup {:?}", s.name),
             Validated::ScheduleRemove { name } => format!("Removing the schedule {name:?}"),
             Validated::DatabaseAdd(db) => format!("Protecting the database {:?}", db.name),
@@ -766,7 +759,19 @@ pub fn validate_with(request: Request, dest: Resolver) -> Result<Validated, Erro
             })
         }
         Request::Cleanup {} => Ok(Validated::Cleanup),
-        Request::Restore { backup, target } => restore_request(backup, target),
+        Request::Restore {
+            backup,
+            target,
+            then_protect,
+        } => {
+            let Validated::Restore(req, _) = restore_request(backup, target)? else {
+                unreachable!("a restore validates to one");
+            };
+            if let Some(protect) = &then_protect {
+                check_protect_after_restore(protect, &req.target)?;
+            }
+            Ok(Validated::Restore(req, then_protect))
+        }
         Request::ScheduleAdd {
             name,
             source,
@@ -878,7 +883,16 @@ pub fn validate_with(request: Request, dest: Resolver) -> Result<Validated, Erro
             crate::registry::validate_name(&name)?;
             check_path("source", &source, volume::canonical)?;
             store::validate_store_name(&store_name)?;
-            store::discover(&source, &store_name)?;
+            match store::discover(&source, &store_name) {
+                // A folder with no database yet, registered to restore one
+                // into (a new machine): none of the store's files may be
+                // there, so nothing half-there is taken for a database.
+                Err(Error::StoreNotFound { .. })
+                    if !crate::restore::holds_store_files(&source, &store_name) => {}
+                found => {
+                    found?;
+                }
+            }
             let mut database = crate::registry::Database::new(&name, source, &store_name);
             database.added = Some(chrono::Utc::now());
             Ok(Validated::DatabaseAdd(database))
@@ -1046,6 +1060,34 @@ fn canonical_dir(path: &Path) -> Result<PathBuf, Error> {
     Ok(real)
 }
 
+/// The protection asked for with a restore: of the restored folder, a
+/// new one (not a change), under a valid name. The rest is checked once
+/// the database is there, as any protection is.
+fn check_protect_after_restore(protect: &Request, target: &Path) -> Result<(), Error> {
+    let Request::Protect {
+        name,
+        source,
+        store_name,
+        replace,
+        ..
+    } = protect
+    else {
+        return Err(invalid(
+            "then_protect",
+            "only a protection may follow a restore",
+        ));
+    };
+    crate::registry::validate_name(name)?;
+    store::validate_store_name(store_name)?;
+    if source != target || *replace {
+        return Err(invalid(
+            "then_protect",
+            "it must newly protect the very folder restored into",
+        ));
+    }
+    Ok(())
+}
+
 /// A restore reads a real backup folder (canonical, holding a regular
 /// manifest.json) and writes into an existing canonical folder; neither
 /// inside the other.
@@ -1061,18 +1103,24 @@ fn restore_request(backup: PathBuf, target: PathBuf) -> Result<Validated, Error>
             ),
         ));
     }
-    check_path("target", &target, backup::canonical_dest)?;
+    // The folder may be new (a new machine): then its nearest existing
+    // folder is canonical, and the rest plain names.
+    check_path("target", &target, crate::restore::canonical_target)?;
     if target.starts_with(&backup) || backup.starts_with(&target) {
         return Err(invalid(
             "target",
             "the backup and the database folder must not contain each other",
         ));
     }
-    Ok(Validated::Restore(crate::restore::RestoreRequest {
-        backup,
-        target,
-        store_names: Vec::new(),
-    }))
+    Ok(Validated::Restore(
+        crate::restore::RestoreRequest {
+            backup,
+            target,
+            store_names: Vec::new(),
+            unprotected: false,
+        },
+        None,
+    ))
 }
 
 fn backup_request(

@@ -52,6 +52,11 @@ pub struct RestoreRequest {
     /// store is refused. Empty: any (a restore run by the engine directly).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub store_names: Vec<String>,
+    /// The folder is no protected database's (a new machine, a new
+    /// folder): it must hold none of the store's files, so nothing is
+    /// replaced. Set by the helper.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub unprotected: bool,
 }
 
 /// A finished restore.
@@ -72,6 +77,248 @@ pub struct RestoreReport {
 
 /// Said on every restore: SQLite files carry the correlator's schema.
 pub const VERSION_WARNING: &str = "A database written by a newer Apama version cannot be used by an older one: start the restored store with the same (or a newer) Apama version as the one that wrote it.";
+
+/// Who writes a restore's files.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case", tag = "as")]
+pub enum Writer {
+    /// The folder's owner: the files are theirs from the start.
+    Owner { uid: u32, gid: u32, name: String },
+    /// Root, in a folder that only root can change (nor any folder above
+    /// it): a correlator run as root.
+    Root,
+    /// The administrator persnap runs as (Windows: the elevated helper).
+    Administrator,
+}
+
+impl Writer {
+    /// In words, for the plan.
+    pub fn words(&self) -> String {
+        match self {
+            Writer::Owner { name, .. } => format!(
+                "written as {name}, the folder's owner: the restored files are {name}'s"
+            ),
+            Writer::Root => "written as root, because the folder belongs to root and nobody else can change it: the restored files are root's, readable by root only".into(),
+            Writer::Administrator => "written as the administrator".into(),
+        }
+    }
+}
+
+/// A restore as it would run, found out before anything is read out of a
+/// repository or asked of the administrator: every refusal comes first.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RestorePlan {
+    /// The folder, canonical (a new one: under its canonical parent).
+    pub target: PathBuf,
+    /// It does not exist yet: the restore creates it.
+    pub creates: bool,
+    /// The protected databases registered in the folder.
+    pub protected_as: Vec<String>,
+    /// The store's files in the folder now (moved aside, never deleted).
+    pub replaces: Vec<String>,
+    pub writer: Writer,
+    /// Room the restore needs there, and what is free.
+    pub needed: u64,
+    pub free: Option<u64>,
+}
+
+impl RestorePlan {
+    /// What will happen, in words, one line each.
+    pub fn words(&self) -> Vec<String> {
+        let mut lines = Vec::new();
+        let target = self.target.display();
+        lines.push(match (self.creates, self.protected_as.as_slice()) {
+            (true, _) => format!("Creates the folder {target} and restores the database into it."),
+            (false, []) => {
+                format!("Restores the database into {target}, which holds none of its files yet.")
+            }
+            (false, names) => format!(
+                "Restores the database into {target}, the folder of the protected database {}.",
+                names.join(", ")
+            ),
+        });
+        if !self.replaces.is_empty() {
+            lines.push(format!(
+                "The files there now ({}) are moved into a before-restore-… folder beside them, never deleted.",
+                self.replaces.join(", ")
+            ));
+        }
+        let mut writer = self.writer.words();
+        if let Some(first) = writer.get_mut(..1) {
+            first.make_ascii_uppercase();
+        }
+        lines.push(format!("{writer}."));
+        lines.push(match self.free {
+            Some(free) => format!(
+                "It needs {} there; {} is free.",
+                crate::units::bytes(self.needed),
+                crate::units::bytes(free)
+            ),
+            None => format!("It needs {} there.", crate::units::bytes(self.needed)),
+        });
+        lines.push("The backup is checked while it is put in place (every file's SHA-256, then SQLite's integrity check), and the restored database is checked again where it lies.".into());
+        lines
+    }
+}
+
+/// `path` in canonical form: an existing folder's, or for a folder still
+/// to be made, its nearest existing ancestor's with the rest appended
+/// (plain names only).
+pub fn canonical_target(path: &Path) -> Result<PathBuf> {
+    let (base, rest) = existing_base(path)?;
+    let real = fsutil::canonicalize(&base).map_err(Error::io("open", &base, HINT_TARGET))?;
+    if !real.is_dir() {
+        return Err(Error::DestNotDir { path: real });
+    }
+    Ok(rest.iter().fold(real, |p, name| p.join(name)))
+}
+
+/// The nearest folder of `path` (itself or above) that exists, and the
+/// names below it still to be made.
+fn existing_base(path: &Path) -> Result<(PathBuf, Vec<std::ffi::OsString>)> {
+    let mut base = path.to_owned();
+    let mut rest = Vec::new();
+    while fs::symlink_metadata(&base).is_err() {
+        let refused = |why: &str| Error::RestoreTarget {
+            path: path.to_owned(),
+            reason: why.to_owned(),
+        };
+        match base.components().next_back() {
+            Some(std::path::Component::Normal(name)) => rest.push(name.to_owned()),
+            _ => return Err(refused("give a folder's full path, without . or ..")),
+        }
+        if !base.pop() || base.as_os_str().is_empty() {
+            return Err(refused("no folder above it exists"));
+        }
+    }
+    rest.reverse();
+    Ok((base, rest))
+}
+
+/// Who may write a restore into `target` (or, for a new folder, into the
+/// folder it is made in): its owner; root only where root alone can change
+/// the folder and every folder above it. Refused where anyone else could
+/// swap what the restore works on.
+pub fn writer_of(target: &Path) -> Result<Writer> {
+    #[cfg(unix)]
+    {
+        let (base, _) = existing_base(target)?;
+        let (uid, gid) =
+            crate::sys::owner_and_group(&base).map_err(Error::io("examine", &base, HINT_TARGET))?;
+        let refused = |reason: String| Error::RestoreTarget {
+            path: target.to_owned(),
+            reason,
+        };
+        if uid == 0 {
+            return match fsutil::admin_only_folder(&base) {
+                Ok(()) => Ok(Writer::Root),
+                Err(e) => Err(refused(format!(
+                    "{} belongs to root, and {e}; persnap writes as root only where nobody else can change the folder or any folder above it. Make it writable by root alone (chmod go-w), or give it to the correlator's user (chown)",
+                    base.display()
+                ))),
+            };
+        }
+        let name = crate::sys::user_ids(uid).map_or_else(|| format!("uid {uid}"), |(n, _, _)| n);
+        match crate::sys::only_owner_can_change(&base, uid, gid) {
+            Ok(()) => Ok(Writer::Owner { uid, gid, name }),
+            Err(e) => Err(refused(format!(
+                "{e}; a restore writes there as the folder's owner ({name}), and nobody else may be able to swap what it works on. Make the folders writable by their owner only (chmod go-w)"
+            ))),
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        existing_base(target)?;
+        Ok(Writer::Administrator)
+    }
+}
+
+/// Check a restore of the store `store_name` (`bytes` in all) into
+/// `target` before anything is read or asked: the folder (new, holding
+/// none of the store's files, or a protected database's), who writes
+/// there, the room there, and that nothing has the database open (all
+/// processes as root; as a user, those the user may inspect).
+pub fn plan(
+    target: &Path,
+    store_name: &str,
+    bytes: u64,
+    registry: &crate::registry::Registry,
+) -> Result<RestorePlan> {
+    crate::store::validate_store_name(store_name)?;
+    let target = canonical_target(target)?;
+    let creates = fs::symlink_metadata(&target).is_err();
+    let refused = |reason: String| Error::RestoreTarget {
+        path: target.clone(),
+        reason,
+    };
+    let registered = if creates {
+        Vec::new()
+    } else {
+        registry.in_folder(&target)?
+    };
+    if !registered.is_empty() && !registered.iter().any(|d| d.store_name == store_name) {
+        return Err(refused(format!(
+            "it is the folder of the protected database {}, whose store is {}, not {store_name}; restore a backup of that database there, or choose another folder",
+            registered
+                .iter()
+                .map(|d| d.name.as_str())
+                .collect::<Vec<_>>()
+                .join(", "),
+            registered
+                .iter()
+                .map(|d| d.store_name.as_str())
+                .collect::<Vec<_>>()
+                .join(", "),
+        )));
+    }
+    let replaces = present_files(&target, store_name);
+    if registered.is_empty() && !replaces.is_empty() {
+        return Err(refused(format!(
+            "it holds {} of a database persnap does not protect, and a restore replaces only a protected database's files. Choose a new or empty folder, or protect that database first (persnap database add)",
+            replaces.join(", ")
+        )));
+    }
+    let writer = writer_of(&target)?;
+    let (base, _) = existing_base(&target)?;
+    let needed = bytes;
+    let free = crate::sys::free_space(&base).ok();
+    if let Some(free) = free
+        && free < needed
+    {
+        return Err(Error::NoRoomToRestore {
+            path: base,
+            needed: crate::units::bytes(needed),
+            free: crate::units::bytes(free),
+        });
+    }
+    if !creates {
+        check_store_not_in_use(&target, store_name)?;
+    }
+    Ok(RestorePlan {
+        target,
+        creates,
+        protected_as: registered.into_iter().map(|d| d.name).collect(),
+        replaces,
+        writer,
+        needed,
+        free,
+    })
+}
+
+/// Whether any file of the store `store_name` is in `dir` (any kind of
+/// file, links too).
+pub fn holds_store_files(dir: &Path, store_name: &str) -> bool {
+    !present_files(dir, store_name).is_empty()
+}
+
+/// The names of the store's files in `dir` now.
+fn present_files(dir: &Path, store_name: &str) -> Vec<String> {
+    store_paths(dir, store_name)
+        .into_iter()
+        .filter(|p| fs::symlink_metadata(p).is_ok())
+        .filter_map(|p| Some(p.file_name()?.to_string_lossy().into_owned()))
+        .collect()
+}
 
 /// A backup as read for a restore: its manifest, checked against the
 /// folder, and each listed file open for reading (in manifest order).
@@ -221,6 +468,18 @@ fn execute(
         });
     }
     check_store_name(req, &manifest)?;
+    if req.unprotected {
+        let present = present_files(&target, &manifest.store_name);
+        if !present.is_empty() {
+            return Err(Error::RestoreTarget {
+                path: target.clone(),
+                reason: format!(
+                    "it holds {} of a database persnap does not protect, and a restore replaces only a protected database's files",
+                    present.join(", ")
+                ),
+            });
+        }
+    }
     run.store_name = manifest.store_name.clone();
     run.method = Some(manifest.method);
     run.files = manifest.files.len() as u32;
@@ -229,6 +488,15 @@ fn execute(
     *step = Phase::Prepare;
     let live = store_paths(&target, &manifest.store_name);
     check_not_in_use(&live)?;
+    if let Ok(free) = crate::sys::free_space(&target)
+        && free < manifest.total_bytes
+    {
+        return Err(Error::NoRoomToRestore {
+            path: target.clone(),
+            needed: crate::units::bytes(manifest.total_bytes),
+            free: crate::units::bytes(free),
+        });
+    }
     cancel.check()?;
 
     *step = Phase::Copy;
@@ -430,6 +698,131 @@ mod tests {
                 "persistence.db-shm"
             ]
         );
+    }
+
+    fn registry(dir: &Path) -> crate::registry::Registry {
+        crate::registry::Registry::at(dir.join("databases"))
+    }
+
+    #[test]
+    fn a_new_folder_is_made_and_said_first() {
+        let dir = tempfile::tempdir().unwrap();
+        let target = dir.path().join("apama").join("store");
+        let plan = plan(&target, "persistence.db", 4096, &registry(dir.path())).unwrap();
+        assert!(plan.creates);
+        assert!(plan.replaces.is_empty() && plan.protected_as.is_empty());
+        assert_eq!(
+            plan.target,
+            fsutil::canonicalize(dir.path())
+                .unwrap()
+                .join("apama/store")
+        );
+        let words = plan.words().join("\n");
+        assert!(words.contains("Creates the folder"), "{words}");
+        assert!(words.contains("It needs 4.0 KiB there"), "{words}");
+        assert!(!target.exists(), "a plan changes nothing");
+    }
+
+    #[test]
+    fn a_folder_holding_an_unprotected_database_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        fs::write(dir.path().join("persistence.db-wal"), b"x").unwrap();
+        let e = plan(dir.path(), "persistence.db", 1, &registry(dir.path()))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("persistence.db-wal of a database persnap does not protect"),
+            "{e}"
+        );
+        // Another store's files are none of its business.
+        plan(dir.path(), "other.db", 1, &registry(dir.path())).unwrap();
+    }
+
+    #[test]
+    fn a_protected_folder_takes_only_its_own_store() {
+        let dir = tempfile::tempdir().unwrap();
+        let folder = fsutil::canonicalize(dir.path()).unwrap();
+        let registry = registry(dir.path());
+        registry
+            .add(&crate::registry::Database::new(
+                "orders",
+                &folder,
+                "persistence.db",
+            ))
+            .unwrap();
+        fs::write(folder.join("persistence.db"), b"x").unwrap();
+        let plan_ok = plan(&folder, "persistence.db", 1, &registry).unwrap();
+        assert_eq!(plan_ok.protected_as, ["orders"]);
+        assert_eq!(plan_ok.replaces, ["persistence.db"]);
+        assert!(
+            plan_ok
+                .words()
+                .join(" ")
+                .contains("moved into a before-restore-")
+        );
+        let e = plan(&folder, "other.db", 1, &registry)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("whose store is persistence.db, not other.db"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn too_little_room_is_said_in_words_before_anything() {
+        let dir = tempfile::tempdir().unwrap();
+        let e = plan(
+            dir.path(),
+            "persistence.db",
+            u64::MAX / 4,
+            &registry(dir.path()),
+        )
+        .unwrap_err();
+        assert_eq!(e.kind(), crate::ErrorKind::Copy);
+        let text = e.to_string();
+        assert!(
+            text.contains("not enough room") && text.contains("PiB"),
+            "{text}"
+        );
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn a_folder_others_can_change_is_refused() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let shared = dir.path().join("shared");
+        fs::create_dir(&shared).unwrap();
+        fs::set_permissions(&shared, fs::Permissions::from_mode(0o777)).unwrap();
+        let e = plan(&shared, "persistence.db", 1, &registry(dir.path()))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("chmod go-w"), "{e}");
+        // Nor a new folder made inside it.
+        let e = plan(
+            &shared.join("new"),
+            "persistence.db",
+            1,
+            &registry(dir.path()),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("chmod go-w"), "{e}");
+        fs::set_permissions(&shared, fs::Permissions::from_mode(0o700)).unwrap();
+        let plan = plan(&shared, "persistence.db", 1, &registry(dir.path())).unwrap();
+        let expected = if fsutil::is_root() {
+            Writer::Root
+        } else {
+            // SAFETY: getuid cannot fail.
+            let uid = unsafe { libc::getuid() };
+            match plan.writer {
+                Writer::Owner { uid: got, .. } => assert_eq!(got, uid),
+                ref other => panic!("{other:?}"),
+            }
+            plan.writer.clone()
+        };
+        assert_eq!(plan.writer, expected);
     }
 
     #[test]

@@ -423,6 +423,7 @@ pub fn restore_panel(app: &mut PersnapApp, ui: &mut Ui) {
                     draft.backup.clone(),
                     draft.repository.clone(),
                     target,
+                    None,
                     history,
                     app.rt.helper.clone(),
                 ));
@@ -430,7 +431,8 @@ pub fn restore_panel(app: &mut PersnapApp, ui: &mut Ui) {
         }
         (None, Some(result)) => {
             match result {
-                Ok(report) => {
+                Ok(restored) => {
+                    let report = &restored.report;
                     ui.colored_label(
                         GREEN,
                         format!(

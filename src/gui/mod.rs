@@ -6,7 +6,8 @@
 //! is each database protected?), `backup_view`, `history_view`,
 //! `protect_view` (the guided "Protect a database"), `database_view` (one
 //! database's backups and actions), `repository_view` (a repository's
-//! backups by machine and database), `schedule_view`,
+//! backups by machine and database), `restore_view` (a database back onto
+//! this computer, a new machine too), `schedule_view`,
 //! `settings_view`. All slow work runs in `worker` threads; their messages
 //! are drained at the start of every frame.
 
@@ -17,8 +18,10 @@ mod history_view;
 mod overview_view;
 mod protect_view;
 mod repository_view;
+mod restore_view;
 mod schedule_view;
 mod settings_view;
+mod widgets;
 mod worker;
 
 #[cfg(test)]
@@ -165,6 +168,9 @@ pub enum Screen {
     Protect,
     /// One protected database's page, opened from its card (not a tab).
     Database,
+    /// "Restore a database", from the overview or a repository's row (not
+    /// a tab).
+    Restore,
     Backup,
     History,
     Repositories,
@@ -222,6 +228,8 @@ pub struct Runtime {
     pub staging: Option<PathBuf>,
     /// A restore being prepared, running or just finished.
     pub restore: Option<RestoreDraft>,
+    /// The "Restore a database" page, while it is open.
+    pub restore_page: Option<restore_view::RestorePage>,
     pub schedules: schedule_view::ScheduleState,
     pub repositories: repository_view::RepositoryState,
     /// "Protect this database": the registration running, and how it went.
@@ -254,7 +262,7 @@ pub struct RestoreDraft {
     pub target: String,
     pub job: Option<Job>,
     pub phase: Option<Phase>,
-    pub result: Option<Result<Box<persnap::restore::RestoreReport>, RemoteFailure>>,
+    pub result: Option<Result<Box<worker::Restored>, RemoteFailure>>,
 }
 
 impl RestoreDraft {
@@ -319,6 +327,7 @@ impl PersnapApp {
                 helper: None,
                 staging: None,
                 restore: None,
+                restore_page: None,
                 schedules: Default::default(),
                 repositories: Default::default(),
                 protecting: None,
@@ -377,6 +386,13 @@ impl PersnapApp {
 
     fn drain_messages(&mut self) {
         self.drain_restore();
+        let restored = self.rt.restore_page.as_mut().and_then(|p| p.drain());
+        if restored.is_some() {
+            // The card, History and the repository's list show it at once.
+            self.reload_history();
+            self.rt.overview.invalidate();
+            self.rt.overview.look_again();
+        }
         self.rt.schedules.drain();
         let protect = self.rt.protecting.as_ref().map(|job| job.rx.try_recv());
         let protected = match protect {
@@ -475,6 +491,11 @@ impl PersnapApp {
     /// A restore running: it must not be cut short.
     fn restoring(&self) -> bool {
         self.rt.restore.as_ref().is_some_and(|r| r.job.is_some())
+            || self
+                .rt
+                .restore_page
+                .as_ref()
+                .is_some_and(restore_view::RestorePage::running)
     }
 
     /// Closing the window while a backup or restore runs asks first (a
@@ -564,8 +585,10 @@ impl PersnapApp {
                 (Screen::Settings, "Settings"),
             ] {
                 let current = self.rt.screen == screen
-                    || (matches!(self.rt.screen, Screen::Protect | Screen::Database)
-                        && screen == Screen::Overview);
+                    || (matches!(
+                        self.rt.screen,
+                        Screen::Protect | Screen::Database | Screen::Restore
+                    ) && screen == Screen::Overview);
                 if ui.selectable_label(current, label).clicked() {
                     if screen == Screen::Schedules {
                         self.rt.schedules.reload();
@@ -613,6 +636,7 @@ impl eframe::App for PersnapApp {
             Screen::Overview => overview_view::show(self, ui),
             Screen::Protect => protect_view::show(self, ui),
             Screen::Database => database_view::show(self, ui),
+            Screen::Restore => restore_view::show(self, ui),
             Screen::Backup => backup_view::show(self, ui),
             Screen::History => history_view::show(self, ui),
             Screen::Repositories => repository_view::show(self, ui),

@@ -159,6 +159,7 @@ pub fn show(app: &mut PersnapApp, ui: &mut Ui) {
                     "Protect a database and persnap keeps verified backups of it, \
                      taken from a snapshot while the correlator keeps running.",
                 );
+                restore_button(app, ui);
             } else {
                 summary(ui, &cards);
                 for card in &cards {
@@ -173,7 +174,23 @@ pub fn show(app: &mut PersnapApp, ui: &mut Ui) {
             }
             ui.add_space(8.0);
             found_list(app, ui, &cards);
+            if !cards.is_empty() {
+                ui.add_space(12.0);
+                ui.separator();
+                ui.heading("Get a database back");
+                restore_button(app, ui);
+            }
         });
+}
+
+/// The way to a database's backups on a new machine (or this one).
+fn restore_button(app: &mut PersnapApp, ui: &mut Ui) {
+    ui.horizontal(|ui| {
+        if ui.button("Restore a database from a backup…").clicked() {
+            super::restore_view::open(app, super::restore_view::RestorePage::new());
+        }
+        ui.label("From a repository or a backup folder, onto this computer: after a failure, or on a new machine.");
+    });
 }
 
 /// One line over the cards: how many are fine.

@@ -184,10 +184,19 @@ pub fn show(app: &mut PersnapApp, ui: &mut Ui) {
         );
     }
     ui.add_space(8.0);
-    match &st.result {
-        None => {}
-        Some(Err(e)) => failure(ui, e),
+    let restore = match &st.result {
+        None => None,
+        Some(Err(e)) => {
+            failure(ui, e);
+            None
+        }
         Some(Ok(connected)) => fleet(ui, connected),
+    };
+    if let Some((host, database)) = restore {
+        super::restore_view::open(
+            app,
+            super::restore_view::RestorePage::for_database(&host, &database),
+        );
     }
 }
 
@@ -302,8 +311,10 @@ pub fn failure(ui: &mut Ui, e: &persnap::Error) {
     }
 }
 
-/// Every backup of the repository, by machine, then database.
-fn fleet(ui: &mut Ui, connected: &Connected) {
+/// Every backup of the repository, by machine, then database; the
+/// machine and database whose Restore… was clicked.
+fn fleet(ui: &mut Ui, connected: &Connected) -> Option<(String, String)> {
+    let mut restore = None;
     let mut by_host: BTreeMap<&str, BTreeMap<&str, Vec<&Listed>>> = BTreeMap::new();
     for l in &connected.backups {
         by_host
@@ -332,17 +343,17 @@ fn fleet(ui: &mut Ui, connected: &Connected) {
     }
     if connected.backups.is_empty() {
         ui.label("It holds no persnap backup yet: on the Back up screen, choose it as the backup location.");
-        return;
+        return None;
     }
     let now = chrono::Utc::now();
     egui::ScrollArea::vertical().show(ui, |ui| {
         egui::Grid::new("repository-fleet")
-            .num_columns(7)
+            .num_columns(8)
             .striped(true)
             .spacing([18.0, 4.0])
             .show(ui, |ui| {
                 for title in [
-                    "Machine", "Database", "Store", "Backups", "Newest", "Size", "Pinned",
+                    "Machine", "Database", "Store", "Backups", "Newest", "Size", "Pinned", "",
                 ] {
                     ui.label(RichText::new(title).strong());
                 }
@@ -385,6 +396,15 @@ fn fleet(ui: &mut Ui, connected: &Connected) {
                         } else {
                             pinned.to_string()
                         });
+                        if ui
+                            .button("Restore…")
+                            .on_hover_text(format!(
+                                "Restore {database} from the machine {host} onto this computer"
+                            ))
+                            .clicked()
+                        {
+                            restore = Some((host.to_string(), database.to_string()));
+                        }
                         ui.end_row();
                     }
                 }
@@ -394,6 +414,7 @@ fn fleet(ui: &mut Ui, connected: &Connected) {
             "Newest in amber: more than 26 hours ago. Sizes are each database's newest backup, before deduplication.",
         );
     });
+    restore
 }
 
 fn plural(n: usize) -> &'static str {

@@ -1110,7 +1110,9 @@ fn restore_from_history_keeps_the_old_files_and_records_the_restore() {
         .result
         .clone()
         .unwrap();
-    let report = result.unwrap_or_else(|f| panic!("restore failed: {f}"));
+    let report = result
+        .unwrap_or_else(|f| panic!("restore failed: {f}"))
+        .report;
     assert!(h.query_by_label_contains("Restored").is_some());
     let safety = report.safety_dir.expect("the old store was kept");
     assert!(safety.join("persistence.db").is_file());
@@ -2267,7 +2269,9 @@ fn a_running_correlator_is_protected_into_a_repository_and_backed_up_there() {
         .result
         .clone()
         .unwrap();
-    let report = result.unwrap_or_else(|f| panic!("restore failed: {f}"));
+    let report = result
+        .unwrap_or_else(|f| panic!("restore failed: {f}"))
+        .report;
     assert!(
         report
             .safety_dir
@@ -2307,5 +2311,213 @@ fn a_password_in_a_repository_address_is_not_saved() {
         !serde_json::to_string(&odd.to_save())
             .unwrap()
             .contains("secret")
+    );
+}
+
+/// The persnap command built beside the test executable.
+#[cfg(target_os = "linux")]
+fn persnap_command(data: &Path) -> std::process::Command {
+    let exe = std::env::current_exe().unwrap();
+    let persnap = exe.parent().unwrap().parent().unwrap().join("persnap");
+    assert!(
+        persnap.is_file(),
+        "cargo test builds it: {}",
+        persnap.display()
+    );
+    let mut cmd = std::process::Command::new(persnap);
+    cmd.env("PERSNAP_DATA_DIR", data.join("history"))
+        .env("PERSNAP_STAGING_DIR", data.join("staging"))
+        .env("PERSNAP_REGISTRY_DIR", data.join("databases"));
+    cmd
+}
+
+/// A database lost with its machine, got back onto a new one with the app
+/// alone: from the empty overview, with only the repository's address and
+/// password typed, it is restored into the folder it was in (gone with the
+/// old machine), protected with the same repository in the same
+/// administrator step, and its next backup goes into that repository.
+#[cfg(target_os = "linux")]
+#[test]
+fn a_lost_machines_database_is_restored_and_protected_from_the_app() {
+    if !root_or_skip(
+        "a_lost_machines_database_is_restored_and_protected_from_the_app",
+        "the helper restores into a folder only root can change",
+    ) {
+        return;
+    }
+    // The old machine: its database, backed up into a repository.
+    let old = tempfile::Builder::new()
+        .prefix("persnap-gui-old-machine-")
+        .tempdir_in("/var/tmp")
+        .unwrap();
+    let store = old.path().join("apama").join("store");
+    std::fs::create_dir_all(&store).unwrap();
+    loadgen::init(&store.join("persistence.db"), Mode::Wal, 2).unwrap();
+    let mut n = 0;
+    loadgen::run(&store.join("persistence.db"), || {
+        n += 1;
+        n > 25
+    })
+    .unwrap();
+    let repo = old.path().join("repo");
+    let password = old.path().join("password");
+    std::fs::write(&password, "ledger secret\n").unwrap();
+    for sub in ["history", "staging", "databases"] {
+        std::fs::create_dir(old.path().join(sub)).unwrap();
+    }
+    for args in [
+        vec!["repo", "init"],
+        vec![
+            "backup",
+            "--source",
+            store.to_str().unwrap(),
+            "--method",
+            "sqlite-online",
+        ],
+    ] {
+        let out = persnap_command(old.path())
+            .args(&args)
+            .arg("--repo")
+            .arg(&repo)
+            .arg("--password-file")
+            .arg(&password)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    let expected = loadgen::check_invariant(
+        &rusqlite::Connection::open(store.join("persistence.db")).unwrap(),
+    )
+    .unwrap()
+    .transfers;
+    // The machine is gone, its folder with it.
+    std::fs::rename(old.path().join("apama"), old.path().join("gone")).unwrap();
+
+    // The new machine: its own history, registry and staging folder.
+    let data = tempfile::Builder::new()
+        .prefix("persnap-gui-new-machine-")
+        .tempdir_in("/var/tmp")
+        .unwrap();
+    let staging = data.path().join("staging");
+    std::fs::create_dir(&staging).unwrap();
+    let registry = persnap::registry::Registry::at(data.path().join("databases"));
+    let units = tempfile::tempdir().unwrap();
+    let mut app = PersnapApp::with_settings(
+        Settings::default(),
+        Ok(History::at(data.path().join("history"))),
+    );
+    app.settings.remember_password = false;
+    app.rt.staging = Some(staging.clone());
+    share_registry(&mut app, &registry);
+    if let Some(helper) = &mut app.rt.helper {
+        helper
+            .env
+            .push(("PERSNAP_UNIT_DIR".into(), units.path().to_owned()));
+    }
+    app.rt.schedules.dir = units.path().to_owned();
+    app.rt.overview.places = Some(Vec::new());
+    app.rt.overview.skip_processes = true;
+    let mut h = harness(app);
+    wait_for_overview(&mut h);
+    assert!(h.query_by_label("No database is protected yet").is_some());
+    h.get_by_label("Restore a database from a backup…").click();
+    h.run_steps(2);
+    type_into(&mut h, "Repository", repo.to_str().unwrap());
+    h.get_by_role_and_label(Role::PasswordInput, "Password")
+        .click();
+    h.step();
+    h.get_by_role_and_label(Role::PasswordInput, "Password")
+        .type_text("ledger secret");
+    h.step();
+    h.get_by_label("Connect").click();
+    // Its old folder is offered, and what will happen is said first.
+    wait_until(&mut h, "the plan", |app| {
+        app.rt
+            .restore_page
+            .as_ref()
+            .is_some_and(|p| matches!(&p.plan, Some((_, Ok(plan))) if plan.target == store))
+    });
+    h.run_steps(2);
+    h.get_by_label_contains("the newest");
+    h.get_by_label_contains(&format!("Creates the folder {}", store.display()));
+    h.get_by_label_contains("Written as root");
+    h.get_by_label_contains("Stop the correlator first");
+    assert!(h.unnamed_widgets().is_empty());
+    h.get_by_label("Restore and protect").click();
+    wait_until(&mut h, "the restore", |app| {
+        app.rt
+            .restore_page
+            .as_ref()
+            .is_some_and(|p| p.result.is_some())
+    });
+    h.run_steps(2);
+    let restored = h
+        .state()
+        .rt
+        .restore_page
+        .as_ref()
+        .unwrap()
+        .result
+        .clone()
+        .unwrap()
+        .unwrap_or_else(|f| panic!("restore failed: {f}"));
+    assert!(
+        matches!(&restored.protected, Some(Ok(_))),
+        "{:?}",
+        restored.protected
+    );
+    h.get_by_label_contains("The database is back");
+
+    h.get_by_label_contains("It is protected as store");
+    let db = store.join("persistence.db");
+    persnap::verify::integrity_check(&db).unwrap();
+    let got = loadgen::check_invariant(&rusqlite::Connection::open(&db).unwrap())
+        .unwrap()
+        .transfers;
+    assert_eq!(got, expected, "the newest backup, whole");
+    let entry = registry.get("store").unwrap().expect("protected");
+    assert_eq!(entry.folder, store);
+    assert_eq!(
+        entry.repository.as_ref().map(|r| r.location.as_str()),
+        repo.to_str()
+    );
+    assert!(units.path().join("persnap-backup-store.timer").is_file());
+    assert!(h.state().rt.runs.iter().any(
+        |r| r.kind == persnap::history::RunKind::Restore && r.outcome == RunOutcome::Completed
+    ));
+
+    // Its card, and its next backup into the same repository.
+    h.get_by_label("Back to the overview").click();
+    wait_until(&mut h, "its card", |app| {
+        app.rt
+            .overview
+            .survey
+            .as_ref()
+            .is_some_and(|s| s.as_ref().is_ok_and(|s| s.assessments.len() == 1))
+    });
+    h.get_by_label("Back up store now").click();
+    wait_until(&mut h, "the backup", |app| app.rt.outcome.is_some());
+    assert!(
+        matches!(h.state().rt.outcome, Some(Outcome::Stored(_))),
+        "{:?}",
+        h.state().rt.outcome
+    );
+    let location = persnap::repository::Location::parse(repo.to_str().unwrap()).unwrap();
+    let listed = persnap::repository::Repo::open(
+        &location,
+        &persnap::repository::Password::new("ledger secret"),
+    )
+    .unwrap()
+    .list()
+    .unwrap();
+    assert_eq!(listed.len(), 2, "the old machine's and this one's");
+    assert_eq!(
+        std::fs::read_dir(&staging).unwrap().count(),
+        0,
+        "nothing read out of the repository stays"
     );
 }

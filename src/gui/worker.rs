@@ -36,7 +36,7 @@ pub enum Msg {
     /// A backup into a repository: stored, read back and checked there.
     StoredDone(Result<Box<StoredBackup>, RemoteFailure>),
     TestSnapshotDone(Result<String, String>),
-    RestoreDone(Result<Box<persnap::restore::RestoreReport>, RemoteFailure>),
+    RestoreDone(Result<Box<Restored>, RemoteFailure>),
     /// A schedule was installed or removed (or not).
     ScheduleDone(Result<Box<Reply>, RemoteFailure>),
     /// A database was registered as protected (the helper's reply), or not.
@@ -58,6 +58,14 @@ pub struct StoredBackup {
     /// What else happened, in words (retention, a password not kept, the
     /// offsite copy), each a warning or not.
     pub notes: Notes,
+}
+
+/// A finished restore, and the protection asked for with it.
+#[derive(Debug, Clone)]
+pub struct Restored {
+    pub report: persnap::restore::RestoreReport,
+    /// The protection's reply, or why it failed (the restore stands).
+    pub protected: Option<Result<Box<Reply>, String>>,
 }
 
 /// A backup in a repository, to read out of it (verify, restore).
@@ -203,6 +211,7 @@ pub fn restore(
     backup: PathBuf,
     from: Option<InRepository>,
     target: PathBuf,
+    then_protect: Option<Request>,
     history: History,
     helper: Option<HelperRoute>,
 ) -> Job {
@@ -221,16 +230,42 @@ pub fn restore(
                 return;
             }
         };
-        let request = Request::Restore { backup, target };
+        let request = Request::Restore {
+            backup,
+            target,
+            then_protect: then_protect.map(Box::new),
+        };
         let result = match route(helper)
             .and_then(|r| launch::call_via(r, &request, &mut progress, &mut recorder, &cancel))
         {
-            Ok(Reply::Restore { report }) => Ok(Box::new(report)),
+            Ok(Reply::Restore { report, protected }) => {
+                Ok(Box::new(Restored { report, protected }))
+            }
             Ok(other) => Err(RemoteFailure::unexpected(other)),
             Err(f) => Err(f),
         };
         notify.send(Msg::RestoreDone(result));
     })
+}
+
+/// The manifest of a backup in a repository, read out alone (a few
+/// kilobytes), for the restore page: where it came from and what it holds.
+pub fn manifest_of(
+    ctx: &eframe::egui::Context,
+    from: InRepository,
+) -> Receiver<persnap::Result<Manifest>> {
+    let (tx, rx) = channel();
+    let ctx = ctx.clone();
+    std::thread::spawn(move || {
+        let read = password_of(&from.location, from.password.clone()).and_then(|password| {
+            let repo = persnap::repository::Repo::open(&from.location, &password)?;
+            let staging = staging(from.staging.clone())?;
+            deliver::read_manifest(&repo, &from.snapshot, &staging)
+        });
+        let _ = tx.send(read);
+        ctx.request_repaint();
+    });
+    rx
 }
 
 /// Install or remove a schedule through the helper (system scheduler

@@ -56,6 +56,9 @@ impl Inner {
 #[derive(Clone)]
 pub struct Events {
     inner: Arc<Inner>,
+    /// Where the final frame goes instead of the caller, for a step of a
+    /// request that goes on after it (see [`Events::holding_final`]).
+    held: Option<Arc<Mutex<Option<Event>>>>,
 }
 
 impl Events {
@@ -70,7 +73,20 @@ impl Events {
         std::thread::spawn(move || write_frames(&writer, out));
         let watchdog = Arc::clone(&inner);
         std::thread::spawn(move || watch(&watchdog, stall));
-        Events { inner }
+        Events { inner, held: None }
+    }
+
+    /// The same channel, except that the final frame (`Done` or `Error`)
+    /// is held back for the caller of this step to take with
+    /// [`Held::take`], so that one request can go on after it: a restore,
+    /// then its protection. Progress, logs and run records go out as ever.
+    pub fn holding_final(&self) -> (Events, Held) {
+        let slot = Arc::new(Mutex::new(None));
+        let events = Events {
+            inner: Arc::clone(&self.inner),
+            held: Some(Arc::clone(&slot)),
+        };
+        (events, Held(slot))
     }
 
     pub fn cancel(&self) -> &CancelToken {
@@ -79,6 +95,12 @@ impl Events {
 
     /// Queue a frame; never blocks on the caller.
     pub fn send(&self, event: Event) {
+        if let Some(held) = &self.held
+            && matches!(event, Event::Done { .. } | Event::Error { .. })
+        {
+            *held.lock().unwrap_or_else(|p| p.into_inner()) = Some(event);
+            return;
+        }
         let mut state = self.inner.lock();
         if state.broken {
             return;
@@ -131,6 +153,17 @@ impl Events {
             message: error.to_string(),
         });
         error.kind().exit_code()
+    }
+}
+
+/// The final frame of a step, held back (see [`Events::holding_final`]).
+pub struct Held(Arc<Mutex<Option<Event>>>);
+
+impl Held {
+    /// The step's final frame: its reply, or the error as it would have
+    /// been sent (kind, step, message); `None` if it sent none.
+    pub fn take(&self) -> Option<Event> {
+        self.0.lock().unwrap_or_else(|p| p.into_inner()).take()
     }
 }
 

@@ -52,33 +52,6 @@ impl Identity {
         })
     }
 
-    /// The owner of `folder` (a database folder a restore writes into):
-    /// its uid, with that user's groups when the system knows the user,
-    /// else the folder's group alone.
-    pub fn owner_of(folder: &std::path::Path) -> Result<Identity> {
-        use std::os::unix::fs::MetadataExt;
-        let meta = std::fs::symlink_metadata(folder).map_err(Error::io(
-            "examine",
-            folder,
-            "Give the database's folder.",
-        ))?;
-        if meta.uid() == 0 {
-            return Err(Error::Refused {
-                field: "target",
-                reason: format!(
-                    "{} belongs to root; persnap never restores as root",
-                    folder.display()
-                ),
-            });
-        }
-        Ok(Identity::of_uid(meta.uid()).unwrap_or(Identity {
-            uid: meta.uid(),
-            gid: meta.gid(),
-            groups: vec![meta.gid()],
-            name: meta.uid().to_string(),
-        }))
-    }
-
     /// Run `work` on a thread of its own whose file access is this user's:
     /// its groups and filesystem ids (`setgroups`, `setfsgid`,
     /// `setfsuid`, the raw system calls, which change only the calling

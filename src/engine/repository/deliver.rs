@@ -383,3 +383,15 @@ pub fn fetch_staged(
     let set = repo.fetch(id, scratch.path(), progress, cancel)?;
     Ok((scratch, set))
 }
+
+/// The manifest of backup `id` in `repo`, read out alone into a scratch
+/// folder of `staging` (removed again): what a restore will put back,
+/// before the whole backup is read.
+pub fn read_manifest(repo: &Repo, id: &str, staging: &Path) -> Result<crate::manifest::Manifest> {
+    let scratch = crate::verify::WorkDir::create(staging.join(format!(
+        "{}manifest-{}",
+        crate::names::SCRATCH_PREFIX,
+        &uuid::Uuid::new_v4().simple().to_string()[..8]
+    )))?;
+    repo.fetch_manifest(id, scratch.path())
+}

@@ -439,6 +439,114 @@ impl Listed {
     }
 }
 
+/// Which backup in a repository to read back: one by its id, or the
+/// newest of a database (from `host`; without it, from the one host
+/// holding that database).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Which {
+    Id(String),
+    Newest {
+        database: String,
+        host: Option<String>,
+    },
+}
+
+/// The backup `which` names among `listed` (a repository's list), or why
+/// none, in words: an id unknown or not unique; a database no host holds,
+/// or that several hosts hold (each named with its newest backup, so the
+/// choice can be made).
+pub fn choose(listed: &[Listed], which: &Which, location: &str) -> Result<Listed> {
+    let refused = |what: String, advice: &'static str| Error::Repository {
+        what,
+        advice,
+        detail: String::new(),
+        kind: ErrorKind::BadInput,
+    };
+    match which {
+        Which::Id(id) => {
+            let found: Vec<&Listed> = listed
+                .iter()
+                .filter(|l| l.id.starts_with(id.as_str()))
+                .collect();
+            match found.as_slice() {
+                [one] => Ok((*one).clone()),
+                [] => Err(refused(
+                    format!("The repository {location} holds no persnap backup {id}."),
+                    "List its backups (persnap repo list) and give one of their ids.",
+                )),
+                _ => Err(refused(
+                    format!("More than one backup in {location} starts with {id}."),
+                    "Give more characters of the id.",
+                )),
+            }
+        }
+        Which::Newest { database, host } => {
+            let of_db: Vec<&Listed> = listed.iter().filter(|l| &l.database == database).collect();
+            if of_db.is_empty() {
+                let mut names: Vec<&str> = listed.iter().map(|l| l.database.as_str()).collect();
+                names.sort_unstable();
+                names.dedup();
+                return Err(refused(
+                    if names.is_empty() {
+                        format!("The repository {location} holds no persnap backups yet.")
+                    } else {
+                        format!(
+                            "The repository {location} holds no backup of a database named {database}; it holds {}.",
+                            names.join(", ")
+                        )
+                    },
+                    "Give the name of a database it holds (persnap repo list shows them).",
+                ));
+            }
+            let mut hosts: Vec<&str> = of_db.iter().map(|l| l.host.as_str()).collect();
+            hosts.sort_unstable();
+            hosts.dedup();
+            let host = match (host, hosts.as_slice()) {
+                (Some(h), _) if hosts.contains(&h.as_str()) => h.as_str(),
+                (Some(h), _) => {
+                    return Err(refused(
+                        format!(
+                            "No backup of {database} from the machine {h} is in {location}; it has backups of {database} from {}.",
+                            hosts.join(", ")
+                        ),
+                        "Give one of those machines with --host.",
+                    ));
+                }
+                (None, [one]) => one,
+                (None, _) => {
+                    let choices: Vec<String> = hosts
+                        .iter()
+                        .map(|h| {
+                            let newest =
+                                of_db.iter().filter(|l| l.host == *h).map(|l| l.time).max();
+                            format!(
+                                "{h} (newest {})",
+                                newest.map_or_else(String::new, |t| t
+                                    .with_timezone(&chrono::Local)
+                                    .format("%Y-%m-%d %H:%M")
+                                    .to_string())
+                            )
+                        })
+                        .collect();
+                    return Err(refused(
+                        format!(
+                            "Backups of {database} from more than one machine are in {location}: {}.",
+                            choices.join(", ")
+                        ),
+                        "Say which machine's backups to restore with --host.",
+                    ));
+                }
+            };
+            Ok((*of_db
+                .iter()
+                .filter(|l| l.host == host)
+                .max_by_key(|l| l.time)
+                .expect("the host holds a backup of the database"))
+            .clone())
+        }
+    }
+}
+
 /// What [`Repo::store`] stored and how it was checked.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Stored {
@@ -709,5 +817,95 @@ mod tests {
             Some(("u", "h", Some("2222"), "/srv/r"))
         );
         assert_eq!(sftp_parts("u@h:/srv/r"), Some(("u", "h", None, "/srv/r")));
+    }
+}
+
+#[cfg(test)]
+mod choose_tests {
+    use super::*;
+
+    fn listed(id: &str, host: &str, database: &str, hour: u32) -> Listed {
+        Listed {
+            id: id.into(),
+            time: chrono::DateTime::from_timestamp(1_800_000_000 + i64::from(hour) * 3600, 0)
+                .unwrap(),
+            host: host.into(),
+            database: database.into(),
+            store_name: "persistence.db".into(),
+            bytes: 1,
+            files: 2,
+            pinned: false,
+            note: None,
+        }
+    }
+
+    fn newest(database: &str, host: Option<&str>) -> Which {
+        Which::Newest {
+            database: database.into(),
+            host: host.map(str::to_owned),
+        }
+    }
+
+    #[test]
+    fn the_newest_of_a_database_held_by_one_host() {
+        let all = [
+            listed("aa01", "a", "orders", 1),
+            listed("aa03", "a", "orders", 3),
+            listed("aa02", "a", "orders", 2),
+            listed("bb09", "a", "other", 9),
+        ];
+        assert_eq!(
+            choose(&all, &newest("orders", None), "r").unwrap().id,
+            "aa03"
+        );
+        assert_eq!(
+            choose(&all, &Which::Id("aa02".into()), "r").unwrap().id,
+            "aa02"
+        );
+    }
+
+    #[test]
+    fn several_hosts_are_named_and_one_can_be_chosen() {
+        let all = [
+            listed("aa01", "old-server", "orders", 1),
+            listed("bb01", "new-server", "orders", 5),
+        ];
+        let e = choose(&all, &newest("orders", None), "r")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("old-server") && e.contains("new-server") && e.contains("--host"),
+            "{e}"
+        );
+        let one = choose(&all, &newest("orders", Some("old-server")), "r").unwrap();
+        assert_eq!(one.id, "aa01");
+        let e = choose(&all, &newest("orders", Some("gone")), "r")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("gone") && e.contains("old-server"), "{e}");
+    }
+
+    #[test]
+    fn unknown_names_and_ids_say_what_there_is() {
+        let all = [
+            listed("aa01", "a", "orders", 1),
+            listed("aa02", "a", "orders", 2),
+        ];
+        let e = choose(&all, &newest("billing", None), "r")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("billing") && e.contains("orders"), "{e}");
+        let e = choose(&[], &newest("billing", None), "r")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("no persnap backups yet"), "{e}");
+        let e = choose(&all, &Which::Id("aa".into()), "r")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("More than one"), "{e}");
+        let e = choose(&all, &Which::Id("zz".into()), "r")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("no persnap backup zz"), "{e}");
     }
 }

@@ -673,7 +673,7 @@ impl Repo {
             meter: self.meter.clone(),
             no_cache: true,
         };
-        let set = uncached.fetch_tagged(id, PENDING_TAG, scratch.path(), progress, cancel)?;
+        let set = uncached.fetch_tagged(id, PENDING_TAG, None, scratch.path(), progress, cancel)?;
         progress.phase(Phase::Verify);
         let mut meter = crate::copy::Meter {
             phase: Phase::Verify,
@@ -714,14 +714,31 @@ impl Repo {
         progress: &mut dyn Progress,
         cancel: &CancelToken,
     ) -> Result<PathBuf> {
-        self.fetch_tagged(id, TAG, into, progress, cancel)
+        self.fetch_tagged(id, TAG, None, into, progress, cancel)
     }
 
-    /// [`Repo::fetch`] of a snapshot tagged `tag`.
+    /// The manifest of backup `id` alone (a few kilobytes: where it came
+    /// from, its files and how it was checked), read out into a new
+    /// folder inside `into`, before the whole backup is read.
+    pub fn fetch_manifest(&self, id: &str, into: &Path) -> Result<Manifest> {
+        let set = self.fetch_tagged(
+            id,
+            TAG,
+            Some(crate::manifest::MANIFEST_NAME),
+            into,
+            &mut crate::progress::Silent,
+            &CancelToken::new(),
+        )?;
+        crate::manifest::read(&set)
+    }
+
+    /// [`Repo::fetch`] of a snapshot tagged `tag`; with `only`, of that
+    /// one file of it.
     fn fetch_tagged(
         &self,
         id: &str,
         tag: &str,
+        only: Option<&str>,
         into: &Path,
         progress: &mut dyn Progress,
         cancel: &CancelToken,
@@ -772,6 +789,13 @@ impl Repo {
                 });
             }
         }
+        let entries: Vec<_> = match only {
+            Some(name) => entries
+                .into_iter()
+                .filter(|(path, _)| path.as_os_str() == name)
+                .collect(),
+            None => entries,
+        };
         let backend = self.backends.repository();
         let fetched = self.while_showing(Phase::Copy, progress, || {
             super::fetch::files(

@@ -209,6 +209,43 @@ pub fn admin_only(path: &Path, ancestor: bool) -> io::Result<()> {
     Ok(())
 }
 
+/// Refuse a folder (and every folder above it) that anyone but `uid` or
+/// root owns, or that others could write: write bits only for the owner,
+/// or for a group that is the owner's own (`gid`, a user private group).
+/// An ancestor may also be a root-owned sticky folder such as `/tmp`.
+/// Symbolic links are judged as themselves, never followed. A restore
+/// writes there as `uid`: nobody else may swap what it works on.
+pub fn only_owner_can_change(dir: &Path, uid: u32, gid: u32) -> io::Result<()> {
+    for (i, folder) in dir.ancestors().enumerate() {
+        let meta = fs::symlink_metadata(folder)?;
+        let mode = meta.mode();
+        if meta.uid() != uid && meta.uid() != 0 {
+            return Err(io::Error::other(format!(
+                "{} belongs to uid {}, who could swap the folder",
+                folder.display(),
+                meta.uid()
+            )));
+        }
+        let sticky_root = i > 0 && meta.uid() == 0 && mode & 0o1000 != 0;
+        let own_group = meta.uid() == uid && meta.gid() == gid && uid != 0;
+        let group_writes = mode & 0o020 != 0 && !own_group;
+        if (mode & 0o002 != 0 || group_writes) && !sticky_root {
+            return Err(io::Error::other(format!(
+                "{} can be changed by other users (mode {:o})",
+                folder.display(),
+                mode & 0o7777
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// The owner and group of `path` (not following a link).
+pub fn owner_and_group(path: &Path) -> io::Result<(u32, u32)> {
+    let meta = fs::symlink_metadata(path)?;
+    Ok((meta.uid(), meta.gid()))
+}
+
 /// Refuse a secret file anyone but root (this process's user) owns, or
 /// that anyone else could read or write; links are not followed.
 pub fn secret_only(path: &Path) -> io::Result<()> {

@@ -1,0 +1,192 @@
+//! `persnap restore`: put a backup back, from a folder or a repository,
+//! into a protected database's folder or a new or empty one (a new
+//! machine). Every refusal the folder, its owner, the room there or a
+//! running correlator gives is said before anything is read out of a
+//! repository or asked of the administrator.
+
+use std::path::PathBuf;
+
+use persnap::progress::CancelToken;
+use persnap::protocol::{Reply, Request};
+use persnap::registry::Registry;
+use persnap::repository::{self, Location, Password, Repo, Which};
+use persnap::restore::{self, RestorePlan};
+use persnap::units;
+
+use super::repo::RepoArgs;
+use super::{Failure, Printer, install_cancel_on_signals, resolve};
+use crate::launch::{self, RemoteFailure};
+
+/// What `persnap restore` was asked.
+pub struct Asked {
+    pub backup: Option<PathBuf>,
+    pub repo: RepoArgs,
+    pub database: Option<String>,
+    pub host: Option<String>,
+    pub to: PathBuf,
+}
+
+pub fn run(asked: Asked) -> Result<(), Failure> {
+    let Asked {
+        backup,
+        repo,
+        database,
+        host,
+        to,
+    } = asked;
+    // A folder given is a folder, even with a repository in the
+    // environment.
+    if let Some(dir) = backup.as_ref().filter(|b| b.is_dir()) {
+        if database.is_some() {
+            return Err(usage(
+                "--database chooses a backup in a repository; a backup folder was given.",
+            ));
+        }
+        return from_folder(dir.clone(), to);
+    }
+    let which = match (backup, database) {
+        (Some(id), None) => Which::Id(id.to_string_lossy().into_owned()),
+        (None, Some(database)) => Which::Newest { database, host },
+        (Some(_), Some(_)) => {
+            return Err(usage(
+                "Give either a backup's id or --database (its newest backup), not both.",
+            ));
+        }
+        (None, None) => {
+            return Err(usage(
+                "Say what to restore: a backup folder, or with --repo a backup's id or --database NAME.",
+            ));
+        }
+    };
+    match repo.unlock()? {
+        Some(unlocked) => from_repository(unlocked, &which, to),
+        None => match which {
+            Which::Id(path) => from_folder(PathBuf::from(path), to),
+            Which::Newest { .. } => Err(usage(
+                "--database chooses a backup in a repository: give --repo URL (or PERSNAP_REPOSITORY).",
+            )),
+        },
+    }
+}
+
+fn usage(message: &str) -> Failure {
+    Failure {
+        code: 2,
+        error: anyhow::anyhow!("{message}"),
+    }
+}
+
+/// A backup folder: its manifest read (as you), the plan checked, then the
+/// helper restores.
+fn from_folder(backup: PathBuf, to: PathBuf) -> Result<(), Failure> {
+    let backup = resolve(&backup, persnap::backup::canonical_dest)?;
+    let manifest = persnap::verify::read_listed(&backup)?;
+    let plan = restore::plan(
+        &to,
+        &manifest.store_name,
+        manifest.total_bytes,
+        &Registry::system(),
+    )?;
+    say(&plan);
+    restore_through_helper(backup, plan.target)
+}
+
+/// A backup in a repository: chosen from its list, the plan checked, and
+/// only then read out (into your staging folder) and restored.
+fn from_repository(
+    (location, password): (Location, Password),
+    which: &Which,
+    to: PathBuf,
+) -> Result<(), Failure> {
+    let repo = Repo::open(&location, &password)?;
+    let chosen = repository::choose(&repo.list()?, which, &location.display())?;
+    eprintln!(
+        "The backup {} of {} taken on {} at {} ({}).",
+        chosen.short_id(),
+        chosen.database,
+        chosen.host,
+        chosen
+            .time
+            .with_timezone(&chrono::Local)
+            .format("%Y-%m-%d %H:%M:%S"),
+        units::bytes(chosen.bytes)
+    );
+    let plan = restore::plan(&to, &chosen.store_name, chosen.bytes, &Registry::system())?;
+    say(&plan);
+    let staging = super::repo::staging_dir()?;
+    if let Ok(free) = persnap::sys::free_space(&staging)
+        && free < chosen.bytes
+    {
+        return Err(persnap::Error::NoRoomToRestore {
+            path: staging,
+            needed: units::bytes(chosen.bytes),
+            free: units::bytes(free),
+        }
+        .into());
+    }
+    let cancel = CancelToken::new();
+    install_cancel_on_signals(&cancel)?;
+    let mut printer = Printer::new();
+    let fetched =
+        repository::deliver::fetch_staged(&repo, &chosen.id, &staging, &mut printer, &cancel);
+    printer.finish_line();
+    let (_scratch, set) = fetched?;
+    restore_through_helper(set, plan.target)
+}
+
+/// The plan, in words, before anything happens.
+fn say(plan: &RestorePlan) {
+    for line in plan.words() {
+        eprintln!("{line}");
+    }
+}
+
+fn restore_through_helper(backup: PathBuf, target: PathBuf) -> Result<(), Failure> {
+    let mut history = persnap::history::History::open_default()?;
+    let cancel = CancelToken::new();
+    install_cancel_on_signals(&cancel)?;
+    let mut progress = Printer::new();
+    let request = Request::Restore {
+        backup,
+        target,
+        then_protect: None,
+    };
+    let result = match launch::call(&request, &mut progress, &mut history, &cancel) {
+        Ok(Reply::Restore { report, .. }) => Ok(report),
+        Ok(other) => Err(RemoteFailure::unexpected(other)),
+        Err(f) => Err(f),
+    };
+    progress.finish_line();
+    let report = result.map_err(|f| Failure {
+        code: f.kind.exit_code(),
+        error: match f.step {
+            Some(step) => anyhow::anyhow!("the restore failed during {step}: {}", f.message),
+            None => anyhow::anyhow!("{}", f.message),
+        },
+    })?;
+    eprintln!(
+        "Restored the backup taken {} on {}: integrity {}, {} pages.",
+        report
+            .backup_taken
+            .with_timezone(&chrono::Local)
+            .format("%Y-%m-%d %H:%M:%S"),
+        if report.backup_host.is_empty() {
+            "an unknown host"
+        } else {
+            &report.backup_host
+        },
+        report.verification.integrity,
+        report.verification.page_count,
+    );
+    if let Some(dir) = &report.safety_dir {
+        eprintln!(
+            "The files that were there before are kept in {}",
+            dir.display()
+        );
+    }
+    for w in &report.warnings {
+        eprintln!("Note: {w}");
+    }
+    println!("{}", report.restored.display());
+    Ok(())
+}

@@ -1,0 +1,155 @@
+//! Widgets more than one screen uses: the progress of a long job (step,
+//! bytes, speed, time left, Cancel) and a folder field that can always be
+//! typed into, whose folder dialog says so when it cannot open.
+
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use eframe::egui::{self, Ui};
+use persnap::progress::Phase;
+use persnap::units;
+
+use super::backup_view::AMBER;
+use super::worker::Msg;
+
+/// How far a job has got, as its messages say.
+pub struct Meter {
+    pub phase: Option<Phase>,
+    pub done: u64,
+    pub total: u64,
+    pub started: Instant,
+    pub phase_started: Instant,
+    pub cancelling: bool,
+}
+
+impl Default for Meter {
+    fn default() -> Self {
+        Meter {
+            phase: None,
+            done: 0,
+            total: 0,
+            started: Instant::now(),
+            phase_started: Instant::now(),
+            cancelling: false,
+        }
+    }
+}
+
+impl Meter {
+    /// Take in a message of the job (others are left alone).
+    pub fn update(&mut self, msg: &Msg) {
+        match *msg {
+            Msg::Phase(phase) => self.enter(phase),
+            Msg::Bytes { phase, done, total } => {
+                if self.phase != Some(phase) {
+                    self.enter(phase);
+                }
+                self.done = done;
+                self.total = total;
+            }
+            _ => {}
+        }
+    }
+
+    fn enter(&mut self, phase: Phase) {
+        self.phase = Some(phase);
+        self.done = 0;
+        self.total = 0;
+        self.phase_started = Instant::now();
+    }
+
+    /// The step in words, a bar with bytes, the speed and the time left,
+    /// and Cancel (which sets `cancel`); `what` names the job ("Restoring").
+    pub fn show(&mut self, ui: &mut Ui, what: &str, words: fn(Phase) -> &'static str) -> bool {
+        let mut cancel = false;
+        ui.group(|ui| {
+            ui.heading(match self.phase {
+                Some(p) => format!("{what}: {}", words(p)),
+                None => format!("{what}: starting…"),
+            });
+            let fraction = if self.total > 0 {
+                self.done as f32 / self.total as f32
+            } else {
+                0.0
+            };
+            let text = if self.total > 0 {
+                format!(
+                    "{} of {}",
+                    units::bytes(self.done),
+                    units::bytes(self.total)
+                )
+            } else {
+                format!("{} elapsed", units::duration(self.started.elapsed()))
+            };
+            ui.add(
+                egui::ProgressBar::new(fraction)
+                    .text(text)
+                    .animate(self.total == 0),
+            );
+            if self.total > 0 {
+                let elapsed = self.phase_started.elapsed().as_secs_f64().max(0.001);
+                let speed = self.done as f64 / elapsed;
+                let left = (speed > 0.0 && self.total > self.done)
+                    .then(|| Duration::from_secs_f64((self.total - self.done) as f64 / speed))
+                    .map_or("–".into(), units::duration);
+                ui.label(format!(
+                    "{}/s · about {left} left in this step",
+                    units::bytes(speed as u64)
+                ));
+            }
+            if self.cancelling {
+                ui.label("Cancelling… nothing half-done is kept.");
+            } else if ui.button("Cancel").clicked() {
+                self.cancelling = true;
+                cancel = true;
+            }
+        });
+        cancel
+    }
+}
+
+/// A folder, typed or chosen with the system's folder dialog. Where no
+/// dialog can open (no desktop portal on a server), it says so instead of
+/// doing nothing, and the path is typed. `label` names the field.
+pub fn folder_field(
+    ui: &mut Ui,
+    label: &str,
+    value: &mut String,
+    hint: &str,
+    no_dialog: &mut bool,
+) {
+    let name = ui.label(label);
+    ui.horizontal(|ui| {
+        ui.add(
+            egui::TextEdit::singleline(value)
+                .desired_width(420.0)
+                .hint_text(hint),
+        )
+        .labelled_by(name.id);
+        if ui.button("Choose…").clicked()
+            && let Some(dir) = pick_folder(label, value, no_dialog)
+        {
+            *value = dir.display().to_string();
+        }
+    });
+    if *no_dialog {
+        ui.colored_label(AMBER, NO_DIALOG);
+    }
+}
+
+/// Said where the folder dialog could not open.
+pub const NO_DIALOG: &str = "No folder dialog can open on this computer (it needs a desktop's file chooser): type the folder's full path instead.";
+
+/// The system's folder dialog; `None` when cancelled or when it could not
+/// open, which `no_dialog` then records. A dialog that "answers" faster
+/// than anyone could read it never opened (rfd reports both as nothing).
+pub fn pick_folder(title: &str, start: &str, no_dialog: &mut bool) -> Option<std::path::PathBuf> {
+    let mut dialog = rfd::FileDialog::new().set_title(title);
+    if Path::new(start).is_dir() {
+        dialog = dialog.set_directory(start);
+    }
+    let asked = Instant::now();
+    let picked = dialog.pick_folder();
+    *no_dialog = picked.is_none() && asked.elapsed() < Duration::from_millis(250);
+    picked
+}
