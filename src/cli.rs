@@ -9,6 +9,7 @@ use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 mod database;
+mod drill;
 mod repo;
 mod restore;
 mod status;
@@ -96,6 +97,10 @@ pub enum Command {
         /// backup is staged (the user's), instead of --dest.
         #[arg(long, value_name = "DIR", hide = true, conflicts_with = "dest")]
         staging: Option<PathBuf>,
+        /// Set by a schedule: after the run, a restore drill of its
+        /// backups when one is due (a week after the last).
+        #[arg(long, hide = true, requires = "scheduled")]
+        drill: bool,
         /// Windows: seconds the whole Volume Shadow Copy sequence may take (default 120).
         #[arg(long, value_name = "SECS", value_parser = clap::value_parser!(u64).range(1..=86400))]
         vss_timeout: Option<u64>,
@@ -237,6 +242,26 @@ pub enum Command {
         /// happened; without one, 26h.
         #[arg(long, value_name = "AGE", value_parser = status::parse_age)]
         max_age: Option<chrono::Duration>,
+    },
+    /// Restore drill: read the newest backup and one older one back whole
+    /// from every place a protected database's backups are kept (its
+    /// folder, repository, offsite repository), check every file and
+    /// SQLite's integrity, read the next part of each repository's packs,
+    /// and record whether it is restorable. Writes nothing in the database's
+    /// folder. Exit status 5 when a place did not give its backups back.
+    Drill {
+        /// The protected database (persnap database list); without it, all.
+        name: Option<String>,
+        /// The file whose first line is the repository's password (else
+        /// your keyring, else asked on the terminal).
+        #[arg(long, value_name = "FILE")]
+        password_file: Option<PathBuf>,
+        /// The same for the offsite repository.
+        #[arg(long, value_name = "FILE")]
+        offsite_password_file: Option<PathBuf>,
+        /// How hard the reads may use the disk (gentle or fast).
+        #[arg(long, value_name = "gentle|fast", default_value = "gentle")]
+        pace: persnap::pace::Pace,
     },
     /// The protected databases: add, list, remove.
     #[command(subcommand)]
@@ -439,6 +464,7 @@ pub fn run(cli: Cli) -> Result<(), Failure> {
             history_dir,
             as_uid,
             staging,
+            drill,
             repo,
             offsite,
         } => {
@@ -454,6 +480,8 @@ pub fn run(cli: Cli) -> Result<(), Failure> {
             let offsite = offsite
                 .unlock()?
                 .map(|(location, password)| (location, password, retention.for_repository()));
+            // What a drill after the run opens, kept before the run takes it.
+            let drill_places = drill.then(|| (repo.clone(), offsite.clone()));
             let staged = dest.is_none();
             let dest = match (dest, staging) {
                 (Some(dest), _) => dest,
@@ -491,7 +519,24 @@ pub fn run(cli: Cli) -> Result<(), Failure> {
                 staged,
                 keep: retention.for_repository(),
             });
-            let result = backup_cmd(&req, history, scheduled.clone(), as_uid, into, offsite);
+            let result = backup_cmd(
+                &req,
+                history.clone(),
+                scheduled.clone(),
+                as_uid,
+                into,
+                offsite,
+            );
+            // A good backup still fails the run when its places are no
+            // longer restorable; a failed one keeps its own error.
+            let result = match (drill_places, &scheduled) {
+                (Some((repo, offsite)), Some(name)) => {
+                    let drilled =
+                        scheduled_drill(&req, staged, &history, name, as_uid, repo, offsite);
+                    result.and(drilled)
+                }
+                _ => result,
+            };
             if result.is_err()
                 && let Some(name) = scheduled
             {
@@ -541,6 +586,17 @@ pub fn run(cli: Cli) -> Result<(), Failure> {
         Command::Database(cmd) => database::run(cmd),
         Command::Repo(cmd) => repo::run(cmd),
         Command::Status { json, max_age } => status::run(json, max_age),
+        Command::Drill {
+            name,
+            password_file,
+            offsite_password_file,
+            pace,
+        } => drill::run(drill::Asked {
+            name,
+            password_file,
+            offsite_password_file,
+            pace,
+        }),
         Command::Prune {
             dest,
             store_name,
@@ -1586,6 +1642,84 @@ fn notify_failure(name: &str) {
 
 /// A scheduled backup failed. Linux: the service's ExecStopPost tells the
 /// user (also when the process dies). Windows: tell them now.
+/// A scheduled run's restore drill, when one is due: its folder (unless
+/// it only stages for a repository), its repository and offsite one, as
+/// the user who made the schedule.
+fn scheduled_drill(
+    req: &BackupRequest,
+    staged: bool,
+    history: &History,
+    name: &str,
+    as_uid: Option<u32>,
+    repo: Option<(persnap::repository::Location, persnap::repository::Password)>,
+    offsite: Option<(
+        persnap::repository::Location,
+        persnap::repository::Password,
+        persnap::repository::Keep,
+    )>,
+) -> Result<(), Failure> {
+    // Never as root for a user's schedule (the run may have stopped
+    // before it became them).
+    #[cfg(unix)]
+    if let Some(uid) = as_uid.filter(|uid| *uid != 0 && persnap::fsutil::is_root()) {
+        persnap::privileged::user::become_uid(uid).map_err(|e| anyhow::anyhow!(e))?;
+    }
+    #[cfg(not(unix))]
+    let _ = as_uid;
+    let runs = history.load()?;
+    if !persnap::drill::due(&req.source, &req.store_name, &runs, chrono::Utc::now()) {
+        return Ok(());
+    }
+    let open = |location: persnap::repository::Location, password| {
+        persnap::repository::Repo::open(&location, &password)
+    };
+    let repository = repo.map(|(l, p)| open(l, p)).transpose();
+    let offsite = offsite.map(|(l, p, _)| open(l, p)).transpose();
+    let (repository, offsite) = match (repository, offsite) {
+        (Ok(r), Ok(o)) => (r, o),
+        (Err(e), _) | (_, Err(e)) => {
+            return Err(Failure {
+                code: e.kind().exit_code(),
+                error: anyhow::anyhow!("The restore drill could not open a repository: {e}"),
+            });
+        }
+    };
+    let subject = persnap::drill::Subject {
+        folder: req.source.clone(),
+        store_name: req.store_name.clone(),
+        database: repo::database_name(&req.source, &req.store_name),
+    };
+    // A run that stages for its repository stages in the user's folder.
+    let staging = if staged {
+        req.dest.clone()
+    } else {
+        repo::staging_dir()?
+    };
+    eprintln!("A restore drill is due:");
+    let cancel = CancelToken::new();
+    let report = drill::drill_one(
+        &subject,
+        (!staged).then(|| req.dest.clone()),
+        repository.as_ref(),
+        offsite.as_ref(),
+        history,
+        &staging,
+        req.pace,
+        Some(name.to_owned()),
+        &cancel,
+    )?;
+    if report.passed() {
+        return Ok(());
+    }
+    Err(Failure {
+        code: persnap::ErrorKind::Verify.exit_code(),
+        error: anyhow::anyhow!(
+            "The restore drill found it not restorable from {}.",
+            report.problems().join("; ")
+        ),
+    })
+}
+
 fn after_failed_scheduled_run(name: &str) {
     if cfg!(windows) {
         tell_scheduled_failure(name, "Task Scheduler");

@@ -75,8 +75,9 @@ const USE_SUGGESTED: (u32, u32) = (420, 241);
 const PROTECT: (u32, u32) = (37, 539);
 /// When it is protected: "Back up now".
 const FIRST_BACKUP: (u32, u32) = (52, 168);
-/// On its card: "Backups and restore".
-const CARD_BACKUPS: (u32, u32) = (185, 169);
+/// On its card, once backed up (a line says when it was last proven
+/// restorable): "Backups and restore".
+const CARD_BACKUPS: (u32, u32) = (185, 187);
 
 /// Click a window-relative point.
 fn click_at(display: &str, window: &str, (x, y): (u32, u32)) {
@@ -93,6 +94,42 @@ fn click_at(display: &str, window: &str, (x, y): (u32, u32)) {
         ],
     );
     std::thread::sleep(Duration::from_millis(500));
+}
+
+/// The window's pixels, to see whether it changed.
+fn pixels(display: &str, window: &str) -> Vec<u8> {
+    let out = Command::new("import")
+        .args(["-window", window, "rgb:-"])
+        .env("DISPLAY", display)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "import: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out.stdout
+}
+
+/// Click a point that opens another page, and wait until the window
+/// shows something else. On a machine loaded by the whole test suite the
+/// app may still be settling when the first click comes (a click on a
+/// widget drawn for the first time in that very frame is not one yet), so
+/// a click that changed nothing in 10 s is made again, up to three times.
+fn click_to_open(display: &str, window: &str, at: (u32, u32)) {
+    let before = pixels(display, window);
+    for _ in 0..3 {
+        click_at(display, window, at);
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while Instant::now() < deadline {
+            if pixels(display, window) != before {
+                std::thread::sleep(Duration::from_millis(500));
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    }
+    panic!("clicking at {at:?} changed nothing on the screen");
 }
 
 /// Click a window-relative point, then type.
@@ -242,9 +279,9 @@ fn real_window_protects_a_running_correlator() {
     let (d, win) = (w.display.as_str(), w.window.as_str());
     // It opens on the overview: nothing protected yet, the correlator found.
     screenshot(d, win, &shots, "0-overview.png");
-    click_at(d, win, FOUND_PROTECT);
+    click_to_open(d, win, FOUND_PROTECT);
     screenshot(d, win, &shots, "4-protect.png");
-    click_at(d, win, USE_SUGGESTED);
+    click_to_open(d, win, USE_SUGGESTED);
     click_at(d, win, PROTECT);
     let entry = registry.path().join("apama.json");
     wait_for("the registration", &shots, || entry.is_file());
@@ -258,7 +295,7 @@ fn real_window_protects_a_running_correlator() {
     std::thread::sleep(Duration::from_secs(1));
     screenshot(d, win, &shots, "6-overview-protected.png");
     check_backup(&finished_backup(&backups).unwrap(), "persistence.db");
-    click_at(d, win, CARD_BACKUPS);
+    click_to_open(d, win, CARD_BACKUPS);
     // Its page draws its chart on the next frames (slower on a busy machine).
     std::thread::sleep(Duration::from_secs(2));
     screenshot(d, win, &shots, "7-database.png");
@@ -294,7 +331,7 @@ fn real_window_backs_up_a_live_database() {
 
     let shown = Window::open(home.path(), 0, &[]);
     let (display, window) = (shown.display.clone(), shown.window.clone());
-    click_at(&display, &window, BACK_UP_TAB);
+    click_to_open(&display, &window, BACK_UP_TAB);
     screenshot(&display, &window, &shots, "1-start.png");
 
     type_at(&display, &window, (330, 44), store_dir.to_str().unwrap());
@@ -414,10 +451,10 @@ fn real_window_restores_a_lost_machines_database() {
         ],
     );
     let (d, win) = (w.display.as_str(), w.window.as_str());
-    click_at(d, win, RESTORE_FROM_OVERVIEW);
+    click_to_open(d, win, RESTORE_FROM_OVERVIEW);
     type_at(d, win, REPOSITORY_FIELD, repo.to_str().unwrap());
     type_at(d, win, PASSWORD_FIELD, "ledger secret");
-    click_at(d, win, CONNECT);
+    click_to_open(d, win, CONNECT);
     // Connected, the backup's manifest read, the plan said.
     std::thread::sleep(Duration::from_secs(4));
     screenshot(d, win, &shots, "8-restore.png");

@@ -1487,3 +1487,175 @@ fn transfers_in(db: &Path) -> i64 {
         .unwrap_or_else(|e| panic!("{}: {e}", db.display()))
         .transfers
 }
+
+/// Restore drills: a protected database kept in a folder, a repository and
+/// an offsite repository is proven restorable from all three; then one
+/// place at a time is damaged — a folder backup's file truncated, a byte
+/// flipped in a repository pack, a pack deleted offsite — and each drill
+/// fails naming the database, the place and the backup, and `persnap
+/// status` says so and exits 2.
+#[test]
+fn restore_drills_prove_every_place_and_name_the_damaged_one() {
+    if !require_root("restore_drills_prove_every_place_and_name_the_damaged_one") {
+        return;
+    }
+    let setup = Setup::new();
+    let repo_dir = setup.path("repo");
+    let repo = repo_dir.to_str().unwrap();
+    let offsite_dir = setup.path("offsite");
+    let offsite = offsite_dir.to_str().unwrap();
+    let store_dir = setup.with_store(repo, Mode::Rollback, 4);
+    ok(&setup.persnap(offsite, &["repo", "init"]));
+    let dest = setup.path("backups");
+    std::fs::create_dir(&dest).unwrap();
+    let mut db = persnap::registry::Database::new(
+        "orders",
+        std::fs::canonicalize(&store_dir).unwrap(),
+        "persistence.db",
+    );
+    db.location = Some(dest.clone());
+    db.repository = Some(persnap::registry::InRepository {
+        location: repo.into(),
+        keep: Default::default(),
+        staged: false,
+    });
+    db.offsite = Some(persnap::registry::InRepository {
+        location: offsite.into(),
+        keep: Default::default(),
+        staged: false,
+    });
+    persnap::registry::Registry::at(setup.path("databases"))
+        .add(&db)
+        .unwrap();
+    let password = setup.password_file.to_str().unwrap().to_owned();
+    for _ in 0..2 {
+        let mut backup = setup.backup(repo, &store_dir, "sqlite-online");
+        backup.args(["--dest", dest.to_str().unwrap(), "--offsite", offsite]);
+        backup.args(["--offsite-password-file", &password]);
+        ok(&backup.output().unwrap());
+    }
+    let drill = || {
+        setup.persnap(
+            repo,
+            &[
+                "drill",
+                "orders",
+                "--password-file",
+                &password,
+                "--offsite-password-file",
+                &password,
+            ],
+        )
+    };
+    let status = || setup.persnap(repo, &["status"]);
+
+    // Intact: proven restorable from all three, and said so.
+    let out = drill();
+    let said = stderr(&out);
+    assert!(out.status.success(), "{said}");
+    for place in [
+        format!("the backup folder {}: restorable", dest.display()),
+        format!("the repository {repo}: restorable"),
+        format!("the offsite repository {offsite}: restorable"),
+    ] {
+        assert!(said.contains(&place), "{place:?} in {said}");
+    }
+    assert!(said.contains("part 1 of 4 of its packs read"), "{said}");
+    let out = status();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("Last proven restorable today at"),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    assert!(setup.history().load().unwrap().iter().any(|r| {
+        r.kind == persnap::history::RunKind::Drill
+            && r.drill
+                .as_ref()
+                .is_some_and(|d| d.passed() && d.places.len() == 3)
+    }));
+
+    // Each kind of damage, one at a time, each put right afterwards.
+    let newest_folder = std::fs::read_dir(&dest)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.join("manifest.json").is_file())
+        .max()
+        .unwrap();
+    let largest_pack = |root: &Path| {
+        files_under(&root.join("data"))
+            .into_iter()
+            .max_by_key(|p| std::fs::metadata(p).unwrap().len())
+            .unwrap()
+    };
+    let writable = |path: &Path| {
+        let mut perms = std::fs::metadata(path).unwrap().permissions();
+        #[allow(clippy::permissions_set_readonly_false)]
+        perms.set_readonly(false);
+        std::fs::set_permissions(path, perms).unwrap();
+    };
+    let db_file = newest_folder.join("persistence.db");
+    let pack = largest_pack(&repo_dir);
+    let offsite_pack = largest_pack(&offsite_dir);
+    type Damage<'a> = (&'a Path, Box<dyn Fn(&[u8]) -> Option<Vec<u8>> + 'a>, String);
+    let damages: Vec<Damage> = vec![
+        (
+            &db_file,
+            Box::new(|b: &[u8]| Some(b[..b.len() / 2].to_vec())),
+            format!("the backup folder {}", dest.display()),
+        ),
+        (
+            &pack,
+            Box::new(|b: &[u8]| {
+                let mut b = b.to_vec();
+                let middle = b.len() / 3;
+                b[middle] ^= 0x5a;
+                Some(b)
+            }),
+            format!("the repository {repo}"),
+        ),
+        (
+            &offsite_pack,
+            Box::new(|_: &[u8]| None),
+            format!("the offsite repository {offsite}"),
+        ),
+    ];
+    for (path, damage, place) in damages {
+        let original = std::fs::read(path).unwrap();
+        writable(path);
+        match damage(&original) {
+            Some(bytes) => std::fs::write(path, bytes).unwrap(),
+            None => std::fs::remove_file(path).unwrap(),
+        }
+        let out = drill();
+        let said = stderr(&out);
+        assert_eq!(out.status.code(), Some(5), "{place}: {said}");
+        assert!(said.contains("Restore drill of orders"), "{said}");
+        let broken = said
+            .lines()
+            .find(|l| l.contains(&format!("{place}:")) && !l.contains("restorable"))
+            .unwrap_or_else(|| panic!("{place} is named: {said}"));
+        assert!(
+            broken.contains("the backup ")
+                && (broken.contains("is damaged")
+                    || broken.contains("could not be read back whole"))
+                || broken.contains("is damaged or missing"),
+            "the backup and what is wrong: {broken}"
+        );
+        let out = status();
+        let shown = String::from_utf8_lossy(&out.stdout);
+        assert_eq!(out.status.code(), Some(2), "{shown}");
+        assert!(
+            shown.contains("not restorable from") && shown.contains(&place),
+            "{shown}"
+        );
+        std::fs::write(path, &original).unwrap();
+        let out = drill();
+        assert!(out.status.success(), "put right: {}", stderr(&out));
+    }
+    setup.assert_nothing_staged();
+}

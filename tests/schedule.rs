@@ -485,6 +485,7 @@ fn a_missed_run_is_reported_until_one_runs() {
         unlock: None,
         offsite: None,
         offsite_unlock: None,
+        drill: false,
     };
     systemd::write_units(&s, units.path(), &bin("persnap")).unwrap();
     let check = with_units(units.path(), data.path(), &["schedule", "check"]);
@@ -733,8 +734,25 @@ fn a_scheduled_backup_into_a_repository_keeps_its_password_from_all_but_root() {
         0,
         "nothing left staged"
     );
-    let runs = History::at(history.path()).load().unwrap();
+    let (runs, drills): (Vec<_>, Vec<_>) = History::at(history.path())
+        .load()
+        .unwrap()
+        .into_iter()
+        .partition(|r| r.kind == persnap::history::RunKind::Backup);
     assert_eq!(runs.len(), 3);
+    // The first run's drill (due) read its repository and offsite one
+    // back, as the user; the next two were not due.
+    assert_eq!(drills.len(), 1, "{drills:#?}");
+    let report = drills[0].drill.as_ref().unwrap();
+    assert!(report.passed(), "{report:#?}");
+    let kinds: Vec<_> = report.places.iter().map(|p| p.kind).collect();
+    assert_eq!(
+        kinds,
+        [
+            persnap::drill::PlaceKind::Repository,
+            persnap::drill::PlaceKind::Offsite
+        ]
+    );
     for (run, id) in runs.iter().zip(&ids) {
         assert_eq!(run.outcome, Outcome::Completed, "{run:#?}");
         assert_eq!(run.scheduled.as_deref(), Some("to-repo"));
@@ -847,6 +865,28 @@ fn a_scheduled_run_writes_as_the_user_who_made_it() {
     let runs = History::at(history.path()).load().unwrap();
     assert_eq!(runs.last().unwrap().outcome, Outcome::Completed);
     assert_eq!(runs.last().unwrap().scheduled.as_deref(), Some("as-user"));
+    // The first run also proved its backups restorable (a drill was due),
+    // as the user; the next one, a week early, does not drill again.
+    let drills = |runs: &[persnap::history::Run]| -> Vec<persnap::history::Run> {
+        runs.iter()
+            .filter(|r| r.kind == persnap::history::RunKind::Drill)
+            .cloned()
+            .collect()
+    };
+    let first = drills(&runs);
+    assert_eq!(first.len(), 1, "{runs:?}");
+    let report = first[0].drill.as_ref().unwrap();
+    assert!(report.passed(), "{report:?}");
+    assert_eq!(report.places[0].kind, persnap::drill::PlaceKind::Folder);
+    assert_eq!(first[0].scheduled.as_deref(), Some("as-user"));
+    let again = run_service(&text);
+    assert!(
+        again.status.success(),
+        "{}",
+        String::from_utf8_lossy(&again.stderr)
+    );
+    let runs = History::at(history.path()).load().unwrap();
+    assert_eq!(drills(&runs).len(), 1, "not due again for a week");
 }
 
 /// A scheduled sqlite-online run takes no snapshot, so it becomes its user

@@ -76,6 +76,7 @@ fn the_tasks_arguments_make_a_scheduled_backup() {
         unlock: None,
         offsite: None,
         offsite_unlock: None,
+        drill: false,
     };
     // The record in the administrators' schedules folder, as `schedule add`
     // leaves it, then exactly what the task's <Arguments> holds.

@@ -127,6 +127,12 @@ fn describe(a: &Assessment) -> String {
     if let Some(o) = &a.offsite {
         out += &format!("  A copy of each goes offsite, into {}.\n", o.location);
     }
+    if let Some(proven) = &a.proven {
+        out += &format!(
+            "  Last proven restorable {} (restore drill).\n",
+            protection::moment(proven.started, chrono::Local::now())
+        );
+    }
     out
 }
 

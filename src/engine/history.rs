@@ -63,6 +63,10 @@ pub enum RunKind {
     Backup,
     /// A restore: `source` is the backup folder, `destination` the store folder.
     Restore,
+    /// A restore drill: `source` is the store folder whose backups were
+    /// read back, `destination` its first backup location; what each
+    /// place gave back is in `drill`.
+    Drill,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -108,6 +112,9 @@ pub struct Run {
     /// The offsite copy, when the backup has a second location.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub offsite: Option<crate::repository::Offsite>,
+    /// A restore drill's findings, place by place.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub drill: Option<crate::drill::DrillReport>,
     #[serde(default)]
     pub warnings: Vec<String>,
     pub host: String,
@@ -148,6 +155,7 @@ impl Run {
             verification: None,
             repository: None,
             offsite: None,
+            drill: None,
             warnings: Vec::new(),
             host: crate::manifest::host_name(),
             tool_version: crate::TOOL_VERSION.into(),

@@ -8,6 +8,9 @@ pub mod backup;
 pub mod copy;
 /// Finding correlator stores to protect.
 pub mod discover;
+/// Restore drills: proving every place a database's backups are kept can
+/// give it back.
+pub mod drill;
 /// Typed errors with what to do.
 pub mod error;
 /// Atomic writes, run locks.

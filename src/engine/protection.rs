@@ -109,6 +109,13 @@ pub struct Assessment {
     /// And a copy of each goes into this offsite repository.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub offsite: Option<crate::registry::InRepository>,
+    /// The newest restore drill that passed: when its backups were last
+    /// proven restorable from every place they are kept.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub proven: Option<Run>,
+    /// The newest restore drill that ended, passed or not.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub last_drill: Option<Run>,
 }
 
 /// The backup runs of `db` in `runs`.
@@ -187,7 +194,10 @@ pub fn assess(
         free,
         repository: db.repository.clone(),
         offsite: db.offsite.clone(),
+        proven: None,
+        last_drill: None,
     };
+    (a.proven, a.last_drill) = crate::drill::last(&db.folder, &db.store_name, runs);
 
     // 1. The newest attempt failed (and nothing good came after it).
     if let Some(run) = &last_run
@@ -235,7 +245,37 @@ pub fn assess(
     let good_at = good.finished.unwrap_or(good.started);
     let age = now.with_timezone(&Utc) - good_at;
 
-    // 2. A scheduled run did not happen.
+    // 2. Its backups were found not restorable by the last drill.
+    if let Some(drill) = &a.last_drill
+        && drill.outcome != Outcome::Completed
+        && a.proven.as_ref().is_none_or(|p| p.started < drill.started)
+    {
+        let problems = drill
+            .drill
+            .as_ref()
+            .map(|r| r.problems())
+            .filter(|p| !p.is_empty())
+            .unwrap_or_else(|| vec![reason(&drill.outcome)]);
+        a.level = Level::Failing;
+        a.headline = format!(
+            "The restore drill {} found it not restorable from {}.",
+            moment(drill.started, now),
+            problems.join("; ")
+        );
+        a.advice = Some(format!(
+            "Find out what happened there (a failing disk, a server, files deleted), back up again, then run a restore drill (persnap drill {}, or Check restorable on its page).",
+            db.name
+        ));
+        for place in drill.drill.iter().flat_map(|r| &r.places) {
+            if let Some(detail) = &place.detail {
+                a.details.push(format!("{}: {detail}", place.kind.words()));
+            }
+        }
+        a.details.push(format!("Drill {}", drill.id));
+        return a;
+    }
+
+    // 3. A scheduled run did not happen.
     for s in &schedules {
         if let schedule::Status::Missed { due } = schedule::status(s, &mine_owned(&mine), now) {
             a.level = Level::Attention;
@@ -254,7 +294,7 @@ pub fn assess(
         }
     }
 
-    // 3. Too old.
+    // 4. Too old.
     let max_age = policy
         .max_age
         .or_else(|| schedule.is_none().then_some(DEFAULT_MAX_AGE));
@@ -272,7 +312,40 @@ pub fn assess(
         return a;
     }
 
-    // 4. Protected; warn of what will stop it.
+    // 5. Not proven restorable lately: no drill passed for a week and a
+    // day, once it has been protected (or backed up) that long.
+    let since = db
+        .added
+        .into_iter()
+        .chain(mine.iter().filter(|r| is_good(r)).map(|r| r.started))
+        .min();
+    let proven_at = a.proven.as_ref().map(|p| p.finished.unwrap_or(p.started));
+    let unproven_for = now.with_timezone(&Utc) - proven_at.or(since).unwrap_or(good_at);
+    if unproven_for > crate::drill::OVERDUE {
+        a.level = Level::Attention;
+        a.headline = match proven_at {
+            Some(t) => format!(
+                "Backed up {}, but not proven restorable for {}: the last restore drill that passed was {}.",
+                ago(age),
+                span(unproven_for),
+                moment(t, now)
+            ),
+            None => format!(
+                "Backed up {}, but never proven restorable: no restore drill has passed in the {} it has been protected.",
+                ago(age),
+                span(unproven_for)
+            ),
+        };
+        a.advice = Some(format!(
+            "Run a restore drill: Check restorable on its page, or persnap drill {}.",
+            db.name
+        ));
+        a.details
+            .push(format!("Newest verified backup: {}", good_path(good)));
+        return a;
+    }
+
+    // 6. Protected; warn of what will stop it.
     a.headline = format!("Protected: last verified backup {}.", ago(age));
     a.details
         .push(format!("Newest verified backup: {}", good_path(good)));
@@ -567,6 +640,7 @@ mod tests {
             unlock: None,
             offsite: None,
             offsite_unlock: None,
+            drill: false,
         }
     }
 
@@ -581,6 +655,92 @@ mod tests {
         assert_eq!(a.headline, "Protected: last verified backup 3 hours ago.");
         assert!(a.advice.unwrap().contains("No schedule"));
         assert_eq!(a.location.as_deref(), Some(Path::new("/backups")));
+    }
+
+    fn drill(id: &str, hours_ago: i64, problem: Option<&str>) -> Run {
+        let mut r = run(id, hours_ago, Outcome::Completed, None);
+        r.kind = RunKind::Drill;
+        r.verification = None;
+        r.drill = Some(crate::drill::DrillReport {
+            places: vec![crate::drill::Checked {
+                location: "sftp:backup@nas:/srv/repo".into(),
+                kind: crate::drill::PlaceKind::Offsite,
+                backups: vec!["1a2b3c4d".into()],
+                packs: Some((2, 4)),
+                problem: problem.map(Into::into),
+                detail: None,
+            }],
+        });
+        if problem.is_some() {
+            r.outcome = Outcome::Failed {
+                step: Phase::Verify,
+                kind: ErrorKind::Verify,
+                message: "Not restorable".into(),
+            };
+        }
+        r
+    }
+
+    #[test]
+    fn a_drill_that_found_a_place_damaged_is_failing_and_names_it() {
+        let runs = [
+            run("a", 3, Outcome::Completed, None),
+            drill("d1", 200, None),
+            drill(
+                "d2",
+                2,
+                Some("the backup 1a2b3c4d could not be read back whole"),
+            ),
+        ];
+        let a = judge(&runs, &[]);
+        assert_eq!(a.level, Level::Failing);
+        assert!(
+            a.headline.contains("the offsite repository sftp:backup@nas:/srv/repo: the backup 1a2b3c4d could not be read back"),
+            "{}",
+            a.headline
+        );
+        assert!(a.advice.unwrap().contains("persnap drill orders"));
+        // A drill that passes since makes it restorable again.
+        let mut later = runs.to_vec();
+        later.push(drill("d3", 1, None));
+        let a = judge(&later, &[]);
+        assert_eq!(a.level, Level::Protected, "{}", a.headline);
+        assert_eq!(a.proven.unwrap().id, "d3");
+    }
+
+    #[test]
+    fn no_drill_for_eight_days_needs_attention_once_protected_that_long() {
+        // Protected (backed up) two days: not yet.
+        let runs = [
+            run("first", 48, Outcome::Completed, None),
+            run("a", 3, Outcome::Completed, None),
+        ];
+        assert_eq!(judge(&runs, &[]).level, Level::Protected);
+        // Backed up for ten days, never drilled.
+        let runs = [
+            run("first", 240, Outcome::Completed, None),
+            run("a", 3, Outcome::Completed, None),
+        ];
+        let a = judge(&runs, &[]);
+        assert_eq!(a.level, Level::Attention);
+        assert!(
+            a.headline.contains("never proven restorable"),
+            "{}",
+            a.headline
+        );
+        // The last drill that passed was nine days ago.
+        let mut runs = runs.to_vec();
+        runs.push(drill("d", 216, None));
+        let a = judge(&runs, &[]);
+        assert_eq!(a.level, Level::Attention);
+        assert!(
+            a.headline.contains("not proven restorable for 9 days"),
+            "{}",
+            a.headline
+        );
+        // And a week ago is fine.
+        runs.push(drill("d2", 168, None));
+        assert_eq!(judge(&runs, &[]).level, Level::Protected);
     }
 
     #[test]

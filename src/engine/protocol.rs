@@ -868,6 +868,7 @@ pub fn validate_with(request: Request, dest: Resolver) -> Result<Validated, Erro
                     unlock,
                     offsite,
                     offsite_unlock,
+                    drill: true,
                 },
             )))
         }

@@ -34,6 +34,9 @@ pub struct DatabasePage {
     pins: std::collections::HashMap<PathBuf, Option<persnap::pin::Pin>>,
     /// The note for pinning the selected backup.
     pub note: String,
+    /// A restore drill running (its progress), and how the last one went.
+    drilling: Option<(Job, super::widgets::Meter)>,
+    pub drilled: Option<Result<Box<persnap::drill::DrillReport>, String>>,
     /// "Back up before upgrading": asked, and its note.
     asking_upgrade: bool,
     pub upgrade_note: String,
@@ -52,6 +55,8 @@ impl DatabasePage {
             stopped: None,
             pins: Default::default(),
             note: String::new(),
+            drilling: None,
+            drilled: None,
             asking_upgrade: false,
             upgrade_note: "before upgrading Apama".into(),
             pin_error: None,
@@ -59,7 +64,29 @@ impl DatabasePage {
     }
 
     pub fn busy(&self) -> bool {
-        self.verifying.is_some() || self.stopping.is_some()
+        self.verifying.is_some() || self.stopping.is_some() || self.drilling.is_some()
+    }
+
+    /// Take in what the drill reported; whether it ended.
+    fn drain_drill(&mut self) -> bool {
+        let Some((job, meter)) = &mut self.drilling else {
+            return false;
+        };
+        let mut ended = None;
+        while let Ok(msg) = job.rx.try_recv() {
+            meter.update(&msg);
+            if let Msg::DrillDone(result) = msg {
+                ended = Some(result);
+            }
+        }
+        match ended {
+            Some(result) => {
+                self.drilled = Some(result);
+                self.drilling = None;
+                true
+            }
+            None => false,
+        }
     }
 
     /// Read the pins again (one was added or removed elsewhere).
@@ -73,6 +100,99 @@ impl DatabasePage {
             .entry(path.to_owned())
             .or_insert_with(|| persnap::pin::read(path))
             .as_ref()
+    }
+}
+
+/// Start a restore drill of the database of `card`: its folder (unless it
+/// only stages for a repository), its repository and offsite one.
+fn start_drill(app: &mut PersnapApp, ctx: &egui::Context, card: &Assessment) {
+    let Some(history) = app.rt.history.clone() else {
+        return;
+    };
+    let staged_only = card.repository.as_ref().is_some_and(|r| r.staged);
+    let folder = super::overview_view::location_of(app, card).filter(|_| !staged_only);
+    let repository = |r: &persnap::registry::InRepository| {
+        let location = persnap::repository::Location::parse(&r.location).ok()?;
+        Some((
+            location,
+            super::repository_view::typed_password(app, &r.location),
+        ))
+    };
+    let subject = persnap::drill::Subject {
+        folder: card.folder.clone(),
+        store_name: card.store_name.clone(),
+        database: card.name.clone(),
+    };
+    let job = worker::drill(
+        ctx,
+        subject,
+        folder,
+        card.repository.as_ref().and_then(repository),
+        card.offsite.as_ref().and_then(repository),
+        history,
+        app.rt.staging.clone(),
+    );
+    if let Some(page) = &mut app.rt.database {
+        page.drilled = None;
+        page.drilling = Some((job, super::widgets::Meter::default()));
+    }
+}
+
+/// The drill running, or what the last one found.
+fn drill_state(page: &mut DatabasePage, ui: &mut Ui) {
+    if let Some((job, meter)) = &mut page.drilling {
+        if meter.show(ui, "Checking that it restores", drill_phase_words) {
+            job.cancel.cancel();
+        }
+        ui.ctx().request_repaint_after(Duration::from_millis(250));
+        return;
+    }
+    match &page.drilled {
+        None => {}
+        Some(Ok(report)) if report.passed() => {
+            ui.colored_label(
+                GREEN,
+                "Restorable: every place gave its backups back whole, and SQLite found them intact.",
+            );
+            for place in &report.places {
+                ui.label(format!("• {}", place.words()));
+            }
+        }
+        Some(Ok(report)) => {
+            ui.colored_label(RED, "Not restorable from every place:");
+            for place in &report.places {
+                let line = format!("• {}", place.words());
+                if place.problem.is_some() {
+                    ui.colored_label(RED, line);
+                } else {
+                    ui.label(line);
+                }
+            }
+            let details: Vec<String> = report
+                .places
+                .iter()
+                .filter_map(|p| Some(format!("{}: {}", p.kind.words(), p.detail.as_ref()?)))
+                .collect();
+            if !details.is_empty() {
+                egui::CollapsingHeader::new("Details")
+                    .id_salt("drill-details")
+                    .show(ui, |ui| {
+                        for line in details {
+                            ui.label(line);
+                        }
+                    });
+            }
+        }
+        Some(Err(e)) => {
+            ui.colored_label(RED, format!("The restore drill could not run: {e}"));
+        }
+    }
+}
+
+fn drill_phase_words(phase: persnap::progress::Phase) -> &'static str {
+    match phase {
+        persnap::progress::Phase::Copy => "reading a backup out of its repository",
+        _ => "reading back and checking",
     }
 }
 
@@ -96,6 +216,15 @@ fn drain(app: &mut PersnapApp) {
             Err(TryRecvError::Disconnected) => page.verifying = None,
         }
     }
+    // A drill's run is in the history now: the card and page say it.
+    if page.drain_drill() {
+        app.reload_history();
+        app.rt.overview.invalidate();
+        return;
+    }
+    let Some(page) = &mut app.rt.database else {
+        return;
+    };
     let mut stopped = false;
     if let Some(job) = &page.stopping {
         match job.rx.try_recv() {
@@ -194,6 +323,9 @@ fn header(app: &mut PersnapApp, ui: &mut Ui, card: &Assessment) {
         )),
         None => ui.label("No schedule: backed up when you click Back up now."),
     };
+    if let Some(words) = super::overview_view::proven_words(card, now) {
+        ui.label(words);
+    }
     let location = super::overview_view::location_of(app, card);
     let busy = app.rt.database.as_ref().is_some_and(DatabasePage::busy);
     ui.horizontal(|ui| {
@@ -236,6 +368,15 @@ fn header(app: &mut PersnapApp, ui: &mut Ui, card: &Assessment) {
             page.asking_upgrade = true;
         }
         if ui
+            .add_enabled(!busy && card.last_good.is_some(), egui::Button::new("Check restorable now"))
+            .on_hover_text(
+                "A restore drill: read the newest backup and one older one back whole from every place its backups are kept, and check them; nothing in the database's folder is touched",
+            )
+            .clicked()
+        {
+            start_drill(app, ui.ctx(), card);
+        }
+        if ui
             .add_enabled(!busy, egui::Button::new("Change…"))
             .on_hover_text("Where its backups go, when, and for how long")
             .clicked()
@@ -258,6 +399,7 @@ fn header(app: &mut PersnapApp, ui: &mut Ui, card: &Assessment) {
     let Some(page) = &mut app.rt.database else {
         return;
     };
+    drill_state(page, ui);
     if page.asking_upgrade {
         let mut go = false;
         egui::Frame::group(ui.style()).show(ui, |ui| {

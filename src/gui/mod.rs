@@ -461,6 +461,7 @@ impl PersnapApp {
                 Msg::StoredDone(Ok(stored)) => finished = Some(Outcome::Stored(stored)),
                 Msg::TestSnapshotDone(r) => finished = Some(Outcome::TestSnapshot(r)),
                 Msg::Probed { .. }
+                | Msg::DrillDone(_)
                 | Msg::RestoreDone(_)
                 | Msg::ScheduleDone(_)
                 | Msg::ProtectDone(_) => {}

@@ -263,6 +263,9 @@ fn database_card(app: &mut PersnapApp, ui: &mut Ui, card: &Assessment) {
                 )),
                 None => ui.label("Next backup: none scheduled."),
             };
+            if let Some(words) = proven_words(card, now) {
+                ui.label(words);
+            }
             let location = location_of(app, card);
             location_row(app, ui, card, location.as_deref());
             actions(app, ui, card, location.as_deref());
@@ -288,6 +291,39 @@ fn database_card(app: &mut PersnapApp, ui: &mut Ui, card: &Assessment) {
                     }
                 });
         });
+}
+
+/// When its backups were last proven restorable (a restore drill read
+/// them back from every place), if they have backups at all.
+pub fn proven_words(card: &Assessment, now: chrono::DateTime<chrono::Local>) -> Option<String> {
+    card.last_good.as_ref()?;
+    Some(match &card.proven {
+        Some(drill) => {
+            let places = drill
+                .drill
+                .as_ref()
+                .map(|r| {
+                    r.places
+                        .iter()
+                        .map(|p| p.kind.words().trim_start_matches("the "))
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                })
+                .unwrap_or_default();
+            format!(
+                "Last proven restorable {} (restore drill: {places}).",
+                protection::moment(drill.started, now)
+            )
+        }
+        None if card.schedule.is_some() => {
+            "Not proven restorable yet: the first restore drill runs with its next scheduled backup."
+                .into()
+        }
+        None => {
+            "Not proven restorable yet: a restore drill (Check restorable now, on its page) reads its backups back."
+                .into()
+        }
+    })
 }
 
 fn location_row(app: &mut PersnapApp, ui: &mut Ui, card: &Assessment, location: Option<&Path>) {

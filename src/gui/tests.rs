@@ -1015,6 +1015,7 @@ fn fixture_schedules() -> tempfile::TempDir {
         unlock: None,
         offsite: None,
         offsite_unlock: None,
+        drill: false,
     };
     #[cfg(windows)]
     std::fs::write(
@@ -1392,6 +1393,7 @@ fn a_missed_scheduled_run_is_shown_on_the_backup_screen() {
         unlock: None,
         offsite: None,
         offsite_unlock: None,
+        drill: false,
     };
     persnap::schedule::systemd::write_units(&s, units.path(), Path::new("/usr/bin/persnap"))
         .unwrap();
@@ -2520,4 +2522,87 @@ fn a_lost_machines_database_is_restored_and_protected_from_the_app() {
         0,
         "nothing read out of the repository stays"
     );
+}
+
+/// "Check restorable now" on a database's page: a restore drill of its
+/// backup folder proves it restorable, and the card says when; a backup
+/// file damaged since makes the next drill say which one, and the card
+/// turns red.
+#[test]
+fn a_restore_drill_from_the_database_page_proves_it_or_names_the_damage() {
+    let (src, dest, data) = (
+        tempfile::tempdir().unwrap(),
+        tempfile::tempdir().unwrap(),
+        tempfile::tempdir().unwrap(),
+    );
+    let first = online_backup(src.path(), dest.path(), data.path());
+    let registry = persnap::registry::Registry::at(data.path().join("databases"));
+    let mut entry = persnap::registry::Database::new(
+        "orders",
+        persnap::volume::canonical(src.path()).unwrap(),
+        "persistence.db",
+    );
+    entry.location = Some(persnap::fsutil::canonicalize(dest.path()).unwrap());
+    registry.add(&entry).unwrap();
+    let staging = data.path().join("staging");
+    std::fs::create_dir(&staging).unwrap();
+    let mut app = PersnapApp::with_settings(
+        Settings::default(),
+        Ok(History::at(data.path().join("history"))),
+    );
+    share_registry(&mut app, &registry);
+    app.rt.staging = Some(staging);
+    app.rt.overview.places = Some(Vec::new());
+    app.rt.overview.skip_processes = true;
+    let mut h = harness(app);
+    wait_for_overview(&mut h);
+    h.get_by_label_contains("Not proven restorable yet");
+    h.get_by_label("Backups of orders").click();
+    h.run_steps(3);
+    h.get_by_label("Check restorable now").click();
+    wait_until(&mut h, "the drill", |app| {
+        app.rt
+            .database
+            .as_ref()
+            .is_some_and(|p| p.drilled.is_some())
+    });
+    h.run_steps(3);
+    h.get_by_label_contains("Restorable: every place gave its backups back whole");
+    h.get_by_label_contains(&format!(
+        "the backup folder {}: restorable",
+        entry.location.as_ref().unwrap().display()
+    ));
+    h.get_by_label_contains("Last proven restorable today at");
+    assert!(h.unnamed_widgets().is_empty());
+
+    // The backup is damaged since: the next drill names it, the card is red.
+    let file = first.backup_dir.join("persistence.db");
+    let mut perms = std::fs::metadata(&file).unwrap().permissions();
+    #[allow(clippy::permissions_set_readonly_false)]
+    perms.set_readonly(false);
+    std::fs::set_permissions(&file, perms).unwrap();
+    let bytes = std::fs::read(&file).unwrap();
+    std::fs::write(&file, &bytes[..bytes.len() / 2]).unwrap();
+    h.get_by_label("Check restorable now").click();
+    wait_until(&mut h, "the second drill", |app| {
+        app.rt
+            .database
+            .as_ref()
+            .is_some_and(|p| matches!(&p.drilled, Some(Ok(r)) if !r.passed()))
+    });
+    wait_until(&mut h, "the card turning red", |app| {
+        app.rt.overview.survey.as_ref().is_some_and(|s| {
+            s.as_ref()
+                .is_ok_and(|s| s.assessments[0].level == persnap::protection::Level::Failing)
+        })
+    });
+    h.run_steps(3);
+    h.get_by_label("Not restorable from every place:");
+    // On the page's drill result and in its standing above.
+    let damaged = format!(
+        "the backup {} is damaged",
+        first.backup_dir.file_name().unwrap().to_string_lossy()
+    );
+    assert_eq!(h.query_all_by_label_contains(&damaged).count(), 2);
+    h.get_by_label_contains("The restore drill today at");
 }

@@ -45,6 +45,9 @@ pub enum Msg {
         key: String,
         result: Result<Box<ProbeReport>, String>,
     },
+    /// A restore drill ended: what each place gave back, or why it could
+    /// not run.
+    DrillDone(Result<Box<persnap::drill::DrillReport>, String>),
 }
 
 /// What else happened in a backup, in words, each a warning or not.
@@ -245,6 +248,73 @@ pub fn restore(
             Err(f) => Err(f),
         };
         notify.send(Msg::RestoreDone(result));
+    })
+}
+
+/// A repository to drill: where, and the password typed this session
+/// (`None`: the one kept in the keyring).
+pub type DrillRepository = (Location, Option<Password>);
+
+/// A restore drill of one database (see `persnap::drill`): its folder, its
+/// repository and offsite one, read back as you, recorded in `history`.
+pub fn drill(
+    ctx: &eframe::egui::Context,
+    subject: persnap::drill::Subject,
+    folder: Option<PathBuf>,
+    repository: Option<DrillRepository>,
+    offsite: Option<DrillRepository>,
+    history: History,
+    staging: Option<PathBuf>,
+) -> Job {
+    spawn(ctx, move |notify, cancel| {
+        let result = (|| {
+            let open = |(location, typed): DrillRepository| {
+                let password = password_of(&location, typed)?;
+                persnap::repository::Repo::open(&location, &password)
+            };
+            let repository = repository.map(open).transpose()?;
+            let offsite = offsite.map(open).transpose()?;
+            let mut places = Vec::new();
+            if let Some(dir) = folder {
+                places.push(persnap::drill::Place::Folder(dir));
+            }
+            if let Some(repo) = &repository {
+                places.push(persnap::drill::Place::Repository {
+                    repo,
+                    kind: persnap::drill::PlaceKind::Repository,
+                });
+            }
+            if let Some(repo) = &offsite {
+                places.push(persnap::drill::Place::Repository {
+                    repo,
+                    kind: persnap::drill::PlaceKind::Offsite,
+                });
+            }
+            let staging = self::staging(staging)?;
+            let previous = history.load()?;
+            let mut recorder = HistoryRecorder {
+                history,
+                notify: notify.clone(),
+                recorded: false,
+            };
+            let mut progress = notify.clone();
+            persnap::drill::run(
+                &subject,
+                &places,
+                &previous,
+                &staging,
+                persnap::pace::Pace::Gentle,
+                None,
+                &mut recorder,
+                &mut progress,
+                &cancel,
+            )
+        })();
+        notify.send(Msg::DrillDone(
+            result
+                .map(|(_, report)| Box::new(report))
+                .map_err(|e| e.to_string()),
+        ));
     })
 }
 

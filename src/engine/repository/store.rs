@@ -717,6 +717,36 @@ impl Repo {
         self.fetch_tagged(id, TAG, None, into, progress, cancel)
     }
 
+    /// Read part `n` of `m` of every pack the repository's backups need
+    /// (the packs whose id falls in that part, as `restic check
+    /// --read-data-subset n/m`; parts 1..=m together are every pack) back
+    /// from the storage, past the local cache, with the repository's own
+    /// structure checked as well; what is damaged or missing, in rustic's
+    /// words (nothing: all of it read back intact).
+    pub fn check_packs(&self, n: u32, m: u32, progress: &mut dyn Progress) -> Result<Vec<String>> {
+        let repo = opened_with(
+            &self.location,
+            &self.backends,
+            &self.password,
+            &self.meter,
+            RepositoryOptions::default().no_cache(true),
+        )?;
+        let options = rustic_core::CheckOptions::default()
+            .read_data(true)
+            .read_data_subset(rustic_core::ReadSubsetOption::IdSubSet((n, m)));
+        let results = self
+            .while_showing(Phase::Verify, progress, || repo.check(options))
+            .map_err(|e| plain(&self.location, "checking the repository", &e))?;
+        // Only errors: a warning (an unused blob, say) leaves every backup
+        // restorable.
+        Ok(results
+            .0
+            .iter()
+            .filter(|(level, _)| format!("{level:?}") == "Error")
+            .map(|(_, e)| e.to_string())
+            .collect())
+    }
+
     /// The manifest of backup `id` alone (a few kilobytes: where it came
     /// from, its files and how it was checked), read out into a new
     /// folder inside `into`, before the whole backup is read.

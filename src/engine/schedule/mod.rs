@@ -74,6 +74,10 @@ pub struct Schedule {
     /// What opens it, written into [`offsite_unlock_path`] like `unlock`.
     #[serde(skip)]
     pub offsite_unlock: Option<crate::repository::Unlock>,
+    /// Its runs also make a restore drill of its backups when one is due
+    /// (see `drill`; schedules made before drills existed do not).
+    #[serde(default)]
+    pub drill: bool,
 }
 
 /// The repository of a schedule, as everyone may see it.
@@ -327,6 +331,9 @@ impl Schedule {
             ]);
         }
         args.extend(["--scheduled".into(), self.name.clone()]);
+        if self.drill {
+            args.push("--drill".into());
+        }
         if let Some(uid) = self.uid.filter(|uid| *uid != 0) {
             args.extend(["--as-uid".into(), uid.to_string()]);
         }
@@ -823,6 +830,7 @@ mod tests {
             unlock: None,
             offsite: None,
             offsite_unlock: None,
+            drill: false,
         }
     }
 

@@ -288,6 +288,7 @@ mod tests {
             unlock: None,
             offsite: None,
             offsite_unlock: None,
+            drill: false,
         }
     }
 

@@ -483,6 +483,7 @@ mod tests {
             unlock: None,
             offsite: None,
             offsite_unlock: None,
+            drill: false,
         }
     }
 
