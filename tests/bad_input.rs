@@ -183,7 +183,7 @@ fn destination_problems() {
     expect(
         c.backup(c.src.path(), &missing, &[]),
         2,
-        &["does not exist", "Create the folder"],
+        &["is not there", "plugged in or mounted", "create the folder"],
     );
     let file = c.dest.path().join("file");
     std::fs::write(&file, b"x").unwrap();

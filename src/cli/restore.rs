@@ -159,9 +159,10 @@ fn restore_through_helper(backup: PathBuf, target: PathBuf) -> Result<(), Failur
     progress.finish_line();
     let report = result.map_err(|f| Failure {
         code: f.kind.exit_code(),
-        error: match f.step {
-            Some(step) => anyhow::anyhow!("the restore failed during {step}: {}", f.message),
-            None => anyhow::anyhow!("{}", f.message),
+        error: match (f.kind, f.step) {
+            (persnap::ErrorKind::Cancelled, _) => anyhow::anyhow!(restore::CANCELLED),
+            (_, Some(step)) => anyhow::anyhow!("the restore failed during {step}: {}", f.message),
+            (_, None) => anyhow::anyhow!("{}", f.message),
         },
     })?;
     eprintln!(

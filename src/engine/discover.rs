@@ -396,6 +396,8 @@ fn walk(dir: &Path, depth: usize, budget: &mut usize, found: &mut Vec<Found>) {
 fn skipped(name: &str) -> bool {
     name.starts_with('.')
         || name.starts_with("before-restore-")
+        // A backup being written (its manifest comes last).
+        || name.ends_with(crate::names::PARTIAL_SUFFIX)
         || [
             "node_modules",
             "proc",
@@ -556,6 +558,24 @@ mod tests {
         .unwrap();
         assert!(f.note.unwrap().contains("working folder"));
         assert!(f.bytes.is_none());
+    }
+
+    /// A backup persnap is writing (its `.partial` folder, manifest still
+    /// to come) is not a database to protect; the store beside it is.
+    #[test]
+    fn backups_being_written_are_not_offered() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = dir.path().join("store");
+        let partial = dir
+            .path()
+            .join("backups/persistence.db-20261206T020000Z-1a2b3c4d.partial");
+        for folder in [&store, &partial] {
+            fs::create_dir_all(folder).unwrap();
+            fs::write(folder.join(DEFAULT_STORE_NAME), b"SQLite format 3\0").unwrap();
+        }
+        let found = search(&[dir.path().to_owned()]);
+        let folders: Vec<&Path> = found.iter().map(|f| f.folder.as_path()).collect();
+        assert_eq!(folders, [store.as_path()]);
     }
 
     #[test]

@@ -94,7 +94,7 @@ pub enum Error {
     InvalidStoreName { name: String, reason: &'static str },
 
     #[error(
-        "The backup location {path} does not exist. Create the folder first, or choose another location."
+        "The backup location {path} is not there. If it is on a disk or a network share, check that it is plugged in or mounted; otherwise create the folder, or choose another location."
     )]
     DestMissing { path: PathBuf },
 
@@ -117,7 +117,9 @@ pub enum Error {
     SourceInsideDest { dest: PathBuf, source_dir: PathBuf },
 
     #[error(
-        "Not enough free space in {path}: the backup needs {needed} bytes (the files plus a scratch copy for verification) but only {available} bytes are free. Free some space or choose another location."
+        "Not enough free space in {path}: the backup needs {} (the files plus a scratch copy for verification) but only {} is free. Free some space or choose another location.",
+        crate::units::bytes(*needed),
+        crate::units::bytes(*available)
     )]
     InsufficientSpace {
         path: PathBuf,
@@ -416,4 +418,25 @@ pub const HINT_SOURCE: &str =
 fn vss_code(code: Option<u32>) -> String {
     code.map(|c| format!(" (error 0x{c:08X})"))
         .unwrap_or_default()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Sizes in words people read, never raw byte counts.
+    #[test]
+    fn too_little_room_is_said_in_mib_and_gib() {
+        let e = Error::InsufficientSpace {
+            path: "/backups".into(),
+            needed: 3 << 30,
+            available: 200 << 20,
+        };
+        let text = e.to_string();
+        assert!(
+            text.contains("needs 3.0 GiB") && text.contains("200.0 MiB is free"),
+            "{text}"
+        );
+        assert!(!text.contains("bytes"), "{text}");
+    }
 }

@@ -425,7 +425,7 @@ pub fn reason(outcome: &Outcome) -> String {
     ]) {
         return "the backup location is full".into();
     }
-    if says(&["backup location"]) && says(&["does not exist", "not a folder"]) {
+    if says(&["backup location"]) && says(&["does not exist", "not a folder", "is not there"]) {
         return "the backup location is not there (a disk unplugged or a share offline?)".into();
     }
     if says(&["cannot write to the backup location", "permission denied"]) {

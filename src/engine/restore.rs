@@ -75,6 +75,11 @@ pub struct RestoreReport {
     pub warnings: Vec<String>,
 }
 
+/// Said when a restore was cancelled: it stops only before the database
+/// folder is changed (after that it finishes what it began).
+pub const CANCELLED: &str =
+    "The restore was cancelled before anything in the database folder changed; it is as it was.";
+
 /// Said on every restore: SQLite files carry the correlator's schema.
 pub const VERSION_WARNING: &str = "A database written by a newer Apama version cannot be used by an older one: start the restored store with the same (or a newer) Apama version as the one that wrote it.";
 

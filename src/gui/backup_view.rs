@@ -52,6 +52,7 @@ fn path_row(
     recent: &[String],
     pick_label: &str,
     hint: &str,
+    no_dialog: &mut bool,
 ) {
     let name = ui.label(label);
     ui.horizontal(|ui| {
@@ -61,14 +62,14 @@ fn path_row(
                 .hint_text(hint),
         )
         .labelled_by(name.id);
-        if ui.button(pick_label).clicked() {
-            let mut dialog = rfd::FileDialog::new().set_title(label);
-            if Path::new(value.as_str()).is_dir() {
-                dialog = dialog.set_directory(value.as_str());
-            }
-            if let Some(dir) = dialog.pick_folder() {
-                *value = dir.display().to_string();
-            }
+        if ui.button(pick_label).clicked()
+            && let Some(dir) = super::widgets::pick_folder(label, value, no_dialog)
+        {
+            *value = dir.display().to_string();
+        }
+        if *no_dialog {
+            ui.colored_label(AMBER, "No folder dialog opens here: type the path.")
+                .on_hover_text(super::widgets::NO_DIALOG);
         }
         ui.add_enabled_ui(!recent.is_empty(), |ui| {
             ui.menu_button(format!("Recent {}s", label.to_lowercase()), |ui| {
@@ -89,7 +90,8 @@ fn inputs(app: &mut PersnapApp, ui: &mut Ui) {
     ui.add_enabled_ui(!busy, |ui| {
         egui::Grid::new("inputs").num_columns(2).spacing([12.0, 8.0]).show(ui, |ui| {
             let s = &mut app.settings;
-            path_row(ui, "Database folder", &mut s.source, &s.recent_sources, "Choose database folder…", "the correlator's -PstoreLocation folder");
+            let no_dialog = &mut app.rt.folders.no_dialog;
+            path_row(ui, "Database folder", &mut s.source, &s.recent_sources, "Choose database folder…", "the correlator's -PstoreLocation folder", no_dialog);
             let name = ui.label("Store name");
             ui.add(egui::TextEdit::singleline(&mut s.store_name).desired_width(200.0).hint_text("persistence.db"))
                 .labelled_by(name.id)
@@ -105,7 +107,7 @@ fn inputs(app: &mut PersnapApp, ui: &mut Ui) {
                 super::repository_view::fields(app, ui);
                 connection_test_row(app, ui);
             } else {
-                path_row(ui, "Backup location", &mut s.dest, &s.recent_dests, "Choose backup location…", "a folder, preferably on another disk");
+                path_row(ui, "Backup location", &mut s.dest, &s.recent_dests, "Choose backup location…", "a folder, preferably on another disk", &mut app.rt.folders.no_dialog);
             }
             method_row(ui, &mut app.settings.method);
             pace_row(ui, &mut app.settings.pace);
@@ -506,8 +508,13 @@ fn actions(app: &mut PersnapApp, ui: &mut Ui) {
         .as_ref()
         .and_then(|r| r.method)
         .is_some_and(Method::is_snapshot);
+    // A backup that cannot fit is not offered at all (it would only fail).
+    let no_room = report
+        .as_ref()
+        .and_then(|r| r.dest_space)
+        .filter(|(free, needed)| free < needed);
     ui.horizontal(|ui| {
-        let enabled = idle && report.is_some();
+        let enabled = idle && report.is_some() && no_room.is_none();
         let backup = ui
             .add_enabled(
                 enabled,
@@ -535,6 +542,16 @@ fn actions(app: &mut PersnapApp, ui: &mut Ui) {
             start_test_snapshot(app, ui.ctx());
         }
     });
+    if let Some((free, needed)) = no_room {
+        ui.colored_label(
+            RED,
+            format!(
+                "It does not fit: the backup needs {} there and {} is free. Free some space there, or choose another location.",
+                units::bytes(needed),
+                units::bytes(free)
+            ),
+        );
+    }
 }
 
 fn confirm_dialog(app: &mut PersnapApp, ui: &mut Ui) {

@@ -4,7 +4,7 @@
 //! backup again, restore one, open its folder, stop protecting it.
 
 use std::path::PathBuf;
-use std::sync::mpsc::{Receiver, TryRecvError};
+use std::sync::mpsc::TryRecvError;
 use std::time::Duration;
 
 use eframe::egui::{self, RichText, Ui};
@@ -23,8 +23,8 @@ pub struct DatabasePage {
     pub name: String,
     /// The run whose backup is selected in the table.
     pub selected: Option<String>,
-    /// Verifying a backup again: which, and how it went.
-    verifying: Option<(String, Receiver<Result<String, String>>)>,
+    /// Verifying a backup again: which, its progress, and how it went.
+    pub(super) verifying: Option<(String, Job, super::widgets::Meter)>,
     pub verified: Option<(String, Result<String, String>)>,
     /// "Stop protecting": asked, running, and how it went.
     confirm_stop: bool,
@@ -206,14 +206,17 @@ fn drain(app: &mut PersnapApp) {
     let Some(page) = &mut app.rt.database else {
         return;
     };
-    if let Some((id, rx)) = &page.verifying {
-        match rx.try_recv() {
-            Ok(result) => {
-                page.verified = Some((id.clone(), result));
-                page.verifying = None;
+    if let Some((id, job, meter)) = &mut page.verifying {
+        let mut ended = None;
+        while let Ok(msg) = job.rx.try_recv() {
+            meter.update(&msg);
+            if let Msg::VerifyDone(result) = msg {
+                ended = Some(result);
             }
-            Err(TryRecvError::Empty) => {}
-            Err(TryRecvError::Disconnected) => page.verifying = None,
+        }
+        if let Some(result) = ended {
+            page.verified = Some((id.clone(), result));
+            page.verifying = None;
         }
     }
     // A drill's run is in the history now: the card and page say it.
@@ -360,7 +363,7 @@ fn header(app: &mut PersnapApp, ui: &mut Ui, card: &Assessment) {
                 "Another backup is running"
             })
             .on_hover_text(
-                "A backup kept whatever retention says, for going back to the version before",
+                "A backup kept even when retention would delete it, for going back to the version before",
             )
             .clicked()
             && let Some(page) = &mut app.rt.database
@@ -405,7 +408,7 @@ fn header(app: &mut PersnapApp, ui: &mut Ui, card: &Assessment) {
         egui::Frame::group(ui.style()).show(ui, |ui| {
             ui.label(
                 "A correlator upgrades its database in place, and the older version cannot open it again. \
-                 persnap backs it up now and keeps this backup whatever retention says, so that you can go back.",
+                 persnap backs it up now and keeps this backup even when retention would delete it, so that you can go back.",
             );
             ui.horizontal(|ui| {
                 let label = ui.label("Note");
@@ -526,15 +529,12 @@ fn selected_actions(app: &mut PersnapApp, ui: &mut Ui, runs: &[Run]) {
             .on_hover_text("Read every file back and check the database, as after the backup")
             .clicked()
         {
-            let (tx, rx) = std::sync::mpsc::channel();
-            let ctx = ui.ctx().clone();
-            let dir = path.clone();
-            std::thread::spawn(move || {
-                let _ = tx.send(verify_again(&dir));
-                ctx.request_repaint();
-            });
             page.verified = None;
-            page.verifying = Some((run.id.clone(), rx));
+            page.verifying = Some((
+                run.id.clone(),
+                worker::verify(ui.ctx(), path.clone(), None),
+                Default::default(),
+            ));
         }
         if ui
             .add_enabled(there, egui::Button::new("Open folder"))
@@ -557,7 +557,7 @@ fn selected_actions(app: &mut PersnapApp, ui: &mut Ui, runs: &[Run]) {
         ui.horizontal_wrapped(|ui| match pinned {
             Some(pin) => {
                 ui.label(format!(
-                    "Kept whatever retention says{}.",
+                    "Kept even when retention would delete it{}.",
                     if pin.note.is_empty() {
                         String::new()
                     } else {
@@ -583,7 +583,7 @@ fn selected_actions(app: &mut PersnapApp, ui: &mut Ui, runs: &[Run]) {
                 .labelled_by(label.id);
                 if ui
                     .button("Pin")
-                    .on_hover_text("Retention never deletes a pinned backup")
+                    .on_hover_text("Kept even when retention would delete it")
                     .clicked()
                 {
                     page.pin_error = persnap::pin::pin(&path, &page.note)
@@ -598,7 +598,7 @@ fn selected_actions(app: &mut PersnapApp, ui: &mut Ui, runs: &[Run]) {
             ui.colored_label(RED, e);
         }
     }
-    verification(ui, page, run, "Verifying…");
+    verification(ui, page, run);
     if restore {
         app.rt.restore = Some(RestoreDraft::new(path, None, &run.source));
     }
@@ -635,32 +635,19 @@ fn in_repository(
             )
             .clicked()
         {
-            let (tx, rx) = std::sync::mpsc::channel();
-            let ctx = ui.ctx().clone();
-            let from = from.clone();
-            std::thread::spawn(move || {
-                let cancel = persnap::progress::CancelToken::new();
-                let result = match from.fetch(&mut persnap::progress::Silent, &cancel) {
-                    Ok((_scratch, set)) => verify_again(&set),
-                    Err(e) => Err(format!("It could not be read out of the repository: {e}")),
-                };
-                let _ = tx.send(result);
-                ctx.request_repaint();
-            });
             page.verified = None;
-            page.verifying = Some((run.id.clone(), rx));
+            page.verifying = Some((
+                run.id.clone(),
+                worker::verify(ui.ctx(), PathBuf::new(), Some(from.clone())),
+                Default::default(),
+            ));
         }
         restore = ui
             .button("Restore…")
             .on_hover_text("Read it out of the repository and put it back in place of the database")
             .clicked();
     });
-    verification(
-        ui,
-        page,
-        run,
-        "Reading it out of the repository and verifying…",
-    );
+    verification(ui, page, run);
     if restore {
         app.rt.restore = Some(RestoreDraft::new(
             PathBuf::from(stored.short_id()),
@@ -670,42 +657,32 @@ fn in_repository(
     }
 }
 
-/// A verification of `run`'s backup under way (`doing`), or how it went.
-fn verification(ui: &mut Ui, page: &DatabasePage, run: &Run, doing: &str) {
-    if page.verifying.is_some() {
-        ui.horizontal(|ui| {
-            ui.spinner();
-            ui.label(doing);
-        });
+/// A verification of `run`'s backup under way (its progress, and Cancel),
+/// or how it went.
+fn verification(ui: &mut Ui, page: &mut DatabasePage, run: &Run) {
+    if let Some((id, job, meter)) = &mut page.verifying
+        && *id == run.id
+    {
+        if meter.show(ui, "Verifying again", verify_phase_words) {
+            job.cancel.cancel();
+        }
+        ui.ctx().request_repaint_after(Duration::from_millis(250));
     }
     if let Some((id, result)) = &page.verified
         && *id == run.id
     {
         match result {
             Ok(words) => ui.colored_label(GREEN, words),
+            Err(words) if words == worker::CANCELLED_VERIFY => ui.label(words),
             Err(words) => ui.colored_label(RED, words),
         };
     }
 }
 
-/// Verify `dir` again; the outcome in words.
-fn verify_again(dir: &std::path::Path) -> Result<String, String> {
-    let cancel = persnap::progress::CancelToken::new();
-    let mut quiet = persnap::progress::Silent;
-    let mut meter = persnap::copy::Meter {
-        phase: persnap::progress::Phase::Verify,
-        done: 0,
-        total: 0,
-        progress: &mut quiet,
-        cancel: &cancel,
-        pacer: persnap::pace::Pacer::fast(),
-    };
-    match persnap::verify::verify_backup(dir, &persnap::verify::scratch_parent(dir), &mut meter) {
-        Ok((manifest, _)) => Ok(format!(
-            "Verified again: all {} files are as they were written, and the database is intact.",
-            manifest.files.len()
-        )),
-        Err(e) => Err(format!("This backup is damaged: {e}")),
+fn verify_phase_words(phase: persnap::progress::Phase) -> &'static str {
+    match phase {
+        persnap::progress::Phase::Copy => "reading it out of the repository",
+        _ => "reading every file back and checking the database",
     }
 }
 

@@ -390,15 +390,14 @@ pub fn restore_panel(app: &mut PersnapApp, ui: &mut Ui) {
     ui.label("The backup is verified first; the files in the folder now are moved into a before-restore-… folder there, never deleted.");
     ui.label(persnap::restore::VERSION_WARNING);
     match (&draft.job, &draft.result) {
-        (Some(_), _) => {
-            ui.horizontal(|ui| {
-                ui.spinner();
-                ui.label(
-                    draft
-                        .phase
-                        .map_or("Starting…".into(), |p| format!("Restoring: {p}")),
-                );
-            });
+        (Some(job), _) => {
+            if draft
+                .meter
+                .show(ui, "Restoring", super::restore_view::phase_words)
+            {
+                job.cancel.cancel();
+            }
+            ctx.request_repaint_after(std::time::Duration::from_millis(250));
         }
         (None, None) => {
             let mut go = false;
@@ -444,6 +443,9 @@ pub fn restore_panel(app: &mut PersnapApp, ui: &mut Ui) {
                     if let Some(dir) = &report.safety_dir {
                         ui.label(format!("The previous files are kept in {}", dir.display()));
                     }
+                }
+                Err(failure) if failure.kind == persnap::ErrorKind::Cancelled => {
+                    ui.label(persnap::restore::CANCELLED);
                 }
                 Err(failure) => {
                     ui.colored_label(RED, format!("The restore did not happen: {failure}"));

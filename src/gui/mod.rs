@@ -230,6 +230,8 @@ pub struct Runtime {
     pub restore: Option<RestoreDraft>,
     /// The "Restore a database" page, while it is open.
     pub restore_page: Option<restore_view::RestorePage>,
+    /// Folder dialogs here, and folders typed where none opens.
+    pub folders: widgets::Folders,
     pub schedules: schedule_view::ScheduleState,
     pub repositories: repository_view::RepositoryState,
     /// "Protect this database": the registration running, and how it went.
@@ -250,6 +252,11 @@ pub struct Runtime {
     /// whether to stop it, and (once confirmed) closing when it has.
     pub close_asked: bool,
     pub close_confirmed: bool,
+    /// The history file as last read (its modification time), and when it
+    /// was last looked at: a run recorded by the command line or a
+    /// scheduled run shows without a restart.
+    history_seen: Option<std::time::SystemTime>,
+    history_checked: Option<Instant>,
 }
 
 /// The restore panel's state.
@@ -261,7 +268,8 @@ pub struct RestoreDraft {
     /// Where to restore to, as typed (default: where the backup came from).
     pub target: String,
     pub job: Option<Job>,
-    pub phase: Option<Phase>,
+    /// Its progress (step, bytes, speed, time left).
+    pub meter: widgets::Meter,
     pub result: Option<Result<Box<worker::Restored>, RemoteFailure>>,
 }
 
@@ -278,7 +286,7 @@ impl RestoreDraft {
             repository,
             target: target.display().to_string(),
             job: None,
-            phase: None,
+            meter: Default::default(),
             result: None,
         }
     }
@@ -328,6 +336,7 @@ impl PersnapApp {
                 staging: None,
                 restore: None,
                 restore_page: None,
+                folders: Default::default(),
                 schedules: Default::default(),
                 repositories: Default::default(),
                 protecting: None,
@@ -340,16 +349,44 @@ impl PersnapApp {
                 pinned: None,
                 close_asked: false,
                 close_confirmed: false,
+                history_seen: None,
+                history_checked: None,
             },
         };
         app.reload_history();
         app
     }
 
+    /// Read the history again when it changed on disk (checked every two
+    /// seconds): the cards and History follow runs made elsewhere.
+    fn follow_history(&mut self) {
+        if self
+            .rt
+            .history_checked
+            .is_some_and(|t| t.elapsed() < std::time::Duration::from_secs(2))
+        {
+            return;
+        }
+        self.rt.history_checked = Some(Instant::now());
+        let Some(history) = &self.rt.history else {
+            return;
+        };
+        let modified = std::fs::metadata(history.path())
+            .and_then(|m| m.modified())
+            .ok();
+        if modified != self.rt.history_seen {
+            self.reload_history();
+            self.rt.overview.invalidate();
+        }
+    }
+
     pub fn reload_history(&mut self) {
         let Some(history) = &self.rt.history else {
             return;
         };
+        self.rt.history_seen = std::fs::metadata(history.path())
+            .and_then(|m| m.modified())
+            .ok();
         let loaded = history.recover().and_then(|_| history.load());
         match loaded {
             Ok(runs) => {
@@ -368,8 +405,8 @@ impl PersnapApp {
         let Some(job) = &draft.job else { return };
         let mut done = false;
         while let Ok(msg) = job.rx.try_recv() {
+            draft.meter.update(&msg);
             match msg {
-                Msg::Phase(phase) | Msg::Bytes { phase, .. } => draft.phase = Some(phase),
                 Msg::Run(run) => upsert_run(&mut self.rt.runs, *run),
                 Msg::RestoreDone(result) => {
                     draft.result = Some(result);
@@ -458,10 +495,15 @@ impl PersnapApp {
                 Msg::BackupDone(Err(f)) | Msg::StoredDone(Err(f)) => {
                     finished = Some(Outcome::Failed(f))
                 }
-                Msg::StoredDone(Ok(stored)) => finished = Some(Outcome::Stored(stored)),
+                Msg::StoredDone(Ok(stored)) => {
+                    // The Repositories screen lists it without a Connect.
+                    self.rt.repositories.stale = true;
+                    finished = Some(Outcome::Stored(stored))
+                }
                 Msg::TestSnapshotDone(r) => finished = Some(Outcome::TestSnapshot(r)),
                 Msg::Probed { .. }
                 | Msg::DrillDone(_)
+                | Msg::VerifyDone(_)
                 | Msg::RestoreDone(_)
                 | Msg::ScheduleDone(_)
                 | Msg::ProtectDone(_) => {}
@@ -631,6 +673,9 @@ impl eframe::App for PersnapApp {
         let ctx = ui.ctx().clone();
         self.apply_theme(&ctx);
         self.drain_messages();
+        self.follow_history();
+        // Looked at again every two seconds, even with nothing touched.
+        ctx.request_repaint_after(std::time::Duration::from_secs(2));
         self.guard_close(&ctx);
         egui::Panel::top("tabs").show(ui, |ui| self.tabs(ui));
         egui::CentralPanel::default_margins().show(ui, |ui| match self.rt.screen {

@@ -14,11 +14,11 @@ use persnap::discover::{self, Found};
 use persnap::protection::{self, Assessment, Level, Survey};
 use persnap::units;
 
+use super::PersnapApp;
 use super::backup_view::{self, AMBER, GREEN, RED};
-use super::{PersnapApp, Screen};
 
 /// How often the cards are judged again while the window is open.
-const REFRESH: Duration = Duration::from_secs(60);
+const REFRESH: Duration = Duration::from_secs(15);
 
 /// The overview's runtime state.
 #[derive(Default)]
@@ -161,7 +161,7 @@ pub fn show(app: &mut PersnapApp, ui: &mut Ui) {
                 );
                 restore_button(app, ui);
             } else {
-                summary(ui, &cards);
+                summary(ui, &cards, first_backup_running(app).as_deref());
                 for card in &cards {
                     database_card(app, ui, card);
                     ui.add_space(8.0);
@@ -183,6 +183,12 @@ pub fn show(app: &mut PersnapApp, ui: &mut Ui) {
         });
 }
 
+/// The database whose backup is running from its card, if one is.
+fn first_backup_running(app: &PersnapApp) -> Option<String> {
+    app.rt.activity.as_ref()?;
+    app.rt.overview.backing_up.clone()
+}
+
 /// The way to a database's backups on a new machine (or this one).
 fn restore_button(app: &mut PersnapApp, ui: &mut Ui) {
     ui.horizontal(|ui| {
@@ -193,8 +199,17 @@ fn restore_button(app: &mut PersnapApp, ui: &mut Ui) {
     });
 }
 
-/// One line over the cards: how many are fine.
-fn summary(ui: &mut Ui, cards: &[Assessment]) {
+/// One line over the cards: how many are fine. A database whose first
+/// backup is running (`first`) is neither fine nor in need: it is being
+/// backed up.
+fn summary(ui: &mut Ui, cards: &[Assessment], first: Option<&str>) {
+    let running = |c: &&Assessment| c.level == Level::Never && first == Some(c.name.as_str());
+    let cards: Vec<&Assessment> = cards.iter().filter(|c| !running(c)).collect();
+    if cards.is_empty() {
+        ui.heading("Its first backup is running.");
+        ui.add_space(4.0);
+        return;
+    }
     let fine = cards.iter().filter(|c| c.level == Level::Protected).count();
     let (text, colour) = if fine == cards.len() {
         (
@@ -206,12 +221,11 @@ fn summary(ui: &mut Ui, cards: &[Assessment]) {
         )
     } else {
         (
-            format!(
-                "{} of {} databases need{} your attention.",
-                cards.len() - fine,
-                cards.len(),
-                if cards.len() - fine == 1 { "s" } else { "" }
-            ),
+            match (cards.len() - fine, cards.len()) {
+                (_, 1) => "Your database needs your attention.".to_owned(),
+                (1, n) => format!("1 of {n} databases needs your attention."),
+                (k, n) => format!("{k} of {n} databases need your attention."),
+            },
             AMBER,
         )
     };
@@ -238,7 +252,25 @@ pub fn location_of(app: &PersnapApp, card: &Assessment) -> Option<PathBuf> {
 }
 
 fn database_card(app: &mut PersnapApp, ui: &mut Ui, card: &Assessment) {
-    let colour = level_colour(card.level);
+    // Its first backup running: not red "never backed up", and nothing to
+    // do but wait.
+    let first = card.level == Level::Never
+        && first_backup_running(app).as_deref() == Some(card.name.as_str());
+    let shown;
+    let card = if first {
+        let mut c = card.clone();
+        c.headline = "Its first backup is running.".into();
+        c.advice = None;
+        shown = c;
+        &shown
+    } else {
+        card
+    };
+    let colour = if first {
+        ui.visuals().text_color()
+    } else {
+        level_colour(card.level)
+    };
     let now = app.rt.overview.now.unwrap_or_else(chrono::Local::now);
     egui::Frame::group(ui.style())
         .stroke(egui::Stroke::new(2.0, colour))
@@ -359,14 +391,16 @@ fn location_row(app: &mut PersnapApp, ui: &mut Ui, card: &Assessment, location: 
         } else {
             "Choose backup location…"
         };
-        if ui
-            .button(choose)
-            .on_hover_text("A folder, preferably on another disk")
-            .clicked()
-            && let Some(dir) = rfd::FileDialog::new()
-                .set_title(format!("Where to keep backups of {}", card.name))
-                .pick_folder()
-        {
+        if let Some(dir) = super::widgets::choose_folder(
+            ui,
+            choose,
+            &format!(
+                "Where to keep backups of {} (a folder, preferably on another disk)",
+                card.name
+            ),
+            &format!("location-{}", card.name),
+            &mut app.rt.folders,
+        ) {
             set_location(app, card, &dir);
         }
         if location.is_none()
@@ -481,25 +515,10 @@ fn actions(app: &mut PersnapApp, ui: &mut Ui, card: &Assessment, location: Optio
         }
         if ui
             .button("Settings…")
-            .on_hover_text("The Back up screen, with this database filled in")
+            .on_hover_text("Where its backups go, when, and for how long")
             .clicked()
         {
-            let s = &mut app.settings;
-            s.source = card.folder.display().to_string();
-            s.store_name = card.store_name.clone();
-            match card.repository.as_ref().filter(|r| r.staged) {
-                Some(r) => {
-                    s.into_repository = true;
-                    s.repository = r.location.clone();
-                }
-                None => {
-                    s.into_repository = false;
-                    if let Some(l) = location {
-                        s.dest = l.display().to_string();
-                    }
-                }
-            }
-            app.rt.screen = Screen::Backup;
+            super::protect_view::change(app, ui.ctx(), &entry_of(card));
         }
     });
 }
@@ -637,11 +656,13 @@ fn found_list(app: &mut PersnapApp, ui: &mut Ui, cards: &[Assessment]) {
         });
     }
     ui.horizontal(|ui| {
-        if ui.button("Choose a database folder…").clicked()
-            && let Some(dir) = rfd::FileDialog::new()
-                .set_title("The correlator's database folder (-PstoreLocation)")
-                .pick_folder()
-        {
+        if let Some(dir) = super::widgets::choose_folder(
+            ui,
+            "Choose a database folder…",
+            "The correlator's database folder (-PstoreLocation)",
+            "database-folder",
+            &mut app.rt.folders,
+        ) {
             let f = discover::describe(
                 &dir,
                 persnap::store::DEFAULT_STORE_NAME,

@@ -388,6 +388,7 @@ fn the_location(app: &mut PersnapApp, ui: &mut Ui) {
         offsite_rows(app, ui);
         return;
     }
+    let folders = &mut app.rt.folders;
     ui.horizontal_wrapped(|ui| {
         match &d.location {
             Some(l) => {
@@ -402,11 +403,13 @@ fn the_location(app: &mut PersnapApp, ui: &mut Ui) {
         } else {
             "Choose a folder…"
         };
-        if ui.button(choose).clicked()
-            && let Some(dir) = rfd::FileDialog::new()
-                .set_title(format!("Where to keep backups of {}", d.name))
-                .pick_folder()
-        {
+        if let Some(dir) = super::widgets::choose_folder(
+            ui,
+            choose,
+            &format!("Where to keep backups of {}", d.name),
+            "protect-location",
+            folders,
+        ) {
             d.location = Some(persnap::fsutil::canonicalize(&dir).unwrap_or(dir));
         }
         if let Some(suggested) = suggested
@@ -833,7 +836,16 @@ fn finished(app: &mut PersnapApp, ui: &mut Ui) {
     else {
         return;
     };
-    ui.heading(RichText::new(format!("{} is protected.", database.name)).color(GREEN));
+    // Not "protected" yet: that takes its first backup.
+    let heading = if d.replace {
+        format!(
+            "The changes to how {} is protected are saved.",
+            database.name
+        )
+    } else {
+        format!("{} is set up for protection.", database.name)
+    };
+    ui.heading(RichText::new(heading).color(GREEN));
     let mut lines = Vec::new();
     match probe.as_ref().and_then(|p| p.test_snapshot.as_ref()) {
         Some(Ok(_)) => {

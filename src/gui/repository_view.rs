@@ -36,6 +36,8 @@ pub struct RepositoryState {
     /// Passwords typed this session for other repositories (an offsite
     /// one), by location as shown; never saved.
     pub typed: std::collections::BTreeMap<String, String>,
+    /// A backup was stored since the list was read: read it again.
+    pub stale: bool,
 }
 
 /// What the keyring had for a location.
@@ -151,6 +153,7 @@ impl RepositoryState {
 
 pub fn show(app: &mut PersnapApp, ui: &mut Ui) {
     app.rt.repositories.drain();
+    refresh_if_stale(app, ui.ctx());
     ui.label(
         "A repository keeps backups deduplicated, compressed and encrypted, in a folder or on a server; \
          several machines may share one. Connect to see every backup in it, by machine and database.",
@@ -197,6 +200,19 @@ pub fn show(app: &mut PersnapApp, ui: &mut Ui) {
             app,
             super::restore_view::RestorePage::for_database(&host, &database),
         );
+    }
+}
+
+/// List the connected repository again when a backup was stored since
+/// (the same location and password, nothing kept anew).
+pub fn refresh_if_stale(app: &mut PersnapApp, ctx: &egui::Context) {
+    let st = &mut app.rt.repositories;
+    if !st.stale || st.is_connecting() || !matches!(st.result, Some(Ok(_))) {
+        return;
+    }
+    st.stale = false;
+    if !st.password.is_empty() {
+        st.connect(app.settings.repository.trim(), false, ctx);
     }
 }
 

@@ -54,8 +54,6 @@ pub struct RestorePage {
     manifest: Option<(String, ManifestLookup)>,
     /// The plan for the target as it stands, and what it was made for.
     pub plan: Option<(String, Result<RestorePlan, String>)>,
-    /// The folder dialog could not open here.
-    no_dialog: bool,
     pub job: Option<Job>,
     pub meter: Meter,
     pub result: Option<Result<Box<Restored>, RemoteFailure>>,
@@ -167,7 +165,7 @@ fn source(app: &mut PersnapApp, ui: &mut Ui) {
                     "Backup folder",
                     &mut page.folder,
                     "a folder holding manifest.json",
-                    &mut page.no_dialog,
+                    &mut app.rt.folders.no_dialog,
                 );
                 ui.end_row();
             });
@@ -454,7 +452,7 @@ fn destination(app: &mut PersnapApp, ui: &mut Ui, chosen: &Chosen) {
                 "Restore into",
                 &mut page.target,
                 "/var/lib/apama/store",
-                &mut page.no_dialog,
+                &mut app.rt.folders.no_dialog,
             );
             ui.end_row();
         });
@@ -735,6 +733,10 @@ fn running_or_done(app: &mut PersnapApp, ui: &mut Ui) {
             }
             ui.label("Start the correlator with it when you are ready.");
         }
+        Err(failure) if failure.kind == persnap::ErrorKind::Cancelled => {
+            ui.label(persnap::restore::CANCELLED);
+            again = true;
+        }
         Err(failure) => {
             ui.colored_label(RED, format!("The restore did not happen: {failure}"));
             again = true;
@@ -759,7 +761,7 @@ fn running_or_done(app: &mut PersnapApp, ui: &mut Ui) {
     });
 }
 
-fn phase_words(phase: persnap::progress::Phase) -> &'static str {
+pub fn phase_words(phase: persnap::progress::Phase) -> &'static str {
     use persnap::progress::Phase;
     match phase {
         Phase::Prepare => "checking the folder",

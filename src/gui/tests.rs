@@ -1715,7 +1715,8 @@ fn an_empty_overview_leads_to_protecting_a_database() {
         });
     }
     assert!(
-        h.query_by_label("store is protected.").is_some(),
+        h.query_by_label("store is set up for protection.")
+            .is_some(),
         "{:?}",
         h.state().rt.protect.as_ref().unwrap().result
     );
@@ -1959,7 +1960,8 @@ fn the_overview_protects_a_running_correlator_and_keeps_watch() {
         app.rt.protect.as_ref().is_some_and(|d| d.result.is_some())
     });
     assert!(
-        h.query_by_label("orders is protected.").is_some(),
+        h.query_by_label("orders is set up for protection.")
+            .is_some(),
         "{:?}",
         h.state().rt.protect.as_ref().unwrap().result
     );
@@ -2025,7 +2027,8 @@ fn the_overview_protects_a_running_correlator_and_keeps_watch() {
         app.rt.protect.as_ref().is_some_and(|d| d.result.is_some())
     });
     assert!(
-        h.query_by_label("orders is protected.").is_some(),
+        h.query_by_label("The changes to how orders is protected are saved.")
+            .is_some(),
         "{:?}",
         h.state().rt.protect.as_ref().unwrap().result
     );
@@ -2151,7 +2154,8 @@ fn a_running_correlator_is_protected_into_a_repository_and_backed_up_there() {
         app.rt.protect.as_ref().is_some_and(|d| d.result.is_some())
     });
     assert!(
-        h.query_by_label("ledger is protected.").is_some(),
+        h.query_by_label("ledger is set up for protection.")
+            .is_some(),
         "{:?}",
         h.state().rt.protect.as_ref().unwrap().result
     );
@@ -2605,4 +2609,223 @@ fn a_restore_drill_from_the_database_page_proves_it_or_names_the_damage() {
     );
     assert_eq!(h.query_all_by_label_contains(&damaged).count(), 2);
     h.get_by_label_contains("The restore drill today at");
+}
+
+/// Verify again and restore show their progress as a backup does (the
+/// step, bytes, speed and time left) with a Cancel that stops the job,
+/// and a cancelled one says that nothing changed.
+#[test]
+fn verify_and_restore_show_progress_and_cancel() {
+    use super::worker::Msg;
+    use persnap::progress::Phase;
+    let mut h = fixture_overview("database", super::Theme::Light, 1.0);
+    h.get_by_label("Backups of orders").click();
+    h.run();
+    h.get_all_by_label("verified backup")
+        .next()
+        .unwrap()
+        .click();
+    h.run();
+    let selected = h
+        .state()
+        .rt
+        .database
+        .as_ref()
+        .unwrap()
+        .selected
+        .clone()
+        .unwrap();
+    // A verification under way, as its worker reports it.
+    let (tx, rx) = std::sync::mpsc::channel();
+    let cancel = persnap::progress::CancelToken::new();
+    h.state_mut().rt.database.as_mut().unwrap().verifying = Some((
+        selected.clone(),
+        super::worker::Job {
+            rx,
+            cancel: cancel.clone(),
+        },
+        Default::default(),
+    ));
+    tx.send(Msg::Phase(Phase::Verify)).unwrap();
+    tx.send(Msg::Bytes {
+        phase: Phase::Verify,
+        done: 3 << 20,
+        total: 12 << 20,
+    })
+    .unwrap();
+    h.run_steps(3);
+    h.get_by_label("Verifying again: reading every file back and checking the database");
+    h.get_by_label_contains("3.0 MiB of 12.0 MiB");
+    h.get_by_label_contains("left in this step");
+    h.get_by_label("Cancel").click();
+    h.run_steps(2);
+    assert!(cancel.is_cancelled(), "Cancel stops the job");
+    h.get_by_label("Cancelling… nothing half-done is kept.");
+    tx.send(Msg::VerifyDone(Err(super::worker::CANCELLED_VERIFY.into())))
+        .unwrap();
+    h.run_steps(3);
+    h.get_by_label(super::worker::CANCELLED_VERIFY);
+    assert!(h.state().rt.database.as_ref().unwrap().verifying.is_none());
+
+    // A restore from History, the same way.
+    let (tx, rx) = std::sync::mpsc::channel();
+    let cancel = persnap::progress::CancelToken::new();
+    let mut draft = super::RestoreDraft::new(
+        PathBuf::from("/backups/persistence.db-x"),
+        None,
+        Path::new("/srv/apama/store"),
+    );
+    draft.job = Some(super::worker::Job {
+        rx,
+        cancel: cancel.clone(),
+    });
+    h.state_mut().rt.restore = Some(draft);
+    tx.send(Msg::Bytes {
+        phase: Phase::Copy,
+        done: 1 << 20,
+        total: 4 << 20,
+    })
+    .unwrap();
+    h.run_steps(3);
+    h.get_by_label("Restoring: reading the backup and checking every file");
+    h.get_by_label_contains("1.0 MiB of 4.0 MiB");
+    h.get_by_label("Cancel").click();
+    h.run_steps(2);
+    assert!(cancel.is_cancelled());
+    tx.send(Msg::RestoreDone(Err(crate::launch::RemoteFailure {
+        kind: persnap::ErrorKind::Cancelled,
+        step: Some(Phase::Copy),
+        message: "cancelled".into(),
+    })))
+    .unwrap();
+    h.run_steps(3);
+    h.get_by_label(persnap::restore::CANCELLED);
+}
+
+/// Small things said plainly: one database needing attention is "your
+/// database", not "1 of 1 databases"; a card whose first backup is
+/// running is not red "never backed up"; a card's Settings… opens how it
+/// is protected; a backup that cannot fit is not offered, and the
+/// shortfall is in MiB and GiB.
+#[test]
+fn the_app_says_the_small_things_plainly() {
+    let (src, dest, data) = (
+        tempfile::tempdir().unwrap(),
+        tempfile::tempdir().unwrap(),
+        tempfile::tempdir().unwrap(),
+    );
+    loadgen::init(&src.path().join("persistence.db"), Mode::Wal, 1).unwrap();
+    let folder = persnap::volume::canonical(src.path()).unwrap();
+    let registry = persnap::registry::Registry::at(data.path().join("databases"));
+    let mut entry = persnap::registry::Database::new("orders", &folder, "persistence.db");
+    entry.location = Some(persnap::fsutil::canonicalize(dest.path()).unwrap());
+    registry.add(&entry).unwrap();
+    let mut app = PersnapApp::with_settings(
+        Settings::default(),
+        Ok(History::at(data.path().join("history"))),
+    );
+    share_registry(&mut app, &registry);
+    app.rt.overview.places = Some(Vec::new());
+    app.rt.overview.skip_processes = true;
+    let mut h = harness(app);
+    wait_for_overview(&mut h);
+    h.get_by_label("Your database needs your attention.");
+    h.get_by_label("Never backed up.");
+
+    // Its first backup under way.
+    let (_tx, rx) = std::sync::mpsc::channel();
+    let now = Instant::now();
+    h.state_mut().rt.activity = Some(super::Activity {
+        job: super::worker::Job {
+            rx,
+            cancel: persnap::progress::CancelToken::new(),
+        },
+        test_only: false,
+        phase: persnap::progress::Phase::Copy,
+        done: 0,
+        total: 0,
+        started: now,
+        phase_started: now,
+        log: Vec::new(),
+        cancelling: false,
+    });
+    h.state_mut().rt.overview.backing_up = Some("orders".into());
+    h.run_steps(3);
+    assert_eq!(
+        h.query_all_by_label("Its first backup is running.").count(),
+        2,
+        "over the cards and on its card"
+    );
+    assert!(h.query_by_label("Never backed up.").is_none());
+    assert!(
+        h.query_by_label("Your database needs your attention.")
+            .is_none()
+    );
+    h.state_mut().rt.activity = None;
+    h.state_mut().rt.overview.backing_up = None;
+    h.run_steps(3);
+
+    // Settings… on its card: where its backups go, when, how long.
+    h.get_by_label("Settings…").click();
+    h.run_steps(3);
+    assert_eq!(h.state().rt.screen, Screen::Protect);
+    assert!(h.state().rt.protect.as_ref().is_some_and(|d| d.replace));
+
+    // The Back up screen, where the backup would not fit.
+    h.state_mut().rt.protect = None;
+    h.state_mut().rt.screen = Screen::Backup;
+    h.run_steps(2);
+    type_into(&mut h, "Database folder", folder.to_str().unwrap());
+    type_into(&mut h, "Backup location", dest.path().to_str().unwrap());
+    choose_method(&mut h, "SQLite online backup (no snapshot)");
+    wait_until(&mut h, "the plan", |app| {
+        app.rt.probing.is_none() && matches!(&app.rt.probe, Some(Ok(r)) if r.dest_space.is_some())
+    });
+    if let Some(Ok(report)) = &mut h.state_mut().rt.probe {
+        report.dest_space = Some((1 << 20, 10 << 30));
+    }
+    h.run_steps(3);
+    h.get_by_label_contains("It does not fit: the backup needs 10.0 GiB there and 1.0 MiB is free");
+    h.get_by_label("Back up now").click();
+    h.run_steps(3);
+    assert!(h.state().rt.activity.is_none(), "not offered, not started");
+    assert!(h.state().rt.confirm.is_none(), "no \"Back up anyway\"");
+}
+
+/// Where no folder dialog can open (a server without a desktop portal),
+/// every folder the app asks for can be typed: the database folder to
+/// protect here, said plainly.
+#[test]
+fn where_no_folder_dialog_opens_the_folder_is_typed() {
+    let place = tempfile::tempdir().unwrap();
+    let store = place.path().join("store");
+    std::fs::create_dir(&store).unwrap();
+    loadgen::init(&store.join("persistence.db"), Mode::Rollback, 1).unwrap();
+    let data = tempfile::tempdir().unwrap();
+    let mut app = PersnapApp::with_settings(
+        Settings::default(),
+        Ok(History::at(data.path().join("history"))),
+    );
+    share_registry(
+        &mut app,
+        &persnap::registry::Registry::at(data.path().join("databases")),
+    );
+    app.rt.overview.places = Some(Vec::new());
+    app.rt.overview.skip_processes = true;
+    // As found out by a dialog that could not open.
+    app.rt.folders.no_dialog = true;
+    let mut h = harness(app);
+    wait_for_overview(&mut h);
+    h.get_by_label_contains("No folder dialog can open on this computer");
+    type_into(&mut h, "Folder", store.to_str().unwrap());
+    h.get_by_label("Use this folder").click();
+    h.run_steps(3);
+    let folder = persnap::volume::canonical(&store).unwrap();
+    assert!(
+        h.state().rt.overview.found.as_ref().is_some_and(|f| f
+            .iter()
+            .any(|f| persnap::volume::canonical(&f.folder).ok() == Some(folder.clone()))),
+        "offered to protect"
+    );
+    assert!(h.unnamed_widgets().is_empty());
 }

@@ -153,3 +153,51 @@ pub fn pick_folder(title: &str, start: &str, no_dialog: &mut bool) -> Option<std
     *no_dialog = picked.is_none() && asked.elapsed() < Duration::from_millis(250);
     picked
 }
+
+/// What the app knows of folder dialogs here, and the folders typed
+/// instead where none can open (by the field they are for).
+#[derive(Default)]
+pub struct Folders {
+    /// The system's folder dialog could not open on this computer.
+    pub no_dialog: bool,
+    pub typed: std::collections::HashMap<String, String>,
+}
+
+/// A button (`button`) that chooses a folder with the system's dialog
+/// (`title`); where no dialog can open, it says so and a field takes the
+/// folder's path instead, with "Use this folder". The folder chosen or
+/// typed, once given. `key` names the field among the typed ones.
+pub fn choose_folder(
+    ui: &mut Ui,
+    button: &str,
+    title: &str,
+    key: &str,
+    folders: &mut Folders,
+) -> Option<std::path::PathBuf> {
+    let mut chosen = None;
+    if ui.button(button).on_hover_text(title).clicked() {
+        chosen = pick_folder(title, "", &mut folders.no_dialog);
+    }
+    if folders.no_dialog {
+        let typed = folders.typed.entry(key.to_owned()).or_default();
+        let label = ui.label("Folder");
+        ui.add(
+            egui::TextEdit::singleline(typed)
+                .desired_width(320.0)
+                .hint_text("type the folder's full path"),
+        )
+        .on_hover_text(title)
+        .labelled_by(label.id);
+        if ui
+            .add_enabled(
+                !typed.trim().is_empty(),
+                egui::Button::new("Use this folder"),
+            )
+            .clicked()
+        {
+            chosen = Some(std::path::PathBuf::from(typed.trim()));
+        }
+        ui.colored_label(AMBER, NO_DIALOG);
+    }
+    chosen
+}

@@ -48,6 +48,8 @@ pub enum Msg {
     /// A restore drill ended: what each place gave back, or why it could
     /// not run.
     DrillDone(Result<Box<persnap::drill::DrillReport>, String>),
+    /// A backup verified again: how it went, in words.
+    VerifyDone(Result<String, String>),
 }
 
 /// What else happened in a backup, in words, each a warning or not.
@@ -250,6 +252,53 @@ pub fn restore(
         notify.send(Msg::RestoreDone(result));
     })
 }
+
+/// Verify a backup again, as after the backup: the folder `dir`, or the
+/// backup `from` a repository read out of it first (as you, into your
+/// staging folder). Progress as it goes; cancelled cleanly (nothing is
+/// changed by a verification, and what was read out goes).
+pub fn verify(ctx: &eframe::egui::Context, dir: PathBuf, from: Option<InRepository>) -> Job {
+    spawn(ctx, move |notify, cancel| {
+        let mut progress = notify.clone();
+        let result = (|| {
+            let (_scratch, dir) = match &from {
+                None => (None, dir),
+                Some(from) => match from.fetch(&mut progress, &cancel) {
+                    Ok((scratch, set)) => (Some(scratch), set),
+                    Err(persnap::Error::Cancelled) => return Err(CANCELLED_VERIFY.into()),
+                    Err(e) => {
+                        return Err(format!("It could not be read out of the repository: {e}"));
+                    }
+                },
+            };
+            let mut meter = persnap::copy::Meter {
+                phase: Phase::Verify,
+                done: 0,
+                total: 0,
+                progress: &mut progress,
+                cancel: &cancel,
+                pacer: persnap::pace::Pacer::fast(),
+            };
+            match persnap::verify::verify_backup(
+                &dir,
+                &persnap::verify::scratch_parent(&dir),
+                &mut meter,
+            ) {
+                Ok((manifest, _)) => Ok(format!(
+                    "Verified again: all {} files are as they were written, and the database is intact.",
+                    manifest.files.len()
+                )),
+                Err(persnap::Error::Cancelled) => Err(CANCELLED_VERIFY.into()),
+                Err(e) => Err(format!("This backup is damaged: {e}")),
+            }
+        })();
+        notify.send(Msg::VerifyDone(result));
+    })
+}
+
+/// Said when a verification was cancelled.
+pub const CANCELLED_VERIFY: &str =
+    "The verification was cancelled; nothing was changed, and the backup is as it was.";
 
 /// A repository to drill: where, and the password typed this session
 /// (`None`: the one kept in the keyring).
