@@ -354,32 +354,9 @@ pub fn pin(
     note: Option<&str>,
 ) -> Result<(), Failure> {
     let repo = Repo::open(&location, &password)?;
-    let replaced = repo.pin(id, note)?;
+    let history = persnap::history::History::open_default().ok();
+    let replaced = persnap::repository::deliver::pin(&repo, id, note, history.as_ref())?;
     let new_id = replaced.id;
-    // The history names the backup by id: follow it to the new one.
-    if let Ok(history) = persnap::history::History::open_default()
-        && let Ok(runs) = history.load()
-    {
-        for mut run in runs {
-            let mut changed = false;
-            for stored in run
-                .repository
-                .iter_mut()
-                .chain(run.offsite.iter_mut().filter_map(|o| match o {
-                    persnap::repository::Offsite::Stored { copy } => Some(copy),
-                    persnap::repository::Offsite::Failed { .. } => None,
-                }))
-            {
-                if stored.location == repo.location().display() && stored.snapshot == replaced.old {
-                    stored.snapshot.clone_from(&new_id);
-                    changed = true;
-                }
-            }
-            if changed {
-                let _ = history.upsert(&run);
-            }
-        }
-    }
     if let Some(warning) = &replaced.old_left {
         eprintln!("Warning: {warning}");
     }

@@ -34,6 +34,10 @@ pub struct DatabasePage {
     pins: std::collections::HashMap<PathBuf, Option<persnap::pin::Pin>>,
     /// The note for pinning the selected backup.
     pub note: String,
+    /// Pinning or unpinning a backup in its repository: which run, and how
+    /// it went.
+    repo_pin: Option<(String, Job)>,
+    pub repo_pinned: Option<(String, Result<String, String>)>,
     /// A restore drill running (its progress), and how the last one went.
     drilling: Option<(Job, super::widgets::Meter)>,
     pub drilled: Option<Result<Box<persnap::drill::DrillReport>, String>>,
@@ -55,6 +59,8 @@ impl DatabasePage {
             stopped: None,
             pins: Default::default(),
             note: String::new(),
+            repo_pin: None,
+            repo_pinned: None,
             drilling: None,
             drilled: None,
             asking_upgrade: false,
@@ -219,6 +225,16 @@ fn drain(app: &mut PersnapApp) {
             page.verifying = None;
         }
     }
+    // A pin in a repository gives the backup a new id: the history
+    // follows it, and so does the page.
+    if let Some((id, job)) = &page.repo_pin
+        && let Ok(Msg::PinDone(result)) = job.rx.try_recv()
+    {
+        page.repo_pinned = Some((id.clone(), result));
+        page.repo_pin = None;
+        app.reload_history();
+        return;
+    }
     // A drill's run is in the history now: the card and page say it.
     if page.drain_drill() {
         app.reload_history();
@@ -356,12 +372,8 @@ fn header(app: &mut PersnapApp, ui: &mut Ui, card: &Assessment) {
             open_folder(l);
         }
         if ui
-            .add_enabled(can && !in_repository, egui::Button::new("Back up before upgrading…"))
-            .on_disabled_hover_text(if in_repository {
-                "For a database backed up into a repository: back up now, then pin that backup with persnap pin ID --repo … --note …"
-            } else {
-                "Another backup is running"
-            })
+            .add_enabled(can, egui::Button::new("Back up before upgrading…"))
+            .on_disabled_hover_text("Another backup is running")
             .on_hover_text(
                 "A backup kept even when retention would delete it, for going back to the version before",
             )
@@ -435,8 +447,8 @@ fn header(app: &mut PersnapApp, ui: &mut Ui, card: &Assessment) {
         }
     }
     match &app.rt.pinned {
-        Some(Ok(dir)) if app.rt.overview.backing_up.as_deref() == Some(card.name.as_str()) => {
-            ui.colored_label(GREEN, format!("This backup is kept: {}", dir.display()));
+        Some(Ok(words)) if app.rt.overview.backing_up.as_deref() == Some(card.name.as_str()) => {
+            ui.colored_label(GREEN, words);
         }
         Some(Err(e)) => {
             ui.colored_label(
@@ -647,7 +659,52 @@ fn in_repository(
             .on_hover_text("Read it out of the repository and put it back in place of the database")
             .clicked();
     });
+    // Kept even when retention would delete it: pinned in the repository.
+    let mut pin = None;
+    ui.horizontal_wrapped(|ui| {
+        let label = ui.label("Keep it, with a note");
+        ui.add(
+            egui::TextEdit::singleline(&mut page.note)
+                .hint_text("before upgrading Apama to 10.15")
+                .desired_width(260.0),
+        )
+        .labelled_by(label.id);
+        let idle = page.repo_pin.is_none();
+        if ui
+            .add_enabled(idle, egui::Button::new("Pin"))
+            .on_hover_text("Kept even when retention would delete it")
+            .clicked()
+        {
+            pin = Some(Some(page.note.trim().to_owned()));
+        }
+        if ui
+            .add_enabled(idle, egui::Button::new("Unpin"))
+            .on_hover_text("Retention may delete it again")
+            .clicked()
+        {
+            pin = Some(None);
+        }
+        if !idle {
+            ui.spinner();
+        }
+    });
+    if let Some((id, result)) = &page.repo_pinned
+        && *id == run.id
+    {
+        match result {
+            Ok(words) => ui.colored_label(GREEN, words),
+            Err(e) => ui.colored_label(RED, format!("Nothing changed: {e}")),
+        };
+    }
     verification(ui, page, run);
+    if let (Some(note), Some(history)) = (pin, app.rt.history.clone()) {
+        let job = worker::pin_in_repository(ui.ctx(), from.clone(), note, history);
+        if let Some(page) = &mut app.rt.database {
+            page.note.clear();
+            page.repo_pinned = None;
+            page.repo_pin = Some((run.id.clone(), job));
+        }
+    }
     if restore {
         app.rt.restore = Some(RestoreDraft::new(
             PathBuf::from(stored.short_id()),

@@ -247,7 +247,11 @@ pub struct Runtime {
     /// The note to pin the running backup with, once it is verified.
     pub pin_next: Option<String>,
     /// How pinning the last such backup went.
-    pub pinned: Option<Result<PathBuf, String>>,
+    pub pinned: Option<Result<String, String>>,
+    /// A backup into a repository to pin once stored: where, its id, the
+    /// note; and the pin under way.
+    pin_pending: Option<(String, String, String)>,
+    pinning: Option<Job>,
     /// The window was asked to close while work was running: asked
     /// whether to stop it, and (once confirmed) closing when it has.
     pub close_asked: bool,
@@ -347,6 +351,8 @@ impl PersnapApp {
                 database: None,
                 pin_next: None,
                 pinned: None,
+                pin_pending: None,
+                pinning: None,
                 close_asked: false,
                 close_confirmed: false,
                 history_seen: None,
@@ -355,6 +361,34 @@ impl PersnapApp {
         };
         app.reload_history();
         app
+    }
+
+    /// Pin a backup just stored in a repository ("Back up before
+    /// upgrading"), and take in how it went.
+    fn pin_in_repository(&mut self, ctx: &egui::Context) {
+        if let Some(job) = &self.rt.pinning
+            && let Ok(Msg::PinDone(result)) = job.rx.try_recv()
+        {
+            self.rt.pinned = Some(result);
+            self.rt.pinning = None;
+            self.reload_history();
+        }
+        let Some((location, snapshot, note)) = self.rt.pin_pending.take() else {
+            return;
+        };
+        let (Ok(parsed), Some(history)) = (
+            persnap::repository::Location::parse(&location),
+            self.rt.history.clone(),
+        ) else {
+            return;
+        };
+        let from = worker::InRepository {
+            location: parsed,
+            snapshot,
+            password: repository_view::typed_password(self, &location),
+            staging: self.rt.staging.clone(),
+        };
+        self.rt.pinning = Some(worker::pin_in_repository(ctx, from, Some(note), history));
     }
 
     /// Read the history again when it changed on disk (checked every two
@@ -504,6 +538,8 @@ impl PersnapApp {
                 Msg::Probed { .. }
                 | Msg::DrillDone(_)
                 | Msg::VerifyDone(_)
+                | Msg::PinDone(_)
+                | Msg::Created(_)
                 | Msg::RestoreDone(_)
                 | Msg::ScheduleDone(_)
                 | Msg::ProtectDone(_) => {}
@@ -515,9 +551,18 @@ impl PersnapApp {
                 self.rt.pinned = match &outcome {
                     Outcome::Backup { dir, .. } => Some(
                         persnap::pin::pin(dir, &note)
-                            .map(|_| dir.clone())
+                            .map(|_| format!("This backup is kept: {}", dir.display()))
                             .map_err(|e| e.to_string()),
                     ),
+                    // In a repository: pinned there, on a thread.
+                    Outcome::Stored(done) => {
+                        self.rt.pin_pending = Some((
+                            done.stored.location.clone(),
+                            done.stored.snapshot.clone(),
+                            note,
+                        ));
+                        None
+                    }
                     _ => None,
                 };
                 if let Some(page) = &mut self.rt.database {
@@ -673,6 +718,7 @@ impl eframe::App for PersnapApp {
         let ctx = ui.ctx().clone();
         self.apply_theme(&ctx);
         self.drain_messages();
+        self.pin_in_repository(&ctx);
         self.follow_history();
         // Looked at again every two seconds, even with nothing touched.
         ctx.request_repaint_after(std::time::Duration::from_secs(2));

@@ -38,6 +38,20 @@ pub struct RepositoryState {
     pub typed: std::collections::BTreeMap<String, String>,
     /// A backup was stored since the list was read: read it again.
     pub stale: bool,
+    /// "Create a new repository": open, and what is typed there.
+    pub create: Option<NewRepository>,
+}
+
+/// A repository to create, as typed.
+#[derive(Default)]
+pub struct NewRepository {
+    pub location: String,
+    pub password: String,
+    pub again: String,
+    /// A new file to keep the password in too (optional).
+    pub save_to: String,
+    creating: Option<super::worker::Job>,
+    pub failed: Option<String>,
 }
 
 /// What the keyring had for a location.
@@ -47,6 +61,7 @@ struct Recalled {
 }
 
 /// A repository connected to, and its persnap backups.
+#[derive(Debug)]
 pub struct Connected {
     /// Where, as shown (no password in it).
     pub location: String,
@@ -186,6 +201,8 @@ pub fn show(app: &mut PersnapApp, ui: &mut Ui) {
             ui.ctx(),
         );
     }
+    create_section(app, ui);
+    let st = &mut app.rt.repositories;
     ui.add_space(8.0);
     let restore = match &st.result {
         None => None,
@@ -200,6 +217,136 @@ pub fn show(app: &mut PersnapApp, ui: &mut Ui) {
             app,
             super::restore_view::RestorePage::for_database(&host, &database),
         );
+    }
+}
+
+/// "Create a new repository": where, the password twice, the warning
+/// that a lost password is lost backups (and a file to keep it in), then
+/// Create, which also connects to it.
+fn create_section(app: &mut PersnapApp, ui: &mut Ui) {
+    let ctx = ui.ctx().clone();
+    let st = &mut app.rt.repositories;
+    if st.create.is_none() {
+        if ui
+            .button("Create a new repository…")
+            .on_hover_text("In a folder, over SFTP, in S3 storage or on a REST server")
+            .clicked()
+        {
+            st.create = Some(NewRepository::default());
+        }
+        return;
+    }
+    // What the creation reported.
+    let mut created = None;
+    if let Some(n) = &mut st.create
+        && let Some(job) = &n.creating
+    {
+        while let Ok(msg) = job.rx.try_recv() {
+            if let super::worker::Msg::Created(result) = msg {
+                created = Some(result);
+            }
+        }
+    }
+    match created {
+        Some(Ok(connected)) => {
+            app.settings.repository = connected.location.clone();
+            let n = st.create.take().expect("open");
+            st.password = n.password;
+            st.from_keyring = false;
+            st.result = Some(Ok(*connected));
+            return;
+        }
+        Some(Err(e)) => {
+            let n = st.create.as_mut().expect("open");
+            n.creating = None;
+            n.failed = Some(e);
+        }
+        None => {}
+    }
+    let n = st.create.as_mut().expect("open");
+    let mut cancel = false;
+    ui.group(|ui| {
+        ui.heading("Create a new repository");
+        egui::Grid::new("repository-create")
+            .num_columns(2)
+            .spacing([12.0, 8.0])
+            .show(ui, |ui| {
+                let label = ui.label("New repository");
+                ui.add(
+                    egui::TextEdit::singleline(&mut n.location)
+                        .desired_width(480.0)
+                        .hint_text("/srv/backups/repo, rest:http://host:8000/, sftp:user@host:/path, s3:https://host/bucket"),
+                )
+                .labelled_by(label.id);
+                ui.end_row();
+                let label = ui.label("Its password");
+                ui.add(egui::TextEdit::singleline(&mut n.password).password(true).desired_width(240.0))
+                    .labelled_by(label.id);
+                ui.end_row();
+                let label = ui.label("The same password again");
+                ui.add(egui::TextEdit::singleline(&mut n.again).password(true).desired_width(240.0))
+                    .labelled_by(label.id);
+                ui.end_row();
+                let label = ui.label("Keep it also in this file");
+                ui.add(
+                    egui::TextEdit::singleline(&mut n.save_to)
+                        .desired_width(480.0)
+                        .hint_text("optional: a new file's full path, e.g. on a USB stick"),
+                )
+                .labelled_by(label.id);
+                ui.end_row();
+            });
+        ui.colored_label(
+            AMBER,
+            "Keep this password safe. Without it nobody — not you, not persnap, not its makers — can read these backups, and it cannot be reset. Write it down or keep it in a file away from this computer.",
+        );
+        let location = Location::parse(n.location.trim());
+        let problem = if n.location.trim().is_empty() {
+            Some("Give the new repository's address.".to_owned())
+        } else if let Err(e) = &location {
+            Some(e.to_string())
+        } else if n.password.is_empty() {
+            Some("Give it a password.".into())
+        } else if n.password != n.again {
+            Some("The two passwords differ: type the same one twice.".into())
+        } else {
+            None
+        };
+        if let Some(problem) = &problem
+            && !n.again.is_empty()
+        {
+            ui.colored_label(RED, problem);
+        }
+        if let Some(e) = &n.failed {
+            ui.colored_label(RED, format!("Nothing was created: {e}"));
+        }
+        ui.horizontal(|ui| {
+            let busy = n.creating.is_some();
+            if ui
+                .add_enabled(problem.is_none() && !busy, egui::Button::new("Create"))
+                .clicked()
+            {
+                n.failed = None;
+                let save_to = Some(n.save_to.trim())
+                    .filter(|t| !t.is_empty())
+                    .map(PathBuf::from);
+                n.creating = Some(super::worker::create_repository(
+                    &ctx,
+                    n.location.trim().to_owned(),
+                    Password::new(n.password.clone()),
+                    save_to,
+                ));
+            }
+            if busy {
+                ui.spinner();
+                ui.label("Creating…");
+            } else if ui.button("Cancel").clicked() {
+                cancel = true;
+            }
+        });
+    });
+    if cancel {
+        st.create = None;
     }
 }
 

@@ -1804,7 +1804,11 @@ fn an_empty_overview_leads_to_protecting_a_database() {
         app.rt.activity.is_none() && app.rt.pinned.is_some()
     });
     let kept = match &h.state().rt.pinned {
-        Some(Ok(kept)) => kept.clone(),
+        Some(Ok(words)) => PathBuf::from(
+            words
+                .strip_prefix("This backup is kept: ")
+                .unwrap_or_else(|| panic!("{words}")),
+        ),
         other => panic!("expected a pinned backup, got {other:?}"),
     };
     assert_ne!(kept, dir);
@@ -2828,4 +2832,195 @@ fn where_no_folder_dialog_opens_the_folder_is_typed() {
         "offered to protect"
     );
     assert!(h.unnamed_widgets().is_empty());
+}
+
+/// A repository created from the app: its password typed twice (a
+/// mismatch is refused, nothing created), the warning that a lost
+/// password is lost backups, the password kept in a file too; then it is
+/// there, opened and listed.
+#[test]
+fn a_repository_is_created_from_the_app_with_its_password_twice() {
+    let data = tempfile::tempdir().unwrap();
+    let place = data.path().join("repo");
+    let kept = data.path().join("repo-password.txt");
+    let mut app = PersnapApp::with_settings(
+        Settings::default(),
+        Ok(History::at(data.path().join("history"))),
+    );
+    app.settings.remember_password = false;
+    app.rt.screen = Screen::Repositories;
+    let mut h = harness(app);
+    h.run();
+    h.get_by_label("Create a new repository…").click();
+    h.run_steps(2);
+    h.get_by_label_contains("Keep this password safe");
+    type_into(&mut h, "New repository", place.to_str().unwrap());
+    for (field, text) in [
+        ("Its password", "ledger secret"),
+        ("The same password again", "ledger secrte"),
+    ] {
+        h.get_by_role_and_label(Role::PasswordInput, field).click();
+        h.step();
+        h.get_by_role_and_label(Role::PasswordInput, field)
+            .type_text(text);
+        h.step();
+    }
+    h.run_steps(2);
+    h.get_by_label("The two passwords differ: type the same one twice.");
+    h.get_by_label("Create").click();
+    h.run_steps(3);
+    assert!(!place.exists(), "nothing created");
+    h.state_mut().rt.repositories.create.as_mut().unwrap().again = "ledger secret".into();
+    type_into(&mut h, "Keep it also in this file", kept.to_str().unwrap());
+    h.run_steps(2);
+    assert!(
+        h.query_by_label("The two passwords differ: type the same one twice.")
+            .is_none()
+    );
+    assert!(h.unnamed_widgets().is_empty());
+    h.get_by_label("Create").click();
+    wait_until(&mut h, "the new repository", |app| {
+        matches!(app.rt.repositories.result, Some(Ok(_)))
+    });
+    h.run_steps(2);
+    h.get_by_label_contains("Connected to");
+    assert_eq!(std::fs::read_to_string(&kept).unwrap(), "ledger secret\n");
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(&kept).unwrap().permissions().mode();
+        assert_eq!(mode & 0o077, 0, "only its owner reads it");
+    }
+    let location = persnap::repository::Location::parse(place.to_str().unwrap()).unwrap();
+    persnap::repository::Repo::open(
+        &location,
+        &persnap::repository::Password::new("ledger secret"),
+    )
+    .expect("it opens with the password typed");
+}
+
+/// A database kept in a repository: a backup there is pinned and
+/// unpinned from its page (the history follows its new id), and "Back up
+/// before upgrading…" makes a backup and pins it there with its note.
+#[cfg(target_os = "linux")]
+#[test]
+fn repository_backups_are_pinned_and_kept_before_upgrading_from_the_app() {
+    let data = tempfile::Builder::new()
+        .prefix("persnap-gui-pin-")
+        .tempdir_in("/var/tmp")
+        .unwrap();
+    let store = data.path().join("store");
+    std::fs::create_dir(&store).unwrap();
+    loadgen::init(&store.join("persistence.db"), Mode::Wal, 1).unwrap();
+    let store = persnap::volume::canonical(&store).unwrap();
+    for sub in ["history", "staging", "databases"] {
+        std::fs::create_dir(data.path().join(sub)).unwrap();
+    }
+    let repo = data.path().join("repo");
+    let password = data.path().join("password");
+    std::fs::write(&password, "ledger secret\n").unwrap();
+    let mut entry = persnap::registry::Database::new("orders", &store, "persistence.db");
+    entry.method = persnap::method::MethodChoice::Explicit(persnap::method::Method::SqliteOnline);
+    entry.location = Some(persnap::fsutil::canonicalize(&data.path().join("staging")).unwrap());
+    entry.repository = Some(persnap::registry::InRepository {
+        location: repo.to_str().unwrap().into(),
+        keep: Default::default(),
+        staged: true,
+    });
+    let registry = persnap::registry::Registry::at(data.path().join("databases"));
+    registry.add(&entry).unwrap();
+    for args in [
+        vec!["repo", "init"],
+        vec![
+            "backup",
+            "--source",
+            store.to_str().unwrap(),
+            "--method",
+            "sqlite-online",
+        ],
+    ] {
+        let out = persnap_command(data.path())
+            .args(&args)
+            .arg("--repo")
+            .arg(&repo)
+            .arg("--password-file")
+            .arg(&password)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    let listed = || {
+        persnap::repository::Repo::open(
+            &persnap::repository::Location::parse(repo.to_str().unwrap()).unwrap(),
+            &persnap::repository::Password::new("ledger secret"),
+        )
+        .unwrap()
+        .list()
+        .unwrap()
+    };
+    let mut app = PersnapApp::with_settings(
+        Settings::default(),
+        Ok(History::at(data.path().join("history"))),
+    );
+    share_registry(&mut app, &registry);
+    app.settings.remember_password = false;
+    app.settings.repository = repo.to_str().unwrap().into();
+    app.rt.repositories.password = "ledger secret".into();
+    app.rt.staging = Some(data.path().join("staging"));
+    app.rt.overview.places = Some(Vec::new());
+    app.rt.overview.skip_processes = true;
+    let mut h = harness(app);
+    wait_for_overview(&mut h);
+    h.get_by_label("Backups of orders").click();
+    h.run_steps(3);
+    h.get_all_by_label("verified backup")
+        .next()
+        .unwrap()
+        .click();
+    h.run_steps(3);
+    type_into(&mut h, "Keep it, with a note", "known state");
+    h.get_by_label("Pin").click();
+    wait_until(&mut h, "the pin", |app| {
+        app.rt
+            .database
+            .as_ref()
+            .is_some_and(|p| p.repo_pinned.is_some())
+    });
+    h.run_steps(2);
+    h.get_by_label_contains("Pinned: kept even when retention would delete it");
+    let now = listed();
+    assert_eq!(now.len(), 1);
+    assert!(now[0].pinned && now[0].note.as_deref() == Some("known state"));
+    // The history names it by its new id.
+    let runs = History::at(data.path().join("history")).load().unwrap();
+    assert_eq!(runs[0].repository.as_ref().unwrap().snapshot, now[0].id);
+    h.get_by_label("Unpin").click();
+    wait_until(&mut h, "the unpin", |app| {
+        app.rt.database.as_ref().is_some_and(
+            |p| matches!(&p.repo_pinned, Some((_, Ok(w))) if w.starts_with("Unpinned")),
+        )
+    });
+    assert!(!listed()[0].pinned);
+
+    // Back up before upgrading: stored, then pinned there with its note.
+    h.get_by_label("Back up before upgrading…").click();
+    h.run_steps(2);
+    h.get_by_label("Back up and keep it").click();
+    wait_until(&mut h, "the kept backup", |app| {
+        app.rt.activity.is_none() && app.rt.pinned.is_some()
+    });
+    assert!(
+        matches!(&h.state().rt.pinned, Some(Ok(w)) if w.starts_with("Pinned")),
+        "{:?}",
+        h.state().rt.pinned
+    );
+    let now = listed();
+    assert_eq!(now.len(), 2);
+    let newest = now.iter().max_by_key(|l| l.time).unwrap();
+    assert!(newest.pinned);
+    assert_eq!(newest.note.as_deref(), Some("before upgrading Apama"));
 }

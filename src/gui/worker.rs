@@ -50,6 +50,11 @@ pub enum Msg {
     DrillDone(Result<Box<persnap::drill::DrillReport>, String>),
     /// A backup verified again: how it went, in words.
     VerifyDone(Result<String, String>),
+    /// A repository backup pinned or unpinned: what now keeps it, in
+    /// words, or why not.
+    PinDone(Result<String, String>),
+    /// A repository created (and listed), or why not.
+    Created(Result<Box<super::repository_view::Connected>, String>),
 }
 
 /// What else happened in a backup, in words, each a warning or not.
@@ -293,6 +298,67 @@ pub fn verify(ctx: &eframe::egui::Context, dir: PathBuf, from: Option<InReposito
             }
         })();
         notify.send(Msg::VerifyDone(result));
+    })
+}
+
+/// Pin (with `note`) or unpin (without) a backup in its repository, and
+/// follow its new id in `history`.
+pub fn pin_in_repository(
+    ctx: &eframe::egui::Context,
+    from: InRepository,
+    note: Option<String>,
+    history: History,
+) -> Job {
+    spawn(ctx, move |notify, _cancel| {
+        let result = password_of(&from.location, from.password.clone())
+            .and_then(|password| persnap::repository::Repo::open(&from.location, &password))
+            .and_then(|repo| {
+                deliver::pin(&repo, &from.snapshot, note.as_deref(), Some(&history))
+            })
+            .map(|replaced| {
+                let id = &replaced.id[..replaced.id.len().min(8)];
+                let mut words = match &note {
+                    Some(_) => format!(
+                        "Pinned: kept even when retention would delete it. Its id in the repository is now {id}."
+                    ),
+                    None => format!(
+                        "Unpinned: retention may delete it again. Its id in the repository is now {id}."
+                    ),
+                };
+                if let Some(left) = replaced.old_left {
+                    words.push_str(&format!(" ({left})"));
+                }
+                words
+            })
+            .map_err(|e| e.to_string());
+        notify.send(Msg::PinDone(result));
+    })
+}
+
+/// Create a new repository at `location` with `password` (kept also in
+/// the file `save_to`, when given, before anything is created), then open
+/// and list it.
+pub fn create_repository(
+    ctx: &eframe::egui::Context,
+    location: String,
+    password: Password,
+    save_to: Option<PathBuf>,
+) -> Job {
+    spawn(ctx, move |notify, _cancel| {
+        let result = (|| {
+            let location = Location::parse(&location)?;
+            if let Some(file) = &save_to {
+                password.save_to(file)?;
+            }
+            persnap::repository::init(&location, &password)?;
+            let repo = persnap::repository::Repo::open(&location, &password)?;
+            Ok::<_, persnap::Error>(Box::new(super::repository_view::Connected {
+                location: location.display(),
+                backups: repo.list()?,
+                not_kept: None,
+            }))
+        })();
+        notify.send(Msg::Created(result.map_err(|e| e.to_string())));
     })
 }
 

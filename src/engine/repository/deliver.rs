@@ -395,3 +395,42 @@ pub fn read_manifest(repo: &Repo, id: &str, staging: &Path) -> Result<crate::man
     )))?;
     repo.fetch_manifest(id, scratch.path())
 }
+
+/// Pin backup `id` in `repo` with `note` (none: unpin), and follow it in
+/// `history`: as in restic, the backup gets a new id, and the runs that
+/// name the old one (as stored there, or copied offsite) name the new one.
+pub fn pin(
+    repo: &Repo,
+    id: &str,
+    note: Option<&str>,
+    history: Option<&crate::history::History>,
+) -> Result<super::Replaced> {
+    let replaced = repo.pin(id, note)?;
+    let Some(history) = history else {
+        return Ok(replaced);
+    };
+    let Ok(runs) = history.load() else {
+        return Ok(replaced);
+    };
+    let shown = repo.location().display();
+    for mut run in runs {
+        let mut changed = false;
+        for stored in run
+            .repository
+            .iter_mut()
+            .chain(run.offsite.iter_mut().filter_map(|o| match o {
+                super::Offsite::Stored { copy } => Some(copy),
+                super::Offsite::Failed { .. } => None,
+            }))
+        {
+            if stored.location == shown && stored.snapshot == replaced.old {
+                stored.snapshot.clone_from(&replaced.id);
+                changed = true;
+            }
+        }
+        if changed {
+            let _ = history.upsert(&run);
+        }
+    }
+    Ok(replaced)
+}

@@ -258,6 +258,31 @@ impl Password {
     }
 
     /// The first line of a file, as `--password-file` and restic read it.
+    /// Keep the password in a new file at `path` (its first line), that
+    /// only you can read: for safekeeping, so that a lost keyring or a
+    /// forgotten password does not lose the backups. An existing file is
+    /// never overwritten.
+    pub fn save_to(&self, path: &Path) -> Result<()> {
+        let refused = |detail: String| Error::Repository {
+            what: format!("The password could not be saved in {}.", path.display()),
+            advice: "Give a new file's full path in a folder you can write (a USB stick, a password safe's folder), or write the password down.",
+            detail,
+            kind: ErrorKind::BadInput,
+        };
+        if !path.is_absolute() {
+            return Err(refused("give the file's full path".into()));
+        }
+        let mut options = std::fs::OpenOptions::new();
+        options.write(true).create_new(true);
+        #[cfg(unix)]
+        std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+        let mut file = options.open(path).map_err(|e| refused(e.to_string()))?;
+        use std::io::Write;
+        writeln!(file, "{}", self.0)
+            .and_then(|()| file.sync_all())
+            .map_err(|e| refused(e.to_string()))
+    }
+
     pub fn from_file(path: &Path) -> Result<Password> {
         let text = std::fs::read_to_string(path).map_err(|e| Error::Repository {
             what: format!("Cannot read the password file {}.", path.display()),
