@@ -275,6 +275,14 @@ pub enum Command {
     Man { dir: PathBuf },
 }
 
+/// An offsite repository as a run opens it: where, its password, and
+/// which backups it keeps.
+type OffsiteUnlocked = (
+    persnap::repository::Location,
+    persnap::repository::Password,
+    persnap::repository::Keep,
+);
+
 /// An error with the exit code it maps to.
 pub struct Failure {
     pub code: i32,
@@ -695,11 +703,7 @@ fn backup_cmd(
     schedule: Option<String>,
     as_uid: Option<u32>,
     into: Option<IntoRepo>,
-    offsite: Option<(
-        persnap::repository::Location,
-        persnap::repository::Password,
-        persnap::repository::Keep,
-    )>,
+    offsite: Option<OffsiteUnlocked>,
 ) -> Result<(), Failure> {
     // A scheduled run starts as root and becomes its user only once the
     // helper runs: it opens its repository after that, never as root (the
@@ -1652,11 +1656,7 @@ fn scheduled_drill(
     name: &str,
     as_uid: Option<u32>,
     repo: Option<(persnap::repository::Location, persnap::repository::Password)>,
-    offsite: Option<(
-        persnap::repository::Location,
-        persnap::repository::Password,
-        persnap::repository::Keep,
-    )>,
+    offsite: Option<OffsiteUnlocked>,
 ) -> Result<(), Failure> {
     // Never as root for a user's schedule (the run may have stopped
     // before it became them).

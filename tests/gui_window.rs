@@ -214,6 +214,47 @@ impl Window {
     }
 }
 
+/// A machine of its own for the app (home, registry, schedules, no
+/// databases to find) and its window, on a display `offset` keeps apart.
+struct Machine {
+    home: tempfile::TempDir,
+    registry: tempfile::TempDir,
+    units: tempfile::TempDir,
+    _nowhere: tempfile::TempDir,
+    shots: PathBuf,
+    window: Window,
+}
+
+impl Machine {
+    fn new(offset: u32) -> Machine {
+        let home = tempfile::tempdir().unwrap();
+        let (registry, units, nowhere) = (
+            tempfile::tempdir().unwrap(),
+            tempfile::tempdir().unwrap(),
+            tempfile::tempdir().unwrap(),
+        );
+        let shots = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("gui-screenshots");
+        std::fs::create_dir_all(&shots).unwrap();
+        let window = Window::open(
+            home.path(),
+            offset,
+            &[
+                ("PERSNAP_REGISTRY_DIR", registry.path()),
+                ("PERSNAP_UNIT_DIR", units.path()),
+                ("PERSNAP_SEARCH_PATH", nowhere.path()),
+            ],
+        );
+        Machine {
+            home,
+            registry,
+            units,
+            _nowhere: nowhere,
+            shots,
+            window,
+        }
+    }
+}
+
 /// Wait up to two minutes for `done`, saying `what` if it never comes.
 fn wait_for(what: &str, shots: &Path, mut done: impl FnMut() -> bool) {
     let deadline = Instant::now() + Duration::from_secs(120);
@@ -259,46 +300,31 @@ fn real_window_protects_a_running_correlator() {
     wait_for("the correlator's store", Path::new("."), || {
         store.join("persistence.db").exists()
     });
-    let home = tempfile::tempdir().unwrap();
-    let (registry, units, nowhere) = (
-        tempfile::tempdir().unwrap(),
-        tempfile::tempdir().unwrap(),
-        tempfile::tempdir().unwrap(),
-    );
-    let shots = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("gui-screenshots");
-    std::fs::create_dir_all(&shots).unwrap();
-    let w = Window::open(
-        home.path(),
-        100,
-        &[
-            ("PERSNAP_REGISTRY_DIR", registry.path()),
-            ("PERSNAP_UNIT_DIR", units.path()),
-            ("PERSNAP_SEARCH_PATH", nowhere.path()),
-        ],
-    );
-    let (d, win) = (w.display.as_str(), w.window.as_str());
+    let m = Machine::new(100);
+    let (home, registry, units, shots) = (&m.home, &m.registry, &m.units, &m.shots);
+    let (d, win) = (m.window.display.as_str(), m.window.window.as_str());
     // It opens on the overview: nothing protected yet, the correlator found.
-    screenshot(d, win, &shots, "0-overview.png");
+    screenshot(d, win, shots, "0-overview.png");
     click_to_open(d, win, FOUND_PROTECT);
-    screenshot(d, win, &shots, "4-protect.png");
+    screenshot(d, win, shots, "4-protect.png");
     click_to_open(d, win, USE_SUGGESTED);
     click_at(d, win, PROTECT);
     let entry = registry.path().join("apama.json");
-    wait_for("the registration", &shots, || entry.is_file());
+    wait_for("the registration", shots, || entry.is_file());
     assert!(units.path().join("persnap-backup-apama.timer").is_file());
-    screenshot(d, win, &shots, "5-protected.png");
+    screenshot(d, win, shots, "5-protected.png");
     click_at(d, win, FIRST_BACKUP);
     let backups = home.path().join("persnap-backups");
-    wait_for("the first backup", &shots, || {
+    wait_for("the first backup", shots, || {
         finished_backup(&backups).is_some()
     });
     std::thread::sleep(Duration::from_secs(1));
-    screenshot(d, win, &shots, "6-overview-protected.png");
+    screenshot(d, win, shots, "6-overview-protected.png");
     check_backup(&finished_backup(&backups).unwrap(), "persistence.db");
     click_to_open(d, win, CARD_BACKUPS);
     // Its page draws its chart on the next frames (slower on a busy machine).
     std::thread::sleep(Duration::from_secs(2));
-    screenshot(d, win, &shots, "7-database.png");
+    screenshot(d, win, shots, "7-database.png");
     let registered: persnap::registry::Database =
         serde_json::from_slice(&std::fs::read(&entry).unwrap()).unwrap();
     assert_eq!(registered.schedule.as_deref(), Some("apama"));
@@ -433,36 +459,21 @@ fn real_window_restores_a_lost_machines_database() {
     std::fs::rename(old.path().join("apama"), old.path().join("gone")).unwrap();
 
     // The new machine.
-    let home = tempfile::tempdir().unwrap();
-    let (registry, units, nowhere) = (
-        tempfile::tempdir().unwrap(),
-        tempfile::tempdir().unwrap(),
-        tempfile::tempdir().unwrap(),
-    );
-    let shots = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("gui-screenshots");
-    std::fs::create_dir_all(&shots).unwrap();
-    let w = Window::open(
-        home.path(),
-        200,
-        &[
-            ("PERSNAP_REGISTRY_DIR", registry.path()),
-            ("PERSNAP_UNIT_DIR", units.path()),
-            ("PERSNAP_SEARCH_PATH", nowhere.path()),
-        ],
-    );
-    let (d, win) = (w.display.as_str(), w.window.as_str());
+    let m = Machine::new(200);
+    let (registry, units, shots) = (&m.registry, &m.units, &m.shots);
+    let (d, win) = (m.window.display.as_str(), m.window.window.as_str());
     click_to_open(d, win, RESTORE_FROM_OVERVIEW);
     type_at(d, win, REPOSITORY_FIELD, repo.to_str().unwrap());
     type_at(d, win, PASSWORD_FIELD, "ledger secret");
     click_to_open(d, win, CONNECT);
     // Connected, the backup's manifest read, the plan said.
     std::thread::sleep(Duration::from_secs(4));
-    screenshot(d, win, &shots, "8-restore.png");
+    screenshot(d, win, shots, "8-restore.png");
     click_at(d, win, RESTORE_AND_PROTECT);
     let entry = registry.path().join("store.json");
-    wait_for("the restore and protection", &shots, || entry.is_file());
+    wait_for("the restore and protection", shots, || entry.is_file());
     std::thread::sleep(Duration::from_secs(1));
-    screenshot(d, win, &shots, "9-restored.png");
+    screenshot(d, win, shots, "9-restored.png");
     assert_eq!(check_backup(&store, "persistence.db"), expected);
     let registered: persnap::registry::Database =
         serde_json::from_slice(&std::fs::read(&entry).unwrap()).unwrap();

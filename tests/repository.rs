@@ -1659,3 +1659,120 @@ fn restore_drills_prove_every_place_and_name_the_damaged_one() {
     }
     setup.assert_nothing_staged();
 }
+
+/// `cmd` run as the machine `host`: in a UTS namespace of its own, whose
+/// host name is `host` (root only), with the same arguments and
+/// environment.
+fn as_machine(host: &str, cmd: &Command) -> Command {
+    let mut wrapped = Command::new("unshare");
+    wrapped
+        .args(["--uts", "sh", "-c", "hostname \"$0\" && exec \"$@\"", host])
+        .arg(cmd.get_program())
+        .args(cmd.get_args());
+    for (key, value) in cmd.get_envs() {
+        match value {
+            Some(value) => wrapped.env(key, value),
+            None => wrapped.env_remove(key),
+        };
+    }
+    wrapped
+}
+
+/// Disaster recovery end to end, on the command line: machine A (a host
+/// name of its own) backs up a live database into `rclone serve restic`
+/// with an offsite copy in S3 storage; A and its first repository are
+/// lost; machine B (another host name, its own history, staging folder
+/// and registry) restores A's newest backup from the offsite repository
+/// alone into a new, empty folder — consistent — and B's next backup goes
+/// into that repository under B's name.
+#[test]
+fn a_lost_machine_is_restored_from_its_offsite_repository_alone() {
+    if !require_root("a_lost_machine_is_restored_from_its_offsite_repository_alone") {
+        return;
+    }
+    let mut a = Setup::new();
+    let Some(s3) = S3Server::start(&a.path("moto")) else {
+        return;
+    };
+    a.env = s3.env();
+    let Some(rest) = RestServer::start(&a.path("served")) else {
+        return;
+    };
+    let offsite = format!(
+        "s3:http://127.0.0.1:{}/{}/offsite",
+        s3.port,
+        S3Server::BUCKET
+    );
+    let offsite_password = a.path("offsite-password");
+    std::fs::write(&offsite_password, "kept far away\n").unwrap();
+    let store_dir = a.with_store(&rest.url, Mode::Wal, 4);
+    let mut init = a.command(&offsite, &["repo", "init"]);
+    init.env("PERSNAP_PASSWORD_FILE", &offsite_password);
+    ok(&init.output().unwrap());
+    let writer = Writer::start(&store_dir.join("persistence.db"));
+    for _ in 0..2 {
+        let mut backup = a.backup(&rest.url, &store_dir, "sqlite-online");
+        backup
+            .args(["--offsite", &offsite])
+            .env("PERSNAP_OFFSITE_PASSWORD_FILE", &offsite_password);
+        let out = as_machine("machine-a", &backup).output().unwrap();
+        ok(&out);
+        assert!(stderr(&out).contains("Offsite: Stored"), "{}", stderr(&out));
+    }
+    writer.stop();
+    // Machine A is gone, and its first repository with it.
+    drop(rest);
+    std::fs::remove_dir_all(&store_dir).unwrap();
+
+    let mut b = Setup::new();
+    b.env = s3.env();
+    let offsite_on_b = |args: &[&str]| {
+        let mut cmd = b.command(&offsite, args);
+        cmd.env("PERSNAP_PASSWORD_FILE", &offsite_password);
+        as_machine("machine-b", &cmd).output().unwrap()
+    };
+    let listed: Vec<Listed> =
+        serde_json::from_str(&ok(&offsite_on_b(&["repo", "list", "--json"]))).unwrap();
+    assert_eq!(listed.len(), 2);
+    assert!(listed.iter().all(|l| l.host == "machine-a"));
+    let newest = listed.iter().max_by_key(|l| l.time).unwrap();
+    let place = tempfile::Builder::new()
+        .prefix("persnap-machine-b-")
+        .tempdir_in("/var/tmp")
+        .unwrap();
+    let target = place.path().join("apama").join("store");
+    let out = offsite_on_b(&[
+        "restore",
+        "--database",
+        &newest.database,
+        "--latest",
+        "--to",
+        target.to_str().unwrap(),
+    ]);
+    let said = stderr(&out);
+    assert_eq!(
+        ok(&out),
+        target.join("persistence.db").to_str().unwrap(),
+        "{said}"
+    );
+    assert!(said.contains(newest.short_id()), "the newest: {said}");
+    assert!(said.contains("on machine-a"), "{said}");
+    let restored = check_backup(&target, "persistence.db");
+    assert!(restored > 0, "the workload's transfers are there");
+    b.assert_nothing_staged();
+
+    // B goes on backing up into the same repository, under its own name.
+    let out = offsite_on_b(&[
+        "backup",
+        "--source",
+        target.to_str().unwrap(),
+        "--method",
+        "sqlite-online",
+    ]);
+    ok(&out);
+    let listed: Vec<Listed> =
+        serde_json::from_str(&ok(&offsite_on_b(&["repo", "list", "--json"]))).unwrap();
+    let mut hosts: Vec<&str> = listed.iter().map(|l| l.host.as_str()).collect();
+    hosts.sort_unstable();
+    assert_eq!(hosts, ["machine-a", "machine-a", "machine-b"]);
+}

@@ -342,6 +342,25 @@ mod running {
         outcome.map(|()| (run, report))
     }
 
+    /// Read the backup in `dir` back whole and check it, at `pace`.
+    fn read_back(
+        dir: &Path,
+        scratch: &Path,
+        pace: crate::pace::Pace,
+        progress: &mut dyn Progress,
+        cancel: &CancelToken,
+    ) -> Result<()> {
+        let mut meter = Meter {
+            phase: Phase::Verify,
+            done: 0,
+            total: 0,
+            progress,
+            cancel,
+            pacer: crate::pace::Pacer::new(pace),
+        };
+        crate::verify::verify_backup(dir, scratch, &mut meter).map(|_| ())
+    }
+
     /// The newest good backup in `dir` and one older, each read back and
     /// checked whole.
     fn drill_folder(
@@ -370,15 +389,7 @@ mod running {
                 .into_owned();
             checked.backups.push(name.clone());
             let scratch = crate::verify::scratch_parent(&c.path);
-            let mut meter = Meter {
-                phase: Phase::Verify,
-                done: 0,
-                total: 0,
-                progress: &mut *progress,
-                cancel,
-                pacer: crate::pace::Pacer::new(pace),
-            };
-            if let Err(e) = crate::verify::verify_backup(&c.path, &scratch, &mut meter) {
+            if let Err(e) = read_back(&c.path, &scratch, pace, progress, cancel) {
                 if matches!(e, Error::Cancelled) {
                     return Err(e);
                 }
@@ -439,15 +450,7 @@ mod running {
                     return Err(e);
                 }
             };
-            let mut meter = Meter {
-                phase: Phase::Verify,
-                done: 0,
-                total: 0,
-                progress: &mut *progress,
-                cancel,
-                pacer: crate::pace::Pacer::new(pace),
-            };
-            if let Err(e) = crate::verify::verify_backup(&set, scratch.path(), &mut meter) {
+            if let Err(e) = read_back(&set, scratch.path(), pace, progress, cancel) {
                 if !matches!(e, Error::Cancelled) {
                     checked.problem = Some(format!("the backup {} is damaged", l.short_id()));
                 }

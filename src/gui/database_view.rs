@@ -586,13 +586,7 @@ fn selected_actions(app: &mut PersnapApp, ui: &mut Ui, runs: &[Run]) {
                 }
             }
             None => {
-                let label = ui.label("Keep it, with a note");
-                ui.add(
-                    egui::TextEdit::singleline(&mut page.note)
-                        .hint_text("before upgrading Apama to 10.15")
-                        .desired_width(260.0),
-                )
-                .labelled_by(label.id);
+                note_field(ui, &mut page.note);
                 if ui
                     .button("Pin")
                     .on_hover_text("Kept even when retention would delete it")
@@ -662,13 +656,7 @@ fn in_repository(
     // Kept even when retention would delete it: pinned in the repository.
     let mut pin = None;
     ui.horizontal_wrapped(|ui| {
-        let label = ui.label("Keep it, with a note");
-        ui.add(
-            egui::TextEdit::singleline(&mut page.note)
-                .hint_text("before upgrading Apama to 10.15")
-                .desired_width(260.0),
-        )
-        .labelled_by(label.id);
+        note_field(ui, &mut page.note);
         let idle = page.repo_pin.is_none();
         if ui
             .add_enabled(idle, egui::Button::new("Pin"))
@@ -741,6 +729,17 @@ fn verify_phase_words(phase: persnap::progress::Phase) -> &'static str {
         persnap::progress::Phase::Copy => "reading it out of the repository",
         _ => "reading every file back and checking the database",
     }
+}
+
+/// The note a backup is pinned with.
+fn note_field(ui: &mut Ui, note: &mut String) {
+    let label = ui.label("Keep it, with a note");
+    ui.add(
+        egui::TextEdit::singleline(note)
+            .hint_text("before upgrading Apama to 10.15")
+            .desired_width(260.0),
+    )
+    .labelled_by(label.id);
 }
 
 fn when(run: &Run) -> String {

@@ -181,26 +181,7 @@ pub fn show(app: &mut PersnapApp, ui: &mut Ui) {
         .show(ui, |ui| {
             connect = fields(app, ui);
         });
-    let st = &mut app.rt.repositories;
-    let ready = !app.settings.repository.trim().is_empty()
-        && !st.password.is_empty()
-        && !st.is_connecting();
-    ui.horizontal(|ui| {
-        connect |= ui
-            .add_enabled(ready, egui::Button::new("Connect"))
-            .clicked();
-        if st.is_connecting() {
-            ui.spinner();
-            ui.label("Connecting…");
-        }
-    });
-    if connect && ready {
-        st.connect(
-            app.settings.repository.trim(),
-            app.settings.remember_password,
-            ui.ctx(),
-        );
-    }
+    connect_row(app, ui, connect);
     create_section(app, ui);
     let st = &mut app.rt.repositories;
     ui.add_space(8.0);
@@ -216,6 +197,32 @@ pub fn show(app: &mut PersnapApp, ui: &mut Ui) {
         super::restore_view::open(
             app,
             super::restore_view::RestorePage::for_database(&host, &database),
+        );
+    }
+}
+
+/// Connect (also on Enter in the password field, `enter`): opens and
+/// lists the repository typed above, on a thread.
+pub fn connect_row(app: &mut PersnapApp, ui: &mut Ui, enter: bool) {
+    let st = &mut app.rt.repositories;
+    let ready = !app.settings.repository.trim().is_empty()
+        && !st.password.is_empty()
+        && !st.is_connecting();
+    let mut connect = enter;
+    ui.horizontal(|ui| {
+        connect |= ui
+            .add_enabled(ready, egui::Button::new("Connect"))
+            .clicked();
+        if st.is_connecting() {
+            ui.spinner();
+            ui.label("Connecting…");
+        }
+    });
+    if connect && ready {
+        st.connect(
+            app.settings.repository.trim(),
+            app.settings.remember_password,
+            ui.ctx(),
         );
     }
 }

@@ -178,26 +178,8 @@ fn source(app: &mut PersnapApp, ui: &mut Ui) {
         .show(ui, |ui| {
             connect = super::repository_view::fields(app, ui);
         });
-    let st = &mut app.rt.repositories;
-    let ready = !app.settings.repository.trim().is_empty()
-        && !st.password.is_empty()
-        && !st.is_connecting();
-    ui.horizontal(|ui| {
-        connect |= ui
-            .add_enabled(ready, egui::Button::new("Connect"))
-            .clicked();
-        if st.is_connecting() {
-            ui.spinner();
-            ui.label("Connecting…");
-        }
-    });
-    if connect && ready {
-        st.connect(
-            app.settings.repository.trim(),
-            app.settings.remember_password,
-            ui.ctx(),
-        );
-    }
+    super::repository_view::connect_row(app, ui, connect);
+    let st = &app.rt.repositories;
     if let Some(Err(e)) = &st.result {
         super::repository_view::failure(ui, e);
     }

@@ -2324,6 +2324,37 @@ fn a_password_in_a_repository_address_is_not_saved() {
     );
 }
 
+/// A new repository at `repo` (its password in the file `password`)
+/// holding one backup of the store in `store`, made by the command line
+/// with its data in `data`.
+#[cfg(target_os = "linux")]
+fn repository_with_a_backup(data: &Path, store: &Path, repo: &Path, password: &Path) {
+    for args in [
+        vec!["repo", "init"],
+        vec![
+            "backup",
+            "--source",
+            store.to_str().unwrap(),
+            "--method",
+            "sqlite-online",
+        ],
+    ] {
+        let out = persnap_command(data)
+            .args(&args)
+            .arg("--repo")
+            .arg(repo)
+            .arg("--password-file")
+            .arg(password)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+}
+
 /// The persnap command built beside the test executable.
 #[cfg(target_os = "linux")]
 fn persnap_command(data: &Path) -> std::process::Command {
@@ -2375,30 +2406,7 @@ fn a_lost_machines_database_is_restored_and_protected_from_the_app() {
     for sub in ["history", "staging", "databases"] {
         std::fs::create_dir(old.path().join(sub)).unwrap();
     }
-    for args in [
-        vec!["repo", "init"],
-        vec![
-            "backup",
-            "--source",
-            store.to_str().unwrap(),
-            "--method",
-            "sqlite-online",
-        ],
-    ] {
-        let out = persnap_command(old.path())
-            .args(&args)
-            .arg("--repo")
-            .arg(&repo)
-            .arg("--password-file")
-            .arg(&password)
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-    }
+    repository_with_a_backup(old.path(), &store, &repo, &password);
     let expected = loadgen::check_invariant(
         &rusqlite::Connection::open(store.join("persistence.db")).unwrap(),
     )
@@ -2929,30 +2937,7 @@ fn repository_backups_are_pinned_and_kept_before_upgrading_from_the_app() {
     });
     let registry = persnap::registry::Registry::at(data.path().join("databases"));
     registry.add(&entry).unwrap();
-    for args in [
-        vec!["repo", "init"],
-        vec![
-            "backup",
-            "--source",
-            store.to_str().unwrap(),
-            "--method",
-            "sqlite-online",
-        ],
-    ] {
-        let out = persnap_command(data.path())
-            .args(&args)
-            .arg("--repo")
-            .arg(&repo)
-            .arg("--password-file")
-            .arg(&password)
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-    }
+    repository_with_a_backup(data.path(), &store, &repo, &password);
     let listed = || {
         persnap::repository::Repo::open(
             &persnap::repository::Location::parse(repo.to_str().unwrap()).unwrap(),
