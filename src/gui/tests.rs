@@ -1792,6 +1792,10 @@ fn an_empty_overview_leads_to_protecting_a_database() {
     h.get_by_label("Pin").click();
     h.run();
     assert!(h.query_by_label("pinned: known state").is_some());
+    assert!(
+        h.query_by_label("Kept even when retention would delete it: known state.")
+            .is_some()
+    );
     assert_eq!(persnap::pin::read(&dir).unwrap().note, "known state");
     h.get_by_label("Unpin").click();
     h.run();
@@ -2373,10 +2377,11 @@ fn persnap_command(data: &Path) -> std::process::Command {
 }
 
 /// A database lost with its machine, got back onto a new one with the app
-/// alone: from the empty overview, with only the repository's address and
-/// password typed, it is restored into the folder it was in (gone with the
-/// old machine), protected with the same repository in the same
-/// administrator step, and its next backup goes into that repository.
+/// alone: from the empty overview, with only the offsite repository's
+/// address and password typed (the first repository is lost too), it is
+/// restored into the folder it was in (gone with the old machine),
+/// protected with that repository in the same administrator step, and its
+/// next backup goes into that repository.
 #[cfg(target_os = "linux")]
 #[test]
 fn a_lost_machines_database_is_restored_and_protected_from_the_app() {
@@ -2386,7 +2391,8 @@ fn a_lost_machines_database_is_restored_and_protected_from_the_app() {
     ) {
         return;
     }
-    // The old machine: its database, backed up into a repository.
+    // The old machine: its database, backed up into a repository with a
+    // copy in an offsite one.
     let old = tempfile::Builder::new()
         .prefix("persnap-gui-old-machine-")
         .tempdir_in("/var/tmp")
@@ -2400,13 +2406,59 @@ fn a_lost_machines_database_is_restored_and_protected_from_the_app() {
         n > 25
     })
     .unwrap();
-    let repo = old.path().join("repo");
-    let password = old.path().join("password");
+    // `repo` is the offsite repository, the one that survives.
+    let (first, repo) = (old.path().join("first"), old.path().join("offsite"));
+    let (first_password, password) = (
+        old.path().join("first-password"),
+        old.path().join("password"),
+    );
+    std::fs::write(&first_password, "first secret\n").unwrap();
     std::fs::write(&password, "ledger secret\n").unwrap();
     for sub in ["history", "staging", "databases"] {
         std::fs::create_dir(old.path().join(sub)).unwrap();
     }
-    repository_with_a_backup(old.path(), &store, &repo, &password);
+    let run = |args: &[&std::ffi::OsStr]| {
+        let out = persnap_command(old.path()).args(args).output().unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
+    let os = |s: &'static str| std::ffi::OsStr::new(s);
+    run(&[
+        os("repo"),
+        os("init"),
+        os("--repo"),
+        repo.as_os_str(),
+        os("--password-file"),
+        password.as_os_str(),
+    ]);
+    run(&[
+        os("repo"),
+        os("init"),
+        os("--repo"),
+        first.as_os_str(),
+        os("--password-file"),
+        first_password.as_os_str(),
+    ]);
+    run(&[
+        os("backup"),
+        os("--source"),
+        store.as_os_str(),
+        os("--method"),
+        os("sqlite-online"),
+        os("--repo"),
+        first.as_os_str(),
+        os("--password-file"),
+        first_password.as_os_str(),
+        os("--offsite"),
+        repo.as_os_str(),
+        os("--offsite-password-file"),
+        password.as_os_str(),
+    ]);
+    // Its first repository is lost with it: only the offsite one is left.
+    std::fs::remove_dir_all(&first).unwrap();
     let expected = loadgen::check_invariant(
         &rusqlite::Connection::open(store.join("persistence.db")).unwrap(),
     )
@@ -3008,4 +3060,30 @@ fn repository_backups_are_pinned_and_kept_before_upgrading_from_the_app() {
     let newest = now.iter().max_by_key(|l| l.time).unwrap();
     assert!(newest.pinned);
     assert_eq!(newest.note.as_deref(), Some("before upgrading Apama"));
+}
+
+/// A run the command line (or a schedule) records while the app is open
+/// shows without a restart: the app follows its history file.
+#[test]
+fn a_run_recorded_elsewhere_shows_without_a_restart() {
+    let data = tempfile::tempdir().unwrap();
+    let history = History::at(data.path().join("history"));
+    let mut app = app_with_history(data.path());
+    app.rt.overview.places = Some(Vec::new());
+    app.rt.overview.skip_processes = true;
+    let mut h = harness(app);
+    h.run();
+    assert!(h.state().rt.runs.is_empty());
+    let mut run = persnap::history::Run::refused(
+        "/srv/apama/store".into(),
+        "persistence.db".into(),
+        "/backups".into(),
+        persnap::ErrorKind::Copy,
+        "made elsewhere".into(),
+    );
+    run.id = "from-the-command-line".into();
+    history.upsert(&run).unwrap();
+    wait_until(&mut h, "the run made elsewhere", |app| {
+        app.rt.runs.iter().any(|r| r.id == "from-the-command-line")
+    });
 }
