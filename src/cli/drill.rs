@@ -5,7 +5,7 @@
 use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
 
-use persnap::drill::{self, Place, PlaceKind, Subject};
+use persnap::drill::{self, Subject};
 use persnap::history::{History, Recorder};
 use persnap::pace::Pace;
 use persnap::progress::CancelToken;
@@ -142,22 +142,7 @@ pub fn drill_one(
     scheduled: Option<String>,
     cancel: &CancelToken,
 ) -> Result<persnap::drill::DrillReport, Failure> {
-    let mut places = Vec::new();
-    if let Some(dir) = folder {
-        places.push(Place::Folder(dir));
-    }
-    if let Some(repo) = repository {
-        places.push(Place::Repository {
-            repo,
-            kind: PlaceKind::Repository,
-        });
-    }
-    if let Some(repo) = offsite {
-        places.push(Place::Repository {
-            repo,
-            kind: PlaceKind::Offsite,
-        });
-    }
+    let places = drill::places(folder, repository, offsite);
     let previous = history.load()?;
     let mut printer = Printer::new();
     let mut recorder: Box<dyn Recorder> = Box::new(history.clone());

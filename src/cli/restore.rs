@@ -113,17 +113,9 @@ fn from_repository(
     );
     let plan = restore::plan(&to, &chosen.store_name, chosen.bytes, &Registry::system())?;
     say(&plan);
+    // Room to read it out first, in your staging folder.
     let staging = super::repo::staging_dir()?;
-    if let Ok(free) = persnap::sys::free_space(&staging)
-        && free < chosen.bytes
-    {
-        return Err(persnap::Error::NoRoomToRestore {
-            path: staging,
-            needed: units::bytes(chosen.bytes),
-            free: units::bytes(free),
-        }
-        .into());
-    }
+    restore::room_for(&staging, chosen.bytes)?;
     let cancel = CancelToken::new();
     install_cancel_on_signals(&cancel)?;
     let mut printer = Printer::new();

@@ -220,6 +220,28 @@ mod running {
         Repository { repo: &'a Repo, kind: PlaceKind },
     }
 
+    /// The places of a database: its backup folder (if it keeps one), its
+    /// repository and its offsite one, in that order.
+    pub fn places<'a>(
+        folder: Option<PathBuf>,
+        repository: Option<&'a Repo>,
+        offsite: Option<&'a Repo>,
+    ) -> Vec<Place<'a>> {
+        let repositories = [
+            (repository, PlaceKind::Repository),
+            (offsite, PlaceKind::Offsite),
+        ];
+        folder
+            .map(Place::Folder)
+            .into_iter()
+            .chain(
+                repositories
+                    .into_iter()
+                    .filter_map(|(repo, kind)| Some(Place::Repository { repo: repo?, kind })),
+            )
+            .collect()
+    }
+
     impl Place<'_> {
         fn shown(&self) -> (String, PlaceKind) {
             match self {

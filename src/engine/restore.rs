@@ -277,25 +277,13 @@ pub fn plan(
         )));
     }
     let replaces = present_files(&target, store_name);
-    if registered.is_empty() && !replaces.is_empty() {
-        return Err(refused(format!(
-            "it holds {} of a database persnap does not protect, and a restore replaces only a protected database's files. Choose a new or empty folder, or protect that database first (persnap database add)",
-            replaces.join(", ")
-        )));
+    if registered.is_empty() {
+        nothing_to_replace(&target, &replaces)?;
     }
     let writer = writer_of(&target)?;
     let (base, _) = existing_base(&target)?;
     let needed = bytes;
-    let free = crate::sys::free_space(&base).ok();
-    if let Some(free) = free
-        && free < needed
-    {
-        return Err(Error::NoRoomToRestore {
-            path: base,
-            needed: crate::units::bytes(needed),
-            free: crate::units::bytes(free),
-        });
-    }
+    let free = room_for(&base, needed)?;
     if !creates {
         check_store_not_in_use(&target, store_name)?;
     }
@@ -308,6 +296,38 @@ pub fn plan(
         needed,
         free,
     })
+}
+
+/// A folder that is no protected database's must hold none of the
+/// store's files (`present`): a restore replaces only a protected
+/// database's.
+fn nothing_to_replace(target: &Path, present: &[String]) -> Result<()> {
+    if present.is_empty() {
+        return Ok(());
+    }
+    Err(Error::RestoreTarget {
+        path: target.to_owned(),
+        reason: format!(
+            "it holds {} of a database persnap does not protect, and a restore replaces only a protected database's files. Choose a new or empty folder, or protect that database first (persnap database add)",
+            present.join(", ")
+        ),
+    })
+}
+
+/// The free space at `dir`, refused when less than `needed` (unknown:
+/// not refused here; the copy says so if it runs out).
+pub fn room_for(dir: &Path, needed: u64) -> Result<Option<u64>> {
+    let free = crate::sys::free_space(dir).ok();
+    if let Some(free) = free
+        && free < needed
+    {
+        return Err(Error::NoRoomToRestore {
+            path: dir.to_owned(),
+            needed: crate::units::bytes(needed),
+            free: crate::units::bytes(free),
+        });
+    }
+    Ok(free)
 }
 
 /// Whether any file of the store `store_name` is in `dir` (any kind of
@@ -474,16 +494,7 @@ fn execute(
     }
     check_store_name(req, &manifest)?;
     if req.unprotected {
-        let present = present_files(&target, &manifest.store_name);
-        if !present.is_empty() {
-            return Err(Error::RestoreTarget {
-                path: target.clone(),
-                reason: format!(
-                    "it holds {} of a database persnap does not protect, and a restore replaces only a protected database's files",
-                    present.join(", ")
-                ),
-            });
-        }
+        nothing_to_replace(&target, &present_files(&target, &manifest.store_name))?;
     }
     run.store_name = manifest.store_name.clone();
     run.method = Some(manifest.method);
@@ -493,15 +504,7 @@ fn execute(
     *step = Phase::Prepare;
     let live = store_paths(&target, &manifest.store_name);
     check_not_in_use(&live)?;
-    if let Ok(free) = crate::sys::free_space(&target)
-        && free < manifest.total_bytes
-    {
-        return Err(Error::NoRoomToRestore {
-            path: target.clone(),
-            needed: crate::units::bytes(manifest.total_bytes),
-            free: crate::units::bytes(free),
-        });
-    }
+    room_for(&target, manifest.total_bytes)?;
     cancel.check()?;
 
     *step = Phase::Copy;

@@ -44,54 +44,14 @@ pub fn show(app: &mut PersnapApp, ui: &mut Ui) {
     confirm_dialog(app, ui);
 }
 
-/// A labelled path field with a folder picker and a recent list.
-fn path_row(
-    ui: &mut Ui,
-    label: &str,
-    value: &mut String,
-    recent: &[String],
-    pick_label: &str,
-    hint: &str,
-    no_dialog: &mut bool,
-) {
-    let name = ui.label(label);
-    ui.horizontal(|ui| {
-        ui.add(
-            egui::TextEdit::singleline(value)
-                .desired_width(440.0)
-                .hint_text(hint),
-        )
-        .labelled_by(name.id);
-        if ui.button(pick_label).clicked()
-            && let Some(dir) = super::widgets::pick_folder(label, value, no_dialog)
-        {
-            *value = dir.display().to_string();
-        }
-        if *no_dialog {
-            ui.colored_label(AMBER, "No folder dialog opens here: type the path.")
-                .on_hover_text(super::widgets::NO_DIALOG);
-        }
-        ui.add_enabled_ui(!recent.is_empty(), |ui| {
-            ui.menu_button(format!("Recent {}s", label.to_lowercase()), |ui| {
-                for item in recent {
-                    if ui.button(item).clicked() {
-                        *value = item.clone();
-                        ui.close();
-                    }
-                }
-            });
-        });
-    });
-    ui.end_row();
-}
-
 fn inputs(app: &mut PersnapApp, ui: &mut Ui) {
     let busy = app.rt.activity.is_some();
     ui.add_enabled_ui(!busy, |ui| {
         egui::Grid::new("inputs").num_columns(2).spacing([12.0, 8.0]).show(ui, |ui| {
             let s = &mut app.settings;
             let no_dialog = &mut app.rt.folders.no_dialog;
-            path_row(ui, "Database folder", &mut s.source, &s.recent_sources, "Choose database folder…", "the correlator's -PstoreLocation folder", no_dialog);
+            super::widgets::folder_field(ui, "Database folder", &mut s.source, "the correlator's -PstoreLocation folder", "Choose database folder…", Some(&s.recent_sources), no_dialog);
+            ui.end_row();
             let name = ui.label("Store name");
             ui.add(egui::TextEdit::singleline(&mut s.store_name).desired_width(200.0).hint_text("persistence.db"))
                 .labelled_by(name.id)
@@ -107,7 +67,8 @@ fn inputs(app: &mut PersnapApp, ui: &mut Ui) {
                 super::repository_view::fields(app, ui);
                 connection_test_row(app, ui);
             } else {
-                path_row(ui, "Backup location", &mut s.dest, &s.recent_dests, "Choose backup location…", "a folder, preferably on another disk", &mut app.rt.folders.no_dialog);
+                super::widgets::folder_field(ui, "Backup location", &mut s.dest, "a folder, preferably on another disk", "Choose backup location…", Some(&s.recent_dests), &mut app.rt.folders.no_dialog);
+                ui.end_row();
             }
             method_row(ui, &mut app.settings.method);
             pace_row(ui, &mut app.settings.pace);

@@ -165,6 +165,8 @@ fn source(app: &mut PersnapApp, ui: &mut Ui) {
                     "Backup folder",
                     &mut page.folder,
                     "a folder holding manifest.json",
+                    "Choose…",
+                    None,
                     &mut app.rt.folders.no_dialog,
                 );
                 ui.end_row();
@@ -434,6 +436,8 @@ fn destination(app: &mut PersnapApp, ui: &mut Ui, chosen: &Chosen) {
                 "Restore into",
                 &mut page.target,
                 "/var/lib/apama/store",
+                "Choose…",
+                None,
                 &mut app.rt.folders.no_dialog,
             );
             ui.end_row();

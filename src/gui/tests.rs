@@ -1039,6 +1039,18 @@ fn share_registry(app: &mut PersnapApp, registry: &persnap::registry::Registry) 
     app.rt.helper = Some(helper);
 }
 
+/// Schedules go into `units` (not the system's), for the app and for the
+/// helper it starts.
+#[cfg(target_os = "linux")]
+fn share_unit_dir(app: &mut PersnapApp, units: &Path) {
+    if let Some(helper) = &mut app.rt.helper {
+        helper
+            .env
+            .push(("PERSNAP_UNIT_DIR".into(), units.to_owned()));
+    }
+    app.rt.schedules.dir = units.to_owned();
+}
+
 /// The helper built beside the test executable, run directly (no
 /// elevation needed to restore into a folder this user owns).
 fn direct_helper() -> crate::launch::HelperRoute {
@@ -1219,12 +1231,8 @@ fn schedules_are_created_listed_and_removed_from_the_app() {
     app.settings.source = src.path().to_str().unwrap().into();
     app.settings.dest = dest.path().to_str().unwrap().into();
     app.settings.keep_last = 5;
-    let mut route = direct_helper();
-    route
-        .env
-        .push(("PERSNAP_UNIT_DIR".into(), units.path().to_owned()));
-    app.rt.helper = Some(route);
-    app.rt.schedules.dir = units.path().to_owned();
+    app.rt.helper = Some(direct_helper());
+    share_unit_dir(&mut app, units.path());
     let mut h = harness(app);
     h.get_by_label("Schedules").click();
     h.run_steps(2);
@@ -1313,12 +1321,8 @@ fn a_schedule_into_a_repository_is_made_from_the_app() {
     app.settings.keep_last = 7;
     app.rt.staging = Some(staging.clone());
     app.rt.repositories.password = "not the password".into();
-    let mut route = direct_helper();
-    route
-        .env
-        .push(("PERSNAP_UNIT_DIR".into(), units.path().to_owned()));
-    app.rt.helper = Some(route);
-    app.rt.schedules.dir = units.path().to_owned();
+    app.rt.helper = Some(direct_helper());
+    share_unit_dir(&mut app, units.path());
     let mut h = harness(app);
     h.get_by_label("Schedules").click();
     h.run_steps(2);
@@ -1931,12 +1935,7 @@ fn the_overview_protects_a_running_correlator_and_keeps_watch() {
         Ok(History::at(data.path().join("history"))),
     );
     share_registry(&mut app, &registry);
-    if let Some(helper) = &mut app.rt.helper {
-        helper
-            .env
-            .push(("PERSNAP_UNIT_DIR".into(), units.path().to_owned()));
-    }
-    app.rt.schedules.dir = units.path().to_owned();
+    share_unit_dir(&mut app, units.path());
     app.rt.overview.places = Some(Vec::new());
     app.rt.overview.suggested = Some(dest.path().join("orders"));
     let mut h = harness(app);
@@ -2115,12 +2114,7 @@ fn a_running_correlator_is_protected_into_a_repository_and_backed_up_there() {
     app.settings.remember_password = false;
     app.rt.staging = Some(staging.clone());
     share_registry(&mut app, &registry);
-    if let Some(helper) = &mut app.rt.helper {
-        helper
-            .env
-            .push(("PERSNAP_UNIT_DIR".into(), units.path().to_owned()));
-    }
-    app.rt.schedules.dir = units.path().to_owned();
+    share_unit_dir(&mut app, units.path());
     app.rt.overview.places = Some(Vec::new());
     let mut h = harness(app);
     wait_for_overview(&mut h);
@@ -2483,12 +2477,7 @@ fn a_lost_machines_database_is_restored_and_protected_from_the_app() {
     app.settings.remember_password = false;
     app.rt.staging = Some(staging.clone());
     share_registry(&mut app, &registry);
-    if let Some(helper) = &mut app.rt.helper {
-        helper
-            .env
-            .push(("PERSNAP_UNIT_DIR".into(), units.path().to_owned()));
-    }
-    app.rt.schedules.dir = units.path().to_owned();
+    share_unit_dir(&mut app, units.path());
     app.rt.overview.places = Some(Vec::new());
     app.rt.overview.skip_processes = true;
     let mut h = harness(app);

@@ -108,33 +108,50 @@ impl Meter {
     }
 }
 
-/// A folder, typed or chosen with the system's folder dialog. Where no
-/// dialog can open (no desktop portal on a server), it says so instead of
-/// doing nothing, and the path is typed. `label` names the field.
+/// A folder, typed or chosen with the system's folder dialog (`button`),
+/// or picked from `recent` ones: one row of a two-column grid (`label`
+/// names the field; the caller ends the row). Where no dialog can open
+/// (no desktop portal on a server), the row says so instead of doing
+/// nothing, and the path is typed.
 pub fn folder_field(
     ui: &mut Ui,
     label: &str,
     value: &mut String,
     hint: &str,
+    button: &str,
+    recent: Option<&[String]>,
     no_dialog: &mut bool,
 ) {
     let name = ui.label(label);
     ui.horizontal(|ui| {
         ui.add(
             egui::TextEdit::singleline(value)
-                .desired_width(420.0)
+                .desired_width(440.0)
                 .hint_text(hint),
         )
         .labelled_by(name.id);
-        if ui.button("Choose…").clicked()
+        if ui.button(button).clicked()
             && let Some(dir) = pick_folder(label, value, no_dialog)
         {
             *value = dir.display().to_string();
         }
+        if *no_dialog {
+            ui.colored_label(AMBER, "No folder dialog opens here: type the path.")
+                .on_hover_text(NO_DIALOG);
+        }
+        if let Some(recent) = recent {
+            ui.add_enabled_ui(!recent.is_empty(), |ui| {
+                ui.menu_button(format!("Recent {}s", label.to_lowercase()), |ui| {
+                    for item in recent {
+                        if ui.button(item).clicked() {
+                            *value = item.clone();
+                            ui.close();
+                        }
+                    }
+                });
+            });
+        }
     });
-    if *no_dialog {
-        ui.colored_label(AMBER, NO_DIALOG);
-    }
 }
 
 /// Said where the folder dialog could not open.

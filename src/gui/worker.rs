@@ -98,8 +98,7 @@ impl InRepository {
         progress: &mut dyn Progress,
         cancel: &CancelToken,
     ) -> persnap::Result<(persnap::verify::WorkDir, PathBuf)> {
-        let password = password_of(&self.location, self.password.clone())?;
-        let repo = persnap::repository::Repo::open(&self.location, &password)?;
+        let repo = self.open()?;
         let staging = staging(self.staging.clone())?;
         deliver::fetch_staged(&repo, &self.snapshot, &staging, progress, cancel)
     }
@@ -114,6 +113,22 @@ pub fn staging(given: Option<PathBuf>) -> persnap::Result<PathBuf> {
         None => deliver::staging_dir()?,
     };
     Ok(persnap::fsutil::canonicalize(&dir).unwrap_or(dir))
+}
+
+impl InRepository {
+    /// Its repository, opened with the password typed, else the kept one.
+    fn open(&self) -> persnap::Result<persnap::repository::Repo> {
+        open_with_password(&self.location, self.password.clone())
+    }
+}
+
+/// The repository at `location`, opened with the password typed, else
+/// the one kept in the keyring.
+fn open_with_password(
+    location: &Location,
+    typed: Option<Password>,
+) -> persnap::Result<persnap::repository::Repo> {
+    persnap::repository::Repo::open(location, &password_of(location, typed)?)
 }
 
 /// The password typed, else the one kept in the keyring, else what to do.
@@ -310,8 +325,8 @@ pub fn pin_in_repository(
     history: History,
 ) -> Job {
     spawn(ctx, move |notify, _cancel| {
-        let result = password_of(&from.location, from.password.clone())
-            .and_then(|password| persnap::repository::Repo::open(&from.location, &password))
+        let result = from
+            .open()
             .and_then(|repo| {
                 deliver::pin(&repo, &from.snapshot, note.as_deref(), Some(&history))
             })
@@ -383,28 +398,10 @@ pub fn drill(
 ) -> Job {
     spawn(ctx, move |notify, cancel| {
         let result = (|| {
-            let open = |(location, typed): DrillRepository| {
-                let password = password_of(&location, typed)?;
-                persnap::repository::Repo::open(&location, &password)
-            };
+            let open = |(location, typed): DrillRepository| open_with_password(&location, typed);
             let repository = repository.map(open).transpose()?;
             let offsite = offsite.map(open).transpose()?;
-            let mut places = Vec::new();
-            if let Some(dir) = folder {
-                places.push(persnap::drill::Place::Folder(dir));
-            }
-            if let Some(repo) = &repository {
-                places.push(persnap::drill::Place::Repository {
-                    repo,
-                    kind: persnap::drill::PlaceKind::Repository,
-                });
-            }
-            if let Some(repo) = &offsite {
-                places.push(persnap::drill::Place::Repository {
-                    repo,
-                    kind: persnap::drill::PlaceKind::Offsite,
-                });
-            }
+            let places = persnap::drill::places(folder, repository.as_ref(), offsite.as_ref());
             let staging = self::staging(staging)?;
             let previous = history.load()?;
             let mut recorder = HistoryRecorder {
@@ -442,8 +439,7 @@ pub fn manifest_of(
     let (tx, rx) = channel();
     let ctx = ctx.clone();
     std::thread::spawn(move || {
-        let read = password_of(&from.location, from.password.clone()).and_then(|password| {
-            let repo = persnap::repository::Repo::open(&from.location, &password)?;
+        let read = from.open().and_then(|repo| {
             let staging = staging(from.staging.clone())?;
             deliver::read_manifest(&repo, &from.snapshot, &staging)
         });
@@ -616,8 +612,7 @@ pub fn backup(
         }
         // Opened now too; one that cannot be opened is its copy's failure.
         let offsite = offsite.map(|o| {
-            let opened = password_of(&o.location, o.password)
-                .and_then(|p| persnap::repository::Repo::open(&o.location, &p));
+            let opened = open_with_password(&o.location, o.password);
             (opened, o.location, o.keep)
         });
         let result = if req.method == MethodChoice::Explicit(Method::SqliteOnline) {
