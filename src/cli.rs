@@ -1485,12 +1485,29 @@ fn schedule_cmd(cmd: ScheduleCommand) -> Result<(), Failure> {
             seconds,
         } => show_toast(&summary, &body, Duration::from_secs(seconds)),
         ScheduleCommand::Remove { name: None, .. } => {
+            // Every one is tried: the uninstallers run this, and one that
+            // cannot go must not leave the others running a deleted program.
             let all = schedule::list()?;
+            let mut failed = Vec::new();
             for s in &all {
-                remove_schedule(&s.name)?;
+                if let Err(e) = remove_schedule(&s.name) {
+                    eprintln!("Could not remove schedule {}: {:#}", s.name, e.error);
+                    failed.push((s.name.clone(), e));
+                }
             }
-            eprintln!("Removed {} schedule(s).", all.len());
-            Ok(())
+            eprintln!("Removed {} schedule(s).", all.len() - failed.len());
+            let Some(code) = failed.last().map(|(_, e)| e.code) else {
+                return Ok(());
+            };
+            let names: Vec<&str> = failed.iter().map(|(n, _)| n.as_str()).collect();
+            Err(Failure {
+                code,
+                error: anyhow::anyhow!(
+                    "{} schedule(s) could not be removed ({}); see the reasons above, then run `persnap schedule remove --all` again as administrator.",
+                    names.len(),
+                    names.join(", ")
+                ),
+            })
         }
         ScheduleCommand::Remove {
             name: Some(name), ..

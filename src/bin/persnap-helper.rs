@@ -22,6 +22,12 @@
 //! 4 copy failed; 5 verification failed; 6 cancelled; 7 busy; 9 protocol
 //! error (bad frame, wrong version); 1 internal error.
 
+// A Windows-subsystem program: UAC starts it without a console, so no
+// console or Terminal window shows (Windows Terminal, the default terminal
+// since Windows 11 22H2, shows one even for a hidden start), and none can
+// be closed in the middle of a backup. It talks over its pipe.
+#![cfg_attr(windows, windows_subsystem = "windows")]
+
 use std::io::{self, BufReader, Read, Write};
 #[cfg(windows)]
 use std::sync::Arc;

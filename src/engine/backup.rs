@@ -706,7 +706,7 @@ fn finish(partial: WorkDir, manifest: &Manifest, final_dir: &Path) -> Result<()>
     manifest::write(partial.path(), manifest)?;
     let marker = partial.path().join(WORK_MARKER);
     fs::remove_file(&marker).map_err(Error::io("remove", marker, HINT_DEST))?;
-    fs::rename(partial.path(), final_dir).map_err(Error::io(
+    fsutil::rename(partial.path(), final_dir).map_err(Error::io(
         "rename the finished backup to",
         final_dir,
         HINT_DEST,

@@ -194,6 +194,9 @@ fn stream(
         let mut flushed = 0u64;
         let durable = matches!(output, Some((_, _, Durability::Durable)));
         let paced = meter.pacer.is_paced();
+        // Gentle: this thread's I/O goes after the correlator's (Windows'
+        // background mode; for this copy only, not the snapshot's work).
+        let _background = paced.then(crate::sys::background_thread);
         let mut step = Step::default();
         let result = loop {
             let mut buf = if fresh > 0 {

@@ -40,18 +40,23 @@ pub fn admin_only_folder(dir: &Path) -> io::Result<()> {
 
 /// Write a secret (a repository's password for scheduled runs) where only
 /// root (SYSTEM) can read it: into `path`, in a folder made the
-/// administrator's, mode 0600 (Windows: a file whose only entry is
-/// SYSTEM). Refused if a folder on the way is not the administrator's.
-pub fn write_secret(path: &Path, bytes: &[u8]) -> io::Result<()> {
+/// administrator's, mode 0600 (Windows: SYSTEM and Administrators, and the
+/// account `reader` a schedule runs as, read only). Refused if a folder on
+/// the way is not the administrator's.
+pub fn write_secret(path: &Path, bytes: &[u8], reader: Option<&str>) -> io::Result<()> {
     let dir = path
         .parent()
         .ok_or_else(|| io::Error::from(io::ErrorKind::InvalidInput))?;
     crate::sys::create_admin_dir(dir)?;
     admin_only_folder(dir)?;
     #[cfg(unix)]
-    return atomic_write_private(path, bytes);
+    {
+        // Linux schedules run as root; no account reads the file.
+        let _ = reader;
+        atomic_write_private(path, bytes)
+    }
     #[cfg(windows)]
-    return crate::sys::write_secret(path, bytes);
+    return crate::sys::write_secret(path, bytes, reader);
 }
 
 /// [`atomic_write`] of a file everyone may read (mode 0644 whatever the
@@ -97,6 +102,57 @@ fn atomic_write_mode(path: &Path, bytes: &[u8], mode: u32) -> io::Result<()> {
         let _ = fs::remove_file(&tmp);
     }
     result
+}
+
+/// How long a rename waits, step by step, for another program to let go
+/// of a file in the folder (about 10 s in all).
+const RENAME_WAITS_MS: [u64; 12] = [10, 20, 40, 80, 160, 320, 640, 1000, 1500, 2000, 2000, 2000];
+
+/// `fs::rename`, patient with programs that open new files for a moment.
+/// On Windows a folder cannot be renamed while any file in it is open, and
+/// antivirus real-time scanning (Defender) and the search indexer open
+/// every new file: the rename is tried again for about 10 s when Windows
+/// says "access denied", "sharing violation" or "lock violation", and if
+/// it still fails the error says what most likely held it.
+pub fn rename(from: &Path, to: &Path) -> io::Result<()> {
+    rename_retrying(from, to, |a, b| fs::rename(a, b), &RENAME_WAITS_MS)
+}
+
+/// [`rename`] with the rename and its waits given (tests inject errors).
+fn rename_retrying(
+    from: &Path,
+    to: &Path,
+    rename: impl Fn(&Path, &Path) -> io::Result<()>,
+    waits_ms: &[u64],
+) -> io::Result<()> {
+    let mut waits = waits_ms.iter();
+    loop {
+        let e = match rename(from, to) {
+            Ok(()) => return Ok(()),
+            Err(e) if held_open(&e) => e,
+            Err(e) => return Err(e),
+        };
+        match waits.next() {
+            Some(ms) => std::thread::sleep(std::time::Duration::from_millis(*ms)),
+            None => {
+                let seconds = waits_ms.iter().sum::<u64>().div_ceil(1000);
+                return Err(io::Error::new(
+                    e.kind(),
+                    format!(
+                        "{e}; for {seconds} s another program kept a file in {} open — usually antivirus real-time scanning or the search indexer. Try again; if it keeps happening, exclude the backup folder from scanning (or check that your account may change that folder)",
+                        from.display()
+                    ),
+                ));
+            }
+        }
+    }
+}
+
+/// Whether Windows refused a rename because something has a file open:
+/// ERROR_ACCESS_DENIED (5), ERROR_SHARING_VIOLATION (32),
+/// ERROR_LOCK_VIOLATION (33). Unix renames never wait for readers.
+fn held_open(e: &io::Error) -> bool {
+    cfg!(windows) && matches!(e.raw_os_error(), Some(5 | 32 | 33))
 }
 
 /// `fs::canonicalize`, in the form people write: on Windows a drive path
@@ -278,6 +334,47 @@ mod tests {
         .join()
         .unwrap();
         assert_eq!(got, (2 << 13) | 7);
+    }
+
+    #[test]
+    fn a_rename_waits_out_a_file_held_open_and_names_the_cause() {
+        use std::cell::Cell;
+        let tries = Cell::new(0);
+        // Windows' answers while Defender or the indexer has a file open.
+        let held = |code: i32, for_tries: usize| {
+            let tries = &tries;
+            move |_: &Path, _: &Path| {
+                tries.set(tries.get() + 1);
+                if tries.get() <= for_tries {
+                    Err(io::Error::from_raw_os_error(code))
+                } else {
+                    Ok(())
+                }
+            }
+        };
+        let (a, b) = (Path::new("a.partial"), Path::new("a"));
+        let waits = [1, 1, 1];
+        if cfg!(windows) {
+            for code in [5, 32, 33] {
+                tries.set(0);
+                rename_retrying(a, b, held(code, 2), &waits).unwrap();
+                assert_eq!(tries.get(), 3, "error {code}: tried until it went");
+                tries.set(0);
+                let err = rename_retrying(a, b, held(code, 100), &waits).unwrap_err();
+                assert_eq!(tries.get(), 4, "error {code}: once, then once per wait");
+                assert_eq!(err.raw_os_error(), None);
+                let said = err.to_string();
+                assert!(
+                    said.contains("another program kept a file in a.partial open")
+                        && said.contains("antivirus"),
+                    "{said}"
+                );
+            }
+        }
+        // Anything else is not waited for: a missing folder stays missing.
+        tries.set(0);
+        let err = rename_retrying(a, b, held(2, 100), &waits).unwrap_err();
+        assert_eq!((tries.get(), err.kind()), (1, io::ErrorKind::NotFound));
     }
 
     #[test]

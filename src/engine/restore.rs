@@ -545,7 +545,7 @@ fn execute(
         );
     }
     let restored = target.join(&manifest.store_name);
-    fs::rename(&staged, &restored).map_err(Error::io(
+    fsutil::rename(&staged, &restored).map_err(Error::io(
         "move the restored database into",
         &restored,
         HINT_TARGET,
@@ -659,7 +659,11 @@ fn move_aside(target: &Path, live: &[PathBuf]) -> Result<Option<PathBuf>> {
     fs::create_dir(&dir).map_err(Error::io("create the safety folder", &dir, HINT_TARGET))?;
     for path in present {
         let name = path.file_name().expect("store paths have names");
-        fs::rename(path, dir.join(name)).map_err(Error::io("move aside", path, HINT_TARGET))?;
+        fsutil::rename(path, &dir.join(name)).map_err(Error::io(
+            "move aside",
+            path,
+            HINT_TARGET,
+        ))?;
     }
     fsutil::fsync_dir(&dir).map_err(Error::io("flush", &dir, HINT_DEST))?;
     crate::sys::take_ownership_of(&dir, target).map_err(Error::io(

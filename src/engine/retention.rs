@@ -149,7 +149,11 @@ fn remove_backup(path: &Path) -> Result<()> {
         .expect("backup folders have names")
         .to_string_lossy();
     let doomed = path.with_file_name(format!("{DELETING_PREFIX}{name}"));
-    fs::rename(path, &doomed).map_err(Error::io("set aside for deletion", path, HINT_DEST))?;
+    crate::fsutil::rename(path, &doomed).map_err(Error::io(
+        "set aside for deletion",
+        path,
+        HINT_DEST,
+    ))?;
     fs::remove_dir_all(&doomed).map_err(Error::io("delete", &doomed, HINT_DEST))
 }
 

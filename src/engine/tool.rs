@@ -11,7 +11,8 @@ use std::process::{Command, ExitStatus, Stdio};
 use std::thread;
 use std::time::{Duration, Instant};
 
-/// The environment every tool runs with.
+/// The PATH every tool runs with (Unix).
+#[cfg(unix)]
 const SAFE_PATH: &str = "/usr/sbin:/usr/bin:/sbin:/bin";
 
 /// What a finished tool printed.
@@ -46,16 +47,31 @@ pub fn find(candidates: &[&str]) -> Option<PathBuf> {
 /// Run `program args…` with a time limit; the child is killed at the limit.
 pub fn run(program: &Path, args: &[&OsStr], limit: Duration) -> io::Result<ToolOutput> {
     let mut command = Command::new(program);
+    command.args(args).env_clear();
+    #[cfg(unix)]
     command
-        .args(args)
-        .env_clear()
         .env("PATH", SAFE_PATH)
         .env("LC_ALL", "C")
         .env("LVM_SUPPRESS_FD_WARNINGS", "1");
     // Windows: nothing of the caller's environment reaches the tool, in
-    // particular no `SystemRoot`/`windir`, which an unelevated user can set
-    // for an elevated process (HKCU\Environment) to have COM load a DLL of
-    // theirs.
+    // particular not its `SystemRoot`/`windir`, which an unelevated user
+    // can set for an elevated process (HKCU\Environment) to have COM load
+    // a DLL of theirs. But Windows components (COM in-process servers,
+    // Winsock) need them, so the tool gets them as Windows reports its own
+    // folder, and a PATH of the system folders only.
+    #[cfg(windows)]
+    {
+        let windows = crate::sys::windows_dir();
+        let path = std::env::join_paths([windows.join("System32"), windows.clone()])
+            .map_err(io::Error::other)?;
+        command
+            .env("SystemRoot", &windows)
+            .env("windir", &windows)
+            .env("PATH", path);
+        // No console window of its own (the helper has none to share).
+        use std::os::windows::process::CommandExt;
+        command.creation_flags(0x0800_0000); // CREATE_NO_WINDOW
+    }
     let mut child = command
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
@@ -129,6 +145,41 @@ fn drain(mut pipe: impl Read + Send + 'static) -> Drain {
         let _ = tx.send(());
     });
     Drain { buf, done }
+}
+
+#[cfg(all(test, windows))]
+mod windows_tests {
+    use super::*;
+
+    /// Windows components a tool loads need `SystemRoot`; it comes from
+    /// Windows, not from the caller (who may have set it to their folder).
+    #[test]
+    fn a_tool_sees_the_system_folder_and_nothing_of_the_callers_environment() {
+        let cmd = crate::sys::windows_dir().join("System32").join("cmd.exe");
+        let out = run(
+            &cmd,
+            &[OsStr::new("/c"), OsStr::new("set")],
+            Duration::from_secs(30),
+        )
+        .unwrap();
+        assert!(out.status.success(), "{}", out.reason());
+        let windows = crate::sys::windows_dir().to_string_lossy().to_lowercase();
+        let seen = out.stdout.to_lowercase();
+        for name in ["systemroot", "windir"] {
+            assert!(
+                seen.lines()
+                    .any(|l| l.trim() == format!("{name}={windows}")),
+                "{name} is not {windows}: {}",
+                out.stdout
+            );
+        }
+        assert!(
+            std::env::var_os("CARGO_MANIFEST_DIR").is_some()
+                && !seen.contains("cargo_manifest_dir"),
+            "{}",
+            out.stdout
+        );
+    }
 }
 
 #[cfg(all(test, unix))]

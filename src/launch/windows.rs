@@ -85,11 +85,35 @@ pub fn start_failure(error: u32, helper: &Path) -> RemoteFailure {
             "You declined the administrator prompt; the backup did not run.",
         );
     }
-    RemoteFailure::elevation(format!(
-        "Could not start {} as administrator ({}). Reinstall persnap if the file is missing.",
-        helper.display(),
-        std::io::Error::from_raw_os_error(error as i32)
-    ))
+    let why = std::io::Error::from_raw_os_error(error as i32);
+    // What Windows' policies answer, in words (the codes read as nonsense:
+    // 8235 is "A referral was returned from the server").
+    let policy = match error {
+        // UAC: "Only elevate executables that are signed and validated".
+        8235 => Some(
+            "Windows here lets only signed programs ask for administrator rights, and this copy of persnap-helper.exe is not signed. Install a signed persnap release, or ask whoever manages this computer.",
+        ),
+        // Group Policy (Software Restriction) or AppLocker.
+        1260 => Some(
+            "A policy on this computer does not allow persnap-helper.exe to run. Ask whoever manages this computer to allow it.",
+        ),
+        // Smart App Control or Windows Defender Application Control.
+        4551 | 4553 => Some(
+            "Windows blocked persnap-helper.exe (Smart App Control or Application Control allows only programs it trusts, and this copy is not signed). Install a signed persnap release, or ask whoever manages this computer.",
+        ),
+        // Defender took the file for a threat.
+        225 => Some(
+            "Your antivirus blocked persnap-helper.exe. Check its quarantine and allow the file, or reinstall persnap.",
+        ),
+        _ => None,
+    };
+    match policy {
+        Some(words) => RemoteFailure::elevation(format!("{words} (Details: {why})")),
+        None => RemoteFailure::elevation(format!(
+            "Could not start {} as administrator ({why}). Reinstall persnap if the file is missing.",
+            helper.display(),
+        )),
+    }
 }
 
 /// What an unanswered administrator prompt that the user gave up on says.
@@ -308,6 +332,20 @@ mod tests {
             "You declined the administrator prompt; the backup did not run."
         );
         assert_eq!(declined.kind, persnap::ErrorKind::Elevation);
+        for (code, says) in [
+            (8235, "only signed programs"),
+            (1260, "does not allow"),
+            (4551, "Smart App Control"),
+            (225, "antivirus"),
+        ] {
+            let blocked = start_failure(code, Path::new(r"C:\x\persnap-helper.exe"));
+            assert!(
+                blocked.message.contains(says) && blocked.message.contains("Details:"),
+                "{code}: {}",
+                blocked.message
+            );
+            assert!(!blocked.message.starts_with("Could not start"), "{code}");
+        }
         let missing = start_failure(2, Path::new(r"C:\x\persnap-helper.exe"));
         assert!(
             missing.message.contains(r"C:\x\persnap-helper.exe")

@@ -3,7 +3,8 @@
 //!
 //! Root does exactly this:
 //! - [`start`]: tighten the process (umask 077, private mount namespace)
-//!   before anything else runs; on Windows, ignore console interrupts (the
+//!   before anything else runs; on Windows, borrow a console without a
+//!   window for the console programs it starts, ignore console interrupts (the
 //!   cancel frame is the way to stop) and enable SeBackupPrivilege, the one
 //!   privilege reading store files from the shadow copy needs;
 //! - [`locks`]: one run per database, a bounded number of snapshots at
@@ -56,6 +57,7 @@ pub fn start() {
         // Neither is fatal: without a console there is nothing to ignore,
         // and without the privilege (not an administrator) the store is
         // read with the caller's own rights.
+        crate::sys::windowless_console();
         let _ = crate::sys::ignore_console_interrupts();
         let _ = crate::sys::enable_backup_privilege();
     }

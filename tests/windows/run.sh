@@ -34,14 +34,16 @@ fi
 
 # The app stays a console program, so that in consoles and scripts the
 # command line waits, prints and returns its exit status (started from the
-# Start menu it lets go of its console); the helper is one too (it serves
-# a pipe, started hidden).
+# Start menu it lets go of its console). The helper is a Windows-subsystem
+# program: started by UAC, it must show no console or Terminal window
+# (Windows Terminal ignores a hidden start), and it serves its pipe
+# (tests/windows_helper.rs runs this very build's helper over it).
 release=target/$target/release
 subsystem() { x86_64-w64-mingw32-objdump -p "$1" | sed -n 's/^Subsystem.*(\(.*\))$/\1/p'; }
-for exe in persnap.exe persnap-helper.exe; do
-  [ "$(subsystem "$release/$exe")" = "Windows CUI" ] \
-    || { echo "$exe is not a console program" >&2; exit 1; }
-done
+[ "$(subsystem "$release/persnap.exe")" = "Windows CUI" ] \
+  || { echo "persnap.exe is not a console program" >&2; exit 1; }
+[ "$(subsystem "$release/persnap-helper.exe")" = "Windows GUI" ] \
+  || { echo "persnap-helper.exe is a console program: Windows Terminal would show its window" >&2; exit 1; }
 [ "$(wine "$release/persnap.exe" --version | tr -d '\r')" = "persnap $(sed -n 's/^version = "\(.*\)"/\1/p' Cargo.toml | head -1)" ] \
   || { echo "persnap.exe --version printed nothing to its console" >&2; exit 1; }
 set +e

@@ -94,7 +94,11 @@ impl Location {
             return None;
         }
         let remote = self.rclone_remote().ok()?;
-        let mut child = std::process::Command::new("rclone")
+        let mut command = std::process::Command::new("rclone");
+        // No console window of its own on Windows.
+        #[cfg(windows)]
+        std::os::windows::process::CommandExt::creation_flags(&mut command, 0x0800_0000);
+        let mut child = command
             .args([
                 "lsf",
                 "--max-depth",

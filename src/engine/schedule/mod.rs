@@ -127,7 +127,7 @@ pub fn write_unlock(s: &Schedule) -> Result<()> {
             continue;
         };
         let json = serde_json::to_vec(unlock).expect("an unlock serializes");
-        crate::fsutil::write_secret(&path, &json).map_err(crate::error::Error::io(
+        crate::fsutil::write_secret(&path, &json, s.run_as.as_deref()).map_err(crate::error::Error::io(
             "write",
             path.clone(),
             "Scheduling needs administrator rights; check that /etc/persnap (Windows: %ProgramData%\\persnap) belongs to the administrator.",
@@ -141,6 +141,8 @@ pub fn write_unlock(s: &Schedule) -> Result<()> {
 /// leave the schedule that was there without its files, or with another's).
 pub struct UnlockFiles {
     name: String,
+    /// The account the schedule there runs as, who may read them.
+    run_as: Option<String>,
     main: Option<Vec<u8>>,
     offsite: Option<Vec<u8>>,
 }
@@ -152,8 +154,13 @@ impl UnlockFiles {
                 .ok()
                 .and_then(|()| std::fs::read(&path).ok())
         };
+        let run_as = list()
+            .ok()
+            .and_then(|all| all.into_iter().find(|s| s.name == name))
+            .and_then(|s| s.run_as);
         UnlockFiles {
             name: name.to_owned(),
+            run_as,
             main: read(unlock_path(name)),
             offsite: read(offsite_unlock_path(name)),
         }
@@ -166,13 +173,12 @@ impl UnlockFiles {
             (&self.offsite, offsite_unlock_path(&self.name)),
         ] {
             match bytes {
-                Some(bytes) => {
-                    crate::fsutil::write_secret(&path, bytes).map_err(crate::error::Error::io(
+                Some(bytes) => crate::fsutil::write_secret(&path, bytes, self.run_as.as_deref())
+                    .map_err(crate::error::Error::io(
                         "put back",
                         path.clone(),
                         "Remove the schedule and make it again.",
-                    ))?
-                }
+                    ))?,
                 None => remove_file(&path)?,
             }
         }

@@ -39,10 +39,10 @@ pub fn registry_dir() -> PathBuf {
     if let Some(dir) = std::env::var_os("PERSNAP_SCHEDULE_DIR") {
         return PathBuf::from(dir);
     }
-    std::env::var_os("ProgramData")
-        .map_or_else(|| PathBuf::from(r"C:\ProgramData"), PathBuf::from)
-        .join("persnap")
-        .join("schedules")
+    #[cfg(windows)]
+    return crate::sys::admin_root().join("schedules");
+    #[cfg(not(windows))]
+    PathBuf::from(r"C:\ProgramData\persnap\schedules")
 }
 
 /// Where a schedule's SYSTEM runs keep their history: beside the record,
@@ -340,6 +340,11 @@ pub fn install(s: &Schedule, exe: &Path) -> Result<Installed> {
             s.when.to_string()
         ),
     })?;
+    // What the task runs as SYSTEM must be the administrators' alone: a
+    // persnap.exe in a folder users may change (a copy under C:\ or a data
+    // drive inherits "Authenticated Users: Modify") would be theirs to
+    // replace, and run with the machine's highest rights.
+    exe_admin_only(exe)?;
     // The folder is the administrators' alone (owner, protected DACL), so
     // nobody else can plant or rewrite the XML between this write and
     // schtasks' read; the file is created new, never opened if it exists.
@@ -423,18 +428,59 @@ pub fn install(s: &Schedule, exe: &Path) -> Result<Installed> {
     })
 }
 
+/// Refuse to have a task run `exe` when anyone but administrators could
+/// replace it: the file, its folder and the folders above (which may, like
+/// stock `C:\` and Program Files, let others add but not change or remove).
+#[cfg(windows)]
+pub fn exe_admin_only(exe: &Path) -> Result<()> {
+    let folder = exe.parent().unwrap_or(exe);
+    crate::sys::owned_by_admins(exe)
+        .and_then(|()| crate::fsutil::admin_only_folder(folder))
+        .map_err(|e| Error::Refused {
+            field: "program",
+            reason: format!(
+                "a scheduled task would run {} with the machine's highest rights, but {e}. Install persnap with its setup program (into {}) and schedule from there.",
+                exe.display(),
+                crate::sys::program_files().join("persnap").display()
+            ),
+        })
+}
+
 /// Delete the task and its record.
 #[cfg(windows)]
 pub fn uninstall(name: &str) -> Result<bool> {
+    uninstall_with(name, &registry_dir(), run_schtasks)
+}
+
+/// [`uninstall`], with `schtasks` given (tests make it fail). A task that
+/// stays after `/Delete` failed is an error that says why, and its record
+/// stays with it (a task whose record is gone would run nothing and be
+/// listed nowhere); a task that was not there is not.
+#[cfg(windows)]
+fn uninstall_with(
+    name: &str,
+    dir: &Path,
+    schtasks: impl Fn(&[&std::ffi::OsStr]) -> Result<crate::tool::ToolOutput>,
+) -> Result<bool> {
     validate_name(name)?;
     let task = task_name(name);
-    let out = run_schtasks(&[
+    let deleted = schtasks(&[
         "/Delete".as_ref(),
         "/TN".as_ref(),
         task.as_ref(),
         "/F".as_ref(),
     ])?;
-    let json = registry_dir().join(format!("{name}.json"));
+    if !deleted.status.success() {
+        let still = schtasks(&["/Query".as_ref(), "/TN".as_ref(), task.as_ref()])?;
+        if still.status.success() {
+            return Err(Error::Tool {
+                action: format!("remove the scheduled task {task}"),
+                reason: reason_of(&deleted),
+                hint: "Remove it in Task Scheduler (folder persnap), or run `persnap schedule remove` again as administrator.",
+            });
+        }
+    }
+    let json = dir.join(format!("{name}.json"));
     let recorded = match std::fs::remove_file(&json) {
         Ok(()) => true,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => false,
@@ -444,7 +490,23 @@ pub fn uninstall(name: &str) -> Result<bool> {
             ));
         }
     };
-    Ok(out.status.success() || recorded)
+    Ok(deleted.status.success() || recorded)
+}
+
+/// What schtasks said when it failed (it writes "ERROR: …" to stderr,
+/// some versions to stdout).
+#[cfg(windows)]
+fn reason_of(out: &crate::tool::ToolOutput) -> String {
+    let said = [out.stderr.trim(), out.stdout.trim()]
+        .into_iter()
+        .filter(|t| !t.is_empty())
+        .collect::<Vec<_>>()
+        .join(" / ");
+    if said.is_empty() {
+        format!("schtasks.exe ended with {}", out.status)
+    } else {
+        said
+    }
 }
 
 /// schtasks reads task XML as UTF-16 (it says so in the declaration).
@@ -733,5 +795,61 @@ mod tests {
         .unwrap();
         std::fs::write(dir.path().join("junk.json"), b"{").unwrap();
         assert_eq!(list(dir.path()).unwrap(), vec![s]);
+    }
+}
+
+#[cfg(all(test, windows))]
+mod windows_tests {
+    use super::*;
+    use std::os::windows::process::ExitStatusExt;
+
+    fn said(code: u32, stderr: &str) -> crate::tool::ToolOutput {
+        crate::tool::ToolOutput {
+            status: std::process::ExitStatus::from_raw(code),
+            stdout: String::new(),
+            stderr: stderr.into(),
+        }
+    }
+
+    /// schtasks as it answers when the task exists and may not be deleted
+    /// (`delete_ok` false), or is deleted, or was never there.
+    fn schtasks(
+        exists: bool,
+        delete_ok: bool,
+    ) -> impl Fn(&[&std::ffi::OsStr]) -> Result<crate::tool::ToolOutput> {
+        move |args| {
+            Ok(match args[0].to_str().unwrap() {
+                "/Delete" if exists && delete_ok => said(0, ""),
+                "/Delete" if exists => said(1, "ERROR: Access is denied."),
+                "/Delete" => said(1, "ERROR: The system cannot find the file specified."),
+                "/Query" if exists => said(0, ""),
+                "/Query" => said(1, "ERROR: The system cannot find the file specified."),
+                other => panic!("unexpected schtasks {other}"),
+            })
+        }
+    }
+
+    #[test]
+    fn a_task_that_could_not_be_deleted_is_reported_and_keeps_its_record() {
+        let dir = tempfile::tempdir().unwrap();
+        let record = dir.path().join("nightly.json");
+        std::fs::write(&record, b"{}").unwrap();
+        let err = uninstall_with("nightly", dir.path(), schtasks(true, false))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("Access is denied") && err.contains(r"\persnap\nightly"),
+            "{err}"
+        );
+        assert!(record.exists(), "the record of a task still there stays");
+
+        assert!(uninstall_with("nightly", dir.path(), schtasks(true, true)).unwrap());
+        assert!(!record.exists());
+        // Neither task nor record: nothing was removed, and that is no error.
+        assert!(!uninstall_with("nightly", dir.path(), schtasks(false, false)).unwrap());
+        // A record whose task was already gone is removed.
+        std::fs::write(&record, b"{}").unwrap();
+        assert!(uninstall_with("nightly", dir.path(), schtasks(false, false)).unwrap());
+        assert!(!record.exists());
     }
 }

@@ -642,6 +642,15 @@ pub fn lower_io_priority() {
     }
 }
 
+/// Nothing more per thread on Unix: the process's I/O priority
+/// ([`lower_io_priority`]) already covers the copy.
+pub fn background_thread() -> Background {
+    Background
+}
+
+/// See [`background_thread`].
+pub struct Background;
+
 /// Bytes available to unprivileged users on the filesystem holding `path`.
 pub fn free_space(path: &Path) -> io::Result<u64> {
     let c = std::ffi::CString::new(path.as_os_str().as_bytes())

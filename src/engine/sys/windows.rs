@@ -13,9 +13,9 @@ use winapi::um::fileapi::{
     GetDiskFreeSpaceExW, GetDriveTypeW, GetVolumeInformationW, GetVolumePathNameW,
 };
 use winapi::um::handleapi::CloseHandle;
-use winapi::um::processthreadsapi::{GetCurrentProcess, OpenProcessToken, SetPriorityClass};
+use winapi::um::processthreadsapi::{GetCurrentProcess, OpenProcessToken};
 use winapi::um::securitybaseapi::GetTokenInformation;
-use winapi::um::winbase::{DRIVE_FIXED, PROCESS_MODE_BACKGROUND_BEGIN};
+use winapi::um::winbase::DRIVE_FIXED;
 use winapi::um::winnt::{
     FILE_ATTRIBUTE_REPARSE_POINT, HANDLE, TOKEN_ELEVATION, TOKEN_QUERY, TokenElevation,
 };
@@ -39,17 +39,21 @@ fn from_wide(buf: &[u16]) -> String {
 }
 
 /// Open an existing file for reading; a symbolic link or junction is an
-/// error, never followed.
+/// error, never followed. With backup semantics: in the helper, which has
+/// enabled SeBackupPrivilege, a store only the correlator's service account
+/// may read is read all the same (its SQLite header before the snapshot);
+/// elsewhere the flag changes nothing. It would also open a folder, which
+/// is refused here.
 pub fn open_nofollow(path: &Path) -> io::Result<File> {
     let file = File::options()
         .read(true)
-        .custom_flags(FILE_FLAG_OPEN_REPARSE_POINT)
+        .custom_flags(FILE_FLAG_OPEN_REPARSE_POINT | FILE_FLAG_BACKUP_SEMANTICS)
         .open(path)?;
-    use std::os::windows::fs::MetadataExt;
-    if file.metadata()?.file_attributes() & FILE_ATTRIBUTE_REPARSE_POINT != 0 {
+    refuse_reparse_handle(&file, "a symbolic link or junction")?;
+    if file.metadata()?.is_dir() {
         return Err(io::Error::new(
             io::ErrorKind::InvalidInput,
-            "it is a symbolic link or junction",
+            "it is a folder",
         ));
     }
     Ok(file)
@@ -132,12 +136,35 @@ pub fn reflink(_src: &File, _dst: &File) -> io::Result<()> {
     Err(io::Error::from(io::ErrorKind::Unsupported))
 }
 
-/// Background processing mode: lower I/O and memory priority for the
-/// whole process, so the correlator's own I/O goes first.
-pub fn lower_io_priority() {
-    // SAFETY: pseudo-handle of this process; failure only loses the hint.
-    unsafe {
-        SetPriorityClass(GetCurrentProcess(), PROCESS_MODE_BACKGROUND_BEGIN);
+/// Nothing for the whole process on Windows: background mode there (very
+/// low I/O priority) would also slow the helper's shadow copy work, and a
+/// shadow copy kept longer costs a busy correlator more (copy-on-write).
+/// Only a gentle copy runs in background mode ([`background_thread`]).
+pub fn lower_io_priority() {}
+
+/// Background processing mode (very low I/O and memory priority) for the
+/// calling thread until the guard is dropped: a gentle copy's reads and
+/// writes then wait for the correlator's.
+pub fn background_thread() -> Background {
+    use winapi::um::processthreadsapi::{GetCurrentThread, SetThreadPriority};
+    const THREAD_MODE_BACKGROUND_BEGIN: i32 = 0x0001_0000;
+    // SAFETY: pseudo-handle of this thread; failure only loses the hint.
+    let began = unsafe { SetThreadPriority(GetCurrentThread(), THREAD_MODE_BACKGROUND_BEGIN) } != 0;
+    Background(began, std::marker::PhantomData)
+}
+
+/// The calling thread in background mode while it lives (not `Send`: it
+/// must end on the thread that began it).
+pub struct Background(bool, std::marker::PhantomData<*const ()>);
+
+impl Drop for Background {
+    fn drop(&mut self) {
+        use winapi::um::processthreadsapi::{GetCurrentThread, SetThreadPriority};
+        const THREAD_MODE_BACKGROUND_END: i32 = 0x0002_0000;
+        if self.0 {
+            // SAFETY: as in background_thread, on the same thread.
+            unsafe { SetThreadPriority(GetCurrentThread(), THREAD_MODE_BACKGROUND_END) };
+        }
     }
 }
 
@@ -188,16 +215,61 @@ pub fn is_admin() -> bool {
     }
 }
 
+/// The Windows folder (`C:\\Windows`), as Windows reports it
+/// (GetSystemWindowsDirectoryW), never from the environment.
+pub fn windows_dir() -> PathBuf {
+    let mut buf = [0u16; MAX_PATH + 1];
+    // SAFETY: the buffer's length is passed with it.
+    let n = unsafe {
+        winapi::um::sysinfoapi::GetSystemWindowsDirectoryW(buf.as_mut_ptr(), buf.len() as u32)
+    } as usize;
+    if n > 0 && n < buf.len() {
+        PathBuf::from(OsString::from_wide(&buf[..n]))
+    } else {
+        PathBuf::from(r"C:\Windows")
+    }
+}
+
 /// This machine's name, for manifests and history.
 pub fn host_name() -> String {
     std::env::var("COMPUTERNAME").unwrap_or_default()
 }
 
-/// `%ProgramData%` (normally `C:\\ProgramData`).
+/// `%ProgramData%` (normally `C:\\ProgramData`), as Windows knows it
+/// (SHGetKnownFolderPath), never from the environment: a user can set
+/// `ProgramData` for their own processes and, through `HKCU\\Environment`,
+/// for an elevated one, which would then keep the administrator's records
+/// where the SYSTEM task never looks.
 pub fn program_data() -> PathBuf {
-    std::env::var_os("ProgramData")
-        .map(PathBuf::from)
+    known_folder(&winapi::um::knownfolders::FOLDERID_ProgramData)
         .unwrap_or_else(|| PathBuf::from(r"C:\ProgramData"))
+}
+
+/// `C:\\Program Files` (64-bit), as Windows knows it.
+pub fn program_files() -> PathBuf {
+    known_folder(&winapi::um::knownfolders::FOLDERID_ProgramFilesX64)
+        .or_else(|| known_folder(&winapi::um::knownfolders::FOLDERID_ProgramFiles))
+        .unwrap_or_else(|| PathBuf::from(r"C:\Program Files"))
+}
+
+fn known_folder(id: &winapi::um::shtypes::KNOWNFOLDERID) -> Option<PathBuf> {
+    use winapi::um::combaseapi::CoTaskMemFree;
+    use winapi::um::shlobj::SHGetKnownFolderPath;
+    let mut text: *mut u16 = std::ptr::null_mut();
+    // SAFETY: the string is allocated by the call and freed here (also on
+    // failure, as the documentation asks).
+    unsafe {
+        let rc = SHGetKnownFolderPath(id, 0, std::ptr::null_mut(), &mut text);
+        let out = (rc == 0 && !text.is_null()).then(|| {
+            let mut n = 0;
+            while *text.add(n) != 0 {
+                n += 1;
+            }
+            PathBuf::from(OsString::from_wide(std::slice::from_raw_parts(text, n)))
+        });
+        CoTaskMemFree(text.cast());
+        out
+    }
 }
 
 /// The permissions of persnap's folders under `%ProgramData%`: owned by
@@ -397,25 +469,73 @@ fn create_dir_with_sddl(dir: &Path, sddl: &str) -> io::Result<bool> {
     })
 }
 
-/// A secret file's permissions: owner Administrators, one entry, SYSTEM.
-const SECRET_FILE_SDDL: &str = "O:BAD:P(A;;FA;;;SY)";
+/// A secret file's permissions: owner Administrators; SYSTEM, which runs
+/// the schedules, and Administrators, who own it anyway (and so could
+/// always take it) and whose helper reads it to put it back when replacing
+/// a schedule fails. A schedule run as a named account adds that account,
+/// read only ([`secret_sddl`]).
+const SECRET_FILE_SDDL: &str = "O:BAD:P(A;;FA;;;SY)(A;;FA;;;BA)";
 
-/// Write a secret for SYSTEM alone: `path` is made anew (an old one is
-/// removed first: a file replaced in place keeps its old permissions) with
+/// [`SECRET_FILE_SDDL`], readable also by `reader` (a SID string).
+fn secret_sddl(reader: Option<&str>) -> String {
+    match reader {
+        None => SECRET_FILE_SDDL.into(),
+        Some(sid) => format!("{SECRET_FILE_SDDL}(A;;FR;;;{sid})"),
+    }
+}
+
+/// The SID (`S-1-5-21-…`) of a Windows account as Task Scheduler takes it:
+/// `user`, `.\\user`, `DOMAIN\\user` or `user@domain`.
+pub fn account_sid(account: &str) -> io::Result<String> {
+    use winapi::um::winbase::LookupAccountNameW;
+    // `.\user` is Task Scheduler's "this computer"; the lookup wants the
+    // name alone (it looks on this computer first).
+    let name = account.strip_prefix(".\\").unwrap_or(account);
+    let mut sid = vec![0u8; 256];
+    let mut domain = [0u16; 256];
+    let (mut sid_len, mut domain_len) = (sid.len() as DWORD, domain.len() as DWORD);
+    let mut kind = 0;
+    // SAFETY: buffers with their lengths.
+    let ok = unsafe {
+        LookupAccountNameW(
+            std::ptr::null(),
+            wide(name).as_ptr(),
+            sid.as_mut_ptr().cast(),
+            &mut sid_len,
+            domain.as_mut_ptr(),
+            &mut domain_len,
+            &mut kind,
+        )
+    } != 0;
+    if !ok {
+        let e = io::Error::last_os_error();
+        return Err(io::Error::new(
+            e.kind(),
+            format!("Windows does not know the account {account} ({e})"),
+        ));
+    }
+    Ok(sid_string(sid.as_mut_ptr().cast()))
+}
+
+/// Write a secret for SYSTEM (and, read only, the account `reader`, that
+/// a schedule runs as): `path` is made anew (an old one is removed first: a
+/// file replaced in place keeps its old permissions) with
 /// [`SECRET_FILE_SDDL`].
-pub fn write_secret(path: &Path, bytes: &[u8]) -> io::Result<()> {
+pub fn write_secret(path: &Path, bytes: &[u8], reader: Option<&str>) -> io::Result<()> {
     use std::io::Write;
     use std::os::windows::io::FromRawHandle;
     use winapi::um::fileapi::{CREATE_NEW, CreateFileW};
     use winapi::um::handleapi::INVALID_HANDLE_VALUE;
     use winapi::um::minwinbase::SECURITY_ATTRIBUTES;
     use winapi::um::winnt::GENERIC_WRITE;
+    let sid = reader.map(account_sid).transpose()?;
+    let sddl = secret_sddl(sid.as_deref());
     match fs::remove_file(path) {
         Ok(()) => {}
         Err(e) if e.kind() == io::ErrorKind::NotFound => {}
         Err(e) => return Err(e),
     }
-    let handle = with_descriptor(SECRET_FILE_SDDL, |sd| {
+    let handle = with_descriptor(&sddl, |sd| {
         let mut sa = SECURITY_ATTRIBUTES {
             nLength: std::mem::size_of::<SECURITY_ATTRIBUTES>() as DWORD,
             lpSecurityDescriptor: sd,
@@ -455,39 +575,49 @@ pub fn secret_only(path: &Path) -> io::Result<()> {
 pub const ADMIN_ONLY_FIX: &str =
     "Let persnap's helper make it again (remove the folder as administrator).";
 
-/// [`owned_by_admins`], under the name both platforms share.
-pub fn admin_only(path: &Path, _ancestor: bool) -> io::Result<()> {
-    owned_by_admins(path)
+/// Whether only administrators can change `path` ([`owned_by_admins`]);
+/// a folder *above* it (`ancestor`) may also let others add entries, as
+/// stock `C:\` (Authenticated Users: create folders) and `C:\ProgramData`
+/// (Users: create files and folders) do.
+/// Adding is harmless there, like a sticky `/tmp` on Unix: what matters is
+/// that nobody else may delete, rename or re-permission what is already
+/// inside (DELETE on it, or delete-child, write-DAC or take-ownership on
+/// the folder), so persnap's own folder cannot be swapped.
+pub fn admin_only(path: &Path, ancestor: bool) -> io::Result<()> {
+    refuse_reparse_point(path)?;
+    with_security_of(path, |owner, dacl| {
+        match judge_security(owner, dacl, ancestor) {
+            Some(problem) => Err(io::Error::other(format!("{} {problem}", path.display()))),
+            None => Ok(()),
+        }
+    })
 }
 
 /// Whether only administrators can change `path`: it is owned by
-/// Administrators, SYSTEM or the (elevated) account running persnap, and
+/// Administrators, SYSTEM, TrustedInstaller or the (elevated) account
+/// running persnap, and
 /// its DACL (as Windows applies it, inherited entries included) lets
 /// nobody else write, add, delete or change permissions. A missing (NULL)
 /// DACL lets everyone in, and is refused.
 pub fn owned_by_admins(path: &Path) -> io::Result<()> {
+    admin_only(path, false)
+}
+
+/// Run `judge` with the owner and DACL of `path` (as Windows applies them,
+/// inherited entries included).
+fn with_security_of<T>(
+    path: &Path,
+    judge: impl FnOnce(winapi::um::winnt::PSID, winapi::um::winnt::PACL) -> io::Result<T>,
+) -> io::Result<T> {
     use winapi::um::accctrl::SE_FILE_OBJECT;
     use winapi::um::aclapi::GetNamedSecurityInfoW;
-    use winapi::um::securitybaseapi::{GetAce, IsWellKnownSid};
     use winapi::um::winbase::LocalFree;
     use winapi::um::winnt::{
-        ACCESS_ALLOWED_ACE, ACCESS_ALLOWED_ACE_TYPE, ACE_HEADER, DACL_SECURITY_INFORMATION, DELETE,
-        FILE_ADD_FILE, FILE_ADD_SUBDIRECTORY, FILE_APPEND_DATA, FILE_DELETE_CHILD, FILE_WRITE_DATA,
-        GENERIC_ALL, GENERIC_WRITE, INHERIT_ONLY_ACE, OWNER_SECURITY_INFORMATION, PACL,
-        PSECURITY_DESCRIPTOR, PSID, WRITE_DAC, WRITE_OWNER, WinBuiltinAdministratorsSid,
-        WinLocalSystemSid,
+        DACL_SECURITY_INFORMATION, OWNER_SECURITY_INFORMATION, PACL, PSECURITY_DESCRIPTOR, PSID,
     };
-    refuse_reparse_point(path)?;
-    let me = crate::pipe::windows::current_user_sid().ok();
     // SAFETY: GetNamedSecurityInfoW allocates the descriptor, freed below;
-    // the owner, DACL and ACE pointers point into it.
+    // the owner and DACL point into it and are used only inside `judge`.
     unsafe {
-        let trusted = |sid: PSID| {
-            !sid.is_null()
-                && (IsWellKnownSid(sid, WinBuiltinAdministratorsSid) != 0
-                    || IsWellKnownSid(sid, WinLocalSystemSid) != 0
-                    || me.as_deref() == Some(sid_string(sid).as_str()))
-        };
         let mut owner: PSID = std::ptr::null_mut();
         let mut dacl: PACL = std::ptr::null_mut();
         let mut sd: PSECURITY_DESCRIPTOR = std::ptr::null_mut();
@@ -504,56 +634,136 @@ pub fn owned_by_admins(path: &Path) -> io::Result<()> {
         if rc != 0 {
             return Err(io::Error::from_raw_os_error(rc as i32));
         }
-        let mut problem = None;
+        let result = judge(owner, dacl);
+        LocalFree(sd.cast());
+        result
+    }
+}
+
+/// TrustedInstaller (`NT SERVICE\TrustedInstaller`), owner of `C:\` and
+/// of Program Files on stock Windows, with full control of what is in
+/// Program Files: only the system's servicing (as SYSTEM) may act as it.
+const TRUSTED_INSTALLER_SID: &str =
+    "S-1-5-80-956008885-3418522649-1831038044-1853292631-2271478464";
+
+/// What makes an owner and DACL unsafe for a folder persnap trusts (see
+/// [`admin_only`]), in words that follow the path; `None` if it is safe.
+fn judge_security(
+    owner: winapi::um::winnt::PSID,
+    dacl: winapi::um::winnt::PACL,
+    ancestor: bool,
+) -> Option<String> {
+    use winapi::um::securitybaseapi::{GetAce, IsWellKnownSid};
+    use winapi::um::winnt::{
+        ACCESS_ALLOWED_ACE, ACCESS_ALLOWED_ACE_TYPE, ACE_HEADER, DELETE, FILE_ADD_FILE,
+        FILE_ADD_SUBDIRECTORY, FILE_APPEND_DATA, FILE_DELETE_CHILD, FILE_WRITE_DATA, GENERIC_ALL,
+        GENERIC_WRITE, INHERIT_ONLY_ACE, PSID, WRITE_DAC, WRITE_OWNER, WinBuiltinAdministratorsSid,
+        WinLocalSystemSid,
+    };
+    let me = crate::pipe::windows::current_user_sid().ok();
+    // SAFETY: the SIDs and ACEs point into a live descriptor (the caller's).
+    unsafe {
+        let trusted = |sid: PSID| {
+            !sid.is_null()
+                && (IsWellKnownSid(sid, WinBuiltinAdministratorsSid) != 0
+                    || IsWellKnownSid(sid, WinLocalSystemSid) != 0
+                    || sid_string(sid) == TRUSTED_INSTALLER_SID
+                    || me.as_deref() == Some(sid_string(sid).as_str()))
+        };
         if !trusted(owner) {
-            problem = Some(format!(
-                "{} is owned by {}, not by Administrators or SYSTEM",
-                path.display(),
+            return Some(format!(
+                "is owned by {}, not by Administrators or SYSTEM",
                 sid_string(owner)
             ));
-        } else if dacl.is_null() {
-            problem = Some(format!("{} lets everyone in (no DACL)", path.display()));
-        } else {
-            let writes = FILE_WRITE_DATA
-                | FILE_ADD_FILE
-                | FILE_APPEND_DATA
-                | FILE_ADD_SUBDIRECTORY
-                | FILE_DELETE_CHILD
-                | DELETE
-                | WRITE_DAC
-                | WRITE_OWNER
-                | GENERIC_WRITE
-                | GENERIC_ALL;
-            for i in 0..u32::from((*dacl).AceCount) {
-                let mut ace: *mut std::ffi::c_void = std::ptr::null_mut();
-                if GetAce(dacl, i, &mut ace) == 0 {
-                    continue;
-                }
-                let header = &*(ace as *const ACE_HEADER);
-                if header.AceType != ACCESS_ALLOWED_ACE_TYPE
-                    || header.AceFlags & INHERIT_ONLY_ACE != 0
-                {
-                    continue;
-                }
-                let allowed = &*(ace as *const ACCESS_ALLOWED_ACE);
-                let sid = (&allowed.SidStart as *const u32).cast_mut().cast();
-                if allowed.Mask & writes != 0 && !trusted(sid) {
-                    problem = Some(format!(
-                        "{} may be changed by {} (access mask 0x{:x})",
-                        path.display(),
-                        sid_string(sid),
-                        allowed.Mask
-                    ));
-                    break;
-                }
+        }
+        if dacl.is_null() {
+            return Some("lets everyone in (no DACL)".into());
+        }
+        let mut writes = FILE_WRITE_DATA
+            | FILE_ADD_FILE
+            | FILE_APPEND_DATA
+            | FILE_ADD_SUBDIRECTORY
+            | FILE_DELETE_CHILD
+            | DELETE
+            | WRITE_DAC
+            | WRITE_OWNER
+            | GENERIC_WRITE
+            | GENERIC_ALL;
+        if ancestor {
+            // Adding files and folders (the same bits as write and append
+            // data) is what stock C:\ and ProgramData allow.
+            writes &= !(FILE_ADD_FILE | FILE_ADD_SUBDIRECTORY);
+        }
+        for i in 0..u32::from((*dacl).AceCount) {
+            let mut ace: *mut std::ffi::c_void = std::ptr::null_mut();
+            if GetAce(dacl, i, &mut ace) == 0 {
+                continue;
+            }
+            let header = &*(ace as *const ACE_HEADER);
+            if header.AceType != ACCESS_ALLOWED_ACE_TYPE || header.AceFlags & INHERIT_ONLY_ACE != 0
+            {
+                continue;
+            }
+            let allowed = &*(ace as *const ACCESS_ALLOWED_ACE);
+            let sid = (&allowed.SidStart as *const u32).cast_mut().cast();
+            if allowed.Mask & writes != 0 && !trusted(sid) {
+                return Some(format!(
+                    "may be changed by {} (access mask 0x{:x})",
+                    account_or_sid(sid),
+                    allowed.Mask
+                ));
             }
         }
-        LocalFree(sd.cast());
-        match problem {
-            Some(p) => Err(io::Error::other(p)),
-            None => Ok(()),
-        }
+        None
     }
+}
+
+/// An account's name for messages (`BUILTIN\Users`), or its SID.
+fn account_or_sid(sid: winapi::um::winnt::PSID) -> String {
+    use winapi::um::winbase::LookupAccountSidW;
+    let (mut name, mut domain) = ([0u16; 256], [0u16; 256]);
+    let (mut name_len, mut domain_len) = (name.len() as DWORD, domain.len() as DWORD);
+    let mut kind = 0;
+    // SAFETY: buffers with their lengths; the SID is the caller's, alive.
+    let ok = unsafe {
+        LookupAccountSidW(
+            std::ptr::null(),
+            sid,
+            name.as_mut_ptr(),
+            &mut name_len,
+            domain.as_mut_ptr(),
+            &mut domain_len,
+            &mut kind,
+        )
+    } != 0;
+    let text = sid_string(sid);
+    if !ok {
+        return text;
+    }
+    let (name, domain) = (from_wide(&name), from_wide(&domain));
+    if domain.is_empty() {
+        format!("{name} ({text})")
+    } else {
+        format!("{domain}\\{name} ({text})")
+    }
+}
+
+/// [`judge_security`] of a descriptor given as SDDL (tests: the stock
+/// permissions of Windows folders).
+#[cfg(test)]
+fn judge_sddl(sddl: &str, ancestor: bool) -> io::Result<Option<String>> {
+    use winapi::um::securitybaseapi::{GetSecurityDescriptorDacl, GetSecurityDescriptorOwner};
+    use winapi::um::winnt::{PACL, PSID};
+    with_descriptor(sddl, |sd| {
+        // SAFETY: owner and DACL point into `sd`, alive for the call.
+        unsafe {
+            let (mut owner, mut dacl): (PSID, PACL) = (std::ptr::null_mut(), std::ptr::null_mut());
+            let (mut defaulted, mut present) = (0, 0);
+            GetSecurityDescriptorOwner(sd, &mut owner, &mut defaulted);
+            GetSecurityDescriptorDacl(sd, &mut present, &mut dacl, &mut defaulted);
+            Ok(judge_security(owner, dacl, ancestor))
+        }
+    })
 }
 
 /// A SID in its `S-1-…` form (empty if it cannot be converted).
@@ -666,6 +876,48 @@ pub fn ignore_console_interrupts() -> io::Result<()> {
     Ok(())
 }
 
+/// Give a process without a console (the helper, a Windows-subsystem
+/// program so that no console or Terminal window shows when UAC starts
+/// it) a console that has no window, for the console programs it starts
+/// (schtasks, rclone) to share: started from a process without one, each
+/// would get a window of its own. The console is borrowed from a `cmd.exe`
+/// started with CREATE_NO_WINDOW, which ends as soon as the helper is
+/// attached (a console lives while any process is attached to it). Best
+/// effort: without it, those programs show windows, nothing fails.
+pub fn windowless_console() {
+    use std::os::windows::process::CommandExt;
+    use winapi::um::wincon::{AttachConsole, GetConsoleWindow};
+    const CREATE_NO_WINDOW: u32 = 0x0800_0000;
+    // SAFETY: plain queries and calls on this process's console.
+    if !unsafe { GetConsoleWindow() }.is_null() {
+        return;
+    }
+    let cmd = windows_dir().join("System32").join("cmd.exe");
+    // `/k` waits on its input, a pipe held here, until it is closed.
+    let Ok(mut host) = std::process::Command::new(cmd)
+        .args(["/d", "/q", "/k"])
+        .env_clear()
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .creation_flags(CREATE_NO_WINDOW)
+        .spawn()
+    else {
+        return;
+    };
+    // The console exists once cmd runs; try for up to a second.
+    for _ in 0..50 {
+        // SAFETY: attaching to a child's console; failure changes nothing.
+        if unsafe { AttachConsole(host.id()) } != 0 {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    drop(host.stdin.take());
+    let _ = host.kill();
+    let _ = host.wait();
+}
+
 /// The app started from the Start menu or Explorer: Windows made a console
 /// window just for it (persnap.exe is a console program, so that in cmd,
 /// PowerShell and scripts the command line waits, prints and returns its
@@ -723,9 +975,15 @@ pub fn privilege_enabled(name: &str) -> io::Result<bool> {
     }
 }
 
-/// Create `dir` if missing. (Its permissions come from its parent's
-/// inheritable ACL on Windows.)
+/// Create `dir` if missing. Under persnap's folder in ProgramData (the
+/// elevated helper's run locks) it is made the administrators' like every
+/// folder there ([`create_admin_dir`]): a user may not plant or remove the
+/// locks that tell a live run from a leftover. Elsewhere (the user's own
+/// profile) its permissions come from its parent's inheritable ACL.
 pub fn secure_private_dir(dir: &Path) -> io::Result<()> {
+    if dir.starts_with(admin_root()) && is_admin() {
+        return create_admin_dir(dir);
+    }
     fs::create_dir_all(dir)
 }
 
@@ -802,8 +1060,7 @@ pub fn lock_dirs() -> Vec<PathBuf> {
     if let Some(dir) = std::env::var_os("PERSNAP_RUN_DIR") {
         dirs.push(PathBuf::from(dir));
     }
-    let system =
-        std::env::var_os("ProgramData").map(|d| PathBuf::from(d).join("persnap").join("run"));
+    let system = Some(admin_root().join("run"));
     let user =
         std::env::var_os("LOCALAPPDATA").map(|d| PathBuf::from(d).join("persnap").join("run"));
     let (first, second) = if is_admin() {
@@ -1188,6 +1445,151 @@ mod tests {
         }
     }
 
+    /// Give a file the owner and DACL of `sddl` (tests).
+    fn apply_file_sddl(path: &Path, sddl: &str) -> io::Result<()> {
+        use winapi::um::securitybaseapi::SetFileSecurityW;
+        use winapi::um::winnt::{DACL_SECURITY_INFORMATION, OWNER_SECURITY_INFORMATION};
+        let _ = enable_privilege("SeRestorePrivilege");
+        with_descriptor(sddl, |sd| {
+            // SAFETY: a NUL-terminated name and a descriptor alive for the call.
+            let ok = unsafe {
+                SetFileSecurityW(
+                    wide(path).as_ptr(),
+                    OWNER_SECURITY_INFORMATION | DACL_SECURITY_INFORMATION,
+                    sd,
+                )
+            };
+            if ok == 0 {
+                return Err(io::Error::last_os_error());
+            }
+            Ok(())
+        })
+    }
+
+    /// A descriptor given as SDDL, as Windows reads it and writes it back
+    /// (tests: wine does not keep the descriptor a file is created with).
+    fn sddl_as_windows_reads_it(sddl: &str) -> String {
+        use winapi::shared::sddl::{
+            ConvertSecurityDescriptorToStringSecurityDescriptorW, SDDL_REVISION_1,
+        };
+        use winapi::um::winbase::LocalFree;
+        use winapi::um::winnt::{DACL_SECURITY_INFORMATION, OWNER_SECURITY_INFORMATION};
+        with_descriptor(sddl, |sd| {
+            // SAFETY: the string is allocated by the call and freed here.
+            unsafe {
+                let mut text: *mut u16 = std::ptr::null_mut();
+                let ok = ConvertSecurityDescriptorToStringSecurityDescriptorW(
+                    sd,
+                    SDDL_REVISION_1 as DWORD,
+                    OWNER_SECURITY_INFORMATION | DACL_SECURITY_INFORMATION,
+                    &mut text,
+                    std::ptr::null_mut(),
+                );
+                assert!(ok != 0, "{}", io::Error::last_os_error());
+                let mut n = 0;
+                while *text.add(n) != 0 {
+                    n += 1;
+                }
+                let out = String::from_utf16_lossy(std::slice::from_raw_parts(text, n));
+                LocalFree(text.cast());
+                Ok(out)
+            }
+        })
+        .unwrap()
+    }
+
+    #[test]
+    fn a_secret_is_for_system_administrators_and_the_account_a_schedule_runs_as() {
+        let dir = tempfile::tempdir().unwrap();
+        let me = std::env::var("USERNAME").unwrap();
+        let sid = account_sid(&me).unwrap();
+        assert_eq!(
+            Some(sid.as_str()),
+            crate::pipe::windows::current_user_sid().ok().as_deref()
+        );
+        assert_eq!(account_sid(&format!(".\\{me}")).unwrap(), sid);
+        let err = account_sid("persnap-no-such-account").unwrap_err();
+        assert!(
+            err.to_string().contains("does not know the account"),
+            "{err}"
+        );
+
+        let sddl = sddl_as_windows_reads_it(&secret_sddl(Some(&sid)));
+        assert!(
+            sddl.starts_with("O:BAD:P"),
+            "protected, Administrators': {sddl}"
+        );
+        for ace in ["(A;;FA;;;SY)", "(A;;FA;;;BA)", &format!("(A;;FR;;;{sid})")] {
+            assert!(sddl.contains(ace), "{ace} missing from {sddl}");
+        }
+        assert_eq!(sddl.matches("(A;").count(), 3, "{sddl}");
+        let sddl = sddl_as_windows_reads_it(&secret_sddl(None));
+        assert!(
+            !sddl.contains(&sid) && sddl.matches("(A;").count() == 2,
+            "{sddl}"
+        );
+        // Written with the account's entry, and the same file again for
+        // SYSTEM alone.
+        let path = dir.path().join("nightly.json");
+        write_secret(&path, b"{1}", Some(&me)).unwrap();
+        write_secret(&path, b"{2}", None).unwrap();
+        assert_eq!(fs::read(&path).unwrap(), b"{2}");
+        secret_only(&path).unwrap();
+    }
+
+    /// Stock permissions, as `(Get-Acl X).Sddl` prints them on Windows 10,
+    /// 11 and Server 2016+.
+    const STOCK_C: &str = "O:S-1-5-80-956008885-3418522649-1831038044-1853292631-2271478464\
+        G:S-1-5-80-956008885-3418522649-1831038044-1853292631-2271478464\
+        D:PAI(A;OICIIO;SDGXGWGR;;;AU)(A;;LC;;;AU)(A;OICIIO;GA;;;SY)(A;;FA;;;SY)\
+        (A;OICI;FA;;;BA)(A;OICI;0x1200a9;;;BU)";
+    const STOCK_PROGRAM_DATA: &str = "O:SYG:SYD:P(A;OICI;FA;;;SY)(A;OICI;FA;;;BA)\
+        (A;OICIIO;GA;;;CO)(A;OICI;0x1200a9;;;BU)(A;CI;DCLCRPCR;;;BU)";
+    const STOCK_PROGRAM_FILES: &str = "O:S-1-5-80-956008885-3418522649-1831038044-1853292631-2271478464\
+        D:PAI(A;;FA;;;S-1-5-80-956008885-3418522649-1831038044-1853292631-2271478464)\
+        (A;OICIIO;GA;;;S-1-5-80-956008885-3418522649-1831038044-1853292631-2271478464)\
+        (A;;0x1301bf;;;SY)(A;OICIIO;GA;;;SY)(A;;0x1301bf;;;BA)(A;OICIIO;GA;;;BA)\
+        (A;;0x1200a9;;;BU)(A;OICIIO;GXGR;;;BU)(A;OICIIO;GA;;;CO)(A;;0x1200a9;;;AC)";
+
+    #[test]
+    fn stock_windows_folders_above_persnaps_own_are_trusted() {
+        for (name, sddl) in [
+            ("C:\\", STOCK_C),
+            ("C:\\ProgramData", STOCK_PROGRAM_DATA),
+            ("C:\\Program Files", STOCK_PROGRAM_FILES),
+        ] {
+            assert_eq!(judge_sddl(sddl, true).unwrap(), None, "{name} above");
+        }
+        // persnap's own folder is held to more: nobody else may add to it.
+        assert_eq!(judge_sddl(ADMIN_DIR_SDDL, false).unwrap(), None);
+        let own = judge_sddl(STOCK_PROGRAM_DATA, false).unwrap().unwrap();
+        assert!(own.contains("may be changed by"), "{own}");
+        let own = judge_sddl(STOCK_C, false).unwrap().unwrap();
+        assert!(
+            own.contains("may be changed by") && own.contains("S-1-5-11"),
+            "{own}"
+        );
+    }
+
+    #[test]
+    fn a_folder_above_that_others_may_empty_or_take_is_refused() {
+        for (what, sddl) in [
+            // Users may delete what is inside (and so rename persnap's folder).
+            (
+                "delete child",
+                "O:SYD:P(A;OICI;FA;;;SY)(A;;0x1200a9;;;BU)(A;;DT;;;BU)",
+            ),
+            ("take ownership", "O:SYD:P(A;OICI;FA;;;SY)(A;;WO;;;BU)"),
+            ("change permissions", "O:SYD:P(A;OICI;FA;;;SY)(A;;WD;;;AU)"),
+            ("modify", "O:SYD:P(A;OICI;FA;;;SY)(A;;0x1301bf;;;AU)"),
+            ("delete itself", "O:SYD:P(A;OICI;FA;;;SY)(A;;SD;;;WD)"),
+            ("a user's", "O:S-1-5-21-1-2-3-1001D:P(A;OICI;FA;;;SY)"),
+        ] {
+            let problem = judge_sddl(sddl, true).unwrap();
+            assert!(problem.is_some(), "{what}: {sddl} was trusted");
+        }
+    }
+
     #[test]
     fn console_tool_output_is_read_in_the_oem_code_page() {
         // "Zugriff verweigert: Größe" as a German schtasks writes it (code
@@ -1230,6 +1632,29 @@ mod tests {
             "a folder is not a store file"
         );
         assert!(open_beneath(&base, dir.path(), "missing").is_err());
+    }
+
+    /// The store's header is read with backup intent (so SeBackupPrivilege
+    /// applies to a store only the service account may read; wine does not
+    /// enforce the ACL, so what shows here is the intent: a folder, which
+    /// Windows opens only with backup semantics, is opened and refused as
+    /// a folder, not denied).
+    #[test]
+    fn the_store_header_is_read_with_backup_intent() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = dir.path().join("persistence.db");
+        rusqlite::Connection::open(&db)
+            .unwrap()
+            .execute_batch("CREATE TABLE t(x);")
+            .unwrap();
+        enable_backup_privilege().unwrap();
+        // Only SYSTEM may read it, as with a store of a service account's.
+        let only_system = "O:SYD:P(A;;FA;;;SY)";
+        apply_file_sddl(&db, only_system).unwrap();
+        let header = crate::store::read_header(&db).unwrap();
+        assert!(header.page_size >= 512, "{header:?}");
+        let err = open_nofollow(dir.path()).unwrap_err();
+        assert_eq!(err.to_string(), "it is a folder");
     }
 
     #[test]
