@@ -122,17 +122,22 @@ impl ComApi {
         unsafe {
             let hr = CoInitializeEx(null_mut(), COINIT_MULTITHREADED);
             check(hr)?;
-            let hr = CoInitializeSecurity(
-                null_mut(),
-                -1,
-                null_mut(),
-                null_mut(),
-                RPC_C_AUTHN_LEVEL_PKT_PRIVACY,
-                RPC_C_IMP_LEVEL_IDENTIFY,
-                null_mut(),
-                EOAC_DYNAMIC_CLOAKING,
-                null_mut(),
-            );
+            // Once per process: COM takes its security once, and a second
+            // call (a second snapshot in one process) fails RPC_E_TOO_LATE.
+            static SECURITY: std::sync::OnceLock<HRESULT> = std::sync::OnceLock::new();
+            let hr = *SECURITY.get_or_init(|| {
+                CoInitializeSecurity(
+                    null_mut(),
+                    -1,
+                    null_mut(),
+                    null_mut(),
+                    RPC_C_AUTHN_LEVEL_PKT_PRIVACY,
+                    RPC_C_IMP_LEVEL_IDENTIFY,
+                    null_mut(),
+                    EOAC_DYNAMIC_CLOAKING,
+                    null_mut(),
+                )
+            });
             check(hr)?;
             let mut components: *mut IVssBackupComponents = null_mut();
             check(CreateVssBackupComponents(&mut components))?;

@@ -1079,7 +1079,27 @@ pub fn lock_dirs() -> Vec<PathBuf> {
 /// A SQLite `file:` URI for `path`, in any Windows path form (see
 /// [`super::windows_file_uri`]).
 pub fn sqlite_file_uri(path: &Path) -> String {
-    super::windows_file_uri(&path.to_string_lossy())
+    super::windows_file_uri(&long_path_form(&path.to_string_lossy()))
+}
+
+/// A long absolute path (scratch copies deep in a backup folder) in the
+/// `\\?\` form, which Windows opens past 260 characters; SQLite hands the
+/// name to CreateFileW as it is, so a plain one that long would fail.
+fn long_path_form(path: &str) -> String {
+    const CLASSIC_MAX: usize = 248;
+    let bytes = path.as_bytes();
+    if path.len() < CLASSIC_MAX || path.contains('/') {
+        path.to_owned()
+    } else if let Some(share) = path
+        .strip_prefix(r"\\")
+        .filter(|p| !p.starts_with(['?', '.']))
+    {
+        format!(r"\\?\UNC\{share}")
+    } else if bytes.len() > 2 && bytes[0].is_ascii_alphabetic() && &bytes[1..3] == b":\\" {
+        format!(r"\\?\{path}")
+    } else {
+        path.to_owned()
+    }
 }
 
 /// The root of the volume holding `path` (`C:\`, or a mount folder such as
@@ -1588,6 +1608,38 @@ mod tests {
             let problem = judge_sddl(sddl, true).unwrap();
             assert!(problem.is_some(), "{what}: {sddl} was trusted");
         }
+    }
+
+    #[test]
+    fn sqlite_opens_a_database_deeper_than_260_characters() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut folder = fs::canonicalize(dir.path()).unwrap();
+        while folder.as_os_str().len() < 300 {
+            folder.push("a-folder-name-of-forty-characters-------");
+        }
+        fs::create_dir_all(&folder).unwrap();
+        let db = folder.join("persistence.db");
+        rusqlite::Connection::open_with_flags(
+            sqlite_file_uri(&db),
+            rusqlite::OpenFlags::default() | rusqlite::OpenFlags::SQLITE_OPEN_URI,
+        )
+        .unwrap()
+        .execute_batch("CREATE TABLE t(x); INSERT INTO t VALUES (7);")
+        .unwrap();
+        let plain = PathBuf::from(crate::snapshot::vss::strip_verbatim(&db.to_string_lossy()));
+        assert!(plain.as_os_str().len() > 300 && !plain.starts_with(r"\\?\"));
+        let uri = format!("{}?immutable=1", sqlite_file_uri(&plain));
+        assert!(uri.starts_with(r"file:\\%3F\"), "{uri}");
+        let conn = rusqlite::Connection::open_with_flags(
+            &uri,
+            rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY | rusqlite::OpenFlags::SQLITE_OPEN_URI,
+        )
+        .unwrap();
+        let x: i64 = conn.query_row("SELECT x FROM t", [], |r| r.get(0)).unwrap();
+        assert_eq!(x, 7);
+        assert_eq!(long_path_form(r"C:\short"), r"C:\short");
+        let share = format!(r"\\host\share\{}", "x".repeat(300));
+        assert!(long_path_form(&share).starts_with(r"\\?\UNC\host\share\"));
     }
 
     #[test]
