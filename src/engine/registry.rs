@@ -203,11 +203,11 @@ impl Registry {
     /// and be writable by no one else (Unix). Checked by the helper before
     /// it trusts an entry.
     pub fn check_safe(&self) -> Result<()> {
-        // The folder and its entries; above it, what an administrator's
-        // folder may hang from (Unix: every parent; Windows: persnap's
-        // root under ProgramData).
+        // The folder and its entries; above it, every parent, judged as
+        // what an administrator's folder may hang from (a sticky /tmp; on
+        // Windows stock C:\ and ProgramData, where others may add but not
+        // remove) — the same walk as `fsutil::admin_only_folder`.
         let mut checked: Vec<(PathBuf, bool)> = vec![(self.dir.clone(), false)];
-        #[cfg(unix)]
         checked.extend(
             self.dir
                 .ancestors()
@@ -215,10 +215,6 @@ impl Registry {
                 .filter(|p| !p.as_os_str().is_empty())
                 .map(|p| (p.to_owned(), true)),
         );
-        #[cfg(windows)]
-        if self.dir.starts_with(crate::sys::admin_root()) {
-            checked.push((crate::sys::admin_root(), true));
-        }
         if let Ok(entries) = fs::read_dir(&self.dir) {
             checked.extend(entries.filter_map(|e| e.ok()).map(|e| (e.path(), false)));
         }
