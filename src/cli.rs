@@ -1463,7 +1463,7 @@ fn schedule_cmd(cmd: ScheduleCommand) -> Result<(), Failure> {
             Ok(())
         }
         ScheduleCommand::Run { name } => {
-            let s = schedule::taskschd::recorded(&name)?;
+            let s = schedule::taskschd::recorded(&name, persnap::repository::deliver::staging_dir)?;
             let args =
                 std::iter::once("persnap".to_owned()).chain(schedule::taskschd::run_args(&s));
             let cli = Cli::try_parse_from(args).map_err(|e| Failure {

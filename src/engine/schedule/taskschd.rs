@@ -160,9 +160,27 @@ pub fn recorded_in(dir: &Path, name: &str) -> crate::Result<Schedule> {
     Ok(s)
 }
 
-/// [`recorded_in`] the schedules folder.
-pub fn recorded(name: &str) -> crate::Result<Schedule> {
-    recorded_in(&registry_dir(), name)
+/// [`recorded_in`] the schedules folder, for a run by the account the task
+/// runs as: a backup into a repository alone is staged in that account's
+/// own folder (`staging`: SYSTEM's profile, or the `--run-as` account's),
+/// not in the one recorded — the staging folder of the administrator who
+/// made the schedule, which the account may not write, and in which SYSTEM
+/// should not write.
+pub fn recorded(
+    name: &str,
+    staging: impl FnOnce() -> crate::Result<PathBuf>,
+) -> crate::Result<Schedule> {
+    for_this_account(recorded_in(&registry_dir(), name)?, staging)
+}
+
+fn for_this_account(
+    mut s: Schedule,
+    staging: impl FnOnce() -> crate::Result<PathBuf>,
+) -> crate::Result<Schedule> {
+    if s.repository.as_ref().is_some_and(|r| r.staged) {
+        s.dest = staging()?;
+    }
+    Ok(s)
 }
 
 /// The trigger for `when`; `None` for systemd calendar expressions, which
@@ -782,6 +800,25 @@ mod tests {
                 .contains("<Interval>PT1H</Interval>")
         );
         assert!(trigger(&When::Calendar("*-*-01".into())).is_none());
+    }
+
+    #[test]
+    fn a_run_into_a_repository_alone_stages_in_the_running_accounts_folder() {
+        let own = || {
+            Ok(PathBuf::from(
+                r"C:\Windows\system32\config\systemprofile\staging",
+            ))
+        };
+        let mut s = sample("hourly");
+        assert_eq!(for_this_account(s.clone(), own).unwrap().dest, s.dest);
+        s.repository = Some(crate::schedule::ScheduleRepository {
+            location: "C:\\repo".into(),
+            keep: Default::default(),
+            staged: true,
+        });
+        let run = for_this_account(s.clone(), own).unwrap();
+        assert_eq!(run.dest, own().unwrap());
+        assert!(run_args(&run).contains(&own().unwrap().to_string_lossy().into_owned()));
     }
 
     #[test]

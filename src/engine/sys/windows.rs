@@ -1252,8 +1252,69 @@ fn restart_manager_holders(paths: &[&PathBuf]) -> io::Result<Vec<(u32, String)>>
     }
 }
 
-/// Windows: new files inherit the folder's permissions; nothing to do.
-pub fn take_ownership_of(_path: &Path, _like: &Path) -> io::Result<()> {
+/// Give the file `path` the access the file `like` had (a restored store
+/// file, the one it replaces): `like`'s own (explicit) entries and its
+/// protection; inherited entries come from the folder, as they did for
+/// `like`. A service account given access on the old file itself keeps
+/// it on the restored one. Nothing for a folder `like` (new files inherit
+/// its permissions already).
+pub fn take_ownership_of(path: &Path, like: &Path) -> io::Result<()> {
+    use winapi::um::accctrl::SE_FILE_OBJECT;
+    use winapi::um::aclapi::{GetNamedSecurityInfoW, SetNamedSecurityInfoW};
+    use winapi::um::securitybaseapi::GetSecurityDescriptorControl;
+    use winapi::um::winbase::LocalFree;
+    use winapi::um::winnt::{
+        DACL_SECURITY_INFORMATION, PACL, PROTECTED_DACL_SECURITY_INFORMATION, PSECURITY_DESCRIPTOR,
+        SE_DACL_PROTECTED, UNPROTECTED_DACL_SECURITY_INFORMATION,
+    };
+    if !fs::symlink_metadata(like)?.is_file() {
+        return Ok(());
+    }
+    // SAFETY: the descriptor is allocated by GetNamedSecurityInfoW and
+    // freed below; the DACL points into it.
+    unsafe {
+        let mut dacl: PACL = std::ptr::null_mut();
+        let mut sd: PSECURITY_DESCRIPTOR = std::ptr::null_mut();
+        let rc = GetNamedSecurityInfoW(
+            wide(like).as_ptr(),
+            SE_FILE_OBJECT,
+            DACL_SECURITY_INFORMATION,
+            std::ptr::null_mut(),
+            std::ptr::null_mut(),
+            &mut dacl,
+            std::ptr::null_mut(),
+            &mut sd,
+        );
+        if rc != 0 {
+            return Err(io::Error::from_raw_os_error(rc as i32));
+        }
+        let (mut control, mut revision) = (0, 0);
+        GetSecurityDescriptorControl(sd, &mut control, &mut revision);
+        // Unprotected: the entries marked inherited are taken from the
+        // folder again, the file's own ones are copied.
+        let protection = if control & SE_DACL_PROTECTED != 0 {
+            PROTECTED_DACL_SECURITY_INFORMATION
+        } else {
+            UNPROTECTED_DACL_SECURITY_INFORMATION
+        };
+        let rc = if dacl.is_null() {
+            0
+        } else {
+            SetNamedSecurityInfoW(
+                wide(path).as_ptr() as *mut u16,
+                SE_FILE_OBJECT,
+                DACL_SECURITY_INFORMATION | protection,
+                std::ptr::null_mut(),
+                std::ptr::null_mut(),
+                dacl,
+                std::ptr::null_mut(),
+            )
+        };
+        LocalFree(sd.cast());
+        if rc != 0 {
+            return Err(io::Error::from_raw_os_error(rc as i32));
+        }
+    }
     Ok(())
 }
 
