@@ -5,12 +5,31 @@
 #    on a btrfs volume with the INSTALLED binaries, as an unprivileged user,
 #    through the real pkexec and polkitd (a test rule says yes); check the
 #    backup, then remove the package and check its files are gone.
-# 2. Windows: build setup.exe with NSIS, install it silently under wine,
-#    check the files, shortcut and uninstall entry, run the installed
-#    persnap.exe, uninstall silently, check everything is gone.
+# 2. Windows: build setup.exe with NSIS twice, unsigned and signed with a
+#    throwaway certificate; check the version resource of every program and
+#    the signatures. Under wine: a setup finding an earlier persnap in
+#    another folder stops; install the unsigned one silently, asking for
+#    another folder (it must land in Program Files); check the files,
+#    shortcut and uninstall entry, run the installed persnap.exe; upgrade
+#    with the signed one and check every installed program is signed; a
+#    running persnap.exe stops both the setup and the uninstaller and is
+#    left running; schedule a backup; an uninstall whose schedule removal
+#    fails changes nothing; uninstall silently, check everything is gone
+#    but persnap's data in ProgramData.
+#
+#   tests/installers/run.sh                                   both
+#   PERSNAP_INSTALLERS=linux|windows tests/installers/run.sh  one of them
+# The Windows build goes into $CARGO_TARGET_DIR (target/ when unset).
 set -euo pipefail
+# A target folder given relative to where the caller is.
+case ${CARGO_TARGET_DIR:-/} in /*) ;; *) export CARGO_TARGET_DIR=$PWD/$CARGO_TARGET_DIR ;; esac
 cd "$(dirname "$0")/../.."
 repo=$PWD
+parts=${PERSNAP_INSTALLERS:-all}
+case $parts in
+  all | linux | windows) ;;
+  *) echo "PERSNAP_INSTALLERS must be all, linux or windows, not $parts" >&2; exit 2 ;;
+esac
 
 if [ "$(id -u)" != 0 ]; then
   if [ "${PERSNAP_REQUIRE_ROOT_TESTS:-}" = 1 ]; then
@@ -26,8 +45,13 @@ fail() { echo "FAIL: $*" >&2; exit 1; }
 # match and cmd dies of SIGPIPE. Read the whole output first.
 output_has() { local pattern=$1 out; shift; out=$("$@") || return 1; grep -q -- "$pattern" <<<"$out"; }
 step() { echo "== $*"; }
+# Each part adds what to undo when the script ends, however it ends.
+cleanups=()
+cleanup() { local c; for c in "${cleanups[@]}"; do "$c"; done; }
+trap cleanup EXIT
 
 # ---------------------------------------------------------------- Linux
+linux_installer() {
 step "build the .deb"
 installer/package-deb.sh
 deb=$(ls -t target/debian/persnap_*_amd64.deb | head -n1)
@@ -63,7 +87,7 @@ user=persnap_pkg
 id "$user" >/dev/null 2>&1 || useradd --create-home "$user"
 rule=/etc/polkit-1/rules.d/10-persnap-package-test.rules
 work=$(mktemp -d /var/tmp/persnap-pkg-XXXXXX)
-cleanup() {
+linux_cleanup() {
   [ -n "${writer:-}" ] && kill "$writer" 2>/dev/null || true
   rm -f "$rule" /etc/persnap/databases/pkgtest.json
   pkill -x polkitd 2>/dev/null || true
@@ -71,7 +95,7 @@ cleanup() {
   [ -n "${loopdev:-}" ] && losetup -d "$loopdev" 2>/dev/null || true
   rm -rf "$work"
 }
-trap cleanup EXIT
+cleanups+=(linux_cleanup)
 truncate -s 300M "$work/fs.img"
 loopdev=$(losetup -f --show "$work/fs.img")
 mkfs.btrfs -q -f "$loopdev"
@@ -145,37 +169,160 @@ if [ -e "$autostart" ]; then
 fi
 apt-get purge -y -qq persnap >/dev/null
 [ ! -e "$autostart" ] || fail "the login check is still there after purging"
+}
 
 # -------------------------------------------------------------- Windows
-step "build setup.exe"
-setup=$(installer/package-windows.sh | tail -n1)
-[ -f "$setup" ] || fail "no setup program"
+windows_cleanup() {
+  [ -n "${busy:-}" ] && kill "$busy" 2>/dev/null || true
+  if [ -n "${prefix:-}" ]; then
+    WINEPREFIX=$prefix wineserver -k 2>/dev/null || true
+    rm -rf "$prefix"
+  fi
+  [ -n "${wtmp:-}" ] && rm -rf "$wtmp"
+}
 
-export WINEPREFIX=$(mktemp -d /tmp/persnap-setup-wine-XXXXXX) WINEDEBUG=-all WINEDLLOVERRIDES="mscoree,mshtml="
+windows_installer() {
+cleanups+=(windows_cleanup)
+wtmp=$(mktemp -d /tmp/persnap-setup-XXXXXX)
+version=$(sed -n 's/^version = "\(.*\)"/\1/p' Cargo.toml | head -n1)
+target_dir=${CARGO_TARGET_DIR:-$repo/target}
+bindir=$target_dir/x86_64-pc-windows-gnu/release
+# package-windows.sh prints the setup program's path last on stdout and
+# everything else (cargo, makensis, signing) on stderr, kept in build.log.
+package() {
+  local out rc=0
+  out=$(installer/package-windows.sh 2>"$wtmp/build.log") || rc=$?
+  cat "$wtmp/build.log" >&2
+  [ "$rc" = 0 ] || fail "installer/package-windows.sh failed (exit code $rc)"
+  setup=$(tail -n1 <<<"$out")
+  [ -f "$setup" ] || fail "no setup program"
+}
+
+step "build setup.exe, unsigned"
+package
+grep -q '^note: unsigned build' "$wtmp/build.log" || fail "an unsigned build does not say it is unsigned"
+unsigned=$wtmp/persnap-$version-unsigned-setup.exe
+cp "$setup" "$unsigned"
+for f in "$unsigned" "$target_dir/windows-setup/persnap.exe" "$target_dir/windows-setup/persnap-helper.exe"; do
+  out=$(osslsigncode verify -in "$f" 2>&1) && fail "$f is signed, though no certificate was given"
+  grep -q "No signature found" <<<"$out" || fail "osslsigncode cannot read $f: $out"
+done
+
+step "the version resource of every program"
+tests/installers/check-windows-version.sh "$version" \
+  "$bindir/persnap.exe" "$bindir/persnap-helper.exe" "$bindir/persnap-loadgen.exe"
+
+step "build setup.exe, signed with a throwaway certificate"
+sign=$wtmp/sign
+mkdir -m 700 "$sign"
+openssl rand -hex 16 > "$sign/password"
+openssl req -x509 -newkey rsa:2048 -nodes -days 1 -subj "/CN=persnap test signing (throwaway)" \
+  -addext extendedKeyUsage=codeSigning -addext keyUsage=digitalSignature \
+  -keyout "$sign/key.pem" -out "$sign/cert.pem" >"$sign/openssl.log" 2>&1 \
+  && openssl pkcs12 -export -inkey "$sign/key.pem" -in "$sign/cert.pem" \
+    -passout "file:$sign/password" -out "$sign/persnap.pfx" >>"$sign/openssl.log" 2>&1 \
+  || { cat "$sign/openssl.log" >&2; fail "could not make the test certificate"; }
+# The password from a file, as a release build should have it.
+PERSNAP_SIGN_PFX=$sign/persnap.pfx PERSNAP_SIGN_PASSWORD_FILE=$sign/password package
+grep -q '^note: unsigned build' "$wtmp/build.log" && fail "a signed build says it is unsigned"
+signed=$wtmp/persnap-$version-signed-setup.exe
+cp "$setup" "$signed"
+signed_by_test_certificate() {
+  osslsigncode verify -CAfile "$sign/cert.pem" -in "$1" >"$wtmp/verify.log" 2>&1 \
+    || { cat "$wtmp/verify.log" >&2; fail "$1 is not signed with the test certificate"; }
+}
+signed_by_test_certificate "$signed"
+
+step "a wine prefix"
+prefix=$(mktemp -d /tmp/persnap-setup-wine-XXXXXX)
+export WINEPREFIX=$prefix WINEDEBUG=-all WINEDLLOVERRIDES="mscoree,mshtml="
 unset DISPLAY WAYLAND_DISPLAY
 wineboot --init >/dev/null 2>&1; wineserver -w
 x86_64-w64-mingw32-gcc -O2 -shared -o "$WINEPREFIX/drive_c/windows/system32/bcryptprimitives.dll" \
   tests/windows/bcryptprimitives.c tests/windows/bcryptprimitives.def -ladvapi32
-pf="$WINEPREFIX/drive_c/Program Files/persnap"
-menu="$WINEPREFIX/drive_c/ProgramData/Microsoft/Windows/Start Menu/Programs/persnap.lnk"
+drive=$WINEPREFIX/drive_c
+pf="$drive/Program Files/persnap"
+menu="$drive/ProgramData/Microsoft/Windows/Start Menu/Programs/persnap.lnk"
+uninstall_key='HKLM\Software\Microsoft\Windows\CurrentVersion\Uninstall\persnap'
 
-step "install silently under wine"
-wine "$setup" /S; wineserver -w
+step "an earlier persnap in another folder stops the setup"
+mkdir -p "$drive/elsewhere"
+: > "$drive/elsewhere/persnap.exe"
+wine reg add 'HKLM\Software\persnap' /v InstallDir /d 'C:\elsewhere' /f >/dev/null
+rc=0; wine "$unsigned" /S || rc=$?
+[ "$rc" = 2 ] || fail "the setup went on (exit code $rc) though persnap is installed in C:\\elsewhere"
+[ ! -e "$pf" ] || fail "the setup installed though persnap is installed in C:\\elsewhere"
+wine reg delete 'HKLM\Software\persnap' /f >/dev/null
+rm -rf "$drive/elsewhere"
+
+step "install the unsigned setup silently, asking for another folder (/D=)"
+wine "$unsigned" /S '/D=C:\elsewhere'; wineserver -w
 for f in "$pf/persnap.exe" "$pf/persnap-helper.exe" "$pf/Uninstall.exe" "$menu"; do
   [ -e "$f" ] || fail "$f is missing after the silent install"
 done
-version=$(sed -n 's/^version = "\(.*\)"/\1/p' Cargo.toml | head -n1)
-output_has "$version" wine reg query 'HKLM\Software\Microsoft\Windows\CurrentVersion\Uninstall\persnap' /v DisplayVersion || fail "no uninstall entry with the version"
+[ ! -e "$drive/elsewhere" ] || fail "the setup installed into the folder /D= named"
+output_has "$version" wine reg query "$uninstall_key" /v DisplayVersion || fail "no uninstall entry with the version"
 output_has persnap wine "C:\\Program Files\\persnap\\persnap.exe" --version || fail "the installed persnap.exe does not run"
+tests/installers/check-windows-version.sh "$version" "$pf/persnap.exe" "$pf/persnap-helper.exe"
+
+step "upgrade with the signed setup: every installed program is signed"
+wine "$signed" /S; wineserver -w
+for f in persnap.exe persnap-helper.exe Uninstall.exe; do
+  signed_by_test_certificate "$pf/$f"
+done
+
+step "a running persnap.exe stops the setup and the uninstaller, and is left running"
+# A stand-in with persnap's file name: the load generator writing to a
+# database until a stop file appears, as a backup would be busy.
+mkdir -p "$drive/busy"
+cp "$bindir/persnap-loadgen.exe" "$drive/busy/persnap.exe"
+wine 'C:\busy\persnap.exe' init 'C:\busy\persistence.db' --size-mb 1 >/dev/null
+before=$(stat -c %y "$drive/busy/persistence.db")
+wine 'C:\busy\persnap.exe' run 'C:\busy\persistence.db' --stop-file 'C:\busy\stop' >/dev/null &
+busy=$!
+for _ in $(seq 150); do
+  [ "$(stat -c %y "$drive/busy/persistence.db")" != "$before" ] && break
+  sleep 0.2
+done
+[ "$(stat -c %y "$drive/busy/persistence.db")" != "$before" ] || fail "the stand-in persnap.exe does not write"
+installed=$(stat -c %z "$pf/persnap.exe")
+rc=0; wine "$signed" /S || rc=$?
+[ "$rc" = 2 ] || fail "the setup did not stop (exit code $rc) while persnap.exe ran"
+# _?= runs the uninstaller in place and waits for it, so its exit code is
+# the uninstall's. NSIS takes the rest of the command line as the folder,
+# unquoted: given as two arguments, wine joins them with a space and no quotes.
+rc=0; wine 'C:\Program Files\persnap\Uninstall.exe' /S '_?=C:\Program' 'Files\persnap' || rc=$?
+[ "$rc" = 2 ] || fail "the uninstaller did not stop (exit code $rc) while persnap.exe ran"
+for f in "$pf/persnap.exe" "$pf/persnap-helper.exe" "$pf/Uninstall.exe" "$menu"; do
+  [ -e "$f" ] || fail "$f was removed while persnap.exe ran"
+done
+[ "$(stat -c %z "$pf/persnap.exe")" = "$installed" ] || fail "persnap.exe was replaced while it ran"
+kill -0 "$busy" 2>/dev/null || fail "the running persnap.exe was ended"
+touch "$drive/busy/stop"
+wait "$busy" || fail "the stand-in persnap.exe failed"
+busy=
 
 step "schedule a backup under wine (a Task Scheduler task); uninstalling removes it"
-mkdir -p "$WINEPREFIX/drive_c/apama" "$WINEPREFIX/drive_c/backups"
-target/release/persnap-loadgen init "$WINEPREFIX/drive_c/apama/persistence.db" --size-mb 1 >/dev/null
+mkdir -p "$drive/apama" "$drive/backups"
+wine "$bindir/persnap-loadgen.exe" init 'C:\apama\persistence.db' --size-mb 1 >/dev/null
 wine "C:\\Program Files\\persnap\\persnap.exe" schedule add pkgtest --source 'C:\apama' --dest 'C:\backups' --at daily \
   || fail "schedule add under wine failed"
-task="$WINEPREFIX/drive_c/windows/system32/tasks/persnap/pkgtest"
-record="$WINEPREFIX/drive_c/ProgramData/persnap/schedules/pkgtest.json"
+task="$drive/windows/system32/tasks/persnap/pkgtest"
+record="$drive/ProgramData/persnap/schedules/pkgtest.json"
 [ -f "$task" ] && [ -f "$record" ] || fail "no task or record after schedule add"
+
+step "an uninstall that cannot remove the scheduled backups changes nothing"
+# A persnap.exe whose `schedule remove --all` fails: the load generator
+# knows no such command.
+cp "$pf/persnap.exe" "$wtmp/persnap.exe"
+cp "$bindir/persnap-loadgen.exe" "$pf/persnap.exe"
+rc=0; wine 'C:\Program Files\persnap\Uninstall.exe' /S '_?=C:\Program' 'Files\persnap' || rc=$?
+[ "$rc" = 2 ] || fail "the uninstaller went on (exit code $rc) though the schedules could not be removed"
+for f in "$pf/persnap.exe" "$pf/persnap-helper.exe" "$pf/Uninstall.exe" "$menu" "$task" "$record"; do
+  [ -e "$f" ] || fail "$f was removed though the schedules could not be removed"
+done
+output_has "$version" wine reg query "$uninstall_key" /v DisplayVersion || fail "the uninstall entry was removed though the schedules could not be removed"
+cp "$wtmp/persnap.exe" "$pf/persnap.exe"
 
 step "uninstall silently under wine"
 wine "C:\\Program Files\\persnap\\Uninstall.exe" /S; wineserver -w
@@ -183,6 +330,10 @@ sleep 2; wineserver -w
 for f in "$pf/persnap.exe" "$pf/persnap-helper.exe" "$pf/Uninstall.exe" "$menu" "$task" "$record"; do
   [ ! -e "$f" ] || fail "$f is still there after the silent uninstall"
 done
-wineserver -k 2>/dev/null || true
-rm -rf "$WINEPREFIX"
+# Settings and history stay (the uninstaller says so).
+[ -d "$drive/ProgramData/persnap" ] || fail "the uninstaller removed persnap's data in ProgramData"
+}
+
+if [ "$parts" != windows ]; then linux_installer; fi
+if [ "$parts" != linux ]; then windows_installer; fi
 echo "installers: ok"
