@@ -10,17 +10,19 @@
     SQLite store (persnap-loadgen), backs it up through persnap's command line and
     through scheduled tasks (as SYSTEM and, with -RunAsAccount, as a named account),
     into a folder and into a local repository, restores, holds a file of a new backup
-    open as Defender does, restricts a store to a service account, and watches
-    vssadmin before, during and after. With -SetupExe it also installs and uninstalls
-    the setup program.
+    open as Defender does, restricts a store to a service account, restores over a
+    store whose file gives that account an entry of its own, and watches vssadmin
+    before, during and after. With -SetupExe it also installs and uninstalls the
+    setup program.
 
     It prints one line per check,  PASS|FAIL|SKIP|MANUAL  <id>  <what>  (<detail>),
     then a SUMMARY line, and writes everything to <WorkDir>\field-check.log.
     Exit code 0 only when no check failed. Everything it makes goes into -WorkDir and
     is removed at the end (except the log) unless -Keep; the local account
-    persnap-fc-svc it makes for check 9 is removed too. The only schedules it makes, and
-    the only ones it ever removes, are \persnap\fc-system, fc-system-repo, fc-runas,
-    fc-runas-repo and fc-uninstall.
+    persnap-fc-svc it makes for checks 9 and 17 is removed too. The only schedules it
+    makes, and the only ones it ever removes, are \persnap\fc-system, fc-system-repo,
+    fc-runas, fc-runas-repo and fc-uninstall; the only databases it protects, and the
+    only ones it ever unprotects, are fc-live (check 14) and fc-acl (check 17).
 
 .PARAMETER PersnapDir
     Folder with persnap.exe and persnap-helper.exe. Default: the installed
@@ -81,6 +83,9 @@ $SvcName = 'persnap-fc-svc'
 # The schedules made here, by name: only these are ever removed (with their histories),
 # never another schedule of this machine's, whatever its name.
 $FcNames = @('fc-system', 'fc-system-repo', 'fc-runas', 'fc-runas-repo', 'fc-uninstall')
+# The databases protected here (persnap database add), by name: the clean-up unprotects
+# those this run protected ($S['Db-<name>']), never another database of this machine's.
+$FcDatabases = @('fc-live', 'fc-acl')
 $SidSystem = 'S-1-5-18'
 $SidAdmins = 'S-1-5-32-544'
 # Who must never be able to change persnap's programs or folders.
@@ -497,6 +502,36 @@ function Get-Owner([string]$Path) {
     (Get-Acl -LiteralPath $Path).GetOwner([System.Security.Principal.SecurityIdentifier]).Value
 }
 
+# The SID of the local account persnap-fc-svc (checks 9a and 17), made on first use and
+# removed by the clean-up. Disabled: it exists only to be named in a store's permissions.
+# Without a password where the policy allows, else a random one. One left by an earlier
+# field check is replaced.
+function Get-SvcSid {
+    if ($S['SvcSid']) { return $S['SvcSid'] }
+    if (Get-LocalUser -Name $SvcName -ErrorAction SilentlyContinue) { Remove-LocalUser -Name $SvcName }
+    $about = 'persnap field check (removed at the end)'
+    try { $user = New-LocalUser -Name $SvcName -NoPassword -Disabled -Description $about }
+    catch {
+        $random = ConvertTo-SecureString -String ([guid]::NewGuid().ToString() + 'Aa1!') -AsPlainText -Force
+        $user = New-LocalUser -Name $SvcName -Password $random -Disabled -Description $about
+    }
+    $S.SvcUser = $true
+    $S.SvcSid = $user.SID.Value
+    $S['SvcSid']
+}
+
+# The file's own Allow entries (explicit, not inherited) that let the SID read its data
+# (ReadData), as "<account>: <rights>".
+function Get-OwnReads([string]$Path, [string]$Sid) {
+    $acl = Get-Acl -LiteralPath $Path
+    foreach ($rule in $acl.GetAccessRules($true, $false, [System.Security.Principal.SecurityIdentifier])) {
+        if ([string]$rule.AccessControlType -ne 'Allow' -or $rule.IsInherited) { continue }
+        if ($rule.IdentityReference.Value -ne $Sid) { continue }
+        if (([int]$rule.FileSystemRights -band 0x1) -eq 0) { continue }   # ReadData
+        '{0}: {1}' -f (Get-AccountName $Sid), $rule.FileSystemRights
+    }
+}
+
 # PE header: e_lfanew at 0x3C, then "PE\0\0", the 20-byte COFF header, and the optional
 # header, whose Subsystem field is at offset 68 in PE32 and PE32+ alike: PE + 0x5C.
 function Get-PeSubsystem([string]$Path) {
@@ -564,6 +599,7 @@ $Store = Join-Path $WorkDir 'store'
 $StoreDb = Join-Path $Store 'persistence.db'
 $StopFile = Join-Path $WorkDir 'writer.stop'
 $Restricted = Join-Path $WorkDir 'restricted'
+$AclStore = Join-Path $WorkDir 'acl-store'
 $Repo = Join-Path $WorkDir 'repo'
 $PwFile = Join-Path $WorkDir 'repo-password.txt'
 $StagingDir = Join-Path $env:LOCALAPPDATA 'persnap\cache\staging'
@@ -889,18 +925,7 @@ try {
         if (-not $Loadgen) { Skip-Check 'no persnap-loadgen.exe' }
         New-Item -ItemType Directory -Path $Restricted | Out-Null
         Assert-Exit (Invoke-Native $Loadgen @('init', (Join-Path $Restricted 'persistence.db'), '--size-mb', '8')) 'persnap-loadgen init'
-        # Disabled: it exists only to be named in the store's permissions. Without a
-        # password where the policy allows, else a random one. One left by an earlier
-        # field check is replaced.
-        if (Get-LocalUser -Name $SvcName -ErrorAction SilentlyContinue) { Remove-LocalUser -Name $SvcName }
-        $about = 'persnap field check (removed at the end)'
-        try { $user = New-LocalUser -Name $SvcName -NoPassword -Disabled -Description $about }
-        catch {
-            $random = ConvertTo-SecureString -String ([guid]::NewGuid().ToString() + 'Aa1!') -AsPlainText -Force
-            $user = New-LocalUser -Name $SvcName -Password $random -Disabled -Description $about
-        }
-        $S.SvcUser = $true
-        $sid = $user.SID.Value
+        $sid = Get-SvcSid
         # The files first (their own ACL, inheritance removed), then the folder: once
         # the folder admits only these two, this administrator can no longer list it.
         # (The clean-up resets them from the first change on.)
@@ -974,15 +999,63 @@ try {
         Need 'Backup' 'needs the backup of check 4a'
         # A restore replaces only a protected database's files: protect the store first.
         Assert-Exit (Invoke-Persnap @('database', 'add', 'fc-live', '--source', $Store)) 'persnap database add'
-        $S.Registered = $true
+        $S['Db-fc-live'] = $true
         $r = Invoke-Persnap @('restore', $S.Backup, '--to', $Store)
         $moved = @(Get-ChildItem -LiteralPath $Store -Directory -Filter 'before-restore-*')
-        $null = Invoke-Persnap @('database', 'remove', 'fc-live'); $S.Registered = $false
+        $null = Invoke-Persnap @('database', 'remove', 'fc-live'); $S['Db-fc-live'] = $false
         if ($r.ExitCode -eq 0) { throw 'the restore ran over a database in use' }
         if ($moved.Count) { throw ('the refused restore moved files aside into ' + $moved[0].Name) }
         $line = @($r.Lines | Where-Object { $_ -match 'has the database open' })
         if ($line.Count -eq 0) { throw ('refused (exit {0}) without naming the process: {1}' -f $r.ExitCode, (Get-Tail $r 3)) }
         'exit {0}: {1}' -f $r.ExitCode, $line[0].Trim()
+    }
+
+    # Its own store (not the live writer's); before 3d and 16a-16c, which also look at
+    # what its backup and restore leave (writers, shadow copy, staging folder).
+    Invoke-Check '17' 'a restored store file keeps the explicit entry the old file had for a service account (finding 9)' {
+        if (-not $Loadgen) { Skip-Check 'no persnap-loadgen.exe' }
+        $sid = $null
+        try { $sid = Get-SvcSid } catch { Skip-Check ('no account {0} to give the entry to: {1}' -f $SvcName, $_.Exception.Message) }
+        New-Item -ItemType Directory -Path $AclStore | Out-Null
+        $db = Join-Path $AclStore 'persistence.db'
+        Assert-Exit (Invoke-Native $Loadgen @('init', $db, '--size-mb', '4')) 'persnap-loadgen init'
+        # An entry on the file itself, as an administrator gives a correlator's service
+        # account; the folder's (SYSTEM and Administrators, from WorkDir) stay inherited.
+        Assert-Exit (Invoke-Native $Icacls @($db, '/grant', ('*' + $sid + ':(R)'))) 'icacls /grant'
+        $old = @(Get-OwnReads $db $sid)
+        if ($old.Count -eq 0) { throw ('icacls exited 0, but {0} has no entry of its own for {1}' -f $db, $SvcName) }
+        $wasProtected = (Get-Acl -LiteralPath $db).AreAccessRulesProtected
+        # A restore replaces only a protected database's files: protect the store first.
+        Assert-Exit (Invoke-Persnap @('database', 'add', 'fc-acl', '--source', $AclStore)) 'persnap database add fc-acl'
+        $S['Db-fc-acl'] = $true
+        try {
+            $dest = Join-Path $WorkDir 'dest-acl'
+            New-Item -ItemType Directory -Path $dest | Out-Null
+            $r = Invoke-Persnap @('backup', '--source', $AclStore, '--dest', $dest)
+            Assert-Exit $r 'persnap backup'
+            $backup = Get-LastLine $r.Out
+            if (-not (Test-Path -LiteralPath (Join-Path $backup 'manifest.json'))) { throw ('no manifest in the folder it printed: ' + $backup) }
+            Assert-Exit (Invoke-Persnap @('restore', $backup, '--to', $AclStore)) 'persnap restore'
+        } finally {
+            # Unprotected again at once (as in check 14); if that fails, the clean-up tries again.
+            if ((Invoke-Persnap @('database', 'remove', 'fc-acl')).ExitCode -eq 0) { $S['Db-fc-acl'] = $false }
+        }
+        # The old file, moved aside: the one in the store now is the restored one.
+        $aside = @(Get-ChildItem -LiteralPath $AclStore -Directory -Filter 'before-restore-*' |
+            Where-Object { Test-Path -LiteralPath (Join-Path $_.FullName 'persistence.db') })
+        if ($aside.Count -eq 0) { throw 'the restore exited 0, but no before-restore-* folder holds the old persistence.db: the file was not replaced' }
+        $new = @(Get-OwnReads $db $sid)
+        if ($new.Count -eq 0) {
+            throw ('the restored persistence.db has no entry of its own for {0} (the old one had {1}): the correlator''s service account would lose access after a restore' -f $SvcName, ($old -join ', '))
+        }
+        $isProtected = (Get-Acl -LiteralPath $db).AreAccessRulesProtected
+        $inheritance = @{ $true = 'off'; $false = 'on' }
+        if ($isProtected -ne $wasProtected) {
+            throw ('the entry is kept, but inheritance from the folder is {0} on the restored file and was {1} on the old one' -f $inheritance[$isProtected], $inheritance[$wasProtected])
+        }
+        # As icacls shows it: no (I), so the file's own.
+        $shown = @((Invoke-Native $Icacls @($db)).Out | Where-Object { $_ -match [regex]::Escape($SvcName) } | ForEach-Object { $_.Replace($db, '').Trim() })
+        'persistence.db restored (the old file is in {0}); its own entry: {1}; icacls: {2}; inheritance from the folder {3}, as before' -f $aside[0].Name, ($new -join ', '), $(if ($shown.Count) { $shown -join ', ' } else { '(no line names ' + $SvcName + ')' }), $inheritance[$isProtected]
     }
 
     Invoke-Check '1b' 'the writer stops cleanly, and the live store is consistent after all of this' {
@@ -1080,9 +1153,11 @@ try {
             foreach ($n in $FcNames) {
                 if (Test-Task $n) { $r = Invoke-Persnap @('schedule', 'remove', $n); if ($r.ExitCode -ne 0) { $notes += ('could not remove task \persnap\' + $n + ': ' + (Get-Tail $r 2)) } }
             }
-            if ($S['Registered']) { $null = Invoke-Persnap @('database', 'remove', 'fc-live') }
+            foreach ($n in $FcDatabases) {
+                if ($S['Db-' + $n]) { $r = Invoke-Persnap @('database', 'remove', $n); if ($r.ExitCode -ne 0) { $notes += ('could not unprotect the database ' + $n + ': ' + (Get-Tail $r 2)) } }
+            }
         }
-    } catch { $notes += ('removing the schedules made here: ' + $_.Exception.Message) }
+    } catch { $notes += ('removing the schedules and databases made here: ' + $_.Exception.Message) }
     try {
         # A task persnap could not remove (or persnap is gone): schtasks removes it, so that
         # nothing is left to run. Its record in %ProgramData%\persnap\schedules may stay.
