@@ -121,9 +121,13 @@ fn helper_refuses_names_it_did_not_make() {
 
 /// One request to the helper over stdin/stdout (as when already
 /// administrator); the last frame it sent.
-fn ask_helper(request: &Request, env: &[(&str, &std::path::Path)]) -> Event {
+fn ask_helper(
+    helper: &std::path::Path,
+    request: &Request,
+    env: &[(&str, &std::path::Path)],
+) -> Event {
     use std::io::Write;
-    let mut child = Command::new(helper())
+    let mut child = Command::new(helper)
         .envs(env.iter().copied())
         .stdin(std::process::Stdio::piped())
         .stdout(std::process::Stdio::piped())
@@ -167,13 +171,18 @@ fn helper_installs_and_removes_a_task_scheduler_task() {
         offsite: None,
     };
     let env = [("PERSNAP_SCHEDULE_DIR", records.path())];
+    // Installed as the setup installs it: in Program Files, which only
+    // administrators may change (the build folder may be anywhere).
+    let program_files = std::path::PathBuf::from(std::env::var("ProgramFiles").unwrap());
+    let install_dir = program_files.join(format!("persnap-test-{}", std::process::id()));
+    let helper_exe = installed_in(&install_dir);
     let task_file = std::path::PathBuf::from(std::env::var("windir").unwrap())
         .join("System32")
         .join("Tasks")
         .join("persnap")
         .join(&name);
 
-    match ask_helper(&add("*-*-01 03:00"), &env) {
+    match ask_helper(&helper_exe, &add("*-*-01 03:00"), &env) {
         Event::Error { message, .. } => assert!(
             message.contains("is a systemd calendar expression; on Windows say hourly"),
             "{message}"
@@ -182,8 +191,26 @@ fn helper_installs_and_removes_a_task_scheduler_task() {
     }
     assert!(!task_file.exists());
 
-    let Event::Done { result } = ask_helper(&add("Mon..Fri 22:30"), &env) else {
-        panic!("not installed")
+    // A task runs persnap.exe as SYSTEM: never one in a folder others may
+    // change. Under wine, /tmp (mode 1777) reads as a folder Everyone may
+    // empty, as a folder under C:\ with "Authenticated Users: Modify" does
+    // on Windows.
+    let unsafe_dir =
+        std::path::PathBuf::from(format!(r"Z:\tmp\persnap-exe-{}", std::process::id()));
+    let unsafe_helper = installed_in(&unsafe_dir);
+    match ask_helper(&unsafe_helper, &add("Mon..Fri 22:30"), &env) {
+        Event::Error { message, .. } => assert!(
+            message.contains("highest rights") && message.contains("Program Files"),
+            "{message}"
+        ),
+        other => panic!("a persnap.exe others may replace was scheduled: {other:?}"),
+    }
+    std::fs::remove_dir_all(&unsafe_dir).unwrap();
+    assert!(!task_file.exists());
+
+    let event = ask_helper(&helper_exe, &add("Mon..Fri 22:30"), &env);
+    let Event::Done { result } = event else {
+        panic!("not installed: {event:?}")
     };
     let Reply::ScheduleAdded {
         schedule,
@@ -224,8 +251,11 @@ fn helper_installs_and_removes_a_task_scheduler_task() {
     persnap::sys::owned_by_admins(records.path()).unwrap();
     persnap::sys::owned_by_admins(&schedule.history_dir).unwrap();
 
-    let Event::Done { result } = ask_helper(&Request::ScheduleRemove { name: name.clone() }, &env)
-    else {
+    let Event::Done { result } = ask_helper(
+        &helper_exe,
+        &Request::ScheduleRemove { name: name.clone() },
+        &env,
+    ) else {
         panic!("not removed")
     };
     assert!(matches!(
@@ -238,4 +268,16 @@ fn helper_installs_and_removes_a_task_scheduler_task() {
             .unwrap()
             .is_empty()
     );
+    std::fs::remove_dir_all(&install_dir).unwrap();
+}
+
+/// The helper and persnap.exe of this build copied into `dir`, as the
+/// setup installs them side by side; the copied helper.
+fn installed_in(dir: &std::path::Path) -> PathBuf {
+    std::fs::create_dir_all(dir).unwrap();
+    let built = helper();
+    for exe in ["persnap-helper.exe", "persnap.exe"] {
+        std::fs::copy(built.with_file_name(exe), dir.join(exe)).unwrap();
+    }
+    dir.join("persnap-helper.exe")
 }
