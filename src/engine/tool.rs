@@ -24,6 +24,15 @@ pub struct ToolOutput {
 }
 
 impl ToolOutput {
+    /// All the tool said, for error messages: what it printed on stdout
+    /// (schtasks writes some of its errors there) before [`Self::reason`].
+    pub fn said(&self) -> String {
+        match self.stdout.trim() {
+            "" => self.reason(),
+            out => format!("{out} {}", self.reason()),
+        }
+    }
+
     /// The last meaningful line of stderr, for error messages.
     pub fn reason(&self) -> String {
         let lines: Vec<&str> = self
@@ -62,7 +71,7 @@ pub fn run(program: &Path, args: &[&OsStr], limit: Duration) -> io::Result<ToolO
     #[cfg(windows)]
     {
         let windows = crate::sys::windows_dir();
-        let path = std::env::join_paths([windows.join("System32"), windows.clone()])
+        let path = std::env::join_paths([crate::sys::system_dir(), windows.clone()])
             .map_err(io::Error::other)?;
         command
             .env("SystemRoot", &windows)
@@ -155,7 +164,7 @@ mod windows_tests {
     /// Windows, not from the caller (who may have set it to their folder).
     #[test]
     fn a_tool_sees_the_system_folder_and_nothing_of_the_callers_environment() {
-        let cmd = crate::sys::windows_dir().join("System32").join("cmd.exe");
+        let cmd = crate::sys::system_dir().join("cmd.exe");
         let out = run(
             &cmd,
             &[OsStr::new("/c"), OsStr::new("set")],

@@ -324,17 +324,7 @@ pub fn list(dir: &Path) -> crate::Result<Vec<Schedule>> {
 /// reports (never PATH).
 #[cfg(windows)]
 fn schtasks() -> PathBuf {
-    let mut buf = [0u16; 260];
-    // SAFETY: the buffer's length is passed with it.
-    let n =
-        unsafe { winapi::um::sysinfoapi::GetSystemDirectoryW(buf.as_mut_ptr(), buf.len() as u32) }
-            as usize;
-    let dir = if n > 0 && n < buf.len() {
-        PathBuf::from(String::from_utf16_lossy(&buf[..n]))
-    } else {
-        PathBuf::from(r"C:\Windows\System32")
-    };
-    dir.join("schtasks.exe")
+    crate::sys::system_dir().join("schtasks.exe")
 }
 
 #[cfg(windows)]
@@ -421,7 +411,7 @@ pub fn install(s: &Schedule, exe: &Path) -> Result<Installed> {
         let _ = std::fs::remove_file(&json);
         return Err(Error::Tool {
             action: format!("create the scheduled task {task}"),
-            reason: format!("{} {}", out.stdout.trim(), out.reason()),
+            reason: out.said(),
             hint: if s.run_as.is_some() {
                 "Check the account name and its password; the account also needs the right to log on as a batch job."
             } else {
@@ -493,7 +483,7 @@ fn uninstall_with(
         if still.status.success() {
             return Err(Error::Tool {
                 action: format!("remove the scheduled task {task}"),
-                reason: reason_of(&deleted),
+                reason: deleted.said(),
                 hint: "Remove it in Task Scheduler (folder persnap), or run `persnap schedule remove` again as administrator.",
             });
         }
@@ -509,22 +499,6 @@ fn uninstall_with(
         }
     };
     Ok(deleted.status.success() || recorded)
-}
-
-/// What schtasks said when it failed (it writes "ERROR: …" to stderr,
-/// some versions to stdout).
-#[cfg(windows)]
-fn reason_of(out: &crate::tool::ToolOutput) -> String {
-    let said = [out.stderr.trim(), out.stdout.trim()]
-        .into_iter()
-        .filter(|t| !t.is_empty())
-        .collect::<Vec<_>>()
-        .join(" / ");
-    if said.is_empty() {
-        format!("schtasks.exe ended with {}", out.status)
-    } else {
-        said
-    }
 }
 
 /// schtasks reads task XML as UTF-16 (it says so in the declaration).

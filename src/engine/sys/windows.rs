@@ -31,6 +31,21 @@ pub fn wide(text: impl AsRef<std::ffi::OsStr>) -> Vec<u16> {
         .collect()
 }
 
+/// The NUL-terminated UTF-16 string at `text` (one a Win32 call returned).
+///
+/// # Safety
+/// `text` must point to a NUL-terminated string, alive for the call.
+unsafe fn from_wide_ptr(text: *const u16) -> OsString {
+    let mut n = 0;
+    // SAFETY: the caller's promise: readable up to and including the NUL.
+    unsafe {
+        while *text.add(n) != 0 {
+            n += 1;
+        }
+        OsString::from_wide(std::slice::from_raw_parts(text, n))
+    }
+}
+
 fn from_wide(buf: &[u16]) -> String {
     let end = buf.iter().position(|&c| c == 0).unwrap_or(buf.len());
     OsString::from_wide(&buf[..end])
@@ -230,6 +245,21 @@ pub fn windows_dir() -> PathBuf {
     }
 }
 
+/// The system folder (`C:\\Windows\\System32`), as Windows reports it
+/// (GetSystemDirectoryW), never from the environment.
+pub fn system_dir() -> PathBuf {
+    let mut buf = [0u16; MAX_PATH + 1];
+    // SAFETY: the buffer's length is passed with it.
+    let n =
+        unsafe { winapi::um::sysinfoapi::GetSystemDirectoryW(buf.as_mut_ptr(), buf.len() as u32) }
+            as usize;
+    if n > 0 && n < buf.len() {
+        PathBuf::from(OsString::from_wide(&buf[..n]))
+    } else {
+        windows_dir().join("System32")
+    }
+}
+
 /// This machine's name, for manifests and history.
 pub fn host_name() -> String {
     std::env::var("COMPUTERNAME").unwrap_or_default()
@@ -260,13 +290,7 @@ fn known_folder(id: &winapi::um::shtypes::KNOWNFOLDERID) -> Option<PathBuf> {
     // failure, as the documentation asks).
     unsafe {
         let rc = SHGetKnownFolderPath(id, 0, std::ptr::null_mut(), &mut text);
-        let out = (rc == 0 && !text.is_null()).then(|| {
-            let mut n = 0;
-            while *text.add(n) != 0 {
-                n += 1;
-            }
-            PathBuf::from(OsString::from_wide(std::slice::from_raw_parts(text, n)))
-        });
+        let out = (rc == 0 && !text.is_null()).then(|| PathBuf::from(from_wide_ptr(text)));
         CoTaskMemFree(text.cast());
         out
     }
@@ -348,11 +372,10 @@ pub fn apply_sddl(path: &Path, sddl: &str) -> io::Result<()> {
         BY_HANDLE_FILE_INFORMATION, CreateFileW, GetFileInformationByHandle, OPEN_EXISTING,
     };
     use winapi::um::handleapi::INVALID_HANDLE_VALUE;
-    use winapi::um::securitybaseapi::{GetSecurityDescriptorDacl, GetSecurityDescriptorOwner};
     use winapi::um::winnt::{
         DACL_SECURITY_INFORMATION, FILE_ATTRIBUTE_DIRECTORY, FILE_SHARE_DELETE, FILE_SHARE_READ,
-        FILE_SHARE_WRITE, OWNER_SECURITY_INFORMATION, PACL, PROTECTED_DACL_SECURITY_INFORMATION,
-        PSID, READ_CONTROL, WRITE_DAC, WRITE_OWNER,
+        FILE_SHARE_WRITE, OWNER_SECURITY_INFORMATION, PROTECTED_DACL_SECURITY_INFORMATION,
+        READ_CONTROL, WRITE_DAC, WRITE_OWNER,
     };
     // SAFETY: a NUL-terminated name; the handle is closed on every path.
     let handle = unsafe {
@@ -393,10 +416,7 @@ pub fn apply_sddl(path: &Path, sddl: &str) -> io::Result<()> {
     with_descriptor(sddl, |sd| {
         // SAFETY: owner and DACL point into `sd`, alive for the call.
         unsafe {
-            let (mut owner, mut dacl): (PSID, PACL) = (std::ptr::null_mut(), std::ptr::null_mut());
-            let (mut defaulted, mut present) = (0, 0);
-            GetSecurityDescriptorOwner(sd, &mut owner, &mut defaulted);
-            GetSecurityDescriptorDacl(sd, &mut present, &mut dacl, &mut defaulted);
+            let (owner, dacl) = owner_and_dacl(sd);
             let mut what = DACL_SECURITY_INFORMATION | PROTECTED_DACL_SECURITY_INFORMATION;
             if !owner.is_null() {
                 what |= OWNER_SECURITY_INFORMATION;
@@ -443,6 +463,24 @@ fn with_descriptor<T>(
         LocalFree(sd.cast());
         result
     }
+}
+
+/// The owner and DACL of the descriptor `sd` (pointers into it).
+///
+/// # Safety
+/// `sd` must be a valid security descriptor, alive while they are used.
+unsafe fn owner_and_dacl(
+    sd: winapi::um::winnt::PSECURITY_DESCRIPTOR,
+) -> (winapi::um::winnt::PSID, winapi::um::winnt::PACL) {
+    use winapi::um::securitybaseapi::{GetSecurityDescriptorDacl, GetSecurityDescriptorOwner};
+    let (mut owner, mut dacl) = (std::ptr::null_mut(), std::ptr::null_mut());
+    let (mut defaulted, mut present) = (0, 0);
+    // SAFETY: the caller's promise; out-pointers to locals.
+    unsafe {
+        GetSecurityDescriptorOwner(sd, &mut owner, &mut defaulted);
+        GetSecurityDescriptorDacl(sd, &mut present, &mut dacl, &mut defaulted);
+    }
+    (owner, dacl)
 }
 
 /// Create `dir` with the security descriptor `sddl` from the start;
@@ -752,17 +790,10 @@ fn account_or_sid(sid: winapi::um::winnt::PSID) -> String {
 /// permissions of Windows folders).
 #[cfg(test)]
 fn judge_sddl(sddl: &str, ancestor: bool) -> io::Result<Option<String>> {
-    use winapi::um::securitybaseapi::{GetSecurityDescriptorDacl, GetSecurityDescriptorOwner};
-    use winapi::um::winnt::{PACL, PSID};
     with_descriptor(sddl, |sd| {
         // SAFETY: owner and DACL point into `sd`, alive for the call.
-        unsafe {
-            let (mut owner, mut dacl): (PSID, PACL) = (std::ptr::null_mut(), std::ptr::null_mut());
-            let (mut defaulted, mut present) = (0, 0);
-            GetSecurityDescriptorOwner(sd, &mut owner, &mut defaulted);
-            GetSecurityDescriptorDacl(sd, &mut present, &mut dacl, &mut defaulted);
-            Ok(judge_security(owner, dacl, ancestor))
-        }
+        let (owner, dacl) = unsafe { owner_and_dacl(sd) };
+        Ok(judge_security(owner, dacl, ancestor))
     })
 }
 
@@ -779,11 +810,7 @@ fn sid_string(sid: winapi::um::winnt::PSID) -> String {
         if ConvertSidToStringSidW(sid, &mut text) == 0 {
             return String::new();
         }
-        let mut n = 0;
-        while *text.add(n) != 0 {
-            n += 1;
-        }
-        let out = String::from_utf16_lossy(std::slice::from_raw_parts(text, n));
+        let out = from_wide_ptr(text).to_string_lossy().into_owned();
         LocalFree(text.cast());
         out
     }
@@ -892,7 +919,7 @@ pub fn windowless_console() {
     if !unsafe { GetConsoleWindow() }.is_null() {
         return;
     }
-    let cmd = windows_dir().join("System32").join("cmd.exe");
+    let cmd = system_dir().join("cmd.exe");
     // `/k` waits on its input, a pipe held here, until it is closed.
     let Ok(mut host) = std::process::Command::new(cmd)
         .args(["/d", "/q", "/k"])
@@ -1567,11 +1594,7 @@ mod tests {
                     std::ptr::null_mut(),
                 );
                 assert!(ok != 0, "{}", io::Error::last_os_error());
-                let mut n = 0;
-                while *text.add(n) != 0 {
-                    n += 1;
-                }
-                let out = String::from_utf16_lossy(std::slice::from_raw_parts(text, n));
+                let out = from_wide_ptr(text).to_string_lossy().into_owned();
                 LocalFree(text.cast());
                 Ok(out)
             }
