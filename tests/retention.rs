@@ -191,6 +191,7 @@ fn retention_after_backups_and_by_prune() {
         .join(".persnap-deleting-persistence.db-20200101T000000Z-0badf00d");
     std::fs::create_dir(&interrupted).unwrap();
     std::fs::write(interrupted.join("manifest.json"), "{}").unwrap();
+    std::fs::write(interrupted.join(persnap::retention::DELETION_MARKER), "").unwrap();
     let lines = persnap::backup::sweep_leftovers(std::slice::from_ref(&dest.backups));
     assert!(
         lines
@@ -199,4 +200,110 @@ fn retention_after_backups_and_by_prune() {
         "{lines:?}"
     );
     assert!(!interrupted.exists());
+}
+
+/// `persnap prune --keep-last N` at `dest`.
+fn prune_keep_last(data: &Path, dest: &Path, n: u32) -> std::process::Output {
+    let out = persnap(
+        data,
+        &[
+            "prune",
+            "--dest",
+            dest.to_str().unwrap(),
+            "--keep-last",
+            &n.to_string(),
+        ],
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    out
+}
+
+#[test]
+fn folders_planted_in_a_shared_location_push_out_no_real_backup() {
+    if !require_root("folders_planted_in_a_shared_location_push_out_no_real_backup") {
+        return;
+    }
+    let store = tempfile::tempdir().unwrap();
+    make_store(store.path(), "persistence.db", Mode::Wal, 1);
+    let dest = Destination::new();
+    let data = tempfile::tempdir().unwrap();
+    let mut history = History::at(data.path());
+    let real: Vec<PathBuf> = (0..3)
+        .map(|_| {
+            backup(
+                store.path(),
+                &dest.backups,
+                &mut history,
+                RetentionPolicy::default(),
+            )
+        })
+        .collect();
+    // A co-writer (uid 65534) plants three folders named like newer
+    // backups, each with a manifest copied from a real one saying
+    // "verified", finished in the future.
+    let manifest = std::fs::read_to_string(real[0].join("manifest.json")).unwrap();
+    let mut value: serde_json::Value = serde_json::from_str(&manifest).unwrap();
+    let mut planted = Vec::new();
+    for i in 0..3 {
+        value["finished"] = serde_json::json!(format!("2099-01-0{}T00:00:00Z", i + 1));
+        let dir = dest.backups.join(format!(
+            "persistence.db-2099010{}T000000Z-0000000{i}",
+            i + 1
+        ));
+        std::fs::create_dir(&dir).unwrap();
+        std::fs::write(dir.join("manifest.json"), value.to_string()).unwrap();
+        std::os::unix::fs::lchown(dir.join("manifest.json"), Some(65534), Some(65534)).unwrap();
+        std::os::unix::fs::lchown(&dir, Some(65534), Some(65534)).unwrap();
+        planted.push(dir);
+    }
+    prune_keep_last(data.path(), &dest.backups, 3);
+    for dir in real.iter().chain(&planted) {
+        assert!(dir.exists(), "{} was deleted", dir.display());
+    }
+    // Retention still works on what is ours: the oldest real one goes.
+    prune_keep_last(data.path(), &dest.backups, 2);
+    assert!(!real[0].exists() && real[1].exists() && real[2].exists());
+    assert!(planted.iter().all(|p| p.exists()), "not ours to delete");
+}
+
+#[test]
+fn a_backup_renamed_to_look_like_an_interrupted_deletion_survives_the_sweep() {
+    let store = tempfile::tempdir().unwrap();
+    make_store(store.path(), "persistence.db", Mode::Wal, 1);
+    let dest = Destination::new();
+    let data = tempfile::tempdir().unwrap();
+    let mut history = History::at(data.path());
+    let pinned = backup(
+        store.path(),
+        &dest.backups,
+        &mut history,
+        RetentionPolicy::default(),
+    );
+    let plain = backup(
+        store.path(),
+        &dest.backups,
+        &mut history,
+        RetentionPolicy::default(),
+    );
+    let out = persnap(
+        data.path(),
+        &["pin", pinned.to_str().unwrap(), "--note", "keep"],
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    // Someone who may rename in the location sets both aside under the
+    // name retention uses for a deletion in progress.
+    let aside = |dir: &Path| {
+        let name = dir.file_name().unwrap().to_str().unwrap();
+        let to = dir.with_file_name(format!("{}{name}", persnap::retention::DELETING_PREFIX));
+        std::fs::rename(dir, &to).unwrap();
+        to
+    };
+    let (pinned_aside, plain_aside) = (aside(&pinned), aside(&plain));
+    let lines = persnap::backup::sweep_leftovers(std::slice::from_ref(&dest.backups));
+    assert!(pinned_aside.join("manifest.json").exists(), "{lines:?}");
+    assert!(plain_aside.join("manifest.json").exists(), "{lines:?}");
+    // Even marked as ours, a pinned backup is never finished off.
+    std::fs::write(pinned_aside.join(persnap::retention::DELETION_MARKER), "").unwrap();
+    persnap::backup::sweep_leftovers(std::slice::from_ref(&dest.backups));
+    assert!(pinned_aside.join("manifest.json").exists());
 }

@@ -194,3 +194,86 @@ fn a_scheduled_run_refused_before_it_starts_is_a_failure() {
         "{said}"
     );
 }
+
+/// A monitoring check runs `persnap status` as root. A schedule's maker
+/// puts a FIFO (or a link to a root-only file) where their history goes:
+/// status still answers within seconds, reads nothing of root's, and says
+/// that history could not be read.
+#[test]
+fn status_as_root_is_not_stalled_or_misled_by_a_users_history() {
+    use std::os::unix::fs::lchown;
+    if !require_root("status_as_root_is_not_stalled_or_misled_by_a_users_history") {
+        return;
+    }
+    use chrono::{NaiveTime, Utc};
+    use persnap::schedule::{Schedule, When, systemd};
+    let m = Machine::new();
+    let src = tempfile::tempdir().unwrap();
+    let registry = Registry::at(m.registry.path().join("databases"));
+    registry
+        .add(&Database::new("orders", src.path(), "persistence.db"))
+        .unwrap();
+    let mut schedules = Vec::new();
+    for (name, plant) in [("fifo", "fifo"), ("link", "link")] {
+        let theirs = tempfile::tempdir_in("/var/tmp").unwrap();
+        let history = theirs.path().join("history.json");
+        match plant {
+            "fifo" => {
+                let c = std::ffi::CString::new(history.as_os_str().as_encoded_bytes()).unwrap();
+                // SAFETY: mkfifo with a valid C string.
+                assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o666) }, 0);
+            }
+            _ => std::os::unix::fs::symlink("/etc/shadow", &history).unwrap(),
+        }
+        lchown(&history, Some(65534), Some(65534)).unwrap();
+        lchown(theirs.path(), Some(65534), Some(65534)).unwrap();
+        let s = Schedule {
+            name: name.into(),
+            source: src.path().to_owned(),
+            dest: "/var/tmp/persnap-nowhere".into(),
+            store_name: "persistence.db".into(),
+            method: persnap::method::MethodChoice::Auto,
+            retention: Default::default(),
+            pace: Default::default(),
+            when: When::Daily(NaiveTime::from_hms_opt(2, 0, 0).unwrap()),
+            history_dir: theirs.path().to_owned(),
+            created: Some(Utc::now()),
+            uid: Some(65534),
+            run_as: None,
+            password: Default::default(),
+            repository: None,
+            unlock: None,
+            offsite: None,
+            offsite_unlock: None,
+            drill: false,
+        };
+        systemd::write_units(&s, m.units.path(), &bin("persnap")).unwrap();
+        schedules.push(theirs);
+    }
+    let mut child = std::process::Command::new(bin("persnap"))
+        .arg("status")
+        .env("PERSNAP_DATA_DIR", m.data.path())
+        .env("PERSNAP_REGISTRY_DIR", m.registry.path().join("databases"))
+        .env("PERSNAP_UNIT_DIR", m.units.path())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let started = std::time::Instant::now();
+    while child.try_wait().unwrap().is_none() {
+        if started.elapsed() > std::time::Duration::from_secs(5) {
+            child.kill().unwrap();
+            panic!("persnap status hung on a FIFO for a history");
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    let out = child.wait_with_output().unwrap();
+    let said = stderr(&out);
+    assert_eq!(out.status.code(), Some(2), "never backed up: {said}");
+    assert_eq!(
+        said.matches("The history of the schedule").count(),
+        2,
+        "both histories refused, in words: {said}"
+    );
+    assert!(!said.contains("root:"), "nothing of /etc/shadow: {said}");
+}

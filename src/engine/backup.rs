@@ -732,7 +732,7 @@ pub fn sweep_work_dirs(dests: &[PathBuf]) -> Vec<String> {
     let mut lines = Vec::new();
     for dest in dests {
         for dir in interrupted_deletions(dest) {
-            match fs::remove_dir_all(&dir) {
+            match crate::retention::finish_deleting(&dir) {
                 Ok(()) => lines.push(format!("Finished deleting old backup {}", dir.display())),
                 Err(e) => lines.push(format!(
                     "Could not remove {} ({e}); delete it by hand.",
@@ -758,8 +758,8 @@ pub fn sweep_work_dirs(dests: &[PathBuf]) -> Vec<String> {
     lines
 }
 
-/// Old backups whose deletion by retention was interrupted (renamed to
-/// `.persnap-deleting-…`, still holding their manifest or already empty).
+/// Old backups whose deletion by retention was interrupted (see
+/// [`crate::retention::interrupted_deletion`]: ours, and not pinned).
 fn interrupted_deletions(dest: &Path) -> Vec<PathBuf> {
     let Ok(entries) = fs::read_dir(dest) else {
         return Vec::new();
@@ -772,11 +772,7 @@ fn interrupted_deletions(dest: &Path) -> Vec<PathBuf> {
                 .starts_with(crate::names::DELETING_PREFIX)
         })
         .map(|e| e.path())
-        .filter(|p| fs::symlink_metadata(p).is_ok_and(|m| m.is_dir()))
-        .filter(|p| {
-            p.join(crate::manifest::MANIFEST_NAME).is_file()
-                || fs::read_dir(p).is_ok_and(|mut d| d.next().is_none())
-        })
+        .filter(|p| crate::retention::interrupted_deletion(p))
         .collect()
 }
 
@@ -792,8 +788,9 @@ fn leftover_work_dirs(dest: &Path) -> Vec<PathBuf> {
             let name = e.file_name().to_str()?.to_owned();
             let tag = work_dir_tag(&name)?;
             let path = e.path();
-            let ours =
-                fs::symlink_metadata(&path).ok()?.is_dir() && path.join(WORK_MARKER).is_file();
+            let ours = fs::symlink_metadata(&path).ok()?.is_dir()
+                && crate::sys::made_by_me(&path)
+                && path.join(WORK_MARKER).is_file();
             (ours && !RunLock::is_held(tag)).then_some(path)
         })
         .collect()

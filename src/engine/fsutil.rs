@@ -17,6 +17,24 @@ pub use crate::sys::{
     write_behind,
 };
 
+/// Read a small file in a folder someone else may write (a manifest, a
+/// history, a configuration): no link followed, never blocked by a FIFO,
+/// a regular file only, and at most `cap` bytes — a longer file is an
+/// error, not a truncated read.
+pub fn read_untrusted(path: &Path, cap: u64) -> io::Result<Vec<u8>> {
+    use std::io::Read as _;
+    let file = crate::sys::open_untrusted(path)?;
+    let mut bytes = Vec::new();
+    file.take(cap + 1).read_to_end(&mut bytes)?;
+    if bytes.len() as u64 > cap {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidData,
+            format!("longer than {cap} bytes"),
+        ));
+    }
+    Ok(bytes)
+}
+
 /// Write `bytes` to `path` atomically: temp file, fsync, rename, fsync dir.
 /// The file is created with the process's umask (private in the helper).
 pub fn atomic_write(path: &Path, bytes: &[u8]) -> io::Result<()> {
@@ -271,6 +289,31 @@ mod tests {
     }
 
     #[cfg(unix)]
+    #[cfg(unix)]
+    #[test]
+    fn an_untrusted_read_takes_plain_small_files_only_and_never_blocks() {
+        let dir = tempfile::tempdir().unwrap();
+        let plain = dir.path().join("plain");
+        fs::write(&plain, b"{}").unwrap();
+        assert_eq!(read_untrusted(&plain, 2).unwrap(), b"{}");
+        assert!(read_untrusted(&plain, 1).is_err(), "over the cap: refused");
+        let link = dir.path().join("link");
+        std::os::unix::fs::symlink(&plain, &link).unwrap();
+        assert!(read_untrusted(&link, 10).is_err(), "a link is not followed");
+        let fifo = dir.path().join("fifo");
+        let c = std::ffi::CString::new(fifo.as_os_str().as_encoded_bytes()).unwrap();
+        // SAFETY: mkfifo with a valid C string.
+        assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0);
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || tx.send(read_untrusted(&fifo, 10).is_err()).unwrap());
+        assert_eq!(
+            rx.recv_timeout(std::time::Duration::from_secs(5)),
+            Ok(true),
+            "a FIFO is refused at once"
+        );
+        assert!(read_untrusted(Path::new("/dev/zero"), 10).is_err());
+    }
+
     #[test]
     fn a_planted_fifo_or_link_is_not_a_lock() {
         let tag = format!("f{:07}", std::process::id() % 10_000_000);

@@ -7,7 +7,6 @@
 //! time history is loaded ([`History::recover`]). Updates take an exclusive
 //! lock on `history.lock`, so concurrent runs never lose each other's entries.
 
-use std::fs;
 use std::io;
 use std::path::{Path, PathBuf};
 
@@ -24,6 +23,8 @@ use crate::verify::Verification;
 pub const HISTORY_FORMAT: u32 = 1;
 const FILE_NAME: &str = "history.json";
 const LOCK_NAME: &str = "history.lock";
+/// The longest history read (years of runs are a few MiB).
+const MAX_HISTORY: u64 = 64 * 1024 * 1024;
 
 /// How a run ended (or that it has not yet).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -266,7 +267,9 @@ impl History {
     /// All runs, oldest first, as stored (see [`History::recover`]).
     pub fn load(&self) -> Result<Vec<Run>> {
         let path = self.path();
-        let bytes = match fs::read(&path) {
+        // Never a link, a FIFO or a file without end: a monitoring check
+        // reads other users' histories.
+        let bytes = match crate::fsutil::read_untrusted(&path, MAX_HISTORY) {
             Ok(b) => b,
             Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
             Err(e) => return Err(self.error("read", e.to_string())),

@@ -19,6 +19,9 @@ pub const MANIFEST_NAME: &str = "manifest.json";
 /// Format version of the manifest; readers refuse newer ones.
 pub const MANIFEST_FORMAT: u32 = 1;
 
+/// The longest manifest read (one lists a handful of files).
+pub const MAX_MANIFEST: u64 = 1024 * 1024;
+
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Manifest {
     pub format: u32,
@@ -55,7 +58,9 @@ pub fn read(dir: &Path) -> Result<Manifest> {
         path: dir.to_owned(),
         detail,
     };
-    let bytes = std::fs::read(&path)
+    // A backup location may be shared: no link, FIFO or huge file planted
+    // as a manifest can mislead or stall whoever reads it.
+    let bytes = crate::fsutil::read_untrusted(&path, MAX_MANIFEST)
         .map_err(|e| not_backup(format!("cannot read {MANIFEST_NAME}: {e}")))?;
     let value: serde_json::Value = serde_json::from_slice(&bytes)
         .map_err(|e| not_backup(format!("{MANIFEST_NAME} is not valid JSON: {e}")))?;

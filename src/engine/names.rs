@@ -8,6 +8,9 @@ pub const SCRATCH_PREFIX: &str = ".persnap-verify-";
 /// Prefix of folders being deleted by retention (removed by the next
 /// sweep if a crash interrupts the deletion).
 pub const DELETING_PREFIX: &str = ".persnap-deleting-";
+/// Marker file retention writes inside a backup before it sets it aside
+/// for deletion: only a deletion of ours is finished by a sweep.
+pub const DELETION_MARKER: &str = ".persnap-deleting";
 /// Marker file placed in every folder persnap creates for temporary work.
 pub const WORK_MARKER: &str = ".persnap-work";
 

@@ -28,6 +28,29 @@ pub struct Pin {
     pub pinned: DateTime<Utc>,
 }
 
+/// Refuse to apply retention at `dest` unless its pins folder, if there is
+/// one, is a plain folder of this process's user: one swapped for a link,
+/// or made by someone else, could hide the pins that keep backups.
+pub fn check_pins_folder(dest: &Path) -> Result<()> {
+    let dir = dest.join(PINS_DIR);
+    let meta = match std::fs::symlink_metadata(&dir) {
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
+        other => other,
+    };
+    if meta.is_ok_and(|m| m.is_dir()) && crate::sys::made_by_me(&dir) {
+        return Ok(());
+    }
+    Err(Error::Refused {
+        field: "dest",
+        reason: format!(
+            "the pins folder {} is not a folder of yours, so persnap cannot tell which \
+             backups are pinned; no old backup was deleted. Remove it, or move it aside, \
+             and pin the backups you keep again",
+            dir.display()
+        ),
+    })
+}
+
 /// Where the pin of `backup_dir` is kept.
 fn pin_path(backup_dir: &Path) -> Option<PathBuf> {
     let name = backup_dir.file_name()?;
@@ -88,7 +111,11 @@ pub fn pin(backup_dir: &Path, note: &str) -> Result<Pin> {
         detail: "it is not a folder inside a backup location".into(),
     })?;
     let dir = path.parent().expect("pins have a folder");
-    std::fs::create_dir_all(dir).map_err(Error::io("create", dir, HINT_DEST))?;
+    if std::fs::symlink_metadata(dir).is_err() {
+        crate::sys::create_private_dir(dir, false).map_err(Error::io("create", dir, HINT_DEST))?;
+    }
+    let dest = dir.parent().expect("the pins folder is in a location");
+    check_pins_folder(dest)?;
     let pin = Pin {
         note: note.to_owned(),
         pinned: Utc::now(),

@@ -513,6 +513,11 @@ fn weekday_name(d: chrono::Weekday) -> &'static str {
     }
 }
 
+/// A schedule's history, read by whoever asks.
+pub fn load_history(s: &Schedule) -> crate::Result<Vec<Run>> {
+    History::at(&s.history_dir).load()
+}
+
 /// Everything the assessments need, read from the machine.
 #[derive(Debug, Clone)]
 pub struct Survey {
@@ -523,11 +528,13 @@ pub struct Survey {
 }
 
 /// Assess every database in `registry`, from the user's runs `own_runs`
-/// plus the history of every schedule in `schedules`.
+/// plus the history of every schedule in `schedules`, each read by `load`
+/// (a monitoring check running as root reads each as its owner).
 pub fn survey(
     registry: &Registry,
     own_runs: &[Run],
     schedules: &[Schedule],
+    load: &dyn Fn(&Schedule) -> crate::Result<Vec<Run>>,
     policy: Policy,
     now: DateTime<Local>,
 ) -> crate::Result<Survey> {
@@ -540,7 +547,7 @@ pub fn survey(
             continue;
         }
         read_dirs.push(s.history_dir.clone());
-        match History::at(&s.history_dir).load() {
+        match load(s) {
             Ok(theirs) => {
                 for run in theirs {
                     if !runs.iter().any(|r| r.id == run.id) {

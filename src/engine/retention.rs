@@ -12,6 +12,13 @@
 //!
 //! Deleting renames the folder to `.persnap-deleting-…` first, so a crash
 //! mid-delete never leaves a half-deleted folder that looks like a backup.
+//!
+//! A location may be shared (a folder several people can write): retention
+//! judges and deletes only folders made by whoever applies it (their owner
+//! is this process's user), reads manifests without following links or
+//! blocking on a FIFO, and refuses to act at all when the pins folder is
+//! not a plain folder of that same user — so nobody else's folders can
+//! count as "the newest backups" and push the real ones out.
 
 use std::fs;
 use std::path::{Path, PathBuf};
@@ -22,7 +29,7 @@ use serde::{Deserialize, Serialize};
 use crate::error::{Error, HINT_DEST, Result};
 use crate::manifest;
 
-pub use crate::names::DELETING_PREFIX;
+pub use crate::names::{DELETING_PREFIX, DELETION_MARKER};
 
 /// How many backups to keep. `None` in both: keep everything.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
@@ -85,8 +92,9 @@ pub fn to_delete<'a>(
 }
 
 /// The persnap backups of `store_name` in `dest`: folders named
-/// `<store>-<time>-<id>` holding a readable manifest for that store.
-/// Folders whose manifest cannot be read are reported as not good.
+/// `<store>-<time>-<id>`, made by this process's user, holding a manifest
+/// for that store. Folders whose manifest cannot be read are reported as
+/// not good; folders someone else made are not backups of ours at all.
 pub fn candidates(dest: &Path, store_name: &str) -> Result<Vec<Candidate>> {
     let entries = fs::read_dir(dest).map_err(Error::io("read", dest, HINT_DEST))?;
     let prefix = format!("{store_name}-");
@@ -98,7 +106,10 @@ pub fn candidates(dest: &Path, store_name: &str) -> Result<Vec<Candidate>> {
         if !is_dir || !name.starts_with(&prefix) || name.ends_with(crate::names::PARTIAL_SUFFIX) {
             continue;
         }
-        if !path.join(manifest::MANIFEST_NAME).is_file() {
+        if !crate::sys::made_by_me(&path) {
+            continue;
+        }
+        if fs::symlink_metadata(path.join(manifest::MANIFEST_NAME)).is_err() {
             continue;
         }
         let candidate = match manifest::read(&path) {
@@ -130,6 +141,7 @@ pub fn apply(
     dry_run: bool,
 ) -> Result<Vec<PathBuf>> {
     let found = candidates(dest, store_name)?;
+    crate::pin::check_pins_folder(dest)?;
     let doomed: Vec<PathBuf> = to_delete(policy, &found, Utc::now())
         .into_iter()
         .map(|c| c.path.clone())
@@ -143,18 +155,70 @@ pub fn apply(
     Ok(doomed)
 }
 
+/// Mark `path` as being deleted by us (the marker inside: only its owner
+/// can write there), set it aside, then delete it, the marker last — so an
+/// interrupted deletion is finished by the next sweep, and a folder someone
+/// else renamed to look like one is not.
 fn remove_backup(path: &Path) -> Result<()> {
     let name = path
         .file_name()
         .expect("backup folders have names")
         .to_string_lossy();
+    let marker = path.join(DELETION_MARKER);
+    fs::write(&marker, b"").map_err(Error::io("mark for deletion", path, HINT_DEST))?;
     let doomed = path.with_file_name(format!("{DELETING_PREFIX}{name}"));
     crate::fsutil::rename(path, &doomed).map_err(Error::io(
         "set aside for deletion",
         path,
         HINT_DEST,
     ))?;
-    fs::remove_dir_all(&doomed).map_err(Error::io("delete", &doomed, HINT_DEST))
+    finish_deleting(&doomed).map_err(Error::io("delete", &doomed, HINT_DEST))
+}
+
+/// Delete a folder set aside by [`remove_backup`]: everything but the
+/// deletion marker, then the marker, then the folder.
+pub fn finish_deleting(doomed: &Path) -> std::io::Result<()> {
+    for entry in fs::read_dir(doomed)? {
+        let entry = entry?;
+        if entry.file_name() == DELETION_MARKER {
+            continue;
+        }
+        let path = entry.path();
+        if entry.file_type()?.is_dir() {
+            fs::remove_dir_all(&path)?;
+        } else {
+            fs::remove_file(&path)?;
+        }
+    }
+    match fs::remove_file(doomed.join(DELETION_MARKER)) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(e),
+        _ => {}
+    }
+    fs::remove_dir(doomed)
+}
+
+/// Whether `dir` (named `.persnap-deleting-<backup>`) is a deletion of ours
+/// that was interrupted: made by us, marked by us from inside (or already
+/// empty), and not the set-aside name of a pinned backup.
+pub fn interrupted_deletion(dir: &Path) -> bool {
+    let Some(original) = dir
+        .file_name()
+        .and_then(|n| n.to_str())
+        .and_then(|n| n.strip_prefix(DELETING_PREFIX))
+    else {
+        return false;
+    };
+    let is_dir = fs::symlink_metadata(dir).is_ok_and(|m| m.is_dir());
+    if !is_dir
+        || !crate::sys::made_by_me(dir)
+        || crate::pin::is_pinned(&dir.with_file_name(original))
+    {
+        return false;
+    }
+    let marker = dir.join(DELETION_MARKER);
+    let marked =
+        fs::symlink_metadata(&marker).is_ok_and(|m| m.is_file()) && crate::sys::made_by_me(&marker);
+    marked || fs::read_dir(dir).is_ok_and(|mut d| d.next().is_none())
 }
 
 #[cfg(test)]

@@ -101,8 +101,15 @@ pub fn keep_fresh(app: &mut PersnapApp, ctx: &egui::Context) {
         let (tx, rx) = std::sync::mpsc::channel();
         let ctx = ctx.clone();
         std::thread::spawn(move || {
-            let result = protection::survey(&registry, &runs, &schedules, Default::default(), now)
-                .map_err(|e| e.to_string());
+            let result = protection::survey(
+                &registry,
+                &runs,
+                &schedules,
+                &protection::load_history,
+                Default::default(),
+                now,
+            )
+            .map_err(|e| e.to_string());
             let _ = tx.send(result);
             ctx.request_repaint();
         });

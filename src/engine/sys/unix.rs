@@ -16,6 +16,31 @@ pub fn open_nofollow(path: &Path) -> io::Result<File> {
         .open(path)
 }
 
+/// Open for reading a file in a folder someone else may control: no link
+/// is followed, a FIFO or device cannot block the open (`O_NONBLOCK`), and
+/// anything but a regular file is refused.
+pub fn open_untrusted(path: &Path) -> io::Result<File> {
+    let file = File::options()
+        .read(true)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
+        .open(path)?;
+    if !file.metadata()?.is_file() {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            "not a regular file",
+        ));
+    }
+    Ok(file)
+}
+
+/// Whether `path` itself (not what a link names) belongs to the user this
+/// process acts as (its effective uid).
+pub fn made_by_me(path: &Path) -> bool {
+    // SAFETY: geteuid has no preconditions.
+    let me = unsafe { libc::geteuid() };
+    owner_of(path) == Some(me)
+}
+
 /// Open a folder for use as a base of [`open_beneath`], following no
 /// symbolic link in any component of `path` (Linux: `openat2` with
 /// `RESOLVE_NO_SYMLINKS`).

@@ -74,6 +74,44 @@ pub fn open_nofollow(path: &Path) -> io::Result<File> {
     Ok(file)
 }
 
+/// Open for reading a file in a folder someone else may control: no link
+/// or junction is followed, and anything but a plain file is refused.
+pub fn open_untrusted(path: &Path) -> io::Result<File> {
+    let file = open_nofollow(path)?;
+    if !file.metadata()?.is_file() {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            "not a regular file",
+        ));
+    }
+    Ok(file)
+}
+
+/// Whether `path` was made by persnap's own side of the machine: owned by
+/// Administrators, SYSTEM or the account running persnap (what an elevated
+/// administrator and a SYSTEM task create), not by another user.
+pub fn made_by_me(path: &Path) -> bool {
+    if refuse_reparse_point(path).is_err() {
+        return false;
+    }
+    with_security_of(path, |owner, _| Ok(trusted_owner(owner))).unwrap_or(false)
+}
+
+/// Administrators, SYSTEM, TrustedInstaller, or the account running persnap.
+fn trusted_owner(sid: winapi::um::winnt::PSID) -> bool {
+    use winapi::um::securitybaseapi::IsWellKnownSid;
+    use winapi::um::winnt::{WinBuiltinAdministratorsSid, WinLocalSystemSid};
+    let me = crate::pipe::windows::current_user_sid().ok();
+    // SAFETY: a SID the caller holds alive (checked for null first).
+    unsafe {
+        !sid.is_null()
+            && (IsWellKnownSid(sid, WinBuiltinAdministratorsSid) != 0
+                || IsWellKnownSid(sid, WinLocalSystemSid) != 0
+                || sid_string(sid) == TRUSTED_INSTALLER_SID
+                || me.as_deref() == Some(sid_string(sid).as_str()))
+    }
+}
+
 /// Create a new file (it must not exist). Access follows the folder's
 /// permissions, which persnap's own folders restrict.
 pub fn create_private(path: &Path) -> io::Result<File> {
@@ -691,23 +729,15 @@ fn judge_security(
     dacl: winapi::um::winnt::PACL,
     ancestor: bool,
 ) -> Option<String> {
-    use winapi::um::securitybaseapi::{GetAce, IsWellKnownSid};
+    use winapi::um::securitybaseapi::GetAce;
     use winapi::um::winnt::{
         ACCESS_ALLOWED_ACE, ACCESS_ALLOWED_ACE_TYPE, ACE_HEADER, DELETE, FILE_ADD_FILE,
         FILE_ADD_SUBDIRECTORY, FILE_APPEND_DATA, FILE_DELETE_CHILD, FILE_WRITE_DATA, GENERIC_ALL,
-        GENERIC_WRITE, INHERIT_ONLY_ACE, PSID, WRITE_DAC, WRITE_OWNER, WinBuiltinAdministratorsSid,
-        WinLocalSystemSid,
+        GENERIC_WRITE, INHERIT_ONLY_ACE, PSID, WRITE_DAC, WRITE_OWNER,
     };
-    let me = crate::pipe::windows::current_user_sid().ok();
     // SAFETY: the SIDs and ACEs point into a live descriptor (the caller's).
     unsafe {
-        let trusted = |sid: PSID| {
-            !sid.is_null()
-                && (IsWellKnownSid(sid, WinBuiltinAdministratorsSid) != 0
-                    || IsWellKnownSid(sid, WinLocalSystemSid) != 0
-                    || sid_string(sid) == TRUSTED_INSTALLER_SID
-                    || me.as_deref() == Some(sid_string(sid).as_str()))
-        };
+        let trusted = |sid: PSID| trusted_owner(sid);
         if !trusted(owner) {
             return Some(format!(
                 "is owned by {}, not by Administrators or SYSTEM",
