@@ -1658,6 +1658,7 @@ fn notify_failure(name: &str) {
     tell_scheduled_failure(
         name,
         &format!("systemd: {result}; see journalctl -u {service}"),
+        result == "timeout",
     );
 }
 
@@ -1739,11 +1740,11 @@ fn scheduled_drill(
 
 fn after_failed_scheduled_run(name: &str) {
     if cfg!(windows) {
-        tell_scheduled_failure(name, "Task Scheduler");
+        tell_scheduled_failure(name, "Task Scheduler", false);
     }
 }
 
-fn tell_scheduled_failure(name: &str, scheduler_said: &str) {
+fn tell_scheduled_failure(name: &str, scheduler_said: &str, timed_out: bool) {
     use persnap::schedule;
     let found = schedule::list()
         .ok()
@@ -1764,7 +1765,11 @@ fn tell_scheduled_failure(name: &str, scheduler_said: &str) {
         eprintln!("persnap: cannot act as uid {uid} ({e}); nothing to notify");
         return;
     }
-    let runs = History::at(&s.history_dir).load().unwrap_or_default();
+    let history = History::at(&s.history_dir);
+    if timed_out && let Err(e) = schedule::record_hung(&history, name) {
+        eprintln!("persnap: could not record that the run hung ({e})");
+    }
+    let runs = history.load().unwrap_or_default();
     let (summary, body) = schedule::failure_message(name, s.last_run(&runs), scheduler_said);
     eprintln!("{summary}: {body}");
     if let Err(e) = crate::notify::desktop(&s.history_dir, &summary, &body) {

@@ -979,3 +979,72 @@ fn a_scheduled_online_run_reaches_its_repositories_only_as_its_user() {
         "{runs:#?}"
     );
 }
+
+/// A run that hangs (a stalled share, a FIFO planted where it reads) is
+/// stopped by systemd at the schedule's time limit (`TimeoutStartSec=`),
+/// so the timer fires again; the stop is then recorded as a hang, and
+/// status says so instead of "interrupted" or "missed".
+#[test]
+fn a_run_stopped_at_its_time_limit_is_reported_as_hung() {
+    use chrono::{Duration, NaiveTime, Utc};
+    use persnap::schedule::{Schedule, When, systemd};
+    let data = tempfile::tempdir().unwrap();
+    let units = tempfile::tempdir().unwrap();
+    let s = Schedule {
+        name: "nightly".into(),
+        source: "/srv/apama".into(),
+        dest: "/backup".into(),
+        store_name: "persistence.db".into(),
+        method: persnap::method::MethodChoice::Auto,
+        retention: Default::default(),
+        pace: Default::default(),
+        when: When::Daily(NaiveTime::from_hms_opt(2, 0, 0).unwrap()),
+        history_dir: data.path().to_owned(),
+        created: Some(Utc::now() - Duration::days(1)),
+        uid: None,
+        run_as: None,
+        password: Default::default(),
+        repository: None,
+        unlock: None,
+        offsite: None,
+        offsite_unlock: None,
+        drill: false,
+    };
+    systemd::write_units(&s, units.path(), &bin("persnap")).unwrap();
+    let service =
+        std::fs::read_to_string(units.path().join(systemd::service_name("nightly"))).unwrap();
+    assert!(service.contains("\nTimeoutStartSec=12h\n"), "{service}");
+    // The run was left running when systemd stopped it.
+    let mut run = persnap::history::Run::starting(
+        persnap::history::RunKind::Backup,
+        "r1".into(),
+        "t1".into(),
+        s.source.clone(),
+        s.store_name.clone(),
+        s.dest.clone(),
+    );
+    run.scheduled = Some("nightly".into());
+    run.started = Utc::now() - Duration::hours(12);
+    History::at(data.path()).upsert(&run).unwrap();
+    let out = Command::new(bin("persnap"))
+        .args(["schedule", "notify", "nightly"])
+        .env("PERSNAP_UNIT_DIR", units.path())
+        .env("PERSNAP_DATA_DIR", data.path())
+        .env("SERVICE_RESULT", "timeout")
+        .env("DBUS_SESSION_BUS_ADDRESS", "unix:path=/nonexistent")
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    let said = stderr(&out);
+    assert!(said.contains("hung"), "{said}");
+    let runs = History::at(data.path()).load().unwrap();
+    assert!(
+        matches!(&runs[0].outcome, Outcome::Failed { message, .. } if message.contains("still running after 12 hours")),
+        "{:?}",
+        runs[0].outcome
+    );
+    assert_eq!(
+        persnap::protection::reason(&runs[0].outcome),
+        "it hung and was stopped after 12 hours"
+    );
+}

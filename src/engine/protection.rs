@@ -436,6 +436,12 @@ pub fn reason(outcome: &Outcome) -> String {
     {
         return "the database is no longer where it was".into();
     }
+    if says(&["backup hung"]) {
+        return format!(
+            "it hung and was stopped after {} hours",
+            crate::schedule::RUN_TIME_LIMIT_HOURS
+        );
+    }
     if says(&["filled up"]) {
         return "the snapshot filled up while copying".into();
     }

@@ -689,6 +689,40 @@ pub fn failure_message(name: &str, run: Option<&Run>, scheduler_said: &str) -> (
     (summary, body)
 }
 
+/// How long a scheduled run may take before the scheduler stops it
+/// (systemd's `TimeoutStartSec=`, Task Scheduler's `ExecutionTimeLimit`):
+/// a run that hangs on a stalled disk, share or server must not keep its
+/// schedule from ever running again.
+pub const RUN_TIME_LIMIT_HOURS: u32 = 12;
+
+/// A scheduled run of `name` was stopped at [`RUN_TIME_LIMIT_HOURS`]: its
+/// record (left running, interrupted or cancelled by the stop) now says it
+/// hung, so status and notices say so, not "interrupted" or "missed".
+pub fn record_hung(history: &crate::history::History, name: &str) -> Result<Option<Run>> {
+    let runs = history.load()?;
+    let Some(mut run) = runs.into_iter().rev().find(|r| {
+        r.scheduled.as_deref() == Some(name)
+            && matches!(
+                r.outcome,
+                Outcome::Running | Outcome::Interrupted | Outcome::Cancelled
+            )
+    }) else {
+        return Ok(None);
+    };
+    run.outcome = Outcome::Failed {
+        step: crate::progress::Phase::Copy,
+        kind: crate::error::ErrorKind::Cancelled,
+        message: format!(
+            "The scheduled backup hung: it was still running after {RUN_TIME_LIMIT_HOURS} \
+             hours and was stopped. Something it waited for did not answer (a stalled disk, \
+             network share or repository server); check the backup location, then back up now."
+        ),
+    };
+    run.finished.get_or_insert_with(Utc::now);
+    history.upsert(&run)?;
+    Ok(Some(run))
+}
+
 /// What to tell the user about a run that never happened.
 pub fn missed_message(s: &Schedule, due: DateTime<Local>) -> (String, String) {
     (

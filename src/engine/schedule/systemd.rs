@@ -78,6 +78,7 @@ pub fn service_unit(s: &Schedule, exe: &Path) -> String {
          \n\
          [Service]\n\
          Type=oneshot\n\
+         TimeoutStartSec={limit}h\n\
          Environment={env}\n\
          ExecStart={exec}\n\
          ExecStopPost={notify}\n\
@@ -85,6 +86,7 @@ pub fn service_unit(s: &Schedule, exe: &Path) -> String {
          IOSchedulingClass=best-effort\n\
          IOSchedulingPriority=7\n",
         name = s.name,
+        limit = super::RUN_TIME_LIMIT_HOURS,
         source = s.source.display().to_string().replace('%', "%%"),
         dest = s.dest.display().to_string().replace('%', "%%"),
         env = quote_arg(&format!("PERSNAP_DATA_DIR={}", s.history_dir.display())),

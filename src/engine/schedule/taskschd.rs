@@ -271,7 +271,7 @@ pub fn task_xml(s: &Schedule, exe: &Path, trigger: &str) -> String {
     <Hidden>false</Hidden>
     <RunOnlyIfIdle>false</RunOnlyIfIdle>
     <WakeToRun>false</WakeToRun>
-    <ExecutionTimeLimit>PT12H</ExecutionTimeLimit>
+    <ExecutionTimeLimit>PT{limit}H</ExecutionTimeLimit>
     <Priority>7</Priority>
   </Settings>
   <Actions Context="Author">
@@ -282,6 +282,7 @@ pub fn task_xml(s: &Schedule, exe: &Path, trigger: &str) -> String {
   </Actions>
 </Task>
 "#,
+        limit = super::RUN_TIME_LIMIT_HOURS,
         description = xml_escape(&format!(
             "persnap backup {}: {} to {} ({})",
             s.name,
