@@ -177,3 +177,91 @@ fn files_in_the_usual_places_are_found_but_not_backups_of_them() {
     assert_eq!(found[0].journal_mode, Some(JournalMode::Wal));
     assert!(matches!(found[0].origin, Origin::File));
 }
+
+/// Any user can start a process named `correlator` whose `--config` names
+/// a file built to hurt whoever reads it: a kilobyte of nested YAML
+/// aliases, a FIFO, `/dev/zero`. Discovery, in a process limited to 1 GiB
+/// of address space, still lists each correlator and says its
+/// configuration was not read.
+#[test]
+fn hostile_configurations_are_refused_and_the_correlator_still_listed() {
+    let work = tempfile::tempdir().unwrap();
+    let mut bomb = String::from("a: &a [x, x, x, x, x, x, x, x, x, x]\n");
+    for i in 1..26u8 {
+        let (prev, this) = ((b'a' + i - 1) as char, (b'a' + i) as char);
+        bomb.push_str(&format!(
+            "{this}: &{this} [*{prev}, *{prev}, *{prev}, *{prev}, *{prev}]\n"
+        ));
+    }
+    bomb.push_str("correlator:\n  persistence:\n    enabled: true\n    storeName: *z\n");
+    assert!(bomb.len() < 1500, "a kilobyte or so: {}", bomb.len());
+    std::fs::write(work.path().join("bomb.yaml"), &bomb).unwrap();
+    let fifo = work.path().join("fifo.yaml");
+    let c = std::ffi::CString::new(fifo.as_os_str().as_encoded_bytes()).unwrap();
+    // SAFETY: mkfifo with a valid C string.
+    assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o644) }, 0);
+    let stores = ["store-bomb", "store-fifo", "store-zero"];
+    let configs = ["bomb.yaml", "fifo.yaml", "/dev/zero"];
+    let running: Vec<Correlator> = stores
+        .iter()
+        .zip(configs)
+        .map(|(store, config)| {
+            Correlator::start(
+                work.path(),
+                &["--config", config, &format!("-PstoreLocation={store}")],
+            )
+        })
+        .collect();
+    for store in stores {
+        wait_for(&work.path().join(store).join("persistence.db"));
+    }
+    let data = tempfile::tempdir().unwrap();
+    let mut cmd = Command::new(bin("persnap"));
+    cmd.args(["database", "find"])
+        .env("PERSNAP_DATA_DIR", data.path())
+        .env("PERSNAP_SEARCH_PATH", data.path())
+        .env("PERSNAP_REGISTRY_DIR", data.path().join("registry"))
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped());
+    // SAFETY: setrlimit is async-signal-safe.
+    unsafe {
+        cmd.pre_exec(|| {
+            let limit = libc::rlimit {
+                rlim_cur: 1 << 30,
+                rlim_max: 1 << 30,
+            };
+            if libc::setrlimit(libc::RLIMIT_AS, &limit) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    let mut child = cmd.spawn().unwrap();
+    let started = Instant::now();
+    while child.try_wait().unwrap().is_none() {
+        if started.elapsed() > Duration::from_secs(20) {
+            child.kill().unwrap();
+            panic!("discovery hung on a hostile configuration");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    let (text, notes) = (String::from_utf8_lossy(&out.stdout), stderr(&out));
+    for (store, config) in stores.iter().zip(configs) {
+        let folder = persnap::fsutil::canonicalize(&work.path().join(store)).unwrap();
+        assert!(
+            text.lines()
+                .any(|l| l.starts_with(folder.to_str().unwrap())),
+            "{store} listed: {text}"
+        );
+        assert!(
+            notes.lines().any(|l| l.contains(folder.to_str().unwrap())
+                && l.contains("configuration")
+                && l.contains(config)
+                && l.contains("was not read")),
+            "{store}: its configuration refused, in words: {notes}"
+        );
+    }
+    drop(running);
+}

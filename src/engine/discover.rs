@@ -122,11 +122,43 @@ pub fn parse_args(argv: &[String]) -> (Persistence, Vec<String>) {
     (p, configs)
 }
 
+/// The longest configuration file read.
+pub const MAX_CONFIG: u64 = 1024 * 1024;
+
 /// The `correlator.persistence` settings of one YAML configuration file,
 /// with `${PARENT_DIR}` replaced by the file's folder.
-pub fn read_config(path: &Path) -> Result<Persistence, String> {
-    let text =
-        fs::read_to_string(path).map_err(|e| format!("{} cannot be read ({e})", path.display()))?;
+///
+/// Any user can start a process named `correlator` with `--config` naming
+/// any file, and every persnap app on the machine reads it: so the file
+/// must be a regular file of at most [`MAX_CONFIG`] (no FIFO, device or
+/// link), owned by `owner` (the process's user) or root when one is
+/// given, and free of YAML aliases (a kilobyte of nested aliases expands
+/// to gigabytes).
+pub fn read_config(path: &Path, owner: Option<u32>) -> Result<Persistence, String> {
+    let refused = |why: &str| format!("its configuration {} was not read: {why}", path.display());
+    let bytes = crate::fsutil::read_untrusted(path, MAX_CONFIG).map_err(|e| {
+        refused(&format!(
+            "it cannot be read as a plain file of at most 1 MiB ({e})"
+        ))
+    })?;
+    #[cfg(unix)]
+    if let Some(owner) = owner {
+        let file_owner = crate::sys::owner_of(path);
+        if file_owner != Some(owner) && file_owner != Some(0) {
+            return Err(refused(
+                "it belongs to another user than the correlator's, or to nobody persnap trusts",
+            ));
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = owner;
+    let text = String::from_utf8(bytes).map_err(|_| refused("it is not text"))?;
+    if uses_aliases(&text) {
+        return Err(refused(
+            "it uses YAML aliases (*name), which persnap does not expand; \
+             browse to the store folder instead",
+        ));
+    }
     let docs = yaml_rust2::YamlLoader::load_from_str(&text)
         .map_err(|e| format!("{} is not YAML ({e})", path.display()))?;
     let parent = path
@@ -159,6 +191,21 @@ pub fn read_config(path: &Path) -> Result<Persistence, String> {
     Ok(p)
 }
 
+/// Whether the YAML `text` refers to an anchor anywhere (or does not parse,
+/// which the loader then reports).
+fn uses_aliases(text: &str) -> bool {
+    use yaml_rust2::parser::{Event, EventReceiver, Parser};
+    struct Aliases(bool);
+    impl EventReceiver for Aliases {
+        fn on_event(&mut self, ev: Event) {
+            self.0 |= matches!(ev, Event::Alias(_));
+        }
+    }
+    let mut seen = Aliases(false);
+    let _ = Parser::new_from_str(text).load(&mut seen, true);
+    seen.0
+}
+
 /// Describe the store `name` in `folder`: size and journal mode, or why not.
 pub fn describe(folder: &Path, name: &str, origin: Origin) -> Found {
     let canonical = crate::fsutil::canonicalize(folder).unwrap_or_else(|_| folder.to_owned());
@@ -183,7 +230,12 @@ pub fn describe(folder: &Path, name: &str, origin: Origin) -> Found {
 /// The store of one running correlator, from its command line (`argv`)
 /// and working folder (`cwd`, when it could be read), or why it cannot be
 /// told.
-pub fn from_command_line(argv: &[String], cwd: Option<&Path>, origin: Origin) -> Option<Found> {
+pub fn from_command_line(
+    argv: &[String],
+    cwd: Option<&Path>,
+    owner: Option<u32>,
+    origin: Origin,
+) -> Option<Found> {
     let (mut p, configs) = parse_args(argv);
     let mut notes = Vec::new();
     let resolve = |path: &str| -> Option<PathBuf> {
@@ -214,7 +266,7 @@ pub fn from_command_line(argv: &[String], cwd: Option<&Path>, origin: Origin) ->
             vec![file]
         };
         for file in files {
-            match read_config(&file) {
+            match read_config(&file, owner) {
                 Ok(fp) => from_files.merge(fp),
                 Err(e) => notes.push(e),
             }
@@ -280,11 +332,12 @@ pub fn running() -> Vec<Found> {
             continue;
         }
         let cwd = fs::read_link(entry.path().join("cwd")).ok();
+        let owner = crate::sys::owner_of(&entry.path());
         let origin = Origin::Process {
             pid,
             command: argv.join(" "),
         };
-        if let Some(f) = from_command_line(&argv, cwd.as_deref(), origin) {
+        if let Some(f) = from_command_line(&argv, cwd.as_deref(), owner, origin) {
             found.push(f);
         }
     }
@@ -308,7 +361,7 @@ pub fn running() -> Vec<Found> {
                 name,
                 command: line,
             };
-            from_command_line(&argv, None, origin)
+            from_command_line(&argv, None, None, origin)
         })
         .collect()
 }
@@ -537,7 +590,7 @@ mod tests {
             "correlator:\n  persistence:\n    enabled: true\n    storeLocation: ${PARENT_DIR}/store\n    storeName: mystore.db\n",
         )
         .unwrap();
-        let p = read_config(&file).unwrap();
+        let p = read_config(&file, None).unwrap();
         assert!(p.enabled);
         assert_eq!(
             p.location.as_deref(),
@@ -545,13 +598,24 @@ mod tests {
         );
         assert_eq!(p.name.as_deref(), Some("mystore.db"));
         fs::write(&file, "correlator: [unclosed").unwrap();
-        assert!(read_config(&file).unwrap_err().contains("not YAML"));
+        assert!(read_config(&file, None).unwrap_err().contains("not YAML"));
+        // A kilobyte of nested aliases (billions of nodes once expanded).
+        let mut bomb = String::from("a: &a [x, x, x, x, x, x, x, x, x, x]\n");
+        for i in 1..26 {
+            let (prev, this) = ((b'a' + i - 1) as char, (b'a' + i) as char);
+            bomb.push_str(&format!(
+                "{this}: &{this} [*{prev}, *{prev}, *{prev}, *{prev}, *{prev}]\n"
+            ));
+        }
+        fs::write(&file, &bomb).unwrap();
+        assert!(read_config(&file, None).unwrap_err().contains("aliases"));
     }
 
     #[test]
     fn a_relative_store_without_a_visible_working_folder_says_so() {
         let f = from_command_line(
             &argv("correlator -PstoreLocation=store"),
+            None,
             None,
             Origin::File,
         )
