@@ -1048,3 +1048,69 @@ fn a_run_stopped_at_its_time_limit_is_reported_as_hung() {
         "it hung and was stopped after 12 hours"
     );
 }
+
+/// Another local user makes `/tmp/persnap-<uid>` before a scheduled run
+/// that starts while its maker is logged out (no runtime folder): the run
+/// still takes its run lock — in the folder root makes for that user — and
+/// backs up.
+#[test]
+fn a_tmp_folder_taken_by_another_user_does_not_stop_a_scheduled_run() {
+    if !require_root("a_tmp_folder_taken_by_another_user_does_not_stop_a_scheduled_run") {
+        return;
+    }
+    const OTHER_USER: &str = "persnap-sched-tmp";
+    if Command::new("id")
+        .arg(OTHER_USER)
+        .output()
+        .is_ok_and(|o| !o.status.success())
+    {
+        run_ok(Command::new("useradd").args(["--create-home", OTHER_USER]));
+    }
+    let uid: u32 = run_ok(Command::new("id").args(["-u", OTHER_USER]))
+        .parse()
+        .unwrap();
+    let (store, dest, history) = (
+        user_dir("persnap-sched-store-", uid),
+        user_dir("persnap-sched-dest-", uid),
+        user_dir("persnap-sched-data-", uid),
+    );
+    make_store(store.path(), "persistence.db", Mode::Wal, 1);
+    let units = tempfile::tempdir().unwrap();
+    let out = schedule_through_helper_into(
+        "tmp-taken",
+        store.path(),
+        dest.path(),
+        history.path(),
+        uid,
+        units.path(),
+        None,
+        None,
+        "sqlite-online",
+    );
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    // Taken first by someone else (nobody), private to them.
+    let taken = std::path::PathBuf::from(format!("/tmp/persnap-{uid}"));
+    let _ = std::fs::remove_dir_all(&taken);
+    std::fs::create_dir(&taken).unwrap();
+    std::os::unix::fs::chown(&taken, Some(65534), Some(65534)).unwrap();
+    let service =
+        std::fs::read_to_string(units.path().join("persnap-backup-tmp-taken.service")).unwrap();
+    let run = try_service(&service);
+    std::fs::remove_dir_all(&taken).unwrap();
+    assert!(
+        run.status.success(),
+        "{}",
+        String::from_utf8_lossy(&run.stderr)
+    );
+    let backup = std::path::PathBuf::from(String::from_utf8_lossy(&run.stdout).trim());
+    check_backup(&backup, "persistence.db");
+    let own = persnap::sys::user_run_dir(uid);
+    let meta = std::fs::symlink_metadata(&own).unwrap();
+    use std::os::unix::fs::MetadataExt;
+    assert_eq!((meta.uid(), meta.mode() & 0o777), (uid, 0o700));
+}

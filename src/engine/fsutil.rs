@@ -221,9 +221,13 @@ impl RunLock {
         Ok(RunLock { path, _file: file })
     }
 
-    /// Whether any process holds the lock of run `tag`.
+    /// Whether any process holds the lock of run `tag`. Folders someone
+    /// else made (a `/tmp/persnap-<uid>` taken first) do not count.
     pub fn is_held(tag: &str) -> bool {
         lock_dirs().iter().any(|dir| {
+            if !is_root() && !crate::sys::made_by_me(dir) && !dir.starts_with("/run/persnap") {
+                return false;
+            }
             // Never through a link, never blocking on a FIFO, only a file.
             let Ok(file) = crate::sys::open_lock_file(&dir.join(lock_name(tag))) else {
                 return false;

@@ -147,6 +147,13 @@ impl Worker {
     /// `keep` (the writing ends of its pipes) stay here.
     pub(super) fn start(user: &Identity, give: Vec<OwnedFd>, keep: Vec<OwnedFd>) -> Result<Worker> {
         let io = |e| Error::io("start the worker", "persnap-helper", HINT_SOURCE)(e);
+        user.make_run_dir().map_err(|e| {
+            Error::io(
+                "make the run folder of",
+                crate::sys::user_run_dir(user.uid),
+                "Remove /run/persnap-users; persnap creates it again.",
+            )(e)
+        })?;
         let exe = std::env::current_exe().map_err(io)?;
         let mut cmd = Command::new(exe);
         cmd.arg("worker")

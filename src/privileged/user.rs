@@ -73,6 +73,7 @@ impl Identity {
     /// root front end that started the helper for a scheduled run and now
     /// records the run in the user's history as the user.
     pub fn become_now(&self) -> io::Result<()> {
+        self.make_run_dir()?;
         // SAFETY: glibc's wrappers change the credentials of every thread.
         unsafe {
             if libc::setgroups(self.groups.len(), self.groups.as_ptr()) != 0
@@ -88,6 +89,16 @@ impl Identity {
             }
         }
         Ok(())
+    }
+
+    /// Make this user's run-lock folder, as root, so their runs never
+    /// depend on a folder in `/tmp` another user could make first (see
+    /// `sys::make_user_run_dir`). Nothing to do for root or when not root.
+    pub fn make_run_dir(&self) -> io::Result<()> {
+        if self.uid == 0 || !crate::fsutil::is_root() {
+            return Ok(());
+        }
+        crate::sys::make_user_run_dir(self.uid, self.gid)
     }
 
     /// Whether this is root (the helper then needs no worker).

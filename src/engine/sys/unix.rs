@@ -711,28 +711,103 @@ pub fn host_name() -> String {
     String::from_utf8_lossy(&buf[..end]).into_owned()
 }
 
+/// The root-made folder of users' run folders (see [`make_user_run_dir`]).
+pub const USERS_RUN_DIR: &str = "/run/persnap-users";
+
+/// A user's run-lock folder made by root: `/run/persnap-users/<uid>`.
+pub fn user_run_dir(uid: u32) -> PathBuf {
+    Path::new(USERS_RUN_DIR).join(uid.to_string())
+}
+
+/// Root: make `uid`'s run-lock folder, the user's own (mode 0700) inside a
+/// root-owned folder nobody else may write, so every run of that user —
+/// from a desktop, a terminal or a schedule that starts while nobody is
+/// logged in — keeps its run locks in one place nobody else can take
+/// first. Set up through descriptors: nothing is chowned by path.
+pub fn make_user_run_dir(uid: u32, gid: u32) -> io::Result<()> {
+    use std::os::fd::{AsRawFd, FromRawFd};
+    let parent = Path::new(USERS_RUN_DIR);
+    match fs::DirBuilder::new().mode(0o755).create(parent) {
+        Err(e) if e.kind() != io::ErrorKind::AlreadyExists => return Err(e),
+        _ => {}
+    }
+    let parent_dir = open_dir_nofollow(parent)?;
+    let meta = parent_dir.metadata()?;
+    if meta.uid() != 0 || meta.mode() & 0o022 != 0 {
+        return Err(io::Error::other(format!(
+            "{USERS_RUN_DIR} must be root's, writable by nobody else; remove it"
+        )));
+    }
+    let name = std::ffi::CString::new(uid.to_string()).expect("digits");
+    // SAFETY: mkdirat on a descriptor we hold, with a C string.
+    if unsafe { libc::mkdirat(parent_dir.as_raw_fd(), name.as_ptr(), 0o700) } != 0 {
+        let e = io::Error::last_os_error();
+        if e.kind() != io::ErrorKind::AlreadyExists {
+            return Err(e);
+        }
+    }
+    // SAFETY: openat beneath the held descriptor, no link followed.
+    let fd = unsafe {
+        libc::openat(
+            parent_dir.as_raw_fd(),
+            name.as_ptr(),
+            libc::O_RDONLY | libc::O_DIRECTORY | libc::O_NOFOLLOW | libc::O_CLOEXEC,
+        )
+    };
+    if fd < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: a descriptor we just opened, owned by this File alone.
+    let dir = unsafe { File::from_raw_fd(fd) };
+    // SAFETY: fchown/fchmod on the descriptor we hold.
+    unsafe {
+        if libc::fchown(dir.as_raw_fd(), uid, gid) != 0 || libc::fchmod(dir.as_raw_fd(), 0o700) != 0
+        {
+            return Err(io::Error::last_os_error());
+        }
+    }
+    Ok(())
+}
+
 /// Where run locks live: the system one (`/run/persnap`, emptied at boot)
-/// for root, the user's runtime folder otherwise; the first is used for
-/// new locks, all are checked.
+/// for root; for a user, their folder made by root
+/// ([`make_user_run_dir`]) when there is one, else their runtime folder,
+/// else `/tmp/persnap-<uid>`. New locks go in the first; a run is alive if
+/// its lock is held in any of them that belongs to the user — so runs of
+/// one user that started in different ways still see each other.
 pub fn lock_dirs() -> Vec<PathBuf> {
     let mut dirs = Vec::new();
     if let Some(dir) = std::env::var_os("PERSNAP_RUN_DIR") {
         dirs.push(PathBuf::from(dir));
     }
-    // SAFETY: getuid has no failure modes.
-    let uid = unsafe { libc::getuid() };
-    let user_dir = match std::env::var_os("XDG_RUNTIME_DIR") {
-        Some(d) => PathBuf::from(d).join("persnap"),
-        None => std::env::temp_dir().join(format!("persnap-{uid}")),
-    };
     if is_admin() {
         // Root never trusts a folder a user could have made first (such as
         // /tmp/persnap-0): its locks live in /run/persnap only.
         dirs.push(PathBuf::from("/run/persnap"));
-    } else {
-        dirs.push(user_dir);
-        dirs.push(PathBuf::from("/run/persnap"));
+        return dirs;
     }
+    // SAFETY: geteuid has no failure modes.
+    let uid = unsafe { libc::geteuid() };
+    let mine = |p: &Path| fs::symlink_metadata(p).is_ok_and(|m| m.is_dir() && m.uid() == uid);
+    let made_by_root = user_run_dir(uid);
+    if mine(&made_by_root) {
+        dirs.push(made_by_root);
+    }
+    if let Some(d) = std::env::var_os("XDG_RUNTIME_DIR") {
+        dirs.push(PathBuf::from(d).join("persnap"));
+    }
+    let session = PathBuf::from(format!("/run/user/{uid}"));
+    if mine(&session) {
+        dirs.push(session.join("persnap"));
+    }
+    dirs.push(std::env::temp_dir().join(format!("persnap-{uid}")));
+    dirs.push(PathBuf::from("/run/persnap"));
+    let mut seen = Vec::new();
+    dirs.retain(|d| {
+        let new = !seen.contains(d);
+        seen.push(d.clone());
+        new
+    });
     dirs
 }
 
