@@ -1114,3 +1114,51 @@ fn a_tmp_folder_taken_by_another_user_does_not_stop_a_scheduled_run() {
     use std::os::unix::fs::MetadataExt;
     assert_eq!((meta.uid(), meta.mode() & 0o777), (uid, 0o700));
 }
+
+/// `sudo persnap schedule add --repo …`: a schedule made as root would
+/// open its repositories (and start rclone) as root. Refused, in words,
+/// and nothing installed.
+#[test]
+fn a_schedule_made_as_root_into_a_repository_is_refused() {
+    if !require_root("a_schedule_made_as_root_into_a_repository_is_refused") {
+        return;
+    }
+    use persnap::repository::{Keep, Location, Password, Unlock};
+    let (store, staging, history) = (
+        tempfile::tempdir().unwrap(),
+        tempfile::tempdir().unwrap(),
+        tempfile::tempdir().unwrap(),
+    );
+    make_store(store.path(), "persistence.db", Mode::Wal, 1);
+    let units = tempfile::tempdir().unwrap();
+    let unlock = Unlock::new(
+        &Location::parse("sftp:backup@127.0.0.1:/srv/repo").unwrap(),
+        &Password::new("the password"),
+    );
+    let out = schedule_through_helper_into(
+        "root-repo",
+        store.path(),
+        staging.path(),
+        history.path(),
+        0,
+        units.path(),
+        Some(persnap::protocol::ScheduleRepositoryRequest {
+            unlock,
+            keep: Keep::default(),
+            staged: true,
+        }),
+        None,
+        "sqlite-online",
+    );
+    let said = String::from_utf8_lossy(&out.stdout);
+    assert_ne!(out.status.code(), Some(0), "{said}");
+    assert!(
+        said.contains("made as root would open its repositories as root"),
+        "{said}"
+    );
+    assert_eq!(
+        std::fs::read_dir(units.path()).unwrap().count(),
+        0,
+        "nothing installed"
+    );
+}

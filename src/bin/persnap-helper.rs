@@ -376,6 +376,21 @@ fn install_schedule(
     persnap::schedule::Installed,
 )> {
     schedule.uid = schedule_owner(&schedule.history_dir);
+    // Repositories are opened, and rclone started, by whoever the runs act
+    // for: never root, which would reach a server the request chose with
+    // root's rights and keys.
+    #[cfg(unix)]
+    if schedule.uid.is_none_or(|uid| uid == 0)
+        && (schedule.repository.is_some() || schedule.offsite.is_some())
+    {
+        return Err(Error::Refused {
+            field: "repository",
+            reason: "a schedule made as root would open its repositories as root; make it as \
+                     the user whose backups these are (run persnap as that user: it asks for \
+                     the administrator password when it needs it)"
+                .into(),
+        });
+    }
     #[cfg(windows)]
     {
         schedule.history_dir = persnap::schedule::taskschd::history_dir(&schedule.name);
