@@ -713,6 +713,137 @@ fn an_operator_backs_up_protected_databases_and_nothing_else() {
             .uid(),
         0
     );
+
+    a_registered_location_is_written_by_its_owner(&polkit, &store_dir, data.path());
+}
+
+/// A protected database's registered location is written by its owner,
+/// whoever asks (#29): here root's folder, which operators once had to be
+/// able to write (root:operators 2775) for their "Back up now".
+fn a_registered_location_is_written_by_its_owner(
+    polkit: &PolkitSetup,
+    store_dir: &Path,
+    data: &Path,
+) {
+    use std::os::unix::fs::PermissionsExt;
+    polkit.operators_rule();
+    let operator = uid_of(TEST_USER);
+    let operators: u32 = run_ok(Command::new("getent").args(["group", "operators"]))
+        .split(':')
+        .nth(2)
+        .unwrap()
+        .parse()
+        .unwrap();
+    let loc_dir = tempfile::Builder::new()
+        .prefix("persnap-loc-")
+        .tempdir_in("/var/tmp")
+        .unwrap();
+    let loc = std::fs::canonicalize(loc_dir.path()).unwrap();
+    let mode = |m: u32| std::fs::set_permissions(&loc, std::fs::Permissions::from_mode(m)).unwrap();
+    mode(0o755);
+    let mut db = persnap::registry::Database::new("pkexec-test", store_dir, "persistence.db");
+    db.location = Some(loc.clone());
+    db.retention.keep_last = Some(2);
+    persnap::registry::Registry::at(REGISTRY).add(&db).unwrap();
+    let args = |extra: &[&str]| {
+        let mut a = vec![
+            "backup".to_owned(),
+            "--source".to_owned(),
+            store_dir.display().to_string(),
+            "--dest".to_owned(),
+            loc.display().to_string(),
+        ];
+        a.extend(extra.iter().map(|s| s.to_string()));
+        a
+    };
+    let root_data = tempfile::tempdir().unwrap();
+    let as_root = |extra: &[&str]| {
+        Command::new(bin("persnap"))
+            .args(args(extra))
+            .env("PERSNAP_DATA_DIR", root_data.path())
+            .output()
+            .unwrap()
+    };
+    let as_operator = || {
+        let a = args(&[]);
+        let a: Vec<&str> = a.iter().map(String::as_str).collect();
+        as_test_user(data, &a)
+    };
+    let path_of = |out: &std::process::Output| {
+        assert!(out.status.success(), "{}", stderr(out));
+        PathBuf::from(String::from_utf8_lossy(&out.stdout).trim())
+    };
+    let first = path_of(&as_root(&[]));
+    let second = path_of(&as_root(&[]));
+    assert_eq!(std::fs::symlink_metadata(&second).unwrap().uid(), 0);
+
+    // The old setup: operators may write in the location.
+    std::os::unix::fs::chown(&loc, Some(0), Some(operators)).unwrap();
+    mode(0o2775);
+    // An operator plants three folders named like newer backups, each with
+    // a manifest saying "verified", and sets a real backup aside under the
+    // name of an interrupted deletion.
+    let manifest = std::fs::read_to_string(second.join("manifest.json")).unwrap();
+    let mut value: serde_json::Value = serde_json::from_str(&manifest).unwrap();
+    let mut planted = Vec::new();
+    for i in 1..=3 {
+        value["finished"] = serde_json::json!(format!("2099-01-0{i}T00:00:00Z"));
+        let dir = loc.join(format!("persistence.db-2099010{i}T000000Z-0000000{i}"));
+        std::fs::create_dir(&dir).unwrap();
+        std::fs::write(dir.join("manifest.json"), value.to_string()).unwrap();
+        for p in [dir.join("manifest.json"), dir.clone()] {
+            std::os::unix::fs::lchown(&p, Some(operator), Some(operators)).unwrap();
+        }
+        planted.push(dir);
+    }
+    let aside = loc.join(format!(
+        ".persnap-deleting-{}",
+        first.file_name().unwrap().to_str().unwrap()
+    ));
+    run_ok(Command::new("runuser").args([
+        "-u",
+        TEST_USER,
+        "--",
+        "mv",
+        first.to_str().unwrap(),
+        aside.to_str().unwrap(),
+    ]));
+    // While others may change the location, nobody's backup is written
+    // there — the operator's nor the owner's — and the words say why.
+    for out in [as_operator(), as_root(&["--keep-last", "1"])] {
+        assert!(!out.status.success());
+        assert!(
+            stderr(&out).contains("can be changed by")
+                || stderr(&out).contains("writable by others"),
+            "{}",
+            stderr(&out)
+        );
+        assert!(stderr(&out).contains("chmod 755"), "{}", stderr(&out));
+    }
+    // The administrator makes it root's alone. The owner's next run, with
+    // retention, loses nothing of its own to what was planted or renamed.
+    mode(0o755);
+    let third = path_of(&as_root(&["--keep-last", "1"]));
+    assert!(
+        aside.join("manifest.json").exists(),
+        "set aside, never removed"
+    );
+    assert!(
+        !second.exists(),
+        "the older real backup goes, by the policy"
+    );
+    assert!(third.exists(), "the newest real backup stays");
+    assert!(planted.iter().all(|p| p.exists()), "not root's to judge");
+    // The operator's "Back up now" still works, and its backup is the
+    // location owner's (root's), though the operator cannot write there.
+    let theirs = path_of(&as_operator());
+    check_backup(&theirs, "persistence.db");
+    all_owned_by(&theirs, 0);
+    assert!(
+        third.exists(),
+        "the registration keeps two: {}",
+        third.display()
+    );
 }
 
 #[test]

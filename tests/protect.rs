@@ -486,6 +486,8 @@ fn a_database_protected_into_a_repository_keeps_its_password_for_root() {
     make_store(&store, "persistence.db", Mode::Wal, 1);
     let staging = Destination::new();
     let place = Place::new();
+    // A user's history: a schedule into a repository is never made as root.
+    std::os::unix::fs::chown(place.history.path(), Some(65534), Some(65534)).unwrap();
     let repo = staging.dir.path().join("repo");
     let with = |unlock: persnap::repository::Unlock| {
         let mut request = place.protect("vault", &store, &staging.backups, "auto");
@@ -727,6 +729,9 @@ fn the_command_line_protects_into_a_repository_with_an_offsite_copy() {
     make_store(&store, "persistence.db", Mode::Wal, 1);
     let place = Place::new();
     let work = tempfile::tempdir().unwrap();
+    // A user's history: a schedule into a repository is never made as root.
+    std::fs::create_dir(work.path().join("history")).unwrap();
+    std::os::unix::fs::chown(work.path().join("history"), Some(65534), Some(65534)).unwrap();
     let (repo, offsite) = (work.path().join("repo"), work.path().join("offsite"));
     let (right, wrong) = (work.path().join("right"), work.path().join("wrong"));
     std::fs::write(&right, "repository secret\n").unwrap();

@@ -182,7 +182,9 @@ fn handle(level: Authority, input: Box<dyn Read + Send>, mut events: Events) -> 
     // The backup location is the user's business: look at it with their
     // rights first, so root never says what is in a folder they cannot see.
     #[cfg(target_os = "linux")]
-    if let Err(e) = user_can_see_dest(&request) {
+    if !to_registered_location(&request, &registry)
+        && let Err(e) = user_can_see_dest(&request)
+    {
         return events.fail(&e, None);
     }
     // Under pkexec a user's worker writes the backup and checks its
@@ -205,13 +207,27 @@ fn handle(level: Authority, input: Box<dyn Read + Send>, mut events: Events) -> 
     watch_for_cancel(input, events.cancel().clone());
     let cancel = events.cancel().clone();
     match validated {
-        Validated::Backup(req, run_as) => {
+        Validated::Backup(mut req, run_as) => {
             #[cfg(target_os = "linux")]
-            if let Some(user) = backup_user(run_as) {
-                return match user {
-                    Ok(user) => persnap::privileged::capture::backup_for(req, &user, &events),
-                    Err(e) => events.fail(&e, Some(Phase::Prepare)),
+            {
+                use persnap::restore::Writer;
+                let writer = match registered_writer(&mut req, level, &registry) {
+                    Ok(writer) => writer,
+                    Err(e) => return events.fail(&e, Some(Phase::Prepare)),
                 };
+                let user = match writer {
+                    Some(Writer::Owner { uid, .. }) => {
+                        Some(persnap::privileged::user::Identity::of_uid(uid))
+                    }
+                    Some(Writer::Root | Writer::Administrator) => None,
+                    None => backup_user(run_as),
+                };
+                if let Some(user) = user {
+                    return match user {
+                        Ok(user) => persnap::privileged::capture::backup_for(req, &user, &events),
+                        Err(e) => events.fail(&e, Some(Phase::Prepare)),
+                    };
+                }
             }
             // Windows: the elevated administrator writes (UAC approved
             // the same user); a root caller's backup is root's own.
@@ -437,6 +453,13 @@ fn protect(protection: protocol::Protection, registry: &Registry, events: &Event
         if let Some(s) = &schedule {
             invoking_user_owns(&s.history_dir)?;
         }
+        // Its backups will be written as the location's owner: a location
+        // others can change is refused now, not at the first backup.
+        if let Some(location) = &database.location
+            && std::fs::symlink_metadata(location).is_ok()
+        {
+            backup::location_writer(location)?;
+        }
         if replace {
             replaceable(&database, schedule.is_some(), registry).map(Some)
         } else {
@@ -634,6 +657,50 @@ fn name_refused(reason: String) -> Error {
 fn invoking_user() -> Option<persnap::Result<persnap::privileged::user::Identity>> {
     let uid = invoking_uid().filter(|uid| *uid != 0)?;
     Some(persnap::privileged::user::Identity::of_uid(uid))
+}
+
+/// Whether `request` backs up a protected database into the location its
+/// registration names (the registry, which only administrators write,
+/// says where that is: root looks at nothing the caller chose).
+#[cfg(target_os = "linux")]
+fn to_registered_location(request: &Request, registry: &Registry) -> bool {
+    let Request::Backup {
+        source,
+        store_name,
+        dest,
+        ..
+    } = request
+    else {
+        return false;
+    };
+    registry
+        .find(source, store_name)
+        .ok()
+        .flatten()
+        .is_some_and(|db| db.location.as_deref() == Some(dest.as_path()))
+}
+
+/// For a backup of a protected database into its registered location:
+/// who writes it (the location's owner, see `backup::location_writer`),
+/// whoever asked; and at the backup level the registration's retention,
+/// not the caller's. `None`: any other backup (written as before).
+#[cfg(target_os = "linux")]
+fn registered_writer(
+    req: &mut persnap::backup::BackupRequest,
+    level: Authority,
+    registry: &Registry,
+) -> persnap::Result<Option<persnap::restore::Writer>> {
+    let Some(db) = registry.find(&req.source, &req.store_name)? else {
+        return Ok(None);
+    };
+    if db.location.as_deref() != Some(req.dest.as_path()) {
+        return Ok(None);
+    }
+    let writer = backup::location_writer(&req.dest)?;
+    if level != Authority::Admin {
+        req.retention = db.retention;
+    }
+    Ok(Some(writer))
 }
 
 /// The backup location of a backup or probe, checked with the invoking

@@ -253,6 +253,63 @@ pub fn plan_with(req: &BackupRequest, source_plan: SourcePlan) -> Result<Plan> {
     })
 }
 
+/// Who writes the backups of a protected database into its registered
+/// location, whoever asked (an operator's "Back up now" and the schedule
+/// alike): the location's owner — so the location need not be writable by
+/// anyone else, and everything in it is one identity's, which retention
+/// trusts. Root only where root alone can change the folder and every
+/// folder above it. A location others can change is refused: they could
+/// swap what the backup writes or deletes.
+pub fn location_writer(dest: &Path) -> Result<crate::restore::Writer> {
+    let meta = fs::symlink_metadata(dest).map_err(|_| Error::DestMissing {
+        path: dest.to_owned(),
+    })?;
+    if !meta.is_dir() {
+        return Err(Error::DestNotDir {
+            path: dest.to_owned(),
+        });
+    }
+    location_writer_or_why(dest).map_err(|reason| Error::Refused {
+        field: "dest",
+        reason: reason.trim_end_matches('.').to_owned(),
+    })
+}
+
+/// [`location_writer`] of an existing folder, or why not in plain words
+/// (the app says it before the Protect button).
+pub fn location_writer_or_why(dest: &Path) -> std::result::Result<crate::restore::Writer, String> {
+    use crate::restore::Writer;
+    let refused = |problem: String| {
+        format!(
+            "The backup location {} {problem}. Backups of a protected database are written \
+             as the location's owner, and nobody else may be able to rename or replace what \
+             is in it. Make it writable by its owner only (chmod 755); operators no longer \
+             need to write there.",
+            dest.display()
+        )
+    };
+    #[cfg(unix)]
+    {
+        let (uid, gid) = crate::sys::owner_and_group(dest)
+            .map_err(|e| format!("{} cannot be examined ({e}).", dest.display()))?;
+        if uid == 0 {
+            return fsutil::admin_only_folder(dest)
+                .map(|()| Writer::Root)
+                .map_err(|e| refused(format!("belongs to root, but {e}")));
+        }
+        let name = crate::sys::user_ids(uid).map_or_else(|| format!("uid {uid}"), |(n, _, _)| n);
+        crate::sys::only_owner_can_change(dest, uid, gid)
+            .map(|()| Writer::Owner { uid, gid, name })
+            .map_err(|e| refused(format!("is not safe: {e}")))
+    }
+    #[cfg(not(unix))]
+    {
+        fsutil::admin_only_folder(dest)
+            .map(|()| Writer::Administrator)
+            .map_err(|e| refused(format!("is not safe: {e}")))
+    }
+}
+
 /// Canonical form of a backup location, with the engine's errors.
 pub fn canonical_dest(dest: &Path) -> Result<PathBuf> {
     let path = fsutil::canonicalize(dest).map_err(|source| match source.kind() {

@@ -293,7 +293,6 @@ mod tests {
     }
 
     #[cfg(unix)]
-    #[cfg(unix)]
     #[test]
     fn an_untrusted_read_takes_plain_small_files_only_and_never_blocks() {
         let dir = tempfile::tempdir().unwrap();
@@ -318,6 +317,7 @@ mod tests {
         assert!(read_untrusted(Path::new("/dev/zero"), 10).is_err());
     }
 
+    #[cfg(unix)]
     #[test]
     fn a_planted_fifo_or_link_is_not_a_lock() {
         let tag = format!("f{:07}", std::process::id() % 10_000_000);

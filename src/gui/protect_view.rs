@@ -438,6 +438,9 @@ fn the_location(app: &mut PersnapApp, ui: &mut Ui) {
                 "This folder is on the database's own disk: if the disk fails, both are lost. A folder on another disk is safer.",
             );
         }
+        if let Some(unsafe_location) = unsafe_location(&l) {
+            ui.colored_label(RED, unsafe_location);
+        }
         if cfg!(windows) && persnap::schedule::is_network_path(&l) && d.often != Often::Manual {
             ui.label("Scheduled backups to a network folder run as an account that can reach it:");
             egui::Grid::new("protect-account")
@@ -563,10 +566,24 @@ fn plan_words(d: &ProtectDraft) -> String {
     format!("{when}, and {keep}.")
 }
 
+/// Why `location` cannot hold a protected database's backups, in words:
+/// others can change it, and backups are written as its owner whoever asks
+/// (a folder not made yet is made by the first backup, and judged then).
+fn unsafe_location(location: &Path) -> Option<String> {
+    std::fs::symlink_metadata(location).ok()?;
+    persnap::backup::location_writer_or_why(location).err()
+}
+
 /// Whether the page is ready to protect, or what is missing, in words.
 fn ready(d: &ProtectDraft, repository: &str, password: &str) -> Result<(), &'static str> {
     if persnap::registry::validate_name(&d.name).is_err() {
         return Err("Give it a short name (lower-case letters, digits and dashes) first.");
+    }
+    if d.location
+        .as_deref()
+        .is_some_and(|l| unsafe_location(l).is_some())
+    {
+        return Err("Choose a backup location only its owner can change (above).");
     }
     if d.into_repository {
         if persnap::repository::Location::parse(repository.trim()).is_err() {

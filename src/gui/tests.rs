@@ -1039,6 +1039,17 @@ fn share_registry(app: &mut PersnapApp, registry: &persnap::registry::Registry) 
     app.rt.helper = Some(helper);
 }
 
+/// The app's history folder made a user's (nobody's): the helper, run
+/// directly by root here, refuses a schedule into a repository made as
+/// root (its runs would open the repository as root), and takes the
+/// folder's owner as the schedule's maker.
+#[cfg(target_os = "linux")]
+fn history_of_a_user(data: &Path) {
+    let dir = data.join("history");
+    std::fs::create_dir_all(&dir).unwrap();
+    std::os::unix::fs::chown(&dir, Some(65534), Some(65534)).unwrap();
+}
+
 /// Schedules go into `units` (not the system's), for the app and for the
 /// helper it starts.
 #[cfg(target_os = "linux")]
@@ -1313,6 +1324,7 @@ fn a_schedule_into_a_repository_is_made_from_the_app() {
     .unwrap();
     let staging = data.path().join("staging");
     std::fs::create_dir(&staging).unwrap();
+    history_of_a_user(data.path());
     let mut app = app_with_history(data.path());
     app.settings.source = src.path().to_str().unwrap().into();
     app.settings.into_repository = true;
@@ -2107,6 +2119,7 @@ fn a_running_correlator_is_protected_into_a_repository_and_backed_up_there() {
     std::fs::create_dir(&staging).unwrap();
     let registry = persnap::registry::Registry::at(data.path().join("databases"));
     let units = tempfile::tempdir().unwrap();
+    history_of_a_user(data.path());
     let mut app = PersnapApp::with_settings(
         Settings::default(),
         Ok(History::at(data.path().join("history"))),
@@ -2470,6 +2483,7 @@ fn a_lost_machines_database_is_restored_and_protected_from_the_app() {
     std::fs::create_dir(&staging).unwrap();
     let registry = persnap::registry::Registry::at(data.path().join("databases"));
     let units = tempfile::tempdir().unwrap();
+    history_of_a_user(data.path());
     let mut app = PersnapApp::with_settings(
         Settings::default(),
         Ok(History::at(data.path().join("history"))),
@@ -3075,4 +3089,37 @@ fn a_run_recorded_elsewhere_shows_without_a_restart() {
     wait_until(&mut h, "the run made elsewhere", |app| {
         app.rt.runs.iter().any(|r| r.id == "from-the-command-line")
     });
+}
+
+/// Backups of a protected database are written as its location's owner,
+/// whoever asks: a location others can change is refused on the page, in
+/// words, before the button (not by the first backup).
+#[cfg(unix)]
+#[test]
+fn the_protect_page_refuses_a_location_others_can_change() {
+    use std::os::unix::fs::PermissionsExt;
+    let registry = tempfile::tempdir().unwrap();
+    let mut h = fixture_protect(super::Theme::Light, 1.0, registry.path());
+    let shared = tempfile::tempdir().unwrap();
+    std::fs::set_permissions(shared.path(), std::fs::Permissions::from_mode(0o777)).unwrap();
+    h.state_mut().rt.protect.as_mut().unwrap().location = Some(shared.path().to_owned());
+    h.run();
+    assert!(
+        h.query_by_label_contains(
+            "Backups of a protected database are written as the location's owner"
+        )
+        .is_some()
+    );
+    assert!(h.query_by_label_contains("chmod 755").is_some());
+    if let Ok(path) = std::env::var("PERSNAP_LOOK") {
+        h.render().unwrap().save(path).unwrap();
+    }
+    assert!(
+        h.query_by_label_contains("Choose a backup location only its owner can change")
+            .is_some(),
+        "the button says what is missing"
+    );
+    std::fs::set_permissions(shared.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    h.run();
+    assert!(h.query_by_label_contains("chmod 755").is_none());
 }
