@@ -16,6 +16,21 @@ pub fn open_nofollow(path: &Path) -> io::Result<File> {
         .open(path)
 }
 
+/// Open an existing plain file for reading where someone else may put
+/// something else: a symbolic link in the last component is an error, a
+/// FIFO can neither block the open (`O_NONBLOCK`) nor be read, and no
+/// device, socket or folder is accepted.
+pub fn open_regular_nofollow(path: &Path) -> io::Result<File> {
+    let file = File::options()
+        .read(true)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK | libc::O_NOCTTY)
+        .open(path)?;
+    if !file.metadata()?.is_file() {
+        return Err(io::Error::other("it is not a plain file"));
+    }
+    Ok(file)
+}
+
 /// Open a folder for use as a base of [`open_beneath`], following no
 /// symbolic link in any component of `path` (Linux: `openat2` with
 /// `RESOLVE_NO_SYMLINKS`).

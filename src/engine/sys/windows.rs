@@ -74,6 +74,16 @@ pub fn open_nofollow(path: &Path) -> io::Result<File> {
     Ok(file)
 }
 
+/// Open an existing plain file for reading: no link or junction
+/// followed, nothing but a file accepted.
+pub fn open_regular_nofollow(path: &Path) -> io::Result<File> {
+    let file = open_nofollow(path)?;
+    if !file.metadata()?.is_file() {
+        return Err(io::Error::other("it is not a plain file"));
+    }
+    Ok(file)
+}
+
 /// Create a new file (it must not exist). Access follows the folder's
 /// permissions, which persnap's own folders restrict.
 pub fn create_private(path: &Path) -> io::Result<File> {
