@@ -71,7 +71,9 @@ const XFS_IOC_FSGEOMETRY: libc::c_ulong = 0x8100_587e;
 /// `XFS_FSOP_GEOM_FLAGS_REFLINK`, in the geometry's `flags` (byte 92).
 const XFS_GEOM_FLAGS_REFLINK: u32 = 1 << 20;
 /// The mark of a work folder persnap made: a `trusted.` attribute, which
-/// only root (CAP_SYS_ADMIN) can set.
+/// only root (CAP_SYS_ADMIN) can set, of value `clone RUN` (the run's tag:
+/// the folder's name can be changed by the top folder's owner, the mark
+/// cannot; leftovers of older versions say `clone` alone).
 const MARK: &std::ffi::CStr = c"trusted.persnap";
 const MARK_VALUE: &[u8] = b"clone";
 
@@ -267,7 +269,7 @@ fn sweep_top(top_path: &Path) -> Result<Vec<String>> {
         if meta.uid() != 0 || meta.mode() & 0o077 != 0 {
             continue;
         }
-        if !is_marked(&dir) {
+        let Some(run) = mark_of(&dir) else {
             // A run killed between making its folder and marking it left
             // it empty: removing an empty folder takes nothing with it
             // (the kernel refuses a folder that is not empty).
@@ -276,6 +278,11 @@ fn sweep_top(top_path: &Path) -> Result<Vec<String>> {
             {
                 removed.push(path.display().to_string());
             }
+            continue;
+        };
+        // The run its mark names may be alive under another name (the top
+        // folder's owner renamed its folder).
+        if !run.is_empty() && RunLock::is_held(&run) {
             continue;
         }
         let inside = fs::read_dir(format!("/proc/self/fd/{}", dir.as_raw_fd()))
@@ -866,8 +873,10 @@ fn open_dir_at(dir: &File, name: &str) -> io::Result<File> {
     Ok(unsafe { File::from_raw_fd(fd) })
 }
 
-fn is_marked(dir: &File) -> bool {
-    let mut value = [0u8; 16];
+/// The run a work folder's mark names (empty for an older version's
+/// mark), `None` if it carries none.
+fn mark_of(dir: &File) -> Option<String> {
+    let mut value = [0u8; 64];
     // SAFETY: fgetxattr writes at most value.len() bytes.
     let n = unsafe {
         libc::fgetxattr(
@@ -877,7 +886,12 @@ fn is_marked(dir: &File) -> bool {
             value.len(),
         )
     };
-    n >= 0 && &value[..n as usize] == MARK_VALUE
+    let value = &value[..usize::try_from(n).ok()?];
+    if value == MARK_VALUE {
+        return Some(String::new());
+    }
+    let run = value.strip_prefix(MARK_VALUE)?.strip_prefix(b" ")?;
+    std::str::from_utf8(run).ok().map(str::to_owned)
 }
 
 /// A run's work folder and the clones in it, removed when released or
@@ -945,13 +959,14 @@ impl Clones {
             clones.released = true;
             return Err(failed(io::Error::from_raw_os_error(libc::EPERM)));
         }
+        let mark = [MARK_VALUE, b" ", id.as_bytes()].concat();
         // SAFETY: fsetxattr reads the value of the length given.
         let marked = unsafe {
             libc::fsetxattr(
                 clones.dir.as_raw_fd(),
                 MARK.as_ptr(),
-                MARK_VALUE.as_ptr().cast(),
-                MARK_VALUE.len(),
+                mark.as_ptr().cast(),
+                mark.len(),
                 0,
             )
         };
@@ -1164,11 +1179,15 @@ mod tests {
     /// The clones of a WAL-mode database, in a real work folder (root's,
     /// marked: needs root).
     fn made_clones(top: &Path) -> Clones {
+        made_clones_for(top, "0badc0de")
+    }
+
+    fn made_clones_for(top: &Path, run: &str) -> Clones {
         let live = tempfile::tempdir().unwrap();
         let db = live.path().join("persistence.db");
         crate::loadgen::init(&db, crate::loadgen::Mode::Wal, 1).unwrap();
         let dev = fs::metadata(top).unwrap().dev();
-        let mut clones = Clones::make(top, dev, "0badc0de").unwrap();
+        let mut clones = Clones::make(top, dev, run).unwrap();
         clones
             .create("persistence.db")
             .unwrap()
@@ -1210,6 +1229,27 @@ mod tests {
         assert!(err.contains("clone persistence.db-wal in"), "{err}");
         let err = clones.open_store("persistence.db").unwrap_err().to_string();
         assert!(err.contains("clone persistence.db-wal in"), "{err}");
+    }
+
+    #[test]
+    fn a_live_runs_work_folder_renamed_is_not_swept() {
+        if !crate::fsutil::is_root() {
+            eprintln!("SKIP a_live_runs_work_folder_renamed_is_not_swept: needs root");
+            return;
+        }
+        let top = tempfile::tempdir_in("/var/tmp").unwrap();
+        let run = uuid::Uuid::new_v4().simple().to_string()[..8].to_owned();
+        let _alive = RunLock::acquire(&run).unwrap();
+        let clones = made_clones_for(top.path(), &run);
+        // The top folder's owner gives it a name no live run has.
+        fs::rename(
+            clones.folder(),
+            top.path().join(format!("{}{run}.away", name_prefix())),
+        )
+        .unwrap();
+        assert_eq!(sweep_top(top.path()).unwrap(), Vec::<String>::new());
+        assert!(stat_at(&clones.dir, "persistence.db").is_ok());
+        clones.open_store("persistence.db").unwrap();
     }
 
     #[test]
