@@ -476,3 +476,269 @@ fn marked(dir: &Path) -> bool {
     };
     n > 0
 }
+
+/// The top folder's owner at work while backups run: every clone work
+/// folder that appears is renamed away and replaced by one of the
+/// owner's, in which the store's name keeps flipping between a plain file
+/// and a FIFO (a FIFO opened for reading with no writer blocks for ever).
+struct Swapper {
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    thread: Option<std::thread::JoinHandle<usize>>,
+}
+
+impl Swapper {
+    fn start(top: &Path, header: Vec<u8>, uid: u32, gid: u32) -> Swapper {
+        use std::sync::atomic::Ordering;
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let (top, flag) = (top.to_owned(), stop.clone());
+        let thread = std::thread::spawn(move || {
+            // This thread alone acts on files as the owner: its filesystem
+            // ids change, and root's powers over files go with them.
+            // SAFETY: plain system calls on this thread's credentials.
+            unsafe {
+                libc::syscall(libc::SYS_setfsgid, gid);
+                libc::syscall(libc::SYS_setfsuid, uid);
+            }
+            let c = |p: &Path| std::ffi::CString::new(p.as_os_str().as_encoded_bytes()).unwrap();
+            let mut swapped = std::collections::HashSet::new();
+            let mut fake: Option<(std::ffi::CString, std::ffi::CString)> = None;
+            while !flag.load(Ordering::Relaxed) {
+                for name in names_with_prefix(&top, ".persnap-clone-") {
+                    if name.ends_with(".away") || swapped.contains(&name) {
+                        continue;
+                    }
+                    let work = top.join(&name);
+                    if std::fs::rename(&work, top.join(format!("{name}.away"))).is_err() {
+                        continue;
+                    }
+                    swapped.insert(name);
+                    std::fs::create_dir(&work).unwrap();
+                    std::fs::write(work.join("persistence.db"), &header).unwrap();
+                    let fifo = c(&work.join("fifo"));
+                    // SAFETY: mkfifo reads the C string.
+                    assert_eq!(unsafe { libc::mkfifo(fifo.as_ptr(), 0o600) }, 0);
+                    fake = Some((c(&work.join("persistence.db")), fifo));
+                }
+                for _ in 0..500 {
+                    if let Some((db, fifo)) = &fake {
+                        // SAFETY: renameat2 reads the two C strings.
+                        unsafe {
+                            libc::syscall(
+                                libc::SYS_renameat2,
+                                libc::AT_FDCWD,
+                                db.as_ptr(),
+                                libc::AT_FDCWD,
+                                fifo.as_ptr(),
+                                libc::RENAME_EXCHANGE,
+                            );
+                        }
+                    }
+                }
+                std::thread::sleep(Duration::from_micros(200));
+            }
+            swapped.len()
+        });
+        Swapper {
+            stop,
+            thread: Some(thread),
+        }
+    }
+
+    /// How many work folders it swapped.
+    fn stop(mut self) -> usize {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        self.thread.take().unwrap().join().unwrap()
+    }
+}
+
+impl Drop for Swapper {
+    fn drop(&mut self) {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    }
+}
+
+/// Wait for `child` (leader of its own process group) at most `limit`;
+/// kill the group and say `None` if it is still running then.
+fn wait_at_most(
+    child: &mut std::process::Child,
+    limit: Duration,
+) -> Option<std::process::ExitStatus> {
+    let deadline = Instant::now() + limit;
+    loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            return Some(status);
+        }
+        if Instant::now() > deadline {
+            // SAFETY: a signal to the process group the test started.
+            unsafe { libc::kill(-(child.id() as i32), libc::SIGKILL) };
+            let _ = child.wait();
+            return None;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+fn uid_of(user: &str) -> (u32, u32) {
+    let id = |flag: &str| -> u32 {
+        run_ok(Command::new("id").arg(flag).arg(user))
+            .parse()
+            .unwrap()
+    };
+    (id("-u"), id("-g"))
+}
+
+#[test]
+fn a_work_folder_swapped_for_one_with_a_fifo_neither_hangs_root_nor_is_copied() {
+    if !require_root("a_work_folder_swapped_for_one_with_a_fifo_neither_hangs_root_nor_is_copied") {
+        return;
+    }
+    let vol = LoopVolume::new("xfs", 400);
+    let (store_dir, db) = owned_store(&vol, Mode::Wal);
+    // The filesystem's top folder is the correlator's account's.
+    let (uid, gid) = uid_of(OWNER);
+    std::os::unix::fs::chown(&vol.mount, Some(uid), Some(gid)).unwrap();
+    let header = std::fs::read(&db).unwrap()[..100].to_vec();
+    // Root's own backups (the helper copies), and backups for a user as a
+    // schedule runs them (root captures, the user's worker copies).
+    let (dest, user_dest) = (Destination::new(), Destination::new());
+    run_ok(
+        Command::new("chown")
+            .args(["-R", &format!("{OWNER}:{OWNER}")])
+            .arg(user_dest.dir.path()),
+    );
+    let writer = Writer::start_as(&db, Some(OWNER));
+    let swapper = Swapper::start(&vol.mount, header, uid, gid);
+    let (mut good, mut refused) = (0, 0);
+    for i in 0..50 {
+        let (dest, as_user) = if i % 2 == 0 {
+            (&dest, vec![])
+        } else {
+            (&user_dest, vec!["--as-uid".to_owned(), uid.to_string()])
+        };
+        let mut child = Command::new(bin("persnap"))
+            .args(["backup", "--source", store_dir.to_str().unwrap()])
+            .arg("--dest")
+            .arg(&dest.backups)
+            .args(["--method", "reflink"])
+            .args(as_user)
+            .env("PERSNAP_DATA_DIR", dest.dir.path().join("history"))
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::fs::File::create(dest.dir.path().join("said")).unwrap())
+            .process_group(0)
+            .spawn()
+            .unwrap();
+        let status = wait_at_most(&mut child, Duration::from_secs(60));
+        let status = status.unwrap_or_else(|| panic!("backup {i} hung on the swapped folder"));
+        if status.success() {
+            let mut out = String::new();
+            std::io::Read::read_to_string(child.stdout.as_mut().unwrap(), &mut out).unwrap();
+            // What was copied is the clones, WAL and all.
+            check_backup(Path::new(out.trim()), "persistence.db");
+            good += 1;
+        } else {
+            refused += 1;
+            let said = std::fs::read_to_string(dest.dir.path().join("said")).unwrap();
+            eprintln!("backup {i} refused: {}", said.trim());
+        }
+    }
+    let swapped = swapper.stop();
+    writer.stop();
+    eprintln!("{swapped} work folders swapped: {good} backups of the clones, {refused} refused");
+    assert!(swapped > 0, "the work folder was never swapped");
+    let completed: usize = [&dest, &user_dest]
+        .iter()
+        .map(|d| {
+            let runs = History::at(d.dir.path().join("history")).load().unwrap();
+            runs.iter()
+                .filter(|r| r.outcome == Outcome::Completed)
+                .count()
+        })
+        .sum();
+    assert_eq!(
+        completed, good,
+        "only the backups checked above are recorded as good"
+    );
+    assert!(
+        good >= 25,
+        "the swaps do not keep backups from working: {good} of 50"
+    );
+}
+
+/// The pid of the `persnap-helper hold-still` holding `db`, once it runs.
+fn holder_of(db: &Path) -> Option<u32> {
+    std::fs::read_dir("/proc").ok()?.flatten().find_map(|e| {
+        let pid: u32 = e.file_name().to_str()?.parse().ok()?;
+        let cmdline = std::fs::read(e.path().join("cmdline")).ok()?;
+        let args: Vec<&[u8]> = cmdline.split(|b| *b == 0).collect();
+        (args.get(1) == Some(&&b"hold-still"[..])
+            && args.get(2) == Some(&db.as_os_str().as_encoded_bytes()))
+        .then_some(pid)
+    })
+}
+
+#[test]
+fn the_lock_holder_can_neither_be_examined_by_its_owner_nor_hang_root_with_its_output() {
+    if !require_root(
+        "the_lock_holder_can_neither_be_examined_by_its_owner_nor_hang_root_with_its_output",
+    ) {
+        return;
+    }
+    let vol = LoopVolume::new("xfs", 300);
+    let (store_dir, db) = owned_store(&vol, Mode::Rollback);
+    let db = std::fs::canonicalize(db).unwrap();
+    let dest = Destination::new();
+    // The holder waits for the lock (3 s) while the test looks at it.
+    let holder = Exclusive::hold(&db);
+    let mut child = Command::new(bin("persnap"))
+        .args(["backup", "--source", store_dir.to_str().unwrap()])
+        .arg("--dest")
+        .arg(&dest.backups)
+        .args(["--method", "reflink", "--lock-wait", "3"])
+        .env("PERSNAP_DATA_DIR", dest.dir.path().join("history"))
+        .stderr(std::process::Stdio::null())
+        .process_group(0)
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let pid = loop {
+        if let Some(pid) = holder_of(&db) {
+            break pid;
+        }
+        assert!(Instant::now() < deadline, "no hold-still appeared");
+        std::thread::sleep(Duration::from_millis(5));
+    };
+    std::thread::sleep(Duration::from_millis(300));
+    // A process its owner may debug has its /proc entries owned by them;
+    // a non-dumpable one's are root's (all but the folder /proc/PID).
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let proc_owner = std::fs::metadata(format!("/proc/{pid}/fd")).unwrap().uid();
+    // As if its owner had handed its output to a process of theirs that
+    // never closes it: a second writer of the pipe root reads.
+    let held = std::fs::OpenOptions::new()
+        .write(true)
+        .open(format!("/proc/{pid}/fd/1"))
+        .unwrap();
+    let started = Instant::now();
+    let ended = wait_at_most(&mut child, Duration::from_secs(40));
+    let took = started.elapsed();
+    drop(held);
+    drop(holder);
+    let (uid, _) = uid_of(OWNER);
+    assert!(
+        status.lines().any(|l| l.starts_with("Uid:") && l.split_whitespace().nth(1) == Some(&uid.to_string())),
+        "the holder runs as the database's owner: {status}"
+    );
+    let mut wrong = Vec::new();
+    if proc_owner != 0 {
+        wrong.push(format!(
+            "hold-still is dumpable after exec (its /proc entries are uid {proc_owner}'s): its owner can debug it"
+        ));
+    }
+    match ended {
+        None => wrong.push("root waited for ever on the held output pipe".to_owned()),
+        Some(status) => assert_eq!(status.code(), Some(3), "refused as held still too long"),
+    }
+    assert!(wrong.is_empty(), "{wrong:#?} (after {took:?})");
+    assert!(std::fs::read_dir(&dest.backups).unwrap().next().is_none());
+    assert!(clone_leftovers(&vol).is_empty());
+}

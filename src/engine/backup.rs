@@ -387,9 +387,7 @@ impl Capture for LocalSnapshot {
         }
         let provider = snapshot::provider(plan.method, options, &plan.store.name)?;
         let guard = SnapshotGuard::new(provider.create(&plan.volume, tag)?);
-        let image = store::discover(&guard.folder(), &plan.store.name)?;
-        let files = store::open_set(&image)?;
-        guard.check_opened(&files)?;
+        let (image, files) = guard.open_store(&plan.store.name)?;
         Ok(Box::new(Local {
             guard,
             journal_mode: image.journal_mode(),

@@ -113,7 +113,9 @@ pub fn try_snapshot(
     let provider = snapshot::provider(method, options, store_name)?;
     let mut guard = SnapshotGuard::new(provider.create(volume, &tag)?);
     let id = guard.id().to_owned();
-    let seen = store::discover(&guard.folder(), store_name)?;
+    let (seen, files) = guard.open_store(store_name)?;
+    // Closed before the snapshot goes (a mounted one cannot go while open).
+    drop(files);
     guard.check_valid()?;
     let held = guard.held_still();
     guard.release()?;

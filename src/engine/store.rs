@@ -340,9 +340,11 @@ fn store_not_found(dir: &Path, store_name: &str) -> Error {
     }
 }
 
-/// Read the first 100 bytes without following links or opening via SQLite.
+/// Read the first 100 bytes without following links or opening via SQLite
+/// (root reads it in a folder the database's owner controls: a FIFO put
+/// there after the look cannot hang it).
 pub fn read_header(path: &Path) -> Result<SqliteHeader> {
-    let mut file = crate::sys::open_nofollow(path).map_err(|source| Error::SourceUnreadable {
+    let mut file = crate::sys::open_untrusted(path).map_err(|source| Error::SourceUnreadable {
         path: path.to_owned(),
         source,
     })?;
@@ -398,6 +400,27 @@ mod tests {
         std::fs::remove_file(dir.path().join("persistence.db-journal")).unwrap();
         let store = discover(dir.path(), "persistence.db").unwrap();
         assert_eq!(open_set(&store).unwrap().len(), 1);
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn a_fifo_in_place_of_the_database_does_not_block_the_look() {
+        // Root reads the header in the owner's folder: a FIFO swapped in
+        // after the folder was listed must not hang it (no writer ever
+        // comes).
+        let dir = tempfile::tempdir().unwrap();
+        let fifo = dir.path().join("persistence.db");
+        let c = std::ffi::CString::new(fifo.as_os_str().as_encoded_bytes()).unwrap();
+        // SAFETY: mkfifo reads the C string.
+        assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0);
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            tx.send(read_header(&fifo).map(|_| ()).map_err(|e| e.to_string()))
+        });
+        let said = rx
+            .recv_timeout(std::time::Duration::from_secs(10))
+            .expect("reading the header of a FIFO blocked");
+        assert!(said.unwrap_err().contains("cannot be read"));
     }
 
     #[cfg(target_os = "linux")]

@@ -1,7 +1,8 @@
 //! A backup for a user, split at the privilege line (Linux).
 //!
 //! Root plans the database side, takes the snapshot, opens the store
-//! files beneath it without following a link ([`crate::store::open_set`]),
+//! files in it without following a link (through the snapshot's own
+//! descriptors where it has them: [`SnapshotGuard::open_store`]),
 //! streams them into pipes, checks the snapshot stayed intact and removes
 //! it. Everything else runs in the worker ([`crate::worker`], started by
 //! [`super::spawn`]) as the user: the backup folder, copy, verification,
@@ -20,7 +21,6 @@ use crate::error::{Error, HINT_SOURCE, Result};
 use crate::fsutil::RunLock;
 use crate::progress::{CancelToken, Level, Phase, Progress};
 use crate::snapshot::{self, SnapshotGuard, SnapshotOptions};
-use crate::store;
 use crate::worker::{PIPES, ToWorker, WorkerRequest};
 
 use super::channel::{Events, STALL};
@@ -167,9 +167,9 @@ impl CaptureJob {
                 .create(&self.source.volume, &self.tag)
                 .map_err(before)?,
         );
-        let image = store::discover(&guard.folder(), &self.source.store.name).map_err(before)?;
-        let files = store::open_set(&image).map_err(before)?;
-        guard.check_opened(&files).map_err(before)?;
+        // From the snapshot's own descriptors where it has them (the
+        // clones): a folder someone else can rename is not looked up again.
+        let (image, files) = guard.open_store(&self.source.store.name).map_err(before)?;
         Worker::send(
             &self.to_worker,
             &ToWorker::Captured {

@@ -24,6 +24,7 @@ use std::path::{Path, PathBuf};
 
 use crate::error::{Error, Result};
 use crate::method::{Method, MethodChoice};
+use crate::store::{Store, StoreFile};
 use crate::volume::{Mount, SnapshotSupport, VolumeInfo};
 
 /// The tag every persnap snapshot's name carries.
@@ -71,6 +72,18 @@ pub trait ActiveSnapshot: Send {
     fn check_opened(&self, _opened: &[(crate::store::StoreFile, std::fs::File)]) -> Result<()> {
         Ok(())
     }
+    /// The store `store_name` as the snapshot shows it, every file open
+    /// for reading. By default it is looked up in
+    /// [`ActiveSnapshot::folder`] (no link followed, plain files only) and
+    /// checked with [`ActiveSnapshot::check_opened`]; a snapshot in a
+    /// folder someone else can rename (the clones) opens its own files
+    /// through its descriptors instead, never by path.
+    fn open_store(&self, store_name: &str) -> Result<(Store, Vec<(StoreFile, std::fs::File)>)> {
+        let image = crate::store::discover(self.folder(), store_name)?;
+        let files = crate::store::open_set(&image)?;
+        self.check_opened(&files)?;
+        Ok((image, files))
+    }
     /// Remove the snapshot. Must be safe to call more than once.
     fn release(&mut self) -> Result<()>;
 }
@@ -114,6 +127,11 @@ impl SnapshotGuard {
 
     pub fn check_opened(&self, opened: &[(crate::store::StoreFile, std::fs::File)]) -> Result<()> {
         self.inner.check_opened(opened)
+    }
+
+    /// [`ActiveSnapshot::open_store`]: the store and its files, open.
+    pub fn open_store(&self, store_name: &str) -> Result<(Store, Vec<(StoreFile, std::fs::File)>)> {
+        self.inner.open_store(store_name)
     }
 
     /// Release now and report whether that worked; may be retried. If it

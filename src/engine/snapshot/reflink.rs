@@ -20,14 +20,17 @@
 //! - a child process, `persnap-helper hold-still`, running wholly as the
 //!   owner of the database folder (never root unless only root can change
 //!   that folder and those above it), gets the folder and the clone files as
-//!   descriptors, opens the database through SQLite (defensive settings),
-//!   takes the read lock with a bounded wait, checks in `/proc/locks` that
-//!   its lock is on the very files in the folder, clones them and lets go.
+//!   descriptors, makes itself non-dumpable first thing, opens the
+//!   database through SQLite (defensive settings), takes the read lock
+//!   with a bounded wait, checks (in the `/proc/self/fdinfo` of SQLite's
+//!   own descriptor) that its lock is on the very files in the folder,
+//!   clones them and lets go.
 //!   SQLite never reads the owner's files inside the root process; a child
 //!   that hangs is killed after the wait;
 //! - the backup then copies and verifies from the clones like from any
-//!   snapshot (the files it opens must be the clones themselves:
-//!   [`Clones::check_opened`]), and [`Clones::release`] removes them; a run
+//!   snapshot, opened through the work folder's descriptor, never its path
+//!   (they must be the clones themselves, all of them:
+//!   [`Clones::open_store`]), and [`Clones::release`] removes them; a run
 //!   that was killed leaves a work folder that the next run's sweep removes.
 //!
 //! It is never a live copy: where the lock cannot be had within the wait
@@ -51,7 +54,7 @@ use super::{ActiveSnapshot, SnapshotProvider, TAG};
 use crate::error::{Error, Result};
 use crate::fsutil::RunLock;
 use crate::method::Method;
-use crate::store::StoreFile;
+use crate::store::{FileRole, SqliteHeader, Store, StoreFile};
 use crate::volume::{Mount, VolumeInfo};
 
 /// How long the lock may be waited for by default.
@@ -68,7 +71,9 @@ const XFS_IOC_FSGEOMETRY: libc::c_ulong = 0x8100_587e;
 /// `XFS_FSOP_GEOM_FLAGS_REFLINK`, in the geometry's `flags` (byte 92).
 const XFS_GEOM_FLAGS_REFLINK: u32 = 1 << 20;
 /// The mark of a work folder persnap made: a `trusted.` attribute, which
-/// only root (CAP_SYS_ADMIN) can set.
+/// only root (CAP_SYS_ADMIN) can set, of value `clone RUN` (the run's tag:
+/// the folder's name can be changed by the top folder's owner, the mark
+/// cannot; leftovers of older versions say `clone` alone).
 const MARK: &std::ffi::CStr = c"trusted.persnap";
 const MARK_VALUE: &[u8] = b"clone";
 
@@ -264,7 +269,7 @@ fn sweep_top(top_path: &Path) -> Result<Vec<String>> {
         if meta.uid() != 0 || meta.mode() & 0o077 != 0 {
             continue;
         }
-        if !is_marked(&dir) {
+        let Some(run) = mark_of(&dir) else {
             // A run killed between making its folder and marking it left
             // it empty: removing an empty folder takes nothing with it
             // (the kernel refuses a folder that is not empty).
@@ -273,6 +278,11 @@ fn sweep_top(top_path: &Path) -> Result<Vec<String>> {
             {
                 removed.push(path.display().to_string());
             }
+            continue;
+        };
+        // The run its mark names may be alive under another name (the top
+        // folder's owner renamed its folder).
+        if !run.is_empty() && RunLock::is_held(&run) {
             continue;
         }
         let inside = fs::read_dir(format!("/proc/self/fd/{}", dir.as_raw_fd()))
@@ -410,40 +420,17 @@ fn run_holder(
             Ok(())
         });
     }
+    // (Not dumpable: the holder makes itself so first thing, as execve
+    // undoes whatever is set here.)
     crate::sys::run_wholly_as(&mut cmd, owner.uid, owner.gid, owner.groups.clone());
-    // SAFETY: prctl is async-signal-safe.
-    unsafe {
-        use std::os::unix::process::CommandExt;
-        cmd.pre_exec(|| {
-            // After the change of credentials: the owner cannot attach a
-            // debugger to it (or read its memory) while it holds root's
-            // descriptors.
-            libc::prctl(libc::PR_SET_DUMPABLE, 0);
-            Ok(())
-        });
-    }
     let mut child = cmd.spawn().map_err(start)?;
     drop(given);
-    let mut out = child.stdout.take().expect("piped");
-    let reader = std::thread::spawn(move || {
-        let mut text = String::new();
-        let _ = (&mut out).take(64 * 1024).read_to_string(&mut text);
-        text
-    });
+    let out = child.stdout.take().expect("piped");
     let deadline = Instant::now() + lock_wait + HOLDER_MARGIN;
-    let status = loop {
-        match child.try_wait() {
-            Ok(Some(status)) => break Some(status),
-            Ok(None) if Instant::now() < deadline => std::thread::sleep(Duration::from_millis(5)),
-            _ => {
-                let _ = child.kill();
-                let _ = child.wait();
-                break None;
-            }
-        }
-    };
-    let text = reader.join().unwrap_or_default();
-    let report: Option<Report> = serde_json::from_str(text.trim()).ok();
+    let (status, text) = watch_holder(&mut child, out, deadline);
+    let report: Option<Report> = std::str::from_utf8(&text)
+        .ok()
+        .and_then(|text| serde_json::from_str(text.trim()).ok());
     match (status, report) {
         (None, _) => Err(Error::Tool {
             action: format!("hold {} still", db_path.display()),
@@ -487,6 +474,59 @@ fn run_holder(
     })
 }
 
+/// The most of the holder's output that is read (its report is one line).
+const REPORT_LIMIT: usize = 64 * 1024;
+
+/// Wait for the holder until `deadline` (then kill it), reading its output
+/// as it comes without ever waiting on the pipe: a pipe's other end can
+/// be held open by a process the holder's owner handed it to, so the end
+/// of the output is when the holder ends, not when the pipe closes.
+/// Returns how it ended (`None`: killed) and what it said.
+fn watch_holder(
+    child: &mut std::process::Child,
+    mut out: std::process::ChildStdout,
+    deadline: Instant,
+) -> (Option<std::process::ExitStatus>, Vec<u8>) {
+    // SAFETY: fcntl on the pipe descriptor we hold.
+    unsafe {
+        let flags = libc::fcntl(out.as_raw_fd(), libc::F_GETFL);
+        libc::fcntl(out.as_raw_fd(), libc::F_SETFL, flags | libc::O_NONBLOCK);
+    }
+    let mut text = Vec::new();
+    let mut buf = [0u8; 4096];
+    // What is in the pipe now, at most a report's worth per call (a writer
+    // that never stops cannot keep this loop here).
+    let mut drain = |text: &mut Vec<u8>| {
+        let mut read = 0;
+        while read < REPORT_LIMIT {
+            match out.read(&mut buf) {
+                Ok(0) | Err(_) => break,
+                Ok(n) => {
+                    read += n;
+                    let room = REPORT_LIMIT.saturating_sub(text.len());
+                    text.extend_from_slice(&buf[..n.min(room)]);
+                }
+            }
+        }
+    };
+    loop {
+        drain(&mut text);
+        match child.try_wait() {
+            Ok(Some(status)) => {
+                // All it wrote before it ended is in the pipe.
+                drain(&mut text);
+                return (Some(status), text);
+            }
+            Ok(None) if Instant::now() < deadline => std::thread::sleep(Duration::from_millis(5)),
+            _ => {
+                let _ = child.kill();
+                let _ = child.wait();
+                return (None, text);
+            }
+        }
+    }
+}
+
 struct Held {
     held_secs: f64,
     wal_cloned: bool,
@@ -498,7 +538,21 @@ struct Held {
 /// descriptor 3 and the clone files at 4 and 5. Prints one [`Report`];
 /// returns the exit code.
 pub fn hold_still(args: &[String]) -> i32 {
+    // First of all: execve made this process dumpable again (it runs with
+    // its user's own ids), so its owner could attach a debugger to it, or
+    // open its descriptors through /proc, while it holds root's.
+    // SAFETY: prctl on this process alone.
+    let private = unsafe {
+        libc::prctl(libc::PR_SET_DUMPABLE, 0) == 0 && libc::prctl(libc::PR_GET_DUMPABLE) == 0
+    };
     let report = match (args, std::env::var_os("PKEXEC_UID")) {
+        _ if !private => failed(
+            "start",
+            format!(
+                "it could not keep its user from examining it ({})",
+                io::Error::last_os_error()
+            ),
+        ),
         ([db, wait_ms], None) => match wait_ms.parse::<u64>() {
             Ok(ms) => hold_and_clone(Path::new(db), Duration::from_millis(ms)),
             Err(_) => failed("read its arguments", "the wait is not a number"),
@@ -636,22 +690,28 @@ fn hold_and_clone_inner(
     if wal {
         sources.push(open_source(&wal_name)?);
         sources.push(open_source(&shm_name)?);
-        let opened_by_sqlite: HashSet<(u64, u64)> = open_descriptors()
-            .into_iter()
-            .filter(|(fd, _)| !before.iter().any(|(b, _)| b == fd))
-            .map(|(_, id)| id)
-            .collect();
+    }
+    // The descriptors SQLite opened: new since it started, and not these.
+    let ours: Vec<String> = sources.iter().map(|f| f.as_raw_fd().to_string()).collect();
+    let sqlite_fds: Vec<(String, (u64, u64))> = open_descriptors()
+        .into_iter()
+        .filter(|(fd, _)| !before.iter().any(|(b, _)| b == fd) && !ours.contains(fd))
+        .collect();
+    if wal {
         for file in &sources {
             let id = file.metadata().map(|m| file_id(&m)).ok();
-            if !id.is_some_and(|id| opened_by_sqlite.contains(&id)) {
+            if !id.is_some_and(|id| sqlite_fds.iter().any(|(_, f)| *f == id)) {
                 return Err(changed("opened"));
             }
         }
     }
     let locked = if wal { &sources[2] } else { &sources[0] };
-    let key = lock_key(locked).map_err(|e| failed("read /proc/self/mountinfo", e))?;
+    let locked = locked
+        .metadata()
+        .map(|m| file_id(&m))
+        .map_err(|e| failed("examine the locked file", e))?;
     let still_locked = || -> std::result::Result<(), Report> {
-        if sqlite_locks().contains(&key) {
+        if sqlite_holds_lock(&sqlite_fds, locked) {
             Ok(())
         } else {
             Err(changed("locked"))
@@ -699,7 +759,7 @@ fn try_again_soon(_tries: i32) -> bool {
     }
 }
 
-/// Device and inode of a file, as `/proc/locks` names it.
+/// Device and inode of a file.
 fn file_id(meta: &fs::Metadata) -> (u64, u64) {
     (meta.dev(), meta.ino())
 }
@@ -708,64 +768,30 @@ fn same_file(a: &io::Result<fs::Metadata>, b: &fs::Metadata) -> bool {
     a.as_ref().is_ok_and(|a| file_id(a) == file_id(b))
 }
 
-/// How `/proc/locks` names the file `file` is open on: the device of its
-/// filesystem's superblock (from the mount it was opened through, which on
-/// btrfs is not the device stat gives) and its inode number.
-fn lock_key(file: &File) -> io::Result<String> {
-    let fdinfo = fs::read_to_string(format!("/proc/self/fdinfo/{}", file.as_raw_fd()))?;
-    let mount = fdinfo
-        .lines()
-        .find_map(|l| l.strip_prefix("mnt_id:"))
-        .map(str::trim)
-        .ok_or_else(|| io::Error::other("no mount id in /proc/self/fdinfo"))?;
-    let mountinfo = fs::read_to_string("/proc/self/mountinfo")?;
-    let device = mountinfo
-        .lines()
-        .find_map(|l| {
-            let mut fields = l.split(' ');
-            (fields.next()? == mount).then(|| fields.nth(1))?
-        })
-        .ok_or_else(|| io::Error::other("the mount is not in /proc/self/mountinfo"))?;
-    let (major, minor) = device
-        .split_once(':')
-        .and_then(|(a, b)| Some((a.parse::<u32>().ok()?, b.parse::<u32>().ok()?)))
-        .ok_or_else(|| io::Error::other("a mount's device is not major:minor"))?;
-    Ok(format!(
-        "{major:02x}:{minor:02x}:{}",
-        file.metadata()?.ino()
-    ))
-}
-
-/// The files (as `/proc/locks` names them) on which this process holds a
-/// POSIX lock: SQLite's.
-fn sqlite_locks() -> HashSet<String> {
+/// Whether this process holds a POSIX lock (SQLite's) on the file `id`
+/// through one of the descriptors SQLite opened (`sqlite_fds`). Read from
+/// that descriptor's `/proc/self/fdinfo`, which lists only the locks set
+/// through it: a few lines, where `/proc/locks` lists every lock on the
+/// system, a list any user can make as long as they like.
+fn sqlite_holds_lock(sqlite_fds: &[(String, (u64, u64))], id: (u64, u64)) -> bool {
     let me = std::process::id().to_string();
-    parse_locks(&proc_locks().unwrap_or_default(), &me)
-        .into_iter()
-        .map(|(key, _)| key)
-        .collect()
+    sqlite_fds
+        .iter()
+        .filter(|(_, file)| *file == id)
+        .any(|(fd, _)| {
+            fs::read_to_string(format!("/proc/self/fdinfo/{fd}")).is_ok_and(|info| {
+                let locks: Vec<&str> = info
+                    .lines()
+                    .filter_map(|l| l.strip_prefix("lock:"))
+                    .collect();
+                !parse_locks(&locks.join("\n"), &me).is_empty()
+            })
+        })
 }
 
-/// `/proc/locks` in one read: the kernel lists the locks under its lock
-/// for one read call only, and locks come and go between calls (a writer
-/// commits hundreds of times a second), so a list read in pieces can miss
-/// lines.
-fn proc_locks() -> io::Result<String> {
-    let mut size = 1 << 20;
-    loop {
-        let mut file = File::open("/proc/locks")?;
-        let mut buf = vec![0u8; size];
-        let n = file.read(&mut buf)?;
-        if n < size {
-            buf.truncate(n);
-            return String::from_utf8(buf).map_err(io::Error::other);
-        }
-        size *= 4;
-    }
-}
-
-/// From `/proc/locks` text, the file and first byte of each POSIX lock
-/// `pid` holds: `1: POSIX  ADVISORY  READ 5434 fe:00:10010808 1073741826 1073742335`.
+/// From lock lines as `/proc/locks` and `/proc/PID/fdinfo` (after its
+/// `lock:`) write them, the file and first byte of each POSIX lock `pid`
+/// holds: `1: POSIX  ADVISORY  READ 5434 fe:00:10010808 1073741826 1073742335`.
 fn parse_locks(text: &str, pid: &str) -> Vec<(String, u64)> {
     text.lines()
         .filter_map(|line| {
@@ -791,11 +817,18 @@ fn open_descriptors() -> Vec<(String, (u64, u64))> {
     let Ok(entries) = fs::read_dir("/proc/self/fd") else {
         return Vec::new();
     };
-    entries
+    let fds: Vec<RawFd> = entries
         .flatten()
-        .filter_map(|e| {
-            let meta = fs::metadata(e.path()).ok()?;
-            Some((e.file_name().to_string_lossy().into_owned(), file_id(&meta)))
+        .filter_map(|e| e.file_name().to_str()?.parse().ok())
+        .collect();
+    // Without the listing's own descriptor, closed by now (its number is
+    // the next file's, such as the database SQLite opens).
+    fds.into_iter()
+        // SAFETY: fcntl only asks whether the descriptor is open.
+        .filter(|fd| unsafe { libc::fcntl(*fd, libc::F_GETFD) } >= 0)
+        .filter_map(|fd| {
+            let meta = fs::metadata(format!("/proc/self/fd/{fd}")).ok()?;
+            Some((fd.to_string(), file_id(&meta)))
         })
         .collect()
 }
@@ -840,8 +873,10 @@ fn open_dir_at(dir: &File, name: &str) -> io::Result<File> {
     Ok(unsafe { File::from_raw_fd(fd) })
 }
 
-fn is_marked(dir: &File) -> bool {
-    let mut value = [0u8; 16];
+/// The run a work folder's mark names (empty for an older version's
+/// mark), `None` if it carries none.
+fn mark_of(dir: &File) -> Option<String> {
+    let mut value = [0u8; 64];
     // SAFETY: fgetxattr writes at most value.len() bytes.
     let n = unsafe {
         libc::fgetxattr(
@@ -851,7 +886,12 @@ fn is_marked(dir: &File) -> bool {
             value.len(),
         )
     };
-    n >= 0 && &value[..n as usize] == MARK_VALUE
+    let value = &value[..usize::try_from(n).ok()?];
+    if value == MARK_VALUE {
+        return Some(String::new());
+    }
+    let run = value.strip_prefix(MARK_VALUE)?.strip_prefix(b" ")?;
+    std::str::from_utf8(run).ok().map(str::to_owned)
 }
 
 /// A run's work folder and the clones in it, removed when released or
@@ -919,13 +959,14 @@ impl Clones {
             clones.released = true;
             return Err(failed(io::Error::from_raw_os_error(libc::EPERM)));
         }
+        let mark = [MARK_VALUE, b" ", id.as_bytes()].concat();
         // SAFETY: fsetxattr reads the value of the length given.
         let marked = unsafe {
             libc::fsetxattr(
                 clones.dir.as_raw_fd(),
                 MARK.as_ptr(),
-                MARK_VALUE.as_ptr().cast(),
-                MARK_VALUE.len(),
+                mark.as_ptr().cast(),
+                mark.len(),
                 0,
             )
         };
@@ -1003,21 +1044,107 @@ impl ActiveSnapshot for Clones {
         self.warning.clone()
     }
 
+    /// Each file opened is one of the clones, and every clone is opened:
+    /// the database without its WAL clone is not what was held still.
     fn check_opened(&self, opened: &[(StoreFile, File)]) -> Result<()> {
+        let refused = |reason: String| Error::Refused {
+            field: "source",
+            reason,
+        };
+        let mut seen = HashSet::new();
         for (file, handle) in opened {
             let id = handle.metadata().map(|m| file_id(&m)).ok();
             if !self.files.iter().any(|(_, clone)| Some(*clone) == id) {
+                return Err(refused(format!(
+                    "{} in {} is not the clone persnap made (the folder was changed); nothing was copied",
+                    file.name,
+                    self.path.display()
+                )));
+            }
+            seen.extend(id);
+        }
+        if let Some((name, _)) = self.files.iter().find(|(_, clone)| !seen.contains(clone)) {
+            return Err(refused(format!(
+                "the clone {name} in {} is missing from the files opened (the folder was changed); nothing was copied",
+                self.path.display()
+            )));
+        }
+        Ok(())
+    }
+
+    /// The clones, opened through the work folder's descriptor (its name
+    /// at the top of the filesystem is the top folder owner's to rename
+    /// and replace): no link followed, a FIFO never waited for, each one
+    /// the very file root created, and all of them.
+    fn open_store(&self, store_name: &str) -> Result<(Store, Vec<(StoreFile, File)>)> {
+        let mut opened = Vec::new();
+        for role in FileRole::ALL {
+            let name = format!("{store_name}{}", role.suffix());
+            let Some((_, clone)) = self.files.iter().find(|(n, _)| *n == name) else {
+                continue;
+            };
+            let path = self.path.join(&name);
+            let unreadable = |source| Error::SourceUnreadable {
+                path: path.clone(),
+                source,
+            };
+            let handle = match crate::sys::open_beneath(&self.dir, &self.path, &name) {
+                Ok(handle) => handle,
+                // Said below as a clone missing.
+                Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
+                Err(e) => return Err(unreadable(e)),
+            };
+            let meta = handle.metadata().map_err(unreadable)?;
+            if !meta.is_file() || file_id(&meta) != *clone {
                 return Err(Error::Refused {
                     field: "source",
                     reason: format!(
-                        "{} in {} is not the clone persnap made (the folder was changed); nothing was copied",
-                        file.name,
+                        "{name} in {} is not the clone persnap made; nothing was copied",
                         self.path.display()
                     ),
                 });
             }
+            let size = meta.len();
+            opened.push((StoreFile { role, name, size }, handle));
         }
-        Ok(())
+        self.check_opened(&opened)?;
+        let (main, handle) = opened
+            .first()
+            .filter(|(f, _)| f.role == FileRole::Main)
+            .ok_or_else(|| Error::StoreNotFound {
+                dir: self.path.clone(),
+                store_name: store_name.to_owned(),
+                listing: "The database was not cloned.".into(),
+            })?;
+        let main_path = self.path.join(&main.name);
+        // Read at an offset: the copy reads the file from its start.
+        let mut header = [0u8; 100];
+        let mut got = 0;
+        while got < header.len() {
+            use std::os::unix::fs::FileExt;
+            match handle.read_at(&mut header[got..], got as u64) {
+                Ok(0) => break,
+                Ok(n) => got += n,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(source) => {
+                    return Err(Error::SourceUnreadable {
+                        path: main_path,
+                        source,
+                    });
+                }
+            }
+        }
+        let header = SqliteHeader::parse(&header[..got]).map_err(|detail| Error::NotSqlite {
+            path: main_path,
+            detail,
+        })?;
+        let store = Store {
+            dir: self.path.clone(),
+            name: store_name.to_owned(),
+            files: opened.iter().map(|(f, _)| f.clone()).collect(),
+            header,
+        };
+        Ok((store, opened))
     }
 
     fn release(&mut self) -> Result<()> {
@@ -1048,6 +1175,110 @@ impl ActiveSnapshot for Clones {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The clones of a WAL-mode database, in a real work folder (root's,
+    /// marked: needs root).
+    fn made_clones(top: &Path) -> Clones {
+        made_clones_for(top, "0badc0de")
+    }
+
+    fn made_clones_for(top: &Path, run: &str) -> Clones {
+        let live = tempfile::tempdir().unwrap();
+        let db = live.path().join("persistence.db");
+        crate::loadgen::init(&db, crate::loadgen::Mode::Wal, 1).unwrap();
+        let dev = fs::metadata(top).unwrap().dev();
+        let mut clones = Clones::make(top, dev, run).unwrap();
+        clones
+            .create("persistence.db")
+            .unwrap()
+            .write_all(&fs::read(&db).unwrap())
+            .unwrap();
+        clones
+            .create("persistence.db-wal")
+            .unwrap()
+            .write_all(b"frames")
+            .unwrap();
+        clones
+    }
+
+    #[test]
+    fn a_clone_missing_from_what_is_opened_is_refused() {
+        if !crate::fsutil::is_root() {
+            eprintln!("SKIP a_clone_missing_from_what_is_opened_is_refused: needs root");
+            return;
+        }
+        let top = tempfile::tempdir_in("/var/tmp").unwrap();
+        let clones = made_clones(top.path());
+        let by_path = |clones: &Clones| {
+            let image = crate::store::discover(clones.folder(), "persistence.db").unwrap();
+            crate::store::open_set(&image).unwrap()
+        };
+        clones.check_opened(&by_path(&clones)).unwrap();
+        let (store, files) = clones.open_store("persistence.db").unwrap();
+        assert_eq!(store.files.len(), 2);
+        assert_eq!(store.journal_mode(), crate::store::JournalMode::Wal);
+        assert_eq!(files[1].0.size, 6);
+        // The WAL clone goes after the clone (or a second swap of the
+        // folder hid it when the files were looked up): the database
+        // alone would be a backup without its committed WAL.
+        fs::remove_file(clones.folder().join("persistence.db-wal")).unwrap();
+        let err = clones
+            .check_opened(&by_path(&clones))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("clone persistence.db-wal in"), "{err}");
+        let err = clones.open_store("persistence.db").unwrap_err().to_string();
+        assert!(err.contains("clone persistence.db-wal in"), "{err}");
+    }
+
+    #[test]
+    fn a_live_runs_work_folder_renamed_is_not_swept() {
+        if !crate::fsutil::is_root() {
+            eprintln!("SKIP a_live_runs_work_folder_renamed_is_not_swept: needs root");
+            return;
+        }
+        let top = tempfile::tempdir_in("/var/tmp").unwrap();
+        let run = uuid::Uuid::new_v4().simple().to_string()[..8].to_owned();
+        let _alive = RunLock::acquire(&run).unwrap();
+        let clones = made_clones_for(top.path(), &run);
+        // The top folder's owner gives it a name no live run has.
+        fs::rename(
+            clones.folder(),
+            top.path().join(format!("{}{run}.away", name_prefix())),
+        )
+        .unwrap();
+        assert_eq!(sweep_top(top.path()).unwrap(), Vec::<String>::new());
+        assert!(stat_at(&clones.dir, "persistence.db").is_ok());
+        clones.open_store("persistence.db").unwrap();
+    }
+
+    #[test]
+    fn a_lock_is_found_only_through_the_descriptor_that_set_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("persistence.db");
+        fs::write(&path, b"x").unwrap();
+        let (locker, other) = (File::open(&path).unwrap(), File::open(&path).unwrap());
+        let id = file_id(&locker.metadata().unwrap());
+        let fds = |f: &File| vec![(f.as_raw_fd().to_string(), id)];
+        assert!(!sqlite_holds_lock(&fds(&locker), id), "no lock yet");
+        // SQLite's SHARED lock: a read lock on the shared byte range.
+        // SAFETY: flock is plain data; fcntl reads it.
+        let mut lock: libc::flock = unsafe { std::mem::zeroed() };
+        lock.l_type = libc::F_RDLCK as _;
+        lock.l_whence = libc::SEEK_SET as _;
+        lock.l_start = 0x4000_0002;
+        lock.l_len = 510;
+        assert_eq!(
+            unsafe { libc::fcntl(locker.as_raw_fd(), libc::F_SETLK, &lock) },
+            0
+        );
+        assert!(sqlite_holds_lock(&fds(&locker), id));
+        assert!(!sqlite_holds_lock(&fds(&other), id), "not set through it");
+        assert!(
+            !sqlite_holds_lock(&fds(&locker), (id.0, id.1 + 1)),
+            "another file"
+        );
+    }
 
     #[test]
     fn locks_are_read_for_this_process_only() {

@@ -22,7 +22,7 @@ pub fn open_nofollow(path: &Path) -> io::Result<File> {
 pub fn open_untrusted(path: &Path) -> io::Result<File> {
     let file = File::options()
         .read(true)
-        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK | libc::O_NOCTTY)
         .open(path)?;
     if !file.metadata()?.is_file() {
         return Err(io::Error::new(
