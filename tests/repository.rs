@@ -392,11 +392,20 @@ fn free_port() -> u16 {
 struct SftpServer {
     child: Child,
     port: u16,
+    /// The server's key, as ssh shows it (`SHA256:…`).
+    fingerprint: String,
     env: Vec<(String, OsString)>,
 }
 
 impl SftpServer {
     fn start(dir: &Path) -> SftpServer {
+        SftpServer::start_on(dir, free_port(), None)
+    }
+
+    /// A server with a host key of its own, answering on `port`, letting
+    /// in `client_key` when given (someone answering in a real server's
+    /// place would let anyone in).
+    fn start_on(dir: &Path, port: u16, client_key: Option<PathBuf>) -> SftpServer {
         std::fs::create_dir_all(dir).unwrap();
         let key = |name: &str| {
             let path = dir.join(name);
@@ -408,13 +417,13 @@ impl SftpServer {
             assert!(out.status.success(), "{}", stderr(&out));
             path
         };
-        let (host_key, client_key) = (key("host_key"), key("client_key"));
+        let host_key = key("host_key");
+        let client_key = client_key.unwrap_or_else(|| key("client_key"));
         std::fs::copy(
             client_key.with_extension("pub"),
             dir.join("authorized_keys"),
         )
         .unwrap();
-        let port = free_port();
         let config = dir.join("sshd_config");
         std::fs::write(
             &config,
@@ -450,9 +459,21 @@ impl SftpServer {
         let known_hosts = dir.join("known_hosts");
         let host_public = std::fs::read_to_string(host_key.with_extension("pub")).unwrap();
         std::fs::write(&known_hosts, format!("[127.0.0.1]:{port} {host_public}")).unwrap();
+        // Its key as ssh shows it: `256 SHA256:… comment (ED25519)`.
+        let listed = Command::new("ssh-keygen")
+            .arg("-lf")
+            .arg(host_key.with_extension("pub"))
+            .output()
+            .unwrap();
+        let fingerprint = String::from_utf8_lossy(&listed.stdout)
+            .split_whitespace()
+            .nth(1)
+            .unwrap()
+            .to_owned();
         SftpServer {
             child,
             port,
+            fingerprint,
             env: vec![
                 ("RCLONE_SFTP_KEY_FILE".into(), client_key.into()),
                 ("RCLONE_SFTP_KNOWN_HOSTS_FILE".into(), known_hosts.into()),
@@ -506,12 +527,119 @@ fn live_backups_over_sftp_restore_consistent_with_restic() {
         "a server with another key was trusted"
     );
     assert!(
-        stderr(&out).contains("its own key is the one trusted in RCLONE_SFTP_KNOWN_HOSTS_FILE"),
+        stderr(&out).contains(&format!(
+            "answered with the key {}, which is not trusted",
+            server.fingerprint
+        )),
         "{}",
         stderr(&out)
     );
     // Nothing of the failed attempt is recorded as a backup.
     assert_eq!(setup.history().load().unwrap().len(), 3);
+}
+
+/// Someone in the path who answers for the SSH server (here: another sshd
+/// with a key of its own, on the same address, letting the same client
+/// in) must not be taken for it: a server whose key is not trusted is
+/// refused before anything is sent, with its key's fingerprint as ssh
+/// shows it and the location that trusts it; once trusted (pinned in the
+/// location, or in known_hosts) it works; a server with another key at
+/// the same address is refused again.
+#[test]
+fn an_sftp_server_is_trusted_only_with_its_own_key() {
+    if !require_root("an_sftp_server_is_trusted_only_with_its_own_key") {
+        return;
+    }
+    let mut setup = Setup::new();
+    let server = SftpServer::start(&setup.path("sshd"));
+    let home = setup.path("home");
+    std::fs::create_dir(&home).unwrap();
+    // The client key only: no known_hosts file of the test's, and a home
+    // whose known_hosts does not know the server yet.
+    setup.env = vec![server.env[0].clone(), ("HOME".into(), home.clone().into())];
+    let served = setup.path("served");
+    let repo = format!("sftp:root@127.0.0.1:{}:{}", server.port, served.display());
+
+    let out = setup.persnap(&repo, &["repo", "init"]);
+    let said = stderr(&out);
+    assert!(
+        !out.status.success(),
+        "an unknown server was trusted: {said}"
+    );
+    assert_eq!(out.status.code(), Some(2), "{said}");
+    let pinned = format!("{repo}#host-key={}", server.fingerprint);
+    assert!(
+        said.contains(&format!(
+            "answered with the key {}, which is not trusted",
+            server.fingerprint
+        )) && said.contains(&pinned),
+        "{said}"
+    );
+    assert!(!served.exists(), "something was sent to an unknown server");
+
+    // Trusted by its pinned key: created, and listed.
+    ok(&setup.persnap(&pinned, &["repo", "init"]));
+    assert!(setup.listed(&pinned).is_empty());
+    // Trusted through ~/.ssh/known_hosts (hashed, as ssh writes it).
+    std::fs::create_dir(home.join(".ssh")).unwrap();
+    std::fs::copy(
+        setup.path("sshd").join("known_hosts"),
+        home.join(".ssh/known_hosts"),
+    )
+    .unwrap();
+    let hashed = Command::new("ssh-keygen")
+        .args(["-H", "-f"])
+        .arg(home.join(".ssh/known_hosts"))
+        .output()
+        .unwrap();
+    assert!(hashed.status.success(), "{}", stderr(&hashed));
+    assert!(setup.listed(&repo).is_empty());
+
+    // Another machine answers at the server's address.
+    let port = server.port;
+    let client_key = PathBuf::from(&server.env[0].1);
+    drop(server);
+    let impostor = SftpServer::start_on(&setup.path("impostor"), port, Some(client_key));
+    for location in [&pinned, &repo] {
+        let out = setup.persnap(location, &["repo", "list"]);
+        let said = stderr(&out);
+        assert!(
+            !out.status.success(),
+            "{location}: the impostor was trusted"
+        );
+        assert!(
+            said.contains(&format!("answered with the key {}", impostor.fingerprint)),
+            "{said}"
+        );
+    }
+    let out = setup.persnap(&pinned, &["repo", "list"]);
+    assert!(
+        stderr(&out).contains("someone may be answering in the server's place"),
+        "{}",
+        stderr(&out)
+    );
+}
+
+/// Plain http:// to another machine would let anyone in between answer
+/// in the server's place: refused unless the location says so.
+#[test]
+fn plain_http_to_another_machine_is_refused_unless_allowed() {
+    let setup = Setup::new();
+    for repo in [
+        "rest:http://192.0.2.7:8000/",
+        "s3:http://192.0.2.7:9000/bucket",
+    ] {
+        let started = Instant::now();
+        let out = setup.persnap(repo, &["repo", "list"]);
+        let said = stderr(&out);
+        assert_eq!(out.status.code(), Some(2), "{repo}: {said}");
+        assert!(
+            said.contains("plain http://") && said.contains("#allow-plain-http"),
+            "{said}"
+        );
+        // Refused as written, not after trying to reach it.
+        assert!(started.elapsed() < Duration::from_secs(5));
+    }
 }
 
 #[test]

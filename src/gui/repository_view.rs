@@ -282,7 +282,7 @@ fn create_section(app: &mut PersnapApp, ui: &mut Ui) {
                 ui.add(
                     egui::TextEdit::singleline(&mut n.location)
                         .desired_width(480.0)
-                        .hint_text("/srv/backups/repo, rest:http://host:8000/, sftp:user@host:/path, s3:https://host/bucket"),
+                        .hint_text("/srv/backups/repo, rest:https://host:8000/, sftp:user@host:/path, s3:https://host/bucket"),
                 )
                 .labelled_by(label.id);
                 ui.end_row();
@@ -379,7 +379,7 @@ pub fn fields(app: &mut PersnapApp, ui: &mut Ui) -> bool {
     ui.add(
         egui::TextEdit::singleline(&mut app.settings.repository)
             .desired_width(480.0)
-            .hint_text("/srv/backups/repo, rest:http://host:8000/, sftp:user@host:/path, s3:https://host/bucket"),
+            .hint_text("/srv/backups/repo, rest:https://host:8000/, sftp:user@host:/path, s3:https://host/bucket"),
     )
     .labelled_by(name.id);
     ui.end_row();

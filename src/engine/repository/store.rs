@@ -42,8 +42,12 @@ impl Location {
                 .unwrap_or_else(|| p.to_owned())
         })
     }
-    fn backend_options(&self) -> Result<BackendOptions> {
-        let repository = match scheme(&self.0) {
+    /// The repository's storage as rustic_backend takes it, and for SFTP
+    /// the known_hosts file (this run's own) rclone checks the server
+    /// against: it must live as long as the connection.
+    fn backend_options(&self) -> Result<(BackendOptions, Option<tempfile::TempPath>)> {
+        let mut known_hosts = None;
+        let repository = match scheme(self.base()) {
             // On Windows rustic takes `local:C:\x` for a relative folder
             // named so: a drive path goes bare, with backslashes only.
             Some(("local" | "", path)) if cfg!(windows) => path.replace('/', "\\"),
@@ -52,19 +56,40 @@ impl Location {
             // SFTP and S3 go through rclone (`rclone serve restic`, started
             // and stopped by rustic for the run), with an on-the-fly remote:
             // no rclone configuration is needed.
-            Some(("sftp" | "s3", _)) => format!("rclone:{}", self.rclone_remote()?),
+            Some(("sftp", rest)) => {
+                let (_, host, port, _) = sftp_parts(rest).expect("checked when parsed");
+                let port = port.map_or(22, |p| p.parse().expect("checked when parsed"));
+                let file = super::hostkey::trusted(self, host, port)?;
+                let remote = self.rclone_remote(Some(&file))?;
+                known_hosts = Some(file);
+                format!("rclone:{remote}")
+            }
+            Some(("s3", _)) => format!("rclone:{}", self.rclone_remote(None)?),
             _ => unreachable!("checked when parsed"),
         };
-        Ok(BackendOptions::default().repository(repository))
+        Ok((
+            BackendOptions::default().repository(repository),
+            known_hosts,
+        ))
     }
 
-    /// The on-the-fly rclone remote of an SFTP or S3 location.
-    fn rclone_remote(&self) -> Result<String> {
-        Ok(match scheme(&self.0) {
+    /// The on-the-fly rclone remote of an SFTP location (checking the
+    /// server against `known_hosts`) or an S3 one.
+    fn rclone_remote(&self, known_hosts: Option<&Path>) -> Result<String> {
+        Ok(match scheme(self.base()) {
             Some(("sftp", rest)) => {
                 let (user, host, port, root) = sftp_parts(rest).expect("checked when parsed");
                 let port = port.unwrap_or("22");
-                format!(":sftp,host={host},user={user},port={port}:{root}")
+                // Quoted for rclone, a quote written twice.
+                let known = known_hosts
+                    .map(|f| {
+                        format!(
+                            ",known_hosts_file='{}'",
+                            f.display().to_string().replace('\'', "''")
+                        )
+                    })
+                    .unwrap_or_default();
+                format!(":sftp,host={host},user={user},port={port}{known}:{root}")
             }
             Some(("s3", url)) => {
                 let (scheme_part, rest) = url.split_once("://").expect("checked when parsed");
@@ -84,16 +109,29 @@ impl Location {
         })
     }
 
+    /// Connects to the repository's storage (starting rclone for SFTP and
+    /// S3, the SFTP server's key checked first).
+    fn connect(&self) -> Result<Storage> {
+        let (options, known_hosts) = self.backend_options()?;
+        let backends = options
+            .to_backends()
+            .map_err(|e| plain(self, "connecting", &e))?;
+        Ok(Storage {
+            backends,
+            _known_hosts: known_hosts.map(Arc::new),
+        })
+    }
+
     /// Why S3 storage turned persnap away, when it was its keys: rclone
     /// (which stores the repository) does not tell rustic, which then only
     /// sees a missing file or a failed request. So rclone is asked once
     /// more, itself, to list the place, and what it says is returned when
     /// the storage refused the keys (or none were given).
     fn s3_keys_refused(&self) -> Option<String> {
-        if !matches!(scheme(&self.0), Some(("s3", _))) {
+        if !matches!(scheme(self.base()), Some(("s3", _))) {
             return None;
         }
-        let remote = self.rclone_remote().ok()?;
+        let remote = self.rclone_remote(None).ok()?;
         let mut command = std::process::Command::new("rclone");
         // No console window of its own on Windows.
         #[cfg(windows)]
@@ -278,11 +316,8 @@ const STORING: &str = "storing the backup";
 
 /// Creates a new, empty repository (format 2: compressed).
 pub fn init(location: &Location, password: &Password) -> Result<()> {
-    let backends = location
-        .backend_options()?
-        .to_backends()
-        .map_err(|e| plain(location, "connecting", &e))?;
-    let repo = Repository::new(&RepositoryOptions::default(), &backends)
+    let storage = location.connect()?;
+    let repo = Repository::new(&RepositoryOptions::default(), &storage.backends)
         .map_err(|e| plain(location, "connecting", &e))?;
     match repo.config_id() {
         Ok(Some(_)) => {
@@ -330,10 +365,20 @@ fn config_options() -> ConfigOptions {
 /// SQLite's default page size: a chunk is a page.
 const CHUNK_KIB: u64 = 4;
 
+/// A repository's storage, connected.
+#[derive(Clone)]
+struct Storage {
+    backends: rustic_core::RepositoryBackends,
+    /// The SFTP server's trusted keys, which rclone reads on every
+    /// connection: removed when the last user of the storage is gone.
+    _known_hosts: Option<Arc<tempfile::TempPath>>,
+}
+
 /// A repository, opened with its password.
 pub struct Repo {
     location: Location,
     backends: rustic_core::RepositoryBackends,
+    _known_hosts: Option<Arc<tempfile::TempPath>>,
     password: Password,
     repo: Repository<OpenStatus>,
     meter: Meter,
@@ -439,14 +484,15 @@ fn evict_new_files(root: &Path, since: std::time::SystemTime) -> bool {
 impl Repo {
     pub fn open(location: &Location, password: &Password) -> Result<Repo> {
         let meter = Meter::default();
-        let backends = location
-            .backend_options()?
-            .to_backends()
-            .map_err(|e| plain(location, "connecting", &e))?;
+        let Storage {
+            backends,
+            _known_hosts,
+        } = location.connect()?;
         let repo = opened(location, &backends, password, &meter)?;
         Ok(Repo {
             location: location.clone(),
             backends,
+            _known_hosts,
             password: password.clone(),
             repo,
             meter,
@@ -673,6 +719,7 @@ impl Repo {
             )?,
             location: self.location.clone(),
             backends: self.backends.clone(),
+            _known_hosts: self._known_hosts.clone(),
             password: self.password.clone(),
             meter: self.meter.clone(),
             no_cache: true,
