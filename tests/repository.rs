@@ -1267,6 +1267,47 @@ fn a_damaged_repository_is_said_plainly_and_its_backup_never_passes_verify() {
     );
 }
 
+/// Whoever can write to a repository's storage (without its password)
+/// plants a key file asking for scrypt with N = 2^20 (1 GiB) and p = 16:
+/// rustic would try it at every open, for minutes, before the password is
+/// judged. It is refused at once, in words, naming the file.
+#[test]
+fn a_planted_key_file_that_would_stall_every_open_is_refused_at_once() {
+    let setup = Setup::new();
+    let repo = setup.path("repo");
+    let repo = repo.to_str().unwrap();
+    ok(&setup.persnap(repo, &["repo", "init"]));
+    assert!(setup.listed(repo).is_empty());
+    let keys = setup.path("repo").join("keys");
+    let real = files_under(&keys).pop().expect("the repository's key");
+    let mut key: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&real).unwrap()).unwrap();
+    key["N"] = (1u32 << 20).into();
+    key["p"] = 16.into();
+    // Named to be listed (and tried) first.
+    let planted = "0".repeat(64);
+    std::fs::write(keys.join(&planted), serde_json::to_vec(&key).unwrap()).unwrap();
+
+    let started = Instant::now();
+    let out = setup.persnap(repo, &["repo", "list"]);
+    let said = stderr(&out);
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "took {:?}: {said}",
+        started.elapsed()
+    );
+    assert_eq!(out.status.code(), Some(2), "{said}");
+    assert!(
+        said.contains("neither restic nor persnap makes") && said.contains(&planted),
+        "{said}"
+    );
+    assert!(!said.contains("panicked"), "{said}");
+
+    // Removed, the repository opens again.
+    std::fs::remove_file(keys.join(&planted)).unwrap();
+    assert!(setup.listed(repo).is_empty());
+}
+
 #[test]
 fn a_full_remote_is_said_plainly_and_leaves_no_backup() {
     if !require_root("a_full_remote_is_said_plainly_and_leaves_no_backup") {

@@ -11,9 +11,10 @@ use std::time::{Duration, Instant};
 use rustic_backend::BackendOptions;
 use rustic_core::repofile::SnapshotId;
 use rustic_core::{
-    BackupOptions, ConfigOptions, Credentials, KeyOptions, LocalSource, LsOptions, OpenStatus,
-    PathList, ProgressBars, ProgressType, ReadSource, ReadSourceEntry, ReadSourceOpen, Repository,
-    RepositoryOptions, RusticError, RusticProgress, RusticResult, SnapshotOptions,
+    BackupOptions, ConfigOptions, Credentials, FileType, KeyOptions, LocalSource, LsOptions,
+    OpenStatus, PathList, ProgressBars, ProgressType, ReadSource, ReadSourceEntry, ReadSourceOpen,
+    Repository, RepositoryOptions, RusticError, RusticProgress, RusticResult, SnapshotOptions,
+    WriteBackend,
 };
 
 use super::*;
@@ -21,6 +22,10 @@ use crate::error::{Error, ErrorKind, Result};
 use crate::manifest::{self, Manifest};
 use crate::progress::{CancelToken, Phase, Progress};
 
+/// The most files a backup set read back may hold (a database's files and
+/// the manifest), and the most bytes its list of them may take.
+const MAX_SET_FILES: usize = 1024;
+const MAX_SET_TREE: u32 = 4 << 20;
 /// Where a backup set lives inside its repository snapshot.
 const SNAPSHOT_ROOT: &str = "/persnap";
 const ADVICE_PASSWORD: &str =
@@ -408,10 +413,103 @@ fn opened_with(
     meter: &Meter,
     options: RepositoryOptions,
 ) -> Result<Repository<OpenStatus>> {
+    refuse_hostile_files(location, &*backends.repository())?;
     Repository::new_with_progress(&options, backends, meter.clone())
         .map_err(|e| plain(location, "connecting", &e))?
         .open(&password.credentials())
         .map_err(|e| plain(location, "opening the repository", &e))
+}
+
+/// The most key files a repository may hold: rustic tries each with the
+/// password, a fraction of a second apiece.
+const MAX_KEYS: usize = 64;
+/// A key file is some 450 bytes.
+const MAX_KEY_FILE: u32 = 64 << 10;
+/// Index and snapshot files are read whole into memory.
+const MAX_INDEX_FILE: u32 = 256 << 20;
+const MAX_SNAPSHOT_FILE: u32 = 16 << 20;
+/// The most work a key's scrypt may ask for, four times that of the keys
+/// rustic makes (N = 2^17, r = 8, p = 1; restic's are at most N = 2^15,
+/// r = 8 with p up to about 16): memory is 128 · N · r bytes (here at
+/// most 128 MiB), time grows with N · r · p.
+const MAX_SCRYPT_N_R: u64 = 1 << 20;
+const MAX_SCRYPT_N_R_P: u64 = 4 << 20;
+
+/// Refuses, before rustic reads anything, a repository whose storage
+/// holds what neither restic nor rustic makes, and what would make every
+/// open take days or all memory without the password being judged at
+/// all: rustic tries every key file with that file's own scrypt N, r, p,
+/// and reads key, index and snapshot files whole. So their sizes are
+/// checked from the listing, and each key file is read (capped) and its
+/// parameters checked before rustic derives a key from any.
+fn refuse_hostile_files(location: &Location, backend: &dyn WriteBackend) -> Result<()> {
+    let listing = |kind: FileType| {
+        backend
+            .list_with_size(kind)
+            .map_err(|e| plain(location, "listing the repository's files", &e))
+    };
+    let refused = |detail: String| Error::Repository {
+        what: format!(
+            "The repository {location} holds a file that neither restic nor persnap makes, which would stall or exhaust this computer when the repository is opened; it was not opened."
+        ),
+        advice: "Someone who can write to the repository's storage may have put it there. Check the repository (restic check) and its storage's access; remove the file named in the details if you know it is not yours, then try again.",
+        detail,
+        kind: ErrorKind::BadInput,
+    };
+    for (kind, folder, cap) in [
+        (FileType::Index, "index", MAX_INDEX_FILE),
+        (FileType::Snapshot, "snapshots", MAX_SNAPSHOT_FILE),
+    ] {
+        if let Some((id, size)) = listing(kind)?.into_iter().find(|(_, size)| *size > cap) {
+            let id = id.to_hex();
+            return Err(refused(format!(
+                "{folder}/{} is {size} bytes, more than the {cap} persnap reads",
+                &*id
+            )));
+        }
+    }
+    let keys = listing(FileType::Key)?;
+    if keys.len() > MAX_KEYS {
+        return Err(refused(format!(
+            "keys/ holds {} key files, more than the {MAX_KEYS} persnap tries",
+            keys.len()
+        )));
+    }
+    for (id, size) in keys {
+        let name = id.to_hex();
+        let name: &str = &name;
+        if size > MAX_KEY_FILE {
+            return Err(refused(format!(
+                "keys/{name} is {size} bytes, more than the {MAX_KEY_FILE} of a key file"
+            )));
+        }
+        let bytes = backend
+            .read_full(FileType::Key, &id)
+            .map_err(|e| plain(location, "reading the repository's keys", &e))?;
+        if bytes.len() > MAX_KEY_FILE as usize {
+            return Err(refused(format!(
+                "keys/{name} is {} bytes, more than the {MAX_KEY_FILE} of a key file",
+                bytes.len()
+            )));
+        }
+        let key: rustic_core::repofile::KeyFile = serde_json::from_slice(&bytes)
+            .map_err(|e| refused(format!("keys/{name} is not a key file: {e}")))?;
+        let (n, r, p) = (u64::from(key.n), u64::from(key.r), u64::from(key.p));
+        let sane = key.kdf == "scrypt"
+            && n.is_power_of_two()
+            && n > 1
+            && r > 0
+            && p > 0
+            && n.saturating_mul(r) <= MAX_SCRYPT_N_R
+            && n.saturating_mul(r).saturating_mul(p) <= MAX_SCRYPT_N_R_P;
+        if !sane {
+            return Err(refused(format!(
+                "keys/{name} asks for {} with N = {n}, r = {r}, p = {p}: more work than any key restic or rustic makes (N · r at most {MAX_SCRYPT_N_R}, N · r · p at most {MAX_SCRYPT_N_R_P})",
+                key.kdf
+            )));
+        }
+    }
+    Ok(())
 }
 
 /// Counts the bytes rustic reports, for [`Progress`].
@@ -846,11 +944,38 @@ impl Repo {
         // Only plain files, each directly in the set and with a plain name:
         // rustic joins a tree's names onto the target as they are, so a
         // snapshot someone else made could otherwise write anywhere.
+        // One level only, and only so many entries: a snapshot someone else
+        // made may hold a tree of millions, which would all be listed into
+        // memory before the first odd one is refused.
+        let not_ours = |detail: String| Error::NotABackup {
+            path: PathBuf::from(format!("{} ({})", entry.short_id(), self.location)),
+            detail,
+        };
+        if let Some(tree) = node.subtree {
+            let size = repo
+                .get_index_entry(&tree)
+                .map_err(|e| plain(&self.location, "reading the backup's list of files", &e))?
+                .location
+                .data_length();
+            if size > MAX_SET_TREE {
+                return Err(not_ours(format!(
+                    "the repository's copy lists its files in {size} bytes (a backup's list is a few kilobytes); it was not made by persnap"
+                )));
+            }
+        }
+        let mut options = LsOptions::default();
+        options.recursive = false;
         let entries: Vec<(PathBuf, rustic_core::repofile::Node)> = repo
-            .ls(&node, &LsOptions::default())
+            .ls(&node, &options)
             .map_err(|e| plain(&self.location, "reading the backup's list of files", &e))?
+            .take(MAX_SET_FILES + 1)
             .collect::<RusticResult<_>>()
             .map_err(|e| plain(&self.location, "reading the backup's list of files", &e))?;
+        if entries.len() > MAX_SET_FILES {
+            return Err(not_ours(format!(
+                "the repository's copy holds more than {MAX_SET_FILES} files; it was not made by persnap"
+            )));
+        }
         for (path, file) in &entries {
             let mut parts = path.components();
             let one_plain_name = matches!(
