@@ -2311,15 +2311,18 @@ fn a_password_in_a_repository_address_is_not_saved() {
         saved.contains("alice@backups.example.net:8000/fleet/"),
         "{saved}"
     );
-    let odd = Settings {
-        repository: "rest:not an address but:secret@".into(),
-        ..Settings::default()
-    };
-    assert!(
-        !serde_json::to_string(&odd.to_save())
-            .unwrap()
-            .contains("secret")
-    );
+    for odd in [
+        "rest:not an address but:secret@",
+        "s3:https://host/bucket?token=secret",
+        "rest:https://host:8000/repo#secret",
+    ] {
+        let odd = Settings {
+            repository: odd.into(),
+            ..Settings::default()
+        };
+        let saved = serde_json::to_string(&odd.to_save()).unwrap();
+        assert!(!saved.contains("secret"), "{saved}");
+    }
 }
 
 /// A new repository at `repo` (its password in the file `password`)

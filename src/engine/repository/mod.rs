@@ -171,6 +171,11 @@ impl Location {
         split_options(&self.0).0
     }
 
+    /// The same place without persnap's options.
+    fn without_options(&self) -> Location {
+        Location(self.base().to_owned())
+    }
+
     /// The SFTP server's key trusted for this repository (`SHA256:…`).
     pub fn host_key(&self) -> Option<&str> {
         split_options(&self.0)
