@@ -138,56 +138,112 @@ fn known(file: &std::path::Path, name: &str) -> Result<Vec<HostKey>> {
     Ok(said.lines().filter_map(HostKey::from_line).collect())
 }
 
+/// An SFTP server's key not trusted for its repository: to be shown, and
+/// trusted once the user compared it with the server's own.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UntrustedKey {
+    /// As ssh shows it: `SHA256:…`.
+    pub fingerprint: String,
+    /// Its type, as ssh names it (`ssh-ed25519`).
+    pub kind: String,
+    /// The key trusted before, when the server's key changed.
+    pub instead_of: Option<String>,
+    /// The repository's location with this key trusted (`#host-key=…`).
+    pub trusted: Location,
+}
+
+/// The SFTP server of `location` answers with a key not trusted for it:
+/// which (`None`: trusted, or not SFTP).
+pub fn untrusted_key(location: &Location) -> Result<Option<UntrustedKey>> {
+    let Some((host, port)) = location.sftp_host() else {
+        return Ok(None);
+    };
+    Ok(judge(location, &host, port)?.err().map(|(key, _)| key))
+}
+
+/// The server's keys trusted for `location`, or the one it answers with
+/// instead (and all it offered).
+#[allow(clippy::type_complexity)]
+fn judge(
+    location: &Location,
+    host: &str,
+    port: u16,
+) -> Result<std::result::Result<Vec<HostKey>, (UntrustedKey, Vec<HostKey>)>> {
+    let offered = scan(location, host, port)?;
+    let pinned = location.host_key();
+    let trusted: Vec<HostKey> = match pinned {
+        Some(pin) => offered
+            .iter()
+            .filter(|k| k.fingerprint() == pin)
+            .cloned()
+            .collect(),
+        None => {
+            let known = match known_hosts_file() {
+                Some(file) => known(&file, &known_name(host, port))?,
+                None => Vec::new(),
+            };
+            offered
+                .iter()
+                .filter(|k| known.contains(k))
+                .cloned()
+                .collect()
+        }
+    };
+    if !trusted.is_empty() {
+        return Ok(Ok(trusted));
+    }
+    // The server's strongest key first, as ssh prefers it.
+    let mut shown: Vec<&HostKey> = offered.iter().collect();
+    shown.sort_by_key(|k| !k.kind.contains("ed25519"));
+    let fingerprint = shown[0].fingerprint();
+    let untrusted = UntrustedKey {
+        kind: shown[0].kind.clone(),
+        instead_of: pinned.map(str::to_owned),
+        trusted: location.with_host_key(&fingerprint)?,
+        fingerprint,
+    };
+    Ok(Err((untrusted, offered)))
+}
+
 /// Checks the server's key of the SFTP location `location` (at
 /// `host:port`) and returns the known_hosts file rclone is to check every
 /// connection against; refused, with the key's fingerprint, when the
 /// server's key is not trusted.
 pub(super) fn trusted(location: &Location, host: &str, port: u16) -> Result<tempfile::TempPath> {
     let name = known_name(host, port);
-    let offered = scan(location, host, port)?;
-    let pinned = location.host_key();
-    let trusted: Vec<&HostKey> = match pinned {
-        Some(pin) => offered.iter().filter(|k| k.fingerprint() == pin).collect(),
-        None => {
-            let known = match known_hosts_file() {
-                Some(file) => known(&file, &name)?,
-                None => Vec::new(),
+    let trusted = match judge(location, host, port)? {
+        Ok(trusted) => trusted,
+        Err((key, offered)) => {
+            let UntrustedKey {
+                fingerprint,
+                instead_of,
+                trusted: with_pin,
+                ..
+            } = key;
+            let what = match instead_of {
+                Some(pin) => format!(
+                    "The SSH server at {host}:{port} answered with the key {fingerprint}, not with the key {pin} trusted for the repository {location}: someone may be answering in the server's place, or the server's key was changed. Nothing was sent to it. If the server's key was changed on purpose, the repository is {with_pin}"
+                ),
+                None => format!(
+                    "The SSH server at {host}:{port} answered with the key {fingerprint}, which is not trusted for the repository {location} (it is not in {}): it may be another machine answering in the server's place. Nothing was sent to it. Once you know it is the server's key, the repository is {with_pin}",
+                    known_hosts_file().map_or_else(
+                        || "a known_hosts file".to_owned(),
+                        |f| f.display().to_string()
+                    )
+                ),
             };
-            offered.iter().filter(|k| known.contains(k)).collect()
+            return Err(Error::Repository {
+                what,
+                advice: ADVICE_HOST_KEY,
+                detail: offered
+                    .iter()
+                    .map(|k| format!("{} {}", k.kind, k.fingerprint()))
+                    .collect::<Vec<_>>()
+                    .join(", "),
+                kind: ErrorKind::BadInput,
+            });
         }
     };
-    if trusted.is_empty() {
-        // The server's strongest key first, as ssh prefers it.
-        let mut shown: Vec<&HostKey> = offered.iter().collect();
-        shown.sort_by_key(|k| !k.kind.contains("ed25519"));
-        let fingerprint = shown[0].fingerprint();
-        let with_pin = location
-            .with_host_key(&fingerprint)
-            .map(|l| l.as_str().to_owned())
-            .unwrap_or_default();
-        let what = match pinned {
-            Some(pin) => format!(
-                "The SSH server at {host}:{port} answered with the key {fingerprint}, not with the key {pin} trusted for the repository {location}: someone may be answering in the server's place, or the server's key was changed. Nothing was sent to it. If the server's key was changed on purpose, the repository is {with_pin}"
-            ),
-            None => format!(
-                "The SSH server at {host}:{port} answered with the key {fingerprint}, which is not trusted for the repository {location} (it is not in {}): it may be another machine answering in the server's place. Nothing was sent to it. Once you know it is the server's key, the repository is {with_pin}",
-                known_hosts_file().map_or_else(
-                    || "a known_hosts file".to_owned(),
-                    |f| f.display().to_string()
-                )
-            ),
-        };
-        return Err(Error::Repository {
-            what,
-            advice: ADVICE_HOST_KEY,
-            detail: offered
-                .iter()
-                .map(|k| format!("{} {}", k.kind, k.fingerprint()))
-                .collect::<Vec<_>>()
-                .join(", "),
-            kind: ErrorKind::BadInput,
-        });
-    }
     let refused = |e: std::io::Error| Error::Repository {
         what: "The SSH server's trusted key could not be written down for the connection.".into(),
         advice: "Check that the temporary folder has free space and can be written, then try again.",

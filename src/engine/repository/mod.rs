@@ -29,6 +29,8 @@ mod fetch;
 #[cfg(feature = "repository")]
 mod hostkey;
 #[cfg(feature = "repository")]
+pub use hostkey::{UntrustedKey, untrusted_key};
+#[cfg(feature = "repository")]
 pub mod keyring;
 #[cfg(feature = "repository")]
 mod store;
@@ -171,7 +173,20 @@ impl Location {
         split_options(&self.0).0
     }
 
+    /// An SFTP location's server and port.
+    #[cfg_attr(not(feature = "repository"), allow(dead_code))]
+    fn sftp_host(&self) -> Option<(String, u16)> {
+        match scheme(self.base()) {
+            Some(("sftp", rest)) => {
+                let (_, host, port, _) = sftp_parts(rest)?;
+                Some((host.to_owned(), port.map_or(Some(22), |p| p.parse().ok())?))
+            }
+            _ => None,
+        }
+    }
+
     /// The same place without persnap's options.
+    #[cfg_attr(not(feature = "repository"), allow(dead_code))]
     fn without_options(&self) -> Location {
         Location(self.base().to_owned())
     }

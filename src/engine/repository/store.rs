@@ -61,10 +61,9 @@ impl Location {
             // SFTP and S3 go through rclone (`rclone serve restic`, started
             // and stopped by rustic for the run), with an on-the-fly remote:
             // no rclone configuration is needed.
-            Some(("sftp", rest)) => {
-                let (_, host, port, _) = sftp_parts(rest).expect("checked when parsed");
-                let port = port.map_or(22, |p| p.parse().expect("checked when parsed"));
-                let file = super::hostkey::trusted(self, host, port)?;
+            Some(("sftp", _)) => {
+                let (host, port) = self.sftp_host().expect("checked when parsed");
+                let file = super::hostkey::trusted(self, &host, port)?;
                 let remote = self.rclone_remote(Some(&file))?;
                 known_hosts = Some(file);
                 format!("rclone:{remote}")
