@@ -417,7 +417,15 @@ impl SftpServer {
             assert!(out.status.success(), "{}", stderr(&out));
             path
         };
+        // Two keys, as a usual server has: rclone is shown the ECDSA one.
         let host_key = key("host_key");
+        let out = Command::new("ssh-keygen")
+            .args(["-q", "-t", "ecdsa", "-N", "", "-f"])
+            .arg(dir.join("host_key_ecdsa"))
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{}", stderr(&out));
+        let ecdsa_key = dir.join("host_key_ecdsa");
         let client_key = client_key.unwrap_or_else(|| key("client_key"));
         std::fs::copy(
             client_key.with_extension("pub"),
@@ -428,11 +436,12 @@ impl SftpServer {
         std::fs::write(
             &config,
             format!(
-                "Port {port}\nListenAddress 127.0.0.1\nHostKey {}\nAuthorizedKeysFile {}\n\
+                "Port {port}\nListenAddress 127.0.0.1\nHostKey {}\nHostKey {}\nAuthorizedKeysFile {}\n\
                  PasswordAuthentication no\nKbdInteractiveAuthentication no\nUsePAM no\n\
                  StrictModes no\nPermitRootLogin prohibit-password\nPidFile {}\n\
                  Subsystem sftp internal-sftp\n",
                 host_key.display(),
+                ecdsa_key.display(),
                 dir.join("authorized_keys").display(),
                 dir.join("sshd.pid").display()
             ),
@@ -457,12 +466,21 @@ impl SftpServer {
             std::thread::sleep(Duration::from_millis(50));
         }
         let known_hosts = dir.join("known_hosts");
-        let host_public = std::fs::read_to_string(host_key.with_extension("pub")).unwrap();
-        std::fs::write(&known_hosts, format!("[127.0.0.1]:{port} {host_public}")).unwrap();
-        // Its key as ssh shows it: `256 SHA256:… comment (ED25519)`.
+        let public = |key: &Path| std::fs::read_to_string(key.with_extension("pub")).unwrap();
+        std::fs::write(
+            &known_hosts,
+            format!(
+                "[127.0.0.1]:{port} {}[127.0.0.1]:{port} {}",
+                public(&host_key),
+                public(&ecdsa_key)
+            ),
+        )
+        .unwrap();
+        // The key rclone checks, as ssh shows it: `256 SHA256:… comment
+        // (ECDSA)`.
         let listed = Command::new("ssh-keygen")
             .arg("-lf")
-            .arg(host_key.with_extension("pub"))
+            .arg(ecdsa_key.with_extension("pub"))
             .output()
             .unwrap();
         let fingerprint = String::from_utf8_lossy(&listed.stdout)
@@ -528,7 +546,7 @@ fn live_backups_over_sftp_restore_consistent_with_restic() {
     );
     assert!(
         stderr(&out).contains(&format!(
-            "answered with the key {}, which is not trusted",
+            "answered with the key {} (ecdsa-sha2-nistp256), which is not trusted",
             server.fingerprint
         )),
         "{}",
@@ -570,7 +588,7 @@ fn an_sftp_server_is_trusted_only_with_its_own_key() {
     let pinned = format!("{repo}#host-key={}", server.fingerprint);
     assert!(
         said.contains(&format!(
-            "answered with the key {}, which is not trusted",
+            "answered with the key {} (ecdsa-sha2-nistp256), which is not trusted",
             server.fingerprint
         )) && said.contains(&pinned),
         "{said}"

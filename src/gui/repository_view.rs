@@ -493,12 +493,16 @@ fn ask_to_trust(ui: &mut Ui, key: &UntrustedKey) -> Option<Location> {
     ui.add_space(6.0);
     let said = match &key.instead_of {
         Some(before) => format!(
-            "The server's key is now {} ({}); {before} was trusted. Trust the new key only if the server's administrator changed it.",
-            key.fingerprint, key.kind
+            "The server's key is now {} ({}); {before} was trusted. Trust the new key only if the server's administrator changed it (on the server: ssh-keygen -lf {}).",
+            key.fingerprint,
+            key.kind,
+            key.server_file()
         ),
         None => format!(
-            "The server's key is {} ({}). Compare it with the server's own (on the server: ssh-keygen -lf /etc/ssh/ssh_host_ed25519_key.pub); trust it only if it is the same.",
-            key.fingerprint, key.kind
+            "The server's key is {} ({}). Compare it with the server's own (on the server: ssh-keygen -lf {}); trust it only if it is the same.",
+            key.fingerprint,
+            key.kind,
+            key.server_file()
         ),
     };
     ui.colored_label(AMBER, said);

@@ -22,7 +22,7 @@ use sha2::Digest;
 use super::Location;
 use crate::error::{Error, ErrorKind, Result};
 
-const ADVICE_HOST_KEY: &str = "Compare the fingerprint with the server's own key (on the server: ssh-keygen -lf /etc/ssh/ssh_host_ed25519_key.pub, or ask its administrator). Only if it is the same, trust it: give the repository with #host-key= and the fingerprint at its end, as shown, or add the key to ~/.ssh/known_hosts; then try again.";
+const ADVICE_HOST_KEY: &str = "Compare the fingerprint with the server's own key (or ask its administrator). Only if it is the same, trust it: give the repository with #host-key= and the fingerprint at its end, as shown, or add the key to ~/.ssh/known_hosts; then try again.";
 
 /// A key as known_hosts holds it: its type and its base64.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -62,6 +62,21 @@ impl HostKey {
             blob: blob.to_owned(),
         })
     }
+}
+
+/// Where a key's type comes in the host key types rclone's SSH client
+/// (Go's x/crypto) asks for, first preferred: a server with several keys
+/// shows rclone the first it has.
+fn rclone_order(kind: &str) -> usize {
+    const ORDER: [&str; 6] = [
+        "ecdsa-sha2-nistp256",
+        "ecdsa-sha2-nistp384",
+        "ecdsa-sha2-nistp521",
+        "ssh-rsa",
+        "ssh-dss",
+        "ssh-ed25519",
+    ];
+    ORDER.iter().position(|k| *k == kind).unwrap_or(ORDER.len())
 }
 
 /// How known_hosts names a server: `host`, or `[host]:port`.
@@ -152,6 +167,20 @@ pub struct UntrustedKey {
     pub trusted: Location,
 }
 
+impl UntrustedKey {
+    /// Where an OpenSSH server keeps its public key of this type, to
+    /// compare (`ssh-keygen -lf` it there).
+    pub fn server_file(&self) -> String {
+        let kind = match self.kind.as_str() {
+            k if k.starts_with("ecdsa-") => "ecdsa",
+            "ssh-rsa" => "rsa",
+            "ssh-dss" => "dsa",
+            _ => "ed25519",
+        };
+        format!("/etc/ssh/ssh_host_{kind}_key.pub")
+    }
+}
+
 /// The SFTP server of `location` answers with a key not trusted for it:
 /// which (`None`: trusted, or not SFTP).
 pub fn untrusted_key(location: &Location) -> Result<Option<UntrustedKey>> {
@@ -189,15 +218,20 @@ fn judge(
                 .collect()
         }
     };
-    if !trusted.is_empty() {
+    // rclone takes the one key the server shows it, of the first type in
+    // its own order (Go's SSH client), and checks only that one: the key
+    // to trust is that one (an ssh-ed25519 key trusted is no help while
+    // rclone is shown the ecdsa one).
+    let checked = offered
+        .iter()
+        .min_by_key(|k| rclone_order(&k.kind))
+        .expect("scan returns a key at least");
+    if trusted.contains(checked) {
         return Ok(Ok(trusted));
     }
-    // The server's strongest key first, as ssh prefers it.
-    let mut shown: Vec<&HostKey> = offered.iter().collect();
-    shown.sort_by_key(|k| !k.kind.contains("ed25519"));
-    let fingerprint = shown[0].fingerprint();
+    let fingerprint = checked.fingerprint();
     let untrusted = UntrustedKey {
-        kind: shown[0].kind.clone(),
+        kind: checked.kind.clone(),
         instead_of: pinned.map(str::to_owned),
         trusted: location.with_host_key(&fingerprint)?,
         fingerprint,
@@ -214,18 +248,19 @@ pub(super) fn trusted(location: &Location, host: &str, port: u16) -> Result<temp
     let trusted = match judge(location, host, port)? {
         Ok(trusted) => trusted,
         Err((key, offered)) => {
+            let compare = key.server_file();
             let UntrustedKey {
                 fingerprint,
+                kind,
                 instead_of,
                 trusted: with_pin,
-                ..
             } = key;
             let what = match instead_of {
                 Some(pin) => format!(
-                    "The SSH server at {host}:{port} answered with the key {fingerprint}, not with the key {pin} trusted for the repository {location}: someone may be answering in the server's place, or the server's key was changed. Nothing was sent to it. If the server's key was changed on purpose, the repository is {with_pin}"
+                    "The SSH server at {host}:{port} answered with the key {fingerprint} ({kind}), not with the key {pin} trusted for the repository {location}: someone may be answering in the server's place, or the server's key was changed. Nothing was sent to it. If the server's key was changed on purpose (compare: ssh-keygen -lf {compare} on the server), the repository is {with_pin}"
                 ),
                 None => format!(
-                    "The SSH server at {host}:{port} answered with the key {fingerprint}, which is not trusted for the repository {location} (it is not in {}): it may be another machine answering in the server's place. Nothing was sent to it. Once you know it is the server's key, the repository is {with_pin}",
+                    "The SSH server at {host}:{port} answered with the key {fingerprint} ({kind}), which is not trusted for the repository {location} (it is not in {}): it may be another machine answering in the server's place. Nothing was sent to it. Once you know it is the server's key (compare: ssh-keygen -lf {compare} on the server), the repository is {with_pin}",
                     known_hosts_file().map_or_else(
                         || "a known_hosts file".to_owned(),
                         |f| f.display().to_string()
@@ -280,6 +315,10 @@ mod tests {
         assert!(HostKey::from_line("# comment").is_none());
         assert!(HostKey::from_line("@revoked * ssh-ed25519 AAAA").is_none());
         assert_eq!(known_name("h", 22), "h");
+        // A server with the usual three keys shows rclone its ECDSA one.
+        let mut kinds = ["ssh-ed25519", "ssh-rsa", "ecdsa-sha2-nistp256"];
+        kinds.sort_by_key(|k| rclone_order(k));
+        assert_eq!(kinds, ["ecdsa-sha2-nistp256", "ssh-rsa", "ssh-ed25519"]);
         assert_eq!(known_name("h", 2222), "[h]:2222");
     }
 }
