@@ -1326,6 +1326,149 @@ fn a_planted_key_file_that_would_stall_every_open_is_refused_at_once() {
     assert!(setup.listed(repo).is_empty());
 }
 
+/// A two-faced REST server (restic's protocol, what `repo list` needs)
+/// over the repository folder `root`: its key files are listed as they
+/// are the first time, and from the second listing on with `planted`
+/// listed first, so that a key file judged on the first read is not the
+/// one tried on a second.
+struct TwoFacedServer {
+    url: String,
+    key_listings: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+}
+
+impl TwoFacedServer {
+    fn start(root: PathBuf, planted: (String, Vec<u8>)) -> TwoFacedServer {
+        use std::sync::atomic::{AtomicUsize, Ordering};
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let url = format!("rest:http://{}/", listener.local_addr().unwrap());
+        let key_listings = std::sync::Arc::new(AtomicUsize::new(0));
+        let listings = key_listings.clone();
+        std::thread::spawn(move || {
+            for stream in listener.incoming() {
+                let Ok(mut stream) = stream else { return };
+                let (root, planted, listings) = (root.clone(), planted.clone(), listings.clone());
+                std::thread::spawn(move || {
+                    let mut reader = BufReader::new(stream.try_clone().unwrap());
+                    loop {
+                        let mut request = String::new();
+                        if reader.read_line(&mut request).unwrap_or(0) == 0 {
+                            return;
+                        }
+                        let mut parts = request.split_whitespace();
+                        let method = parts.next().unwrap_or_default().to_owned();
+                        let path = parts.next().unwrap_or_default().trim_start_matches('/');
+                        let path = path.to_owned();
+                        let mut length = 0usize;
+                        loop {
+                            let mut header = String::new();
+                            reader.read_line(&mut header).unwrap();
+                            if header.trim().is_empty() {
+                                break;
+                            }
+                            if let Some(v) = header.to_lowercase().strip_prefix("content-length:") {
+                                length = v.trim().parse().unwrap_or(0);
+                            }
+                        }
+                        let mut body = vec![0; length];
+                        reader.read_exact(&mut body).unwrap();
+                        let files = |dir: &Path| -> Vec<(String, u64)> {
+                            files_under(dir)
+                                .iter()
+                                .map(|f| {
+                                    let name =
+                                        f.file_name().unwrap().to_string_lossy().into_owned();
+                                    (name, std::fs::metadata(f).unwrap().len())
+                                })
+                                .collect()
+                        };
+                        let found: Option<Vec<u8>> = if path == "keys/" {
+                            let mut listed = files(&root.join("keys"));
+                            if listings.fetch_add(1, Ordering::SeqCst) > 0 {
+                                listed.insert(0, (planted.0.clone(), planted.1.len() as u64));
+                            }
+                            Some(list_json(&listed))
+                        } else if let Some(dir) = path.strip_suffix('/') {
+                            Some(list_json(&files(&root.join(dir))))
+                        } else if path == format!("keys/{}", planted.0) {
+                            Some(planted.1.clone())
+                        } else {
+                            let file = match path.strip_prefix("data/") {
+                                Some(id) if id.len() > 2 => {
+                                    root.join("data").join(&id[..2]).join(id)
+                                }
+                                _ => root.join(&path),
+                            };
+                            std::fs::read(file).ok()
+                        };
+                        let head = |status: &str, n: usize| {
+                            format!("HTTP/1.1 {status}\r\nContent-Length: {n}\r\n\r\n")
+                        };
+                        let answer = match found {
+                            Some(bytes) if method == "HEAD" => {
+                                head("200 OK", bytes.len()).into_bytes()
+                            }
+                            Some(bytes) => {
+                                [head("200 OK", bytes.len()).into_bytes(), bytes].concat()
+                            }
+                            None => head("404 Not Found", 0).into_bytes(),
+                        };
+                        if stream.write_all(&answer).is_err() {
+                            return;
+                        }
+                    }
+                });
+            }
+        });
+        TwoFacedServer { url, key_listings }
+    }
+}
+
+fn list_json(files: &[(String, u64)]) -> Vec<u8> {
+    let entries: Vec<serde_json::Value> = files
+        .iter()
+        .map(|(name, size)| serde_json::json!({ "name": name, "size": size }))
+        .collect();
+    serde_json::to_vec(&entries).unwrap()
+}
+
+/// Storage that answers one way when the key files are judged and
+/// another way when they are used (a hostile server, or someone in the
+/// path of plain http to it) cannot slip in a key file never judged: the
+/// key files are read once, and the repository opened with the master key
+/// found in them.
+#[test]
+fn a_key_file_slipped_in_after_the_keys_were_judged_is_never_tried() {
+    let setup = Setup::new();
+    let repo = setup.path("repo");
+    ok(&setup.persnap(repo.to_str().unwrap(), &["repo", "init"]));
+    let real = files_under(&repo.join("keys")).pop().unwrap();
+    let mut key: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&real).unwrap()).unwrap();
+    key["N"] = (1u32 << 20).into();
+    key["p"] = 16.into();
+    let server = TwoFacedServer::start(
+        repo.clone(),
+        ("0".repeat(64), serde_json::to_vec(&key).unwrap()),
+    );
+
+    let started = Instant::now();
+    let out = setup.persnap(&server.url, &["repo", "list"]);
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "took {:?}: {}",
+        started.elapsed(),
+        stderr(&out)
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(
+        server
+            .key_listings
+            .load(std::sync::atomic::Ordering::SeqCst),
+        1,
+        "the key files were listed more than once"
+    );
+}
+
 #[test]
 fn a_full_remote_is_said_plainly_and_leaves_no_backup() {
     if !require_root("a_full_remote_is_said_plainly_and_leaves_no_backup") {

@@ -8,6 +8,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
+use base64::Engine;
 use rustic_backend::BackendOptions;
 use rustic_core::repofile::SnapshotId;
 use rustic_core::{
@@ -412,11 +413,60 @@ fn opened_with(
     meter: &Meter,
     options: RepositoryOptions,
 ) -> Result<Repository<OpenStatus>> {
-    refuse_hostile_files(location, &*backends.repository())?;
+    let key = master_key(location, &*backends.repository(), password)?;
     Repository::new_with_progress(&options, backends, meter.clone())
         .map_err(|e| plain(location, "connecting", &e))?
-        .open(&password.credentials())
+        .open(&Credentials::Masterkey(key))
         .map_err(|e| plain(location, "opening the repository", &e))
+}
+
+/// The repository's master key, from the first of its key files (judged
+/// by [`judged_keys`]) that the password opens. rustic is then given the
+/// master key, not the password: it reads no key file itself, so a server
+/// that answers one way to this read and another way to a second one
+/// cannot slip it a key file not judged.
+fn master_key(
+    location: &Location,
+    backend: &dyn WriteBackend,
+    password: &Password,
+) -> Result<rustic_core::repofile::MasterKey> {
+    let keys = judged_keys(location, backend)?;
+    if keys.is_empty() {
+        return Err(Error::Repository {
+            what: format!("There is no repository at {location}."),
+            advice: "Check the address, or create the repository first (persnap repo init).",
+            detail: "it holds no key files".into(),
+            kind: ErrorKind::BadInput,
+        });
+    }
+    for key in keys {
+        match key.key_from_password(&password.0) {
+            Ok(key) => {
+                let (encrypt, k, r) = key.to_keys();
+                let b64 = |bytes: &[u8]| base64::engine::general_purpose::STANDARD.encode(bytes);
+                // rustic's own form of a master key (its fields are Base64).
+                let master = serde_json::json!({
+                    "mac": { "k": b64(&k), "r": b64(&r) },
+                    "encrypt": b64(&encrypt),
+                });
+                return serde_json::from_value(master).map_err(|e| Error::Repository {
+                    what: format!("The key of the repository {location} could not be used."),
+                    advice: "Report this as a bug in persnap.",
+                    detail: e.to_string(),
+                    kind: ErrorKind::Internal,
+                });
+            }
+            // Another password's key.
+            Err(e) if e.is_code("C001") => {}
+            Err(e) => return Err(plain(location, "opening the repository", &e)),
+        }
+    }
+    Err(Error::Repository {
+        what: format!("The password for the repository {location} is wrong."),
+        advice: ADVICE_PASSWORD,
+        detail: String::new(),
+        kind: ErrorKind::BadInput,
+    })
 }
 
 /// The most key files a repository may hold: rustic tries each with the
@@ -434,14 +484,17 @@ const MAX_SNAPSHOT_FILE: u32 = 16 << 20;
 const MAX_SCRYPT_N_R: u64 = 1 << 20;
 const MAX_SCRYPT_N_R_P: u64 = 4 << 20;
 
-/// Refuses, before rustic reads anything, a repository whose storage
-/// holds what neither restic nor rustic makes, and what would make every
-/// open take days or all memory without the password being judged at
-/// all: rustic tries every key file with that file's own scrypt N, r, p,
-/// and reads key, index and snapshot files whole. So their sizes are
-/// checked from the listing, and each key file is read (capped) and its
-/// parameters checked before rustic derives a key from any.
-fn refuse_hostile_files(location: &Location, backend: &dyn WriteBackend) -> Result<()> {
+/// The repository's key files, read once and judged; a repository whose
+/// storage holds what neither restic nor rustic makes, and what would
+/// make every open take days or all memory before the password is judged
+/// at all, is refused: rustic would try every key file with that file's
+/// own scrypt N, r, p, and reads key, index and snapshot files whole. So
+/// their sizes are checked from the listing, and each key file is read
+/// (capped) and its parameters checked before a key is derived from any.
+fn judged_keys(
+    location: &Location,
+    backend: &dyn WriteBackend,
+) -> Result<Vec<rustic_core::repofile::KeyFile>> {
     let listing = |kind: FileType| {
         backend
             .list_with_size(kind)
@@ -474,6 +527,7 @@ fn refuse_hostile_files(location: &Location, backend: &dyn WriteBackend) -> Resu
             keys.len()
         )));
     }
+    let mut judged = Vec::with_capacity(keys.len());
     for (id, size) in keys {
         let name = id.to_hex();
         let name: &str = &name;
@@ -507,8 +561,9 @@ fn refuse_hostile_files(location: &Location, backend: &dyn WriteBackend) -> Resu
                 key.kdf
             )));
         }
+        judged.push(key);
     }
-    Ok(())
+    Ok(judged)
 }
 
 /// Counts the bytes rustic reports, for [`Progress`].
