@@ -392,11 +392,20 @@ fn free_port() -> u16 {
 struct SftpServer {
     child: Child,
     port: u16,
+    /// The server's key, as ssh shows it (`SHA256:…`).
+    fingerprint: String,
     env: Vec<(String, OsString)>,
 }
 
 impl SftpServer {
     fn start(dir: &Path) -> SftpServer {
+        SftpServer::start_on(dir, free_port(), None)
+    }
+
+    /// A server with a host key of its own, answering on `port`, letting
+    /// in `client_key` when given (someone answering in a real server's
+    /// place would let anyone in).
+    fn start_on(dir: &Path, port: u16, client_key: Option<PathBuf>) -> SftpServer {
         std::fs::create_dir_all(dir).unwrap();
         let key = |name: &str| {
             let path = dir.join(name);
@@ -408,22 +417,31 @@ impl SftpServer {
             assert!(out.status.success(), "{}", stderr(&out));
             path
         };
-        let (host_key, client_key) = (key("host_key"), key("client_key"));
+        // Two keys, as a usual server has: rclone is shown the ECDSA one.
+        let host_key = key("host_key");
+        let out = Command::new("ssh-keygen")
+            .args(["-q", "-t", "ecdsa", "-N", "", "-f"])
+            .arg(dir.join("host_key_ecdsa"))
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{}", stderr(&out));
+        let ecdsa_key = dir.join("host_key_ecdsa");
+        let client_key = client_key.unwrap_or_else(|| key("client_key"));
         std::fs::copy(
             client_key.with_extension("pub"),
             dir.join("authorized_keys"),
         )
         .unwrap();
-        let port = free_port();
         let config = dir.join("sshd_config");
         std::fs::write(
             &config,
             format!(
-                "Port {port}\nListenAddress 127.0.0.1\nHostKey {}\nAuthorizedKeysFile {}\n\
+                "Port {port}\nListenAddress 127.0.0.1\nHostKey {}\nHostKey {}\nAuthorizedKeysFile {}\n\
                  PasswordAuthentication no\nKbdInteractiveAuthentication no\nUsePAM no\n\
                  StrictModes no\nPermitRootLogin prohibit-password\nPidFile {}\n\
                  Subsystem sftp internal-sftp\n",
                 host_key.display(),
+                ecdsa_key.display(),
                 dir.join("authorized_keys").display(),
                 dir.join("sshd.pid").display()
             ),
@@ -448,11 +466,32 @@ impl SftpServer {
             std::thread::sleep(Duration::from_millis(50));
         }
         let known_hosts = dir.join("known_hosts");
-        let host_public = std::fs::read_to_string(host_key.with_extension("pub")).unwrap();
-        std::fs::write(&known_hosts, format!("[127.0.0.1]:{port} {host_public}")).unwrap();
+        let public = |key: &Path| std::fs::read_to_string(key.with_extension("pub")).unwrap();
+        std::fs::write(
+            &known_hosts,
+            format!(
+                "[127.0.0.1]:{port} {}[127.0.0.1]:{port} {}",
+                public(&host_key),
+                public(&ecdsa_key)
+            ),
+        )
+        .unwrap();
+        // The key rclone checks, as ssh shows it: `256 SHA256:… comment
+        // (ECDSA)`.
+        let listed = Command::new("ssh-keygen")
+            .arg("-lf")
+            .arg(ecdsa_key.with_extension("pub"))
+            .output()
+            .unwrap();
+        let fingerprint = String::from_utf8_lossy(&listed.stdout)
+            .split_whitespace()
+            .nth(1)
+            .unwrap()
+            .to_owned();
         SftpServer {
             child,
             port,
+            fingerprint,
             env: vec![
                 ("RCLONE_SFTP_KEY_FILE".into(), client_key.into()),
                 ("RCLONE_SFTP_KNOWN_HOSTS_FILE".into(), known_hosts.into()),
@@ -506,12 +545,119 @@ fn live_backups_over_sftp_restore_consistent_with_restic() {
         "a server with another key was trusted"
     );
     assert!(
-        stderr(&out).contains("its own key is the one trusted in RCLONE_SFTP_KNOWN_HOSTS_FILE"),
+        stderr(&out).contains(&format!(
+            "answered with the key {} (ecdsa-sha2-nistp256), which is not trusted",
+            server.fingerprint
+        )),
         "{}",
         stderr(&out)
     );
     // Nothing of the failed attempt is recorded as a backup.
     assert_eq!(setup.history().load().unwrap().len(), 3);
+}
+
+/// Someone in the path who answers for the SSH server (here: another sshd
+/// with a key of its own, on the same address, letting the same client
+/// in) must not be taken for it: a server whose key is not trusted is
+/// refused before anything is sent, with its key's fingerprint as ssh
+/// shows it and the location that trusts it; once trusted (pinned in the
+/// location, or in known_hosts) it works; a server with another key at
+/// the same address is refused again.
+#[test]
+fn an_sftp_server_is_trusted_only_with_its_own_key() {
+    if !require_root("an_sftp_server_is_trusted_only_with_its_own_key") {
+        return;
+    }
+    let mut setup = Setup::new();
+    let server = SftpServer::start(&setup.path("sshd"));
+    let home = setup.path("home");
+    std::fs::create_dir(&home).unwrap();
+    // The client key only: no known_hosts file of the test's, and a home
+    // whose known_hosts does not know the server yet.
+    setup.env = vec![server.env[0].clone(), ("HOME".into(), home.clone().into())];
+    let served = setup.path("served");
+    let repo = format!("sftp:root@127.0.0.1:{}:{}", server.port, served.display());
+
+    let out = setup.persnap(&repo, &["repo", "init"]);
+    let said = stderr(&out);
+    assert!(
+        !out.status.success(),
+        "an unknown server was trusted: {said}"
+    );
+    assert_eq!(out.status.code(), Some(2), "{said}");
+    let pinned = format!("{repo}#host-key={}", server.fingerprint);
+    assert!(
+        said.contains(&format!(
+            "answered with the key {} (ecdsa-sha2-nistp256), which is not trusted",
+            server.fingerprint
+        )) && said.contains(&pinned),
+        "{said}"
+    );
+    assert!(!served.exists(), "something was sent to an unknown server");
+
+    // Trusted by its pinned key: created, and listed.
+    ok(&setup.persnap(&pinned, &["repo", "init"]));
+    assert!(setup.listed(&pinned).is_empty());
+    // Trusted through ~/.ssh/known_hosts (hashed, as ssh writes it).
+    std::fs::create_dir(home.join(".ssh")).unwrap();
+    std::fs::copy(
+        setup.path("sshd").join("known_hosts"),
+        home.join(".ssh/known_hosts"),
+    )
+    .unwrap();
+    let hashed = Command::new("ssh-keygen")
+        .args(["-H", "-f"])
+        .arg(home.join(".ssh/known_hosts"))
+        .output()
+        .unwrap();
+    assert!(hashed.status.success(), "{}", stderr(&hashed));
+    assert!(setup.listed(&repo).is_empty());
+
+    // Another machine answers at the server's address.
+    let port = server.port;
+    let client_key = PathBuf::from(&server.env[0].1);
+    drop(server);
+    let impostor = SftpServer::start_on(&setup.path("impostor"), port, Some(client_key));
+    for location in [&pinned, &repo] {
+        let out = setup.persnap(location, &["repo", "list"]);
+        let said = stderr(&out);
+        assert!(
+            !out.status.success(),
+            "{location}: the impostor was trusted"
+        );
+        assert!(
+            said.contains(&format!("answered with the key {}", impostor.fingerprint)),
+            "{said}"
+        );
+    }
+    let out = setup.persnap(&pinned, &["repo", "list"]);
+    assert!(
+        stderr(&out).contains("someone may be answering in the server's place"),
+        "{}",
+        stderr(&out)
+    );
+}
+
+/// Plain http:// to another machine would let anyone in between answer
+/// in the server's place: refused unless the location says so.
+#[test]
+fn plain_http_to_another_machine_is_refused_unless_allowed() {
+    let setup = Setup::new();
+    for repo in [
+        "rest:http://192.0.2.7:8000/",
+        "s3:http://192.0.2.7:9000/bucket",
+    ] {
+        let started = Instant::now();
+        let out = setup.persnap(repo, &["repo", "list"]);
+        let said = stderr(&out);
+        assert_eq!(out.status.code(), Some(2), "{repo}: {said}");
+        assert!(
+            said.contains("plain http://") && said.contains("#allow-plain-http"),
+            "{said}"
+        );
+        // Refused as written, not after trying to reach it.
+        assert!(started.elapsed() < Duration::from_secs(5));
+    }
 }
 
 #[test]
@@ -1136,6 +1282,190 @@ fn a_damaged_repository_is_said_plainly_and_its_backup_never_passes_verify() {
             .restic(repo, &["check", "--read-data"])
             .status
             .success()
+    );
+}
+
+/// Whoever can write to a repository's storage (without its password)
+/// plants a key file asking for scrypt with N = 2^20 (1 GiB) and p = 16:
+/// rustic would try it at every open, for minutes, before the password is
+/// judged. It is refused at once, in words, naming the file.
+#[test]
+fn a_planted_key_file_that_would_stall_every_open_is_refused_at_once() {
+    let setup = Setup::new();
+    let repo = setup.path("repo");
+    let repo = repo.to_str().unwrap();
+    ok(&setup.persnap(repo, &["repo", "init"]));
+    assert!(setup.listed(repo).is_empty());
+    let keys = setup.path("repo").join("keys");
+    let real = files_under(&keys).pop().expect("the repository's key");
+    let mut key: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&real).unwrap()).unwrap();
+    key["N"] = (1u32 << 20).into();
+    key["p"] = 16.into();
+    // Named to be listed (and tried) first.
+    let planted = "0".repeat(64);
+    std::fs::write(keys.join(&planted), serde_json::to_vec(&key).unwrap()).unwrap();
+
+    let started = Instant::now();
+    let out = setup.persnap(repo, &["repo", "list"]);
+    let said = stderr(&out);
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "took {:?}: {said}",
+        started.elapsed()
+    );
+    assert_eq!(out.status.code(), Some(2), "{said}");
+    assert!(
+        said.contains("neither restic nor persnap makes") && said.contains(&planted),
+        "{said}"
+    );
+    assert!(!said.contains("panicked"), "{said}");
+
+    // Removed, the repository opens again.
+    std::fs::remove_file(keys.join(&planted)).unwrap();
+    assert!(setup.listed(repo).is_empty());
+}
+
+/// A two-faced REST server (restic's protocol, what `repo list` needs)
+/// over the repository folder `root`: its key files are listed as they
+/// are the first time, and from the second listing on with `planted`
+/// listed first, so that a key file judged on the first read is not the
+/// one tried on a second.
+struct TwoFacedServer {
+    url: String,
+    key_listings: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+}
+
+impl TwoFacedServer {
+    fn start(root: PathBuf, planted: (String, Vec<u8>)) -> TwoFacedServer {
+        use std::sync::atomic::{AtomicUsize, Ordering};
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let url = format!("rest:http://{}/", listener.local_addr().unwrap());
+        let key_listings = std::sync::Arc::new(AtomicUsize::new(0));
+        let listings = key_listings.clone();
+        std::thread::spawn(move || {
+            for stream in listener.incoming() {
+                let Ok(mut stream) = stream else { return };
+                let (root, planted, listings) = (root.clone(), planted.clone(), listings.clone());
+                std::thread::spawn(move || {
+                    let mut reader = BufReader::new(stream.try_clone().unwrap());
+                    loop {
+                        let mut request = String::new();
+                        if reader.read_line(&mut request).unwrap_or(0) == 0 {
+                            return;
+                        }
+                        let mut parts = request.split_whitespace();
+                        let method = parts.next().unwrap_or_default().to_owned();
+                        let path = parts.next().unwrap_or_default().trim_start_matches('/');
+                        let path = path.to_owned();
+                        let mut length = 0usize;
+                        loop {
+                            let mut header = String::new();
+                            reader.read_line(&mut header).unwrap();
+                            if header.trim().is_empty() {
+                                break;
+                            }
+                            if let Some(v) = header.to_lowercase().strip_prefix("content-length:") {
+                                length = v.trim().parse().unwrap_or(0);
+                            }
+                        }
+                        let mut body = vec![0; length];
+                        reader.read_exact(&mut body).unwrap();
+                        let files = |dir: &Path| -> Vec<(String, u64)> {
+                            files_under(dir)
+                                .iter()
+                                .map(|f| {
+                                    let name =
+                                        f.file_name().unwrap().to_string_lossy().into_owned();
+                                    (name, std::fs::metadata(f).unwrap().len())
+                                })
+                                .collect()
+                        };
+                        let found: Option<Vec<u8>> = if path == "keys/" {
+                            let mut listed = files(&root.join("keys"));
+                            if listings.fetch_add(1, Ordering::SeqCst) > 0 {
+                                listed.insert(0, (planted.0.clone(), planted.1.len() as u64));
+                            }
+                            Some(list_json(&listed))
+                        } else if let Some(dir) = path.strip_suffix('/') {
+                            Some(list_json(&files(&root.join(dir))))
+                        } else if path == format!("keys/{}", planted.0) {
+                            Some(planted.1.clone())
+                        } else {
+                            let file = match path.strip_prefix("data/") {
+                                Some(id) if id.len() > 2 => {
+                                    root.join("data").join(&id[..2]).join(id)
+                                }
+                                _ => root.join(&path),
+                            };
+                            std::fs::read(file).ok()
+                        };
+                        let head = |status: &str, n: usize| {
+                            format!("HTTP/1.1 {status}\r\nContent-Length: {n}\r\n\r\n")
+                        };
+                        let answer = match found {
+                            Some(bytes) if method == "HEAD" => {
+                                head("200 OK", bytes.len()).into_bytes()
+                            }
+                            Some(bytes) => {
+                                [head("200 OK", bytes.len()).into_bytes(), bytes].concat()
+                            }
+                            None => head("404 Not Found", 0).into_bytes(),
+                        };
+                        if stream.write_all(&answer).is_err() {
+                            return;
+                        }
+                    }
+                });
+            }
+        });
+        TwoFacedServer { url, key_listings }
+    }
+}
+
+fn list_json(files: &[(String, u64)]) -> Vec<u8> {
+    let entries: Vec<serde_json::Value> = files
+        .iter()
+        .map(|(name, size)| serde_json::json!({ "name": name, "size": size }))
+        .collect();
+    serde_json::to_vec(&entries).unwrap()
+}
+
+/// Storage that answers one way when the key files are judged and
+/// another way when they are used (a hostile server, or someone in the
+/// path of plain http to it) cannot slip in a key file never judged: the
+/// key files are read once, and the repository opened with the master key
+/// found in them.
+#[test]
+fn a_key_file_slipped_in_after_the_keys_were_judged_is_never_tried() {
+    let setup = Setup::new();
+    let repo = setup.path("repo");
+    ok(&setup.persnap(repo.to_str().unwrap(), &["repo", "init"]));
+    let real = files_under(&repo.join("keys")).pop().unwrap();
+    let mut key: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&real).unwrap()).unwrap();
+    key["N"] = (1u32 << 20).into();
+    key["p"] = 16.into();
+    let server = TwoFacedServer::start(
+        repo.clone(),
+        ("0".repeat(64), serde_json::to_vec(&key).unwrap()),
+    );
+
+    let started = Instant::now();
+    let out = setup.persnap(&server.url, &["repo", "list"]);
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "took {:?}: {}",
+        started.elapsed(),
+        stderr(&out)
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(
+        server
+            .key_listings
+            .load(std::sync::atomic::Ordering::SeqCst),
+        1,
+        "the key files were listed more than once"
     );
 }
 

@@ -16,7 +16,10 @@ use super::Failure;
 pub struct RepoArgs {
     /// A repository (restic format: deduplicated, compressed, encrypted):
     /// a folder's full path, sftp:user@host:/path, s3:https://host/bucket[/prefix]
-    /// (keys in AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY) or rest:http://host:port/.
+    /// (keys in AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY) or rest:https://host:port/.
+    /// An SFTP server's key must be in ~/.ssh/known_hosts (or
+    /// RCLONE_SFTP_KNOWN_HOSTS_FILE), or pinned: sftp:user@host:/path#host-key=SHA256:…;
+    /// plain http:// to another machine needs #allow-plain-http at the end.
     #[arg(long, value_name = "URL", env = "PERSNAP_REPOSITORY")]
     pub repo: Option<String>,
     /// The file whose first line is the repository's password (without it,
@@ -35,6 +38,7 @@ impl RepoArgs {
         if let Some(file) = &self.repo_unlock {
             let unlock = persnap::repository::Unlock::read(file)?;
             let location = unlock.validate()?;
+            warn(&location);
             for (key, value) in &unlock.environment {
                 // SAFETY: a scheduled run sets these first thing, before
                 // it starts any thread (cancel handling, the helper's
@@ -52,6 +56,7 @@ impl RepoArgs {
             return Ok(None);
         };
         let location = Location::parse(url)?;
+        warn(&location);
         // A password kept in the keyring (persnap repo remember, or the
         // app) comes after a file given and before the terminal; a keyring
         // that cannot be reached is as good as an empty one here. Root
@@ -82,6 +87,14 @@ impl RepoArgs {
     pub fn required(&self) -> Result<(Location, Password), Failure> {
         self.unlock()?
             .ok_or_else(|| usage("Say which repository: --repo URL (or PERSNAP_REPOSITORY)."))
+    }
+}
+
+/// Said each time a location is used that is taken with a risk
+/// (`#allow-plain-http`).
+fn warn(location: &Location) {
+    if let Some(warning) = location.warning() {
+        eprintln!("Warning: {warning}");
     }
 }
 
@@ -177,6 +190,7 @@ pub fn run(cmd: RepoCommand) -> Result<(), Failure> {
             let (location, password) =
                 if repo.password_file.is_none() && std::io::stdin().is_terminal() {
                     let location = Location::parse(repo.repo.as_deref().unwrap_or_default())?;
+                    warn(&location);
                     let first = rpassword::prompt_password("Password for the new repository: ")?;
                     let again = rpassword::prompt_password("The same password again: ")?;
                     if first != again || first.is_empty() {

@@ -916,7 +916,8 @@ fn check_offsite(
         field: "offsite",
         reason,
     };
-    if first.validate()?.display() == offsite.validate()?.display() {
+    // The same place however written (`/srv/r`, `local:/srv/r/`).
+    if first.validate()?.same_place(&offsite.validate()?) {
         return Err(refused(
             "the offsite copy must go to another repository than the first".into(),
         ));
@@ -940,6 +941,28 @@ fn check_offsite(
         )));
     }
     Ok(())
+}
+
+#[cfg(all(test, feature = "repository"))]
+mod offsite_tests {
+    /// `/srv/r` and `local:/srv/r/` are one place: an "offsite" copy there
+    /// would be no copy at all.
+    #[test]
+    fn the_offsite_repository_is_another_place_however_written() {
+        let unlock = |location: &str| crate::repository::Unlock {
+            location: location.into(),
+            password: "p".into(),
+            environment: Vec::new(),
+        };
+        let (a, b, c) = if cfg!(windows) {
+            (r"C:\srv\r", r"local:C:\srv\r\", r"D:\offsite")
+        } else {
+            ("/srv/r", "local:/srv/r/", "/mnt/offsite")
+        };
+        let e = super::check_offsite(&unlock(a), &unlock(b)).unwrap_err();
+        assert!(e.to_string().contains("another repository"), "{e}");
+        super::check_offsite(&unlock(a), &unlock(c)).unwrap();
+    }
 }
 
 /// Each step of a [`Request::Protect`] is checked as the request of its

@@ -143,8 +143,9 @@ impl Settings {
         let mut saved = self.clone();
         if let Ok(location) = persnap::repository::Location::parse(self.repository.trim()) {
             saved.repository = location.display();
-        } else if self.repository.contains('@') {
-            // Not understood, and perhaps holding a password: not kept.
+        } else {
+            // Not understood: a password or token may be anywhere in it
+            // (`?token=…`), so it is not kept.
             saved.repository.clear();
         }
         saved

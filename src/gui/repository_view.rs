@@ -16,7 +16,7 @@ use std::path::PathBuf;
 use std::sync::mpsc::{Receiver, TryRecvError};
 
 use eframe::egui::{self, RichText, Ui};
-use persnap::repository::{Listed, Location, Password, Repo};
+use persnap::repository::{Listed, Location, Password, Repo, UntrustedKey};
 
 use super::PersnapApp;
 use super::backup_view::{AMBER, GREEN, RED};
@@ -26,8 +26,11 @@ use super::backup_view::{AMBER, GREEN, RED};
 pub struct RepositoryState {
     /// Typed here (or filled in from the keyring), never saved by the app.
     pub password: String,
-    connecting: Option<Receiver<Result<Connected, persnap::Error>>>,
+    connecting: Option<Receiver<Attempt>>,
     pub result: Option<Result<Connected, persnap::Error>>,
+    /// The SFTP server answered with a key not trusted for the
+    /// repository: shown, to be trusted once compared.
+    pub untrusted: Option<UntrustedKey>,
     /// The location whose kept password was last looked up.
     recalled_for: String,
     recalling: Option<Receiver<Recalled>>,
@@ -41,6 +44,10 @@ pub struct RepositoryState {
     /// "Create a new repository": open, and what is typed there.
     pub create: Option<NewRepository>,
 }
+
+/// What a connection attempt found, and the SFTP server's key when that
+/// was what refused it.
+type Attempt = (Result<Connected, persnap::Error>, Option<UntrustedKey>);
 
 /// A repository to create, as typed.
 #[derive(Default)]
@@ -75,8 +82,9 @@ impl RepositoryState {
     pub fn drain(&mut self) {
         let Some(rx) = &self.connecting else { return };
         match rx.try_recv() {
-            Ok(result) => {
+            Ok((result, untrusted)) => {
                 self.result = Some(result);
+                self.untrusted = untrusted;
                 self.connecting = None;
             }
             Err(TryRecvError::Empty) => {}
@@ -146,8 +154,12 @@ impl RepositoryState {
         let (location, password) = (location.to_owned(), Password::new(self.password.clone()));
         let ctx = ctx.clone();
         std::thread::spawn(move || {
+            let mut untrusted = None;
             let result = Location::parse(&location).and_then(|location| {
-                let repo = Repo::open(&location, &password)?;
+                let repo = Repo::open(&location, &password).inspect_err(|_| {
+                    // Refused for the server's key? Then which, to ask.
+                    untrusted = persnap::repository::untrusted_key(&location).ok().flatten();
+                })?;
                 let not_kept = remember
                     .then(|| persnap::repository::keyring::remember(&location, &password).err())
                     .flatten()
@@ -158,11 +170,12 @@ impl RepositoryState {
                     not_kept,
                 })
             });
-            let _ = tx.send(result);
+            let _ = tx.send((result, untrusted));
             ctx.request_repaint();
         });
         self.connecting = Some(rx);
         self.result = None;
+        self.untrusted = None;
     }
 }
 
@@ -185,14 +198,30 @@ pub fn show(app: &mut PersnapApp, ui: &mut Ui) {
     create_section(app, ui);
     let st = &mut app.rt.repositories;
     ui.add_space(8.0);
+    let mut trust = None;
     let restore = match &st.result {
         None => None,
         Some(Err(e)) => {
             failure(ui, e);
+            if let Some(key) = &st.untrusted {
+                trust = ask_to_trust(ui, key);
+            }
             None
         }
         Some(Ok(connected)) => fleet(ui, connected),
     };
+    if let Some(location) = trust {
+        // The key is kept with the location (and so with every backup,
+        // schedule and history entry made from here).
+        app.settings.repository = location.as_str().to_owned();
+        let st = &mut app.rt.repositories;
+        st.untrusted = None;
+        st.connect(
+            app.settings.repository.trim(),
+            app.settings.remember_password,
+            ui.ctx(),
+        );
+    }
     if let Some((host, database)) = restore {
         super::restore_view::open(
             app,
@@ -282,7 +311,7 @@ fn create_section(app: &mut PersnapApp, ui: &mut Ui) {
                 ui.add(
                     egui::TextEdit::singleline(&mut n.location)
                         .desired_width(480.0)
-                        .hint_text("/srv/backups/repo, rest:http://host:8000/, sftp:user@host:/path, s3:https://host/bucket"),
+                        .hint_text("/srv/backups/repo, rest:https://host:8000/, sftp:user@host:/path, s3:https://host/bucket"),
                 )
                 .labelled_by(label.id);
                 ui.end_row();
@@ -379,7 +408,7 @@ pub fn fields(app: &mut PersnapApp, ui: &mut Ui) -> bool {
     ui.add(
         egui::TextEdit::singleline(&mut app.settings.repository)
             .desired_width(480.0)
-            .hint_text("/srv/backups/repo, rest:http://host:8000/, sftp:user@host:/path, s3:https://host/bucket"),
+            .hint_text("/srv/backups/repo, rest:https://host:8000/, sftp:user@host:/path, s3:https://host/bucket"),
     )
     .labelled_by(name.id);
     ui.end_row();
@@ -458,6 +487,31 @@ pub fn restore_draft(
 }
 
 /// What went wrong in words, rustic's own words behind "Details".
+/// The SFTP server's key, to compare with the server's own and trust
+/// once: the location with the key trusted, when the user said so.
+fn ask_to_trust(ui: &mut Ui, key: &UntrustedKey) -> Option<Location> {
+    ui.add_space(6.0);
+    let said = match &key.instead_of {
+        Some(before) => format!(
+            "The server's key is now {} ({}); {before} was trusted. Trust the new key only if the server's administrator changed it (on the server: ssh-keygen -lf {}).",
+            key.fingerprint,
+            key.kind,
+            key.server_file()
+        ),
+        None => format!(
+            "The server's key is {} ({}). Compare it with the server's own (on the server: ssh-keygen -lf {}); trust it only if it is the same.",
+            key.fingerprint,
+            key.kind,
+            key.server_file()
+        ),
+    };
+    ui.colored_label(AMBER, said);
+    ui.button("Trust this key and connect")
+        .on_hover_text("It is kept with the repository's address, for every backup and schedule")
+        .clicked()
+        .then(|| key.trusted.clone())
+}
+
 pub fn failure(ui: &mut Ui, e: &persnap::Error) {
     match e {
         persnap::Error::Repository {

@@ -876,6 +876,119 @@ fn the_repositories_screen_connects_and_lists_backups_by_machine_and_database() 
     );
 }
 
+/// An SFTP server the app has never seen (a real sshd on loopback, with
+/// a host key of its own): connecting is refused before anything is sent,
+/// the server's key is shown as ssh shows it, and "Trust this key" keeps
+/// it with the repository's address, then connects again past the check
+/// (where, here, the server turns the login away: no client key is set).
+#[cfg(target_os = "linux")]
+#[test]
+fn the_repositories_screen_shows_an_unknown_sftp_servers_key_and_trusts_it_once() {
+    if !root_or_skip(
+        "the_repositories_screen_shows_an_unknown_sftp_servers_key_and_trusts_it_once",
+        "sshd runs as a real daemon",
+    ) {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let host_key = dir.path().join("host_key");
+    let out = std::process::Command::new("ssh-keygen")
+        .args(["-q", "-t", "ed25519", "-N", "", "-f"])
+        .arg(&host_key)
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let config = dir.path().join("sshd_config");
+    std::fs::write(
+        &config,
+        format!(
+            "Port {port}\nListenAddress 127.0.0.1\nHostKey {}\nAuthorizedKeysFile /dev/null\n\
+             PasswordAuthentication no\nKbdInteractiveAuthentication no\nUsePAM no\n\
+             PidFile {}\nSubsystem sftp internal-sftp\n",
+            host_key.display(),
+            dir.path().join("sshd.pid").display()
+        ),
+    )
+    .unwrap();
+    std::fs::create_dir_all("/run/sshd").unwrap();
+    let mut sshd = std::process::Command::new("/usr/sbin/sshd")
+        .args(["-D", "-e", "-f"])
+        .arg(&config)
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("sshd (openssh-server) starts");
+    struct Stop(std::process::Child);
+    impl Drop for Stop {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(Instant::now() < deadline, "sshd did not start");
+        assert!(sshd.try_wait().unwrap().is_none(), "sshd stopped");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let _sshd = Stop(sshd);
+    let listed = std::process::Command::new("ssh-keygen")
+        .arg("-lf")
+        .arg(host_key.with_extension("pub"))
+        .output()
+        .unwrap();
+    let fingerprint = String::from_utf8_lossy(&listed.stdout)
+        .split_whitespace()
+        .nth(1)
+        .unwrap()
+        .to_owned();
+    let location = format!("sftp:root@127.0.0.1:{port}:/srv/never-made");
+
+    let data = tempfile::tempdir().unwrap();
+    let mut app = app_with_history(data.path());
+    app.rt.screen = Screen::Repositories;
+    app.settings.remember_password = false;
+    let mut h = harness(app);
+    h.run_steps(2);
+    type_into(&mut h, "Repository", &location);
+    h.state_mut().rt.repositories.password = "fleet password".into();
+    h.run_steps(2);
+    h.get_by_label("Connect").click();
+    wait_until(&mut h, "the refusal", |app| {
+        app.rt.repositories.result.is_some()
+    });
+    match &h.state().rt.repositories.result {
+        Some(Err(e)) => assert!(e.to_string().contains("not trusted"), "{e}"),
+        _ => panic!("an unknown server was trusted"),
+    }
+    let shown = format!("The server's key is {fingerprint} (ssh-ed25519)");
+    h.get_by_label_contains(&shown);
+    h.get_by_label("Trust this key and connect").click();
+    h.run_steps(2);
+    let pinned = format!("{location}#host-key={fingerprint}");
+    assert_eq!(h.state().settings.repository, pinned);
+    wait_until(&mut h, "the second attempt", |app| {
+        app.rt.repositories.result.is_some() && !app.rt.repositories.is_connecting()
+    });
+    // Past the key check: the server itself answered (and turned the
+    // login away).
+    match &h.state().rt.repositories.result {
+        Some(Err(e)) => assert!(!e.to_string().contains("not trusted"), "{e}"),
+        other => panic!("connected without a client key: {other:?}"),
+    }
+    assert!(h.state().rt.repositories.untrusted.is_none());
+    // Kept with the address, as saved.
+    assert!(
+        serde_json::to_string(&h.state().settings.to_save())
+            .unwrap()
+            .contains(&format!("host-key={fingerprint}"))
+    );
+}
+
 /// A live database backed up into a repository from the Back up screen:
 /// the location is a repository, the connection test says a wrong
 /// password in words, the plan says what happens in the repository, and
@@ -2324,15 +2437,18 @@ fn a_password_in_a_repository_address_is_not_saved() {
         saved.contains("alice@backups.example.net:8000/fleet/"),
         "{saved}"
     );
-    let odd = Settings {
-        repository: "rest:not an address but:secret@".into(),
-        ..Settings::default()
-    };
-    assert!(
-        !serde_json::to_string(&odd.to_save())
-            .unwrap()
-            .contains("secret")
-    );
+    for odd in [
+        "rest:not an address but:secret@",
+        "s3:https://host/bucket?token=secret",
+        "rest:https://host:8000/repo#secret",
+    ] {
+        let odd = Settings {
+            repository: odd.into(),
+            ..Settings::default()
+        };
+        let saved = serde_json::to_string(&odd.to_save()).unwrap();
+        assert!(!saved.contains("secret"), "{saved}");
+    }
 }
 
 /// A new repository at `repo` (its password in the file `password`)

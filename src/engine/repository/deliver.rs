@@ -66,6 +66,12 @@ pub fn sweep_staging(dir: &Path) -> Vec<String> {
         let Some(name) = entry.file_name().to_str().map(str::to_owned) else {
             continue;
         };
+        if is_read_back_scratch(&name) {
+            if let Some(line) = sweep_scratch(&path) {
+                lines.push(line);
+            }
+            continue;
+        }
         // A finished set's name ends in its run's tag: `…-6c2ab96f`.
         let Some(tag) = name
             .rsplit_once('-')
@@ -99,6 +105,64 @@ pub fn sweep_staging(dir: &Path) -> Vec<String> {
         });
     }
     lines
+}
+
+/// A scratch folder a backup was read back into from a repository (the
+/// store's check, a fetch for verify or restore, a manifest read alone):
+/// `.persnap-verify-repo-check-1a2b3c4d`, `…-fetch-…`, `…-manifest-…`.
+fn is_read_back_scratch(name: &str) -> bool {
+    name.strip_prefix(crate::names::SCRATCH_PREFIX)
+        .and_then(|rest| {
+            ["repo-check-", "fetch-", "manifest-"]
+                .iter()
+                .find_map(|kind| rest.strip_prefix(kind))
+        })
+        .is_some_and(|id| id.len() == 8 && id.bytes().all(|b| b.is_ascii_hexdigit()))
+}
+
+/// Removes the read-back scratch folder `path` left by a run that was
+/// killed (a whole copy of a database), when it is persnap's (its work
+/// marker inside) and nothing in it changed for [`STAGED_SWEEP_AFTER`]:
+/// a read-back under way keeps writing its files.
+fn sweep_scratch(path: &Path) -> Option<String> {
+    let meta = std::fs::symlink_metadata(path).ok()?;
+    if !meta.is_dir() || !path.join(crate::verify::WORK_MARKER).is_file() {
+        return None;
+    }
+    let fresh = |m: &std::fs::Metadata| {
+        m.modified()
+            .ok()
+            .and_then(|t| t.elapsed().ok())
+            .is_none_or(|age| age <= STAGED_SWEEP_AFTER)
+    };
+    if fresh(&meta) {
+        return None;
+    }
+    // The set folder inside and its files (two levels: nothing deeper is
+    // written).
+    for entry in std::fs::read_dir(path).ok()?.flatten() {
+        let meta = std::fs::symlink_metadata(entry.path()).ok()?;
+        if fresh(&meta) {
+            return None;
+        }
+        if meta.is_dir() {
+            for inner in std::fs::read_dir(entry.path()).ok()?.flatten() {
+                if fresh(&std::fs::symlink_metadata(inner.path()).ok()?) {
+                    return None;
+                }
+            }
+        }
+    }
+    Some(match std::fs::remove_dir_all(path) {
+        Ok(()) => format!(
+            "Removed {}, left by a read-back from a repository that was stopped.",
+            path.display()
+        ),
+        Err(e) => format!(
+            "Could not remove {} ({e}), left by a read-back from a repository that was stopped; delete it by hand.",
+            path.display()
+        ),
+    })
 }
 
 /// The name a backup carries in the repository: the protected database's
@@ -433,4 +497,57 @@ pub fn pin(
         }
     }
     Ok(replaced)
+}
+
+#[cfg(all(test, unix))]
+mod tests {
+    use super::*;
+
+    fn age(path: &Path, by: std::time::Duration) {
+        let when = std::time::SystemTime::now() - by;
+        std::fs::File::open(path)
+            .unwrap()
+            .set_modified(when)
+            .unwrap();
+    }
+
+    /// A read-back killed midway leaves a whole copy of a database in
+    /// the staging folder: the next sweep removes it once nothing in it
+    /// changed for an hour, and leaves a live one, or one not persnap's.
+    #[test]
+    fn scratch_folders_of_killed_read_backs_are_swept() {
+        let staging = tempfile::tempdir().unwrap();
+        let make = |name: &str, marker: bool, old: bool| {
+            let dir = staging.path().join(name);
+            let set = dir.join("orders-1a2b3c4d");
+            std::fs::create_dir_all(&set).unwrap();
+            std::fs::write(set.join("persistence.db"), vec![0u8; 4096]).unwrap();
+            if marker {
+                std::fs::write(dir.join(crate::verify::WORK_MARKER), b"").unwrap();
+            }
+            if old {
+                let hours = std::time::Duration::from_secs(3 * 3600);
+                for p in [
+                    set.join("persistence.db"),
+                    set.clone(),
+                    dir.join(crate::verify::WORK_MARKER),
+                    dir.clone(),
+                ] {
+                    if p.exists() {
+                        age(&p, hours);
+                    }
+                }
+            }
+            dir
+        };
+        let killed = make(".persnap-verify-repo-check-1a2b3c4d", true, true);
+        let fetched = make(".persnap-verify-fetch-0badcafe", true, true);
+        let live = make(".persnap-verify-fetch-12345678", true, false);
+        let not_ours = make(".persnap-verify-manifest-abcdef01", false, true);
+        let other = make("holiday-photos", true, true);
+        let lines = sweep_staging(staging.path());
+        assert_eq!(lines.len(), 2, "{lines:?}");
+        assert!(!killed.exists() && !fetched.exists(), "{lines:?}");
+        assert!(live.exists() && not_ours.exists() && other.exists());
+    }
 }

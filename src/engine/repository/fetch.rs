@@ -40,6 +40,12 @@ const GAP: u32 = 256 << 10;
 /// up to this much.
 const WRITE_BATCH: usize = 1 << 20;
 
+/// The largest piece read back: the repository's index says how large
+/// each piece is, and a damaged or hostile one could say 4 GiB (held in
+/// memory once per reader). restic's and rustic's pieces are 8 MiB at
+/// most; persnap's are a few pages.
+const MAX_PIECE: u32 = 64 << 20;
+
 const ADVICE_DAMAGED: &str = "The repository's copy of this backup is damaged. Use another backup, and check the repository (restic check --read-data).";
 
 /// One piece of a file, and where it lies in the repository.
@@ -185,6 +191,25 @@ fn plan(
                 u32::try_from(packs.len() - 1).expect("fewer than 2^32 packs")
             });
             let size = entry.location.data_length();
+            // What the index says is not trusted to add up or to fit.
+            let fits = entry
+                .location
+                .offset
+                .checked_add(entry.location.length)
+                .is_some()
+                && entry.location.length <= MAX_PIECE + 32
+                && size <= MAX_PIECE;
+            if !fits {
+                return Err(damaged(
+                    location,
+                    format!(
+                        "{}: the index places a piece at {} ({} bytes, {size} unpacked), which no repository holds",
+                        name.display(),
+                        entry.location.offset,
+                        entry.location.length
+                    ),
+                ));
+            }
             pieces.push(Piece {
                 pack,
                 offset: entry.location.offset,
@@ -307,8 +332,18 @@ fn open(
         )
     })?;
     if piece.uncompressed.is_some() {
-        plain = zstd::decode_all(&plain[..])
-            .map_err(|e| damaged(location, format!("{}: cannot be decompressed: {e}", at())))?;
+        // Never unpacked past the size the index gives: a piece made to
+        // inflate to gigabytes stops there.
+        plain = zstd::bulk::decompress(&plain[..], piece.size as usize).map_err(|e| {
+            damaged(
+                location,
+                format!(
+                    "{}: does not unpack to the {} bytes the index gives: {e}",
+                    at(),
+                    piece.size
+                ),
+            )
+        })?;
     }
     if plain.len() != piece.size as usize {
         return Err(damaged(
@@ -373,6 +408,50 @@ fn damaged(location: &Location, detail: String) -> Error {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A piece whose authentication code is right (someone who holds the
+    /// repository's key, or a bug) but that unpacks to 4 GiB where the
+    /// index says 4 KiB: refused in words, without unpacking it.
+    #[test]
+    fn a_piece_that_inflates_past_its_stated_size_is_refused_without_inflating() {
+        let key = [7u8; 64];
+        let cipher = Aes256CtrPoly1305Aes::new(aes256ctr_poly1305aes::Key::from_slice(&key));
+        // 4 GiB of zeros, as a quarter million small zstd frames.
+        let frame = zstd::bulk::compress(&[0u8; 128 << 10], 1).unwrap();
+        let bomb: Vec<u8> = frame.repeat(32 << 10);
+        let nonce = [1u8; 16];
+        let mut sealed = nonce.to_vec();
+        sealed.extend(
+            cipher
+                .encrypt(
+                    aes256ctr_poly1305aes::aead::Nonce::<Aes256CtrPoly1305Aes>::from_slice(&nonce),
+                    &bomb[..],
+                )
+                .unwrap(),
+        );
+        let piece = Piece {
+            pack: 0,
+            offset: 0,
+            length: u32::try_from(sealed.len()).unwrap(),
+            uncompressed: NonZeroU32::new(4096),
+            size: 4096,
+            file: 0,
+            at: 0,
+        };
+        let location = Location::parse(if cfg!(windows) { r"C:\r" } else { "/r" }).unwrap();
+        let started = std::time::Instant::now();
+        let e = open(&location, &cipher, &PackId::default(), &piece, &sealed).unwrap_err();
+        assert!(
+            started.elapsed() < std::time::Duration::from_secs(2),
+            "took {:?}",
+            started.elapsed()
+        );
+        let e = format!("{e} {e:?}");
+        assert!(
+            e.contains("does not unpack to the 4096 bytes the index gives"),
+            "{e}"
+        );
+    }
 
     fn piece(pack: u32, offset: u32, length: u32) -> Piece {
         Piece {

@@ -53,8 +53,14 @@ fn store(doing: &str) -> Result<Arc<CredentialStore>> {
 }
 
 fn entry(location: &Location, doing: &str) -> Result<Entry> {
-    Entry::new_in_store(&store(doing)?, SERVICE, &location.display())
-        .map_err(|e| unavailable(doing, e.to_string()))
+    // By the place alone: a server's key trusted later (`#host-key=`)
+    // keeps the password found.
+    Entry::new_in_store(
+        &store(doing)?,
+        SERVICE,
+        &location.without_options().display(),
+    )
+    .map_err(|e| unavailable(doing, e.to_string()))
 }
 
 /// Keep the password of `location` (replacing one kept before).

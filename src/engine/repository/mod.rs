@@ -27,6 +27,10 @@ pub mod deliver;
 #[cfg(feature = "repository")]
 mod fetch;
 #[cfg(feature = "repository")]
+mod hostkey;
+#[cfg(feature = "repository")]
+pub use hostkey::{UntrustedKey, untrusted_key};
+#[cfg(feature = "repository")]
 pub mod keyring;
 #[cfg(feature = "repository")]
 mod store;
@@ -52,10 +56,31 @@ pub const PENDING_SWEEP_AFTER: chrono::TimeDelta = chrono::TimeDelta::days(2);
 /// - S3-compatible storage: `s3:https://host[:port]/bucket[/prefix]`, with
 ///   the keys in `AWS_ACCESS_KEY_ID` and `AWS_SECRET_ACCESS_KEY`, through
 ///   rclone;
-/// - a restic REST server: `rest:http://host:port/path`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+/// - a restic REST server: `rest:https://host:port/path`.
+///
+/// A server's address may end in persnap's own options, after `#`, kept
+/// with the location wherever it is recorded (so a scheduled run, as
+/// another account, decides the same):
+/// - `#host-key=SHA256:…` (SFTP): the server's key, as `ssh-keygen -l`
+///   shows it, trusted for this repository; without it the server's key
+///   must be in `RCLONE_SFTP_KNOWN_HOSTS_FILE` or `~/.ssh/known_hosts`;
+/// - `#allow-plain-http` (REST, S3): `http://` to another machine, where
+///   anyone in between reads and answers the traffic, is taken only so.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(transparent)]
 pub struct Location(String);
+
+/// Never the raw address: it may hold a password.
+impl std::fmt::Debug for Location {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_tuple("Location").field(&self.display()).finish()
+    }
+}
+
+/// The option that takes plain `http://` to another machine.
+pub const ALLOW_PLAIN_HTTP: &str = "allow-plain-http";
+/// The option that pins an SFTP server's key.
+pub const HOST_KEY: &str = "host-key=";
 
 impl Location {
     pub fn parse(text: &str) -> Result<Location> {
@@ -70,7 +95,20 @@ impl Location {
         if text.is_empty() {
             return Err(bad("it is empty"));
         }
-        match scheme(text) {
+        let (base, options) = split_options(text);
+        for option in &options {
+            let known = match scheme(base) {
+                Some(("rest" | "s3", _)) => *option == ALLOW_PLAIN_HTTP,
+                Some(("sftp", _)) => option.strip_prefix(HOST_KEY).is_some_and(is_fingerprint),
+                _ => false,
+            };
+            if !known {
+                return Err(bad(&format!(
+                    "\"#{option}\" is not an option of this kind of storage (#{HOST_KEY}SHA256:… for SFTP, #{ALLOW_PLAIN_HTTP} for REST and S3)"
+                )));
+            }
+        }
+        match scheme(base) {
             Some(("local", path)) | Some(("", path)) => {
                 if !Path::new(path).is_absolute() {
                     return Err(bad("a folder must be given with its full path"));
@@ -87,6 +125,7 @@ impl Location {
                 if parsed.query().is_some() || parsed.fragment().is_some() {
                     return Err(bad("give the server's address without ? or #"));
                 }
+                refuse_plain_http(&parsed, &options).map_err(|r| bad(&r))?;
             }
             Some(("s3", url)) => {
                 let parsed = url::Url::parse(url)
@@ -110,6 +149,7 @@ impl Location {
                         "give the host and bucket only; the keys go in AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY",
                     ));
                 }
+                refuse_plain_http(&parsed, &options).map_err(|r| bad(&r))?;
             }
             Some(("sftp", rest)) => {
                 sftp_parts(rest).ok_or_else(|| bad("write it as sftp:user@host:/path"))?;
@@ -128,9 +168,104 @@ impl Location {
         &self.0
     }
 
+    /// The address without persnap's options (see [`Location`]).
+    fn base(&self) -> &str {
+        split_options(&self.0).0
+    }
+
+    /// An SFTP location's server and port.
+    #[cfg_attr(not(feature = "repository"), allow(dead_code))]
+    fn sftp_host(&self) -> Option<(String, u16)> {
+        match scheme(self.base()) {
+            Some(("sftp", rest)) => {
+                let (_, host, port, _) = sftp_parts(rest)?;
+                Some((host.to_owned(), port.map_or(Some(22), |p| p.parse().ok())?))
+            }
+            _ => None,
+        }
+    }
+
+    /// The same place without persnap's options.
+    #[cfg_attr(not(feature = "repository"), allow(dead_code))]
+    fn without_options(&self) -> Location {
+        Location(self.base().to_owned())
+    }
+
+    /// The SFTP server's key trusted for this repository (`SHA256:…`).
+    pub fn host_key(&self) -> Option<&str> {
+        split_options(&self.0)
+            .1
+            .into_iter()
+            .find_map(|o| o.strip_prefix(HOST_KEY))
+    }
+
+    /// This SFTP location with the server's key `fingerprint` trusted (in
+    /// place of one trusted before).
+    pub fn with_host_key(&self, fingerprint: &str) -> Result<Location> {
+        let (base, options) = split_options(&self.0);
+        let mut text = base.to_owned();
+        let mut rest: Vec<&str> = options
+            .into_iter()
+            .filter(|o| !o.starts_with(HOST_KEY))
+            .collect();
+        let pin = format!("{HOST_KEY}{fingerprint}");
+        rest.push(&pin);
+        text.push('#');
+        text.push_str(&rest.join(","));
+        Location::parse(&text)
+    }
+
+    /// Whether both name the same place, whatever options or spelling
+    /// (`local:`, a trailing `/`, a password) tell them apart.
+    pub fn same_place(&self, other: &Location) -> bool {
+        let place = |l: &Location| -> String {
+            let base = l.base();
+            match scheme(base) {
+                Some(("local" | "", path)) => {
+                    let trimmed = path.trim_end_matches(['/', '\\']);
+                    let path = if trimmed.is_empty() { path } else { trimmed };
+                    if cfg!(windows) {
+                        format!("folder:{}", path.replace('/', "\\").to_lowercase())
+                    } else {
+                        format!("folder:{path}")
+                    }
+                }
+                Some((kind, rest)) => {
+                    let rest = match url::Url::parse(rest) {
+                        Ok(mut u) => {
+                            let _ = u.set_password(None);
+                            let _ = u.set_username("");
+                            u.to_string()
+                        }
+                        Err(_) => rest.to_lowercase(),
+                    };
+                    format!("{kind}:{}", rest.trim_end_matches('/'))
+                }
+                None => base.to_owned(),
+            }
+        };
+        place(self) == place(other)
+    }
+
+    /// What to warn about each time it is used: plain `http://` taken
+    /// with `#allow-plain-http`.
+    pub fn warning(&self) -> Option<String> {
+        let (base, options) = split_options(&self.0);
+        let url = match scheme(base) {
+            Some(("rest" | "s3", url)) => url::Url::parse(url).ok()?,
+            _ => return None,
+        };
+        (url.scheme() == "http" && options.contains(&ALLOW_PLAIN_HTTP) && !is_loopback(&url))
+            .then(|| {
+                format!(
+                    "The repository {self} is reached over plain http://: anyone between here and the server can read what is sent and answer in the server's place. Use https:// if the server offers it."
+                )
+            })
+    }
+
     /// The kind of storage: "folder", "rest", "s3" or "sftp".
     pub fn kind(&self) -> &'static str {
-        match scheme(&self.0) {
+        match scheme(self.base()) {
             Some(("rest", _)) => "rest",
             Some(("s3", _)) => "s3",
             Some(("sftp", _)) => "sftp",
@@ -142,7 +277,7 @@ impl Location {
     /// (`AWS_*` for S3, `RCLONE_SFTP_*` for SFTP; none for a folder or a
     /// REST server), so that no key reaches storage it was not given for.
     pub fn takes_key(&self, key: &str) -> bool {
-        match scheme(&self.0) {
+        match scheme(self.base()) {
             Some(("s3", _)) => key.starts_with("AWS_"),
             Some(("sftp", _)) => key.starts_with("RCLONE_SFTP_"),
             _ => false,
@@ -151,12 +286,12 @@ impl Location {
 
     /// Whether it is reached over SFTP.
     pub fn is_sftp(&self) -> bool {
-        matches!(scheme(&self.0), Some(("sftp", _)))
+        matches!(scheme(self.base()), Some(("sftp", _)))
     }
 
     /// The folder, for a repository in a folder on this machine.
     pub fn folder(&self) -> Option<&Path> {
-        match scheme(&self.0) {
+        match scheme(self.base()) {
             Some(("local" | "", path)) => Some(Path::new(path)),
             _ => None,
         }
@@ -186,7 +321,7 @@ impl Location {
 
     /// Whether this is a folder on this machine.
     pub fn is_local(&self) -> bool {
-        matches!(scheme(&self.0), Some(("local" | "", _)))
+        matches!(scheme(self.base()), Some(("local" | "", _)))
     }
 }
 
@@ -194,6 +329,50 @@ impl std::fmt::Display for Location {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(&self.display())
     }
+}
+
+/// `text` without persnap's options (after `#`, for a server), and them.
+/// A folder's path may hold `#` itself: it has no options.
+fn split_options(text: &str) -> (&str, Vec<&str>) {
+    match scheme(text) {
+        Some(("rest" | "s3" | "sftp", _)) => match text.split_once('#') {
+            Some((base, options)) => (base, options.split(',').collect()),
+            None => (text, Vec::new()),
+        },
+        _ => (text, Vec::new()),
+    }
+}
+
+/// `SHA256:` and 43 characters of base64, as `ssh-keygen -l` shows a key.
+fn is_fingerprint(text: &str) -> bool {
+    text.strip_prefix("SHA256:").is_some_and(|b| {
+        b.len() == 43
+            && b.chars()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '+' | '/'))
+    })
+}
+
+/// A server on this machine itself: nobody is in between.
+fn is_loopback(url: &url::Url) -> bool {
+    match url.host() {
+        Some(url::Host::Ipv4(ip)) => ip.is_loopback(),
+        Some(url::Host::Ipv6(ip)) => ip.is_loopback(),
+        Some(url::Host::Domain(name)) => name.eq_ignore_ascii_case("localhost"),
+        None => false,
+    }
+}
+
+/// Plain `http://` to another machine is refused unless the location says
+/// `#allow-plain-http`: whoever is in between could read the repository's
+/// (encrypted) files and answer in the server's place, so that a backup is
+/// recorded as stored and read back while the server holds nothing.
+fn refuse_plain_http(url: &url::Url, options: &[&str]) -> std::result::Result<(), String> {
+    if url.scheme() == "http" && !is_loopback(url) && !options.contains(&ALLOW_PLAIN_HTTP) {
+        return Err(format!(
+            "plain http:// to another machine lets anyone in between read the traffic and answer in the server's place; use https://, or, on a network that is yours alone, end the address with #{ALLOW_PLAIN_HTTP}"
+        ));
+    }
+    Ok(())
 }
 
 /// `("s3", rest)` for `s3:rest`; `("", path)` for a plain absolute path
@@ -235,7 +414,7 @@ fn sftp_parts(rest: &str) -> Option<(&str, &str, Option<&str>, &str)> {
     ok.then(|| (user, host, port, &rest[rest.len() - root.len() - 1..]))
 }
 
-const ADVICE_LOCATION: &str = "Give a folder's full path, or sftp:user@host:/path, s3:https://host/bucket, or rest:http://host:port/.";
+const ADVICE_LOCATION: &str = "Give a folder's full path, or sftp:user@host:/path, s3:https://host/bucket, or rest:https://host:port/.";
 
 /// A repository password. Never printed, never on a command line.
 #[derive(Clone)]
@@ -833,6 +1012,93 @@ mod tests {
         ] {
             assert!(Location::parse(bad).is_err(), "{bad} was taken");
         }
+    }
+
+    /// Someone in between could answer in a plain-http server's place:
+    /// taken only to this machine itself or when the location says so.
+    #[test]
+    fn plain_http_to_another_machine_is_refused_unless_allowed() {
+        for bad in [
+            "rest:http://192.0.2.7:8000/",
+            "rest:http://backup.example.com/repo",
+            "s3:http://192.0.2.7:9000/bucket",
+        ] {
+            let e = Location::parse(bad).expect_err(bad).to_string();
+            assert!(
+                e.contains("plain http://") && e.contains("#allow-plain-http"),
+                "{e}"
+            );
+            let allowed = Location::parse(&format!("{bad}#allow-plain-http")).unwrap();
+            assert!(allowed.warning().unwrap().contains("plain http://"));
+        }
+        for fine in [
+            "rest:http://127.0.0.1:8000/",
+            "rest:http://localhost:8000/",
+            "rest:http://[::1]:8000/",
+            "s3:http://127.0.0.1:9000/bucket",
+            "rest:https://backup.example.com/repo",
+        ] {
+            let l = Location::parse(fine).unwrap_or_else(|e| panic!("{fine}: {e}"));
+            assert_eq!(l.warning(), None, "{fine}");
+        }
+        // Options belong to servers, and only known ones.
+        for bad in [
+            "rest:https://h/#host-key=SHA256:c5xEG2/MbrbHOauP42ccF5fuHhQ+7XeSNotHfyH6P6s",
+            "sftp:u@h:/srv#allow-plain-http",
+            "sftp:u@h:/srv#host-key=SHA256:short",
+            "sftp:u@h:/srv#ssh=x",
+        ] {
+            assert!(Location::parse(bad).is_err(), "{bad} was taken");
+        }
+    }
+
+    #[test]
+    fn an_sftp_location_carries_its_servers_key() {
+        let fp = "SHA256:c5xEG2/MbrbHOauP42ccF5fuHhQ+7XeSNotHfyH6P6s";
+        let l = Location::parse("sftp:u@h:2222:/srv/r").unwrap();
+        assert_eq!(l.host_key(), None);
+        let pinned = l.with_host_key(fp).unwrap();
+        assert_eq!(
+            pinned.as_str(),
+            format!("sftp:u@h:2222:/srv/r#host-key={fp}")
+        );
+        assert_eq!(pinned.host_key(), Some(fp));
+        assert_eq!(pinned.base(), "sftp:u@h:2222:/srv/r");
+        assert!(pinned.is_sftp() && pinned.same_place(&l));
+        let other = "SHA256:AAAAG2/MbrbHOauP42ccF5fuHhQ+7XeSNotHfyH6P6s";
+        let repinned = pinned.with_host_key(other).unwrap();
+        assert_eq!(repinned.host_key(), Some(other));
+        assert_eq!(repinned.as_str().matches("host-key").count(), 1);
+    }
+
+    #[test]
+    fn the_same_place_is_known_however_written() {
+        let (a, b) = if cfg!(windows) {
+            (r"C:\srv\r", r"local:C:\srv\r\")
+        } else {
+            ("/srv/r", "local:/srv/r/")
+        };
+        let same = |x: &str, y: &str| {
+            Location::parse(x)
+                .unwrap()
+                .same_place(&Location::parse(y).unwrap())
+        };
+        assert!(same(a, b));
+        assert!(same(
+            "rest:https://alice:pw@host:8000/repo",
+            "rest:https://host:8000/repo/"
+        ));
+        assert!(!same(
+            "rest:https://host:8000/a",
+            "rest:https://host:8000/b"
+        ));
+        assert!(!same(a, "sftp:u@h:/srv/r"));
+    }
+
+    #[test]
+    fn debug_never_shows_a_password() {
+        let l = Location::parse("rest:https://alice:s3cret@host:8000/repo").unwrap();
+        assert!(!format!("{l:?}").contains("s3cret"), "{l:?}");
     }
 
     #[test]

@@ -8,12 +8,14 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
+use base64::Engine;
 use rustic_backend::BackendOptions;
 use rustic_core::repofile::SnapshotId;
 use rustic_core::{
-    BackupOptions, ConfigOptions, Credentials, KeyOptions, LocalSource, LsOptions, OpenStatus,
-    PathList, ProgressBars, ProgressType, ReadSource, ReadSourceEntry, ReadSourceOpen, Repository,
-    RepositoryOptions, RusticError, RusticProgress, RusticResult, SnapshotOptions,
+    BackupOptions, ConfigOptions, Credentials, FileType, KeyOptions, LocalSource, LsOptions,
+    OpenStatus, PathList, ProgressBars, ProgressType, ReadSource, ReadSourceEntry, ReadSourceOpen,
+    Repository, RepositoryOptions, RusticError, RusticProgress, RusticResult, SnapshotOptions,
+    WriteBackend,
 };
 
 use super::*;
@@ -21,6 +23,10 @@ use crate::error::{Error, ErrorKind, Result};
 use crate::manifest::{self, Manifest};
 use crate::progress::{CancelToken, Phase, Progress};
 
+/// The most files a backup set read back may hold (a database's files and
+/// the manifest), and the most bytes its list of them may take.
+const MAX_SET_FILES: usize = 1024;
+const MAX_SET_TREE: u32 = 4 << 20;
 /// Where a backup set lives inside its repository snapshot.
 const SNAPSHOT_ROOT: &str = "/persnap";
 const ADVICE_PASSWORD: &str =
@@ -42,8 +48,12 @@ impl Location {
                 .unwrap_or_else(|| p.to_owned())
         })
     }
-    fn backend_options(&self) -> Result<BackendOptions> {
-        let repository = match scheme(&self.0) {
+    /// The repository's storage as rustic_backend takes it, and for SFTP
+    /// the known_hosts file (this run's own) rclone checks the server
+    /// against: it must live as long as the connection.
+    fn backend_options(&self) -> Result<(BackendOptions, Option<tempfile::TempPath>)> {
+        let mut known_hosts = None;
+        let repository = match scheme(self.base()) {
             // On Windows rustic takes `local:C:\x` for a relative folder
             // named so: a drive path goes bare, with backslashes only.
             Some(("local" | "", path)) if cfg!(windows) => path.replace('/', "\\"),
@@ -52,19 +62,39 @@ impl Location {
             // SFTP and S3 go through rclone (`rclone serve restic`, started
             // and stopped by rustic for the run), with an on-the-fly remote:
             // no rclone configuration is needed.
-            Some(("sftp" | "s3", _)) => format!("rclone:{}", self.rclone_remote()?),
+            Some(("sftp", _)) => {
+                let (host, port) = self.sftp_host().expect("checked when parsed");
+                let file = super::hostkey::trusted(self, &host, port)?;
+                let remote = self.rclone_remote(Some(&file))?;
+                known_hosts = Some(file);
+                format!("rclone:{remote}")
+            }
+            Some(("s3", _)) => format!("rclone:{}", self.rclone_remote(None)?),
             _ => unreachable!("checked when parsed"),
         };
-        Ok(BackendOptions::default().repository(repository))
+        Ok((
+            BackendOptions::default().repository(repository),
+            known_hosts,
+        ))
     }
 
-    /// The on-the-fly rclone remote of an SFTP or S3 location.
-    fn rclone_remote(&self) -> Result<String> {
-        Ok(match scheme(&self.0) {
+    /// The on-the-fly rclone remote of an SFTP location (checking the
+    /// server against `known_hosts`) or an S3 one.
+    fn rclone_remote(&self, known_hosts: Option<&Path>) -> Result<String> {
+        Ok(match scheme(self.base()) {
             Some(("sftp", rest)) => {
                 let (user, host, port, root) = sftp_parts(rest).expect("checked when parsed");
                 let port = port.unwrap_or("22");
-                format!(":sftp,host={host},user={user},port={port}:{root}")
+                // Quoted for rclone, a quote written twice.
+                let known = known_hosts
+                    .map(|f| {
+                        format!(
+                            ",known_hosts_file='{}'",
+                            f.display().to_string().replace('\'', "''")
+                        )
+                    })
+                    .unwrap_or_default();
+                format!(":sftp,host={host},user={user},port={port}{known}:{root}")
             }
             Some(("s3", url)) => {
                 let (scheme_part, rest) = url.split_once("://").expect("checked when parsed");
@@ -84,16 +114,29 @@ impl Location {
         })
     }
 
+    /// Connects to the repository's storage (starting rclone for SFTP and
+    /// S3, the SFTP server's key checked first).
+    fn connect(&self) -> Result<Storage> {
+        let (options, known_hosts) = self.backend_options()?;
+        let backends = options
+            .to_backends()
+            .map_err(|e| plain(self, "connecting", &e))?;
+        Ok(Storage {
+            backends,
+            _known_hosts: known_hosts.map(Arc::new),
+        })
+    }
+
     /// Why S3 storage turned persnap away, when it was its keys: rclone
     /// (which stores the repository) does not tell rustic, which then only
     /// sees a missing file or a failed request. So rclone is asked once
     /// more, itself, to list the place, and what it says is returned when
     /// the storage refused the keys (or none were given).
     fn s3_keys_refused(&self) -> Option<String> {
-        if !matches!(scheme(&self.0), Some(("s3", _))) {
+        if !matches!(scheme(self.base()), Some(("s3", _))) {
             return None;
         }
-        let remote = self.rclone_remote().ok()?;
+        let remote = self.rclone_remote(None).ok()?;
         let mut command = std::process::Command::new("rclone");
         // No console window of its own on Windows.
         #[cfg(windows)]
@@ -278,11 +321,8 @@ const STORING: &str = "storing the backup";
 
 /// Creates a new, empty repository (format 2: compressed).
 pub fn init(location: &Location, password: &Password) -> Result<()> {
-    let backends = location
-        .backend_options()?
-        .to_backends()
-        .map_err(|e| plain(location, "connecting", &e))?;
-    let repo = Repository::new(&RepositoryOptions::default(), &backends)
+    let storage = location.connect()?;
+    let repo = Repository::new(&RepositoryOptions::default(), &storage.backends)
         .map_err(|e| plain(location, "connecting", &e))?;
     match repo.config_id() {
         Ok(Some(_)) => {
@@ -330,10 +370,20 @@ fn config_options() -> ConfigOptions {
 /// SQLite's default page size: a chunk is a page.
 const CHUNK_KIB: u64 = 4;
 
+/// A repository's storage, connected.
+#[derive(Clone)]
+struct Storage {
+    backends: rustic_core::RepositoryBackends,
+    /// The SFTP server's trusted keys, which rclone reads on every
+    /// connection: removed when the last user of the storage is gone.
+    _known_hosts: Option<Arc<tempfile::TempPath>>,
+}
+
 /// A repository, opened with its password.
 pub struct Repo {
     location: Location,
     backends: rustic_core::RepositoryBackends,
+    _known_hosts: Option<Arc<tempfile::TempPath>>,
     password: Password,
     repo: Repository<OpenStatus>,
     meter: Meter,
@@ -363,10 +413,157 @@ fn opened_with(
     meter: &Meter,
     options: RepositoryOptions,
 ) -> Result<Repository<OpenStatus>> {
+    let key = master_key(location, &*backends.repository(), password)?;
     Repository::new_with_progress(&options, backends, meter.clone())
         .map_err(|e| plain(location, "connecting", &e))?
-        .open(&password.credentials())
+        .open(&Credentials::Masterkey(key))
         .map_err(|e| plain(location, "opening the repository", &e))
+}
+
+/// The repository's master key, from the first of its key files (judged
+/// by [`judged_keys`]) that the password opens. rustic is then given the
+/// master key, not the password: it reads no key file itself, so a server
+/// that answers one way to this read and another way to a second one
+/// cannot slip it a key file not judged.
+fn master_key(
+    location: &Location,
+    backend: &dyn WriteBackend,
+    password: &Password,
+) -> Result<rustic_core::repofile::MasterKey> {
+    let keys = judged_keys(location, backend)?;
+    if keys.is_empty() {
+        return Err(Error::Repository {
+            what: format!("There is no repository at {location}."),
+            advice: "Check the address, or create the repository first (persnap repo init).",
+            detail: "it holds no key files".into(),
+            kind: ErrorKind::BadInput,
+        });
+    }
+    for key in keys {
+        match key.key_from_password(&password.0) {
+            Ok(key) => {
+                let (encrypt, k, r) = key.to_keys();
+                let b64 = |bytes: &[u8]| base64::engine::general_purpose::STANDARD.encode(bytes);
+                // rustic's own form of a master key (its fields are Base64).
+                let master = serde_json::json!({
+                    "mac": { "k": b64(&k), "r": b64(&r) },
+                    "encrypt": b64(&encrypt),
+                });
+                return serde_json::from_value(master).map_err(|e| Error::Repository {
+                    what: format!("The key of the repository {location} could not be used."),
+                    advice: "Report this as a bug in persnap.",
+                    detail: e.to_string(),
+                    kind: ErrorKind::Internal,
+                });
+            }
+            // Another password's key.
+            Err(e) if e.is_code("C001") => {}
+            Err(e) => return Err(plain(location, "opening the repository", &e)),
+        }
+    }
+    Err(Error::Repository {
+        what: format!("The password for the repository {location} is wrong."),
+        advice: ADVICE_PASSWORD,
+        detail: String::new(),
+        kind: ErrorKind::BadInput,
+    })
+}
+
+/// The most key files a repository may hold: rustic tries each with the
+/// password, a fraction of a second apiece.
+const MAX_KEYS: usize = 64;
+/// A key file is some 450 bytes.
+const MAX_KEY_FILE: u32 = 64 << 10;
+/// Index and snapshot files are read whole into memory.
+const MAX_INDEX_FILE: u32 = 256 << 20;
+const MAX_SNAPSHOT_FILE: u32 = 16 << 20;
+/// The most work a key's scrypt may ask for, four times that of the keys
+/// rustic makes (N = 2^17, r = 8, p = 1; restic's are at most N = 2^15,
+/// r = 8 with p up to about 16): memory is 128 · N · r bytes (here at
+/// most 128 MiB), time grows with N · r · p.
+const MAX_SCRYPT_N_R: u64 = 1 << 20;
+const MAX_SCRYPT_N_R_P: u64 = 4 << 20;
+
+/// The repository's key files, read once and judged; a repository whose
+/// storage holds what neither restic nor rustic makes, and what would
+/// make every open take days or all memory before the password is judged
+/// at all, is refused: rustic would try every key file with that file's
+/// own scrypt N, r, p, and reads key, index and snapshot files whole. So
+/// their sizes are checked from the listing, and each key file is read
+/// (capped) and its parameters checked before a key is derived from any.
+fn judged_keys(
+    location: &Location,
+    backend: &dyn WriteBackend,
+) -> Result<Vec<rustic_core::repofile::KeyFile>> {
+    let listing = |kind: FileType| {
+        backend
+            .list_with_size(kind)
+            .map_err(|e| plain(location, "listing the repository's files", &e))
+    };
+    let refused = |detail: String| Error::Repository {
+        what: format!(
+            "The repository {location} holds a file that neither restic nor persnap makes, which would stall or exhaust this computer when the repository is opened; it was not opened."
+        ),
+        advice: "Someone who can write to the repository's storage may have put it there. Check the repository (restic check) and its storage's access; remove the file named in the details if you know it is not yours, then try again.",
+        detail,
+        kind: ErrorKind::BadInput,
+    };
+    for (kind, folder, cap) in [
+        (FileType::Index, "index", MAX_INDEX_FILE),
+        (FileType::Snapshot, "snapshots", MAX_SNAPSHOT_FILE),
+    ] {
+        if let Some((id, size)) = listing(kind)?.into_iter().find(|(_, size)| *size > cap) {
+            let id = id.to_hex();
+            return Err(refused(format!(
+                "{folder}/{} is {size} bytes, more than the {cap} persnap reads",
+                &*id
+            )));
+        }
+    }
+    let keys = listing(FileType::Key)?;
+    if keys.len() > MAX_KEYS {
+        return Err(refused(format!(
+            "keys/ holds {} key files, more than the {MAX_KEYS} persnap tries",
+            keys.len()
+        )));
+    }
+    let mut judged = Vec::with_capacity(keys.len());
+    for (id, size) in keys {
+        let name = id.to_hex();
+        let name: &str = &name;
+        if size > MAX_KEY_FILE {
+            return Err(refused(format!(
+                "keys/{name} is {size} bytes, more than the {MAX_KEY_FILE} of a key file"
+            )));
+        }
+        let bytes = backend
+            .read_full(FileType::Key, &id)
+            .map_err(|e| plain(location, "reading the repository's keys", &e))?;
+        if bytes.len() > MAX_KEY_FILE as usize {
+            return Err(refused(format!(
+                "keys/{name} is {} bytes, more than the {MAX_KEY_FILE} of a key file",
+                bytes.len()
+            )));
+        }
+        let key: rustic_core::repofile::KeyFile = serde_json::from_slice(&bytes)
+            .map_err(|e| refused(format!("keys/{name} is not a key file: {e}")))?;
+        let (n, r, p) = (u64::from(key.n), u64::from(key.r), u64::from(key.p));
+        let sane = key.kdf == "scrypt"
+            && n.is_power_of_two()
+            && n > 1
+            && r > 0
+            && p > 0
+            && n.saturating_mul(r) <= MAX_SCRYPT_N_R
+            && n.saturating_mul(r).saturating_mul(p) <= MAX_SCRYPT_N_R_P;
+        if !sane {
+            return Err(refused(format!(
+                "keys/{name} asks for {} with N = {n}, r = {r}, p = {p}: more work than any key restic or rustic makes (N · r at most {MAX_SCRYPT_N_R}, N · r · p at most {MAX_SCRYPT_N_R_P})",
+                key.kdf
+            )));
+        }
+        judged.push(key);
+    }
+    Ok(judged)
 }
 
 /// Counts the bytes rustic reports, for [`Progress`].
@@ -439,14 +636,15 @@ fn evict_new_files(root: &Path, since: std::time::SystemTime) -> bool {
 impl Repo {
     pub fn open(location: &Location, password: &Password) -> Result<Repo> {
         let meter = Meter::default();
-        let backends = location
-            .backend_options()?
-            .to_backends()
-            .map_err(|e| plain(location, "connecting", &e))?;
+        let Storage {
+            backends,
+            _known_hosts,
+        } = location.connect()?;
         let repo = opened(location, &backends, password, &meter)?;
         Ok(Repo {
             location: location.clone(),
             backends,
+            _known_hosts,
             password: password.clone(),
             repo,
             meter,
@@ -673,6 +871,7 @@ impl Repo {
             )?,
             location: self.location.clone(),
             backends: self.backends.clone(),
+            _known_hosts: self._known_hosts.clone(),
             password: self.password.clone(),
             meter: self.meter.clone(),
             no_cache: true,
@@ -799,11 +998,38 @@ impl Repo {
         // Only plain files, each directly in the set and with a plain name:
         // rustic joins a tree's names onto the target as they are, so a
         // snapshot someone else made could otherwise write anywhere.
+        // One level only, and only so many entries: a snapshot someone else
+        // made may hold a tree of millions, which would all be listed into
+        // memory before the first odd one is refused.
+        let not_ours = |detail: String| Error::NotABackup {
+            path: PathBuf::from(format!("{} ({})", entry.short_id(), self.location)),
+            detail,
+        };
+        if let Some(tree) = node.subtree {
+            let size = repo
+                .get_index_entry(&tree)
+                .map_err(|e| plain(&self.location, "reading the backup's list of files", &e))?
+                .location
+                .data_length();
+            if size > MAX_SET_TREE {
+                return Err(not_ours(format!(
+                    "the repository's copy lists its files in {size} bytes (a backup's list is a few kilobytes); it was not made by persnap"
+                )));
+            }
+        }
+        let mut options = LsOptions::default();
+        options.recursive = false;
         let entries: Vec<(PathBuf, rustic_core::repofile::Node)> = repo
-            .ls(&node, &LsOptions::default())
+            .ls(&node, &options)
             .map_err(|e| plain(&self.location, "reading the backup's list of files", &e))?
+            .take(MAX_SET_FILES + 1)
             .collect::<RusticResult<_>>()
             .map_err(|e| plain(&self.location, "reading the backup's list of files", &e))?;
+        if entries.len() > MAX_SET_FILES {
+            return Err(not_ours(format!(
+                "the repository's copy holds more than {MAX_SET_FILES} files; it was not made by persnap"
+            )));
+        }
         for (path, file) in &entries {
             let mut parts = path.components();
             let one_plain_name = matches!(
