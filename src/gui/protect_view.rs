@@ -479,7 +479,7 @@ fn offsite_rows(app: &mut PersnapApp, ui: &mut Ui) {
                 egui::TextEdit::singleline(&mut d.offsite_location)
                     .desired_width(480.0)
                     .hint_text(
-                        "sftp:user@host:/path, s3:https://host/bucket, rest:http://host:8000/",
+                        "sftp:user@host:/path, s3:https://host/bucket, rest:https://host:8000/",
                     ),
             )
             .labelled_by(label.id);
