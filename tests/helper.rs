@@ -718,8 +718,9 @@ fn an_operator_backs_up_protected_databases_and_nothing_else() {
 }
 
 /// A protected database's registered location is written by its owner,
-/// whoever asks (#29): here root's folder, which operators once had to be
-/// able to write (root:operators 2775) for their "Back up now".
+/// whoever asks (#29): an operator's "Back up now" and root's (the
+/// schedule's) runs alike, into a folder operators once had to be able to
+/// write (`owner:operators 2775`).
 fn a_registered_location_is_written_by_its_owner(
     polkit: &PolkitSetup,
     store_dir: &Path,
@@ -734,16 +735,26 @@ fn a_registered_location_is_written_by_its_owner(
         .unwrap()
         .parse()
         .unwrap();
+    const OWNER: &str = "persnap_owner";
+    if Command::new("id")
+        .arg(OWNER)
+        .output()
+        .is_ok_and(|o| !o.status.success())
+    {
+        run_ok(Command::new("useradd").args(["--system", "--user-group", OWNER]));
+    }
+    let owner = uid_of(OWNER);
     let loc_dir = tempfile::Builder::new()
         .prefix("persnap-loc-")
         .tempdir_in("/var/tmp")
         .unwrap();
     let loc = std::fs::canonicalize(loc_dir.path()).unwrap();
     let mode = |m: u32| std::fs::set_permissions(&loc, std::fs::Permissions::from_mode(m)).unwrap();
+    std::os::unix::fs::chown(&loc, Some(owner), Some(owner)).unwrap();
     mode(0o755);
     let mut db = persnap::registry::Database::new("pkexec-test", store_dir, "persistence.db");
     db.location = Some(loc.clone());
-    db.retention.keep_last = Some(2);
+    db.retention.keep_last = Some(1);
     persnap::registry::Registry::at(REGISTRY).add(&db).unwrap();
     let args = |extra: &[&str]| {
         let mut a = vec![
@@ -773,12 +784,13 @@ fn a_registered_location_is_written_by_its_owner(
         assert!(out.status.success(), "{}", stderr(out));
         PathBuf::from(String::from_utf8_lossy(&out.stdout).trim())
     };
+    // Root asking writes as the location's owner too.
     let first = path_of(&as_root(&[]));
     let second = path_of(&as_root(&[]));
-    assert_eq!(std::fs::symlink_metadata(&second).unwrap().uid(), 0);
+    all_owned_by(&second, owner);
 
     // The old setup: operators may write in the location.
-    std::os::unix::fs::chown(&loc, Some(0), Some(operators)).unwrap();
+    std::os::unix::fs::chown(&loc, Some(owner), Some(operators)).unwrap();
     mode(0o2775);
     // An operator plants three folders named like newer backups, each with
     // a manifest saying "verified", and sets a real backup aside under the
@@ -813,15 +825,15 @@ fn a_registered_location_is_written_by_its_owner(
     for out in [as_operator(), as_root(&["--keep-last", "1"])] {
         assert!(!out.status.success());
         assert!(
-            stderr(&out).contains("can be changed by")
-                || stderr(&out).contains("writable by others"),
+            stderr(&out).contains("can be changed by"),
             "{}",
             stderr(&out)
         );
         assert!(stderr(&out).contains("chmod 755"), "{}", stderr(&out));
     }
-    // The administrator makes it root's alone. The owner's next run, with
-    // retention, loses nothing of its own to what was planted or renamed.
+    // The administrator makes it the owner's alone. The owner's next run,
+    // with retention, loses nothing of its own to what was planted or
+    // renamed.
     mode(0o755);
     let third = path_of(&as_root(&["--keep-last", "1"]));
     assert!(
@@ -833,17 +845,31 @@ fn a_registered_location_is_written_by_its_owner(
         "the older real backup goes, by the policy"
     );
     assert!(third.exists(), "the newest real backup stays");
-    assert!(planted.iter().all(|p| p.exists()), "not root's to judge");
+    assert!(
+        planted.iter().all(|p| p.exists()),
+        "not the owner's to judge"
+    );
     // The operator's "Back up now" still works, and its backup is the
-    // location owner's (root's), though the operator cannot write there.
+    // location owner's, though the operator cannot write there; it prunes
+    // nothing (clicks cannot push restore points out).
     let theirs = path_of(&as_operator());
     check_backup(&theirs, "persistence.db");
-    all_owned_by(&theirs, 0);
+    all_owned_by(&theirs, owner);
+    // Users pass through root's folder of run folders to their own.
+    let users = std::fs::symlink_metadata(persnap::sys::USERS_RUN_DIR).unwrap();
+    assert_eq!((users.uid(), users.mode() & 0o777), (0, 0o755));
+    assert!(third.exists(), "an operator's backup deletes nothing");
+    // A location of root's: root writes only its own backups, never an
+    // operator's (its copy and check would run in the root process).
+    std::os::unix::fs::chown(&loc, Some(0), Some(0)).unwrap();
+    let out = as_operator();
+    assert!(!out.status.success());
     assert!(
-        third.exists(),
-        "the registration keeps two: {}",
-        third.display()
+        stderr(&out).contains("root writes only its own backups"),
+        "{}",
+        stderr(&out)
     );
+    std::os::unix::fs::chown(&loc, Some(owner), Some(owner)).unwrap();
 }
 
 #[test]

@@ -307,3 +307,31 @@ fn a_backup_renamed_to_look_like_an_interrupted_deletion_survives_the_sweep() {
     persnap::backup::sweep_leftovers(std::slice::from_ref(&dest.backups));
     assert!(pinned_aside.join("manifest.json").exists());
 }
+
+/// Two databases with the same store name backed up into one location
+/// (the obvious setup): each one's retention keeps its own newest and
+/// never deletes the other's.
+#[test]
+fn databases_sharing_a_location_never_prune_each_other() {
+    let (a, b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    make_store(a.path(), "persistence.db", Mode::Wal, 1);
+    make_store(b.path(), "persistence.db", Mode::Wal, 1);
+    let dest = Destination::new();
+    let data = tempfile::tempdir().unwrap();
+    let mut history = History::at(data.path());
+    let keep_one = RetentionPolicy {
+        keep_last: Some(1),
+        keep_days: None,
+    };
+    let b_first = backup(
+        b.path(),
+        &dest.backups,
+        &mut history,
+        RetentionPolicy::default(),
+    );
+    let a_first = backup(a.path(), &dest.backups, &mut history, keep_one);
+    let a_second = backup(a.path(), &dest.backups, &mut history, keep_one);
+    assert!(!a_first.exists(), "a's older backup goes, by its policy");
+    assert!(a_second.exists());
+    assert!(b_first.exists(), "b's only backup is not a's to delete");
+}

@@ -211,7 +211,7 @@ fn handle(level: Authority, input: Box<dyn Read + Send>, mut events: Events) -> 
             #[cfg(target_os = "linux")]
             {
                 use persnap::restore::Writer;
-                let writer = match registered_writer(&mut req, level, &registry) {
+                let writer = match registered_writer(&mut req, level, run_as, &registry) {
                     Ok(writer) => writer,
                     Err(e) => return events.fail(&e, Some(Phase::Prepare)),
                 };
@@ -457,8 +457,20 @@ fn protect(protection: protocol::Protection, registry: &Registry, events: &Event
         // others can change is refused now, not at the first backup.
         if let Some(location) = &database.location
             && std::fs::symlink_metadata(location).is_ok()
+            && matches!(
+                backup::location_writer(location)?,
+                persnap::restore::Writer::Root
+            )
+            && invoking_uid().is_some_and(|uid| uid != 0)
         {
-            backup::location_writer(location)?;
+            return Err(Error::Refused {
+                field: "location",
+                reason: format!(
+                    "{} belongs to root, and root writes only its own backups: choose a \
+                     folder of yours, or give this one to the account that makes the backups (chown)",
+                    location.display()
+                ),
+            });
         }
         if replace {
             replaceable(&database, schedule.is_some(), registry).map(Some)
@@ -682,12 +694,18 @@ fn to_registered_location(request: &Request, registry: &Registry) -> bool {
 
 /// For a backup of a protected database into its registered location:
 /// who writes it (the location's owner, see `backup::location_writer`),
-/// whoever asked; and at the backup level the registration's retention,
-/// not the caller's. `None`: any other backup (written as before).
+/// whoever asked. Root writes only its own backups (root itself asking,
+/// for no one else): for an operator or a user's schedule a root-owned
+/// location is refused, so root never runs a backup's copy and check in
+/// this process for someone else. At the backup level nothing is pruned:
+/// an operator's clicks cannot push restore points out; the schedule's
+/// runs apply the registration's retention. `None`: any other backup
+/// (written as before).
 #[cfg(target_os = "linux")]
 fn registered_writer(
     req: &mut persnap::backup::BackupRequest,
     level: Authority,
+    run_as: Option<u32>,
     registry: &Registry,
 ) -> persnap::Result<Option<persnap::restore::Writer>> {
     let Some(db) = registry.find(&req.source, &req.store_name)? else {
@@ -697,8 +715,22 @@ fn registered_writer(
         return Ok(None);
     }
     let writer = backup::location_writer(&req.dest)?;
+    let for_someone =
+        invoking_uid().is_some_and(|uid| uid != 0) || run_as.is_some_and(|uid| uid != 0);
+    if matches!(writer, persnap::restore::Writer::Root) && for_someone {
+        return Err(Error::Refused {
+            field: "dest",
+            reason: format!(
+                "the backup location {} belongs to root, and root writes only its own backups; \
+                 give the folder to the account that makes this database's backups \
+                 (chown ACCOUNT {}), and it writes them for everyone who asks",
+                req.dest.display(),
+                req.dest.display()
+            ),
+        });
+    }
     if level != Authority::Admin {
-        req.retention = db.retention;
+        req.retention = Default::default();
     }
     Ok(Some(writer))
 }

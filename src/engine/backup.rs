@@ -298,7 +298,15 @@ pub fn location_writer_or_why(dest: &Path) -> std::result::Result<crate::restore
                 .map_err(|e| refused(format!("belongs to root, but {e}")));
         }
         let name = crate::sys::user_ids(uid).map_or_else(|| format!("uid {uid}"), |(n, _, _)| n);
-        crate::sys::only_owner_can_change(dest, uid, gid)
+        // The folder's own group is not the owner's unless it is their
+        // primary (private) group; an access list may let anyone in.
+        if crate::sys::has_extended_acl(dest) {
+            return Err(refused(
+                "has an access control list that may let others change it".into(),
+            ));
+        }
+        let private = crate::sys::primary_group(uid).unwrap_or(u32::MAX);
+        crate::sys::only_owner_can_change(dest, uid, private)
             .map(|()| Writer::Owner { uid, gid, name })
             .map_err(|e| refused(format!("is not safe: {e}")))
     }
@@ -740,7 +748,7 @@ fn prune(
     if req.retention.is_keep_all() {
         return;
     }
-    match crate::retention::apply(dest, store_name, &req.retention, false) {
+    match crate::retention::apply_to(dest, store_name, Some(&req.source), &req.retention, false) {
         Ok(removed) => {
             for path in removed {
                 progress.log(

@@ -136,26 +136,28 @@ pub const MAX_CONFIG: u64 = 1024 * 1024;
 /// to gigabytes).
 pub fn read_config(path: &Path, owner: Option<u32>) -> Result<Persistence, String> {
     let refused = |why: &str| format!("its configuration {} was not read: {why}", path.display());
-    let bytes = crate::fsutil::read_untrusted(path, MAX_CONFIG).map_err(|e| {
+    let (bytes, meta) = crate::fsutil::read_untrusted_with(path, MAX_CONFIG).map_err(|e| {
         refused(&format!(
             "it cannot be read as a plain file of at most 1 MiB ({e})"
         ))
     })?;
+    // Judged from the very file read, not looked up again by path.
     #[cfg(unix)]
     if let Some(owner) = owner {
-        let file_owner = crate::sys::owner_of(path);
-        if file_owner != Some(owner) && file_owner != Some(0) {
+        use std::os::unix::fs::MetadataExt as _;
+        let file_owner = meta.uid();
+        if file_owner != owner && file_owner != 0 {
             return Err(refused(
                 "it belongs to another user than the correlator's, or to nobody persnap trusts",
             ));
         }
     }
     #[cfg(not(unix))]
-    let _ = owner;
+    let _ = (owner, meta);
     let text = String::from_utf8(bytes).map_err(|_| refused("it is not text"))?;
     if uses_aliases(&text) {
         return Err(refused(
-            "it uses YAML aliases (*name), which persnap does not expand; \
+            "it uses YAML anchors or aliases (&name, *name), which persnap does not expand; \
              browse to the store folder instead",
         ));
     }
@@ -191,14 +193,21 @@ pub fn read_config(path: &Path, owner: Option<u32>) -> Result<Persistence, Strin
     Ok(p)
 }
 
-/// Whether the YAML `text` refers to an anchor anywhere (or does not parse,
-/// which the loader then reports).
+/// Whether the YAML `text` names or refers to an anchor anywhere (or does
+/// not parse, which the loader then reports): the loader copies every
+/// anchored node, so anchors alone, nested, blow up as aliases do.
 fn uses_aliases(text: &str) -> bool {
     use yaml_rust2::parser::{Event, EventReceiver, Parser};
     struct Aliases(bool);
     impl EventReceiver for Aliases {
         fn on_event(&mut self, ev: Event) {
-            self.0 |= matches!(ev, Event::Alias(_));
+            self.0 |= match ev {
+                Event::Alias(_) => true,
+                Event::Scalar(_, _, anchor, _)
+                | Event::SequenceStart(anchor, _)
+                | Event::MappingStart(anchor, _) => anchor != 0,
+                _ => false,
+            };
         }
     }
     let mut seen = Aliases(false);
@@ -609,6 +618,13 @@ mod tests {
         }
         fs::write(&file, &bomb).unwrap();
         assert!(read_config(&file, None).unwrap_err().contains("aliases"));
+        // Anchors alone are copied by the loader too: nested, they blow up.
+        fs::write(
+            &file,
+            "a: &a [&b [&c [x, x, x]]]\ncorrelator: {persistence: {enabled: true}}\n",
+        )
+        .unwrap();
+        assert!(read_config(&file, None).unwrap_err().contains("anchors"));
     }
 
     #[test]

@@ -393,10 +393,11 @@ mod running {
         progress: &mut dyn Progress,
         cancel: &CancelToken,
     ) -> Result<()> {
-        let good: Vec<_> = crate::retention::candidates(dir, &subject.store_name)?
-            .into_iter()
-            .filter(|c| c.good)
-            .collect();
+        let good: Vec<_> =
+            crate::retention::candidates_of(dir, &subject.store_name, Some(&subject.folder))?
+                .into_iter()
+                .filter(|c| c.good)
+                .collect();
         if good.is_empty() {
             checked.problem = Some("no verified backup of the database is there".into());
             return Ok(());

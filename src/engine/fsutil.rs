@@ -22,8 +22,15 @@ pub use crate::sys::{
 /// a regular file only, and at most `cap` bytes — a longer file is an
 /// error, not a truncated read.
 pub fn read_untrusted(path: &Path, cap: u64) -> io::Result<Vec<u8>> {
+    read_untrusted_with(path, cap).map(|(bytes, _)| bytes)
+}
+
+/// [`read_untrusted`], with the metadata of the very file read (its owner
+/// is judged from the open file, not looked up again by path).
+pub fn read_untrusted_with(path: &Path, cap: u64) -> io::Result<(Vec<u8>, fs::Metadata)> {
     use std::io::Read as _;
     let file = crate::sys::open_untrusted(path)?;
+    let meta = file.metadata()?;
     let mut bytes = Vec::new();
     file.take(cap + 1).read_to_end(&mut bytes)?;
     if bytes.len() as u64 > cap {
@@ -32,7 +39,7 @@ pub fn read_untrusted(path: &Path, cap: u64) -> io::Result<Vec<u8>> {
             format!("longer than {cap} bytes"),
         ));
     }
-    Ok(bytes)
+    Ok((bytes, meta))
 }
 
 /// Write `bytes` to `path` atomically: temp file, fsync, rename, fsync dir.

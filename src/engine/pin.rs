@@ -74,12 +74,10 @@ pub fn read(backup_dir: &Path) -> Option<Pin> {
         return None;
     }
     let path = pin_path(backup_dir)?;
-    let plain = std::fs::symlink_metadata(&path).is_ok_and(|m| m.is_file());
     let mut bytes = Vec::new();
-    let read = plain
-        && crate::sys::open_nofollow(&path)
-            .and_then(|f| f.take(64 * 1024).read_to_end(&mut bytes))
-            .is_ok();
+    let read = crate::sys::open_untrusted(&path)
+        .and_then(|f| f.take(64 * 1024).read_to_end(&mut bytes))
+        .is_ok();
     Some(
         read.then(|| serde_json::from_slice(&bytes).ok())
             .flatten()

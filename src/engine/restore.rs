@@ -224,7 +224,10 @@ pub fn writer_of(target: &Path) -> Result<Writer> {
             };
         }
         let name = crate::sys::user_ids(uid).map_or_else(|| format!("uid {uid}"), |(n, _, _)| n);
-        match crate::sys::only_owner_can_change(&base, uid, gid) {
+        // The folder's own group counts as the owner's only when it is
+        // their primary (private) group.
+        let private = crate::sys::primary_group(uid).unwrap_or(u32::MAX);
+        match crate::sys::only_owner_can_change(&base, uid, private) {
             Ok(()) => Ok(Writer::Owner { uid, gid, name }),
             Err(e) => Err(refused(format!(
                 "{e}; a restore writes there as the folder's owner ({name}), and nobody else may be able to swap what it works on. Make the folders writable by their owner only (chmod go-w)"

@@ -96,6 +96,24 @@ pub fn to_delete<'a>(
 /// for that store. Folders whose manifest cannot be read are reported as
 /// not good; folders someone else made are not backups of ours at all.
 pub fn candidates(dest: &Path, store_name: &str) -> Result<Vec<Candidate>> {
+    candidates_of(dest, store_name, None)
+}
+
+/// [`candidates`] of the database in `source` only (`None`: of any
+/// database with that store name): databases that share a location and a
+/// store name never prune each other.
+pub fn candidates_of(
+    dest: &Path,
+    store_name: &str,
+    source: Option<&Path>,
+) -> Result<Vec<Candidate>> {
+    let same_source = |dir: &Path| {
+        source.is_none_or(|source| {
+            dir == source
+                || crate::fsutil::canonicalize(dir)
+                    .is_ok_and(|d| crate::fsutil::canonicalize(source).is_ok_and(|s| d == s))
+        })
+    };
     let entries = fs::read_dir(dest).map_err(Error::io("read", dest, HINT_DEST))?;
     let prefix = format!("{store_name}-");
     let mut found = Vec::new();
@@ -113,7 +131,7 @@ pub fn candidates(dest: &Path, store_name: &str) -> Result<Vec<Candidate>> {
             continue;
         }
         let candidate = match manifest::read(&path) {
-            Ok(m) if m.store_name == store_name => Candidate {
+            Ok(m) if m.store_name == store_name && same_source(&m.source_dir) => Candidate {
                 pinned: crate::pin::is_pinned(&path),
                 path,
                 finished: m.finished,
@@ -140,7 +158,18 @@ pub fn apply(
     policy: &RetentionPolicy,
     dry_run: bool,
 ) -> Result<Vec<PathBuf>> {
-    let found = candidates(dest, store_name)?;
+    apply_to(dest, store_name, None, policy, dry_run)
+}
+
+/// [`apply`] to the backups of the database in `source` only.
+pub fn apply_to(
+    dest: &Path,
+    store_name: &str,
+    source: Option<&Path>,
+    policy: &RetentionPolicy,
+    dry_run: bool,
+) -> Result<Vec<PathBuf>> {
+    let found = candidates_of(dest, store_name, source)?;
     crate::pin::check_pins_folder(dest)?;
     let doomed: Vec<PathBuf> = to_delete(policy, &found, Utc::now())
         .into_iter()

@@ -571,7 +571,14 @@ fn plan_words(d: &ProtectDraft) -> String {
 /// (a folder not made yet is made by the first backup, and judged then).
 fn unsafe_location(location: &Path) -> Option<String> {
     std::fs::symlink_metadata(location).ok()?;
-    persnap::backup::location_writer_or_why(location).err()
+    match persnap::backup::location_writer_or_why(location) {
+        Err(why) => Some(why),
+        Ok(persnap::restore::Writer::Root) if !persnap::fsutil::is_root() => Some(format!(
+            "{} belongs to root, and root writes only its own backups: choose a folder of yours, or give this one to the account that makes the backups (chown).",
+            location.display()
+        )),
+        Ok(_) => None,
+    }
 }
 
 /// Whether the page is ready to protect, or what is missing, in words.

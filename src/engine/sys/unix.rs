@@ -265,6 +265,24 @@ pub fn only_owner_can_change(dir: &Path, uid: u32, gid: u32) -> io::Result<()> {
     Ok(())
 }
 
+/// The primary group of `uid` (from the user database), or `None`.
+pub fn primary_group(uid: u32) -> Option<u32> {
+    user_ids(uid).map(|(_, gid, _)| gid)
+}
+
+/// Whether `path` carries an access control list beyond its mode bits
+/// (a `system.posix_acl_access` attribute: named users or groups), which
+/// the mode's group bits do not show.
+pub fn has_extended_acl(path: &Path) -> bool {
+    let Ok(c) = std::ffi::CString::new(path.as_os_str().as_bytes()) else {
+        return true;
+    };
+    let name = c"system.posix_acl_access";
+    // SAFETY: lgetxattr with a null buffer of size 0 only reports the size.
+    let size = unsafe { libc::lgetxattr(c.as_ptr(), name.as_ptr(), std::ptr::null_mut(), 0) };
+    size >= 0
+}
+
 /// The owner and group of `path` (not following a link).
 pub fn owner_and_group(path: &Path) -> io::Result<(u32, u32)> {
     let meta = fs::symlink_metadata(path)?;
@@ -737,6 +755,12 @@ pub fn make_user_run_dir(uid: u32, gid: u32) -> io::Result<()> {
         return Err(io::Error::other(format!(
             "{USERS_RUN_DIR} must be root's, writable by nobody else; remove it"
         )));
+    }
+    // Users must pass through it to their own folder (the helper's umask
+    // made it 0700).
+    // SAFETY: fchmod on the descriptor we hold, root's and checked above.
+    if unsafe { libc::fchmod(parent_dir.as_raw_fd(), 0o755) } != 0 {
+        return Err(io::Error::last_os_error());
     }
     let name = std::ffi::CString::new(uid.to_string()).expect("digits");
     // SAFETY: mkdirat on a descriptor we hold, with a C string.
