@@ -920,15 +920,17 @@ fn a_scheduled_online_run_reaches_its_repositories_only_as_its_user() {
     )
     .unwrap();
     std::fs::set_permissions(&rclone, std::fs::Permissions::from_mode(0o755)).unwrap();
+    // S3 on loopback: nothing answers there, and persnap checks no host
+    // key first (an SFTP server's key is checked before rclone starts).
     let unlock = |place: &str| {
         let mut unlock = Unlock::new(
-            &Location::parse(&format!("sftp:backup@127.0.0.1:/srv/{place}")).unwrap(),
+            &Location::parse(&format!("s3:http://127.0.0.1:9/{place}")).unwrap(),
             &Password::new("the password"),
         );
-        unlock.environment = vec![(
-            "RCLONE_SFTP_KEY_FILE".into(),
-            "/etc/ssh/ssh_host_ed25519_key".into(),
-        )];
+        unlock.environment = vec![
+            ("AWS_ACCESS_KEY_ID".into(), "persnap".into()),
+            ("AWS_SECRET_ACCESS_KEY".into(), "persnap-secret".into()),
+        ];
         unlock
     };
     let units = tempfile::tempdir().unwrap();
