@@ -515,6 +515,7 @@ pub fn run(cli: Cli) -> Result<(), Failure> {
                     retention.for_folder()?
                 },
                 pace,
+                on_request: false,
             };
             let history = match history_dir {
                 Some(dir) => History::at(dir),

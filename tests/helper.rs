@@ -859,6 +859,15 @@ fn a_registered_location_is_written_by_its_owner(
     let users = std::fs::symlink_metadata(persnap::sys::USERS_RUN_DIR).unwrap();
     assert_eq!((users.uid(), users.mode() & 0o777), (0, 0o755));
     assert!(third.exists(), "an operator's backup deletes nothing");
+    // Nor do an operator's clicks push the schedule's backups out later:
+    // they are counted apart by the owner's retention.
+    let theirs_again = path_of(&as_operator());
+    let fourth = path_of(&as_root(&["--keep-last", "2"]));
+    assert!(
+        third.exists() && fourth.exists(),
+        "the owner's two newest stay, whatever the operator clicked"
+    );
+    assert!(theirs.exists() && theirs_again.exists());
     // A location of root's: root writes only its own backups, never an
     // operator's (its copy and check would run in the root process).
     std::os::unix::fs::chown(&loc, Some(0), Some(0)).unwrap();
@@ -870,6 +879,16 @@ fn a_registered_location_is_written_by_its_owner(
         stderr(&out)
     );
     std::os::unix::fs::chown(&loc, Some(owner), Some(owner)).unwrap();
+    // Protected, the location's owner is recorded: a location made again
+    // in its place by someone else is refused, never written for them.
+    db.location_owner = Some(owner);
+    persnap::registry::Registry::at(REGISTRY).add(&db).unwrap();
+    std::os::unix::fs::chown(&loc, Some(operator), Some(operator)).unwrap();
+    let out = as_root(&[]);
+    assert!(!out.status.success());
+    assert!(stderr(&out).contains("now belongs to"), "{}", stderr(&out));
+    std::os::unix::fs::chown(&loc, Some(owner), Some(owner)).unwrap();
+    path_of(&as_root(&[]));
 }
 
 #[test]

@@ -305,7 +305,8 @@ fn handle(level: Authority, input: Box<dyn Read + Send>, mut events: Events) -> 
             Ok(existed) => events.done(Reply::ScheduleRemoved { name, existed }),
             Err(e) => events.fail(&e, Some(Phase::Prepare)),
         },
-        Validated::DatabaseAdd(database) => {
+        Validated::DatabaseAdd(mut database) => {
+            database.location_owner = location_owner(&database);
             match not_taken(&database, false, &registry).and_then(|_| registry.add(&database)) {
                 Ok(()) => events.done(Reply::DatabaseAdded { database }),
                 Err(e) => events.fail(&e, Some(Phase::Prepare)),
@@ -443,9 +444,10 @@ fn protect(protection: protocol::Protection, registry: &Registry, events: &Event
     let protocol::Protection {
         probe: test,
         schedule,
-        database,
+        mut database,
         replace,
     } = protection;
+    database.location_owner = location_owner(&database);
     // Everything checked before root does anything: the registry safe,
     // nothing taken (or, for a change, the same database), the history
     // folder the invoking user's own.
@@ -671,6 +673,24 @@ fn invoking_user() -> Option<persnap::Result<persnap::privileged::user::Identity
     Some(persnap::privileged::user::Identity::of_uid(uid))
 }
 
+/// Who owns a database's location now (Unix uid), as recorded when it is
+/// protected; never what the request says.
+fn location_owner(database: &persnap::registry::Database) -> Option<u32> {
+    #[cfg(unix)]
+    {
+        match backup::location_writer(database.location.as_deref()?).ok()? {
+            persnap::restore::Writer::Owner { uid, .. } => Some(uid),
+            persnap::restore::Writer::Root => Some(0),
+            persnap::restore::Writer::Administrator => None,
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = database;
+        None
+    }
+}
+
 /// Whether `request` backs up a protected database into the location its
 /// registration names (the registry, which only administrators write,
 /// says where that is: root looks at nothing the caller chose).
@@ -715,6 +735,24 @@ fn registered_writer(
         return Ok(None);
     }
     let writer = backup::location_writer(&req.dest)?;
+    let owner_now = match &writer {
+        persnap::restore::Writer::Owner { uid, .. } => Some(*uid),
+        persnap::restore::Writer::Root => Some(0),
+        persnap::restore::Writer::Administrator => None,
+    };
+    if let (Some(recorded), Some(now)) = (db.location_owner, owner_now)
+        && recorded != now
+    {
+        return Err(Error::Refused {
+            field: "dest",
+            reason: format!(
+                "the backup location {} now belongs to uid {now}, not to uid {recorded} as when \
+                 the database was protected; someone may have made it again in its place. \
+                 Check the folder, then protect the database again to accept its owner",
+                req.dest.display()
+            ),
+        });
+    }
     let for_someone =
         invoking_uid().is_some_and(|uid| uid != 0) || run_as.is_some_and(|uid| uid != 0);
     if matches!(writer, persnap::restore::Writer::Root) && for_someone {
@@ -729,7 +767,10 @@ fn registered_writer(
             ),
         });
     }
-    if level != Authority::Admin {
+    // An operator's backup prunes nothing, and is counted apart by the
+    // schedule's retention: clicks never push its restore points out.
+    req.on_request = level != Authority::Admin;
+    if req.on_request {
         req.retention = Default::default();
     }
     Ok(Some(writer))

@@ -47,6 +47,11 @@ pub struct BackupRequest {
     /// How hard the copy and the verification may use the disk.
     #[serde(default)]
     pub pace: Pace,
+    /// An operator's backup into a protected database's location, set by
+    /// the helper (never taken from the caller): recorded in the manifest,
+    /// and counted apart by retention.
+    #[serde(default)]
+    pub on_request: bool,
 }
 
 impl BackupRequest {
@@ -60,6 +65,7 @@ impl BackupRequest {
             snapshot: SnapshotOptions::default(),
             retention: Default::default(),
             pace: Pace::default(),
+            on_request: false,
         }
     }
 }
@@ -298,15 +304,15 @@ pub fn location_writer_or_why(dest: &Path) -> std::result::Result<crate::restore
                 .map_err(|e| refused(format!("belongs to root, but {e}")));
         }
         let name = crate::sys::user_ids(uid).map_or_else(|| format!("uid {uid}"), |(n, _, _)| n);
-        // The folder's own group is not the owner's unless it is their
-        // primary (private) group; an access list may let anyone in.
+        // An access list may let anyone in, whatever the mode says.
         if crate::sys::has_extended_acl(dest) {
             return Err(refused(
                 "has an access control list that may let others change it".into(),
             ));
         }
-        let private = crate::sys::primary_group(uid).unwrap_or(u32::MAX);
-        crate::sys::only_owner_can_change(dest, uid, private)
+        // No group write at all on the location or a folder above it: a
+        // primary group may have other members too.
+        crate::sys::only_owner_can_change(dest, uid, u32::MAX)
             .map(|()| Writer::Owner { uid, gid, name })
             .map_err(|e| refused(format!("is not safe: {e}")))
     }
@@ -663,6 +669,7 @@ fn execute(
         total_bytes: run.bytes,
         files,
         verification,
+        on_request: req.on_request,
     };
     let final_dir = plan.dest.join(&name);
     finish(partial, &manifest, &final_dir)?;

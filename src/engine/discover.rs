@@ -157,7 +157,7 @@ pub fn read_config(path: &Path, owner: Option<u32>) -> Result<Persistence, Strin
     let text = String::from_utf8(bytes).map_err(|_| refused("it is not text"))?;
     if uses_aliases(&text) {
         return Err(refused(
-            "it uses YAML anchors or aliases (&name, *name), which persnap does not expand; \
+            "it uses YAML anchors or aliases (&name, *name), or nests deeper than 64 levels, which persnap does not read; \
              browse to the store folder instead",
         ));
     }
@@ -193,27 +193,37 @@ pub fn read_config(path: &Path, owner: Option<u32>) -> Result<Persistence, Strin
     Ok(p)
 }
 
-/// Whether the YAML `text` names or refers to an anchor anywhere (or does
-/// not parse, which the loader then reports): the loader copies every
-/// anchored node, so anchors alone, nested, blow up as aliases do.
+/// Whether the YAML `text` is one persnap does not read: it names or
+/// refers to an anchor (the loader copies every anchored node, so nested
+/// anchors blow up as aliases do), nests deeper than [`MAX_YAML_DEPTH`]
+/// (the loader recurses: deep nesting overflows the stack), or does not
+/// parse (the loader then says why). Read event by event, iteratively.
 fn uses_aliases(text: &str) -> bool {
-    use yaml_rust2::parser::{Event, EventReceiver, Parser};
-    struct Aliases(bool);
-    impl EventReceiver for Aliases {
-        fn on_event(&mut self, ev: Event) {
-            self.0 |= match ev {
-                Event::Alias(_) => true,
-                Event::Scalar(_, _, anchor, _)
-                | Event::SequenceStart(anchor, _)
-                | Event::MappingStart(anchor, _) => anchor != 0,
-                _ => false,
-            };
+    use yaml_rust2::parser::{Event, Parser};
+    let mut parser = Parser::new_from_str(text);
+    let mut depth = 0usize;
+    loop {
+        let Ok((event, _)) = parser.next_token() else {
+            return false;
+        };
+        match event {
+            Event::StreamEnd => return false,
+            Event::Alias(_) => return true,
+            Event::Scalar(_, _, anchor, _) if anchor != 0 => return true,
+            Event::SequenceStart(anchor, _) | Event::MappingStart(anchor, _) => {
+                depth += 1;
+                if anchor != 0 || depth > MAX_YAML_DEPTH {
+                    return true;
+                }
+            }
+            Event::SequenceEnd | Event::MappingEnd => depth = depth.saturating_sub(1),
+            _ => {}
         }
     }
-    let mut seen = Aliases(false);
-    let _ = Parser::new_from_str(text).load(&mut seen, true);
-    seen.0
 }
+
+/// How deep a configuration may nest (Apama's are a handful of levels).
+const MAX_YAML_DEPTH: usize = 64;
 
 /// Describe the store `name` in `folder`: size and journal mode, or why not.
 pub fn describe(folder: &Path, name: &str, origin: Origin) -> Found {
@@ -625,6 +635,14 @@ mod tests {
         )
         .unwrap();
         assert!(read_config(&file, None).unwrap_err().contains("anchors"));
+        // The loader recurses: 400,000 levels of nesting would overflow
+        // the stack of every app that lists correlators.
+        fs::write(&file, format!("{}x\n", "- ".repeat(400_000))).unwrap();
+        assert!(
+            read_config(&file, None)
+                .unwrap_err()
+                .contains("nests deeper")
+        );
     }
 
     #[test]

@@ -44,6 +44,11 @@ pub struct Manifest {
     pub total_bytes: u64,
     pub files: Vec<CopiedFile>,
     pub verification: Verification,
+    /// Asked for by an operator into a protected database's location (the
+    /// helper says so, not the caller): retention counts such backups
+    /// apart, so clicks never push out the schedule's.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub on_request: bool,
 }
 
 pub fn write(dir: &Path, manifest: &Manifest) -> Result<()> {

@@ -45,6 +45,12 @@ pub struct Database {
     /// Where its backups usually go (the app's default), if set.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub location: Option<PathBuf>,
+    /// Who owned `location` when it was protected (Unix uid; root 0),
+    /// recorded by the helper: its backups are written as that owner, and
+    /// a location that has since changed hands (deleted and made again by
+    /// someone else) is refused, never written for them.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub location_owner: Option<u32>,
     /// Its schedule's name, if it has one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub schedule: Option<String>,
@@ -86,6 +92,7 @@ impl Database {
             folder: folder.into(),
             store_name: store_name.into(),
             location: None,
+            location_owner: None,
             schedule: None,
             retention: RetentionPolicy::default(),
             method: MethodChoice::Auto,

@@ -227,6 +227,12 @@ pub fn writer_of(target: &Path) -> Result<Writer> {
         // The folder's own group counts as the owner's only when it is
         // their primary (private) group.
         let private = crate::sys::primary_group(uid).unwrap_or(u32::MAX);
+        if crate::sys::has_extended_acl(&base) {
+            return Err(refused(format!(
+                "{} has an access control list that may let others change it; a restore writes there as the folder's owner ({name}), and nobody else may be able to swap what it works on",
+                base.display()
+            )));
+        }
         match crate::sys::only_owner_can_change(&base, uid, private) {
             Ok(()) => Ok(Writer::Owner { uid, gid, name }),
             Err(e) => Err(refused(format!(

@@ -13,12 +13,14 @@
 //! Deleting renames the folder to `.persnap-deleting-…` first, so a crash
 //! mid-delete never leaves a half-deleted folder that looks like a backup.
 //!
-//! A location may be shared (a folder several people can write): retention
-//! judges and deletes only folders made by whoever applies it (their owner
-//! is this process's user), reads manifests without following links or
-//! blocking on a FIFO, and refuses to act at all when the pins folder is
-//! not a plain folder of that same user — so nobody else's folders can
-//! count as "the newest backups" and push the real ones out.
+//! Retention judges and deletes only folders made by whoever applies it
+//! (their owner is this process's user), reads manifests without following
+//! links or blocking on a FIFO, and refuses to act at all when the pins
+//! folder is not a plain folder of that same user — so nobody else's
+//! folders can count as "the newest backups" and push the real ones out.
+//! That is all it can do in a folder others may rename in: there, pins
+//! keyed by name can be moved away. A protected database's location is
+//! therefore its owner's alone (see `backup::location_writer`).
 
 use std::fs;
 use std::path::{Path, PathBuf};
@@ -67,10 +69,14 @@ pub struct Candidate {
     pub good: bool,
     /// Pinned with a note (see `pin`): never deleted.
     pub pinned: bool,
+    /// Asked for by an operator ("Back up now" at the backup level): such
+    /// backups are counted apart, so clicks never push out the schedule's.
+    pub on_request: bool,
 }
 
 /// The candidates `policy` lets go, given the time `now`. Pure: the rules
-/// in one place, tested over random histories.
+/// in one place, tested over random histories. Backups an operator asked
+/// for and all others are two sets, each kept by the policy on its own.
 pub fn to_delete<'a>(
     policy: &RetentionPolicy,
     candidates: &'a [Candidate],
@@ -79,7 +85,19 @@ pub fn to_delete<'a>(
     if policy.is_keep_all() {
         return Vec::new();
     }
-    let mut good: Vec<&Candidate> = candidates.iter().filter(|c| c.good).collect();
+    let (asked, rest): (Vec<&Candidate>, Vec<&Candidate>) =
+        candidates.iter().partition(|c| c.on_request);
+    let mut doomed = to_delete_among(policy, rest, now);
+    doomed.extend(to_delete_among(policy, asked, now));
+    doomed
+}
+
+fn to_delete_among<'a>(
+    policy: &RetentionPolicy,
+    candidates: Vec<&'a Candidate>,
+    now: DateTime<Utc>,
+) -> Vec<&'a Candidate> {
+    let mut good: Vec<&Candidate> = candidates.into_iter().filter(|c| c.good).collect();
     good.sort_by_key(|c| std::cmp::Reverse(c.finished));
     let keep_last = policy.keep_last.unwrap_or(0).max(1) as usize;
     let kept_by_count: Vec<&PathBuf> = good.iter().take(keep_last).map(|c| &c.path).collect();
@@ -136,6 +154,7 @@ pub fn candidates_of(
                 path,
                 finished: m.finished,
                 good: m.verification.integrity == "ok",
+                on_request: m.on_request,
             },
             Ok(_) => continue,
             Err(_) => Candidate {
@@ -143,6 +162,7 @@ pub fn candidates_of(
                 path,
                 finished: DateTime::<Utc>::MIN_UTC,
                 good: false,
+                on_request: false,
             },
         };
         found.push(candidate);
@@ -278,6 +298,7 @@ mod tests {
                 finished: now - Duration::minutes(rng.below(60 * 24 * 90) as i64),
                 good: rng.below(5) != 0,
                 pinned: rng.below(7) == 0,
+                on_request: rng.below(3) == 0,
             })
             .collect()
     }
@@ -297,12 +318,17 @@ mod tests {
             let backups = history(&mut rng, now);
             let policy = policy(&mut rng);
             let doomed = to_delete(&policy, &backups, now);
-            let newest_good = backups.iter().filter(|c| c.good).max_by_key(|c| c.finished);
-            if let Some(newest) = newest_good {
-                assert!(
-                    !doomed.iter().any(|d| d.path == newest.path),
-                    "the newest good backup stays: {policy:?}"
-                );
+            for asked in [false, true] {
+                let newest_good = backups
+                    .iter()
+                    .filter(|c| c.good && c.on_request == asked)
+                    .max_by_key(|c| c.finished);
+                if let Some(newest) = newest_good {
+                    assert!(
+                        !doomed.iter().any(|d| d.path == newest.path),
+                        "the newest good backup of each kind stays: {policy:?}"
+                    );
+                }
             }
             assert!(
                 doomed.iter().all(|d| d.good),
@@ -316,18 +342,25 @@ mod tests {
                 assert!(doomed.is_empty(), "no policy, nothing deleted");
                 continue;
             }
-            let mut good: Vec<&Candidate> = backups.iter().filter(|c| c.good).collect();
-            good.sort_by_key(|c| std::cmp::Reverse(c.finished));
-            for (rank, c) in good.iter().enumerate() {
-                let deleted = doomed.iter().any(|d| d.path == c.path);
-                let by_count = policy.keep_last.is_some_and(|n| rank < n as usize);
-                let by_age = policy
-                    .keep_days
-                    .is_some_and(|d| c.finished >= now - Duration::days(i64::from(d)));
-                if by_count || by_age || c.pinned {
-                    assert!(!deleted, "kept by a rule: rank {rank}, {policy:?}");
-                } else if rank > 0 {
-                    assert!(deleted, "kept by no rule must go: rank {rank}, {policy:?}");
+            for asked in [false, true] {
+                // Each kind is ranked on its own: an operator's clicks never
+                // push out the schedule's backups.
+                let mut good: Vec<&Candidate> = backups
+                    .iter()
+                    .filter(|c| c.good && c.on_request == asked)
+                    .collect();
+                good.sort_by_key(|c| std::cmp::Reverse(c.finished));
+                for (rank, c) in good.iter().enumerate() {
+                    let deleted = doomed.iter().any(|d| d.path == c.path);
+                    let by_count = policy.keep_last.is_some_and(|n| rank < n as usize);
+                    let by_age = policy
+                        .keep_days
+                        .is_some_and(|d| c.finished >= now - Duration::days(i64::from(d)));
+                    if by_count || by_age || c.pinned {
+                        assert!(!deleted, "kept by a rule: rank {rank}, {policy:?}");
+                    } else if rank > 0 {
+                        assert!(deleted, "kept by no rule must go: rank {rank}, {policy:?}");
+                    }
                 }
             }
         }
