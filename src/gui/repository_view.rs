@@ -202,9 +202,22 @@ pub fn show(app: &mut PersnapApp, ui: &mut Ui) {
     let restore = match &st.result {
         None => None,
         Some(Err(e)) => {
-            failure(ui, e);
-            if let Some(key) = &st.untrusted {
-                trust = ask_to_trust(ui, key);
+            match &st.untrusted {
+                // Plain words first: the long refusal (the command line's
+                // words) sits behind Details.
+                Some(key) => {
+                    ui.colored_label(
+                        RED,
+                        "persnap does not know this server yet, so nothing was sent to it.",
+                    );
+                    trust = ask_to_trust(ui, key);
+                    egui::CollapsingHeader::new("Details")
+                        .id_salt("repository-details")
+                        .show(ui, |ui| {
+                            ui.label(e.to_string());
+                        });
+                }
+                None => failure(ui, e),
             }
             None
         }

@@ -967,6 +967,9 @@ fn the_repositories_screen_shows_an_unknown_sftp_servers_key_and_trusts_it_once(
     }
     let shown = format!("The server's key is {fingerprint} (ssh-ed25519)");
     h.get_by_label_contains(&shown);
+    if let Ok(path) = std::env::var("PERSNAP_LOOK") {
+        h.render().unwrap().save(path).unwrap();
+    }
     h.get_by_label("Trust this key and connect").click();
     h.run_steps(2);
     let pinned = format!("{location}#host-key={fingerprint}");
