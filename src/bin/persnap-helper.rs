@@ -207,7 +207,9 @@ fn handle(level: Authority, input: Box<dyn Read + Send>, mut events: Events) -> 
     watch_for_cancel(input, events.cancel().clone());
     let cancel = events.cancel().clone();
     match validated {
-        Validated::Backup(mut req, run_as) => {
+        Validated::Backup(req, run_as) => {
+            #[cfg(target_os = "linux")]
+            let mut req = req;
             #[cfg(target_os = "linux")]
             {
                 use persnap::restore::Writer;
