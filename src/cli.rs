@@ -16,14 +16,14 @@ mod status;
 
 use clap::{Parser, Subcommand};
 use persnap::backup::{self, BackupRequest};
-use persnap::history::{Discard, History, Outcome, Recorder, Run};
+use persnap::history::{Discard, History, Outcome, Run};
 use persnap::method::{Method, MethodChoice};
 use persnap::protocol::{BackupOptions, Reply, Request};
 
 use crate::launch::{self, RemoteFailure};
+use persnap::pipeline::{self, Job, Target};
 use persnap::probe::ProbeReport;
 use persnap::progress::{CancelToken, Level, Phase, Progress};
-use persnap::repository::deliver::Delivery;
 use persnap::retention::RetentionPolicy;
 use persnap::snapshot::SnapshotOptions;
 use persnap::{units, verify, volume};
@@ -485,11 +485,25 @@ pub fn run(cli: Cli) -> Result<(), Failure> {
                     ),
                 });
             }
-            let offsite = offsite
-                .unlock()?
-                .map(|(location, password)| (location, password, retention.for_repository()));
+            let offsite = offsite.unlock()?.map(|(location, password)| Target {
+                location,
+                password: Some(password),
+                keep: retention.for_repository(),
+                remember: false,
+            });
             // What a drill after the run opens, kept before the run takes it.
-            let drill_places = drill.then(|| (repo.clone(), offsite.clone()));
+            let drill_places = drill.then(|| {
+                (
+                    repo.clone(),
+                    offsite.as_ref().map(|t| {
+                        (
+                            t.location.clone(),
+                            t.password.clone().unwrap_or_else(|| unreachable!("given")),
+                            t.keep.clone(),
+                        )
+                    }),
+                )
+            });
             let staged = dest.is_none();
             let dest = match (dest, staging) {
                 (Some(dest), _) => dest,
@@ -507,13 +521,9 @@ pub fn run(cli: Cli) -> Result<(), Failure> {
                     vss_deadline: vss_timeout.map(std::time::Duration::from_secs),
                     lock_wait: lock_wait.map(std::time::Duration::from_secs),
                 },
-                // The staged set is removed anyway; a repository keeps
-                // by its own rules.
-                retention: if repo.is_some() && staged {
-                    Default::default()
-                } else {
-                    retention.for_folder()?
-                },
+                // A staged set is removed anyway (the pipeline sees to
+                // it); a repository keeps by its own rules.
+                retention: retention.for_folder()?,
                 pace,
                 on_request: false,
             };
@@ -521,15 +531,15 @@ pub fn run(cli: Cli) -> Result<(), Failure> {
                 Some(dir) => History::at(dir),
                 None => History::open_default()?,
             };
-            let into = repo.map(|(location, password)| IntoRepo {
+            let into = repo.map(|(location, password)| Target {
                 location,
-                password,
-                history: history.clone(),
-                staged,
+                password: Some(password),
                 keep: retention.for_repository(),
+                remember: false,
             });
             let result = backup_cmd(
-                &req,
+                req.clone(),
+                staged,
                 history.clone(),
                 scheduled.clone(),
                 as_uid,
@@ -655,195 +665,57 @@ pub fn run(cli: Cli) -> Result<(), Failure> {
     }
 }
 
-/// Records runs in the history, marked with the schedule that started them.
-struct Tagged {
-    history: History,
-    schedule: Option<String>,
-    /// Whether any run was recorded.
-    recorded: bool,
-}
-
-impl Recorder for Tagged {
-    fn record(&mut self, run: &Run) -> persnap::Result<()> {
-        let mut run = run.clone();
-        run.scheduled = self.schedule.clone();
-        self.recorded = true;
-        self.history.record(&run)
-    }
-}
-
-/// Mark runs of this history whose process died as interrupted, saying so.
-fn recover(history: &History, progress: &mut Printer) -> Result<(), Failure> {
-    for run in history.recover()? {
-        let when = run
-            .started
-            .with_timezone(&chrono::Local)
-            .format("%Y-%m-%d %H:%M:%S");
-        progress.log(
-            Level::Warning,
-            &format!("The backup started {when} was interrupted; its leftovers are removed now."),
-        );
-    }
-    Ok(())
-}
-
-/// The repository a backup goes into, after it is verified.
-struct IntoRepo {
-    location: persnap::repository::Location,
-    password: persnap::repository::Password,
-    history: History,
-    /// The set was staged for the repository only (no --dest).
-    staged: bool,
-    /// Which of this database's backups the repository keeps afterwards.
-    keep: persnap::repository::Keep,
-}
-
+/// A backup, through the engine's pipeline: the same steps, records and
+/// words as the app's. Here: the user of a scheduled run, the signals
+/// that cancel, and what is printed.
 fn backup_cmd(
-    req: &BackupRequest,
+    req: BackupRequest,
+    staged: bool,
     history: History,
     schedule: Option<String>,
     as_uid: Option<u32>,
-    into: Option<IntoRepo>,
-    offsite: Option<OffsiteUnlocked>,
+    repository: Option<Target>,
+    offsite: Option<Target>,
 ) -> Result<(), Failure> {
-    // A scheduled run starts as root and becomes its user only once the
-    // helper runs: it opens its repository after that, never as root (the
-    // password was tested when the schedule was made). One that needs no
-    // snapshot (sqlite-online) becomes its user right away, before it
-    // opens anything.
+    // A scheduled run starts as root and acts for the user who made the
+    // schedule: the helper writes the backup as them, and this process
+    // becomes them as soon as the helper runs. One that needs no snapshot
+    // (sqlite-online) becomes its user right away, before it opens
+    // anything. Without root there is nobody else to be.
     let online = req.method == MethodChoice::Explicit(Method::SqliteOnline);
     let as_uid = as_uid.filter(|uid| *uid != 0 && persnap::fsutil::is_root());
     #[cfg(unix)]
     if let (Some(uid), true) = (as_uid, online) {
         persnap::privileged::user::become_uid(uid).map_err(|e| anyhow::anyhow!(e))?;
     }
-    // Recorded by whoever this process is now, when that is the user.
-    let acting_as_user = as_uid.is_none() || online;
-    let open_later = as_uid.is_some() && !online;
-    let (into, later) = match into {
-        Some(into) if open_later => (None, Some(into)),
-        other => (other, None),
-    };
-    // The repository is opened first: a wrong password or an unreachable
-    // server is said before any snapshot is taken.
-    let into = match into {
-        None => None,
-        Some(into) => match Delivery::open(
-            into.location.clone(),
-            &into.password,
-            into.staged,
-            into.keep,
-        ) {
-            Ok(delivery) => Some(delivery),
-            Err(e) => {
-                let f = RemoteFailure::local(&e, Some(Phase::Prepare));
-                if acting_as_user {
-                    let mut shown = req.clone();
-                    shown.dest = PathBuf::from(into.location.display());
-                    let mut tagged = Tagged {
-                        history: into.history,
-                        schedule: schedule.clone(),
-                        recorded: false,
-                    };
-                    launch::record_refusal(&mut tagged, &shown, &f);
-                }
-                return Err(remote_failure(f));
-            }
-        },
-    };
-    // A scheduled run opens its offsite repository too only once it acts
-    // as its user.
-    let (offsite, offsite_later) = match offsite {
-        Some(offsite) if open_later => (None, Some(offsite)),
-        other => (other, None),
-    };
-    let offsite = match offsite {
-        None => None,
-        // Opened first, so a wrong password is said before the snapshot;
-        // an offsite repository that cannot be reached does not stop the
-        // backup here, it is recorded as its offsite copy's failure.
-        Some((location, password, keep)) => {
-            let opened = persnap::repository::Repo::open(&location, &password);
-            if let Err(e) = &opened
-                && e.kind() == persnap::ErrorKind::BadInput
-            {
-                return Err(Failure {
-                    code: 2,
-                    error: anyhow::anyhow!("The offsite repository: {e}"),
-                });
-            }
-            Some((opened, location, keep))
-        }
-    };
-    let mut history = Tagged {
-        history,
-        schedule,
-        recorded: false,
-    };
+    let run_as = as_uid.filter(|_| !online);
     let cancel = CancelToken::new();
     install_cancel_on_signals(&cancel)?;
     let mut progress = Printer::new();
-    // A scheduled run starts as root and acts for the user who made the
-    // schedule: the helper writes the backup as them, and this process
-    // becomes them (as soon as the helper runs, or above for sqlite-online)
-    // before it touches their history. Without root there is nobody else
-    // to be.
-    if acting_as_user {
-        recover(&history.history, &mut progress)?;
-    }
-    let result = if online {
-        // No snapshot, no elevation: run the engine here.
-        backup::run_backup(req, &mut history, &mut progress, &cancel)
-            .map(|r| (r.backup_dir, r.manifest))
-            .map_err(|f| RemoteFailure::local(&f.error, Some(f.step)))
-    } else {
-        // A scheduled run sends its folders exactly as they were checked
-        // when it was scheduled: if a link or junction has appeared in
-        // them since, the helper refuses instead of following it.
-        let (source, dest) = if history.schedule.is_some() {
-            (req.source.clone(), req.dest.clone())
-        } else {
-            (
-                resolve(&req.source, volume::canonical)?,
-                resolve(&req.dest, backup::canonical_dest)?,
-            )
-        };
-        let request = Request::Backup {
-            source,
-            dest,
-            store_name: req.store_name.clone(),
-            method: req.method,
-            options: BackupOptions::from_request(req),
-            run_as: as_uid,
-        };
-        let called = launch::route().and_then(|mut route| {
-            route.become_user = as_uid;
-            launch::call_via(route, &request, &mut progress, &mut history, &cancel)
-        });
-        if as_uid.is_some() {
-            recover(&history.history, &mut progress)?;
-        }
-        let result = match called {
-            Ok(Reply::Backup {
-                backup_dir,
-                manifest,
-            }) => Ok((backup_dir, manifest)),
-            Ok(other) => Err(RemoteFailure::unexpected(other)),
-            Err(f) => Err(f),
-        };
-        // Refused before it started: recorded, so that a scheduled run is
-        // seen to fail, not to be missed; only as the user whose history
-        // it is.
-        if let Err(f) = &result
-            && !history.recorded
-            && (as_uid.is_none() || !persnap::fsutil::is_root())
-        {
-            launch::record_refusal(&mut history, req, f);
-        }
-        result
+    let mut helper = launch::Launcher {
+        route: None,
+        become_user: run_as,
     };
+    let job = Job {
+        backup: req,
+        staged,
+        repository,
+        offsite,
+        schedule,
+        run_as,
+    };
+    let mut recorder = history.clone();
+    let result = pipeline::run(
+        job,
+        &history,
+        &mut recorder,
+        &mut helper,
+        &mut progress,
+        &cancel,
+    );
     progress.finish_line();
-    let (backup_dir, m) = result.map_err(remote_failure)?;
+    let done = result.map_err(remote_failure)?;
+    let m = &done.manifest;
     let seconds = (m.finished - m.started).num_milliseconds() as f64 / 1000.0;
     eprintln!(
         "Backup verified: {} files, {}, integrity {}, {} pages, method {}, took {}.",
@@ -855,80 +727,27 @@ fn backup_cmd(
         units::duration(Duration::from_secs_f64(seconds.max(0.0)))
     );
     eprintln!("How: {}.", m.verification.read_back_words());
-    let database = repo::database_name(&req.source, &req.store_name);
-    let mut shown = backup_dir.display().to_string();
-    // Now acting as the user: the repository of a scheduled run opens.
-    let into = into.or_else(|| {
-        later.map(|into| Delivery::later(into.location, &into.password, into.staged, into.keep))
-    });
-    // What dead runs left in the staging folder goes, removed by its user
-    // (a scheduled run is that user by now, never root).
-    if into.as_ref().is_some_and(Delivery::is_staged)
-        && let Some(staging) = backup_dir.parent()
-    {
-        for line in repo::sweep_staging(staging) {
-            eprintln!("{line}");
-        }
+    if let Some(stored) = &done.stored {
+        repo::print_stored(stored);
     }
-    // Removed at the end, once the offsite copy too has read it.
-    let _staged = into.as_ref().map(|d| d.staged_set(&backup_dir));
-    if let Some(delivery) = into {
-        let staged = delivery.is_staged();
-        let delivered = delivery.deliver(
-            &history.history,
-            &backup_dir,
-            &m,
-            &database,
-            &mut progress,
-            &cancel,
-        );
-        progress.finish_line();
-        let delivered = delivered?;
-        repo::print_stored(&delivered.stored);
-        for (_, line) in &delivered.retention {
-            eprintln!("{line}");
-        }
-        if staged {
-            shown = delivered.stored.snapshot.clone();
-        }
-    }
-    let offsite = offsite.or_else(|| {
-        offsite_later.map(|(location, password, keep)| {
-            (
-                persnap::repository::Repo::open(&location, &password),
-                location,
-                keep,
-            )
-        })
-    });
-    if let Some((offsite, location, keep)) = offsite {
-        let copied = persnap::repository::deliver::store_offsite(
-            &offsite,
-            &location,
-            &history.history,
-            &backup_dir,
-            &m,
-            &database,
-            &mut progress,
-            &cancel,
-        );
-        progress.finish_line();
-        let copied = copied.map_err(|e| Failure {
-            code: e.kind().exit_code(),
-            error: anyhow::anyhow!("The backup is good and kept, but its offsite copy failed: {e}"),
-        })?;
+    if let Some(Ok(copy)) = &done.offsite {
         eprint!("Offsite: ");
-        repo::print_stored(&copied);
-        if let (false, Ok(offsite)) = (keep.is_keep_all(), &offsite) {
-            for (_, line) in
-                persnap::repository::deliver::apply_keep(offsite, &m.host, &database, &keep)
-            {
-                eprintln!("{line}");
-            }
-        }
+        repo::print_stored(copy);
     }
-    println!("{shown}");
-    Ok(())
+    for (_, line) in &done.notes {
+        eprintln!("{line}");
+    }
+    println!("{}", done.shown());
+    match &done.offsite {
+        // Said above, in the notes; the exit status says it too.
+        Some(Err(f)) => Err(Failure {
+            code: f.kind.exit_code(),
+            error: anyhow::anyhow!(
+                "The offsite copy failed (said above); the backup itself is good and kept."
+            ),
+        }),
+        _ => Ok(()),
+    }
 }
 
 fn prune_cmd(

@@ -26,7 +26,7 @@ use std::time::Duration;
 use persnap::error::ErrorKind;
 use persnap::fsutil;
 use persnap::history::Recorder;
-use persnap::progress::{CancelToken, Phase, Progress};
+use persnap::progress::{CancelToken, Progress};
 use persnap::protocol::{self, Control, Event, Reply, Request};
 
 /// Where the packages install the helper; the polkit action names this path.
@@ -38,53 +38,7 @@ const PKEXEC_DISMISSED: i32 = 126;
 /// pkexec's exit status when polkit said no (or the program is unknown to it).
 const PKEXEC_NOT_AUTHORIZED: i32 = 127;
 
-/// Why a helper call failed: the error class, the step, and the message.
-#[derive(Debug, Clone)]
-pub struct RemoteFailure {
-    pub kind: ErrorKind,
-    pub step: Option<Phase>,
-    pub message: String,
-}
-
-impl RemoteFailure {
-    /// An engine error that happened here, not in the helper (sqlite-online
-    /// runs in-process; requests are built here), in the same form.
-    pub fn local(error: &persnap::Error, step: Option<Phase>) -> Self {
-        RemoteFailure {
-            kind: error.kind(),
-            step,
-            message: error.to_string(),
-        }
-    }
-
-    /// The helper answered a request with the reply of another kind (a bug).
-    pub fn unexpected(reply: Reply) -> Self {
-        RemoteFailure {
-            kind: ErrorKind::Protocol,
-            step: None,
-            message: format!("the helper answered with an unexpected result: {reply:?}"),
-        }
-    }
-
-    fn elevation(message: impl Into<String>) -> Self {
-        RemoteFailure {
-            kind: ErrorKind::Elevation,
-            step: None,
-            message: message.into(),
-        }
-    }
-}
-
-impl std::fmt::Display for RemoteFailure {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self.step {
-            Some(step) => write!(f, "failed during {step}: {}", self.message),
-            None => f.write_str(&self.message),
-        }
-    }
-}
-
-impl std::error::Error for RemoteFailure {}
+pub use persnap::protocol::RemoteFailure;
 
 /// How the helper will be started.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -211,25 +165,29 @@ pub fn records_folder(history_dir: &std::path::Path) -> persnap::Result<std::pat
     ))
 }
 
-/// A backup of `req` the helper turned down before it started (the
-/// location gone, the store moved; not a dismissed prompt, not a cancel):
-/// still a backup that did not happen, so it goes into `recorder`.
-pub fn record_refusal(
-    recorder: &mut dyn Recorder,
-    req: &persnap::backup::BackupRequest,
-    failure: &RemoteFailure,
-) {
-    if matches!(failure.kind, ErrorKind::Elevation | ErrorKind::Cancelled) {
-        return;
+/// The helper as the front ends reach it, for the engine's pipeline:
+/// the route given (tests fix theirs), else the one [`route`] decides.
+pub struct Launcher {
+    pub route: Option<HelperRoute>,
+    /// Root only: once the helper runs, this process becomes that user.
+    pub become_user: Option<u32>,
+}
+
+impl persnap::pipeline::Helper for Launcher {
+    fn call(
+        &mut self,
+        request: &Request,
+        progress: &mut dyn Progress,
+        recorder: &mut dyn Recorder,
+        cancel: &CancelToken,
+    ) -> Result<Reply, RemoteFailure> {
+        let mut route = match self.route.clone() {
+            Some(route) => route,
+            None => route()?,
+        };
+        route.become_user = self.become_user;
+        call_via(route, request, progress, recorder, cancel)
     }
-    let run = persnap::history::Run::refused(
-        req.source.clone(),
-        req.store_name.clone(),
-        req.dest.clone(),
-        failure.kind,
-        failure.message.clone(),
-    );
-    let _ = recorder.record(&run);
 }
 
 /// Send `request` to the helper and relay its events until it finishes.

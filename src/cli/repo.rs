@@ -282,7 +282,7 @@ fn print_listed(location: &Location, listed: &[Listed]) {
     }
 }
 
-pub use persnap::repository::deliver::{database_name, sweep_staging};
+pub use persnap::repository::deliver::database_name;
 
 /// Where `persnap backup --repo` without `--dest` stages the verified set
 /// before storing it: the user's cache folder, created private.

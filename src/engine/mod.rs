@@ -33,6 +33,10 @@ pub mod pace;
 pub mod pin;
 /// The Windows channel to the helper.
 pub mod pipe;
+/// One backup, from the request to its recorded outcome, for every
+/// front end.
+#[cfg(feature = "repository")]
+pub mod pipeline;
 /// What was found, changing nothing.
 pub mod probe;
 /// Progress and cancel.

@@ -367,6 +367,55 @@ pub enum Reply {
     },
 }
 
+/// Why a helper call failed: the error class, the step, and the message.
+#[derive(Debug, Clone)]
+pub struct RemoteFailure {
+    pub kind: ErrorKind,
+    pub step: Option<Phase>,
+    pub message: String,
+}
+
+impl RemoteFailure {
+    /// An engine error that happened here, not in the helper (sqlite-online
+    /// runs in-process; requests are built here), in the same form.
+    pub fn local(error: &Error, step: Option<Phase>) -> Self {
+        RemoteFailure {
+            kind: error.kind(),
+            step,
+            message: error.to_string(),
+        }
+    }
+
+    /// The helper answered a request with the reply of another kind (a bug).
+    pub fn unexpected(reply: Reply) -> Self {
+        RemoteFailure {
+            kind: ErrorKind::Protocol,
+            step: None,
+            message: format!("the helper answered with an unexpected result: {reply:?}"),
+        }
+    }
+
+    /// Elevation itself failed (dismissed, not authorized, no helper).
+    pub fn elevation(message: impl Into<String>) -> Self {
+        RemoteFailure {
+            kind: ErrorKind::Elevation,
+            step: None,
+            message: message.into(),
+        }
+    }
+}
+
+impl std::fmt::Display for RemoteFailure {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.step {
+            Some(step) => write!(f, "failed during {step}: {}", self.message),
+            None => f.write_str(&self.message),
+        }
+    }
+}
+
+impl std::error::Error for RemoteFailure {}
+
 /// One frame on the wire: the version plus the payload, flattened.
 #[derive(Debug, Serialize, Deserialize)]
 pub struct Frame<T> {

@@ -5,15 +5,15 @@
 use std::path::PathBuf;
 use std::sync::mpsc::{Receiver, Sender, channel};
 
-use persnap::backup::{self, BackupRequest};
+use persnap::backup::BackupRequest;
 use persnap::history::{Discard, History, Recorder, Run};
 use persnap::manifest::Manifest;
-use persnap::method::{Method, MethodChoice};
 use persnap::probe::ProbeReport;
 use persnap::progress::{CancelToken, Level, Phase, Progress};
 use persnap::protocol::{BackupOptions, Reply, Request};
 
-use persnap::repository::deliver::{self, Delivery};
+use persnap::pipeline;
+use persnap::repository::deliver;
 use persnap::repository::{Keep, Location, Password, Stored};
 
 use crate::launch::{self, HelperRoute, RemoteFailure};
@@ -128,20 +128,7 @@ fn open_with_password(
     location: &Location,
     typed: Option<Password>,
 ) -> persnap::Result<persnap::repository::Repo> {
-    persnap::repository::Repo::open(location, &password_of(location, typed)?)
-}
-
-/// The password typed, else the one kept in the keyring, else what to do.
-fn password_of(location: &Location, typed: Option<Password>) -> persnap::Result<Password> {
-    if let Some(typed) = typed {
-        return Ok(typed);
-    }
-    persnap::repository::keyring::recall(location)?.ok_or_else(|| persnap::Error::Repository {
-        what: format!("The password of the repository {location} is not kept on this computer."),
-        advice: "Connect to it once on the Repositories screen with \"Remember it\" ticked (or run persnap repo remember --repo …), then try again.",
-        detail: String::new(),
-        kind: persnap::ErrorKind::BadInput,
-    })
+    persnap::repository::Repo::open(location, &pipeline::password_of(location, typed)?)
 }
 
 /// Where a backup goes besides (here: instead of) a folder.
@@ -197,14 +184,10 @@ impl Progress for Notifier {
 struct HistoryRecorder {
     history: History,
     notify: Notifier,
-    /// Whether any run was recorded (a request refused before it started
-    /// records none).
-    recorded: bool,
 }
 
 impl Recorder for HistoryRecorder {
     fn record(&mut self, run: &Run) -> persnap::Result<()> {
-        self.recorded = true;
         let saved = self.history.upsert(run);
         self.notify.send(Msg::Run(Box::new(run.clone())));
         saved
@@ -245,7 +228,6 @@ pub fn restore(
         let mut recorder = HistoryRecorder {
             history,
             notify: notify.clone(),
-            recorded: false,
         };
         let (_scratch, backup) = match from.map(|from| from.fetch(&mut progress, &cancel)) {
             None => (None, backup),
@@ -407,7 +389,6 @@ pub fn drill(
             let mut recorder = HistoryRecorder {
                 history,
                 notify: notify.clone(),
-                recorded: false,
             };
             let mut progress = notify.clone();
             persnap::drill::run(
@@ -562,12 +543,10 @@ fn route(fixed: Option<HelperRoute>) -> Result<HelperRoute, RemoteFailure> {
     fixed.map_or_else(launch::route, Ok)
 }
 
-/// Run a backup: in-process for sqlite-online, else through the helper;
-/// with `into`, staged and then stored in that repository (opened first,
-/// so a wrong password or a server out of reach is said before any
-/// snapshot is taken). With `offsite`, the verified backup is then also
-/// stored in that repository and read back there; if that fails, the
-/// backup stays good and its offsite copy is recorded as failed.
+/// Run a backup through the engine's pipeline (the same steps, records
+/// and words as the command line's): into the folder of `req`, or with
+/// `into` staged and stored in that repository, and with `offsite` also
+/// stored there.
 pub fn backup(
     ctx: &eframe::egui::Context,
     mut req: BackupRequest,
@@ -581,171 +560,62 @@ pub fn backup(
         let mut recorder = HistoryRecorder {
             history: history.clone(),
             notify: notify.clone(),
-            recorded: false,
         };
-        if let Ok(runs) = history.recover() {
-            for run in runs {
-                progress.log(
-                    Level::Warning,
-                    &format!(
-                        "The backup started {} was interrupted; its leftovers are removed now.",
-                        run.started
-                    ),
-                );
+        let into_repository = into.is_some();
+        let staged = into.as_ref().is_some_and(|i| i.staged);
+        let result = match into
+            .as_ref()
+            .filter(|i| i.staged)
+            .map(|i| staging(i.staging.clone()))
+        {
+            Some(Err(e)) => Err(RemoteFailure::local(&e, Some(Phase::Prepare))),
+            Some(Ok(staging)) => {
+                req.dest = staging;
+                Ok(())
             }
-        }
-        let mut notes = Vec::new();
-        let delivery = match into.map(|into| open_repository(into, &mut req, &mut notes)) {
-            None => None,
-            Some(Ok(delivery)) => Some(delivery),
-            Some(Err((e, location))) => {
-                let f = RemoteFailure::local(&e, Some(Phase::Prepare));
-                let mut shown = req.clone();
-                shown.dest = PathBuf::from(location.display());
-                launch::record_refusal(&mut recorder, &shown, &f);
-                notify.send(Msg::BackupDone(Err(f)));
-                return;
-            }
+            None => Ok(()),
         };
-        for (level, note) in &notes {
-            progress.log(*level, note);
-        }
-        // Opened now too; one that cannot be opened is its copy's failure.
-        let offsite = offsite.map(|o| {
-            let opened = open_with_password(&o.location, o.password);
-            (opened, o.location, o.keep)
-        });
-        let result = if req.method == MethodChoice::Explicit(Method::SqliteOnline) {
-            backup::run_backup(&req, &mut recorder, &mut progress, &cancel)
-                .map(|r| (r.backup_dir, Box::new(r.manifest)))
-                .map_err(|f| RemoteFailure::local(&f.error, Some(f.step)))
-        } else {
-            let request = Request::Backup {
-                source: req.source.clone(),
-                dest: req.dest.clone(),
-                store_name: req.store_name.clone(),
-                method: req.method,
-                options: BackupOptions::from_request(&req),
+        let target = |i: IntoRepository| pipeline::Target {
+            location: i.location,
+            password: i.password,
+            keep: i.keep,
+            remember: i.remember,
+        };
+        let result = result.and_then(|()| {
+            let job = pipeline::Job {
+                backup: req,
+                staged,
+                repository: into.map(target),
+                offsite: offsite.map(target),
+                schedule: None,
                 run_as: None,
             };
-            match route(helper)
-                .and_then(|r| launch::call_via(r, &request, &mut progress, &mut recorder, &cancel))
-            {
-                Ok(Reply::Backup {
-                    backup_dir,
-                    manifest,
-                }) => Ok((backup_dir, Box::new(manifest))),
-                Ok(other) => Err(RemoteFailure::unexpected(other)),
-                Err(f) => Err(f),
-            }
-        };
-        // Refused before it started: history says so.
-        if let Err(f) = &result
-            && !recorder.recorded
-        {
-            launch::record_refusal(&mut recorder, &req, f);
-        }
-        let database = deliver::database_name(&req.source, &req.store_name);
-        let (dir, manifest) = match result {
-            Ok(done) => done,
-            Err(f) => {
-                notify.send(match delivery {
-                    Some(_) => Msg::StoredDone(Err(f)),
-                    None => Msg::BackupDone(Err(f)),
-                });
-                return;
-            }
-        };
-        // The staged set goes once both copies have read it.
-        let _staged = delivery.as_ref().map(|d| d.staged_set(&dir));
-        let stored = match delivery {
-            None => None,
-            Some(delivery) => {
-                match delivery.deliver(&history, &dir, &manifest, &database, &mut progress, &cancel)
-                {
-                    Ok(d) => {
-                        notes.extend(d.retention);
-                        Some(d.stored)
-                    }
-                    Err(e) => {
-                        notify.send(Msg::StoredDone(Err(RemoteFailure::local(
-                            &e,
-                            Some(Phase::Store),
-                        ))));
-                        return;
-                    }
-                }
-            }
-        };
-        if let Some((opened, location, keep)) = offsite {
-            match deliver::store_offsite(
-                &opened,
-                &location,
+            let mut helper = launch::Launcher {
+                route: helper,
+                become_user: None,
+            };
+            pipeline::run(
+                job,
                 &history,
-                &dir,
-                &manifest,
-                &database,
+                &mut recorder,
+                &mut helper,
                 &mut progress,
                 &cancel,
-            ) {
-                Ok(copy) => notes.push((
-                    Level::Info,
-                    format!(
-                        "Its offsite copy is stored in {} as {} and was read back from there.",
-                        copy.location,
-                        copy.short_id()
-                    ),
-                )),
-                Err(e) => notes.push((
-                    Level::Warning,
-                    format!("The backup is good and kept, but its offsite copy failed: {e}"),
-                )),
-            }
-            if let (Ok(repo), false) = (&opened, keep.is_keep_all()) {
-                notes.extend(deliver::apply_keep(repo, &manifest.host, &database, &keep));
-            }
-        }
-        notify.send(match stored {
-            Some(stored) => Msg::StoredDone(Ok(Box::new(StoredBackup {
-                stored,
-                manifest: *manifest,
-                notes,
-            }))),
-            None => Msg::BackupDone(Ok((dir, manifest, notes))),
+            )
+        });
+        notify.send(match result {
+            Ok(done) => match done.stored {
+                Some(stored) => Msg::StoredDone(Ok(Box::new(StoredBackup {
+                    stored,
+                    manifest: done.manifest,
+                    notes: done.notes,
+                }))),
+                None => Msg::BackupDone(Ok((done.backup_dir, Box::new(done.manifest), done.notes))),
+            },
+            Err(f) if into_repository => Msg::StoredDone(Err(f)),
+            Err(f) => Msg::BackupDone(Err(f)),
         });
     })
-}
-
-/// Open the repository a backup goes into, keep its password if asked,
-/// and point the backup at the staging folder.
-fn open_repository(
-    into: IntoRepository,
-    req: &mut BackupRequest,
-    notes: &mut Notes,
-) -> Result<Delivery, (persnap::Error, Location)> {
-    let location = into.location.clone();
-    let password = password_of(&location, into.password).map_err(|e| (e, location.clone()))?;
-    let delivery = Delivery::open(into.location, &password, into.staged, into.keep)
-        .map_err(|e| (e, location.clone()))?;
-    if into.remember
-        && let Err(e) = persnap::repository::keyring::remember(&location, &password)
-    {
-        notes.push((Level::Warning, e.to_string()));
-    }
-    if !into.staged {
-        return Ok(delivery);
-    }
-    let staging = staging(into.staging).map_err(|e| (e, location.clone()))?;
-    // What dead runs left there goes first.
-    notes.extend(
-        deliver::sweep_staging(&staging)
-            .into_iter()
-            .map(|line| (Level::Info, line)),
-    );
-    req.dest = staging;
-    // The staged set goes once stored; the repository keeps by its rules.
-    req.retention = Default::default();
-    Ok(delivery)
 }
 
 /// Create and remove a snapshot through the helper, copying nothing.

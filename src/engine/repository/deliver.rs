@@ -222,10 +222,9 @@ impl Delivery {
     }
 
     /// A repository opened only once the backup is made (a scheduled run,
-    /// which must act as its user first); a failure to open it is then
-    /// the store step's.
-    pub fn later(location: Location, password: &Password, staged: bool, keep: Keep) -> Self {
-        let repo = Repo::open(&location, password);
+    /// which must act as its user first): `repo` is how that went, and a
+    /// failure to open it is then the store step's.
+    pub fn later(repo: Result<Repo>, location: Location, staged: bool, keep: Keep) -> Self {
         Delivery {
             repo,
             location,
