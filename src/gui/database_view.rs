@@ -116,7 +116,7 @@ fn start_drill(app: &mut PersnapApp, ctx: &egui::Context, card: &Assessment) {
         return;
     };
     let staged_only = card.repository.as_ref().is_some_and(|r| r.staged);
-    let folder = super::overview_view::location_of(app, card).filter(|_| !staged_only);
+    let folder = super::overview_view::location_of(card).filter(|_| !staged_only);
     let repository = |r: &persnap::registry::InRepository| {
         let location = persnap::repository::Location::parse(&r.location).ok()?;
         Some((
@@ -345,7 +345,7 @@ fn header(app: &mut PersnapApp, ui: &mut Ui, card: &Assessment) {
     if let Some(words) = super::overview_view::proven_words(card, now) {
         ui.label(words);
     }
-    let location = super::overview_view::location_of(app, card);
+    let location = super::overview_view::location_of(card);
     let busy = app.rt.database.as_ref().is_some_and(DatabasePage::busy);
     ui.horizontal(|ui| {
         let can = app.rt.activity.is_none() && location.is_some();

@@ -72,7 +72,9 @@ pub enum Theme {
     Dark,
 }
 
-/// What is remembered between launches.
+/// What is remembered between launches. Where a protected database's
+/// backups go is not among it: its registration holds that, and only
+/// there (an older settings file's `locations` is read and ignored).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default)]
 pub struct Settings {
@@ -90,8 +92,6 @@ pub struct Settings {
     pub keep_last: u32,
     /// … and every backup of the last D days (0: no age rule).
     pub keep_days: u32,
-    /// Where each protected database's backups go, chosen on its card.
-    pub locations: std::collections::BTreeMap<String, String>,
     /// The repository last used, on the Repositories screen or as the
     /// Back up screen's location (its password is never saved here; see
     /// `remember_password`).
@@ -119,7 +119,6 @@ impl Default for Settings {
             snapshot_size: String::new(),
             keep_last: 0,
             keep_days: 0,
-            locations: Default::default(),
             repository: String::new(),
             into_repository: false,
             remember_password: true,

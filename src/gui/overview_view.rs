@@ -248,14 +248,12 @@ pub fn level_colour(level: Level) -> Color32 {
     }
 }
 
-/// Where this database's backups go: the user's choice in the app, else
-/// what its registration, schedule or last backup says.
-pub fn location_of(app: &PersnapApp, card: &Assessment) -> Option<PathBuf> {
-    app.settings
-        .locations
-        .get(&card.name)
-        .map(PathBuf::from)
-        .or_else(|| card.location.clone())
+/// Where this database's backups go: what its registration says (else its
+/// schedule or its last backup), the one place its card shows, its free
+/// space is judged at and Back up now writes to. The app keeps no record
+/// of its own: a choice made here changes the registration.
+pub fn location_of(card: &Assessment) -> Option<PathBuf> {
+    card.location.clone()
 }
 
 fn database_card(app: &mut PersnapApp, ui: &mut Ui, card: &Assessment) {
@@ -305,7 +303,7 @@ fn database_card(app: &mut PersnapApp, ui: &mut Ui, card: &Assessment) {
             if let Some(words) = proven_words(card, now) {
                 ui.label(words);
             }
-            let location = location_of(app, card);
+            let location = location_of(card);
             location_row(app, ui, card, location.as_deref());
             actions(app, ui, card, location.as_deref());
             if app.rt.overview.backing_up.as_deref() == Some(card.name.as_str()) {
@@ -382,9 +380,9 @@ fn location_row(app: &mut PersnapApp, ui: &mut Ui, card: &Assessment, location: 
     ui.horizontal_wrapped(|ui| {
         match location {
             Some(l) => {
+                // Judged there by the survey: the location shown.
                 let free = card
                     .free
-                    .filter(|_| card.location.as_deref() == Some(l))
                     .map(|f| format!(" — {} free", units::bytes(f)))
                     .unwrap_or_default();
                 ui.label(format!("Backups go to {}{free}.", l.display()));
@@ -393,9 +391,13 @@ fn location_row(app: &mut PersnapApp, ui: &mut Ui, card: &Assessment, location: 
                 ui.colored_label(AMBER, "Where should its backups go?");
             }
         }
+        // Its registration says where: changed on its Protect page, with
+        // one administrator prompt, never in the app alone.
         let choose = if location.is_some() {
+            ui.weak("Changing where backups go needs the administrator's password.");
             "Change…"
         } else {
+            ui.weak("Choosing where backups go needs the administrator's password.");
             "Choose backup location…"
         };
         if let Some(dir) = super::widgets::choose_folder(
@@ -408,7 +410,7 @@ fn location_row(app: &mut PersnapApp, ui: &mut Ui, card: &Assessment, location: 
             &format!("location-{}", card.name),
             &mut app.rt.folders,
         ) {
-            set_location(app, card, &dir);
+            change_location(app, ui.ctx(), card, &dir);
         }
         if location.is_none()
             && let Some(suggested) = app
@@ -425,7 +427,7 @@ fn location_row(app: &mut PersnapApp, ui: &mut Ui, card: &Assessment, location: 
                 .clicked()
                 && std::fs::create_dir_all(&suggested).is_ok()
             {
-                set_location(app, card, &suggested);
+                change_location(app, ui.ctx(), card, &suggested);
             }
         }
     });
@@ -458,12 +460,15 @@ pub fn on_one_disk(folder: &Path, location: &Path) -> bool {
         && persnap::fsutil::same_filesystem(folder, location).unwrap_or(false)
 }
 
-fn set_location(app: &mut PersnapApp, card: &Assessment, dir: &Path) {
+/// Send its backups to `dir`: its Protect page, filled in as it is
+/// protected now but for the location, to be saved with the
+/// administrator's password (nothing changes until then).
+fn change_location(app: &mut PersnapApp, ctx: &egui::Context, card: &Assessment, dir: &Path) {
     let dir = persnap::fsutil::canonicalize(dir).unwrap_or_else(|_| dir.to_owned());
-    app.settings
-        .locations
-        .insert(card.name.clone(), dir.display().to_string());
-    app.rt.overview.invalidate();
+    super::protect_view::change(app, ctx, &entry_of(card));
+    if let Some(d) = &mut app.rt.protect {
+        d.location = Some(dir);
+    }
 }
 
 /// A folder for backups the user can create: `persnap-backups` in their

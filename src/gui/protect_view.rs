@@ -59,6 +59,8 @@ pub struct ProtectDraft {
     /// The name it is protected as (for lists, schedules and operators).
     pub name: String,
     pub location: Option<PathBuf>,
+    /// Where its registration sends its backups now, when changing it.
+    pub registered_location: Option<PathBuf>,
     /// Its backups go into the repository (the app's, with its password)
     /// rather than a folder.
     pub into_repository: bool,
@@ -101,11 +103,11 @@ pub fn open(app: &mut PersnapApp, ctx: &egui::Context, found: Found) {
         ..persnap::backup::BackupRequest::new(&found.folder, "")
     };
     let probing = worker::probe(ctx, probe, false, String::new(), app.rt.registry.clone());
-    let location = app.settings.locations.get(&name).map(PathBuf::from);
     app.rt.protect = Some(ProtectDraft {
         found,
         name,
-        location,
+        location: None,
+        registered_location: None,
         into_repository: false,
         offsite: false,
         offsite_location: String::new(),
@@ -142,6 +144,7 @@ pub fn change(app: &mut PersnapApp, ctx: &egui::Context, db: &persnap::registry:
     d.replace = true;
     d.name = db.name.clone();
     d.location = db.location.clone();
+    d.registered_location = db.location.clone();
     if let Some(r) = db.repository.as_ref().filter(|r| r.staged) {
         d.into_repository = true;
         d.keep_days = r.keep.within_days;
@@ -213,14 +216,7 @@ fn drain(app: &mut PersnapApp) {
         }
     }
     if done {
-        if let (Some(location), Some(d)) = (
-            app.rt.protect.as_ref().and_then(|d| d.location.clone()),
-            &app.rt.protect,
-        ) {
-            app.settings
-                .locations
-                .insert(d.name.clone(), location.display().to_string());
-        }
+        // Where its backups go is in its registration, now written.
         app.rt.overview.invalidate();
         app.rt.overview.look_again();
         app.rt.schedules.reload();
@@ -397,6 +393,16 @@ fn the_location(app: &mut PersnapApp, ui: &mut Ui) {
             None => {
                 ui.colored_label(AMBER, "Choose a folder, preferably on another disk.");
             }
+        }
+        if let Some(now) = d
+            .registered_location
+            .as_ref()
+            .filter(|now| d.replace && d.location.as_ref() != Some(*now))
+        {
+            ui.label(format!(
+                "Until you save the changes, they still go to {}.",
+                now.display()
+            ));
         }
         let choose = if d.location.is_some() {
             "Change…"

@@ -2978,6 +2978,279 @@ fn the_app_says_the_small_things_plainly() {
     assert!(h.state().rt.confirm.is_none(), "no \"Back up anyway\"");
 }
 
+/// Settings as an older persnap saved them (RON, as eframe keeps them
+/// between launches), read the way the app reads them at its start.
+fn settings_saved_as(ron: &str) -> Settings {
+    struct Saved(String);
+    impl eframe::Storage for Saved {
+        fn get_string(&self, key: &str) -> Option<String> {
+            (key == super::SETTINGS_KEY).then(|| self.0.clone())
+        }
+        fn set_string(&mut self, _: &str, _: String) {}
+        fn remove_string(&mut self, _: &str) {}
+        fn flush(&mut self) {}
+    }
+    eframe::get_value(&Saved(ron.to_owned()), super::SETTINGS_KEY)
+        .unwrap_or_else(|| panic!("settings saved as {ron} do not load"))
+}
+
+/// A protected database whose registration sends its backups to one
+/// folder, and the app's settings from an older persnap, which still name
+/// another folder for it ("Change…" on its card once kept its own record):
+/// the overview of it, with a verified backup an hour old that is bigger
+/// than any disk (so the room left is judged, and is none).
+struct TwoRecords {
+    h: Harness<'static, PersnapApp>,
+    registry: persnap::registry::Registry,
+    registered: PathBuf,
+    old: PathBuf,
+    /// Its folders, gone once dropped: bind them for the whole test.
+    _dirs: [tempfile::TempDir; 4],
+}
+
+fn a_database_with_two_records(no_dialog: bool) -> TwoRecords {
+    let dirs = [(); 4].map(|_| tempfile::tempdir().unwrap());
+    let [src, registered, old, data] = &dirs;
+    loadgen::init(&src.path().join("persistence.db"), Mode::Wal, 1).unwrap();
+    let folder = persnap::volume::canonical(src.path()).unwrap();
+    let registered = persnap::fsutil::canonicalize(registered.path()).unwrap();
+    let old = persnap::fsutil::canonicalize(old.path()).unwrap();
+    let registry = persnap::registry::Registry::at(data.path().join("databases"));
+    let mut entry = persnap::registry::Database::new("orders", &folder, "persistence.db");
+    entry.location = Some(registered.clone());
+    // Backed up by SQLite itself, here in the test (no helper, no root).
+    entry.method = persnap::method::MethodChoice::Explicit(persnap::method::Method::SqliteOnline);
+    registry.add(&entry).unwrap();
+    let history = data.path().join("history");
+    std::fs::create_dir_all(&history).unwrap();
+    let started = chrono::Utc::now() - chrono::Duration::hours(1);
+    let run = serde_json::json!({
+        "id": "big", "tag": "00000001",
+        "started": started, "finished": started + chrono::Duration::minutes(1),
+        "duration_secs": 60.0,
+        "source": folder, "store_name": "persistence.db",
+        "destination": registered, "backup_path": registered.join("persistence-big"),
+        "requested_method": "sqlite-online", "method": "sqlite-online", "snapshot_id": null,
+        "bytes": 1u64 << 60, "files": 1, "outcome": {"status": "completed"},
+        "verification": {"integrity": "ok", "page_count": 1, "page_size": 4096,
+            "hashes_match": true, "seconds": 0.1},
+        "warnings": [], "host": "correlator-1", "tool_version": "0.1.0"
+    });
+    std::fs::write(
+        history.join("history.json"),
+        serde_json::to_vec(&serde_json::json!({"format": 1, "runs": [run]})).unwrap(),
+    )
+    .unwrap();
+    let settings = settings_saved_as(&format!(
+        "(locations: {{\"orders\": {:?}}}, keep_last: 3)",
+        old.display().to_string()
+    ));
+    assert_eq!(settings.keep_last, 3, "the rest of the old file is kept");
+    let mut app = PersnapApp::with_settings(settings, Ok(History::at(history)));
+    share_registry(&mut app, &registry);
+    app.rt.overview.places = Some(Vec::new());
+    app.rt.overview.skip_processes = true;
+    app.rt.folders.no_dialog = no_dialog;
+    let mut h = harness(app);
+    wait_for_overview(&mut h);
+    TwoRecords {
+        h,
+        registry,
+        registered,
+        old,
+        _dirs: dirs,
+    }
+}
+
+/// The card of `name`, as last judged.
+fn card_of(app: &PersnapApp, name: &str) -> persnap::protection::Assessment {
+    match &app.rt.overview.survey {
+        Some(Ok(s)) => s
+            .assessments
+            .iter()
+            .find(|a| a.name == name)
+            .cloned()
+            .unwrap_or_else(|| panic!("no card for {name}")),
+        other => panic!("no survey: {other:?}"),
+    }
+}
+
+/// Issue #30: a protected database has one record of where its backups
+/// go, its registration's. An older settings file naming another folder
+/// for it changes nothing: its card shows the registered location, with
+/// the free space there, and says the room left there.
+#[test]
+fn a_protected_databases_card_shows_and_judges_its_registered_location() {
+    let TwoRecords {
+        mut h,
+        registered,
+        old,
+        _dirs,
+        ..
+    } = a_database_with_two_records(false);
+    if let Ok(path) = std::env::var("PERSNAP_LOOK") {
+        h.render().unwrap().save(path).unwrap();
+    }
+    let card = card_of(h.state(), "orders");
+    assert_eq!(card.location.as_deref(), Some(registered.as_path()));
+    let free = card.free.expect("the free space at its location");
+    h.get_by_label(&format!(
+        "Backups go to {} — {} free.",
+        registered.display(),
+        persnap::units::bytes(free)
+    ));
+    h.get_by_label("Protected, but the backup location has room for no more.");
+    assert!(
+        h.query_by_label_contains(&old.display().to_string())
+            .is_none(),
+        "the folder of the old settings is not shown"
+    );
+    h.get_by_label("Changing where backups go needs the administrator's password.");
+}
+
+/// Back up now, on its card and on its page, writes into the registered
+/// location, never into the folder an older settings file names.
+#[test]
+fn back_up_now_writes_into_a_protected_databases_registered_location() {
+    let TwoRecords {
+        mut h,
+        registered,
+        old,
+        _dirs,
+        ..
+    } = a_database_with_two_records(false);
+    h.get_by_label("Back up orders now").click();
+    wait_until(&mut h, "the backup from its card", |app| {
+        app.rt.outcome.is_some()
+    });
+    let dir = backed_up_dir(h.state());
+    assert!(dir.starts_with(&registered), "{}", dir.display());
+    check_copy(&dir);
+    h.state_mut().rt.outcome = None;
+    h.get_by_label("Backups of orders").click();
+    h.run_steps(3);
+    h.get_by_label("Back up now").click();
+    wait_until(&mut h, "the backup from its page", |app| {
+        app.rt.outcome.is_some() && app.rt.activity.is_none()
+    });
+    let second = backed_up_dir(h.state());
+    assert_ne!(second, dir);
+    assert!(second.starts_with(&registered), "{}", second.display());
+    assert_eq!(
+        std::fs::read_dir(&old).unwrap().count(),
+        0,
+        "nothing goes into the old settings' folder"
+    );
+}
+
+/// "Change…" on a protected database's card does not make a record of
+/// its own: the folder chosen opens its Protect page, filled in as it is
+/// protected but for the new folder (the old one said until saved), and
+/// saving it there — the administrator's step — changes its registration;
+/// then the card shows, judges and backs up into the new folder.
+#[test]
+fn changing_a_protected_databases_location_on_its_card_changes_its_registration() {
+    let TwoRecords {
+        mut h,
+        registry,
+        registered,
+        old,
+        _dirs,
+    } = a_database_with_two_records(true);
+    let new = persnap::fsutil::canonicalize(_dirs[3].path())
+        .unwrap()
+        .join("new");
+    std::fs::create_dir(&new).unwrap();
+    // Where no folder dialog opens, the card's field takes it typed (the
+    // first "Use this folder": the card's, over the list below).
+    h.state_mut()
+        .rt
+        .folders
+        .typed
+        .insert("location-orders".into(), new.display().to_string());
+    h.run_steps(2);
+    h.get_all_by_label("Use this folder")
+        .next()
+        .unwrap()
+        .click();
+    h.run_steps(3);
+    assert_eq!(h.state().rt.screen, Screen::Protect);
+    let d = h.state().rt.protect.as_ref().expect("its Protect page");
+    assert!(d.replace, "a change of how it is protected");
+    assert_eq!(d.name, "orders");
+    assert_eq!(d.location.as_deref(), Some(new.as_path()));
+    h.get_by_label("Change how it is protected");
+    h.get_by_label(&format!("Backups go to {}.", new.display()));
+    h.get_by_label(&format!(
+        "Until you save the changes, they still go to {}.",
+        registered.display()
+    ));
+    // Nothing changed yet, and the app keeps no record of its own.
+    assert_eq!(
+        registry.get("orders").unwrap().unwrap().location.as_deref(),
+        Some(registered.as_path())
+    );
+    let saved = serde_json::to_string(&h.state().settings.to_save()).unwrap();
+    assert!(!saved.contains(&new.display().to_string()), "{saved}");
+    assert!(!saved.contains(&old.display().to_string()), "{saved}");
+    if let Ok(path) = std::env::var("PERSNAP_LOOK_CHANGE") {
+        h.render().unwrap().save(path).unwrap();
+    }
+    #[cfg(target_os = "linux")]
+    saved_by_the_administrator(h, &registry, &new);
+}
+
+/// Its Protect page saved (the helper, run directly here, as root),
+/// then the card in its new place.
+#[cfg(target_os = "linux")]
+fn saved_by_the_administrator(
+    mut h: Harness<'static, PersnapApp>,
+    registry: &persnap::registry::Registry,
+    new: &Path,
+) {
+    if !root_or_skip(
+        "changing_a_protected_databases_location_on_its_card",
+        "the helper records the location's owner",
+    ) {
+        return;
+    }
+    wait_until(&mut h, "a look at its disk", |app| {
+        app.rt.protect.as_ref().is_some_and(|d| d.probe.is_some())
+    });
+    h.get_by_label("Save how orders is protected").click();
+    wait_until(&mut h, "the change", |app| {
+        app.rt.protect.as_ref().is_some_and(|d| d.result.is_some())
+    });
+    assert!(
+        h.query_by_label("The changes to how orders is protected are saved.")
+            .is_some(),
+        "{:?}",
+        h.state().rt.protect.as_ref().unwrap().result
+    );
+    assert_eq!(
+        registry.get("orders").unwrap().unwrap().location.as_deref(),
+        Some(new)
+    );
+    h.get_by_label("Done").click();
+    wait_until(&mut h, "its card with the new location", |app| {
+        app.rt.screen == Screen::Overview
+            && app.rt.overview.survey.as_ref().is_some_and(|s| {
+                s.as_ref()
+                    .is_ok_and(|s| s.assessments[0].location.as_deref() == Some(new))
+            })
+    });
+    let free = card_of(h.state(), "orders").free.expect("its free space");
+    h.get_by_label(&format!(
+        "Backups go to {} — {} free.",
+        new.display(),
+        persnap::units::bytes(free)
+    ));
+    h.get_by_label("Back up orders now").click();
+    wait_until(&mut h, "the backup", |app| app.rt.outcome.is_some());
+    let dir = backed_up_dir(h.state());
+    assert!(dir.starts_with(new), "{}", dir.display());
+}
+
 /// Where no folder dialog can open (a server without a desktop portal),
 /// every folder the app asks for can be typed: the database folder to
 /// protect here, said plainly.
