@@ -959,6 +959,118 @@ fn a_backup_cancelled_while_storing_stops_and_leaves_no_backup() {
     assert_eq!(runs[0].outcome, Outcome::Cancelled);
 }
 
+/// The pack files of the folder repository `repo`.
+fn pack_files(repo: &Path) -> std::collections::BTreeSet<PathBuf> {
+    let mut packs = std::collections::BTreeSet::new();
+    for dir in std::fs::read_dir(repo.join("data")).unwrap() {
+        for pack in std::fs::read_dir(dir.unwrap().path()).unwrap() {
+            packs.insert(pack.unwrap().path());
+        }
+    }
+    packs
+}
+
+/// A pack this backup wrote, damaged on the storage after it was written
+/// (one byte in the middle of it), is caught by the backup's own read-back:
+/// the backup fails, is recorded as failed, and is never listed. The
+/// backup waits for the damage at a FIFO (a debug build's test pause), so
+/// the damage always comes between the store and the read-back.
+#[test]
+fn a_damaged_new_pack_is_caught_by_the_backups_own_read_back() {
+    let setup = Setup::new();
+    let repo_dir = setup.path("repo");
+    let repo = repo_dir.to_str().unwrap();
+    let store_dir = setup.with_store(repo, Mode::Rollback, 8);
+    // A first backup, so that the second writes only some packs.
+    ok(&setup
+        .backup(repo, &store_dir, "sqlite-online")
+        .output()
+        .unwrap());
+    let mut left = 200;
+    persnap::loadgen::run(&store_dir.join("persistence.db"), || {
+        left -= 1;
+        left < 0
+    })
+    .unwrap();
+    let before = pack_files(&repo_dir);
+    let fifo = setup.path("pause");
+    let c = std::ffi::CString::new(fifo.to_str().unwrap()).unwrap();
+    // SAFETY: mkfifo with a valid C string.
+    assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0);
+    let mut child = setup
+        .backup(repo, &store_dir, "sqlite-online")
+        .env("PERSNAP_TEST_PAUSE_BEFORE_READ_BACK", &fifo)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // The FIFO opens for writing once the backup opens it to read: stored,
+    // paused before its read-back (until then: ENXIO).
+    let deadline = Instant::now() + Duration::from_secs(120);
+    let mut go = loop {
+        match std::fs::OpenOptions::new()
+            .write(true)
+            .custom_flags(libc::O_NONBLOCK)
+            .open(&fifo)
+        {
+            Ok(f) => break f,
+            Err(e) if e.raw_os_error() == Some(libc::ENXIO) => {}
+            Err(e) => panic!("{e}"),
+        }
+        if let Some(status) = child.try_wait().unwrap() {
+            panic!("the backup ended before its read-back: {status}");
+        }
+        assert!(Instant::now() < deadline, "the backup never paused");
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    use std::os::unix::fs::OpenOptionsExt as _;
+    let new: Vec<PathBuf> = pack_files(&repo_dir).difference(&before).cloned().collect();
+    assert!(!new.is_empty(), "the backup wrote packs");
+    let damaged = new
+        .iter()
+        .max_by_key(|p| std::fs::metadata(p).unwrap().len())
+        .unwrap();
+    let mut bytes = std::fs::read(damaged).unwrap();
+    let middle = bytes.len() / 2;
+    bytes[middle] ^= 0x01;
+    // Pack files are read-only, as restic leaves them.
+    std::fs::set_permissions(damaged, std::os::unix::fs::PermissionsExt::from_mode(0o600)).unwrap();
+    std::fs::write(damaged, &bytes).unwrap();
+    std::io::Write::write_all(&mut go, b"go\n").unwrap();
+    drop(go);
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(5),
+        "a failed check: {}",
+        stderr(&out)
+    );
+    assert!(
+        stderr(&out).contains("does not read back as it was written"),
+        "{}",
+        stderr(&out)
+    );
+    assert_eq!(
+        setup.listed(repo).len(),
+        1,
+        "only the first backup is listed"
+    );
+    let runs = setup.history().load().unwrap();
+    assert_eq!(runs.len(), 2);
+    assert!(
+        matches!(
+            &runs[1].outcome,
+            Outcome::Failed {
+                step: persnap::progress::Phase::Store,
+                ..
+            }
+        ),
+        "{:?}",
+        runs[1].outcome
+    );
+    setup.assert_nothing_staged();
+}
+
 #[test]
 fn a_backup_killed_while_storing_leaves_the_repository_passing_check() {
     let setup = Setup::new();

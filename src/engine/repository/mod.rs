@@ -33,6 +33,8 @@ pub use hostkey::{UntrustedKey, untrusted_key};
 #[cfg(feature = "repository")]
 pub mod keyring;
 #[cfg(feature = "repository")]
+mod readback;
+#[cfg(feature = "repository")]
 mod store;
 #[cfg(feature = "repository")]
 pub use store::*;
@@ -805,6 +807,16 @@ pub struct StoreCheck {
 
 /// The read-back check, as the history and the manifest describe it.
 pub const STORE_CHECK: &str = "read back from the repository into a scratch folder: every file's SHA-256 matched the manifest and SQLite's integrity check passed";
+/// The check of a backup stored in a repository that cuts fixed-size
+/// pieces (persnap's): what this backup wrote, read back; the rest is the
+/// restore drills' (see `readback.rs`).
+#[cfg(feature = "repository")]
+pub fn store_check_packs(packs: usize, bytes: u64) -> String {
+    format!(
+        "read back from the repository: the {packs} pack file(s) this backup wrote ({}), every piece's authentication code and SHA-256 checked; the stored list of the backup's pieces matched the pieces hashed again from the verified copy (whose SHA-256 matched the manifest and which passed SQLite's integrity check); pieces earlier backups stored are proven by restore drills",
+        crate::units::bytes(bytes)
+    )
+}
 /// Said after [`STORE_CHECK`] for a repository in a folder on this machine,
 /// by where its new files were read from.
 pub const STORE_CHECK_DISK: &str =

@@ -367,6 +367,19 @@ fn config_options() -> ConfigOptions {
     options
 }
 
+/// Tests only (debug builds): with `PERSNAP_TEST_PAUSE_BEFORE_READ_BACK`
+/// naming a FIFO, the store waits for a line on it before its read-back,
+/// so that a test can damage what was just written, deterministically.
+#[cfg(debug_assertions)]
+fn test_pause_before_read_back() {
+    if let Some(fifo) = std::env::var_os("PERSNAP_TEST_PAUSE_BEFORE_READ_BACK") {
+        let mut line = String::new();
+        if let Ok(f) = std::fs::File::open(fifo) {
+            let _ = std::io::BufRead::read_line(&mut std::io::BufReader::new(f), &mut line);
+        }
+    }
+}
+
 /// SQLite's default page size: a chunk is a page.
 const CHUNK_KIB: u64 = 4;
 
@@ -766,6 +779,9 @@ impl Repo {
             .reopened()?
             .to_indexed_ids()
             .map_err(|e| plain(&self.location, "reading the repository's index", &e))?;
+        // What is there before: the packs this backup writes are the
+        // others, and they are read back.
+        let packs_before = super::readback::packs(&self.location, &*self.backends.repository())?;
         let saved = self.while_showing(Phase::Store, progress, || {
             repo.archive(&backup_opts, &source, snap, &paths.paths())
         });
@@ -809,7 +825,15 @@ impl Repo {
         }
         let id = saved.id.to_string();
         let check = self
-            .check_stored(&id, manifest, backup_dir, since, progress, cancel)
+            .check_stored(
+                &id,
+                manifest,
+                backup_dir,
+                since,
+                &packs_before,
+                progress,
+                cancel,
+            )
             .map_err(forget)?;
         // Checked: now it is a backup.
         let final_tags = tags(TAG)
@@ -837,18 +861,27 @@ impl Repo {
         })
     }
 
-    /// Reads a stored backup back into a scratch folder beside
-    /// `near` and checks it against its own manifest.
+    /// Checks the backup just stored as snapshot `id` (see
+    /// [`super::readback`] for exactly what is read and compared): the
+    /// verified copy in `backup_dir` hashed again into the repository's
+    /// pieces, its stored lists compared with them, and every pack this
+    /// backup wrote (those not in `packs_before`) read back from the
+    /// storage and authenticated. A repository that cuts pieces by content
+    /// (restic's own default) is read back whole instead.
+    #[allow(clippy::too_many_arguments)]
     fn check_stored(
         &self,
         id: &str,
         manifest: &Manifest,
-        near: &Path,
+        backup_dir: &Path,
         since: std::time::SystemTime,
+        packs_before: &std::collections::HashSet<String>,
         progress: &mut dyn Progress,
         cancel: &CancelToken,
     ) -> Result<StoreCheck> {
         let started = Instant::now();
+        #[cfg(debug_assertions)]
+        test_pause_before_read_back();
         let where_from = self.location.folder().map(|root| {
             if evict_new_files(root, since) {
                 STORE_CHECK_DISK
@@ -856,6 +889,124 @@ impl Repo {
                 STORE_CHECK_MEMORY
             }
         });
+        // Read from the repository itself, not from the local cache the
+        // store just filled.
+        let uncached = opened_with(
+            &self.location,
+            &self.backends,
+            &self.password,
+            &self.meter,
+            RepositoryOptions::default().no_cache(true),
+        )?;
+        let config = uncached.config();
+        if config.chunker() != rustic_core::repofile::Chunker::FixedSize {
+            return self.check_by_fetching(id, manifest, backup_dir, where_from, progress, cancel);
+        }
+        let chunk = config.chunk_size();
+        let key = uncached.key();
+        let repo = uncached
+            .to_indexed()
+            .map_err(|e| plain(&self.location, "reading the repository's index", &e))?;
+        let entry = self.one_tagged(id, PENDING_TAG)?;
+        let entries = self.set_entries(&repo, &entry)?;
+        progress.phase(Phase::Verify);
+        // The stored lists: exactly the pieces of the verified copy.
+        let mismatch = |detail: String| super::readback::damaged(&self.location, detail);
+        let mut names: Vec<&str> = manifest.files.iter().map(|f| f.name.as_str()).collect();
+        names.push(manifest::MANIFEST_NAME);
+        if entries.len() != names.len() {
+            return Err(mismatch(format!(
+                "the stored backup holds {} files, the backup {}",
+                entries.len(),
+                names.len()
+            )));
+        }
+        for name in names {
+            let node = entries
+                .iter()
+                .find(|(path, _)| path.as_os_str() == name)
+                .map(|(_, node)| node)
+                .ok_or_else(|| mismatch(format!("{name} is not in the stored backup")))?;
+            let (ids, sha256, size) =
+                super::readback::piece_ids(&backup_dir.join(name), chunk, cancel)?;
+            if let Some(file) = manifest.files.iter().find(|f| f.name == name)
+                && (file.sha256 != sha256 || file.size != size)
+            {
+                return Err(Error::Repository {
+                    what: format!(
+                        "The backup's copy of {name} changed after it was verified, before it was stored in {}.",
+                        self.location
+                    ),
+                    advice: "Back up again; if this repeats, check the disk the backup is staged on.",
+                    detail: String::new(),
+                    kind: ErrorKind::Verify,
+                });
+            }
+            if node.meta.size != size || super::readback::listed_ids(node) != ids {
+                return Err(mismatch(format!(
+                    "{name}: the stored list of its pieces is not the list of the pieces hashed from the verified copy"
+                )));
+            }
+            for piece in node.content.iter().flatten() {
+                repo.get_index_entry(piece).map_err(|e| {
+                    mismatch(format!(
+                        "{name}: the piece {} is in no pack of the repository ({})",
+                        piece.into_inner().to_hex().as_str(),
+                        e.display_log()
+                    ))
+                })?;
+            }
+        }
+        // What this backup wrote, read back and authenticated.
+        let backend = self.backends.repository();
+        let new: Vec<(rustic_core::Id, u32)> = backend
+            .list_with_size(FileType::Pack)
+            .map_err(|e| plain(&self.location, "listing the repository's files", &e))?
+            .into_iter()
+            .filter(|(id, _)| !packs_before.contains(id.to_hex().as_str()))
+            .collect();
+        let cipher = super::readback::cipher(&self.location, &key)?;
+        self.meter.done.store(0, Ordering::Relaxed);
+        self.meter.total.store(
+            new.iter().map(|(_, size)| u64::from(*size)).sum(),
+            Ordering::Relaxed,
+        );
+        let read = self.while_showing(Phase::Verify, progress, || {
+            super::readback::read_back_packs(
+                &self.location,
+                &*backend,
+                &cipher,
+                &new,
+                &self.meter.done,
+                cancel,
+            )
+        })?;
+        Ok(StoreCheck {
+            checked: format!(
+                "{}{}",
+                store_check_packs(read.packs, read.bytes),
+                where_from.unwrap_or_default()
+            ),
+            hashes_match: true,
+            integrity: manifest.verification.integrity.clone(),
+            seconds: started.elapsed().as_secs_f64(),
+        })
+    }
+
+    /// The check of a backup stored in a repository that cuts pieces by
+    /// content: the whole backup read back into a scratch folder beside
+    /// `near`, its files' SHA-256 compared with the manifest and SQLite's
+    /// integrity check run on it.
+    fn check_by_fetching(
+        &self,
+        id: &str,
+        manifest: &Manifest,
+        near: &Path,
+        where_from: Option<&str>,
+        progress: &mut dyn Progress,
+        cancel: &CancelToken,
+    ) -> Result<StoreCheck> {
+        let started = Instant::now();
         let scratch = crate::verify::WorkDir::create(crate::verify::scratch_parent(near).join(
             format!("{}repo-check-{}", crate::names::SCRATCH_PREFIX, &id[..8]),
         ))?;
@@ -983,24 +1134,59 @@ impl Repo {
             .reopened()?
             .to_indexed()
             .map_err(|e| plain(&self.location, "reading the repository's index", &e))?;
-        let node = repo
-            .node_from_snapshot_path(
-                &format!("{}:{SNAPSHOT_ROOT}/{}", entry.id, entry.database),
-                |_| true,
-            )
-            .map_err(|e| plain(&self.location, "finding the backup", &e))?;
+        let entries = self.set_entries(&repo, &entry)?;
         let target = into.join(format!("{}-{}", entry.database, entry.short_id()));
         std::fs::create_dir(&target).map_err(Error::io(
             "create",
             &target,
             crate::error::HINT_DEST,
         ))?;
-        // Only plain files, each directly in the set and with a plain name:
-        // rustic joins a tree's names onto the target as they are, so a
-        // snapshot someone else made could otherwise write anywhere.
-        // One level only, and only so many entries: a snapshot someone else
-        // made may hold a tree of millions, which would all be listed into
-        // memory before the first odd one is refused.
+        let entries: Vec<_> = match only {
+            Some(name) => entries
+                .into_iter()
+                .filter(|(path, _)| path.as_os_str() == name)
+                .collect(),
+            None => entries,
+        };
+        let backend = self.backends.repository();
+        let fetched = self.while_showing(Phase::Copy, progress, || {
+            super::fetch::files(
+                &self.location,
+                &repo,
+                &*backend,
+                &entries,
+                &target,
+                super::fetch::Counts {
+                    done: &self.meter.done,
+                    total: &self.meter.total,
+                },
+                cancel,
+            )
+        });
+        fetched?;
+        cancel.check()?;
+        only_plain_files(&target)?;
+        Ok(target)
+    }
+
+    /// The files of backup set `entry` in its snapshot's tree: only plain
+    /// files, each directly in the set and with a plain name (rustic joins
+    /// a tree's names onto the target as they are, so a snapshot someone
+    /// else made could otherwise write anywhere). One level only, and only
+    /// so many entries: a snapshot someone else made may hold a tree of
+    /// millions, which would all be listed into memory before the first
+    /// odd one is refused.
+    fn set_entries(
+        &self,
+        repo: &Repository<rustic_core::IndexedFullStatus>,
+        entry: &Listed,
+    ) -> Result<Vec<(PathBuf, rustic_core::repofile::Node)>> {
+        let node = repo
+            .node_from_snapshot_path(
+                &format!("{}:{SNAPSHOT_ROOT}/{}", entry.id, entry.database),
+                |_| true,
+            )
+            .map_err(|e| plain(&self.location, "finding the backup", &e))?;
         let not_ours = |detail: String| Error::NotABackup {
             path: PathBuf::from(format!("{} ({})", entry.short_id(), self.location)),
             detail,
@@ -1049,32 +1235,7 @@ impl Repo {
                 });
             }
         }
-        let entries: Vec<_> = match only {
-            Some(name) => entries
-                .into_iter()
-                .filter(|(path, _)| path.as_os_str() == name)
-                .collect(),
-            None => entries,
-        };
-        let backend = self.backends.repository();
-        let fetched = self.while_showing(Phase::Copy, progress, || {
-            super::fetch::files(
-                &self.location,
-                &repo,
-                &*backend,
-                &entries,
-                &target,
-                super::fetch::Counts {
-                    done: &self.meter.done,
-                    total: &self.meter.total,
-                },
-                cancel,
-            )
-        });
-        fetched?;
-        cancel.check()?;
-        only_plain_files(&target)?;
-        Ok(target)
+        Ok(entries)
     }
 
     /// Runs `work` on another thread, passing rustic's byte counts to
