@@ -2218,3 +2218,143 @@ fn a_lost_machine_is_restored_from_its_offsite_repository_alone() {
     hosts.sort_unstable();
     assert_eq!(hosts, ["machine-a", "machine-a", "machine-b"]);
 }
+
+/// A [`persnap::progress::Progress`] that cancels the run as its `at`-th
+/// phase begins, and notes the phases.
+struct CancelAt {
+    at: usize,
+    seen: Vec<persnap::progress::Phase>,
+    cancel: persnap::progress::CancelToken,
+}
+
+impl persnap::progress::Progress for CancelAt {
+    fn phase(&mut self, phase: persnap::progress::Phase) {
+        if self.seen.len() == self.at {
+            self.cancel.cancel();
+        }
+        self.seen.push(phase);
+    }
+    fn bytes(&mut self, _: persnap::progress::Phase, _: u64, _: u64) {}
+    fn log(&mut self, _: persnap::progress::Level, _: &str) {}
+}
+
+/// sqlite-online needs no helper.
+struct NoHelper;
+
+impl persnap::pipeline::Helper for NoHelper {
+    fn call(
+        &mut self,
+        _: &persnap::protocol::Request,
+        _: &mut dyn persnap::progress::Progress,
+        _: &mut dyn persnap::history::Recorder,
+        _: &persnap::progress::CancelToken,
+    ) -> Result<persnap::protocol::Reply, persnap::protocol::RemoteFailure> {
+        panic!("a sqlite-online backup asked for the helper")
+    }
+}
+
+/// The engine's one pipeline (what the command line and the app both
+/// call), cancelled as each of its phases begins, in turn: a backup into
+/// a repository with an offsite copy. Each run ends cancelled with no new
+/// backup listed in the repository — or, cancelled while its offsite copy
+/// is made, with the backup good and only that copy cancelled — the run
+/// recorded so, both repositories passing `restic check`, nothing staged.
+#[test]
+fn a_cancel_in_each_phase_of_the_pipeline_leaves_no_backup_half_made() {
+    use persnap::pipeline::{Job, Target};
+    use persnap::progress::CancelToken;
+    let setup = Setup::new();
+    let repo_dir = setup.path("repo");
+    let repo = repo_dir.to_str().unwrap();
+    let offsite_dir = setup.path("offsite");
+    let offsite = offsite_dir.to_str().unwrap();
+    let store_dir = setup.with_store(repo, Mode::Rollback, 8);
+    ok(&setup.persnap(offsite, &["repo", "init"]));
+    let target = |place: &str| Target {
+        location: persnap::repository::Location::parse(place).unwrap(),
+        password: Some(persnap::repository::Password::from_file(&setup.password_file).unwrap()),
+        keep: Default::default(),
+        remember: false,
+    };
+    let job = || {
+        let mut backup = persnap::backup::BackupRequest::new(&store_dir, setup.path("staging"));
+        backup.method = "sqlite-online".parse().unwrap();
+        Job {
+            backup,
+            staged: true,
+            repository: Some(target(repo)),
+            offsite: Some(target(offsite)),
+            schedule: None,
+            run_as: None,
+        }
+    };
+    let history = setup.history();
+    let mut all = CancelAt {
+        at: usize::MAX,
+        seen: Vec::new(),
+        cancel: CancelToken::new(),
+    };
+    let done = persnap::pipeline::run(
+        job(),
+        &history,
+        &mut history.clone(),
+        &mut NoHelper,
+        &mut all,
+        &CancelToken::new(),
+    )
+    .unwrap();
+    assert!(matches!(done.offsite, Some(Ok(_))));
+    let phases = all.seen;
+    eprintln!("phases: {phases:?}");
+    assert!(phases.len() >= 5, "{phases:?}");
+    let mut listed = (1, 1);
+    for (at, phase) in phases.iter().enumerate() {
+        let cancel = CancelToken::new();
+        let mut progress = CancelAt {
+            at,
+            seen: Vec::new(),
+            cancel: cancel.clone(),
+        };
+        let result = persnap::pipeline::run(
+            job(),
+            &history,
+            &mut history.clone(),
+            &mut NoHelper,
+            &mut progress,
+            &cancel,
+        );
+        let run = history.load().unwrap().pop().unwrap();
+        match &result {
+            Err(f) => {
+                assert_eq!(f.kind, persnap::ErrorKind::Cancelled, "at {phase}: {f}");
+                assert_eq!(run.outcome, Outcome::Cancelled, "at {phase}");
+            }
+            Ok(done) => {
+                // Too late for the backup: only its offsite copy stops.
+                assert!(
+                    matches!(&done.offsite, Some(Err(f)) if f.kind == persnap::ErrorKind::Cancelled),
+                    "at {phase} ({at}): {:?}",
+                    done.offsite
+                );
+                assert_eq!(run.outcome, Outcome::Completed);
+                assert!(matches!(
+                    run.offsite,
+                    Some(persnap::repository::Offsite::Failed { .. })
+                ));
+                listed.0 += 1;
+            }
+        }
+        eprintln!(
+            "cancelled as phase {at} ({phase}) began: {}",
+            match &result {
+                Err(_) => "the backup was cancelled".to_owned(),
+                Ok(_) => "the backup stands, its offsite copy was cancelled".to_owned(),
+            }
+        );
+        assert_eq!(setup.listed(repo).len(), listed.0, "at {phase} ({at})");
+        assert_eq!(setup.listed(offsite).len(), listed.1, "at {phase} ({at})");
+        ok(&setup.restic(repo, &["check"]));
+        ok(&setup.restic(offsite, &["check"]));
+        setup.assert_nothing_staged();
+    }
+}
