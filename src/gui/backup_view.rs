@@ -381,7 +381,7 @@ fn plan(app: &PersnapApp, ui: &mut Ui) -> Option<persnap::protocol::Request> {
             repository_shown(&app.settings.repository)
         ));
         ui.label(format!(
-            "  {}. read it back from there and check every file and the database again; only then is it recorded as good, and the staged copy removed.",
+            "  {}. read back from there what it wrote and check it against the verified copy (every new piece, and the list of all of them); only then is it recorded as good, and the staged copy removed.",
             report.steps.len() + 2
         ));
     }
@@ -760,7 +760,7 @@ pub fn outcome(app: &mut PersnapApp, ui: &mut Ui) {
                 ];
                 for (k, v) in rows {
                     ui.label(k);
-                    ui.label(v);
+                    ui.add(egui::Label::new(v).wrap());
                     ui.end_row();
                 }
             });

@@ -1042,7 +1042,7 @@ fn a_live_database_is_backed_up_into_a_repository_from_the_back_up_screen() {
     choose_method(&mut h, "SQLite online backup (no snapshot)");
     wait_for_online_plan(&mut h);
     h.get_by_label_contains("store it in the repository");
-    h.get_by_label_contains("read it back from there");
+    h.get_by_label_contains("read back from there what it wrote");
     assert!(h.unnamed_widgets().is_empty());
 
     h.get_by_label("Back up now").click();
@@ -1073,6 +1073,11 @@ fn a_live_database_is_backed_up_into_a_repository_from_the_back_up_screen() {
     assert!(done.stored.check.hashes_match);
     assert_eq!(done.stored.check.integrity, "ok");
     h.get_by_label("Backup stored and verified");
+    if let Ok(path) = std::env::var("PERSNAP_LOOK_STORED") {
+        h.set_size(eframe::egui::Vec2::new(960.0, 1300.0));
+        h.run_steps(3);
+        h.render().unwrap().save(path).unwrap();
+    }
     assert_eq!(
         std::fs::read_dir(&staging).unwrap().count(),
         0,

@@ -813,7 +813,7 @@ pub const STORE_CHECK: &str = "read back from the repository into a scratch fold
 #[cfg(feature = "repository")]
 pub fn store_check_packs(packs: usize, bytes: u64) -> String {
     format!(
-        "read back from the repository: the {packs} pack file(s) this backup wrote ({}), every piece's authentication code and SHA-256 checked; the stored list of the backup's pieces matched the pieces hashed again from the verified copy (whose SHA-256 matched the manifest and which passed SQLite's integrity check); pieces earlier backups stored are proven by restore drills",
+        "read back from the repository: the {packs} new pack file(s) this backup wrote ({}), each piece authenticated and its SHA-256 checked, and the backup's list of pieces matched the verified copy; pieces stored by earlier backups are proven by restore drills",
         crate::units::bytes(bytes)
     )
 }
