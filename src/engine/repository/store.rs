@@ -667,6 +667,17 @@ impl Repo {
         &self.location
     }
 
+    /// The smallest piece this repository cuts a file into: the size of
+    /// its fixed-size chunks, or its smallest content-defined one. What
+    /// [`super::check_chunk_list`] takes, before a backup is stored.
+    pub fn smallest_chunk(&self) -> u64 {
+        let config = self.repo.config();
+        match config.chunker() {
+            rustic_core::repofile::Chunker::FixedSize => config.chunk_size() as u64,
+            rustic_core::repofile::Chunker::Rabin => config.chunk_min_size() as u64,
+        }
+    }
+
     /// Every persnap backup in the repository, oldest first (other
     /// snapshots are left out).
     pub fn list(&self) -> Result<Vec<Listed>> {
