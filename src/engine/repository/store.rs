@@ -24,7 +24,9 @@ use crate::manifest::{self, Manifest};
 use crate::progress::{CancelToken, Phase, Progress};
 
 /// The most files a backup set read back may hold (a database's files and
-/// the manifest), and the most bytes its list of them may take.
+/// the manifest), and the most bytes its list of them may take besides
+/// the ids of their chunks (67 bytes each: about 17 MiB per GiB of
+/// 4 KiB chunks, counted from the snapshot's total of bytes).
 const MAX_SET_FILES: usize = 1024;
 const MAX_SET_TREE: u32 = 4 << 20;
 /// Where a backup set lives inside its repository snapshot.
@@ -1022,9 +1024,18 @@ impl Repo {
                 .map_err(|e| plain(&self.location, "reading the backup's list of files", &e))?
                 .location
                 .data_length();
-            if size > MAX_SET_TREE {
+            // The list holds every chunk id of the files, as many as the
+            // snapshot's bytes make in this repository's chunks.
+            let allowed = u64::from(MAX_SET_TREE).saturating_add(
+                entry
+                    .bytes
+                    .div_ceil(self.smallest_chunk().max(1))
+                    .saturating_mul(super::TREE_BYTES_PER_CHUNK),
+            );
+            if u64::from(size) > allowed {
                 return Err(not_ours(format!(
-                    "the repository's copy lists its files in {size} bytes (a backup's list is a few kilobytes); it was not made by persnap"
+                    "the repository's copy lists its files in {size} bytes, more than the {allowed} its {} bytes of files take; it was not made by persnap",
+                    entry.bytes
                 )));
             }
         }
