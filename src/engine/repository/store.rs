@@ -351,8 +351,14 @@ pub fn init(location: &Location, password: &Password) -> Result<()> {
 /// deduplication. SQLite changes whole pages in place, scattered over the
 /// file: content-defined chunks (restic's default, 1 MiB on average)
 /// then nearly all change between two backups, while fixed-size chunks of
-/// a few pages keep all but the changed ones (docs/BENCHMARKS.md has the
-/// measurement).
+/// a few pages keep all but the changed ones. Two pages rather than one:
+/// every backup writes the list of all of a file's chunks anew (67 bytes
+/// a chunk), holds it in memory, and a list may not pass 4 GiB; at 8 KiB
+/// it is half as long, which outweighs the neighbouring page each changed
+/// page brings along unless more than about 0.5 % of the pages change
+/// between two backups, halves the memory a backup takes and doubles the
+/// largest file a repository holds, to about 489 GiB (docs/BENCHMARKS.md,
+/// "Repositories: chunking for big databases").
 fn config_options() -> ConfigOptions {
     let mut options = ConfigOptions::default();
     // The benchmark compares chunkings side by side: "rabin", or a fixed
@@ -369,8 +375,8 @@ fn config_options() -> ConfigOptions {
     options
 }
 
-/// SQLite's default page size: a chunk is a page.
-const CHUNK_KIB: u64 = 4;
+/// Two of SQLite's default (4 KiB) pages: see [`config_options`].
+const CHUNK_KIB: u64 = 8;
 
 /// A repository's storage, connected.
 #[derive(Clone)]
