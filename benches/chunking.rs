@@ -22,11 +22,12 @@
 //!   oldest deleted so the table keeps its size; SQLite reuses the freed
 //!   pages). The store is filled once before the first backup.
 //!
-//! Schemes (`PERSNAP_BENCH_SCHEMES`, default `4,16,64,rabin,seg4`): a
-//! number is fixed-size chunks of that many KiB (4 is the product's
-//! choice, the baseline of the ratios); `rabin` is restic's content-defined
-//! chunking (1 MiB on average), `rabinN` the same with N KiB on average;
-//! `segN` is fixed N KiB chunks with the file stored as segments of
+//! Schemes (`PERSNAP_BENCH_SCHEMES`, default `4,8,16,64,rabin,seg4`): a
+//! number is fixed-size chunks of that many KiB (4, one page, is the
+//! baseline of the ratios; 8 is the product's choice since issue #30);
+//! `rabin` is restic's content-defined chunking (1 MiB on average),
+//! `rabinN` the same with N KiB on average; `segN` (`segN@M`: segments of
+//! M MiB) is fixed N KiB chunks with the file stored as segments of
 //! `PERSNAP_BENCH_SEGMENT_MB` MiB (default 64), each one file in a folder
 //! of its own, so that an unchanged segment's list of chunks (its tree)
 //! is the same blob as last time and is not written again. The segmented
@@ -705,20 +706,19 @@ fn main() {
     let rounds: usize = env_or("PERSNAP_BENCH_ROUNDS", "7").parse().unwrap();
     let percent: f64 = env_or("PERSNAP_BENCH_CHANGE_PERCENT", "1").parse().unwrap();
     let segment_mib: u64 = env_or("PERSNAP_BENCH_SEGMENT_MB", "64").parse().unwrap();
-    let schemes: Vec<Scheme> = env_or("PERSNAP_BENCH_SCHEMES", "4,16,64,rabin,seg4")
+    let schemes: Vec<Scheme> = env_or("PERSNAP_BENCH_SCHEMES", "4,8,16,64,rabin,seg4")
         .split(',')
         .map(str::trim)
         .filter(|s| !s.is_empty())
         .map(|s| Scheme::parse(s, segment_mib))
         .collect();
     let workloads = env_or("PERSNAP_BENCH_WORKLOADS", "scattered,append");
-    for bin in ["persnap-loadgen"] {
-        assert!(
-            target_bin(bin).exists(),
-            "{} is not built (cargo build --release --bin {bin})",
-            target_bin(bin).display()
-        );
-    }
+    let loadgen = target_bin("persnap-loadgen");
+    assert!(
+        loadgen.exists(),
+        "{} is not built (cargo build --release --bin persnap-loadgen)",
+        loadgen.display()
+    );
     let flag = Arc::new(AtomicBool::new(false));
     for sig in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
         signal_hook::flag::register(sig, Arc::clone(&flag)).unwrap();
