@@ -2358,3 +2358,67 @@ fn a_cancel_in_each_phase_of_the_pipeline_leaves_no_backup_half_made() {
         setup.assert_nothing_staged();
     }
 }
+
+/// A backup whose list of pieces is longer than the 4 MiB a set's list
+/// was once capped at (a 72 MiB store in 1 KiB pieces lists ~74,000 of
+/// them, ~5 MB; in the product's 8 KiB pieces that is a store over about
+/// 490 MiB) is stored and read back: the cap grows with the set.
+#[test]
+fn a_backup_with_a_long_list_of_pieces_is_stored_and_read_back() {
+    let mut setup = Setup::new();
+    setup
+        .env
+        .push(("PERSNAP_REPO_CHUNKING".into(), OsString::from("1")));
+    let repo_dir = setup.path("repo");
+    let repo = repo_dir.to_str().unwrap();
+    let store_dir = setup.with_store(repo, Mode::Rollback, 72);
+    let out = setup
+        .backup(repo, &store_dir, "sqlite-online")
+        .output()
+        .unwrap();
+    let id = ok(&out);
+    assert_eq!(setup.listed(repo).len(), 1, "{}", stderr(&out));
+    // And read out again whole (the drill's and restore's path).
+    let out = setup.persnap(repo, &["verify", id.trim()]);
+    ok(&out);
+}
+
+/// A store too large for the repository's list of pieces (a sparse 70 GiB
+/// database against 1 KiB pieces, which allow about 15 GiB) is refused in
+/// words before any snapshot or copy, and recorded as refused; nothing is
+/// stored or staged.
+#[test]
+fn a_store_too_large_for_the_repositorys_list_is_refused_before_any_work() {
+    let mut setup = Setup::new();
+    setup
+        .env
+        .push(("PERSNAP_REPO_CHUNKING".into(), OsString::from("1")));
+    let repo_dir = setup.path("repo");
+    let repo = repo_dir.to_str().unwrap();
+    let store_dir = setup.with_store(repo, Mode::Rollback, 1);
+    // Sparse: the header stays, the size says 70 GiB.
+    std::fs::OpenOptions::new()
+        .write(true)
+        .open(store_dir.join("persistence.db"))
+        .unwrap()
+        .set_len(70 << 30)
+        .unwrap();
+    let out = setup
+        .backup(repo, &store_dir, "sqlite-online")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    let said = stderr(&out);
+    assert!(said.contains("is too large for this repository"), "{said}");
+    assert!(said.contains("Nothing was stored"), "{said}");
+    assert!(!said.contains("== copy"), "refused before any copy: {said}");
+    assert!(setup.listed(repo).is_empty());
+    setup.assert_nothing_staged();
+    let runs = setup.history().load().unwrap();
+    assert_eq!(runs.len(), 1);
+    assert!(
+        matches!(&runs[0].outcome, Outcome::Failed { message, .. } if message.contains("too large")),
+        "{:?}",
+        runs[0].outcome
+    );
+}

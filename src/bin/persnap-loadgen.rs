@@ -5,6 +5,9 @@
 //!   persnap-loadgen init DB --mode rollback|wal --size-mb N
 //!   persnap-loadgen run DB [--seconds S] [--stop-file F] [--transactions N] [--rate PER_SEC]
 //!                                                          (stats as JSON on stdout)
+//!   persnap-loadgen churn DB --append-kib N --keep-mb M [--row-kib K]
+//!                                       (append-and-delete: large rows added,
+//!                                        the oldest deleted; stats as JSON)
 //!   persnap-loadgen check DB                               (exit 0 when consistent)
 //!   persnap-loadgen hold DB            (hold it as a correlator in exclusive
 //!                                       locking mode does, until a signal)
@@ -67,6 +70,19 @@ enum Cmd {
         /// happened meanwhile.
         #[arg(long, value_name = "FILE")]
         timeline: Option<PathBuf>,
+    },
+    /// The append-and-delete workload: add N KiB of large rows at the end
+    /// of an events table, deleting the oldest rows to keep it at most
+    /// M MiB (then SQLite reuses their pages).
+    Churn {
+        db: PathBuf,
+        #[arg(long)]
+        append_kib: u64,
+        #[arg(long)]
+        keep_mb: u64,
+        /// The size of one row.
+        #[arg(long, default_value_t = 64)]
+        row_kib: u64,
     },
     /// Check integrity and the invariant of a copy.
     Check { db: PathBuf },
@@ -167,6 +183,15 @@ fn main() -> Result<()> {
                     || deadline.is_some_and(|d| Instant::now() >= d)
                     || stop_file.as_ref().is_some_and(|f| f.exists())
             })?;
+            println!("{}", serde_json::to_string(&stats)?);
+        }
+        Cmd::Churn {
+            db,
+            append_kib,
+            keep_mb,
+            row_kib,
+        } => {
+            let stats = loadgen::churn(&db, append_kib << 10, keep_mb << 20, row_kib << 10)?;
             println!("{}", serde_json::to_string(&stats)?);
         }
         Cmd::Hold { db } => {

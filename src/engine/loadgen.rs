@@ -165,6 +165,68 @@ fn transfer(conn: &Connection, from: i64, to: i64, amount: i64) -> rusqlite::Res
     tx.commit()
 }
 
+/// What one append-and-delete run did ([`churn`]).
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct ChurnStats {
+    pub rows_added: u64,
+    pub rows_deleted: u64,
+    /// Rows the events table holds afterwards.
+    pub rows_kept: u64,
+    pub seconds: f64,
+}
+
+/// The append-and-delete workload: a log of large rows (as a correlator
+/// keeping a window of recent events), new ones added at the end, the
+/// oldest deleted. Appends `append_bytes` of rows of `row_bytes` each
+/// (random, so incompressible), committing about every MiB, and after
+/// each commit deletes the oldest rows until the table holds at most
+/// `keep_bytes`. SQLite reuses the freed pages for the next rows, so the
+/// file stops growing once the table is full. The table (`events`) is
+/// made on first use; the accounts, ledger and the invariant are left
+/// alone.
+pub fn churn(
+    path: &Path,
+    append_bytes: u64,
+    keep_bytes: u64,
+    row_bytes: u64,
+) -> rusqlite::Result<ChurnStats> {
+    let started = Instant::now();
+    let conn = Connection::open(path)?;
+    conn.busy_timeout(Duration::from_secs(60))?;
+    conn.execute_batch(
+        "CREATE TABLE IF NOT EXISTS events(seq INTEGER PRIMARY KEY, body BLOB NOT NULL)",
+    )?;
+    let row_bytes = row_bytes.max(1);
+    let keep_rows = (keep_bytes / row_bytes) as i64;
+    let per_commit = ((1u64 << 20) / row_bytes).max(1);
+    let mut rows = append_bytes.div_ceil(row_bytes);
+    let mut stats = ChurnStats::default();
+    while rows > 0 {
+        let batch = rows.min(per_commit);
+        let tx = conn.unchecked_transaction()?;
+        {
+            let mut insert =
+                tx.prepare_cached("INSERT INTO events(body) VALUES(randomblob(?1))")?;
+            for _ in 0..batch {
+                insert.execute(params![row_bytes as i64])?;
+            }
+        }
+        let deleted = tx.execute(
+            "DELETE FROM events WHERE seq IN (SELECT seq FROM events ORDER BY seq \
+             LIMIT max(0, (SELECT count(*) FROM events) - ?1))",
+            params![keep_rows],
+        )?;
+        tx.commit()?;
+        stats.rows_added += batch;
+        stats.rows_deleted += deleted as u64;
+        rows -= batch;
+    }
+    stats.rows_kept =
+        conn.query_row("SELECT count(*) FROM events", [], |r| r.get::<_, i64>(0))? as u64;
+    stats.seconds = started.elapsed().as_secs_f64();
+    Ok(stats)
+}
+
 /// Check the invariant on an open database (a copy, never the live one).
 pub fn check_invariant(conn: &Connection) -> Result<InvariantReport, String> {
     let q = |sql: &str| {
@@ -202,5 +264,28 @@ impl XorShift {
         self.0 ^= self.0 >> 7;
         self.0 ^= self.0 << 17;
         self.0 % n.max(1)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn churn_keeps_a_window_of_rows_and_the_invariant() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = dir.path().join("persistence.db");
+        init(&db, Mode::Rollback, 1).unwrap();
+        let first = churn(&db, 4 << 20, 2 << 20, 64 << 10).unwrap();
+        assert_eq!(first.rows_added, 64);
+        assert_eq!(first.rows_kept, 32);
+        assert_eq!(first.rows_deleted, 32);
+        let size = std::fs::metadata(&db).unwrap().len();
+        // Freed pages are reused: the file does not grow by what is added.
+        let again = churn(&db, 4 << 20, 2 << 20, 64 << 10).unwrap();
+        assert_eq!(again.rows_kept, 32);
+        assert!(std::fs::metadata(&db).unwrap().len() <= size + (1 << 20));
+        let conn = Connection::open(&db).unwrap();
+        check_invariant(&conn).unwrap();
     }
 }

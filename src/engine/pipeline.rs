@@ -345,6 +345,22 @@ pub fn run(
         if staged {
             sweep_staging(&backup.dest, &mut notes);
         }
+        // A store too large for a repository's list of pieces is refused
+        // now, before any snapshot (the store checks again).
+        let o = opened.as_ref().expect("opened above");
+        let repos = (o.delivery.as_ref().and_then(Delivery::repo).into_iter())
+            .chain(o.offsite.iter().filter_map(|(r, _, _)| r.as_ref().ok()));
+        if let Some(bytes) = store_bytes(&backup.source, &backup.store_name) {
+            for repo in repos {
+                if let Err(e) = crate::repository::check_chunk_list(bytes, repo.smallest_chunk()) {
+                    let f = RemoteFailure::local(&e, Some(Phase::Prepare));
+                    let mut shown = backup.clone();
+                    shown.dest = PathBuf::from(repo.location().display());
+                    record_refusal(&mut recorder, &shown, &f);
+                    return Err(f);
+                }
+            }
+        }
     }
     let result = if online {
         // No snapshot, no elevation: the engine runs here.
@@ -448,6 +464,22 @@ pub fn run(
         offsite: offsite_result,
         notes,
     })
+}
+
+/// The bytes of the store's files as they are now (its database, journal
+/// or WAL, and a manifest's worth), when this process may see them; the
+/// helper sees them anyway.
+fn store_bytes(source: &Path, store_name: &str) -> Option<u64> {
+    let mut total = 1 << 20;
+    for role in crate::store::FileRole::ALL {
+        let path = source.join(format!("{store_name}{}", role.suffix()));
+        match std::fs::symlink_metadata(&path) {
+            Ok(meta) => total += meta.len(),
+            Err(_) if role == crate::store::FileRole::Main => return None,
+            Err(_) => {}
+        }
+    }
+    Some(total)
 }
 
 fn sweep_staging(staging: &Path, notes: &mut Vec<(Level, String)>) {

@@ -233,6 +233,11 @@ impl Delivery {
         }
     }
 
+    /// The repository, when it is open.
+    pub fn repo(&self) -> Option<&Repo> {
+        self.repo.as_ref().ok()
+    }
+
     pub fn is_staged(&self) -> bool {
         self.staged
     }

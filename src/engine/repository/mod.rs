@@ -22,6 +22,8 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, ErrorKind, Result};
 
+mod chunks;
+pub use chunks::{MAX_BLOB_BYTES, TREE_BYTES_PER_CHUNK, check_chunk_list, largest_storable};
 #[cfg(feature = "repository")]
 pub mod deliver;
 #[cfg(feature = "repository")]

@@ -24,7 +24,9 @@ use crate::manifest::{self, Manifest};
 use crate::progress::{CancelToken, Phase, Progress};
 
 /// The most files a backup set read back may hold (a database's files and
-/// the manifest), and the most bytes its list of them may take.
+/// the manifest), and the most bytes its list of them may take besides
+/// the ids of their chunks (67 bytes each: about 17 MiB per GiB of
+/// 4 KiB chunks, counted from the snapshot's total of bytes).
 const MAX_SET_FILES: usize = 1024;
 const MAX_SET_TREE: u32 = 4 << 20;
 /// Where a backup set lives inside its repository snapshot.
@@ -349,8 +351,14 @@ pub fn init(location: &Location, password: &Password) -> Result<()> {
 /// deduplication. SQLite changes whole pages in place, scattered over the
 /// file: content-defined chunks (restic's default, 1 MiB on average)
 /// then nearly all change between two backups, while fixed-size chunks of
-/// a few pages keep all but the changed ones (docs/BENCHMARKS.md has the
-/// measurement).
+/// a few pages keep all but the changed ones. Two pages rather than one:
+/// every backup writes the list of all of a file's chunks anew (67 bytes
+/// a chunk), holds it in memory, and a list may not pass 4 GiB; at 8 KiB
+/// it is half as long, which outweighs the neighbouring page each changed
+/// page brings along unless more than about 0.5 % of the pages change
+/// between two backups, halves the memory a backup takes and doubles the
+/// largest file a repository holds, to about 489 GiB (docs/BENCHMARKS.md,
+/// "Repositories: chunking for big databases").
 fn config_options() -> ConfigOptions {
     let mut options = ConfigOptions::default();
     // The benchmark compares chunkings side by side: "rabin", or a fixed
@@ -380,8 +388,8 @@ fn test_pause_before_read_back() {
     }
 }
 
-/// SQLite's default page size: a chunk is a page.
-const CHUNK_KIB: u64 = 4;
+/// Two of SQLite's default (4 KiB) pages: see [`config_options`].
+const CHUNK_KIB: u64 = 8;
 
 /// A repository's storage, connected.
 #[derive(Clone)]
@@ -680,6 +688,17 @@ impl Repo {
         &self.location
     }
 
+    /// The smallest piece this repository cuts a file into: the size of
+    /// its fixed-size chunks, or its smallest content-defined one. What
+    /// [`super::check_chunk_list`] takes, before a backup is stored.
+    pub fn smallest_chunk(&self) -> u64 {
+        let config = self.repo.config();
+        match config.chunker() {
+            rustic_core::repofile::Chunker::FixedSize => config.chunk_size() as u64,
+            rustic_core::repofile::Chunker::Rabin => config.chunk_min_size() as u64,
+        }
+    }
+
     /// Every persnap backup in the repository, oldest first (other
     /// snapshots are left out).
     pub fn list(&self) -> Result<Vec<Listed>> {
@@ -738,6 +757,15 @@ impl Repo {
         cancel: &CancelToken,
     ) -> Result<Stored> {
         check_database_name(database)?;
+        // A set whose list of pieces the repository cannot hold is refused
+        // before any of it is stored.
+        let manifest_bytes = std::fs::metadata(backup_dir.join(manifest::MANIFEST_NAME))
+            .map(|m| m.len())
+            .unwrap_or(0);
+        super::check_chunk_list(
+            manifest.files.iter().map(|f| f.size).sum::<u64>() + manifest_bytes,
+            self.smallest_chunk(),
+        )?;
         let started = Instant::now();
         // Files the store writes are newer than this (with room for a
         // filesystem's coarse timestamps).
@@ -1197,9 +1225,22 @@ impl Repo {
                 .map_err(|e| plain(&self.location, "reading the backup's list of files", &e))?
                 .location
                 .data_length();
-            if size > MAX_SET_TREE {
+            // The list holds every chunk id of the files, as many as the
+            // snapshot's bytes make in this repository's chunks.
+            // Never more than persnap reads: the repository may be
+            // someone else's, its sizes anything.
+            let allowed = u64::from(MAX_SET_TREE)
+                .saturating_add(
+                    entry
+                        .bytes
+                        .div_ceil(self.smallest_chunk().max(1))
+                        .saturating_mul(super::TREE_BYTES_PER_CHUNK),
+                )
+                .min(super::chunks::MAX_LIST_BYTES);
+            if u64::from(size) > allowed {
                 return Err(not_ours(format!(
-                    "the repository's copy lists its files in {size} bytes (a backup's list is a few kilobytes); it was not made by persnap"
+                    "the repository's copy lists its files in {size} bytes, more than the {allowed} its {} bytes of files take; it was not made by persnap",
+                    entry.bytes
                 )));
             }
         }
