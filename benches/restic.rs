@@ -63,8 +63,11 @@
 //!   cache (as persnap's read-back reads the disk), `cp` of it to a
 //!   scratch folder and `sqlite3 scratch 'PRAGMA integrity_check'`.
 //!
-//! Printed per workload, against the targets of issue #30 (PASS/MISS; the
-//! time ratios judge the median over the rounds and show the worst):
+//! Printed per workload, against the targets of issue #30 (PASS/MISS; a
+//! time ratio is judged on the sums over the rounds, as the alternating
+//! order gives one backup a longer span of the writer's work to take in
+//! than the next, while over the rounds both sides take in the same; the
+//! medians and the per-round range are shown too):
 //! incremental (rounds 2..) repo / restic ≤ 1.0 and repo / folder ≤ 0.6;
 //! first repo / restic ≤ 1.2; persnap's repository / restic's after all
 //! rounds ≤ 1.0 (`du`); restore from the repository / from the folder ≤
@@ -977,31 +980,44 @@ mod linux {
         println!("| target ({}, {} MiB) | measured | result |", s.workload.name(), s.size_mb);
         println!("|---|---|---|");
         if !incr.is_empty() {
+            // Judged on the sums: the alternating order makes the span of
+            // the writer's work one backup covers differ from round to
+            // round (restic's last in one round is followed by its first in
+            // the next); over rounds 2..n both sides cover the same span.
+            let sum = |f: &dyn Fn(&Round) -> Option<f64>| -> f64 {
+                incr.iter().filter_map(|r| f(r)).sum()
+            };
             let ratios: Vec<f64> = incr.iter().map(|r| r.repo / r.restic).collect();
-            let med = median(ratios.clone());
+            let total = sum(&|r| Some(r.repo)) / sum(&|r| Some(r.restic));
             line(
                 "incremental repo backup (with its read-back) ≤ 1.0 × restic backup",
                 format!(
-                    "median {:.2} / {:.2} s; per-round ratios median {med:.2}, worst {:.2}",
+                    "sums {:.2} / {:.2} s = {total:.2}; medians {:.2} / {:.2} s; per-round ratios {:.2}–{:.2}",
+                    sum(&|r| Some(r.repo)),
+                    sum(&|r| Some(r.restic)),
                     median(incr.iter().map(|r| r.repo).collect()),
                     median(incr.iter().map(|r| r.restic).collect()),
+                    ratios.iter().copied().fold(f64::INFINITY, f64::min),
                     max(&ratios)
                 ),
-                med <= 1.0,
+                total <= 1.0,
             );
             if kinds.contains(&Kind::Folder) {
                 let ratios: Vec<f64> =
                     incr.iter().filter_map(|r| r.folder.map(|f| r.repo / f)).collect();
-                let med = median(ratios.clone());
+                let total = sum(&|r| r.folder.map(|_| r.repo)) / sum(&|r| r.folder);
                 line(
                     "incremental repo backup ≤ 0.6 × folder backup",
                     format!(
-                        "median {:.2} / {:.2} s; per-round ratios median {med:.2}, worst {:.2}",
+                        "sums {:.2} / {:.2} s = {total:.2}; medians {:.2} / {:.2} s; per-round ratios {:.2}–{:.2}",
+                        sum(&|r| r.folder.map(|_| r.repo)),
+                        sum(&|r| r.folder),
                         median(incr.iter().map(|r| r.repo).collect()),
                         median(incr.iter().filter_map(|r| r.folder).collect()),
+                        ratios.iter().copied().fold(f64::INFINITY, f64::min),
                         max(&ratios)
                     ),
-                    med <= 0.6,
+                    total <= 0.6,
                 );
             }
         }
@@ -1071,17 +1087,18 @@ mod linux {
                 .iter()
                 .filter_map(|r| r.fast.zip(r.by_hand).map(|(f, b)| f / b))
                 .collect();
-            let med = median(ratios.clone());
+            let fast: f64 = s.rounds.iter().filter_map(|r| r.fast).sum();
+            let by_hand: f64 = s.rounds.iter().filter_map(|r| r.by_hand).sum();
+            let total = fast / by_hand;
             line(
                 "fast folder backup ≤ 1.1 × the vendor's procedure by hand (target stated at 600 MB)",
                 format!(
-                    "median {:.2} / {:.2} s; per-round ratios median {med:.2}, range {:.2}–{:.2}",
-                    median(s.rounds.iter().filter_map(|r| r.fast).collect()),
-                    median(s.rounds.iter().filter_map(|r| r.by_hand).collect()),
+                    "sums {fast:.2} / {by_hand:.2} s = {total:.2}; per-round ratios median {:.2}, range {:.2}–{:.2}",
+                    median(ratios.clone()),
                     ratios.iter().copied().fold(f64::INFINITY, f64::min),
                     max(&ratios)
                 ),
-                med <= 1.1,
+                total <= 1.1,
             );
         }
         println!();
