@@ -79,13 +79,19 @@
 //! backups ≤ 1.0 (commits that ended inside the windows, pooled over the
 //! rounds); fast / by hand ≤ 1.1.
 //!
+//! `PERSNAP_BENCH_STEPS` (default `restic,repo,folder,fast,by-hand`)
+//! runs only some steps, e.g. `folder,fast,by-hand` for the folder-pace
+//! target alone; the targets that need a missing step are not printed.
+//!
 //! `PERSNAP_BENCH_RSS_SIZE` (MiB; unset by default) adds a series on a
 //! `transfers` store of that size with `PERSNAP_BENCH_RSS_ROUNDS` (default
 //! 2) rounds of restic and repo only: the peak RSS target at that size.
 
 #[cfg(not(target_os = "linux"))]
 fn main() {
-    eprintln!("The restic benchmark needs Linux (btrfs loop volumes, snapshots); nothing to do here.");
+    eprintln!(
+        "The restic benchmark needs Linux (btrfs loop volumes, snapshots); nothing to do here."
+    );
 }
 
 #[cfg(target_os = "linux")]
@@ -200,7 +206,10 @@ mod linux {
         if env_or("PERSNAP_BENCH_DROP_CACHES", "1") != "0" {
             std::fs::write("/proc/sys/vm/drop_caches", b"3\n").expect("drop the page cache");
         }
-        std::thread::sleep(Duration::from_secs_f64(env_num("PERSNAP_BENCH_SETTLE", "2")));
+        std::thread::sleep(Duration::from_secs_f64(env_num(
+            "PERSNAP_BENCH_SETTLE",
+            "2",
+        )));
     }
 
     /// Disk usage of a file or folder, as `du` counts it (bytes).
@@ -271,7 +280,14 @@ mod linux {
             // `nobody` restores into a folder in here.
             std::fs::set_permissions(&vol.dir, std::fs::Permissions::from_mode(0o755)).unwrap();
             let ws = Workspace { vol };
-            for sub in ["history", "staging", "cache", "restic-cache", "registry", "scratch"] {
+            for sub in [
+                "history",
+                "staging",
+                "cache",
+                "restic-cache",
+                "registry",
+                "scratch",
+            ] {
                 std::fs::create_dir_all(ws.path(sub)).unwrap();
             }
             std::fs::set_permissions(ws.path("registry"), std::fs::Permissions::from_mode(0o700))
@@ -478,7 +494,11 @@ mod linux {
 
         fn stop(mut self) -> Vec<(f64, f64)> {
             self.stop.store(true, Ordering::Relaxed);
-            self.thread.take().unwrap().join().expect("the append writer failed")
+            self.thread
+                .take()
+                .unwrap()
+                .join()
+                .expect("the append writer failed")
         }
     }
 
@@ -691,7 +711,8 @@ mod linux {
                     Kind::Restic => {
                         let t0 = Instant::now();
                         snapshot(&store, &snap);
-                        let mut cmd = ws.restic(&restic_repo, &["backup", "--json", "--host", "bench"]);
+                        let mut cmd =
+                            ws.restic(&restic_repo, &["backup", "--json", "--host", "bench"]);
                         cmd.args(store_files(&snap));
                         let t = timed(&mut cmd);
                         delete(&snap);
@@ -788,33 +809,47 @@ mod linux {
             }
             r.restic_size = du(&restic_repo);
             r.repo_size = du(&repo);
-            eprintln!(
-                "[{tag}] round {round}: restic {:.2} s (+{:.1} MiB, check of as much {}), repo {:.2} s ({:.2} × restic, peak RSS {} MiB){}{}{}; repositories: restic {:.1} MiB, persnap {:.1} MiB; load {}",
-                r.restic,
-                r.restic_added as f64 / MIB,
-                r.restic_check.map_or("—".into(), |c| format!("{c:.2} s")),
-                r.repo,
-                r.repo / r.restic,
-                r.repo_rss_kib / 1024,
-                r.folder.map_or(String::new(), |f| format!(", folder {f:.2} s ({:.2})", r.repo / f)),
-                r.fast.map_or(String::new(), |f| format!(", fast {f:.2} s")),
-                r.by_hand.map_or(String::new(), |b| format!(", by hand {b:.2} s")),
-                r.restic_size as f64 / MIB,
-                r.repo_size as f64 / MIB,
-                loadavg()
-            );
+            let has = |k: Kind| kinds.contains(&k);
+            let mut said = format!("[{tag}] round {round}:");
+            if has(Kind::Restic) {
+                said += &format!(
+                    " restic {:.2} s (+{:.1} MiB, check of as much {}, repository {:.1} MiB);",
+                    r.restic,
+                    r.restic_added as f64 / MIB,
+                    r.restic_check.map_or("—".into(), |c| format!("{c:.2} s")),
+                    r.restic_size as f64 / MIB
+                );
+            }
+            if has(Kind::Repo) {
+                said += &format!(
+                    " repo {:.2} s ({:.2} × restic, peak RSS {} MiB, repository {:.1} MiB);",
+                    r.repo,
+                    r.repo / r.restic,
+                    r.repo_rss_kib / 1024,
+                    r.repo_size as f64 / MIB
+                );
+            }
+            for (name, v) in [
+                ("folder", r.folder),
+                ("fast", r.fast),
+                ("by hand", r.by_hand),
+            ] {
+                if let Some(v) = v {
+                    said += &format!(" {name} {v:.2} s;");
+                }
+            }
+            eprintln!("{said} load {}", loadavg());
             load.push(loadavg());
             done.push(r);
         }
         let commits = writer.stop();
         let history: serde_json::Value =
-            serde_json::from_str(&run(&mut ws.persnap(&["history", "--json"])))
-                .unwrap_or_default();
+            serde_json::from_str(&run(&mut ws.persnap(&["history", "--json"]))).unwrap_or_default();
         for r in &mut done {
             (r.repo_store, r.repo_check) = split_of(&history, &r.repo_id);
         }
         let folder_size = newest_folder.as_deref().map(du);
-        let restores = (restore && newest_folder.is_some()).then(|| {
+        let restores = (restore && newest_folder.is_some() && kinds.contains(&Kind::Repo)).then(|| {
             let folder_backup = newest_folder.clone().unwrap();
             let last = done.last().unwrap();
             let target = restore_target(ws, &tag);
@@ -852,14 +887,15 @@ mod linux {
             eprintln!("[{tag}] restoring the newest backup (folder, repo, restic, restic, repo, folder)…");
             let f1 = restore_folder();
             let r1 = restore_repo();
-            let s1 = restore_restic();
-            let s2 = restore_restic();
+            let with_restic = kinds.contains(&Kind::Restic);
+            let s1 = with_restic.then(restore_restic);
+            let s2 = with_restic.then(restore_restic);
             let r2 = restore_repo();
             let f2 = restore_folder();
             Restores {
                 folder: vec![f1, f2],
                 repo: vec![r1, r2],
-                restic: vec![s1, s2],
+                restic: s1.into_iter().chain(s2).collect(),
             }
         });
         load.push(loadavg());
@@ -916,32 +952,47 @@ mod linux {
             s.size_mb,
             s.workload.describe()
         );
-        println!("load average (1, 5, 15 min) at the start, after each round and at the end: {}", s.load.join(" | "));
+        println!(
+            "load average (1, 5, 15 min) at the start, after each round and at the end: {}",
+            s.load.join(" | ")
+        );
         println!();
         println!(
             "| round | restic backup | restic check, as much as added | restic added | persnap repo | store / read-back | repo / restic | folder (gentle) | repo / folder | fast | by hand | fast / by hand | restic repository | persnap repository | persnap RSS | restic RSS |"
         );
         println!("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|");
+        let has_restic = kinds.contains(&Kind::Restic);
+        let has_repo = kinds.contains(&Kind::Repo);
+        let mib = |on: bool, v: f64| opt(on.then_some(v / MIB), " MiB");
+        let rss = |on: bool, kib: i64| {
+            if on {
+                format!("{} MiB", kib / 1024)
+            } else {
+                "—".to_owned()
+            }
+        };
         for (i, r) in s.rounds.iter().enumerate() {
+            let restic = has_restic.then_some(r.restic);
+            let repo = has_repo.then_some(r.repo);
             println!(
-                "| {} | {:.2} s | {} | {:.1} MiB | {:.2} s | {} / {} | {:.2} | {} | {} | {} | {} | {} | {:.1} MiB | {:.1} MiB | {} MiB | {} MiB |",
+                "| {} | {} | {} | {} | {} | {} / {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |",
                 i + 1,
-                r.restic,
+                opt(restic, " s"),
                 opt(r.restic_check, " s"),
-                r.restic_added as f64 / MIB,
-                r.repo,
+                mib(has_restic, r.restic_added as f64),
+                opt(repo, " s"),
                 opt(r.repo_store, ""),
                 opt(r.repo_check, " s"),
-                r.repo / r.restic,
+                opt(repo.zip(restic).map(|(a, b)| a / b), ""),
                 opt(r.folder, " s"),
-                opt(r.folder.map(|f| r.repo / f), ""),
+                opt(repo.zip(r.folder).map(|(a, f)| a / f), ""),
                 opt(r.fast, " s"),
                 opt(r.by_hand, " s"),
                 opt(r.fast.zip(r.by_hand).map(|(f, b)| f / b), ""),
-                r.restic_size as f64 / MIB,
-                r.repo_size as f64 / MIB,
-                r.repo_rss_kib / 1024,
-                r.restic_rss_kib / 1024
+                mib(has_restic, r.restic_size as f64),
+                mib(has_repo, r.repo_size as f64),
+                rss(has_repo, r.repo_rss_kib),
+                rss(has_restic, r.restic_rss_kib)
             );
         }
         println!();
@@ -977,7 +1028,11 @@ mod linux {
         let line = |target: &str, measured: String, met: bool| {
             println!("| {target} | {measured} | {} |", verdict(met));
         };
-        println!("| target ({}, {} MiB) | measured | result |", s.workload.name(), s.size_mb);
+        println!(
+            "| target ({}, {} MiB) | measured | result |",
+            s.workload.name(),
+            s.size_mb
+        );
         println!("|---|---|---|");
         if !incr.is_empty() {
             // Judged on the sums: the alternating order makes the span of
@@ -989,22 +1044,26 @@ mod linux {
             };
             let ratios: Vec<f64> = incr.iter().map(|r| r.repo / r.restic).collect();
             let total = sum(&|r| Some(r.repo)) / sum(&|r| Some(r.restic));
-            line(
-                "incremental repo backup (with its read-back) ≤ 1.0 × restic backup",
-                format!(
-                    "sums {:.2} / {:.2} s = {total:.2}; medians {:.2} / {:.2} s; per-round ratios {:.2}–{:.2}",
-                    sum(&|r| Some(r.repo)),
-                    sum(&|r| Some(r.restic)),
-                    median(incr.iter().map(|r| r.repo).collect()),
-                    median(incr.iter().map(|r| r.restic).collect()),
-                    ratios.iter().copied().fold(f64::INFINITY, f64::min),
-                    max(&ratios)
-                ),
-                total <= 1.0,
-            );
-            if kinds.contains(&Kind::Folder) {
-                let ratios: Vec<f64> =
-                    incr.iter().filter_map(|r| r.folder.map(|f| r.repo / f)).collect();
+            if has_restic && has_repo {
+                line(
+                    "incremental repo backup (with its read-back) ≤ 1.0 × restic backup",
+                    format!(
+                        "sums {:.2} / {:.2} s = {total:.2}; medians {:.2} / {:.2} s; per-round ratios {:.2}–{:.2}",
+                        sum(&|r| Some(r.repo)),
+                        sum(&|r| Some(r.restic)),
+                        median(incr.iter().map(|r| r.repo).collect()),
+                        median(incr.iter().map(|r| r.restic).collect()),
+                        ratios.iter().copied().fold(f64::INFINITY, f64::min),
+                        max(&ratios)
+                    ),
+                    total <= 1.0,
+                );
+            }
+            if has_repo && kinds.contains(&Kind::Folder) {
+                let ratios: Vec<f64> = incr
+                    .iter()
+                    .filter_map(|r| r.folder.map(|f| r.repo / f))
+                    .collect();
                 let total = sum(&|r| r.folder.map(|_| r.repo)) / sum(&|r| r.folder);
                 line(
                     "incremental repo backup ≤ 0.6 × folder backup",
@@ -1022,57 +1081,71 @@ mod linux {
             }
         }
         let ratio = first.repo / first.restic;
-        line(
-            "first repo backup ≤ 1.2 × restic's first",
-            format!("{:.2} / {:.2} s = {ratio:.2}", first.repo, first.restic),
-            ratio <= 1.2,
-        );
-        let ratio = last.repo_size as f64 / last.restic_size as f64;
-        line(
-            &format!("repository after {n} backups ≤ restic's (target stated at 24)"),
-            format!(
-                "{:.1} / {:.1} MiB = {ratio:.2}{}",
-                last.repo_size as f64 / MIB,
-                last.restic_size as f64 / MIB,
-                s.folder_size.map_or(String::new(), |f| format!(
-                    " (one folder backup: {:.1} MiB)",
-                    f as f64 / MIB
-                ))
-            ),
-            ratio <= 1.0,
-        );
+        if has_restic && has_repo {
+            line(
+                "first repo backup ≤ 1.2 × restic's first",
+                format!("{:.2} / {:.2} s = {ratio:.2}", first.repo, first.restic),
+                ratio <= 1.2,
+            );
+            let ratio = last.repo_size as f64 / last.restic_size as f64;
+            line(
+                &format!("repository after {n} backups ≤ restic's (target stated at 24)"),
+                format!(
+                    "{:.1} / {:.1} MiB = {ratio:.2}{}",
+                    last.repo_size as f64 / MIB,
+                    last.restic_size as f64 / MIB,
+                    s.folder_size.map_or(String::new(), |f| format!(
+                        " (one folder backup: {:.1} MiB)",
+                        f as f64 / MIB
+                    ))
+                ),
+                ratio <= 1.0,
+            );
+        }
         if let Some(r) = &s.restores {
             let mean = |v: &[f64]| v.iter().sum::<f64>() / v.len() as f64;
             let ratio = mean(&r.repo) / mean(&r.folder);
             line(
                 "restore from the repository ≤ 1.2 × from a folder",
                 format!(
-                    "{:.2} / {:.2} s = {ratio:.2} (means of {:.2}, {:.2} and {:.2}, {:.2} s; restic restore, no check: {:.2}, {:.2} s)",
+                    "{:.2} / {:.2} s = {ratio:.2} (means of {:.2}, {:.2} and {:.2}, {:.2} s; restic restore, no check: {})",
                     mean(&r.repo),
                     mean(&r.folder),
                     r.repo[0],
                     r.repo[1],
                     r.folder[0],
                     r.folder[1],
-                    r.restic[0],
-                    r.restic[1]
+                    if r.restic.is_empty() {
+                        "—".to_owned()
+                    } else {
+                        r.restic
+                            .iter()
+                            .map(|t| format!("{t:.2} s"))
+                            .collect::<Vec<_>>()
+                            .join(", ")
+                    }
                 ),
                 ratio <= 1.2,
             );
         }
         let rss = s.rounds.iter().map(|r| r.repo_rss_kib).max().unwrap();
         let restic_rss = s.rounds.iter().map(|r| r.restic_rss_kib).max().unwrap();
-        line(
-            &format!("peak RSS ≤ 256 MiB (target stated at 8 GiB; this is {} MiB)", s.size_mb),
-            format!(
-                "{} MiB (first {} MiB; restic {} MiB)",
-                rss / 1024,
-                first.repo_rss_kib / 1024,
-                restic_rss / 1024
-            ),
-            rss <= 256 * 1024,
-        );
-        if kinds.contains(&Kind::Folder) {
+        if has_repo {
+            line(
+                &format!(
+                    "peak RSS ≤ 256 MiB (target stated at 8 GiB; this is {} MiB)",
+                    s.size_mb
+                ),
+                format!(
+                    "{} MiB (first {} MiB; restic {} MiB)",
+                    rss / 1024,
+                    first.repo_rss_kib / 1024,
+                    restic_rss / 1024
+                ),
+                rss <= 256 * 1024,
+            );
+        }
+        if has_repo && kinds.contains(&Kind::Folder) {
             let repo = p99(commits_in(s, Kind::Repo, from));
             let folder = p99(commits_in(s, Kind::Folder, from));
             line(
@@ -1169,7 +1242,20 @@ mod linux {
         // snapshot's diverging blocks); the rest on the root disk.
         let image_mb = (size_mb * workloads.len() as u64 + rss_size.unwrap_or(0)) * 2 + 1024;
         let ws = Workspace::new(image_mb);
-        let all = [Kind::Restic, Kind::Repo, Kind::Folder, Kind::Fast, Kind::ByHand];
+        let all: Vec<Kind> = env_or("PERSNAP_BENCH_STEPS", "restic,repo,folder,fast,by-hand")
+            .split(',')
+            .map(str::trim)
+            .filter(|s| !s.is_empty())
+            .map(|s| match s {
+                "restic" => Kind::Restic,
+                "repo" => Kind::Repo,
+                "folder" => Kind::Folder,
+                "fast" => Kind::Fast,
+                "by-hand" => Kind::ByHand,
+                other => panic!("PERSNAP_BENCH_STEPS: unknown step {other:?}"),
+            })
+            .collect();
+        assert!(!all.is_empty(), "PERSNAP_BENCH_STEPS: no step");
         for &w in &workloads {
             let s = series(&ws, w, size_mb, rounds, &all, true);
             report(&s, &all);
