@@ -521,9 +521,13 @@ pub fn run(cli: Cli) -> Result<(), Failure> {
                     vss_deadline: vss_timeout.map(std::time::Duration::from_secs),
                     lock_wait: lock_wait.map(std::time::Duration::from_secs),
                 },
-                // A staged set is removed anyway (the pipeline sees to
-                // it); a repository keeps by its own rules.
-                retention: retention.for_folder()?,
+                // A staged set is removed anyway; a repository keeps by
+                // its own rules (which may be hourly, daily, weekly).
+                retention: if repo.is_some() && staged {
+                    Default::default()
+                } else {
+                    retention.for_folder()?
+                },
                 pace,
                 on_request: false,
             };

@@ -974,7 +974,11 @@ fn pack_files(repo: &Path) -> std::collections::BTreeSet<PathBuf> {
 /// (one byte in the middle of it), is caught by the backup's own read-back:
 /// the backup fails, is recorded as failed, and is never listed. The
 /// backup waits for the damage at a FIFO (a debug build's test pause), so
-/// the damage always comes between the store and the read-back.
+/// the damage always comes between the store and the read-back. The
+/// failed run's pieces stay in the repository: the next backup, which
+/// reuses them, reads that pack back too and fails as well, rather than
+/// being recorded as good.
+#[cfg(debug_assertions)]
 #[test]
 fn a_damaged_new_pack_is_caught_by_the_backups_own_read_back() {
     let setup = Setup::new();
@@ -1069,6 +1073,20 @@ fn a_damaged_new_pack_is_caught_by_the_backups_own_read_back() {
         runs[1].outcome
     );
     setup.assert_nothing_staged();
+
+    // The same database again, unchanged: its pieces are those of the
+    // failed run, in the damaged pack.
+    let out = setup
+        .backup(repo, &store_dir, "sqlite-online")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(5), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("does not read back as it was written"),
+        "{}",
+        stderr(&out)
+    );
+    assert_eq!(setup.listed(repo).len(), 1, "never recorded as good");
 }
 
 #[test]
@@ -2372,8 +2390,10 @@ fn a_backup_with_a_long_list_of_pieces_is_stored_and_read_back() {
     let repo_dir = setup.path("repo");
     let repo = repo_dir.to_str().unwrap();
     let store_dir = setup.with_store(repo, Mode::Rollback, 72);
+    // A repository's own rules (daily) with no backup folder.
     let out = setup
         .backup(repo, &store_dir, "sqlite-online")
+        .args(["--keep-daily", "7"])
         .output()
         .unwrap();
     let id = ok(&out);

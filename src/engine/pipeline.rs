@@ -345,28 +345,38 @@ pub fn run(
         if staged {
             sweep_staging(&backup.dest, &mut notes);
         }
-        // A store too large for a repository's list of pieces is refused
-        // now, before any snapshot (the store checks again).
+        // A store too large for the list of pieces of the repository that
+        // alone keeps it is refused now, before any snapshot. (Where a
+        // folder keeps it too, or for the offsite copy, the store refuses
+        // just that copy, before writing anything.)
         let o = opened.as_ref().expect("opened above");
-        let repos = (o.delivery.as_ref().and_then(Delivery::repo).into_iter())
-            .chain(o.offsite.iter().filter_map(|(r, _, _)| r.as_ref().ok()));
-        if let Some(bytes) = store_bytes(&backup.source, &backup.store_name) {
-            for repo in repos {
-                if let Err(e) = crate::repository::check_chunk_list(bytes, repo.smallest_chunk()) {
-                    let f = RemoteFailure::local(&e, Some(Phase::Prepare));
-                    let mut shown = backup.clone();
-                    shown.dest = PathBuf::from(repo.location().display());
-                    record_refusal(&mut recorder, &shown, &f);
-                    return Err(f);
-                }
-            }
+        let alone = o
+            .delivery
+            .as_ref()
+            .filter(|_| staged)
+            .and_then(Delivery::repo);
+        if let (Some(bytes), Some(repo)) = (store_bytes(&backup.source, &backup.store_name), alone)
+            && let Err(e) = crate::repository::check_chunk_list(bytes, repo.smallest_chunk())
+        {
+            let f = RemoteFailure::local(&e, Some(Phase::Prepare));
+            let mut shown = backup.clone();
+            shown.dest = PathBuf::from(repo.location().display());
+            record_refusal(&mut recorder, &shown, &f);
+            return Err(f);
         }
     }
     let result = if online {
         // No snapshot, no elevation: the engine runs here.
-        backup::run_backup(&backup, &mut recorder, progress, cancel)
+        let result = backup::run_backup(&backup, &mut recorder, progress, cancel)
             .map(|r| (r.backup_dir, r.manifest))
-            .map_err(|f| RemoteFailure::local(&f.error, Some(f.step)))
+            .map_err(|f| RemoteFailure::local(&f.error, Some(f.step)));
+        // Turned down before a run began (its lock taken, say).
+        if let Err(f) = &result
+            && !recorder.recorded
+        {
+            record_refusal(&mut recorder, &backup, f);
+        }
+        result
     } else {
         let request = Request::Backup {
             source: backup.source.clone(),
@@ -377,9 +387,12 @@ pub fn run(
             run_as,
         };
         let called = helper.call(&request, progress, &mut recorder, cancel);
-        if later {
-            // This process is the user now.
-            recover(history, progress)?;
+        if later && !crate::fsutil::is_root() {
+            // This process is the user now (still root: the helper never
+            // started, and its failure is said below).
+            if let Err(f) = recover(history, progress) {
+                progress.log(Level::Warning, &f.message);
+            }
         }
         let result = match called {
             Ok(Reply::Backup {
@@ -451,7 +464,8 @@ pub fn run(
                 format!("The backup is good and kept, but its offsite copy failed: {e}"),
             )),
         }
-        if let (Ok(repo), false) = (&repo, keep.is_keep_all()) {
+        // Old copies go only once the new one is there.
+        if let (Ok(repo), Ok(_), false) = (&repo, &copied, keep.is_keep_all()) {
             notes.extend(deliver::apply_keep(repo, &manifest.host, &database, &keep));
         }
         offsite_result = Some(copied.map_err(|e| RemoteFailure::local(&e, Some(Phase::Store))));

@@ -35,7 +35,8 @@ const TREE_ROOM: u64 = 1 << 20;
 /// repository that cuts them into chunks of `chunk_bytes` (content-defined
 /// chunking: give its smallest chunk).
 pub fn largest_storable(chunk_bytes: u64) -> u64 {
-    (MAX_LIST_BYTES.min(MAX_BLOB_BYTES) - TREE_ROOM) / TREE_BYTES_PER_CHUNK * chunk_bytes.max(1)
+    ((MAX_LIST_BYTES.min(MAX_BLOB_BYTES) - TREE_ROOM) / TREE_BYTES_PER_CHUNK)
+        .saturating_mul(chunk_bytes.max(1))
 }
 
 /// Refuses, in words, a backup set a repository cannot hold, before any

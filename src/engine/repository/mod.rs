@@ -815,7 +815,7 @@ pub const STORE_CHECK: &str = "read back from the repository into a scratch fold
 #[cfg(feature = "repository")]
 pub fn store_check_packs(packs: usize, bytes: u64) -> String {
     format!(
-        "read back from the repository: the {packs} new pack file(s) this backup wrote ({}), each piece authenticated and its SHA-256 checked, and the backup's list of pieces matched the verified copy; pieces stored by earlier backups are proven by restore drills",
+        "read back from the repository: the {packs} pack file(s) holding its pieces that the previous checked backup does not use ({}), each piece authenticated and its SHA-256 checked, and the backup's list of pieces matched the verified copy; pieces the previous backup also uses were read back by its own check, and all are proven by restore drills",
         crate::units::bytes(bytes)
     )
 }

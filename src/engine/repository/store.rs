@@ -807,9 +807,6 @@ impl Repo {
             .reopened()?
             .to_indexed_ids()
             .map_err(|e| plain(&self.location, "reading the repository's index", &e))?;
-        // What is there before: the packs this backup writes are the
-        // others, and they are read back.
-        let packs_before = super::readback::packs(&self.location, &*self.backends.repository())?;
         let saved = self.while_showing(Phase::Store, progress, || {
             repo.archive(&backup_opts, &source, snap, &paths.paths())
         });
@@ -853,15 +850,7 @@ impl Repo {
         }
         let id = saved.id.to_string();
         let check = self
-            .check_stored(
-                &id,
-                manifest,
-                backup_dir,
-                since,
-                &packs_before,
-                progress,
-                cancel,
-            )
+            .check_stored(&id, manifest, backup_dir, since, progress, cancel)
             .map_err(forget)?;
         // Checked: now it is a backup.
         let final_tags = tags(TAG)
@@ -903,7 +892,6 @@ impl Repo {
         manifest: &Manifest,
         backup_dir: &Path,
         since: std::time::SystemTime,
-        packs_before: &std::collections::HashSet<String>,
         progress: &mut dyn Progress,
         cancel: &CancelToken,
     ) -> Result<StoreCheck> {
@@ -936,10 +924,25 @@ impl Repo {
             .to_indexed()
             .map_err(|e| plain(&self.location, "reading the repository's index", &e))?;
         let entry = self.one_tagged(id, PENDING_TAG)?;
-        let entries = self.set_entries(&repo, &entry)?;
         progress.phase(Phase::Verify);
-        // The stored lists: exactly the pieces of the verified copy.
         let mismatch = |detail: String| super::readback::damaged(&self.location, detail);
+        // Just written: a list that does not read is damage.
+        let entries = self
+            .set_entries(&repo, &entry)
+            .map_err(|e| mismatch(e.to_string()))?;
+        // The manifest stored is the one written.
+        if crate::manifest::read(backup_dir)? != *manifest {
+            return Err(Error::Repository {
+                what: format!(
+                    "The backup's manifest changed after it was written, before it was stored in {}.",
+                    self.location
+                ),
+                advice: "Back up again; if this repeats, check the disk the backup is staged on.",
+                detail: String::new(),
+                kind: ErrorKind::Verify,
+            });
+        }
+        // The stored lists: exactly the pieces of the verified copy.
         let mut names: Vec<&str> = manifest.files.iter().map(|f| f.name.as_str()).collect();
         names.push(manifest::MANIFEST_NAME);
         if entries.len() != names.len() {
@@ -975,28 +978,53 @@ impl Repo {
                     "{name}: the stored list of its pieces is not the list of the pieces hashed from the verified copy"
                 )));
             }
-            for piece in node.content.iter().flatten() {
-                repo.get_index_entry(piece).map_err(|e| {
-                    mismatch(format!(
-                        "{name}: the piece {} is in no pack of the repository ({})",
-                        piece.into_inner().to_hex().as_str(),
-                        e.display_log()
-                    ))
-                })?;
-            }
         }
-        // What this backup wrote, read back and authenticated.
+        // The packs this backup's pieces and lists are in, where the index
+        // places them; those the previous checked backup of this database
+        // also uses were read back by its own check.
+        let wanted = self.placed(&repo, &entry, &entries)?;
+        let previous = self
+            .list()?
+            .into_iter()
+            .filter(|l| {
+                l.host == entry.host
+                    && l.database == entry.database
+                    && l.id != entry.id
+                    && l.time <= entry.time
+            })
+            .max_by_key(|l| l.time);
+        let checked_before: std::collections::HashSet<String> = match &previous {
+            Some(previous) => {
+                let entries = self.set_entries(&repo, previous)?;
+                self.placed(&repo, previous, &entries)?
+                    .into_keys()
+                    .collect()
+            }
+            None => Default::default(),
+        };
         let backend = self.backends.repository();
-        let new: Vec<(rustic_core::Id, u32)> = backend
+        let sizes: std::collections::HashMap<String, (rustic_core::Id, u32)> = backend
             .list_with_size(FileType::Pack)
             .map_err(|e| plain(&self.location, "listing the repository's files", &e))?
             .into_iter()
-            .filter(|(id, _)| !packs_before.contains(id.to_hex().as_str()))
+            .map(|(id, size)| (id.to_hex().to_string(), (id, size)))
             .collect();
+        let mut new = Vec::new();
+        for (pack, blobs) in wanted {
+            if checked_before.contains(&pack) {
+                continue;
+            }
+            let (id, size) = sizes.get(&pack).ok_or_else(|| {
+                mismatch(format!(
+                    "pack {pack}, which holds pieces of this backup, is not in the repository"
+                ))
+            })?;
+            new.push((*id, *size, blobs));
+        }
         let cipher = super::readback::cipher(&self.location, &key)?;
         self.meter.done.store(0, Ordering::Relaxed);
         self.meter.total.store(
-            new.iter().map(|(_, size)| u64::from(*size)).sum(),
+            new.iter().map(|(_, size, _)| u64::from(*size)).sum(),
             Ordering::Relaxed,
         );
         let read = self.while_showing(Phase::Verify, progress, || {
@@ -1195,6 +1223,81 @@ impl Repo {
         cancel.check()?;
         only_plain_files(&target)?;
         Ok(target)
+    }
+
+    /// Every pack holding a piece of the set `entries` of backup `entry`,
+    /// or one of the lists (trees) on its way from the snapshot's root,
+    /// with where the index places each of those blobs in it.
+    fn placed(
+        &self,
+        repo: &Repository<rustic_core::IndexedFullStatus>,
+        entry: &Listed,
+        entries: &[(PathBuf, rustic_core::repofile::Node)],
+    ) -> Result<std::collections::HashMap<String, Vec<super::readback::Placed>>> {
+        let located = |what: &str, e: Box<RusticError>| {
+            super::readback::damaged(
+                &self.location,
+                format!(
+                    "{what} is in no pack of the repository ({})",
+                    e.display_log()
+                ),
+            )
+        };
+        let mut packs: std::collections::HashMap<String, Vec<super::readback::Placed>> =
+            std::collections::HashMap::new();
+        // rustic_core does not name its index entry's type: its fields.
+        macro_rules! add {
+            ($e:expr, $blob:expr) => {{
+                let e = $e;
+                packs.entry(e.pack.to_hex().to_string()).or_default().push(
+                    super::readback::Placed {
+                        blob: $blob,
+                        offset: e.location.offset,
+                        length: e.location.length,
+                        uncompressed: e.location.uncompressed_length.map(|u| u.get()),
+                    },
+                );
+            }};
+        }
+        let snapshot = repo
+            .get_snapshot_from_str(&entry.id, |_| true)
+            .map_err(|e| plain(&self.location, "finding the backup", &e))?;
+        let mut trees = vec![snapshot.tree];
+        for path in [
+            SNAPSHOT_ROOT.to_owned(),
+            format!("{SNAPSHOT_ROOT}/{}", entry.database),
+        ] {
+            let node = repo
+                .node_from_snapshot_path(&format!("{}:{path}", entry.id), |_| true)
+                .map_err(|e| plain(&self.location, "finding the backup", &e))?;
+            trees.extend(node.subtree);
+        }
+        for tree in trees {
+            let e = repo
+                .get_index_entry(&tree)
+                .map_err(|e| located(&format!("the list {}", tree.to_hex().as_str()), e))?;
+            add!(e, tree.to_hex().to_string());
+        }
+        for (name, node) in entries {
+            for piece in node.content.iter().flatten() {
+                let e = repo.get_index_entry(piece).map_err(|e| {
+                    located(
+                        &format!(
+                            "{}: the piece {}",
+                            name.display(),
+                            piece.into_inner().to_hex().as_str()
+                        ),
+                        e,
+                    )
+                })?;
+                add!(e, piece.into_inner().to_hex().to_string());
+            }
+        }
+        for blobs in packs.values_mut() {
+            blobs.sort_by(|a, b| a.offset.cmp(&b.offset).then(a.blob.cmp(&b.blob)));
+            blobs.dedup();
+        }
+        Ok(packs)
     }
 
     /// The files of backup set `entry` in its snapshot's tree: only plain
