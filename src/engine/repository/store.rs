@@ -405,36 +405,24 @@ pub struct Repo {
     location: Location,
     backends: rustic_core::RepositoryBackends,
     _known_hosts: Option<Arc<tempfile::TempPath>>,
-    password: Password,
     repo: Repository<OpenStatus>,
     meter: Meter,
     /// Read past rustic's local cache (the read-back check).
     no_cache: bool,
+    /// The master key, derived from the password once.
+    key: rustic_core::repofile::MasterKey,
 }
 
-fn opened(
+/// The repository opened with its master key ([`master_key`]): the key
+/// files are read and the password's key derived once per [`Repo`].
+fn opened_with_key(
     location: &Location,
     backends: &rustic_core::RepositoryBackends,
-    password: &Password,
-    meter: &Meter,
-) -> Result<Repository<OpenStatus>> {
-    opened_with(
-        location,
-        backends,
-        password,
-        meter,
-        RepositoryOptions::default(),
-    )
-}
-
-fn opened_with(
-    location: &Location,
-    backends: &rustic_core::RepositoryBackends,
-    password: &Password,
+    key: &rustic_core::repofile::MasterKey,
     meter: &Meter,
     options: RepositoryOptions,
 ) -> Result<Repository<OpenStatus>> {
-    let key = master_key(location, &*backends.repository(), password)?;
+    let key = key.clone();
     Repository::new_with_progress(&options, backends, meter.clone())
         .map_err(|e| plain(location, "connecting", &e))?
         .open(&Credentials::Masterkey(key))
@@ -661,24 +649,31 @@ impl Repo {
             backends,
             _known_hosts,
         } = location.connect()?;
-        let repo = opened(location, &backends, password, &meter)?;
+        let key = master_key(location, &*backends.repository(), password)?;
+        let repo = opened_with_key(
+            location,
+            &backends,
+            &key,
+            &meter,
+            RepositoryOptions::default(),
+        )?;
         Ok(Repo {
             location: location.clone(),
             backends,
             _known_hosts,
-            password: password.clone(),
             repo,
             meter,
             no_cache: false,
+            key,
         })
     }
 
     /// The repository opened anew, for a step that consumes it.
     fn reopened(&self) -> Result<Repository<OpenStatus>> {
-        opened_with(
+        opened_with_key(
             &self.location,
             &self.backends,
-            &self.password,
+            &self.key,
             &self.meter,
             RepositoryOptions::default().no_cache(self.no_cache),
         )
@@ -907,10 +902,10 @@ impl Repo {
         });
         // Read from the repository itself, not from the local cache the
         // store just filled.
-        let uncached = opened_with(
+        let uncached = opened_with_key(
             &self.location,
             &self.backends,
-            &self.password,
+            &self.key,
             &self.meter,
             RepositoryOptions::default().no_cache(true),
         )?;
@@ -1069,19 +1064,19 @@ impl Repo {
         // Read from the repository itself, not from the local cache the
         // store just filled.
         let uncached = Repo {
-            repo: opened_with(
+            repo: opened_with_key(
                 &self.location,
                 &self.backends,
-                &self.password,
+                &self.key,
                 &self.meter,
                 RepositoryOptions::default().no_cache(true),
             )?,
             location: self.location.clone(),
             backends: self.backends.clone(),
             _known_hosts: self._known_hosts.clone(),
-            password: self.password.clone(),
             meter: self.meter.clone(),
             no_cache: true,
+            key: self.key.clone(),
         };
         let set = uncached.fetch_tagged(id, PENDING_TAG, None, scratch.path(), progress, cancel)?;
         progress.phase(Phase::Verify);
@@ -1134,10 +1129,10 @@ impl Repo {
     /// structure checked as well; what is damaged or missing, in rustic's
     /// words (nothing: all of it read back intact).
     pub fn check_packs(&self, n: u32, m: u32, progress: &mut dyn Progress) -> Result<Vec<String>> {
-        let repo = opened_with(
+        let repo = opened_with_key(
             &self.location,
             &self.backends,
-            &self.password,
+            &self.key,
             &self.meter,
             RepositoryOptions::default().no_cache(true),
         )?;
