@@ -401,7 +401,8 @@ mod tests {
     }
 
     fn location() -> Location {
-        Location::parse("/var/tmp/a-repository").unwrap()
+        // Any place: nothing is reached (a folder is spelled per system).
+        Location::parse("rest:https://backup.example:8000/repo").unwrap()
     }
 
     /// A list of pieces (a tree) longer than any data piece — a database
