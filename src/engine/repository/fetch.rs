@@ -85,18 +85,12 @@ pub(super) fn files(
     counts: Counts<'_>,
     cancel: &CancelToken,
 ) -> Result<()> {
-    let key = repo.key();
-    let mut bytes = Vec::with_capacity(64);
-    bytes.extend_from_slice(&key.encrypt);
-    bytes.extend_from_slice(&key.mac.k);
-    bytes.extend_from_slice(&key.mac.r);
-    if bytes.len() != 64 {
-        return Err(damaged(
+    let cipher = cipher(&repo.key()).ok_or_else(|| {
+        damaged(
             location,
             "the repository's key has the wrong length".to_owned(),
-        ));
-    }
-    let cipher = Aes256CtrPoly1305Aes::new(aes256ctr_poly1305aes::Key::from_slice(&bytes));
+        )
+    })?;
 
     let (packs, mut pieces) = plan(location, repo, files)?;
     let total: u64 = pieces.iter().map(|p| u64::from(p.size)).sum();
@@ -118,33 +112,74 @@ pub(super) fn files(
         handles.push((file, path));
     }
 
+    in_parallel(&ranges, READERS, cancel, |range| {
+        read_range(
+            location,
+            backend,
+            &cipher,
+            &packs[range.pack as usize],
+            range,
+            &pieces[range.pieces.clone()],
+            &handles,
+            counts.done,
+        )
+    })?;
+    cancel.check()?;
+    for (file, path) in &handles {
+        file.sync_all()
+            .map_err(Error::io("write", path, crate::error::HINT_DEST))?;
+    }
+    Ok(())
+}
+
+/// restic's cipher (AES-256-CTR and Poly1305-AES) with the repository's
+/// master key; `None` if the key is not 64 bytes.
+pub(super) fn cipher(key: &rustic_core::repofile::MasterKey) -> Option<Aes256CtrPoly1305Aes> {
+    let mut bytes = Vec::with_capacity(64);
+    bytes.extend_from_slice(&key.encrypt);
+    bytes.extend_from_slice(&key.mac.k);
+    bytes.extend_from_slice(&key.mac.r);
+    (bytes.len() == 64)
+        .then(|| Aes256CtrPoly1305Aes::new(aes256ctr_poly1305aes::Key::from_slice(&bytes)))
+}
+
+/// restic's sealed form (a 16-byte nonce, the ciphertext, a 16-byte
+/// authentication code), opened; `None` when it is too short or the code
+/// does not match.
+pub(super) fn unseal(cipher: &Aes256CtrPoly1305Aes, sealed: &[u8]) -> Option<Vec<u8>> {
+    if sealed.len() < 32 {
+        return None;
+    }
+    let nonce =
+        aes256ctr_poly1305aes::aead::Nonce::<Aes256CtrPoly1305Aes>::from_slice(&sealed[..16]);
+    cipher.decrypt(nonce, &sealed[16..]).ok()
+}
+
+/// Runs `work` on each of `items` on up to `threads` threads, in order of
+/// the items; the first error (or a cancel) stops the rest, and the error
+/// is returned.
+pub(super) fn in_parallel<T: Sync>(
+    items: &[T],
+    threads: usize,
+    cancel: &CancelToken,
+    work: impl Fn(&T) -> Result<()> + Sync,
+) -> Result<()> {
     let next = AtomicUsize::new(0);
     let stop = AtomicBool::new(false);
     let failed: Mutex<Option<Error>> = Mutex::new(None);
     std::thread::scope(|s| {
-        for _ in 0..READERS.min(ranges.len()) {
+        for _ in 0..threads.min(items.len()) {
             s.spawn(|| {
                 loop {
                     let i = next.fetch_add(1, Ordering::Relaxed);
-                    if i >= ranges.len() || stop.load(Ordering::Relaxed) {
+                    if i >= items.len() || stop.load(Ordering::Relaxed) {
                         return;
                     }
                     if cancel.is_cancelled() {
                         stop.store(true, Ordering::Relaxed);
                         return;
                     }
-                    let range = &ranges[i];
-                    let read = read_range(
-                        location,
-                        backend,
-                        &cipher,
-                        &packs[range.pack as usize],
-                        range,
-                        &pieces[range.pieces.clone()],
-                        &handles,
-                        counts.done,
-                    );
-                    if let Err(e) = read {
+                    if let Err(e) = work(&items[i]) {
                         stop.store(true, Ordering::Relaxed);
                         failed
                             .lock()
@@ -156,18 +191,13 @@ pub(super) fn files(
             });
         }
     });
-    if let Some(e) = failed
+    match failed
         .into_inner()
         .unwrap_or_else(std::sync::PoisonError::into_inner)
     {
-        return Err(e);
+        Some(e) => Err(e),
+        None => Ok(()),
     }
-    cancel.check()?;
-    for (file, path) in &handles {
-        file.sync_all()
-            .map_err(Error::io("write", path, crate::error::HINT_DEST))?;
-    }
-    Ok(())
 }
 
 /// Every piece of every file, found in the repository's index, and the
@@ -323,9 +353,7 @@ fn open(
     if sealed.len() < 32 {
         return Err(damaged(location, format!("{}: too short", at())));
     }
-    let nonce =
-        aes256ctr_poly1305aes::aead::Nonce::<Aes256CtrPoly1305Aes>::from_slice(&sealed[..16]);
-    let mut plain = cipher.decrypt(nonce, &sealed[16..]).map_err(|_| {
+    let mut plain = unseal(cipher, sealed).ok_or_else(|| {
         damaged(
             location,
             format!("{}: its authentication code does not match", at()),

@@ -25,11 +25,9 @@
 
 use std::io::Read;
 use std::path::Path;
-use std::sync::Mutex;
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use aes256ctr_poly1305aes::Aes256CtrPoly1305Aes;
-use aes256ctr_poly1305aes::aead::Aead;
 use rustic_core::repofile::Node;
 use rustic_core::{FileType, Id, WriteBackend};
 use sha2::{Digest, Sha256};
@@ -61,19 +59,12 @@ pub(super) fn cipher(
     location: &Location,
     key: &rustic_core::repofile::MasterKey,
 ) -> Result<Aes256CtrPoly1305Aes> {
-    let mut bytes = Vec::with_capacity(64);
-    bytes.extend_from_slice(&key.encrypt);
-    bytes.extend_from_slice(&key.mac.k);
-    bytes.extend_from_slice(&key.mac.r);
-    if bytes.len() != 64 {
-        return Err(damaged(
+    super::fetch::cipher(key).ok_or_else(|| {
+        damaged(
             location,
             "the repository's key has the wrong length".to_owned(),
-        ));
-    }
-    Ok(Aes256CtrPoly1305Aes::new(
-        aes256ctr_poly1305aes::Key::from_slice(&bytes),
-    ))
+        )
+    })
 }
 
 /// The ids of the fixed-size pieces (`chunk` bytes, the last shorter) of
@@ -157,74 +148,40 @@ pub(super) fn read_back_packs(
     done: &AtomicU64,
     cancel: &CancelToken,
 ) -> Result<PacksRead> {
-    let next = AtomicUsize::new(0);
-    let stop = AtomicBool::new(false);
-    let failed: Mutex<Option<Error>> = Mutex::new(None);
-    std::thread::scope(|s| {
-        for _ in 0..READERS.min(new.len()) {
-            s.spawn(|| {
-                loop {
-                    let i = next.fetch_add(1, Ordering::Relaxed);
-                    if i >= new.len() || stop.load(Ordering::Relaxed) {
-                        return;
-                    }
-                    if cancel.is_cancelled() {
-                        stop.store(true, Ordering::Relaxed);
-                        return;
-                    }
-                    let (id, size, expected) = &new[i];
-                    let checked = if u64::from(*size) > MAX_PACK {
-                        Err(damaged(
+    super::fetch::in_parallel(new, READERS, cancel, |(id, size, expected)| {
+        let checked = if u64::from(*size) > MAX_PACK {
+            Err(damaged(
+                location,
+                format!(
+                    "pack {}: {size} bytes, larger than any pack",
+                    id.to_hex().as_str()
+                ),
+            ))
+        } else {
+            backend
+                .read_full(FileType::Pack, id)
+                .map_err(|e| plain(location, "reading the backup back", &e))
+                .and_then(|bytes| check_pack(location, cipher, &id.to_hex(), &bytes))
+                .and_then(|found| {
+                    match expected.iter().find(|e| !found.contains(e)) {
+                        None => Ok(()),
+                        Some(e) => Err(damaged(
                             location,
                             format!(
-                                "pack {}: {size} bytes, larger than any pack",
-                                id.to_hex().as_str()
+                                "pack {}: the index places the piece {} at {} ({} bytes), which its header does not",
+                                id.to_hex().as_str(),
+                                e.blob,
+                                e.offset,
+                                e.length
                             ),
-                        ))
-                    } else {
-                        backend
-                            .read_full(FileType::Pack, id)
-                            .map_err(|e| plain(location, "reading the backup back", &e))
-                            .and_then(|bytes| check_pack(location, cipher, &id.to_hex(), &bytes))
-                            .and_then(|found| {
-                                match expected.iter().find(|e| !found.contains(e)) {
-                                    None => Ok(()),
-                                    Some(e) => Err(damaged(
-                                        location,
-                                        format!(
-                                            "pack {}: the index places the piece {} at {} ({} bytes), which its header does not",
-                                            id.to_hex().as_str(),
-                                            e.blob,
-                                            e.offset,
-                                            e.length
-                                        ),
-                                    )),
-                                }
-                            })
-                    };
-                    match checked {
-                        Ok(()) => {
-                            done.fetch_add(u64::from(*size), Ordering::Relaxed);
-                        }
-                        Err(e) => {
-                            stop.store(true, Ordering::Relaxed);
-                            failed
-                                .lock()
-                                .unwrap_or_else(std::sync::PoisonError::into_inner)
-                                .get_or_insert(e);
-                            return;
-                        }
+                        )),
                     }
-                }
-            });
-        }
-    });
-    if let Some(e) = failed
-        .into_inner()
-        .unwrap_or_else(std::sync::PoisonError::into_inner)
-    {
-        return Err(e);
-    }
+                })
+        };
+        checked?;
+        done.fetch_add(u64::from(*size), Ordering::Relaxed);
+        Ok(())
+    })?;
     cancel.check()?;
     Ok(PacksRead {
         packs: new.len(),
@@ -256,7 +213,7 @@ fn check_pack(
         .checked_add(4)
         .and_then(|h| n.checked_sub(h))
         .ok_or_else(|| bad("its header is longer than the pack".into()))?;
-    let header = open(cipher, &bytes[blobs_end..n - 4])
+    let header = super::fetch::unseal(cipher, &bytes[blobs_end..n - 4])
         .ok_or_else(|| bad("its header's authentication code does not match".into()))?;
     let mut at = 0usize;
     let mut pos = 0usize;
@@ -285,7 +242,7 @@ fn check_pack(
             .ok_or_else(|| bad("its header places a piece past its end".into()))?;
         at += length;
         let what = || format!("the piece {} at {}", hex(blob_id), at - length);
-        let mut plain = open(cipher, sealed).ok_or_else(|| {
+        let mut plain = super::fetch::unseal(cipher, sealed).ok_or_else(|| {
             bad(format!(
                 "{}: its authentication code does not match",
                 what()
@@ -333,17 +290,6 @@ fn check_pack(
     Ok(placed)
 }
 
-/// restic's sealed form (a 16-byte nonce, the ciphertext, a 16-byte
-/// authentication code), opened; `None` when the code does not match.
-fn open(cipher: &Aes256CtrPoly1305Aes, sealed: &[u8]) -> Option<Vec<u8>> {
-    if sealed.len() < 32 {
-        return None;
-    }
-    let nonce =
-        aes256ctr_poly1305aes::aead::Nonce::<Aes256CtrPoly1305Aes>::from_slice(&sealed[..16]);
-    cipher.decrypt(nonce, &sealed[16..]).ok()
-}
-
 pub(super) fn damaged(location: &Location, detail: String) -> Error {
     Error::Repository {
         what: format!(
@@ -358,6 +304,7 @@ pub(super) fn damaged(location: &Location, detail: String) -> Error {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use aes256ctr_poly1305aes::aead::Aead as _;
 
     fn cipher() -> Aes256CtrPoly1305Aes {
         Aes256CtrPoly1305Aes::new(aes256ctr_poly1305aes::Key::from_slice(&[7u8; 64]))
