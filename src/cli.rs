@@ -787,22 +787,12 @@ fn prune_cmd(
     Ok(())
 }
 
-/// Resolve a path here when possible, so mistakes get the engine's message
-/// before any password prompt; a path this user may not read goes to the
-/// helper as given (it checks again, as root).
+/// Resolve a path here when possible (see [`pipeline::resolve`]).
 fn resolve(
     path: &std::path::Path,
     canonical: fn(&std::path::Path) -> persnap::Result<PathBuf>,
 ) -> Result<PathBuf, Failure> {
-    match canonical(path) {
-        Ok(p) => Ok(p),
-        Err(persnap::Error::SourceUnreadable { .. } | persnap::Error::DestNotWritable { .. })
-            if path.is_absolute() =>
-        {
-            Ok(path.to_owned())
-        }
-        Err(e) => Err(e.into()),
-    }
+    Ok(pipeline::resolve(path, canonical)?)
 }
 
 fn remote_failure(f: RemoteFailure) -> Failure {

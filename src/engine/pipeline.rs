@@ -171,7 +171,10 @@ fn recover(history: &History, progress: &mut dyn Progress) -> Result<(), RemoteF
 /// Resolve a path here when possible, so a mistake gets the engine's
 /// message before any password prompt; a path this user may not read
 /// goes to the helper as given (it checks again, as root).
-fn resolve(path: &Path, canonical: fn(&Path) -> crate::Result<PathBuf>) -> crate::Result<PathBuf> {
+pub fn resolve(
+    path: &Path,
+    canonical: fn(&Path) -> crate::Result<PathBuf>,
+) -> crate::Result<PathBuf> {
     match canonical(path) {
         Ok(p) => Ok(p),
         Err(Error::SourceUnreadable { .. } | Error::DestNotWritable { .. })
