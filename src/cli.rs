@@ -530,6 +530,8 @@ pub fn run(cli: Cli) -> Result<(), Failure> {
                 },
                 pace,
                 on_request: false,
+                // The pipeline says so for the set it stages.
+                staged: None,
             };
             let history = match history_dir {
                 Some(dir) => History::at(dir),

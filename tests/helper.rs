@@ -855,6 +855,34 @@ fn a_registered_location_is_written_by_its_owner(
     let theirs = path_of(&as_operator());
     check_backup(&theirs, "persistence.db");
     all_owned_by(&theirs, owner);
+    // A set staged for a repository is not flushed to the disk and is
+    // hashed where it is: asked for into the location, the location still
+    // keeps a backup read back from the disk.
+    let staged = serde_json::json!({
+        "version": 2, "type": "backup", "source": store_dir, "dest": loc, "store_name": "persistence.db",
+        "method": "auto", "options": {"online_timeout_secs": 60, "snapshot_size": null, "staged": true}
+    });
+    let (events, code) = pkexec_raw("backup", format!("{staged}\n").as_bytes());
+    assert_eq!(code, 0, "{events:?}");
+    let kept = match events.last() {
+        Some(Event::Done { result }) => match &**result {
+            protocol::Reply::Backup {
+                manifest,
+                backup_dir,
+            } => {
+                assert_eq!(
+                    manifest.verification.read_back,
+                    Some(persnap::manifest::ReadBack::Disk),
+                    "the helper never lets a staged set into a protected location"
+                );
+                backup_dir.clone()
+            }
+            other => panic!("{other:?}"),
+        },
+        other => panic!("{other:?}"),
+    };
+    check_backup(&kept, "persistence.db");
+    std::fs::remove_dir_all(&kept).unwrap();
     // Users pass through root's folder of run folders to their own.
     let users = std::fs::symlink_metadata(persnap::sys::USERS_RUN_DIR).unwrap();
     assert_eq!((users.uid(), users.mode() & 0o777), (0, 0o755));

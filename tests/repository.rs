@@ -257,8 +257,9 @@ fn repository_backups_read_by_restic_at(
         let transfers = restic_restores(setup, restic_repo, id, &database);
         assert!(transfers > last, "{transfers} after {last}");
         last = transfers;
-        // The staged set's verification read the disk, not the page cache,
-        // and its manifest (stored with it) says so.
+        // The staged set is hashed where it is (in memory, most likely):
+        // the disk is read by the repository's check of what was stored.
+        // Its manifest (stored with it) says so.
         let manifest: serde_json::Value = serde_json::from_slice(
             &std::fs::read(
                 setup
@@ -270,7 +271,10 @@ fn repository_backups_read_by_restic_at(
             .unwrap(),
         )
         .unwrap();
-        assert_eq!(manifest["verification"]["read_back"], "disk", "{manifest}");
+        assert_eq!(
+            manifest["verification"]["read_back"], "memory",
+            "{manifest}"
+        );
     }
     if !repo.contains(':') {
         // A folder repository: its new files were flushed and dropped from
@@ -968,6 +972,112 @@ fn pack_files(repo: &Path) -> std::collections::BTreeSet<PathBuf> {
         }
     }
     packs
+}
+
+/// A set staged for a repository alone is not read back from the disk
+/// before it is stored: its pieces were hashed as they came from the
+/// snapshot, and the stored list must be exactly those. A staged copy
+/// that gives other bytes back when it is stored (damaged on its way
+/// through the disk) is caught, and nothing is listed or left staged.
+#[cfg(debug_assertions)]
+#[test]
+fn a_staged_set_changed_before_it_is_stored_is_caught_by_its_pieces() {
+    if !require_root("a_staged_set_changed_before_it_is_stored_is_caught_by_its_pieces") {
+        return;
+    }
+    let setup = Setup::new();
+    let repo_dir = setup.path("repo");
+    let repo = repo_dir.to_str().unwrap();
+    ok(&setup.persnap(repo, &["repo", "init"]));
+    let (_vol, store_dir) = LoopVolume::btrfs_with_subvolume(300);
+    make_store(&store_dir, "persistence.db", Mode::Rollback, 8);
+    let staging = setup.path("staging");
+    let staged_now = || -> Vec<String> {
+        std::fs::read_dir(&staging)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect()
+    };
+    ok(&setup.backup(repo, &store_dir, "btrfs").output().unwrap());
+    let runs = setup.history().load().unwrap();
+    let checked = &runs[0].repository.as_ref().unwrap().check.checked;
+    assert!(
+        checked.contains("matched the pieces hashed as its files were read from the snapshot"),
+        "{checked}"
+    );
+    assert!(staged_now().is_empty(), "{:?}", staged_now());
+
+    let fifo = setup.path("pause");
+    let c = std::ffi::CString::new(fifo.to_str().unwrap()).unwrap();
+    // SAFETY: mkfifo with a valid C string.
+    assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0);
+    let mut child = setup
+        .backup(repo, &store_dir, "btrfs")
+        .env("PERSNAP_TEST_PAUSE_BEFORE_STORE", &fifo)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(120);
+    let mut go = loop {
+        use std::os::unix::fs::OpenOptionsExt as _;
+        match std::fs::OpenOptions::new()
+            .write(true)
+            .custom_flags(libc::O_NONBLOCK)
+            .open(&fifo)
+        {
+            Ok(f) => break f,
+            Err(e) if e.raw_os_error() == Some(libc::ENXIO) => {}
+            Err(e) => panic!("{e}"),
+        }
+        if let Some(status) = child.try_wait().unwrap() {
+            panic!("the backup ended before it stored: {status}");
+        }
+        assert!(Instant::now() < deadline, "the backup never paused");
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    // Staged and verified: the set, and its pieces beside it.
+    let names = staged_now();
+    let set = names
+        .iter()
+        .find(|n| !n.starts_with('.'))
+        .unwrap_or_else(|| panic!("{names:?}"));
+    assert!(
+        names.contains(&format!(".persnap-pieces-{set}")),
+        "{names:?}"
+    );
+    let db = staging.join(set).join("persistence.db");
+    let mut bytes = std::fs::read(&db).unwrap();
+    let middle = bytes.len() / 2;
+    bytes[middle] ^= 0x01;
+    std::fs::write(&db, &bytes).unwrap();
+    std::io::Write::write_all(&mut go, b"go\n").unwrap();
+    drop(go);
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(5),
+        "a failed check: {}",
+        stderr(&out)
+    );
+    assert!(
+        stderr(&out)
+            .contains("is not the list of the pieces hashed as it was read from the snapshot"),
+        "{}",
+        stderr(&out)
+    );
+    assert_eq!(
+        setup.listed(repo).len(),
+        1,
+        "only the first backup is listed"
+    );
+    assert!(staged_now().is_empty(), "{:?}", staged_now());
+    let check = setup.restic(repo, &["check"]);
+    assert!(
+        check.status.success(),
+        "{}",
+        String::from_utf8_lossy(&check.stderr)
+    );
 }
 
 /// A pack this backup wrote, damaged on the storage after it was written

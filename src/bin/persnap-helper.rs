@@ -772,6 +772,8 @@ fn registered_writer(
     // An operator's backup prunes nothing, and is counted apart by the
     // schedule's retention: clicks never push its restore points out.
     req.on_request = level != Authority::Admin;
+    // A protected database's location keeps backups that reached the disk.
+    req.staged = None;
     if req.on_request {
         req.retention = Default::default();
     }

@@ -52,6 +52,31 @@ pub struct BackupRequest {
     /// and counted apart by retention.
     #[serde(default)]
     pub on_request: bool,
+    /// A set staged for a repository that alone keeps it, removed once
+    /// stored (see [`Staged`]). The helper never lets one into a protected
+    /// database's location.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub staged: Option<Staged>,
+}
+
+/// A set staged for a repository that alone keeps it: written without
+/// flushing it to the disk, and its hashes checked against the copy where
+/// it is (perhaps in memory), not read back from the disk. The repository's
+/// check after storing compares what was stored with the pieces hashed
+/// here as the bytes came from the snapshot, and reads back from the disk
+/// what was stored.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
+pub struct Staged {
+    /// The repository's piece size (its fixed chunks): each piece's
+    /// SHA-256 is taken as it is read from the snapshot, and kept beside
+    /// the set ([`crate::copy::pieces_path`]). `None`: none are taken.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub piece_size: Option<u32>,
+}
+
+impl Staged {
+    /// The piece sizes a request may ask for (a repository's fixed chunks).
+    pub const PIECE_SIZES: std::ops::RangeInclusive<u32> = 512..=(64 << 20);
 }
 
 impl BackupRequest {
@@ -66,6 +91,7 @@ impl BackupRequest {
             retention: Default::default(),
             pace: Pace::default(),
             on_request: false,
+            staged: None,
         }
     }
 }
@@ -599,7 +625,7 @@ fn execute(
         cancel,
         pacer: Pacer::new(plan.pace),
     };
-    let (files, journal_mode) = match plan.method {
+    let (copied, journal_mode) = match plan.method {
         Method::SqliteOnline => {
             *step = Phase::Copy;
             meter.progress.phase(Phase::Copy);
@@ -609,7 +635,7 @@ fn execute(
                 req.online_timeout,
                 &mut meter,
             )?;
-            (vec![file], plan.store.journal_mode())
+            (vec![(file, Vec::new())], plan.store.journal_mode())
         }
         _ => copy_from_snapshot(
             &plan,
@@ -617,11 +643,12 @@ fn execute(
             &req.snapshot,
             run,
             step,
-            partial.path(),
+            (partial.path(), req.staged),
             &mut meter,
         )?,
     };
     cancel.check()?;
+    let (files, pieces): (Vec<CopiedFile>, Vec<copy::Pieces>) = copied.into_iter().unzip();
     run.bytes = files.iter().map(|f| f.size).sum();
     run.files = files.len() as u32;
 
@@ -641,6 +668,7 @@ fn execute(
         &files,
         &plan.store.name,
         scratch,
+        req.staged.is_none(),
         &mut meter,
     )?;
     run.verification = Some(verification.clone());
@@ -672,7 +700,23 @@ fn execute(
         on_request: req.on_request,
     };
     let final_dir = plan.dest.join(&name);
+    // The pieces hashed as the bytes came from the snapshot, beside the
+    // staged set, for the repository's check (which hashes the set again
+    // without them).
+    let pieces = match req.staged.and_then(|s| s.piece_size) {
+        Some(size) if plan.method != Method::SqliteOnline => {
+            let dir = WorkDir::create(copy::pieces_path(&final_dir))?;
+            for (file, ids) in manifest.files.iter().zip(&pieces) {
+                copy::write_pieces(dir.path(), &file.name, size, ids)?;
+            }
+            Some(dir)
+        }
+        _ => None,
+    };
     finish(partial, &manifest, &final_dir)?;
+    if let Some(dir) = pieces {
+        dir.keep();
+    }
     prune(req, &plan.dest, &plan.store.name, run, progress);
     run.backup_path = Some(final_dir.clone());
     Ok((manifest, final_dir))
@@ -685,9 +729,9 @@ fn copy_from_snapshot(
     options: &SnapshotOptions,
     run: &mut Run,
     step: &mut Phase,
-    partial: &Path,
+    (partial, staged): (&Path, Option<Staged>),
     meter: &mut Meter,
-) -> Result<(Vec<CopiedFile>, store::JournalMode)> {
+) -> Result<(Vec<(CopiedFile, copy::Pieces)>, store::JournalMode)> {
     *step = Phase::Snapshot;
     meter.progress.phase(Phase::Snapshot);
     let mut captured = capture.take(plan, &run.tag, options, meter.progress)?;
@@ -713,8 +757,12 @@ fn copy_from_snapshot(
     meter.total = files.iter().map(|(f, _)| f.size).sum();
     // A snapshot that overflowed mid-copy can fail reads; say so rather than
     // report the read error, and never trust a copy from it.
-    let copied = copy::copy_opened(files, partial, meter)
-        .map_err(|e| captured.check_valid().err().unwrap_or(e))?;
+    let copied = match staged {
+        Some(staged) => copy::copy_staged(files, partial, staged.piece_size, meter),
+        None => copy::copy_opened(files, partial, meter)
+            .map(|files| files.into_iter().map(|f| (f, Vec::new())).collect()),
+    }
+    .map_err(|e| captured.check_valid().err().unwrap_or(e))?;
     captured.check_valid()?;
 
     *step = Phase::Release;

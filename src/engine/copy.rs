@@ -12,7 +12,7 @@
 
 use std::fs::File;
 use std::io::{Read, Write};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use serde::{Deserialize, Serialize};
@@ -56,21 +56,55 @@ impl Meter<'_> {
     }
 }
 
+/// The SHA-256 of each piece of a file, in order.
+pub type Pieces = Vec<[u8; 32]>;
+
 /// Copy the opened store files (from a snapshot) into `to` (which must
-/// exist), each under its own name.
+/// exist), each under its own name, and flush them to the disk.
 pub fn copy_opened(
     files: Vec<(StoreFile, File)>,
     to: &Path,
     meter: &mut Meter,
 ) -> Result<Vec<CopiedFile>> {
+    let copied = copy_all(files, to, Durability::Durable, None, meter)?;
+    fsutil::fsync_dir(to).map_err(Error::io("flush the backup folder", to, HINT_DEST))?;
+    Ok(copied.into_iter().map(|(file, _)| file).collect())
+}
+
+/// [`copy_opened`] for a set staged for a repository: not flushed to the
+/// disk, and with `piece_size`, the SHA-256 of each piece of every file
+/// taken as the bytes were read (see [`crate::backup::Staged`]).
+pub fn copy_staged(
+    files: Vec<(StoreFile, File)>,
+    to: &Path,
+    piece_size: Option<u32>,
+    meter: &mut Meter,
+) -> Result<Vec<(CopiedFile, Pieces)>> {
+    copy_all(
+        files,
+        to,
+        Durability::Staged,
+        piece_size.map(|p| p as usize),
+        meter,
+    )
+}
+
+fn copy_all(
+    files: Vec<(StoreFile, File)>,
+    to: &Path,
+    durability: Durability,
+    piece_size: Option<usize>,
+    meter: &mut Meter,
+) -> Result<Vec<(CopiedFile, Pieces)>> {
     let mut copied = Vec::with_capacity(files.len());
     for (file, input) in files {
         let dst = to.join(&file.name);
-        let (size, sha256) = write_copy(
+        let (size, sha256, pieces) = write_copy(
             input,
             Path::new(&file.name),
             &dst,
-            Durability::Durable,
+            durability,
+            piece_size,
             meter,
         )?;
         if size != file.size {
@@ -84,15 +118,60 @@ pub fn copy_opened(
                 hint: HINT_SOURCE,
             });
         }
-        copied.push(CopiedFile {
-            name: file.name,
-            role: file.role,
-            size,
-            sha256,
-        });
+        copied.push((
+            CopiedFile {
+                name: file.name,
+                role: file.role,
+                size,
+                sha256,
+            },
+            pieces,
+        ));
     }
-    fsutil::fsync_dir(to).map_err(Error::io("flush the backup folder", to, HINT_DEST))?;
     Ok(copied)
+}
+
+/// Where the pieces hashed while a staged set `set` was copied are kept:
+/// a folder beside it, one file per store file.
+pub fn pieces_path(set: &Path) -> PathBuf {
+    let name = set.file_name().unwrap_or_default().to_string_lossy();
+    set.with_file_name(format!("{}{name}", crate::names::PIECES_PREFIX))
+}
+
+/// Write the pieces of the file `name` of a staged set: the piece size
+/// (4 bytes, little-endian), then each piece's SHA-256.
+pub fn write_pieces(dir: &Path, name: &str, piece_size: u32, ids: &[[u8; 32]]) -> Result<()> {
+    let path = dir.join(name);
+    let mut out = std::io::BufWriter::new(
+        crate::sys::create_private(&path).map_err(Error::io("create", &path, HINT_DEST))?,
+    );
+    out.write_all(&piece_size.to_le_bytes())
+        .and_then(|_| ids.iter().try_for_each(|id| out.write_all(id)))
+        .and_then(|_| out.flush())
+        .map_err(Error::io("write", &path, HINT_DEST))
+}
+
+/// The pieces [`write_pieces`] kept for `name`, if they are there: the
+/// piece size and each piece's SHA-256.
+pub fn read_pieces(dir: &Path, name: &str) -> Result<Option<(u32, Vec<[u8; 32]>)>> {
+    let path = dir.join(name);
+    let bytes = match std::fs::read(&path) {
+        Ok(b) => b,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(Error::io("read", &path, HINT_DEST)(e)),
+    };
+    if bytes.len() < 4 || (bytes.len() - 4) % 32 != 0 {
+        return Err(Error::io("read", &path, HINT_DEST)(std::io::Error::new(
+            std::io::ErrorKind::InvalidData,
+            "not a list of pieces",
+        )));
+    }
+    let size = u32::from_le_bytes(bytes[..4].try_into().expect("4 bytes"));
+    let ids = bytes[4..]
+        .chunks_exact(32)
+        .map(|c| c.try_into().expect("32 bytes"))
+        .collect();
+    Ok(Some((size, ids)))
 }
 
 /// Whether a copy must reach the disk.
@@ -101,6 +180,10 @@ enum Durability {
     /// A backup file copied from a snapshot: written behind as it goes and
     /// fsynced; the snapshot's pages are dropped from the cache.
     Durable,
+    /// A set staged for a repository, read again right after: never
+    /// fsynced; the snapshot's pages are dropped from the cache (as for a
+    /// durable copy), the copy's are left to the cache (as for scratch).
+    Staged,
     /// A scratch copy that lives for seconds: never fsynced. Going fast,
     /// it is left to the page cache (it usually never reaches the disk);
     /// going gently, each step is written out before the next, as a
@@ -115,7 +198,7 @@ fn copy_file(
     meter: &mut Meter,
 ) -> Result<(u64, String)> {
     let input = crate::sys::open_nofollow(src).map_err(Error::io("open", src, HINT_SOURCE))?;
-    write_copy(input, src, dst, durability, meter)
+    write_copy(input, src, dst, durability, None, meter).map(|(size, sha256, _)| (size, sha256))
 }
 
 /// Copy `input` (read errors name `src`) into the new file `dst`,
@@ -125,15 +208,17 @@ fn write_copy(
     src: &Path,
     dst: &Path,
     durability: Durability,
+    piece_size: Option<usize>,
     meter: &mut Meter,
-) -> Result<(u64, String)> {
+) -> Result<(u64, String, Pieces)> {
     let mut output =
         crate::sys::create_private(dst).map_err(Error::io("create", dst, HINT_DEST))?;
-    let digest = stream(
+    let digest = stream_pieces(
         input,
         src,
         HINT_SOURCE,
         Some((&mut output, dst, durability)),
+        piece_size,
         meter,
     )?;
     if durability == Durability::Durable {
@@ -168,31 +253,82 @@ pub fn hash_file(path: &Path, meter: &mut Meter) -> Result<(u64, String)> {
 /// Read `input` to the end in blocks, optionally writing each block to
 /// `output`; returns size and SHA-256. Hashing runs on a second thread, so
 /// SHA-256 of one block overlaps the read and write of the next; blocks
-/// circulate between the two threads (at most three exist), keeping memory
+/// circulate between the threads (at most four exist), keeping memory
 /// flat whatever the file size.
 fn stream(
+    input: File,
+    src: &Path,
+    hint: &'static str,
+    output: Option<(&mut File, &Path, Durability)>,
+    meter: &mut Meter,
+) -> Result<(u64, String)> {
+    stream_pieces(input, src, hint, output, None, meter).map(|(size, sha256, _)| (size, sha256))
+}
+
+/// [`stream`], also taking the SHA-256 of every `piece_size` bytes (the
+/// last piece may be shorter) on a third thread.
+fn stream_pieces(
     mut input: File,
     src: &Path,
     hint: &'static str,
     mut output: Option<(&mut File, &Path, Durability)>,
+    piece_size: Option<usize>,
     meter: &mut Meter,
-) -> Result<(u64, String)> {
-    const BUFFERS: usize = 3;
+) -> Result<(u64, String, Pieces)> {
+    const BUFFERS: usize = 4;
     let (to_hash, hash_rx) = std::sync::mpsc::sync_channel::<(Vec<u8>, usize)>(BUFFERS);
     let (to_reuse, free_rx) = std::sync::mpsc::sync_channel::<Vec<u8>>(BUFFERS);
     std::thread::scope(|scope| {
+        let (to_pieces, pieces_rx) = std::sync::mpsc::sync_channel::<(Vec<u8>, usize)>(BUFFERS);
+        let pieces = match piece_size {
+            Some(piece_size) => {
+                let to_reuse = to_reuse.clone();
+                Some(scope.spawn(move || {
+                    let mut ids = Vec::new();
+                    let mut piece = Sha256::new();
+                    let mut in_piece = 0usize;
+                    for (buf, n) in pieces_rx {
+                        let mut rest = &buf[..n];
+                        while !rest.is_empty() {
+                            let take = (piece_size - in_piece).min(rest.len());
+                            piece.update(&rest[..take]);
+                            in_piece += take;
+                            rest = &rest[take..];
+                            if in_piece == piece_size {
+                                ids.push(std::mem::take(&mut piece).finalize().into());
+                                in_piece = 0;
+                            }
+                        }
+                        let _ = to_reuse.send(buf);
+                    }
+                    if in_piece > 0 {
+                        ids.push(piece.finalize().into());
+                    }
+                    ids
+                }))
+            }
+            None => None,
+        };
+        let with_pieces = pieces.is_some();
         let hasher = scope.spawn(move || {
             let mut hasher = Sha256::new();
             for (buf, n) in hash_rx {
                 hasher.update(&buf[..n]);
-                let _ = to_reuse.send(buf);
+                if with_pieces {
+                    let _ = to_pieces.send((buf, n));
+                } else {
+                    let _ = to_reuse.send(buf);
+                }
             }
             hex(&hasher.finalize())
         });
         let mut fresh = BUFFERS;
         let mut size = 0u64;
         let mut flushed = 0u64;
-        let durable = matches!(output, Some((_, _, Durability::Durable)));
+        let from_snapshot = matches!(
+            output,
+            Some((_, _, Durability::Durable | Durability::Staged))
+        );
         let paced = meter.pacer.is_paced();
         // Gentle: this thread's I/O goes after the correlator's (Windows'
         // background mode; for this copy only, not the snapshot's work).
@@ -228,7 +364,7 @@ fn stream(
                 step.written += n as u64;
                 step.write_time += began.elapsed();
             }
-            if durable {
+            if from_snapshot {
                 // The source of a backup copy is a snapshot nobody reads
                 // again. (A backup being verified is read again right
                 // after, by SQLite, so its pages stay.)
@@ -272,7 +408,10 @@ fn stream(
         };
         drop(to_hash);
         let digest = hasher.join().expect("hashing does not panic");
-        result.map(|size| (size, digest))
+        let ids = pieces
+            .map(|p| p.join().expect("hashing does not panic"))
+            .unwrap_or_default();
+        result.map(|size| (size, digest, ids))
     })
 }
 
@@ -326,5 +465,64 @@ mod tests {
             "never overwrites: {err}"
         );
         std::fs::remove_dir_all(dir).unwrap();
+    }
+
+    #[test]
+    fn a_staged_copy_hashes_its_pieces_as_it_reads_and_keeps_them_beside_it() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir(dir.path().join("set")).unwrap();
+        // Pieces that do not divide the copy's blocks, and a short last one.
+        let data: Vec<u8> = (0..BLOCK * 3 + 12_345)
+            .map(|i| (i.wrapping_mul(7919) % 251) as u8)
+            .collect();
+        std::fs::write(dir.path().join("db"), &data).unwrap();
+        let cancel = CancelToken::new();
+        for piece in [8192usize, 5000, BLOCK * 2] {
+            let out = dir.path().join(format!("set-{piece}"));
+            std::fs::create_dir(&out).unwrap();
+            let mut meter = Meter {
+                phase: Phase::Copy,
+                done: 0,
+                total: 0,
+                progress: &mut Silent,
+                cancel: &cancel,
+                pacer: crate::pace::Pacer::fast(),
+            };
+            let file = StoreFile {
+                role: FileRole::Main,
+                name: "db".into(),
+                size: data.len() as u64,
+            };
+            let input = File::open(dir.path().join("db")).unwrap();
+            let copied =
+                copy_staged(vec![(file, input)], &out, Some(piece as u32), &mut meter).unwrap();
+            let (copy, ids) = &copied[0];
+            assert_eq!(std::fs::read(out.join("db")).unwrap(), data);
+            assert_eq!(copy.sha256, hex(&Sha256::digest(&data)));
+            let expected: Vec<[u8; 32]> = data
+                .chunks(piece)
+                .map(|c| Sha256::digest(c).into())
+                .collect();
+            assert_eq!(ids, &expected, "pieces of {piece} bytes");
+            // Kept beside the set, and read back as they were.
+            let kept = pieces_path(&out);
+            assert_eq!(
+                kept.file_name().unwrap().to_str().unwrap(),
+                format!(".persnap-pieces-set-{piece}")
+            );
+            std::fs::create_dir(&kept).unwrap();
+            write_pieces(&kept, "db", piece as u32, ids).unwrap();
+            assert_eq!(
+                read_pieces(&kept, "db").unwrap(),
+                Some((piece as u32, expected))
+            );
+            assert_eq!(read_pieces(&kept, "other").unwrap(), None);
+        }
+        // A list cut short is refused, never read as fewer pieces.
+        let kept = pieces_path(&dir.path().join("set-8192"));
+        let path = kept.join("db");
+        let bytes = std::fs::read(&path).unwrap();
+        std::fs::write(&path, &bytes[..bytes.len() - 5]).unwrap();
+        assert!(read_pieces(&kept, "db").is_err());
     }
 }

@@ -5,6 +5,9 @@
 pub const PARTIAL_SUFFIX: &str = ".partial";
 /// Prefix of scratch folders used by verification.
 pub const SCRATCH_PREFIX: &str = ".persnap-verify-";
+/// Prefix of the folder beside a set staged for a repository that holds
+/// the pieces hashed as it was copied (`crate::copy::pieces_path`).
+pub const PIECES_PREFIX: &str = ".persnap-pieces-";
 /// Prefix of folders being deleted by retention (removed by the next
 /// sweep if a crash interrupts the deletion).
 pub const DELETING_PREFIX: &str = ".persnap-deleting-";

@@ -322,6 +322,13 @@ pub fn run(
     if staged {
         // Retention is the repository's: the staged set goes anyway.
         backup.retention = Default::default();
+        // Read from where it is: the repository's check after storing
+        // compares it with the pieces hashed from the snapshot's bytes,
+        // and reads back from the disk what was stored. (A repository
+        // opened only later is taken to have persnap's pieces.)
+        backup.staged = Some(crate::backup::Staged {
+            piece_size: Some(crate::repository::DEFAULT_PIECE_SIZE),
+        });
     }
     let mut targets = Some((repository, offsite));
     let mut opened = None;
@@ -358,6 +365,9 @@ pub fn run(
             .as_ref()
             .filter(|_| staged)
             .and_then(Delivery::repo);
+        if let Some(staged) = backup.staged.as_mut() {
+            staged.piece_size = alone.and_then(Repo::piece_size);
+        }
         if let (Some(bytes), Some(repo)) = (store_bytes(&backup.source, &backup.store_name), alone)
             && let Err(e) = crate::repository::check_chunk_list(bytes, repo.smallest_chunk())
         {

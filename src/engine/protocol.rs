@@ -255,6 +255,9 @@ pub struct BackupOptions {
     /// How hard the worker's copy may use the disk.
     #[serde(default)]
     pub pace: crate::pace::Pace,
+    /// Staged for a repository alone (see `BackupRequest::staged`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub staged: Option<crate::backup::Staged>,
 }
 
 impl Default for BackupOptions {
@@ -274,6 +277,7 @@ impl BackupOptions {
             keep_last: req.retention.keep_last,
             keep_days: req.retention.keep_days,
             pace: req.pace,
+            staged: req.staged,
         }
     }
 }
@@ -584,6 +588,14 @@ fn check_retention(options: &BackupOptions) -> Result<crate::retention::Retentio
 }
 
 fn check_options(options: &BackupOptions) -> Result<SnapshotOptions, Error> {
+    if let Some(size) = options.staged.and_then(|s| s.piece_size)
+        && !crate::backup::Staged::PIECE_SIZES.contains(&size)
+    {
+        return Err(invalid(
+            "options.staged.piece_size",
+            "must be between 512 bytes and 64 MiB",
+        ));
+    }
     if options.online_timeout_secs == 0 || options.online_timeout_secs > MAX_TIMEOUT_SECS {
         return Err(invalid(
             "options.online_timeout_secs",
@@ -1231,6 +1243,7 @@ fn backup_request(
     req.snapshot = snapshot;
     req.retention = check_retention(options)?;
     req.pace = options.pace;
+    req.staged = options.staged;
     Ok(req)
 }
 
@@ -1318,6 +1331,17 @@ mod tests {
             ..Default::default()
         };
         assert!(check_options(&with(crate::pace::Pace::Share(10))).is_err());
+        // A staged set's pieces: a repository's chunk sizes only.
+        let staged = |piece_size| BackupOptions {
+            staged: Some(crate::backup::Staged { piece_size }),
+            ..Default::default()
+        };
+        for fine in [None, Some(512), Some(8192), Some(64 << 20)] {
+            assert!(check_options(&staged(fine)).is_ok(), "{fine:?}");
+        }
+        for bad in [Some(0), Some(1), Some(511), Some((64 << 20) + 1)] {
+            assert!(check_options(&staged(bad)).is_err(), "{bad:?}");
+        }
         assert!(check_options(&with(crate::pace::Pace::Share(40))).is_ok());
         assert!(check_options(&with(crate::pace::Pace::Gentle)).is_ok());
         let mut req = crate::backup::BackupRequest::new("/a", "/b");

@@ -108,15 +108,23 @@ impl Drop for WorkDir {
 /// (which must not exist; it is removed afterwards) when SQLite has a
 /// journal or WAL to replay. Without one, nothing is copied: the backup is
 /// hashed and checked in place, opened immutable and read-only.
+/// `from_disk`: drop the set from memory first, so that its hashes are
+/// read from the disk (a set staged for a repository is read where it is:
+/// the repository's own check reads back from the disk what was stored).
 pub fn verify_set(
     backup_dir: &Path,
     files: &[CopiedFile],
     store_name: &str,
     scratch: PathBuf,
+    from_disk: bool,
     meter: &mut Meter,
 ) -> Result<Verification> {
     let started = Instant::now();
-    let read_back = evict_set(backup_dir, files);
+    let read_back = if from_disk {
+        evict_set(backup_dir, files)
+    } else {
+        ReadBack::Memory
+    };
     let (page_count, page_size) = if files.iter().any(needs_replay) {
         let scratch = WorkDir::create(scratch)?;
         for file in files {
@@ -296,6 +304,7 @@ pub fn verify_backup(
         &manifest.files,
         &manifest.store_name,
         scratch,
+        true,
         meter,
     )
     .map_err(|e| as_damaged(backup_dir, e))?;
@@ -399,7 +408,7 @@ mod tests {
         };
         let scratch = dir.parent().unwrap().join("scratch");
         (
-            verify_set(dir, files, "db", scratch.clone(), &mut meter),
+            verify_set(dir, files, "db", scratch.clone(), true, &mut meter),
             scratch,
         )
     }

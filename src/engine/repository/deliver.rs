@@ -67,7 +67,18 @@ pub fn sweep_staging(dir: &Path) -> Vec<String> {
             continue;
         };
         if is_read_back_scratch(&name) {
-            if let Some(line) = sweep_scratch(&path) {
+            if let Some(line) =
+                sweep_scratch(&path, "a read-back from a repository that was stopped")
+            {
+                lines.push(line);
+            }
+            continue;
+        }
+        // The pieces of a staged set go with it (or after it).
+        if let Some(set) = name.strip_prefix(crate::names::PIECES_PREFIX) {
+            if !dir.join(set).exists()
+                && let Some(line) = sweep_scratch(&path, "a backup for a repository that stopped")
+            {
                 lines.push(line);
             }
             continue;
@@ -124,7 +135,7 @@ fn is_read_back_scratch(name: &str) -> bool {
 /// killed (a whole copy of a database), when it is persnap's (its work
 /// marker inside) and nothing in it changed for [`STAGED_SWEEP_AFTER`]:
 /// a read-back under way keeps writing its files.
-fn sweep_scratch(path: &Path) -> Option<String> {
+fn sweep_scratch(path: &Path, left_by: &str) -> Option<String> {
     let meta = std::fs::symlink_metadata(path).ok()?;
     if !meta.is_dir() || !path.join(crate::verify::WORK_MARKER).is_file() {
         return None;
@@ -154,12 +165,9 @@ fn sweep_scratch(path: &Path) -> Option<String> {
         }
     }
     Some(match std::fs::remove_dir_all(path) {
-        Ok(()) => format!(
-            "Removed {}, left by a read-back from a repository that was stopped.",
-            path.display()
-        ),
+        Ok(()) => format!("Removed {}, left by {left_by}.", path.display()),
         Err(e) => format!(
-            "Could not remove {} ({e}), left by a read-back from a repository that was stopped; delete it by hand.",
+            "Could not remove {} ({e}), left by {left_by}; delete it by hand.",
             path.display()
         ),
     })
@@ -183,6 +191,7 @@ impl Drop for Staged {
     fn drop(&mut self) {
         if let Some(dir) = &self.0 {
             let _ = std::fs::remove_dir_all(dir);
+            let _ = std::fs::remove_dir_all(crate::copy::pieces_path(dir));
         }
     }
 }
@@ -549,9 +558,26 @@ mod tests {
         let live = make(".persnap-verify-fetch-12345678", true, false);
         let not_ours = make(".persnap-verify-manifest-abcdef01", false, true);
         let other = make("holiday-photos", true, true);
+        // The pieces of a staged set: swept once the set is gone and they
+        // are old, never while the set is there.
+        let orphaned = make(
+            ".persnap-pieces-orders-20261207T090000Z-1a2b3c4d",
+            true,
+            true,
+        );
+        let kept_set = staging.path().join("orders-20261207T100000Z-0badcafe");
+        std::fs::create_dir(&kept_set).unwrap();
+        let with_set = make(
+            ".persnap-pieces-orders-20261207T100000Z-0badcafe",
+            true,
+            true,
+        );
         let lines = sweep_staging(staging.path());
-        assert_eq!(lines.len(), 2, "{lines:?}");
-        assert!(!killed.exists() && !fetched.exists(), "{lines:?}");
-        assert!(live.exists() && not_ours.exists() && other.exists());
+        assert_eq!(lines.len(), 3, "{lines:?}");
+        assert!(
+            !killed.exists() && !fetched.exists() && !orphaned.exists(),
+            "{lines:?}"
+        );
+        assert!(live.exists() && not_ours.exists() && other.exists() && with_set.exists());
     }
 }

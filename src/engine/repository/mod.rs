@@ -813,9 +813,14 @@ pub const STORE_CHECK: &str = "read back from the repository into a scratch fold
 /// pieces (persnap's): what this backup wrote, read back; the rest is the
 /// restore drills' (see `readback.rs`).
 #[cfg(feature = "repository")]
-pub fn store_check_packs(packs: usize, bytes: u64) -> String {
+pub fn store_check_packs(packs: usize, bytes: u64, from_snapshot: bool) -> String {
+    let matched = if from_snapshot {
+        "the pieces hashed as its files were read from the snapshot"
+    } else {
+        "the verified copy"
+    };
     format!(
-        "read back from the repository: the {packs} pack file(s) holding its pieces that the previous checked backup does not use ({}), each piece authenticated and its SHA-256 checked, and the backup's list of pieces matched the verified copy; pieces the previous backup also uses were read back by its own check, and all are proven by restore drills",
+        "read back from the repository: the {packs} pack file(s) holding its pieces that the previous checked backup does not use ({}), each piece authenticated and its SHA-256 checked, and the backup's list of pieces matched {matched}; pieces the previous backup also uses were read back by its own check, and all are proven by restore drills",
         crate::units::bytes(bytes)
     )
 }

@@ -79,38 +79,55 @@ pub(super) fn piece_ids(
         path,
         crate::error::HINT_DEST,
     ))?;
-    let mut whole = Sha256::new();
-    let mut ids = Vec::new();
-    let mut buf = vec![0u8; HASH_BUFFER];
-    let mut size = 0u64;
-    let mut piece = Sha256::new();
-    let mut in_piece = 0usize;
-    loop {
-        cancel.check()?;
-        let n = file
-            .read(&mut buf)
-            .map_err(Error::io("read", path, crate::error::HINT_DEST))?;
-        if n == 0 {
-            break;
-        }
-        size += n as u64;
-        whole.update(&buf[..n]);
-        let mut rest = &buf[..n];
-        while !rest.is_empty() {
-            let take = (chunk - in_piece).min(rest.len());
-            piece.update(&rest[..take]);
-            in_piece += take;
-            rest = &rest[take..];
-            if in_piece == chunk {
-                ids.push(hex(&std::mem::take(&mut piece).finalize()));
-                in_piece = 0;
+    // The whole file's hash and its pieces' on two threads: each pass is
+    // as long as reading the file from memory.
+    let (to_whole, blocks) = std::sync::mpsc::sync_channel::<std::sync::Arc<Vec<u8>>>(4);
+    std::thread::scope(|scope| {
+        let whole = scope.spawn(move || {
+            let mut whole = Sha256::new();
+            for block in blocks {
+                whole.update(&block[..]);
             }
+            hex(&whole.finalize())
+        });
+        let mut ids = Vec::new();
+        let mut size = 0u64;
+        let mut piece = Sha256::new();
+        let mut in_piece = 0usize;
+        let read = loop {
+            if let Err(e) = cancel.check() {
+                break Err(e);
+            }
+            let mut buf = vec![0u8; HASH_BUFFER];
+            let n = match file.read(&mut buf) {
+                Ok(0) => break Ok(()),
+                Ok(n) => n,
+                Err(e) => break Err(Error::io("read", path, crate::error::HINT_DEST)(e)),
+            };
+            buf.truncate(n);
+            let buf = std::sync::Arc::new(buf);
+            let _ = to_whole.send(buf.clone());
+            size += n as u64;
+            let mut rest = &buf[..];
+            while !rest.is_empty() {
+                let take = (chunk - in_piece).min(rest.len());
+                piece.update(&rest[..take]);
+                in_piece += take;
+                rest = &rest[take..];
+                if in_piece == chunk {
+                    ids.push(hex(&std::mem::take(&mut piece).finalize()));
+                    in_piece = 0;
+                }
+            }
+        };
+        drop(to_whole);
+        let whole = whole.join().expect("hashing does not panic");
+        read?;
+        if in_piece > 0 {
+            ids.push(hex(&piece.finalize()));
         }
-    }
-    if in_piece > 0 {
-        ids.push(hex(&piece.finalize()));
-    }
-    Ok((ids, hex(&whole.finalize()), size))
+        Ok((ids, whole, size))
+    })
 }
 
 /// The ids a stored file's node lists, as hex.

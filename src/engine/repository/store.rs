@@ -376,11 +376,12 @@ fn config_options() -> ConfigOptions {
 }
 
 /// Tests only (debug builds): with `PERSNAP_TEST_PAUSE_BEFORE_READ_BACK`
-/// naming a FIFO, the store waits for a line on it before its read-back,
-/// so that a test can damage what was just written, deterministically.
+/// (or `…_BEFORE_STORE`) naming a FIFO, the store waits for a line on it
+/// before its read-back (or before it reads the set), so that a test can
+/// damage what was just written, deterministically.
 #[cfg(debug_assertions)]
-fn test_pause_before_read_back() {
-    if let Some(fifo) = std::env::var_os("PERSNAP_TEST_PAUSE_BEFORE_READ_BACK") {
+fn test_pause(before: &str) {
+    if let Some(fifo) = std::env::var_os(format!("PERSNAP_TEST_PAUSE_BEFORE_{before}")) {
         let mut line = String::new();
         if let Ok(f) = std::fs::File::open(fifo) {
             let _ = std::io::BufRead::read_line(&mut std::io::BufReader::new(f), &mut line);
@@ -390,6 +391,10 @@ fn test_pause_before_read_back() {
 
 /// Two of SQLite's default (4 KiB) pages: see [`config_options`].
 const CHUNK_KIB: u64 = 8;
+/// The pieces of a repository persnap made, in bytes (for a set staged
+/// before its repository is opened: a repository with other pieces has
+/// its set hashed again by the check).
+pub const DEFAULT_PIECE_SIZE: u32 = CHUNK_KIB as u32 * 1024;
 
 /// A repository's storage, connected.
 #[derive(Clone)]
@@ -694,6 +699,15 @@ impl Repo {
         }
     }
 
+    /// The size of the repository's pieces when it cuts them at a fixed
+    /// size (as a repository persnap made does); `None` when it cuts them
+    /// by content.
+    pub fn piece_size(&self) -> Option<u32> {
+        let config = self.repo.config();
+        (config.chunker() == rustic_core::repofile::Chunker::FixedSize)
+            .then(|| config.chunk_size() as u32)
+    }
+
     /// Every persnap backup in the repository, oldest first (other
     /// snapshots are left out).
     pub fn list(&self) -> Result<Vec<Listed>> {
@@ -802,6 +816,8 @@ impl Repo {
             .reopened()?
             .to_indexed_ids()
             .map_err(|e| plain(&self.location, "reading the repository's index", &e))?;
+        #[cfg(debug_assertions)]
+        test_pause("STORE");
         let saved = self.while_showing(Phase::Store, progress, || {
             repo.archive(&backup_opts, &source, snap, &paths.paths())
         });
@@ -892,7 +908,7 @@ impl Repo {
     ) -> Result<StoreCheck> {
         let started = Instant::now();
         #[cfg(debug_assertions)]
-        test_pause_before_read_back();
+        test_pause("READ_BACK");
         let where_from = self.location.folder().map(|root| {
             if evict_new_files(root, since) {
                 STORE_CHECK_DISK
@@ -947,15 +963,33 @@ impl Repo {
                 names.len()
             )));
         }
+        let pieces = crate::copy::pieces_path(backup_dir);
+        let mut from_snapshot = 0;
         for name in names {
             let node = entries
                 .iter()
                 .find(|(path, _)| path.as_os_str() == name)
                 .map(|(_, node)| node)
                 .ok_or_else(|| mismatch(format!("{name} is not in the stored backup")))?;
+            let listed = manifest.files.iter().find(|f| f.name == name);
+            // A staged set's pieces were hashed as its bytes came from the
+            // snapshot: the stored list must be exactly those.
+            if let Some(file) = listed
+                && let Some((size, ids)) = crate::copy::read_pieces(&pieces, name)?
+                && size as usize == chunk
+            {
+                let ids: Vec<String> = ids.iter().map(|id| crate::copy::hex(id)).collect();
+                if node.meta.size != file.size || super::readback::listed_ids(node) != ids {
+                    return Err(mismatch(format!(
+                        "{name}: the stored list of its pieces is not the list of the pieces hashed as it was read from the snapshot"
+                    )));
+                }
+                from_snapshot += 1;
+                continue;
+            }
             let (ids, sha256, size) =
                 super::readback::piece_ids(&backup_dir.join(name), chunk, cancel)?;
-            if let Some(file) = manifest.files.iter().find(|f| f.name == name)
+            if let Some(file) = listed
                 && (file.sha256 != sha256 || file.size != size)
             {
                 return Err(Error::Repository {
@@ -1035,7 +1069,11 @@ impl Repo {
         Ok(StoreCheck {
             checked: format!(
                 "{}{}",
-                store_check_packs(read.packs, read.bytes),
+                store_check_packs(
+                    read.packs,
+                    read.bytes,
+                    from_snapshot == manifest.files.len()
+                ),
                 where_from.unwrap_or_default()
             ),
             hashes_match: true,
