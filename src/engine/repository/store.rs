@@ -978,8 +978,9 @@ impl Repo {
                 && let Some((size, ids)) = crate::copy::read_pieces(&pieces, name)?
                 && size as usize == chunk
             {
-                let ids: Vec<String> = ids.iter().map(|id| crate::copy::hex(id)).collect();
-                if node.meta.size != file.size || super::readback::listed_ids(node) != ids {
+                let listed = node.content.iter().flatten().map(|id| id.into_inner());
+                let hashed = ids.iter().map(|id| rustic_core::Id::new(*id));
+                if node.meta.size != file.size || !listed.eq(hashed) {
                     return Err(mismatch(format!(
                         "{name}: the stored list of its pieces is not the list of the pieces hashed as it was read from the snapshot"
                     )));
