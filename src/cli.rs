@@ -18,7 +18,7 @@ use clap::{Parser, Subcommand};
 use persnap::backup::{self, BackupRequest};
 use persnap::history::{Discard, History, Outcome, Run};
 use persnap::method::{Method, MethodChoice};
-use persnap::protocol::{BackupOptions, Reply, Request};
+use persnap::protocol::{BackupOptions, Request, answer};
 
 use crate::launch::{self, RemoteFailure};
 use persnap::pipeline::{self, Job, Target};
@@ -838,11 +838,9 @@ fn probe_cmd(
             test_snapshot: true,
         };
         let mut printer = Printer::new();
-        match launch::call(&request, &mut printer, &mut Discard, &CancelToken::new()) {
-            Ok(Reply::Probe { report }) => report,
-            Ok(other) => return Err(remote_failure(RemoteFailure::unexpected(other))),
-            Err(f) => return Err(remote_failure(f)),
-        }
+        launch::ask(&request, &mut printer, &mut Discard, &CancelToken::new())
+            .map(|answer::Probed(report)| report)
+            .map_err(remote_failure)?
     } else {
         persnap::probe::probe(&req, dest_given, false)?
     };
@@ -1052,16 +1050,16 @@ fn cleanup_cmd(extra: Vec<PathBuf>) -> Result<(), Failure> {
     // user. Snapshots and mounts need the administrator (the helper).
     let mut lines = backup::sweep_work_dirs(&dests);
     match launch::route() {
-        Ok(_) => match launch::call(
-            &Request::Cleanup {},
-            &mut Printer::new(),
-            &mut Discard,
-            &CancelToken::new(),
-        ) {
-            Ok(Reply::Cleanup { removed }) => lines.extend(removed),
-            Ok(other) => return Err(remote_failure(RemoteFailure::unexpected(other))),
-            Err(f) => return Err(remote_failure(f)),
-        },
+        Ok(_) => {
+            let answer::Cleaned(removed) = launch::ask(
+                &Request::Cleanup {},
+                &mut Printer::new(),
+                &mut Discard,
+                &CancelToken::new(),
+            )
+            .map_err(remote_failure)?;
+            lines.extend(removed);
+        }
         Err(why) => eprintln!(
             "note: {}; leftover snapshots were not looked for.",
             why.message.trim_end_matches('.')
@@ -1242,23 +1240,19 @@ fn schedule_cmd(cmd: ScheduleCommand) -> Result<(), Failure> {
                 repository,
                 offsite,
             )?;
-            match call_helper(&request)? {
-                Reply::ScheduleAdded {
-                    schedule: s,
-                    installed,
-                } => {
-                    eprintln!(
-                        "Schedule {}: back up {} to {}, {}.",
-                        s.name,
-                        s.source.display(),
-                        schedule_target(&s),
-                        s.when.describe()
-                    );
-                    eprintln!("{}", installed.note);
-                    Ok(())
-                }
-                other => Err(remote_failure(RemoteFailure::unexpected(other))),
-            }
+            let answer::Scheduled {
+                schedule: s,
+                installed,
+            } = call_helper(&request)?;
+            eprintln!(
+                "Schedule {}: back up {} to {}, {}.",
+                s.name,
+                s.source.display(),
+                schedule_target(&s),
+                s.when.describe()
+            );
+            eprintln!("{}", installed.note);
+            Ok(())
         }
         ScheduleCommand::List => {
             for (s, status) in schedules_with_status()? {
@@ -1361,27 +1355,25 @@ fn remove_schedule(name: &str) -> Result<(), Failure> {
     let request = Request::ScheduleRemove {
         name: name.to_owned(),
     };
-    match call_helper(&request)? {
-        Reply::ScheduleRemoved { existed: true, .. } => {
-            eprintln!("Removed schedule {name}; its backups and history stay.");
-            Ok(())
-        }
-        Reply::ScheduleRemoved { existed: false, .. } => Err(Failure {
+    let answer::Unscheduled { existed, .. } = call_helper(&request)?;
+    if !existed {
+        return Err(Failure {
             code: 2,
             error: anyhow::anyhow!(
                 "There is no schedule named {name} (persnap schedule list shows them)."
             ),
-        }),
-        other => Err(remote_failure(RemoteFailure::unexpected(other))),
+        });
     }
+    eprintln!("Removed schedule {name}; its backups and history stay.");
+    Ok(())
 }
 
 /// Send one request through the helper (elevating as needed), relaying
 /// its progress to the terminal.
-fn call_helper(request: &Request) -> Result<Reply, Failure> {
+fn call_helper<A: answer::Answer>(request: &Request) -> Result<A, Failure> {
     let mut progress = Printer::new();
     let mut history = persnap::history::Discard;
-    let result = launch::call(request, &mut progress, &mut history, &CancelToken::new());
+    let result = launch::ask(request, &mut progress, &mut history, &CancelToken::new());
     progress.finish_line();
     result.map_err(remote_failure)
 }

@@ -27,7 +27,7 @@ use persnap::error::ErrorKind;
 use persnap::fsutil;
 use persnap::history::Recorder;
 use persnap::progress::{CancelToken, Progress};
-use persnap::protocol::{self, Control, Event, Reply, Request};
+use persnap::protocol::{self, Control, Event, Reply, Request, answer};
 
 /// Where the packages install the helper; the polkit action names this path.
 #[cfg(not(windows))]
@@ -198,6 +198,28 @@ pub fn call(
     cancel: &CancelToken,
 ) -> Result<Reply, RemoteFailure> {
     call_via(route()?, request, progress, recorder, cancel)
+}
+
+/// [`call`], returning the answer of the kind the caller expects (see
+/// [`persnap::protocol::answer`]).
+pub fn ask<A: answer::Answer>(
+    request: &Request,
+    progress: &mut dyn Progress,
+    recorder: &mut dyn Recorder,
+    cancel: &CancelToken,
+) -> Result<A, RemoteFailure> {
+    answer::answer(call(request, progress, recorder, cancel))
+}
+
+/// [`ask`] with the route decided by the caller.
+pub fn ask_via<A: answer::Answer>(
+    route: HelperRoute,
+    request: &Request,
+    progress: &mut dyn Progress,
+    recorder: &mut dyn Recorder,
+    cancel: &CancelToken,
+) -> Result<A, RemoteFailure> {
+    answer::answer(call_via(route, request, progress, recorder, cancel))
 }
 
 /// [`call`] with the route decided by the caller.

@@ -860,7 +860,7 @@ fn a_registered_location_is_written_by_its_owner(
     // keeps a backup read back from the disk.
     let staged = serde_json::json!({
         "version": 2, "type": "backup", "source": store_dir, "dest": loc, "store_name": "persistence.db",
-        "method": "auto", "options": {"online_timeout_secs": 60, "snapshot_size": null, "staged": true}
+        "method": "auto", "options": {"online_timeout_secs": 60, "snapshot_size": null, "staged": {"piece_size": 8192}}
     });
     let (events, code) = pkexec_raw("backup", format!("{staged}\n").as_bytes());
     assert_eq!(code, 0, "{events:?}");

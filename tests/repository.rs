@@ -1060,9 +1060,11 @@ fn a_staged_set_changed_before_it_is_stored_is_caught_by_its_pieces() {
         "a failed check: {}",
         stderr(&out)
     );
+    // Caught because the stored list is not the pieces hashed from the
+    // snapshot; said as what happened: the staged copy changed (not the
+    // repository).
     assert!(
-        stderr(&out)
-            .contains("is not the list of the pieces hashed as it was read from the snapshot"),
+        stderr(&out).contains("changed after it was verified, before it was stored"),
         "{}",
         stderr(&out)
     );

@@ -207,9 +207,18 @@ fn handle(level: Authority, input: Box<dyn Read + Send>, mut events: Events) -> 
     watch_for_cancel(input, events.cancel().clone());
     let cancel = events.cancel().clone();
     match validated {
-        Validated::Backup(req, run_as) => {
-            #[cfg(target_os = "linux")]
-            let mut req = req;
+        Validated::Backup(mut req, run_as) => {
+            // A protected database's location keeps only backups that
+            // reached its disk and were read back from there: never a set
+            // staged for a repository (any platform, whoever asks).
+            if registry
+                .find(&req.source, &req.store_name)
+                .ok()
+                .flatten()
+                .is_some_and(|db| db.location.as_deref() == Some(req.dest.as_path()))
+            {
+                req.staged = None;
+            }
             #[cfg(target_os = "linux")]
             {
                 use persnap::restore::Writer;

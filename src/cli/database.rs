@@ -6,7 +6,7 @@
 use std::path::PathBuf;
 
 use clap::Subcommand;
-use persnap::protocol::{Reply, Request};
+use persnap::protocol::{Reply, Request, answer};
 use persnap::registry::Registry;
 
 use super::{Failure, call_helper, remote_failure, resolve};
@@ -291,28 +291,26 @@ pub fn run(cmd: DatabaseCommand) -> Result<(), Failure> {
         }
         DatabaseCommand::Remove { name } => {
             persnap::registry::validate_name(&name)?;
-            match call_helper(&Request::DatabaseRemove { name: name.clone() })? {
-                Reply::DatabaseRemoved {
-                    existed: true,
-                    schedule_removed,
-                    ..
-                } => {
-                    match schedule_removed {
-                        Some(s) => eprintln!(
-                            "{name} is no longer protected and its schedule {s} is removed; its backups stay."
-                        ),
-                        None => eprintln!("{name} is no longer protected; its backups stay."),
-                    }
-                    Ok(())
-                }
-                Reply::DatabaseRemoved { existed: false, .. } => Err(Failure {
+            let answer::Unprotected {
+                existed,
+                schedule_removed,
+                ..
+            } = call_helper(&Request::DatabaseRemove { name: name.clone() })?;
+            if !existed {
+                return Err(Failure {
                     code: 2,
                     error: anyhow::anyhow!(
                         "No database is registered as {name} (persnap database list shows them)."
                     ),
-                }),
-                other => Err(remote_failure(RemoteFailure::unexpected(other))),
+                });
             }
+            match schedule_removed {
+                Some(s) => eprintln!(
+                    "{name} is no longer protected and its schedule {s} is removed; its backups stay."
+                ),
+                None => eprintln!("{name} is no longer protected; its backups stay."),
+            }
+            Ok(())
         }
     }
 }

@@ -7,7 +7,7 @@
 use std::path::PathBuf;
 
 use persnap::progress::CancelToken;
-use persnap::protocol::{Reply, Request};
+use persnap::protocol::{Request, answer};
 use persnap::registry::Registry;
 use persnap::repository::{self, Location, Password, Repo, Which};
 use persnap::restore::{self, RestorePlan};
@@ -15,7 +15,7 @@ use persnap::units;
 
 use super::repo::RepoArgs;
 use super::{Failure, Printer, install_cancel_on_signals, resolve};
-use crate::launch::{self, RemoteFailure};
+use crate::launch;
 
 /// What `persnap restore` was asked.
 pub struct Asked {
@@ -143,11 +143,8 @@ fn restore_through_helper(backup: PathBuf, target: PathBuf) -> Result<(), Failur
         target,
         then_protect: None,
     };
-    let result = match launch::call(&request, &mut progress, &mut history, &cancel) {
-        Ok(Reply::Restore { report, .. }) => Ok(report),
-        Ok(other) => Err(RemoteFailure::unexpected(other)),
-        Err(f) => Err(f),
-    };
+    let result = launch::ask(&request, &mut progress, &mut history, &cancel)
+        .map(|r: answer::Restored| r.report);
     progress.finish_line();
     let report = result.map_err(|f| Failure {
         code: f.kind.exit_code(),

@@ -84,7 +84,7 @@ pub fn copy_staged(
         files,
         to,
         Durability::Staged,
-        piece_size.map(|p| p as usize),
+        piece_size.filter(|p| *p > 0).map(|p| p as usize),
         meter,
     )
 }
@@ -151,20 +151,41 @@ pub fn write_pieces(dir: &Path, name: &str, piece_size: u32, ids: &[[u8; 32]]) -
         .map_err(Error::io("write", &path, HINT_DEST))
 }
 
-/// The pieces [`write_pieces`] kept for `name`, if they are there: the
-/// piece size and each piece's SHA-256.
-pub fn read_pieces(dir: &Path, name: &str) -> Result<Option<(u32, Vec<[u8; 32]>)>> {
+/// The pieces [`write_pieces`] kept for `name` (a file of `file_size`
+/// bytes), if they are there: the piece size and each piece's SHA-256.
+/// Only a plain file is read (never through a link), and no more of it
+/// than the smallest pieces of such a file take.
+pub fn read_pieces(dir: &Path, name: &str, file_size: u64) -> Result<Option<(u32, Vec<[u8; 32]>)>> {
     let path = dir.join(name);
-    let bytes = match std::fs::read(&path) {
-        Ok(b) => b,
+    let bad = |why: &str| {
+        Error::io("read", &path, HINT_DEST)(std::io::Error::new(
+            std::io::ErrorKind::InvalidData,
+            why.to_owned(),
+        ))
+    };
+    let file = match crate::sys::open_nofollow(&path) {
+        Ok(f) => f,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
         Err(e) => return Err(Error::io("read", &path, HINT_DEST)(e)),
     };
+    if !file
+        .metadata()
+        .map_err(Error::io("read", &path, HINT_DEST))?
+        .is_file()
+    {
+        return Err(bad("not a plain file"));
+    }
+    let smallest = u64::from(*crate::backup::Staged::PIECE_SIZES.start());
+    let most = 4 + 32 * file_size.div_ceil(smallest);
+    let mut bytes = Vec::new();
+    file.take(most + 1)
+        .read_to_end(&mut bytes)
+        .map_err(Error::io("read", &path, HINT_DEST))?;
+    if bytes.len() as u64 > most {
+        return Err(bad("longer than any list of the file's pieces"));
+    }
     if bytes.len() < 4 || (bytes.len() - 4) % 32 != 0 {
-        return Err(Error::io("read", &path, HINT_DEST)(std::io::Error::new(
-            std::io::ErrorKind::InvalidData,
-            "not a list of pieces",
-        )));
+        return Err(bad("not a list of pieces"));
     }
     let size = u32::from_le_bytes(bytes[..4].try_into().expect("4 bytes"));
     let ids = bytes[4..]
@@ -513,16 +534,25 @@ mod tests {
             std::fs::create_dir(&kept).unwrap();
             write_pieces(&kept, "db", piece as u32, ids).unwrap();
             assert_eq!(
-                read_pieces(&kept, "db").unwrap(),
+                read_pieces(&kept, "db", data.len() as u64).unwrap(),
                 Some((piece as u32, expected))
             );
-            assert_eq!(read_pieces(&kept, "other").unwrap(), None);
+            assert_eq!(read_pieces(&kept, "other", 1).unwrap(), None);
         }
         // A list cut short is refused, never read as fewer pieces.
         let kept = pieces_path(&dir.path().join("set-8192"));
         let path = kept.join("db");
         let bytes = std::fs::read(&path).unwrap();
         std::fs::write(&path, &bytes[..bytes.len() - 5]).unwrap();
-        assert!(read_pieces(&kept, "db").is_err());
+        assert!(read_pieces(&kept, "db", data.len() as u64).is_err());
+        // Nor is one longer than the smallest pieces of the file take, or
+        // anything but a plain file (a link to /dev/zero would never end).
+        assert!(read_pieces(&kept, "db", 512).is_err());
+        #[cfg(unix)]
+        {
+            std::fs::remove_file(&path).unwrap();
+            std::os::unix::fs::symlink("/dev/zero", &path).unwrap();
+            assert!(read_pieces(&kept, "db", data.len() as u64).is_err());
+        }
     }
 }

@@ -366,7 +366,9 @@ pub fn run(
             .filter(|_| staged)
             .and_then(Delivery::repo);
         if let Some(staged) = backup.staged.as_mut() {
-            staged.piece_size = alone.and_then(Repo::piece_size);
+            staged.piece_size = alone
+                .and_then(Repo::piece_size)
+                .filter(|size| crate::backup::Staged::PIECE_SIZES.contains(size));
         }
         if let (Some(bytes), Some(repo)) = (store_bytes(&backup.source, &backup.store_name), alone)
             && let Err(e) = crate::repository::check_chunk_list(bytes, repo.smallest_chunk())
@@ -407,14 +409,8 @@ pub fn run(
                 progress.log(Level::Warning, &f.message);
             }
         }
-        let result = match called {
-            Ok(Reply::Backup {
-                backup_dir,
-                manifest,
-            }) => Ok((backup_dir, manifest)),
-            Ok(other) => Err(RemoteFailure::unexpected(other)),
-            Err(f) => Err(f),
-        };
+        let result = crate::protocol::answer::answer(called)
+            .map(|b: crate::protocol::answer::Backed| (b.backup_dir, b.manifest));
         // Turned down before it started: recorded, so that a scheduled
         // run is seen to fail, not to be missed; only as the user whose
         // history it is.
@@ -457,7 +453,7 @@ pub fn run(
             &repo,
             &location,
             history,
-            &backup_dir,
+            (&backup_dir, staged),
             &manifest,
             &database,
             progress,

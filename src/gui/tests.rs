@@ -828,6 +828,7 @@ fn the_repositories_screen_connects_and_lists_backups_by_machine_and_database() 
             &done.backup_dir,
             &done.manifest,
             "orders",
+            false,
             &mut persnap::progress::Silent,
             &cancel,
         )

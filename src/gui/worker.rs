@@ -10,7 +10,7 @@ use persnap::history::{Discard, History, Recorder, Run};
 use persnap::manifest::Manifest;
 use persnap::probe::ProbeReport;
 use persnap::progress::{CancelToken, Level, Phase, Progress};
-use persnap::protocol::{BackupOptions, Reply, Request};
+use persnap::protocol::{BackupOptions, Reply, Request, answer};
 
 use persnap::pipeline;
 use persnap::repository::deliver;
@@ -242,15 +242,9 @@ pub fn restore(
             target,
             then_protect: then_protect.map(Box::new),
         };
-        let result = match route(helper)
-            .and_then(|r| launch::call_via(r, &request, &mut progress, &mut recorder, &cancel))
-        {
-            Ok(Reply::Restore { report, protected }) => {
-                Ok(Box::new(Restored { report, protected }))
-            }
-            Ok(other) => Err(RemoteFailure::unexpected(other)),
-            Err(f) => Err(f),
-        };
+        let result = route(helper)
+            .and_then(|r| launch::ask_via(r, &request, &mut progress, &mut recorder, &cancel))
+            .map(|answer::Restored { report, protected }| Box::new(Restored { report, protected }));
         notify.send(Msg::RestoreDone(result));
     })
 }
@@ -635,12 +629,11 @@ pub fn test_snapshot(
         };
         let mut progress = notify.clone();
         let result = match route(helper)
-            .and_then(|r| launch::call_via(r, &request, &mut progress, &mut Discard, &cancel))
+            .and_then(|r| launch::ask_via(r, &request, &mut progress, &mut Discard, &cancel))
         {
-            Ok(Reply::Probe { report }) => report
+            Ok(answer::Probed(report)) => report
                 .test_snapshot
                 .unwrap_or_else(|| Err("no test result".into())),
-            Ok(other) => Err(RemoteFailure::unexpected(other).message),
             Err(f) => Err(f.message),
         };
         notify.send(Msg::TestSnapshotDone(result));

@@ -318,7 +318,7 @@ pub fn store(
         history.upsert(run)?;
     }
     let result = match repo {
-        Ok(repo) => repo.store(backup_dir, manifest, database, progress, cancel),
+        Ok(repo) => repo.store(backup_dir, manifest, database, staged, progress, cancel),
         // Opened only now (a scheduled run, once it acts as its user).
         Err(e) => Err(Error::relayed(e.kind(), e.to_string())),
     };
@@ -336,7 +336,7 @@ pub fn store_offsite(
     offsite: &Result<Repo>,
     location: &Location,
     history: &History,
-    backup_dir: &Path,
+    (backup_dir, staged): (&Path, bool),
     manifest: &Manifest,
     database: &str,
     progress: &mut dyn Progress,
@@ -345,7 +345,7 @@ pub fn store_offsite(
     let tag = &manifest.run_id[..manifest.run_id.len().min(8)];
     let _alive = crate::fsutil::RunLock::acquire(tag).ok();
     let result = match offsite {
-        Ok(offsite) => offsite.store(backup_dir, manifest, database, progress, cancel),
+        Ok(offsite) => offsite.store(backup_dir, manifest, database, staged, progress, cancel),
         // Not reachable when the backup began: the backup went ahead.
         Err(e) => Err(Error::relayed(e.kind(), e.to_string())),
     };

@@ -705,7 +705,8 @@ impl Repo {
     pub fn piece_size(&self) -> Option<u32> {
         let config = self.repo.config();
         (config.chunker() == rustic_core::repofile::Chunker::FixedSize)
-            .then(|| config.chunk_size() as u32)
+            .then(|| u32::try_from(config.chunk_size()).ok())
+            .flatten()
     }
 
     /// Every persnap backup in the repository, oldest first (other
@@ -757,11 +758,16 @@ impl Repo {
     /// it back and checks it. A cancelled or failed store leaves no
     /// snapshot behind (the data it wrote is consistent and indexed, and
     /// goes at the next prune).
+    /// `staged`: the set was staged for this store, with the pieces its
+    /// copy hashed from the snapshot's bytes beside it
+    /// ([`crate::copy::pieces_path`]); the check compares the stored lists
+    /// with them.
     pub fn store(
         &self,
         backup_dir: &Path,
         manifest: &Manifest,
         database: &str,
+        staged: bool,
         progress: &mut dyn Progress,
         cancel: &CancelToken,
     ) -> Result<Stored> {
@@ -861,7 +867,7 @@ impl Repo {
         }
         let id = saved.id.to_string();
         let check = self
-            .check_stored(&id, manifest, backup_dir, since, progress, cancel)
+            .check_stored(&id, manifest, (backup_dir, staged), since, progress, cancel)
             .map_err(forget)?;
         // Checked: now it is a backup.
         let final_tags = tags(TAG)
@@ -901,7 +907,7 @@ impl Repo {
         &self,
         id: &str,
         manifest: &Manifest,
-        backup_dir: &Path,
+        (backup_dir, staged): (&Path, bool),
         since: std::time::SystemTime,
         progress: &mut dyn Progress,
         cancel: &CancelToken,
@@ -963,7 +969,7 @@ impl Repo {
                 names.len()
             )));
         }
-        let pieces = crate::copy::pieces_path(backup_dir);
+        let pieces = staged.then(|| crate::copy::pieces_path(backup_dir));
         let mut from_snapshot = 0;
         for name in names {
             let node = entries
@@ -974,20 +980,23 @@ impl Repo {
             let listed = manifest.files.iter().find(|f| f.name == name);
             // A staged set's pieces were hashed as its bytes came from the
             // snapshot: the stored list must be exactly those.
-            if let Some(file) = listed
-                && let Some((size, ids)) = crate::copy::read_pieces(&pieces, name)?
-                && size as usize == chunk
-            {
-                let listed = node.content.iter().flatten().map(|id| id.into_inner());
-                let hashed = ids.iter().map(|id| rustic_core::Id::new(*id));
-                if node.meta.size != file.size || !listed.eq(hashed) {
-                    return Err(mismatch(format!(
-                        "{name}: the stored list of its pieces is not the list of the pieces hashed as it was read from the snapshot"
-                    )));
-                }
+            let pieces_match = match (listed, &pieces) {
+                (Some(file), Some(dir)) => match crate::copy::read_pieces(dir, name, file.size)? {
+                    Some((size, ids)) if size as usize == chunk => {
+                        let stored = node.content.iter().flatten().map(|id| id.into_inner());
+                        let hashed = ids.iter().map(|id| rustic_core::Id::new(*id));
+                        Some(node.meta.size == file.size && stored.eq(hashed))
+                    }
+                    _ => None,
+                },
+                _ => None,
+            };
+            if pieces_match == Some(true) {
                 from_snapshot += 1;
                 continue;
             }
+            // Without them (or when they differ, to say which side
+            // changed): the copy it was stored from, hashed again.
             let (ids, sha256, size) =
                 super::readback::piece_ids(&backup_dir.join(name), chunk, cancel)?;
             if let Some(file) = listed
@@ -1002,6 +1011,11 @@ impl Repo {
                     detail: String::new(),
                     kind: ErrorKind::Verify,
                 });
+            }
+            if pieces_match == Some(false) {
+                return Err(mismatch(format!(
+                    "{name}: the stored list of its pieces is not the list of the pieces hashed as it was read from the snapshot"
+                )));
             }
             if node.meta.size != size || super::readback::listed_ids(node) != ids {
                 return Err(mismatch(format!(
