@@ -732,7 +732,7 @@ fn backup_cmd(
         m.method,
         units::duration(Duration::from_secs_f64(seconds.max(0.0)))
     );
-    eprintln!("How: {}.", m.verification.read_back_words());
+    eprintln!("How: {}.", done.how());
     if let Some(stored) = &done.stored {
         repo::print_stored(stored);
     }

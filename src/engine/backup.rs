@@ -130,6 +130,8 @@ pub struct Plan {
     /// Old backups to delete once this one is verified.
     pub retention: crate::retention::RetentionPolicy,
     pub pace: Pace,
+    /// Staged for a repository that alone keeps it (see [`Staged`]).
+    pub staged: bool,
 }
 
 impl Plan {
@@ -141,17 +143,28 @@ impl Plan {
             if n == 1 { "" } else { "s" },
             units::bytes(self.store.total_bytes())
         );
-        let verify = format!(
-            "Verify the copy: read every file back against its SHA-256{}, let SQLite replay any journal/WAL in a scratch copy (a reflink where the location allows), run PRAGMA integrity_check",
-            match self.pace {
-                Pace::Fast => "",
-                _ => " (gently too)",
-            }
-        );
-        let keep = format!(
-            "Write manifest.json and keep the backup in {}",
-            self.dest.display()
-        );
+        let verify = if self.staged {
+            "Verify the copy where it is (most likely still in memory: it is removed once stored, and the repository's own check reads what was stored back from the disk): every file against its SHA-256, then PRAGMA integrity_check (SQLite replays any journal/WAL in a scratch copy)".to_owned()
+        } else {
+            format!(
+                "Verify the copy: read every file back against its SHA-256{}, let SQLite replay any journal/WAL in a scratch copy (a reflink where the location allows), run PRAGMA integrity_check",
+                match self.pace {
+                    Pace::Fast => "",
+                    _ => " (gently too)",
+                }
+            )
+        };
+        let keep = if self.staged {
+            format!(
+                "Write manifest.json and stage the backup in {}",
+                self.dest.display()
+            )
+        } else {
+            format!(
+                "Write manifest.json and keep the backup in {}",
+                self.dest.display()
+            )
+        };
         let mut steps = match (&self.method, &self.volume.snapshot) {
             (Method::SqliteOnline, _) => vec![
                 format!(
@@ -282,6 +295,7 @@ pub fn plan_with(req: &BackupRequest, source_plan: SourcePlan) -> Result<Plan> {
         dest_on_same_filesystem,
         retention: req.retention,
         pace: req.pace,
+        staged: req.staged.is_some(),
     })
 }
 

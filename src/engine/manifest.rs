@@ -148,6 +148,20 @@ impl Verification {
         )
     }
 
+    /// [`Verification::words`] for a set staged for a repository that
+    /// alone keeps it (removed once stored).
+    pub fn words_staged(&self) -> String {
+        format!(
+            "SQLite's integrity check said {} on {} pages; {}",
+            self.integrity,
+            self.page_count,
+            Self::STAGED_WORDS
+        )
+    }
+
+    /// How a set staged for a repository was checked before it was stored.
+    pub const STAGED_WORDS: &'static str = "the copy staged for the repository was hashed again where it was (most likely in memory) and matched the hashes taken as it was copied; the repository's own check reads what was stored back from the disk";
+
     /// Where the read-back's bytes came from, in words.
     pub fn read_back_words(&self) -> &'static str {
         match self.read_back {

@@ -103,6 +103,24 @@ pub struct Done {
 }
 
 impl Done {
+    /// How the set was checked before it was stored, in words.
+    pub fn how(&self) -> &'static str {
+        if self.staged {
+            crate::manifest::Verification::STAGED_WORDS
+        } else {
+            self.manifest.verification.read_back_words()
+        }
+    }
+
+    /// What the verification found and how, in words.
+    pub fn verification_words(&self) -> String {
+        if self.staged {
+            self.manifest.verification.words_staged()
+        } else {
+            self.manifest.verification.words()
+        }
+    }
+
     /// Where the backup is, as a person looks for it: its folder, or its
     /// id in the repository when only the repository keeps it.
     pub fn shown(&self) -> String {
@@ -318,6 +336,10 @@ pub fn run(
                 return Err(f);
             }
         }
+    }
+    if !staged {
+        // A folder that keeps the backup gets one read back from its disk.
+        backup.staged = None;
     }
     if staged {
         // Retention is the repository's: the staged set goes anyway.

@@ -226,6 +226,7 @@ pub fn request_here(app: &PersnapApp) -> BackupRequest {
     let mut req = request(&app.settings);
     if app.settings.into_repository {
         req.dest = worker::staging(app.rt.staging.clone()).unwrap_or_default();
+        req.staged = Some(persnap::backup::Staged::default());
     }
     req
 }
@@ -381,7 +382,7 @@ fn plan(app: &PersnapApp, ui: &mut Ui) -> Option<persnap::protocol::Request> {
             repository_shown(&app.settings.repository)
         ));
         ui.label(format!(
-            "  {}. read back from there what it wrote and check it against the verified copy (every new piece, and the list of all of them); only then is it recorded as good, and the staged copy removed.",
+            "  {}. read back from there what it wrote (every new piece, from the disk) and check that the list of all of its pieces is exactly the copy's; only then is it recorded as good, and the staged copy removed.",
             report.steps.len() + 2
         ));
     }
@@ -750,7 +751,7 @@ pub fn outcome(app: &mut PersnapApp, ui: &mut Ui) {
                             units::bytes(stored.bytes_stored),
                         ),
                     ),
-                    ("Verification", manifest.verification.words()),
+                    ("Verification", done.verification.clone()),
                     ("In the repository", stored.check.checked.clone()),
                     ("Method", manifest.method.to_string()),
                     (

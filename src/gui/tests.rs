@@ -1073,6 +1073,14 @@ fn a_live_database_is_backed_up_into_a_repository_from_the_back_up_screen() {
     };
     assert!(done.stored.check.hashes_match);
     assert_eq!(done.stored.check.integrity, "ok");
+    // Staged for the repository alone: said as such, not as a folder's
+    // read-back from memory.
+    assert!(
+        done.verification
+            .contains("the copy staged for the repository was hashed again"),
+        "{}",
+        done.verification
+    );
     h.get_by_label("Backup stored and verified");
     if let Ok(path) = std::env::var("PERSNAP_LOOK_STORED") {
         h.set_size(eframe::egui::Vec2::new(960.0, 1300.0));

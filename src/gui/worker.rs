@@ -65,6 +65,8 @@ pub type Notes = Vec<(Level, String)>;
 pub struct StoredBackup {
     pub stored: Stored,
     pub manifest: Manifest,
+    /// What the verification before storing found, and how, in words.
+    pub verification: String,
     /// What else happened, in words (retention, a password not kept, the
     /// offsite copy), each a warning or not.
     pub notes: Notes,
@@ -598,8 +600,9 @@ pub fn backup(
             )
         });
         notify.send(match result {
-            Ok(done) => match done.stored {
+            Ok(done) => match done.stored.clone() {
                 Some(stored) => Msg::StoredDone(Ok(Box::new(StoredBackup {
+                    verification: done.verification_words(),
                     stored,
                     manifest: done.manifest,
                     notes: done.notes,
