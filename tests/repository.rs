@@ -974,6 +974,51 @@ fn pack_files(repo: &Path) -> std::collections::BTreeSet<PathBuf> {
     packs
 }
 
+/// Starts `persnap backup` of `store_dir` into `repo` paused at the debug
+/// builds' seam `PERSNAP_TEST_PAUSE_BEFORE_{before}` (a FIFO): returns the
+/// running backup and the FIFO's writing end, once the backup waits on it
+/// (a line written lets it go on).
+#[cfg(debug_assertions)]
+fn paused_backup(
+    setup: &Setup,
+    repo: &str,
+    store_dir: &Path,
+    method: &str,
+    before: &str,
+) -> (Child, std::fs::File) {
+    use std::os::unix::fs::OpenOptionsExt as _;
+    let fifo = setup.path(&format!("pause-{}", uuid::Uuid::new_v4().simple()));
+    let c = std::ffi::CString::new(fifo.to_str().unwrap()).unwrap();
+    // SAFETY: mkfifo with a valid C string.
+    assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0);
+    let mut child = setup
+        .backup(repo, store_dir, method)
+        .env(format!("PERSNAP_TEST_PAUSE_BEFORE_{before}"), &fifo)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // The FIFO opens for writing once the backup opens it to read (until
+    // then: ENXIO).
+    let deadline = Instant::now() + Duration::from_secs(120);
+    loop {
+        match std::fs::OpenOptions::new()
+            .write(true)
+            .custom_flags(libc::O_NONBLOCK)
+            .open(&fifo)
+        {
+            Ok(f) => return (child, f),
+            Err(e) if e.raw_os_error() == Some(libc::ENXIO) => {}
+            Err(e) => panic!("{e}"),
+        }
+        if let Some(status) = child.try_wait().unwrap() {
+            panic!("the backup ended before its pause {before}: {status}");
+        }
+        assert!(Instant::now() < deadline, "the backup never paused");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
 /// A set staged for a repository alone is not read back from the disk
 /// before it is stored: its pieces were hashed as they came from the
 /// snapshot, and the stored list must be exactly those. A staged copy
@@ -1007,35 +1052,7 @@ fn a_staged_set_changed_before_it_is_stored_is_caught_by_its_pieces() {
     );
     assert!(staged_now().is_empty(), "{:?}", staged_now());
 
-    let fifo = setup.path("pause");
-    let c = std::ffi::CString::new(fifo.to_str().unwrap()).unwrap();
-    // SAFETY: mkfifo with a valid C string.
-    assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0);
-    let mut child = setup
-        .backup(repo, &store_dir, "btrfs")
-        .env("PERSNAP_TEST_PAUSE_BEFORE_STORE", &fifo)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let deadline = Instant::now() + Duration::from_secs(120);
-    let mut go = loop {
-        use std::os::unix::fs::OpenOptionsExt as _;
-        match std::fs::OpenOptions::new()
-            .write(true)
-            .custom_flags(libc::O_NONBLOCK)
-            .open(&fifo)
-        {
-            Ok(f) => break f,
-            Err(e) if e.raw_os_error() == Some(libc::ENXIO) => {}
-            Err(e) => panic!("{e}"),
-        }
-        if let Some(status) = child.try_wait().unwrap() {
-            panic!("the backup ended before it stored: {status}");
-        }
-        assert!(Instant::now() < deadline, "the backup never paused");
-        std::thread::sleep(Duration::from_millis(20));
-    };
+    let (child, mut go) = paused_backup(&setup, repo, &store_dir, "btrfs", "STORE");
     // Staged and verified: the set, and its pieces beside it.
     let names = staged_now();
     let set = names
@@ -1082,6 +1099,91 @@ fn a_staged_set_changed_before_it_is_stored_is_caught_by_its_pieces() {
     );
 }
 
+/// A repository backup killed while storing or while checking what it
+/// stored leaves the repository whole (`restic check`) and lists nothing
+/// new; what it left staged (the set and the pieces hashed from the
+/// snapshot) goes with the next backup once no run can still be using it.
+#[cfg(debug_assertions)]
+#[test]
+fn a_repository_backup_killed_while_storing_or_checking_leaves_nothing_listed() {
+    if !require_root("a_repository_backup_killed_while_storing_or_checking_leaves_nothing_listed") {
+        return;
+    }
+    let setup = Setup::new();
+    let repo_dir = setup.path("repo");
+    let repo = repo_dir.to_str().unwrap();
+    ok(&setup.persnap(repo, &["repo", "init"]));
+    let (_vol, store_dir) = LoopVolume::btrfs_with_subvolume(300);
+    make_store(&store_dir, "persistence.db", Mode::Wal, 8);
+    ok(&setup.backup(repo, &store_dir, "btrfs").output().unwrap());
+    let staging = setup.path("staging");
+    let staged_now = || -> Vec<String> {
+        let mut names: Vec<String> = std::fs::read_dir(&staging)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        names.sort();
+        names
+    };
+    for before in ["STORE", "READ_BACK"] {
+        let (mut child, _go) = paused_backup(&setup, repo, &store_dir, "btrfs", before);
+        child.kill().unwrap();
+        child.wait().unwrap();
+        let check = setup.restic(repo, &["check"]);
+        assert!(
+            check.status.success(),
+            "killed before {before}: {}",
+            String::from_utf8_lossy(&check.stderr)
+        );
+        assert_eq!(
+            setup.listed(repo).len(),
+            1,
+            "killed before {before}: nothing new is listed"
+        );
+    }
+    // Two runs' sets and their pieces are left staged.
+    let left = staged_now();
+    assert_eq!(
+        left.iter()
+            .filter(|n| n.starts_with(".persnap-pieces-"))
+            .count(),
+        2,
+        "{left:?}"
+    );
+    assert_eq!(left.len(), 4, "{left:?}");
+    // Younger than an hour they may be another run's: the next backup
+    // leaves them. Older, it removes them, and says so.
+    let out = setup.backup(repo, &store_dir, "btrfs").output().unwrap();
+    ok(&out);
+    assert_eq!(staged_now(), left, "{}", stderr(&out));
+    run_ok(Command::new("find").arg(&staging).args([
+        "-mindepth",
+        "1",
+        "-exec",
+        "touch",
+        "-h",
+        "-d",
+        "3 hours ago",
+        "{}",
+        "+",
+    ]));
+    let out = setup.backup(repo, &store_dir, "btrfs").output().unwrap();
+    ok(&out);
+    assert!(staged_now().is_empty(), "{:?}", staged_now());
+    assert!(
+        stderr(&out).contains("left by a backup for a repository that stopped"),
+        "{}",
+        stderr(&out)
+    );
+    assert_eq!(setup.listed(repo).len(), 3);
+    let check = setup.restic(repo, &["check"]);
+    assert!(
+        check.status.success(),
+        "{}",
+        String::from_utf8_lossy(&check.stderr)
+    );
+}
+
 /// A pack this backup wrote, damaged on the storage after it was written
 /// (one byte in the middle of it), is caught by the backup's own read-back:
 /// the backup fails, is recorded as failed, and is never listed. The
@@ -1109,37 +1211,7 @@ fn a_damaged_new_pack_is_caught_by_the_backups_own_read_back() {
     })
     .unwrap();
     let before = pack_files(&repo_dir);
-    let fifo = setup.path("pause");
-    let c = std::ffi::CString::new(fifo.to_str().unwrap()).unwrap();
-    // SAFETY: mkfifo with a valid C string.
-    assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0);
-    let mut child = setup
-        .backup(repo, &store_dir, "sqlite-online")
-        .env("PERSNAP_TEST_PAUSE_BEFORE_READ_BACK", &fifo)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    // The FIFO opens for writing once the backup opens it to read: stored,
-    // paused before its read-back (until then: ENXIO).
-    let deadline = Instant::now() + Duration::from_secs(120);
-    let mut go = loop {
-        match std::fs::OpenOptions::new()
-            .write(true)
-            .custom_flags(libc::O_NONBLOCK)
-            .open(&fifo)
-        {
-            Ok(f) => break f,
-            Err(e) if e.raw_os_error() == Some(libc::ENXIO) => {}
-            Err(e) => panic!("{e}"),
-        }
-        if let Some(status) = child.try_wait().unwrap() {
-            panic!("the backup ended before its read-back: {status}");
-        }
-        assert!(Instant::now() < deadline, "the backup never paused");
-        std::thread::sleep(Duration::from_millis(20));
-    };
-    use std::os::unix::fs::OpenOptionsExt as _;
+    let (child, mut go) = paused_backup(&setup, repo, &store_dir, "sqlite-online", "READ_BACK");
     let new: Vec<PathBuf> = pack_files(&repo_dir).difference(&before).cloned().collect();
     assert!(!new.is_empty(), "the backup wrote packs");
     let damaged = new
