@@ -459,6 +459,14 @@ pub fn run(
             o
         }
     };
+    // Repositories on this machine's disks go at the backup's pace.
+    let mut opened = opened;
+    if let Some(delivery) = opened.delivery.as_mut() {
+        delivery.pace(backup.pace);
+    }
+    if let Some((Ok(repo), _, _)) = opened.offsite.as_mut() {
+        repo.pace(backup.pace);
+    }
     // Removed at the end, once the offsite copy too has read it.
     let _staged = opened.delivery.as_ref().map(|d| d.staged_set(&backup_dir));
     let mut stored = None;

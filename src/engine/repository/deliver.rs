@@ -61,7 +61,15 @@ pub fn sweep_staging(dir: &Path) -> Vec<String> {
         return Vec::new();
     };
     let mut lines = Vec::new();
-    for entry in entries.flatten() {
+    // The sets first, then the pieces of those gone (in whatever order
+    // the folder lists them).
+    let mut entries: Vec<_> = entries.flatten().collect();
+    entries.sort_by_key(|e| {
+        e.file_name()
+            .to_string_lossy()
+            .starts_with(crate::names::PIECES_PREFIX)
+    });
+    for entry in entries {
         let path = entry.path();
         let Some(name) = entry.file_name().to_str().map(str::to_owned) else {
             continue;
@@ -245,6 +253,14 @@ impl Delivery {
     /// The repository, when it is open.
     pub fn repo(&self) -> Option<&Repo> {
         self.repo.as_ref().ok()
+    }
+
+    /// Read and write the repository at the backup's pace (see
+    /// [`Repo::pace`]).
+    pub fn pace(&mut self, pace: crate::pace::Pace) {
+        if let Ok(repo) = &mut self.repo {
+            repo.pace(pace);
+        }
     }
 
     pub fn is_staged(&self) -> bool {
@@ -572,8 +588,24 @@ mod tests {
             true,
             true,
         );
+        // A dead run's set and its pieces go in one sweep, whichever the
+        // folder lists first.
+        let dead_set = staging.path().join("orders-20261207T080000Z-2b3c4d5e");
+        std::fs::create_dir(&dead_set).unwrap();
+        std::fs::write(dead_set.join(crate::manifest::MANIFEST_NAME), b"{}").unwrap();
+        age(
+            &dead_set.join(crate::manifest::MANIFEST_NAME),
+            std::time::Duration::from_secs(3 * 3600),
+        );
+        age(&dead_set, std::time::Duration::from_secs(3 * 3600));
+        let dead_pieces = make(
+            ".persnap-pieces-orders-20261207T080000Z-2b3c4d5e",
+            true,
+            true,
+        );
         let lines = sweep_staging(staging.path());
-        assert_eq!(lines.len(), 3, "{lines:?}");
+        assert!(!dead_set.exists() && !dead_pieces.exists(), "{lines:?}");
+        assert_eq!(lines.len(), 5, "{lines:?}");
         assert!(
             !killed.exists() && !fetched.exists() && !orphaned.exists(),
             "{lines:?}"

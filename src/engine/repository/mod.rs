@@ -35,6 +35,8 @@ pub use hostkey::{UntrustedKey, untrusted_key};
 #[cfg(feature = "repository")]
 pub mod keyring;
 #[cfg(feature = "repository")]
+mod paced;
+
 mod readback;
 #[cfg(feature = "repository")]
 mod store;

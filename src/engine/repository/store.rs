@@ -674,6 +674,17 @@ impl Repo {
     }
 
     /// The repository opened anew, for a step that consumes it.
+    /// Read and write the repository at `pace` from now on, when it is a
+    /// folder on this machine (a server's disks are its own).
+    pub fn pace(&mut self, pace: crate::pace::Pace) {
+        if self.location.folder().is_none() {
+            return;
+        }
+        if let Some(paced) = super::paced::Paced::wrap(self.backends.repository(), pace) {
+            self.backends = rustic_core::RepositoryBackends::new(paced, self.backends.repo_hot());
+        }
+    }
+
     fn reopened(&self) -> Result<Repository<OpenStatus>> {
         opened_with_key(
             &self.location,
