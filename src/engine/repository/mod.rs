@@ -36,7 +36,7 @@ pub use hostkey::{UntrustedKey, untrusted_key};
 pub mod keyring;
 #[cfg(feature = "repository")]
 mod paced;
-
+#[cfg(feature = "repository")]
 mod readback;
 #[cfg(feature = "repository")]
 mod store;
