@@ -171,7 +171,15 @@ impl Window {
         let display = format!(":{number}");
         let xvfb = Killed(
             Command::new("Xvfb")
-                .args([&display, "-screen", "0", "1280x900x24", "-nolisten", "tcp"])
+                .args([
+                    &display,
+                    "-noreset",
+                    "-screen",
+                    "0",
+                    "1280x900x24",
+                    "-nolisten",
+                    "tcp",
+                ])
                 .stderr(Stdio::null())
                 .spawn()
                 .unwrap(),

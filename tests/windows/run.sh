@@ -61,9 +61,20 @@ ln -sfn "$temp_unix" "$WINEPREFIX/dosdevices/unc/persnap-test/temp"
 export PERSNAP_TEST_SHARE='\\persnap-test\temp'
 
 # A private X display for wine's Vulkan/GL (kittest image snapshots).
-display=:$((90 + RANDOM % 100))
-Xvfb "$display" -screen 0 1280x800x24 >/dev/null 2>&1 &
+# Xvfb picks a free display itself and writes its number once it accepts
+# connections (-displayfd), so nothing is guessed or waited for by time.
+# -noreset: by default an X server resets when its last client leaves, and
+# a test program connecting during that reset is dropped ("X connection
+# broken"), which happened between two test programs.
+ready=$(mktemp)
+Xvfb -displayfd 3 -noreset -nolisten tcp -screen 0 1280x800x24 3>"$ready" >/dev/null 2>&1 &
 xvfb=$!
-trap 'kill $xvfb 2>/dev/null || true; wineserver -k 2>/dev/null || true' EXIT
-sleep 1
+trap 'kill $xvfb 2>/dev/null || true; wineserver -k 2>/dev/null || true; rm -f "$ready"' EXIT
+for _ in $(seq 200); do
+  [ -s "$ready" ] && break
+  kill -0 $xvfb 2>/dev/null || { echo "Xvfb did not start" >&2; exit 1; }
+  sleep 0.1
+done
+display=:$(tr -d '\n' <"$ready")
+[ "$display" != ":" ] || { echo "Xvfb did not start within 20 s" >&2; exit 1; }
 DISPLAY=$display cargo test --release --locked --target "$target"
