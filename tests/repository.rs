@@ -1783,6 +1783,15 @@ fn a_key_file_slipped_in_after_the_keys_were_judged_is_never_tried() {
     );
 }
 
+/// A mount undone when dropped (a test that fails leaves none).
+struct Unmount(PathBuf);
+
+impl Drop for Unmount {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg("-l").arg(&self.0).status();
+    }
+}
+
 #[test]
 fn a_full_remote_is_said_plainly_and_leaves_no_backup() {
     if !require_root("a_full_remote_is_said_plainly_and_leaves_no_backup") {
@@ -1798,12 +1807,6 @@ fn a_full_remote_is_said_plainly_and_leaves_no_backup() {
             .args(["-t", "tmpfs", "-o", "size=3m", "tmpfs"])
             .arg(&served),
     );
-    struct Unmount(PathBuf);
-    impl Drop for Unmount {
-        fn drop(&mut self) {
-            let _ = Command::new("umount").arg("-l").arg(&self.0).status();
-        }
-    }
     let _unmount = Unmount(served.clone());
     let server = RestServer::start(&served).expect("rclone is installed in CI");
     let store_dir = setup.with_store(&server.url, Mode::Rollback, 1);
@@ -2033,9 +2036,49 @@ fn a_new_machine_restores_from_a_repository_without_traps() {
     );
     std::fs::rename(&away, &data).unwrap();
 
+    // Too little room to read it out first (the staging folder on a full
+    // disk): said before anything is read or asked of the administrator.
+    let tiny = place.path().join("tiny");
+    std::fs::create_dir(&tiny).unwrap();
+    run_ok(
+        Command::new("mount")
+            .args(["-t", "tmpfs", "-o", "size=64k", "tmpfs"])
+            .arg(&tiny),
+    );
+    let _unmount = Unmount(tiny.clone());
+    let rooted = place.path().join("apama").join("store");
+    let out = new
+        .command(
+            repo,
+            &[
+                "restore",
+                "--database",
+                &database,
+                "--to",
+                rooted.to_str().unwrap(),
+            ],
+        )
+        .env("PERSNAP_STAGING_DIR", &tiny)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(4), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("not enough room in")
+            && stderr(&out).contains("to read the backup out of the repository")
+            && stderr(&out).contains("Nothing was read out"),
+        "{}",
+        stderr(&out)
+    );
+    assert_eq!(
+        std::fs::read_dir(&tiny).unwrap().count(),
+        0,
+        "nothing was read out"
+    );
+    assert!(!rooted.exists(), "nothing was made for the restore");
+    assert!(new.history().load().unwrap().is_empty());
+
     // A new folder (and its parent) in a folder only root can change: the
     // database is restored as root, and nothing is world-writable.
-    let rooted = place.path().join("apama").join("store");
     let out = restore(&rooted);
     let said = stderr(&out);
     assert!(out.status.success(), "{said}");

@@ -6,8 +6,8 @@
 
 use std::path::PathBuf;
 
+use persnap::pipeline::{self, RestoreFrom, RestoreJob};
 use persnap::progress::CancelToken;
-use persnap::protocol::{Request, answer};
 use persnap::registry::Registry;
 use persnap::repository::{self, Location, Password, Repo, Which};
 use persnap::restore::{self, RestorePlan};
@@ -88,7 +88,7 @@ fn from_folder(backup: PathBuf, to: PathBuf) -> Result<(), Failure> {
         &Registry::system(),
     )?;
     say(&plan);
-    restore_through_helper(backup, plan.target)
+    restore_through_helper(RestoreFrom::Folder(backup), plan.target)
 }
 
 /// A backup in a repository: chosen from its list, the plan checked, and
@@ -113,17 +113,12 @@ fn from_repository(
     );
     let plan = restore::plan(&to, &chosen.store_name, chosen.bytes, &Registry::system())?;
     say(&plan);
-    // Room to read it out first, in your staging folder.
-    let staging = super::repo::staging_dir()?;
-    restore::room_for(&staging, chosen.bytes)?;
-    let cancel = CancelToken::new();
-    install_cancel_on_signals(&cancel)?;
-    let mut printer = Printer::new();
-    let fetched =
-        repository::deliver::fetch_staged(&repo, &chosen.id, &staging, &mut printer, &cancel);
-    printer.finish_line();
-    let (_scratch, set) = fetched?;
-    restore_through_helper(set, plan.target)
+    let from = RestoreFrom::Repository {
+        repo: Box::new(repo),
+        id: chosen.id.clone(),
+        staging: super::repo::staging_dir()?,
+    };
+    restore_through_helper(from, plan.target)
 }
 
 /// The plan, in words, before anything happens.
@@ -133,18 +128,24 @@ fn say(plan: &RestorePlan) {
     }
 }
 
-fn restore_through_helper(backup: PathBuf, target: PathBuf) -> Result<(), Failure> {
+/// The engine's restore (read out of the repository first when the
+/// backup is in one), through the helper, said as it goes.
+fn restore_through_helper(from: RestoreFrom, target: PathBuf) -> Result<(), Failure> {
     let mut history = persnap::history::History::open_default()?;
     let cancel = CancelToken::new();
     install_cancel_on_signals(&cancel)?;
     let mut progress = Printer::new();
-    let request = Request::Restore {
-        backup,
+    let job = RestoreJob {
+        from,
         target,
         then_protect: None,
     };
-    let result = launch::ask(&request, &mut progress, &mut history, &cancel)
-        .map(|r: answer::Restored| r.report);
+    let mut helper = launch::Launcher {
+        route: None,
+        become_user: None,
+    };
+    let result =
+        pipeline::restore(job, &mut helper, &mut progress, &mut history, &cancel).map(|r| r.report);
     progress.finish_line();
     let report = result.map_err(|f| Failure {
         code: f.kind.exit_code(),

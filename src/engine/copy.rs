@@ -286,6 +286,28 @@ fn stream(
     stream_pieces(input, src, hint, output, None, meter).map(|(size, sha256, _)| (size, sha256))
 }
 
+/// The file at `path` read once, unpaced: its size, its SHA-256 and the
+/// SHA-256 of each of its `piece_size`-byte pieces (the last may be
+/// shorter), the same way a staged copy takes them from the snapshot.
+/// Links are not followed.
+pub fn hash_pieces(
+    path: &Path,
+    piece_size: usize,
+    cancel: &CancelToken,
+) -> Result<(u64, String, Pieces)> {
+    let input = crate::sys::open_nofollow(path).map_err(Error::io("read", path, HINT_DEST))?;
+    let mut silent = crate::progress::Silent;
+    let mut meter = Meter {
+        phase: Phase::Verify,
+        done: 0,
+        total: 0,
+        progress: &mut silent,
+        cancel,
+        pacer: Pacer::fast(),
+    };
+    stream_pieces(input, path, HINT_DEST, None, Some(piece_size), &mut meter)
+}
+
 /// [`stream`], also taking the SHA-256 of every `piece_size` bytes (the
 /// last piece may be shorter) on a third thread.
 fn stream_pieces(
@@ -525,6 +547,12 @@ mod tests {
                 .map(|c| Sha256::digest(c).into())
                 .collect();
             assert_eq!(ids, &expected, "pieces of {piece} bytes");
+            // Hashed again from the copy (the check, when the pieces are
+            // missing or differ): the same, the same way.
+            assert_eq!(
+                hash_pieces(&out.join("db"), piece, &cancel).unwrap(),
+                (data.len() as u64, copy.sha256.clone(), expected.clone())
+            );
             // Kept beside the set, and read back as they were.
             let kept = pieces_path(&out);
             assert_eq!(

@@ -181,6 +181,15 @@ pub enum Error {
     )]
     SnapshotOverflow { snapshot: String, size: String },
 
+    #[error(
+        "There is not enough room in {path} to read the backup out of the repository: it needs {needed} and {free} is free. Nothing was read out. Free some space on that disk, then try again."
+    )]
+    NoRoomToReadOut {
+        path: PathBuf,
+        needed: String,
+        free: String,
+    },
+
     #[error("persnap cannot restore into {path}: {reason}.")]
     RestoreTarget { path: PathBuf, reason: String },
 
@@ -375,6 +384,7 @@ impl Error {
             | HeldByCorrelator { .. } => ErrorKind::Snapshot,
             InsufficientSpace { .. }
             | NoRoomToRestore { .. }
+            | NoRoomToReadOut { .. }
             | Io { .. }
             | OnlineTimeout { .. } => ErrorKind::Copy,
             Sqlite { .. } | IntegrityFailed { .. } | HashMismatch { .. } | BackupDamaged { .. } => {

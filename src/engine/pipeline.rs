@@ -542,3 +542,58 @@ fn sweep_staging(staging: &Path, notes: &mut Vec<(Level, String)>) {
             .map(|line| (Level::Info, line)),
     );
 }
+
+/// Where the backup to restore is.
+pub enum RestoreFrom {
+    /// A backup folder.
+    Folder(PathBuf),
+    /// Backup `id` in the repository `repo` (opened by the front end, as
+    /// the user): read out first into a scratch folder of `staging` (the
+    /// user's; room for all of it is checked before anything is read),
+    /// then restored as a folder is; the scratch folder goes afterwards.
+    Repository {
+        repo: Box<Repo>,
+        id: String,
+        staging: PathBuf,
+    },
+}
+
+/// One restore: what, where to, and what follows it.
+pub struct RestoreJob {
+    pub from: RestoreFrom,
+    /// The folder the database goes into (checked again by the helper).
+    pub target: PathBuf,
+    /// A [`Request::Protect`] of the restored database, in the same
+    /// administrator step (a new machine going on where the old one
+    /// stopped).
+    pub then_protect: Option<Request>,
+}
+
+/// Put a backup back, for every front end: read out of its repository
+/// when it is in one, then restored through the helper, which checks it
+/// whole, keeps the files that were there and records the run through
+/// `recorder`. A failure before the helper (the repository, the room to
+/// read it out) is returned as the helper's would be, unrecorded: nothing
+/// was asked of the administrator and nothing changed.
+pub fn restore(
+    job: RestoreJob,
+    helper: &mut dyn Helper,
+    progress: &mut dyn Progress,
+    recorder: &mut dyn Recorder,
+    cancel: &CancelToken,
+) -> Result<crate::protocol::answer::Restored, RemoteFailure> {
+    let (_scratch, backup) = match job.from {
+        RestoreFrom::Folder(dir) => (None, dir),
+        RestoreFrom::Repository { repo, id, staging } => {
+            let (scratch, set) = deliver::fetch_staged(&repo, &id, &staging, progress, cancel)
+                .map_err(|e| RemoteFailure::local(&e, None))?;
+            (Some(scratch), set)
+        }
+    };
+    let request = Request::Restore {
+        backup,
+        target: job.target,
+        then_protect: job.then_protect.map(Box::new),
+    };
+    crate::protocol::answer::answer(helper.call(&request, progress, recorder, cancel))
+}

@@ -211,8 +211,9 @@ fn spawn(
     Job { rx, cancel }
 }
 
-/// Restore a backup through the helper (the store folder usually belongs
-/// to the correlator's user, so this needs administrator rights).
+/// Restore a backup through the engine's restore (the store folder
+/// usually belongs to the correlator's user, so this needs administrator
+/// rights): the same steps and words as the command line's.
 ///
 /// A backup in a repository is read out of it first, as you, into your
 /// staging folder; the restore then checks it whole as any other.
@@ -231,21 +232,30 @@ pub fn restore(
             history,
             notify: notify.clone(),
         };
-        let (_scratch, backup) = match from.map(|from| from.fetch(&mut progress, &cancel)) {
-            None => (None, backup),
-            Some(Ok((scratch, set))) => (Some(scratch), set),
-            Some(Err(e)) => {
-                notify.send(Msg::RestoreDone(Err(RemoteFailure::local(&e, None))));
-                return;
-            }
+        let from = match from {
+            None => Ok(pipeline::RestoreFrom::Folder(backup)),
+            Some(from) => from.open().and_then(|repo| {
+                Ok(pipeline::RestoreFrom::Repository {
+                    repo: Box::new(repo),
+                    id: from.snapshot.clone(),
+                    staging: staging(from.staging.clone())?,
+                })
+            }),
         };
-        let request = Request::Restore {
-            backup,
-            target,
-            then_protect: then_protect.map(Box::new),
-        };
-        let result = route(helper)
-            .and_then(|r| launch::ask_via(r, &request, &mut progress, &mut recorder, &cancel))
+        let result = from
+            .map_err(|e| RemoteFailure::local(&e, None))
+            .and_then(|from| {
+                let job = pipeline::RestoreJob {
+                    from,
+                    target,
+                    then_protect,
+                };
+                let mut helper = launch::Launcher {
+                    route: helper,
+                    become_user: None,
+                };
+                pipeline::restore(job, &mut helper, &mut progress, &mut recorder, &cancel)
+            })
             .map(|answer::Restored { report, protected }| Box::new(Restored { report, protected }));
         notify.send(Msg::RestoreDone(result));
     })

@@ -4,13 +4,14 @@
 //! compared with the pieces of the verified copy.
 //!
 //! Exactly what is checked, and what is not:
-//! - the copy the backup was stored from is the verified one: each of its
-//!   files is hashed again (SHA-256, whole) and matches the manifest, whose
-//!   database passed SQLite's integrity check when the backup was made;
-//! - that copy is cut into the repository's fixed-size pieces here, each
-//!   piece hashed (SHA-256, restic's piece id), and the stored backup's
-//!   list of pieces for each file is exactly that list, in order, each
-//!   piece known to the repository's index;
+//! - the stored backup's list of pieces for each file is exactly the list
+//!   of that file's fixed-size pieces, in order, each hashed (SHA-256,
+//!   restic's piece id): for a staged set, as its bytes came from the
+//!   snapshot ([`crate::copy::copy_staged`]); else, and to say which side
+//!   changed when they differ, from the verified copy it was stored from,
+//!   hashed again whole (matching the manifest, whose database passed
+//!   SQLite's integrity check when the backup was made) and in pieces in
+//!   one read ([`crate::copy::hash_pieces`]);
 //! - every pack file holding a piece or a list of this backup that the
 //!   previous checked backup of the same database does not also use is
 //!   read back from the storage (past any cache; for a repository in a
@@ -23,12 +24,9 @@
 //! - packs the previous checked backup also uses are not read again here
 //!   (its own check read them): the restore drills prove them.
 
-use std::io::Read;
-use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use aes256ctr_poly1305aes::Aes256CtrPoly1305Aes;
-use rustic_core::repofile::Node;
 use rustic_core::{FileType, Id, WriteBackend};
 use sha2::{Digest, Sha256};
 
@@ -47,8 +45,6 @@ const MAX_LIST: u64 = super::chunks::MAX_LIST_BYTES;
 /// in a very large repository, and a tree pack holds a list of up to
 /// [`MAX_LIST`] bytes.
 const MAX_PACK: u64 = MAX_LIST + (128 << 20);
-/// Bytes read at once when hashing a file.
-const HASH_BUFFER: usize = 1 << 20;
 
 fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
@@ -65,78 +61,6 @@ pub(super) fn cipher(
             "the repository's key has the wrong length".to_owned(),
         )
     })
-}
-
-/// The ids of the fixed-size pieces (`chunk` bytes, the last shorter) of
-/// the file at `path`, and the SHA-256 of the whole file, in one read.
-pub(super) fn piece_ids(
-    path: &Path,
-    chunk: usize,
-    cancel: &CancelToken,
-) -> Result<(Vec<String>, String, u64)> {
-    let mut file = crate::sys::open_nofollow(path).map_err(Error::io(
-        "read",
-        path,
-        crate::error::HINT_DEST,
-    ))?;
-    // The whole file's hash and its pieces' on two threads: each pass is
-    // as long as reading the file from memory.
-    let (to_whole, blocks) = std::sync::mpsc::sync_channel::<std::sync::Arc<Vec<u8>>>(4);
-    std::thread::scope(|scope| {
-        let whole = scope.spawn(move || {
-            let mut whole = Sha256::new();
-            for block in blocks {
-                whole.update(&block[..]);
-            }
-            hex(&whole.finalize())
-        });
-        let mut ids = Vec::new();
-        let mut size = 0u64;
-        let mut piece = Sha256::new();
-        let mut in_piece = 0usize;
-        let read = loop {
-            if let Err(e) = cancel.check() {
-                break Err(e);
-            }
-            let mut buf = vec![0u8; HASH_BUFFER];
-            let n = match file.read(&mut buf) {
-                Ok(0) => break Ok(()),
-                Ok(n) => n,
-                Err(e) => break Err(Error::io("read", path, crate::error::HINT_DEST)(e)),
-            };
-            buf.truncate(n);
-            let buf = std::sync::Arc::new(buf);
-            let _ = to_whole.send(buf.clone());
-            size += n as u64;
-            let mut rest = &buf[..];
-            while !rest.is_empty() {
-                let take = (chunk - in_piece).min(rest.len());
-                piece.update(&rest[..take]);
-                in_piece += take;
-                rest = &rest[take..];
-                if in_piece == chunk {
-                    ids.push(hex(&std::mem::take(&mut piece).finalize()));
-                    in_piece = 0;
-                }
-            }
-        };
-        drop(to_whole);
-        let whole = whole.join().expect("hashing does not panic");
-        read?;
-        if in_piece > 0 {
-            ids.push(hex(&piece.finalize()));
-        }
-        Ok((ids, whole, size))
-    })
-}
-
-/// The ids a stored file's node lists, as hex.
-pub(super) fn listed_ids(node: &Node) -> Vec<String> {
-    node.content
-        .iter()
-        .flatten()
-        .map(|id| id.into_inner().to_hex().to_string())
-        .collect()
 }
 
 /// Where the repository's index places one blob in its pack.

@@ -1008,8 +1008,8 @@ impl Repo {
             }
             // Without them (or when they differ, to say which side
             // changed): the copy it was stored from, hashed again.
-            let (ids, sha256, size) =
-                super::readback::piece_ids(&backup_dir.join(name), chunk, cancel)?;
+            let (size, sha256, ids) =
+                crate::copy::hash_pieces(&backup_dir.join(name), chunk, cancel)?;
             if let Some(file) = listed
                 && (file.sha256 != sha256 || file.size != size)
             {
@@ -1028,7 +1028,9 @@ impl Repo {
                     "{name}: the stored list of its pieces is not the list of the pieces hashed as it was read from the snapshot"
                 )));
             }
-            if node.meta.size != size || super::readback::listed_ids(node) != ids {
+            let stored = node.content.iter().flatten().map(|id| id.into_inner());
+            if node.meta.size != size || !stored.eq(ids.iter().map(|id| rustic_core::Id::new(*id)))
+            {
                 return Err(mismatch(format!(
                     "{name}: the stored list of its pieces is not the list of the pieces hashed from the verified copy"
                 )));
@@ -1245,6 +1247,18 @@ impl Repo {
         let entry = self.one_tagged(id, tag)?;
         check_database_name(&entry.database)?;
         crate::store::validate_store_name(&entry.store_name)?;
+        // Room for all of it, said before anything is read (every read-out
+        // comes here: a restore, a verification, a drill).
+        if only.is_none()
+            && let Ok(free) = crate::sys::free_space(into)
+            && free < entry.bytes
+        {
+            return Err(Error::NoRoomToReadOut {
+                path: into.to_owned(),
+                needed: crate::units::bytes(entry.bytes),
+                free: crate::units::bytes(free),
+            });
+        }
         let repo = self
             .reopened()?
             .to_indexed()
