@@ -58,6 +58,9 @@
 //! - **folder**: `persnap backup --method btrfs --source STORE --dest DIR`
 //!   (gentle, with its read-back);
 //! - **fast**: the same with `--pace fast`;
+//! - **repo-fast**: the repo step with `--pace fast`, into a repository of
+//!   its own: persnap as unpaced as restic is (not a target; it says how
+//!   much of the gap is the gentle pace);
 //! - **by hand**: the vendor's procedure: snapshot, `cp` the store files,
 //!   `sync -f`, delete the snapshot, then the copy dropped from the page
 //!   cache (as persnap's read-back reads the disk), `cp` of it to a
@@ -79,7 +82,7 @@
 //! backups ≤ 1.0 (commits that ended inside the windows, pooled over the
 //! rounds); fast / by hand ≤ 1.1.
 //!
-//! `PERSNAP_BENCH_STEPS` (default `restic,repo,folder,fast,by-hand`)
+//! `PERSNAP_BENCH_STEPS` (default `restic,repo,repo-fast,folder,fast,by-hand`)
 //! runs only some steps, e.g. `folder,fast,by-hand` for the folder-pace
 //! target alone; the targets that need a missing step are not printed.
 //!
@@ -518,6 +521,7 @@ mod linux {
         Folder,
         Fast,
         ByHand,
+        RepoFast,
     }
 
     impl Kind {
@@ -528,6 +532,7 @@ mod linux {
                 Kind::Folder => "persnap backup --dest (gentle)",
                 Kind::Fast => "persnap backup --dest --pace fast",
                 Kind::ByHand => "by hand (snapshot, cp, sync, scratch copy, integrity_check)",
+                Kind::RepoFast => "persnap backup --repo --pace fast",
             }
         }
     }
@@ -546,6 +551,7 @@ mod linux {
         folder: Option<f64>,
         fast: Option<f64>,
         by_hand: Option<f64>,
+        repo_fast: Option<f64>,
         restic_size: u64,
         repo_size: u64,
         /// From persnap's history record: storing, and the read-back check.
@@ -686,6 +692,12 @@ mod linux {
         let mut init = ws.persnap(&["repo", "init"]);
         init.args(ws.repo_args(&repo));
         run(&mut init);
+        let repo_fast = ws.path(&format!("repo-fast-{tag}"));
+        if kinds.contains(&Kind::RepoFast) {
+            let mut init = ws.persnap(&["repo", "init"]);
+            init.args(ws.repo_args(&repo_fast));
+            run(&mut init);
+        }
         let folders = ws.path(&format!("folders-{tag}"));
         let fast_dir = ws.path(&format!("fast-{tag}"));
         let by_hand_dir = ws.path(&format!("by-hand-{tag}"));
@@ -740,6 +752,19 @@ mod linux {
                         r.repo = t.wall.as_secs_f64();
                         r.repo_rss_kib = t.rss_kib;
                         r.repo_id = t.stdout;
+                    }
+                    Kind::RepoFast => {
+                        let mut cmd = ws.persnap(&[
+                            "backup",
+                            "--method",
+                            "btrfs",
+                            "--pace",
+                            "fast",
+                            "--source",
+                            store.to_str().unwrap(),
+                        ]);
+                        cmd.args(ws.repo_args(&repo_fast));
+                        r.repo_fast = Some(timed(&mut cmd).wall.as_secs_f64());
                     }
                     Kind::Folder => {
                         let t = timed(&mut ws.persnap(&[
@@ -830,6 +855,7 @@ mod linux {
                 );
             }
             for (name, v) in [
+                ("repo fast", r.repo_fast),
                 ("folder", r.folder),
                 ("fast", r.fast),
                 ("by hand", r.by_hand),
@@ -1059,6 +1085,15 @@ mod linux {
                     total <= 1.0,
                 );
             }
+            if has_restic && kinds.contains(&Kind::RepoFast) {
+                let fast = sum(&|r| r.repo_fast) / sum(&|r| r.repo_fast.map(|_| r.restic));
+                println!(
+                    "| (not a target) incremental repo backup `--pace fast` / restic backup | sums {:.2} / {:.2} s = {fast:.2}; median {:.2} s | — |",
+                    sum(&|r| r.repo_fast),
+                    sum(&|r| r.repo_fast.map(|_| r.restic)),
+                    median(incr.iter().filter_map(|r| r.repo_fast).collect()),
+                );
+            }
             if has_repo && kinds.contains(&Kind::Folder) {
                 let ratios: Vec<f64> = incr
                     .iter()
@@ -1087,6 +1122,13 @@ mod linux {
                 format!("{:.2} / {:.2} s = {ratio:.2}", first.repo, first.restic),
                 ratio <= 1.2,
             );
+            if let Some(fast) = first.repo_fast {
+                println!(
+                    "| (not a target) first repo backup `--pace fast` / restic's first | {fast:.2} / {:.2} s = {:.2} | — |",
+                    first.restic,
+                    fast / first.restic
+                );
+            }
             let ratio = last.repo_size as f64 / last.restic_size as f64;
             line(
                 &format!("repository after {n} backups ≤ restic's (target stated at 24)"),
@@ -1242,7 +1284,7 @@ mod linux {
         // snapshot's diverging blocks); the rest on the root disk.
         let image_mb = (size_mb * workloads.len() as u64 + rss_size.unwrap_or(0)) * 2 + 1024;
         let ws = Workspace::new(image_mb);
-        let all: Vec<Kind> = env_or("PERSNAP_BENCH_STEPS", "restic,repo,folder,fast,by-hand")
+        let all: Vec<Kind> = env_or("PERSNAP_BENCH_STEPS", "restic,repo,repo-fast,folder,fast,by-hand")
             .split(',')
             .map(str::trim)
             .filter(|s| !s.is_empty())
@@ -1252,6 +1294,7 @@ mod linux {
                 "folder" => Kind::Folder,
                 "fast" => Kind::Fast,
                 "by-hand" => Kind::ByHand,
+                "repo-fast" => Kind::RepoFast,
                 other => panic!("PERSNAP_BENCH_STEPS: unknown step {other:?}"),
             })
             .collect();
