@@ -1284,20 +1284,23 @@ mod linux {
         // snapshot's diverging blocks); the rest on the root disk.
         let image_mb = (size_mb * workloads.len() as u64 + rss_size.unwrap_or(0)) * 2 + 1024;
         let ws = Workspace::new(image_mb);
-        let all: Vec<Kind> = env_or("PERSNAP_BENCH_STEPS", "restic,repo,repo-fast,folder,fast,by-hand")
-            .split(',')
-            .map(str::trim)
-            .filter(|s| !s.is_empty())
-            .map(|s| match s {
-                "restic" => Kind::Restic,
-                "repo" => Kind::Repo,
-                "folder" => Kind::Folder,
-                "fast" => Kind::Fast,
-                "by-hand" => Kind::ByHand,
-                "repo-fast" => Kind::RepoFast,
-                other => panic!("PERSNAP_BENCH_STEPS: unknown step {other:?}"),
-            })
-            .collect();
+        let all: Vec<Kind> = env_or(
+            "PERSNAP_BENCH_STEPS",
+            "restic,repo,repo-fast,folder,fast,by-hand",
+        )
+        .split(',')
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .map(|s| match s {
+            "restic" => Kind::Restic,
+            "repo" => Kind::Repo,
+            "folder" => Kind::Folder,
+            "fast" => Kind::Fast,
+            "by-hand" => Kind::ByHand,
+            "repo-fast" => Kind::RepoFast,
+            other => panic!("PERSNAP_BENCH_STEPS: unknown step {other:?}"),
+        })
+        .collect();
         assert!(!all.is_empty(), "PERSNAP_BENCH_STEPS: no step");
         for &w in &workloads {
             let s = series(&ws, w, size_mb, rounds, &all, true);

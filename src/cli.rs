@@ -232,11 +232,24 @@ pub enum Command {
     /// Is every protected database protected? Exit status for monitoring:
     /// 0 all have a recent verified backup, 1 one needs attention (old
     /// backup, missed run, location nearly full), 2 a backup failed or never
-    /// happened, 3 persnap cannot tell (nothing protected).
+    /// happened, 3 persnap cannot tell (nothing protected). With
+    /// `--format prometheus` the state is in the metrics, and the exit
+    /// status is 0 once they are written (3 when persnap cannot tell).
     Status {
-        /// Print JSON instead of text.
-        #[arg(long)]
+        /// Print JSON instead of text (the same as `--format json`).
+        #[arg(long, conflicts_with = "format")]
         json: bool,
+        /// How to say it: `text` (default), `json`, or `prometheus` (the
+        /// text exposition format: persnap_protected,
+        /// persnap_last_success_timestamp_seconds, … per database).
+        #[arg(long, value_enum)]
+        format: Option<status::Format>,
+        /// With `--format prometheus`: write the metrics into this folder
+        /// as persnap.prom, atomically (node_exporter's textfile collector
+        /// folder, e.g. /var/lib/prometheus/node-exporter), instead of
+        /// printing them.
+        #[arg(long, value_name = "DIR", requires = "format")]
+        textfile: Option<std::path::PathBuf>,
         /// How old the newest verified backup may be (90m, 26h, 3d, 1w).
         /// Default: with a schedule, every run it was due for must have
         /// happened; without one, 26h.
@@ -610,7 +623,18 @@ pub fn run(cli: Cli) -> Result<(), Failure> {
         Command::Schedule(cmd) => schedule_cmd(cmd),
         Command::Database(cmd) => database::run(cmd),
         Command::Repo(cmd) => repo::run(cmd),
-        Command::Status { json, max_age } => status::run(json, max_age),
+        Command::Status {
+            json,
+            format,
+            textfile,
+            max_age,
+        } => {
+            let format = match (json, format) {
+                (true, _) => status::Format::Json,
+                (false, format) => format.unwrap_or(status::Format::Text),
+            };
+            status::run(format, textfile, max_age)
+        }
         Command::Drill {
             name,
             password_file,

@@ -277,3 +277,330 @@ fn status_as_root_is_not_stalled_or_misled_by_a_users_history() {
     );
     assert!(!said.contains("root:"), "nothing of /etc/shadow: {said}");
 }
+
+/// Debian's Prometheus tools, as .ci/setup takes them out of their
+/// packages; `None` (said) where they are not, which CI forbids.
+fn prometheus_tool(name: &str) -> Option<std::path::PathBuf> {
+    let path = Path::new("/opt/persnap-ci/prometheus/usr/bin").join(name);
+    if path.is_file() {
+        return Some(path);
+    }
+    if std::env::var_os("PERSNAP_REQUIRE_ROOT_TESTS").is_some() {
+        panic!(
+            "{} is missing, and CI forbids skipping: run .ci/setup",
+            path.display()
+        );
+    }
+    eprintln!(
+        "SKIP the Prometheus checks: {} is missing (run .ci/setup)",
+        path.display()
+    );
+    None
+}
+
+/// `persnap status --format prometheus`, judged by promtool (no problem,
+/// not even a lint), and its samples by series.
+fn metrics(m: &Machine, promtool: &Path) -> std::collections::BTreeMap<String, f64> {
+    let out = m.persnap(&["status", "--format", "prometheus"]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let text = String::from_utf8(out.stdout).unwrap();
+    let mut check = std::process::Command::new(promtool)
+        .args(["check", "metrics"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    use std::io::Write as _;
+    check
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(text.as_bytes())
+        .unwrap();
+    let judged = check.wait_with_output().unwrap();
+    assert!(
+        judged.status.success() && judged.stdout.is_empty() && judged.stderr.is_empty(),
+        "promtool: {}{}\n{text}",
+        String::from_utf8_lossy(&judged.stdout),
+        String::from_utf8_lossy(&judged.stderr)
+    );
+    text.lines()
+        .filter(|l| !l.starts_with('#'))
+        .map(|l| {
+            let (series, value) = l.rsplit_once(' ').unwrap();
+            (series.to_owned(), value.parse().unwrap())
+        })
+        .collect()
+}
+
+/// A free port on loopback.
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// `GET path` from a server on loopback, its body.
+fn http_get(port: u16, path: &str) -> Option<String> {
+    use std::io::{Read as _, Write as _};
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).ok()?;
+    write!(s, "GET {path} HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n").ok()?;
+    let mut reply = String::new();
+    s.read_to_string(&mut reply).ok()?;
+    reply
+        .split_once("\r\n\r\n")
+        .map(|(_, body)| body.to_owned())
+}
+
+/// `persnap status --format prometheus` (issue #31): after a good backup, a
+/// failed one, for a database never backed up, after a passed and a
+/// failed restore drill — each time promtool finds nothing to say and the
+/// values are the history's. Written as node_exporter's textfile, the
+/// file is replaced whole (a reader never sees half of it) and a real
+/// node_exporter serves it.
+#[test]
+fn status_speaks_prometheus_for_promtool_and_node_exporter() {
+    let (Some(promtool), Some(exporter)) = (
+        prometheus_tool("promtool"),
+        prometheus_tool("prometheus-node-exporter"),
+    ) else {
+        return;
+    };
+    let m = Machine::new();
+    let registry = Registry::at(m.registry.path().join("databases"));
+    let src = tempfile::tempdir().unwrap();
+    let dest = tempfile::tempdir().unwrap();
+    let db = make_store(src.path(), "persistence.db", Mode::Rollback, 2);
+    let mut orders = Database::new(
+        "orders",
+        persnap::fsutil::canonicalize(src.path()).unwrap(),
+        "persistence.db",
+    );
+    orders.location = Some(dest.path().to_owned());
+    orders.method = persnap::method::MethodChoice::Explicit(persnap::method::Method::SqliteOnline);
+    registry.add(&orders).unwrap();
+    // Never backed up, its location a path that needs escaping.
+    let other = tempfile::tempdir().unwrap();
+    make_store(other.path(), "persistence.db", Mode::Rollback, 1);
+    let odd = dest.path().join("odd \"quoted\" \\ folder");
+    std::fs::create_dir(&odd).unwrap();
+    let mut never = Database::new(
+        "never",
+        persnap::fsutil::canonicalize(other.path()).unwrap(),
+        "persistence.db",
+    );
+    never.location = Some(odd.clone());
+    registry.add(&never).unwrap();
+    let at = |db: &str| {
+        format!("{{database=\"{db}\",location=\"{}\"}}", {
+            let shown = if db == "orders" {
+                dest.path().to_owned()
+            } else {
+                odd.clone()
+            };
+            shown
+                .display()
+                .to_string()
+                .replace('\\', r"\\")
+                .replace('"', r#"\""#)
+        })
+    };
+
+    let v = metrics(&m, &promtool);
+    for name in ["orders", "never"] {
+        assert_eq!(v[&format!("persnap_protected{{database=\"{name}\"}}")], 0.0);
+        assert_eq!(
+            v[&format!("persnap_state{{database=\"{name}\",state=\"never\"}}")],
+            1.0
+        );
+        assert_eq!(
+            v[&format!("persnap_last_success_timestamp_seconds{}", at(name))],
+            0.0
+        );
+        assert_eq!(
+            v[&format!("persnap_last_drill_success_timestamp_seconds{}", at(name))],
+            0.0
+        );
+        assert!(!v.contains_key(&format!("persnap_last_attempt_success{}", at(name))));
+    }
+
+    // A good backup under a live writer.
+    let writer = Writer::start(&db);
+    let done = m.backup(src.path(), dest.path(), &[]);
+    assert!(done.status.success(), "{}", stderr(&done));
+    writer.stop();
+    let good = History::at(m.data.path()).load().unwrap().pop().unwrap();
+    let v = metrics(&m, &promtool);
+    assert_eq!(v["persnap_protected{database=\"orders\"}"], 1.0);
+    assert_eq!(
+        v["persnap_state{database=\"orders\",state=\"protected\"}"],
+        1.0
+    );
+    assert_eq!(v["persnap_state{database=\"orders\",state=\"never\"}"], 0.0);
+    let finished = good.finished.unwrap().timestamp_millis() as f64 / 1000.0;
+    assert_eq!(
+        v[&format!("persnap_last_success_timestamp_seconds{}", at("orders"))],
+        finished
+    );
+    assert_eq!(
+        v[&format!("persnap_last_attempt_success{}", at("orders"))],
+        1.0
+    );
+    assert_eq!(
+        v[&format!("persnap_backup_size_bytes{}", at("orders"))],
+        good.bytes as f64
+    );
+    assert_eq!(
+        v[&format!("persnap_backup_duration_seconds{}", at("orders"))],
+        good.duration_secs.unwrap()
+    );
+    assert!(v[&format!("persnap_location_free_bytes{}", at("orders"))] > 0.0);
+    assert_eq!(v["persnap_protected{database=\"never\"}"], 0.0);
+
+    // A restore drill proves it.
+    let drill = m.persnap(&["drill", "orders"]);
+    assert!(drill.status.success(), "{}", stderr(&drill));
+    let v = metrics(&m, &promtool);
+    let proven = v[&format!(
+        "persnap_last_drill_success_timestamp_seconds{}",
+        at("orders")
+    )];
+    assert!(proven >= finished, "{proven} {finished}");
+    assert_eq!(
+        v[&format!("persnap_last_drill_success{}", at("orders"))],
+        1.0
+    );
+
+    // A backup that fails for real: the correlator holds its lock past
+    // the timeout. The last success stands; the attempt failed.
+    let conn = rusqlite::Connection::open(&db).unwrap();
+    conn.execute_batch("BEGIN EXCLUSIVE; UPDATE accounts SET balance = balance WHERE id = 0;")
+        .unwrap();
+    let failed = m.backup(src.path(), dest.path(), &["--timeout", "1"]);
+    assert_eq!(failed.status.code(), Some(4), "{}", stderr(&failed));
+    drop(conn);
+    let v = metrics(&m, &promtool);
+    assert_eq!(v["persnap_protected{database=\"orders\"}"], 0.0);
+    assert_eq!(
+        v["persnap_state{database=\"orders\",state=\"failing\"}"],
+        1.0
+    );
+    assert_eq!(
+        v[&format!("persnap_last_attempt_success{}", at("orders"))],
+        0.0
+    );
+    assert_eq!(
+        v[&format!("persnap_last_success_timestamp_seconds{}", at("orders"))],
+        finished
+    );
+    assert!(v[&format!("persnap_last_attempt_timestamp_seconds{}", at("orders"))] > finished);
+
+    // A drill that finds the backup damaged: the last proof stands, the
+    // newest drill failed.
+    let set = good.backup_path.clone().unwrap();
+    let file = set.join("persistence.db");
+    let mut bytes = std::fs::read(&file).unwrap();
+    bytes[100] ^= 0xff;
+    std::fs::write(&file, bytes).unwrap();
+    let drill = m.persnap(&["drill", "orders"]);
+    assert_eq!(drill.status.code(), Some(5), "{}", stderr(&drill));
+    let v = metrics(&m, &promtool);
+    assert_eq!(
+        v[&format!("persnap_last_drill_success{}", at("orders"))],
+        0.0
+    );
+    assert_eq!(
+        v[&format!(
+            "persnap_last_drill_success_timestamp_seconds{}",
+            at("orders")
+        )],
+        proven
+    );
+
+    // node_exporter's textfile: replaced whole, readable by its account.
+    let textfiles = tempfile::tempdir().unwrap();
+    let prom = textfiles.path().join("persnap.prom");
+    let write = || {
+        let out = m.persnap(&[
+            "status",
+            "--format",
+            "prometheus",
+            "--textfile",
+            textfiles.path().to_str().unwrap(),
+        ]);
+        assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    };
+    write();
+    use std::os::unix::fs::PermissionsExt;
+    assert_eq!(
+        std::fs::metadata(&prom).unwrap().permissions().mode() & 0o777,
+        0o644
+    );
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let reader = {
+        let (stop, prom) = (stop.clone(), prom.clone());
+        std::thread::spawn(move || {
+            let mut reads = 0;
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                let text = std::fs::read_to_string(&prom).unwrap();
+                assert!(
+                    text.starts_with("# HELP persnap_protected ")
+                        && text.ends_with("persnap_state{database=\"orders\",state=\"never\"} 0\n"),
+                    "a read saw part of the file:\n{text}"
+                );
+                reads += 1;
+            }
+            reads
+        })
+    };
+    for _ in 0..20 {
+        write();
+    }
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let reads = reader.join().unwrap();
+    assert!(reads > 20, "the reader read {reads} times");
+
+    let port = free_port();
+    let mut served = std::process::Command::new(exporter)
+        .args([
+            "--collector.disable-defaults",
+            "--collector.textfile",
+            &format!(
+                "--collector.textfile.directory={}",
+                textfiles.path().display()
+            ),
+            &format!("--web.listen-address=127.0.0.1:{port}"),
+        ])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    let scraped = loop {
+        if let Some(body) = http_get(port, "/metrics") {
+            break body;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "node_exporter did not answer"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    };
+    let _ = served.kill();
+    let _ = served.wait();
+    assert!(
+        scraped.contains("node_textfile_scrape_error 0"),
+        "{scraped}"
+    );
+    assert!(
+        scraped.contains("persnap_protected{database=\"orders\"} 0"),
+        "{scraped}"
+    );
+    assert!(
+        scraped.contains(&format!("persnap_last_drill_success{} 0", at("orders"))),
+        "{scraped}"
+    );
+}

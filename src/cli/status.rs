@@ -5,6 +5,7 @@
 //! 3 persnap cannot tell).
 
 use persnap::history::History;
+use persnap::monitor::metrics;
 use persnap::protection::{self, Assessment, Level, Policy};
 use persnap::registry::Registry;
 use persnap::units;
@@ -53,7 +54,30 @@ fn load_as_owner(s: &persnap::schedule::Schedule) -> persnap::Result<Vec<persnap
     protection::load_history(s)
 }
 
-pub fn run(json: bool, max_age: Option<chrono::Duration>) -> Result<(), Failure> {
+/// How `persnap status` says it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Format {
+    /// A few lines per database, in words.
+    Text,
+    /// Every assessment, whole.
+    Json,
+    /// Prometheus' text exposition format.
+    Prometheus,
+}
+
+pub fn run(
+    format: Format,
+    textfile: Option<std::path::PathBuf>,
+    max_age: Option<chrono::Duration>,
+) -> Result<(), Failure> {
+    if textfile.is_some() && format != Format::Prometheus {
+        return Err(Failure {
+            code: 2,
+            error: anyhow::anyhow!(
+                "--textfile writes Prometheus metrics: give --format prometheus."
+            ),
+        });
+    }
     let unknown = |message: String| Failure {
         code: EXIT_UNKNOWN,
         error: anyhow::anyhow!(message),
@@ -76,7 +100,35 @@ pub fn run(json: bool, max_age: Option<chrono::Duration>) -> Result<(), Failure>
         chrono::Local::now(),
     )
     .map_err(|e| unknown(format!("persnap cannot tell: {e}")))?;
-    if json {
+    if format == Format::Prometheus {
+        // The state is in the values; a note (a history that could not be
+        // read) goes to the error stream, as with the text.
+        for note in &survey.notes {
+            eprintln!("note: {note}");
+        }
+        if survey.assessments.is_empty() {
+            eprintln!(
+                "note: no database is protected on this computer ({}).",
+                registry.dir().display()
+            );
+        }
+        return match textfile {
+            Some(dir) => {
+                metrics::write_textfile(&dir, &survey.assessments)?;
+                eprintln!(
+                    "Wrote the metrics of {} protected database(s) into {}.",
+                    survey.assessments.len(),
+                    dir.join(metrics::TEXTFILE_NAME).display()
+                );
+                Ok(())
+            }
+            None => {
+                print!("{}", metrics::exposition(&survey.assessments));
+                Ok(())
+            }
+        };
+    }
+    if format == Format::Json {
         let out = serde_json::json!({
             "databases": survey.assessments,
             "notes": survey.notes,

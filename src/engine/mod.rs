@@ -23,6 +23,8 @@ pub mod loadgen;
 pub mod manifest;
 /// Backup methods.
 pub mod method;
+/// Prometheus metrics and the other places administrators look.
+pub mod monitor;
 /// What persnap names in a backup location.
 pub mod names;
 /// SQLite's online backup (sqlite-online).
