@@ -59,6 +59,10 @@ Methods:
 #[derive(Parser)]
 #[command(name = "persnap", version, about = "Consistent backups of a live Apama correlator persistence database, taken from a filesystem snapshot.", after_help = EXIT_CODES)]
 pub struct Cli {
+    /// Also write what goes into persnap's log file to the terminal (each
+    /// step, with its time).
+    #[arg(long, global = true)]
+    pub verbose: bool,
     #[command(subcommand)]
     pub command: Command,
 }
@@ -1138,6 +1142,7 @@ impl Progress for Printer {
     fn phase(&mut self, phase: Phase) {
         self.finish_line();
         self.phase_started = Instant::now();
+        tracing::info!("== {phase}");
         eprintln!("== {phase}");
     }
 
@@ -1179,8 +1184,14 @@ impl Progress for Printer {
     fn log(&mut self, level: Level, message: &str) {
         self.finish_line();
         match level {
-            Level::Info => eprintln!("   {message}"),
-            Level::Warning => eprintln!("   warning: {message}"),
+            Level::Info => {
+                tracing::info!("{message}");
+                eprintln!("   {message}");
+            }
+            Level::Warning => {
+                tracing::warn!("{message}");
+                eprintln!("   warning: {message}");
+            }
         }
     }
 }

@@ -13,9 +13,10 @@ mod cli;
 #[cfg(feature = "gui")]
 mod gui;
 mod launch;
+mod logging;
 mod notify;
 
-use clap::Parser;
+use clap::{CommandFactory, FromArgMatches};
 
 fn main() {
     // SAFETY: first thing, before any thread starts.
@@ -24,17 +25,34 @@ fn main() {
     if std::env::args_os().len() == 1 {
         #[cfg(windows)]
         persnap::sys::release_own_console();
+        logging::init("the app", false);
         if let Err(e) = gui::run() {
+            tracing::error!("the window could not open: {e}");
             eprintln!(
                 "error: the window could not open ({e}). Use the command line instead: persnap --help"
             );
             std::process::exit(1);
         }
+        tracing::info!("the app closed");
         return;
     }
-    let cli = cli::Cli::parse();
-    if let Err(failure) = cli::run(cli) {
-        eprintln!("error: {:#}", failure.error);
-        std::process::exit(failure.code);
+    let matches = cli::Cli::command().get_matches();
+    let cli = cli::Cli::from_arg_matches(&matches).unwrap_or_else(|e| e.exit());
+    // The command's name only: what was typed may hold an address with
+    // its password.
+    let mut what = String::from("persnap");
+    let mut level = Some(&matches);
+    while let Some((name, sub)) = level.and_then(|m| m.subcommand()) {
+        what = format!("{what} {name}");
+        level = Some(sub);
+    }
+    logging::init(&what, cli.verbose);
+    match cli::run(cli) {
+        Ok(()) => tracing::info!("{what}: done"),
+        Err(failure) => {
+            tracing::error!("{what}: exit status {}: {:#}", failure.code, failure.error);
+            eprintln!("error: {:#}", failure.error);
+            std::process::exit(failure.code);
+        }
     }
 }

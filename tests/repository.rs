@@ -70,6 +70,7 @@ impl Setup {
             .env("PERSNAP_DATA_DIR", self.path("history"))
             .env("PERSNAP_STAGING_DIR", self.path("staging"))
             .env("PERSNAP_REGISTRY_DIR", self.path("databases"))
+            .env("PERSNAP_LOG_DIR", self.path("logs"))
             .env("PERSNAP_REPOSITORY", repo)
             .env("PERSNAP_PASSWORD_FILE", &self.password_file)
             .envs(self.env.iter().map(|(k, v)| (k, v)));
@@ -923,6 +924,32 @@ fn a_wrong_password_or_an_unreachable_server_is_said_plainly_and_nothing_is_reco
     }
     setup.assert_nothing_staged();
     assert!(setup.listed(repo).is_empty(), "nothing was stored");
+
+    // The log for support (issue #31) holds both runs' steps and how
+    // they ended, in the words said above; no password is anywhere on
+    // the disk but in the files that were given.
+    let log = std::fs::read_to_string(setup.path("logs").join("persnap.log")).unwrap();
+    assert_eq!(log.matches("started: persnap backup").count(), 2, "{log}");
+    assert!(log.contains("failed during prepare"), "{log}");
+    assert!(
+        log.contains("ERROR")
+            && log.contains("is wrong")
+            && log.contains("Could not reach the repository"),
+        "{log}"
+    );
+    for (secret, file) in [
+        (PASSWORD, &setup.password_file),
+        ("not the password", &wrong),
+    ] {
+        let holding: Vec<PathBuf> = files_under(setup.dir.path())
+            .into_iter()
+            .filter(|f| {
+                std::fs::read(f)
+                    .is_ok_and(|b| b.windows(secret.len()).any(|w| w == secret.as_bytes()))
+            })
+            .collect();
+        assert_eq!(holding, vec![file.clone()], "{secret:?} is written elsewhere");
+    }
 }
 
 /// Starts a backup into `repo` and returns once it is storing.

@@ -37,6 +37,7 @@ impl Machine {
                 self.registry.path().join("databases"),
             )
             .env("PERSNAP_UNIT_DIR", self.units.path())
+            .env("PERSNAP_LOG_DIR", self.data.path().join("logs"))
             .output()
             .unwrap()
     }
@@ -602,5 +603,26 @@ fn status_speaks_prometheus_for_promtool_and_node_exporter() {
     assert!(
         scraped.contains(&format!("persnap_last_drill_success{} 0", at("orders"))),
         "{scraped}"
+    );
+
+    // The log for support: each run's steps and how it ended; with
+    // --verbose, the same on the terminal.
+    let log = std::fs::read_to_string(m.data.path().join("logs/persnap.log")).unwrap();
+    for said in [
+        "started: persnap backup",
+        "== copy",
+        "== verify",
+        "completed in",
+        "failed during copy",
+        "started: persnap drill",
+        "persnap backup: exit status 4",
+    ] {
+        assert!(log.contains(said), "{said:?} is not in the log:\n{log}");
+    }
+    let verbose = m.persnap(&["--verbose", "status", "--format", "prometheus"]);
+    assert!(
+        stderr(&verbose).contains("started: persnap status"),
+        "{}",
+        stderr(&verbose)
     );
 }

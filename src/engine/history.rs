@@ -305,6 +305,7 @@ impl History {
 
     /// Insert `run`, or replace the stored run with the same id.
     pub fn upsert(&self, run: &Run) -> Result<()> {
+        log_run(run);
         self.modify(|runs| match runs.iter_mut().find(|r| r.id == run.id) {
             Some(slot) => *slot = run.clone(),
             None => runs.push(run.clone()),
@@ -343,5 +344,38 @@ impl History {
             action,
             detail,
         }
+    }
+}
+/// A run as it is recorded, into the log (see [`crate::monitor::log`]):
+/// what, from where to where, and how it ended, in the words the app
+/// shows.
+fn log_run(run: &Run) {
+    let what = format!(
+        "{:?} run {} of {} in {} to {}",
+        run.kind,
+        &run.id[..run.id.len().min(8)],
+        run.store_name,
+        run.source.display(),
+        run.destination.display()
+    );
+    match &run.outcome {
+        Outcome::Running => tracing::info!("{what}: started"),
+        Outcome::Completed => tracing::info!(
+            "{what}: completed in {:.2} s, {} bytes, {} files{}",
+            run.duration_secs.unwrap_or_default(),
+            run.bytes,
+            run.files,
+            run.warnings
+                .iter()
+                .map(|w| format!("; warning: {w}"))
+                .collect::<String>()
+        ),
+        Outcome::Failed {
+            step,
+            kind,
+            message,
+        } => tracing::error!("{what}: failed during {step} ({kind:?}): {message}"),
+        Outcome::Cancelled => tracing::warn!("{what}: cancelled"),
+        Outcome::Interrupted => tracing::warn!("{what}: interrupted (its process ended)"),
     }
 }

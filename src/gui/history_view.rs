@@ -92,6 +92,17 @@ pub fn show(app: &mut PersnapApp, ui: &mut Ui) {
             app.reload_history();
         }
         ui.label(format!("{} runs", app.rt.runs.len()));
+        if let Some(logs) = persnap::monitor::log::dir()
+            && ui
+                .button("Open log")
+                .on_hover_text(format!(
+                    "Every run's steps, with their times and errors, for support: {}",
+                    logs.join(persnap::monitor::log::LOG_NAME).display()
+                ))
+                .clicked()
+        {
+            open_folder(&logs);
+        }
     });
     if app.rt.runs.is_empty() {
         ui.label("No backups yet. Runs appear here as soon as they start.");

@@ -172,12 +172,17 @@ impl Notifier {
 
 impl Progress for Notifier {
     fn phase(&mut self, phase: Phase) {
+        tracing::info!("== {phase}");
         self.send(Msg::Phase(phase));
     }
     fn bytes(&mut self, phase: Phase, done: u64, total: u64) {
         self.send(Msg::Bytes { phase, done, total });
     }
     fn log(&mut self, level: Level, message: &str) {
+        match level {
+            Level::Info => tracing::info!("{message}"),
+            Level::Warning => tracing::warn!("{message}"),
+        }
         self.send(Msg::Log(level, message.to_owned()));
     }
 }
