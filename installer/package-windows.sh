@@ -41,6 +41,20 @@ rm -rf "$stage"
 mkdir -p "$stage"
 cp "$bindir/persnap.exe" "$bindir/persnap-helper.exe" "$stage/"
 
+# The Event Log's message file (installer/windows/persnap-events.c): every
+# id from 1 to 1000 is its event's own text (%1; %0: no line break after).
+events=$(mktemp -d)
+{
+  echo 'LanguageNames=(English=0x409:MSG00409)'
+  for id in $(seq 1 1000); do printf 'MessageId=%d\nLanguage=English\n%%1%%0\n.\n' "$id"; done
+} > "$events/persnap-events.mc"
+# windres finds the message table's .bin in its working folder.
+(cd "$events" && x86_64-w64-mingw32-windmc persnap-events.mc \
+  && x86_64-w64-mingw32-windres -i persnap-events.rc -O coff -o persnap-events.o)
+x86_64-w64-mingw32-gcc -shared -nostdlib -s -Wl,-e,DllMain -o "$stage/persnap-events.dll" \
+  installer/windows/persnap-events.c "$events/persnap-events.o"
+rm -rf "$events"
+
 sign=()
 if [ -n "${PERSNAP_SIGN_PFX:-}" ]; then
   if [ -z "${PERSNAP_SIGN_PASSWORD_FILE:-}" ] && [ -n "${PERSNAP_SIGN_PASSWORD:-}" ]; then
@@ -53,7 +67,7 @@ if [ -n "${PERSNAP_SIGN_PFX:-}" ]; then
   fi
   unset PERSNAP_SIGN_PASSWORD
   export PERSNAP_SIGN_PFX PERSNAP_SIGN_TIMESTAMP="${PERSNAP_SIGN_TIMESTAMP:-}"
-  installer/sign-windows.sh "$stage/persnap.exe" "$stage/persnap-helper.exe"
+  installer/sign-windows.sh "$stage/persnap.exe" "$stage/persnap-helper.exe" "$stage/persnap-events.dll"
   # makensis signs the uninstaller and the setup program with it.
   sign=(-DSIGN_CMD="$PWD/installer/sign-windows.sh")
 else

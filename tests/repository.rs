@@ -948,7 +948,11 @@ fn a_wrong_password_or_an_unreachable_server_is_said_plainly_and_nothing_is_reco
                     .is_ok_and(|b| b.windows(secret.len()).any(|w| w == secret.as_bytes()))
             })
             .collect();
-        assert_eq!(holding, vec![file.clone()], "{secret:?} is written elsewhere");
+        assert_eq!(
+            holding,
+            vec![file.clone()],
+            "{secret:?} is written elsewhere"
+        );
     }
 }
 

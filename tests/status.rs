@@ -38,6 +38,10 @@ impl Machine {
             )
             .env("PERSNAP_UNIT_DIR", self.units.path())
             .env("PERSNAP_LOG_DIR", self.data.path().join("logs"))
+            .env(
+                "PERSNAP_JOURNAL_SOCKET",
+                self.data.path().join("journal.socket"),
+            )
             .output()
             .unwrap()
     }
@@ -428,12 +432,49 @@ fn status_speaks_prometheus_for_promtool_and_node_exporter() {
         assert!(!v.contains_key(&format!("persnap_last_attempt_success{}", at(name))));
     }
 
-    // A good backup under a live writer.
+    // A good backup under a live writer. Its record in the journal
+    // (Linux; a socket of the test's standing in for journald's) carries
+    // the fields to find it by.
+    let journal =
+        std::os::unix::net::UnixDatagram::bind(m.data.path().join("journal.socket")).unwrap();
+    journal.set_nonblocking(true).unwrap();
+    let records = || {
+        let mut all = Vec::new();
+        let mut buf = vec![0u8; 1 << 16];
+        while let Ok(n) = journal.recv(&mut buf) {
+            let text = String::from_utf8_lossy(&buf[..n]).into_owned();
+            let fields: std::collections::BTreeMap<String, String> = text
+                .lines()
+                .filter_map(|l| l.split_once('='))
+                .map(|(k, v)| (k.to_owned(), v.to_owned()))
+                .collect();
+            all.push(fields);
+        }
+        all
+    };
     let writer = Writer::start(&db);
     let done = m.backup(src.path(), dest.path(), &[]);
     assert!(done.status.success(), "{}", stderr(&done));
     writer.stop();
     let good = History::at(m.data.path()).load().unwrap().pop().unwrap();
+    let sent = records();
+    assert_eq!(sent.len(), 1, "one record per run: {sent:?}");
+    let record = &sent[0];
+    assert_eq!(record["SYSLOG_IDENTIFIER"], "persnap");
+    assert_eq!(record["PRIORITY"], "6");
+    assert_eq!(record["PERSNAP_EVENT_ID"], "100");
+    assert_eq!(record["PERSNAP_OUTCOME"], "completed");
+    assert_eq!(record["PERSNAP_KIND"], "backup");
+    assert_eq!(record["PERSNAP_RUN_ID"], good.id);
+    assert_eq!(
+        record["PERSNAP_LOCATION"],
+        dest.path().display().to_string()
+    );
+    assert!(
+        record["MESSAGE"].starts_with("The backup of persistence.db in ")
+            && record["MESSAGE"].contains("is verified and kept in"),
+        "{record:?}"
+    );
     let v = metrics(&m, &promtool);
     assert_eq!(v["persnap_protected{database=\"orders\"}"], 1.0);
     assert_eq!(
@@ -483,6 +524,24 @@ fn status_speaks_prometheus_for_promtool_and_node_exporter() {
     let failed = m.backup(src.path(), dest.path(), &["--timeout", "1"]);
     assert_eq!(failed.status.code(), Some(4), "{}", stderr(&failed));
     drop(conn);
+    let sent = records();
+    let failure = sent
+        .iter()
+        .find(|r| r["PERSNAP_KIND"] == "backup")
+        .expect("the failed backup's record");
+    assert_eq!(
+        (
+            failure["PERSNAP_EVENT_ID"].as_str(),
+            failure["PRIORITY"].as_str(),
+            failure["PERSNAP_OUTCOME"].as_str()
+        ),
+        ("101", "3", "failed"),
+        "{sent:?}"
+    );
+    assert!(
+        failure["MESSAGE"].contains("failed during copy"),
+        "{failure:?}"
+    );
     let v = metrics(&m, &promtool);
     assert_eq!(v["persnap_protected{database=\"orders\"}"], 0.0);
     assert_eq!(

@@ -28,6 +28,7 @@ ManifestSupportedOS all
 !define APP "persnap"
 !define PUBLISHER "persnap"
 !define UNINSTALL_KEY "Software\Microsoft\Windows\CurrentVersion\Uninstall\persnap"
+!define EVENT_SOURCE_KEY "SYSTEM\CurrentControlSet\Services\EventLog\Application\persnap"
 
 !include "MUI2.nsh"
 !include "x64.nsh"
@@ -179,8 +180,17 @@ Section "persnap" SecMain
   SetOutPath "$INSTDIR"
   File "${BINDIR}\persnap.exe"
   File "${BINDIR}\persnap-helper.exe"
+  ; The Event Log's message file: Event Viewer may hold it open, and the
+  ; old one has the same messages, so a busy one is left for the next time.
+  SetOverwrite try
+  File "${BINDIR}\persnap-events.dll"
+  SetOverwrite on
   File "..\..\README.md"
   WriteUninstaller "$INSTDIR\Uninstall.exe"
+  ; The Windows Event Log's source "persnap" (Application log; event ids in
+  ; docs/MONITORING.md), with its message file.
+  WriteRegExpandStr HKLM "${EVENT_SOURCE_KEY}" "EventMessageFile" "$INSTDIR\persnap-events.dll"
+  WriteRegDWORD HKLM "${EVENT_SOURCE_KEY}" "TypesSupported" 7
   SetShellVarContext all
   CreateShortCut "$SMPROGRAMS\persnap.lnk" "$INSTDIR\persnap.exe" "" "$INSTDIR\persnap.exe" 0
   WriteRegStr HKLM "Software\${APP}" "InstallDir" "$INSTDIR"
@@ -216,11 +226,15 @@ Section "Uninstall"
   Delete "$SMPROGRAMS\persnap.lnk"
   Delete "$INSTDIR\persnap.exe"
   Delete "$INSTDIR\persnap-helper.exe"
+  Delete "$INSTDIR\persnap-events.dll"
   Delete "$INSTDIR\README.md"
   Delete "$INSTDIR\Uninstall.exe"
   RMDir "$INSTDIR"
   DeleteRegKey HKLM "${UNINSTALL_KEY}"
   DeleteRegKey HKLM "Software\${APP}"
+  ; persnap's events already in the log stay; without the message file
+  ; Event Viewer shows their text after a note that it has none.
+  DeleteRegKey HKLM "${EVENT_SOURCE_KEY}"
   ; Backups and history belong to the user and are never removed.
   DetailPrint "persnap was removed. ${KEPT}"
 SectionEnd

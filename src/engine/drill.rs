@@ -361,6 +361,7 @@ mod running {
         };
         run.drill = Some(report.clone());
         recorder.record(&run)?;
+        crate::monitor::events::report(&run);
         outcome.map(|()| (run, report))
     }
 

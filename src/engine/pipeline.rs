@@ -149,6 +149,34 @@ impl Recorder for Tagged<'_> {
     }
 }
 
+/// Remembers the run recorded last, to report how it ended.
+struct Watched<'a> {
+    inner: &'a mut dyn Recorder,
+    last: Option<Run>,
+}
+
+impl Recorder for Watched<'_> {
+    fn record(&mut self, run: &Run) -> crate::Result<()> {
+        self.last = Some(run.clone());
+        self.inner.record(run)
+    }
+}
+
+impl Watched<'_> {
+    /// The event of the run recorded last, as it stands in `history` now
+    /// (the steps after the helper's, storing and copying offsite, update
+    /// it there), written where administrators look.
+    fn report(self, history: Option<&History>) {
+        let Some(last) = self.last else {
+            return;
+        };
+        let now = history
+            .and_then(|h| h.load().ok())
+            .and_then(|runs| runs.into_iter().find(|r| r.id == last.id));
+        crate::monitor::events::report(&now.unwrap_or(last));
+    }
+}
+
 /// A backup of `req` turned down before it started (the location gone,
 /// the store moved, a wrong password; not a dismissed prompt, not a
 /// cancel): still a backup that did not happen, so it goes into
@@ -295,6 +323,24 @@ fn open_later(repository: Option<Target>, offsite: Option<Target>, staged: bool)
 /// changes); `history` is the same history, read and updated by the
 /// later steps.
 pub fn run(
+    job: Job,
+    history: &History,
+    recorder: &mut dyn Recorder,
+    helper: &mut dyn Helper,
+    progress: &mut dyn Progress,
+    cancel: &CancelToken,
+) -> Result<Done, RemoteFailure> {
+    let mut watched = Watched {
+        inner: recorder,
+        last: None,
+    };
+    let result = run_steps(job, history, &mut watched, helper, progress, cancel);
+    // One event for the run, once it has ended everywhere.
+    watched.report(Some(history));
+    result
+}
+
+fn run_steps(
     job: Job,
     history: &History,
     recorder: &mut dyn Recorder,
@@ -595,5 +641,12 @@ pub fn restore(
         target: job.target,
         then_protect: job.then_protect.map(Box::new),
     };
-    crate::protocol::answer::answer(helper.call(&request, progress, recorder, cancel))
+    let mut watched = Watched {
+        inner: recorder,
+        last: None,
+    };
+    let answer =
+        crate::protocol::answer::answer(helper.call(&request, progress, &mut watched, cancel));
+    watched.report(None);
+    answer
 }

@@ -264,10 +264,19 @@ done
 output_has "$version" wine reg query "$uninstall_key" /v DisplayVersion || fail "no uninstall entry with the version"
 output_has persnap wine "C:\\Program Files\\persnap\\persnap.exe" --version || fail "the installed persnap.exe does not run"
 tests/installers/check-windows-version.sh "$version" "$pf/persnap.exe" "$pf/persnap-helper.exe"
+# The Event Log's source, with its message file: a DLL whose message table
+# has every event id (objdump lists the resource).
+event_key='HKLM\SYSTEM\CurrentControlSet\Services\EventLog\Application\persnap'
+output_has 'persnap-events.dll' wine reg query "$event_key" /v EventMessageFile \
+  || fail "the Event Log source persnap is not registered with its message file"
+output_has '0x7' wine reg query "$event_key" /v TypesSupported || fail "the Event Log source has no TypesSupported"
+[ -f "$pf/persnap-events.dll" ] || fail "the Event Log's message file is not installed"
+output_has '^	DLL$' x86_64-w64-mingw32-objdump -p "$pf/persnap-events.dll" || fail "persnap-events.dll is not a DLL"
+output_has '^%1%0$' strings -e l "$pf/persnap-events.dll" || fail "persnap-events.dll has no message table"
 
 step "upgrade with the signed setup: every installed program is signed"
 wine "$signed" /S; wineserver -w
-for f in persnap.exe persnap-helper.exe Uninstall.exe; do
+for f in persnap.exe persnap-helper.exe persnap-events.dll Uninstall.exe; do
   signed_by_test_certificate "$pf/$f"
 done
 
@@ -327,9 +336,11 @@ cp "$wtmp/persnap.exe" "$pf/persnap.exe"
 step "uninstall silently under wine"
 wine "C:\\Program Files\\persnap\\Uninstall.exe" /S; wineserver -w
 sleep 2; wineserver -w
-for f in "$pf/persnap.exe" "$pf/persnap-helper.exe" "$pf/Uninstall.exe" "$menu" "$task" "$record"; do
+for f in "$pf/persnap.exe" "$pf/persnap-helper.exe" "$pf/persnap-events.dll" "$pf/Uninstall.exe" "$menu" "$task" "$record"; do
   [ ! -e "$f" ] || fail "$f is still there after the silent uninstall"
 done
+wine reg query 'HKLM\SYSTEM\CurrentControlSet\Services\EventLog\Application\persnap' >/dev/null 2>&1 \
+  && fail "the Event Log source is still registered after the uninstall"
 # Settings and history stay (the uninstaller says so).
 [ -d "$drive/ProgramData/persnap" ] || fail "the uninstaller removed persnap's data in ProgramData"
 }

@@ -788,6 +788,7 @@ try {
         $dest = Join-Path $WorkDir 'dest'
         New-Item -ItemType Directory -Path $dest | Out-Null
         $sw = [Diagnostics.Stopwatch]::StartNew()
+        $S.BackupStarted = (Get-Date).AddSeconds(-2)
         $bg = Start-Background $PersnapExe @('backup', '--source', $Store, '--dest', $dest) 'backup-4a'
         # Check 3b: poll the writers while the backup runs; a sample counts only if the
         # backup was still running when vssadmin answered.
@@ -832,6 +833,19 @@ try {
         $new = @($now | Where-Object { $S.ShadowsBefore -notcontains $_ })
         if ($new.Count) { throw ('new in vssadmin list shadows: ' + ($new -join ', ')) }
         $device + ' was used and is gone'
+    }
+
+    Invoke-Check '18' 'the backup wrote event 100 into the Application log, in persnap''s words (its message file)' {
+        Need 'Backup' 'needs the backup of check 4a'
+        $filter = @{ LogName = 'Application'; ProviderName = 'persnap'; Id = 100; StartTime = $S.BackupStarted }
+        $events = @(Get-WinEvent -FilterHashtable $filter -ErrorAction SilentlyContinue)
+        if (-not $events.Count) { throw 'no event 100 from the source persnap since the backup began' }
+        $message = [string]$events[0].Message
+        if ($message -notlike 'The backup of *is verified and kept in*') {
+            if (-not $S['Installed']) { Skip-Check ('not installed by the setup program here, so no message file: ' + $message) }
+            throw ('Event Viewer shows: ' + $message)
+        }
+        '{0} ({1}): {2}' -f $events[0].Id, $events[0].LevelDisplayName, $message
     }
 
     Invoke-Check '4b' 'persnap verify of that backup' {

@@ -52,6 +52,39 @@ status=$?
 set -e
 [ "$status" -ne 0 ] || { echo "persnap.exe's exit status did not reach its caller" >&2; exit 1; }
 
+# The Windows Event Log (issue #31): each run that ends writes one event
+# under the source "persnap" with the id of its kind and its plain message.
+# Wine keeps no events, but its ReportEventW says what it was given on its
+# debug channels (the type and id on "advapi", the message on "eventlog");
+# a child started from a test program would not get these channels, so
+# persnap.exe runs here. What only real Windows shows (Event Viewer's text
+# through the message file) is docs/MONITORING.md's one-minute check.
+events=$(mktemp -d)
+mkdir "$events/store" "$events/backups"
+sqlite3 "$events/store/persistence.db" 'CREATE TABLE t(x); INSERT INTO t VALUES (1);'
+event_run() {
+  PERSNAP_DATA_DIR="$(winepath -w "$events/data" 2>/dev/null)" \
+    PERSNAP_LOG_DIR="$(winepath -w "$events/logs" 2>/dev/null)" \
+    WINEDEBUG=fixme+advapi,trace+eventlog,warn+eventlog,err+eventlog \
+    wine "$release/persnap.exe" backup --method sqlite-online \
+      --source "$(winepath -w "$events/store" 2>/dev/null)" \
+      --dest "$(winepath -w "$events/$1" 2>/dev/null)" 2>&1 || true
+}
+# type (4 information, 1 error) and id (0x64 = 100 verified, 0x66 = 102 could not start)
+check_event() {
+  local said=$1 kind=$2 id=$3 words=$4
+  [ "$(grep -c 'ReportEventW (' <<<"$said")" = 1 ] \
+    || { echo "not one event:"; echo "$said"; exit 1; } >&2
+  grep -q "ReportEventW ([0-9A-F]*,$kind,0x0000,$id," <<<"$said" \
+    || { echo "not event $id of type $kind:"; echo "$said"; exit 1; } >&2
+  grep -q "eventlog:ReportEventW L\"$words" <<<"$said" \
+    || { echo "the event's words are not \"$words…\":"; echo "$said"; exit 1; } >&2
+}
+check_event "$(event_run backups)" 0x0004 0x00000064 "The backup of persistence.db in "
+check_event "$(event_run unplugged)" 0x0001 0x00000066 "The backup of persistence.db in .* could not start; nothing was taken"
+rm -rf "$events"
+echo "the Windows Event Log: a verified backup wrote event 100, one that could not start event 102"
+
 # A network share for the share-path tests: wine serves \\host\share (and
 # \\?\UNC\host\share) from dosdevices/unc/HOST/SHARE; this one leads to
 # wine's temporary folder, where the tests' temporary folders are.

@@ -720,6 +720,7 @@ pub fn record_hung(history: &crate::history::History, name: &str) -> Result<Opti
     };
     run.finished.get_or_insert_with(Utc::now);
     history.upsert(&run)?;
+    crate::monitor::events::report(&run);
     Ok(Some(run))
 }
 
