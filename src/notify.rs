@@ -1,21 +1,16 @@
 //! Desktop notifications for scheduled runs that failed or were missed.
 //!
-//! Linux: a freedesktop `Notify` call on the session bus of the user whose
-//! history the schedule records into, through gdbus run as that user (the
-//! scheduled run itself is root). Windows: a notification-area balloon,
-//! which Windows 10 and later show as a toast; a scheduled run (SYSTEM, in
-//! session 0 where nobody sees anything) starts `persnap schedule toast`
-//! as the user of each active session to show it there.
-
-/// A GVariant text literal of a string (for gdbus arguments).
-#[cfg(unix)]
-fn gvariant_string(text: &str) -> String {
-    format!("'{}'", text.replace('\\', "\\\\").replace('\'', "\\'"))
-}
+//! Linux: a freedesktop `Notify` call (zbus) on the session bus of the
+//! user whose history the schedule records into. Only that user may use
+//! their session bus: a run that is still root shows it through this
+//! program started as them (`persnap schedule toast`). Windows: a
+//! notification-area balloon, which Windows 10 and later show as a toast;
+//! a scheduled run (SYSTEM, in session 0 where nobody sees anything)
+//! starts `persnap schedule toast` as the user of each active session to
+//! show it there.
 
 /// freedesktop Notify on the session bus of the owner of `owner_of`
-/// (`/run/user/UID/bus`, or `PERSNAP_NOTIFY_BUS`), through gdbus run as
-/// that user.
+/// (`/run/user/UID/bus`, or `PERSNAP_NOTIFY_BUS`).
 #[cfg(unix)]
 pub fn desktop(owner_of: &std::path::Path, summary: &str, body: &str) -> anyhow::Result<()> {
     use std::os::unix::fs::MetadataExt;
@@ -32,39 +27,58 @@ pub fn desktop(owner_of: &std::path::Path, summary: &str, body: &str) -> anyhow:
             format!("unix:path={socket}")
         }
     };
-    let mut cmd = std::process::Command::new("/usr/bin/gdbus");
-    cmd.args([
-        "call",
-        "--session",
-        "--dest",
-        "org.freedesktop.Notifications",
-    ])
-    .args([
-        "--object-path",
-        "/org/freedesktop/Notifications",
-        "--method",
-        "org.freedesktop.Notifications.Notify",
-    ])
-    .arg(gvariant_string("persnap"))
-    .arg("uint32 0")
-    .arg(gvariant_string("dialog-error"))
-    .arg(gvariant_string(summary))
-    .arg(gvariant_string(body))
-    .arg("@as []")
-    .arg("{'urgency': <byte 2>}")
-    .arg("int32 -1")
-    .env_clear()
-    .env("DBUS_SESSION_BUS_ADDRESS", bus);
     if persnap::fsutil::is_root() && owner.uid() != 0 {
-        cmd.uid(owner.uid()).gid(owner.gid());
+        // As them: this program, with nothing of root's environment.
+        let out = std::process::Command::new(std::env::current_exe()?)
+            .args(["schedule", "toast", "--summary", summary, "--body", body])
+            .env_clear()
+            .env("PERSNAP_NOTIFY_BUS", &bus)
+            .uid(owner.uid())
+            .gid(owner.gid())
+            .output()?;
+        anyhow::ensure!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
+        return Ok(());
     }
-    let out = cmd.output()?;
-    anyhow::ensure!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr).trim()
-    );
+    notify_on(&bus, summary, body)
+}
+
+/// The `Notify` call itself, on the bus at `address`: urgent (it is a
+/// failure), with persnap's name and the error icon, until dismissed by
+/// the server's rule.
+#[cfg(target_os = "linux")]
+fn notify_on(address: &str, summary: &str, body: &str) -> anyhow::Result<()> {
+    use zbus::zvariant::Value;
+    let connection = zbus::blocking::connection::Builder::address(address)?.build()?;
+    let mut hints = std::collections::HashMap::<&str, Value>::new();
+    hints.insert("urgency", Value::U8(2));
+    let reply = connection.call_method(
+        Some("org.freedesktop.Notifications"),
+        "/org/freedesktop/Notifications",
+        Some("org.freedesktop.Notifications"),
+        "Notify",
+        &(
+            "persnap",
+            0u32,
+            "dialog-error",
+            summary,
+            body,
+            Vec::<&str>::new(),
+            hints,
+            -1i32,
+        ),
+    )?;
+    let _id: u32 = reply.body().deserialize()?;
     Ok(())
+}
+
+/// Other Unix systems have no session bus persnap knows.
+#[cfg(all(unix, not(target_os = "linux")))]
+fn notify_on(_address: &str, _summary: &str, _body: &str) -> anyhow::Result<()> {
+    anyhow::bail!("desktop notifications are only sent on Linux")
 }
 
 /// Windows: show it in every active user session (from SYSTEM), or here.
