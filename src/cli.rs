@@ -1185,11 +1185,11 @@ impl Progress for Printer {
         self.finish_line();
         match level {
             Level::Info => {
-                tracing::info!("{message}");
+                tracing::info!("{}", persnap::monitor::log::one_line(message));
                 eprintln!("   {message}");
             }
             Level::Warning => {
-                tracing::warn!("{message}");
+                tracing::warn!("{}", persnap::monitor::log::one_line(message));
                 eprintln!("   warning: {message}");
             }
         }
@@ -1613,6 +1613,15 @@ fn tell_scheduled_failure(name: &str, scheduler_said: &str, timed_out: bool) {
         eprintln!("persnap: could not record that the run hung ({e})");
     }
     let runs = history.load().unwrap_or_default();
+    // A run systemd stopped on request: its event is this one (the
+    // pipeline leaves a stopped scheduled run to this; a hung one was
+    // reported as such just above).
+    if !timed_out
+        && let Some(run) = s.last_run(&runs)
+        && run.outcome == persnap::history::Outcome::Cancelled
+    {
+        persnap::monitor::events::report(run);
+    }
     let (summary, body) = schedule::failure_message(name, s.last_run(&runs), scheduler_said);
     eprintln!("{summary}: {body}");
     if let Err(e) = crate::notify::desktop(&s.history_dir, &summary, &body) {

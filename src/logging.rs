@@ -23,11 +23,11 @@ pub fn init(what: &str, verbose: bool) -> Option<std::path::PathBuf> {
         .as_ref()
         .and(dir)
         .map(|d| d.join(persnap::monitor::log::LOG_NAME));
+    // persnap's own events only: the libraries' (rustic's, through `log`,
+    // is not bridged) may hold a server's address with its password.
     let filter = Targets::new()
         .with_default(LevelFilter::OFF)
-        .with_target("persnap", LevelFilter::DEBUG)
-        .with_target("persnap_helper", LevelFilter::DEBUG)
-        .with_target("rustic_core", LevelFilter::WARN);
+        .with_target("persnap", LevelFilter::DEBUG);
     let to_file = file.map(|f| {
         tracing_subscriber::fmt::layer()
             .with_ansi(false)

@@ -50,7 +50,11 @@ fn main() {
     match cli::run(cli) {
         Ok(()) => tracing::info!("{what}: done"),
         Err(failure) => {
-            tracing::error!("{what}: exit status {}: {:#}", failure.code, failure.error);
+            tracing::error!(
+                "{what}: exit status {}: {}",
+                failure.code,
+                persnap::monitor::log::one_line(&format!("{:#}", failure.error))
+            );
             eprintln!("error: {:#}", failure.error);
             std::process::exit(failure.code);
         }

@@ -71,6 +71,8 @@ impl Setup {
             .env("PERSNAP_STAGING_DIR", self.path("staging"))
             .env("PERSNAP_REGISTRY_DIR", self.path("databases"))
             .env("PERSNAP_LOG_DIR", self.path("logs"))
+            // No journal record leaves the test (none is sent without it).
+            .env("PERSNAP_JOURNAL_SOCKET", self.path("journal.socket"))
             .env("PERSNAP_REPOSITORY", repo)
             .env("PERSNAP_PASSWORD_FILE", &self.password_file)
             .envs(self.env.iter().map(|(k, v)| (k, v)));
@@ -902,7 +904,11 @@ fn a_wrong_password_or_an_unreachable_server_is_said_plainly_and_nothing_is_reco
         stderr(&out)
     );
 
-    let nobody = format!("rest:http://127.0.0.1:{}/", free_port());
+    // An address with a password in it, which must never be written.
+    let nobody = format!(
+        "rest:http://backup:in-the-address@127.0.0.1:{}/",
+        free_port()
+    );
     let out = backup(&nobody, &setup.password_file);
     assert_eq!(out.status.code(), Some(4), "{}", stderr(&out));
     assert!(
@@ -937,23 +943,30 @@ fn a_wrong_password_or_an_unreachable_server_is_said_plainly_and_nothing_is_reco
             && log.contains("Could not reach the repository"),
         "{log}"
     );
-    for (secret, file) in [
-        (PASSWORD, &setup.password_file),
-        ("not the password", &wrong),
-    ] {
-        let holding: Vec<PathBuf> = files_under(setup.dir.path())
+    let holding = |secret: &str| -> Vec<PathBuf> {
+        files_under(setup.dir.path())
             .into_iter()
             .filter(|f| {
                 std::fs::read(f)
                     .is_ok_and(|b| b.windows(secret.len()).any(|w| w == secret.as_bytes()))
             })
-            .collect();
+            .collect()
+    };
+    for (secret, file) in [
+        (PASSWORD, &setup.password_file),
+        ("not the password", &wrong),
+    ] {
         assert_eq!(
-            holding,
+            holding(secret),
             vec![file.clone()],
             "{secret:?} is written elsewhere"
         );
     }
+    assert!(
+        holding("in-the-address").is_empty(),
+        "the address's password is written: {:?}",
+        holding("in-the-address")
+    );
 }
 
 /// Starts a backup into `repo` and returns once it is storing.

@@ -290,7 +290,7 @@ impl History {
 
     /// Mark runs left `Running` by dead processes as `Interrupted`; returns them.
     pub fn recover(&self) -> Result<Vec<Run>> {
-        self.modify(|runs| {
+        let recovered = self.modify(|runs| {
             let mut recovered = Vec::new();
             for run in runs
                 .iter_mut()
@@ -300,7 +300,14 @@ impl History {
                 recovered.push(run.clone());
             }
             recovered
-        })
+        })?;
+        // Only this process turned them (under the history's lock): each
+        // is said once.
+        for run in &recovered {
+            log_run(run);
+            crate::monitor::events::report(run);
+        }
+        Ok(recovered)
     }
 
     /// Insert `run`, or replace the stored run with the same id.
@@ -346,18 +353,24 @@ impl History {
         }
     }
 }
+/// The start of the warning a backup kept in its folder gets when storing
+/// it in the repository failed (the backup stands; see
+/// `repository::deliver`).
+pub const NOT_STORED: &str = "It was not stored in the repository: ";
+
 /// A run as it is recorded, into the log (see [`crate::monitor::log`]):
 /// what, from where to where, and how it ended, in the words the app
 /// shows.
 fn log_run(run: &Run) {
-    let what = format!(
+    let line = crate::monitor::log::one_line;
+    let what = line(&format!(
         "{:?} run {} of {} in {} to {}",
         run.kind,
         &run.id[..run.id.len().min(8)],
         run.store_name,
         run.source.display(),
         run.destination.display()
-    );
+    ));
     match &run.outcome {
         Outcome::Running => tracing::info!("{what}: started"),
         Outcome::Completed => tracing::info!(
@@ -367,14 +380,14 @@ fn log_run(run: &Run) {
             run.files,
             run.warnings
                 .iter()
-                .map(|w| format!("; warning: {w}"))
+                .map(|w| format!("; warning: {}", line(w)))
                 .collect::<String>()
         ),
         Outcome::Failed {
             step,
             kind,
             message,
-        } => tracing::error!("{what}: failed during {step} ({kind:?}): {message}"),
+        } => tracing::error!("{what}: failed during {step} ({kind:?}): {}", line(message)),
         Outcome::Cancelled => tracing::warn!("{what}: cancelled"),
         Outcome::Interrupted => tracing::warn!("{what}: interrupted (its process ended)"),
     }

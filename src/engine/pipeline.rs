@@ -172,8 +172,18 @@ impl Watched<'_> {
         };
         let now = history
             .and_then(|h| h.load().ok())
-            .and_then(|runs| runs.into_iter().find(|r| r.id == last.id));
-        crate::monitor::events::report(&now.unwrap_or(last));
+            .and_then(|runs| runs.into_iter().find(|r| r.id == last.id))
+            .unwrap_or(last);
+        // Nobody cancels a scheduled run on Linux but systemd, stopping it
+        // at its time limit (then it hung) or on request: the service's
+        // `schedule notify`, which knows which, reports it, once.
+        if cfg!(target_os = "linux")
+            && now.scheduled.is_some()
+            && now.outcome == crate::history::Outcome::Cancelled
+        {
+            return;
+        }
+        crate::monitor::events::report(&now);
     }
 }
 

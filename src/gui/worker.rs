@@ -180,8 +180,8 @@ impl Progress for Notifier {
     }
     fn log(&mut self, level: Level, message: &str) {
         match level {
-            Level::Info => tracing::info!("{message}"),
-            Level::Warning => tracing::warn!("{message}"),
+            Level::Info => tracing::info!("{}", persnap::monitor::log::one_line(message)),
+            Level::Warning => tracing::warn!("{}", persnap::monitor::log::one_line(message)),
         }
         self.send(Msg::Log(level, message.to_owned()));
     }

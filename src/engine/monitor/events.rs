@@ -37,6 +37,9 @@ pub enum Event {
     BackupHung,
     /// 106: the backup is good, but its offsite copy failed.
     OffsiteFailed,
+    /// 107: the backup is verified and kept in its folder, but storing it
+    /// in the repository failed.
+    RepositoryFailed,
     /// 110: a database was restored.
     Restored,
     /// 111: a restore failed, was cancelled or interrupted.
@@ -49,7 +52,7 @@ pub enum Event {
 }
 
 impl Event {
-    pub const ALL: [Event; 11] = [
+    pub const ALL: [Event; 12] = [
         Event::BackupVerified,
         Event::BackupFailed,
         Event::BackupRefused,
@@ -57,6 +60,7 @@ impl Event {
         Event::BackupInterrupted,
         Event::BackupHung,
         Event::OffsiteFailed,
+        Event::RepositoryFailed,
         Event::Restored,
         Event::RestoreFailed,
         Event::DrillPassed,
@@ -73,6 +77,7 @@ impl Event {
             Event::BackupInterrupted => 104,
             Event::BackupHung => 105,
             Event::OffsiteFailed => 106,
+            Event::RepositoryFailed => 107,
             Event::Restored => 110,
             Event::RestoreFailed => 111,
             Event::DrillPassed => 120,
@@ -83,9 +88,10 @@ impl Event {
     pub fn severity(self) -> Severity {
         match self {
             Event::BackupVerified | Event::Restored | Event::DrillPassed => Severity::Information,
-            Event::BackupCancelled | Event::BackupInterrupted | Event::OffsiteFailed => {
-                Severity::Warning
-            }
+            Event::BackupCancelled
+            | Event::BackupInterrupted
+            | Event::OffsiteFailed
+            | Event::RepositoryFailed => Severity::Warning,
             Event::BackupFailed
             | Event::BackupRefused
             | Event::BackupHung
@@ -104,6 +110,9 @@ impl Event {
             Event::BackupInterrupted => "a backup's process ended before it did",
             Event::BackupHung => "a scheduled backup hung and was stopped",
             Event::OffsiteFailed => "the backup is good, but its offsite copy failed",
+            Event::RepositoryFailed => {
+                "the backup is verified and kept in its folder, but storing it in the repository failed"
+            }
             Event::Restored => "a database was restored",
             Event::RestoreFailed => "a restore failed, was cancelled or interrupted",
             Event::DrillPassed => "a restore drill proved the backups restorable",
@@ -132,6 +141,19 @@ pub fn of(run: &Run) -> Option<(Event, String)> {
     let (event, words) = match (run.kind, &run.outcome) {
         (_, Outcome::Running) => return None,
         (RunKind::Backup, Outcome::Completed) => match &run.offsite {
+            _ if let Some(why) = run
+                .warnings
+                .iter()
+                .find_map(|w| w.strip_prefix(crate::history::NOT_STORED)) =>
+            {
+                (
+                    Event::RepositoryFailed,
+                    format!(
+                        "The backup of {store}{by} is verified and kept in {}, but it was not stored in the repository: {why}",
+                        run.destination.display()
+                    ),
+                )
+            }
             Some(crate::repository::Offsite::Failed { location, message }) => (
                 Event::OffsiteFailed,
                 format!(
@@ -305,6 +327,16 @@ mod tests {
         });
         assert_eq!(of(&good).unwrap().0.id(), 106);
         assert_eq!(of(&good).unwrap().0.severity(), Severity::Warning);
+        good.warnings.push(format!(
+            "{}Could not reach the repository.",
+            crate::history::NOT_STORED
+        ));
+        let (event, words) = of(&good).unwrap();
+        assert_eq!((event.id(), event.severity()), (107, Severity::Warning));
+        assert!(
+            words.contains("is verified and kept in /backups, but it was not stored in the repository: Could not reach the repository."),
+            "{words}"
+        );
 
         let refused = Run::refused(
             "/srv/apama/store".into(),

@@ -39,6 +39,21 @@ pub fn dir() -> Option<PathBuf> {
     crate::history::History::default_dir().map(|d| d.join("logs"))
 }
 
+/// `text` on one line: a line break or other control character (a path
+/// may hold one) is shown escaped, so that no line of the log can be
+/// forged by a folder's name.
+pub fn one_line(text: &str) -> String {
+    text.chars()
+        .flat_map(|c| {
+            if c.is_control() {
+                c.escape_default().collect::<Vec<_>>()
+            } else {
+                vec![c]
+            }
+        })
+        .collect()
+}
+
 /// Rename `path` to `path.1` (and each older one a number up, the oldest
 /// of [`KEEP`] removed) when it has grown to `max` bytes.
 pub fn rotate_if_large(path: &Path, max: u64, keep: u32) -> io::Result<()> {
@@ -61,14 +76,17 @@ pub fn rotate_if_large(path: &Path, max: u64, keep: u32) -> io::Result<()> {
 /// account; the file rotated first when large). A link in its place is
 /// refused, never followed.
 pub fn open(dir: &Path) -> io::Result<File> {
-    if crate::fsutil::is_root() && cfg!(windows) {
+    #[cfg(windows)]
+    if crate::fsutil::is_root() && dir.starts_with(crate::sys::admin_root()) {
         crate::sys::create_admin_dir(dir)?;
     } else {
         crate::sys::create_private_dir(dir, true)?;
     }
+    #[cfg(not(windows))]
+    crate::sys::create_private_dir(dir, true)?;
     let path = dir.join(LOG_NAME);
-    // Another process holding it open (Windows) keeps it from rotating
-    // now; the next one rotates it.
+    // A rename that fails (two processes rotating at once) leaves it for
+    // the next process to rotate; logging goes on.
     let _ = rotate_if_large(&path, MAX_BYTES, KEEP);
     let mut options = File::options();
     options.append(true).create(true);
@@ -90,6 +108,15 @@ pub fn open(dir: &Path) -> io::Result<File> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_name_with_a_line_break_cannot_forge_a_line() {
+        assert_eq!(
+            one_line("/srv/x\n2026-12-07T00:00:00Z  INFO forged"),
+            "/srv/x\\n2026-12-07T00:00:00Z  INFO forged"
+        );
+        assert_eq!(one_line("plain é"), "plain é");
+    }
 
     #[test]
     fn a_large_log_is_rotated_and_the_oldest_goes() {

@@ -400,7 +400,7 @@ fn finish(run: &mut Run, result: &Result<Stored>, staged: bool) {
         Err(e) if !staged => {
             run.outcome = Outcome::Completed;
             run.warnings
-                .push(format!("It was not stored in the repository: {e}"));
+                .push(format!("{}{e}", crate::history::NOT_STORED));
         }
         Err(Error::Cancelled) => run.outcome = Outcome::Cancelled,
         Err(e) => {

@@ -1253,8 +1253,20 @@ impl Repo {
             && let Ok(free) = crate::sys::free_space(into)
             && free < entry.bytes
         {
+            // The folder people know: the staging folder, not the scratch
+            // folder made in it for this read-out.
+            let shown = match into.file_name() {
+                Some(name)
+                    if name
+                        .to_string_lossy()
+                        .starts_with(crate::names::SCRATCH_PREFIX) =>
+                {
+                    into.parent().unwrap_or(into)
+                }
+                _ => into,
+            };
             return Err(Error::NoRoomToReadOut {
-                path: into.to_owned(),
+                path: shown.to_owned(),
                 needed: crate::units::bytes(entry.bytes),
                 free: crate::units::bytes(free),
             });
