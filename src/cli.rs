@@ -10,6 +10,7 @@ use std::time::{Duration, Instant};
 
 mod database;
 mod drill;
+mod monitoring;
 mod repo;
 mod restore;
 mod status;
@@ -233,6 +234,10 @@ pub enum Command {
     /// Back up on a schedule (Linux: a systemd timer; the snapshot is taken as root, the backup written as you).
     #[command(subcommand)]
     Schedule(ScheduleCommand),
+    /// Where administrators look: the node_exporter textfile scheduled
+    /// runs rewrite (see also `persnap status --format prometheus`).
+    #[command(subcommand)]
+    Monitoring(monitoring::MonitoringCommand),
     /// Is every protected database protected? Exit status for monitoring:
     /// 0 all have a recent verified backup, 1 one needs attention (old
     /// backup, missed run, location nearly full), 2 a backup failed or never
@@ -625,6 +630,7 @@ pub fn run(cli: Cli) -> Result<(), Failure> {
             to,
         }),
         Command::Schedule(cmd) => schedule_cmd(cmd),
+        Command::Monitoring(cmd) => monitoring::run(cmd),
         Command::Database(cmd) => database::run(cmd),
         Command::Repo(cmd) => repo::run(cmd),
         Command::Status {
@@ -1317,10 +1323,16 @@ fn schedule_cmd(cmd: ScheduleCommand) -> Result<(), Failure> {
                     "the schedule {name} records a backup persnap cannot run: {e}"
                 ),
             })?;
-            run(cli)
+            let ran = run(cli);
+            // Windows: the task is SYSTEM's; Linux does this in the
+            // service's `schedule notify`, as root.
+            monitoring::refresh_textfile();
+            ran
         }
         ScheduleCommand::Check { notify } => check_schedules(notify),
         ScheduleCommand::Notify { name } => {
+            // As root, before acting as the schedule's user.
+            monitoring::refresh_textfile();
             notify_failure(&name);
             Ok(())
         }

@@ -1164,3 +1164,108 @@ fn a_schedule_made_as_root_into_a_repository_is_refused() {
         "nothing installed"
     );
 }
+
+/// node_exporter's textfile (issue #31): set once by the administrator
+/// (`persnap monitoring set --textfile`), written at once, and rewritten
+/// by the service's `schedule notify` after each scheduled run, as root,
+/// from the schedule's history: the metrics follow the run.
+#[test]
+fn each_scheduled_run_rewrites_the_metrics_textfile() {
+    if !require_root("each_scheduled_run_rewrites_the_metrics_textfile") {
+        return;
+    }
+    let store = tempfile::tempdir().unwrap();
+    make_store(store.path(), "persistence.db", Mode::Wal, 1);
+    let dest = Destination::new();
+    let data = tempfile::tempdir().unwrap();
+    let units = tempfile::tempdir().unwrap();
+    let admin = tempfile::tempdir().unwrap();
+    let registry = admin.path().join("databases");
+    let textfiles = tempfile::tempdir().unwrap();
+    let persnap = |args: &[&str]| {
+        Command::new(bin("persnap"))
+            .args(args)
+            .env("PERSNAP_UNIT_DIR", units.path())
+            .env("PERSNAP_DATA_DIR", data.path())
+            .env("PERSNAP_REGISTRY_DIR", &registry)
+            .env("PERSNAP_LOG_DIR", admin.path().join("logs"))
+            .output()
+            .unwrap()
+    };
+    let add = persnap(&[
+        "database",
+        "add",
+        "orders",
+        "--source",
+        store.path().to_str().unwrap(),
+        "--dest",
+        dest.backups.to_str().unwrap(),
+        "--method",
+        "sqlite-online",
+        "--at",
+        "hourly",
+    ]);
+    assert!(add.status.success(), "{}", stderr(&add));
+    let set = persnap(&[
+        "monitoring",
+        "set",
+        "--textfile",
+        textfiles.path().to_str().unwrap(),
+    ]);
+    assert!(set.status.success(), "{}", stderr(&set));
+    assert!(admin.path().join("monitoring.json").is_file());
+    let prom = textfiles.path().join("persnap.prom");
+    let metrics = || std::fs::read_to_string(&prom).unwrap();
+    assert!(
+        metrics().contains("persnap_state{database=\"orders\",state=\"never\"} 1"),
+        "written at once: {}",
+        metrics()
+    );
+
+    // The scheduled run and its ExecStopPost, as systemd runs them.
+    let service = std::fs::read_dir(units.path())
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .find(|p| p.extension().is_some_and(|e| e == "service"))
+        .unwrap();
+    let text = std::fs::read_to_string(&service).unwrap();
+    let exec = directive_words(&text, "ExecStart");
+    let post = directive_words(&text, "ExecStopPost");
+    let unit_env = |cmd: &mut Command| {
+        cmd.env_clear()
+            .env("PERSNAP_DATA_DIR", data.path())
+            .env("PERSNAP_UNIT_DIR", units.path())
+            .env("PERSNAP_REGISTRY_DIR", &registry)
+            .env("PERSNAP_LOG_DIR", admin.path().join("logs"));
+    };
+    let mut run = Command::new(&exec[0]);
+    run.args(&exec[1..]);
+    unit_env(&mut run);
+    let ran = run.output().unwrap();
+    assert!(ran.status.success(), "{}", stderr(&ran));
+    let mut notify = Command::new(&post[0]);
+    notify.args(&post[1..]).env("SERVICE_RESULT", "success");
+    unit_env(&mut notify);
+    let notified = notify.output().unwrap();
+    assert!(notified.status.success(), "{}", stderr(&notified));
+    let after = metrics();
+    assert!(
+        after.contains("persnap_protected{database=\"orders\"} 1")
+            && after.contains("persnap_state{database=\"orders\",state=\"protected\"} 1"),
+        "rewritten after the run: {after}"
+    );
+    let show = persnap(&["monitoring", "show"]);
+    assert!(
+        String::from_utf8_lossy(&show.stdout).contains(&prom.display().to_string()),
+        "{}",
+        String::from_utf8_lossy(&show.stdout)
+    );
+
+    // Stopped: nothing is written any more.
+    let unset = persnap(&["monitoring", "set", "--no-textfile"]);
+    assert!(unset.status.success(), "{}", stderr(&unset));
+    std::fs::remove_file(&prom).unwrap();
+    let notified = notify.output().unwrap();
+    assert!(notified.status.success(), "{}", stderr(&notified));
+    assert!(!prom.exists());
+}

@@ -54,6 +54,27 @@ fn load_as_owner(s: &persnap::schedule::Schedule) -> persnap::Result<Vec<persnap
     protection::load_history(s)
 }
 
+/// Every protected database judged: from this user's own history (with
+/// `own`) and each schedule's, read as its maker.
+pub fn survey(own: bool, max_age: Option<chrono::Duration>) -> persnap::Result<protection::Survey> {
+    let own_runs = match History::open_default().ok().filter(|_| own) {
+        Some(h) => {
+            let _ = h.recover();
+            h.load().unwrap_or_default()
+        }
+        None => Vec::new(),
+    };
+    let schedules = persnap::schedule::list().unwrap_or_default();
+    protection::survey(
+        &Registry::system(),
+        &own_runs,
+        &schedules,
+        &load_as_owner,
+        Policy { max_age },
+        chrono::Local::now(),
+    )
+}
+
 /// How `persnap status` says it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum Format {
@@ -82,24 +103,8 @@ pub fn run(
         code: EXIT_UNKNOWN,
         error: anyhow::anyhow!(message),
     };
-    let own_runs = match History::open_default() {
-        Ok(h) => {
-            let _ = h.recover();
-            h.load().unwrap_or_default()
-        }
-        Err(_) => Vec::new(),
-    };
-    let schedules = persnap::schedule::list().unwrap_or_default();
     let registry = Registry::system();
-    let survey = protection::survey(
-        &registry,
-        &own_runs,
-        &schedules,
-        &load_as_owner,
-        Policy { max_age },
-        chrono::Local::now(),
-    )
-    .map_err(|e| unknown(format!("persnap cannot tell: {e}")))?;
+    let survey = survey(true, max_age).map_err(|e| unknown(format!("persnap cannot tell: {e}")))?;
     if format == Format::Prometheus {
         // The state is in the values; a note (a history that could not be
         // read) goes to the error stream, as with the text.

@@ -274,6 +274,9 @@ pub enum Error {
     #[error("The list of protected databases ({path}) cannot be used: {detail}.")]
     Registry { path: PathBuf, detail: String },
 
+    #[error("The monitoring settings ({path}) cannot be used: {detail}.")]
+    MonitoringSettings { path: PathBuf, detail: String },
+
     #[error(
         "{what} needs the administrator's permission{why}. Ask an administrator, or run it as one (persnap asks for the administrator password when it is needed)."
     )]
@@ -371,6 +374,7 @@ impl Error {
             | Refused { .. }
             | RestoreTarget { .. }
             | Registry { .. }
+            | MonitoringSettings { .. }
             | MethodNotApplicable { .. }
             | MethodUnavailable { .. } => ErrorKind::BadInput,
             NoSnapshotPossible { .. }

@@ -9,3 +9,4 @@ pub mod events;
 pub mod journal;
 pub mod log;
 pub mod metrics;
+pub mod settings;
