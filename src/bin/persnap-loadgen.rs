@@ -70,6 +70,11 @@ enum Cmd {
         /// happened meanwhile.
         #[arg(long, value_name = "FILE")]
         timeline: Option<PathBuf>,
+        /// Print "ready" on its own line once N transfers are committed
+        /// (before the statistics at the end): a test waits for it instead
+        /// of reading the database, whose lock a reader would contend for.
+        #[arg(long, value_name = "N")]
+        ready_after: Option<u64>,
     },
     /// The append-and-delete workload: add N KiB of large rows at the end
     /// of an events table, deleting the oldest rows to keep it at most
@@ -151,6 +156,7 @@ fn main() -> Result<()> {
             transactions,
             rate,
             timeline,
+            ready_after,
         } => {
             let stop = Arc::new(AtomicBool::new(false));
             for sig in [signal_hook::consts::SIGTERM, signal_hook::consts::SIGINT] {
@@ -178,6 +184,13 @@ fn main() -> Result<()> {
                     std::thread::sleep(next.saturating_duration_since(Instant::now()));
                 }
                 let done = transactions.is_some_and(|n| started >= n);
+                // Asked before each transfer: `started` are committed.
+                if ready_after == Some(started) {
+                    use std::io::Write;
+                    let mut out = std::io::stdout().lock();
+                    let _ = writeln!(out, "ready");
+                    let _ = out.flush();
+                }
                 started += 1;
                 done || stop.load(Ordering::Relaxed)
                     || deadline.is_some_and(|d| Instant::now() >= d)

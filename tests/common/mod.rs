@@ -8,7 +8,7 @@
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use persnap::history::History;
 use persnap::loadgen::{self, Mode, WriterStats};
@@ -142,6 +142,8 @@ pub fn make_store(dir: &Path, name: &str, mode: Mode, size_mb: u64) -> PathBuf {
 /// A `persnap-loadgen run` process writing transfers into a database.
 pub struct Writer {
     child: Option<Child>,
+    /// Its output, after the "ready" line: the statistics at the end.
+    stdout: Option<std::io::BufReader<std::process::ChildStdout>>,
     stop_file: PathBuf,
     _stop_dir: tempfile::TempDir,
 }
@@ -181,22 +183,45 @@ impl Writer {
             }
             None => Command::new(bin("persnap-loadgen")),
         };
-        let child = cmd
+        let mut child = cmd
             .arg("run")
             .arg(db)
             .arg("--stop-file")
             .arg(&stop_file)
+            .arg("--ready-after=20")
             .args(rate.map(|r| format!("--rate={r}")))
             .stdout(Stdio::piped())
             .spawn()
             .expect("start writer");
-        let writer = Writer {
+        // Going once it says 20 transfers are committed. (Reading the
+        // database to see them would contend for its lock with a writer
+        // going flat out, and can starve under load.)
+        let (said, heard) = std::sync::mpsc::channel();
+        let mut stdout = std::io::BufReader::new(child.stdout.take().unwrap());
+        std::thread::spawn(move || {
+            use std::io::BufRead;
+            let mut line = String::new();
+            let read = stdout.read_line(&mut line);
+            let _ = said.send((read.map(|_| line), stdout));
+        });
+        let (line, stdout) = match heard.recv_timeout(Duration::from_secs(300)) {
+            Ok((Ok(line), stdout)) if line.trim() == "ready" => (line, stdout),
+            Ok((line, _)) => {
+                let status = child.wait();
+                panic!("the writer stopped before 20 transfers ({status:?}): {line:?}")
+            }
+            Err(_) => {
+                let _ = child.kill();
+                panic!("the writer committed no 20 transfers in 5 minutes")
+            }
+        };
+        drop(line);
+        Writer {
             child: Some(child),
+            stdout: Some(stdout),
             stop_file,
             _stop_dir: stop_dir,
-        };
-        wait_for_transactions(db, 20);
-        writer
+        }
     }
 
     pub fn is_running(&mut self) -> bool {
@@ -204,14 +229,17 @@ impl Writer {
     }
 
     pub fn stop(mut self) -> WriterStats {
+        use std::io::Read;
         std::fs::write(&self.stop_file, b"").unwrap();
-        let out = self.child.take().unwrap().wait_with_output().unwrap();
-        assert!(
-            out.status.success(),
-            "writer failed: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        serde_json::from_slice(&out.stdout).expect("writer stats")
+        let mut stats = String::new();
+        self.stdout
+            .take()
+            .unwrap()
+            .read_to_string(&mut stats)
+            .unwrap();
+        let status = self.child.take().unwrap().wait().unwrap();
+        assert!(status.success(), "writer failed: {status}");
+        serde_json::from_str(&stats).expect("writer stats")
     }
 }
 
@@ -221,25 +249,6 @@ impl Drop for Writer {
             let _ = child.kill();
             let _ = child.wait();
         }
-    }
-}
-
-/// Wait until the live database has seen at least `n` transfers.
-fn wait_for_transactions(db: &Path, n: i64) {
-    let deadline = Instant::now() + Duration::from_secs(30);
-    let conn =
-        rusqlite::Connection::open_with_flags(db, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)
-            .unwrap();
-    conn.busy_timeout(Duration::from_secs(5)).unwrap();
-    loop {
-        let done: i64 = conn
-            .query_row("SELECT v FROM meta WHERE k='transfers'", [], |r| r.get(0))
-            .unwrap_or(0);
-        if done >= n {
-            return;
-        }
-        assert!(Instant::now() < deadline, "writer made no progress");
-        std::thread::sleep(Duration::from_millis(20));
     }
 }
 
