@@ -565,6 +565,14 @@ pub fn run(cli: Cli) -> Result<(), Failure> {
                 keep: retention.for_repository(),
                 remember: false,
             });
+            // Linux: a scheduled run pings its start here, as root before
+            // it acts as its user (Windows: in `schedule run`).
+            let start_ping = match &scheduled {
+                Some(name) if cfg!(unix) && persnap::fsutil::is_root() => {
+                    monitoring::start_ping(name)
+                }
+                _ => None,
+            };
             let result = backup_cmd(
                 req.clone(),
                 staged,
@@ -588,6 +596,10 @@ pub fn run(cli: Cli) -> Result<(), Failure> {
                 && let Some(name) = scheduled
             {
                 after_failed_scheduled_run(&name);
+            }
+            // Bounded by the pings' deadline.
+            if let Some(ping) = start_ping {
+                let _ = ping.join();
             }
             result
         }
@@ -1323,17 +1335,29 @@ fn schedule_cmd(cmd: ScheduleCommand) -> Result<(), Failure> {
                     "the schedule {name} records a backup persnap cannot run: {e}"
                 ),
             })?;
+            // Windows: the task is SYSTEM's (or its account's); Linux does
+            // this in the service's `ExecStart` and `schedule notify`.
+            let alerts = monitoring::alerts_for_run();
+            if let Some(alerts) = &alerts
+                && let Err(e) = alerts.started(&name)
+            {
+                tracing::warn!("{e}");
+                eprintln!("persnap: {e}");
+            }
             let ran = run(cli);
-            // Windows: the task is SYSTEM's; Linux does this in the
-            // service's `schedule notify`, as root.
             monitoring::refresh_textfile();
+            if let Some(alerts) = &alerts {
+                let ending = scheduled_ending(&name, ran.is_ok(), "Task Scheduler", true);
+                monitoring::run_ended(alerts, &name, &ending);
+            }
             ran
         }
         ScheduleCommand::Check { notify } => check_schedules(notify),
         ScheduleCommand::Notify { name } => {
             // As root, before acting as the schedule's user.
             monitoring::refresh_textfile();
-            notify_failure(&name);
+            let alerts = monitoring::alerts_for_run();
+            after_scheduled_service(&name, alerts);
             Ok(())
         }
         ScheduleCommand::Toast {
@@ -1502,19 +1526,76 @@ fn check_schedules(notify: bool) -> Result<(), Failure> {
     Ok(())
 }
 
-/// After a scheduled run: unless systemd says it succeeded, tell the user
-/// whose history it records into, on their desktop. Never fails the unit.
-fn notify_failure(name: &str) {
+/// After a scheduled run, as its service's `ExecStopPost`: unless systemd
+/// says it succeeded, tell the user whose history it records into, on
+/// their desktop; either way tell the administrators' channels. Never
+/// fails the unit.
+fn after_scheduled_service(name: &str, alerts: Option<persnap::monitor::alert::Alerts>) {
     let result = std::env::var("SERVICE_RESULT").unwrap_or_else(|_| "unknown".into());
-    if result == "success" {
-        return;
-    }
+    let ok = result == "success";
     let service = persnap::schedule::systemd::service_name(name);
-    tell_scheduled_failure(
-        name,
-        &format!("systemd: {result}; see journalctl -u {service}"),
-        result == "timeout",
-    );
+    let said = format!("systemd: {result}; see journalctl -u {service}");
+    // The history is its maker's: read as them, also for the channels
+    // (a root read of a user's folder could be pointed anywhere).
+    #[cfg(unix)]
+    let readable = match persnap::schedule::list()
+        .ok()
+        .and_then(|all| all.into_iter().find(|s| s.name == name))
+        .and_then(|s| s.uid.or_else(|| persnap::sys::owner_of(&s.history_dir)))
+        .filter(|uid| *uid != 0 && persnap::fsutil::is_root())
+    {
+        Some(uid) => match persnap::privileged::user::become_uid(uid) {
+            Ok(()) => true,
+            Err(e) => {
+                eprintln!("persnap: cannot act as uid {uid} ({e}); the run's history is not read");
+                false
+            }
+        },
+        None => true,
+    };
+    #[cfg(not(unix))]
+    let readable = true;
+    if !ok && readable {
+        tell_scheduled_failure(name, &said, result == "timeout");
+    }
+    if let Some(alerts) = alerts {
+        let ending = scheduled_ending(name, ok, &said, readable);
+        monitoring::run_ended(&alerts, name, &ending);
+    }
+}
+
+/// How scheduled run `name` ended, in the words the card and the
+/// notification use, from its history (read as its maker).
+fn scheduled_ending(
+    name: &str,
+    ok: bool,
+    scheduler_said: &str,
+    read_history: bool,
+) -> persnap::monitor::alert::Ending {
+    use persnap::schedule;
+    let last = schedule::list()
+        .ok()
+        .filter(|_| read_history)
+        .and_then(|all| all.into_iter().find(|s| s.name == name))
+        .and_then(|s| {
+            let runs = History::at(&s.history_dir).load().ok()?;
+            s.last_run(&runs).cloned()
+        });
+    if ok {
+        let body = last
+            .as_ref()
+            .and_then(persnap::monitor::events::of)
+            .map(|(_, message)| message)
+            .unwrap_or_else(|| "It ran and ended well.".to_owned());
+        persnap::monitor::alert::Ending {
+            ok,
+            summary: format!("persnap: the scheduled backup \u{201c}{name}\u{201d} succeeded"),
+            body,
+        }
+    } else {
+        let (summary, body) = schedule::failure_message(name, last.as_ref(), scheduler_said);
+        persnap::monitor::alert::Ending { ok, summary, body }
+    }
 }
 
 /// A scheduled backup failed. Linux: the service's ExecStopPost tells the

@@ -1269,3 +1269,472 @@ fn each_scheduled_run_rewrites_the_metrics_textfile() {
     assert!(notified.status.success(), "{}", stderr(&notified));
     assert!(!prom.exists());
 }
+
+/// A ping server on loopback: every request's method, path with query
+/// and body, answered 200 (or never, when it hangs).
+struct PingServer {
+    port: u16,
+    seen: std::sync::Arc<std::sync::Mutex<Vec<(String, String, String)>>>,
+}
+
+impl PingServer {
+    fn start(hang: bool) -> PingServer {
+        use std::io::{BufRead, BufReader, Read, Write};
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let keep = seen.clone();
+        std::thread::spawn(move || {
+            let mut held = Vec::new();
+            for stream in listener.incoming() {
+                let Ok(mut stream) = stream else { continue };
+                if hang {
+                    // Taken, never answered.
+                    held.push(stream);
+                    continue;
+                }
+                let mut reader = BufReader::new(stream.try_clone().unwrap());
+                let mut line = String::new();
+                reader.read_line(&mut line).unwrap();
+                let mut words = line.split_whitespace();
+                let (method, target) = (
+                    words.next().unwrap_or_default().to_owned(),
+                    words.next().unwrap_or_default().to_owned(),
+                );
+                let mut length = 0;
+                loop {
+                    let mut header = String::new();
+                    reader.read_line(&mut header).unwrap();
+                    if header.trim().is_empty() {
+                        break;
+                    }
+                    if let Some((k, v)) = header.split_once(':')
+                        && k.eq_ignore_ascii_case("content-length")
+                    {
+                        length = v.trim().parse().unwrap();
+                    }
+                }
+                let mut body = vec![0; length];
+                reader.read_exact(&mut body).unwrap();
+                keep.lock().unwrap().push((
+                    method,
+                    target,
+                    String::from_utf8_lossy(&body).into_owned(),
+                ));
+                let _ = stream.write_all(
+                    b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: close\r\n\r\nOK",
+                );
+            }
+        });
+        PingServer { port, seen }
+    }
+
+    fn take(&self) -> Vec<(String, String, String)> {
+        std::mem::take(&mut *self.seen.lock().unwrap())
+    }
+}
+
+/// A throwaway certificate authority and a certificate it signed for
+/// localhost: (the authority's PEM, the server's certificate, its key).
+fn test_certificates(dir: &Path) -> (std::path::PathBuf, std::path::PathBuf, std::path::PathBuf) {
+    let openssl = |args: &[&str]| run_ok(Command::new("openssl").current_dir(dir).args(args));
+    let ec = [
+        "-newkey",
+        "ec",
+        "-pkeyopt",
+        "ec_paramgen_curve:prime256v1",
+        "-nodes",
+    ];
+    openssl(
+        &[
+            &["req", "-x509"][..],
+            &ec,
+            &[
+                "-keyout",
+                "ca.key",
+                "-out",
+                "ca.pem",
+                "-days",
+                "2",
+                "-subj",
+                "/CN=persnap test CA",
+                "-addext",
+                "basicConstraints=critical,CA:TRUE",
+                "-addext",
+                "keyUsage=critical,keyCertSign,cRLSign",
+            ],
+        ]
+        .concat(),
+    );
+    openssl(
+        &[
+            &["req"][..],
+            &ec,
+            &[
+                "-keyout",
+                "server.key",
+                "-out",
+                "server.csr",
+                "-subj",
+                "/CN=localhost",
+            ],
+        ]
+        .concat(),
+    );
+    std::fs::write(
+        dir.join("server.ext"),
+        "subjectAltName=DNS:localhost,IP:127.0.0.1\nbasicConstraints=CA:FALSE\n\
+         keyUsage=critical,digitalSignature\nextendedKeyUsage=serverAuth\n",
+    )
+    .unwrap();
+    openssl(&[
+        "x509",
+        "-req",
+        "-in",
+        "server.csr",
+        "-CA",
+        "ca.pem",
+        "-CAkey",
+        "ca.key",
+        "-CAcreateserial",
+        "-out",
+        "server.pem",
+        "-days",
+        "2",
+        "-extfile",
+        "server.ext",
+    ]);
+    (
+        dir.join("ca.pem"),
+        dir.join("server.pem"),
+        dir.join("server.key"),
+    )
+}
+
+/// aiosmtpd on loopback, killed when dropped.
+struct SmtpServer {
+    child: std::process::Child,
+    port: u16,
+    inbox: std::path::PathBuf,
+}
+
+impl SmtpServer {
+    fn start(cert: &Path, key: &Path, inbox: &Path, user: &str, password: &str) -> SmtpServer {
+        use std::io::BufRead;
+        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/common/smtp_server.py");
+        let mut child = Command::new("python3")
+            .arg(script)
+            .args([cert, key, inbox])
+            .args([user, password])
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut line = String::new();
+        std::io::BufReader::new(child.stdout.take().unwrap())
+            .read_line(&mut line)
+            .unwrap();
+        let port = line.trim().parse().unwrap_or_else(|_| {
+            panic!("aiosmtpd did not start (pip install aiosmtpd==1.4.6): {line:?}")
+        });
+        SmtpServer {
+            child,
+            port,
+            inbox: inbox.to_owned(),
+        }
+    }
+
+    /// The messages it took, oldest first.
+    fn messages(&self) -> Vec<String> {
+        let mut names: Vec<_> = std::fs::read_dir(&self.inbox)
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .filter(|p| p.extension().is_some_and(|e| e == "eml"))
+            .collect();
+        names.sort();
+        names
+            .iter()
+            .map(|p| std::fs::read_to_string(p).unwrap())
+            .collect()
+    }
+}
+
+impl Drop for SmtpServer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Every file under `dir` holding `needle`.
+fn files_holding(dir: &Path, needle: &str) -> Vec<std::path::PathBuf> {
+    let mut found = Vec::new();
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return found;
+    };
+    for entry in entries {
+        let path = entry.unwrap().path();
+        let meta = std::fs::symlink_metadata(&path).unwrap();
+        if meta.is_dir() {
+            found.extend(files_holding(&path, needle));
+        } else if meta.is_file()
+            && std::fs::read(&path)
+                .unwrap()
+                .windows(needle.len())
+                .any(|w| w == needle.as_bytes())
+        {
+            found.push(path);
+        }
+    }
+    found
+}
+
+#[test]
+fn a_scheduled_run_pings_and_mails_what_happened() {
+    if !require_root("a_scheduled_run_pings_and_mails_what_happened") {
+        return;
+    }
+    const TOKEN: &str = "tok-9f3a1c";
+    const MAIL_PASSWORD: &str = "mail-pw-7Qx2";
+    let store = tempfile::tempdir().unwrap();
+    make_store(store.path(), "persistence.db", Mode::Wal, 1);
+    let dest = Destination::new();
+    let data = tempfile::tempdir().unwrap();
+    let units = tempfile::tempdir().unwrap();
+    let admin = tempfile::tempdir().unwrap();
+    let registry = admin.path().join("databases");
+    let certs = tempfile::tempdir().unwrap();
+    let inbox = tempfile::tempdir().unwrap();
+    let (ca, cert, key) = test_certificates(certs.path());
+    let smtp = SmtpServer::start(&cert, &key, inbox.path(), "persnap", MAIL_PASSWORD);
+    let pings = PingServer::start(false);
+    let env = |cmd: &mut Command| {
+        cmd.env_clear()
+            .env("PATH", std::env::var_os("PATH").unwrap())
+            .env("PERSNAP_UNIT_DIR", units.path())
+            .env("PERSNAP_DATA_DIR", data.path())
+            .env("PERSNAP_REGISTRY_DIR", &registry)
+            .env("PERSNAP_LOG_DIR", admin.path().join("logs"));
+    };
+    let persnap_with = |args: &[&str], stdin: &str| {
+        use std::io::Write;
+        let mut cmd = Command::new(bin("persnap"));
+        cmd.args(args)
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped());
+        env(&mut cmd);
+        let mut child = cmd.spawn().unwrap();
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(stdin.as_bytes())
+            .unwrap();
+        child.wait_with_output().unwrap()
+    };
+    let add = persnap_with(
+        &[
+            "database",
+            "add",
+            "orders",
+            "--source",
+            store.path().to_str().unwrap(),
+            "--dest",
+            dest.backups.to_str().unwrap(),
+            "--method",
+            "sqlite-online",
+            "--at",
+            "hourly",
+        ],
+        "",
+    );
+    assert!(add.status.success(), "{}", stderr(&add));
+
+    // A ping for a database that does not exist is refused in words.
+    let wrong = persnap_with(&["monitoring", "set", "--ping", "invoices"], "http://x/y\n");
+    assert!(!wrong.status.success());
+    assert!(
+        stderr(&wrong).contains("No protected database or schedule is named invoices"),
+        "{}",
+        stderr(&wrong)
+    );
+
+    // The address and the password come on standard input and from a
+    // file, never on the command line.
+    let ping_url = format!("http://127.0.0.1:{}/ping/{TOKEN}", pings.port);
+    let set = persnap_with(
+        &["monitoring", "set", "--ping", "orders"],
+        &format!("{ping_url}\n"),
+    );
+    assert!(set.status.success(), "{}", stderr(&set));
+    let password_file = certs.path().join("mail-password");
+    std::fs::write(&password_file, format!("{MAIL_PASSWORD}\n")).unwrap();
+    let server = format!("localhost:{}", smtp.port);
+    let set = persnap_with(
+        &[
+            "monitoring",
+            "set",
+            "--mail-server",
+            &server,
+            "--mail-security",
+            "starttls",
+            "--mail-user",
+            "persnap",
+            "--mail-password-file",
+            password_file.to_str().unwrap(),
+            "--mail-from",
+            "persnap@corr-01.test",
+            "--mail-to",
+            "ops@example.test",
+            "--mail-ca",
+            ca.to_str().unwrap(),
+        ],
+        "",
+    );
+    assert!(set.status.success(), "{}", stderr(&set));
+    std::fs::remove_file(&password_file).unwrap();
+    let shown = persnap_with(&["monitoring", "show"], "");
+    let shown = String::from_utf8_lossy(&shown.stdout).into_owned();
+    assert!(
+        shown.contains(&format!(
+            "orders's scheduled runs ping http://127.0.0.1:{}",
+            pings.port
+        )),
+        "{shown}"
+    );
+    assert!(
+        shown.contains("to ops@example.test from persnap@corr-01.test"),
+        "{shown}"
+    );
+    let secrets = admin.path().join("monitoring.secrets.json");
+    use std::os::unix::fs::MetadataExt;
+    assert_eq!(std::fs::metadata(&secrets).unwrap().mode() & 0o777, 0o600);
+
+    // The test button's command: one message, one ping.
+    let tested = persnap_with(&["monitoring", "test"], "");
+    assert!(tested.status.success(), "{}", stderr(&tested));
+    let mail = smtp.messages();
+    assert_eq!(mail.len(), 1, "{mail:?}");
+    assert!(mail[0].contains("a test message"), "{}", mail[0]);
+    let seen = pings.take();
+    assert_eq!(seen.len(), 1, "{seen:?}");
+    assert_eq!(seen[0].0, "POST");
+    assert!(
+        seen[0].1.starts_with(&format!("/ping/{TOKEN}?rid=")),
+        "{seen:?}"
+    );
+
+    // The scheduled run and its ExecStopPost, as systemd runs them: one
+    // invocation id for both.
+    let service = std::fs::read_dir(units.path())
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .find(|p| p.extension().is_some_and(|e| e == "service"))
+        .unwrap();
+    let text = std::fs::read_to_string(&service).unwrap();
+    let exec = directive_words(&text, "ExecStart");
+    let post = directive_words(&text, "ExecStopPost");
+    let invocation = "0123456789abcdef0123456789abcdef";
+    let rid = "01234567-89ab-cdef-0123-456789abcdef";
+    let run_and_notify = |result: &str| {
+        let mut run = Command::new(&exec[0]);
+        run.args(&exec[1..]);
+        env(&mut run);
+        run.env("INVOCATION_ID", invocation);
+        let started = std::time::Instant::now();
+        let ran = run.output().unwrap();
+        let run_took = started.elapsed();
+        let mut notify = Command::new(&post[0]);
+        notify.args(&post[1..]);
+        env(&mut notify);
+        notify
+            .env("INVOCATION_ID", invocation)
+            .env("SERVICE_RESULT", result);
+        let started = std::time::Instant::now();
+        let notified = notify.output().unwrap();
+        assert!(notified.status.success(), "{}", stderr(&notified));
+        (ran, run_took, notified, started.elapsed())
+    };
+    let (ran, ..) = run_and_notify("success");
+    assert!(ran.status.success(), "{}", stderr(&ran));
+    let seen = pings.take();
+    assert_eq!(
+        seen.iter()
+            .map(|(m, t, _)| (m.as_str(), t.as_str()))
+            .collect::<Vec<_>>(),
+        [
+            ("POST", format!("/ping/{TOKEN}/start?rid={rid}").as_str()),
+            ("POST", format!("/ping/{TOKEN}?rid={rid}").as_str()),
+        ],
+        "{seen:?}"
+    );
+    assert!(seen[1].2.contains("succeeded"), "{seen:?}");
+    assert_eq!(smtp.messages().len(), 1, "no mail for a good run");
+
+    // A run that fails: its store is gone. The fail ping and the mail
+    // carry the plain reason the card shows.
+    let moved = store.path().with_extension("moved");
+    std::fs::rename(store.path(), &moved).unwrap();
+    let (ran, ..) = run_and_notify("exit-code");
+    std::fs::rename(&moved, store.path()).unwrap();
+    assert!(!ran.status.success());
+    let seen = pings.take();
+    assert_eq!(seen.len(), 2, "{seen:?}");
+    assert_eq!(seen[1].1, format!("/ping/{TOKEN}/fail?rid={rid}"));
+    assert!(seen[1].2.contains("failed"), "{seen:?}");
+    let history = History::at(data.path()).load().unwrap();
+    let Outcome::Failed { message, .. } = &history.last().unwrap().outcome else {
+        panic!("{:?}", history.last());
+    };
+    assert!(
+        seen[1].2.contains(message.as_str()),
+        "{seen:?} lacks {message}"
+    );
+    let mail = smtp.messages();
+    assert_eq!(mail.len(), 2, "{mail:?}");
+    assert!(mail[1].contains("Subject: persnap on "), "{}", mail[1]);
+    assert!(
+        mail[1].contains("the backup of orders failed"),
+        "{}",
+        mail[1]
+    );
+    assert!(mail[1].contains("To: ops@example.test"), "{}", mail[1]);
+    let unfolded = mail[1].replace("=\r\n", "").replace("=\n", "");
+    assert!(unfolded.contains("What to do"), "{unfolded}");
+
+    // The token and the password are nowhere but the secrets file: not in
+    // the settings, the history, the log, the units.
+    for secret in [TOKEN, MAIL_PASSWORD] {
+        let mut found = files_holding(admin.path(), secret);
+        found.extend(files_holding(data.path(), secret));
+        found.extend(files_holding(units.path(), secret));
+        assert_eq!(found, std::slice::from_ref(&secrets), "{secret}");
+    }
+    let log = files_holding(&admin.path().join("logs"), "orders");
+    assert!(!log.is_empty(), "the runs are logged");
+
+    // A ping server that takes the connection and never answers delays
+    // neither the run nor its ExecStopPost past the pings' deadline (10 s).
+    let hanging = PingServer::start(true);
+    let set = persnap_with(
+        &["monitoring", "set", "--ping", "orders"],
+        &format!("http://127.0.0.1:{}/ping/{TOKEN}\n", hanging.port),
+    );
+    assert!(set.status.success(), "{}", stderr(&set));
+    let (ran, run_took, notified, notify_took) = run_and_notify("success");
+    assert!(ran.status.success(), "{}", stderr(&ran));
+    assert!(
+        run_took < std::time::Duration::from_secs(10 + 8),
+        "{run_took:?}"
+    );
+    assert!(
+        notify_took < std::time::Duration::from_secs(10 + 3),
+        "{notify_took:?}"
+    );
+    assert!(
+        stderr(&notified).contains("did not take the ping"),
+        "{}",
+        stderr(&notified)
+    );
+    assert!(!stderr(&notified).contains(TOKEN), "{}", stderr(&notified));
+}

@@ -4,80 +4,445 @@
 
 use std::path::PathBuf;
 
-use persnap::monitor::{metrics, settings};
+use persnap::monitor::{alert, mail, metrics, ping, settings};
 
 use super::Failure;
 
 /// What `persnap monitoring` was asked.
 #[derive(clap::Subcommand)]
 pub enum MonitoringCommand {
-    /// What is set.
+    /// What is set (addresses and passwords are not shown).
     Show,
-    /// Change what is set (administrator only).
-    Set {
-        /// After each scheduled run, write the metrics of every protected
-        /// database into this folder as persnap.prom (node_exporter's
-        /// textfile collector folder, e.g. /var/lib/prometheus/node-exporter).
-        #[arg(long, value_name = "DIR", conflicts_with = "no_textfile")]
-        textfile: Option<PathBuf>,
-        /// Stop writing it.
-        #[arg(long)]
-        no_textfile: bool,
-    },
+    /// Change what is set (administrator only). Secrets are never taken
+    /// on the command line: a ping address and the mail password are
+    /// typed when asked, or read from standard input or a file.
+    Set(Box<SetArgs>),
+    /// Send a test message and a test ping to what is set (administrator
+    /// only: it reads the secrets).
+    Test,
+}
+
+#[derive(clap::Args)]
+pub struct SetArgs {
+    /// After each scheduled run, write the metrics of every protected
+    /// database into this folder as persnap.prom (node_exporter's
+    /// textfile collector folder, e.g. /var/lib/prometheus/node-exporter).
+    #[arg(long, value_name = "DIR", conflicts_with = "no_textfile")]
+    textfile: Option<PathBuf>,
+    /// Stop writing it.
+    #[arg(long)]
+    no_textfile: bool,
+    /// Each scheduled run of database NAME pings an address (healthchecks.io
+    /// or Uptime Kuma push URL) when it starts and when it ends, with the
+    /// reason when it failed. The address is asked for (or read from
+    /// standard input): it carries the check's token.
+    #[arg(long, value_name = "NAME")]
+    ping: Option<String>,
+    /// Stop pinging for database NAME.
+    #[arg(long, value_name = "NAME", conflicts_with = "ping")]
+    no_ping: Option<String>,
+    /// Send mail through this SMTP server when a scheduled run fails
+    /// (HOST or HOST:PORT; the port is 587 for STARTTLS, 465 for TLS).
+    #[arg(long, value_name = "HOST[:PORT]")]
+    mail_server: Option<String>,
+    /// How the connection to the mail server is protected (never in the
+    /// clear).
+    #[arg(long, value_enum, value_name = "HOW")]
+    mail_security: Option<SecurityArg>,
+    /// Log in to the mail server as USER; its password is asked for, or
+    /// read from --mail-password-file or standard input.
+    #[arg(long, value_name = "USER")]
+    mail_user: Option<String>,
+    /// Read the mail password from this file (its first line).
+    #[arg(long, value_name = "FILE")]
+    mail_password_file: Option<PathBuf>,
+    /// The sender's address.
+    #[arg(long, value_name = "ADDRESS")]
+    mail_from: Option<String>,
+    /// Who receives the mail (give it again for more; replaces the list).
+    #[arg(long, value_name = "ADDRESS")]
+    mail_to: Vec<String>,
+    /// Trust the mail server's certificate when this certificate authority
+    /// (a PEM file) signed it, beyond the system's.
+    #[arg(long, value_name = "FILE")]
+    mail_ca: Option<PathBuf>,
+    /// Stop sending mail.
+    #[arg(long, conflicts_with_all = ["mail_server", "mail_user", "mail_from", "mail_to", "mail_ca", "mail_security", "mail_password_file"])]
+    no_mail: bool,
+}
+
+#[derive(Clone, Copy, clap::ValueEnum)]
+pub enum SecurityArg {
+    /// STARTTLS, usually on port 587.
+    Starttls,
+    /// TLS from the start, usually on port 465.
+    Tls,
+}
+
+fn bad(text: String) -> Failure {
+    Failure {
+        code: 2,
+        error: anyhow::anyhow!("{text} Nothing was changed."),
+    }
+}
+
+fn administrator_only() -> Result<(), Failure> {
+    if persnap::fsutil::is_root() {
+        return Ok(());
+    }
+    Err(Failure {
+        code: persnap::ErrorKind::Elevation.exit_code(),
+        error: anyhow::anyhow!(
+            "Monitoring settings are the administrator's: run this as root (sudo) or as administrator. Nothing was changed."
+        ),
+    })
 }
 
 pub fn run(cmd: MonitoringCommand) -> Result<(), Failure> {
     match cmd {
         MonitoringCommand::Show => {
             let now = settings::load()?;
-            match &now.textfile_dir {
-                Some(dir) => println!(
-                    "textfile: {} (rewritten after each scheduled run)",
-                    dir.join(metrics::TEXTFILE_NAME).display()
-                ),
-                None => println!("textfile: not written (persnap monitoring set --textfile DIR)"),
-            }
+            show(&now);
             eprintln!("Kept in {}.", settings::path().display());
             Ok(())
         }
-        MonitoringCommand::Set {
-            textfile,
-            no_textfile,
-        } => {
-            if !persnap::fsutil::is_root() {
-                return Err(Failure {
-                    code: persnap::ErrorKind::Elevation.exit_code(),
-                    error: anyhow::anyhow!(
-                        "Monitoring settings are the administrator's: run this as root (sudo) or as administrator. Nothing was changed."
-                    ),
-                });
-            }
-            let mut now = settings::load()?;
-            if no_textfile {
-                now.textfile_dir = None;
-            }
-            if let Some(dir) = textfile {
-                let dir = persnap::fsutil::canonicalize(&dir).map_err(|e| Failure {
-                    code: 2,
-                    error: anyhow::anyhow!(
-                        "{} cannot be used ({e}). Give node_exporter's textfile folder, which must exist. Nothing was changed.",
-                        dir.display()
-                    ),
-                })?;
-                // Written once now: a folder that cannot take it is said
-                // here, not after the next run.
-                let survey = super::status::survey(false, None)?;
-                metrics::write_textfile(&dir, &survey.assessments)?;
-                eprintln!(
-                    "Wrote {}; scheduled runs rewrite it after each run.",
-                    dir.join(metrics::TEXTFILE_NAME).display()
-                );
-                now.textfile_dir = Some(dir);
-            }
-            settings::save(&now)?;
-            eprintln!("Kept in {}.", settings::path().display());
-            Ok(())
+        MonitoringCommand::Set(args) => {
+            administrator_only()?;
+            set(*args)
         }
+        MonitoringCommand::Test => {
+            administrator_only()?;
+            test()
+        }
+    }
+}
+
+fn show(now: &settings::Monitoring) {
+    match &now.textfile_dir {
+        Some(dir) => println!(
+            "textfile: {} (rewritten after each scheduled run)",
+            dir.join(metrics::TEXTFILE_NAME).display()
+        ),
+        None => println!("textfile: not written (persnap monitoring set --textfile DIR)"),
+    }
+    match &now.mail {
+        Some(mail) => {
+            println!(
+                "mail: to {} from {} through {}:{} ({}), when a scheduled run fails",
+                mail.to.join(", "),
+                mail.from,
+                mail.server,
+                mail.port,
+                match mail.security {
+                    settings::MailSecurity::Starttls => "STARTTLS",
+                    settings::MailSecurity::Tls => "TLS",
+                }
+            );
+            if let Some(user) = &mail.user {
+                println!("mail: logs in as {user} (the password is kept for root only)");
+            }
+            if let Some(ca) = &mail.ca_file {
+                println!("mail: also trusts the authority in {}", ca.display());
+            }
+        }
+        None => println!(
+            "mail: none sent (persnap monitoring set --mail-server HOST --mail-from ADDRESS --mail-to ADDRESS)"
+        ),
+    }
+    if now.pings.is_empty() {
+        println!("pings: none (persnap monitoring set --ping NAME)");
+    }
+    for (name, host) in &now.pings {
+        println!("ping: {name}'s scheduled runs ping {host} (the address is kept for root only)");
+    }
+}
+
+/// A secret, typed when asked or read from standard input (its first
+/// line); standard input serves one secret per command.
+fn read_secret(prompt: &str, stdin_taken: &mut bool) -> Result<String, Failure> {
+    use std::io::{BufRead, IsTerminal};
+    let typed = if std::io::stdin().is_terminal() {
+        rpassword::prompt_password(prompt).map_err(|e| bad(format!("Nothing was typed ({e}).")))?
+    } else {
+        if *stdin_taken {
+            return Err(bad(
+                "Standard input can give one secret per command: give the mail password with --mail-password-file, or set the ping in a second command.".into(),
+            ));
+        }
+        *stdin_taken = true;
+        let mut line = String::new();
+        std::io::stdin()
+            .lock()
+            .read_line(&mut line)
+            .map_err(|e| bad(format!("Standard input could not be read ({e}).")))?;
+        line
+    };
+    let typed = typed.trim().to_owned();
+    if typed.is_empty() {
+        return Err(bad(format!(
+            "{} was empty.",
+            prompt.trim_end_matches([' ', ':'])
+        )));
+    }
+    Ok(typed)
+}
+
+fn set(args: SetArgs) -> Result<(), Failure> {
+    let mut now = settings::load()?;
+    let mut secrets = settings::load_secrets()?;
+    let mut stdin_taken = false;
+    if args.no_textfile {
+        now.textfile_dir = None;
+    }
+    if let Some(dir) = args.textfile {
+        let dir = persnap::fsutil::canonicalize(&dir).map_err(|e| {
+            bad(format!(
+                "{} cannot be used ({e}). Give node_exporter's textfile folder, which must exist.",
+                dir.display()
+            ))
+        })?;
+        // Written once now: a folder that cannot take it is said here, not
+        // after the next run.
+        let survey = super::status::survey(false, None)?;
+        metrics::write_textfile(&dir, &survey.assessments)?;
+        eprintln!(
+            "Wrote {}; scheduled runs rewrite it after each run.",
+            dir.join(metrics::TEXTFILE_NAME).display()
+        );
+        now.textfile_dir = Some(dir);
+    }
+    if let Some(name) = args.no_ping {
+        let had = now.pings.remove(&name).is_some() | secrets.pings.remove(&name).is_some();
+        if !had {
+            eprintln!("{name} had no ping address.");
+        }
+    }
+    let pinged = args.ping.is_some();
+    if let Some(name) = args.ping {
+        let known: Vec<String> = persnap::schedule::list()
+            .map_err(|e| bad(format!("The schedules cannot be read ({e}).")))?
+            .into_iter()
+            .map(|s| s.name)
+            .collect();
+        if !known.contains(&name) {
+            return Err(bad(format!(
+                "No protected database or schedule is named {name}{}.",
+                if known.is_empty() {
+                    String::new()
+                } else {
+                    format!(" (there are: {})", known.join(", "))
+                }
+            )));
+        }
+        let address = read_secret(
+            &format!("The ping address for {name} (it is not shown): "),
+            &mut stdin_taken,
+        )?;
+        let url = ping::parse(&address).map_err(bad)?;
+        if url.scheme() == "http" && !url.host().is_some_and(|h| is_loopback(&h)) {
+            eprintln!(
+                "Note: this address is not encrypted (http://); its token can be read on the way. Use https:// where the service offers it."
+            );
+        }
+        now.pings.insert(name.clone(), ping::shown(&url));
+        secrets
+            .pings
+            .insert(name.clone(), persnap::schedule::Secret(url.to_string()));
+        eprintln!(
+            "{name}'s scheduled runs ping {} ({}).",
+            ping::shown(&url),
+            ping::Service::of(&url).name()
+        );
+    }
+    if args.no_mail {
+        now.mail = None;
+        secrets.mail_password = None;
+    }
+    let mail_asked = args.mail_server.is_some()
+        || args.mail_security.is_some()
+        || args.mail_user.is_some()
+        || args.mail_password_file.is_some()
+        || args.mail_from.is_some()
+        || !args.mail_to.is_empty()
+        || args.mail_ca.is_some();
+    if mail_asked {
+        let security = match args.mail_security {
+            Some(SecurityArg::Tls) => settings::MailSecurity::Tls,
+            Some(SecurityArg::Starttls) => settings::MailSecurity::Starttls,
+            None => now
+                .mail
+                .as_ref()
+                .map_or(settings::MailSecurity::Starttls, |m| m.security),
+        };
+        let (server, port) = match (&args.mail_server, &now.mail) {
+            (Some(given), _) => server_and_port(given, security)?,
+            (None, Some(mail)) => (mail.server.clone(), mail.port),
+            (None, None) => {
+                return Err(bad(
+                    "Say which mail server sends the mail: --mail-server HOST[:PORT].".into(),
+                ));
+            }
+        };
+        let old = now.mail.clone();
+        let from = args
+            .mail_from
+            .or_else(|| old.as_ref().map(|m| m.from.clone()))
+            .ok_or_else(|| bad("Say who the mail is from: --mail-from ADDRESS.".into()))?;
+        mail::parse_address(&from).map_err(bad)?;
+        let to = if args.mail_to.is_empty() {
+            old.as_ref().map(|m| m.to.clone()).unwrap_or_default()
+        } else {
+            args.mail_to
+        };
+        if to.is_empty() {
+            return Err(bad("Say who receives the mail: --mail-to ADDRESS.".into()));
+        }
+        for address in &to {
+            mail::parse_address(address).map_err(bad)?;
+        }
+        let ca_file = match args.mail_ca {
+            Some(ca) => Some(
+                persnap::fsutil::canonicalize(&ca)
+                    .map_err(|e| bad(format!("{} cannot be used ({e}).", ca.display())))?,
+            ),
+            None => old.as_ref().and_then(|m| m.ca_file.clone()),
+        };
+        let user = args
+            .mail_user
+            .clone()
+            .or_else(|| old.as_ref().and_then(|m| m.user.clone()));
+        if let Some(file) = &args.mail_password_file {
+            let text = std::fs::read_to_string(file)
+                .map_err(|e| bad(format!("{} cannot be read ({e}).", file.display())))?;
+            let password = text.lines().next().unwrap_or_default().to_owned();
+            if password.is_empty() {
+                return Err(bad(format!("{} holds no password.", file.display())));
+            }
+            secrets.mail_password = Some(persnap::schedule::Secret(password));
+        } else if let Some(user) = &args.mail_user {
+            let password =
+                read_secret(&format!("The mail password for {user}: "), &mut stdin_taken)?;
+            secrets.mail_password = Some(persnap::schedule::Secret(password));
+        }
+        if user.is_none() {
+            secrets.mail_password = None;
+        }
+        now.mail = Some(settings::Mail {
+            server,
+            port,
+            security,
+            user,
+            from,
+            to,
+            ca_file,
+        });
+    }
+    // The secrets first: settings that name a ping never lack its address.
+    settings::save_secrets(&secrets)?;
+    settings::save(&now)?;
+    show(&now);
+    eprintln!("Kept in {}.", settings::path().display());
+    if mail_asked || pinged {
+        eprintln!("Try it: persnap monitoring test");
+    }
+    Ok(())
+}
+
+fn is_loopback(host: &url::Host<&str>) -> bool {
+    match host {
+        url::Host::Domain(d) => *d == "localhost",
+        url::Host::Ipv4(ip) => ip.is_loopback(),
+        url::Host::Ipv6(ip) => ip.is_loopback(),
+    }
+}
+
+fn server_and_port(
+    given: &str,
+    security: settings::MailSecurity,
+) -> Result<(String, u16), Failure> {
+    let (host, port) = match given.rsplit_once(':') {
+        Some((host, port)) if !host.contains(':') => {
+            let port = port
+                .parse::<u16>()
+                .map_err(|_| bad(format!("{port} is not a port number.")))?;
+            (host, port)
+        }
+        _ => (given, security.default_port()),
+    };
+    let host = host.trim().trim_matches(['[', ']']);
+    if host.is_empty() || host.contains(['/', ' ']) {
+        return Err(bad(format!("{given} is not a mail server's name.")));
+    }
+    Ok((host.to_owned(), port))
+}
+
+fn test() -> Result<(), Failure> {
+    let Some(alerts) = alert::Alerts::load(alert::run_id())? else {
+        eprintln!(
+            "Neither mail nor a ping address is set: nothing to test. See persnap monitoring set --help."
+        );
+        return Ok(());
+    };
+    let mut failed = 0;
+    if let Some(sent) = alerts.test_mail() {
+        match sent {
+            Ok(()) => eprintln!("Mail: a test message was sent; check that it arrived."),
+            Err(e) => {
+                failed += 1;
+                eprintln!("Mail: {e}");
+            }
+        }
+    }
+    for (name, sent) in alerts.test_pings() {
+        match sent {
+            Ok(()) => eprintln!("Ping for {name}: the service took it."),
+            Err(e) => {
+                failed += 1;
+                eprintln!("Ping for {name}: {e}");
+            }
+        }
+    }
+    if failed > 0 {
+        return Err(Failure {
+            code: 1,
+            error: anyhow::anyhow!("{failed} of the tests failed (said above)."),
+        });
+    }
+    Ok(())
+}
+
+/// A scheduled run's channels, read as root (SYSTEM) before it acts as
+/// its user. A problem with them is said and logged, never fails the run.
+pub fn alerts_for_run() -> Option<alert::Alerts> {
+    match alert::Alerts::load(alert::run_id()) {
+        Ok(alerts) => alerts,
+        Err(e) => {
+            tracing::warn!("no ping or mail for this run: {e}");
+            eprintln!("persnap: no ping or mail for this run: {e}");
+            None
+        }
+    }
+}
+
+/// The start ping of a scheduled run, on its own thread: the backup never
+/// waits for it, and joining it afterwards waits at most the pings'
+/// deadline.
+pub fn start_ping(name: &str) -> Option<std::thread::JoinHandle<()>> {
+    let alerts = alerts_for_run()?;
+    let name = name.to_owned();
+    Some(std::thread::spawn(move || {
+        if let Err(e) = alerts.started(&name) {
+            tracing::warn!("{e}");
+            eprintln!("persnap: {e}");
+        }
+    }))
+}
+
+/// Tell the channels how a scheduled run ended; what failed is said.
+pub fn run_ended(alerts: &alert::Alerts, name: &str, ending: &alert::Ending) {
+    for problem in alerts.ended(name, ending) {
+        tracing::warn!("{problem}");
+        eprintln!("persnap: {problem}");
     }
 }
 
@@ -88,6 +453,7 @@ pub fn refresh_textfile() {
     let dir = match settings::load() {
         Ok(settings::Monitoring {
             textfile_dir: Some(dir),
+            ..
         }) => dir,
         Ok(_) => return,
         Err(e) => {

@@ -5,7 +5,12 @@
 //! holds no secret); only administrators may change it, and a scheduled
 //! run, which reads it as root (SYSTEM), refuses one anybody else could
 //! have changed.
+//!
+//! What carries a token or a password (ping addresses, the mail server's
+//! password) is kept apart, in `monitoring.secrets.json` beside it, which
+//! only root (SYSTEM and administrators) can read ([`Secrets`]).
 
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
@@ -20,6 +25,132 @@ pub struct Monitoring {
     /// are written there as `persnap.prom`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub textfile_dir: Option<PathBuf>,
+    /// E-mail after a scheduled run fails (its password is a secret).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mail: Option<Mail>,
+    /// The databases (schedules) whose runs ping an address, by name,
+    /// with the address's host as shown (the address itself is a secret).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub pings: BTreeMap<String, String>,
+}
+
+impl Monitoring {
+    /// Whether a scheduled run has anybody to tell beyond the log.
+    pub fn alerts(&self) -> bool {
+        self.mail.is_some() || !self.pings.is_empty()
+    }
+}
+
+/// How the connection to the mail server is protected. Never
+/// opportunistic: a server that does not offer it is refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum MailSecurity {
+    /// STARTTLS on the submission port (587).
+    Starttls,
+    /// TLS from the first byte (465).
+    Tls,
+}
+
+impl MailSecurity {
+    pub fn default_port(self) -> u16 {
+        match self {
+            MailSecurity::Starttls => 587,
+            MailSecurity::Tls => 465,
+        }
+    }
+}
+
+/// Where failure mail goes, and through which server.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Mail {
+    /// The server's name, as its certificate names it.
+    pub server: String,
+    pub port: u16,
+    pub security: MailSecurity,
+    /// The user name to log in with (none: the server takes mail
+    /// without).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub user: Option<String>,
+    /// The sender's address.
+    pub from: String,
+    /// Who receives it.
+    pub to: Vec<String>,
+    /// A certificate authority (PEM) to trust beyond the system's, for a
+    /// server whose certificate an internal authority signed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ca_file: Option<PathBuf>,
+}
+
+/// What only root (SYSTEM, administrators) may read.
+#[derive(Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Secrets {
+    /// The mail server's password for [`Mail::user`].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mail_password: Option<crate::schedule::Secret>,
+    /// Each database's ping address, by name (it carries the token).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub pings: BTreeMap<String, crate::schedule::Secret>,
+}
+
+impl std::fmt::Debug for Secrets {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Secrets")
+            .field("mail_password", &self.mail_password)
+            .field("pings", &self.pings.keys().collect::<Vec<_>>())
+            .finish()
+    }
+}
+
+/// Where the secrets are kept: beside [`path`].
+pub fn secrets_path() -> PathBuf {
+    path().with_file_name("monitoring.secrets.json")
+}
+
+/// The secrets (none when there is no file). Root (an administrator)
+/// only: the file must be root's alone, in a folder only administrators
+/// can change.
+pub fn load_secrets() -> Result<Secrets> {
+    let path = secrets_path();
+    match std::fs::symlink_metadata(&path) {
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Secrets::default()),
+        _ => {}
+    }
+    let judged = crate::sys::secret_only(&path).and_then(|()| {
+        path.parent()
+            .map_or(Ok(()), crate::fsutil::admin_only_folder)
+    });
+    if let Err(e) = judged {
+        return Err(unreadable(&path, e.to_string()));
+    }
+    let bytes = std::fs::read(&path).map_err(|e| {
+        unreadable(
+            &path,
+            format!("{e}; only root (an administrator) can read it"),
+        )
+    })?;
+    serde_json::from_slice(&bytes).map_err(|e| unreadable(&path, e.to_string()))
+}
+
+/// Keep the secrets where only root (SYSTEM, administrators) can read
+/// them; none left, the file goes.
+pub fn save_secrets(secrets: &Secrets) -> Result<()> {
+    let path = secrets_path();
+    let failed = |e| {
+        Error::io(
+            "write",
+            &path,
+            "Monitoring settings are the administrator's: run this as root (sudo) or as administrator.",
+        )(e)
+    };
+    if secrets == &Secrets::default() {
+        return match std::fs::remove_file(&path) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(failed(e)),
+            _ => Ok(()),
+        };
+    }
+    let json = serde_json::to_vec_pretty(secrets).expect("secrets serialize");
+    crate::fsutil::write_secret(&path, &json, None).map_err(failed)
 }
 
 /// Where they are kept: beside the registry's folder.

@@ -1,0 +1,183 @@
+//! What a scheduled run tells administrators beyond the log (issue #31):
+//! its ping address that it started and how it ended, and, when it
+//! failed, an e-mail with the plain reason the card shows.
+//!
+//! The settings and their secrets are read as root (SYSTEM) before the
+//! run acts as its user and kept in memory; nothing here ever fails the
+//! run: what could not be sent comes back as words for the log.
+
+use std::time::Instant;
+
+use super::mail::{self, Letter};
+use super::ping::{self, Ping};
+use super::settings::{self, Monitoring, Secrets};
+
+/// The channels of one run.
+#[derive(Debug)]
+pub struct Alerts {
+    settings: Monitoring,
+    secrets: Secrets,
+    /// Pairs a run's start with its end at the ping service.
+    run: uuid::Uuid,
+    /// All of this run's pings end by then.
+    deadline: Instant,
+}
+
+/// How a run ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Ending {
+    pub ok: bool,
+    /// One line.
+    pub summary: String,
+    /// The plain reason, or what was done.
+    pub body: String,
+}
+
+/// The id of this run: systemd's invocation id, which the service's start
+/// and its `ExecStopPost` share; a new one elsewhere.
+pub fn run_id() -> uuid::Uuid {
+    std::env::var("INVOCATION_ID")
+        .ok()
+        .and_then(|id| uuid::Uuid::try_parse(&id).ok())
+        .unwrap_or_else(uuid::Uuid::new_v4)
+}
+
+impl Alerts {
+    /// What the administrator set, with its secrets (root only); `None`
+    /// when no channel is set.
+    pub fn load(run: uuid::Uuid) -> crate::Result<Option<Alerts>> {
+        let settings = settings::load()?;
+        if !settings.alerts() {
+            return Ok(None);
+        }
+        let secrets = settings::load_secrets()?;
+        Ok(Some(Alerts::with(settings, secrets, run)))
+    }
+
+    pub fn with(settings: Monitoring, secrets: Secrets, run: uuid::Uuid) -> Alerts {
+        Alerts {
+            settings,
+            secrets,
+            run,
+            deadline: Instant::now() + ping::RUN_DEADLINE,
+        }
+    }
+
+    fn ping_url(&self, name: &str) -> Option<Result<url::Url, String>> {
+        self.secrets
+            .pings
+            .get(name)
+            .map(|secret| ping::parse(&secret.0))
+    }
+
+    /// Tell `name`'s ping address the run started.
+    pub fn started(&self, name: &str) -> Result<(), String> {
+        self.ping(name, &Ping::Start)
+    }
+
+    fn ping(&self, name: &str, what: &Ping) -> Result<(), String> {
+        match self.ping_url(name) {
+            None => Ok(()),
+            Some(Err(e)) => Err(format!("The ping address of {name} is not usable: {e}")),
+            Some(Ok(url)) => ping::send(&url, what, self.run, self.deadline)
+                .map_err(|e| format!("The ping for {name} was not sent: {e}")),
+        }
+    }
+
+    /// Tell them how the run of `name` ended: its ping, and mail when it
+    /// failed. What could not be sent, in words.
+    pub fn ended(&self, name: &str, ending: &Ending) -> Vec<String> {
+        let mut problems = Vec::new();
+        let ping = if ending.ok {
+            Ping::Success(format!("{}\n{}", ending.summary, ending.body))
+        } else {
+            Ping::Failure(format!("{}: {}", ending.summary, ending.body))
+        };
+        if let Err(e) = self.ping(name, &ping) {
+            problems.push(e);
+        }
+        if !ending.ok
+            && let Some(mail) = &self.settings.mail
+            && let Err(e) = mail::send(
+                mail,
+                self.secrets.mail_password.as_ref(),
+                &failure_letter(name, &crate::manifest::host_name(), ending),
+            )
+        {
+            problems.push(format!("The failure mail was not sent: {e}"));
+        }
+        problems
+    }
+
+    /// A test of the mail settings, as the settings page's button and
+    /// `persnap monitoring test` send it.
+    pub fn test_mail(&self) -> Option<Result<(), String>> {
+        let mail = self.settings.mail.as_ref()?;
+        let host = crate::manifest::host_name();
+        Some(mail::send(
+            mail,
+            self.secrets.mail_password.as_ref(),
+            &Letter {
+                subject: format!("persnap on {host}: a test message"),
+                body: format!(
+                    "This is a test from persnap's monitoring settings on {host}.\n\n\
+                     When a scheduled backup there fails, a message like this one says \
+                     which database, what went wrong and what to do."
+                ),
+            },
+        ))
+    }
+
+    /// A test ping to every address, by name.
+    pub fn test_pings(&self) -> Vec<(String, Result<(), String>)> {
+        self.secrets
+            .pings
+            .keys()
+            .map(|name| (name.clone(), self.ping(name, &Ping::Test)))
+            .collect()
+    }
+}
+
+/// The mail a failed run sends: which database, on which machine, what
+/// went wrong, what to do.
+pub fn failure_letter(name: &str, host: &str, ending: &Ending) -> Letter {
+    let when = chrono::Local::now().format("%Y-%m-%d %H:%M %Z");
+    Letter {
+        subject: format!("persnap on {host}: the backup of {name} failed"),
+        body: format!(
+            "{summary}\n\n{body}\n\n\
+             Machine: {host}\nDatabase: {name}\nWhen: {when}\n\n\
+             What to do: fix what is said above, then back up now (in persnap on \
+             {host}, or `persnap status` there to see every database). Until a backup \
+             succeeds, the newest good backup is older than planned.\n\n\
+             Support: the log of this run is in persnap's log folder on {host}.\n",
+            summary = ending.summary,
+            body = ending.body,
+        ),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_failure_mail_names_the_machine_the_database_and_the_reason() {
+        let letter = failure_letter(
+            "orders",
+            "corr-01",
+            &Ending {
+                ok: false,
+                summary: "persnap: the scheduled backup \u{201c}orders\u{201d} failed".into(),
+                body: "/var/apama: failed during snapshot: the volume group is full".into(),
+            },
+        );
+        assert_eq!(
+            letter.subject,
+            "persnap on corr-01: the backup of orders failed"
+        );
+        assert!(letter.body.contains("the volume group is full"));
+        assert!(letter.body.contains("Machine: corr-01"));
+        assert!(letter.body.contains("What to do"));
+    }
+}
