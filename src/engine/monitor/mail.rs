@@ -91,6 +91,16 @@ fn said(server: &str, mail: &Mail, e: &lettre::transport::smtp::Error) -> String
             "The mail server {server} did not answer within {} s. Check the server and port, and that this machine may reach it. (Details: {detail})",
             TIMEOUT.as_secs()
         )
+    } else if detail.contains("certificate") {
+        format!(
+            "The mail server {server}'s certificate is not trusted, or names another server: nothing was sent. Check the server's name; for a certificate from your own authority, set --mail-ca. (Details: {detail})"
+        )
+    } else if mail.security == MailSecurity::Tls
+        && (detail.contains("corrupt message") || detail.contains("InvalidContentType"))
+    {
+        format!(
+            "The mail server {server} does not speak TLS from the first byte on this port: it may expect STARTTLS (usually port 587, --mail-security starttls). (Details: {detail})"
+        )
     } else if e.is_tls() {
         format!(
             "A secure connection to the mail server {server} could not be made: its certificate is not trusted, names another server, or it does not speak {}. Check the server's name and the security setting; for a certificate from your own authority, set --mail-ca. (Details: {detail})",
@@ -122,13 +132,7 @@ fn said(server: &str, mail: &Mail, e: &lettre::transport::smtp::Error) -> String
     }
 }
 
+/// lettre's words already hold every source's.
 fn detail(e: &lettre::transport::smtp::Error) -> String {
-    let mut text = e.to_string();
-    let mut source = std::error::Error::source(e);
-    while let Some(s) = source {
-        text.push_str(": ");
-        text.push_str(&s.to_string());
-        source = s.source();
-    }
-    text
+    e.to_string()
 }
