@@ -332,6 +332,8 @@ fn handle(level: Authority, input: Box<dyn Read + Send>, mut events: Events) -> 
             Err(e) => events.fail(&e, Some(Phase::Prepare)),
         },
         Validated::Protect(protection) => protect(*protection, &registry, &events),
+        Validated::MonitoringSet(update) => monitoring_set(*update, &events),
+        Validated::MonitoringTest => monitoring_test(&events),
         Validated::Cleanup => {
             let removed = persnap::snapshot::sweep_all();
             let failed = removed.iter().any(|l| l.starts_with("Could not"));
@@ -958,4 +960,62 @@ fn schedule_owner(_history_dir: &std::path::Path) -> Option<u32> {
 #[cfg(windows)]
 fn invoking_user_owns(_dir: &std::path::Path) -> persnap::Result<()> {
     Ok(())
+}
+
+/// Keep the monitoring settings the administrator changed (the same
+/// checks as `persnap monitoring set`).
+#[cfg(feature = "alerts")]
+fn monitoring_set(update: persnap::monitor::settings::Update, events: &Events) -> i32 {
+    let names: Vec<String> = persnap::schedule::list()
+        .unwrap_or_default()
+        .into_iter()
+        .map(|s| s.name)
+        .collect();
+    match persnap::monitor::alert::apply(update, &names) {
+        Ok(monitoring) => events.done(Reply::MonitoringSet { monitoring }),
+        Err(e) => events.fail(&e, Some(Phase::Prepare)),
+    }
+}
+
+/// Send the tests: the secrets are read as root, the network is spoken
+/// as the user who asked (a server's answers never reach a root process).
+#[cfg(feature = "alerts")]
+fn monitoring_test(events: &Events) -> i32 {
+    let alerts = match persnap::monitor::alert::Alerts::load(uuid::Uuid::new_v4()) {
+        Ok(alerts) => alerts,
+        Err(e) => return events.fail(&e, Some(Phase::Prepare)),
+    };
+    #[cfg(unix)]
+    if let Some(uid) = invoking_uid().filter(|uid| *uid != 0)
+        && let Err(e) = persnap::privileged::user::become_uid(uid)
+    {
+        return events.fail(
+            &persnap::Error::Refused {
+                field: "user",
+                reason: e,
+            },
+            Some(Phase::Prepare),
+        );
+    }
+    let (mail, pings) = match &alerts {
+        Some(alerts) => (alerts.test_mail(), alerts.test_pings()),
+        None => (None, Vec::new()),
+    };
+    events.done(Reply::MonitoringTested { mail, pings })
+}
+
+#[cfg(not(feature = "alerts"))]
+fn monitoring_set(_: persnap::monitor::settings::Update, events: &Events) -> i32 {
+    monitoring_test(events)
+}
+
+#[cfg(not(feature = "alerts"))]
+fn monitoring_test(events: &Events) -> i32 {
+    events.fail(
+        &persnap::Error::Refused {
+            field: "type",
+            reason: "this helper was built without mail and pings".into(),
+        },
+        Some(Phase::Prepare),
+    )
 }

@@ -4,7 +4,7 @@
 
 use std::path::PathBuf;
 
-use persnap::monitor::{alert, mail, metrics, ping, settings};
+use persnap::monitor::{alert, metrics, settings};
 
 use super::Failure;
 
@@ -188,75 +188,35 @@ fn read_secret(prompt: &str, stdin_taken: &mut bool) -> Result<String, Failure> 
 }
 
 fn set(args: SetArgs) -> Result<(), Failure> {
-    let mut now = settings::load()?;
-    let mut secrets = settings::load_secrets()?;
+    use settings::Change;
+    let now = settings::load()?;
+    let mut update = settings::Update::default();
     let mut stdin_taken = false;
     if args.no_textfile {
-        now.textfile_dir = None;
+        update.textfile_dir = Change::Remove;
     }
-    if let Some(dir) = args.textfile {
-        let dir = persnap::fsutil::canonicalize(&dir).map_err(|e| {
-            bad(format!(
-                "{} cannot be used ({e}). Give node_exporter's textfile folder, which must exist.",
-                dir.display()
-            ))
-        })?;
-        // Written once now: a folder that cannot take it is said here, not
-        // after the next run.
-        let survey = super::status::survey(false, None)?;
-        metrics::write_textfile(&dir, &survey.assessments)?;
-        eprintln!(
-            "Wrote {}; scheduled runs rewrite it after each run.",
-            dir.join(metrics::TEXTFILE_NAME).display()
-        );
-        now.textfile_dir = Some(dir);
+    if let Some(dir) = &args.textfile {
+        update.textfile_dir = Change::Set(dir.clone());
     }
     if let Some(name) = args.no_ping {
-        let had = now.pings.remove(&name).is_some() | secrets.pings.remove(&name).is_some();
-        if !had {
+        if !now.pings.contains_key(&name) {
             eprintln!("{name} had no ping address.");
         }
+        update.pings.insert(name, Change::Remove);
     }
-    let pinged = args.ping.is_some();
+    let pinged = args.ping.clone();
     if let Some(name) = args.ping {
-        let known: Vec<String> = persnap::schedule::list()
-            .map_err(|e| bad(format!("The schedules cannot be read ({e}).")))?
-            .into_iter()
-            .map(|s| s.name)
-            .collect();
-        if !known.contains(&name) {
-            return Err(bad(format!(
-                "No protected database or schedule is named {name}{}.",
-                if known.is_empty() {
-                    String::new()
-                } else {
-                    format!(" (there are: {})", known.join(", "))
-                }
-            )));
-        }
         let address = read_secret(
             &format!("The ping address for {name} (it is not shown): "),
             &mut stdin_taken,
         )?;
-        let url = ping::parse(&address).map_err(bad)?;
-        if url.scheme() == "http" && !url.host().is_some_and(|h| is_loopback(&h)) {
-            eprintln!(
-                "Note: this address is not encrypted (http://); its token can be read on the way. Use https:// where the service offers it."
-            );
-        }
-        now.pings.insert(name.clone(), ping::shown(&url));
-        secrets
+        update
             .pings
-            .insert(name.clone(), persnap::schedule::Secret(url.to_string()));
-        eprintln!(
-            "{name}'s scheduled runs ping {} ({}).",
-            ping::shown(&url),
-            ping::Service::of(&url).name()
-        );
+            .insert(name, Change::Set(persnap::schedule::Secret(address)));
     }
     if args.no_mail {
-        now.mail = None;
-        secrets.mail_password = None;
+        update.mail = Change::Remove;
+        update.mail_password = Change::Remove;
     }
     let mail_asked = args.mail_server.is_some()
         || args.mail_security.is_some()
@@ -266,16 +226,20 @@ fn set(args: SetArgs) -> Result<(), Failure> {
         || !args.mail_to.is_empty()
         || args.mail_ca.is_some();
     if mail_asked {
+        let old = now.mail.clone();
         let security = match args.mail_security {
             Some(SecurityArg::Tls) => settings::MailSecurity::Tls,
             Some(SecurityArg::Starttls) => settings::MailSecurity::Starttls,
-            None => now
-                .mail
+            None => old
                 .as_ref()
                 .map_or(settings::MailSecurity::Starttls, |m| m.security),
         };
-        let (server, port) = match (&args.mail_server, &now.mail) {
+        let (server, port) = match (&args.mail_server, &old) {
             (Some(given), _) => server_and_port(given, security)?,
+            // The security changed alone: its usual port with it.
+            (None, Some(mail)) if args.mail_security.is_some() && mail.security != security => {
+                (mail.server.clone(), security.default_port())
+            }
             (None, Some(mail)) => (mail.server.clone(), mail.port),
             (None, None) => {
                 return Err(bad(
@@ -283,29 +247,14 @@ fn set(args: SetArgs) -> Result<(), Failure> {
                 ));
             }
         };
-        let old = now.mail.clone();
         let from = args
             .mail_from
             .or_else(|| old.as_ref().map(|m| m.from.clone()))
             .ok_or_else(|| bad("Say who the mail is from: --mail-from ADDRESS.".into()))?;
-        mail::parse_address(&from).map_err(bad)?;
         let to = if args.mail_to.is_empty() {
             old.as_ref().map(|m| m.to.clone()).unwrap_or_default()
         } else {
             args.mail_to
-        };
-        if to.is_empty() {
-            return Err(bad("Say who receives the mail: --mail-to ADDRESS.".into()));
-        }
-        for address in &to {
-            mail::parse_address(address).map_err(bad)?;
-        }
-        let ca_file = match args.mail_ca {
-            Some(ca) => Some(
-                persnap::fsutil::canonicalize(&ca)
-                    .map_err(|e| bad(format!("{} cannot be used ({e}).", ca.display())))?,
-            ),
-            None => old.as_ref().and_then(|m| m.ca_file.clone()),
         };
         let user = args
             .mail_user
@@ -318,42 +267,62 @@ fn set(args: SetArgs) -> Result<(), Failure> {
             if password.is_empty() {
                 return Err(bad(format!("{} holds no password.", file.display())));
             }
-            secrets.mail_password = Some(persnap::schedule::Secret(password));
+            update.mail_password = Change::Set(persnap::schedule::Secret(password));
         } else if let Some(user) = &args.mail_user {
             let password =
                 read_secret(&format!("The mail password for {user}: "), &mut stdin_taken)?;
-            secrets.mail_password = Some(persnap::schedule::Secret(password));
+            update.mail_password = Change::Set(persnap::schedule::Secret(password));
         }
-        if user.is_none() {
-            secrets.mail_password = None;
-        }
-        now.mail = Some(settings::Mail {
+        update.mail = Change::Set(settings::Mail {
             server,
             port,
             security,
             user,
             from,
             to,
-            ca_file,
+            ca_file: args.mail_ca.or_else(|| old.and_then(|m| m.ca_file)),
         });
     }
-    // The secrets first: settings that name a ping never lack its address.
-    settings::save_secrets(&secrets)?;
-    settings::save(&now)?;
+    let names: Vec<String> = persnap::schedule::list()
+        .map_err(|e| bad(format!("The schedules cannot be read ({e}).")))?
+        .into_iter()
+        .map(|s| s.name)
+        .collect();
+    let now = alert::apply(update, &names)?;
+    if let Some(dir) = now
+        .textfile_dir
+        .as_ref()
+        .filter(|_| args.textfile.is_some())
+    {
+        // Written once now: a folder that cannot take it is said here, not
+        // after the next run.
+        let survey = super::status::survey(false, None)?;
+        metrics::write_textfile(dir, &survey.assessments)?;
+        eprintln!(
+            "Wrote {}; scheduled runs rewrite it after each run.",
+            dir.join(metrics::TEXTFILE_NAME).display()
+        );
+    }
+    if let Some(name) = &pinged
+        && let Some(host) = now.pings.get(name)
+    {
+        if host.starts_with("http://")
+            && !["http://127.", "http://localhost", "http://[::1]"]
+                .iter()
+                .any(|l| host.starts_with(l))
+        {
+            eprintln!(
+                "Note: this address is not encrypted (http://); its token can be read on the way. Use https:// where the service offers it."
+            );
+        }
+        eprintln!("{name}'s scheduled runs ping {host}.");
+    }
     show(&now);
     eprintln!("Kept in {}.", settings::path().display());
-    if mail_asked || pinged {
+    if mail_asked || pinged.is_some() {
         eprintln!("Try it: persnap monitoring test");
     }
     Ok(())
-}
-
-fn is_loopback(host: &url::Host<&str>) -> bool {
-    match host {
-        url::Host::Domain(d) => *d == "localhost",
-        url::Host::Ipv4(ip) => ip.is_loopback(),
-        url::Host::Ipv6(ip) => ip.is_loopback(),
-    }
 }
 
 fn server_and_port(

@@ -277,6 +277,9 @@ pub enum Error {
     #[error("The monitoring settings ({path}) cannot be used: {detail}.")]
     MonitoringSettings { path: PathBuf, detail: String },
 
+    #[error("The monitoring settings were not changed: {detail}")]
+    MonitoringChange { detail: String },
+
     #[error(
         "{what} needs the administrator's permission{why}. Ask an administrator, or run it as one (persnap asks for the administrator password when it is needed)."
     )]
@@ -375,6 +378,7 @@ impl Error {
             | RestoreTarget { .. }
             | Registry { .. }
             | MonitoringSettings { .. }
+            | MonitoringChange { .. }
             | MethodNotApplicable { .. }
             | MethodUnavailable { .. } => ErrorKind::BadInput,
             NoSnapshotPossible { .. }

@@ -159,6 +159,13 @@ pub enum Request {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         offsite: Option<ScheduleRepositoryRequest>,
     },
+    /// Change the machine's monitoring settings and their secrets (the
+    /// app's Notifications page; `persnap monitoring set` as root).
+    MonitoringSet {
+        update: crate::monitor::settings::Update,
+    },
+    /// Send a test message and a test ping to what is set, as the caller.
+    MonitoringTest {},
 }
 
 /// An account and its password, for a schedule that runs as that account.
@@ -346,6 +353,17 @@ pub enum Reply {
         schedule: Option<Box<crate::schedule::Schedule>>,
         #[serde(default, skip_serializing_if = "Option::is_none")]
         installed: Option<crate::schedule::Installed>,
+    },
+    /// The monitoring settings as kept now.
+    MonitoringSet {
+        monitoring: crate::monitor::settings::Monitoring,
+    },
+    /// What each test found: the mail (none set: none), each ping by name.
+    MonitoringTested {
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        mail: Option<Result<(), String>>,
+        #[serde(default)]
+        pings: Vec<(String, Result<(), String>)>,
     },
     DatabaseRemoved {
         name: String,
@@ -824,6 +842,8 @@ pub enum Validated {
         name: String,
     },
     Protect(Box<Protection>),
+    MonitoringSet(Box<crate::monitor::settings::Update>),
+    MonitoringTest,
 }
 
 /// A validated [`Request::Protect`]: its steps, in order.
@@ -916,6 +936,8 @@ impl Validated {
                 format!("Unprotecting the database {name:?}")
             }
             Validated::Protect(p) => format!("Protecting the database {:?}", p.database.name),
+            Validated::MonitoringSet(_) => "Changing the monitoring settings".into(),
+            Validated::MonitoringTest => "Testing the monitoring settings".into(),
         }
     }
 }
@@ -1118,6 +1140,10 @@ pub fn validate_with(request: Request, dest: Resolver) -> Result<Validated, Erro
             Ok(Validated::DatabaseRemove { name })
         }
         protect @ Request::Protect { .. } => protect_request(protect),
+        // Checked whole where it is applied (monitor::alert::apply), with
+        // the settings it changes.
+        Request::MonitoringSet { update } => Ok(Validated::MonitoringSet(Box::new(update))),
+        Request::MonitoringTest {} => Ok(Validated::MonitoringTest),
     }
 }
 
@@ -1404,6 +1430,39 @@ fn backup_request(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn monitoring_settings_and_their_tests_are_the_administrators() {
+        let registry =
+            crate::registry::Registry::at(std::env::temp_dir().join("persnap-no-registry"));
+        for request in [
+            Request::MonitoringSet {
+                update: Default::default(),
+            },
+            Request::MonitoringTest {},
+        ] {
+            assert_eq!(request.needs(&registry), Authority::Admin);
+            let mut validated = validate(request).unwrap();
+            let refused = validated
+                .authorize(Authority::Backup, &registry)
+                .unwrap_err();
+            assert!(
+                matches!(refused, Error::NeedsAdminLevel { .. }),
+                "{refused}"
+            );
+            assert!(validated.authorize(Authority::Admin, &registry).is_ok());
+        }
+        // A secret in the request is never in its Debug form (logs).
+        let request = Request::MonitoringSet {
+            update: crate::monitor::settings::Update {
+                mail_password: crate::monitor::settings::Change::Set(crate::schedule::Secret(
+                    "pw-in-debug".into(),
+                )),
+                ..Default::default()
+            },
+        };
+        assert!(!format!("{request:?}").contains("pw-in-debug"));
+    }
 
     #[test]
     fn a_call_gets_its_own_answer_or_a_plain_protocol_failure() {

@@ -15,6 +15,7 @@ mod backup_view;
 mod chart;
 mod database_view;
 mod history_view;
+mod notifications_view;
 mod overview_view;
 mod protect_view;
 mod repository_view;
@@ -175,6 +176,7 @@ pub enum Screen {
     History,
     Repositories,
     Schedules,
+    Notifications,
     Settings,
 }
 
@@ -233,6 +235,8 @@ pub struct Runtime {
     /// Folder dialogs here, and folders typed where none opens.
     pub folders: widgets::Folders,
     pub schedules: schedule_view::ScheduleState,
+    /// The Notifications screen's form and its helper call.
+    pub notifications: notifications_view::NotificationsPage,
     pub repositories: repository_view::RepositoryState,
     /// "Protect this database": the registration running, and how it went.
     pub protecting: Option<Job>,
@@ -342,6 +346,7 @@ impl PersnapApp {
                 restore_page: None,
                 folders: Default::default(),
                 schedules: Default::default(),
+                notifications: Default::default(),
                 repositories: Default::default(),
                 protecting: None,
                 protected: None,
@@ -542,7 +547,8 @@ impl PersnapApp {
                 | Msg::Created(_)
                 | Msg::RestoreDone(_)
                 | Msg::ScheduleDone(_)
-                | Msg::ProtectDone(_) => {}
+                | Msg::ProtectDone(_)
+                | Msg::MonitoringDone(_) => {}
             }
         }
         if let Some(outcome) = finished {
@@ -670,6 +676,7 @@ impl PersnapApp {
                 (Screen::History, "History"),
                 (Screen::Repositories, "Repositories"),
                 (Screen::Schedules, "Schedules"),
+                (Screen::Notifications, "Notifications"),
                 (Screen::Settings, "Settings"),
             ] {
                 let current = self.rt.screen == screen
@@ -678,8 +685,11 @@ impl PersnapApp {
                         Screen::Protect | Screen::Database | Screen::Restore
                     ) && screen == Screen::Overview);
                 if ui.selectable_label(current, label).clicked() {
-                    if screen == Screen::Schedules {
+                    if matches!(screen, Screen::Schedules | Screen::Notifications) {
                         self.rt.schedules.reload();
+                    }
+                    if screen == Screen::Notifications {
+                        self.rt.notifications.reload();
                     }
                     self.rt.screen = screen;
                 }
@@ -733,6 +743,7 @@ impl eframe::App for PersnapApp {
             Screen::History => history_view::show(self, ui),
             Screen::Repositories => repository_view::show(self, ui),
             Screen::Schedules => schedule_view::show(self, ui),
+            Screen::Notifications => notifications_view::show(self, ui),
             Screen::Settings => settings_view::show(self, ui),
         });
         if self.rt.activity.is_some() || self.rt.probing.is_some() {

@@ -747,6 +747,18 @@ fn screens(settings: Settings, scale: f32, suffix: &str) -> egui_kittest::Snapsh
     h.get_by_label("Schedules").click();
     h.run();
     h.snapshot(format!("schedules_screen{suffix}"));
+    // Mail and a ping set, as an administrator would have them.
+    let monitoring = tempfile::tempdir().unwrap();
+    let at = monitoring.path().join("monitoring.json");
+    std::fs::write(
+        &at,
+        r#"{"mail":{"server":"smtp.example.com","port":587,"security":"starttls","user":"persnap@example.com","from":"persnap@example.com","to":["ops@example.com","dba@example.com"]},"pings":{"weekly-offsite":"https://hc-ping.com"}}"#,
+    )
+    .unwrap();
+    h.state_mut().rt.notifications.at = Some(at);
+    h.get_by_label("Notifications").click();
+    h.run();
+    h.snapshot(format!("notifications_screen{suffix}"));
     assert!(h.unnamed_widgets().is_empty());
     h.take_snapshot_results()
 }
@@ -3827,4 +3839,87 @@ fn the_command_line_and_the_app_fail_alike() {
         assert_eq!(std::fs::read_dir(&tiny).unwrap().count(), 0);
         let _ = std::process::Command::new("umount").arg(&tiny).status();
     }
+}
+
+/// The Notifications page saves through the real helper (root: the
+/// secrets file is root's) and its test button pings the address saved.
+#[cfg(target_os = "linux")]
+#[test]
+fn notifications_are_saved_and_tested_through_the_helper() {
+    use std::io::{BufRead, BufReader, Write};
+    if !persnap::fsutil::is_root() {
+        eprintln!("SKIP notifications_are_saved_and_tested_through_the_helper: needs root");
+        return;
+    }
+    let admin = tempfile::tempdir().unwrap();
+    let registry = admin.path().join("databases");
+    let schedules = fixture_schedules();
+    // A ping service on loopback: the first request line of each ping.
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let (seen_tx, seen) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for stream in listener.incoming() {
+            let mut stream = stream.unwrap();
+            let mut line = String::new();
+            BufReader::new(stream.try_clone().unwrap())
+                .read_line(&mut line)
+                .unwrap();
+            let _ = seen_tx.send(line);
+            let _ = stream
+                .write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\nConnection: close\r\n\r\n");
+        }
+    });
+    let mut app = PersnapApp::with_settings(Settings::default(), Ok(fixture_history()));
+    app.rt.overview.places = Some(Vec::new());
+    app.rt.overview.skip_processes = true;
+    let mut helper = direct_helper();
+    helper.env = vec![
+        ("PERSNAP_REGISTRY_DIR".into(), registry.clone()),
+        ("PERSNAP_UNIT_DIR".into(), schedules.path().to_owned()),
+    ];
+    app.rt.helper = Some(helper);
+    app.rt.schedules.dir = schedules.path().to_owned();
+    app.rt.notifications.at = Some(admin.path().join("monitoring.json"));
+    let mut h = harness(app);
+    h.get_by_label("Notifications").click();
+    h.run();
+    let address = format!("http://127.0.0.1:{port}/ping/tok-gui-51");
+    h.get_by_label("weekly-offsite").click();
+    h.get_by_label("weekly-offsite").type_text(&address);
+    h.run();
+    h.get_by_label("Save…").click();
+    h.step();
+    wait_until(&mut h, "the save", |app| {
+        app.rt.notifications.result().is_some()
+    });
+    let said = h.state().rt.notifications.result().unwrap();
+    assert!(said.is_ok(), "{said:?}");
+    let kept = std::fs::read_to_string(admin.path().join("monitoring.json")).unwrap();
+    assert!(
+        kept.contains(&format!("http://127.0.0.1:{port}")) && !kept.contains("tok-gui-51"),
+        "{kept}"
+    );
+    let secrets = std::fs::read_to_string(admin.path().join("monitoring.secrets.json")).unwrap();
+    assert!(secrets.contains("tok-gui-51"), "{secrets}");
+
+    h.get_by_label("Send a test…").click();
+    // The click taken (the save's words go), then its answer.
+    h.step();
+    assert!(h.state().rt.notifications.result().is_none());
+    wait_until(&mut h, "the test", |app| {
+        app.rt.notifications.result().is_some()
+    });
+    let said = h.state().rt.notifications.result().unwrap().unwrap();
+    assert_eq!(
+        said,
+        [(
+            true,
+            "Ping for weekly-offsite: the service took it.".to_owned()
+        )]
+    );
+    let line = seen
+        .recv_timeout(std::time::Duration::from_secs(10))
+        .unwrap();
+    assert!(line.starts_with("POST /ping/tok-gui-51?rid="), "{line}");
 }

@@ -39,6 +39,9 @@ pub enum Msg {
     RestoreDone(Result<Box<Restored>, RemoteFailure>),
     /// A schedule was installed or removed (or not).
     ScheduleDone(Result<Box<Reply>, RemoteFailure>),
+    /// The monitoring settings changed or tested (the helper's reply), or
+    /// not.
+    MonitoringDone(Result<Box<Reply>, RemoteFailure>),
     /// A database was registered as protected (the helper's reply), or not.
     ProtectDone(Result<Box<Reply>, RemoteFailure>),
     Probed {
@@ -439,6 +442,21 @@ pub fn manifest_of(
         ctx.request_repaint();
     });
     rx
+}
+
+/// Change or test the monitoring settings through the helper (they are
+/// the administrator's, and their secrets root's).
+pub fn monitoring(
+    ctx: &eframe::egui::Context,
+    request: Request,
+    helper: Option<HelperRoute>,
+) -> Job {
+    spawn(ctx, move |notify, cancel| {
+        let mut progress = notify.clone();
+        let result = route(helper)
+            .and_then(|r| launch::call_via(r, &request, &mut progress, &mut Discard, &cancel));
+        notify.send(Msg::MonitoringDone(result.map(Box::new)));
+    })
 }
 
 /// Install or remove a schedule through the helper (system scheduler

@@ -138,6 +138,99 @@ impl Alerts {
     }
 }
 
+/// Check `update` and keep it: the secrets first (settings that name a
+/// ping never lack its address), then the settings. `names` are the
+/// databases (schedules) a ping may be set for. What was kept comes back.
+pub fn apply(update: settings::Update, names: &[String]) -> crate::Result<Monitoring> {
+    use settings::Change;
+    let refused = |detail: String| crate::Error::MonitoringChange { detail };
+    let mut now = settings::load()?;
+    let mut secrets = settings::load_secrets()?;
+    now.textfile_dir = match update.textfile_dir {
+        Change::Set(dir) => {
+            let dir = crate::fsutil::canonicalize(&dir).map_err(|e| {
+                refused(format!(
+                    "{} cannot be used ({e}). Give node_exporter's textfile folder, which must exist.",
+                    dir.display()
+                ))
+            })?;
+            if !dir.is_dir() {
+                return Err(refused(format!("{} is not a folder.", dir.display())));
+            }
+            Some(dir)
+        }
+        other => other.applied(now.textfile_dir),
+    };
+    for (name, change) in update.pings {
+        match change {
+            Change::Keep => {}
+            Change::Remove => {
+                now.pings.remove(&name);
+                secrets.pings.remove(&name);
+            }
+            Change::Set(address) => {
+                if !names.contains(&name) {
+                    return Err(refused(format!(
+                        "No protected database or schedule is named {name}{}.",
+                        if names.is_empty() {
+                            String::new()
+                        } else {
+                            format!(" (there are: {})", names.join(", "))
+                        }
+                    )));
+                }
+                let url = ping::parse(&address.0).map_err(refused)?;
+                now.pings.insert(name.clone(), ping::shown(&url));
+                secrets
+                    .pings
+                    .insert(name, crate::schedule::Secret(url.to_string()));
+            }
+        }
+    }
+    now.mail = match update.mail {
+        Change::Set(mut mail) => {
+            mail.server = mail.server.trim().to_owned();
+            if mail.server.is_empty() || mail.server.contains(['/', ' ', ':']) {
+                return Err(refused(format!(
+                    "{:?} is not a mail server's name.",
+                    mail.server
+                )));
+            }
+            if mail.port == 0 {
+                mail.port = mail.security.default_port();
+            }
+            mail::parse_address(&mail.from).map_err(refused)?;
+            mail.to.retain(|to| !to.trim().is_empty());
+            if mail.to.is_empty() {
+                return Err(refused("Say who receives the mail.".into()));
+            }
+            for to in &mail.to {
+                mail::parse_address(to).map_err(refused)?;
+            }
+            mail.user = mail.user.filter(|u| !u.trim().is_empty());
+            if let Some(ca) = &mail.ca_file {
+                let ca = crate::fsutil::canonicalize(ca)
+                    .map_err(|e| refused(format!("{} cannot be used ({e}).", ca.display())))?;
+                mail.ca_file = Some(ca);
+            }
+            Some(mail)
+        }
+        other => other.applied(now.mail),
+    };
+    secrets.mail_password = update.mail_password.applied(secrets.mail_password);
+    if let Some(password) = &secrets.mail_password
+        && password.0.is_empty()
+    {
+        return Err(refused("The mail password is empty.".into()));
+    }
+    if now.mail.as_ref().is_none_or(|m| m.user.is_none()) {
+        secrets.mail_password = None;
+    }
+    settings::save_secrets(&secrets)?;
+    settings::save(&now)?;
+    Ok(now)
+}
+
 /// The mail a failed run sends: which database, on which machine, what
 /// went wrong, what to do.
 pub fn failure_letter(name: &str, host: &str, ending: &Ending) -> Letter {

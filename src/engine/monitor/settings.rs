@@ -82,6 +82,44 @@ pub struct Mail {
     pub ca_file: Option<PathBuf>,
 }
 
+/// A change to one setting: kept as it is, set, or removed. Secrets are
+/// changed this way because whoever asks cannot read them.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Change<T> {
+    #[default]
+    Keep,
+    Set(T),
+    Remove,
+}
+
+impl<T> Change<T> {
+    /// `now` after the change.
+    pub fn applied(self, now: Option<T>) -> Option<T> {
+        match self {
+            Change::Keep => now,
+            Change::Set(value) => Some(value),
+            Change::Remove => None,
+        }
+    }
+}
+
+/// A change to the settings and their secrets, as `persnap monitoring
+/// set` and the app's Notifications page ask for it (through the helper).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Update {
+    #[serde(default)]
+    pub textfile_dir: Change<PathBuf>,
+    #[serde(default)]
+    pub mail: Change<Mail>,
+    #[serde(default)]
+    pub mail_password: Change<crate::schedule::Secret>,
+    /// Ping addresses by database name; the others are kept.
+    #[serde(default)]
+    pub pings: BTreeMap<String, Change<crate::schedule::Secret>>,
+}
+
 /// What only root (SYSTEM, administrators) may read.
 #[derive(Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Secrets {
@@ -173,20 +211,24 @@ fn unreadable(path: &Path, detail: String) -> Error {
 /// The settings (none set when there is no file). Read as an
 /// administrator, a file or folder someone else could change is refused.
 pub fn load() -> Result<Monitoring> {
-    let path = path();
-    let bytes = match std::fs::read(&path) {
+    load_at(&path())
+}
+
+/// [`load`] from `path` (the app's tests).
+pub fn load_at(path: &Path) -> Result<Monitoring> {
+    let bytes = match std::fs::read(path) {
         Ok(bytes) => bytes,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Monitoring::default()),
-        Err(e) => return Err(unreadable(&path, e.to_string())),
+        Err(e) => return Err(unreadable(path, e.to_string())),
     };
     if crate::fsutil::is_root() {
-        let judged = crate::sys::admin_only(&path, false).and_then(|()| {
+        let judged = crate::sys::admin_only(path, false).and_then(|()| {
             path.parent()
                 .map_or(Ok(()), crate::fsutil::admin_only_folder)
         });
         if let Err(e) = judged {
             return Err(unreadable(
-                &path,
+                path,
                 format!(
                     "{e}; only administrators may be able to change it. {}",
                     crate::sys::ADMIN_ONLY_FIX
@@ -194,7 +236,7 @@ pub fn load() -> Result<Monitoring> {
             ));
         }
     }
-    serde_json::from_slice(&bytes).map_err(|e| unreadable(&path, e.to_string()))
+    serde_json::from_slice(&bytes).map_err(|e| unreadable(path, e.to_string()))
 }
 
 /// Keep `settings` (administrators only: the folder is theirs).
