@@ -597,9 +597,9 @@ pub fn run(cli: Cli) -> Result<(), Failure> {
             {
                 after_failed_scheduled_run(&name);
             }
-            // Bounded by the pings' deadline.
+            // Never longer than the ping's deadline.
             if let Some(ping) = start_ping {
-                let _ = ping.join();
+                let _ = ping.recv_timeout(persnap::monitor::ping::RUN_DEADLINE);
             }
             result
         }
@@ -1346,9 +1346,10 @@ fn schedule_cmd(cmd: ScheduleCommand) -> Result<(), Failure> {
             }
             let ran = run(cli);
             monitoring::refresh_textfile();
-            if let Some(alerts) = &alerts {
-                let ending = scheduled_ending(&name, ran.is_ok(), "Task Scheduler", true);
-                monitoring::run_ended(alerts, &name, &ending);
+            if let Some(alerts) = alerts {
+                let last = find_schedule(&name).and_then(|s| last_scheduled_run(&s, false));
+                let ending = scheduled_ending(&name, ran.is_ok(), "Task Scheduler", last.as_ref());
+                monitoring::run_ended(alerts, &name, ending);
             }
             ran
         }
@@ -1526,64 +1527,86 @@ fn check_schedules(notify: bool) -> Result<(), Failure> {
     Ok(())
 }
 
-/// After a scheduled run, as its service's `ExecStopPost`: unless systemd
-/// says it succeeded, tell the user whose history it records into, on
-/// their desktop; either way tell the administrators' channels. Never
-/// fails the unit.
+/// After a scheduled run, as its service's `ExecStopPost`: the
+/// administrators' channels first, then, unless systemd says it
+/// succeeded, the user whose history it records into, on their desktop.
+/// Never fails the unit.
 fn after_scheduled_service(name: &str, alerts: Option<persnap::monitor::alert::Alerts>) {
     let result = std::env::var("SERVICE_RESULT").unwrap_or_else(|_| "unknown".into());
     let ok = result == "success";
     let service = persnap::schedule::systemd::service_name(name);
     let said = format!("systemd: {result}; see journalctl -u {service}");
-    // The history is its maker's: read as them, also for the channels
-    // (a root read of a user's folder could be pointed anywhere).
-    #[cfg(unix)]
-    let readable = match persnap::schedule::list()
-        .ok()
-        .and_then(|all| all.into_iter().find(|s| s.name == name))
-        .and_then(|s| s.uid.or_else(|| persnap::sys::owner_of(&s.history_dir)))
-        .filter(|uid| *uid != 0 && persnap::fsutil::is_root())
-    {
-        Some(uid) => match persnap::privileged::user::become_uid(uid) {
-            Ok(()) => true,
-            Err(e) => {
-                eprintln!("persnap: cannot act as uid {uid} ({e}); the run's history is not read");
-                false
-            }
-        },
-        None => true,
+    let Some(s) = find_schedule(name) else {
+        eprintln!("persnap: no schedule named {name}; nothing to notify");
+        return;
     };
-    #[cfg(not(unix))]
-    let readable = true;
-    if !ok && readable {
-        tell_scheduled_failure(name, &said, result == "timeout");
-    }
+    let last = last_scheduled_run(&s, result == "timeout");
+    let ending = scheduled_ending(name, ok, &said, last.as_ref());
+    // Still root: the schedule's user cannot stop this process before
+    // the administrators are told.
     if let Some(alerts) = alerts {
-        let ending = scheduled_ending(name, ok, &said, readable);
-        monitoring::run_ended(&alerts, name, &ending);
+        monitoring::run_ended(alerts, name, ending.clone());
+    }
+    if !ok {
+        tell_scheduled_failure(&s, last.as_ref(), &ending);
     }
 }
 
+fn find_schedule(name: &str) -> Option<persnap::schedule::Schedule> {
+    persnap::schedule::list()
+        .ok()
+        .and_then(|all| all.into_iter().find(|s| s.name == name))
+}
+
+/// The user a scheduled run acts for (Unix): who made the schedule, or
+/// for schedules made before that was recorded, the history folder's
+/// owner. `None` when this process is that user already, or root's own.
+#[cfg(unix)]
+fn schedule_maker(s: &persnap::schedule::Schedule) -> Option<u32> {
+    s.uid
+        .or_else(|| persnap::sys::owner_of(&s.history_dir))
+        .filter(|uid| *uid != 0 && persnap::fsutil::is_root())
+}
+
+/// The last run of schedule `s`, read from its maker's history as its
+/// maker (on a thread of its own whose file access is theirs: a root read
+/// of a user's folder could be pointed anywhere); a run stopped at its
+/// time limit is recorded as hung first.
+fn last_scheduled_run(
+    s: &persnap::schedule::Schedule,
+    timed_out: bool,
+) -> Option<persnap::history::Run> {
+    let schedule = s.clone();
+    let read = move || {
+        let history = History::at(&schedule.history_dir);
+        if timed_out && let Err(e) = persnap::schedule::record_hung(&history, &schedule.name) {
+            eprintln!("persnap: could not record that the run hung ({e})");
+        }
+        let runs = history.load().unwrap_or_default();
+        schedule.last_run(&runs).cloned()
+    };
+    #[cfg(unix)]
+    if let Some(uid) = schedule_maker(s) {
+        return persnap::privileged::user::Identity::of_uid(uid)
+            .and_then(|user| user.run_as(read))
+            .unwrap_or_else(|e| {
+                eprintln!("persnap: cannot read the history as uid {uid} ({e})");
+                None
+            });
+    }
+    read()
+}
+
 /// How scheduled run `name` ended, in the words the card and the
-/// notification use, from its history (read as its maker).
+/// notification use.
 fn scheduled_ending(
     name: &str,
     ok: bool,
     scheduler_said: &str,
-    read_history: bool,
+    last: Option<&persnap::history::Run>,
 ) -> persnap::monitor::alert::Ending {
-    use persnap::schedule;
-    let last = schedule::list()
-        .ok()
-        .filter(|_| read_history)
-        .and_then(|all| all.into_iter().find(|s| s.name == name))
-        .and_then(|s| {
-            let runs = History::at(&s.history_dir).load().ok()?;
-            s.last_run(&runs).cloned()
-        });
     if ok {
         let body = last
-            .as_ref()
             .and_then(persnap::monitor::events::of)
             .map(|(_, message)| message)
             .unwrap_or_else(|| "It ran and ended well.".to_owned());
@@ -1593,7 +1616,7 @@ fn scheduled_ending(
             body,
         }
     } else {
-        let (summary, body) = schedule::failure_message(name, last.as_ref(), scheduler_said);
+        let (summary, body) = persnap::schedule::failure_message(name, last, scheduler_said);
         persnap::monitor::alert::Ending { ok, summary, body }
     }
 }
@@ -1675,49 +1698,40 @@ fn scheduled_drill(
 }
 
 fn after_failed_scheduled_run(name: &str) {
-    if cfg!(windows) {
-        tell_scheduled_failure(name, "Task Scheduler", false);
+    if cfg!(windows)
+        && let Some(s) = find_schedule(name)
+    {
+        let last = last_scheduled_run(&s, false);
+        let ending = scheduled_ending(name, false, "Task Scheduler", last.as_ref());
+        tell_scheduled_failure(&s, last.as_ref(), &ending);
     }
 }
 
-fn tell_scheduled_failure(name: &str, scheduler_said: &str, timed_out: bool) {
-    use persnap::schedule;
-    let found = schedule::list()
-        .ok()
-        .and_then(|all| all.into_iter().find(|s| s.name == name));
-    let Some(s) = found else {
-        eprintln!("persnap: no schedule named {name}; nothing to notify");
-        return;
-    };
-    // The history is its maker's: read it as them (systemd runs this as
-    // root, and the folder is theirs to fill with links). Schedules made
-    // before their maker was recorded: the history folder's owner.
-    #[cfg(unix)]
-    let maker = s.uid.or_else(|| persnap::sys::owner_of(&s.history_dir));
-    #[cfg(unix)]
-    if let Some(uid) = maker.filter(|uid| *uid != 0 && persnap::fsutil::is_root())
-        && let Err(e) = persnap::privileged::user::become_uid(uid)
-    {
-        eprintln!("persnap: cannot act as uid {uid} ({e}); nothing to notify");
-        return;
-    }
-    let history = History::at(&s.history_dir);
-    if timed_out && let Err(e) = schedule::record_hung(&history, name) {
-        eprintln!("persnap: could not record that the run hung ({e})");
-    }
-    let runs = history.load().unwrap_or_default();
-    // A run systemd stopped on request: its event is this one (the
-    // pipeline leaves a stopped scheduled run to this; a hung one was
-    // reported as such just above).
-    if !timed_out
-        && let Some(run) = s.last_run(&runs)
+/// Tell the user who made schedule `s` that its run failed: its event
+/// when systemd stopped it on request, and a desktop notification, as
+/// them.
+fn tell_scheduled_failure(
+    s: &persnap::schedule::Schedule,
+    last: Option<&persnap::history::Run>,
+    ending: &persnap::monitor::alert::Ending,
+) {
+    // A run stopped on request: its event is this one (the pipeline
+    // leaves a stopped scheduled run to this; a hung one was reported
+    // when it was recorded).
+    if let Some(run) = last
         && run.outcome == persnap::history::Outcome::Cancelled
     {
         persnap::monitor::events::report(run);
     }
-    let (summary, body) = schedule::failure_message(name, s.last_run(&runs), scheduler_said);
-    eprintln!("{summary}: {body}");
-    if let Err(e) = crate::notify::desktop(&s.history_dir, &summary, &body) {
+    eprintln!("{}: {}", ending.summary, ending.body);
+    #[cfg(unix)]
+    if let Some(uid) = schedule_maker(s)
+        && let Err(e) = persnap::privileged::user::become_uid(uid)
+    {
+        eprintln!("persnap: cannot act as uid {uid} ({e}); no desktop notification");
+        return;
+    }
+    if let Err(e) = crate::notify::desktop(&s.history_dir, &ending.summary, &ending.body) {
         eprintln!("persnap: no desktop notification ({e})");
     }
 }

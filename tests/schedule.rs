@@ -1592,6 +1592,18 @@ fn a_scheduled_run_pings_and_mails_what_happened() {
         "",
     );
     assert!(set.status.success(), "{}", stderr(&set));
+    // The password kept is never sent to another server: a new server
+    // needs it again.
+    let moved = persnap_with(
+        &["monitoring", "set", "--mail-server", "smtp.elsewhere.test"],
+        "",
+    );
+    assert!(!moved.status.success());
+    assert!(
+        stderr(&moved).contains("give the password again"),
+        "{}",
+        stderr(&moved)
+    );
     std::fs::remove_file(&password_file).unwrap();
     let shown = persnap_with(&["monitoring", "show"], "");
     let shown = String::from_utf8_lossy(&shown.stdout).into_owned();
@@ -1655,7 +1667,7 @@ fn a_scheduled_run_pings_and_mails_what_happened() {
         assert!(notified.status.success(), "{}", stderr(&notified));
         (ran, run_took, notified, started.elapsed())
     };
-    let (ran, ..) = run_and_notify("success");
+    let (ran, plain_run_took, ..) = run_and_notify("success");
     assert!(ran.status.success(), "{}", stderr(&ran));
     let seen = pings.take();
     assert_eq!(
@@ -1723,14 +1735,13 @@ fn a_scheduled_run_pings_and_mails_what_happened() {
     assert!(set.status.success(), "{}", stderr(&set));
     let (ran, run_took, notified, notify_took) = run_and_notify("success");
     assert!(ran.status.success(), "{}", stderr(&ran));
+    // The ping's deadline, and slack for a loaded machine.
+    let deadline = std::time::Duration::from_secs(10 + 5);
     assert!(
-        run_took < std::time::Duration::from_secs(10 + 8),
-        "{run_took:?}"
+        run_took < plain_run_took + deadline,
+        "{run_took:?} against {plain_run_took:?}"
     );
-    assert!(
-        notify_took < std::time::Duration::from_secs(10 + 3),
-        "{notify_took:?}"
-    );
+    assert!(notify_took < deadline, "{notify_took:?}");
     assert!(
         stderr(&notified).contains("did not take the ping"),
         "{}",

@@ -394,22 +394,34 @@ pub fn alerts_for_run() -> Option<alert::Alerts> {
 }
 
 /// The start ping of a scheduled run, on its own thread: the backup never
-/// waits for it, and joining it afterwards waits at most the pings'
-/// deadline.
-pub fn start_ping(name: &str) -> Option<std::thread::JoinHandle<()>> {
+/// waits for it; what it said arrives on the channel (waited for at most
+/// the ping's deadline after the run).
+pub fn start_ping(name: &str) -> Option<std::sync::mpsc::Receiver<()>> {
     let alerts = alerts_for_run()?;
     let name = name.to_owned();
-    Some(std::thread::spawn(move || {
+    let (done, said) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
         if let Err(e) = alerts.started(&name) {
             tracing::warn!("{e}");
             eprintln!("persnap: {e}");
         }
-    }))
+        let _ = done.send(());
+    });
+    Some(said)
 }
 
-/// Tell the channels how a scheduled run ended; what failed is said.
-pub fn run_ended(alerts: &alert::Alerts, name: &str, ending: &alert::Ending) {
-    for problem in alerts.ended(name, ending) {
+/// Tell the channels how a scheduled run ended, within
+/// [`alert::END_LIMIT`] whatever the servers do; what failed is said.
+pub fn run_ended(alerts: alert::Alerts, name: &str, ending: alert::Ending) {
+    let who = name.to_owned();
+    let problems = alert::within(alert::END_LIMIT, move || alerts.ended(&who, &ending))
+        .unwrap_or_else(|| {
+            vec![format!(
+                "The ping and mail for {name} did not finish within {} s and were left.",
+                alert::END_LIMIT.as_secs()
+            )]
+        });
+    for problem in problems {
         tracing::warn!("{problem}");
         eprintln!("persnap: {problem}");
     }

@@ -19,8 +19,6 @@ pub struct Alerts {
     secrets: Secrets,
     /// Pairs a run's start with its end at the ping service.
     run: uuid::Uuid,
-    /// All of this run's pings end by then.
-    deadline: Instant,
 }
 
 /// How a run ended.
@@ -59,7 +57,6 @@ impl Alerts {
             settings,
             secrets,
             run,
-            deadline: Instant::now() + ping::RUN_DEADLINE,
         }
     }
 
@@ -72,14 +69,14 @@ impl Alerts {
 
     /// Tell `name`'s ping address the run started.
     pub fn started(&self, name: &str) -> Result<(), String> {
-        self.ping(name, &Ping::Start)
+        self.ping(name, &Ping::Start, Instant::now() + ping::RUN_DEADLINE)
     }
 
-    fn ping(&self, name: &str, what: &Ping) -> Result<(), String> {
+    fn ping(&self, name: &str, what: &Ping, deadline: Instant) -> Result<(), String> {
         match self.ping_url(name) {
             None => Ok(()),
             Some(Err(e)) => Err(format!("The ping address of {name} is not usable: {e}")),
-            Some(Ok(url)) => ping::send(&url, what, self.run, self.deadline)
+            Some(Ok(url)) => ping::send(&url, what, self.run, deadline)
                 .map_err(|e| format!("The ping for {name} was not sent: {e}")),
         }
     }
@@ -93,7 +90,7 @@ impl Alerts {
         } else {
             Ping::Failure(format!("{}: {}", ending.summary, ending.body))
         };
-        if let Err(e) = self.ping(name, &ping) {
+        if let Err(e) = self.ping(name, &ping, Instant::now() + ping::RUN_DEADLINE) {
             problems.push(e);
         }
         if !ending.ok
@@ -133,9 +130,52 @@ impl Alerts {
         self.secrets
             .pings
             .keys()
-            .map(|name| (name.clone(), self.ping(name, &Ping::Test)))
+            .map(|name| {
+                let deadline = Instant::now() + ping::RUN_DEADLINE;
+                (name.clone(), self.ping(name, &Ping::Test, deadline))
+            })
             .collect()
     }
+}
+
+/// Run `work` on a thread of its own and wait for it at most `limit`:
+/// a server that hangs past every timeout (a name lookup that never
+/// returns, a mail server trickling bytes) never holds the run longer.
+/// `None`: it did not finish in time (the thread is left to the
+/// process's end).
+pub fn within<T: Send + 'static>(
+    limit: std::time::Duration,
+    work: impl FnOnce() -> T + Send + 'static,
+) -> Option<T> {
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = tx.send(work());
+    });
+    rx.recv_timeout(limit).ok()
+}
+
+/// How long the end of a run may take for its ping and its mail together.
+pub const END_LIMIT: std::time::Duration = std::time::Duration::from_secs(30);
+
+/// Refuse a certificate authority file anybody but the administrators
+/// could change: whoever could would be trusted to speak for the mail
+/// server, and be handed its password.
+pub fn check_ca_file(ca: &std::path::Path) -> Result<(), String> {
+    if !crate::fsutil::is_root() {
+        return Ok(());
+    }
+    crate::sys::admin_only(ca, false)
+        .and_then(|()| {
+            ca.parent()
+                .map_or(Ok(()), crate::fsutil::admin_only_folder)
+        })
+        .map_err(|e| {
+            format!(
+                "The certificate authority file {} must be the administrator's alone ({e}); whoever could change it could read the mail password. {}",
+                ca.display(),
+                crate::sys::ADMIN_ONLY_FIX
+            )
+        })
 }
 
 /// Check `update` and keep it: the secrets first (settings that name a
@@ -211,7 +251,27 @@ pub fn apply(update: settings::Update, names: &[String]) -> crate::Result<Monito
             if let Some(ca) = &mail.ca_file {
                 let ca = crate::fsutil::canonicalize(ca)
                     .map_err(|e| refused(format!("{} cannot be used ({e}).", ca.display())))?;
+                check_ca_file(&ca).map_err(refused)?;
                 mail.ca_file = Some(ca);
+            }
+            // The password kept goes only to the server it was given for.
+            let elsewhere = now.mail.as_ref().is_some_and(|old| {
+                (&old.server, old.port, old.security, &old.user)
+                    != (&mail.server, mail.port, mail.security, &mail.user)
+            });
+            if elsewhere
+                && mail.user.is_some()
+                && update.mail_password == Change::Keep
+                && secrets.mail_password.is_some()
+            {
+                return Err(refused(
+                    "The mail server or user changed: give the password again, so that the one kept is never sent to another server.".into(),
+                ));
+            }
+            if mail.user.is_none() && matches!(update.mail_password, Change::Set(_)) {
+                return Err(refused(
+                    "A mail password needs a user name to log in with.".into(),
+                ));
             }
             Some(mail)
         }

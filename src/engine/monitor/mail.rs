@@ -50,6 +50,7 @@ pub fn send(mail: &Mail, password: Option<&Secret>, letter: &Letter) -> Result<(
 
     let mut tls = TlsParameters::builder(mail.server.clone());
     if let Some(ca) = &mail.ca_file {
+        super::alert::check_ca_file(ca)?;
         let pem = std::fs::read(ca).map_err(|e| {
             format!(
                 "The certificate authority file {} cannot be read ({e}).",

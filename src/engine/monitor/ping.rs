@@ -62,12 +62,23 @@ impl Service {
     }
 }
 
-/// One HTTP request.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// One HTTP request (its Debug form names the host only: the address
+/// carries the token).
+#[derive(Clone, PartialEq, Eq)]
 pub struct Request {
     pub post: bool,
     pub url: Url,
     pub body: String,
+}
+
+impl std::fmt::Debug for Request {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Request")
+            .field("post", &self.post)
+            .field("url", &shown(&self.url))
+            .field("body", &self.body)
+            .finish()
+    }
 }
 
 /// Check an address as the administrator gives it: http or https, with a
@@ -211,6 +222,8 @@ fn try_once(request: &Request, timeout: Duration) -> Result<(), (String, bool)> 
         .timeout(timeout)
         .connect_timeout(timeout)
         .user_agent(concat!("persnap/", env!("CARGO_PKG_VERSION")))
+        // A ping goes where it was set to go, nowhere else.
+        .redirect(reqwest::redirect::Policy::none())
         .build()
         .map_err(|e| (e.without_url().to_string(), false))?;
     let sent = if request.post {
@@ -224,6 +237,13 @@ fn try_once(request: &Request, timeout: Duration) -> Result<(), (String, bool)> 
     };
     match sent {
         Ok(response) if response.status().is_success() => Ok(()),
+        Ok(response) if response.status().is_redirection() => Err((
+            format!(
+                "it answered {} (a redirect, not followed); check the address",
+                response.status()
+            ),
+            false,
+        )),
         Ok(response) => {
             let status = response.status();
             Err((
