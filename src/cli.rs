@@ -1597,6 +1597,20 @@ fn last_scheduled_run(
     read()
 }
 
+/// Every run in the history of schedule `s`, read as its maker (see
+/// [`last_scheduled_run`]).
+pub(crate) fn runs_as_maker(s: &persnap::schedule::Schedule) -> Vec<persnap::history::Run> {
+    let dir = s.history_dir.clone();
+    let read = move || History::at(&dir).load().unwrap_or_default();
+    #[cfg(unix)]
+    if let Some(uid) = schedule_maker(s) {
+        return persnap::privileged::user::Identity::of_uid(uid)
+            .and_then(|user| user.run_as(read))
+            .unwrap_or_default();
+    }
+    read()
+}
+
 /// How scheduled run `name` ended, in the words the card and the
 /// notification use.
 fn scheduled_ending(

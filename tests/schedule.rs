@@ -1749,3 +1749,78 @@ fn a_scheduled_run_pings_and_mails_what_happened() {
     );
     assert!(!stderr(&notified).contains(TOKEN), "{}", stderr(&notified));
 }
+
+#[test]
+fn a_missed_run_is_told_to_its_ping_once() {
+    use chrono::{Duration, Local, Utc};
+    use persnap::schedule::{Schedule, When, systemd};
+    if !require_root("a_missed_run_is_told_to_its_ping_once") {
+        return;
+    }
+    let data = tempfile::tempdir().unwrap();
+    let units = tempfile::tempdir().unwrap();
+    let admin = tempfile::tempdir().unwrap();
+    // Due every day two hours ago, made three days ago, never ran.
+    let due = Local::now() - Duration::hours(2);
+    let s = Schedule {
+        name: "daily".into(),
+        source: "/srv/apama".into(),
+        dest: "/backup".into(),
+        store_name: "persistence.db".into(),
+        method: persnap::method::MethodChoice::Auto,
+        retention: Default::default(),
+        pace: Default::default(),
+        when: When::Daily(due.time().with_nanosecond(0).unwrap()),
+        history_dir: data.path().to_owned(),
+        created: Some(Utc::now() - Duration::days(3)),
+        uid: None,
+        run_as: None,
+        password: Default::default(),
+        repository: None,
+        unlock: None,
+        offsite: None,
+        offsite_unlock: None,
+        drill: false,
+    };
+    systemd::write_units(&s, units.path(), &bin("persnap")).unwrap();
+    let pings = PingServer::start(false);
+    let persnap = |args: &[&str], stdin: &str| {
+        use std::io::Write;
+        let mut child = Command::new(bin("persnap"))
+            .args(args)
+            .env("PERSNAP_UNIT_DIR", units.path())
+            .env("PERSNAP_DATA_DIR", data.path())
+            .env("PERSNAP_REGISTRY_DIR", admin.path().join("databases"))
+            .env("PERSNAP_LOG_DIR", admin.path().join("logs"))
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(stdin.as_bytes())
+            .unwrap();
+        child.wait_with_output().unwrap()
+    };
+    let set = persnap(
+        &["monitoring", "set", "--ping", "daily"],
+        &format!("http://127.0.0.1:{}/ping/tok-missed\n", pings.port),
+    );
+    assert!(set.status.success(), "{}", stderr(&set));
+    let watched = persnap(&["monitoring", "watch"], "");
+    assert!(watched.status.success(), "{}", stderr(&watched));
+    let seen = pings.take();
+    assert_eq!(seen.len(), 1, "{seen:?}");
+    assert!(
+        seen[0].1.starts_with("/ping/tok-missed/fail?rid="),
+        "{seen:?}"
+    );
+    assert!(seen[0].2.contains("did not run"), "{seen:?}");
+    // The next watch knows it was told.
+    let again = persnap(&["monitoring", "watch"], "");
+    assert!(again.status.success(), "{}", stderr(&again));
+    assert_eq!(pings.take(), []);
+}

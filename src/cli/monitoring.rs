@@ -20,6 +20,10 @@ pub enum MonitoringCommand {
     /// Send a test message and a test ping to what is set (administrator
     /// only: it reads the secrets).
     Test,
+    /// Tell the ping and mail of every scheduled run that was due and did
+    /// not happen, once per due time (administrator only; run it hourly
+    /// from a timer, see docs/MONITORING.md).
+    Watch,
 }
 
 #[derive(clap::Args)]
@@ -113,6 +117,10 @@ pub fn run(cmd: MonitoringCommand) -> Result<(), Failure> {
         MonitoringCommand::Test => {
             administrator_only()?;
             test()
+        }
+        MonitoringCommand::Watch => {
+            administrator_only()?;
+            watch()
         }
     }
 }
@@ -388,6 +396,58 @@ fn test() -> Result<(), Failure> {
             code: 1,
             error: anyhow::anyhow!("{failed} of the tests failed (said above)."),
         });
+    }
+    Ok(())
+}
+
+/// Where the watch remembers which missed runs it told: beside the
+/// settings, root's.
+fn told_path() -> PathBuf {
+    settings::path().with_file_name("monitoring.missed.json")
+}
+
+fn watch() -> Result<(), Failure> {
+    use persnap::schedule::{self, Status};
+    let Some(alerts) = alert::Alerts::load(alert::run_id())? else {
+        eprintln!("Neither mail nor a ping address is set: nothing to tell.");
+        return Ok(());
+    };
+    let path = told_path();
+    let mut told: std::collections::BTreeMap<String, chrono::DateTime<chrono::Utc>> =
+        match std::fs::read(&path) {
+            Ok(bytes) => serde_json::from_slice(&bytes).unwrap_or_default(),
+            Err(_) => Default::default(),
+        };
+    let now = chrono::Local::now();
+    let mut missed = 0;
+    for s in schedule::list().map_err(|e| bad(format!("The schedules cannot be read ({e}).")))? {
+        let runs = super::runs_as_maker(&s);
+        let Status::Missed { due } = schedule::status(&s, &runs, now) else {
+            continue;
+        };
+        missed += 1;
+        let due = due.with_timezone(&chrono::Utc);
+        if told.get(&s.name) == Some(&due) {
+            continue;
+        }
+        let (summary, body) = schedule::missed_message(&s, due.with_timezone(&chrono::Local));
+        eprintln!("{summary}: {body}");
+        run_ended(
+            alerts.clone(),
+            &s.name,
+            alert::Ending {
+                ok: false,
+                summary,
+                body,
+            },
+        );
+        told.insert(s.name.clone(), due);
+    }
+    let json = serde_json::to_vec_pretty(&told).expect("times serialize");
+    persnap::fsutil::atomic_write_private(&path, &json)
+        .map_err(|e| bad(format!("{} cannot be written ({e}).", path.display())))?;
+    if missed == 0 {
+        eprintln!("No scheduled run was missed.");
     }
     Ok(())
 }

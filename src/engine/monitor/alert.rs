@@ -13,7 +13,7 @@ use super::ping::{self, Ping};
 use super::settings::{self, Monitoring, Secrets};
 
 /// The channels of one run.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub struct Alerts {
     settings: Monitoring,
     secrets: Secrets,
@@ -296,7 +296,11 @@ pub fn apply(update: settings::Update, names: &[String]) -> crate::Result<Monito
 pub fn failure_letter(name: &str, host: &str, ending: &Ending) -> Letter {
     let when = chrono::Local::now().format("%Y-%m-%d %H:%M %Z");
     Letter {
-        subject: format!("persnap on {host}: the backup of {name} failed"),
+        subject: if ending.summary.ends_with("did not run") {
+            format!("persnap on {host}: the backup of {name} did not run")
+        } else {
+            format!("persnap on {host}: the backup of {name} failed")
+        },
         body: format!(
             "{summary}\n\n{body}\n\n\
              Machine: {host}\nDatabase: {name}\nWhen: {when}\n\n\
