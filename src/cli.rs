@@ -1341,8 +1341,7 @@ fn schedule_cmd(cmd: ScheduleCommand) -> Result<(), Failure> {
             if let Some(alerts) = &alerts
                 && let Err(e) = alerts.started(&name)
             {
-                tracing::warn!("{e}");
-                eprintln!("persnap: {e}");
+                monitoring::warn(&e);
             }
             let ran = run(cli);
             monitoring::refresh_textfile();
@@ -1568,47 +1567,47 @@ fn schedule_maker(s: &persnap::schedule::Schedule) -> Option<u32> {
         .filter(|uid| *uid != 0 && persnap::fsutil::is_root())
 }
 
-/// The last run of schedule `s`, read from its maker's history as its
-/// maker (on a thread of its own whose file access is theirs: a root read
-/// of a user's folder could be pointed anywhere); a run stopped at its
-/// time limit is recorded as hung first.
-fn last_scheduled_run(
+/// `read` done as the maker of schedule `s` (see [`schedule_maker`]), on
+/// a thread of its own whose file access is theirs: a root read of a
+/// user's folder could be pointed anywhere. When that cannot be, it is
+/// said, and nothing is read.
+fn as_maker<T: Send + Default>(
     s: &persnap::schedule::Schedule,
-    timed_out: bool,
-) -> Option<persnap::history::Run> {
-    let schedule = s.clone();
-    let read = move || {
-        let history = History::at(&schedule.history_dir);
-        if timed_out && let Err(e) = persnap::schedule::record_hung(&history, &schedule.name) {
-            eprintln!("persnap: could not record that the run hung ({e})");
-        }
-        let runs = history.load().unwrap_or_default();
-        schedule.last_run(&runs).cloned()
-    };
+    read: impl FnOnce() -> T + Send,
+) -> T {
     #[cfg(unix)]
     if let Some(uid) = schedule_maker(s) {
         return persnap::privileged::user::Identity::of_uid(uid)
             .and_then(|user| user.run_as(read))
             .unwrap_or_else(|e| {
                 eprintln!("persnap: cannot read the history as uid {uid} ({e})");
-                None
+                T::default()
             });
     }
+    #[cfg(not(unix))]
+    let _ = s;
     read()
 }
 
-/// Every run in the history of schedule `s`, read as its maker (see
-/// [`last_scheduled_run`]).
+/// The last run of schedule `s`, read as its maker; a run stopped at its
+/// time limit is recorded as hung first.
+fn last_scheduled_run(
+    s: &persnap::schedule::Schedule,
+    timed_out: bool,
+) -> Option<persnap::history::Run> {
+    as_maker(s, || {
+        let history = History::at(&s.history_dir);
+        if timed_out && let Err(e) = persnap::schedule::record_hung(&history, &s.name) {
+            eprintln!("persnap: could not record that the run hung ({e})");
+        }
+        let runs = history.load().unwrap_or_default();
+        s.last_run(&runs).cloned()
+    })
+}
+
+/// Every run in the history of schedule `s`, read as its maker.
 pub(crate) fn runs_as_maker(s: &persnap::schedule::Schedule) -> Vec<persnap::history::Run> {
-    let dir = s.history_dir.clone();
-    let read = move || History::at(&dir).load().unwrap_or_default();
-    #[cfg(unix)]
-    if let Some(uid) = schedule_maker(s) {
-        return persnap::privileged::user::Identity::of_uid(uid)
-            .and_then(|user| user.run_as(read))
-            .unwrap_or_default();
-    }
-    read()
+    as_maker(s, || History::at(&s.history_dir).load().unwrap_or_default())
 }
 
 /// How scheduled run `name` ended, in the words the card and the

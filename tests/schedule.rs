@@ -12,7 +12,6 @@ mod common;
 use std::path::Path;
 use std::process::Command;
 
-use chrono::Timelike;
 use common::*;
 use persnap::history::{History, Outcome};
 use persnap::loadgen::Mode;
@@ -459,15 +458,13 @@ fn a_failed_scheduled_run_raises_a_desktop_notification() {
     );
 }
 
-#[test]
-fn a_missed_run_is_reported_until_one_runs() {
-    use chrono::{Duration, Local, Utc};
-    use persnap::schedule::{Schedule, When, systemd};
-    let data = tempfile::tempdir().unwrap();
-    let units = tempfile::tempdir().unwrap();
-    // Due every day two hours ago, made three days ago, never ran.
+/// A schedule due every day two hours ago, made three days ago, that
+/// never ran, recording into `history_dir`.
+fn missed_daily(history_dir: &Path) -> persnap::schedule::Schedule {
+    use chrono::{Duration, Local, Timelike, Utc};
+    use persnap::schedule::{Schedule, When};
     let due = Local::now() - Duration::hours(2);
-    let s = Schedule {
+    Schedule {
         name: "daily".into(),
         source: "/srv/apama".into(),
         dest: "/backup".into(),
@@ -476,7 +473,7 @@ fn a_missed_run_is_reported_until_one_runs() {
         retention: Default::default(),
         pace: Default::default(),
         when: When::Daily(due.time().with_nanosecond(0).unwrap()),
-        history_dir: data.path().to_owned(),
+        history_dir: history_dir.to_owned(),
         created: Some(Utc::now() - Duration::days(3)),
         uid: None,
         run_as: None,
@@ -486,7 +483,16 @@ fn a_missed_run_is_reported_until_one_runs() {
         offsite: None,
         offsite_unlock: None,
         drill: false,
-    };
+    }
+}
+
+#[test]
+fn a_missed_run_is_reported_until_one_runs() {
+    use chrono::{Duration, Utc};
+    use persnap::schedule::systemd;
+    let data = tempfile::tempdir().unwrap();
+    let units = tempfile::tempdir().unwrap();
+    let s = missed_daily(data.path());
     systemd::write_units(&s, units.path(), &bin("persnap")).unwrap();
     let check = with_units(units.path(), data.path(), &["schedule", "check"]);
     assert_eq!(check.status.code(), Some(1), "{}", stderr(&check));
@@ -1270,6 +1276,24 @@ fn each_scheduled_run_rewrites_the_metrics_textfile() {
     assert!(!prom.exists());
 }
 
+/// Run `cmd` with `stdin` on its standard input, and take what it said.
+fn output_with_stdin(cmd: &mut Command, stdin: &str) -> std::process::Output {
+    use std::io::Write;
+    let mut child = cmd
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(stdin.as_bytes())
+        .unwrap();
+    child.wait_with_output().unwrap()
+}
+
 /// A ping server on loopback: every request's method, path with query
 /// and body, answered 200 (or never, when it hangs).
 struct PingServer {
@@ -1516,21 +1540,10 @@ fn a_scheduled_run_pings_and_mails_what_happened() {
             .env("PERSNAP_LOG_DIR", admin.path().join("logs"));
     };
     let persnap_with = |args: &[&str], stdin: &str| {
-        use std::io::Write;
         let mut cmd = Command::new(bin("persnap"));
-        cmd.args(args)
-            .stdin(std::process::Stdio::piped())
-            .stdout(std::process::Stdio::piped())
-            .stderr(std::process::Stdio::piped());
+        cmd.args(args);
         env(&mut cmd);
-        let mut child = cmd.spawn().unwrap();
-        child
-            .stdin
-            .take()
-            .unwrap()
-            .write_all(stdin.as_bytes())
-            .unwrap();
-        child.wait_with_output().unwrap()
+        output_with_stdin(&mut cmd, stdin)
     };
     let add = persnap_with(
         &[
@@ -1752,58 +1765,26 @@ fn a_scheduled_run_pings_and_mails_what_happened() {
 
 #[test]
 fn a_missed_run_is_told_to_its_ping_once() {
-    use chrono::{Duration, Local, Utc};
-    use persnap::schedule::{Schedule, When, systemd};
+    use persnap::schedule::systemd;
     if !require_root("a_missed_run_is_told_to_its_ping_once") {
         return;
     }
     let data = tempfile::tempdir().unwrap();
     let units = tempfile::tempdir().unwrap();
     let admin = tempfile::tempdir().unwrap();
-    // Due every day two hours ago, made three days ago, never ran.
-    let due = Local::now() - Duration::hours(2);
-    let s = Schedule {
-        name: "daily".into(),
-        source: "/srv/apama".into(),
-        dest: "/backup".into(),
-        store_name: "persistence.db".into(),
-        method: persnap::method::MethodChoice::Auto,
-        retention: Default::default(),
-        pace: Default::default(),
-        when: When::Daily(due.time().with_nanosecond(0).unwrap()),
-        history_dir: data.path().to_owned(),
-        created: Some(Utc::now() - Duration::days(3)),
-        uid: None,
-        run_as: None,
-        password: Default::default(),
-        repository: None,
-        unlock: None,
-        offsite: None,
-        offsite_unlock: None,
-        drill: false,
-    };
+    let s = missed_daily(data.path());
     systemd::write_units(&s, units.path(), &bin("persnap")).unwrap();
     let pings = PingServer::start(false);
     let persnap = |args: &[&str], stdin: &str| {
-        use std::io::Write;
-        let mut child = Command::new(bin("persnap"))
-            .args(args)
-            .env("PERSNAP_UNIT_DIR", units.path())
-            .env("PERSNAP_DATA_DIR", data.path())
-            .env("PERSNAP_REGISTRY_DIR", admin.path().join("databases"))
-            .env("PERSNAP_LOG_DIR", admin.path().join("logs"))
-            .stdin(std::process::Stdio::piped())
-            .stdout(std::process::Stdio::piped())
-            .stderr(std::process::Stdio::piped())
-            .spawn()
-            .unwrap();
-        child
-            .stdin
-            .take()
-            .unwrap()
-            .write_all(stdin.as_bytes())
-            .unwrap();
-        child.wait_with_output().unwrap()
+        output_with_stdin(
+            Command::new(bin("persnap"))
+                .args(args)
+                .env("PERSNAP_UNIT_DIR", units.path())
+                .env("PERSNAP_DATA_DIR", data.path())
+                .env("PERSNAP_REGISTRY_DIR", admin.path().join("databases"))
+                .env("PERSNAP_LOG_DIR", admin.path().join("logs")),
+            stdin,
+        )
     };
     let set = persnap(
         &["monitoring", "set", "--ping", "daily"],

@@ -452,14 +452,20 @@ fn watch() -> Result<(), Failure> {
     Ok(())
 }
 
+/// A problem of a scheduled run's monitoring, never its result: into the
+/// log, and on standard error (the journal, for a service).
+pub fn warn(problem: &str) {
+    tracing::warn!("{problem}");
+    eprintln!("persnap: {problem}");
+}
+
 /// A scheduled run's channels, read as root (SYSTEM) before it acts as
 /// its user. A problem with them is said and logged, never fails the run.
 pub fn alerts_for_run() -> Option<alert::Alerts> {
     match alert::Alerts::load(alert::run_id()) {
         Ok(alerts) => alerts,
         Err(e) => {
-            tracing::warn!("no ping or mail for this run: {e}");
-            eprintln!("persnap: no ping or mail for this run: {e}");
+            warn(&format!("no ping or mail for this run: {e}"));
             None
         }
     }
@@ -474,8 +480,7 @@ pub fn start_ping(name: &str) -> Option<std::sync::mpsc::Receiver<()>> {
     let (done, said) = std::sync::mpsc::channel();
     std::thread::spawn(move || {
         if let Err(e) = alerts.started(&name) {
-            tracing::warn!("{e}");
-            eprintln!("persnap: {e}");
+            warn(&e);
         }
         let _ = done.send(());
     });
@@ -494,8 +499,7 @@ pub fn run_ended(alerts: alert::Alerts, name: &str, ending: alert::Ending) {
             )]
         });
     for problem in problems {
-        tracing::warn!("{problem}");
-        eprintln!("persnap: {problem}");
+        warn(&problem);
     }
 }
 
@@ -510,8 +514,7 @@ pub fn refresh_textfile() {
         }) => dir,
         Ok(_) => return,
         Err(e) => {
-            tracing::warn!("the metrics textfile was not written: {e}");
-            eprintln!("persnap: the metrics textfile was not written: {e}");
+            warn(&format!("the metrics textfile was not written: {e}"));
             return;
         }
     };
@@ -523,8 +526,7 @@ pub fn refresh_textfile() {
             dir.join(metrics::TEXTFILE_NAME).display()
         ),
         Err(e) => {
-            tracing::warn!("the metrics textfile was not written: {e}");
-            eprintln!("persnap: the metrics textfile was not written: {e}");
+            warn(&format!("the metrics textfile was not written: {e}"));
         }
     }
 }
