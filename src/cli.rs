@@ -1589,8 +1589,9 @@ fn as_maker<T: Send + Default>(
     read()
 }
 
-/// The last run of schedule `s`, read as its maker; a run stopped at its
-/// time limit is recorded as hung first.
+/// The run that decided how schedule `s` last ended (its backup, or its
+/// restore drill when that failed), read as its maker; a run stopped at
+/// its time limit is recorded as hung first.
 fn last_scheduled_run(
     s: &persnap::schedule::Schedule,
     timed_out: bool,
@@ -1601,7 +1602,7 @@ fn last_scheduled_run(
             eprintln!("persnap: could not record that the run hung ({e})");
         }
         let runs = history.load().unwrap_or_default();
-        s.last_run(&runs).cloned()
+        s.deciding_run(&runs).cloned()
     })
 }
 

@@ -1212,6 +1212,26 @@ fn each_scheduled_run_rewrites_the_metrics_textfile() {
         "hourly",
     ]);
     assert!(add.status.success(), "{}", stderr(&add));
+    // A folder others could change is refused before anything is kept:
+    // whoever could swap persnap.prom for a link would have root write
+    // where they liked.
+    use std::os::unix::fs::{MetadataExt, PermissionsExt};
+    let shared = textfiles.path().join("shared");
+    std::fs::create_dir(&shared).unwrap();
+    std::fs::set_permissions(&shared, std::fs::Permissions::from_mode(0o777)).unwrap();
+    let refused = persnap(&["monitoring", "set", "--textfile", shared.to_str().unwrap()]);
+    assert!(!refused.status.success());
+    assert!(
+        stderr(&refused).contains("writable by its owner only"),
+        "{}",
+        stderr(&refused)
+    );
+    assert!(!admin.path().join("monitoring.json").exists());
+    std::fs::remove_dir(&shared).unwrap();
+    // node_exporter's folder is its account's (Debian: prometheus): the
+    // file is written as that account, never by root in its folder.
+    const NOBODY: u32 = 65534;
+    std::os::unix::fs::chown(textfiles.path(), Some(NOBODY), Some(NOBODY)).unwrap();
     let set = persnap(&[
         "monitoring",
         "set",
@@ -1227,12 +1247,21 @@ fn each_scheduled_run_rewrites_the_metrics_textfile() {
         "written at once: {}",
         metrics()
     );
+    assert_eq!(std::fs::metadata(&prom).unwrap().uid(), NOBODY);
+    // A textfile alone needs no hourly watch.
+    assert!(!units.path().join("persnap-watch.timer").exists());
 
     // The scheduled run and its ExecStopPost, as systemd runs them.
     let service = std::fs::read_dir(units.path())
         .unwrap()
         .map(|e| e.unwrap().path())
-        .find(|p| p.extension().is_some_and(|e| e == "service"))
+        .find(|p| {
+            p.file_name()
+                .unwrap()
+                .to_string_lossy()
+                .starts_with("persnap-backup-")
+                && p.extension().is_some_and(|e| e == "service")
+        })
         .unwrap();
     let text = std::fs::read_to_string(&service).unwrap();
     let exec = directive_words(&text, "ExecStart");
@@ -1255,6 +1284,7 @@ fn each_scheduled_run_rewrites_the_metrics_textfile() {
     let notified = notify.output().unwrap();
     assert!(notified.status.success(), "{}", stderr(&notified));
     let after = metrics();
+    assert_eq!(std::fs::metadata(&prom).unwrap().uid(), NOBODY);
     assert!(
         after.contains("persnap_protected{database=\"orders\"} 1")
             && after.contains("persnap_state{database=\"orders\",state=\"protected\"} 1"),
@@ -1654,7 +1684,13 @@ fn a_scheduled_run_pings_and_mails_what_happened() {
     let service = std::fs::read_dir(units.path())
         .unwrap()
         .map(|e| e.unwrap().path())
-        .find(|p| p.extension().is_some_and(|e| e == "service"))
+        .find(|p| {
+            p.file_name()
+                .unwrap()
+                .to_string_lossy()
+                .starts_with("persnap-backup-")
+                && p.extension().is_some_and(|e| e == "service")
+        })
         .unwrap();
     let text = std::fs::read_to_string(&service).unwrap();
     let exec = directive_words(&text, "ExecStart");
@@ -1727,6 +1763,44 @@ fn a_scheduled_run_pings_and_mails_what_happened() {
     let unfolded = mail[1].replace("=\r\n", "").replace("=\n", "");
     assert!(unfolded.contains("What to do"), "{unfolded}");
 
+    // While a ping or mail is set, the hourly watch is installed beside
+    // the schedules' units.
+    let watch_unit = units.path().join("persnap-watch.service");
+    let watch = directive_words(&std::fs::read_to_string(&watch_unit).unwrap(), "ExecStart");
+    assert_eq!(watch[1..], ["monitoring", "watch"], "{watch:?}");
+    assert!(units.path().join("persnap-watch.timer").is_file());
+
+    // The summary: mailed by the first watch, then not again that day.
+    let set = persnap_with(&["monitoring", "set", "--summary", "daily"], "");
+    assert!(set.status.success(), "{}", stderr(&set));
+    let shown = persnap_with(&["monitoring", "show"], "");
+    assert!(
+        String::from_utf8_lossy(&shown.stdout).contains("mailed every morning at 07:00"),
+        "{}",
+        String::from_utf8_lossy(&shown.stdout)
+    );
+    let watched = persnap_with(&["monitoring", "watch"], "");
+    assert!(watched.status.success(), "{}", stderr(&watched));
+    assert!(pings.take().is_empty(), "no run was missed");
+    let mail = smtp.messages();
+    assert_eq!(mail.len(), 3, "{mail:?}");
+    let summary = mail[2].replace("=\r\n", "").replace("=\n", "");
+    assert!(
+        summary.contains("1 of 1 not protected: orders (failing)"),
+        "{summary}"
+    );
+    assert!(
+        summary.contains("The daily summary of the backups on"),
+        "{summary}"
+    );
+    assert!(
+        summary.contains("orders: The scheduled backup") && summary.contains("failed"),
+        "the words of persnap status: {summary}"
+    );
+    let watched = persnap_with(&["monitoring", "watch"], "");
+    assert!(watched.status.success(), "{}", stderr(&watched));
+    assert_eq!(smtp.messages().len(), 3, "one summary a day");
+
     // The token and the password are nowhere but the secrets file: not in
     // the settings, the history, the log, the units.
     for secret in [TOKEN, MAIL_PASSWORD] {
@@ -1761,6 +1835,26 @@ fn a_scheduled_run_pings_and_mails_what_happened() {
         stderr(&notified)
     );
     assert!(!stderr(&notified).contains(TOKEN), "{}", stderr(&notified));
+
+    // Nothing left to tell: the watch goes, and the summary with the mail.
+    let unset = persnap_with(
+        &["monitoring", "set", "--no-mail", "--no-ping", "orders"],
+        "",
+    );
+    assert!(unset.status.success(), "{}", stderr(&unset));
+    assert!(
+        stderr(&unset).contains("The hourly watch is off"),
+        "{}",
+        stderr(&unset)
+    );
+    assert!(!watch_unit.exists());
+    assert!(!units.path().join("persnap-watch.timer").exists());
+    let shown = persnap_with(&["monitoring", "show"], "");
+    assert!(
+        !String::from_utf8_lossy(&shown.stdout).contains("summary:"),
+        "{}",
+        String::from_utf8_lossy(&shown.stdout)
+    );
 }
 
 #[test]

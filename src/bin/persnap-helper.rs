@@ -972,7 +972,11 @@ fn monitoring_set(update: persnap::monitor::settings::Update, events: &Events) -
         .map(|s| s.name)
         .collect();
     match persnap::monitor::alert::apply(update, &names) {
-        Ok(monitoring) => events.done(Reply::MonitoringSet { monitoring }),
+        Ok(monitoring) => {
+            let watch =
+                persnap::monitor::alert::keep_watch(&monitoring, &scheduled_exe()).transpose();
+            events.done(Reply::MonitoringSet { monitoring, watch })
+        }
         Err(e) => events.fail(&e, Some(Phase::Prepare)),
     }
 }

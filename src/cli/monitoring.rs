@@ -70,9 +70,20 @@ pub struct SetArgs {
     /// (a PEM file) signed it, beyond the system's.
     #[arg(long, value_name = "FILE")]
     mail_ca: Option<PathBuf>,
+    /// Also mail a summary of every protected database each morning
+    /// (daily) or each Monday morning (weekly), at 07:00; off stops it.
+    #[arg(long, value_enum, value_name = "HOW_OFTEN")]
+    summary: Option<SummaryArg>,
     /// Stop sending mail.
     #[arg(long, conflicts_with_all = ["mail_server", "mail_user", "mail_from", "mail_to", "mail_ca", "mail_security", "mail_password_file"])]
     no_mail: bool,
+}
+
+#[derive(Clone, Copy, clap::ValueEnum)]
+pub enum SummaryArg {
+    Daily,
+    Weekly,
+    Off,
 }
 
 #[derive(Clone, Copy, clap::ValueEnum)]
@@ -152,6 +163,13 @@ fn show(now: &settings::Monitoring) {
             if let Some(ca) = &mail.ca_file {
                 println!("mail: also trusts the authority in {}", ca.display());
             }
+            match now.summary {
+                Some(how_often) => println!(
+                    "summary: every protected database, mailed {}",
+                    how_often.describe()
+                ),
+                None => println!("summary: none (persnap monitoring set --summary daily)"),
+            }
         }
         None => println!(
             "mail: none sent (persnap monitoring set --mail-server HOST --mail-from ADDRESS --mail-to ADDRESS)"
@@ -226,6 +244,12 @@ fn set(args: SetArgs) -> Result<(), Failure> {
         update.mail = Change::Remove;
         update.mail_password = Change::Remove;
     }
+    update.summary = match args.summary {
+        None => Change::Keep,
+        Some(SummaryArg::Off) => Change::Remove,
+        Some(SummaryArg::Daily) => Change::Set(settings::Summary::Daily),
+        Some(SummaryArg::Weekly) => Change::Set(settings::Summary::Weekly),
+    };
     let mail_asked = args.mail_server.is_some()
         || args.mail_security.is_some()
         || args.mail_user.is_some()
@@ -305,7 +329,7 @@ fn set(args: SetArgs) -> Result<(), Failure> {
         // Written once now: a folder that cannot take it is said here, not
         // after the next run.
         let survey = super::status::survey(false, None)?;
-        metrics::write_textfile(dir, &survey.assessments)?;
+        write_textfile(dir, &survey.assessments)?;
         eprintln!(
             "Wrote {}; scheduled runs rewrite it after each run.",
             dir.join(metrics::TEXTFILE_NAME).display()
@@ -329,6 +353,19 @@ fn set(args: SetArgs) -> Result<(), Failure> {
     eprintln!("Kept in {}.", settings::path().display());
     if mail_asked || pinged.is_some() {
         eprintln!("Try it: persnap monitoring test");
+    }
+    let watch = std::env::current_exe()
+        .map_err(|e| format!("The settings are kept, but persnap cannot tell where it is installed ({e}) to run the hourly watch."))
+        .and_then(|exe| alert::keep_watch(&now, &exe));
+    match watch {
+        Ok(Some(done)) => eprintln!("{done}"),
+        Ok(None) => {}
+        Err(e) => {
+            return Err(Failure {
+                code: 1,
+                error: anyhow::anyhow!(e),
+            });
+        }
     }
     Ok(())
 }
@@ -449,7 +486,58 @@ fn watch() -> Result<(), Failure> {
     if missed == 0 {
         eprintln!("No scheduled run was missed.");
     }
-    Ok(())
+    summary(&alerts, now)
+}
+
+/// When the summary was last sent: beside the settings, root's.
+fn summary_sent_path() -> PathBuf {
+    settings::path().with_file_name("monitoring.summary.json")
+}
+
+#[derive(serde::Serialize, serde::Deserialize)]
+struct SummarySent {
+    sent: chrono::DateTime<chrono::Utc>,
+}
+
+/// The summary mail, when one is set and due; its time remembered only
+/// once it was sent (a mail server that is down is tried again at the
+/// next watch).
+fn summary(alerts: &alert::Alerts, now: chrono::DateTime<chrono::Local>) -> Result<(), Failure> {
+    let path = summary_sent_path();
+    let sent = std::fs::read(&path)
+        .ok()
+        .and_then(|bytes| serde_json::from_slice::<SummarySent>(&bytes).ok())
+        .map(|s| s.sent);
+    let survey = super::status::survey(false, None)?;
+    let alerts = alerts.clone();
+    let outcome = alert::within(alert::END_LIMIT, move || alerts.summary(&survey, sent, now))
+        .unwrap_or_else(|| {
+            Some(Err(format!(
+                "The summary mail did not finish within {} s and was left.",
+                alert::END_LIMIT.as_secs()
+            )))
+        });
+    match outcome {
+        None => Ok(()),
+        Some(Ok(())) => {
+            eprintln!("The summary was mailed.");
+            let json = serde_json::to_vec_pretty(&SummarySent {
+                sent: now.with_timezone(&chrono::Utc),
+            })
+            .expect("times serialize");
+            persnap::fsutil::atomic_write_private(&path, &json).map_err(|e| Failure {
+                code: 1,
+                error: anyhow::anyhow!(
+                    "The summary was mailed, but {} cannot be written ({e}): the next watch mails it again.",
+                    path.display()
+                ),
+            })
+        }
+        Some(Err(e)) => Err(Failure {
+            code: 1,
+            error: anyhow::anyhow!("{e} It is tried again at the next watch."),
+        }),
+    }
 }
 
 /// A problem of a scheduled run's monitoring, never its result: into the
@@ -519,7 +607,7 @@ pub fn refresh_textfile() {
         }
     };
     let written = super::status::survey(false, None)
-        .and_then(|survey| metrics::write_textfile(&dir, &survey.assessments));
+        .and_then(|survey| write_textfile(&dir, &survey.assessments));
     match written {
         Ok(()) => tracing::info!(
             "metrics written into {}",
@@ -529,4 +617,27 @@ pub fn refresh_textfile() {
             warn(&format!("the metrics textfile was not written: {e}"));
         }
     }
+}
+
+/// Write the metrics into node_exporter's textfile folder `dir` as the
+/// folder's owner (root only where root alone can change it and every
+/// folder above it): root never writes where somebody else could swap
+/// what it writes for a link elsewhere.
+pub fn write_textfile(
+    dir: &std::path::Path,
+    assessments: &[persnap::protection::Assessment],
+) -> persnap::Result<()> {
+    #[cfg(unix)]
+    if persnap::fsutil::is_root() {
+        let writer =
+            persnap::backup::folder_writer(dir).map_err(|problem| persnap::Error::Refused {
+                field: "textfile",
+                reason: metrics::unsafe_folder(dir, &problem),
+            })?;
+        if let persnap::restore::Writer::Owner { uid, .. } = writer {
+            return persnap::privileged::user::Identity::of_uid(uid)?
+                .run_as(|| metrics::write_textfile(dir, assessments))?;
+        }
+    }
+    metrics::write_textfile(dir, assessments)
 }

@@ -6,9 +6,8 @@
 
 use persnap::history::History;
 use persnap::monitor::metrics;
-use persnap::protection::{self, Assessment, Level, Policy};
+use persnap::protection::{self, Level, Policy};
 use persnap::registry::Registry;
-use persnap::units;
 
 use super::Failure;
 
@@ -119,7 +118,7 @@ pub fn run(
         }
         return match textfile {
             Some(dir) => {
-                metrics::write_textfile(&dir, &survey.assessments)?;
+                super::monitoring::write_textfile(&dir, &survey.assessments)?;
                 eprintln!(
                     "Wrote the metrics of {} protected database(s) into {}.",
                     survey.assessments.len(),
@@ -141,7 +140,7 @@ pub fn run(
         println!("{}", serde_json::to_string_pretty(&out)?);
     } else {
         for a in &survey.assessments {
-            print!("{}", describe(a));
+            print!("{}", protection::describe(a, chrono::Local::now()));
         }
         for note in &survey.notes {
             eprintln!("note: {note}");
@@ -172,44 +171,6 @@ pub fn run(
         code: worst.exit_code(),
         error: anyhow::anyhow!("{}: {}", worst.label(), names.join(", ")),
     })
-}
-
-/// A database's lines: name, headline, what to do, next run, location.
-fn describe(a: &Assessment) -> String {
-    let mut out = format!("{}: {}\n", a.name, a.headline);
-    if let Some(advice) = &a.advice {
-        out += &format!("  {advice}\n");
-    }
-    if let Some(s) = &a.schedule {
-        let next = s
-            .next_run
-            .map(|t| protection::moment(t, chrono::Local::now()))
-            .unwrap_or_else(|| "as the scheduler decides".into());
-        out += &format!("  Next backup {next} ({}, schedule {}).\n", s.when, s.name);
-    }
-    match (&a.repository, &a.location) {
-        (Some(r), _) if r.staged => {
-            out += &format!("  Backups go into the repository {}.\n", r.location);
-        }
-        (_, Some(location)) => {
-            let free = a
-                .free
-                .map(|f| format!(", {} free", units::bytes(f)))
-                .unwrap_or_default();
-            out += &format!("  Backups go to {}{free}.\n", location.display());
-        }
-        _ => {}
-    }
-    if let Some(o) = &a.offsite {
-        out += &format!("  A copy of each goes offsite, into {}.\n", o.location);
-    }
-    if let Some(proven) = &a.proven {
-        out += &format!(
-            "  Last proven restorable {} (restore drill).\n",
-            protection::moment(proven.started, chrono::Local::now())
-        );
-    }
-    out
 }
 
 #[cfg(test)]

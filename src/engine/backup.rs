@@ -324,8 +324,7 @@ pub fn location_writer(dest: &Path) -> Result<crate::restore::Writer> {
 /// [`location_writer`] of an existing folder, or why not in plain words
 /// (the app says it before the Protect button).
 pub fn location_writer_or_why(dest: &Path) -> std::result::Result<crate::restore::Writer, String> {
-    use crate::restore::Writer;
-    let refused = |problem: String| {
+    folder_writer(dest).map_err(|problem| {
         format!(
             "The backup location {} {problem}. Backups of a protected database are written \
              as the location's owner, and nobody else may be able to rename or replace what \
@@ -333,7 +332,15 @@ pub fn location_writer_or_why(dest: &Path) -> std::result::Result<crate::restore
              need to write there.",
             dest.display()
         )
-    };
+    })
+}
+
+/// Who may write into folder `dest` for root: its owner, or root where
+/// root alone can change it and every folder above it. `Err`: what is
+/// wrong with it, to follow its name ("belongs to uid 1001, who could …").
+pub fn folder_writer(dest: &Path) -> std::result::Result<crate::restore::Writer, String> {
+    use crate::restore::Writer;
+    let refused = |problem: String| problem;
     #[cfg(unix)]
     {
         let (uid, gid) = crate::sys::owner_and_group(dest)

@@ -491,6 +491,45 @@ pub fn span(age: Duration) -> String {
     }
 }
 
+/// A database's lines, as `persnap status` and the summary mail say
+/// them: name, headline, what to do, next run, location.
+pub fn describe(a: &Assessment, now: DateTime<Local>) -> String {
+    let mut out = format!("{}: {}\n", a.name, a.headline);
+    if let Some(advice) = &a.advice {
+        out += &format!("  {advice}\n");
+    }
+    if let Some(s) = &a.schedule {
+        let next = s
+            .next_run
+            .map(|t| moment(t, now))
+            .unwrap_or_else(|| "as the scheduler decides".into());
+        out += &format!("  Next backup {next} ({}, schedule {}).\n", s.when, s.name);
+    }
+    match (&a.repository, &a.location) {
+        (Some(r), _) if r.staged => {
+            out += &format!("  Backups go into the repository {}.\n", r.location);
+        }
+        (_, Some(location)) => {
+            let free = a
+                .free
+                .map(|f| format!(", {} free", crate::units::bytes(f)))
+                .unwrap_or_default();
+            out += &format!("  Backups go to {}{free}.\n", location.display());
+        }
+        _ => {}
+    }
+    if let Some(o) = &a.offsite {
+        out += &format!("  A copy of each goes offsite, into {}.\n", o.location);
+    }
+    if let Some(proven) = &a.proven {
+        out += &format!(
+            "  Last proven restorable {} (restore drill).\n",
+            moment(proven.started, now)
+        );
+    }
+    out
+}
+
 /// "today at 14:02", "yesterday at 02:00", "on Tuesday at 02:00",
 /// "on 3 Nov at 02:00", "tomorrow at 02:00".
 pub fn moment(t: DateTime<Utc>, now: DateTime<Local>) -> String {

@@ -357,6 +357,10 @@ pub enum Reply {
     /// The monitoring settings as kept now.
     MonitoringSet {
         monitoring: crate::monitor::settings::Monitoring,
+        /// What became of the hourly watch, when anything did (installed,
+        /// removed, or why it could not be), in words.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        watch: Option<Result<String, String>>,
     },
     /// What each test found: the mail (none set: none), each ping by name.
     MonitoringTested {

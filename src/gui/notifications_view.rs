@@ -8,7 +8,7 @@ use std::collections::BTreeMap;
 use std::sync::mpsc::TryRecvError;
 
 use eframe::egui::{self, RichText, Ui};
-use persnap::monitor::settings::{self, Change, Mail, MailSecurity, Monitoring, Update};
+use persnap::monitor::settings::{self, Change, Mail, MailSecurity, Monitoring, Summary, Update};
 use persnap::protocol::{Reply, Request};
 use persnap::schedule::Secret;
 
@@ -34,6 +34,8 @@ pub struct NotificationsPage {
     from: String,
     to: String,
     ca: String,
+    /// The summary mail, when one is wanted.
+    summary: Option<Summary>,
     textfile: String,
     /// New ping addresses by database; empty keeps the one kept.
     pings: BTreeMap<String, String>,
@@ -82,6 +84,7 @@ impl NotificationsPage {
             .ca_file
             .map(|p| p.display().to_string())
             .unwrap_or_default();
+        self.summary = now.summary;
         self.textfile = now
             .textfile_dir
             .as_ref()
@@ -148,6 +151,9 @@ impl NotificationsPage {
             if !self.password.is_empty() {
                 update.mail_password = Change::Set(Secret(self.password.clone()));
             }
+            if self.summary != now.summary {
+                update.summary = self.summary.map_or(Change::Remove, Change::Set);
+            }
         } else if now.mail.is_some() {
             update.mail = Change::Remove;
             update.mail_password = Change::Remove;
@@ -184,13 +190,19 @@ impl NotificationsPage {
         };
         self.job = None;
         self.result = Some(match result.map(|reply| *reply) {
-            Ok(Reply::MonitoringSet { monitoring }) => {
+            Ok(Reply::MonitoringSet { monitoring, watch }) => {
                 self.fill(&monitoring);
                 self.now = Some(Ok(monitoring));
-                Ok(vec![(
+                let mut lines = vec![(
                     true,
-                    "Saved. Scheduled runs use these settings from their next run.".into(),
-                )])
+                    "Saved. Scheduled runs use these settings from their next run.".to_owned(),
+                )];
+                match watch {
+                    Some(Ok(done)) => lines.push((true, done)),
+                    Some(Err(e)) => lines.push((false, e)),
+                    None => {}
+                }
+                Ok(lines)
             }
             Ok(Reply::MonitoringTested { mail, pings }) => {
                 let mut lines = Vec::new();
@@ -237,7 +249,7 @@ pub fn show(app: &mut PersnapApp, ui: &mut Ui) {
     }
     page.drain();
     ui.heading("Notifications");
-    ui.label("When a scheduled backup fails, tell the administrators where they already look — even when nobody has this window open. These settings are the computer's: saving them asks for the administrator's permission.");
+    ui.label("When a scheduled backup fails, tell the administrators where they already look — even when nobody has this window open. While e-mail or a ping is set, an hourly check also tells a backup that did not run at all. These settings are the computer's: saving them asks for the administrator's permission.");
     ui.add_space(6.0);
     let now = match &page.now {
         Some(Ok(now)) => now.clone(),
@@ -287,8 +299,21 @@ pub fn show(app: &mut PersnapApp, ui: &mut Ui) {
                     let l = ui.label("Own certificate authority");
                     ui.add(egui::TextEdit::singleline(&mut page.ca).hint_text("optional: a PEM file, for a server your own authority signed").desired_width(360.0)).labelled_by(l.id);
                     ui.end_row();
+                    ui.label("Summary");
+                    ui.horizontal(|ui| {
+                        for (choice, words) in [
+                            (None, "none"),
+                            (Some(Summary::Daily), "every morning"),
+                            (Some(Summary::Weekly), "every Monday"),
+                        ] {
+                            if ui.radio(page.summary == choice, words).clicked() {
+                                page.summary = choice;
+                            }
+                        }
+                    });
+                    ui.end_row();
                 });
-                ui.label("The connection is always protected: a server that offers neither is refused, and nothing is sent in the clear.");
+                ui.label("The connection is always protected: a server that offers neither is refused, and nothing is sent in the clear. The summary lists every protected database at 07:00, so a quiet week is seen to be a good one.");
             });
         });
         ui.add_space(6.0);
@@ -331,7 +356,7 @@ pub fn show(app: &mut PersnapApp, ui: &mut Ui) {
                 let l = ui.label("node_exporter's textfile folder");
                 ui.add(egui::TextEdit::singleline(&mut page.textfile).hint_text("e.g. /var/lib/prometheus/node-exporter").desired_width(320.0)).labelled_by(l.id);
             });
-            ui.label("After each scheduled run, every protected database's metrics are written there as persnap.prom. Empty: not written.");
+            ui.label("After each scheduled run, every protected database's metrics are written there as persnap.prom, as the folder's owner; only its owner may be able to change the folder. Empty: not written.");
         });
         ui.add_space(8.0);
         let busy = page.job.is_some();

@@ -752,7 +752,7 @@ fn screens(settings: Settings, scale: f32, suffix: &str) -> egui_kittest::Snapsh
     let at = monitoring.path().join("monitoring.json");
     std::fs::write(
         &at,
-        r#"{"mail":{"server":"smtp.example.com","port":587,"security":"starttls","user":"persnap@example.com","from":"persnap@example.com","to":["ops@example.com","dba@example.com"]},"pings":{"weekly-offsite":"https://hc-ping.com"}}"#,
+        r#"{"mail":{"server":"smtp.example.com","port":587,"security":"starttls","user":"persnap@example.com","from":"persnap@example.com","to":["ops@example.com","dba@example.com"]},"pings":{"weekly-offsite":"https://hc-ping.com"},"summary":"daily"}"#,
     )
     .unwrap();
     h.state_mut().rt.notifications.at = Some(at);
@@ -3895,6 +3895,15 @@ fn notifications_are_saved_and_tested_through_the_helper() {
     });
     let said = h.state().rt.notifications.result().unwrap();
     assert!(said.is_ok(), "{said:?}");
+    // With a ping set, the hourly watch of missed runs is installed.
+    assert!(
+        said.as_ref()
+            .unwrap()
+            .iter()
+            .any(|(good, line)| *good && line.contains("hourly watch")),
+        "{said:?}"
+    );
+    assert!(schedules.path().join("persnap-watch.timer").is_file());
     let kept = std::fs::read_to_string(admin.path().join("monitoring.json")).unwrap();
     assert!(
         kept.contains(&format!("http://127.0.0.1:{port}")) && !kept.contains("tok-gui-51"),

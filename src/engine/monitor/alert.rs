@@ -125,6 +125,26 @@ impl Alerts {
         ))
     }
 
+    /// The summary of `survey`, when one is set and due at `now` (the last
+    /// sent at `sent`): `None` when none was due.
+    pub fn summary(
+        &self,
+        survey: &crate::protection::Survey,
+        sent: Option<chrono::DateTime<chrono::Utc>>,
+        now: chrono::DateTime<chrono::Local>,
+    ) -> Option<Result<(), String>> {
+        let how_often = self.settings.summary?;
+        let mail = self.settings.mail.as_ref()?;
+        if !how_often.due(sent, now) {
+            return None;
+        }
+        let letter = super::summary::letter(&crate::manifest::host_name(), how_often, survey, now);
+        Some(
+            mail::send(mail, self.secrets.mail_password.as_ref(), &letter)
+                .map_err(|e| format!("The summary mail was not sent: {e}")),
+        )
+    }
+
     /// A test ping to every address, by name.
     pub fn test_pings(&self) -> Vec<(String, Result<(), String>)> {
         self.secrets
@@ -196,6 +216,15 @@ pub fn apply(update: settings::Update, names: &[String]) -> crate::Result<Monito
             })?;
             if !dir.is_dir() {
                 return Err(refused(format!("{} is not a folder.", dir.display())));
+            }
+            #[cfg(unix)]
+            if crate::fsutil::is_root() {
+                crate::backup::folder_writer(&dir).map_err(|problem| {
+                    refused(format!(
+                        "{}.",
+                        super::metrics::unsafe_folder(&dir, &problem)
+                    ))
+                })?;
             }
             Some(dir)
         }
@@ -277,6 +306,17 @@ pub fn apply(update: settings::Update, names: &[String]) -> crate::Result<Monito
         }
         other => other.applied(now.mail),
     };
+    let summary_set = matches!(update.summary, Change::Set(_));
+    now.summary = update.summary.applied(now.summary);
+    if now.mail.is_none() {
+        if summary_set {
+            return Err(refused(
+                "The summary is sent by mail: set the mail server first.".into(),
+            ));
+        }
+        // No mail, no summary: it goes with it.
+        now.summary = None;
+    }
     secrets.mail_password = update.mail_password.applied(secrets.mail_password);
     if let Some(password) = &secrets.mail_password
         && password.0.is_empty()
@@ -291,6 +331,18 @@ pub fn apply(update: settings::Update, names: &[String]) -> crate::Result<Monito
     Ok(now)
 }
 
+/// Have the hourly watch (`persnap monitoring watch`, run by `exe`)
+/// installed while `now` has mail or a ping, removed when not: what was
+/// done, in words, or why it could not be (the settings stay kept).
+pub fn keep_watch(now: &Monitoring, exe: &std::path::Path) -> Result<Option<String>, String> {
+    crate::schedule::watch::keep(now.alerts(), exe).map_err(|e| {
+        format!(
+            "The settings are kept, but the hourly watch that tells missed runs and sends the summary was not {}: {e}",
+            if now.alerts() { "installed" } else { "removed" }
+        )
+    })
+}
+
 /// The mail a failed run sends: which database, on which machine, what
 /// went wrong, what to do.
 pub fn failure_letter(name: &str, host: &str, ending: &Ending) -> Letter {
@@ -298,6 +350,8 @@ pub fn failure_letter(name: &str, host: &str, ending: &Ending) -> Letter {
     Letter {
         subject: if ending.summary.ends_with("did not run") {
             format!("persnap on {host}: the backup of {name} did not run")
+        } else if ending.summary.contains("restore drill") {
+            format!("persnap on {host}: the restore drill of {name} failed")
         } else {
             format!("persnap on {host}: the backup of {name} failed")
         },
@@ -336,5 +390,19 @@ mod tests {
         assert!(letter.body.contains("the volume group is full"));
         assert!(letter.body.contains("Machine: corr-01"));
         assert!(letter.body.contains("What to do"));
+        let drill = failure_letter(
+            "orders",
+            "corr-01",
+            &Ending {
+                ok: false,
+                summary: "persnap: the restore drill of \u{201c}orders\u{201d} failed".into(),
+                body: "The restore drill of persistence.db did not prove its backups restorable"
+                    .into(),
+            },
+        );
+        assert_eq!(
+            drill.subject,
+            "persnap on corr-01: the restore drill of orders failed"
+        );
     }
 }

@@ -2,7 +2,8 @@
 //! protection of every database as Prometheus metrics, for
 //! `persnap status --format prometheus` and node_exporter's textfile
 //! collector; an event per run for the Windows Event Log; a log file
-//! for support; and a scheduled run's ping address and failure mail.
+//! for support; a scheduled run's ping address and failure mail; and a
+//! summary mail.
 
 #[cfg(feature = "alerts")]
 pub mod alert;
@@ -16,3 +17,5 @@ pub mod metrics;
 #[cfg(feature = "alerts")]
 pub mod ping;
 pub mod settings;
+#[cfg(feature = "alerts")]
+pub mod summary;

@@ -32,12 +32,67 @@ pub struct Monitoring {
     /// with the address's host as shown (the address itself is a secret).
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub pings: BTreeMap<String, String>,
+    /// A mail about every protected database, each morning or each
+    /// Monday morning (needs [`Monitoring::mail`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub summary: Option<Summary>,
 }
 
 impl Monitoring {
     /// Whether a scheduled run has anybody to tell beyond the log.
     pub fn alerts(&self) -> bool {
         self.mail.is_some() || !self.pings.is_empty()
+    }
+}
+
+/// How often the summary mail is sent.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Summary {
+    /// Every morning, from [`SUMMARY_HOUR`].
+    Daily,
+    /// Every Monday morning, from [`SUMMARY_HOUR`].
+    Weekly,
+}
+
+/// The local hour from which a summary is due (the hourly watch sends it
+/// at its first run from then).
+pub const SUMMARY_HOUR: u32 = 7;
+
+impl Summary {
+    /// In words, for the settings page and `monitoring show`.
+    pub fn describe(self) -> &'static str {
+        match self {
+            Summary::Daily => "every morning at 07:00",
+            Summary::Weekly => "every Monday at 07:00",
+        }
+    }
+
+    /// The newest time a summary became due at or before `now`.
+    pub fn last_due(self, now: chrono::DateTime<chrono::Local>) -> chrono::DateTime<chrono::Local> {
+        use chrono::{Datelike, TimeZone};
+        let mut day = now.date_naive();
+        loop {
+            let due = day
+                .and_hms_opt(SUMMARY_HOUR, 0, 0)
+                .and_then(|t| chrono::Local.from_local_datetime(&t).earliest());
+            let right_day = self == Summary::Daily || day.weekday() == chrono::Weekday::Mon;
+            if let Some(due) = due.filter(|due| right_day && *due <= now) {
+                return due;
+            }
+            day = day.pred_opt().expect("a day before");
+        }
+    }
+
+    /// Whether one is due at `now`, the last having been sent at `sent`
+    /// (never: due at once, so that the first arrives within the hour and
+    /// shows it works).
+    pub fn due(
+        self,
+        sent: Option<chrono::DateTime<chrono::Utc>>,
+        now: chrono::DateTime<chrono::Local>,
+    ) -> bool {
+        sent.is_none_or(|sent| sent < self.last_due(now))
     }
 }
 
@@ -118,6 +173,8 @@ pub struct Update {
     /// Ping addresses by database name; the others are kept.
     #[serde(default)]
     pub pings: BTreeMap<String, Change<crate::schedule::Secret>>,
+    #[serde(default)]
+    pub summary: Change<Summary>,
 }
 
 /// What only root (SYSTEM, administrators) may read.
@@ -258,4 +315,47 @@ pub fn save(settings: &Monitoring) -> Result<()> {
                 "Monitoring settings are the administrator's: run this as root (sudo) or as administrator.",
             )(e)
         })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use chrono::TimeZone;
+
+    fn at(y: i32, m: u32, d: u32, h: u32) -> chrono::DateTime<chrono::Local> {
+        chrono::Local.with_ymd_and_hms(y, m, d, h, 30, 0).unwrap()
+    }
+
+    #[test]
+    fn a_summary_is_due_once_each_morning_or_each_monday() {
+        // 2026-12-07 is a Monday.
+        let monday_6 = at(2026, 12, 7, 6);
+        let monday_8 = at(2026, 12, 7, 8);
+        let tuesday_8 = at(2026, 12, 8, 8);
+        assert_eq!(
+            Summary::Daily.last_due(monday_8),
+            monday_8 - chrono::Duration::minutes(90)
+        );
+        assert_eq!(
+            Summary::Daily.last_due(monday_6).date_naive(),
+            at(2026, 12, 6, 7).date_naive()
+        );
+        assert_eq!(
+            Summary::Weekly.last_due(tuesday_8).date_naive(),
+            monday_8.date_naive()
+        );
+        assert_eq!(
+            Summary::Weekly.last_due(monday_6).date_naive(),
+            at(2026, 11, 30, 7).date_naive()
+        );
+        // Never sent: due at once.
+        assert!(Summary::Weekly.due(None, monday_6));
+        // Sent at 08:30 on Monday: not again that day, again on Tuesday's
+        // morning for a daily one, not before next Monday for a weekly one.
+        let sent = Some(monday_8.with_timezone(&chrono::Utc));
+        assert!(!Summary::Daily.due(sent, monday_8 + chrono::Duration::hours(5)));
+        assert!(Summary::Daily.due(sent, tuesday_8));
+        assert!(!Summary::Weekly.due(sent, tuesday_8));
+        assert!(Summary::Weekly.due(sent, at(2026, 12, 14, 7)));
+    }
 }

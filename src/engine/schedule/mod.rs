@@ -11,6 +11,7 @@
 
 pub mod systemd;
 pub mod taskschd;
+pub mod watch;
 
 use std::fmt;
 use std::path::{Path, PathBuf};
@@ -284,6 +285,27 @@ impl Schedule {
         runs.iter()
             .filter(|r| r.kind == RunKind::Backup && r.scheduled.as_deref() == Some(&self.name))
             .max_by_key(|r| r.started)
+    }
+
+    /// The run that decided how this schedule's newest run ended: its
+    /// backup, or, when the backup was verified, the restore drill made
+    /// after it when that failed.
+    pub fn deciding_run<'a>(&self, runs: &'a [Run]) -> Option<&'a Run> {
+        let backup = self.last_run(runs);
+        let drill = runs
+            .iter()
+            .filter(|r| r.kind == RunKind::Drill && r.scheduled.as_deref() == Some(&self.name))
+            .max_by_key(|r| r.started);
+        match (backup, drill) {
+            (Some(b), Some(d))
+                if b.outcome == Outcome::Completed
+                    && d.started >= b.started
+                    && d.outcome != Outcome::Completed =>
+            {
+                Some(d)
+            }
+            (b, _) => b,
+        }
     }
 
     /// The `persnap` arguments of one scheduled run.
@@ -672,6 +694,14 @@ pub fn status(s: &Schedule, runs: &[Run], now: DateTime<Local>) -> Status {
 /// What to tell the user about a scheduled run that did not succeed:
 /// summary and body of the notification.
 pub fn failure_message(name: &str, run: Option<&Run>, scheduler_said: &str) -> (String, String) {
+    if let Some(drill) = run.filter(|r| r.kind == RunKind::Drill)
+        && let Some((_, words)) = crate::monitor::events::of(drill)
+    {
+        return (
+            format!("persnap: the restore drill of \u{201c}{name}\u{201d} failed"),
+            words,
+        );
+    }
     let summary = format!("persnap: the scheduled backup \u{201c}{name}\u{201d} failed");
     let body = match run {
         Some(run) => match &run.outcome {
@@ -888,6 +918,41 @@ mod tests {
         run.scheduled = Some("nightly".into());
         run.outcome = outcome;
         run
+    }
+
+    #[test]
+    fn a_failed_drill_after_a_good_backup_is_what_the_run_is_told_by() {
+        let s = schedule("02:00", at(2026, 11, 1, 12, 0));
+        let backup = scheduled_run(at(2026, 11, 24, 2, 0), Outcome::Completed);
+        let mut drill = scheduled_run(
+            at(2026, 11, 24, 2, 5),
+            Outcome::Failed {
+                step: crate::progress::Phase::Verify,
+                message: "a page of the database did not read back".into(),
+                kind: crate::error::ErrorKind::Verify,
+            },
+        );
+        drill.kind = RunKind::Drill;
+        let runs = [backup.clone(), drill.clone()];
+        assert_eq!(s.deciding_run(&runs), Some(&drill));
+        let (summary, body) = failure_message("nightly", s.deciding_run(&runs), "systemd");
+        assert!(summary.contains("restore drill"), "{summary}");
+        assert!(body.contains("did not read back"), "{body}");
+        // A drill that passed, or an older one, leaves the backup deciding.
+        drill.outcome = Outcome::Completed;
+        assert_eq!(
+            s.deciding_run(&[backup.clone(), drill.clone()]),
+            Some(&backup)
+        );
+        let mut old = drill.clone();
+        old.started = backup.started - chrono::Duration::days(1);
+        old.outcome = Outcome::Interrupted;
+        assert_eq!(s.deciding_run(&[backup.clone(), old]), Some(&backup));
+        // A failed backup is what is told, whatever its drill found.
+        let mut failed = backup.clone();
+        failed.outcome = Outcome::Interrupted;
+        drill.outcome = Outcome::Interrupted;
+        assert_eq!(s.deciding_run(&[failed.clone(), drill]), Some(&failed));
     }
 
     #[test]

@@ -238,7 +238,7 @@ pub fn uninstall(name: &str) -> Result<bool> {
 
 /// Run systemctl when systemd runs (and units go to the system folder);
 /// `Ok(false)` when not.
-fn systemctl(args: &[&str]) -> Result<bool> {
+pub(super) fn systemctl(args: &[&str]) -> Result<bool> {
     if !Path::new("/run/systemd/system").is_dir() || std::env::var_os("PERSNAP_UNIT_DIR").is_some()
     {
         return Ok(false);
