@@ -1836,6 +1836,20 @@ fn a_scheduled_run_pings_and_mails_what_happened() {
     );
     assert!(!stderr(&notified).contains(TOKEN), "{}", stderr(&notified));
 
+    // The login and the own authority can each go alone; the password
+    // kept goes with the login.
+    let plain = persnap_with(&["monitoring", "set", "--no-mail-user", "--no-mail-ca"], "");
+    assert!(plain.status.success(), "{}", stderr(&plain));
+    let shown = persnap_with(&["monitoring", "show"], "");
+    let shown = String::from_utf8_lossy(&shown.stdout).into_owned();
+    assert!(
+        shown.contains("mail: to ops@example.test")
+            && !shown.contains("logs in as")
+            && !shown.contains("also trusts"),
+        "{shown}"
+    );
+    assert!(files_holding(admin.path(), MAIL_PASSWORD).is_empty());
+
     // Nothing left to tell: the watch goes, and the summary with the mail.
     let unset = persnap_with(
         &["monitoring", "set", "--no-mail", "--no-ping", "orders"],
@@ -1898,4 +1912,49 @@ fn a_missed_run_is_told_to_its_ping_once() {
     let again = persnap(&["monitoring", "watch"], "");
     assert!(again.status.success(), "{}", stderr(&again));
     assert_eq!(pings.take(), []);
+
+    // A task run as a named Windows account cannot read the secrets to
+    // tell its own failure: the watch tells it, once.
+    let named = tempfile::tempdir().unwrap();
+    let mut s = missed_daily(named.path());
+    s.name = "named".into();
+    s.run_as = Some(r"CORP\svc-backup".into());
+    systemd::write_units(&s, units.path(), &bin("persnap")).unwrap();
+    let mut run = persnap::history::Run::starting(
+        persnap::history::RunKind::Backup,
+        "r1".into(),
+        "t1".into(),
+        s.source.clone(),
+        s.store_name.clone(),
+        s.dest.clone(),
+    );
+    run.scheduled = Some("named".into());
+    run.started = chrono::Utc::now() - chrono::Duration::minutes(100);
+    run.outcome = Outcome::Failed {
+        step: persnap::progress::Phase::Snapshot,
+        kind: persnap::ErrorKind::Snapshot,
+        message: "the shadow copy storage is full".into(),
+    };
+    History::at(named.path()).upsert(&run).unwrap();
+    let set = persnap(
+        &["monitoring", "set", "--ping", "named"],
+        &format!("http://127.0.0.1:{}/ping/tok-named\n", pings.port),
+    );
+    assert!(set.status.success(), "{}", stderr(&set));
+    for told in [1, 0] {
+        let watched = persnap(&["monitoring", "watch"], "");
+        assert!(watched.status.success(), "{}", stderr(&watched));
+        let seen = pings.take();
+        assert_eq!(seen.len(), told, "{seen:?}");
+        if told == 1 {
+            assert!(
+                seen[0].1.starts_with("/ping/tok-named/fail?rid="),
+                "{seen:?}"
+            );
+            assert!(
+                seen[0].2.contains("the shadow copy storage is full"),
+                "{seen:?}"
+            );
+        }
+    }
 }

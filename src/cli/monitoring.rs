@@ -70,12 +70,18 @@ pub struct SetArgs {
     /// (a PEM file) signed it, beyond the system's.
     #[arg(long, value_name = "FILE")]
     mail_ca: Option<PathBuf>,
+    /// Log in to the mail server no more (the password kept goes too).
+    #[arg(long, conflicts_with_all = ["mail_user", "mail_password_file"])]
+    no_mail_user: bool,
+    /// Trust only the system's certificate authorities again.
+    #[arg(long, conflicts_with = "mail_ca")]
+    no_mail_ca: bool,
     /// Also mail a summary of every protected database each morning
     /// (daily) or each Monday morning (weekly), at 07:00; off stops it.
     #[arg(long, value_enum, value_name = "HOW_OFTEN")]
     summary: Option<SummaryArg>,
     /// Stop sending mail.
-    #[arg(long, conflicts_with_all = ["mail_server", "mail_user", "mail_from", "mail_to", "mail_ca", "mail_security", "mail_password_file"])]
+    #[arg(long, conflicts_with_all = ["mail_server", "mail_user", "mail_from", "mail_to", "mail_ca", "mail_security", "mail_password_file", "no_mail_user", "no_mail_ca"])]
     no_mail: bool,
 }
 
@@ -256,7 +262,9 @@ fn set(args: SetArgs) -> Result<(), Failure> {
         || args.mail_password_file.is_some()
         || args.mail_from.is_some()
         || !args.mail_to.is_empty()
-        || args.mail_ca.is_some();
+        || args.mail_ca.is_some()
+        || args.no_mail_user
+        || args.no_mail_ca;
     if mail_asked {
         let old = now.mail.clone();
         let security = match args.mail_security {
@@ -288,10 +296,14 @@ fn set(args: SetArgs) -> Result<(), Failure> {
         } else {
             args.mail_to
         };
-        let user = args
-            .mail_user
-            .clone()
-            .or_else(|| old.as_ref().and_then(|m| m.user.clone()));
+        let user = match (&args.mail_user, args.no_mail_user) {
+            (_, true) => None,
+            (Some(user), _) => Some(user.clone()),
+            (None, false) => old.as_ref().and_then(|m| m.user.clone()),
+        };
+        if args.no_mail_user {
+            update.mail_password = Change::Remove;
+        }
         if let Some(file) = &args.mail_password_file {
             let text = std::fs::read_to_string(file)
                 .map_err(|e| bad(format!("{} cannot be read ({e}).", file.display())))?;
@@ -312,7 +324,11 @@ fn set(args: SetArgs) -> Result<(), Failure> {
             user,
             from,
             to,
-            ca_file: args.mail_ca.or_else(|| old.and_then(|m| m.ca_file)),
+            ca_file: if args.no_mail_ca {
+                None
+            } else {
+                args.mail_ca.or_else(|| old.and_then(|m| m.ca_file))
+            },
         });
     }
     let names: Vec<String> = persnap::schedule::list()
@@ -437,8 +453,9 @@ fn test() -> Result<(), Failure> {
     Ok(())
 }
 
-/// Where the watch remembers which missed runs it told: beside the
-/// settings, root's.
+/// Where the watch remembers which missed runs (and failed runs of
+/// named-account tasks, `NAME failed`) it told: beside the settings,
+/// root's.
 fn told_path() -> PathBuf {
     settings::path().with_file_name("monitoring.missed.json")
 }
@@ -459,8 +476,31 @@ fn watch() -> Result<(), Failure> {
     let mut missed = 0;
     for s in schedule::list().map_err(|e| bad(format!("The schedules cannot be read ({e}).")))? {
         let runs = super::runs_as_maker(&s);
-        let Status::Missed { due } = schedule::status(&s, &runs, now) else {
-            continue;
+        let due = match schedule::status(&s, &runs, now) {
+            Status::Missed { due } => due,
+            // A task that runs as a named Windows account cannot read the
+            // secrets to tell its own failure: the watch tells it, once.
+            Status::Failed { run } if s.run_as.is_some() => {
+                let key = format!("{} failed", s.name);
+                if told.get(&key) == Some(&run.started) {
+                    continue;
+                }
+                let (summary, body) =
+                    schedule::failure_message(&s.name, Some(&run), "Task Scheduler");
+                eprintln!("{summary}: {body}");
+                run_ended(
+                    alerts.clone(),
+                    &s.name,
+                    alert::Ending {
+                        ok: false,
+                        summary,
+                        body,
+                    },
+                );
+                told.insert(key, run.started);
+                continue;
+            }
+            _ => continue,
         };
         missed += 1;
         let due = due.with_timezone(&chrono::Utc);
