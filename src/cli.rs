@@ -4,6 +4,7 @@
 //! stdout carries only results (the new backup's path, tables, JSON), so
 //! scripts can use it. Exit codes are documented in `--help` and README.md.
 
+use persnap::units::LocalTime;
 use std::io::{IsTerminal, Write};
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
@@ -993,10 +994,7 @@ fn verify_cmd(dir: PathBuf) -> Result<(), Failure> {
         v.integrity,
         v.page_count,
         v.page_size,
-        manifest
-            .finished
-            .with_timezone(&chrono::Local)
-            .format("%Y-%m-%d %H:%M:%S"),
+        manifest.finished.local_second(),
         manifest.source_dir.display()
     );
     println!("How: {}.", v.read_back_words());
@@ -1048,10 +1046,7 @@ fn history_cmd(json: bool, repo: Option<&str>) -> Result<(), Failure> {
 }
 
 fn history_row(run: &Run) -> String {
-    let started = run
-        .started
-        .with_timezone(&chrono::Local)
-        .format("%Y-%m-%d %H:%M:%S");
+    let started = run.started.local_second();
     let method = run
         .method
         .map_or_else(|| run.requested_method.to_string(), |m| m.to_string());
@@ -1453,18 +1448,13 @@ fn status_line(status: &persnap::schedule::Status) -> String {
     use persnap::schedule::Status;
     match status {
         Status::Fine { last: None } => "not run yet".into(),
-        Status::Fine { last: Some(t) } => format!(
-            "last ran {}",
-            t.with_timezone(&chrono::Local).format("%Y-%m-%d %H:%M")
-        ),
+        Status::Fine { last: Some(t) } => format!("last ran {}", t.local_minute()),
         Status::Failed { run } => format!(
             "LAST RUN {} {}",
             run.outcome.label().to_uppercase(),
-            run.started
-                .with_timezone(&chrono::Local)
-                .format("%Y-%m-%d %H:%M")
+            run.started.local_minute()
         ),
-        Status::Missed { due } => format!("MISSED the run due {}", due.format("%Y-%m-%d %H:%M")),
+        Status::Missed { due } => format!("MISSED the run due {}", due.local_minute()),
     }
 }
 

@@ -1,6 +1,7 @@
 //! `persnap repo init|list`, and the repository step of `persnap backup`,
 //! `verify` and `restore` with `--repo`.
 
+use persnap::units::LocalTime;
 use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
 
@@ -269,9 +270,7 @@ fn print_listed(location: &Location, listed: &[Listed]) {
         println!(
             "{:<8}  {:<19}  {:<16}  {:<16}  {:>10}  {}",
             l.short_id(),
-            l.time
-                .with_timezone(&chrono::Local)
-                .format("%Y-%m-%d %H:%M:%S"),
+            l.time.local_second(),
             l.host,
             l.database,
             units::bytes(l.bytes),

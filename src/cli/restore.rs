@@ -4,6 +4,7 @@
 //! running correlator gives is said before anything is read out of a
 //! repository or asked of the administrator.
 
+use persnap::units::LocalTime;
 use std::path::PathBuf;
 
 use persnap::pipeline::{self, RestoreFrom, RestoreJob};
@@ -105,10 +106,7 @@ fn from_repository(
         chosen.short_id(),
         chosen.database,
         chosen.host,
-        chosen
-            .time
-            .with_timezone(&chrono::Local)
-            .format("%Y-%m-%d %H:%M:%S"),
+        chosen.time.local_second(),
         units::bytes(chosen.bytes)
     );
     let plan = restore::plan(&to, &chosen.store_name, chosen.bytes, &Registry::system())?;
@@ -157,10 +155,7 @@ fn restore_through_helper(from: RestoreFrom, target: PathBuf) -> Result<(), Fail
     })?;
     eprintln!(
         "Restored the backup taken {} on {}: integrity {}, {} pages.",
-        report
-            .backup_taken
-            .with_timezone(&chrono::Local)
-            .format("%Y-%m-%d %H:%M:%S"),
+        report.backup_taken.local_second(),
         if report.backup_host.is_empty() {
             "an unknown host"
         } else {

@@ -27,6 +27,7 @@
 //! Everything the run did besides is in [`Done::notes`], in words, each a
 //! warning or not; every front end shows the same words.
 
+use crate::units::LocalTime;
 use std::path::{Path, PathBuf};
 
 use crate::backup::{self, BackupRequest};
@@ -212,10 +213,7 @@ fn recover(history: &History, progress: &mut dyn Progress) -> Result<(), RemoteF
         .recover()
         .map_err(|e| RemoteFailure::local(&e, Some(Phase::Prepare)))?;
     for run in runs {
-        let when = run
-            .started
-            .with_timezone(&chrono::Local)
-            .format("%Y-%m-%d %H:%M:%S");
+        let when = run.started.local_second();
         progress.log(
             Level::Warning,
             &format!("The backup started {when} was interrupted; its leftovers are removed now."),

@@ -54,6 +54,29 @@ pub fn parse_size(text: &str) -> Result<u64, String> {
     Ok((value * (1u64 << shift) as f64) as u64)
 }
 
+/// One way to say a moment on this machine's clock, everywhere a person
+/// reads it (the app, the command line, the mail).
+pub trait LocalTime {
+    /// To the minute: `2026-12-07 17:09`.
+    fn local_minute(&self) -> String;
+    /// To the second: `2026-12-07 17:09:42`.
+    fn local_second(&self) -> String;
+}
+
+impl<Tz: chrono::TimeZone> LocalTime for chrono::DateTime<Tz> {
+    fn local_minute(&self) -> String {
+        self.with_timezone(&chrono::Local)
+            .format("%Y-%m-%d %H:%M")
+            .to_string()
+    }
+
+    fn local_second(&self) -> String {
+        self.with_timezone(&chrono::Local)
+            .format("%Y-%m-%d %H:%M:%S")
+            .to_string()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -1,6 +1,7 @@
 //! The backup screen: choose folders, see what was found and what will
 //! happen, back up with live progress, see the result.
 
+use persnap::units::LocalTime;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
@@ -214,7 +215,7 @@ pub fn failed_schedule_banner(app: &PersnapApp, ui: &mut Ui) {
             "The scheduled backup “{}” of {} failed on {} during {step}: {message} See History for details.",
             run.scheduled.as_deref().unwrap_or_default(),
             run.source.display(),
-            run.started.with_timezone(&chrono::Local).format("%Y-%m-%d %H:%M"),
+            run.started.local_minute(),
         ),
     );
     ui.separator();

@@ -8,6 +8,7 @@ use chrono::{DateTime, Datelike, Duration, Local, NaiveDate, TimeZone, Timelike}
 use eframe::egui::{self, Ui};
 use egui_plot::{GridInput, GridMark, Line, Plot, Points};
 use persnap::history::{Outcome, Run};
+use persnap::units::LocalTime;
 
 use super::backup_view::{GREEN, RED};
 
@@ -283,11 +284,7 @@ pub fn size_and_duration(ui: &mut Ui, id: &str, runs: &[&Run], height: f32) {
                     let (egui_plot::HoverPosition::NearDataPoint { position, .. }
                     | egui_plot::HoverPosition::Elsewhere { position }) = p;
                     let t = local(position.x)?;
-                    Some(format!(
-                        "{}\n{:.1} {unit}",
-                        t.format("%Y-%m-%d %H:%M"),
-                        position.y
-                    ))
+                    Some(format!("{}\n{:.1} {unit}", t.local_minute(), position.y))
                 }
             })
     };

@@ -3,6 +3,7 @@
 //! and duration over time, and what can be done — back up now, verify a
 //! backup again, restore one, open its folder, stop protecting it.
 
+use persnap::units::LocalTime;
 use std::path::PathBuf;
 use std::sync::mpsc::TryRecvError;
 use std::time::Duration;
@@ -743,10 +744,7 @@ fn note_field(ui: &mut Ui, note: &mut String) {
 }
 
 fn when(run: &Run) -> String {
-    run.started
-        .with_timezone(&chrono::Local)
-        .format("%Y-%m-%d %H:%M")
-        .to_string()
+    run.started.local_minute()
 }
 
 /// A run's result in words, with the reason for a failure.

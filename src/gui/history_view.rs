@@ -2,6 +2,7 @@
 //! details pane with the manifest or the error, and backup size and
 //! duration over time (see `chart`).
 
+use persnap::units::LocalTime;
 use std::time::Duration;
 
 use eframe::egui::{self, RichText, Ui};
@@ -215,13 +216,7 @@ fn table(ui: &mut Ui, view: &mut ViewState, rows: &[Run]) {
             for run in rows {
                 body.row(20.0, |mut row| {
                     row.set_selected(view.selected.as_deref() == Some(run.id.as_str()));
-                    cell(
-                        &mut row,
-                        run.started
-                            .with_timezone(&chrono::Local)
-                            .format("%Y-%m-%d %H:%M")
-                            .to_string(),
-                    );
+                    cell(&mut row, run.started.local_minute());
                     cell(&mut row, run.source.display().to_string());
                     cell(&mut row, method(run));
                     cell(
@@ -285,7 +280,7 @@ fn details(app: &mut PersnapApp, ui: &mut Ui) {
                 ui.label(v);
                 ui.end_row();
             };
-            row("Started", run.started.with_timezone(&chrono::Local).format("%Y-%m-%d %H:%M:%S").to_string());
+            row("Started", run.started.local_second());
             row("Source", format!("{} ({})", run.source.display(), run.store_name));
             row("Backup location", run.destination.display().to_string());
             row("Method", method(run));

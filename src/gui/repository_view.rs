@@ -11,6 +11,7 @@
 //! and the window must not. The Back up screen uses the same fields when
 //! its backups go into a repository.
 
+use persnap::units::LocalTime;
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::sync::mpsc::{Receiver, TryRecvError};
@@ -621,10 +622,7 @@ fn fleet(ui: &mut Ui, connected: &Connected) -> Option<(String, String)> {
                         };
                         ui.label(when).on_hover_text(
                             newest
-                                .time
-                                .with_timezone(&chrono::Local)
-                                .format("%Y-%m-%d %H:%M:%S")
-                                .to_string(),
+                                .time.local_second(),
                         );
                         ui.label(persnap::units::bytes(newest.bytes));
                         let pinned = backups.iter().filter(|l| l.pinned).count();

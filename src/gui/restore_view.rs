@@ -13,6 +13,7 @@
 //! asked, protects it with the same repository, so that the next backups
 //! go on where the old machine's stopped.
 
+use persnap::units::LocalTime;
 use std::path::PathBuf;
 use std::sync::mpsc::{Receiver, TryRecvError};
 
@@ -267,9 +268,7 @@ fn chosen_backup(app: &mut PersnapApp, ui: &mut Ui) -> Option<Chosen> {
             for (i, l) in of_db.iter().enumerate() {
                 let mut text = format!(
                     "{} · {}",
-                    l.time
-                        .with_timezone(&chrono::Local)
-                        .format("%Y-%m-%d %H:%M"),
+                    l.time.local_minute(),
                     persnap::units::bytes(l.bytes)
                 );
                 if i == 0 {
@@ -406,9 +405,7 @@ fn about(ui: &mut Ui, m: &Manifest) {
         } else {
             &m.host
         },
-        m.finished
-            .with_timezone(&chrono::Local)
-            .format("%Y-%m-%d %H:%M"),
+        m.finished.local_minute(),
         m.source_dir.join(&m.store_name).display(),
         m.files.len(),
         if m.files.len() == 1 { "" } else { "s" },
@@ -685,9 +682,7 @@ fn running_or_done(app: &mut PersnapApp, ui: &mut Ui) {
                     &report.backup_host
                 },
                 report
-                    .backup_taken
-                    .with_timezone(&chrono::Local)
-                    .format("%Y-%m-%d %H:%M")
+                    .backup_taken.local_minute()
             ));
             if let Some(dir) = &report.safety_dir {
                 ui.label(format!(

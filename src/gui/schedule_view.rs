@@ -3,6 +3,7 @@
 //! backup set up on the Back up screen, and removal. Installing and
 //! removing go through the helper (one polkit/UAC prompt); listing does not.
 
+use persnap::units::LocalTime;
 use std::path::PathBuf;
 
 use eframe::egui::{self, Ui};
@@ -173,11 +174,7 @@ fn list(app: &mut PersnapApp, ui: &mut Ui) {
 }
 
 fn status_label(ui: &mut Ui, status: &Status) {
-    let local = |t: &chrono::DateTime<chrono::Utc>| {
-        t.with_timezone(&chrono::Local)
-            .format("%Y-%m-%d %H:%M")
-            .to_string()
-    };
+    let local = |t: &chrono::DateTime<chrono::Utc>| t.local_minute();
     match status {
         Status::Fine { last: None } => ui.label("not run yet"),
         Status::Fine { last: Some(t) } => ui.colored_label(GREEN, format!("ran {}", local(t))),
@@ -185,10 +182,9 @@ fn status_label(ui: &mut Ui, status: &Status) {
             RED,
             format!("{} {}", run.outcome.label(), local(&run.started)),
         ),
-        Status::Missed { due } => ui.colored_label(
-            AMBER,
-            format!("missed the run due {}", due.format("%Y-%m-%d %H:%M")),
-        ),
+        Status::Missed { due } => {
+            ui.colored_label(AMBER, format!("missed the run due {}", due.local_minute()))
+        }
     };
 }
 

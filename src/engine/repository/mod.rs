@@ -16,6 +16,7 @@
 //!
 //! Everything here runs as the user whose backup it is, never as root.
 
+use crate::units::LocalTime;
 use std::path::Path;
 
 use serde::{Deserialize, Serialize};
@@ -731,10 +732,7 @@ pub fn choose(listed: &[Listed], which: &Which, location: &str) -> Result<Listed
                                 of_db.iter().filter(|l| l.host == *h).map(|l| l.time).max();
                             format!(
                                 "{h} (newest {})",
-                                newest.map_or_else(String::new, |t| t
-                                    .with_timezone(&chrono::Local)
-                                    .format("%Y-%m-%d %H:%M")
-                                    .to_string())
+                                newest.map_or_else(String::new, |t| t.local_minute())
                             )
                         })
                         .collect();
