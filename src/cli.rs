@@ -1372,6 +1372,16 @@ fn schedule_cmd(cmd: ScheduleCommand) -> Result<(), Failure> {
                 }
             }
             eprintln!("Removed {} schedule(s).", all.len() - failed.len());
+            // The uninstallers run this: no task of persnap's may be left
+            // running a deleted program, the hourly watch neither.
+            match persnap::schedule::watch::keep(false, std::path::Path::new("")) {
+                Ok(Some(done)) => eprintln!("{done} (`persnap monitoring set` puts it back.)"),
+                Ok(None) => {}
+                Err(e) => {
+                    eprintln!("Could not remove the hourly watch: {e}");
+                    failed.push(("the hourly watch".into(), e.into()));
+                }
+            }
             let Some(code) = failed.last().map(|(_, e)| e.code) else {
                 return Ok(());
             };

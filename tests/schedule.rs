@@ -1222,7 +1222,7 @@ fn each_scheduled_run_rewrites_the_metrics_textfile() {
     let refused = persnap(&["monitoring", "set", "--textfile", shared.to_str().unwrap()]);
     assert!(!refused.status.success());
     assert!(
-        stderr(&refused).contains("writable by its owner only"),
+        stderr(&refused).contains("writable by their owner only"),
         "{}",
         stderr(&refused)
     );
@@ -1894,6 +1894,48 @@ fn a_missed_run_is_told_to_its_ping_once() {
             stdin,
         )
     };
+    // The hourly watch runs its program as root: a persnap anybody else
+    // could replace is refused for it (the settings are kept, and said).
+    let theirs = tempfile::tempdir().unwrap();
+    let copy = theirs.path().join("persnap");
+    std::fs::copy(bin("persnap"), &copy).unwrap();
+    std::os::unix::fs::chown(theirs.path(), Some(65534), Some(65534)).unwrap();
+    std::os::unix::fs::chown(&copy, Some(65534), Some(65534)).unwrap();
+    let planted = output_with_stdin(
+        Command::new(&copy)
+            .args(["monitoring", "set", "--ping", "daily"])
+            .env("PERSNAP_UNIT_DIR", units.path())
+            .env("PERSNAP_DATA_DIR", data.path())
+            .env("PERSNAP_REGISTRY_DIR", admin.path().join("databases"))
+            .env("PERSNAP_LOG_DIR", admin.path().join("logs")),
+        "http://127.0.0.1:9/ping/tok-missed\n",
+    );
+    assert!(!planted.status.success());
+    assert!(
+        stderr(&planted).contains("the hourly watch would run"),
+        "{}",
+        stderr(&planted)
+    );
+    assert!(!units.path().join("persnap-watch.service").exists());
+    drop(theirs);
+
+    // A service that cannot be reached yet (the network not up after a
+    // boot): the missed run is not marked told, and the next watch tells it.
+    let down = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let down_port = down.local_addr().unwrap().port();
+    drop(down);
+    let set = persnap(
+        &["monitoring", "set", "--ping", "daily"],
+        &format!("http://127.0.0.1:{down_port}/ping/tok-missed\n"),
+    );
+    assert!(set.status.success(), "{}", stderr(&set));
+    let watched = persnap(&["monitoring", "watch"], "");
+    assert_eq!(watched.status.code(), Some(1), "{}", stderr(&watched));
+    assert!(
+        stderr(&watched).contains("could not be told yet"),
+        "{}",
+        stderr(&watched)
+    );
     let set = persnap(
         &["monitoring", "set", "--ping", "daily"],
         &format!("http://127.0.0.1:{}/ping/tok-missed\n", pings.port),

@@ -467,66 +467,92 @@ fn watch() -> Result<(), Failure> {
         return Ok(());
     };
     let path = told_path();
+    // One watch at a time (the timer's and one run by hand would tell
+    // everything twice): the second waits, then finds it told.
+    let lock = path.with_extension("lock");
+    let _one = persnap::fsutil::FileLock::exclusive(&lock).map_err(|e| Failure {
+        code: 1,
+        error: anyhow::anyhow!("The watch cannot take its lock {} ({e}).", lock.display()),
+    })?;
     let mut told: std::collections::BTreeMap<String, chrono::DateTime<chrono::Utc>> =
         match std::fs::read(&path) {
             Ok(bytes) => serde_json::from_slice(&bytes).unwrap_or_default(),
             Err(_) => Default::default(),
         };
     let now = chrono::Local::now();
+    // Well inside the service's 10 minutes, whatever the servers do: what
+    // is left is told at the next watch.
+    let budget = std::time::Instant::now() + std::time::Duration::from_secs(8 * 60);
     let mut missed = 0;
+    let mut untold = 0;
     for s in schedule::list().map_err(|e| bad(format!("The schedules cannot be read ({e}).")))? {
         let runs = super::runs_as_maker(&s);
-        let due = match schedule::status(&s, &runs, now) {
-            Status::Missed { due } => due,
+        let (key, when, summary, body) = match schedule::status(&s, &runs, now) {
+            Status::Missed { due } => {
+                missed += 1;
+                let (summary, body) = schedule::missed_message(&s, due);
+                (
+                    s.name.clone(),
+                    due.with_timezone(&chrono::Utc),
+                    summary,
+                    body,
+                )
+            }
             // A task that runs as a named Windows account cannot read the
-            // secrets to tell its own failure: the watch tells it, once.
-            Status::Failed { run } if s.run_as.is_some() => {
-                let key = format!("{} failed", s.name);
-                if told.get(&key) == Some(&run.started) {
+            // secrets to tell its own failure (or its drill's): the watch
+            // tells it, once.
+            _ if s.run_as.is_some() => {
+                let Some(run) = s
+                    .deciding_run(&runs)
+                    .filter(|r| r.outcome != persnap::history::Outcome::Completed)
+                else {
                     continue;
-                }
+                };
                 let (summary, body) =
-                    schedule::failure_message(&s.name, Some(&run), "Task Scheduler");
-                eprintln!("{summary}: {body}");
-                run_ended(
-                    alerts.clone(),
-                    &s.name,
-                    alert::Ending {
-                        ok: false,
-                        summary,
-                        body,
-                    },
-                );
-                told.insert(key, run.started);
-                continue;
+                    schedule::failure_message(&s.name, Some(run), "Task Scheduler");
+                (format!("{} failed", s.name), run.started, summary, body)
             }
             _ => continue,
         };
-        missed += 1;
-        let due = due.with_timezone(&chrono::Utc);
-        if told.get(&s.name) == Some(&due) {
+        if told.get(&key) == Some(&when) {
             continue;
         }
-        let (summary, body) = schedule::missed_message(&s, due.with_timezone(&chrono::Local));
+        if std::time::Instant::now() > budget {
+            untold += 1;
+            continue;
+        }
         eprintln!("{summary}: {body}");
-        run_ended(
-            alerts.clone(),
-            &s.name,
-            alert::Ending {
-                ok: false,
-                summary,
-                body,
-            },
-        );
-        told.insert(s.name.clone(), due);
+        let ending = alert::Ending {
+            ok: false,
+            summary,
+            body,
+        };
+        // Remembered only once every channel took it (a network not up
+        // yet after boot, a mail server down): else told again next time.
+        if run_ended(alerts.clone(), &s.name, ending) {
+            told.insert(key, when);
+            let json = serde_json::to_vec_pretty(&told).expect("times serialize");
+            persnap::fsutil::atomic_write_private(&path, &json).map_err(|e| Failure {
+                code: 1,
+                error: anyhow::anyhow!("{} cannot be written ({e}).", path.display()),
+            })?;
+        } else {
+            untold += 1;
+        }
     }
-    let json = serde_json::to_vec_pretty(&told).expect("times serialize");
-    persnap::fsutil::atomic_write_private(&path, &json)
-        .map_err(|e| bad(format!("{} cannot be written ({e}).", path.display())))?;
     if missed == 0 {
         eprintln!("No scheduled run was missed.");
     }
-    summary(&alerts, now)
+    let summed = summary(&alerts, now);
+    if untold > 0 {
+        return Err(Failure {
+            code: 1,
+            error: anyhow::anyhow!(
+                "{untold} missed or failed run(s) could not be told yet (said above); the next watch tries again."
+            ),
+        });
+    }
+    summed
 }
 
 /// When the summary was last sent: beside the settings, root's.
@@ -617,7 +643,8 @@ pub fn start_ping(name: &str) -> Option<std::sync::mpsc::Receiver<()>> {
 
 /// Tell the channels how a scheduled run ended, within
 /// [`alert::END_LIMIT`] whatever the servers do; what failed is said.
-pub fn run_ended(alerts: alert::Alerts, name: &str, ending: alert::Ending) {
+/// Whether every channel took it.
+pub fn run_ended(alerts: alert::Alerts, name: &str, ending: alert::Ending) -> bool {
     let who = name.to_owned();
     let problems = alert::within(alert::END_LIMIT, move || alerts.ended(&who, &ending))
         .unwrap_or_else(|| {
@@ -626,9 +653,11 @@ pub fn run_ended(alerts: alert::Alerts, name: &str, ending: alert::Ending) {
                 alert::END_LIMIT.as_secs()
             )]
         });
+    let told = problems.is_empty();
     for problem in problems {
         warn(&problem);
     }
+    told
 }
 
 /// After a scheduled run (root, or SYSTEM): the textfile rewritten when

@@ -356,7 +356,7 @@ pub fn show(app: &mut PersnapApp, ui: &mut Ui) {
                 let l = ui.label("node_exporter's textfile folder");
                 ui.add(egui::TextEdit::singleline(&mut page.textfile).hint_text("e.g. /var/lib/prometheus/node-exporter").desired_width(320.0)).labelled_by(l.id);
             });
-            ui.label("After each scheduled run, every protected database's metrics are written there as persnap.prom, as the folder's owner; only its owner may be able to change the folder. Empty: not written.");
+            ui.label("After each scheduled run, every protected database's metrics are written there as persnap.prom, as the folder's owner, so nobody else must be able to change the folder. Empty: not written.");
         });
         ui.add_space(8.0);
         let busy = page.job.is_some();

@@ -195,7 +195,7 @@ pub fn write_textfile(dir: &std::path::Path, assessments: &[Assessment]) -> crat
 /// follows the folder's name, from [`crate::backup::folder_writer`]).
 pub fn unsafe_folder(dir: &std::path::Path, problem: &str) -> String {
     format!(
-        "node_exporter's textfile folder {} {problem}; persnap writes {TEXTFILE_NAME} there as the folder's owner, and nobody else may be able to swap it: make it writable by its owner only (chmod 755)",
+        "node_exporter's textfile folder {} {problem}; persnap writes {TEXTFILE_NAME} there as the folder's owner, so nobody but that owner must be able to change it or a folder above it: make them writable by their owner only (chmod 755)",
         dir.display()
     )
 }

@@ -92,7 +92,9 @@ impl Summary {
         sent: Option<chrono::DateTime<chrono::Utc>>,
         now: chrono::DateTime<chrono::Local>,
     ) -> bool {
-        sent.is_none_or(|sent| sent < self.last_due(now))
+        // A time ahead of now: the clock was set back; not a reason to
+        // stay silent until it catches up.
+        sent.is_none_or(|sent| sent < self.last_due(now) || sent > now)
     }
 }
 

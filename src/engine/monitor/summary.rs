@@ -26,9 +26,15 @@ pub fn letter(
         (0, _) => format!("persnap on {host}: no database is protected"),
         (1, 0) => format!("persnap on {host}: the database is protected"),
         (n, 0) => format!("persnap on {host}: all {n} databases are protected"),
+        // A subject stays a line: three names, then how many more.
         (n, k) => format!(
-            "persnap on {host}: {k} of {n} not protected: {}",
-            troubled.join(", ")
+            "persnap on {host}: {k} of {n} not protected: {}{}",
+            troubled[..k.min(3)].join(", "),
+            if k > 3 {
+                format!(" and {} more", k - 3)
+            } else {
+                String::new()
+            }
         ),
     };
     let mut body = format!(

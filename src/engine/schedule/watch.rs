@@ -28,6 +28,8 @@ pub fn service_unit(exe: &Path) -> String {
         "[Unit]\n\
          Description=persnap: tell missed backups and mail the summary\n\
          Documentation=man:persnap-monitoring(1)\n\
+         Wants=network-online.target\n\
+         After=network-online.target\n\
          \n\
          [Service]\n\
          Type=oneshot\n\
@@ -54,16 +56,97 @@ pub fn timer_unit() -> String {
     )
 }
 
+/// The Windows task: hourly as SYSTEM, started as soon as it can after a
+/// start it missed, on battery too, stopped after 10 minutes.
+pub fn task_xml(exe: &Path) -> String {
+    let escape = |t: &str| {
+        t.replace('&', "&amp;")
+            .replace('<', "&lt;")
+            .replace('>', "&gt;")
+            .replace('"', "&quot;")
+    };
+    format!(
+        r#"<?xml version="1.0" encoding="UTF-16"?>
+<Task version="1.2" xmlns="http://schemas.microsoft.com/windows/2004/02/mit/task">
+  <RegistrationInfo>
+    <Author>persnap</Author>
+    <Description>persnap: tell missed backups and mail the summary (hourly)</Description>
+    <URI>{task}</URI>
+  </RegistrationInfo>
+  <Triggers>
+    {trigger}
+  </Triggers>
+  <Principals>
+    <Principal id="Author">
+      <UserId>S-1-5-18</UserId>
+      <RunLevel>HighestAvailable</RunLevel>
+    </Principal>
+  </Principals>
+  <Settings>
+    <MultipleInstancesPolicy>IgnoreNew</MultipleInstancesPolicy>
+    <DisallowStartIfOnBatteries>false</DisallowStartIfOnBatteries>
+    <StopIfGoingOnBatteries>false</StopIfGoingOnBatteries>
+    <AllowHardTerminate>true</AllowHardTerminate>
+    <StartWhenAvailable>true</StartWhenAvailable>
+    <RunOnlyIfNetworkAvailable>false</RunOnlyIfNetworkAvailable>
+    <AllowStartOnDemand>true</AllowStartOnDemand>
+    <Enabled>true</Enabled>
+    <Hidden>false</Hidden>
+    <RunOnlyIfIdle>false</RunOnlyIfIdle>
+    <WakeToRun>false</WakeToRun>
+    <ExecutionTimeLimit>PT10M</ExecutionTimeLimit>
+    <Priority>7</Priority>
+  </Settings>
+  <Actions Context="Author">
+    <Exec>
+      <Command>{command}</Command>
+      <Arguments>monitoring watch</Arguments>
+    </Exec>
+  </Actions>
+</Task>
+"#,
+        task = escape(TASK),
+        trigger = super::taskschd::trigger(&super::When::Hourly).expect("hourly is a task trigger"),
+        command = escape(&exe.to_string_lossy()),
+    )
+}
+
 /// What [`keep`] did, in words (`None`: nothing needed doing).
 pub type Done = Option<String>;
 
 /// Have the watch installed when `wanted` (mail or a ping is set), with
-/// `exe` the persnap that runs it, and removed when not.
+/// `exe` the persnap that runs it, and removed when not. Root (SYSTEM)
+/// runs `exe` every hour: it must be the administrators' alone, file and
+/// folders, or anyone who could replace it would have their program run
+/// with the machine's highest rights.
 pub fn keep(wanted: bool, exe: &Path) -> Result<Done> {
+    if wanted {
+        exe_admin_only(exe)?;
+    }
     #[cfg(windows)]
     return windows::keep(wanted, exe);
     #[cfg(not(windows))]
     linux::keep(wanted, exe)
+}
+
+/// Refuse to have the watch run `exe` when anybody but the
+/// administrators could replace it.
+pub fn exe_admin_only(exe: &Path) -> Result<()> {
+    #[cfg(windows)]
+    return super::taskschd::exe_admin_only(exe);
+    #[cfg(not(windows))]
+    crate::sys::admin_only(exe, false)
+        .and_then(|()| {
+            exe.parent()
+                .map_or(Ok(()), crate::fsutil::admin_only_folder)
+        })
+        .map_err(|e| crate::Error::Refused {
+            field: "program",
+            reason: format!(
+                "the hourly watch would run {} as root, but {e}; run the installed persnap (/usr/bin/persnap) instead",
+                exe.display()
+            ),
+        })
 }
 
 /// Where the units are: the schedules' folder.
@@ -86,22 +169,21 @@ mod linux {
             let same = units
                 .iter()
                 .all(|(path, text)| std::fs::read_to_string(path).ok().as_deref() == Some(text));
-            if same {
-                return Ok(None);
+            if !same {
+                for (path, text) in &units {
+                    crate::fsutil::atomic_write(path, text.as_bytes())
+                        .map_err(Error::io("write", path, HINT))?;
+                }
+                super::super::systemd::systemctl(&["daemon-reload"])?;
             }
-            for (path, text) in &units {
-                crate::fsutil::atomic_write(path, text.as_bytes())
-                    .map_err(Error::io("write", path, HINT))?;
-            }
-            let active = super::super::systemd::systemctl(&["daemon-reload"])
-                .and_then(|_| super::super::systemd::systemctl(&["enable", "--now", TIMER]))?;
-            return Ok(Some(if active {
-                format!(
-                    "The hourly watch is on (systemctl list-timers {TIMER}): it tells missed runs and sends the summary."
-                )
+            // Every time: a timer an earlier enable missed, or that was
+            // disabled by hand, is started again.
+            let active = super::super::systemd::systemctl(&["enable", "--now", TIMER])?;
+            return Ok((!same).then(|| if active {
+                format!("The hourly watch is on (systemctl list-timers {TIMER}): it tells missed runs and sends the summary.")
             } else {
                 format!(
-                    "The hourly watch's units are in {}; systemd is not running here, enable {TIMER} once it is.",
+                    "The hourly watch's units are in {} (systemd is not running here, or PERSNAP_UNIT_DIR points elsewhere): enable {TIMER} where systemd runs them.",
                     timer.parent().unwrap_or(Path::new("/")).display()
                 )
             }));
@@ -120,9 +202,7 @@ mod linux {
             }
         }
         let _ = super::super::systemd::systemctl(&["daemon-reload"]);
-        Ok(Some(
-            "The hourly watch is off: no mail or ping is set.".into(),
-        ))
+        Ok(Some("The hourly watch is off.".into()))
     }
 }
 
@@ -153,26 +233,37 @@ mod windows {
 
     pub fn keep(wanted: bool, exe: &Path) -> Result<Done> {
         if wanted {
-            // SYSTEM runs it: the program must be the administrators' alone.
-            super::super::taskschd::exe_admin_only(exe)?;
-            let command = format!(
-                "{} monitoring watch",
-                super::super::taskschd::quote_arg(&exe.to_string_lossy())
-            );
+            // The XML in the administrators' folder, created new (nobody
+            // else can plant or rewrite it before schtasks reads it).
+            let dir = super::super::taskschd::registry_dir();
+            crate::sys::create_admin_dir(&dir)
+                .and_then(|()| crate::sys::owned_by_admins(&dir))
+                .map_err(Error::io("secure", &dir, "Run persnap as administrator."))?;
+            let xml_path = dir.join(".monitoring-watch.task.xml");
+            let _ = std::fs::remove_file(&xml_path);
+            std::fs::File::options()
+                .write(true)
+                .create_new(true)
+                .open(&xml_path)
+                .and_then(|mut f| {
+                    use std::io::Write;
+                    f.write_all(&super::super::taskschd::utf16_with_bom(&task_xml(exe)))
+                })
+                .map_err(Error::io(
+                    "write",
+                    &xml_path,
+                    "Run persnap as administrator.",
+                ))?;
             let out = schtasks(&[
                 "/Create".as_ref(),
                 "/TN".as_ref(),
                 TASK.as_ref(),
-                "/TR".as_ref(),
-                command.as_ref(),
-                "/SC".as_ref(),
-                "HOURLY".as_ref(),
-                "/RU".as_ref(),
-                "SYSTEM".as_ref(),
-                "/RL".as_ref(),
-                "HIGHEST".as_ref(),
+                "/XML".as_ref(),
+                xml_path.as_os_str(),
                 "/F".as_ref(),
-            ])?;
+            ]);
+            let _ = std::fs::remove_file(&xml_path);
+            let out = out?;
             if !out.status.success() {
                 return Err(Error::Tool {
                     action: format!("create the scheduled task {TASK}"),
@@ -200,9 +291,7 @@ mod windows {
                 hint: "Run persnap as administrator, or delete the task in Task Scheduler.",
             });
         }
-        Ok(Some(
-            "The hourly watch is off: no mail or ping is set.".into(),
-        ))
+        Ok(Some("The hourly watch is off.".into()))
     }
 }
 
@@ -220,5 +309,12 @@ mod tests {
         assert!(timer.contains(&format!("Unit={SERVICE}\n")));
         // Never mistaken for a schedule's units.
         assert!(!SERVICE.starts_with("persnap-backup-"));
+        assert!(service.contains("After=network-online.target\n"));
+        let task = task_xml(Path::new(r"C:\Program Files\persnap\persnap.exe"));
+        assert!(task.contains("<UserId>S-1-5-18</UserId>"));
+        assert!(task.contains("<StartWhenAvailable>true</StartWhenAvailable>"));
+        assert!(task.contains("<DisallowStartIfOnBatteries>false</DisallowStartIfOnBatteries>"));
+        assert!(task.contains("<Interval>PT1H</Interval>"));
+        assert!(task.contains(r"<Command>C:\Program Files\persnap\persnap.exe</Command>"));
     }
 }
