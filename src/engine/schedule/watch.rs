@@ -223,12 +223,11 @@ mod windows {
         })
     }
 
-    fn exists() -> Result<bool> {
-        Ok(
-            schtasks(&["/Query".as_ref(), "/TN".as_ref(), TASK.as_ref()])?
-                .status
-                .success(),
-        )
+    /// The record that persnap made the task, in the administrators'
+    /// folder beside the schedules' (removal asks Task Scheduler only when
+    /// it is there: wine's schtasks cannot tell whether a task exists).
+    fn record() -> PathBuf {
+        super::super::taskschd::registry_dir().join("monitoring-watch.installed")
     }
 
     pub fn keep(wanted: bool, exe: &Path) -> Result<Done> {
@@ -271,11 +270,16 @@ mod windows {
                     hint: "Creating a task that runs as SYSTEM needs administrator rights.",
                 });
             }
+            let record = record();
+            crate::fsutil::atomic_write(&record, TASK.as_bytes())
+                .and_then(|()| crate::sys::owned_by_admins(&record))
+                .map_err(Error::io("write", &record, "Run persnap as administrator."))?;
             return Ok(Some(format!(
                 "The hourly watch is on (the task {TASK}, as SYSTEM): it tells missed runs and sends the summary."
             )));
         }
-        if !exists()? {
+        let record = record();
+        if !record.exists() {
             return Ok(None);
         }
         let out = schtasks(&[
@@ -285,12 +289,20 @@ mod windows {
             "/F".as_ref(),
         ])?;
         if !out.status.success() {
-            return Err(Error::Tool {
-                action: format!("delete the scheduled task {TASK}"),
-                reason: out.said(),
-                hint: "Run persnap as administrator, or delete the task in Task Scheduler.",
-            });
+            let still = schtasks(&["/Query".as_ref(), "/TN".as_ref(), TASK.as_ref()])?;
+            if still.status.success() {
+                return Err(Error::Tool {
+                    action: format!("delete the scheduled task {TASK}"),
+                    reason: out.said(),
+                    hint: "Run persnap as administrator, or delete the task in Task Scheduler (folder persnap).",
+                });
+            }
         }
+        std::fs::remove_file(&record).map_err(Error::io(
+            "remove",
+            &record,
+            "Run persnap as administrator.",
+        ))?;
         Ok(Some("The hourly watch is off.".into()))
     }
 }
