@@ -345,7 +345,7 @@ fn set(args: SetArgs) -> Result<(), Failure> {
         // Written once now: a folder that cannot take it is said here, not
         // after the next run.
         let survey = super::status::survey(false, None)?;
-        write_textfile(dir, &survey.assessments)?;
+        super::status::write_textfile(dir, &survey.assessments)?;
         eprintln!(
             "Wrote {}; scheduled runs rewrite it after each run.",
             dir.join(metrics::TEXTFILE_NAME).display()
@@ -676,7 +676,7 @@ pub fn refresh_textfile() {
         }
     };
     let written = super::status::survey(false, None)
-        .and_then(|survey| write_textfile(&dir, &survey.assessments));
+        .and_then(|survey| super::status::write_textfile(&dir, &survey.assessments));
     match written {
         Ok(()) => tracing::info!(
             "metrics written into {}",
@@ -686,27 +686,4 @@ pub fn refresh_textfile() {
             warn(&format!("the metrics textfile was not written: {e}"));
         }
     }
-}
-
-/// Write the metrics into node_exporter's textfile folder `dir` as the
-/// folder's owner (root only where root alone can change it and every
-/// folder above it): root never writes where somebody else could swap
-/// what it writes for a link elsewhere.
-pub fn write_textfile(
-    dir: &std::path::Path,
-    assessments: &[persnap::protection::Assessment],
-) -> persnap::Result<()> {
-    #[cfg(unix)]
-    if persnap::fsutil::is_root() {
-        let writer =
-            persnap::backup::folder_writer(dir).map_err(|problem| persnap::Error::Refused {
-                field: "textfile",
-                reason: metrics::unsafe_folder(dir, &problem),
-            })?;
-        if let persnap::restore::Writer::Owner { uid, .. } = writer {
-            return persnap::privileged::user::Identity::of_uid(uid)?
-                .run_as(|| metrics::write_textfile(dir, assessments))?;
-        }
-    }
-    metrics::write_textfile(dir, assessments)
 }

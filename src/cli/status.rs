@@ -118,7 +118,7 @@ pub fn run(
         }
         return match textfile {
             Some(dir) => {
-                super::monitoring::write_textfile(&dir, &survey.assessments)?;
+                write_textfile(&dir, &survey.assessments)?;
                 eprintln!(
                     "Wrote the metrics of {} protected database(s) into {}.",
                     survey.assessments.len(),
@@ -171,6 +171,29 @@ pub fn run(
         code: worst.exit_code(),
         error: anyhow::anyhow!("{}: {}", worst.label(), names.join(", ")),
     })
+}
+
+/// Write the metrics into node_exporter's textfile folder `dir` as the
+/// folder's owner (root only where root alone can change it and every
+/// folder above it): root never writes where somebody else could swap
+/// what it writes for a link elsewhere.
+pub fn write_textfile(
+    dir: &std::path::Path,
+    assessments: &[persnap::protection::Assessment],
+) -> persnap::Result<()> {
+    #[cfg(unix)]
+    if persnap::fsutil::is_root() {
+        let writer =
+            persnap::backup::folder_writer(dir).map_err(|problem| persnap::Error::Refused {
+                field: "textfile",
+                reason: metrics::unsafe_folder(dir, &problem),
+            })?;
+        if let persnap::restore::Writer::Owner { uid, .. } = writer {
+            return persnap::privileged::user::Identity::of_uid(uid)?
+                .run_as(|| metrics::write_textfile(dir, assessments))?;
+        }
+    }
+    metrics::write_textfile(dir, assessments)
 }
 
 #[cfg(test)]

@@ -177,27 +177,6 @@ pub fn within<T: Send + 'static>(
 /// How long the end of a run may take for its ping and its mail together.
 pub const END_LIMIT: std::time::Duration = std::time::Duration::from_secs(30);
 
-/// Refuse a certificate authority file anybody but the administrators
-/// could change: whoever could would be trusted to speak for the mail
-/// server, and be handed its password.
-pub fn check_ca_file(ca: &std::path::Path) -> Result<(), String> {
-    if !crate::fsutil::is_root() {
-        return Ok(());
-    }
-    crate::sys::admin_only(ca, false)
-        .and_then(|()| {
-            ca.parent()
-                .map_or(Ok(()), crate::fsutil::admin_only_folder)
-        })
-        .map_err(|e| {
-            format!(
-                "The certificate authority file {} must be the administrator's alone ({e}); whoever could change it could read the mail password. {}",
-                ca.display(),
-                crate::sys::ADMIN_ONLY_FIX
-            )
-        })
-}
-
 /// Check `update` and keep it: the secrets first (settings that name a
 /// ping never lack its address), then the settings. `names` are the
 /// databases (schedules) a ping may be set for. What was kept comes back.
@@ -280,7 +259,7 @@ pub fn apply(update: settings::Update, names: &[String]) -> crate::Result<Monito
             if let Some(ca) = &mail.ca_file {
                 let ca = crate::fsutil::canonicalize(ca)
                     .map_err(|e| refused(format!("{} cannot be used ({e}).", ca.display())))?;
-                check_ca_file(&ca).map_err(refused)?;
+                mail::check_ca_file(&ca).map_err(refused)?;
                 mail.ca_file = Some(ca);
             }
             // The password kept goes only to the server it was given for.

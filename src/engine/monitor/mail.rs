@@ -50,7 +50,7 @@ pub fn send(mail: &Mail, password: Option<&Secret>, letter: &Letter) -> Result<(
 
     let mut tls = TlsParameters::builder(mail.server.clone());
     if let Some(ca) = &mail.ca_file {
-        super::alert::check_ca_file(ca)?;
+        check_ca_file(ca)?;
         let pem = std::fs::read(ca).map_err(|e| {
             format!(
                 "The certificate authority file {} cannot be read ({e}).",
@@ -136,4 +136,25 @@ fn said(server: &str, mail: &Mail, e: &lettre::transport::smtp::Error) -> String
 /// lettre's words already hold every source's.
 fn detail(e: &lettre::transport::smtp::Error) -> String {
     e.to_string()
+}
+
+/// Refuse a certificate authority file anybody but the administrators
+/// could change: whoever could would be trusted to speak for the mail
+/// server, and be handed its password.
+pub fn check_ca_file(ca: &std::path::Path) -> Result<(), String> {
+    if !crate::fsutil::is_root() {
+        return Ok(());
+    }
+    crate::sys::admin_only(ca, false)
+        .and_then(|()| {
+            ca.parent()
+                .map_or(Ok(()), crate::fsutil::admin_only_folder)
+        })
+        .map_err(|e| {
+            format!(
+                "The certificate authority file {} must be the administrator's alone ({e}); whoever could change it could read the mail password. {}",
+                ca.display(),
+                crate::sys::ADMIN_ONLY_FIX
+            )
+        })
 }
