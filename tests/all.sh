@@ -4,7 +4,7 @@
 # test by far) runs in the background while the other Linux tests and the
 # Windows build and tests use the rest of the machine. The VM test is
 # `#[ignore]`d in a plain `cargo test` for that reason; this runs it
-# (`cargo test --test lvm_vm -- --ignored` runs it alone).
+# (`cargo test --test integration lvm_vm:: -- --ignored` runs it alone).
 #
 #   tests/all.sh [FUZZ_SECONDS]   (default 30)
 #
@@ -20,14 +20,14 @@ step() { echo "== $* ($((SECONDS - started)) s)"; }
 step "build the Linux tests"
 built=$(mktemp)
 cargo test --locked --no-run 2>&1 | tee "$built"
-vm_test=$(sed -n 's/^ *Executable tests\/lvm_vm.rs (\(.*\))$/\1/p' "$built")
+vm_test=$(sed -n 's/^ *Executable tests\/integration\/main.rs (\(.*\))$/\1/p' "$built")
 rm -f "$built"
 [ -x "$vm_test" ] || { echo "FAIL: the LVM VM test was not built" >&2; exit 1; }
 
 step "start the LVM VM test in the background"
 vm_log=$(mktemp)
 # Its own process group, so that a failure elsewhere stops qemu too.
-setsid "$vm_test" --ignored --nocapture >"$vm_log" 2>&1 &
+setsid "$vm_test" --ignored --nocapture lvm_vm:: >"$vm_log" 2>&1 &
 vm=$!
 trap 'kill -- -$vm 2>/dev/null || true; rm -f "$vm_log"' EXIT
 

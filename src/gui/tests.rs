@@ -848,7 +848,7 @@ fn the_repositories_screen_connects_and_lists_backups_by_machine_and_database() 
 
     let mut app = app_with_history(data.path());
     app.rt.screen = Screen::Repositories;
-    // This test does not touch the keyring (tests/keyring.rs does).
+    // This test does not touch the keyring (tests/integration/keyring.rs does).
     app.settings.remember_password = false;
     let mut h = harness(app);
     h.run_steps(2);
@@ -1024,7 +1024,7 @@ fn a_live_database_is_backed_up_into_a_repository_from_the_back_up_screen() {
     let writer = Writer::start(&db);
 
     let mut app = app_with_history(data.path());
-    // This test does not touch the keyring (tests/keyring.rs does).
+    // This test does not touch the keyring (tests/integration/keyring.rs does).
     app.settings.remember_password = false;
     app.rt.staging = Some(staging.clone());
     let mut h = harness(app);

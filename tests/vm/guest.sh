@@ -1,5 +1,5 @@
 #!/bin/sh
-# Guest side of tests/lvm_vm.rs, run as root inside the test VM (a real
+# Guest side of tests/integration/lvm_vm.rs, run as root inside the test VM (a real
 # kernel with device-mapper). Drives the real persnap binaries from the 9p
 # share against xfs and ext4 logical volumes with a live writer, and prints
 # one "RESULT <scenario> OK|FAIL <detail>" line per scenario.

@@ -37,7 +37,7 @@ fi
 # Start menu it lets go of its console). The helper is a Windows-subsystem
 # program: started by UAC, it must show no console or Terminal window
 # (Windows Terminal ignores a hidden start), and it serves its pipe
-# (tests/windows_helper.rs runs this very build's helper over it).
+# (tests/integration/windows_helper.rs runs this very build's helper over it).
 release=target/$target/release
 subsystem() { x86_64-w64-mingw32-objdump -p "$1" | sed -n 's/^Subsystem.*(\(.*\))$/\1/p'; }
 [ "$(subsystem "$release/persnap.exe")" = "Windows CUI" ] \

@@ -10,7 +10,7 @@
 //! busybox-static and lvm2 (installed by .ci/setup).
 #![cfg(target_os = "linux")]
 
-mod common;
+use crate::common;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -58,7 +58,7 @@ fn vm_prerequisites() -> Result<(String, PathBuf), String> {
 }
 
 // About 7 minutes on one core under TCG: tests/all.sh runs it beside the
-// other tests (`cargo test --test lvm_vm -- --ignored` runs it alone).
+// other tests (`cargo test --test integration lvm_vm:: -- --ignored` runs it alone).
 #[test]
 #[ignore = "slow (a VM under TCG): tests/all.sh runs it in parallel with the rest"]
 fn lvm_snapshots_on_a_real_kernel() {

@@ -3,7 +3,7 @@
 //! configuration, and files on disk (backups of them are not offered).
 #![cfg(target_os = "linux")]
 
-mod common;
+use crate::common;
 
 use std::os::unix::process::CommandExt;
 use std::path::Path;

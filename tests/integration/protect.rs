@@ -5,7 +5,7 @@
 //! left installed or registered, and nothing that was there is replaced.
 #![cfg(target_os = "linux")]
 
-mod common;
+use crate::common;
 
 use std::path::Path;
 use std::process::Command;

@@ -8,7 +8,7 @@
 //! plainly, and nothing is recorded as good.
 #![cfg(target_os = "linux")]
 
-mod common;
+use crate::common;
 
 use std::ffi::OsString;
 use std::io::{BufRead, BufReader, Read, Write};

@@ -3,7 +3,7 @@
 //! → helper as root (root-only part: CI starts a system D-Bus and polkitd).
 #![cfg(target_os = "linux")]
 
-mod common;
+use crate::common;
 
 use std::io::{BufReader, Write};
 use std::os::unix::fs::{MetadataExt, symlink};

@@ -3,7 +3,7 @@
 //! writer, a real failed backup, and the exit codes and words each gives.
 #![cfg(target_os = "linux")]
 
-mod common;
+use crate::common;
 
 use std::path::Path;
 use std::process::Output;

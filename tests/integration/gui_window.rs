@@ -8,7 +8,7 @@
 //! Xvfb, xdotool and ImageMagick (installed by .ci/setup).
 #![cfg(target_os = "linux")]
 
-mod common;
+use crate::common;
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};

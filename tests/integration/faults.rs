@@ -8,7 +8,7 @@
 //! - 100 consecutive backups under a live writer, all consistent.
 #![cfg(target_os = "linux")]
 
-mod common;
+use crate::common;
 
 use std::io::{BufRead, BufReader};
 use std::path::Path;
@@ -92,12 +92,10 @@ fn helper_killed_after_snapshot_mid_copy_and_mid_verify() {
         .enumerate()
     {
         kill_helper_at(&store, dest.path(), data.path(), trigger);
-        // Killed outright: its leftovers are there until the next run.
-        let leftovers = vol.snapshot_leftovers().len() + work_leftovers(dest.path()).len();
-        assert!(
-            leftovers >= 1,
-            "{trigger}: a SIGKILL leaves something for the sweep"
-        );
+        // Killed outright: its leftovers stay until a sweep, which any
+        // backup makes of every mount, also one of another module's tests
+        // running beside this one: that the kill came mid-run is shown by
+        // the history (interrupted), and that nothing stays, below.
         let history = History::at(data.path());
         assert_eq!(
             history.recover().unwrap().len(),

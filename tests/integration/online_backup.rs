@@ -1,7 +1,7 @@
 //! The explicit `sqlite-online` method under a live writer (no root needed).
 #![cfg(target_os = "linux")]
 
-mod common;
+use crate::common;
 
 use common::*;
 use persnap::backup::{BackupRequest, run_backup};

@@ -3,7 +3,7 @@
 //! and runs only as root).
 #![cfg(target_os = "linux")]
 
-mod common;
+use crate::common;
 
 use std::os::unix::fs::symlink;
 use std::path::Path;

@@ -1,4 +1,4 @@
-"""A real SMTP server on loopback for tests/schedule.rs: aiosmtpd (from
+"""A real SMTP server on loopback for tests/integration/schedule.rs: aiosmtpd (from
 PyPI, pinned in .ci/setup) requiring STARTTLS and a login before it takes
 mail, writing every message it takes into OUTDIR as NNN.eml.
 

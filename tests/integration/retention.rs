@@ -3,7 +3,7 @@
 //! persnap backup of this store, and finishing interrupted deletions.
 #![cfg(target_os = "linux")]
 
-mod common;
+use crate::common;
 
 use std::path::{Path, PathBuf};
 

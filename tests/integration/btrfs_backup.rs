@@ -7,7 +7,7 @@
 //! hide torn copies).
 #![cfg(target_os = "linux")]
 
-mod common;
+use crate::common;
 
 use std::path::Path;
 use std::process::Command;

@@ -2,7 +2,7 @@
 //! leaving the store exactly as it was.
 #![cfg(target_os = "linux")]
 
-mod common;
+use crate::common;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
