@@ -5,25 +5,23 @@ use persnap::units::LocalTime;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use eframe::egui::{self, Color32, RichText, Ui};
+use eframe::egui::{self, RichText, Ui};
 use persnap::backup::BackupRequest;
 use persnap::method::{Method, MethodChoice};
 use persnap::progress::{Level, Phase};
 use persnap::units;
 use persnap::volume::SnapshotSupport;
 
+use super::widgets::{AMBER, GREEN, RED, open_folder};
 use super::{Activity, Outcome, PersnapApp, Settings, worker};
-
-pub const GREEN: Color32 = Color32::from_rgb(0x2e, 0x9e, 0x4f);
-pub const RED: Color32 = Color32::from_rgb(0xd6, 0x3b, 0x3b);
-pub const AMBER: Color32 = Color32::from_rgb(0xd9, 0x8c, 0x1a);
+use persnap::schedule::{self, Status};
 
 pub fn show(app: &mut PersnapApp, ui: &mut Ui) {
     egui::ScrollArea::vertical()
         .auto_shrink([false, false])
         .show(ui, |ui| {
             failed_schedule_banner(app, ui);
-            super::schedule_view::missed_banner(app, ui);
+            missed_banner(app, ui);
             inputs(app, ui);
             keep_probe_fresh(app, ui.ctx());
             ui.separator();
@@ -128,7 +126,7 @@ pub fn connection_test_row(app: &mut PersnapApp, ui: &mut Ui) {
         }
         Some(Err(e)) => {
             ui.label("");
-            ui.vertical(|ui| super::repository_view::failure(ui, e));
+            ui.vertical(|ui| super::widgets::failure(ui, e));
             ui.end_row();
         }
     }
@@ -805,12 +803,77 @@ fn notes_lines(ui: &mut Ui, notes: &[(Level, String)]) {
     }
 }
 
-/// Show a folder in the system's file manager (no shell involved).
-pub fn open_folder(dir: &Path) {
-    let opener = if cfg!(windows) {
-        "explorer"
-    } else {
-        "xdg-open"
+/// Start a backup of the protected database `db` to `location`, shown on
+/// its card, with its own method and retention (not the Back up screen's).
+pub fn back_up_now(
+    app: &mut PersnapApp,
+    ctx: &egui::Context,
+    db: &persnap::registry::Database,
+    location: &Path,
+) {
+    let s = &mut app.settings;
+    s.source = db.folder.display().to_string();
+    s.store_name = db.store_name.clone();
+    let mut req = request(&app.settings);
+    req.dest = location.to_owned();
+    req.method = db.method;
+    req.retention = db.retention;
+    app.rt.overview.backing_up = Some(db.name.clone());
+    // Into its repository: staged first, with the password kept in the
+    // keyring (a scheduled run has its own, in root's file).
+    let into = match db.repository.as_ref().map(|r| into_repository(app, r)) {
+        None => None,
+        Some(Ok(into)) => Some(into),
+        Some(Err(e)) => {
+            app.rt.outcome = Some(super::Outcome::Failed(crate::launch::RemoteFailure::local(
+                &e, None,
+            )));
+            return;
+        }
     };
-    let _ = std::process::Command::new(opener).arg(dir).spawn();
+    if !into.as_ref().is_some_and(|i| i.staged) {
+        app.settings.dest = location.display().to_string();
+    }
+    // Its offsite copy (never staged: it is a copy of the first).
+    let offsite = db
+        .offsite
+        .as_ref()
+        .and_then(|o| into_repository(app, o).ok());
+    start_backup_into(app, ctx, req, into, offsite);
+}
+
+/// A protected database's repository, as a backup goes into it: with the
+/// password typed this session for it, else the keyring's.
+fn into_repository(
+    app: &PersnapApp,
+    place: &persnap::registry::InRepository,
+) -> persnap::Result<super::worker::IntoRepository> {
+    let location = persnap::repository::Location::parse(&place.location)?;
+    Ok(super::worker::IntoRepository {
+        password: super::repository_view::typed_password(app, &location.display()),
+        location,
+        keep: place.keep.clone(),
+        remember: false,
+        staging: app.rt.staging.clone(),
+        staged: place.staged,
+    })
+}
+
+/// Schedules that missed a run, said at the top of the Back up screen.
+pub fn missed_banner(app: &PersnapApp, ui: &mut Ui) {
+    let now = chrono::Local::now();
+    let mut any = false;
+    for s in &app.rt.schedules.list {
+        if let Status::Missed { due } = schedule::status(s, &app.rt.runs, now) {
+            let (_, body) = schedule::missed_message(s, due);
+            ui.colored_label(
+                AMBER,
+                format!("The scheduled backup “{}” did not run. {body}", s.name),
+            );
+            any = true;
+        }
+    }
+    if any {
+        ui.separator();
+    }
 }

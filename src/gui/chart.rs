@@ -10,7 +10,7 @@ use egui_plot::{GridInput, GridMark, Line, Plot, Points};
 use persnap::history::{Outcome, Run};
 use persnap::units::LocalTime;
 
-use super::backup_view::{GREEN, RED};
+use super::widgets::{GREEN, RED};
 
 /// Durations: neither the green of sizes nor the red of failures.
 const BLUE: egui::Color32 = egui::Color32::from_rgb(0x3b, 0x7d, 0xd8);

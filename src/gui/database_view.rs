@@ -15,7 +15,7 @@ use persnap::protection::{self, Assessment};
 use persnap::protocol::Request;
 use persnap::units;
 
-use super::backup_view::{AMBER, GREEN, RED, open_folder};
+use super::widgets::{AMBER, GREEN, RED, open_folder};
 use super::worker::{self, Job, Msg};
 use super::{PersnapApp, RestoreDraft, Screen};
 
@@ -117,7 +117,7 @@ fn start_drill(app: &mut PersnapApp, ctx: &egui::Context, card: &Assessment) {
         return;
     };
     let staged_only = card.repository.as_ref().is_some_and(|r| r.staged);
-    let folder = super::overview_view::location_of(card).filter(|_| !staged_only);
+    let folder = super::widgets::location_of(card).filter(|_| !staged_only);
     let repository = |r: &persnap::registry::InRepository| {
         let location = persnap::repository::Location::parse(&r.location).ok()?;
         Some((
@@ -326,10 +326,7 @@ fn header(app: &mut PersnapApp, ui: &mut Ui, card: &Assessment) {
         ui.heading(&card.name);
         ui.weak(format!("{} in {}", card.store_name, card.folder.display()));
     });
-    ui.colored_label(
-        super::overview_view::level_colour(card.level),
-        &card.headline,
-    );
+    ui.colored_label(super::widgets::level_colour(card.level), &card.headline);
     if let Some(advice) = &card.advice {
         ui.label(advice);
     }
@@ -343,10 +340,10 @@ fn header(app: &mut PersnapApp, ui: &mut Ui, card: &Assessment) {
         )),
         None => ui.label("No schedule: backed up when you click Back up now."),
     };
-    if let Some(words) = super::overview_view::proven_words(card, now) {
+    if let Some(words) = super::widgets::proven_words(card, now) {
         ui.label(words);
     }
-    let location = super::overview_view::location_of(card);
+    let location = super::widgets::location_of(card);
     let busy = app.rt.database.as_ref().is_some_and(DatabasePage::busy);
     ui.horizontal(|ui| {
         let can = app.rt.activity.is_none() && location.is_some();
@@ -359,10 +356,10 @@ fn header(app: &mut PersnapApp, ui: &mut Ui, card: &Assessment) {
             .clicked()
             && let Some(l) = &location
         {
-            super::overview_view::back_up_now(
+            super::backup_view::back_up_now(
                 app,
                 ui.ctx(),
-                &super::overview_view::entry_of(card),
+                &super::widgets::entry_of(card),
                 l,
             );
         }
@@ -397,8 +394,8 @@ fn header(app: &mut PersnapApp, ui: &mut Ui, card: &Assessment) {
             .on_hover_text("Where its backups go, when, and for how long")
             .clicked()
         {
-            let entry = super::overview_view::entry_of(card);
-            super::protect_view::change(app, ui.ctx(), &entry);
+            let entry = super::widgets::entry_of(card);
+            app.change_protection(ui.ctx(), &entry);
         }
         if ui
             .add_enabled(!busy, egui::Button::new("Stop protecting…"))
@@ -438,12 +435,7 @@ fn header(app: &mut PersnapApp, ui: &mut Ui, card: &Assessment) {
             let note = page.upgrade_note.trim().to_owned();
             app.rt.pin_next = Some(note);
             app.rt.pinned = None;
-            super::overview_view::back_up_now(
-                app,
-                ui.ctx(),
-                &super::overview_view::entry_of(card),
-                l,
-            );
+            super::backup_view::back_up_now(app, ui.ctx(), &super::widgets::entry_of(card), l);
             return;
         }
     }

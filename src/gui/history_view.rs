@@ -12,7 +12,7 @@ use persnap::units;
 
 use super::PersnapApp;
 use super::RestoreDraft;
-use super::backup_view::{AMBER, GREEN, RED, open_folder};
+use super::widgets::{AMBER, GREEN, RED, open_folder};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum SortKey {
@@ -399,7 +399,7 @@ pub fn restore_panel(app: &mut PersnapApp, ui: &mut Ui) {
         (Some(job), _) => {
             if draft
                 .meter
-                .show(ui, "Restoring", super::restore_view::phase_words)
+                .show(ui, "Restoring", super::widgets::restore_phase_words)
             {
                 job.cancel.cancel();
             }

@@ -305,6 +305,39 @@ pub struct PersnapApp {
     pub rt: Runtime,
 }
 
+/// How one screen opens another: through the app, so that no screen
+/// imports another's page (the screens stay free of import circles).
+impl PersnapApp {
+    /// A protected database's page.
+    pub fn open_database(&mut self, name: &str) {
+        database_view::open(self, name);
+    }
+
+    /// The restore page, empty.
+    pub fn open_restore(&mut self) {
+        restore_view::open(self, restore_view::RestorePage::new());
+    }
+
+    /// The restore page, for a database of a machine in a repository.
+    pub fn open_restore_for(&mut self, host: &str, database: &str) {
+        restore_view::open(
+            self,
+            restore_view::RestorePage::for_database(host, database),
+        );
+    }
+
+    /// The Protect page for a database found on this machine.
+    pub fn open_protect(&mut self, ctx: &egui::Context, found: persnap::discover::Found) {
+        protect_view::open(self, ctx, found);
+    }
+
+    /// The Protect page of a protected database, to change how it is
+    /// protected.
+    pub fn change_protection(&mut self, ctx: &egui::Context, db: &persnap::registry::Database) {
+        protect_view::change(self, ctx, db);
+    }
+}
+
 impl PersnapApp {
     pub fn new(cc: &eframe::CreationContext<'_>) -> Self {
         #[cfg(windows)]

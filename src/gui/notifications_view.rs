@@ -13,7 +13,7 @@ use persnap::protocol::{Reply, Request};
 use persnap::schedule::Secret;
 
 use super::PersnapApp;
-use super::backup_view::{AMBER, GREEN, RED};
+use super::widgets::{AMBER, GREEN, RED};
 use super::worker::{self, Job, Msg};
 
 /// The form, as typed (never saved by the app: the settings live in the

@@ -9,13 +9,17 @@ use std::path::{Path, PathBuf};
 use std::sync::mpsc::{Receiver, TryRecvError};
 use std::time::{Duration, Instant};
 
-use eframe::egui::{self, Color32, RichText, Ui};
+use eframe::egui::{self, RichText, Ui};
 use persnap::discover::{self, Found};
 use persnap::protection::{self, Assessment, Level, Survey};
 use persnap::units;
 
 use super::PersnapApp;
-use super::backup_view::{self, AMBER, GREEN, RED};
+use super::backup_view::{self, back_up_now};
+use super::widgets::{
+    AMBER, GREEN, RED, entry_of, level_colour, location_of, on_one_disk, proven_words,
+    suggested_location,
+};
 
 /// How often the cards are judged again while the window is open.
 const REFRESH: Duration = Duration::from_secs(15);
@@ -200,7 +204,7 @@ fn first_backup_running(app: &PersnapApp) -> Option<String> {
 fn restore_button(app: &mut PersnapApp, ui: &mut Ui) {
     ui.horizontal(|ui| {
         if ui.button("Restore a database from a backup…").clicked() {
-            super::restore_view::open(app, super::restore_view::RestorePage::new());
+            app.open_restore();
         }
         ui.label("From a repository or a backup folder, onto this computer: after a failure, or on a new machine.");
     });
@@ -238,22 +242,6 @@ fn summary(ui: &mut Ui, cards: &[Assessment], first: Option<&str>) {
     };
     ui.heading(RichText::new(text).color(colour));
     ui.add_space(4.0);
-}
-
-pub fn level_colour(level: Level) -> Color32 {
-    match level {
-        Level::Protected => GREEN,
-        Level::Attention => AMBER,
-        Level::Failing | Level::Never => RED,
-    }
-}
-
-/// Where this database's backups go: what its registration says (else its
-/// schedule or its last backup), the one place its card shows, its free
-/// space is judged at and Back up now writes to. The app keeps no record
-/// of its own: a choice made here changes the registration.
-pub fn location_of(card: &Assessment) -> Option<PathBuf> {
-    card.location.clone()
 }
 
 fn database_card(app: &mut PersnapApp, ui: &mut Ui, card: &Assessment) {
@@ -328,39 +316,6 @@ fn database_card(app: &mut PersnapApp, ui: &mut Ui, card: &Assessment) {
                     }
                 });
         });
-}
-
-/// When its backups were last proven restorable (a restore drill read
-/// them back from every place), if they have backups at all.
-pub fn proven_words(card: &Assessment, now: chrono::DateTime<chrono::Local>) -> Option<String> {
-    card.last_good.as_ref()?;
-    Some(match &card.proven {
-        Some(drill) => {
-            let places = drill
-                .drill
-                .as_ref()
-                .map(|r| {
-                    r.places
-                        .iter()
-                        .map(|p| p.kind.words().trim_start_matches("the "))
-                        .collect::<Vec<_>>()
-                        .join(", ")
-                })
-                .unwrap_or_default();
-            format!(
-                "Last proven restorable {} (restore drill: {places}).",
-                protection::moment(drill.started, now)
-            )
-        }
-        None if card.schedule.is_some() => {
-            "Not proven restorable yet: the first restore drill runs with its next scheduled backup."
-                .into()
-        }
-        None => {
-            "Not proven restorable yet: a restore drill (Check restorable now, on its page) reads its backups back."
-                .into()
-        }
-    })
 }
 
 fn location_row(app: &mut PersnapApp, ui: &mut Ui, card: &Assessment, location: Option<&Path>) {
@@ -452,30 +407,15 @@ fn shares_disk(app: &mut PersnapApp, folder: &Path, location: &Path) -> bool {
         .or_insert_with(|| on_one_disk(folder, location))
 }
 
-/// Whether two folders that both exist share a disk (a folder not made
-/// yet, or one this user cannot see, is not judged).
-pub fn on_one_disk(folder: &Path, location: &Path) -> bool {
-    folder.is_dir()
-        && location.is_dir()
-        && persnap::fsutil::same_filesystem(folder, location).unwrap_or(false)
-}
-
 /// Send its backups to `dir`: its Protect page, filled in as it is
 /// protected now but for the location, to be saved with the
 /// administrator's password (nothing changes until then).
 fn change_location(app: &mut PersnapApp, ctx: &egui::Context, card: &Assessment, dir: &Path) {
     let dir = persnap::fsutil::canonicalize(dir).unwrap_or_else(|_| dir.to_owned());
-    super::protect_view::change(app, ctx, &entry_of(card));
+    app.change_protection(ctx, &entry_of(card));
     if let Some(d) = &mut app.rt.protect {
         d.location = Some(dir);
     }
-}
-
-/// A folder for backups the user can create: `persnap-backups` in their
-/// home folder.
-pub fn suggested_location() -> Option<PathBuf> {
-    let home = directories::UserDirs::new()?.home_dir().to_owned();
-    Some(home.join("persnap-backups"))
 }
 
 fn actions(app: &mut PersnapApp, ui: &mut Ui, card: &Assessment, location: Option<&Path>) {
@@ -515,7 +455,7 @@ fn actions(app: &mut PersnapApp, ui: &mut Ui, card: &Assessment, location: Optio
             )
         });
         if history.clicked() {
-            super::database_view::open(app, &card.name);
+            app.open_database(&card.name);
         }
         if let Some(good) = card.last_good.as_ref().and_then(|r| r.backup_path.clone())
             && ui
@@ -523,84 +463,16 @@ fn actions(app: &mut PersnapApp, ui: &mut Ui, card: &Assessment, location: Optio
                 .on_hover_text(good.display().to_string())
                 .clicked()
         {
-            backup_view::open_folder(&good);
+            super::widgets::open_folder(&good);
         }
         if ui
             .button("Settings…")
             .on_hover_text("Where its backups go, when, and for how long")
             .clicked()
         {
-            super::protect_view::change(app, ui.ctx(), &entry_of(card));
+            app.change_protection(ui.ctx(), &entry_of(card));
         }
     });
-}
-
-/// Start a backup of the protected database `db` to `location`, shown on
-/// its card, with its own method and retention (not the Back up screen's).
-pub fn back_up_now(
-    app: &mut PersnapApp,
-    ctx: &egui::Context,
-    db: &persnap::registry::Database,
-    location: &Path,
-) {
-    let s = &mut app.settings;
-    s.source = db.folder.display().to_string();
-    s.store_name = db.store_name.clone();
-    let mut req = backup_view::request(&app.settings);
-    req.dest = location.to_owned();
-    req.method = db.method;
-    req.retention = db.retention;
-    app.rt.overview.backing_up = Some(db.name.clone());
-    // Into its repository: staged first, with the password kept in the
-    // keyring (a scheduled run has its own, in root's file).
-    let into = match db.repository.as_ref().map(|r| into_repository(app, r)) {
-        None => None,
-        Some(Ok(into)) => Some(into),
-        Some(Err(e)) => {
-            app.rt.outcome = Some(super::Outcome::Failed(crate::launch::RemoteFailure::local(
-                &e, None,
-            )));
-            return;
-        }
-    };
-    if !into.as_ref().is_some_and(|i| i.staged) {
-        app.settings.dest = location.display().to_string();
-    }
-    // Its offsite copy (never staged: it is a copy of the first).
-    let offsite = db
-        .offsite
-        .as_ref()
-        .and_then(|o| into_repository(app, o).ok());
-    backup_view::start_backup_into(app, ctx, req, into, offsite);
-}
-
-/// A protected database's repository, as a backup goes into it: with the
-/// password typed this session for it, else the keyring's.
-fn into_repository(
-    app: &PersnapApp,
-    place: &persnap::registry::InRepository,
-) -> persnap::Result<super::worker::IntoRepository> {
-    let location = persnap::repository::Location::parse(&place.location)?;
-    Ok(super::worker::IntoRepository {
-        password: super::repository_view::typed_password(app, &location.display()),
-        location,
-        keep: place.keep.clone(),
-        remember: false,
-        staging: app.rt.staging.clone(),
-        staged: place.staged,
-    })
-}
-
-/// The registry entry a card stands for.
-pub fn entry_of(card: &Assessment) -> persnap::registry::Database {
-    let mut db = persnap::registry::Database::new(&card.name, &card.folder, &card.store_name);
-    db.method = card.method;
-    db.retention = card.retention;
-    db.location = card.location.clone();
-    db.schedule = card.schedule.as_ref().map(|s| s.name.clone());
-    db.repository = card.repository.clone();
-    db.offsite = card.offsite.clone();
-    db
 }
 
 /// What was found on this computer and is not protected yet.
@@ -663,7 +535,7 @@ fn found_list(app: &mut PersnapApp, ui: &mut Ui, cards: &[Assessment]) {
                 )
             });
             if button.clicked() {
-                super::protect_view::open(app, ui.ctx(), f.clone());
+                app.open_protect(ui.ctx(), f.clone());
             }
         });
     }

@@ -15,7 +15,7 @@ use persnap::probe::ProbeReport;
 use persnap::protocol::{BackupOptions, Reply, Request};
 use persnap::units;
 
-use super::backup_view::{AMBER, GREEN, RED};
+use super::widgets::{AMBER, GREEN, RED};
 use super::worker::{self, Job, Msg};
 use super::{PersnapApp, Screen};
 use crate::launch::RemoteFailure;
@@ -359,7 +359,7 @@ fn the_location(app: &mut PersnapApp, ui: &mut Ui) {
         .overview
         .suggested
         .clone()
-        .or_else(super::overview_view::suggested_location);
+        .or_else(super::widgets::suggested_location);
     let d = app.rt.protect.as_mut().expect("a draft");
     step(ui, 2, "Where its backups go");
     ui.horizontal(|ui| {
@@ -433,7 +433,7 @@ fn the_location(app: &mut PersnapApp, ui: &mut Ui) {
         let same = match &d.same_disk {
             Some((looked, same)) if *looked == l => *same,
             _ => {
-                let same = super::overview_view::on_one_disk(&d.found.folder, &l);
+                let same = super::widgets::on_one_disk(&d.found.folder, &l);
                 d.same_disk = Some((l.clone(), same));
                 same
             }
@@ -952,7 +952,7 @@ fn finished(app: &mut PersnapApp, ui: &mut Ui) {
             }
         });
     if back_up && let Some(location) = location {
-        super::overview_view::back_up_now(app, ui.ctx(), &entry, &location);
+        super::backup_view::back_up_now(app, ui.ctx(), &entry, &location);
         close = true;
     }
     if close {

@@ -20,7 +20,8 @@ use eframe::egui::{self, RichText, Ui};
 use persnap::repository::{Listed, Location, Password, Repo, UntrustedKey};
 
 use super::PersnapApp;
-use super::backup_view::{AMBER, GREEN, RED};
+use super::widgets::{AMBER, GREEN, RED, failure};
+use super::worker::Connected;
 
 /// What the screen holds while the app runs.
 #[derive(Default)]
@@ -66,16 +67,6 @@ pub struct NewRepository {
 struct Recalled {
     location: String,
     password: Option<Password>,
-}
-
-/// A repository connected to, and its persnap backups.
-#[derive(Debug)]
-pub struct Connected {
-    /// Where, as shown (no password in it).
-    pub location: String,
-    pub backups: Vec<Listed>,
-    /// Why the password could not be kept in the keyring, when asked to.
-    pub not_kept: Option<String>,
 }
 
 impl RepositoryState {
@@ -237,10 +228,7 @@ pub fn show(app: &mut PersnapApp, ui: &mut Ui) {
         );
     }
     if let Some((host, database)) = restore {
-        super::restore_view::open(
-            app,
-            super::restore_view::RestorePage::for_database(&host, &database),
-        );
+        app.open_restore_for(&host, &database);
     }
 }
 
@@ -524,29 +512,6 @@ fn ask_to_trust(ui: &mut Ui, key: &UntrustedKey) -> Option<Location> {
         .on_hover_text("It is kept with the repository's address, for every backup and schedule")
         .clicked()
         .then(|| key.trusted.clone())
-}
-
-pub fn failure(ui: &mut Ui, e: &persnap::Error) {
-    match e {
-        persnap::Error::Repository {
-            what,
-            advice,
-            detail,
-            ..
-        } => {
-            ui.colored_label(RED, format!("{what} {advice}"));
-            if !detail.is_empty() {
-                egui::CollapsingHeader::new("Details")
-                    .id_salt("repository-details")
-                    .show(ui, |ui| {
-                        ui.label(detail);
-                    });
-            }
-        }
-        other => {
-            ui.colored_label(RED, other.to_string());
-        }
-    }
 }
 
 /// Every backup of the repository, by machine, then database; the

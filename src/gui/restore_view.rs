@@ -23,7 +23,7 @@ use persnap::protocol::{BackupOptions, Reply, Request};
 use persnap::repository::{Listed, Location, Password};
 use persnap::restore::RestorePlan;
 
-use super::backup_view::{AMBER, GREEN, RED};
+use super::widgets::{AMBER, GREEN, RED};
 use super::widgets::{Meter, folder_field};
 use super::worker::{self, InRepository, Job, Msg, Restored};
 use super::{PersnapApp, Screen};
@@ -184,7 +184,7 @@ fn source(app: &mut PersnapApp, ui: &mut Ui) {
     super::repository_view::connect_row(app, ui, connect);
     let st = &app.rt.repositories;
     if let Some(Err(e)) = &st.result {
-        super::repository_view::failure(ui, e);
+        super::widgets::failure(ui, e);
     }
 }
 
@@ -644,7 +644,9 @@ fn running_or_done(app: &mut PersnapApp, ui: &mut Ui) {
     let page = app.rt.restore_page.as_mut().expect("open");
     if page.job.is_some() {
         ui.add_space(8.0);
-        if page.meter.show(ui, "Restoring", phase_words)
+        if page
+            .meter
+            .show(ui, "Restoring", super::widgets::restore_phase_words)
             && let Some(job) = &page.job
         {
             job.cancel.cancel();
@@ -727,7 +729,7 @@ fn running_or_done(app: &mut PersnapApp, ui: &mut Ui) {
         if let Some(name) = &open_database
             && ui.button("Open its page").clicked()
         {
-            super::database_view::open(app, name);
+            app.open_database(name);
             return;
         }
         if again && ui.button("Try again").clicked() {
@@ -740,16 +742,4 @@ fn running_or_done(app: &mut PersnapApp, ui: &mut Ui) {
             app.rt.screen = Screen::Overview;
         }
     });
-}
-
-pub fn phase_words(phase: persnap::progress::Phase) -> &'static str {
-    use persnap::progress::Phase;
-    match phase {
-        Phase::Prepare => "checking the folder",
-        Phase::Copy => "reading the backup and checking every file",
-        Phase::Finish => "putting it in place",
-        Phase::Verify => "checking the restored database",
-        Phase::Store => "protecting it",
-        Phase::Snapshot | Phase::Release => "taking a test snapshot",
-    }
 }

@@ -11,7 +11,8 @@ use persnap::protocol::{Reply, Request};
 use persnap::schedule::{self, Schedule, Status, When};
 
 use super::PersnapApp;
-use super::backup_view::{self, AMBER, GREEN, RED};
+use super::backup_view::{self};
+use super::widgets::{AMBER, GREEN, RED};
 use super::worker::{self, Job, Msg};
 use crate::launch::RemoteFailure;
 
@@ -421,23 +422,4 @@ fn result(app: &PersnapApp, ui: &mut Ui) {
 fn start(app: &mut PersnapApp, ctx: &egui::Context, request: Request) {
     app.rt.schedules.result = None;
     app.rt.schedules.job = Some(worker::schedule_change(ctx, request, app.rt.helper.clone()));
-}
-
-/// Schedules that missed a run, said at the top of the Back up screen.
-pub fn missed_banner(app: &PersnapApp, ui: &mut Ui) {
-    let now = chrono::Local::now();
-    let mut any = false;
-    for s in &app.rt.schedules.list {
-        if let Status::Missed { due } = schedule::status(s, &app.rt.runs, now) {
-            let (_, body) = schedule::missed_message(s, due);
-            ui.colored_label(
-                AMBER,
-                format!("The scheduled backup “{}” did not run. {body}", s.name),
-            );
-            any = true;
-        }
-    }
-    if any {
-        ui.separator();
-    }
 }

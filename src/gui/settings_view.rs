@@ -3,7 +3,8 @@
 
 use eframe::egui::{self, Ui};
 
-use super::backup_view::{RED, method_row, pace_row};
+use super::backup_view::{method_row, pace_row};
+use super::widgets::RED;
 use super::{PersnapApp, Theme};
 
 pub fn show(app: &mut PersnapApp, ui: &mut Ui) {

@@ -765,7 +765,7 @@ fn screens(settings: Settings, scale: f32, suffix: &str) -> egui_kittest::Snapsh
 
 /// A repository three correlators share, as the Repositories screen
 /// lists it (times relative to now, so the screen reads the same any day).
-fn fixture_fleet() -> super::repository_view::Connected {
+fn fixture_fleet() -> super::worker::Connected {
     let now = chrono::Utc::now();
     let mut backups = Vec::new();
     for (host, database, count, hours, mib, pinned) in [
@@ -789,7 +789,7 @@ fn fixture_fleet() -> super::repository_view::Connected {
             });
         }
     }
-    super::repository_view::Connected {
+    super::worker::Connected {
         location: "rest:https://backups.example.net:8000/fleet/".into(),
         backups,
         not_kept: None,

@@ -2,14 +2,14 @@
 //! bytes, speed, time left, Cancel) and a folder field that can always be
 //! typed into, whose folder dialog says so when it cannot open.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use eframe::egui::{self, Ui};
+use eframe::egui::{self, Color32, Ui};
 use persnap::progress::Phase;
+use persnap::protection::{self, Assessment, Level};
 use persnap::units;
 
-use super::backup_view::AMBER;
 use super::worker::Msg;
 
 /// How far a job has got, as its messages say.
@@ -217,4 +217,130 @@ pub fn choose_folder(
         ui.colored_label(AMBER, NO_DIALOG);
     }
     chosen
+}
+
+/// The app's colours: good, bad, needs a look.
+pub const GREEN: egui::Color32 = egui::Color32::from_rgb(0x2e, 0x9e, 0x4f);
+pub const RED: egui::Color32 = egui::Color32::from_rgb(0xd6, 0x3b, 0x3b);
+pub const AMBER: egui::Color32 = egui::Color32::from_rgb(0xd9, 0x8c, 0x1a);
+
+/// Show a folder in the system's file manager (no shell involved).
+pub fn open_folder(dir: &Path) {
+    let opener = if cfg!(windows) {
+        "explorer"
+    } else {
+        "xdg-open"
+    };
+    let _ = std::process::Command::new(opener).arg(dir).spawn();
+}
+
+pub fn level_colour(level: Level) -> Color32 {
+    match level {
+        Level::Protected => GREEN,
+        Level::Attention => AMBER,
+        Level::Failing | Level::Never => RED,
+    }
+}
+
+/// Where this database's backups go: what its registration says (else its
+/// schedule or its last backup), the one place its card shows, its free
+/// space is judged at and Back up now writes to. The app keeps no record
+/// of its own: a choice made here changes the registration.
+pub fn location_of(card: &Assessment) -> Option<PathBuf> {
+    card.location.clone()
+}
+
+/// When its backups were last proven restorable (a restore drill read
+/// them back from every place), if they have backups at all.
+pub fn proven_words(card: &Assessment, now: chrono::DateTime<chrono::Local>) -> Option<String> {
+    card.last_good.as_ref()?;
+    Some(match &card.proven {
+        Some(drill) => {
+            let places = drill
+                .drill
+                .as_ref()
+                .map(|r| {
+                    r.places
+                        .iter()
+                        .map(|p| p.kind.words().trim_start_matches("the "))
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                })
+                .unwrap_or_default();
+            format!(
+                "Last proven restorable {} (restore drill: {places}).",
+                protection::moment(drill.started, now)
+            )
+        }
+        None if card.schedule.is_some() => {
+            "Not proven restorable yet: the first restore drill runs with its next scheduled backup."
+                .into()
+        }
+        None => {
+            "Not proven restorable yet: a restore drill (Check restorable now, on its page) reads its backups back."
+                .into()
+        }
+    })
+}
+
+/// Whether two folders that both exist share a disk (a folder not made
+/// yet, or one this user cannot see, is not judged).
+pub fn on_one_disk(folder: &Path, location: &Path) -> bool {
+    folder.is_dir()
+        && location.is_dir()
+        && persnap::fsutil::same_filesystem(folder, location).unwrap_or(false)
+}
+
+/// A folder for backups the user can create: `persnap-backups` in their
+/// home folder.
+pub fn suggested_location() -> Option<PathBuf> {
+    let home = directories::UserDirs::new()?.home_dir().to_owned();
+    Some(home.join("persnap-backups"))
+}
+
+/// The registry entry a card stands for.
+pub fn entry_of(card: &Assessment) -> persnap::registry::Database {
+    let mut db = persnap::registry::Database::new(&card.name, &card.folder, &card.store_name);
+    db.method = card.method;
+    db.retention = card.retention;
+    db.location = card.location.clone();
+    db.schedule = card.schedule.as_ref().map(|s| s.name.clone());
+    db.repository = card.repository.clone();
+    db.offsite = card.offsite.clone();
+    db
+}
+
+pub fn failure(ui: &mut Ui, e: &persnap::Error) {
+    match e {
+        persnap::Error::Repository {
+            what,
+            advice,
+            detail,
+            ..
+        } => {
+            ui.colored_label(RED, format!("{what} {advice}"));
+            if !detail.is_empty() {
+                egui::CollapsingHeader::new("Details")
+                    .id_salt("repository-details")
+                    .show(ui, |ui| {
+                        ui.label(detail);
+                    });
+            }
+        }
+        other => {
+            ui.colored_label(RED, other.to_string());
+        }
+    }
+}
+
+pub fn restore_phase_words(phase: persnap::progress::Phase) -> &'static str {
+    use persnap::progress::Phase;
+    match phase {
+        Phase::Prepare => "checking the folder",
+        Phase::Copy => "reading the backup and checking every file",
+        Phase::Finish => "putting it in place",
+        Phase::Verify => "checking the restored database",
+        Phase::Store => "protecting it",
+        Phase::Snapshot | Phase::Release => "taking a test snapshot",
+    }
 }

@@ -57,11 +57,21 @@ pub enum Msg {
     /// words, or why not.
     PinDone(Result<String, String>),
     /// A repository created (and listed), or why not.
-    Created(Result<Box<super::repository_view::Connected>, String>),
+    Created(Result<Box<Connected>, String>),
 }
 
 /// What else happened in a backup, in words, each a warning or not.
 pub type Notes = Vec<(Level, String)>;
+
+/// A repository connected to, and its persnap backups.
+#[derive(Debug)]
+pub struct Connected {
+    /// Where, as shown (no password in it).
+    pub location: String,
+    pub backups: Vec<persnap::repository::Listed>,
+    /// Why the password could not be kept in the keyring, when asked to.
+    pub not_kept: Option<String>,
+}
 
 /// A backup that a repository keeps, as the result screen shows it.
 #[derive(Debug, Clone)]
@@ -363,7 +373,7 @@ pub fn create_repository(
             }
             persnap::repository::init(&location, &password)?;
             let repo = persnap::repository::Repo::open(&location, &password)?;
-            Ok::<_, persnap::Error>(Box::new(super::repository_view::Connected {
+            Ok::<_, persnap::Error>(Box::new(Connected {
                 location: location.display(),
                 backups: repo.list()?,
                 not_kept: None,

@@ -24,7 +24,7 @@ use rustic_core::repofile::{Node, PackId};
 use rustic_core::{FileType, IndexedFullStatus, Repository, WriteBackend};
 
 use super::Location;
-use super::store::plain;
+use super::plain;
 use crate::error::{Error, ErrorKind, Result};
 use crate::progress::CancelToken;
 

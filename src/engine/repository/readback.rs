@@ -31,7 +31,7 @@ use rustic_core::{FileType, Id, WriteBackend};
 use sha2::{Digest, Sha256};
 
 use super::Location;
-use super::store::plain;
+use super::plain;
 use crate::error::{Error, ErrorKind, Result};
 use crate::progress::CancelToken;
 

@@ -31,16 +31,11 @@ const MAX_SET_FILES: usize = 1024;
 const MAX_SET_TREE: u32 = 4 << 20;
 /// Where a backup set lives inside its repository snapshot.
 const SNAPSHOT_ROOT: &str = "/persnap";
-const ADVICE_PASSWORD: &str =
-    "Type the password the repository was created with; a forgotten password cannot be recovered.";
-const ADVICE_REACH_SFTP: &str = "Check that the SSH server is running and reachable, that it accepts your key (the one in RCLONE_SFTP_KEY_FILE, or your ssh-agent's) and that its own key is the one trusted in RCLONE_SFTP_KNOWN_HOSTS_FILE (a key that changed is refused); then try again.";
-const ADVICE_S3_KEYS: &str = "Set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY to the keys of a user that may read and write this bucket, then try again.";
-const ADVICE_REACH: &str = "Check that the server is running and reachable from this machine, and that the address is right; then try again.";
 
 impl Location {
     /// The password written into the address, if any (to keep it out of
     /// the repository library's own messages).
-    fn secret(&self) -> Option<String> {
+    pub(super) fn secret(&self) -> Option<String> {
         let (_, rest) = self.0.split_once(':')?;
         let parsed = url::Url::parse(rest).ok()?;
         parsed.password().map(|p| {
@@ -134,7 +129,7 @@ impl Location {
     /// sees a missing file or a failed request. So rclone is asked once
     /// more, itself, to list the place, and what it says is returned when
     /// the storage refused the keys (or none were given).
-    fn s3_keys_refused(&self) -> Option<String> {
+    pub(super) fn s3_keys_refused(&self) -> Option<String> {
         if !matches!(scheme(self.base()), Some(("s3", _))) {
             return None;
         }
@@ -214,112 +209,6 @@ impl Keep {
         options
     }
 }
-
-/// Turns rustic's error into one that says what to do.
-pub(super) fn plain(location: &Location, doing: &str, e: &RusticError) -> Error {
-    let mut detail = e.display_log();
-    if let Some(secret) = location.secret() {
-        let (_, rest) = location.0.split_once(':').unwrap_or_default();
-        let raw = url::Url::parse(rest)
-            .ok()
-            .and_then(|u| u.password().map(str::to_owned))
-            .unwrap_or_default();
-        for text in [secret, raw] {
-            if !text.is_empty() {
-                detail = detail.replace(&text, "***");
-            }
-        }
-    }
-    if e.is_incorrect_password() {
-        return Error::Repository {
-            what: format!("The password for the repository {location} is wrong."),
-            advice: ADVICE_PASSWORD,
-            detail,
-            kind: ErrorKind::BadInput,
-        };
-    }
-    let lower = detail.to_lowercase();
-    if (lower.contains("backend")
-        || lower.contains("config file")
-        || lower.contains("no repository"))
-        && let Some(said) = location.s3_keys_refused()
-    {
-        let what = if said.starts_with("NoCredentialProviders") {
-            format!(
-                "No keys for the S3 storage at {location} were given (AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY): {doing} failed."
-            )
-        } else {
-            format!(
-                "The S3 storage at {location} refused the keys it was given (AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY): {doing} failed."
-            )
-        };
-        return Error::Repository {
-            what,
-            advice: ADVICE_S3_KEYS,
-            detail: format!("{said}; {detail}"),
-            kind: ErrorKind::BadInput,
-        };
-    }
-    let (what, advice, ek) = if lower.contains("no space left")
-        || lower.contains("quota")
-        || lower.contains("entity too large")
-        || lower.contains("insufficient storage")
-    {
-        (
-            format!("The repository {location} is full: {doing} failed."),
-            "Free space where the repository is (prune old backups, or enlarge the storage), then back up again.",
-            ErrorKind::Copy,
-        )
-    } else if doing == STORING
-        && (lower.contains("backend")
-            || lower.contains("connection")
-            || lower.contains("receiver is gone"))
-    {
-        // A REST server whose disk is full drops the upload: from here it
-        // looks like a connection that went away.
-        (
-            format!(
-                "The repository {location} stopped taking the backup while it was being stored: its server went away, or its storage is full."
-            ),
-            "Check that the server is running and has free space (prune old backups, or enlarge the storage), then back up again.",
-            ErrorKind::Copy,
-        )
-    } else if lower.contains("backend")
-        || lower.contains("connection")
-        || lower.contains("dns")
-        || lower.contains("timed out")
-    {
-        (
-            format!("Could not reach the repository {location}: {doing} failed."),
-            if location.is_sftp() {
-                ADVICE_REACH_SFTP
-            } else {
-                ADVICE_REACH
-            },
-            ErrorKind::Copy,
-        )
-    } else if lower.contains("config file") || lower.contains("no repository") {
-        (
-            format!("There is no repository at {location}."),
-            "Check the address, or create the repository first (persnap repo init).",
-            ErrorKind::BadInput,
-        )
-    } else {
-        (
-            format!("The repository {location} could not be used: {doing} failed."),
-            "Check the address and that the repository is intact (restic check), then try again.",
-            ErrorKind::Copy,
-        )
-    };
-    Error::Repository {
-        what,
-        advice,
-        detail,
-        kind: ek,
-    }
-}
-
-const STORING: &str = "storing the backup";
 
 /// Creates a new, empty repository (format 2: compressed).
 pub fn init(location: &Location, password: &Password) -> Result<()> {
