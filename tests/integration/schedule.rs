@@ -1475,7 +1475,8 @@ struct SmtpServer {
 impl SmtpServer {
     fn start(cert: &Path, key: &Path, inbox: &Path, user: &str, password: &str) -> SmtpServer {
         use std::io::BufRead;
-        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/integration/common/smtp_server.py");
+        let script =
+            Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/integration/common/smtp_server.py");
         let mut child = Command::new("python3")
             .arg(script)
             .args([cert, key, inbox])
