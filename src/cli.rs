@@ -2,7 +2,7 @@
 //!
 //! Calls the same engine as the GUI. Human-readable progress goes to stderr;
 //! stdout carries only results (the new backup's path, tables, JSON), so
-//! scripts can use it. Exit codes are documented in `--help` and README.md.
+//! scripts can use it. Exit codes are documented in `--help` and docs/COMMANDS.md.
 
 use persnap::units::LocalTime;
 use std::io::{IsTerminal, Write};

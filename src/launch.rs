@@ -117,7 +117,7 @@ fn sibling_helper() -> Option<PathBuf> {
 fn not_installed(path: &Path) -> RemoteFailure {
     RemoteFailure::elevation(format!(
         "The persnap helper is not installed at {}. Install the persnap package; for a development build run \
-         `installer/linux/dev-install.sh` as root (see README, \"Development install\").",
+         `installer/linux/dev-install.sh` as root (see docs/INSTALL.md, \"Development install\").",
         path.display()
     ))
 }
@@ -410,7 +410,7 @@ fn explain_exit(code: Option<i32>, via_pkexec: bool, stderr: &str) -> RemoteFail
         (true, Some(PKEXEC_NOT_AUTHORIZED)) => RemoteFailure::elevation(
             "You are not authorized to do this (the administrator's permission was not given); nothing was done. \
              Operators may back up the databases an administrator protected (`persnap database list`); \
-             everything else needs the administrator's password. See README, \"Privileges\".",
+             everything else needs the administrator's password. See docs/PRIVILEGES.md.",
         ),
         _ => RemoteFailure {
             kind: ErrorKind::Internal,

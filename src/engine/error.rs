@@ -36,7 +36,7 @@ pub enum ErrorKind {
 }
 
 impl ErrorKind {
-    /// Exit codes documented in README.md and `persnap --help`.
+    /// Exit codes documented in docs/COMMANDS.md and `persnap --help`.
     pub fn exit_code(self) -> i32 {
         match self {
             ErrorKind::BadInput => 2,

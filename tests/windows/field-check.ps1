@@ -299,7 +299,7 @@ function Get-ShadowIds {
 # language) and last error. Only the ids and the number are relied on: the labels, the
 # quotes around the name (' in English, " or others elsewhere, and French "l'enregistreur"
 # has one of its own) and the colon are the display language's. Note: this is the state
-# vssadmin's own requester sees, which is what the README's check looks at.
+# vssadmin's own requester sees, which is what the check in docs/WINDOWS.md looks at.
 function Get-VssWriters {
     $r = Invoke-Native $Vssadmin @('list', 'writers')
     if ($r.ExitCode -ne 0) { throw ('vssadmin list writers exited {0}: {1}' -f $r.ExitCode, (Get-Tail $r)) }
