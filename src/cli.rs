@@ -41,6 +41,7 @@ Exit codes:
   6  cancelled (Ctrl-C); nothing was kept
   7  another run or the history file is in the way
   8  elevation failed: authentication dismissed, not authorized, helper or pkexec missing
+  9  the app and its helper do not understand each other (install the same persnap version for both)
 
 Methods:
   auto           the snapshot method that applies to the folder's volume (btrfs or lvm;
@@ -1210,12 +1211,28 @@ impl Progress for Printer {
 }
 
 /// Write the manual pages (`persnap.1`, `persnap-backup.1`, …), generated
-/// from the same definitions as `--help`, into `dir`.
+/// from the same definitions as `--help`, into `dir`, and beside them the
+/// same as one Markdown page (`persnap.md`, kept as docs/CLI.md).
 fn man_pages(dir: &std::path::Path) -> Result<(), Failure> {
     use clap::CommandFactory;
     std::fs::create_dir_all(dir)?;
     clap_mangen::generate_to(Cli::command(), dir)?;
+    std::fs::write(dir.join("persnap.md"), reference_markdown())?;
     Ok(())
+}
+
+/// The command-line reference in Markdown, from the same definitions as
+/// `--help` and the manual pages (docs/CLI.md; a test fails when that
+/// file is not what this makes).
+pub fn reference_markdown() -> String {
+    let options = clap_markdown::MarkdownOptions::new()
+        .title("persnap: the command line".to_owned())
+        .show_footer(false);
+    format!(
+        "<!-- Made from the program's own definitions by `persnap man DIR` (DIR/persnap.md);\n     \
+         UPDATE_DOCS=1 cargo test --bin persnap reference rewrites it. Do not edit by hand. -->\n\n{}",
+        clap_markdown::help_markdown_custom::<Cli>(&options)
+    )
 }
 
 /// Where a schedule's backups go, in words.
@@ -1752,6 +1769,23 @@ fn tell_scheduled_failure(
 
 #[cfg(test)]
 mod tests {
+    /// docs/CLI.md is what the program says of itself (on Linux: the
+    /// Windows build offers a few options more); UPDATE_DOCS=1 rewrites it.
+    #[cfg(target_os = "linux")]
+    #[test]
+    fn the_command_line_reference_is_current() {
+        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("docs/CLI.md");
+        let made = super::reference_markdown();
+        if std::env::var_os("UPDATE_DOCS").is_some() {
+            std::fs::write(&path, &made).unwrap();
+        }
+        let kept = std::fs::read_to_string(&path).unwrap_or_default();
+        assert!(
+            kept == made,
+            "docs/CLI.md is not what the command line says of itself: run `UPDATE_DOCS=1 cargo test --bin persnap reference` and commit it"
+        );
+    }
+
     /// clap's own consistency checks of every command and argument (an
     /// argument named in `required_unless_present` must exist in each
     /// command that flattens it, and so on): these panic only when that
