@@ -290,7 +290,10 @@ fn handle(level: Authority, input: Box<dyn Read + Send>, mut events: Events) -> 
             }) {
                 Ok(Validated::Protect(protection)) if protection.database.folder == target => {
                     let (step, held) = events.holding_final();
-                    protect(*protection, &registry, &step);
+                    match protector(&registry).protect(*protection) {
+                        Ok(p) => step.done(protected(p)),
+                        Err(e) => step.fail(&e, None),
+                    };
                     match held.take() {
                         Some(protocol::Event::Done { result }) => Ok(result),
                         Some(protocol::Event::Error { message, .. }) => Err(message),
@@ -305,7 +308,7 @@ fn handle(level: Authority, input: Box<dyn Read + Send>, mut events: Events) -> 
                 protected: Some(protected),
             })
         }
-        Validated::ScheduleAdd(schedule) => match install_schedule(schedule) {
+        Validated::ScheduleAdd(schedule) => match protector(&registry).install_schedule(schedule) {
             Ok((schedule, installed)) => events.done(Reply::ScheduleAdded {
                 schedule,
                 installed,
@@ -316,14 +319,11 @@ fn handle(level: Authority, input: Box<dyn Read + Send>, mut events: Events) -> 
             Ok(existed) => events.done(Reply::ScheduleRemoved { name, existed }),
             Err(e) => events.fail(&e, Some(Phase::Prepare)),
         },
-        Validated::DatabaseAdd(mut database) => {
-            database.location_owner = location_owner(&database);
-            match not_taken(&database, false, &registry).and_then(|_| registry.add(&database)) {
-                Ok(()) => events.done(Reply::DatabaseAdded { database }),
-                Err(e) => events.fail(&e, Some(Phase::Prepare)),
-            }
-        }
-        Validated::DatabaseRemove { name } => match unprotect(&name, &registry) {
+        Validated::DatabaseAdd(database) => match protector(&registry).add(database) {
+            Ok(database) => events.done(Reply::DatabaseAdded { database }),
+            Err(e) => events.fail(&e, Some(Phase::Prepare)),
+        },
+        Validated::DatabaseRemove { name } => match protector(&registry).unprotect(&name) {
             Ok((existed, schedule_removed)) => events.done(Reply::DatabaseRemoved {
                 name,
                 existed,
@@ -331,7 +331,10 @@ fn handle(level: Authority, input: Box<dyn Read + Send>, mut events: Events) -> 
             }),
             Err(e) => events.fail(&e, Some(Phase::Prepare)),
         },
-        Validated::Protect(protection) => protect(*protection, &registry, &events),
+        Validated::Protect(protection) => match protector(&registry).protect(*protection) {
+            Ok(p) => events.done(protected(p)),
+            Err(e) => events.fail(&e, None),
+        },
         Validated::MonitoringSet(update) => monitoring_set(*update, &events),
         Validated::MonitoringTest => monitoring_test(&events),
         Validated::Cleanup => {
@@ -374,6 +377,28 @@ fn restore(req: persnap::restore::RestoreRequest, events: &Events) -> i32 {
     }
 }
 
+/// Protecting, with what only the helper knows: who pkexec started it
+/// for, the persnap scheduled runs start, and the test snapshot (which
+/// holds the database's lock and a snapshot slot).
+fn protector(registry: &Registry) -> persnap::protect::protecting::Protector<'_> {
+    persnap::protect::protecting::Protector {
+        registry,
+        invoking_uid: invoking_uid(),
+        exe: scheduled_exe(),
+        probe: &|req| probe(req, false, true),
+    }
+}
+
+/// A protection's reply.
+fn protected(p: persnap::protect::protecting::Protected) -> Reply {
+    Reply::Protected {
+        database: p.database,
+        probe: p.probe,
+        schedule: p.schedule,
+        installed: p.installed,
+    }
+}
+
 /// A probe: the same checks as a backup (the folder unchanged since it
 /// was validated), and a test snapshot counts against the database's lock
 /// and the snapshot slots.
@@ -396,312 +421,12 @@ fn probe(
     persnap::probe::probe(request, dest_given, test_snapshot).map(Box::new)
 }
 
-/// Install a schedule for the invoking user, who must own the folder its
-/// runs record into (Windows: SYSTEM runs record beside the schedule, in
-/// the administrators' folder, never in a folder a user controls).
-fn install_schedule(
-    mut schedule: Box<persnap::schedule::Schedule>,
-) -> persnap::Result<(
-    Box<persnap::schedule::Schedule>,
-    persnap::schedule::Installed,
-)> {
-    schedule.uid = schedule_owner(&schedule.history_dir);
-    // Repositories are opened, and rclone started, by whoever the runs act
-    // for: never root, which would reach a server the request chose with
-    // root's rights and keys.
-    #[cfg(unix)]
-    if schedule.uid.is_none_or(|uid| uid == 0)
-        && (schedule.repository.is_some() || schedule.offsite.is_some())
-    {
-        return Err(Error::Refused {
-            field: "repository",
-            reason: "a schedule made as root would open its repositories as root; make it as \
-                     the user whose backups these are (run persnap as that user: it asks for \
-                     the administrator password when it needs it)"
-                .into(),
-        });
-    }
-    #[cfg(windows)]
-    {
-        schedule.history_dir = persnap::schedule::taskschd::history_dir(&schedule.name);
-        persnap::sys::create_admin_dir(&schedule.history_dir).map_err(Error::io(
-            "create",
-            &schedule.history_dir,
-            "Run persnap as administrator.",
-        ))?;
-    }
-    invoking_user_owns(&schedule.history_dir)?;
-    // What opens its repositories, where only root (SYSTEM) reads it; an
-    // older one of the same name goes — unless the install fails, and then
-    // the files are as they were (a schedule that was there keeps its own).
-    let before = persnap::schedule::UnlockFiles::saved(&schedule.name);
-    let installed = persnap::schedule::write_unlock(&schedule)
-        .and_then(|()| persnap::schedule::install(&schedule, &scheduled_exe()));
-    let installed = match installed {
-        Ok(installed) => installed,
-        Err(e) => {
-            let _ = before.put_back();
-            return Err(e);
-        }
-    };
-    schedule.unlock = None;
-    schedule.offsite_unlock = None;
-    Ok((schedule, installed))
-}
-
-/// Protect a database: the checks, the test snapshot, its registration,
-/// then its schedule; a schedule that fails to install is removed and the
-/// entry put back as it was. Failures name no backup step (nothing is
-/// backed up).
-fn protect(protection: protocol::Protection, registry: &Registry, events: &Events) -> i32 {
-    let protocol::Protection {
-        probe: test,
-        schedule,
-        mut database,
-        replace,
-    } = protection;
-    database.location_owner = location_owner(&database);
-    // Everything checked before root does anything: the registry safe,
-    // nothing taken (or, for a change, the same database), the history
-    // folder the invoking user's own.
-    let checked = registry.check_safe().and_then(|_| {
-        if let Some(s) = &schedule {
-            invoking_user_owns(&s.history_dir)?;
-        }
-        // Its backups will be written as the location's owner: a location
-        // others can change is refused now, not at the first backup.
-        if let Some(location) = &database.location
-            && std::fs::symlink_metadata(location).is_ok()
-            && matches!(
-                backup::location_writer(location)?,
-                persnap::restore::Writer::Root
-            )
-            && invoking_uid().is_some_and(|uid| uid != 0)
-        {
-            return Err(Error::Refused {
-                field: "location",
-                reason: format!(
-                    "{} belongs to root, and root writes only its own backups: choose a \
-                     folder of yours, or give this one to the account that makes the backups (chown)",
-                    location.display()
-                ),
-            });
-        }
-        if replace {
-            replaceable(&database, schedule.is_some(), registry).map(Some)
-        } else {
-            not_taken(&database, schedule.is_some(), registry).map(|_| None)
-        }
-    });
-    // The entry as it was, and its own schedule.
-    let (before, old_schedule) = match checked {
-        Ok(Some((before, own))) => (Some(before), own),
-        Ok(None) => (None, None),
-        Err(e) => return events.fail(&e, None),
-    };
-    let probe = match test
-        .as_ref()
-        .map(|req| probe(req, false, true).and_then(snapshot_taken))
-        .transpose()
-    {
-        Ok(report) => report,
-        Err(e) => return events.fail(&e, None),
-    };
-    // Changed to no schedule: the one it had goes first (if that fails,
-    // nothing has changed).
-    if schedule.is_none()
-        && let Some(old) = &old_schedule
-        && let Err(e) = persnap::schedule::uninstall(old)
-    {
-        return events.fail(&e, None);
-    }
-    // The entry before the schedule: a schedule never runs for a database
-    // that is not registered.
-    if let Err(e) = registry.add(&database) {
-        return events.fail(&e, None);
-    }
-    let (schedule, installed) = match schedule.map(install_schedule).transpose() {
-        Ok(Some((s, i))) => (Some(s), Some(i)),
-        Ok(None) => (None, None),
-        Err(e) => {
-            // Whatever the failed install left goes, and the entry is as it
-            // was — without a schedule, if its own was just replaced.
-            let _ = persnap::schedule::uninstall(&database.name);
-            let restored = match before {
-                None => registry.remove(&database.name).map(|_| ()),
-                Some(mut b) => {
-                    if old_schedule.as_deref() == Some(database.name.as_str()) {
-                        b.schedule = None;
-                    }
-                    registry.add(&b)
-                }
-            };
-            let e = match restored {
-                Ok(()) => e,
-                Err(r) => Error::Relayed {
-                    kind: e.kind(),
-                    message: format!("{e} (and the registry could not be put back: {r})"),
-                },
-            };
-            return events.fail(&e, None);
-        }
-    };
-    events.done(Reply::Protected {
-        database,
-        probe,
-        schedule,
-        installed,
-    })
-}
-
-/// The schedule `db`'s entry names, if it is really its own: installed,
-/// backing up the same folder and store (a schedule of that name made on
-/// its own since is not touched).
-fn own_schedule(db: &persnap::registry::Database) -> Option<String> {
-    let name = db.schedule.as_ref()?;
-    persnap::schedule::list()
-        .ok()?
-        .into_iter()
-        .find(|s| &s.name == name && s.source == db.folder && s.store_name == db.store_name)
-        .map(|s| s.name)
-}
-
-/// Stop protecting `name`: its own schedule first (a schedule left behind
-/// would go on backing up a database nobody protects), then its entry.
-fn unprotect(name: &str, registry: &Registry) -> persnap::Result<(bool, Option<String>)> {
-    registry.check_safe()?;
-    let schedule = registry.get(name)?.as_ref().and_then(own_schedule);
-    let removed = match &schedule {
-        Some(s) => persnap::schedule::uninstall(s)?.then(|| s.clone()),
-        None => None,
-    };
-    Ok((registry.remove(name)?, removed))
-}
-
-/// A test snapshot's report, if it found that backups can be taken: the
-/// snapshot was made and removed (or the method takes none).
-fn snapshot_taken(
-    report: Box<persnap::probe::ProbeReport>,
-) -> persnap::Result<Box<persnap::probe::ProbeReport>> {
-    let failed = match (&report.method, &report.test_snapshot) {
-        (_, Some(Ok(_))) => None,
-        (Some(m), _) if !m.is_snapshot() => None,
-        (_, Some(Err(e))) => Some(e.clone()),
-        (_, None) => Some(report.blocked.clone().unwrap_or_default()),
-    };
-    match failed {
-        None => Ok(report),
-        Some(reason) => Err(Error::Relayed {
-            kind: ErrorKind::Snapshot,
-            message: format!("The test snapshot did not work, so nothing was changed: {reason}"),
-        }),
-    }
-}
-
-/// A change replaces only the entry of the same database (same name,
-/// folder and store) and its own schedule, never a schedule of that name
-/// made on its own: the entry as it was, and its own schedule.
-fn replaceable(
-    database: &persnap::registry::Database,
-    scheduled: bool,
-    registry: &Registry,
-) -> persnap::Result<(persnap::registry::Database, Option<String>)> {
-    let Some(before) = registry.get(&database.name)? else {
-        return Err(name_refused(format!(
-            "no database is protected as {}; protect it first",
-            database.name
-        )));
-    };
-    if before.folder != database.folder || before.store_name != database.store_name {
-        return Err(name_refused(format!(
-            "{} protects another database ({} in {})",
-            database.name,
-            before.store_name,
-            before.folder.display()
-        )));
-    }
-    let own = own_schedule(&before);
-    if scheduled
-        && own.as_deref() != Some(database.name.as_str())
-        && schedule_named(&database.name)?
-    {
-        return Err(name_refused(format!(
-            "a schedule named {} exists already and is not this database's; remove it first",
-            database.name
-        )));
-    }
-    Ok((before, own))
-}
-
-/// A new protection replaces nothing: not another database's entry, not
-/// this database's, not a schedule of the same name.
-fn not_taken(
-    database: &persnap::registry::Database,
-    scheduled: bool,
-    registry: &Registry,
-) -> persnap::Result<()> {
-    let all = registry.list()?;
-    if let Some(db) = all
-        .iter()
-        .find(|d| d.folder == database.folder && d.store_name == database.store_name)
-    {
-        return Err(name_refused(format!(
-            "this database is protected already, as {}",
-            db.name
-        )));
-    }
-    if all.iter().any(|db| db.name == database.name) {
-        return Err(name_refused(format!(
-            "another database is protected as {}; choose another name",
-            database.name
-        )));
-    }
-    if scheduled && schedule_named(&database.name)? {
-        return Err(name_refused(format!(
-            "a schedule named {} exists already; choose another name or remove that schedule first",
-            database.name
-        )));
-    }
-    Ok(())
-}
-
-/// Whether a schedule named `name` is installed.
-fn schedule_named(name: &str) -> persnap::Result<bool> {
-    Ok(persnap::schedule::list()?.iter().any(|s| s.name == name))
-}
-
-/// A protection refused for its name.
-fn name_refused(reason: String) -> Error {
-    Error::Refused {
-        field: "name",
-        reason,
-    }
-}
-
 /// The user a backup is written as: the one pkexec started the helper
 /// for, unless that is root. `None`: the helper runs for root itself.
 #[cfg(target_os = "linux")]
 fn invoking_user() -> Option<persnap::Result<persnap::privileged::user::Identity>> {
     let uid = invoking_uid().filter(|uid| *uid != 0)?;
     Some(persnap::privileged::user::Identity::of_uid(uid))
-}
-
-/// Who owns a database's location now (Unix uid), as recorded when it is
-/// protected; never what the request says.
-fn location_owner(database: &persnap::registry::Database) -> Option<u32> {
-    #[cfg(unix)]
-    {
-        match backup::location_writer(database.location.as_deref()?).ok()? {
-            persnap::restore::Writer::Owner { uid, .. } => Some(uid),
-            persnap::restore::Writer::Root => Some(0),
-            persnap::restore::Writer::Administrator => None,
-        }
-    }
-    #[cfg(not(unix))]
-    {
-        let _ = database;
-        None
-    }
 }
 
 /// Whether `request` backs up a protected database into the location its
@@ -924,43 +649,6 @@ fn scheduled_exe() -> std::path::PathBuf {
 const INSTALLED_PERSNAP: &str = "/usr/bin/persnap";
 #[cfg(windows)]
 const INSTALLED_PERSNAP: &str = r"C:\Program Files\persnap\persnap.exe";
-
-/// Scheduled runs write history as root into this folder: under pkexec it
-/// must be the invoking user's own.
-#[cfg(unix)]
-fn invoking_user_owns(dir: &std::path::Path) -> persnap::Result<()> {
-    let Some(uid) = invoking_uid() else {
-        return Ok(());
-    };
-    if persnap::sys::owner_of(dir) == Some(uid) {
-        return Ok(());
-    }
-    Err(Error::Refused {
-        field: "history_dir",
-        reason: format!(
-            "{} does not belong to you (uid {uid}); a schedule records into your own history folder",
-            dir.display()
-        ),
-    })
-}
-
-/// Whom a schedule's runs act for: the user pkexec started the helper for,
-/// else (root itself) the owner of the history folder it records into.
-#[cfg(unix)]
-fn schedule_owner(history_dir: &std::path::Path) -> Option<u32> {
-    invoking_uid().or_else(|| persnap::sys::owner_of(history_dir))
-}
-
-#[cfg(windows)]
-fn schedule_owner(_history_dir: &std::path::Path) -> Option<u32> {
-    None
-}
-
-/// Windows: UAC approved an administrator; the folder's ACL governs it.
-#[cfg(windows)]
-fn invoking_user_owns(_dir: &std::path::Path) -> persnap::Result<()> {
-    Ok(())
-}
 
 /// Keep the monitoring settings the administrator changed (the same
 /// checks as `persnap monitoring set`).

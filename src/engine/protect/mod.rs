@@ -3,6 +3,8 @@
 
 /// Finding correlator stores to protect.
 pub mod discover;
+/// Protecting a database as one transaction (the helper runs it).
+pub mod protecting;
 /// "Is my database protected?", per database.
 pub mod protection;
 /// Protected databases.
