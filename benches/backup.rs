@@ -30,6 +30,7 @@ fn main() {
 }
 
 #[cfg(target_os = "linux")]
+#[path = "../tests/integration/common/mod.rs"]
 mod common;
 
 #[cfg(target_os = "linux")]
@@ -39,7 +40,7 @@ mod linux {
     use std::process::{Command, Stdio};
     use std::time::{Duration, Instant};
 
-    use crate::common::{LoopVolume, Writer, run, target_bin};
+    use crate::common::{LoopVolume, Writer, bin as target_bin, run_ok as run};
 
     /// Run the helper directly (root) with one backup request; wall time and
     /// its peak RSS (KiB) from wait4.
@@ -86,10 +87,10 @@ mod linux {
     }
 
     fn cp_from_snapshot(vol: &LoopVolume, dest: &Path) -> Duration {
-        let snap = vol.mnt.join("bench-snap");
+        let snap = vol.mount.join("bench-snap");
         run(Command::new("btrfs")
             .args(["subvolume", "snapshot", "-r"])
-            .arg(vol.mnt.join("apama"))
+            .arg(vol.mount.join("apama"))
             .arg(&snap));
         let target = dest.join("cp-baseline");
         std::fs::create_dir_all(&target).unwrap();
@@ -138,12 +139,7 @@ mod linux {
     }
 
     fn measure(size_mb: u64) -> Row {
-        let vol = LoopVolume::new(
-            "persnap-bench",
-            size_mb * 3 + 600,
-            &["mkfs.btrfs", "-q", "-f"],
-            false,
-        );
+        let vol = LoopVolume::made_by(size_mb * 3 + 600, &["mkfs.btrfs", "-q", "-f"], false);
         let store = vol.subvolume("apama");
         let db = store.join("persistence.db");
         eprintln!("creating a {size_mb} MiB database…");
@@ -160,7 +156,7 @@ mod linux {
         let cp = cp_from_snapshot(&vol, &dest);
         let writer = Writer::start(&db);
         let (backup, rss_kib, dir) = helper_backup(&store, &dest, "auto");
-        let stall_backup = writer.stop()["max_commit_ms"].as_f64().unwrap();
+        let stall_backup = writer.stop().max_commit_ms;
         let manifest: serde_json::Value =
             serde_json::from_slice(&std::fs::read(dir.join("manifest.json")).unwrap()).unwrap();
         let verify = manifest["verification"]["seconds"].as_f64().unwrap();
@@ -169,11 +165,11 @@ mod linux {
 
         let idle = Writer::start(&db);
         std::thread::sleep(backup.max(Duration::from_secs(1)));
-        let stall_idle = idle.stop()["max_commit_ms"].as_f64().unwrap();
+        let stall_idle = idle.stop().max_commit_ms;
 
         let writer = Writer::start(&db);
         let (_, _, online_dir) = helper_backup(&store, &dest, "sqlite-online");
-        let stall_online = writer.stop()["max_commit_ms"].as_f64().unwrap();
+        let stall_online = writer.stop().max_commit_ms;
         std::fs::remove_dir_all(&online_dir).unwrap();
         let _ = std::fs::remove_dir_all(&dest);
         Row {

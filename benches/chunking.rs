@@ -46,6 +46,7 @@
 //! Everything lives in /var/tmp/persnap-bench-chunking-PID, removed on
 //! exit, on panic and on Ctrl-C (`PERSNAP_BENCH_KEEP=1` keeps it).
 
+#[path = "../tests/integration/common/mod.rs"]
 mod common;
 
 use std::io::{Read, Seek, SeekFrom};
@@ -62,7 +63,7 @@ use rustic_core::{
     ReadSourceOpen, Repository, RepositoryOptions, RusticResult, SnapshotOptions,
 };
 
-use common::target_bin;
+use common::bin as target_bin;
 
 const PASSWORD: &str = "benchmark password, not a secret";
 const MIB: f64 = 1024.0 * 1024.0;
@@ -324,7 +325,7 @@ fn check_interrupted() {
 
 fn run(cmd: &mut Command) -> String {
     check_interrupted();
-    common::run(cmd)
+    common::run_ok(cmd)
 }
 
 /// Bytes of the files under `dir` (their lengths, not blocks).

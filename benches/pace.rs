@@ -46,6 +46,7 @@ fn main() {
 }
 
 #[cfg(target_os = "linux")]
+#[path = "../tests/integration/common/mod.rs"]
 mod common;
 
 #[cfg(target_os = "linux")]
@@ -54,7 +55,7 @@ mod linux {
     use std::process::Command;
     use std::time::{Duration, Instant};
 
-    use crate::common::{LoopVolume, Writer, run, target_bin};
+    use crate::common::{LoopVolume, Writer, bin as target_bin, run_ok as run};
 
     /// A btrfs loop volume whose image is on the root disk (direct I/O:
     /// it behaves as a partition of the root disk, not as a file in its
@@ -64,23 +65,18 @@ mod linux {
 
     impl Place {
         fn new(size_mb: u64) -> Place {
-            let vol = LoopVolume::new(
-                "persnap-bench-pace",
-                size_mb * 3 + 600,
-                &["mkfs.btrfs", "-q", "-f"],
-                true,
-            );
-            std::fs::create_dir_all(vol.dir.join("backups")).unwrap();
+            let vol = LoopVolume::made_by(size_mb * 3 + 600, &["mkfs.btrfs", "-q", "-f"], true);
+            std::fs::create_dir_all(vol.dir.path().join("backups")).unwrap();
             vol.subvolume("apama");
             Place(vol)
         }
 
         fn store(&self) -> PathBuf {
-            self.0.mnt.join("apama")
+            self.0.mount.join("apama")
         }
 
         fn backups(&self) -> PathBuf {
-            self.0.dir.join("backups")
+            self.0.dir.path().join("backups")
         }
     }
 
@@ -92,7 +88,7 @@ mod linux {
             .arg(place.store())
             .arg("--dest")
             .arg(place.backups())
-            .env("PERSNAP_DATA_DIR", place.0.dir.join("history"))
+            .env("PERSNAP_DATA_DIR", place.0.dir.path().join("history"))
             .output()
             .unwrap();
         let took = started.elapsed();
@@ -108,7 +104,7 @@ mod linux {
     }
 
     fn snapshot(place: &Place) -> PathBuf {
-        let snap = place.0.mnt.join("bench-snap");
+        let snap = place.0.mount.join("bench-snap");
         run(Command::new("btrfs")
             .args(["subvolume", "snapshot", "-r"])
             .arg(place.store())
@@ -198,9 +194,9 @@ mod linux {
         let length = started.elapsed();
         std::thread::sleep(Duration::from_secs(1));
         let stats = writer.stop();
-        seen.worst = seen.worst.max(stats["max_commit_ms"].as_f64().unwrap());
-        seen.p99 = seen.p99.max(stats["p99_commit_ms"].as_f64().unwrap());
-        seen.transactions += stats["transactions"].as_u64().unwrap();
+        seen.worst = seen.worst.max(stats.max_commit_ms);
+        seen.p99 = seen.p99.max(stats.p99_commit_ms);
+        seen.transactions += stats.transactions;
         length
     }
 

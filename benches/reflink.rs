@@ -40,6 +40,7 @@ fn main() {
 }
 
 #[cfg(target_os = "linux")]
+#[path = "../tests/integration/common/mod.rs"]
 mod common;
 
 #[cfg(target_os = "linux")]
@@ -48,18 +49,14 @@ mod linux {
     use std::process::Command;
     use std::time::{Duration, Instant};
 
-    use crate::common::{LoopVolume, Writer, run, target_bin};
+    use crate::common::{LoopVolume, Writer, bin as target_bin, run_ok as run};
 
     /// An XFS loop volume (reflink on) with a folder for backups beside
     /// it on the root disk; all removed on drop.
     fn place(size_mb: u64) -> LoopVolume {
-        let place = LoopVolume::new(
-            "persnap-bench-reflink",
-            size_mb,
-            &["mkfs.xfs", "-q", "-f", "-m", "reflink=1"],
-            false,
-        );
-        std::fs::create_dir_all(place.dir.join("backups")).unwrap();
+        let place =
+            LoopVolume::made_by(size_mb, &["mkfs.xfs", "-q", "-f", "-m", "reflink=1"], false);
+        std::fs::create_dir_all(place.dir.path().join("backups")).unwrap();
         place
     }
 
@@ -133,7 +130,7 @@ mod linux {
 
     fn measure(size_mb: u64, mode: &str, rounds: usize) {
         let place = place(size_mb * 2 + 600);
-        let store = place.mnt.join("apama");
+        let store = place.mount.join("apama");
         std::fs::create_dir(&store).unwrap();
         let db = store.join("persistence.db");
         eprintln!("creating a {size_mb} MiB {mode} database…");
@@ -141,14 +138,14 @@ mod linux {
             .arg("init")
             .arg(&db)
             .args(["--mode", mode, "--size-mb", &size_mb.to_string()]));
-        let dest = place.dir.join("backups");
+        let dest = place.dir.path().join("backups");
         let mut results = Vec::new();
         let mut online = None;
         let mut window = Duration::from_secs(2);
         for round in 1..=rounds {
             let idle = Writer::start(&db);
             std::thread::sleep(window);
-            let idle = idle.stop()["max_commit_ms"].as_f64().unwrap();
+            let idle = idle.stop().max_commit_ms;
 
             let extents = extents(&db);
             let writer = Writer::start(&db);
@@ -157,13 +154,13 @@ mod linux {
                 bare_held = bare_held.max(bare_clone(&store, &dest.join(".history")));
                 std::thread::sleep(Duration::from_millis(200));
             }
-            let bare = writer.stop()["max_commit_ms"].as_f64().unwrap();
+            let bare = writer.stop().max_commit_ms;
 
             let writer = Writer::start(&db);
             let (reflink_wall, held) = backup(&store, &dest, "reflink");
             let stats = writer.stop();
-            let reflink = stats["max_commit_ms"].as_f64().unwrap();
-            let transactions = stats["transactions"].as_u64().unwrap();
+            let reflink = stats.max_commit_ms;
+            let transactions = stats.transactions;
             window = reflink_wall.max(Duration::from_secs(2));
             let held = held.expect("a reflink backup records the time held still");
             eprintln!(
@@ -177,7 +174,7 @@ mod linux {
             if online.is_none() {
                 let writer = Writer::start(&db);
                 let (wall, _) = backup(&store, &dest, "sqlite-online");
-                let worst = writer.stop()["max_commit_ms"].as_f64().unwrap();
+                let worst = writer.stop().max_commit_ms;
                 eprintln!(
                     "[{size_mb} MiB {mode}] sqlite-online: worst commit {worst:.1} ms, backup {:.2} s",
                     wall.as_secs_f64()

@@ -58,6 +58,7 @@ fn main() {
 }
 
 #[cfg(target_os = "linux")]
+#[path = "../tests/integration/common/mod.rs"]
 mod common;
 
 #[cfg(target_os = "linux")]
@@ -70,7 +71,7 @@ mod linux {
     use std::sync::atomic::{AtomicBool, Ordering};
     use std::time::{Duration, Instant};
 
-    use crate::common::{self, target_bin};
+    use crate::common::{self, bin as target_bin};
 
     const PASSWORD: &str = "benchmark password, not a secret";
     const MIB: f64 = 1024.0 * 1024.0;
@@ -88,7 +89,7 @@ mod linux {
 
     fn run(cmd: &mut Command) -> String {
         check_interrupted();
-        common::run(cmd)
+        common::run_ok(cmd)
     }
 
     fn env_or(name: &str, default: &str) -> String {

@@ -103,6 +103,7 @@ fn main() {
 }
 
 #[cfg(target_os = "linux")]
+#[path = "../tests/integration/common/mod.rs"]
 mod common;
 
 #[cfg(target_os = "linux")]
@@ -115,7 +116,7 @@ mod linux {
     use std::sync::atomic::{AtomicBool, Ordering};
     use std::time::{Duration, Instant};
 
-    use crate::common::{self, LoopVolume, Writer, target_bin};
+    use crate::common::{self, LoopVolume, Writer, bin as target_bin};
 
     const PASSWORD: &str = "benchmark password, not a secret";
     const MIB: f64 = 1024.0 * 1024.0;
@@ -132,7 +133,7 @@ mod linux {
 
     fn run(cmd: &mut Command) -> String {
         check_interrupted();
-        common::run(cmd)
+        common::run_ok(cmd)
     }
 
     fn env_or(name: &str, default: &str) -> String {
@@ -274,14 +275,10 @@ mod linux {
 
     impl Workspace {
         fn new(image_mb: u64) -> Workspace {
-            let vol = LoopVolume::new(
-                "persnap-bench-restic",
-                image_mb,
-                &["mkfs.btrfs", "-q", "-f"],
-                true,
-            );
+            let vol = LoopVolume::made_by(image_mb, &["mkfs.btrfs", "-q", "-f"], true);
             // `nobody` restores into a folder in here.
-            std::fs::set_permissions(&vol.dir, std::fs::Permissions::from_mode(0o755)).unwrap();
+            std::fs::set_permissions(vol.dir.path(), std::fs::Permissions::from_mode(0o755))
+                .unwrap();
             let ws = Workspace { vol };
             for sub in [
                 "history",
@@ -300,7 +297,7 @@ mod linux {
         }
 
         fn path(&self, sub: &str) -> PathBuf {
-            self.vol.dir.join(sub)
+            self.vol.dir.path().join(sub)
         }
 
         /// The CLI with this workspace's history, staging folder, registry
@@ -704,7 +701,7 @@ mod linux {
         for d in [&folders, &fast_dir, &by_hand_dir] {
             std::fs::create_dir_all(d).unwrap();
         }
-        let snap = ws.vol.mnt.join(format!("snap-{tag}"));
+        let snap = ws.vol.mount.join(format!("snap-{tag}"));
         let rate: f64 = env_num("PERSNAP_BENCH_RATE", "10");
         let writer = LiveWriter::start(workload, &db, rate, &ws.path(&format!("timeline-{tag}")));
         let mut done: Vec<Round> = Vec::new();

@@ -6,8 +6,6 @@
 //! widget without an accessible name.
 
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use eframe::egui::accesskit::Role;
@@ -19,6 +17,10 @@ use persnap::loadgen::{self, Mode};
 use super::{Outcome, PersnapApp, Screen, Settings};
 #[cfg(unix)]
 use crate::launch::HelperRoute;
+
+/// The test kit every test uses (the integration tests' own).
+#[path = "../../tests/integration/common/mod.rs"]
+mod kit;
 
 fn harness(app: PersnapApp) -> Harness<'static, PersnapApp> {
     Harness::builder()
@@ -32,22 +34,6 @@ fn app_with_history(dir: &Path) -> PersnapApp {
         PersnapApp::with_settings(Settings::default(), Ok(History::at(dir.join("history"))));
     app.rt.screen = super::Screen::Backup;
     app
-}
-
-/// Whether the test runs as root, as it needs to (`why`); otherwise it
-/// says so and is skipped, except where PERSNAP_REQUIRE_ROOT_TESTS (CI)
-/// makes that a failure.
-#[cfg(unix)]
-fn root_or_skip(test: &str, why: &str) -> bool {
-    if persnap::fsutil::is_root() {
-        return true;
-    }
-    assert!(
-        std::env::var_os("PERSNAP_REQUIRE_ROOT_TESTS").is_none(),
-        "{test} must run as root here"
-    );
-    eprintln!("SKIP {test}: needs root ({why})");
-    false
 }
 
 /// Step the UI until `done` holds (work happens on worker threads).
@@ -87,33 +73,6 @@ fn choose_method(h: &mut Harness<'static, PersnapApp>, option: &str) {
     h.run_steps(3);
     h.get_by_label(option).click();
     h.run_steps(3);
-}
-
-/// A writer keeping the invariant, on its own connection and thread.
-struct Writer {
-    stop: Arc<AtomicBool>,
-    thread: Option<std::thread::JoinHandle<u64>>,
-}
-
-impl Writer {
-    fn start(db: &Path) -> Writer {
-        let stop = Arc::new(AtomicBool::new(false));
-        let (flag, db) = (Arc::clone(&stop), db.to_owned());
-        let thread = std::thread::spawn(move || {
-            loadgen::run(&db, || flag.load(Ordering::Relaxed))
-                .unwrap()
-                .transactions
-        });
-        Writer {
-            stop,
-            thread: Some(thread),
-        }
-    }
-
-    fn stop(mut self) -> u64 {
-        self.stop.store(true, Ordering::Relaxed);
-        self.thread.take().unwrap().join().unwrap()
-    }
 }
 
 fn check_copy(dir: &Path) {
@@ -167,7 +126,7 @@ fn sqlite_online_backup_of_a_live_database_from_the_window() {
         6,
     )
     .unwrap();
-    let writer = Writer::start(&db);
+    let writer = kit::ThreadWriter::start(&db);
 
     let mut h = harness(app_with_history(data.path()));
     type_into(&mut h, "Database folder", src.path().to_str().unwrap());
@@ -488,88 +447,19 @@ impl Drop for KilledOnDrop {
     }
 }
 
-/// A 300 MiB btrfs loop volume, unmounted and detached when dropped.
-#[cfg(unix)]
-struct BtrfsVolume {
-    _dir: tempfile::TempDir,
-    mnt: PathBuf,
-    dev: String,
-}
-
-#[cfg(unix)]
-impl BtrfsVolume {
-    /// The volume and a subvolume `name` on it.
-    fn with_subvolume(name: &str) -> (BtrfsVolume, PathBuf) {
-        let dir = tempfile::Builder::new()
-            .prefix("persnap-gui-vol-")
-            .tempdir_in("/var/tmp")
-            .unwrap();
-        let img = dir.path().join("fs.img");
-        let mnt = dir.path().join("mnt");
-        std::fs::create_dir(&mnt).unwrap();
-        run_tool(&["truncate", "-s300M", img.to_str().unwrap()]);
-        let dev = run_tool(&["losetup", "-f", "--show", img.to_str().unwrap()]);
-        let vol = BtrfsVolume {
-            _dir: dir,
-            mnt: mnt.clone(),
-            dev,
-        };
-        run_tool(&["mkfs.btrfs", "-q", "-f", &vol.dev]);
-        run_tool(&["mount", &vol.dev, mnt.to_str().unwrap()]);
-        let sub = mnt.join(name);
-        run_tool(&["btrfs", "subvolume", "create", sub.to_str().unwrap()]);
-        (vol, sub)
-    }
-
-    /// Names at its root that look like persnap's snapshots.
-    fn snapshot_leftovers(&self) -> Vec<String> {
-        std::fs::read_dir(&self.mnt)
-            .unwrap()
-            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
-            .filter(|n| n.starts_with(".persnap-snapshot-"))
-            .collect()
-    }
-}
-
-#[cfg(unix)]
-impl Drop for BtrfsVolume {
-    fn drop(&mut self) {
-        let _ = std::process::Command::new("umount").arg(&self.mnt).status();
-        let _ = std::process::Command::new("losetup")
-            .arg("-d")
-            .arg(&self.dev)
-            .status();
-    }
-}
-
-/// Run a tool; its trimmed standard output.
-#[cfg(unix)]
-fn run_tool(args: &[&str]) -> String {
-    let out = std::process::Command::new(args[0])
-        .args(&args[1..])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).trim().to_owned()
-}
-
 #[cfg(unix)]
 #[test]
 fn btrfs_snapshot_backup_from_the_window_and_a_missing_helper() {
-    if !root_or_skip(
+    if !kit::require_root_for(
         "btrfs_snapshot_backup_from_the_window",
         "loop volume, snapshots",
     ) {
         return;
     }
-    let (vol, store) = BtrfsVolume::with_subvolume("apama");
-    let mnt = vol.mnt.clone();
+    let (vol, store) = kit::LoopVolume::btrfs_named("apama");
+    let mnt = vol.mount.clone();
     loadgen::init(&store.join("persistence.db"), Mode::Wal, 4).unwrap();
-    let writer = Writer::start(&store.join("persistence.db"));
+    let writer = kit::ThreadWriter::start(&store.join("persistence.db"));
     let dest = tempfile::Builder::new()
         .prefix("persnap-gui-dest-")
         .tempdir_in("/var/tmp")
@@ -897,7 +787,7 @@ fn the_repositories_screen_connects_and_lists_backups_by_machine_and_database() 
 #[cfg(target_os = "linux")]
 #[test]
 fn the_repositories_screen_shows_an_unknown_sftp_servers_key_and_trusts_it_once() {
-    if !root_or_skip(
+    if !kit::require_root_for(
         "the_repositories_screen_shows_an_unknown_sftp_servers_key_and_trusts_it_once",
         "sshd runs as a real daemon",
     ) {
@@ -1021,7 +911,7 @@ fn a_live_database_is_backed_up_into_a_repository_from_the_back_up_screen() {
     persnap::repository::init(&location, &password).unwrap();
     let staging = data.path().join("staging");
     std::fs::create_dir(&staging).unwrap();
-    let writer = Writer::start(&db);
+    let writer = kit::ThreadWriter::start(&db);
 
     let mut app = app_with_history(data.path());
     // This test does not touch the keyring (tests/integration/keyring.rs does).
@@ -1369,7 +1259,7 @@ fn backup_speed_is_gentle_unless_chosen_and_says_what_it_means() {
 #[cfg(target_os = "linux")]
 #[test]
 fn schedules_are_created_listed_and_removed_from_the_app() {
-    if !root_or_skip(
+    if !kit::require_root_for(
         "schedules_are_created_listed_and_removed_from_the_app",
         "the helper installs schedules",
     ) {
@@ -1445,7 +1335,7 @@ fn schedules_are_created_listed_and_removed_from_the_app() {
 #[test]
 fn a_schedule_into_a_repository_is_made_from_the_app() {
     use std::os::unix::fs::PermissionsExt;
-    if !root_or_skip(
+    if !kit::require_root_for(
         "a_schedule_into_a_repository_is_made_from_the_app",
         "the helper installs schedules",
     ) {
@@ -2071,10 +1961,10 @@ fn an_empty_overview_leads_to_protecting_a_database() {
 #[cfg(target_os = "linux")]
 #[test]
 fn the_overview_protects_a_running_correlator_and_keeps_watch() {
-    if !root_or_skip("the_overview_protects_a_running_correlator", "loop volume") {
+    if !kit::require_root_for("the_overview_protects_a_running_correlator", "loop volume") {
         return;
     }
-    let (vol, store) = BtrfsVolume::with_subvolume("orders");
+    let (vol, store) = kit::LoopVolume::btrfs_named("orders");
     let correlator = running_correlator(&store);
 
     let data = tempfile::tempdir().unwrap();
@@ -2235,13 +2125,13 @@ fn the_overview_protects_a_running_correlator_and_keeps_watch() {
 #[test]
 fn a_running_correlator_is_protected_into_a_repository_and_backed_up_there() {
     use std::os::unix::fs::PermissionsExt;
-    if !root_or_skip(
+    if !kit::require_root_for(
         "a_running_correlator_is_protected_into_a_repository",
         "loop volume",
     ) {
         return;
     }
-    let (vol, store) = BtrfsVolume::with_subvolume("ledger");
+    let (vol, store) = kit::LoopVolume::btrfs_named("ledger");
     let correlator = running_correlator(&store);
 
     let data = tempfile::Builder::new()
@@ -2537,7 +2427,7 @@ fn persnap_command(data: &Path) -> std::process::Command {
 #[cfg(target_os = "linux")]
 #[test]
 fn a_lost_machines_database_is_restored_and_protected_from_the_app() {
-    if !root_or_skip(
+    if !kit::require_root_for(
         "a_lost_machines_database_is_restored_and_protected_from_the_app",
         "the helper restores into a folder only root can change",
     ) {
@@ -3234,7 +3124,7 @@ fn saved_by_the_administrator(
     registry: &persnap::registry::Registry,
     new: &Path,
 ) {
-    if !root_or_skip(
+    if !kit::require_root_for(
         "changing_a_protected_databases_location_on_its_card",
         "the helper records the location's owner",
     ) {
@@ -3642,7 +3532,7 @@ fn the_command_line_and_the_app_fail_alike() {
         },
     ];
     let mut full = None;
-    if root_or_skip(
+    if kit::require_root_for(
         "the_command_line_and_the_app_fail_alike (full location, helper refusal)",
         "a tmpfs mount, and the helper run directly",
     ) {

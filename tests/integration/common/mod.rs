@@ -1,5 +1,7 @@
-//! Shared fixtures for the integration tests: real loop-mounted volumes, a
-//! real writer process, and the real CLI binary.
+//! The test kit: real loop-mounted volumes, a real writer process, the
+//! package's real binaries, running a command, and the root gate. One
+//! file for every test: the integration tests (`mod common`), the
+//! benchmarks and the app's tests (each `#[path]` to this file).
 //!
 //! Tests that need root call [`require_root`]: outside CI they skip with a
 //! printed reason; with `PERSNAP_REQUIRE_ROOT_TESTS=1` (set by `.ci/run`) a
@@ -16,15 +18,18 @@ use persnap::progress::{Level, Phase, Progress};
 
 /// True when the test may go on; prints why and returns false otherwise.
 pub fn require_root(test: &str) -> bool {
+    require_root_for(test, "loop devices, mounts, snapshots")
+}
+
+/// [`require_root`], saying what the test needs root for.
+pub fn require_root_for(test: &str, why: &str) -> bool {
     if persnap::fsutil::is_root() {
         return true;
     }
     if std::env::var_os("PERSNAP_REQUIRE_ROOT_TESTS").is_some() {
         panic!("{test} needs root, and PERSNAP_REQUIRE_ROOT_TESTS forbids skipping it");
     }
-    eprintln!(
-        "SKIP {test}: needs root (loop devices, mounts, snapshots); run the tests as root or via .ci/run"
-    );
+    eprintln!("SKIP {test}: needs root ({why}); run the tests as root or via .ci/run");
     false
 }
 
@@ -51,6 +56,16 @@ pub struct LoopVolume {
 impl LoopVolume {
     /// `fs` is btrfs, ext4 or xfs.
     pub fn new(fs: &str, size_mb: u64) -> LoopVolume {
+        let mkfs = format!("mkfs.{fs}");
+        let quiet = if fs == "ext4" { "-F" } else { "-f" };
+        LoopVolume::made_by(size_mb, &[&mkfs, "-q", quiet], false)
+    }
+
+    /// An image of `size_mb` MiB made by `mkfs` (the command and its
+    /// arguments; the device comes last). With `direct_io` the loop device
+    /// bypasses the page cache, so that the volume behaves as a partition
+    /// of the disk (the benchmarks).
+    pub fn made_by(size_mb: u64, mkfs: &[&str], direct_io: bool) -> LoopVolume {
         let dir = tempfile::Builder::new()
             .prefix("persnap-vol-")
             .tempdir_in("/var/tmp")
@@ -61,25 +76,41 @@ impl LoopVolume {
                 .arg(format!("-s{size_mb}M"))
                 .arg(&image),
         );
-        let device = run_ok(Command::new("losetup").args(["-f", "--show"]).arg(&image));
-        let mkfs = format!("mkfs.{fs}");
-        let quiet = if fs == "ext4" { "-F" } else { "-f" };
-        run_ok(Command::new(&mkfs).args(["-q", quiet, &device]));
+        let mut losetup = Command::new("losetup");
+        losetup.args(["-f", "--show"]);
+        if direct_io {
+            losetup.arg("--direct-io=on");
+        }
+        let device = run_ok(losetup.arg(&image));
+        run_ok(Command::new(mkfs[0]).args(&mkfs[1..]).arg(&device));
         let mount = dir.path().join("mnt");
         std::fs::create_dir(&mount).unwrap();
         run_ok(Command::new("mount").arg(&device).arg(&mount));
         LoopVolume { dir, device, mount }
     }
 
-    /// A btrfs volume with a subvolume `apama` to hold the store.
-    pub fn btrfs_with_subvolume(size_mb: u64) -> (LoopVolume, PathBuf) {
-        let vol = LoopVolume::new("btrfs", size_mb);
-        let sub = vol.mount.join("apama");
+    /// Create the btrfs subvolume `name` at its top; its path.
+    pub fn subvolume(&self, name: &str) -> PathBuf {
+        let sub = self.mount.join(name);
         run_ok(
             Command::new("btrfs")
                 .args(["subvolume", "create"])
                 .arg(&sub),
         );
+        sub
+    }
+
+    /// A btrfs volume with a subvolume `apama` to hold the store.
+    pub fn btrfs_with_subvolume(size_mb: u64) -> (LoopVolume, PathBuf) {
+        let vol = LoopVolume::new("btrfs", size_mb);
+        let sub = vol.subvolume("apama");
+        (vol, sub)
+    }
+
+    /// A 300 MiB btrfs volume with a subvolume `name` (the app's tests).
+    pub fn btrfs_named(name: &str) -> (LoopVolume, PathBuf) {
+        let vol = LoopVolume::new("btrfs", 300);
+        let sub = vol.subvolume(name);
         (vol, sub)
     }
 
@@ -122,14 +153,20 @@ pub fn work_leftovers(dest: &Path) -> Vec<String> {
         .collect()
 }
 
-/// Path of a binary of this package.
+/// Path of a binary of this package: as Cargo built it for an integration
+/// test or benchmark, else (the app's own tests) beside the test program.
 pub fn bin(name: &str) -> PathBuf {
-    match name {
-        "persnap" => PathBuf::from(env!("CARGO_BIN_EXE_persnap")),
-        "persnap-loadgen" => PathBuf::from(env!("CARGO_BIN_EXE_persnap-loadgen")),
-        "persnap-helper" => PathBuf::from(env!("CARGO_BIN_EXE_persnap-helper")),
+    let built = match name {
+        "persnap" => option_env!("CARGO_BIN_EXE_persnap"),
+        "persnap-loadgen" => option_env!("CARGO_BIN_EXE_persnap-loadgen"),
+        "persnap-helper" => option_env!("CARGO_BIN_EXE_persnap-helper"),
         other => panic!("unknown binary {other}"),
-    }
+    };
+    built.map(PathBuf::from).unwrap_or_else(|| {
+        // target/<profile>/deps/<test program>: the binaries sit one up.
+        let exe = std::env::current_exe().unwrap();
+        exe.parent().unwrap().parent().unwrap().join(name)
+    })
 }
 
 /// Create a store of about `size_mb` MiB at `dir/name`.
@@ -165,15 +202,30 @@ impl Writer {
         Writer::spawn(db, None, Some(rate))
     }
 
+    /// [`Writer::start`] with more `persnap-loadgen run` arguments.
+    pub fn start_with(db: &Path, args: &[&str]) -> Writer {
+        Writer::spawn_with(db, None, None, args)
+    }
+
     fn spawn(db: &Path, user: Option<&str>, rate: Option<f64>) -> Writer {
+        Writer::spawn_with(db, user, rate, &[])
+    }
+
+    fn spawn_with(db: &Path, user: Option<&str>, rate: Option<f64>, args: &[&str]) -> Writer {
         let stop_dir = tempfile::tempdir().unwrap();
         let stop_file = stop_dir.path().join("stop");
         let mut cmd = match user {
             Some(user) => {
                 // The user must see the stop file appear.
-                use std::os::unix::fs::PermissionsExt;
-                std::fs::set_permissions(stop_dir.path(), std::fs::Permissions::from_mode(0o755))
+                #[cfg(unix)]
+                {
+                    use std::os::unix::fs::PermissionsExt;
+                    std::fs::set_permissions(
+                        stop_dir.path(),
+                        std::fs::Permissions::from_mode(0o755),
+                    )
                     .unwrap();
+                }
                 let mut cmd = Command::new("setpriv");
                 cmd.arg(format!("--reuid={user}"))
                     .arg(format!("--regid={user}"))
@@ -190,6 +242,7 @@ impl Writer {
             .arg(&stop_file)
             .arg("--ready-after=20")
             .args(rate.map(|r| format!("--rate={r}")))
+            .args(args)
             .stdout(Stdio::piped())
             .spawn()
             .expect("start writer");
@@ -319,5 +372,34 @@ impl Destination {
             backups,
             dir,
         }
+    }
+}
+
+/// A writer keeping the invariant on its own connection, on a thread of
+/// the test (the app's tests, which run without the package's binaries).
+pub struct ThreadWriter {
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    thread: Option<std::thread::JoinHandle<u64>>,
+}
+
+impl ThreadWriter {
+    pub fn start(db: &Path) -> ThreadWriter {
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let (flag, db) = (std::sync::Arc::clone(&stop), db.to_owned());
+        let thread = std::thread::spawn(move || {
+            loadgen::run(&db, || flag.load(std::sync::atomic::Ordering::Relaxed))
+                .unwrap()
+                .transactions
+        });
+        ThreadWriter {
+            stop,
+            thread: Some(thread),
+        }
+    }
+
+    /// Stop it; how many transactions it committed.
+    pub fn stop(mut self) -> u64 {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        self.thread.take().unwrap().join().unwrap()
     }
 }
