@@ -15,43 +15,20 @@ use persnap::probe::ProbeReport;
 use persnap::protocol::{BackupOptions, Reply, Request};
 use persnap::units;
 
-use super::widgets::{AMBER, GREEN, RED};
+use super::widgets::{
+    AMBER, DEFAULT_HOUR, DEFAULT_KEEP_DAYS, GREEN, KEEP_DAYS, Often, RED, keep_words,
+};
+
+/// How often, as this page offers it.
+const OFFERED: [Often; 4] = [Often::Daily, Often::Weekdays, Often::Hourly, Often::Manual];
+
+/// The schedule as the helper reads it (None: no schedule).
+fn when_text(d: &ProtectDraft) -> Option<String> {
+    d.often.when_text(&format!("{:02}:00", d.hour), "")
+}
 use super::worker::{self, Job, Msg};
 use super::{PersnapApp, Screen};
 use crate::launch::RemoteFailure;
-
-/// How often its backups run.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Often {
-    Daily,
-    Weekdays,
-    Hourly,
-    /// No schedule: only when someone clicks "Back up now".
-    Manual,
-}
-
-impl Often {
-    const ALL: [Often; 4] = [Often::Daily, Often::Weekdays, Often::Hourly, Often::Manual];
-
-    fn words(self) -> &'static str {
-        match self {
-            Often::Daily => "Every day",
-            Often::Weekdays => "On weekdays (Monday to Friday)",
-            Often::Hourly => "Every hour",
-            Often::Manual => "Only when I click Back up now",
-        }
-    }
-}
-
-/// How long backups are kept, as offered (None: all of them).
-const KEEP_DAYS: [Option<u32>; 6] = [Some(7), Some(14), Some(30), Some(90), Some(365), None];
-
-fn keep_words(days: Option<u32>) -> String {
-    match days {
-        Some(d) => format!("{d} days"),
-        None => "all of them (nothing is deleted)".into(),
-    }
-}
 
 /// The page's state, while a database is being protected.
 pub struct ProtectDraft {
@@ -113,8 +90,8 @@ pub fn open(app: &mut PersnapApp, ctx: &egui::Context, found: Found) {
         offsite_location: String::new(),
         offsite_password: String::new(),
         often: Often::Daily,
-        hour: 2,
-        keep_days: Some(14),
+        hour: DEFAULT_HOUR,
+        keep_days: Some(DEFAULT_KEEP_DAYS),
         online: false,
         account: String::new(),
         password: String::new(),
@@ -515,7 +492,7 @@ fn the_schedule(app: &mut PersnapApp, ui: &mut Ui) {
             egui::ComboBox::from_id_salt("protect-often")
                 .selected_text(d.often.words())
                 .show_ui(ui, |ui| {
-                    for often in Often::ALL {
+                    for often in OFFERED {
                         ui.selectable_value(&mut d.often, often, often.words());
                     }
                 })
@@ -548,16 +525,6 @@ fn the_schedule(app: &mut PersnapApp, ui: &mut Ui) {
             ui.end_row();
         });
     ui.label(plan_words(d));
-}
-
-/// The schedule as the helper reads it (None: no schedule).
-fn when_text(d: &ProtectDraft) -> Option<String> {
-    match d.often {
-        Often::Daily => Some(format!("{:02}:00", d.hour)),
-        Often::Weekdays => Some(format!("Mon..Fri {:02}:00", d.hour)),
-        Often::Hourly => Some("hourly".into()),
-        Often::Manual => None,
-    }
 }
 
 fn plan_words(d: &ProtectDraft) -> String {

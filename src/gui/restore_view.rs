@@ -23,16 +23,11 @@ use persnap::protocol::{BackupOptions, Reply, Request};
 use persnap::repository::{Listed, Location, Password};
 use persnap::restore::RestorePlan;
 
-use super::widgets::{AMBER, GREEN, RED};
+use super::widgets::{AMBER, DEFAULT_HOUR, DEFAULT_KEEP_DAYS, GREEN, RED};
 use super::widgets::{Meter, folder_field};
 use super::worker::{self, InRepository, Job, Msg, Restored};
 use super::{PersnapApp, Screen};
 use crate::launch::RemoteFailure;
-
-/// How long backups restored onto a new machine are then kept, and when
-/// they run (the Protect page's defaults; the card's Change… changes them).
-const KEEP_DAYS: u32 = 14;
-const DAILY_AT: &str = "02:00";
 
 /// The page while it is open.
 #[derive(Default)]
@@ -491,7 +486,7 @@ fn plan(app: &mut PersnapApp, ui: &mut Ui, chosen: &Chosen) {
         ui.checkbox(
             &mut page.protect,
             format!(
-                "Then protect it: back it up into this repository every day at {DAILY_AT} and keep each backup {KEEP_DAYS} days"
+                "Then protect it: back it up into this repository every day at {DEFAULT_HOUR:02}:00 and keep each backup {DEFAULT_KEEP_DAYS} days"
             ),
         );
         if page.protect {
@@ -622,7 +617,7 @@ fn protection(
         location: worker::staging(app.rt.staging.clone())?,
         method,
         options: BackupOptions::default(),
-        when: Some(DAILY_AT.into()),
+        when: Some(format!("{DEFAULT_HOUR:02}:00")),
         history_dir: Some(crate::launch::records_folder(history.dir())?),
         run_as: None,
         test_snapshot: true,
@@ -630,7 +625,7 @@ fn protection(
         repository: Some(persnap::protocol::ScheduleRepositoryRequest {
             unlock: persnap::repository::Unlock::new(&from.location, &password),
             keep: persnap::repository::Keep {
-                within_days: Some(KEEP_DAYS),
+                within_days: Some(DEFAULT_KEEP_DAYS),
                 ..Default::default()
             },
             staged: true,
@@ -699,7 +694,7 @@ fn running_or_done(app: &mut PersnapApp, ui: &mut Ui) {
                         ui.colored_label(
                             GREEN,
                             format!(
-                                "It is protected as {}: backed up into the repository every day at {DAILY_AT}.",
+                                "It is protected as {}: backed up into the repository every day at {DEFAULT_HOUR:02}:00.",
                                 database.name
                             ),
                         );

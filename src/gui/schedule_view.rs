@@ -12,19 +12,9 @@ use persnap::schedule::{self, Schedule, Status, When};
 
 use super::PersnapApp;
 use super::backup_view::{self};
-use super::widgets::{AMBER, GREEN, RED};
+use super::widgets::{AMBER, DEFAULT_HOUR, GREEN, Often, RED, pace_words};
 use super::worker::{self, Job, Msg};
 use crate::launch::RemoteFailure;
-
-/// How often, as offered in the form.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Often {
-    Hourly,
-    Daily,
-    Weekdays,
-    /// A systemd calendar expression (Linux).
-    Custom,
-}
 
 /// The screen's state (never saved: schedules live in the system).
 pub struct ScheduleState {
@@ -52,7 +42,7 @@ impl Default for ScheduleState {
             list_error: None,
             name: "nightly".into(),
             often: Often::Daily,
-            time: "02:00".into(),
+            time: format!("{DEFAULT_HOUR:02}:00"),
             custom: String::new(),
             run_as: String::new(),
             password: String::new(),
@@ -75,12 +65,9 @@ impl ScheduleState {
 
     /// The form's "when", as [`When::parse`] reads it.
     fn when_text(&self) -> String {
-        match self.often {
-            Often::Hourly => "hourly".into(),
-            Often::Daily => self.time.trim().to_owned(),
-            Often::Weekdays => format!("Mon..Fri {}", self.time.trim()),
-            Often::Custom => self.custom.trim().to_owned(),
-        }
+        self.often
+            .when_text(&self.time, &self.custom)
+            .unwrap_or_default()
     }
 
     /// Take what a finished install or removal reported.
@@ -155,10 +142,7 @@ fn list(app: &mut PersnapApp, ui: &mut Ui) {
                     "{} to {}{}",
                     s.source.display(),
                     s.dest.display(),
-                    match s.pace {
-                        persnap::pace::Pace::Fast => " (as fast as possible)",
-                        _ => "",
-                    }
+                    pace_words(s.pace)
                 ));
                 ui.label(s.retention.describe());
                 status_label(ui, &schedule::status(s, &app.rt.runs, chrono::Local::now()));
@@ -206,13 +190,13 @@ fn form(app: &mut PersnapApp, ui: &mut Ui) {
 
             let name = ui.label("How often");
             egui::ComboBox::from_id_salt("often")
-                .selected_text(often_label(st.often))
+                .selected_text(Often::words(st.often))
                 .show_ui(ui, |ui| {
                     for often in [Often::Hourly, Often::Daily, Often::Weekdays, Often::Custom] {
                         if cfg!(windows) && often == Often::Custom {
                             continue;
                         }
-                        ui.selectable_value(&mut st.often, often, often_label(often));
+                        ui.selectable_value(&mut st.often, often, Often::words(often));
                     }
                 })
                 .response
@@ -232,7 +216,7 @@ fn form(app: &mut PersnapApp, ui: &mut Ui) {
                         .labelled_by(name.id);
                     ui.end_row();
                 }
-                Often::Hourly => {}
+                Often::Hourly | Often::Manual => {}
             }
             if offer_account {
                 let name = ui.label("Run as (optional)");
@@ -297,15 +281,6 @@ fn form(app: &mut PersnapApp, ui: &mut Ui) {
             ui.spinner();
             ui.label("Waiting for administrator approval and the scheduler…");
         });
-    }
-}
-
-fn often_label(often: Often) -> &'static str {
-    match often {
-        Often::Hourly => "Every hour",
-        Often::Daily => "Every day",
-        Often::Weekdays => "Monday to Friday",
-        Often::Custom => "Custom (systemd calendar)",
     }
 }
 

@@ -1283,7 +1283,7 @@ fn schedules_are_created_listed_and_removed_from_the_app() {
 
     h.get_by_role_and_label(Role::ComboBox, "How often").click();
     h.run_steps(3);
-    h.get_by_label("Monday to Friday").click();
+    h.get_by_label("On weekdays (Monday to Friday)").click();
     h.run_steps(3);
     assert!(
         h.query_by_label_contains("Mon, Tue, Wed, Thu, Fri at 02:00, as administrator, gently (in small steps, leaving the disk to the correlator in between), then verify it and keep the newest 5 backups")

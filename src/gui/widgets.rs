@@ -344,3 +344,68 @@ pub fn restore_phase_words(phase: persnap::progress::Phase) -> &'static str {
         Phase::Snapshot | Phase::Release => "taking a test snapshot",
     }
 }
+
+/// How often a database's backups run, as the app offers it: one
+/// definition, one set of words; each screen offers the ones that apply
+/// (the Protect page has no custom calendar, the Schedules screen no
+/// "only when I click").
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Often {
+    Hourly,
+    Daily,
+    Weekdays,
+    /// A systemd calendar expression (Linux).
+    Custom,
+    /// No schedule: only when someone clicks "Back up now".
+    Manual,
+}
+
+impl Often {
+    pub fn words(self) -> &'static str {
+        match self {
+            Often::Hourly => "Every hour",
+            Often::Daily => "Every day",
+            Often::Weekdays => "On weekdays (Monday to Friday)",
+            Often::Custom => "Custom (systemd calendar)",
+            Often::Manual => "Only when I click Back up now",
+        }
+    }
+
+    /// What the scheduler reads ([`persnap::schedule::When::parse`]): at
+    /// `at` (24-hour time), or the `custom` expression; `None`: no
+    /// schedule.
+    pub fn when_text(self, at: &str, custom: &str) -> Option<String> {
+        match self {
+            Often::Hourly => Some("hourly".into()),
+            Often::Daily => Some(at.trim().to_owned()),
+            Often::Weekdays => Some(format!("Mon..Fri {}", at.trim())),
+            Often::Custom => Some(custom.trim().to_owned()),
+            Often::Manual => None,
+        }
+    }
+}
+
+/// When a protected database is backed up unless chosen otherwise: every
+/// day at this hour (the Protect page, and a database restored onto a new
+/// machine and protected with it; its card's Change… changes it).
+pub const DEFAULT_HOUR: u32 = 2;
+/// How long its backups are kept unless chosen otherwise, in days.
+pub const DEFAULT_KEEP_DAYS: u32 = 14;
+/// How long backups may be kept, as offered (None: all of them).
+pub const KEEP_DAYS: [Option<u32>; 6] = [Some(7), Some(14), Some(30), Some(90), Some(365), None];
+
+pub fn keep_words(days: Option<u32>) -> String {
+    match days {
+        Some(d) => format!("{d} days"),
+        None => "all of them (nothing is deleted)".into(),
+    }
+}
+
+/// A backup speed in words, as a list of schedules says it (empty for the
+/// default).
+pub fn pace_words(pace: persnap::pace::Pace) -> &'static str {
+    match pace {
+        persnap::pace::Pace::Fast => " (as fast as possible)",
+        _ => "",
+    }
+}
