@@ -1,4 +1,5 @@
-//! The command-line front end: `persnap backup|probe|verify|history|cleanup`.
+//! The command-line front end: `persnap COMMAND` (docs/CLI.md lists them
+//! all).
 //!
 //! Calls the same engine as the GUI. Human-readable progress goes to stderr;
 //! stdout carries only results (the new backup's path, tables, JSON), so
@@ -36,7 +37,7 @@ Exit codes:
   1  internal error (a bug; please report it)
   2  bad input: folder, store name, backup location or method
   3  no snapshot possible, or taking/removing the snapshot failed
-  4  copying failed (read error, destination full or not writable, online backup timed out)
+  4  copying failed (read error, backup location full or not writable, online backup timed out)
   5  verification failed (integrity check, hash mismatch, damaged backup)
   6  cancelled (Ctrl-C); nothing was kept
   7  another run or the history file is in the way
@@ -236,8 +237,8 @@ pub enum Command {
     /// Back up on a schedule (Linux: a systemd timer; the snapshot is taken as root, the backup written as you).
     #[command(subcommand)]
     Schedule(ScheduleCommand),
-    /// Where administrators look: the node_exporter textfile scheduled
-    /// runs rewrite (see also `persnap status --format prometheus`).
+    /// How a scheduled run's failure is told: mail, pings, node_exporter's
+    /// textfile (see also `persnap status --format prometheus`).
     #[command(subcommand)]
     Monitoring(monitoring::MonitoringCommand),
     /// Is every protected database protected? Exit status for monitoring:
@@ -294,7 +295,8 @@ pub enum Command {
     /// folder or a server): create one, list its backups.
     #[command(subcommand)]
     Repo(repo::RepoCommand),
-    /// Write the manual pages into DIR (for packaging).
+    /// Write the manual pages and the Markdown reference (persnap.md)
+    /// into DIR (for packaging).
     #[command(hide = true)]
     Man { dir: PathBuf },
 }
@@ -370,8 +372,7 @@ pub struct RetentionArgs {
 }
 
 impl RetentionArgs {
-    /// For a backup folder: the hourly, daily and weekly rules are a
-    /// repository's only, and are refused rather than ignored.
+    /// --keep-last and --keep-days, as given.
     pub(crate) fn policy(&self) -> RetentionPolicy {
         RetentionPolicy {
             keep_last: self.keep_last,
@@ -379,6 +380,8 @@ impl RetentionArgs {
         }
     }
 
+    /// For a backup location: the hourly, daily and weekly rules are a
+    /// repository's only, and are refused rather than ignored.
     pub(crate) fn for_folder(&self) -> Result<RetentionPolicy, Failure> {
         if self
             .keep_hourly
@@ -389,7 +392,7 @@ impl RetentionArgs {
             return Err(Failure {
                 code: 2,
                 error: anyhow::anyhow!(
-                    "--keep-hourly, --keep-daily and --keep-weekly apply to repositories (--repo); for a backup folder use --keep-last and --keep-days."
+                    "--keep-hourly, --keep-daily and --keep-weekly apply to repositories (--repo); for a backup location use --keep-last and --keep-days."
                 ),
             });
         }
@@ -462,8 +465,8 @@ pub enum ScheduleCommand {
     /// when it did not succeed (systemd sets SERVICE_RESULT).
     #[command(hide = true)]
     Notify { name: String },
-    /// Windows: started in the user's session by a failed scheduled run to
-    /// show its notification there.
+    /// Started as the user by a failed scheduled run, to show its
+    /// notification in their session.
     #[command(hide = true)]
     Toast {
         #[arg(long)]

@@ -11,7 +11,7 @@
 //!
 //! pkexec's and UAC's own failures (dismissed, not authorized, declined, no
 //! helper) become plain messages. The `sqlite-online` method needs no
-//! elevation and runs in-process (see `cli.rs`).
+//! elevation and runs in-process (see `persnap::pipeline`).
 
 #[cfg(windows)]
 pub mod windows;

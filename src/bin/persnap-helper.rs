@@ -19,7 +19,8 @@
 //! itself, never as root).
 //!
 //! Exit codes: 0 done; 2 request refused (bad input); 3 snapshot failed;
-//! 4 copy failed; 5 verification failed; 6 cancelled; 7 busy; 9 protocol
+//! 4 copy failed; 5 verification failed; 6 cancelled; 7 busy; 8 the
+//! request needs the administrator level; 9 protocol
 //! error (bad frame, wrong version); 1 internal error.
 
 // A Windows-subsystem program: UAC starts it without a console, so no

@@ -309,7 +309,7 @@ pub fn tested(
 }
 
 /// Reads the backup `id` out of the repository into the staging folder,
-/// runs `then` on the set (verify or restore, which check it whole), and
+/// runs `then` on the set (`persnap verify --repo`, which checks it whole), and
 /// removes it again.
 pub fn from_repository(
     (location, password): (Location, Password),

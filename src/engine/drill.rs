@@ -44,7 +44,7 @@ pub enum PlaceKind {
 impl PlaceKind {
     pub fn words(self) -> &'static str {
         match self {
-            PlaceKind::Folder => "the backup folder",
+            PlaceKind::Folder => "the backup location",
             PlaceKind::Repository => "the repository",
             PlaceKind::Offsite => "the offsite repository",
         }
@@ -362,7 +362,15 @@ mod running {
         run.drill = Some(report.clone());
         recorder.record(&run)?;
         crate::monitor::events::report(&run);
-        outcome.map(|()| (run, report))
+        // Error::Cancelled speaks of a backup; a drill says what it is.
+        outcome
+            .map_err(|_| Error::Relayed {
+                kind: crate::ErrorKind::Cancelled,
+                message:
+                    "The restore drill was cancelled; nothing in the database's folder was touched."
+                        .into(),
+            })
+            .map(|()| (run, report))
     }
 
     /// Read the backup in `dir` back whole and check it, at `pace`.

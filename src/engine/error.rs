@@ -300,11 +300,6 @@ pub enum Error {
     Cancelled,
 
     #[error(
-        "Another persnap backup is running (lock {path} is held). Wait for it to finish, then try again."
-    )]
-    Busy { path: PathBuf },
-
-    #[error(
         "Another persnap run is working on {path} right now. Wait for it to finish, then try again."
     )]
     DatabaseBusy { path: PathBuf },
@@ -402,11 +397,9 @@ impl Error {
             Relayed { kind, .. } | Repository { kind, .. } => *kind,
             NeedsAdminLevel { .. } => ErrorKind::Elevation,
             Protocol { .. } => ErrorKind::Protocol,
-            Busy { .. }
-            | History { .. }
-            | StoreInUse { .. }
-            | DatabaseBusy { .. }
-            | TooManySnapshots { .. } => ErrorKind::Busy,
+            History { .. } | StoreInUse { .. } | DatabaseBusy { .. } | TooManySnapshots { .. } => {
+                ErrorKind::Busy
+            }
         }
     }
 

@@ -383,7 +383,7 @@ pub fn restore_panel(app: &mut PersnapApp, ui: &mut Ui) {
         )),
         None => ui.label(format!("Backup: {}", draft.backup.display())),
     };
-    let name = ui.label("Restore into (the correlator's store folder)");
+    let name = ui.label("Restore into (the correlator's database folder)");
     ui.add_enabled(
         draft.job.is_none() && draft.result.is_none(),
         egui::TextEdit::singleline(&mut draft.target),

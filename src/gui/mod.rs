@@ -8,7 +8,9 @@
 //! database's backups and actions), `repository_view` (a repository's
 //! backups by machine and database), `restore_view` (a database back onto
 //! this computer, a new machine too), `schedule_view`,
-//! `settings_view`. All slow work runs in `worker` threads; their messages
+//! `notifications_view`, `settings_view`; what several show is in
+//! `widgets`. Slow work runs on threads: the jobs in `worker` (and the
+//! overview's and the repository screen's own look-ups); their messages
 //! are drained at the start of every frame.
 
 mod backup_view;

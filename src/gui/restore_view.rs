@@ -417,7 +417,7 @@ fn destination(app: &mut PersnapApp, ui: &mut Ui, chosen: &Chosen) {
         page.target = m.source_dir.display().to_string();
     }
     ui.label(RichText::new("Where does it go?").strong());
-    ui.label("The correlator's store folder (its -PstoreLocation): the folder it was in, or any new or empty folder.");
+    ui.label("The correlator's database folder (its -PstoreLocation): the folder it was in, or any new or empty folder.");
     let before = page.target.clone();
     egui::Grid::new("restore-target")
         .num_columns(2)

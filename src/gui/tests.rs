@@ -2675,7 +2675,7 @@ fn a_restore_drill_from_the_database_page_proves_it_or_names_the_damage() {
     h.run_steps(3);
     h.get_by_label_contains("Restorable: every place gave its backups back whole");
     h.get_by_label_contains(&format!(
-        "the backup folder {}: restorable",
+        "the backup location {}: restorable",
         entry.location.as_ref().unwrap().display()
     ));
     h.get_by_label_contains("Last proven restorable today at");

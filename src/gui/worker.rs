@@ -1,5 +1,6 @@
-//! Work off the UI thread: probes, backups and test snapshots run on worker
-//! threads and report through a channel; every message wakes the UI with
+//! Work off the UI thread: every slow job (probes, backups, test
+//! snapshots, restores, drills, verification, schedules, protection, pins,
+//! monitoring) runs on a worker thread and reports through a channel; every message wakes the UI with
 //! `request_repaint`, so the window never waits on disk, SQLite or pkexec.
 
 use std::path::PathBuf;

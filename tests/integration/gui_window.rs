@@ -4,7 +4,7 @@
 //! read the plan, press Ctrl+B ("Back up now"), see the result. The backup of a live database
 //! on a btrfs loop volume must appear and be consistent. Screenshots go to
 //! target/tmp/gui-screenshots/ (with PERSNAP_UPDATE_SCREENSHOTS=1 also to
-//! assets/screenshots/, which README.md shows). Needs root (loop volume),
+//! assets/screenshots/, which README.md and docs/APP.md show). Needs root (loop volume),
 //! Xvfb, xdotool and ImageMagick (installed by .ci/setup).
 #![cfg(target_os = "linux")]
 

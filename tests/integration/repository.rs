@@ -1438,9 +1438,9 @@ fn a_backup_killed_during_its_read_back_is_never_listed_and_retention_sweeps_old
     let old_set = setup.path("old-set");
     std::fs::create_dir(&old_set).unwrap();
     std::fs::write(old_set.join("persistence.db"), b"not a backup").unwrap();
-    let old_time = (chrono::Local::now() - chrono::TimeDelta::days(3))
-        .format("%Y-%m-%d %H:%M:%S")
-        .to_string();
+    let old_time = persnap::units::LocalTime::local_second(
+        &(chrono::Local::now() - chrono::TimeDelta::days(3)),
+    );
     ok(&setup.restic(
         repo,
         &[
@@ -2285,7 +2285,7 @@ fn restore_drills_prove_every_place_and_name_the_damaged_one() {
     let said = stderr(&out);
     assert!(out.status.success(), "{said}");
     for place in [
-        format!("the backup folder {}: restorable", dest.display()),
+        format!("the backup location {}: restorable", dest.display()),
         format!("the repository {repo}: restorable"),
         format!("the offsite repository {offsite}: restorable"),
     ] {
@@ -2337,7 +2337,7 @@ fn restore_drills_prove_every_place_and_name_the_damaged_one() {
         (
             &db_file,
             Box::new(|b: &[u8]| Some(b[..b.len() / 2].to_vec())),
-            format!("the backup folder {}", dest.display()),
+            format!("the backup location {}", dest.display()),
         ),
         (
             &pack,

@@ -159,10 +159,6 @@ impl Store {
     pub fn file(&self, role: FileRole) -> Option<&StoreFile> {
         self.files.iter().find(|f| f.role == role)
     }
-
-    pub fn path_of(&self, file: &StoreFile) -> PathBuf {
-        self.dir.join(&file.name)
-    }
 }
 
 /// Reject store names that are not a plain file name.

@@ -325,7 +325,7 @@ pub fn keep_watch(now: &Monitoring, exe: &std::path::Path) -> Result<Option<Stri
 /// The mail a failed run sends: which database, on which machine, what
 /// went wrong, what to do.
 pub fn failure_letter(name: &str, host: &str, ending: &Ending) -> Letter {
-    let when = chrono::Local::now().format("%Y-%m-%d %H:%M %Z");
+    let when = crate::units::LocalTime::local_minute_zone(&chrono::Local::now());
     Letter {
         subject: if ending.summary.ends_with("did not run") {
             format!("persnap on {host}: the backup of {name} did not run")

@@ -99,28 +99,6 @@ impl Event {
             | Event::DrillFailed => Severity::Error,
         }
     }
-
-    /// What it means, for the table of ids.
-    pub fn meaning(self) -> &'static str {
-        match self {
-            Event::BackupVerified => "a backup was verified and kept where it was asked to be",
-            Event::BackupFailed => "a backup failed",
-            Event::BackupRefused => "a backup could not start; nothing was taken",
-            Event::BackupCancelled => "a backup was cancelled",
-            Event::BackupInterrupted => "a backup's process ended before it did",
-            Event::BackupHung => "a scheduled backup hung and was stopped",
-            Event::OffsiteFailed => "the backup is good, but its offsite copy failed",
-            Event::RepositoryFailed => {
-                "the backup is verified and kept in its folder, but storing it in the repository failed"
-            }
-            Event::Restored => "a database was restored",
-            Event::RestoreFailed => "a restore failed, was cancelled or interrupted",
-            Event::DrillPassed => "a restore drill proved the backups restorable",
-            Event::DrillFailed => {
-                "a restore drill found a place that did not give its backups back"
-            }
-        }
-    }
 }
 
 /// The event a run that ended makes, and its message in plain words

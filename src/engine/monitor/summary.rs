@@ -38,12 +38,13 @@ pub fn letter(
         ),
     };
     let mut body = format!(
-        "{} summary of the backups on {host}, {}.\n\n",
+        "{} summary of the backups on {host}, {} {}.\n\n",
         match how_often {
             Summary::Daily => "The daily",
             Summary::Weekly => "The weekly",
         },
-        now.format("%A %Y-%m-%d %H:%M %Z")
+        now.format("%A"),
+        crate::units::LocalTime::local_minute_zone(&now)
     );
     if all.is_empty() {
         body += "No database is protected on this machine: nothing is backed up. \

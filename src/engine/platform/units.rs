@@ -61,6 +61,9 @@ pub trait LocalTime {
     fn local_minute(&self) -> String;
     /// To the second: `2026-12-07 17:09:42`.
     fn local_second(&self) -> String;
+    /// To the minute with the zone, for a reader elsewhere (mail):
+    /// `2026-12-07 17:09 CET`.
+    fn local_minute_zone(&self) -> String;
 }
 
 impl<Tz: chrono::TimeZone> LocalTime for chrono::DateTime<Tz> {
@@ -73,6 +76,12 @@ impl<Tz: chrono::TimeZone> LocalTime for chrono::DateTime<Tz> {
     fn local_second(&self) -> String {
         self.with_timezone(&chrono::Local)
             .format("%Y-%m-%d %H:%M:%S")
+            .to_string()
+    }
+
+    fn local_minute_zone(&self) -> String {
+        self.with_timezone(&chrono::Local)
+            .format("%Y-%m-%d %H:%M %Z")
             .to_string()
     }
 }

@@ -35,14 +35,6 @@ impl Authority {
             _ => None,
         }
     }
-
-    /// The polkit action that grants this level.
-    pub fn polkit_action(self) -> &'static str {
-        match self {
-            Authority::Backup => "io.github.persnap.backup",
-            Authority::Admin => "io.github.persnap.admin",
-        }
-    }
 }
 
 impl Request {

@@ -575,8 +575,8 @@ fn failed(action: &str, message: impl std::fmt::Display) -> Report {
     }
 }
 
-/// The inherited descriptor `fd`, which must be a `kind` ("folder" or
-/// "file").
+/// The inherited descriptor `fd`, which must be a folder when `dir`, else
+/// a file.
 fn inherited(fd: RawFd, dir: bool) -> std::result::Result<File, Report> {
     // SAFETY: fcntl probes whether the descriptor is open.
     if unsafe { libc::fcntl(fd, libc::F_GETFD) } < 0 {

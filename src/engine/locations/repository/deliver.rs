@@ -30,7 +30,7 @@ pub fn staging_dir() -> Result<PathBuf> {
         })
         .ok_or_else(|| Error::Repository {
             what: "No home folder is known to stage the backup in.".into(),
-            advice: "Give a backup folder as well (--dest DIR).",
+            advice: "Give a backup location as well (--dest DIR).",
             detail: String::new(),
             kind: ErrorKind::BadInput,
         })?;
@@ -261,10 +261,6 @@ impl Delivery {
         if let Ok(repo) = &mut self.repo {
             repo.pace(pace);
         }
-    }
-
-    pub fn is_staged(&self) -> bool {
-        self.staged
     }
 
     /// The set `backup_dir` when it is staged: removed when the guard

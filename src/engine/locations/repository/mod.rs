@@ -9,10 +9,12 @@
 //! a staging folder of the user's), then [`Repo::store`] stores the set's
 //! files and its manifest as one repository snapshot, tagged with the host,
 //! the database and the store name. What is then recorded as verified was
-//! read back *from the repository*: [`Repo::store`] restores the new
-//! snapshot into a scratch folder and checks every file's SHA-256 against
-//! the manifest and SQLite's integrity check on the result
-//! ([`StoreCheck`]), so a good record means "this restores".
+//! read back *from the repository* ([`StoreCheck`]): in persnap's
+//! fixed-size repositories the new packs are read back and authenticated
+//! and the stored lists matched with the pieces hashed from the snapshot;
+//! in one that cuts pieces by content the backup is restored into a
+//! scratch folder and checked with SHA-256 and SQLite's integrity check.
+//! Either way a good record means "this restores".
 //!
 //! Everything here runs as the user whose backup it is, never as root.
 
@@ -324,11 +326,6 @@ impl Location {
             // kind is shown.
             Err(_) => format!("{scheme}:(the address given)"),
         }
-    }
-
-    /// Whether this is a folder on this machine.
-    pub fn is_local(&self) -> bool {
-        matches!(scheme(self.base()), Some(("local" | "", _)))
     }
 }
 
@@ -802,7 +799,8 @@ pub struct StoreCheck {
     /// What was checked, in words (also in the history and the app).
     pub checked: String,
     pub hashes_match: bool,
-    /// SQLite's integrity check on the copy read back from the repository.
+    /// SQLite's integrity check: of the copy read back whole, else the
+    /// verified copy's (from its manifest).
     pub integrity: String,
     pub seconds: f64,
 }

@@ -798,9 +798,9 @@ impl Repo {
     /// Checks the backup just stored as snapshot `id` (see
     /// [`super::readback`] for exactly what is read and compared): the
     /// verified copy in `backup_dir` hashed again into the repository's
-    /// pieces, its stored lists compared with them, and every pack this
-    /// backup wrote (those not in `packs_before`) read back from the
-    /// storage and authenticated. A repository that cuts pieces by content
+    /// pieces, its stored lists compared with them, and every pack holding
+    /// this backup's pieces that the previous checked backup of this
+    /// database does not use read back from the storage and authenticated. A repository that cuts pieces by content
     /// (restic's own default) is read back whole instead.
     #[allow(clippy::too_many_arguments)]
     fn check_stored(

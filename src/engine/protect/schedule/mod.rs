@@ -763,7 +763,7 @@ pub fn missed_message(s: &Schedule, due: DateTime<Local>) -> (String, String) {
         ),
         format!(
             "It was due {} ({}) and nothing ran: the computer may have been off or asleep. Back up now, or check the schedule.",
-            due.format("%a %d %b %H:%M"),
+            crate::units::LocalTime::local_minute(&due),
             s.when.describe()
         ),
     )
