@@ -81,7 +81,7 @@ pub const CANCELLED: &str =
     "The restore was cancelled before anything in the database folder changed; it is as it was.";
 
 /// Said on every restore: SQLite files carry the correlator's schema.
-pub const VERSION_WARNING: &str = "A database written by a newer Apama version cannot be used by an older one: start the restored store with the same (or a newer) Apama version as the one that wrote it.";
+pub const VERSION_WARNING: &str = "A database written by a newer Apama version cannot be used by an older one: start the restored database with the same (or a newer) Apama version as the one that wrote it.";
 
 /// Who writes a restore's files.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -550,7 +550,7 @@ fn execute(
     if let Some(dir) = &safety_dir {
         progress.log(
             Level::Info,
-            &format!("The previous store files are kept in {}", dir.display()),
+            &format!("The previous database files are kept in {}", dir.display()),
         );
     }
     let restored = target.join(&manifest.store_name);
