@@ -4,9 +4,10 @@
 //! Three rooms, each a folder: `engine/` (never prints, never elevates, no
 //! user interface; its modules are re-exported here), `privileged/` (the
 //! only things the helper does as root) and the front ends (`main.rs`,
-//! `cli.rs`, `gui/`; and `bin/persnap-helper.rs`). Front ends call
-//! [`backup::run_backup`] and friends and receive progress through the
-//! [`progress::Progress`] trait they supply.
+//! `cli.rs`, `gui/`; and `bin/persnap-helper.rs`). Front ends build a
+//! job for `pipeline::run` (one backup or restore, for every front end)
+//! and receive progress through the [`progress::Progress`] trait they
+//! supply.
 //!
 //! Flow of one backup (see [`backup`]):
 //! discover the store ([`store`]) → find its volume and snapshot method

@@ -1,5 +1,7 @@
 //! The privileged room: what `persnap-helper` does as root (or SYSTEM),
-//! and nothing else. Everything here is used only by the helper.
+//! and nothing else. Everything here is used by the helper, but for
+//! `user`, with which a scheduled run root started (the command line)
+//! becomes its user.
 //!
 //! Root does exactly this:
 //! - [`start`]: tighten the process (umask 077, private mount namespace)
