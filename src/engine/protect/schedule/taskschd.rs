@@ -242,6 +242,41 @@ fn principal(s: &Schedule) -> String {
 
 /// The whole task definition.
 pub fn task_xml(s: &Schedule, exe: &Path, trigger: &str) -> String {
+    task_document(&TaskParts {
+        description: &format!(
+            "persnap backup {}: {} to {} ({})",
+            s.name,
+            s.source.display(),
+            s.dest.display(),
+            s.when.describe()
+        ),
+        uri: &task_name(&s.name),
+        trigger,
+        principal: &principal(s),
+        limit: &format!("PT{}H", super::RUN_TIME_LIMIT_HOURS),
+        command: &exe.to_string_lossy(),
+        arguments: &arguments(s),
+    })
+}
+
+/// What differs between persnap's tasks; everything else (never stopped
+/// on battery, started as soon as it can after a missed start, one run at
+/// a time, low priority) is the same for each.
+pub struct TaskParts<'a> {
+    pub description: &'a str,
+    pub uri: &'a str,
+    /// A trigger element ([`trigger`]).
+    pub trigger: &'a str,
+    /// The principal's elements (`<UserId>…`).
+    pub principal: &'a str,
+    /// `ExecutionTimeLimit`, as ISO 8601 (`PT12H`).
+    pub limit: &'a str,
+    pub command: &'a str,
+    pub arguments: &'a str,
+}
+
+/// A task definition for Task Scheduler's `/XML`.
+pub fn task_document(t: &TaskParts) -> String {
     format!(
         r#"<?xml version="1.0" encoding="UTF-16"?>
 <Task version="1.2" xmlns="http://schemas.microsoft.com/windows/2004/02/mit/task">
@@ -271,7 +306,7 @@ pub fn task_xml(s: &Schedule, exe: &Path, trigger: &str) -> String {
     <Hidden>false</Hidden>
     <RunOnlyIfIdle>false</RunOnlyIfIdle>
     <WakeToRun>false</WakeToRun>
-    <ExecutionTimeLimit>PT{limit}H</ExecutionTimeLimit>
+    <ExecutionTimeLimit>{limit}</ExecutionTimeLimit>
     <Priority>7</Priority>
   </Settings>
   <Actions Context="Author">
@@ -282,18 +317,13 @@ pub fn task_xml(s: &Schedule, exe: &Path, trigger: &str) -> String {
   </Actions>
 </Task>
 "#,
-        limit = super::RUN_TIME_LIMIT_HOURS,
-        description = xml_escape(&format!(
-            "persnap backup {}: {} to {} ({})",
-            s.name,
-            s.source.display(),
-            s.dest.display(),
-            s.when.describe()
-        )),
-        uri = xml_escape(&task_name(&s.name)),
-        principal = principal(s),
-        command = xml_escape(&exe.to_string_lossy()),
-        arguments = xml_escape(&arguments(s)),
+        description = xml_escape(t.description),
+        uri = xml_escape(t.uri),
+        trigger = t.trigger,
+        principal = t.principal,
+        limit = t.limit,
+        command = xml_escape(t.command),
+        arguments = xml_escape(t.arguments),
     )
 }
 
@@ -329,7 +359,7 @@ fn schtasks() -> PathBuf {
 }
 
 #[cfg(windows)]
-fn run_schtasks(args: &[&std::ffi::OsStr]) -> Result<crate::tool::ToolOutput> {
+pub fn run_schtasks(args: &[&std::ffi::OsStr]) -> Result<crate::tool::ToolOutput> {
     let program = schtasks();
     crate::tool::run(&program, args, std::time::Duration::from_secs(60)).map_err(|e| Error::Tool {
         action: "run schtasks.exe".into(),
@@ -368,43 +398,19 @@ pub fn install(s: &Schedule, exe: &Path) -> Result<Installed> {
     crate::fsutil::atomic_write(&json, &bytes)
         .and_then(|()| crate::sys::owned_by_admins(&json))
         .map_err(Error::io("write", &json, "Run persnap as administrator."))?;
-    let xml_path = dir.join(format!(".{}.task.xml", s.name));
-    let _ = std::fs::remove_file(&xml_path);
-    std::fs::File::options()
-        .write(true)
-        .create_new(true)
-        .open(&xml_path)
-        .and_then(|mut f| {
-            use std::io::Write;
-            f.write_all(&utf16_with_bom(&task_xml(s, exe, &trigger)))
-        })
-        .map_err(Error::io(
-            "write",
-            &xml_path,
-            "Run persnap as administrator.",
-        ))?;
     let task = task_name(&s.name);
-    let mut args: Vec<&std::ffi::OsStr> = vec![
-        "/Create".as_ref(),
-        "/TN".as_ref(),
-        task.as_ref(),
-        "/XML".as_ref(),
-        xml_path.as_os_str(),
-        "/F".as_ref(),
-    ];
-    if let Some(account) = &s.run_as {
-        // The password goes to schtasks, which hands it to Task Scheduler
-        // to store; persnap keeps it nowhere.
-        let extra: [&std::ffi::OsStr; 4] = [
+    // The password goes to schtasks, which hands it to Task Scheduler to
+    // store; persnap keeps it nowhere.
+    let account: Vec<&std::ffi::OsStr> = match &s.run_as {
+        Some(account) => vec![
             "/RU".as_ref(),
             account.as_ref(),
             "/RP".as_ref(),
             s.password.0.as_ref(),
-        ];
-        args.extend(extra);
-    }
-    let out = run_schtasks(&args);
-    let _ = std::fs::remove_file(&xml_path);
+        ],
+        None => Vec::new(),
+    };
+    let out = register(&dir, &s.name, &task, &task_xml(s, exe, &trigger), &account);
     let out = out.inspect_err(|_| {
         let _ = std::fs::remove_file(&json);
     })?;
@@ -435,6 +441,76 @@ pub fn install(s: &Schedule, exe: &Path) -> Result<Installed> {
             ),
         },
     })
+}
+
+/// Register `task` from `xml` (replacing one of the same name), the XML
+/// written to `.STEM.task.xml` in `dir` — the administrators' folder, made
+/// so by the caller — created new, so that nobody else can plant or
+/// rewrite it before schtasks reads it, and removed after. `extra`: more
+/// `schtasks /Create` arguments. What schtasks said, for the caller to
+/// judge.
+#[cfg(windows)]
+pub fn register(
+    dir: &Path,
+    stem: &str,
+    task: &str,
+    xml: &str,
+    extra: &[&std::ffi::OsStr],
+) -> Result<crate::tool::ToolOutput> {
+    let xml_path = dir.join(format!(".{stem}.task.xml"));
+    let _ = std::fs::remove_file(&xml_path);
+    std::fs::File::options()
+        .write(true)
+        .create_new(true)
+        .open(&xml_path)
+        .and_then(|mut f| {
+            use std::io::Write;
+            f.write_all(&utf16_with_bom(xml))
+        })
+        .map_err(Error::io(
+            "write",
+            &xml_path,
+            "Run persnap as administrator.",
+        ))?;
+    let mut args: Vec<&std::ffi::OsStr> = vec![
+        "/Create".as_ref(),
+        "/TN".as_ref(),
+        task.as_ref(),
+        "/XML".as_ref(),
+        xml_path.as_os_str(),
+        "/F".as_ref(),
+    ];
+    args.extend(extra);
+    let out = run_schtasks(&args);
+    let _ = std::fs::remove_file(&xml_path);
+    out
+}
+
+/// Delete `task`. Failing is an error (with `hint`) only when the task is
+/// still there afterwards; whether it was deleted comes back.
+#[cfg(windows)]
+pub fn delete(
+    task: &str,
+    hint: &'static str,
+    schtasks: impl Fn(&[&std::ffi::OsStr]) -> Result<crate::tool::ToolOutput>,
+) -> Result<bool> {
+    let deleted = schtasks(&[
+        "/Delete".as_ref(),
+        "/TN".as_ref(),
+        task.as_ref(),
+        "/F".as_ref(),
+    ])?;
+    if !deleted.status.success() {
+        let still = schtasks(&["/Query".as_ref(), "/TN".as_ref(), task.as_ref()])?;
+        if still.status.success() {
+            return Err(Error::Tool {
+                action: format!("remove the scheduled task {task}"),
+                reason: deleted.said(),
+                hint,
+            });
+        }
+    }
+    Ok(deleted.status.success())
 }
 
 /// Refuse to have a task run `exe` when anyone but administrators could
@@ -472,23 +548,11 @@ fn uninstall_with(
     schtasks: impl Fn(&[&std::ffi::OsStr]) -> Result<crate::tool::ToolOutput>,
 ) -> Result<bool> {
     validate_name(name)?;
-    let task = task_name(name);
-    let deleted = schtasks(&[
-        "/Delete".as_ref(),
-        "/TN".as_ref(),
-        task.as_ref(),
-        "/F".as_ref(),
-    ])?;
-    if !deleted.status.success() {
-        let still = schtasks(&["/Query".as_ref(), "/TN".as_ref(), task.as_ref()])?;
-        if still.status.success() {
-            return Err(Error::Tool {
-                action: format!("remove the scheduled task {task}"),
-                reason: deleted.said(),
-                hint: "Remove it in Task Scheduler (folder persnap), or run `persnap schedule remove` again as administrator.",
-            });
-        }
-    }
+    let deleted = delete(
+        &task_name(name),
+        "Remove it in Task Scheduler (folder persnap), or run `persnap schedule remove` again as administrator.",
+        schtasks,
+    )?;
     let json = dir.join(format!("{name}.json"));
     let recorded = match std::fs::remove_file(&json) {
         Ok(()) => true,
@@ -499,7 +563,7 @@ fn uninstall_with(
             ));
         }
     };
-    Ok(deleted.status.success() || recorded)
+    Ok(deleted || recorded)
 }
 
 /// schtasks reads task XML as UTF-16 (it says so in the declaration).

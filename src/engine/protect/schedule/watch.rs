@@ -56,59 +56,20 @@ pub fn timer_unit() -> String {
     )
 }
 
-/// The Windows task: hourly as SYSTEM, started as soon as it can after a
-/// start it missed, on battery too, stopped after 10 minutes.
+/// The Windows task: hourly as SYSTEM, stopped after 10 minutes (and,
+/// as every persnap task, started as soon as it can after a start it
+/// missed, on battery too).
 pub fn task_xml(exe: &Path) -> String {
-    let escape = |t: &str| {
-        t.replace('&', "&amp;")
-            .replace('<', "&lt;")
-            .replace('>', "&gt;")
-            .replace('"', "&quot;")
-    };
-    format!(
-        r#"<?xml version="1.0" encoding="UTF-16"?>
-<Task version="1.2" xmlns="http://schemas.microsoft.com/windows/2004/02/mit/task">
-  <RegistrationInfo>
-    <Author>persnap</Author>
-    <Description>persnap: tell missed backups and mail the summary (hourly)</Description>
-    <URI>{task}</URI>
-  </RegistrationInfo>
-  <Triggers>
-    {trigger}
-  </Triggers>
-  <Principals>
-    <Principal id="Author">
-      <UserId>S-1-5-18</UserId>
-      <RunLevel>HighestAvailable</RunLevel>
-    </Principal>
-  </Principals>
-  <Settings>
-    <MultipleInstancesPolicy>IgnoreNew</MultipleInstancesPolicy>
-    <DisallowStartIfOnBatteries>false</DisallowStartIfOnBatteries>
-    <StopIfGoingOnBatteries>false</StopIfGoingOnBatteries>
-    <AllowHardTerminate>true</AllowHardTerminate>
-    <StartWhenAvailable>true</StartWhenAvailable>
-    <RunOnlyIfNetworkAvailable>false</RunOnlyIfNetworkAvailable>
-    <AllowStartOnDemand>true</AllowStartOnDemand>
-    <Enabled>true</Enabled>
-    <Hidden>false</Hidden>
-    <RunOnlyIfIdle>false</RunOnlyIfIdle>
-    <WakeToRun>false</WakeToRun>
-    <ExecutionTimeLimit>PT10M</ExecutionTimeLimit>
-    <Priority>7</Priority>
-  </Settings>
-  <Actions Context="Author">
-    <Exec>
-      <Command>{command}</Command>
-      <Arguments>monitoring watch</Arguments>
-    </Exec>
-  </Actions>
-</Task>
-"#,
-        task = escape(TASK),
-        trigger = super::taskschd::trigger(&super::When::Hourly).expect("hourly is a task trigger"),
-        command = escape(&exe.to_string_lossy()),
-    )
+    let trigger = super::taskschd::trigger(&super::When::Hourly).expect("hourly is a task trigger");
+    super::taskschd::task_document(&super::taskschd::TaskParts {
+        description: "persnap: tell missed backups and mail the summary (hourly)",
+        uri: TASK,
+        trigger: &trigger,
+        principal: "<UserId>S-1-5-18</UserId>",
+        limit: "PT10M",
+        command: &exe.to_string_lossy(),
+        arguments: "monitoring watch",
+    })
 }
 
 /// What [`keep`] did, in words (`None`: nothing needed doing).
@@ -210,59 +171,22 @@ mod linux {
 mod windows {
     use super::*;
     use crate::error::Error;
-    use std::ffi::OsStr;
-
-    fn schtasks(args: &[&OsStr]) -> Result<crate::tool::ToolOutput> {
-        let program = crate::sys::system_dir().join("schtasks.exe");
-        crate::tool::run(&program, args, std::time::Duration::from_secs(60)).map_err(|e| {
-            Error::Tool {
-                action: "run schtasks.exe".into(),
-                reason: e.to_string(),
-                hint: "Task Scheduler must be available (the \"Task Scheduler\" service running).",
-            }
-        })
-    }
+    use crate::schedule::taskschd;
 
     /// The record that persnap made the task, in the administrators'
     /// folder beside the schedules' (removal asks Task Scheduler only when
     /// it is there: wine's schtasks cannot tell whether a task exists).
     fn record() -> PathBuf {
-        super::super::taskschd::registry_dir().join("monitoring-watch.installed")
+        taskschd::registry_dir().join("monitoring-watch.installed")
     }
 
     pub fn keep(wanted: bool, exe: &Path) -> Result<Done> {
         if wanted {
-            // The XML in the administrators' folder, created new (nobody
-            // else can plant or rewrite it before schtasks reads it).
-            let dir = super::super::taskschd::registry_dir();
+            let dir = taskschd::registry_dir();
             crate::sys::create_admin_dir(&dir)
                 .and_then(|()| crate::sys::owned_by_admins(&dir))
                 .map_err(Error::io("secure", &dir, "Run persnap as administrator."))?;
-            let xml_path = dir.join(".monitoring-watch.task.xml");
-            let _ = std::fs::remove_file(&xml_path);
-            std::fs::File::options()
-                .write(true)
-                .create_new(true)
-                .open(&xml_path)
-                .and_then(|mut f| {
-                    use std::io::Write;
-                    f.write_all(&super::super::taskschd::utf16_with_bom(&task_xml(exe)))
-                })
-                .map_err(Error::io(
-                    "write",
-                    &xml_path,
-                    "Run persnap as administrator.",
-                ))?;
-            let out = schtasks(&[
-                "/Create".as_ref(),
-                "/TN".as_ref(),
-                TASK.as_ref(),
-                "/XML".as_ref(),
-                xml_path.as_os_str(),
-                "/F".as_ref(),
-            ]);
-            let _ = std::fs::remove_file(&xml_path);
-            let out = out?;
+            let out = taskschd::register(&dir, "monitoring-watch", TASK, &task_xml(exe), &[])?;
             if !out.status.success() {
                 return Err(Error::Tool {
                     action: format!("create the scheduled task {TASK}"),
@@ -282,22 +206,11 @@ mod windows {
         if !record.exists() {
             return Ok(None);
         }
-        let out = schtasks(&[
-            "/Delete".as_ref(),
-            "/TN".as_ref(),
-            TASK.as_ref(),
-            "/F".as_ref(),
-        ])?;
-        if !out.status.success() {
-            let still = schtasks(&["/Query".as_ref(), "/TN".as_ref(), TASK.as_ref()])?;
-            if still.status.success() {
-                return Err(Error::Tool {
-                    action: format!("delete the scheduled task {TASK}"),
-                    reason: out.said(),
-                    hint: "Run persnap as administrator, or delete the task in Task Scheduler (folder persnap).",
-                });
-            }
-        }
+        taskschd::delete(
+            TASK,
+            "Run persnap as administrator, or delete the task in Task Scheduler (folder persnap).",
+            taskschd::run_schtasks,
+        )?;
         std::fs::remove_file(&record).map_err(Error::io(
             "remove",
             &record,
