@@ -574,6 +574,10 @@ fn summary(alerts: &alert::Alerts, now: chrono::DateTime<chrono::Local>) -> Resu
         .ok()
         .and_then(|bytes| serde_json::from_slice::<SummarySent>(&bytes).ok())
         .map(|s| s.sent);
+    // Every history is read for it: only when one is due, not every hour.
+    if !alerts.summary_due(sent, now) {
+        return Ok(());
+    }
     let survey = super::status::survey(false, None)?;
     let alerts = alerts.clone();
     let outcome = alert::within(alert::END_LIMIT, move || alerts.summary(&survey, sent, now))

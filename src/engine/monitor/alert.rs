@@ -133,16 +133,30 @@ impl Alerts {
         sent: Option<chrono::DateTime<chrono::Utc>>,
         now: chrono::DateTime<chrono::Local>,
     ) -> Option<Result<(), String>> {
-        let how_often = self.settings.summary?;
-        let mail = self.settings.mail.as_ref()?;
-        if !how_often.due(sent, now) {
+        if !self.summary_due(sent, now) {
             return None;
         }
+        let how_often = self.settings.summary?;
+        let mail = self.settings.mail.as_ref()?;
         let letter = super::summary::letter(&crate::manifest::host_name(), how_often, survey, now);
         Some(
             mail::send(mail, self.secrets.mail_password.as_ref(), &letter)
                 .map_err(|e| format!("The summary mail was not sent: {e}")),
         )
+    }
+
+    /// Whether a summary is set and due at `now`, the last sent at `sent`
+    /// (asked before the survey it needs is made: every history is read).
+    pub fn summary_due(
+        &self,
+        sent: Option<chrono::DateTime<chrono::Utc>>,
+        now: chrono::DateTime<chrono::Local>,
+    ) -> bool {
+        self.settings.mail.is_some()
+            && self
+                .settings
+                .summary
+                .is_some_and(|how_often| how_often.due(sent, now))
     }
 
     /// A test ping to every address, by name.
