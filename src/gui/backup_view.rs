@@ -539,7 +539,7 @@ fn confirm_dialog(app: &mut PersnapApp, ui: &mut Ui) {
     }
 }
 
-fn new_activity(job: worker::Job, test_only: bool) -> Activity {
+fn new_activity(job: worker::Job<super::Outcome>, test_only: bool) -> Activity {
     let now = Instant::now();
     Activity {
         job,

@@ -5,7 +5,6 @@
 
 use persnap::units::LocalTime;
 use std::path::PathBuf;
-use std::sync::mpsc::TryRecvError;
 use std::time::Duration;
 
 use eframe::egui::{self, RichText, Ui};
@@ -16,7 +15,7 @@ use persnap::protocol::Request;
 use persnap::units;
 
 use super::widgets::{AMBER, GREEN, RED, open_folder};
-use super::worker::{self, Job, Msg};
+use super::worker::{self, Job};
 use super::{PersnapApp, RestoreDraft, Screen};
 
 /// The page's state.
@@ -25,11 +24,11 @@ pub struct DatabasePage {
     /// The run whose backup is selected in the table.
     pub selected: Option<String>,
     /// Verifying a backup again: which, its progress, and how it went.
-    pub(super) verifying: Option<(String, Job, super::widgets::Meter)>,
+    pub(super) verifying: Option<(String, Job<worker::Words>, super::widgets::Meter)>,
     pub verified: Option<(String, Result<String, String>)>,
     /// "Stop protecting": asked, running, and how it went.
     confirm_stop: bool,
-    stopping: Option<Job>,
+    stopping: Option<Job<worker::Told>>,
     pub stopped: Option<Result<String, String>>,
     /// Pins of the backups shown, as read (once each).
     pins: std::collections::HashMap<PathBuf, Option<persnap::pin::Pin>>,
@@ -37,11 +36,11 @@ pub struct DatabasePage {
     pub note: String,
     /// Pinning or unpinning a backup in its repository: which run, and how
     /// it went.
-    repo_pin: Option<(String, Job)>,
+    repo_pin: Option<(String, Job<worker::Words>)>,
     pub repo_pinned: Option<(String, Result<String, String>)>,
     /// A restore drill running (its progress), and how the last one went.
-    drilling: Option<(Job, super::widgets::Meter)>,
-    pub drilled: Option<Result<Box<persnap::drill::DrillReport>, String>>,
+    drilling: Option<(Job<Drilled>, super::widgets::Meter)>,
+    pub drilled: Option<Drilled>,
     /// "Back up before upgrading": asked, and its note.
     asking_upgrade: bool,
     pub upgrade_note: String,
@@ -79,16 +78,9 @@ impl DatabasePage {
         let Some((job, meter)) = &mut self.drilling else {
             return false;
         };
-        let mut ended = None;
-        while let Ok(msg) = job.rx.try_recv() {
-            meter.update(&msg);
-            if let Msg::DrillDone(result) = msg {
-                ended = Some(result);
-            }
-        }
-        match ended {
-            Some(result) => {
-                self.drilled = Some(result);
+        match job.drain(|msg| meter.update(&msg)) {
+            Some(end) => {
+                self.drilled = Some(end.unwrap_or_else(|s| Err(s.into())));
                 self.drilling = None;
                 true
             }
@@ -203,6 +195,10 @@ fn drill_phase_words(phase: persnap::progress::Phase) -> &'static str {
     }
 }
 
+/// How a restore drill ended: what each place gave back, or why it could
+/// not run.
+type Drilled = Result<Box<persnap::drill::DrillReport>, String>;
+
 /// Open the page of `name`.
 pub fn open(app: &mut PersnapApp, name: &str) {
     app.rt.database = Some(DatabasePage::new(name));
@@ -213,25 +209,18 @@ fn drain(app: &mut PersnapApp) {
     let Some(page) = &mut app.rt.database else {
         return;
     };
-    if let Some((id, job, meter)) = &mut page.verifying {
-        let mut ended = None;
-        while let Ok(msg) = job.rx.try_recv() {
-            meter.update(&msg);
-            if let Msg::VerifyDone(result) = msg {
-                ended = Some(result);
-            }
-        }
-        if let Some(result) = ended {
-            page.verified = Some((id.clone(), result));
-            page.verifying = None;
-        }
+    if let Some((id, job, meter)) = &mut page.verifying
+        && let Some(end) = job.drain(|msg| meter.update(&msg))
+    {
+        page.verified = Some((id.clone(), end.unwrap_or_else(|s| Err(s.into()))));
+        page.verifying = None;
     }
     // A pin in a repository gives the backup a new id: the history
     // follows it, and so does the page.
     if let Some((id, job)) = &page.repo_pin
-        && let Ok(Msg::PinDone(result)) = job.rx.try_recv()
+        && let Some(end) = job.end()
     {
-        page.repo_pinned = Some((id.clone(), result));
+        page.repo_pinned = Some((id.clone(), end.unwrap_or_else(|s| Err(s.into()))));
         page.repo_pin = None;
         app.reload_history();
         return;
@@ -247,14 +236,14 @@ fn drain(app: &mut PersnapApp) {
     };
     let mut stopped = false;
     if let Some(job) = &page.stopping {
-        match job.rx.try_recv() {
-            Ok(Msg::ProtectDone(result)) => {
+        match job.end() {
+            Some(Ok(result)) => {
                 page.stopping = None;
                 stopped = result.is_ok();
                 page.stopped = Some(result.map(|_| String::new()).map_err(|f| f.message));
             }
-            Ok(_) | Err(TryRecvError::Empty) => {}
-            Err(TryRecvError::Disconnected) => page.stopping = None,
+            None => {}
+            Some(Err(worker::Stopped)) => page.stopping = None,
         }
     }
     if stopped {

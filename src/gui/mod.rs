@@ -9,9 +9,9 @@
 //! backups by machine and database), `restore_view` (a database back onto
 //! this computer, a new machine too), `schedule_view`,
 //! `notifications_view`, `settings_view`; what several show is in
-//! `widgets`. Slow work runs on threads: the jobs in `worker` (and the
-//! overview's and the repository screen's own look-ups); their messages
-//! are drained at the start of every frame.
+//! `widgets`. Slow work runs on threads: the jobs in `worker`, each a
+//! `Job<T>` owned by the screen that started it, with its own end `T`;
+//! each screen drains its own jobs at the start of every frame.
 
 mod backup_view;
 mod chart;
@@ -35,7 +35,6 @@ use std::time::Instant;
 
 use eframe::egui;
 use persnap::history::{History, Run};
-use persnap::manifest::Manifest;
 use persnap::method::MethodChoice;
 use persnap::probe::ProbeReport;
 use persnap::progress::{Level, Phase};
@@ -184,7 +183,7 @@ pub enum Screen {
 
 /// A running backup or test snapshot, as the UI shows it.
 pub struct Activity {
-    pub job: Job,
+    pub job: Job<Outcome>,
     pub test_only: bool,
     pub phase: Phase,
     pub done: u64,
@@ -195,20 +194,8 @@ pub struct Activity {
     pub cancelling: bool,
 }
 
-/// What the last action ended with.
-#[derive(Debug, Clone)]
-pub enum Outcome {
-    Backup {
-        dir: PathBuf,
-        manifest: Box<Manifest>,
-        /// What else happened, in words (its offsite copy).
-        notes: worker::Notes,
-    },
-    /// A backup kept by a repository (the staged copy is gone).
-    Stored(Box<worker::StoredBackup>),
-    Failed(RemoteFailure),
-    TestSnapshot(Result<String, String>),
-}
+/// What the last backup or test snapshot ended with.
+pub use worker::Outcome;
 
 /// State rebuilt at every start, never saved.
 pub struct Runtime {
@@ -218,7 +205,7 @@ pub struct Runtime {
     pub runs: Vec<Run>,
     pub probe: Option<Result<Box<ProbeReport>, String>>,
     pub probe_key: String,
-    pub probing: Option<Job>,
+    pub probing: Option<Job<worker::Probed>>,
     pub activity: Option<Activity>,
     pub outcome: Option<Outcome>,
     /// Warnings the user must confirm before the backup starts.
@@ -241,7 +228,7 @@ pub struct Runtime {
     pub notifications: notifications_view::NotificationsPage,
     pub repositories: repository_view::RepositoryState,
     /// "Protect this database": the registration running, and how it went.
-    pub protecting: Option<Job>,
+    pub protecting: Option<Job<worker::Told>>,
     pub protected: Option<Result<String, String>>,
     /// The registry of protected databases (the system's; tests use their own).
     pub registry: persnap::registry::Registry,
@@ -257,7 +244,7 @@ pub struct Runtime {
     /// A backup into a repository to pin once stored: where, its id, the
     /// note; and the pin under way.
     pin_pending: Option<(String, String, String)>,
-    pinning: Option<Job>,
+    pinning: Option<Job<worker::Words>>,
     /// The window was asked to close while work was running: asked
     /// whether to stop it, and (once confirmed) closing when it has.
     pub close_asked: bool,
@@ -277,7 +264,7 @@ pub struct RestoreDraft {
     pub repository: Option<worker::InRepository>,
     /// Where to restore to, as typed (default: where the backup came from).
     pub target: String,
-    pub job: Option<Job>,
+    pub job: Option<Job<Result<Box<worker::Restored>, RemoteFailure>>>,
     /// Its progress (step, bytes, speed, time left).
     pub meter: widgets::Meter,
     pub result: Option<Result<Box<worker::Restored>, RemoteFailure>>,
@@ -406,10 +393,8 @@ impl PersnapApp {
     /// Pin a backup just stored in a repository ("Back up before
     /// upgrading"), and take in how it went.
     fn pin_in_repository(&mut self, ctx: &egui::Context) {
-        if let Some(job) = &self.rt.pinning
-            && let Ok(Msg::PinDone(result)) = job.rx.try_recv()
-        {
-            self.rt.pinned = Some(result);
+        if let Some(end) = self.rt.pinning.as_ref().and_then(Job::end) {
+            self.rt.pinned = Some(end.unwrap_or_else(|s| Err(s.into())));
             self.rt.pinning = None;
             self.reload_history();
         }
@@ -477,19 +462,14 @@ impl PersnapApp {
             return;
         };
         let Some(job) = &draft.job else { return };
-        let mut done = false;
-        while let Ok(msg) = job.rx.try_recv() {
+        let end = job.drain(|msg| {
             draft.meter.update(&msg);
-            match msg {
-                Msg::Run(run) => upsert_run(&mut self.rt.runs, *run),
-                Msg::RestoreDone(result) => {
-                    draft.result = Some(result);
-                    done = true;
-                }
-                _ => {}
+            if let Msg::Run(run) = msg {
+                upsert_run(&mut self.rt.runs, *run);
             }
-        }
-        if done {
+        });
+        if let Some(end) = end {
+            draft.result = Some(end.unwrap_or_else(|s| Err(s.into())));
             draft.job = None;
             self.reload_history();
         }
@@ -505,9 +485,8 @@ impl PersnapApp {
             self.rt.overview.look_again();
         }
         self.rt.schedules.drain();
-        let protect = self.rt.protecting.as_ref().map(|job| job.rx.try_recv());
-        let protected = match protect {
-            Some(Ok(Msg::ProtectDone(result))) => Some(
+        let protected = match self.rt.protecting.as_ref().and_then(Job::end) {
+            Some(Ok(result)) => Some(
                 result
                     .map(|reply| match *reply {
                         persnap::protocol::Reply::DatabaseAdded { database }
@@ -516,10 +495,10 @@ impl PersnapApp {
                     })
                     .map_err(|f| f.message),
             ),
-            Some(Err(std::sync::mpsc::TryRecvError::Disconnected)) => Some(Err(
+            Some(Err(worker::Stopped)) => Some(Err(
                 "the registration stopped unexpectedly; try again".into(),
             )),
-            _ => None,
+            None => None,
         };
         if let Some(result) = protected {
             self.rt.protecting = None;
@@ -533,58 +512,42 @@ impl PersnapApp {
             self.rt.probing = None;
             self.rt.probe_key.clear();
         }
-        if let Some(Ok(Msg::Probed { key, result })) =
-            self.rt.probing.as_ref().map(|job| job.rx.try_recv())
-        {
-            self.rt.probe = Some(result);
-            self.rt.probe_key = key;
-            self.rt.probing = None;
+        match self.rt.probing.as_ref().and_then(Job::end) {
+            Some(Ok(worker::Probed { key, result })) => {
+                self.rt.probe = Some(result);
+                self.rt.probe_key = key;
+                self.rt.probing = None;
+            }
+            Some(Err(worker::Stopped)) => {
+                self.rt.probe = Some(Err(worker::STOPPED.into()));
+                self.rt.probing = None;
+            }
+            None => {}
         }
         let Some(activity) = &mut self.rt.activity else {
             return;
         };
-        let mut finished = None;
-        while let Ok(msg) = activity.job.rx.try_recv() {
-            match msg {
-                Msg::Phase(phase) => {
-                    activity.phase = phase;
-                    activity.done = 0;
-                    activity.total = 0;
-                    activity.phase_started = Instant::now();
-                }
-                Msg::Bytes { phase, done, total } => {
-                    activity.phase = phase;
-                    activity.done = done;
-                    activity.total = total;
-                }
-                Msg::Log(level, text) => activity.log.push((level, text)),
-                Msg::Run(run) => upsert_run(&mut self.rt.runs, *run),
-                Msg::BackupDone(Ok((dir, manifest, notes))) => {
-                    finished = Some(Outcome::Backup {
-                        dir,
-                        manifest,
-                        notes,
-                    })
-                }
-                Msg::BackupDone(Err(f)) | Msg::StoredDone(Err(f)) => {
-                    finished = Some(Outcome::Failed(f))
-                }
-                Msg::StoredDone(Ok(stored)) => {
-                    // The Repositories screen lists it without a Connect.
-                    self.rt.repositories.stale = true;
-                    finished = Some(Outcome::Stored(stored))
-                }
-                Msg::TestSnapshotDone(r) => finished = Some(Outcome::TestSnapshot(r)),
-                Msg::Probed { .. }
-                | Msg::DrillDone(_)
-                | Msg::VerifyDone(_)
-                | Msg::PinDone(_)
-                | Msg::Created(_)
-                | Msg::RestoreDone(_)
-                | Msg::ScheduleDone(_)
-                | Msg::ProtectDone(_)
-                | Msg::MonitoringDone(_) => {}
+        let runs = &mut self.rt.runs;
+        let finished = activity.job.drain(|msg| match msg {
+            Msg::Phase(phase) => {
+                activity.phase = phase;
+                activity.done = 0;
+                activity.total = 0;
+                activity.phase_started = Instant::now();
             }
+            Msg::Bytes { phase, done, total } => {
+                activity.phase = phase;
+                activity.done = done;
+                activity.total = total;
+            }
+            Msg::Log(level, text) => activity.log.push((level, text)),
+            Msg::Run(run) => upsert_run(runs, *run),
+            Msg::Done(_) => {}
+        });
+        let finished = finished.map(|end| end.unwrap_or_else(|s| Outcome::Failed(s.into())));
+        if let Some(Outcome::Stored(_)) = &finished {
+            // The Repositories screen lists it without a Connect.
+            self.rt.repositories.stale = true;
         }
         if let Some(outcome) = finished {
             // "Back up before upgrading": the backup is kept, with its note.

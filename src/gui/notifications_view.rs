@@ -5,7 +5,6 @@
 //! their secrets) and changed through the helper, one prompt per change.
 
 use std::collections::BTreeMap;
-use std::sync::mpsc::TryRecvError;
 
 use eframe::egui::{self, RichText, Ui};
 use persnap::monitor::settings::{self, Change, Mail, MailSecurity, Monitoring, Summary, Update};
@@ -14,7 +13,7 @@ use persnap::schedule::Secret;
 
 use super::PersnapApp;
 use super::widgets::{AMBER, GREEN, RED};
-use super::worker::{self, Job, Msg};
+use super::worker::{self, Job};
 
 /// The form, as typed (never saved by the app: the settings live in the
 /// system).
@@ -41,7 +40,7 @@ pub struct NotificationsPage {
     pings: BTreeMap<String, String>,
     /// Pings to stop.
     stop_pings: Vec<String>,
-    job: Option<Job>,
+    job: Option<Job<worker::Told>>,
     /// Whether the job saves (or tests).
     saving: bool,
     result: Option<Result<Vec<(bool, String)>, String>>,
@@ -180,10 +179,10 @@ impl NotificationsPage {
     /// Take what the helper answered.
     fn drain(&mut self) {
         let Some(job) = &self.job else { return };
-        let result = match job.rx.try_recv() {
-            Ok(Msg::MonitoringDone(result)) => result,
-            Ok(_) | Err(TryRecvError::Empty) => return,
-            Err(TryRecvError::Disconnected) => {
+        let result = match job.end() {
+            Some(Ok(result)) => result,
+            None => return,
+            Some(Err(worker::Stopped)) => {
                 self.job = None;
                 return;
             }

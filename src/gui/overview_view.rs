@@ -6,7 +6,6 @@
 //! "Details".
 
 use std::path::{Path, PathBuf};
-use std::sync::mpsc::{Receiver, TryRecvError};
 use std::time::{Duration, Instant};
 
 use eframe::egui::{self, RichText, Ui};
@@ -20,6 +19,7 @@ use super::widgets::{
     AMBER, GREEN, RED, entry_of, level_colour, location_of, on_one_disk, proven_words,
     suggested_location,
 };
+use super::worker::{self, Job};
 
 /// How often the cards are judged again while the window is open.
 const REFRESH: Duration = Duration::from_secs(15);
@@ -28,11 +28,11 @@ const REFRESH: Duration = Duration::from_secs(15);
 #[derive(Default)]
 pub struct OverviewState {
     pub survey: Option<Result<Survey, String>>,
-    surveying: Option<Receiver<Result<Survey, String>>>,
+    surveying: Option<Job<Result<Survey, String>>>,
     surveyed_at: Option<Instant>,
     /// Databases found on this computer (None: not looked yet).
     pub found: Option<Vec<Found>>,
-    finding: Option<Receiver<Vec<Found>>>,
+    finding: Option<Job<Vec<Found>>>,
     /// Where to look for database files (None: the usual places; tests
     /// set their own).
     pub places: Option<Vec<PathBuf>>,
@@ -71,29 +71,25 @@ impl OverviewState {
 /// Start or collect the survey and the search; called every frame.
 pub fn keep_fresh(app: &mut PersnapApp, ctx: &egui::Context) {
     let o = &mut app.rt.overview;
-    if let Some(rx) = &o.surveying {
-        match rx.try_recv() {
-            Ok(result) => {
-                o.survey = Some(result);
-                o.surveying = None;
-                o.same_disk.clear();
-            }
-            Err(TryRecvError::Disconnected) => o.surveying = None,
-            Err(TryRecvError::Empty) => {}
+    match o.surveying.as_ref().and_then(Job::end) {
+        Some(Ok(result)) => {
+            o.survey = Some(result);
+            o.surveying = None;
+            o.same_disk.clear();
         }
+        Some(Err(worker::Stopped)) => o.surveying = None,
+        None => {}
     }
-    if let Some(rx) = &o.finding {
-        match rx.try_recv() {
-            Ok(found) => {
-                o.found = Some(found);
-                o.finding = None;
-            }
-            Err(TryRecvError::Disconnected) => {
-                o.found = Some(Vec::new());
-                o.finding = None;
-            }
-            Err(TryRecvError::Empty) => {}
+    match o.finding.as_ref().and_then(Job::end) {
+        Some(Ok(found)) => {
+            o.found = Some(found);
+            o.finding = None;
         }
+        Some(Err(worker::Stopped)) => {
+            o.found = Some(Vec::new());
+            o.finding = None;
+        }
+        None => {}
     }
     let due = o.surveyed_at.is_none_or(|t| t.elapsed() >= REFRESH);
     if due && o.surveying.is_none() {
@@ -102,10 +98,8 @@ pub fn keep_fresh(app: &mut PersnapApp, ctx: &egui::Context) {
         let runs = app.rt.runs.clone();
         let schedules = app.rt.schedules.list.clone();
         let now = o.now.unwrap_or_else(chrono::Local::now);
-        let (tx, rx) = std::sync::mpsc::channel();
-        let ctx = ctx.clone();
-        std::thread::spawn(move || {
-            let result = protection::survey(
+        o.surveying = Some(worker::task(ctx, move || {
+            protection::survey(
                 &registry,
                 &runs,
                 &schedules,
@@ -113,27 +107,20 @@ pub fn keep_fresh(app: &mut PersnapApp, ctx: &egui::Context) {
                 Default::default(),
                 now,
             )
-            .map_err(|e| e.to_string());
-            let _ = tx.send(result);
-            ctx.request_repaint();
-        });
-        o.surveying = Some(rx);
+            .map_err(|e| e.to_string())
+        }));
     }
     if o.found.is_none() && o.finding.is_none() {
         let places = o.places.clone().unwrap_or_else(discover::usual_places);
         let processes = !o.skip_processes;
-        let (tx, rx) = std::sync::mpsc::channel();
-        let ctx = ctx.clone();
-        std::thread::spawn(move || {
+        o.finding = Some(worker::task(ctx, move || {
             let running = if processes {
                 discover::running()
             } else {
                 Vec::new()
             };
-            let _ = tx.send(discover::merge(running, discover::search(&places)));
-            ctx.request_repaint();
-        });
-        o.finding = Some(rx);
+            discover::merge(running, discover::search(&places))
+        }));
     }
     if o.busy() {
         ctx.request_repaint_after(Duration::from_millis(100));

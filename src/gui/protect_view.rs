@@ -26,7 +26,7 @@ const OFFERED: [Often; 4] = [Often::Daily, Often::Weekdays, Often::Hourly, Often
 fn when_text(d: &ProtectDraft) -> Option<String> {
     d.often.when_text(&format!("{:02}:00", d.hour), "")
 }
-use super::worker::{self, Job, Msg};
+use super::worker::{self, Job};
 use super::{PersnapApp, Screen};
 use crate::launch::RemoteFailure;
 
@@ -56,9 +56,9 @@ pub struct ProtectDraft {
     pub account: String,
     pub password: String,
     pub probe: Option<Result<Box<ProbeReport>, String>>,
-    probing: Option<Job>,
+    probing: Option<Job<worker::Probed>>,
     same_disk: Option<(PathBuf, bool)>,
-    job: Option<Job>,
+    job: Option<Job<worker::Told>>,
     pub result: Option<Result<Box<Reply>, RemoteFailure>>,
     /// Changing how a protected database is protected (its name stays).
     pub replace: bool,
@@ -162,27 +162,25 @@ fn drain(app: &mut PersnapApp) {
         return;
     };
     if let Some(job) = &d.probing {
-        match job.rx.try_recv() {
-            Ok(Msg::Probed { result, .. }) => {
+        match job.end() {
+            Some(Ok(worker::Probed { result, .. })) => {
                 d.probe = Some(result);
                 d.probing = None;
             }
-            Ok(_) => {}
-            Err(std::sync::mpsc::TryRecvError::Empty) => {}
-            Err(_) => d.probing = None,
+            None => {}
+            Some(Err(worker::Stopped)) => d.probing = None,
         }
     }
     let mut done = false;
     if let Some(job) = &d.job {
-        match job.rx.try_recv() {
-            Ok(Msg::ProtectDone(result)) => {
+        match job.end() {
+            Some(Ok(result)) => {
                 done = result.is_ok();
                 d.result = Some(result);
                 d.job = None;
             }
-            Ok(_) => {}
-            Err(std::sync::mpsc::TryRecvError::Empty) => {}
-            Err(_) => {
+            None => {}
+            Some(Err(worker::Stopped)) => {
                 d.result = Some(Err(RemoteFailure {
                     kind: persnap::ErrorKind::Internal,
                     step: None,

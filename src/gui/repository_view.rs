@@ -14,28 +14,27 @@
 use persnap::units::LocalTime;
 use std::collections::BTreeMap;
 use std::path::PathBuf;
-use std::sync::mpsc::{Receiver, TryRecvError};
 
 use eframe::egui::{self, RichText, Ui};
 use persnap::repository::{Listed, Location, Password, Repo, UntrustedKey};
 
 use super::PersnapApp;
 use super::widgets::{AMBER, GREEN, RED, failure};
-use super::worker::Connected;
+use super::worker::{self, Connected, Job};
 
 /// What the screen holds while the app runs.
 #[derive(Default)]
 pub struct RepositoryState {
     /// Typed here (or filled in from the keyring), never saved by the app.
     pub password: String,
-    connecting: Option<Receiver<Attempt>>,
+    connecting: Option<Job<Attempt>>,
     pub result: Option<Result<Connected, persnap::Error>>,
     /// The SFTP server answered with a key not trusted for the
     /// repository: shown, to be trusted once compared.
     pub untrusted: Option<UntrustedKey>,
     /// The location whose kept password was last looked up.
     recalled_for: String,
-    recalling: Option<Receiver<Recalled>>,
+    recalling: Option<Job<Recalled>>,
     /// The password shown came from the keyring.
     pub from_keyring: bool,
     /// Passwords typed this session for other repositories (an offsite
@@ -59,7 +58,7 @@ pub struct NewRepository {
     pub again: String,
     /// A new file to keep the password in too (optional).
     pub save_to: String,
-    creating: Option<super::worker::Job>,
+    creating: Option<super::worker::Job<Result<Box<Connected>, String>>>,
     pub failed: Option<String>,
 }
 
@@ -72,15 +71,15 @@ struct Recalled {
 impl RepositoryState {
     /// Take in what the connecting thread found.
     pub fn drain(&mut self) {
-        let Some(rx) = &self.connecting else { return };
-        match rx.try_recv() {
-            Ok((result, untrusted)) => {
+        let Some(job) = &self.connecting else { return };
+        match job.end() {
+            Some(Ok((result, untrusted))) => {
                 self.result = Some(result);
                 self.untrusted = untrusted;
                 self.connecting = None;
             }
-            Err(TryRecvError::Empty) => {}
-            Err(TryRecvError::Disconnected) => {
+            None => {}
+            Some(Err(worker::Stopped)) => {
                 self.connecting = None;
                 self.result = Some(Err(persnap::Error::relayed(
                     persnap::ErrorKind::Protocol,
@@ -97,9 +96,9 @@ impl RepositoryState {
     /// Fill the password in from the keyring when the location changed
     /// and nothing is typed (looked up on a thread, once per location).
     pub fn recall(&mut self, location: &str, ctx: &egui::Context) {
-        if let Some(rx) = &self.recalling {
-            match rx.try_recv() {
-                Ok(found) => {
+        if let Some(job) = &self.recalling {
+            match job.end() {
+                Some(Ok(found)) => {
                     self.recalling = None;
                     if let (Some(password), true) = (found.password, self.password.is_empty())
                         && found.location == location
@@ -108,8 +107,8 @@ impl RepositoryState {
                         self.from_keyring = true;
                     }
                 }
-                Err(TryRecvError::Empty) => return,
-                Err(TryRecvError::Disconnected) => self.recalling = None,
+                None => return,
+                Some(Err(worker::Stopped)) => self.recalling = None,
             }
         }
         let location = location.trim();
@@ -128,24 +127,18 @@ impl RepositoryState {
         if !self.password.is_empty() {
             return;
         }
-        let (tx, rx) = std::sync::mpsc::channel();
-        let ctx = ctx.clone();
         let location = location.to_owned();
-        std::thread::spawn(move || {
+        self.recalling = Some(worker::task(ctx, move || {
             let password = persnap::repository::keyring::recall(&parsed).ok().flatten();
-            let _ = tx.send(Recalled { location, password });
-            ctx.request_repaint();
-        });
-        self.recalling = Some(rx);
+            Recalled { location, password }
+        }));
     }
 
     /// Open the repository and list it, on a thread; with `remember`, keep
     /// the password in the keyring once it opened the repository.
     pub fn connect(&mut self, location: &str, remember: bool, ctx: &egui::Context) {
-        let (tx, rx) = std::sync::mpsc::channel();
         let (location, password) = (location.to_owned(), Password::new(self.password.clone()));
-        let ctx = ctx.clone();
-        std::thread::spawn(move || {
+        self.connecting = Some(worker::task(ctx, move || {
             let mut untrusted = None;
             let result = Location::parse(&location).and_then(|location| {
                 let repo = Repo::open(&location, &password).inspect_err(|_| {
@@ -162,10 +155,8 @@ impl RepositoryState {
                     not_kept,
                 })
             });
-            let _ = tx.send((result, untrusted));
-            ctx.request_repaint();
-        });
-        self.connecting = Some(rx);
+            (result, untrusted)
+        }));
         self.result = None;
         self.untrusted = None;
     }
@@ -279,11 +270,7 @@ fn create_section(app: &mut PersnapApp, ui: &mut Ui) {
     if let Some(n) = &mut st.create
         && let Some(job) = &n.creating
     {
-        while let Ok(msg) = job.rx.try_recv() {
-            if let super::worker::Msg::Created(result) = msg {
-                created = Some(result);
-            }
-        }
+        created = job.end().map(|end| end.unwrap_or_else(|s| Err(s.into())));
     }
     match created {
         Some(Ok(connected)) => {

@@ -15,7 +15,6 @@
 
 use persnap::units::LocalTime;
 use std::path::PathBuf;
-use std::sync::mpsc::{Receiver, TryRecvError};
 
 use eframe::egui::{self, RichText, Ui};
 use persnap::manifest::Manifest;
@@ -25,7 +24,7 @@ use persnap::restore::RestorePlan;
 
 use super::widgets::{AMBER, DEFAULT_HOUR, DEFAULT_KEEP_DAYS, GREEN, RED};
 use super::widgets::{Meter, folder_field};
-use super::worker::{self, InRepository, Job, Msg, Restored};
+use super::worker::{self, InRepository, Job, Restored};
 use super::{PersnapApp, Screen};
 use crate::launch::RemoteFailure;
 
@@ -50,13 +49,13 @@ pub struct RestorePage {
     manifest: Option<(String, ManifestLookup)>,
     /// The plan for the target as it stands, and what it was made for.
     pub plan: Option<(String, Result<RestorePlan, String>)>,
-    pub job: Option<Job>,
+    pub job: Option<Job<Result<Box<Restored>, RemoteFailure>>>,
     pub meter: Meter,
     pub result: Option<Result<Box<Restored>, RemoteFailure>>,
 }
 
 enum ManifestLookup {
-    Reading(Receiver<persnap::Result<Manifest>>),
+    Reading(Job<persnap::Result<Manifest>>),
     Read(Result<Box<Manifest>, String>),
 }
 
@@ -85,18 +84,12 @@ impl RestorePage {
     /// Take in what the restore's worker reported.
     pub fn drain(&mut self) -> Option<bool> {
         let job = self.job.as_ref()?;
-        let mut finished = None;
-        while let Ok(msg) = job.rx.try_recv() {
-            self.meter.update(&msg);
-            if let Msg::RestoreDone(result) = msg {
-                finished = Some(result.is_ok());
-                self.result = Some(result);
-            }
-        }
-        if finished.is_some() {
-            self.job = None;
-        }
-        finished
+        let end = job.drain(|msg| self.meter.update(&msg))?;
+        let result = end.unwrap_or_else(|s| Err(s.into()));
+        let finished = result.is_ok();
+        self.result = Some(result);
+        self.job = None;
+        Some(finished)
     }
 }
 
@@ -358,19 +351,19 @@ fn manifest(
         ));
     }
     let (_, lookup) = page.manifest.as_mut().expect("set above");
-    if let ManifestLookup::Reading(rx) = lookup {
-        match rx.try_recv() {
-            Ok(read) => {
+    if let ManifestLookup::Reading(job) = lookup {
+        match job.end() {
+            Some(Ok(read)) => {
                 *lookup = ManifestLookup::Read(read.map(Box::new).map_err(|e| e.to_string()))
             }
-            Err(TryRecvError::Empty) => {
+            None => {
                 ui.horizontal(|ui| {
                     ui.spinner();
                     ui.label("Reading what the backup holds…");
                 });
                 return None;
             }
-            Err(TryRecvError::Disconnected) => {
+            Some(Err(worker::Stopped)) => {
                 *lookup = ManifestLookup::Read(Err("reading the backup's manifest stopped".into()))
             }
         }

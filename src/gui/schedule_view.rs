@@ -13,7 +13,7 @@ use persnap::schedule::{self, Schedule, Status, When};
 use super::PersnapApp;
 use super::backup_view::{self};
 use super::widgets::{AMBER, DEFAULT_HOUR, GREEN, Often, RED, pace_words};
-use super::worker::{self, Job, Msg};
+use super::worker::{self, Job};
 use crate::launch::RemoteFailure;
 
 /// The screen's state (never saved: schedules live in the system).
@@ -30,7 +30,7 @@ pub struct ScheduleState {
     /// and its password (runtime only, never saved).
     pub run_as: String,
     pub password: String,
-    pub job: Option<Job>,
+    pub job: Option<Job<worker::Told>>,
     pub result: Option<Result<String, RemoteFailure>>,
 }
 
@@ -73,13 +73,8 @@ impl ScheduleState {
     /// Take what a finished install or removal reported.
     pub fn drain(&mut self) {
         let Some(job) = &self.job else { return };
-        let mut finished = None;
-        while let Ok(msg) = job.rx.try_recv() {
-            if let Msg::ScheduleDone(result) = msg {
-                finished = Some(result);
-            }
-        }
-        let Some(result) = finished else { return };
+        let Some(end) = job.end() else { return };
+        let result = end.unwrap_or_else(|s| Err(s.into()));
         self.job = None;
         self.result = Some(result.and_then(|reply| match *reply {
             Reply::ScheduleAdded {

@@ -2763,7 +2763,7 @@ fn verify_and_restore_show_progress_and_cancel() {
     h.run_steps(2);
     assert!(cancel.is_cancelled(), "Cancel stops the job");
     h.get_by_label("Cancelling… nothing half-done is kept.");
-    tx.send(Msg::VerifyDone(Err(super::worker::CANCELLED_VERIFY.into())))
+    tx.send(Msg::Done(Err(super::worker::CANCELLED_VERIFY.into())))
         .unwrap();
     h.run_steps(3);
     h.get_by_label(super::worker::CANCELLED_VERIFY);
@@ -2794,7 +2794,7 @@ fn verify_and_restore_show_progress_and_cancel() {
     h.get_by_label("Cancel").click();
     h.run_steps(2);
     assert!(cancel.is_cancelled());
-    tx.send(Msg::RestoreDone(Err(crate::launch::RemoteFailure {
+    tx.send(Msg::Done(Err(crate::launch::RemoteFailure {
         kind: persnap::ErrorKind::Cancelled,
         step: Some(Phase::Copy),
         message: "cancelled".into(),

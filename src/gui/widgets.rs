@@ -37,7 +37,7 @@ impl Default for Meter {
 
 impl Meter {
     /// Take in a message of the job (others are left alone).
-    pub fn update(&mut self, msg: &Msg) {
+    pub fn update<T>(&mut self, msg: &Msg<T>) {
         match *msg {
             Msg::Phase(phase) => self.enter(phase),
             Msg::Bytes { phase, done, total } => {

@@ -1,10 +1,14 @@
 //! Work off the UI thread: every slow job (probes, backups, test
 //! snapshots, restores, drills, verification, schedules, protection, pins,
-//! monitoring) runs on a worker thread and reports through a channel; every message wakes the UI with
+//! monitoring, surveys, connections) runs on a worker thread and reports
+//! through its own channel; every message wakes the UI with
 //! `request_repaint`, so the window never waits on disk, SQLite or pkexec.
+//!
+//! Each job has its own end (`Job<T>`): a screen holding a `Job<Words>`
+//! can only be told words, and a drain never sees another job's end.
 
 use std::path::PathBuf;
-use std::sync::mpsc::{Receiver, Sender, channel};
+use std::sync::mpsc::{Receiver, Sender, TryRecvError, channel};
 
 use persnap::backup::BackupRequest;
 use persnap::history::{Discard, History, Recorder, Run};
@@ -19,9 +23,9 @@ use persnap::repository::{Keep, Location, Password, Stored};
 
 use crate::launch::{self, HelperRoute, RemoteFailure};
 
-/// What a worker tells the UI.
+/// What a job tells the UI: how far it got, and at last its end `T`.
 #[derive(Debug)]
-pub enum Msg {
+pub enum Msg<T> {
     Phase(Phase),
     Bytes {
         phase: Phase,
@@ -31,38 +35,42 @@ pub enum Msg {
     Log(Level, String),
     /// A run's record changed (already saved to history).
     Run(Box<Run>),
-    /// A backup into a folder: where, its manifest, and what else happened
-    /// in words (its offsite copy).
-    BackupDone(Result<(PathBuf, Box<Manifest>, Notes), RemoteFailure>),
-    /// A backup into a repository: stored, read back and checked there.
-    StoredDone(Result<Box<StoredBackup>, RemoteFailure>),
-    TestSnapshotDone(Result<String, String>),
-    RestoreDone(Result<Box<Restored>, RemoteFailure>),
-    /// A schedule was installed or removed (or not).
-    ScheduleDone(Result<Box<Reply>, RemoteFailure>),
-    /// The monitoring settings changed or tested (the helper's reply), or
-    /// not.
-    MonitoringDone(Result<Box<Reply>, RemoteFailure>),
-    /// A database was registered as protected (the helper's reply), or not.
-    ProtectDone(Result<Box<Reply>, RemoteFailure>),
-    Probed {
-        key: String,
-        result: Result<Box<ProbeReport>, String>,
-    },
-    /// A restore drill ended: what each place gave back, or why it could
-    /// not run.
-    DrillDone(Result<Box<persnap::drill::DrillReport>, String>),
-    /// A backup verified again: how it went, in words.
-    VerifyDone(Result<String, String>),
-    /// A repository backup pinned or unpinned: what now keeps it, in
-    /// words, or why not.
-    PinDone(Result<String, String>),
-    /// A repository created (and listed), or why not.
-    Created(Result<Box<Connected>, String>),
+    /// The job's end: what it made, or why not.
+    Done(T),
 }
 
 /// What else happened in a backup, in words, each a warning or not.
 pub type Notes = Vec<(Level, String)>;
+
+/// The end of a job that asks the helper (schedules, protection,
+/// monitoring): its reply, or why not.
+pub type Told = Result<Box<Reply>, RemoteFailure>;
+
+/// The end of a job said in words (a verification, a pin): how it went,
+/// or why not.
+pub type Words = Result<String, String>;
+
+/// How a backup or a test snapshot ended.
+#[derive(Debug, Clone)]
+pub enum Outcome {
+    Backup {
+        dir: PathBuf,
+        manifest: Box<Manifest>,
+        /// What else happened, in words (its offsite copy).
+        notes: Notes,
+    },
+    /// A backup kept by a repository (the staged copy is gone).
+    Stored(Box<StoredBackup>),
+    Failed(RemoteFailure),
+    TestSnapshot(Result<String, String>),
+}
+
+/// What a probe found for the folders of `key`.
+#[derive(Debug)]
+pub struct Probed {
+    pub key: String,
+    pub result: Result<Box<ProbeReport>, String>,
+}
 
 /// A repository connected to, and its persnap backups.
 #[derive(Debug)]
@@ -165,26 +173,82 @@ pub struct IntoRepository {
 }
 
 /// The UI's end of a worker: messages in, cancel out.
-pub struct Job {
-    pub rx: Receiver<Msg>,
+pub struct Job<T> {
+    pub rx: Receiver<Msg<T>>,
     pub cancel: CancelToken,
 }
 
-/// Sends messages and wakes the UI.
-#[derive(Clone)]
-pub struct Notifier {
-    tx: Sender<Msg>,
-    ctx: eframe::egui::Context,
-}
+/// The worker went away without saying how its job ended (it panicked).
+#[derive(Debug)]
+pub struct Stopped;
 
-impl Notifier {
-    fn send(&self, msg: Msg) {
-        let _ = self.tx.send(msg);
-        self.ctx.request_repaint();
+/// Said when a job's worker went away without its end.
+pub const STOPPED: &str = "This stopped unexpectedly; try again.";
+
+impl From<Stopped> for String {
+    fn from(_: Stopped) -> String {
+        STOPPED.into()
     }
 }
 
-impl Progress for Notifier {
+impl From<Stopped> for RemoteFailure {
+    fn from(_: Stopped) -> RemoteFailure {
+        RemoteFailure {
+            kind: persnap::ErrorKind::Protocol,
+            step: None,
+            message: STOPPED.into(),
+        }
+    }
+}
+
+impl<T> Job<T> {
+    /// Take in what the job said since the last look, each message handed
+    /// to `each`; its end, once it came.
+    pub fn drain(&self, mut each: impl FnMut(Msg<T>)) -> Option<Result<T, Stopped>> {
+        loop {
+            match self.rx.try_recv() {
+                Ok(Msg::Done(end)) => return Some(Ok(end)),
+                Ok(msg) => each(msg),
+                Err(TryRecvError::Empty) => return None,
+                Err(TryRecvError::Disconnected) => return Some(Err(Stopped)),
+            }
+        }
+    }
+
+    /// The job's end, once it came (what it said on the way is let go).
+    pub fn end(&self) -> Option<Result<T, Stopped>> {
+        self.drain(drop)
+    }
+}
+
+/// Sends messages and wakes the UI.
+pub struct Notifier<T> {
+    tx: Sender<Msg<T>>,
+    ctx: eframe::egui::Context,
+}
+
+impl<T> Clone for Notifier<T> {
+    fn clone(&self) -> Self {
+        Notifier {
+            tx: self.tx.clone(),
+            ctx: self.ctx.clone(),
+        }
+    }
+}
+
+impl<T> Notifier<T> {
+    fn send(&self, msg: Msg<T>) {
+        let _ = self.tx.send(msg);
+        self.ctx.request_repaint();
+    }
+
+    /// Say how the job ended.
+    fn done(&self, end: T) {
+        self.send(Msg::Done(end));
+    }
+}
+
+impl<T> Progress for Notifier<T> {
     fn phase(&mut self, phase: Phase) {
         tracing::info!("== {phase}");
         self.send(Msg::Phase(phase));
@@ -202,12 +266,12 @@ impl Progress for Notifier {
 }
 
 /// Saves each run to history, then tells the UI.
-struct HistoryRecorder {
+struct HistoryRecorder<T> {
     history: History,
-    notify: Notifier,
+    notify: Notifier<T>,
 }
 
-impl Recorder for HistoryRecorder {
+impl<T> Recorder for HistoryRecorder<T> {
     fn record(&mut self, run: &Run) -> persnap::Result<()> {
         let saved = self.history.upsert(run);
         self.notify.send(Msg::Run(Box::new(run.clone())));
@@ -215,10 +279,10 @@ impl Recorder for HistoryRecorder {
     }
 }
 
-fn spawn(
+fn spawn<T: Send + 'static>(
     ctx: &eframe::egui::Context,
-    work: impl FnOnce(Notifier, CancelToken) + Send + 'static,
-) -> Job {
+    work: impl FnOnce(Notifier<T>, CancelToken) + Send + 'static,
+) -> Job<T> {
     let (tx, rx) = channel();
     let cancel = CancelToken::new();
     let notify = Notifier {
@@ -228,6 +292,15 @@ fn spawn(
     let token = cancel.clone();
     std::thread::spawn(move || work(notify, token));
     Job { rx, cancel }
+}
+
+/// Run `work` on a thread, its value the job's end (for quick jobs that
+/// report nothing on the way: a survey, a lookup, a connection).
+pub fn task<T: Send + 'static>(
+    ctx: &eframe::egui::Context,
+    work: impl FnOnce() -> T + Send + 'static,
+) -> Job<T> {
+    spawn(ctx, move |notify, _| notify.done(work()))
 }
 
 /// Restore a backup through the engine's restore (the store folder
@@ -244,7 +317,7 @@ pub fn restore(
     then_protect: Option<Request>,
     history: History,
     helper: Option<HelperRoute>,
-) -> Job {
+) -> Job<Result<Box<Restored>, RemoteFailure>> {
     spawn(ctx, move |notify, cancel| {
         let mut progress = notify.clone();
         let mut recorder = HistoryRecorder {
@@ -276,7 +349,7 @@ pub fn restore(
                 pipeline::restore(job, &mut helper, &mut progress, &mut recorder, &cancel)
             })
             .map(|answer::Restored { report, protected }| Box::new(Restored { report, protected }));
-        notify.send(Msg::RestoreDone(result));
+        notify.done(result);
     })
 }
 
@@ -284,7 +357,7 @@ pub fn restore(
 /// backup `from` a repository read out of it first (as you, into your
 /// staging folder). Progress as it goes; cancelled cleanly (nothing is
 /// changed by a verification, and what was read out goes).
-pub fn verify(ctx: &eframe::egui::Context, dir: PathBuf, from: Option<InRepository>) -> Job {
+pub fn verify(ctx: &eframe::egui::Context, dir: PathBuf, from: Option<InRepository>) -> Job<Words> {
     spawn(ctx, move |notify, cancel| {
         let mut progress = notify.clone();
         let result = (|| {
@@ -319,7 +392,7 @@ pub fn verify(ctx: &eframe::egui::Context, dir: PathBuf, from: Option<InReposito
                 Err(e) => Err(format!("This backup is damaged: {e}")),
             }
         })();
-        notify.send(Msg::VerifyDone(result));
+        notify.done(result);
     })
 }
 
@@ -330,7 +403,7 @@ pub fn pin_in_repository(
     from: InRepository,
     note: Option<String>,
     history: History,
-) -> Job {
+) -> Job<Words> {
     spawn(ctx, move |notify, _cancel| {
         let result = from
             .open()
@@ -353,7 +426,7 @@ pub fn pin_in_repository(
                 words
             })
             .map_err(|e| e.to_string());
-        notify.send(Msg::PinDone(result));
+        notify.done(result);
     })
 }
 
@@ -365,7 +438,7 @@ pub fn create_repository(
     location: String,
     password: Password,
     save_to: Option<PathBuf>,
-) -> Job {
+) -> Job<Result<Box<Connected>, String>> {
     spawn(ctx, move |notify, _cancel| {
         let result = (|| {
             let location = Location::parse(&location)?;
@@ -380,7 +453,7 @@ pub fn create_repository(
                 not_kept: None,
             }))
         })();
-        notify.send(Msg::Created(result.map_err(|e| e.to_string())));
+        notify.done(result.map_err(|e| e.to_string()));
     })
 }
 
@@ -402,7 +475,7 @@ pub fn drill(
     offsite: Option<DrillRepository>,
     history: History,
     staging: Option<PathBuf>,
-) -> Job {
+) -> Job<Result<Box<persnap::drill::DrillReport>, String>> {
     spawn(ctx, move |notify, cancel| {
         let result = (|| {
             let open = |(location, typed): DrillRepository| open_with_password(&location, typed);
@@ -428,11 +501,11 @@ pub fn drill(
                 &cancel,
             )
         })();
-        notify.send(Msg::DrillDone(
+        notify.done(
             result
                 .map(|(_, report)| Box::new(report))
                 .map_err(|e| e.to_string()),
-        ));
+        );
     })
 }
 
@@ -441,18 +514,13 @@ pub fn drill(
 pub fn manifest_of(
     ctx: &eframe::egui::Context,
     from: InRepository,
-) -> Receiver<persnap::Result<Manifest>> {
-    let (tx, rx) = channel();
-    let ctx = ctx.clone();
-    std::thread::spawn(move || {
-        let read = from.open().and_then(|repo| {
+) -> Job<persnap::Result<Manifest>> {
+    task(ctx, move || {
+        from.open().and_then(|repo| {
             let staging = staging(from.staging.clone())?;
             deliver::read_manifest(&repo, &from.snapshot, &staging)
-        });
-        let _ = tx.send(read);
-        ctx.request_repaint();
-    });
-    rx
+        })
+    })
 }
 
 /// Change or test the monitoring settings through the helper (they are
@@ -461,12 +529,12 @@ pub fn monitoring(
     ctx: &eframe::egui::Context,
     request: Request,
     helper: Option<HelperRoute>,
-) -> Job {
+) -> Job<Told> {
     spawn(ctx, move |notify, cancel| {
         let mut progress = notify.clone();
         let result = route(helper)
             .and_then(|r| launch::call_via(r, &request, &mut progress, &mut Discard, &cancel));
-        notify.send(Msg::MonitoringDone(result.map(Box::new)));
+        notify.done(result.map(Box::new));
     })
 }
 
@@ -476,7 +544,7 @@ pub fn schedule_change(
     ctx: &eframe::egui::Context,
     request: Request,
     helper: Option<HelperRoute>,
-) -> Job {
+) -> Job<Told> {
     spawn(ctx, move |notify, cancel| {
         // Into a repository: the connection test first, so that a wrong
         // password or a server out of reach is said now, not at the
@@ -487,13 +555,13 @@ pub fn schedule_change(
         } = &request
             && let Err(e) = connection_test(into)
         {
-            notify.send(Msg::ScheduleDone(Err(RemoteFailure::local(&e, None))));
+            notify.done(Err(RemoteFailure::local(&e, None)));
             return;
         }
         let mut progress = notify.clone();
         let result = route(helper)
             .and_then(|r| launch::call_via(r, &request, &mut progress, &mut Discard, &cancel));
-        notify.send(Msg::ScheduleDone(result.map(Box::new)));
+        notify.done(result.map(Box::new));
     })
 }
 
@@ -509,7 +577,7 @@ pub fn protect(
     request: Request,
     helper: Option<HelperRoute>,
     remember: bool,
-) -> Job {
+) -> Job<Told> {
     spawn(ctx, move |notify, cancel| {
         if let Request::Protect {
             repository,
@@ -529,7 +597,7 @@ pub fn protect(
                 if let Err(e) = opened {
                     let mut f = RemoteFailure::local(&e, None);
                     f.message = format!("{which}{}", f.message);
-                    notify.send(Msg::ProtectDone(Err(f)));
+                    notify.done(Err(f));
                     return;
                 }
             }
@@ -546,7 +614,7 @@ pub fn protect(
             Ok(other) => Err(RemoteFailure::unexpected(other)),
             Err(f) => Err(f),
         };
-        notify.send(Msg::ProtectDone(result));
+        notify.done(result);
     })
 }
 
@@ -557,12 +625,12 @@ pub fn probe(
     dest_given: bool,
     key: String,
     registry: persnap::registry::Registry,
-) -> Job {
-    spawn(ctx, move |notify, _| {
+) -> Job<Probed> {
+    task(ctx, move || {
         let result = persnap::probe::probe(&req, dest_given, false)
             .map(|report| Box::new(report.look_up(&registry)))
             .map_err(|e| e.to_string());
-        notify.send(Msg::Probed { key, result });
+        Probed { key, result }
     })
 }
 
@@ -594,14 +662,13 @@ pub fn backup(
     helper: Option<HelperRoute>,
     into: Option<IntoRepository>,
     offsite: Option<IntoRepository>,
-) -> Job {
+) -> Job<Outcome> {
     spawn(ctx, move |notify, cancel| {
         let mut progress = notify.clone();
         let mut recorder = HistoryRecorder {
             history: history.clone(),
             notify: notify.clone(),
         };
-        let into_repository = into.is_some();
         let staged = into.as_ref().is_some_and(|i| i.staged);
         let result = match into
             .as_ref()
@@ -643,18 +710,21 @@ pub fn backup(
                 &cancel,
             )
         });
-        notify.send(match result {
+        notify.done(match result {
             Ok(done) => match done.stored.clone() {
-                Some(stored) => Msg::StoredDone(Ok(Box::new(StoredBackup {
+                Some(stored) => Outcome::Stored(Box::new(StoredBackup {
                     verification: done.verification_words(),
                     stored,
                     manifest: done.manifest,
                     notes: done.notes,
-                }))),
-                None => Msg::BackupDone(Ok((done.backup_dir, Box::new(done.manifest), done.notes))),
+                })),
+                None => Outcome::Backup {
+                    dir: done.backup_dir,
+                    manifest: Box::new(done.manifest),
+                    notes: done.notes,
+                },
             },
-            Err(f) if into_repository => Msg::StoredDone(Err(f)),
-            Err(f) => Msg::BackupDone(Err(f)),
+            Err(f) => Outcome::Failed(f),
         });
     })
 }
@@ -664,7 +734,7 @@ pub fn test_snapshot(
     ctx: &eframe::egui::Context,
     req: BackupRequest,
     helper: Option<HelperRoute>,
-) -> Job {
+) -> Job<Outcome> {
     spawn(ctx, move |notify, cancel| {
         let request = Request::Probe {
             source: req.source.clone(),
@@ -683,6 +753,6 @@ pub fn test_snapshot(
                 .unwrap_or_else(|| Err("no test result".into())),
             Err(f) => Err(f.message),
         };
-        notify.send(Msg::TestSnapshotDone(result));
+        notify.done(Outcome::TestSnapshot(result));
     })
 }
