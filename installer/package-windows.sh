@@ -5,6 +5,8 @@
 # setup program's path last. Output goes into $CARGO_TARGET_DIR (target/
 # when unset).
 # Needs the x86_64-pc-windows-gnu Rust target, mingw-w64 and nsis.
+# PERSNAP_PROFILE=dev packs the unoptimized build instead (the tests do,
+# with the build they already made; what ships is release).
 #
 # Signing (Authenticode), with osslsigncode: set PERSNAP_SIGN_PFX to a
 # code-signing certificate with its key (.pfx), PERSNAP_SIGN_PASSWORD_FILE
@@ -29,9 +31,10 @@ if [ -n "${PERSNAP_SIGN_PFX:-}" ] && [ ! -f "$PERSNAP_SIGN_PFX" ]; then
   echo "PERSNAP_SIGN_PFX: no file $PERSNAP_SIGN_PFX" >&2
   exit 1
 fi
-cargo build --release --locked --target "$target" --bins
+profile=${PERSNAP_PROFILE:-release}
+cargo build --profile "$profile" --locked --target "$target" --bins
 version=$(sed -n 's/^version = "\(.*\)"/\1/p' Cargo.toml | head -n1)
-bindir=$target_dir/$target/release
+bindir=$target_dir/$target/$(if [ "$profile" = dev ]; then echo debug; else echo "$profile"; fi)
 setup=$target_dir/persnap-$version-setup.exe
 
 # What the setup program packs, copied: signing changes the files, and
@@ -40,6 +43,13 @@ stage=$target_dir/windows-setup
 rm -rf "$stage"
 mkdir -p "$stage"
 cp "$bindir/persnap.exe" "$bindir/persnap-helper.exe" "$stage/"
+# The tests' unoptimized build is 360 MB with its symbols: packed as it
+# is, with LZMA, each setup program takes three minutes to make.
+compress=()
+if [ "$profile" = dev ]; then
+  x86_64-w64-mingw32-strip -s "$stage/persnap.exe" "$stage/persnap-helper.exe"
+  compress=(-DCOMPRESSOR=zlib)
+fi
 
 # The Event Log's message file (installer/windows/persnap-events.c): every
 # id from 1 to 1000 is its event's own text (%1; %0: no line break after).
@@ -74,6 +84,6 @@ else
   echo "note: unsigned build (set PERSNAP_SIGN_PFX to sign): Windows will show \"Unknown publisher\" when it asks for administrator rights, and Smart App Control on a fresh Windows 11 will block it." >&2
 fi
 
-makensis -V2 -DVERSION="$version" -DBINDIR="$stage" "${sign[@]}" \
+makensis -V2 "${compress[@]}" -DVERSION="$version" -DBINDIR="$stage" "${sign[@]}" \
   -DOUTFILE="$setup" installer/windows/persnap.nsi >&2
 echo "$setup"

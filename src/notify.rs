@@ -49,7 +49,7 @@ pub fn desktop(owner_of: &std::path::Path, summary: &str, body: &str) -> anyhow:
 /// The `Notify` call itself, on the bus at `address`: urgent (it is a
 /// failure), with persnap's name and the error icon, until dismissed by
 /// the server's rule.
-#[cfg(target_os = "linux")]
+#[cfg(all(target_os = "linux", feature = "alerts"))]
 fn notify_on(address: &str, summary: &str, body: &str) -> anyhow::Result<()> {
     use zbus::zvariant::Value;
     let connection = zbus::blocking::connection::Builder::address(address)?.build()?;
@@ -75,10 +75,11 @@ fn notify_on(address: &str, summary: &str, body: &str) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Other Unix systems have no session bus persnap knows.
-#[cfg(all(unix, not(target_os = "linux")))]
+/// Other Unix systems have no session bus persnap knows; a build without
+/// alerts has no notifications.
+#[cfg(all(unix, not(all(target_os = "linux", feature = "alerts"))))]
 fn notify_on(_address: &str, _summary: &str, _body: &str) -> anyhow::Result<()> {
-    anyhow::bail!("desktop notifications are only sent on Linux")
+    anyhow::bail!("desktop notifications are only sent on Linux, by a build with alerts")
 }
 
 /// Windows: show it in every active user session (from SYSTEM), or here.

@@ -11,7 +11,12 @@
 ; uninstaller and this setup program are signed as they are made.
 Unicode true
 Target amd64-unicode
+;  -DCOMPRESSOR=zlib: quicker, larger (the tests' unoptimized build).
+!ifdef COMPRESSOR
+SetCompressor ${COMPRESSOR}
+!else
 SetCompressor /SOLID lzma
+!endif
 RequestExecutionLevel admin
 ManifestSupportedOS all
 

@@ -20,12 +20,17 @@
 #   tests/installers/run.sh                                   both
 #   PERSNAP_INSTALLERS=linux|windows tests/installers/run.sh  one of them
 # The Windows build goes into $CARGO_TARGET_DIR (target/ when unset).
+# PERSNAP_PROFILE=dev installs the unoptimized builds (tests/all.sh does:
+# it has built them already); the default is release, as shipped.
 set -euo pipefail
 # A target folder given relative to where the caller is.
 case ${CARGO_TARGET_DIR:-/} in /*) ;; *) export CARGO_TARGET_DIR=$PWD/$CARGO_TARGET_DIR ;; esac
 cd "$(dirname "$0")/../.."
 repo=$PWD
 parts=${PERSNAP_INSTALLERS:-all}
+profile=${PERSNAP_PROFILE:-release}
+profile_dir=$(if [ "$profile" = dev ]; then echo debug; else echo "$profile"; fi)
+linux_bin=${CARGO_TARGET_DIR:-$repo/target}/$profile_dir
 case $parts in
   all | linux | windows) ;;
   *) echo "PERSNAP_INSTALLERS must be all, linux or windows, not $parts" >&2; exit 2 ;;
@@ -102,8 +107,8 @@ mkfs.btrfs -q -f "$loopdev"
 mkdir "$work/mnt" "$work/dest" "$work/data"
 mount "$loopdev" "$work/mnt"
 btrfs -q subvolume create "$work/mnt/apama"
-target/release/persnap-loadgen init "$work/mnt/apama/persistence.db" --size-mb 8 >/dev/null
-target/release/persnap-loadgen run "$work/mnt/apama/persistence.db" --stop-file "$work/stop" >/dev/null &
+"$linux_bin/persnap-loadgen" init "$work/mnt/apama/persistence.db" --size-mb 8 >/dev/null
+"$linux_bin/persnap-loadgen" run "$work/mnt/apama/persistence.db" --stop-file "$work/stop" >/dev/null &
 writer=$!
 chown "$user:" "$work/dest" "$work/data"
 chmod 755 "$work"
@@ -133,7 +138,7 @@ backup=$(echo "$out" | tail -n1)
 [ "$(stat -c %U "$backup")" = "$user" ] || fail "the backup does not belong to $user"
 runuser -u "$user" -- /usr/bin/persnap verify "$backup" >/dev/null || fail "the backup does not verify"
 cp -r "$backup" "$work/check"   # checking replays the journal: never in the backup itself
-target/release/persnap-loadgen check "$work/check/persistence.db" >/dev/null || fail "the backup breaks the invariant"
+"$linux_bin/persnap-loadgen" check "$work/check/persistence.db" >/dev/null || fail "the backup breaks the invariant"
 output_has '^\.persnap' ls -a "$work/mnt" && fail "a snapshot was left behind"
 echo "backup $backup made by $user through pkexec with the installed helper: verified, invariant holds"
 
@@ -186,7 +191,7 @@ cleanups+=(windows_cleanup)
 wtmp=$(mktemp -d /tmp/persnap-setup-XXXXXX)
 version=$(sed -n 's/^version = "\(.*\)"/\1/p' Cargo.toml | head -n1)
 target_dir=${CARGO_TARGET_DIR:-$repo/target}
-bindir=$target_dir/x86_64-pc-windows-gnu/release
+bindir=$target_dir/x86_64-pc-windows-gnu/$profile_dir
 # package-windows.sh prints the setup program's path last on stdout and
 # everything else (cargo, makensis, signing) on stderr, kept in build.log.
 package() {

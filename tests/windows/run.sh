@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Windows build and tests, from Linux: cross-build persnap.exe and
 # persnap-helper.exe for x86_64-pc-windows-gnu in release, as the setup
-# program ships them (failing on any warning),
+# program ships them, or unoptimized with PERSNAP_PROFILE=dev (as
+# tests/all.sh does: it compiles in half the time) (failing on any warning),
 # then run every test that can run under wine: the library (protocol,
 # validation, VSS sequencing and path mapping, named-pipe security), the
 # app's kittest tests (image snapshots need a display: Xvfb) and the helper
@@ -11,9 +12,10 @@
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 target=x86_64-pc-windows-gnu
+profile=${PERSNAP_PROFILE:-release}
 
 log=$(mktemp)
-cargo build --release --locked --target "$target" --bins --message-format short 2>&1 | tee "$log"
+cargo build --profile "$profile" --locked --target "$target" --bins --message-format short 2>&1 | tee "$log"
 if grep -E '^(warning|error)' "$log"; then
   echo "the Windows build has warnings (above)" >&2
   exit 1
@@ -38,16 +40,16 @@ fi
 # program: started by UAC, it must show no console or Terminal window
 # (Windows Terminal ignores a hidden start), and it serves its pipe
 # (tests/integration/windows_helper.rs runs this very build's helper over it).
-release=target/$target/release
+built=${CARGO_TARGET_DIR:-target}/$target/$(if [ "$profile" = dev ]; then echo debug; else echo "$profile"; fi)
 subsystem() { x86_64-w64-mingw32-objdump -p "$1" | sed -n 's/^Subsystem.*(\(.*\))$/\1/p'; }
-[ "$(subsystem "$release/persnap.exe")" = "Windows CUI" ] \
+[ "$(subsystem "$built/persnap.exe")" = "Windows CUI" ] \
   || { echo "persnap.exe is not a console program" >&2; exit 1; }
-[ "$(subsystem "$release/persnap-helper.exe")" = "Windows GUI" ] \
+[ "$(subsystem "$built/persnap-helper.exe")" = "Windows GUI" ] \
   || { echo "persnap-helper.exe is a console program: Windows Terminal would show its window" >&2; exit 1; }
-[ "$(wine "$release/persnap.exe" --version | tr -d '\r')" = "persnap $(sed -n 's/^version = "\(.*\)"/\1/p' Cargo.toml | head -1)" ] \
+[ "$(wine "$built/persnap.exe" --version | tr -d '\r')" = "persnap $(sed -n 's/^version = "\(.*\)"/\1/p' Cargo.toml | head -1)" ] \
   || { echo "persnap.exe --version printed nothing to its console" >&2; exit 1; }
 set +e
-wine "$release/persnap.exe" verify 'C:\no\such\backup' 2>/dev/null
+wine "$built/persnap.exe" verify 'C:\no\such\backup' 2>/dev/null
 status=$?
 set -e
 [ "$status" -ne 0 ] || { echo "persnap.exe's exit status did not reach its caller" >&2; exit 1; }
@@ -66,7 +68,7 @@ event_run() {
   PERSNAP_DATA_DIR="$(winepath -w "$events/data" 2>/dev/null)" \
     PERSNAP_LOG_DIR="$(winepath -w "$events/logs" 2>/dev/null)" \
     WINEDEBUG=fixme+advapi,trace+eventlog,warn+eventlog,err+eventlog \
-    wine "$release/persnap.exe" backup --method sqlite-online \
+    wine "$built/persnap.exe" backup --method sqlite-online \
       --source "$(winepath -w "$events/store" 2>/dev/null)" \
       --dest "$(winepath -w "$events/$1" 2>/dev/null)" 2>&1 || true
 }
@@ -111,4 +113,9 @@ for _ in $(seq 200); do
 done
 display=:$(tr -d '\n' <"$ready")
 [ "$display" != ":" ] || { echo "Xvfb did not start within 20 s" >&2; exit 1; }
-DISPLAY=$display cargo test --release --locked --target "$target"
+# (cargo test's own profile, test, is dev's.)
+if [ "$profile" = dev ]; then
+  DISPLAY=$display cargo test --locked --target "$target"
+else
+  DISPLAY=$display cargo test --profile "$profile" --locked --target "$target"
+fi
