@@ -304,7 +304,7 @@ pub enum Command {
 /// An offsite repository as a run opens it: where, its password, and
 /// which backups it keeps.
 type OffsiteUnlocked = (
-    persnap::repository::Location,
+    persnap::repository::Address,
     persnap::repository::Password,
     persnap::repository::Keep,
 );
@@ -1010,7 +1010,7 @@ fn history_cmd(json: bool, repo: Option<&str>) -> Result<(), Failure> {
     history.recover()?;
     let mut runs = history.load()?;
     if let Some(repo) = repo {
-        let shown = persnap::repository::Location::parse(repo)?.display();
+        let shown = persnap::repository::Address::parse(repo)?.display();
         runs.retain(|run| {
             let offsite = match &run.offsite {
                 Some(persnap::repository::Offsite::Stored { copy }) => Some(&copy.location),
@@ -1030,7 +1030,7 @@ fn history_cmd(json: bool, repo: Option<&str>) -> Result<(), Failure> {
         match repo {
             Some(repo) => println!(
                 "None of your backups went into {} (persnap repo list shows what it holds).",
-                persnap::repository::Location::parse(repo)?.display()
+                persnap::repository::Address::parse(repo)?.display()
             ),
             None => println!(
                 "No backups yet. History is kept in {}.",
@@ -1666,7 +1666,7 @@ fn scheduled_drill(
     history: &History,
     name: &str,
     as_uid: Option<u32>,
-    repo: Option<(persnap::repository::Location, persnap::repository::Password)>,
+    repo: Option<(persnap::repository::Address, persnap::repository::Password)>,
     offsite: Option<OffsiteUnlocked>,
 ) -> Result<(), Failure> {
     // Never as root for a user's schedule (the run may have stopped
@@ -1681,7 +1681,7 @@ fn scheduled_drill(
     if !persnap::drill::due(&req.source, &req.store_name, &runs, chrono::Utc::now()) {
         return Ok(());
     }
-    let open = |location: persnap::repository::Location, password| {
+    let open = |location: persnap::repository::Address, password| {
         persnap::repository::Repo::open(&location, &password)
     };
     let repository = repo.map(|(l, p)| open(l, p)).transpose();

@@ -10,7 +10,7 @@ use persnap::history::{History, Recorder};
 use persnap::pace::Pace;
 use persnap::progress::CancelToken;
 use persnap::registry::{Database, Registry};
-use persnap::repository::{Location, Password, Repo};
+use persnap::repository::{Address, Password, Repo};
 
 use super::{Failure, Printer, install_cancel_on_signals};
 
@@ -104,7 +104,7 @@ fn usage(message: &str) -> Failure {
 /// A repository the registry names, opened with the password from `file`,
 /// else your keyring, else the terminal.
 fn open(location: &str, file: Option<&Path>) -> Result<Repo, Failure> {
-    let location = Location::parse(location)?;
+    let location = Address::parse(location)?;
     let kept = || {
         (!persnap::fsutil::is_root())
             .then(|| {

@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 
 use clap::Subcommand;
 use persnap::progress::CancelToken;
-use persnap::repository::{self, Listed, Location, Password, Repo, Stored};
+use persnap::repository::{self, Address, Listed, Password, Repo, Stored};
 use persnap::units;
 
 use super::Failure;
@@ -35,7 +35,7 @@ pub struct RepoArgs {
 
 impl RepoArgs {
     /// The repository and its password, when one is given.
-    pub fn unlock(&self) -> Result<Option<(Location, Password)>, Failure> {
+    pub fn unlock(&self) -> Result<Option<(Address, Password)>, Failure> {
         if let Some(file) = &self.repo_unlock {
             let unlock = persnap::repository::Unlock::read(file)?;
             let location = unlock.validate()?;
@@ -56,7 +56,7 @@ impl RepoArgs {
             }
             return Ok(None);
         };
-        let location = Location::parse(url)?;
+        let location = Address::parse(url)?;
         warn(&location);
         // A password kept in the keyring (persnap repo remember, or the
         // app) comes after a file given and before the terminal; a keyring
@@ -85,7 +85,7 @@ impl RepoArgs {
         Ok(Some((location, password)))
     }
 
-    pub fn required(&self) -> Result<(Location, Password), Failure> {
+    pub fn required(&self) -> Result<(Address, Password), Failure> {
         self.unlock()?
             .ok_or_else(|| usage("Say which repository: --repo URL (or PERSNAP_REPOSITORY)."))
     }
@@ -93,7 +93,7 @@ impl RepoArgs {
 
 /// Said each time a location is used that is taken with a risk
 /// (`#allow-plain-http`).
-fn warn(location: &Location) {
+fn warn(location: &Address) {
     if let Some(warning) = location.warning() {
         eprintln!("Warning: {warning}");
     }
@@ -123,7 +123,7 @@ pub struct OffsiteArgs {
 }
 
 impl OffsiteArgs {
-    pub fn unlock(&self) -> Result<Option<(Location, Password)>, Failure> {
+    pub fn unlock(&self) -> Result<Option<(Address, Password)>, Failure> {
         if let Some(file) = &self.offsite_unlock {
             let unlock = persnap::repository::Unlock::read(file)?;
             let location = unlock.validate()?;
@@ -190,7 +190,7 @@ pub fn run(cmd: RepoCommand) -> Result<(), Failure> {
         RepoCommand::Init { repo } => {
             let (location, password) =
                 if repo.password_file.is_none() && std::io::stdin().is_terminal() {
-                    let location = Location::parse(repo.repo.as_deref().unwrap_or_default())?;
+                    let location = Address::parse(repo.repo.as_deref().unwrap_or_default())?;
                     warn(&location);
                     let first = rpassword::prompt_password("Password for the new repository: ")?;
                     let again = rpassword::prompt_password("The same password again: ")?;
@@ -210,7 +210,7 @@ pub fn run(cmd: RepoCommand) -> Result<(), Failure> {
             Ok(())
         }
         RepoCommand::Remember { repo } => {
-            let location = Location::parse(repo.repo.as_deref().unwrap_or_default())?;
+            let location = Address::parse(repo.repo.as_deref().unwrap_or_default())?;
             // Asked for anew (not taken from the keyring it goes into).
             let password = match &repo.password_file {
                 Some(file) => Password::from_file(file)?,
@@ -235,7 +235,7 @@ pub fn run(cmd: RepoCommand) -> Result<(), Failure> {
             Ok(())
         }
         RepoCommand::Forget { repo } => {
-            let location = Location::parse(&repo)?;
+            let location = Address::parse(&repo)?;
             let store = repository::keyring::store_name();
             if repository::keyring::forget(&location)? {
                 eprintln!("The password of {location} is no longer kept in {store}.");
@@ -257,7 +257,7 @@ pub fn run(cmd: RepoCommand) -> Result<(), Failure> {
     }
 }
 
-fn print_listed(location: &Location, listed: &[Listed]) {
+fn print_listed(location: &Address, listed: &[Listed]) {
     if listed.is_empty() {
         println!("No persnap backups in {location} yet.");
         return;
@@ -293,7 +293,7 @@ pub fn staging_dir() -> Result<PathBuf, Failure> {
 /// connection test passed: a wrong password or a server out of reach is
 /// said now, not at the first run.
 pub fn tested(
-    unlocked: Option<(Location, Password)>,
+    unlocked: Option<(Address, Password)>,
     keep: repository::Keep,
     staged: bool,
 ) -> persnap::Result<Option<persnap::protocol::ScheduleRepositoryRequest>> {
@@ -312,7 +312,7 @@ pub fn tested(
 /// runs `then` on the set (`persnap verify --repo`, which checks it whole), and
 /// removes it again.
 pub fn from_repository(
-    (location, password): (Location, Password),
+    (location, password): (Address, Password),
     id: &Path,
     then: impl FnOnce(PathBuf) -> Result<(), Failure>,
 ) -> Result<(), Failure> {
@@ -334,7 +334,7 @@ pub fn from_repository(
 
 /// `persnap prune --repo`.
 pub fn prune(
-    (location, password): (Location, Password),
+    (location, password): (Address, Password),
     host: String,
     database: &str,
     keep: &repository::Keep,
@@ -362,7 +362,7 @@ pub fn print_forgotten(forgotten: &repository::Forgotten, keep: &repository::Kee
 
 /// `persnap pin ID --repo …`: pin or (without a note) unpin.
 pub fn pin(
-    (location, password): (Location, Password),
+    (location, password): (Address, Password),
     id: &str,
     note: Option<&str>,
 ) -> Result<(), Failure> {

@@ -10,7 +10,7 @@ use std::path::PathBuf;
 use persnap::pipeline::{self, RestoreFrom, RestoreJob};
 use persnap::progress::CancelToken;
 use persnap::registry::Registry;
-use persnap::repository::{self, Location, Password, Repo, Which};
+use persnap::repository::{self, Address, Password, Repo, Which};
 use persnap::restore::{self, RestorePlan};
 use persnap::units;
 
@@ -95,7 +95,7 @@ fn from_folder(backup: PathBuf, to: PathBuf) -> Result<(), Failure> {
 /// A backup in a repository: chosen from its list, the plan checked, and
 /// only then read out (into your staging folder) and restored.
 fn from_repository(
-    (location, password): (Location, Password),
+    (location, password): (Address, Password),
     which: &Which,
     to: PathBuf,
 ) -> Result<(), Failure> {

@@ -38,11 +38,11 @@ use crate::method::{Method, MethodChoice};
 use crate::progress::{CancelToken, Level, Phase, Progress};
 use crate::protocol::{BackupOptions, RemoteFailure, Reply, Request};
 use crate::repository::deliver::{self, Delivery};
-use crate::repository::{Keep, Location, Password, Repo, Stored};
+use crate::repository::{Address, Keep, Password, Repo, Stored};
 
 /// A repository a backup goes into.
 pub struct Target {
-    pub location: Location,
+    pub location: Address,
     /// As typed or read from a file; `None`: the one kept in the system's
     /// secret store for this location.
     pub password: Option<Password>,
@@ -243,7 +243,7 @@ pub fn resolve(
 /// The repositories of a job, opened.
 struct Opened {
     delivery: Option<Delivery>,
-    offsite: Option<(crate::Result<Repo>, Location, Keep)>,
+    offsite: Option<(crate::Result<Repo>, Address, Keep)>,
 }
 
 /// Open the job's repositories. A wrong password (either), or a
@@ -254,7 +254,7 @@ fn open(
     offsite: Option<Target>,
     staged: bool,
     notes: &mut Vec<(Level, String)>,
-) -> Result<Opened, (Error, Location, bool)> {
+) -> Result<Opened, (Error, Address, bool)> {
     let delivery = match repository {
         None => None,
         Some(t) => {
@@ -289,7 +289,7 @@ fn open(
 
 /// The password given, else the one kept in the secret store, else what
 /// to do.
-pub fn password_of(location: &Location, given: Option<Password>) -> crate::Result<Password> {
+pub fn password_of(location: &Address, given: Option<Password>) -> crate::Result<Password> {
     if let Some(given) = given {
         return Ok(given);
     }

@@ -13,7 +13,7 @@ use persnap::units;
 use persnap::volume::SnapshotSupport;
 
 use super::widgets::{AMBER, GREEN, RED, open_folder};
-use super::{Activity, Outcome, PersnapApp, Settings, worker};
+use super::{Activity, Outcome, PersnapApp, Settings, jobs};
 use persnap::schedule::{self, Status};
 
 pub fn show(app: &mut PersnapApp, ui: &mut Ui) {
@@ -29,7 +29,7 @@ pub fn show(app: &mut PersnapApp, ui: &mut Ui) {
             ui.separator();
             if let Some(request) = plan(app, ui) {
                 app.rt.protected = None;
-                app.rt.protecting = Some(worker::protect(
+                app.rt.protecting = Some(jobs::protect(
                     ui.ctx(),
                     request,
                     app.rt.helper.clone(),
@@ -224,7 +224,7 @@ pub fn failed_schedule_banner(app: &PersnapApp, ui: &mut Ui) {
 pub fn request_here(app: &PersnapApp) -> BackupRequest {
     let mut req = request(&app.settings);
     if app.settings.into_repository {
-        req.dest = worker::staging(app.rt.staging.clone()).unwrap_or_default();
+        req.dest = jobs::staging(app.rt.staging.clone()).unwrap_or_default();
         req.staged = Some(persnap::backup::Staged::default());
     }
     req
@@ -261,7 +261,7 @@ fn keep_probe_fresh(app: &mut PersnapApp, ctx: &egui::Context) {
         return;
     }
     let dest_given = app.settings.into_repository || !app.settings.dest.trim().is_empty();
-    app.rt.probing = Some(worker::probe(
+    app.rt.probing = Some(jobs::probe(
         ctx,
         request_here(app),
         dest_given,
@@ -441,14 +441,14 @@ fn protect_row(
 
 /// A repository's location as shown (never with a password in it).
 fn repository_shown(text: &str) -> String {
-    persnap::repository::Location::parse(text.trim())
+    persnap::repository::Address::parse(text.trim())
         .map(|l| l.display())
         .unwrap_or_else(|_| "(give its address above)".into())
 }
 
 fn ready(app: &PersnapApp) -> Option<&persnap::probe::ProbeReport> {
     if app.settings.into_repository
-        && (persnap::repository::Location::parse(app.settings.repository.trim()).is_err()
+        && (persnap::repository::Address::parse(app.settings.repository.trim()).is_err()
             || app.rt.repositories.password.is_empty())
     {
         return None;
@@ -539,7 +539,7 @@ fn confirm_dialog(app: &mut PersnapApp, ui: &mut Ui) {
     }
 }
 
-fn new_activity(job: worker::Job<super::Outcome>, test_only: bool) -> Activity {
+fn new_activity(job: jobs::Job<super::Outcome>, test_only: bool) -> Activity {
     let now = Instant::now();
     Activity {
         job,
@@ -558,8 +558,8 @@ pub fn start_backup(app: &mut PersnapApp, ctx: &egui::Context) {
     let req = request_here(app);
     let s = &app.settings;
     let into = if s.into_repository {
-        match persnap::repository::Location::parse(s.repository.trim()) {
-            Ok(location) => Some(worker::IntoRepository {
+        match persnap::repository::Address::parse(s.repository.trim()) {
+            Ok(location) => Some(jobs::IntoRepository {
                 location,
                 password: Some(persnap::repository::Password::new(
                     app.rt.repositories.password.clone(),
@@ -589,8 +589,8 @@ pub fn start_backup_into(
     app: &mut PersnapApp,
     ctx: &egui::Context,
     req: BackupRequest,
-    into: Option<worker::IntoRepository>,
-    offsite: Option<worker::IntoRepository>,
+    into: Option<jobs::IntoRepository>,
+    offsite: Option<jobs::IntoRepository>,
 ) {
     let Some(history) = app.rt.history.clone() else {
         app.rt.outcome = Some(Outcome::Failed(crate::launch::RemoteFailure {
@@ -607,7 +607,7 @@ pub fn start_backup_into(
     }
     app.rt.outcome = None;
     app.rt.activity = Some(new_activity(
-        worker::backup(ctx, req, history, app.rt.helper.clone(), into, offsite),
+        jobs::backup(ctx, req, history, app.rt.helper.clone(), into, offsite),
         false,
     ));
 }
@@ -615,7 +615,7 @@ pub fn start_backup_into(
 fn start_test_snapshot(app: &mut PersnapApp, ctx: &egui::Context) {
     app.rt.outcome = None;
     app.rt.activity = Some(new_activity(
-        worker::test_snapshot(ctx, request(&app.settings), app.rt.helper.clone()),
+        jobs::test_snapshot(ctx, request(&app.settings), app.rt.helper.clone()),
         true,
     ));
 }
@@ -847,9 +847,9 @@ pub fn back_up_now(
 fn into_repository(
     app: &PersnapApp,
     place: &persnap::registry::InRepository,
-) -> persnap::Result<super::worker::IntoRepository> {
-    let location = persnap::repository::Location::parse(&place.location)?;
-    Ok(super::worker::IntoRepository {
+) -> persnap::Result<super::jobs::IntoRepository> {
+    let location = persnap::repository::Address::parse(&place.location)?;
+    Ok(super::jobs::IntoRepository {
         password: super::repository_view::typed_password(app, &location.display()),
         location,
         keep: place.keep.clone(),

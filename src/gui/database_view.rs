@@ -14,8 +14,8 @@ use persnap::protection::{self, Assessment};
 use persnap::protocol::Request;
 use persnap::units;
 
+use super::jobs::{self, Job};
 use super::widgets::{AMBER, GREEN, RED, open_folder};
-use super::worker::{self, Job};
 use super::{PersnapApp, RestoreDraft, Screen};
 
 /// The page's state.
@@ -24,11 +24,11 @@ pub struct DatabasePage {
     /// The run whose backup is selected in the table.
     pub selected: Option<String>,
     /// Verifying a backup again: which, its progress, and how it went.
-    pub(super) verifying: Option<(String, Job<worker::Words>, super::widgets::Meter)>,
+    pub(super) verifying: Option<(String, Job<jobs::Words>, super::widgets::Meter)>,
     pub verified: Option<(String, Result<String, String>)>,
     /// "Stop protecting": asked, running, and how it went.
     confirm_stop: bool,
-    stopping: Option<Job<worker::Told>>,
+    stopping: Option<Job<jobs::Told>>,
     pub stopped: Option<Result<String, String>>,
     /// Pins of the backups shown, as read (once each).
     pins: std::collections::HashMap<PathBuf, Option<persnap::pin::Pin>>,
@@ -36,7 +36,7 @@ pub struct DatabasePage {
     pub note: String,
     /// Pinning or unpinning a backup in its repository: which run, and how
     /// it went.
-    repo_pin: Option<(String, Job<worker::Words>)>,
+    repo_pin: Option<(String, Job<jobs::Words>)>,
     pub repo_pinned: Option<(String, Result<String, String>)>,
     /// A restore drill running (its progress), and how the last one went.
     drilling: Option<(Job<Drilled>, super::widgets::Meter)>,
@@ -111,7 +111,7 @@ fn start_drill(app: &mut PersnapApp, ctx: &egui::Context, card: &Assessment) {
     let staged_only = card.repository.as_ref().is_some_and(|r| r.staged);
     let folder = super::widgets::location_of(card).filter(|_| !staged_only);
     let repository = |r: &persnap::registry::InRepository| {
-        let location = persnap::repository::Location::parse(&r.location).ok()?;
+        let location = persnap::repository::Address::parse(&r.location).ok()?;
         Some((
             location,
             super::repository_view::typed_password(app, &r.location),
@@ -122,7 +122,7 @@ fn start_drill(app: &mut PersnapApp, ctx: &egui::Context, card: &Assessment) {
         store_name: card.store_name.clone(),
         database: card.name.clone(),
     };
-    let job = worker::drill(
+    let job = jobs::drill(
         ctx,
         subject,
         folder,
@@ -243,7 +243,7 @@ fn drain(app: &mut PersnapApp) {
                 page.stopped = Some(result.map(|_| String::new()).map_err(|f| f.message));
             }
             None => {}
-            Some(Err(worker::Stopped)) => page.stopping = None,
+            Some(Err(jobs::Stopped)) => page.stopping = None,
         }
     }
     if stopped {
@@ -456,7 +456,7 @@ fn header(app: &mut PersnapApp, ui: &mut Ui, card: &Assessment) {
                 if ui.button(format!("Stop protecting {}", card.name)).clicked() {
                     page.confirm_stop = false;
                     page.stopped = None;
-                    page.stopping = Some(worker::protect(
+                    page.stopping = Some(jobs::protect(
                         ui.ctx(),
                         Request::DatabaseRemove {
                             name: card.name.clone(),
@@ -526,7 +526,7 @@ fn selected_actions(app: &mut PersnapApp, ui: &mut Ui, runs: &[Run]) {
             page.verified = None;
             page.verifying = Some((
                 run.id.clone(),
-                worker::verify(ui.ctx(), path.clone(), None),
+                jobs::verify(ui.ctx(), path.clone(), None),
                 Default::default(),
             ));
         }
@@ -626,7 +626,7 @@ fn in_repository(
             page.verified = None;
             page.verifying = Some((
                 run.id.clone(),
-                worker::verify(ui.ctx(), PathBuf::new(), Some(from.clone())),
+                jobs::verify(ui.ctx(), PathBuf::new(), Some(from.clone())),
                 Default::default(),
             ));
         }
@@ -668,7 +668,7 @@ fn in_repository(
     }
     verification(ui, page, run);
     if let (Some(note), Some(history)) = (pin, app.rt.history.clone()) {
-        let job = worker::pin_in_repository(ui.ctx(), from.clone(), note, history);
+        let job = jobs::pin_in_repository(ui.ctx(), from.clone(), note, history);
         if let Some(page) = &mut app.rt.database {
             page.note.clear();
             page.repo_pinned = None;
@@ -700,7 +700,7 @@ fn verification(ui: &mut Ui, page: &mut DatabasePage, run: &Run) {
     {
         match result {
             Ok(words) => ui.colored_label(GREEN, words),
-            Err(words) if words == worker::CANCELLED_VERIFY => ui.label(words),
+            Err(words) if words == jobs::CANCELLED_VERIFY => ui.label(words),
             Err(words) => ui.colored_label(RED, words),
         };
     }

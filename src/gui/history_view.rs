@@ -423,7 +423,7 @@ pub fn restore_panel(app: &mut PersnapApp, ui: &mut Ui) {
             }
             if go && let Some(history) = app.rt.history.clone() {
                 let target = std::path::PathBuf::from(draft.target.trim());
-                draft.job = Some(super::worker::restore(
+                draft.job = Some(super::jobs::restore(
                     &ctx,
                     draft.backup.clone(),
                     draft.repository.clone(),

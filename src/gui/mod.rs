@@ -9,7 +9,7 @@
 //! backups by machine and database), `restore_view` (a database back onto
 //! this computer, a new machine too), `schedule_view`,
 //! `notifications_view`, `settings_view`; what several show is in
-//! `widgets`. Slow work runs on threads: the jobs in `worker`, each a
+//! `widgets`. Slow work runs on threads: the jobs in `jobs`, each a
 //! `Job<T>` owned by the screen that started it, with its own end `T`;
 //! each screen drains its own jobs at the start of every frame.
 
@@ -17,6 +17,7 @@ mod backup_view;
 mod chart;
 mod database_view;
 mod history_view;
+mod jobs;
 mod notifications_view;
 mod overview_view;
 mod protect_view;
@@ -25,7 +26,6 @@ mod restore_view;
 mod schedule_view;
 mod settings_view;
 mod widgets;
-mod worker;
 
 #[cfg(test)]
 mod tests;
@@ -41,7 +41,7 @@ use persnap::progress::{Level, Phase};
 use serde::{Deserialize, Serialize};
 
 use crate::launch::RemoteFailure;
-use worker::{Job, Msg};
+use jobs::{Job, Msg};
 
 const SETTINGS_KEY: &str = "persnap.settings";
 const MAX_RECENT: usize = 8;
@@ -142,7 +142,7 @@ impl Settings {
     /// password written into it (`rest:https://user:secret@host/`).
     pub fn to_save(&self) -> Settings {
         let mut saved = self.clone();
-        if let Ok(location) = persnap::repository::Location::parse(self.repository.trim()) {
+        if let Ok(location) = persnap::repository::Address::parse(self.repository.trim()) {
             saved.repository = location.display();
         } else {
             // Not understood: a password or token may be anywhere in it
@@ -195,7 +195,7 @@ pub struct Activity {
 }
 
 /// What the last backup or test snapshot ended with.
-pub use worker::Outcome;
+pub use jobs::Outcome;
 
 /// State rebuilt at every start, never saved.
 pub struct Runtime {
@@ -205,7 +205,7 @@ pub struct Runtime {
     pub runs: Vec<Run>,
     pub probe: Option<Result<Box<ProbeReport>, String>>,
     pub probe_key: String,
-    pub probing: Option<Job<worker::Probed>>,
+    pub probing: Option<Job<jobs::Probed>>,
     pub activity: Option<Activity>,
     pub outcome: Option<Outcome>,
     /// Warnings the user must confirm before the backup starts.
@@ -228,7 +228,7 @@ pub struct Runtime {
     pub notifications: notifications_view::NotificationsPage,
     pub repositories: repository_view::RepositoryState,
     /// "Protect this database": the registration running, and how it went.
-    pub protecting: Option<Job<worker::Told>>,
+    pub protecting: Option<Job<jobs::Told>>,
     pub protected: Option<Result<String, String>>,
     /// The registry of protected databases (the system's; tests use their own).
     pub registry: persnap::registry::Registry,
@@ -244,7 +244,7 @@ pub struct Runtime {
     /// A backup into a repository to pin once stored: where, its id, the
     /// note; and the pin under way.
     pin_pending: Option<(String, String, String)>,
-    pinning: Option<Job<worker::Words>>,
+    pinning: Option<Job<jobs::Words>>,
     /// The window was asked to close while work was running: asked
     /// whether to stop it, and (once confirmed) closing when it has.
     pub close_asked: bool,
@@ -261,13 +261,13 @@ pub struct RestoreDraft {
     /// The backup folder; for a backup in a repository, its id there.
     pub backup: PathBuf,
     /// The repository the backup is in (it is read out of it first).
-    pub repository: Option<worker::InRepository>,
+    pub repository: Option<jobs::InRepository>,
     /// Where to restore to, as typed (default: where the backup came from).
     pub target: String,
-    pub job: Option<Job<Result<Box<worker::Restored>, RemoteFailure>>>,
+    pub job: Option<Job<Result<Box<jobs::Restored>, RemoteFailure>>>,
     /// Its progress (step, bytes, speed, time left).
     pub meter: widgets::Meter,
-    pub result: Option<Result<Box<worker::Restored>, RemoteFailure>>,
+    pub result: Option<Result<Box<jobs::Restored>, RemoteFailure>>,
 }
 
 impl RestoreDraft {
@@ -275,7 +275,7 @@ impl RestoreDraft {
     /// `target` (where it came from, until the user changes it).
     pub fn new(
         backup: PathBuf,
-        repository: Option<worker::InRepository>,
+        repository: Option<jobs::InRepository>,
         target: &std::path::Path,
     ) -> RestoreDraft {
         RestoreDraft {
@@ -402,18 +402,18 @@ impl PersnapApp {
             return;
         };
         let (Ok(parsed), Some(history)) = (
-            persnap::repository::Location::parse(&location),
+            persnap::repository::Address::parse(&location),
             self.rt.history.clone(),
         ) else {
             return;
         };
-        let from = worker::InRepository {
+        let from = jobs::InRepository {
             location: parsed,
             snapshot,
             password: repository_view::typed_password(self, &location),
             staging: self.rt.staging.clone(),
         };
-        self.rt.pinning = Some(worker::pin_in_repository(ctx, from, Some(note), history));
+        self.rt.pinning = Some(jobs::pin_in_repository(ctx, from, Some(note), history));
     }
 
     /// Read the history again when it changed on disk (checked every two
@@ -456,7 +456,7 @@ impl PersnapApp {
         }
     }
 
-    /// Apply everything workers reported since the last frame.
+    /// Apply everything the restore job reported since the last frame.
     fn drain_restore(&mut self) {
         let Some(draft) = &mut self.rt.restore else {
             return;
@@ -495,7 +495,7 @@ impl PersnapApp {
                     })
                     .map_err(|f| f.message),
             ),
-            Some(Err(worker::Stopped)) => Some(Err(
+            Some(Err(jobs::Stopped)) => Some(Err(
                 "the registration stopped unexpectedly; try again".into(),
             )),
             None => None,
@@ -513,13 +513,13 @@ impl PersnapApp {
             self.rt.probe_key.clear();
         }
         match self.rt.probing.as_ref().and_then(Job::end) {
-            Some(Ok(worker::Probed { key, result })) => {
+            Some(Ok(jobs::Probed { key, result })) => {
                 self.rt.probe = Some(result);
                 self.rt.probe_key = key;
                 self.rt.probing = None;
             }
-            Some(Err(worker::Stopped)) => {
-                self.rt.probe = Some(Err(worker::STOPPED.into()));
+            Some(Err(jobs::Stopped)) => {
+                self.rt.probe = Some(Err(jobs::STOPPED.into()));
                 self.rt.probing = None;
             }
             None => {}

@@ -12,8 +12,8 @@ use persnap::protocol::{Reply, Request};
 use persnap::schedule::Secret;
 
 use super::PersnapApp;
+use super::jobs::{self, Job};
 use super::widgets::{AMBER, GREEN, RED};
-use super::worker::{self, Job};
 
 /// The form, as typed (never saved by the app: the settings live in the
 /// system).
@@ -40,7 +40,7 @@ pub struct NotificationsPage {
     pings: BTreeMap<String, String>,
     /// Pings to stop.
     stop_pings: Vec<String>,
-    job: Option<Job<worker::Told>>,
+    job: Option<Job<jobs::Told>>,
     /// Whether the job saves (or tests).
     saving: bool,
     result: Option<Result<Vec<(bool, String)>, String>>,
@@ -182,7 +182,7 @@ impl NotificationsPage {
         let result = match job.end() {
             Some(Ok(result)) => result,
             None => return,
-            Some(Err(worker::Stopped)) => {
+            Some(Err(jobs::Stopped)) => {
                 self.job = None;
                 return;
             }
@@ -368,7 +368,7 @@ pub fn show(app: &mut PersnapApp, ui: &mut Ui) {
             {
                 page.saving = true;
                 page.result = None;
-                page.job = Some(worker::monitoring(ui.ctx(), Request::MonitoringSet { update: update.clone() }, helper.clone()));
+                page.job = Some(jobs::monitoring(ui.ctx(), Request::MonitoringSet { update: update.clone() }, helper.clone()));
                 page.password.clear();
             }
             let test = ui.add_enabled(!busy && now.alerts(), egui::Button::new("Send a test…"))
@@ -376,7 +376,7 @@ pub fn show(app: &mut PersnapApp, ui: &mut Ui) {
             if test.clicked() {
                 page.saving = false;
                 page.result = None;
-                page.job = Some(worker::monitoring(ui.ctx(), Request::MonitoringTest {}, helper.clone()));
+                page.job = Some(jobs::monitoring(ui.ctx(), Request::MonitoringTest {}, helper.clone()));
             }
             if busy {
                 ui.spinner();

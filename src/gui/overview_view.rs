@@ -15,11 +15,11 @@ use persnap::units;
 
 use super::PersnapApp;
 use super::backup_view::{self, back_up_now};
+use super::jobs::{self, Job};
 use super::widgets::{
     AMBER, GREEN, RED, entry_of, level_colour, location_of, on_one_disk, proven_words,
     suggested_location,
 };
-use super::worker::{self, Job};
 
 /// How often the cards are judged again while the window is open.
 const REFRESH: Duration = Duration::from_secs(15);
@@ -77,7 +77,7 @@ pub fn keep_fresh(app: &mut PersnapApp, ctx: &egui::Context) {
             o.surveying = None;
             o.same_disk.clear();
         }
-        Some(Err(worker::Stopped)) => o.surveying = None,
+        Some(Err(jobs::Stopped)) => o.surveying = None,
         None => {}
     }
     match o.finding.as_ref().and_then(Job::end) {
@@ -85,7 +85,7 @@ pub fn keep_fresh(app: &mut PersnapApp, ctx: &egui::Context) {
             o.found = Some(found);
             o.finding = None;
         }
-        Some(Err(worker::Stopped)) => {
+        Some(Err(jobs::Stopped)) => {
             o.found = Some(Vec::new());
             o.finding = None;
         }
@@ -98,7 +98,7 @@ pub fn keep_fresh(app: &mut PersnapApp, ctx: &egui::Context) {
         let runs = app.rt.runs.clone();
         let schedules = app.rt.schedules.list.clone();
         let now = o.now.unwrap_or_else(chrono::Local::now);
-        o.surveying = Some(worker::task(ctx, move || {
+        o.surveying = Some(jobs::task(ctx, move || {
             protection::survey(
                 &registry,
                 &runs,
@@ -113,7 +113,7 @@ pub fn keep_fresh(app: &mut PersnapApp, ctx: &egui::Context) {
     if o.found.is_none() && o.finding.is_none() {
         let places = o.places.clone().unwrap_or_else(discover::usual_places);
         let processes = !o.skip_processes;
-        o.finding = Some(worker::task(ctx, move || {
+        o.finding = Some(jobs::task(ctx, move || {
             let running = if processes {
                 discover::running()
             } else {

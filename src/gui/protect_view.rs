@@ -26,7 +26,7 @@ const OFFERED: [Often; 4] = [Often::Daily, Often::Weekdays, Often::Hourly, Often
 fn when_text(d: &ProtectDraft) -> Option<String> {
     d.often.when_text(&format!("{:02}:00", d.hour), "")
 }
-use super::worker::{self, Job};
+use super::jobs::{self, Job};
 use super::{PersnapApp, Screen};
 use crate::launch::RemoteFailure;
 
@@ -56,9 +56,9 @@ pub struct ProtectDraft {
     pub account: String,
     pub password: String,
     pub probe: Option<Result<Box<ProbeReport>, String>>,
-    probing: Option<Job<worker::Probed>>,
+    probing: Option<Job<jobs::Probed>>,
     same_disk: Option<(PathBuf, bool)>,
-    job: Option<Job<worker::Told>>,
+    job: Option<Job<jobs::Told>>,
     pub result: Option<Result<Box<Reply>, RemoteFailure>>,
     /// Changing how a protected database is protected (its name stays).
     pub replace: bool,
@@ -79,7 +79,7 @@ pub fn open(app: &mut PersnapApp, ctx: &egui::Context, found: Found) {
         store_name: found.store_name.clone(),
         ..persnap::backup::BackupRequest::new(&found.folder, "")
     };
-    let probing = worker::probe(ctx, probe, false, String::new(), app.rt.registry.clone());
+    let probing = jobs::probe(ctx, probe, false, String::new(), app.rt.registry.clone());
     app.rt.protect = Some(ProtectDraft {
         found,
         name,
@@ -163,12 +163,12 @@ fn drain(app: &mut PersnapApp) {
     };
     if let Some(job) = &d.probing {
         match job.end() {
-            Some(Ok(worker::Probed { result, .. })) => {
+            Some(Ok(jobs::Probed { result, .. })) => {
                 d.probe = Some(result);
                 d.probing = None;
             }
             None => {}
-            Some(Err(worker::Stopped)) => d.probing = None,
+            Some(Err(jobs::Stopped)) => d.probing = None,
         }
     }
     let mut done = false;
@@ -180,7 +180,7 @@ fn drain(app: &mut PersnapApp) {
                 d.job = None;
             }
             None => {}
-            Some(Err(worker::Stopped)) => {
+            Some(Err(jobs::Stopped)) => {
                 d.result = Some(Err(RemoteFailure {
                     kind: persnap::ErrorKind::Internal,
                     step: None,
@@ -564,7 +564,7 @@ fn ready(d: &ProtectDraft, repository: &str, password: &str) -> Result<(), &'sta
         return Err("Choose a backup location only its owner can change (above).");
     }
     if d.into_repository {
-        if persnap::repository::Location::parse(repository.trim()).is_err() {
+        if persnap::repository::Address::parse(repository.trim()).is_err() {
             return Err(
                 "Give the repository's address (a folder's full path, sftp:, s3: or rest:).",
             );
@@ -576,7 +576,7 @@ fn ready(d: &ProtectDraft, repository: &str, password: &str) -> Result<(), &'sta
         return Err("Choose where its backups go first.");
     }
     if d.offsite {
-        if persnap::repository::Location::parse(d.offsite_location.trim()).is_err() {
+        if persnap::repository::Address::parse(d.offsite_location.trim()).is_err() {
             return Err(
                 "Give the offsite repository's address (sftp:, s3:, rest: or a folder's full path).",
             );
@@ -695,16 +695,16 @@ fn check(app: &mut PersnapApp, ui: &mut Ui) {
             .and_then(|h| {
                 let into = if d.into_repository {
                     Some((
-                        persnap::repository::Location::parse(repository.trim())?,
+                        persnap::repository::Address::parse(repository.trim())?,
                         persnap::repository::Password::new(password.clone()),
-                        worker::staging(staging)?,
+                        jobs::staging(staging)?,
                     ))
                 } else {
                     None
                 };
                 let offsite = if d.offsite {
                     Some((
-                        persnap::repository::Location::parse(d.offsite_location.trim())?,
+                        persnap::repository::Address::parse(d.offsite_location.trim())?,
                         persnap::repository::Password::new(d.offsite_password.clone()),
                     ))
                 } else {
@@ -716,7 +716,7 @@ fn check(app: &mut PersnapApp, ui: &mut Ui) {
             Ok(request) => {
                 // Typed this session: Back up now uses them (else the keyring).
                 if d.offsite
-                    && let Ok(l) = persnap::repository::Location::parse(d.offsite_location.trim())
+                    && let Ok(l) = persnap::repository::Address::parse(d.offsite_location.trim())
                 {
                     app.rt
                         .repositories
@@ -724,7 +724,7 @@ fn check(app: &mut PersnapApp, ui: &mut Ui) {
                         .insert(l.display(), d.offsite_password.clone());
                 }
                 d.result = None;
-                d.job = Some(worker::protect(
+                d.job = Some(jobs::protect(
                     ui.ctx(),
                     request,
                     app.rt.helper.clone(),
@@ -754,11 +754,11 @@ fn request(
     d: &ProtectDraft,
     history_dir: &Path,
     into: Option<(
-        persnap::repository::Location,
+        persnap::repository::Address,
         persnap::repository::Password,
         PathBuf,
     )>,
-    offsite: Option<(persnap::repository::Location, persnap::repository::Password)>,
+    offsite: Option<(persnap::repository::Address, persnap::repository::Password)>,
 ) -> persnap::Result<Request> {
     let when = when_text(d);
     let history_dir = match when {

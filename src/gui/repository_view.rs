@@ -16,11 +16,11 @@ use std::collections::BTreeMap;
 use std::path::PathBuf;
 
 use eframe::egui::{self, RichText, Ui};
-use persnap::repository::{Listed, Location, Password, Repo, UntrustedKey};
+use persnap::repository::{Address, Listed, Password, Repo, UntrustedKey};
 
 use super::PersnapApp;
+use super::jobs::{self, Connected, Job};
 use super::widgets::{AMBER, GREEN, RED, failure};
-use super::worker::{self, Connected, Job};
 
 /// What the screen holds while the app runs.
 #[derive(Default)]
@@ -58,7 +58,7 @@ pub struct NewRepository {
     pub again: String,
     /// A new file to keep the password in too (optional).
     pub save_to: String,
-    creating: Option<super::worker::Job<Result<Box<Connected>, String>>>,
+    creating: Option<super::jobs::Job<Result<Box<Connected>, String>>>,
     pub failed: Option<String>,
 }
 
@@ -79,7 +79,7 @@ impl RepositoryState {
                 self.connecting = None;
             }
             None => {}
-            Some(Err(worker::Stopped)) => {
+            Some(Err(jobs::Stopped)) => {
                 self.connecting = None;
                 self.result = Some(Err(persnap::Error::relayed(
                     persnap::ErrorKind::Protocol,
@@ -108,7 +108,7 @@ impl RepositoryState {
                     }
                 }
                 None => return,
-                Some(Err(worker::Stopped)) => self.recalling = None,
+                Some(Err(jobs::Stopped)) => self.recalling = None,
             }
         }
         let location = location.trim();
@@ -121,14 +121,14 @@ impl RepositoryState {
             self.from_keyring = false;
         }
         self.recalled_for = location.to_owned();
-        let Ok(parsed) = Location::parse(location) else {
+        let Ok(parsed) = Address::parse(location) else {
             return;
         };
         if !self.password.is_empty() {
             return;
         }
         let location = location.to_owned();
-        self.recalling = Some(worker::task(ctx, move || {
+        self.recalling = Some(jobs::task(ctx, move || {
             let password = persnap::repository::keyring::recall(&parsed).ok().flatten();
             Recalled { location, password }
         }));
@@ -138,9 +138,9 @@ impl RepositoryState {
     /// the password in the keyring once it opened the repository.
     pub fn connect(&mut self, location: &str, remember: bool, ctx: &egui::Context) {
         let (location, password) = (location.to_owned(), Password::new(self.password.clone()));
-        self.connecting = Some(worker::task(ctx, move || {
+        self.connecting = Some(jobs::task(ctx, move || {
             let mut untrusted = None;
-            let result = Location::parse(&location).and_then(|location| {
+            let result = Address::parse(&location).and_then(|location| {
                 let repo = Repo::open(&location, &password).inspect_err(|_| {
                     // Refused for the server's key? Then which, to ask.
                     untrusted = persnap::repository::untrusted_key(&location).ok().flatten();
@@ -325,7 +325,7 @@ fn create_section(app: &mut PersnapApp, ui: &mut Ui) {
             AMBER,
             "Keep this password safe. Without it nobody — not you, not persnap, not its makers — can read these backups, and it cannot be reset. Write it down or keep it in a file away from this computer.",
         );
-        let location = Location::parse(n.location.trim());
+        let location = Address::parse(n.location.trim());
         let problem = if n.location.trim().is_empty() {
             Some("Give the new repository's address.".to_owned())
         } else if let Err(e) = &location {
@@ -355,7 +355,7 @@ fn create_section(app: &mut PersnapApp, ui: &mut Ui) {
                 let save_to = Some(n.save_to.trim())
                     .filter(|t| !t.is_empty())
                     .map(PathBuf::from);
-                n.creating = Some(super::worker::create_repository(
+                n.creating = Some(super::jobs::create_repository(
                     &ctx,
                     n.location.trim().to_owned(),
                     Password::new(n.password.clone()),
@@ -434,7 +434,7 @@ pub fn fields(app: &mut PersnapApp, ui: &mut Ui) -> bool {
 /// shown), if it is the one on these screens; else the worker asks the
 /// keyring.
 pub fn typed_password(app: &PersnapApp, location: &str) -> Option<Password> {
-    Location::parse(app.settings.repository.trim())
+    Address::parse(app.settings.repository.trim())
         .ok()
         .filter(|typed| typed.display() == location)
         .filter(|_| !app.rt.repositories.password.is_empty())
@@ -453,9 +453,9 @@ pub fn typed_password(app: &PersnapApp, location: &str) -> Option<Password> {
 pub fn stored_backup(
     app: &PersnapApp,
     stored: &persnap::repository::Stored,
-) -> Option<super::worker::InRepository> {
-    Some(super::worker::InRepository {
-        location: Location::parse(&stored.location).ok()?,
+) -> Option<super::jobs::InRepository> {
+    Some(super::jobs::InRepository {
+        location: Address::parse(&stored.location).ok()?,
         password: typed_password(app, &stored.location),
         snapshot: stored.snapshot.clone(),
         staging: app.rt.staging.clone(),
@@ -478,7 +478,7 @@ pub fn restore_draft(
 /// What went wrong in words, rustic's own words behind "Details".
 /// The SFTP server's key, to compare with the server's own and trust
 /// once: the location with the key trusted, when the user said so.
-fn ask_to_trust(ui: &mut Ui, key: &UntrustedKey) -> Option<Location> {
+fn ask_to_trust(ui: &mut Ui, key: &UntrustedKey) -> Option<Address> {
     ui.add_space(6.0);
     let said = match &key.instead_of {
         Some(before) => format!(

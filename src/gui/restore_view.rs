@@ -19,12 +19,12 @@ use std::path::PathBuf;
 use eframe::egui::{self, RichText, Ui};
 use persnap::manifest::Manifest;
 use persnap::protocol::{BackupOptions, Reply, Request};
-use persnap::repository::{Listed, Location, Password};
+use persnap::repository::{Address, Listed, Password};
 use persnap::restore::RestorePlan;
 
+use super::jobs::{self, InRepository, Job, Restored};
 use super::widgets::{AMBER, DEFAULT_HOUR, DEFAULT_KEEP_DAYS, GREEN, RED};
 use super::widgets::{Meter, folder_field};
-use super::worker::{self, InRepository, Job, Restored};
 use super::{PersnapApp, Screen};
 use crate::launch::RemoteFailure;
 
@@ -283,7 +283,7 @@ fn chosen_backup(app: &mut PersnapApp, ui: &mut Ui) -> Option<Chosen> {
          checked and SQLite's integrity check passed.",
     );
     let from = InRepository {
-        location: Location::parse(&location).ok()?,
+        location: Address::parse(&location).ok()?,
         snapshot: listed.id.clone(),
         password: super::repository_view::typed_password(app, &location),
         staging: app.rt.staging.clone(),
@@ -347,7 +347,7 @@ fn manifest(
     if !matches!(&page.manifest, Some((key, _)) if key == id) {
         page.manifest = Some((
             id.to_owned(),
-            ManifestLookup::Reading(worker::manifest_of(ui.ctx(), from)),
+            ManifestLookup::Reading(jobs::manifest_of(ui.ctx(), from)),
         ));
     }
     let (_, lookup) = page.manifest.as_mut().expect("set above");
@@ -363,7 +363,7 @@ fn manifest(
                 });
                 return None;
             }
-            Some(Err(worker::Stopped)) => {
+            Some(Err(jobs::Stopped)) => {
                 *lookup = ManifestLookup::Read(Err("reading the backup's manifest stopped".into()))
             }
         }
@@ -532,7 +532,7 @@ fn start(
     let (backup, from) = match &chosen.from {
         From::Folder(dir) => (dir.clone(), None),
         From::Repository { location, id } => {
-            let Ok(parsed) = Location::parse(location) else {
+            let Ok(parsed) = Address::parse(location) else {
                 return;
             };
             (
@@ -557,7 +557,7 @@ fn start(
         },
         _ => None,
     };
-    let job = worker::restore(
+    let job = jobs::restore(
         ctx,
         backup,
         from,
@@ -607,7 +607,7 @@ fn protection(
         name,
         source: plan.target.clone(),
         store_name: chosen.store_name.clone(),
-        location: worker::staging(app.rt.staging.clone())?,
+        location: jobs::staging(app.rt.staging.clone())?,
         method,
         options: BackupOptions::default(),
         when: Some(format!("{DEFAULT_HOUR:02}:00")),

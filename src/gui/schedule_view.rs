@@ -12,8 +12,8 @@ use persnap::schedule::{self, Schedule, Status, When};
 
 use super::PersnapApp;
 use super::backup_view::{self};
+use super::jobs::{self, Job};
 use super::widgets::{AMBER, DEFAULT_HOUR, GREEN, Often, RED, pace_words};
-use super::worker::{self, Job};
 use crate::launch::RemoteFailure;
 
 /// The screen's state (never saved: schedules live in the system).
@@ -30,7 +30,7 @@ pub struct ScheduleState {
     /// and its password (runtime only, never saved).
     pub run_as: String,
     pub password: String,
-    pub job: Option<Job<worker::Told>>,
+    pub job: Option<Job<jobs::Told>>,
     pub result: Option<Result<String, RemoteFailure>>,
 }
 
@@ -290,7 +290,7 @@ fn repository(
         return Ok(None);
     }
     let location =
-        persnap::repository::Location::parse(s.repository.trim()).map_err(|e| e.to_string())?;
+        persnap::repository::Address::parse(s.repository.trim()).map_err(|e| e.to_string())?;
     if app.rt.repositories.password.is_empty() {
         return Err("Enter the repository's password on the Back up screen first.".into());
     }
@@ -391,5 +391,5 @@ fn result(app: &PersnapApp, ui: &mut Ui) {
 
 fn start(app: &mut PersnapApp, ctx: &egui::Context, request: Request) {
     app.rt.schedules.result = None;
-    app.rt.schedules.job = Some(worker::schedule_change(ctx, request, app.rt.helper.clone()));
+    app.rt.schedules.job = Some(jobs::schedule_change(ctx, request, app.rt.helper.clone()));
 }

@@ -655,7 +655,7 @@ fn screens(settings: Settings, scale: f32, suffix: &str) -> egui_kittest::Snapsh
 
 /// A repository three correlators share, as the Repositories screen
 /// lists it (times relative to now, so the screen reads the same any day).
-fn fixture_fleet() -> super::worker::Connected {
+fn fixture_fleet() -> super::jobs::Connected {
     let now = chrono::Utc::now();
     let mut backups = Vec::new();
     for (host, database, count, hours, mib, pinned) in [
@@ -679,7 +679,7 @@ fn fixture_fleet() -> super::worker::Connected {
             });
         }
     }
-    super::worker::Connected {
+    super::jobs::Connected {
         location: "rest:https://backups.example.net:8000/fleet/".into(),
         backups,
         not_kept: None,
@@ -718,7 +718,7 @@ fn the_repositories_screen_connects_and_lists_backups_by_machine_and_database() 
     let done = online_backup(src.path(), dest.path(), data.path());
     let cancel = persnap::progress::CancelToken::new();
     let place = data.path().join("repo");
-    let location = persnap::repository::Location::parse(place.to_str().unwrap()).unwrap();
+    let location = persnap::repository::Address::parse(place.to_str().unwrap()).unwrap();
     let password = persnap::repository::Password::new("fleet password");
     persnap::repository::init(&location, &password).unwrap();
     // Made where it was asked for (on Windows too, where rustic once took
@@ -906,7 +906,7 @@ fn a_live_database_is_backed_up_into_a_repository_from_the_back_up_screen() {
     let db = src.path().join("persistence.db");
     loadgen::init(&db, Mode::Wal, 4).unwrap();
     let place = data.path().join("repo");
-    let location = persnap::repository::Location::parse(place.to_str().unwrap()).unwrap();
+    let location = persnap::repository::Address::parse(place.to_str().unwrap()).unwrap();
     let password = persnap::repository::Password::new("repository password");
     persnap::repository::init(&location, &password).unwrap();
     let staging = data.path().join("staging");
@@ -1348,7 +1348,7 @@ fn a_schedule_into_a_repository_is_made_from_the_app() {
     );
     loadgen::init(&src.path().join("persistence.db"), Mode::Wal, 1).unwrap();
     let place = data.path().join("repo");
-    let location = persnap::repository::Location::parse(place.to_str().unwrap()).unwrap();
+    let location = persnap::repository::Address::parse(place.to_str().unwrap()).unwrap();
     persnap::repository::init(
         &location,
         &persnap::repository::Password::new("nightly secret"),
@@ -2139,12 +2139,12 @@ fn a_running_correlator_is_protected_into_a_repository_and_backed_up_there() {
         .tempdir_in("/var/tmp")
         .unwrap();
     let place = data.path().join("repo");
-    let location = persnap::repository::Location::parse(place.to_str().unwrap()).unwrap();
+    let location = persnap::repository::Address::parse(place.to_str().unwrap()).unwrap();
     let password = persnap::repository::Password::new("ledger secret");
     persnap::repository::init(&location, &password).unwrap();
     // And a second one for the offsite copies, with its own password.
     let offsite_place = data.path().join("offsite");
-    let offsite = persnap::repository::Location::parse(offsite_place.to_str().unwrap()).unwrap();
+    let offsite = persnap::repository::Address::parse(offsite_place.to_str().unwrap()).unwrap();
     let offsite_password = persnap::repository::Password::new("offsite secret");
     persnap::repository::init(&offsite, &offsite_password).unwrap();
     let staging = data.path().join("staging");
@@ -2614,7 +2614,7 @@ fn a_lost_machines_database_is_restored_and_protected_from_the_app() {
         "{:?}",
         h.state().rt.outcome
     );
-    let location = persnap::repository::Location::parse(repo.to_str().unwrap()).unwrap();
+    let location = persnap::repository::Address::parse(repo.to_str().unwrap()).unwrap();
     let listed = persnap::repository::Repo::open(
         &location,
         &persnap::repository::Password::new("ledger secret"),
@@ -2718,7 +2718,7 @@ fn a_restore_drill_from_the_database_page_proves_it_or_names_the_damage() {
 /// and a cancelled one says that nothing changed.
 #[test]
 fn verify_and_restore_show_progress_and_cancel() {
-    use super::worker::Msg;
+    use super::jobs::Msg;
     use persnap::progress::Phase;
     let mut h = fixture_overview("database", super::Theme::Light, 1.0);
     h.get_by_label("Backups of orders").click();
@@ -2742,7 +2742,7 @@ fn verify_and_restore_show_progress_and_cancel() {
     let cancel = persnap::progress::CancelToken::new();
     h.state_mut().rt.database.as_mut().unwrap().verifying = Some((
         selected.clone(),
-        super::worker::Job {
+        super::jobs::Job {
             rx,
             cancel: cancel.clone(),
         },
@@ -2763,10 +2763,10 @@ fn verify_and_restore_show_progress_and_cancel() {
     h.run_steps(2);
     assert!(cancel.is_cancelled(), "Cancel stops the job");
     h.get_by_label("Cancelling… nothing half-done is kept.");
-    tx.send(Msg::Done(Err(super::worker::CANCELLED_VERIFY.into())))
+    tx.send(Msg::Done(Err(super::jobs::CANCELLED_VERIFY.into())))
         .unwrap();
     h.run_steps(3);
-    h.get_by_label(super::worker::CANCELLED_VERIFY);
+    h.get_by_label(super::jobs::CANCELLED_VERIFY);
     assert!(h.state().rt.database.as_ref().unwrap().verifying.is_none());
 
     // A restore from History, the same way.
@@ -2777,7 +2777,7 @@ fn verify_and_restore_show_progress_and_cancel() {
         None,
         Path::new("/srv/apama/store"),
     );
-    draft.job = Some(super::worker::Job {
+    draft.job = Some(super::jobs::Job {
         rx,
         cancel: cancel.clone(),
     });
@@ -2838,7 +2838,7 @@ fn the_app_says_the_small_things_plainly() {
     let (_tx, rx) = std::sync::mpsc::channel();
     let now = Instant::now();
     h.state_mut().rt.activity = Some(super::Activity {
-        job: super::worker::Job {
+        job: super::jobs::Job {
             rx,
             cancel: persnap::progress::CancelToken::new(),
         },
@@ -3262,7 +3262,7 @@ fn a_repository_is_created_from_the_app_with_its_password_twice() {
         let mode = std::fs::metadata(&kept).unwrap().permissions().mode();
         assert_eq!(mode & 0o077, 0, "only its owner reads it");
     }
-    let location = persnap::repository::Location::parse(place.to_str().unwrap()).unwrap();
+    let location = persnap::repository::Address::parse(place.to_str().unwrap()).unwrap();
     persnap::repository::Repo::open(
         &location,
         &persnap::repository::Password::new("ledger secret"),
@@ -3303,7 +3303,7 @@ fn repository_backups_are_pinned_and_kept_before_upgrading_from_the_app() {
     repository_with_a_backup(data.path(), &store, &repo, &password);
     let listed = || {
         persnap::repository::Repo::open(
-            &persnap::repository::Location::parse(repo.to_str().unwrap()).unwrap(),
+            &persnap::repository::Address::parse(repo.to_str().unwrap()).unwrap(),
             &persnap::repository::Password::new("ledger secret"),
         )
         .unwrap()
@@ -3636,8 +3636,8 @@ fn the_command_line_and_the_app_fail_alike() {
             persnap::backup::BackupRequest::new(&src, row.dest.clone().unwrap_or_default());
         req.method = persnap::method::MethodChoice::Explicit(row.method);
         let place =
-            |(url, password): &(String, PathBuf), staged: bool| super::worker::IntoRepository {
-                location: persnap::repository::Location::parse(url).unwrap(),
+            |(url, password): &(String, PathBuf), staged: bool| super::jobs::IntoRepository {
+                location: persnap::repository::Address::parse(url).unwrap(),
                 password: Some(persnap::repository::Password::from_file(password).unwrap()),
                 keep: Default::default(),
                 remember: false,

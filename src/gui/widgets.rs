@@ -10,7 +10,7 @@ use persnap::progress::Phase;
 use persnap::protection::{self, Assessment, Level};
 use persnap::units;
 
-use super::worker::Msg;
+use super::jobs::Msg;
 
 /// How far a job has got, as its messages say.
 pub struct Meter {

@@ -2560,7 +2560,7 @@ fn a_cancel_in_each_phase_of_the_pipeline_leaves_no_backup_half_made() {
     let store_dir = setup.with_store(repo, Mode::Rollback, 8);
     ok(&setup.persnap(offsite, &["repo", "init"]));
     let target = |place: &str| Target {
-        location: persnap::repository::Location::parse(place).unwrap(),
+        location: persnap::repository::Address::parse(place).unwrap(),
         password: Some(persnap::repository::Password::from_file(&setup.password_file).unwrap()),
         keep: Default::default(),
         remember: false,

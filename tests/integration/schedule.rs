@@ -598,7 +598,7 @@ fn a_scheduled_backup_into_a_repository_keeps_its_password_from_all_but_root() {
     if !require_root("a_scheduled_backup_into_a_repository_keeps_its_password_from_all_but_root") {
         return;
     }
-    use persnap::repository::{Keep, Location, Password, Unlock};
+    use persnap::repository::{Address, Keep, Password, Unlock};
     use std::os::unix::fs::{MetadataExt, PermissionsExt};
     const PASSWORD: &str = "only root and the user know this";
     let uid = schedule_user();
@@ -629,7 +629,7 @@ fn a_scheduled_backup_into_a_repository_keeps_its_password_from_all_but_root() {
 
     let units = tempfile::tempdir().unwrap();
     let unlock = Unlock::new(
-        &Location::parse(repo.to_str().unwrap()).unwrap(),
+        &Address::parse(repo.to_str().unwrap()).unwrap(),
         &Password::new(PASSWORD),
     );
     let out = schedule_through_helper_into(
@@ -649,7 +649,7 @@ fn a_scheduled_backup_into_a_repository_keeps_its_password_from_all_but_root() {
         }),
         Some(persnap::protocol::ScheduleRepositoryRequest {
             unlock: Unlock::new(
-                &Location::parse(offsite.to_str().unwrap()).unwrap(),
+                &Address::parse(offsite.to_str().unwrap()).unwrap(),
                 &Password::new(PASSWORD),
             ),
             // The same rules as the first (anything else is refused).
@@ -904,7 +904,7 @@ fn a_scheduled_online_run_reaches_its_repositories_only_as_its_user() {
     if !require_root("a_scheduled_online_run_reaches_its_repositories_only_as_its_user") {
         return;
     }
-    use persnap::repository::{Keep, Location, Password, Unlock};
+    use persnap::repository::{Address, Keep, Password, Unlock};
     use std::os::unix::fs::PermissionsExt;
     let uid = schedule_user();
     let (store, staging, history) = (
@@ -930,7 +930,7 @@ fn a_scheduled_online_run_reaches_its_repositories_only_as_its_user() {
     // key first (an SFTP server's key is checked before rclone starts).
     let unlock = |place: &str| {
         let mut unlock = Unlock::new(
-            &Location::parse(&format!("s3:http://127.0.0.1:9/{place}")).unwrap(),
+            &Address::parse(&format!("s3:http://127.0.0.1:9/{place}")).unwrap(),
             &Password::new("the password"),
         );
         unlock.environment = vec![
@@ -1131,7 +1131,7 @@ fn a_schedule_made_as_root_into_a_repository_is_refused() {
     if !require_root("a_schedule_made_as_root_into_a_repository_is_refused") {
         return;
     }
-    use persnap::repository::{Keep, Location, Password, Unlock};
+    use persnap::repository::{Address, Keep, Password, Unlock};
     let (store, staging, history) = (
         tempfile::tempdir().unwrap(),
         tempfile::tempdir().unwrap(),
@@ -1140,7 +1140,7 @@ fn a_schedule_made_as_root_into_a_repository_is_refused() {
     make_store(store.path(), "persistence.db", Mode::Wal, 1);
     let units = tempfile::tempdir().unwrap();
     let unlock = Unlock::new(
-        &Location::parse("sftp:backup@127.0.0.1:/srv/repo").unwrap(),
+        &Address::parse("sftp:backup@127.0.0.1:/srv/repo").unwrap(),
         &Password::new("the password"),
     );
     let out = schedule_through_helper_into(

@@ -17,7 +17,7 @@ use crate::history::{History, Outcome, Run};
 use crate::manifest::Manifest;
 use crate::progress::{CancelToken, Level, Phase, Progress};
 
-use super::{Forgotten, Keep, Location, Offsite, Password, Repo, Stored};
+use super::{Address, Forgotten, Keep, Offsite, Password, Repo, Stored};
 
 /// Where a backup is staged before it is stored when only a repository
 /// keeps it: the user's cache folder (or `PERSNAP_STAGING_DIR`), created
@@ -209,7 +209,7 @@ pub struct Delivery {
     /// Opened, or why not (a scheduled run opens it only once it acts as
     /// its user; see [`Delivery::later`]).
     repo: Result<Repo>,
-    location: Location,
+    location: Address,
     /// Only the repository keeps the backup: the set is staged, and
     /// removed once stored.
     staged: bool,
@@ -228,7 +228,7 @@ pub struct Delivered {
 impl Delivery {
     /// Open the repository now: a wrong password or an unreachable server
     /// is said before any snapshot is taken.
-    pub fn open(location: Location, password: &Password, staged: bool, keep: Keep) -> Result<Self> {
+    pub fn open(location: Address, password: &Password, staged: bool, keep: Keep) -> Result<Self> {
         let repo = Repo::open(&location, password)?;
         Ok(Delivery {
             repo: Ok(repo),
@@ -241,7 +241,7 @@ impl Delivery {
     /// A repository opened only once the backup is made (a scheduled run,
     /// which must act as its user first): `repo` is how that went, and a
     /// failure to open it is then the store step's.
-    pub fn later(repo: Result<Repo>, location: Location, staged: bool, keep: Keep) -> Self {
+    pub fn later(repo: Result<Repo>, location: Address, staged: bool, keep: Keep) -> Self {
         Delivery {
             repo,
             location,
@@ -306,7 +306,7 @@ impl Delivery {
 #[allow(clippy::too_many_arguments)]
 pub fn store(
     repo: &Result<Repo>,
-    location: &Location,
+    location: &Address,
     history: &History,
     backup_dir: &Path,
     manifest: &Manifest,
@@ -346,7 +346,7 @@ pub fn store(
 #[allow(clippy::too_many_arguments)]
 pub fn store_offsite(
     offsite: &Result<Repo>,
-    location: &Location,
+    location: &Address,
     history: &History,
     (backup_dir, staged): (&Path, bool),
     manifest: &Manifest,

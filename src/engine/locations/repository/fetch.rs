@@ -23,7 +23,7 @@ use aes256ctr_poly1305aes::aead::Aead;
 use rustic_core::repofile::{Node, PackId};
 use rustic_core::{FileType, IndexedFullStatus, Repository, WriteBackend};
 
-use super::Location;
+use super::Address;
 use super::plain;
 use crate::error::{Error, ErrorKind, Result};
 use crate::progress::CancelToken;
@@ -77,7 +77,7 @@ pub(super) struct Counts<'a> {
 /// node in the snapshot's tree) as a new file in the folder `target`, from
 /// the repository `repo` read through `backend`.
 pub(super) fn files(
-    location: &Location,
+    location: &Address,
     repo: &Repository<IndexedFullStatus>,
     backend: &dyn WriteBackend,
     files: &[(PathBuf, Node)],
@@ -203,7 +203,7 @@ pub(super) fn in_parallel<T: Sync>(
 /// Every piece of every file, found in the repository's index, and the
 /// packs they lie in.
 fn plan(
-    location: &Location,
+    location: &Address,
     repo: &Repository<IndexedFullStatus>,
     files: &[(PathBuf, Node)],
 ) -> Result<(Vec<PackId>, Vec<Piece>)> {
@@ -292,7 +292,7 @@ fn ranges(pieces: &[Piece]) -> Vec<Range> {
 /// Read one range, check and write its pieces.
 #[allow(clippy::too_many_arguments)]
 fn read_range(
-    location: &Location,
+    location: &Address,
     backend: &dyn WriteBackend,
     cipher: &Aes256CtrPoly1305Aes,
     pack: &PackId,
@@ -343,7 +343,7 @@ fn read_range(
 /// A piece's bytes: decrypted (its authentication code checked), then
 /// decompressed, and of the size the index gives.
 fn open(
-    location: &Location,
+    location: &Address,
     cipher: &Aes256CtrPoly1305Aes,
     pack: &PackId,
     piece: &Piece,
@@ -422,7 +422,7 @@ impl Batch {
     }
 }
 
-fn damaged(location: &Location, detail: String) -> Error {
+fn damaged(location: &Address, detail: String) -> Error {
     Error::Repository {
         what: format!(
             "A backup read back from the repository {location} does not match what was stored."
@@ -466,7 +466,7 @@ mod tests {
             file: 0,
             at: 0,
         };
-        let location = Location::parse(if cfg!(windows) { r"C:\r" } else { "/r" }).unwrap();
+        let location = Address::parse(if cfg!(windows) { r"C:\r" } else { "/r" }).unwrap();
         let started = std::time::Instant::now();
         let e = open(&location, &cipher, &PackId::default(), &piece, &sealed).unwrap_err();
         assert!(

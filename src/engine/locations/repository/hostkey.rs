@@ -19,7 +19,7 @@ use std::process::{Command, Stdio};
 use base64::Engine;
 use sha2::Digest;
 
-use super::Location;
+use super::Address;
 use crate::error::{Error, ErrorKind, Result};
 
 const ADVICE_HOST_KEY: &str = "Compare the fingerprint with the server's own key (or ask its administrator). Only if it is the same, trust it: give the repository with #host-key= and the fingerprint at its end, as shown, or add the key to ~/.ssh/known_hosts; then try again.";
@@ -110,7 +110,7 @@ fn run(command: &mut Command, tool: &str) -> Result<String> {
 }
 
 /// The keys the server at `host:port` answers with.
-fn scan(location: &Location, host: &str, port: u16) -> Result<Vec<HostKey>> {
+fn scan(location: &Address, host: &str, port: u16) -> Result<Vec<HostKey>> {
     let said = run(
         Command::new("ssh-keyscan").args(["-T", "15", "-p", &port.to_string(), host]),
         "ssh-keyscan",
@@ -164,7 +164,7 @@ pub struct UntrustedKey {
     /// The key trusted before, when the server's key changed.
     pub instead_of: Option<String>,
     /// The repository's location with this key trusted (`#host-key=…`).
-    pub trusted: Location,
+    pub trusted: Address,
 }
 
 impl UntrustedKey {
@@ -183,7 +183,7 @@ impl UntrustedKey {
 
 /// The SFTP server of `location` answers with a key not trusted for it:
 /// which (`None`: trusted, or not SFTP).
-pub fn untrusted_key(location: &Location) -> Result<Option<UntrustedKey>> {
+pub fn untrusted_key(location: &Address) -> Result<Option<UntrustedKey>> {
     let Some((host, port)) = location.sftp_host() else {
         return Ok(None);
     };
@@ -194,7 +194,7 @@ pub fn untrusted_key(location: &Location) -> Result<Option<UntrustedKey>> {
 /// instead (and all it offered).
 #[allow(clippy::type_complexity)]
 fn judge(
-    location: &Location,
+    location: &Address,
     host: &str,
     port: u16,
 ) -> Result<std::result::Result<Vec<HostKey>, (UntrustedKey, Vec<HostKey>)>> {
@@ -243,7 +243,7 @@ fn judge(
 /// `host:port`) and returns the known_hosts file rclone is to check every
 /// connection against; refused, with the key's fingerprint, when the
 /// server's key is not trusted.
-pub(super) fn trusted(location: &Location, host: &str, port: u16) -> Result<tempfile::TempPath> {
+pub(super) fn trusted(location: &Address, host: &str, port: u16) -> Result<tempfile::TempPath> {
     let name = known_name(host, port);
     let trusted = match judge(location, host, port)? {
         Ok(trusted) => trusted,

@@ -13,7 +13,7 @@ use std::sync::Arc;
 
 use keyring_core::{CredentialStore, Entry};
 
-use super::{Location, Password};
+use super::{Address, Password};
 use crate::error::{Error, ErrorKind, Result};
 
 /// What persnap's entries are filed under ("service" in the Secret
@@ -52,7 +52,7 @@ fn store(doing: &str) -> Result<Arc<CredentialStore>> {
     Ok(store)
 }
 
-fn entry(location: &Location, doing: &str) -> Result<Entry> {
+fn entry(location: &Address, doing: &str) -> Result<Entry> {
     // By the place alone: a server's key trusted later (`#host-key=`)
     // keeps the password found.
     Entry::new_in_store(
@@ -64,7 +64,7 @@ fn entry(location: &Location, doing: &str) -> Result<Entry> {
 }
 
 /// Keep the password of `location` (replacing one kept before).
-pub fn remember(location: &Location, password: &Password) -> Result<()> {
+pub fn remember(location: &Address, password: &Password) -> Result<()> {
     entry(location, "kept in")?
         .set_password(&password.0)
         .map_err(|e| unavailable("kept in", e.to_string()))
@@ -72,7 +72,7 @@ pub fn remember(location: &Location, password: &Password) -> Result<()> {
 
 /// The password kept for `location`, if any. A secret store that cannot
 /// be reached is an error (the caller may then ask for the password).
-pub fn recall(location: &Location) -> Result<Option<Password>> {
+pub fn recall(location: &Address) -> Result<Option<Password>> {
     match entry(location, "read from")?.get_password() {
         Ok(password) => Ok(Some(Password::new(password))),
         Err(keyring_core::Error::NoEntry) => Ok(None),
@@ -89,7 +89,7 @@ pub fn recall(location: &Location) -> Result<Option<Password>> {
 }
 
 /// Forget the password kept for `location`; whether there was one.
-pub fn forget(location: &Location) -> Result<bool> {
+pub fn forget(location: &Address) -> Result<bool> {
     match entry(location, "removed from")?.delete_credential() {
         Ok(()) => Ok(true),
         Err(keyring_core::Error::NoEntry) => Ok(false),
@@ -106,7 +106,7 @@ mod tests {
     #[test]
     fn a_password_is_kept_recalled_and_forgotten_in_credential_manager() {
         let folder = std::env::temp_dir().join(format!("persnap-keyring-{}", std::process::id()));
-        let location = Location::parse(folder.to_str().unwrap()).unwrap();
+        let location = Address::parse(folder.to_str().unwrap()).unwrap();
         assert!(recall(&location).unwrap().is_none(), "nothing kept yet");
         remember(&location, &Password::new("first")).unwrap();
         remember(&location, &Password::new("second")).unwrap();

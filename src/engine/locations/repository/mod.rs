@@ -58,7 +58,9 @@ pub const PENDING_TAG: &str = "persnap-pending";
 /// See [`PENDING_TAG`].
 pub const PENDING_SWEEP_AFTER: chrono::TimeDelta = chrono::TimeDelta::days(2);
 
-/// Where a repository is, as the user wrote it:
+/// A repository's address: where it is, as the user wrote it. (A
+/// *location* is where a database's backups go, a folder or a
+/// repository; a repository is reached at its address.)
 /// - a folder: `/srv/backups/repo` (or `local:/srv/backups/repo`);
 /// - SFTP: `sftp:user@host:/path` (`sftp:user@host:port:/path`), through
 ///   rclone (which must be installed);
@@ -77,12 +79,12 @@ pub const PENDING_SWEEP_AFTER: chrono::TimeDelta = chrono::TimeDelta::days(2);
 ///   anyone in between reads and answers the traffic, is taken only so.
 #[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(transparent)]
-pub struct Location(String);
+pub struct Address(String);
 
 /// Never the raw address: it may hold a password.
-impl std::fmt::Debug for Location {
+impl std::fmt::Debug for Address {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_tuple("Location").field(&self.display()).finish()
+        f.debug_tuple("Address").field(&self.display()).finish()
     }
 }
 
@@ -91,10 +93,10 @@ pub const ALLOW_PLAIN_HTTP: &str = "allow-plain-http";
 /// The option that pins an SFTP server's key.
 pub const HOST_KEY: &str = "host-key=";
 
-impl Location {
-    pub fn parse(text: &str) -> Result<Location> {
+impl Address {
+    pub fn parse(text: &str) -> Result<Address> {
         let text = text.trim();
-        let shown = Location(text.to_owned()).display();
+        let shown = Address(text.to_owned()).display();
         let bad = |reason: &str| Error::Repository {
             what: format!("\"{shown}\" is not a repository location I understand: {reason}."),
             advice: ADVICE_LOCATION,
@@ -170,14 +172,14 @@ impl Location {
             }
             None => return Err(bad("a folder must be given with its full path")),
         }
-        Ok(Location(text.to_owned()))
+        Ok(Address(text.to_owned()))
     }
 
     pub fn as_str(&self) -> &str {
         &self.0
     }
 
-    /// The address without persnap's options (see [`Location`]).
+    /// The address without persnap's options (see [`Address`]).
     fn base(&self) -> &str {
         split_options(&self.0).0
     }
@@ -196,8 +198,8 @@ impl Location {
 
     /// The same place without persnap's options.
     #[cfg_attr(not(feature = "repository"), allow(dead_code))]
-    fn without_options(&self) -> Location {
-        Location(self.base().to_owned())
+    fn without_options(&self) -> Address {
+        Address(self.base().to_owned())
     }
 
     /// The SFTP server's key trusted for this repository (`SHA256:…`).
@@ -210,7 +212,7 @@ impl Location {
 
     /// This SFTP location with the server's key `fingerprint` trusted (in
     /// place of one trusted before).
-    pub fn with_host_key(&self, fingerprint: &str) -> Result<Location> {
+    pub fn with_host_key(&self, fingerprint: &str) -> Result<Address> {
         let (base, options) = split_options(&self.0);
         let mut text = base.to_owned();
         let mut rest: Vec<&str> = options
@@ -221,13 +223,13 @@ impl Location {
         rest.push(&pin);
         text.push('#');
         text.push_str(&rest.join(","));
-        Location::parse(&text)
+        Address::parse(&text)
     }
 
     /// Whether both name the same place, whatever options or spelling
     /// (`local:`, a trailing `/`, a password) tell them apart.
-    pub fn same_place(&self, other: &Location) -> bool {
-        let place = |l: &Location| -> String {
+    pub fn same_place(&self, other: &Address) -> bool {
+        let place = |l: &Address| -> String {
             let base = l.base();
             match scheme(base) {
                 Some(("local" | "", path)) => {
@@ -329,7 +331,7 @@ impl Location {
     }
 }
 
-impl std::fmt::Display for Location {
+impl std::fmt::Display for Address {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(&self.display())
     }
@@ -539,7 +541,7 @@ pub struct Unlock {
 impl std::fmt::Debug for Unlock {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Unlock")
-            .field("location", &Location(self.location.clone()).display())
+            .field("location", &Address(self.location.clone()).display())
             .finish_non_exhaustive()
     }
 }
@@ -547,7 +549,7 @@ impl std::fmt::Debug for Unlock {
 impl Unlock {
     /// The repository and its password, with the storage keys of its kind
     /// set in this environment now.
-    pub fn new(location: &Location, password: &Password) -> Unlock {
+    pub fn new(location: &Address, password: &Password) -> Unlock {
         Unlock {
             location: location.as_str().to_owned(),
             password: password.0.clone(),
@@ -562,8 +564,8 @@ impl Unlock {
     /// Refuse what a hostile caller could put in: a location persnap does
     /// not understand, a password or key that would not survive a line,
     /// any variable but the storage keys.
-    pub fn validate(&self) -> Result<Location> {
-        let location = Location::parse(&self.location)?;
+    pub fn validate(&self) -> Result<Address> {
+        let location = Address::parse(&self.location)?;
         let refused = |reason: String| Error::Refused {
             field: "repository",
             reason,
@@ -975,7 +977,7 @@ mod tests {
             "sftp:backup@host:/srv/repo",
             "sftp:backup@host:2222:/srv/repo",
         ] {
-            Location::parse(ok).unwrap_or_else(|e| panic!("{ok}: {e}"));
+            Address::parse(ok).unwrap_or_else(|e| panic!("{ok}: {e}"));
         }
         for bad in [
             "",
@@ -986,14 +988,14 @@ mod tests {
             "sftp:u@host:99999:/x",
             "gopher:x",
         ] {
-            let e = Location::parse(bad).expect_err(bad);
+            let e = Address::parse(bad).expect_err(bad);
             assert!(e.to_string().contains("repository location"), "{e}");
         }
     }
 
     #[test]
     fn a_password_in_an_address_is_never_shown() {
-        let l = Location::parse("rest:https://alice:s3cret@host:8000/repo").unwrap();
+        let l = Address::parse("rest:https://alice:s3cret@host:8000/repo").unwrap();
         assert_eq!(l.display(), "rest:https://alice@host:8000/repo");
         assert!(!format!("{l}").contains("s3cret"));
         assert!(!format!("{:?}", Password::new("s3cret")).contains("s3cret"));
@@ -1006,9 +1008,9 @@ mod tests {
             ("rest:https://alice:p%40ss@host/", "p%40ss"),
             ("rest:https://alice:s3cret@host:99999/", "s3cret"),
         ] {
-            let shown = Location(text.to_owned()).display();
+            let shown = Address(text.to_owned()).display();
             assert!(!shown.contains(secret), "{text} shown as {shown}");
-            if let Err(e) = Location::parse(text) {
+            if let Err(e) = Address::parse(text) {
                 assert!(!e.to_string().contains(secret), "{e}");
             }
         }
@@ -1027,7 +1029,7 @@ mod tests {
             "rest:https://h:8000/repo?token=secret",
             "rest:https://h:8000/repo#secret",
         ] {
-            assert!(Location::parse(bad).is_err(), "{bad} was taken");
+            assert!(Address::parse(bad).is_err(), "{bad} was taken");
         }
     }
 
@@ -1040,12 +1042,12 @@ mod tests {
             "rest:http://backup.example.com/repo",
             "s3:http://192.0.2.7:9000/bucket",
         ] {
-            let e = Location::parse(bad).expect_err(bad).to_string();
+            let e = Address::parse(bad).expect_err(bad).to_string();
             assert!(
                 e.contains("plain http://") && e.contains("#allow-plain-http"),
                 "{e}"
             );
-            let allowed = Location::parse(&format!("{bad}#allow-plain-http")).unwrap();
+            let allowed = Address::parse(&format!("{bad}#allow-plain-http")).unwrap();
             assert!(allowed.warning().unwrap().contains("plain http://"));
         }
         for fine in [
@@ -1055,7 +1057,7 @@ mod tests {
             "s3:http://127.0.0.1:9000/bucket",
             "rest:https://backup.example.com/repo",
         ] {
-            let l = Location::parse(fine).unwrap_or_else(|e| panic!("{fine}: {e}"));
+            let l = Address::parse(fine).unwrap_or_else(|e| panic!("{fine}: {e}"));
             assert_eq!(l.warning(), None, "{fine}");
         }
         // Options belong to servers, and only known ones.
@@ -1065,14 +1067,14 @@ mod tests {
             "sftp:u@h:/srv#host-key=SHA256:short",
             "sftp:u@h:/srv#ssh=x",
         ] {
-            assert!(Location::parse(bad).is_err(), "{bad} was taken");
+            assert!(Address::parse(bad).is_err(), "{bad} was taken");
         }
     }
 
     #[test]
     fn an_sftp_location_carries_its_servers_key() {
         let fp = "SHA256:c5xEG2/MbrbHOauP42ccF5fuHhQ+7XeSNotHfyH6P6s";
-        let l = Location::parse("sftp:u@h:2222:/srv/r").unwrap();
+        let l = Address::parse("sftp:u@h:2222:/srv/r").unwrap();
         assert_eq!(l.host_key(), None);
         let pinned = l.with_host_key(fp).unwrap();
         assert_eq!(
@@ -1096,9 +1098,9 @@ mod tests {
             ("/srv/r", "local:/srv/r/")
         };
         let same = |x: &str, y: &str| {
-            Location::parse(x)
+            Address::parse(x)
                 .unwrap()
-                .same_place(&Location::parse(y).unwrap())
+                .same_place(&Address::parse(y).unwrap())
         };
         assert!(same(a, b));
         assert!(same(
@@ -1114,7 +1116,7 @@ mod tests {
 
     #[test]
     fn debug_never_shows_a_password() {
-        let l = Location::parse("rest:https://alice:s3cret@host:8000/repo").unwrap();
+        let l = Address::parse("rest:https://alice:s3cret@host:8000/repo").unwrap();
         assert!(!format!("{l:?}").contains("s3cret"), "{l:?}");
     }
 
@@ -1142,7 +1144,7 @@ const STORING: &str = "storing the backup";
 
 #[cfg(feature = "repository")]
 /// Turns rustic's error into one that says what to do.
-pub(super) fn plain(location: &Location, doing: &str, e: &rustic_core::RusticError) -> Error {
+pub(super) fn plain(location: &Address, doing: &str, e: &rustic_core::RusticError) -> Error {
     let mut detail = e.display_log();
     if let Some(secret) = location.secret() {
         let (_, rest) = location.0.split_once(':').unwrap_or_default();

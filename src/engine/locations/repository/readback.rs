@@ -30,7 +30,7 @@ use aes256ctr_poly1305aes::Aes256CtrPoly1305Aes;
 use rustic_core::{FileType, Id, WriteBackend};
 use sha2::{Digest, Sha256};
 
-use super::Location;
+use super::Address;
 use super::plain;
 use crate::error::{Error, ErrorKind, Result};
 use crate::progress::CancelToken;
@@ -52,7 +52,7 @@ fn hex(bytes: &[u8]) -> String {
 
 /// restic's cipher with the repository's master key.
 pub(super) fn cipher(
-    location: &Location,
+    location: &Address,
     key: &rustic_core::repofile::MasterKey,
 ) -> Result<Aes256CtrPoly1305Aes> {
     super::fetch::cipher(key).ok_or_else(|| {
@@ -82,7 +82,7 @@ pub(super) struct PacksRead {
 /// that each blob `expected` of it is where its header says (see the
 /// module's documentation); `done` counts the bytes read.
 pub(super) fn read_back_packs(
-    location: &Location,
+    location: &Address,
     backend: &dyn WriteBackend,
     cipher: &Aes256CtrPoly1305Aes,
     new: &[(Id, u32, Vec<Placed>)],
@@ -135,7 +135,7 @@ pub(super) fn read_back_packs(
 /// fill it exactly; each piece decrypts, unpacks to its stated size and
 /// hashes to its id.
 fn check_pack(
-    location: &Location,
+    location: &Address,
     cipher: &Aes256CtrPoly1305Aes,
     id: &str,
     bytes: &[u8],
@@ -231,7 +231,7 @@ fn check_pack(
     Ok(placed)
 }
 
-pub(super) fn damaged(location: &Location, detail: String) -> Error {
+pub(super) fn damaged(location: &Address, detail: String) -> Error {
     Error::Repository {
         what: format!(
             "What this backup wrote into the repository {location} does not read back as it was written."
@@ -288,9 +288,9 @@ mod tests {
         (pack, id)
     }
 
-    fn location() -> Location {
+    fn location() -> Address {
         // Any place: nothing is reached (a folder is spelled per system).
-        Location::parse("rest:https://backup.example:8000/repo").unwrap()
+        Address::parse("rest:https://backup.example:8000/repo").unwrap()
     }
 
     /// A list of pieces (a tree) longer than any data piece — a database

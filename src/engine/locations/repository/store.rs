@@ -32,7 +32,7 @@ const MAX_SET_TREE: u32 = 4 << 20;
 /// Where a backup set lives inside its repository snapshot.
 const SNAPSHOT_ROOT: &str = "/persnap";
 
-impl Location {
+impl Address {
     /// The password written into the address, if any (to keep it out of
     /// the repository library's own messages).
     pub(super) fn secret(&self) -> Option<String> {
@@ -211,7 +211,7 @@ impl Keep {
 }
 
 /// Creates a new, empty repository (format 2: compressed).
-pub fn init(location: &Location, password: &Password) -> Result<()> {
+pub fn init(location: &Address, password: &Password) -> Result<()> {
     let storage = location.connect()?;
     let repo = Repository::new(&RepositoryOptions::default(), &storage.backends)
         .map_err(|e| plain(location, "connecting", &e))?;
@@ -296,7 +296,7 @@ struct Storage {
 
 /// A repository, opened with its password.
 pub struct Repo {
-    location: Location,
+    location: Address,
     backends: rustic_core::RepositoryBackends,
     _known_hosts: Option<Arc<tempfile::TempPath>>,
     repo: Repository<OpenStatus>,
@@ -310,7 +310,7 @@ pub struct Repo {
 /// The repository opened with its master key ([`master_key`]): the key
 /// files are read and the password's key derived once per [`Repo`].
 fn opened_with_key(
-    location: &Location,
+    location: &Address,
     backends: &rustic_core::RepositoryBackends,
     key: &rustic_core::repofile::MasterKey,
     meter: &Meter,
@@ -329,7 +329,7 @@ fn opened_with_key(
 /// that answers one way to this read and another way to a second one
 /// cannot slip it a key file not judged.
 fn master_key(
-    location: &Location,
+    location: &Address,
     backend: &dyn WriteBackend,
     password: &Password,
 ) -> Result<rustic_core::repofile::MasterKey> {
@@ -395,7 +395,7 @@ const MAX_SCRYPT_N_R_P: u64 = 4 << 20;
 /// their sizes are checked from the listing, and each key file is read
 /// (capped) and its parameters checked before a key is derived from any.
 fn judged_keys(
-    location: &Location,
+    location: &Address,
     backend: &dyn WriteBackend,
 ) -> Result<Vec<rustic_core::repofile::KeyFile>> {
     let listing = |kind: FileType| {
@@ -537,7 +537,7 @@ fn evict_new_files(root: &Path, since: std::time::SystemTime) -> bool {
 }
 
 impl Repo {
-    pub fn open(location: &Location, password: &Password) -> Result<Repo> {
+    pub fn open(location: &Address, password: &Password) -> Result<Repo> {
         let meter = Meter::default();
         let Storage {
             backends,
@@ -584,7 +584,7 @@ impl Repo {
         )
     }
 
-    pub fn location(&self) -> &Location {
+    pub fn location(&self) -> &Address {
         &self.location
     }
 

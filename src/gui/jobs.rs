@@ -19,7 +19,7 @@ use persnap::protocol::{BackupOptions, Reply, Request, answer};
 
 use persnap::pipeline;
 use persnap::repository::deliver;
-use persnap::repository::{Keep, Location, Password, Stored};
+use persnap::repository::{Address, Keep, Password, Stored};
 
 use crate::launch::{self, HelperRoute, RemoteFailure};
 
@@ -105,7 +105,7 @@ pub struct Restored {
 /// A backup in a repository, to read out of it (verify, restore).
 #[derive(Clone)]
 pub struct InRepository {
-    pub location: Location,
+    pub location: Address,
     /// Its id there.
     pub snapshot: String,
     /// As typed; `None`: the one kept in the keyring.
@@ -149,7 +149,7 @@ impl InRepository {
 /// The repository at `location`, opened with the password typed, else
 /// the one kept in the keyring.
 fn open_with_password(
-    location: &Location,
+    location: &Address,
     typed: Option<Password>,
 ) -> persnap::Result<persnap::repository::Repo> {
     persnap::repository::Repo::open(location, &pipeline::password_of(location, typed)?)
@@ -157,7 +157,7 @@ fn open_with_password(
 
 /// Where a backup goes besides (here: instead of) a folder.
 pub struct IntoRepository {
-    pub location: Location,
+    pub location: Address,
     /// As typed; `None`: the one kept in the keyring.
     pub password: Option<Password>,
     pub keep: Keep,
@@ -441,7 +441,7 @@ pub fn create_repository(
 ) -> Job<Result<Box<Connected>, String>> {
     spawn(ctx, move |notify, _cancel| {
         let result = (|| {
-            let location = Location::parse(&location)?;
+            let location = Address::parse(&location)?;
             if let Some(file) = &save_to {
                 password.save_to(file)?;
             }
@@ -463,7 +463,7 @@ pub const CANCELLED_VERIFY: &str =
 
 /// A repository to drill: where, and the password typed this session
 /// (`None`: the one kept in the keyring).
-pub type DrillRepository = (Location, Option<Password>);
+pub type DrillRepository = (Address, Option<Password>);
 
 /// A restore drill of one database (see `persnap::drill`): its folder, its
 /// repository and offsite one, read back as you, recorded in `history`.
@@ -639,7 +639,7 @@ pub fn probe(
 /// said now, not at the first run. What opened it.
 fn connection_test(
     into: &persnap::protocol::ScheduleRepositoryRequest,
-) -> persnap::Result<(Location, Password)> {
+) -> persnap::Result<(Address, Password)> {
     let location = into.unlock.validate()?;
     let password = into.unlock.password();
     persnap::repository::Repo::open(&location, &password)?;
