@@ -23,38 +23,35 @@ use persnap::repository::Listed;
 
 const PASSWORD: &str = "correct horse battery staple";
 
-/// A place for a repository, its password file, the history and staging.
+/// A place for a repository and its password file, on a machine of its
+/// own (history, staging, registry).
 struct Setup {
-    dir: tempfile::TempDir,
+    machine: Machine,
     password_file: PathBuf,
-    /// More environment for persnap and restic (a server's keys).
-    env: Vec<(String, OsString)>,
+}
+
+impl std::ops::Deref for Setup {
+    type Target = Machine;
+    fn deref(&self) -> &Machine {
+        &self.machine
+    }
+}
+
+impl std::ops::DerefMut for Setup {
+    fn deref_mut(&mut self) -> &mut Machine {
+        &mut self.machine
+    }
 }
 
 impl Setup {
     fn new() -> Setup {
-        let dir = tempfile::Builder::new()
-            .prefix("persnap-repo-")
-            .tempdir_in("/var/tmp")
-            .unwrap();
-        let password_file = dir.path().join("password");
+        let machine = Machine::in_dir(Path::new("/var/tmp"));
+        let password_file = machine.path("password");
         std::fs::write(&password_file, format!("{PASSWORD}\n")).unwrap();
-        for sub in ["history", "staging", "databases"] {
-            std::fs::create_dir(dir.path().join(sub)).unwrap();
-        }
         Setup {
-            dir,
+            machine,
             password_file,
-            env: Vec::new(),
         }
-    }
-
-    fn path(&self, sub: &str) -> PathBuf {
-        self.dir.path().join(sub)
-    }
-
-    fn history(&self) -> History {
-        History::at(self.path("history"))
     }
 
     /// The CLI with this setup's history, staging folder and registry, and
@@ -65,15 +62,8 @@ impl Setup {
     }
 
     fn command(&self, repo: &str, args: &[&str]) -> Command {
-        let mut cmd = Command::new(bin("persnap"));
-        cmd.args(args)
-            .env("PERSNAP_DATA_DIR", self.path("history"))
-            .env("PERSNAP_STAGING_DIR", self.path("staging"))
-            .env("PERSNAP_REGISTRY_DIR", self.path("databases"))
-            .env("PERSNAP_LOG_DIR", self.path("logs"))
-            // No journal record leaves the test (none is sent without it).
-            .env("PERSNAP_JOURNAL_SOCKET", self.path("journal.socket"))
-            .env("PERSNAP_REPOSITORY", repo)
+        let mut cmd = self.machine.command(args);
+        cmd.env("PERSNAP_REPOSITORY", repo)
             .env("PERSNAP_PASSWORD_FILE", &self.password_file)
             .envs(self.env.iter().map(|(k, v)| (k, v)));
         cmd

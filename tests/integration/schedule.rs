@@ -16,15 +16,6 @@ use common::*;
 use persnap::history::{History, Outcome};
 use persnap::loadgen::Mode;
 
-fn with_units(unit_dir: &Path, data: &Path, args: &[&str]) -> std::process::Output {
-    Command::new(bin("persnap"))
-        .args(args)
-        .env("PERSNAP_UNIT_DIR", unit_dir)
-        .env("PERSNAP_DATA_DIR", data)
-        .output()
-        .unwrap()
-}
-
 /// Split an `ExecStart=` line the way systemd does for the quoting persnap
 /// writes: double-quoted words, `\"` `\\` `%%` `$$` escapes.
 fn exec_words(line: &str) -> Vec<String> {
@@ -156,28 +147,23 @@ fn schedule_units_verify_and_their_command_backs_up() {
     let store = tempfile::tempdir().unwrap();
     make_store(store.path(), "persistence.db", Mode::Wal, 1);
     let dest = Destination::new();
-    let data = tempfile::tempdir().unwrap();
-    let units = tempfile::tempdir().unwrap();
+    let m = Machine::new();
     let (s, d) = (
         store.path().to_str().unwrap(),
         dest.backups.to_str().unwrap(),
     );
 
-    let bad = with_units(
-        units.path(),
-        data.path(),
-        &[
-            "schedule",
-            "add",
-            "nightly",
-            "--source",
-            s,
-            "--dest",
-            d,
-            "--at",
-            "every full moon",
-        ],
-    );
+    let bad = m.persnap(&[
+        "schedule",
+        "add",
+        "nightly",
+        "--source",
+        s,
+        "--dest",
+        d,
+        "--at",
+        "every full moon",
+    ]);
     assert_eq!(bad.status.code(), Some(2), "{}", stderr(&bad));
     assert!(
         stderr(&bad).contains("nor a systemd calendar expression")
@@ -186,39 +172,35 @@ fn schedule_units_verify_and_their_command_backs_up() {
         stderr(&bad)
     );
     assert_eq!(
-        std::fs::read_dir(units.path()).unwrap().count(),
+        std::fs::read_dir(m.units()).unwrap().count(),
         0,
         "nothing written"
     );
 
-    let add = with_units(
-        units.path(),
-        data.path(),
-        &[
-            "schedule",
-            "add",
-            "nightly",
-            "--source",
-            s,
-            "--dest",
-            d,
-            "--method",
-            "sqlite-online",
-            "--at",
-            "Mon..Fri 02:00",
-            "--keep-last",
-            "3",
-        ],
-    );
+    let add = m.persnap(&[
+        "schedule",
+        "add",
+        "nightly",
+        "--source",
+        s,
+        "--dest",
+        d,
+        "--method",
+        "sqlite-online",
+        "--at",
+        "Mon..Fri 02:00",
+        "--keep-last",
+        "3",
+    ]);
     assert!(add.status.success(), "{}", stderr(&add));
-    let service = units.path().join("persnap-backup-nightly.service");
-    let timer = units.path().join("persnap-backup-nightly.timer");
+    let service = &m.units().join("persnap-backup-nightly.service");
+    let timer = &m.units().join("persnap-backup-nightly.timer");
     // --man=no: the unit's Documentation= page comes with the package,
     // which is not installed here (tests/installers/run.sh installs it).
     let verify = Command::new("systemd-analyze")
         .args(["verify", "--man=no"])
-        .arg(&service)
-        .arg(&timer)
+        .arg(service)
+        .arg(timer)
         .output()
         .unwrap();
     assert!(
@@ -226,13 +208,13 @@ fn schedule_units_verify_and_their_command_backs_up() {
         "systemd-analyze verify: {}",
         String::from_utf8_lossy(&verify.stderr)
     );
-    let timer_text = std::fs::read_to_string(&timer).unwrap();
+    let timer_text = std::fs::read_to_string(timer).unwrap();
     assert!(
         timer_text.contains("OnCalendar=Mon,Tue,Wed,Thu,Fri *-*-* 02:00:00"),
         "{timer_text}"
     );
 
-    let list = with_units(units.path(), data.path(), &["schedule", "list"]);
+    let list = m.persnap(&["schedule", "list"]);
     let listed = String::from_utf8_lossy(&list.stdout);
     assert!(
         listed.starts_with("nightly\tMon, Tue, Wed, Thu, Fri at 02:00\t")
@@ -242,8 +224,8 @@ fn schedule_units_verify_and_their_command_backs_up() {
     );
 
     // Run the service's command as systemd would, with its environment.
-    run_service(&std::fs::read_to_string(&service).unwrap());
-    let runs = History::at(data.path()).load().unwrap();
+    run_service(&std::fs::read_to_string(service).unwrap());
+    let runs = History::at(m.data()).load().unwrap();
     let last = runs.last().unwrap();
     assert_eq!(last.outcome, Outcome::Completed);
     assert_eq!(
@@ -251,47 +233,35 @@ fn schedule_units_verify_and_their_command_backs_up() {
         Some("nightly"),
         "recorded as started by the schedule"
     );
-    let list = with_units(units.path(), data.path(), &["schedule", "list"]);
+    let list = m.persnap(&["schedule", "list"]);
     assert!(
         String::from_utf8_lossy(&list.stdout).contains("\tlast ran "),
         "{}",
         String::from_utf8_lossy(&list.stdout)
     );
 
-    let remove = with_units(
-        units.path(),
-        data.path(),
-        &["schedule", "remove", "nightly"],
-    );
+    let remove = m.persnap(&["schedule", "remove", "nightly"]);
     assert!(remove.status.success(), "{}", stderr(&remove));
-    assert_eq!(std::fs::read_dir(units.path()).unwrap().count(), 0);
-    let again = with_units(
-        units.path(),
-        data.path(),
-        &["schedule", "remove", "nightly"],
-    );
+    assert_eq!(std::fs::read_dir(m.units()).unwrap().count(), 0);
+    let again = m.persnap(&["schedule", "remove", "nightly"]);
     assert_eq!(again.status.code(), Some(2));
 
     // What the uninstallers run: every schedule goes.
     for (name, at) in [("a", "hourly"), ("b", "Sat,Sun 06:00")] {
-        let add = with_units(
-            units.path(),
-            data.path(),
-            &[
-                "schedule", "add", name, "--source", s, "--dest", d, "--at", at,
-            ],
-        );
+        let add = m.persnap(&[
+            "schedule", "add", name, "--source", s, "--dest", d, "--at", at,
+        ]);
         assert!(add.status.success(), "{}", stderr(&add));
     }
-    assert_eq!(std::fs::read_dir(units.path()).unwrap().count(), 4);
-    let all = with_units(units.path(), data.path(), &["schedule", "remove", "--all"]);
+    assert_eq!(std::fs::read_dir(m.units()).unwrap().count(), 4);
+    let all = m.persnap(&["schedule", "remove", "--all"]);
     assert!(all.status.success(), "{}", stderr(&all));
     assert!(
         stderr(&all).contains("Removed 2 schedule(s)"),
         "{}",
         stderr(&all)
     );
-    assert_eq!(std::fs::read_dir(units.path()).unwrap().count(), 0);
+    assert_eq!(std::fs::read_dir(m.units()).unwrap().count(), 0);
 }
 
 /// A private session bus and a monitor of Notify calls on it.
@@ -376,27 +346,22 @@ fn a_failed_scheduled_run_raises_a_desktop_notification() {
     let store = tempfile::tempdir().unwrap();
     make_store(store.path(), "persistence.db", Mode::Wal, 1);
     let dest = Destination::new();
-    let data = tempfile::tempdir().unwrap();
-    let units = tempfile::tempdir().unwrap();
-    let add = with_units(
-        units.path(),
-        data.path(),
-        &[
-            "schedule",
-            "add",
-            "hourly",
-            "--source",
-            store.path().to_str().unwrap(),
-            "--dest",
-            dest.backups.to_str().unwrap(),
-            "--method",
-            "sqlite-online",
-            "--at",
-            "hourly",
-        ],
-    );
+    let m = Machine::new();
+    let add = m.persnap(&[
+        "schedule",
+        "add",
+        "hourly",
+        "--source",
+        store.path().to_str().unwrap(),
+        "--dest",
+        dest.backups.to_str().unwrap(),
+        "--method",
+        "sqlite-online",
+        "--at",
+        "hourly",
+    ]);
     assert!(add.status.success(), "{}", stderr(&add));
-    let text = std::fs::read_to_string(units.path().join("persnap-backup-hourly.service")).unwrap();
+    let text = std::fs::read_to_string(m.units().join("persnap-backup-hourly.service")).unwrap();
     let exec = directive_words(&text, "ExecStart");
     let post = directive_words(&text, "ExecStopPost");
     assert_eq!(post[1..], ["schedule", "notify", "hourly"]);
@@ -406,7 +371,7 @@ fn a_failed_scheduled_run_raises_a_desktop_notification() {
     let run = Command::new(&exec[0])
         .args(&exec[1..])
         .env_clear()
-        .env("PERSNAP_DATA_DIR", data.path())
+        .env("PERSNAP_DATA_DIR", m.data())
         .output()
         .unwrap();
     assert!(
@@ -420,7 +385,7 @@ fn a_failed_scheduled_run_raises_a_desktop_notification() {
             .args(&post[1..])
             .env_clear()
             .env("SERVICE_RESULT", result)
-            .env("PERSNAP_UNIT_DIR", units.path())
+            .env("PERSNAP_UNIT_DIR", m.units())
             .env("PERSNAP_NOTIFY_BUS", &bus.address)
             .output()
             .unwrap()
@@ -490,11 +455,10 @@ fn missed_daily(history_dir: &Path) -> persnap::schedule::Schedule {
 fn a_missed_run_is_reported_until_one_runs() {
     use chrono::{Duration, Utc};
     use persnap::schedule::systemd;
-    let data = tempfile::tempdir().unwrap();
-    let units = tempfile::tempdir().unwrap();
-    let s = missed_daily(data.path());
-    systemd::write_units(&s, units.path(), &bin("persnap")).unwrap();
-    let check = with_units(units.path(), data.path(), &["schedule", "check"]);
+    let m = Machine::new();
+    let s = missed_daily(&m.data());
+    systemd::write_units(&s, &m.units(), &bin("persnap")).unwrap();
+    let check = m.persnap(&["schedule", "check"]);
     assert_eq!(check.status.code(), Some(1), "{}", stderr(&check));
     let said = String::from_utf8_lossy(&check.stdout).into_owned();
     assert!(
@@ -502,7 +466,7 @@ fn a_missed_run_is_reported_until_one_runs() {
             && said.contains("may have been off or asleep"),
         "{said}"
     );
-    let list = with_units(units.path(), data.path(), &["schedule", "list"]);
+    let list = m.persnap(&["schedule", "list"]);
     assert!(
         String::from_utf8_lossy(&list.stdout).contains("MISSED the run due"),
         "{}",
@@ -521,8 +485,8 @@ fn a_missed_run_is_reported_until_one_runs() {
     run.scheduled = Some("daily".into());
     run.started = Utc::now() - Duration::minutes(100);
     run.outcome = Outcome::Completed;
-    History::at(data.path()).upsert(&run).unwrap();
-    let check = with_units(units.path(), data.path(), &["schedule", "check"]);
+    History::at(m.data()).upsert(&run).unwrap();
+    let check = m.persnap(&["schedule", "check"]);
     assert!(
         check.status.success(),
         "{}",
@@ -798,11 +762,12 @@ fn a_scheduled_backup_into_a_repository_keeps_its_password_from_all_but_root() {
     );
 
     // Removing the schedule removes the file (and its folder).
-    let remove = with_units(
-        units.path(),
-        history.path(),
-        &["schedule", "remove", "to-repo"],
-    );
+    let remove = Command::new(bin("persnap"))
+        .args(["schedule", "remove", "to-repo"])
+        .env("PERSNAP_UNIT_DIR", units.path())
+        .env("PERSNAP_DATA_DIR", history.path())
+        .output()
+        .unwrap();
     assert!(remove.status.success(), "{}", stderr(&remove));
     assert!(!unlock_file.exists());
     assert!(!offsite_file.exists());
@@ -996,8 +961,7 @@ fn a_scheduled_online_run_reaches_its_repositories_only_as_its_user() {
 fn a_run_stopped_at_its_time_limit_is_reported_as_hung() {
     use chrono::{Duration, NaiveTime, Utc};
     use persnap::schedule::{Schedule, When, systemd};
-    let data = tempfile::tempdir().unwrap();
-    let units = tempfile::tempdir().unwrap();
+    let m = Machine::new();
     let s = Schedule {
         name: "nightly".into(),
         source: "/srv/apama".into(),
@@ -1007,7 +971,7 @@ fn a_run_stopped_at_its_time_limit_is_reported_as_hung() {
         retention: Default::default(),
         pace: Default::default(),
         when: When::Daily(NaiveTime::from_hms_opt(2, 0, 0).unwrap()),
-        history_dir: data.path().to_owned(),
+        history_dir: m.data(),
         created: Some(Utc::now() - Duration::days(1)),
         uid: None,
         run_as: None,
@@ -1018,9 +982,9 @@ fn a_run_stopped_at_its_time_limit_is_reported_as_hung() {
         offsite_unlock: None,
         drill: false,
     };
-    systemd::write_units(&s, units.path(), &bin("persnap")).unwrap();
+    systemd::write_units(&s, &m.units(), &bin("persnap")).unwrap();
     let service =
-        std::fs::read_to_string(units.path().join(systemd::service_name("nightly"))).unwrap();
+        std::fs::read_to_string(m.units().join(systemd::service_name("nightly"))).unwrap();
     assert!(service.contains("\nTimeoutStartSec=12h\n"), "{service}");
     // The run was left running when systemd stopped it.
     let mut run = persnap::history::Run::starting(
@@ -1033,11 +997,11 @@ fn a_run_stopped_at_its_time_limit_is_reported_as_hung() {
     );
     run.scheduled = Some("nightly".into());
     run.started = Utc::now() - Duration::hours(12);
-    History::at(data.path()).upsert(&run).unwrap();
+    History::at(m.data()).upsert(&run).unwrap();
     let out = Command::new(bin("persnap"))
         .args(["schedule", "notify", "nightly"])
-        .env("PERSNAP_UNIT_DIR", units.path())
-        .env("PERSNAP_DATA_DIR", data.path())
+        .env("PERSNAP_UNIT_DIR", m.units())
+        .env("PERSNAP_DATA_DIR", m.data())
         .env("SERVICE_RESULT", "timeout")
         .env("DBUS_SESSION_BUS_ADDRESS", "unix:path=/nonexistent")
         .output()
@@ -1045,7 +1009,7 @@ fn a_run_stopped_at_its_time_limit_is_reported_as_hung() {
     assert!(out.status.success(), "{}", stderr(&out));
     let said = stderr(&out);
     assert!(said.contains("hung"), "{said}");
-    let runs = History::at(data.path()).load().unwrap();
+    let runs = History::at(m.data()).load().unwrap();
     assert!(
         matches!(&runs[0].outcome, Outcome::Failed { message, .. } if message.contains("still running after 12 hours")),
         "{:?}",
@@ -1183,16 +1147,15 @@ fn each_scheduled_run_rewrites_the_metrics_textfile() {
     let store = tempfile::tempdir().unwrap();
     make_store(store.path(), "persistence.db", Mode::Wal, 1);
     let dest = Destination::new();
-    let data = tempfile::tempdir().unwrap();
-    let units = tempfile::tempdir().unwrap();
+    let m = Machine::new();
     let admin = tempfile::tempdir().unwrap();
     let registry = admin.path().join("databases");
     let textfiles = tempfile::tempdir().unwrap();
     let persnap = |args: &[&str]| {
         Command::new(bin("persnap"))
             .args(args)
-            .env("PERSNAP_UNIT_DIR", units.path())
-            .env("PERSNAP_DATA_DIR", data.path())
+            .env("PERSNAP_UNIT_DIR", m.units())
+            .env("PERSNAP_DATA_DIR", m.data())
             .env("PERSNAP_REGISTRY_DIR", &registry)
             .env("PERSNAP_LOG_DIR", admin.path().join("logs"))
             .output()
@@ -1249,10 +1212,10 @@ fn each_scheduled_run_rewrites_the_metrics_textfile() {
     );
     assert_eq!(std::fs::metadata(&prom).unwrap().uid(), NOBODY);
     // A textfile alone needs no hourly watch.
-    assert!(!units.path().join("persnap-watch.timer").exists());
+    assert!(!m.units().join("persnap-watch.timer").exists());
 
     // The scheduled run and its ExecStopPost, as systemd runs them.
-    let service = std::fs::read_dir(units.path())
+    let service = std::fs::read_dir(m.units())
         .unwrap()
         .map(|e| e.unwrap().path())
         .find(|p| {
@@ -1268,8 +1231,8 @@ fn each_scheduled_run_rewrites_the_metrics_textfile() {
     let post = directive_words(&text, "ExecStopPost");
     let unit_env = |cmd: &mut Command| {
         cmd.env_clear()
-            .env("PERSNAP_DATA_DIR", data.path())
-            .env("PERSNAP_UNIT_DIR", units.path())
+            .env("PERSNAP_DATA_DIR", m.data())
+            .env("PERSNAP_UNIT_DIR", m.units())
             .env("PERSNAP_REGISTRY_DIR", &registry)
             .env("PERSNAP_LOG_DIR", admin.path().join("logs"));
     };
@@ -1553,8 +1516,7 @@ fn a_scheduled_run_pings_and_mails_what_happened() {
     let store = tempfile::tempdir().unwrap();
     make_store(store.path(), "persistence.db", Mode::Wal, 1);
     let dest = Destination::new();
-    let data = tempfile::tempdir().unwrap();
-    let units = tempfile::tempdir().unwrap();
+    let m = Machine::new();
     let admin = tempfile::tempdir().unwrap();
     let registry = admin.path().join("databases");
     let certs = tempfile::tempdir().unwrap();
@@ -1565,8 +1527,8 @@ fn a_scheduled_run_pings_and_mails_what_happened() {
     let env = |cmd: &mut Command| {
         cmd.env_clear()
             .env("PATH", std::env::var_os("PATH").unwrap())
-            .env("PERSNAP_UNIT_DIR", units.path())
-            .env("PERSNAP_DATA_DIR", data.path())
+            .env("PERSNAP_UNIT_DIR", m.units())
+            .env("PERSNAP_DATA_DIR", m.data())
             .env("PERSNAP_REGISTRY_DIR", &registry)
             .env("PERSNAP_LOG_DIR", admin.path().join("logs"));
     };
@@ -1682,7 +1644,7 @@ fn a_scheduled_run_pings_and_mails_what_happened() {
 
     // The scheduled run and its ExecStopPost, as systemd runs them: one
     // invocation id for both.
-    let service = std::fs::read_dir(units.path())
+    let service = std::fs::read_dir(m.units())
         .unwrap()
         .map(|e| e.unwrap().path())
         .find(|p| {
@@ -1744,7 +1706,7 @@ fn a_scheduled_run_pings_and_mails_what_happened() {
     assert_eq!(seen.len(), 2, "{seen:?}");
     assert_eq!(seen[1].1, format!("/ping/{TOKEN}/fail?rid={rid}"));
     assert!(seen[1].2.contains("failed"), "{seen:?}");
-    let history = History::at(data.path()).load().unwrap();
+    let history = History::at(m.data()).load().unwrap();
     let Outcome::Failed { message, .. } = &history.last().unwrap().outcome else {
         panic!("{:?}", history.last());
     };
@@ -1766,10 +1728,10 @@ fn a_scheduled_run_pings_and_mails_what_happened() {
 
     // While a ping or mail is set, the hourly watch is installed beside
     // the schedules' units.
-    let watch_unit = units.path().join("persnap-watch.service");
-    let watch = directive_words(&std::fs::read_to_string(&watch_unit).unwrap(), "ExecStart");
+    let watch_unit = &m.units().join("persnap-watch.service");
+    let watch = directive_words(&std::fs::read_to_string(watch_unit).unwrap(), "ExecStart");
     assert_eq!(watch[1..], ["monitoring", "watch"], "{watch:?}");
-    assert!(units.path().join("persnap-watch.timer").is_file());
+    assert!(m.units().join("persnap-watch.timer").is_file());
 
     // The summary: mailed by the first watch, then not again that day.
     let set = persnap_with(&["monitoring", "set", "--summary", "daily"], "");
@@ -1806,8 +1768,8 @@ fn a_scheduled_run_pings_and_mails_what_happened() {
     // the settings, the history, the log, the units.
     for secret in [TOKEN, MAIL_PASSWORD] {
         let mut found = files_holding(admin.path(), secret);
-        found.extend(files_holding(data.path(), secret));
-        found.extend(files_holding(units.path(), secret));
+        found.extend(files_holding(&m.data(), secret));
+        found.extend(files_holding(&m.units(), secret));
         assert_eq!(found, std::slice::from_ref(&secrets), "{secret}");
     }
     let log = files_holding(&admin.path().join("logs"), "orders");
@@ -1863,7 +1825,7 @@ fn a_scheduled_run_pings_and_mails_what_happened() {
         stderr(&unset)
     );
     assert!(!watch_unit.exists());
-    assert!(!units.path().join("persnap-watch.timer").exists());
+    assert!(!m.units().join("persnap-watch.timer").exists());
     let shown = persnap_with(&["monitoring", "show"], "");
     assert!(
         !String::from_utf8_lossy(&shown.stdout).contains("summary:"),
@@ -1878,18 +1840,17 @@ fn a_missed_run_is_told_to_its_ping_once() {
     if !require_root("a_missed_run_is_told_to_its_ping_once") {
         return;
     }
-    let data = tempfile::tempdir().unwrap();
-    let units = tempfile::tempdir().unwrap();
+    let m = Machine::new();
     let admin = tempfile::tempdir().unwrap();
-    let s = missed_daily(data.path());
-    systemd::write_units(&s, units.path(), &bin("persnap")).unwrap();
+    let s = missed_daily(&m.data());
+    systemd::write_units(&s, &m.units(), &bin("persnap")).unwrap();
     let pings = PingServer::start(false);
     let persnap = |args: &[&str], stdin: &str| {
         output_with_stdin(
             Command::new(bin("persnap"))
                 .args(args)
-                .env("PERSNAP_UNIT_DIR", units.path())
-                .env("PERSNAP_DATA_DIR", data.path())
+                .env("PERSNAP_UNIT_DIR", m.units())
+                .env("PERSNAP_DATA_DIR", m.data())
                 .env("PERSNAP_REGISTRY_DIR", admin.path().join("databases"))
                 .env("PERSNAP_LOG_DIR", admin.path().join("logs")),
             stdin,
@@ -1905,8 +1866,8 @@ fn a_missed_run_is_told_to_its_ping_once() {
     let planted = output_with_stdin(
         Command::new(&copy)
             .args(["monitoring", "set", "--ping", "daily"])
-            .env("PERSNAP_UNIT_DIR", units.path())
-            .env("PERSNAP_DATA_DIR", data.path())
+            .env("PERSNAP_UNIT_DIR", m.units())
+            .env("PERSNAP_DATA_DIR", m.data())
             .env("PERSNAP_REGISTRY_DIR", admin.path().join("databases"))
             .env("PERSNAP_LOG_DIR", admin.path().join("logs")),
         "http://127.0.0.1:9/ping/tok-missed\n",
@@ -1917,7 +1878,7 @@ fn a_missed_run_is_told_to_its_ping_once() {
         "{}",
         stderr(&planted)
     );
-    assert!(!units.path().join("persnap-watch.service").exists());
+    assert!(!m.units().join("persnap-watch.service").exists());
     drop(theirs);
 
     // A service that cannot be reached yet (the network not up after a
@@ -1962,7 +1923,7 @@ fn a_missed_run_is_told_to_its_ping_once() {
     let mut s = missed_daily(named.path());
     s.name = "named".into();
     s.run_as = Some(r"CORP\svc-backup".into());
-    systemd::write_units(&s, units.path(), &bin("persnap")).unwrap();
+    systemd::write_units(&s, &m.units(), &bin("persnap")).unwrap();
     let mut run = persnap::history::Run::starting(
         persnap::history::RunKind::Backup,
         "r1".into(),

@@ -13,39 +13,13 @@ use persnap::history::{History, Outcome};
 use persnap::loadgen::Mode;
 use persnap::registry::{Database, Registry};
 
-struct Machine {
-    data: tempfile::TempDir,
-    registry: tempfile::TempDir,
-    units: tempfile::TempDir,
+/// What these tests ask of a machine.
+trait Status {
+    fn status(&self) -> (Option<i32>, String, String);
+    fn backup(&self, src: &Path, dest: &Path, extra: &[&str]) -> Output;
 }
 
-impl Machine {
-    fn new() -> Machine {
-        Machine {
-            data: tempfile::tempdir().unwrap(),
-            registry: tempfile::tempdir().unwrap(),
-            units: tempfile::tempdir().unwrap(),
-        }
-    }
-
-    fn persnap(&self, args: &[&str]) -> Output {
-        std::process::Command::new(bin("persnap"))
-            .args(args)
-            .env("PERSNAP_DATA_DIR", self.data.path())
-            .env(
-                "PERSNAP_REGISTRY_DIR",
-                self.registry.path().join("databases"),
-            )
-            .env("PERSNAP_UNIT_DIR", self.units.path())
-            .env("PERSNAP_LOG_DIR", self.data.path().join("logs"))
-            .env(
-                "PERSNAP_JOURNAL_SOCKET",
-                self.data.path().join("journal.socket"),
-            )
-            .output()
-            .unwrap()
-    }
-
+impl Status for Machine {
     fn status(&self) -> (Option<i32>, String, String) {
         let out = self.persnap(&["status"]);
         (
@@ -83,9 +57,7 @@ fn status_tells_monitoring_whether_each_database_is_protected() {
     let folder = persnap::fsutil::canonicalize(src.path()).unwrap();
     let mut entry = Database::new("orders", &folder, "persistence.db");
     entry.location = Some(dest.path().to_owned());
-    Registry::at(m.registry.path().join("databases"))
-        .add(&entry)
-        .unwrap();
+    Registry::at(m.registry()).add(&entry).unwrap();
 
     let (code, out, err) = m.status();
     assert_eq!(
@@ -115,7 +87,7 @@ fn status_tells_monitoring_whether_each_database_is_protected() {
     assert!(out.contains("free."), "the free space is shown: {out}");
 
     // Three days later (the history says so), with no schedule: attention.
-    let history = History::at(m.data.path());
+    let history = History::at(m.data());
     let mut good = history.load().unwrap().pop().unwrap();
     good.started -= chrono::Duration::days(3);
     good.finished = good.finished.map(|t| t - chrono::Duration::days(3));
@@ -173,7 +145,7 @@ fn a_scheduled_run_refused_before_it_starts_is_a_failure() {
     let m = Machine::new();
     let src = tempfile::tempdir().unwrap();
     make_store(src.path(), "persistence.db", Mode::Wal, 1);
-    let registry = Registry::at(m.registry.path().join("databases"));
+    let registry = Registry::at(m.registry());
     let mut db = Database::new("orders", src.path(), "persistence.db");
     db.location = Some("/var/tmp/persnap-gone-location".into());
     registry.add(&db).unwrap();
@@ -187,7 +159,7 @@ fn a_scheduled_run_refused_before_it_starts_is_a_failure() {
         "nightly",
     ]);
     assert!(!out.status.success());
-    let runs = History::at(m.data.path()).load().unwrap();
+    let runs = History::at(m.data()).load().unwrap();
     assert_eq!(runs.len(), 1, "the refusal is recorded: {}", stderr(&out));
     assert_eq!(runs[0].scheduled.as_deref(), Some("nightly"));
     assert!(matches!(runs[0].outcome, Outcome::Failed { .. }));
@@ -214,7 +186,7 @@ fn status_as_root_is_not_stalled_or_misled_by_a_users_history() {
     use persnap::schedule::{Schedule, When, systemd};
     let m = Machine::new();
     let src = tempfile::tempdir().unwrap();
-    let registry = Registry::at(m.registry.path().join("databases"));
+    let registry = Registry::at(m.registry());
     registry
         .add(&Database::new("orders", src.path(), "persistence.db"))
         .unwrap();
@@ -252,14 +224,11 @@ fn status_as_root_is_not_stalled_or_misled_by_a_users_history() {
             offsite_unlock: None,
             drill: false,
         };
-        systemd::write_units(&s, m.units.path(), &bin("persnap")).unwrap();
+        systemd::write_units(&s, &m.units(), &bin("persnap")).unwrap();
         schedules.push(theirs);
     }
-    let mut child = std::process::Command::new(bin("persnap"))
-        .arg("status")
-        .env("PERSNAP_DATA_DIR", m.data.path())
-        .env("PERSNAP_REGISTRY_DIR", m.registry.path().join("databases"))
-        .env("PERSNAP_UNIT_DIR", m.units.path())
+    let mut child = m
+        .command(&["status"])
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped())
         .spawn()
@@ -375,7 +344,7 @@ fn status_speaks_prometheus_for_promtool_and_node_exporter() {
         return;
     };
     let m = Machine::new();
-    let registry = Registry::at(m.registry.path().join("databases"));
+    let registry = Registry::at(m.registry());
     let src = tempfile::tempdir().unwrap();
     let dest = tempfile::tempdir().unwrap();
     let db = make_store(src.path(), "persistence.db", Mode::Rollback, 2);
@@ -435,8 +404,7 @@ fn status_speaks_prometheus_for_promtool_and_node_exporter() {
     // A good backup under a live writer. Its record in the journal
     // (Linux; a socket of the test's standing in for journald's) carries
     // the fields to find it by.
-    let journal =
-        std::os::unix::net::UnixDatagram::bind(m.data.path().join("journal.socket")).unwrap();
+    let journal = std::os::unix::net::UnixDatagram::bind(m.journal_socket()).unwrap();
     journal.set_nonblocking(true).unwrap();
     let records = || {
         let mut all = Vec::new();
@@ -456,7 +424,7 @@ fn status_speaks_prometheus_for_promtool_and_node_exporter() {
     let done = m.backup(src.path(), dest.path(), &[]);
     assert!(done.status.success(), "{}", stderr(&done));
     writer.stop();
-    let good = History::at(m.data.path()).load().unwrap().pop().unwrap();
+    let good = History::at(m.data()).load().unwrap().pop().unwrap();
     let sent = records();
     assert_eq!(sent.len(), 1, "one record per run: {sent:?}");
     let record = &sent[0];
@@ -666,7 +634,7 @@ fn status_speaks_prometheus_for_promtool_and_node_exporter() {
 
     // The log for support: each run's steps and how it ended; with
     // --verbose, the same on the terminal.
-    let log = std::fs::read_to_string(m.data.path().join("logs/persnap.log")).unwrap();
+    let log = std::fs::read_to_string(m.logs().join("persnap.log")).unwrap();
     for said in [
         "started: persnap backup",
         "== copy",

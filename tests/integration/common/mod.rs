@@ -1,5 +1,6 @@
 //! The test kit: real loop-mounted volumes, a real writer process, the
-//! package's real binaries, running a command, and the root gate. One
+//! package's real binaries, running a command (on a [`Machine`] of its
+//! own), and the root gate. One
 //! file for every test: the integration tests (`mod common`), the
 //! benchmarks and the app's tests (each `#[path]` to this file).
 //!
@@ -333,6 +334,98 @@ pub fn persnap(data_dir: &Path, args: &[&str]) -> Output {
         .env("PERSNAP_DATA_DIR", data_dir)
         .output()
         .unwrap()
+}
+
+/// A computer of its own for the command line: its history, registry of
+/// protected databases, schedules, logs and staging folder in one
+/// temporary folder, and no journal record leaving the test.
+pub struct Machine {
+    pub dir: tempfile::TempDir,
+    /// More environment (a repository, a server's keys).
+    pub env: Vec<(String, std::ffi::OsString)>,
+}
+
+impl Machine {
+    /// In the system's temporary folder.
+    pub fn new() -> Machine {
+        Machine::in_dir(&std::env::temp_dir())
+    }
+
+    /// In `parent` (`/var/tmp`: where other users may be let in).
+    pub fn in_dir(parent: &Path) -> Machine {
+        let dir = tempfile::Builder::new()
+            .prefix("persnap-machine-")
+            .tempdir_in(parent)
+            .unwrap();
+        // Each 0755 whatever the umask: a registry others may change is
+        // refused.
+        for sub in ["history", "staging", "databases", "units"] {
+            let sub = dir.path().join(sub);
+            std::fs::create_dir(&sub).unwrap();
+            #[cfg(unix)]
+            {
+                use std::os::unix::fs::PermissionsExt;
+                std::fs::set_permissions(&sub, std::fs::Permissions::from_mode(0o755)).unwrap();
+            }
+        }
+        Machine {
+            dir,
+            env: Vec::new(),
+        }
+    }
+
+    pub fn path(&self, sub: &str) -> PathBuf {
+        self.dir.path().join(sub)
+    }
+
+    /// The history and settings (`PERSNAP_DATA_DIR`).
+    pub fn data(&self) -> PathBuf {
+        self.path("history")
+    }
+
+    pub fn history(&self) -> History {
+        History::at(self.data())
+    }
+
+    /// The protected databases (`PERSNAP_REGISTRY_DIR`).
+    pub fn registry(&self) -> PathBuf {
+        self.path("databases")
+    }
+
+    /// Where schedules' systemd units go (`PERSNAP_UNIT_DIR`).
+    pub fn units(&self) -> PathBuf {
+        self.path("units")
+    }
+
+    /// The log file's folder (`PERSNAP_LOG_DIR`).
+    pub fn logs(&self) -> PathBuf {
+        self.path("logs")
+    }
+
+    /// Where journal records would go (`PERSNAP_JOURNAL_SOCKET`): nothing
+    /// listens there unless a test binds it.
+    pub fn journal_socket(&self) -> PathBuf {
+        self.path("journal.socket")
+    }
+
+    /// `persnap ARGS` on this machine.
+    pub fn command(&self, args: &[&str]) -> Command {
+        let mut cmd = Command::new(bin("persnap"));
+        cmd.args(args)
+            .env("PERSNAP_DATA_DIR", self.data())
+            .env("PERSNAP_STAGING_DIR", self.path("staging"))
+            .env("PERSNAP_REGISTRY_DIR", self.registry())
+            .env("PERSNAP_UNIT_DIR", self.units())
+            .env("PERSNAP_LOG_DIR", self.logs())
+            .env("PERSNAP_JOURNAL_SOCKET", self.journal_socket())
+            .envs(self.env.iter().map(|(k, v)| (k, v)));
+        cmd
+    }
+
+    /// `persnap ARGS` on this machine, run to its end.
+    pub fn persnap(&self, args: &[&str]) -> Output {
+        self.command(args).output().unwrap()
+    }
 }
 
 pub fn stderr(out: &Output) -> String {
