@@ -1,6 +1,6 @@
 //! Work off the UI thread: every slow job (probes, backups, test
 //! snapshots, restores, drills, verification, schedules, protection, pins,
-//! monitoring, surveys, connections) runs on a worker thread and reports
+//! monitoring, surveys, connections) runs on a thread of its own and reports
 //! through its own channel; every message wakes the UI with
 //! `request_repaint`, so the window never waits on disk, SQLite or pkexec.
 //!
@@ -172,17 +172,17 @@ pub struct IntoRepository {
     pub staged: bool,
 }
 
-/// The UI's end of a worker: messages in, cancel out.
+/// The UI's end of a job: messages in, cancel out.
 pub struct Job<T> {
     pub rx: Receiver<Msg<T>>,
     pub cancel: CancelToken,
 }
 
-/// The worker went away without saying how its job ended (it panicked).
+/// The job's thread went away without saying how its job ended (it panicked).
 #[derive(Debug)]
 pub struct Stopped;
 
-/// Said when a job's worker went away without its end.
+/// Said when a job's thread went away without its end.
 pub const STOPPED: &str = "This stopped unexpectedly; try again.";
 
 impl From<Stopped> for String {
@@ -627,9 +627,14 @@ pub fn probe(
     registry: persnap::registry::Registry,
 ) -> Job<Probed> {
     task(ctx, move || {
-        let result = persnap::probe::probe(&req, dest_given, false)
-            .map(|report| Box::new(report.look_up(&registry)))
-            .map_err(|e| e.to_string());
+        // Its end even if it panics: the key says these folders were
+        // looked at, or the app would start it again at every frame.
+        let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            persnap::probe::probe(&req, dest_given, false)
+                .map(|report| Box::new(report.look_up(&registry)))
+                .map_err(|e| e.to_string())
+        }))
+        .unwrap_or_else(|_| Err(STOPPED.into()));
         Probed { key, result }
     })
 }

@@ -81,7 +81,7 @@ impl RestorePage {
         self.job.is_some()
     }
 
-    /// Take in what the restore's worker reported.
+    /// Take in what the restore job reported.
     pub fn drain(&mut self) -> Option<bool> {
         let job = self.job.as_ref()?;
         let end = job.drain(|msg| self.meter.update(&msg))?;

@@ -36,7 +36,7 @@ fn app_with_history(dir: &Path) -> PersnapApp {
     app
 }
 
-/// Step the UI until `done` holds (work happens on worker threads).
+/// Step the UI until `done` holds (work happens on the jobs' threads).
 fn wait_until(
     h: &mut Harness<'static, PersnapApp>,
     what: &str,
@@ -2737,7 +2737,7 @@ fn verify_and_restore_show_progress_and_cancel() {
         .selected
         .clone()
         .unwrap();
-    // A verification under way, as its worker reports it.
+    // A verification under way, as its job reports it.
     let (tx, rx) = std::sync::mpsc::channel();
     let cancel = persnap::progress::CancelToken::new();
     h.state_mut().rt.database.as_mut().unwrap().verifying = Some((

@@ -59,12 +59,12 @@ trap cleanup EXIT
 linux_installer() {
 step "build the .deb"
 installer/package-deb.sh
-deb=$(ls -t target/debian/persnap_*_amd64.deb | head -n1)
+deb=$(ls -t "${CARGO_TARGET_DIR:-$repo/target}"/debian/persnap_*_amd64.deb | head -n1)
 output_has "Depends:.*pkexec" dpkg-deb --info "$deb" || fail "the package does not depend on pkexec"
 
 step "install $deb"
 apt-get remove -y -qq persnap >/dev/null 2>&1 || true
-DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "$repo/$deb" >/dev/null
+DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "$deb" >/dev/null
 for f in /usr/bin/persnap /usr/libexec/persnap/persnap-helper \
          /usr/share/polkit-1/actions/io.github.persnap.policy \
          /usr/share/applications/io.github.persnap.desktop \

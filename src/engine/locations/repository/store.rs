@@ -267,9 +267,13 @@ fn config_options() -> ConfigOptions {
 /// Tests only (debug builds): with `PERSNAP_TEST_PAUSE_BEFORE_READ_BACK`
 /// (or `…_BEFORE_STORE`) naming a FIFO, the store waits for a line on it
 /// before its read-back (or before it reads the set), so that a test can
-/// damage what was just written, deterministically.
-#[cfg(debug_assertions)]
+/// damage what was just written, deterministically. (Compiled in release
+/// too, where it does nothing: no code differs between the two builds, so
+/// the tests' unoptimized build warns of all a release build would.)
 fn test_pause(before: &str) {
+    if !cfg!(debug_assertions) {
+        return;
+    }
     if let Some(fifo) = std::env::var_os(format!("PERSNAP_TEST_PAUSE_BEFORE_{before}")) {
         let mut line = String::new();
         if let Ok(f) = std::fs::File::open(fifo) {
@@ -722,7 +726,6 @@ impl Repo {
             .reopened()?
             .to_indexed_ids()
             .map_err(|e| plain(&self.location, "reading the repository's index", &e))?;
-        #[cfg(debug_assertions)]
         test_pause("STORE");
         let saved = self.while_showing(Phase::Store, progress, || {
             repo.archive(&backup_opts, &source, snap, &paths.paths())
@@ -813,7 +816,6 @@ impl Repo {
         cancel: &CancelToken,
     ) -> Result<StoreCheck> {
         let started = Instant::now();
-        #[cfg(debug_assertions)]
         test_pause("READ_BACK");
         let where_from = self.location.folder().map(|root| {
             if evict_new_files(root, since) {
