@@ -15,6 +15,6 @@ printf '%s\n' '{"version":2,"type":"restore","backup":"/tmp","target":"/var/tmp"
 printf '%s\n%s\n' '{"version":2,"type":"cancel"}' '{"version":2,"type":"capture-checked","error":null}' > "$corpus/seed-worker"
 printf '%s\n' '{"version":2,"type":"backup","source":"/tmp","dest":"/var/tmp","store_name":"persistence.db","method":"auto","options":{"online_timeout_secs":60,"snapshot_size":null}}' > "$corpus/seed-backup"
 printf '%s\n%s\n' '{"version":2,"type":"probe","source":"/tmp","dest":null,"store_name":"p.db","method":"btrfs","options":{"online_timeout_secs":5,"snapshot_size":1024},"test_snapshot":false}' '{"version":2,"type":"cancel"}' > "$corpus/seed-probe"
-# 16 codegen units (cargo-fuzz's default is 1): the build takes half the
-# time on two cores, the fuzzing runs a little slower.
-RUSTC_BOOTSTRAP=1 cargo fuzz run --codegen-units 16 --fuzz-dir tests/fuzz frames "$corpus" -- -max_total_time="$seconds" -max_len=70000
+# --dev: the profile tests/fuzz/Cargo.toml sets (opt-level 1, debug
+# assertions), which builds in half the time of cargo-fuzz's release one.
+RUSTC_BOOTSTRAP=1 cargo fuzz run --dev --fuzz-dir tests/fuzz frames "$corpus" -- -max_total_time="$seconds" -max_len=70000
