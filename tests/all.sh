@@ -19,6 +19,11 @@ fuzz_seconds=${1:-30}
 # the same way whatever the optimizer did; what ships is built in release
 # (installer/package-*.sh without PERSNAP_PROFILE).
 export PERSNAP_PROFILE=dev
+# moto and aiosmtpd, where .ci/setup had to put them in a virtual
+# environment (Debian's own Python).
+if [ -x /opt/persnap-ci/venv/bin/python3 ]; then
+  export PATH=/opt/persnap-ci/venv/bin:$PATH
+fi
 
 started=$SECONDS
 step() { echo "== $* ($((SECONDS - started)) s)"; }
