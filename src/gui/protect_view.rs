@@ -60,6 +60,9 @@ pub struct ProtectDraft {
     same_disk: Option<(PathBuf, bool)>,
     job: Option<Job<jobs::Told>>,
     pub result: Option<Result<Box<Reply>, RemoteFailure>>,
+    /// What protecting said besides, each a warning (a password the
+    /// keyring could not keep).
+    pub warnings: Vec<String>,
     /// Changing how a protected database is protected (its name stays).
     pub replace: bool,
 }
@@ -69,6 +72,13 @@ impl ProtectDraft {
     #[cfg(test)]
     pub fn forget_probing(&mut self) {
         self.probing = None;
+    }
+
+    /// A protection under way, as its job reports it (tests).
+    #[cfg(test)]
+    pub fn protecting(&mut self, job: Job<jobs::Told>) {
+        self.result = None;
+        self.job = Some(job);
     }
 }
 
@@ -100,6 +110,7 @@ pub fn open(app: &mut PersnapApp, ctx: &egui::Context, found: Found) {
         same_disk: None,
         job: None,
         result: None,
+        warnings: Vec::new(),
         replace: false,
     });
     app.rt.screen = Screen::Protect;
@@ -173,7 +184,14 @@ fn drain(app: &mut PersnapApp) {
     }
     let mut done = false;
     if let Some(job) = &d.job {
-        match job.end() {
+        let mut said = Vec::new();
+        let end = job.drain(|msg| {
+            if let jobs::Msg::Log(persnap::progress::Level::Warning, text) = msg {
+                said.push(text);
+            }
+        });
+        d.warnings.extend(said);
+        match end {
             Some(Ok(result)) => {
                 done = result.is_ok();
                 d.result = Some(result);
@@ -724,6 +742,7 @@ fn check(app: &mut PersnapApp, ui: &mut Ui) {
                         .insert(l.display(), d.offsite_password.clone());
                 }
                 d.result = None;
+                d.warnings.clear();
                 d.job = Some(jobs::protect(
                     ui.ctx(),
                     request,
@@ -883,6 +902,10 @@ fn finished(app: &mut PersnapApp, ui: &mut Ui) {
     }
     for line in &lines {
         ui.label(line);
+    }
+    // Said, not hidden: "Back up now" will ask for a password not kept.
+    for warning in &d.warnings {
+        ui.colored_label(AMBER, warning);
     }
     ui.label("Make its first backup now, so that it is protected from today.");
     let entry = database.clone();

@@ -1768,6 +1768,37 @@ fn an_empty_overview_leads_to_protecting_a_database() {
         "{:?}",
         h.state().rt.protect.as_ref().unwrap().result
     );
+    // A password the keyring could not keep is said on this page, not
+    // lost: the same protection, as its job would report that warning.
+    let reply = h
+        .state()
+        .rt
+        .protect
+        .as_ref()
+        .unwrap()
+        .result
+        .clone()
+        .unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    h.state_mut()
+        .rt
+        .protect
+        .as_mut()
+        .unwrap()
+        .protecting(super::jobs::Job {
+            rx,
+            cancel: persnap::progress::CancelToken::new(),
+        });
+    let not_kept = "The password could not be kept in the keyring.";
+    tx.send(super::jobs::Msg::Log(
+        persnap::progress::Level::Warning,
+        not_kept.into(),
+    ))
+    .unwrap();
+    tx.send(super::jobs::Msg::Done(reply)).unwrap();
+    h.run_steps(3);
+    h.get_by_label(not_kept);
+    h.get_by_label("store is set up for protection.");
     let entry = registry.get("store").unwrap().unwrap();
     assert_eq!(entry.folder, folder);
     let backups = persnap::fsutil::canonicalize(&backups).unwrap();
