@@ -261,13 +261,8 @@ fn keep_probe_fresh(app: &mut PersnapApp, ctx: &egui::Context) {
         return;
     }
     let dest_given = app.settings.into_repository || !app.settings.dest.trim().is_empty();
-    app.rt.probing = Some(jobs::probe(
-        ctx,
-        request_here(app),
-        dest_given,
-        key,
-        app.rt.registry.clone(),
-    ));
+    let job = jobs::probe(ctx, request_here(app), dest_given, app.rt.registry.clone());
+    app.rt.probing = Some((key, job));
 }
 
 fn found(app: &PersnapApp, ui: &mut Ui) {

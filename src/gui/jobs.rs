@@ -65,12 +65,8 @@ pub enum Outcome {
     TestSnapshot(Result<String, String>),
 }
 
-/// What a probe found for the folders of `key`.
-#[derive(Debug)]
-pub struct Probed {
-    pub key: String,
-    pub result: Result<Box<ProbeReport>, String>,
-}
+/// What a probe found, or why it could not look.
+pub type Probed = Result<Box<ProbeReport>, String>;
 
 /// A repository connected to, and its persnap backups.
 #[derive(Debug)]
@@ -623,19 +619,12 @@ pub fn probe(
     ctx: &eframe::egui::Context,
     req: BackupRequest,
     dest_given: bool,
-    key: String,
     registry: persnap::registry::Registry,
 ) -> Job<Probed> {
     task(ctx, move || {
-        // Its end even if it panics: the key says these folders were
-        // looked at, or the app would start it again at every frame.
-        let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-            persnap::probe::probe(&req, dest_given, false)
-                .map(|report| Box::new(report.look_up(&registry)))
-                .map_err(|e| e.to_string())
-        }))
-        .unwrap_or_else(|_| Err(STOPPED.into()));
-        Probed { key, result }
+        persnap::probe::probe(&req, dest_given, false)
+            .map(|report| Box::new(report.look_up(&registry)))
+            .map_err(|e| e.to_string())
     })
 }
 

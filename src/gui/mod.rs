@@ -205,7 +205,8 @@ pub struct Runtime {
     pub runs: Vec<Run>,
     pub probe: Option<Result<Box<ProbeReport>, String>>,
     pub probe_key: String,
-    pub probing: Option<Job<jobs::Probed>>,
+    /// The probe running, and the folders (`probe_key`) it looks at.
+    pub probing: Option<(String, Job<jobs::Probed>)>,
     pub activity: Option<Activity>,
     pub outcome: Option<Outcome>,
     /// Warnings the user must confirm before the backup starts.
@@ -512,17 +513,14 @@ impl PersnapApp {
             self.rt.probing = None;
             self.rt.probe_key.clear();
         }
-        match self.rt.probing.as_ref().and_then(Job::end) {
-            Some(Ok(jobs::Probed { key, result })) => {
-                self.rt.probe = Some(result);
-                self.rt.probe_key = key;
-                self.rt.probing = None;
-            }
-            Some(Err(jobs::Stopped)) => {
-                self.rt.probe = Some(Err(jobs::STOPPED.into()));
-                self.rt.probing = None;
-            }
-            None => {}
+        // Its folders are looked at however it ended: a probe that
+        // panicked is said, not started again at every frame.
+        if let Some((key, job)) = &self.rt.probing
+            && let Some(end) = job.end()
+        {
+            self.rt.probe = Some(end.unwrap_or_else(|s| Err(s.into())));
+            self.rt.probe_key = key.clone();
+            self.rt.probing = None;
         }
         let Some(activity) = &mut self.rt.activity else {
             return;

@@ -89,7 +89,7 @@ pub fn open(app: &mut PersnapApp, ctx: &egui::Context, found: Found) {
         store_name: found.store_name.clone(),
         ..persnap::backup::BackupRequest::new(&found.folder, "")
     };
-    let probing = jobs::probe(ctx, probe, false, String::new(), app.rt.registry.clone());
+    let probing = jobs::probe(ctx, probe, false, app.rt.registry.clone());
     app.rt.protect = Some(ProtectDraft {
         found,
         name,
@@ -174,7 +174,7 @@ fn drain(app: &mut PersnapApp) {
     };
     if let Some(job) = &d.probing {
         match job.end() {
-            Some(Ok(jobs::Probed { result, .. })) => {
+            Some(Ok(result)) => {
                 d.probe = Some(result);
                 d.probing = None;
             }
