@@ -64,8 +64,7 @@ impl Setup {
     fn command(&self, repo: &str, args: &[&str]) -> Command {
         let mut cmd = self.machine.command(args);
         cmd.env("PERSNAP_REPOSITORY", repo)
-            .env("PERSNAP_PASSWORD_FILE", &self.password_file)
-            .envs(self.env.iter().map(|(k, v)| (k, v)));
+            .env("PERSNAP_PASSWORD_FILE", &self.password_file);
         cmd
     }
 

@@ -193,14 +193,14 @@ fn schedule_units_verify_and_their_command_backs_up() {
         "3",
     ]);
     assert!(add.status.success(), "{}", stderr(&add));
-    let service = &m.units().join("persnap-backup-nightly.service");
-    let timer = &m.units().join("persnap-backup-nightly.timer");
+    let service = m.units().join("persnap-backup-nightly.service");
+    let timer = m.units().join("persnap-backup-nightly.timer");
     // --man=no: the unit's Documentation= page comes with the package,
     // which is not installed here (tests/installers/run.sh installs it).
     let verify = Command::new("systemd-analyze")
         .args(["verify", "--man=no"])
-        .arg(service)
-        .arg(timer)
+        .arg(&service)
+        .arg(&timer)
         .output()
         .unwrap();
     assert!(
@@ -208,7 +208,7 @@ fn schedule_units_verify_and_their_command_backs_up() {
         "systemd-analyze verify: {}",
         String::from_utf8_lossy(&verify.stderr)
     );
-    let timer_text = std::fs::read_to_string(timer).unwrap();
+    let timer_text = std::fs::read_to_string(&timer).unwrap();
     assert!(
         timer_text.contains("OnCalendar=Mon,Tue,Wed,Thu,Fri *-*-* 02:00:00"),
         "{timer_text}"
@@ -224,8 +224,8 @@ fn schedule_units_verify_and_their_command_backs_up() {
     );
 
     // Run the service's command as systemd would, with its environment.
-    run_service(&std::fs::read_to_string(service).unwrap());
-    let runs = History::at(m.data()).load().unwrap();
+    run_service(&std::fs::read_to_string(&service).unwrap());
+    let runs = m.history().load().unwrap();
     let last = runs.last().unwrap();
     assert_eq!(last.outcome, Outcome::Completed);
     assert_eq!(
@@ -485,7 +485,7 @@ fn a_missed_run_is_reported_until_one_runs() {
     run.scheduled = Some("daily".into());
     run.started = Utc::now() - Duration::minutes(100);
     run.outcome = Outcome::Completed;
-    History::at(m.data()).upsert(&run).unwrap();
+    m.history().upsert(&run).unwrap();
     let check = m.persnap(&["schedule", "check"]);
     assert!(
         check.status.success(),
@@ -997,7 +997,7 @@ fn a_run_stopped_at_its_time_limit_is_reported_as_hung() {
     );
     run.scheduled = Some("nightly".into());
     run.started = Utc::now() - Duration::hours(12);
-    History::at(m.data()).upsert(&run).unwrap();
+    m.history().upsert(&run).unwrap();
     let out = Command::new(bin("persnap"))
         .args(["schedule", "notify", "nightly"])
         .env("PERSNAP_UNIT_DIR", m.units())
@@ -1009,7 +1009,7 @@ fn a_run_stopped_at_its_time_limit_is_reported_as_hung() {
     assert!(out.status.success(), "{}", stderr(&out));
     let said = stderr(&out);
     assert!(said.contains("hung"), "{said}");
-    let runs = History::at(m.data()).load().unwrap();
+    let runs = m.history().load().unwrap();
     assert!(
         matches!(&runs[0].outcome, Outcome::Failed { message, .. } if message.contains("still running after 12 hours")),
         "{:?}",
@@ -1706,7 +1706,7 @@ fn a_scheduled_run_pings_and_mails_what_happened() {
     assert_eq!(seen.len(), 2, "{seen:?}");
     assert_eq!(seen[1].1, format!("/ping/{TOKEN}/fail?rid={rid}"));
     assert!(seen[1].2.contains("failed"), "{seen:?}");
-    let history = History::at(m.data()).load().unwrap();
+    let history = m.history().load().unwrap();
     let Outcome::Failed { message, .. } = &history.last().unwrap().outcome else {
         panic!("{:?}", history.last());
     };
@@ -1728,8 +1728,8 @@ fn a_scheduled_run_pings_and_mails_what_happened() {
 
     // While a ping or mail is set, the hourly watch is installed beside
     // the schedules' units.
-    let watch_unit = &m.units().join("persnap-watch.service");
-    let watch = directive_words(&std::fs::read_to_string(watch_unit).unwrap(), "ExecStart");
+    let watch_unit = m.units().join("persnap-watch.service");
+    let watch = directive_words(&std::fs::read_to_string(&watch_unit).unwrap(), "ExecStart");
     assert_eq!(watch[1..], ["monitoring", "watch"], "{watch:?}");
     assert!(m.units().join("persnap-watch.timer").is_file());
 

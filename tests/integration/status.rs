@@ -9,7 +9,7 @@ use std::path::Path;
 use std::process::Output;
 
 use common::*;
-use persnap::history::{History, Outcome};
+use persnap::history::Outcome;
 use persnap::loadgen::Mode;
 use persnap::registry::{Database, Registry};
 
@@ -87,7 +87,7 @@ fn status_tells_monitoring_whether_each_database_is_protected() {
     assert!(out.contains("free."), "the free space is shown: {out}");
 
     // Three days later (the history says so), with no schedule: attention.
-    let history = History::at(m.data());
+    let history = m.history();
     let mut good = history.load().unwrap().pop().unwrap();
     good.started -= chrono::Duration::days(3);
     good.finished = good.finished.map(|t| t - chrono::Duration::days(3));
@@ -159,7 +159,7 @@ fn a_scheduled_run_refused_before_it_starts_is_a_failure() {
         "nightly",
     ]);
     assert!(!out.status.success());
-    let runs = History::at(m.data()).load().unwrap();
+    let runs = m.history().load().unwrap();
     assert_eq!(runs.len(), 1, "the refusal is recorded: {}", stderr(&out));
     assert_eq!(runs[0].scheduled.as_deref(), Some("nightly"));
     assert!(matches!(runs[0].outcome, Outcome::Failed { .. }));
@@ -424,7 +424,7 @@ fn status_speaks_prometheus_for_promtool_and_node_exporter() {
     let done = m.backup(src.path(), dest.path(), &[]);
     assert!(done.status.success(), "{}", stderr(&done));
     writer.stop();
-    let good = History::at(m.data()).load().unwrap().pop().unwrap();
+    let good = m.history().load().unwrap().pop().unwrap();
     let sent = records();
     assert_eq!(sent.len(), 1, "one record per run: {sent:?}");
     let record = &sent[0];
